@@ -1,0 +1,389 @@
+//! The plugin configuration as users write it (YAML or JSON), before compilation.
+//!
+//! Field names follow Higress's `mcp-server` plugin so its users feel at home. Parsing happens in layers
+//! (plugin, then each server, then each tool) so that every error names the server, tool and field at fault.
+
+use serde::Deserialize;
+use serde_json::{Map, Value};
+use std::fmt;
+
+/// A configuration error, located by server, tool and field so operators can find it in a large config.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ConfigError {
+    pub server: Option<String>,
+    pub tool: Option<String>,
+    pub field: String,
+    pub message: String,
+}
+
+impl ConfigError {
+    pub fn new(field: impl Into<String>, message: impl Into<String>) -> Self {
+        ConfigError { server: None, tool: None, field: field.into(), message: message.into() }
+    }
+
+    /// Attaches the server the error belongs to.
+    pub fn in_server(mut self, server: &str) -> Self {
+        self.server.get_or_insert_with(|| server.to_string());
+        self
+    }
+
+    /// Attaches the tool the error belongs to.
+    pub fn in_tool(mut self, tool: &str) -> Self {
+        self.tool.get_or_insert_with(|| tool.to_string());
+        self
+    }
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "invalid plugin config:")?;
+        if let Some(s) = &self.server {
+            write!(f, " server '{s}'")?;
+        }
+        if let Some(t) = &self.tool {
+            write!(f, " tool '{t}'")?;
+        }
+        write!(f, " field '{}': {}", self.field, self.message)
+    }
+}
+
+impl std::error::Error for ConfigError {}
+
+/// Top-level plugin settings; `servers` stay raw until each is parsed with its own error context.
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+struct RawPlugin {
+    #[serde(default = "default_prefix")]
+    prefix: String,
+    #[serde(default)]
+    allowed_origins: Vec<String>,
+    #[serde(default = "default_ttl")]
+    session_ttl_seconds: u64,
+    #[serde(default = "default_max_body")]
+    max_request_bytes: usize,
+    #[serde(default = "default_page_size")]
+    tools_page_size: usize,
+    #[serde(default)]
+    servers: Vec<Value>,
+    /// Higress's single-server shape: `server:` plus top-level `tools:`.
+    #[serde(default)]
+    server: Option<Value>,
+    #[serde(default)]
+    tools: Option<Vec<Value>>,
+}
+
+fn default_prefix() -> String {
+    "/mcp-servers".into()
+}
+fn default_ttl() -> u64 {
+    1800
+}
+fn default_max_body() -> usize {
+    1024 * 1024
+}
+fn default_page_size() -> usize {
+    100
+}
+
+/// The whole plugin configuration.
+#[derive(Debug, Clone)]
+pub struct PluginConfig {
+    /// Path prefix under which servers are served; everything else passes through.
+    pub prefix: String,
+    /// Origins allowed besides loopback ones; `*` allows any.
+    pub allowed_origins: Vec<String>,
+    /// Idle lifetime of a session.
+    pub session_ttl_seconds: u64,
+    /// Larger request bodies are refused with 413 before they are parsed.
+    pub max_request_bytes: usize,
+    /// Tools per `tools/list` page.
+    pub tools_page_size: usize,
+    pub servers: Vec<ServerConfig>,
+}
+
+/// One MCP server, served at `{prefix}/{name}`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct ServerConfig {
+    pub name: String,
+    #[serde(default)]
+    pub version: Option<String>,
+    #[serde(default)]
+    pub title: Option<String>,
+    #[serde(default)]
+    pub instructions: Option<String>,
+    /// Free-form values visible to templates as `config` (API keys, base paths).
+    #[serde(default)]
+    pub config: Map<String, Value>,
+    #[serde(default)]
+    pub upstream: Option<UpstreamConfig>,
+    #[serde(skip)]
+    pub tools: Vec<ToolConfig>,
+}
+
+/// Where a tool's HTTP request goes: always an Envoy cluster from config, never from arguments.
+#[derive(Debug, Clone, Default, Deserialize, PartialEq)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct UpstreamConfig {
+    #[serde(default)]
+    pub cluster: Option<String>,
+    #[serde(default)]
+    pub authority: Option<String>,
+    #[serde(default)]
+    pub timeout_ms: Option<u64>,
+}
+
+/// One REST-backed tool.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct ToolConfig {
+    pub name: String,
+    #[serde(default)]
+    pub title: Option<String>,
+    #[serde(default)]
+    pub description: String,
+    #[serde(default)]
+    pub args: Vec<ArgConfig>,
+    #[serde(default)]
+    pub input_schema: Option<Value>,
+    #[serde(default)]
+    pub output_schema: Option<Value>,
+    #[serde(default)]
+    pub annotations: Option<Map<String, Value>>,
+    #[serde(default)]
+    pub upstream: Option<UpstreamConfig>,
+    #[serde(default)]
+    pub request_template: Option<RequestTemplate>,
+    #[serde(default)]
+    pub response_template: Option<ResponseTemplate>,
+    #[serde(default)]
+    pub error_response_template: Option<String>,
+}
+
+/// One tool argument, turned into a JSON Schema property.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct ArgConfig {
+    pub name: String,
+    #[serde(default)]
+    pub description: Option<String>,
+    #[serde(default, rename = "type")]
+    pub kind: Option<String>,
+    #[serde(default)]
+    pub required: bool,
+    #[serde(default)]
+    pub default: Option<Value>,
+    #[serde(default, rename = "enum")]
+    pub enum_values: Option<Vec<Value>>,
+    #[serde(default)]
+    pub items: Option<Value>,
+    #[serde(default)]
+    pub properties: Option<Value>,
+    #[serde(default)]
+    pub position: Option<Position>,
+}
+
+/// Where an argument goes in the upstream request when it is placed automatically.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Position {
+    Query,
+    Path,
+    Header,
+    Cookie,
+    Body,
+}
+
+/// How a `tools/call` becomes an upstream HTTP request.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct RequestTemplate {
+    #[serde(default)]
+    pub url: Option<String>,
+    #[serde(default)]
+    pub method: Option<String>,
+    #[serde(default)]
+    pub headers: Vec<HeaderTemplate>,
+    #[serde(default)]
+    pub body: Option<String>,
+    #[serde(default)]
+    pub args_to_json_body: bool,
+    #[serde(default)]
+    pub args_to_url_param: bool,
+    #[serde(default)]
+    pub args_to_form_body: bool,
+}
+
+/// A request header whose value is a template.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HeaderTemplate {
+    pub key: String,
+    pub value: String,
+}
+
+/// How the upstream answer becomes the tool result text.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct ResponseTemplate {
+    #[serde(default)]
+    pub body: Option<String>,
+    #[serde(default)]
+    pub prepend_body: Option<String>,
+    #[serde(default)]
+    pub append_body: Option<String>,
+}
+
+/// Parses a configuration string: JSON always, YAML when built with the `yaml` feature.
+pub fn parse_document(text: &str) -> Result<Value, ConfigError> {
+    let trimmed = text.trim_start();
+    if trimmed.is_empty() {
+        return Err(ConfigError::new("(root)", "the plugin configuration is empty"));
+    }
+    if trimmed.starts_with('{') {
+        return serde_json::from_str(text).map_err(|e| ConfigError::new("(root)", format!("not valid JSON: {e}")));
+    }
+    #[cfg(feature = "yaml")]
+    {
+        serde_yaml_ng::from_str(text).map_err(|e| ConfigError::new("(root)", format!("not valid YAML: {e}")))
+    }
+    #[cfg(not(feature = "yaml"))]
+    {
+        Err(ConfigError::new("(root)", "expected a JSON object (this build does not read YAML)"))
+    }
+}
+
+impl PluginConfig {
+    /// Parses and structurally validates the configuration text.
+    pub fn parse(text: &str) -> Result<PluginConfig, ConfigError> {
+        Self::from_value(parse_document(text)?)
+    }
+
+    /// Builds the configuration from an already parsed document.
+    pub fn from_value(doc: Value) -> Result<PluginConfig, ConfigError> {
+        if !doc.is_object() {
+            return Err(ConfigError::new("(root)", "the plugin configuration must be an object"));
+        }
+        let raw: RawPlugin = serde_json::from_value(doc).map_err(|e| field_error("(root)", e))?;
+        let mut raw_servers = raw.servers;
+        if let Some(server) = raw.server {
+            let mut server = server;
+            if let (Some(obj), Some(tools)) = (server.as_object_mut(), raw.tools) {
+                obj.insert("tools".into(), Value::Array(tools));
+            }
+            raw_servers.push(server);
+        } else if raw.tools.is_some() {
+            return Err(ConfigError::new("tools", "top-level tools need a top-level `server`"));
+        }
+        if raw_servers.is_empty() {
+            return Err(ConfigError::new("servers", "at least one server is required"));
+        }
+        let prefix = raw.prefix.trim_end_matches('/').to_string();
+        if !prefix.starts_with('/') || prefix.contains(['?', '#']) {
+            return Err(ConfigError::new("prefix", "must be an absolute path such as /mcp-servers"));
+        }
+        if raw.session_ttl_seconds == 0 {
+            return Err(ConfigError::new("sessionTtlSeconds", "must be at least 1"));
+        }
+        if raw.tools_page_size == 0 {
+            return Err(ConfigError::new("toolsPageSize", "must be at least 1"));
+        }
+        let mut servers = Vec::with_capacity(raw_servers.len());
+        for (i, value) in raw_servers.into_iter().enumerate() {
+            let server = parse_server(value, i)?;
+            if servers.iter().any(|s: &ServerConfig| s.name == server.name) {
+                return Err(ConfigError::new("name", "duplicate server name").in_server(&server.name));
+            }
+            servers.push(server);
+        }
+        Ok(PluginConfig {
+            prefix,
+            allowed_origins: raw.allowed_origins,
+            session_ttl_seconds: raw.session_ttl_seconds,
+            max_request_bytes: raw.max_request_bytes,
+            tools_page_size: raw.tools_page_size,
+            servers,
+        })
+    }
+}
+
+fn parse_server(mut value: Value, index: usize) -> Result<ServerConfig, ConfigError> {
+    let label = value.get("name").and_then(Value::as_str).map(str::to_string).unwrap_or_else(|| format!("#{index}"));
+    let tools = match value.as_object_mut() {
+        Some(obj) => obj.remove("tools"),
+        None => return Err(ConfigError::new("(server)", "must be an object").in_server(&label)),
+    };
+    let mut server: ServerConfig = serde_json::from_value(value).map_err(|e| field_error("(server)", e).in_server(&label))?;
+    if server.name.is_empty() || !server.name.bytes().all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b)) {
+        return Err(ConfigError::new("name", "use letters, digits, '-', '_' or '.' only").in_server(&label));
+    }
+    let tools = match tools {
+        None | Some(Value::Null) => Vec::new(),
+        Some(Value::Array(items)) => items,
+        Some(_) => return Err(ConfigError::new("tools", "must be a list").in_server(&label)),
+    };
+    for (i, tool) in tools.into_iter().enumerate() {
+        let tool_label = tool.get("name").and_then(Value::as_str).map(str::to_string).unwrap_or_else(|| format!("#{i}"));
+        let tool: ToolConfig =
+            serde_json::from_value(tool).map_err(|e| field_error("(tool)", e).in_server(&label).in_tool(&tool_label))?;
+        if server.tools.iter().any(|t| t.name == tool.name) {
+            return Err(ConfigError::new("name", "duplicate tool name").in_server(&label).in_tool(&tool.name));
+        }
+        server.tools.push(tool);
+    }
+    Ok(server)
+}
+
+/// Turns a serde error into a located one, pulling the field name out of serde's message when it has one.
+fn field_error(default_field: &str, e: serde_json::Error) -> ConfigError {
+    let msg = e.to_string();
+    let field = msg
+        .split('`')
+        .nth(1)
+        .filter(|_| msg.contains("field `"))
+        .map(str::to_string)
+        .unwrap_or_else(|| default_field.to_string());
+    ConfigError::new(field, msg)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_yaml_with_defaults() {
+        let c = PluginConfig::parse("servers:\n  - name: a\n    tools:\n      - name: t\n        description: d\n").unwrap();
+        assert_eq!(c.prefix, "/mcp-servers");
+        assert_eq!(c.session_ttl_seconds, 1800);
+        assert_eq!(c.servers[0].tools[0].name, "t");
+    }
+
+    #[test]
+    fn accepts_higress_single_server_shape() {
+        let c = PluginConfig::parse("server:\n  name: time\ntools:\n  - name: now\n    description: d\n").unwrap();
+        assert_eq!(c.servers.len(), 1);
+        assert_eq!(c.servers[0].tools[0].name, "now");
+    }
+
+    #[test]
+    fn errors_name_server_tool_and_field() {
+        let e = PluginConfig::parse(r#"{"servers":[{"name":"s","tools":[{"name":"t","urll":"x"}]}]}"#).unwrap_err();
+        assert_eq!(e.server.as_deref(), Some("s"));
+        assert_eq!(e.tool.as_deref(), Some("t"));
+        assert_eq!(e.field, "urll");
+        assert!(e.to_string().contains("server 's' tool 't' field 'urll'"), "{e}");
+    }
+
+    #[test]
+    fn rejects_wrong_types_and_duplicates() {
+        let e = PluginConfig::parse(r#"{"servers":[{"name":"s","tools":[{"name":"t","args":[{"name":"a","position":"sky"}]}]}]}"#)
+            .unwrap_err();
+        assert_eq!(e.tool.as_deref(), Some("t"));
+        let e = PluginConfig::parse(r#"{"servers":[{"name":"s"},{"name":"s"}]}"#).unwrap_err();
+        assert_eq!(e.field, "name");
+        assert!(PluginConfig::parse("").is_err());
+        assert!(PluginConfig::parse("[1,2]").is_err());
+        assert!(PluginConfig::parse(r#"{"servers":[]}"#).is_err());
+        assert!(PluginConfig::parse(r#"{"prefix":"x","servers":[{"name":"s"}]}"#).is_err());
+    }
+}

@@ -1,0 +1,146 @@
+//! The compiled plugin: every server and tool validated, every template compiled, every listing precomputed,
+//! so the request path only looks things up.
+
+use crate::config::{ConfigError, PluginConfig};
+use crate::template::Templates;
+use crate::tool::Tool;
+use minijinja::value::Value as MjValue;
+use serde_json::{Map, Value};
+use std::collections::HashMap;
+
+/// One served MCP server.
+#[derive(Debug)]
+pub struct Server {
+    pub name: String,
+    pub version: String,
+    pub title: Option<String>,
+    pub instructions: Option<String>,
+    pub tools: Vec<Tool>,
+    tool_index: HashMap<String, usize>,
+    /// `config` as templates see it: strings marked safe so URL templates do not escape operator values.
+    pub config: MjValue,
+}
+
+impl Server {
+    pub fn tool(&self, name: &str) -> Option<&Tool> {
+        self.tool_index.get(name).map(|i| &self.tools[*i])
+    }
+}
+
+/// Everything the request path needs, built once in `on_configure`.
+#[derive(Debug)]
+pub struct Gateway {
+    pub prefix: String,
+    pub allowed_origins: Vec<String>,
+    pub session_ttl_ms: u64,
+    pub max_request_bytes: usize,
+    pub page_size: usize,
+    pub servers: Vec<Server>,
+    pub templates: Templates,
+}
+
+impl Gateway {
+    /// Parses, validates and compiles a configuration string.
+    pub fn from_config_str(text: &str) -> Result<Gateway, ConfigError> {
+        Self::compile(PluginConfig::parse(text)?)
+    }
+
+    /// Compiles a parsed configuration.
+    pub fn compile(cfg: PluginConfig) -> Result<Gateway, ConfigError> {
+        let mut templates = Templates::new();
+        let mut servers = Vec::with_capacity(cfg.servers.len());
+        for s in &cfg.servers {
+            let mut tools = Vec::with_capacity(s.tools.len());
+            let mut tool_index = HashMap::new();
+            for t in &s.tools {
+                let tool = Tool::compile(s, t, &mut templates)
+                    .map_err(|(field, msg)| ConfigError::new(field, msg).in_server(&s.name).in_tool(&t.name))?;
+                tool_index.insert(tool.name.clone(), tools.len());
+                tools.push(tool);
+            }
+            servers.push(Server {
+                name: s.name.clone(),
+                version: s.version.clone().unwrap_or_else(|| env!("CARGO_PKG_VERSION").to_string()),
+                title: s.title.clone(),
+                instructions: s.instructions.clone(),
+                tools,
+                tool_index,
+                config: safe_config(&s.config),
+            });
+        }
+        for origin in &cfg.allowed_origins {
+            if origin != "*" && !(origin.starts_with("http://") || origin.starts_with("https://")) {
+                return Err(ConfigError::new("allowedOrigins", format!("'{origin}' must be \"*\" or start with http:// or https://")));
+            }
+        }
+        Ok(Gateway {
+            prefix: cfg.prefix,
+            allowed_origins: cfg.allowed_origins.iter().map(|o| o.trim_end_matches('/').to_ascii_lowercase()).collect(),
+            session_ttl_ms: cfg.session_ttl_seconds.saturating_mul(1000),
+            max_request_bytes: cfg.max_request_bytes,
+            page_size: cfg.tools_page_size,
+            servers,
+            templates,
+        })
+    }
+
+    pub fn server(&self, name: &str) -> Option<&Server> {
+        self.servers.iter().find(|s| s.name == name)
+    }
+
+    /// Whether a browser `Origin` may talk to the gateway: loopback origins, listed ones, or any with `*`.
+    pub fn origin_allowed(&self, origin: &str) -> bool {
+        let o = origin.trim_end_matches('/').to_ascii_lowercase();
+        if self.allowed_origins.iter().any(|a| a == "*" || *a == o) {
+            return true;
+        }
+        let Some(rest) = o.strip_prefix("http://").or_else(|| o.strip_prefix("https://")) else { return false };
+        let host = if rest.starts_with('[') {
+            rest.split_inclusive(']').next().unwrap_or("")
+        } else {
+            rest.split(':').next().unwrap_or("")
+        };
+        let port_ok = rest[host.len()..].is_empty() || rest[host.len()..].strip_prefix(':').is_some_and(|p| !p.is_empty() && p.bytes().all(|b| b.is_ascii_digit()));
+        port_ok && matches!(host, "localhost" | "127.0.0.1" | "[::1]")
+    }
+}
+
+/// Converts a server's `config` map for templates, marking strings safe (operator values are trusted).
+pub fn safe_config(config: &Map<String, Value>) -> MjValue {
+    fn convert(v: &Value) -> MjValue {
+        match v {
+            Value::String(s) => MjValue::from_safe_string(s.clone()),
+            Value::Array(items) => MjValue::from(items.iter().map(convert).collect::<Vec<_>>()),
+            Value::Object(map) => MjValue::from_iter(map.iter().map(|(k, v)| (k.clone(), convert(v)))),
+            other => MjValue::from_serialize(other),
+        }
+    }
+    convert(&Value::Object(config.clone()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn compiles_and_reports_tool_errors_with_location() {
+        let g = Gateway::from_config_str("servers:\n- name: a\n  tools:\n  - {name: t, description: d, responseTemplate: {body: hi}}\n").unwrap();
+        assert!(g.server("a").unwrap().tool("t").is_some());
+        let e = Gateway::from_config_str("servers:\n- name: a\n  tools:\n  - {name: t, description: d, requestTemplate: {url: /x}}\n").unwrap_err();
+        assert_eq!((e.server.as_deref(), e.tool.as_deref(), e.field.as_str()), (Some("a"), Some("t"), "upstream"));
+        let e = Gateway::from_config_str("servers:\n- name: a\n  tools:\n  - {name: t, description: d, responseTemplate: {body: '{{ x'}}\n").unwrap_err();
+        assert_eq!(e.field, "responseTemplate.body");
+    }
+
+    #[test]
+    fn origins() {
+        let g = Gateway::from_config_str("allowedOrigins: [https://app.example.com]\nservers:\n- name: a\n").unwrap();
+        for ok in ["http://localhost:6274", "http://127.0.0.1", "http://[::1]:80", "https://APP.example.com"] {
+            assert!(g.origin_allowed(ok), "{ok}");
+        }
+        for bad in ["http://evil.example.com", "http://localhost.evil.com", "null", "http://127.0.0.1:x", "http://127.0.0.1.nip.io"] {
+            assert!(!g.origin_allowed(bad), "{bad}");
+        }
+        assert!(Gateway::from_config_str("allowedOrigins: [example.com]\nservers:\n- name: a\n").is_err());
+    }
+}

@@ -1,0 +1,18 @@
+//! mcp-gateway: a proxy-wasm plugin that serves Model Context Protocol servers from Envoy and Higress.
+//!
+//! Everything but [`host`] is a sans-IO core: plain Rust that takes inputs and returns decisions, tested
+//! natively with `cargo test`. Only `host` touches proxy-wasm hostcalls.
+
+pub mod config;
+pub mod gateway;
+pub mod jsonrpc;
+pub mod mcp;
+pub mod schema;
+pub mod session;
+pub mod template;
+pub mod tool;
+pub mod transport;
+pub mod upstream;
+
+#[cfg(target_arch = "wasm32")]
+pub mod host;

@@ -1,0 +1,560 @@
+//! Tool input schemas: built from `args`, used to coerce and validate `tools/call` arguments.
+//!
+//! The validator covers the JSON Schema keywords that tool schemas use (draft 2020-12 and draft-07
+//! spellings). The `jsonschema` crate was measured at +1.9 MB of wasm, more than the whole plugin budget,
+//! so this module implements the subset with `regex-lite` for `pattern`.
+
+use crate::config::ArgConfig;
+use regex_lite::Regex;
+use serde_json::{json, Map, Value};
+use std::collections::HashMap;
+
+const MAX_DEPTH: usize = 64;
+
+/// Builds the tool's `inputSchema` from its declared args.
+pub fn from_args(args: &[ArgConfig]) -> Result<Value, String> {
+    let mut props = Map::new();
+    let mut required = Vec::new();
+    for arg in args {
+        if arg.name.is_empty() {
+            return Err("an arg has an empty name".into());
+        }
+        let kind = arg.kind.as_deref().unwrap_or("string");
+        if !["string", "number", "integer", "boolean", "array", "object"].contains(&kind) {
+            return Err(format!("arg '{}': unknown type '{kind}'", arg.name));
+        }
+        let mut p = Map::new();
+        p.insert("type".into(), json!(kind));
+        if let Some(d) = &arg.description {
+            p.insert("description".into(), json!(d));
+        }
+        if let Some(e) = &arg.enum_values {
+            p.insert("enum".into(), Value::Array(e.clone()));
+        }
+        if let Some(d) = &arg.default {
+            p.insert("default".into(), d.clone());
+        }
+        if let Some(items) = &arg.items {
+            p.insert("items".into(), items.clone());
+        }
+        if let Some(properties) = &arg.properties {
+            p.insert("properties".into(), properties.clone());
+        }
+        if props.insert(arg.name.clone(), Value::Object(p)).is_some() {
+            return Err(format!("arg '{}' is declared twice", arg.name));
+        }
+        if arg.required {
+            required.push(json!(arg.name));
+        }
+    }
+    let mut schema = json!({"type": "object", "properties": props});
+    if !required.is_empty() {
+        schema["required"] = Value::Array(required);
+    }
+    Ok(schema)
+}
+
+/// Coerces top-level argument values towards their declared types and fills in defaults.
+///
+/// Clients (and the models behind them) often send `"5"` for an integer or `5` for a string; REST
+/// backends care, so arguments are nudged to the declared type before validation.
+pub fn coerce_and_default(schema: &Value, args: &mut Map<String, Value>) {
+    let Some(props) = schema.get("properties").and_then(Value::as_object) else { return };
+    for (name, prop) in props {
+        match args.get_mut(name) {
+            Some(v) => coerce(prop, v),
+            None => {
+                if let Some(d) = prop.get("default") {
+                    args.insert(name.clone(), d.clone());
+                }
+            }
+        }
+    }
+}
+
+fn declared_types(schema: &Value) -> Vec<&str> {
+    match schema.get("type") {
+        Some(Value::String(s)) => vec![s.as_str()],
+        Some(Value::Array(a)) => a.iter().filter_map(Value::as_str).collect(),
+        _ => Vec::new(),
+    }
+}
+
+fn coerce(schema: &Value, v: &mut Value) {
+    let types = declared_types(schema);
+    if types.is_empty() || types.iter().any(|t| type_matches(t, v)) {
+        if let (Value::Array(items), Some(item_schema)) = (&mut *v, schema.get("items")) {
+            items.iter_mut().for_each(|i| coerce(item_schema, i));
+        }
+        return;
+    }
+    let coerced = match (types[0], &*v) {
+        ("integer", Value::String(s)) => s.trim().parse::<i64>().ok().map(Value::from),
+        ("integer", Value::Number(n)) => n.as_f64().filter(|f| f.fract() == 0.0 && f.abs() < 9.0e15).map(|f| json!(f as i64)),
+        ("number", Value::String(s)) => s.trim().parse::<f64>().ok().filter(|f| f.is_finite()).map(|f| json!(f)),
+        ("boolean", Value::String(s)) => match s.trim() {
+            "true" | "True" | "TRUE" | "1" => Some(json!(true)),
+            "false" | "False" | "FALSE" | "0" => Some(json!(false)),
+            _ => None,
+        },
+        ("string", Value::Number(n)) => Some(json!(n.to_string())),
+        ("string", Value::Bool(b)) => Some(json!(b.to_string())),
+        ("array" | "object", Value::String(s)) => serde_json::from_str::<Value>(s).ok().filter(|p| type_matches(types[0], p)),
+        _ => None,
+    };
+    if let Some(c) = coerced {
+        *v = c;
+    }
+}
+
+fn type_matches(t: &str, v: &Value) -> bool {
+    match t {
+        "string" => v.is_string(),
+        "number" => v.is_number(),
+        "integer" => v.as_f64().is_some_and(|f| f.fract() == 0.0),
+        "boolean" => v.is_boolean(),
+        "array" => v.is_array(),
+        "object" => v.is_object(),
+        "null" => v.is_null(),
+        _ => false,
+    }
+}
+
+/// A schema checked once at configure time, with its regular expressions compiled.
+#[derive(Debug)]
+pub struct Validator {
+    root: Value,
+    patterns: HashMap<String, Regex>,
+}
+
+impl Validator {
+    /// Compiles a schema; fails on malformed keywords, bad patterns and unresolvable local `$ref`s.
+    pub fn new(root: Value) -> Result<Validator, String> {
+        if !root.is_object() && !root.is_boolean() {
+            return Err("a schema must be an object or a boolean".into());
+        }
+        let mut patterns = HashMap::new();
+        check(&root, &root, &mut patterns, "#", 0)?;
+        Ok(Validator { root, patterns })
+    }
+
+    /// The schema as given.
+    pub fn schema(&self) -> &Value {
+        &self.root
+    }
+
+    /// Validates an instance; each error names the JSON path at fault ("`city`", "`tags/0`").
+    pub fn validate(&self, instance: &Value) -> Vec<String> {
+        let mut errors = Vec::new();
+        self.walk(&self.root, instance, "", &mut errors, 0);
+        errors
+    }
+
+    fn resolve<'a>(&'a self, reference: &str) -> Option<&'a Value> {
+        resolve_ref(&self.root, reference)
+    }
+
+    fn walk(&self, schema: &Value, v: &Value, path: &str, errors: &mut Vec<String>, depth: usize) {
+        let at = |p: &str| if p.is_empty() { "arguments".to_string() } else { format!("`{p}`") };
+        if depth > MAX_DEPTH {
+            errors.push(format!("{}: schema nesting too deep", at(path)));
+            return;
+        }
+        let s = match schema {
+            Value::Bool(true) => return,
+            Value::Bool(false) => return errors.push(format!("{}: no value is allowed here", at(path))),
+            Value::Object(s) => s,
+            _ => return,
+        };
+        if let Some(r) = s.get("$ref").and_then(Value::as_str) {
+            if let Some(target) = self.resolve(r) {
+                self.walk(target, v, path, errors, depth + 1);
+            }
+        }
+        let types = declared_types(schema);
+        if !types.is_empty() && !types.iter().any(|t| type_matches(t, v)) {
+            errors.push(format!("{}: expected {}, got {}", at(path), types.join(" or "), kind_of(v)));
+            return;
+        }
+        if let Some(Value::Array(options)) = s.get("enum") {
+            if !options.contains(v) {
+                errors.push(format!("{}: must be one of {}", at(path), Value::Array(options.clone())));
+            }
+        }
+        if let Some(c) = s.get("const") {
+            if c != v {
+                errors.push(format!("{}: must be {c}", at(path)));
+            }
+        }
+        match v {
+            Value::String(text) => self.check_string(s, text, &at(path), errors),
+            Value::Number(_) => check_number(s, v.as_f64().unwrap_or(0.0), &at(path), errors),
+            Value::Array(items) => self.check_array(s, items, path, errors, depth),
+            Value::Object(obj) => self.check_object(s, obj, path, errors, depth),
+            _ => {}
+        }
+        for key in ["allOf", "anyOf", "oneOf"] {
+            let Some(Value::Array(subs)) = s.get(key) else { continue };
+            let results: Vec<Vec<String>> = subs
+                .iter()
+                .map(|sub| {
+                    let mut e = Vec::new();
+                    self.walk(sub, v, path, &mut e, depth + 1);
+                    e
+                })
+                .collect();
+            let passing = results.iter().filter(|e| e.is_empty()).count();
+            match key {
+                "allOf" => errors.extend(results.into_iter().flatten()),
+                "anyOf" if passing == 0 => errors.push(format!("{}: matches none of the allowed shapes", at(path))),
+                "oneOf" if passing != 1 => {
+                    errors.push(format!("{}: must match exactly one allowed shape (matches {passing})", at(path)))
+                }
+                _ => {}
+            }
+        }
+        if let Some(not) = s.get("not") {
+            let mut e = Vec::new();
+            self.walk(not, v, path, &mut e, depth + 1);
+            if e.is_empty() {
+                errors.push(format!("{}: matches a forbidden shape", at(path)));
+            }
+        }
+        if let Some(cond) = s.get("if") {
+            let mut e = Vec::new();
+            self.walk(cond, v, path, &mut e, depth + 1);
+            let branch = if e.is_empty() { s.get("then") } else { s.get("else") };
+            if let Some(b) = branch {
+                self.walk(b, v, path, errors, depth + 1);
+            }
+        }
+    }
+
+    fn check_string(&self, s: &Map<String, Value>, text: &str, at: &str, errors: &mut Vec<String>) {
+        let len = text.chars().count() as u64;
+        if let Some(min) = s.get("minLength").and_then(Value::as_u64) {
+            if len < min {
+                errors.push(format!("{at}: must be at least {min} characters"));
+            }
+        }
+        if let Some(max) = s.get("maxLength").and_then(Value::as_u64) {
+            if len > max {
+                errors.push(format!("{at}: must be at most {max} characters"));
+            }
+        }
+        if let Some(p) = s.get("pattern").and_then(Value::as_str) {
+            if let Some(re) = self.patterns.get(p) {
+                if !re.is_match(text) {
+                    errors.push(format!("{at}: must match the pattern {p}"));
+                }
+            }
+        }
+    }
+
+    fn check_array(&self, s: &Map<String, Value>, items: &[Value], path: &str, errors: &mut Vec<String>, depth: usize) {
+        let at = if path.is_empty() { "arguments".to_string() } else { format!("`{path}`") };
+        let n = items.len() as u64;
+        if s.get("minItems").and_then(Value::as_u64).is_some_and(|m| n < m) {
+            errors.push(format!("{at}: needs at least {} items", s["minItems"]));
+        }
+        if s.get("maxItems").and_then(Value::as_u64).is_some_and(|m| n > m) {
+            errors.push(format!("{at}: allows at most {} items", s["maxItems"]));
+        }
+        if s.get("uniqueItems") == Some(&Value::Bool(true)) {
+            for (i, a) in items.iter().enumerate() {
+                if items[..i].contains(a) {
+                    errors.push(format!("{at}: items must be unique"));
+                    break;
+                }
+            }
+        }
+        let prefix = s.get("prefixItems").or_else(|| s.get("items").filter(|i| i.is_array()));
+        let prefix_len = prefix.and_then(Value::as_array).map_or(0, |p| p.len());
+        if let Some(Value::Array(p)) = prefix {
+            for (i, (sub, item)) in p.iter().zip(items).enumerate() {
+                self.walk(sub, item, &join(path, &i.to_string()), errors, depth + 1);
+            }
+        }
+        let rest = s.get("items").filter(|i| !i.is_array()).or_else(|| s.get("additionalItems"));
+        if let Some(sub) = rest {
+            for (i, item) in items.iter().enumerate().skip(prefix_len) {
+                self.walk(sub, item, &join(path, &i.to_string()), errors, depth + 1);
+            }
+        }
+    }
+
+    fn check_object(&self, s: &Map<String, Value>, obj: &Map<String, Value>, path: &str, errors: &mut Vec<String>, depth: usize) {
+        if let Some(Value::Array(required)) = s.get("required") {
+            for name in required.iter().filter_map(Value::as_str) {
+                if !obj.contains_key(name) {
+                    errors.push(format!("`{}`: is required", join(path, name)));
+                }
+            }
+        }
+        let n = obj.len() as u64;
+        if s.get("minProperties").and_then(Value::as_u64).is_some_and(|m| n < m) {
+            errors.push(format!("`{path}`: needs at least {} properties", s["minProperties"]));
+        }
+        if s.get("maxProperties").and_then(Value::as_u64).is_some_and(|m| n > m) {
+            errors.push(format!("`{path}`: allows at most {} properties", s["maxProperties"]));
+        }
+        let props = s.get("properties").and_then(Value::as_object);
+        let pattern_props = s.get("patternProperties").and_then(Value::as_object);
+        for (key, value) in obj {
+            let mut known = false;
+            if let Some(sub) = props.and_then(|p| p.get(key)) {
+                known = true;
+                self.walk(sub, value, &join(path, key), errors, depth + 1);
+            }
+            for (pat, sub) in pattern_props.into_iter().flatten() {
+                if self.patterns.get(pat).is_some_and(|re| re.is_match(key)) {
+                    known = true;
+                    self.walk(sub, value, &join(path, key), errors, depth + 1);
+                }
+            }
+            if !known {
+                match s.get("additionalProperties") {
+                    Some(Value::Bool(false)) => errors.push(format!("`{}`: is not an accepted argument", join(path, key))),
+                    Some(sub @ Value::Object(_)) => self.walk(sub, value, &join(path, key), errors, depth + 1),
+                    _ => {}
+                }
+            }
+        }
+    }
+}
+
+fn check_number(s: &Map<String, Value>, f: f64, at: &str, errors: &mut Vec<String>) {
+    let num = |k: &str| s.get(k).and_then(Value::as_f64);
+    if let Some(m) = num("minimum") {
+        let exclusive = s.get("exclusiveMinimum") == Some(&Value::Bool(true));
+        if f < m || (exclusive && f == m) {
+            errors.push(format!("{at}: must be {} {m}", if exclusive { ">" } else { ">=" }));
+        }
+    }
+    if let Some(m) = num("maximum") {
+        let exclusive = s.get("exclusiveMaximum") == Some(&Value::Bool(true));
+        if f > m || (exclusive && f == m) {
+            errors.push(format!("{at}: must be {} {m}", if exclusive { "<" } else { "<=" }));
+        }
+    }
+    // Draft 2020-12 spelling: the exclusive bound is a number (draft-4 booleans were handled above).
+    if let Some(m) = num("exclusiveMinimum").filter(|m| f <= *m) {
+        errors.push(format!("{at}: must be > {m}"));
+    }
+    if let Some(m) = num("exclusiveMaximum").filter(|m| f >= *m) {
+        errors.push(format!("{at}: must be < {m}"));
+    }
+    if let Some(m) = num("multipleOf").filter(|m| *m > 0.0) {
+        let q = f / m;
+        if (q - q.round()).abs() > 1e-9 {
+            errors.push(format!("{at}: must be a multiple of {m}"));
+        }
+    }
+}
+
+fn kind_of(v: &Value) -> &'static str {
+    match v {
+        Value::Null => "null",
+        Value::Bool(_) => "boolean",
+        Value::Number(n) if n.is_f64() => "number",
+        Value::Number(_) => "integer",
+        Value::String(_) => "string",
+        Value::Array(_) => "array",
+        Value::Object(_) => "object",
+    }
+}
+
+fn join(path: &str, key: &str) -> String {
+    if path.is_empty() {
+        key.to_string()
+    } else {
+        format!("{path}/{key}")
+    }
+}
+
+/// Resolves a local `$ref` (`#`, `#/$defs/x`, `#/definitions/x`, any JSON pointer into the root).
+fn resolve_ref<'a>(root: &'a Value, reference: &str) -> Option<&'a Value> {
+    let pointer = reference.strip_prefix('#')?;
+    if pointer.is_empty() {
+        return Some(root);
+    }
+    let decoded = percent_encoding::percent_decode_str(pointer).decode_utf8().ok()?;
+    root.pointer(&decoded)
+}
+
+/// Walks the schema once at configure time: compiles patterns, resolves `$ref`s, checks keyword types.
+fn check(root: &Value, s: &Value, patterns: &mut HashMap<String, Regex>, at: &str, depth: usize) -> Result<(), String> {
+    if depth > MAX_DEPTH {
+        return Err(format!("{at}: schema nesting too deep"));
+    }
+    let obj = match s {
+        Value::Bool(_) => return Ok(()),
+        Value::Object(o) => o,
+        _ => return Err(format!("{at}: a schema must be an object or a boolean")),
+    };
+    if let Some(r) = obj.get("$ref") {
+        let r = r.as_str().ok_or(format!("{at}/$ref: must be a string"))?;
+        if resolve_ref(root, r).is_none() {
+            return Err(format!("{at}/$ref: cannot resolve '{r}' (only local references are supported)"));
+        }
+    }
+    if let Some(t) = obj.get("type") {
+        let ok = match t {
+            Value::String(s) => is_type_name(s),
+            Value::Array(a) => a.iter().all(|x| x.as_str().is_some_and(is_type_name)),
+            _ => false,
+        };
+        if !ok {
+            return Err(format!("{at}/type: unknown type {t}"));
+        }
+    }
+    if let Some(e) = obj.get("enum") {
+        if !e.is_array() {
+            return Err(format!("{at}/enum: must be a list"));
+        }
+    }
+    if let Some(r) = obj.get("required") {
+        if !r.as_array().is_some_and(|a| a.iter().all(Value::is_string)) {
+            return Err(format!("{at}/required: must be a list of names"));
+        }
+    }
+    let mut compile = |p: &str, at: String| -> Result<(), String> {
+        if !patterns.contains_key(p) {
+            let re = Regex::new(p).map_err(|e| format!("{at}: invalid pattern: {e}"))?;
+            patterns.insert(p.to_string(), re);
+        }
+        Ok(())
+    };
+    if let Some(p) = obj.get("pattern") {
+        compile(p.as_str().ok_or(format!("{at}/pattern: must be a string"))?, format!("{at}/pattern"))?;
+    }
+    if let Some(Value::Object(pp)) = obj.get("patternProperties") {
+        for k in pp.keys() {
+            compile(k, format!("{at}/patternProperties"))?;
+        }
+    }
+    for key in ["properties", "patternProperties", "$defs", "definitions"] {
+        match obj.get(key) {
+            None => {}
+            Some(Value::Object(m)) => {
+                for (k, sub) in m {
+                    check(root, sub, patterns, &format!("{at}/{key}/{k}"), depth + 1)?;
+                }
+            }
+            Some(_) => return Err(format!("{at}/{key}: must be an object")),
+        }
+    }
+    for key in ["items", "additionalProperties", "additionalItems", "not", "if", "then", "else", "contains"] {
+        match obj.get(key) {
+            Some(Value::Array(a)) if key == "items" => {
+                for (i, sub) in a.iter().enumerate() {
+                    check(root, sub, patterns, &format!("{at}/items/{i}"), depth + 1)?;
+                }
+            }
+            Some(sub) => check(root, sub, patterns, &format!("{at}/{key}"), depth + 1)?,
+            None => {}
+        }
+    }
+    for key in ["allOf", "anyOf", "oneOf", "prefixItems"] {
+        match obj.get(key) {
+            None => {}
+            Some(Value::Array(a)) => {
+                for (i, sub) in a.iter().enumerate() {
+                    check(root, sub, patterns, &format!("{at}/{key}/{i}"), depth + 1)?;
+                }
+            }
+            Some(_) => return Err(format!("{at}/{key}: must be a list")),
+        }
+    }
+    Ok(())
+}
+
+fn is_type_name(s: &str) -> bool {
+    matches!(s, "string" | "number" | "integer" | "boolean" | "array" | "object" | "null")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn v(schema: Value) -> Validator {
+        Validator::new(schema).unwrap()
+    }
+
+    #[test]
+    fn builds_schema_from_args() {
+        let args: Vec<ArgConfig> = serde_json::from_value(json!([
+            {"name": "city", "type": "string", "required": true, "description": "City"},
+            {"name": "days", "type": "integer", "default": 1},
+            {"name": "units", "enum": ["metric", "imperial"]}
+        ]))
+        .unwrap();
+        let s = from_args(&args).unwrap();
+        assert_eq!(s["required"], json!(["city"]));
+        assert_eq!(s["properties"]["days"]["default"], json!(1));
+        assert_eq!(s["properties"]["units"]["type"], json!("string"));
+        let bad: Vec<ArgConfig> = serde_json::from_value(json!([{"name": "x", "type": "date"}])).unwrap();
+        assert!(from_args(&bad).is_err());
+    }
+
+    #[test]
+    fn coerces_and_applies_defaults() {
+        let s = json!({"type":"object","properties":{
+            "n":{"type":"integer"},"f":{"type":"number"},"b":{"type":"boolean"},"s":{"type":"string"},
+            "a":{"type":"array","items":{"type":"integer"}},"d":{"type":"string","default":"x"}}});
+        let mut args = json!({"n":"5","f":"2.5","b":"true","s":12,"a":["1",2]}).as_object().unwrap().clone();
+        coerce_and_default(&s, &mut args);
+        assert_eq!(Value::Object(args), json!({"n":5,"f":2.5,"b":true,"s":"12","a":[1,2],"d":"x"}));
+        let mut bad = json!({"n":"five"}).as_object().unwrap().clone();
+        coerce_and_default(&s, &mut bad);
+        assert_eq!(bad["n"], json!("five"), "uncoercible values stay for validation to report");
+    }
+
+    #[test]
+    fn validates_common_keywords() {
+        let s = v(json!({"type":"object","required":["city"],"additionalProperties":false,"properties":{
+            "city":{"type":"string","minLength":2,"pattern":"^[A-Za-z ]+$"},
+            "days":{"type":"integer","minimum":1,"maximum":7},
+            "units":{"enum":["metric","imperial"]},
+            "tags":{"type":"array","items":{"type":"string"},"maxItems":2,"uniqueItems":true}}}));
+        assert!(s.validate(&json!({"city":"Paris","days":3,"tags":["a"]})).is_empty());
+        let errs = s.validate(&json!({"days":9,"units":"kelvin","tags":["a","a",1],"extra":1}));
+        let text = errs.join("\n");
+        for needle in ["`city`: is required", "`days`: must be <= 7", "`units`: must be one of", "`tags`: allows at most 2",
+            "`tags`: items must be unique", "`tags/2`: expected string", "`extra`: is not an accepted argument"] {
+            assert!(text.contains(needle), "missing {needle} in {text}");
+        }
+        assert!(!s.validate(&json!({"city":"P4ris"})).is_empty());
+    }
+
+    #[test]
+    fn follows_refs_and_combinators() {
+        let s = v(json!({"$defs":{"pos":{"type":"integer","exclusiveMinimum":0}},
+            "type":"object","properties":{"n":{"$ref":"#/$defs/pos"},
+            "x":{"oneOf":[{"type":"string"},{"type":"integer"}]},"y":{"anyOf":[{"type":"null"},{"type":"boolean"}]},
+            "z":{"allOf":[{"minimum":1},{"maximum":3}]},"w":{"not":{"type":"string"}}}}));
+        assert!(s.validate(&json!({"n":1,"x":"a","y":null,"z":2,"w":1})).is_empty());
+        assert_eq!(s.validate(&json!({"n":0,"x":[],"y":1,"z":5,"w":"s"})).len(), 5);
+    }
+
+    #[test]
+    fn recursive_refs_terminate() {
+        let s = v(json!({"$defs":{"node":{"type":"object","properties":{"next":{"$ref":"#/$defs/node"}}}},"$ref":"#/$defs/node"}));
+        let mut deep = json!({});
+        for _ in 0..200 {
+            deep = json!({"next": deep});
+        }
+        assert!(!s.validate(&deep).is_empty(), "depth limit reports instead of recursing forever");
+        assert!(s.validate(&json!({"next":{"next":{}}})).is_empty());
+    }
+
+    #[test]
+    fn rejects_bad_schemas_at_configure_time() {
+        assert!(Validator::new(json!({"type":"strang"})).is_err());
+        assert!(Validator::new(json!({"pattern":"("})).is_err());
+        assert!(Validator::new(json!({"$ref":"#/$defs/missing"})).is_err());
+        assert!(Validator::new(json!({"$ref":"https://example.com/s.json"})).is_err());
+        assert!(Validator::new(json!({"properties":[]})).is_err());
+        assert!(Validator::new(json!(3)).is_err());
+    }
+}

@@ -1,0 +1,207 @@
+//! Templates (minijinja) for upstream requests and tool results.
+//!
+//! All templates of a plugin live in one environment, compiled at configure time. Rendering is bounded:
+//! a fuel limit stops runaway loops and the output size is capped. Templates named `*#url` escape every
+//! interpolated value for a URL, so arguments cannot inject path segments, query parameters or a host.
+
+use base64::Engine;
+use minijinja::value::Value as MjValue;
+use minijinja::{AutoEscape, Environment, Error, ErrorKind, Output, State, UndefinedBehavior};
+use percent_encoding::{utf8_percent_encode, AsciiSet, NON_ALPHANUMERIC};
+use serde::Serialize;
+
+/// Characters kept as they are in URL components: RFC 3986 "unreserved". Everything else is encoded.
+pub const URL_COMPONENT: &AsciiSet = &NON_ALPHANUMERIC.remove(b'-').remove(b'_').remove(b'.').remove(b'~');
+
+/// Evaluation budget of one render: generous for real templates, fatal for accidental infinite work.
+const FUEL: u64 = 200_000;
+/// Largest rendered output accepted.
+const MAX_OUTPUT: usize = 4 * 1024 * 1024;
+
+/// Which escaping a template gets, chosen by the suffix of its name.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Escape {
+    None,
+    Url,
+}
+
+/// The compiled templates of a plugin.
+pub struct Templates {
+    env: Environment<'static>,
+    count: usize,
+}
+
+impl std::fmt::Debug for Templates {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Templates({})", self.count)
+    }
+}
+
+/// A handle to one compiled template.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TemplateId(String);
+
+impl Default for Templates {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Templates {
+    pub fn new() -> Templates {
+        let mut env = Environment::new();
+        env.set_fuel(Some(FUEL));
+        env.set_recursion_limit(64);
+        env.set_undefined_behavior(UndefinedBehavior::Lenient);
+        env.set_auto_escape_callback(|name| {
+            if name.ends_with("#url") {
+                AutoEscape::Custom("url")
+            } else {
+                AutoEscape::None
+            }
+        });
+        env.set_formatter(format_value);
+        env.add_filter("b64enc", |s: String| base64::engine::general_purpose::STANDARD.encode(s));
+        env.add_filter("b64dec", b64dec);
+        env.add_filter("query", query_filter);
+        env.add_filter("urlencode_component", |s: String| utf8_percent_encode(&s, URL_COMPONENT).to_string());
+        Templates { env, count: 0 }
+    }
+
+    /// Compiles a template; the error message is minijinja's, with line information.
+    pub fn add(&mut self, name: &str, source: &str, escape: Escape) -> Result<TemplateId, String> {
+        self.count += 1;
+        let full = match escape {
+            Escape::None => format!("{}:{name}", self.count),
+            Escape::Url => format!("{}:{name}#url", self.count),
+        };
+        self.env.add_template_owned(full.clone(), source.to_string()).map_err(describe)?;
+        Ok(TemplateId(full))
+    }
+
+    /// Renders a template against a context; errors (including running out of fuel) are reported, not raised.
+    pub fn render<C: Serialize>(&self, id: &TemplateId, ctx: C) -> Result<String, String> {
+        let t = self.env.get_template(&id.0).map_err(describe)?;
+        let out = t.render(ctx).map_err(describe)?;
+        if out.len() > MAX_OUTPUT {
+            return Err(format!("template output exceeds {MAX_OUTPUT} bytes"));
+        }
+        Ok(out)
+    }
+}
+
+fn describe(e: Error) -> String {
+    let mut msg = e.to_string();
+    if e.kind() == ErrorKind::OutOfFuel {
+        msg = "template evaluation exceeded its fuel limit".into();
+    }
+    msg
+}
+
+/// Renders `none`/undefined as nothing (not Python's "none") and percent-encodes values in URL templates.
+fn format_value(out: &mut Output, state: &State, value: &MjValue) -> Result<(), Error> {
+    if value.is_none() || value.is_undefined() {
+        return Ok(());
+    }
+    if state.auto_escape() == AutoEscape::Custom("url") && !value.is_safe() {
+        let text = value.to_string();
+        return out.write_str(&utf8_percent_encode(&text, URL_COMPONENT).to_string()).map_err(Error::from);
+    }
+    minijinja::escape_formatter(out, state, value)
+}
+
+fn b64dec(s: String) -> Result<String, Error> {
+    let bytes = base64::engine::general_purpose::STANDARD
+        .decode(s.trim())
+        .or_else(|_| base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(s.trim()))
+        .map_err(|e| Error::new(ErrorKind::InvalidOperation, format!("b64dec: {e}")))?;
+    String::from_utf8(bytes).map_err(|_| Error::new(ErrorKind::InvalidOperation, "b64dec: not UTF-8 text"))
+}
+
+/// `value | query("a.b.0.c")`: a gjson-like path. `#` is an array's length, or maps over it (`items.#.name`).
+fn query_filter(value: MjValue, path: String) -> Result<MjValue, Error> {
+    let json = serde_json::to_value(&value).map_err(|e| Error::new(ErrorKind::InvalidOperation, e.to_string()))?;
+    Ok(MjValue::from_serialize(query_path(&json, &path)))
+}
+
+/// Queries a JSON value with a gjson-like dotted path; missing parts give `null`.
+pub fn query_path(value: &serde_json::Value, path: &str) -> serde_json::Value {
+    use serde_json::Value;
+    let path = path.trim();
+    if path.is_empty() {
+        return value.clone();
+    }
+    let normalized = path.replace('[', ".").replace(']', "");
+    let mut parts = normalized.split('.').filter(|p| !p.is_empty());
+    let mut current = value.clone();
+    while let Some(part) = parts.next() {
+        current = match (part, current) {
+            ("#", Value::Array(items)) => {
+                let rest: Vec<&str> = parts.collect();
+                if rest.is_empty() {
+                    return Value::from(items.len());
+                }
+                let sub = rest.join(".");
+                return Value::Array(items.iter().map(|i| query_path(i, &sub)).collect());
+            }
+            (p, Value::Array(items)) => match p.parse::<usize>() {
+                Ok(i) => items.into_iter().nth(i).unwrap_or(Value::Null),
+                Err(_) => return Value::Null,
+            },
+            (p, Value::Object(mut map)) => map.remove(p).unwrap_or(Value::Null),
+            _ => return Value::Null,
+        };
+    }
+    current
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn url_templates_percent_encode_values() {
+        let mut t = Templates::new();
+        let id = t.add("u", "/users/{{ args.id }}?q={{ args.q }}&raw={{ args.r | safe }}", Escape::Url).unwrap();
+        let out = t.render(&id, json!({"args": {"id": "../a b/?x=1&y", "q": "é#", "r": "a/b"}})).unwrap();
+        assert_eq!(out, "/users/..%2Fa%20b%2F%3Fx%3D1%26y?q=%C3%A9%23&raw=a/b");
+    }
+
+    #[test]
+    fn plain_templates_do_not_escape_and_render_none_as_empty() {
+        let mut t = Templates::new();
+        let id = t.add("b", "{\"a\": {{ args.a | tojson }}, \"n\": \"{{ args.missing }}{{ args.nul }}\"}", Escape::None).unwrap();
+        let out = t.render(&id, json!({"args": {"a": "x\"y<", "nul": null}})).unwrap();
+        assert_eq!(out, "{\"a\": \"x\\\"y\\u003c\", \"n\": \"\"}");
+    }
+
+    #[test]
+    fn filters_work() {
+        let mut t = Templates::new();
+        let id = t
+            .add("f", "{{ 'hi' | b64enc }} {{ 'aGk=' | b64dec }} {{ r | query('items.#') }} {{ r | query('items.1.n') }} {{ r | query('items.#.n') | join(',') }} {{ 'a b&' | urlencode }}", Escape::None)
+            .unwrap();
+        let out = t.render(&id, json!({"r": {"items": [{"n": "x"}, {"n": "y"}]}})).unwrap();
+        assert_eq!(out, "aGk= hi 2 y x,y a%20b%26");
+    }
+
+    #[test]
+    fn runaway_templates_are_stopped() {
+        let mut t = Templates::new();
+        let id = t.add("loop", "{% for i in range(100000) %}{% for j in range(100000) %}x{% endfor %}{% endfor %}", Escape::None).unwrap();
+        let err = t.render(&id, json!({})).unwrap_err();
+        assert!(err.contains("fuel"), "{err}");
+        assert!(t.add("bad", "{{ unclosed", Escape::None).is_err());
+    }
+
+    #[test]
+    fn gjson_like_paths() {
+        let v = json!({"a": {"b": [1, {"c": true}]}});
+        assert_eq!(query_path(&v, "a.b.1.c"), json!(true));
+        assert_eq!(query_path(&v, "a.b[0]"), json!(1));
+        assert_eq!(query_path(&v, "a.x.y"), json!(null));
+        assert_eq!(query_path(&v, "a.b.#"), json!(2));
+        assert_eq!(query_path(&v, ""), v);
+    }
+}

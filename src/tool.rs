@@ -1,0 +1,571 @@
+//! A REST-backed tool: compiled from config once, then turning arguments into an upstream request and the
+//! upstream answer into a `CallToolResult`.
+
+use crate::config::{Position, ServerConfig, ToolConfig};
+use crate::schema::{self, Validator};
+use crate::template::{Escape, TemplateId, Templates, URL_COMPONENT};
+use crate::upstream::{is_forbidden_header, is_safe_header_value, is_token, Target, UpstreamRequest, UpstreamResult};
+use base64::Engine;
+use minijinja::{context, value::Value as MjValue};
+use percent_encoding::utf8_percent_encode;
+use serde_json::{json, Map, Value};
+
+/// Upstream bodies quoted in error results are cut to this size.
+const ERROR_BODY_QUOTE: usize = 2048;
+
+/// How arguments end up in the upstream request body when no body template is given.
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum BodyMode {
+    None,
+    Json,
+    Form,
+}
+
+#[derive(Debug)]
+struct RequestPlan {
+    target: Target,
+    method: String,
+    url: TemplateId,
+    headers: Vec<(String, TemplateId)>,
+    body: Option<TemplateId>,
+    body_mode: BodyMode,
+    /// Arguments not placed by `position` go to the query string.
+    rest_to_query: bool,
+    /// Content-Type set explicitly by a header template, lower-cased.
+    declared_content_type: Option<String>,
+}
+
+/// A compiled tool.
+#[derive(Debug)]
+pub struct Tool {
+    pub name: String,
+    /// The tool as `tools/list` shows it, computed once.
+    pub listing: Value,
+    input: Validator,
+    output: Option<Validator>,
+    positions: Vec<(String, Position)>,
+    request: Option<RequestPlan>,
+    response_body: Option<TemplateId>,
+    prepend: Option<TemplateId>,
+    append: Option<TemplateId>,
+    error_body: Option<TemplateId>,
+}
+
+/// What preparing a call produced.
+#[derive(Debug)]
+pub enum Prepared {
+    /// The call is answered without an upstream (a template-only tool, or invalid arguments).
+    Done(Value),
+    /// Send this request, then call [`Tool::finish`] with the answer and these arguments.
+    Upstream(UpstreamRequest, Value),
+}
+
+fn tool_name_ok(name: &str) -> bool {
+    !name.is_empty() && name.len() <= 128 && name.bytes().all(|b| b.is_ascii_alphanumeric() || b"_-.".contains(&b))
+}
+
+impl Tool {
+    /// Compiles one tool; errors name the field at fault.
+    pub fn compile(server: &ServerConfig, cfg: &ToolConfig, templates: &mut Templates) -> Result<Tool, (String, String)> {
+        let err = |field: &str, msg: String| (field.to_string(), msg);
+        if !tool_name_ok(&cfg.name) {
+            return Err(err("name", "use 1-128 characters from A-Z a-z 0-9 _ - .".into()));
+        }
+        let input_schema = match (&cfg.input_schema, cfg.args.is_empty()) {
+            (Some(_), false) => return Err(err("inputSchema", "give either args or inputSchema, not both".into())),
+            (Some(s), true) => s.clone(),
+            (None, _) => schema::from_args(&cfg.args).map_err(|e| err("args", e))?,
+        };
+        if input_schema.get("type").and_then(Value::as_str) != Some("object") {
+            return Err(err("inputSchema", "must be an object schema (\"type\": \"object\")".into()));
+        }
+        let input = Validator::new(input_schema.clone()).map_err(|e| err("inputSchema", e))?;
+        let output = match &cfg.output_schema {
+            Some(s) if s.get("type").and_then(Value::as_str) != Some("object") => {
+                return Err(err("outputSchema", "must be an object schema (\"type\": \"object\")".into()))
+            }
+            Some(s) => Some(Validator::new(s.clone()).map_err(|e| err("outputSchema", e))?),
+            None => None,
+        };
+        let positions: Vec<(String, Position)> = cfg.args.iter().filter_map(|a| a.position.map(|p| (a.name.clone(), p))).collect();
+        let compile = |templates: &mut Templates, field: &str, src: &str, esc: Escape| {
+            templates.add(&format!("{}/{}/{field}", server.name, cfg.name), src, esc).map_err(|e| err(field, e))
+        };
+        let rt = cfg.request_template.clone().unwrap_or_default();
+        let request = match rt.url.as_deref().map(str::trim).filter(|u| !u.is_empty()) {
+            None => {
+                if rt.body.is_some() || !rt.headers.is_empty() || rt.method.is_some() {
+                    return Err(err("requestTemplate.url", "is required when the request template sets a method, headers or body".into()));
+                }
+                if cfg.response_template.as_ref().is_none_or(|r| r.body.is_none() && r.prepend_body.is_none() && r.append_body.is_none()) {
+                    return Err(err("requestTemplate.url", "a tool needs a url, or a responseTemplate to answer from".into()));
+                }
+                None
+            }
+            Some(url) => {
+                let (host, path_src) = split_url(url).map_err(|e| err("requestTemplate.url", e))?;
+                let target = Target::resolve(server.upstream.as_ref(), cfg.upstream.as_ref(), host.as_deref()).map_err(|e| err("upstream", e))?;
+                let method = rt.method.as_deref().unwrap_or("GET").to_ascii_uppercase();
+                if !is_token(&method) {
+                    return Err(err("requestTemplate.method", format!("'{method}' is not an HTTP method")));
+                }
+                let modes = [rt.args_to_json_body, rt.args_to_form_body, rt.body.is_some()];
+                if modes.iter().filter(|m| **m).count() > 1 {
+                    return Err(err("requestTemplate", "body, argsToJsonBody and argsToFormBody are exclusive".into()));
+                }
+                let mut headers = Vec::new();
+                let mut declared_content_type = None;
+                for (i, h) in rt.headers.iter().enumerate() {
+                    let field = format!("requestTemplate.headers[{i}]");
+                    if !is_token(&h.key) || is_forbidden_header(&h.key) {
+                        return Err(err(&field, format!("'{}' cannot be set by a template", h.key)));
+                    }
+                    if h.key.eq_ignore_ascii_case("content-type") {
+                        declared_content_type = Some(h.value.to_ascii_lowercase());
+                    }
+                    headers.push((h.key.to_ascii_lowercase(), compile(templates, &field, &h.value, Escape::None)?));
+                }
+                let body = match &rt.body {
+                    Some(b) => Some(compile(templates, "requestTemplate.body", b, Escape::None)?),
+                    None => None,
+                };
+                let body_mode = if rt.args_to_json_body || (body.is_none() && positions.iter().any(|(_, p)| *p == Position::Body)) {
+                    BodyMode::Json
+                } else if rt.args_to_form_body {
+                    BodyMode::Form
+                } else {
+                    BodyMode::None
+                };
+                Some(RequestPlan {
+                    target,
+                    method,
+                    url: compile(templates, "requestTemplate.url", &path_src, Escape::Url)?,
+                    headers,
+                    body,
+                    body_mode,
+                    rest_to_query: rt.args_to_url_param,
+                    declared_content_type,
+                })
+            }
+        };
+        let resp = cfg.response_template.clone().unwrap_or_default();
+        if resp.body.is_some() && (resp.prepend_body.is_some() || resp.append_body.is_some()) {
+            return Err(err("responseTemplate", "body excludes prependBody/appendBody".into()));
+        }
+        let opt = |templates: &mut Templates, field: &str, src: &Option<String>| -> Result<Option<TemplateId>, (String, String)> {
+            src.as_deref().map(|s| compile(templates, field, s, Escape::None)).transpose()
+        };
+        let response_body = opt(templates, "responseTemplate.body", &resp.body)?;
+        let prepend = opt(templates, "responseTemplate.prependBody", &resp.prepend_body)?;
+        let append = opt(templates, "responseTemplate.appendBody", &resp.append_body)?;
+        let error_body = opt(templates, "errorResponseTemplate", &cfg.error_response_template)?;
+
+        let mut listing = Map::new();
+        listing.insert("name".into(), json!(cfg.name));
+        if let Some(t) = &cfg.title {
+            listing.insert("title".into(), json!(t));
+        }
+        listing.insert("description".into(), json!(cfg.description));
+        listing.insert("inputSchema".into(), input_schema);
+        if let Some(o) = &cfg.output_schema {
+            listing.insert("outputSchema".into(), o.clone());
+        }
+        if let Some(a) = &cfg.annotations {
+            listing.insert("annotations".into(), Value::Object(a.clone()));
+        }
+        Ok(Tool {
+            name: cfg.name.clone(),
+            listing: Value::Object(listing),
+            input,
+            output,
+            positions,
+            request,
+            response_body,
+            prepend,
+            append,
+            error_body,
+        })
+    }
+
+    /// Coerces and validates arguments, then renders the upstream request (or answers directly).
+    pub fn prepare(&self, templates: &Templates, config: &MjValue, arguments: Option<&Value>) -> Prepared {
+        let mut args = match arguments {
+            None | Some(Value::Null) => Map::new(),
+            Some(Value::Object(m)) => m.clone(),
+            Some(_) => return Prepared::Done(error_result("Invalid arguments: `arguments` must be an object")),
+        };
+        schema::coerce_and_default(self.input.schema(), &mut args);
+        let args = Value::Object(args);
+        let problems = self.input.validate(&args);
+        if !problems.is_empty() {
+            return Prepared::Done(error_result(&format!("Invalid arguments for tool {}:\n- {}", self.name, problems.join("\n- "))));
+        }
+        let Some(plan) = &self.request else {
+            return Prepared::Done(self.render_result(templates, config, &args, None));
+        };
+        match self.build_request(plan, templates, config, &args) {
+            Ok(req) => Prepared::Upstream(req, args),
+            Err(e) => Prepared::Done(error_result(&format!("Could not build the upstream request: {e}"))),
+        }
+    }
+
+    fn build_request(&self, plan: &RequestPlan, templates: &Templates, config: &MjValue, args: &Value) -> Result<UpstreamRequest, String> {
+        let ctx = context! { args => MjValue::from_serialize(args), config => config.clone() };
+        let mut path = templates.render(&plan.url, &ctx)?;
+        let obj = args.as_object().cloned().unwrap_or_default();
+        let mut query: Vec<(String, String)> = Vec::new();
+        let mut headers: Vec<(String, String)> = Vec::new();
+        let mut cookies: Vec<String> = Vec::new();
+        let mut body_args = Map::new();
+        for (name, value) in &obj {
+            let position = self.positions.iter().find(|(n, _)| n == name).map(|(_, p)| *p);
+            match position {
+                Some(Position::Path) => {
+                    let encoded = utf8_percent_encode(&scalar_text(value), URL_COMPONENT).to_string();
+                    path = path.replace(&format!("{{{name}}}"), &encoded);
+                }
+                Some(Position::Query) => push_query(&mut query, name, value),
+                Some(Position::Header) => headers.push((name.to_ascii_lowercase(), scalar_text(value))),
+                Some(Position::Cookie) => {
+                    cookies.push(format!("{name}={}", utf8_percent_encode(&scalar_text(value), URL_COMPONENT)))
+                }
+                Some(Position::Body) => {
+                    body_args.insert(name.clone(), value.clone());
+                }
+                None if plan.rest_to_query => push_query(&mut query, name, value),
+                None if plan.body_mode != BodyMode::None => {
+                    body_args.insert(name.clone(), value.clone());
+                }
+                None => {}
+            }
+        }
+        if !path.starts_with('/') {
+            return Err(format!("the rendered url path must start with '/', got '{}'", truncate(&path, 80)));
+        }
+        if let Some(bad) = path.chars().find(|c| c.is_whitespace() || c.is_control() || *c == '#') {
+            return Err(format!("the rendered url contains {bad:?}; use percent-encoding"));
+        }
+        if !query.is_empty() {
+            let q: Vec<String> = query
+                .iter()
+                .map(|(k, v)| format!("{}={}", utf8_percent_encode(k, URL_COMPONENT), utf8_percent_encode(v, URL_COMPONENT)))
+                .collect();
+            path.push(if path.contains('?') { '&' } else { '?' });
+            path.push_str(&q.join("&"));
+        }
+        for (name, tid) in &plan.headers {
+            headers.push((name.clone(), templates.render(tid, &ctx)?));
+        }
+        if !cookies.is_empty() {
+            headers.push(("cookie".into(), cookies.join("; ")));
+        }
+        let mut content_type = plan.declared_content_type.clone();
+        let body = if let Some(tid) = &plan.body {
+            let rendered = templates.render(tid, &ctx)?;
+            let looks_json = serde_json::from_str::<Value>(&rendered).is_ok();
+            match content_type.as_deref() {
+                Some(ct) if ct.contains("json") && !looks_json => {
+                    return Err("the body template did not produce valid JSON for a JSON Content-Type".into())
+                }
+                Some(_) => {}
+                None => content_type = Some(if looks_json { "application/json" } else { "text/plain; charset=utf-8" }.into()),
+            }
+            Some(rendered.into_bytes())
+        } else if plan.body_mode == BodyMode::Json {
+            content_type.get_or_insert_with(|| "application/json".into());
+            Some(serde_json::to_vec(&Value::Object(body_args)).unwrap_or_default())
+        } else if plan.body_mode == BodyMode::Form {
+            content_type.get_or_insert_with(|| "application/x-www-form-urlencoded".into());
+            let mut pairs = Vec::new();
+            for (k, v) in &body_args {
+                push_query(&mut pairs, k, v);
+            }
+            let form: Vec<String> = pairs
+                .iter()
+                .map(|(k, v)| format!("{}={}", utf8_percent_encode(k, URL_COMPONENT), utf8_percent_encode(v, URL_COMPONENT)))
+                .collect();
+            Some(form.join("&").into_bytes())
+        } else {
+            None
+        };
+        if body.is_some() && plan.declared_content_type.is_none() {
+            if let Some(ct) = content_type {
+                headers.push(("content-type".into(), ct));
+            }
+        }
+        for (name, value) in &headers {
+            if !is_token(name) || is_forbidden_header(name) {
+                return Err(format!("header '{name}' cannot be set"));
+            }
+            if !is_safe_header_value(value) {
+                return Err(format!("header '{name}' would contain CR, LF or another control character; refused"));
+            }
+        }
+        Ok(UpstreamRequest {
+            cluster: plan.target.cluster.clone(),
+            method: plan.method.clone(),
+            authority: plan.target.authority.clone(),
+            path,
+            headers,
+            body,
+            timeout_ms: plan.target.timeout_ms,
+        })
+    }
+
+    /// The upstream target of this tool, if it calls one.
+    pub fn target(&self) -> Option<&Target> {
+        self.request.as_ref().map(|r| &r.target)
+    }
+
+    /// Turns the upstream answer into a `CallToolResult`.
+    pub fn finish(&self, templates: &Templates, config: &MjValue, args: &Value, outcome: UpstreamResult) -> Value {
+        match outcome {
+            UpstreamResult::Failed(reason) => error_result(&format!("The upstream request failed: {reason}")),
+            UpstreamResult::Response { status, headers, body } => {
+                self.render_result(templates, config, args, Some(Answer { status, headers: &headers, body: &body }))
+            }
+        }
+    }
+
+    fn render_result(&self, templates: &Templates, config: &MjValue, args: &Value, answer: Option<Answer>) -> Value {
+        let status = answer.as_ref().map_or(200, |a| a.status);
+        let ok = (200..300).contains(&status);
+        let content_type = answer.as_ref().and_then(|a| a.header("content-type")).unwrap_or_default().to_ascii_lowercase();
+        if ok && content_type.starts_with("image/") {
+            let body = answer.as_ref().map_or(&[][..], |a| a.body);
+            let mime = content_type.split(';').next().unwrap_or("image/png").trim().to_string();
+            let data = base64::engine::general_purpose::STANDARD.encode(body);
+            return json!({"content": [{"type": "image", "data": data, "mimeType": mime}], "isError": false});
+        }
+        let text = answer.as_ref().map(|a| String::from_utf8_lossy(a.body).into_owned()).unwrap_or_default();
+        let parsed: Option<Value> = if text.is_empty() { None } else { serde_json::from_str(&text).ok() };
+        let headers: Map<String, Value> =
+            answer.as_ref().map(|a| a.headers.iter().map(|(k, v)| (k.to_ascii_lowercase(), json!(v))).collect()).unwrap_or_default();
+        let flattened = match &parsed {
+            Some(v @ Value::Object(_)) => MjValue::from_serialize(v),
+            _ => MjValue::from(()),
+        };
+        let ctx = context! {
+            args => MjValue::from_serialize(args),
+            config => config.clone(),
+            response => MjValue::from_serialize(&parsed),
+            body => text.clone(),
+            status => status,
+            headers => MjValue::from_serialize(&headers),
+            ..flattened
+        };
+        if !ok {
+            let message = match &self.error_body {
+                Some(t) => templates.render(t, &ctx).unwrap_or_else(|e| format!("HTTP {status} (error template failed: {e})")),
+                None => format!("HTTP {status}: {}", truncate(&text, ERROR_BODY_QUOTE)),
+            };
+            return error_result(&message);
+        }
+        let rendered = if let Some(t) = &self.response_body {
+            templates.render(t, &ctx)
+        } else if self.prepend.is_some() || self.append.is_some() {
+            let part = |t: &Option<TemplateId>| t.as_ref().map_or(Ok(String::new()), |t| templates.render(t, &ctx));
+            part(&self.prepend).and_then(|p| part(&self.append).map(|a| format!("{p}{text}{a}")))
+        } else {
+            Ok(text.clone())
+        };
+        let text_out = match rendered {
+            Ok(t) => t,
+            Err(e) => return error_result(&format!("The response template failed: {e}")),
+        };
+        let mut result = json!({"content": [{"type": "text", "text": text_out}], "isError": false});
+        if let Some(validator) = &self.output {
+            match &parsed {
+                Some(v @ Value::Object(_)) => {
+                    let problems = validator.validate(v);
+                    if !problems.is_empty() {
+                        return error_result(&format!("The upstream answer does not match the tool's outputSchema:\n- {}", problems.join("\n- ")));
+                    }
+                    result["structuredContent"] = v.clone();
+                }
+                _ => return error_result("The upstream answer is not a JSON object, but the tool declares an outputSchema"),
+            }
+        }
+        result
+    }
+}
+
+struct Answer<'a> {
+    status: u16,
+    headers: &'a [(String, String)],
+    body: &'a [u8],
+}
+
+impl Answer<'_> {
+    fn header(&self, name: &str) -> Option<&str> {
+        self.headers.iter().find(|(k, _)| k.eq_ignore_ascii_case(name)).map(|(_, v)| v.as_str())
+    }
+}
+
+/// A tool result reporting a failure to the model (not a protocol error).
+pub fn error_result(message: &str) -> Value {
+    json!({"content": [{"type": "text", "text": message}], "isError": true})
+}
+
+/// Splits `scheme://host/path` into its literal host and the templated rest; a bare path is kept whole.
+fn split_url(url: &str) -> Result<(Option<String>, String), String> {
+    let lower = url.to_ascii_lowercase();
+    let rest = if lower.starts_with("http://") {
+        &url[7..]
+    } else if lower.starts_with("https://") {
+        &url[8..]
+    } else if url.starts_with('/') || url.starts_with("{{") || url.starts_with("{%") {
+        return Ok((None, url.to_string()));
+    } else {
+        return Err("must be an absolute http(s) URL or a path starting with '/'".into());
+    };
+    let (host, path) = match rest.find(['/', '?']) {
+        Some(i) if rest.as_bytes()[i] == b'?' => (&rest[..i], format!("/{}", &rest[i..])),
+        Some(i) => (&rest[..i], rest[i..].to_string()),
+        None => (rest, "/".to_string()),
+    };
+    if host.is_empty() || host.contains(['{', '}', '%', '@']) {
+        return Err("the host part must be literal (templates may not choose the upstream host)".into());
+    }
+    Ok((Some(host.to_string()), path))
+}
+
+fn scalar_text(v: &Value) -> String {
+    match v {
+        Value::String(s) => s.clone(),
+        Value::Null => String::new(),
+        other => other.to_string(),
+    }
+}
+
+fn push_query(query: &mut Vec<(String, String)>, name: &str, value: &Value) {
+    match value {
+        Value::Array(items) if items.iter().all(|i| !i.is_array() && !i.is_object()) => {
+            query.extend(items.iter().map(|i| (name.to_string(), scalar_text(i))))
+        }
+        Value::Null => {}
+        other => query.push((name.to_string(), scalar_text(other))),
+    }
+}
+
+fn truncate(s: &str, max: usize) -> String {
+    if s.len() <= max {
+        return s.to_string();
+    }
+    let mut end = max;
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}…", &s[..end])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::PluginConfig;
+
+    fn tool(yaml_tool: &str) -> (Tool, Templates, MjValue) {
+        let doc = format!("servers:\n- name: s\n  config: {{base: v1, key: k1}}\n  upstream: {{cluster: api, authority: api.local}}\n  tools:\n  - {yaml_tool}\n");
+        let cfg = PluginConfig::parse(&doc).unwrap();
+        let mut templates = Templates::new();
+        let t = Tool::compile(&cfg.servers[0], &cfg.servers[0].tools[0], &mut templates).unwrap();
+        let config = crate::gateway::safe_config(&cfg.servers[0].config);
+        (t, templates, config)
+    }
+
+    fn request(t: &Tool, tpl: &Templates, cfg: &MjValue, args: Value) -> UpstreamRequest {
+        match t.prepare(tpl, cfg, Some(&args)) {
+            Prepared::Upstream(r, _) => r,
+            Prepared::Done(v) => panic!("expected a request, got {v}"),
+        }
+    }
+
+    #[test]
+    fn places_args_by_position_and_encodes_them() {
+        let (t, tpl, cfg) = tool(
+            "{name: t, description: d, args: [{name: id, position: path}, {name: q, position: query}, {name: h, position: header}, \
+             {name: c, position: cookie}, {name: n, type: integer, position: body}], \
+             requestTemplate: {url: 'http://ignored.example/{{ config.base }}/items/{id}', method: post}}",
+        );
+        let r = request(&t, &tpl, &cfg, json!({"id": "a/b c", "q": "x&y=z", "h": "v", "c": "1;2", "n": "7"}));
+        assert_eq!(r.path, "/v1/items/a%2Fb%20c?q=x%26y%3Dz");
+        assert_eq!(r.method, "POST");
+        assert_eq!((r.cluster.as_str(), r.authority.as_str()), ("api", "api.local"));
+        assert!(r.headers.contains(&("h".into(), "v".into())));
+        assert!(r.headers.contains(&("cookie".into(), "c=1%3B2".into())));
+        assert!(r.headers.contains(&("content-type".into(), "application/json".into())));
+        assert_eq!(r.body.as_deref(), Some(&b"{\"n\":7}"[..]));
+    }
+
+    #[test]
+    fn args_to_url_param_and_form_body() {
+        let (t, tpl, cfg) = tool("{name: t, description: d, args: [{name: a}, {name: tags, type: array}], requestTemplate: {url: /s?fixed=1, argsToUrlParam: true}}");
+        let r = request(&t, &tpl, &cfg, json!({"a": "1 2", "tags": ["x", "y"]}));
+        assert_eq!(r.path, "/s?fixed=1&a=1%202&tags=x&tags=y");
+        let (t, tpl, cfg) = tool("{name: t, description: d, args: [{name: a}], requestTemplate: {url: /f, method: POST, argsToFormBody: true}}");
+        let r = request(&t, &tpl, &cfg, json!({"a": "é&"}));
+        assert_eq!(r.body.as_deref(), Some(&b"a=%C3%A9%26"[..]));
+        assert!(r.headers.contains(&("content-type".into(), "application/x-www-form-urlencoded".into())));
+    }
+
+    #[test]
+    fn refuses_header_injection_and_bad_json_bodies() {
+        let (t, tpl, cfg) = tool("{name: t, description: d, args: [{name: v}], requestTemplate: {url: /x, headers: [{key: X-V, value: '{{ args.v }}'}]}}");
+        let Prepared::Done(res) = t.prepare(&tpl, &cfg, Some(&json!({"v": "a\r\nX-Evil: 1"}))) else { panic!() };
+        assert_eq!(res["isError"], json!(true));
+        assert!(res["content"][0]["text"].as_str().unwrap().contains("CR, LF"));
+        let (t, tpl, cfg) = tool(
+            "{name: t, description: d, args: [{name: v}], requestTemplate: {url: /x, method: POST, body: '{\"v\": \"{{ args.v }}\"}', headers: [{key: Content-Type, value: application/json}]}}",
+        );
+        let Prepared::Done(res) = t.prepare(&tpl, &cfg, Some(&json!({"v": "\"}, \"admin\": true, \"x\": \""}))) else { panic!() };
+        assert!(res["content"][0]["text"].as_str().unwrap().contains("valid JSON"));
+    }
+
+    #[test]
+    fn validation_failures_name_each_argument() {
+        let (t, tpl, cfg) = tool("{name: t, description: d, args: [{name: city, required: true}, {name: days, type: integer}], requestTemplate: {url: /x}}");
+        let Prepared::Done(res) = t.prepare(&tpl, &cfg, Some(&json!({"days": "many"}))) else { panic!() };
+        let text = res["content"][0]["text"].as_str().unwrap();
+        assert!(text.contains("`city`: is required") && text.contains("`days`: expected integer"), "{text}");
+        let Prepared::Done(res) = t.prepare(&tpl, &cfg, Some(&json!([1]))) else { panic!() };
+        assert_eq!(res["isError"], json!(true));
+    }
+
+    #[test]
+    fn renders_results() {
+        let (t, tpl, cfg) = tool(
+            "{name: t, description: d, args: [{name: city}], requestTemplate: {url: /w}, responseTemplate: {body: '{{ args.city }}: {{ temp }} / {{ response.temp }} / {{ status }}'}, errorResponseTemplate: 'failed {{ status }} {{ error }}'}",
+        );
+        let args = json!({"city": "Oslo"});
+        let ok = UpstreamResult::Response { status: 200, headers: vec![("Content-Type".into(), "application/json".into())], body: b"{\"temp\": 3}".to_vec() };
+        assert_eq!(t.finish(&tpl, &cfg, &args, ok)["content"][0]["text"], json!("Oslo: 3 / 3 / 200"));
+        let bad = UpstreamResult::Response { status: 503, headers: vec![], body: b"{\"error\": \"down\"}".to_vec() };
+        let r = t.finish(&tpl, &cfg, &args, bad);
+        assert_eq!((r["isError"].clone(), r["content"][0]["text"].clone()), (json!(true), json!("failed 503 down")));
+        let r = t.finish(&tpl, &cfg, &args, UpstreamResult::Failed("timeout".into()));
+        assert_eq!(r["isError"], json!(true));
+    }
+
+    #[test]
+    fn images_structured_content_and_template_only_tools() {
+        let (t, tpl, cfg) = tool("{name: t, description: d, requestTemplate: {url: /i}, outputSchema: {type: object, required: [a]}}");
+        let png = UpstreamResult::Response { status: 200, headers: vec![("content-type".into(), "image/png".into())], body: vec![137, 80] };
+        let r = t.finish(&tpl, &cfg, &json!({}), png);
+        assert_eq!(r["content"][0], json!({"type": "image", "data": "iVA=", "mimeType": "image/png"}));
+        let js = UpstreamResult::Response { status: 200, headers: vec![], body: b"{\"a\": 1}".to_vec() };
+        assert_eq!(t.finish(&tpl, &cfg, &json!({}), js)["structuredContent"], json!({"a": 1}));
+        let wrong = UpstreamResult::Response { status: 200, headers: vec![], body: b"{\"b\": 1}".to_vec() };
+        assert_eq!(t.finish(&tpl, &cfg, &json!({}), wrong)["isError"], json!(true));
+        let (t, tpl, cfg) = tool("{name: t, description: d, args: [{name: who, default: world}], responseTemplate: {body: 'hello {{ args.who }} {{ config.key }}'}}");
+        let Prepared::Done(r) = t.prepare(&tpl, &cfg, None) else { panic!() };
+        assert_eq!(r["content"][0]["text"], json!("hello world k1"));
+    }
+
+    #[test]
+    fn url_hosts_must_be_literal() {
+        assert!(split_url("http://{{ args.host }}/x").is_err());
+        assert!(split_url("ftp://x/y").is_err());
+        assert_eq!(split_url("https://api.example.com").unwrap(), (Some("api.example.com".into()), "/".into()));
+        assert_eq!(split_url("http://h:8080?a=1").unwrap(), (Some("h:8080".into()), "/?a=1".into()));
+    }
+}
