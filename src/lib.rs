@@ -6,6 +6,7 @@
 pub mod config;
 pub mod gateway;
 pub mod jsonrpc;
+pub mod kv_store;
 pub mod mcp;
 pub mod schema;
 pub mod session;

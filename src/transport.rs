@@ -24,7 +24,10 @@ pub struct RequestHead {
 
 impl RequestHead {
     pub fn header(&self, name: &str) -> Option<&str> {
-        self.headers.iter().find(|(k, _)| k.eq_ignore_ascii_case(name)).map(|(_, v)| v.as_str())
+        self.headers
+            .iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
     }
 }
 
@@ -46,7 +49,11 @@ impl HttpResponse {
     }
 
     fn empty(status: u16) -> HttpResponse {
-        HttpResponse { status, headers: Vec::new(), body: Vec::new() }
+        HttpResponse {
+            status,
+            headers: Vec::new(),
+            body: Vec::new(),
+        }
     }
 
     fn error(status: u16, id: Value, code: i64, message: impl Into<String>) -> HttpResponse {
@@ -111,7 +118,12 @@ enum Phase {
     Loading(Batch),
     Refreshing(Batch),
     Deleting,
-    Calling { single: bool, slots: Vec<Option<Value>>, calls: Vec<Option<PendingCall>>, remaining: usize },
+    Calling {
+        single: bool,
+        slots: Vec<Option<Value>>,
+        calls: Vec<Option<PendingCall>>,
+        remaining: usize,
+    },
     Done,
 }
 
@@ -129,20 +141,36 @@ pub struct Exchange {
 /// Decides what to do with a request from its head alone.
 pub fn route(gw: &Gateway, head: &RequestHead) -> Route {
     let path = head.path.split(['?', '#']).next().unwrap_or("");
-    let Some(rest) = path.strip_prefix(gw.prefix.as_str()) else { return Route::PassThrough };
+    let Some(rest) = path.strip_prefix(gw.prefix.as_str()) else {
+        return Route::PassThrough;
+    };
     if !(rest.is_empty() || rest.starts_with('/')) {
         return Route::PassThrough;
     }
     let name = rest.trim_start_matches('/');
-    let not_found = || Route::Respond(HttpResponse::error(404, Value::Null, jsonrpc::INVALID_REQUEST, "no MCP server at this path"));
+    let not_found = || {
+        Route::Respond(HttpResponse::error(
+            404,
+            Value::Null,
+            jsonrpc::INVALID_REQUEST,
+            "no MCP server at this path",
+        ))
+    };
     if name.is_empty() || name.contains('/') {
         return not_found();
     }
-    let Some(server) = gw.servers.iter().position(|s| s.name == name) else { return not_found() };
+    let Some(server) = gw.servers.iter().position(|s| s.name == name) else {
+        return not_found();
+    };
     let origin = head.header("origin");
     if let Some(o) = origin {
         if !gw.origin_allowed(o) {
-            return Route::Respond(HttpResponse::error(403, Value::Null, jsonrpc::INVALID_REQUEST, "Origin not allowed"));
+            return Route::Respond(HttpResponse::error(
+                403,
+                Value::Null,
+                jsonrpc::INVALID_REQUEST,
+                "Origin not allowed",
+            ));
         }
     }
     let cors_origin = origin.map(str::to_string);
@@ -172,7 +200,13 @@ pub fn route(gw: &Gateway, head: &RequestHead) -> Route {
                 }
             }
             let ct = head.header("content-type").unwrap_or("");
-            if !ct.split(';').next().unwrap_or("").trim().eq_ignore_ascii_case("application/json") {
+            if !ct
+                .split(';')
+                .next()
+                .unwrap_or("")
+                .trim()
+                .eq_ignore_ascii_case("application/json")
+            {
                 return Route::Respond(with_cors(HttpResponse::error(
                     415,
                     Value::Null,
@@ -184,7 +218,12 @@ pub fn route(gw: &Gateway, head: &RequestHead) -> Route {
         }
         "DELETE" => {
             if session_id.is_none() {
-                return Route::Respond(with_cors(HttpResponse::error(400, Value::Null, jsonrpc::INVALID_REQUEST, "Missing Mcp-Session-Id header")));
+                return Route::Respond(with_cors(HttpResponse::error(
+                    400,
+                    Value::Null,
+                    jsonrpc::INVALID_REQUEST,
+                    "Missing Mcp-Session-Id header",
+                )));
             }
             Kind::Delete
         }
@@ -199,27 +238,48 @@ pub fn route(gw: &Gateway, head: &RequestHead) -> Route {
         _ => {
             // GET would open a server-to-client SSE stream; this server sends no unsolicited messages.
             return Route::Respond(with_cors(
-                HttpResponse::error(405, Value::Null, jsonrpc::INVALID_REQUEST, "Method Not Allowed: use POST (or DELETE to end a session)")
-                    .header("allow", "POST, DELETE"),
+                HttpResponse::error(
+                    405,
+                    Value::Null,
+                    jsonrpc::INVALID_REQUEST,
+                    "Method Not Allowed: use POST (or DELETE to end a session)",
+                )
+                .header("allow", "POST, DELETE"),
             ));
         }
     };
-    Route::Accept(Exchange { server, kind, session_id, cors_origin, now_ms: 0, phase: Phase::Start })
+    Route::Accept(Exchange {
+        server,
+        kind,
+        session_id,
+        cors_origin,
+        now_ms: 0,
+        phase: Phase::Start,
+    })
 }
 
 /// Whether an Accept header admits a media type (exactly, by `type/*`, or by `*/*`).
 fn accepts(accept: &str, media: &str) -> bool {
     let major = media.split('/').next().unwrap_or("");
     accept.split(',').any(|part| {
-        let m = part.split(';').next().unwrap_or("").trim().to_ascii_lowercase();
+        let m = part
+            .split(';')
+            .next()
+            .unwrap_or("")
+            .trim()
+            .to_ascii_lowercase();
         m == media || m == "*/*" || m == format!("{major}/*")
     })
 }
 
 fn add_cors(mut r: HttpResponse, origin: Option<&str>) -> HttpResponse {
     if let Some(o) = origin {
-        r.headers.push(("access-control-allow-origin".into(), o.to_string()));
-        r.headers.push(("access-control-expose-headers".into(), "mcp-session-id, mcp-protocol-version".into()));
+        r.headers
+            .push(("access-control-allow-origin".into(), o.to_string()));
+        r.headers.push((
+            "access-control-expose-headers".into(),
+            "mcp-session-id, mcp-protocol-version".into(),
+        ));
         r.headers.push(("vary".into(), "origin".into()));
     }
     r
@@ -240,11 +300,23 @@ impl Exchange {
         &self.server(gw).name
     }
 
-    /// Starts processing once the whole body is in. `new_id` is called only when a session is created.
-    pub fn on_body(&mut self, gw: &Gateway, body: &[u8], now_ms: u64, new_id: &mut dyn FnMut() -> String) -> Step {
+    /// Starts processing once the whole body is in. `new_id` is called only when a session is created;
+    /// it returns `None` when no secure randomness is available.
+    pub fn on_body(
+        &mut self,
+        gw: &Gateway,
+        body: &[u8],
+        now_ms: u64,
+        new_id: &mut dyn FnMut() -> Option<String>,
+    ) -> Step {
         self.now_ms = now_ms;
         if !matches!(self.phase, Phase::Start) {
-            return self.respond(HttpResponse::error(500, Value::Null, jsonrpc::INTERNAL_ERROR, "request body delivered twice"));
+            return self.respond(HttpResponse::error(
+                500,
+                Value::Null,
+                jsonrpc::INTERNAL_ERROR,
+                "request body delivered twice",
+            ));
         }
         if self.kind == Kind::Delete {
             let id = self.session_id.clone().unwrap_or_default();
@@ -256,22 +328,48 @@ impl Exchange {
         }
         let value: Value = match serde_json::from_slice(body) {
             Ok(v) => v,
-            Err(e) => return self.respond(HttpResponse::error(400, Value::Null, jsonrpc::PARSE_ERROR, format!("Parse error: {e}"))),
+            Err(e) => {
+                return self.respond(HttpResponse::error(
+                    400,
+                    Value::Null,
+                    jsonrpc::PARSE_ERROR,
+                    format!("Parse error: {e}"),
+                ))
+            }
         };
         let batch = match value {
             Value::Array(items) => {
                 if items.is_empty() {
-                    return self.respond(HttpResponse::error(400, Value::Null, jsonrpc::INVALID_REQUEST, "empty batch"));
+                    return self.respond(HttpResponse::error(
+                        400,
+                        Value::Null,
+                        jsonrpc::INVALID_REQUEST,
+                        "empty batch",
+                    ));
                 }
                 let msgs: Vec<_> = items.into_iter().map(Message::from_value).collect();
-                if msgs.iter().any(|m| matches!(m, Ok(Message::Request { method, .. }) if method == "initialize")) {
-                    return self.respond(HttpResponse::error(400, Value::Null, jsonrpc::INVALID_REQUEST, "initialize must not be part of a batch"));
+                if msgs.iter().any(
+                    |m| matches!(m, Ok(Message::Request { method, .. }) if method == "initialize"),
+                ) {
+                    return self.respond(HttpResponse::error(
+                        400,
+                        Value::Null,
+                        jsonrpc::INVALID_REQUEST,
+                        "initialize must not be part of a batch",
+                    ));
                 }
                 Batch::Many(msgs)
             }
             other => match Message::from_value(other) {
                 Ok(m) => Batch::One(m),
-                Err((id, why)) => return self.respond(HttpResponse::error(400, id, jsonrpc::INVALID_REQUEST, format!("Invalid Request: {why}"))),
+                Err((id, why)) => {
+                    return self.respond(HttpResponse::error(
+                        400,
+                        id,
+                        jsonrpc::INVALID_REQUEST,
+                        format!("Invalid Request: {why}"),
+                    ))
+                }
             },
         };
         if let Batch::One(Message::Request { id, method, params }) = &batch {
@@ -284,7 +382,12 @@ impl Exchange {
             _ => Value::Null,
         };
         let Some(sid) = self.session_id.clone() else {
-            return self.respond(HttpResponse::error(400, reply_id, jsonrpc::INVALID_REQUEST, "Bad Request: missing Mcp-Session-Id header (send initialize first)"));
+            return self.respond(HttpResponse::error(
+                400,
+                reply_id,
+                jsonrpc::INVALID_REQUEST,
+                "Bad Request: missing Mcp-Session-Id header (send initialize first)",
+            ));
         };
         self.phase = Phase::Loading(batch);
         self.load_or_404(sid, reply_id)
@@ -297,19 +400,43 @@ impl Exchange {
         Step::LoadSession(sid)
     }
 
-    fn initialize(&mut self, gw: &Gateway, id: Value, params: Option<&Value>, new_id: &mut dyn FnMut() -> String) -> Step {
+    fn initialize(
+        &mut self,
+        gw: &Gateway,
+        id: Value,
+        params: Option<&Value>,
+        new_id: &mut dyn FnMut() -> Option<String>,
+    ) -> Step {
         let params = params.and_then(Value::as_object);
-        let Some(requested) = params.and_then(|p| p.get("protocolVersion")).and_then(Value::as_str) else {
+        let Some(requested) = params
+            .and_then(|p| p.get("protocolVersion"))
+            .and_then(Value::as_str)
+        else {
             return self.respond(HttpResponse::json(
                 200,
-                &jsonrpc::error(id, jsonrpc::INVALID_PARAMS, "initialize needs params.protocolVersion"),
+                &jsonrpc::error(
+                    id,
+                    jsonrpc::INVALID_PARAMS,
+                    "initialize needs params.protocolVersion",
+                ),
             ));
         };
         let version = mcp::negotiate(Some(requested));
         let server = self.server(gw);
         let reply = jsonrpc::result(id, mcp::initialize_result(server, version));
-        let session = Session { server: server.name.clone(), version: version.to_string(), expires_ms: self.now_ms.saturating_add(gw.session_ttl_ms) };
-        let sid = new_id();
+        let session = Session {
+            server: server.name.clone(),
+            version: version.to_string(),
+            expires_ms: self.now_ms.saturating_add(gw.session_ttl_ms),
+        };
+        let Some(sid) = new_id() else {
+            return self.respond(HttpResponse::error(
+                503,
+                reply["id"].clone(),
+                jsonrpc::INTERNAL_ERROR,
+                "no randomness available for a session id",
+            ));
+        };
         self.session_id = Some(sid.clone());
         self.phase = Phase::Initializing(reply);
         Step::SaveSession(sid, session)
@@ -323,10 +450,19 @@ impl Exchange {
             _ => Value::Null,
         };
         let session = match found {
-            Err(e) => return self.respond(HttpResponse::error(503, reply_id, jsonrpc::INTERNAL_ERROR, format!("session store unavailable: {e}"))),
+            Err(e) => {
+                return self.respond(HttpResponse::error(
+                    503,
+                    reply_id,
+                    jsonrpc::INTERNAL_ERROR,
+                    format!("session store unavailable: {e}"),
+                ))
+            }
             Ok(s) => s.filter(|s| s.server == self.server(gw).name && !s.is_expired(self.now_ms)),
         };
-        let Some(mut session) = session else { return self.respond(session_not_found(reply_id)) };
+        let Some(mut session) = session else {
+            return self.respond(session_not_found(reply_id));
+        };
         let sid = self.session_id.clone().unwrap_or_default();
         match phase {
             Phase::Deleting => {
@@ -339,7 +475,10 @@ impl Exchange {
                         400,
                         Value::Null,
                         jsonrpc::INVALID_REQUEST,
-                        format!("JSON-RPC batches are not allowed at protocol revision {}", session.version),
+                        format!(
+                            "JSON-RPC batches are not allowed at protocol revision {}",
+                            session.version
+                        ),
                     ));
                 }
                 if session.needs_refresh(self.now_ms, gw.session_ttl_ms) {
@@ -349,7 +488,12 @@ impl Exchange {
                 }
                 self.process(gw, batch)
             }
-            _ => self.respond(HttpResponse::error(500, Value::Null, jsonrpc::INTERNAL_ERROR, "unexpected session lookup")),
+            _ => self.respond(HttpResponse::error(
+                500,
+                Value::Null,
+                jsonrpc::INTERNAL_ERROR,
+                "unexpected session lookup",
+            )),
         }
     }
 
@@ -363,15 +507,28 @@ impl Exchange {
             }
             (Phase::Initializing(reply), Err(e)) => {
                 let id = reply.get("id").cloned().unwrap_or(Value::Null);
-                self.respond(HttpResponse::error(503, id, jsonrpc::INTERNAL_ERROR, format!("could not create the session: {e}")))
+                self.respond(HttpResponse::error(
+                    503,
+                    id,
+                    jsonrpc::INTERNAL_ERROR,
+                    format!("could not create the session: {e}"),
+                ))
             }
             // A failed refresh only shortens the session's life; the request itself still proceeds.
             (Phase::Refreshing(batch), _) => self.process(gw, batch),
             (Phase::Deleting, Ok(())) => self.respond(HttpResponse::empty(204)),
-            (Phase::Deleting, Err(e)) => {
-                self.respond(HttpResponse::error(503, Value::Null, jsonrpc::INTERNAL_ERROR, format!("could not delete the session: {e}")))
-            }
-            _ => self.respond(HttpResponse::error(500, Value::Null, jsonrpc::INTERNAL_ERROR, "unexpected store completion")),
+            (Phase::Deleting, Err(e)) => self.respond(HttpResponse::error(
+                503,
+                Value::Null,
+                jsonrpc::INTERNAL_ERROR,
+                format!("could not delete the session: {e}"),
+            )),
+            _ => self.respond(HttpResponse::error(
+                500,
+                Value::Null,
+                jsonrpc::INTERNAL_ERROR,
+                "unexpected store completion",
+            )),
         }
     }
 
@@ -386,13 +543,27 @@ impl Exchange {
         let mut requests = Vec::new();
         for (slot, input) in inputs.into_iter().enumerate() {
             match input {
-                Err((id, why)) => slots.push(Some(jsonrpc::error(id, jsonrpc::INVALID_REQUEST, format!("Invalid Request: {why}")))),
+                Err((id, why)) => slots.push(Some(jsonrpc::error(
+                    id,
+                    jsonrpc::INVALID_REQUEST,
+                    format!("Invalid Request: {why}"),
+                ))),
                 Ok(m) => match mcp::handle(gw, server, m) {
                     Handled::Reply(v) => slots.push(Some(v)),
                     Handled::Silent => slots.push(None),
-                    Handled::Call { id, tool, request, args } => {
+                    Handled::Call {
+                        id,
+                        tool,
+                        request,
+                        args,
+                    } => {
                         slots.push(None);
-                        calls.push(Some(PendingCall { slot, id, tool, args }));
+                        calls.push(Some(PendingCall {
+                            slot,
+                            id,
+                            tool,
+                            args,
+                        }));
                         requests.push(request);
                     }
                 },
@@ -401,21 +572,44 @@ impl Exchange {
         if requests.is_empty() {
             return self.reply(single, slots);
         }
-        self.phase = Phase::Calling { single, slots, remaining: calls.len(), calls };
+        self.phase = Phase::Calling {
+            single,
+            slots,
+            remaining: calls.len(),
+            calls,
+        };
         Step::Dispatch(requests)
     }
 
     /// Reports the answer to dispatched request `index`; returns the response once every call is answered.
-    pub fn on_upstream(&mut self, gw: &Gateway, index: usize, outcome: UpstreamResult) -> Option<Step> {
+    pub fn on_upstream(
+        &mut self,
+        gw: &Gateway,
+        index: usize,
+        outcome: UpstreamResult,
+    ) -> Option<Step> {
         let server = &gw.servers[self.server];
-        let Phase::Calling { slots, calls, remaining, .. } = &mut self.phase else { return None };
+        let Phase::Calling {
+            slots,
+            calls,
+            remaining,
+            ..
+        } = &mut self.phase
+        else {
+            return None;
+        };
         let call = calls.get_mut(index)?.take()?;
-        slots[call.slot] = Some(mcp::finish_call(gw, server, call.id, &call.tool, &call.args, outcome));
+        slots[call.slot] = Some(mcp::finish_call(
+            gw, server, call.id, &call.tool, &call.args, outcome,
+        ));
         *remaining -= 1;
         if *remaining > 0 {
             return None;
         }
-        let Phase::Calling { single, slots, .. } = std::mem::replace(&mut self.phase, Phase::Done) else { return None };
+        let Phase::Calling { single, slots, .. } = std::mem::replace(&mut self.phase, Phase::Done)
+        else {
+            return None;
+        };
         Some(self.reply(single, slots))
     }
 
@@ -432,18 +626,35 @@ impl Exchange {
         if replies.is_empty() {
             return self.respond(HttpResponse::empty(202));
         }
-        let body = if single { replies.into_iter().next().unwrap_or(Value::Null) } else { Value::Array(replies) };
+        let body = if single {
+            replies.into_iter().next().unwrap_or(Value::Null)
+        } else {
+            Value::Array(replies)
+        };
         self.respond(HttpResponse::json(200, &body))
     }
 }
 
 fn session_not_found(id: Value) -> HttpResponse {
-    HttpResponse::error(404, id, SESSION_NOT_FOUND, "Session not found: it expired or was deleted; initialize a new one")
+    HttpResponse::error(
+        404,
+        id,
+        SESSION_NOT_FOUND,
+        "Session not found: it expired or was deleted; initialize a new one",
+    )
 }
 
 /// The response for a body over the configured limit.
 pub fn too_large(gw: &Gateway) -> HttpResponse {
-    HttpResponse::error(413, Value::Null, jsonrpc::INVALID_REQUEST, format!("Payload Too Large: the limit is {} bytes", gw.max_request_bytes))
+    HttpResponse::error(
+        413,
+        Value::Null,
+        jsonrpc::INVALID_REQUEST,
+        format!(
+            "Payload Too Large: the limit is {} bytes",
+            gw.max_request_bytes
+        ),
+    )
 }
 
 #[cfg(test)]

@@ -1,0 +1,305 @@
+//! The thin proxy-wasm layer: reads the request, drives a [`transport::Exchange`], performs its steps with
+//! hostcalls (shared data, `dispatch_http_call`, local replies). No protocol logic lives here.
+
+mod shared_data;
+
+use crate::gateway::Gateway;
+use crate::kv_store::KvStore;
+use crate::session::{self, SessionStore};
+use crate::transport::{self, Exchange, RequestHead, Route, Step};
+use crate::upstream::UpstreamResult;
+use proxy_wasm::hostcalls;
+use proxy_wasm::traits::{Context, HttpContext, RootContext};
+use proxy_wasm::types::{Action, ContextType, LogLevel};
+use shared_data::SharedData;
+use std::collections::HashMap;
+use std::rc::Rc;
+use std::time::{Duration, UNIX_EPOCH};
+
+/// How often a root context tries to sweep expired sessions (one worker wins the lease each period).
+const SWEEP_PERIOD: Duration = Duration::from_secs(15);
+
+proxy_wasm::main! {{
+    proxy_wasm::set_log_level(LogLevel::Info);
+    proxy_wasm::set_root_context(|_| -> Box<dyn RootContext> { Box::new(Root { gateway: None }) });
+}}
+
+fn log(level: LogLevel, msg: &str) {
+    let _ = hostcalls::log(level, msg);
+}
+
+fn now_ms() -> u64 {
+    hostcalls::get_current_time()
+        .ok()
+        .and_then(|t| t.duration_since(UNIX_EPOCH).ok())
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
+fn new_session_id() -> Option<String> {
+    let mut bytes = [0u8; 16];
+    getrandom::getrandom(&mut bytes).ok()?;
+    Some(session::format_id(bytes))
+}
+
+struct Root {
+    gateway: Option<Rc<Gateway>>,
+}
+
+impl Context for Root {}
+
+impl RootContext for Root {
+    fn on_configure(&mut self, _size: usize) -> bool {
+        let bytes = hostcalls::get_buffer(
+            proxy_wasm::types::BufferType::PluginConfiguration,
+            0,
+            usize::MAX,
+        )
+        .ok()
+        .flatten()
+        .unwrap_or_default();
+        let text = String::from_utf8_lossy(&bytes);
+        match Gateway::from_config_str(&text) {
+            Ok(gw) => {
+                let tools: usize = gw.servers.iter().map(|s| s.tools.len()).sum();
+                log(
+                    LogLevel::Info,
+                    &format!(
+                        "mcp-gateway: serving {} server(s), {tools} tool(s) under {}",
+                        gw.servers.len(),
+                        gw.prefix
+                    ),
+                );
+                self.gateway = Some(Rc::new(gw));
+                let _ = hostcalls::set_tick_period(SWEEP_PERIOD);
+                true
+            }
+            Err(e) => {
+                log(LogLevel::Error, &format!("mcp-gateway: {e}"));
+                false
+            }
+        }
+    }
+
+    fn on_tick(&mut self) {
+        if let Some(gw) = &self.gateway {
+            let removed = KvStore::new(SharedData).sweep(now_ms(), SWEEP_PERIOD.as_millis() as u64);
+            if removed > 0 {
+                log(
+                    LogLevel::Debug,
+                    &format!(
+                        "mcp-gateway: swept {removed} expired session(s) (ttl {} ms)",
+                        gw.session_ttl_ms
+                    ),
+                );
+            }
+        }
+    }
+
+    fn create_http_context(&self, _context_id: u32) -> Option<Box<dyn HttpContext>> {
+        Some(Box::new(Http {
+            gateway: self.gateway.clone(),
+            exchange: None,
+            calls: HashMap::new(),
+        }))
+    }
+
+    fn get_type(&self) -> Option<ContextType> {
+        Some(ContextType::HttpContext)
+    }
+}
+
+struct Http {
+    gateway: Option<Rc<Gateway>>,
+    exchange: Option<Exchange>,
+    /// Outstanding upstream calls: host token to the exchange's call index.
+    calls: HashMap<u32, usize>,
+}
+
+impl Http {
+    fn header(&self, name: &str) -> Option<String> {
+        hostcalls::get_map_value(proxy_wasm::types::MapType::HttpRequestHeaders, name)
+            .ok()
+            .flatten()
+    }
+
+    fn send(&self, r: transport::HttpResponse) {
+        let headers: Vec<(&str, &str)> = r
+            .headers
+            .iter()
+            .map(|(k, v)| (k.as_str(), v.as_str()))
+            .collect();
+        let body = if r.body.is_empty() {
+            None
+        } else {
+            Some(r.body.as_slice())
+        };
+        let _ = hostcalls::send_http_response(r.status as u32, headers, body);
+    }
+
+    /// Performs steps until the exchange waits on upstream calls or has answered.
+    fn drive(&mut self, gw: &Gateway, mut step: Step) -> Action {
+        let mut store = KvStore::new(SharedData);
+        loop {
+            let Some(ex) = self.exchange.as_mut() else {
+                return Action::Pause;
+            };
+            step = match step {
+                Step::Respond(r) => {
+                    self.send(r);
+                    return Action::Pause;
+                }
+                Step::LoadSession(id) => ex.on_session(gw, store.load(&id)),
+                Step::SaveSession(id, s) => ex.on_stored(gw, store.save(&id, &s)),
+                Step::DeleteSession(id) => ex.on_stored(gw, store.delete(&id)),
+                Step::Dispatch(requests) => {
+                    let mut done = None;
+                    for (i, r) in requests.iter().enumerate() {
+                        let timeout = Duration::from_millis(r.timeout_ms);
+                        match hostcalls::dispatch_http_call(
+                            &r.cluster,
+                            r.wire_headers(),
+                            r.body.as_deref(),
+                            vec![],
+                            timeout,
+                        ) {
+                            Ok(token) => {
+                                self.calls.insert(token, i);
+                            }
+                            Err(status) => {
+                                let why = format!("the gateway could not send the request to cluster '{}' ({status:?}); is the cluster defined?", r.cluster);
+                                log(LogLevel::Warn, &format!("mcp-gateway: {why}"));
+                                if let Some(s) = ex.on_upstream(gw, i, UpstreamResult::Failed(why))
+                                {
+                                    done = Some(s);
+                                }
+                            }
+                        }
+                    }
+                    match done {
+                        Some(s) => s,
+                        None => return Action::Pause,
+                    }
+                }
+            };
+        }
+    }
+}
+
+impl Context for Http {
+    fn on_http_call_response(
+        &mut self,
+        token: u32,
+        _headers: usize,
+        body_size: usize,
+        _trailers: usize,
+    ) {
+        let (Some(gw), Some(index)) = (self.gateway.clone(), self.calls.remove(&token)) else {
+            return;
+        };
+        let headers = hostcalls::get_map(proxy_wasm::types::MapType::HttpCallResponseHeaders)
+            .unwrap_or_default();
+        let status = headers
+            .iter()
+            .find(|(k, _)| k == ":status")
+            .and_then(|(_, v)| v.parse::<u16>().ok());
+        let outcome = match status {
+            Some(status) => {
+                let body = hostcalls::get_buffer(
+                    proxy_wasm::types::BufferType::HttpCallResponseBody,
+                    0,
+                    body_size,
+                )
+                .ok()
+                .flatten()
+                .unwrap_or_default();
+                let headers = headers
+                    .into_iter()
+                    .filter(|(k, _)| !k.starts_with(':'))
+                    .collect();
+                UpstreamResult::Response {
+                    status,
+                    headers,
+                    body,
+                }
+            }
+            None => UpstreamResult::Failed(
+                "no answer from the upstream (timeout or connection failure)".into(),
+            ),
+        };
+        let Some(ex) = self.exchange.as_mut() else {
+            return;
+        };
+        if let Some(step) = ex.on_upstream(&gw, index, outcome) {
+            self.drive(&gw, step);
+        }
+    }
+}
+
+impl HttpContext for Http {
+    fn on_http_request_headers(&mut self, _num_headers: usize, end_of_stream: bool) -> Action {
+        let Some(gw) = self.gateway.clone() else {
+            return Action::Continue;
+        };
+        let path = self.header(":path").unwrap_or_default();
+        if !path.starts_with(gw.prefix.as_str()) {
+            return Action::Continue;
+        }
+        let head = RequestHead {
+            method: self.header(":method").unwrap_or_default(),
+            path,
+            headers: hostcalls::get_map(proxy_wasm::types::MapType::HttpRequestHeaders)
+                .unwrap_or_default(),
+        };
+        match transport::route(&gw, &head) {
+            Route::PassThrough => Action::Continue,
+            Route::Respond(r) => {
+                self.send(r);
+                Action::Pause
+            }
+            Route::Accept(ex) => {
+                self.exchange = Some(ex);
+                if end_of_stream {
+                    self.on_body(&gw, &[])
+                } else {
+                    // Envoy turns a paused request-headers callback into StopAllIteration, which also
+                    // withholds the body from this filter; so headers continue and the body callback pauses.
+                    // (A `buffer` filter after this one keeps the router from seeing the headers early.)
+                    Action::Continue
+                }
+            }
+        }
+    }
+
+    fn on_http_request_body(&mut self, body_size: usize, end_of_stream: bool) -> Action {
+        let Some(gw) = self.gateway.clone() else {
+            return Action::Continue;
+        };
+        if self.exchange.is_none() {
+            return Action::Continue;
+        }
+        if body_size > gw.max_request_bytes {
+            self.exchange = None;
+            self.send(transport::too_large(&gw));
+            return Action::Pause;
+        }
+        if !end_of_stream {
+            return Action::Pause;
+        }
+        let body =
+            hostcalls::get_buffer(proxy_wasm::types::BufferType::HttpRequestBody, 0, body_size)
+                .ok()
+                .flatten()
+                .unwrap_or_default();
+        self.on_body(&gw, &body)
+    }
+}
+
+impl Http {
+    fn on_body(&mut self, gw: &Gateway, body: &[u8]) -> Action {
+        let Some(ex) = self.exchange.as_mut() else {
+            return Action::Pause;
+        };
+        let step = ex.on_body(gw, body, now_ms(), &mut new_session_id);
+        self.drive(gw, step)
+    }
+}
