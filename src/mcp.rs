@@ -39,7 +39,7 @@ pub enum Handled {
     Call {
         id: Value,
         tool: String,
-        request: UpstreamRequest,
+        request: Box<UpstreamRequest>,
         args: Value,
     },
 }
@@ -105,7 +105,7 @@ pub fn handle(gw: &Gateway, server: &Server, msg: Message) -> Handled {
                 Prepared::Upstream(request, args) => Handled::Call {
                     id,
                     tool: name.to_string(),
-                    request,
+                    request: Box::new(request),
                     args,
                 },
             }

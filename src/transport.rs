@@ -564,7 +564,7 @@ impl Exchange {
                             tool,
                             args,
                         }));
-                        requests.push(request);
+                        requests.push(*request);
                     }
                 },
             }

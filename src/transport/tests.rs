@@ -1,1 +1,534 @@
+//! The transport driven natively: a memory session store and a scripted upstream stand in for the host.
 
+use super::*;
+use crate::session::{MemoryStore, SessionStore};
+
+const CONFIG: &str = r#"
+sessionTtlSeconds: 60
+maxRequestBytes: 4096
+allowedOrigins: [https://app.example.com]
+servers:
+  - name: demo
+    upstream: {cluster: api}
+    tools:
+      - name: hello
+        description: Says hello
+        args: [{name: who, default: world}]
+        responseTemplate: {body: "hello {{ args.who }}"}
+      - name: weather
+        description: Weather
+        args: [{name: city, required: true, position: query}]
+        requestTemplate: {url: /weather}
+  - name: other
+"#;
+
+fn gw() -> Gateway {
+    Gateway::from_config_str(CONFIG).unwrap()
+}
+
+fn head(method: &str, path: &str, headers: &[(&str, &str)]) -> RequestHead {
+    let mut h: Vec<(String, String)> = vec![
+        ("content-type".into(), "application/json".into()),
+        (
+            "accept".into(),
+            "application/json, text/event-stream".into(),
+        ),
+    ];
+    for (k, v) in headers {
+        h.retain(|(name, _)| name != k);
+        h.push((k.to_string(), v.to_string()));
+    }
+    RequestHead {
+        method: method.into(),
+        path: path.into(),
+        headers: h,
+    }
+}
+
+/// Plays the host: performs store steps, answers upstream calls with `upstream`, returns the response.
+struct Host {
+    store: MemoryStore,
+    now_ms: u64,
+    ids: u32,
+    dispatched: Vec<UpstreamRequest>,
+}
+
+impl Host {
+    fn new() -> Host {
+        Host {
+            store: MemoryStore::default(),
+            now_ms: 1_000_000,
+            ids: 0,
+            dispatched: Vec::new(),
+        }
+    }
+
+    fn send(
+        &mut self,
+        gw: &Gateway,
+        head: RequestHead,
+        body: &str,
+        upstream: &dyn Fn(&UpstreamRequest) -> UpstreamResult,
+    ) -> HttpResponse {
+        let mut ex = match route(gw, &head) {
+            Route::PassThrough => {
+                return HttpResponse {
+                    status: 0,
+                    headers: vec![],
+                    body: b"passthrough".to_vec(),
+                }
+            }
+            Route::Respond(r) => return r,
+            Route::Accept(ex) => ex,
+        };
+        let ids = &mut self.ids;
+        let mut new_id = || {
+            *ids += 1;
+            Some(format!("{:032x}", *ids))
+        };
+        let mut step = ex.on_body(gw, body.as_bytes(), self.now_ms, &mut new_id);
+        loop {
+            step = match step {
+                Step::Respond(r) => return r,
+                Step::LoadSession(id) => ex.on_session(gw, self.store.load(&id)),
+                Step::SaveSession(id, s) => ex.on_stored(gw, self.store.save(&id, &s)),
+                Step::DeleteSession(id) => ex.on_stored(gw, self.store.delete(&id)),
+                Step::Dispatch(reqs) => {
+                    let mut last = None;
+                    // Answer in reverse order to show slots keep their places.
+                    for (i, r) in reqs.iter().enumerate().rev() {
+                        last = ex.on_upstream(gw, i, upstream(r)).or(last);
+                    }
+                    self.dispatched.extend(reqs);
+                    last.expect("all calls answered yields a response")
+                }
+            }
+        }
+    }
+
+    fn initialize(&mut self, gw: &Gateway, version: &str) -> String {
+        let body = format!(
+            r#"{{"jsonrpc":"2.0","id":1,"method":"initialize","params":{{"protocolVersion":"{version}","capabilities":{{}},"clientInfo":{{"name":"t","version":"1"}}}}}}"#
+        );
+        let r = self.send(
+            gw,
+            head("POST", "/mcp-servers/demo", &[]),
+            &body,
+            &no_upstream,
+        );
+        assert_eq!(r.status, 200);
+        r.headers
+            .iter()
+            .find(|(k, _)| k == "mcp-session-id")
+            .map(|(_, v)| v.clone())
+            .expect("session id header")
+    }
+}
+
+fn no_upstream(_: &UpstreamRequest) -> UpstreamResult {
+    panic!("no upstream call expected")
+}
+
+fn json_body(r: &HttpResponse) -> Value {
+    serde_json::from_slice(&r.body)
+        .unwrap_or_else(|_| panic!("not JSON: {:?}", String::from_utf8_lossy(&r.body)))
+}
+
+#[test]
+fn routing_and_early_rejections() {
+    let g = gw();
+    let mut h = Host::new();
+    let cases: Vec<(RequestHead, u16)> = vec![
+        (head("POST", "/elsewhere", &[]), 0),
+        (head("POST", "/mcp-serversX/demo", &[]), 0),
+        (head("POST", "/mcp-servers", &[]), 404),
+        (head("POST", "/mcp-servers/nope", &[]), 404),
+        (head("POST", "/mcp-servers/demo/extra", &[]), 404),
+        (head("GET", "/mcp-servers/demo", &[]), 405),
+        (head("PUT", "/mcp-servers/demo", &[]), 405),
+        (
+            head("POST", "/mcp-servers/demo", &[("accept", "text/html")]),
+            406,
+        ),
+        (
+            head(
+                "POST",
+                "/mcp-servers/demo",
+                &[("accept", "application/json")],
+            ),
+            406,
+        ),
+        (
+            head(
+                "POST",
+                "/mcp-servers/demo",
+                &[("content-type", "text/plain")],
+            ),
+            415,
+        ),
+        (
+            head(
+                "POST",
+                "/mcp-servers/demo",
+                &[("origin", "http://evil.example.com")],
+            ),
+            403,
+        ),
+        (
+            head(
+                "POST",
+                "/mcp-servers/demo",
+                &[("mcp-protocol-version", "2099-01-01")],
+            ),
+            400,
+        ),
+        (head("DELETE", "/mcp-servers/demo", &[]), 400),
+    ];
+    for (hd, status) in cases {
+        let label = format!("{} {} {:?}", hd.method, hd.path, hd.headers);
+        let r = h.send(&g, hd, "{}", &no_upstream);
+        assert_eq!(r.status, status, "{label}");
+        if status >= 400 {
+            assert!(
+                json_body(&r)["error"]["code"].is_i64(),
+                "{label}: error bodies are JSON-RPC errors"
+            );
+        }
+    }
+    let r = h.send(&g, head("GET", "/mcp-servers/demo", &[]), "", &no_upstream);
+    assert!(r.headers.contains(&("allow".into(), "POST, DELETE".into())));
+}
+
+#[test]
+fn initialize_negotiates_and_issues_sessions() {
+    let g = gw();
+    let mut h = Host::new();
+    for (asked, answered) in [
+        ("2024-11-05", "2024-11-05"),
+        ("2025-03-26", "2025-03-26"),
+        ("2025-06-18", "2025-06-18"),
+        ("2025-11-25", "2025-11-25"),
+        ("1.0", "2025-11-25"),
+    ] {
+        let body = format!(
+            r#"{{"jsonrpc":"2.0","id":"i","method":"initialize","params":{{"protocolVersion":"{asked}","capabilities":{{}}}}}}"#
+        );
+        let r = h.send(
+            &g,
+            head("POST", "/mcp-servers/demo", &[]),
+            &body,
+            &no_upstream,
+        );
+        let v = json_body(&r);
+        assert_eq!(v["result"]["protocolVersion"], json!(answered));
+        assert_eq!(v["result"]["serverInfo"]["name"], json!("demo"));
+        assert_eq!(v["id"], json!("i"));
+    }
+    assert_eq!(h.store.sessions.len(), 5);
+    let s = h.store.sessions.values().next().unwrap();
+    assert_eq!(s.expires_ms, h.now_ms + 60_000);
+}
+
+#[test]
+fn sessions_are_required_checked_and_deleted() {
+    let g = gw();
+    let mut h = Host::new();
+    let sid = h.initialize(&g, "2025-06-18");
+    let ping = r#"{"jsonrpc":"2.0","id":7,"method":"ping"}"#;
+    let with = |id: &str| head("POST", "/mcp-servers/demo", &[("mcp-session-id", id)]);
+    assert_eq!(
+        h.send(
+            &g,
+            head("POST", "/mcp-servers/demo", &[]),
+            ping,
+            &no_upstream
+        )
+        .status,
+        400
+    );
+    assert_eq!(
+        h.send(
+            &g,
+            with("0123456789abcdef0123456789abcdef"),
+            ping,
+            &no_upstream
+        )
+        .status,
+        404
+    );
+    assert_eq!(
+        h.send(&g, with("not-an-id"), ping, &no_upstream).status,
+        404
+    );
+    let r = h.send(&g, with(&sid), ping, &no_upstream);
+    assert_eq!(
+        (r.status, json_body(&r)["result"].clone()),
+        (200, json!({}))
+    );
+    // A session is bound to its server.
+    assert_eq!(
+        h.send(
+            &g,
+            head("POST", "/mcp-servers/other", &[("mcp-session-id", &sid)]),
+            ping,
+            &no_upstream
+        )
+        .status,
+        404
+    );
+    // Notifications and responses are accepted without a body.
+    let r = h.send(
+        &g,
+        with(&sid),
+        r#"{"jsonrpc":"2.0","method":"notifications/initialized"}"#,
+        &no_upstream,
+    );
+    assert_eq!((r.status, r.body.len()), (202, 0));
+    let r = h.send(
+        &g,
+        with(&sid),
+        r#"{"jsonrpc":"2.0","id":9,"result":{}}"#,
+        &no_upstream,
+    );
+    assert_eq!(r.status, 202);
+    // DELETE ends it.
+    assert_eq!(
+        h.send(
+            &g,
+            head("DELETE", "/mcp-servers/demo", &[("mcp-session-id", &sid)]),
+            "",
+            &no_upstream
+        )
+        .status,
+        204
+    );
+    assert_eq!(h.send(&g, with(&sid), ping, &no_upstream).status, 404);
+    assert_eq!(
+        h.send(
+            &g,
+            head("DELETE", "/mcp-servers/demo", &[("mcp-session-id", &sid)]),
+            "",
+            &no_upstream
+        )
+        .status,
+        404
+    );
+}
+
+#[test]
+fn sessions_expire_and_slide() {
+    let g = gw();
+    let mut h = Host::new();
+    let sid = h.initialize(&g, "2025-06-18");
+    let ping = r#"{"jsonrpc":"2.0","id":1,"method":"ping"}"#;
+    let with = || head("POST", "/mcp-servers/demo", &[("mcp-session-id", &sid)]);
+    h.now_ms += 50_000;
+    assert_eq!(h.send(&g, with(), ping, &no_upstream).status, 200);
+    assert_eq!(
+        h.store.sessions[&sid].expires_ms,
+        h.now_ms + 60_000,
+        "activity extends the session"
+    );
+    h.now_ms += 59_000;
+    assert_eq!(h.send(&g, with(), ping, &no_upstream).status, 200);
+    h.now_ms += 60_001;
+    assert_eq!(h.send(&g, with(), ping, &no_upstream).status, 404);
+}
+
+#[test]
+fn malformed_input_gets_json_rpc_errors() {
+    let g = gw();
+    let mut h = Host::new();
+    let sid = h.initialize(&g, "2025-06-18");
+    let with = || head("POST", "/mcp-servers/demo", &[("mcp-session-id", &sid)]);
+    let r = h.send(&g, with(), "{not json", &no_upstream);
+    assert_eq!(
+        (r.status, json_body(&r)["error"]["code"].clone()),
+        (400, json!(-32700))
+    );
+    let r = h.send(
+        &g,
+        with(),
+        r#"{"jsonrpc":"1.0","id":5,"method":"ping"}"#,
+        &no_upstream,
+    );
+    assert_eq!(
+        (
+            r.status,
+            json_body(&r)["error"]["code"].clone(),
+            json_body(&r)["id"].clone()
+        ),
+        (400, json!(-32600), json!(5))
+    );
+    let r = h.send(
+        &g,
+        with(),
+        r#"{"jsonrpc":"2.0","id":5,"method":"no/such"}"#,
+        &no_upstream,
+    );
+    assert_eq!(json_body(&r)["error"]["code"], json!(-32601));
+    let big = format!(
+        r#"{{"jsonrpc":"2.0","id":1,"method":"ping","params":{{"x":"{}"}}}}"#,
+        "a".repeat(5000)
+    );
+    assert_eq!(h.send(&g, with(), &big, &no_upstream).status, 413);
+    let r = h.send(
+        &g,
+        head("POST", "/mcp-servers/demo", &[]),
+        r#"{"jsonrpc":"2.0","id":1,"method":"initialize","params":{}}"#,
+        &no_upstream,
+    );
+    assert_eq!(json_body(&r)["error"]["code"], json!(-32602));
+    let deep = format!("{}{}", "[".repeat(2000), "]".repeat(2000));
+    assert_eq!(
+        h.send(&g, with(), &deep, &no_upstream).status,
+        400,
+        "serde_json's recursion limit answers, no stack overflow"
+    );
+}
+
+#[test]
+fn batches_only_where_the_revision_allows() {
+    let g = gw();
+    let mut h = Host::new();
+    let batch = r#"[{"jsonrpc":"2.0","id":1,"method":"ping"},{"jsonrpc":"2.0","method":"notifications/x"},{"jsonrpc":"2.0","id":2,"method":"tools/call","params":{"name":"hello"}},{"bad":1}]"#;
+    let old = h.initialize(&g, "2025-03-26");
+    let r = h.send(
+        &g,
+        head("POST", "/mcp-servers/demo", &[("mcp-session-id", &old)]),
+        batch,
+        &no_upstream,
+    );
+    let v = json_body(&r);
+    assert_eq!(r.status, 200);
+    assert_eq!(
+        v.as_array().unwrap().len(),
+        3,
+        "notifications get no entry: {v}"
+    );
+    assert_eq!(v[0]["result"], json!({}));
+    assert_eq!(v[1]["result"]["content"][0]["text"], json!("hello world"));
+    assert_eq!(v[2]["error"]["code"], json!(-32600));
+    let only_notes = r#"[{"jsonrpc":"2.0","method":"notifications/x"}]"#;
+    assert_eq!(
+        h.send(
+            &g,
+            head("POST", "/mcp-servers/demo", &[("mcp-session-id", &old)]),
+            only_notes,
+            &no_upstream
+        )
+        .status,
+        202
+    );
+    let new = h.initialize(&g, "2025-06-18");
+    assert_eq!(
+        h.send(
+            &g,
+            head("POST", "/mcp-servers/demo", &[("mcp-session-id", &new)]),
+            batch,
+            &no_upstream
+        )
+        .status,
+        400
+    );
+    let init_in_batch = r#"[{"jsonrpc":"2.0","id":1,"method":"initialize","params":{"protocolVersion":"2025-03-26"}}]"#;
+    assert_eq!(
+        h.send(
+            &g,
+            head("POST", "/mcp-servers/demo", &[("mcp-session-id", &old)]),
+            init_in_batch,
+            &no_upstream
+        )
+        .status,
+        400
+    );
+    assert_eq!(
+        h.send(
+            &g,
+            head("POST", "/mcp-servers/demo", &[("mcp-session-id", &old)]),
+            "[]",
+            &no_upstream
+        )
+        .status,
+        400
+    );
+}
+
+#[test]
+fn tool_calls_dispatch_and_collect_in_order() {
+    let g = gw();
+    let mut h = Host::new();
+    let sid = h.initialize(&g, "2025-03-26");
+    let with = || head("POST", "/mcp-servers/demo", &[("mcp-session-id", &sid)]);
+    let upstream = |r: &UpstreamRequest| {
+        let body = format!("{{\"path\": \"{}\"}}", r.path);
+        UpstreamResult::Response {
+            status: 200,
+            headers: vec![("content-type".into(), "application/json".into())],
+            body: body.into_bytes(),
+        }
+    };
+    let call = r#"{"jsonrpc":"2.0","id":3,"method":"tools/call","params":{"name":"weather","arguments":{"city":"São Paulo"}}}"#;
+    let r = h.send(&g, with(), call, &upstream);
+    assert_eq!(
+        json_body(&r)["result"]["content"][0]["text"],
+        json!("{\"path\": \"/weather?city=S%C3%A3o%20Paulo\"}")
+    );
+    assert_eq!(
+        (
+            h.dispatched[0].cluster.as_str(),
+            h.dispatched[0].method.as_str()
+        ),
+        ("api", "GET")
+    );
+    let batch = r#"[{"jsonrpc":"2.0","id":"a","method":"tools/call","params":{"name":"weather","arguments":{"city":"A"}}},
+                    {"jsonrpc":"2.0","id":"b","method":"tools/call","params":{"name":"weather","arguments":{"city":"B"}}}]"#;
+    let v = json_body(&h.send(&g, with(), batch, &upstream));
+    assert_eq!(
+        (v[0]["id"].clone(), v[1]["id"].clone()),
+        (json!("a"), json!("b"))
+    );
+    assert!(v[1]["result"]["content"][0]["text"]
+        .as_str()
+        .unwrap()
+        .contains("city=B"));
+    let fail = |_: &UpstreamRequest| UpstreamResult::Failed("timeout".into());
+    let v = json_body(&h.send(&g, with(), call, &fail));
+    assert_eq!(v["result"]["isError"], json!(true));
+}
+
+#[test]
+fn cors_for_allowed_origins() {
+    let g = gw();
+    let mut h = Host::new();
+    let r = h.send(
+        &g,
+        head(
+            "OPTIONS",
+            "/mcp-servers/demo",
+            &[("origin", "https://app.example.com")],
+        ),
+        "",
+        &no_upstream,
+    );
+    assert_eq!(r.status, 204);
+    assert!(r
+        .headers
+        .iter()
+        .any(|(k, v)| k == "access-control-allow-origin" && v == "https://app.example.com"));
+    let body = r#"{"jsonrpc":"2.0","id":1,"method":"initialize","params":{"protocolVersion":"2025-06-18"}}"#;
+    let r = h.send(
+        &g,
+        head(
+            "POST",
+            "/mcp-servers/demo",
+            &[("origin", "http://localhost:6274")],
+        ),
+        body,
+        &no_upstream,
+    );
+    assert!(r
+        .headers
+        .iter()
+        .any(|(k, v)| k == "access-control-expose-headers" && v.contains("mcp-session-id")));
+}
