@@ -12,16 +12,28 @@ use proxy_wasm::hostcalls;
 use proxy_wasm::traits::{Context, HttpContext, RootContext};
 use proxy_wasm::types::{Action, ContextType, LogLevel};
 use shared_data::SharedData;
+use std::cell::RefCell;
 use std::collections::HashMap;
 use std::rc::Rc;
 use std::time::{Duration, UNIX_EPOCH};
 
 /// How often a root context tries to sweep expired sessions (one worker wins the lease each period).
 const SWEEP_PERIOD: Duration = Duration::from_secs(15);
+/// The root context's tick: drives the sweep and the body watchdog.
+const TICK: Duration = Duration::from_secs(1);
+/// A request paused on its headers that has not seen a body chunk after this long is failed: Envoy is
+/// almost certainly not honouring the pause (see [`STALL_HINT`]).
+const BODY_STALL_MS: u64 = 10_000;
+const STALL_HINT: &str = "the plugin never received the request body: set allow_on_headers_stop_iteration: true in the Envoy Wasm filter config (Envoy >= 1.35)";
+
+/// Requests waiting for their first body chunk: context id to the time they paused.
+type Waiting = Rc<RefCell<HashMap<u32, u64>>>;
 
 proxy_wasm::main! {{
     proxy_wasm::set_log_level(LogLevel::Info);
-    proxy_wasm::set_root_context(|_| -> Box<dyn RootContext> { Box::new(Root { gateway: None }) });
+    proxy_wasm::set_root_context(|_| -> Box<dyn RootContext> {
+        Box::new(Root { gateway: None, waiting: Rc::default(), last_sweep_ms: 0 })
+    });
 }}
 
 fn log(level: LogLevel, msg: &str) {
@@ -43,6 +55,8 @@ fn new_session_id() -> Option<String> {
 
 struct Root {
     gateway: Option<Rc<Gateway>>,
+    waiting: Waiting,
+    last_sweep_ms: u64,
 }
 
 impl Context for Root {}
@@ -70,7 +84,7 @@ impl RootContext for Root {
                     ),
                 );
                 self.gateway = Some(Rc::new(gw));
-                let _ = hostcalls::set_tick_period(SWEEP_PERIOD);
+                let _ = hostcalls::set_tick_period(TICK);
                 true
             }
             Err(e) => {
@@ -81,22 +95,24 @@ impl RootContext for Root {
     }
 
     fn on_tick(&mut self) {
-        if let Some(gw) = &self.gateway {
-            let removed = KvStore::new(SharedData).sweep(now_ms(), SWEEP_PERIOD.as_millis() as u64);
+        let now = now_ms();
+        self.fail_stalled_requests(now);
+        if self.gateway.is_some() && now >= self.last_sweep_ms + SWEEP_PERIOD.as_millis() as u64 {
+            self.last_sweep_ms = now;
+            let removed = KvStore::new(SharedData).sweep(now, SWEEP_PERIOD.as_millis() as u64);
             if removed > 0 {
                 log(
                     LogLevel::Debug,
-                    &format!(
-                        "mcp-gateway: swept {removed} expired session(s) (ttl {} ms)",
-                        gw.session_ttl_ms
-                    ),
+                    &format!("mcp-gateway: swept {removed} expired session(s)"),
                 );
             }
         }
     }
 
-    fn create_http_context(&self, _context_id: u32) -> Option<Box<dyn HttpContext>> {
+    fn create_http_context(&self, context_id: u32) -> Option<Box<dyn HttpContext>> {
         Some(Box::new(Http {
+            id: context_id,
+            waiting: self.waiting.clone(),
             gateway: self.gateway.clone(),
             exchange: None,
             calls: HashMap::new(),
@@ -108,7 +124,40 @@ impl RootContext for Root {
     }
 }
 
+impl Root {
+    /// Fails requests that paused on their headers and never got a body callback (a misconfigured Envoy
+    /// would otherwise leave the client hanging until a stream timeout).
+    fn fail_stalled_requests(&mut self, now: u64) {
+        let stalled: Vec<u32> = self
+            .waiting
+            .borrow()
+            .iter()
+            .filter(|(_, t)| now >= **t + BODY_STALL_MS)
+            .map(|(id, _)| *id)
+            .collect();
+        for id in stalled {
+            self.waiting.borrow_mut().remove(&id);
+            log(LogLevel::Error, &format!("mcp-gateway: {STALL_HINT}"));
+            if hostcalls::set_effective_context(id).is_ok() {
+                let body = crate::jsonrpc::error(
+                    serde_json::Value::Null,
+                    crate::jsonrpc::INTERNAL_ERROR,
+                    STALL_HINT,
+                );
+                let body = body.to_string();
+                let _ = hostcalls::send_http_response(
+                    500,
+                    vec![("content-type", "application/json")],
+                    Some(body.as_bytes()),
+                );
+            }
+        }
+    }
+}
+
 struct Http {
+    id: u32,
+    waiting: Waiting,
     gateway: Option<Rc<Gateway>>,
     exchange: Option<Exchange>,
     /// Outstanding upstream calls: host token to the exchange's call index.
@@ -186,6 +235,11 @@ impl Http {
 }
 
 impl Context for Http {
+    fn on_done(&mut self) -> bool {
+        self.waiting.borrow_mut().remove(&self.id);
+        true
+    }
+
     fn on_http_call_response(
         &mut self,
         token: u32,
@@ -261,10 +315,11 @@ impl HttpContext for Http {
                 if end_of_stream {
                     self.on_body(&gw, &[])
                 } else {
-                    // Envoy turns a paused request-headers callback into StopAllIteration, which also
-                    // withholds the body from this filter; so headers continue and the body callback pauses.
-                    // (A `buffer` filter after this one keeps the router from seeing the headers early.)
-                    Action::Continue
+                    // Pause so the router never sees an MCP request. Envoy honours this (and still
+                    // delivers the body) only with allow_on_headers_stop_iteration; the root context's
+                    // watchdog answers requests whose body never comes.
+                    self.waiting.borrow_mut().insert(self.id, now_ms());
+                    Action::Pause
                 }
             }
         }
@@ -277,6 +332,7 @@ impl HttpContext for Http {
         if self.exchange.is_none() {
             return Action::Continue;
         }
+        self.waiting.borrow_mut().remove(&self.id);
         if body_size > gw.max_request_bytes {
             self.exchange = None;
             self.send(transport::too_large(&gw));

@@ -1,0 +1,47 @@
+# mcp-gateway: the two commands are `make run` and `make test`; `make bench` measures.
+SHELL := /bin/bash
+WASM := target/wasm32-wasip1/release/mcp_gateway.wasm
+VENV := .venv
+PY := $(VENV)/bin/python
+
+.PHONY: all build setup unit lint e2e test run bench clean
+
+all: build
+
+## build: the plugin for Envoy (wasm32-wasip1, release profile tuned for size)
+build:
+	@rustup target list --installed 2>/dev/null | grep -qx wasm32-wasip1 || rustup target add wasm32-wasip1
+	cargo build --release --target wasm32-wasip1
+	@ls -l $(WASM) | awk '{printf "plugin: %s (%d bytes)\n", $$9, $$5}'
+
+## setup: Envoy + Python MCP SDK in .venv, Node 22 + conformance suite + Inspector CLI in e2e/node_modules
+setup:
+	bash e2e/setup.sh
+
+## unit: the sans-IO core, natively
+unit:
+	cargo test
+
+## lint: formatting and clippy, native and wasm
+lint:
+	cargo fmt --all -- --check
+	cargo clippy --all-targets -- -D warnings
+	cargo clippy --release --target wasm32-wasip1 -- -D warnings
+
+## e2e: real Envoy (V8) + real upstream + real MCP clients
+e2e: build setup
+	$(PY) -m pytest e2e
+
+## test: everything, from a fresh machine
+test: setup lint unit e2e
+
+## run: Envoy with the example config and the demo upstream on localhost
+run: build setup
+	$(PY) e2e/run.py
+
+## bench: tools/call through the plugin against plain Envoy proxying, module size, start-up time
+bench: build setup
+	$(PY) e2e/bench.py
+
+clean:
+	cargo clean
