@@ -10,7 +10,7 @@ use crate::transport::{self, Exchange, RequestHead, Route, Step};
 use crate::upstream::UpstreamResult;
 use proxy_wasm::hostcalls;
 use proxy_wasm::traits::{Context, HttpContext, RootContext};
-use proxy_wasm::types::{Action, ContextType, LogLevel};
+use proxy_wasm::types::{Action, ContextType, LogLevel, MapType};
 use shared_data::SharedData;
 use std::cell::RefCell;
 use std::collections::HashMap;
@@ -45,6 +45,16 @@ fn now_ms() -> u64 {
         .ok()
         .and_then(|t| t.duration_since(UNIX_EPOCH).ok())
         .map_or(0, |d| d.as_millis() as u64)
+}
+
+/// Reads a header map without the SDK's UTF-8 unwrap: a non-UTF-8 value from a client or an upstream
+/// must not panic the VM (that would take the worker down), so values are decoded lossily.
+fn headers_lossy(map: MapType) -> Vec<(String, String)> {
+    hostcalls::get_map_bytes(map)
+        .unwrap_or_default()
+        .into_iter()
+        .map(|(k, v)| (k, String::from_utf8_lossy(&v).into_owned()))
+        .collect()
 }
 
 fn new_session_id() -> Option<String> {
@@ -166,9 +176,10 @@ struct Http {
 
 impl Http {
     fn header(&self, name: &str) -> Option<String> {
-        hostcalls::get_map_value(proxy_wasm::types::MapType::HttpRequestHeaders, name)
+        hostcalls::get_map_value_bytes(MapType::HttpRequestHeaders, name)
             .ok()
             .flatten()
+            .map(|v| String::from_utf8_lossy(&v).into_owned())
     }
 
     fn send(&self, r: transport::HttpResponse) {
@@ -250,8 +261,7 @@ impl Context for Http {
         let (Some(gw), Some(index)) = (self.gateway.clone(), self.calls.remove(&token)) else {
             return;
         };
-        let headers = hostcalls::get_map(proxy_wasm::types::MapType::HttpCallResponseHeaders)
-            .unwrap_or_default();
+        let headers = headers_lossy(MapType::HttpCallResponseHeaders);
         let status = headers
             .iter()
             .find(|(k, _)| k == ":status")
@@ -301,8 +311,7 @@ impl HttpContext for Http {
         let head = RequestHead {
             method: self.header(":method").unwrap_or_default(),
             path,
-            headers: hostcalls::get_map(proxy_wasm::types::MapType::HttpRequestHeaders)
-                .unwrap_or_default(),
+            headers: headers_lossy(MapType::HttpRequestHeaders),
         };
         match transport::route(&gw, &head) {
             Route::PassThrough => Action::Continue,
