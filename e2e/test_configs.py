@@ -1,0 +1,164 @@
+"""The configuration files themselves: envoy/envoy.yaml, plugin-config/*.yaml, docker-compose.yml.
+
+Static checks first (no Envoy needed), then two more Envoys: envoy/envoy.yaml exactly as
+committed (with its inline copy of plugin-config/example.yaml), and the Higress single-server
+configuration shape.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+
+import pytest
+import yaml
+
+import demo_upstream
+import harness
+from harness import list_all_tools, mcp_client, run_async
+
+
+def _servers(cfg: dict) -> list[dict]:
+    return cfg.get("servers") or []
+
+
+# --- static checks ---------------------------------------------------------------------------
+
+
+def test_envoy_yaml_inlines_example_config():
+    cfg = harness.load_envoy_yaml()
+    inline = harness.wasm_filter_config(cfg)["configuration"]["value"]
+    assert inline == harness.EXAMPLE_CONFIG.read_text(), (
+        "the plugin configuration inlined in envoy/envoy.yaml must be a verbatim copy of plugin-config/example.yaml"
+    )
+
+
+def test_envoy_yaml_layout():
+    cfg = harness.load_envoy_yaml()
+    assert cfg["admin"]["address"]["socket_address"] == {"address": "127.0.0.1", "port_value": 9901}
+    listeners = {lst["name"]: lst for lst in cfg["static_resources"]["listeners"]}
+    assert listeners["mcp"]["address"]["socket_address"] == {"address": "127.0.0.1", "port_value": 10000}
+    assert listeners["baseline"]["address"]["socket_address"] == {"address": "127.0.0.1", "port_value": 10001}
+    mcp_filters = [f["name"] for f in harness._hcm(listeners["mcp"])["http_filters"]]
+    assert mcp_filters == ["envoy.filters.http.wasm", "envoy.filters.http.router"]
+    base_filters = [f["name"] for f in harness._hcm(listeners["baseline"])["http_filters"]]
+    assert base_filters == ["envoy.filters.http.router"]
+    wasm = harness.wasm_filter_config(cfg)
+    assert wasm["vm_config"]["runtime"] == "envoy.wasm.runtime.v8"
+    assert wasm["vm_config"]["code"]["local"]["filename"] == "target/wasm32-wasip1/release/mcp_gateway.wasm"
+    assert wasm["configuration"]["@type"] == "type.googleapis.com/google.protobuf.StringValue"
+    clusters = {c["name"]: c for c in cfg["static_resources"]["clusters"]}
+    assert set(clusters) >= {"demo", "blackhole"}
+    for c in clusters.values():
+        for group in c["load_assignment"]["endpoints"]:
+            for ep in group["lb_endpoints"]:
+                assert ep["endpoint"]["address"]["socket_address"]["address"] == "127.0.0.1"
+
+
+@pytest.mark.parametrize("path", [harness.EXAMPLE_CONFIG, harness.E2E_CONFIG], ids=lambda p: p.name)
+def test_plugin_configs_are_well_formed(path):
+    cfg = harness.load_plugin_config(path)
+    assert _servers(cfg)
+    names = [s["name"] for s in _servers(cfg)]
+    assert len(names) == len(set(names))
+    for server in _servers(cfg):
+        tools = server.get("tools") or []
+        tool_names = [t["name"] for t in tools]
+        assert len(tool_names) == len(set(tool_names)), server["name"]
+        for tool in tools:
+            assert tool.get("description"), f"{server['name']}/{tool['name']} has no description"
+            for arg in tool.get("args") or []:
+                assert arg.get("name") and arg.get("type"), f"{tool['name']}: {arg}"
+
+
+def test_docker_compose_is_consistent():
+    compose = yaml.safe_load((harness.E2E_DIR / "docker-compose.yml").read_text())
+    services = compose["services"]
+    assert set(services) >= {"envoy", "demo", "redis"}
+    for svc in services.values():
+        assert svc.get("network_mode") == "host"
+    mounts = services["envoy"]["volumes"]
+    assert any(m.startswith("../envoy/envoy.yaml:") for m in mounts)
+    wasm_mount = next(m for m in mounts if "mcp_gateway.wasm" in m)
+    target = wasm_mount.split(":")[1]
+    assert target == f"{services['envoy']['working_dir']}/target/wasm32-wasip1/release/mcp_gateway.wasm"
+    assert services["demo"]["command"][-1] == "8081"
+
+
+# --- envoy/envoy.yaml exactly as committed -----------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def example_gw(gw):
+    """Envoy with envoy/envoy.yaml's own inline plugin configuration (only ports and path rewritten)."""
+    run_dir = gw.run_dir
+    envoy = harness.Envoy(None, upstream_port=gw.upstream.port, run_dir=run_dir, name="envoy-example")
+    try:
+        envoy.start()
+    except harness.HarnessError as exc:
+        pytest.fail(f"envoy/envoy.yaml with its inline example configuration does not start: {exc}", pytrace=False)
+    yield envoy
+    envoy.stop()
+
+
+def test_example_config_serves_demo_tools(example_gw):
+    url = f"{example_gw.base_url}/mcp-servers/demo"
+    example = harness.load_plugin_config(harness.EXAMPLE_CONFIG)
+
+    async def go():
+        async with mcp_client(url) as c:
+            tools, _ = await list_all_tools(c)
+            weather = await c.call_tool("get_weather", {"city": "Paris"})
+            user = await c.call_tool("get_user", {"id": 2})
+            order = await c.call_tool("create_order", {"item": "tea", "quantity": 2, "express": True})
+            image = await c.call_tool("get_image", {})
+            greet = await c.call_tool("greet", {"name": "Ada"})
+            return tools, weather, user, order, image, greet
+
+    tools, weather, user, order, image, greet = run_async(go)
+    assert sorted(t.name for t in tools) == sorted(t["name"] for t in example["servers"][0]["tools"])
+    assert weather.content[0].text == "It is 16 degrees (metric) and sunny in Paris."
+    assert user.structured_content == demo_upstream.USERS["2"]
+    assert json.loads(user.content[0].text) == demo_upstream.USERS["2"]
+    assert not order.is_error and order.content[0].text.startswith("Order ")
+    assert order.content[0].text.endswith("created: 2 x tea (express).")
+    assert image.content[0].type == "image" and base64.b64decode(image.content[0].data) == demo_upstream.PNG_1X1
+    assert greet.content[0].text == "Hello, Ada!"
+
+
+# --- Higress single-server shape ---------------------------------------------------------------
+
+HIGRESS_CONFIG = {
+    "server": {"name": "higress-demo", "config": {"greeting": "Hi"}},
+    "tools": [
+        {
+            "name": "hello",
+            "description": "Greets, from a template.",
+            "args": [{"name": "who", "type": "string", "required": True, "description": "Who"}],
+            "responseTemplate": {"body": "{{ config.greeting }} {{ args.who }}"},
+        }
+    ],
+}
+
+
+@pytest.fixture(scope="module")
+def higress_gw(gw):
+    try:
+        g = harness.start_gateway(HIGRESS_CONFIG, tag="higress", upstream=gw.upstream, run_dir=gw.run_dir)
+    except harness.HarnessError as exc:
+        pytest.fail(f"the Higress-shaped configuration does not start: {exc}", pytrace=False)
+    yield g
+    g.stop()
+
+
+def test_higress_shape(higress_gw):
+    async def go():
+        async with mcp_client(higress_gw.mcp_url("higress-demo")) as c:
+            tools, _ = await list_all_tools(c)
+            r = await c.call_tool("hello", {"who": "there"})
+            return c.server_info, tools, r
+
+    info, tools, r = run_async(go)
+    assert info.name == "higress-demo"
+    assert [t.name for t in tools] == ["hello"]
+    assert r.content[0].text == "Hi there"
