@@ -446,3 +446,35 @@ mod tests {
         assert!(PluginConfig::parse(r#"{"prefix":"x","servers":[{"name":"s"}]}"#).is_err());
     }
 }
+
+#[cfg(test)]
+mod properties {
+    use super::*;
+    use proptest::prelude::*;
+    use serde_json::json;
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 300, ..ProptestConfig::default() })]
+
+        /// Arbitrary text is either a config or an error, never a panic.
+        #[test]
+        fn any_text_parses_or_errs(text in ".{0,200}") {
+            let _ = crate::gateway::Gateway::from_config_str(&text);
+        }
+
+        /// Mutated valid configs (wrong types in random fields) are rejected with a located error or accepted.
+        #[test]
+        fn mutated_configs_never_panic(field in prop_oneof![Just("url"), Just("method"), Just("body"), Just("args"), Just("inputSchema"), Just("outputSchema"), Just("upstream"), Just("headers"), Just("responseTemplate"), Just("errorResponseTemplate")],
+                                       value in prop_oneof![Just(json!(1)), Just(json!("{{")), Just(json!([])), Just(json!({})), Just(json!(null)), Just(json!({"type": "object", "properties": {"a": {"pattern": "("}}})), Just(json!("http://{{ args.x }}/"))]) {
+            let mut tool = json!({"name": "t", "description": "d", "requestTemplate": {"url": "/x"}});
+            match field {
+                "url" | "method" | "body" | "headers" => tool["requestTemplate"][field] = value,
+                other => tool[other] = value,
+            }
+            let doc = json!({"servers": [{"name": "s", "upstream": {"cluster": "c"}, "tools": [tool]}]});
+            if let Err(e) = crate::gateway::Gateway::from_config_str(&doc.to_string()) {
+                prop_assert_eq!(e.server.as_deref(), Some("s"));
+            }
+        }
+    }
+}

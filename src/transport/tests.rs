@@ -532,3 +532,103 @@ fn cors_for_allowed_origins() {
         .iter()
         .any(|(k, v)| k == "access-control-expose-headers" && v.contains("mcp-session-id")));
 }
+
+mod properties {
+    use super::*;
+    use proptest::prelude::*;
+
+    /// Arbitrary JSON values, biased towards JSON-RPC-looking shapes.
+    fn json_value() -> impl Strategy<Value = Value> {
+        let leaf = prop_oneof![
+            Just(Value::Null),
+            any::<bool>().prop_map(Value::from),
+            any::<i64>().prop_map(Value::from),
+            any::<f64>()
+                .prop_filter("finite", |f| f.is_finite())
+                .prop_map(Value::from),
+            ".{0,12}".prop_map(Value::from),
+            prop_oneof![
+                Just("2.0"),
+                Just("ping"),
+                Just("tools/call"),
+                Just("tools/list"),
+                Just("initialize"),
+                Just("weather"),
+                Just("hello")
+            ]
+            .prop_map(Value::from),
+        ];
+        leaf.prop_recursive(4, 48, 6, |inner| {
+            prop_oneof![
+                prop::collection::vec(inner.clone(), 0..6).prop_map(Value::Array),
+                prop::collection::vec(
+                    (
+                        prop_oneof![
+                            Just("jsonrpc"),
+                            Just("id"),
+                            Just("method"),
+                            Just("params"),
+                            Just("name"),
+                            Just("arguments"),
+                            Just("city"),
+                            Just("cursor"),
+                            Just("protocolVersion")
+                        ]
+                        .prop_map(String::from),
+                        inner
+                    ),
+                    0..6
+                )
+                .prop_map(|kv| Value::Object(kv.into_iter().collect())),
+            ]
+        })
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 400, ..ProptestConfig::default() })]
+
+        /// Any body on an established session gets an HTTP answer, never a panic.
+        #[test]
+        fn any_message_gets_an_answer(msg in json_value(), raw in prop::collection::vec(any::<u8>(), 0..64)) {
+            let g = gw();
+            let mut h = Host::new();
+            let sid = h.initialize(&g, "2025-03-26");
+            let upstream = |_: &UpstreamRequest| UpstreamResult::Response { status: 200, headers: vec![], body: b"{}".to_vec() };
+            for body in [serde_json::to_string(&msg).unwrap(), String::from_utf8_lossy(&raw).into_owned()] {
+                let r = h.send(&g, head("POST", "/mcp-servers/demo", &[("mcp-session-id", &sid)]), &body, &upstream);
+                prop_assert!([200, 202, 400, 404, 413].contains(&r.status), "status {}", r.status);
+                if !r.body.is_empty() {
+                    prop_assert!(serde_json::from_slice::<Value>(&r.body).is_ok());
+                }
+            }
+        }
+
+        /// Any header values on any path are routed without panicking.
+        #[test]
+        fn any_head_is_routed(method in "[A-Z]{0,7}", path in ".{0,40}", values in prop::collection::vec(".{0,40}", 5)) {
+            let g = gw();
+            let names = ["accept", "content-type", "origin", "mcp-protocol-version", "mcp-session-id"];
+            let headers: Vec<(&str, &str)> = names.iter().copied().zip(values.iter().map(String::as_str)).collect();
+            let mut h = Host::new();
+            let _ = h.send(&g, head(&method, &format!("/mcp-servers/{path}"), &headers), "{}", &|_| UpstreamResult::Failed("x".into()));
+        }
+
+        /// Hostile argument values never panic, and never change the cluster or authority of the request.
+        #[test]
+        fn arguments_cannot_redirect_requests(city in any::<String>()) {
+            let g = gw();
+            let mut h = Host::new();
+            let sid = h.initialize(&g, "2025-06-18");
+            let call = json!({"jsonrpc": "2.0", "id": 1, "method": "tools/call", "params": {"name": "weather", "arguments": {"city": city}}});
+            let upstream = |_: &UpstreamRequest| UpstreamResult::Response { status: 200, headers: vec![], body: vec![] };
+            let r = h.send(&g, head("POST", "/mcp-servers/demo", &[("mcp-session-id", &sid)]), &call.to_string(), &upstream);
+            prop_assert_eq!(r.status, 200);
+            for req in &h.dispatched {
+                prop_assert_eq!(req.cluster.as_str(), "api");
+                prop_assert_eq!(req.authority.as_str(), "api");
+                prop_assert!(req.path.starts_with("/weather?city="));
+                prop_assert!(req.path.bytes().all(|b| b.is_ascii_graphic()), "path {}", req.path);
+            }
+        }
+    }
+}
