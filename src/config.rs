@@ -449,7 +449,6 @@ mod tests {
 
 #[cfg(test)]
 mod properties {
-    use super::*;
     use proptest::prelude::*;
     use serde_json::json;
 
