@@ -361,18 +361,8 @@ impl Tool {
             ));
         }
         if !query.is_empty() {
-            let q: Vec<String> = query
-                .iter()
-                .map(|(k, v)| {
-                    format!(
-                        "{}={}",
-                        utf8_percent_encode(k, URL_COMPONENT),
-                        utf8_percent_encode(v, URL_COMPONENT)
-                    )
-                })
-                .collect();
             path.push(if path.contains('?') { '&' } else { '?' });
-            path.push_str(&q.join("&"));
+            path.push_str(&encode_pairs(&query));
         }
         for (name, tid) in &plan.headers {
             headers.push((name.clone(), templates.render(tid, &ctx)?));
@@ -413,17 +403,7 @@ impl Tool {
             for (k, v) in &body_args {
                 push_query(&mut pairs, k, v);
             }
-            let form: Vec<String> = pairs
-                .iter()
-                .map(|(k, v)| {
-                    format!(
-                        "{}={}",
-                        utf8_percent_encode(k, URL_COMPONENT),
-                        utf8_percent_encode(v, URL_COMPONENT)
-                    )
-                })
-                .collect();
-            Some(form.join("&").into_bytes())
+            Some(encode_pairs(&pairs).into_bytes())
         } else {
             None
         };
@@ -635,6 +615,21 @@ fn scalar_text(v: &Value) -> String {
         Value::Null => String::new(),
         other => other.to_string(),
     }
+}
+
+/// `k=v&k2=v2`, every key and value percent-encoded (query strings and form bodies alike).
+fn encode_pairs(pairs: &[(String, String)]) -> String {
+    let encoded: Vec<String> = pairs
+        .iter()
+        .map(|(k, v)| {
+            format!(
+                "{}={}",
+                utf8_percent_encode(k, URL_COMPONENT),
+                utf8_percent_encode(v, URL_COMPONENT)
+            )
+        })
+        .collect();
+    encoded.join("&")
 }
 
 fn push_query(query: &mut Vec<(String, String)>, name: &str, value: &Value) {

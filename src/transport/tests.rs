@@ -106,6 +106,22 @@ impl Host {
         }
     }
 
+    /// POSTs a body on an established session of server `demo`.
+    fn post(
+        &mut self,
+        gw: &Gateway,
+        sid: &str,
+        body: &str,
+        upstream: &dyn Fn(&UpstreamRequest) -> UpstreamResult,
+    ) -> HttpResponse {
+        self.send(
+            gw,
+            head("POST", "/mcp-servers/demo", &[("mcp-session-id", sid)]),
+            body,
+            upstream,
+        )
+    }
+
     fn initialize(&mut self, gw: &Gateway, version: &str) -> String {
         let body = format!(
             r#"{{"jsonrpc":"2.0","id":1,"method":"initialize","params":{{"protocolVersion":"{version}","capabilities":{{}},"clientInfo":{{"name":"t","version":"1"}}}}}}"#
@@ -260,7 +276,7 @@ fn sessions_are_required_checked_and_deleted() {
         h.send(&g, with("not-an-id"), ping, &no_upstream).status,
         404
     );
-    let r = h.send(&g, with(&sid), ping, &no_upstream);
+    let r = h.post(&g, &sid, ping, &no_upstream);
     assert_eq!(
         (r.status, json_body(&r)["result"].clone()),
         (200, json!({}))
@@ -302,7 +318,7 @@ fn sessions_are_required_checked_and_deleted() {
         .status,
         204
     );
-    assert_eq!(h.send(&g, with(&sid), ping, &no_upstream).status, 404);
+    assert_eq!(h.post(&g, &sid, ping, &no_upstream).status, 404);
     assert_eq!(
         h.send(
             &g,
@@ -321,18 +337,17 @@ fn sessions_expire_and_slide() {
     let mut h = Host::new();
     let sid = h.initialize(&g, "2025-06-18");
     let ping = r#"{"jsonrpc":"2.0","id":1,"method":"ping"}"#;
-    let with = || head("POST", "/mcp-servers/demo", &[("mcp-session-id", &sid)]);
     h.now_ms += 50_000;
-    assert_eq!(h.send(&g, with(), ping, &no_upstream).status, 200);
+    assert_eq!(h.post(&g, &sid, ping, &no_upstream).status, 200);
     assert_eq!(
         h.store.sessions[&sid].expires_ms,
         h.now_ms + 60_000,
         "activity extends the session"
     );
     h.now_ms += 59_000;
-    assert_eq!(h.send(&g, with(), ping, &no_upstream).status, 200);
+    assert_eq!(h.post(&g, &sid, ping, &no_upstream).status, 200);
     h.now_ms += 60_001;
-    assert_eq!(h.send(&g, with(), ping, &no_upstream).status, 404);
+    assert_eq!(h.post(&g, &sid, ping, &no_upstream).status, 404);
 }
 
 #[test]
@@ -341,7 +356,7 @@ fn malformed_input_gets_json_rpc_errors() {
     let mut h = Host::new();
     let sid = h.initialize(&g, "2025-06-18");
     let with = || head("POST", "/mcp-servers/demo", &[("mcp-session-id", &sid)]);
-    let r = h.send(&g, with(), "{not json", &no_upstream);
+    let r = h.post(&g, &sid, "{not json", &no_upstream);
     assert_eq!(
         (r.status, json_body(&r)["error"]["code"].clone()),
         (400, json!(-32700))
@@ -371,7 +386,7 @@ fn malformed_input_gets_json_rpc_errors() {
         r#"{{"jsonrpc":"2.0","id":1,"method":"ping","params":{{"x":"{}"}}}}"#,
         "a".repeat(5000)
     );
-    assert_eq!(h.send(&g, with(), &big, &no_upstream).status, 413);
+    assert_eq!(h.post(&g, &sid, &big, &no_upstream).status, 413);
     let r = h.send(
         &g,
         head("POST", "/mcp-servers/demo", &[]),
@@ -381,7 +396,7 @@ fn malformed_input_gets_json_rpc_errors() {
     assert_eq!(json_body(&r)["error"]["code"], json!(-32602));
     let deep = format!("{}{}", "[".repeat(2000), "]".repeat(2000));
     assert_eq!(
-        h.send(&g, with(), &deep, &no_upstream).status,
+        h.post(&g, &sid, &deep, &no_upstream).status,
         400,
         "serde_json's recursion limit answers, no stack overflow"
     );
@@ -393,12 +408,7 @@ fn batches_only_where_the_revision_allows() {
     let mut h = Host::new();
     let batch = r#"[{"jsonrpc":"2.0","id":1,"method":"ping"},{"jsonrpc":"2.0","method":"notifications/x"},{"jsonrpc":"2.0","id":2,"method":"tools/call","params":{"name":"hello"}},{"bad":1}]"#;
     let old = h.initialize(&g, "2025-03-26");
-    let r = h.send(
-        &g,
-        head("POST", "/mcp-servers/demo", &[("mcp-session-id", &old)]),
-        batch,
-        &no_upstream,
-    );
+    let r = h.post(&g, &old, batch, &no_upstream);
     let v = json_body(&r);
     assert_eq!(r.status, 200);
     assert_eq!(
@@ -410,48 +420,12 @@ fn batches_only_where_the_revision_allows() {
     assert_eq!(v[1]["result"]["content"][0]["text"], json!("hello world"));
     assert_eq!(v[2]["error"]["code"], json!(-32600));
     let only_notes = r#"[{"jsonrpc":"2.0","method":"notifications/x"}]"#;
-    assert_eq!(
-        h.send(
-            &g,
-            head("POST", "/mcp-servers/demo", &[("mcp-session-id", &old)]),
-            only_notes,
-            &no_upstream
-        )
-        .status,
-        202
-    );
+    assert_eq!(h.post(&g, &old, only_notes, &no_upstream).status, 202);
     let new = h.initialize(&g, "2025-06-18");
-    assert_eq!(
-        h.send(
-            &g,
-            head("POST", "/mcp-servers/demo", &[("mcp-session-id", &new)]),
-            batch,
-            &no_upstream
-        )
-        .status,
-        400
-    );
+    assert_eq!(h.post(&g, &new, batch, &no_upstream).status, 400);
     let init_in_batch = r#"[{"jsonrpc":"2.0","id":1,"method":"initialize","params":{"protocolVersion":"2025-03-26"}}]"#;
-    assert_eq!(
-        h.send(
-            &g,
-            head("POST", "/mcp-servers/demo", &[("mcp-session-id", &old)]),
-            init_in_batch,
-            &no_upstream
-        )
-        .status,
-        400
-    );
-    assert_eq!(
-        h.send(
-            &g,
-            head("POST", "/mcp-servers/demo", &[("mcp-session-id", &old)]),
-            "[]",
-            &no_upstream
-        )
-        .status,
-        400
-    );
+    assert_eq!(h.post(&g, &old, init_in_batch, &no_upstream).status, 400);
+    assert_eq!(h.post(&g, &old, "[]", &no_upstream).status, 400);
 }
 
 #[test]
@@ -459,7 +433,6 @@ fn tool_calls_dispatch_and_collect_in_order() {
     let g = gw();
     let mut h = Host::new();
     let sid = h.initialize(&g, "2025-03-26");
-    let with = || head("POST", "/mcp-servers/demo", &[("mcp-session-id", &sid)]);
     let upstream = |r: &UpstreamRequest| {
         let body = format!("{{\"path\": \"{}\"}}", r.path);
         UpstreamResult::Response {
@@ -469,7 +442,7 @@ fn tool_calls_dispatch_and_collect_in_order() {
         }
     };
     let call = r#"{"jsonrpc":"2.0","id":3,"method":"tools/call","params":{"name":"weather","arguments":{"city":"São Paulo"}}}"#;
-    let r = h.send(&g, with(), call, &upstream);
+    let r = h.post(&g, &sid, call, &upstream);
     assert_eq!(
         json_body(&r)["result"]["content"][0]["text"],
         json!("{\"path\": \"/weather?city=S%C3%A3o%20Paulo\"}")
@@ -483,7 +456,7 @@ fn tool_calls_dispatch_and_collect_in_order() {
     );
     let batch = r#"[{"jsonrpc":"2.0","id":"a","method":"tools/call","params":{"name":"weather","arguments":{"city":"A"}}},
                     {"jsonrpc":"2.0","id":"b","method":"tools/call","params":{"name":"weather","arguments":{"city":"B"}}}]"#;
-    let v = json_body(&h.send(&g, with(), batch, &upstream));
+    let v = json_body(&h.post(&g, &sid, batch, &upstream));
     assert_eq!(
         (v[0]["id"].clone(), v[1]["id"].clone()),
         (json!("a"), json!("b"))
@@ -493,7 +466,7 @@ fn tool_calls_dispatch_and_collect_in_order() {
         .unwrap()
         .contains("city=B"));
     let fail = |_: &UpstreamRequest| UpstreamResult::Failed("timeout".into());
-    let v = json_body(&h.send(&g, with(), call, &fail));
+    let v = json_body(&h.post(&g, &sid, call, &fail));
     assert_eq!(v["result"]["isError"], json!(true));
 }
 
@@ -595,7 +568,7 @@ mod properties {
             let sid = h.initialize(&g, "2025-03-26");
             let upstream = |_: &UpstreamRequest| UpstreamResult::Response { status: 200, headers: vec![], body: b"{}".to_vec() };
             for body in [serde_json::to_string(&msg).unwrap(), String::from_utf8_lossy(&raw).into_owned()] {
-                let r = h.send(&g, head("POST", "/mcp-servers/demo", &[("mcp-session-id", &sid)]), &body, &upstream);
+                let r = h.post(&g, &sid, &body, &upstream);
                 prop_assert!([200, 202, 400, 404, 413].contains(&r.status), "status {}", r.status);
                 if !r.body.is_empty() {
                     prop_assert!(serde_json::from_slice::<Value>(&r.body).is_ok());
@@ -621,7 +594,7 @@ mod properties {
             let sid = h.initialize(&g, "2025-06-18");
             let call = json!({"jsonrpc": "2.0", "id": 1, "method": "tools/call", "params": {"name": "weather", "arguments": {"city": city}}});
             let upstream = |_: &UpstreamRequest| UpstreamResult::Response { status: 200, headers: vec![], body: vec![] };
-            let r = h.send(&g, head("POST", "/mcp-servers/demo", &[("mcp-session-id", &sid)]), &call.to_string(), &upstream);
+            let r = h.post(&g, &sid, &call.to_string(), &upstream);
             prop_assert_eq!(r.status, 200);
             for req in &h.dispatched {
                 prop_assert_eq!(req.cluster.as_str(), "api");
