@@ -496,32 +496,46 @@ impl Tool {
             .as_ref()
             .map(|a| String::from_utf8_lossy(a.body).into_owned())
             .unwrap_or_default();
-        let parsed: Option<Value> = if text.is_empty() {
-            None
+        // Parsing the answer and building a template context cost time on large bodies: do it only when a
+        // template or the output schema will look at it.
+        let uses_template = if ok {
+            self.response_body.is_some() || self.prepend.is_some() || self.append.is_some()
         } else {
-            serde_json::from_str(&text).ok()
+            self.error_body.is_some()
         };
-        let headers: Map<String, Value> = answer
-            .as_ref()
-            .map(|a| {
-                a.headers
-                    .iter()
-                    .map(|(k, v)| (k.to_ascii_lowercase(), json!(v)))
-                    .collect()
-            })
-            .unwrap_or_default();
-        let flattened = match &parsed {
-            Some(v @ Value::Object(_)) => MjValue::from_serialize(v),
-            _ => MjValue::from(()),
-        };
-        let ctx = context! {
-            args => MjValue::from_serialize(args),
-            config => config.clone(),
-            response => MjValue::from_serialize(&parsed),
-            body => text.clone(),
-            status => status,
-            headers => MjValue::from_serialize(&headers),
-            ..flattened
+        let parsed: Option<Value> =
+            if text.is_empty() || !(uses_template || (ok && self.output.is_some())) {
+                None
+            } else {
+                serde_json::from_str(&text).ok()
+            };
+        let ctx = if uses_template {
+            let headers: Map<String, Value> = answer
+                .as_ref()
+                .map(|a| {
+                    a.headers
+                        .iter()
+                        .map(|(k, v)| (k.to_ascii_lowercase(), json!(v)))
+                        .collect()
+                })
+                .unwrap_or_default();
+            let response = MjValue::from_serialize(&parsed);
+            let flattened = if matches!(parsed, Some(Value::Object(_))) {
+                response.clone()
+            } else {
+                MjValue::from(())
+            };
+            context! {
+                args => MjValue::from_serialize(args),
+                config => config.clone(),
+                response => response,
+                body => text.clone(),
+                status => status,
+                headers => MjValue::from_serialize(&headers),
+                ..flattened
+            }
+        } else {
+            MjValue::from(())
         };
         if !ok {
             let message = match &self.error_body {
