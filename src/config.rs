@@ -18,12 +18,7 @@ pub struct ConfigError {
 
 impl ConfigError {
     pub fn new(field: impl Into<String>, message: impl Into<String>) -> Self {
-        ConfigError {
-            server: None,
-            tool: None,
-            field: field.into(),
-            message: message.into(),
-        }
+        ConfigError { server: None, tool: None, field: field.into(), message: message.into() }
     }
 
     /// Attaches the server the error belongs to.
@@ -243,26 +238,18 @@ pub struct ResponseTemplate {
 pub fn parse_document(text: &str) -> Result<Value, ConfigError> {
     let trimmed = text.trim_start();
     if trimmed.is_empty() {
-        return Err(ConfigError::new(
-            "(root)",
-            "the plugin configuration is empty",
-        ));
+        return Err(ConfigError::new("(root)", "the plugin configuration is empty"));
     }
     if trimmed.starts_with('{') {
-        return serde_json::from_str(text)
-            .map_err(|e| ConfigError::new("(root)", format!("not valid JSON: {e}")));
+        return serde_json::from_str(text).map_err(|e| ConfigError::new("(root)", format!("not valid JSON: {e}")));
     }
     #[cfg(feature = "yaml")]
     {
-        serde_yaml_ng::from_str(text)
-            .map_err(|e| ConfigError::new("(root)", format!("not valid YAML: {e}")))
+        serde_yaml_ng::from_str(text).map_err(|e| ConfigError::new("(root)", format!("not valid YAML: {e}")))
     }
     #[cfg(not(feature = "yaml"))]
     {
-        Err(ConfigError::new(
-            "(root)",
-            "expected a JSON object (this build does not read YAML)",
-        ))
+        Err(ConfigError::new("(root)", "expected a JSON object (this build does not read YAML)"))
     }
 }
 
@@ -275,10 +262,7 @@ impl PluginConfig {
     /// Builds the configuration from an already parsed document.
     pub fn from_value(doc: Value) -> Result<PluginConfig, ConfigError> {
         if !doc.is_object() {
-            return Err(ConfigError::new(
-                "(root)",
-                "the plugin configuration must be an object",
-            ));
+            return Err(ConfigError::new("(root)", "the plugin configuration must be an object"));
         }
         let raw: RawPlugin = serde_json::from_value(doc).map_err(|e| field_error("(root)", e))?;
         let mut raw_servers = raw.servers;
@@ -289,23 +273,14 @@ impl PluginConfig {
             }
             raw_servers.push(server);
         } else if raw.tools.is_some() {
-            return Err(ConfigError::new(
-                "tools",
-                "top-level tools need a top-level `server`",
-            ));
+            return Err(ConfigError::new("tools", "top-level tools need a top-level `server`"));
         }
         if raw_servers.is_empty() {
-            return Err(ConfigError::new(
-                "servers",
-                "at least one server is required",
-            ));
+            return Err(ConfigError::new("servers", "at least one server is required"));
         }
         let prefix = raw.prefix.trim_end_matches('/').to_string();
         if !prefix.starts_with('/') || prefix.contains(['?', '#']) {
-            return Err(ConfigError::new(
-                "prefix",
-                "must be an absolute path such as /mcp-servers",
-            ));
+            return Err(ConfigError::new("prefix", "must be an absolute path such as /mcp-servers"));
         }
         if raw.session_ttl_seconds == 0 {
             return Err(ConfigError::new("sessionTtlSeconds", "must be at least 1"));
@@ -317,9 +292,7 @@ impl PluginConfig {
         for (i, value) in raw_servers.into_iter().enumerate() {
             let server = parse_server(value, i)?;
             if servers.iter().any(|s: &ServerConfig| s.name == server.name) {
-                return Err(
-                    ConfigError::new("name", "duplicate server name").in_server(&server.name)
-                );
+                return Err(ConfigError::new("name", "duplicate server name").in_server(&server.name));
             }
             servers.push(server);
         }
@@ -335,26 +308,15 @@ impl PluginConfig {
 }
 
 fn parse_server(mut value: Value, index: usize) -> Result<ServerConfig, ConfigError> {
-    let label = value
-        .get("name")
-        .and_then(Value::as_str)
-        .map(str::to_string)
-        .unwrap_or_else(|| format!("#{index}"));
+    let label = value.get("name").and_then(Value::as_str).map(str::to_string).unwrap_or_else(|| format!("#{index}"));
     let tools = match value.as_object_mut() {
         Some(obj) => obj.remove("tools"),
         None => return Err(ConfigError::new("(server)", "must be an object").in_server(&label)),
     };
     let mut server: ServerConfig =
         serde_json::from_value(value).map_err(|e| field_error("(server)", e).in_server(&label))?;
-    if server.name.is_empty()
-        || !server
-            .name
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b))
-    {
-        return Err(
-            ConfigError::new("name", "use letters, digits, '-', '_' or '.' only").in_server(&label),
-        );
+    if server.name.is_empty() || !server.name.bytes().all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b)) {
+        return Err(ConfigError::new("name", "use letters, digits, '-', '_' or '.' only").in_server(&label));
     }
     let tools = match tools {
         None | Some(Value::Null) => Vec::new(),
@@ -362,20 +324,12 @@ fn parse_server(mut value: Value, index: usize) -> Result<ServerConfig, ConfigEr
         Some(_) => return Err(ConfigError::new("tools", "must be a list").in_server(&label)),
     };
     for (i, tool) in tools.into_iter().enumerate() {
-        let tool_label = tool
-            .get("name")
-            .and_then(Value::as_str)
-            .map(str::to_string)
-            .unwrap_or_else(|| format!("#{i}"));
-        let tool: ToolConfig = serde_json::from_value(tool).map_err(|e| {
-            field_error("(tool)", e)
-                .in_server(&label)
-                .in_tool(&tool_label)
-        })?;
+        let tool_label =
+            tool.get("name").and_then(Value::as_str).map(str::to_string).unwrap_or_else(|| format!("#{i}"));
+        let tool: ToolConfig = serde_json::from_value(tool)
+            .map_err(|e| field_error("(tool)", e).in_server(&label).in_tool(&tool_label))?;
         if server.tools.iter().any(|t| t.name == tool.name) {
-            return Err(ConfigError::new("name", "duplicate tool name")
-                .in_server(&label)
-                .in_tool(&tool.name));
+            return Err(ConfigError::new("name", "duplicate tool name").in_server(&label).in_tool(&tool.name));
         }
         server.tools.push(tool);
     }
@@ -400,10 +354,8 @@ mod tests {
 
     #[test]
     fn parses_yaml_with_defaults() {
-        let c = PluginConfig::parse(
-            "servers:\n  - name: a\n    tools:\n      - name: t\n        description: d\n",
-        )
-        .unwrap();
+        let c = PluginConfig::parse("servers:\n  - name: a\n    tools:\n      - name: t\n        description: d\n")
+            .unwrap();
         assert_eq!(c.prefix, "/mcp-servers");
         assert_eq!(c.session_ttl_seconds, 1800);
         assert_eq!(c.servers[0].tools[0].name, "t");
@@ -411,32 +363,26 @@ mod tests {
 
     #[test]
     fn accepts_higress_single_server_shape() {
-        let c = PluginConfig::parse(
-            "server:\n  name: time\ntools:\n  - name: now\n    description: d\n",
-        )
-        .unwrap();
+        let c = PluginConfig::parse("server:\n  name: time\ntools:\n  - name: now\n    description: d\n").unwrap();
         assert_eq!(c.servers.len(), 1);
         assert_eq!(c.servers[0].tools[0].name, "now");
     }
 
     #[test]
     fn errors_name_server_tool_and_field() {
-        let e =
-            PluginConfig::parse(r#"{"servers":[{"name":"s","tools":[{"name":"t","urll":"x"}]}]}"#)
-                .unwrap_err();
+        let e = PluginConfig::parse(r#"{"servers":[{"name":"s","tools":[{"name":"t","urll":"x"}]}]}"#).unwrap_err();
         assert_eq!(e.server.as_deref(), Some("s"));
         assert_eq!(e.tool.as_deref(), Some("t"));
         assert_eq!(e.field, "urll");
-        assert!(
-            e.to_string().contains("server 's' tool 't' field 'urll'"),
-            "{e}"
-        );
+        assert!(e.to_string().contains("server 's' tool 't' field 'urll'"), "{e}");
     }
 
     #[test]
     fn rejects_wrong_types_and_duplicates() {
-        let e = PluginConfig::parse(r#"{"servers":[{"name":"s","tools":[{"name":"t","args":[{"name":"a","position":"sky"}]}]}]}"#)
-            .unwrap_err();
+        let e = PluginConfig::parse(
+            r#"{"servers":[{"name":"s","tools":[{"name":"t","args":[{"name":"a","position":"sky"}]}]}]}"#,
+        )
+        .unwrap_err();
         assert_eq!(e.tool.as_deref(), Some("t"));
         let e = PluginConfig::parse(r#"{"servers":[{"name":"s"},{"name":"s"}]}"#).unwrap_err();
         assert_eq!(e.field, "name");

@@ -53,20 +53,14 @@ impl Gateway {
             let mut tools = Vec::with_capacity(s.tools.len());
             let mut tool_index = HashMap::new();
             for t in &s.tools {
-                let tool = Tool::compile(s, t, &mut templates).map_err(|(field, msg)| {
-                    ConfigError::new(field, msg)
-                        .in_server(&s.name)
-                        .in_tool(&t.name)
-                })?;
+                let tool = Tool::compile(s, t, &mut templates)
+                    .map_err(|(field, msg)| ConfigError::new(field, msg).in_server(&s.name).in_tool(&t.name))?;
                 tool_index.insert(tool.name.clone(), tools.len());
                 tools.push(tool);
             }
             servers.push(Server {
                 name: s.name.clone(),
-                version: s
-                    .version
-                    .clone()
-                    .unwrap_or_else(|| env!("CARGO_PKG_VERSION").to_string()),
+                version: s.version.clone().unwrap_or_else(|| env!("CARGO_PKG_VERSION").to_string()),
                 title: s.title.clone(),
                 instructions: s.instructions.clone(),
                 tools,
@@ -84,11 +78,7 @@ impl Gateway {
         }
         Ok(Gateway {
             prefix: cfg.prefix,
-            allowed_origins: cfg
-                .allowed_origins
-                .iter()
-                .map(|o| o.trim_end_matches('/').to_ascii_lowercase())
-                .collect(),
+            allowed_origins: cfg.allowed_origins.iter().map(|o| o.trim_end_matches('/').to_ascii_lowercase()).collect(),
             session_ttl_ms: cfg.session_ttl_seconds.saturating_mul(1000),
             max_request_bytes: cfg.max_request_bytes,
             page_size: cfg.tools_page_size,
@@ -107,10 +97,7 @@ impl Gateway {
         if self.allowed_origins.iter().any(|a| a == "*" || *a == o) {
             return true;
         }
-        let Some(rest) = o
-            .strip_prefix("http://")
-            .or_else(|| o.strip_prefix("https://"))
-        else {
+        let Some(rest) = o.strip_prefix("http://").or_else(|| o.strip_prefix("https://")) else {
             return false;
         };
         let host = if rest.starts_with('[') {
@@ -132,9 +119,7 @@ pub fn safe_config(config: &Map<String, Value>) -> MjValue {
         match v {
             Value::String(s) => MjValue::from_safe_string(s.clone()),
             Value::Array(items) => MjValue::from(items.iter().map(convert).collect::<Vec<_>>()),
-            Value::Object(map) => {
-                MjValue::from_iter(map.iter().map(|(k, v)| (k.clone(), convert(v))))
-            }
+            Value::Object(map) => MjValue::from_iter(map.iter().map(|(k, v)| (k.clone(), convert(v)))),
             other => MjValue::from_serialize(other),
         }
     }
@@ -147,29 +132,27 @@ mod tests {
 
     #[test]
     fn compiles_and_reports_tool_errors_with_location() {
-        let g = Gateway::from_config_str("servers:\n- name: a\n  tools:\n  - {name: t, description: d, responseTemplate: {body: hi}}\n").unwrap();
+        let g = Gateway::from_config_str(
+            "servers:\n- name: a\n  tools:\n  - {name: t, description: d, responseTemplate: {body: hi}}\n",
+        )
+        .unwrap();
         assert!(g.server("a").unwrap().tool("t").is_some());
-        let e = Gateway::from_config_str("servers:\n- name: a\n  tools:\n  - {name: t, description: d, requestTemplate: {url: /x}}\n").unwrap_err();
-        assert_eq!(
-            (e.server.as_deref(), e.tool.as_deref(), e.field.as_str()),
-            (Some("a"), Some("t"), "upstream")
-        );
-        let e = Gateway::from_config_str("servers:\n- name: a\n  tools:\n  - {name: t, description: d, responseTemplate: {body: '{{ x'}}\n").unwrap_err();
+        let e = Gateway::from_config_str(
+            "servers:\n- name: a\n  tools:\n  - {name: t, description: d, requestTemplate: {url: /x}}\n",
+        )
+        .unwrap_err();
+        assert_eq!((e.server.as_deref(), e.tool.as_deref(), e.field.as_str()), (Some("a"), Some("t"), "upstream"));
+        let e = Gateway::from_config_str(
+            "servers:\n- name: a\n  tools:\n  - {name: t, description: d, responseTemplate: {body: '{{ x'}}\n",
+        )
+        .unwrap_err();
         assert_eq!(e.field, "responseTemplate.body");
     }
 
     #[test]
     fn origins() {
-        let g = Gateway::from_config_str(
-            "allowedOrigins: [https://app.example.com]\nservers:\n- name: a\n",
-        )
-        .unwrap();
-        for ok in [
-            "http://localhost:6274",
-            "http://127.0.0.1",
-            "http://[::1]:80",
-            "https://APP.example.com",
-        ] {
+        let g = Gateway::from_config_str("allowedOrigins: [https://app.example.com]\nservers:\n- name: a\n").unwrap();
+        for ok in ["http://localhost:6274", "http://127.0.0.1", "http://[::1]:80", "https://APP.example.com"] {
             assert!(g.origin_allowed(ok), "{ok}");
         }
         for bad in [
@@ -181,9 +164,6 @@ mod tests {
         ] {
             assert!(!g.origin_allowed(bad), "{bad}");
         }
-        assert!(
-            Gateway::from_config_str("allowedOrigins: [example.com]\nservers:\n- name: a\n")
-                .is_err()
-        );
+        assert!(Gateway::from_config_str("allowedOrigins: [example.com]\nservers:\n- name: a\n").is_err());
     }
 }

@@ -37,11 +37,7 @@ impl Message {
             Some(Value::Number(n)) => n.is_i64() || n.is_u64(),
             Some(_) => false,
         };
-        let reply_id = if valid_id {
-            id.clone().unwrap_or(Value::Null)
-        } else {
-            Value::Null
-        };
+        let reply_id = if valid_id { id.clone().unwrap_or(Value::Null) } else { Value::Null };
         if obj.get("jsonrpc").and_then(Value::as_str) != Some("2.0") {
             return Err((reply_id, "\"jsonrpc\" must be \"2.0\"".into()));
         }
@@ -62,9 +58,7 @@ impl Message {
                 })
             }
             Some(_) => Err((reply_id, "\"method\" must be a string".into())),
-            None if id.is_some() && (obj.contains_key("result") || obj.contains_key("error")) => {
-                Ok(Message::Response)
-            }
+            None if id.is_some() && (obj.contains_key("result") || obj.contains_key("error")) => Ok(Message::Response),
             None => Err((reply_id, "missing \"method\"".into())),
         }
     }
@@ -103,34 +97,18 @@ mod tests {
     fn classifies_messages() {
         let r = Message::from_value(json!({"jsonrpc":"2.0","id":1,"method":"ping"})).unwrap();
         assert!(matches!(r, Message::Request { ref method, .. } if method == "ping"));
-        let n = Message::from_value(json!({"jsonrpc":"2.0","method":"notifications/initialized"}))
-            .unwrap();
+        let n = Message::from_value(json!({"jsonrpc":"2.0","method":"notifications/initialized"})).unwrap();
         assert!(matches!(n, Message::Notification { .. }));
-        assert_eq!(
-            Message::from_value(json!({"jsonrpc":"2.0","id":"a","result":{}})).unwrap(),
-            Message::Response
-        );
+        assert_eq!(Message::from_value(json!({"jsonrpc":"2.0","id":"a","result":{}})).unwrap(), Message::Response);
     }
 
     #[test]
     fn rejects_invalid_messages_keeping_the_id() {
-        assert_eq!(
-            Message::from_value(json!({"id":7,"method":"x"}))
-                .unwrap_err()
-                .0,
-            json!(7)
-        );
-        assert_eq!(
-            Message::from_value(json!({"jsonrpc":"2.0","id":{},"method":"x"}))
-                .unwrap_err()
-                .0,
-            Value::Null
-        );
+        assert_eq!(Message::from_value(json!({"id":7,"method":"x"})).unwrap_err().0, json!(7));
+        assert_eq!(Message::from_value(json!({"jsonrpc":"2.0","id":{},"method":"x"})).unwrap_err().0, Value::Null);
         assert!(Message::from_value(json!({"jsonrpc":"2.0","id":1.5,"method":"x"})).is_err());
         assert!(Message::from_value(json!({"jsonrpc":"2.0","id":1,"method":3})).is_err());
-        assert!(
-            Message::from_value(json!({"jsonrpc":"2.0","id":1,"method":"x","params":3})).is_err()
-        );
+        assert!(Message::from_value(json!({"jsonrpc":"2.0","id":1,"method":"x","params":3})).is_err());
         assert!(Message::from_value(json!([1])).is_err());
         assert!(Message::from_value(json!({"jsonrpc":"2.0","id":1})).is_err());
     }

@@ -53,15 +53,9 @@ impl<K: KeyValue> KvStore<K> {
     /// and returns how many sessions it removed.
     pub fn sweep(&mut self, now_ms: u64, period_ms: u64) -> usize {
         let (lease, cas) = self.kv.get(SWEEP_LEASE);
-        let last: u64 = std::str::from_utf8(&lease)
-            .ok()
-            .and_then(|s| s.parse().ok())
-            .unwrap_or(0);
+        let last: u64 = std::str::from_utf8(&lease).ok().and_then(|s| s.parse().ok()).unwrap_or(0);
         if now_ms < last.saturating_add(period_ms)
-            || !matches!(
-                self.kv.set(SWEEP_LEASE, now_ms.to_string().as_bytes(), cas),
-                Ok(true)
-            )
+            || !matches!(self.kv.set(SWEEP_LEASE, now_ms.to_string().as_bytes(), cas), Ok(true))
         {
             return 0;
         }
@@ -113,9 +107,7 @@ impl<K: KeyValue> SessionStore for KvStore<K> {
     }
 
     fn delete(&mut self, id: &str) -> Result<(), String> {
-        self.kv
-            .set(&format!("{SESSION_PREFIX}{id}"), b"", None)
-            .map(|_| ())
+        self.kv.set(&format!("{SESSION_PREFIX}{id}"), b"", None).map(|_| ())
     }
 }
 
@@ -139,8 +131,7 @@ impl KeyValue for MemoryKv {
                 return Ok(false);
             }
         }
-        self.map
-            .insert(key.to_string(), (value.to_vec(), current.unwrap_or(0) + 1));
+        self.map.insert(key.to_string(), (value.to_vec(), current.unwrap_or(0) + 1));
         Ok(true)
     }
 }
@@ -150,11 +141,7 @@ mod tests {
     use super::*;
 
     fn session(exp: u64) -> Session {
-        Session {
-            server: "s".into(),
-            version: "2025-06-18".into(),
-            expires_ms: exp,
-        }
+        Session { server: "s".into(), version: "2025-06-18".into(), expires_ms: exp }
     }
 
     #[test]

@@ -19,9 +19,7 @@ pub const DEFAULT_HEADER_VERSION: &str = "2025-03-26";
 
 /// Picks the revision to speak: the client's if supported, else the latest.
 pub fn negotiate(requested: Option<&str>) -> &'static str {
-    requested
-        .and_then(|r| VERSIONS.iter().find(|v| **v == r).copied())
-        .unwrap_or(LATEST)
+    requested.and_then(|r| VERSIONS.iter().find(|v| **v == r).copied()).unwrap_or(LATEST)
 }
 
 /// JSON-RPC batches exist in 2024-11-05 and 2025-03-26 and were removed in 2025-06-18.
@@ -68,53 +66,32 @@ pub fn handle(gw: &Gateway, server: &Server, msg: Message) -> Handled {
         Message::Notification { .. } | Message::Response => return Handled::Silent,
     };
     let Some(p) = jsonrpc::params_object(&params) else {
-        return Handled::Reply(jsonrpc::error(
-            id,
-            jsonrpc::INVALID_PARAMS,
-            "params must be an object",
-        ));
+        return Handled::Reply(jsonrpc::error(id, jsonrpc::INVALID_PARAMS, "params must be an object"));
     };
     match method.as_str() {
         "ping" => Handled::Reply(jsonrpc::result(id, json!({}))),
-        "initialize" => Handled::Reply(jsonrpc::error(
-            id,
-            jsonrpc::INVALID_REQUEST,
-            "the session is already initialized",
-        )),
+        "initialize" => {
+            Handled::Reply(jsonrpc::error(id, jsonrpc::INVALID_REQUEST, "the session is already initialized"))
+        }
         "tools/list" => Handled::Reply(match list_tools(gw, server, p.get("cursor")) {
             Ok(r) => jsonrpc::result(id, r),
             Err(e) => jsonrpc::error(id, jsonrpc::INVALID_PARAMS, e),
         }),
         "tools/call" => {
             let Some(name) = p.get("name").and_then(Value::as_str) else {
-                return Handled::Reply(jsonrpc::error(
-                    id,
-                    jsonrpc::INVALID_PARAMS,
-                    "tools/call needs a string `name`",
-                ));
+                return Handled::Reply(jsonrpc::error(id, jsonrpc::INVALID_PARAMS, "tools/call needs a string `name`"));
             };
             let Some(tool) = server.tool(name) else {
-                return Handled::Reply(jsonrpc::error(
-                    id,
-                    jsonrpc::INVALID_PARAMS,
-                    format!("Unknown tool: {name}"),
-                ));
+                return Handled::Reply(jsonrpc::error(id, jsonrpc::INVALID_PARAMS, format!("Unknown tool: {name}")));
             };
             match tool.prepare(&gw.templates, &server.config, p.get("arguments")) {
                 Prepared::Done(result) => Handled::Reply(jsonrpc::result(id, result)),
-                Prepared::Upstream(request, args) => Handled::Call {
-                    id,
-                    tool: name.to_string(),
-                    request: Box::new(request),
-                    args,
-                },
+                Prepared::Upstream(request, args) => {
+                    Handled::Call { id, tool: name.to_string(), request: Box::new(request), args }
+                }
             }
         }
-        _ => Handled::Reply(jsonrpc::error(
-            id,
-            jsonrpc::METHOD_NOT_FOUND,
-            format!("Method not found: {method}"),
-        )),
+        _ => Handled::Reply(jsonrpc::error(id, jsonrpc::METHOD_NOT_FOUND, format!("Method not found: {method}"))),
     }
 }
 
@@ -129,27 +106,18 @@ pub fn finish_call(
 ) -> Value {
     match server.tool(tool) {
         Some(t) => jsonrpc::result(id, t.finish(&gw.templates, &server.config, args, outcome)),
-        None => jsonrpc::error(
-            id,
-            jsonrpc::INTERNAL_ERROR,
-            "the tool disappeared during the call",
-        ),
+        None => jsonrpc::error(id, jsonrpc::INTERNAL_ERROR, "the tool disappeared during the call"),
     }
 }
 
 fn list_tools(gw: &Gateway, server: &Server, cursor: Option<&Value>) -> Result<Value, String> {
     let start = match cursor {
         None | Some(Value::Null) => 0,
-        Some(Value::String(c)) => decode_cursor(c)
-            .filter(|s| *s <= server.tools.len())
-            .ok_or("invalid cursor")?,
+        Some(Value::String(c)) => decode_cursor(c).filter(|s| *s <= server.tools.len()).ok_or("invalid cursor")?,
         Some(_) => return Err("the cursor must be a string".into()),
     };
     let end = (start + gw.page_size).min(server.tools.len());
-    let tools: Vec<Value> = server.tools[start..end]
-        .iter()
-        .map(|t| t.listing.clone())
-        .collect();
+    let tools: Vec<Value> = server.tools[start..end].iter().map(|t| t.listing.clone()).collect();
     let mut r = json!({ "tools": tools });
     if end < server.tools.len() {
         r["nextCursor"] = json!(encode_cursor(end));
@@ -162,14 +130,8 @@ fn encode_cursor(offset: usize) -> String {
 }
 
 fn decode_cursor(c: &str) -> Option<usize> {
-    let raw = base64::engine::general_purpose::URL_SAFE_NO_PAD
-        .decode(c)
-        .ok()?;
-    std::str::from_utf8(&raw)
-        .ok()?
-        .strip_prefix("tools:")?
-        .parse()
-        .ok()
+    let raw = base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(c).ok()?;
+    std::str::from_utf8(&raw).ok()?.strip_prefix("tools:")?.parse().ok()
 }
 
 #[cfg(test)]
@@ -179,22 +141,13 @@ mod tests {
     fn gw() -> Gateway {
         let mut tools = String::new();
         for i in 0..7 {
-            tools.push_str(&format!(
-                "  - {{name: t{i}, description: d, responseTemplate: {{body: 'r{i}'}}}}\n"
-            ));
+            tools.push_str(&format!("  - {{name: t{i}, description: d, responseTemplate: {{body: 'r{i}'}}}}\n"));
         }
-        Gateway::from_config_str(&format!(
-            "toolsPageSize: 3\nservers:\n- name: s\n  tools:\n{tools}"
-        ))
-        .unwrap()
+        Gateway::from_config_str(&format!("toolsPageSize: 3\nservers:\n- name: s\n  tools:\n{tools}")).unwrap()
     }
 
     fn req(method: &str, params: Value) -> Message {
-        Message::Request {
-            id: json!(1),
-            method: method.into(),
-            params: Some(params),
-        }
+        Message::Request { id: json!(1), method: method.into(), params: Some(params) }
     }
 
     fn reply(h: Handled) -> Value {
@@ -221,16 +174,9 @@ mod tests {
         for _ in 0..5 {
             let r = reply(handle(&g, s, req("tools/list", json!({"cursor": cursor}))));
             names.extend(
-                r["result"]["tools"]
-                    .as_array()
-                    .unwrap()
-                    .iter()
-                    .map(|t| t["name"].as_str().unwrap().to_string()),
+                r["result"]["tools"].as_array().unwrap().iter().map(|t| t["name"].as_str().unwrap().to_string()),
             );
-            cursor = r["result"]
-                .get("nextCursor")
-                .cloned()
-                .unwrap_or(Value::Null);
+            cursor = r["result"].get("nextCursor").cloned().unwrap_or(Value::Null);
             if cursor.is_null() {
                 break;
             }
@@ -244,34 +190,12 @@ mod tests {
     fn methods_and_errors() {
         let g = gw();
         let s = &g.servers[0];
-        assert_eq!(
-            reply(handle(&g, s, req("ping", json!({}))))["result"],
-            json!({})
-        );
-        assert_eq!(
-            reply(handle(&g, s, req("nope", json!({}))))["error"]["code"],
-            json!(-32601)
-        );
-        assert_eq!(
-            reply(handle(&g, s, req("tools/call", json!({"name": "zz"}))))["error"]["code"],
-            json!(-32602)
-        );
-        assert_eq!(
-            reply(handle(&g, s, req("tools/call", json!({"name": 3}))))["error"]["code"],
-            json!(-32602)
-        );
+        assert_eq!(reply(handle(&g, s, req("ping", json!({}))))["result"], json!({}));
+        assert_eq!(reply(handle(&g, s, req("nope", json!({}))))["error"]["code"], json!(-32601));
+        assert_eq!(reply(handle(&g, s, req("tools/call", json!({"name": "zz"}))))["error"]["code"], json!(-32602));
+        assert_eq!(reply(handle(&g, s, req("tools/call", json!({"name": 3}))))["error"]["code"], json!(-32602));
         let r = reply(handle(&g, s, req("tools/call", json!({"name": "t2"}))));
         assert_eq!(r["result"]["content"][0]["text"], json!("r2"));
-        assert!(matches!(
-            handle(
-                &g,
-                s,
-                Message::Notification {
-                    method: "x".into(),
-                    params: None
-                }
-            ),
-            Handled::Silent
-        ));
+        assert!(matches!(handle(&g, s, Message::Notification { method: "x".into(), params: None }), Handled::Silent));
     }
 }

@@ -92,16 +92,10 @@ fn coerce(schema: &Value, v: &mut Value) {
     }
     let coerced = match (types[0], &*v) {
         ("integer", Value::String(s)) => s.trim().parse::<i64>().ok().map(Value::from),
-        ("integer", Value::Number(n)) => n
-            .as_f64()
-            .filter(|f| f.fract() == 0.0 && f.abs() < 9.0e15)
-            .map(|f| json!(f as i64)),
-        ("number", Value::String(s)) => s
-            .trim()
-            .parse::<f64>()
-            .ok()
-            .filter(|f| f.is_finite())
-            .map(|f| json!(f)),
+        ("integer", Value::Number(n)) => {
+            n.as_f64().filter(|f| f.fract() == 0.0 && f.abs() < 9.0e15).map(|f| json!(f as i64))
+        }
+        ("number", Value::String(s)) => s.trim().parse::<f64>().ok().filter(|f| f.is_finite()).map(|f| json!(f)),
         ("boolean", Value::String(s)) => match s.trim() {
             "true" | "True" | "TRUE" | "1" => Some(json!(true)),
             "false" | "False" | "FALSE" | "0" => Some(json!(false)),
@@ -109,9 +103,9 @@ fn coerce(schema: &Value, v: &mut Value) {
         },
         ("string", Value::Number(n)) => Some(json!(n.to_string())),
         ("string", Value::Bool(b)) => Some(json!(b.to_string())),
-        ("array" | "object", Value::String(s)) => serde_json::from_str::<Value>(s)
-            .ok()
-            .filter(|p| type_matches(types[0], p)),
+        ("array" | "object", Value::String(s)) => {
+            serde_json::from_str::<Value>(s).ok().filter(|p| type_matches(types[0], p))
+        }
         _ => None,
     };
     if let Some(c) = coerced {
@@ -180,9 +174,7 @@ impl Validator {
         }
         let s = match schema {
             Value::Bool(true) => return,
-            Value::Bool(false) => {
-                return errors.push(format!("{}: no value is allowed here", at(path)))
-            }
+            Value::Bool(false) => return errors.push(format!("{}: no value is allowed here", at(path))),
             Value::Object(s) => s,
             _ => return,
         };
@@ -193,21 +185,12 @@ impl Validator {
         }
         let types = declared_types(schema);
         if !types.is_empty() && !types.iter().any(|t| type_matches(t, v)) {
-            errors.push(format!(
-                "{}: expected {}, got {}",
-                at(path),
-                types.join(" or "),
-                kind_of(v)
-            ));
+            errors.push(format!("{}: expected {}, got {}", at(path), types.join(" or "), kind_of(v)));
             return;
         }
         if let Some(Value::Array(options)) = s.get("enum") {
             if !options.contains(v) {
-                errors.push(format!(
-                    "{}: must be one of {}",
-                    at(path),
-                    Value::Array(options.clone())
-                ));
+                errors.push(format!("{}: must be one of {}", at(path), Value::Array(options.clone())));
             }
         }
         if let Some(c) = s.get("const") {
@@ -237,13 +220,10 @@ impl Validator {
             let passing = results.iter().filter(|e| e.is_empty()).count();
             match key {
                 "allOf" => errors.extend(results.into_iter().flatten()),
-                "anyOf" if passing == 0 => {
-                    errors.push(format!("{}: matches none of the allowed shapes", at(path)))
+                "anyOf" if passing == 0 => errors.push(format!("{}: matches none of the allowed shapes", at(path))),
+                "oneOf" if passing != 1 => {
+                    errors.push(format!("{}: must match exactly one allowed shape (matches {passing})", at(path)))
                 }
-                "oneOf" if passing != 1 => errors.push(format!(
-                    "{}: must match exactly one allowed shape (matches {passing})",
-                    at(path)
-                )),
                 _ => {}
             }
         }
@@ -257,11 +237,7 @@ impl Validator {
         if let Some(cond) = s.get("if") {
             let mut e = Vec::new();
             self.walk(cond, v, path, &mut e, depth + 1);
-            let branch = if e.is_empty() {
-                s.get("then")
-            } else {
-                s.get("else")
-            };
+            let branch = if e.is_empty() { s.get("then") } else { s.get("else") };
             if let Some(b) = branch {
                 self.walk(b, v, path, errors, depth + 1);
             }
@@ -289,30 +265,13 @@ impl Validator {
         }
     }
 
-    fn check_array(
-        &self,
-        s: &Map<String, Value>,
-        items: &[Value],
-        path: &str,
-        errors: &mut Vec<String>,
-        depth: usize,
-    ) {
-        let at = if path.is_empty() {
-            "arguments".to_string()
-        } else {
-            format!("`{path}`")
-        };
+    fn check_array(&self, s: &Map<String, Value>, items: &[Value], path: &str, errors: &mut Vec<String>, depth: usize) {
+        let at = if path.is_empty() { "arguments".to_string() } else { format!("`{path}`") };
         let n = items.len() as u64;
-        if s.get("minItems")
-            .and_then(Value::as_u64)
-            .is_some_and(|m| n < m)
-        {
+        if s.get("minItems").and_then(Value::as_u64).is_some_and(|m| n < m) {
             errors.push(format!("{at}: needs at least {} items", s["minItems"]));
         }
-        if s.get("maxItems")
-            .and_then(Value::as_u64)
-            .is_some_and(|m| n > m)
-        {
+        if s.get("maxItems").and_then(Value::as_u64).is_some_and(|m| n > m) {
             errors.push(format!("{at}: allows at most {} items", s["maxItems"]));
         }
         if s.get("uniqueItems") == Some(&Value::Bool(true)) {
@@ -323,19 +282,14 @@ impl Validator {
                 }
             }
         }
-        let prefix = s
-            .get("prefixItems")
-            .or_else(|| s.get("items").filter(|i| i.is_array()));
+        let prefix = s.get("prefixItems").or_else(|| s.get("items").filter(|i| i.is_array()));
         let prefix_len = prefix.and_then(Value::as_array).map_or(0, |p| p.len());
         if let Some(Value::Array(p)) = prefix {
             for (i, (sub, item)) in p.iter().zip(items).enumerate() {
                 self.walk(sub, item, &join(path, &i.to_string()), errors, depth + 1);
             }
         }
-        let rest = s
-            .get("items")
-            .filter(|i| !i.is_array())
-            .or_else(|| s.get("additionalItems"));
+        let rest = s.get("items").filter(|i| !i.is_array()).or_else(|| s.get("additionalItems"));
         if let Some(sub) = rest {
             for (i, item) in items.iter().enumerate().skip(prefix_len) {
                 self.walk(sub, item, &join(path, &i.to_string()), errors, depth + 1);
@@ -359,23 +313,11 @@ impl Validator {
             }
         }
         let n = obj.len() as u64;
-        if s.get("minProperties")
-            .and_then(Value::as_u64)
-            .is_some_and(|m| n < m)
-        {
-            errors.push(format!(
-                "`{path}`: needs at least {} properties",
-                s["minProperties"]
-            ));
+        if s.get("minProperties").and_then(Value::as_u64).is_some_and(|m| n < m) {
+            errors.push(format!("`{path}`: needs at least {} properties", s["minProperties"]));
         }
-        if s.get("maxProperties")
-            .and_then(Value::as_u64)
-            .is_some_and(|m| n > m)
-        {
-            errors.push(format!(
-                "`{path}`: allows at most {} properties",
-                s["maxProperties"]
-            ));
+        if s.get("maxProperties").and_then(Value::as_u64).is_some_and(|m| n > m) {
+            errors.push(format!("`{path}`: allows at most {} properties", s["maxProperties"]));
         }
         let props = s.get("properties").and_then(Value::as_object);
         let pattern_props = s.get("patternProperties").and_then(Value::as_object);
@@ -393,13 +335,10 @@ impl Validator {
             }
             if !known {
                 match s.get("additionalProperties") {
-                    Some(Value::Bool(false)) => errors.push(format!(
-                        "`{}`: is not an accepted argument",
-                        join(path, key)
-                    )),
-                    Some(sub @ Value::Object(_)) => {
-                        self.walk(sub, value, &join(path, key), errors, depth + 1)
+                    Some(Value::Bool(false)) => {
+                        errors.push(format!("`{}`: is not an accepted argument", join(path, key)))
                     }
+                    Some(sub @ Value::Object(_)) => self.walk(sub, value, &join(path, key), errors, depth + 1),
                     _ => {}
                 }
             }
@@ -412,19 +351,13 @@ fn check_number(s: &Map<String, Value>, f: f64, at: &str, errors: &mut Vec<Strin
     if let Some(m) = num("minimum") {
         let exclusive = s.get("exclusiveMinimum") == Some(&Value::Bool(true));
         if f < m || (exclusive && f == m) {
-            errors.push(format!(
-                "{at}: must be {} {m}",
-                if exclusive { ">" } else { ">=" }
-            ));
+            errors.push(format!("{at}: must be {} {m}", if exclusive { ">" } else { ">=" }));
         }
     }
     if let Some(m) = num("maximum") {
         let exclusive = s.get("exclusiveMaximum") == Some(&Value::Bool(true));
         if f > m || (exclusive && f == m) {
-            errors.push(format!(
-                "{at}: must be {} {m}",
-                if exclusive { "<" } else { "<=" }
-            ));
+            errors.push(format!("{at}: must be {} {m}", if exclusive { "<" } else { "<=" }));
         }
     }
     // Draft 2020-12 spelling: the exclusive bound is a number (draft-4 booleans were handled above).
@@ -468,20 +401,12 @@ fn resolve_ref<'a>(root: &'a Value, reference: &str) -> Option<&'a Value> {
     if pointer.is_empty() {
         return Some(root);
     }
-    let decoded = percent_encoding::percent_decode_str(pointer)
-        .decode_utf8()
-        .ok()?;
+    let decoded = percent_encoding::percent_decode_str(pointer).decode_utf8().ok()?;
     root.pointer(&decoded)
 }
 
 /// Walks the schema once at configure time: compiles patterns, resolves `$ref`s, checks keyword types.
-fn check(
-    root: &Value,
-    s: &Value,
-    patterns: &mut HashMap<String, Regex>,
-    at: &str,
-    depth: usize,
-) -> Result<(), String> {
+fn check(root: &Value, s: &Value, patterns: &mut HashMap<String, Regex>, at: &str, depth: usize) -> Result<(), String> {
     if depth > MAX_DEPTH {
         return Err(format!("{at}: schema nesting too deep"));
     }
@@ -493,9 +418,7 @@ fn check(
     if let Some(r) = obj.get("$ref") {
         let r = r.as_str().ok_or(format!("{at}/$ref: must be a string"))?;
         if resolve_ref(root, r).is_none() {
-            return Err(format!(
-                "{at}/$ref: cannot resolve '{r}' (only local references are supported)"
-            ));
+            return Err(format!("{at}/$ref: cannot resolve '{r}' (only local references are supported)"));
         }
     }
     if let Some(t) = obj.get("type") {
@@ -526,11 +449,7 @@ fn check(
         Ok(())
     };
     if let Some(p) = obj.get("pattern") {
-        compile(
-            p.as_str()
-                .ok_or(format!("{at}/pattern: must be a string"))?,
-            format!("{at}/pattern"),
-        )?;
+        compile(p.as_str().ok_or(format!("{at}/pattern: must be a string"))?, format!("{at}/pattern"))?;
     }
     if let Some(Value::Object(pp)) = obj.get("patternProperties") {
         for k in pp.keys() {
@@ -548,16 +467,7 @@ fn check(
             Some(_) => return Err(format!("{at}/{key}: must be an object")),
         }
     }
-    for key in [
-        "items",
-        "additionalProperties",
-        "additionalItems",
-        "not",
-        "if",
-        "then",
-        "else",
-        "contains",
-    ] {
+    for key in ["items", "additionalProperties", "additionalItems", "not", "if", "then", "else", "contains"] {
         match obj.get(key) {
             Some(Value::Array(a)) if key == "items" => {
                 for (i, sub) in a.iter().enumerate() {
@@ -583,10 +493,7 @@ fn check(
 }
 
 fn is_type_name(s: &str) -> bool {
-    matches!(
-        s,
-        "string" | "number" | "integer" | "boolean" | "array" | "object" | "null"
-    )
+    matches!(s, "string" | "number" | "integer" | "boolean" | "array" | "object" | "null")
 }
 
 #[cfg(test)]
@@ -609,8 +516,7 @@ mod tests {
         assert_eq!(s["required"], json!(["city"]));
         assert_eq!(s["properties"]["days"]["default"], json!(1));
         assert_eq!(s["properties"]["units"]["type"], json!("string"));
-        let bad: Vec<ArgConfig> =
-            serde_json::from_value(json!([{"name": "x", "type": "date"}])).unwrap();
+        let bad: Vec<ArgConfig> = serde_json::from_value(json!([{"name": "x", "type": "date"}])).unwrap();
         assert!(from_args(&bad).is_err());
     }
 
@@ -619,36 +525,22 @@ mod tests {
         let s = json!({"type":"object","properties":{
             "n":{"type":"integer"},"f":{"type":"number"},"b":{"type":"boolean"},"s":{"type":"string"},
             "a":{"type":"array","items":{"type":"integer"}},"d":{"type":"string","default":"x"}}});
-        let mut args = json!({"n":"5","f":"2.5","b":"true","s":12,"a":["1",2]})
-            .as_object()
-            .unwrap()
-            .clone();
+        let mut args = json!({"n":"5","f":"2.5","b":"true","s":12,"a":["1",2]}).as_object().unwrap().clone();
         coerce_and_default(&s, &mut args);
-        assert_eq!(
-            Value::Object(args),
-            json!({"n":5,"f":2.5,"b":true,"s":"12","a":[1,2],"d":"x"})
-        );
+        assert_eq!(Value::Object(args), json!({"n":5,"f":2.5,"b":true,"s":"12","a":[1,2],"d":"x"}));
         let mut bad = json!({"n":"five"}).as_object().unwrap().clone();
         coerce_and_default(&s, &mut bad);
-        assert_eq!(
-            bad["n"],
-            json!("five"),
-            "uncoercible values stay for validation to report"
-        );
+        assert_eq!(bad["n"], json!("five"), "uncoercible values stay for validation to report");
     }
 
     #[test]
     fn validates_common_keywords() {
-        let s = v(
-            json!({"type":"object","required":["city"],"additionalProperties":false,"properties":{
+        let s = v(json!({"type":"object","required":["city"],"additionalProperties":false,"properties":{
             "city":{"type":"string","minLength":2,"pattern":"^[A-Za-z ]+$"},
             "days":{"type":"integer","minimum":1,"maximum":7},
             "units":{"enum":["metric","imperial"]},
-            "tags":{"type":"array","items":{"type":"string"},"maxItems":2,"uniqueItems":true}}}),
-        );
-        assert!(s
-            .validate(&json!({"city":"Paris","days":3,"tags":["a"]}))
-            .is_empty());
+            "tags":{"type":"array","items":{"type":"string"},"maxItems":2,"uniqueItems":true}}}));
+        assert!(s.validate(&json!({"city":"Paris","days":3,"tags":["a"]})).is_empty());
         let errs = s.validate(&json!({"days":9,"units":"kelvin","tags":["a","a",1],"extra":1}));
         let text = errs.join("\n");
         for needle in [
@@ -667,19 +559,12 @@ mod tests {
 
     #[test]
     fn follows_refs_and_combinators() {
-        let s = v(
-            json!({"$defs":{"pos":{"type":"integer","exclusiveMinimum":0}},
+        let s = v(json!({"$defs":{"pos":{"type":"integer","exclusiveMinimum":0}},
             "type":"object","properties":{"n":{"$ref":"#/$defs/pos"},
             "x":{"oneOf":[{"type":"string"},{"type":"integer"}]},"y":{"anyOf":[{"type":"null"},{"type":"boolean"}]},
-            "z":{"allOf":[{"minimum":1},{"maximum":3}]},"w":{"not":{"type":"string"}}}}),
-        );
-        assert!(s
-            .validate(&json!({"n":1,"x":"a","y":null,"z":2,"w":1}))
-            .is_empty());
-        assert_eq!(
-            s.validate(&json!({"n":0,"x":[],"y":1,"z":5,"w":"s"})).len(),
-            5
-        );
+            "z":{"allOf":[{"minimum":1},{"maximum":3}]},"w":{"not":{"type":"string"}}}}));
+        assert!(s.validate(&json!({"n":1,"x":"a","y":null,"z":2,"w":1})).is_empty());
+        assert_eq!(s.validate(&json!({"n":0,"x":[],"y":1,"z":5,"w":"s"})).len(), 5);
     }
 
     #[test]
@@ -691,10 +576,7 @@ mod tests {
         for _ in 0..200 {
             deep = json!({"next": deep});
         }
-        assert!(
-            !s.validate(&deep).is_empty(),
-            "depth limit reports instead of recursing forever"
-        );
+        assert!(!s.validate(&deep).is_empty(), "depth limit reports instead of recursing forever");
         assert!(s.validate(&json!({"next":{"next":{}}})).is_empty());
     }
 

@@ -88,11 +88,7 @@ mod tests {
 
     #[test]
     fn round_trips_and_expires() {
-        let s = Session {
-            server: "a".into(),
-            version: "2025-06-18".into(),
-            expires_ms: 1000,
-        };
+        let s = Session { server: "a".into(), version: "2025-06-18".into(), expires_ms: 1000 };
         assert_eq!(Session::decode(&s.encode()), Some(s.clone()));
         assert_eq!(Session::decode(b""), None);
         assert_eq!(Session::decode(b"garbage"), None);

@@ -11,11 +11,7 @@ use percent_encoding::{utf8_percent_encode, AsciiSet, NON_ALPHANUMERIC};
 use serde::Serialize;
 
 /// Characters kept as they are in URL components: RFC 3986 "unreserved". Everything else is encoded.
-pub const URL_COMPONENT: &AsciiSet = &NON_ALPHANUMERIC
-    .remove(b'-')
-    .remove(b'_')
-    .remove(b'.')
-    .remove(b'~');
+pub const URL_COMPONENT: &AsciiSet = &NON_ALPHANUMERIC.remove(b'-').remove(b'_').remove(b'.').remove(b'~');
 
 /// Evaluation budget of one render: generous for real templates, fatal for accidental infinite work.
 const FUEL: u64 = 200_000;
@@ -57,22 +53,20 @@ impl Templates {
         env.set_fuel(Some(FUEL));
         env.set_recursion_limit(64);
         env.set_undefined_behavior(UndefinedBehavior::Lenient);
-        env.set_auto_escape_callback(|name| {
-            if name.ends_with("#url") {
-                AutoEscape::Custom("url")
-            } else {
-                AutoEscape::None
-            }
-        });
+        env.set_auto_escape_callback(
+            |name| {
+                if name.ends_with("#url") {
+                    AutoEscape::Custom("url")
+                } else {
+                    AutoEscape::None
+                }
+            },
+        );
         env.set_formatter(format_value);
-        env.add_filter("b64enc", |s: String| {
-            base64::engine::general_purpose::STANDARD.encode(s)
-        });
+        env.add_filter("b64enc", |s: String| base64::engine::general_purpose::STANDARD.encode(s));
         env.add_filter("b64dec", b64dec);
         env.add_filter("query", query_filter);
-        env.add_filter("urlencode_component", |s: String| {
-            utf8_percent_encode(&s, URL_COMPONENT).to_string()
-        });
+        env.add_filter("urlencode_component", |s: String| utf8_percent_encode(&s, URL_COMPONENT).to_string());
         Templates { env, count: 0 }
     }
 
@@ -83,9 +77,7 @@ impl Templates {
             Escape::None => format!("{}:{name}", self.count),
             Escape::Url => format!("{}:{name}#url", self.count),
         };
-        self.env
-            .add_template_owned(full.clone(), source.to_string())
-            .map_err(describe)?;
+        self.env.add_template_owned(full.clone(), source.to_string()).map_err(describe)?;
         Ok(TemplateId(full))
     }
 
@@ -115,9 +107,7 @@ fn format_value(out: &mut Output, state: &State, value: &MjValue) -> Result<(), 
     }
     if state.auto_escape() == AutoEscape::Custom("url") && !value.is_safe() {
         let text = value.to_string();
-        return out
-            .write_str(&utf8_percent_encode(&text, URL_COMPONENT).to_string())
-            .map_err(Error::from);
+        return out.write_str(&utf8_percent_encode(&text, URL_COMPONENT).to_string()).map_err(Error::from);
     }
     minijinja::escape_formatter(out, state, value)
 }
@@ -127,14 +117,12 @@ fn b64dec(s: String) -> Result<String, Error> {
         .decode(s.trim())
         .or_else(|_| base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(s.trim()))
         .map_err(|e| Error::new(ErrorKind::InvalidOperation, format!("b64dec: {e}")))?;
-    String::from_utf8(bytes)
-        .map_err(|_| Error::new(ErrorKind::InvalidOperation, "b64dec: not UTF-8 text"))
+    String::from_utf8(bytes).map_err(|_| Error::new(ErrorKind::InvalidOperation, "b64dec: not UTF-8 text"))
 }
 
 /// `value | query("a.b.0.c")`: a gjson-like path. `#` is an array's length, or maps over it (`items.#.name`).
 fn query_filter(value: MjValue, path: String) -> Result<MjValue, Error> {
-    let json = serde_json::to_value(&value)
-        .map_err(|e| Error::new(ErrorKind::InvalidOperation, e.to_string()))?;
+    let json = serde_json::to_value(&value).map_err(|e| Error::new(ErrorKind::InvalidOperation, e.to_string()))?;
     Ok(MjValue::from_serialize(query_path(&json, &path)))
 }
 
@@ -177,19 +165,8 @@ mod tests {
     #[test]
     fn url_templates_percent_encode_values() {
         let mut t = Templates::new();
-        let id = t
-            .add(
-                "u",
-                "/users/{{ args.id }}?q={{ args.q }}&raw={{ args.r | safe }}",
-                Escape::Url,
-            )
-            .unwrap();
-        let out = t
-            .render(
-                &id,
-                json!({"args": {"id": "../a b/?x=1&y", "q": "é#", "r": "a/b"}}),
-            )
-            .unwrap();
+        let id = t.add("u", "/users/{{ args.id }}?q={{ args.q }}&raw={{ args.r | safe }}", Escape::Url).unwrap();
+        let out = t.render(&id, json!({"args": {"id": "../a b/?x=1&y", "q": "é#", "r": "a/b"}})).unwrap();
         assert_eq!(out, "/users/..%2Fa%20b%2F%3Fx%3D1%26y?q=%C3%A9%23&raw=a/b");
     }
 
@@ -197,15 +174,9 @@ mod tests {
     fn plain_templates_do_not_escape_and_render_none_as_empty() {
         let mut t = Templates::new();
         let id = t
-            .add(
-                "b",
-                "{\"a\": {{ args.a | tojson }}, \"n\": \"{{ args.missing }}{{ args.nul }}\"}",
-                Escape::None,
-            )
+            .add("b", "{\"a\": {{ args.a | tojson }}, \"n\": \"{{ args.missing }}{{ args.nul }}\"}", Escape::None)
             .unwrap();
-        let out = t
-            .render(&id, json!({"args": {"a": "x\"y<", "nul": null}}))
-            .unwrap();
+        let out = t.render(&id, json!({"args": {"a": "x\"y<", "nul": null}})).unwrap();
         assert_eq!(out, "{\"a\": \"x\\\"y\\u003c\", \"n\": \"\"}");
     }
 
@@ -215,9 +186,7 @@ mod tests {
         let id = t
             .add("f", "{{ 'hi' | b64enc }} {{ 'aGk=' | b64dec }} {{ r | query('items.#') }} {{ r | query('items.1.n') }} {{ r | query('items.#.n') | join(',') }} {{ 'a b&' | urlencode }}", Escape::None)
             .unwrap();
-        let out = t
-            .render(&id, json!({"r": {"items": [{"n": "x"}, {"n": "y"}]}}))
-            .unwrap();
+        let out = t.render(&id, json!({"r": {"items": [{"n": "x"}, {"n": "y"}]}})).unwrap();
         assert_eq!(out, "aGk= hi 2 y x,y a%20b%26");
     }
 

@@ -4,9 +4,7 @@
 use crate::config::{Position, ServerConfig, ToolConfig};
 use crate::schema::{self, Validator};
 use crate::template::{Escape, TemplateId, Templates, URL_COMPONENT};
-use crate::upstream::{
-    is_forbidden_header, is_safe_header_value, is_token, Target, UpstreamRequest, UpstreamResult,
-};
+use crate::upstream::{is_forbidden_header, is_safe_header_value, is_token, Target, UpstreamRequest, UpstreamResult};
 use base64::Engine;
 use minijinja::{context, value::Value as MjValue};
 use percent_encoding::utf8_percent_encode;
@@ -63,11 +61,7 @@ pub enum Prepared {
 }
 
 fn tool_name_ok(name: &str) -> bool {
-    !name.is_empty()
-        && name.len() <= 128
-        && name
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b"_-.".contains(&b))
+    !name.is_empty() && name.len() <= 128 && name.bytes().all(|b| b.is_ascii_alphanumeric() || b"_-.".contains(&b))
 }
 
 impl Tool {
@@ -79,47 +73,28 @@ impl Tool {
     ) -> Result<Tool, (String, String)> {
         let err = |field: &str, msg: String| (field.to_string(), msg);
         if !tool_name_ok(&cfg.name) {
-            return Err(err(
-                "name",
-                "use 1-128 characters from A-Z a-z 0-9 _ - .".into(),
-            ));
+            return Err(err("name", "use 1-128 characters from A-Z a-z 0-9 _ - .".into()));
         }
         let input_schema = match (&cfg.input_schema, cfg.args.is_empty()) {
-            (Some(_), false) => {
-                return Err(err(
-                    "inputSchema",
-                    "give either args or inputSchema, not both".into(),
-                ))
-            }
+            (Some(_), false) => return Err(err("inputSchema", "give either args or inputSchema, not both".into())),
             (Some(s), true) => s.clone(),
             (None, _) => schema::from_args(&cfg.args).map_err(|e| err("args", e))?,
         };
         if input_schema.get("type").and_then(Value::as_str) != Some("object") {
-            return Err(err(
-                "inputSchema",
-                "must be an object schema (\"type\": \"object\")".into(),
-            ));
+            return Err(err("inputSchema", "must be an object schema (\"type\": \"object\")".into()));
         }
         let input = Validator::new(input_schema.clone()).map_err(|e| err("inputSchema", e))?;
         let output = match &cfg.output_schema {
             Some(s) if s.get("type").and_then(Value::as_str) != Some("object") => {
-                return Err(err(
-                    "outputSchema",
-                    "must be an object schema (\"type\": \"object\")".into(),
-                ))
+                return Err(err("outputSchema", "must be an object schema (\"type\": \"object\")".into()))
             }
             Some(s) => Some(Validator::new(s.clone()).map_err(|e| err("outputSchema", e))?),
             None => None,
         };
-        let positions: Vec<(String, Position)> = cfg
-            .args
-            .iter()
-            .filter_map(|a| a.position.map(|p| (a.name.clone(), p)))
-            .collect();
+        let positions: Vec<(String, Position)> =
+            cfg.args.iter().filter_map(|a| a.position.map(|p| (a.name.clone(), p))).collect();
         let compile = |templates: &mut Templates, field: &str, src: &str, esc: Escape| {
-            templates
-                .add(&format!("{}/{}/{field}", server.name, cfg.name), src, esc)
-                .map_err(|e| err(field, e))
+            templates.add(&format!("{}/{}/{field}", server.name, cfg.name), src, esc).map_err(|e| err(field, e))
         };
         let rt = cfg.request_template.clone().unwrap_or_default();
         let request = match rt.url.as_deref().map(str::trim).filter(|u| !u.is_empty()) {
@@ -127,13 +102,14 @@ impl Tool {
                 if rt.body.is_some() || !rt.headers.is_empty() || rt.method.is_some() {
                     return Err(err(
                         "requestTemplate.url",
-                        "is required when the request template sets a method, headers or body"
-                            .into(),
+                        "is required when the request template sets a method, headers or body".into(),
                     ));
                 }
-                if cfg.response_template.as_ref().is_none_or(|r| {
-                    r.body.is_none() && r.prepend_body.is_none() && r.append_body.is_none()
-                }) {
+                if cfg
+                    .response_template
+                    .as_ref()
+                    .is_none_or(|r| r.body.is_none() && r.prepend_body.is_none() && r.append_body.is_none())
+                {
                     return Err(err(
                         "requestTemplate.url",
                         "a tool needs a url, or a responseTemplate to answer from".into(),
@@ -143,47 +119,27 @@ impl Tool {
             }
             Some(url) => {
                 let (host, path_src) = split_url(url).map_err(|e| err("requestTemplate.url", e))?;
-                let target = Target::resolve(
-                    server.upstream.as_ref(),
-                    cfg.upstream.as_ref(),
-                    host.as_deref(),
-                )
-                .map_err(|e| err("upstream", e))?;
+                let target = Target::resolve(server.upstream.as_ref(), cfg.upstream.as_ref(), host.as_deref())
+                    .map_err(|e| err("upstream", e))?;
                 let method = rt.method.as_deref().unwrap_or("GET").to_ascii_uppercase();
                 if !is_token(&method) {
-                    return Err(err(
-                        "requestTemplate.method",
-                        format!("'{method}' is not an HTTP method"),
-                    ));
+                    return Err(err("requestTemplate.method", format!("'{method}' is not an HTTP method")));
                 }
-                let modes = [
-                    rt.args_to_json_body,
-                    rt.args_to_form_body,
-                    rt.body.is_some(),
-                ];
+                let modes = [rt.args_to_json_body, rt.args_to_form_body, rt.body.is_some()];
                 if modes.iter().filter(|m| **m).count() > 1 {
-                    return Err(err(
-                        "requestTemplate",
-                        "body, argsToJsonBody and argsToFormBody are exclusive".into(),
-                    ));
+                    return Err(err("requestTemplate", "body, argsToJsonBody and argsToFormBody are exclusive".into()));
                 }
                 let mut headers = Vec::new();
                 let mut declared_content_type = None;
                 for (i, h) in rt.headers.iter().enumerate() {
                     let field = format!("requestTemplate.headers[{i}]");
                     if !is_token(&h.key) || is_forbidden_header(&h.key) {
-                        return Err(err(
-                            &field,
-                            format!("'{}' cannot be set by a template", h.key),
-                        ));
+                        return Err(err(&field, format!("'{}' cannot be set by a template", h.key)));
                     }
                     if h.key.eq_ignore_ascii_case("content-type") {
                         declared_content_type = Some(h.value.to_ascii_lowercase());
                     }
-                    headers.push((
-                        h.key.to_ascii_lowercase(),
-                        compile(templates, &field, &h.value, Escape::None)?,
-                    ));
+                    headers.push((h.key.to_ascii_lowercase(), compile(templates, &field, &h.value, Escape::None)?));
                 }
                 let body = match &rt.body {
                     Some(b) => Some(compile(templates, "requestTemplate.body", b, Escape::None)?),
@@ -212,31 +168,18 @@ impl Tool {
         };
         let resp = cfg.response_template.clone().unwrap_or_default();
         if resp.body.is_some() && (resp.prepend_body.is_some() || resp.append_body.is_some()) {
-            return Err(err(
-                "responseTemplate",
-                "body excludes prependBody/appendBody".into(),
-            ));
+            return Err(err("responseTemplate", "body excludes prependBody/appendBody".into()));
         }
         let opt = |templates: &mut Templates,
                    field: &str,
                    src: &Option<String>|
          -> Result<Option<TemplateId>, (String, String)> {
-            src.as_deref()
-                .map(|s| compile(templates, field, s, Escape::None))
-                .transpose()
+            src.as_deref().map(|s| compile(templates, field, s, Escape::None)).transpose()
         };
         let response_body = opt(templates, "responseTemplate.body", &resp.body)?;
-        let prepend = opt(
-            templates,
-            "responseTemplate.prependBody",
-            &resp.prepend_body,
-        )?;
+        let prepend = opt(templates, "responseTemplate.prependBody", &resp.prepend_body)?;
         let append = opt(templates, "responseTemplate.appendBody", &resp.append_body)?;
-        let error_body = opt(
-            templates,
-            "errorResponseTemplate",
-            &cfg.error_response_template,
-        )?;
+        let error_body = opt(templates, "errorResponseTemplate", &cfg.error_response_template)?;
 
         let mut listing = Map::new();
         listing.insert("name".into(), json!(cfg.name));
@@ -266,20 +209,11 @@ impl Tool {
     }
 
     /// Coerces and validates arguments, then renders the upstream request (or answers directly).
-    pub fn prepare(
-        &self,
-        templates: &Templates,
-        config: &MjValue,
-        arguments: Option<&Value>,
-    ) -> Prepared {
+    pub fn prepare(&self, templates: &Templates, config: &MjValue, arguments: Option<&Value>) -> Prepared {
         let mut args = match arguments {
             None | Some(Value::Null) => Map::new(),
             Some(Value::Object(m)) => m.clone(),
-            Some(_) => {
-                return Prepared::Done(error_result(
-                    "Invalid arguments: `arguments` must be an object",
-                ))
-            }
+            Some(_) => return Prepared::Done(error_result("Invalid arguments: `arguments` must be an object")),
         };
         schema::coerce_and_default(self.input.schema(), &mut args);
         let args = Value::Object(args);
@@ -296,9 +230,7 @@ impl Tool {
         };
         match self.build_request(plan, templates, config, &args) {
             Ok(req) => Prepared::Upstream(req, args),
-            Err(e) => Prepared::Done(error_result(&format!(
-                "Could not build the upstream request: {e}"
-            ))),
+            Err(e) => Prepared::Done(error_result(&format!("Could not build the upstream request: {e}"))),
         }
     }
 
@@ -317,25 +249,17 @@ impl Tool {
         let mut cookies: Vec<String> = Vec::new();
         let mut body_args = Map::new();
         for (name, value) in &obj {
-            let position = self
-                .positions
-                .iter()
-                .find(|(n, _)| n == name)
-                .map(|(_, p)| *p);
+            let position = self.positions.iter().find(|(n, _)| n == name).map(|(_, p)| *p);
             match position {
                 Some(Position::Path) => {
-                    let encoded =
-                        utf8_percent_encode(&scalar_text(value), URL_COMPONENT).to_string();
+                    let encoded = utf8_percent_encode(&scalar_text(value), URL_COMPONENT).to_string();
                     path = path.replace(&format!("{{{name}}}"), &encoded);
                 }
                 Some(Position::Query) => push_query(&mut query, name, value),
-                Some(Position::Header) => {
-                    headers.push((name.to_ascii_lowercase(), scalar_text(value)))
+                Some(Position::Header) => headers.push((name.to_ascii_lowercase(), scalar_text(value))),
+                Some(Position::Cookie) => {
+                    cookies.push(format!("{name}={}", utf8_percent_encode(&scalar_text(value), URL_COMPONENT)))
                 }
-                Some(Position::Cookie) => cookies.push(format!(
-                    "{name}={}",
-                    utf8_percent_encode(&scalar_text(value), URL_COMPONENT)
-                )),
                 Some(Position::Body) => {
                     body_args.insert(name.clone(), value.clone());
                 }
@@ -347,18 +271,10 @@ impl Tool {
             }
         }
         if !path.starts_with('/') {
-            return Err(format!(
-                "the rendered url path must start with '/', got '{}'",
-                truncate(&path, 80)
-            ));
+            return Err(format!("the rendered url path must start with '/', got '{}'", truncate(&path, 80)));
         }
-        if let Some(bad) = path
-            .chars()
-            .find(|c| c.is_whitespace() || c.is_control() || *c == '#')
-        {
-            return Err(format!(
-                "the rendered url contains {bad:?}; use percent-encoding"
-            ));
+        if let Some(bad) = path.chars().find(|c| c.is_whitespace() || c.is_control() || *c == '#') {
+            return Err(format!("the rendered url contains {bad:?}; use percent-encoding"));
         }
         if !query.is_empty() {
             path.push(if path.contains('?') { '&' } else { '?' });
@@ -376,21 +292,12 @@ impl Tool {
             let looks_json = serde_json::from_str::<Value>(&rendered).is_ok();
             match content_type.as_deref() {
                 Some(ct) if ct.contains("json") && !looks_json => {
-                    return Err(
-                        "the body template did not produce valid JSON for a JSON Content-Type"
-                            .into(),
-                    )
+                    return Err("the body template did not produce valid JSON for a JSON Content-Type".into())
                 }
                 Some(_) => {}
                 None => {
-                    content_type = Some(
-                        if looks_json {
-                            "application/json"
-                        } else {
-                            "text/plain; charset=utf-8"
-                        }
-                        .into(),
-                    )
+                    content_type =
+                        Some(if looks_json { "application/json" } else { "text/plain; charset=utf-8" }.into())
                 }
             }
             Some(rendered.into_bytes())
@@ -417,9 +324,7 @@ impl Tool {
                 return Err(format!("header '{name}' cannot be set"));
             }
             if !is_safe_header_value(value) {
-                return Err(format!(
-                    "header '{name}' would contain CR, LF or another control character; refused"
-                ));
+                return Err(format!("header '{name}' would contain CR, LF or another control character; refused"));
             }
         }
         Ok(UpstreamRequest {
@@ -439,63 +344,27 @@ impl Tool {
     }
 
     /// Turns the upstream answer into a `CallToolResult`.
-    pub fn finish(
-        &self,
-        templates: &Templates,
-        config: &MjValue,
-        args: &Value,
-        outcome: UpstreamResult,
-    ) -> Value {
+    pub fn finish(&self, templates: &Templates, config: &MjValue, args: &Value, outcome: UpstreamResult) -> Value {
         match outcome {
-            UpstreamResult::Failed(reason) => {
-                error_result(&format!("The upstream request failed: {reason}"))
+            UpstreamResult::Failed(reason) => error_result(&format!("The upstream request failed: {reason}")),
+            UpstreamResult::Response { status, headers, body } => {
+                self.render_result(templates, config, args, Some(Answer { status, headers: &headers, body: &body }))
             }
-            UpstreamResult::Response {
-                status,
-                headers,
-                body,
-            } => self.render_result(
-                templates,
-                config,
-                args,
-                Some(Answer {
-                    status,
-                    headers: &headers,
-                    body: &body,
-                }),
-            ),
         }
     }
 
-    fn render_result(
-        &self,
-        templates: &Templates,
-        config: &MjValue,
-        args: &Value,
-        answer: Option<Answer>,
-    ) -> Value {
+    fn render_result(&self, templates: &Templates, config: &MjValue, args: &Value, answer: Option<Answer>) -> Value {
         let status = answer.as_ref().map_or(200, |a| a.status);
         let ok = (200..300).contains(&status);
-        let content_type = answer
-            .as_ref()
-            .and_then(|a| a.header("content-type"))
-            .unwrap_or_default()
-            .to_ascii_lowercase();
+        let content_type =
+            answer.as_ref().and_then(|a| a.header("content-type")).unwrap_or_default().to_ascii_lowercase();
         if ok && content_type.starts_with("image/") {
             let body = answer.as_ref().map_or(&[][..], |a| a.body);
-            let mime = content_type
-                .split(';')
-                .next()
-                .unwrap_or("image/png")
-                .trim()
-                .to_string();
+            let mime = content_type.split(';').next().unwrap_or("image/png").trim().to_string();
             let data = base64::engine::general_purpose::STANDARD.encode(body);
             return json!({"content": [{"type": "image", "data": data, "mimeType": mime}], "isError": false});
         }
-        let text = answer
-            .as_ref()
-            .map(|a| String::from_utf8_lossy(a.body).into_owned())
-            .unwrap_or_default();
+        let text = answer.as_ref().map(|a| String::from_utf8_lossy(a.body).into_owned()).unwrap_or_default();
         // Parsing the answer and building a template context cost time on large bodies: do it only when a
         // template or the output schema will look at it.
         let uses_template = if ok {
@@ -503,28 +372,18 @@ impl Tool {
         } else {
             self.error_body.is_some()
         };
-        let parsed: Option<Value> =
-            if text.is_empty() || !(uses_template || (ok && self.output.is_some())) {
-                None
-            } else {
-                serde_json::from_str(&text).ok()
-            };
+        let parsed: Option<Value> = if text.is_empty() || !(uses_template || (ok && self.output.is_some())) {
+            None
+        } else {
+            serde_json::from_str(&text).ok()
+        };
         let ctx = if uses_template {
             let headers: Map<String, Value> = answer
                 .as_ref()
-                .map(|a| {
-                    a.headers
-                        .iter()
-                        .map(|(k, v)| (k.to_ascii_lowercase(), json!(v)))
-                        .collect()
-                })
+                .map(|a| a.headers.iter().map(|(k, v)| (k.to_ascii_lowercase(), json!(v))).collect())
                 .unwrap_or_default();
             let response = MjValue::from_serialize(&parsed);
-            let flattened = if matches!(parsed, Some(Value::Object(_))) {
-                response.clone()
-            } else {
-                MjValue::from(())
-            };
+            let flattened = if matches!(parsed, Some(Value::Object(_))) { response.clone() } else { MjValue::from(()) };
             context! {
                 args => MjValue::from_serialize(args),
                 config => config.clone(),
@@ -539,9 +398,9 @@ impl Tool {
         };
         if !ok {
             let message = match &self.error_body {
-                Some(t) => templates
-                    .render(t, &ctx)
-                    .unwrap_or_else(|e| format!("HTTP {status} (error template failed: {e})")),
+                Some(t) => {
+                    templates.render(t, &ctx).unwrap_or_else(|e| format!("HTTP {status} (error template failed: {e})"))
+                }
                 None => format!("HTTP {status}: {}", truncate(&text, ERROR_BODY_QUOTE)),
             };
             return error_result(&message);
@@ -549,10 +408,7 @@ impl Tool {
         let rendered = if let Some(t) = &self.response_body {
             templates.render(t, &ctx)
         } else if self.prepend.is_some() || self.append.is_some() {
-            let part = |t: &Option<TemplateId>| {
-                t.as_ref()
-                    .map_or(Ok(String::new()), |t| templates.render(t, &ctx))
-            };
+            let part = |t: &Option<TemplateId>| t.as_ref().map_or(Ok(String::new()), |t| templates.render(t, &ctx));
             part(&self.prepend).and_then(|p| part(&self.append).map(|a| format!("{p}{text}{a}")))
         } else {
             Ok(text.clone())
@@ -567,11 +423,18 @@ impl Tool {
                 Some(v @ Value::Object(_)) => {
                     let problems = validator.validate(v);
                     if !problems.is_empty() {
-                        return error_result(&format!("The upstream answer does not match the tool's outputSchema:\n- {}", problems.join("\n- ")));
+                        return error_result(&format!(
+                            "The upstream answer does not match the tool's outputSchema:\n- {}",
+                            problems.join("\n- ")
+                        ));
                     }
                     result["structuredContent"] = v.clone();
                 }
-                _ => return error_result("The upstream answer is not a JSON object, but the tool declares an outputSchema"),
+                _ => {
+                    return error_result(
+                        "The upstream answer is not a JSON object, but the tool declares an outputSchema",
+                    )
+                }
             }
         }
         result
@@ -586,10 +449,7 @@ struct Answer<'a> {
 
 impl Answer<'_> {
     fn header(&self, name: &str) -> Option<&str> {
-        self.headers
-            .iter()
-            .find(|(k, _)| k.eq_ignore_ascii_case(name))
-            .map(|(_, v)| v.as_str())
+        self.headers.iter().find(|(k, _)| k.eq_ignore_ascii_case(name)).map(|(_, v)| v.as_str())
     }
 }
 
@@ -616,9 +476,7 @@ fn split_url(url: &str) -> Result<(Option<String>, String), String> {
         None => (rest, "/".to_string()),
     };
     if host.is_empty() || host.contains(['{', '}', '%', '@']) {
-        return Err(
-            "the host part must be literal (templates may not choose the upstream host)".into(),
-        );
+        return Err("the host part must be literal (templates may not choose the upstream host)".into());
     }
     Ok((Some(host.to_string()), path))
 }
@@ -635,13 +493,7 @@ fn scalar_text(v: &Value) -> String {
 fn encode_pairs(pairs: &[(String, String)]) -> String {
     let encoded: Vec<String> = pairs
         .iter()
-        .map(|(k, v)| {
-            format!(
-                "{}={}",
-                utf8_percent_encode(k, URL_COMPONENT),
-                utf8_percent_encode(v, URL_COMPONENT)
-            )
-        })
+        .map(|(k, v)| format!("{}={}", utf8_percent_encode(k, URL_COMPONENT), utf8_percent_encode(v, URL_COMPONENT)))
         .collect();
     encoded.join("&")
 }
@@ -695,23 +547,13 @@ mod tests {
              {name: c, position: cookie}, {name: n, type: integer, position: body}], \
              requestTemplate: {url: 'http://ignored.example/{{ config.base }}/items/{id}', method: post}}",
         );
-        let r = request(
-            &t,
-            &tpl,
-            &cfg,
-            json!({"id": "a/b c", "q": "x&y=z", "h": "v", "c": "1;2", "n": "7"}),
-        );
+        let r = request(&t, &tpl, &cfg, json!({"id": "a/b c", "q": "x&y=z", "h": "v", "c": "1;2", "n": "7"}));
         assert_eq!(r.path, "/v1/items/a%2Fb%20c?q=x%26y%3Dz");
         assert_eq!(r.method, "POST");
-        assert_eq!(
-            (r.cluster.as_str(), r.authority.as_str()),
-            ("api", "api.local")
-        );
+        assert_eq!((r.cluster.as_str(), r.authority.as_str()), ("api", "api.local"));
         assert!(r.headers.contains(&("h".into(), "v".into())));
         assert!(r.headers.contains(&("cookie".into(), "c=1%3B2".into())));
-        assert!(r
-            .headers
-            .contains(&("content-type".into(), "application/json".into())));
+        assert!(r.headers.contains(&("content-type".into(), "application/json".into())));
         assert_eq!(r.body.as_deref(), Some(&b"{\"n\":7}"[..]));
     }
 
@@ -723,54 +565,31 @@ mod tests {
         let (t, tpl, cfg) = tool("{name: t, description: d, args: [{name: a}], requestTemplate: {url: /f, method: POST, argsToFormBody: true}}");
         let r = request(&t, &tpl, &cfg, json!({"a": "é&"}));
         assert_eq!(r.body.as_deref(), Some(&b"a=%C3%A9%26"[..]));
-        assert!(r.headers.contains(&(
-            "content-type".into(),
-            "application/x-www-form-urlencoded".into()
-        )));
+        assert!(r.headers.contains(&("content-type".into(), "application/x-www-form-urlencoded".into())));
     }
 
     #[test]
     fn refuses_header_injection_and_bad_json_bodies() {
         let (t, tpl, cfg) = tool("{name: t, description: d, args: [{name: v}], requestTemplate: {url: /x, headers: [{key: X-V, value: '{{ args.v }}'}]}}");
-        let Prepared::Done(res) = t.prepare(&tpl, &cfg, Some(&json!({"v": "a\r\nX-Evil: 1"})))
-        else {
-            panic!()
-        };
+        let Prepared::Done(res) = t.prepare(&tpl, &cfg, Some(&json!({"v": "a\r\nX-Evil: 1"}))) else { panic!() };
         assert_eq!(res["isError"], json!(true));
-        assert!(res["content"][0]["text"]
-            .as_str()
-            .unwrap()
-            .contains("CR, LF"));
+        assert!(res["content"][0]["text"].as_str().unwrap().contains("CR, LF"));
         let (t, tpl, cfg) = tool(
             "{name: t, description: d, args: [{name: v}], requestTemplate: {url: /x, method: POST, body: '{\"v\": \"{{ args.v }}\"}', headers: [{key: Content-Type, value: application/json}]}}",
         );
-        let Prepared::Done(res) = t.prepare(
-            &tpl,
-            &cfg,
-            Some(&json!({"v": "\"}, \"admin\": true, \"x\": \""})),
-        ) else {
+        let Prepared::Done(res) = t.prepare(&tpl, &cfg, Some(&json!({"v": "\"}, \"admin\": true, \"x\": \""}))) else {
             panic!()
         };
-        assert!(res["content"][0]["text"]
-            .as_str()
-            .unwrap()
-            .contains("valid JSON"));
+        assert!(res["content"][0]["text"].as_str().unwrap().contains("valid JSON"));
     }
 
     #[test]
     fn validation_failures_name_each_argument() {
         let (t, tpl, cfg) = tool("{name: t, description: d, args: [{name: city, required: true}, {name: days, type: integer}], requestTemplate: {url: /x}}");
-        let Prepared::Done(res) = t.prepare(&tpl, &cfg, Some(&json!({"days": "many"}))) else {
-            panic!()
-        };
+        let Prepared::Done(res) = t.prepare(&tpl, &cfg, Some(&json!({"days": "many"}))) else { panic!() };
         let text = res["content"][0]["text"].as_str().unwrap();
-        assert!(
-            text.contains("`city`: is required") && text.contains("`days`: expected integer"),
-            "{text}"
-        );
-        let Prepared::Done(res) = t.prepare(&tpl, &cfg, Some(&json!([1]))) else {
-            panic!()
-        };
+        assert!(text.contains("`city`: is required") && text.contains("`days`: expected integer"), "{text}");
+        let Prepared::Done(res) = t.prepare(&tpl, &cfg, Some(&json!([1]))) else { panic!() };
         assert_eq!(res["isError"], json!(true));
     }
 
@@ -785,59 +604,31 @@ mod tests {
             headers: vec![("Content-Type".into(), "application/json".into())],
             body: b"{\"temp\": 3}".to_vec(),
         };
-        assert_eq!(
-            t.finish(&tpl, &cfg, &args, ok)["content"][0]["text"],
-            json!("Oslo: 3 / 3 / 200")
-        );
-        let bad = UpstreamResult::Response {
-            status: 503,
-            headers: vec![],
-            body: b"{\"error\": \"down\"}".to_vec(),
-        };
+        assert_eq!(t.finish(&tpl, &cfg, &args, ok)["content"][0]["text"], json!("Oslo: 3 / 3 / 200"));
+        let bad = UpstreamResult::Response { status: 503, headers: vec![], body: b"{\"error\": \"down\"}".to_vec() };
         let r = t.finish(&tpl, &cfg, &args, bad);
-        assert_eq!(
-            (r["isError"].clone(), r["content"][0]["text"].clone()),
-            (json!(true), json!("failed 503 down"))
-        );
+        assert_eq!((r["isError"].clone(), r["content"][0]["text"].clone()), (json!(true), json!("failed 503 down")));
         let r = t.finish(&tpl, &cfg, &args, UpstreamResult::Failed("timeout".into()));
         assert_eq!(r["isError"], json!(true));
     }
 
     #[test]
     fn images_structured_content_and_template_only_tools() {
-        let (t, tpl, cfg) = tool("{name: t, description: d, requestTemplate: {url: /i}, outputSchema: {type: object, required: [a]}}");
+        let (t, tpl, cfg) =
+            tool("{name: t, description: d, requestTemplate: {url: /i}, outputSchema: {type: object, required: [a]}}");
         let png = UpstreamResult::Response {
             status: 200,
             headers: vec![("content-type".into(), "image/png".into())],
             body: vec![137, 80],
         };
         let r = t.finish(&tpl, &cfg, &json!({}), png);
-        assert_eq!(
-            r["content"][0],
-            json!({"type": "image", "data": "iVA=", "mimeType": "image/png"})
-        );
-        let js = UpstreamResult::Response {
-            status: 200,
-            headers: vec![],
-            body: b"{\"a\": 1}".to_vec(),
-        };
-        assert_eq!(
-            t.finish(&tpl, &cfg, &json!({}), js)["structuredContent"],
-            json!({"a": 1})
-        );
-        let wrong = UpstreamResult::Response {
-            status: 200,
-            headers: vec![],
-            body: b"{\"b\": 1}".to_vec(),
-        };
-        assert_eq!(
-            t.finish(&tpl, &cfg, &json!({}), wrong)["isError"],
-            json!(true)
-        );
+        assert_eq!(r["content"][0], json!({"type": "image", "data": "iVA=", "mimeType": "image/png"}));
+        let js = UpstreamResult::Response { status: 200, headers: vec![], body: b"{\"a\": 1}".to_vec() };
+        assert_eq!(t.finish(&tpl, &cfg, &json!({}), js)["structuredContent"], json!({"a": 1}));
+        let wrong = UpstreamResult::Response { status: 200, headers: vec![], body: b"{\"b\": 1}".to_vec() };
+        assert_eq!(t.finish(&tpl, &cfg, &json!({}), wrong)["isError"], json!(true));
         let (t, tpl, cfg) = tool("{name: t, description: d, args: [{name: who, default: world}], responseTemplate: {body: 'hello {{ args.who }} {{ config.key }}'}}");
-        let Prepared::Done(r) = t.prepare(&tpl, &cfg, None) else {
-            panic!()
-        };
+        let Prepared::Done(r) = t.prepare(&tpl, &cfg, None) else { panic!() };
         assert_eq!(r["content"][0]["text"], json!("hello world k1"));
     }
 
@@ -845,13 +636,7 @@ mod tests {
     fn url_hosts_must_be_literal() {
         assert!(split_url("http://{{ args.host }}/x").is_err());
         assert!(split_url("ftp://x/y").is_err());
-        assert_eq!(
-            split_url("https://api.example.com").unwrap(),
-            (Some("api.example.com".into()), "/".into())
-        );
-        assert_eq!(
-            split_url("http://h:8080?a=1").unwrap(),
-            (Some("h:8080".into()), "/?a=1".into())
-        );
+        assert_eq!(split_url("https://api.example.com").unwrap(), (Some("api.example.com".into()), "/".into()));
+        assert_eq!(split_url("http://h:8080?a=1").unwrap(), (Some("h:8080".into()), "/?a=1".into()));
     }
 }

@@ -24,10 +24,7 @@ pub struct RequestHead {
 
 impl RequestHead {
     pub fn header(&self, name: &str) -> Option<&str> {
-        self.headers
-            .iter()
-            .find(|(k, _)| k.eq_ignore_ascii_case(name))
-            .map(|(_, v)| v.as_str())
+        self.headers.iter().find(|(k, _)| k.eq_ignore_ascii_case(name)).map(|(_, v)| v.as_str())
     }
 }
 
@@ -49,11 +46,7 @@ impl HttpResponse {
     }
 
     fn empty(status: u16) -> HttpResponse {
-        HttpResponse {
-            status,
-            headers: Vec::new(),
-            body: Vec::new(),
-        }
+        HttpResponse { status, headers: Vec::new(), body: Vec::new() }
     }
 
     fn error(status: u16, id: Value, code: i64, message: impl Into<String>) -> HttpResponse {
@@ -118,12 +111,7 @@ enum Phase {
     Loading(Batch),
     Refreshing(Batch),
     Deleting,
-    Calling {
-        single: bool,
-        slots: Vec<Option<Value>>,
-        calls: Vec<Option<PendingCall>>,
-        remaining: usize,
-    },
+    Calling { single: bool, slots: Vec<Option<Value>>, calls: Vec<Option<PendingCall>>, remaining: usize },
     Done,
 }
 
@@ -149,12 +137,7 @@ pub fn route(gw: &Gateway, head: &RequestHead) -> Route {
     }
     let name = rest.trim_start_matches('/');
     let not_found = || {
-        Route::Respond(HttpResponse::error(
-            404,
-            Value::Null,
-            jsonrpc::INVALID_REQUEST,
-            "no MCP server at this path",
-        ))
+        Route::Respond(HttpResponse::error(404, Value::Null, jsonrpc::INVALID_REQUEST, "no MCP server at this path"))
     };
     if name.is_empty() || name.contains('/') {
         return not_found();
@@ -200,13 +183,7 @@ pub fn route(gw: &Gateway, head: &RequestHead) -> Route {
                 }
             }
             let ct = head.header("content-type").unwrap_or("");
-            if !ct
-                .split(';')
-                .next()
-                .unwrap_or("")
-                .trim()
-                .eq_ignore_ascii_case("application/json")
-            {
+            if !ct.split(';').next().unwrap_or("").trim().eq_ignore_ascii_case("application/json") {
                 return Route::Respond(with_cors(HttpResponse::error(
                     415,
                     Value::Null,
@@ -231,7 +208,10 @@ pub fn route(gw: &Gateway, head: &RequestHead) -> Route {
             return Route::Respond(with_cors(
                 HttpResponse::empty(204)
                     .header("access-control-allow-methods", "POST, DELETE, OPTIONS")
-                    .header("access-control-allow-headers", "content-type, accept, authorization, mcp-session-id, mcp-protocol-version, last-event-id")
+                    .header(
+                        "access-control-allow-headers",
+                        "content-type, accept, authorization, mcp-session-id, mcp-protocol-version, last-event-id",
+                    )
                     .header("access-control-max-age", "600"),
             ));
         }
@@ -248,38 +228,22 @@ pub fn route(gw: &Gateway, head: &RequestHead) -> Route {
             ));
         }
     };
-    Route::Accept(Exchange {
-        server,
-        kind,
-        session_id,
-        cors_origin,
-        now_ms: 0,
-        phase: Phase::Start,
-    })
+    Route::Accept(Exchange { server, kind, session_id, cors_origin, now_ms: 0, phase: Phase::Start })
 }
 
 /// Whether an Accept header admits a media type (exactly, by `type/*`, or by `*/*`).
 fn accepts(accept: &str, media: &str) -> bool {
     let major = media.split('/').next().unwrap_or("");
     accept.split(',').any(|part| {
-        let m = part
-            .split(';')
-            .next()
-            .unwrap_or("")
-            .trim()
-            .to_ascii_lowercase();
+        let m = part.split(';').next().unwrap_or("").trim().to_ascii_lowercase();
         m == media || m == "*/*" || m == format!("{major}/*")
     })
 }
 
 fn add_cors(mut r: HttpResponse, origin: Option<&str>) -> HttpResponse {
     if let Some(o) = origin {
-        r.headers
-            .push(("access-control-allow-origin".into(), o.to_string()));
-        r.headers.push((
-            "access-control-expose-headers".into(),
-            "mcp-session-id, mcp-protocol-version".into(),
-        ));
+        r.headers.push(("access-control-allow-origin".into(), o.to_string()));
+        r.headers.push(("access-control-expose-headers".into(), "mcp-session-id, mcp-protocol-version".into()));
         r.headers.push(("vary".into(), "origin".into()));
     }
     r
@@ -348,9 +312,7 @@ impl Exchange {
                     ));
                 }
                 let msgs: Vec<_> = items.into_iter().map(Message::from_value).collect();
-                if msgs.iter().any(
-                    |m| matches!(m, Ok(Message::Request { method, .. }) if method == "initialize"),
-                ) {
+                if msgs.iter().any(|m| matches!(m, Ok(Message::Request { method, .. }) if method == "initialize")) {
                     return self.respond(HttpResponse::error(
                         400,
                         Value::Null,
@@ -408,17 +370,10 @@ impl Exchange {
         new_id: &mut dyn FnMut() -> Option<String>,
     ) -> Step {
         let params = params.and_then(Value::as_object);
-        let Some(requested) = params
-            .and_then(|p| p.get("protocolVersion"))
-            .and_then(Value::as_str)
-        else {
+        let Some(requested) = params.and_then(|p| p.get("protocolVersion")).and_then(Value::as_str) else {
             return self.respond(HttpResponse::json(
                 200,
-                &jsonrpc::error(
-                    id,
-                    jsonrpc::INVALID_PARAMS,
-                    "initialize needs params.protocolVersion",
-                ),
+                &jsonrpc::error(id, jsonrpc::INVALID_PARAMS, "initialize needs params.protocolVersion"),
             ));
         };
         let version = mcp::negotiate(Some(requested));
@@ -475,10 +430,7 @@ impl Exchange {
                         400,
                         Value::Null,
                         jsonrpc::INVALID_REQUEST,
-                        format!(
-                            "JSON-RPC batches are not allowed at protocol revision {}",
-                            session.version
-                        ),
+                        format!("JSON-RPC batches are not allowed at protocol revision {}", session.version),
                     ));
                 }
                 if session.needs_refresh(self.now_ms, gw.session_ttl_ms) {
@@ -543,27 +495,15 @@ impl Exchange {
         let mut requests = Vec::new();
         for (slot, input) in inputs.into_iter().enumerate() {
             match input {
-                Err((id, why)) => slots.push(Some(jsonrpc::error(
-                    id,
-                    jsonrpc::INVALID_REQUEST,
-                    format!("Invalid Request: {why}"),
-                ))),
+                Err((id, why)) => {
+                    slots.push(Some(jsonrpc::error(id, jsonrpc::INVALID_REQUEST, format!("Invalid Request: {why}"))))
+                }
                 Ok(m) => match mcp::handle(gw, server, m) {
                     Handled::Reply(v) => slots.push(Some(v)),
                     Handled::Silent => slots.push(None),
-                    Handled::Call {
-                        id,
-                        tool,
-                        request,
-                        args,
-                    } => {
+                    Handled::Call { id, tool, request, args } => {
                         slots.push(None);
-                        calls.push(Some(PendingCall {
-                            slot,
-                            id,
-                            tool,
-                            args,
-                        }));
+                        calls.push(Some(PendingCall { slot, id, tool, args }));
                         requests.push(*request);
                     }
                 },
@@ -572,42 +512,23 @@ impl Exchange {
         if requests.is_empty() {
             return self.reply(single, slots);
         }
-        self.phase = Phase::Calling {
-            single,
-            slots,
-            remaining: calls.len(),
-            calls,
-        };
+        self.phase = Phase::Calling { single, slots, remaining: calls.len(), calls };
         Step::Dispatch(requests)
     }
 
     /// Reports the answer to dispatched request `index`; returns the response once every call is answered.
-    pub fn on_upstream(
-        &mut self,
-        gw: &Gateway,
-        index: usize,
-        outcome: UpstreamResult,
-    ) -> Option<Step> {
+    pub fn on_upstream(&mut self, gw: &Gateway, index: usize, outcome: UpstreamResult) -> Option<Step> {
         let server = &gw.servers[self.server];
-        let Phase::Calling {
-            slots,
-            calls,
-            remaining,
-            ..
-        } = &mut self.phase
-        else {
+        let Phase::Calling { slots, calls, remaining, .. } = &mut self.phase else {
             return None;
         };
         let call = calls.get_mut(index)?.take()?;
-        slots[call.slot] = Some(mcp::finish_call(
-            gw, server, call.id, &call.tool, &call.args, outcome,
-        ));
+        slots[call.slot] = Some(mcp::finish_call(gw, server, call.id, &call.tool, &call.args, outcome));
         *remaining -= 1;
         if *remaining > 0 {
             return None;
         }
-        let Phase::Calling { single, slots, .. } = std::mem::replace(&mut self.phase, Phase::Done)
-        else {
+        let Phase::Calling { single, slots, .. } = std::mem::replace(&mut self.phase, Phase::Done) else {
             return None;
         };
         Some(self.reply(single, slots))
@@ -626,11 +547,7 @@ impl Exchange {
         if replies.is_empty() {
             return self.respond(HttpResponse::empty(202));
         }
-        let body = if single {
-            replies.into_iter().next().unwrap_or(Value::Null)
-        } else {
-            Value::Array(replies)
-        };
+        let body = if single { replies.into_iter().next().unwrap_or(Value::Null) } else { Value::Array(replies) };
         self.respond(HttpResponse::json(200, &body))
     }
 }
@@ -650,10 +567,7 @@ pub fn too_large(gw: &Gateway) -> HttpResponse {
         413,
         Value::Null,
         jsonrpc::INVALID_REQUEST,
-        format!(
-            "Payload Too Large: the limit is {} bytes",
-            gw.max_request_bytes
-        ),
+        format!("Payload Too Large: the limit is {} bytes", gw.max_request_bytes),
     )
 }
 

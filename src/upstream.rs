@@ -23,37 +23,22 @@ impl Target {
         tool: Option<&UpstreamConfig>,
         url_host: Option<&str>,
     ) -> Result<Target, String> {
-        let pick = |f: fn(&UpstreamConfig) -> Option<String>| {
-            tool.and_then(f).or_else(|| server.and_then(f))
-        };
-        let cluster = pick(|u| u.cluster.clone())
-            .ok_or("upstream.cluster is required for a tool with a url")?;
+        let pick = |f: fn(&UpstreamConfig) -> Option<String>| tool.and_then(f).or_else(|| server.and_then(f));
+        let cluster = pick(|u| u.cluster.clone()).ok_or("upstream.cluster is required for a tool with a url")?;
         if cluster.is_empty() || cluster.bytes().any(|b| b.is_ascii_control()) {
             return Err("upstream.cluster must be a non-empty cluster name".into());
         }
-        let authority = pick(|u| u.authority.clone())
-            .or_else(|| url_host.map(str::to_string))
-            .unwrap_or_else(|| cluster.clone());
-        if authority.is_empty()
-            || !authority.bytes().all(|b| b.is_ascii_graphic())
-            || authority.contains(['/', '@'])
-        {
-            return Err(format!(
-                "upstream.authority '{authority}' is not a valid host[:port]"
-            ));
+        let authority =
+            pick(|u| u.authority.clone()).or_else(|| url_host.map(str::to_string)).unwrap_or_else(|| cluster.clone());
+        if authority.is_empty() || !authority.bytes().all(|b| b.is_ascii_graphic()) || authority.contains(['/', '@']) {
+            return Err(format!("upstream.authority '{authority}' is not a valid host[:port]"));
         }
-        let timeout_ms = tool
-            .and_then(|u| u.timeout_ms)
-            .or_else(|| server.and_then(|u| u.timeout_ms))
-            .unwrap_or(DEFAULT_TIMEOUT_MS);
+        let timeout_ms =
+            tool.and_then(|u| u.timeout_ms).or_else(|| server.and_then(|u| u.timeout_ms)).unwrap_or(DEFAULT_TIMEOUT_MS);
         if timeout_ms == 0 {
             return Err("upstream.timeoutMs must be at least 1".into());
         }
-        Ok(Target {
-            cluster,
-            authority,
-            timeout_ms,
-        })
+        Ok(Target { cluster, authority, timeout_ms })
     }
 }
 
@@ -99,17 +84,12 @@ pub enum UpstreamResult {
 pub fn is_forbidden_header(name: &str) -> bool {
     let n = name.to_ascii_lowercase();
     n.starts_with(':')
-        || matches!(
-            n.as_str(),
-            "host" | "content-length" | "transfer-encoding" | "connection" | "upgrade" | "te"
-        )
+        || matches!(n.as_str(), "host" | "content-length" | "transfer-encoding" | "connection" | "upgrade" | "te")
 }
 
 /// An HTTP token (RFC 9110) such as a header name or method.
 pub fn is_token(s: &str) -> bool {
-    !s.is_empty()
-        && s.bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b))
+    !s.is_empty() && s.bytes().all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b))
 }
 
 /// A header value is safe when it has no CR, LF, NUL or other control character (tab aside).
@@ -123,30 +103,13 @@ mod tests {
 
     #[test]
     fn tool_overrides_server_field_by_field() {
-        let server = UpstreamConfig {
-            cluster: Some("a".into()),
-            authority: Some("a.local".into()),
-            timeout_ms: Some(500),
-        };
-        let tool = UpstreamConfig {
-            cluster: Some("b".into()),
-            authority: None,
-            timeout_ms: None,
-        };
+        let server =
+            UpstreamConfig { cluster: Some("a".into()), authority: Some("a.local".into()), timeout_ms: Some(500) };
+        let tool = UpstreamConfig { cluster: Some("b".into()), authority: None, timeout_ms: None };
         let t = Target::resolve(Some(&server), Some(&tool), None).unwrap();
-        assert_eq!(
-            t,
-            Target {
-                cluster: "b".into(),
-                authority: "a.local".into(),
-                timeout_ms: 500
-            }
-        );
+        assert_eq!(t, Target { cluster: "b".into(), authority: "a.local".into(), timeout_ms: 500 });
         let t = Target::resolve(
-            Some(&UpstreamConfig {
-                cluster: Some("c".into()),
-                ..Default::default()
-            }),
+            Some(&UpstreamConfig { cluster: Some("c".into()), ..Default::default() }),
             None,
             Some("api.example.com"),
         )
@@ -154,26 +117,16 @@ mod tests {
         assert_eq!(t.authority, "api.example.com");
         assert_eq!(t.timeout_ms, DEFAULT_TIMEOUT_MS);
         assert!(Target::resolve(None, None, None).is_err());
-        let bad = UpstreamConfig {
-            cluster: Some("c".into()),
-            authority: Some("evil.com/x".into()),
-            timeout_ms: None,
-        };
+        let bad = UpstreamConfig { cluster: Some("c".into()), authority: Some("evil.com/x".into()), timeout_ms: None };
         assert!(Target::resolve(Some(&bad), None, None).is_err());
     }
 
     #[test]
     fn header_rules() {
-        assert!(
-            is_forbidden_header("Host")
-                && is_forbidden_header(":authority")
-                && !is_forbidden_header("x-api-key")
-        );
+        assert!(is_forbidden_header("Host") && is_forbidden_header(":authority") && !is_forbidden_header("x-api-key"));
         assert!(is_token("X-Api-Key") && !is_token("bad header") && !is_token(""));
         assert!(
-            is_safe_header_value("Bearer abc\t1")
-                && !is_safe_header_value("a\r\nb")
-                && !is_safe_header_value("a\0")
+            is_safe_header_value("Bearer abc\t1") && !is_safe_header_value("a\r\nb") && !is_safe_header_value("a\0")
         );
     }
 }

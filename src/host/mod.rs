@@ -73,14 +73,10 @@ impl Context for Root {}
 
 impl RootContext for Root {
     fn on_configure(&mut self, _size: usize) -> bool {
-        let bytes = hostcalls::get_buffer(
-            proxy_wasm::types::BufferType::PluginConfiguration,
-            0,
-            usize::MAX,
-        )
-        .ok()
-        .flatten()
-        .unwrap_or_default();
+        let bytes = hostcalls::get_buffer(proxy_wasm::types::BufferType::PluginConfiguration, 0, usize::MAX)
+            .ok()
+            .flatten()
+            .unwrap_or_default();
         let text = String::from_utf8_lossy(&bytes);
         match Gateway::from_config_str(&text) {
             Ok(gw) => {
@@ -111,10 +107,7 @@ impl RootContext for Root {
             self.last_sweep_ms = now;
             let removed = KvStore::new(SharedData).sweep(now, SWEEP_PERIOD.as_millis() as u64);
             if removed > 0 {
-                log(
-                    LogLevel::Debug,
-                    &format!("mcp-gateway: swept {removed} expired session(s)"),
-                );
+                log(LogLevel::Debug, &format!("mcp-gateway: swept {removed} expired session(s)"));
             }
         }
     }
@@ -138,22 +131,13 @@ impl Root {
     /// Fails requests that paused on their headers and never got a body callback (a misconfigured Envoy
     /// would otherwise leave the client hanging until a stream timeout).
     fn fail_stalled_requests(&mut self, now: u64) {
-        let stalled: Vec<u32> = self
-            .waiting
-            .borrow()
-            .iter()
-            .filter(|(_, t)| now >= **t + BODY_STALL_MS)
-            .map(|(id, _)| *id)
-            .collect();
+        let stalled: Vec<u32> =
+            self.waiting.borrow().iter().filter(|(_, t)| now >= **t + BODY_STALL_MS).map(|(id, _)| *id).collect();
         for id in stalled {
             self.waiting.borrow_mut().remove(&id);
             log(LogLevel::Error, &format!("mcp-gateway: {STALL_HINT}"));
             if hostcalls::set_effective_context(id).is_ok() {
-                let body = crate::jsonrpc::error(
-                    serde_json::Value::Null,
-                    crate::jsonrpc::INTERNAL_ERROR,
-                    STALL_HINT,
-                );
+                let body = crate::jsonrpc::error(serde_json::Value::Null, crate::jsonrpc::INTERNAL_ERROR, STALL_HINT);
                 let body = body.to_string();
                 let _ = hostcalls::send_http_response(
                     500,
@@ -183,16 +167,8 @@ impl Http {
     }
 
     fn send(&self, r: transport::HttpResponse) {
-        let headers: Vec<(&str, &str)> = r
-            .headers
-            .iter()
-            .map(|(k, v)| (k.as_str(), v.as_str()))
-            .collect();
-        let body = if r.body.is_empty() {
-            None
-        } else {
-            Some(r.body.as_slice())
-        };
+        let headers: Vec<(&str, &str)> = r.headers.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+        let body = if r.body.is_empty() { None } else { Some(r.body.as_slice()) };
         let _ = hostcalls::send_http_response(r.status as u32, headers, body);
     }
 
@@ -228,8 +204,7 @@ impl Http {
                             Err(status) => {
                                 let why = format!("the gateway could not send the request to cluster '{}' ({status:?}); is the cluster defined?", r.cluster);
                                 log(LogLevel::Warn, &format!("mcp-gateway: {why}"));
-                                if let Some(s) = ex.on_upstream(gw, i, UpstreamResult::Failed(why))
-                                {
+                                if let Some(s) = ex.on_upstream(gw, i, UpstreamResult::Failed(why)) {
                                     done = Some(s);
                                 }
                             }
@@ -251,44 +226,22 @@ impl Context for Http {
         true
     }
 
-    fn on_http_call_response(
-        &mut self,
-        token: u32,
-        _headers: usize,
-        body_size: usize,
-        _trailers: usize,
-    ) {
+    fn on_http_call_response(&mut self, token: u32, _headers: usize, body_size: usize, _trailers: usize) {
         let (Some(gw), Some(index)) = (self.gateway.clone(), self.calls.remove(&token)) else {
             return;
         };
         let headers = headers_lossy(MapType::HttpCallResponseHeaders);
-        let status = headers
-            .iter()
-            .find(|(k, _)| k == ":status")
-            .and_then(|(_, v)| v.parse::<u16>().ok());
+        let status = headers.iter().find(|(k, _)| k == ":status").and_then(|(_, v)| v.parse::<u16>().ok());
         let outcome = match status {
             Some(status) => {
-                let body = hostcalls::get_buffer(
-                    proxy_wasm::types::BufferType::HttpCallResponseBody,
-                    0,
-                    body_size,
-                )
-                .ok()
-                .flatten()
-                .unwrap_or_default();
-                let headers = headers
-                    .into_iter()
-                    .filter(|(k, _)| !k.starts_with(':'))
-                    .collect();
-                UpstreamResult::Response {
-                    status,
-                    headers,
-                    body,
-                }
+                let body = hostcalls::get_buffer(proxy_wasm::types::BufferType::HttpCallResponseBody, 0, body_size)
+                    .ok()
+                    .flatten()
+                    .unwrap_or_default();
+                let headers = headers.into_iter().filter(|(k, _)| !k.starts_with(':')).collect();
+                UpstreamResult::Response { status, headers, body }
             }
-            None => UpstreamResult::Failed(
-                "no answer from the upstream (timeout or connection failure)".into(),
-            ),
+            None => UpstreamResult::Failed("no answer from the upstream (timeout or connection failure)".into()),
         };
         let Some(ex) = self.exchange.as_mut() else {
             return;
@@ -350,11 +303,10 @@ impl HttpContext for Http {
         if !end_of_stream {
             return Action::Pause;
         }
-        let body =
-            hostcalls::get_buffer(proxy_wasm::types::BufferType::HttpRequestBody, 0, body_size)
-                .ok()
-                .flatten()
-                .unwrap_or_default();
+        let body = hostcalls::get_buffer(proxy_wasm::types::BufferType::HttpRequestBody, 0, body_size)
+            .ok()
+            .flatten()
+            .unwrap_or_default();
         self.on_body(&gw, &body)
     }
 }

@@ -29,20 +29,13 @@ fn gw() -> Gateway {
 fn head(method: &str, path: &str, headers: &[(&str, &str)]) -> RequestHead {
     let mut h: Vec<(String, String)> = vec![
         ("content-type".into(), "application/json".into()),
-        (
-            "accept".into(),
-            "application/json, text/event-stream".into(),
-        ),
+        ("accept".into(), "application/json, text/event-stream".into()),
     ];
     for (k, v) in headers {
         h.retain(|(name, _)| name != k);
         h.push((k.to_string(), v.to_string()));
     }
-    RequestHead {
-        method: method.into(),
-        path: path.into(),
-        headers: h,
-    }
+    RequestHead { method: method.into(), path: path.into(), headers: h }
 }
 
 /// Plays the host: performs store steps, answers upstream calls with `upstream`, returns the response.
@@ -55,12 +48,7 @@ struct Host {
 
 impl Host {
     fn new() -> Host {
-        Host {
-            store: MemoryStore::default(),
-            now_ms: 1_000_000,
-            ids: 0,
-            dispatched: Vec::new(),
-        }
+        Host { store: MemoryStore::default(), now_ms: 1_000_000, ids: 0, dispatched: Vec::new() }
     }
 
     fn send(
@@ -71,13 +59,7 @@ impl Host {
         upstream: &dyn Fn(&UpstreamRequest) -> UpstreamResult,
     ) -> HttpResponse {
         let mut ex = match route(gw, &head) {
-            Route::PassThrough => {
-                return HttpResponse {
-                    status: 0,
-                    headers: vec![],
-                    body: b"passthrough".to_vec(),
-                }
-            }
+            Route::PassThrough => return HttpResponse { status: 0, headers: vec![], body: b"passthrough".to_vec() },
             Route::Respond(r) => return r,
             Route::Accept(ex) => ex,
         };
@@ -114,30 +96,16 @@ impl Host {
         body: &str,
         upstream: &dyn Fn(&UpstreamRequest) -> UpstreamResult,
     ) -> HttpResponse {
-        self.send(
-            gw,
-            head("POST", "/mcp-servers/demo", &[("mcp-session-id", sid)]),
-            body,
-            upstream,
-        )
+        self.send(gw, head("POST", "/mcp-servers/demo", &[("mcp-session-id", sid)]), body, upstream)
     }
 
     fn initialize(&mut self, gw: &Gateway, version: &str) -> String {
         let body = format!(
             r#"{{"jsonrpc":"2.0","id":1,"method":"initialize","params":{{"protocolVersion":"{version}","capabilities":{{}},"clientInfo":{{"name":"t","version":"1"}}}}}}"#
         );
-        let r = self.send(
-            gw,
-            head("POST", "/mcp-servers/demo", &[]),
-            &body,
-            &no_upstream,
-        );
+        let r = self.send(gw, head("POST", "/mcp-servers/demo", &[]), &body, &no_upstream);
         assert_eq!(r.status, 200);
-        r.headers
-            .iter()
-            .find(|(k, _)| k == "mcp-session-id")
-            .map(|(_, v)| v.clone())
-            .expect("session id header")
+        r.headers.iter().find(|(k, _)| k == "mcp-session-id").map(|(_, v)| v.clone()).expect("session id header")
     }
 }
 
@@ -146,8 +114,7 @@ fn no_upstream(_: &UpstreamRequest) -> UpstreamResult {
 }
 
 fn json_body(r: &HttpResponse) -> Value {
-    serde_json::from_slice(&r.body)
-        .unwrap_or_else(|_| panic!("not JSON: {:?}", String::from_utf8_lossy(&r.body)))
+    serde_json::from_slice(&r.body).unwrap_or_else(|_| panic!("not JSON: {:?}", String::from_utf8_lossy(&r.body)))
 }
 
 #[test]
@@ -162,42 +129,11 @@ fn routing_and_early_rejections() {
         (head("POST", "/mcp-servers/demo/extra", &[]), 404),
         (head("GET", "/mcp-servers/demo", &[]), 405),
         (head("PUT", "/mcp-servers/demo", &[]), 405),
-        (
-            head("POST", "/mcp-servers/demo", &[("accept", "text/html")]),
-            406,
-        ),
-        (
-            head(
-                "POST",
-                "/mcp-servers/demo",
-                &[("accept", "application/json")],
-            ),
-            406,
-        ),
-        (
-            head(
-                "POST",
-                "/mcp-servers/demo",
-                &[("content-type", "text/plain")],
-            ),
-            415,
-        ),
-        (
-            head(
-                "POST",
-                "/mcp-servers/demo",
-                &[("origin", "http://evil.example.com")],
-            ),
-            403,
-        ),
-        (
-            head(
-                "POST",
-                "/mcp-servers/demo",
-                &[("mcp-protocol-version", "2099-01-01")],
-            ),
-            400,
-        ),
+        (head("POST", "/mcp-servers/demo", &[("accept", "text/html")]), 406),
+        (head("POST", "/mcp-servers/demo", &[("accept", "application/json")]), 406),
+        (head("POST", "/mcp-servers/demo", &[("content-type", "text/plain")]), 415),
+        (head("POST", "/mcp-servers/demo", &[("origin", "http://evil.example.com")]), 403),
+        (head("POST", "/mcp-servers/demo", &[("mcp-protocol-version", "2099-01-01")]), 400),
         (head("DELETE", "/mcp-servers/demo", &[]), 400),
     ];
     for (hd, status) in cases {
@@ -205,10 +141,7 @@ fn routing_and_early_rejections() {
         let r = h.send(&g, hd, "{}", &no_upstream);
         assert_eq!(r.status, status, "{label}");
         if status >= 400 {
-            assert!(
-                json_body(&r)["error"]["code"].is_i64(),
-                "{label}: error bodies are JSON-RPC errors"
-            );
+            assert!(json_body(&r)["error"]["code"].is_i64(), "{label}: error bodies are JSON-RPC errors");
         }
     }
     let r = h.send(&g, head("GET", "/mcp-servers/demo", &[]), "", &no_upstream);
@@ -229,12 +162,7 @@ fn initialize_negotiates_and_issues_sessions() {
         let body = format!(
             r#"{{"jsonrpc":"2.0","id":"i","method":"initialize","params":{{"protocolVersion":"{asked}","capabilities":{{}}}}}}"#
         );
-        let r = h.send(
-            &g,
-            head("POST", "/mcp-servers/demo", &[]),
-            &body,
-            &no_upstream,
-        );
+        let r = h.send(&g, head("POST", "/mcp-servers/demo", &[]), &body, &no_upstream);
         let v = json_body(&r);
         assert_eq!(v["result"]["protocolVersion"], json!(answered));
         assert_eq!(v["result"]["serverInfo"]["name"], json!("demo"));
@@ -252,81 +180,29 @@ fn sessions_are_required_checked_and_deleted() {
     let sid = h.initialize(&g, "2025-06-18");
     let ping = r#"{"jsonrpc":"2.0","id":7,"method":"ping"}"#;
     let with = |id: &str| head("POST", "/mcp-servers/demo", &[("mcp-session-id", id)]);
-    assert_eq!(
-        h.send(
-            &g,
-            head("POST", "/mcp-servers/demo", &[]),
-            ping,
-            &no_upstream
-        )
-        .status,
-        400
-    );
-    assert_eq!(
-        h.send(
-            &g,
-            with("0123456789abcdef0123456789abcdef"),
-            ping,
-            &no_upstream
-        )
-        .status,
-        404
-    );
-    assert_eq!(
-        h.send(&g, with("not-an-id"), ping, &no_upstream).status,
-        404
-    );
+    assert_eq!(h.send(&g, head("POST", "/mcp-servers/demo", &[]), ping, &no_upstream).status, 400);
+    assert_eq!(h.send(&g, with("0123456789abcdef0123456789abcdef"), ping, &no_upstream).status, 404);
+    assert_eq!(h.send(&g, with("not-an-id"), ping, &no_upstream).status, 404);
     let r = h.post(&g, &sid, ping, &no_upstream);
-    assert_eq!(
-        (r.status, json_body(&r)["result"].clone()),
-        (200, json!({}))
-    );
+    assert_eq!((r.status, json_body(&r)["result"].clone()), (200, json!({})));
     // A session is bound to its server.
     assert_eq!(
-        h.send(
-            &g,
-            head("POST", "/mcp-servers/other", &[("mcp-session-id", &sid)]),
-            ping,
-            &no_upstream
-        )
-        .status,
+        h.send(&g, head("POST", "/mcp-servers/other", &[("mcp-session-id", &sid)]), ping, &no_upstream).status,
         404
     );
     // Notifications and responses are accepted without a body.
-    let r = h.send(
-        &g,
-        with(&sid),
-        r#"{"jsonrpc":"2.0","method":"notifications/initialized"}"#,
-        &no_upstream,
-    );
+    let r = h.send(&g, with(&sid), r#"{"jsonrpc":"2.0","method":"notifications/initialized"}"#, &no_upstream);
     assert_eq!((r.status, r.body.len()), (202, 0));
-    let r = h.send(
-        &g,
-        with(&sid),
-        r#"{"jsonrpc":"2.0","id":9,"result":{}}"#,
-        &no_upstream,
-    );
+    let r = h.send(&g, with(&sid), r#"{"jsonrpc":"2.0","id":9,"result":{}}"#, &no_upstream);
     assert_eq!(r.status, 202);
     // DELETE ends it.
     assert_eq!(
-        h.send(
-            &g,
-            head("DELETE", "/mcp-servers/demo", &[("mcp-session-id", &sid)]),
-            "",
-            &no_upstream
-        )
-        .status,
+        h.send(&g, head("DELETE", "/mcp-servers/demo", &[("mcp-session-id", &sid)]), "", &no_upstream).status,
         204
     );
     assert_eq!(h.post(&g, &sid, ping, &no_upstream).status, 404);
     assert_eq!(
-        h.send(
-            &g,
-            head("DELETE", "/mcp-servers/demo", &[("mcp-session-id", &sid)]),
-            "",
-            &no_upstream
-        )
-        .status,
+        h.send(&g, head("DELETE", "/mcp-servers/demo", &[("mcp-session-id", &sid)]), "", &no_upstream).status,
         404
     );
 }
@@ -339,11 +215,7 @@ fn sessions_expire_and_slide() {
     let ping = r#"{"jsonrpc":"2.0","id":1,"method":"ping"}"#;
     h.now_ms += 50_000;
     assert_eq!(h.post(&g, &sid, ping, &no_upstream).status, 200);
-    assert_eq!(
-        h.store.sessions[&sid].expires_ms,
-        h.now_ms + 60_000,
-        "activity extends the session"
-    );
+    assert_eq!(h.store.sessions[&sid].expires_ms, h.now_ms + 60_000, "activity extends the session");
     h.now_ms += 59_000;
     assert_eq!(h.post(&g, &sid, ping, &no_upstream).status, 200);
     h.now_ms += 60_001;
@@ -357,35 +229,15 @@ fn malformed_input_gets_json_rpc_errors() {
     let sid = h.initialize(&g, "2025-06-18");
     let with = || head("POST", "/mcp-servers/demo", &[("mcp-session-id", &sid)]);
     let r = h.post(&g, &sid, "{not json", &no_upstream);
+    assert_eq!((r.status, json_body(&r)["error"]["code"].clone()), (400, json!(-32700)));
+    let r = h.send(&g, with(), r#"{"jsonrpc":"1.0","id":5,"method":"ping"}"#, &no_upstream);
     assert_eq!(
-        (r.status, json_body(&r)["error"]["code"].clone()),
-        (400, json!(-32700))
-    );
-    let r = h.send(
-        &g,
-        with(),
-        r#"{"jsonrpc":"1.0","id":5,"method":"ping"}"#,
-        &no_upstream,
-    );
-    assert_eq!(
-        (
-            r.status,
-            json_body(&r)["error"]["code"].clone(),
-            json_body(&r)["id"].clone()
-        ),
+        (r.status, json_body(&r)["error"]["code"].clone(), json_body(&r)["id"].clone()),
         (400, json!(-32600), json!(5))
     );
-    let r = h.send(
-        &g,
-        with(),
-        r#"{"jsonrpc":"2.0","id":5,"method":"no/such"}"#,
-        &no_upstream,
-    );
+    let r = h.send(&g, with(), r#"{"jsonrpc":"2.0","id":5,"method":"no/such"}"#, &no_upstream);
     assert_eq!(json_body(&r)["error"]["code"], json!(-32601));
-    let big = format!(
-        r#"{{"jsonrpc":"2.0","id":1,"method":"ping","params":{{"x":"{}"}}}}"#,
-        "a".repeat(5000)
-    );
+    let big = format!(r#"{{"jsonrpc":"2.0","id":1,"method":"ping","params":{{"x":"{}"}}}}"#, "a".repeat(5000));
     assert_eq!(h.post(&g, &sid, &big, &no_upstream).status, 413);
     let r = h.send(
         &g,
@@ -411,11 +263,7 @@ fn batches_only_where_the_revision_allows() {
     let r = h.post(&g, &old, batch, &no_upstream);
     let v = json_body(&r);
     assert_eq!(r.status, 200);
-    assert_eq!(
-        v.as_array().unwrap().len(),
-        3,
-        "notifications get no entry: {v}"
-    );
+    assert_eq!(v.as_array().unwrap().len(), 3, "notifications get no entry: {v}");
     assert_eq!(v[0]["result"], json!({}));
     assert_eq!(v[1]["result"]["content"][0]["text"], json!("hello world"));
     assert_eq!(v[2]["error"]["code"], json!(-32600));
@@ -443,28 +291,13 @@ fn tool_calls_dispatch_and_collect_in_order() {
     };
     let call = r#"{"jsonrpc":"2.0","id":3,"method":"tools/call","params":{"name":"weather","arguments":{"city":"São Paulo"}}}"#;
     let r = h.post(&g, &sid, call, &upstream);
-    assert_eq!(
-        json_body(&r)["result"]["content"][0]["text"],
-        json!("{\"path\": \"/weather?city=S%C3%A3o%20Paulo\"}")
-    );
-    assert_eq!(
-        (
-            h.dispatched[0].cluster.as_str(),
-            h.dispatched[0].method.as_str()
-        ),
-        ("api", "GET")
-    );
+    assert_eq!(json_body(&r)["result"]["content"][0]["text"], json!("{\"path\": \"/weather?city=S%C3%A3o%20Paulo\"}"));
+    assert_eq!((h.dispatched[0].cluster.as_str(), h.dispatched[0].method.as_str()), ("api", "GET"));
     let batch = r#"[{"jsonrpc":"2.0","id":"a","method":"tools/call","params":{"name":"weather","arguments":{"city":"A"}}},
                     {"jsonrpc":"2.0","id":"b","method":"tools/call","params":{"name":"weather","arguments":{"city":"B"}}}]"#;
     let v = json_body(&h.post(&g, &sid, batch, &upstream));
-    assert_eq!(
-        (v[0]["id"].clone(), v[1]["id"].clone()),
-        (json!("a"), json!("b"))
-    );
-    assert!(v[1]["result"]["content"][0]["text"]
-        .as_str()
-        .unwrap()
-        .contains("city=B"));
+    assert_eq!((v[0]["id"].clone(), v[1]["id"].clone()), (json!("a"), json!("b")));
+    assert!(v[1]["result"]["content"][0]["text"].as_str().unwrap().contains("city=B"));
     let fail = |_: &UpstreamRequest| UpstreamResult::Failed("timeout".into());
     let v = json_body(&h.post(&g, &sid, call, &fail));
     assert_eq!(v["result"]["isError"], json!(true));
@@ -474,36 +307,13 @@ fn tool_calls_dispatch_and_collect_in_order() {
 fn cors_for_allowed_origins() {
     let g = gw();
     let mut h = Host::new();
-    let r = h.send(
-        &g,
-        head(
-            "OPTIONS",
-            "/mcp-servers/demo",
-            &[("origin", "https://app.example.com")],
-        ),
-        "",
-        &no_upstream,
-    );
+    let r =
+        h.send(&g, head("OPTIONS", "/mcp-servers/demo", &[("origin", "https://app.example.com")]), "", &no_upstream);
     assert_eq!(r.status, 204);
-    assert!(r
-        .headers
-        .iter()
-        .any(|(k, v)| k == "access-control-allow-origin" && v == "https://app.example.com"));
+    assert!(r.headers.iter().any(|(k, v)| k == "access-control-allow-origin" && v == "https://app.example.com"));
     let body = r#"{"jsonrpc":"2.0","id":1,"method":"initialize","params":{"protocolVersion":"2025-06-18"}}"#;
-    let r = h.send(
-        &g,
-        head(
-            "POST",
-            "/mcp-servers/demo",
-            &[("origin", "http://localhost:6274")],
-        ),
-        body,
-        &no_upstream,
-    );
-    assert!(r
-        .headers
-        .iter()
-        .any(|(k, v)| k == "access-control-expose-headers" && v.contains("mcp-session-id")));
+    let r = h.send(&g, head("POST", "/mcp-servers/demo", &[("origin", "http://localhost:6274")]), body, &no_upstream);
+    assert!(r.headers.iter().any(|(k, v)| k == "access-control-expose-headers" && v.contains("mcp-session-id")));
 }
 
 mod properties {
@@ -516,9 +326,7 @@ mod properties {
             Just(Value::Null),
             any::<bool>().prop_map(Value::from),
             any::<i64>().prop_map(Value::from),
-            any::<f64>()
-                .prop_filter("finite", |f| f.is_finite())
-                .prop_map(Value::from),
+            any::<f64>().prop_filter("finite", |f| f.is_finite()).prop_map(Value::from),
             ".{0,12}".prop_map(Value::from),
             prop_oneof![
                 Just("2.0"),
