@@ -52,8 +52,9 @@ impl Gateway {
         for s in &cfg.servers {
             let mut tools = Vec::with_capacity(s.tools.len());
             let mut tool_index = HashMap::new();
+            let config = safe_config(&s.config);
             for t in &s.tools {
-                let tool = Tool::compile(s, t, &mut templates)
+                let tool = Tool::compile(s, t, &mut templates, &config)
                     .map_err(|(field, msg)| ConfigError::new(field, msg).in_server(&s.name).in_tool(&t.name))?;
                 tool_index.insert(tool.name.clone(), tools.len());
                 tools.push(tool);
@@ -65,7 +66,7 @@ impl Gateway {
                 instructions: s.instructions.clone(),
                 tools,
                 tool_index,
-                config: safe_config(&s.config),
+                config,
             });
         }
         for origin in &cfg.allowed_origins {

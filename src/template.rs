@@ -37,9 +37,16 @@ impl std::fmt::Debug for Templates {
     }
 }
 
-/// A handle to one compiled template.
+/// A handle to one template: compiled, or already resolved to its text at configure time.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct TemplateId(String);
+pub struct TemplateId(Resolved);
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Resolved {
+    /// The text does not depend on the request (no template syntax, or it reads only `config`).
+    Static(String),
+    Compiled(String),
+}
 
 impl Default for Templates {
     fn default() -> Self {
@@ -78,12 +85,38 @@ impl Templates {
             Escape::Url => format!("{}:{name}#url", self.count),
         };
         self.env.add_template_owned(full.clone(), source.to_string()).map_err(describe)?;
-        Ok(TemplateId(full))
+        Ok(TemplateId(Resolved::Compiled(full)))
+    }
+
+    /// Compiles a template and, when its output cannot depend on the request (it has no template syntax,
+    /// or reads nothing but `config`), renders it once now so requests skip the template engine.
+    pub fn add_resolving(
+        &mut self,
+        name: &str,
+        source: &str,
+        escape: Escape,
+        config: &MjValue,
+    ) -> Result<TemplateId, String> {
+        let id = self.add(name, source, escape)?;
+        let TemplateId(Resolved::Compiled(full)) = &id else { return Ok(id) };
+        if !source.contains(['{', '%', '#']) {
+            return Ok(TemplateId(Resolved::Static(source.to_string())));
+        }
+        let template = self.env.get_template(full).map_err(describe)?;
+        if template.undeclared_variables(false).iter().all(|v| v == "config") {
+            let text = self.render(&id, minijinja::context! { config => config.clone() })?;
+            return Ok(TemplateId(Resolved::Static(text)));
+        }
+        Ok(id)
     }
 
     /// Renders a template against a context; errors (including running out of fuel) are reported, not raised.
     pub fn render<C: Serialize>(&self, id: &TemplateId, ctx: C) -> Result<String, String> {
-        let t = self.env.get_template(&id.0).map_err(describe)?;
+        let name = match &id.0 {
+            Resolved::Static(text) => return Ok(text.clone()),
+            Resolved::Compiled(name) => name,
+        };
+        let t = self.env.get_template(name).map_err(describe)?;
         let out = t.render(ctx).map_err(describe)?;
         if out.len() > MAX_OUTPUT {
             return Err(format!("template output exceeds {MAX_OUTPUT} bytes"));
@@ -203,6 +236,22 @@ mod tests {
         let err = t.render(&id, json!({})).unwrap_err();
         assert!(err.contains("fuel"), "{err}");
         assert!(t.add("bad", "{{ unclosed", Escape::None).is_err());
+    }
+
+    #[test]
+    fn request_independent_templates_are_resolved_once() {
+        let mut t = Templates::new();
+        let config = crate::gateway::safe_config(json!({"base": "/v1", "key": "k"}).as_object().unwrap());
+        let fixed = t.add_resolving("a", "/weather", Escape::Url, &config).unwrap();
+        let from_config = t.add_resolving("b", "{{ config.base }}/x?k={{ config.key }}", Escape::Url, &config).unwrap();
+        let dynamic = t.add_resolving("c", "{{ config.base }}/{{ args.id }}", Escape::Url, &config).unwrap();
+        assert!(matches!(fixed.0, Resolved::Static(ref s) if s == "/weather"));
+        assert!(matches!(from_config.0, Resolved::Static(ref s) if s == "/v1/x?k=k"));
+        assert!(matches!(dynamic.0, Resolved::Compiled(_)));
+        let ctx =
+            minijinja::context! { args => MjValue::from_serialize(json!({"id": "a b"})), config => config.clone() };
+        assert_eq!(t.render(&dynamic, ctx).unwrap(), "/v1/a%20b");
+        assert!(t.add_resolving("d", "{{ config.x | nosuchfilter }}", Escape::None, &config).is_err());
     }
 
     #[test]

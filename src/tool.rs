@@ -70,6 +70,7 @@ impl Tool {
         server: &ServerConfig,
         cfg: &ToolConfig,
         templates: &mut Templates,
+        config: &MjValue,
     ) -> Result<Tool, (String, String)> {
         let err = |field: &str, msg: String| (field.to_string(), msg);
         if !tool_name_ok(&cfg.name) {
@@ -95,6 +96,12 @@ impl Tool {
             cfg.args.iter().filter_map(|a| a.position.map(|p| (a.name.clone(), p))).collect();
         let compile = |templates: &mut Templates, field: &str, src: &str, esc: Escape| {
             templates.add(&format!("{}/{}/{field}", server.name, cfg.name), src, esc).map_err(|e| err(field, e))
+        };
+        // Request-side templates that depend only on config are rendered once here.
+        let compile_request = |templates: &mut Templates, field: &str, src: &str, esc: Escape| {
+            templates
+                .add_resolving(&format!("{}/{}/{field}", server.name, cfg.name), src, esc, config)
+                .map_err(|e| err(field, e))
         };
         let rt = cfg.request_template.clone().unwrap_or_default();
         let request = match rt.url.as_deref().map(str::trim).filter(|u| !u.is_empty()) {
@@ -139,10 +146,13 @@ impl Tool {
                     if h.key.eq_ignore_ascii_case("content-type") {
                         declared_content_type = Some(h.value.to_ascii_lowercase());
                     }
-                    headers.push((h.key.to_ascii_lowercase(), compile(templates, &field, &h.value, Escape::None)?));
+                    headers.push((
+                        h.key.to_ascii_lowercase(),
+                        compile_request(templates, &field, &h.value, Escape::None)?,
+                    ));
                 }
                 let body = match &rt.body {
-                    Some(b) => Some(compile(templates, "requestTemplate.body", b, Escape::None)?),
+                    Some(b) => Some(compile_request(templates, "requestTemplate.body", b, Escape::None)?),
                     None => None,
                 };
                 let body_mode = if rt.args_to_json_body
@@ -157,7 +167,7 @@ impl Tool {
                 Some(RequestPlan {
                     target,
                     method,
-                    url: compile(templates, "requestTemplate.url", &path_src, Escape::Url)?,
+                    url: compile_request(templates, "requestTemplate.url", &path_src, Escape::Url)?,
                     headers,
                     body,
                     body_mode,
@@ -528,8 +538,8 @@ mod tests {
         let doc = format!("servers:\n- name: s\n  config: {{base: v1, key: k1}}\n  upstream: {{cluster: api, authority: api.local}}\n  tools:\n  - {yaml_tool}\n");
         let cfg = PluginConfig::parse(&doc).unwrap();
         let mut templates = Templates::new();
-        let t = Tool::compile(&cfg.servers[0], &cfg.servers[0].tools[0], &mut templates).unwrap();
         let config = crate::gateway::safe_config(&cfg.servers[0].config);
+        let t = Tool::compile(&cfg.servers[0], &cfg.servers[0].tools[0], &mut templates, &config).unwrap();
         (t, templates, config)
     }
 
