@@ -132,6 +132,8 @@ def wait_until(pred, timeout: float, interval: float = 0.05, what: str = "condit
             value = pred()
             if value:
                 return value
+        except HarnessError:
+            raise  # a definitive failure (e.g. the process exited): waiting longer cannot help
         except Exception as exc:  # noqa: BLE001
             last_exc = exc
         time.sleep(interval)

@@ -162,3 +162,28 @@ def test_higress_shape(higress_gw):
     assert info.name == "higress-demo"
     assert [t.name for t in tools] == ["hello"]
     assert r.content[0].text == "Hi there"
+
+
+BAD_CONFIGS = [
+    # (tool fragment, the located message Envoy's log must carry)
+    ({"requestTemplate": {"url": "ftp://files/x"}},
+     "server 'billing' tool 'charge' field 'requestTemplate.url'"),
+    ({"requestTemplate": {"url": "/x"}, "responseTemplate": {"body": "{{ unclosed"}},
+     "server 'billing' tool 'charge' field 'responseTemplate.body'"),
+    ({"requestTemplate": {"urll": "/x"}},
+     "server 'billing' tool 'charge' field 'urll'"),
+    ({"args": [{"name": "amount", "type": "money"}], "requestTemplate": {"url": "/x"}},
+     "server 'billing' tool 'charge' field 'args'"),
+]
+
+
+@pytest.mark.parametrize("fragment, located", BAD_CONFIGS, ids=["url", "template", "typo", "arg-type"])
+def test_invalid_config_is_refused_by_envoy_with_a_located_message(fragment, located):
+    tool = {"name": "charge", "description": "Charges a card", **fragment}
+    cfg = {"servers": [{"name": "billing", "upstream": {"cluster": "demo"}, "tools": [tool]}]}
+    run_dir = harness.new_run_dir("badcfg")
+    envoy = harness.Envoy(cfg, upstream_port=harness.unused_port(), run_dir=run_dir, name="envoy-badcfg")
+    with pytest.raises(harness.HarnessError, match="exited"):
+        envoy.start(timeout=30)
+    log = envoy.log_path.read_text(errors="replace")
+    assert f"invalid plugin config: {located}" in log, log[-3000:]
