@@ -6,9 +6,11 @@
 
 use base64::Engine;
 use minijinja::value::Value as MjValue;
+use minijinja::value::{Enumerator, Object, ObjectRepr};
 use minijinja::{AutoEscape, Environment, Error, ErrorKind, Output, State, UndefinedBehavior};
 use percent_encoding::{utf8_percent_encode, AsciiSet, NON_ALPHANUMERIC};
 use serde::Serialize;
+use std::sync::Arc;
 
 /// Characters kept as they are in URL components: RFC 3986 "unreserved". Everything else is encoded.
 pub const URL_COMPONENT: &AsciiSet = &NON_ALPHANUMERIC.remove(b'-').remove(b'_').remove(b'.').remove(b'~');
@@ -155,8 +157,99 @@ fn b64dec(s: String) -> Result<String, Error> {
 
 /// `value | query("a.b.0.c")`: a gjson-like path. `#` is an array's length, or maps over it (`items.#.name`).
 fn query_filter(value: MjValue, path: String) -> Result<MjValue, Error> {
+    if let Some(view) = value.downcast_object_ref::<JsonView>() {
+        return Ok(MjValue::from_serialize(query_path(view.node(), &path)));
+    }
     let json = serde_json::to_value(&value).map_err(|e| Error::new(ErrorKind::InvalidOperation, e.to_string()))?;
     Ok(MjValue::from_serialize(query_path(&json, &path)))
+}
+
+/// A parsed JSON document as templates see it, converted lazily: upstream answers can be large and a
+/// template usually reads a few fields, so only what a template touches becomes a template value.
+pub fn json_view(root: Arc<serde_json::Value>) -> MjValue {
+    JsonView::at(root, Vec::new())
+}
+
+#[derive(Debug)]
+struct JsonView {
+    root: Arc<serde_json::Value>,
+    path: Vec<Seg>,
+}
+
+#[derive(Debug, Clone)]
+enum Seg {
+    Key(String),
+    Index(usize),
+}
+
+impl JsonView {
+    fn at(root: Arc<serde_json::Value>, path: Vec<Seg>) -> MjValue {
+        use serde_json::Value as J;
+        let view = JsonView { root, path };
+        match view.node() {
+            J::Object(_) | J::Array(_) => MjValue::from_object(view),
+            J::Null => MjValue::from(()),
+            J::Bool(b) => MjValue::from(*b),
+            J::Number(n) => n
+                .as_i64()
+                .map(MjValue::from)
+                .or_else(|| n.as_u64().map(MjValue::from))
+                .unwrap_or_else(|| MjValue::from(n.as_f64().unwrap_or(0.0))),
+            J::String(s) => MjValue::from(s.as_str()),
+        }
+    }
+
+    fn node(&self) -> &serde_json::Value {
+        let mut v = &*self.root;
+        for seg in &self.path {
+            v = match (seg, v) {
+                (Seg::Key(k), serde_json::Value::Object(m)) => m.get(k),
+                (Seg::Index(i), serde_json::Value::Array(a)) => a.get(*i),
+                _ => None,
+            }
+            .unwrap_or(&serde_json::Value::Null);
+        }
+        v
+    }
+
+    fn child(&self, seg: Seg) -> MjValue {
+        let mut path = self.path.clone();
+        path.push(seg);
+        JsonView::at(self.root.clone(), path)
+    }
+}
+
+impl Object for JsonView {
+    fn repr(self: &Arc<Self>) -> ObjectRepr {
+        if self.node().is_array() {
+            ObjectRepr::Seq
+        } else {
+            ObjectRepr::Map
+        }
+    }
+
+    fn get_value(self: &Arc<Self>, key: &MjValue) -> Option<MjValue> {
+        match self.node() {
+            serde_json::Value::Object(m) => {
+                let k = key.as_str()?;
+                m.contains_key(k).then(|| self.child(Seg::Key(k.to_string())))
+            }
+            serde_json::Value::Array(a) => {
+                let i = i64::try_from(key.clone()).ok()?;
+                let i = if i < 0 { a.len() as i64 + i } else { i };
+                (0..a.len() as i64).contains(&i).then(|| self.child(Seg::Index(i as usize)))
+            }
+            _ => None,
+        }
+    }
+
+    fn enumerate(self: &Arc<Self>) -> Enumerator {
+        match self.node() {
+            serde_json::Value::Object(m) => Enumerator::Values(m.keys().map(|k| MjValue::from(k.as_str())).collect()),
+            serde_json::Value::Array(a) => Enumerator::Seq(a.len()),
+            _ => Enumerator::Empty,
+        }
+    }
 }
 
 /// Queries a JSON value with a gjson-like dotted path; missing parts give `null`.
@@ -252,6 +345,21 @@ mod tests {
             minijinja::context! { args => MjValue::from_serialize(json!({"id": "a b"})), config => config.clone() };
         assert_eq!(t.render(&dynamic, ctx).unwrap(), "/v1/a%20b");
         assert!(t.add_resolving("d", "{{ config.x | nosuchfilter }}", Escape::None, &config).is_err());
+    }
+
+    #[test]
+    fn json_views_behave_like_converted_values() {
+        let mut t = Templates::new();
+        let doc = json!({"n": 2, "items": [{"name": "a", "tags": ["x"]}, {"name": "b", "tags": []}], "ok": true, "none": null, "f": 1.5});
+        let src = "{{ n }} {{ items|length }} {{ items[1].name }} {{ items[-1].name }} {% for i in items %}{{ i.name }}{{ i.tags|join('+') }},{% endfor %} \
+                   {% if ok %}yes{% endif %}{{ none }} {{ f }} {{ items[0] | tojson }} {{ items | query('#.name') | join('/') }} \
+                   {{ missing }}{% for k in items[0] %}[{{ k }}]{% endfor %} {{ items[5] }}";
+        let id = t.add("v", src, Escape::None).unwrap();
+        let view = json_view(Arc::new(doc.clone()));
+        let lazy = t.render(&id, minijinja::context! { ..view }).unwrap();
+        let eager = t.render(&id, MjValue::from_serialize(&doc)).unwrap();
+        assert_eq!(lazy, eager);
+        assert!(lazy.starts_with("2 2 b b ax,b, yes 1.5 {\"name\":\"a\",\"tags\":[\"x\"]} a/b [name][tags]"), "{lazy}");
     }
 
     #[test]

@@ -3,12 +3,13 @@
 
 use crate::config::{Position, ServerConfig, ToolConfig};
 use crate::schema::{self, Validator};
-use crate::template::{Escape, TemplateId, Templates, URL_COMPONENT};
+use crate::template::{json_view, Escape, TemplateId, Templates, URL_COMPONENT};
 use crate::upstream::{is_forbidden_header, is_safe_header_value, is_token, Target, UpstreamRequest, UpstreamResult};
 use base64::Engine;
 use minijinja::{context, value::Value as MjValue};
 use percent_encoding::utf8_percent_encode;
 use serde_json::{json, Map, Value};
+use std::sync::Arc;
 
 /// Upstream bodies quoted in error results are cut to this size.
 const ERROR_BODY_QUOTE: usize = 2048;
@@ -358,23 +359,26 @@ impl Tool {
         match outcome {
             UpstreamResult::Failed(reason) => error_result(&format!("The upstream request failed: {reason}")),
             UpstreamResult::Response { status, headers, body } => {
-                self.render_result(templates, config, args, Some(Answer { status, headers: &headers, body: &body }))
+                self.render_result(templates, config, args, Some(Answer { status, headers, body }))
             }
         }
     }
 
     fn render_result(&self, templates: &Templates, config: &MjValue, args: &Value, answer: Option<Answer>) -> Value {
-        let status = answer.as_ref().map_or(200, |a| a.status);
+        let (status, headers, body) = match answer {
+            Some(a) => (a.status, a.headers, a.body),
+            None => (200, Vec::new(), Vec::new()),
+        };
         let ok = (200..300).contains(&status);
-        let content_type =
-            answer.as_ref().and_then(|a| a.header("content-type")).unwrap_or_default().to_ascii_lowercase();
+        let header = |name: &str| headers.iter().find(|(k, _)| k.eq_ignore_ascii_case(name)).map(|(_, v)| v.as_str());
+        let content_type = header("content-type").unwrap_or_default().to_ascii_lowercase();
         if ok && content_type.starts_with("image/") {
-            let body = answer.as_ref().map_or(&[][..], |a| a.body);
             let mime = content_type.split(';').next().unwrap_or("image/png").trim().to_string();
-            let data = base64::engine::general_purpose::STANDARD.encode(body);
+            let data = base64::engine::general_purpose::STANDARD.encode(&body);
             return json!({"content": [{"type": "image", "data": data, "mimeType": mime}], "isError": false});
         }
-        let text = answer.as_ref().map(|a| String::from_utf8_lossy(a.body).into_owned()).unwrap_or_default();
+        // Valid UTF-8 (the common case) is taken over without a copy.
+        let text = String::from_utf8(body).unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into_owned());
         // Parsing the answer and building a template context cost time on large bodies: do it only when a
         // template or the output schema will look at it.
         let uses_template = if ok {
@@ -382,23 +386,21 @@ impl Tool {
         } else {
             self.error_body.is_some()
         };
-        let parsed: Option<Value> = if text.is_empty() || !(uses_template || (ok && self.output.is_some())) {
+        let parsed: Option<Arc<Value>> = if text.is_empty() || !(uses_template || (ok && self.output.is_some())) {
             None
         } else {
-            serde_json::from_str(&text).ok()
+            serde_json::from_str(&text).ok().map(Arc::new)
         };
         let ctx = if uses_template {
-            let headers: Map<String, Value> = answer
-                .as_ref()
-                .map(|a| a.headers.iter().map(|(k, v)| (k.to_ascii_lowercase(), json!(v))).collect())
-                .unwrap_or_default();
-            let response = MjValue::from_serialize(&parsed);
-            let flattened = if matches!(parsed, Some(Value::Object(_))) { response.clone() } else { MjValue::from(()) };
+            let headers: Map<String, Value> = headers.iter().map(|(k, v)| (k.to_ascii_lowercase(), json!(v))).collect();
+            let response = parsed.clone().map_or(MjValue::from(()), json_view);
+            let flattened =
+                if parsed.as_deref().is_some_and(Value::is_object) { response.clone() } else { MjValue::from(()) };
             context! {
                 args => MjValue::from_serialize(args),
                 config => config.clone(),
                 response => response,
-                body => text.clone(),
+                body => text.as_str(),
                 status => status,
                 headers => MjValue::from_serialize(&headers),
                 ..flattened
@@ -421,24 +423,25 @@ impl Tool {
             let part = |t: &Option<TemplateId>| t.as_ref().map_or(Ok(String::new()), |t| templates.render(t, &ctx));
             part(&self.prepend).and_then(|p| part(&self.append).map(|a| format!("{p}{text}{a}")))
         } else {
-            Ok(text.clone())
+            Ok(text)
         };
+        drop(ctx);
         let text_out = match rendered {
             Ok(t) => t,
             Err(e) => return error_result(&format!("The response template failed: {e}")),
         };
         let mut result = json!({"content": [{"type": "text", "text": text_out}], "isError": false});
         if let Some(validator) = &self.output {
-            match &parsed {
-                Some(v @ Value::Object(_)) => {
-                    let problems = validator.validate(v);
+            match parsed {
+                Some(v) if v.is_object() => {
+                    let problems = validator.validate(&v);
                     if !problems.is_empty() {
                         return error_result(&format!(
                             "The upstream answer does not match the tool's outputSchema:\n- {}",
                             problems.join("\n- ")
                         ));
                     }
-                    result["structuredContent"] = v.clone();
+                    result["structuredContent"] = Arc::try_unwrap(v).unwrap_or_else(|shared| (*shared).clone());
                 }
                 _ => {
                     return error_result(
@@ -451,16 +454,11 @@ impl Tool {
     }
 }
 
-struct Answer<'a> {
+/// An upstream answer, owned: the body moves into the result text without a copy.
+struct Answer {
     status: u16,
-    headers: &'a [(String, String)],
-    body: &'a [u8],
-}
-
-impl Answer<'_> {
-    fn header(&self, name: &str) -> Option<&str> {
-        self.headers.iter().find(|(k, _)| k.eq_ignore_ascii_case(name)).map(|(_, v)| v.as_str())
-    }
+    headers: Vec<(String, String)>,
+    body: Vec<u8>,
 }
 
 /// A tool result reporting a failure to the model (not a protocol error).
