@@ -254,6 +254,15 @@ class Handler(BaseHTTPRequestHandler):
             self._json(200, {"slept_ms": ms})
             return
 
+        if path == "/big":
+            # A JSON string of N bytes in all (for response size limits).
+            try:
+                n = max(2, min(int(arg("bytes", "1000")), 64 * 1024 * 1024))
+            except ValueError:
+                n = 1000
+            self._send(200, b'"' + b"x" * (n - 2) + b'"', "application/json")
+            return
+
         if path == "/random":
             self._json(200, {"value": random.random()})
             return

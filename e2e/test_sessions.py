@@ -100,6 +100,7 @@ def alt_gw(gw, e2e_config):
     cfg["sessionTtlSeconds"] = TTL
     cfg["prefix"] = "/mcp"
     cfg["allowedOrigins"] = ["*"]
+    cfg["maxResponseBytes"] = 2000
     try:
         g = harness.start_gateway(cfg, tag="ttl", upstream=gw.upstream, plugin_format="json", run_dir=gw.run_dir)
     except harness.HarnessError as exc:
@@ -150,6 +151,21 @@ def test_custom_prefix(alt_gw, alt_raw: RawMcp):
 def test_wildcard_origin(alt_raw: RawMcp):
     r = alt_raw.initialize_raw(SERVER, headers={"Origin": "http://evil.example.com"})
     assert r.status_code == 200, r.text
+
+
+def test_oversized_upstream_answers_are_refused(gw, alt_raw: RawMcp):
+    """maxResponseBytes (2000 on this gateway, 8 MiB by default) bounds what is read into the VM."""
+    sid, _ = alt_raw.initialize(SERVER)
+    small = alt_raw.rpc(SERVER, sid, "tools/call", {"name": "big_answer", "arguments": {"bytes": 2000}})
+    assert small["result"]["isError"] is False and len(small["result"]["content"][0]["text"]) == 2000
+    big = alt_raw.rpc(SERVER, sid, "tools/call", {"name": "big_answer", "arguments": {"bytes": 2001}})
+    assert big["result"]["isError"] is True
+    assert "maxResponseBytes" in big["result"]["content"][0]["text"]
+    # The default limit lets a 1 MB answer through, and the gateway stays healthy.
+    with RawMcp(gw.base_url) as raw:
+        sid2, _ = raw.initialize(SERVER)
+        ok = raw.rpc(SERVER, sid2, "tools/call", {"name": "big_answer", "arguments": {"bytes": 1_000_000}})
+    assert ok["result"]["isError"] is False and len(ok["result"]["content"][0]["text"]) == 1_000_000
 
 
 def test_json_plugin_config_tools(alt_raw: RawMcp):

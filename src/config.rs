@@ -63,6 +63,8 @@ struct RawPlugin {
     max_request_bytes: usize,
     #[serde(default = "default_page_size")]
     tools_page_size: usize,
+    #[serde(default = "default_max_response")]
+    max_response_bytes: usize,
     #[serde(default)]
     servers: Vec<Value>,
     /// Higress's single-server shape: `server:` plus top-level `tools:`.
@@ -84,6 +86,9 @@ fn default_max_body() -> usize {
 fn default_page_size() -> usize {
     100
 }
+fn default_max_response() -> usize {
+    8 * 1024 * 1024
+}
 
 /// The whole plugin configuration.
 #[derive(Debug, Clone)]
@@ -98,6 +103,8 @@ pub struct PluginConfig {
     pub max_request_bytes: usize,
     /// Tools per `tools/list` page.
     pub tools_page_size: usize,
+    /// Larger upstream answers become an error result without being read into the VM.
+    pub max_response_bytes: usize,
     pub servers: Vec<ServerConfig>,
 }
 
@@ -302,6 +309,7 @@ impl PluginConfig {
             session_ttl_seconds: raw.session_ttl_seconds,
             max_request_bytes: raw.max_request_bytes,
             tools_page_size: raw.tools_page_size,
+            max_response_bytes: raw.max_response_bytes,
             servers,
         })
     }

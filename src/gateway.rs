@@ -4,6 +4,7 @@
 use crate::config::{ConfigError, PluginConfig};
 use crate::template::Templates;
 use crate::tool::Tool;
+use crate::upstream::UpstreamResult;
 use minijinja::value::Value as MjValue;
 use serde_json::{Map, Value};
 use std::collections::HashMap;
@@ -35,6 +36,8 @@ pub struct Gateway {
     pub session_ttl_ms: u64,
     pub max_request_bytes: usize,
     pub page_size: usize,
+    /// Upstream answers above this size are refused before they are copied into the VM.
+    pub max_response_bytes: usize,
     pub servers: Vec<Server>,
     pub templates: Templates,
 }
@@ -83,8 +86,19 @@ impl Gateway {
             session_ttl_ms: cfg.session_ttl_seconds.saturating_mul(1000),
             max_request_bytes: cfg.max_request_bytes,
             page_size: cfg.tools_page_size,
+            max_response_bytes: cfg.max_response_bytes,
             servers,
             templates,
+        })
+    }
+
+    /// The outcome to report instead of reading an upstream answer of `size` bytes, if it is too large.
+    pub fn oversized_answer(&self, size: usize) -> Option<UpstreamResult> {
+        (size > self.max_response_bytes).then(|| {
+            UpstreamResult::Failed(format!(
+                "the upstream answer has {size} bytes, over the gateway's limit of {} (maxResponseBytes)",
+                self.max_response_bytes
+            ))
         })
     }
 
@@ -148,6 +162,14 @@ mod tests {
         )
         .unwrap_err();
         assert_eq!(e.field, "responseTemplate.body");
+    }
+
+    #[test]
+    fn oversized_answers_are_refused_unread() {
+        let g = Gateway::from_config_str("maxResponseBytes: 10\nservers:\n- name: a\n").unwrap();
+        assert!(g.oversized_answer(10).is_none());
+        assert!(matches!(g.oversized_answer(11), Some(UpstreamResult::Failed(m)) if m.contains("maxResponseBytes")));
+        assert_eq!(Gateway::from_config_str("servers:\n- name: a\n").unwrap().max_response_bytes, 8 * 1024 * 1024);
     }
 
     #[test]

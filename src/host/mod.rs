@@ -232,8 +232,9 @@ impl Context for Http {
         };
         let headers = headers_lossy(MapType::HttpCallResponseHeaders);
         let status = headers.iter().find(|(k, _)| k == ":status").and_then(|(_, v)| v.parse::<u16>().ok());
-        let outcome = match status {
-            Some(status) => {
+        let outcome = match (status, gw.oversized_answer(body_size)) {
+            (Some(_), Some(refused)) => refused,
+            (Some(status), None) => {
                 let body = hostcalls::get_buffer(proxy_wasm::types::BufferType::HttpCallResponseBody, 0, body_size)
                     .ok()
                     .flatten()
@@ -241,7 +242,7 @@ impl Context for Http {
                 let headers = headers.into_iter().filter(|(k, _)| !k.starts_with(':')).collect();
                 UpstreamResult::Response { status, headers, body }
             }
-            None => UpstreamResult::Failed("no answer from the upstream (timeout or connection failure)".into()),
+            (None, _) => UpstreamResult::Failed("no answer from the upstream (timeout or connection failure)".into()),
         };
         let Some(ex) = self.exchange.as_mut() else {
             return;
