@@ -17,7 +17,9 @@ pub trait KeyValue {
 
 const SESSION_PREFIX: &str = "mcp-gateway/session/";
 const INDEX_PREFIX: &str = "mcp-gateway/index/";
-const SWEEP_LEASE: &str = "mcp-gateway/sweep-lease";
+const SWEEP_LEASE_PREFIX: &str = "mcp-gateway/sweep-lease/";
+/// Index shards: sessions are spread by the first hex digit of their id.
+pub const SHARDS: usize = 16;
 const CAS_RETRIES: usize = 16;
 
 /// Sessions kept in a [`KeyValue`].
@@ -49,44 +51,39 @@ impl<K: KeyValue> KvStore<K> {
         Err("session index is contended; try again".into())
     }
 
-    /// Removes expired sessions. Runs at most once per `period_ms` across all workers (a CAS-taken lease),
-    /// and returns how many sessions it removed.
+    /// Removes expired sessions from every shard (see [`Self::sweep_shard`]); returns how many.
     pub fn sweep(&mut self, now_ms: u64, period_ms: u64) -> usize {
-        let (lease, cas) = self.kv.get(SWEEP_LEASE);
+        (0..SHARDS).map(|shard| self.sweep_shard(shard, now_ms, period_ms)).sum()
+    }
+
+    /// Removes the expired sessions of one index shard. Each shard is swept at most once per `period_ms`
+    /// across all workers (a CAS-taken lease). Hosts sweep one shard per tick, so no single tick walks
+    /// every session. Returns how many sessions it removed.
+    pub fn sweep_shard(&mut self, shard: usize, now_ms: u64, period_ms: u64) -> usize {
+        let digit = char::from_digit((shard % SHARDS) as u32, 16).unwrap_or('0');
+        let lease_key = format!("{SWEEP_LEASE_PREFIX}{digit}");
+        let (lease, cas) = self.kv.get(&lease_key);
         let last: u64 = std::str::from_utf8(&lease).ok().and_then(|s| s.parse().ok()).unwrap_or(0);
         if now_ms < last.saturating_add(period_ms)
-            || !matches!(self.kv.set(SWEEP_LEASE, now_ms.to_string().as_bytes(), cas), Ok(true))
+            || !matches!(self.kv.set(&lease_key, now_ms.to_string().as_bytes(), cas), Ok(true))
         {
             return 0;
         }
-        let mut removed = 0;
-        for shard in "0123456789abcdef".chars() {
-            let key = format!("{INDEX_PREFIX}{shard}");
-            let (value, cas) = self.kv.get(&key);
-            if value.is_empty() {
-                continue;
-            }
-            let text = String::from_utf8_lossy(&value).into_owned();
-            let mut keep = Vec::new();
-            let mut gone = Vec::new();
-            for id in text.lines().filter(|l| !l.is_empty()) {
-                match self.load(id) {
-                    Ok(Some(s)) if !s.is_expired(now_ms) => keep.push(id),
-                    _ => gone.push(id),
-                }
-            }
-            if gone.is_empty() {
-                continue;
-            }
-            // Rewrite the shard first: if another worker appended meanwhile, skip and retry next sweep.
-            if matches!(self.kv.set(&key, keep.join("\n").as_bytes(), cas), Ok(true)) {
-                for id in gone {
-                    let _ = self.kv.set(&format!("{SESSION_PREFIX}{id}"), b"", None);
-                    removed += 1;
-                }
-            }
+        let key = format!("{INDEX_PREFIX}{digit}");
+        let (value, cas) = self.kv.get(&key);
+        let text = String::from_utf8_lossy(&value).into_owned();
+        let (keep, gone): (Vec<&str>, Vec<&str>) = text
+            .lines()
+            .filter(|l| !l.is_empty())
+            .partition(|id| matches!(self.load(id), Ok(Some(s)) if !s.is_expired(now_ms)));
+        // Rewrite the shard first: if another worker appended meanwhile, skip and retry next sweep.
+        if gone.is_empty() || !matches!(self.kv.set(&key, keep.join("\n").as_bytes(), cas), Ok(true)) {
+            return 0;
         }
-        removed
+        for id in &gone {
+            let _ = self.kv.set(&format!("{SESSION_PREFIX}{id}"), b"", None);
+        }
+        gone.len()
     }
 }
 

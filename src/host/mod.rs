@@ -17,7 +17,7 @@ use std::collections::HashMap;
 use std::rc::Rc;
 use std::time::{Duration, UNIX_EPOCH};
 
-/// How often a root context tries to sweep expired sessions (one worker wins the lease each period).
+/// How often each index shard of the session store is swept (one worker wins each shard's lease).
 const SWEEP_PERIOD: Duration = Duration::from_secs(15);
 /// The root context's tick: drives the sweep and the body watchdog.
 const TICK: Duration = Duration::from_secs(1);
@@ -32,7 +32,7 @@ type Waiting = Rc<RefCell<HashMap<u32, u64>>>;
 proxy_wasm::main! {{
     proxy_wasm::set_log_level(LogLevel::Info);
     proxy_wasm::set_root_context(|_| -> Box<dyn RootContext> {
-        Box::new(Root { gateway: None, waiting: Rc::default(), last_sweep_ms: 0 })
+        Box::new(Root { gateway: None, waiting: Rc::default(), ticks: 0 })
     });
 }}
 
@@ -66,7 +66,7 @@ fn new_session_id() -> Option<String> {
 struct Root {
     gateway: Option<Rc<Gateway>>,
     waiting: Waiting,
-    last_sweep_ms: u64,
+    ticks: usize,
 }
 
 impl Context for Root {}
@@ -103,9 +103,11 @@ impl RootContext for Root {
     fn on_tick(&mut self) {
         let now = now_ms();
         self.fail_stalled_requests(now);
-        if self.gateway.is_some() && now >= self.last_sweep_ms + SWEEP_PERIOD.as_millis() as u64 {
-            self.last_sweep_ms = now;
-            let removed = KvStore::new(SharedData).sweep(now, SWEEP_PERIOD.as_millis() as u64);
+        if self.gateway.is_some() {
+            // One shard per tick keeps each tick's work to a sixteenth of the sessions.
+            self.ticks = self.ticks.wrapping_add(1);
+            let shard = self.ticks % crate::kv_store::SHARDS;
+            let removed = KvStore::new(SharedData).sweep_shard(shard, now, SWEEP_PERIOD.as_millis() as u64);
             if removed > 0 {
                 log(LogLevel::Debug, &format!("mcp-gateway: swept {removed} expired session(s)"));
             }
