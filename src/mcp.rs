@@ -14,8 +14,6 @@ use serde_json::{json, Value};
 pub const VERSIONS: [&str; 4] = ["2024-11-05", "2025-03-26", "2025-06-18", "2025-11-25"];
 /// What the server answers when the client asks for a revision it does not know.
 pub const LATEST: &str = "2025-11-25";
-/// The revision assumed when a request carries no `MCP-Protocol-Version` header (per the 2025-06-18 spec).
-pub const DEFAULT_HEADER_VERSION: &str = "2025-03-26";
 
 /// Picks the revision to speak: the client's if supported, else the latest.
 pub fn negotiate(requested: Option<&str>) -> &'static str {

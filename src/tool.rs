@@ -349,11 +349,6 @@ impl Tool {
         })
     }
 
-    /// The upstream target of this tool, if it calls one.
-    pub fn target(&self) -> Option<&Target> {
-        self.request.as_ref().map(|r| &r.target)
-    }
-
     /// Turns the upstream answer into a `CallToolResult`.
     pub fn finish(&self, templates: &Templates, config: &MjValue, args: &Value, outcome: UpstreamResult) -> Value {
         match outcome {

@@ -236,7 +236,7 @@ fn accepts(accept: &str, media: &str) -> bool {
     let major = media.split('/').next().unwrap_or("");
     accept.split(',').any(|part| {
         let m = part.split(';').next().unwrap_or("").trim().to_ascii_lowercase();
-        m == media || m == "*/*" || m == format!("{major}/*")
+        m == media || m == "*/*" || m.strip_suffix("/*") == Some(major)
     })
 }
 
@@ -257,11 +257,6 @@ impl Exchange {
     fn respond(&mut self, r: HttpResponse) -> Step {
         self.phase = Phase::Done;
         Step::Respond(add_cors(r, self.cors_origin.as_deref()))
-    }
-
-    /// The server this exchange addresses (for logs and metrics).
-    pub fn server_name<'g>(&self, gw: &'g Gateway) -> &'g str {
-        &self.server(gw).name
     }
 
     /// Starts processing once the whole body is in. `new_id` is called only when a session is created;
@@ -532,14 +527,6 @@ impl Exchange {
             return None;
         };
         Some(self.reply(single, slots))
-    }
-
-    /// The tool names of the calls dispatched, by index (for logs and metrics).
-    pub fn pending_tool(&self, index: usize) -> Option<&str> {
-        match &self.phase {
-            Phase::Calling { calls, .. } => calls.get(index)?.as_ref().map(|c| c.tool.as_str()),
-            _ => None,
-        }
     }
 
     fn reply(&mut self, single: bool, slots: Vec<Option<Value>>) -> Step {

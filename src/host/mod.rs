@@ -264,11 +264,10 @@ impl HttpContext for Http {
         if !path.starts_with(gw.prefix.as_str()) {
             return Action::Continue;
         }
-        let head = RequestHead {
-            method: self.header(":method").unwrap_or_default(),
-            path,
-            headers: headers_lossy(MapType::HttpRequestHeaders),
-        };
+        // One hostcall for the whole map; :method is in it.
+        let headers = headers_lossy(MapType::HttpRequestHeaders);
+        let method = headers.iter().find(|(k, _)| k == ":method").map(|(_, v)| v.clone()).unwrap_or_default();
+        let head = RequestHead { method, path, headers };
         match transport::route(&gw, &head) {
             Route::PassThrough => Action::Continue,
             Route::Respond(r) => {
