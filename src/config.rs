@@ -3,7 +3,7 @@
 //! Field names follow Higress's `mcp-server` plugin so its users feel at home. Parsing happens in layers
 //! (plugin, then each server, then each tool) so that every error names the server, tool and field at fault.
 
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 use std::fmt;
 
@@ -124,74 +124,123 @@ pub struct ServerConfig {
     pub config: Map<String, Value>,
     #[serde(default)]
     pub upstream: Option<UpstreamConfig>,
+    /// Upstream credentials tools refer to by `requestTemplate.security.id` (Higress's `server.securitySchemes`).
+    #[serde(default)]
+    pub security_schemes: Vec<SecurityScheme>,
     #[serde(skip)]
     pub tools: Vec<ToolConfig>,
+    /// Operations an `openapi` import skipped, with the reason, for the host to log.
+    #[serde(skip)]
+    pub import_notices: Vec<String>,
+}
+
+/// How the gateway authenticates to an upstream, in OpenAPI's terms; the credential is the operator's.
+#[derive(Debug, Clone, Default, Deserialize, Serialize, PartialEq)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct SecurityScheme {
+    pub id: String,
+    /// `http` (with `scheme` basic or bearer) or `apiKey` (with `in` and `name`).
+    #[serde(rename = "type")]
+    pub kind: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub scheme: Option<String>,
+    #[serde(default, rename = "in", skip_serializing_if = "Option::is_none")]
+    pub location: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    /// `user:password` for basic, the token for bearer, the key for apiKey. Empty: sent without.
+    #[serde(default)]
+    pub default_credential: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub description: Option<String>,
+}
+
+/// A tool's choice of security scheme, optionally with its own credential.
+#[derive(Debug, Clone, Default, Deserialize, Serialize, PartialEq)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct SecurityRef {
+    pub id: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub credential: Option<String>,
 }
 
 /// Where a tool's HTTP request goes: always an Envoy cluster from config, never from arguments.
-#[derive(Debug, Clone, Default, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Default, Deserialize, Serialize, PartialEq)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct UpstreamConfig {
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cluster: Option<String>,
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub authority: Option<String>,
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub timeout_ms: Option<u64>,
 }
 
 /// One REST-backed tool.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct ToolConfig {
     pub name: String,
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub title: Option<String>,
     #[serde(default)]
     pub description: String,
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub args: Vec<ArgConfig>,
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub input_schema: Option<Value>,
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub output_schema: Option<Value>,
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub annotations: Option<Map<String, Value>>,
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub upstream: Option<UpstreamConfig>,
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub request_template: Option<RequestTemplate>,
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub response_template: Option<ResponseTemplate>,
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error_response_template: Option<String>,
 }
 
 /// One tool argument, turned into a JSON Schema property.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct ArgConfig {
     pub name: String,
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub description: Option<String>,
-    #[serde(default, rename = "type")]
+    #[serde(default, rename = "type", skip_serializing_if = "Option::is_none")]
     pub kind: Option<String>,
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "is_false")]
     pub required: bool,
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub default: Option<Value>,
-    #[serde(default, rename = "enum")]
+    #[serde(default, rename = "enum", skip_serializing_if = "Option::is_none")]
     pub enum_values: Option<Vec<Value>>,
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub items: Option<Value>,
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub properties: Option<Value>,
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub position: Option<Position>,
+    /// The parameter's name in the upstream request, when it differs from the argument's (name clashes).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub param_name: Option<String>,
+    /// A full JSON Schema for the argument, in place of `type`/`enum`/`items`/`properties` (OpenAPI imports).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub schema: Option<Value>,
+    /// `false` sends an array query argument as one comma-separated value instead of repeating it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub explode: Option<bool>,
+}
+
+fn is_false(b: &bool) -> bool {
+    !*b
 }
 
 /// Where an argument goes in the upstream request when it is placed automatically.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Position {
     Query,
@@ -202,27 +251,30 @@ pub enum Position {
 }
 
 /// How a `tools/call` becomes an upstream HTTP request.
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct RequestTemplate {
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub url: Option<String>,
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub method: Option<String>,
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub headers: Vec<HeaderTemplate>,
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub body: Option<String>,
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "is_false")]
     pub args_to_json_body: bool,
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "is_false")]
     pub args_to_url_param: bool,
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "is_false")]
     pub args_to_form_body: bool,
+    /// The server security scheme whose credential the gateway adds to the request.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub security: Option<SecurityRef>,
 }
 
 /// A request header whose value is a template.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct HeaderTemplate {
     pub key: String,
@@ -230,14 +282,14 @@ pub struct HeaderTemplate {
 }
 
 /// How the upstream answer becomes the tool result text.
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct ResponseTemplate {
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub body: Option<String>,
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub prepend_body: Option<String>,
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub append_body: Option<String>,
 }
 
@@ -317,14 +369,24 @@ impl PluginConfig {
 
 fn parse_server(mut value: Value, index: usize) -> Result<ServerConfig, ConfigError> {
     let label = value.get("name").and_then(Value::as_str).map(str::to_string).unwrap_or_else(|| format!("#{index}"));
-    let tools = match value.as_object_mut() {
-        Some(obj) => obj.remove("tools"),
+    let (tools, openapi) = match value.as_object_mut() {
+        Some(obj) => (obj.remove("tools"), obj.remove("openapi")),
         None => return Err(ConfigError::new("(server)", "must be an object").in_server(&label)),
     };
     let mut server: ServerConfig =
         serde_json::from_value(value).map_err(|e| field_error("(server)", e).in_server(&label))?;
     if server.name.is_empty() || !server.name.bytes().all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b)) {
         return Err(ConfigError::new("name", "use letters, digits, '-', '_' or '.' only").in_server(&label));
+    }
+    if let Some(import) = openapi {
+        #[cfg(feature = "openapi")]
+        import::openapi(&mut server, import).map_err(|e| e.in_server(&label))?;
+        #[cfg(not(feature = "openapi"))]
+        {
+            let _ = import;
+            return Err(ConfigError::new("openapi", "this build has no OpenAPI import (cargo feature `openapi`)")
+                .in_server(&label));
+        }
     }
     let tools = match tools {
         None | Some(Value::Null) => Vec::new(),
@@ -342,6 +404,120 @@ fn parse_server(mut value: Value, index: usize) -> Result<ServerConfig, ConfigEr
         server.tools.push(tool);
     }
     Ok(server)
+}
+
+/// A server's in-config `openapi` import, converted with the same library as the CLI.
+#[cfg(feature = "openapi")]
+mod import {
+    use super::{field_error, ConfigError, ResponseTemplate, ServerConfig};
+    use crate::openapi::{self, Options, Selection};
+    use serde::Deserialize;
+    use serde_json::{Map, Value};
+
+    #[derive(Deserialize)]
+    #[serde(rename_all = "camelCase", deny_unknown_fields)]
+    struct Import {
+        /// The document itself (Envoy passes configs inline), as an object or as YAML/JSON text.
+        document: Value,
+        #[serde(default)]
+        server_url: Option<String>,
+        #[serde(default)]
+        tool_prefix: String,
+        #[serde(default)]
+        include: Selection,
+        #[serde(default)]
+        exclude: Selection,
+        /// Keyed by operationId, or `METHOD /path` for operations without one.
+        #[serde(default)]
+        overrides: Map<String, Value>,
+    }
+
+    /// What an operator may change about one imported operation.
+    #[derive(Deserialize)]
+    #[serde(rename_all = "camelCase", deny_unknown_fields)]
+    struct Override {
+        #[serde(default)]
+        name: Option<String>,
+        #[serde(default)]
+        title: Option<String>,
+        #[serde(default)]
+        description: Option<String>,
+        #[serde(default)]
+        hide: bool,
+        #[serde(default)]
+        annotations: Option<Map<String, Value>>,
+        #[serde(default)]
+        response_template: Option<ResponseTemplate>,
+        #[serde(default)]
+        error_response_template: Option<String>,
+    }
+
+    /// Converts the document and adds its tools and security schemes to the server. Schemes the server
+    /// declares itself win, which is how the operator supplies credentials.
+    pub(super) fn openapi(server: &mut ServerConfig, raw: Value) -> Result<(), ConfigError> {
+        let import: Import = serde_json::from_value(raw).map_err(|e| {
+            let mut e = field_error("openapi", e);
+            e.field = format!("openapi.{}", e.field.trim_start_matches("openapi"));
+            e
+        })?;
+        let document = match import.document {
+            Value::String(text) => openapi::parse_document(&text)
+                .map_err(|e| ConfigError::new(format!("openapi.document{}", e.pointer), e.reason))?,
+            other => other,
+        };
+        let options = Options {
+            tool_prefix: import.tool_prefix,
+            server_url: import.server_url,
+            include: import.include,
+            exclude: import.exclude,
+        };
+        let conversion = openapi::convert(&document, &options)
+            .map_err(|e| ConfigError::new(format!("openapi.document{}", e.pointer), e.reason))?;
+        let mut overrides = Vec::new();
+        for (key, value) in import.overrides {
+            let field = format!("openapi.overrides.{key}");
+            let o: Override = serde_json::from_value(value).map_err(|e| {
+                let located = field_error("", e);
+                ConfigError::new(format!("{field}.{}", located.field).trim_end_matches('.'), located.message)
+            })?;
+            let known = conversion.tools.iter().any(|t| t.key == key)
+                || conversion.skipped.iter().any(|s| s.key == key)
+                || conversion.excluded.contains(&key);
+            if !known {
+                return Err(ConfigError::new(field, "no operation has this operationId (or METHOD /path)"));
+            }
+            overrides.push((key, o));
+        }
+        for scheme in conversion.security_schemes {
+            if !server.security_schemes.iter().any(|s| s.id == scheme.id) {
+                server.security_schemes.push(scheme);
+            }
+        }
+        for converted in conversion.tools {
+            let mut tool = converted.tool;
+            if let Some((_, o)) = overrides.iter_mut().find(|(k, _)| *k == converted.key) {
+                if o.hide {
+                    continue;
+                }
+                if let Some(n) = o.name.take() {
+                    tool.name = n;
+                }
+                tool.title = o.title.take().or(tool.title);
+                tool.description = o.description.take().unwrap_or(tool.description);
+                tool.annotations = o.annotations.take().or(tool.annotations);
+                tool.response_template = o.response_template.take();
+                tool.error_response_template = o.error_response_template.take();
+            }
+            if server.tools.iter().any(|t| t.name == tool.name) {
+                return Err(ConfigError::new("name", "duplicate tool name (use openapi.overrides to rename)")
+                    .in_tool(&tool.name));
+            }
+            server.tools.push(tool);
+        }
+        server.import_notices.extend(conversion.skipped.iter().map(|s| format!("skipped {s}")));
+        server.import_notices.extend(conversion.warnings);
+        Ok(())
+    }
 }
 
 /// Turns a serde error into a located one, pulling the field name out of serde's message when it has one.

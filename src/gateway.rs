@@ -40,6 +40,8 @@ pub struct Gateway {
     pub max_response_bytes: usize,
     pub servers: Vec<Server>,
     pub templates: Templates,
+    /// Things the operator should read once, at load (operations an OpenAPI import skipped, and why).
+    pub notices: Vec<String>,
 }
 
 impl Gateway {
@@ -52,7 +54,11 @@ impl Gateway {
     pub fn compile(cfg: PluginConfig) -> Result<Gateway, ConfigError> {
         let mut templates = Templates::new();
         let mut servers = Vec::with_capacity(cfg.servers.len());
+        let mut notices = Vec::new();
         for s in &cfg.servers {
+            crate::credential::validate_schemes(&s.security_schemes)
+                .map_err(|(field, msg)| ConfigError::new(field, msg).in_server(&s.name))?;
+            notices.extend(s.import_notices.iter().map(|n| format!("server '{}': {n}", s.name)));
             let mut tools = Vec::with_capacity(s.tools.len());
             let mut tool_index = HashMap::new();
             let config = safe_config(&s.config);
@@ -89,6 +95,7 @@ impl Gateway {
             max_response_bytes: cfg.max_response_bytes,
             servers,
             templates,
+            notices,
         })
     }
 

@@ -4,10 +4,13 @@
 //! natively with `cargo test`. Only `host` touches proxy-wasm hostcalls.
 
 pub mod config;
+pub mod credential;
 pub mod gateway;
 pub mod jsonrpc;
 pub mod kv_store;
 pub mod mcp;
+#[cfg(feature = "openapi")]
+pub mod openapi;
 pub mod schema;
 pub mod session;
 pub mod template;

@@ -19,12 +19,24 @@ pub fn from_args(args: &[ArgConfig]) -> Result<Value, String> {
         if arg.name.is_empty() {
             return Err("an arg has an empty name".into());
         }
-        let kind = arg.kind.as_deref().unwrap_or("string");
-        if !["string", "number", "integer", "boolean", "array", "object"].contains(&kind) {
-            return Err(format!("arg '{}': unknown type '{kind}'", arg.name));
-        }
-        let mut p = Map::new();
-        p.insert("type".into(), json!(kind));
+        let mut p = match &arg.schema {
+            Some(Value::Object(schema)) => {
+                if arg.kind.is_some() || arg.enum_values.is_some() || arg.items.is_some() || arg.properties.is_some() {
+                    return Err(format!("arg '{}': give either schema or type/enum/items/properties", arg.name));
+                }
+                schema.clone()
+            }
+            Some(_) => return Err(format!("arg '{}': schema must be an object", arg.name)),
+            None => {
+                let kind = arg.kind.as_deref().unwrap_or("string");
+                if !["string", "number", "integer", "boolean", "array", "object"].contains(&kind) {
+                    return Err(format!("arg '{}': unknown type '{kind}'", arg.name));
+                }
+                let mut p = Map::new();
+                p.insert("type".into(), json!(kind));
+                p
+            }
+        };
         if let Some(d) = &arg.description {
             p.insert("description".into(), json!(d));
         }

@@ -2,6 +2,7 @@
 //! upstream answer into a `CallToolResult`.
 
 use crate::config::{Position, ServerConfig, ToolConfig};
+use crate::credential::Credential;
 use crate::schema::{self, Validator};
 use crate::template::{json_view, Escape, TemplateId, Templates, URL_COMPONENT};
 use crate::upstream::{is_forbidden_header, is_safe_header_value, is_token, Target, UpstreamRequest, UpstreamResult};
@@ -34,6 +35,19 @@ struct RequestPlan {
     rest_to_query: bool,
     /// Content-Type set explicitly by a header template, lower-cased.
     declared_content_type: Option<String>,
+    /// The credential the gateway adds, from the server's `securitySchemes`.
+    credential: Option<Credential>,
+}
+
+/// Where one argument goes in the upstream request.
+#[derive(Debug)]
+struct Placement {
+    arg: String,
+    /// The parameter name on the wire (differs from `arg` when names clash).
+    wire: String,
+    position: Position,
+    /// Array query values: repeated (`true`, the default) or comma-joined.
+    explode: bool,
 }
 
 /// A compiled tool.
@@ -44,7 +58,7 @@ pub struct Tool {
     pub listing: Value,
     input: Validator,
     output: Option<Validator>,
-    positions: Vec<(String, Position)>,
+    placements: Vec<Placement>,
     request: Option<RequestPlan>,
     response_body: Option<TemplateId>,
     prepend: Option<TemplateId>,
@@ -93,8 +107,28 @@ impl Tool {
             Some(s) => Some(Validator::new(s.clone()).map_err(|e| err("outputSchema", e))?),
             None => None,
         };
-        let positions: Vec<(String, Position)> =
-            cfg.args.iter().filter_map(|a| a.position.map(|p| (a.name.clone(), p))).collect();
+        let placements: Vec<Placement> = cfg
+            .args
+            .iter()
+            .filter_map(|a| {
+                Some(Placement {
+                    arg: a.name.clone(),
+                    wire: a.param_name.clone().unwrap_or_else(|| a.name.clone()),
+                    position: a.position?,
+                    explode: a.explode.unwrap_or(true),
+                })
+            })
+            .collect();
+        for p in &placements {
+            let bad = match p.position {
+                Position::Header => !is_token(&p.wire) || is_forbidden_header(&p.wire),
+                Position::Cookie => !is_token(&p.wire),
+                _ => p.wire.is_empty(),
+            };
+            if bad {
+                return Err(err("args", format!("'{}' cannot be used as a {:?} parameter name", p.wire, p.position)));
+            }
+        }
         let compile = |templates: &mut Templates, field: &str, src: &str, esc: Escape| {
             templates.add(&format!("{}/{}/{field}", server.name, cfg.name), src, esc).map_err(|e| err(field, e))
         };
@@ -156,16 +190,24 @@ impl Tool {
                     Some(b) => Some(compile_request(templates, "requestTemplate.body", b, Escape::None)?),
                     None => None,
                 };
-                let body_mode = if rt.args_to_json_body
-                    || (body.is_none() && positions.iter().any(|(_, p)| *p == Position::Body))
+                let body_mode = if rt.args_to_form_body {
+                    BodyMode::Form
+                } else if rt.args_to_json_body
+                    || (body.is_none() && placements.iter().any(|p| p.position == Position::Body))
                 {
                     BodyMode::Json
-                } else if rt.args_to_form_body {
-                    BodyMode::Form
                 } else {
                     BodyMode::None
                 };
+                let credential = match &rt.security {
+                    Some(r) => Some(
+                        Credential::compile(&server.security_schemes, r)
+                            .map_err(|e| err("requestTemplate.security", e))?,
+                    ),
+                    None => None,
+                };
                 Some(RequestPlan {
+                    credential,
                     target,
                     method,
                     url: compile_request(templates, "requestTemplate.url", &path_src, Escape::Url)?,
@@ -210,7 +252,7 @@ impl Tool {
             listing: Value::Object(listing),
             input,
             output,
-            positions,
+            placements,
             request,
             response_body,
             prepend,
@@ -260,19 +302,23 @@ impl Tool {
         let mut cookies: Vec<String> = Vec::new();
         let mut body_args = Map::new();
         for (name, value) in &obj {
-            let position = self.positions.iter().find(|(n, _)| n == name).map(|(_, p)| *p);
-            match position {
+            let placed = self.placements.iter().find(|p| &p.arg == name);
+            let wire = placed.map_or(name.as_str(), |p| p.wire.as_str());
+            match placed.map(|p| p.position) {
                 Some(Position::Path) => {
-                    let encoded = utf8_percent_encode(&scalar_text(value), URL_COMPONENT).to_string();
-                    path = path.replace(&format!("{{{name}}}"), &encoded);
+                    let encoded = utf8_percent_encode(&simple_text(value), URL_COMPONENT).to_string();
+                    path = path.replace(&format!("{{{wire}}}"), &encoded);
                 }
-                Some(Position::Query) => push_query(&mut query, name, value),
-                Some(Position::Header) => headers.push((name.to_ascii_lowercase(), scalar_text(value))),
+                Some(Position::Query) if placed.is_some_and(|p| !p.explode) => {
+                    query.push((wire.to_string(), simple_text(value)))
+                }
+                Some(Position::Query) => push_query(&mut query, wire, value),
+                Some(Position::Header) => headers.push((wire.to_ascii_lowercase(), simple_text(value))),
                 Some(Position::Cookie) => {
-                    cookies.push(format!("{name}={}", utf8_percent_encode(&scalar_text(value), URL_COMPONENT)))
+                    cookies.push(format!("{wire}={}", utf8_percent_encode(&simple_text(value), URL_COMPONENT)))
                 }
                 Some(Position::Body) => {
-                    body_args.insert(name.clone(), value.clone());
+                    body_args.insert(wire.to_string(), value.clone());
                 }
                 None if plan.rest_to_query => push_query(&mut query, name, value),
                 None if plan.body_mode != BodyMode::None => {
@@ -287,19 +333,25 @@ impl Tool {
         if let Some(bad) = path.chars().find(|c| c.is_whitespace() || c.is_control() || *c == '#') {
             return Err(format!("the rendered url contains {bad:?}; use percent-encoding"));
         }
+        for (name, tid) in &plan.headers {
+            headers.push((name.clone(), templates.render(tid, &ctx)?));
+        }
+        if let Some(credential) = &plan.credential {
+            credential.apply(&mut headers, &mut query, &mut cookies);
+        }
         if !query.is_empty() {
             path.push(if path.contains('?') { '&' } else { '?' });
             path.push_str(&encode_pairs(&query));
-        }
-        for (name, tid) in &plan.headers {
-            headers.push((name.clone(), templates.render(tid, &ctx)?));
         }
         if !cookies.is_empty() {
             headers.push(("cookie".into(), cookies.join("; ")));
         }
         let mut content_type = plan.declared_content_type.clone();
-        let body = if let Some(tid) = &plan.body {
-            let rendered = templates.render(tid, &ctx)?;
+        let rendered_body = match &plan.body {
+            Some(tid) => Some(templates.render(tid, &ctx)?).filter(|b| !b.trim().is_empty()),
+            None => None,
+        };
+        let body = if let Some(rendered) = rendered_body {
             let looks_json = serde_json::from_str::<Value>(&rendered).is_ok();
             match content_type.as_deref() {
                 Some(ct) if ct.contains("json") && !looks_json => {
@@ -410,6 +462,14 @@ impl Tool {
                 }
                 None => format!("HTTP {status}: {}", truncate(&text, ERROR_BODY_QUOTE)),
             };
+            let missing = self.request.as_ref().and_then(|r| r.credential.as_ref()).filter(|c| c.is_missing());
+            if let (401 | 403, Some(c)) = (status, missing) {
+                return error_result(&format!(
+                    "{message}\n(The gateway has no credential for security scheme '{}': the operator must set its \
+                     defaultCredential.)",
+                    c.scheme
+                ));
+            }
             return error_result(&message);
         }
         let rendered = if let Some(t) = &self.response_body {
@@ -482,6 +542,16 @@ fn split_url(url: &str) -> Result<(Option<String>, String), String> {
         return Err("the host part must be literal (templates may not choose the upstream host)".into());
     }
     Ok((Some(host.to_string()), path))
+}
+
+/// OpenAPI's "simple" style: arrays of scalars comma-joined, everything else as [`scalar_text`].
+fn simple_text(v: &Value) -> String {
+    match v {
+        Value::Array(items) if items.iter().all(|i| !i.is_array() && !i.is_object()) => {
+            items.iter().map(scalar_text).collect::<Vec<_>>().join(",")
+        }
+        other => scalar_text(other),
+    }
 }
 
 fn scalar_text(v: &Value) -> String {

@@ -80,6 +80,9 @@ impl RootContext for Root {
         let text = String::from_utf8_lossy(&bytes);
         match Gateway::from_config_str(&text) {
             Ok(gw) => {
+                for notice in &gw.notices {
+                    log(LogLevel::Warn, &format!("mcp-gateway: {notice}"));
+                }
                 let tools: usize = gw.servers.iter().map(|s| s.tools.len()).sum();
                 log(
                     LogLevel::Info,

@@ -1,0 +1,297 @@
+//! OpenAPI 3.0/3.1 and Swagger 2.0 documents turned into the gateway's own tool config, so an existing REST
+//! service becomes an MCP server without code. Used by the `mcp-gateway openapi` CLI and by a server's
+//! `openapi` import in the plugin config; both get the same [`ToolConfig`]s.
+//!
+//! A document that is not valid is refused with the JSON pointer of the fault. An operation that is valid
+//! but cannot be served (a multipart upload, an external `$ref`) is skipped with its reason, never dropped
+//! silently.
+
+mod operation;
+mod schema;
+pub mod select;
+mod swagger;
+
+use crate::config::{SecurityScheme, ToolConfig};
+pub use select::Selection;
+use serde_json::Value;
+use std::collections::HashSet;
+use std::fmt;
+
+/// The HTTP methods an OpenAPI path item may hold, in the order the specification lists them.
+const METHODS: [&str; 8] = ["get", "put", "post", "delete", "options", "head", "patch", "trace"];
+
+/// A document the gateway refuses, located by JSON pointer.
+#[derive(Debug, Clone, PartialEq)]
+pub struct OpenApiError {
+    /// JSON pointer into the document, as a URI fragment (`#/paths/~1pets/get`).
+    pub pointer: String,
+    pub reason: String,
+}
+
+impl OpenApiError {
+    pub fn new(pointer: impl Into<String>, reason: impl Into<String>) -> Self {
+        OpenApiError { pointer: pointer.into(), reason: reason.into() }
+    }
+}
+
+impl fmt::Display for OpenApiError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: {}", self.pointer, self.reason)
+    }
+}
+
+impl std::error::Error for OpenApiError {}
+
+/// Why one operation did not become a tool: the document is wrong, or the operation is out of reach.
+#[derive(Debug)]
+pub(crate) enum Fail {
+    Invalid(OpenApiError),
+    Skip(String),
+}
+
+/// How to convert.
+#[derive(Debug, Clone, Default)]
+pub struct Options {
+    /// Put before every tool name.
+    pub tool_prefix: String,
+    /// Replaces `servers[0]` (Swagger: `schemes`, `host` and `basePath`).
+    pub server_url: Option<String>,
+    /// When not empty, only operations it names are converted.
+    pub include: Selection,
+    /// Operations it names are left out.
+    pub exclude: Selection,
+}
+
+/// One operation that became a tool.
+#[derive(Debug, Clone)]
+pub struct Converted {
+    /// `operationId`, or `METHOD /path` when there is none: how overrides name the operation.
+    pub key: String,
+    pub method: String,
+    pub path: String,
+    pub tool: ToolConfig,
+}
+
+/// One operation that did not become a tool, and why.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Skipped {
+    pub key: String,
+    pub method: String,
+    pub path: String,
+    pub pointer: String,
+    pub reason: String,
+}
+
+impl fmt::Display for Skipped {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{} {}", self.method.to_ascii_uppercase(), self.path)?;
+        if self.key != format!("{} {}", self.method.to_ascii_uppercase(), self.path) {
+            write!(f, " ({})", self.key)?;
+        }
+        write!(f, " at {}: {}", self.pointer, self.reason)
+    }
+}
+
+/// The result of converting one document.
+#[derive(Debug, Clone, Default)]
+pub struct Conversion {
+    /// `openapi` or `swagger` version string of the source.
+    pub spec_version: String,
+    pub title: Option<String>,
+    pub version: Option<String>,
+    /// The upstream base URL the tools were built against (`servers[0]` or the override).
+    pub server_url: Option<String>,
+    /// The schemes the document declares that the gateway can apply; credentials left empty.
+    pub security_schemes: Vec<SecurityScheme>,
+    pub tools: Vec<Converted>,
+    pub skipped: Vec<Skipped>,
+    /// Keys of operations left out by the include/exclude selection.
+    pub excluded: Vec<String>,
+    /// Lossy but harmless conversions worth telling the operator about.
+    pub warnings: Vec<String>,
+}
+
+impl Conversion {
+    /// Operations in the document.
+    pub fn found(&self) -> usize {
+        self.tools.len() + self.skipped.len() + self.excluded.len()
+    }
+}
+
+/// Reads a document from text: JSON, or YAML when built with the `yaml` feature.
+pub fn parse_document(text: &str) -> Result<Value, OpenApiError> {
+    crate::config::parse_document(text).map_err(|e| OpenApiError::new("#", e.message))
+}
+
+/// Converts a parsed document.
+pub fn convert(doc: &Value, options: &Options) -> Result<Conversion, OpenApiError> {
+    let Value::Object(root) = doc else {
+        return Err(OpenApiError::new("#", "an OpenAPI document must be an object"));
+    };
+    let upgraded;
+    let (doc, spec_version) = match (root.get("openapi"), root.get("swagger")) {
+        (Some(Value::String(v)), _) if v.starts_with("3.0") || v.starts_with("3.1") => (doc, v.clone()),
+        (Some(v), _) => {
+            return Err(OpenApiError::new("#/openapi", format!("version {v} is not supported (3.0 and 3.1 are)")))
+        }
+        (None, Some(v)) if v == "2.0" => {
+            upgraded = swagger::upgrade(doc)?;
+            (&upgraded, "2.0".to_string())
+        }
+        (None, Some(v)) => {
+            return Err(OpenApiError::new("#/swagger", format!("version {v} is not supported (2.0 is)")))
+        }
+        (None, None) => {
+            return Err(OpenApiError::new("#", "not an OpenAPI document: it has neither `openapi` nor `swagger`"))
+        }
+    };
+    let info = doc.get("info");
+    let text = |v: Option<&Value>| v.and_then(Value::as_str).map(str::to_string);
+    let mut out = Conversion {
+        spec_version,
+        title: text(info.and_then(|i| i.get("title"))),
+        version: text(info.and_then(|i| i.get("version"))),
+        ..Conversion::default()
+    };
+    out.server_url = match &options.server_url {
+        Some(url) => Some(url.clone()),
+        None => server_url(doc)?,
+    };
+    let base = match out.server_url.as_deref() {
+        Some(url) => base_url(url)?,
+        None => String::new(),
+    };
+    let schemes = operation::SecuritySchemes::read(doc)?;
+    out.security_schemes = schemes.supported.clone();
+    out.warnings.extend(schemes.unsupported.iter().map(|(id, why)| format!("security scheme '{id}': {why}")));
+    let paths = match doc.get("paths") {
+        None | Some(Value::Null) => return Ok(out),
+        Some(Value::Object(p)) => p,
+        Some(_) => return Err(OpenApiError::new("#/paths", "must be an object")),
+    };
+    let mut names: HashSet<String> = HashSet::new();
+    for (path, item) in paths {
+        let item_at = format!("#/paths/{}", pointer_token(path));
+        if path.starts_with("x-") {
+            continue;
+        }
+        if !path.starts_with('/') {
+            return Err(OpenApiError::new(item_at, "a path must start with '/'"));
+        }
+        let item = resolve(doc, item, &item_at).map_err(|f| match f {
+            Fail::Invalid(e) => e,
+            Fail::Skip(why) => OpenApiError::new(item_at.clone(), why),
+        })?;
+        let Value::Object(item_obj) = item else {
+            return Err(OpenApiError::new(item_at, "a path item must be an object"));
+        };
+        for (method, op) in item_obj {
+            if !METHODS.contains(&method.as_str()) {
+                continue;
+            }
+            let at = format!("{item_at}/{method}");
+            let Value::Object(op_obj) = op else {
+                return Err(OpenApiError::new(at, "an operation must be an object"));
+            };
+            let operation_id = op_obj.get("operationId").and_then(Value::as_str).filter(|s| !s.is_empty());
+            let key =
+                operation_id.map(str::to_string).unwrap_or_else(|| format!("{} {path}", method.to_ascii_uppercase()));
+            let tags: Vec<&str> = op_obj
+                .get("tags")
+                .and_then(Value::as_array)
+                .map_or(Vec::new(), |t| t.iter().filter_map(Value::as_str).collect());
+            let which = select::OperationRef { tags: &tags, operation_id, method, path };
+            if (!options.include.is_empty() && !options.include.matches(&which)) || options.exclude.matches(&which) {
+                out.excluded.push(key);
+                continue;
+            }
+            let ctx = operation::Context { doc, schemes: &schemes, base: &base, prefix: &options.tool_prefix };
+            match operation::convert(&ctx, path, method, item_obj, op_obj, &at, &mut names) {
+                Ok((tool, warnings)) => {
+                    out.warnings.extend(warnings.into_iter().map(|w| format!("{key}: {w}")));
+                    out.tools.push(Converted { key, method: method.clone(), path: path.clone(), tool });
+                }
+                Err(Fail::Skip(reason)) => {
+                    out.skipped.push(Skipped { key, method: method.clone(), path: path.clone(), pointer: at, reason })
+                }
+                Err(Fail::Invalid(e)) => return Err(e),
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// `servers[0].url` with its variables replaced by their defaults.
+fn server_url(doc: &Value) -> Result<Option<String>, OpenApiError> {
+    let Some(first) = doc.get("servers").and_then(Value::as_array).and_then(|s| s.first()) else {
+        return Ok(None);
+    };
+    let url = first
+        .get("url")
+        .and_then(Value::as_str)
+        .ok_or_else(|| OpenApiError::new("#/servers/0/url", "must be a string"))?;
+    let mut url = url.to_string();
+    if let Some(Value::Object(vars)) = first.get("variables") {
+        for (name, var) in vars {
+            let default = var.get("default").and_then(Value::as_str).ok_or_else(|| {
+                OpenApiError::new(format!("#/servers/0/variables/{}/default", pointer_token(name)), "must be a string")
+            })?;
+            url = url.replace(&format!("{{{name}}}"), default);
+        }
+    }
+    Ok(Some(url))
+}
+
+/// Checks the base URL and drops its trailing slash; its host must be literal, it goes into tool URLs as is.
+fn base_url(url: &str) -> Result<String, OpenApiError> {
+    let at = "#/servers/0/url";
+    if url.contains(['{', '}']) {
+        return Err(OpenApiError::new(at, format!("'{url}' has a variable without a default")));
+    }
+    let lower = url.to_ascii_lowercase();
+    let ok = lower.starts_with("http://") || lower.starts_with("https://") || url.starts_with('/') || url.is_empty();
+    if !ok || url.contains(['?', '#']) || url.chars().any(|c| c.is_whitespace() || c.is_control()) {
+        return Err(OpenApiError::new(at, format!("'{url}' is not an http(s) URL or an absolute path")));
+    }
+    Ok(url.trim_end_matches('/').to_string())
+}
+
+/// Escapes one JSON pointer reference token.
+pub fn pointer_token(token: &str) -> String {
+    token.replace('~', "~0").replace('/', "~1")
+}
+
+/// Finds a local `$ref` target (`#/components/...`), percent-decoding the fragment.
+pub(crate) fn lookup<'a>(doc: &'a Value, reference: &str) -> Option<&'a Value> {
+    let fragment = reference.strip_prefix('#')?;
+    if fragment.is_empty() {
+        return Some(doc);
+    }
+    let decoded = percent_encoding::percent_decode_str(fragment).decode_utf8().ok()?;
+    doc.pointer(&decoded)
+}
+
+/// Follows `$ref`s of a non-schema object (parameter, request body, response, path item).
+/// An external one makes the operation out of reach ([`Fail::Skip`]); a dangling one is an error.
+pub(crate) fn resolve<'a>(doc: &'a Value, value: &'a Value, at: &str) -> Result<&'a Value, Fail> {
+    let mut current = value;
+    let mut here = at.to_string();
+    for _ in 0..32 {
+        let Some(r) = current.get("$ref") else {
+            return Ok(current);
+        };
+        let invalid = |why: String| Fail::Invalid(OpenApiError::new(format!("{here}/$ref"), why));
+        let r = r.as_str().ok_or_else(|| invalid("must be a string".into()))?;
+        if !r.starts_with('#') {
+            return Err(Fail::Skip(format!(
+                "external $ref '{r}' at {here} is not fetched (inline it into the document)"
+            )));
+        }
+        current = lookup(doc, r).ok_or_else(|| invalid(format!("'{r}' does not resolve")))?;
+        here = r.to_string();
+    }
+    Err(Fail::Invalid(OpenApiError::new(at, "$ref chain too long or circular")))
+}
+
+#[cfg(test)]
+mod tests;

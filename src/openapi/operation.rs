@@ -1,0 +1,533 @@
+//! One OpenAPI operation to one tool: parameters and body properties become arguments placed where the
+//! operation wants them, the 2xx JSON response becomes `outputSchema`, security becomes a credential slot.
+
+use super::schema::{flatten_object, is_object, Direction, SchemaConverter};
+use super::{pointer_token, resolve, Fail, OpenApiError};
+use crate::config::{ArgConfig, HeaderTemplate, Position, RequestTemplate, SecurityRef, SecurityScheme, ToolConfig};
+use crate::upstream::{is_forbidden_header, is_token};
+use serde_json::{json, Map, Value};
+use std::collections::HashSet;
+
+/// MCP's limit on tool names.
+const MAX_NAME: usize = 128;
+/// `$ref`s expanded inside one another in argument schemas, then cut.
+const REQUEST_REFS: usize = 8;
+/// The same for `outputSchema`, kept shallower: response models are large and nested, and every tool
+/// carries its own copy.
+const RESPONSE_REFS: usize = 3;
+
+/// What every operation of a document shares.
+pub struct Context<'a> {
+    pub doc: &'a Value,
+    pub schemes: &'a SecuritySchemes,
+    /// Base URL (no trailing slash) the operation path is appended to.
+    pub base: &'a str,
+    pub prefix: &'a str,
+}
+
+/// The document's security schemes, split into those the gateway can apply and those it cannot.
+pub struct SecuritySchemes {
+    pub supported: Vec<SecurityScheme>,
+    pub unsupported: Vec<(String, String)>,
+}
+
+impl SecuritySchemes {
+    /// Reads `components.securitySchemes`.
+    pub fn read(doc: &Value) -> Result<SecuritySchemes, OpenApiError> {
+        let mut out = SecuritySchemes { supported: Vec::new(), unsupported: Vec::new() };
+        let Some(Value::Object(declared)) = doc.pointer("/components/securitySchemes") else {
+            return Ok(out);
+        };
+        for (id, scheme) in declared {
+            let at = format!("#/components/securitySchemes/{}", pointer_token(id));
+            let scheme = resolve(doc, scheme, &at).map_err(|f| match f {
+                Fail::Invalid(e) => e,
+                Fail::Skip(why) => OpenApiError::new(&at, why),
+            })?;
+            let field = |name: &str| scheme.get(name).and_then(Value::as_str);
+            let description = field("description").map(str::to_string);
+            let kind = field("type").ok_or_else(|| OpenApiError::new(format!("{at}/type"), "is required"))?;
+            let entry = match kind {
+                "http" => match field("scheme").map(str::to_ascii_lowercase).as_deref() {
+                    Some(s @ ("basic" | "bearer")) => Ok(SecurityScheme {
+                        id: id.clone(),
+                        kind: "http".into(),
+                        scheme: Some(s.into()),
+                        description,
+                        ..SecurityScheme::default()
+                    }),
+                    Some(other) => Err(format!("http scheme '{other}' is not supported (basic and bearer are)")),
+                    None => return Err(OpenApiError::new(format!("{at}/scheme"), "is required for type http")),
+                },
+                "apiKey" => {
+                    let location = field("in").filter(|l| ["header", "query", "cookie"].contains(l));
+                    let location = location.ok_or_else(|| {
+                        OpenApiError::new(format!("{at}/in"), "must be header, query or cookie for type apiKey")
+                    })?;
+                    let name = field("name").filter(|n| !n.is_empty());
+                    let name = name.ok_or_else(|| OpenApiError::new(format!("{at}/name"), "is required for apiKey"))?;
+                    if location == "header" && (!is_token(name) || is_forbidden_header(name)) {
+                        Err(format!("header '{name}' cannot be set by the gateway"))
+                    } else {
+                        Ok(SecurityScheme {
+                            id: id.clone(),
+                            kind: "apiKey".into(),
+                            location: Some(location.into()),
+                            name: Some(name.into()),
+                            description,
+                            ..SecurityScheme::default()
+                        })
+                    }
+                }
+                other => Err(format!(
+                    "type '{other}' is not applied by the gateway; set the credential with requestTemplate.headers"
+                )),
+            };
+            match entry {
+                Ok(s) => out.supported.push(s),
+                Err(why) => out.unsupported.push((id.clone(), why)),
+            }
+        }
+        Ok(out)
+    }
+
+    fn declares(&self, id: &str) -> bool {
+        self.supported.iter().any(|s| s.id == id) || self.unsupported.iter().any(|(u, _)| u == id)
+    }
+
+    fn supports(&self, id: &str) -> bool {
+        self.supported.iter().any(|s| s.id == id)
+    }
+}
+
+/// One parameter, merged from the path item and the operation.
+struct Param<'a> {
+    name: &'a str,
+    location: &'a str,
+    spec: &'a Map<String, Value>,
+    at: String,
+}
+
+/// Converts one operation; the warnings are lossy-but-harmless details for the operator.
+pub fn convert(
+    ctx: &Context<'_>,
+    path: &str,
+    method: &str,
+    item: &Map<String, Value>,
+    op: &Map<String, Value>,
+    at: &str,
+    names: &mut HashSet<String>,
+) -> Result<(ToolConfig, Vec<String>), Fail> {
+    let invalid = |pointer: String, why: &str| Fail::Invalid(OpenApiError::new(pointer, why));
+    if ["{{", "{%", "{#"].iter().any(|t| path.contains(t)) {
+        return Err(Fail::Skip("the path contains template syntax ({{, {% or {#)".into()));
+    }
+    let mut warnings = Vec::new();
+    let mut inputs = SchemaConverter::new(ctx.doc, Direction::Request, REQUEST_REFS);
+
+    // Parameters: the operation's override the path item's of the same name and location.
+    let item_at = &at[..at.rfind('/').unwrap_or(0)];
+    let mut params: Vec<Param<'_>> = Vec::new();
+    for (list, base) in [(item.get("parameters"), item_at.to_string()), (op.get("parameters"), at.to_string())] {
+        let Some(list) = list else { continue };
+        let Value::Array(list) = list else {
+            return Err(invalid(format!("{base}/parameters"), "must be a list"));
+        };
+        for (i, p) in list.iter().enumerate() {
+            let p_at = format!("{base}/parameters/{i}");
+            let Value::Object(spec) = resolve(ctx.doc, p, &p_at)? else {
+                return Err(invalid(p_at, "a parameter must be an object"));
+            };
+            let name = spec.get("name").and_then(Value::as_str).filter(|n| !n.is_empty());
+            let name = name.ok_or_else(|| invalid(format!("{p_at}/name"), "is required"))?;
+            let location = spec.get("in").and_then(Value::as_str).unwrap_or_default();
+            if !["path", "query", "header", "cookie"].contains(&location) {
+                return Err(invalid(format!("{p_at}/in"), "must be path, query, header or cookie"));
+            }
+            params.retain(|q| !(q.name == name && q.location == location));
+            params.push(Param { name, location, spec, at: p_at });
+        }
+    }
+    for var in path_variables(path) {
+        if !params.iter().any(|p| p.location == "path" && p.name == var) {
+            return Err(invalid(at.to_string(), &format!("path variable {{{var}}} has no `in: path` parameter")));
+        }
+    }
+
+    let mut args: Vec<ArgConfig> = Vec::new();
+    let mut taken: HashSet<String> = HashSet::new();
+    for p in &params {
+        if p.location == "path" && !path_variables(path).any(|v| v == p.name) {
+            warnings.push(format!("path parameter '{}' does not appear in the path; ignored", p.name));
+            continue;
+        }
+        if p.location == "header" {
+            if ["accept", "content-type", "authorization"].contains(&p.name.to_ascii_lowercase().as_str()) {
+                // OpenAPI 3: such header parameters are ignored; content negotiation and auth are elsewhere.
+                continue;
+            }
+            if !is_token(p.name) || is_forbidden_header(p.name) {
+                return Err(Fail::Skip(format!("header parameter '{}' cannot be set by the gateway", p.name)));
+            }
+        }
+        let schema_at = format!("{}/schema", p.at);
+        let schema = match (p.spec.get("schema"), p.spec.get("content").and_then(Value::as_object)) {
+            (Some(s), _) => inputs.convert(s, &schema_at)?,
+            (None, Some(content)) => match content.iter().next().and_then(|(media, m)| Some((media, m.get("schema")?)))
+            {
+                Some((media, s)) => inputs.convert(s, &format!("{}/content/{}/schema", p.at, pointer_token(media)))?,
+                None => json!({"type": "string"}),
+            },
+            (None, None) => json!({"type": "string"}),
+        };
+        if is_object(&schema) {
+            return Err(Fail::Skip(format!(
+                "object-valued {} parameter '{}' is not supported (only scalars and arrays of scalars)",
+                p.location, p.name
+            )));
+        }
+        let style = p.spec.get("style").and_then(Value::as_str);
+        if let Some(style @ ("spaceDelimited" | "pipeDelimited" | "deepObject" | "matrix" | "label")) = style {
+            return Err(Fail::Skip(format!("parameter '{}' uses style {style}, which is not supported", p.name)));
+        }
+        let is_array = schema
+            .get("type")
+            .is_some_and(|t| t == "array" || t.as_array().is_some_and(|a| a.contains(&json!("array"))));
+        let explode = match p.spec.get("explode").and_then(Value::as_bool) {
+            Some(false) if is_array && p.location == "query" => Some(false),
+            _ => None,
+        };
+        let arg_name = claim_arg(&mut taken, p.name, p.location);
+        args.push(ArgConfig {
+            param_name: (arg_name != p.name).then(|| p.name.to_string()),
+            name: arg_name,
+            description: p.spec.get("description").and_then(Value::as_str).map(str::to_string),
+            required: p.location == "path" || p.spec.get("required").and_then(Value::as_bool) == Some(true),
+            position: Some(match p.location {
+                "path" => Position::Path,
+                "query" => Position::Query,
+                "header" => Position::Header,
+                _ => Position::Cookie,
+            }),
+            schema: Some(schema),
+            explode,
+            ..ArgConfig::default()
+        });
+    }
+
+    // The request body.
+    let mut request = RequestTemplate {
+        url: Some(format!("{}{path}", ctx.base)),
+        method: Some(method.to_ascii_uppercase()),
+        ..RequestTemplate::default()
+    };
+    if let Some(body) = op.get("requestBody") {
+        let body_at = format!("{at}/requestBody");
+        let Value::Object(body) = resolve(ctx.doc, body, &body_at)? else {
+            return Err(invalid(body_at, "must be an object"));
+        };
+        let required = body.get("required").and_then(Value::as_bool) == Some(true);
+        let content = match body.get("content") {
+            Some(Value::Object(c)) => c,
+            _ => return Err(invalid(format!("{body_at}/content"), "must be an object")),
+        };
+        match pick_media(content) {
+            None if content.is_empty() => {}
+            None => {
+                let kinds: Vec<&str> = content.keys().map(String::as_str).collect();
+                let why =
+                    format!("request bodies of type {} are not supported (JSON, form and text are)", kinds.join(", "));
+                if required {
+                    return Err(Fail::Skip(why));
+                }
+                warnings.push(format!("optional request body left out: {why}"));
+            }
+            Some((media, kind)) => {
+                let media_at = format!("{body_at}/content/{}", pointer_token(media));
+                let schema = match content[media].get("schema") {
+                    Some(s) => inputs.convert(s, &format!("{media_at}/schema"))?,
+                    None => json!({}),
+                };
+                let description = body.get("description").and_then(Value::as_str).map(str::to_string);
+                if !media.bytes().all(|b| b.is_ascii_graphic() || b == b' ') || media.contains(['{', '}']) {
+                    return Err(Fail::Skip(format!("media type '{media}' cannot be sent as a header")));
+                }
+                let split = if kind == BodyKind::Text { None } else { flatten_object(&schema) };
+                match (kind, split) {
+                    (BodyKind::Json | BodyKind::Form, Some((props, req))) => {
+                        for (name, prop) in props {
+                            let arg_name = claim_arg(&mut taken, &name, "body");
+                            args.push(ArgConfig {
+                                param_name: (arg_name != name).then(|| name.clone()),
+                                required: required && req.contains(&name),
+                                name: arg_name,
+                                position: Some(Position::Body),
+                                schema: Some(prop),
+                                ..ArgConfig::default()
+                            });
+                        }
+                        if kind == BodyKind::Form {
+                            request.args_to_form_body = true;
+                        } else if media != "application/json" {
+                            request.headers.push(HeaderTemplate { key: "Content-Type".into(), value: media.clone() });
+                        }
+                    }
+                    (BodyKind::Form, None) => {
+                        return Err(Fail::Skip("a form body must be an object with properties".into()));
+                    }
+                    (kind, _) => {
+                        let arg_name = ["body", "requestBody", "request_body"]
+                            .into_iter()
+                            .find(|n| !taken.contains(*n))
+                            .unwrap_or("body_")
+                            .to_string();
+                        taken.insert(arg_name.clone());
+                        let filter = if kind == BodyKind::Json { " | tojson" } else { "" };
+                        request.body = Some(format!(
+                            "{{% if args.{arg_name} is defined %}}{{{{ args.{arg_name}{filter} }}}}{{% endif %}}"
+                        ));
+                        request.headers.push(HeaderTemplate { key: "Content-Type".into(), value: media.clone() });
+                        args.push(ArgConfig {
+                            name: arg_name,
+                            description,
+                            required,
+                            schema: Some(schema),
+                            ..ArgConfig::default()
+                        });
+                    }
+                }
+            }
+        }
+    }
+    warnings.append(&mut inputs.warnings);
+
+    // The answer: the first 2xx JSON response that describes an object.
+    let mut output_schema = None;
+    if let Some(responses) = op.get("responses") {
+        let Value::Object(responses) = responses else {
+            return Err(invalid(format!("{at}/responses"), "must be an object"));
+        };
+        let mut codes: Vec<&String> = responses.keys().filter(|c| c.starts_with('2')).collect();
+        codes.sort();
+        let mut outputs = SchemaConverter::new(ctx.doc, Direction::Response, RESPONSE_REFS);
+        for code in codes {
+            let r_at = format!("{at}/responses/{code}");
+            let response = match resolve(ctx.doc, &responses[code], &r_at) {
+                Ok(r) => r,
+                Err(Fail::Skip(why)) => {
+                    warnings.push(format!("no outputSchema: {why}"));
+                    break;
+                }
+                Err(e) => return Err(e),
+            };
+            let Some(Value::Object(content)) = response.get("content") else { continue };
+            let Some((media, BodyKind::Json)) = pick_media(content) else { continue };
+            let Some(schema) = content[media].get("schema") else { break };
+            match outputs.convert(schema, &format!("{r_at}/content/{}/schema", pointer_token(media))) {
+                Ok(mut s) if is_object(&s) => {
+                    if let Value::Object(m) = &mut s {
+                        m.entry("type").or_insert(json!("object"));
+                    }
+                    output_schema = Some(s);
+                }
+                Ok(_) => {}
+                Err(Fail::Skip(why)) => warnings.push(format!("no outputSchema: {why}")),
+                Err(e) => return Err(e),
+            }
+            break;
+        }
+        warnings.append(&mut outputs.warnings);
+    }
+
+    // The credential the gateway adds: the first alternative it can apply.
+    let requirements = op.get("security").or_else(|| ctx.doc.get("security"));
+    if let Some(requirements) = requirements {
+        let Value::Array(alternatives) = requirements else {
+            return Err(invalid(format!("{at}/security"), "must be a list"));
+        };
+        let mut optional = alternatives.is_empty();
+        for (i, alt) in alternatives.iter().enumerate() {
+            let Value::Object(alt) = alt else {
+                return Err(invalid(format!("{at}/security/{i}"), "must be an object"));
+            };
+            if let Some(id) = alt.keys().find(|id| !ctx.schemes.declares(id)) {
+                return Err(invalid(format!("{at}/security/{i}"), &format!("scheme '{id}' is not declared")));
+            }
+            optional |= alt.is_empty();
+            if request.security.is_none() && alt.len() == 1 && alt.keys().all(|id| ctx.schemes.supports(id)) {
+                request.security = alt.keys().next().map(|id| SecurityRef { id: id.clone(), credential: None });
+            }
+        }
+        if request.security.is_none() && !optional {
+            let ids: Vec<String> =
+                alternatives.iter().filter_map(Value::as_object).flat_map(|a| a.keys().cloned()).collect();
+            warnings.push(format!(
+                "requires {} which the gateway cannot apply; set the credential with requestTemplate.headers",
+                ids.join(" + ")
+            ));
+        }
+    }
+
+    let text = |key: &str| op.get(key).and_then(Value::as_str).map(str::trim).filter(|s| !s.is_empty());
+    let summary = text("summary");
+    let mut description = text("description")
+        .or(summary)
+        .map_or_else(|| format!("{} {path}", method.to_ascii_uppercase()), str::to_string);
+    if op.get("deprecated").and_then(Value::as_bool) == Some(true) {
+        description = format!("Deprecated. {description}");
+    }
+    let base_name = match op.get("operationId").and_then(Value::as_str).filter(|s| !s.is_empty()) {
+        Some(id) => sanitize(id),
+        None => sanitize(&format!("{method}_{path}")),
+    };
+    let name = claim_name(names, &format!("{}{base_name}", ctx.prefix));
+    Ok((
+        ToolConfig {
+            name,
+            title: summary.map(str::to_string),
+            description,
+            args,
+            output_schema,
+            annotations: Some(annotations(method)),
+            request_template: Some(request),
+            ..ToolConfig::default()
+        },
+        warnings,
+    ))
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum BodyKind {
+    Json,
+    Form,
+    Text,
+}
+
+/// The media type the gateway sends or reads: JSON first, then form, then text.
+fn pick_media(content: &Map<String, Value>) -> Option<(&String, BodyKind)> {
+    let essence = |m: &str| m.split(';').next().unwrap_or("").trim().to_ascii_lowercase();
+    let find = |pred: &dyn Fn(&str) -> bool| content.keys().find(|m| pred(&essence(m)));
+    if let Some(m) = find(&|m| m == "application/json") {
+        return Some((m, BodyKind::Json));
+    }
+    if let Some(m) = find(&|m| m.ends_with("+json") || m.ends_with("/json") || m == "*/*") {
+        return Some((m, BodyKind::Json));
+    }
+    if let Some(m) = find(&|m| m == "application/x-www-form-urlencoded") {
+        return Some((m, BodyKind::Form));
+    }
+    find(&|m| m.starts_with("text/")).map(|m| (m, BodyKind::Text))
+}
+
+/// The `{name}`s of a path template.
+fn path_variables(path: &str) -> impl Iterator<Item = &str> {
+    path.split('{').skip(1).filter_map(|rest| rest.split_once('}').map(|(name, _)| name))
+}
+
+/// An argument name not yet used: the parameter's own, else prefixed by where it goes.
+fn claim_arg(taken: &mut HashSet<String>, name: &str, location: &str) -> String {
+    let mut candidate = name.to_string();
+    if taken.contains(&candidate) {
+        candidate = format!("{location}_{name}");
+    }
+    let mut n = 2;
+    while taken.contains(&candidate) {
+        candidate = format!("{location}_{name}_{n}");
+        n += 1;
+    }
+    taken.insert(candidate.clone());
+    candidate
+}
+
+/// MCP tool names use `[A-Za-z0-9_.-]`: everything else becomes `_`, runs collapse.
+fn sanitize(raw: &str) -> String {
+    let mut out = String::with_capacity(raw.len());
+    for c in raw.chars() {
+        let c = if c.is_ascii_alphanumeric() || "_.-".contains(c) { c } else { '_' };
+        if !(c == '_' && out.ends_with('_')) {
+            out.push(c);
+        }
+    }
+    let out = out.trim_matches('_');
+    if out.is_empty() {
+        "operation".into()
+    } else {
+        out.to_string()
+    }
+}
+
+/// A unique name of at most 128 characters: `name`, else `name_2`, `name_3`...
+fn claim_name(names: &mut HashSet<String>, wanted: &str) -> String {
+    let cut = |s: &str, max: usize| {
+        let mut end = s.len().min(max);
+        while !s.is_char_boundary(end) {
+            end -= 1;
+        }
+        s[..end].to_string()
+    };
+    let mut candidate = cut(wanted, MAX_NAME);
+    let mut n = 2;
+    while names.contains(&candidate) {
+        let suffix = format!("_{n}");
+        candidate = format!("{}{suffix}", cut(wanted, MAX_NAME - suffix.len()));
+        n += 1;
+    }
+    names.insert(candidate.clone());
+    candidate
+}
+
+/// MCP tool hints from HTTP method semantics (RFC 9110 safe and idempotent methods).
+fn annotations(method: &str) -> Map<String, Value> {
+    let (read_only, destructive, idempotent) = match method {
+        "get" | "head" | "options" | "trace" => (true, false, true),
+        "put" | "delete" => (false, true, true),
+        "patch" => (false, true, false),
+        _ => (false, false, false),
+    };
+    let mut m = Map::new();
+    m.insert("readOnlyHint".into(), json!(read_only));
+    m.insert("destructiveHint".into(), json!(destructive));
+    m.insert("idempotentHint".into(), json!(idempotent));
+    m
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_are_sanitised_unique_and_bounded() {
+        assert_eq!(sanitize("find pet by id"), "find_pet_by_id");
+        assert_eq!(sanitize("get_/pets/{petId}"), "get_pets_petId");
+        assert_eq!(sanitize("list-data-sets"), "list-data-sets");
+        assert_eq!(sanitize("é/?"), "operation");
+        let mut names = HashSet::new();
+        assert_eq!(claim_name(&mut names, "a"), "a");
+        assert_eq!(claim_name(&mut names, "a"), "a_2");
+        assert_eq!(claim_name(&mut names, "a"), "a_3");
+        let long = "x".repeat(200);
+        let first = claim_name(&mut names, &long);
+        let second = claim_name(&mut names, &long);
+        assert_eq!((first.len(), second.len()), (128, 128));
+        assert!(second.ends_with("_2"));
+    }
+
+    #[test]
+    fn media_preference_and_path_variables() {
+        let c: Map<String, Value> =
+            serde_json::from_value(json!({"multipart/form-data": {}, "text/plain": {}, "application/x-www-form-urlencoded": {}, "application/vnd.api+json": {}})).unwrap();
+        assert_eq!(pick_media(&c).map(|(m, k)| (m.as_str(), k)), Some(("application/vnd.api+json", BodyKind::Json)));
+        let c: Map<String, Value> = serde_json::from_value(json!({"multipart/form-data": {}})).unwrap();
+        assert!(pick_media(&c).is_none());
+        assert_eq!(path_variables("/a/{x}/b/{y}.json").collect::<Vec<_>>(), ["x", "y"]);
+    }
+
+    #[test]
+    fn method_annotations() {
+        assert_eq!(annotations("get")["readOnlyHint"], true);
+        assert_eq!(annotations("delete")["destructiveHint"], true);
+        assert_eq!(annotations("put")["idempotentHint"], true);
+        assert_eq!(annotations("post")["destructiveHint"], false);
+        assert_eq!(annotations("patch")["idempotentHint"], false);
+    }
+}

@@ -1,0 +1,94 @@
+//! Which operations of a document become tools: include and exclude lists by tag, operation and path.
+
+use serde::Deserialize;
+
+/// A set of operations, named by tag, by operationId (or `METHOD /path`), or by path pattern (`*` matches
+/// any run of characters, so `/repos/*` covers everything below `/repos/`).
+#[derive(Debug, Clone, Default, Deserialize, PartialEq)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Selection {
+    #[serde(default)]
+    pub tags: Vec<String>,
+    #[serde(default)]
+    pub operations: Vec<String>,
+    #[serde(default)]
+    pub paths: Vec<String>,
+}
+
+/// What a selection looks at in one operation.
+pub struct OperationRef<'a> {
+    pub tags: &'a [&'a str],
+    pub operation_id: Option<&'a str>,
+    pub method: &'a str,
+    pub path: &'a str,
+}
+
+impl Selection {
+    /// An empty selection names nothing (and, as an include list, means "everything").
+    pub fn is_empty(&self) -> bool {
+        self.tags.is_empty() && self.operations.is_empty() && self.paths.is_empty()
+    }
+
+    /// Whether the operation is named by any entry of the selection.
+    pub fn matches(&self, op: &OperationRef<'_>) -> bool {
+        let key = format!("{} {}", op.method.to_ascii_uppercase(), op.path);
+        self.tags.iter().any(|t| op.tags.contains(&t.as_str()))
+            || self.operations.iter().any(|o| Some(o.as_str()) == op.operation_id || o.eq_ignore_ascii_case(&key))
+            || self.paths.iter().any(|p| glob(p, op.path))
+    }
+}
+
+/// `*` matches any run of characters (slashes included); everything else matches itself.
+pub fn glob(pattern: &str, text: &str) -> bool {
+    let (p, t) = (pattern.as_bytes(), text.as_bytes());
+    let (mut pi, mut ti) = (0, 0);
+    let mut star: Option<(usize, usize)> = None;
+    while ti < t.len() {
+        if pi < p.len() && p[pi] == b'*' {
+            star = Some((pi, ti));
+            pi += 1;
+        } else if pi < p.len() && p[pi] == t[ti] {
+            pi += 1;
+            ti += 1;
+        } else if let Some((sp, st)) = star {
+            pi = sp + 1;
+            ti = st + 1;
+            star = Some((sp, st + 1));
+        } else {
+            return false;
+        }
+    }
+    p[pi..].iter().all(|b| *b == b'*')
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn globs() {
+        assert!(glob("/repos/*", "/repos/{owner}/{repo}"));
+        assert!(glob("*", ""));
+        assert!(glob("/pets", "/pets"));
+        assert!(!glob("/pets", "/pets/{id}"));
+        assert!(glob("/pets*", "/pets/{id}"));
+        assert!(glob("*/issues", "/repos/{o}/{r}/issues"));
+        assert!(!glob("*/issues", "/repos/{o}/{r}/issues/{n}"));
+    }
+
+    #[test]
+    fn matches_by_tag_id_key_and_path() {
+        let op = OperationRef { tags: &["pets"], operation_id: Some("listPets"), method: "get", path: "/pets" };
+        let by = |tags: &[&str], ops: &[&str], paths: &[&str]| Selection {
+            tags: tags.iter().map(|s| s.to_string()).collect(),
+            operations: ops.iter().map(|s| s.to_string()).collect(),
+            paths: paths.iter().map(|s| s.to_string()).collect(),
+        };
+        assert!(by(&["pets"], &[], &[]).matches(&op));
+        assert!(by(&[], &["listPets"], &[]).matches(&op));
+        assert!(by(&[], &["GET /pets"], &[]).matches(&op));
+        assert!(by(&[], &[], &["/p*"]).matches(&op));
+        assert!(!by(&["users"], &["other"], &["/users*"]).matches(&op));
+        assert!(Selection::default().is_empty());
+    }
+}

@@ -1,0 +1,556 @@
+//! Conversion tests: each mapping rule, the reference documents, and calls rendered through the compiled
+//! gateway to check that every argument lands where the operation wants it.
+
+use super::*;
+use crate::gateway::Gateway;
+use crate::tool::Prepared;
+use crate::upstream::UpstreamRequest;
+use serde_json::json;
+
+fn testdata(name: &str) -> String {
+    let path = format!("{}/src/openapi/testdata/{name}", env!("CARGO_MANIFEST_DIR"));
+    std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{path}: {e}"))
+}
+
+fn convert_text(text: &str, options: &Options) -> Result<Conversion, OpenApiError> {
+    convert(&parse_document(text)?, options)
+}
+
+fn names(c: &Conversion) -> Vec<&str> {
+    c.tools.iter().map(|t| t.tool.name.as_str()).collect()
+}
+
+/// A gateway serving `doc` through an in-config import, upstream at cluster `api`.
+fn gateway(doc: &Value, extra: Value) -> Result<Gateway, crate::config::ConfigError> {
+    let mut server = json!({"name": "api", "upstream": {"cluster": "api"}, "openapi": {"document": doc}});
+    if let (Value::Object(s), Value::Object(e)) = (&mut server, extra) {
+        for (k, v) in e {
+            if k == "openapi" {
+                for (ik, iv) in v.as_object().cloned().unwrap_or_default() {
+                    s["openapi"][ik] = iv;
+                }
+            } else {
+                s.insert(k, v);
+            }
+        }
+    }
+    Gateway::from_config_str(&json!({"servers": [server]}).to_string())
+}
+
+/// Renders the upstream request a call would send.
+fn request(gw: &Gateway, tool: &str, args: Value) -> UpstreamRequest {
+    let server = gw.server("api").unwrap();
+    let t = server.tool(tool).unwrap_or_else(|| panic!("no tool {tool}"));
+    match t.prepare(&gw.templates, &server.config, Some(&args)) {
+        Prepared::Upstream(req, _) => req,
+        Prepared::Done(result) => panic!("{tool}: no upstream request: {result}"),
+    }
+}
+
+fn header<'a>(req: &'a UpstreamRequest, name: &str) -> Option<&'a str> {
+    req.headers.iter().find(|(k, _)| k == name).map(|(_, v)| v.as_str())
+}
+
+fn body_json(req: &UpstreamRequest) -> Value {
+    serde_json::from_slice(req.body.as_deref().unwrap_or_default()).unwrap()
+}
+
+#[test]
+fn every_reference_document_converts_completely() {
+    let expected: [(&str, &[&str]); 6] = [
+        ("api-with-examples.yaml", &["listVersionsv2", "getVersionDetailsv2"]),
+        ("callback-example.yaml", &["post_streams"]),
+        (
+            "link-example.yaml",
+            &[
+                "getUserByName",
+                "getRepositoriesByOwner",
+                "getRepository",
+                "getPullRequestsByRepository",
+                "getPullRequestsById",
+                "mergePullRequest",
+            ],
+        ),
+        ("petstore-expanded.yaml", &["findPets", "addPet", "find_pet_by_id", "deletePet"]),
+        ("petstore.yaml", &["listPets", "createPets", "showPetById"]),
+        ("uspto.yaml", &["list-data-sets", "list-searchable-fields", "perform-search"]),
+    ];
+    for (file, tools) in expected {
+        let c = convert_text(&testdata(file), &Options::default()).unwrap_or_else(|e| panic!("{file}: {e}"));
+        assert_eq!(names(&c), tools, "{file}");
+        assert!(c.skipped.is_empty(), "{file}: {:?}", c.skipped);
+        assert_eq!(c.found(), tools.len());
+        // The plugin accepts what the converter produced.
+        let doc = parse_document(&testdata(file)).unwrap();
+        let gw = gateway(&doc, json!({})).unwrap_or_else(|e| panic!("{file}: {e}"));
+        assert_eq!(gw.server("api").unwrap().tools.len(), tools.len());
+    }
+}
+
+#[test]
+fn petstore_calls_put_every_parameter_in_place() {
+    let doc = parse_document(&testdata("petstore-expanded.yaml")).unwrap();
+    let gw = gateway(&doc, json!({"openapi": {"serverUrl": "http://127.0.0.1:8080/v2"}})).unwrap();
+    let listing = &gw.server("api").unwrap().tool("findPets").unwrap().listing;
+    assert_eq!(listing["inputSchema"]["properties"]["limit"]["format"], "int32");
+    assert_eq!(listing["annotations"]["readOnlyHint"], true);
+
+    let req = request(&gw, "findPets", json!({"tags": ["a b", "c&d"], "limit": "5"}));
+    assert_eq!((req.method.as_str(), req.cluster.as_str()), ("GET", "api"));
+    assert_eq!(req.authority, "127.0.0.1:8080");
+    assert_eq!(req.path, "/v2/pets?tags=a%20b&tags=c%26d&limit=5", "string '5' coerced to the declared integer");
+
+    let req = request(&gw, "addPet", json!({"name": "rex", "tag": "dog"}));
+    assert_eq!(req.method, "POST");
+    assert_eq!(body_json(&req), json!({"name": "rex", "tag": "dog"}));
+    assert_eq!(header(&req, "content-type"), Some("application/json"));
+
+    let req = request(&gw, "find_pet_by_id", json!({"id": 42}));
+    assert_eq!(req.path, "/v2/pets/42");
+    let req = request(&gw, "deletePet", json!({"id": 7}));
+    assert_eq!((req.method.as_str(), req.path.as_str()), ("DELETE", "/v2/pets/7"));
+
+    // Missing required arguments and wrong types never reach the upstream.
+    let server = gw.server("api").unwrap();
+    let t = server.tool("addPet").unwrap();
+    assert!(matches!(t.prepare(&gw.templates, &server.config, Some(&json!({"tag": "x"}))), Prepared::Done(_)));
+    let t = server.tool("find_pet_by_id").unwrap();
+    assert!(matches!(t.prepare(&gw.templates, &server.config, Some(&json!({"id": "abc"}))), Prepared::Done(_)));
+}
+
+#[test]
+fn form_bodies_and_server_variables() {
+    let doc = parse_document(&testdata("uspto.yaml")).unwrap();
+    let c = convert(&doc, &Options::default()).unwrap();
+    assert_eq!(c.server_url.as_deref(), Some("https://developer.uspto.gov/ds-api"));
+    let gw = gateway(&doc, json!({})).unwrap();
+    let req = request(&gw, "perform-search", json!({"dataset": "oa citations", "criteria": "a:b c", "rows": 10}));
+    assert_eq!(req.method, "POST");
+    assert_eq!(req.authority, "developer.uspto.gov");
+    assert_eq!(req.path, "/ds-api/oa%20citations/v1/records", "the default of `version` fills the path");
+    assert_eq!(header(&req, "content-type"), Some("application/x-www-form-urlencoded"));
+    let body = String::from_utf8(req.body.clone().unwrap()).unwrap();
+    assert_eq!(body, "criteria=a%3Ab%20c&rows=10&start=0", "defaults are filled in after the given arguments");
+}
+
+fn doc_with(paths: Value, components: Value) -> Value {
+    json!({"openapi": "3.0.3", "info": {"title": "t", "version": "1"}, "servers": [{"url": "http://127.0.0.1:9/api"}],
+           "paths": paths, "components": components})
+}
+
+#[test]
+fn clashing_names_locations_and_styles() {
+    let doc = doc_with(
+        json!({"/items/{id}": {"parameters": [{"name": "id", "in": "path", "required": true, "schema": {"type": "string"}}],
+        "patch": {
+            "operationId": "update item",
+            "parameters": [
+                {"name": "id", "in": "query", "schema": {"type": "integer"}},
+                {"name": "X-Trace", "in": "header", "schema": {"type": "array", "items": {"type": "string"}}},
+                {"name": "session", "in": "cookie", "schema": {"type": "string"}},
+                {"name": "ids", "in": "query", "explode": false, "schema": {"type": "array", "items": {"type": "integer"}}},
+                {"name": "Accept", "in": "header", "schema": {"type": "string"}}
+            ],
+            "requestBody": {"required": true, "content": {"application/merge-patch+json": {"schema": {
+                "type": "object", "required": ["id", "note"],
+                "properties": {"id": {"type": "string"}, "note": {"type": "string"},
+                               "created": {"type": "string", "readOnly": true}}}}}},
+            "responses": {"200": {"description": "ok"}}
+        }}}),
+        json!({}),
+    );
+    let c = convert(&doc, &Options::default()).unwrap();
+    let tool = &c.tools[0].tool;
+    assert_eq!(tool.name, "update_item");
+    let arg_names: Vec<(&str, Option<&str>)> =
+        tool.args.iter().map(|a| (a.name.as_str(), a.param_name.as_deref())).collect();
+    assert_eq!(
+        arg_names,
+        [
+            ("id", None),
+            ("query_id", Some("id")),
+            ("X-Trace", None),
+            ("session", None),
+            ("ids", None),
+            ("body_id", Some("id")),
+            ("note", None)
+        ],
+        "Accept is ignored as OpenAPI says; readOnly `created` is not an argument"
+    );
+    let gw = gateway(&doc, json!({})).unwrap();
+    let req = request(
+        &gw,
+        "update_item",
+        json!({"id": "a/b", "query_id": 3, "X-Trace": ["x", "y"], "session": "s 1", "ids": [1, 2],
+               "body_id": "B", "note": "n"}),
+    );
+    assert_eq!(req.method, "PATCH");
+    assert_eq!(req.path, "/api/items/a%2Fb?id=3&ids=1%2C2");
+    assert_eq!(header(&req, "x-trace"), Some("x,y"));
+    assert_eq!(header(&req, "cookie"), Some("session=s%201"));
+    assert_eq!(header(&req, "content-type"), Some("application/merge-patch+json"));
+    assert_eq!(body_json(&req), json!({"id": "B", "note": "n"}));
+}
+
+#[test]
+fn non_object_bodies_are_one_argument() {
+    let doc = doc_with(
+        json!({
+            "/bulk": {"post": {"operationId": "bulk", "requestBody": {"content": {"application/json": {"schema": {
+                "type": "array", "items": {"$ref": "#/components/schemas/Item"}}}}}, "responses": {"204": {"description": "none"}}}},
+            "/note": {"put": {"operationId": "note", "requestBody": {"required": true, "content": {"text/plain": {"schema": {"type": "string"}}}},
+                "responses": {"200": {"description": "ok", "content": {"application/json": {"schema": {"type": "array"}}}}}}}
+        }),
+        json!({"schemas": {"Item": {"type": "object", "properties": {"n": {"type": "integer"}}}}}),
+    );
+    let gw = gateway(&doc, json!({})).unwrap();
+    let listing = &gw.server("api").unwrap().tool("bulk").unwrap().listing;
+    assert_eq!(listing["inputSchema"]["properties"]["body"]["items"]["properties"]["n"]["type"], "integer");
+    let req = request(&gw, "bulk", json!({"body": [{"n": 1}, {"n": 2}]}));
+    assert_eq!(body_json(&req), json!([{"n": 1}, {"n": 2}]));
+    assert_eq!(header(&req, "content-type"), Some("application/json"));
+    let req = request(&gw, "bulk", json!({}));
+    assert_eq!(req.body, None, "an optional body left out sends no body");
+    let req = request(&gw, "note", json!({"body": "hello {{ world }}"}));
+    assert_eq!(req.body.as_deref(), Some(&b"hello {{ world }}"[..]), "argument text is data, not a template");
+    assert_eq!(header(&req, "content-type"), Some("text/plain"));
+    assert!(gw.server("api").unwrap().tool("note").unwrap().listing.get("outputSchema").is_none());
+}
+
+#[test]
+fn output_schema_from_first_2xx_json_object() {
+    let doc = doc_with(
+        json!({"/a": {"get": {"operationId": "a", "responses": {
+            "404": {"description": "no", "content": {"application/json": {"schema": {"type": "object"}}}},
+            "201": {"$ref": "#/components/responses/Made"},
+            "200": {"description": "ok", "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Out"}}}}}}}}),
+        json!({"schemas": {"Out": {"properties": {"secret": {"type": "string", "writeOnly": true}, "v": {"type": "integer"}}}},
+               "responses": {"Made": {"description": "made"}}}),
+    );
+    let c = convert(&doc, &Options::default()).unwrap();
+    assert_eq!(
+        c.tools[0].tool.output_schema,
+        Some(json!({"properties": {"v": {"type": "integer"}}, "type": "object"})),
+        "writeOnly fields are not part of answers"
+    );
+}
+
+#[test]
+fn security_schemes_become_credential_slots() {
+    let doc = json!({
+        "openapi": "3.1.0", "info": {"title": "t", "version": "1"}, "servers": [{"url": "http://127.0.0.1:9"}],
+        "security": [{"key": []}],
+        "components": {"securitySchemes": {
+            "key": {"type": "apiKey", "in": "header", "name": "X-API-Key"},
+            "basic": {"type": "http", "scheme": "basic"},
+            "q": {"type": "apiKey", "in": "query", "name": "api_key"},
+            "oauth": {"type": "oauth2", "flows": {}}
+        }},
+        "paths": {
+            "/a": {"get": {"operationId": "a", "responses": {}}},
+            "/b": {"get": {"operationId": "b", "security": [{"oauth": []}, {"basic": []}], "responses": {}}},
+            "/c": {"get": {"operationId": "c", "security": [], "responses": {}}},
+            "/d": {"get": {"operationId": "d", "security": [{"oauth": ["read"]}], "responses": {}}},
+            "/e": {"get": {"operationId": "e", "security": [{"q": []}], "responses": {}}}
+        }
+    });
+    let c = convert(&doc, &Options::default()).unwrap();
+    let ids: Vec<Option<&str>> = c
+        .tools
+        .iter()
+        .map(|t| t.tool.request_template.as_ref().unwrap().security.as_ref().map(|s| s.id.as_str()))
+        .collect();
+    assert_eq!(ids, [Some("key"), Some("basic"), None, None, Some("q")]);
+    assert_eq!(c.security_schemes.iter().map(|s| s.id.as_str()).collect::<Vec<_>>(), ["key", "basic", "q"]);
+    assert!(c.security_schemes.iter().all(|s| s.default_credential.is_empty()), "credentials are the operator's");
+    assert!(c.warnings.iter().any(|w| w.starts_with("d: requires oauth")), "{:?}", c.warnings);
+    assert!(c.warnings.iter().any(|w| w.contains("security scheme 'oauth'")));
+
+    // Loaded as is, no credential is sent; the operator supplies it by declaring the scheme on the server.
+    let gw = gateway(&doc, json!({})).unwrap();
+    assert_eq!(header(&request(&gw, "a", json!({})), "x-api-key"), None);
+    let filled = json!({"securitySchemes": [
+        {"id": "key", "type": "apiKey", "in": "header", "name": "X-API-Key", "defaultCredential": "k1"},
+        {"id": "basic", "type": "http", "scheme": "basic", "defaultCredential": "u:p"},
+        {"id": "q", "type": "apiKey", "in": "query", "name": "api_key", "defaultCredential": "k&2"}]});
+    let gw = gateway(&doc, filled).unwrap();
+    assert_eq!(header(&request(&gw, "a", json!({})), "x-api-key"), Some("k1"));
+    assert_eq!(header(&request(&gw, "b", json!({})), "authorization"), Some("Basic dTpw"));
+    assert_eq!(header(&request(&gw, "c", json!({})), "x-api-key"), None);
+    assert_eq!(request(&gw, "e", json!({})).path, "/e?api_key=k%262");
+
+    let mut bad = doc.clone();
+    bad["paths"]["/a"]["get"]["security"] = json!([{"nope": []}]);
+    assert_eq!(convert(&bad, &Options::default()).unwrap_err().pointer, "#/paths/~1a/get/security/0");
+}
+
+#[test]
+fn swagger_2_is_upgraded() {
+    let doc = json!({
+        "swagger": "2.0", "info": {"title": "Pets v2", "version": "1"},
+        "host": "127.0.0.1:9", "basePath": "/v2", "schemes": ["http"],
+        "consumes": ["application/json"], "produces": ["application/json"],
+        "securityDefinitions": {"basic": {"type": "basic"}, "key": {"type": "apiKey", "in": "query", "name": "k"}},
+        "parameters": {"Limit": {"name": "limit", "in": "query", "type": "integer", "maximum": 50}},
+        "paths": {
+            "/pets": {
+                "get": {"operationId": "findByTags", "security": [{"key": []}],
+                    "parameters": [{"name": "tags", "in": "query", "type": "array", "items": {"type": "string"}},
+                                   {"$ref": "#/parameters/Limit"}],
+                    "responses": {"200": {"description": "ok", "schema": {"$ref": "#/definitions/PetList"}}}},
+                "post": {"operationId": "addPet", "security": [{"basic": []}],
+                    "parameters": [{"name": "body", "in": "body", "required": true, "schema": {"$ref": "#/definitions/Pet"}}],
+                    "responses": {"200": {"description": "ok", "schema": {"$ref": "#/definitions/Pet"}}}}
+            },
+            "/pets/{id}": {
+                "parameters": [{"name": "id", "in": "path", "required": true, "type": "integer"}],
+                "post": {"operationId": "updateWithForm", "consumes": ["application/x-www-form-urlencoded"],
+                    "parameters": [{"name": "name", "in": "formData", "type": "string", "required": true}],
+                    "responses": {"200": {"description": "ok"}}}
+            },
+            "/pets/{id}/image": {
+                "post": {"operationId": "uploadImage", "consumes": ["multipart/form-data"],
+                    "parameters": [{"name": "id", "in": "path", "required": true, "type": "integer"},
+                                   {"name": "file", "in": "formData", "type": "file", "required": true}],
+                    "responses": {"200": {"description": "ok"}}}
+            }
+        },
+        "definitions": {
+            "Pet": {"type": "object", "required": ["name"], "properties": {"id": {"type": "integer", "readOnly": true}, "name": {"type": "string"}}},
+            "PetList": {"type": "object", "properties": {"items": {"type": "array", "items": {"$ref": "#/definitions/Pet"}}}}
+        }
+    });
+    let c = convert(&doc, &Options::default()).unwrap();
+    assert_eq!(c.spec_version, "2.0");
+    assert_eq!(c.server_url.as_deref(), Some("http://127.0.0.1:9/v2"));
+    assert_eq!(names(&c), ["findByTags", "addPet", "updateWithForm"]);
+    assert_eq!(c.skipped.len(), 1);
+    assert_eq!(c.skipped[0].key, "uploadImage");
+    assert!(c.skipped[0].reason.contains("multipart/form-data"), "{}", c.skipped[0].reason);
+    assert!(c.tools[0].tool.output_schema.is_some());
+
+    let filled = json!({"securitySchemes": [{"id": "key", "type": "apiKey", "in": "query", "name": "k", "defaultCredential": "s"}]});
+    let gw = gateway(&doc, filled).unwrap();
+    let req = request(&gw, "findByTags", json!({"tags": ["a", "b"], "limit": 3}));
+    assert_eq!(req.path, "/v2/pets?tags=a%2Cb&limit=3&k=s", "Swagger arrays default to csv");
+    let req = request(&gw, "addPet", json!({"name": "rex"}));
+    assert_eq!(body_json(&req), json!({"name": "rex"}));
+    let req = request(&gw, "updateWithForm", json!({"id": 5, "name": "a b"}));
+    assert_eq!((req.path.as_str(), req.body.as_deref()), ("/v2/pets/5", Some(&b"name=a%20b"[..])));
+    let server = gw.server("api").unwrap();
+    let t = server.tool("findByTags").unwrap();
+    assert!(
+        matches!(t.prepare(&gw.templates, &server.config, Some(&json!({"limit": 500}))), Prepared::Done(_)),
+        "Swagger parameter constraints (maximum) are kept"
+    );
+}
+
+#[test]
+fn invalid_documents_are_refused_with_a_pointer() {
+    let cases = [
+        (json!({"info": {}}), "#", "neither"),
+        (json!({"openapi": "4.0.0"}), "#/openapi", "not supported"),
+        (json!({"openapi": "3.0.0", "paths": []}), "#/paths", "must be an object"),
+        (json!({"openapi": "3.0.0", "paths": {"pets": {}}}), "#/paths/pets", "start with '/'"),
+        (
+            json!({"openapi": "3.0.0", "paths": {"/p/{id}": {"get": {"responses": {}}}}}),
+            "#/paths/~1p~1{id}/get",
+            "path variable {id}",
+        ),
+        (
+            json!({"openapi": "3.0.0", "paths": {"/p": {"get": {"parameters": [{"$ref": "#/components/parameters/X"}]}}}}),
+            "#/paths/~1p/get/parameters/0/$ref",
+            "does not resolve",
+        ),
+        (
+            json!({"openapi": "3.0.0", "paths": {"/p": {"post": {"requestBody": {"content": {"application/json": {"schema": {"properties": {"a": {"$ref": "#/nowhere"}}}}}}}}}}),
+            "#/paths/~1p/post/requestBody/content/application~1json/schema/properties/a/$ref",
+            "does not resolve",
+        ),
+        (
+            json!({"openapi": "3.0.0", "paths": {"/p": {"get": {"parameters": [{"in": "query"}]}}}}),
+            "#/paths/~1p/get/parameters/0/name",
+            "required",
+        ),
+        (
+            json!({"openapi": "3.0.0", "servers": [{"url": "http://{host}/v1"}], "paths": {}}),
+            "#/servers/0/url",
+            "variable without a default",
+        ),
+    ];
+    for (doc, pointer, reason) in cases {
+        match convert(&doc, &Options::default()) {
+            Err(e) => {
+                assert_eq!(e.pointer, pointer, "{doc}: {e}");
+                assert!(e.reason.contains(reason), "{e}");
+            }
+            Ok(c) => panic!("{doc} converted: {:?}", names(&c)),
+        }
+    }
+    // The plugin names the server and the pointer.
+    let e = gateway(&json!({"openapi": "3.0.0", "paths": []}), json!({})).unwrap_err();
+    assert_eq!((e.server.as_deref(), e.field.as_str()), (Some("api"), "openapi.document#/paths"));
+    let e = Gateway::from_config_str("servers:\n- name: s\n  openapi:\n    document: 'openapi: [1'\n").unwrap_err();
+    assert!(e.field.starts_with("openapi.document"), "{e}");
+}
+
+#[test]
+fn unreachable_operations_are_skipped_with_reasons() {
+    let doc = doc_with(
+        json!({"/upload": {"post": {"operationId": "upload", "requestBody": {"required": true, "content": {"multipart/form-data": {"schema": {"type": "object"}}}}}},
+               "/ext": {"get": {"operationId": "ext", "parameters": [{"$ref": "other.yaml#/components/parameters/P"}]}},
+               "/obj": {"get": {"operationId": "obj", "parameters": [{"name": "f", "in": "query", "style": "deepObject", "schema": {"type": "object"}}]}},
+               "/ok": {"get": {"operationId": "ok", "responses": {}}},
+               "/optional-upload": {"put": {"operationId": "optionalUpload", "requestBody": {"content": {"application/octet-stream": {}}}}}}),
+        json!({}),
+    );
+    let c = convert(&doc, &Options::default()).unwrap();
+    assert_eq!(names(&c), ["ok", "optionalUpload"]);
+    let reasons: Vec<(&str, &str)> = c.skipped.iter().map(|s| (s.key.as_str(), s.reason.as_str())).collect();
+    assert_eq!(reasons.len(), 3);
+    assert!(reasons[0].1.contains("multipart/form-data"));
+    assert!(reasons[1].1.contains("external $ref 'other.yaml"));
+    assert!(reasons[2].1.contains("object-valued query parameter"));
+    assert_eq!(c.skipped[0].to_string(), format!("POST /upload (upload) at #/paths/~1upload/post: {}", reasons[0].1));
+    assert!(c.warnings.iter().any(|w| w.contains("optional request body left out")));
+    // The plugin keeps the reasons for its log.
+    let gw = gateway(&doc, json!({})).unwrap();
+    assert!(
+        gw.notices.iter().any(|n| n.starts_with("server 'api': skipped POST /upload (upload)")),
+        "{:?}",
+        gw.notices
+    );
+}
+
+#[test]
+fn selection_prefix_and_overrides() {
+    let doc = parse_document(&testdata("petstore-expanded.yaml")).unwrap();
+    let only = |include: Selection, exclude: Selection| {
+        let c = convert(&doc, &Options { include, exclude, tool_prefix: "pet_".into(), ..Options::default() }).unwrap();
+        names(&c).into_iter().map(str::to_string).collect::<Vec<_>>()
+    };
+    let sel = |tags: &[&str], ops: &[&str], paths: &[&str]| Selection {
+        tags: tags.iter().map(|s| s.to_string()).collect(),
+        operations: ops.iter().map(|s| s.to_string()).collect(),
+        paths: paths.iter().map(|s| s.to_string()).collect(),
+    };
+    assert_eq!(only(sel(&[], &[], &["/pets/*"]), Selection::default()), ["pet_find_pet_by_id", "pet_deletePet"]);
+    assert_eq!(
+        only(Selection::default(), sel(&[], &["addPet", "DELETE /pets/{id}"], &[])),
+        ["pet_findPets", "pet_find_pet_by_id"]
+    );
+
+    let extra = json!({"openapi": {"overrides": {
+        "findPets": {"name": "list_pets", "description": "List pets.", "responseTemplate": {"body": "{{ response | length }} pets"}},
+        "deletePet": {"hide": true}
+    }}});
+    let gw = gateway(&doc, extra).unwrap();
+    let server = gw.server("api").unwrap();
+    let listed: Vec<&str> = server.tools.iter().map(|t| t.name.as_str()).collect();
+    assert_eq!(listed, ["list_pets", "addPet", "find_pet_by_id"]);
+    assert_eq!(server.tool("list_pets").unwrap().listing["description"], "List pets.");
+
+    let e = gateway(&doc, json!({"openapi": {"overrides": {"nope": {"hide": true}}}})).unwrap_err();
+    assert_eq!(e.field, "openapi.overrides.nope");
+    let e = gateway(&doc, json!({"openapi": {"overrides": {"addPet": {"hidden": true}}}})).unwrap_err();
+    assert!(e.field.starts_with("openapi.overrides.addPet"), "{e}");
+    let e = gateway(&doc, json!({"openapi": {"overrides": {"addPet": {"name": "findPets"}}}})).unwrap_err();
+    assert!(e.to_string().contains("duplicate tool name"), "{e}");
+    let e = gateway(&doc, json!({"openapi": {"bogus": 1}})).unwrap_err();
+    assert!(e.field.contains("bogus"), "{e}");
+}
+
+#[test]
+fn recursive_and_openapi_31_schemas_load_in_the_plugin() {
+    let doc = json!({
+        "openapi": "3.1.0", "info": {"title": "t", "version": "1"},
+        "paths": {"/tree": {"post": {"operationId": "tree",
+            "requestBody": {"content": {"application/json": {"schema": {"$ref": "#/components/schemas/Node"}}}},
+            "responses": {"200": {"description": "ok", "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Node"}}}}}}}},
+        "components": {"schemas": {"Node": {"type": "object", "properties": {
+            "name": {"type": ["string", "null"], "examples": ["root"]},
+            "pattern": {"type": "string", "pattern": "(?<=x)y"},
+            "kind": {"$ref": "#/components/schemas/Kind", "description": "what it is"},
+            "children": {"type": "array", "items": {"$ref": "#/components/schemas/Node"}}}},
+            "Kind": {"enum": ["leaf", "branch"]}}}
+    });
+    let c = convert(&doc, &Options::default()).unwrap();
+    assert!(c.warnings.iter().any(|w| w.contains("pattern dropped")), "lookbehind is not supported: {:?}", c.warnings);
+    let args = &c.tools[0].tool.args;
+    assert_eq!(args.iter().map(|a| a.name.as_str()).collect::<Vec<_>>(), ["name", "pattern", "kind", "children"]);
+    assert_eq!(args[2].schema, Some(json!({"enum": ["leaf", "branch"], "description": "what it is"})));
+    let gw = gateway(&doc, json!({"openapi": {"serverUrl": "/base"}})).unwrap();
+    let req = request(&gw, "tree", json!({"name": null, "children": [{"name": "a", "children": []}]}));
+    assert_eq!(req.path, "/base/tree");
+    assert_eq!(body_json(&req), json!({"name": null, "children": [{"name": "a", "children": []}]}));
+}
+
+#[test]
+fn hostile_documents_cannot_choose_hosts_or_inject_templates() {
+    let doc = doc_with(
+        json!({"/a/{{ config }}": {"get": {"operationId": "tpl", "responses": {}}},
+               "/b": {"get": {"operationId": "b", "parameters": [{"name": "Host", "in": "header", "schema": {"type": "string"}}]}},
+               "/c": {"get": {"operationId": "c", "parameters": [{"name": "q", "in": "query", "schema": {"type": "string"}}]}}}),
+        json!({}),
+    );
+    let c = convert(&doc, &Options::default()).unwrap();
+    assert_eq!(names(&c), ["c"]);
+    assert!(c.skipped[0].reason.contains("template syntax"));
+    assert!(c.skipped[1].reason.contains("'Host'"));
+    let gw = gateway(&doc, json!({})).unwrap();
+    let req = request(&gw, "c", json!({"q": "x&host=evil.example/{{ 1 }}\r\n"}));
+    assert_eq!(req.authority, "127.0.0.1:9");
+    assert_eq!(req.path, "/api/c?q=x%26host%3Devil.example%2F%7B%7B%201%20%7D%7D%0D%0A");
+}
+
+#[test]
+fn output_is_stable() {
+    let text = testdata("petstore-expanded.yaml");
+    let a = convert_text(&text, &Options::default()).unwrap();
+    let b = convert_text(&text, &Options::default()).unwrap();
+    let dump = |c: &Conversion| serde_json::to_string(&c.tools.iter().map(|t| &t.tool).collect::<Vec<_>>()).unwrap();
+    assert_eq!(dump(&a), dump(&b));
+}
+
+mod properties {
+    use super::*;
+    use proptest::prelude::*;
+
+    /// Every node of a document, as JSON pointers.
+    fn pointers(v: &Value, at: String, out: &mut Vec<String>) {
+        out.push(at.clone());
+        match v {
+            Value::Object(m) => m.iter().for_each(|(k, c)| pointers(c, format!("{at}/{}", pointer_token(k)), out)),
+            Value::Array(a) => a.iter().enumerate().for_each(|(i, c)| pointers(c, format!("{at}/{i}"), out)),
+            _ => {}
+        }
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 400, ..ProptestConfig::default() })]
+
+        /// Any node of a real document replaced by anything: an error or a config the plugin loads, never a
+        /// panic.
+        #[test]
+        fn mutated_documents_never_panic(
+            file in prop_oneof![Just("petstore-expanded.yaml"), Just("uspto.yaml"), Just("link-example.yaml"), Just("callback-example.yaml")],
+            pick in any::<prop::sample::Index>(),
+            value in prop_oneof![Just(json!(null)), Just(json!(1)), Just(json!("x")), Just(json!([])), Just(json!({})),
+                                 Just(json!({"$ref": "#/components/schemas/Pet"})), Just(json!({"$ref": "#/paths"})),
+                                 Just(json!({"$ref": "#"})), Just(json!({"type": "object", "properties": {"a": {"$ref": "#/components"}}})),
+                                 Just(json!("{{ x }}")), Just(json!({"type": "file"}))]
+        ) {
+            let mut doc = parse_document(&testdata(file)).unwrap();
+            let mut all = Vec::new();
+            pointers(&doc, String::new(), &mut all);
+            let target = &all[pick.index(all.len())];
+            if target.is_empty() {
+                doc = value;
+            } else if let Some(slot) = doc.pointer_mut(target) {
+                *slot = value;
+            }
+            let _ = convert(&doc, &Options::default());
+            let _ = gateway(&doc, json!({}));
+        }
+    }
+}
