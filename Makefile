@@ -3,16 +3,22 @@ SHELL := /bin/bash
 WASM := target/wasm32-wasip1/release/mcp_gateway.wasm
 VENV := .venv
 PY := $(VENV)/bin/python
+CLI := target/release/mcp-gateway
 
-.PHONY: all build setup unit lint e2e test run bench clean
+.PHONY: all build cli setup unit lint e2e test run bench clean
 
 all: build
 
-## build: the plugin for Envoy (wasm32-wasip1, release profile tuned for size)
+## build: the plugin for Envoy (wasm32-wasip1, release profile tuned for size, then binaryen's wasm-opt -Os)
 build:
 	@rustup target list --installed 2>/dev/null | grep -qx wasm32-wasip1 || rustup target add wasm32-wasip1
-	cargo build --release --target wasm32-wasip1
+	cargo build --release --target wasm32-wasip1 --lib
+	@bash scripts/wasm-opt.sh $(WASM)
 	@ls -l $(WASM) | awk '{printf "plugin: %s (%d bytes)\n", $$9, $$5}'
+
+## cli: the native `mcp-gateway` CLI (OpenAPI conversion, config check); `cargo install --path .` installs it
+cli:
+	cargo build --release --bin mcp-gateway
 
 ## setup: Envoy + Python MCP SDK in .venv, Node 22 + conformance suite + Inspector CLI in e2e/node_modules
 setup:
@@ -29,18 +35,18 @@ lint:
 	cargo clippy --release --target wasm32-wasip1 -- -D warnings
 
 ## e2e: real Envoy (V8) + real upstream + real MCP clients
-e2e: build setup
+e2e: setup build cli
 	$(PY) -m pytest e2e
 
 ## test: everything, from a fresh machine
 test: setup lint unit e2e
 
 ## run: Envoy with the example config and the demo upstream on localhost
-run: build setup
+run: setup build
 	$(PY) e2e/run.py
 
 ## bench: tools/call through the plugin against plain Envoy proxying, module size, start-up time
-bench: build setup
+bench: setup build cli
 	$(PY) e2e/bench.py
 
 clean:
