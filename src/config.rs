@@ -411,75 +411,115 @@ fn parse_server(mut value: Value, index: usize) -> Result<ServerConfig, ConfigEr
 mod import {
     use super::{field_error, ConfigError, ResponseTemplate, ServerConfig};
     use crate::openapi::{self, Options, Selection};
-    use serde::Deserialize;
+    use serde::de::DeserializeOwned;
     use serde_json::{Map, Value};
 
-    #[derive(Deserialize)]
-    #[serde(rename_all = "camelCase", deny_unknown_fields)]
-    struct Import {
-        /// The document itself (Envoy passes configs inline), as an object or as YAML/JSON text.
-        document: Value,
-        #[serde(default)]
-        server_url: Option<String>,
-        #[serde(default)]
-        tool_prefix: String,
-        #[serde(default)]
-        include: Selection,
-        #[serde(default)]
-        exclude: Selection,
-        /// Keyed by operationId, or `METHOD /path` for operations without one.
-        #[serde(default)]
-        overrides: Map<String, Value>,
+    /// One value of the import, typed; a type error names the field it sits in.
+    fn typed<T: DeserializeOwned>(value: Value, field: &str) -> Result<T, ConfigError> {
+        serde_json::from_value(value).map_err(|e| {
+            let inner = field_error("", e);
+            let field = if inner.field.is_empty() { field.to_string() } else { format!("{field}.{}", inner.field) };
+            ConfigError::new(field, inner.message)
+        })
+    }
+
+    /// The entries of an object-valued field, or an error naming it.
+    fn entries(value: Value, field: &str) -> Result<Map<String, Value>, ConfigError> {
+        match value {
+            Value::Object(m) => Ok(m),
+            other => Err(ConfigError::new(field, format!("must be a map, not {other}"))),
+        }
+    }
+
+    fn selection(value: Value, field: &str) -> Result<Selection, ConfigError> {
+        let mut out = Selection::default();
+        for (key, v) in entries(value, field)? {
+            let here = format!("{field}.{key}");
+            match key.as_str() {
+                "tags" => out.tags = typed(v, &here)?,
+                "operations" => out.operations = typed(v, &here)?,
+                "paths" => out.paths = typed(v, &here)?,
+                _ => return Err(ConfigError::new(here, "unknown field (expected tags, operations or paths)")),
+            }
+        }
+        Ok(out)
     }
 
     /// What an operator may change about one imported operation.
-    #[derive(Deserialize)]
-    #[serde(rename_all = "camelCase", deny_unknown_fields)]
+    #[derive(Default)]
     struct Override {
-        #[serde(default)]
         name: Option<String>,
-        #[serde(default)]
         title: Option<String>,
-        #[serde(default)]
         description: Option<String>,
-        #[serde(default)]
         hide: bool,
-        #[serde(default)]
         annotations: Option<Map<String, Value>>,
-        #[serde(default)]
         response_template: Option<ResponseTemplate>,
-        #[serde(default)]
         error_response_template: Option<String>,
+    }
+
+    fn override_of(value: Value, field: &str) -> Result<Override, ConfigError> {
+        let mut o = Override::default();
+        for (key, v) in entries(value, field)? {
+            let here = format!("{field}.{key}");
+            match key.as_str() {
+                "name" => o.name = Some(typed(v, &here)?),
+                "title" => o.title = Some(typed(v, &here)?),
+                "description" => o.description = Some(typed(v, &here)?),
+                "hide" => o.hide = typed(v, &here)?,
+                "annotations" => o.annotations = Some(typed(v, &here)?),
+                "responseTemplate" => o.response_template = Some(typed(v, &here)?),
+                "errorResponseTemplate" => o.error_response_template = Some(typed(v, &here)?),
+                _ => {
+                    return Err(ConfigError::new(
+                        here,
+                        "unknown field (expected name, title, description, hide, annotations, responseTemplate \
+                         or errorResponseTemplate)",
+                    ))
+                }
+            }
+        }
+        Ok(o)
     }
 
     /// Converts the document and adds its tools and security schemes to the server. Schemes the server
     /// declares itself win, which is how the operator supplies credentials.
     pub(super) fn openapi(server: &mut ServerConfig, raw: Value) -> Result<(), ConfigError> {
-        let import: Import = serde_json::from_value(raw).map_err(|e| {
-            let mut e = field_error("openapi", e);
-            e.field = format!("openapi.{}", e.field.trim_start_matches("openapi"));
-            e
-        })?;
-        let document = match import.document {
-            Value::String(text) => openapi::parse_document(&text)
+        let mut document = None;
+        let mut options = Options::default();
+        let mut raw_overrides = Map::new();
+        for (key, v) in entries(raw, "openapi")? {
+            let here = format!("openapi.{key}");
+            match key.as_str() {
+                "document" => document = Some(v),
+                "serverUrl" => {
+                    let url: String = typed(v, &here)?;
+                    openapi::check_server_url(&url).map_err(|e| ConfigError::new(&here, e))?;
+                    options.server_url = Some(url);
+                }
+                "toolPrefix" => options.tool_prefix = typed(v, &here)?,
+                "include" => options.include = selection(v, &here)?,
+                "exclude" => options.exclude = selection(v, &here)?,
+                "overrides" => raw_overrides = entries(v, &here)?,
+                _ => {
+                    return Err(ConfigError::new(
+                        here,
+                        "unknown field (expected document, serverUrl, toolPrefix, include, exclude or overrides)",
+                    ))
+                }
+            }
+        }
+        let document = match document {
+            None => return Err(ConfigError::new("openapi.document", "is required: the OpenAPI document")),
+            Some(Value::String(text)) => openapi::parse_document(&text)
                 .map_err(|e| ConfigError::new(format!("openapi.document{}", e.pointer), e.reason))?,
-            other => other,
-        };
-        let options = Options {
-            tool_prefix: import.tool_prefix,
-            server_url: import.server_url,
-            include: import.include,
-            exclude: import.exclude,
+            Some(other) => other,
         };
         let conversion = openapi::convert(&document, &options)
             .map_err(|e| ConfigError::new(format!("openapi.document{}", e.pointer), e.reason))?;
         let mut overrides = Vec::new();
-        for (key, value) in import.overrides {
+        for (key, value) in raw_overrides {
             let field = format!("openapi.overrides.{key}");
-            let o: Override = serde_json::from_value(value).map_err(|e| {
-                let located = field_error("", e);
-                ConfigError::new(format!("{field}.{}", located.field).trim_end_matches('.'), located.message)
-            })?;
+            let o = override_of(value, &field)?;
             let known = conversion.tools.iter().any(|t| t.key == key)
                 || conversion.skipped.iter().any(|s| s.key == key)
                 || conversion.excluded.contains(&key);

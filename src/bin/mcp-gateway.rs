@@ -93,7 +93,11 @@ fn parse_openapi_args(args: &[String]) -> Result<OpenApiArgs, Failure> {
             "--check" => out.check = true,
             "--name" => out.name = Some(value()?),
             "--cluster" => out.cluster = Some(value()?),
-            "--server-url" => out.options.server_url = Some(value()?),
+            "--server-url" => {
+                let url = value()?;
+                openapi::check_server_url(&url).map_err(|e| Failure::Usage(format!("--server-url: {e}")))?;
+                out.options.server_url = Some(url);
+            }
             "--tool-prefix" => out.options.tool_prefix = value()?,
             "-o" | "--output" => out.output = Some(value()?),
             "--include-tag" => out.options.include.tags.push(value()?),
@@ -139,6 +143,9 @@ fn run_openapi(args: &[String]) -> Result<(), Failure> {
     }
     for s in &conversion.skipped {
         eprintln!("skipped: {s}");
+    }
+    for w in conversion.warnings.iter().filter(|w| w.starts_with("the selection")) {
+        eprintln!("warning: {w}");
     }
     eprintln!(
         "converted {} of {} operation(s) into server '{}'",

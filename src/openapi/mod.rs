@@ -157,10 +157,14 @@ pub fn convert(doc: &Value, options: &Options) -> Result<Conversion, OpenApiErro
         Some(url) => Some(url.clone()),
         None => server_url(doc)?,
     };
-    let base = match out.server_url.as_deref() {
-        Some(url) => base_url(url)?,
-        None => String::new(),
+    let base = match (&options.server_url, out.server_url.as_deref()) {
+        (Some(url), _) => {
+            check_server_url(url).map_err(|e| OpenApiError::new("#", format!("server URL option: {e}")))?
+        }
+        (None, Some(url)) => base_url(url)?,
+        (None, None) => String::new(),
     };
+    let mut unused: Vec<select::Entry<'_>> = options.include.entries().chain(options.exclude.entries()).collect();
     let schemes = operation::SecuritySchemes::read(doc)?;
     out.security_schemes = schemes.supported.clone();
     out.warnings.extend(schemes.unsupported.iter().map(|(id, why)| format!("security scheme '{id}': {why}")));
@@ -201,6 +205,7 @@ pub fn convert(doc: &Value, options: &Options) -> Result<Conversion, OpenApiErro
                 .and_then(Value::as_array)
                 .map_or(Vec::new(), |t| t.iter().filter_map(Value::as_str).collect());
             let which = select::OperationRef { tags: &tags, operation_id, method, path };
+            unused.retain(|e| !e.matches(&which));
             if (!options.include.is_empty() && !options.include.matches(&which)) || options.exclude.matches(&which) {
                 out.excluded.push(key);
                 continue;
@@ -218,6 +223,7 @@ pub fn convert(doc: &Value, options: &Options) -> Result<Conversion, OpenApiErro
             }
         }
     }
+    out.warnings.extend(unused.iter().map(|e| format!("the selection's {e} names no operation")));
     Ok(out)
 }
 
@@ -242,18 +248,22 @@ fn server_url(doc: &Value) -> Result<Option<String>, OpenApiError> {
     Ok(Some(url))
 }
 
-/// Checks the base URL and drops its trailing slash; its host must be literal, it goes into tool URLs as is.
-fn base_url(url: &str) -> Result<String, OpenApiError> {
-    let at = "#/servers/0/url";
+/// Checks a base URL given instead of `servers[0]` and returns it without its trailing slash.
+pub fn check_server_url(url: &str) -> Result<String, String> {
     if url.contains(['{', '}']) {
-        return Err(OpenApiError::new(at, format!("'{url}' has a variable without a default")));
+        return Err(format!("'{url}' has a variable without a default"));
     }
     let lower = url.to_ascii_lowercase();
     let ok = lower.starts_with("http://") || lower.starts_with("https://") || url.starts_with('/') || url.is_empty();
     if !ok || url.contains(['?', '#']) || url.chars().any(|c| c.is_whitespace() || c.is_control()) {
-        return Err(OpenApiError::new(at, format!("'{url}' is not an http(s) URL or an absolute path")));
+        return Err(format!("'{url}' is not an http(s) URL or an absolute path"));
     }
     Ok(url.trim_end_matches('/').to_string())
+}
+
+/// The document's own base URL: its host must be literal, it goes into tool URLs as is.
+fn base_url(url: &str) -> Result<String, OpenApiError> {
+    check_server_url(url).map_err(|e| OpenApiError::new("#/servers/0/url", e))
 }
 
 /// Escapes one JSON pointer reference token.

@@ -1,17 +1,11 @@
 //! Which operations of a document become tools: include and exclude lists by tag, operation and path.
 
-use serde::Deserialize;
-
 /// A set of operations, named by tag, by operationId (or `METHOD /path`), or by path pattern (`*` matches
 /// any run of characters, so `/repos/*` covers everything below `/repos/`).
-#[derive(Debug, Clone, Default, Deserialize, PartialEq)]
-#[serde(rename_all = "camelCase", deny_unknown_fields)]
+#[derive(Debug, Clone, Default, PartialEq)]
 pub struct Selection {
-    #[serde(default)]
     pub tags: Vec<String>,
-    #[serde(default)]
     pub operations: Vec<String>,
-    #[serde(default)]
     pub paths: Vec<String>,
 }
 
@@ -31,10 +25,45 @@ impl Selection {
 
     /// Whether the operation is named by any entry of the selection.
     pub fn matches(&self, op: &OperationRef<'_>) -> bool {
-        let key = format!("{} {}", op.method.to_ascii_uppercase(), op.path);
-        self.tags.iter().any(|t| op.tags.contains(&t.as_str()))
-            || self.operations.iter().any(|o| Some(o.as_str()) == op.operation_id || o.eq_ignore_ascii_case(&key))
-            || self.paths.iter().any(|p| glob(p, op.path))
+        self.entries().any(|e| e.matches(op))
+    }
+
+    /// Each entry on its own, so entries that name nothing can be reported.
+    pub fn entries(&self) -> impl Iterator<Item = Entry<'_>> {
+        let tags = self.tags.iter().map(|t| Entry::Tag(t));
+        let ops = self.operations.iter().map(|o| Entry::Operation(o));
+        tags.chain(ops).chain(self.paths.iter().map(|p| Entry::Path(p)))
+    }
+}
+
+/// One entry of a selection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Entry<'a> {
+    Tag(&'a str),
+    Operation(&'a str),
+    Path(&'a str),
+}
+
+impl Entry<'_> {
+    pub fn matches(&self, op: &OperationRef<'_>) -> bool {
+        match *self {
+            Entry::Tag(t) => op.tags.contains(&t),
+            Entry::Operation(o) => {
+                Some(o) == op.operation_id
+                    || o.eq_ignore_ascii_case(&format!("{} {}", op.method.to_ascii_uppercase(), op.path))
+            }
+            Entry::Path(p) => glob(p, op.path),
+        }
+    }
+}
+
+impl std::fmt::Display for Entry<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Entry::Tag(t) => write!(f, "tag '{t}'"),
+            Entry::Operation(o) => write!(f, "operation '{o}'"),
+            Entry::Path(p) => write!(f, "path '{p}'"),
+        }
     }
 }
 

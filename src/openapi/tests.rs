@@ -461,6 +461,46 @@ fn selection_prefix_and_overrides() {
 }
 
 #[test]
+fn import_errors_name_the_option_at_fault() {
+    let doc = parse_document(&testdata("petstore.yaml")).unwrap();
+    let cases = [
+        (json!({"serverUrl": "ftp://x/y"}), "openapi.serverUrl"),
+        (json!({"include": {"tags": "pets"}}), "openapi.include.tags"),
+        (json!({"include": {"tagz": ["pets"]}}), "openapi.include.tagz"),
+        (json!({"exclude": []}), "openapi.exclude"),
+        (json!({"toolPrefix": 5}), "openapi.toolPrefix"),
+        (json!({"overrides": {"listPets": {"hide": "yes"}}}), "openapi.overrides.listPets.hide"),
+        (
+            json!({"overrides": {"listPets": {"responseTemplate": {"bdy": "x"}}}}),
+            "openapi.overrides.listPets.responseTemplate.bdy",
+        ),
+        (json!({"overrides": {"listPets": 1}}), "openapi.overrides.listPets"),
+    ];
+    for (import, field) in cases {
+        let e = gateway(&doc, json!({"openapi": import})).unwrap_err();
+        assert_eq!((e.server.as_deref(), e.field.as_str()), (Some("api"), field), "{import}: {e}");
+    }
+    let e = Gateway::from_config_str(r#"{"servers":[{"name":"s","openapi":{"serverUrl":"/x"}}]}"#).unwrap_err();
+    assert_eq!(e.field, "openapi.document");
+}
+
+#[test]
+fn selection_entries_that_name_nothing_are_reported() {
+    let doc = parse_document(&testdata("petstore.yaml")).unwrap();
+    let options = Options {
+        include: Selection { tags: vec!["pets".into(), "pest".into()], ..Selection::default() },
+        exclude: Selection { paths: vec!["[bad".into()], ..Selection::default() },
+        ..Options::default()
+    };
+    let c = convert(&doc, &options).unwrap();
+    assert_eq!(c.tools.len(), 3);
+    assert_eq!(
+        c.warnings,
+        ["the selection's tag 'pest' names no operation", "the selection's path '[bad' names no operation"]
+    );
+}
+
+#[test]
 fn recursive_and_openapi_31_schemas_load_in_the_plugin() {
     let doc = json!({
         "openapi": "3.1.0", "info": {"title": "t", "version": "1"},
