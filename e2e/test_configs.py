@@ -126,6 +126,32 @@ def test_example_config_serves_demo_tools(example_gw):
     assert greet.content[0].text == "Hello, Ada!"
 
 
+def test_example_config_imports_the_demo_openapi_document(example_gw):
+    """The second server of the example config is the same demo API, imported in-config from OpenAPI."""
+    url = f"{example_gw.base_url}/mcp-servers/demo-openapi"
+
+    async def go():
+        async with mcp_client(url) as c:
+            tools, _ = await list_all_tools(c)
+            weather = await c.call_tool("getWeather", {"city": "Paris"})
+            user = await c.call_tool("getUser", {"id": "2"})
+            order = await c.call_tool("createOrder", {"item": "tea"})
+            bad = await c.call_tool("getUser", {"id": 0})
+            return tools, weather, user, order, bad
+
+    tools, weather, user, order, bad = run_async(go)
+    by_name = {t.name: t for t in tools}
+    assert sorted(by_name) == ["createOrder", "getUser", "getWeather"]
+    assert by_name["getWeather"].annotations.read_only_hint is True
+    assert by_name["createOrder"].input_schema["required"] == ["item"]
+    assert by_name["getUser"].output_schema["properties"]["email"]["format"] == "email"
+    assert weather.content[0].text == "It is 16 degrees (metric) and sunny in Paris."
+    assert user.structured_content == demo_upstream.USERS["2"]
+    assert order.structured_content["status"] == "created"
+    assert order.structured_content["order"] == {"item": "tea", "quantity": 1, "express": False}
+    assert bad.is_error and "`id`: must be >= 1" in bad.content[0].text
+
+
 # --- Higress single-server shape ---------------------------------------------------------------
 
 HIGRESS_CONFIG = {
