@@ -143,6 +143,8 @@ fn type_matches(t: &str, v: &Value) -> bool {
 pub struct Validator {
     root: Value,
     patterns: HashMap<String, Regex>,
+    /// What the validated value is called in messages: the arguments, or the upstream's answer.
+    whole: &'static str,
 }
 
 impl Validator {
@@ -153,7 +155,12 @@ impl Validator {
         }
         let mut patterns = HashMap::new();
         check(&root, &root, &mut patterns, "#", 0)?;
-        Ok(Validator { root, patterns })
+        Ok(Validator { root, patterns, whole: "arguments" })
+    }
+
+    /// The same, for an upstream answer checked against a tool's `outputSchema`.
+    pub fn for_answer(root: Value) -> Result<Validator, String> {
+        Validator::new(root).map(|v| Validator { whole: "the answer", ..v })
     }
 
     /// The schema as given.
@@ -168,6 +175,14 @@ impl Validator {
         errors
     }
 
+    fn member(&self) -> &'static str {
+        if self.whole == "arguments" {
+            "argument"
+        } else {
+            "property"
+        }
+    }
+
     fn resolve<'a>(&'a self, reference: &str) -> Option<&'a Value> {
         resolve_ref(&self.root, reference)
     }
@@ -175,7 +190,7 @@ impl Validator {
     fn walk(&self, schema: &Value, v: &Value, path: &str, errors: &mut Vec<String>, depth: usize) {
         let at = |p: &str| {
             if p.is_empty() {
-                "arguments".to_string()
+                self.whole.to_string()
             } else {
                 format!("`{p}`")
             }
@@ -278,7 +293,7 @@ impl Validator {
     }
 
     fn check_array(&self, s: &Map<String, Value>, items: &[Value], path: &str, errors: &mut Vec<String>, depth: usize) {
-        let at = if path.is_empty() { "arguments".to_string() } else { format!("`{path}`") };
+        let at = if path.is_empty() { self.whole.to_string() } else { format!("`{path}`") };
         let n = items.len() as u64;
         if s.get("minItems").and_then(Value::as_u64).is_some_and(|m| n < m) {
             errors.push(format!("{at}: needs at least {} items", s["minItems"]));
@@ -348,7 +363,7 @@ impl Validator {
             if !known {
                 match s.get("additionalProperties") {
                     Some(Value::Bool(false)) => {
-                        errors.push(format!("`{}`: is not an accepted argument", join(path, key)))
+                        errors.push(format!("`{}`: is not an accepted {}", join(path, key), self.member()))
                     }
                     Some(sub @ Value::Object(_)) => self.walk(sub, value, &join(path, key), errors, depth + 1),
                     _ => {}

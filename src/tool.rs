@@ -104,7 +104,7 @@ impl Tool {
             Some(s) if s.get("type").and_then(Value::as_str) != Some("object") => {
                 return Err(err("outputSchema", "must be an object schema (\"type\": \"object\")".into()))
             }
-            Some(s) => Some(Validator::new(s.clone()).map_err(|e| err("outputSchema", e))?),
+            Some(s) => Some(Validator::for_answer(s.clone()).map_err(|e| err("outputSchema", e))?),
             None => None,
         };
         let placements: Vec<Placement> = cfg
@@ -426,6 +426,7 @@ impl Tool {
         }
         // Valid UTF-8 (the common case) is taken over without a copy.
         let text = String::from_utf8(body).unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into_owned());
+        let empty_answer = text.trim().is_empty();
         // Parsing the answer and building a template context cost time on large bodies: do it only when a
         // template or the output schema will look at it.
         let uses_template = if ok {
@@ -487,6 +488,11 @@ impl Tool {
         };
         let mut result = json!({"content": [{"type": "text", "text": text_out}], "isError": false});
         if let Some(validator) = &self.output {
+            // An empty answer (202, 204) is the empty object, if the schema allows one.
+            let parsed = match parsed {
+                None if empty_answer => Some(Arc::new(json!({}))),
+                other => other,
+            };
             match parsed {
                 Some(v) if v.is_object() => {
                     let problems = validator.validate(&v);

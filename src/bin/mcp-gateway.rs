@@ -122,17 +122,21 @@ fn run_openapi(args: &[String]) -> Result<(), Failure> {
     let text = read_input(&args.input)?;
     let invalid = |e: openapi::OpenApiError| Failure::Invalid(format!("{}: {e}", args.input));
     let doc = openapi::parse_document(&text).map_err(invalid)?;
-    let conversion = openapi::convert(&doc, &args.options).map_err(invalid)?;
+    drop(text);
+    let mut conversion = openapi::convert(&doc, &args.options).map_err(invalid)?;
+    drop(doc);
     if args.check {
         print_summary(&conversion);
         return Ok(());
     }
-    let config = plugin_config(&conversion, args.name.as_deref(), args.cluster.as_deref());
+    let converted = conversion.tools.len();
+    let config = plugin_config(&mut conversion, args.name.as_deref(), args.cluster.as_deref());
     // The output must load in the plugin unchanged: compile it exactly as `on_configure` would.
     let as_json = serde_json::to_string(&config).unwrap_or_default();
     if let Err(e) = Gateway::from_config_str(&as_json) {
         return Err(Failure::Invalid(format!("the converted config does not load in the plugin: {e}")));
     }
+    drop(as_json);
     let rendered = match &args.output {
         Some(path) if path.ends_with(".json") => serde_json::to_string_pretty(&config).unwrap_or_default() + "\n",
         _ => serde_yaml_ng::to_string(&config).map_err(|e| Failure::Invalid(format!("rendering YAML: {e}")))?,
@@ -148,9 +152,8 @@ fn run_openapi(args: &[String]) -> Result<(), Failure> {
         eprintln!("warning: {w}");
     }
     eprintln!(
-        "converted {} of {} operation(s) into server '{}'",
-        conversion.tools.len(),
-        conversion.found(),
+        "converted {converted} of {} operation(s) into server '{}'",
+        conversion.found() + converted,
         config["servers"][0]["name"].as_str().unwrap_or_default()
     );
     Ok(())
@@ -191,10 +194,11 @@ fn print_summary(c: &Conversion) {
     }
 }
 
-/// The plugin config holding one server with the converted tools.
-fn plugin_config(c: &Conversion, name: Option<&str>, cluster: Option<&str>) -> Value {
+/// The plugin config holding one server with the converted tools (moved out of the conversion, which can
+/// be large).
+fn plugin_config(c: &mut Conversion, name: Option<&str>, cluster: Option<&str>) -> Value {
     let name = name.map(str::to_string).unwrap_or_else(|| server_name(c.title.as_deref().unwrap_or("openapi")));
-    let host = c.server_url.as_deref().and_then(url_host);
+    let host = c.server_url.as_deref().and_then(openapi::url_host).map(str::to_string);
     let cluster = cluster.map(str::to_string).or(host).unwrap_or_else(|| name.clone());
     let mut server = Map::new();
     server.insert("name".into(), json!(name));
@@ -205,7 +209,8 @@ fn plugin_config(c: &Conversion, name: Option<&str>, cluster: Option<&str>) -> V
     if !c.security_schemes.is_empty() {
         server.insert("securitySchemes".into(), serde_json::to_value(&c.security_schemes).unwrap_or_default());
     }
-    let tools: Vec<Value> = c.tools.iter().filter_map(|t| serde_json::to_value(&t.tool).ok()).collect();
+    let tools: Vec<Value> =
+        std::mem::take(&mut c.tools).into_iter().filter_map(|t| serde_json::to_value(t.tool).ok()).collect();
     server.insert("tools".into(), Value::Array(tools));
     json!({"servers": [Value::Object(server)]})
 }
@@ -225,12 +230,6 @@ fn server_name(title: &str) -> String {
     } else {
         out
     }
-}
-
-fn url_host(url: &str) -> Option<String> {
-    let rest = url.split_once("://")?.1;
-    let host = rest.split(['/', '?']).next()?;
-    (!host.is_empty()).then(|| host.to_string())
 }
 
 fn run_check(args: &[String]) -> Result<(), Failure> {

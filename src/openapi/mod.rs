@@ -229,23 +229,34 @@ pub fn convert(doc: &Value, options: &Options) -> Result<Conversion, OpenApiErro
 
 /// `servers[0].url` with its variables replaced by their defaults.
 fn server_url(doc: &Value) -> Result<Option<String>, OpenApiError> {
-    let Some(first) = doc.get("servers").and_then(Value::as_array).and_then(|s| s.first()) else {
+    first_server(doc.get("servers"), "#/servers")
+}
+
+/// The first entry of a `servers` list (`at` is its pointer), variables at their defaults.
+pub(crate) fn first_server(servers: Option<&Value>, at: &str) -> Result<Option<String>, OpenApiError> {
+    let Some(first) = servers.and_then(Value::as_array).and_then(|s| s.first()) else {
         return Ok(None);
     };
     let url = first
         .get("url")
         .and_then(Value::as_str)
-        .ok_or_else(|| OpenApiError::new("#/servers/0/url", "must be a string"))?;
+        .ok_or_else(|| OpenApiError::new(format!("{at}/0/url"), "must be a string"))?;
     let mut url = url.to_string();
     if let Some(Value::Object(vars)) = first.get("variables") {
         for (name, var) in vars {
             let default = var.get("default").and_then(Value::as_str).ok_or_else(|| {
-                OpenApiError::new(format!("#/servers/0/variables/{}/default", pointer_token(name)), "must be a string")
+                OpenApiError::new(format!("{at}/0/variables/{}/default", pointer_token(name)), "must be a string")
             })?;
             url = url.replace(&format!("{{{name}}}"), default);
         }
     }
     Ok(Some(url))
+}
+
+/// The `host[:port]` of an absolute URL.
+pub fn url_host(url: &str) -> Option<&str> {
+    let rest = url.split_once("://")?.1;
+    rest.split(['/', '?', '#']).next().filter(|h| !h.is_empty())
 }
 
 /// Checks a base URL given instead of `servers[0]` and returns it without its trailing slash.

@@ -2,7 +2,8 @@
 //! operation wants them, the 2xx JSON response becomes `outputSchema`, security becomes a credential slot.
 
 use super::schema::{flatten_object, is_object, Direction, SchemaConverter};
-use super::{pointer_token, resolve, Fail, OpenApiError};
+use super::{check_server_url, first_server, pointer_token, resolve, url_host, Fail, OpenApiError};
+use crate::config::UpstreamConfig;
 use crate::config::{ArgConfig, HeaderTemplate, Position, RequestTemplate, SecurityRef, SecurityScheme, ToolConfig};
 use crate::upstream::{is_forbidden_header, is_token};
 use serde_json::{json, Map, Value};
@@ -215,9 +216,39 @@ pub fn convert(
         });
     }
 
+    // An operation (or path item) may name its own server, e.g. a separate upload host.
+    let mut base = ctx.base.to_string();
+    let mut upstream = None;
+    let own = match first_server(op.get("servers"), &format!("{at}/servers")).map_err(Fail::Invalid)? {
+        Some(url) => Some((url, format!("{at}/servers/0/url"))),
+        None => first_server(item.get("servers"), &format!("{item_at}/servers"))
+            .map_err(Fail::Invalid)?
+            .map(|url| (url, format!("{item_at}/servers/0/url"))),
+    };
+    if let Some((url, url_at)) = own {
+        let own_base = check_server_url(&url).map_err(|e| invalid(url_at, &e))?;
+        match (url_host(&own_base), url_host(ctx.base)) {
+            (Some(own_host), base_host) if Some(own_host) != base_host => {
+                warnings.push(format!(
+                    "served by its own server {own_base}: the tool goes to cluster '{own_host}' (route that cluster \
+                     to it, or change upstream.cluster)"
+                ));
+                upstream = Some(UpstreamConfig { cluster: Some(own_host.to_string()), ..UpstreamConfig::default() });
+                base = own_base;
+            }
+            (Some(_), _) => base = own_base,
+            // A relative server URL is a base path on the document's host.
+            (None, _) => {
+                let host_part = ctx.base.len() - ctx.base.split_once("://").map_or(ctx.base, |(_, r)| r).len();
+                let authority_end = ctx.base[host_part..].find('/').map_or(ctx.base.len(), |i| host_part + i);
+                base = format!("{}{own_base}", &ctx.base[..authority_end]);
+            }
+        }
+    }
+
     // The request body.
     let mut request = RequestTemplate {
-        url: Some(format!("{}{path}", ctx.base)),
+        url: Some(format!("{base}{path}")),
         method: Some(method.to_ascii_uppercase()),
         ..RequestTemplate::default()
     };
@@ -389,6 +420,7 @@ pub fn convert(
             args,
             output_schema,
             annotations: Some(annotations(method)),
+            upstream,
             request_template: Some(request),
             ..ToolConfig::default()
         },

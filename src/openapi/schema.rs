@@ -187,12 +187,27 @@ impl<'a> SchemaConverter<'a> {
             }
         }
         if nullable {
-            if let Some(Value::String(t)) = out.get("type").cloned() {
-                out.insert("type".into(), json!([t, "null"]));
-            }
             if let Some(Value::Array(values)) = out.get_mut("enum") {
                 if !values.contains(&Value::Null) {
                     values.push(Value::Null);
+                }
+            }
+            match out.get("type").cloned() {
+                Some(Value::String(t)) => {
+                    out.insert("type".into(), json!([t, "null"]));
+                }
+                Some(_) => {}
+                // `nullable` beside `oneOf`/`allOf`/`$ref` and no `type`: documents mean "or null".
+                None if out.contains_key("enum") => {}
+                None => {
+                    let mut outer = Map::new();
+                    for key in ["title", "description", "default", "readOnly", "writeOnly", "deprecated"] {
+                        if let Some(v) = out.remove(key) {
+                            outer.insert(key.into(), v);
+                        }
+                    }
+                    outer.insert("anyOf".into(), json!([Value::Object(out), {"type": "null"}]));
+                    return Ok(outer);
                 }
             }
         }
@@ -207,8 +222,15 @@ impl<'a> SchemaConverter<'a> {
 /// What stands in for a schema that is not expanded: its type, so validation still checks the basics.
 fn cut(target: &Value, why: &str) -> Value {
     let mut out = Map::new();
-    if let Some(t) = target.get("type").filter(|t| t.is_string() || t.is_array()) {
-        out.insert("type".into(), t.clone());
+    let nullable = target.get("nullable") == Some(&Value::Bool(true));
+    match target.get("type") {
+        Some(Value::String(t)) if nullable => {
+            out.insert("type".into(), json!([t, "null"]));
+        }
+        Some(t) if t.is_string() || t.is_array() => {
+            out.insert("type".into(), t.clone());
+        }
+        _ => {}
     }
     out.insert("description".into(), json!(format!("({why})")));
     Value::Object(out)
@@ -319,6 +341,22 @@ mod tests {
         let s = SchemaConverter::new(&doc, Direction::Response, 4).convert(&doc["s"], "#/s").unwrap();
         let text = s.to_string();
         assert!(text.contains("n4, not expanded further"), "{text}");
+    }
+
+    #[test]
+    fn nullable_survives_cuts_and_combinators() {
+        let doc = json!({"s": {"type": "object", "properties": {
+            "milestone": {"nullable": true, "description": "the milestone", "oneOf": [{"type": "string"}, {"type": "integer"}]},
+            "parent": {"$ref": "#/d/Team"}}}, "d": {"Team": {"type": "object", "nullable": true, "properties": {"p": {"$ref": "#/d/Team"}}}}});
+        let s = SchemaConverter::new(&doc, Direction::Response, 1).convert(&doc["s"], "#/s").unwrap();
+        let milestone = &s["properties"]["milestone"];
+        assert_eq!(milestone["description"], "the milestone");
+        assert_eq!(milestone["anyOf"][1], json!({"type": "null"}));
+        assert_eq!(s["properties"]["parent"]["type"], json!(["object", "null"]));
+        assert_eq!(s["properties"]["parent"]["properties"]["p"]["type"], json!(["object", "null"]), "kept when cut");
+        let v = crate::schema::Validator::new(s).unwrap();
+        assert!(v.validate(&json!({"milestone": null, "parent": {"p": null}})).is_empty());
+        assert!(!v.validate(&json!({"milestone": true})).is_empty());
     }
 
     #[test]

@@ -594,3 +594,53 @@ mod properties {
         }
     }
 }
+
+#[test]
+fn operation_servers_are_honoured() {
+    let doc = doc_with(
+        json!({"/assets": {"post": {"operationId": "upload", "servers": [{"url": "https://uploads.example.com/v{n}", "variables": {"n": {"default": "2"}}}],
+                                    "requestBody": {"content": {"text/plain": {"schema": {"type": "string"}}}}}},
+               "/other": {"servers": [{"url": "/other-base"}], "get": {"operationId": "other"}},
+               "/plain": {"get": {"operationId": "plain"}}}),
+        json!({}),
+    );
+    let c = convert(&doc, &Options::default()).unwrap();
+    let url = |i: usize| c.tools[i].tool.request_template.as_ref().unwrap().url.clone().unwrap();
+    assert_eq!(url(0), "https://uploads.example.com/v2/assets");
+    assert_eq!(c.tools[0].tool.upstream.as_ref().and_then(|u| u.cluster.as_deref()), Some("uploads.example.com"));
+    assert!(c.warnings.iter().any(|w| w.starts_with("upload: served by its own server")), "{:?}", c.warnings);
+    assert_eq!(url(1), "http://127.0.0.1:9/other-base/other");
+    assert!(c.tools[1].tool.upstream.is_none());
+    assert_eq!(url(2), "http://127.0.0.1:9/api/plain");
+    let gw = gateway(&doc, json!({})).unwrap();
+    let req = request(&gw, "upload", json!({"body": "data"}));
+    assert_eq!(
+        (req.cluster.as_str(), req.authority.as_str(), req.path.as_str()),
+        ("uploads.example.com", "uploads.example.com", "/v2/assets")
+    );
+}
+
+#[test]
+fn empty_answers_meet_an_object_output_schema() {
+    use crate::upstream::UpstreamResult;
+    let doc = doc_with(
+        json!({"/runs/{id}/cancel": {"post": {"operationId": "cancel", "parameters": [{"name": "id", "in": "path", "required": true, "schema": {"type": "integer"}}],
+            "responses": {"202": {"description": "accepted", "content": {"application/json": {"schema": {"type": "object"}}}}}}},
+               "/strict": {"get": {"operationId": "strict", "responses": {"200": {"description": "ok", "content": {"application/json": {"schema": {
+                   "type": "object", "required": ["id"], "properties": {"id": {"type": "integer"}, "extra": {"type": "string"}}, "additionalProperties": false}}}}}}}}),
+        json!({}),
+    );
+    let gw = gateway(&doc, json!({})).unwrap();
+    let server = gw.server("api").unwrap();
+    let answer = |tool: &str, status: u16, body: &str| {
+        let t = server.tool(tool).unwrap();
+        let outcome = UpstreamResult::Response { status, headers: vec![], body: body.as_bytes().to_vec() };
+        t.finish(&gw.templates, &server.config, &json!({}), outcome)
+    };
+    let r = answer("cancel", 202, "");
+    assert_eq!((r["isError"].clone(), r["structuredContent"].clone()), (json!(false), json!({})));
+    let r = answer("strict", 200, "");
+    assert_eq!(r["isError"], true, "{{}} lacks the required id");
+    let r = answer("strict", 200, r#"{"id": 1, "method": "x"}"#);
+    assert!(r["content"][0]["text"].as_str().unwrap().contains("`method`: is not an accepted property"), "{r}");
+}
