@@ -81,6 +81,13 @@ import harness  # noqa: E402
 
 UPSTREAM_YAML = harness.E2E_DIR / "bench_upstream.yaml"
 BENCH_DIR = harness.ROOT / "target" / "bench"
+# The MCP initialize request that start-up measurements wait for.
+INIT_BODY = json.dumps({
+    "jsonrpc": "2.0", "id": 1, "method": "initialize",
+    "params": {"protocolVersion": harness.LATEST, "capabilities": {},
+               "clientInfo": {"name": "mcp-gateway-bench", "version": "0.0.1"}},
+})
+INIT_HEADERS = {"content-type": "application/json", "accept": harness.ACCEPT}
 DEFAULT_OUTPUT = BENCH_DIR / "results.json"
 SERVER = "demo"
 TOOL = "get_weather"
@@ -498,12 +505,7 @@ def startup_once(kind: str, wasm: Path, upstream: UpstreamEnvoy, run_dir: Path, 
     if kind == "baseline":
         cfg = without_wasm_filter(cfg)
     base = f"http://127.0.0.1:{ports.mcp}"
-    init_body = json.dumps({
-        "jsonrpc": "2.0", "id": 1, "method": "initialize",
-        "params": {"protocolVersion": harness.LATEST, "capabilities": {},
-                   "clientInfo": {"name": "mcp-gateway-bench", "version": "0.0.1"}},
-    })
-    headers = {"content-type": "application/json", "accept": harness.ACCEPT}
+    init_body, headers = INIT_BODY, INIT_HEADERS
     attempts = 0
     with httpx.Client(timeout=2.0) as http:
         t0 = time.monotonic()
@@ -719,12 +721,7 @@ def openapi_load_once(label: str, plugin_text: str, server: str, wasm: Path, ups
     name = f"openapi-load-{label}-{index}"
     config_path = write_envoy_config(cfg, run_dir, name)  # not timed
     base = f"http://127.0.0.1:{ports.mcp}"
-    init_body = json.dumps({
-        "jsonrpc": "2.0", "id": 1, "method": "initialize",
-        "params": {"protocolVersion": harness.LATEST, "capabilities": {},
-                   "clientInfo": {"name": "mcp-gateway-bench", "version": "0.0.1"}},
-    })
-    headers = {"content-type": "application/json", "accept": harness.ACCEPT}
+    init_body, headers = INIT_BODY, INIT_HEADERS
     with httpx.Client(timeout=2.0) as http:
         t0 = time.monotonic()
         proc = launch_envoy(config_path, run_dir, name, concurrency)

@@ -99,18 +99,23 @@ class Handler(BaseHTTPRequestHandler):
             raise ValueError("bad content length")
         return self.rfile.read(length) if length else b""
 
-    def _send(self, status: int, body: bytes, content_type: str, extra: dict | None = None) -> None:
+    def _send(self, status: int, body: bytes = b"", content_type: str | None = None, extra: dict | None = None) -> None:
         self.send_response(status)
-        self.send_header("Content-Type", content_type)
+        if content_type:
+            self.send_header("Content-Type", content_type)
         self.send_header("Content-Length", str(len(body)))
         for k, v in (extra or {}).items():
             self.send_header(k, v)
         self.end_headers()
-        if self.command != "HEAD":
+        if self.command != "HEAD" and body:
             self.wfile.write(body)
 
     def _json(self, status: int, obj, extra: dict | None = None) -> None:
         self._send(status, json.dumps(obj).encode(), "application/json", extra)
+
+    def _error(self, status: int, message: str) -> None:
+        """An error answer; subclasses (other upstreams) shape it their way."""
+        self._json(status, {"error": message})
 
     # --- dispatch ---------------------------------------------------------------------------
     def _handle(self) -> None:
@@ -118,7 +123,7 @@ class Handler(BaseHTTPRequestHandler):
             body = self._read_body()
         except Exception:  # noqa: BLE001
             self.close_connection = True
-            self._json(400, {"error": "unreadable body"})
+            self._error(400, "unreadable body")
             return
         split = urlsplit(self.path)
         path, query = split.path, split.query
@@ -130,7 +135,7 @@ class Handler(BaseHTTPRequestHandler):
         except Exception as exc:  # noqa: BLE001
             self.close_connection = True
             try:
-                self._json(500, {"error": f"demo upstream failure: {exc.__class__.__name__}"})
+                self._error(500, f"{self.server_version} failure: {exc.__class__.__name__}: {exc}")
             except Exception:  # noqa: BLE001
                 pass
 
@@ -285,11 +290,10 @@ def make_server(host: str = "127.0.0.1", port: int = 8081) -> Server:
     return Server((host, port), Handler)
 
 
-def main(argv: list[str]) -> int:
-    port = int(argv[1]) if len(argv) > 1 else int(os.environ.get("DEMO_PORT", "8081"))
-    host = os.environ.get("DEMO_HOST", "127.0.0.1")
-    srv = make_server(host, port)
-    print(f"demo upstream listening on http://{host}:{srv.server_address[1]}", flush=True)
+def serve(srv: Server, what: str) -> int:
+    """Announces the server (tests wait for this line) and serves until interrupted."""
+    host, port = srv.server_address[:2]
+    print(f"{what} listening on http://{host}:{port}", flush=True)
     try:
         srv.serve_forever(poll_interval=0.2)
     except KeyboardInterrupt:
@@ -297,6 +301,12 @@ def main(argv: list[str]) -> int:
     finally:
         srv.server_close()
     return 0
+
+
+def main(argv: list[str]) -> int:
+    port = int(argv[1]) if len(argv) > 1 else int(os.environ.get("DEMO_PORT", "8081"))
+    host = os.environ.get("DEMO_HOST", "127.0.0.1")
+    return serve(make_server(host, port), "demo upstream")
 
 
 if __name__ == "__main__":

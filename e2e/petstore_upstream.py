@@ -37,11 +37,11 @@ import copy
 import json
 import sys
 import threading
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from urllib.parse import parse_qs, unquote, urlsplit
+from urllib.parse import parse_qs, unquote
+
+import demo_upstream
 
 DEFAULT_API_KEY = "e2e-petstore-key"
-MAX_BODY = 4 * 1024 * 1024
 MAX_RECORDS = 1000
 
 INITIAL_PETS = {
@@ -112,50 +112,10 @@ def newpet_problem(body, partial: bool = False) -> str | None:
     return None
 
 
-class Handler(BaseHTTPRequestHandler):
+class Handler(demo_upstream.Handler):
+    """Reuses the demo upstream's HTTP plumbing (body reading, replies, dispatch); only the routes differ."""
+
     server_version = "petstore-upstream/1.0"
-    sys_version = ""
-    protocol_version = "HTTP/1.1"
-
-    def log_message(self, format: str, *args) -> None:  # noqa: A002
-        pass
-
-    # --- helpers ---------------------------------------------------------------------------
-    def _read_body(self) -> bytes:
-        if self.headers.get("Transfer-Encoding", "").lower() == "chunked":
-            chunks = []
-            total = 0
-            while True:
-                line = self.rfile.readline(1024)
-                if not line:
-                    break
-                size = int(line.split(b";", 1)[0].strip() or b"0", 16)
-                if size == 0:
-                    while self.rfile.readline(8192) not in (b"\r\n", b"\n", b""):
-                        pass
-                    break
-                total += size
-                if total > MAX_BODY:
-                    raise ValueError("body too large")
-                chunks.append(self.rfile.read(size))
-                self.rfile.readline(8)
-            return b"".join(chunks)
-        length = int(self.headers.get("Content-Length") or 0)
-        if length < 0 or length > MAX_BODY:
-            raise ValueError("bad content length")
-        return self.rfile.read(length) if length else b""
-
-    def _send(self, status: int, body: bytes = b"", content_type: str | None = None) -> None:
-        self.send_response(status)
-        if content_type:
-            self.send_header("Content-Type", content_type)
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        if self.command != "HEAD" and body:
-            self.wfile.write(body)
-
-    def _json(self, status: int, obj) -> None:
-        self._send(status, json.dumps(obj).encode(), "application/json")
 
     def _error(self, status: int, message: str) -> None:
         self._json(status, {"code": status, "message": message})
@@ -198,26 +158,6 @@ class Handler(BaseHTTPRequestHandler):
         }
         STATE.record(rec)
         return rec
-
-    # --- dispatch ---------------------------------------------------------------------------
-    def _handle(self) -> None:
-        try:
-            body = self._read_body()
-        except Exception:  # noqa: BLE001
-            self.close_connection = True
-            self._error(400, "unreadable body")
-            return
-        split = urlsplit(self.path)
-        try:
-            self._route(self.command, split.path, split.query, body)
-        except BrokenPipeError:
-            self.close_connection = True
-        except Exception as exc:  # noqa: BLE001
-            self.close_connection = True
-            try:
-                self._error(500, f"petstore upstream failure: {exc.__class__.__name__}: {exc}")
-            except Exception:  # noqa: BLE001
-                pass
 
     def _route(self, method: str, path: str, query: str, body: bytes) -> None:
         # Test endpoints: not recorded.
@@ -339,16 +279,8 @@ class Handler(BaseHTTPRequestHandler):
         else:
             self._error(405, f"{method} not allowed")
 
-    do_GET = do_POST = do_PUT = do_DELETE = do_PATCH = do_HEAD = do_OPTIONS = _handle
 
-
-class Server(ThreadingHTTPServer):
-    daemon_threads = True
-    allow_reuse_address = True
-    request_queue_size = 256
-
-    def handle_error(self, request, client_address) -> None:  # quiet
-        pass
+Server = demo_upstream.Server
 
 
 def main(argv: list[str]) -> int:
@@ -358,15 +290,7 @@ def main(argv: list[str]) -> int:
     ap.add_argument("--api-key", default=DEFAULT_API_KEY, help="the X-API-Key that /v1/store/inventory accepts")
     opts = ap.parse_args(argv[1:])
     API_KEY[0] = opts.api_key
-    srv = Server((opts.host, opts.port), Handler)
-    print(f"petstore upstream listening on http://{opts.host}:{srv.server_address[1]}", flush=True)
-    try:
-        srv.serve_forever(poll_interval=0.2)
-    except KeyboardInterrupt:
-        pass
-    finally:
-        srv.server_close()
-    return 0
+    return demo_upstream.serve(Server((opts.host, opts.port), Handler), "petstore upstream")
 
 
 if __name__ == "__main__":
