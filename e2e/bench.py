@@ -88,6 +88,15 @@ INIT_BODY = json.dumps({
                "clientInfo": {"name": "mcp-gateway-bench", "version": "0.0.1"}},
 })
 INIT_HEADERS = {"content-type": "application/json", "accept": harness.ACCEPT}
+
+
+def serves_initialize(http: httpx.Client, url: str) -> bool:
+    """One poll of a starting Envoy: does the plugin answer an MCP initialize with a session?"""
+    try:
+        r = http.post(url, content=INIT_BODY, headers=INIT_HEADERS)
+    except httpx.TransportError:
+        return False
+    return r.status_code == 200 and bool(r.headers.get("mcp-session-id"))
 DEFAULT_OUTPUT = BENCH_DIR / "results.json"
 SERVER = "demo"
 TOOL = "get_weather"
@@ -505,7 +514,6 @@ def startup_once(kind: str, wasm: Path, upstream: UpstreamEnvoy, run_dir: Path, 
     if kind == "baseline":
         cfg = without_wasm_filter(cfg)
     base = f"http://127.0.0.1:{ports.mcp}"
-    init_body, headers = INIT_BODY, INIT_HEADERS
     attempts = 0
     with httpx.Client(timeout=2.0) as http:
         t0 = time.monotonic()
@@ -518,15 +526,13 @@ def startup_once(kind: str, wasm: Path, upstream: UpstreamEnvoy, run_dir: Path, 
                 if time.monotonic() - t0 > 60:
                     raise BenchError(f"Envoy ({kind} start-up) did not serve within 60 s")
                 attempts += 1
-                try:
-                    if kind == "plugin":
-                        r = http.post(f"{base}/mcp-servers/{SERVER}", content=init_body, headers=headers)
-                        ok = r.status_code == 200 and bool(r.headers.get("mcp-session-id"))
-                    else:
-                        r = http.get(f"{base}{REST_PATH}")
-                        ok = r.status_code == 200
-                except httpx.TransportError:
-                    ok = False
+                if kind == "plugin":
+                    ok = serves_initialize(http, f"{base}/mcp-servers/{SERVER}")
+                else:
+                    try:
+                        ok = http.get(f"{base}{REST_PATH}").status_code == 200
+                    except httpx.TransportError:
+                        ok = False
                 if ok:
                     elapsed = time.monotonic() - t0
                     break
@@ -721,7 +727,6 @@ def openapi_load_once(label: str, plugin_text: str, server: str, wasm: Path, ups
     name = f"openapi-load-{label}-{index}"
     config_path = write_envoy_config(cfg, run_dir, name)  # not timed
     base = f"http://127.0.0.1:{ports.mcp}"
-    init_body, headers = INIT_BODY, INIT_HEADERS
     with httpx.Client(timeout=2.0) as http:
         t0 = time.monotonic()
         proc = launch_envoy(config_path, run_dir, name, concurrency)
@@ -734,11 +739,7 @@ def openapi_load_once(label: str, plugin_text: str, server: str, wasm: Path, ups
                     raise BenchError(f"Envoy ({label}) exited with {proc.returncode} {why}\n{log}")
                 if time.monotonic() - t0 > timeout:
                     raise BenchError(f"Envoy ({label}) did not serve within {timeout:.0f} s")
-                try:
-                    r = http.post(f"{base}/mcp-servers/{server}", content=init_body, headers=headers)
-                    ok = r.status_code == 200 and bool(r.headers.get("mcp-session-id"))
-                except httpx.TransportError:
-                    ok = False
+                ok = serves_initialize(http, f"{base}/mcp-servers/{server}")
                 if ok:
                     elapsed = time.monotonic() - t0
                     break
