@@ -119,285 +119,33 @@ pub fn convert(
     at: &str,
     names: &mut HashSet<String>,
 ) -> Result<(ToolConfig, Vec<String>), Fail> {
-    let invalid = |pointer: String, why: &str| Fail::Invalid(OpenApiError::new(pointer, why));
     if ["{{", "{%", "{#"].iter().any(|t| path.contains(t)) {
         return Err(Fail::Skip("the path contains template syntax ({{, {% or {#)".into()));
     }
-    let mut warnings = Vec::new();
-    let mut inputs = SchemaConverter::new(ctx.doc, Direction::Request, REQUEST_REFS);
-
-    // Parameters: the operation's override the path item's of the same name and location.
     let item_at = &at[..at.rfind('/').unwrap_or(0)];
-    let mut params: Vec<Param<'_>> = Vec::new();
-    for (list, base) in [(item.get("parameters"), item_at.to_string()), (op.get("parameters"), at.to_string())] {
-        let Some(list) = list else { continue };
-        let Value::Array(list) = list else {
-            return Err(invalid(format!("{base}/parameters"), "must be a list"));
-        };
-        for (i, p) in list.iter().enumerate() {
-            let p_at = format!("{base}/parameters/{i}");
-            let Value::Object(spec) = resolve(ctx.doc, p, &p_at)? else {
-                return Err(invalid(p_at, "a parameter must be an object"));
-            };
-            let name = spec.get("name").and_then(Value::as_str).filter(|n| !n.is_empty());
-            let name = name.ok_or_else(|| invalid(format!("{p_at}/name"), "is required"))?;
-            let location = spec.get("in").and_then(Value::as_str).unwrap_or_default();
-            if !["path", "query", "header", "cookie"].contains(&location) {
-                return Err(invalid(format!("{p_at}/in"), "must be path, query, header or cookie"));
-            }
-            params.retain(|q| !(q.name == name && q.location == location));
-            params.push(Param { name, location, spec, at: p_at });
-        }
-    }
-    for var in path_variables(path) {
-        if !params.iter().any(|p| p.location == "path" && p.name == var) {
-            return Err(invalid(at.to_string(), &format!("path variable {{{var}}} has no `in: path` parameter")));
-        }
-    }
-
-    let mut args: Vec<ArgConfig> = Vec::new();
-    let mut taken: HashSet<String> = HashSet::new();
-    for p in &params {
-        if p.location == "path" && !path_variables(path).any(|v| v == p.name) {
-            warnings.push(format!("path parameter '{}' does not appear in the path; ignored", p.name));
-            continue;
-        }
-        if p.location == "header" {
-            if ["accept", "content-type", "authorization"].contains(&p.name.to_ascii_lowercase().as_str()) {
-                // OpenAPI 3: such header parameters are ignored; content negotiation and auth are elsewhere.
-                continue;
-            }
-            if !is_token(p.name) || is_forbidden_header(p.name) {
-                return Err(Fail::Skip(format!("header parameter '{}' cannot be set by the gateway", p.name)));
-            }
-        }
-        let schema_at = format!("{}/schema", p.at);
-        let schema = match (p.spec.get("schema"), p.spec.get("content").and_then(Value::as_object)) {
-            (Some(s), _) => inputs.convert(s, &schema_at)?,
-            (None, Some(content)) => match content.iter().next().and_then(|(media, m)| Some((media, m.get("schema")?)))
-            {
-                Some((media, s)) => inputs.convert(s, &format!("{}/content/{}/schema", p.at, pointer_token(media)))?,
-                None => json!({"type": "string"}),
-            },
-            (None, None) => json!({"type": "string"}),
-        };
-        if is_object(&schema) {
-            return Err(Fail::Skip(format!(
-                "object-valued {} parameter '{}' is not supported (only scalars and arrays of scalars)",
-                p.location, p.name
-            )));
-        }
-        let style = p.spec.get("style").and_then(Value::as_str);
-        if let Some(style @ ("spaceDelimited" | "pipeDelimited" | "deepObject" | "matrix" | "label")) = style {
-            return Err(Fail::Skip(format!("parameter '{}' uses style {style}, which is not supported", p.name)));
-        }
-        let is_array = schema
-            .get("type")
-            .is_some_and(|t| t == "array" || t.as_array().is_some_and(|a| a.contains(&json!("array"))));
-        let explode = match p.spec.get("explode").and_then(Value::as_bool) {
-            Some(false) if is_array && p.location == "query" => Some(false),
-            _ => None,
-        };
-        let arg_name = claim_arg(&mut taken, p.name, p.location);
-        args.push(ArgConfig {
-            param_name: (arg_name != p.name).then(|| p.name.to_string()),
-            name: arg_name,
-            description: p.spec.get("description").and_then(Value::as_str).map(str::to_string),
-            required: p.location == "path" || p.spec.get("required").and_then(Value::as_bool) == Some(true),
-            position: Some(match p.location {
-                "path" => Position::Path,
-                "query" => Position::Query,
-                "header" => Position::Header,
-                _ => Position::Cookie,
-            }),
-            schema: Some(schema),
-            explode,
-            ..ArgConfig::default()
-        });
-    }
-
-    // An operation (or path item) may name its own server, e.g. a separate upload host.
-    let mut base = ctx.base.to_string();
-    let mut upstream = None;
-    let own = match first_server(op.get("servers"), &format!("{at}/servers")).map_err(Fail::Invalid)? {
-        Some(url) => Some((url, format!("{at}/servers/0/url"))),
-        None => first_server(item.get("servers"), &format!("{item_at}/servers"))
-            .map_err(Fail::Invalid)?
-            .map(|url| (url, format!("{item_at}/servers/0/url"))),
+    let mut b = Builder {
+        ctx,
+        op,
+        at,
+        args: Vec::new(),
+        taken: HashSet::new(),
+        warnings: Vec::new(),
+        inputs: SchemaConverter::new(ctx.doc, Direction::Request, REQUEST_REFS),
     };
-    if let Some((url, url_at)) = own {
-        let own_base = check_server_url(&url).map_err(|e| invalid(url_at, &e))?;
-        match (url_host(&own_base), url_host(ctx.base)) {
-            (Some(own_host), base_host) if Some(own_host) != base_host => {
-                warnings.push(format!(
-                    "served by its own server {own_base}: the tool goes to cluster '{own_host}' (route that cluster \
-                     to it, or change upstream.cluster)"
-                ));
-                upstream = Some(UpstreamConfig { cluster: Some(own_host.to_string()), ..UpstreamConfig::default() });
-                base = own_base;
-            }
-            (Some(_), _) => base = own_base,
-            // A relative server URL is a base path on the document's host.
-            (None, _) => {
-                let host_part = ctx.base.len() - ctx.base.split_once("://").map_or(ctx.base, |(_, r)| r).len();
-                let authority_end = ctx.base[host_part..].find('/').map_or(ctx.base.len(), |i| host_part + i);
-                base = format!("{}{own_base}", &ctx.base[..authority_end]);
-            }
-        }
+    for p in parameters(ctx.doc, path, item, item_at, op, at)? {
+        b.parameter(&p, path)?;
     }
-
-    // The request body.
+    let (base, upstream) = b.own_server(item, item_at)?;
     let mut request = RequestTemplate {
         url: Some(format!("{base}{path}")),
         method: Some(method.to_ascii_uppercase()),
         ..RequestTemplate::default()
     };
-    if let Some(body) = op.get("requestBody") {
-        let body_at = format!("{at}/requestBody");
-        let Value::Object(body) = resolve(ctx.doc, body, &body_at)? else {
-            return Err(invalid(body_at, "must be an object"));
-        };
-        let required = body.get("required").and_then(Value::as_bool) == Some(true);
-        let content = match body.get("content") {
-            Some(Value::Object(c)) => c,
-            _ => return Err(invalid(format!("{body_at}/content"), "must be an object")),
-        };
-        match pick_media(content) {
-            None if content.is_empty() => {}
-            None => {
-                let kinds: Vec<&str> = content.keys().map(String::as_str).collect();
-                let why =
-                    format!("request bodies of type {} are not supported (JSON, form and text are)", kinds.join(", "));
-                if required {
-                    return Err(Fail::Skip(why));
-                }
-                warnings.push(format!("optional request body left out: {why}"));
-            }
-            Some((media, kind)) => {
-                let media_at = format!("{body_at}/content/{}", pointer_token(media));
-                let schema = match content[media].get("schema") {
-                    Some(s) => inputs.convert(s, &format!("{media_at}/schema"))?,
-                    None => json!({}),
-                };
-                let description = body.get("description").and_then(Value::as_str).map(str::to_string);
-                if !media.bytes().all(|b| b.is_ascii_graphic() || b == b' ') || media.contains(['{', '}']) {
-                    return Err(Fail::Skip(format!("media type '{media}' cannot be sent as a header")));
-                }
-                let split = if kind == BodyKind::Text { None } else { flatten_object(&schema) };
-                match (kind, split) {
-                    (BodyKind::Json | BodyKind::Form, Some((props, req))) => {
-                        for (name, prop) in props {
-                            let arg_name = claim_arg(&mut taken, &name, "body");
-                            args.push(ArgConfig {
-                                param_name: (arg_name != name).then(|| name.clone()),
-                                required: required && req.contains(&name),
-                                name: arg_name,
-                                position: Some(Position::Body),
-                                schema: Some(prop),
-                                ..ArgConfig::default()
-                            });
-                        }
-                        if kind == BodyKind::Form {
-                            request.args_to_form_body = true;
-                        } else if media != "application/json" {
-                            request.headers.push(HeaderTemplate { key: "Content-Type".into(), value: media.clone() });
-                        }
-                    }
-                    (BodyKind::Form, None) => {
-                        return Err(Fail::Skip("a form body must be an object with properties".into()));
-                    }
-                    (kind, _) => {
-                        let arg_name = ["body", "requestBody", "request_body"]
-                            .into_iter()
-                            .find(|n| !taken.contains(*n))
-                            .unwrap_or("body_")
-                            .to_string();
-                        taken.insert(arg_name.clone());
-                        let filter = if kind == BodyKind::Json { " | tojson" } else { "" };
-                        request.body = Some(format!(
-                            "{{% if args.{arg_name} is defined %}}{{{{ args.{arg_name}{filter} }}}}{{% endif %}}"
-                        ));
-                        request.headers.push(HeaderTemplate { key: "Content-Type".into(), value: media.clone() });
-                        args.push(ArgConfig {
-                            name: arg_name,
-                            description,
-                            required,
-                            schema: Some(schema),
-                            ..ArgConfig::default()
-                        });
-                    }
-                }
-            }
-        }
-    }
+    b.body(&mut request)?;
+    let output_schema = b.output_schema()?;
+    request.security = b.security()?;
+    let Builder { args, mut warnings, mut inputs, .. } = b;
     warnings.append(&mut inputs.warnings);
-
-    // The answer: the first 2xx JSON response that describes an object.
-    let mut output_schema = None;
-    if let Some(responses) = op.get("responses") {
-        let Value::Object(responses) = responses else {
-            return Err(invalid(format!("{at}/responses"), "must be an object"));
-        };
-        let mut codes: Vec<&String> = responses.keys().filter(|c| c.starts_with('2')).collect();
-        codes.sort();
-        let mut outputs = SchemaConverter::new(ctx.doc, Direction::Response, RESPONSE_REFS);
-        for code in codes {
-            let r_at = format!("{at}/responses/{code}");
-            let response = match resolve(ctx.doc, &responses[code], &r_at) {
-                Ok(r) => r,
-                Err(Fail::Skip(why)) => {
-                    warnings.push(format!("no outputSchema: {why}"));
-                    break;
-                }
-                Err(e) => return Err(e),
-            };
-            let Some(Value::Object(content)) = response.get("content") else { continue };
-            let Some((media, BodyKind::Json)) = pick_media(content) else { continue };
-            let Some(schema) = content[media].get("schema") else { break };
-            match outputs.convert(schema, &format!("{r_at}/content/{}/schema", pointer_token(media))) {
-                Ok(mut s) if is_object(&s) => {
-                    if let Value::Object(m) = &mut s {
-                        m.entry("type").or_insert(json!("object"));
-                    }
-                    output_schema = Some(s);
-                }
-                Ok(_) => {}
-                Err(Fail::Skip(why)) => warnings.push(format!("no outputSchema: {why}")),
-                Err(e) => return Err(e),
-            }
-            break;
-        }
-        warnings.append(&mut outputs.warnings);
-    }
-
-    // The credential the gateway adds: the first alternative it can apply.
-    let requirements = op.get("security").or_else(|| ctx.doc.get("security"));
-    if let Some(requirements) = requirements {
-        let Value::Array(alternatives) = requirements else {
-            return Err(invalid(format!("{at}/security"), "must be a list"));
-        };
-        let mut optional = alternatives.is_empty();
-        for (i, alt) in alternatives.iter().enumerate() {
-            let Value::Object(alt) = alt else {
-                return Err(invalid(format!("{at}/security/{i}"), "must be an object"));
-            };
-            if let Some(id) = alt.keys().find(|id| !ctx.schemes.declares(id)) {
-                return Err(invalid(format!("{at}/security/{i}"), &format!("scheme '{id}' is not declared")));
-            }
-            optional |= alt.is_empty();
-            if request.security.is_none() && alt.len() == 1 && alt.keys().all(|id| ctx.schemes.supports(id)) {
-                request.security = alt.keys().next().map(|id| SecurityRef { id: id.clone(), credential: None });
-            }
-        }
-        if request.security.is_none() && !optional {
-            let ids: Vec<String> =
-                alternatives.iter().filter_map(Value::as_object).flat_map(|a| a.keys().cloned()).collect();
-            warnings.push(format!(
-                "requires {} which the gateway cannot apply; set the credential with requestTemplate.headers",
-                ids.join(" + ")
-            ));
-        }
-    }
 
     let text = |key: &str| op.get(key).and_then(Value::as_str).map(str::trim).filter(|s| !s.is_empty());
     let summary = text("summary");
@@ -426,6 +174,334 @@ pub fn convert(
         },
         warnings,
     ))
+}
+
+/// The parameters of an operation, merged: the operation's override the path item's of the same name and
+/// location. Every path variable must have one.
+fn parameters<'a>(
+    doc: &'a Value,
+    path: &str,
+    item: &'a Map<String, Value>,
+    item_at: &str,
+    op: &'a Map<String, Value>,
+    at: &str,
+) -> Result<Vec<Param<'a>>, Fail> {
+    let invalid = |pointer: String, why: &str| Fail::Invalid(OpenApiError::new(pointer, why));
+    let mut params: Vec<Param<'_>> = Vec::new();
+    for (list, base) in [(item.get("parameters"), item_at.to_string()), (op.get("parameters"), at.to_string())] {
+        let Some(list) = list else { continue };
+        let Value::Array(list) = list else {
+            return Err(invalid(format!("{base}/parameters"), "must be a list"));
+        };
+        for (i, p) in list.iter().enumerate() {
+            let p_at = format!("{base}/parameters/{i}");
+            let Value::Object(spec) = resolve(doc, p, &p_at)? else {
+                return Err(invalid(p_at, "a parameter must be an object"));
+            };
+            let name = spec.get("name").and_then(Value::as_str).filter(|n| !n.is_empty());
+            let name = name.ok_or_else(|| invalid(format!("{p_at}/name"), "is required"))?;
+            let location = spec.get("in").and_then(Value::as_str).unwrap_or_default();
+            if !["path", "query", "header", "cookie"].contains(&location) {
+                return Err(invalid(format!("{p_at}/in"), "must be path, query, header or cookie"));
+            }
+            params.retain(|q| !(q.name == name && q.location == location));
+            params.push(Param { name, location, spec, at: p_at });
+        }
+    }
+    for var in path_variables(path) {
+        if !params.iter().any(|p| p.location == "path" && p.name == var) {
+            return Err(invalid(at.to_string(), &format!("path variable {{{var}}} has no `in: path` parameter")));
+        }
+    }
+    Ok(params)
+}
+
+/// One operation's tool, being assembled.
+struct Builder<'a, 'c> {
+    ctx: &'c Context<'a>,
+    op: &'a Map<String, Value>,
+    at: &'c str,
+    args: Vec<ArgConfig>,
+    /// Argument names in use.
+    taken: HashSet<String>,
+    warnings: Vec<String>,
+    inputs: SchemaConverter<'a>,
+}
+
+impl<'a> Builder<'a, '_> {
+    fn invalid(pointer: String, why: &str) -> Fail {
+        Fail::Invalid(OpenApiError::new(pointer, why))
+    }
+
+    /// One path, query, header or cookie parameter as a placed argument.
+    fn parameter(&mut self, p: &Param<'a>, path: &str) -> Result<(), Fail> {
+        if p.location == "path" && !path_variables(path).any(|v| v == p.name) {
+            self.warnings.push(format!("path parameter '{}' does not appear in the path; ignored", p.name));
+            return Ok(());
+        }
+        if p.location == "header" {
+            if ["accept", "content-type", "authorization"].contains(&p.name.to_ascii_lowercase().as_str()) {
+                // OpenAPI 3: such header parameters are ignored; content negotiation and auth are elsewhere.
+                return Ok(());
+            }
+            if !is_token(p.name) || is_forbidden_header(p.name) {
+                return Err(Fail::Skip(format!("header parameter '{}' cannot be set by the gateway", p.name)));
+            }
+        }
+        let schema_at = format!("{}/schema", p.at);
+        let schema = match (p.spec.get("schema"), p.spec.get("content").and_then(Value::as_object)) {
+            (Some(s), _) => self.inputs.convert(s, &schema_at)?,
+            (None, Some(content)) => match content.iter().next().and_then(|(media, m)| Some((media, m.get("schema")?)))
+            {
+                Some((media, s)) => {
+                    self.inputs.convert(s, &format!("{}/content/{}/schema", p.at, pointer_token(media)))?
+                }
+                None => json!({"type": "string"}),
+            },
+            (None, None) => json!({"type": "string"}),
+        };
+        if is_object(&schema) {
+            return Err(Fail::Skip(format!(
+                "object-valued {} parameter '{}' is not supported (only scalars and arrays of scalars)",
+                p.location, p.name
+            )));
+        }
+        let style = p.spec.get("style").and_then(Value::as_str);
+        if let Some(style @ ("spaceDelimited" | "pipeDelimited" | "deepObject" | "matrix" | "label")) = style {
+            return Err(Fail::Skip(format!("parameter '{}' uses style {style}, which is not supported", p.name)));
+        }
+        let is_array = schema
+            .get("type")
+            .is_some_and(|t| t == "array" || t.as_array().is_some_and(|a| a.contains(&json!("array"))));
+        let explode = match p.spec.get("explode").and_then(Value::as_bool) {
+            Some(false) if is_array && p.location == "query" => Some(false),
+            _ => None,
+        };
+        let arg_name = claim_arg(&mut self.taken, p.name, p.location);
+        self.args.push(ArgConfig {
+            param_name: (arg_name != p.name).then(|| p.name.to_string()),
+            name: arg_name,
+            description: p.spec.get("description").and_then(Value::as_str).map(str::to_string),
+            required: p.location == "path" || p.spec.get("required").and_then(Value::as_bool) == Some(true),
+            position: Some(match p.location {
+                "path" => Position::Path,
+                "query" => Position::Query,
+                "header" => Position::Header,
+                _ => Position::Cookie,
+            }),
+            schema: Some(schema),
+            explode,
+            ..ArgConfig::default()
+        });
+        Ok(())
+    }
+
+    /// An operation (or path item) may name its own server, e.g. a separate upload host: the base URL and,
+    /// for another host, the cluster to use.
+    fn own_server(
+        &mut self,
+        item: &Map<String, Value>,
+        item_at: &str,
+    ) -> Result<(String, Option<UpstreamConfig>), Fail> {
+        let (ctx, op, at) = (self.ctx, self.op, self.at);
+        let mut base = ctx.base.to_string();
+        let mut upstream = None;
+        let own = match first_server(op.get("servers"), &format!("{at}/servers")).map_err(Fail::Invalid)? {
+            Some(url) => Some((url, format!("{at}/servers/0/url"))),
+            None => first_server(item.get("servers"), &format!("{item_at}/servers"))
+                .map_err(Fail::Invalid)?
+                .map(|url| (url, format!("{item_at}/servers/0/url"))),
+        };
+        if let Some((url, url_at)) = own {
+            let own_base = check_server_url(&url).map_err(|e| Self::invalid(url_at, &e))?;
+            match (url_host(&own_base), url_host(ctx.base)) {
+                (Some(own_host), base_host) if Some(own_host) != base_host => {
+                    self.warnings.push(format!(
+                        "served by its own server {own_base}: the tool goes to cluster '{own_host}' (route that cluster \
+                         to it, or change upstream.cluster)"
+                    ));
+                    upstream =
+                        Some(UpstreamConfig { cluster: Some(own_host.to_string()), ..UpstreamConfig::default() });
+                    base = own_base;
+                }
+                (Some(_), _) => base = own_base,
+                // A relative server URL is a base path on the document's host.
+                (None, _) => {
+                    let host_part = ctx.base.len() - ctx.base.split_once("://").map_or(ctx.base, |(_, r)| r).len();
+                    let authority_end = ctx.base[host_part..].find('/').map_or(ctx.base.len(), |i| host_part + i);
+                    base = format!("{}{own_base}", &ctx.base[..authority_end]);
+                }
+            }
+        }
+
+        Ok((base, upstream))
+    }
+
+    /// The request body: object properties as arguments, anything else as one `body` argument.
+    fn body(&mut self, request: &mut RequestTemplate) -> Result<(), Fail> {
+        let (ctx, op, at) = (self.ctx, self.op, self.at);
+        if let Some(body) = op.get("requestBody") {
+            let body_at = format!("{at}/requestBody");
+            let Value::Object(body) = resolve(ctx.doc, body, &body_at)? else {
+                return Err(Self::invalid(body_at, "must be an object"));
+            };
+            let required = body.get("required").and_then(Value::as_bool) == Some(true);
+            let content = match body.get("content") {
+                Some(Value::Object(c)) => c,
+                _ => return Err(Self::invalid(format!("{body_at}/content"), "must be an object")),
+            };
+            match pick_media(content) {
+                None if content.is_empty() => {}
+                None => {
+                    let kinds: Vec<&str> = content.keys().map(String::as_str).collect();
+                    let why = format!(
+                        "request bodies of type {} are not supported (JSON, form and text are)",
+                        kinds.join(", ")
+                    );
+                    if required {
+                        return Err(Fail::Skip(why));
+                    }
+                    self.warnings.push(format!("optional request body left out: {why}"));
+                }
+                Some((media, kind)) => {
+                    let media_at = format!("{body_at}/content/{}", pointer_token(media));
+                    let schema = match content[media].get("schema") {
+                        Some(s) => self.inputs.convert(s, &format!("{media_at}/schema"))?,
+                        None => json!({}),
+                    };
+                    let description = body.get("description").and_then(Value::as_str).map(str::to_string);
+                    if !media.bytes().all(|b| b.is_ascii_graphic() || b == b' ') || media.contains(['{', '}']) {
+                        return Err(Fail::Skip(format!("media type '{media}' cannot be sent as a header")));
+                    }
+                    let split = if kind == BodyKind::Text { None } else { flatten_object(&schema) };
+                    match (kind, split) {
+                        (BodyKind::Json | BodyKind::Form, Some((props, req))) => {
+                            for (name, prop) in props {
+                                let arg_name = claim_arg(&mut self.taken, &name, "body");
+                                self.args.push(ArgConfig {
+                                    param_name: (arg_name != name).then(|| name.clone()),
+                                    required: required && req.contains(&name),
+                                    name: arg_name,
+                                    position: Some(Position::Body),
+                                    schema: Some(prop),
+                                    ..ArgConfig::default()
+                                });
+                            }
+                            if kind == BodyKind::Form {
+                                request.args_to_form_body = true;
+                            } else if media != "application/json" {
+                                request
+                                    .headers
+                                    .push(HeaderTemplate { key: "Content-Type".into(), value: media.clone() });
+                            }
+                        }
+                        (BodyKind::Form, None) => {
+                            return Err(Fail::Skip("a form body must be an object with properties".into()));
+                        }
+                        (kind, _) => {
+                            let arg_name = ["body", "requestBody", "request_body"]
+                                .into_iter()
+                                .find(|n| !self.taken.contains(*n))
+                                .unwrap_or("body_")
+                                .to_string();
+                            self.taken.insert(arg_name.clone());
+                            let filter = if kind == BodyKind::Json { " | tojson" } else { "" };
+                            request.body = Some(format!(
+                                "{{% if args.{arg_name} is defined %}}{{{{ args.{arg_name}{filter} }}}}{{% endif %}}"
+                            ));
+                            request.headers.push(HeaderTemplate { key: "Content-Type".into(), value: media.clone() });
+                            self.args.push(ArgConfig {
+                                name: arg_name,
+                                description,
+                                required,
+                                schema: Some(schema),
+                                ..ArgConfig::default()
+                            });
+                        }
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// The answer: the first 2xx JSON response that describes an object.
+    fn output_schema(&mut self) -> Result<Option<Value>, Fail> {
+        let (ctx, op, at) = (self.ctx, self.op, self.at);
+        let mut output_schema = None;
+        if let Some(responses) = op.get("responses") {
+            let Value::Object(responses) = responses else {
+                return Err(Self::invalid(format!("{at}/responses"), "must be an object"));
+            };
+            let mut codes: Vec<&String> = responses.keys().filter(|c| c.starts_with('2')).collect();
+            codes.sort();
+            let mut outputs = SchemaConverter::new(ctx.doc, Direction::Response, RESPONSE_REFS);
+            for code in codes {
+                let r_at = format!("{at}/responses/{code}");
+                let response = match resolve(ctx.doc, &responses[code], &r_at) {
+                    Ok(r) => r,
+                    Err(Fail::Skip(why)) => {
+                        self.warnings.push(format!("no outputSchema: {why}"));
+                        break;
+                    }
+                    Err(e) => return Err(e),
+                };
+                let Some(Value::Object(content)) = response.get("content") else { continue };
+                let Some((media, BodyKind::Json)) = pick_media(content) else { continue };
+                let Some(schema) = content[media].get("schema") else { break };
+                match outputs.convert(schema, &format!("{r_at}/content/{}/schema", pointer_token(media))) {
+                    Ok(mut s) if is_object(&s) => {
+                        if let Value::Object(m) = &mut s {
+                            m.entry("type").or_insert(json!("object"));
+                        }
+                        output_schema = Some(s);
+                    }
+                    Ok(_) => {}
+                    Err(Fail::Skip(why)) => self.warnings.push(format!("no outputSchema: {why}")),
+                    Err(e) => return Err(e),
+                }
+                break;
+            }
+            self.warnings.append(&mut outputs.warnings);
+        }
+
+        Ok(output_schema)
+    }
+
+    /// The credential the gateway adds: the first alternative it can apply.
+    fn security(&mut self) -> Result<Option<SecurityRef>, Fail> {
+        let (ctx, op, at) = (self.ctx, self.op, self.at);
+        let mut chosen = None;
+        let requirements = op.get("security").or_else(|| ctx.doc.get("security"));
+        if let Some(requirements) = requirements {
+            let Value::Array(alternatives) = requirements else {
+                return Err(Self::invalid(format!("{at}/security"), "must be a list"));
+            };
+            let mut optional = alternatives.is_empty();
+            for (i, alt) in alternatives.iter().enumerate() {
+                let Value::Object(alt) = alt else {
+                    return Err(Self::invalid(format!("{at}/security/{i}"), "must be an object"));
+                };
+                if let Some(id) = alt.keys().find(|id| !ctx.schemes.declares(id)) {
+                    return Err(Self::invalid(format!("{at}/security/{i}"), &format!("scheme '{id}' is not declared")));
+                }
+                optional |= alt.is_empty();
+                if chosen.is_none() && alt.len() == 1 && alt.keys().all(|id| ctx.schemes.supports(id)) {
+                    chosen = alt.keys().next().map(|id| SecurityRef { id: id.clone(), credential: None });
+                }
+            }
+            if chosen.is_none() && !optional {
+                let ids: Vec<String> =
+                    alternatives.iter().filter_map(Value::as_object).flat_map(|a| a.keys().cloned()).collect();
+                self.warnings.push(format!(
+                    "requires {} which the gateway cannot apply; set the credential with requestTemplate.headers",
+                    ids.join(" + ")
+                ));
+            }
+        }
+
+        Ok(chosen)
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
