@@ -283,7 +283,10 @@ def render_envoy_config(
 
 
 class DemoUpstream:
-    """e2e/demo_upstream.py in a subprocess."""
+    """e2e/demo_upstream.py in a subprocess; subclasses run other upstream scripts the same way."""
+
+    SCRIPT = "demo_upstream.py"
+    NAME = "demo upstream"
 
     def __init__(self, port: int | None = None, log_dir: Path | None = None):
         self.port = port or free_port()
@@ -295,14 +298,18 @@ class DemoUpstream:
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
 
+    def arguments(self) -> list[str]:
+        """The script's command-line arguments."""
+        return [str(self.port)]
+
     def start(self, timeout: float = 10.0) -> DemoUpstream:
         out = subprocess.DEVNULL
         if self.log_dir is not None:
-            self.log_path = self.log_dir / "demo_upstream.log"
+            self.log_path = self.log_dir / f"{Path(self.SCRIPT).stem}.log"
             out = open(self.log_path, "wb")  # noqa: SIM115
         env = dict(os.environ, PYTHONDONTWRITEBYTECODE="1", PYTHONUNBUFFERED="1")
         self.proc = subprocess.Popen(
-            [sys.executable, str(E2E_DIR / "demo_upstream.py"), str(self.port)],
+            [sys.executable, str(E2E_DIR / self.SCRIPT), *self.arguments()],
             stdout=out,
             stderr=subprocess.STDOUT,
             stdin=subprocess.DEVNULL,
@@ -314,10 +321,10 @@ class DemoUpstream:
 
         def ready() -> bool:
             if self.proc.poll() is not None:
-                raise HarnessError(f"demo upstream exited with {self.proc.returncode}")
+                raise HarnessError(f"{self.NAME} exited with {self.proc.returncode}")
             return httpx.get(f"{self.url}/healthz", timeout=1.0).status_code == 200
 
-        wait_until(ready, timeout, what=f"the demo upstream on port {self.port}")
+        wait_until(ready, timeout, what=f"the {self.NAME} on port {self.port}")
         return self
 
     def stop(self) -> None:

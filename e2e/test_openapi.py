@@ -44,7 +44,6 @@ from harness import list_all_tools, mcp_client, run_async
 
 OPENAPI_DIR = harness.E2E_DIR / "openapi"
 PETSTORE_DOC = OPENAPI_DIR / "petstore_api.yaml"
-UPSTREAM_SCRIPT = harness.E2E_DIR / "petstore_upstream.py"
 # The reference documents (a committed copy of the team's reference/openapi, also used by the unit tests).
 REFERENCE_DIR = Path(
     os.environ.get("E2E_OPENAPI_REFERENCE_DIR") or harness.ROOT / "src" / "openapi" / "testdata"
@@ -72,41 +71,21 @@ PET_TOOL_COUNT = len(PET_TOOLS) + 1
 # --- the petstore upstream ---------------------------------------------------------------------
 
 
-class PetstoreUpstream:
-    """e2e/petstore_upstream.py in a subprocess."""
+class PetstoreUpstream(harness.DemoUpstream):
+    """e2e/petstore_upstream.py in a subprocess, with its request log."""
+
+    SCRIPT = "petstore_upstream.py"
+    NAME = "petstore upstream"
 
     def __init__(self, log_dir: Path | None = None, port: int | None = None):
-        self.port = port or harness.free_port()
-        self.log_dir = log_dir
-        self.proc: subprocess.Popen | None = None
+        super().__init__(port=port, log_dir=log_dir)
         self.http = httpx.Client(timeout=5.0)
 
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
-
-    def start(self, timeout: float = 10.0) -> PetstoreUpstream:
-        out = subprocess.DEVNULL
-        if self.log_dir is not None:
-            out = open(self.log_dir / "petstore_upstream.log", "wb")  # noqa: SIM115
-        env = dict(os.environ, PYTHONDONTWRITEBYTECODE="1", PYTHONUNBUFFERED="1")
-        self.proc = subprocess.Popen(
-            [sys.executable, str(UPSTREAM_SCRIPT), "--port", str(self.port), "--api-key", API_KEY],
-            stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env, start_new_session=True,
-        )
-        if out is not subprocess.DEVNULL:
-            out.close()
-
-        def ready() -> bool:
-            if self.proc.poll() is not None:
-                raise harness.HarnessError(f"petstore upstream exited with {self.proc.returncode}")
-            return self.http.get(f"{self.url}/healthz", timeout=1.0).status_code == 200
-
-        harness.wait_until(ready, timeout, what=f"the petstore upstream on port {self.port}")
-        return self
+    def arguments(self) -> list[str]:
+        return ["--port", str(self.port), "--api-key", API_KEY]
 
     def stop(self) -> None:
-        harness._stop_process(self.proc)
+        super().stop()
         self.http.close()
 
     def reset(self) -> None:

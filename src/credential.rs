@@ -50,6 +50,11 @@ pub fn validate_schemes(schemes: &[SecurityScheme]) -> Result<(), (String, Strin
     Ok(())
 }
 
+/// Whether the gateway can apply a scheme; the error says which field stands in the way.
+pub fn check_scheme(s: &SecurityScheme) -> Result<(), String> {
+    place_of(s).map(|_| ()).map_err(|(field, why)| format!("{field}: {why}"))
+}
+
 fn place_of(s: &SecurityScheme) -> Result<Place, (String, String)> {
     match s.kind.as_str() {
         "http" => match s.scheme.as_deref().map(str::to_ascii_lowercase).as_deref() {

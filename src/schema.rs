@@ -423,7 +423,7 @@ fn join(path: &str, key: &str) -> String {
 }
 
 /// Resolves a local `$ref` (`#`, `#/$defs/x`, `#/definitions/x`, any JSON pointer into the root).
-fn resolve_ref<'a>(root: &'a Value, reference: &str) -> Option<&'a Value> {
+pub(crate) fn resolve_ref<'a>(root: &'a Value, reference: &str) -> Option<&'a Value> {
     let pointer = reference.strip_prefix('#')?;
     if pointer.is_empty() {
         return Some(root);

@@ -6,6 +6,7 @@
 //! but cannot be served (a multipart upload, an external `$ref`) is skipped with its reason, never dropped
 //! silently.
 
+pub mod import;
 mod operation;
 mod schema;
 pub mod select;
@@ -282,15 +283,8 @@ pub fn pointer_token(token: &str) -> String {
     token.replace('~', "~0").replace('/', "~1")
 }
 
-/// Finds a local `$ref` target (`#/components/...`), percent-decoding the fragment.
-pub(crate) fn lookup<'a>(doc: &'a Value, reference: &str) -> Option<&'a Value> {
-    let fragment = reference.strip_prefix('#')?;
-    if fragment.is_empty() {
-        return Some(doc);
-    }
-    let decoded = percent_encoding::percent_decode_str(fragment).decode_utf8().ok()?;
-    doc.pointer(&decoded)
-}
+/// Finds a local `$ref` target (`#/components/...`), as the plugin's validator does.
+pub(crate) use crate::schema::resolve_ref as lookup;
 
 /// Follows `$ref`s of a non-schema object (parameter, request body, response, path item).
 /// An external one makes the operation out of reach ([`Fail::Skip`]); a dangling one is an error.

@@ -46,44 +46,29 @@ impl SecuritySchemes {
                 Fail::Skip(why) => OpenApiError::new(&at, why),
             })?;
             let field = |name: &str| scheme.get(name).and_then(Value::as_str);
-            let description = field("description").map(str::to_string);
             let kind = field("type").ok_or_else(|| OpenApiError::new(format!("{at}/type"), "is required"))?;
+            let required = |name: &str| {
+                field(name)
+                    .filter(|v| !v.is_empty())
+                    .map(str::to_string)
+                    .ok_or_else(|| OpenApiError::new(format!("{at}/{name}"), format!("is required for type {kind}")))
+            };
+            let candidate = SecurityScheme {
+                id: id.clone(),
+                kind: kind.into(),
+                description: field("description").map(str::to_string),
+                ..SecurityScheme::default()
+            };
             let entry = match kind {
-                "http" => match field("scheme").map(str::to_ascii_lowercase).as_deref() {
-                    Some(s @ ("basic" | "bearer")) => Ok(SecurityScheme {
-                        id: id.clone(),
-                        kind: "http".into(),
-                        scheme: Some(s.into()),
-                        description,
-                        ..SecurityScheme::default()
-                    }),
-                    Some(other) => Err(format!("http scheme '{other}' is not supported (basic and bearer are)")),
-                    None => return Err(OpenApiError::new(format!("{at}/scheme"), "is required for type http")),
-                },
+                "http" => Ok(SecurityScheme { scheme: Some(required("scheme")?.to_ascii_lowercase()), ..candidate }),
                 "apiKey" => {
-                    let location = field("in").filter(|l| ["header", "query", "cookie"].contains(l));
-                    let location = location.ok_or_else(|| {
-                        OpenApiError::new(format!("{at}/in"), "must be header, query or cookie for type apiKey")
-                    })?;
-                    let name = field("name").filter(|n| !n.is_empty());
-                    let name = name.ok_or_else(|| OpenApiError::new(format!("{at}/name"), "is required for apiKey"))?;
-                    if location == "header" && (!is_token(name) || is_forbidden_header(name)) {
-                        Err(format!("header '{name}' cannot be set by the gateway"))
-                    } else {
-                        Ok(SecurityScheme {
-                            id: id.clone(),
-                            kind: "apiKey".into(),
-                            location: Some(location.into()),
-                            name: Some(name.into()),
-                            description,
-                            ..SecurityScheme::default()
-                        })
-                    }
+                    Ok(SecurityScheme { location: Some(required("in")?), name: Some(required("name")?), ..candidate })
                 }
                 other => Err(format!(
                     "type '{other}' is not applied by the gateway; set the credential with requestTemplate.headers"
                 )),
-            };
+            }
+            .and_then(|s| crate::credential::check_scheme(&s).map(|()| s));
             match entry {
                 Ok(s) => out.supported.push(s),
                 Err(why) => out.unsupported.push((id.clone(), why)),
