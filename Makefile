@@ -1,6 +1,9 @@
 # mcp-gateway: the two commands are `make run` and `make test`; `make bench` measures.
 SHELL := /bin/bash
 WASM := target/wasm32-wasip1/release/mcp_gateway.wasm
+# The Higress build (--features higress: Redis through Higress's host) is built in its own target directory,
+# so that neither build invalidates the other, and copied next to the Envoy one.
+WASM_HIGRESS := target/wasm32-wasip1/release/mcp_gateway_higress.wasm
 VENV := .venv
 PY := $(VENV)/bin/python
 CLI := target/release/mcp-gateway
@@ -9,12 +12,16 @@ CLI := target/release/mcp-gateway
 
 all: build
 
-## build: the plugin for Envoy (wasm32-wasip1, release profile tuned for size, then binaryen's wasm-opt -Os)
+## build: both plugins (wasm32-wasip1, release profile tuned for size, then binaryen's wasm-opt -Os):
+##   mcp_gateway.wasm for Envoy (standard proxy-wasm only) and mcp_gateway_higress.wasm for Higress
 build:
 	@rustup target list --installed 2>/dev/null | grep -qx wasm32-wasip1 || rustup target add wasm32-wasip1
 	cargo build --release --target wasm32-wasip1 --lib
 	@bash scripts/wasm-opt.sh $(WASM)
-	@ls -l $(WASM) | awk '{printf "plugin: %s (%d bytes)\n", $$9, $$5}'
+	cargo build --release --target wasm32-wasip1 --lib --features higress --target-dir target/higress
+	@cp target/higress/wasm32-wasip1/release/mcp_gateway.wasm $(WASM_HIGRESS)
+	@bash scripts/wasm-opt.sh $(WASM_HIGRESS)
+	@ls -l $(WASM) $(WASM_HIGRESS) | awk '{printf "plugin: %s (%d bytes)\n", $$9, $$5}'
 
 ## cli: the native `mcp-gateway` CLI (OpenAPI conversion, config check); `cargo install --path .` installs it
 cli:
@@ -33,6 +40,7 @@ lint:
 	cargo fmt --all -- --check
 	cargo clippy --all-targets -- -D warnings
 	cargo clippy --release --target wasm32-wasip1 -- -D warnings
+	cargo clippy --release --target wasm32-wasip1 --features higress --target-dir target/higress -- -D warnings
 
 ## e2e: real Envoy (V8) + real upstream + real MCP clients
 e2e: setup build cli

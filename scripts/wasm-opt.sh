@@ -5,7 +5,7 @@
 set -euo pipefail
 wasm="$1"
 wasm_opt="${WASM_OPT:-e2e/node_modules/.bin/wasm-opt}"
-cache="$(dirname "$wasm")/wasm-opt"
+cache="$(dirname "$wasm")/wasm-opt/$(basename "$wasm" .wasm)"
 flags=(-Os --enable-bulk-memory --enable-nontrapping-float-to-int --enable-sign-ext
        --enable-mutable-globals --enable-multivalue --enable-reference-types)
 if [ ! -x "$wasm_opt" ]; then

@@ -57,8 +57,11 @@ struct RawPlugin {
     prefix: String,
     #[serde(default)]
     allowed_origins: Vec<String>,
-    #[serde(default = "default_ttl")]
-    session_ttl_seconds: u64,
+    /// The pre-`sessions` spelling of `sessions.ttlSeconds`, still accepted.
+    #[serde(default)]
+    session_ttl_seconds: Option<u64>,
+    #[serde(default)]
+    sessions: Option<Value>,
     #[serde(default = "default_max_body")]
     max_request_bytes: usize,
     #[serde(default = "default_page_size")]
@@ -80,6 +83,141 @@ fn default_prefix() -> String {
 fn default_ttl() -> u64 {
     1800
 }
+fn default_redis_timeout() -> u64 {
+    500
+}
+fn default_key_prefix() -> String {
+    "mcp-gateway:".into()
+}
+
+/// `sessions:`: which store keeps sessions, and their lifetime.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct SessionsConfig {
+    #[serde(default)]
+    pub store: StoreKind,
+    /// Idle lifetime (local, redis), or lifetime from `initialize` (signed: an id cannot be extended).
+    #[serde(default = "default_ttl")]
+    pub ttl_seconds: u64,
+    /// Base64 keys of at least 32 bytes; the first signs, every one verifies.
+    #[serde(default)]
+    pub signing_keys: Vec<String>,
+    #[serde(default)]
+    pub redis: Option<RedisConfig>,
+}
+
+impl Default for SessionsConfig {
+    fn default() -> Self {
+        SessionsConfig { store: StoreKind::Local, ttl_seconds: default_ttl(), signing_keys: Vec::new(), redis: None }
+    }
+}
+
+/// The session stores (see `session`).
+#[derive(Debug, Clone, Copy, Default, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum StoreKind {
+    /// This Envoy's shared data: every worker of one process.
+    #[default]
+    Local,
+    /// The id carries the session, signed: every replica with the key.
+    Signed,
+    /// Redis through Higress's host: every replica on that Redis.
+    Redis,
+}
+
+/// `sessions.redis`: the Redis that Higress's host connects to (`proxy_redis_init`).
+#[derive(Clone, Deserialize, PartialEq)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct RedisConfig {
+    /// The Envoy cluster of the Redis service, e.g. `outbound|6379||redis.dns`.
+    pub cluster: String,
+    #[serde(default)]
+    pub username: String,
+    #[serde(default)]
+    pub password: String,
+    #[serde(default)]
+    pub database: u32,
+    /// How long one Redis command may take before the request fails.
+    #[serde(default = "default_redis_timeout")]
+    pub timeout_ms: u64,
+    #[serde(default = "default_key_prefix")]
+    pub key_prefix: String,
+}
+
+impl Default for RedisConfig {
+    fn default() -> Self {
+        RedisConfig {
+            cluster: String::new(),
+            username: String::new(),
+            password: String::new(),
+            database: 0,
+            timeout_ms: default_redis_timeout(),
+            key_prefix: default_key_prefix(),
+        }
+    }
+}
+
+impl fmt::Debug for RedisConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        // Never print the password.
+        f.debug_struct("RedisConfig")
+            .field("cluster", &self.cluster)
+            .field("username", &self.username)
+            .field("database", &self.database)
+            .field("timeout_ms", &self.timeout_ms)
+            .field("key_prefix", &self.key_prefix)
+            .finish_non_exhaustive()
+    }
+}
+
+impl SessionsConfig {
+    /// Merges the old top-level `sessionTtlSeconds` and checks that each setting belongs to the chosen store,
+    /// so that a key or a Redis block given to the wrong store is an error rather than silently unused.
+    fn resolve(sessions: Option<SessionsConfig>, old_ttl: Option<u64>) -> Result<SessionsConfig, ConfigError> {
+        let explicit = sessions.is_some();
+        let mut s = sessions.unwrap_or_default();
+        if let Some(ttl) = old_ttl {
+            if explicit && s.ttl_seconds != default_ttl() && s.ttl_seconds != ttl {
+                return Err(ConfigError::new(
+                    "sessionTtlSeconds",
+                    "conflicts with sessions.ttlSeconds; keep only sessions.ttlSeconds",
+                ));
+            }
+            s.ttl_seconds = ttl;
+        }
+        let field = if explicit { "sessions.ttlSeconds" } else { "sessionTtlSeconds" };
+        if s.ttl_seconds == 0 {
+            return Err(ConfigError::new(field, "must be at least 1"));
+        }
+        if s.ttl_seconds > 366 * 24 * 3600 {
+            return Err(ConfigError::new(field, "must be at most a year (31622400)"));
+        }
+        if s.store != StoreKind::Signed && !s.signing_keys.is_empty() {
+            return Err(ConfigError::new("sessions.signingKeys", "only store: signed uses signing keys"));
+        }
+        match (&s.store, &s.redis) {
+            (StoreKind::Redis, None) => {
+                return Err(ConfigError::new("sessions.redis", "store: redis needs a redis block with a cluster"))
+            }
+            (StoreKind::Redis, Some(r)) => {
+                if r.cluster.is_empty() || r.cluster.bytes().any(|b| b.is_ascii_control() || b == b'?') {
+                    return Err(ConfigError::new(
+                        "sessions.redis.cluster",
+                        "must be the Envoy cluster name of the Redis service (select the database with `database`)",
+                    ));
+                }
+                if r.timeout_ms == 0 || r.timeout_ms > u32::MAX as u64 {
+                    return Err(ConfigError::new("sessions.redis.timeoutMs", "must be between 1 and 4294967295"));
+                }
+            }
+            (_, Some(_)) => {
+                return Err(ConfigError::new("sessions.redis", "only store: redis uses a redis block"));
+            }
+            _ => {}
+        }
+        Ok(s)
+    }
+}
 fn default_max_body() -> usize {
     1024 * 1024
 }
@@ -97,8 +235,8 @@ pub struct PluginConfig {
     pub prefix: String,
     /// Origins allowed besides loopback ones; `*` allows any.
     pub allowed_origins: Vec<String>,
-    /// Idle lifetime of a session.
-    pub session_ttl_seconds: u64,
+    /// Where sessions live, and for how long.
+    pub sessions: SessionsConfig,
     /// Larger request bodies are refused with 413 before they are parsed.
     pub max_request_bytes: usize,
     /// Tools per `tools/list` page.
@@ -341,9 +479,17 @@ impl PluginConfig {
         if !prefix.starts_with('/') || prefix.contains(['?', '#']) {
             return Err(ConfigError::new("prefix", "must be an absolute path such as /mcp-servers"));
         }
-        if raw.session_ttl_seconds == 0 {
-            return Err(ConfigError::new("sessionTtlSeconds", "must be at least 1"));
-        }
+        let sessions = match raw.sessions {
+            None => None,
+            Some(v) => Some(serde_json::from_value(v).map_err(|e| {
+                let mut err = field_error("sessions", e);
+                if err.field != "sessions" {
+                    err.field = format!("sessions.{}", err.field);
+                }
+                err
+            })?),
+        };
+        let sessions = SessionsConfig::resolve(sessions, raw.session_ttl_seconds)?;
         if raw.tools_page_size == 0 {
             return Err(ConfigError::new("toolsPageSize", "must be at least 1"));
         }
@@ -358,7 +504,7 @@ impl PluginConfig {
         Ok(PluginConfig {
             prefix,
             allowed_origins: raw.allowed_origins,
-            session_ttl_seconds: raw.session_ttl_seconds,
+            sessions,
             max_request_bytes: raw.max_request_bytes,
             tools_page_size: raw.tools_page_size,
             max_response_bytes: raw.max_response_bytes,
@@ -427,8 +573,35 @@ mod tests {
         let c = PluginConfig::parse("servers:\n  - name: a\n    tools:\n      - name: t\n        description: d\n")
             .unwrap();
         assert_eq!(c.prefix, "/mcp-servers");
-        assert_eq!(c.session_ttl_seconds, 1800);
+        assert_eq!(c.sessions, SessionsConfig::default());
         assert_eq!(c.servers[0].tools[0].name, "t");
+    }
+
+    #[test]
+    fn sessions_config() {
+        let p = |extra: &str| PluginConfig::parse(&format!("{extra}\nservers: [{{name: a}}]"));
+        assert_eq!(p("sessionTtlSeconds: 60").unwrap().sessions.ttl_seconds, 60);
+        let c = p("sessions: {store: signed, ttlSeconds: 90, signingKeys: [k]}").unwrap().sessions;
+        assert_eq!((c.store, c.ttl_seconds, c.signing_keys.len()), (StoreKind::Signed, 90, 1));
+        let r = p("sessions: {store: redis, redis: {cluster: 'outbound|6379||redis.dns', password: pw}}").unwrap();
+        let redis = r.sessions.redis.unwrap();
+        assert_eq!((redis.timeout_ms, redis.key_prefix.as_str(), redis.database), (500, "mcp-gateway:", 0));
+        assert!(!format!("{redis:?}").contains("pw"), "passwords never reach logs");
+        for (bad, field) in [
+            ("sessions: {store: disk}", "sessions"),
+            ("sessions: {ttlSeconds: 0}", "sessions.ttlSeconds"),
+            ("sessionTtlSeconds: 0", "sessionTtlSeconds"),
+            ("sessions: {ttlSeconds: 5}\nsessionTtlSeconds: 6", "sessionTtlSeconds"),
+            ("sessions: {signingKeys: [k]}", "sessions.signingKeys"),
+            ("sessions: {store: redis}", "sessions.redis"),
+            ("sessions: {store: local, redis: {cluster: c}}", "sessions.redis"),
+            ("sessions: {store: redis, redis: {cluster: 'c?db=1'}}", "sessions.redis.cluster"),
+            ("sessions: {store: redis, redis: {cluster: c, timeoutMs: 0}}", "sessions.redis.timeoutMs"),
+            ("sessions: {store: redis, redis: {cluster: c, db: 1}}", "sessions.db"),
+        ] {
+            let e = p(bad).unwrap_err();
+            assert!(e.field.contains(field), "{bad}: {e}");
+        }
     }
 
     #[test]

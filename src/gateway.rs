@@ -2,6 +2,7 @@
 //! so the request path only looks things up.
 
 use crate::config::{ConfigError, PluginConfig};
+use crate::session::SessionStore;
 use crate::template::Templates;
 use crate::tool::Tool;
 use crate::upstream::UpstreamResult;
@@ -33,7 +34,8 @@ impl Server {
 pub struct Gateway {
     pub prefix: String,
     pub allowed_origins: Vec<String>,
-    pub session_ttl_ms: u64,
+    /// The session store chosen by `sessions.store`, keys derived.
+    pub sessions: SessionStore,
     pub max_request_bytes: usize,
     pub page_size: usize,
     /// Upstream answers above this size are refused before they are copied into the VM.
@@ -86,10 +88,11 @@ impl Gateway {
                 ));
             }
         }
+        let sessions = SessionStore::from_config(&cfg.sessions).map_err(|(field, msg)| ConfigError::new(field, msg))?;
         Ok(Gateway {
             prefix: cfg.prefix,
             allowed_origins: cfg.allowed_origins.iter().map(|o| o.trim_end_matches('/').to_ascii_lowercase()).collect(),
-            session_ttl_ms: cfg.session_ttl_seconds.saturating_mul(1000),
+            sessions,
             max_request_bytes: cfg.max_request_bytes,
             page_size: cfg.tools_page_size,
             max_response_bytes: cfg.max_response_bytes,

@@ -5,12 +5,13 @@
 
 pub mod config;
 pub mod credential;
+pub mod driver;
 pub mod gateway;
 pub mod jsonrpc;
-pub mod kv_store;
 pub mod mcp;
 #[cfg(feature = "openapi")]
 pub mod openapi;
+pub mod resp;
 pub mod schema;
 pub mod session;
 pub mod template;

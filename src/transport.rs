@@ -1,13 +1,14 @@
 //! The Streamable HTTP transport at `{prefix}/{server}`, as a sans-IO state machine.
 //!
 //! [`route`] decides from the request head whether a request is ours and rejects what can be rejected
-//! early. An accepted request becomes an [`Exchange`], which the host drives: it feeds the body, then
-//! performs each [`Step`] (store I/O, upstream calls) and reports the outcome back, until a response is due.
+//! early. An accepted request becomes an [`Exchange`]: it takes the body, asks for each [`Step`] (a
+//! session operation, upstream calls) and resumes with the outcome, until a response is due. The
+//! [`crate::driver::Driver`] performs the steps, for the proxy-wasm host and the tests alike.
 
 use crate::gateway::{Gateway, Server};
 use crate::jsonrpc::{self, Message};
 use crate::mcp::{self, Handled};
-use crate::session::{self, Session};
+use crate::session::{self, Session, SessionOp, SessionOutcome};
 use crate::upstream::{UpstreamRequest, UpstreamResult};
 use serde_json::{json, Value};
 
@@ -49,7 +50,8 @@ impl HttpResponse {
         HttpResponse { status, headers: Vec::new(), body: Vec::new() }
     }
 
-    fn error(status: u16, id: Value, code: i64, message: impl Into<String>) -> HttpResponse {
+    /// A JSON-RPC error as the body of an HTTP error.
+    pub fn error(status: u16, id: Value, code: i64, message: impl Into<String>) -> HttpResponse {
         Self::json(status, &jsonrpc::error(id, code, message))
     }
 
@@ -69,16 +71,12 @@ pub enum Route {
     Accept(Exchange),
 }
 
-/// The next thing the host must do for an exchange.
+/// The next thing an exchange needs done.
 #[derive(Debug, PartialEq)]
 pub enum Step {
     Respond(HttpResponse),
-    /// Look the session up, then call [`Exchange::on_session`].
-    LoadSession(String),
-    /// Store the session, then call [`Exchange::on_stored`].
-    SaveSession(String, Session),
-    /// Delete the session, then call [`Exchange::on_stored`].
-    DeleteSession(String),
+    /// Perform this session operation, then call [`Exchange::on_session`] with its outcome.
+    Session(SessionOp),
     /// Send these requests; report each answer with [`Exchange::on_upstream`] by its index.
     Dispatch(Vec<UpstreamRequest>),
 }
@@ -96,6 +94,16 @@ enum Batch {
     Many(Vec<Result<Message, (Value, String)>>),
 }
 
+impl Batch {
+    /// The id an error about the whole body answers to: the request's, when there is one request.
+    fn reply_id(&self) -> Value {
+        match self {
+            Batch::One(Message::Request { id, .. }) => id.clone(),
+            _ => Value::Null,
+        }
+    }
+}
+
 #[derive(Debug)]
 struct PendingCall {
     slot: usize,
@@ -104,12 +112,20 @@ struct PendingCall {
     args: Value,
 }
 
+/// Where an exchange is:
+///
+/// ```text
+/// Start ──initialize──> Creating ──Created──────────────────────────> Done (200 + Mcp-Session-Id)
+///   │ ──POST──────────> Opening ──Found──> Calling ──all answered──> Done
+///   │                      └──────Found, nothing to call───────────> Done
+///   └──DELETE─────────> Deleting ──Deleted─────────────────────────> Done (204)
+///   NotFound: 404; Failed: 503; anything refused early: its error
+/// ```
 #[derive(Debug)]
 enum Phase {
     Start,
-    Initializing(Value),
-    Loading(Batch),
-    Refreshing(Batch),
+    Creating(Value),
+    Opening(Batch),
     Deleting,
     Calling { single: bool, slots: Vec<Option<Value>>, calls: Vec<Option<PendingCall>>, remaining: usize },
     Done,
@@ -122,7 +138,6 @@ pub struct Exchange {
     kind: Kind,
     session_id: Option<String>,
     cors_origin: Option<String>,
-    now_ms: u64,
     phase: Phase,
 }
 
@@ -228,7 +243,7 @@ pub fn route(gw: &Gateway, head: &RequestHead) -> Route {
             ));
         }
     };
-    Route::Accept(Exchange { server, kind, session_id, cors_origin, now_ms: 0, phase: Phase::Start })
+    Route::Accept(Exchange { server, kind, session_id, cors_origin, phase: Phase::Start })
 }
 
 /// Whether an Accept header admits a media type (exactly, by `type/*`, or by `*/*`).
@@ -259,16 +274,8 @@ impl Exchange {
         Step::Respond(add_cors(r, self.cors_origin.as_deref()))
     }
 
-    /// Starts processing once the whole body is in. `new_id` is called only when a session is created;
-    /// it returns `None` when no secure randomness is available.
-    pub fn on_body(
-        &mut self,
-        gw: &Gateway,
-        body: &[u8],
-        now_ms: u64,
-        new_id: &mut dyn FnMut() -> Option<String>,
-    ) -> Step {
-        self.now_ms = now_ms;
+    /// Starts processing once the whole body is in.
+    pub fn on_body(&mut self, gw: &Gateway, body: &[u8]) -> Step {
         if !matches!(self.phase, Phase::Start) {
             return self.respond(HttpResponse::error(
                 500,
@@ -279,8 +286,11 @@ impl Exchange {
         }
         if self.kind == Kind::Delete {
             let id = self.session_id.clone().unwrap_or_default();
+            if !session::is_plausible_id(&id) {
+                return self.respond(session_not_found(Value::Null));
+            }
             self.phase = Phase::Deleting;
-            return self.load_or_404(id, Value::Null);
+            return Step::Session(SessionOp::Delete { id, server: self.server(gw).name.clone() });
         }
         if body.len() > gw.max_request_bytes {
             return self.respond(too_large(gw));
@@ -331,13 +341,10 @@ impl Exchange {
         };
         if let Batch::One(Message::Request { id, method, params }) = &batch {
             if method == "initialize" {
-                return self.initialize(gw, id.clone(), params.as_ref(), new_id);
+                return self.initialize(gw, id.clone(), params.as_ref());
             }
         }
-        let reply_id = match &batch {
-            Batch::One(Message::Request { id, .. }) => id.clone(),
-            _ => Value::Null,
-        };
+        let reply_id = batch.reply_id();
         let Some(sid) = self.session_id.clone() else {
             return self.respond(HttpResponse::error(
                 400,
@@ -346,24 +353,14 @@ impl Exchange {
                 "Bad Request: missing Mcp-Session-Id header (send initialize first)",
             ));
         };
-        self.phase = Phase::Loading(batch);
-        self.load_or_404(sid, reply_id)
-    }
-
-    fn load_or_404(&mut self, sid: String, reply_id: Value) -> Step {
-        if !session::is_well_formed_id(&sid) {
+        if !session::is_plausible_id(&sid) {
             return self.respond(session_not_found(reply_id));
         }
-        Step::LoadSession(sid)
+        self.phase = Phase::Opening(batch);
+        Step::Session(SessionOp::Open { id: sid, server: self.server(gw).name.clone() })
     }
 
-    fn initialize(
-        &mut self,
-        gw: &Gateway,
-        id: Value,
-        params: Option<&Value>,
-        new_id: &mut dyn FnMut() -> Option<String>,
-    ) -> Step {
+    fn initialize(&mut self, gw: &Gateway, id: Value, params: Option<&Value>) -> Step {
         let params = params.and_then(Value::as_object);
         let Some(requested) = params.and_then(|p| p.get("protocolVersion")).and_then(Value::as_str) else {
             return self.respond(HttpResponse::json(
@@ -374,52 +371,34 @@ impl Exchange {
         let version = mcp::negotiate(Some(requested));
         let server = self.server(gw);
         let reply = jsonrpc::result(id, mcp::initialize_result(server, version));
-        let session = Session {
-            server: server.name.clone(),
-            version: version.to_string(),
-            expires_ms: self.now_ms.saturating_add(gw.session_ttl_ms),
-        };
-        let Some(sid) = new_id() else {
-            return self.respond(HttpResponse::error(
-                503,
-                reply["id"].clone(),
-                jsonrpc::INTERNAL_ERROR,
-                "no randomness available for a session id",
-            ));
-        };
-        self.session_id = Some(sid.clone());
-        self.phase = Phase::Initializing(reply);
-        Step::SaveSession(sid, session)
+        let session = Session { server: server.name.clone(), version: version.to_string() };
+        self.phase = Phase::Creating(reply);
+        Step::Session(SessionOp::Create(session))
     }
 
-    /// Resumes after a session lookup; `Err` is a store failure.
-    pub fn on_session(&mut self, gw: &Gateway, found: Result<Option<Session>, String>) -> Step {
+    /// Resumes after a session operation.
+    pub fn on_session(&mut self, gw: &Gateway, outcome: SessionOutcome) -> Step {
         let phase = std::mem::replace(&mut self.phase, Phase::Done);
         let reply_id = match &phase {
-            Phase::Loading(Batch::One(Message::Request { id, .. })) => id.clone(),
+            Phase::Opening(batch) => batch.reply_id(),
+            Phase::Creating(reply) => reply.get("id").cloned().unwrap_or(Value::Null),
             _ => Value::Null,
         };
-        let session = match found {
-            Err(e) => {
-                return self.respond(HttpResponse::error(
-                    503,
-                    reply_id,
-                    jsonrpc::INTERNAL_ERROR,
-                    format!("session store unavailable: {e}"),
-                ))
+        match (phase, outcome) {
+            (_, SessionOutcome::Failed(e)) => self.respond(HttpResponse::error(
+                503,
+                reply_id,
+                jsonrpc::INTERNAL_ERROR,
+                format!("session store unavailable: {e}"),
+            )),
+            (Phase::Creating(reply), SessionOutcome::Created(sid)) => {
+                self.session_id = Some(sid.clone());
+                self.respond(HttpResponse::json(200, &reply).header("mcp-session-id", sid))
             }
-            Ok(s) => s.filter(|s| s.server == self.server(gw).name && !s.is_expired(self.now_ms)),
-        };
-        let Some(mut session) = session else {
-            return self.respond(session_not_found(reply_id));
-        };
-        let sid = self.session_id.clone().unwrap_or_default();
-        match phase {
-            Phase::Deleting => {
-                self.phase = Phase::Deleting;
-                Step::DeleteSession(sid)
+            (Phase::Opening(_) | Phase::Deleting, SessionOutcome::NotFound) => {
+                self.respond(session_not_found(reply_id))
             }
-            Phase::Loading(batch) => {
+            (Phase::Opening(batch), SessionOutcome::Found(session)) => {
                 if matches!(batch, Batch::Many(_)) && !mcp::allows_batch(&session.version) {
                     return self.respond(HttpResponse::error(
                         400,
@@ -428,55 +407,21 @@ impl Exchange {
                         format!("JSON-RPC batches are not allowed at protocol revision {}", session.version),
                     ));
                 }
-                if session.needs_refresh(self.now_ms, gw.session_ttl_ms) {
-                    session.expires_ms = self.now_ms.saturating_add(gw.session_ttl_ms);
-                    self.phase = Phase::Refreshing(batch);
-                    return Step::SaveSession(sid, session);
-                }
                 self.process(gw, batch)
             }
-            _ => self.respond(HttpResponse::error(
+            (Phase::Deleting, SessionOutcome::Deleted) => self.respond(HttpResponse::empty(204)),
+            (_, outcome) => self.respond(HttpResponse::error(
                 500,
-                Value::Null,
+                reply_id,
                 jsonrpc::INTERNAL_ERROR,
-                "unexpected session lookup",
+                format!("unexpected session store answer {outcome:?}"),
             )),
         }
     }
 
-    /// Resumes after a store write or delete.
-    pub fn on_stored(&mut self, gw: &Gateway, outcome: Result<(), String>) -> Step {
-        let phase = std::mem::replace(&mut self.phase, Phase::Done);
-        match (phase, outcome) {
-            (Phase::Initializing(reply), Ok(())) => {
-                let sid = self.session_id.clone().unwrap_or_default();
-                self.respond(HttpResponse::json(200, &reply).header("mcp-session-id", sid))
-            }
-            (Phase::Initializing(reply), Err(e)) => {
-                let id = reply.get("id").cloned().unwrap_or(Value::Null);
-                self.respond(HttpResponse::error(
-                    503,
-                    id,
-                    jsonrpc::INTERNAL_ERROR,
-                    format!("could not create the session: {e}"),
-                ))
-            }
-            // A failed refresh only shortens the session's life; the request itself still proceeds.
-            (Phase::Refreshing(batch), _) => self.process(gw, batch),
-            (Phase::Deleting, Ok(())) => self.respond(HttpResponse::empty(204)),
-            (Phase::Deleting, Err(e)) => self.respond(HttpResponse::error(
-                503,
-                Value::Null,
-                jsonrpc::INTERNAL_ERROR,
-                format!("could not delete the session: {e}"),
-            )),
-            _ => self.respond(HttpResponse::error(
-                500,
-                Value::Null,
-                jsonrpc::INTERNAL_ERROR,
-                "unexpected store completion",
-            )),
-        }
+    /// Whether the exchange has produced its response.
+    pub fn is_done(&self) -> bool {
+        matches!(self.phase, Phase::Done)
     }
 
     fn process(&mut self, gw: &Gateway, batch: Batch) -> Step {

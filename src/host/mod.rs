@@ -1,40 +1,48 @@
-//! The thin proxy-wasm layer: reads the request, drives a [`transport::Exchange`], performs its steps with
-//! hostcalls (shared data, `dispatch_http_call`, local replies). No protocol logic lives here.
+//! The thin proxy-wasm layer: reads requests, and performs the [`Driver`]'s operations with hostcalls
+//! (shared data, `dispatch_http_call`, local replies, and on Higress its Redis calls). No protocol logic
+//! lives here.
+//!
+//! Exchanges in flight live in one registry per VM ([`LIVE`]), keyed by HTTP context id, rather than in
+//! the SDK's context objects: completions arrive through the HTTP context (upstream answers), through an
+//! export the SDK does not know (`proxy_on_redis_call_response`, Higress only) and from the root context's
+//! tick (watchdogs), and all three must reach the same driver.
 
+#[cfg(feature = "higress")]
+mod redis;
 mod shared_data;
 
+use crate::driver::{Driver, Host, Progress};
 use crate::gateway::Gateway;
-use crate::kv_store::KvStore;
-use crate::session::{self, SessionStore};
-use crate::transport::{self, Exchange, RequestHead, Route, Step};
-use crate::upstream::UpstreamResult;
+use crate::session::{Env, KeyValue};
+use crate::transport::{self, HttpResponse, RequestHead, Route};
+use crate::upstream::{UpstreamRequest, UpstreamResult};
 use proxy_wasm::hostcalls;
 use proxy_wasm::traits::{Context, HttpContext, RootContext};
-use proxy_wasm::types::{Action, ContextType, LogLevel, MapType};
+use proxy_wasm::types::{Action, BufferType, ContextType, LogLevel, MapType};
 use shared_data::SharedData;
 use std::cell::RefCell;
 use std::collections::HashMap;
 use std::rc::Rc;
 use std::time::{Duration, UNIX_EPOCH};
 
-/// How often each index shard of the session store is swept (one worker wins each shard's lease).
-const SWEEP_PERIOD: Duration = Duration::from_secs(15);
-/// The root context's tick: drives the sweep and the body watchdog.
+/// The root context's tick: drives the session sweep and the drivers' watchdogs.
 const TICK: Duration = Duration::from_secs(1);
-/// A request paused on its headers that has not seen a body chunk after this long is failed: Envoy is
-/// almost certainly not honouring the pause (see [`STALL_HINT`]).
-const BODY_STALL_MS: u64 = 10_000;
-const STALL_HINT: &str = "the plugin never received the request body: set allow_on_headers_stop_iteration: true in the Envoy Wasm filter config (Envoy >= 1.35)";
-
-/// Requests waiting for their first body chunk: context id to the time they paused.
-type Waiting = Rc<RefCell<HashMap<u32, u64>>>;
 
 proxy_wasm::main! {{
     proxy_wasm::set_log_level(LogLevel::Info);
-    proxy_wasm::set_root_context(|_| -> Box<dyn RootContext> {
-        Box::new(Root { gateway: None, waiting: Rc::default(), ticks: 0 })
-    });
+    proxy_wasm::set_root_context(|_| -> Box<dyn RootContext> { Box::new(Root { gateway: None }) });
 }}
+
+/// An exchange in flight and the configuration it started under (a reload does not change it midway).
+struct Live {
+    gateway: Rc<Gateway>,
+    driver: Driver,
+}
+
+thread_local! {
+    /// Exchanges in flight on this VM, by HTTP context id.
+    static LIVE: RefCell<HashMap<u32, Live>> = RefCell::new(HashMap::new());
+}
 
 fn log(level: LogLevel, msg: &str) {
     let _ = hostcalls::log(level, msg);
@@ -57,74 +65,143 @@ fn headers_lossy(map: MapType) -> Vec<(String, String)> {
         .collect()
 }
 
-fn new_session_id() -> Option<String> {
-    let mut bytes = [0u8; 16];
-    getrandom::getrandom(&mut bytes).ok()?;
-    Some(session::format_id(bytes))
+/// Runs `f` on the driver of context `id`, if it is still in flight, and retires it once it is done.
+/// `foreign` says the call comes from outside that context's own callbacks (the tick, a Redis reply), so
+/// the context is made effective first: responses and dispatches must land on the right stream.
+fn with_driver(id: u32, foreign: bool, f: impl FnOnce(&Gateway, &mut Driver, &mut Calls) -> Progress) {
+    LIVE.with(|live| {
+        let mut live = live.borrow_mut();
+        let Some(entry) = live.get_mut(&id) else {
+            return;
+        };
+        if foreign && hostcalls::set_effective_context(id).is_err() {
+            live.remove(&id);
+            return;
+        }
+        let gw = entry.gateway.clone();
+        let mut calls = Calls { gw: &gw, context_id: id, shared: SharedData };
+        if f(&gw, &mut entry.driver, &mut calls) == Progress::Done {
+            live.remove(&id);
+        }
+    });
+}
+
+/// The hostcalls behind [`Host`], for one HTTP context.
+struct Calls<'g> {
+    #[cfg_attr(not(feature = "higress"), allow(dead_code))]
+    gw: &'g Gateway,
+    #[cfg_attr(not(feature = "higress"), allow(dead_code))]
+    context_id: u32,
+    shared: SharedData,
+}
+
+impl Env for Calls<'_> {
+    fn now_ms(&self) -> u64 {
+        now_ms()
+    }
+    fn random(&mut self, buf: &mut [u8]) -> bool {
+        getrandom::getrandom(buf).is_ok()
+    }
+    fn kv(&mut self) -> &mut dyn KeyValue {
+        &mut self.shared
+    }
+}
+
+impl Host for Calls<'_> {
+    #[cfg(feature = "higress")]
+    fn redis(&mut self, command: &[u8]) -> Result<u32, String> {
+        let store = self.gw.sessions.redis().ok_or("no Redis is configured")?;
+        redis::call(store, command, self.context_id)
+    }
+    #[cfg(not(feature = "higress"))]
+    fn redis(&mut self, _command: &[u8]) -> Result<u32, String> {
+        Err("this build has no Redis (use mcp_gateway_higress.wasm on Higress)".into())
+    }
+
+    #[cfg(feature = "higress")]
+    fn redis_reinit(&mut self) -> Result<(), String> {
+        let store = self.gw.sessions.redis().ok_or("no Redis is configured")?;
+        redis::init(store)
+    }
+    #[cfg(not(feature = "higress"))]
+    fn redis_reinit(&mut self) -> Result<(), String> {
+        Err("this build has no Redis".into())
+    }
+
+    fn dispatch(&mut self, r: &UpstreamRequest) -> Result<u32, String> {
+        let timeout = Duration::from_millis(r.timeout_ms);
+        hostcalls::dispatch_http_call(&r.cluster, r.wire_headers(), r.body.as_deref(), vec![], timeout)
+            .map_err(|status| format!("{status:?}"))
+    }
+
+    fn respond(&mut self, r: HttpResponse) {
+        let headers: Vec<(&str, &str)> = r.headers.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+        let body = if r.body.is_empty() { None } else { Some(r.body.as_slice()) };
+        let _ = hostcalls::send_http_response(r.status as u32, headers, body);
+    }
+
+    fn warn(&mut self, message: &str) {
+        log(LogLevel::Warn, &format!("mcp-gateway: {message}"));
+    }
 }
 
 struct Root {
     gateway: Option<Rc<Gateway>>,
-    waiting: Waiting,
-    ticks: usize,
 }
 
 impl Context for Root {}
 
 impl RootContext for Root {
     fn on_configure(&mut self, _size: usize) -> bool {
-        let bytes = hostcalls::get_buffer(proxy_wasm::types::BufferType::PluginConfiguration, 0, usize::MAX)
-            .ok()
-            .flatten()
-            .unwrap_or_default();
+        let bytes =
+            hostcalls::get_buffer(BufferType::PluginConfiguration, 0, usize::MAX).ok().flatten().unwrap_or_default();
         let text = String::from_utf8_lossy(&bytes);
-        match Gateway::from_config_str(&text) {
-            Ok(gw) => {
-                for notice in &gw.notices {
-                    log(LogLevel::Warn, &format!("mcp-gateway: {notice}"));
-                }
-                let tools: usize = gw.servers.iter().map(|s| s.tools.len()).sum();
-                log(
-                    LogLevel::Info,
-                    &format!(
-                        "mcp-gateway: serving {} server(s), {tools} tool(s) under {}",
-                        gw.servers.len(),
-                        gw.prefix
-                    ),
-                );
-                self.gateway = Some(Rc::new(gw));
-                let _ = hostcalls::set_tick_period(TICK);
-                true
-            }
+        let gw = match Gateway::from_config_str(&text) {
+            Ok(gw) => gw,
             Err(e) => {
                 log(LogLevel::Error, &format!("mcp-gateway: {e}"));
-                false
+                return false;
             }
+        };
+        if let Err(why) = connect_store(&gw) {
+            log(LogLevel::Error, &format!("mcp-gateway: invalid plugin config: field 'sessions.store': {why}"));
+            return false;
         }
+        gw.sessions.prepare(&mut SharedData);
+        for notice in &gw.notices {
+            log(LogLevel::Warn, &format!("mcp-gateway: {notice}"));
+        }
+        let tools: usize = gw.servers.iter().map(|s| s.tools.len()).sum();
+        log(
+            LogLevel::Info,
+            &format!(
+                "mcp-gateway: serving {} server(s), {tools} tool(s) under {}, sessions: {}",
+                gw.servers.len(),
+                gw.prefix,
+                gw.sessions.kind()
+            ),
+        );
+        self.gateway = Some(Rc::new(gw));
+        let _ = hostcalls::set_tick_period(TICK);
+        true
     }
 
     fn on_tick(&mut self) {
         let now = now_ms();
-        self.fail_stalled_requests(now);
-        if self.gateway.is_some() {
-            // One shard per tick keeps each tick's work to a sixteenth of the sessions.
-            self.ticks = self.ticks.wrapping_add(1);
-            let shard = self.ticks % crate::kv_store::SHARDS;
-            let removed = KvStore::new(SharedData).sweep_shard(shard, now, SWEEP_PERIOD.as_millis() as u64);
+        if let Some(gw) = &self.gateway {
+            let removed = gw.sessions.sweep(&mut SharedData, now);
             if removed > 0 {
-                log(LogLevel::Debug, &format!("mcp-gateway: swept {removed} expired session(s)"));
+                log(LogLevel::Debug, &format!("mcp-gateway: swept {removed} expired session entries"));
             }
+        }
+        let ids: Vec<u32> = LIVE.with(|live| live.borrow().keys().copied().collect());
+        for id in ids {
+            with_driver(id, true, |gw, driver, calls| driver.on_tick(gw, calls, now));
         }
     }
 
     fn create_http_context(&self, context_id: u32) -> Option<Box<dyn HttpContext>> {
-        Some(Box::new(Http {
-            id: context_id,
-            waiting: self.waiting.clone(),
-            gateway: self.gateway.clone(),
-            exchange: None,
-            calls: HashMap::new(),
-        }))
+        Some(Box::new(Http { id: context_id, gateway: self.gateway.clone() }))
     }
 
     fn get_type(&self) -> Option<ContextType> {
@@ -132,129 +209,59 @@ impl RootContext for Root {
     }
 }
 
-impl Root {
-    /// Fails requests that paused on their headers and never got a body callback (a misconfigured Envoy
-    /// would otherwise leave the client hanging until a stream timeout).
-    fn fail_stalled_requests(&mut self, now: u64) {
-        let stalled: Vec<u32> =
-            self.waiting.borrow().iter().filter(|(_, t)| now >= **t + BODY_STALL_MS).map(|(id, _)| *id).collect();
-        for id in stalled {
-            self.waiting.borrow_mut().remove(&id);
-            log(LogLevel::Error, &format!("mcp-gateway: {STALL_HINT}"));
-            if hostcalls::set_effective_context(id).is_ok() {
-                let body = crate::jsonrpc::error(serde_json::Value::Null, crate::jsonrpc::INTERNAL_ERROR, STALL_HINT);
-                let body = body.to_string();
-                let _ = hostcalls::send_http_response(
-                    500,
-                    vec![("content-type", "application/json")],
-                    Some(body.as_bytes()),
-                );
-            }
-        }
+/// Sets up the connection the configured store needs, or says why this build cannot serve it.
+#[cfg(feature = "higress")]
+fn connect_store(gw: &Gateway) -> Result<(), String> {
+    match gw.sessions.redis() {
+        Some(store) => redis::init(store),
+        None => Ok(()),
+    }
+}
+
+#[cfg(not(feature = "higress"))]
+fn connect_store(gw: &Gateway) -> Result<(), String> {
+    match gw.sessions.redis() {
+        Some(_) => Err("store: redis needs Higress's Redis calls, which vanilla Envoy does not have; load \
+                        mcp_gateway_higress.wasm into Higress, or use store: signed to share sessions between \
+                        Envoy replicas"
+            .into()),
+        None => Ok(()),
     }
 }
 
 struct Http {
     id: u32,
-    waiting: Waiting,
     gateway: Option<Rc<Gateway>>,
-    exchange: Option<Exchange>,
-    /// Outstanding upstream calls: host token to the exchange's call index.
-    calls: HashMap<u32, usize>,
-}
-
-impl Http {
-    fn header(&self, name: &str) -> Option<String> {
-        hostcalls::get_map_value_bytes(MapType::HttpRequestHeaders, name)
-            .ok()
-            .flatten()
-            .map(|v| String::from_utf8_lossy(&v).into_owned())
-    }
-
-    fn send(&self, r: transport::HttpResponse) {
-        let headers: Vec<(&str, &str)> = r.headers.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
-        let body = if r.body.is_empty() { None } else { Some(r.body.as_slice()) };
-        let _ = hostcalls::send_http_response(r.status as u32, headers, body);
-    }
-
-    /// Performs steps until the exchange waits on upstream calls or has answered.
-    fn drive(&mut self, gw: &Gateway, mut step: Step) -> Action {
-        let mut store = KvStore::new(SharedData);
-        loop {
-            let Some(ex) = self.exchange.as_mut() else {
-                return Action::Pause;
-            };
-            step = match step {
-                Step::Respond(r) => {
-                    self.send(r);
-                    return Action::Pause;
-                }
-                Step::LoadSession(id) => ex.on_session(gw, store.load(&id)),
-                Step::SaveSession(id, s) => ex.on_stored(gw, store.save(&id, &s)),
-                Step::DeleteSession(id) => ex.on_stored(gw, store.delete(&id)),
-                Step::Dispatch(requests) => {
-                    let mut done = None;
-                    for (i, r) in requests.iter().enumerate() {
-                        let timeout = Duration::from_millis(r.timeout_ms);
-                        match hostcalls::dispatch_http_call(
-                            &r.cluster,
-                            r.wire_headers(),
-                            r.body.as_deref(),
-                            vec![],
-                            timeout,
-                        ) {
-                            Ok(token) => {
-                                self.calls.insert(token, i);
-                            }
-                            Err(status) => {
-                                let why = format!("the gateway could not send the request to cluster '{}' ({status:?}); is the cluster defined?", r.cluster);
-                                log(LogLevel::Warn, &format!("mcp-gateway: {why}"));
-                                if let Some(s) = ex.on_upstream(gw, i, UpstreamResult::Failed(why)) {
-                                    done = Some(s);
-                                }
-                            }
-                        }
-                    }
-                    match done {
-                        Some(s) => s,
-                        None => return Action::Pause,
-                    }
-                }
-            };
-        }
-    }
 }
 
 impl Context for Http {
     fn on_done(&mut self) -> bool {
-        self.waiting.borrow_mut().remove(&self.id);
+        LIVE.with(|live| live.borrow_mut().remove(&self.id));
+        #[cfg(feature = "higress")]
+        redis::forget_context(self.id);
         true
     }
 
     fn on_http_call_response(&mut self, token: u32, _headers: usize, body_size: usize, _trailers: usize) {
-        let (Some(gw), Some(index)) = (self.gateway.clone(), self.calls.remove(&token)) else {
-            return;
-        };
-        let headers = headers_lossy(MapType::HttpCallResponseHeaders);
-        let status = headers.iter().find(|(k, _)| k == ":status").and_then(|(_, v)| v.parse::<u16>().ok());
-        let outcome = match (status, gw.oversized_answer(body_size)) {
-            (Some(_), Some(refused)) => refused,
-            (Some(status), None) => {
-                let body = hostcalls::get_buffer(proxy_wasm::types::BufferType::HttpCallResponseBody, 0, body_size)
-                    .ok()
-                    .flatten()
-                    .unwrap_or_default();
-                let headers = headers.into_iter().filter(|(k, _)| !k.starts_with(':')).collect();
-                UpstreamResult::Response { status, headers, body }
-            }
-            (None, _) => UpstreamResult::Failed("no answer from the upstream (timeout or connection failure)".into()),
-        };
-        let Some(ex) = self.exchange.as_mut() else {
-            return;
-        };
-        if let Some(step) = ex.on_upstream(&gw, index, outcome) {
-            self.drive(&gw, step);
-        }
+        with_driver(self.id, false, |gw, driver, calls| {
+            let headers = headers_lossy(MapType::HttpCallResponseHeaders);
+            let status = headers.iter().find(|(k, _)| k == ":status").and_then(|(_, v)| v.parse::<u16>().ok());
+            let outcome = match (status, gw.oversized_answer(body_size)) {
+                (Some(_), Some(refused)) => refused,
+                (Some(status), None) => {
+                    let body = hostcalls::get_buffer(BufferType::HttpCallResponseBody, 0, body_size)
+                        .ok()
+                        .flatten()
+                        .unwrap_or_default();
+                    let headers = headers.into_iter().filter(|(k, _)| !k.starts_with(':')).collect();
+                    UpstreamResult::Response { status, headers, body }
+                }
+                (None, _) => {
+                    UpstreamResult::Failed("no answer from the upstream (timeout or connection failure)".into())
+                }
+            };
+            driver.on_upstream(gw, calls, token, outcome)
+        });
     }
 }
 
@@ -263,7 +270,11 @@ impl HttpContext for Http {
         let Some(gw) = self.gateway.clone() else {
             return Action::Continue;
         };
-        let path = self.header(":path").unwrap_or_default();
+        let path = hostcalls::get_map_value_bytes(MapType::HttpRequestHeaders, ":path")
+            .ok()
+            .flatten()
+            .map(|v| String::from_utf8_lossy(&v).into_owned())
+            .unwrap_or_default();
         if !path.starts_with(gw.prefix.as_str()) {
             return Action::Continue;
         }
@@ -274,54 +285,43 @@ impl HttpContext for Http {
         match transport::route(&gw, &head) {
             Route::PassThrough => Action::Continue,
             Route::Respond(r) => {
-                self.send(r);
+                Calls { gw: &gw, context_id: self.id, shared: SharedData }.respond(r);
                 Action::Pause
             }
             Route::Accept(ex) => {
-                self.exchange = Some(ex);
+                let driver = Driver::new(ex, now_ms());
+                LIVE.with(|live| live.borrow_mut().insert(self.id, Live { gateway: gw, driver }));
                 if end_of_stream {
-                    self.on_body(&gw, &[])
-                } else {
-                    // Pause so the router never sees an MCP request. Envoy honours this (and still
-                    // delivers the body) only with allow_on_headers_stop_iteration; the root context's
-                    // watchdog answers requests whose body never comes.
-                    self.waiting.borrow_mut().insert(self.id, now_ms());
-                    Action::Pause
+                    with_driver(self.id, false, |gw, driver, calls| driver.on_body(gw, calls, &[]));
                 }
+                // Pause so the router never sees an MCP request. Envoy honours this (and still delivers the
+                // body) only with allow_on_headers_stop_iteration; the driver's watchdog answers requests
+                // whose body never comes.
+                Action::Pause
             }
         }
     }
 
     fn on_http_request_body(&mut self, body_size: usize, end_of_stream: bool) -> Action {
-        let Some(gw) = self.gateway.clone() else {
-            return Action::Continue;
-        };
-        if self.exchange.is_none() {
-            return Action::Continue;
+        let ours = LIVE.with(|live| live.borrow().get(&self.id).map(|l| l.driver.awaits_body()));
+        match ours {
+            None => return Action::Continue, // not an MCP request (or already answered)
+            Some(false) => return Action::Pause,
+            Some(true) => {}
         }
-        self.waiting.borrow_mut().remove(&self.id);
-        if body_size > gw.max_request_bytes {
-            self.exchange = None;
-            self.send(transport::too_large(&gw));
-            return Action::Pause;
-        }
-        if !end_of_stream {
-            return Action::Pause;
-        }
-        let body = hostcalls::get_buffer(proxy_wasm::types::BufferType::HttpRequestBody, 0, body_size)
-            .ok()
-            .flatten()
-            .unwrap_or_default();
-        self.on_body(&gw, &body)
-    }
-}
-
-impl Http {
-    fn on_body(&mut self, gw: &Gateway, body: &[u8]) -> Action {
-        let Some(ex) = self.exchange.as_mut() else {
-            return Action::Pause;
-        };
-        let step = ex.on_body(gw, body, now_ms(), &mut new_session_id);
-        self.drive(gw, step)
+        with_driver(self.id, false, |gw, driver, calls| {
+            if body_size > gw.max_request_bytes {
+                calls.respond(transport::too_large(gw));
+                return Progress::Done;
+            }
+            if !end_of_stream {
+                driver.on_body_chunk();
+                return Progress::Waiting;
+            }
+            let body =
+                hostcalls::get_buffer(BufferType::HttpRequestBody, 0, body_size).ok().flatten().unwrap_or_default();
+            driver.on_body(gw, calls, &body)
+        });
+        Action::Pause
     }
 }

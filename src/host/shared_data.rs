@@ -1,6 +1,6 @@
 //! Envoy shared data as a [`KeyValue`]: one space for all worker threads of an Envoy process.
 
-use crate::kv_store::KeyValue;
+use crate::session::KeyValue;
 use proxy_wasm::hostcalls;
 use proxy_wasm::types::Status;
 

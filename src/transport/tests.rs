@@ -1,7 +1,8 @@
 //! The transport driven natively: a memory session store and a scripted upstream stand in for the host.
 
 use super::*;
-use crate::session::{MemoryStore, SessionStore};
+use crate::driver::test_host::{RedisMode, TestHost};
+use crate::driver::Progress;
 
 const CONFIG: &str = r#"
 sessionTtlSeconds: 60
@@ -38,17 +39,27 @@ fn head(method: &str, path: &str, headers: &[(&str, &str)]) -> RequestHead {
     RequestHead { method: method.into(), path: path.into(), headers: h }
 }
 
-/// Plays the host: performs store steps, answers upstream calls with `upstream`, returns the response.
+/// The native host of these tests, with the helpers they share.
 struct Host {
-    store: MemoryStore,
-    now_ms: u64,
-    ids: u32,
-    dispatched: Vec<UpstreamRequest>,
+    inner: TestHost,
+}
+
+impl std::ops::Deref for Host {
+    type Target = TestHost;
+    fn deref(&self) -> &TestHost {
+        &self.inner
+    }
+}
+
+impl std::ops::DerefMut for Host {
+    fn deref_mut(&mut self) -> &mut TestHost {
+        &mut self.inner
+    }
 }
 
 impl Host {
     fn new() -> Host {
-        Host { store: MemoryStore::default(), now_ms: 1_000_000, ids: 0, dispatched: Vec::new() }
+        Host { inner: TestHost::new() }
     }
 
     fn send(
@@ -58,34 +69,7 @@ impl Host {
         body: &str,
         upstream: &dyn Fn(&UpstreamRequest) -> UpstreamResult,
     ) -> HttpResponse {
-        let mut ex = match route(gw, &head) {
-            Route::PassThrough => return HttpResponse { status: 0, headers: vec![], body: b"passthrough".to_vec() },
-            Route::Respond(r) => return r,
-            Route::Accept(ex) => ex,
-        };
-        let ids = &mut self.ids;
-        let mut new_id = || {
-            *ids += 1;
-            Some(format!("{:032x}", *ids))
-        };
-        let mut step = ex.on_body(gw, body.as_bytes(), self.now_ms, &mut new_id);
-        loop {
-            step = match step {
-                Step::Respond(r) => return r,
-                Step::LoadSession(id) => ex.on_session(gw, self.store.load(&id)),
-                Step::SaveSession(id, s) => ex.on_stored(gw, self.store.save(&id, &s)),
-                Step::DeleteSession(id) => ex.on_stored(gw, self.store.delete(&id)),
-                Step::Dispatch(reqs) => {
-                    let mut last = None;
-                    // Answer in reverse order to show slots keep their places.
-                    for (i, r) in reqs.iter().enumerate().rev() {
-                        last = ex.on_upstream(gw, i, upstream(r)).or(last);
-                    }
-                    self.dispatched.extend(reqs);
-                    last.expect("all calls answered yields a response")
-                }
-            }
-        }
+        self.inner.send(gw, head, body, upstream)
     }
 
     /// POSTs a body on an established session of server `demo`.
@@ -104,9 +88,21 @@ impl Host {
             r#"{{"jsonrpc":"2.0","id":1,"method":"initialize","params":{{"protocolVersion":"{version}","capabilities":{{}},"clientInfo":{{"name":"t","version":"1"}}}}}}"#
         );
         let r = self.send(gw, head("POST", "/mcp-servers/demo", &[]), &body, &no_upstream);
-        assert_eq!(r.status, 200);
+        assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
         r.headers.iter().find(|(k, _)| k == "mcp-session-id").map(|(_, v)| v.clone()).expect("session id header")
     }
+}
+
+/// The sessions block of each store, for tests that must hold whatever the store.
+const STORES: [&str; 3] = [
+    "sessions: {store: local, ttlSeconds: 60}",
+    "sessions: {store: signed, ttlSeconds: 60, signingKeys: [MDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3ODlhYmNkZWY=]}",
+    "sessions: {store: redis, ttlSeconds: 60, redis: {cluster: redis}}",
+];
+
+/// The test config with another sessions block.
+fn gw_with(sessions: &str) -> Gateway {
+    Gateway::from_config_str(&CONFIG.replace("sessionTtlSeconds: 60", sessions)).unwrap()
 }
 
 fn no_upstream(_: &UpstreamRequest) -> UpstreamResult {
@@ -150,77 +146,136 @@ fn routing_and_early_rejections() {
 
 #[test]
 fn initialize_negotiates_and_issues_sessions() {
-    let g = gw();
-    let mut h = Host::new();
-    for (asked, answered) in [
-        ("2024-11-05", "2024-11-05"),
-        ("2025-03-26", "2025-03-26"),
-        ("2025-06-18", "2025-06-18"),
-        ("2025-11-25", "2025-11-25"),
-        ("1.0", "2025-11-25"),
-    ] {
-        let body = format!(
-            r#"{{"jsonrpc":"2.0","id":"i","method":"initialize","params":{{"protocolVersion":"{asked}","capabilities":{{}}}}}}"#
-        );
-        let r = h.send(&g, head("POST", "/mcp-servers/demo", &[]), &body, &no_upstream);
-        let v = json_body(&r);
-        assert_eq!(v["result"]["protocolVersion"], json!(answered));
-        assert_eq!(v["result"]["serverInfo"]["name"], json!("demo"));
-        assert_eq!(v["id"], json!("i"));
+    for store in STORES {
+        let g = gw_with(store);
+        let mut h = Host::new();
+        let mut ids = Vec::new();
+        for (asked, answered) in [
+            ("2024-11-05", "2024-11-05"),
+            ("2025-03-26", "2025-03-26"),
+            ("2025-06-18", "2025-06-18"),
+            ("2025-11-25", "2025-11-25"),
+            ("1.0", "2025-11-25"),
+        ] {
+            let body = format!(
+                r#"{{"jsonrpc":"2.0","id":"i","method":"initialize","params":{{"protocolVersion":"{asked}","capabilities":{{}}}}}}"#
+            );
+            let r = h.send(&g, head("POST", "/mcp-servers/demo", &[]), &body, &no_upstream);
+            let v = json_body(&r);
+            assert_eq!(v["result"]["protocolVersion"], json!(answered), "{store}");
+            assert_eq!(v["result"]["serverInfo"]["name"], json!("demo"));
+            assert_eq!(v["id"], json!("i"));
+            let sid = r.headers.iter().find(|(k, _)| k == "mcp-session-id").unwrap().1.clone();
+            assert!(sid.bytes().all(|b| b.is_ascii_graphic()), "{store}: MCP wants visible ASCII ids");
+            // The session remembers its revision: batches are allowed only at the old ones.
+            let batch = r#"[{"jsonrpc":"2.0","id":1,"method":"ping"}]"#;
+            let expect = if ["2024-11-05", "2025-03-26"].contains(&answered) { 200 } else { 400 };
+            assert_eq!(h.post(&g, &sid, batch, &no_upstream).status, expect, "{store} {answered}");
+            ids.push(sid);
+        }
+        ids.sort();
+        ids.dedup();
+        assert_eq!(ids.len(), 5, "{store}: every session has its own id");
     }
-    assert_eq!(h.store.sessions.len(), 5);
-    let s = h.store.sessions.values().next().unwrap();
-    assert_eq!(s.expires_ms, h.now_ms + 60_000);
 }
 
 #[test]
 fn sessions_are_required_checked_and_deleted() {
-    let g = gw();
-    let mut h = Host::new();
-    let sid = h.initialize(&g, "2025-06-18");
-    let ping = r#"{"jsonrpc":"2.0","id":7,"method":"ping"}"#;
-    let with = |id: &str| head("POST", "/mcp-servers/demo", &[("mcp-session-id", id)]);
-    assert_eq!(h.send(&g, head("POST", "/mcp-servers/demo", &[]), ping, &no_upstream).status, 400);
-    assert_eq!(h.send(&g, with("0123456789abcdef0123456789abcdef"), ping, &no_upstream).status, 404);
-    assert_eq!(h.send(&g, with("not-an-id"), ping, &no_upstream).status, 404);
-    let r = h.post(&g, &sid, ping, &no_upstream);
-    assert_eq!((r.status, json_body(&r)["result"].clone()), (200, json!({})));
-    // A session is bound to its server.
-    assert_eq!(
-        h.send(&g, head("POST", "/mcp-servers/other", &[("mcp-session-id", &sid)]), ping, &no_upstream).status,
-        404
-    );
-    // Notifications and responses are accepted without a body.
-    let r = h.send(&g, with(&sid), r#"{"jsonrpc":"2.0","method":"notifications/initialized"}"#, &no_upstream);
-    assert_eq!((r.status, r.body.len()), (202, 0));
-    let r = h.send(&g, with(&sid), r#"{"jsonrpc":"2.0","id":9,"result":{}}"#, &no_upstream);
-    assert_eq!(r.status, 202);
-    // DELETE ends it.
-    assert_eq!(
-        h.send(&g, head("DELETE", "/mcp-servers/demo", &[("mcp-session-id", &sid)]), "", &no_upstream).status,
-        204
-    );
-    assert_eq!(h.post(&g, &sid, ping, &no_upstream).status, 404);
-    assert_eq!(
-        h.send(&g, head("DELETE", "/mcp-servers/demo", &[("mcp-session-id", &sid)]), "", &no_upstream).status,
-        404
-    );
+    for store in STORES {
+        let g = gw_with(store);
+        let mut h = Host::new();
+        let sid = h.initialize(&g, "2025-06-18");
+        let ping = r#"{"jsonrpc":"2.0","id":7,"method":"ping"}"#;
+        let with = |id: &str| head("POST", "/mcp-servers/demo", &[("mcp-session-id", id)]);
+        assert_eq!(h.send(&g, head("POST", "/mcp-servers/demo", &[]), ping, &no_upstream).status, 400);
+        assert_eq!(h.send(&g, with("0123456789abcdef0123456789abcdef"), ping, &no_upstream).status, 404, "{store}");
+        assert_eq!(h.send(&g, with("not-an-id"), ping, &no_upstream).status, 404);
+        assert_eq!(h.send(&g, with(&"x".repeat(200)), ping, &no_upstream).status, 404);
+        let r = h.post(&g, &sid, ping, &no_upstream);
+        assert_eq!((r.status, json_body(&r)["result"].clone()), (200, json!({})), "{store}");
+        assert_eq!(json_body(&h.post(&g, &sid, ping, &no_upstream))["id"], json!(7));
+        // A session is bound to its server.
+        let other = head("POST", "/mcp-servers/other", &[("mcp-session-id", &sid)]);
+        let r = h.send(&g, other, ping, &no_upstream);
+        assert_eq!((r.status, json_body(&r)["error"]["code"].clone()), (404, json!(SESSION_NOT_FOUND)), "{store}");
+        assert_eq!(json_body(&r)["id"], json!(7), "the error answers the request");
+        let del_other = head("DELETE", "/mcp-servers/other", &[("mcp-session-id", &sid)]);
+        assert_eq!(h.send(&g, del_other, "", &no_upstream).status, 404, "{store}");
+        // Notifications and responses are accepted without a body.
+        let r = h.send(&g, with(&sid), r#"{"jsonrpc":"2.0","method":"notifications/initialized"}"#, &no_upstream);
+        assert_eq!((r.status, r.body.len()), (202, 0));
+        let r = h.send(&g, with(&sid), r#"{"jsonrpc":"2.0","id":9,"result":{}}"#, &no_upstream);
+        assert_eq!(r.status, 202);
+        // DELETE ends it.
+        let del = || head("DELETE", "/mcp-servers/demo", &[("mcp-session-id", &sid)]);
+        assert_eq!(h.send(&g, del(), "", &no_upstream).status, 204, "{store}");
+        assert_eq!(h.post(&g, &sid, ping, &no_upstream).status, 404, "{store}");
+        assert_eq!(h.send(&g, del(), "", &no_upstream).status, 404, "{store}");
+        assert!(h.warnings.is_empty(), "{store}: {:?}", h.warnings);
+    }
 }
 
 #[test]
-fn sessions_expire_and_slide() {
-    let g = gw();
+fn sessions_expire_idle_or_at_their_fixed_end() {
+    for store in STORES {
+        let g = gw_with(store);
+        let mut h = Host::new();
+        let sid = h.initialize(&g, "2025-06-18");
+        let ping = r#"{"jsonrpc":"2.0","id":1,"method":"ping"}"#;
+        h.env.now_ms += 50_000;
+        assert_eq!(h.post(&g, &sid, ping, &no_upstream).status, 200, "{store}");
+        h.env.now_ms += 50_000;
+        // Activity slides the expiry of stored sessions; a signed id ends ttlSeconds after initialize.
+        let expect = if store.contains("signed") { 404 } else { 200 };
+        assert_eq!(h.post(&g, &sid, ping, &no_upstream).status, expect, "{store}");
+        h.env.now_ms += 60_000;
+        assert_eq!(h.post(&g, &sid, ping, &no_upstream).status, 404, "{store}: idle sessions end");
+    }
+}
+
+#[test]
+fn a_store_that_fails_gives_a_clear_error_and_nothing_else_breaks() {
+    let g = gw_with(STORES[2]);
     let mut h = Host::new();
     let sid = h.initialize(&g, "2025-06-18");
-    let ping = r#"{"jsonrpc":"2.0","id":1,"method":"ping"}"#;
-    h.now_ms += 50_000;
+    let ping = r#"{"jsonrpc":"2.0","id":"p","method":"ping"}"#;
+    h.redis.mode = RedisMode::Down;
+    for r in
+        [h.post(&g, &sid, ping, &no_upstream), h.send(&g, head("POST", "/mcp-servers/demo", &[]), INIT, &no_upstream)]
+    {
+        let v = json_body(&r);
+        assert_eq!((r.status, v["error"]["code"].clone()), (503, json!(jsonrpc::INTERNAL_ERROR)));
+        assert!(v["error"]["message"].as_str().unwrap().contains("Redis did not answer"), "{v}");
+    }
+    assert_eq!(json_body(&h.post(&g, &sid, ping, &no_upstream))["id"], json!("p"), "errors keep the request id");
+    assert!(h.warnings.iter().any(|w| w.contains("session store (redis)")), "{:?}", h.warnings);
+    // Redis comes back: the session is still there.
+    h.redis.mode = RedisMode::Up;
     assert_eq!(h.post(&g, &sid, ping, &no_upstream).status, 200);
-    assert_eq!(h.store.sessions[&sid].expires_ms, h.now_ms + 60_000, "activity extends the session");
-    h.now_ms += 59_000;
+    // NOAUTH: the host re-initialises once and the command is sent again.
+    h.redis.mode = RedisMode::LostAuth;
     assert_eq!(h.post(&g, &sid, ping, &no_upstream).status, 200);
-    h.now_ms += 60_001;
-    assert_eq!(h.post(&g, &sid, ping, &no_upstream).status, 404);
+    assert_eq!(h.redis_inits, 1);
 }
+
+#[test]
+fn a_redis_that_never_answers_is_given_up_after_its_timeout() {
+    let g = gw_with("sessions: {store: redis, redis: {cluster: redis, timeoutMs: 300}}");
+    let mut h = Host::new();
+    h.redis.mode = RedisMode::Silent;
+    let mut d = h.start(&g, &head("POST", "/mcp-servers/demo", &[]), INIT.as_bytes()).unwrap();
+    assert_eq!(h.settle(&g, &mut d, &no_upstream), Progress::Waiting);
+    let now = h.env.now_ms;
+    assert_eq!(d.on_tick(&g, &mut h.inner, now + 300 + crate::driver::REDIS_GRACE_MS - 1), Progress::Waiting);
+    assert_eq!(d.on_tick(&g, &mut h.inner, now + 300 + crate::driver::REDIS_GRACE_MS), Progress::Done);
+    assert_eq!(h.responses.pop().unwrap().status, 503);
+    // A late reply changes nothing.
+    let token = 1;
+    assert_eq!(d.on_redis_reply(&g, &mut h.inner, token, Ok(b"+OK\r\n")), Progress::Done);
+    assert!(h.responses.is_empty());
+}
+
+const INIT: &str = r#"{"jsonrpc":"2.0","id":1,"method":"initialize","params":{"protocolVersion":"2025-06-18"}}"#;
 
 #[test]
 fn malformed_input_gets_json_rpc_errors() {

@@ -1,0 +1,262 @@
+//! The one step driver: performs an [`Exchange`]'s steps through a [`Host`], for the proxy-wasm host and
+//! the tests alike.
+//!
+//! A host operation completes now or later. Shared data, signing and a refused dispatch complete now, and
+//! the driver goes straight on to the next step; a Redis command or an upstream request completes later,
+//! under a token the host chose, and the driver waits. The host then reports the completion with that
+//! token, and the driver goes on from there until the exchange has responded.
+//!
+//! Call order, for each request the transport accepted:
+//! 1. [`Driver::new`] when the request head is accepted;
+//! 2. [`Driver::on_body_chunk`] for each partial body chunk (optional), then [`Driver::on_body`] once the
+//!    body is complete;
+//! 3. [`Driver::on_redis_reply`] / [`Driver::on_upstream`] for each completion the host was promised;
+//! 4. [`Driver::on_tick`] periodically, so that nothing waits forever on a host that never answers.
+//!
+//! Every call returns [`Progress`]: `Done` once the response has been handed to [`Host::respond`]; late
+//! completions after that are ignored.
+
+use crate::gateway::Gateway;
+use crate::jsonrpc;
+use crate::session::{redis, Env, SessionOutcome, Started};
+use crate::transport::{Exchange, HttpResponse, Step};
+use crate::upstream::{UpstreamRequest, UpstreamResult};
+use serde_json::Value;
+
+/// A request paused on its headers that has not seen a body chunk after this long is failed: Envoy is
+/// almost certainly not honouring the pause (see [`STALL_HINT`]).
+pub const BODY_STALL_MS: u64 = 10_000;
+/// The answer to a stalled body.
+pub const STALL_HINT: &str = "the plugin never received the request body: set allow_on_headers_stop_iteration: true in the Envoy Wasm filter config (Envoy >= 1.35)";
+/// How much longer than its own timeout a Redis command may stay unanswered before the driver gives up
+/// on the host (which should have answered with a failure at the timeout).
+pub const REDIS_GRACE_MS: u64 = 1_000;
+
+/// What a host does for exchanges. Operations that complete later return a token, and the host reports
+/// the completion to the driver with it.
+pub trait Host: Env {
+    /// Sends one RESP command to the configured Redis; the reply comes to [`Driver::on_redis_reply`].
+    fn redis(&mut self, command: &[u8]) -> Result<u32, String>;
+    /// Sets the Redis client up again (after `NOAUTH`).
+    fn redis_reinit(&mut self) -> Result<(), String>;
+    /// Sends an upstream request; the answer comes to [`Driver::on_upstream`].
+    fn dispatch(&mut self, request: &UpstreamRequest) -> Result<u32, String>;
+    /// Sends the response to the client.
+    fn respond(&mut self, response: HttpResponse);
+    /// Something the operator should see (a refused dispatch, a failing store).
+    fn warn(&mut self, message: &str);
+}
+
+/// Whether the exchange still needs the driver.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Progress {
+    /// Waiting for the body, a Redis reply or upstream answers.
+    Waiting,
+    /// The response was handed to the host.
+    Done,
+}
+
+#[derive(Debug)]
+enum Waiting {
+    /// Headers seen; the body has not started (the stall watchdog runs from `since_ms`).
+    Body {
+        since_ms: u64,
+    },
+    /// Part of the body is in.
+    MoreBody,
+    Redis {
+        token: u32,
+        pending: redis::Pending,
+        deadline_ms: u64,
+    },
+    /// Upstream tokens and the exchange's call index of each.
+    Upstream(Vec<(u32, usize)>),
+    Done,
+}
+
+/// One exchange and what it waits for.
+#[derive(Debug)]
+pub struct Driver {
+    exchange: Exchange,
+    waiting: Waiting,
+}
+
+impl Driver {
+    pub fn new(exchange: Exchange, now_ms: u64) -> Driver {
+        Driver { exchange, waiting: Waiting::Body { since_ms: now_ms } }
+    }
+
+    /// Part of the body arrived: the host does deliver it, so the stall watchdog stops.
+    pub fn on_body_chunk(&mut self) {
+        if matches!(self.waiting, Waiting::Body { .. }) {
+            self.waiting = Waiting::MoreBody;
+        }
+    }
+
+    /// The whole body is in: the exchange starts.
+    pub fn on_body(&mut self, gw: &Gateway, host: &mut dyn Host, body: &[u8]) -> Progress {
+        if !matches!(self.waiting, Waiting::Body { .. } | Waiting::MoreBody) {
+            return self.progress();
+        }
+        let step = self.exchange.on_body(gw, body);
+        self.run(gw, host, step)
+    }
+
+    /// A Redis reply (raw RESP), or why there is none, for the command sent under `token`.
+    pub fn on_redis_reply(
+        &mut self,
+        gw: &Gateway,
+        host: &mut dyn Host,
+        token: u32,
+        reply: Result<&[u8], String>,
+    ) -> Progress {
+        let pending = match std::mem::replace(&mut self.waiting, Waiting::Done) {
+            Waiting::Redis { token: t, pending, .. } if t == token => pending,
+            other => {
+                self.waiting = other;
+                return self.progress();
+            }
+        };
+        match gw.sessions.on_redis_reply(&pending, reply) {
+            redis::Next::Done(outcome) => self.session_outcome(gw, host, outcome),
+            redis::Next::Reauthenticate => {
+                if let Err(e) = host.redis_reinit() {
+                    host.warn(&format!("re-initialising the Redis client failed: {e}"));
+                }
+                let mut pending = pending;
+                pending.retried = true;
+                self.send_redis(gw, host, pending)
+            }
+        }
+    }
+
+    /// The upstream answer to the request sent under `token`.
+    pub fn on_upstream(&mut self, gw: &Gateway, host: &mut dyn Host, token: u32, result: UpstreamResult) -> Progress {
+        let Waiting::Upstream(tokens) = &mut self.waiting else {
+            return self.progress();
+        };
+        let Some(pos) = tokens.iter().position(|(t, _)| *t == token) else {
+            return self.progress();
+        };
+        let (_, index) = tokens.swap_remove(pos);
+        match self.exchange.on_upstream(gw, index, result) {
+            Some(step) => self.run(gw, host, step),
+            None => Progress::Waiting,
+        }
+    }
+
+    /// Fails what has waited too long: a body that never comes, a Redis command the host never answered.
+    pub fn on_tick(&mut self, gw: &Gateway, host: &mut dyn Host, now_ms: u64) -> Progress {
+        match &self.waiting {
+            Waiting::Body { since_ms } if now_ms >= since_ms.saturating_add(BODY_STALL_MS) => {
+                host.warn(STALL_HINT);
+                self.waiting = Waiting::Done;
+                host.respond(HttpResponse::error(500, Value::Null, jsonrpc::INTERNAL_ERROR, STALL_HINT));
+                Progress::Done
+            }
+            Waiting::Redis { deadline_ms, .. } if now_ms >= *deadline_ms => {
+                self.waiting = Waiting::Done;
+                let why = "Redis did not answer in time (the host reported nothing)".to_string();
+                self.session_outcome(gw, host, SessionOutcome::Failed(crate::session::StoreError(why)))
+            }
+            _ => self.progress(),
+        }
+    }
+
+    /// The token of the Redis command this exchange waits for, if any.
+    pub fn redis_token(&self) -> Option<u32> {
+        match &self.waiting {
+            Waiting::Redis { token, .. } => Some(*token),
+            _ => None,
+        }
+    }
+
+    /// Whether the body has not arrived yet (the host keeps the request paused meanwhile).
+    pub fn awaits_body(&self) -> bool {
+        matches!(self.waiting, Waiting::Body { .. } | Waiting::MoreBody)
+    }
+
+    fn progress(&self) -> Progress {
+        if matches!(self.waiting, Waiting::Done) {
+            Progress::Done
+        } else {
+            Progress::Waiting
+        }
+    }
+
+    fn session_outcome(&mut self, gw: &Gateway, host: &mut dyn Host, outcome: SessionOutcome) -> Progress {
+        let step = self.resume(gw, host, outcome);
+        self.run(gw, host, step)
+    }
+
+    /// Hands a session outcome to the exchange; store failures are also the operator's business.
+    fn resume(&mut self, gw: &Gateway, host: &mut dyn Host, outcome: SessionOutcome) -> Step {
+        if let SessionOutcome::Failed(e) = &outcome {
+            host.warn(&format!("session store ({}): {e}", gw.sessions.kind()));
+        }
+        self.exchange.on_session(gw, outcome)
+    }
+
+    fn send_redis(&mut self, gw: &Gateway, host: &mut dyn Host, pending: redis::Pending) -> Progress {
+        match host.redis(&pending.command) {
+            Ok(token) => {
+                let timeout = gw.sessions.redis().map_or(0, |r| r.timeout_ms);
+                let deadline_ms = host.now_ms().saturating_add(timeout + REDIS_GRACE_MS);
+                self.waiting = Waiting::Redis { token, pending, deadline_ms };
+                Progress::Waiting
+            }
+            Err(e) => {
+                let why = format!("the Redis call could not be sent ({e})");
+                self.session_outcome(gw, host, SessionOutcome::Failed(crate::session::StoreError(why)))
+            }
+        }
+    }
+
+    /// Performs steps until the exchange waits on the host or has responded.
+    fn run(&mut self, gw: &Gateway, host: &mut dyn Host, mut step: Step) -> Progress {
+        loop {
+            step = match step {
+                Step::Respond(r) => {
+                    self.waiting = Waiting::Done;
+                    host.respond(r);
+                    return Progress::Done;
+                }
+                Step::Session(op) => match gw.sessions.start(op, host) {
+                    Started::Done(outcome) => self.resume(gw, host, outcome),
+                    Started::Redis(pending) => return self.send_redis(gw, host, pending),
+                },
+                Step::Dispatch(requests) => {
+                    let mut tokens = Vec::with_capacity(requests.len());
+                    let mut next = None;
+                    for (i, r) in requests.iter().enumerate() {
+                        match host.dispatch(r) {
+                            Ok(token) => tokens.push((token, i)),
+                            Err(status) => {
+                                let why = format!(
+                                    "the gateway could not send the request to cluster '{}' ({status}); is the cluster defined?",
+                                    r.cluster
+                                );
+                                host.warn(&why);
+                                if let Some(s) = self.exchange.on_upstream(gw, i, UpstreamResult::Failed(why)) {
+                                    next = Some(s);
+                                }
+                            }
+                        }
+                    }
+                    match next {
+                        Some(s) => s,
+                        None => {
+                            self.waiting = Waiting::Upstream(tokens);
+                            return Progress::Waiting;
+                        }
+                    }
+                }
+            };
+        }
+    }
+}
+
+#[cfg(test)]
+pub mod test_host;
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,196 @@
+//! A [`Host`] in memory: a clock the test moves, shared data, a small Redis that speaks RESP, and an
+//! upstream answered by a closure. Completions are delivered when the test says so, in any order, so the
+//! tests exercise the same later-completion paths as the proxy-wasm host.
+
+use super::{Driver, Host, Progress};
+use crate::gateway::Gateway;
+use crate::resp::{self, Reply};
+use crate::session::memory::MemoryEnv;
+use crate::session::{Env, KeyValue};
+use crate::transport::{self, HttpResponse, RequestHead, Route};
+use crate::upstream::{UpstreamRequest, UpstreamResult};
+use std::collections::HashMap;
+
+/// How the fake Redis behaves.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum RedisMode {
+    #[default]
+    Up,
+    /// Every call fails as the host reports a refused connection or a timeout.
+    Down,
+    /// Calls are accepted and never answered (a host that loses them).
+    Silent,
+    /// Answers `-NOAUTH` until re-initialised.
+    LostAuth,
+}
+
+/// A Redis in memory: keys with absolute expiry on the test clock. Enough for the commands the store uses.
+#[derive(Debug, Default)]
+pub struct FakeRedis {
+    pub keys: HashMap<Vec<u8>, (Vec<u8>, u64)>,
+    pub mode: RedisMode,
+    pub commands: Vec<Vec<Vec<u8>>>,
+}
+
+impl FakeRedis {
+    fn execute(&mut self, command: &[u8], now_ms: u64) -> Result<Vec<u8>, String> {
+        match self.mode {
+            RedisMode::Down => return Err("connection refused".into()),
+            RedisMode::LostAuth => return Ok(b"-NOAUTH Authentication required.\r\n".to_vec()),
+            RedisMode::Up | RedisMode::Silent => {}
+        }
+        let args = resp::decode_command(command).map_err(|e| e.to_string())?;
+        self.commands.push(args.clone());
+        self.keys.retain(|_, (_, exp)| *exp > now_ms);
+        let name = String::from_utf8_lossy(&args[0]).to_ascii_uppercase();
+        let px = |i: usize| -> u64 {
+            args.get(i).and_then(|a| std::str::from_utf8(a).ok()).and_then(|a| a.parse().ok()).unwrap_or(0)
+        };
+        let reply = match (name.as_str(), args.len()) {
+            ("SET", 6) => {
+                if self.keys.contains_key(&args[1]) {
+                    Reply::Bulk(None)
+                } else {
+                    self.keys.insert(args[1].clone(), (args[2].clone(), now_ms + px(4)));
+                    Reply::Simple("OK".into())
+                }
+            }
+            ("GETEX", 4) => match self.keys.get_mut(&args[1]) {
+                Some((v, exp)) => {
+                    *exp = now_ms + px(3);
+                    Reply::Bulk(Some(v.clone()))
+                }
+                None => Reply::Bulk(None),
+            },
+            ("DEL", 2) => Reply::Integer(self.keys.remove(&args[1]).is_some() as i64),
+            _ => Reply::Error(format!("ERR unknown command '{name}'")),
+        };
+        Ok(resp::encode_reply(&reply))
+    }
+}
+
+/// The host of the native tests.
+#[derive(Debug, Default)]
+pub struct TestHost {
+    pub env: MemoryEnv,
+    pub redis: FakeRedis,
+    pub redis_inits: usize,
+    /// Redis commands sent and not yet answered: token and command.
+    pub redis_queue: Vec<(u32, Vec<u8>)>,
+    /// Upstream requests sent and not yet answered.
+    pub upstream_queue: Vec<(u32, UpstreamRequest)>,
+    /// Every upstream request ever sent.
+    pub dispatched: Vec<UpstreamRequest>,
+    pub refuse_dispatch: bool,
+    pub responses: Vec<HttpResponse>,
+    pub warnings: Vec<String>,
+    next_token: u32,
+}
+
+impl Env for TestHost {
+    fn now_ms(&self) -> u64 {
+        self.env.now_ms
+    }
+    fn random(&mut self, buf: &mut [u8]) -> bool {
+        self.env.random(buf)
+    }
+    fn kv(&mut self) -> &mut dyn KeyValue {
+        &mut self.env.kv
+    }
+}
+
+impl Host for TestHost {
+    fn redis(&mut self, command: &[u8]) -> Result<u32, String> {
+        self.next_token += 1;
+        self.redis_queue.push((self.next_token, command.to_vec()));
+        Ok(self.next_token)
+    }
+    fn redis_reinit(&mut self) -> Result<(), String> {
+        self.redis_inits += 1;
+        if self.redis.mode == RedisMode::LostAuth {
+            self.redis.mode = RedisMode::Up;
+        }
+        Ok(())
+    }
+    fn dispatch(&mut self, request: &UpstreamRequest) -> Result<u32, String> {
+        if self.refuse_dispatch {
+            return Err("InternalFailure".into());
+        }
+        self.next_token += 1;
+        self.upstream_queue.push((self.next_token, request.clone()));
+        self.dispatched.push(request.clone());
+        Ok(self.next_token)
+    }
+    fn respond(&mut self, response: HttpResponse) {
+        self.responses.push(response);
+    }
+    fn warn(&mut self, message: &str) {
+        self.warnings.push(message.to_string());
+    }
+}
+
+impl TestHost {
+    pub fn new() -> TestHost {
+        let mut h = TestHost { env: MemoryEnv { now_ms: 1_000_000, ..Default::default() }, ..Default::default() };
+        crate::session::local::SESSIONS.prepare(&mut h.env.kv);
+        crate::session::local::REVOKED.prepare(&mut h.env.kv);
+        h
+    }
+
+    /// Starts an exchange: routes the head and feeds the body. `Err` is an answer given from the head alone
+    /// (status 0 for a pass-through).
+    pub fn start(&mut self, gw: &Gateway, head: &RequestHead, body: &[u8]) -> Result<Driver, HttpResponse> {
+        let mut driver = match transport::route(gw, head) {
+            Route::PassThrough => {
+                return Err(HttpResponse { status: 0, headers: vec![], body: b"passthrough".to_vec() })
+            }
+            Route::Respond(r) => return Err(r),
+            Route::Accept(ex) => Driver::new(ex, self.env.now_ms),
+        };
+        driver.on_body(gw, self, body);
+        Ok(driver)
+    }
+
+    /// Delivers every pending Redis reply, then every upstream answer (last sent first, to show that slots
+    /// keep their places), until the driver is done or nothing is left to deliver.
+    pub fn settle(
+        &mut self,
+        gw: &Gateway,
+        driver: &mut Driver,
+        upstream: &dyn Fn(&UpstreamRequest) -> UpstreamResult,
+    ) -> Progress {
+        let mut progress = if self.responses.is_empty() { Progress::Waiting } else { Progress::Done };
+        loop {
+            if let Some((token, command)) = self.redis_queue.pop() {
+                if self.redis.mode == RedisMode::Silent {
+                    continue;
+                }
+                let reply = self.redis.execute(&command, self.env.now_ms);
+                progress = driver.on_redis_reply(gw, self, token, reply.as_deref().map_err(String::clone));
+            } else if let Some((token, request)) = self.upstream_queue.pop() {
+                let answer = upstream(&request);
+                progress = driver.on_upstream(gw, self, token, answer);
+            } else {
+                return progress;
+            }
+        }
+    }
+
+    /// One whole request: the response, answering upstream calls with `upstream`.
+    pub fn send(
+        &mut self,
+        gw: &Gateway,
+        head: RequestHead,
+        body: &str,
+        upstream: &dyn Fn(&UpstreamRequest) -> UpstreamResult,
+    ) -> HttpResponse {
+        self.responses.clear();
+        let mut driver = match self.start(gw, &head, body.as_bytes()) {
+            Ok(d) => d,
+            Err(r) => return r,
+        };
+        assert_eq!(self.settle(gw, &mut driver, upstream), Progress::Done, "the exchange answered");
+        assert_eq!(self.responses.len(), 1, "exactly one response");
+        self.responses.pop().expect("a response")
+    }
+}

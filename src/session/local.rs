@@ -1,0 +1,397 @@
+//! Sessions in one Envoy's shared data (`store: local`), and the revocation list of signed sessions.
+//!
+//! Envoy's shared data cannot delete a key (a key once written stays until the process exits) nor list
+//! keys, so one key per session would leak a key per session forever. Entries therefore live in a fixed
+//! set of [`BUCKETS`] keys per kind, each value a list of lines `{id} {expires_ms} {payload}`. Writes drop
+//! the expired lines of the bucket they touch, and every tick the host sweeps a slice of the buckets
+//! ([`Buckets::sweep_step`]), so memory follows the number of live sessions, not of sessions ever opened.
+//! Every write is a compare-and-swap on the bucket, so concurrent workers never lose each other's entries,
+//! and an update applies only to an entry that is still there: refreshing a session can never bring back
+//! one that a concurrent `DELETE` removed.
+
+use super::{random_id, Env, KeyValue, Session, SessionOp, SessionOutcome, StoreError};
+
+/// Buckets per kind of entry: a fixed cost of a few hundred kilobytes of keys, and about 25 entries per
+/// bucket at 100,000 live sessions.
+pub const BUCKETS: usize = 4096;
+/// Buckets swept per tick per worker: a full pass every `BUCKETS / SWEEP_BATCH` ticks.
+const SWEEP_BATCH: usize = 128;
+/// Compare-and-swap attempts before a write gives up (contention between workers).
+const CAS_RETRIES: usize = 16;
+
+/// One kind of expiring entries spread over [`BUCKETS`] shared-data keys.
+#[derive(Debug)]
+pub struct Buckets {
+    prefix: &'static str,
+}
+
+/// Sessions of the `local` store.
+pub const SESSIONS: Buckets = Buckets { prefix: "mcp-gateway/sessions/" };
+/// Signed session ids revoked by `DELETE`, kept until they would have expired anyway.
+pub const REVOKED: Buckets = Buckets { prefix: "mcp-gateway/revoked/" };
+
+/// What an update does to the entry it looked at.
+#[derive(Debug, PartialEq)]
+pub enum Edit {
+    /// Write nothing.
+    Keep,
+    /// Insert or replace the entry.
+    Put {
+        expires_ms: u64,
+        payload: String,
+    },
+    Remove,
+}
+
+struct Line<'a> {
+    id: &'a str,
+    expires_ms: u64,
+    payload: &'a str,
+}
+
+fn lines(text: &str) -> impl Iterator<Item = Line<'_>> {
+    text.lines().filter_map(|l| {
+        let mut parts = l.splitn(3, ' ');
+        let id = parts.next().filter(|s| !s.is_empty())?;
+        let expires_ms = parts.next()?.parse().ok()?;
+        Some(Line { id, expires_ms, payload: parts.next().unwrap_or("") })
+    })
+}
+
+/// FNV-1a: cheap, stable across builds, and spreads random ids (and signed ids) evenly.
+fn bucket_of(id: &str) -> usize {
+    let h = id.bytes().fold(0x811c_9dc5u32, |h, b| (h ^ b as u32).wrapping_mul(0x0100_0193));
+    h as usize % BUCKETS
+}
+
+impl Buckets {
+    fn key(&self, index: usize) -> String {
+        format!("{}{index:03x}", self.prefix)
+    }
+
+    /// Creates every bucket key, empty, that does not exist yet. Hosts call it at configure time, before
+    /// traffic: a write to a missing key cannot be compare-and-swapped (Envoy writes it whatever the CAS),
+    /// so buckets must exist before two workers may race to fill one.
+    pub fn prepare(&self, kv: &mut dyn KeyValue) {
+        for i in 0..BUCKETS {
+            let key = self.key(i);
+            if kv.get(&key).1.is_none() {
+                let _ = kv.set(&key, b"", None);
+            }
+        }
+    }
+
+    /// The live entry for `id`: its expiry and payload.
+    pub fn get(&self, kv: &dyn KeyValue, id: &str, now_ms: u64) -> Option<(u64, String)> {
+        let (value, _) = kv.get(&self.key(bucket_of(id)));
+        let text = String::from_utf8_lossy(&value);
+        let found =
+            lines(&text).find(|l| l.id == id && l.expires_ms > now_ms).map(|l| (l.expires_ms, l.payload.to_string()));
+        found
+    }
+
+    /// Looks at the live entry for `id` (if any), lets `decide` choose an [`Edit`], and applies it with a
+    /// compare-and-swap, retrying from a fresh read when another worker wrote in between. Expired lines of
+    /// the bucket are dropped by any write. Returns what `decide` returned for the state it was applied to.
+    pub fn update<T>(
+        &self,
+        kv: &mut dyn KeyValue,
+        id: &str,
+        now_ms: u64,
+        mut decide: impl FnMut(Option<(u64, &str)>) -> (Edit, T),
+    ) -> Result<T, String> {
+        let key = self.key(bucket_of(id));
+        for _ in 0..CAS_RETRIES {
+            let (value, cas) = kv.get(&key);
+            let text = String::from_utf8_lossy(&value);
+            let current = lines(&text).find(|l| l.id == id && l.expires_ms > now_ms).map(|l| (l.expires_ms, l.payload));
+            let (edit, result) = decide(current);
+            let put = match edit {
+                Edit::Keep => return Ok(result),
+                Edit::Put { expires_ms, payload } => Some((expires_ms, payload)),
+                Edit::Remove => None,
+            };
+            let mut out = String::with_capacity(text.len() + 96);
+            for l in lines(&text).filter(|l| l.id != id && l.expires_ms > now_ms) {
+                push_line(&mut out, l.id, l.expires_ms, l.payload);
+            }
+            if let Some((expires_ms, payload)) = &put {
+                push_line(&mut out, id, *expires_ms, payload);
+            }
+            if !kv.set(&key, out.as_bytes(), cas)? {
+                continue;
+            }
+            // A missing bucket was written unconditionally: make sure no other writer replaced it meanwhile.
+            if cas.is_none() {
+                let (check, _) = kv.get(&key);
+                let check = String::from_utf8_lossy(&check);
+                let now_there = lines(&check).find(|l| l.id == id).map(|l| (l.expires_ms, l.payload.to_string()));
+                if now_there != put {
+                    continue;
+                }
+            }
+            return Ok(result);
+        }
+        Err("the session store is contended; try again".into())
+    }
+
+    /// Sweeps the next [`SWEEP_BATCH`] buckets, taking turns with the other workers through a shared
+    /// cursor. Returns how many expired entries it removed.
+    pub fn sweep_step(&self, kv: &mut dyn KeyValue, now_ms: u64) -> usize {
+        let cursor_key = format!("{}sweep", self.prefix);
+        let (value, cas) = kv.get(&cursor_key);
+        let start: usize = std::str::from_utf8(&value).ok().and_then(|s| s.parse().ok()).unwrap_or(0) % BUCKETS;
+        let next = (start + SWEEP_BATCH) % BUCKETS;
+        if !matches!(kv.set(&cursor_key, next.to_string().as_bytes(), cas), Ok(true)) {
+            return 0; // another worker took this slice
+        }
+        (start..start + SWEEP_BATCH).map(|i| self.sweep_bucket(kv, i % BUCKETS, now_ms)).sum()
+    }
+
+    fn sweep_bucket(&self, kv: &mut dyn KeyValue, index: usize, now_ms: u64) -> usize {
+        let key = self.key(index);
+        let (value, cas) = kv.get(&key);
+        if value.is_empty() || cas.is_none() {
+            return 0;
+        }
+        let text = String::from_utf8_lossy(&value);
+        let expired = lines(&text).filter(|l| l.expires_ms <= now_ms).count();
+        if expired == 0 {
+            return 0;
+        }
+        let mut out = String::with_capacity(text.len());
+        for l in lines(&text).filter(|l| l.expires_ms > now_ms) {
+            push_line(&mut out, l.id, l.expires_ms, l.payload);
+        }
+        // On a CAS mismatch a writer got there first (and dropped the expired lines itself).
+        if matches!(kv.set(&key, out.as_bytes(), cas), Ok(true)) {
+            expired
+        } else {
+            0
+        }
+    }
+}
+
+fn push_line(out: &mut String, id: &str, expires_ms: u64, payload: &str) {
+    use std::fmt::Write;
+    let _ = writeln!(out, "{id} {expires_ms} {payload}");
+}
+
+/// The `local` store: sessions with a sliding idle expiry in [`SESSIONS`].
+#[derive(Debug)]
+pub struct LocalStore {
+    ttl_ms: u64,
+}
+
+impl LocalStore {
+    pub fn new(ttl_ms: u64) -> LocalStore {
+        LocalStore { ttl_ms }
+    }
+
+    /// Sliding expiry is written back at most once per tenth of the TTL, to keep writes off most requests.
+    fn needs_refresh(&self, expires_ms: u64, now_ms: u64) -> bool {
+        expires_ms.saturating_sub(now_ms) < self.ttl_ms - self.ttl_ms / 10
+    }
+
+    /// Performs an operation; shared data answers at once.
+    pub fn run(&self, op: SessionOp, env: &mut dyn Env) -> SessionOutcome {
+        let now = env.now_ms();
+        match op {
+            SessionOp::Create(session) => {
+                let Some(id) = random_id(env) else {
+                    return SessionOutcome::Failed(StoreError("no randomness available for a session id".into()));
+                };
+                let expires_ms = now.saturating_add(self.ttl_ms);
+                let payload = session.encode();
+                let put = |_: Option<(u64, &str)>| (Edit::Put { expires_ms, payload: payload.clone() }, ());
+                match SESSIONS.update(env.kv(), &id, now, put) {
+                    Ok(()) => SessionOutcome::Created(id),
+                    Err(e) => SessionOutcome::Failed(StoreError(e)),
+                }
+            }
+            SessionOp::Open { id, server } => {
+                let decide = |current: Option<(u64, &str)>| {
+                    let Some((expires_ms, payload)) = current else {
+                        return (Edit::Keep, SessionOutcome::NotFound);
+                    };
+                    match Session::decode(payload).filter(|s| s.server == server) {
+                        None => (Edit::Keep, SessionOutcome::NotFound),
+                        Some(s) if self.needs_refresh(expires_ms, now) => (
+                            Edit::Put { expires_ms: now.saturating_add(self.ttl_ms), payload: payload.to_string() },
+                            SessionOutcome::Found(s),
+                        ),
+                        Some(s) => (Edit::Keep, SessionOutcome::Found(s)),
+                    }
+                };
+                match SESSIONS.update(env.kv(), &id, now, decide) {
+                    Ok(outcome) => outcome,
+                    // A refresh that lost every race only shortens the session's life; the request proceeds.
+                    Err(_) => match SESSIONS.get(env.kv(), &id, now).and_then(|(_, p)| Session::decode(&p)) {
+                        Some(s) if s.server == server => SessionOutcome::Found(s),
+                        _ => SessionOutcome::NotFound,
+                    },
+                }
+            }
+            SessionOp::Delete { id, server } => {
+                let decide = |current: Option<(u64, &str)>| match current.and_then(|(_, p)| Session::decode(p)) {
+                    Some(s) if s.server == server => (Edit::Remove, SessionOutcome::Deleted),
+                    _ => (Edit::Keep, SessionOutcome::NotFound),
+                };
+                SESSIONS.update(env.kv(), &id, now, decide).unwrap_or_else(|e| SessionOutcome::Failed(StoreError(e)))
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::memory::{MemoryEnv, MemoryKv};
+    use super::*;
+
+    fn session(server: &str) -> Session {
+        Session { server: server.into(), version: "2025-06-18".into() }
+    }
+
+    fn env() -> MemoryEnv {
+        let mut env = MemoryEnv { now_ms: 1_000_000, ..Default::default() };
+        SESSIONS.prepare(&mut env.kv);
+        env
+    }
+
+    fn create(store: &LocalStore, env: &mut MemoryEnv, server: &str) -> String {
+        match store.run(SessionOp::Create(session(server)), env) {
+            SessionOutcome::Created(id) => id,
+            other => panic!("{other:?}"),
+        }
+    }
+
+    fn open(store: &LocalStore, env: &mut MemoryEnv, id: &str, server: &str) -> SessionOutcome {
+        store.run(SessionOp::Open { id: id.into(), server: server.into() }, env)
+    }
+
+    #[test]
+    fn creates_opens_deletes() {
+        let store = LocalStore::new(60_000);
+        let mut env = env();
+        let id = create(&store, &mut env, "a");
+        assert_eq!(open(&store, &mut env, &id, "a"), SessionOutcome::Found(session("a")));
+        assert_eq!(open(&store, &mut env, &id, "b"), SessionOutcome::NotFound, "bound to its server");
+        assert_eq!(open(&store, &mut env, "0123", "a"), SessionOutcome::NotFound);
+        let del = |id: &str, server: &str| SessionOp::Delete { id: id.into(), server: server.into() };
+        assert_eq!(store.run(del(&id, "b"), &mut env), SessionOutcome::NotFound);
+        assert_eq!(store.run(del(&id, "a"), &mut env), SessionOutcome::Deleted);
+        assert_eq!(open(&store, &mut env, &id, "a"), SessionOutcome::NotFound);
+        assert_eq!(store.run(del(&id, "a"), &mut env), SessionOutcome::NotFound);
+    }
+
+    #[test]
+    fn expiry_slides_with_use_and_ends_idle_sessions() {
+        let store = LocalStore::new(60_000);
+        let mut env = env();
+        let id = create(&store, &mut env, "a");
+        env.now_ms += 50_000;
+        assert!(matches!(open(&store, &mut env, &id, "a"), SessionOutcome::Found(_)));
+        assert_eq!(SESSIONS.get(&env.kv, &id, env.now_ms).unwrap().0, env.now_ms + 60_000, "activity extends it");
+        let writes = env.kv.map.values().map(|(_, c)| *c).max();
+        env.now_ms += 1_000;
+        assert!(matches!(open(&store, &mut env, &id, "a"), SessionOutcome::Found(_)));
+        assert_eq!(env.kv.map.values().map(|(_, c)| *c).max(), writes, "no write within a tenth of the TTL");
+        env.now_ms += 60_000;
+        assert_eq!(open(&store, &mut env, &id, "a"), SessionOutcome::NotFound);
+    }
+
+    #[test]
+    fn a_refresh_never_brings_back_a_deleted_session() {
+        // The refresh decides on one read; a DELETE lands before its write: the CAS fails, the retry
+        // sees the session gone and answers NotFound without writing it back.
+        let store = LocalStore::new(60_000);
+        let mut env = env();
+        let id = create(&store, &mut env, "a");
+        env.now_ms += 50_000;
+        let now = env.now_ms;
+        let mut deleted = false;
+        let result = SESSIONS.update(
+            &mut RacingKv { inner: &mut env.kv, id: &id, done: &mut deleted },
+            &id,
+            now,
+            |cur| match cur {
+                Some((_, p)) => (Edit::Put { expires_ms: now + 60_000, payload: p.to_string() }, true),
+                None => (Edit::Keep, false),
+            },
+        );
+        assert_eq!(result, Ok(false), "the second attempt saw the session gone");
+        assert!(deleted);
+        assert_eq!(SESSIONS.get(&env.kv, &id, now), None);
+    }
+
+    /// Deletes `id` behind the back of the first write.
+    struct RacingKv<'a> {
+        inner: &'a mut MemoryKv,
+        id: &'a str,
+        done: &'a mut bool,
+    }
+
+    impl KeyValue for RacingKv<'_> {
+        fn get(&self, key: &str) -> (Vec<u8>, Option<u32>) {
+            self.inner.get(key)
+        }
+        fn set(&mut self, key: &str, value: &[u8], cas: Option<u32>) -> Result<bool, String> {
+            if !*self.done {
+                *self.done = true;
+                SESSIONS.update(self.inner, self.id, 0, |_| (Edit::Remove, ())).unwrap();
+            }
+            self.inner.set(key, value, cas)
+        }
+    }
+
+    #[test]
+    fn concurrent_writers_keep_each_others_entries() {
+        let mut kv = MemoryKv::default();
+        SESSIONS.prepare(&mut kv);
+        // Two ids in one bucket, written in an interleaving where the second writer's CAS fails once.
+        let a = "a".repeat(32);
+        let b = (0..).map(|i| format!("{i:032x}")).find(|id| bucket_of(id) == bucket_of(&a)).unwrap();
+        let put = |e: u64| move |_: Option<(u64, &str)>| (Edit::Put { expires_ms: e, payload: "p".into() }, ());
+        let key = SESSIONS.key(bucket_of(&a));
+        let (_, stale_cas) = kv.get(&key);
+        SESSIONS.update(&mut kv, &a, 0, put(10)).unwrap();
+        assert!(!kv.set(&key, b"lost", stale_cas).unwrap(), "a stale CAS is refused");
+        SESSIONS.update(&mut kv, &b, 0, put(10)).unwrap();
+        assert!(SESSIONS.get(&kv, &a, 0).is_some() && SESSIONS.get(&kv, &b, 0).is_some());
+    }
+
+    #[test]
+    fn missing_buckets_are_verified_after_an_unconditional_write() {
+        let mut kv = MemoryKv::default(); // not prepared
+        let put = |_: Option<(u64, &str)>| (Edit::Put { expires_ms: 10, payload: "p".into() }, ());
+        SESSIONS.update(&mut kv, "x1", 0, put).unwrap();
+        assert_eq!(SESSIONS.get(&kv, "x1", 0), Some((10, "p".into())));
+    }
+
+    #[test]
+    fn sweeps_free_expired_entries_bucket_by_bucket() {
+        let store = LocalStore::new(1_000);
+        let mut env = env();
+        let ids: Vec<String> = (0..500).map(|_| create(&store, &mut env, "a")).collect();
+        let bytes = |kv: &MemoryKv| kv.map.values().map(|(v, _)| v.len()).sum::<usize>();
+        assert!(bytes(&env.kv) > 500 * 40);
+        env.now_ms += 1_000;
+        let removed: usize = (0..BUCKETS / SWEEP_BATCH).map(|_| SESSIONS.sweep_step(&mut env.kv, env.now_ms)).sum();
+        assert_eq!(removed, 500);
+        assert!(bytes(&env.kv) < 100, "only the sweep cursor is left: {}", bytes(&env.kv));
+        assert_eq!(env.kv.map.len(), BUCKETS + 1, "the key count stays bounded");
+        assert_eq!(open(&store, &mut env, &ids[0], "a"), SessionOutcome::NotFound);
+    }
+
+    #[test]
+    fn writes_drop_expired_lines_of_their_bucket() {
+        let mut kv = MemoryKv::default();
+        SESSIONS.prepare(&mut kv);
+        let a = "a".repeat(32);
+        let b = (0..).map(|i| format!("{i:032x}")).find(|id| bucket_of(id) == bucket_of(&a)).unwrap();
+        SESSIONS.update(&mut kv, &a, 0, |_| (Edit::Put { expires_ms: 5, payload: String::new() }, ())).unwrap();
+        SESSIONS.update(&mut kv, &b, 10, |_| (Edit::Put { expires_ms: 50, payload: String::new() }, ())).unwrap();
+        let (value, _) = kv.get(&SESSIONS.key(bucket_of(&a)));
+        assert_eq!(String::from_utf8(value).unwrap(), format!("{b} 50 \n"));
+    }
+}

@@ -1,0 +1,272 @@
+//! MCP sessions: what a session is, what an exchange asks of the store, and the three stores.
+//!
+//! The transport never touches a store: it asks for a [`SessionOp`] and resumes with a [`SessionOutcome`].
+//! The store chosen at configure time ([`SessionStore`]) turns the operation into work:
+//!
+//! | store    | where a session lives                   | valid on                    | per-request I/O            |
+//! |----------|-----------------------------------------|-----------------------------|----------------------------|
+//! | `local`  | this Envoy's shared data ([`local`])    | every worker of one process | shared data, synchronous   |
+//! | `signed` | the session id itself ([`signed`])      | every replica with the key  | a revocation lookup, local |
+//! | `redis`  | Redis, through Higress's host ([`redis`]) | every replica on that Redis | one Redis round trip       |
+//!
+//! Synchronous work completes at once ([`Started::Done`]); a Redis operation hands the host a command
+//! ([`Started::Redis`]) and finishes when the reply comes back ([`SessionStore::on_redis_reply`]).
+
+pub mod local;
+pub mod redis;
+pub mod signed;
+
+use crate::config::{SessionsConfig, StoreKind};
+use serde::{Deserialize, Serialize};
+use std::fmt;
+
+/// One client session, as the exchange sees it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Session {
+    /// The server the session was opened on; a session id is not valid on another server.
+    #[serde(rename = "s")]
+    pub server: String,
+    /// The negotiated protocol revision.
+    #[serde(rename = "v")]
+    pub version: String,
+}
+
+impl Session {
+    /// The compact JSON kept by the local and Redis stores (one line: JSON escapes newlines).
+    pub fn encode(&self) -> String {
+        serde_json::to_string(self).unwrap_or_default()
+    }
+
+    /// Reads a stored session; foreign bytes mean "no session".
+    pub fn decode(text: &str) -> Option<Session> {
+        serde_json::from_str(text).ok()
+    }
+}
+
+/// What an exchange asks of the session store.
+#[derive(Debug, Clone, PartialEq)]
+pub enum SessionOp {
+    /// Start a session (`initialize`); the store picks the id.
+    Create(Session),
+    /// Find a live session of `server`, extending its idle expiry where the store slides it.
+    Open { id: String, server: String },
+    /// End a session of `server` (`DELETE`).
+    Delete { id: String, server: String },
+}
+
+/// What the store answers.
+#[derive(Debug, Clone, PartialEq)]
+pub enum SessionOutcome {
+    Created(String),
+    Found(Session),
+    Deleted,
+    /// Unknown, expired, deleted, tampered with, or opened on another server: all the same to a client.
+    NotFound,
+    /// The store could not answer; the request fails, the session (if any) is untouched.
+    Failed(StoreError),
+}
+
+/// A store failure, worded for the client and the log; never carries a credential.
+#[derive(Debug, Clone, PartialEq)]
+pub struct StoreError(pub String);
+
+impl fmt::Display for StoreError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// The compare-and-swap key-value space of one process: Envoy's shared data, or memory in tests.
+pub trait KeyValue {
+    /// The value (empty when absent) and its CAS token (`None` when absent).
+    fn get(&self, key: &str) -> (Vec<u8>, Option<u32>);
+    /// Writes the value; with `cas`, only if the key is still at that version. `Ok(false)` on a CAS mismatch.
+    fn set(&mut self, key: &str, value: &[u8], cas: Option<u32>) -> Result<bool, String>;
+}
+
+/// What a store may use synchronously while it works: the host's clock, randomness and shared data.
+pub trait Env {
+    fn now_ms(&self) -> u64;
+    /// Fills `buf` with secure random bytes; `false` when the host has none.
+    fn random(&mut self, buf: &mut [u8]) -> bool;
+    fn kv(&mut self) -> &mut dyn KeyValue;
+}
+
+/// How a store operation proceeds.
+#[derive(Debug)]
+pub enum Started {
+    Done(SessionOutcome),
+    /// Send `pending.command` to Redis, then report the reply with [`SessionStore::on_redis_reply`].
+    Redis(redis::Pending),
+}
+
+/// The session store chosen by `sessions.store`, with everything it needs derived at configure time.
+#[derive(Debug)]
+pub enum SessionStore {
+    Local(local::LocalStore),
+    Signed(signed::SignedStore),
+    Redis(redis::RedisStore),
+}
+
+impl SessionStore {
+    /// Builds the configured store; keys are decoded and derived here, once.
+    pub fn from_config(cfg: &SessionsConfig) -> Result<SessionStore, (String, String)> {
+        let ttl_ms = cfg.ttl_seconds.saturating_mul(1000);
+        Ok(match cfg.store {
+            StoreKind::Local => SessionStore::Local(local::LocalStore::new(ttl_ms)),
+            StoreKind::Signed => SessionStore::Signed(signed::SignedStore::new(&cfg.signing_keys, ttl_ms)?),
+            StoreKind::Redis => {
+                let Some(r) = &cfg.redis else {
+                    return Err(("sessions.redis".into(), "store: redis needs a `redis` block".into()));
+                };
+                SessionStore::Redis(redis::RedisStore::new(r, ttl_ms))
+            }
+        })
+    }
+
+    /// The Redis connection the host must set up at configure time, if this store uses one.
+    pub fn redis(&self) -> Option<&redis::RedisStore> {
+        match self {
+            SessionStore::Redis(r) => Some(r),
+            _ => None,
+        }
+    }
+
+    /// Name of the store, for logs.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            SessionStore::Local(_) => "local",
+            SessionStore::Signed(_) => "signed",
+            SessionStore::Redis(_) => "redis",
+        }
+    }
+
+    /// Makes sure the store's shared-data keys exist before traffic arrives (see [`local::Buckets::prepare`]).
+    pub fn prepare(&self, kv: &mut dyn KeyValue) {
+        match self {
+            SessionStore::Local(_) => local::SESSIONS.prepare(kv),
+            SessionStore::Signed(_) => local::REVOKED.prepare(kv),
+            SessionStore::Redis(_) => {}
+        }
+    }
+
+    /// Removes expired entries from a slice of the shared-data buckets; hosts call it on every tick.
+    pub fn sweep(&self, kv: &mut dyn KeyValue, now_ms: u64) -> usize {
+        match self {
+            SessionStore::Local(_) => local::SESSIONS.sweep_step(kv, now_ms),
+            SessionStore::Signed(_) => local::REVOKED.sweep_step(kv, now_ms),
+            SessionStore::Redis(_) => 0,
+        }
+    }
+
+    /// Starts an operation.
+    pub fn start(&self, op: SessionOp, env: &mut dyn Env) -> Started {
+        match self {
+            SessionStore::Local(s) => Started::Done(s.run(op, env)),
+            SessionStore::Signed(s) => Started::Done(s.run(op, env)),
+            SessionStore::Redis(s) => s.start(op, env),
+        }
+    }
+
+    /// Finishes a Redis operation with the host's answer: the raw reply, or why there was none.
+    pub fn on_redis_reply(&self, pending: &redis::Pending, reply: Result<&[u8], String>) -> redis::Next {
+        match self {
+            SessionStore::Redis(s) => s.finish(pending, reply),
+            _ => redis::Next::Done(SessionOutcome::Failed(StoreError("unexpected Redis reply".into()))),
+        }
+    }
+}
+
+/// Whether a client-supplied id could be one of ours at all: visible ASCII (as MCP requires) and short.
+/// Anything else is unknown without asking a store.
+pub fn is_plausible_id(id: &str) -> bool {
+    (1..=128).contains(&id.len()) && id.bytes().all(|b| b.is_ascii_graphic())
+}
+
+/// 16 random bytes as 32 lower-case hex characters: the id of a local or Redis session.
+pub fn random_id(env: &mut dyn Env) -> Option<String> {
+    let mut bytes = [0u8; 16];
+    env.random(&mut bytes).then(|| bytes.iter().map(|b| format!("{b:02x}")).collect())
+}
+
+/// Memory stand-ins for the host, for tests and native tools.
+pub mod memory {
+    use super::{Env, KeyValue};
+    use std::collections::HashMap;
+
+    /// A [`KeyValue`] with CAS semantics like Envoy's (a missing key is written whatever the CAS).
+    #[derive(Debug, Default)]
+    pub struct MemoryKv {
+        pub map: HashMap<String, (Vec<u8>, u32)>,
+        next: u32,
+    }
+
+    impl KeyValue for MemoryKv {
+        fn get(&self, key: &str) -> (Vec<u8>, Option<u32>) {
+            match self.map.get(key) {
+                Some((v, cas)) => (v.clone(), Some(*cas)),
+                None => (Vec::new(), None),
+            }
+        }
+        fn set(&mut self, key: &str, value: &[u8], cas: Option<u32>) -> Result<bool, String> {
+            if let (Some(expected), Some((_, current))) = (cas, self.map.get(key)) {
+                if *current != expected {
+                    return Ok(false);
+                }
+            }
+            self.next += 1;
+            self.map.insert(key.to_string(), (value.to_vec(), self.next));
+            Ok(true)
+        }
+    }
+
+    /// A clock the test moves, counter "randomness", and a [`MemoryKv`].
+    #[derive(Debug, Default)]
+    pub struct MemoryEnv {
+        pub now_ms: u64,
+        pub kv: MemoryKv,
+        pub counter: u64,
+    }
+
+    impl Env for MemoryEnv {
+        fn now_ms(&self) -> u64 {
+            self.now_ms
+        }
+        fn random(&mut self, buf: &mut [u8]) -> bool {
+            self.counter += 1;
+            let c = self.counter.to_le_bytes();
+            for (i, b) in buf.iter_mut().enumerate() {
+                *b = c[i % 8] ^ (i / 8) as u8;
+            }
+            true
+        }
+        fn kv(&mut self) -> &mut dyn KeyValue {
+            &mut self.kv
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::memory::MemoryEnv;
+    use super::*;
+
+    #[test]
+    fn sessions_encode_on_one_line() {
+        let s = Session { server: "a\nb".into(), version: "2025-06-18".into() };
+        assert!(!s.encode().contains('\n'));
+        assert_eq!(Session::decode(&s.encode()), Some(s));
+        assert_eq!(Session::decode("garbage"), None);
+    }
+
+    #[test]
+    fn ids_are_visible_ascii() {
+        let mut env = MemoryEnv::default();
+        let a = random_id(&mut env).unwrap();
+        let b = random_id(&mut env).unwrap();
+        assert_eq!(a.len(), 32);
+        assert_ne!(a, b);
+        assert!(is_plausible_id(&a));
+        assert!(!is_plausible_id("") && !is_plausible_id("a b") && !is_plausible_id(&"a".repeat(129)));
+    }
+}

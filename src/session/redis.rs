@@ -1,0 +1,251 @@
+//! Sessions in Redis (`store: redis`), reached through Higress's host (`proxy_redis_call`).
+//!
+//! One key per session, `{keyPrefix}session:{server}:{id}`, holding the session as JSON and expiring by
+//! Redis's own TTL. Each operation is one command, so one round trip:
+//!
+//! | operation | command                                  | reply                                  |
+//! |-----------|------------------------------------------|----------------------------------------|
+//! | create    | `SET key value PX ttl NX`                | `+OK`; nil if the id exists (never, in practice) |
+//! | open      | `GETEX key PX ttl` (Redis >= 6.2)         | the value, TTL reset; nil if gone       |
+//! | delete    | `DEL key`                                | `:1` deleted, `:0` unknown              |
+//!
+//! `GETEX` on a missing key creates nothing, so an open racing a `DELETE` cannot bring the session back.
+//! The server is part of the key, so an id used on another server's path finds nothing. A `NOAUTH` reply
+//! means the host's connection lost its credentials (Redis restarted with a password): the host
+//! re-initialises and the command is sent once more, as Higress's own Redis wrapper does.
+
+use super::{random_id, Env, Session, SessionOp, SessionOutcome, Started, StoreError};
+use crate::config::RedisConfig;
+use crate::resp::{self, Reply};
+
+/// The `redis` store: the connection settings the host needs at configure time, and key naming.
+#[derive(Clone, PartialEq)]
+pub struct RedisStore {
+    /// The Envoy cluster, with `?db=N` when a database other than 0 is selected (Higress's syntax).
+    pub cluster: String,
+    pub username: String,
+    pub password: String,
+    pub timeout_ms: u64,
+    key_prefix: String,
+    ttl_ms: u64,
+}
+
+impl std::fmt::Debug for RedisStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Never print the password.
+        f.debug_struct("RedisStore")
+            .field("cluster", &self.cluster)
+            .field("username", &self.username)
+            .field("password", &if self.password.is_empty() { "" } else { "<redacted>" })
+            .field("timeout_ms", &self.timeout_ms)
+            .field("key_prefix", &self.key_prefix)
+            .finish()
+    }
+}
+
+/// An operation waiting for its reply; the host sends `command` (again, after a re-initialisation).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Pending {
+    what: Waiting,
+    pub command: Vec<u8>,
+    /// Whether the command was already retried after `NOAUTH`.
+    pub retried: bool,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+enum Waiting {
+    Create(String),
+    Open(String),
+    Delete,
+}
+
+/// What to do with a reply.
+#[derive(Debug, PartialEq)]
+pub enum Next {
+    Done(SessionOutcome),
+    /// Re-initialise the host's Redis client, then send `pending.command` again (with `retried` set).
+    Reauthenticate,
+}
+
+impl RedisStore {
+    pub fn new(cfg: &RedisConfig, ttl_ms: u64) -> RedisStore {
+        let cluster =
+            if cfg.database == 0 { cfg.cluster.clone() } else { format!("{}?db={}", cfg.cluster, cfg.database) };
+        RedisStore {
+            cluster,
+            username: cfg.username.clone(),
+            password: cfg.password.clone(),
+            timeout_ms: cfg.timeout_ms,
+            key_prefix: cfg.key_prefix.clone(),
+            ttl_ms,
+        }
+    }
+
+    fn key(&self, server: &str, id: &str) -> String {
+        format!("{}session:{server}:{id}", self.key_prefix)
+    }
+
+    /// The command for an operation (no I/O here; the host sends it).
+    pub fn start(&self, op: SessionOp, env: &mut dyn Env) -> Started {
+        let ttl = self.ttl_ms.to_string();
+        let (command, what) = match op {
+            SessionOp::Create(session) => {
+                let Some(id) = random_id(env) else {
+                    return Started::Done(SessionOutcome::Failed(StoreError(
+                        "no randomness available for a session id".into(),
+                    )));
+                };
+                let key = self.key(&session.server, &id);
+                (resp::command(&["SET", &key, &session.encode(), "PX", &ttl, "NX"]), Waiting::Create(id))
+            }
+            SessionOp::Open { id, server } => {
+                if !is_hex_id(&id) {
+                    return Started::Done(SessionOutcome::NotFound);
+                }
+                (resp::command(&["GETEX", &self.key(&server, &id), "PX", &ttl]), Waiting::Open(server))
+            }
+            SessionOp::Delete { id, server } => {
+                if !is_hex_id(&id) {
+                    return Started::Done(SessionOutcome::NotFound);
+                }
+                (resp::command(&["DEL", &self.key(&server, &id)]), Waiting::Delete)
+            }
+        };
+        Started::Redis(Pending { what, command, retried: false })
+    }
+
+    /// Interprets the host's answer: the raw reply bytes, or why there were none.
+    pub fn finish(&self, pending: &Pending, reply: Result<&[u8], String>) -> Next {
+        let failed = |why: String| Next::Done(SessionOutcome::Failed(StoreError(why)));
+        let bytes = match reply {
+            Ok(b) => b,
+            Err(why) => return failed(format!("Redis did not answer ({why})")),
+        };
+        let reply = match resp::decode(bytes) {
+            Ok(r) => r,
+            Err(e) => return failed(e.to_string()),
+        };
+        if reply.is_error("NOAUTH") && !pending.retried {
+            return Next::Reauthenticate;
+        }
+        if let Reply::Error(e) = &reply {
+            let e = e.split_whitespace().take(12).collect::<Vec<_>>().join(" ");
+            if e.contains("unknown command") && e.to_ascii_lowercase().contains("getex") {
+                return failed("Redis refused GETEX: the redis session store needs Redis 6.2 or later".into());
+            }
+            return failed(format!("Redis refused the command: {e}"));
+        }
+        Next::Done(match (&pending.what, reply) {
+            (Waiting::Create(id), Reply::Simple(ok)) if ok == "OK" => SessionOutcome::Created(id.clone()),
+            (Waiting::Create(_), Reply::Bulk(None)) => {
+                SessionOutcome::Failed(StoreError("a fresh session id already existed in Redis".into()))
+            }
+            (Waiting::Open(server), Reply::Bulk(Some(value))) => {
+                match std::str::from_utf8(&value).ok().and_then(Session::decode) {
+                    Some(s) if &s.server == server => SessionOutcome::Found(s),
+                    _ => SessionOutcome::NotFound,
+                }
+            }
+            (Waiting::Open(_), Reply::Bulk(None)) => SessionOutcome::NotFound,
+            (Waiting::Delete, Reply::Integer(n)) => {
+                if n > 0 {
+                    SessionOutcome::Deleted
+                } else {
+                    SessionOutcome::NotFound
+                }
+            }
+            (_, other) => SessionOutcome::Failed(StoreError(format!("unexpected Redis reply {other:?}"))),
+        })
+    }
+}
+
+/// Ids of the Redis store are 32 hex characters; anything else is unknown without a round trip.
+fn is_hex_id(id: &str) -> bool {
+    id.len() == 32 && id.bytes().all(|b| b.is_ascii_hexdigit())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::memory::MemoryEnv;
+    use super::*;
+
+    fn store() -> RedisStore {
+        let cfg = RedisConfig {
+            cluster: "outbound|6379||redis.dns".into(),
+            password: "s3cret".into(),
+            database: 2,
+            ..RedisConfig::default()
+        };
+        RedisStore::new(&cfg, 60_000)
+    }
+
+    fn started(op: SessionOp) -> (Vec<Vec<u8>>, Pending) {
+        match store().start(op, &mut MemoryEnv::default()) {
+            Started::Redis(pending) => (resp::decode_command(&pending.command).unwrap(), pending),
+            Started::Done(o) => panic!("{o:?}"),
+        }
+    }
+
+    fn args(v: &[&str]) -> Vec<Vec<u8>> {
+        v.iter().map(|a| a.as_bytes().to_vec()).collect()
+    }
+
+    #[test]
+    fn one_command_per_operation() {
+        let s = store();
+        assert_eq!(s.cluster, "outbound|6379||redis.dns?db=2");
+        let (cmd, p) = started(SessionOp::Create(Session { server: "demo".into(), version: "2025-06-18".into() }));
+        let Waiting::Create(id) = &p.what else { panic!() };
+        let key = format!("mcp-gateway:session:demo:{id}");
+        assert_eq!(cmd, args(&["SET", &key, r#"{"s":"demo","v":"2025-06-18"}"#, "PX", "60000", "NX"]));
+        assert_eq!(s.finish(&p, Ok(b"+OK\r\n")), Next::Done(SessionOutcome::Created(id.clone())));
+        let (cmd, p) = started(SessionOp::Open { id: id.clone(), server: "demo".into() });
+        assert_eq!(cmd, args(&["GETEX", &key, "PX", "60000"]));
+        let found = resp::encode_reply(&Reply::Bulk(Some(br#"{"s":"demo","v":"2025-06-18"}"#.to_vec())));
+        assert!(matches!(s.finish(&p, Ok(&found)), Next::Done(SessionOutcome::Found(_))));
+        assert_eq!(s.finish(&p, Ok(b"$-1\r\n")), Next::Done(SessionOutcome::NotFound));
+        let (cmd, p) = started(SessionOp::Delete { id: id.clone(), server: "demo".into() });
+        assert_eq!(cmd, args(&["DEL", &key]));
+        assert_eq!(s.finish(&p, Ok(b":1\r\n")), Next::Done(SessionOutcome::Deleted));
+        assert_eq!(s.finish(&p, Ok(b":0\r\n")), Next::Done(SessionOutcome::NotFound));
+    }
+
+    #[test]
+    fn malformed_ids_cost_no_round_trip() {
+        for op in [
+            SessionOp::Open { id: "x".into(), server: "demo".into() },
+            SessionOp::Delete { id: "../*".into(), server: "demo".into() },
+        ] {
+            assert!(matches!(store().start(op, &mut MemoryEnv::default()), Started::Done(SessionOutcome::NotFound)));
+        }
+    }
+
+    #[test]
+    fn failures_are_clear_and_noauth_retries_once() {
+        let s = store();
+        let (_, mut p) = started(SessionOp::Open { id: "a".repeat(32), server: "demo".into() });
+        assert_eq!(s.finish(&p, Ok(b"-NOAUTH Authentication required.\r\n")), Next::Reauthenticate);
+        p.retried = true;
+        let Next::Done(SessionOutcome::Failed(e)) = s.finish(&p, Ok(b"-NOAUTH Authentication required.\r\n")) else {
+            panic!()
+        };
+        assert!(e.0.contains("NOAUTH"), "{e}");
+        let Next::Done(SessionOutcome::Failed(e)) = s.finish(&p, Err("timeout".into())) else { panic!() };
+        assert_eq!(e.0, "Redis did not answer (timeout)");
+        let Next::Done(SessionOutcome::Failed(e)) = s.finish(&p, Ok(b"-ERR unknown command 'GETEX'\r\n")) else {
+            panic!()
+        };
+        assert!(e.0.contains("6.2"), "{e}");
+        assert!(matches!(s.finish(&p, Ok(b"garbage")), Next::Done(SessionOutcome::Failed(_))));
+        assert!(matches!(s.finish(&p, Ok(b":1\r\n")), Next::Done(SessionOutcome::Failed(_))));
+        assert!(!format!("{s:?}").contains("s3cret"));
+    }
+
+    #[test]
+    fn a_session_of_another_server_is_not_found() {
+        let s = store();
+        let (_, p) = started(SessionOp::Open { id: "a".repeat(32), server: "demo".into() });
+        let other = resp::encode_reply(&Reply::Bulk(Some(br#"{"s":"other","v":"2025-06-18"}"#.to_vec())));
+        assert_eq!(s.finish(&p, Ok(&other)), Next::Done(SessionOutcome::NotFound));
+    }
+}
