@@ -39,7 +39,7 @@ fn head(method: &str, path: &str, headers: &[(&str, &str)]) -> RequestHead {
     RequestHead { method: method.into(), path: path.into(), headers: h }
 }
 
-/// The native host of these tests, with the helpers they share.
+/// The native host of the driver tests, with the helpers these tests share.
 struct Host {
     inner: TestHost,
 }
@@ -60,16 +60,6 @@ impl std::ops::DerefMut for Host {
 impl Host {
     fn new() -> Host {
         Host { inner: TestHost::new() }
-    }
-
-    fn send(
-        &mut self,
-        gw: &Gateway,
-        head: RequestHead,
-        body: &str,
-        upstream: &dyn Fn(&UpstreamRequest) -> UpstreamResult,
-    ) -> HttpResponse {
-        self.inner.send(gw, head, body, upstream)
     }
 
     /// POSTs a body on an established session of server `demo`.
