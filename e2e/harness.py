@@ -6,10 +6,21 @@ endpoints of the clusters `demo` and `blackhole`, the wasm filename (made absolu
 plugin configuration (the StringValue of the wasm filter).
 
 Nothing is built here: the plugin must have been built (`make build`, or
-`cargo build --release --target wasm32-wasip1`) before. MCP_GATEWAY_WASM overrides its path.
+`cargo build --release --target wasm32-wasip1`) before. MCP_GATEWAY_WASM overrides its path;
+`higress_wasm_path()` is the Higress build (`mcp_gateway_higress.wasm`, also made by `make build`).
+
+Envoy runs with --disable-hot-restart unless `Envoy(..., hot_restart=True)`: it then starts with
+`--base-id B --restart-epoch 0` (B unique per instance, kept for its later epochs) and short
+`--drain-time-s`/`--parent-shutdown-time-s`, and `Envoy.hot_restart()` starts the next epoch on
+the same config and ports, which takes the listeners over; it returns once that epoch serves and
+the previous process has exited. Each epoch logs to its own file (`log_text()` returns them all).
+Start such an Envoy, and hot-restart it, from a thread that outlives it (the main thread): with hot
+restart enabled Envoy sets PR_SET_PDEATHSIG, so it gets SIGTERM when the thread that spawned it exits.
 
 Environment knobs:
   MCP_GATEWAY_WASM      path of the plugin (default target/wasm32-wasip1/release/mcp_gateway.wasm)
+  MCP_GATEWAY_HIGRESS_WASM  path of the Higress build
+                        (default target/wasm32-wasip1/release/mcp_gateway_higress.wasm)
   E2E_ENVOY_LOG_LEVEL   Envoy's --log-level (default warn)
   E2E_KEEP_RUNS         how many run directories to keep under target/e2e/ (default 10)
 """
@@ -41,6 +52,7 @@ ENVOY_YAML = ROOT / "envoy" / "envoy.yaml"
 EXAMPLE_CONFIG = ROOT / "plugin-config" / "example.yaml"
 E2E_CONFIG = ROOT / "plugin-config" / "e2e.yaml"
 DEFAULT_WASM = ROOT / "target" / "wasm32-wasip1" / "release" / "mcp_gateway.wasm"
+DEFAULT_HIGRESS_WASM = ROOT / "target" / "wasm32-wasip1" / "release" / "mcp_gateway_higress.wasm"
 RUNS_DIR = ROOT / "target" / "e2e"
 VENV_BIN = ROOT / ".venv" / "bin"
 NODE_DIR = E2E_DIR / "node_modules"
@@ -89,6 +101,17 @@ def wasm_path() -> Path:
         raise HarnessError(
             f"the plugin is not built: {path} is missing. Build it first with `make build` "
             "(or `cargo build --release --target wasm32-wasip1`), or point MCP_GATEWAY_WASM at it."
+        )
+    return path
+
+
+def higress_wasm_path() -> Path:
+    """The Higress build of the plugin (`--features higress`: imports Higress's proxy_redis_* calls)."""
+    path = Path(os.environ.get("MCP_GATEWAY_HIGRESS_WASM") or DEFAULT_HIGRESS_WASM).resolve()
+    if not path.is_file():
+        raise HarnessError(
+            f"the Higress build of the plugin is missing: {path}. `make build` produces it "
+            "(or point MCP_GATEWAY_HIGRESS_WASM at it)."
         )
     return path
 
@@ -338,10 +361,26 @@ class DemoUpstream:
 
 
 _BASE_ID_COUNTER = [0]
+# Base ids of this process's live hot-restart Envoys (their shared memory and domain sockets).
+_HOT_BASE_IDS: set[int] = set()
+
+
+def _next_base_id() -> int:
+    """Unique per process (pid) and per instance; never one a live hot-restart Envoy of ours holds."""
+    while True:
+        _BASE_ID_COUNTER[0] += 1
+        base_id = (os.getpid() % 100000) * 10 + _BASE_ID_COUNTER[0] % 10 + 1000
+        if base_id not in _HOT_BASE_IDS:
+            return base_id
 
 
 class Envoy:
     """Envoy running a rendered copy of envoy/envoy.yaml."""
+
+    # Hot restart timings: the old epoch drains for DRAIN_S, and exits PARENT_SHUTDOWN_S after the
+    # new epoch is up.
+    HOT_RESTART_DRAIN_S = 1
+    HOT_RESTART_PARENT_SHUTDOWN_S = 2
 
     def __init__(
         self,
@@ -355,6 +394,7 @@ class Envoy:
         ports: Ports | None = None,
         log_level: str | None = None,
         wasm: Path | None = None,
+        hot_restart: bool = False,
     ):
         self.ports = ports or Ports.pick(demo=upstream_port)
         self.ports.demo = upstream_port
@@ -366,6 +406,13 @@ class Envoy:
         self.log_path = run_dir / f"{name}.log"
         self.log_level = log_level or os.environ.get("E2E_ENVOY_LOG_LEVEL", "warn")
         self.proc: subprocess.Popen | None = None
+        # Hot restart (opt-in): the epoch of `proc`, its base id, and the processes and logs of
+        # earlier epochs.
+        self.hot_restart_enabled = hot_restart
+        self.epoch = 0
+        self.base_id: int | None = None
+        self.previous_procs: list[subprocess.Popen] = []
+        self.previous_log_paths: list[Path] = []
 
     # URLs
     @property
@@ -380,26 +427,41 @@ class Envoy:
     def admin_url(self) -> str:
         return f"http://127.0.0.1:{self.ports.admin}"
 
-    def start(self, timeout: float = 60.0) -> Envoy:
-        with open(self.config_path, "w") as f:
-            yaml.safe_dump(self.config, f, sort_keys=False)
-        # Unique per run (and per instance), so that shared-memory/domain-socket names never clash
-        # with another Envoy on the machine, even though hot restart is disabled.
-        _BASE_ID_COUNTER[0] += 1
-        base_id = (os.getpid() % 100000) * 10 + _BASE_ID_COUNTER[0] % 10 + 1000
+    def _command(self) -> list[str]:
         cmd = [
             str(envoy_binary()),
             "-c", str(self.config_path),
             "--concurrency", str(self.concurrency),
             "--log-level", self.log_level,
-            "--base-id", str(base_id),
-            "--disable-hot-restart",
         ]
+        if not self.hot_restart_enabled:
+            # Unique per run (and per instance), so that shared-memory/domain-socket names never
+            # clash with another Envoy on the machine, even though hot restart is disabled.
+            return [*cmd, "--base-id", str(_next_base_id()), "--disable-hot-restart"]
+        if self.base_id is None:
+            self.base_id = _next_base_id()
+        _HOT_BASE_IDS.add(self.base_id)
+        return [
+            *cmd,
+            "--base-id", str(self.base_id),
+            "--restart-epoch", str(self.epoch),
+            "--drain-time-s", str(self.HOT_RESTART_DRAIN_S),
+            "--parent-shutdown-time-s", str(self.HOT_RESTART_PARENT_SHUTDOWN_S),
+        ]
+
+    def _spawn(self) -> subprocess.Popen:
         log = open(self.log_path, "wb")  # noqa: SIM115
-        self.proc = subprocess.Popen(
-            cmd, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, cwd=str(ROOT), start_new_session=True
+        proc = subprocess.Popen(
+            self._command(), stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, cwd=str(ROOT),
+            start_new_session=True,
         )
         log.close()
+        return proc
+
+    def start(self, timeout: float = 60.0) -> Envoy:
+        with open(self.config_path, "w") as f:
+            yaml.safe_dump(self.config, f, sort_keys=False)
+        self.proc = self._spawn()
 
         def ready() -> bool:
             if self.proc.poll() is not None:
@@ -425,17 +487,75 @@ class Envoy:
             raise HarnessError(f"{exc}; log {self.log_path}:\n{tail(self.log_path)}") from None
         return self
 
+    def hot_restart(self, timeout: float = 60.0) -> subprocess.Popen:
+        """Starts the next epoch (same config and ports; `hot_restart=True` only) and waits until it
+        serves and the previous process has exited; returns that previous process."""
+        if not self.hot_restart_enabled:
+            raise HarnessError(f"Envoy ({self.name}) was started with --disable-hot-restart")
+        if not self.alive():
+            raise HarnessError(f"Envoy ({self.name}) is not running: nothing to hot-restart")
+        parent = self.proc
+        self.previous_procs.append(parent)
+        self.previous_log_paths.append(self.log_path)
+        self.epoch += 1
+        self.log_path = self.run_dir / f"{self.name}.epoch{self.epoch}.log"
+        self.proc = self._spawn()
+        try:
+            wait_until(self._epoch_ready, timeout, interval=0.1, what=f"epoch {self.epoch} of Envoy ({self.name})")
+            deadline = self.HOT_RESTART_PARENT_SHUTDOWN_S + self.HOT_RESTART_DRAIN_S + 20
+            try:
+                parent.wait(timeout=deadline)
+            except subprocess.TimeoutExpired:
+                raise HarnessError(
+                    f"epoch {self.epoch - 1} of Envoy ({self.name}) did not exit within {deadline}s of the hot "
+                    f"restart; log {self.previous_log_paths[-1]}:\n{tail(self.previous_log_paths[-1])}"
+                ) from None
+        except HarnessError as exc:
+            self.stop()
+            if "exited" in str(exc) or "did not exit" in str(exc):
+                raise
+            raise HarnessError(f"{exc}; log {self.log_path}:\n{tail(self.log_path)}") from None
+        return parent
+
+    def _epoch_ready(self) -> bool:
+        if self.proc.poll() is not None:
+            raise HarnessError(
+                f"epoch {self.epoch} of Envoy ({self.name}) exited with {self.proc.returncode}; "
+                f"log {self.log_path}:\n{tail(self.log_path)}"
+            )
+        info = self.server_info()
+        if info.get("command_line_options", {}).get("restart_epoch") != self.epoch or info.get("state") != "LIVE":
+            return False
+        return (
+            httpx.get(f"{self.baseline_url}/healthz", timeout=2.0).status_code == 200
+            and httpx.get(f"{self.base_url}/healthz", timeout=2.0).status_code == 200
+        )
+
+    def server_info(self) -> dict:
+        """Admin /server_info (epoch, state, command line)."""
+        r = httpx.get(f"{self.admin_url}/server_info", timeout=5.0)
+        r.raise_for_status()
+        return r.json()
+
     def alive(self) -> bool:
         return self.proc is not None and self.proc.poll() is None
 
     def stop(self) -> None:
-        _stop_process(self.proc, timeout=10.0)
+        for proc in [*self.previous_procs, self.proc]:
+            _stop_process(proc, timeout=10.0)
+        if self.base_id is not None:
+            # Envoy leaves its hot-restart shared memory behind (named after base id x 10).
+            with contextlib.suppress(OSError):
+                Path(f"/dev/shm/envoy_shared_memory_{self.base_id * 10}").unlink()
+            _HOT_BASE_IDS.discard(self.base_id)
 
     def log_text(self) -> str:
-        try:
-            return self.log_path.read_text(errors="replace")
-        except FileNotFoundError:
-            return ""
+        """The log of every epoch, oldest first (one file without hot restarts)."""
+        out = []
+        for path in [*self.previous_log_paths, self.log_path]:
+            with contextlib.suppress(FileNotFoundError):
+                out.append(path.read_text(errors="replace"))
+        return "".join(out)
 
     def stats(self, filter_regex: str | None = None) -> dict[str, int]:
         params = {"filter": filter_regex} if filter_regex else None
