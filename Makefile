@@ -1,8 +1,8 @@
 # mcp-gateway: the two commands are `make run` and `make test`; `make bench` measures.
 SHELL := /bin/bash
 WASM := target/wasm32-wasip1/release/mcp_gateway.wasm
-# The Higress build (--features higress: Redis through Higress's host) is built in its own target directory,
-# so that neither build invalidates the other, and copied next to the Envoy one.
+# The Higress build (--features higress: Redis through Higress's host, ABI 0.2.100) is built in its own target
+# directory, so that neither build invalidates the other, and copied next to the Envoy one.
 WASM_HIGRESS := target/wasm32-wasip1/release/mcp_gateway_higress.wasm
 VENV := .venv
 PY := $(VENV)/bin/python
@@ -21,6 +21,7 @@ build:
 	cargo build --release --target wasm32-wasip1 --lib --features higress --target-dir target/higress
 	@cp target/higress/wasm32-wasip1/release/mcp_gateway.wasm $(WASM_HIGRESS)
 	@bash scripts/wasm-opt.sh $(WASM_HIGRESS)
+	@python3 scripts/wasm-drop-export.py $(WASM_HIGRESS) proxy_abi_version_0_2_1
 	@ls -l $(WASM) $(WASM_HIGRESS) | awk '{printf "plugin: %s (%d bytes)\n", $$9, $$5}'
 
 ## cli: the native `mcp-gateway` CLI (OpenAPI conversion, config check); `cargo install --path .` installs it

@@ -33,6 +33,14 @@ proxy_wasm::main! {{
     proxy_wasm::set_root_context(|_| -> Box<dyn RootContext> { Box::new(Root { gateway: None }) });
 }}
 
+/// Announces Higress's own ABI version. Higress turns a pause on request headers into "stop everything" (the
+/// body is never delivered) for modules on ABI 0.2.0/0.2.1, and the proxy-wasm crate always exports 0.2.1,
+/// so the build drops that export from this artifact (scripts/wasm-drop-export.py). Vanilla Envoy refuses
+/// 0.2.100, which is one more reason the Higress build is a separate artifact.
+#[cfg(feature = "higress")]
+#[no_mangle]
+pub extern "C" fn proxy_abi_version_0_2_100() {}
+
 /// An exchange in flight and the configuration it started under (a reload does not change it midway).
 struct Live {
     gateway: Rc<Gateway>,
