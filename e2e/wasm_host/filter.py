@@ -1,0 +1,361 @@
+"""One HTTP request through the wasm filter and then the router, as Envoy runs it for HTTP/1.1.
+
+Sources (Higress's Envoy, branch envoy-1.27): `source/extensions/common/wasm/context.cc` (decodeHeaders,
+decodeData, encodeHeaders, encodeData, log, onDestroy, sendLocalResponse, failStream),
+`source/common/http/filter_manager.cc` (how a stopped filter's body is buffered and resumed),
+`source/common/http/http1/codec_impl.cc` (each read is one decodeData with end_stream=false; the end of
+the message is an empty decodeData with end_stream=true), `source/common/http/utility.cc`
+prepareLocalReply (the headers of a local reply), and proxy-wasm-cpp-host `src/context.cc` (status
+conversion, CHECK_FAIL).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import time
+import uuid
+from typing import TYPE_CHECKING
+
+from .abi import CONTINUE, STOP_ALL_ITERATION_AND_WATERMARK, STOP_ITERATION, Pairs
+from .http1 import HOP_BY_HOP, Head, ProtocolError, Response, UpstreamError, body_chunks, exchange
+
+if TYPE_CHECKING:
+    from .replica import Replica
+    from .vm import PluginVm
+
+STOP_ITERATION_NO_BUFFER = 3  # FilterDataStatus, after proxy_send_local_response
+
+
+def local_reply(code: int, headers: Pairs, body: bytes) -> Response:
+    """Utility::prepareLocalReply: the plugin's headers, then content-length and a default content-type."""
+    out = [(k.lower(), v) for k, v in headers if k.lower() != b"content-length"]
+    if body:
+        out.append((b"content-length", str(len(body)).encode()))
+        if not any(k == b"content-type" for k, _ in out):
+            out.append((b"content-type", b"text/plain"))
+    else:
+        out = [(k, v) for k, v in out if k != b"content-type"]
+    return Response(code, out, body)
+
+
+def upstream_failure_reply(error: UpstreamError) -> Response:
+    """The router's answer when the upstream gave no response headers (Router::Filter::onUpstreamAbort)."""
+    if error.timeout:
+        return local_reply(504, [], b"upstream request timeout")
+    return local_reply(
+        503, [], b"upstream connect error or disconnect/reset before headers. reset reason: " + error.reason.encode()
+    )
+
+
+def normalize_path(target: bytes) -> bytes:
+    """normalize_path and merge_slashes of envoy/envoy.yaml: dot segments removed, slashes merged."""
+    path, sep, query = target.partition(b"?")
+    if not path.startswith(b"/"):
+        return target
+    segments: list[bytes] = []
+    parts = re.sub(rb"/+", b"/", path).split(b"/")[1:]
+    for i, segment in enumerate(parts):
+        last = i == len(parts) - 1
+        if segment == b".":
+            if last:
+                segments.append(b"")
+        elif segment == b"..":
+            if segments:
+                segments.pop()
+            if last:
+                segments.append(b"")
+        else:
+            segments.append(segment)
+    return b"/" + b"/".join(segments) + sep + query
+
+
+def request_headers(head: Head) -> Pairs:
+    """The header map filters see: pseudo-headers, the client's headers, then what the HCM adds."""
+    pairs = [
+        (b":authority", head.get(b"host") or b""),
+        (b":path", normalize_path(head.start[1])),
+        (b":method", head.start[0]),
+        (b":scheme", b"http"),
+    ]
+    pairs += [(k, v) for k, v in head.headers if k not in HOP_BY_HOP and k != b"host"]
+    names = {k for k, _ in pairs}
+    if b"x-forwarded-proto" not in names:
+        pairs.append((b"x-forwarded-proto", b"http"))
+    if b"x-request-id" not in names:
+        pairs.append((b"x-request-id", str(uuid.uuid4()).encode()))
+    return pairs
+
+
+class Stream:
+    """A request's state as the wasm filter's Context and the filter manager hold it.
+
+    The request ends in one outcome: ("reply", response) for a local reply, ("continue", None) to go to
+    the router, or ("reset", None)."""
+
+    def __init__(self, replica: Replica, vm: PluginVm, head: Head):
+        self.replica = replica
+        self.vm = vm
+        self.head = head
+        self.request_headers = request_headers(head)
+        self.request_headers_visible = False  # request_headers_ is set
+        self.chunk = bytearray()  # the data of the running decodeData (request_body_buffer_)
+        self.request_body_visible = False
+        self.buffered = bytearray()  # the filter manager's buffered request data
+        self.buffering = False  # buffering_request_body_
+        self.forward = bytearray()  # body bytes released to the router
+        self.paused = False  # this filter stopped the request (iteration state StopSingleIteration)
+        self.stop_all = False  # ... and its body is buffered without calling the filter
+        self.complete = False  # end_stream seen
+        self.response_headers: Pairs = []
+        self.response_headers_visible = False
+        self.response_body = bytearray()
+        self.response_body_visible = False
+        self.access_log = False  # access_log_phase_: inside proxy_on_log
+        self.properties: dict[bytes, bytes] = {}
+        self.outcome: asyncio.Future[tuple[str, Response | None]] = replica.loop.create_future()
+        self.context = vm.new_context(vm.root, self)
+
+    # --- what hostcalls act on ----------------------------------------------------------------------
+
+    def visible_body(self, request: bool) -> bytearray | None:
+        """Context::getBuffer for the bodies: the buffered data while buffering, else the current data."""
+        if not request:
+            return self.response_body if self.response_body_visible else None
+        if self.buffering:
+            return self.buffered
+        return self.chunk if self.request_body_visible else None
+
+    def local_reply(self, code: int, headers: Pairs, body: bytes) -> None:
+        """The deferred part of Context::sendLocalResponse: one reply at most per stream."""
+        if not self.context.local_reply_sent:
+            self.context.local_reply_sent = True
+            self._decide("reply", local_reply(code, headers, body))
+
+    def resume(self, request: bool) -> None:
+        """continueDecoding (continueEncoding has nothing to do: this host never pauses responses)."""
+        if request and self.paused and not self.outcome.done():
+            self.paused = self.stop_all = False
+            self.forward += self.buffered
+            self.buffered.clear()
+            self.buffering = False
+            if self.complete:
+                self._decide("continue")
+
+    def reset(self) -> None:
+        self._decide("reset")
+
+    def vm_failed(self) -> None:
+        """The VM failed while this stream waited. Envoy would leave it until a stream timeout; the test
+        host fails it now, as CHECK_FAIL does for the stream whose callback trapped."""
+        self._fail_stream()
+
+    # --- internals -------------------------------------------------------------------------------------
+
+    def _decide(self, kind: str, response: Response | None = None) -> None:
+        if not self.outcome.done():
+            self.outcome.set_result((kind, response))
+
+    def _fail_stream(self) -> None:
+        """Context::failStream: 503 with no body, unless a local reply was already sent."""
+        if not self.context.local_reply_sent:
+            self.context.local_reply_sent = True
+            self._decide("reply", local_reply(503, [], b""))
+
+    def _check_fail(self) -> bool:
+        """CHECK_FAIL_HTTP with failure_policy FAIL_CLOSED: a failed VM fails the stream."""
+        if not self.vm.failed:
+            return False
+        self._fail_stream()
+        return True
+
+    def _status(self, result: int | None, stopped: bool, *, headers: bool) -> int:
+        """convertVmCallResultToFilter{Headers,Data}Status, for the values a proxy-wasm SDK returns."""
+        if stopped:
+            return STOP_ALL_ITERATION_AND_WATERMARK if headers else STOP_ITERATION_NO_BUFFER
+        assert result is not None
+        honoured = self.vm.abi == "proxy_abi_version_0_2_100" or self.vm.plugin.allow_on_headers_stop_iteration
+        if headers and result == STOP_ITERATION and not honoured:
+            return STOP_ALL_ITERATION_AND_WATERMARK  # Higress's cpp-host; proxy-wasm-cpp-host issue #143
+        if result not in (CONTINUE, STOP_ITERATION):
+            self.replica.record_crash(self.vm, f"host error: filter status {result} is not emulated by the test host")
+        return result
+
+    def _on_create(self) -> None:
+        """ContextBase::onCreate."""
+        context = self.context
+        if not self.vm.failed and not context.created:
+            self.vm.invoke(context, "proxy_on_context_create", context.id, self.vm.root.id)
+        context.created = True
+
+    def decode_headers(self, end_stream: bool) -> None:
+        self.complete = end_stream
+        if self._check_fail():
+            return
+        self._on_create()
+        self.request_headers_visible = True
+        context = self.context
+        result, stopped = self.vm.invoke(
+            context, "proxy_on_request_headers", context.id, len(self.request_headers), int(end_stream)
+        )
+        if self._check_fail():
+            return
+        status = self._status(result, stopped, headers=True)
+        if status == CONTINUE:
+            self.request_headers_visible = False
+            if end_stream:
+                self._decide("continue")
+        else:
+            self.paused = True
+            self.stop_all = status != STOP_ITERATION
+
+    def decode_data(self, data: bytes, end_stream: bool) -> None:
+        """Context::decodeData, then what the filter manager does with the status."""
+        self.complete = end_stream
+        if self.outcome.done():
+            return  # state_.local_complete_: the body is dropped
+        if self.stop_all:
+            self.buffered += data  # handleDataIfStopAll: buffered, the filter is not called
+            self._check_buffer_limit()
+            return
+        if self._check_fail():
+            return
+        context = self.context
+        chunk = bytearray(data)
+        self.chunk, self.request_body_visible = chunk, True
+        size = len(self.buffered) if self.buffering else len(chunk)
+        result, stopped = self.vm.invoke(context, "proxy_on_request_body", context.id, size, int(end_stream))
+        if self._check_fail():
+            return
+        self.buffering = False
+        status = self._status(result, stopped, headers=False)
+        if status == CONTINUE:
+            self.request_body_visible = False
+            if self.paused:  # commonHandleBufferData + commonContinue
+                self.buffered += chunk
+                self.resume(request=True)
+            else:
+                self.forward += chunk
+                if end_stream:
+                    self._decide("continue")
+        elif status == STOP_ITERATION:  # StopIterationAndBuffer: the data moves into the buffer
+            self.paused = True
+            self.buffered += chunk
+            chunk.clear()
+            self.buffering = True
+            self._check_buffer_limit()
+        else:
+            self.paused = True  # StopIterationNoBuffer: the data is the filter's to keep; it is dropped
+
+    def _check_buffer_limit(self) -> None:
+        """A buffering filter over the buffer limit (per_connection_buffer_limit_bytes) gets a 413."""
+        if len(self.buffered) > self.replica.buffer_limit:
+            self.context.local_reply_sent = True
+            self._decide("reply", local_reply(413, [], b"Payload Too Large"))
+
+    async def _route(self) -> Response | None:
+        """The router: the request as the filter left it, to the route's cluster; None is a reset."""
+        address = self.replica.clusters.get(self.replica.route_cluster or "")
+        if address is None:
+            return local_reply(404, [], b"")  # no route
+        pseudo = {k: v for k, v in self.request_headers if k.startswith(b":")}
+        headers = [(b"host", pseudo.get(b":authority", b""))]
+        headers += [(k, v) for k, v in self.request_headers if not k.startswith(b":") and k != b"content-length"]
+        body = bytes(self.forward)
+        if body or self.head.get(b"content-length") is not None:
+            headers.append((b"content-length", str(len(body)).encode()))
+        timeout = self.replica.route_timeout
+        headers.append((b"x-envoy-expected-rq-timeout-ms", str(int(timeout * 1000)).encode()))
+        method = pseudo.get(b":method", b"GET")
+        started = time.monotonic()
+        try:
+            answer = await exchange(
+                address,
+                method + b" " + pseudo.get(b":path", b"/") + b" HTTP/1.1",
+                headers,
+                body,
+                connect_timeout=self.replica.connect_timeout,
+                timeout=timeout,
+                head_request=method == b"HEAD",
+            )
+        except UpstreamError as error:
+            return None if error.after_headers else upstream_failure_reply(error)
+        elapsed = str(int((time.monotonic() - started) * 1000)).encode()
+        return Response(answer.status, answer.headers + [(b"x-envoy-upstream-service-time", elapsed)], answer.body)
+
+    def _encode(self, response: Response) -> Response:
+        """encodeHeaders / encodeData of the wasm filter (local replies pass through it as well)."""
+        context = self.context
+        self.response_headers = [(b":status", str(response.status).encode()), *response.headers]
+        self.response_body = bytearray(response.body)
+        if context.created and not context.destroyed and not self.vm.failed:
+            self.response_headers_visible = True
+            eos = int(not response.body)
+            self._encoded(
+                self.vm.invoke(context, "proxy_on_response_headers", context.id, len(self.response_headers), eos)
+            )
+            self.response_headers_visible = False
+            if response.body and not self.vm.failed:
+                self.response_body_visible = True
+                self._encoded(self.vm.invoke(context, "proxy_on_response_body", context.id, len(response.body), 1))
+                self.response_body_visible = False
+            if self.vm.failed:
+                return local_reply(503, [], b"")  # the response side's failStream
+        status = next((v for k, v in self.response_headers if k == b":status"), b"")
+        headers = [(k, v) for k, v in self.response_headers if not k.startswith(b":")]
+        return Response(int(status) if status.isdigit() else response.status, headers, bytes(self.response_body))
+
+    def _encoded(self, call: tuple[int | None, bool]) -> None:
+        if not self.vm.failed and self._status(*call, headers=True) != CONTINUE:
+            self.replica.record_crash(self.vm, "host error: pausing a response is not emulated by the test host")
+
+    def finish(self) -> None:
+        """Stream end: the access log (on_log), then onDestroy (on_done, on_delete); the context goes."""
+        context = self.context
+        if not self.vm.failed:
+            self._on_create()  # Context::log creates the context of a request it never saw
+            self.access_log = True  # the request and response headers are readable again
+            self.vm.invoke(context, "proxy_on_log", context.id)
+            self.access_log = False
+        if context.created and not context.destroyed:
+            context.destroyed = True
+            self.vm.invoke(context, "proxy_on_done", context.id)
+            self.vm.invoke(context, "proxy_on_delete", context.id)
+        self.vm.delete_context(context)
+
+    # --- the whole request ------------------------------------------------------------------------------
+
+    async def run(self, reader: asyncio.StreamReader) -> tuple[Response | None, bool]:
+        """Decode, wait for the outcome, route or reply, encode. Returns the response (None: reset) and
+        whether the request was read to its end (else the connection cannot be reused)."""
+        chunked, length = self.head.body_framing()
+        self.decode_headers(end_stream=not chunked and not length)
+        read_all = True
+        if not self.complete:
+            read_all = await self._read_body(reader)
+        kind, response = await self.outcome
+        if kind == "continue":
+            response = await self._route()
+        if response is not None:
+            response = self._encode(response)
+        return response, read_all
+
+    async def _read_body(self, reader: asyncio.StreamReader) -> bool:
+        """Body reads until the end, or until the outcome is decided first (then the rest is unread)."""
+        chunks = body_chunks(reader, self.head).__aiter__()
+        while not self.outcome.done():
+            read = asyncio.ensure_future(chunks.__anext__())
+            await asyncio.wait({read, self.outcome}, return_when=asyncio.FIRST_COMPLETED)
+            if not read.done():
+                read.cancel()
+                return False
+            try:
+                data = read.result()
+            except StopAsyncIteration:
+                self.decode_data(b"", end_stream=True)
+                return True
+            except (ProtocolError, OSError, asyncio.IncompleteReadError):
+                self.reset()
+                return False
+            self.decode_data(data, end_stream=False)
+        return False
