@@ -37,7 +37,8 @@ pub const REDIS_GRACE_MS: u64 = 1_000;
 pub trait Host: Env {
     /// Sends one RESP command to the configured Redis; the reply comes to [`Driver::on_redis_reply`].
     fn redis(&mut self, command: &[u8]) -> Result<u32, String>;
-    /// Sets the Redis client up again (after `NOAUTH`).
+    /// Sets the Redis client up again (after `NOAUTH`). Commands of other exchanges still in flight then
+    /// fail; the host reports them as [`redis::Answer::Interrupted`] so that they are sent again.
     fn redis_reinit(&mut self) -> Result<(), String>;
     /// Sends an upstream request; the answer comes to [`Driver::on_upstream`].
     fn dispatch(&mut self, request: &UpstreamRequest) -> Result<u32, String>;
@@ -102,13 +103,13 @@ impl Driver {
         self.run(gw, host, step)
     }
 
-    /// A Redis reply (raw RESP), or why there is none, for the command sent under `token`.
+    /// The host's answer to the Redis command sent under `token`.
     pub fn on_redis_reply(
         &mut self,
         gw: &Gateway,
         host: &mut dyn Host,
         token: u32,
-        reply: Result<&[u8], String>,
+        answer: redis::Answer<'_>,
     ) -> Progress {
         let pending = match std::mem::replace(&mut self.waiting, Waiting::Done) {
             Waiting::Redis { token: t, pending, .. } if t == token => pending,
@@ -117,13 +118,17 @@ impl Driver {
                 return self.progress();
             }
         };
-        match gw.sessions.on_redis_reply(&pending, reply) {
+        let mut pending = pending;
+        match gw.sessions.on_redis_reply(&pending, answer) {
             redis::Next::Done(outcome) => self.session_outcome(gw, host, outcome),
             redis::Next::Reauthenticate => {
                 if let Err(e) = host.redis_reinit() {
                     host.warn(&format!("re-initialising the Redis client failed: {e}"));
                 }
-                let mut pending = pending;
+                pending.retried = true;
+                self.send_redis(gw, host, pending)
+            }
+            redis::Next::Resend => {
                 pending.retried = true;
                 self.send_redis(gw, host, pending)
             }

@@ -6,6 +6,7 @@ use super::{Driver, Host, Progress};
 use crate::gateway::Gateway;
 use crate::resp::{self, Reply};
 use crate::session::memory::MemoryEnv;
+use crate::session::redis::Answer;
 use crate::session::{Env, KeyValue};
 use crate::transport::{self, HttpResponse, RequestHead, Route};
 use crate::upstream::{UpstreamRequest, UpstreamResult};
@@ -166,7 +167,11 @@ impl TestHost {
                     continue;
                 }
                 let reply = self.redis.execute(&command, self.env.now_ms);
-                progress = driver.on_redis_reply(gw, self, token, reply.as_deref().map_err(String::clone));
+                let answer = match &reply {
+                    Ok(bytes) => Answer::Reply(bytes),
+                    Err(why) => Answer::Failed(why.clone()),
+                };
+                progress = driver.on_redis_reply(gw, self, token, answer);
             } else if let Some((token, request)) = self.upstream_queue.pop() {
                 let answer = upstream(&request);
                 progress = driver.on_upstream(gw, self, token, answer);

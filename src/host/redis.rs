@@ -8,10 +8,13 @@
 //!   status is a failed call (connection, timeout), else the raw RESP reply is buffer type 9.
 //!
 //! The callback names a context but the SDK does not route it, so replies are matched to the HTTP context
-//! that sent the command by token ([`TOKENS`]).
+//! that sent the command by token ([`TOKENS`]). Re-initialising the client (after `NOAUTH`) closes its
+//! connections and fails every command pending on them, so each command remembers the client generation it
+//! was sent under ([`GENERATION`]): a failure after a re-initialisation is reported as interrupted, and the
+//! driver sends it again instead of failing a request that had nothing to do with the bad credentials.
 
-use crate::session::redis::RedisStore;
-use std::cell::RefCell;
+use crate::session::redis::{Answer, RedisStore};
+use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
 use std::ptr::null_mut;
 
@@ -47,8 +50,10 @@ extern "C" {
 }
 
 thread_local! {
-    /// Commands in flight: token to the HTTP context that sent it.
-    static TOKENS: RefCell<HashMap<u32, u32>> = RefCell::new(HashMap::new());
+    /// Commands in flight: token to the HTTP context that sent it and the client generation it went out on.
+    static TOKENS: RefCell<HashMap<u32, (u32, u64)>> = RefCell::new(HashMap::new());
+    /// How many times this VM has (re-)initialised its Redis client.
+    static GENERATION: Cell<u64> = const { Cell::new(0) };
 }
 
 /// Sets up (or re-establishes, after `NOAUTH`) the host's Redis client. The password is passed to the host
@@ -67,6 +72,7 @@ pub fn init(store: &RedisStore) -> Result<(), String> {
             timeout,
         )
     };
+    GENERATION.with(|g| g.set(g.get() + 1));
     match status {
         0 => Ok(()),
         s => Err(format!("the host refused proxy_redis_init for cluster '{}' (status {s})", store.cluster)),
@@ -83,13 +89,14 @@ pub fn call(store: &RedisStore, command: &[u8], context_id: u32) -> Result<u32, 
     if status != 0 {
         return Err(format!("proxy_redis_call to cluster '{}' returned status {status}", store.cluster));
     }
-    TOKENS.with(|t| t.borrow_mut().insert(token, context_id));
+    let generation = GENERATION.with(Cell::get);
+    TOKENS.with(|t| t.borrow_mut().insert(token, (context_id, generation)));
     Ok(token)
 }
 
 /// Drops the commands of a finished HTTP context: their replies, if any come, are ignored.
 pub fn forget_context(context_id: u32) {
-    TOKENS.with(|t| t.borrow_mut().retain(|_, c| *c != context_id));
+    TOKENS.with(|t| t.borrow_mut().retain(|_, (c, _)| *c != context_id));
 }
 
 fn reply_bytes(size: usize) -> Result<Vec<u8>, String> {
@@ -108,15 +115,24 @@ fn reply_bytes(size: usize) -> Result<Vec<u8>, String> {
 /// Higress's host calls this when a Redis command completes.
 #[no_mangle]
 pub extern "C" fn proxy_on_redis_call_response(_context_id: u32, token: u32, status: u32, response_size: usize) {
-    let Some(context_id) = TOKENS.with(|t| t.borrow_mut().remove(&token)) else {
+    let Some((context_id, sent_under)) = TOKENS.with(|t| t.borrow_mut().remove(&token)) else {
         return; // its exchange is gone
     };
-    let reply = if status == 0 {
-        reply_bytes(response_size)
+    let bytes;
+    let answer = if status != 0 {
+        if sent_under != GENERATION.with(Cell::get) {
+            Answer::Interrupted
+        } else {
+            Answer::Failed(format!("the host reported status {status}: connection failure or timeout"))
+        }
     } else {
-        Err(format!("the host reported status {status}: connection failure or timeout"))
+        match reply_bytes(response_size) {
+            Ok(b) => {
+                bytes = b;
+                Answer::Reply(&bytes)
+            }
+            Err(why) => Answer::Failed(why),
+        }
     };
-    super::with_driver(context_id, true, |gw, driver, calls| {
-        driver.on_redis_reply(gw, calls, token, reply.as_deref().map_err(String::clone))
-    });
+    super::with_driver(context_id, true, |gw, driver, calls| driver.on_redis_reply(gw, calls, token, answer));
 }

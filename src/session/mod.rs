@@ -168,10 +168,10 @@ impl SessionStore {
         }
     }
 
-    /// Finishes a Redis operation with the host's answer: the raw reply, or why there was none.
-    pub fn on_redis_reply(&self, pending: &redis::Pending, reply: Result<&[u8], String>) -> redis::Next {
+    /// Finishes a Redis operation with the host's answer.
+    pub fn on_redis_reply(&self, pending: &redis::Pending, answer: redis::Answer<'_>) -> redis::Next {
         match self {
-            SessionStore::Redis(s) => s.finish(pending, reply),
+            SessionStore::Redis(s) => s.finish(pending, answer),
             _ => redis::Next::Done(SessionOutcome::Failed(StoreError("unexpected Redis reply".into()))),
         }
     }

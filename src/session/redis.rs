@@ -59,12 +59,26 @@ enum Waiting {
     Delete,
 }
 
-/// What to do with a reply.
+/// What the host reports for a command.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Answer<'a> {
+    /// The raw RESP reply.
+    Reply(&'a [u8]),
+    /// No reply: connection failure, timeout, refused call.
+    Failed(String),
+    /// No reply because the host's client was re-initialised (after another command's `NOAUTH`) while this
+    /// command was in flight: re-initialising closes the connection and fails what was pending on it.
+    Interrupted,
+}
+
+/// What to do with an answer. A command is sent at most twice.
 #[derive(Debug, PartialEq)]
 pub enum Next {
     Done(SessionOutcome),
     /// Re-initialise the host's Redis client, then send `pending.command` again (with `retried` set).
     Reauthenticate,
+    /// Send `pending.command` again as it is (with `retried` set).
+    Resend,
 }
 
 impl RedisStore {
@@ -114,12 +128,14 @@ impl RedisStore {
         Started::Redis(Pending { what, command, retried: false })
     }
 
-    /// Interprets the host's answer: the raw reply bytes, or why there were none.
-    pub fn finish(&self, pending: &Pending, reply: Result<&[u8], String>) -> Next {
+    /// Interprets the host's answer.
+    pub fn finish(&self, pending: &Pending, answer: Answer<'_>) -> Next {
         let failed = |why: String| Next::Done(SessionOutcome::Failed(StoreError(why)));
-        let bytes = match reply {
-            Ok(b) => b,
-            Err(why) => return failed(format!("Redis did not answer ({why})")),
+        let bytes = match answer {
+            Answer::Reply(b) => b,
+            Answer::Interrupted if !pending.retried => return Next::Resend,
+            Answer::Interrupted => return failed("Redis did not answer (the connection was reset twice)".into()),
+            Answer::Failed(why) => return failed(format!("Redis did not answer ({why})")),
         };
         let reply = match resp::decode(bytes) {
             Ok(r) => r,
@@ -198,16 +214,16 @@ mod tests {
         let Waiting::Create(id) = &p.what else { panic!() };
         let key = format!("mcp-gateway:session:demo:{id}");
         assert_eq!(cmd, args(&["SET", &key, r#"{"s":"demo","v":"2025-06-18"}"#, "PX", "60000", "NX"]));
-        assert_eq!(s.finish(&p, Ok(b"+OK\r\n")), Next::Done(SessionOutcome::Created(id.clone())));
+        assert_eq!(s.finish(&p, Answer::Reply(b"+OK\r\n")), Next::Done(SessionOutcome::Created(id.clone())));
         let (cmd, p) = started(SessionOp::Open { id: id.clone(), server: "demo".into() });
         assert_eq!(cmd, args(&["GETEX", &key, "PX", "60000"]));
         let found = resp::encode_reply(&Reply::Bulk(Some(br#"{"s":"demo","v":"2025-06-18"}"#.to_vec())));
-        assert!(matches!(s.finish(&p, Ok(&found)), Next::Done(SessionOutcome::Found(_))));
-        assert_eq!(s.finish(&p, Ok(b"$-1\r\n")), Next::Done(SessionOutcome::NotFound));
+        assert!(matches!(s.finish(&p, Answer::Reply(&found)), Next::Done(SessionOutcome::Found(_))));
+        assert_eq!(s.finish(&p, Answer::Reply(b"$-1\r\n")), Next::Done(SessionOutcome::NotFound));
         let (cmd, p) = started(SessionOp::Delete { id: id.clone(), server: "demo".into() });
         assert_eq!(cmd, args(&["DEL", &key]));
-        assert_eq!(s.finish(&p, Ok(b":1\r\n")), Next::Done(SessionOutcome::Deleted));
-        assert_eq!(s.finish(&p, Ok(b":0\r\n")), Next::Done(SessionOutcome::NotFound));
+        assert_eq!(s.finish(&p, Answer::Reply(b":1\r\n")), Next::Done(SessionOutcome::Deleted));
+        assert_eq!(s.finish(&p, Answer::Reply(b":0\r\n")), Next::Done(SessionOutcome::NotFound));
     }
 
     #[test]
@@ -224,20 +240,28 @@ mod tests {
     fn failures_are_clear_and_noauth_retries_once() {
         let s = store();
         let (_, mut p) = started(SessionOp::Open { id: "a".repeat(32), server: "demo".into() });
-        assert_eq!(s.finish(&p, Ok(b"-NOAUTH Authentication required.\r\n")), Next::Reauthenticate);
+        assert_eq!(s.finish(&p, Answer::Reply(b"-NOAUTH Authentication required.\r\n")), Next::Reauthenticate);
+        assert_eq!(s.finish(&p, Answer::Interrupted), Next::Resend, "another command's re-init reset this one");
         p.retried = true;
-        let Next::Done(SessionOutcome::Failed(e)) = s.finish(&p, Ok(b"-NOAUTH Authentication required.\r\n")) else {
+        let Next::Done(SessionOutcome::Failed(e)) =
+            s.finish(&p, Answer::Reply(b"-NOAUTH Authentication required.\r\n"))
+        else {
             panic!()
         };
         assert!(e.0.contains("NOAUTH"), "{e}");
-        let Next::Done(SessionOutcome::Failed(e)) = s.finish(&p, Err("timeout".into())) else { panic!() };
+        assert!(
+            matches!(s.finish(&p, Answer::Interrupted), Next::Done(SessionOutcome::Failed(_))),
+            "sent twice at most"
+        );
+        let Next::Done(SessionOutcome::Failed(e)) = s.finish(&p, Answer::Failed("timeout".into())) else { panic!() };
         assert_eq!(e.0, "Redis did not answer (timeout)");
-        let Next::Done(SessionOutcome::Failed(e)) = s.finish(&p, Ok(b"-ERR unknown command 'GETEX'\r\n")) else {
+        let Next::Done(SessionOutcome::Failed(e)) = s.finish(&p, Answer::Reply(b"-ERR unknown command 'GETEX'\r\n"))
+        else {
             panic!()
         };
         assert!(e.0.contains("6.2"), "{e}");
-        assert!(matches!(s.finish(&p, Ok(b"garbage")), Next::Done(SessionOutcome::Failed(_))));
-        assert!(matches!(s.finish(&p, Ok(b":1\r\n")), Next::Done(SessionOutcome::Failed(_))));
+        assert!(matches!(s.finish(&p, Answer::Reply(b"garbage")), Next::Done(SessionOutcome::Failed(_))));
+        assert!(matches!(s.finish(&p, Answer::Reply(b":1\r\n")), Next::Done(SessionOutcome::Failed(_))));
         assert!(!format!("{s:?}").contains("s3cret"));
     }
 
@@ -246,6 +270,6 @@ mod tests {
         let s = store();
         let (_, p) = started(SessionOp::Open { id: "a".repeat(32), server: "demo".into() });
         let other = resp::encode_reply(&Reply::Bulk(Some(br#"{"s":"other","v":"2025-06-18"}"#.to_vec())));
-        assert_eq!(s.finish(&p, Ok(&other)), Next::Done(SessionOutcome::NotFound));
+        assert_eq!(s.finish(&p, Answer::Reply(&other)), Next::Done(SessionOutcome::NotFound));
     }
 }

@@ -3,6 +3,7 @@
 use super::*;
 use crate::driver::test_host::{RedisMode, TestHost};
 use crate::driver::Progress;
+use crate::session::redis::Answer;
 
 const CONFIG: &str = r#"
 sessionTtlSeconds: 60
@@ -261,7 +262,7 @@ fn a_redis_that_never_answers_is_given_up_after_its_timeout() {
     assert_eq!(h.responses.pop().unwrap().status, 503);
     // A late reply changes nothing.
     let token = 1;
-    assert_eq!(d.on_redis_reply(&g, &mut h.inner, token, Ok(b"+OK\r\n")), Progress::Done);
+    assert_eq!(d.on_redis_reply(&g, &mut h.inner, token, Answer::Reply(b"+OK\r\n")), Progress::Done);
     assert!(h.responses.is_empty());
 }
 
