@@ -2,13 +2,13 @@
 
 Loading (the vanilla build, refused modules and configs), MCP through a two-worker replica with the
 demo upstream, Higress's Redis calls against a real redis-server with small hand-written modules, and
-crash reporting. Every test fails if a replica it started recorded a crash it did not expect.
+crash reporting. Every test fails if a replica it started recorded a crash it did not expect. The Higress
+build's Redis session store is tested in test_higress_redis.py.
 """
 
 from __future__ import annotations
 
 import json
-import os
 import re
 import struct
 import time
@@ -24,13 +24,9 @@ from wasm_host import LoadError, Plugin, Replica
 from wasm_host.abi import WasmResult
 from wasm_host.redis import resp_command
 from wasm_host.replica import SharedData
-from wasm_host.testing import DelayProxy, HostThread, RedisServer, free_port
+from wasm_host.testing import DelayProxy, HostThread, RedisServer
 from wasm_host.vm import compile_module
 
-# The Higress build, as harness.higress_wasm_path() finds it; the tests that need it skip without it.
-HIGRESS_WASM = Path(
-    os.environ.get("MCP_GATEWAY_HIGRESS_WASM") or harness.ROOT / "target/wasm32-wasip1/release/mcp_gateway_higress.wasm"
-)
 REDIS_CLUSTER = "outbound|6379||redis.dns"
 SERVER = "demo"
 
@@ -633,75 +629,3 @@ def test_redis_password_right_wrong_and_missing(host, run_dir):
         (0, b"+OK\r\n"),
         (0, b"$1\r\nv\r\n"),
     ]
-
-
-# --- the Higress build (--features higress, session store redis), when it has been built ------------------
-
-higress_only = pytest.mark.skipif(not HIGRESS_WASM.is_file(), reason=f"{HIGRESS_WASM} is not built")
-
-
-def _higress_replicas(host, run_dir, upstream, redis_server, e2e_config, *, envoy_option: bool) -> list[Replica]:
-    """Replicas A and B of the Higress build, sessions in the same real Redis (config of the lead's brief)."""
-    config = dict(e2e_config)
-    config.pop("sessionTtlSeconds", None)
-    redis = {"cluster": REDIS_CLUSTER, "username": "", "password": "", "database": 0, "timeoutMs": 500}
-    config["sessions"] = {"store": "redis", "ttlSeconds": 1800, "redis": {**redis, "keyPrefix": f"t{free_port()}:"}}
-    plugin = Plugin(json.dumps(config).encode(), allow_on_headers_stop_iteration=envoy_option)
-    clusters = {"demo": ("127.0.0.1", upstream.port), REDIS_CLUSTER: redis_server.address}
-    return [
-        start(
-            host,
-            HIGRESS_WASM,
-            plugin,
-            clusters=clusters,
-            route_cluster="demo",
-            name=name,
-            log_path=run_dir / f"higress-{name}.log",
-        )
-        for name in ("a", "b")
-    ]
-
-
-def _sessions_across_replicas(a: Replica, b: Replica, timeout: float) -> None:
-    with RawMcp(a.url, timeout=timeout) as raw_a, RawMcp(b.url, timeout=timeout) as raw_b:
-        sid, result = raw_a.initialize(SERVER)
-        version = result["protocolVersion"]
-        assert raw_b.rpc(SERVER, sid, "tools/list", version=version)["result"]["tools"]
-        weather = _call(raw_b, sid, version, "get_weather", {"city": "Oslo"})["content"][0]["text"]
-        assert re.fullmatch(r"It is -?\d+ degrees \(metric\) in Oslo\.", weather), weather
-        assert _call(raw_b, sid, version, "template_only", {"name": "B"})["content"][0]["text"] == "Hello, B!"
-        assert raw_a.delete(SERVER, sid).status_code == 204
-        assert raw_b.request(SERVER, sid, "ping", version=version).status_code == 404
-
-
-@higress_only
-def test_higress_build_redis_sessions_across_replicas(host, run_dir, upstream, redis_server, e2e_config):
-    """The Redis session store of the Higress build, with request bodies delivered to the plugin as Higress
-    delivers them to an ABI 0.2.100 module (the next test is the build as it is)."""
-    a, b = _higress_replicas(host, run_dir, upstream, redis_server, e2e_config, envoy_option=True)
-    try:
-        _sessions_across_replicas(a, b, timeout=10)
-        assert redis_server.command("DBSIZE") != "0"  # the sessions really were in Redis
-    finally:
-        stop(host, a)
-        stop(host, b)
-
-
-@higress_only
-def test_higress_build_as_higress_runs_it(host, run_dir, upstream, redis_server, e2e_config):
-    """The Higress build with Higress's own header-pause semantics. An expected failure while the build
-    exports proxy_abi_version_0_2_1 (see test_higress_withholds_the_body_...): export
-    proxy_abi_version_0_2_100 instead, as higress-group/proxy-wasm-rust-sdk does."""
-    a, b = _higress_replicas(host, run_dir, upstream, redis_server, e2e_config, envoy_option=False)
-    abi = a.workers[0].abi
-    try:
-        try:
-            _sessions_across_replicas(a, b, timeout=3)
-        except httpx.ReadTimeout:
-            if abi == "proxy_abi_version_0_2_1":
-                pytest.xfail("ABI 0.2.1: Higress withholds the body from a plugin paused on headers")
-            raise
-        assert abi != "proxy_abi_version_0_2_1", "ABI 0.2.1 worked: the host no longer follows Higress here"
-    finally:
-        stop(host, a)
-        stop(host, b)

@@ -12,7 +12,7 @@ import asyncio
 import time
 from collections.abc import Mapping
 from pathlib import Path
-from typing import TextIO
+from typing import NamedTuple, TextIO
 
 from .abi import LOG_LEVELS, WasmResult
 from .filter import Stream, upstream_failure_reply
@@ -81,6 +81,17 @@ class SharedQueues:
         return WasmResult.Ok
 
 
+class RedisInit(NamedTuple):
+    """One proxy_redis_init call as the host received it (kept in `Replica.redis_inits`; never the password)."""
+
+    worker: int
+    cluster: str  # as passed, `?db=N` included
+    username: str
+    password_given: bool
+    timeout_ms: int
+    result: WasmResult
+
+
 class Replica:
     """One Envoy process: workers with their VMs, shared data, clusters, a listener, a log."""
 
@@ -115,6 +126,7 @@ class Replica:
         self.shared_data = SharedData()
         self.log_lines: list[str] = []
         self.crashes: list[str] = []
+        self.redis_inits: list[RedisInit] = []  # every proxy_redis_init, in order (tests count re-inits)
         self.workers: list[PluginVm] = []
         self.requests_per_worker = [0] * workers
         self.port = 0
@@ -194,6 +206,13 @@ class Replica:
         """A VM failure or a host limitation: logged at critical (as Envoy logs a failed VM) and kept."""
         self.crashes.append(f"worker {vm.index}: {message}")
         self.log(5, vm.index, f"Wasm VM failed {message}")
+
+    def record_redis_init(
+        self, vm: PluginVm, cluster: bytes, user: bytes, password: bytes, timeout_ms: int, result: WasmResult
+    ) -> None:
+        """Test bookkeeping only (Envoy keeps no such record): who initialised which Redis client, and how."""
+        text, name = cluster.decode("utf-8", "replace"), user.decode("utf-8", "replace")
+        self.redis_inits.append(RedisInit(vm.index, text, name, bool(password), timeout_ms, result))
 
     # --- upstream calls -------------------------------------------------------------------------------------
 

@@ -1003,6 +1003,9 @@ class PluginVm:
         if cluster is None or user is None or password is None:
             return WasmResult.InvalidMemoryAccess
         client = self._redis_client(cluster)
+        self.replica.record_redis_init(
+            self, cluster, user, password, timeout_ms, WasmResult.BadArgument if client is None else WasmResult.Ok
+        )
         if client is None:
             return WasmResult.BadArgument
         # The timeout is an `int` in Envoy: a value over 2^31 is negative, and its timer fires at once.

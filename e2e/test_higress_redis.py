@@ -1,0 +1,539 @@
+"""The Higress build's Redis session store (`sessions.store: redis`), in the test host for Higress's ABI.
+
+e2e/wasm_host/ is a TEST HOST, not Higress (see its README): mcp_gateway_higress.wasm runs in wasmtime with
+Higress's hostcalls written in Python, its Redis calls backed by a real redis-server. Every test here runs
+the build as Higress runs it (ABI 0.2.100, Higress's own header-pause semantics: no emulation of Envoy's
+`allow_on_headers_stop_iteration`) in two replicas, two `Replica`s standing for two Envoy processes of
+two worker VMs each, sharing nothing but Redis. What is asserted is docs/CONTRACT.md's Redis rules:
+sessions across replicas, `DELETE` seen everywhere, sliding expiry by Redis's TTL, 503 / -32603 "session
+store unavailable" within timeoutMs when Redis is down, slow or refuses the credentials (NOAUTH: one
+re-initialisation and one retry), recovery without restarting anything, `?db=N`, and no password in logs.
+
+`make test` always builds the Higress artifact, so a missing one fails every test here (never a skip).
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import json
+import math
+import re
+import secrets
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+import harness
+from harness import ACCEPT, LATEST, RawMcp
+from wasm_host import Plugin, Replica
+from wasm_host.testing import DelayProxy, HostThread, RedisServer
+from wasm_host.vm import compile_module
+
+REDIS_CLUSTER = "outbound|6379||redis.dns"
+SERVER = "demo"
+TIMEOUT_MS = 500  # sessions.redis.timeoutMs of every replica here
+HEADERS = {"Accept": ACCEPT, "Content-Type": "application/json"}
+
+
+def higress_wasm() -> Path:
+    """The Higress build; missing, the test fails (inside its body, so it is reported as a failure)."""
+    try:
+        return harness.higress_wasm_path()
+    except harness.HarnessError as exc:
+        missing = str(exc)
+    pytest.fail(f"{missing} Run `make build` first (`make test` does).", pytrace=False)
+
+
+@pytest.fixture(scope="module")
+def host():
+    thread = HostThread()
+    yield thread
+    thread.close()
+
+
+@pytest.fixture(scope="module")
+def run_dir() -> Path:
+    return harness.new_run_dir("higress-redis")
+
+
+@pytest.fixture(scope="module")
+def upstream(run_dir):
+    with harness.DemoUpstream(log_dir=run_dir) as up:
+        yield up
+
+
+@pytest.fixture(scope="module")
+def redis_server(run_dir):
+    with RedisServer(run_dir) as server:
+        yield server
+
+
+class Higress:
+    """Starts replicas of the Higress build for one test, all with the same key prefix (unique to the test)."""
+
+    def __init__(self, host: HostThread, run_dir: Path, upstream: harness.DemoUpstream, e2e_config: dict, test: str):
+        self.host = host
+        self.run_dir = run_dir
+        self.upstream = upstream
+        self.e2e_config = e2e_config
+        self.test = test
+        self.key_prefix = f"t-{secrets.token_hex(4)}:"
+        self.replicas: list[Replica] = []
+
+    def start(
+        self, name: str, redis_address: tuple[str, int], *, ttl_seconds: int = 1800, log_level: str = "info", **redis
+    ) -> Replica:
+        wasm = higress_wasm()
+        config = dict(self.e2e_config)
+        config.pop("sessionTtlSeconds", None)
+        settings = {"cluster": REDIS_CLUSTER, "username": "", "password": "", "database": 0, "timeoutMs": TIMEOUT_MS}
+        settings |= {"keyPrefix": self.key_prefix, **redis}
+        config["sessions"] = {"store": "redis", "ttlSeconds": ttl_seconds, "redis": settings}
+        replica = Replica(
+            wasm,
+            Plugin(json.dumps(config).encode()),  # Higress's semantics: allow_on_headers_stop_iteration off
+            clusters={"demo": ("127.0.0.1", self.upstream.port), REDIS_CLUSTER: redis_address},
+            route_cluster="demo",
+            workers=2,
+            name=name,
+            log_path=self.run_dir / f"{self.test}-{name}.log",
+            log_level=log_level,
+        )
+        self.host.run(replica.start())
+        self.replicas.append(replica)
+        return replica
+
+    def pair(self, redis_address: tuple[str, int], **kw) -> tuple[Replica, Replica]:
+        return self.start("a", redis_address, **kw), self.start("b", redis_address, **kw)
+
+    def key(self, sid: str, server: str = SERVER) -> str:
+        return f"{self.key_prefix}session:{server}:{sid}"
+
+    def crashes(self) -> list[str]:
+        return [f"{r.name}: {c}" for r in self.replicas for c in r.crashes]
+
+    def stop(self) -> None:
+        for replica in self.replicas:
+            self.host.run(replica.stop())  # idempotent
+
+
+@pytest.fixture
+def higress(request, host, run_dir, upstream, e2e_config):
+    """Replicas for this test; stopped afterwards. Any trap or host error recorded in one fails the test."""
+    h = Higress(host, run_dir, upstream, e2e_config, request.node.name)
+    try:
+        yield h
+    finally:
+        h.stop()
+    assert not h.crashes(), "the plugin crashed in the test host:\n" + "\n".join(h.crashes())
+
+
+# --- helpers ----------------------------------------------------------------------------------------------
+
+
+def timed(fn: Callable[..., Any], *args: Any, **kw: Any) -> tuple[Any, float]:
+    """fn(*args, **kw) and how long it took, in seconds."""
+    started = time.monotonic()
+    result = fn(*args, **kw)
+    return result, time.monotonic() - started
+
+
+def rpc_body(method: str, params: dict | None = None, id_: int | None = 1) -> dict:
+    body: dict[str, Any] = {"jsonrpc": "2.0", "method": method}
+    if id_ is not None:
+        body["id"] = id_
+    if params is not None:
+        body["params"] = params
+    return body
+
+
+INITIALIZE = rpc_body(
+    "initialize", {"protocolVersion": LATEST, "capabilities": {}, "clientInfo": {"name": "t", "version": "0"}}, 7
+)
+
+
+def post_fresh(
+    replica: Replica, body: dict, sid: str | None = None, server: str = SERVER
+) -> tuple[httpx.Response, int]:
+    """One POST on a new connection (replicas give connections to their workers in turn); which worker took it."""
+    before = list(replica.requests_per_worker)
+    headers = {**HEADERS, **({"Mcp-Session-Id": sid} if sid else {})}
+    r = harness.fresh_connection_post(f"{replica.url}/mcp-servers/{server}", body, headers)
+    worker = next(i for i, (x, y) in enumerate(zip(before, replica.requests_per_worker, strict=True)) if y > x)
+    return r, worker
+
+
+def assert_unavailable(r: httpx.Response, request_id: Any) -> str:
+    """503 with JSON-RPC -32603 "session store unavailable: ..." (the request's id echoed); the message."""
+    assert r.status_code == 503, (r.status_code, r.text)
+    assert r.headers["content-type"].startswith("application/json"), r.headers
+    body = r.json()
+    assert body["id"] == request_id and body["error"]["code"] == -32603, body
+    message = body["error"]["message"]
+    assert message.startswith("session store unavailable: "), message
+    return message
+
+
+def assert_not_found(r: httpx.Response, request_id: Any) -> None:
+    assert r.status_code == 404, (r.status_code, r.text)
+    body = r.json()
+    assert body["id"] == request_id and body["error"]["code"] == -32001, body
+
+
+def all_tool_pages(raw: RawMcp, sid: str, version: str) -> tuple[list[str], int]:
+    names, cursor, pages = [], None, 0
+    while True:
+        page = raw.rpc(SERVER, sid, "tools/list", {"cursor": cursor} if cursor else {}, version=version)["result"]
+        names += [t["name"] for t in page["tools"]]
+        pages += 1
+        cursor = page.get("nextCursor")
+        if not cursor or pages > 50:
+            return names, pages
+
+
+def call_tool(raw: RawMcp, sid: str, version: str, tool: str, args: dict) -> str:
+    result = raw.rpc(SERVER, sid, "tools/call", {"name": tool, "arguments": args}, version=version)["result"]
+    assert not result.get("isError"), result
+    return result["content"][0]["text"]
+
+
+def pttl(redis: RedisServer, key: str, db: int = 0) -> int:
+    return int(redis.command("-n", str(db), "PTTL", key))
+
+
+def errorstat(redis: RedisServer, error: str) -> int:
+    """How many replies Redis has answered with this error (INFO errorstats, Redis >= 6.2)."""
+    match = re.search(rf"^errorstat_{error}:count=(\d+)", redis.command("INFO", "errorstats"), re.MULTILINE)
+    return int(match.group(1)) if match else 0
+
+
+def demo_tool_names(e2e_config: dict) -> list[str]:
+    return [t["name"] for t in next(s for s in e2e_config["servers"] if s["name"] == SERVER)["tools"]]
+
+
+# --- the build, as Higress runs it ------------------------------------------------------------------------
+
+
+def test_higress_build_as_higress_runs_it(higress, redis_server):
+    """ABI 0.2.100 only (Higress withholds the body from a 0.2.0/0.2.1 module paused on its headers; see
+    test_wasm_host.py::test_higress_withholds_the_body_...): a POST is answered at once, not after the
+    plugin's 10 s "never received the request body" watchdog."""
+    exports = {e.name for e in compile_module(higress_wasm()).exports}
+    assert "proxy_abi_version_0_2_100" in exports and "proxy_abi_version_0_2_1" not in exports, sorted(exports)
+    assert "proxy_on_redis_call_response" in exports
+    a = higress.start("a", redis_server.address)
+    assert not a.plugin.allow_on_headers_stop_iteration
+    assert [vm.abi for vm in a.workers] == ["proxy_abi_version_0_2_100"] * 2
+    for _ in range(2):  # both workers
+        r, elapsed = timed(lambda: post_fresh(a, INITIALIZE)[0])
+        assert r.status_code == 200 and re.fullmatch(r"[0-9a-f]{32}", r.headers["mcp-session-id"]), r.text
+        assert elapsed < 3.0, elapsed
+    assert set(a.requests_per_worker) == {1}
+    assert not [line for line in a.log_lines if "never received the request body" in line]
+
+
+# --- 1. one session, two replicas ---------------------------------------------------------------------------
+
+
+def test_higress_build_redis_sessions_across_replicas(higress, redis_server, e2e_config):
+    """initialize on A; every tools/list page and tools/call (upstream and template) on B; DELETE on A ends
+    it on both; the key, its TTL and its removal, seen in Redis itself."""
+    a, b = higress.pair(redis_server.address)
+    for replica in (a, b):  # one proxy_redis_init per worker at configure, with the config's settings
+        assert [(i.cluster, i.username, i.password_given, i.timeout_ms) for i in replica.redis_inits] == [
+            (REDIS_CLUSTER, "", False, TIMEOUT_MS)
+        ] * 2
+    expected = demo_tool_names(e2e_config)
+    with RawMcp(a.url) as raw_a, RawMcp(b.url) as raw_b:
+        sid, result = raw_a.initialize(SERVER)  # + notifications/initialized (202), both on A
+        version = result["protocolVersion"]
+        assert re.fullmatch(r"[0-9a-f]{32}", sid), sid
+        key = higress.key(sid)
+        assert redis_server.command("EXISTS", key) == "1"
+        assert 1_790_000 <= pttl(redis_server, key) <= 1_800_000  # ttlSeconds, as Redis's own TTL
+        assert json.loads(redis_server.command("GET", key)) == {"s": SERVER, "v": version}
+
+        names, pages = all_tool_pages(raw_b, sid, version)
+        assert names == expected and pages == math.ceil(len(expected) / 5) > 1, (names, pages)
+        weather = call_tool(raw_b, sid, version, "get_weather", {"city": "Oslo"})  # through the demo upstream
+        assert re.fullmatch(r"It is -?\d+ degrees \(metric\) in Oslo\.", weather), weather
+        assert call_tool(raw_b, sid, version, "template_only", {"name": "B"}) == "Hello, B!"
+
+        assert raw_a.delete(SERVER, sid).status_code == 204
+        assert redis_server.command("EXISTS", key) == "0"
+        for raw in (raw_b, raw_a):
+            r = raw.request(SERVER, sid, "tools/list", version=version)
+            assert_not_found(r, raw._id)
+        assert raw_b.delete(SERVER, sid).status_code == 404  # already gone, for B too
+    assert [len(r.redis_inits) for r in (a, b)] == [2, 2]  # no re-initialisation on the way
+
+
+# --- 2. expiry by Redis's TTL ---------------------------------------------------------------------------------
+
+
+def test_redis_ttl_slides_with_activity_and_ends_after_idleness(higress, redis_server):
+    """ttlSeconds 2: a request every 0.9 s keeps the session alive for 4.5 s, each one resetting Redis's PTTL
+    (GETEX ... PX), on either replica; idle for the TTL plus a margin, it is gone (404) on both."""
+    ttl_ms = 2000
+    a, b = higress.pair(redis_server.address, ttl_seconds=ttl_ms // 1000)
+    with RawMcp(a.url) as raw_a, RawMcp(b.url) as raw_b:
+        sid, result = raw_a.initialize(SERVER)
+        version = result["protocolVersion"]
+        key = higress.key(sid)
+        started = last = time.monotonic()
+        seen = []
+        for i in range(5):
+            time.sleep(max(0.0, started + 0.9 * (i + 1) - time.monotonic()))
+            before = pttl(redis_server, key)
+            raw = (raw_b, raw_a)[i % 2]
+            assert raw.rpc(SERVER, sid, "ping", version=version)["result"] == {}
+            last = time.monotonic()
+            after = pttl(redis_server, key)
+            seen.append((before, after))
+            assert 0 < before < after and after >= ttl_ms - 500, seen  # reset by the request, not just decaying
+        alive_for = last - started
+        assert alive_for > ttl_ms / 1000 + 2, alive_for  # well past one TTL
+        # Idle: Redis expires the key after the TTL (checked on access, so never early and never late).
+        time.sleep(max(0.0, last + ttl_ms / 1000 + 0.5 - time.monotonic()))
+        assert pttl(redis_server, key) == -2  # no such key
+        for raw in (raw_a, raw_b):
+            assert_not_found(raw.request(SERVER, sid, "ping", version=version), raw._id)
+    print(f"PTTL (ms) before/after each request: {seen}; alive {alive_for:.1f} s with a 2 s TTL")
+
+
+# --- 3. Redis stopped and restarted ---------------------------------------------------------------------------
+
+
+def test_redis_stopped_mid_run_and_restarted(higress, run_dir):
+    """Redis stops: every MCP request (an existing session, a new initialize, another server, DELETE) gets
+    503 / -32603 at once on both workers of both replicas, which keep serving what needs no store. Redis
+    comes back on the same port (empty: not persisted): new sessions work at the first attempt, on every
+    worker, without restarting anything; the old session is unknown (404)."""
+    server = RedisServer(run_dir).start()
+    try:
+        a, b = higress.pair(server.address)
+        r, _ = post_fresh(a, INITIALIZE)
+        sid = r.headers["mcp-session-id"]
+        assert post_fresh(b, rpc_body("ping", id_=2), sid)[0].status_code == 200
+        server.stop()
+
+        times, workers = [], set()
+        for replica in (a, b):
+            for _ in range(2):  # consecutive connections go to alternate workers (each has its own Redis client)
+                for body, session, server_name in (
+                    (rpc_body("tools/list", id_=3), sid, SERVER),  # the existing session
+                    (INITIALIZE, None, SERVER),  # a new one
+                    (INITIALIZE, None, "conformance"),  # another server
+                ):
+                    (r, worker), elapsed = timed(post_fresh, replica, body, session, server_name)
+                    message = assert_unavailable(r, body["id"])
+                    assert "Redis did not answer" in message, message
+                    times.append(elapsed)
+                    workers.add((replica.name, worker))
+            with httpx.Client(headers={"Connection": "close"}, timeout=10) as http:
+                url = f"{replica.url}/mcp-servers/{SERVER}"
+                r, elapsed = timed(http.delete, url, headers={"Mcp-Session-Id": sid})
+                assert r.status_code == 503 and r.json()["error"]["code"] == -32603, r.text
+                times.append(elapsed)
+                # What needs no session store goes on: pass-through, and the plugin's own refusals.
+                assert http.get(f"{replica.url}/healthz").json() == {"ok": True}
+                assert http.get(f"{replica.url}/mcp-servers/{SERVER}").status_code == 405
+                r = http.post(f"{replica.url}/mcp-servers/{SERVER}", json=rpc_body("ping"), headers=HEADERS)
+                assert r.status_code == 400  # no session id: refused before any store lookup
+                assert http.post(f"{replica.url}/mcp-servers/nope", json=INITIALIZE, headers=HEADERS).status_code == 404
+        assert workers == {("a", 0), ("a", 1), ("b", 0), ("b", 1)}
+        # Connection refused on loopback: far below timeoutMs (the contract's bound).
+        assert max(times) < TIMEOUT_MS / 1000, times
+        print(f"Redis down: 503 after {min(times) * 1000:.0f}-{max(times) * 1000:.0f} ms ({len(times)} requests)")
+
+        server.start()  # same port, empty
+        recovered = []
+        for replica in (a, b):
+            for _ in range(2):  # both workers, first attempt each
+                (r, worker), elapsed = timed(post_fresh, replica, INITIALIZE)
+                assert r.status_code == 200, r.text
+                recovered.append((replica.name, worker, elapsed))
+                new_sid = r.headers["mcp-session-id"]
+                assert server.command("EXISTS", higress.key(new_sid)) == "1"
+                other = b if replica is a else a
+                assert post_fresh(other, rpc_body("ping", id_=4), new_sid)[0].json()["result"] == {}
+        assert {(name, worker) for name, worker, _ in recovered} == {("a", 0), ("a", 1), ("b", 0), ("b", 1)}
+        for replica in (a, b):
+            assert_not_found(post_fresh(replica, rpc_body("tools/list", id_=5), sid)[0], 5)  # Redis lost it
+            assert len(replica.redis_inits) == 2  # recovered without a re-initialisation
+        first = ", ".join(f"{t * 1000:.0f} ms" for *_, t in recovered)
+        print(f"after the restart, the first initialize on each worker: {first}")
+    finally:
+        server.stop()
+
+
+# --- 4. Redis slower than timeoutMs ---------------------------------------------------------------------------
+
+
+def test_redis_slower_than_timeout(higress, host, redis_server):
+    """A reaches Redis through a proxy that holds replies back 1.5 s (timeoutMs 500): its requests get 503 /
+    -32603 after about timeoutMs, while B (straight to Redis) serves the same session meanwhile; once the
+    delay is gone, A serves again by itself."""
+    proxy = host.run(DelayProxy(redis_server.address, delay=0).start())
+    try:
+        a = higress.start("a", ("127.0.0.1", proxy.port))
+        b = higress.start("b", redis_server.address)
+        with RawMcp(a.url) as raw_a, RawMcp(b.url) as raw_b:
+            sid, result = raw_b.initialize(SERVER)
+            version = result["protocolVersion"]
+            assert raw_a.rpc(SERVER, sid, "ping", version=version)["result"] == {}  # no delay yet
+            proxy.delay = TIMEOUT_MS / 1000 + 1.0
+
+            b_times = []
+            with concurrent.futures.ThreadPoolExecutor(1) as pool:
+                slow = pool.submit(timed, lambda: raw_a.request(SERVER, sid, "tools/list", version=version))
+                while not slow.done():  # B, meanwhile
+                    text, elapsed = timed(lambda: call_tool(raw_b, sid, version, "template_only", {"name": "B"}))
+                    assert text == "Hello, B!"
+                    b_times.append(elapsed)
+                r, elapsed = slow.result()
+            message = assert_unavailable(r, raw_a._id)
+            assert "Redis did not answer" in message, message
+            assert TIMEOUT_MS / 1000 * 0.9 <= elapsed < TIMEOUT_MS / 1000 + 1.5, elapsed
+            assert b_times, "B answered nothing while A waited"
+            timings = [elapsed]
+            for _ in range(2):  # a new initialize, then the session again: the same clean failure
+                r, elapsed = timed(lambda: raw_a.initialize_raw(SERVER))
+                assert_unavailable(r, raw_a._id)
+                timings.append(elapsed)
+            assert max(timings) < TIMEOUT_MS / 1000 + 1.5, timings
+
+            proxy.delay = 0
+            (names, _), recovered_in = timed(lambda: all_tool_pages(raw_a, sid, version))
+            assert names and recovered_in < 3.0, recovered_in
+            assert raw_a.delete(SERVER, sid).status_code == 204
+            assert_not_found(raw_b.request(SERVER, sid, "ping", version=version), raw_b._id)
+        print(
+            f"Redis 1.5 s slow, timeoutMs {TIMEOUT_MS}: 503 after "
+            + ", ".join(f"{t * 1000:.0f} ms" for t in timings)
+            + f"; B answered {len(b_times)} tools/call meanwhile (max {max(b_times) * 1000:.0f} ms)"
+        )
+    finally:
+        host.run(proxy.stop())
+
+
+# --- 5. a password-protected Redis ------------------------------------------------------------------------------
+
+
+def test_password_protected_redis(higress, run_dir):
+    """requirepass: the right password works across replicas. A wrong or missing one: 503 naming NOAUTH,
+    exactly one proxy_redis_init and one retry per failing command, no crash. When Redis starts accepting
+    the configured password, that retry is what lets the next request through. The password appears in
+    no log."""
+    password, wrong = f"pw-{secrets.token_hex(12)}", f"wrong-{secrets.token_hex(12)}"
+    server = RedisServer(run_dir, password=password).start()
+    try:
+        a = higress.start("a", server.address, log_level="trace", password=password)
+        b = higress.start("b", server.address, log_level="trace", password=password)
+        bad = higress.start("wrong", server.address, log_level="trace", password=wrong)
+        none = higress.start("none", server.address, log_level="trace")
+        assert [i.password_given for r in (a, b, bad, none) for i in r.redis_inits] == [True] * 6 + [False] * 2
+
+        with RawMcp(a.url) as raw_a, RawMcp(b.url) as raw_b:
+            sid, result = raw_a.initialize(SERVER)
+            version = result["protocolVersion"]
+            assert call_tool(raw_b, sid, version, "template_only", {"name": "pw"}) == "Hello, pw!"
+            assert server.command("EXISTS", higress.key(sid)) == "1"
+            assert raw_b.delete(SERVER, sid).status_code == 204
+            assert_not_found(raw_a.request(SERVER, sid, "ping", version=version), raw_a._id)
+
+        noauth_before = errorstat(server, "NOAUTH")
+        failing, times, workers = 0, [], set()
+        for replica in (bad, none):
+            for body, session in (
+                (INITIALIZE, None),
+                (INITIALIZE, None),
+                (rpc_body("tools/list", id_=9), "0123456789abcdef0123456789abcdef"),
+            ):
+                inits = len(replica.redis_inits)
+                (r, worker), elapsed = timed(post_fresh, replica, body, session)
+                workers.add((replica.name, worker))
+                message = assert_unavailable(r, body["id"])
+                assert "NOAUTH" in message, message
+                times.append(elapsed)
+                failing += 1
+                new = replica.redis_inits[inits:]
+                assert [(i.worker, i.cluster, i.password_given) for i in new] == [
+                    (worker, REDIS_CLUSTER, replica is bad)
+                ], new  # one re-initialisation, by the worker that got NOAUTH, with the configured settings
+        # Each failing command reached Redis twice (the command, its one retry), both refused with NOAUTH.
+        assert errorstat(server, "NOAUTH") - noauth_before == 2 * failing
+        assert workers == {("wrong", 0), ("wrong", 1), ("none", 0), ("none", 1)}
+        assert max(times) < TIMEOUT_MS / 1000 + 1.0, times
+
+        # Redis now takes the wrong replica's password: its workers' connections are still unauthenticated,
+        # so the command gets NOAUTH, the client is re-initialised (AUTH on a new connection) and the retry passes.
+        server.command("CONFIG", "SET", "requirepass", wrong)
+        server.password = wrong
+        for _ in range(2):
+            inits = len(bad.redis_inits)
+            r, worker = post_fresh(bad, INITIALIZE)
+            assert r.status_code == 200, r.text
+            assert [i.worker for i in bad.redis_inits[inits:]] == [worker]
+        assert server.command("EXISTS", higress.key(r.headers["mcp-session-id"])) == "1"
+        print(f"NOAUTH: 503 after {min(times) * 1000:.0f}-{max(times) * 1000:.0f} ms ({failing} requests)")
+    finally:
+        server.stop()
+    # The password never reaches a log, at any level (the replicas log at trace here).
+    higress.stop()
+    for replica in (a, b, bad, none):
+        text = replica.log_path.read_text()
+        assert replica.log_lines and text.strip(), replica.name
+        for secret in (password, wrong):
+            assert secret not in text and secret not in replica.log_text(), f"{secret} in {replica.log_path}"
+
+
+def test_a_reinitialisation_does_not_fail_the_other_commands_in_flight(higress, host, run_dir):
+    """Re-initialising the host's Redis client (after a NOAUTH) closes its connection and fails every command
+    pending on it. Those commands belong to other requests that did nothing wrong: they are sent again on
+    the new connection, not answered 503. Redis here starts accepting the configured password while the
+    replica's connections are still unauthenticated; a proxy holds replies back 150 ms so that commands
+    overlap."""
+    server = RedisServer(run_dir, password="before").start()
+    proxy = host.run(DelayProxy(server.address, delay=0.15).start())
+    try:
+        replica = higress.start("a", ("127.0.0.1", proxy.port), password="after")
+        # Each worker connects with the wrong password (the host sends AUTH on connect and ignores the reply).
+        assert {post_fresh(replica, INITIALIZE)[1] for _ in range(2)} == {0, 1}
+        server.command("CONFIG", "SET", "requirepass", "after")
+        server.password = "after"
+        before = len(replica.redis_inits)
+        with concurrent.futures.ThreadPoolExecutor(8) as pool:
+            answers = list(pool.map(lambda _: post_fresh(replica, INITIALIZE)[0], range(8)))
+        statuses = [(r.status_code, r.text[:120]) for r in answers]
+        assert all(status == 200 for status, _ in statuses), statuses
+        inits = len(replica.redis_inits) - before
+        assert 1 <= inits <= 8, replica.redis_inits
+        print(f"8 concurrent initializes across a NOAUTH re-initialisation: all 200 ({inits} re-init(s))")
+    finally:
+        host.run(proxy.stop())
+        server.stop()
+
+
+# --- 6. database selection ------------------------------------------------------------------------------------------
+
+
+def test_database_selects_the_redis_db(higress, redis_server):
+    """database: 3 reaches the host as `cluster?db=3` (Higress's syntax): the session keys live in db 3."""
+    a, b = higress.pair(redis_server.address, database=3)
+    assert {i.cluster for r in (a, b) for i in r.redis_inits} == {f"{REDIS_CLUSTER}?db=3"}
+    with RawMcp(a.url) as raw_a, RawMcp(b.url) as raw_b:
+        sid, result = raw_a.initialize(SERVER)
+        version = result["protocolVersion"]
+        key = higress.key(sid)
+        assert redis_server.command("-n", "3", "EXISTS", key) == "1"
+        assert redis_server.command("-n", "0", "EXISTS", key) == "0"
+        assert 1_790_000 <= pttl(redis_server, key, db=3) <= 1_800_000
+        assert call_tool(raw_b, sid, version, "template_only", {"name": "db3"}) == "Hello, db3!"
+        assert raw_b.delete(SERVER, sid).status_code == 204
+        assert redis_server.command("-n", "3", "EXISTS", key) == "0"
+        assert_not_found(raw_a.request(SERVER, sid, "ping", version=version), raw_a._id)
