@@ -6,6 +6,8 @@
 #   - e2e/node_modules with Node 22, the MCP conformance suite and the MCP Inspector CLI
 #   - GitHub's OpenAPI description (e2e/.cache/, for the OpenAPI import tests)
 #   - redis-server (only for docker-compose parity; no test needs it; failure is not fatal)
+#   - Docker engine, Compose v1 and v2, debootstrap (for e2e/test_compose.py; a failure is recorded
+#     in e2e/.cache/docker-setup.error and makes that test fail)
 #
 # Re-runs are skipped by stamp files that record a hash of the inputs.
 # Set E2E_SETUP_FORCE=1 to redo everything.
@@ -92,6 +94,92 @@ if ! command -v redis-server >/dev/null 2>&1; then
             log "warning: could not install redis-server (not needed by the tests)"
         fi
         touch "$REDIS_STAMP"
+    fi
+fi
+
+# --- Docker engine, Compose v1 and v2, debootstrap (e2e/test_compose.py) ---------------------
+# From Debian: docker.io (dockerd), docker-compose (Compose v1, 1.29) and debootstrap, each only when
+# its command is missing. Compose v2 (the `docker compose` plugin) is not in bookworm: its binary is
+# taken from Debian trixie's docker-compose package (apt-get download with a private apt state under
+# e2e/.cache/, so the machine's sources stay as they are) and installed as
+# /usr/local/lib/docker/cli-plugins/docker-compose, unless `docker compose` already is v2.
+# Nothing is started here: e2e/test_compose.py starts dockerd when none runs (and stops it again).
+# A failure does not stop this script (no other test needs Docker): it is written to
+# e2e/.cache/docker-setup.error, and e2e/test_compose.py fails with that message.
+DOCKER_ERROR="$E2E_DIR/.cache/docker-setup.error"
+DOCKER_LOG="$E2E_DIR/.cache/docker-setup.log"
+DOCKER_HASH="$(printf '%s\n' 'docker-setup 1' 'bookworm: docker.io docker-compose debootstrap' \
+    'trixie: docker-compose 2.x plugin' | sha256sum | cut -d' ' -f1)"
+DOCKER_STAMP="$VENV/.e2e-docker.sha256"
+COMPOSE_V2_PLUGIN=/usr/local/lib/docker/cli-plugins/docker-compose
+
+compose_v1_ok() { docker-compose version --short 2>/dev/null | grep -q '^1\.'; }
+compose_v2_ok() { docker compose version --short 2>/dev/null | grep -Eq '^v?2\.'; }
+# (`docker-compose` may be v2 on a machine that had it before: then only v2 is tested.)
+docker_tools_ok() {
+    command -v docker >/dev/null 2>&1 && command -v dockerd >/dev/null 2>&1 \
+        && command -v debootstrap >/dev/null 2>&1 && command -v docker-compose >/dev/null 2>&1 && compose_v2_ok
+}
+
+install_compose_v2() {
+    local mirror work deb
+    local -a o
+    mirror="$("$VENV/bin/python" "$E2E_DIR/compose_images.py" --mirror)"
+    work="$E2E_DIR/.cache/apt-trixie"
+    rm -rf "$work"
+    mkdir -p "$work/lists/partial" "$work/archives/partial"
+    printf 'deb [signed-by=/usr/share/keyrings/debian-archive-keyring.gpg] %s trixie main\n' "$mirror" \
+        > "$work/sources.list"
+    o=(-o "Dir::Etc::SourceList=$work/sources.list" -o "Dir::Etc::SourceParts=/nonexistent"
+       -o "Dir::State::Lists=$work/lists" -o "Dir::Cache=$work" -o "Dir::Cache::archives=$work/archives"
+       -o "APT::Sandbox::User=root" -o "Acquire::Languages=none"
+       -o "Acquire::IndexTargets::deb::DEP-11::DefaultEnabled=false")
+    echo "step: apt-get update (trixie, private state in $work)"
+    apt-get "${o[@]}" update -qq --error-on=any
+    echo "step: apt-get download docker-compose (trixie)"
+    (cd "$work" && apt-get "${o[@]}" download docker-compose)
+    deb="$(ls "$work"/docker-compose_2.*.deb 2>/dev/null | head -1)"
+    [ -n "$deb" ] || { echo "trixie's docker-compose is not version 2: $(ls "$work")"; return 1; }
+    echo "step: extract $(basename "$deb")"
+    dpkg-deb -x "$deb" "$work/x"
+    install -D -m 0755 "$work/x/usr/libexec/docker/cli-plugins/docker-compose" "$COMPOSE_V2_PLUGIN"
+    rm -rf "$work"
+}
+
+install_docker_tools() {
+    local -a pkgs=()
+    command -v dockerd >/dev/null 2>&1 || pkgs+=(docker.io)
+    command -v docker-compose >/dev/null 2>&1 || pkgs+=(docker-compose)
+    command -v debootstrap >/dev/null 2>&1 || pkgs+=(debootstrap)
+    if [ "${#pkgs[@]}" -gt 0 ]; then
+        echo "step: apt-get install ${pkgs[*]}"
+        apt-get update -qq
+        DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${pkgs[@]}"
+    fi
+    command -v docker >/dev/null 2>&1 || { echo "no docker CLI after installing docker.io"; return 1; }
+    compose_v1_ok || echo "note: docker-compose is not Compose v1 ($(docker-compose version --short 2>&1)); v1 is not tested"
+    compose_v2_ok || install_compose_v2
+    compose_v2_ok || { echo "docker compose is still not v2 after installing $COMPOSE_V2_PLUGIN"; return 1; }
+}
+
+if stamp_ok "$DOCKER_STAMP" "$DOCKER_HASH" && docker_tools_ok; then
+    rm -f "$DOCKER_ERROR"
+else
+    mkdir -p "$E2E_DIR/.cache"
+    log "installing Docker, Compose v1 and v2, debootstrap (for e2e/test_compose.py)"
+    set +e
+    ( set -euo pipefail; install_docker_tools ) > "$DOCKER_LOG" 2>&1
+    docker_rc=$?
+    set -e
+    if [ "$docker_rc" = 0 ]; then
+        rm -f "$DOCKER_ERROR"
+        printf '%s' "$DOCKER_HASH" > "$DOCKER_STAMP"
+        log "docker $(docker version --format '{{.Client.Version}}' 2>/dev/null)," \
+            "compose $(docker-compose version --short 2>/dev/null) and $(docker compose version --short 2>/dev/null)"
+    else
+        { echo "e2e/setup.sh could not install Docker/Compose (exit $docker_rc); last lines of $DOCKER_LOG:"
+          tail -n 25 "$DOCKER_LOG"; } > "$DOCKER_ERROR"
+        log "warning: Docker setup failed (e2e/test_compose.py will fail): see $DOCKER_LOG"
     fi
 fi
 
