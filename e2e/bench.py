@@ -29,6 +29,21 @@
       document given as ordinary tools, against the same Envoy and plugin with the tiny
       plugin-config/example.yaml; tools/list count and Envoy RSS (now and peak). Writing the Envoy
       config file is not timed.
+5. Session stores: the per-call cost of each store, local against signed, in the same run. One gateway
+   Envoy with the settings of 1 (--concurrency 1, wrk -t1, same upstream, same duration and warm-up)
+   and a listener per store, `mcp` and a copy of it, `mcp_signed` (same process, worker, VM and
+   compiled plugin), each with plugin-config/example.yaml except for its `sessions` block:
+     local     sessions.store local: each request reads its session's shared-data bucket (and writes it
+               back once per tenth of the TTL, 180 s here: not within a run)
+     signed    sessions.store signed with a random 32-byte key: each request verifies the id's
+               HMAC-SHA256 and reads this Envoy's revocation list (one shared-data bucket)
+   each with its own valid Mcp-Session-Id from initialize. Calls (--sessions-calls): the tools/call of 1
+   (get_weather, or --tool) and `greet`, a tool answered from its template with no upstream call, where
+   the session lookup is a larger share; `ping` too when asked. Runs alternate between the stores (the
+   first of each pair flips from one cell to the next and between rounds), so that drift affects both.
+   Reported per store: req/s, p50, p99, gateway CPU per request; and signed/local: ratios of throughput,
+   latency and CPU per request, and the extra microseconds per call (gateway CPU per request, and p50,
+   the one to read at 1 connection). Single runs move by several microseconds: use --repeat 3 to compare.
 
 Output: a table on stdout and target/bench/results.json (all figures + machine information).
 Logs and rendered configurations: target/bench/runs/<run>/.
@@ -44,7 +59,14 @@ Options (each also settable by an environment variable):
   --openapi-runs 5       CLI conversions of each kind         BENCH_OPENAPI_RUNS (0: skip 4a)
   --openapi-load-runs 3  Envoy loads of each plugin config    BENCH_OPENAPI_LOAD_RUNS (0: skip 4b)
   --openapi-only         only section 4 (and the module size); no wrk needed
-  --quick                levels 1,8, 2 s each, no warm-up, 1 start-up run, 3 conversions, 1 Envoy load
+  --sessions-levels 1,32 numbers of connections of section 5  BENCH_SESSIONS_LEVELS
+  --sessions-calls get_weather,greet  calls of section 5: the --tool, greet, ping; none: skip it
+                                                              BENCH_SESSIONS_CALLS
+  --sessions-fill 0      sessions opened on each Envoy of section 5 before it measures  BENCH_SESSIONS_FILL
+                         (the local store's buckets fill: ~25 entries each at 100000; default: one session)
+  --sessions-only        only section 5 (and the module size)
+  --quick                levels 1,8, 2 s each, no warm-up, 1 start-up run, 3 conversions, 1 Envoy load;
+                         section 5 at levels 1,8, 2 s each
 MCP_GATEWAY_WASM selects the plugin build (default target/wasm32-wasip1/release/mcp_gateway.wasm).
 
 wrk comes from Debian: when it is missing, this script runs `apt-get install -y wrk` (as root).
@@ -53,7 +75,9 @@ wrk comes from Debian: when it is missing, this script runs `apt-get install -y 
 from __future__ import annotations
 
 import argparse
+import base64
 import contextlib
+import copy
 import datetime as dt
 import hashlib
 import json
@@ -317,10 +341,11 @@ def delta(after: dict[str, int], before: dict[str, int]) -> dict[str, int]:
 
 
 def measure(wrk: str, envoy: harness.Envoy, upstream: UpstreamEnvoy, side: str, url: str, script: Path,
-            connections: int, seconds: int, warmup: int) -> dict:
+            connections: int, seconds: int, warmup: int, prefix: str | None = None) -> dict:
+    """One wrk run against `url`; `prefix` is the stat prefix of the listener (default: that of `side`)."""
     if warmup > 0:
         run_wrk(wrk, url, script, connections, warmup)
-    prefix = "mcp" if side == "plugin" else "baseline"
+    prefix = prefix or ("mcp" if side == "plugin" else "baseline")
     s0 = status_counts(envoy, prefix)
     up0 = upstream_requests(upstream)
     gw_cpu0, up_cpu0 = cpu_seconds(envoy.proc.pid), cpu_seconds(upstream.proc.pid)
@@ -492,6 +517,223 @@ def throughput(wrk: str, wasm: Path, upstream: UpstreamEnvoy, run_dir: Path, lev
             "plugin_vm_failures": crashes[:20],
             "plugin_request": {"url": plugin_url, "body": body, "protocol_version": version},
             "baseline_request": {"url": baseline_url},
+        }
+    finally:
+        envoy.stop()
+
+
+# --- session stores: local against signed ---------------------------------------------------------
+
+SESSION_STORES = ("local", "signed")
+GREET = {"tool": "greet", "args": {"name": "Paris"}, "expect": "Hello, Paris!"}
+
+
+def session_calls(names: list[str]) -> list[dict]:
+    """The requests of section 5: JSON-RPC body and what a correct answer holds, by name."""
+    specs = []
+    for name in dict.fromkeys(names):  # in order, once each
+        if name == "ping":
+            specs.append({"name": "ping", "label": "ping", "method": "ping", "params": None, "expect": None})
+            continue
+        call = CALL if name == CALL["tool"] else GREET if name == GREET["tool"] else None
+        if call is None:
+            raise BenchError(f"--sessions-calls: unknown call {name!r} (known: {CALL['tool']}, greet, ping)")
+        specs.append({"name": name, "label": f"tools/call {name}", "method": "tools/call",
+                      "params": {"name": call["tool"], "arguments": call["args"]}, "expect": call["expect"]})
+    return specs
+
+
+def store_plugin_config(store: str, signing_key: str) -> dict:
+    """plugin-config/example.yaml with its session lifetime moved into a `sessions` block of `store`."""
+    cfg = harness.load_plugin_config(harness.EXAMPLE_CONFIG)
+    sessions: dict[str, Any] = {"store": store, "ttlSeconds": cfg.pop("sessionTtlSeconds", 1800)}
+    if store == "signed":
+        sessions["signingKeys"] = [signing_key]
+    cfg["sessions"] = sessions
+    return cfg
+
+
+def session_id_looks_like(store: str, sid: str) -> bool:
+    # local: 32 hex characters; signed: 60 base64url characters (docs/CONTRACT.md, README "Sessions").
+    pattern = r"[0-9a-f]{32}" if store == "local" else r"[A-Za-z0-9_-]{60}"
+    return re.fullmatch(pattern, sid) is not None
+
+
+def open_session(base_url: str, store: str) -> tuple[str, str]:
+    """initialize + notifications/initialized on the store's listener; returns (session id, protocol)."""
+    with harness.RawMcp(base_url) as mcp:
+        sid, init = mcp.initialize(SERVER)
+    if not session_id_looks_like(store, sid):
+        raise BenchError(f"the {store} store's listener issued session id {sid!r}, not a {store} id: "
+                         "does this plugin build know `sessions.store`?")
+    return sid, init["protocolVersion"]
+
+
+def session_call_body(spec: dict) -> dict:
+    body: dict[str, Any] = {"jsonrpc": "2.0", "id": 1, "method": spec["method"]}
+    if spec["params"] is not None:
+        body["params"] = spec["params"]
+    return body
+
+
+def verify_session_call(base_url: str, store: str, sid: str, version: str, spec: dict) -> None:
+    """The call answers correctly with the session (before the load and after it)."""
+    with harness.RawMcp(base_url) as mcp:
+        r = mcp.post(SERVER, session_call_body(spec), session=sid, version=version)
+    if r.status_code != 200:
+        raise BenchError(f"{store} store: {spec['label']} answered HTTP {r.status_code}: {r.text!r}")
+    msg = r.json()
+    result = msg.get("result")
+    if "error" in msg or not isinstance(result, dict) or result.get("isError"):
+        raise BenchError(f"{store} store: {spec['label']} did not succeed: {msg}")
+    if spec["expect"] is None:
+        if result != {}:
+            raise BenchError(f"{store} store: {spec['label']} answered {result!r}, expected {{}}")
+        return
+    texts = [c.get("text") for c in result.get("content", []) if c.get("type") == "text"]
+    if spec["expect"] not in texts:
+        raise BenchError(f"{store} store: {spec['label']} answered {texts!r}, expected {spec['expect']!r}")
+
+
+# The listener of each store in the section's Envoy, and the stat prefix of its connection manager.
+STORE_LISTENERS = {"local": "mcp", "signed": "mcp_signed"}
+
+
+def two_store_envoy(upstream: UpstreamEnvoy, run_dir: Path, wasm: Path, signing_key: str) -> tuple[harness.Envoy, dict]:
+    """One gateway Envoy (--concurrency 1) serving the local store on the listener `mcp` and the signed store
+    on a copy of it, `mcp_signed`: same process, worker, VM and compiled plugin; only the plugin
+    configuration differs. Returns the Envoy (not started) and each store's base URL."""
+    envoy = harness.Envoy(store_plugin_config("local", signing_key), upstream_port=upstream.port, run_dir=run_dir,
+                          name="sessions", concurrency=1, wasm=wasm)
+    listeners = envoy.config["static_resources"]["listeners"]
+    signed = copy.deepcopy(harness._find_named(listeners, "mcp", "listener"))
+    signed["name"] = STORE_LISTENERS["signed"]
+    taken = set(vars(envoy.ports).values())
+    port = harness.free_port()
+    while port in taken:
+        port = harness.free_port()
+    signed["address"]["socket_address"]["port_value"] = port
+    hcm = harness._hcm(signed)
+    hcm["stat_prefix"] = STORE_LISTENERS["signed"]
+    hcm["route_config"]["name"] = f"{STORE_LISTENERS['signed']}_routes"
+    listeners.insert(1, signed)
+    cfg = harness.wasm_filter_config(envoy.config, STORE_LISTENERS["signed"])
+    cfg["configuration"]["value"] = harness.plugin_config_text(store_plugin_config("signed", signing_key))
+    return envoy, {"local": envoy.base_url, "signed": f"http://127.0.0.1:{port}"}
+
+
+def fill_sessions(wrk: str, envoy: harness.Envoy, base_url: str, store: str, run_dir: Path, count: int) -> int:
+    """Opens at least `count` more sessions (MCP initialize under wrk, one-second runs until enough
+    answered 200); returns how many."""
+    script = write_wrk_script(run_dir / f"sessions-{store}-fill.lua", "POST", INIT_HEADERS, INIT_BODY)
+    url = f"{base_url}/mcp-servers/{SERVER}"
+    stat = f"http.{STORE_LISTENERS[store]}.downstream_rq_2xx"
+    start = envoy.stats(rf"^{re.escape(stat)}$").get(stat, 0)
+    made = 0
+    while made < count:
+        r = run_wrk(wrk, url, script, 8, 1)
+        if r["non_2xx_3xx"] or r["socket_errors"]:
+            raise BenchError(f"{store} store: opening sessions failed ({r['non_2xx_3xx']} non-2xx, "
+                             f"{r['socket_errors']} socket errors)")
+        made = envoy.stats(rf"^{re.escape(stat)}$").get(stat, 0) - start
+    return made
+
+
+def sessions_section(wrk: str, wasm: Path, upstream: UpstreamEnvoy, run_dir: Path, levels: list[int],
+                     call_names: list[str], seconds: int, warmup: int, repeat: int = 1, fill: int = 0) -> dict:
+    started = time.monotonic()
+    specs = session_calls(call_names)
+    # A throw-away key for this run only (never written to results.json).
+    signing_key = base64.b64encode(os.urandom(32)).decode()
+    envoy, urls = two_store_envoy(upstream, run_dir, wasm, signing_key)
+    try:
+        envoy.start()  # stops itself on failure; the finally below covers Ctrl-C meanwhile
+        filled = {}
+        if fill > 0:
+            for store in SESSION_STORES:
+                print(f"  opening {fill} sessions on the {store} store ... ", end="", flush=True)
+                filled[store] = fill_sessions(wrk, envoy, urls[store], store, run_dir, fill)
+                print(filled[store], flush=True)
+        scripts: dict[tuple[str, str], Path] = {}
+        sessions: dict[str, tuple[str, str]] = {}
+        for store in SESSION_STORES:
+            sid, version = sessions[store] = open_session(urls[store], store)
+            for spec in specs:
+                verify_session_call(urls[store], store, sid, version, spec)
+                scripts[(store, spec["name"])] = write_wrk_script(
+                    run_dir / f"sessions-{store}-{spec['name']}.lua", "POST",
+                    {"content-type": "application/json", "accept": harness.ACCEPT,
+                     "mcp-session-id": sid, "mcp-protocol-version": version},
+                    json.dumps(session_call_body(spec), separators=(",", ":")),
+                )
+        if warmup <= 0:
+            # No warm-up per run: still run every call of each store once under load before measuring.
+            for (store, _name), script in scripts.items():
+                run_wrk(wrk, f"{urls[store]}/mcp-servers/{SERVER}", script, levels[0], 1)
+        samples: dict[tuple[str, int], dict[str, list[dict]]] = {
+            (spec["name"], c): {s: [] for s in SESSION_STORES} for spec in specs for c in levels}
+        steal0, wall0 = cpu_steal_ticks(), time.monotonic()
+        cell = 0
+        for rep in range(repeat):
+            for spec in specs:
+                for c in levels:
+                    # Who goes first flips from cell to cell and from round to round.
+                    order = SESSION_STORES if (rep + cell) % 2 == 0 else SESSION_STORES[::-1]
+                    cell += 1
+                    for store in order:
+                        tag = f" (round {rep + 1}/{repeat})" if repeat > 1 else ""
+                        print(f"  {spec['label']:<22} {c:>3} connection(s), {store:<6}{tag} ... ", end="", flush=True)
+                        r = measure(wrk, envoy, upstream, "plugin", f"{urls[store]}/mcp-servers/{SERVER}",
+                                    scripts[(store, spec["name"])], c, seconds, warmup, prefix=STORE_LISTENERS[store])
+                        samples[(spec["name"], c)][store].append(r)
+                        print(f"{r['rps']:9.0f} req/s  p50 {r['p50_us'] / 1000:6.3f} ms  "
+                              f"gw CPU {r['gateway_cpu_us_per_req']:6.1f} us/req", flush=True)
+        steal = cpu_steal_ticks() - steal0
+        steal_pct = 100.0 * steal / CLK_TCK / ((time.monotonic() - wall0) * len(os.sched_getaffinity(0)))
+        calls = []
+        for spec in specs:
+            rows = []
+            for c in levels:
+                cell_samples = samples[(spec["name"], c)]
+                row: dict[str, Any] = {"connections": c}
+                for store in SESSION_STORES:
+                    row[store] = aggregate(cell_samples[store])
+                lo, si = row["local"], row["signed"]
+                for key, k in (("throughput_ratio", "rps"), ("p50_ratio", "p50_us"), ("p99_ratio", "p99_us"),
+                               ("cpu_per_req_ratio", "gateway_cpu_us_per_req")):
+                    row[key] = si[k] / lo[k] if lo.get(k) else None
+                row["extra_cpu_us_per_req"] = si["gateway_cpu_us_per_req"] - lo["gateway_cpu_us_per_req"]
+                row["extra_p50_us"] = si["p50_us"] - lo["p50_us"]
+                # Round by round (the two runs of a round are adjacent in time): the spread of the difference.
+                pairs = list(zip(cell_samples["local"], cell_samples["signed"]))
+                row["rounds_extra_cpu_us_per_req"] = [
+                    round(s["gateway_cpu_us_per_req"] - l["gateway_cpu_us_per_req"], 2) for l, s in pairs]
+                row["rounds_extra_p50_us"] = [s["p50_us"] - l["p50_us"] for l, s in pairs]
+                rows.append(row)
+            calls.append({"name": spec["name"], "label": spec["label"], "body": session_call_body(spec), "levels": rows})
+        # Every session still works after the load, and the plugin VM did not fail meanwhile.
+        for store in SESSION_STORES:
+            for spec in specs:
+                verify_session_call(urls[store], store, *sessions[store], spec)
+        return {
+            "stores": {
+                "local": {"listener": STORE_LISTENERS["local"], "sessions": {"store": "local", "ttlSeconds": 1800},
+                          "per_request": "reads the session's shared-data bucket (written back once per tenth of the TTL)"},
+                "signed": {"listener": STORE_LISTENERS["signed"],
+                           "sessions": {"store": "signed", "ttlSeconds": 1800, "signingKeys": ["<random 32 bytes>"]},
+                           "per_request": "verifies the id's HMAC-SHA256 and reads this Envoy's revocation bucket"},
+            },
+            "calls": calls,
+            "setup": {"levels": levels, "duration_s": seconds, "warmup_s": warmup, "repeat": repeat, "wrk_threads": 1,
+                      "extra_sessions": filled or None,
+                      "gateway_envoy_concurrency": 1, "upstream_envoy_concurrency": 1,
+                      "gateway": "one Envoy, one listener per store (same process, worker, VM and compiled plugin)",
+                      "order": "alternating: the first store of each pair flips from cell to cell and between rounds"},
+            "cpu_steal_pct": steal_pct,
+            "envoy_log": str(envoy.log_path),
+            "gateway_rss_bytes_after": rss_bytes(envoy.proc.pid),
+            "plugin_vm_failures": harness.crash_lines(envoy.log_text())[:20],
+            "elapsed_s": time.monotonic() - started,
         }
     finally:
         envoy.stop()
@@ -960,6 +1202,9 @@ def print_report(res: dict) -> None:
             print(f"  WARNING: other work used up to {busy:.0f}% of a core during the runs: the figures are skewed;")
             print("  run again on a quiet machine (or with --repeat 3) before comparing builds.")
         print()
+    se = res.get("sessions")
+    if se:
+        print_sessions(se)
     s = res.get("startup")
     if s:
         print(f"Start-up: spawn -> first served request, median of {s['runs']} "
@@ -976,6 +1221,63 @@ def print_report(res: dict) -> None:
         print_openapi(o)
     print(f"results: {res['output']}   logs: {res['run_dir']}   took {res['elapsed_s']:.0f} s")
     print("=" * 100)
+
+
+def print_sessions(se: dict) -> None:
+    if se.get("error"):
+        print(f"Session stores: FAILED ({se['error'].splitlines()[0][:200]})")
+        print()
+        return
+    cfg = se["setup"]
+    rounds = f", median of {cfg['repeat']} rounds" if cfg["repeat"] > 1 else ""
+    print(f"Session stores, local against signed (wrk -t1, {cfg['duration_s']} s per run after {cfg['warmup_s']} s "
+          f"warm-up{rounds}; one gateway Envoy, --concurrency 1,")
+    print("  with a listener per store: plugin-config/example.yaml but for `sessions`; the stores' runs alternate)")
+    if cfg.get("extra_sessions"):
+        made = ", ".join(f"{k} {v}" for k, v in cfg["extra_sessions"].items())
+        print(f"  before measuring, each Envoy opened more sessions (--sessions-fill): {made}")
+    print("  local  = sessions.store local: each request reads its session's shared-data bucket")
+    print("  signed = sessions.store signed: each request verifies the id's HMAC-SHA256 and reads the revocation bucket")
+    width = max(22, *(len(c["label"]) for c in se["calls"]))
+    hdr = (f"  {'call':<{width}} | {'conns':>5} | {'store':<6} | {'req/s':>8} | {'p50 ms':>7} | {'p99 ms':>7} | "
+           f"{'non-2xx':>7} | {'gw CPU us/req':>13} | {'gw CPU%':>7} | {'other CPU%':>10}")
+    print(hdr)
+    print("  " + "-" * (len(hdr) - 2))
+    for call in se["calls"]:
+        for row in call["levels"]:
+            for store in SESSION_STORES:
+                r = row[store]
+                non = max(r["envoy_non_2xx"], r["non_2xx_3xx"]) + r["socket_errors"]
+                print(f"  {call['label']:<{width}} | {row['connections']:>5} | {store:<6} | {r['rps']:>8.0f} | "
+                      f"{fmt_ms(r['p50_us']):>7} | {fmt_ms(r['p99_us']):>7} | {non:>7} | "
+                      f"{r['gateway_cpu_us_per_req']:>13.1f} | {r['gateway_cpu_pct']:>7.0f} | {r['other_cpu_pct']:>10.0f}")
+    print()
+    print("  signed/local: ratios, and what signed adds per call (gateway CPU per request; p50: read it at 1 connection)")
+    hdr = (f"  {'call':<{width}} | {'conns':>5} | {'throughput':>10} | {'p50':>6} | {'p99':>6} | {'gw CPU/req':>10} | "
+           f"{'extra gw CPU/req':>16} | {'extra p50':>9}")
+    print(hdr)
+    print("  " + "-" * (len(hdr) - 2))
+    for call in se["calls"]:
+        for row in call["levels"]:
+            spread = ""
+            if len(row["rounds_extra_cpu_us_per_req"]) > 1:
+                spread = (f"   rounds: CPU {min(row['rounds_extra_cpu_us_per_req']):+.1f}.."
+                          f"{max(row['rounds_extra_cpu_us_per_req']):+.1f} us, "
+                          f"p50 {min(row['rounds_extra_p50_us']):+.0f}..{max(row['rounds_extra_p50_us']):+.0f} us")
+            print(f"  {call['label']:<{width}} | {row['connections']:>5} | {row['throughput_ratio']:>9.3f}x | "
+                  f"{row['p50_ratio']:>5.3f}x | {row['p99_ratio']:>5.3f}x | {row['cpu_per_req_ratio']:>9.3f}x | "
+                  f"{row['extra_cpu_us_per_req']:>+13.1f} us | {row['extra_p50_us']:>+6.0f} us{spread}")
+    bad = [call["label"] for call in se["calls"] for row in call["levels"] for st in SESSION_STORES
+           if row[st]["envoy_non_2xx"] or row[st]["non_2xx_3xx"] or row[st]["socket_errors"]]
+    if bad:
+        print(f"  note: non-2xx responses or socket errors in runs of {sorted(set(bad))} (see results.json)")
+    if se["plugin_vm_failures"]:
+        print(f"  WARNING: the Envoy log shows plugin VM failures: {se['envoy_log']}")
+    busy = max(row[st]["other_cpu_pct"] for call in se["calls"] for row in call["levels"] for st in SESSION_STORES)
+    if busy > 15:
+        print(f"  WARNING: other work used up to {busy:.0f}% of a core during the runs: the differences are skewed.")
+    print(f"  (section took {se['elapsed_s']:.0f} s; CPU steal {se['cpu_steal_pct']:.1f}% of all CPUs)")
+    print()
 
 
 def print_openapi(o: dict) -> None:
@@ -1068,8 +1370,19 @@ def parse_args() -> argparse.Namespace:
                     help="Envoy loads of each plugin config of the OpenAPI section (0: none)")
     ap.add_argument("--openapi-only", action="store_true",
                     help="only the OpenAPI section (no throughput, no start-up; wrk not needed)")
+    ap.add_argument("--sessions-levels", default=env("BENCH_SESSIONS_LEVELS", "1,32"),
+                    help="numbers of connections of the session-store section")
+    ap.add_argument("--sessions-calls", default=env("BENCH_SESSIONS_CALLS"),
+                    help="calls of the session-store section, comma-separated: the --tool (get_weather), greet, "
+                    "ping (default: the --tool and greet; none: skip the section)")
+    ap.add_argument("--sessions-fill", type=int, default=int(env("BENCH_SESSIONS_FILL", "0")),
+                    help="sessions opened on each store's Envoy before measuring (local: the buckets fill up; "
+                    "about 25 entries per bucket at 100000)")
+    ap.add_argument("--sessions-only", action="store_true",
+                    help="only the session-store section (local against signed)")
     ap.add_argument("--quick", action="store_true",
-                    help="levels 1,8, 2 s each, no warm-up, 1 start-up run, 3 conversions, 1 Envoy load")
+                    help="levels 1,8, 2 s each, no warm-up, 1 start-up run, 3 conversions, 1 Envoy load; "
+                    "session stores at levels 1,8")
     ap.add_argument("--tool", default=TOOL, help="tool of plugin-config/example.yaml to call (default: get_weather, "
                     "which makes the REST call; `--tool greet --args '{\"name\": \"Paris\"}' --expect 'Hello, Paris!'` "
                     "measures the MCP layer alone, with no upstream call)")
@@ -1083,9 +1396,27 @@ def parse_args() -> argparse.Namespace:
     if a.quick:
         a.levels, a.duration, a.warmup, a.startup_runs = "1,8", 2, 0, 1
         a.openapi_runs, a.openapi_load_runs = min(a.openapi_runs, 3), min(a.openapi_load_runs, 1)
+        a.sessions_levels = "1,8"
+    if a.openapi_only and a.sessions_only:
+        ap.error("--openapi-only and --sessions-only exclude each other")
     a.level_list = [int(x) for x in re.split(r"[,\s]+", a.levels.strip()) if x]
-    if any(c < 1 for c in a.level_list) or a.duration < 1 or a.repeat < 1:
+    a.sessions_level_list = [int(x) for x in re.split(r"[,\s]+", a.sessions_levels.strip()) if x]
+    if a.sessions_calls is None:
+        a.sessions_call_list = [a.tool, "greet"]
+    elif a.sessions_calls.strip().lower() in ("", "none", "0"):
+        a.sessions_call_list = []
+    else:
+        a.sessions_call_list = [x for x in re.split(r"[,\s]+", a.sessions_calls.strip()) if x]
+        unknown = [x for x in a.sessions_call_list if x not in (a.tool, "greet", "ping")]
+        if unknown:
+            ap.error(f"--sessions-calls: unknown {unknown} (known: {a.tool}, greet, ping)")
+    if a.sessions_only and not a.sessions_call_list:
+        ap.error("--sessions-only with no --sessions-calls")
+    if (any(c < 1 for c in a.level_list + a.sessions_level_list) or not a.sessions_level_list
+            or a.duration < 1 or a.repeat < 1):
         ap.error("levels, duration and repeat must be >= 1")
+    if a.sessions_fill < 0:
+        ap.error("--sessions-fill must be >= 0")
     return a
 
 
@@ -1141,7 +1472,7 @@ def main() -> int:
     upstream = UpstreamEnvoy(run_dir)
     try:
         upstream.start()
-        if not args.openapi_only:
+        if not (args.openapi_only or args.sessions_only):
             print(f"throughput: levels {args.level_list}, {args.duration} s each (+{args.warmup} s warm-up)"
                   + (f", {args.repeat} rounds" if args.repeat > 1 else ""), flush=True)
             t = throughput(wrk, wasm, upstream, run_dir, args.level_list, args.duration, args.warmup, args.repeat)
@@ -1152,10 +1483,22 @@ def main() -> int:
                 "upstream": "Envoy direct_response (e2e/bench_upstream.yaml)",
             }
             res["throughput"] = t
-        if args.startup_runs > 0 and not args.openapi_only:
+        if args.sessions_call_list and not args.openapi_only:
+            print(f"session stores, local against signed: {', '.join(args.sessions_call_list)}; "
+                  f"levels {args.sessions_level_list}, {args.duration} s each (+{args.warmup} s warm-up)"
+                  + (f", {args.repeat} rounds" if args.repeat > 1 else ""), flush=True)
+            # A failure here (e.g. a plugin build without session stores) is reported with the section.
+            try:
+                res["sessions"] = sessions_section(wrk, wasm, upstream, run_dir, args.sessions_level_list,
+                                                   args.sessions_call_list, args.duration, args.warmup, args.repeat,
+                                                   args.sessions_fill)
+            except (harness.HarnessError, BenchError, httpx.HTTPError, AssertionError) as exc:
+                print(f"\nsession-store section failed: {exc.__class__.__name__}: {exc}", file=sys.stderr)
+                res["sessions"] = {"error": f"{exc.__class__.__name__}: {exc}"}
+        if args.startup_runs > 0 and not (args.openapi_only or args.sessions_only):
             print(f"start-up: {args.startup_runs} run(s) with the plugin and without", flush=True)
             res["startup"] = startup(wasm, upstream, run_dir, args.startup_runs, args.startup_concurrency)
-        if args.openapi_runs > 0 or args.openapi_load_runs > 0:
+        if (args.openapi_runs > 0 or args.openapi_load_runs > 0) and not args.sessions_only:
             # A failure here is reported with the section; the figures above are kept.
             try:
                 res["openapi"] = openapi_section(wasm, upstream, run_dir, args.openapi_runs,
