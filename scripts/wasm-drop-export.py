@@ -13,6 +13,7 @@ Usage: wasm-drop-export.py MODULE.wasm NAME [NAME...]   (fails if a NAME is not 
 from __future__ import annotations
 
 import sys
+from collections.abc import Callable
 
 
 def leb(data: bytes, pos: int) -> tuple[int, int]:
@@ -36,12 +37,12 @@ def uleb(value: int) -> bytes:
             return bytes(out)
 
 
-def drop_exports(module: bytes, names: set[str]) -> tuple[bytes, set[str]]:
-    """The module without those exports, and the names that were found."""
+def rewrite_exports(module: bytes, rename: Callable[[str], str | None]) -> bytes:
+    """The module with each export renamed to `rename(name)`, or dropped where that is None."""
     if module[:4] != b"\0asm":
         raise ValueError("not a wasm module")
     out = bytearray(module[:8])
-    pos, found = 8, set()
+    pos = 8
     while pos < len(module):
         section_id = module[pos]
         size, body_start = leb(module, pos + 1)
@@ -53,19 +54,32 @@ def drop_exports(module: bytes, names: set[str]) -> tuple[bytes, set[str]]:
         count, p = leb(module, body_start)
         kept = []
         for _ in range(count):
-            start = p
             name_len, p = leb(module, p)
             name = module[p : p + name_len].decode()
-            p += name_len + 1  # name, then the export kind byte
+            p += name_len
+            rest_start = p
+            p += 1  # the export kind byte
             _, p = leb(module, p)  # the index
-            if name in names:
-                found.add(name)
-            else:
-                kept.append(module[start:p])
+            new = rename(name)
+            if new is not None:
+                kept.append(uleb(len(new.encode())) + new.encode() + module[rest_start:p])
         body = uleb(len(kept)) + b"".join(kept)
         out += bytes([7]) + uleb(len(body)) + body
         pos = body_end
-    return bytes(out), found
+    return bytes(out)
+
+
+def drop_exports(module: bytes, names: set[str]) -> tuple[bytes, set[str]]:
+    """The module without those exports, and the names that were found."""
+    found: set[str] = set()
+
+    def keep(name: str) -> str | None:
+        if name in names:
+            found.add(name)
+            return None
+        return name
+
+    return rewrite_exports(module, keep), found
 
 
 def main() -> int:
