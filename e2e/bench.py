@@ -546,7 +546,9 @@ def session_calls(names: list[str]) -> list[dict]:
 def store_plugin_config(store: str, signing_key: str) -> dict:
     """plugin-config/example.yaml with its session lifetime moved into a `sessions` block of `store`."""
     cfg = harness.load_plugin_config(harness.EXAMPLE_CONFIG)
-    sessions: dict[str, Any] = {"store": store, "ttlSeconds": cfg.pop("sessionTtlSeconds", 1800)}
+    # No session limits: --sessions-fill opens sessions as fast as it can.
+    sessions: dict[str, Any] = {"store": store, "ttlSeconds": cfg.pop("sessionTtlSeconds", 1800),
+                                "maxNewPerSecond": 1_000_000, "maxSessions": 10_000_000}
     if store == "signed":
         sessions["signingKeys"] = [signing_key]
     cfg["sessions"] = sessions

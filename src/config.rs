@@ -68,6 +68,12 @@ struct RawPlugin {
     tools_page_size: usize,
     #[serde(default = "default_max_response")]
     max_response_bytes: usize,
+    #[serde(default = "default_calls_per_request")]
+    max_calls_per_request: usize,
+    #[serde(default = "default_calls_in_flight")]
+    max_calls_in_flight: usize,
+    #[serde(default = "default_body_timeout")]
+    request_body_timeout_ms: u64,
     #[serde(default)]
     servers: Vec<Value>,
     /// Higress's single-server shape: `server:` plus top-level `tools:`.
@@ -82,6 +88,21 @@ fn default_prefix() -> String {
 }
 fn default_ttl() -> u64 {
     1800
+}
+fn default_calls_per_request() -> usize {
+    64
+}
+fn default_calls_in_flight() -> usize {
+    512
+}
+fn default_body_timeout() -> u64 {
+    10_000
+}
+fn default_max_sessions() -> u64 {
+    100_000
+}
+fn default_new_per_second() -> u32 {
+    1_000
 }
 fn default_redis_timeout() -> u64 {
     500
@@ -104,11 +125,24 @@ pub struct SessionsConfig {
     pub signing_keys: Vec<String>,
     #[serde(default)]
     pub redis: Option<RedisConfig>,
+    /// Live sessions per server where they cost the gateway memory (`local`).
+    #[serde(default = "default_max_sessions")]
+    pub max_sessions: u64,
+    /// New sessions per second per server on one Envoy process, every store.
+    #[serde(default = "default_new_per_second")]
+    pub max_new_per_second: u32,
 }
 
 impl Default for SessionsConfig {
     fn default() -> Self {
-        SessionsConfig { store: StoreKind::Local, ttl_seconds: default_ttl(), signing_keys: Vec::new(), redis: None }
+        SessionsConfig {
+            store: StoreKind::Local,
+            ttl_seconds: default_ttl(),
+            signing_keys: Vec::new(),
+            redis: None,
+            max_sessions: default_max_sessions(),
+            max_new_per_second: default_new_per_second(),
+        }
     }
 }
 
@@ -192,6 +226,12 @@ impl SessionsConfig {
         if s.ttl_seconds > 366 * 24 * 3600 {
             return Err(ConfigError::new(field, "must be at most a year (31622400)"));
         }
+        if s.max_sessions == 0 {
+            return Err(ConfigError::new("sessions.maxSessions", "must be at least 1"));
+        }
+        if s.max_new_per_second == 0 {
+            return Err(ConfigError::new("sessions.maxNewPerSecond", "must be at least 1"));
+        }
         if s.store != StoreKind::Signed && !s.signing_keys.is_empty() {
             return Err(ConfigError::new("sessions.signingKeys", "only store: signed uses signing keys"));
         }
@@ -243,6 +283,13 @@ pub struct PluginConfig {
     pub tools_page_size: usize,
     /// Larger upstream answers become an error result without being read into the VM.
     pub max_response_bytes: usize,
+    /// Tool calls one request (a batch) may start; the rest are refused.
+    pub max_calls_per_request: usize,
+    /// Upstream calls one worker may have outstanding; more are refused rather than letting Envoy's
+    /// circuit breakers fail them (and other clients' calls) for everyone.
+    pub max_calls_in_flight: usize,
+    /// How long a client may take to send a request body before it gets 408.
+    pub request_body_timeout_ms: u64,
     pub servers: Vec<ServerConfig>,
 }
 
@@ -490,8 +537,15 @@ impl PluginConfig {
             })?),
         };
         let sessions = SessionsConfig::resolve(sessions, raw.session_ttl_seconds)?;
-        if raw.tools_page_size == 0 {
-            return Err(ConfigError::new("toolsPageSize", "must be at least 1"));
+        for (field, value) in [
+            ("toolsPageSize", raw.tools_page_size as u64),
+            ("maxCallsPerRequest", raw.max_calls_per_request as u64),
+            ("maxCallsInFlight", raw.max_calls_in_flight as u64),
+            ("requestBodyTimeoutMs", raw.request_body_timeout_ms),
+        ] {
+            if value == 0 {
+                return Err(ConfigError::new(field, "must be at least 1"));
+            }
         }
         let mut servers = Vec::with_capacity(raw_servers.len());
         for (i, value) in raw_servers.into_iter().enumerate() {
@@ -508,6 +562,9 @@ impl PluginConfig {
             max_request_bytes: raw.max_request_bytes,
             tools_page_size: raw.tools_page_size,
             max_response_bytes: raw.max_response_bytes,
+            max_calls_per_request: raw.max_calls_per_request,
+            max_calls_in_flight: raw.max_calls_in_flight,
+            request_body_timeout_ms: raw.request_body_timeout_ms,
             servers,
         })
     }

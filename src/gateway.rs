@@ -40,6 +40,12 @@ pub struct Gateway {
     pub page_size: usize,
     /// Upstream answers above this size are refused before they are copied into the VM.
     pub max_response_bytes: usize,
+    /// Tool calls one request may start (`maxCallsPerRequest`).
+    pub max_calls_per_request: usize,
+    /// Upstream calls one worker may have outstanding (`maxCallsInFlight`).
+    pub max_calls_in_flight: usize,
+    /// How long a request body may take to arrive (`requestBodyTimeoutMs`).
+    pub request_body_timeout_ms: u64,
     pub servers: Vec<Server>,
     pub templates: Templates,
     /// Things the operator should read once, at load (operations an OpenAPI import skipped, and why).
@@ -96,6 +102,9 @@ impl Gateway {
             max_request_bytes: cfg.max_request_bytes,
             page_size: cfg.tools_page_size,
             max_response_bytes: cfg.max_response_bytes,
+            max_calls_per_request: cfg.max_calls_per_request,
+            max_calls_in_flight: cfg.max_calls_in_flight,
+            request_body_timeout_ms: cfg.request_body_timeout_ms,
             servers,
             templates,
             notices,

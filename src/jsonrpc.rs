@@ -7,6 +7,9 @@ pub const INVALID_REQUEST: i64 = -32600;
 pub const METHOD_NOT_FOUND: i64 = -32601;
 pub const INVALID_PARAMS: i64 = -32602;
 pub const INTERNAL_ERROR: i64 = -32603;
+/// A configured limit refused the request; the message names the limit (JSON-RPC's implementation-defined
+/// server error range).
+pub const LIMIT_EXCEEDED: i64 = -32000;
 
 /// One incoming JSON-RPC message, classified.
 #[derive(Debug, Clone, PartialEq)]

@@ -391,6 +391,10 @@ impl Exchange {
                 jsonrpc::INTERNAL_ERROR,
                 format!("session store unavailable: {e}"),
             )),
+            (_, SessionOutcome::Refused(refusal)) => {
+                let r = HttpResponse::error(refusal.status, reply_id, jsonrpc::LIMIT_EXCEEDED, refusal.message);
+                self.respond(if refusal.status == 429 { r.header("retry-after", "1") } else { r })
+            }
             (Phase::Creating(reply), SessionOutcome::Created(sid)) => {
                 self.session_id = Some(sid.clone());
                 self.respond(HttpResponse::json(200, &reply).header("mcp-session-id", sid))
@@ -441,6 +445,18 @@ impl Exchange {
                 Ok(m) => match mcp::handle(gw, server, m) {
                     Handled::Reply(v) => slots.push(Some(v)),
                     Handled::Silent => slots.push(None),
+                    // One request may not start more calls than the limit: a batch of thousands would take
+                    // every upstream connection Envoy allows, from every client.
+                    Handled::Call { id, .. } if requests.len() >= gw.max_calls_per_request => {
+                        slots.push(Some(jsonrpc::error(
+                            id,
+                            jsonrpc::LIMIT_EXCEEDED,
+                            format!(
+                                "too many tool calls in one request: at most {} (maxCallsPerRequest)",
+                                gw.max_calls_per_request
+                            ),
+                        )));
+                    }
                     Handled::Call { id, tool, request, args } => {
                         slots.push(None);
                         calls.push(Some(PendingCall { slot, id, tool, args }));

@@ -23,11 +23,8 @@ use crate::transport::{Exchange, HttpResponse, Step};
 use crate::upstream::{UpstreamRequest, UpstreamResult};
 use serde_json::Value;
 
-/// A request paused on its headers that has not seen a body chunk after this long is failed: Envoy is
-/// almost certainly not honouring the pause (see [`STALL_HINT`]).
-pub const BODY_STALL_MS: u64 = 10_000;
-/// The answer to a stalled body.
-pub const STALL_HINT: &str = "the plugin never received the request body: set allow_on_headers_stop_iteration: true in the Envoy Wasm filter config (Envoy >= 1.35)";
+/// The answer to a body that Envoy received but never handed to the plugin.
+pub const STALL_HINT: &str = "the plugin never received the request body although Envoy did: set allow_on_headers_stop_iteration: true in the Envoy Wasm filter config (Envoy >= 1.35)";
 /// How much longer than its own timeout a Redis command may stay unanswered before the driver gives up
 /// on the host (which should have answered with a failure at the timeout).
 pub const REDIS_GRACE_MS: u64 = 1_000;
@@ -42,6 +39,12 @@ pub trait Host: Env {
     fn redis_reinit(&mut self) -> Result<(), String>;
     /// Sends an upstream request; the answer comes to [`Driver::on_upstream`].
     fn dispatch(&mut self, request: &UpstreamRequest) -> Result<u32, String>;
+    /// Upstream calls this worker has outstanding, all exchanges together (`maxCallsInFlight`).
+    fn calls_in_flight(&self) -> usize;
+    /// How many body bytes of this request Envoy has received from the client, when the host can tell.
+    /// Bytes received but never handed to the plugin mean Envoy holds the body back (a configuration
+    /// fault); none mean the client is slow.
+    fn body_bytes_received(&mut self) -> Option<u64>;
     /// Sends the response to the client.
     fn respond(&mut self, response: HttpResponse);
     /// Something the operator should see (a refused dispatch, a failing store).
@@ -59,12 +62,14 @@ pub enum Progress {
 
 #[derive(Debug)]
 enum Waiting {
-    /// Headers seen; the body has not started (the stall watchdog runs from `since_ms`).
+    /// Headers seen at `since_ms`; no body chunk yet.
     Body {
         since_ms: u64,
     },
-    /// Part of the body is in.
-    MoreBody,
+    /// Part of the body is in; the headers came at `since_ms`.
+    MoreBody {
+        since_ms: u64,
+    },
     Redis {
         token: u32,
         pending: redis::Pending,
@@ -87,16 +92,16 @@ impl Driver {
         Driver { exchange, waiting: Waiting::Body { since_ms: now_ms } }
     }
 
-    /// Part of the body arrived: the host does deliver it, so the stall watchdog stops.
+    /// Part of the body arrived (so the host does deliver bodies: a timeout is the client's).
     pub fn on_body_chunk(&mut self) {
-        if matches!(self.waiting, Waiting::Body { .. }) {
-            self.waiting = Waiting::MoreBody;
+        if let Waiting::Body { since_ms } = self.waiting {
+            self.waiting = Waiting::MoreBody { since_ms };
         }
     }
 
     /// The whole body is in: the exchange starts.
     pub fn on_body(&mut self, gw: &Gateway, host: &mut dyn Host, body: &[u8]) -> Progress {
-        if !matches!(self.waiting, Waiting::Body { .. } | Waiting::MoreBody) {
+        if !self.awaits_body() {
             return self.progress();
         }
         let step = self.exchange.on_body(gw, body);
@@ -150,13 +155,26 @@ impl Driver {
         }
     }
 
-    /// Fails what has waited too long: a body that never comes, a Redis command the host never answered.
+    /// Fails what has waited too long: a body that does not arrive within `requestBodyTimeoutMs`, a Redis
+    /// command the host never answered.
     pub fn on_tick(&mut self, gw: &Gateway, host: &mut dyn Host, now_ms: u64) -> Progress {
         match &self.waiting {
-            Waiting::Body { since_ms } if now_ms >= since_ms.saturating_add(BODY_STALL_MS) => {
-                host.warn(STALL_HINT);
+            Waiting::Body { since_ms } | Waiting::MoreBody { since_ms }
+                if now_ms >= since_ms.saturating_add(gw.request_body_timeout_ms) =>
+            {
+                let no_chunk = matches!(self.waiting, Waiting::Body { .. });
                 self.waiting = Waiting::Done;
-                host.respond(HttpResponse::error(500, Value::Null, jsonrpc::INTERNAL_ERROR, STALL_HINT));
+                // Envoy has the body but never called the plugin with it: only then is it Envoy's config.
+                if no_chunk && host.body_bytes_received().is_some_and(|n| n > 0) {
+                    host.warn(STALL_HINT);
+                    host.respond(HttpResponse::error(500, Value::Null, jsonrpc::INTERNAL_ERROR, STALL_HINT));
+                } else {
+                    let why = format!(
+                        "Request Timeout: the request body did not arrive within {} ms (requestBodyTimeoutMs)",
+                        gw.request_body_timeout_ms
+                    );
+                    host.respond(HttpResponse::error(408, Value::Null, jsonrpc::INVALID_REQUEST, why));
+                }
                 Progress::Done
             }
             Waiting::Redis { deadline_ms, .. } if now_ms >= *deadline_ms => {
@@ -178,7 +196,21 @@ impl Driver {
 
     /// Whether the body has not arrived yet (the host keeps the request paused meanwhile).
     pub fn awaits_body(&self) -> bool {
-        matches!(self.waiting, Waiting::Body { .. } | Waiting::MoreBody)
+        matches!(self.waiting, Waiting::Body { .. } | Waiting::MoreBody { .. })
+    }
+
+    /// Upstream calls this exchange has outstanding; hosts sum them for [`Host::calls_in_flight`].
+    pub fn calls_in_flight(&self) -> usize {
+        self.upstream_tokens().count()
+    }
+
+    /// The tokens of the upstream calls this exchange waits for.
+    pub fn upstream_tokens(&self) -> impl Iterator<Item = u32> + '_ {
+        let tokens = match &self.waiting {
+            Waiting::Upstream(tokens) => tokens.as_slice(),
+            _ => &[],
+        };
+        tokens.iter().map(|(t, _)| *t)
     }
 
     fn progress(&self) -> Progress {
@@ -233,15 +265,30 @@ impl Driver {
                 Step::Dispatch(requests) => {
                     let mut tokens = Vec::with_capacity(requests.len());
                     let mut next = None;
+                    let busy = host.calls_in_flight();
                     for (i, r) in requests.iter().enumerate() {
-                        match host.dispatch(r) {
-                            Ok(token) => tokens.push((token, i)),
-                            Err(status) => {
+                        // Past the worker's limit a call is refused here, with a reason, instead of by
+                        // Envoy's circuit breakers, which would also fail other clients' calls.
+                        let sent = if busy + tokens.len() >= gw.max_calls_in_flight {
+                            Err(format!(
+                                "the gateway has {} tool calls in flight on this worker, its limit \
+                                 (maxCallsInFlight); try again shortly",
+                                gw.max_calls_in_flight
+                            ))
+                        } else {
+                            host.dispatch(r).map_err(|status| {
                                 let why = format!(
-                                    "the gateway could not send the request to cluster '{}' ({status}); is the cluster defined?",
+                                    "the gateway could not send the request to cluster '{}' ({status}): the \
+                                     cluster is not defined, or its circuit breaker is open (too many requests)",
                                     r.cluster
                                 );
                                 host.warn(&why);
+                                why
+                            })
+                        };
+                        match sent {
+                            Ok(token) => tokens.push((token, i)),
+                            Err(why) => {
                                 if let Some(s) = self.exchange.on_upstream(gw, i, UpstreamResult::Failed(why)) {
                                     next = Some(s);
                                 }

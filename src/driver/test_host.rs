@@ -83,6 +83,8 @@ pub struct TestHost {
     /// Every upstream request ever sent.
     pub dispatched: Vec<UpstreamRequest>,
     pub refuse_dispatch: bool,
+    /// What [`Host::body_bytes_received`] answers.
+    pub body_received: Option<u64>,
     pub responses: Vec<HttpResponse>,
     pub warnings: Vec<String>,
     next_token: u32,
@@ -122,6 +124,12 @@ impl Host for TestHost {
         self.dispatched.push(request.clone());
         Ok(self.next_token)
     }
+    fn calls_in_flight(&self) -> usize {
+        self.upstream_queue.len()
+    }
+    fn body_bytes_received(&mut self) -> Option<u64> {
+        self.body_received
+    }
     fn respond(&mut self, response: HttpResponse) {
         self.responses.push(response);
     }
@@ -152,8 +160,8 @@ impl TestHost {
         Ok(driver)
     }
 
-    /// Delivers every pending Redis reply, then every upstream answer (last sent first, to show that slots
-    /// keep their places), until the driver is done or nothing is left to deliver.
+    /// Delivers every pending Redis reply, then every upstream answer for this driver (last sent first, to
+    /// show that slots keep their places), until the driver is done or nothing is left to deliver.
     pub fn settle(
         &mut self,
         gw: &Gateway,
@@ -172,7 +180,10 @@ impl TestHost {
                     Err(why) => Answer::Failed(why.clone()),
                 };
                 progress = driver.on_redis_reply(gw, self, token, answer);
-            } else if let Some((token, request)) = self.upstream_queue.pop() {
+            } else if let Some(at) =
+                self.upstream_queue.iter().rposition(|(t, _)| driver.upstream_tokens().any(|m| m == *t))
+            {
+                let (token, request) = self.upstream_queue.remove(at);
                 let answer = upstream(&request);
                 progress = driver.on_upstream(gw, self, token, answer);
             } else {

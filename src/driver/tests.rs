@@ -87,21 +87,64 @@ fn a_refused_dispatch_completes_at_once() {
     assert_eq!(h.warnings.len(), 2);
 }
 
+fn accepted(g: &Gateway) -> Driver {
+    let crate::transport::Route::Accept(ex) = crate::transport::route(g, &post(None)) else { panic!() };
+    Driver::new(ex, 1000)
+}
+
 #[test]
-fn a_body_that_never_comes_is_answered_with_the_fix() {
-    let g = gw();
+fn a_slow_body_is_the_clients_408_unless_envoy_holds_it_back() {
+    let g = Gateway::from_config_str(&format!("requestBodyTimeoutMs: 3000\n{CONFIG}")).unwrap();
+    let body = |h: &TestHost| String::from_utf8_lossy(&h.responses[0].body).into_owned();
+    // Nothing arrived at all: the client is slow.
+    for received in [None, Some(0)] {
+        let mut h = TestHost::new();
+        h.body_received = received;
+        let mut d = accepted(&g);
+        assert!(d.awaits_body());
+        assert_eq!(d.on_tick(&g, &mut h, 1000 + 2999), Progress::Waiting);
+        assert_eq!(d.on_tick(&g, &mut h, 1000 + 3000), Progress::Done);
+        assert_eq!(h.responses[0].status, 408, "{received:?}");
+        assert!(body(&h).contains("requestBodyTimeoutMs"), "{}", body(&h));
+        assert!(h.warnings.is_empty());
+    }
+    // Part of the body came, the rest did not: the client's again.
     let mut h = TestHost::new();
-    let crate::transport::Route::Accept(ex) = crate::transport::route(&g, &post(None)) else { panic!() };
-    let mut d = Driver::new(ex, 1000);
-    assert!(d.awaits_body());
-    assert_eq!(d.on_tick(&g, &mut h, 1000 + BODY_STALL_MS - 1), Progress::Waiting);
-    assert_eq!(d.on_tick(&g, &mut h, 1000 + BODY_STALL_MS), Progress::Done);
-    assert_eq!(h.responses[0].status, 500);
-    assert!(String::from_utf8_lossy(&h.responses[0].body).contains("allow_on_headers_stop_iteration"));
-    // A body that started arriving is not stalled.
-    let crate::transport::Route::Accept(ex) = crate::transport::route(&g, &post(None)) else { panic!() };
-    let mut d = Driver::new(ex, 1000);
+    h.body_received = Some(10);
+    let mut d = accepted(&g);
     d.on_body_chunk();
-    assert_eq!(d.on_tick(&g, &mut h, 1000 + 10 * BODY_STALL_MS), Progress::Waiting);
-    assert!(d.awaits_body());
+    assert_eq!(d.on_tick(&g, &mut h, 1000 + 3000), Progress::Done);
+    assert_eq!(h.responses[0].status, 408);
+    // Envoy received body bytes and never called the plugin: its configuration, said once in the log.
+    let mut h = TestHost::new();
+    h.body_received = Some(120);
+    let mut d = accepted(&g);
+    assert_eq!(d.on_tick(&g, &mut h, 1000 + 3000), Progress::Done);
+    assert_eq!(h.responses[0].status, 500);
+    assert!(body(&h).contains("allow_on_headers_stop_iteration"));
+    assert_eq!(h.warnings.len(), 1);
+}
+
+#[test]
+fn calls_past_the_workers_limit_are_refused_with_the_limit_named() {
+    let g = Gateway::from_config_str(&format!("maxCallsInFlight: 3\n{CONFIG}")).unwrap();
+    let mut h = TestHost::new();
+    let sid = session(&mut h, &g);
+    h.responses.clear();
+    let mut first = h.start(&g, &post(Some(&sid)), batch(&["a", "b"]).as_bytes()).unwrap();
+    assert_eq!(first.calls_in_flight(), 2);
+    // Another client's batch gets one more call through, then the limit.
+    let mut second = h.start(&g, &post(Some(&sid)), batch(&["c", "d", "e"]).as_bytes()).unwrap();
+    assert_eq!(second.calls_in_flight(), 1);
+    assert_eq!(h.upstream_queue.len(), 3);
+    let answer = |_: &UpstreamRequest| ok("fine");
+    assert_eq!(h.settle(&g, &mut second, &answer), Progress::Done);
+    let v: serde_json::Value = serde_json::from_slice(&h.responses.pop().unwrap().body).unwrap();
+    assert_eq!(v[0]["result"]["content"][0]["text"], serde_json::json!("fine"));
+    for refused in [&v[1], &v[2]] {
+        assert_eq!(refused["result"]["isError"], serde_json::json!(true));
+        assert!(refused["result"]["content"][0]["text"].as_str().unwrap().contains("maxCallsInFlight"), "{refused}");
+    }
+    assert_eq!(h.settle(&g, &mut first, &answer), Progress::Done);
+    assert!(h.warnings.is_empty(), "a limit is not an operator problem: {:?}", h.warnings);
 }

@@ -20,7 +20,7 @@ use proxy_wasm::hostcalls;
 use proxy_wasm::traits::{Context, HttpContext, RootContext};
 use proxy_wasm::types::{Action, BufferType, ContextType, LogLevel, MapType};
 use shared_data::SharedData;
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
 use std::rc::Rc;
 use std::time::{Duration, UNIX_EPOCH};
@@ -50,6 +50,9 @@ struct Live {
 thread_local! {
     /// Exchanges in flight on this VM, by HTTP context id.
     static LIVE: RefCell<HashMap<u32, Live>> = RefCell::new(HashMap::new());
+    /// Upstream calls outstanding on this VM: the sum of the drivers' `calls_in_flight`, kept up to date by
+    /// [`with_driver`] and `on_done`.
+    static IN_FLIGHT: Cell<usize> = const { Cell::new(0) };
 }
 
 fn log(level: LogLevel, msg: &str) {
@@ -88,7 +91,11 @@ fn with_driver(id: u32, foreign: bool, f: impl FnOnce(&Gateway, &mut Driver, &mu
         }
         let gw = entry.gateway.clone();
         let mut calls = Calls { gw: &gw, context_id: id, shared: SharedData };
-        if f(&gw, &mut entry.driver, &mut calls) == Progress::Done {
+        let before = entry.driver.calls_in_flight();
+        let progress = f(&gw, &mut entry.driver, &mut calls);
+        let after = entry.driver.calls_in_flight();
+        IN_FLIGHT.with(|n| n.set((n.get() + after).saturating_sub(before)));
+        if progress == Progress::Done {
             live.remove(&id);
         }
     });
@@ -140,6 +147,20 @@ impl Host for Calls<'_> {
         let timeout = Duration::from_millis(r.timeout_ms);
         hostcalls::dispatch_http_call(&r.cluster, r.wire_headers(), r.body.as_deref(), vec![], timeout)
             .map_err(|status| format!("{status:?}"))
+    }
+
+    fn calls_in_flight(&self) -> usize {
+        IN_FLIGHT.with(Cell::get)
+    }
+
+    fn body_bytes_received(&mut self) -> Option<u64> {
+        // Envoy's `request.total_size` is the bytes received from the client plus the headers' size.
+        let int = |name: &str| {
+            let bytes = hostcalls::get_property(vec!["request", name]).ok().flatten()?;
+            Some(i64::from_le_bytes(bytes.get(..8)?.try_into().ok()?))
+        };
+        let received = int("total_size")? - int("headers_bytes")?;
+        u64::try_from(received).ok()
     }
 
     fn respond(&mut self, r: HttpResponse) {
@@ -244,7 +265,10 @@ struct Http {
 
 impl Context for Http {
     fn on_done(&mut self) -> bool {
-        LIVE.with(|live| live.borrow_mut().remove(&self.id));
+        // Envoy cancels the calls of a stream that ends (a client gone): they are no longer in flight.
+        if let Some(gone) = LIVE.with(|live| live.borrow_mut().remove(&self.id)) {
+            IN_FLIGHT.with(|n| n.set(n.get().saturating_sub(gone.driver.calls_in_flight())));
+        }
         #[cfg(feature = "higress")]
         redis::forget_context(self.id);
         true

@@ -9,6 +9,7 @@
 //! and an update applies only to an entry that is still there: refreshing a session can never bring back
 //! one that a concurrent `DELETE` removed.
 
+use super::limits::Limits;
 use super::{random_id, Env, KeyValue, Session, SessionOp, SessionOutcome, StoreError};
 
 /// Buckets per kind of entry: a fixed cost of a few hundred kilobytes of keys, and about 25 entries per
@@ -92,14 +93,15 @@ impl Buckets {
 
     /// Looks at the live entry for `id` (if any), lets `decide` choose an [`Edit`], and applies it with a
     /// compare-and-swap, retrying from a fresh read when another worker wrote in between. Expired lines of
-    /// the bucket are dropped by any write. Returns what `decide` returned for the state it was applied to.
+    /// the bucket are dropped by any write. Returns what `decide` returned for the state it was applied to,
+    /// and the payloads of the expired entries the write dropped.
     pub fn update<T>(
         &self,
         kv: &mut dyn KeyValue,
         id: &str,
         now_ms: u64,
         mut decide: impl FnMut(Option<(u64, &str)>) -> (Edit, T),
-    ) -> Result<T, String> {
+    ) -> Result<(T, Vec<String>), String> {
         let key = self.key(bucket_of(id));
         for _ in 0..CAS_RETRIES {
             let (value, cas) = kv.get(&key);
@@ -107,7 +109,7 @@ impl Buckets {
             let current = lines(&text).find(|l| l.id == id && l.expires_ms > now_ms).map(|l| (l.expires_ms, l.payload));
             let (edit, result) = decide(current);
             let put = match edit {
-                Edit::Keep => return Ok(result),
+                Edit::Keep => return Ok((result, Vec::new())),
                 Edit::Put { expires_ms, payload } => Some((expires_ms, payload)),
                 Edit::Remove => None,
             };
@@ -130,34 +132,36 @@ impl Buckets {
                     continue;
                 }
             }
-            return Ok(result);
+            let dropped = lines(&text).filter(|l| l.expires_ms <= now_ms).map(|l| l.payload.to_string()).collect();
+            return Ok((result, dropped));
         }
         Err("the session store is contended; try again".into())
     }
 
     /// Sweeps the next [`SWEEP_BATCH`] buckets, taking turns with the other workers through a shared
-    /// cursor. Returns how many expired entries it removed.
-    pub fn sweep_step(&self, kv: &mut dyn KeyValue, now_ms: u64) -> usize {
+    /// cursor. Returns the payloads of the expired entries it removed.
+    pub fn sweep_step(&self, kv: &mut dyn KeyValue, now_ms: u64) -> Vec<String> {
         let cursor_key = format!("{}sweep", self.prefix);
         let (value, cas) = kv.get(&cursor_key);
         let start: usize = std::str::from_utf8(&value).ok().and_then(|s| s.parse().ok()).unwrap_or(0) % BUCKETS;
         let next = (start + SWEEP_BATCH) % BUCKETS;
         if !matches!(kv.set(&cursor_key, next.to_string().as_bytes(), cas), Ok(true)) {
-            return 0; // another worker took this slice
+            return Vec::new(); // another worker took this slice
         }
-        (start..start + SWEEP_BATCH).map(|i| self.sweep_bucket(kv, i % BUCKETS, now_ms)).sum()
+        (start..start + SWEEP_BATCH).flat_map(|i| self.sweep_bucket(kv, i % BUCKETS, now_ms)).collect()
     }
 
-    fn sweep_bucket(&self, kv: &mut dyn KeyValue, index: usize, now_ms: u64) -> usize {
+    fn sweep_bucket(&self, kv: &mut dyn KeyValue, index: usize, now_ms: u64) -> Vec<String> {
         let key = self.key(index);
         let (value, cas) = kv.get(&key);
         if value.is_empty() || cas.is_none() {
-            return 0;
+            return Vec::new();
         }
         let text = String::from_utf8_lossy(&value);
-        let expired = lines(&text).filter(|l| l.expires_ms <= now_ms).count();
-        if expired == 0 {
-            return 0;
+        let expired: Vec<String> =
+            lines(&text).filter(|l| l.expires_ms <= now_ms).map(|l| l.payload.to_string()).collect();
+        if expired.is_empty() {
+            return expired;
         }
         let mut out = String::with_capacity(text.len());
         for l in lines(&text).filter(|l| l.expires_ms > now_ms) {
@@ -167,7 +171,7 @@ impl Buckets {
         if matches!(kv.set(&key, out.as_bytes(), cas), Ok(true)) {
             expired
         } else {
-            0
+            Vec::new()
         }
     }
 }
@@ -177,15 +181,51 @@ fn push_line(out: &mut String, id: &str, expires_ms: u64, payload: &str) {
     let _ = writeln!(out, "{id} {expires_ms} {payload}");
 }
 
-/// The `local` store: sessions with a sliding idle expiry in [`SESSIONS`].
+/// The `local` store: sessions with a sliding idle expiry in [`SESSIONS`], counted per server against
+/// `maxSessions`.
 #[derive(Debug)]
 pub struct LocalStore {
     ttl_ms: u64,
+    limits: Limits,
+}
+
+/// Gives back the live-session room of expired entries, per server.
+fn release_expired(kv: &mut dyn KeyValue, payloads: &[String]) {
+    let mut per_server: Vec<(String, u64)> = Vec::new();
+    for server in payloads.iter().filter_map(|p| Session::decode(p)).map(|s| s.server) {
+        match per_server.iter_mut().find(|(s, _)| *s == server) {
+            Some((_, n)) => *n += 1,
+            None => per_server.push((server, 1)),
+        }
+    }
+    for (server, n) in per_server {
+        Limits::release_live(kv, &server, n);
+    }
 }
 
 impl LocalStore {
-    pub fn new(ttl_ms: u64) -> LocalStore {
-        LocalStore { ttl_ms }
+    pub fn new(ttl_ms: u64, limits: Limits) -> LocalStore {
+        LocalStore { ttl_ms, limits }
+    }
+
+    /// One sweep step over the session buckets; expired sessions free their room. Returns how many.
+    pub fn sweep(&self, kv: &mut dyn KeyValue, now_ms: u64) -> usize {
+        let expired = SESSIONS.sweep_step(kv, now_ms);
+        release_expired(kv, &expired);
+        expired.len()
+    }
+
+    /// Applies an update and frees the room of the expired entries its write dropped.
+    fn update<T>(
+        &self,
+        kv: &mut dyn KeyValue,
+        id: &str,
+        now_ms: u64,
+        decide: impl FnMut(Option<(u64, &str)>) -> (Edit, T),
+    ) -> Result<T, String> {
+        let (result, expired) = SESSIONS.update(kv, id, now_ms, decide)?;
+        release_expired(kv, &expired);
+        Ok(result)
     }
 
     /// Sliding expiry is written back at most once per tenth of the TTL, to keep writes off most requests.
@@ -201,12 +241,18 @@ impl LocalStore {
                 let Some(id) = random_id(env) else {
                     return SessionOutcome::Failed(StoreError("no randomness available for a session id".into()));
                 };
+                if let Err(refusal) = self.limits.reserve_live(env.kv(), &session.server) {
+                    return SessionOutcome::Refused(refusal);
+                }
                 let expires_ms = now.saturating_add(self.ttl_ms);
                 let payload = session.encode();
                 let put = |_: Option<(u64, &str)>| (Edit::Put { expires_ms, payload: payload.clone() }, ());
-                match SESSIONS.update(env.kv(), &id, now, put) {
+                match self.update(env.kv(), &id, now, put) {
                     Ok(()) => SessionOutcome::Created(id),
-                    Err(e) => SessionOutcome::Failed(StoreError(e)),
+                    Err(e) => {
+                        Limits::release_live(env.kv(), &session.server, 1);
+                        SessionOutcome::Failed(StoreError(e))
+                    }
                 }
             }
             SessionOp::Open { id, server } => {
@@ -223,7 +269,7 @@ impl LocalStore {
                         Some(s) => (Edit::Keep, SessionOutcome::Found(s)),
                     }
                 };
-                match SESSIONS.update(env.kv(), &id, now, decide) {
+                match self.update(env.kv(), &id, now, decide) {
                     Ok(outcome) => outcome,
                     // A refresh that lost every race only shortens the session's life; the request proceeds.
                     Err(_) => match SESSIONS.get(env.kv(), &id, now).and_then(|(_, p)| Session::decode(&p)) {
@@ -237,7 +283,12 @@ impl LocalStore {
                     Some(s) if s.server == server => (Edit::Remove, SessionOutcome::Deleted),
                     _ => (Edit::Keep, SessionOutcome::NotFound),
                 };
-                SESSIONS.update(env.kv(), &id, now, decide).unwrap_or_else(|e| SessionOutcome::Failed(StoreError(e)))
+                let outcome =
+                    self.update(env.kv(), &id, now, decide).unwrap_or_else(|e| SessionOutcome::Failed(StoreError(e)));
+                if outcome == SessionOutcome::Deleted {
+                    Limits::release_live(env.kv(), &server, 1);
+                }
+                outcome
             }
         }
     }
@@ -247,6 +298,8 @@ impl LocalStore {
 mod tests {
     use super::super::memory::{MemoryEnv, MemoryKv};
     use super::*;
+
+    const LIMITS: Limits = Limits { max_sessions: 1_000_000, max_new_per_second: 1_000_000 };
 
     fn session(server: &str) -> Session {
         Session { server: server.into(), version: "2025-06-18".into() }
@@ -271,7 +324,7 @@ mod tests {
 
     #[test]
     fn creates_opens_deletes() {
-        let store = LocalStore::new(60_000);
+        let store = LocalStore::new(60_000, LIMITS);
         let mut env = env();
         let id = create(&store, &mut env, "a");
         assert_eq!(open(&store, &mut env, &id, "a"), SessionOutcome::Found(session("a")));
@@ -286,7 +339,7 @@ mod tests {
 
     #[test]
     fn expiry_slides_with_use_and_ends_idle_sessions() {
-        let store = LocalStore::new(60_000);
+        let store = LocalStore::new(60_000, LIMITS);
         let mut env = env();
         let id = create(&store, &mut env, "a");
         env.now_ms += 50_000;
@@ -304,7 +357,7 @@ mod tests {
     fn a_refresh_never_brings_back_a_deleted_session() {
         // The refresh decides on one read; a DELETE lands before its write: the CAS fails, the retry
         // sees the session gone and answers NotFound without writing it back.
-        let store = LocalStore::new(60_000);
+        let store = LocalStore::new(60_000, LIMITS);
         let mut env = env();
         let id = create(&store, &mut env, "a");
         env.now_ms += 50_000;
@@ -319,7 +372,7 @@ mod tests {
                 None => (Edit::Keep, false),
             },
         );
-        assert_eq!(result, Ok(false), "the second attempt saw the session gone");
+        assert_eq!(result, Ok((false, vec![])), "the second attempt saw the session gone");
         assert!(deleted);
         assert_eq!(SESSIONS.get(&env.kv, &id, now), None);
     }
@@ -370,16 +423,18 @@ mod tests {
 
     #[test]
     fn sweeps_free_expired_entries_bucket_by_bucket() {
-        let store = LocalStore::new(1_000);
+        let store = LocalStore::new(1_000, LIMITS);
         let mut env = env();
         let ids: Vec<String> = (0..500).map(|_| create(&store, &mut env, "a")).collect();
         let bytes = |kv: &MemoryKv| kv.map.values().map(|(v, _)| v.len()).sum::<usize>();
         assert!(bytes(&env.kv) > 500 * 40);
         env.now_ms += 1_000;
-        let removed: usize = (0..BUCKETS / SWEEP_BATCH).map(|_| SESSIONS.sweep_step(&mut env.kv, env.now_ms)).sum();
+        assert_eq!(Limits::live(&env.kv, "a"), 500);
+        let removed: usize = (0..BUCKETS / SWEEP_BATCH).map(|_| store.sweep(&mut env.kv, env.now_ms)).sum();
         assert_eq!(removed, 500);
-        assert!(bytes(&env.kv) < 100, "only the sweep cursor is left: {}", bytes(&env.kv));
-        assert_eq!(env.kv.map.len(), BUCKETS + 1, "the key count stays bounded");
+        assert_eq!(Limits::live(&env.kv, "a"), 0, "expired sessions free their room");
+        assert!(bytes(&env.kv) < 100, "only the sweep cursor and counters are left: {}", bytes(&env.kv));
+        assert_eq!(env.kv.map.len(), BUCKETS + 2, "the key count stays bounded (buckets, cursor, counter)");
         assert_eq!(open(&store, &mut env, &ids[0], "a"), SessionOutcome::NotFound);
     }
 

@@ -12,6 +12,7 @@
 //! Synchronous work completes at once ([`Started::Done`]); a Redis operation hands the host a command
 //! ([`Started::Redis`]) and finishes when the reply comes back ([`SessionStore::on_redis_reply`]).
 
+pub mod limits;
 pub mod local;
 pub mod redis;
 pub mod signed;
@@ -64,6 +65,8 @@ pub enum SessionOutcome {
     NotFound,
     /// The store could not answer; the request fails, the session (if any) is untouched.
     Failed(StoreError),
+    /// A limit refused a new session.
+    Refused(limits::Refusal),
 }
 
 /// A store failure, worded for the client and the log; never carries a credential.
@@ -100,9 +103,16 @@ pub enum Started {
     Redis(redis::Pending),
 }
 
-/// The session store chosen by `sessions.store`, with everything it needs derived at configure time.
+/// The session store chosen by `sessions.store`, with everything it needs derived at configure time, and
+/// the limits on new sessions.
 #[derive(Debug)]
-pub enum SessionStore {
+pub struct SessionStore {
+    backend: Backend,
+    limits: limits::Limits,
+}
+
+#[derive(Debug)]
+enum Backend {
     Local(local::LocalStore),
     Signed(signed::SignedStore),
     Redis(redis::RedisStore),
@@ -112,66 +122,75 @@ impl SessionStore {
     /// Builds the configured store; keys are decoded and derived here, once.
     pub fn from_config(cfg: &SessionsConfig) -> Result<SessionStore, (String, String)> {
         let ttl_ms = cfg.ttl_seconds.saturating_mul(1000);
-        Ok(match cfg.store {
-            StoreKind::Local => SessionStore::Local(local::LocalStore::new(ttl_ms)),
-            StoreKind::Signed => SessionStore::Signed(signed::SignedStore::new(&cfg.signing_keys, ttl_ms)?),
+        let limits = limits::Limits { max_sessions: cfg.max_sessions, max_new_per_second: cfg.max_new_per_second };
+        let backend = match cfg.store {
+            StoreKind::Local => Backend::Local(local::LocalStore::new(ttl_ms, limits)),
+            StoreKind::Signed => Backend::Signed(signed::SignedStore::new(&cfg.signing_keys, ttl_ms)?),
             StoreKind::Redis => {
                 let Some(r) = &cfg.redis else {
                     return Err(("sessions.redis".into(), "store: redis needs a `redis` block".into()));
                 };
-                SessionStore::Redis(redis::RedisStore::new(r, ttl_ms))
+                Backend::Redis(redis::RedisStore::new(r, ttl_ms))
             }
-        })
+        };
+        Ok(SessionStore { backend, limits })
     }
 
     /// The Redis connection the host must set up at configure time, if this store uses one.
     pub fn redis(&self) -> Option<&redis::RedisStore> {
-        match self {
-            SessionStore::Redis(r) => Some(r),
+        match &self.backend {
+            Backend::Redis(r) => Some(r),
             _ => None,
         }
     }
 
     /// Name of the store, for logs.
     pub fn kind(&self) -> &'static str {
-        match self {
-            SessionStore::Local(_) => "local",
-            SessionStore::Signed(_) => "signed",
-            SessionStore::Redis(_) => "redis",
+        match self.backend {
+            Backend::Local(_) => "local",
+            Backend::Signed(_) => "signed",
+            Backend::Redis(_) => "redis",
         }
     }
 
     /// Makes sure the store's shared-data keys exist before traffic arrives (see [`local::Buckets::prepare`]).
     pub fn prepare(&self, kv: &mut dyn KeyValue) {
-        match self {
-            SessionStore::Local(_) => local::SESSIONS.prepare(kv),
-            SessionStore::Signed(_) => local::REVOKED.prepare(kv),
-            SessionStore::Redis(_) => {}
+        match self.backend {
+            Backend::Local(_) => local::SESSIONS.prepare(kv),
+            Backend::Signed(_) => local::REVOKED.prepare(kv),
+            Backend::Redis(_) => {}
         }
     }
 
     /// Removes expired entries from a slice of the shared-data buckets; hosts call it on every tick.
+    /// Returns how many it removed.
     pub fn sweep(&self, kv: &mut dyn KeyValue, now_ms: u64) -> usize {
-        match self {
-            SessionStore::Local(_) => local::SESSIONS.sweep_step(kv, now_ms),
-            SessionStore::Signed(_) => local::REVOKED.sweep_step(kv, now_ms),
-            SessionStore::Redis(_) => 0,
+        match &self.backend {
+            Backend::Local(s) => s.sweep(kv, now_ms),
+            Backend::Signed(_) => local::REVOKED.sweep_step(kv, now_ms).len(),
+            Backend::Redis(_) => 0,
         }
     }
 
-    /// Starts an operation.
+    /// Starts an operation. A new session first passes the rate limit, whatever the store.
     pub fn start(&self, op: SessionOp, env: &mut dyn Env) -> Started {
-        match self {
-            SessionStore::Local(s) => Started::Done(s.run(op, env)),
-            SessionStore::Signed(s) => Started::Done(s.run(op, env)),
-            SessionStore::Redis(s) => s.start(op, env),
+        if let SessionOp::Create(session) = &op {
+            let now = env.now_ms();
+            if let Err(refusal) = self.limits.admit_new(env.kv(), &session.server, now) {
+                return Started::Done(SessionOutcome::Refused(refusal));
+            }
+        }
+        match &self.backend {
+            Backend::Local(s) => Started::Done(s.run(op, env)),
+            Backend::Signed(s) => Started::Done(s.run(op, env)),
+            Backend::Redis(s) => s.start(op, env),
         }
     }
 
     /// Finishes a Redis operation with the host's answer.
     pub fn on_redis_reply(&self, pending: &redis::Pending, answer: redis::Answer<'_>) -> redis::Next {
-        match self {
-            SessionStore::Redis(s) => s.finish(pending, answer),
+        match &self.backend {
+            Backend::Redis(s) => s.finish(pending, answer),
             _ => redis::Next::Done(SessionOutcome::Failed(StoreError("unexpected Redis reply".into()))),
         }
     }

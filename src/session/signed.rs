@@ -180,7 +180,9 @@ impl SignedStore {
                     Some(_) => (Edit::Keep, SessionOutcome::NotFound),
                     None => (Edit::Put { expires_ms, payload: String::new() }, SessionOutcome::Deleted),
                 };
-                REVOKED.update(env.kv(), &id, now, revoke).unwrap_or_else(|e| SessionOutcome::Failed(StoreError(e)))
+                REVOKED
+                    .update(env.kv(), &id, now, revoke)
+                    .map_or_else(|e| SessionOutcome::Failed(StoreError(e)), |(outcome, _)| outcome)
             }
         }
     }
@@ -288,8 +290,10 @@ mod tests {
         assert!(matches!(open(&a, &mut elsewhere, &id, "demo"), SessionOutcome::Found(_)), "other replicas");
         // The revocation is kept exactly as long as the id could be valid, then swept.
         env.now_ms += 60_000;
-        let swept: usize =
-            (0..super::super::local::BUCKETS).step_by(128).map(|_| REVOKED.sweep_step(&mut env.kv, env.now_ms)).sum();
+        let swept: usize = (0..super::super::local::BUCKETS)
+            .step_by(128)
+            .map(|_| REVOKED.sweep_step(&mut env.kv, env.now_ms).len())
+            .sum();
         assert_eq!(swept, 1);
     }
 

@@ -459,3 +459,69 @@ mod properties {
         }
     }
 }
+
+#[test]
+fn one_request_starts_at_most_max_calls_per_request() {
+    let g = Gateway::from_config_str(
+        &CONFIG.replace("maxRequestBytes: 4096", "maxRequestBytes: 4096\nmaxCallsPerRequest: 2"),
+    )
+    .unwrap();
+    let mut h = Host::new();
+    let sid = h.initialize(&g, "2025-03-26");
+    let call = |id: u32| {
+        format!(
+            r#"{{"jsonrpc":"2.0","id":{id},"method":"tools/call","params":{{"name":"weather","arguments":{{"city":"c{id}"}}}}}}"#
+        )
+    };
+    let batch = format!("[{},{},{{\"jsonrpc\":\"2.0\",\"id\":9,\"method\":\"ping\"}},{}]", call(1), call(2), call(3));
+    let upstream =
+        |_: &UpstreamRequest| UpstreamResult::Response { status: 200, headers: vec![], body: b"ok".to_vec() };
+    let r = h.post(&g, &sid, &batch, &upstream);
+    let v = json_body(&r);
+    assert_eq!(r.status, 200);
+    assert_eq!(h.dispatched.len(), 2, "the third call never left the gateway");
+    assert_eq!((v[0]["result"]["content"][0]["text"].clone(), v[1]["id"].clone()), (json!("ok"), json!(2)));
+    assert_eq!(v[2]["result"], json!({}), "other messages are served");
+    assert_eq!((v[3]["id"].clone(), v[3]["error"]["code"].clone()), (json!(3), json!(jsonrpc::LIMIT_EXCEEDED)));
+    assert!(v[3]["error"]["message"].as_str().unwrap().contains("maxCallsPerRequest"));
+}
+
+#[test]
+fn new_sessions_are_limited_per_second_and_live_ones_per_server() {
+    let init = |h: &mut Host, g: &Gateway| h.send(g, head("POST", "/mcp-servers/demo", &[]), INIT, &no_upstream);
+    for store in STORES {
+        let g = gw_with(&format!("{}, maxNewPerSecond: 3}}", &store[..store.len() - 1]));
+        let mut h = Host::new();
+        for _ in 0..3 {
+            assert_eq!(init(&mut h, &g).status, 200, "{store}");
+        }
+        let r = init(&mut h, &g);
+        let v = json_body(&r);
+        assert_eq!(
+            (r.status, v["error"]["code"].clone(), v["id"].clone()),
+            (429, json!(jsonrpc::LIMIT_EXCEEDED), json!(1))
+        );
+        assert!(v["error"]["message"].as_str().unwrap().contains("sessions.maxNewPerSecond"), "{v}");
+        assert!(r.headers.contains(&("retry-after".into(), "1".into())));
+        h.env.now_ms += 1000;
+        assert_eq!(init(&mut h, &g).status, 200, "{store}: the next second");
+    }
+    // Live sessions cost the local store memory: capped per server, and freed by DELETE and by expiry.
+    let g = gw_with("sessions: {store: local, ttlSeconds: 60, maxSessions: 2}");
+    let mut h = Host::new();
+    let a = h.initialize(&g, "2025-06-18");
+    h.initialize(&g, "2025-06-18");
+    let r = init(&mut h, &g);
+    assert_eq!((r.status, json_body(&r)["error"]["code"].clone()), (503, json!(jsonrpc::LIMIT_EXCEEDED)));
+    assert!(String::from_utf8_lossy(&r.body).contains("sessions.maxSessions"));
+    let del = head("DELETE", "/mcp-servers/demo", &[("mcp-session-id", &a)]);
+    assert_eq!(h.send(&g, del, "", &no_upstream).status, 204);
+    h.initialize(&g, "2025-06-18");
+    assert_eq!(init(&mut h, &g).status, 503);
+    h.env.now_ms += 60_000;
+    for _ in 0..crate::session::local::BUCKETS / 128 {
+        let now = h.env.now_ms;
+        g.sessions.sweep(&mut h.env.kv, now);
+    }
+    h.initialize(&g, "2025-06-18");
+}
