@@ -395,13 +395,14 @@ class Envoy:
         log_level: str | None = None,
         wasm: Path | None = None,
         hot_restart: bool = False,
+        base: dict | None = None,
     ):
         self.ports = ports or Ports.pick(demo=upstream_port)
         self.ports.demo = upstream_port
         self.run_dir = run_dir
         self.name = name
         self.concurrency = concurrency
-        self.config = render_envoy_config(self.ports, plugin_config, wasm=wasm, plugin_format=plugin_format)
+        self.config = render_envoy_config(self.ports, plugin_config, wasm=wasm, plugin_format=plugin_format, base=base)
         self.config_path = run_dir / f"{name}.yaml"
         self.log_path = run_dir / f"{name}.log"
         self.log_level = log_level or os.environ.get("E2E_ENVOY_LOG_LEVEL", "warn")
@@ -611,8 +612,11 @@ def start_gateway(
     plugin_format: str = "yaml",
     concurrency: int = 2,
     run_dir: Path | None = None,
+    envoy_base: dict | None = None,
 ) -> Gateway:
-    """Start (or reuse) the demo upstream and an Envoy serving `plugin_config`."""
+    """Start (or reuse) the demo upstream and an Envoy serving `plugin_config`.
+
+    `envoy_base` replaces envoy/envoy.yaml as the Envoy configuration to render (see `load_envoy_yaml`)."""
     run_dir = run_dir or new_run_dir(tag)
     cfg = load_plugin_config(plugin_config) if isinstance(plugin_config, Path) else plugin_config
     wasm = wasm_path()  # fail early and clearly when the plugin is not built
@@ -622,7 +626,7 @@ def start_gateway(
     try:
         envoy = Envoy(
             cfg, upstream_port=upstream.port, run_dir=run_dir, name=f"envoy-{tag}",
-            plugin_format=plugin_format, concurrency=concurrency, wasm=wasm,
+            plugin_format=plugin_format, concurrency=concurrency, wasm=wasm, base=envoy_base,
         ).start()
     except BaseException:
         if own:

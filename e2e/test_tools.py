@@ -17,6 +17,7 @@ import pytest
 from mcp.shared.exceptions import MCPError
 
 import demo_upstream
+import harness
 from harness import list_all_tools, mcp_client, run_async
 
 SERVER = "demo"
@@ -453,6 +454,31 @@ def test_concurrent_calls_in_one_session(gw):
     results = run_async(go)
     for city in cities:
         assert results[city] == f"It is {weather_temp(city)} degrees (metric) in {city}."
+
+
+# --- hostile arguments and answers --------------------------------------------------------------
+
+
+def test_tool_requests_are_not_marked_internal(gw):
+    """Envoy's async client adds x-envoy-internal: true to every dispatch_http_call; the upstream
+    filter on the tool clusters of envoy/envoy.yaml removes it."""
+    for tool, args in [("echo_query", {"q": "x"}), ("echo_json_body", {"name": "n"})]:
+        headers = echo(gw, tool, args)["headers"]
+        assert "x-envoy-internal" not in headers, headers
+
+
+def test_without_the_cluster_filter_tool_requests_are_internal(gw, e2e_config):
+    """The switch is the cluster's upstream filter: an operator who leaves it out (wants tool calls
+    marked internal) gets Envoy's behaviour."""
+    base = harness.load_envoy_yaml()
+    for cluster in base["static_resources"]["clusters"]:
+        cluster.pop("typed_extension_protocol_options", None)
+    other = harness.start_gateway(e2e_config, tag="internal", upstream=gw.upstream, run_dir=gw.run_dir,
+                                  envoy_base=base)
+    try:
+        assert echo(other, "echo_query", {"q": "x"})["headers"].get("x-envoy-internal") == "true"
+    finally:
+        other.stop()
 
 
 # --- the conformance fixture server ------------------------------------------------------------
