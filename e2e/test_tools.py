@@ -459,6 +459,34 @@ def test_concurrent_calls_in_one_session(gw):
 # --- hostile arguments and answers --------------------------------------------------------------
 
 
+@pytest.mark.parametrize("segment", ["..", "."])
+def test_dot_segments_are_refused(gw, segment):
+    """`..` would reach the upstream as a path segment, and a normalising upstream (Envoy's own
+    normalize_path, which also resolves %2E%2E) would go one level up: refused, nothing sent."""
+    raw_path = f"/echo/path/{segment}/end"
+    before = upstream_count(gw, raw_path), upstream_count(gw, "/echo/end")
+    text = error_text(gw, "echo_path", {"segment": segment})
+    assert f"dot segment '{segment}'" in text and "`segment`" in text, text
+    text = error_text(gw, "echo_url_template", {"part": segment})
+    assert f"dot segment '{segment}'" in text and "`part`" in text, text
+    assert (upstream_count(gw, raw_path), upstream_count(gw, "/echo/end")) == before, "nothing may be sent upstream"
+
+
+def test_dots_that_are_not_dot_segments_pass(gw):
+    assert echo(gw, "echo_path", {"segment": "..."})["path"] == "/echo/path/.../end"
+    assert echo(gw, "echo_path", {"segment": "%2e%2e"})["path"] == "/echo/path/%252e%252e/end"
+    assert echo(gw, "echo_url_template", {"part": "a..b"})["args"]["x"] == ["a..b"]
+
+
+def test_encoded_dot_segments_are_resolved_by_envoy(gw):
+    """Why dot segments are refused rather than encoded: Envoy's normalize_path (the baseline listener
+    of envoy/envoy.yaml proxies to the same upstream) resolves %2E%2E like `..`."""
+    for raw_path in ["/echo/path/%2E%2E/end", "/echo/path/.%2e/end"]:
+        with httpx.Client(base_url=gw.envoy.baseline_url, timeout=10) as c:
+            got = c.get(raw_path).json()
+        assert got["path"] == "/echo/end", got
+
+
 def test_tool_requests_are_not_marked_internal(gw):
     """Envoy's async client adds x-envoy-internal: true to every dispatch_http_call; the upstream
     filter on the tool clusters of envoy/envoy.yaml removes it."""

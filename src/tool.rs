@@ -161,6 +161,12 @@ impl Tool {
             }
             Some(url) => {
                 let (host, path_src) = split_url(url).map_err(|e| err("requestTemplate.url", e))?;
+                if let Some(segment) = dot_segment(&path_src) {
+                    return Err(err(
+                        "requestTemplate.url",
+                        format!("contains the dot segment '{segment}'; write the path it stands for"),
+                    ));
+                }
                 let target = Target::resolve(server.upstream.as_ref(), cfg.upstream.as_ref(), host.as_deref())
                     .map_err(|e| err("upstream", e))?;
                 let method = rt.method.as_deref().unwrap_or("GET").to_ascii_uppercase();
@@ -332,6 +338,18 @@ impl Tool {
         }
         if let Some(bad) = path.chars().find(|c| c.is_whitespace() || c.is_control() || *c == '#') {
             return Err(format!("the rendered url contains {bad:?}; use percent-encoding"));
+        }
+        if let Some(segment) = dot_segment(&path) {
+            let from: Vec<String> = obj
+                .iter()
+                .filter(|(_, v)| simple_text(v).split('/').any(is_dot_segment))
+                .map(|(k, _)| format!("`{k}`"))
+                .collect();
+            let from = if from.is_empty() { String::new() } else { format!(" (from argument {})", from.join(", ")) };
+            return Err(format!(
+                "the url path would contain the dot segment '{segment}'{from}, which the upstream would resolve to \
+                 another path; refused"
+            ));
         }
         for (name, tid) in &plan.headers {
             headers.push((name.clone(), templates.render(tid, &ctx)?));
@@ -550,6 +568,21 @@ fn split_url(url: &str) -> Result<(Option<String>, String), String> {
     Ok((Some(host.to_string()), path))
 }
 
+/// A `.` or `..` segment of a URL path (before any `?`), written plainly or percent-encoded.
+///
+/// Such segments are refused rather than encoded: `%2E%2E` is no protection, because normalising proxies and
+/// WHATWG URL parsers treat it as `..` too (Envoy's `normalize_path` turns `/a/b/%2E%2E/c` into `/a/c`), so an
+/// argument could move the request to another path of the upstream.
+fn dot_segment(path: &str) -> Option<&str> {
+    let path = path.split('?').next().unwrap_or_default();
+    path.split('/').find(|s| is_dot_segment(s))
+}
+
+fn is_dot_segment(segment: &str) -> bool {
+    let plain = segment.to_ascii_lowercase().replace("%2e", ".");
+    plain == "." || plain == ".."
+}
+
 /// OpenAPI's "simple" style: arrays of scalars comma-joined, everything else as [`scalar_text`].
 fn simple_text(v: &Value) -> String {
     match v {
@@ -709,6 +742,40 @@ mod tests {
         let (t, tpl, cfg) = tool("{name: t, description: d, args: [{name: who, default: world}], responseTemplate: {body: 'hello {{ args.who }} {{ config.key }}'}}");
         let Prepared::Done(r) = t.prepare(&tpl, &cfg, None) else { panic!() };
         assert_eq!(r["content"][0]["text"], json!("hello world k1"));
+    }
+
+    fn refused(t: &Tool, tpl: &Templates, cfg: &MjValue, args: Value) -> String {
+        match t.prepare(tpl, cfg, Some(&args)) {
+            Prepared::Done(v) if v["isError"] == json!(true) => v["content"][0]["text"].as_str().unwrap().to_string(),
+            other => panic!("expected an error result, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn dot_segments_are_refused() {
+        let (t, tpl, cfg) = tool(
+            "{name: t, description: d, args: [{name: seg, position: path}], requestTemplate: {url: '/a/{seg}/b'}}",
+        );
+        for seg in ["..", "."] {
+            let text = refused(&t, &tpl, &cfg, json!({ "seg": seg }));
+            assert!(text.contains(&format!("dot segment '{seg}'")) && text.contains("`seg`"), "{text}");
+        }
+        // Only whole segments are dot segments; percent signs of values are encoded, so `%2e` stays data.
+        for (seg, path) in
+            [("...", "/a/.../b"), ("a..", "/a/a../b"), ("%2e%2e", "/a/%252e%252e/b"), ("../x", "/a/..%2Fx/b")]
+        {
+            assert_eq!(request(&t, &tpl, &cfg, json!({ "seg": seg })).path, path);
+        }
+        let (t, tpl, cfg) = tool(
+            "{name: t, description: d, args: [{name: p}, {name: raw}], requestTemplate: {url: '/a/{{ args.p }}/{{ args.raw | safe }}?q={{ args.p }}'}}",
+        );
+        assert!(refused(&t, &tpl, &cfg, json!({"p": "..", "raw": "x"})).contains("'..' (from argument `p`)"));
+        assert!(refused(&t, &tpl, &cfg, json!({"p": "x", "raw": "c/%2E%2e/d"})).contains("`raw`"));
+        assert_eq!(request(&t, &tpl, &cfg, json!({"p": "x", "raw": "y"})).path, "/a/x/y?q=x");
+        // A dot segment the operator wrote is a config error.
+        let doc = "servers:\n- name: s\n  upstream: {cluster: c}\n  tools:\n  - {name: t, description: d, requestTemplate: {url: '/a/../b?x=..'}}\n";
+        let e = crate::gateway::Gateway::from_config_str(doc).unwrap_err();
+        assert!(e.field == "requestTemplate.url" && e.message.contains("dot segment '..'"), "{e}");
     }
 
     #[test]
