@@ -18,7 +18,7 @@ from mcp.shared.exceptions import MCPError
 
 import demo_upstream
 import harness
-from harness import list_all_tools, mcp_client, run_async
+from harness import RawMcp, list_all_tools, mcp_client, run_async
 
 SERVER = "demo"
 
@@ -459,6 +459,17 @@ def test_concurrent_calls_in_one_session(gw):
 # --- hostile arguments and answers --------------------------------------------------------------
 
 
+def call_raw(gw, tool: str, arguments_json: str) -> dict:
+    """tools/call with the arguments as literal JSON text (1.0, 1e2 and 2^64 as written); returns the result."""
+    with RawMcp(gw.base_url) as raw:
+        sid, _ = raw.initialize(SERVER)
+        body = '{"jsonrpc": "2.0", "id": 1, "method": "tools/call", "params": {"name": "%s", "arguments": %s}}' % (
+            tool, arguments_json)
+        r = raw.post(SERVER, content=body, session=sid)
+        assert r.status_code == 200, r.text
+        return r.json()["result"]
+
+
 @pytest.mark.parametrize("segment", ["..", "."])
 def test_dot_segments_are_refused(gw, segment):
     """`..` would reach the upstream as a path segment, and a normalising upstream (Envoy's own
@@ -485,6 +496,36 @@ def test_encoded_dot_segments_are_resolved_by_envoy(gw):
         with httpx.Client(base_url=gw.envoy.baseline_url, timeout=10) as c:
             got = c.get(raw_path).json()
         assert got["path"] == "/echo/end", got
+
+
+def test_integers_are_sent_as_integers(gw):
+    result = call_raw(gw, "echo_integers", '{"id": 1.0, "ids": [1e2, 2.0, "3.0"], "n": -5e0, "box": {"w": 7.0}}')
+    assert result["isError"] is False, result
+    got = json.loads(result["content"][0]["text"])
+    assert got["path"] == "/echo/int/1" and got["query"] == "ids=100&ids=2&ids=3", got
+    assert got["body"] == '{"n":-5,"box":{"w":7}}', got
+    big = 2**64 - 1
+    got = json.loads(call_raw(gw, "echo_integers", '{"id": %d, "n": %d}' % (big, -2**63))["content"][0]["text"])
+    assert got["path"] == f"/echo/int/{big}" and got["body"] == '{"n":%d}' % -2**63, got
+    user = call_raw(gw, "get_user", '{"id": 1.0}')
+    assert json.loads(user["content"][0]["text"]) == demo_upstream.USERS["1"], user
+    assert json.loads(call_raw(gw, "typed_args", '{"count": 1e2}')["content"][0]["text"])["count"] == 100
+
+
+@pytest.mark.parametrize("arguments,name", [
+    ('{"id": 18446744073709551616}', "id"),
+    ('{"id": -9223372036854775809}', "id"),
+    ('{"id": 1e19}', "id"),
+    ('{"id": 1, "ids": [1, 1e300]}', "ids/1"),
+    ('{"id": 1, "box": {"w": 9007199254740993.0}}', "box/w"),
+])
+def test_integers_out_of_range_are_refused(gw, arguments, name):
+    before = upstream_count(gw, "/echo/int/1")
+    result = call_raw(gw, "echo_integers", arguments)
+    text = result["content"][0]["text"]
+    assert result["isError"] is True and f"`{name}`: integer out of range" in text, result
+    assert "18446744073709551615" in text, text
+    assert upstream_count(gw, "/echo/int/1") == before
 
 
 def test_tool_requests_are_not_marked_internal(gw):

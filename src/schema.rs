@@ -103,10 +103,15 @@ fn coerce(schema: &Value, v: &mut Value) {
         return;
     }
     let coerced = match (types[0], &*v) {
-        ("integer", Value::String(s)) => s.trim().parse::<i64>().ok().map(Value::from),
-        ("integer", Value::Number(n)) => {
-            n.as_f64().filter(|f| f.fract() == 0.0 && f.abs() < 9.0e15).map(|f| json!(f as i64))
+        ("integer", Value::String(s)) => {
+            let s = s.trim();
+            s.parse::<i64>()
+                .map(Value::from)
+                .or_else(|_| s.parse::<u64>().map(Value::from))
+                .ok()
+                .or_else(|| s.parse::<f64>().ok().and_then(|f| exact_integer(&json!(f))))
         }
+        ("integer", Value::Number(_)) => exact_integer(v),
         ("number", Value::String(s)) => s.trim().parse::<f64>().ok().filter(|f| f.is_finite()).map(|f| json!(f)),
         ("boolean", Value::String(s)) => match s.trim() {
             "true" | "True" | "TRUE" | "1" => Some(json!(true)),
@@ -125,11 +130,32 @@ fn coerce(schema: &Value, v: &mut Value) {
     }
 }
 
+/// The largest magnitude up to which every whole number is exact as an `f64` (2^53).
+const EXACT_F64: f64 = 9_007_199_254_740_992.0;
+
+/// What an `integer` argument may be, said when one is out of range.
+const INTEGER_RANGE: &str = "integer out of range: give a whole number from -9223372036854775808 to \
+                             18446744073709551615 (written with a fraction or an exponent, at most 9007199254740992 \
+                             in magnitude)";
+
+/// An integer-valued number as the integer it is: JSON integers within 64 bits are kept, and a number written
+/// with a fraction or an exponent (`1.0`, `1e2`, held as `f64`) becomes an integer when it is whole and exact.
+/// Beyond 2^53 an `f64` may already have been rounded (serde_json parses integer literals beyond 64 bits to
+/// `f64` too), so such values are refused rather than sent as a different number.
+fn exact_integer(v: &Value) -> Option<Value> {
+    let Value::Number(n) = v else { return None };
+    if n.is_i64() || n.is_u64() {
+        return Some(v.clone());
+    }
+    let f = n.as_f64()?;
+    (f.fract() == 0.0 && f.abs() <= EXACT_F64).then(|| json!(f as i64))
+}
+
 fn type_matches(t: &str, v: &Value) -> bool {
     match t {
         "string" => v.is_string(),
         "number" => v.is_number(),
-        "integer" => v.as_f64().is_some_and(|f| f.fract() == 0.0),
+        "integer" => exact_integer(v).is_some(),
         "boolean" => v.is_boolean(),
         "array" => v.is_array(),
         "object" => v.is_object(),
@@ -176,10 +202,92 @@ impl Validator {
     }
 
     fn member(&self) -> &'static str {
-        if self.whole == "arguments" {
+        if self.arguments() {
             "argument"
         } else {
             "property"
+        }
+    }
+
+    fn arguments(&self) -> bool {
+        self.whole == "arguments"
+    }
+
+    /// Arguments are sent on as integers, so an `integer` argument must be one exactly (see
+    /// [`exact_integer`]); an answer only needs to be whole-valued, as JSON Schema says.
+    fn type_matches(&self, t: &str, v: &Value) -> bool {
+        if t == "integer" && !self.arguments() {
+            return v.as_f64().is_some_and(|f| f.fract() == 0.0);
+        }
+        type_matches(t, v)
+    }
+
+    /// Rewrites every number the schema declares `integer` (`1.0`, `1e2`) as the integer it is, at any depth
+    /// (properties, items, `$ref`s, combinators), so that it goes upstream as `1`, not `1.0`. Values that are
+    /// not exact integers are left for [`Validator::validate`] to report.
+    pub fn normalize_integers(&self, v: &mut Value) {
+        self.normalize(&self.root, v, 0);
+    }
+
+    fn normalize(&self, schema: &Value, v: &mut Value, depth: usize) {
+        let Value::Object(s) = schema else { return };
+        if depth > MAX_DEPTH {
+            return;
+        }
+        if let Some(target) = s.get("$ref").and_then(Value::as_str).and_then(|r| self.resolve(r)) {
+            self.normalize(target, v, depth + 1);
+        }
+        // Rewriting a whole number as an integer never changes its JSON value, so every schema that may
+        // apply here can do it (each branch of anyOf/oneOf included).
+        if v.is_f64() && declared_types(schema).contains(&"integer") {
+            if let Some(i) = exact_integer(v) {
+                *v = i;
+            }
+        }
+        for key in ["allOf", "anyOf", "oneOf"] {
+            for sub in s.get(key).and_then(Value::as_array).into_iter().flatten() {
+                self.normalize(sub, v, depth + 1);
+            }
+        }
+        for key in ["if", "then", "else"] {
+            if let Some(sub) = s.get(key) {
+                self.normalize(sub, v, depth + 1);
+            }
+        }
+        match v {
+            Value::Object(obj) => {
+                let props = s.get("properties").and_then(Value::as_object);
+                let pattern_props = s.get("patternProperties").and_then(Value::as_object);
+                for (key, value) in obj.iter_mut() {
+                    let mut known = false;
+                    if let Some(sub) = props.and_then(|p| p.get(key)) {
+                        known = true;
+                        self.normalize(sub, value, depth + 1);
+                    }
+                    for (pat, sub) in pattern_props.into_iter().flatten() {
+                        if self.patterns.get(pat).is_some_and(|re| re.is_match(key)) {
+                            known = true;
+                            self.normalize(sub, value, depth + 1);
+                        }
+                    }
+                    if let (false, Some(sub)) = (known, s.get("additionalProperties")) {
+                        self.normalize(sub, value, depth + 1);
+                    }
+                }
+            }
+            Value::Array(items) => {
+                let prefix = s.get("prefixItems").or_else(|| s.get("items").filter(|i| i.is_array()));
+                let prefix = prefix.and_then(Value::as_array).map_or(&[][..], Vec::as_slice);
+                for (sub, item) in prefix.iter().zip(items.iter_mut()) {
+                    self.normalize(sub, item, depth + 1);
+                }
+                if let Some(sub) = s.get("items").filter(|i| !i.is_array()).or_else(|| s.get("additionalItems")) {
+                    for item in items.iter_mut().skip(prefix.len()) {
+                        self.normalize(sub, item, depth + 1);
+                    }
+                }
+            }
+            _ => {}
         }
     }
 
@@ -211,8 +319,12 @@ impl Validator {
             }
         }
         let types = declared_types(schema);
-        if !types.is_empty() && !types.iter().any(|t| type_matches(t, v)) {
-            errors.push(format!("{}: expected {}, got {}", at(path), types.join(" or "), kind_of(v)));
+        if !types.is_empty() && !types.iter().any(|t| self.type_matches(t, v)) {
+            if types.contains(&"integer") && self.arguments() && v.as_f64().is_some_and(|f| f.fract() == 0.0) {
+                errors.push(format!("{}: {INTEGER_RANGE}", at(path)));
+            } else {
+                errors.push(format!("{}: expected {}, got {}", at(path), types.join(" or "), kind_of(v)));
+            }
             return;
         }
         if let Some(Value::Array(options)) = s.get("enum") {
@@ -558,6 +670,35 @@ mod tests {
         let mut bad = json!({"n":"five"}).as_object().unwrap().clone();
         coerce_and_default(&s, &mut bad);
         assert_eq!(bad["n"], json!("five"), "uncoercible values stay for validation to report");
+    }
+
+    #[test]
+    fn integers_are_exact_and_normalised() {
+        let s = v(json!({"type":"object","properties":{
+            "i":{"type":"integer"},"a":{"type":"array","items":{"$ref":"#/$defs/int"}},
+            "o":{"type":"object","properties":{"w":{"type":["integer","null"]}},"additionalProperties":{"type":"integer"}},
+            "u":{"anyOf":[{"type":"string"},{"type":"integer"}]},"f":{"type":"number"}},
+            "$defs":{"int":{"type":"integer"}}}));
+        let mut args: Value =
+            serde_json::from_str(r#"{"i":1.0,"a":[2.0,3],"o":{"w":4.0,"x":5e0},"u":6.0,"f":7.0}"#).unwrap();
+        s.normalize_integers(&mut args);
+        assert_eq!(args.to_string(), r#"{"i":1,"a":[2,3],"o":{"w":4,"x":5},"u":6,"f":7.0}"#);
+        assert!(s.validate(&args).is_empty());
+        let mut big: Value = serde_json::from_str(r#"{"i":18446744073709551616,"a":[9007199254740993.0]}"#).unwrap();
+        s.normalize_integers(&mut big);
+        let errors = s.validate(&big).join("\n");
+        assert!(
+            errors.contains("`i`: integer out of range") && errors.contains("`a/0`: integer out of range"),
+            "{errors}"
+        );
+        assert!(s.validate(&json!({"i": u64::MAX, "a": [i64::MIN]})).is_empty());
+        // Answers are only checked, as JSON Schema says: a whole number is an integer.
+        let answer = Validator::for_answer(json!({"type":"object","properties":{"n":{"type":"integer"}}})).unwrap();
+        assert!(answer.validate(&serde_json::from_str(r#"{"n": 1e300}"#).unwrap()).is_empty());
+        let mut m = json!({"n":"1e2","m":"18446744073709551615","k":"1e300"}).as_object().unwrap().clone();
+        let ints = json!({"properties":{"n":{"type":"integer"},"m":{"type":"integer"},"k":{"type":"integer"}}});
+        coerce_and_default(&ints, &mut m);
+        assert_eq!(Value::Object(m), json!({"n":100,"m":u64::MAX,"k":"1e300"}));
     }
 
     #[test]

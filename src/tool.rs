@@ -275,7 +275,8 @@ impl Tool {
             Some(_) => return Prepared::Done(error_result("Invalid arguments: `arguments` must be an object")),
         };
         schema::coerce_and_default(self.input.schema(), &mut args);
-        let args = Value::Object(args);
+        let mut args = Value::Object(args);
+        self.input.normalize_integers(&mut args);
         let problems = self.input.validate(&args);
         if !problems.is_empty() {
             return Prepared::Done(error_result(&format!(
@@ -776,6 +777,38 @@ mod tests {
         let doc = "servers:\n- name: s\n  upstream: {cluster: c}\n  tools:\n  - {name: t, description: d, requestTemplate: {url: '/a/../b?x=..'}}\n";
         let e = crate::gateway::Gateway::from_config_str(doc).unwrap_err();
         assert!(e.field == "requestTemplate.url" && e.message.contains("dot segment '..'"), "{e}");
+    }
+
+    #[test]
+    fn integers_go_out_as_integers() {
+        let (t, tpl, cfg) = tool(
+            "{name: t, description: d, args: [{name: id, type: integer, position: path}, {name: ids, type: array, items: {type: integer}, position: query}, \
+             {name: n, type: integer, position: body}, {name: box, type: object, properties: {w: {type: integer}}, position: body}, \
+             {name: f, type: number, position: body}], requestTemplate: {url: '/u/{id}', method: POST}}",
+        );
+        let args: Value =
+            serde_json::from_str(r#"{"id": 1.0, "ids": [1e2, "2.0", 3], "n": -5e0, "box": {"w": 7.0}, "f": 1.5}"#)
+                .unwrap();
+        let r = request(&t, &tpl, &cfg, args);
+        assert_eq!(r.path, "/u/1?ids=100&ids=2&ids=3");
+        assert_eq!(r.body.as_deref(), Some(&br#"{"n":-5,"box":{"w":7},"f":1.5}"#[..]));
+        let big = u64::MAX.to_string();
+        let r = request(&t, &tpl, &cfg, serde_json::from_str(&format!(r#"{{"id": {big}, "n": "{big}"}}"#)).unwrap());
+        assert_eq!(r.path, format!("/u/{big}"));
+        assert_eq!(r.body.as_deref(), Some(format!(r#"{{"n":{big}}}"#).as_bytes()));
+        for bad in [
+            r#"{"id": 18446744073709551616}"#,
+            r#"{"id": -9223372036854775809}"#,
+            r#"{"id": 1e19}"#,
+            r#"{"id": 1, "box": {"w": 1e300}}"#,
+        ] {
+            let text = refused(&t, &tpl, &cfg, serde_json::from_str(bad).unwrap());
+            assert!(
+                text.contains("integer out of range") && (text.contains("`id`") || text.contains("`box/w`")),
+                "{bad}: {text}"
+            );
+        }
+        assert!(refused(&t, &tpl, &cfg, json!({"id": 1.5})).contains("`id`: expected integer, got number"));
     }
 
     #[test]
