@@ -525,6 +525,16 @@ def test_call_create_pet_requires_name(pets):
     assert pets.upstream.requests() == []
 
 
+def test_call_undeclared_arguments_are_refused_as_for_handwritten_tools(pets, pet_tools):
+    """One rule for imported and hand-written tools: an argument the operation does not declare is
+    refused and named, and nothing is sent (it used to reach the JSON body)."""
+    assert pet_tools["createPet"].input_schema.get("additionalProperties") is False
+    result = call(pets.url("petstore"), "createPet", {"name": "Rex", "admin": True})
+    assert result.is_error is True, result
+    assert "`admin`: is not an accepted argument (it accepts: " in text_of(result), text_of(result)
+    assert pets.upstream.requests() == []
+
+
 def test_call_update_pet_put(pets):
     result = ok(call(pets.url("petstore"), "updatePet", {"petId": "2", "name": "Tommy", "tag": "cat", "age": 6}))
     rec = pets.upstream.only_request()

@@ -550,6 +550,33 @@ def test_without_the_cluster_filter_tool_requests_are_internal(gw, e2e_config):
         other.stop()
 
 
+def test_undeclared_arguments_are_refused(gw):
+    """With argsToJsonBody they used to reach the upstream (`admin: true` in the body); with a path or
+    query position they were dropped silently. Now: refused, naming them and what the tool accepts."""
+    before = upstream_count(gw, "/echo/json")
+    text = error_text(gw, "echo_json_body", {"name": "n", "admin": True})
+    assert text == ("Invalid arguments for tool echo_json_body:\n"
+                    "- `admin`: is not an accepted argument (it accepts: name, size)"), text
+    assert upstream_count(gw, "/echo/json") == before
+    assert "`bogus`: is not an accepted argument" in error_text(gw, "echo_query", {"q": "x", "bogus": 1})
+    # A raw inputSchema without additionalProperties gets the same rule ...
+    assert "`c`: is not an accepted argument (it accepts: a, b)" in error_text(gw, "schema_sum", {"a": 1, "b": 2, "c": 3})
+    # ... and one with additionalProperties: true accepts them, as the operator said.
+    got = echo(gw, "echo_open_schema", {"name": "n", "extra": {"k": 1}})
+    assert json.loads(got["body"]) == {"name": "n", "extra": {"k": 1}}, got
+
+
+def test_listed_schemas_say_extra_arguments_are_refused(gw):
+    async def go():
+        async with mcp_client(gw.mcp_url(SERVER)) as c:
+            return {t.name: t.input_schema for t in (await list_all_tools(c))[0]}
+
+    schemas = run_async(go)
+    assert schemas["echo_json_body"].get("additionalProperties") is False
+    assert "additionalProperties" not in schemas["schema_sum"], "a raw inputSchema is published as written"
+    assert schemas["echo_open_schema"]["additionalProperties"] is True
+
+
 # --- the conformance fixture server ------------------------------------------------------------
 
 

@@ -59,7 +59,9 @@ pub fn from_args(args: &[ArgConfig]) -> Result<Value, String> {
             required.push(json!(arg.name));
         }
     }
-    let mut schema = json!({"type": "object", "properties": props});
+    // Published so that clients and models see the rule the gateway applies anyway (see
+    // `Validator::undeclared`): arguments that are not declared are refused.
+    let mut schema = json!({"type": "object", "properties": props, "additionalProperties": false});
     if !required.is_empty() {
         schema["required"] = Value::Array(required);
     }
@@ -289,6 +291,80 @@ impl Validator {
             }
             _ => {}
         }
+    }
+
+    /// The arguments a tool does not declare, which the gateway refuses: one rule for tools built from `args`,
+    /// imported from OpenAPI or given an `inputSchema`. An argument is declared when the schema's
+    /// `properties` name it or its `patternProperties` match it, at the top or in a top-level `$ref`,
+    /// `allOf`/`anyOf`/`oneOf` or `if`/`then`/`else` branch. Extra arguments are accepted only where the
+    /// operator says so: `additionalProperties` (or `unevaluatedProperties`) other than `false` at the top or
+    /// in such a branch. Without that, an extra argument is almost always a mistake (a misspelt optional
+    /// argument would silently take its default) or an attempt to reach the upstream with fields the tool
+    /// does not expose (`argsToJsonBody` forwarded them), so it is refused with its name rather than dropped.
+    pub fn undeclared(&self, args: &Map<String, Value>) -> Vec<String> {
+        let mut names = Vec::new();
+        let mut patterns = Vec::new();
+        if !self.declared(&self.root, &mut names, &mut patterns, 0) {
+            return Vec::new();
+        }
+        args.keys()
+            .filter(|k| !names.contains(&k.as_str()))
+            .filter(|k| !patterns.iter().any(|p| self.patterns.get(*p).is_some_and(|re| re.is_match(k))))
+            .cloned()
+            .collect()
+    }
+
+    /// The argument names the schema declares, in its order (for messages).
+    pub fn declared_names(&self) -> Vec<&str> {
+        let mut names = Vec::new();
+        self.declared(&self.root, &mut names, &mut Vec::new(), 0);
+        names
+    }
+
+    /// Collects the declared names and patterns of `schema`'s object level; false when extras are allowed.
+    fn declared<'a>(
+        &'a self,
+        schema: &'a Value,
+        names: &mut Vec<&'a str>,
+        patterns: &mut Vec<&'a str>,
+        depth: usize,
+    ) -> bool {
+        let Value::Object(s) = schema else { return schema != &Value::Bool(true) };
+        if depth > MAX_DEPTH {
+            return true;
+        }
+        for key in ["additionalProperties", "unevaluatedProperties"] {
+            if s.get(key).is_some_and(|a| a != &Value::Bool(false)) {
+                return false;
+            }
+        }
+        for name in s.get("properties").and_then(Value::as_object).into_iter().flat_map(|p| p.keys()) {
+            if !names.contains(&name.as_str()) {
+                names.push(name);
+            }
+        }
+        patterns.extend(
+            s.get("patternProperties")
+                .and_then(Value::as_object)
+                .into_iter()
+                .flat_map(|p| p.keys())
+                .map(String::as_str),
+        );
+        let mut closed = true;
+        if let Some(target) = s.get("$ref").and_then(Value::as_str).and_then(|r| self.resolve(r)) {
+            closed &= self.declared(target, names, patterns, depth + 1);
+        }
+        for key in ["allOf", "anyOf", "oneOf"] {
+            for sub in s.get(key).and_then(Value::as_array).into_iter().flatten() {
+                closed &= self.declared(sub, names, patterns, depth + 1);
+            }
+        }
+        for key in ["if", "then", "else"] {
+            if let Some(sub) = s.get(key) {
+                closed &= self.declared(sub, names, patterns, depth + 1);
+            }
+        }
+        closed
     }
 
     fn resolve<'a>(&'a self, reference: &str) -> Option<&'a Value> {
@@ -699,6 +775,29 @@ mod tests {
         let ints = json!({"properties":{"n":{"type":"integer"},"m":{"type":"integer"},"k":{"type":"integer"}}});
         coerce_and_default(&ints, &mut m);
         assert_eq!(Value::Object(m), json!({"n":100,"m":u64::MAX,"k":"1e300"}));
+    }
+
+    #[test]
+    fn undeclared_arguments() {
+        let args = |v: Value| v.as_object().unwrap().clone();
+        let s = v(json!({"type":"object","properties":{"a":{}},"patternProperties":{"^x":{}},
+            "$ref":"#/$defs/more","oneOf":[{"properties":{"b":{}}},{"properties":{"c":{}}}],"$defs":{"more":{"properties":{"d":{}}}}}));
+        assert_eq!(s.undeclared(&args(json!({"a":1,"b":1,"c":1,"d":1,"xy":1,"e":1,"f":1}))), ["e", "f"]);
+        assert_eq!(s.declared_names(), ["a", "d", "b", "c"]);
+        for open in [
+            json!({"additionalProperties": true}),
+            json!({"additionalProperties": {}}),
+            json!({"unevaluatedProperties": true}),
+            json!({"allOf": [{"additionalProperties": true}]}),
+        ] {
+            let mut schema = json!({"type":"object","properties":{"a":{}}});
+            schema.as_object_mut().unwrap().extend(open.as_object().unwrap().clone());
+            assert!(v(schema.clone()).undeclared(&args(json!({"e":1}))).is_empty(), "{schema}");
+        }
+        let closed = v(json!({"type":"object","properties":{"a":{}},"additionalProperties":false}));
+        assert_eq!(closed.undeclared(&args(json!({"e":1}))), ["e"]);
+        let built: Vec<ArgConfig> = serde_json::from_value(json!([{"name": "a"}])).unwrap();
+        assert_eq!(from_args(&built).unwrap()["additionalProperties"], json!(false));
     }
 
     #[test]

@@ -275,9 +275,22 @@ impl Tool {
             Some(_) => return Prepared::Done(error_result("Invalid arguments: `arguments` must be an object")),
         };
         schema::coerce_and_default(self.input.schema(), &mut args);
+        let undeclared = self.input.undeclared(&args);
+        for name in &undeclared {
+            args.remove(name);
+        }
         let mut args = Value::Object(args);
         self.input.normalize_integers(&mut args);
-        let problems = self.input.validate(&args);
+        let mut problems = self.input.validate(&args);
+        if !undeclared.is_empty() {
+            let accepted = self.input.declared_names();
+            let accepted = if accepted.is_empty() {
+                "this tool takes no arguments".to_string()
+            } else {
+                format!("it accepts: {}", accepted.join(", "))
+            };
+            problems.extend(undeclared.iter().map(|n| format!("`{n}`: is not an accepted argument ({accepted})")));
+        }
         if !problems.is_empty() {
             return Prepared::Done(error_result(&format!(
                 "Invalid arguments for tool {}:\n- {}",
@@ -809,6 +822,41 @@ mod tests {
             );
         }
         assert!(refused(&t, &tpl, &cfg, json!({"id": 1.5})).contains("`id`: expected integer, got number"));
+    }
+
+    #[test]
+    fn undeclared_arguments_are_refused_unless_the_schema_allows_them() {
+        let (t, tpl, cfg) = tool(
+            "{name: t, description: d, args: [{name: name}, {name: size, type: integer}], requestTemplate: {url: /x, method: POST, argsToJsonBody: true}}",
+        );
+        assert_eq!(t.listing["inputSchema"]["additionalProperties"], json!(false));
+        let text = refused(&t, &tpl, &cfg, json!({"name": "n", "admin": true, "size": "x"}));
+        assert!(text.contains("`admin`: is not an accepted argument (it accepts: name, size)"), "{text}");
+        assert!(text.contains("`size`: expected integer"), "every problem is named: {text}");
+        assert_eq!(text.matches("admin").count(), 1, "{text}");
+        // A raw inputSchema that says nothing gets the same rule; combinators and patterns declare names too.
+        let (t, tpl, cfg) = tool(
+            "{name: t, description: d, inputSchema: {type: object, properties: {a: {type: string}}, patternProperties: {'^x-': {}}, \
+             allOf: [{properties: {b: {type: string}}}]}, requestTemplate: {url: /x, argsToUrlParam: true}}",
+        );
+        assert!(refused(&t, &tpl, &cfg, json!({"a": "1", "c": "2"}))
+            .contains("`c`: is not an accepted argument (it accepts: a, b)"));
+        assert_eq!(request(&t, &tpl, &cfg, json!({"a": "1", "b": "2", "x-y": "3"})).path, "/x?a=1&b=2&x-y=3");
+        // additionalProperties true (or a schema) is the operator accepting extra arguments.
+        let (t, tpl, cfg) = tool(
+            "{name: t, description: d, inputSchema: {type: object, properties: {a: {type: string}}, additionalProperties: true}, requestTemplate: {url: /x, method: POST, argsToJsonBody: true}}",
+        );
+        assert_eq!(
+            request(&t, &tpl, &cfg, json!({"a": "1", "extra": 2})).body.as_deref(),
+            Some(&br#"{"a":"1","extra":2}"#[..])
+        );
+        let (t, tpl, cfg) = tool(
+            "{name: t, description: d, inputSchema: {type: object, additionalProperties: {type: integer}}, requestTemplate: {url: /x, argsToUrlParam: true}}",
+        );
+        assert_eq!(request(&t, &tpl, &cfg, json!({"k": 2.0})).path, "/x?k=2");
+        assert!(refused(&t, &tpl, &cfg, json!({"k": "v"})).contains("`k`: expected integer"));
+        let (t, tpl, cfg) = tool("{name: t, description: d, responseTemplate: {body: hi}}");
+        assert!(refused(&t, &tpl, &cfg, json!({"x": 1})).contains("(this tool takes no arguments)"));
     }
 
     #[test]
