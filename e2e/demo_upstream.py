@@ -17,6 +17,7 @@ Endpoints
   GET  /image.png                    -> a valid 1x1 PNG (image/png)
   GET  /text                         -> text/plain
   GET  /slow?ms=N                    -> sleeps N ms (max 30000), then {"slept_ms": N}
+  GET  /deep?depth=N                 -> JSON arrays nested N deep (max 100000): [[[...]]]
   ANY  /echo/...                     -> {"method", "path", "query", "args", "headers", "body"}
           path is the raw request target path (percent-encoding preserved), query the raw query
           string, args the parsed query (name -> list of values), headers a lower-cased dict
@@ -266,6 +267,14 @@ class Handler(BaseHTTPRequestHandler):
             except ValueError:
                 n = 1000
             self._send(200, b'"' + b"x" * (n - 2) + b'"', "application/json")
+            return
+
+        if path == "/deep":
+            try:
+                depth = max(0, min(int(arg("depth", "10")), 100000))
+            except ValueError:
+                depth = 10
+            self._send(200, b"[" * depth + b"]" * depth, "application/json")
             return
 
         if path == "/random":

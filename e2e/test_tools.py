@@ -528,6 +528,12 @@ def test_integers_out_of_range_are_refused(gw, arguments, name):
     assert upstream_count(gw, "/echo/int/1") == before
 
 
+def test_answers_too_deep_to_parse_are_errors(gw):
+    assert json.loads(ok_text(gw, "deep_answer", {"depth": 100})) == json.loads("[" * 100 + "]" * 100)
+    text = error_text(gw, "deep_answer", {"depth": 200})
+    assert "not valid JSON" in text and "recursion limit" in text and "128 levels" in text, text
+
+
 def test_tool_requests_are_not_marked_internal(gw):
     """Envoy's async client adds x-envoy-internal: true to every dispatch_http_call; the upstream
     filter on the tool clusters of envoy/envoy.yaml removes it."""

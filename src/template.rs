@@ -112,6 +112,19 @@ impl Templates {
         Ok(id)
     }
 
+    /// Whether a response template reads the parsed upstream answer: `response`, or a top-level key of a JSON
+    /// object answer (any name other than the context's own and the environment's globals). Decides whether
+    /// an answer that does not parse must fail the call rather than render as if it were empty.
+    pub fn reads_answer(&self, id: &TemplateId) -> bool {
+        const OWN: [&str; 5] = ["args", "config", "body", "status", "headers"];
+        let TemplateId(Resolved::Compiled(name)) = id else { return false };
+        let Ok(template) = self.env.get_template(name) else { return true };
+        template
+            .undeclared_variables(false)
+            .iter()
+            .any(|v| !OWN.contains(&v.as_str()) && !self.env.globals().any(|(g, _)| g == v))
+    }
+
     /// Renders a template against a context; errors (including running out of fuel) are reported, not raised.
     pub fn render<C: Serialize>(&self, id: &TemplateId, ctx: C) -> Result<String, String> {
         let name = match &id.0 {

@@ -64,6 +64,9 @@ pub struct Tool {
     prepend: Option<TemplateId>,
     append: Option<TemplateId>,
     error_body: Option<TemplateId>,
+    /// The response templates read the parsed answer (so an unparseable JSON answer cannot render).
+    result_reads_answer: bool,
+    error_reads_answer: bool,
 }
 
 /// What preparing a call produced.
@@ -239,6 +242,9 @@ impl Tool {
         let prepend = opt(templates, "responseTemplate.prependBody", &resp.prepend_body)?;
         let append = opt(templates, "responseTemplate.appendBody", &resp.append_body)?;
         let error_body = opt(templates, "errorResponseTemplate", &cfg.error_response_template)?;
+        let reads = |t: &Option<TemplateId>| t.as_ref().is_some_and(|t| templates.reads_answer(t));
+        let result_reads_answer = reads(&response_body) || reads(&prepend) || reads(&append);
+        let error_reads_answer = reads(&error_body);
 
         let mut listing = Map::new();
         listing.insert("name".into(), json!(cfg.name));
@@ -264,6 +270,8 @@ impl Tool {
             prepend,
             append,
             error_body,
+            result_reads_answer,
+            error_reads_answer,
         })
     }
 
@@ -466,11 +474,24 @@ impl Tool {
         } else {
             self.error_body.is_some()
         };
-        let parsed: Option<Arc<Value>> = if text.is_empty() || !(uses_template || (ok && self.output.is_some())) {
-            None
+        let (parsed, unparseable): (Option<Arc<Value>>, Option<String>) = if text.is_empty()
+            || !(uses_template || (ok && self.output.is_some()))
+        {
+            (None, None)
         } else {
-            serde_json::from_str(&text).ok().map(Arc::new)
+            match serde_json::from_str(&text) {
+                Ok(v) => (Some(Arc::new(v)), None),
+                Err(e) if !empty_answer && claims_json(header("content-type"), &text) => (None, Some(json_failure(&e))),
+                Err(_) => (None, None),
+            }
         };
+        // An answer that says it is JSON but does not parse would render as if it were empty (or make the
+        // outputSchema check fail for an unclear reason): the call fails and says why instead.
+        if let Some(why) = &unparseable {
+            if ok && (self.result_reads_answer || self.output.is_some()) {
+                return error_result(&format!("The upstream answer could not be read: {why}"));
+            }
+        }
         let ctx = if uses_template {
             let headers: Map<String, Value> = headers.iter().map(|(k, v)| (k.to_ascii_lowercase(), json!(v))).collect();
             let response = parsed.clone().map_or(MjValue::from(()), json_view);
@@ -489,11 +510,15 @@ impl Tool {
             MjValue::from(())
         };
         if !ok {
-            let message = match &self.error_body {
-                Some(t) => {
+            let message = match (&self.error_body, &unparseable) {
+                (Some(_), Some(why)) if self.error_reads_answer => format!(
+                    "HTTP {status}: {}\n(The errorResponseTemplate was not applied: {why}.)",
+                    truncate(&text, ERROR_BODY_QUOTE)
+                ),
+                (Some(t), _) => {
                     templates.render(t, &ctx).unwrap_or_else(|e| format!("HTTP {status} (error template failed: {e})"))
                 }
-                None => format!("HTTP {status}: {}", truncate(&text, ERROR_BODY_QUOTE)),
+                (None, _) => format!("HTTP {status}: {}", truncate(&text, ERROR_BODY_QUOTE)),
             };
             let missing = self.request.as_ref().and_then(|r| r.credential.as_ref()).filter(|c| c.is_missing());
             if let (401 | 403, Some(c)) = (status, missing) {
@@ -545,6 +570,27 @@ impl Tool {
         }
         result
     }
+}
+
+/// Whether an answer is meant to be JSON: its Content-Type says so (`application/json`, `*+json`), or it has
+/// none and starts like a JSON object or array.
+fn claims_json(content_type: Option<&str>, text: &str) -> bool {
+    match content_type {
+        Some(ct) => {
+            let mime = ct.split(';').next().unwrap_or_default().trim().to_ascii_lowercase();
+            mime.ends_with("/json") || mime.ends_with("+json")
+        }
+        None => text.trim_start().starts_with(['{', '[']),
+    }
+}
+
+/// Why a JSON answer did not parse, in words an operator can act on.
+fn json_failure(e: &serde_json::Error) -> String {
+    let mut why = format!("it is not valid JSON ({e})");
+    if e.to_string().contains("recursion limit") {
+        why.push_str("; the gateway reads answers nested at most 128 levels deep");
+    }
+    why
 }
 
 /// An upstream answer, owned: the body moves into the result text without a copy.
@@ -857,6 +903,42 @@ mod tests {
         assert!(refused(&t, &tpl, &cfg, json!({"k": "v"})).contains("`k`: expected integer"));
         let (t, tpl, cfg) = tool("{name: t, description: d, responseTemplate: {body: hi}}");
         assert!(refused(&t, &tpl, &cfg, json!({"x": 1})).contains("(this tool takes no arguments)"));
+    }
+
+    #[test]
+    fn answers_that_do_not_parse_are_errors_when_they_are_read() {
+        let deep = format!("{}{}", "[".repeat(200), "]".repeat(200));
+        let answer = |ct: Option<&str>, status: u16, body: &str| UpstreamResult::Response {
+            status,
+            headers: ct.map(|c| vec![("Content-Type".to_string(), c.to_string())]).unwrap_or_default(),
+            body: body.as_bytes().to_vec(),
+        };
+        let (t, tpl, cfg) = tool(
+            "{name: t, description: d, requestTemplate: {url: /d}, responseTemplate: {body: '{{ response | tojson }}'}, errorResponseTemplate: 'E {{ error }}'}",
+        );
+        let r = t.finish(&tpl, &cfg, &json!({}), answer(Some("application/json"), 200, &deep));
+        let text = r["content"][0]["text"].as_str().unwrap();
+        assert_eq!(r["isError"], json!(true));
+        assert!(text.contains("recursion limit") && text.contains("128 levels"), "{text}");
+        let r = t.finish(&tpl, &cfg, &json!({}), answer(None, 200, "{\"a\": "));
+        assert!(r["content"][0]["text"].as_str().unwrap().contains("not valid JSON"), "{r}");
+        // An answer that is not meant to be JSON is text: `response` is none, `body` has it.
+        let r = t.finish(&tpl, &cfg, &json!({}), answer(Some("text/plain"), 200, "[INFO] up"));
+        assert_eq!((r["isError"].clone(), r["content"][0]["text"].clone()), (json!(false), json!("null")));
+        let r = t.finish(&tpl, &cfg, &json!({}), answer(Some("application/json"), 200, "[[1]]"));
+        assert_eq!(r["content"][0]["text"], json!("[[1]]"));
+        let r = t.finish(&tpl, &cfg, &json!({}), answer(Some("application/problem+json"), 500, &deep));
+        let text = r["content"][0]["text"].as_str().unwrap();
+        assert!(text.starts_with("HTTP 500: [[[") && text.contains("errorResponseTemplate was not applied"), "{text}");
+        // Templates that read only the raw body do not need it to parse.
+        let (t, tpl, cfg) = tool(
+            "{name: t, description: d, requestTemplate: {url: /d}, responseTemplate: {body: '{{ body | length }} {{ status }}'}}",
+        );
+        let r = t.finish(&tpl, &cfg, &json!({}), answer(Some("application/json"), 200, &deep));
+        assert_eq!((r["isError"].clone(), r["content"][0]["text"].clone()), (json!(false), json!("400 200")));
+        let (t, tpl, cfg) = tool("{name: t, description: d, requestTemplate: {url: /d}, outputSchema: {type: object}}");
+        let r = t.finish(&tpl, &cfg, &json!({}), answer(Some("application/json"), 200, &format!("{{\"a\": {deep}}}")));
+        assert!(r["content"][0]["text"].as_str().unwrap().contains("128 levels"), "{r}");
     }
 
     #[test]
