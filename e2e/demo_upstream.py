@@ -17,6 +17,9 @@ Endpoints
   GET  /image.png                    -> a valid 1x1 PNG (image/png)
   GET  /text                         -> text/plain
   GET  /slow?ms=N                    -> sleeps N ms (max 30000), then {"slept_ms": N}
+  GET  /big?bytes=N[&chunked=true]   -> a JSON string of N bytes in all (max 64 MiB); chunked: no Content-Length
+  GET  /endless?delay_ms=N           -> a chunked JSON answer that never ends (64 KiB chunks, N ms apart;
+                                        it stops after 60 s or when the connection closes)
   GET  /deep?depth=N                 -> JSON arrays nested N deep (max 100000): [[[...]]]
   ANY  /echo/...                     -> {"method", "path", "query", "args", "headers", "body"}
           path is the raw request target path (percent-encoding preserved), query the raw query
@@ -110,6 +113,21 @@ class Handler(BaseHTTPRequestHandler):
         self.end_headers()
         if self.command != "HEAD" and body:
             self.wfile.write(body)
+
+    def _send_chunked(self, status: int, chunks) -> None:
+        """A JSON answer in chunked transfer encoding (no Content-Length); the connection closes after it."""
+        self.close_connection = True
+        self.send_response(status)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Transfer-Encoding", "chunked")
+        self.end_headers()
+        try:
+            for chunk in chunks:
+                if chunk:
+                    self.wfile.write(b"%x\r\n%s\r\n" % (len(chunk), chunk))
+            self.wfile.write(b"0\r\n\r\n")
+        except (BrokenPipeError, ConnectionResetError):
+            pass
 
     def _json(self, status: int, obj, extra: dict | None = None) -> None:
         self._send(status, json.dumps(obj).encode(), "application/json", extra)
@@ -266,7 +284,29 @@ class Handler(BaseHTTPRequestHandler):
                 n = max(2, min(int(arg("bytes", "1000")), 64 * 1024 * 1024))
             except ValueError:
                 n = 1000
-            self._send(200, b'"' + b"x" * (n - 2) + b'"', "application/json")
+            body = b'"' + b"x" * (n - 2) + b'"'
+            if arg("chunked") == "true":
+                self._send_chunked(200, [body[i:i + (1 << 20)] for i in range(0, n, 1 << 20)])
+            else:
+                self._send(200, body, "application/json")
+            return
+
+        if path == "/endless":
+            # An answer that never ends, in chunks (for Envoy's buffer limit and the tool timeout).
+            try:
+                delay = max(0, min(int(arg("delay_ms", "0")), 10000)) / 1000
+            except ValueError:
+                delay = 0.0
+            deadline = time.monotonic() + 60
+
+            def chunks():
+                yield b'"'
+                while time.monotonic() < deadline:
+                    yield b"x" * 65536
+                    if delay:
+                        time.sleep(delay)
+
+            self._send_chunked(200, chunks())
             return
 
         if path == "/deep":

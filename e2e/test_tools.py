@@ -528,6 +528,47 @@ def test_integers_out_of_range_are_refused(gw, arguments, name):
     assert upstream_count(gw, "/echo/int/1") == before
 
 
+def test_oversized_answers_name_maxresponsebytes(gw):
+    for chunked in (False, True):
+        text = error_text(gw, "big_answer", {"bytes": 20_000_000, "chunked": chunked})
+        assert "20000000 bytes" in text and "maxResponseBytes" in text and "8388608" in text, text
+
+
+@pytest.mark.parametrize("args", [{"bytes": 64 * 1024 * 1024}, {"bytes": 64 * 1024 * 1024, "chunked": True}])
+def test_answers_beyond_envoys_buffer_name_both_limits(gw, args):
+    """Envoy's async client drops an answer over 32 MiB and resets the call: the plugin never sees its
+    size, so the result names Envoy's limit (and how to raise it) beside maxResponseBytes."""
+    start = time.monotonic()
+    text = error_text(gw, "big_answer", args)
+    assert "http.async_response_buffer_limit" in text and "33554432" in text, text
+    assert "maxResponseBytes: 8388608" in text, text
+    assert "no answer from the upstream" not in text and time.monotonic() - start < 5.0
+
+
+def test_raising_envoys_buffer_lets_maxresponsebytes_decide(gw, e2e_config):
+    """The remedy the message names works: with Envoy's runtime key raised as the README shows, a 40 MB
+    answer reaches the plugin, which refuses it by its size and maxResponseBytes."""
+    base = harness.load_envoy_yaml()
+    base["layered_runtime"] = {
+        "layers": [{"name": "static", "static_layer": {"http.async_response_buffer_limit": 64 * 1024 * 1024}}]}
+    other = harness.start_gateway(e2e_config, tag="buffer", upstream=gw.upstream, run_dir=gw.run_dir,
+                                  envoy_base=base)
+    try:
+        text = error_text(other, "big_answer", {"bytes": 40_000_000})
+    finally:
+        other.stop()
+    assert "has 40000000 bytes" in text and "maxResponseBytes" in text, text
+
+
+def test_endless_answers_are_cut_off_and_named(gw):
+    text = error_text(gw, "endless_answer", {})
+    assert "http.async_response_buffer_limit" in text, text
+    start = time.monotonic()
+    text = error_text(gw, "endless_answer", {"delay_ms": 100})  # about 0.6 MiB/s: the 2 s timeout comes first
+    assert "timeout of 2000 ms" in text and "buffer" not in text, text
+    assert time.monotonic() - start < 4.0
+
+
 def test_answers_too_deep_to_parse_are_errors(gw):
     assert json.loads(ok_text(gw, "deep_answer", {"depth": 100})) == json.loads("[" * 100 + "]" * 100)
     text = error_text(gw, "deep_answer", {"depth": 200})

@@ -10,6 +10,14 @@ use minijinja::value::Value as MjValue;
 use serde_json::{Map, Value};
 use std::collections::HashMap;
 
+/// Envoy's default limit on the answer to a plugin's HTTP call (`kBufferLimitForResponse` of its async
+/// client): a larger answer is dropped and the call reset, so the plugin never sees its size.
+pub const ENVOY_ANSWER_LIMIT: usize = 32 * 1024 * 1024;
+/// The Envoy runtime key that changes [`ENVOY_ANSWER_LIMIT`].
+pub const ENVOY_ANSWER_LIMIT_KEY: &str = "http.async_response_buffer_limit";
+/// How early Envoy's timer may fire compared with the plugin's clock, both in milliseconds.
+const TIMER_SLACK_MS: u64 = 50;
+
 /// One served MCP server.
 #[derive(Debug)]
 pub struct Server {
@@ -95,6 +103,13 @@ impl Gateway {
             }
         }
         let sessions = SessionStore::from_config(&cfg.sessions).map_err(|(field, msg)| ConfigError::new(field, msg))?;
+        if cfg.max_response_bytes > ENVOY_ANSWER_LIMIT {
+            notices.push(format!(
+                "maxResponseBytes ({}) is above Envoy's default limit for the answers of plugin HTTP calls ({} \
+                 bytes): larger answers are cut off by Envoy unless its runtime key {} is raised as well",
+                cfg.max_response_bytes, ENVOY_ANSWER_LIMIT, ENVOY_ANSWER_LIMIT_KEY
+            ));
+        }
         Ok(Gateway {
             prefix: cfg.prefix,
             allowed_origins: cfg.allowed_origins.iter().map(|o| o.trim_end_matches('/').to_ascii_lowercase()).collect(),
@@ -115,10 +130,37 @@ impl Gateway {
     pub fn oversized_answer(&self, size: usize) -> Option<UpstreamResult> {
         (size > self.max_response_bytes).then(|| {
             UpstreamResult::Failed(format!(
-                "the upstream answer has {size} bytes, over the gateway's limit of {} (maxResponseBytes)",
+                "the upstream answer has {size} bytes, over the gateway's limit of {} bytes (maxResponseBytes in \
+                 the plugin config, which the operator can raise)",
                 self.max_response_bytes
             ))
         })
+    }
+
+    /// The outcome of a call that Envoy ended without handing over an answer, `elapsed_ms` after it was sent
+    /// with `timeout_ms`.
+    ///
+    /// Envoy answers a call that fails before the upstream answers itself (504 for a timeout, 503 for a
+    /// refused connection), so an empty outcome means the answer had started and was cut off: Envoy's async
+    /// client resets a call whose answer outgrows its buffer ([`ENVOY_ANSWER_LIMIT`], the same "reset" the
+    /// plugin sees when the upstream breaks the connection mid-answer), and the router resets one still
+    /// streaming at its timeout. The time taken tells the timeout apart; the other two look the same.
+    pub fn cut_off_answer(&self, elapsed_ms: Option<u64>, timeout_ms: Option<u64>) -> UpstreamResult {
+        if let (Some(elapsed), Some(timeout)) = (elapsed_ms, timeout_ms) {
+            if elapsed.saturating_add(TIMER_SLACK_MS) >= timeout {
+                return UpstreamResult::Failed(format!(
+                    "the upstream had not finished its answer when the tool's timeout of {timeout} ms \
+                     (upstream.timeoutMs) ran out, so Envoy cut it off"
+                ));
+            }
+        }
+        UpstreamResult::Failed(format!(
+            "Envoy cut the upstream answer off before it was complete. Either it was larger than Envoy's buffer \
+             for plugin HTTP calls ({}, {} bytes by default; the operator can raise it in Envoy's runtime, and \
+             the gateway's own limit, maxResponseBytes: {} bytes, applies below it), or the upstream broke the \
+             connection while answering",
+            ENVOY_ANSWER_LIMIT_KEY, ENVOY_ANSWER_LIMIT, self.max_response_bytes
+        ))
     }
 
     pub fn server(&self, name: &str) -> Option<&Server> {
@@ -189,6 +231,21 @@ mod tests {
         assert!(g.oversized_answer(10).is_none());
         assert!(matches!(g.oversized_answer(11), Some(UpstreamResult::Failed(m)) if m.contains("maxResponseBytes")));
         assert_eq!(Gateway::from_config_str("servers:\n- name: a\n").unwrap().max_response_bytes, 8 * 1024 * 1024);
+    }
+
+    #[test]
+    fn cut_off_answers_name_the_limit_or_the_timeout() {
+        let g = Gateway::from_config_str("maxResponseBytes: 10\nservers:\n- name: a\n").unwrap();
+        let UpstreamResult::Failed(m) = g.cut_off_answer(Some(120), Some(5000)) else { panic!() };
+        assert!(m.contains("http.async_response_buffer_limit") && m.contains("33554432"), "{m}");
+        assert!(m.contains("maxResponseBytes: 10 bytes") && m.contains("broke the connection"), "{m}");
+        let UpstreamResult::Failed(m) = g.cut_off_answer(Some(4990), Some(5000)) else { panic!() };
+        assert!(m.contains("timeout of 5000 ms") && !m.contains("buffer"), "{m}");
+        let UpstreamResult::Failed(m) = g.cut_off_answer(None, None) else { panic!() };
+        assert!(m.contains("http.async_response_buffer_limit"), "{m}");
+        assert!(g.notices.is_empty());
+        let big = Gateway::from_config_str("maxResponseBytes: 40000000\nservers:\n- name: a\n").unwrap();
+        assert!(big.notices.iter().any(|n| n.contains("http.async_response_buffer_limit")), "{:?}", big.notices);
     }
 
     #[test]

@@ -47,12 +47,35 @@ struct Live {
     driver: Driver,
 }
 
+/// An upstream call in flight: when it was sent and its timeout, to tell why Envoy ended it without an answer.
+struct Sent {
+    token: u32,
+    at_ms: u64,
+    timeout_ms: u64,
+}
+
 thread_local! {
     /// Exchanges in flight on this VM, by HTTP context id.
     static LIVE: RefCell<HashMap<u32, Live>> = RefCell::new(HashMap::new());
     /// Upstream calls outstanding on this VM: the sum of the drivers' `calls_in_flight`, kept up to date by
     /// [`with_driver`] and `on_done`.
     static IN_FLIGHT: Cell<usize> = const { Cell::new(0) };
+    /// Upstream calls in flight on this VM, by HTTP context id.
+    static SENT: RefCell<HashMap<u32, Vec<Sent>>> = RefCell::new(HashMap::new());
+}
+
+/// Forgets the call `token` of context `id`; returns its start time and timeout.
+fn take_sent(id: u32, token: u32) -> Option<(u64, u64)> {
+    SENT.with(|sent| {
+        let mut sent = sent.borrow_mut();
+        let calls = sent.get_mut(&id)?;
+        let pos = calls.iter().position(|c| c.token == token)?;
+        let call = calls.swap_remove(pos);
+        if calls.is_empty() {
+            sent.remove(&id);
+        }
+        Some((call.at_ms, call.timeout_ms))
+    })
 }
 
 fn log(level: LogLevel, msg: &str) {
@@ -105,7 +128,6 @@ fn with_driver(id: u32, foreign: bool, f: impl FnOnce(&Gateway, &mut Driver, &mu
 struct Calls<'g> {
     #[cfg_attr(not(feature = "higress"), allow(dead_code))]
     gw: &'g Gateway,
-    #[cfg_attr(not(feature = "higress"), allow(dead_code))]
     context_id: u32,
     shared: SharedData,
 }
@@ -145,8 +167,11 @@ impl Host for Calls<'_> {
 
     fn dispatch(&mut self, r: &UpstreamRequest) -> Result<u32, String> {
         let timeout = Duration::from_millis(r.timeout_ms);
-        hostcalls::dispatch_http_call(&r.cluster, r.wire_headers(), r.body.as_deref(), vec![], timeout)
-            .map_err(|status| format!("{status:?}"))
+        let token = hostcalls::dispatch_http_call(&r.cluster, r.wire_headers(), r.body.as_deref(), vec![], timeout)
+            .map_err(|status| format!("{status:?}"))?;
+        let call = Sent { token, at_ms: now_ms(), timeout_ms: r.timeout_ms };
+        SENT.with(|sent| sent.borrow_mut().entry(self.context_id).or_default().push(call));
+        Ok(token)
     }
 
     fn calls_in_flight(&self) -> usize {
@@ -269,12 +294,14 @@ impl Context for Http {
         if let Some(gone) = LIVE.with(|live| live.borrow_mut().remove(&self.id)) {
             IN_FLIGHT.with(|n| n.set(n.get().saturating_sub(gone.driver.calls_in_flight())));
         }
+        SENT.with(|sent| sent.borrow_mut().remove(&self.id));
         #[cfg(feature = "higress")]
         redis::forget_context(self.id);
         true
     }
 
     fn on_http_call_response(&mut self, token: u32, _headers: usize, body_size: usize, _trailers: usize) {
+        let sent = take_sent(self.id, token);
         with_driver(self.id, false, |gw, driver, calls| {
             let headers = headers_lossy(MapType::HttpCallResponseHeaders);
             let status = headers.iter().find(|(k, _)| k == ":status").and_then(|(_, v)| v.parse::<u16>().ok());
@@ -288,9 +315,8 @@ impl Context for Http {
                     let headers = headers.into_iter().filter(|(k, _)| !k.starts_with(':')).collect();
                     UpstreamResult::Response { status, headers, body }
                 }
-                (None, _) => {
-                    UpstreamResult::Failed("no answer from the upstream (timeout or connection failure)".into())
-                }
+                // No headers: Envoy reset the call after the answer had started (see `cut_off_answer`).
+                (None, _) => gw.cut_off_answer(sent.map(|(at, _)| now_ms().saturating_sub(at)), sent.map(|(_, t)| t)),
             };
             driver.on_upstream(gw, calls, token, outcome)
         });
