@@ -560,6 +560,12 @@ def test_raising_envoys_buffer_lets_maxresponsebytes_decide(gw, e2e_config):
     assert "has 40000000 bytes" in text and "maxResponseBytes" in text, text
 
 
+def test_rendered_templates_beyond_the_limit_name_it(gw):
+    assert len(ok_text(gw, "big_answer_quoted", {"bytes": 1_000_000})) == 1_000_000
+    text = error_text(gw, "big_answer_quoted", {"bytes": 5_000_000})
+    assert "has 5000000 bytes, over the gateway's fixed limit of 4194304 bytes per template" in text, text
+
+
 def test_endless_answers_are_cut_off_and_named(gw):
     text = error_text(gw, "endless_answer", {})
     assert "http.async_response_buffer_limit" in text, text

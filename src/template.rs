@@ -134,7 +134,10 @@ impl Templates {
         let t = self.env.get_template(name).map_err(describe)?;
         let out = t.render(ctx).map_err(describe)?;
         if out.len() > MAX_OUTPUT {
-            return Err(format!("template output exceeds {MAX_OUTPUT} bytes"));
+            return Err(format!(
+                "the rendered template has {} bytes, over the gateway's fixed limit of {MAX_OUTPUT} bytes per template",
+                out.len()
+            ));
         }
         Ok(out)
     }
@@ -342,6 +345,10 @@ mod tests {
         let err = t.render(&id, json!({})).unwrap_err();
         assert!(err.contains("fuel"), "{err}");
         assert!(t.add("bad", "{{ unclosed", Escape::None).is_err());
+        // Output beyond the limit is refused, naming it (a template quoting a large answer, say).
+        let quote = t.add("quote", "<{{ body }}>", Escape::None).unwrap();
+        let err = t.render(&quote, json!({"body": "x".repeat(MAX_OUTPUT)})).unwrap_err();
+        assert!(err.contains(&format!("has {} bytes", MAX_OUTPUT + 2)) && err.contains("limit of 4194304"), "{err}");
     }
 
     #[test]
