@@ -515,7 +515,7 @@ pub fn too_large(gw: &Gateway) -> HttpResponse {
         413,
         Value::Null,
         jsonrpc::INVALID_REQUEST,
-        format!("Payload Too Large: the limit is {} bytes", gw.max_request_bytes),
+        format!("Payload Too Large: the limit is {} bytes (maxRequestBytes)", gw.max_request_bytes),
     )
 }
 
