@@ -375,6 +375,7 @@ def _big_initialize(size: int) -> bytes:
 def test_oversized_body_is_413(raw: RawMcp):
     r = raw.post(SERVER, content=_big_initialize(300 * 1024))  # maxRequestBytes is 262144
     assert_json_error(r, 413)
+    assert "262144 bytes (maxRequestBytes)" in r.json()["error"]["message"], "a size refusal names its limit"
 
 
 def test_much_larger_body_is_413(raw: RawMcp):
