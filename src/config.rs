@@ -368,7 +368,11 @@ pub struct ArgConfig {
     /// A full JSON Schema for the argument, in place of `type`/`enum`/`items`/`properties` (OpenAPI imports).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub schema: Option<Value>,
-    /// `false` sends an array query argument as one comma-separated value instead of repeating it.
+    /// How the value is written where it goes (OpenAPI 3 parameter styles); the position's default when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub style: Option<Style>,
+    /// Arrays and objects as repeated or separate entries (`true`) or one delimited value; OpenAPI's
+    /// default: `true` for `form`, `false` otherwise.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub explode: Option<bool>,
 }
@@ -386,6 +390,45 @@ pub enum Position {
     Header,
     Cookie,
     Body,
+}
+
+impl Position {
+    pub fn name(self) -> &'static str {
+        match self {
+            Position::Query => "query",
+            Position::Path => "path",
+            Position::Header => "header",
+            Position::Cookie => "cookie",
+            Position::Body => "body",
+        }
+    }
+}
+
+/// OpenAPI 3's parameter styles: how arrays and objects are written into a URL, header, cookie or form body.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub enum Style {
+    Form,
+    Simple,
+    Label,
+    Matrix,
+    SpaceDelimited,
+    PipeDelimited,
+    DeepObject,
+}
+
+impl Style {
+    pub fn name(self) -> &'static str {
+        match self {
+            Style::Form => "form",
+            Style::Simple => "simple",
+            Style::Label => "label",
+            Style::Matrix => "matrix",
+            Style::SpaceDelimited => "spaceDelimited",
+            Style::PipeDelimited => "pipeDelimited",
+            Style::DeepObject => "deepObject",
+        }
+    }
 }
 
 /// How a `tools/call` becomes an upstream HTTP request.

@@ -3,12 +3,12 @@
 
 use crate::config::{Position, ServerConfig, ToolConfig};
 use crate::credential::Credential;
+use crate::encoding::{self, Encoding};
 use crate::schema::{self, Validator};
-use crate::template::{json_view, Escape, TemplateId, Templates, URL_COMPONENT};
+use crate::template::{json_view, Escape, TemplateId, Templates};
 use crate::upstream::{is_forbidden_header, is_safe_header_value, is_token, Target, UpstreamRequest, UpstreamResult};
 use base64::Engine;
 use minijinja::{context, value::Value as MjValue};
-use percent_encoding::utf8_percent_encode;
 use serde_json::{json, Map, Value};
 use std::sync::Arc;
 
@@ -46,8 +46,8 @@ struct Placement {
     /// The parameter name on the wire (differs from `arg` when names clash).
     wire: String,
     position: Position,
-    /// Array query values: repeated (`true`, the default) or comma-joined.
-    explode: bool,
+    /// How arrays and objects are written there (OpenAPI styles).
+    encoding: Encoding,
 }
 
 /// A compiled tool.
@@ -107,18 +107,27 @@ impl Tool {
             Some(s) => Some(Validator::for_answer(s.clone()).map_err(|e| err("outputSchema", e))?),
             None => None,
         };
-        let placements: Vec<Placement> = cfg
-            .args
-            .iter()
-            .filter_map(|a| {
-                Some(Placement {
-                    arg: a.name.clone(),
-                    wire: a.param_name.clone().unwrap_or_else(|| a.name.clone()),
-                    position: a.position?,
-                    explode: a.explode.unwrap_or(true),
-                })
-            })
-            .collect();
+        let form_body = cfg.request_template.as_ref().is_some_and(|r| r.args_to_form_body);
+        let mut placements: Vec<Placement> = Vec::new();
+        for a in &cfg.args {
+            let Some(position) = a.position else {
+                if a.style.is_some() || a.explode.is_some() {
+                    return Err(err("args", format!("'{}': style and explode need a position", a.name)));
+                }
+                continue;
+            };
+            if position == Position::Body && !form_body && (a.style.is_some() || a.explode.is_some()) {
+                return Err(err("args", format!("'{}': style and explode apply to form bodies only", a.name)));
+            }
+            let encoding = Encoding::resolve(position, a.style, a.explode)
+                .map_err(|e| err("args", format!("'{}': {e}", a.name)))?;
+            placements.push(Placement {
+                arg: a.name.clone(),
+                wire: a.param_name.clone().unwrap_or_else(|| a.name.clone()),
+                position,
+                encoding,
+            });
+        }
         for p in &placements {
             let bad = match p.position {
                 Position::Header => !is_token(&p.wire) || is_forbidden_header(&p.wire),
@@ -297,34 +306,35 @@ impl Tool {
         let ctx = context! { args => MjValue::from_serialize(args), config => config.clone() };
         let mut path = templates.render(&plan.url, &ctx)?;
         let obj = args.as_object().cloned().unwrap_or_default();
+        // Query and form pairs are percent-encoded as they are made (see `encoding`).
         let mut query: Vec<(String, String)> = Vec::new();
         let mut headers: Vec<(String, String)> = Vec::new();
         let mut cookies: Vec<String> = Vec::new();
         let mut body_args = Map::new();
+        let mut form: Vec<(String, String)> = Vec::new();
         for (name, value) in &obj {
-            let placed = self.placements.iter().find(|p| &p.arg == name);
-            let wire = placed.map_or(name.as_str(), |p| p.wire.as_str());
-            match placed.map(|p| p.position) {
-                Some(Position::Path) => {
-                    let encoded = utf8_percent_encode(&simple_text(value), URL_COMPONENT).to_string();
-                    path = path.replace(&format!("{{{wire}}}"), &encoded);
-                }
-                Some(Position::Query) if placed.is_some_and(|p| !p.explode) => {
-                    query.push((wire.to_string(), simple_text(value)))
-                }
-                Some(Position::Query) => push_query(&mut query, wire, value),
-                Some(Position::Header) => headers.push((wire.to_ascii_lowercase(), simple_text(value))),
-                Some(Position::Cookie) => {
-                    cookies.push(format!("{wire}={}", utf8_percent_encode(&simple_text(value), URL_COMPONENT)))
-                }
-                Some(Position::Body) => {
-                    body_args.insert(wire.to_string(), value.clone());
-                }
-                None if plan.rest_to_query => push_query(&mut query, name, value),
-                None if plan.body_mode != BodyMode::None => {
+            let Some(p) = self.placements.iter().find(|p| &p.arg == name) else {
+                if plan.rest_to_query {
+                    encoding::pairs(name, value, Encoding::QUERY, &mut query);
+                } else if plan.body_mode == BodyMode::Form {
+                    encoding::pairs(name, value, Encoding::FORM_FIELD, &mut form);
+                } else if plan.body_mode == BodyMode::Json {
                     body_args.insert(name.clone(), value.clone());
                 }
-                None => {}
+                continue;
+            };
+            let wire = p.wire.as_str();
+            match p.position {
+                Position::Path => path = path.replace(&format!("{{{wire}}}"), &encoding::path(wire, value, p.encoding)),
+                Position::Query => encoding::pairs(wire, value, p.encoding, &mut query),
+                Position::Header => headers.push((wire.to_ascii_lowercase(), encoding::header(value, p.encoding))),
+                Position::Cookie => encoding::cookies(wire, value, p.encoding, &mut cookies),
+                Position::Body if plan.body_mode == BodyMode::Form => {
+                    encoding::pairs(wire, value, p.encoding, &mut form)
+                }
+                Position::Body => {
+                    body_args.insert(wire.to_string(), value.clone());
+                }
             }
         }
         if !path.starts_with('/') {
@@ -369,11 +379,7 @@ impl Tool {
             Some(serde_json::to_vec(&Value::Object(body_args)).unwrap_or_default())
         } else if plan.body_mode == BodyMode::Form {
             content_type.get_or_insert_with(|| "application/x-www-form-urlencoded".into());
-            let mut pairs = Vec::new();
-            for (k, v) in &body_args {
-                push_query(&mut pairs, k, v);
-            }
-            Some(encode_pairs(&pairs).into_bytes())
+            Some(encode_pairs(&form).into_bytes())
         } else {
             None
         };
@@ -550,41 +556,10 @@ fn split_url(url: &str) -> Result<(Option<String>, String), String> {
     Ok((Some(host.to_string()), path))
 }
 
-/// OpenAPI's "simple" style: arrays of scalars comma-joined, everything else as [`scalar_text`].
-fn simple_text(v: &Value) -> String {
-    match v {
-        Value::Array(items) if items.iter().all(|i| !i.is_array() && !i.is_object()) => {
-            items.iter().map(scalar_text).collect::<Vec<_>>().join(",")
-        }
-        other => scalar_text(other),
-    }
-}
-
-fn scalar_text(v: &Value) -> String {
-    match v {
-        Value::String(s) => s.clone(),
-        Value::Null => String::new(),
-        other => other.to_string(),
-    }
-}
-
-/// `k=v&k2=v2`, every key and value percent-encoded (query strings and form bodies alike).
+/// `k=v&k2=v2` of pairs already percent-encoded (query strings and form bodies alike).
 fn encode_pairs(pairs: &[(String, String)]) -> String {
-    let encoded: Vec<String> = pairs
-        .iter()
-        .map(|(k, v)| format!("{}={}", utf8_percent_encode(k, URL_COMPONENT), utf8_percent_encode(v, URL_COMPONENT)))
-        .collect();
+    let encoded: Vec<String> = pairs.iter().map(|(k, v)| format!("{k}={v}")).collect();
     encoded.join("&")
-}
-
-fn push_query(query: &mut Vec<(String, String)>, name: &str, value: &Value) {
-    match value {
-        Value::Array(items) if items.iter().all(|i| !i.is_array() && !i.is_object()) => {
-            query.extend(items.iter().map(|i| (name.to_string(), scalar_text(i))))
-        }
-        Value::Null => {}
-        other => query.push((name.to_string(), scalar_text(other))),
-    }
 }
 
 fn truncate(s: &str, max: usize) -> String {
@@ -645,6 +620,36 @@ mod tests {
         let r = request(&t, &tpl, &cfg, json!({"a": "é&"}));
         assert_eq!(r.body.as_deref(), Some(&b"a=%C3%A9%26"[..]));
         assert!(r.headers.contains(&("content-type".into(), "application/x-www-form-urlencoded".into())));
+    }
+
+    #[test]
+    fn hand_written_styles_in_path_query_and_form_body() {
+        let (t, tpl, cfg) = tool(
+            "{name: t, description: d, args: [{name: id, type: array, position: path, style: matrix, explode: true}, \
+             {name: filter, type: object, position: query, style: deepObject}, {name: ids, type: array, position: query, style: pipeDelimited}, \
+             {name: address, type: object, position: body, style: deepObject}, {name: expand, type: array, position: body, style: deepObject}, \
+             {name: meta, type: object, position: body}], \
+             requestTemplate: {url: '/c/{id}', method: POST, argsToFormBody: true}}",
+        );
+        let r = request(
+            &t,
+            &tpl,
+            &cfg,
+            json!({"id": ["a", "b"], "filter": {"gt": 5}, "ids": [1, 2], "address": {"city": "Paris"},
+                   "expand": ["customer"], "meta": {"k": "v"}}),
+        );
+        assert_eq!(r.path, "/c/;id=a;id=b?filter%5Bgt%5D=5&ids=1%7C2");
+        let body = String::from_utf8(r.body.unwrap()).unwrap();
+        assert_eq!(body, "address%5Bcity%5D=Paris&expand%5B0%5D=customer&meta=%7B%22k%22%3A%22v%22%7D");
+        for bad in [
+            "{name: t, description: d, args: [{name: a, position: path, style: form}], requestTemplate: {url: '/{a}'}}",
+            "{name: t, description: d, args: [{name: a, position: body, style: deepObject}], requestTemplate: {url: /x, method: POST}}",
+            "{name: t, description: d, args: [{name: a, style: form}], requestTemplate: {url: /x, argsToUrlParam: true}}",
+            "{name: t, description: d, args: [{name: a, position: query, style: diagonal}], requestTemplate: {url: /x}}",
+        ] {
+            let doc = format!("servers:\n- name: s\n  upstream: {{cluster: api}}\n  tools:\n  - {bad}\n");
+            assert!(crate::gateway::Gateway::from_config_str(&doc).is_err(), "{bad}");
+        }
     }
 
     #[test]
