@@ -2,6 +2,7 @@
 //! gateway to check that every argument lands where the operation wants it.
 
 use super::*;
+use crate::config::Style;
 use crate::gateway::Gateway;
 use crate::tool::Prepared;
 use crate::upstream::UpstreamRequest;
@@ -399,7 +400,7 @@ fn unreachable_operations_are_skipped_with_reasons() {
     let doc = doc_with(
         json!({"/upload": {"post": {"operationId": "upload", "requestBody": {"required": true, "content": {"multipart/form-data": {"schema": {"type": "object"}}}}}},
                "/ext": {"get": {"operationId": "ext", "parameters": [{"$ref": "other.yaml#/components/parameters/P"}]}},
-               "/obj": {"get": {"operationId": "obj", "parameters": [{"name": "f", "in": "query", "style": "deepObject", "schema": {"type": "object"}}]}},
+               "/host": {"get": {"operationId": "host", "parameters": [{"name": "Host", "in": "header", "required": true, "schema": {"type": "string"}}]}},
                "/ok": {"get": {"operationId": "ok", "responses": {}}},
                "/optional-upload": {"put": {"operationId": "optionalUpload", "requestBody": {"content": {"application/octet-stream": {}}}}}}),
         json!({}),
@@ -410,9 +411,12 @@ fn unreachable_operations_are_skipped_with_reasons() {
     assert_eq!(reasons.len(), 3);
     assert!(reasons[0].1.contains("multipart/form-data"));
     assert!(reasons[1].1.contains("external $ref 'other.yaml"));
-    assert!(reasons[2].1.contains("object-valued query parameter"));
+    assert!(reasons[2].1.contains("header parameter 'Host' cannot be set"));
     assert_eq!(c.skipped[0].to_string(), format!("POST /upload (upload) at #/paths/~1upload/post: {}", reasons[0].1));
-    assert!(c.warnings.iter().any(|w| w.contains("optional request body left out")));
+    assert!(c
+        .warnings
+        .iter()
+        .any(|w| w.contains("optionalUpload: optional request body of type application/octet-stream")));
     // The plugin keeps the reasons for its log.
     let gw = gateway(&doc, json!({})).unwrap();
     assert!(
@@ -420,6 +424,166 @@ fn unreachable_operations_are_skipped_with_reasons() {
         "{:?}",
         gw.notices
     );
+}
+
+/// Scope of issue 9: what the gateway cannot send is left out of the tool when it is optional, with a
+/// warning; only what is required and cannot be sent skips the operation.
+#[test]
+fn optional_inexpressible_parts_are_left_out_not_the_operation() {
+    let doc = doc_with(
+        json!({"/a": {"post": {"operationId": "a", "parameters": [
+                {"name": "Host", "in": "header", "schema": {"type": "string"}},
+                {"name": "q", "in": "query", "style": "tabDelimited", "schema": {"type": "array"}},
+                {"name": "j", "in": "query", "content": {"application/json": {"schema": {"type": "object"}}}},
+                {"name": "p", "in": "path", "style": "deepObject", "schema": {"type": "string"}},
+                {"name": "keep", "in": "query", "schema": {"type": "string"}}],
+              "requestBody": {"content": {"multipart/form-data": {"schema": {"type": "object"}}}}}},
+               "/a/{p}": {"get": {"operationId": "b", "parameters": [
+                {"name": "p", "in": "path", "required": true, "style": "deepObject", "schema": {"type": "string"}}]}},
+               "/search": {"get": {"operationId": "search", "requestBody": {"content": {"application/x-www-form-urlencoded": {
+                   "schema": {"type": "object", "properties": {}, "additionalProperties": false}}}}}},
+               "/free": {"post": {"operationId": "free", "requestBody": {"content": {"application/x-www-form-urlencoded": {
+                   "schema": {"type": "object", "additionalProperties": {"type": "string"}}}}}}}}),
+        json!({}),
+    );
+    let c = convert(&doc, &Options::default()).unwrap();
+    assert_eq!(names(&c), ["a", "search", "free"]);
+    assert_eq!(c.tools[0].tool.args.iter().map(|a| a.name.as_str()).collect::<Vec<_>>(), ["keep"]);
+    for what in [
+        "header parameter 'Host'",
+        "query parameter 'q': style \"tabDelimited\"",
+        "'j' serialised as application/json",
+        "request body of type multipart/form-data",
+    ] {
+        assert!(
+            c.warnings.iter().any(|w| w.starts_with("a: optional ") && w.contains(what)),
+            "{what}: {:?}",
+            c.warnings
+        );
+    }
+    assert_eq!(c.skipped.len(), 1);
+    assert!(c.skipped[0].reason.contains("style deepObject cannot be used in the path"), "{}", c.skipped[0].reason);
+    let gw = gateway(&doc, json!({})).unwrap();
+    let req = request(&gw, "search", json!({}));
+    assert_eq!((req.method.as_str(), req.body.as_ref()), ("GET", None), "an empty-object form body is no body");
+    assert!(gw.server("api").unwrap().tool("search").unwrap().listing["inputSchema"]["properties"]
+        .as_object()
+        .unwrap()
+        .is_empty());
+    let req = request(&gw, "free", json!({"body": {"a b": "1", "c": "2"}}));
+    assert_eq!(req.body.as_deref(), Some(&b"a%20b=1&c=2"[..]), "a free-form form body's members are its fields");
+}
+
+/// Styles and form encodings as the document gives them, called through the compiled gateway.
+#[test]
+fn styles_and_form_encodings_are_sent_as_the_document_says() {
+    let doc = doc_with(
+        json!({"/v1/customers/{id}": {"post": {"operationId": "PostCustomersId", "parameters": [
+                {"name": "id", "in": "path", "required": true, "style": "label", "explode": true, "schema": {"type": "array", "items": {"type": "string"}}},
+                {"name": "created", "in": "query", "style": "deepObject", "explode": true, "schema": {"anyOf": [
+                    {"type": "object", "properties": {"gt": {"type": "integer"}}}, {"type": "integer"}]}},
+                {"name": "tags", "in": "query", "style": "pipeDelimited", "explode": false, "schema": {"type": "array", "items": {"type": "string"}}},
+                {"name": "point", "in": "query", "style": "form", "explode": false, "schema": {"type": "object"}},
+                {"name": "X-Ids", "in": "header", "schema": {"type": "array"}},
+                {"name": "pref", "in": "cookie", "explode": true, "schema": {"type": "object"}}],
+              "requestBody": {"content": {"application/x-www-form-urlencoded": {
+                "encoding": {"address": {"style": "deepObject", "explode": true}, "expand": {"style": "deepObject", "explode": true},
+                             "items": {"style": "deepObject", "explode": true}, "ids": {"style": "form", "explode": false}},
+                "schema": {"type": "object", "required": ["email"], "properties": {
+                    "email": {"type": "string"},
+                    "address": {"anyOf": [{"type": "object", "properties": {"city": {"type": "string"}, "line1": {"type": "string"}}}, {"type": "string", "enum": [""]}]},
+                    "expand": {"type": "array", "items": {"type": "string"}},
+                    "items": {"type": "array", "items": {"type": "object", "properties": {"price": {"type": "string"}, "quantity": {"type": "integer"}}}},
+                    "ids": {"type": "array", "items": {"type": "integer"}},
+                    "owner": {"type": "object", "properties": {"n": {"type": "string"}}}}}}}}}}}),
+        json!({}),
+    );
+    let c = convert(&doc, &Options::default()).unwrap();
+    let args = &c.tools[0].tool.args;
+    let styles: Vec<(&str, Option<Style>, Option<bool>)> =
+        args.iter().map(|a| (a.name.as_str(), a.style, a.explode)).collect();
+    assert_eq!(
+        styles,
+        [
+            ("id", Some(Style::Label), Some(true)),
+            ("created", Some(Style::DeepObject), None),
+            ("tags", Some(Style::PipeDelimited), None),
+            ("point", None, Some(false)),
+            ("X-Ids", None, None),
+            ("pref", None, None),
+            ("email", None, None),
+            ("address", Some(Style::DeepObject), None),
+            ("expand", Some(Style::DeepObject), None),
+            ("items", Some(Style::DeepObject), None),
+            ("ids", Some(Style::Form), Some(false)),
+            ("owner", None, None),
+        ],
+        "only what differs from the gateway's defaults is written"
+    );
+    assert!(args.iter().find(|a| a.name == "email").unwrap().required, "the schema's required list binds");
+    let gw = gateway(&doc, json!({})).unwrap();
+    let req = request(
+        &gw,
+        "PostCustomersId",
+        json!({"id": ["a", "b c"], "created": {"gt": 5}, "tags": ["x", "y z"], "point": {"x": 1, "y": 2},
+               "X-Ids": [1, 2], "pref": {"theme": "dark", "lang": "fr"},
+               "email": "a@b.c", "address": {"city": "Paris", "line1": "1 rue"}, "expand": ["customer", "invoice"],
+               "items": [{"price": "p_1", "quantity": 2}], "ids": [1, 2], "owner": {"n": "x"}}),
+    );
+    assert_eq!(req.path, "/api/v1/customers/.a.b%20c?created%5Bgt%5D=5&tags=x%7Cy%20z&point=x,1,y,2");
+    assert_eq!(header(&req, "x-ids"), Some("1,2"));
+    assert_eq!(header(&req, "cookie"), Some("theme=dark; lang=fr"));
+    let body = String::from_utf8(req.body.clone().unwrap()).unwrap();
+    assert_eq!(
+        body,
+        "email=a%40b.c&address%5Bcity%5D=Paris&address%5Bline1%5D=1%20rue&expand%5B0%5D=customer&expand%5B1%5D=invoice\
+         &items%5B0%5D%5Bprice%5D=p_1&items%5B0%5D%5Bquantity%5D=2&ids=1,2&owner=%7B%22n%22%3A%22x%22%7D"
+    );
+    let req = request(&gw, "PostCustomersId", json!({"id": ["a"], "email": "e", "address": ""}));
+    assert_eq!(String::from_utf8(req.body.unwrap()).unwrap(), "email=e&address=", "Stripe's \"\" unsets");
+}
+
+/// Swagger 2.0: `consumes` chooses the body's media type as the schema allows, `collectionFormat` its style.
+#[test]
+fn swagger_consumes_and_collection_formats() {
+    let doc = json!({
+        "swagger": "2.0", "info": {"title": "k", "version": "1"}, "host": "127.0.0.1:9", "schemes": ["http"],
+        "paths": {"/api/v1/namespaces/{namespace}/pods/{name}": {
+            "parameters": [{"name": "name", "in": "path", "required": true, "type": "string"},
+                           {"name": "namespace", "in": "path", "required": true, "type": "string"}],
+            "patch": {"operationId": "patchPod",
+                "consumes": ["application/json-patch+json", "application/merge-patch+json", "application/strategic-merge-patch+json"],
+                "parameters": [{"name": "body", "in": "body", "required": true, "schema": {"type": "object"}},
+                               {"name": "labels", "in": "query", "type": "array", "items": {"type": "string"}, "collectionFormat": "multi"},
+                               {"name": "fields", "in": "query", "type": "array", "items": {"type": "string"}},
+                               {"name": "words", "in": "query", "type": "array", "items": {"type": "string"}, "collectionFormat": "ssv"},
+                               {"name": "tabs", "in": "query", "type": "array", "items": {"type": "string"}, "collectionFormat": "tsv"}],
+                "responses": {"200": {"description": "ok"}}},
+            "put": {"operationId": "replaceOps", "consumes": ["application/json-patch+json"],
+                "parameters": [{"name": "body", "in": "body", "required": true, "schema": {"type": "array", "items": {"type": "object"}}}],
+                "responses": {"200": {"description": "ok"}}},
+            "post": {"operationId": "form", "consumes": ["application/x-www-form-urlencoded"],
+                "parameters": [{"name": "ids", "in": "formData", "type": "array", "items": {"type": "integer"}},
+                               {"name": "tags", "in": "formData", "type": "array", "items": {"type": "string"}, "collectionFormat": "multi"}],
+                "responses": {"200": {"description": "ok"}}}}}
+    });
+    let c = convert(&doc, &Options::default()).unwrap();
+    assert!(c.warnings.iter().any(|w| w.contains("'tabs'") && w.contains("tsv")), "{:?}", c.warnings);
+    let gw = gateway(&doc, json!({})).unwrap();
+    let req = request(
+        &gw,
+        "patchPod",
+        json!({"namespace": "default", "name": "web", "body": {"metadata": {"labels": {"a": "b"}}},
+               "labels": ["x", "y"], "fields": ["f", "g"], "words": ["w", "v"]}),
+    );
+    assert_eq!(header(&req, "content-type"), Some("application/merge-patch+json"), "an object is not a JSON Patch");
+    assert_eq!(body_json(&req), json!({"metadata": {"labels": {"a": "b"}}}));
+    assert_eq!(req.path, "/api/v1/namespaces/default/pods/web?labels=x&labels=y&fields=f,g&words=w%20v");
+    let req =
+        request(&gw, "replaceOps", json!({"namespace": "d", "name": "n", "body": [{"op": "remove", "path": "/a"}]}));
+    assert_eq!(header(&req, "content-type"), Some("application/json-patch+json"));
+    let req = request(&gw, "form", json!({"namespace": "d", "name": "n", "ids": [1, 2], "tags": ["a", "b"]}));
+    assert_eq!(req.body.as_deref(), Some(&b"ids=1,2&tags=a&tags=b"[..]));
 }
 
 #[test]
@@ -534,9 +698,10 @@ fn hostile_documents_cannot_choose_hosts_or_inject_templates() {
         json!({}),
     );
     let c = convert(&doc, &Options::default()).unwrap();
-    assert_eq!(names(&c), ["c"]);
+    assert_eq!(names(&c), ["b", "c"]);
     assert!(c.skipped[0].reason.contains("template syntax"));
-    assert!(c.skipped[1].reason.contains("'Host'"));
+    assert!(c.warnings.iter().any(|w| w.contains("'Host' cannot be set")), "an optional Host is left out");
+    assert!(c.tools[0].tool.args.is_empty());
     let gw = gateway(&doc, json!({})).unwrap();
     let req = request(&gw, "c", json!({"q": "x&host=evil.example/{{ 1 }}\r\n"}));
     assert_eq!(req.authority, "127.0.0.1:9");
