@@ -123,7 +123,8 @@ fn run_openapi(args: &[String]) -> Result<(), Failure> {
     let invalid = |e: openapi::OpenApiError| Failure::Invalid(format!("{}: {e}", args.input));
     let doc = openapi::parse_document(&text).map_err(invalid)?;
     drop(text);
-    let mut conversion = openapi::convert(&doc, &args.options).map_err(invalid)?;
+    let mut conversion =
+        openapi::convert(&doc, &args.options).and_then(|c| c.refusal().map_or(Ok(c), Err)).map_err(invalid)?;
     drop(doc);
     if args.check {
         print_summary(&conversion);

@@ -107,6 +107,7 @@ pub fn apply(server: &mut ServerConfig, raw: Value) -> Result<(), ConfigError> {
         Some(other) => other,
     };
     let conversion = openapi::convert(&document, &options)
+        .and_then(|c| c.refusal().map_or(Ok(c), Err))
         .map_err(|e| ConfigError::new(format!("openapi.document{}", e.pointer), e.reason))?;
     let mut overrides = Vec::new();
     for (key, value) in raw_overrides {

@@ -26,6 +26,9 @@ pub struct Context<'a> {
     pub schemes: &'a SecuritySchemes,
     /// Base URL (no trailing slash) the operation path is appended to.
     pub base: &'a str,
+    /// The document's `servers[0]`: an operation or path item repeating it is served from `base`, which may
+    /// be a URL the operator gave instead.
+    pub doc_server: Option<&'a str>,
     pub prefix: &'a str,
 }
 
@@ -313,7 +316,8 @@ impl<'a> Builder<'a, '_> {
                 .map_err(Fail::Invalid)?
                 .map(|url| (url, format!("{item_at}/servers/0/url"))),
         };
-        if let Some((url, url_at)) = own {
+        let same = |url: &str| ctx.doc_server.is_some_and(|d| d.trim_end_matches('/') == url.trim_end_matches('/'));
+        if let Some((url, url_at)) = own.filter(|(url, _)| !same(url)) {
             let own_base = check_server_url(&url).map_err(|e| Self::invalid(url_at, &e))?;
             match (url_host(&own_base), url_host(ctx.base)) {
                 (Some(own_host), base_host) if Some(own_host) != base_host => {

@@ -282,7 +282,8 @@ fn security_schemes_become_credential_slots() {
 
     let mut bad = doc.clone();
     bad["paths"]["/a"]["get"]["security"] = json!([{"nope": []}]);
-    assert_eq!(convert(&bad, &Options::default()).unwrap_err().pointer, "#/paths/~1a/get/security/0");
+    let c = convert(&bad, &Options::default()).unwrap();
+    assert_eq!((c.skipped[0].pointer.as_str(), c.skipped[0].invalid), ("#/paths/~1a/get/security/0", true));
 }
 
 #[test]
@@ -380,7 +381,8 @@ fn invalid_documents_are_refused_with_a_pointer() {
         ),
     ];
     for (doc, pointer, reason) in cases {
-        match convert(&doc, &Options::default()) {
+        // Each of these documents has one operation, or none: a fault in it leaves nothing to convert.
+        match convert(&doc, &Options::default()).and_then(|c| c.refusal().map_or(Ok(c), Err)) {
             Err(e) => {
                 assert_eq!(e.pointer, pointer, "{doc}: {e}");
                 assert!(e.reason.contains(reason), "{e}");
@@ -393,6 +395,56 @@ fn invalid_documents_are_refused_with_a_pointer() {
     assert_eq!((e.server.as_deref(), e.field.as_str()), (Some("api"), "openapi.document#/paths"));
     let e = Gateway::from_config_str("servers:\n- name: s\n  openapi:\n    document: 'openapi: [1'\n").unwrap_err();
     assert!(e.field.starts_with("openapi.document"), "{e}");
+}
+
+/// One faulty operation is skipped with its pointer; the rest of the document converts.
+#[test]
+fn faulty_operations_are_skipped_not_the_document() {
+    let doc = doc_with(
+        json!({"/dangling": {"get": {"operationId": "dangling", "parameters": [{"$ref": "#/components/parameters/Nope"}]}},
+               "/own": {"get": {"operationId": "own", "servers": [{"url": "https://{region}.example.com"}]}},
+               "/ref-op": {"get": {"$ref": "#/x-ops/listThings"}},
+               "/ext-op": {"get": {"$ref": "resources/things/list.yml"}},
+               "/ext-item": {"$ref": "paths/item.yml"},
+               "/ok": {"get": {"operationId": "ok"}}}),
+        json!({}),
+    );
+    let mut doc = doc;
+    doc["x-ops"] = json!({"listThings": {"operationId": "listThings", "parameters": [{"name": "n", "in": "query", "schema": {"type": "integer"}}]}});
+    let c = convert(&doc, &Options::default()).unwrap();
+    assert_eq!(names(&c), ["listThings", "ok"], "an operation may be a $ref");
+    assert_eq!(c.tools[0].tool.args[0].name, "n");
+    let skipped: Vec<(&str, &str, bool)> =
+        c.skipped.iter().map(|s| (s.key.as_str(), s.pointer.as_str(), s.invalid)).collect();
+    assert_eq!(
+        skipped,
+        [
+            ("dangling", "#/paths/~1dangling/get/parameters/0/$ref", true),
+            ("own", "#/paths/~1own/get/servers/0/url", true),
+            ("GET /ext-op", "#/paths/~1ext-op/get", false),
+            ("* /ext-item", "#/paths/~1ext-item", false),
+        ]
+    );
+    assert!(c.skipped[2].reason.contains("external $ref 'resources/things/list.yml'"), "{}", c.skipped[2].reason);
+    assert!(c.refusal().is_none());
+    // The plugin loads the rest and logs the faults.
+    let gw = gateway(&doc, json!({})).unwrap();
+    assert_eq!(gw.server("api").unwrap().tools.len(), 2);
+}
+
+/// `--server-url` (and `serverUrl`) replaces every server that repeats `servers[0]` (Twilio repeats it on
+/// every path item); other servers stay.
+#[test]
+fn server_url_replaces_every_repeat_of_servers_0() {
+    let doc = json!({"openapi": "3.0.1", "info": {"title": "t", "version": "1"}, "servers": [{"url": "https://api.example.com/"}],
+        "paths": {"/a": {"servers": [{"url": "https://api.example.com"}], "get": {"operationId": "a"}},
+                  "/b": {"get": {"operationId": "b", "servers": [{"url": "https://api.example.com/"}]}},
+                  "/c": {"get": {"operationId": "c", "servers": [{"url": "https://uploads.example.com"}]}}}});
+    let c =
+        convert(&doc, &Options { server_url: Some("http://127.0.0.1:9/mock".into()), ..Options::default() }).unwrap();
+    let urls: Vec<&str> =
+        c.tools.iter().map(|t| t.tool.request_template.as_ref().unwrap().url.as_deref().unwrap()).collect();
+    assert_eq!(urls, ["http://127.0.0.1:9/mock/a", "http://127.0.0.1:9/mock/b", "https://uploads.example.com/c"]);
 }
 
 #[test]
