@@ -2,6 +2,8 @@
 //! config server (or, with `--check`, only reports what would convert); `check` validates a plugin config
 //! exactly as the plugin's `on_configure` does.
 
+mod yaml;
+
 use mcp_gateway::gateway::Gateway;
 use mcp_gateway::openapi::{self, Conversion, Options};
 use serde_json::{json, Map, Value};
@@ -140,7 +142,7 @@ fn run_openapi(args: &[String]) -> Result<(), Failure> {
     drop(as_json);
     let rendered = match &args.output {
         Some(path) if path.ends_with(".json") => serde_json::to_string_pretty(&config).unwrap_or_default() + "\n",
-        _ => serde_yaml_ng::to_string(&config).map_err(|e| Failure::Invalid(format!("rendering YAML: {e}")))?,
+        _ => yaml::to_string(&config),
     };
     match &args.output {
         Some(path) => std::fs::write(path, rendered).map_err(|e| Failure::Invalid(format!("{path}: {e}")))?,
