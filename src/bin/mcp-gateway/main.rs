@@ -21,6 +21,7 @@ usage:
       --exclude-tag T, --exclude-op ID, --exclude-path GLOB   leave matching operations out (repeatable)
       -o, --output FILE     write the plugin config to FILE (JSON if it ends in .json, else YAML)
       --check               validate and print a summary only
+      $refs to other files are read from the document's folder (never from the network)
   mcp-gateway check <plugin-config.{yaml,json}|->
       validate a plugin config as the plugin does at load
 
@@ -125,6 +126,20 @@ fn run_openapi(args: &[String]) -> Result<(), Failure> {
     let invalid = |e: openapi::OpenApiError| Failure::Invalid(format!("{}: {e}", args.input));
     let doc = openapi::parse_document(&text).map_err(invalid)?;
     drop(text);
+    // `$ref`s to files next to the document (never URLs) are read and bundled in.
+    let (doc, unread) = match std::path::Path::new(&args.input) {
+        _ if args.input == "-" => (doc, Vec::new()),
+        path => {
+            let dir = path.parent().unwrap_or(std::path::Path::new(".")).to_path_buf();
+            let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+            openapi::bundle::bundle(doc, &name, &mut |rel| {
+                std::fs::read_to_string(dir.join(rel)).map_err(|e| e.to_string())
+            })
+        }
+    };
+    for problem in &unread {
+        eprintln!("warning: {problem} (its $refs are left external)");
+    }
     let mut conversion =
         openapi::convert(&doc, &args.options).and_then(|c| c.refusal().map_or(Ok(c), Err)).map_err(invalid)?;
     drop(doc);
