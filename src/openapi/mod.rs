@@ -6,7 +6,6 @@
 //! but cannot be served (a multipart upload, an external `$ref`) is skipped with its reason, never dropped
 //! silently.
 
-#[cfg(not(target_arch = "wasm32"))]
 pub mod bundle;
 pub mod import;
 mod operation;
