@@ -373,9 +373,12 @@ impl<'a> Builder<'a, '_> {
             Err(Fail::Skip(why)) => return self.inexpressible(required, format!("request body: {why}")),
             Err(e) => return Err(e),
         };
-        // A JSON Patch (RFC 6902) is an array: a document whose schema says object means another patch type
-        // it accepts (Kubernetes: merge-patch).
-        if essence(media) == "application/json-patch+json" && is_object(&schema) {
+        // A JSON Patch (RFC 6902) is an array: a schema that does not say array (Kubernetes' says object, or
+        // nothing) means another patch type the operation accepts (Kubernetes: merge-patch).
+        let says_array = schema
+            .get("type")
+            .is_some_and(|t| t == "array" || t.as_array().is_some_and(|a| a.contains(&json!("array"))));
+        if essence(media) == "application/json-patch+json" && !says_array {
             if let Some((other, BodyKind::Json)) = pick_media(content, &[media.as_str()]) {
                 if let Ok(s) = self.media_schema(content, other, &body_at) {
                     (media, kind, schema) = (other, BodyKind::Json, s);

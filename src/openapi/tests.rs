@@ -605,7 +605,7 @@ fn swagger_consumes_and_collection_formats() {
                            {"name": "namespace", "in": "path", "required": true, "type": "string"}],
             "patch": {"operationId": "patchPod",
                 "consumes": ["application/json-patch+json", "application/merge-patch+json", "application/strategic-merge-patch+json"],
-                "parameters": [{"name": "body", "in": "body", "required": true, "schema": {"type": "object"}},
+                "parameters": [{"name": "body", "in": "body", "required": true, "schema": {"$ref": "#/definitions/Patch"}},
                                {"name": "labels", "in": "query", "type": "array", "items": {"type": "string"}, "collectionFormat": "multi"},
                                {"name": "fields", "in": "query", "type": "array", "items": {"type": "string"}},
                                {"name": "words", "in": "query", "type": "array", "items": {"type": "string"}, "collectionFormat": "ssv"},
@@ -617,7 +617,8 @@ fn swagger_consumes_and_collection_formats() {
             "post": {"operationId": "form", "consumes": ["application/x-www-form-urlencoded"],
                 "parameters": [{"name": "ids", "in": "formData", "type": "array", "items": {"type": "integer"}},
                                {"name": "tags", "in": "formData", "type": "array", "items": {"type": "string"}, "collectionFormat": "multi"}],
-                "responses": {"200": {"description": "ok"}}}}}
+                "responses": {"200": {"description": "ok"}}}}},
+        "definitions": {"Patch": {"description": "Kubernetes 1.13's patch: no type at all"}}
     });
     let c = convert(&doc, &Options::default()).unwrap();
     assert!(c.warnings.iter().any(|w| w.contains("'tabs'") && w.contains("tsv")), "{:?}", c.warnings);
