@@ -375,6 +375,10 @@ pub struct ArgConfig {
     /// default: `true` for `form`, `false` otherwise.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub explode: Option<bool>,
+    /// A file in the body: its value is `{content: base64, filename?, contentType?}` (or a list of them),
+    /// sent as a multipart part, or as the whole body when it is the tool's only body argument.
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub file: bool,
 }
 
 fn is_false(b: &bool) -> bool {
@@ -449,6 +453,9 @@ pub struct RequestTemplate {
     pub args_to_url_param: bool,
     #[serde(default, skip_serializing_if = "is_false")]
     pub args_to_form_body: bool,
+    /// Body arguments as the parts of a multipart/form-data body (files among them).
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub args_to_multipart_body: bool,
     /// The server security scheme whose credential the gateway adds to the request.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub security: Option<SecurityRef>,

@@ -85,6 +85,7 @@ fn members(v: &Value, join: &str) -> Vec<String> {
 }
 
 fn joined(v: &Value, sep: &str) -> String {
+    // (Path and cookie values; query and form pairs join in `pairs_in`.)
     flat(v).iter().map(|s| enc(s)).collect::<Vec<_>>().join(sep)
 }
 
@@ -100,35 +101,130 @@ fn is_empty(v: &Value) -> bool {
 /// Query-string or form-body pairs for one argument, each `(name, value)` already percent-encoded.
 /// `null` and empty arrays or objects add nothing.
 pub fn pairs(name: &str, value: &Value, e: Encoding, out: &mut Vec<(String, String)>) {
+    pairs_in(name, value, e, &URL, out)
+}
+
+/// The same pairs, not percent-encoded: the names and values of a multipart body's parts.
+pub fn raw_pairs(name: &str, value: &Value, e: Encoding) -> Vec<(String, String)> {
+    let mut out = Vec::new();
+    pairs_in(name, value, e, &RAW, &mut out);
+    out
+}
+
+/// How pairs are written: for a URL (percent-encoded, delimiters encoded where OpenAPI says) or as they are.
+struct Escaping {
+    text: fn(&str) -> String,
+    space: &'static str,
+    pipe: &'static str,
+    open: &'static str,
+    close: &'static str,
+}
+
+const URL: Escaping = Escaping { text: enc, space: "%20", pipe: "%7C", open: "%5B", close: "%5D" };
+const RAW: Escaping = Escaping { text: str::to_string, space: " ", pipe: "|", open: "[", close: "]" };
+
+fn pairs_in(name: &str, value: &Value, e: Encoding, x: &Escaping, out: &mut Vec<(String, String)>) {
     if is_empty(value) {
         return;
     }
+    let t = x.text;
     let scalar = !value.is_array() && !value.is_object();
     if scalar || (value.is_object() && e.json_objects) {
-        out.push((enc(name), enc(&text(value))));
+        out.push((t(name), t(&text(value))));
         return;
     }
+    let joined = |sep: &str| flat(value).iter().map(|s| t(s)).collect::<Vec<_>>().join(sep);
     match (e.style, e.explode) {
-        (Style::DeepObject, _) => deep(&enc(name), value, out),
+        (Style::DeepObject, _) => deep(&t(name), value, x, out),
         (_, true) => match value {
-            Value::Array(items) => out.extend(items.iter().map(|i| (enc(name), enc(&text(i))))),
-            Value::Object(m) => out.extend(m.iter().map(|(k, v)| (enc(k), enc(&text(v))))),
+            Value::Array(items) => out.extend(items.iter().map(|i| (t(name), t(&text(i))))),
+            Value::Object(m) => out.extend(m.iter().map(|(k, v)| (t(k), t(&text(v))))),
             _ => {}
         },
-        (Style::SpaceDelimited, false) => out.push((enc(name), joined(value, "%20"))),
-        (Style::PipeDelimited, false) => out.push((enc(name), joined(value, "%7C"))),
-        (_, false) => out.push((enc(name), joined(value, ","))),
+        (Style::SpaceDelimited, false) => out.push((t(name), joined(x.space))),
+        (Style::PipeDelimited, false) => out.push((t(name), joined(x.pipe))),
+        (_, false) => out.push((t(name), joined(","))),
     }
 }
 
 /// deepObject, nested as Stripe and PHP read it: `a[b][c]=v`, array items by index: `a[0]=x`.
-fn deep(prefix: &str, value: &Value, out: &mut Vec<(String, String)>) {
+fn deep(prefix: &str, value: &Value, x: &Escaping, out: &mut Vec<(String, String)>) {
+    let (open, close, t) = (x.open, x.close, x.text);
     match value {
-        Value::Object(m) => m.iter().for_each(|(k, v)| deep(&format!("{prefix}%5B{}%5D", enc(k)), v, out)),
-        Value::Array(a) => a.iter().enumerate().for_each(|(i, v)| deep(&format!("{prefix}%5B{i}%5D"), v, out)),
+        Value::Object(m) => m.iter().for_each(|(k, v)| deep(&format!("{prefix}{open}{}{close}", t(k)), v, x, out)),
+        Value::Array(a) => {
+            a.iter().enumerate().for_each(|(i, v)| deep(&format!("{prefix}{open}{i}{close}"), v, x, out))
+        }
         Value::Null => {}
-        other => out.push((prefix.to_string(), enc(&text(other)))),
+        other => out.push((prefix.to_string(), t(&text(other)))),
     }
+}
+
+/// One part of a multipart/form-data body.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Part {
+    pub name: String,
+    pub filename: Option<String>,
+    pub content_type: Option<String>,
+    pub data: Vec<u8>,
+}
+
+/// A file argument's value, `{content: base64, filename?, contentType?}`, or a list of them (several files
+/// under one name), as parts; the error names what is wrong with it.
+pub fn file_parts(name: &str, value: &Value) -> Result<Vec<Part>, String> {
+    use base64::Engine;
+    let one = |v: &Value| -> Result<Part, String> {
+        let field = |k: &str| v.get(k).and_then(Value::as_str).map(str::to_string);
+        let content = field("content").ok_or_else(|| format!("argument '{name}': a file needs `content`, base64"))?;
+        let data = base64::engine::general_purpose::STANDARD
+            .decode(content.trim())
+            .or_else(|_| base64::engine::general_purpose::URL_SAFE.decode(content.trim()))
+            .map_err(|e| format!("argument '{name}': `content` is not base64 ({e})"))?;
+        Ok(Part {
+            name: name.to_string(),
+            filename: Some(field("filename").unwrap_or_else(|| name.to_string())),
+            content_type: field("contentType"),
+            data,
+        })
+    };
+    match value {
+        Value::Null => Ok(Vec::new()),
+        Value::Array(items) => items.iter().map(one).collect(),
+        other => one(other).map(|p| vec![p]),
+    }
+}
+
+/// A multipart/form-data body (RFC 7578) and its Content-Type. The boundary is one no part contains.
+pub fn multipart(parts: &[Part]) -> (String, Vec<u8>) {
+    let mut n = 0u32;
+    let boundary = loop {
+        let b = format!("mcp-gateway-boundary-{n:08x}");
+        let needle = b.as_bytes();
+        if !parts.iter().any(|p| p.data.windows(needle.len()).any(|w| w == needle)) {
+            break b;
+        }
+        n += 1;
+    };
+    // Quotes and line breaks in names are percent-encoded, as browsers do.
+    let quoted = |s: &str| s.replace('"', "%22").replace('\r', "%0D").replace('\n', "%0A");
+    let mut body = Vec::new();
+    for p in parts {
+        body.extend_from_slice(
+            format!("--{boundary}\r\nContent-Disposition: form-data; name=\"{}\"", quoted(&p.name)).as_bytes(),
+        );
+        if let Some(f) = &p.filename {
+            body.extend_from_slice(format!("; filename=\"{}\"", quoted(f)).as_bytes());
+        }
+        body.extend_from_slice(b"\r\n");
+        if let Some(ct) = &p.content_type {
+            body.extend_from_slice(format!("Content-Type: {}\r\n", ct.replace(['\r', '\n'], "")).as_bytes());
+        }
+        body.extend_from_slice(b"\r\n");
+        body.extend_from_slice(&p.data);
+        body.extend_from_slice(b"\r\n");
+    }
+    body.extend_from_slice(format!("--{boundary}--\r\n").as_bytes());
+    (format!("multipart/form-data; boundary={boundary}"), body)
 }
 
 /// What replaces `{name}` in a path (label and matrix bring their own `.` and `;`), percent-encoded.
@@ -269,6 +365,37 @@ mod tests {
         assert_eq!(query("owner", json!({"n": 1}), Encoding::FORM_FIELD), "owner=%7B%22n%22%3A1%7D");
         assert_eq!(query("tags", json!(["a", "b"]), Encoding::FORM_FIELD), "tags=a&tags=b");
         assert_eq!(query("n", json!(null), Encoding::QUERY), "");
+    }
+
+    #[test]
+    fn multipart_bodies_carry_files_and_fields() {
+        let deep = e(Position::Body, Some(Style::DeepObject), None);
+        assert_eq!(
+            raw_pairs("link", &json!({"create": true, "meta": {"a": "x y"}}), deep),
+            [("link[create]".to_string(), "true".to_string()), ("link[meta][a]".to_string(), "x y".to_string())]
+        );
+        let files =
+            file_parts("file", &json!({"content": "aGk=", "filename": "a\"b.txt", "contentType": "text/plain"}))
+                .unwrap();
+        assert_eq!(files[0].data, b"hi");
+        assert!(file_parts("file", &json!({"filename": "x"})).unwrap_err().contains("`content`"));
+        assert!(file_parts("file", &json!({"content": "***"})).unwrap_err().contains("not base64"));
+        let mut parts = files;
+        parts.push(Part {
+            name: "purpose".into(),
+            filename: None,
+            content_type: None,
+            data: b"mcp-gateway-boundary-00000000".to_vec(),
+        });
+        let (ct, body) = multipart(&parts);
+        assert_eq!(ct, "multipart/form-data; boundary=mcp-gateway-boundary-00000001", "a boundary no part contains");
+        let text = String::from_utf8(body).unwrap();
+        assert_eq!(
+            text,
+            "--mcp-gateway-boundary-00000001\r\nContent-Disposition: form-data; name=\"file\"; filename=\"a%22b.txt\"\r\n\
+             Content-Type: text/plain\r\n\r\nhi\r\n--mcp-gateway-boundary-00000001\r\nContent-Disposition: form-data; \
+             name=\"purpose\"\r\n\r\nmcp-gateway-boundary-00000000\r\n--mcp-gateway-boundary-00000001--\r\n"
+        );
     }
 
     #[test]

@@ -21,6 +21,9 @@ enum BodyMode {
     None,
     Json,
     Form,
+    Multipart,
+    /// The one file argument's bytes are the body.
+    File,
 }
 
 #[derive(Debug)]
@@ -48,6 +51,8 @@ struct Placement {
     position: Position,
     /// How arrays and objects are written there (OpenAPI styles).
     encoding: Encoding,
+    /// A file: base64 content, sent as bytes.
+    file: bool,
 }
 
 /// A compiled tool.
@@ -107,9 +112,12 @@ impl Tool {
             Some(s) => Some(Validator::for_answer(s.clone()).map_err(|e| err("outputSchema", e))?),
             None => None,
         };
-        let form_body = cfg.request_template.as_ref().is_some_and(|r| r.args_to_form_body);
+        let form_body = cfg.request_template.as_ref().is_some_and(|r| r.args_to_form_body || r.args_to_multipart_body);
         let mut placements: Vec<Placement> = Vec::new();
         for a in &cfg.args {
+            if a.file && a.position != Some(Position::Body) {
+                return Err(err("args", format!("'{}': a file argument goes in the body (position: body)", a.name)));
+            }
             let Some(position) = a.position else {
                 if a.style.is_some() || a.explode.is_some() {
                     return Err(err("args", format!("'{}': style and explode need a position", a.name)));
@@ -126,6 +134,7 @@ impl Tool {
                 wire: a.param_name.clone().unwrap_or_else(|| a.name.clone()),
                 position,
                 encoding,
+                file: a.file,
             });
         }
         for p in &placements {
@@ -176,9 +185,12 @@ impl Tool {
                 if !is_token(&method) {
                     return Err(err("requestTemplate.method", format!("'{method}' is not an HTTP method")));
                 }
-                let modes = [rt.args_to_json_body, rt.args_to_form_body, rt.body.is_some()];
+                let modes = [rt.args_to_json_body, rt.args_to_form_body, rt.args_to_multipart_body, rt.body.is_some()];
                 if modes.iter().filter(|m| **m).count() > 1 {
-                    return Err(err("requestTemplate", "body, argsToJsonBody and argsToFormBody are exclusive".into()));
+                    return Err(err(
+                        "requestTemplate",
+                        "body, argsToJsonBody, argsToFormBody and argsToMultipartBody are exclusive".into(),
+                    ));
                 }
                 let mut headers = Vec::new();
                 let mut declared_content_type = None;
@@ -199,15 +211,24 @@ impl Tool {
                     Some(b) => Some(compile_request(templates, "requestTemplate.body", b, Escape::None)?),
                     None => None,
                 };
+                let in_body: Vec<&Placement> = placements.iter().filter(|p| p.position == Position::Body).collect();
                 let body_mode = if rt.args_to_form_body {
                     BodyMode::Form
-                } else if rt.args_to_json_body
-                    || (body.is_none() && placements.iter().any(|p| p.position == Position::Body))
-                {
+                } else if rt.args_to_multipart_body {
+                    BodyMode::Multipart
+                } else if !rt.args_to_json_body && body.is_none() && in_body.len() == 1 && in_body[0].file {
+                    BodyMode::File
+                } else if rt.args_to_json_body || (body.is_none() && !in_body.is_empty()) {
                     BodyMode::Json
                 } else {
                     BodyMode::None
                 };
+                if in_body.iter().any(|p| p.file) && !matches!(body_mode, BodyMode::Multipart | BodyMode::File) {
+                    return Err(err(
+                        "args",
+                        "a file argument needs argsToMultipartBody, or to be the only body argument".into(),
+                    ));
+                }
                 let credential = match &rt.security {
                     Some(r) => Some(
                         Credential::compile(&server.security_schemes, r)
@@ -312,12 +333,27 @@ impl Tool {
         let mut cookies: Vec<String> = Vec::new();
         let mut body_args = Map::new();
         let mut form: Vec<(String, String)> = Vec::new();
+        let mut parts: Vec<encoding::Part> = Vec::new();
+        let text_parts = |parts: &mut Vec<encoding::Part>, name: &str, value: &Value, e: Encoding| {
+            // A multipart field: an object without a style is a JSON part, as OpenAPI's default says.
+            if value.is_object() && e.json_objects {
+                let data = serde_json::to_vec(value).unwrap_or_default();
+                let ct = Some("application/json".to_string());
+                parts.push(encoding::Part { name: name.into(), filename: None, content_type: ct, data });
+                return;
+            }
+            for (k, v) in encoding::raw_pairs(name, value, e) {
+                parts.push(encoding::Part { name: k, filename: None, content_type: None, data: v.into_bytes() });
+            }
+        };
         for (name, value) in &obj {
             let Some(p) = self.placements.iter().find(|p| &p.arg == name) else {
                 if plan.rest_to_query {
                     encoding::pairs(name, value, Encoding::QUERY, &mut query);
                 } else if plan.body_mode == BodyMode::Form {
                     encoding::pairs(name, value, Encoding::FORM_FIELD, &mut form);
+                } else if plan.body_mode == BodyMode::Multipart {
+                    text_parts(&mut parts, name, value, Encoding::FORM_FIELD);
                 } else if plan.body_mode == BodyMode::Json {
                     body_args.insert(name.clone(), value.clone());
                 }
@@ -331,6 +367,10 @@ impl Tool {
                 Position::Cookie => encoding::cookies(wire, value, p.encoding, &mut cookies),
                 Position::Body if plan.body_mode == BodyMode::Form => {
                     encoding::pairs(wire, value, p.encoding, &mut form)
+                }
+                Position::Body if p.file => parts.extend(encoding::file_parts(wire, value)?),
+                Position::Body if plan.body_mode == BodyMode::Multipart => {
+                    text_parts(&mut parts, wire, value, p.encoding)
                 }
                 Position::Body => {
                     body_args.insert(wire.to_string(), value.clone());
@@ -380,6 +420,25 @@ impl Tool {
         } else if plan.body_mode == BodyMode::Form {
             content_type.get_or_insert_with(|| "application/x-www-form-urlencoded".into());
             Some(encode_pairs(&form).into_bytes())
+        } else if plan.body_mode == BodyMode::Multipart {
+            let (ct, body) = encoding::multipart(&parts);
+            // The boundary is ours: a declared multipart Content-Type is replaced.
+            headers.retain(|(k, _)| k != "content-type");
+            headers.push(("content-type".into(), ct));
+            Some(body)
+        } else if plan.body_mode == BodyMode::File {
+            match parts.pop() {
+                None => None,
+                Some(file) => {
+                    if let Some(ct) = file.content_type {
+                        headers.retain(|(k, _)| k != "content-type");
+                        headers.push(("content-type".into(), ct));
+                    } else if plan.declared_content_type.is_none() {
+                        content_type = Some("application/octet-stream".into());
+                    }
+                    Some(file.data)
+                }
+            }
         } else {
             None
         };
@@ -650,6 +709,51 @@ mod tests {
             let doc = format!("servers:\n- name: s\n  upstream: {{cluster: api}}\n  tools:\n  - {bad}\n");
             assert!(crate::gateway::Gateway::from_config_str(&doc).is_err(), "{bad}");
         }
+    }
+
+    #[test]
+    fn files_go_as_multipart_parts_or_as_the_body() {
+        let (t, tpl, cfg) = tool(
+            "{name: t, description: d, args: [{name: file, position: body, file: true}, {name: purpose, position: body}, \
+             {name: meta, type: object, position: body}], requestTemplate: {url: /f, method: POST, argsToMultipartBody: true}}",
+        );
+        let r = request(
+            &t,
+            &tpl,
+            &cfg,
+            json!({"file": {"content": "AAEC/w==", "filename": "x.bin"}, "purpose": "test", "meta": {"a": 1}}),
+        );
+        let ct = r.headers.iter().find(|(k, _)| k == "content-type").unwrap().1.clone();
+        let boundary = ct.strip_prefix("multipart/form-data; boundary=").unwrap();
+        let body = r.body.unwrap();
+        let head = format!("--{boundary}\r\nContent-Disposition: form-data; name=\"file\"; filename=\"x.bin\"\r\n\r\n");
+        assert!(body.starts_with(head.as_bytes()));
+        assert_eq!(&body[head.len()..head.len() + 4], &[0, 1, 2, 255], "bytes, not base64");
+        let text = String::from_utf8_lossy(&body);
+        assert!(text.contains("name=\"meta\"\r\nContent-Type: application/json\r\n\r\n{\"a\":1}\r\n"), "{text}");
+        let Prepared::Done(res) = t.prepare(&tpl, &cfg, Some(&json!({"file": {"content": "%%%"}}))) else { panic!() };
+        assert!(res["content"][0]["text"].as_str().unwrap().contains("not base64"), "{res}");
+
+        let (t, tpl, cfg) = tool(
+            "{name: t, description: d, args: [{name: tar, position: body, file: true, required: true}], \
+             requestTemplate: {url: /load, method: POST, headers: [{key: Content-Type, value: application/x-tar}]}}",
+        );
+        let r = request(&t, &tpl, &cfg, json!({"tar": {"content": "aGk="}}));
+        assert_eq!(
+            (r.body.as_deref(), r.headers.iter().find(|(k, _)| k == "content-type").map(|h| h.1.as_str())),
+            (Some(&b"hi"[..]), Some("application/x-tar"))
+        );
+        let r = request(&t, &tpl, &cfg, json!({"tar": {"content": "aGk=", "contentType": "application/gzip"}}));
+        assert_eq!(
+            r.headers.iter().filter(|(k, _)| k == "content-type").map(|h| h.1.as_str()).collect::<Vec<_>>(),
+            ["application/gzip"]
+        );
+        let bad = "{name: t, description: d, args: [{name: f, position: body, file: true}, {name: g, position: body}], requestTemplate: {url: /x, method: POST}}";
+        let doc = format!("servers:\n- name: s\n  upstream: {{cluster: api}}\n  tools:\n  - {bad}\n");
+        assert!(crate::gateway::Gateway::from_config_str(&doc)
+            .unwrap_err()
+            .to_string()
+            .contains("argsToMultipartBody"));
     }
 
     #[test]

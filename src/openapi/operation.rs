@@ -365,7 +365,10 @@ impl<'a> Builder<'a, '_> {
         }
         let Some((mut media, mut kind)) = pick_media(content, &[]) else {
             let kinds: Vec<&str> = content.keys().map(String::as_str).collect();
-            let why = format!("request body of type {} (JSON, form and text are supported)", kinds.join(", "));
+            let why = format!(
+                "request body of type {} (JSON, form, multipart/form-data, text and bytes are)",
+                kinds.join(", ")
+            );
             return self.inexpressible(required, why);
         };
         let mut schema = match self.media_schema(content, media, &body_at) {
@@ -390,13 +393,28 @@ impl<'a> Builder<'a, '_> {
             return self
                 .inexpressible(required, format!("request body: media type '{media}' cannot be sent as a header"));
         }
-        let split = if kind == BodyKind::Text { None } else { flatten_object(&schema) };
+        let split = if matches!(kind, BodyKind::Text | BodyKind::Binary) { None } else { flatten_object(&schema) };
         match (kind, split) {
-            (BodyKind::Json | BodyKind::Form, Some((props, req))) => {
+            (BodyKind::Json | BodyKind::Form | BodyKind::Multipart, Some((props, req))) => {
                 let encodings = content[media].get("encoding").and_then(Value::as_object);
+                let fields = matches!(kind, BodyKind::Form | BodyKind::Multipart);
                 for (name, prop) in props {
+                    let required = marked != Some(false) && req.contains(&name);
+                    if kind == BodyKind::Multipart && is_binary(&prop) {
+                        let arg_name = claim_arg(&mut self.taken, &name, "body");
+                        self.args.push(ArgConfig {
+                            param_name: (arg_name != name).then(|| name.clone()),
+                            required,
+                            name: arg_name,
+                            position: Some(Position::Body),
+                            schema: Some(file_arg_schema(&prop)),
+                            file: true,
+                            ..ArgConfig::default()
+                        });
+                        continue;
+                    }
                     let (style, explode) = match encodings.and_then(|e| e.get(&name)).and_then(Value::as_object) {
-                        Some(e) if kind == BodyKind::Form => match encoding_of(e, Position::Body) {
+                        Some(e) if fields => match encoding_of(e, Position::Body) {
                             Ok(found) => found,
                             Err(why) => {
                                 let what = format!("form field '{name}': {why}");
@@ -410,7 +428,7 @@ impl<'a> Builder<'a, '_> {
                     self.args.push(ArgConfig {
                         param_name: (arg_name != name).then(|| name.clone()),
                         // The schema's own list binds unless the document says the body may be left out.
-                        required: marked != Some(false) && req.contains(&name),
+                        required,
                         name: arg_name,
                         position: Some(Position::Body),
                         schema: Some(prop),
@@ -421,6 +439,8 @@ impl<'a> Builder<'a, '_> {
                 }
                 if kind == BodyKind::Form {
                     request.args_to_form_body = true;
+                } else if kind == BodyKind::Multipart {
+                    request.args_to_multipart_body = true;
                 } else if media != "application/json" {
                     request.headers.push(HeaderTemplate { key: "Content-Type".into(), value: media.clone() });
                 }
@@ -446,6 +466,38 @@ impl<'a> Builder<'a, '_> {
             }
             (BodyKind::Form, None) => {
                 return self.inexpressible(required, "request body: a form body that is not an object".into());
+            }
+            (BodyKind::Multipart, None)
+                if is_object(&schema)
+                    && schema.get("additionalProperties").is_none_or(|a| a == &Value::Bool(false)) => {}
+            (BodyKind::Multipart, None) => {
+                return self.inexpressible(required, "request body: a multipart body without named fields".into());
+            }
+            (BodyKind::Binary, _) => {
+                if !(schema.as_object().is_some_and(|m| m.is_empty())
+                    || is_binary(&schema)
+                    || schema.get("type") == Some(&json!("string")))
+                {
+                    let why = format!("request body of type {media} whose schema is not a string of bytes");
+                    return self.inexpressible(required, why);
+                }
+                // The bytes come base64 in one file argument; the media type is the default Content-Type.
+                let arg_name = self.body_arg_name();
+                if !media.contains('*') {
+                    request.headers.push(HeaderTemplate { key: "Content-Type".into(), value: media.clone() });
+                }
+                let mut schema = file_arg_schema(&schema);
+                if let (Some(d), Value::Object(m)) = (description, &mut schema) {
+                    m.insert("description".into(), json!(d));
+                }
+                self.args.push(ArgConfig {
+                    name: arg_name,
+                    required,
+                    position: Some(Position::Body),
+                    schema: Some(schema),
+                    file: true,
+                    ..ArgConfig::default()
+                });
             }
             (kind, _) => {
                 let arg_name = self.body_arg_name();
@@ -568,7 +620,32 @@ impl<'a> Builder<'a, '_> {
 enum BodyKind {
     Json,
     Form,
+    Multipart,
     Text,
+    /// Any other media type: bytes.
+    Binary,
+}
+
+/// Whether a schema describes bytes (a file): `format: binary`, or OpenAPI 3.1's `contentMediaType` without
+/// an encoding; an array of such is several files.
+fn is_binary(schema: &Value) -> bool {
+    let bytes = |s: &Value| {
+        s.get("format") == Some(&json!("binary"))
+            || (s.get("contentMediaType").is_some() && s.get("contentEncoding").is_none())
+    };
+    bytes(schema) || (schema.get("type") == Some(&json!("array")) && schema.get("items").is_some_and(bytes))
+}
+
+/// A file argument's schema (base64 content, filename, media type), keeping the document's description.
+fn file_arg_schema(prop: &Value) -> Value {
+    let mut file = crate::schema::file_schema();
+    if let Some(d) = prop.get("description") {
+        file["description"] = d.clone();
+    }
+    if prop.get("type") == Some(&json!("array")) {
+        return json!({"type": "array", "items": file});
+    }
+    file
 }
 
 /// A media type without its parameters, lower-cased.
@@ -590,7 +667,14 @@ fn pick_media<'m>(content: &'m Map<String, Value>, excluded: &[&str]) -> Option<
     if let Some(m) = find(&|m| m == "application/x-www-form-urlencoded") {
         return Some((m, BodyKind::Form));
     }
-    find(&|m| m.starts_with("text/")).map(|m| (m, BodyKind::Text))
+    if let Some(m) = find(&|m| m == "multipart/form-data") {
+        return Some((m, BodyKind::Multipart));
+    }
+    if let Some(m) = find(&|m| m.starts_with("text/")) {
+        return Some((m, BodyKind::Text));
+    }
+    // Other multipart types (mixed, related) have no field names to give the arguments.
+    find(&|m| !m.starts_with("multipart/")).map(|m| (m, BodyKind::Binary))
 }
 
 /// The `{name}`s of a path template.
@@ -745,7 +829,14 @@ mod tests {
             pick_media(&c, &[]).map(|(m, k)| (m.as_str(), k)),
             Some(("application/vnd.api+json", BodyKind::Json))
         );
-        let c: Map<String, Value> = serde_json::from_value(json!({"multipart/form-data": {}})).unwrap();
+        let c: Map<String, Value> =
+            serde_json::from_value(json!({"multipart/form-data": {}, "image/png": {}})).unwrap();
+        assert_eq!(pick_media(&c, &[]).map(|(_, k)| k), Some(BodyKind::Multipart));
+        assert_eq!(
+            pick_media(&c, &["multipart/form-data"]).map(|(m, k)| (m.as_str(), k)),
+            Some(("image/png", BodyKind::Binary))
+        );
+        let c: Map<String, Value> = serde_json::from_value(json!({"multipart/mixed": {}})).unwrap();
         assert!(pick_media(&c, &[]).is_none());
         assert_eq!(path_variables("/a/{x}/b/{y}.json").collect::<Vec<_>>(), ["x", "y"]);
     }

@@ -263,6 +263,11 @@ fn schema_of(p: &Value) -> Value {
             s.insert(key.into(), v.clone());
         }
     }
+    // A file upload is bytes in OpenAPI 3.
+    if p.get("type").and_then(Value::as_str) == Some("file") {
+        s.insert("type".into(), json!("string"));
+        s.insert("format".into(), json!("binary"));
+    }
     if let Some(d) = p.get("description") {
         s.insert("description".into(), d.clone());
     }

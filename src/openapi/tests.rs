@@ -325,10 +325,11 @@ fn swagger_2_is_upgraded() {
     let c = convert(&doc, &Options::default()).unwrap();
     assert_eq!(c.spec_version, "2.0");
     assert_eq!(c.server_url.as_deref(), Some("http://127.0.0.1:9/v2"));
-    assert_eq!(names(&c), ["findByTags", "addPet", "updateWithForm"]);
-    assert_eq!(c.skipped.len(), 1);
-    assert_eq!(c.skipped[0].key, "uploadImage");
-    assert!(c.skipped[0].reason.contains("multipart/form-data"), "{}", c.skipped[0].reason);
+    assert_eq!(names(&c), ["findByTags", "addPet", "updateWithForm", "uploadImage"]);
+    assert!(c.skipped.is_empty(), "{:?}", c.skipped);
+    let upload = &c.tools[3].tool;
+    assert!(upload.request_template.as_ref().unwrap().args_to_multipart_body);
+    assert!(upload.args.iter().any(|a| a.name == "file" && a.file && a.required), "{:?}", upload.args);
     assert!(c.tools[0].tool.output_schema.is_some());
 
     let filled = json!({"securitySchemes": [{"id": "key", "type": "apiKey", "in": "query", "name": "k", "defaultCredential": "s"}]});
@@ -450,25 +451,26 @@ fn server_url_replaces_every_repeat_of_servers_0() {
 #[test]
 fn unreachable_operations_are_skipped_with_reasons() {
     let doc = doc_with(
-        json!({"/upload": {"post": {"operationId": "upload", "requestBody": {"required": true, "content": {"multipart/form-data": {"schema": {"type": "object"}}}}}},
+        json!({"/upload": {"post": {"operationId": "upload", "requestBody": {"required": true, "content": {"multipart/mixed": {"schema": {"type": "object"}}}}}},
                "/ext": {"get": {"operationId": "ext", "parameters": [{"$ref": "other.yaml#/components/parameters/P"}]}},
                "/host": {"get": {"operationId": "host", "parameters": [{"name": "Host", "in": "header", "required": true, "schema": {"type": "string"}}]}},
                "/ok": {"get": {"operationId": "ok", "responses": {}}},
-               "/optional-upload": {"put": {"operationId": "optionalUpload", "requestBody": {"content": {"application/octet-stream": {}}}}}}),
+               "/optional-upload": {"put": {"operationId": "optionalUpload", "requestBody": {"content": {"application/xml": {"schema": {"type": "object"}}}}}}}),
         json!({}),
     );
     let c = convert(&doc, &Options::default()).unwrap();
     assert_eq!(names(&c), ["ok", "optionalUpload"]);
     let reasons: Vec<(&str, &str)> = c.skipped.iter().map(|s| (s.key.as_str(), s.reason.as_str())).collect();
     assert_eq!(reasons.len(), 3);
-    assert!(reasons[0].1.contains("multipart/form-data"));
+    assert!(reasons[0].1.contains("multipart/mixed"));
     assert!(reasons[1].1.contains("external $ref 'other.yaml"));
     assert!(reasons[2].1.contains("header parameter 'Host' cannot be set"));
     assert_eq!(c.skipped[0].to_string(), format!("POST /upload (upload) at #/paths/~1upload/post: {}", reasons[0].1));
-    assert!(c
-        .warnings
-        .iter()
-        .any(|w| w.contains("optionalUpload: optional request body of type application/octet-stream")));
+    assert!(
+        c.warnings.iter().any(|w| w.contains("optionalUpload: optional request body of type application/xml")),
+        "{:?}",
+        c.warnings
+    );
     // The plugin keeps the reasons for its log.
     let gw = gateway(&doc, json!({})).unwrap();
     assert!(
@@ -489,7 +491,7 @@ fn optional_inexpressible_parts_are_left_out_not_the_operation() {
                 {"name": "j", "in": "query", "content": {"application/json": {"schema": {"type": "object"}}}},
                 {"name": "p", "in": "path", "style": "deepObject", "schema": {"type": "string"}},
                 {"name": "keep", "in": "query", "schema": {"type": "string"}}],
-              "requestBody": {"content": {"multipart/form-data": {"schema": {"type": "object"}}}}}},
+              "requestBody": {"content": {"multipart/mixed": {"schema": {"type": "object"}}}}}},
                "/a/{p}": {"get": {"operationId": "b", "parameters": [
                 {"name": "p", "in": "path", "required": true, "style": "deepObject", "schema": {"type": "string"}}]}},
                "/search": {"get": {"operationId": "search", "requestBody": {"content": {"application/x-www-form-urlencoded": {
@@ -505,7 +507,7 @@ fn optional_inexpressible_parts_are_left_out_not_the_operation() {
         "header parameter 'Host'",
         "query parameter 'q': style \"tabDelimited\"",
         "'j' serialised as application/json",
-        "request body of type multipart/form-data",
+        "request body of type multipart/mixed",
     ] {
         assert!(
             c.warnings.iter().any(|w| w.starts_with("a: optional ") && w.contains(what)),
@@ -593,6 +595,75 @@ fn styles_and_form_encodings_are_sent_as_the_document_says() {
     );
     let req = request(&gw, "PostCustomersId", json!({"id": ["a"], "email": "e", "address": ""}));
     assert_eq!(String::from_utf8(req.body.unwrap()).unwrap(), "email=e&address=", "Stripe's \"\" unsets");
+}
+
+/// Multipart and binary bodies: files come as base64 in file arguments and go out as bytes.
+#[test]
+fn multipart_and_binary_bodies_carry_files() {
+    let doc = doc_with(
+        json!({"/images/edits": {"post": {"operationId": "createImageEdit", "requestBody": {"required": true, "content": {"multipart/form-data": {
+                 "encoding": {"meta": {"style": "deepObject", "explode": true}},
+                 "schema": {"type": "object", "required": ["image", "prompt"], "properties": {
+                     "image": {"type": "string", "format": "binary", "description": "The image"},
+                     "extra": {"type": "array", "items": {"type": "string", "format": "binary"}},
+                     "prompt": {"type": "string"}, "n": {"type": "integer"},
+                     "meta": {"type": "object", "properties": {"a": {"type": "string"}}},
+                     "opts": {"type": "object"}}}}}}}},
+               "/images/load": {"post": {"operationId": "ImageLoad", "requestBody": {"content": {
+                 "application/x-tar": {"schema": {"type": "string", "format": "binary"}}}}}},
+               "/raw": {"put": {"operationId": "raw", "requestBody": {"required": true, "content": {"image/*": {}}}}}}),
+        json!({}),
+    );
+    let c = convert(&doc, &Options::default()).unwrap();
+    assert_eq!(names(&c), ["createImageEdit", "ImageLoad", "raw"]);
+    let edit = &c.tools[0].tool;
+    let files: Vec<(&str, bool, bool)> = edit.args.iter().map(|a| (a.name.as_str(), a.file, a.required)).collect();
+    assert_eq!(
+        files,
+        [
+            ("image", true, true),
+            ("extra", true, false),
+            ("prompt", false, true),
+            ("n", false, false),
+            ("meta", false, false),
+            ("opts", false, false)
+        ]
+    );
+    assert_eq!(edit.args[0].schema.as_ref().unwrap()["description"], "The image");
+    assert_eq!(edit.args[1].schema.as_ref().unwrap()["type"], "array");
+    let gw = gateway(&doc, json!({})).unwrap();
+    let req = request(
+        &gw,
+        "createImageEdit",
+        json!({"image": {"content": "iVBO", "filename": "a.png", "contentType": "image/png"},
+               "extra": [{"content": "AQ=="}, {"content": "Ag=="}], "prompt": "a hat", "n": 2,
+               "meta": {"a": "x"}, "opts": {"q": 1}}),
+    );
+    let ct = header(&req, "content-type").unwrap().to_string();
+    let boundary = ct.strip_prefix("multipart/form-data; boundary=").unwrap();
+    let body = req.body.clone().unwrap();
+    let text = String::from_utf8_lossy(&body);
+    let part =
+        |head: &str, data: &str| format!("--{boundary}\r\nContent-Disposition: form-data; {head}\r\n\r\n{data}\r\n");
+    for expected in [
+        part("name=\"prompt\"", "a hat"),
+        part("name=\"n\"", "2"),
+        part("name=\"meta[a]\"", "x"),
+        part("name=\"opts\"\r\nContent-Type: application/json", "{\"q\":1}"),
+        part("name=\"extra\"; filename=\"extra\"", "\u{1}"),
+        part("name=\"extra\"; filename=\"extra\"", "\u{2}"),
+    ] {
+        assert!(text.contains(&expected), "{expected:?} not in {text:?}");
+    }
+    let image = "name=\"image\"; filename=\"a.png\"\r\nContent-Type: image/png\r\n\r\n";
+    let at = text.find(image).unwrap() + image.len();
+    assert_eq!(&body[at..at + 3], &[0x89, 0x50, 0x4e], "PNG bytes, decoded");
+    let req = request(&gw, "ImageLoad", json!({"body": {"content": "dGFy"}}));
+    assert_eq!((header(&req, "content-type"), req.body.as_deref()), (Some("application/x-tar"), Some(&b"tar"[..])));
+    let req = request(&gw, "raw", json!({"body": {"content": "AA==", "contentType": "image/gif"}}));
+    assert_eq!((header(&req, "content-type"), req.body.as_deref()), (Some("image/gif"), Some(&b"\0"[..])));
+    let req = request(&gw, "raw", json!({"body": {"content": "AA=="}}));
+    assert_eq!(header(&req, "content-type"), Some("application/octet-stream"), "image/* is no Content-Type");
 }
 
 /// Swagger 2.0: `consumes` chooses the body's media type as the schema allows, `collectionFormat` its style.
