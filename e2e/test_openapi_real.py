@@ -9,15 +9,19 @@ kept in e2e/.cache/, never committed). A document that cannot be fetched fails i
     follows the form schemas' own lists (CreateMessage's `To`), and its YAML reads the same in a YAML 1.1
     reader (PyYAML) as its JSON.
   - One Envoy with a recording upstream (e2e/petstore_upstream.py, `/any/...`): Stripe operations imported
-    in-config and through the CLI, and Kubernetes' PATCH from its Swagger 2.0 description. Each call's query
+    in-config and through the CLI, Kubernetes' PATCH from its Swagger 2.0 description, OpenAI's image edit
+    (a multipart upload) and Docker's image load (a tar body) in-config. Each call's query
     string and form body are compared with an encoder written here from the document's own `style`,
     `explode` and `encoding` (deepObject `address[city]=...`, `expand[0]=...`, `line_items[0][price]=...`);
-    the Kubernetes patch must go as `application/merge-patch+json` (its schema is an object, which a JSON
-    Patch is not).
+    the Kubernetes patch must go as `application/merge-patch+json` (its schema does not say array, which a
+    JSON Patch is); files, given base64, must arrive as the bytes, in their parts or as the body.
 """
 
 from __future__ import annotations
 
+import base64
+import email.parser
+import email.policy
 import json
 import re
 import time
@@ -38,11 +42,11 @@ ARG_NAME = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
 
 # (document, operations found, at least converted). Stripe's goal: at most 3 of its operations skipped.
 EXPECTED = {
-    "stripe": (452, 449),
+    "stripe": (452, 452),
     "twilio": (195, 195),
     "digitalocean": (290, 290),
-    "docker": (105, 103),  # a tar upload and an octet-stream body (binary bodies: not yet)
-    "openai": (28, 23),  # five multipart uploads (not yet)
+    "docker": (105, 104),  # NetworkConnect: an application/octet-stream body described as an object
+    "openai": (28, 28),
     "kubernetes": (845, 845),
     "kubernetes-swagger": (1014, 1014),
 }
@@ -265,6 +269,12 @@ def real_gw(run_dir):
                      "include": {"operations": STRIPE_OPS}}},
         stripe_cli,
         load_json(k8s_out)["servers"][0],
+        {"name": "openai", "upstream": {"cluster": CLUSTER},
+         "openapi": {"document": load_json(document("openai")), "serverUrl": f"{upstream.url}/any/openai",
+                     "include": {"operations": ["createImageEdit", "createFile"]}}},
+        {"name": "docker", "upstream": {"cluster": CLUSTER},
+         "openapi": {"document": load_json(document("docker")), "serverUrl": f"{upstream.url}/any/docker",
+                     "include": {"operations": ["ImageLoad", "PutContainerArchive"]}}},
     ]}
     gw = start_gw(cfg, "openapi-real", upstream, run_dir)
     yield gw
@@ -345,3 +355,57 @@ def test_kubernetes_patch_is_a_merge_patch(real_gw):
     rec = real_gw.upstream.only_request()
     assert rec["path"] == "/any/k8s/api/v1/namespaces/kube-system/pods", rec
     assert sorted(parse_qsl(rec["query"])) == [("labelSelector", "app=web,tier in (a,b)"), ("limit", "5")], rec["query"]
+
+
+def multipart_parts(rec: dict) -> list[tuple[str, str | None, str | None, bytes]]:
+    """(name, filename, content type, bytes) of each part of a recorded multipart/form-data body."""
+    ctype = rec["headers"].get("content-type", "")
+    assert ctype.startswith("multipart/form-data; boundary="), rec["headers"]
+    raw = f"Content-Type: {ctype}\r\n\r\n".encode() + base64.b64decode(rec["body_base64"])
+    msg = email.parser.BytesParser(policy=email.policy.HTTP).parsebytes(raw)
+    assert msg.is_multipart() and not msg.defects, msg.defects
+    out = []
+    for part in msg.iter_parts():
+        explicit = part.get("Content-Type")
+        out.append((part.get_param("name", header="content-disposition"), part.get_filename(),
+                    explicit and part.get_content_type(), part.get_payload(decode=True)))
+    return out
+
+
+PNG = bytes([0x89, 0x50, 0x4E, 0x47, 0x0D, 0x0A, 0x1A, 0x0A, 0, 0, 0, 13]) + bytes(range(256))
+
+
+def test_openai_image_edit_is_a_multipart_upload(real_gw):
+    url = real_gw.url("openai")
+    tools = list_tools(url)
+    props = tools["createImageEdit"].input_schema["properties"]
+    assert props["image"]["properties"]["content"]["contentEncoding"] == "base64", props["image"]
+    assert set(tools["createImageEdit"].input_schema["required"]) == {"image", "prompt"}
+    real_gw.upstream.clear()
+    image = {"content": base64.b64encode(PNG).decode(), "filename": "otter.png", "contentType": "image/png"}
+    sent(call(url, "createImageEdit", {"image": image, "prompt": "A sea otter with a beret", "n": 2, "size": "256x256"}))
+    rec = real_gw.upstream.only_request()
+    assert (rec["method"], rec["path"]) == ("POST", "/any/openai/images/edits"), rec
+    parts = multipart_parts(rec)
+    assert ("image", "otter.png", "image/png", PNG) in parts, [p[:3] for p in parts]
+    fields = {name: data.decode() for name, filename, _, data in parts if filename is None}
+    # The schema's defaults are filled in (response_format: url), as for every tool.
+    assert fields == {"prompt": "A sea otter with a beret", "n": "2", "size": "256x256", "response_format": "url"}, fields
+
+
+def test_docker_image_load_sends_the_tar_as_the_body(real_gw):
+    url = real_gw.url("docker")
+    tools = list_tools(url)
+    assert set(tools) == {"ImageLoad", "PutContainerArchive"}, sorted(tools)
+    tar = b"ustar\x00" + bytes(range(256)) * 4
+    real_gw.upstream.clear()
+    sent(call(url, "ImageLoad", {"body": {"content": base64.b64encode(tar).decode()}, "quiet": True}))
+    rec = real_gw.upstream.only_request()
+    assert (rec["method"], rec["path"], rec["query"]) == ("POST", "/any/docker/images/load", "quiet=true"), rec
+    assert rec["headers"].get("content-type") == "application/x-tar", rec["headers"]
+    assert base64.b64decode(rec["body_base64"]) == tar
+    real_gw.upstream.clear()
+    sent(call(url, "PutContainerArchive", {"id": "web", "path": "/srv", "body": {"content": base64.b64encode(tar).decode(), "contentType": "application/x-tar"}}))
+    rec = real_gw.upstream.only_request()
+    assert rec["headers"].get("content-type") == "application/x-tar" and base64.b64decode(rec["body_base64"]) == tar, rec["headers"]
+    assert parse_qsl(rec["query"]) == [("path", "/srv")], rec["query"]
