@@ -13,7 +13,7 @@ Endpoints (the API; answers match the schemas of petstore_api.yaml)
   PUT    /v1/pets/{petId}              -> Pet (JSON body: NewPet, replaces the pet)
   PATCH  /v1/pets/{petId}              -> Pet (JSON body: some of tag, age, vaccinated)
   DELETE /v1/pets/{petId}              -> 204
-  POST   /v1/pets/{petId}/photo        -> 204 (multipart; the import skips this operation)
+  POST   /v1/pets/{petId}/photo        -> 204 (multipart: a file and a caption)
   GET    /v1/store/inventory           -> {"counts": {tag: n}}; 401 Error unless X-API-Key is the key
   GET    /v1/store/status              -> {"open": true, "pets": n}
   ANY    /any/...                      -> 200 {} (a generic recording endpoint for any document)

@@ -20,8 +20,6 @@ kept in e2e/.cache/, never committed). A document that cannot be fetched fails i
 from __future__ import annotations
 
 import base64
-import email.parser
-import email.policy
 import json
 import re
 import time
@@ -33,7 +31,9 @@ import yaml
 
 import harness
 import openapi_documents
-from test_openapi import CLUSTER, PetstoreUpstream, call, list_tools, require_cli, run_cli, start_gw, text_of
+from test_openapi import (
+    CLUSTER, PetstoreUpstream, call, list_tools, multipart_parts, require_cli, run_cli, start_gw, text_of,
+)
 
 pytestmark = pytest.mark.timeout(900)
 
@@ -355,21 +355,6 @@ def test_kubernetes_patch_is_a_merge_patch(real_gw):
     rec = real_gw.upstream.only_request()
     assert rec["path"] == "/any/k8s/api/v1/namespaces/kube-system/pods", rec
     assert sorted(parse_qsl(rec["query"])) == [("labelSelector", "app=web,tier in (a,b)"), ("limit", "5")], rec["query"]
-
-
-def multipart_parts(rec: dict) -> list[tuple[str, str | None, str | None, bytes]]:
-    """(name, filename, content type, bytes) of each part of a recorded multipart/form-data body."""
-    ctype = rec["headers"].get("content-type", "")
-    assert ctype.startswith("multipart/form-data; boundary="), rec["headers"]
-    raw = f"Content-Type: {ctype}\r\n\r\n".encode() + base64.b64decode(rec["body_base64"])
-    msg = email.parser.BytesParser(policy=email.policy.HTTP).parsebytes(raw)
-    assert msg.is_multipart() and not msg.defects, msg.defects
-    out = []
-    for part in msg.iter_parts():
-        explicit = part.get("Content-Type")
-        out.append((part.get_param("name", header="content-disposition"), part.get_filename(),
-                    explicit and part.get_content_type(), part.get_payload(decode=True)))
-    return out
 
 
 PNG = bytes([0x89, 0x50, 0x4E, 0x47, 0x0D, 0x0A, 0x1A, 0x0A, 0, 0, 0, 13]) + bytes(range(256))
