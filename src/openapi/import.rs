@@ -92,10 +92,12 @@ pub fn apply(server: &mut ServerConfig, raw: Value) -> Result<(), ConfigError> {
             "include" => options.include = selection(v, &here)?,
             "exclude" => options.exclude = selection(v, &here)?,
             "overrides" => raw_overrides = entries(v, &here)?,
+            "outputSchemas" => options.no_output_schemas = !typed::<bool>(v, &here)?,
             _ => {
                 return Err(ConfigError::new(
                     here,
-                    "unknown field (expected document, serverUrl, toolPrefix, include, exclude or overrides)",
+                    "unknown field (expected document, serverUrl, toolPrefix, include, exclude, overrides or \
+                     outputSchemas)",
                 ))
             }
         }

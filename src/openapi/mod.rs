@@ -62,6 +62,9 @@ pub struct Options {
     pub include: Selection,
     /// Operations it names are left out.
     pub exclude: Selection,
+    /// No `outputSchema`s: they are most of a large API's converted size (Stripe: 97%) and of what each
+    /// Envoy worker holds, and clients work without them (answers are then text only).
+    pub no_output_schemas: bool,
 }
 
 /// One operation that became a tool.
@@ -270,6 +273,7 @@ pub fn convert(doc: &Value, options: &Options) -> Result<Conversion, OpenApiErro
                 base: &base,
                 doc_server: doc_server.as_deref(),
                 prefix: &options.tool_prefix,
+                output_schemas: !options.no_output_schemas,
             };
             match operation::convert(&ctx, path, method, item_obj, op_obj, &at, &mut names) {
                 Ok((tool, warnings)) => {

@@ -30,6 +30,7 @@ pub struct Context<'a> {
     /// be a URL the operator gave instead.
     pub doc_server: Option<&'a str>,
     pub prefix: &'a str,
+    pub output_schemas: bool,
 }
 
 /// The document's security schemes, split into those the gateway can apply and those it cannot.
@@ -133,7 +134,7 @@ pub fn convert(
         ..RequestTemplate::default()
     };
     b.body(&mut request)?;
-    let output_schema = b.output_schema()?;
+    let output_schema = if ctx.output_schemas { b.output_schema()? } else { None };
     request.security = b.security()?;
     let Builder { args, mut warnings, mut inputs, .. } = b;
     warnings.append(&mut inputs.warnings);

@@ -237,6 +237,18 @@ fn output_schema_from_first_2xx_json_object() {
 }
 
 #[test]
+fn output_schemas_can_be_left_out() {
+    let doc = parse_document(&testdata("petstore-expanded.yaml")).unwrap();
+    let with = convert(&doc, &Options::default()).unwrap();
+    assert!(with.tools.iter().any(|t| t.tool.output_schema.is_some()));
+    let without = convert(&doc, &Options { no_output_schemas: true, ..Options::default() }).unwrap();
+    assert!(without.tools.iter().all(|t| t.tool.output_schema.is_none()));
+    let gw = gateway(&doc, json!({"openapi": {"outputSchemas": false}})).unwrap();
+    assert!(gw.server("api").unwrap().tools.iter().all(|t| t.listing.get("outputSchema").is_none()));
+    assert_eq!(gateway(&doc, json!({"openapi": {"outputSchemas": "no"}})).unwrap_err().field, "openapi.outputSchemas");
+}
+
+#[test]
 fn security_schemes_become_credential_slots() {
     let doc = json!({
         "openapi": "3.1.0", "info": {"title": "t", "version": "1"}, "servers": [{"url": "http://127.0.0.1:9"}],

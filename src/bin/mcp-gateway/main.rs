@@ -17,6 +17,7 @@ usage:
       --cluster CLUSTER     Envoy cluster serving the API (default: the host of the server URL)
       --server-url URL      use this base URL instead of servers[0] (Swagger: schemes/host/basePath)
       --tool-prefix P       put P before every tool name
+      --no-output-schemas   leave out every outputSchema (most of a large API's size; answers stay text)
       --include-tag T, --include-op ID, --include-path GLOB   convert only matching operations (repeatable)
       --exclude-tag T, --exclude-op ID, --exclude-path GLOB   leave matching operations out (repeatable)
       -o, --output FILE     write the plugin config to FILE (JSON if it ends in .json, else YAML)
@@ -102,6 +103,7 @@ fn parse_openapi_args(args: &[String]) -> Result<OpenApiArgs, Failure> {
                 out.options.server_url = Some(url);
             }
             "--tool-prefix" => out.options.tool_prefix = value()?,
+            "--no-output-schemas" => out.options.no_output_schemas = true,
             "-o" | "--output" => out.output = Some(value()?),
             "--include-tag" => out.options.include.tags.push(value()?),
             "--include-op" => out.options.include.operations.push(value()?),
