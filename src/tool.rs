@@ -59,8 +59,11 @@ struct Placement {
 #[derive(Debug)]
 pub struct Tool {
     pub name: String,
-    /// The tool as `tools/list` shows it, computed once.
-    pub listing: Value,
+    title: Option<String>,
+    description: String,
+    annotations: Option<Map<String, Value>>,
+    /// The input and output schemas live in their validators only: a large API's schemas are most of the
+    /// plugin's memory, in every worker's VM.
     input: Validator,
     output: Option<Validator>,
     placements: Vec<Placement>,
@@ -104,7 +107,7 @@ impl Tool {
         if input_schema.get("type").and_then(Value::as_str) != Some("object") {
             return Err(err("inputSchema", "must be an object schema (\"type\": \"object\")".into()));
         }
-        let input = Validator::new(input_schema.clone()).map_err(|e| err("inputSchema", e))?;
+        let input = Validator::new(input_schema).map_err(|e| err("inputSchema", e))?;
         let output = match &cfg.output_schema {
             Some(s) if s.get("type").and_then(Value::as_str) != Some("object") => {
                 return Err(err("outputSchema", "must be an object schema (\"type\": \"object\")".into()))
@@ -264,22 +267,11 @@ impl Tool {
         let append = opt(templates, "responseTemplate.appendBody", &resp.append_body)?;
         let error_body = opt(templates, "errorResponseTemplate", &cfg.error_response_template)?;
 
-        let mut listing = Map::new();
-        listing.insert("name".into(), json!(cfg.name));
-        if let Some(t) = &cfg.title {
-            listing.insert("title".into(), json!(t));
-        }
-        listing.insert("description".into(), json!(cfg.description));
-        listing.insert("inputSchema".into(), input_schema);
-        if let Some(o) = &cfg.output_schema {
-            listing.insert("outputSchema".into(), o.clone());
-        }
-        if let Some(a) = &cfg.annotations {
-            listing.insert("annotations".into(), Value::Object(a.clone()));
-        }
         Ok(Tool {
             name: cfg.name.clone(),
-            listing: Value::Object(listing),
+            title: cfg.title.clone(),
+            description: cfg.description.clone(),
+            annotations: cfg.annotations.clone(),
             input,
             output,
             placements,
@@ -289,6 +281,24 @@ impl Tool {
             append,
             error_body,
         })
+    }
+
+    /// The tool as `tools/list` shows it.
+    pub fn listing(&self) -> Value {
+        let mut listing = Map::new();
+        listing.insert("name".into(), json!(self.name));
+        if let Some(t) = &self.title {
+            listing.insert("title".into(), json!(t));
+        }
+        listing.insert("description".into(), json!(self.description));
+        listing.insert("inputSchema".into(), self.input.schema().clone());
+        if let Some(o) = &self.output {
+            listing.insert("outputSchema".into(), o.schema().clone());
+        }
+        if let Some(a) = &self.annotations {
+            listing.insert("annotations".into(), Value::Object(a.clone()));
+        }
+        Value::Object(listing)
     }
 
     /// Coerces and validates arguments, then renders the upstream request (or answers directly).

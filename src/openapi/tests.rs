@@ -92,7 +92,7 @@ fn every_reference_document_converts_completely() {
 fn petstore_calls_put_every_parameter_in_place() {
     let doc = parse_document(&testdata("petstore-expanded.yaml")).unwrap();
     let gw = gateway(&doc, json!({"openapi": {"serverUrl": "http://127.0.0.1:8080/v2"}})).unwrap();
-    let listing = &gw.server("api").unwrap().tool("findPets").unwrap().listing;
+    let listing = gw.server("api").unwrap().tool("findPets").unwrap().listing();
     assert_eq!(listing["inputSchema"]["properties"]["limit"]["format"], "int32");
     assert_eq!(listing["annotations"]["readOnlyHint"], true);
 
@@ -205,7 +205,7 @@ fn non_object_bodies_are_one_argument() {
         json!({"schemas": {"Item": {"type": "object", "properties": {"n": {"type": "integer"}}}}}),
     );
     let gw = gateway(&doc, json!({})).unwrap();
-    let listing = &gw.server("api").unwrap().tool("bulk").unwrap().listing;
+    let listing = gw.server("api").unwrap().tool("bulk").unwrap().listing();
     assert_eq!(listing["inputSchema"]["properties"]["body"]["items"]["properties"]["n"]["type"], "integer");
     let req = request(&gw, "bulk", json!({"body": [{"n": 1}, {"n": 2}]}));
     assert_eq!(body_json(&req), json!([{"n": 1}, {"n": 2}]));
@@ -215,7 +215,7 @@ fn non_object_bodies_are_one_argument() {
     let req = request(&gw, "note", json!({"body": "hello {{ world }}"}));
     assert_eq!(req.body.as_deref(), Some(&b"hello {{ world }}"[..]), "argument text is data, not a template");
     assert_eq!(header(&req, "content-type"), Some("text/plain"));
-    assert!(gw.server("api").unwrap().tool("note").unwrap().listing.get("outputSchema").is_none());
+    assert!(gw.server("api").unwrap().tool("note").unwrap().listing().get("outputSchema").is_none());
 }
 
 #[test]
@@ -244,7 +244,7 @@ fn output_schemas_can_be_left_out() {
     let without = convert(&doc, &Options { no_output_schemas: true, ..Options::default() }).unwrap();
     assert!(without.tools.iter().all(|t| t.tool.output_schema.is_none()));
     let gw = gateway(&doc, json!({"openapi": {"outputSchemas": false}})).unwrap();
-    assert!(gw.server("api").unwrap().tools.iter().all(|t| t.listing.get("outputSchema").is_none()));
+    assert!(gw.server("api").unwrap().tools.iter().all(|t| t.listing().get("outputSchema").is_none()));
     assert_eq!(gateway(&doc, json!({"openapi": {"outputSchemas": "no"}})).unwrap_err().field, "openapi.outputSchemas");
 }
 
@@ -532,7 +532,7 @@ fn optional_inexpressible_parts_are_left_out_not_the_operation() {
     let gw = gateway(&doc, json!({})).unwrap();
     let req = request(&gw, "search", json!({}));
     assert_eq!((req.method.as_str(), req.body.as_ref()), ("GET", None), "an empty-object form body is no body");
-    assert!(gw.server("api").unwrap().tool("search").unwrap().listing["inputSchema"]["properties"]
+    assert!(gw.server("api").unwrap().tool("search").unwrap().listing()["inputSchema"]["properties"]
         .as_object()
         .unwrap()
         .is_empty());
@@ -748,7 +748,7 @@ fn selection_prefix_and_overrides() {
     let server = gw.server("api").unwrap();
     let listed: Vec<&str> = server.tools.iter().map(|t| t.name.as_str()).collect();
     assert_eq!(listed, ["list_pets", "addPet", "find_pet_by_id"]);
-    assert_eq!(server.tool("list_pets").unwrap().listing["description"], "List pets.");
+    assert_eq!(server.tool("list_pets").unwrap().listing()["description"], "List pets.");
 
     let e = gateway(&doc, json!({"openapi": {"overrides": {"nope": {"hide": true}}}})).unwrap_err();
     assert_eq!(e.field, "openapi.overrides.nope");
