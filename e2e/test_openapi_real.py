@@ -8,6 +8,9 @@ kept in e2e/.cache/, never committed). A document that cannot be fetched fails i
   - Twilio's conversion: argument names fit `[A-Za-z0-9_.-]{1,64}` with the wire names kept, `required`
     follows the form schemas' own lists (CreateMessage's `To`), and its YAML reads the same in a YAML 1.1
     reader (PyYAML) as its JSON.
+  - DigitalOcean's description split over ~440 files the way its sources are (operations as `$ref`s to
+    resources/<tag>/<id>.yml, parameters and models beside them, shared answers in ../../shared/): the CLI
+    converts the folder exactly as the single document (DigitalOcean's split sources are on no registry).
   - One Envoy with a recording upstream (e2e/petstore_upstream.py, `/any/...`): Stripe operations imported
     in-config and through the CLI, Kubernetes' PATCH from its Swagger 2.0 description, OpenAI's image edit
     (a multipart upload) and Docker's image load (a tar body) in-config. Each call's query
@@ -24,7 +27,7 @@ import json
 import re
 import time
 from pathlib import Path
-from urllib.parse import parse_qsl, quote
+from urllib.parse import parse_qsl, quote, unquote
 
 import pytest
 import yaml
@@ -394,3 +397,99 @@ def test_docker_image_load_sends_the_tar_as_the_body(real_gw):
     rec = real_gw.upstream.only_request()
     assert rec["headers"].get("content-type") == "application/x-tar" and base64.b64decode(rec["body_base64"]) == tar, rec["headers"]
     assert parse_qsl(rec["query"]) == [("path", "/srv")], rec["query"]
+
+
+# --- a multi-file description: DigitalOcean's, split the way its sources are ------------------------
+
+
+def deref(doc: dict, node, seen: tuple = ()):
+    """`node` with every local $ref replaced by what it points to (DigitalOcean's has no recursion)."""
+    if isinstance(node, dict):
+        if "$ref" in node:
+            ref = node["$ref"]
+            assert ref not in seen, f"recursive $ref {ref}"
+            target = doc
+            for part in ref[2:].split("/"):
+                part = unquote_pointer(part)
+                target = target[int(part)] if isinstance(target, list) else target[part]
+            return deref(doc, target, seen + (ref,))
+        return {k: deref(doc, v, seen) for k, v in node.items()}
+    if isinstance(node, list):
+        return [deref(doc, v, seen) for v in node]
+    return node
+
+
+def unquote_pointer(token: str) -> str:
+    return unquote(token).replace("~1", "/").replace("~0", "~")
+
+
+def split_description(doc: dict, root: Path) -> Path:
+    """Writes `doc` as DigitalOcean's sources are laid out: the root lists paths whose operations are `$ref`s
+    to resources/<tag>/<operationId>.yml; those refer to parameters.yml and models/ beside them, and to
+    ../../shared/responses/ for the error answers they share. Returns the root file."""
+    shared: dict[str, str] = {}
+    paths: dict = {}
+    for path, item in doc["paths"].items():
+        paths[path] = {}
+        for method, op in item.items():
+            if not isinstance(op, dict) or "operationId" not in op:
+                paths[path][method] = op
+                continue
+            tag = re.sub(r"\W+", "_", (op.get("tags") or ["misc"])[0]).lower()
+            folder = root / "resources" / tag
+            (folder / "models").mkdir(parents=True, exist_ok=True)
+            op = dict(op)
+            name = op["operationId"]
+            params_file = folder / "parameters.yml"
+            params = yaml.safe_load(params_file.read_text()) if params_file.exists() else {}
+            refs = []
+            for i, p in enumerate(op.get("parameters") or []):
+                params[f"{name}_{i}"] = p
+                refs.append({"$ref": f"parameters.yml#/{name}_{i}"})
+            if refs:
+                op["parameters"] = refs
+                params_file.write_text(yaml.safe_dump(params, sort_keys=False))
+            if op.get("requestBody"):
+                (folder / "models" / f"{name}.yml").write_text(yaml.safe_dump(op["requestBody"], sort_keys=False))
+                op["requestBody"] = {"$ref": f"models/{name}.yml"}
+            responses = {}
+            for code, r in (op.get("responses") or {}).items():
+                if code.startswith("2"):
+                    responses[code] = r
+                    continue
+                text = yaml.safe_dump(r, sort_keys=True)
+                key = shared.setdefault(text, f"r{len(shared)}_{code}.yml")
+                (root / "shared" / "responses").mkdir(parents=True, exist_ok=True)
+                (root / "shared" / "responses" / key).write_text(text)
+                responses[code] = {"$ref": f"../../shared/responses/{key}"}
+            op["responses"] = responses
+            (folder / f"{name}.yml").write_text(yaml.safe_dump(op, sort_keys=False))
+            paths[path][method] = {"$ref": f"resources/{tag}/{name}.yml"}
+    top = {k: v for k, v in doc.items() if k != "paths"}
+    top["paths"] = paths
+    out = root / "DigitalOcean-public.v2.yaml"
+    out.write_text(yaml.safe_dump(top, sort_keys=False))
+    return out
+
+
+def test_digitalocean_split_description_converts_from_its_folder(run_dir, capsys):
+    require_cli()
+    doc = load_json(document("digitalocean"))
+    whole = deref(doc, doc)
+    single = run_dir / "digitalocean-deref.json"
+    single.write_text(json.dumps(whole))
+    folder = run_dir / "digitalocean-split"
+    root = split_description(whole, folder)
+    files = sum(1 for _ in folder.rglob("*.yml")) + 1
+    converted = {}
+    for label, source in (("single", single), ("split", root)):
+        out = run_dir / f"digitalocean-{label}-tools.json"
+        proc = run_cli("openapi", source, "--name", "do", "--server-url", "http://127.0.0.1:9", "-o", out, timeout=300)
+        assert proc.returncode == 0, proc.stderr
+        assert "warning" not in proc.stderr, proc.stderr
+        converted[label] = load_json(out)["servers"][0]["tools"]
+    report(capsys, f"digitalocean split over {files} files: {len(converted['split'])} tools")
+    assert len(converted["split"]) == len(converted["single"]) == 290
+    with_args = sum(1 for t in converted["split"] if t.get("args"))
+    assert with_args > 200, f"only {with_args} tools have arguments"
+    assert converted["split"] == converted["single"], "the split description converts differently"

@@ -95,7 +95,8 @@ fn target(r: &str, here: &str, root_name: &str, claim: &mut dyn FnMut(&str) -> b
         if file.is_empty() {
             format!("#{fragment}")
         } else {
-            format!("#/{FILES}/{}{fragment}", pointer_token(file))
+            // `%` escaped too: `$ref` fragments are percent-decoded when they are looked up.
+            format!("#/{FILES}/{}{fragment}", pointer_token(file).replace('%', "%25"))
         }
     };
     if file.is_empty() {
