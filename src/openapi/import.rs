@@ -93,11 +93,12 @@ pub fn apply(server: &mut ServerConfig, raw: Value) -> Result<(), ConfigError> {
             "exclude" => options.exclude = selection(v, &here)?,
             "overrides" => raw_overrides = entries(v, &here)?,
             "outputSchemas" => options.no_output_schemas = !typed::<bool>(v, &here)?,
+            "outputSchemaDepth" => options.output_schema_depth = Some(typed(v, &here)?),
             _ => {
                 return Err(ConfigError::new(
                     here,
-                    "unknown field (expected document, serverUrl, toolPrefix, include, exclude, overrides or \
-                     outputSchemas)",
+                    "unknown field (expected document, serverUrl, toolPrefix, include, exclude, overrides, \
+                     outputSchemas or outputSchemaDepth)",
                 ))
             }
         }

@@ -65,6 +65,10 @@ pub struct Options {
     /// No `outputSchema`s: they are most of a large API's converted size (Stripe: 97%) and of what each
     /// Envoy worker holds, and clients work without them (answers are then text only).
     pub no_output_schemas: bool,
+    /// How many `$ref`s an `outputSchema` expands inside one another (default 3); deeper models are reduced
+    /// to their type. Stripe's expandable fields make its answers' schemas grow fast with it: 58 MB at 3,
+    /// 12 MB at 2, 2 MB at 1.
+    pub output_schema_depth: Option<usize>,
 }
 
 /// One operation that became a tool.
@@ -274,6 +278,7 @@ pub fn convert(doc: &Value, options: &Options) -> Result<Conversion, OpenApiErro
                 doc_server: doc_server.as_deref(),
                 prefix: &options.tool_prefix,
                 output_schemas: !options.no_output_schemas,
+                output_depth: options.output_schema_depth.unwrap_or(operation::RESPONSE_REFS),
             };
             match operation::convert(&ctx, path, method, item_obj, op_obj, &at, &mut names) {
                 Ok((tool, warnings)) => {

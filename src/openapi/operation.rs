@@ -17,8 +17,8 @@ const MAX_NAME: usize = 128;
 /// `$ref`s expanded inside one another in argument schemas, then cut.
 const REQUEST_REFS: usize = 8;
 /// The same for `outputSchema`, kept shallower: response models are large and nested, and every tool
-/// carries its own copy.
-const RESPONSE_REFS: usize = 3;
+/// carries its own copy. `Options::output_schema_depth` changes it.
+pub const RESPONSE_REFS: usize = 3;
 
 /// What every operation of a document shares.
 pub struct Context<'a> {
@@ -31,6 +31,8 @@ pub struct Context<'a> {
     pub doc_server: Option<&'a str>,
     pub prefix: &'a str,
     pub output_schemas: bool,
+    /// `$ref`s expanded inside one another in an `outputSchema`.
+    pub output_depth: usize,
 }
 
 /// The document's security schemes, split into those the gateway can apply and those it cannot.
@@ -548,7 +550,7 @@ impl<'a> Builder<'a, '_> {
             };
             let mut codes: Vec<&String> = responses.keys().filter(|c| c.starts_with('2')).collect();
             codes.sort();
-            let mut outputs = SchemaConverter::new(ctx.doc, Direction::Response, RESPONSE_REFS);
+            let mut outputs = SchemaConverter::new(ctx.doc, Direction::Response, ctx.output_depth);
             for code in codes {
                 let r_at = format!("{at}/responses/{code}");
                 let response = match resolve(ctx.doc, &responses[code], &r_at) {

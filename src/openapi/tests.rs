@@ -246,6 +246,25 @@ fn output_schemas_can_be_left_out() {
     let gw = gateway(&doc, json!({"openapi": {"outputSchemas": false}})).unwrap();
     assert!(gw.server("api").unwrap().tools.iter().all(|t| t.listing().get("outputSchema").is_none()));
     assert_eq!(gateway(&doc, json!({"openapi": {"outputSchemas": "no"}})).unwrap_err().field, "openapi.outputSchemas");
+    // A shallower depth cuts nested models to their type.
+    let nested = doc_with(
+        json!({"/a": {"get": {"operationId": "a", "responses": {"200": {"description": "ok", "content": {"application/json": {
+            "schema": {"$ref": "#/components/schemas/A"}}}}}}}}),
+        json!({"schemas": {"A": {"type": "object", "properties": {"b": {"$ref": "#/components/schemas/B"}}},
+                           "B": {"type": "object", "properties": {"c": {"type": "string"}}}}}),
+    );
+    let deep = convert(&nested, &Options::default()).unwrap();
+    assert_eq!(
+        deep.tools[0].tool.output_schema.as_ref().unwrap()["properties"]["b"]["properties"]["c"]["type"],
+        "string"
+    );
+    let shallow = convert(&nested, &Options { output_schema_depth: Some(1), ..Options::default() }).unwrap();
+    let b = &shallow.tools[0].tool.output_schema.as_ref().unwrap()["properties"]["b"];
+    assert_eq!((b["type"].as_str(), b.get("properties")), (Some("object"), None), "{b}");
+    let gw = gateway(&nested, json!({"openapi": {"outputSchemaDepth": 1}})).unwrap();
+    assert!(gw.server("api").unwrap().tool("a").unwrap().listing()["outputSchema"]["properties"]["b"]
+        .get("properties")
+        .is_none());
 }
 
 #[test]

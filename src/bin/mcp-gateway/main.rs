@@ -18,6 +18,7 @@ usage:
       --server-url URL      use this base URL instead of servers[0] (Swagger: schemes/host/basePath)
       --tool-prefix P       put P before every tool name
       --no-output-schemas   leave out every outputSchema (most of a large API's size; answers stay text)
+      --output-schema-depth N   expand N $refs inside one another in an outputSchema (default 3)
       --include-tag T, --include-op ID, --include-path GLOB   convert only matching operations (repeatable)
       --exclude-tag T, --exclude-op ID, --exclude-path GLOB   leave matching operations out (repeatable)
       -o, --output FILE     write the plugin config to FILE (JSON if it ends in .json, else YAML)
@@ -104,6 +105,12 @@ fn parse_openapi_args(args: &[String]) -> Result<OpenApiArgs, Failure> {
             }
             "--tool-prefix" => out.options.tool_prefix = value()?,
             "--no-output-schemas" => out.options.no_output_schemas = true,
+            "--output-schema-depth" => {
+                let v = value()?;
+                let depth =
+                    v.parse().map_err(|_| Failure::Usage(format!("--output-schema-depth: '{v}' is not a number")))?;
+                out.options.output_schema_depth = Some(depth);
+            }
             "-o" | "--output" => out.output = Some(value()?),
             "--include-tag" => out.options.include.tags.push(value()?),
             "--include-op" => out.options.include.operations.push(value()?),
