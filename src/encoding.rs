@@ -234,7 +234,9 @@ pub fn path(name: &str, value: &Value, e: Encoding) -> String {
         _ if scalar && e.style == Style::Matrix => format!(";{}={}", enc(name), enc(&text(value))),
         _ if scalar && e.style == Style::Label => format!(".{}", enc(&text(value))),
         _ if scalar => enc(&text(value)),
+        // RFC 6570: an empty list is `;name` in matrix style and nothing in the others.
         _ if is_empty(value) && e.style == Style::Matrix => format!(";{}", enc(name)),
+        _ if is_empty(value) => String::new(),
         (Style::Matrix, true) if value.is_object() => members(value, "=").iter().map(|m| format!(";{m}")).collect(),
         (Style::Matrix, true) => flat(value).iter().map(|i| format!(";{}={}", enc(name), enc(i))).collect(),
         (Style::Matrix, false) => format!(";{}={}", enc(name), joined(value, ",")),
@@ -337,6 +339,8 @@ mod tests {
         assert_eq!(q(json!(["a&b", "c"]), true), "ids=a%26b&ids=c");
         assert_eq!(path("id", &json!(["a/b", "c d"]), e(Position::Path, None, None)), "a%2Fb,c%20d");
         assert_eq!(path("id", &json!("x;y"), e(Position::Path, Some(Style::Matrix), None)), ";id=x%3By");
+        assert_eq!(path("id", &json!([]), e(Position::Path, Some(Style::Matrix), None)), ";id");
+        assert_eq!(path("id", &json!([]), e(Position::Path, Some(Style::Label), None)), "");
         let mut c = Vec::new();
         cookies("c", &json!(["1;2", 3]), e(Position::Cookie, None, None), &mut c);
         assert_eq!(c, ["c=1%3B2,3"]);
