@@ -272,8 +272,15 @@ impl<'a> Builder<'a, '_> {
                 Some((media, s)) => {
                     let converted =
                         self.inputs.convert(s, &format!("{}/content/{}/schema", p.at, pointer_token(media)));
-                    if converted.as_ref().is_ok_and(|c| c.get("type").is_none_or(|t| t != "string")) {
-                        // The value is a document of that media type (JSON text...), which no style describes.
+                    // The value is a document of that media type, which no style describes: as text, only
+                    // what reads the same (a JSON string has quotes, a JSON object is no scalar).
+                    let plain: &[&str] = if media.contains("json") {
+                        &["integer", "number", "boolean"]
+                    } else {
+                        &["string", "integer", "number", "boolean"]
+                    };
+                    let scalar = |c: &Value| c.get("type").and_then(Value::as_str).is_some_and(|t| plain.contains(&t));
+                    if converted.as_ref().is_ok_and(|c| !scalar(c)) {
                         let what = format!("{} parameter '{}' serialised as {media}", p.location, p.name);
                         return self.inexpressible(required, what);
                     }

@@ -520,6 +520,9 @@ fn optional_inexpressible_parts_are_left_out_not_the_operation() {
                 {"name": "Host", "in": "header", "schema": {"type": "string"}},
                 {"name": "q", "in": "query", "style": "tabDelimited", "schema": {"type": "array"}},
                 {"name": "j", "in": "query", "content": {"application/json": {"schema": {"type": "object"}}}},
+                {"name": "js", "in": "query", "content": {"application/json": {"schema": {"type": "string"}}}},
+                {"name": "jn", "in": "query", "content": {"application/json": {"schema": {"type": "integer"}}}},
+                {"name": "t", "in": "query", "content": {"text/plain": {"schema": {"type": "string"}}}},
                 {"name": "p", "in": "path", "style": "deepObject", "schema": {"type": "string"}},
                 {"name": "keep", "in": "query", "schema": {"type": "string"}}],
               "requestBody": {"content": {"multipart/mixed": {"schema": {"type": "object"}}}}}},
@@ -533,7 +536,8 @@ fn optional_inexpressible_parts_are_left_out_not_the_operation() {
     );
     let c = convert(&doc, &Options::default()).unwrap();
     assert_eq!(names(&c), ["a", "search", "free"]);
-    assert_eq!(c.tools[0].tool.args.iter().map(|a| a.name.as_str()).collect::<Vec<_>>(), ["keep"]);
+    assert_eq!(c.tools[0].tool.args.iter().map(|a| a.name.as_str()).collect::<Vec<_>>(), ["jn", "t", "keep"]);
+    assert!(c.warnings.iter().any(|w| w.contains("'js' serialised as application/json")), "a JSON string has quotes");
     for what in [
         "header parameter 'Host'",
         "query parameter 'q': style \"tabDelimited\"",
