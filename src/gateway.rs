@@ -71,24 +71,25 @@ impl Gateway {
         let mut templates = Templates::new();
         let mut servers = Vec::with_capacity(cfg.servers.len());
         let mut notices = Vec::new();
-        for s in &cfg.servers {
+        for mut s in cfg.servers {
             crate::credential::validate_schemes(&s.security_schemes)
                 .map_err(|(field, msg)| ConfigError::new(field, msg).in_server(&s.name))?;
             notices.extend(s.import_notices.iter().map(|n| format!("server '{}': {n}", s.name)));
             let mut tools = Vec::with_capacity(s.tools.len());
             let mut tool_index = HashMap::new();
             let config = safe_config(&s.config);
-            for t in &s.tools {
-                let tool = Tool::compile(s, t, &mut templates, &config)
+            // Each tool's config is dropped once compiled, so that a large API is not held twice at once.
+            for t in std::mem::take(&mut s.tools) {
+                let tool = Tool::compile(&s, &t, &mut templates, &config)
                     .map_err(|(field, msg)| ConfigError::new(field, msg).in_server(&s.name).in_tool(&t.name))?;
                 tool_index.insert(tool.name.clone(), tools.len());
                 tools.push(tool);
             }
             servers.push(Server {
-                name: s.name.clone(),
-                version: s.version.clone().unwrap_or_else(|| env!("CARGO_PKG_VERSION").to_string()),
-                title: s.title.clone(),
-                instructions: s.instructions.clone(),
+                name: s.name,
+                version: s.version.unwrap_or_else(|| env!("CARGO_PKG_VERSION").to_string()),
+                title: s.title,
+                instructions: s.instructions,
                 tools,
                 tool_index,
                 config,

@@ -6,6 +6,7 @@
 pub mod config;
 pub mod credential;
 pub mod driver;
+pub mod encoding;
 pub mod gateway;
 pub mod jsonrpc;
 pub mod mcp;

@@ -5,7 +5,7 @@
 
 use crate::gateway::{Gateway, Server};
 use crate::jsonrpc::{self, Message};
-use crate::tool::Prepared;
+use crate::tool::{Prepared, Tool};
 use crate::upstream::UpstreamRequest;
 use base64::Engine;
 use serde_json::{json, Value};
@@ -115,7 +115,7 @@ fn list_tools(gw: &Gateway, server: &Server, cursor: Option<&Value>) -> Result<V
         Some(_) => return Err("the cursor must be a string".into()),
     };
     let end = (start + gw.page_size).min(server.tools.len());
-    let tools: Vec<Value> = server.tools[start..end].iter().map(|t| t.listing.clone()).collect();
+    let tools: Vec<Value> = server.tools[start..end].iter().map(Tool::listing).collect();
     let mut r = json!({ "tools": tools });
     if end < server.tools.len() {
         r["nextCursor"] = json!(encode_cursor(end));

@@ -27,6 +27,10 @@ pub fn from_args(args: &[ArgConfig]) -> Result<Value, String> {
                 schema.clone()
             }
             Some(_) => return Err(format!("arg '{}': schema must be an object", arg.name)),
+            None if arg.file && arg.kind.is_none() => match file_schema() {
+                Value::Object(m) => m,
+                _ => Map::new(),
+            },
             None => {
                 let kind = arg.kind.as_deref().unwrap_or("string");
                 if !["string", "number", "integer", "boolean", "array", "object"].contains(&kind) {
@@ -66,6 +70,14 @@ pub fn from_args(args: &[ArgConfig]) -> Result<Value, String> {
         schema["required"] = Value::Array(required);
     }
     Ok(schema)
+}
+
+/// What a file argument takes: the bytes as base64, and optionally the file's name and media type.
+pub fn file_schema() -> Value {
+    json!({"type": "object", "required": ["content"], "properties": {
+        "content": {"type": "string", "contentEncoding": "base64", "description": "The file's bytes, base64"},
+        "filename": {"type": "string"},
+        "contentType": {"type": "string", "description": "The file's media type"}}})
 }
 
 /// Coerces top-level argument values towards their declared types and fills in defaults.

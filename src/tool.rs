@@ -3,12 +3,12 @@
 
 use crate::config::{Position, ServerConfig, ToolConfig};
 use crate::credential::Credential;
+use crate::encoding::{self, Encoding};
 use crate::schema::{self, Validator};
-use crate::template::{json_view, Escape, TemplateId, Templates, URL_COMPONENT};
+use crate::template::{json_view, Escape, TemplateId, Templates};
 use crate::upstream::{is_forbidden_header, is_safe_header_value, is_token, Target, UpstreamRequest, UpstreamResult};
 use base64::Engine;
 use minijinja::{context, value::Value as MjValue};
-use percent_encoding::utf8_percent_encode;
 use serde_json::{json, Map, Value};
 use std::sync::Arc;
 
@@ -21,6 +21,9 @@ enum BodyMode {
     None,
     Json,
     Form,
+    Multipart,
+    /// The one file argument's bytes are the body.
+    File,
 }
 
 #[derive(Debug)]
@@ -46,16 +49,21 @@ struct Placement {
     /// The parameter name on the wire (differs from `arg` when names clash).
     wire: String,
     position: Position,
-    /// Array query values: repeated (`true`, the default) or comma-joined.
-    explode: bool,
+    /// How arrays and objects are written there (OpenAPI styles).
+    encoding: Encoding,
+    /// A file: base64 content, sent as bytes.
+    file: bool,
 }
 
 /// A compiled tool.
 #[derive(Debug)]
 pub struct Tool {
     pub name: String,
-    /// The tool as `tools/list` shows it, computed once.
-    pub listing: Value,
+    title: Option<String>,
+    description: String,
+    annotations: Option<Map<String, Value>>,
+    /// The input and output schemas live in their validators only: a large API's schemas are most of the
+    /// plugin's memory, in every worker's VM.
     input: Validator,
     output: Option<Validator>,
     placements: Vec<Placement>,
@@ -102,7 +110,7 @@ impl Tool {
         if input_schema.get("type").and_then(Value::as_str) != Some("object") {
             return Err(err("inputSchema", "must be an object schema (\"type\": \"object\")".into()));
         }
-        let input = Validator::new(input_schema.clone()).map_err(|e| err("inputSchema", e))?;
+        let input = Validator::new(input_schema).map_err(|e| err("inputSchema", e))?;
         let output = match &cfg.output_schema {
             Some(s) if s.get("type").and_then(Value::as_str) != Some("object") => {
                 return Err(err("outputSchema", "must be an object schema (\"type\": \"object\")".into()))
@@ -110,18 +118,31 @@ impl Tool {
             Some(s) => Some(Validator::for_answer(s.clone()).map_err(|e| err("outputSchema", e))?),
             None => None,
         };
-        let placements: Vec<Placement> = cfg
-            .args
-            .iter()
-            .filter_map(|a| {
-                Some(Placement {
-                    arg: a.name.clone(),
-                    wire: a.param_name.clone().unwrap_or_else(|| a.name.clone()),
-                    position: a.position?,
-                    explode: a.explode.unwrap_or(true),
-                })
-            })
-            .collect();
+        let form_body = cfg.request_template.as_ref().is_some_and(|r| r.args_to_form_body || r.args_to_multipart_body);
+        let mut placements: Vec<Placement> = Vec::new();
+        for a in &cfg.args {
+            if a.file && a.position != Some(Position::Body) {
+                return Err(err("args", format!("'{}': a file argument goes in the body (position: body)", a.name)));
+            }
+            let Some(position) = a.position else {
+                if a.style.is_some() || a.explode.is_some() {
+                    return Err(err("args", format!("'{}': style and explode need a position", a.name)));
+                }
+                continue;
+            };
+            if position == Position::Body && !form_body && (a.style.is_some() || a.explode.is_some()) {
+                return Err(err("args", format!("'{}': style and explode apply to form bodies only", a.name)));
+            }
+            let encoding = Encoding::resolve(position, a.style, a.explode)
+                .map_err(|e| err("args", format!("'{}': {e}", a.name)))?;
+            placements.push(Placement {
+                arg: a.name.clone(),
+                wire: a.param_name.clone().unwrap_or_else(|| a.name.clone()),
+                position,
+                encoding,
+                file: a.file,
+            });
+        }
         for p in &placements {
             let bad = match p.position {
                 Position::Header => !is_token(&p.wire) || is_forbidden_header(&p.wire),
@@ -176,9 +197,12 @@ impl Tool {
                 if !is_token(&method) {
                     return Err(err("requestTemplate.method", format!("'{method}' is not an HTTP method")));
                 }
-                let modes = [rt.args_to_json_body, rt.args_to_form_body, rt.body.is_some()];
+                let modes = [rt.args_to_json_body, rt.args_to_form_body, rt.args_to_multipart_body, rt.body.is_some()];
                 if modes.iter().filter(|m| **m).count() > 1 {
-                    return Err(err("requestTemplate", "body, argsToJsonBody and argsToFormBody are exclusive".into()));
+                    return Err(err(
+                        "requestTemplate",
+                        "body, argsToJsonBody, argsToFormBody and argsToMultipartBody are exclusive".into(),
+                    ));
                 }
                 let mut headers = Vec::new();
                 let mut declared_content_type = None;
@@ -199,15 +223,24 @@ impl Tool {
                     Some(b) => Some(compile_request(templates, "requestTemplate.body", b, Escape::None)?),
                     None => None,
                 };
+                let in_body: Vec<&Placement> = placements.iter().filter(|p| p.position == Position::Body).collect();
                 let body_mode = if rt.args_to_form_body {
                     BodyMode::Form
-                } else if rt.args_to_json_body
-                    || (body.is_none() && placements.iter().any(|p| p.position == Position::Body))
-                {
+                } else if rt.args_to_multipart_body {
+                    BodyMode::Multipart
+                } else if !rt.args_to_json_body && body.is_none() && in_body.len() == 1 && in_body[0].file {
+                    BodyMode::File
+                } else if rt.args_to_json_body || (body.is_none() && !in_body.is_empty()) {
                     BodyMode::Json
                 } else {
                     BodyMode::None
                 };
+                if in_body.iter().any(|p| p.file) && !matches!(body_mode, BodyMode::Multipart | BodyMode::File) {
+                    return Err(err(
+                        "args",
+                        "a file argument needs argsToMultipartBody, or to be the only body argument".into(),
+                    ));
+                }
                 let credential = match &rt.security {
                     Some(r) => Some(
                         Credential::compile(&server.security_schemes, r)
@@ -246,22 +279,11 @@ impl Tool {
         let result_reads_answer = reads(&response_body) || reads(&prepend) || reads(&append);
         let error_reads_answer = reads(&error_body);
 
-        let mut listing = Map::new();
-        listing.insert("name".into(), json!(cfg.name));
-        if let Some(t) = &cfg.title {
-            listing.insert("title".into(), json!(t));
-        }
-        listing.insert("description".into(), json!(cfg.description));
-        listing.insert("inputSchema".into(), input_schema);
-        if let Some(o) = &cfg.output_schema {
-            listing.insert("outputSchema".into(), o.clone());
-        }
-        if let Some(a) = &cfg.annotations {
-            listing.insert("annotations".into(), Value::Object(a.clone()));
-        }
         Ok(Tool {
             name: cfg.name.clone(),
-            listing: Value::Object(listing),
+            title: cfg.title.clone(),
+            description: cfg.description.clone(),
+            annotations: cfg.annotations.clone(),
             input,
             output,
             placements,
@@ -273,6 +295,24 @@ impl Tool {
             result_reads_answer,
             error_reads_answer,
         })
+    }
+
+    /// The tool as `tools/list` shows it.
+    pub fn listing(&self) -> Value {
+        let mut listing = Map::new();
+        listing.insert("name".into(), json!(self.name));
+        if let Some(t) = &self.title {
+            listing.insert("title".into(), json!(t));
+        }
+        listing.insert("description".into(), json!(self.description));
+        listing.insert("inputSchema".into(), self.input.schema().clone());
+        if let Some(o) = &self.output {
+            listing.insert("outputSchema".into(), o.schema().clone());
+        }
+        if let Some(a) = &self.annotations {
+            listing.insert("annotations".into(), Value::Object(a.clone()));
+        }
+        Value::Object(listing)
     }
 
     /// Coerces and validates arguments, then renders the upstream request (or answers directly).
@@ -325,34 +365,54 @@ impl Tool {
         let ctx = context! { args => MjValue::from_serialize(args), config => config.clone() };
         let mut path = templates.render(&plan.url, &ctx)?;
         let obj = args.as_object().cloned().unwrap_or_default();
+        // Query and form pairs are percent-encoded as they are made (see `encoding`).
         let mut query: Vec<(String, String)> = Vec::new();
         let mut headers: Vec<(String, String)> = Vec::new();
         let mut cookies: Vec<String> = Vec::new();
         let mut body_args = Map::new();
+        let mut form: Vec<(String, String)> = Vec::new();
+        let mut parts: Vec<encoding::Part> = Vec::new();
+        let text_parts = |parts: &mut Vec<encoding::Part>, name: &str, value: &Value, e: Encoding| {
+            // A multipart field: an object without a style is a JSON part, as OpenAPI's default says.
+            if value.is_object() && e.json_objects {
+                let data = serde_json::to_vec(value).unwrap_or_default();
+                let ct = Some("application/json".to_string());
+                parts.push(encoding::Part { name: name.into(), filename: None, content_type: ct, data });
+                return;
+            }
+            for (k, v) in encoding::raw_pairs(name, value, e) {
+                parts.push(encoding::Part { name: k, filename: None, content_type: None, data: v.into_bytes() });
+            }
+        };
         for (name, value) in &obj {
-            let placed = self.placements.iter().find(|p| &p.arg == name);
-            let wire = placed.map_or(name.as_str(), |p| p.wire.as_str());
-            match placed.map(|p| p.position) {
-                Some(Position::Path) => {
-                    let encoded = utf8_percent_encode(&simple_text(value), URL_COMPONENT).to_string();
-                    path = path.replace(&format!("{{{wire}}}"), &encoded);
-                }
-                Some(Position::Query) if placed.is_some_and(|p| !p.explode) => {
-                    query.push((wire.to_string(), simple_text(value)))
-                }
-                Some(Position::Query) => push_query(&mut query, wire, value),
-                Some(Position::Header) => headers.push((wire.to_ascii_lowercase(), simple_text(value))),
-                Some(Position::Cookie) => {
-                    cookies.push(format!("{wire}={}", utf8_percent_encode(&simple_text(value), URL_COMPONENT)))
-                }
-                Some(Position::Body) => {
-                    body_args.insert(wire.to_string(), value.clone());
-                }
-                None if plan.rest_to_query => push_query(&mut query, name, value),
-                None if plan.body_mode != BodyMode::None => {
+            let Some(p) = self.placements.iter().find(|p| &p.arg == name) else {
+                if plan.rest_to_query {
+                    encoding::pairs(name, value, Encoding::QUERY, &mut query);
+                } else if plan.body_mode == BodyMode::Form {
+                    encoding::pairs(name, value, Encoding::FORM_FIELD, &mut form);
+                } else if plan.body_mode == BodyMode::Multipart {
+                    text_parts(&mut parts, name, value, Encoding::FORM_FIELD);
+                } else if plan.body_mode == BodyMode::Json {
                     body_args.insert(name.clone(), value.clone());
                 }
-                None => {}
+                continue;
+            };
+            let wire = p.wire.as_str();
+            match p.position {
+                Position::Path => path = path.replace(&format!("{{{wire}}}"), &encoding::path(wire, value, p.encoding)),
+                Position::Query => encoding::pairs(wire, value, p.encoding, &mut query),
+                Position::Header => headers.push((wire.to_ascii_lowercase(), encoding::header(value, p.encoding))),
+                Position::Cookie => encoding::cookies(wire, value, p.encoding, &mut cookies),
+                Position::Body if plan.body_mode == BodyMode::Form => {
+                    encoding::pairs(wire, value, p.encoding, &mut form)
+                }
+                Position::Body if p.file => parts.extend(encoding::file_parts(wire, value)?),
+                Position::Body if plan.body_mode == BodyMode::Multipart => {
+                    text_parts(&mut parts, wire, value, p.encoding)
+                }
+                Position::Body => {
+                    body_args.insert(wire.to_string(), value.clone());
+                }
             }
         }
         if !path.starts_with('/') {
@@ -409,11 +469,26 @@ impl Tool {
             Some(serde_json::to_vec(&Value::Object(body_args)).unwrap_or_default())
         } else if plan.body_mode == BodyMode::Form {
             content_type.get_or_insert_with(|| "application/x-www-form-urlencoded".into());
-            let mut pairs = Vec::new();
-            for (k, v) in &body_args {
-                push_query(&mut pairs, k, v);
+            Some(encode_pairs(&form).into_bytes())
+        } else if plan.body_mode == BodyMode::Multipart {
+            let (ct, body) = encoding::multipart(&parts);
+            // The boundary is ours: a declared multipart Content-Type is replaced.
+            headers.retain(|(k, _)| k != "content-type");
+            headers.push(("content-type".into(), ct));
+            Some(body)
+        } else if plan.body_mode == BodyMode::File {
+            match parts.pop() {
+                None => None,
+                Some(file) => {
+                    if let Some(ct) = file.content_type {
+                        headers.retain(|(k, _)| k != "content-type");
+                        headers.push(("content-type".into(), ct));
+                    } else if plan.declared_content_type.is_none() {
+                        content_type = Some("application/octet-stream".into());
+                    }
+                    Some(file.data)
+                }
             }
-            Some(encode_pairs(&pairs).into_bytes())
         } else {
             None
         };
@@ -643,41 +718,23 @@ fn is_dot_segment(segment: &str) -> bool {
     plain == "." || plain == ".."
 }
 
-/// OpenAPI's "simple" style: arrays of scalars comma-joined, everything else as [`scalar_text`].
+/// An argument's value as it appears in a path ("simple" style), to tell which argument a dot segment came from.
 fn simple_text(v: &Value) -> String {
-    match v {
-        Value::Array(items) if items.iter().all(|i| !i.is_array() && !i.is_object()) => {
-            items.iter().map(scalar_text).collect::<Vec<_>>().join(",")
-        }
-        other => scalar_text(other),
-    }
-}
-
-fn scalar_text(v: &Value) -> String {
-    match v {
+    let scalar = |v: &Value| match v {
         Value::String(s) => s.clone(),
         Value::Null => String::new(),
         other => other.to_string(),
+    };
+    match v {
+        Value::Array(items) => items.iter().map(scalar).collect::<Vec<_>>().join(","),
+        other => scalar(other),
     }
 }
 
-/// `k=v&k2=v2`, every key and value percent-encoded (query strings and form bodies alike).
+/// `k=v&k2=v2` of pairs already percent-encoded (query strings and form bodies alike).
 fn encode_pairs(pairs: &[(String, String)]) -> String {
-    let encoded: Vec<String> = pairs
-        .iter()
-        .map(|(k, v)| format!("{}={}", utf8_percent_encode(k, URL_COMPONENT), utf8_percent_encode(v, URL_COMPONENT)))
-        .collect();
+    let encoded: Vec<String> = pairs.iter().map(|(k, v)| format!("{k}={v}")).collect();
     encoded.join("&")
-}
-
-fn push_query(query: &mut Vec<(String, String)>, name: &str, value: &Value) {
-    match value {
-        Value::Array(items) if items.iter().all(|i| !i.is_array() && !i.is_object()) => {
-            query.extend(items.iter().map(|i| (name.to_string(), scalar_text(i))))
-        }
-        Value::Null => {}
-        other => query.push((name.to_string(), scalar_text(other))),
-    }
 }
 
 fn truncate(s: &str, max: usize) -> String {
@@ -738,6 +795,81 @@ mod tests {
         let r = request(&t, &tpl, &cfg, json!({"a": "é&"}));
         assert_eq!(r.body.as_deref(), Some(&b"a=%C3%A9%26"[..]));
         assert!(r.headers.contains(&("content-type".into(), "application/x-www-form-urlencoded".into())));
+    }
+
+    #[test]
+    fn hand_written_styles_in_path_query_and_form_body() {
+        let (t, tpl, cfg) = tool(
+            "{name: t, description: d, args: [{name: id, type: array, position: path, style: matrix, explode: true}, \
+             {name: filter, type: object, position: query, style: deepObject}, {name: ids, type: array, position: query, style: pipeDelimited}, \
+             {name: address, type: object, position: body, style: deepObject}, {name: expand, type: array, position: body, style: deepObject}, \
+             {name: meta, type: object, position: body}], \
+             requestTemplate: {url: '/c/{id}', method: POST, argsToFormBody: true}}",
+        );
+        let r = request(
+            &t,
+            &tpl,
+            &cfg,
+            json!({"id": ["a", "b"], "filter": {"gt": 5}, "ids": [1, 2], "address": {"city": "Paris"},
+                   "expand": ["customer"], "meta": {"k": "v"}}),
+        );
+        assert_eq!(r.path, "/c/;id=a;id=b?filter%5Bgt%5D=5&ids=1%7C2");
+        let body = String::from_utf8(r.body.unwrap()).unwrap();
+        assert_eq!(body, "address%5Bcity%5D=Paris&expand%5B0%5D=customer&meta=%7B%22k%22%3A%22v%22%7D");
+        for bad in [
+            "{name: t, description: d, args: [{name: a, position: path, style: form}], requestTemplate: {url: '/{a}'}}",
+            "{name: t, description: d, args: [{name: a, position: body, style: deepObject}], requestTemplate: {url: /x, method: POST}}",
+            "{name: t, description: d, args: [{name: a, style: form}], requestTemplate: {url: /x, argsToUrlParam: true}}",
+            "{name: t, description: d, args: [{name: a, position: query, style: diagonal}], requestTemplate: {url: /x}}",
+        ] {
+            let doc = format!("servers:\n- name: s\n  upstream: {{cluster: api}}\n  tools:\n  - {bad}\n");
+            assert!(crate::gateway::Gateway::from_config_str(&doc).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn files_go_as_multipart_parts_or_as_the_body() {
+        let (t, tpl, cfg) = tool(
+            "{name: t, description: d, args: [{name: file, position: body, file: true}, {name: purpose, position: body}, \
+             {name: meta, type: object, position: body}], requestTemplate: {url: /f, method: POST, argsToMultipartBody: true}}",
+        );
+        let r = request(
+            &t,
+            &tpl,
+            &cfg,
+            json!({"file": {"content": "AAEC/w==", "filename": "x.bin"}, "purpose": "test", "meta": {"a": 1}}),
+        );
+        let ct = r.headers.iter().find(|(k, _)| k == "content-type").unwrap().1.clone();
+        let boundary = ct.strip_prefix("multipart/form-data; boundary=").unwrap();
+        let body = r.body.unwrap();
+        let head = format!("--{boundary}\r\nContent-Disposition: form-data; name=\"file\"; filename=\"x.bin\"\r\n\r\n");
+        assert!(body.starts_with(head.as_bytes()));
+        assert_eq!(&body[head.len()..head.len() + 4], &[0, 1, 2, 255], "bytes, not base64");
+        let text = String::from_utf8_lossy(&body);
+        assert!(text.contains("name=\"meta\"\r\nContent-Type: application/json\r\n\r\n{\"a\":1}\r\n"), "{text}");
+        let Prepared::Done(res) = t.prepare(&tpl, &cfg, Some(&json!({"file": {"content": "%%%"}}))) else { panic!() };
+        assert!(res["content"][0]["text"].as_str().unwrap().contains("not base64"), "{res}");
+
+        let (t, tpl, cfg) = tool(
+            "{name: t, description: d, args: [{name: tar, position: body, file: true, required: true}], \
+             requestTemplate: {url: /load, method: POST, headers: [{key: Content-Type, value: application/x-tar}]}}",
+        );
+        let r = request(&t, &tpl, &cfg, json!({"tar": {"content": "aGk="}}));
+        assert_eq!(
+            (r.body.as_deref(), r.headers.iter().find(|(k, _)| k == "content-type").map(|h| h.1.as_str())),
+            (Some(&b"hi"[..]), Some("application/x-tar"))
+        );
+        let r = request(&t, &tpl, &cfg, json!({"tar": {"content": "aGk=", "contentType": "application/gzip"}}));
+        assert_eq!(
+            r.headers.iter().filter(|(k, _)| k == "content-type").map(|h| h.1.as_str()).collect::<Vec<_>>(),
+            ["application/gzip"]
+        );
+        let bad = "{name: t, description: d, args: [{name: f, position: body, file: true}, {name: g, position: body}], requestTemplate: {url: /x, method: POST}}";
+        let doc = format!("servers:\n- name: s\n  upstream: {{cluster: api}}\n  tools:\n  - {bad}\n");
+        assert!(crate::gateway::Gateway::from_config_str(&doc)
+            .unwrap_err()
+            .to_string()
+            .contains("argsToMultipartBody"));
     }
 
     #[test]
@@ -875,7 +1007,7 @@ mod tests {
         let (t, tpl, cfg) = tool(
             "{name: t, description: d, args: [{name: name}, {name: size, type: integer}], requestTemplate: {url: /x, method: POST, argsToJsonBody: true}}",
         );
-        assert_eq!(t.listing["inputSchema"]["additionalProperties"], json!(false));
+        assert_eq!(t.listing()["inputSchema"]["additionalProperties"], json!(false));
         let text = refused(&t, &tpl, &cfg, json!({"name": "n", "admin": true, "size": "x"}));
         assert!(text.contains("`admin`: is not an accepted argument (it accepts: name, size)"), "{text}");
         assert!(text.contains("`size`: expected integer"), "every problem is named: {text}");

@@ -92,10 +92,13 @@ pub fn apply(server: &mut ServerConfig, raw: Value) -> Result<(), ConfigError> {
             "include" => options.include = selection(v, &here)?,
             "exclude" => options.exclude = selection(v, &here)?,
             "overrides" => raw_overrides = entries(v, &here)?,
+            "outputSchemas" => options.no_output_schemas = !typed::<bool>(v, &here)?,
+            "outputSchemaDepth" => options.output_schema_depth = Some(typed(v, &here)?),
             _ => {
                 return Err(ConfigError::new(
                     here,
-                    "unknown field (expected document, serverUrl, toolPrefix, include, exclude or overrides)",
+                    "unknown field (expected document, serverUrl, toolPrefix, include, exclude, overrides, \
+                     outputSchemas or outputSchemaDepth)",
                 ))
             }
         }
@@ -107,6 +110,7 @@ pub fn apply(server: &mut ServerConfig, raw: Value) -> Result<(), ConfigError> {
         Some(other) => other,
     };
     let conversion = openapi::convert(&document, &options)
+        .and_then(|c| c.refusal().map_or(Ok(c), Err))
         .map_err(|e| ConfigError::new(format!("openapi.document{}", e.pointer), e.reason))?;
     let mut overrides = Vec::new();
     for (key, value) in raw_overrides {

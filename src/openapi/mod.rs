@@ -6,6 +6,7 @@
 //! but cannot be served (a multipart upload, an external `$ref`) is skipped with its reason, never dropped
 //! silently.
 
+pub mod bundle;
 pub mod import;
 mod operation;
 mod schema;
@@ -61,6 +62,13 @@ pub struct Options {
     pub include: Selection,
     /// Operations it names are left out.
     pub exclude: Selection,
+    /// No `outputSchema`s: they are most of a large API's converted size (Stripe: 97%) and of what each
+    /// Envoy worker holds, and clients work without them (answers are then text only).
+    pub no_output_schemas: bool,
+    /// How many `$ref`s an `outputSchema` expands inside one another (default 3); deeper models are reduced
+    /// to their type. Stripe's expandable fields make its answers' schemas grow fast with it: 58 MB at 3,
+    /// 12 MB at 2, 2 MB at 1.
+    pub output_schema_depth: Option<usize>,
 }
 
 /// One operation that became a tool.
@@ -81,6 +89,9 @@ pub struct Skipped {
     pub path: String,
     pub pointer: String,
     pub reason: String,
+    /// The document is wrong there (a dangling `$ref`, a server variable without a default...), as opposed
+    /// to right but out of the gateway's reach.
+    pub invalid: bool,
 }
 
 impl fmt::Display for Skipped {
@@ -116,6 +127,14 @@ impl Conversion {
     /// Operations in the document.
     pub fn found(&self) -> usize {
         self.tools.len() + self.skipped.len() + self.excluded.len()
+    }
+
+    /// A document none of whose operations converts, because of faults in it, is refused: the first fault.
+    pub fn refusal(&self) -> Option<OpenApiError> {
+        if !self.tools.is_empty() {
+            return None;
+        }
+        self.skipped.iter().find(|s| s.invalid).map(|s| OpenApiError::new(&s.pointer, &s.reason))
     }
 }
 
@@ -154,10 +173,12 @@ pub fn convert(doc: &Value, options: &Options) -> Result<Conversion, OpenApiErro
         version: text(info.and_then(|i| i.get("version"))),
         ..Conversion::default()
     };
-    out.server_url = match &options.server_url {
-        Some(url) => Some(url.clone()),
+    // With a server URL given, the document's own need not be usable: it only names the servers to replace.
+    let doc_server = match &options.server_url {
+        Some(_) => server_url(doc).ok().flatten(),
         None => server_url(doc)?,
     };
+    out.server_url = options.server_url.clone().or_else(|| doc_server.clone());
     let base = match (&options.server_url, out.server_url.as_deref()) {
         (Some(url), _) => {
             check_server_url(url).map_err(|e| OpenApiError::new("#", format!("server URL option: {e}")))?
@@ -183,20 +204,59 @@ pub fn convert(doc: &Value, options: &Options) -> Result<Conversion, OpenApiErro
         if !path.starts_with('/') {
             return Err(OpenApiError::new(item_at, "a path must start with '/'"));
         }
-        let item = resolve(doc, item, &item_at).map_err(|f| match f {
-            Fail::Invalid(e) => e,
-            Fail::Skip(why) => OpenApiError::new(item_at.clone(), why),
-        })?;
-        let Value::Object(item_obj) = item else {
-            return Err(OpenApiError::new(item_at, "a path item must be an object"));
+        // A faulty path item or operation is skipped with its pointer; the rest of the document converts.
+        let whole_item = |reason: String, pointer: String, invalid: bool| Skipped {
+            key: format!("* {path}"),
+            method: "*".into(),
+            path: path.clone(),
+            pointer,
+            reason,
+            invalid,
+        };
+        let item_obj = match resolve(doc, item, &item_at) {
+            Ok(Value::Object(o)) => o,
+            Ok(_) => {
+                out.skipped.push(whole_item("a path item must be an object".into(), item_at, true));
+                continue;
+            }
+            Err(Fail::Skip(why)) => {
+                out.skipped.push(whole_item(why, item_at, false));
+                continue;
+            }
+            Err(Fail::Invalid(e)) => {
+                out.skipped.push(whole_item(e.reason, e.pointer, true));
+                continue;
+            }
         };
         for (method, op) in item_obj {
             if !METHODS.contains(&method.as_str()) {
                 continue;
             }
             let at = format!("{item_at}/{method}");
-            let Value::Object(op_obj) = op else {
-                return Err(OpenApiError::new(at, "an operation must be an object"));
+            let fallback_key = format!("{} {path}", method.to_ascii_uppercase());
+            let skip = |reason: String, pointer: String, invalid: bool| Skipped {
+                key: fallback_key.clone(),
+                method: method.clone(),
+                path: path.clone(),
+                pointer,
+                reason,
+                invalid,
+            };
+            // Some documents (DigitalOcean's) make operations `$ref`s to other files.
+            let op_obj = match resolve(doc, op, &at) {
+                Ok(Value::Object(o)) => o,
+                Ok(_) => {
+                    out.skipped.push(skip("an operation must be an object".into(), at, true));
+                    continue;
+                }
+                Err(Fail::Skip(why)) => {
+                    out.skipped.push(skip(format!("the operation is {why}"), at, false));
+                    continue;
+                }
+                Err(Fail::Invalid(e)) => {
+                    out.skipped.push(skip(e.reason, e.pointer, true));
+                    continue;
+                }
             };
             let operation_id = op_obj.get("operationId").and_then(Value::as_str).filter(|s| !s.is_empty());
             let key =
@@ -211,16 +271,22 @@ pub fn convert(doc: &Value, options: &Options) -> Result<Conversion, OpenApiErro
                 out.excluded.push(key);
                 continue;
             }
-            let ctx = operation::Context { doc, schemes: &schemes, base: &base, prefix: &options.tool_prefix };
+            let ctx = operation::Context {
+                doc,
+                schemes: &schemes,
+                base: &base,
+                doc_server: doc_server.as_deref(),
+                prefix: &options.tool_prefix,
+                output_schemas: !options.no_output_schemas,
+                output_depth: options.output_schema_depth.unwrap_or(operation::RESPONSE_REFS),
+            };
             match operation::convert(&ctx, path, method, item_obj, op_obj, &at, &mut names) {
                 Ok((tool, warnings)) => {
                     out.warnings.extend(warnings.into_iter().map(|w| format!("{key}: {w}")));
                     out.tools.push(Converted { key, method: method.clone(), path: path.clone(), tool });
                 }
-                Err(Fail::Skip(reason)) => {
-                    out.skipped.push(Skipped { key, method: method.clone(), path: path.clone(), pointer: at, reason })
-                }
-                Err(Fail::Invalid(e)) => return Err(e),
+                Err(Fail::Skip(reason)) => out.skipped.push(Skipped { key, ..skip(reason, at, false) }),
+                Err(Fail::Invalid(e)) => out.skipped.push(Skipped { key, ..skip(e.reason, e.pointer, true) }),
             }
         }
     }

@@ -4,7 +4,10 @@
 use super::schema::{flatten_object, is_object, Direction, SchemaConverter};
 use super::{check_server_url, first_server, pointer_token, resolve, url_host, Fail, OpenApiError};
 use crate::config::UpstreamConfig;
-use crate::config::{ArgConfig, HeaderTemplate, Position, RequestTemplate, SecurityRef, SecurityScheme, ToolConfig};
+use crate::config::{
+    ArgConfig, HeaderTemplate, Position, RequestTemplate, SecurityRef, SecurityScheme, Style, ToolConfig,
+};
+use crate::encoding::Encoding;
 use crate::upstream::{is_forbidden_header, is_token};
 use serde_json::{json, Map, Value};
 use std::collections::HashSet;
@@ -14,8 +17,8 @@ const MAX_NAME: usize = 128;
 /// `$ref`s expanded inside one another in argument schemas, then cut.
 const REQUEST_REFS: usize = 8;
 /// The same for `outputSchema`, kept shallower: response models are large and nested, and every tool
-/// carries its own copy.
-const RESPONSE_REFS: usize = 3;
+/// carries its own copy. `Options::output_schema_depth` changes it.
+pub const RESPONSE_REFS: usize = 3;
 
 /// What every operation of a document shares.
 pub struct Context<'a> {
@@ -23,7 +26,13 @@ pub struct Context<'a> {
     pub schemes: &'a SecuritySchemes,
     /// Base URL (no trailing slash) the operation path is appended to.
     pub base: &'a str,
+    /// The document's `servers[0]`: an operation or path item repeating it is served from `base`, which may
+    /// be a URL the operator gave instead.
+    pub doc_server: Option<&'a str>,
     pub prefix: &'a str,
+    pub output_schemas: bool,
+    /// `$ref`s expanded inside one another in an `outputSchema`.
+    pub output_depth: usize,
 }
 
 /// The document's security schemes, split into those the gateway can apply and those it cannot.
@@ -127,7 +136,7 @@ pub fn convert(
         ..RequestTemplate::default()
     };
     b.body(&mut request)?;
-    let output_schema = b.output_schema()?;
+    let output_schema = if ctx.output_schemas { b.output_schema()? } else { None };
     request.security = b.security()?;
     let Builder { args, mut warnings, mut inputs, .. } = b;
     warnings.append(&mut inputs.warnings);
@@ -218,63 +227,83 @@ impl<'a> Builder<'a, '_> {
         Fail::Invalid(OpenApiError::new(pointer, why))
     }
 
+    /// Leaves out an optional part of the operation the gateway cannot express, with a warning; a required
+    /// one makes the whole operation unreachable.
+    fn inexpressible(&mut self, required: bool, what: String) -> Result<(), Fail> {
+        if required {
+            return Err(Fail::Skip(what));
+        }
+        self.warnings.push(format!("optional {what}: left out of the tool"));
+        Ok(())
+    }
+
     /// One path, query, header or cookie parameter as a placed argument.
     fn parameter(&mut self, p: &Param<'a>, path: &str) -> Result<(), Fail> {
         if p.location == "path" && !path_variables(path).any(|v| v == p.name) {
             self.warnings.push(format!("path parameter '{}' does not appear in the path; ignored", p.name));
             return Ok(());
         }
+        let required = p.location == "path" || p.spec.get("required").and_then(Value::as_bool) == Some(true);
         if p.location == "header" {
             if ["accept", "content-type", "authorization"].contains(&p.name.to_ascii_lowercase().as_str()) {
                 // OpenAPI 3: such header parameters are ignored; content negotiation and auth are elsewhere.
                 return Ok(());
             }
             if !is_token(p.name) || is_forbidden_header(p.name) {
-                return Err(Fail::Skip(format!("header parameter '{}' cannot be set by the gateway", p.name)));
+                let what = format!("header parameter '{}' cannot be set by the gateway", p.name);
+                return self.inexpressible(required, what);
             }
         }
+        let position = match p.location {
+            "path" => Position::Path,
+            "query" => Position::Query,
+            "header" => Position::Header,
+            _ => Position::Cookie,
+        };
+        let (style, explode) = match encoding_of(p.spec, position) {
+            Ok(e) => e,
+            Err(why) => return self.inexpressible(required, format!("{} parameter '{}': {why}", p.location, p.name)),
+        };
         let schema_at = format!("{}/schema", p.at);
         let schema = match (p.spec.get("schema"), p.spec.get("content").and_then(Value::as_object)) {
-            (Some(s), _) => self.inputs.convert(s, &schema_at)?,
+            (Some(s), _) => self.inputs.convert(s, &schema_at),
             (None, Some(content)) => match content.iter().next().and_then(|(media, m)| Some((media, m.get("schema")?)))
             {
                 Some((media, s)) => {
-                    self.inputs.convert(s, &format!("{}/content/{}/schema", p.at, pointer_token(media)))?
+                    let converted =
+                        self.inputs.convert(s, &format!("{}/content/{}/schema", p.at, pointer_token(media)));
+                    // The value is a document of that media type, which no style describes: as text, only
+                    // what reads the same (a JSON string has quotes, a JSON object is no scalar).
+                    let plain: &[&str] = if media.contains("json") {
+                        &["integer", "number", "boolean"]
+                    } else {
+                        &["string", "integer", "number", "boolean"]
+                    };
+                    let scalar = |c: &Value| c.get("type").and_then(Value::as_str).is_some_and(|t| plain.contains(&t));
+                    if converted.as_ref().is_ok_and(|c| !scalar(c)) {
+                        let what = format!("{} parameter '{}' serialised as {media}", p.location, p.name);
+                        return self.inexpressible(required, what);
+                    }
+                    converted
                 }
-                None => json!({"type": "string"}),
+                None => Ok(json!({"type": "string"})),
             },
-            (None, None) => json!({"type": "string"}),
+            (None, None) => Ok(json!({"type": "string"})),
         };
-        if is_object(&schema) {
-            return Err(Fail::Skip(format!(
-                "object-valued {} parameter '{}' is not supported (only scalars and arrays of scalars)",
-                p.location, p.name
-            )));
-        }
-        let style = p.spec.get("style").and_then(Value::as_str);
-        if let Some(style @ ("spaceDelimited" | "pipeDelimited" | "deepObject" | "matrix" | "label")) = style {
-            return Err(Fail::Skip(format!("parameter '{}' uses style {style}, which is not supported", p.name)));
-        }
-        let is_array = schema
-            .get("type")
-            .is_some_and(|t| t == "array" || t.as_array().is_some_and(|a| a.contains(&json!("array"))));
-        let explode = match p.spec.get("explode").and_then(Value::as_bool) {
-            Some(false) if is_array && p.location == "query" => Some(false),
-            _ => None,
+        let schema = match schema {
+            Ok(s) => s,
+            Err(Fail::Skip(why)) => return self.inexpressible(required, format!("parameter '{}': {why}", p.name)),
+            Err(e) => return Err(e),
         };
         let arg_name = claim_arg(&mut self.taken, p.name, p.location);
         self.args.push(ArgConfig {
             param_name: (arg_name != p.name).then(|| p.name.to_string()),
             name: arg_name,
             description: p.spec.get("description").and_then(Value::as_str).map(str::to_string),
-            required: p.location == "path" || p.spec.get("required").and_then(Value::as_bool) == Some(true),
-            position: Some(match p.location {
-                "path" => Position::Path,
-                "query" => Position::Query,
-                "header" => Position::Header,
-                _ => Position::Cookie,
-            }),
+            required,
+            position: Some(position),
             schema: Some(schema),
+            style,
             explode,
             ..ArgConfig::default()
         });
@@ -297,7 +326,8 @@ impl<'a> Builder<'a, '_> {
                 .map_err(Fail::Invalid)?
                 .map(|url| (url, format!("{item_at}/servers/0/url"))),
         };
-        if let Some((url, url_at)) = own {
+        let same = |url: &str| ctx.doc_server.is_some_and(|d| d.trim_end_matches('/') == url.trim_end_matches('/'));
+        if let Some((url, url_at)) = own.filter(|(url, _)| !same(url)) {
             let own_base = check_server_url(&url).map_err(|e| Self::invalid(url_at, &e))?;
             match (url_host(&own_base), url_host(ctx.base)) {
                 (Some(own_host), base_host) if Some(own_host) != base_host => {
@@ -325,89 +355,196 @@ impl<'a> Builder<'a, '_> {
     /// The request body: object properties as arguments, anything else as one `body` argument.
     fn body(&mut self, request: &mut RequestTemplate) -> Result<(), Fail> {
         let (ctx, op, at) = (self.ctx, self.op, self.at);
-        if let Some(body) = op.get("requestBody") {
-            let body_at = format!("{at}/requestBody");
-            let Value::Object(body) = resolve(ctx.doc, body, &body_at)? else {
-                return Err(Self::invalid(body_at, "must be an object"));
-            };
-            let required = body.get("required").and_then(Value::as_bool) == Some(true);
-            let content = match body.get("content") {
-                Some(Value::Object(c)) => c,
-                _ => return Err(Self::invalid(format!("{body_at}/content"), "must be an object")),
-            };
-            match pick_media(content) {
-                None if content.is_empty() => {}
-                None => {
-                    let kinds: Vec<&str> = content.keys().map(String::as_str).collect();
-                    let why = format!(
-                        "request bodies of type {} are not supported (JSON, form and text are)",
-                        kinds.join(", ")
-                    );
-                    if required {
-                        return Err(Fail::Skip(why));
-                    }
-                    self.warnings.push(format!("optional request body left out: {why}"));
-                }
-                Some((media, kind)) => {
-                    let media_at = format!("{body_at}/content/{}", pointer_token(media));
-                    let schema = match content[media].get("schema") {
-                        Some(s) => self.inputs.convert(s, &format!("{media_at}/schema"))?,
-                        None => json!({}),
-                    };
-                    let description = body.get("description").and_then(Value::as_str).map(str::to_string);
-                    if !media.bytes().all(|b| b.is_ascii_graphic() || b == b' ') || media.contains(['{', '}']) {
-                        return Err(Fail::Skip(format!("media type '{media}' cannot be sent as a header")));
-                    }
-                    let split = if kind == BodyKind::Text { None } else { flatten_object(&schema) };
-                    match (kind, split) {
-                        (BodyKind::Json | BodyKind::Form, Some((props, req))) => {
-                            for (name, prop) in props {
-                                let arg_name = claim_arg(&mut self.taken, &name, "body");
-                                self.args.push(ArgConfig {
-                                    param_name: (arg_name != name).then(|| name.clone()),
-                                    required: required && req.contains(&name),
-                                    name: arg_name,
-                                    position: Some(Position::Body),
-                                    schema: Some(prop),
-                                    ..ArgConfig::default()
-                                });
-                            }
-                            if kind == BodyKind::Form {
-                                request.args_to_form_body = true;
-                            } else if media != "application/json" {
-                                request
-                                    .headers
-                                    .push(HeaderTemplate { key: "Content-Type".into(), value: media.clone() });
-                            }
-                        }
-                        (BodyKind::Form, None) => {
-                            return Err(Fail::Skip("a form body must be an object with properties".into()));
-                        }
-                        (kind, _) => {
-                            let arg_name = ["body", "requestBody", "request_body"]
-                                .into_iter()
-                                .find(|n| !self.taken.contains(*n))
-                                .unwrap_or("body_")
-                                .to_string();
-                            self.taken.insert(arg_name.clone());
-                            let filter = if kind == BodyKind::Json { " | tojson" } else { "" };
-                            request.body = Some(format!(
-                                "{{% if args.{arg_name} is defined %}}{{{{ args.{arg_name}{filter} }}}}{{% endif %}}"
-                            ));
-                            request.headers.push(HeaderTemplate { key: "Content-Type".into(), value: media.clone() });
-                            self.args.push(ArgConfig {
-                                name: arg_name,
-                                description,
-                                required,
-                                schema: Some(schema),
-                                ..ArgConfig::default()
-                            });
-                        }
-                    }
+        let Some(body) = op.get("requestBody") else { return Ok(()) };
+        let body_at = format!("{at}/requestBody");
+        let body = match resolve(ctx.doc, body, &body_at) {
+            Ok(Value::Object(b)) => b,
+            Ok(_) => return Err(Self::invalid(body_at, "must be an object")),
+            // Whether an external body is required is in the part not read.
+            Err(Fail::Skip(why)) => return Err(Fail::Skip(format!("request body: {why}"))),
+            Err(e) => return Err(e),
+        };
+        let marked = body.get("required").and_then(Value::as_bool);
+        let required = marked == Some(true);
+        let content = match body.get("content") {
+            Some(Value::Object(c)) => c,
+            _ => return Err(Self::invalid(format!("{body_at}/content"), "must be an object")),
+        };
+        if content.is_empty() {
+            return Ok(());
+        }
+        let Some((mut media, mut kind)) = pick_media(content, &[]) else {
+            let kinds: Vec<&str> = content.keys().map(String::as_str).collect();
+            let why = format!(
+                "request body of type {} (JSON, form, multipart/form-data, text and bytes are)",
+                kinds.join(", ")
+            );
+            return self.inexpressible(required, why);
+        };
+        let mut schema = match self.media_schema(content, media, &body_at) {
+            Ok(s) => s,
+            Err(Fail::Skip(why)) => return self.inexpressible(required, format!("request body: {why}")),
+            Err(e) => return Err(e),
+        };
+        // A JSON Patch (RFC 6902) is an array: a schema that does not say array (Kubernetes' says object, or
+        // nothing) means another patch type the operation accepts (Kubernetes: merge-patch).
+        let says_array = schema
+            .get("type")
+            .is_some_and(|t| t == "array" || t.as_array().is_some_and(|a| a.contains(&json!("array"))));
+        if essence(media) == "application/json-patch+json" && !says_array {
+            if let Some((other, BodyKind::Json)) = pick_media(content, &[media.as_str()]) {
+                if let Ok(s) = self.media_schema(content, other, &body_at) {
+                    (media, kind, schema) = (other, BodyKind::Json, s);
                 }
             }
         }
+        let description = body.get("description").and_then(Value::as_str).map(str::to_string);
+        if !media.bytes().all(|b| b.is_ascii_graphic() || b == b' ') || media.contains(['{', '}']) {
+            return self
+                .inexpressible(required, format!("request body: media type '{media}' cannot be sent as a header"));
+        }
+        let split = if matches!(kind, BodyKind::Text | BodyKind::Binary) { None } else { flatten_object(&schema) };
+        match (kind, split) {
+            (BodyKind::Json | BodyKind::Form | BodyKind::Multipart, Some((props, req))) => {
+                let encodings = content[media].get("encoding").and_then(Value::as_object);
+                let fields = matches!(kind, BodyKind::Form | BodyKind::Multipart);
+                for (name, prop) in props {
+                    let required = marked != Some(false) && req.contains(&name);
+                    if kind == BodyKind::Multipart && is_binary(&prop) {
+                        let arg_name = claim_arg(&mut self.taken, &name, "body");
+                        self.args.push(ArgConfig {
+                            param_name: (arg_name != name).then(|| name.clone()),
+                            required,
+                            name: arg_name,
+                            position: Some(Position::Body),
+                            schema: Some(file_arg_schema(&prop)),
+                            file: true,
+                            ..ArgConfig::default()
+                        });
+                        continue;
+                    }
+                    let (style, explode) = match encodings.and_then(|e| e.get(&name)).and_then(Value::as_object) {
+                        Some(e) if fields => match encoding_of(e, Position::Body) {
+                            Ok(found) => found,
+                            Err(why) => {
+                                let what = format!("form field '{name}': {why}");
+                                self.inexpressible(required && req.contains(&name), what)?;
+                                continue;
+                            }
+                        },
+                        _ => (None, None),
+                    };
+                    let arg_name = claim_arg(&mut self.taken, &name, "body");
+                    self.args.push(ArgConfig {
+                        param_name: (arg_name != name).then(|| name.clone()),
+                        // The schema's own list binds unless the document says the body may be left out.
+                        required,
+                        name: arg_name,
+                        position: Some(Position::Body),
+                        schema: Some(prop),
+                        style,
+                        explode,
+                        ..ArgConfig::default()
+                    });
+                }
+                if kind == BodyKind::Form {
+                    request.args_to_form_body = true;
+                } else if kind == BodyKind::Multipart {
+                    request.args_to_multipart_body = true;
+                } else if media != "application/json" {
+                    request.headers.push(HeaderTemplate { key: "Content-Type".into(), value: media.clone() });
+                }
+            }
+            (BodyKind::Form, None) if is_object(&schema) => {
+                let open = schema.get("additionalProperties").is_some_and(|a| a != &Value::Bool(false));
+                if !open {
+                    // An object without properties: nothing to send (Stripe's GETs declare such bodies).
+                    return Ok(());
+                }
+                // A free-form map: its members become the form's fields.
+                let arg_name = self.body_arg_name();
+                request.args_to_form_body = true;
+                self.args.push(ArgConfig {
+                    name: arg_name,
+                    description,
+                    required,
+                    position: Some(Position::Body),
+                    schema: Some(schema),
+                    style: Some(Style::Form),
+                    ..ArgConfig::default()
+                });
+            }
+            (BodyKind::Form, None) => {
+                return self.inexpressible(required, "request body: a form body that is not an object".into());
+            }
+            (BodyKind::Multipart, None)
+                if is_object(&schema)
+                    && schema.get("additionalProperties").is_none_or(|a| a == &Value::Bool(false)) => {}
+            (BodyKind::Multipart, None) => {
+                return self.inexpressible(required, "request body: a multipart body without named fields".into());
+            }
+            (BodyKind::Binary, _) => {
+                if !(schema.as_object().is_some_and(|m| m.is_empty())
+                    || is_binary(&schema)
+                    || schema.get("type") == Some(&json!("string")))
+                {
+                    let why = format!("request body of type {media} whose schema is not a string of bytes");
+                    return self.inexpressible(required, why);
+                }
+                // The bytes come base64 in one file argument; the media type is the default Content-Type.
+                let arg_name = self.body_arg_name();
+                if !media.contains('*') {
+                    request.headers.push(HeaderTemplate { key: "Content-Type".into(), value: media.clone() });
+                }
+                let mut schema = file_arg_schema(&schema);
+                if let (Some(d), Value::Object(m)) = (description, &mut schema) {
+                    m.insert("description".into(), json!(d));
+                }
+                self.args.push(ArgConfig {
+                    name: arg_name,
+                    required,
+                    position: Some(Position::Body),
+                    schema: Some(schema),
+                    file: true,
+                    ..ArgConfig::default()
+                });
+            }
+            (kind, _) => {
+                let arg_name = self.body_arg_name();
+                let filter = if kind == BodyKind::Json { " | tojson" } else { "" };
+                request.body = Some(format!(
+                    "{{% if args.{arg_name} is defined %}}{{{{ args.{arg_name}{filter} }}}}{{% endif %}}"
+                ));
+                request.headers.push(HeaderTemplate { key: "Content-Type".into(), value: media.clone() });
+                self.args.push(ArgConfig {
+                    name: arg_name,
+                    description,
+                    required,
+                    schema: Some(schema),
+                    ..ArgConfig::default()
+                });
+            }
+        }
         Ok(())
+    }
+
+    /// The converted schema of one media type of a body.
+    fn media_schema(&mut self, content: &'a Map<String, Value>, media: &str, body_at: &str) -> Result<Value, Fail> {
+        match content[media].get("schema") {
+            Some(s) => self.inputs.convert(s, &format!("{body_at}/content/{}/schema", pointer_token(media))),
+            None => Ok(json!({})),
+        }
+    }
+
+    /// The name of the argument that carries a whole body.
+    fn body_arg_name(&mut self) -> String {
+        let name = ["body", "requestBody", "request_body"]
+            .into_iter()
+            .find(|n| !self.taken.contains(*n))
+            .unwrap_or("body_")
+            .to_string();
+        self.taken.insert(name.clone());
+        name
     }
 
     /// The answer: the first 2xx JSON response that describes an object.
@@ -420,7 +557,7 @@ impl<'a> Builder<'a, '_> {
             };
             let mut codes: Vec<&String> = responses.keys().filter(|c| c.starts_with('2')).collect();
             codes.sort();
-            let mut outputs = SchemaConverter::new(ctx.doc, Direction::Response, RESPONSE_REFS);
+            let mut outputs = SchemaConverter::new(ctx.doc, Direction::Response, ctx.output_depth);
             for code in codes {
                 let r_at = format!("{at}/responses/{code}");
                 let response = match resolve(ctx.doc, &responses[code], &r_at) {
@@ -432,7 +569,7 @@ impl<'a> Builder<'a, '_> {
                     Err(e) => return Err(e),
                 };
                 let Some(Value::Object(content)) = response.get("content") else { continue };
-                let Some((media, BodyKind::Json)) = pick_media(content) else { continue };
+                let Some((media, BodyKind::Json)) = pick_media(content, &[]) else { continue };
                 let Some(schema) = content[media].get("schema") else { break };
                 match outputs.convert(schema, &format!("{r_at}/content/{}/schema", pointer_token(media))) {
                     Ok(mut s) if is_object(&s) => {
@@ -493,13 +630,44 @@ impl<'a> Builder<'a, '_> {
 enum BodyKind {
     Json,
     Form,
+    Multipart,
     Text,
+    /// Any other media type: bytes.
+    Binary,
 }
 
-/// The media type the gateway sends or reads: JSON first, then form, then text.
-fn pick_media(content: &Map<String, Value>) -> Option<(&String, BodyKind)> {
-    let essence = |m: &str| m.split(';').next().unwrap_or("").trim().to_ascii_lowercase();
-    let find = |pred: &dyn Fn(&str) -> bool| content.keys().find(|m| pred(&essence(m)));
+/// Whether a schema describes bytes (a file): `format: binary`, or OpenAPI 3.1's `contentMediaType` without
+/// an encoding; an array of such is several files.
+fn is_binary(schema: &Value) -> bool {
+    let bytes = |s: &Value| {
+        s.get("format") == Some(&json!("binary"))
+            || (s.get("contentMediaType").is_some() && s.get("contentEncoding").is_none())
+    };
+    bytes(schema) || (schema.get("type") == Some(&json!("array")) && schema.get("items").is_some_and(bytes))
+}
+
+/// A file argument's schema (base64 content, filename, media type), keeping the document's description.
+fn file_arg_schema(prop: &Value) -> Value {
+    let mut file = crate::schema::file_schema();
+    if let Some(d) = prop.get("description") {
+        file["description"] = d.clone();
+    }
+    if prop.get("type") == Some(&json!("array")) {
+        return json!({"type": "array", "items": file});
+    }
+    file
+}
+
+/// A media type without its parameters, lower-cased.
+fn essence(media: &str) -> String {
+    media.split(';').next().unwrap_or("").trim().to_ascii_lowercase()
+}
+
+/// The media type the gateway sends or reads: JSON first, then form, then text; `excluded` ones are passed
+/// over.
+fn pick_media<'m>(content: &'m Map<String, Value>, excluded: &[&str]) -> Option<(&'m String, BodyKind)> {
+    let find =
+        |pred: &dyn Fn(&str) -> bool| content.keys().find(|m| !excluded.contains(&m.as_str()) && pred(&essence(m)));
     if let Some(m) = find(&|m| m == "application/json") {
         return Some((m, BodyKind::Json));
     }
@@ -509,7 +677,14 @@ fn pick_media(content: &Map<String, Value>) -> Option<(&String, BodyKind)> {
     if let Some(m) = find(&|m| m == "application/x-www-form-urlencoded") {
         return Some((m, BodyKind::Form));
     }
-    find(&|m| m.starts_with("text/")).map(|m| (m, BodyKind::Text))
+    if let Some(m) = find(&|m| m == "multipart/form-data") {
+        return Some((m, BodyKind::Multipart));
+    }
+    if let Some(m) = find(&|m| m.starts_with("text/")) {
+        return Some((m, BodyKind::Text));
+    }
+    // Other multipart types (mixed, related) have no field names to give the arguments.
+    find(&|m| !m.starts_with("multipart/")).map(|m| (m, BodyKind::Binary))
 }
 
 /// The `{name}`s of a path template.
@@ -517,15 +692,66 @@ fn path_variables(path: &str) -> impl Iterator<Item = &str> {
     path.split('{').skip(1).filter_map(|rest| rest.split_once('}').map(|(name, _)| name))
 }
 
-/// An argument name not yet used: the parameter's own, else prefixed by where it goes.
+/// The style and explode a parameter (or a form field's `encoding`) asks for, written only where they differ
+/// from what the gateway does without them. A style the gateway does not know, or that cannot go where the
+/// value goes, is the reason the value cannot be sent.
+fn encoding_of(spec: &Map<String, Value>, position: Position) -> Result<(Option<Style>, Option<bool>), String> {
+    let style = match spec.get("style") {
+        None => None,
+        Some(v) => Some(
+            serde_json::from_value::<Style>(v.clone()).map_err(|_| format!("style {v} is not an OpenAPI 3 style"))?,
+        ),
+    };
+    let explode = spec.get("explode").and_then(Value::as_bool);
+    let chosen = Encoding::resolve(position, style, explode)?;
+    let bare = Encoding::resolve(position, None, None)?;
+    let style_default = Encoding::resolve(position, Some(chosen.style), None)?;
+    // A form field without a style goes as JSON text; any encoding entry makes it follow its style instead.
+    let body_styled = position == Position::Body && (style.is_some() || explode.is_some());
+    let style_out = (chosen.style != bare.style || body_styled).then_some(chosen.style);
+    // deepObject reads the same whatever explode says.
+    let explode_out =
+        (chosen.explode != style_default.explode && chosen.style != Style::DeepObject).then_some(chosen.explode);
+    Ok((style_out, explode_out))
+}
+
+/// Longest argument name: several model APIs refuse tool schemas with longer property names.
+const MAX_ARG: usize = 64;
+
+/// An argument name in `[A-Za-z0-9_.-]{1,64}`, which model APIs accept as a property name: comparison
+/// suffixes spelled out (`StartTime<` is `StartTime_lt`), a trailing `[]` dropped, anything else `_`.
+fn arg_name(wire: &str) -> String {
+    let mut raw = wire.strip_suffix("[]").unwrap_or(wire).to_string();
+    for (op, word) in [("<=", "_lte"), (">=", "_gte"), ("<", "_lt"), (">", "_gt"), ("!=", "_ne")] {
+        raw = raw.replace(op, word);
+    }
+    let mut out = String::with_capacity(raw.len());
+    for c in raw.chars() {
+        let kept = c.is_ascii_alphanumeric() || "_.-".contains(c);
+        // Runs of replaced characters become one `_`; underscores of the name itself stay.
+        if kept {
+            out.push(c);
+        } else if !out.ends_with('_') {
+            out.push('_');
+        }
+    }
+    let trimmed = out.trim_matches('_');
+    let name = if trimmed.is_empty() { "param" } else { trimmed };
+    name[..name.len().min(MAX_ARG)].to_string()
+}
+
+/// An argument name not yet used: the parameter's own (made acceptable), else prefixed by where it goes.
 fn claim_arg(taken: &mut HashSet<String>, name: &str, location: &str) -> String {
-    let mut candidate = name.to_string();
+    let base = arg_name(name);
+    let cut = |s: String, max: usize| s[..s.len().min(max)].to_string();
+    let mut candidate = base.clone();
     if taken.contains(&candidate) {
-        candidate = format!("{location}_{name}");
+        candidate = cut(format!("{location}_{base}"), MAX_ARG);
     }
     let mut n = 2;
     while taken.contains(&candidate) {
-        candidate = format!("{location}_{name}_{n}");
+        let suffix = format!("_{n}");
+        candidate = format!("{}{suffix}", cut(format!("{location}_{base}"), MAX_ARG - suffix.len()));
         n += 1;
     }
     taken.insert(candidate.clone());
@@ -609,10 +835,37 @@ mod tests {
     fn media_preference_and_path_variables() {
         let c: Map<String, Value> =
             serde_json::from_value(json!({"multipart/form-data": {}, "text/plain": {}, "application/x-www-form-urlencoded": {}, "application/vnd.api+json": {}})).unwrap();
-        assert_eq!(pick_media(&c).map(|(m, k)| (m.as_str(), k)), Some(("application/vnd.api+json", BodyKind::Json)));
-        let c: Map<String, Value> = serde_json::from_value(json!({"multipart/form-data": {}})).unwrap();
-        assert!(pick_media(&c).is_none());
+        assert_eq!(
+            pick_media(&c, &[]).map(|(m, k)| (m.as_str(), k)),
+            Some(("application/vnd.api+json", BodyKind::Json))
+        );
+        let c: Map<String, Value> =
+            serde_json::from_value(json!({"multipart/form-data": {}, "image/png": {}})).unwrap();
+        assert_eq!(pick_media(&c, &[]).map(|(_, k)| k), Some(BodyKind::Multipart));
+        assert_eq!(
+            pick_media(&c, &["multipart/form-data"]).map(|(m, k)| (m.as_str(), k)),
+            Some(("image/png", BodyKind::Binary))
+        );
+        let c: Map<String, Value> = serde_json::from_value(json!({"multipart/mixed": {}})).unwrap();
+        assert!(pick_media(&c, &[]).is_none());
         assert_eq!(path_variables("/a/{x}/b/{y}.json").collect::<Vec<_>>(), ["x", "y"]);
+    }
+
+    #[test]
+    fn argument_names_fit_model_apis() {
+        let mut taken = HashSet::new();
+        let claimed: Vec<String> =
+            ["StartTime", "StartTime<", "StartTime>", "include[]", "a b/c", "日本", "x__y", &"n".repeat(80)]
+                .iter()
+                .map(|n| claim_arg(&mut taken, n, "query"))
+                .collect();
+        assert_eq!(claimed[..7], ["StartTime", "StartTime_lt", "StartTime_gt", "include", "a_b_c", "param", "x__y"]);
+        assert_eq!(claimed[7].len(), 64);
+        assert_eq!(claim_arg(&mut taken, "StartTime", "body"), "body_StartTime");
+        assert_eq!(claim_arg(&mut taken, &"n".repeat(80), "body").len(), 64, "prefixed names are cut too");
+        assert!(taken
+            .iter()
+            .all(|n| n.len() <= 64 && n.bytes().all(|b| b.is_ascii_alphanumeric() || b"_.-".contains(&b))));
     }
 
     #[test]

@@ -144,12 +144,22 @@ fn operation(
     let mut new_params = Vec::new();
     let mut form = Map::new();
     let mut form_required = Vec::new();
+    let mut encoding = Map::new();
     let mut file = false;
     for p in params {
         match p.get("in").and_then(Value::as_str) {
             Some("body") => {
-                let media = consumes.iter().find(|m| m.contains("json")).cloned().unwrap_or("application/json".into());
-                let mut body = json!({"content": {media: {"schema": p.get("schema").cloned().unwrap_or(json!({}))}}});
+                // Every type the operation consumes, in its order: the converter picks one the schema fits.
+                let schema = p.get("schema").cloned().unwrap_or(json!({}));
+                let mut content = Map::new();
+                for media in consumes.iter().filter(|m| !m.starts_with("multipart/") && !m.contains("form-urlencoded"))
+                {
+                    content.insert(media.clone(), json!({"schema": schema}));
+                }
+                if content.is_empty() {
+                    content.insert("application/json".into(), json!({"schema": schema}));
+                }
+                let mut body = json!({"content": content});
                 if let Some(r) = p.get("required") {
                     body["required"] = r.clone();
                 }
@@ -163,6 +173,10 @@ fn operation(
                 file |= p.get("type").and_then(Value::as_str) == Some("file");
                 if p.get("required").and_then(Value::as_bool) == Some(true) {
                     form_required.push(json!(name));
+                }
+                let style = collection_style(&p);
+                if !style.is_empty() {
+                    encoding.insert(name.clone(), Value::Object(style));
                 }
                 form.insert(name, schema_of(&p));
             }
@@ -178,9 +192,13 @@ fn operation(
         if !form_required.is_empty() {
             schema["required"] = Value::Array(form_required.clone());
         }
+        let mut media_type = json!({"schema": schema});
+        if !encoding.is_empty() && !multipart {
+            media_type["encoding"] = Value::Object(encoding);
+        }
         out.insert(
             "requestBody".into(),
-            json!({"required": !form_required.is_empty(), "content": {media: {"schema": schema}}}),
+            json!({"required": !form_required.is_empty(), "content": {media: media_type}}),
         );
     }
     if new_params.is_empty() {
@@ -213,23 +231,29 @@ fn parameter(p: &Value) -> Value {
         }
     }
     out.insert("schema".into(), schema_of(p));
-    match p.get("collectionFormat").and_then(Value::as_str) {
-        Some("multi") => {
-            out.insert("explode".into(), json!(true));
-        }
-        Some("ssv") => {
-            out.insert("style".into(), json!("spaceDelimited"));
-        }
-        Some("pipes") => {
-            out.insert("style".into(), json!("pipeDelimited"));
-        }
-        // Swagger's default for arrays is csv: one comma-separated value.
-        _ if p.get("type").and_then(Value::as_str) == Some("array") => {
-            out.insert("explode".into(), json!(false));
-        }
-        _ => {}
-    }
+    out.extend(collection_style(p));
     Value::Object(out)
+}
+
+/// `collectionFormat` as OpenAPI 3's style and explode (an array parameter's default is csv). `tsv` has no
+/// OpenAPI 3 style: it is named as one, so that the converter reports it.
+fn collection_style(p: &Value) -> Map<String, Value> {
+    if p.get("type").and_then(Value::as_str) != Some("array") {
+        return Map::new();
+    }
+    let simple = matches!(p.get("in").and_then(Value::as_str), Some("path" | "header"));
+    let (style, explode) = match p.get("collectionFormat").and_then(Value::as_str).unwrap_or("csv") {
+        "multi" => ("form", true),
+        "ssv" => ("spaceDelimited", false),
+        "pipes" => ("pipeDelimited", false),
+        "tsv" => ("tabDelimited (collectionFormat tsv)", false),
+        _ if simple => ("simple", false),
+        _ => ("form", false),
+    };
+    let mut m = Map::new();
+    m.insert("style".into(), json!(style));
+    m.insert("explode".into(), json!(explode));
+    m
 }
 
 fn schema_of(p: &Value) -> Value {
@@ -238,6 +262,11 @@ fn schema_of(p: &Value) -> Value {
         if let Some(v) = p.get(key) {
             s.insert(key.into(), v.clone());
         }
+    }
+    // A file upload is bytes in OpenAPI 3.
+    if p.get("type").and_then(Value::as_str) == Some("file") {
+        s.insert("type".into(), json!("string"));
+        s.insert("format".into(), json!("binary"));
     }
     if let Some(d) = p.get("description") {
         s.insert("description".into(), d.clone());

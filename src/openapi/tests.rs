@@ -2,6 +2,7 @@
 //! gateway to check that every argument lands where the operation wants it.
 
 use super::*;
+use crate::config::Style;
 use crate::gateway::Gateway;
 use crate::tool::Prepared;
 use crate::upstream::UpstreamRequest;
@@ -91,7 +92,7 @@ fn every_reference_document_converts_completely() {
 fn petstore_calls_put_every_parameter_in_place() {
     let doc = parse_document(&testdata("petstore-expanded.yaml")).unwrap();
     let gw = gateway(&doc, json!({"openapi": {"serverUrl": "http://127.0.0.1:8080/v2"}})).unwrap();
-    let listing = &gw.server("api").unwrap().tool("findPets").unwrap().listing;
+    let listing = gw.server("api").unwrap().tool("findPets").unwrap().listing();
     assert_eq!(listing["inputSchema"]["properties"]["limit"]["format"], "int32");
     assert_eq!(listing["annotations"]["readOnlyHint"], true);
 
@@ -185,7 +186,7 @@ fn clashing_names_locations_and_styles() {
                "body_id": "B", "note": "n"}),
     );
     assert_eq!(req.method, "PATCH");
-    assert_eq!(req.path, "/api/items/a%2Fb?id=3&ids=1%2C2");
+    assert_eq!(req.path, "/api/items/a%2Fb?id=3&ids=1,2");
     assert_eq!(header(&req, "x-trace"), Some("x,y"));
     assert_eq!(header(&req, "cookie"), Some("session=s%201"));
     assert_eq!(header(&req, "content-type"), Some("application/merge-patch+json"));
@@ -204,7 +205,7 @@ fn non_object_bodies_are_one_argument() {
         json!({"schemas": {"Item": {"type": "object", "properties": {"n": {"type": "integer"}}}}}),
     );
     let gw = gateway(&doc, json!({})).unwrap();
-    let listing = &gw.server("api").unwrap().tool("bulk").unwrap().listing;
+    let listing = gw.server("api").unwrap().tool("bulk").unwrap().listing();
     assert_eq!(listing["inputSchema"]["properties"]["body"]["items"]["properties"]["n"]["type"], "integer");
     let req = request(&gw, "bulk", json!({"body": [{"n": 1}, {"n": 2}]}));
     assert_eq!(body_json(&req), json!([{"n": 1}, {"n": 2}]));
@@ -214,7 +215,7 @@ fn non_object_bodies_are_one_argument() {
     let req = request(&gw, "note", json!({"body": "hello {{ world }}"}));
     assert_eq!(req.body.as_deref(), Some(&b"hello {{ world }}"[..]), "argument text is data, not a template");
     assert_eq!(header(&req, "content-type"), Some("text/plain"));
-    assert!(gw.server("api").unwrap().tool("note").unwrap().listing.get("outputSchema").is_none());
+    assert!(gw.server("api").unwrap().tool("note").unwrap().listing().get("outputSchema").is_none());
 }
 
 #[test]
@@ -233,6 +234,37 @@ fn output_schema_from_first_2xx_json_object() {
         Some(json!({"properties": {"v": {"type": "integer"}}, "type": "object"})),
         "writeOnly fields are not part of answers"
     );
+}
+
+#[test]
+fn output_schemas_can_be_left_out() {
+    let doc = parse_document(&testdata("petstore-expanded.yaml")).unwrap();
+    let with = convert(&doc, &Options::default()).unwrap();
+    assert!(with.tools.iter().any(|t| t.tool.output_schema.is_some()));
+    let without = convert(&doc, &Options { no_output_schemas: true, ..Options::default() }).unwrap();
+    assert!(without.tools.iter().all(|t| t.tool.output_schema.is_none()));
+    let gw = gateway(&doc, json!({"openapi": {"outputSchemas": false}})).unwrap();
+    assert!(gw.server("api").unwrap().tools.iter().all(|t| t.listing().get("outputSchema").is_none()));
+    assert_eq!(gateway(&doc, json!({"openapi": {"outputSchemas": "no"}})).unwrap_err().field, "openapi.outputSchemas");
+    // A shallower depth cuts nested models to their type.
+    let nested = doc_with(
+        json!({"/a": {"get": {"operationId": "a", "responses": {"200": {"description": "ok", "content": {"application/json": {
+            "schema": {"$ref": "#/components/schemas/A"}}}}}}}}),
+        json!({"schemas": {"A": {"type": "object", "properties": {"b": {"$ref": "#/components/schemas/B"}}},
+                           "B": {"type": "object", "properties": {"c": {"type": "string"}}}}}),
+    );
+    let deep = convert(&nested, &Options::default()).unwrap();
+    assert_eq!(
+        deep.tools[0].tool.output_schema.as_ref().unwrap()["properties"]["b"]["properties"]["c"]["type"],
+        "string"
+    );
+    let shallow = convert(&nested, &Options { output_schema_depth: Some(1), ..Options::default() }).unwrap();
+    let b = &shallow.tools[0].tool.output_schema.as_ref().unwrap()["properties"]["b"];
+    assert_eq!((b["type"].as_str(), b.get("properties")), (Some("object"), None), "{b}");
+    let gw = gateway(&nested, json!({"openapi": {"outputSchemaDepth": 1}})).unwrap();
+    assert!(gw.server("api").unwrap().tool("a").unwrap().listing()["outputSchema"]["properties"]["b"]
+        .get("properties")
+        .is_none());
 }
 
 #[test]
@@ -281,7 +313,8 @@ fn security_schemes_become_credential_slots() {
 
     let mut bad = doc.clone();
     bad["paths"]["/a"]["get"]["security"] = json!([{"nope": []}]);
-    assert_eq!(convert(&bad, &Options::default()).unwrap_err().pointer, "#/paths/~1a/get/security/0");
+    let c = convert(&bad, &Options::default()).unwrap();
+    assert_eq!((c.skipped[0].pointer.as_str(), c.skipped[0].invalid), ("#/paths/~1a/get/security/0", true));
 }
 
 #[test]
@@ -323,16 +356,17 @@ fn swagger_2_is_upgraded() {
     let c = convert(&doc, &Options::default()).unwrap();
     assert_eq!(c.spec_version, "2.0");
     assert_eq!(c.server_url.as_deref(), Some("http://127.0.0.1:9/v2"));
-    assert_eq!(names(&c), ["findByTags", "addPet", "updateWithForm"]);
-    assert_eq!(c.skipped.len(), 1);
-    assert_eq!(c.skipped[0].key, "uploadImage");
-    assert!(c.skipped[0].reason.contains("multipart/form-data"), "{}", c.skipped[0].reason);
+    assert_eq!(names(&c), ["findByTags", "addPet", "updateWithForm", "uploadImage"]);
+    assert!(c.skipped.is_empty(), "{:?}", c.skipped);
+    let upload = &c.tools[3].tool;
+    assert!(upload.request_template.as_ref().unwrap().args_to_multipart_body);
+    assert!(upload.args.iter().any(|a| a.name == "file" && a.file && a.required), "{:?}", upload.args);
     assert!(c.tools[0].tool.output_schema.is_some());
 
     let filled = json!({"securitySchemes": [{"id": "key", "type": "apiKey", "in": "query", "name": "k", "defaultCredential": "s"}]});
     let gw = gateway(&doc, filled).unwrap();
     let req = request(&gw, "findByTags", json!({"tags": ["a", "b"], "limit": 3}));
-    assert_eq!(req.path, "/v2/pets?tags=a%2Cb&limit=3&k=s", "Swagger arrays default to csv");
+    assert_eq!(req.path, "/v2/pets?tags=a,b&limit=3&k=s", "Swagger arrays default to csv");
     let req = request(&gw, "addPet", json!({"name": "rex"}));
     assert_eq!(body_json(&req), json!({"name": "rex"}));
     let req = request(&gw, "updateWithForm", json!({"id": 5, "name": "a b"}));
@@ -379,7 +413,8 @@ fn invalid_documents_are_refused_with_a_pointer() {
         ),
     ];
     for (doc, pointer, reason) in cases {
-        match convert(&doc, &Options::default()) {
+        // Each of these documents has one operation, or none: a fault in it leaves nothing to convert.
+        match convert(&doc, &Options::default()).and_then(|c| c.refusal().map_or(Ok(c), Err)) {
             Err(e) => {
                 assert_eq!(e.pointer, pointer, "{doc}: {e}");
                 assert!(e.reason.contains(reason), "{e}");
@@ -394,25 +429,79 @@ fn invalid_documents_are_refused_with_a_pointer() {
     assert!(e.field.starts_with("openapi.document"), "{e}");
 }
 
+/// One faulty operation is skipped with its pointer; the rest of the document converts.
+#[test]
+fn faulty_operations_are_skipped_not_the_document() {
+    let doc = doc_with(
+        json!({"/dangling": {"get": {"operationId": "dangling", "parameters": [{"$ref": "#/components/parameters/Nope"}]}},
+               "/own": {"get": {"operationId": "own", "servers": [{"url": "https://{region}.example.com"}]}},
+               "/ref-op": {"get": {"$ref": "#/x-ops/listThings"}},
+               "/ext-op": {"get": {"$ref": "resources/things/list.yml"}},
+               "/ext-item": {"$ref": "paths/item.yml"},
+               "/ok": {"get": {"operationId": "ok"}}}),
+        json!({}),
+    );
+    let mut doc = doc;
+    doc["x-ops"] = json!({"listThings": {"operationId": "listThings", "parameters": [{"name": "n", "in": "query", "schema": {"type": "integer"}}]}});
+    let c = convert(&doc, &Options::default()).unwrap();
+    assert_eq!(names(&c), ["listThings", "ok"], "an operation may be a $ref");
+    assert_eq!(c.tools[0].tool.args[0].name, "n");
+    let skipped: Vec<(&str, &str, bool)> =
+        c.skipped.iter().map(|s| (s.key.as_str(), s.pointer.as_str(), s.invalid)).collect();
+    assert_eq!(
+        skipped,
+        [
+            ("dangling", "#/paths/~1dangling/get/parameters/0/$ref", true),
+            ("own", "#/paths/~1own/get/servers/0/url", true),
+            ("GET /ext-op", "#/paths/~1ext-op/get", false),
+            ("* /ext-item", "#/paths/~1ext-item", false),
+        ]
+    );
+    assert!(c.skipped[2].reason.contains("external $ref 'resources/things/list.yml'"), "{}", c.skipped[2].reason);
+    assert!(c.refusal().is_none());
+    // The plugin loads the rest and logs the faults.
+    let gw = gateway(&doc, json!({})).unwrap();
+    assert_eq!(gw.server("api").unwrap().tools.len(), 2);
+}
+
+/// `--server-url` (and `serverUrl`) replaces every server that repeats `servers[0]` (Twilio repeats it on
+/// every path item); other servers stay.
+#[test]
+fn server_url_replaces_every_repeat_of_servers_0() {
+    let doc = json!({"openapi": "3.0.1", "info": {"title": "t", "version": "1"}, "servers": [{"url": "https://api.example.com/"}],
+        "paths": {"/a": {"servers": [{"url": "https://api.example.com"}], "get": {"operationId": "a"}},
+                  "/b": {"get": {"operationId": "b", "servers": [{"url": "https://api.example.com/"}]}},
+                  "/c": {"get": {"operationId": "c", "servers": [{"url": "https://uploads.example.com"}]}}}});
+    let c =
+        convert(&doc, &Options { server_url: Some("http://127.0.0.1:9/mock".into()), ..Options::default() }).unwrap();
+    let urls: Vec<&str> =
+        c.tools.iter().map(|t| t.tool.request_template.as_ref().unwrap().url.as_deref().unwrap()).collect();
+    assert_eq!(urls, ["http://127.0.0.1:9/mock/a", "http://127.0.0.1:9/mock/b", "https://uploads.example.com/c"]);
+}
+
 #[test]
 fn unreachable_operations_are_skipped_with_reasons() {
     let doc = doc_with(
-        json!({"/upload": {"post": {"operationId": "upload", "requestBody": {"required": true, "content": {"multipart/form-data": {"schema": {"type": "object"}}}}}},
+        json!({"/upload": {"post": {"operationId": "upload", "requestBody": {"required": true, "content": {"multipart/mixed": {"schema": {"type": "object"}}}}}},
                "/ext": {"get": {"operationId": "ext", "parameters": [{"$ref": "other.yaml#/components/parameters/P"}]}},
-               "/obj": {"get": {"operationId": "obj", "parameters": [{"name": "f", "in": "query", "style": "deepObject", "schema": {"type": "object"}}]}},
+               "/host": {"get": {"operationId": "host", "parameters": [{"name": "Host", "in": "header", "required": true, "schema": {"type": "string"}}]}},
                "/ok": {"get": {"operationId": "ok", "responses": {}}},
-               "/optional-upload": {"put": {"operationId": "optionalUpload", "requestBody": {"content": {"application/octet-stream": {}}}}}}),
+               "/optional-upload": {"put": {"operationId": "optionalUpload", "requestBody": {"content": {"application/xml": {"schema": {"type": "object"}}}}}}}),
         json!({}),
     );
     let c = convert(&doc, &Options::default()).unwrap();
     assert_eq!(names(&c), ["ok", "optionalUpload"]);
     let reasons: Vec<(&str, &str)> = c.skipped.iter().map(|s| (s.key.as_str(), s.reason.as_str())).collect();
     assert_eq!(reasons.len(), 3);
-    assert!(reasons[0].1.contains("multipart/form-data"));
+    assert!(reasons[0].1.contains("multipart/mixed"));
     assert!(reasons[1].1.contains("external $ref 'other.yaml"));
-    assert!(reasons[2].1.contains("object-valued query parameter"));
+    assert!(reasons[2].1.contains("header parameter 'Host' cannot be set"));
     assert_eq!(c.skipped[0].to_string(), format!("POST /upload (upload) at #/paths/~1upload/post: {}", reasons[0].1));
-    assert!(c.warnings.iter().any(|w| w.contains("optional request body left out")));
+    assert!(
+        c.warnings.iter().any(|w| w.contains("optionalUpload: optional request body of type application/xml")),
+        "{:?}",
+        c.warnings
+    );
     // The plugin keeps the reasons for its log.
     let gw = gateway(&doc, json!({})).unwrap();
     assert!(
@@ -420,6 +509,240 @@ fn unreachable_operations_are_skipped_with_reasons() {
         "{:?}",
         gw.notices
     );
+}
+
+/// Scope of issue 9: what the gateway cannot send is left out of the tool when it is optional, with a
+/// warning; only what is required and cannot be sent skips the operation.
+#[test]
+fn optional_inexpressible_parts_are_left_out_not_the_operation() {
+    let doc = doc_with(
+        json!({"/a": {"post": {"operationId": "a", "parameters": [
+                {"name": "Host", "in": "header", "schema": {"type": "string"}},
+                {"name": "q", "in": "query", "style": "tabDelimited", "schema": {"type": "array"}},
+                {"name": "j", "in": "query", "content": {"application/json": {"schema": {"type": "object"}}}},
+                {"name": "js", "in": "query", "content": {"application/json": {"schema": {"type": "string"}}}},
+                {"name": "jn", "in": "query", "content": {"application/json": {"schema": {"type": "integer"}}}},
+                {"name": "t", "in": "query", "content": {"text/plain": {"schema": {"type": "string"}}}},
+                {"name": "p", "in": "path", "style": "deepObject", "schema": {"type": "string"}},
+                {"name": "keep", "in": "query", "schema": {"type": "string"}}],
+              "requestBody": {"content": {"multipart/mixed": {"schema": {"type": "object"}}}}}},
+               "/a/{p}": {"get": {"operationId": "b", "parameters": [
+                {"name": "p", "in": "path", "required": true, "style": "deepObject", "schema": {"type": "string"}}]}},
+               "/search": {"get": {"operationId": "search", "requestBody": {"content": {"application/x-www-form-urlencoded": {
+                   "schema": {"type": "object", "properties": {}, "additionalProperties": false}}}}}},
+               "/free": {"post": {"operationId": "free", "requestBody": {"content": {"application/x-www-form-urlencoded": {
+                   "schema": {"type": "object", "additionalProperties": {"type": "string"}}}}}}}}),
+        json!({}),
+    );
+    let c = convert(&doc, &Options::default()).unwrap();
+    assert_eq!(names(&c), ["a", "search", "free"]);
+    assert_eq!(c.tools[0].tool.args.iter().map(|a| a.name.as_str()).collect::<Vec<_>>(), ["jn", "t", "keep"]);
+    assert!(c.warnings.iter().any(|w| w.contains("'js' serialised as application/json")), "a JSON string has quotes");
+    for what in [
+        "header parameter 'Host'",
+        "query parameter 'q': style \"tabDelimited\"",
+        "'j' serialised as application/json",
+        "request body of type multipart/mixed",
+    ] {
+        assert!(
+            c.warnings.iter().any(|w| w.starts_with("a: optional ") && w.contains(what)),
+            "{what}: {:?}",
+            c.warnings
+        );
+    }
+    assert_eq!(c.skipped.len(), 1);
+    assert!(c.skipped[0].reason.contains("style deepObject cannot be used in the path"), "{}", c.skipped[0].reason);
+    let gw = gateway(&doc, json!({})).unwrap();
+    let req = request(&gw, "search", json!({}));
+    assert_eq!((req.method.as_str(), req.body.as_ref()), ("GET", None), "an empty-object form body is no body");
+    assert!(gw.server("api").unwrap().tool("search").unwrap().listing()["inputSchema"]["properties"]
+        .as_object()
+        .unwrap()
+        .is_empty());
+    let req = request(&gw, "free", json!({"body": {"a b": "1", "c": "2"}}));
+    assert_eq!(req.body.as_deref(), Some(&b"a%20b=1&c=2"[..]), "a free-form form body's members are its fields");
+}
+
+/// Styles and form encodings as the document gives them, called through the compiled gateway.
+#[test]
+fn styles_and_form_encodings_are_sent_as_the_document_says() {
+    let doc = doc_with(
+        json!({"/v1/customers/{id}": {"post": {"operationId": "PostCustomersId", "parameters": [
+                {"name": "id", "in": "path", "required": true, "style": "label", "explode": true, "schema": {"type": "array", "items": {"type": "string"}}},
+                {"name": "created", "in": "query", "style": "deepObject", "explode": true, "schema": {"anyOf": [
+                    {"type": "object", "properties": {"gt": {"type": "integer"}}}, {"type": "integer"}]}},
+                {"name": "tags", "in": "query", "style": "pipeDelimited", "explode": false, "schema": {"type": "array", "items": {"type": "string"}}},
+                {"name": "point", "in": "query", "style": "form", "explode": false, "schema": {"type": "object"}},
+                {"name": "X-Ids", "in": "header", "schema": {"type": "array"}},
+                {"name": "pref", "in": "cookie", "explode": true, "schema": {"type": "object"}}],
+              "requestBody": {"content": {"application/x-www-form-urlencoded": {
+                "encoding": {"address": {"style": "deepObject", "explode": true}, "expand": {"style": "deepObject", "explode": true},
+                             "items": {"style": "deepObject", "explode": true}, "ids": {"style": "form", "explode": false}},
+                "schema": {"type": "object", "required": ["email"], "properties": {
+                    "email": {"type": "string"},
+                    "address": {"anyOf": [{"type": "object", "properties": {"city": {"type": "string"}, "line1": {"type": "string"}}}, {"type": "string", "enum": [""]}]},
+                    "expand": {"type": "array", "items": {"type": "string"}},
+                    "items": {"type": "array", "items": {"type": "object", "properties": {"price": {"type": "string"}, "quantity": {"type": "integer"}}}},
+                    "ids": {"type": "array", "items": {"type": "integer"}},
+                    "owner": {"type": "object", "properties": {"n": {"type": "string"}}}}}}}}}}}),
+        json!({}),
+    );
+    let c = convert(&doc, &Options::default()).unwrap();
+    let args = &c.tools[0].tool.args;
+    let styles: Vec<(&str, Option<Style>, Option<bool>)> =
+        args.iter().map(|a| (a.name.as_str(), a.style, a.explode)).collect();
+    assert_eq!(
+        styles,
+        [
+            ("id", Some(Style::Label), Some(true)),
+            ("created", Some(Style::DeepObject), None),
+            ("tags", Some(Style::PipeDelimited), None),
+            ("point", None, Some(false)),
+            ("X-Ids", None, None),
+            ("pref", None, None),
+            ("email", None, None),
+            ("address", Some(Style::DeepObject), None),
+            ("expand", Some(Style::DeepObject), None),
+            ("items", Some(Style::DeepObject), None),
+            ("ids", Some(Style::Form), Some(false)),
+            ("owner", None, None),
+        ],
+        "only what differs from the gateway's defaults is written"
+    );
+    assert!(args.iter().find(|a| a.name == "email").unwrap().required, "the schema's required list binds");
+    let gw = gateway(&doc, json!({})).unwrap();
+    let req = request(
+        &gw,
+        "PostCustomersId",
+        json!({"id": ["a", "b c"], "created": {"gt": 5}, "tags": ["x", "y z"], "point": {"x": 1, "y": 2},
+               "X-Ids": [1, 2], "pref": {"theme": "dark", "lang": "fr"},
+               "email": "a@b.c", "address": {"city": "Paris", "line1": "1 rue"}, "expand": ["customer", "invoice"],
+               "items": [{"price": "p_1", "quantity": 2}], "ids": [1, 2], "owner": {"n": "x"}}),
+    );
+    assert_eq!(req.path, "/api/v1/customers/.a.b%20c?created%5Bgt%5D=5&tags=x%7Cy%20z&point=x,1,y,2");
+    assert_eq!(header(&req, "x-ids"), Some("1,2"));
+    assert_eq!(header(&req, "cookie"), Some("theme=dark; lang=fr"));
+    let body = String::from_utf8(req.body.clone().unwrap()).unwrap();
+    assert_eq!(
+        body,
+        "email=a%40b.c&address%5Bcity%5D=Paris&address%5Bline1%5D=1%20rue&expand%5B0%5D=customer&expand%5B1%5D=invoice\
+         &items%5B0%5D%5Bprice%5D=p_1&items%5B0%5D%5Bquantity%5D=2&ids=1,2&owner=%7B%22n%22%3A%22x%22%7D"
+    );
+    let req = request(&gw, "PostCustomersId", json!({"id": ["a"], "email": "e", "address": ""}));
+    assert_eq!(String::from_utf8(req.body.unwrap()).unwrap(), "email=e&address=", "Stripe's \"\" unsets");
+}
+
+/// Multipart and binary bodies: files come as base64 in file arguments and go out as bytes.
+#[test]
+fn multipart_and_binary_bodies_carry_files() {
+    let doc = doc_with(
+        json!({"/images/edits": {"post": {"operationId": "createImageEdit", "requestBody": {"required": true, "content": {"multipart/form-data": {
+                 "encoding": {"meta": {"style": "deepObject", "explode": true}},
+                 "schema": {"type": "object", "required": ["image", "prompt"], "properties": {
+                     "image": {"type": "string", "format": "binary", "description": "The image"},
+                     "extra": {"type": "array", "items": {"type": "string", "format": "binary"}},
+                     "prompt": {"type": "string"}, "n": {"type": "integer"},
+                     "meta": {"type": "object", "properties": {"a": {"type": "string"}}},
+                     "opts": {"type": "object"}}}}}}}},
+               "/images/load": {"post": {"operationId": "ImageLoad", "requestBody": {"content": {
+                 "application/x-tar": {"schema": {"type": "string", "format": "binary"}}}}}},
+               "/raw": {"put": {"operationId": "raw", "requestBody": {"required": true, "content": {"image/*": {}}}}}}),
+        json!({}),
+    );
+    let c = convert(&doc, &Options::default()).unwrap();
+    assert_eq!(names(&c), ["createImageEdit", "ImageLoad", "raw"]);
+    let edit = &c.tools[0].tool;
+    let files: Vec<(&str, bool, bool)> = edit.args.iter().map(|a| (a.name.as_str(), a.file, a.required)).collect();
+    assert_eq!(
+        files,
+        [
+            ("image", true, true),
+            ("extra", true, false),
+            ("prompt", false, true),
+            ("n", false, false),
+            ("meta", false, false),
+            ("opts", false, false)
+        ]
+    );
+    assert_eq!(edit.args[0].schema.as_ref().unwrap()["description"], "The image");
+    assert_eq!(edit.args[1].schema.as_ref().unwrap()["type"], "array");
+    let gw = gateway(&doc, json!({})).unwrap();
+    let req = request(
+        &gw,
+        "createImageEdit",
+        json!({"image": {"content": "iVBO", "filename": "a.png", "contentType": "image/png"},
+               "extra": [{"content": "AQ=="}, {"content": "Ag=="}], "prompt": "a hat", "n": 2,
+               "meta": {"a": "x"}, "opts": {"q": 1}}),
+    );
+    let ct = header(&req, "content-type").unwrap().to_string();
+    let boundary = ct.strip_prefix("multipart/form-data; boundary=").unwrap();
+    let body = req.body.clone().unwrap();
+    let text = String::from_utf8_lossy(&body);
+    let part =
+        |head: &str, data: &str| format!("--{boundary}\r\nContent-Disposition: form-data; {head}\r\n\r\n{data}\r\n");
+    for expected in [
+        part("name=\"prompt\"", "a hat"),
+        part("name=\"n\"", "2"),
+        part("name=\"meta[a]\"", "x"),
+        part("name=\"opts\"\r\nContent-Type: application/json", "{\"q\":1}"),
+        part("name=\"extra\"; filename=\"extra\"", "\u{1}"),
+        part("name=\"extra\"; filename=\"extra\"", "\u{2}"),
+    ] {
+        assert!(text.contains(&expected), "{expected:?} not in {text:?}");
+    }
+    let image = "name=\"image\"; filename=\"a.png\"\r\nContent-Type: image/png\r\n\r\n";
+    let at = text.find(image).unwrap() + image.len();
+    assert_eq!(&body[at..at + 3], &[0x89, 0x50, 0x4e], "PNG bytes, decoded");
+    let req = request(&gw, "ImageLoad", json!({"body": {"content": "dGFy"}}));
+    assert_eq!((header(&req, "content-type"), req.body.as_deref()), (Some("application/x-tar"), Some(&b"tar"[..])));
+    let req = request(&gw, "raw", json!({"body": {"content": "AA==", "contentType": "image/gif"}}));
+    assert_eq!((header(&req, "content-type"), req.body.as_deref()), (Some("image/gif"), Some(&b"\0"[..])));
+    let req = request(&gw, "raw", json!({"body": {"content": "AA=="}}));
+    assert_eq!(header(&req, "content-type"), Some("application/octet-stream"), "image/* is no Content-Type");
+}
+
+/// Swagger 2.0: `consumes` chooses the body's media type as the schema allows, `collectionFormat` its style.
+#[test]
+fn swagger_consumes_and_collection_formats() {
+    let doc = json!({
+        "swagger": "2.0", "info": {"title": "k", "version": "1"}, "host": "127.0.0.1:9", "schemes": ["http"],
+        "paths": {"/api/v1/namespaces/{namespace}/pods/{name}": {
+            "parameters": [{"name": "name", "in": "path", "required": true, "type": "string"},
+                           {"name": "namespace", "in": "path", "required": true, "type": "string"}],
+            "patch": {"operationId": "patchPod",
+                "consumes": ["application/json-patch+json", "application/merge-patch+json", "application/strategic-merge-patch+json"],
+                "parameters": [{"name": "body", "in": "body", "required": true, "schema": {"$ref": "#/definitions/Patch"}},
+                               {"name": "labels", "in": "query", "type": "array", "items": {"type": "string"}, "collectionFormat": "multi"},
+                               {"name": "fields", "in": "query", "type": "array", "items": {"type": "string"}},
+                               {"name": "words", "in": "query", "type": "array", "items": {"type": "string"}, "collectionFormat": "ssv"},
+                               {"name": "tabs", "in": "query", "type": "array", "items": {"type": "string"}, "collectionFormat": "tsv"}],
+                "responses": {"200": {"description": "ok"}}},
+            "put": {"operationId": "replaceOps", "consumes": ["application/json-patch+json"],
+                "parameters": [{"name": "body", "in": "body", "required": true, "schema": {"type": "array", "items": {"type": "object"}}}],
+                "responses": {"200": {"description": "ok"}}},
+            "post": {"operationId": "form", "consumes": ["application/x-www-form-urlencoded"],
+                "parameters": [{"name": "ids", "in": "formData", "type": "array", "items": {"type": "integer"}},
+                               {"name": "tags", "in": "formData", "type": "array", "items": {"type": "string"}, "collectionFormat": "multi"}],
+                "responses": {"200": {"description": "ok"}}}}},
+        "definitions": {"Patch": {"description": "Kubernetes 1.13's patch: no type at all"}}
+    });
+    let c = convert(&doc, &Options::default()).unwrap();
+    assert!(c.warnings.iter().any(|w| w.contains("'tabs'") && w.contains("tsv")), "{:?}", c.warnings);
+    let gw = gateway(&doc, json!({})).unwrap();
+    let req = request(
+        &gw,
+        "patchPod",
+        json!({"namespace": "default", "name": "web", "body": {"metadata": {"labels": {"a": "b"}}},
+               "labels": ["x", "y"], "fields": ["f", "g"], "words": ["w", "v"]}),
+    );
+    assert_eq!(header(&req, "content-type"), Some("application/merge-patch+json"), "an object is not a JSON Patch");
+    assert_eq!(body_json(&req), json!({"metadata": {"labels": {"a": "b"}}}));
+    assert_eq!(req.path, "/api/v1/namespaces/default/pods/web?labels=x&labels=y&fields=f,g&words=w%20v");
+    let req =
+        request(&gw, "replaceOps", json!({"namespace": "d", "name": "n", "body": [{"op": "remove", "path": "/a"}]}));
+    assert_eq!(header(&req, "content-type"), Some("application/json-patch+json"));
+    let req = request(&gw, "form", json!({"namespace": "d", "name": "n", "ids": [1, 2], "tags": ["a", "b"]}));
+    assert_eq!(req.body.as_deref(), Some(&b"ids=1,2&tags=a&tags=b"[..]));
 }
 
 #[test]
@@ -448,7 +771,7 @@ fn selection_prefix_and_overrides() {
     let server = gw.server("api").unwrap();
     let listed: Vec<&str> = server.tools.iter().map(|t| t.name.as_str()).collect();
     assert_eq!(listed, ["list_pets", "addPet", "find_pet_by_id"]);
-    assert_eq!(server.tool("list_pets").unwrap().listing["description"], "List pets.");
+    assert_eq!(server.tool("list_pets").unwrap().listing()["description"], "List pets.");
 
     let e = gateway(&doc, json!({"openapi": {"overrides": {"nope": {"hide": true}}}})).unwrap_err();
     assert_eq!(e.field, "openapi.overrides.nope");
@@ -534,9 +857,10 @@ fn hostile_documents_cannot_choose_hosts_or_inject_templates() {
         json!({}),
     );
     let c = convert(&doc, &Options::default()).unwrap();
-    assert_eq!(names(&c), ["c"]);
+    assert_eq!(names(&c), ["b", "c"]);
     assert!(c.skipped[0].reason.contains("template syntax"));
-    assert!(c.skipped[1].reason.contains("'Host'"));
+    assert!(c.warnings.iter().any(|w| w.contains("'Host' cannot be set")), "an optional Host is left out");
+    assert!(c.tools[0].tool.args.is_empty());
     let gw = gateway(&doc, json!({})).unwrap();
     let req = request(&gw, "c", json!({"q": "x&host=evil.example/{{ 1 }}\r\n"}));
     assert_eq!(req.authority, "127.0.0.1:9");

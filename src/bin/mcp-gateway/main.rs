@@ -2,6 +2,8 @@
 //! config server (or, with `--check`, only reports what would convert); `check` validates a plugin config
 //! exactly as the plugin's `on_configure` does.
 
+mod yaml;
+
 use mcp_gateway::gateway::Gateway;
 use mcp_gateway::openapi::{self, Conversion, Options};
 use serde_json::{json, Map, Value};
@@ -15,10 +17,13 @@ usage:
       --cluster CLUSTER     Envoy cluster serving the API (default: the host of the server URL)
       --server-url URL      use this base URL instead of servers[0] (Swagger: schemes/host/basePath)
       --tool-prefix P       put P before every tool name
+      --no-output-schemas   leave out every outputSchema (most of a large API's size; answers stay text)
+      --output-schema-depth N   expand N $refs inside one another in an outputSchema (default 3)
       --include-tag T, --include-op ID, --include-path GLOB   convert only matching operations (repeatable)
       --exclude-tag T, --exclude-op ID, --exclude-path GLOB   leave matching operations out (repeatable)
       -o, --output FILE     write the plugin config to FILE (JSON if it ends in .json, else YAML)
       --check               validate and print a summary only
+      $refs to other files are read from the document's folder (never from the network)
   mcp-gateway check <plugin-config.{yaml,json}|->
       validate a plugin config as the plugin does at load
 
@@ -99,6 +104,13 @@ fn parse_openapi_args(args: &[String]) -> Result<OpenApiArgs, Failure> {
                 out.options.server_url = Some(url);
             }
             "--tool-prefix" => out.options.tool_prefix = value()?,
+            "--no-output-schemas" => out.options.no_output_schemas = true,
+            "--output-schema-depth" => {
+                let v = value()?;
+                let depth =
+                    v.parse().map_err(|_| Failure::Usage(format!("--output-schema-depth: '{v}' is not a number")))?;
+                out.options.output_schema_depth = Some(depth);
+            }
             "-o" | "--output" => out.output = Some(value()?),
             "--include-tag" => out.options.include.tags.push(value()?),
             "--include-op" => out.options.include.operations.push(value()?),
@@ -123,7 +135,22 @@ fn run_openapi(args: &[String]) -> Result<(), Failure> {
     let invalid = |e: openapi::OpenApiError| Failure::Invalid(format!("{}: {e}", args.input));
     let doc = openapi::parse_document(&text).map_err(invalid)?;
     drop(text);
-    let mut conversion = openapi::convert(&doc, &args.options).map_err(invalid)?;
+    // `$ref`s to files next to the document (never URLs) are read and bundled in.
+    let (doc, unread) = match std::path::Path::new(&args.input) {
+        _ if args.input == "-" => (doc, Vec::new()),
+        path => {
+            let dir = path.parent().unwrap_or(std::path::Path::new(".")).to_path_buf();
+            let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+            openapi::bundle::bundle(doc, &name, &mut |rel| {
+                std::fs::read_to_string(dir.join(rel)).map_err(|e| e.to_string())
+            })
+        }
+    };
+    for problem in &unread {
+        eprintln!("warning: {problem} (its $refs are left external)");
+    }
+    let mut conversion =
+        openapi::convert(&doc, &args.options).and_then(|c| c.refusal().map_or(Ok(c), Err)).map_err(invalid)?;
     drop(doc);
     if args.check {
         print_summary(&conversion);
@@ -139,7 +166,7 @@ fn run_openapi(args: &[String]) -> Result<(), Failure> {
     drop(as_json);
     let rendered = match &args.output {
         Some(path) if path.ends_with(".json") => serde_json::to_string_pretty(&config).unwrap_or_default() + "\n",
-        _ => serde_yaml_ng::to_string(&config).map_err(|e| Failure::Invalid(format!("rendering YAML: {e}")))?,
+        _ => yaml::to_string(&config),
     };
     match &args.output {
         Some(path) => std::fs::write(path, rendered).map_err(|e| Failure::Invalid(format!("{path}: {e}")))?,
