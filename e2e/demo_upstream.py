@@ -15,6 +15,7 @@ Endpoints
   GET  /error                        -> 500 {"error": "..."}
   GET  /status/{code}                -> that status, JSON {"status": code}
   GET  /image.png                    -> a valid 1x1 PNG (image/png)
+  GET  /audio.wav                    -> a valid WAV of 10 ms of silence (audio/wav)
   GET  /text                         -> text/plain
   GET  /slow?ms=N                    -> sleeps N ms (max 30000), then {"slept_ms": N}
   GET  /big?bytes=N[&chunked=true]   -> a JSON string of N bytes in all (max 64 MiB); chunked: no Content-Length
@@ -30,12 +31,14 @@ Endpoints
 from __future__ import annotations
 
 import base64
+import io
 import json
 import os
 import random
 import sys
 import threading
 import time
+import wave
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import parse_qs, urlsplit
 
@@ -43,6 +46,20 @@ from urllib.parse import parse_qs, urlsplit
 PNG_1X1 = base64.b64decode(
     "iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mP8z8DwHwAFBQIAX8jx0gAAAABJRU5ErkJggg=="
 )
+
+
+def _wav_silence(ms: int = 10, rate: int = 8000) -> bytes:
+    """A valid mono 16-bit PCM WAV of `ms` milliseconds of silence."""
+    out = io.BytesIO()
+    with wave.open(out, "wb") as w:
+        w.setnchannels(1)
+        w.setsampwidth(2)
+        w.setframerate(rate)
+        w.writeframes(b"\0\0" * (rate * ms // 1000))
+    return out.getvalue()
+
+
+WAV_SILENCE = _wav_silence()
 
 USERS = {
     "1": {"id": 1, "name": "Ada Lovelace", "email": "ada@example.com"},
@@ -263,6 +280,10 @@ class Handler(BaseHTTPRequestHandler):
 
         if path == "/image.png" and method in ("GET", "HEAD"):
             self._send(200, PNG_1X1, "image/png")
+            return
+
+        if path == "/audio.wav" and method in ("GET", "HEAD"):
+            self._send(200, WAV_SILENCE, "audio/wav")
             return
 
         if path == "/text" and method in ("GET", "HEAD"):

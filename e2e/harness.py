@@ -51,6 +51,7 @@ ROOT = E2E_DIR.parent
 ENVOY_YAML = ROOT / "envoy" / "envoy.yaml"
 EXAMPLE_CONFIG = ROOT / "plugin-config" / "example.yaml"
 E2E_CONFIG = ROOT / "plugin-config" / "e2e.yaml"
+CONFORMANCE_CONFIG = ROOT / "plugin-config" / "conformance.yaml"
 DEFAULT_WASM = ROOT / "target" / "wasm32-wasip1" / "release" / "mcp_gateway.wasm"
 DEFAULT_HIGRESS_WASM = ROOT / "target" / "wasm32-wasip1" / "release" / "mcp_gateway_higress.wasm"
 RUNS_DIR = ROOT / "target" / "e2e"

@@ -55,7 +55,9 @@ def test_envoy_yaml_layout():
                 assert ep["endpoint"]["address"]["socket_address"]["address"] == "127.0.0.1"
 
 
-@pytest.mark.parametrize("path", [harness.EXAMPLE_CONFIG, harness.E2E_CONFIG], ids=lambda p: p.name)
+@pytest.mark.parametrize(
+    "path", [harness.EXAMPLE_CONFIG, harness.E2E_CONFIG, harness.CONFORMANCE_CONFIG], ids=lambda p: p.name
+)
 def test_plugin_configs_are_well_formed(path):
     cfg = harness.load_plugin_config(path)
     assert _servers(cfg)
