@@ -96,21 +96,6 @@ def test_sdk_initialize_and_server_info(gw):
     assert caps.tools is not None and caps.tools.list_changed is False
 
 
-def test_sdk_default_auto_mode_falls_back_to_initialize(gw):
-    """The SDK's default mode probes server/discover first and must fall back cleanly."""
-
-    async def go():
-        async with mcp_client(gw.mcp_url(SERVER), mode="auto") as c:
-            tools, _ = await list_all_tools(c)
-            r = await c.call_tool("template_only", {"name": "auto"})
-            return c.protocol_version, len(tools), r
-
-    version, n, r = run_async(go)
-    assert version == "2025-11-25"
-    assert n > 5
-    assert text_of(r) == "Hello, auto!"
-
-
 def test_list_tools_follows_pagination(gw, demo_tools):
     async def go():
         async with mcp_client(gw.mcp_url(SERVER)) as c:

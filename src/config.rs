@@ -378,6 +378,10 @@ pub struct ToolConfig {
     pub output_schema: Option<Value>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub annotations: Option<Map<String, Value>>,
+    /// Client capabilities the tool needs (`{sampling: {}}`): a stateless client that does not declare them
+    /// gets -32021 instead of a call that cannot work.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub required_client_capabilities: Option<Map<String, Value>>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub upstream: Option<UpstreamConfig>,
     #[serde(default, skip_serializing_if = "Option::is_none")]

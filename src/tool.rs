@@ -62,6 +62,8 @@ pub struct Tool {
     title: Option<String>,
     description: String,
     annotations: Option<Map<String, Value>>,
+    /// Client capabilities a call needs (`requiredClientCapabilities`).
+    pub required_client_capabilities: Option<Map<String, Value>>,
     /// The input and output schemas live in their validators only: a large API's schemas are most of the
     /// plugin's memory, in every worker's VM.
     input: Validator,
@@ -284,6 +286,7 @@ impl Tool {
             title: cfg.title.clone(),
             description: cfg.description.clone(),
             annotations: cfg.annotations.clone(),
+            required_client_capabilities: cfg.required_client_capabilities.clone(),
             input,
             output,
             placements,

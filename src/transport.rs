@@ -7,10 +7,10 @@
 
 use crate::gateway::{Gateway, Server};
 use crate::jsonrpc::{self, Message};
-use crate::mcp::{self, Handled};
+use crate::mcp::{self, Handled, Revision};
 use crate::session::{self, Session, SessionOp, SessionOutcome};
 use crate::upstream::{UpstreamRequest, UpstreamResult};
-use serde_json::{json, Value};
+use serde_json::Value;
 
 /// JSON-RPC error code for an unknown or expired session (as the reference SDKs use it).
 pub const SESSION_NOT_FOUND: i64 = -32001;
@@ -68,7 +68,7 @@ pub enum Route {
     PassThrough,
     Respond(HttpResponse),
     /// Ours: read the body (if any), then drive the exchange.
-    Accept(Exchange),
+    Accept(Box<Exchange>),
 }
 
 /// The next thing an exchange needs done.
@@ -138,6 +138,9 @@ pub struct Exchange {
     kind: Kind,
     session_id: Option<String>,
     cors_origin: Option<String>,
+    mcp_headers: stateless::McpHeaders,
+    /// The revision the request is served at: its session's, or the one a stateless request names.
+    revision: Revision,
     phase: Phase,
 }
 
@@ -173,17 +176,13 @@ pub fn route(gw: &Gateway, head: &RequestHead) -> Route {
     }
     let cors_origin = origin.map(str::to_string);
     let with_cors = |r: HttpResponse| add_cors(r, cors_origin.as_deref());
-    if let Some(v) = head.header("mcp-protocol-version") {
-        if !mcp::VERSIONS.contains(&v) {
-            let body = jsonrpc::error_with_data(
-                Value::Null,
-                jsonrpc::INVALID_REQUEST,
-                format!("Unsupported MCP-Protocol-Version: {v}"),
-                json!({"supported": mcp::VERSIONS, "requested": v}),
-            );
-            return Route::Respond(with_cors(HttpResponse::json(400, &body)));
-        }
-    }
+    // The protocol version is judged with the body: a stateless request names it there too, and every
+    // error must answer the request's id.
+    let mcp_headers = stateless::McpHeaders {
+        protocol_version: head.header("mcp-protocol-version").map(str::to_string),
+        method: head.header("mcp-method").map(str::to_string),
+        name: head.header("mcp-name").map(str::to_string),
+    };
     let session_id = head.header("mcp-session-id").map(str::to_string);
     let kind = match head.method.as_str() {
         "POST" => {
@@ -243,7 +242,15 @@ pub fn route(gw: &Gateway, head: &RequestHead) -> Route {
             ));
         }
     };
-    Route::Accept(Exchange { server, kind, session_id, cors_origin, phase: Phase::Start })
+    Route::Accept(Box::new(Exchange {
+        server,
+        kind,
+        session_id,
+        cors_origin,
+        mcp_headers,
+        revision: Revision::LATEST_LEGACY,
+        phase: Phase::Start,
+    }))
 }
 
 /// Whether an Accept header admits a media type (exactly, by `type/*`, or by `*/*`).
@@ -285,6 +292,9 @@ impl Exchange {
             ));
         }
         if self.kind == Kind::Delete {
+            if let Some(v) = self.unsupported_header() {
+                return self.respond(stateless::unsupported_version(Value::Null, &v));
+            }
             let id = self.session_id.clone().unwrap_or_default();
             if !session::is_plausible_id(&id) {
                 return self.respond(session_not_found(Value::Null));
@@ -339,12 +349,47 @@ impl Exchange {
                 }
             },
         };
+        let reply_id = batch.reply_id();
+        let header_stateless =
+            self.mcp_headers.protocol_version.as_deref().and_then(Revision::parse).is_some_and(Revision::is_stateless);
+        match &batch {
+            Batch::One(Message::Request { id, method, params })
+                if stateless::is_stateless(params.as_ref(), &self.mcp_headers) =>
+            {
+                let (id, method) = (id.clone(), method.clone());
+                return match stateless::check(&self.mcp_headers, &id, &method, params.as_ref()) {
+                    Ok(revision) => {
+                        self.revision = revision;
+                        self.process(gw, batch)
+                    }
+                    Err(refusal) => self.respond(refusal),
+                };
+            }
+            // Notifications and responses of a stateless client need no session; nothing answers them.
+            Batch::One(Message::Notification { params, .. })
+                if stateless::is_stateless(params.as_ref(), &self.mcp_headers) =>
+            {
+                return self.respond(HttpResponse::empty(202));
+            }
+            Batch::One(Message::Response) if header_stateless => return self.respond(HttpResponse::empty(202)),
+            Batch::Many(_) if header_stateless => {
+                return self.respond(HttpResponse::error(
+                    400,
+                    Value::Null,
+                    jsonrpc::INVALID_REQUEST,
+                    "JSON-RPC batches are not allowed at protocol revision 2026-07-28",
+                ));
+            }
+            _ => {}
+        }
+        if let Some(v) = self.unsupported_header() {
+            return self.respond(stateless::unsupported_version(reply_id, &v));
+        }
         if let Batch::One(Message::Request { id, method, params }) = &batch {
             if method == "initialize" {
                 return self.initialize(gw, id.clone(), params.as_ref());
             }
         }
-        let reply_id = batch.reply_id();
         let Some(sid) = self.session_id.clone() else {
             return self.respond(HttpResponse::error(
                 400,
@@ -368,10 +413,10 @@ impl Exchange {
                 &jsonrpc::error(id, jsonrpc::INVALID_PARAMS, "initialize needs params.protocolVersion"),
             ));
         };
-        let version = mcp::negotiate(Some(requested));
+        let version = Revision::negotiate(Some(requested));
         let server = self.server(gw);
         let reply = jsonrpc::result(id, mcp::initialize_result(server, version));
-        let session = Session { server: server.name.clone(), version: version.to_string() };
+        let session = Session { server: server.name.clone(), version: version.as_str().to_string() };
         self.phase = Phase::Creating(reply);
         Step::Session(SessionOp::Create(session))
     }
@@ -403,7 +448,8 @@ impl Exchange {
                 self.respond(session_not_found(reply_id))
             }
             (Phase::Opening(batch), SessionOutcome::Found(session)) => {
-                if matches!(batch, Batch::Many(_)) && !mcp::allows_batch(&session.version) {
+                self.revision = Revision::parse(&session.version).unwrap_or(Revision::LATEST_LEGACY);
+                if matches!(batch, Batch::Many(_)) && !self.revision.allows_batch() {
                     return self.respond(HttpResponse::error(
                         400,
                         Value::Null,
@@ -442,7 +488,7 @@ impl Exchange {
                 Err((id, why)) => {
                     slots.push(Some(jsonrpc::error(id, jsonrpc::INVALID_REQUEST, format!("Invalid Request: {why}"))))
                 }
-                Ok(m) => match mcp::handle(gw, server, m) {
+                Ok(m) => match mcp::handle(gw, server, m, self.revision) {
                     Handled::Reply(v) => slots.push(Some(v)),
                     Handled::Silent => slots.push(None),
                     // One request may not start more calls than the limit: a batch of thousands would take
@@ -479,7 +525,7 @@ impl Exchange {
             return None;
         };
         let call = calls.get_mut(index)?.take()?;
-        slots[call.slot] = Some(mcp::finish_call(gw, server, call.id, &call.tool, &call.args, outcome));
+        slots[call.slot] = Some(mcp::finish_call(gw, server, call.id, &call.tool, &call.args, outcome, self.revision));
         *remaining -= 1;
         if *remaining > 0 {
             return None;
@@ -496,7 +542,19 @@ impl Exchange {
             return self.respond(HttpResponse::empty(202));
         }
         let body = if single { replies.into_iter().next().unwrap_or(Value::Null) } else { Value::Array(replies) };
-        self.respond(HttpResponse::json(200, &body))
+        // The stateless revision answers a method it does not serve with HTTP 404, so that intermediaries
+        // routing on Mcp-Method see it too.
+        let status = match body["error"]["code"].as_i64() {
+            Some(jsonrpc::METHOD_NOT_FOUND) if single && self.revision.is_stateless() => 404,
+            Some(stateless::MISSING_CLIENT_CAPABILITY) if single => 400,
+            _ => 200,
+        };
+        self.respond(HttpResponse::json(status, &body))
+    }
+
+    /// The `MCP-Protocol-Version` header, when it names no revision this server speaks.
+    fn unsupported_header(&self) -> Option<String> {
+        self.mcp_headers.protocol_version.clone().filter(|v| Revision::parse(v).is_none())
     }
 }
 
@@ -518,6 +576,8 @@ pub fn too_large(gw: &Gateway) -> HttpResponse {
         format!("Payload Too Large: the limit is {} bytes (maxRequestBytes)", gw.max_request_bytes),
     )
 }
+
+pub mod stateless;
 
 #[cfg(test)]
 mod tests;

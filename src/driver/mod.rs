@@ -83,12 +83,12 @@ enum Waiting {
 /// One exchange and what it waits for.
 #[derive(Debug)]
 pub struct Driver {
-    exchange: Exchange,
+    exchange: Box<Exchange>,
     waiting: Waiting,
 }
 
 impl Driver {
-    pub fn new(exchange: Exchange, now_ms: u64) -> Driver {
+    pub fn new(exchange: Box<Exchange>, now_ms: u64) -> Driver {
         Driver { exchange, waiting: Waiting::Body { since_ms: now_ms } }
     }
 

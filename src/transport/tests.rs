@@ -4,6 +4,7 @@ use super::*;
 use crate::driver::test_host::{RedisMode, TestHost};
 use crate::driver::Progress;
 use crate::session::redis::Answer;
+use serde_json::json;
 
 const CONFIG: &str = r#"
 sessionTtlSeconds: 60
@@ -524,4 +525,135 @@ fn new_sessions_are_limited_per_second_and_live_ones_per_server() {
         g.sessions.sweep(&mut h.env.kv, now);
     }
     h.initialize(&g, "2025-06-18");
+}
+
+/// A request of the stateless revision: `_meta` and the mirroring headers, as a 2026-07-28 client sends it.
+fn stateless(method: &str, mut params: Value) -> (RequestHead, String) {
+    params["_meta"] = json!({
+        "io.modelcontextprotocol/protocolVersion": "2026-07-28",
+        "io.modelcontextprotocol/clientCapabilities": {},
+    });
+    let mut headers = vec![("mcp-protocol-version", "2026-07-28".to_string()), ("mcp-method", method.to_string())];
+    if let Some(name) = params.get("name").and_then(Value::as_str) {
+        headers.push(("mcp-name", name.to_string()));
+    }
+    let headers: Vec<(&str, &str)> = headers.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let body = json!({"jsonrpc": "2.0", "id": 42, "method": method, "params": params}).to_string();
+    (head("POST", "/mcp-servers/demo", &headers), body)
+}
+
+#[test]
+fn stateless_requests_need_no_session_and_say_their_result_type() {
+    for store in STORES {
+        let g = gw_with(store);
+        let mut h = Host::new();
+        let kv_before = h.env.kv.map.clone();
+        let (hd, body) = stateless("server/discover", json!({}));
+        let v = json_body(&h.send(&g, hd, &body, &no_upstream));
+        assert_eq!(v["id"], json!(42));
+        assert_eq!(
+            v["result"]["supportedVersions"],
+            json!(["2024-11-05", "2025-03-26", "2025-06-18", "2025-11-25", "2026-07-28"])
+        );
+        assert_eq!(
+            (v["result"]["resultType"].clone(), v["result"]["cacheScope"].clone()),
+            (json!("complete"), json!("private"))
+        );
+        let (hd, body) = stateless("tools/list", json!({}));
+        let v = json_body(&h.send(&g, hd, &body, &no_upstream));
+        assert_eq!(v["result"]["tools"][0]["name"], json!("hello"));
+        assert!(v["result"]["ttlMs"].is_u64(), "{v}");
+        let (hd, body) = stateless("tools/call", json!({"name": "weather", "arguments": {"city": "Oslo"}}));
+        let answer =
+            |_: &UpstreamRequest| UpstreamResult::Response { status: 200, headers: vec![], body: b"sunny".to_vec() };
+        let v = json_body(&h.send(&g, hd, &body, &answer));
+        assert_eq!(
+            (v["result"]["content"][0]["text"].clone(), v["result"]["resultType"].clone()),
+            (json!("sunny"), json!("complete"))
+        );
+        assert!(v["result"].get("ttlMs").is_none());
+        assert_eq!(h.env.kv.map, kv_before, "{store}: no session store touched");
+        assert!(h.redis.commands.is_empty(), "{store}");
+        // The removed methods, and unknown ones: 404, -32601.
+        for method in
+            ["ping", "initialize", "logging/setLevel", "resources/subscribe", "subscriptions/listen", "no/such"]
+        {
+            let (hd, body) = stateless(method, json!({}));
+            let r = h.send(&g, hd, &body, &no_upstream);
+            assert_eq!(
+                (r.status, json_body(&r)["error"]["code"].clone(), json_body(&r)["id"].clone()),
+                (404, json!(-32601), json!(42)),
+                "{method}"
+            );
+        }
+        // A legacy client on the same server is served as before.
+        let sid = h.initialize(&g, "2025-11-25");
+        let ping = h.post(&g, &sid, r#"{"jsonrpc":"2.0","id":1,"method":"ping"}"#, &no_upstream);
+        assert_eq!(json_body(&ping)["result"], json!({}));
+    }
+}
+
+#[test]
+fn stateless_headers_must_match_the_body() {
+    let g = gw();
+    let mut h = Host::new();
+    let (mut hd, body) = stateless("tools/call", json!({"name": "hello", "arguments": {}}));
+    hd.headers.retain(|(k, _)| k != "mcp-name");
+    hd.headers.push(("mcp-name".into(), "weather".into()));
+    let r = h.send(&g, hd, &body, &no_upstream);
+    assert_eq!(
+        (r.status, json_body(&r)["error"]["code"].clone(), json_body(&r)["id"].clone()),
+        (400, json!(-32020), json!(42))
+    );
+    // A stateless version in the header and no _meta: the request's own error.
+    let hd = head("POST", "/mcp-servers/demo", &[("mcp-protocol-version", "2026-07-28"), ("mcp-method", "tools/list")]);
+    let r = h.send(&g, hd, r#"{"jsonrpc":"2.0","id":5,"method":"tools/list"}"#, &no_upstream);
+    assert_eq!((r.status, json_body(&r)["error"]["code"].clone()), (400, json!(jsonrpc::INVALID_PARAMS)));
+    // Batches are gone at 2026-07-28; notifications need no session.
+    let hd = head("POST", "/mcp-servers/demo", &[("mcp-protocol-version", "2026-07-28")]);
+    assert_eq!(h.send(&g, hd.clone(), r#"[{"jsonrpc":"2.0","id":1,"method":"tools/list"}]"#, &no_upstream).status, 400);
+    assert_eq!(
+        h.send(
+            &g,
+            hd,
+            r#"{"jsonrpc":"2.0","method":"notifications/cancelled","params":{"requestId":1}}"#,
+            &no_upstream
+        )
+        .status,
+        202
+    );
+}
+
+#[test]
+fn an_unknown_version_is_refused_with_the_requests_id_and_the_supported_list() {
+    let g = gw();
+    let mut h = Host::new();
+    let sid = h.initialize(&g, "2025-06-18");
+    let hd = head("POST", "/mcp-servers/demo", &[("mcp-session-id", &sid), ("mcp-protocol-version", "2099-01-01")]);
+    let r = h.send(&g, hd, r#"{"jsonrpc":"2.0","id":"x","method":"ping"}"#, &no_upstream);
+    let v = json_body(&r);
+    assert_eq!((r.status, v["id"].clone(), v["error"]["code"].clone()), (400, json!("x"), json!(-32022)));
+    assert_eq!(v["error"]["data"]["requested"], json!("2099-01-01"));
+    assert_eq!(v["error"]["data"]["supported"].as_array().unwrap().len(), 5);
+}
+
+#[test]
+fn a_tool_needing_a_client_capability_refuses_clients_without_it() {
+    let g = Gateway::from_config_str(&CONFIG.replace(
+        "        responseTemplate: {body: \"hello {{ args.who }}\"}",
+        "        responseTemplate: {body: \"hello {{ args.who }}\"}\n        requiredClientCapabilities: {sampling: {}}",
+    ))
+    .unwrap();
+    let mut h = Host::new();
+    let (hd, body) = stateless("tools/call", json!({"name": "hello", "arguments": {}}));
+    let r = h.send(&g, hd, &body, &no_upstream);
+    let v = json_body(&r);
+    assert_eq!((r.status, v["error"]["code"].clone()), (400, json!(-32021)));
+    assert_eq!(v["error"]["data"]["requiredCapabilities"], json!({"sampling": {}}));
+    let (hd, mut body) = stateless("tools/call", json!({"name": "hello", "arguments": {}}));
+    body = body.replace(
+        "\"io.modelcontextprotocol/clientCapabilities\":{}",
+        "\"io.modelcontextprotocol/clientCapabilities\":{\"sampling\":{}}",
+    );
+    assert_eq!(json_body(&h.send(&g, hd, &body, &no_upstream))["result"]["content"][0]["text"], json!("hello world"));
 }
