@@ -231,10 +231,28 @@ def test_round_trip_through_a_registry(image, run_dir, registry):
     (run_dir / "pulled.wasm").write_bytes(wasm)
 
 
+def higress_plugin_config(spec: dict) -> dict:
+    """What Higress passes the plugin for a WasmPlugin: `defaultConfig`, plus each of `matchRules` as a rule
+    of `_rules_` (its `config` with `_match_route_` from `ingress`, `_match_domain_` from `domain`,
+    `_match_service_` from `service`), as Higress's controller builds it."""
+    config = dict(spec.get("defaultConfig") or {})
+    rules = []
+    for rule in spec.get("matchRules") or []:
+        entry = dict(rule.get("config") or {})
+        for field, key in (("ingress", "_match_route_"), ("domain", "_match_domain_"), ("service", "_match_service_")):
+            if rule.get(field):
+                entry[key] = rule[field]
+        rules.append(entry)
+    if rules:
+        config["_rules_"] = rules
+    return config
+
+
 def test_the_shipped_wasmplugin_runs_from_the_pulled_module(run_dir, registry):
-    """deploy/higress/wasmplugin.yaml: its defaultConfig, as Higress passes it (JSON), loaded into the module
-    pulled from the registry, in the test host for Higress's ABI (two workers), with its Redis store on a
-    real redis-server and its upstream cluster on the demo REST API."""
+    """deploy/higress/wasmplugin.yaml, as Higress passes it (JSON, `matchRules` as `_rules_`), loaded into the
+    module pulled from the registry, in the test host for Higress's ABI (two workers): the global config on
+    every route but the Ingress's, the rule's config on that one (Envoy's `route_name`), Redis sessions on a
+    real redis-server, the upstream clusters on the demo REST API."""
     pulled = run_dir / "pulled.wasm"
     if not pulled.exists():
         pytest.fail("test_round_trip_through_a_registry did not pull the module", pytrace=False)
@@ -242,50 +260,68 @@ def test_the_shipped_wasmplugin_runs_from_the_pulled_module(run_dir, registry):
     assert resource["apiVersion"] == "extensions.higress.io/v1alpha1" and resource["kind"] == "WasmPlugin"
     spec = resource["spec"]
     assert spec["url"].startswith("oci://") and spec["url"].endswith(f":{TAG}")
-    config = spec["defaultConfig"]
+    config = higress_plugin_config(spec)
     redis_cluster = config["sessions"]["redis"]["cluster"]
-    [server] = config["servers"]
+    [weather] = config["servers"]
+    [rule] = config["_rules_"]
+    [users] = rule["servers"]
+    [route_name] = rule["_match_route_"]
+    assert rule["sessions"] == config["sessions"], "the rule needs its own sessions: nothing is merged into it"
     thread = HostThread()
     try:
         with RedisServer(run_dir) as redis, harness.DemoUpstream(log_dir=run_dir) as upstream:
+            demo = ("127.0.0.1", upstream.port)
             replica = Replica(
                 pulled,
                 Plugin(json.dumps(config).encode()),
-                clusters={server["upstream"]["cluster"]: ("127.0.0.1", upstream.port), redis_cluster: redis.address},
+                clusters={weather["upstream"]["cluster"]: demo, users["upstream"]["cluster"]: demo, redis_cluster: redis.address},
+                # the Ingress's route: its own host here; every other request takes an unnamed route
+                routes=[("users.example/", route_name, users["upstream"]["cluster"])],
+                route_cluster=weather["upstream"]["cluster"],
                 workers=2,
                 name="wasmplugin",
                 log_path=run_dir / "wasmplugin.log",
             )
             thread.run(replica.start())
             try:
-                url = f"{replica.url}/mcp-servers/{server['name']}"
-                headers = {"Accept": ACCEPT, "Content-Type": "application/json"}
-                init = {
-                    "jsonrpc": "2.0",
-                    "id": 1,
-                    "method": "initialize",
-                    "params": {"protocolVersion": LATEST, "capabilities": {}, "clientInfo": {"name": "t", "version": "0"}},
-                }
-                r = harness.fresh_connection_post(url, init, headers)
-                assert r.status_code == 200, r.text
-                sid = r.headers["mcp-session-id"]
-                assert redis.command("KEYS", "*").strip(), "the session lives in Redis"
-                call = {
-                    "jsonrpc": "2.0",
-                    "id": 2,
-                    "method": "tools/call",
-                    "params": {"name": "get_weather", "arguments": {"city": "Paris"}},
-                }
-                # the other worker (connections go round robin), the same session: it is in Redis
-                r = harness.fresh_connection_post(
-                    url, call, {**headers, "Mcp-Session-Id": sid, "MCP-Protocol-Version": LATEST}
-                )
-                assert r.status_code == 200, r.text
-                result = r.json()["result"]
-                assert not result.get("isError") and '"city":"Paris"' in result["content"][0]["text"].replace(" ", "")
-                assert replica.requests_per_worker == [1, 1]
+                assert "per route (_rules_)" in replica.log_text()
+                assert json.loads(call(replica, "/mcp-servers/weather", "get_weather", {"city": "Paris"}))["city"] == "Paris"
+                # the rule's server is served on its route only, and the global one is not served there
+                user = json.loads(call(replica, "/mcp-servers/users", "get_user", {"id": 1}, host="users.example"))
+                assert user["name"] == "Ada Lovelace"
+                assert initialize(replica, "/mcp-servers/users").status_code == 404
+                assert initialize(replica, "/mcp-servers/weather", host="users.example").status_code == 404
+                assert len(redis.command("KEYS", "*").split()) == 2, "both configurations keep sessions in Redis"
                 assert not replica.crashes, replica.crashes
             finally:
                 thread.run(replica.stop())
     finally:
         thread.close()
+
+
+HEADERS = {"Accept": ACCEPT, "Content-Type": "application/json"}
+
+
+def initialize(replica: Replica, path: str, host: str | None = None) -> httpx.Response:
+    init = {
+        "jsonrpc": "2.0",
+        "id": 1,
+        "method": "initialize",
+        "params": {"protocolVersion": LATEST, "capabilities": {}, "clientInfo": {"name": "t", "version": "0"}},
+    }
+    return harness.fresh_connection_post(f"{replica.url}{path}", init, {**HEADERS, **({"Host": host} if host else {})})
+
+
+def call(replica: Replica, path: str, tool: str, args: dict, host: str | None = None) -> str:
+    """initialize on one worker, tools/call on the other (connections go round robin): the session must be
+    found in Redis. The result's text."""
+    r = initialize(replica, path, host)
+    assert r.status_code == 200, r.text
+    sid = r.headers["mcp-session-id"]
+    body = {"jsonrpc": "2.0", "id": 2, "method": "tools/call", "params": {"name": tool, "arguments": args}}
+    headers = {**HEADERS, "Mcp-Session-Id": sid, "MCP-Protocol-Version": LATEST, **({"Host": host} if host else {})}
+    r = harness.fresh_connection_post(f"{replica.url}{path}", body, headers)
+    assert r.status_code == 200, r.text
+    result = r.json()["result"]
+    assert not result.get("isError"), result
+    return result["content"][0]["text"]

@@ -13,6 +13,7 @@ pub mod mcp;
 #[cfg(feature = "openapi")]
 pub mod openapi;
 pub mod resp;
+pub mod rules;
 pub mod schema;
 pub mod session;
 pub mod template;
