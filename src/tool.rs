@@ -326,12 +326,19 @@ impl Tool {
             Some(_) => return Prepared::Done(error_result("Invalid arguments: `arguments` must be an object")),
         };
         schema::coerce_and_default(self.input.schema(), &mut args);
-        let undeclared = self.input.undeclared(&args);
+        let too_complex =
+            |e: String| Prepared::Done(error_result(&format!("Tool {} cannot check its arguments: {e}", self.name)));
+        let undeclared = match self.input.undeclared(&args) {
+            Ok(names) => names,
+            Err(e) => return too_complex(e),
+        };
         for name in &undeclared {
             args.remove(name);
         }
         let mut args = Value::Object(args);
-        self.input.normalize_integers(&mut args);
+        if let Err(e) = self.input.normalize_integers(&mut args) {
+            return too_complex(e);
+        }
         let mut problems = self.input.validate(&args);
         if !undeclared.is_empty() {
             let accepted = self.input.declared_names();
@@ -1038,6 +1045,17 @@ mod tests {
         assert!(refused(&t, &tpl, &cfg, json!({"k": "v"})).contains("`k`: expected integer"));
         let (t, tpl, cfg) = tool("{name: t, description: d, responseTemplate: {body: hi}}");
         assert!(refused(&t, &tpl, &cfg, json!({"x": 1})).contains("(this tool takes no arguments)"));
+    }
+
+    #[test]
+    fn a_schema_too_complex_to_walk_is_an_error_result() {
+        // `$ref`s in `anyOf` that multiply: without a step budget this call never returned.
+        let (t, tpl, cfg) = tool(
+            "{name: t, description: d, inputSchema: {type: object, properties: {a: {type: integer}}, \
+             anyOf: [{$ref: '#'}, {$ref: '#'}]}, requestTemplate: {url: /x, argsToUrlParam: true}}",
+        );
+        let text = refused(&t, &tpl, &cfg, json!({"a": 1}));
+        assert!(text.starts_with("Tool t cannot check its arguments: arguments: the schema is too complex"), "{text}");
     }
 
     #[test]
