@@ -15,6 +15,8 @@ pub mod openapi;
 pub mod resp;
 pub mod schema;
 pub mod session;
+#[cfg(test)]
+mod strategies;
 pub mod template;
 pub mod tool;
 pub mod transport;

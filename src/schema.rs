@@ -1006,3 +1006,146 @@ mod tests {
         assert!(Validator::new(json!(3)).is_err());
     }
 }
+
+#[cfg(test)]
+mod properties {
+    use super::*;
+    use crate::strategies::{json_number, json_value};
+    use proptest::prelude::*;
+    use std::time::{Duration, Instant};
+
+    const KEYS: &[&str] = &["a", "b", "x-y", "kids"];
+
+    /// Keywords of tool schemas with values of the right type and of wrong ones.
+    fn keyword() -> impl Strategy<Value = (String, Value)> {
+        let any = json_value(KEYS);
+        prop_oneof![
+            prop::sample::select(vec!["string", "number", "integer", "boolean", "array", "object", "null", "float"])
+                .prop_map(|t| ("type".to_string(), json!(t))),
+            Just(("type".to_string(), json!(["integer", "string"]))),
+            prop::sample::select(vec![
+                "minimum",
+                "maximum",
+                "exclusiveMinimum",
+                "exclusiveMaximum",
+                "multipleOf",
+                "minLength",
+                "maxLength",
+                "minItems",
+                "maxItems",
+                "minProperties",
+                "maxProperties"
+            ])
+            .prop_flat_map(|k| prop_oneof![
+                json_number(),
+                Just(json!(true)),
+                Just(json!(0)),
+                Just(json!(-1))
+            ]
+            .prop_map(move |n| (k.to_string(), n))),
+            prop::sample::select(vec!["^[a-z]+$", "(", "a{2,}", "\\d", "^$", "[", "é+"])
+                .prop_map(|p| ("pattern".to_string(), json!(p))),
+            prop::collection::vec(any.clone(), 0..3).prop_map(|e| ("enum".to_string(), Value::Array(e))),
+            any.clone().prop_map(|c| ("const".to_string(), c)),
+            any.clone().prop_map(|d| ("default".to_string(), d)),
+            Just(("required".to_string(), json!(["a"]))),
+            Just(("required".to_string(), json!([1]))),
+            Just(("uniqueItems".to_string(), json!(true))),
+            prop::sample::select(vec![
+                "#",
+                "#/$defs/d",
+                "#/properties/a",
+                "#/nope",
+                "http://x/s.json",
+                "#/$defs/d%20x"
+            ])
+            .prop_map(|r| ("$ref".to_string(), json!(r))),
+            any.prop_map(|x| ("additionalProperties".to_string(), x)),
+        ]
+    }
+
+    /// Small schemas: keywords, nested through properties, items, combinators and conditionals.
+    fn schema() -> impl Strategy<Value = Value> {
+        let leaf = prop_oneof![
+            1 => any::<bool>().prop_map(Value::from),
+            4 => prop::collection::vec(keyword(), 0..4).prop_map(|kv| Value::Object(kv.into_iter().collect())),
+        ];
+        leaf.prop_recursive(3, 24, 4, |inner| {
+            (
+                prop::collection::vec(keyword(), 0..3),
+                prop::sample::select(vec![
+                    "properties",
+                    "patternProperties",
+                    "$defs",
+                    "items",
+                    "prefixItems",
+                    "allOf",
+                    "anyOf",
+                    "oneOf",
+                    "not",
+                    "if",
+                    "then",
+                    "additionalProperties",
+                ]),
+                prop::collection::vec(inner, 1..3),
+            )
+                .prop_map(|(kv, key, subs)| {
+                    let mut s: Map<String, Value> = kv.into_iter().collect();
+                    let nested = match key {
+                        "properties" | "patternProperties" => {
+                            let names = if key == "properties" { ["a", "kids"] } else { ["^x-", "b+"] };
+                            Value::Object(names.iter().map(|n| n.to_string()).zip(subs).collect())
+                        }
+                        "$defs" => json!({"d": subs[0]}),
+                        "prefixItems" | "allOf" | "anyOf" | "oneOf" => Value::Array(subs),
+                        _ => subs[0].clone(),
+                    };
+                    s.insert(key.to_string(), nested);
+                    Value::Object(s)
+                })
+        })
+    }
+
+    /// Two JSON values that are the same numbers and strings in the same shapes (`1.0` and `1` alike).
+    fn same(a: &Value, b: &Value) -> bool {
+        match (a, b) {
+            (Value::Number(x), Value::Number(y)) => x == y || x.as_f64() == y.as_f64(),
+            (Value::Array(x), Value::Array(y)) => x.len() == y.len() && x.iter().zip(y).all(|(x, y)| same(x, y)),
+            (Value::Object(x), Value::Object(y)) => {
+                x.len() == y.len() && x.iter().all(|(k, v)| y.get(k).is_some_and(|w| same(v, w)))
+            }
+            _ => a == b,
+        }
+    }
+
+    proptest! {
+        #![proptest_config(crate::strategies::cases(1000))]
+
+        /// Guards argument coercion and validation (and the checks of upstream answers against an outputSchema)
+        /// against any schema an operator writes and any value a client sends: a schema compiles or is refused;
+        /// a compiled one coerces, normalises, finds undeclared names and validates any value within its step
+        /// budget, never panicking; normalising never changes a number's value, and doing it twice changes
+        /// nothing more.
+        #[test]
+        fn schemas_check_any_value_in_bounded_time(schema in schema(), value in json_value(KEYS)) {
+            let Ok(validator) = Validator::new(schema.clone()) else { return Ok(()) };
+            // A small budget: exponential schemas are common here, and the bound is what is tested.
+            let validator = validator.with_max_steps(5_000);
+            let started = Instant::now();
+            let mut args = value.as_object().cloned().unwrap_or_default();
+            coerce_and_default(validator.schema(), &mut args);
+            let _ = validator.undeclared(&args);
+            let _ = validator.declared_names();
+            let mut normalized = value.clone();
+            if validator.normalize_integers(&mut normalized).is_ok() {
+                prop_assert!(same(&normalized, &value), "normalising changed {} to {}", value, normalized);
+                let mut twice = normalized.clone();
+                prop_assert!(validator.normalize_integers(&mut twice).is_ok());
+                prop_assert_eq!(&twice, &normalized);
+            }
+            let _ = validator.validate(&normalized);
+            let _ = validator.validate(&Value::Object(args));
+            prop_assert!(started.elapsed() < Duration::from_secs(2), "{:?} for {}", started.elapsed(), schema);
+        }
+    }
+}
