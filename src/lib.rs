@@ -16,6 +16,8 @@ pub mod resp;
 pub mod rules;
 pub mod schema;
 pub mod session;
+#[cfg(test)]
+mod strategies;
 pub mod template;
 pub mod tool;
 pub mod transport;

@@ -413,7 +413,7 @@ mod properties {
     }
 
     proptest! {
-        #![proptest_config(ProptestConfig { cases: 400, ..ProptestConfig::default() })]
+        #![proptest_config(crate::strategies::cases(400))]
 
         /// Any body on an established session gets an HTTP answer, never a panic.
         #[test]
