@@ -625,9 +625,12 @@ impl Validator {
             _ if !self.track => {}
             Value::Array(items) => {
                 if let Some(sub) = s.get("unevaluatedItems") {
-                    let indexes: std::collections::HashSet<usize> = seen.indexes.drain(..).collect();
+                    let mut evaluated = vec![false; items.len()];
+                    for i in seen.indexes.drain(..) {
+                        evaluated[i] = true;
+                    }
                     for (i, item) in items.iter().enumerate() {
-                        if i >= seen.items && !indexes.contains(&i) {
+                        if i >= seen.items && !evaluated[i] {
                             self.rest(sub, item, &join(path, &i.to_string()), "item", errors, depth, budget);
                         }
                     }
@@ -636,9 +639,9 @@ impl Validator {
             }
             Value::Object(obj) => {
                 if let Some(sub) = s.get("unevaluatedProperties") {
-                    let props: std::collections::HashSet<&str> = seen.props.drain(..).collect();
+                    let props: Names = seen.props.drain(..).map(|p| (p.to_string(), String::new())).collect();
                     for (key, value) in obj {
-                        if !props.contains(key.as_str()) {
+                        if !props.contains_key(key) {
                             self.rest(sub, value, &join(path, key), self.member(), errors, depth, budget);
                         }
                     }
@@ -750,11 +753,11 @@ impl Validator {
         }
         if s.get("uniqueItems") == Some(&Value::Bool(true)) {
             // Hashing a canonical text is linear (comparing each pair was quadratic); a step per value.
-            let mut texts = std::collections::HashSet::new();
+            let mut texts = Names::new();
             for item in items {
                 let mut text = String::new();
                 canonical(item, &mut text, budget);
-                if !texts.insert(text) {
+                if texts.insert(text, String::new()).is_some() {
                     errors.push(format!("{at}: items must be unique"));
                     break;
                 }
@@ -1020,6 +1023,9 @@ pub(crate) fn resolve_ref<'a>(root: &'a Value, reference: &str) -> Option<&'a Va
     root.pointer(&decoded)
 }
 
+/// Maps of names (`$id`s, texts seen): one map type for all, as each type instantiated costs module size.
+type Names = HashMap<String, String>;
+
 /// The base URI of a schema without an `$id`: relative `$ref`s resolve against it to nothing in the schema.
 const NO_BASE: &str = "https://mcp-gateway.invalid/schema";
 
@@ -1031,12 +1037,12 @@ const UNSUPPORTED: &[&str] = &["$dynamicRef", "$recursiveRef"];
 struct Loader<'a> {
     patterns: HashMap<String, Regex>,
     /// Schema resources (`$id`s, resolved) and anchors (`uri#name`) to the JSON pointer of their schema.
-    ids: HashMap<String, String>,
+    ids: Names,
     /// `$ref`s met: (address of the `$ref` value, base URI, where, the reference).
     pending: Vec<(usize, String, String, &'a str)>,
     /// Schema objects checked, by address, so that a `$ref` into a place the walk did not reach (a
     /// pointer into an unknown keyword) still gets its target checked, once.
-    visited: std::collections::HashSet<usize>,
+    visited: HashMap<usize, String>,
     refs: HashMap<usize, String>,
     track: bool,
     dependencies: bool,
@@ -1072,7 +1078,7 @@ impl<'a> Loader<'a> {
             };
             let target = target.ok_or(format!("{at}/$ref: cannot resolve '{r}'"))?;
             let schema = root.pointer(&target).unwrap_or(&Value::Null);
-            if !l.visited.contains(&(schema as *const Value as usize)) {
+            if !l.visited.contains_key(&(schema as *const Value as usize)) {
                 l.check(schema, &absolute, target.clone(), 0)?;
             }
             l.refs.insert(addr, target);
@@ -1091,7 +1097,7 @@ impl<'a> Loader<'a> {
             Value::Object(o) => o,
             _ => return Err(format!("{at}: a schema must be an object or a boolean")),
         };
-        self.visited.insert(s as *const Value as usize);
+        self.visited.insert(s as *const Value as usize, String::new());
         let mut base = base.to_string();
         if let Some(id) = obj.get("$id") {
             let id = id.as_str().ok_or(format!("{at}/$id: must be a string"))?;
@@ -1239,16 +1245,16 @@ impl<'a> Loader<'a> {
     /// said as not supported.
     fn compile(&mut self, p: &str, at: &str) -> Result<(), String> {
         if !self.patterns.contains_key(p) {
-            const SPACE: &str = "\\t\\n\\x0B\\x0C\\r \\x{A0}\\x{1680}\\x{2000}-\\x{200A}\\x{2028}\\x{2029}\\x{202F}\\x{205F}\\x{3000}\\x{FEFF}";
+            const SPACE: &str = "\\t\\n\\x0B\\x0C\\r \\x{A0}\\x{1680}\\x{2000}-\\x{200A}\\x{2028}\\x{2029}\\x{202F}\\x{205F}\\x{3000}\\x{FEFF}]";
             let mut ecma = String::with_capacity(p.len());
             let mut chars = p.chars();
             while let Some(c) = chars.next() {
                 match (c == '\\').then(|| chars.next()).flatten() {
-                    Some('s') => ecma.push_str(&format!("[{SPACE}]")),
-                    Some('S') => ecma.push_str(&format!("[^{SPACE}]")),
+                    Some('s') => ecma.extend(["[", SPACE]),
+                    Some('S') => ecma.extend(["[^", SPACE]),
                     // A control character: `\cJ` is `\n`.
                     Some('c') => match chars.next() {
-                        Some(l) if l.is_ascii_alphabetic() => ecma.push_str(&format!("\\x{{{:X}}}", l as u32 % 32)),
+                        Some(l) if l.is_ascii_alphabetic() => ecma.push(char::from(l as u8 % 32)),
                         _ => ecma.push_str("\\c"),
                     },
                     Some(next) => ecma.extend([c, next]),
