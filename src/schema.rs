@@ -1,7 +1,7 @@
 //! Tool input schemas: built from `args`, used to coerce and validate `tools/call` arguments.
 //!
 //! The validator enforces every keyword it accepts of draft 2020-12 (and draft-07's spellings), and refuses
-//! at load what it cannot (`$dynamicRef`, references outside the schema): see the README's "JSON Schema" and
+//! at load what it cannot (references outside the schema, `$recursiveRef`): see the README's "JSON Schema" and
 //! `tests/json_schema_suite.rs`, which runs the official test suite. The `jsonschema` crate (0.61.2) measured
 //! 2.37 MB of wasm on its own, more than the whole plugin's budget, so this module implements it with
 //! `regex-lite` for `pattern`.
@@ -35,11 +35,14 @@ struct Budget {
     steps: usize,
     left: std::cell::Cell<usize>,
     overrun: std::cell::Cell<bool>,
+    /// The dynamic scope of a check (`$dynamicRef`): the base URIs of the schema resources entered,
+    /// outermost first. Kept here because the budget already goes wherever a check goes.
+    scope: std::cell::RefCell<Vec<String>>,
 }
 
 impl Budget {
     fn new(steps: usize) -> Budget {
-        Budget { steps, left: steps.into(), overrun: false.into() }
+        Budget { steps, left: steps.into(), overrun: false.into(), scope: Vec::new().into() }
     }
 
     /// Takes one step; false once the steps are spent.
@@ -233,10 +236,15 @@ fn type_matches(t: &str, v: &Value) -> bool {
 pub struct Validator {
     root: Value,
     patterns: HashMap<String, Regex>,
-    /// Each `$ref`, by the address of its value in `root` (which is never changed), to the JSON pointer it
-    /// resolves to: resolved once against the `$id`s in scope, as the same text means different schemas
-    /// under different `$id`s.
+    /// Each `$ref` (and `$dynamicRef`), by the address of its value in `root` (which is never changed), to
+    /// `base#pointer`: the resource it points into and the JSON pointer of its target. Resolved once against
+    /// the `$id`s in scope, as the same text means different schemas under different `$id`s.
     refs: HashMap<usize, String>,
+    /// For `$dynamicRef` only (else empty): `$id`s and anchors as `uri#name` to JSON pointers, the base URI
+    /// of each schema object with an `$id` (by address), and the root's.
+    anchors: Names,
+    bases: HashMap<usize, String>,
+    root_base: String,
     /// Whether the schema uses `unevaluatedProperties`/`unevaluatedItems`: only then are the members each
     /// subschema evaluated collected.
     track: bool,
@@ -256,9 +264,24 @@ impl Validator {
         if !root.is_object() && !root.is_boolean() {
             return Err("a schema must be an object or a boolean".into());
         }
-        let loaded = Loader::load(&root)?;
-        let (patterns, refs, track, dependencies) = (loaded.patterns, loaded.refs, loaded.track, loaded.dependencies);
-        Ok(Validator { root, patterns, refs, track, dependencies, whole: "arguments", max_steps: MAX_STEPS })
+        let mut l = Loader::load(&root)?;
+        // The root's own address changes as it moves into the validator: its base is kept apart.
+        let root_base = l.visited.remove(&(&root as *const Value as usize)).filter(|b| !b.is_empty());
+        let root_base = root_base.unwrap_or_else(|| NO_BASE.into());
+        l.visited.retain(|_, base| !base.is_empty());
+        let (anchors, bases) = if l.dynamic { (l.ids, l.visited) } else { Default::default() };
+        Ok(Validator {
+            root,
+            patterns: l.patterns,
+            refs: l.refs,
+            anchors,
+            bases,
+            root_base,
+            track: l.track,
+            dependencies: l.dependencies,
+            whole: "arguments",
+            max_steps: MAX_STEPS,
+        })
     }
 
     /// The same, for an upstream answer checked against a tool's `outputSchema`.
@@ -286,6 +309,7 @@ impl Validator {
     pub fn validate(&self, instance: &Value) -> Vec<String> {
         let mut errors = Vec::new();
         let budget = self.budget(instance);
+        budget.scope.borrow_mut().push(self.root_base.clone());
         let _ = self.walk(&self.root, instance, "", &mut errors, 0, &budget);
         if budget.exhausted() {
             return vec![self.too_complex(&budget)];
@@ -499,13 +523,54 @@ impl Validator {
 
     /// The schema a schema object's `$ref` points to (resolved at load).
     fn target(&self, s: &Map<String, Value>) -> Option<&Value> {
-        let pointer = self.refs.get(&(s.get("$ref")? as *const Value as usize))?;
-        self.root.pointer(pointer)
+        self.follow(s, "$ref", &Budget::new(0)).map(|(_, target)| target)
+    }
+
+    /// Where a `$ref` or `$dynamicRef` leads, and the resource it enters. A `$dynamicRef` to a
+    /// `$dynamicAnchor` goes to the outermost resource in the dynamic scope with an anchor of that name.
+    fn follow<'s>(&'s self, s: &Map<String, Value>, key: &str, budget: &Budget) -> Option<(&'s str, &'s Value)> {
+        let r = s.get(key)?;
+        let (base, pointer) = self.refs.get(&(r as *const Value as usize))?.split_once('#')?;
+        let mut target = self.root.pointer(pointer)?;
+        let name = r.as_str().and_then(|r| r.split_once('#')).map_or("", |(_, name)| name);
+        let dynamic = |t: &Value| t.get("$dynamicAnchor").and_then(Value::as_str) == Some(name);
+        if key == "$dynamicRef" && dynamic(target) {
+            // A step per resource tried: the scope is as deep as the check.
+            for outer in budget.scope.borrow().iter().take_while(|_| budget.spend()) {
+                let found = self.anchors.get(&format!("{outer}#{name}")).and_then(|p| self.root.pointer(p));
+                if let Some(t) = found.filter(|t| dynamic(t)) {
+                    target = t;
+                    break;
+                }
+            }
+        }
+        Some((base, target))
     }
 
     /// Checks `v` against `schema`, pushing what is wrong; returns what the schema evaluated of `v` (for
     /// `unevaluated*`), which counts only when the schema holds.
     fn walk<'v>(
+        &self,
+        schema: &Value,
+        v: &'v Value,
+        path: &str,
+        errors: &mut Vec<String>,
+        depth: usize,
+        budget: &Budget,
+    ) -> Seen<'v> {
+        // A schema with an `$id` is a resource: it is in the dynamic scope while it is checked.
+        let base = self.bases.get(&(schema as *const Value as usize));
+        if let Some(b) = base {
+            budget.scope.borrow_mut().push(b.clone());
+        }
+        let seen = self.walk_schema(schema, v, path, errors, depth, budget);
+        if base.is_some() {
+            budget.scope.borrow_mut().pop();
+        }
+        seen
+    }
+
+    fn walk_schema<'v>(
         &self,
         schema: &Value,
         v: &'v Value,
@@ -539,9 +604,13 @@ impl Validator {
             _ => return seen,
         };
         let before = errors.len();
-        if let Some(target) = self.target(s) {
-            let found = self.walk(target, v, path, errors, depth + 1, budget);
-            seen.merge(found, budget);
+        for key in ["$ref", "$dynamicRef"] {
+            if let Some((base, target)) = self.follow(s, key, budget) {
+                budget.scope.borrow_mut().push(base.to_string());
+                let found = self.walk(target, v, path, errors, depth + 1, budget);
+                budget.scope.borrow_mut().pop();
+                seen.merge(found, budget);
+            }
         }
         let types = declared_types(schema);
         if !types.is_empty() && !types.iter().any(|t| self.type_matches(t, v)) {
@@ -1032,26 +1101,29 @@ type Names = HashMap<String, String>;
 const NO_BASE: &str = "https://mcp-gateway.invalid/schema";
 
 /// What the validator refuses at load, said with "is not supported" (the README documents each).
-const UNSUPPORTED: &[&str] = &["$dynamicRef", "$recursiveRef"];
+const UNSUPPORTED: &[&str] = &["$recursiveRef"];
 
 /// The configure-time pass over a schema: checks keyword types, compiles patterns, collects `$id`s and
 /// anchors, then resolves every `$ref` against the `$id`s in scope.
-struct Loader<'a> {
+struct Loader {
     patterns: HashMap<String, Regex>,
     /// Schema resources (`$id`s, resolved) and anchors (`uri#name`) to the JSON pointer of their schema.
     ids: Names,
-    /// `$ref`s met: (address of the `$ref` value, base URI, where, the reference).
-    pending: Vec<(usize, String, String, &'a str)>,
+    /// `$ref`s and `$dynamicRef`s met: (address of the value, base URI, where, the reference).
+    pending: Vec<(usize, String, String, String)>,
     /// Schema objects checked, by address, so that a `$ref` into a place the walk did not reach (a
-    /// pointer into an unknown keyword) still gets its target checked, once.
+    /// pointer into an unknown keyword) still gets its target checked, once; to the base URI of those
+    /// with an `$id` (else empty).
     visited: HashMap<usize, String>,
     refs: HashMap<usize, String>,
     track: bool,
     dependencies: bool,
+    /// Whether a `$dynamicRef` is used.
+    dynamic: bool,
 }
 
-impl<'a> Loader<'a> {
-    fn load(root: &'a Value) -> Result<Loader<'a>, String> {
+impl Loader {
+    fn load(root: &Value) -> Result<Loader, String> {
         let mut l = Loader {
             patterns: HashMap::new(),
             ids: HashMap::new(),
@@ -1060,16 +1132,17 @@ impl<'a> Loader<'a> {
             refs: HashMap::new(),
             track: false,
             dependencies: false,
+            dynamic: false,
         };
         l.ids.insert(NO_BASE.into(), String::new());
         l.check(root, NO_BASE, String::new(), 0)?;
         while let Some((addr, base, at, r)) = l.pending.pop() {
-            let (uri, fragment) = r.split_once('#').unwrap_or((r, ""));
+            let (uri, fragment) = r.split_once('#').unwrap_or((&r, ""));
             let absolute = if uri.is_empty() { base.clone() } else { join_uri(&base, uri) };
             let Some(resource) = l.ids.get(&absolute).cloned() else {
                 return Err(format!(
-                    "{at}/$ref: '{r}' is not supported: it is outside the schema (only references within it, to \
-                     `#` pointers, `$id`s and `$anchor`s, are followed)"
+                    "{at}: '{r}' is not supported: it is outside the schema (only references within it, to `#` \
+                     pointers, `$id`s and `$anchor`s, are followed)"
                 ));
             };
             let fragment = percent_encoding::percent_decode_str(fragment).decode_utf8().map_err(|e| e.to_string())?;
@@ -1078,18 +1151,29 @@ impl<'a> Loader<'a> {
             } else {
                 l.ids.get(&format!("{absolute}#{fragment}")).cloned()
             };
-            let target = target.ok_or(format!("{at}/$ref: cannot resolve '{r}'"))?;
+            let target = target.ok_or(format!("{at}: cannot resolve '{r}'"))?;
             let schema = root.pointer(&target).unwrap_or(&Value::Null);
             if !l.visited.contains_key(&(schema as *const Value as usize)) {
                 l.check(schema, &absolute, target.clone(), 0)?;
             }
-            l.refs.insert(addr, target);
+            // The resource entered is the innermost one holding the target, whatever the reference said.
+            let (mut resource, mut up) = (absolute, target.as_str());
+            loop {
+                let schema = root.pointer(up).and_then(|t| l.visited.get(&(t as *const Value as usize)));
+                if let Some(base) = schema.filter(|b| !b.is_empty()) {
+                    resource = base.clone();
+                    break;
+                }
+                let Some(i) = up.rfind('/') else { break };
+                up = &up[..i];
+            }
+            l.refs.insert(addr, format!("{resource}#{target}"));
         }
         Ok(l)
     }
 
     /// Checks one schema object and, through every keyword that holds subschemas, those below it.
-    fn check(&mut self, s: &'a Value, base: &str, pointer: String, depth: usize) -> Result<(), String> {
+    fn check(&mut self, s: &Value, base: &str, pointer: String, depth: usize) -> Result<(), String> {
         let at = format!("#{pointer}");
         if depth > MAX_DEPTH {
             return Err(format!("{at}: schema nesting too deep"));
@@ -1099,7 +1183,8 @@ impl<'a> Loader<'a> {
             Value::Object(o) => o,
             _ => return Err(format!("{at}: a schema must be an object or a boolean")),
         };
-        self.visited.insert(s as *const Value as usize, String::new());
+        let address = s as *const Value as usize;
+        self.visited.insert(address, String::new());
         let mut base = base.to_string();
         if let Some(id) = obj.get("$id") {
             let id = id.as_str().ok_or(format!("{at}/$id: must be a string"))?;
@@ -1111,6 +1196,7 @@ impl<'a> Loader<'a> {
                 _ => {
                     base = join_uri(&base, id.trim_end_matches('#'));
                     self.ids.insert(base.clone(), pointer.clone());
+                    self.visited.insert(address, base.clone());
                 }
             }
         }
@@ -1125,9 +1211,12 @@ impl<'a> Loader<'a> {
                 return Err(format!("{at}/{key}: `{key}` is not supported"));
             }
         }
-        if let Some(r) = obj.get("$ref") {
-            let text = r.as_str().ok_or(format!("{at}/$ref: must be a string"))?;
-            self.pending.push((r as *const Value as usize, base.clone(), at.clone(), text));
+        for key in ["$ref", "$dynamicRef"] {
+            if let Some(r) = obj.get(key) {
+                let text = r.as_str().ok_or(format!("{at}/{key}: must be a string"))?;
+                self.pending.push((r as *const Value as usize, base.clone(), format!("{at}/{key}"), text.into()));
+                self.dynamic |= key == "$dynamicRef";
+            }
         }
         self.track |= obj.contains_key("unevaluatedProperties") || obj.contains_key("unevaluatedItems");
         self.dependencies |=
@@ -1556,6 +1645,21 @@ mod tests {
     }
 
     #[test]
+    fn dynamic_refs_follow_the_dynamic_scope() {
+        // A generic list whose items an extending schema chooses, as the spec's example has it.
+        let s = v(json!({"$id":"https://example.com/strings","$ref":"list","$defs":{
+            "item":{"$dynamicAnchor":"item","type":"string"},
+            "list":{"$id":"list","type":"array","items":{"$dynamicRef":"#item"},
+                "$defs":{"item":{"$dynamicAnchor":"item"}}}}}));
+        assert!(s.validate(&json!(["a", "b"])).is_empty());
+        assert_eq!(s.validate(&json!(["a", 1])), ["`1`: expected string, got integer"]);
+        // Alone, the list takes anything.
+        let list = v(json!({"$id":"https://example.com/list","type":"array","items":{"$dynamicRef":"#item"},
+            "$defs":{"item":{"$dynamicAnchor":"item"}}}));
+        assert!(list.validate(&json!(["a", 1])).is_empty());
+    }
+
+    #[test]
     fn resolves_ids_and_anchors() {
         let s = v(json!({"$id":"https://example.com/root.json","$defs":{
             "a":{"$anchor":"name","type":"string"},
@@ -1574,7 +1678,7 @@ mod tests {
     #[test]
     fn refuses_what_it_does_not_support() {
         for (schema, says) in [
-            (json!({"$dynamicRef": "#meta"}), "`$dynamicRef` is not supported"),
+            (json!({"$recursiveRef": "#"}), "`$recursiveRef` is not supported"),
             (json!({"$ref": "other.json"}), "is not supported: it is outside the schema"),
             (json!({"pattern": "\\p{L}"}), "is not supported"),
             (json!({"minLength": -1}), "minLength: must be a non-negative integer"),
@@ -1649,8 +1753,14 @@ mod properties {
             Just(("uniqueItems".to_string(), json!(true))),
             Just(("dependentRequired".to_string(), json!({"a": ["b"]}))),
             prop::sample::select(vec!["minContains", "maxContains"]).prop_map(|k| (k.to_string(), json!(1))),
+            prop::sample::select(vec!["#d", "#/$defs/d", "x.json#d"])
+                .prop_map(|r| ("$dynamicRef".to_string(), json!(r))),
+            prop::sample::select(vec!["$dynamicAnchor", "$anchor"]).prop_map(|k| (k.to_string(), json!("d"))),
+            prop::sample::select(vec!["https://x.test/s", "sub/", "#d", "x.json"])
+                .prop_map(|i| ("$id".to_string(), json!(i))),
             prop::sample::select(vec![
                 "#",
+                "#d",
                 "#/$defs/d",
                 "#/properties/a",
                 "#/nope",
