@@ -1,9 +1,10 @@
 """mcp-fuzzer (PyPI, pinned in e2e/requirements.txt) against the gateway, for a bounded time.
 
 Its own Envoy (plugin-config/e2e.yaml with every tool of `demo` on one tools/list page, since mcp-fuzzer
-reads only the first) with an access log. mcp-fuzzer runs in tools mode (every tool, realistic and
-aggressive arguments) and in protocol mode (every MCP request type, realistic and aggressive
-messages), with fixed seeds. mcp-fuzzer's `accepted_malformed` (it calls a coerced or ignored argument
+reads only the first, and `routed`, the same tools without clusters: route dispatch, the client's request
+rewritten for Envoy's router) with an access log. mcp-fuzzer runs in tools mode on both servers (every
+tool, realistic and aggressive arguments) and in protocol mode on `demo` (every MCP request type,
+realistic and aggressive messages), with fixed seeds. mcp-fuzzer's `accepted_malformed` (it calls a coerced or ignored argument
 a finding) and `injection_reflection` (the echo tools echo) are not faults here; the test fails on what
 is a gateway fault whatever the input:
 
@@ -18,6 +19,12 @@ is a gateway fault whatever the input:
   - a tool call mcp-fuzzer counts as crashed, anomalous (an answer that is not MCP) or an exception.
 
 E2E_FUZZ_SCALE multiplies the runs (default 1: about a minute) for longer runs.
+
+Known gap (found by this run, not fixed here): under route dispatch, an answer larger than Envoy's buffer
+(`big_answer`, `endless_answer`) reaches the client as Envoy's own 500 (`response_payload_too_large`), and
+a timeout in the middle of an answer as Envoy's 504 (`response_timeout`), instead of error results as with
+`dispatch: call`. Those tools are left out of `routed` here; test_routed_answers_beyond_the_buffer_are_tool_errors
+reproduces it (strict xfail: it fails once fixed, to drop the mark and the exclusion).
 """
 
 from __future__ import annotations
@@ -37,9 +44,12 @@ from harness import RawMcp, crash_lines
 pytestmark = pytest.mark.hostile
 
 SERVER = "demo"
+ROUTED = "routed"
 SCALE = max(1, int(os.environ.get("E2E_FUZZ_SCALE", "1")))
 # Runs per tool and phase, and per protocol request type and phase.
-TOOL_RUNS = 8 * SCALE
+TOOL_RUNS = 6 * SCALE
+# Tools of `routed` that hit the known gap above.
+ROUTED_GAP = ("big_answer", "big_answer_quoted", "endless_answer")
 PROTOCOL_RUNS = 12 * SCALE
 # mcp-fuzzer's timeout for one request (it gives up, and the access log shows status 0).
 REQUEST_TIMEOUT_S = 15
@@ -82,6 +92,14 @@ def fuzz_gw(e2e_config):
     access_log = run_dir / "access-fuzz.log"
     cfg = copy.deepcopy(e2e_config)
     cfg["toolsPageSize"] = 100
+    demo = next(s for s in cfg["servers"] if s["name"] == SERVER)
+    routed = copy.deepcopy(demo)
+    routed["name"] = ROUTED
+    routed["tools"] = [t for t in routed["tools"] if t["name"] not in ROUTED_GAP]
+    for block in [routed, *routed["tools"]]:
+        if "upstream" in block:
+            block["upstream"] = {k: v for k, v in block["upstream"].items() if k not in ("cluster", "authority")}
+    cfg["servers"].append(routed)
     try:
         g = harness.start_gateway(cfg, tag="fuzz", run_dir=run_dir, envoy_base=_envoy_with_access_log(access_log))
     except harness.HarnessError as exc:
@@ -100,12 +118,12 @@ def _fuzzer_version() -> str:
     return (out.stdout + out.stderr).strip()
 
 
-def _run_fuzzer(gw, name: str, args: list[str], deadline_s: float) -> dict:
-    """One mcp-fuzzer run against `demo`; returns its run_summary.json. Fails if it outlives its deadline."""
+def _run_fuzzer(gw, name: str, args: list[str], deadline_s: float, server: str = SERVER) -> dict:
+    """One mcp-fuzzer run against `server`; returns its run_summary.json. Fails if it outlives its deadline."""
     out_dir = gw.run_dir / f"mcp-fuzzer-{name}"
     cmd = [
         str(FUZZER), *args,
-        "--protocol", "streamablehttp", "--endpoint", gw.mcp_url(SERVER),
+        "--protocol", "streamablehttp", "--endpoint", gw.mcp_url(server),
         "--timeout", str(REQUEST_TIMEOUT_S), "--tool-timeout", str(REQUEST_TIMEOUT_S),
         "--seed", str(SEED), "--no-network", "--allow-host", "127.0.0.1",
         "--output-dir", str(out_dir), "--fs-root", str(out_dir / "fs"), "--log-level", "WARNING",
@@ -160,6 +178,9 @@ def test_mcp_fuzzer_finds_no_5xx_hang_or_vm_failure(fuzz_gw):
     summaries = {
         "tools": _run_fuzzer(gw, "tools", ["--mode", "tools", "--phase", "both", "--runs", str(TOOL_RUNS)],
                              deadline_s=120 * SCALE),
+        "tools-routed": _run_fuzzer(gw, "tools-routed",
+                                    ["--mode", "tools", "--phase", "both", "--runs", str(TOOL_RUNS)],
+                                    deadline_s=120 * SCALE, server=ROUTED),
         "protocol-realistic": _run_fuzzer(
             gw, "protocol-realistic",
             ["--mode", "protocol", "--protocol-phase", "realistic", "--runs-per-type", str(PROTOCOL_RUNS)],
@@ -173,19 +194,20 @@ def test_mcp_fuzzer_finds_no_5xx_hang_or_vm_failure(fuzz_gw):
     # Envoy writes its access log once a second.
     time.sleep(2)
     entries = _access_entries(gw.extra["access_log"])
-    tools = summaries["tools"]["tool_discovery"]["tool_count"]
-    expected_tools = len(next(s for s in gw.plugin_config["servers"] if s["name"] == SERVER)["tools"])
+    tools = [summaries[k]["tool_discovery"]["tool_count"] for k in ("tools", "tools-routed")]
+    expected = [len(next(s for s in gw.plugin_config["servers"] if s["name"] == n)["tools"]) for n in (SERVER, ROUTED)]
     print(f"\n[fuzz] {version}: {len(entries)} requests in {elapsed:.0f} s, {tools} tools, "
           f"statuses {sorted({e['status'] for e in entries})}")
-    assert tools == expected_tools, f"mcp-fuzzer found {tools} tools of {expected_tools}"
+    assert tools == expected, f"mcp-fuzzer found {tools} tools of {expected}"
     assert len(entries) > 500, f"only {len(entries)} requests reached Envoy"
     lines = crash_lines(gw.envoy.log_text())
     assert not lines, "plugin failures in the Envoy log:\n" + "\n".join(lines[:40])
     # mcp-fuzzer's own signs of a broken server (a failed call, an answer that is not MCP); its
     # `accepted_malformed` and `injection_reflection` (the echo tools echo) are not faults here.
     broken = {
-        f"{tool}: {kind}": n
-        for tool, result in summaries["tools"]["tools"]["by_name"].items()
+        f"{run} {tool}: {kind}": n
+        for run in ("tools", "tools-routed")
+        for tool, result in summaries[run]["tools"]["by_name"].items()
         for kind, n in result["outcomes"].items()
         if kind in ("crashed", "anomaly", "exceptions") and n
     }
@@ -194,3 +216,23 @@ def test_mcp_fuzzer_finds_no_5xx_hang_or_vm_failure(fuzz_gw):
     assert not faults, f"{len(faults)} requests with a 5xx, no answer or over {HANG_MS} ms " \
                        f"(access log {gw.extra['access_log']}):\n" + "\n".join(faults[:40])
     _still_serving(gw)
+
+
+@pytest.mark.xfail(strict=True, reason="route dispatch: Envoy's own 500/504 reach the client (see the module docstring)")
+def test_routed_answers_beyond_the_buffer_are_tool_errors(e2e_config):
+    """`big_answer` of 64 MiB and an `endless_answer` through the route are error results, as with dispatch: call."""
+    cfg = copy.deepcopy(e2e_config)
+    demo = next(s for s in cfg["servers"] if s["name"] == SERVER)
+    routed = {"name": ROUTED, "upstream": {"timeoutMs": 2000},
+              "tools": [t for t in demo["tools"] if t["name"] in ROUTED_GAP]}
+    for t in routed["tools"]:
+        t.pop("upstream", None)
+    cfg["servers"] = [routed]
+    with harness.gateway(cfg, tag="fuzz-gap") as g, RawMcp(g.base_url, g.prefix, timeout=15) as raw:
+        sid, _ = raw.initialize(ROUTED)
+        statuses = []
+        for name, args in (("big_answer", {"bytes": 64 << 20}), ("endless_answer", {"delay_ms": 100})):
+            r = raw.post(ROUTED, {"jsonrpc": "2.0", "id": 1, "method": "tools/call",
+                                  "params": {"name": name, "arguments": args}}, session=sid)
+            statuses.append((name, r.status_code))
+        assert statuses == [("big_answer", 200), ("endless_answer", 200)], statuses
