@@ -4,29 +4,39 @@
 //! suggested, others accepted). The answer to a completion request is computed from those lists, already in
 //! memory; nothing is fetched.
 
-use serde::{Deserialize, Serialize};
+use crate::fields::{FieldError, Fields};
 use serde_json::{json, Value};
 
 /// At most this many values go into one completion result (MCP's limit).
 pub const MAX_VALUES: usize = 100;
 
 /// One argument as the config writes it.
-#[derive(Debug, Clone, Default, Deserialize, Serialize)]
-#[serde(rename_all = "camelCase", deny_unknown_fields)]
+#[derive(Debug, Clone, Default)]
 pub struct ArgumentConfig {
     pub name: String,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub title: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub description: Option<String>,
-    #[serde(default)]
     pub required: bool,
-    /// The only values accepted; also what completion offers.
-    #[serde(default, rename = "enum", skip_serializing_if = "Option::is_none")]
+    /// The only values accepted (`enum`); also what completion offers.
     pub enum_values: Option<Vec<String>>,
     /// Values completion offers; others are accepted.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub completions: Option<Vec<String>>,
+}
+
+impl ArgumentConfig {
+    pub fn read(v: &Value, at: &str) -> Result<ArgumentConfig, FieldError> {
+        let mut f = Fields::of(v, at)?;
+        let a = ArgumentConfig {
+            name: f.required_string("name")?,
+            title: f.string("title")?,
+            description: f.string("description")?,
+            required: f.boolean("required")?,
+            enum_values: f.strings("enum")?,
+            completions: f.strings("completions")?,
+        };
+        f.finish()?;
+        Ok(a)
+    }
 }
 
 /// A compiled argument.
@@ -112,7 +122,7 @@ mod tests {
     use super::*;
 
     fn arg(json: Value) -> Result<Argument, (String, String)> {
-        Argument::compile(&serde_json::from_value(json).unwrap(), "arguments[0]")
+        Argument::compile(&ArgumentConfig::read(&json, "arguments[0]").unwrap(), "arguments[0]")
     }
 
     #[test]
@@ -140,9 +150,11 @@ mod tests {
     #[test]
     fn bad_arguments_are_located() {
         assert_eq!(arg(json!({"name": " "})).unwrap_err().0, "arguments[0].name");
+        let e = ArgumentConfig::read(&json!({"name": "a", "enums": ["x"]}), "arguments[2]").unwrap_err();
+        assert_eq!(e.0, "arguments[2].enums");
         assert_eq!(arg(json!({"name": "a", "enum": []})).unwrap_err().0, "arguments[0].enum");
         assert_eq!(arg(json!({"name": "a", "enum": ["x"], "completions": ["y"]})).unwrap_err().0, "arguments[0]");
-        let dup: Vec<ArgumentConfig> = serde_json::from_value(json!([{"name": "a"}, {"name": "a"}])).unwrap();
+        let dup = [json!({"name": "a"}), json!({"name": "a"})].map(|v| ArgumentConfig::read(&v, "").unwrap());
         assert_eq!(compile_all(&dup).unwrap_err().0, "arguments[1].name");
         let e = find(&[], "x", "prompt 'p'").unwrap_err();
         assert!(e.contains("has no argument 'x' (it has: none)"), "{e}");

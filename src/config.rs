@@ -779,21 +779,24 @@ fn parse_server(mut value: Value, index: usize) -> Result<ServerConfig, ConfigEr
         }
         server.tools.push(tool);
     }
-    server.prompts = parse_entries(prompts, "prompts", "prompt", "name", &label)?;
-    server.resources = parse_entries(resources, "resources", "resource", "uri", &label)?;
+    server.prompts = parse_entries(prompts, "prompts", "prompt", "name", &label, crate::prompt::PromptConfig::read)?;
+    let resource = |v: &Value| crate::resource::ResourceConfig::read(v, false);
+    server.resources = parse_entries(resources, "resources", "resource", "uri", &label, resource)?;
+    let template = |v: &Value| crate::resource::ResourceConfig::read(v, true);
     server.resource_templates =
-        parse_entries(resource_templates, "resourceTemplates", "resource template", "uriTemplate", &label)?;
+        parse_entries(resource_templates, "resourceTemplates", "resource template", "uriTemplate", &label, template)?;
     Ok(server)
 }
 
 /// Parses a server's `prompts`, `resources` or `resourceTemplates`, each error located by the entry's
 /// name (or position), and refuses two entries with the same `key`.
-fn parse_entries<T: serde::de::DeserializeOwned>(
+fn parse_entries<T>(
     value: Option<Value>,
     field: &str,
     kind: &str,
     key: &str,
     server: &str,
+    read: fn(&Value) -> Result<T, crate::fields::FieldError>,
 ) -> Result<Vec<T>, ConfigError> {
     let items = match value {
         None | Some(Value::Null) => return Ok(Vec::new()),
@@ -809,8 +812,7 @@ fn parse_entries<T: serde::de::DeserializeOwned>(
                 .in_server(server)
                 .in_entry(kind, &label));
         }
-        let parsed = serde_json::from_value(item)
-            .map_err(|e| field_error(&format!("({kind})"), e).in_server(server).in_entry(kind, &label))?;
+        let parsed = read(&item).map_err(|(f, m)| ConfigError::new(f, m).in_server(server).in_entry(kind, &label))?;
         seen.push(label);
         out.push(parsed);
     }

@@ -5,6 +5,7 @@
 //! (binary data that is not base64, a block without its uri), so a broken block is an error that says
 //! which one, never a block the client cannot read.
 
+use crate::fields::{FieldError, Fields};
 use crate::icon::{self, Icon};
 use crate::template::{TemplateId, Templates};
 use serde::{Deserialize, Serialize};
@@ -13,8 +14,8 @@ use serde_json::{json, Map, Value};
 /// One content block as the config writes it; every string is a template. One flat struct for the five
 /// types (rather than a tagged enum) keeps the config reader small in the wasm module; [`Content::compile`]
 /// checks which fields each type takes.
-#[derive(Debug, Clone, Default, Deserialize, Serialize)]
-#[serde(rename_all = "camelCase", deny_unknown_fields)]
+#[derive(Debug, Clone, Default, Serialize)]
+#[serde(rename_all = "camelCase")]
 pub struct ContentConfig {
     #[serde(rename = "type")]
     pub kind: ContentKind,
@@ -45,7 +46,7 @@ pub struct ContentConfig {
 }
 
 /// The content block types of MCP.
-#[derive(Debug, Clone, Copy, Default, Deserialize, Serialize, PartialEq)]
+#[derive(Debug, Clone, Copy, Default, Serialize, PartialEq)]
 #[serde(rename_all = "snake_case")]
 pub enum ContentKind {
     #[default]
@@ -59,6 +60,9 @@ pub enum ContentKind {
 }
 
 impl ContentKind {
+    const ALL: [ContentKind; 5] =
+        [ContentKind::Text, ContentKind::Image, ContentKind::Audio, ContentKind::ResourceLink, ContentKind::Resource];
+
     fn name(self) -> &'static str {
         match self {
             ContentKind::Text => "text",
@@ -71,9 +75,41 @@ impl ContentKind {
 }
 
 impl ContentConfig {
+    /// Reads one block from the config.
+    pub fn read(v: &Value, at: &str) -> Result<ContentConfig, FieldError> {
+        let mut f = Fields::of(v, at)?;
+        let kind = f.required_string("type")?;
+        let Some(kind) = ContentKind::ALL.into_iter().find(|k| k.name() == kind) else {
+            return Err((f.path("type"), format!("'{kind}' must be text, image, audio, resource_link or resource")));
+        };
+        let c = ContentConfig {
+            kind,
+            text: f.string("text")?,
+            data: f.string("data")?,
+            blob: f.string("blob")?,
+            mime_type: f.string("mimeType")?,
+            uri: f.string("uri")?,
+            name: f.string("name")?,
+            title: f.string("title")?,
+            description: f.string("description")?,
+            size: f.unsigned("size")?,
+            icons: f.list("icons", Icon::read)?,
+            annotations: f.object("annotations")?,
+        };
+        f.finish()?;
+        Ok(c)
+    }
+
     /// A text block.
     pub fn text(text: &str) -> ContentConfig {
         ContentConfig { text: Some(text.to_string()), ..ContentConfig::default() }
+    }
+}
+
+impl<'de> Deserialize<'de> for ContentConfig {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let v = Value::deserialize(d)?;
+        ContentConfig::read(&v, "content").map_err(|(f, m)| serde::de::Error::custom(format!("{f}: {m}")))
     }
 }
 
@@ -182,7 +218,7 @@ impl Content {
             fixed.insert("size".into(), json!(size));
         }
         if !cfg.icons.is_empty() {
-            fixed.insert("icons".into(), json!(cfg.icons));
+            fixed.insert("icons".into(), icon::to_json(&cfg.icons));
         }
         let annotations = &cfg.annotations;
         if let Some(a) = annotations {
@@ -231,7 +267,11 @@ pub fn compile_all(
     templates: &mut Templates,
     compile: &mut Compile<'_>,
 ) -> Result<Vec<Content>, (String, String)> {
-    blocks.iter().enumerate().map(|(i, b)| Content::compile(b, &format!("{field}[{i}]"), templates, compile)).collect()
+    let mut out = Vec::with_capacity(blocks.len());
+    for (i, b) in blocks.iter().enumerate() {
+        out.push(Content::compile(b, &format!("{field}[{i}]"), templates, compile)?);
+    }
+    Ok(out)
 }
 
 /// Standard base64 with padding, as MCP's `data` and `blob` are: checked without decoding.
@@ -248,7 +288,9 @@ mod tests {
     use minijinja::context;
 
     fn compile(yaml: &str) -> (Vec<Content>, Templates) {
-        let blocks: Vec<ContentConfig> = serde_json::from_value(crate::config::parse_document(yaml).unwrap()).unwrap();
+        let doc = crate::config::parse_document(yaml).unwrap();
+        let blocks: Vec<ContentConfig> =
+            doc.as_array().unwrap().iter().map(|b| ContentConfig::read(b, "content").unwrap()).collect();
         let mut t = Templates::new();
         let mut c = |t: &mut Templates, name: &str, src: &str| t.add(name, src, crate::template::Escape::None);
         (compile_all(&blocks, "content", &mut t, &mut c).unwrap(), t)
@@ -294,12 +336,14 @@ mod tests {
             (json!({"type": "image", "data": "AA=="}), "messages[0].content[0].mimeType"),
             (json!({"type": "text", "text": "a", "size": 1}), "messages[0].content[0].size"),
         ] {
-            let bad: Vec<ContentConfig> = serde_json::from_value(json!([block])).unwrap();
+            let bad = vec![ContentConfig::read(&block, "c").unwrap()];
             let e = compile_all(&bad, "messages[0].content", &mut t, &mut c).unwrap_err();
             assert_eq!(e.0, field, "{e:?}");
         }
-        assert!(serde_json::from_value::<ContentConfig>(json!({"type": "video", "data": "x"})).is_err());
-        assert!(serde_json::from_value::<ContentConfig>(json!({"type": "text", "text": "x", "txt": 1})).is_err());
+        assert_eq!(ContentConfig::read(&json!({"type": "video"}), "c").unwrap_err().0, "c.type");
+        assert_eq!(ContentConfig::read(&json!({"type": "text", "text": "x", "txt": 1}), "c").unwrap_err().0, "c.txt");
+        let through_serde: Result<ContentConfig, _> = serde_json::from_value(json!({"type": "text", "txt": 1}));
+        assert!(through_serde.unwrap_err().to_string().contains("content.txt"));
         assert!(is_base64("iVBORw0KGgo=") && !is_base64("abc") && !is_base64("ab=c"));
     }
 }

@@ -152,7 +152,7 @@ impl Gateway {
                 }
             }
             if !s.icons.is_empty() {
-                info["icons"] = serde_json::json!(s.icons);
+                info["icons"] = crate::icon::to_json(&s.icons);
             }
             let mut server = Server {
                 name: s.name,

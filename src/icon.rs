@@ -3,11 +3,13 @@
 //! Checked at load, so that a client never receives an icon it must refuse: `src` is an http(s) URL or a
 //! `data:` URI, `theme` is `light` or `dark`.
 
+use crate::fields::{FieldError, Fields};
 use serde::{Deserialize, Serialize};
+use serde_json::Value;
 
 /// One icon, as the config gives it and as `*/list` results carry it.
-#[derive(Debug, Clone, Default, Deserialize, Serialize, PartialEq)]
-#[serde(rename_all = "camelCase", deny_unknown_fields)]
+#[derive(Debug, Clone, Default, Serialize, PartialEq)]
+#[serde(rename_all = "camelCase")]
 pub struct Icon {
     pub src: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -17,6 +19,49 @@ pub struct Icon {
     pub sizes: Vec<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub theme: Option<String>,
+}
+
+impl Icon {
+    /// The icon as results carry it (built by hand: a `Serialize` derive would cost the module more).
+    pub fn to_json(&self) -> Value {
+        let mut o = serde_json::Map::new();
+        o.insert("src".into(), Value::String(self.src.clone()));
+        if let Some(m) = &self.mime_type {
+            o.insert("mimeType".into(), Value::String(m.clone()));
+        }
+        if !self.sizes.is_empty() {
+            o.insert("sizes".into(), Value::Array(self.sizes.iter().cloned().map(Value::String).collect()));
+        }
+        if let Some(t) = &self.theme {
+            o.insert("theme".into(), Value::String(t.clone()));
+        }
+        Value::Object(o)
+    }
+
+    /// Reads one icon from the config.
+    pub fn read(v: &Value, at: &str) -> Result<Icon, FieldError> {
+        let mut f = Fields::of(v, at)?;
+        let icon = Icon {
+            src: f.required_string("src")?,
+            mime_type: f.string("mimeType")?,
+            sizes: f.strings("sizes")?.unwrap_or_default(),
+            theme: f.string("theme")?,
+        };
+        f.finish()?;
+        Ok(icon)
+    }
+}
+
+impl<'de> Deserialize<'de> for Icon {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let v = Value::deserialize(d)?;
+        Icon::read(&v, "icon").map_err(|(f, m)| serde::de::Error::custom(format!("{f}: {m}")))
+    }
+}
+
+/// A list of icons as results carry it.
+pub fn to_json(icons: &[Icon]) -> Value {
+    Value::Array(icons.iter().map(Icon::to_json).collect())
 }
 
 /// Checks a list of icons; the error names the offending one by index (`icons[1].theme`).

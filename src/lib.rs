@@ -9,6 +9,7 @@ pub mod content;
 pub mod credential;
 pub mod driver;
 pub mod encoding;
+pub mod fields;
 pub mod gateway;
 pub mod icon;
 pub mod jsonrpc;

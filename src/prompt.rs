@@ -6,45 +6,79 @@
 
 use crate::completion::{self, Argument, ArgumentConfig};
 use crate::content::{Content, ContentConfig};
+use crate::fields::{FieldError, Fields};
 use crate::icon::{self, Icon};
 use crate::jsonrpc::RpcError;
 use crate::template::Templates;
 use minijinja::{context, value::Value as MjValue};
-use serde::{Deserialize, Serialize};
 use serde_json::{json, Map, Value};
 
 /// One prompt as the config writes it.
-#[derive(Debug, Clone, Default, Deserialize, Serialize)]
-#[serde(rename_all = "camelCase", deny_unknown_fields)]
+#[derive(Debug, Clone, Default)]
 pub struct PromptConfig {
     pub name: String,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub title: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub description: Option<String>,
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub icons: Vec<Icon>,
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub arguments: Vec<ArgumentConfig>,
     pub messages: Vec<MessageConfig>,
 }
 
+impl PromptConfig {
+    pub fn read(v: &Value) -> Result<PromptConfig, FieldError> {
+        let mut f = Fields::of(v, "")?;
+        let p = PromptConfig {
+            name: f.required_string("name")?,
+            title: f.string("title")?,
+            description: f.string("description")?,
+            icons: f.list("icons", Icon::read)?,
+            arguments: f.list("arguments", ArgumentConfig::read)?,
+            messages: f.list("messages", MessageConfig::read)?,
+        };
+        f.finish()?;
+        Ok(p)
+    }
+}
+
 /// A message: its role, and `text` (a template) or one content block.
-#[derive(Debug, Clone, Deserialize, Serialize)]
-#[serde(rename_all = "camelCase", deny_unknown_fields)]
+#[derive(Debug, Clone)]
 pub struct MessageConfig {
     pub role: Role,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub text: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub content: Option<ContentConfig>,
 }
 
-#[derive(Debug, Clone, Copy, Deserialize, Serialize, PartialEq)]
-#[serde(rename_all = "lowercase")]
+impl MessageConfig {
+    fn read(v: &Value, at: &str) -> Result<MessageConfig, FieldError> {
+        let mut f = Fields::of(v, at)?;
+        let role = match f.required_string("role")?.as_str() {
+            "user" => Role::User,
+            "assistant" => Role::Assistant,
+            other => return Err((f.path("role"), format!("'{other}' must be user or assistant"))),
+        };
+        let text = f.string("text")?;
+        let content = match f.value("content") {
+            Some(c) => Some(ContentConfig::read(c, &f.path("content"))?),
+            None => None,
+        };
+        f.finish()?;
+        Ok(MessageConfig { role, text, content })
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq)]
 pub enum Role {
     User,
     Assistant,
+}
+
+impl Role {
+    fn name(self) -> &'static str {
+        match self {
+            Role::User => "user",
+            Role::Assistant => "assistant",
+        }
+    }
 }
 
 /// A compiled prompt.
@@ -82,13 +116,17 @@ impl Prompt {
         let mut messages = Vec::with_capacity(cfg.messages.len());
         for (i, m) in cfg.messages.iter().enumerate() {
             let field = format!("messages[{i}]");
+            let text_block;
             let block = match (&m.text, &m.content) {
-                (Some(text), None) => ContentConfig::text(text),
-                (None, Some(c)) => c.clone(),
+                (Some(text), None) => {
+                    text_block = ContentConfig::text(text);
+                    &text_block
+                }
+                (None, Some(c)) => c,
                 _ => return Err((field, "give the message either text or content".into())),
             };
             let field = if m.text.is_some() { field } else { format!("{field}.content") };
-            messages.push((m.role, Content::compile(&block, &field, templates, &mut compile)?));
+            messages.push((m.role, Content::compile(block, &field, templates, &mut compile)?));
         }
         // A text message compiled as a block reports `messages[0].text` for its template: the field it came from.
         let mut listing = Map::new();
@@ -119,7 +157,7 @@ impl Prompt {
             listing.insert("arguments".into(), Value::Array(args));
         }
         if !cfg.icons.is_empty() {
-            listing.insert("icons".into(), json!(cfg.icons));
+            listing.insert("icons".into(), icon::to_json(&cfg.icons));
         }
         Ok(Prompt {
             name: cfg.name.clone(),
@@ -168,7 +206,7 @@ impl Prompt {
             let content = block.render(templates, &ctx).map_err(|e| {
                 RpcError::new(crate::jsonrpc::INTERNAL_ERROR, format!("prompt {} message {i}: {e}", self.name))
             })?;
-            messages.push(json!({"role": role, "content": content}));
+            messages.push(json!({"role": role.name(), "content": content}));
         }
         let mut result = json!({ "messages": messages });
         if let Some(d) = &self.description {
@@ -183,7 +221,7 @@ mod tests {
     use super::*;
 
     fn prompt(yaml: &str) -> Result<(Prompt, Templates, MjValue), (String, String)> {
-        let cfg: PromptConfig = serde_json::from_value(crate::config::parse_document(yaml).unwrap()).unwrap();
+        let cfg = PromptConfig::read(&crate::config::parse_document(yaml).unwrap())?;
         let config = crate::gateway::safe_config(json!({"team": "ops"}).as_object().unwrap());
         let mut t = Templates::new();
         let p = Prompt::compile(&cfg, "s", &mut t, &config)?;

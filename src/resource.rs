@@ -8,6 +8,7 @@
 
 use crate::completion::{self, Argument, ArgumentConfig};
 use crate::config::{RequestTemplate, ResponseTemplate, ServerConfig, ToolConfig, UpstreamConfig};
+use crate::fields::{FieldError, Fields};
 use crate::icon::{self, Icon};
 use crate::jsonrpc::{RpcError, INTERNAL_ERROR};
 use crate::template::{TemplateId, Templates};
@@ -16,49 +17,64 @@ use crate::upstream::{UpstreamRequest, UpstreamResult};
 use base64::Engine;
 use minijinja::{context, value::Value as MjValue};
 use regex_lite::Regex;
-use serde::{Deserialize, Serialize};
 use serde_json::{json, Map, Value};
 
 /// What resources and resource templates share in the config: how they are shown and where their contents
 /// come from (exactly one of `text`, `blob`, `requestTemplate`).
-#[derive(Debug, Clone, Default, Deserialize, Serialize)]
-#[serde(rename_all = "camelCase", deny_unknown_fields)]
+#[derive(Debug, Clone, Default)]
 pub struct ResourceConfig {
-    /// A resource's URI (`resources`), or an RFC 6570 template such as `users://{id}` (`resourceTemplates`,
-    /// written `uriTemplate`).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    /// A resource's URI (`resources`).
     pub uri: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    /// An RFC 6570 template such as `users://{id}` (`resourceTemplates`).
     pub uri_template: Option<String>,
     pub name: String,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub title: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub description: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub mime_type: Option<String>,
     /// Size in bytes, when known (resources only).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub size: Option<u64>,
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub icons: Vec<Icon>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub annotations: Option<Map<String, Value>>,
     /// Completion values for the template's variables (resource templates only).
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub arguments: Vec<ArgumentConfig>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub text: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub blob: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub request_template: Option<RequestTemplate>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub response_template: Option<ResponseTemplate>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error_response_template: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub upstream: Option<UpstreamConfig>,
+}
+
+impl ResourceConfig {
+    /// Reads a resource (`template` false) or a resource template.
+    pub fn read(v: &Value, template: bool) -> Result<ResourceConfig, FieldError> {
+        let mut f = Fields::of(v, "")?;
+        let (uri, uri_template) = if template {
+            (None, Some(f.required_string("uriTemplate")?))
+        } else {
+            (Some(f.required_string("uri")?), None)
+        };
+        let r = ResourceConfig {
+            uri,
+            uri_template,
+            name: f.required_string("name")?,
+            title: f.string("title")?,
+            description: f.string("description")?,
+            mime_type: f.string("mimeType")?,
+            size: if template { None } else { f.unsigned("size")? },
+            icons: f.list("icons", Icon::read)?,
+            annotations: f.object("annotations")?,
+            arguments: if template { f.list("arguments", ArgumentConfig::read)? } else { Vec::new() },
+            text: f.string("text")?,
+            blob: f.string("blob")?,
+            request_template: f.typed("requestTemplate")?,
+            response_template: f.typed("responseTemplate")?,
+            error_response_template: f.string("errorResponseTemplate")?,
+            upstream: f.typed("upstream")?,
+        };
+        f.finish()?;
+        Ok(r)
+    }
 }
 
 /// Where a resource's contents come from.
@@ -189,7 +205,7 @@ impl Resource {
             listing.insert("size".into(), json!(s));
         }
         if !cfg.icons.is_empty() {
-            listing.insert("icons".into(), json!(cfg.icons));
+            listing.insert("icons".into(), icon::to_json(&cfg.icons));
         }
         if let Some(a) = &cfg.annotations {
             listing.insert("annotations".into(), Value::Object(a.clone()));
@@ -396,7 +412,7 @@ mod tests {
 
     fn compile(yaml: &str, template: bool) -> Result<(Resource, Templates, MjValue), (String, String)> {
         let doc = crate::config::parse_document(&format!("r: {yaml}")).unwrap();
-        let cfg: ResourceConfig = serde_json::from_value(doc["r"].clone()).unwrap();
+        let cfg = ResourceConfig::read(&doc["r"], template)?;
         let server: ServerConfig =
             serde_json::from_value(json!({"name": "s", "upstream": {"cluster": "api"}, "config": {"k": "v"}})).unwrap();
         let config = crate::gateway::safe_config(&server.config);
@@ -468,6 +484,12 @@ mod tests {
         assert_eq!(field("{uriTemplate: 'a://{?q}', name: a, text: x}", true), "uriTemplate");
         assert_eq!(field("{uriTemplate: 'a://x', name: a, text: x}", true), "uriTemplate");
         assert_eq!(field("{uri: 'a://x', name: a, text: x}", true), "uriTemplate");
+        assert_eq!(field("{uri: 'a://x', name: a, text: x, size: -1}", false), "size");
+        assert_eq!(field("{uri: 'a://x', name: a, text: x, arguments: []}", false), "arguments");
+        assert_eq!(
+            field("{uri: 'a://x', name: a, requestTemplate: {url: /x, bogus: 1}}", false),
+            "requestTemplate.bogus"
+        );
         assert_eq!(
             field("{uriTemplate: 'a://{id}', name: a, text: x, arguments: [{name: x}]}", true),
             "arguments[0].name"

@@ -144,11 +144,13 @@ impl Templates {
                 (t, _) => known.contains(&t),
             };
             if !ok {
-                unknown.push(format!("`{var}`"));
+                // In order, so that the message is the same on every load.
+                let var = format!("`{var}`");
+                let at = unknown.binary_search(&var).unwrap_or_else(|i| i);
+                unknown.insert(at, var);
             }
         }
         if !unknown.is_empty() {
-            unknown.sort();
             let args = if args.is_empty() { "none".to_string() } else { args.join(", ") };
             return Err(format!(
                 "reads {}, which it will never have (it sees: {}; arguments: {args})",

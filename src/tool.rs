@@ -345,7 +345,7 @@ impl Tool {
             listing.insert("annotations".into(), Value::Object(a.clone()));
         }
         if !self.icons.is_empty() {
-            listing.insert("icons".into(), json!(self.icons));
+            listing.insert("icons".into(), icon::to_json(&self.icons));
         }
         Value::Object(listing)
     }
@@ -652,16 +652,14 @@ impl Tool {
         let blocks = if self.content.is_empty() {
             None
         } else {
-            let rendered: Result<Vec<Value>, String> = self
-                .content
-                .iter()
-                .enumerate()
-                .map(|(i, c)| c.render(templates, &ctx).map_err(|e| format!("content block {i}: {e}")))
-                .collect();
-            match rendered {
-                Ok(b) => Some(b),
-                Err(e) => return error_result(&format!("The response template failed: {e}")),
+            let mut blocks = Vec::with_capacity(self.content.len());
+            for (i, c) in self.content.iter().enumerate() {
+                match c.render(templates, &ctx) {
+                    Ok(b) => blocks.push(b),
+                    Err(e) => return error_result(&format!("The response template failed: content block {i}: {e}")),
+                }
             }
+            Some(blocks)
         };
         let rendered = if blocks.is_some() {
             Ok(String::new())
