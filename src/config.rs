@@ -918,7 +918,7 @@ mod properties {
     use serde_json::json;
 
     proptest! {
-        #![proptest_config(ProptestConfig { cases: 300, ..ProptestConfig::default() })]
+        #![proptest_config(crate::strategies::cases(300))]
 
         /// Arbitrary text is either a config or an error, never a panic.
         #[test]

@@ -1,9 +1,10 @@
 //! The compiled plugin: every server and tool validated, every template compiled, every listing precomputed,
 //! so the request path only looks things up.
 
-use crate::config::{ConfigError, PluginConfig};
+use crate::config::{parse_document, ConfigError, PluginConfig};
 use crate::prompt::Prompt;
 use crate::resource::Resource;
+use crate::rules::Rules;
 use crate::session::SessionStore;
 use crate::template::Templates;
 use crate::tool::Tool;
@@ -97,6 +98,12 @@ impl Gateway {
     /// Parses, validates and compiles a configuration string.
     pub fn from_config_str(text: &str) -> Result<Gateway, ConfigError> {
         Self::compile(PluginConfig::parse(text)?)
+    }
+
+    /// The same for a configuration that may carry Higress's per-route `_rules_` (what a `WasmPlugin`'s
+    /// `matchRules` become): one gateway per rule, and one for the global keys if there are any.
+    pub fn rules_from_config_str(text: &str) -> Result<Rules<Gateway>, ConfigError> {
+        Rules::parse(parse_document(text)?, |doc| Self::compile(PluginConfig::from_value(doc)?))
     }
 
     /// Compiles a parsed configuration.

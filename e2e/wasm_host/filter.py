@@ -98,6 +98,9 @@ class Stream:
         self.vm = vm
         self.head = head
         self.request_headers = request_headers(head)
+        # The route Envoy's router chose for this request (it is chosen before the filters run).
+        pseudo = dict(self.request_headers)
+        self.route_name, self.route_cluster = replica.route_for(pseudo.get(b":authority", b""), pseudo.get(b":path", b"/"))
         self.request_headers_visible = False  # request_headers_ is set
         self.chunk = bytearray()  # the data of the running decodeData (request_body_buffer_)
         self.request_body_visible = False
@@ -255,7 +258,7 @@ class Stream:
 
     async def _route(self) -> Response | None:
         """The router: the request as the filter left it, to the route's cluster; None is a reset."""
-        address = self.replica.clusters.get(self.replica.route_cluster or "")
+        address = self.replica.clusters.get(self.route_cluster or "")
         if address is None:
             return local_reply(404, [], b"")  # no route
         pseudo = {k: v for k, v in self.request_headers if k.startswith(b":")}

@@ -13,6 +13,7 @@ mod shared_data;
 
 use crate::driver::{Driver, Host, Progress};
 use crate::gateway::Gateway;
+use crate::rules::{RequestFacts, Rules};
 use crate::session::{Env, KeyValue};
 use crate::transport::{self, HttpResponse, RequestHead, Route};
 use crate::upstream::{UpstreamRequest, UpstreamResult};
@@ -30,7 +31,7 @@ const TICK: Duration = Duration::from_secs(1);
 
 proxy_wasm::main! {{
     proxy_wasm::set_log_level(LogLevel::Info);
-    proxy_wasm::set_root_context(|_| -> Box<dyn RootContext> { Box::new(Root { gateway: None }) });
+    proxy_wasm::set_root_context(|_| -> Box<dyn RootContext> { Box::new(Root { rules: None }) });
 }}
 
 /// Announces Higress's own ABI version. Higress turns a pause on request headers into "stop everything" (the
@@ -199,8 +200,11 @@ impl Host for Calls<'_> {
     }
 }
 
+/// The gateways of this plugin instance: one, or one per Higress rule (`_rules_`) plus the global one.
+type Gateways = Rc<Rules<Rc<Gateway>>>;
+
 struct Root {
-    gateway: Option<Rc<Gateway>>,
+    rules: Option<Gateways>,
 }
 
 impl Context for Root {}
@@ -210,39 +214,44 @@ impl RootContext for Root {
         let bytes =
             hostcalls::get_buffer(BufferType::PluginConfiguration, 0, usize::MAX).ok().flatten().unwrap_or_default();
         let text = String::from_utf8_lossy(&bytes);
-        let gw = match Gateway::from_config_str(&text) {
-            Ok(gw) => gw,
+        let rules = match Gateway::rules_from_config_str(&text) {
+            Ok(rules) => rules,
             Err(e) => {
                 log(LogLevel::Error, &format!("mcp-gateway: {e}"));
                 return false;
             }
         };
-        if let Err(why) = connect_store(&gw) {
-            log(LogLevel::Error, &format!("mcp-gateway: invalid plugin config: field 'sessions.store': {why}"));
-            return false;
+        for gw in rules.all() {
+            if let Err(why) = connect_store(gw) {
+                log(LogLevel::Error, &format!("mcp-gateway: invalid plugin config: field 'sessions.store': {why}"));
+                return false;
+            }
         }
-        gw.sessions.prepare(&mut SharedData);
-        for notice in &gw.notices {
-            log(LogLevel::Warn, &format!("mcp-gateway: {notice}"));
+        let scope = if rules.has_rules() { "per route (_rules_): " } else { "" };
+        for gw in rules.all() {
+            gw.sessions.prepare(&mut SharedData);
+            for notice in &gw.notices {
+                log(LogLevel::Warn, &format!("mcp-gateway: {notice}"));
+            }
+            let tools: usize = gw.servers.iter().map(|s| s.tools.len()).sum();
+            log(
+                LogLevel::Info,
+                &format!(
+                    "mcp-gateway: {scope}serving {} server(s), {tools} tool(s) under {}, sessions: {}",
+                    gw.servers.len(),
+                    gw.prefix,
+                    gw.sessions.kind()
+                ),
+            );
         }
-        let tools: usize = gw.servers.iter().map(|s| s.tools.len()).sum();
-        log(
-            LogLevel::Info,
-            &format!(
-                "mcp-gateway: serving {} server(s), {tools} tool(s) under {}, sessions: {}",
-                gw.servers.len(),
-                gw.prefix,
-                gw.sessions.kind()
-            ),
-        );
-        self.gateway = Some(Rc::new(gw));
+        self.rules = Some(Rc::new(rules.map(Rc::new)));
         let _ = hostcalls::set_tick_period(TICK);
         true
     }
 
     fn on_tick(&mut self) {
         let now = now_ms();
-        if let Some(gw) = &self.gateway {
+        for gw in self.rules.iter().flat_map(|rules| rules.all()) {
             let removed = gw.sessions.sweep(&mut SharedData, now);
             if removed > 0 {
                 log(LogLevel::Debug, &format!("mcp-gateway: swept {removed} expired session entries"));
@@ -255,7 +264,7 @@ impl RootContext for Root {
     }
 
     fn create_http_context(&self, context_id: u32) -> Option<Box<dyn HttpContext>> {
-        Some(Box::new(Http { id: context_id, gateway: self.gateway.clone() }))
+        Some(Box::new(Http { id: context_id, rules: self.rules.clone() }))
     }
 
     fn get_type(&self) -> Option<ContextType> {
@@ -285,7 +294,38 @@ fn connect_store(gw: &Gateway) -> Result<(), String> {
 
 struct Http {
     id: u32,
-    gateway: Option<Rc<Gateway>>,
+    rules: Option<Gateways>,
+}
+
+impl Http {
+    /// The gateway for this request: the only one, or the one its route, host or service selects (Higress's
+    /// rule matching: `:authority`, and the name and cluster of the route Envoy chose).
+    fn gateway(&self) -> Option<Rc<Gateway>> {
+        let rules = self.rules.as_ref()?;
+        if !rules.has_rules() {
+            return rules.select(&RequestFacts::default()).cloned();
+        }
+        let text = |bytes: Option<Vec<u8>>| String::from_utf8_lossy(&bytes.unwrap_or_default()).into_owned();
+        let authority = text(hostcalls::get_map_value_bytes(MapType::HttpRequestHeaders, ":authority").ok().flatten());
+        // Higress's Envoy answers `route_name`/`cluster_name` while the request headers are decoded; vanilla
+        // Envoy only under `xds.` (its older top-level names are empty until the router has run).
+        let property = |name: &str| {
+            let found = hostcalls::get_property(vec![name]).ok().flatten().filter(|v| !v.is_empty());
+            text(found.or_else(|| hostcalls::get_property(vec!["xds", name]).ok().flatten()))
+        };
+        let route_name = property("route_name");
+        let cluster_name = property("cluster_name");
+        let facts = RequestFacts { authority: &authority, route_name: &route_name, cluster_name: &cluster_name };
+        let chosen = rules.select(&facts).cloned();
+        log(
+            LogLevel::Debug,
+            &format!(
+                "mcp-gateway: route '{route_name}', host '{authority}', cluster '{cluster_name}': {}",
+                if chosen.is_some() { "configuration selected" } else { "no configuration, passed through" }
+            ),
+        );
+        chosen
+    }
 }
 
 impl Context for Http {
@@ -325,7 +365,7 @@ impl Context for Http {
 
 impl HttpContext for Http {
     fn on_http_request_headers(&mut self, _num_headers: usize, end_of_stream: bool) -> Action {
-        let Some(gw) = self.gateway.clone() else {
+        let Some(gw) = self.gateway() else {
             return Action::Continue;
         };
         let path = hostcalls::get_map_value_bytes(MapType::HttpRequestHeaders, ":path")
