@@ -85,16 +85,19 @@ impl<'a> Fields<'a> {
         key: &'static str,
         read: fn(&Value, &str) -> Result<T, FieldError>,
     ) -> Result<Vec<T>, FieldError> {
+        let (items, at) = self.items(key)?;
+        let mut out = Vec::with_capacity(items.len());
+        for (i, v) in items.iter().enumerate() {
+            out.push(read(v, &item_path(&at, i))?);
+        }
+        Ok(out)
+    }
+
+    /// A list field's items and its path (the part of [`Fields::list`] that does not depend on `T`).
+    fn items(&mut self, key: &'static str) -> Result<(&'a [Value], String), FieldError> {
         match self.value(key) {
-            None => Ok(Vec::new()),
-            Some(Value::Array(items)) => {
-                let at = self.path(key);
-                let mut out = Vec::with_capacity(items.len());
-                for (i, v) in items.iter().enumerate() {
-                    out.push(read(v, &format!("{at}[{i}]"))?);
-                }
-                Ok(out)
-            }
+            None => Ok((&[], String::new())),
+            Some(Value::Array(items)) => Ok((items.as_slice(), self.path(key))),
             Some(_) => Err((self.path(key), "must be a list".into())),
         }
     }
@@ -133,6 +136,11 @@ impl<'a> Fields<'a> {
             Some(k) => Err((self.path(k), format!("unknown field `{k}`, expected one of {}", self.taken.join(", ")))),
         }
     }
+}
+
+#[inline(never)]
+fn item_path(at: &str, i: usize) -> String {
+    format!("{at}[{i}]")
 }
 
 #[cfg(test)]

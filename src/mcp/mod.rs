@@ -158,25 +158,25 @@ pub fn handle(gw: &Gateway, server: &Server, msg: Message, revision: Revision) -
         "server/discover" if revision.is_stateless() => done(id, discover_result(server)),
         "tools/list" => answer(
             id,
-            page(gw, "tools", server.tools.len(), p.get("cursor"), |r| {
+            page(gw, "tools", server.tools.len(), p.get("cursor"), &|r| {
                 server.tools[r].iter().map(Tool::listing).collect()
             }),
         ),
         "prompts/list" => answer(
             id,
-            page(gw, "prompts", server.prompts.len(), p.get("cursor"), |r| {
+            page(gw, "prompts", server.prompts.len(), p.get("cursor"), &|r| {
                 server.prompts[r].iter().map(|p| p.listing.clone()).collect()
             }),
         ),
         "resources/list" => answer(
             id,
-            page(gw, "resources", server.resources.len(), p.get("cursor"), |r| {
+            page(gw, "resources", server.resources.len(), p.get("cursor"), &|r| {
                 server.resources[r].iter().map(|r| r.listing.clone()).collect()
             }),
         ),
         "resources/templates/list" => answer(
             id,
-            page(gw, "resourceTemplates", server.resource_templates.len(), p.get("cursor"), |r| {
+            page(gw, "resourceTemplates", server.resource_templates.len(), p.get("cursor"), &|r| {
                 server.resource_templates[r].iter().map(|r| r.listing.clone()).collect()
             }),
         ),
@@ -327,7 +327,7 @@ fn page(
     kind: &str,
     total: usize,
     cursor: Option<&Value>,
-    items: impl Fn(std::ops::Range<usize>) -> Vec<Value>,
+    items: &dyn Fn(std::ops::Range<usize>) -> Vec<Value>,
 ) -> Result<Value, RpcError> {
     let start = match cursor {
         None | Some(Value::Null) => 0,
