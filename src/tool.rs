@@ -79,8 +79,8 @@ pub struct Tool {
     error_body: Option<TemplateId>,
     /// Content blocks rendered from the answer (`responseTemplate.content`), instead of one text.
     content: Vec<Content>,
-    /// A content template reads `bodyBase64`, so the answer's bytes are encoded for it.
-    content_reads_base64: bool,
+    /// A response template reads `bodyBase64`, so the answer's bytes are encoded for it.
+    reads_base64: bool,
     /// The response templates read the parsed answer (so an unparseable JSON answer cannot render).
     result_reads_answer: bool,
     error_reads_answer: bool,
@@ -305,7 +305,11 @@ impl Tool {
             }
             None => Vec::new(),
         };
-        let content_reads_base64 = content.iter().any(|c| c.templates().any(|t| templates.reads(t, "bodyBase64")));
+        let reads_base64 = [&response_body, &prepend, &append]
+            .into_iter()
+            .flatten()
+            .chain(content.iter().flat_map(Content::templates))
+            .any(|t| templates.reads(t, "bodyBase64"));
         let reads = |t: &Option<TemplateId>| t.as_ref().is_some_and(|t| templates.reads_answer(t));
         let result_reads_answer = reads(&response_body)
             || reads(&prepend)
@@ -329,7 +333,7 @@ impl Tool {
             append,
             error_body,
             content,
-            content_reads_base64,
+            reads_base64,
             result_reads_answer,
             error_reads_answer,
         })
@@ -617,7 +621,7 @@ impl Tool {
             let kind = media.trim_end_matches('/');
             return json!({"content": [{"type": kind, "data": data, "mimeType": mime}], "isError": false});
         }
-        let body_base64 = if ok && self.content_reads_base64 {
+        let body_base64 = if ok && self.reads_base64 {
             base64::engine::general_purpose::STANDARD.encode(&body)
         } else {
             String::new()
@@ -1009,6 +1013,50 @@ mod tests {
         assert_eq!((r["isError"].clone(), r["content"][0]["text"].clone()), (json!(true), json!("failed 503 down")));
         let r = t.finish(&tpl, &cfg, &args, UpstreamResult::Failed("timeout".into()));
         assert_eq!(r["isError"], json!(true));
+    }
+
+    #[test]
+    fn content_blocks_audio_and_the_answer_in_base64() {
+        let png = || UpstreamResult::Response {
+            status: 200,
+            headers: vec![("content-type".into(), "image/png".into())],
+            body: vec![137, 80, 78, 71],
+        };
+        let (t, tpl, cfg) = tool(
+            "{name: t, description: d, icons: [{src: 'https://x/i.png'}], requestTemplate: {url: /i}, responseTemplate: {content: [\
+             {type: text, text: 'got {{ headers[\"content-type\"] }}'}, {type: image, data: '{{ bodyBase64 }}', mimeType: image/png}, \
+             {type: resource_link, uri: 'x://{{ status }}', name: n}]}}",
+        );
+        assert_eq!(t.listing()["icons"], json!([{"src": "https://x/i.png"}]));
+        let r = t.finish(&tpl, &cfg, &json!({}), png());
+        assert_eq!(r["content"][0], json!({"type": "text", "text": "got image/png"}));
+        assert_eq!(r["content"][1], json!({"type": "image", "data": "iVBORw==", "mimeType": "image/png"}));
+        assert_eq!(r["content"][2], json!({"type": "resource_link", "uri": "x://200", "name": "n"}));
+        let (t, tpl, cfg) = tool(
+            "{name: t, description: d, requestTemplate: {url: /i}, responseTemplate: {body: 'b64={{ bodyBase64 }}'}}",
+        );
+        assert_eq!(t.finish(&tpl, &cfg, &json!({}), png())["content"][0]["type"], json!("image"), "an image stays one");
+        let text = UpstreamResult::Response { status: 200, headers: vec![], body: b"hi".to_vec() };
+        assert_eq!(t.finish(&tpl, &cfg, &json!({}), text)["content"][0]["text"], json!("b64=aGk="));
+        let (t, tpl, cfg) = tool("{name: t, description: d, requestTemplate: {url: /a}}");
+        let wav = UpstreamResult::Response {
+            status: 200,
+            headers: vec![("Content-Type".into(), "audio/wav; rate=8000".into())],
+            body: vec![1, 2, 3],
+        };
+        assert_eq!(
+            t.finish(&tpl, &cfg, &json!({}), wav)["content"][0],
+            json!({"type": "audio", "data": "AQID", "mimeType": "audio/wav"})
+        );
+        let (t, tpl, cfg) = tool(
+            "{name: t, description: d, responseTemplate: {content: [{type: image, data: '{{ args.x }}', mimeType: image/png}]}, args: [{name: x}]}",
+        );
+        let Prepared::Done(r) = t.prepare(&tpl, &cfg, Some(&json!({"x": "%%"}))) else { panic!() };
+        assert_eq!(r["isError"], json!(true));
+        assert!(r["content"][0]["text"].as_str().unwrap().contains("content block 0: `data` is not base64"), "{r}");
+        let doc = "servers:\n- name: s\n  tools:\n  - {name: t, description: d, responseTemplate: {body: a, content: [{type: text, text: b}]}}\n";
+        let e = crate::gateway::Gateway::from_config_str(doc).unwrap_err();
+        assert_eq!(e.field, "responseTemplate.content");
     }
 
     #[test]
