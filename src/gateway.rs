@@ -161,6 +161,14 @@ impl Gateway {
             if !s.icons.is_empty() {
                 info["icons"] = crate::icon::to_json(&s.icons);
             }
+            let routed = tools.iter().filter(|t| t.dispatch() == Some(crate::upstream::Dispatch::Route)).count();
+            if routed > 0 {
+                notices.push(format!(
+                    "server '{}': {routed} tool(s) have no upstream.cluster and are sent through the request's own \
+                     route (upstream.dispatch: route): their paths must match an Envoy route to their upstream",
+                    s.name
+                ));
+            }
             let mut server = Server {
                 name: s.name,
                 version,
@@ -300,10 +308,16 @@ mod tests {
         .unwrap();
         assert!(g.server("a").unwrap().tool("t").is_some());
         let e = Gateway::from_config_str(
-            "servers:\n- name: a\n  tools:\n  - {name: t, description: d, requestTemplate: {url: /x}}\n",
+            "servers:\n- name: a\n  upstream: {dispatch: call}\n  tools:\n  - {name: t, description: d, requestTemplate: {url: /x}}\n",
         )
         .unwrap_err();
         assert_eq!((e.server.as_deref(), e.tool.as_deref(), e.field.as_str()), (Some("a"), Some("t"), "upstream"));
+        // Without a cluster, the tool is sent through the request's route, and the operator is told.
+        let g = Gateway::from_config_str(
+            "servers:\n- name: a\n  tools:\n  - {name: t, description: d, requestTemplate: {url: /x}}\n",
+        )
+        .unwrap();
+        assert!(g.notices.iter().any(|n| n.contains("upstream.dispatch: route")), "{:?}", g.notices);
         let e = Gateway::from_config_str(
             "servers:\n- name: a\n  tools:\n  - {name: t, description: d, responseTemplate: {body: '{{ x'}}\n",
         )

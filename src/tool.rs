@@ -339,6 +339,11 @@ impl Tool {
         })
     }
 
+    /// How the tool's request is sent; `None` for a tool that answers from its template alone.
+    pub fn dispatch(&self) -> Option<crate::upstream::Dispatch> {
+        self.request.as_ref().map(|plan| plan.target.dispatch)
+    }
+
     /// The tool as `tools/list` shows it.
     pub fn listing(&self) -> Value {
         let mut listing = Map::new();
@@ -586,6 +591,7 @@ impl Tool {
             }
         }
         Ok(UpstreamRequest {
+            dispatch: plan.target.dispatch,
             cluster: plan.target.cluster.clone(),
             method: plan.method.clone(),
             authority: plan.target.authority.clone(),

@@ -7,8 +7,10 @@
 //! export the SDK does not know (`proxy_on_redis_call_response`, Higress only) and from the root context's
 //! tick (watchdogs), and all three must reach the same driver.
 
+mod abi;
 #[cfg(feature = "higress")]
 mod redis;
+mod route;
 mod shared_data;
 
 use crate::driver::{Driver, Host, Progress};
@@ -114,9 +116,14 @@ fn with_driver(id: u32, foreign: bool, f: impl FnOnce(&Gateway, &mut Driver, &mu
             return;
         }
         let gw = entry.gateway.clone();
-        let mut calls = Calls { gw: &gw, context_id: id, shared: SharedData };
+        let mut calls = Calls { gw: &gw, context_id: id, foreign, shared: SharedData };
         let before = entry.driver.calls_in_flight();
         let progress = f(&gw, &mut entry.driver, &mut calls);
+        if let Some((server, tool)) = entry.driver.take_called() {
+            // For access logs, as Higress's plugin sets them: %FILTER_STATE(wasm.mcp_tool_name:PLAIN)%.
+            let _ = abi::set_property("mcp_server_name", &server);
+            let _ = abi::set_property("mcp_tool_name", &tool);
+        }
         let after = entry.driver.calls_in_flight();
         IN_FLIGHT.with(|n| n.set((n.get() + after).saturating_sub(before)));
         if progress == Progress::Done {
@@ -130,6 +137,8 @@ struct Calls<'g> {
     #[cfg_attr(not(feature = "higress"), allow(dead_code))]
     gw: &'g Gateway,
     context_id: u32,
+    /// The call comes from outside the context's own callbacks (a Redis reply, the tick).
+    foreign: bool,
     shared: SharedData,
 }
 
@@ -175,6 +184,10 @@ impl Host for Calls<'_> {
         Ok(token)
     }
 
+    fn forward(&mut self, r: &UpstreamRequest) -> Result<u32, String> {
+        route::forward(self.context_id, self.foreign, r)
+    }
+
     fn calls_in_flight(&self) -> usize {
         IN_FLIGHT.with(Cell::get)
     }
@@ -190,9 +203,14 @@ impl Host for Calls<'_> {
     }
 
     fn respond(&mut self, r: HttpResponse) {
+        if route::respond_in_place(self.context_id, &r) {
+            return;
+        }
         let headers: Vec<(&str, &str)> = r.headers.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
-        let body = if r.body.is_empty() { None } else { Some(r.body.as_slice()) };
-        let _ = hostcalls::send_http_response(r.status as u32, headers, body);
+        // Refused when a reply was already sent: nothing more to do, and never a reason to panic.
+        if let Err(refused) = abi::send_response(r.status, &headers, &r.body) {
+            log(LogLevel::Debug, &format!("mcp-gateway: the local reply was refused ({refused:?})"));
+        }
     }
 
     fn warn(&mut self, message: &str) {
@@ -335,6 +353,7 @@ impl Context for Http {
             IN_FLIGHT.with(|n| n.set(n.get().saturating_sub(gone.driver.calls_in_flight())));
         }
         SENT.with(|sent| sent.borrow_mut().remove(&self.id));
+        route::forget(self.id);
         #[cfg(feature = "higress")]
         redis::forget_context(self.id);
         true
@@ -383,7 +402,7 @@ impl HttpContext for Http {
         match transport::route(&gw, &head) {
             Route::PassThrough => Action::Continue,
             Route::Respond(r) => {
-                Calls { gw: &gw, context_id: self.id, shared: SharedData }.respond(r);
+                Calls { gw: &gw, context_id: self.id, foreign: false, shared: SharedData }.respond(r);
                 Action::Pause
             }
             Route::Accept(ex) => {
@@ -391,6 +410,9 @@ impl HttpContext for Http {
                 LIVE.with(|live| live.borrow_mut().insert(self.id, Live { gateway: gw, driver }));
                 if end_of_stream {
                     with_driver(self.id, false, |gw, driver, calls| driver.on_body(gw, calls, &[]));
+                    if route::take_go_on(self.id) {
+                        return Action::Continue;
+                    }
                 }
                 // Pause so the router never sees an MCP request. Envoy honours this (and still delivers the
                 // body) only with allow_on_headers_stop_iteration; the driver's watchdog answers requests
@@ -420,6 +442,39 @@ impl HttpContext for Http {
                 hostcalls::get_buffer(BufferType::HttpRequestBody, 0, body_size).ok().flatten().unwrap_or_default();
             driver.on_body(gw, calls, &body)
         });
+        if route::take_go_on(self.id) {
+            return Action::Continue; // the request, rewritten into a tool's request, goes to the router
+        }
         Action::Pause
+    }
+
+    fn on_http_response_headers(&mut self, _num_headers: usize, end_of_stream: bool) -> Action {
+        if !route::is_forwarded(self.id) {
+            return Action::Continue;
+        }
+        match route::on_headers(self.id, end_of_stream) {
+            Some((token, Some(outcome))) => {
+                with_driver(self.id, false, |gw, driver, calls| driver.on_upstream(gw, calls, token, outcome));
+                Action::Continue
+            }
+            // Hold the headers until the body is in: the answer becomes the JSON-RPC response.
+            Some((_, None)) => Action::Pause,
+            None => Action::Continue,
+        }
+    }
+
+    fn on_http_response_body(&mut self, body_size: usize, end_of_stream: bool) -> Action {
+        if !route::is_forwarded(self.id) {
+            return Action::Continue;
+        }
+        if !end_of_stream {
+            return Action::Pause; // buffered by Envoy until the end
+        }
+        let oversized =
+            LIVE.with(|live| live.borrow().get(&self.id).and_then(|l| l.gateway.oversized_answer(body_size)));
+        if let Some((token, outcome)) = route::on_body_end(self.id, body_size, oversized) {
+            with_driver(self.id, false, |gw, driver, calls| driver.on_upstream(gw, calls, token, outcome));
+        }
+        Action::Continue
     }
 }
