@@ -12,18 +12,27 @@ use std::fmt;
 pub struct ConfigError {
     pub server: Option<String>,
     pub tool: Option<String>,
+    /// A prompt, resource or resource template, as `prompt 'name'`.
+    pub entry: Option<String>,
     pub field: String,
     pub message: String,
 }
 
 impl ConfigError {
     pub fn new(field: impl Into<String>, message: impl Into<String>) -> Self {
-        ConfigError { server: None, tool: None, field: field.into(), message: message.into() }
+        ConfigError { server: None, tool: None, entry: None, field: field.into(), message: message.into() }
     }
 
     /// Attaches the server the error belongs to.
     pub fn in_server(mut self, server: &str) -> Self {
         self.server.get_or_insert_with(|| server.to_string());
+        self
+    }
+
+    /// Attaches the prompt or resource the error belongs to: `kind` is `prompt`, `resource` or
+    /// `resource template`.
+    pub fn in_entry(mut self, kind: &str, name: &str) -> Self {
+        self.entry.get_or_insert_with(|| format!("{kind} '{name}'"));
         self
     }
 
@@ -42,6 +51,9 @@ impl fmt::Display for ConfigError {
         }
         if let Some(t) = &self.tool {
             write!(f, " tool '{t}'")?;
+        }
+        if let Some(e) = &self.entry {
+            write!(f, " {e}")?;
         }
         write!(f, " field '{}': {}", self.field, self.message)
     }
@@ -304,6 +316,11 @@ pub struct ServerConfig {
     pub title: Option<String>,
     #[serde(default)]
     pub instructions: Option<String>,
+    /// What the server does, in its `serverInfo` (`Implementation.description`).
+    #[serde(default)]
+    pub description: Option<String>,
+    #[serde(default)]
+    pub icons: Vec<crate::icon::Icon>,
     /// Free-form values visible to templates as `config` (API keys, base paths).
     #[serde(default)]
     pub config: Map<String, Value>,
@@ -314,6 +331,12 @@ pub struct ServerConfig {
     pub security_schemes: Vec<SecurityScheme>,
     #[serde(skip)]
     pub tools: Vec<ToolConfig>,
+    #[serde(skip)]
+    pub prompts: Vec<crate::prompt::PromptConfig>,
+    #[serde(skip)]
+    pub resources: Vec<crate::resource::ResourceConfig>,
+    #[serde(skip)]
+    pub resource_templates: Vec<crate::resource::ResourceConfig>,
     /// Operations an `openapi` import skipped, with the reason, for the host to log.
     #[serde(skip)]
     pub import_notices: Vec<String>,
@@ -382,6 +405,8 @@ pub struct ToolConfig {
     pub output_schema: Option<Value>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub annotations: Option<Map<String, Value>>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub icons: Vec<crate::icon::Icon>,
     /// Client capabilities the tool needs (`{sampling: {}}`): a stateless client that does not declare them
     /// gets -32021 instead of a call that cannot work.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -534,6 +559,9 @@ pub struct ResponseTemplate {
     pub prepend_body: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub append_body: Option<String>,
+    /// Content blocks (text, image, audio, resource links, embedded resources) instead of one text.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub content: Option<Vec<crate::content::ContentConfig>>,
 }
 
 /// Parses a configuration string: JSON always, YAML when built with the `yaml` feature.
@@ -715,8 +743,14 @@ impl PluginConfig {
 
 fn parse_server(mut value: Value, index: usize) -> Result<ServerConfig, ConfigError> {
     let label = value.get("name").and_then(Value::as_str).map(str::to_string).unwrap_or_else(|| format!("#{index}"));
-    let (tools, openapi) = match value.as_object_mut() {
-        Some(obj) => (obj.remove("tools"), obj.remove("openapi")),
+    let (tools, openapi, prompts, resources, resource_templates) = match value.as_object_mut() {
+        Some(obj) => (
+            obj.remove("tools"),
+            obj.remove("openapi"),
+            obj.remove("prompts"),
+            obj.remove("resources"),
+            obj.remove("resourceTemplates"),
+        ),
         None => return Err(ConfigError::new("(server)", "must be an object").in_server(&label)),
     };
     let mut server: ServerConfig =
@@ -749,7 +783,44 @@ fn parse_server(mut value: Value, index: usize) -> Result<ServerConfig, ConfigEr
         }
         server.tools.push(tool);
     }
+    server.prompts = parse_entries(prompts, "prompts", "prompt", "name", &label, crate::prompt::PromptConfig::read)?;
+    let resource = |v: &Value| crate::resource::ResourceConfig::read(v, false);
+    server.resources = parse_entries(resources, "resources", "resource", "uri", &label, resource)?;
+    let template = |v: &Value| crate::resource::ResourceConfig::read(v, true);
+    server.resource_templates =
+        parse_entries(resource_templates, "resourceTemplates", "resource template", "uriTemplate", &label, template)?;
     Ok(server)
+}
+
+/// Parses a server's `prompts`, `resources` or `resourceTemplates`, each error located by the entry's
+/// name (or position), and refuses two entries with the same `key`.
+fn parse_entries<T>(
+    value: Option<Value>,
+    field: &str,
+    kind: &str,
+    key: &str,
+    server: &str,
+    read: fn(&Value) -> Result<T, crate::fields::FieldError>,
+) -> Result<Vec<T>, ConfigError> {
+    let items = match value {
+        None | Some(Value::Null) => return Ok(Vec::new()),
+        Some(Value::Array(items)) => items,
+        Some(_) => return Err(ConfigError::new(field, "must be a list").in_server(server)),
+    };
+    let mut seen: Vec<String> = Vec::with_capacity(items.len());
+    let mut out = Vec::with_capacity(items.len());
+    for (i, item) in items.into_iter().enumerate() {
+        let label = item.get(key).and_then(Value::as_str).map(str::to_string).unwrap_or_else(|| format!("#{i}"));
+        if seen.contains(&label) {
+            return Err(ConfigError::new(key, format!("duplicate {kind} {key}"))
+                .in_server(server)
+                .in_entry(kind, &label));
+        }
+        let parsed = read(&item).map_err(|(f, m)| ConfigError::new(f, m).in_server(server).in_entry(kind, &label))?;
+        seen.push(label);
+        out.push(parsed);
+    }
+    Ok(out)
 }
 
 /// Turns a serde error into a located one, pulling the field name out of serde's message when it has one.

@@ -2,6 +2,8 @@
 //! so the request path only looks things up.
 
 use crate::config::{parse_document, ConfigError, PluginConfig};
+use crate::prompt::Prompt;
+use crate::resource::Resource;
 use crate::rules::Rules;
 use crate::session::SessionStore;
 use crate::template::Templates;
@@ -26,8 +28,17 @@ pub struct Server {
     pub version: String,
     pub title: Option<String>,
     pub instructions: Option<String>,
+    /// `serverInfo` as `initialize` and `server/discover` give it, built once.
+    pub info: Value,
+    /// What the server offers, computed from what it serves.
+    pub capabilities: Value,
     pub tools: Vec<Tool>,
     tool_index: HashMap<String, usize>,
+    pub prompts: Vec<Prompt>,
+    prompt_index: HashMap<String, usize>,
+    pub resources: Vec<Resource>,
+    resource_index: HashMap<String, usize>,
+    pub resource_templates: Vec<Resource>,
     /// `config` as templates see it: strings marked safe so URL templates do not escape operator values.
     pub config: MjValue,
 }
@@ -35,6 +46,28 @@ pub struct Server {
 impl Server {
     pub fn tool(&self, name: &str) -> Option<&Tool> {
         self.tool_index.get(name).map(|i| &self.tools[*i])
+    }
+
+    pub fn prompt(&self, name: &str) -> Option<&Prompt> {
+        self.prompt_index.get(name).map(|i| &self.prompts[*i])
+    }
+
+    /// The resource at `uri`: a listed resource first, else the first template that matches, with the
+    /// variables it matched.
+    pub fn resource(&self, uri: &str) -> Option<(&Resource, Map<String, Value>)> {
+        if let Some(i) = self.resource_index.get(uri) {
+            return Some((&self.resources[*i], Map::new()));
+        }
+        self.resource_templates.iter().find_map(|t| t.matches(uri).map(|vars| (t, vars)))
+    }
+
+    /// Whether `completion/complete` has anything to offer here.
+    pub fn completes(&self) -> bool {
+        self.prompts
+            .iter()
+            .flat_map(|p| &p.arguments)
+            .chain(self.resource_templates.iter().flat_map(|r| &r.arguments))
+            .any(|a| a.completable())
     }
 }
 
@@ -92,6 +125,42 @@ impl Gateway {
                 tool_index.insert(tool.name.clone(), tools.len());
                 tools.push(tool);
             }
+            crate::icon::validate(&s.icons).map_err(|(f, m)| ConfigError::new(f, m).in_server(&s.name))?;
+            let mut prompts = Vec::with_capacity(s.prompts.len());
+            let mut prompt_index = HashMap::new();
+            for p in &s.prompts {
+                let prompt = Prompt::compile(p, &s.name, &mut templates, &config)
+                    .map_err(|(f, m)| ConfigError::new(f, m).in_server(&s.name).in_entry("prompt", &p.name))?;
+                prompt_index.insert(prompt.name.clone(), prompts.len());
+                prompts.push(prompt);
+            }
+            let mut resources = Vec::with_capacity(s.resources.len());
+            let mut resource_index = HashMap::new();
+            for r in &s.resources {
+                let label = r.uri.clone().unwrap_or_default();
+                let resource = Resource::compile(r, false, &s, &mut templates, &config)
+                    .map_err(|(f, m)| ConfigError::new(f, m).in_server(&s.name).in_entry("resource", &label))?;
+                resource_index.insert(resource.uri.clone(), resources.len());
+                resources.push(resource);
+            }
+            let mut resource_templates = Vec::with_capacity(s.resource_templates.len());
+            for r in &s.resource_templates {
+                let label = r.uri_template.clone().unwrap_or_default();
+                let resource = Resource::compile(r, true, &s, &mut templates, &config).map_err(|(f, m)| {
+                    ConfigError::new(f, m).in_server(&s.name).in_entry("resource template", &label)
+                })?;
+                resource_templates.push(resource);
+            }
+            let version = s.version.unwrap_or_else(|| env!("CARGO_PKG_VERSION").to_string());
+            let mut info = serde_json::json!({"name": s.name, "version": version});
+            for (key, v) in [("title", &s.title), ("description", &s.description)] {
+                if let Some(v) = v {
+                    info[key] = serde_json::json!(v);
+                }
+            }
+            if !s.icons.is_empty() {
+                info["icons"] = crate::icon::to_json(&s.icons);
+            }
             let routed = tools.iter().filter(|t| t.dispatch() == Some(crate::upstream::Dispatch::Route)).count();
             if routed > 0 {
                 notices.push(format!(
@@ -100,15 +169,24 @@ impl Gateway {
                     s.name
                 ));
             }
-            servers.push(Server {
+            let mut server = Server {
                 name: s.name,
-                version: s.version.unwrap_or_else(|| env!("CARGO_PKG_VERSION").to_string()),
+                version,
                 title: s.title,
                 instructions: s.instructions,
+                info,
+                capabilities: Value::Null,
                 tools,
                 tool_index,
+                prompts,
+                prompt_index,
+                resources,
+                resource_index,
+                resource_templates,
                 config,
-            });
+            };
+            server.capabilities = crate::mcp::capabilities(&server);
+            servers.push(server);
         }
         for origin in &cfg.allowed_origins {
             if origin != "*" && !(origin.starts_with("http://") || origin.starts_with("https://")) {

@@ -67,6 +67,41 @@ impl Message {
     }
 }
 
+/// MCP 2025's code for a resource that does not exist; the stateless revision uses [`INVALID_PARAMS`] with
+/// `data.uri` instead (SEP-2164).
+pub const RESOURCE_NOT_FOUND_LEGACY: i64 = -32002;
+
+/// An error a method answers with, before it knows the request's id.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RpcError {
+    pub code: i64,
+    pub message: String,
+    pub data: Option<Value>,
+}
+
+impl RpcError {
+    pub fn new(code: i64, message: impl Into<String>) -> RpcError {
+        RpcError { code, message: message.into(), data: None }
+    }
+
+    pub fn invalid_params(message: impl Into<String>) -> RpcError {
+        RpcError::new(INVALID_PARAMS, message)
+    }
+
+    pub fn with_data(mut self, data: Value) -> RpcError {
+        self.data = Some(data);
+        self
+    }
+
+    /// The error reply to request `id`.
+    pub fn reply(self, id: Value) -> Value {
+        match self.data {
+            Some(d) => error_with_data(id, self.code, self.message, d),
+            None => error(id, self.code, self.message),
+        }
+    }
+}
+
 /// A successful reply.
 pub fn result(id: Value, result: Value) -> Value {
     json!({"jsonrpc": "2.0", "id": id, "result": result})

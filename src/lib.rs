@@ -3,15 +3,21 @@
 //! Everything but [`host`] is a sans-IO core: plain Rust that takes inputs and returns decisions, tested
 //! natively with `cargo test`. Only `host` touches proxy-wasm hostcalls.
 
+pub mod completion;
 pub mod config;
+pub mod content;
 pub mod credential;
 pub mod driver;
 pub mod encoding;
+pub mod fields;
 pub mod gateway;
+pub mod icon;
 pub mod jsonrpc;
 pub mod mcp;
 #[cfg(feature = "openapi")]
 pub mod openapi;
+pub mod prompt;
+pub mod resource;
 pub mod resp;
 pub mod rules;
 pub mod schema;

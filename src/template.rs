@@ -116,6 +116,10 @@ impl Templates {
         config: &MjValue,
     ) -> Result<TemplateId, String> {
         let id = self.add(name, source, escape)?;
+        self.resolve(id, source, config)
+    }
+
+    fn resolve(&self, id: TemplateId, source: &str, config: &MjValue) -> Result<TemplateId, String> {
         let TemplateId(Resolved::Compiled(full)) = &id else { return Ok(id) };
         if !source.contains(['{', '%', '#']) {
             return Ok(TemplateId(Resolved::Static(source.to_string())));
@@ -128,11 +132,62 @@ impl Templates {
         Ok(id)
     }
 
+    /// Compiles a template whose context is fully known at load (prompts, resources), refusing one that reads
+    /// a name the context will not have: it would render empty without a word. `known` are the top-level
+    /// variables; `args.x` must be one of `args`, and `config.x` a key of `config`. Resolved like
+    /// [`Templates::add_resolving`].
+    pub fn add_checked(
+        &mut self,
+        name: &str,
+        source: &str,
+        known: &[&str],
+        args: &[&str],
+        config: &MjValue,
+    ) -> Result<TemplateId, String> {
+        let id = self.add(name, source, Escape::None)?;
+        let TemplateId(Resolved::Compiled(full)) = &id else { return Ok(id) };
+        let template = self.env.get_template(full).map_err(describe)?;
+        let mut unknown: Vec<String> = Vec::new();
+        for var in template.undeclared_variables(true) {
+            let mut parts = var.splitn(3, '.');
+            let (top, key) = (parts.next().unwrap_or_default(), parts.next());
+            if self.env.globals().any(|(g, _)| g == top) {
+                continue;
+            }
+            let ok = match (top, key) {
+                ("args", Some(k)) => args.contains(&k),
+                ("config", Some(k)) => config.get_attr(k).is_ok_and(|v| !v.is_undefined()),
+                (t, _) => known.contains(&t),
+            };
+            if !ok {
+                // In order, so that the message is the same on every load.
+                let var = format!("`{var}`");
+                let at = unknown.binary_search(&var).unwrap_or_else(|i| i);
+                unknown.insert(at, var);
+            }
+        }
+        if !unknown.is_empty() {
+            let args = if args.is_empty() { "none".to_string() } else { args.join(", ") };
+            return Err(format!(
+                "reads {}, which it will never have (it sees: {}; arguments: {args})",
+                unknown.join(", "),
+                known.join(", ")
+            ));
+        }
+        self.resolve(id, source, config)
+    }
+
+    /// Whether a template reads a variable (`bodyBase64`), so that costly context is built only when read.
+    pub fn reads(&self, id: &TemplateId, variable: &str) -> bool {
+        let TemplateId(Resolved::Compiled(name)) = id else { return false };
+        self.env.get_template(name).map_or(true, |t| t.undeclared_variables(false).contains(variable))
+    }
+
     /// Whether a response template reads the parsed upstream answer: `response`, or a top-level key of a JSON
     /// object answer (any name other than the context's own and the environment's globals). Decides whether
     /// an answer that does not parse must fail the call rather than render as if it were empty.
     pub fn reads_answer(&self, id: &TemplateId) -> bool {
-        const OWN: [&str; 5] = ["args", "config", "body", "status", "headers"];
+        const OWN: [&str; 6] = ["args", "config", "body", "bodyBase64", "status", "headers"];
         let TemplateId(Resolved::Compiled(name)) = id else { return false };
         let Ok(template) = self.env.get_template(name) else { return true };
         template

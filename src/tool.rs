@@ -2,8 +2,10 @@
 //! upstream answer into a `CallToolResult`.
 
 use crate::config::{Position, ServerConfig, ToolConfig};
+use crate::content::{self, Content};
 use crate::credential::Credential;
 use crate::encoding::{self, Encoding};
+use crate::icon::{self, Icon};
 use crate::schema::{self, Validator};
 use crate::template::{json_view, Escape, TemplateId, Templates};
 use crate::upstream::{is_forbidden_header, is_safe_header_value, is_token, Target, UpstreamRequest, UpstreamResult};
@@ -62,6 +64,7 @@ pub struct Tool {
     title: Option<String>,
     description: String,
     annotations: Option<Map<String, Value>>,
+    icons: Vec<Icon>,
     /// Client capabilities a call needs (`requiredClientCapabilities`).
     pub required_client_capabilities: Option<Map<String, Value>>,
     /// The input and output schemas live in their validators only: a large API's schemas are most of the
@@ -74,6 +77,10 @@ pub struct Tool {
     prepend: Option<TemplateId>,
     append: Option<TemplateId>,
     error_body: Option<TemplateId>,
+    /// Content blocks rendered from the answer (`responseTemplate.content`), instead of one text.
+    content: Vec<Content>,
+    /// A response template reads `bodyBase64`, so the answer's bytes are encoded for it.
+    reads_base64: bool,
     /// The response templates read the parsed answer (so an unparseable JSON answer cannot render).
     result_reads_answer: bool,
     error_reads_answer: bool,
@@ -104,6 +111,7 @@ impl Tool {
         if !tool_name_ok(&cfg.name) {
             return Err(err("name", "use 1-128 characters from A-Z a-z 0-9 _ - .".into()));
         }
+        icon::validate(&cfg.icons)?;
         let input_schema = match (&cfg.input_schema, cfg.args.is_empty()) {
             (Some(_), false) => return Err(err("inputSchema", "give either args or inputSchema, not both".into())),
             (Some(s), true) => s.clone(),
@@ -173,11 +181,9 @@ impl Tool {
                         "is required when the request template sets a method, headers or body".into(),
                     ));
                 }
-                if cfg
-                    .response_template
-                    .as_ref()
-                    .is_none_or(|r| r.body.is_none() && r.prepend_body.is_none() && r.append_body.is_none())
-                {
+                if cfg.response_template.as_ref().is_none_or(|r| {
+                    r.body.is_none() && r.prepend_body.is_none() && r.append_body.is_none() && r.content.is_none()
+                }) {
                     return Err(err(
                         "requestTemplate.url",
                         "a tool needs a url, or a responseTemplate to answer from".into(),
@@ -273,6 +279,13 @@ impl Tool {
         if resp.body.is_some() && (resp.prepend_body.is_some() || resp.append_body.is_some()) {
             return Err(err("responseTemplate", "body excludes prependBody/appendBody".into()));
         }
+        if resp.content.is_some() && (resp.body.is_some() || resp.prepend_body.is_some() || resp.append_body.is_some())
+        {
+            return Err(err("responseTemplate.content", "content excludes body, prependBody and appendBody".into()));
+        }
+        if resp.content.as_ref().is_some_and(Vec::is_empty) {
+            return Err(err("responseTemplate.content", "must list at least one block".into()));
+        }
         let opt = |templates: &mut Templates,
                    field: &str,
                    src: &Option<String>|
@@ -283,8 +296,25 @@ impl Tool {
         let prepend = opt(templates, "responseTemplate.prependBody", &resp.prepend_body)?;
         let append = opt(templates, "responseTemplate.appendBody", &resp.append_body)?;
         let error_body = opt(templates, "errorResponseTemplate", &cfg.error_response_template)?;
+        let content = match &resp.content {
+            Some(blocks) => {
+                let mut compile_block = |t: &mut Templates, field: &str, src: &str| {
+                    t.add(&format!("{}/{}/{field}", server.name, cfg.name), src, Escape::None)
+                };
+                content::compile_all(blocks, "responseTemplate.content", templates, &mut compile_block)?
+            }
+            None => Vec::new(),
+        };
+        let reads_base64 = [&response_body, &prepend, &append]
+            .into_iter()
+            .flatten()
+            .chain(content.iter().flat_map(Content::templates))
+            .any(|t| templates.reads(t, "bodyBase64"));
         let reads = |t: &Option<TemplateId>| t.as_ref().is_some_and(|t| templates.reads_answer(t));
-        let result_reads_answer = reads(&response_body) || reads(&prepend) || reads(&append);
+        let result_reads_answer = reads(&response_body)
+            || reads(&prepend)
+            || reads(&append)
+            || content.iter().any(|c| c.templates().any(|t| templates.reads_answer(t)));
         let error_reads_answer = reads(&error_body);
 
         Ok(Tool {
@@ -292,6 +322,7 @@ impl Tool {
             title: cfg.title.clone(),
             description: cfg.description.clone(),
             annotations: cfg.annotations.clone(),
+            icons: cfg.icons.clone(),
             required_client_capabilities: cfg.required_client_capabilities.clone(),
             input,
             output,
@@ -301,6 +332,8 @@ impl Tool {
             prepend,
             append,
             error_body,
+            content,
+            reads_base64,
             result_reads_answer,
             error_reads_answer,
         })
@@ -326,7 +359,15 @@ impl Tool {
         if let Some(a) = &self.annotations {
             listing.insert("annotations".into(), Value::Object(a.clone()));
         }
+        if !self.icons.is_empty() {
+            listing.insert("icons".into(), icon::to_json(&self.icons));
+        }
         Value::Object(listing)
+    }
+
+    /// Whether a template turns a successful answer into the result (rather than the answer as it is).
+    pub fn renders_answer(&self) -> bool {
+        self.response_body.is_some() || self.prepend.is_some() || self.append.is_some() || !self.content.is_empty()
     }
 
     /// Coerces and validates arguments, then renders the upstream request (or answers directly).
@@ -579,21 +620,24 @@ impl Tool {
         let ok = (200..300).contains(&status);
         let header = |name: &str| headers.iter().find(|(k, _)| k.eq_ignore_ascii_case(name)).map(|(_, v)| v.as_str());
         let content_type = header("content-type").unwrap_or_default().to_ascii_lowercase();
-        if ok && content_type.starts_with("image/") {
-            let mime = content_type.split(';').next().unwrap_or("image/png").trim().to_string();
+        let media = ["image/", "audio/"].into_iter().find(|m| content_type.starts_with(m));
+        if let (true, Some(media), true) = (ok, media, self.content.is_empty()) {
+            let mime = content_type.split(';').next().unwrap_or_default().trim().to_string();
             let data = base64::engine::general_purpose::STANDARD.encode(&body);
-            return json!({"content": [{"type": "image", "data": data, "mimeType": mime}], "isError": false});
+            let kind = media.trim_end_matches('/');
+            return json!({"content": [{"type": kind, "data": data, "mimeType": mime}], "isError": false});
         }
+        let body_base64 = if ok && self.reads_base64 {
+            base64::engine::general_purpose::STANDARD.encode(&body)
+        } else {
+            String::new()
+        };
         // Valid UTF-8 (the common case) is taken over without a copy.
         let text = String::from_utf8(body).unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into_owned());
         let empty_answer = text.trim().is_empty();
         // Parsing the answer and building a template context cost time on large bodies: do it only when a
         // template or the output schema will look at it.
-        let uses_template = if ok {
-            self.response_body.is_some() || self.prepend.is_some() || self.append.is_some()
-        } else {
-            self.error_body.is_some()
-        };
+        let uses_template = if ok { self.renders_answer() } else { self.error_body.is_some() };
         let (parsed, unparseable): (Option<Arc<Value>>, Option<String>) = if text.is_empty()
             || !(uses_template || (ok && self.output.is_some()))
         {
@@ -622,6 +666,7 @@ impl Tool {
                 config => config.clone(),
                 response => response,
                 body => text.as_str(),
+                bodyBase64 => body_base64,
                 status => status,
                 headers => MjValue::from_serialize(&headers),
                 ..flattened
@@ -650,7 +695,21 @@ impl Tool {
             }
             return error_result(&message);
         }
-        let rendered = if let Some(t) = &self.response_body {
+        let blocks = if self.content.is_empty() {
+            None
+        } else {
+            let mut blocks = Vec::with_capacity(self.content.len());
+            for (i, c) in self.content.iter().enumerate() {
+                match c.render(templates, &ctx) {
+                    Ok(b) => blocks.push(b),
+                    Err(e) => return error_result(&format!("The response template failed: content block {i}: {e}")),
+                }
+            }
+            Some(blocks)
+        };
+        let rendered = if blocks.is_some() {
+            Ok(String::new())
+        } else if let Some(t) = &self.response_body {
             templates.render(t, &ctx)
         } else if self.prepend.is_some() || self.append.is_some() {
             let part = |t: &Option<TemplateId>| t.as_ref().map_or(Ok(String::new()), |t| templates.render(t, &ctx));
@@ -663,7 +722,8 @@ impl Tool {
             Ok(t) => t,
             Err(e) => return error_result(&format!("The response template failed: {e}")),
         };
-        let mut result = json!({"content": [{"type": "text", "text": text_out}], "isError": false});
+        let content = blocks.unwrap_or_else(|| vec![json!({"type": "text", "text": text_out})]);
+        let mut result = json!({"content": content, "isError": false});
         if let Some(validator) = &self.output {
             // An empty answer (202, 204) is the empty object, if the schema allows one.
             let parsed = match parsed {
@@ -959,6 +1019,50 @@ mod tests {
         assert_eq!((r["isError"].clone(), r["content"][0]["text"].clone()), (json!(true), json!("failed 503 down")));
         let r = t.finish(&tpl, &cfg, &args, UpstreamResult::Failed("timeout".into()));
         assert_eq!(r["isError"], json!(true));
+    }
+
+    #[test]
+    fn content_blocks_audio_and_the_answer_in_base64() {
+        let png = || UpstreamResult::Response {
+            status: 200,
+            headers: vec![("content-type".into(), "image/png".into())],
+            body: vec![137, 80, 78, 71],
+        };
+        let (t, tpl, cfg) = tool(
+            "{name: t, description: d, icons: [{src: 'https://x/i.png'}], requestTemplate: {url: /i}, responseTemplate: {content: [\
+             {type: text, text: 'got {{ headers[\"content-type\"] }}'}, {type: image, data: '{{ bodyBase64 }}', mimeType: image/png}, \
+             {type: resource_link, uri: 'x://{{ status }}', name: n}]}}",
+        );
+        assert_eq!(t.listing()["icons"], json!([{"src": "https://x/i.png"}]));
+        let r = t.finish(&tpl, &cfg, &json!({}), png());
+        assert_eq!(r["content"][0], json!({"type": "text", "text": "got image/png"}));
+        assert_eq!(r["content"][1], json!({"type": "image", "data": "iVBORw==", "mimeType": "image/png"}));
+        assert_eq!(r["content"][2], json!({"type": "resource_link", "uri": "x://200", "name": "n"}));
+        let (t, tpl, cfg) = tool(
+            "{name: t, description: d, requestTemplate: {url: /i}, responseTemplate: {body: 'b64={{ bodyBase64 }}'}}",
+        );
+        assert_eq!(t.finish(&tpl, &cfg, &json!({}), png())["content"][0]["type"], json!("image"), "an image stays one");
+        let text = UpstreamResult::Response { status: 200, headers: vec![], body: b"hi".to_vec() };
+        assert_eq!(t.finish(&tpl, &cfg, &json!({}), text)["content"][0]["text"], json!("b64=aGk="));
+        let (t, tpl, cfg) = tool("{name: t, description: d, requestTemplate: {url: /a}}");
+        let wav = UpstreamResult::Response {
+            status: 200,
+            headers: vec![("Content-Type".into(), "audio/wav; rate=8000".into())],
+            body: vec![1, 2, 3],
+        };
+        assert_eq!(
+            t.finish(&tpl, &cfg, &json!({}), wav)["content"][0],
+            json!({"type": "audio", "data": "AQID", "mimeType": "audio/wav"})
+        );
+        let (t, tpl, cfg) = tool(
+            "{name: t, description: d, responseTemplate: {content: [{type: image, data: '{{ args.x }}', mimeType: image/png}]}, args: [{name: x}]}",
+        );
+        let Prepared::Done(r) = t.prepare(&tpl, &cfg, Some(&json!({"x": "%%"}))) else { panic!() };
+        assert_eq!(r["isError"], json!(true));
+        assert!(r["content"][0]["text"].as_str().unwrap().contains("content block 0: `data` is not base64"), "{r}");
+        let doc = "servers:\n- name: s\n  tools:\n  - {name: t, description: d, responseTemplate: {body: a, content: [{type: text, text: b}]}}\n";
+        let e = crate::gateway::Gateway::from_config_str(doc).unwrap_err();
+        assert_eq!(e.field, "responseTemplate.content");
     }
 
     #[test]

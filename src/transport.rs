@@ -108,7 +108,7 @@ impl Batch {
 struct PendingCall {
     slot: usize,
     id: Value,
-    tool: String,
+    call: mcp::Pending,
     args: Value,
 }
 
@@ -565,9 +565,9 @@ impl Exchange {
                             ),
                         )));
                     }
-                    Handled::Call { id, tool, request, args } => {
+                    Handled::Call { id, call, request, args } => {
                         slots.push(None);
-                        calls.push(Some(PendingCall { slot, id, tool, args }));
+                        calls.push(Some(PendingCall { slot, id, call, args }));
                         requests.push(*request);
                     }
                 },
@@ -587,7 +587,7 @@ impl Exchange {
             return None;
         };
         let call = calls.get_mut(index)?.take()?;
-        slots[call.slot] = Some(mcp::finish_call(gw, server, call.id, &call.tool, &call.args, outcome, self.revision));
+        slots[call.slot] = Some(mcp::finish_call(gw, server, call.id, &call.call, &call.args, outcome, self.revision));
         *remaining -= 1;
         if *remaining > 0 {
             return None;

@@ -1,23 +1,25 @@
-//! MCP methods over JSON-RPC: initialize, server/discover, ping, tools/list and tools/call, at every
-//! revision ([`Revision`]).
+//! MCP methods over JSON-RPC: initialize, server/discover, ping, tools, prompts, resources and completion,
+//! at every revision ([`Revision`]).
 //!
-//! Each message is handled on its own and yields a reply, nothing, or a pending tool call; the transport
-//! decides how replies travel. Results of the stateless revision carry `resultType`, and list results also
-//! `ttlMs` and `cacheScope` ([`complete`]).
+//! Each message is handled on its own and yields a reply, nothing, or a pending upstream call (a tool call
+//! or a fetched resource); the transport decides how replies travel. A method is served only where the
+//! server declares its capability, which follows from what the server has. Results of the stateless
+//! revision carry `resultType`, and list and read results also `ttlMs` and `cacheScope` ([`complete`]).
 
 pub mod revision;
 
 pub use revision::Revision;
 
 use crate::gateway::{Gateway, Server};
-use crate::jsonrpc::{self, Message};
+use crate::jsonrpc::{self, Message, RpcError};
+use crate::resource::Read;
 use crate::tool::{Prepared, Tool};
 use crate::upstream::UpstreamRequest;
 use base64::Engine;
 use serde_json::{json, Value};
 
-/// How long a stateless client may cache a list or discovery result. The tools come from the plugin
-/// config, which changes only when Envoy reloads it.
+/// How long a stateless client may cache a list, read or discovery result. Tools, prompts and resources
+/// come from the plugin config, which changes only when Envoy reloads it.
 pub const LIST_TTL_MS: u64 = 60_000;
 
 /// Methods the stateless revision removed (its changelog): a request for one is a method not found, while
@@ -31,34 +33,59 @@ pub enum Handled {
     Reply(Value),
     /// Notifications and client responses get no reply.
     Silent,
-    /// A tool call that needs the upstream; its reply is built by [`finish_call`].
+    /// A call that needs the upstream; its reply is built by [`finish_call`].
     Call {
         id: Value,
-        tool: String,
+        call: Pending,
         request: Box<UpstreamRequest>,
         args: Value,
     },
 }
 
-fn server_info(server: &Server) -> Value {
-    let mut info = json!({"name": server.name, "version": server.version});
-    if let Some(t) = &server.title {
-        info["title"] = json!(t);
-    }
-    info
+/// What an upstream call answers.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Pending {
+    /// `tools/call` of this tool.
+    Tool(String),
+    /// `resources/read` of this URI.
+    Resource(String),
 }
 
-/// What the server offers; computed from what it serves.
-fn capabilities() -> Value {
-    json!({"tools": {"listChanged": false}})
+/// What the server offers, from what it serves: a capability for each kind it has (none of them changes
+/// while the config stands, and no update can be pushed, so no `listChanged` or `subscribe`).
+pub fn capabilities(server: &Server) -> Value {
+    let mut c = serde_json::Map::new();
+    if !server.tools.is_empty() {
+        c.insert("tools".into(), json!({"listChanged": false}));
+    }
+    if !server.prompts.is_empty() {
+        c.insert("prompts".into(), json!({"listChanged": false}));
+    }
+    if !server.resources.is_empty() || !server.resource_templates.is_empty() {
+        c.insert("resources".into(), json!({"listChanged": false}));
+    }
+    if server.completes() {
+        c.insert("completions".into(), json!({}));
+    }
+    Value::Object(c)
+}
+
+/// Whether the server declares the capability a method belongs to.
+fn declares(server: &Server, method: &str) -> bool {
+    let capability = match method.split('/').next().unwrap_or_default() {
+        "completion" => "completions",
+        other => other,
+    };
+    !matches!(capability, "tools" | "prompts" | "resources" | "completions")
+        || server.capabilities.get(capability).is_some()
 }
 
 /// The `initialize` result for a server at a negotiated revision.
 pub fn initialize_result(server: &Server, version: Revision) -> Value {
     let mut r = json!({
         "protocolVersion": version.as_str(),
-        "capabilities": capabilities(),
-        "serverInfo": server_info(server),
+        "capabilities": server.capabilities,
+        "serverInfo": server.info,
     });
     if let Some(i) = &server.instructions {
         r["instructions"] = json!(i);
@@ -70,8 +97,8 @@ pub fn initialize_result(server: &Server, version: Revision) -> Value {
 pub fn discover_result(server: &Server) -> Value {
     let mut r = json!({
         "supportedVersions": Revision::all_names(),
-        "capabilities": capabilities(),
-        "_meta": {"io.modelcontextprotocol/serverInfo": server_info(server)},
+        "capabilities": server.capabilities,
+        "_meta": {"io.modelcontextprotocol/serverInfo": server.info},
     });
     if let Some(i) = &server.instructions {
         r["instructions"] = json!(i);
@@ -88,7 +115,15 @@ pub fn complete(method: &str, mut result: Value, revision: Revision) -> Value {
     }
     if let Some(obj) = result.as_object_mut() {
         obj.entry("resultType").or_insert_with(|| json!("complete"));
-        if matches!(method, "server/discover" | "tools/list") {
+        if matches!(
+            method,
+            "server/discover"
+                | "tools/list"
+                | "prompts/list"
+                | "resources/list"
+                | "resources/templates/list"
+                | "resources/read"
+        ) {
             obj.insert("ttlMs".into(), json!(LIST_TTL_MS));
             obj.insert("cacheScope".into(), json!("private"));
         }
@@ -104,23 +139,84 @@ pub fn handle(gw: &Gateway, server: &Server, msg: Message, revision: Revision) -
     };
     let not_found =
         |id| Handled::Reply(jsonrpc::error(id, jsonrpc::METHOD_NOT_FOUND, format!("Method not found: {method}")));
-    if revision.is_stateless() && REMOVED_IN_2026.contains(&method.as_str()) {
+    if (revision.is_stateless() && REMOVED_IN_2026.contains(&method.as_str())) || !declares(server, &method) {
         return not_found(id);
     }
     let Some(p) = jsonrpc::params_object(&params) else {
         return Handled::Reply(jsonrpc::error(id, jsonrpc::INVALID_PARAMS, "params must be an object"));
     };
     let done = |id, result| Handled::Reply(jsonrpc::result(id, complete(&method, result, revision)));
+    let answer = |id, r: Result<Value, RpcError>| match r {
+        Ok(result) => done(id, result),
+        Err(e) => Handled::Reply(e.reply(id)),
+    };
     match method.as_str() {
         "ping" => done(id, json!({})),
         "initialize" => {
             Handled::Reply(jsonrpc::error(id, jsonrpc::INVALID_REQUEST, "the session is already initialized"))
         }
         "server/discover" if revision.is_stateless() => done(id, discover_result(server)),
-        "tools/list" => match list_tools(gw, server, p.get("cursor")) {
-            Ok(r) => done(id, r),
-            Err(e) => Handled::Reply(jsonrpc::error(id, jsonrpc::INVALID_PARAMS, e)),
-        },
+        "tools/list" => answer(
+            id,
+            page(gw, "tools", server.tools.len(), p.get("cursor"), &|r| {
+                server.tools[r].iter().map(Tool::listing).collect()
+            }),
+        ),
+        "prompts/list" => answer(
+            id,
+            page(gw, "prompts", server.prompts.len(), p.get("cursor"), &|r| {
+                server.prompts[r].iter().map(|p| p.listing.clone()).collect()
+            }),
+        ),
+        "resources/list" => answer(
+            id,
+            page(gw, "resources", server.resources.len(), p.get("cursor"), &|r| {
+                server.resources[r].iter().map(|r| r.listing.clone()).collect()
+            }),
+        ),
+        "resources/templates/list" => answer(
+            id,
+            page(gw, "resourceTemplates", server.resource_templates.len(), p.get("cursor"), &|r| {
+                server.resource_templates[r].iter().map(|r| r.listing.clone()).collect()
+            }),
+        ),
+        "prompts/get" => {
+            let Some(name) = p.get("name").and_then(Value::as_str) else {
+                return Handled::Reply(jsonrpc::error(
+                    id,
+                    jsonrpc::INVALID_PARAMS,
+                    "prompts/get needs a string `name`",
+                ));
+            };
+            let Some(prompt) = server.prompt(name) else {
+                return Handled::Reply(jsonrpc::error(id, jsonrpc::INVALID_PARAMS, format!("Unknown prompt: {name}")));
+            };
+            answer(id, prompt.get(&gw.templates, &server.config, p.get("arguments")))
+        }
+        "resources/read" | "resources/subscribe" | "resources/unsubscribe" => {
+            let Some(uri) = p.get("uri").and_then(Value::as_str) else {
+                return Handled::Reply(jsonrpc::error(
+                    id,
+                    jsonrpc::INVALID_PARAMS,
+                    format!("{method} needs a string `uri`"),
+                ));
+            };
+            let Some((resource, vars)) = server.resource(uri) else {
+                return Handled::Reply(resource_not_found(uri, revision).reply(id));
+            };
+            if method != "resources/read" {
+                // Acknowledged: the resource exists, but its contents change only with the config, so there
+                // is never an update to send.
+                return done(id, json!({}));
+            }
+            match resource.read(&gw.templates, &server.config, uri, vars) {
+                Read::Done(r) => answer(id, r),
+                Read::Upstream(request, args) => {
+                    Handled::Call { id, call: Pending::Resource(uri.to_string()), request: Box::new(request), args }
+                }
+            }
+        }
+        "completion/complete" => answer(id, complete_argument(server, p)),
         "tools/call" => {
             let Some(name) = p.get("name").and_then(Value::as_str) else {
                 return Handled::Reply(jsonrpc::error(id, jsonrpc::INVALID_PARAMS, "tools/call needs a string `name`"));
@@ -141,7 +237,7 @@ pub fn handle(gw: &Gateway, server: &Server, msg: Message, revision: Revision) -
             match tool.prepare(&gw.templates, &server.config, p.get("arguments")) {
                 Prepared::Done(result) => done(id, result),
                 Prepared::Upstream(request, args) => {
-                    Handled::Call { id, tool: name.to_string(), request: Box::new(request), args }
+                    Handled::Call { id, call: Pending::Tool(name.to_string()), request: Box::new(request), args }
                 }
             }
         }
@@ -162,47 +258,100 @@ fn missing_capabilities(tool: &Tool, params: &serde_json::Map<String, Value>) ->
     (!missing.is_empty()).then_some(Value::Object(missing))
 }
 
-/// Builds the reply of a tool call from the upstream answer.
+/// Builds the reply of an upstream call (a tool call, a fetched resource) from the upstream answer.
 pub fn finish_call(
     gw: &Gateway,
     server: &Server,
     id: Value,
-    tool: &str,
+    call: &Pending,
     args: &Value,
     outcome: crate::upstream::UpstreamResult,
     revision: Revision,
 ) -> Value {
-    match server.tool(tool) {
-        Some(t) => {
-            let result = t.finish(&gw.templates, &server.config, args, outcome);
-            jsonrpc::result(id, complete("tools/call", result, revision))
-        }
-        None => jsonrpc::error(id, jsonrpc::INTERNAL_ERROR, "the tool disappeared during the call"),
+    match call {
+        Pending::Tool(tool) => match server.tool(tool) {
+            Some(t) => {
+                let result = t.finish(&gw.templates, &server.config, args, outcome);
+                jsonrpc::result(id, complete("tools/call", result, revision))
+            }
+            None => jsonrpc::error(id, jsonrpc::INTERNAL_ERROR, "the tool disappeared during the call"),
+        },
+        Pending::Resource(uri) => match server.resource(uri) {
+            Some((r, _)) => match r.finish(&gw.templates, &server.config, uri, args, outcome) {
+                Ok(result) => jsonrpc::result(id, complete("resources/read", result, revision)),
+                Err(e) => e.reply(id),
+            },
+            None => jsonrpc::error(id, jsonrpc::INTERNAL_ERROR, "the resource disappeared during the read"),
+        },
     }
 }
 
-fn list_tools(gw: &Gateway, server: &Server, cursor: Option<&Value>) -> Result<Value, String> {
+/// The error for a URI no resource or template serves: -32002 in the 2025 revisions, -32602 from
+/// 2026-07-28 (SEP-2164); both carry the URI.
+fn resource_not_found(uri: &str, revision: Revision) -> RpcError {
+    let code = if revision.is_stateless() { jsonrpc::INVALID_PARAMS } else { jsonrpc::RESOURCE_NOT_FOUND_LEGACY };
+    RpcError::new(code, format!("Resource not found: {uri}")).with_data(json!({ "uri": uri }))
+}
+
+/// `completion/complete` for a prompt's argument or a resource template's variable.
+fn complete_argument(server: &Server, p: &serde_json::Map<String, Value>) -> Result<Value, RpcError> {
+    let r = p.get("ref").ok_or_else(|| RpcError::invalid_params("completion/complete needs `ref`"))?;
+    let field = |k: &str| r.get(k).and_then(Value::as_str);
+    let (args, owner) = match (field("type"), field("name"), field("uri")) {
+        (Some("ref/prompt"), Some(name), _) => {
+            let prompt =
+                server.prompt(name).ok_or_else(|| RpcError::invalid_params(format!("Unknown prompt: {name}")))?;
+            (&prompt.arguments, format!("prompt '{name}'"))
+        }
+        (Some("ref/resource"), _, Some(uri)) => {
+            let template = server
+                .resource_templates
+                .iter()
+                .chain(&server.resources)
+                .find(|t| t.uri == uri)
+                .ok_or_else(|| RpcError::invalid_params(format!("Unknown resource template: {uri}")))?;
+            (&template.arguments, format!("resource template '{uri}'"))
+        }
+        _ => {
+            return Err(RpcError::invalid_params("`ref` must be {type: ref/prompt, name} or {type: ref/resource, uri}"))
+        }
+    };
+    let (name, value) = crate::completion::requested(p).map_err(RpcError::invalid_params)?;
+    let argument = crate::completion::find(args, name, &owner).map_err(RpcError::invalid_params)?;
+    Ok(json!({ "completion": argument.complete(value) }))
+}
+
+/// One page of a list, `toolsPageSize` long, behind an opaque cursor that names the list it belongs to.
+fn page(
+    gw: &Gateway,
+    kind: &str,
+    total: usize,
+    cursor: Option<&Value>,
+    items: &dyn Fn(std::ops::Range<usize>) -> Vec<Value>,
+) -> Result<Value, RpcError> {
     let start = match cursor {
         None | Some(Value::Null) => 0,
-        Some(Value::String(c)) => decode_cursor(c).filter(|s| *s <= server.tools.len()).ok_or("invalid cursor")?,
-        Some(_) => return Err("the cursor must be a string".into()),
+        Some(Value::String(c)) => {
+            decode_cursor(kind, c).filter(|s| *s <= total).ok_or_else(|| RpcError::invalid_params("invalid cursor"))?
+        }
+        Some(_) => return Err(RpcError::invalid_params("the cursor must be a string")),
     };
-    let end = (start + gw.page_size).min(server.tools.len());
-    let tools: Vec<Value> = server.tools[start..end].iter().map(Tool::listing).collect();
-    let mut r = json!({ "tools": tools });
-    if end < server.tools.len() {
-        r["nextCursor"] = json!(encode_cursor(end));
+    let end = (start + gw.page_size).min(total);
+    let mut r = serde_json::Map::new();
+    r.insert(kind.into(), Value::Array(items(start..end)));
+    if end < total {
+        r.insert("nextCursor".into(), json!(encode_cursor(kind, end)));
     }
-    Ok(r)
+    Ok(Value::Object(r))
 }
 
-fn encode_cursor(offset: usize) -> String {
-    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(format!("tools:{offset}"))
+fn encode_cursor(kind: &str, offset: usize) -> String {
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(format!("{kind}:{offset}"))
 }
 
-fn decode_cursor(c: &str) -> Option<usize> {
+fn decode_cursor(kind: &str, c: &str) -> Option<usize> {
     let raw = base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(c).ok()?;
-    std::str::from_utf8(&raw).ok()?.strip_prefix("tools:")?.parse().ok()
+    std::str::from_utf8(&raw).ok()?.strip_prefix(kind)?.strip_prefix(':')?.parse().ok()
 }
 
 #[cfg(test)]
@@ -275,6 +424,106 @@ mod tests {
         assert_eq!(names, ["t0", "t1", "t2", "t3", "t4", "t5", "t6"]);
         let bad = reply(handle(&g, s, req("tools/list", json!({"cursor": "nope"})), LEGACY));
         assert_eq!(bad["error"]["code"], json!(jsonrpc::INVALID_PARAMS));
+    }
+
+    const PROMPTS_AND_RESOURCES: &str = r#"
+servers:
+- name: s
+  upstream: {cluster: api}
+  description: A test server
+  prompts:
+  - name: greet
+    description: Greets
+    arguments: [{name: who, required: true, completions: [Ada, Alan, Grace]}]
+    messages: [{role: user, text: "Hello {{ args.who }}"}]
+  resources:
+  - {uri: "test://text", name: text, mimeType: text/plain, text: hi}
+  resourceTemplates:
+  - uriTemplate: "users://{id}"
+    name: user
+    arguments: [{name: id, enum: ["1", "2"]}]
+    requestTemplate: {url: "/users/{{ args.id }}"}
+- name: bare
+  resources: [{uri: "test://x", name: x, text: x}]
+"#;
+
+    #[test]
+    fn prompts_resources_and_completion_in_both_eras() {
+        let g = Gateway::from_config_str(PROMPTS_AND_RESOURCES).unwrap();
+        let s = &g.servers[0];
+        assert_eq!(
+            s.capabilities,
+            json!({"prompts": {"listChanged": false}, "resources": {"listChanged": false}, "completions": {}})
+        );
+        assert_eq!(initialize_result(s, LEGACY)["serverInfo"]["description"], json!("A test server"));
+        for rev in [LEGACY, STATELESS] {
+            let list = reply(handle(&g, s, req("prompts/list", json!({})), rev));
+            assert_eq!(list["result"]["prompts"][0]["name"], json!("greet"));
+            let got =
+                reply(handle(&g, s, req("prompts/get", json!({"name": "greet", "arguments": {"who": "Ada"}})), rev));
+            assert_eq!(got["result"]["messages"][0]["content"]["text"], json!("Hello Ada"));
+            let read = reply(handle(&g, s, req("resources/read", json!({"uri": "test://text"})), rev));
+            assert_eq!(read["result"]["contents"][0]["text"], json!("hi"));
+            let templates = reply(handle(&g, s, req("resources/templates/list", json!({})), rev));
+            assert_eq!(templates["result"]["resourceTemplates"][0]["uriTemplate"], json!("users://{id}"));
+            let c = reply(handle(
+                &g,
+                s,
+                req(
+                    "completion/complete",
+                    json!({"ref": {"type": "ref/prompt", "name": "greet"}, "argument": {"name": "who", "value": "al"}}),
+                ),
+                rev,
+            ));
+            assert_eq!(c["result"]["completion"]["values"], json!(["Alan"]));
+            let c = reply(handle(
+                &g,
+                s,
+                req(
+                    "completion/complete",
+                    json!({"ref": {"type": "ref/resource", "uri": "users://{id}"}, "argument": {"name": "id", "value": ""}}),
+                ),
+                rev,
+            ));
+            assert_eq!(c["result"]["completion"]["values"], json!(["1", "2"]));
+            let missing = reply(handle(&g, s, req("resources/read", json!({"uri": "test://nope"})), rev));
+            let code = if rev.is_stateless() { -32602 } else { -32002 };
+            assert_eq!(missing["error"]["code"], json!(code));
+            assert_eq!(missing["error"]["data"]["uri"], json!("test://nope"));
+            assert_eq!(reply(handle(&g, s, req("tools/list", json!({})), rev))["error"]["code"], json!(-32601));
+            let bad = reply(handle(&g, s, req("prompts/get", json!({"name": "greet"})), rev));
+            assert_eq!(bad["error"]["code"], json!(-32602));
+            assert_eq!(
+                reply(handle(&g, s, req("prompts/get", json!({"name": "x"})), rev))["error"]["code"],
+                json!(-32602)
+            );
+        }
+        let stateless = reply(handle(&g, s, req("resources/list", json!({})), STATELESS));
+        assert_eq!(
+            (stateless["result"]["ttlMs"].clone(), stateless["result"]["resultType"].clone()),
+            (json!(60_000), json!("complete"))
+        );
+        let read = reply(handle(&g, s, req("resources/read", json!({"uri": "test://text"})), STATELESS));
+        assert_eq!(read["result"]["cacheScope"], json!("private"));
+        assert_eq!(
+            reply(handle(&g, s, req("resources/subscribe", json!({"uri": "test://text"})), LEGACY))["result"],
+            json!({})
+        );
+        assert_eq!(
+            reply(handle(&g, s, req("resources/subscribe", json!({"uri": "test://text"})), STATELESS))["error"]["code"],
+            json!(-32601)
+        );
+        match handle(&g, s, req("resources/read", json!({"uri": "users://2"})), LEGACY) {
+            Handled::Call { call: Pending::Resource(uri), request, .. } => {
+                assert_eq!((uri.as_str(), request.path.as_str()), ("users://2", "/users/2"))
+            }
+            other => panic!("expected an upstream read, got {other:?}"),
+        }
+        let bare = &g.servers[1];
+        assert_eq!(bare.capabilities, json!({"resources": {"listChanged": false}}));
+        let c = reply(handle(&g, bare, req("completion/complete", json!({})), LEGACY));
+        assert_eq!(c["error"]["code"], json!(-32601), "no completions declared, none served");
+        assert_eq!(reply(handle(&g, bare, req("prompts/list", json!({})), STATELESS))["error"]["code"], json!(-32601));
     }
 
     #[test]

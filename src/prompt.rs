@@ -1,0 +1,274 @@
+//! Prompts from config: `prompts/list` and `prompts/get`, messages rendered by templates.
+//!
+//! A prompt's templates see `args` (its arguments, as strings) and `config`; one that reads any other name,
+//! an argument the prompt does not declare, or a `config` key the server does not have is refused at load,
+//! since it would render empty without a word.
+
+use crate::completion::{self, Argument, ArgumentConfig};
+use crate::content::{Content, ContentConfig};
+use crate::fields::{FieldError, Fields};
+use crate::icon::{self, Icon};
+use crate::jsonrpc::RpcError;
+use crate::template::Templates;
+use minijinja::{context, value::Value as MjValue};
+use serde_json::{json, Map, Value};
+
+/// One prompt as the config writes it.
+#[derive(Debug, Clone, Default)]
+pub struct PromptConfig {
+    pub name: String,
+    pub title: Option<String>,
+    pub description: Option<String>,
+    pub icons: Vec<Icon>,
+    pub arguments: Vec<ArgumentConfig>,
+    pub messages: Vec<MessageConfig>,
+}
+
+impl PromptConfig {
+    pub fn read(v: &Value) -> Result<PromptConfig, FieldError> {
+        let mut f = Fields::of(v, "")?;
+        let p = PromptConfig {
+            name: f.required_string("name")?,
+            title: f.string("title")?,
+            description: f.string("description")?,
+            icons: f.list("icons", Icon::read)?,
+            arguments: f.list("arguments", ArgumentConfig::read)?,
+            messages: f.list("messages", MessageConfig::read)?,
+        };
+        f.finish()?;
+        Ok(p)
+    }
+}
+
+/// A message: its role, and `text` (a template) or one content block.
+#[derive(Debug, Clone)]
+pub struct MessageConfig {
+    pub role: Role,
+    pub text: Option<String>,
+    pub content: Option<ContentConfig>,
+}
+
+impl MessageConfig {
+    fn read(v: &Value, at: &str) -> Result<MessageConfig, FieldError> {
+        let mut f = Fields::of(v, at)?;
+        let role = match f.required_string("role")?.as_str() {
+            "user" => Role::User,
+            "assistant" => Role::Assistant,
+            other => return Err((f.path("role"), format!("'{other}' must be user or assistant"))),
+        };
+        let text = f.string("text")?;
+        let content = match f.value("content") {
+            Some(c) => Some(ContentConfig::read(c, &f.path("content"))?),
+            None => None,
+        };
+        f.finish()?;
+        Ok(MessageConfig { role, text, content })
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Role {
+    User,
+    Assistant,
+}
+
+impl Role {
+    fn name(self) -> &'static str {
+        match self {
+            Role::User => "user",
+            Role::Assistant => "assistant",
+        }
+    }
+}
+
+/// A compiled prompt.
+#[derive(Debug)]
+pub struct Prompt {
+    pub name: String,
+    /// As `prompts/list` shows it, built once.
+    pub listing: Value,
+    description: Option<String>,
+    pub arguments: Vec<Argument>,
+    messages: Vec<(Role, Content)>,
+}
+
+impl Prompt {
+    /// Compiles one prompt; errors are `(field, message)`.
+    pub fn compile(
+        cfg: &PromptConfig,
+        server: &str,
+        templates: &mut Templates,
+        config: &MjValue,
+    ) -> Result<Prompt, (String, String)> {
+        if cfg.name.trim().is_empty() {
+            return Err(("name".into(), "must not be empty".into()));
+        }
+        icon::validate(&cfg.icons)?;
+        let arguments = completion::compile_all(&cfg.arguments)?;
+        if cfg.messages.is_empty() {
+            return Err(("messages".into(), "a prompt needs at least one message".into()));
+        }
+        let names: Vec<&str> = arguments.iter().map(|a| a.name.as_str()).collect();
+        let prefix = format!("{server}/prompt:{}", cfg.name);
+        let mut compile = |t: &mut Templates, field: &str, src: &str| {
+            t.add_checked(&format!("{prefix}/{field}"), src, &["args", "config"], &names, config)
+        };
+        let mut messages = Vec::with_capacity(cfg.messages.len());
+        for (i, m) in cfg.messages.iter().enumerate() {
+            let field = format!("messages[{i}]");
+            let text_block;
+            let block = match (&m.text, &m.content) {
+                (Some(text), None) => {
+                    text_block = ContentConfig::text(text);
+                    &text_block
+                }
+                (None, Some(c)) => c,
+                _ => return Err((field, "give the message either text or content".into())),
+            };
+            let field = if m.text.is_some() { field } else { format!("{field}.content") };
+            messages.push((m.role, Content::compile(block, &field, templates, &mut compile)?));
+        }
+        // A text message compiled as a block reports `messages[0].text` for its template: the field it came from.
+        let mut listing = Map::new();
+        listing.insert("name".into(), json!(cfg.name));
+        if let Some(t) = &cfg.title {
+            listing.insert("title".into(), json!(t));
+        }
+        if let Some(d) = &cfg.description {
+            listing.insert("description".into(), json!(d));
+        }
+        if !cfg.arguments.is_empty() {
+            let args: Vec<Value> = cfg
+                .arguments
+                .iter()
+                .map(|a| {
+                    let mut o = Map::new();
+                    o.insert("name".into(), json!(a.name));
+                    if let Some(t) = &a.title {
+                        o.insert("title".into(), json!(t));
+                    }
+                    if let Some(d) = &a.description {
+                        o.insert("description".into(), json!(d));
+                    }
+                    o.insert("required".into(), json!(a.required));
+                    Value::Object(o)
+                })
+                .collect();
+            listing.insert("arguments".into(), Value::Array(args));
+        }
+        if !cfg.icons.is_empty() {
+            listing.insert("icons".into(), icon::to_json(&cfg.icons));
+        }
+        Ok(Prompt {
+            name: cfg.name.clone(),
+            listing: Value::Object(listing),
+            description: cfg.description.clone(),
+            arguments,
+            messages,
+        })
+    }
+
+    /// The `GetPromptResult` for these arguments: refused, naming each problem, when an argument is missing,
+    /// unknown, not a string, or outside its enum.
+    pub fn get(&self, templates: &Templates, config: &MjValue, arguments: Option<&Value>) -> Result<Value, RpcError> {
+        let given = match arguments {
+            None | Some(Value::Null) => Map::new(),
+            Some(Value::Object(m)) => m.clone(),
+            Some(_) => return Err(RpcError::invalid_params("`arguments` must be an object of strings")),
+        };
+        let mut problems = Vec::new();
+        for (k, v) in &given {
+            match self.arguments.iter().find(|a| &a.name == k) {
+                None => problems.push(format!("`{k}`: is not an argument of this prompt")),
+                Some(a) => match v.as_str() {
+                    None => problems.push(format!("`{k}`: must be a string")),
+                    Some(s) if a.allowed.as_ref().is_some_and(|e| !e.iter().any(|x| x == s)) => problems
+                        .push(format!("`{k}`: must be one of {}", a.allowed.as_deref().unwrap_or_default().join(", "))),
+                    Some(_) => {}
+                },
+            }
+        }
+        for a in self.arguments.iter().filter(|a| a.required && !given.contains_key(&a.name)) {
+            problems.push(format!("`{}`: is required", a.name));
+        }
+        if !problems.is_empty() {
+            let accepted: Vec<&str> = self.arguments.iter().map(|a| a.name.as_str()).collect();
+            let accepted = if accepted.is_empty() { "none".to_string() } else { accepted.join(", ") };
+            return Err(RpcError::invalid_params(format!(
+                "Invalid arguments for prompt {} (its arguments: {accepted}):\n- {}",
+                self.name,
+                problems.join("\n- ")
+            )));
+        }
+        let ctx = context! { args => MjValue::from_serialize(&given), config => config.clone() };
+        let mut messages = Vec::with_capacity(self.messages.len());
+        for (i, (role, block)) in self.messages.iter().enumerate() {
+            let content = block.render(templates, &ctx).map_err(|e| {
+                RpcError::new(crate::jsonrpc::INTERNAL_ERROR, format!("prompt {} message {i}: {e}", self.name))
+            })?;
+            messages.push(json!({"role": role.name(), "content": content}));
+        }
+        let mut result = json!({ "messages": messages });
+        if let Some(d) = &self.description {
+            result["description"] = json!(d);
+        }
+        Ok(result)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn prompt(yaml: &str) -> Result<(Prompt, Templates, MjValue), (String, String)> {
+        let cfg = PromptConfig::read(&crate::config::parse_document(yaml).unwrap())?;
+        let config = crate::gateway::safe_config(json!({"team": "ops"}).as_object().unwrap());
+        let mut t = Templates::new();
+        let p = Prompt::compile(&cfg, "s", &mut t, &config)?;
+        Ok((p, t, config))
+    }
+
+    #[test]
+    fn renders_messages_from_arguments() {
+        let (p, t, c) = prompt(
+            "name: review\ndescription: Review code\narguments:\n- {name: lang, required: true, enum: [rust, go]}\n- {name: focus}\n\
+             messages:\n- {role: user, text: 'Review this {{ args.lang }} for {{ config.team }}{% if args.focus %}: {{ args.focus }}{% endif %}'}\n\
+             - role: assistant\n  content: {type: image, data: AAAA, mimeType: image/png}\n",
+        )
+        .unwrap();
+        assert_eq!(p.listing["arguments"][0], json!({"name": "lang", "required": true}));
+        let r = p.get(&t, &c, Some(&json!({"lang": "rust"}))).unwrap();
+        assert_eq!(
+            r["messages"][0],
+            json!({"role": "user", "content": {"type": "text", "text": "Review this rust for ops"}})
+        );
+        assert_eq!(r["messages"][1]["content"]["type"], json!("image"));
+        assert_eq!(r["description"], json!("Review code"));
+        let e = p.get(&t, &c, Some(&json!({"lang": "cobol", "x": "1", "focus": 3}))).unwrap_err();
+        assert_eq!(e.code, crate::jsonrpc::INVALID_PARAMS);
+        for part in ["`lang`: must be one of rust, go", "`x`: is not an argument", "`focus`: must be a string"] {
+            assert!(e.message.contains(part), "{}", e.message);
+        }
+        assert!(p.get(&t, &c, None).unwrap_err().message.contains("`lang`: is required"));
+    }
+
+    #[test]
+    fn unknown_names_are_refused_at_load() {
+        let e =
+            prompt("name: p\narguments: [{name: a}]\nmessages: [{role: user, text: '{{ args.b }}'}]\n").unwrap_err();
+        assert_eq!(e.0, "messages[0].text");
+        assert!(e.1.contains("`args.b`") && e.1.contains("arguments: a"), "{}", e.1);
+        let e = prompt("name: p\nmessages: [{role: user, text: '{{ nme }}'}]\n").unwrap_err();
+        assert!(e.1.contains("`nme`"), "{}", e.1);
+        let e = prompt("name: p\nmessages: [{role: user, text: '{{ config.teem }}'}]\n").unwrap_err();
+        assert!(e.1.contains("`config.teem`"), "{}", e.1);
+        let e = prompt("name: p\nmessages: [{role: user, text: a, content: {type: text, text: b}}]\n").unwrap_err();
+        assert_eq!(e.0, "messages[0]");
+        assert_eq!(prompt("name: p\nmessages: []\n").unwrap_err().0, "messages");
+        let e = prompt("name: p\nicons: [{src: 'ftp://x'}]\nmessages: [{role: user, text: a}]\n").unwrap_err();
+        assert_eq!(e.0, "icons[0].src");
+        assert!(
+            prompt("name: p\nmessages: [{role: user, text: '{{ args | tojson }} {{ range(2) | list }}'}]\n").is_ok()
+        );
+    }
+}

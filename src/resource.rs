@@ -1,0 +1,501 @@
+//! Resources and resource templates from config: `resources/list`, `resources/templates/list`,
+//! `resources/read`.
+//!
+//! A resource's contents are static text or base64 (templates over `config`, and for a template the
+//! variables of its URI as `args`), or fetched from an upstream: then the resource is served by a [`Tool`]
+//! compiled from its `requestTemplate`/`responseTemplate`, the URI's variables as its arguments, so that a
+//! resource read is built, sent, limited and rendered exactly as a tool call is.
+
+use crate::completion::{self, Argument, ArgumentConfig};
+use crate::config::{RequestTemplate, ResponseTemplate, ServerConfig, ToolConfig, UpstreamConfig};
+use crate::fields::{FieldError, Fields};
+use crate::icon::{self, Icon};
+use crate::jsonrpc::{RpcError, INTERNAL_ERROR};
+use crate::template::{TemplateId, Templates};
+use crate::tool::{Prepared, Tool};
+use crate::upstream::{UpstreamRequest, UpstreamResult};
+use base64::Engine;
+use minijinja::{context, value::Value as MjValue};
+use regex_lite::Regex;
+use serde_json::{json, Map, Value};
+
+/// What resources and resource templates share in the config: how they are shown and where their contents
+/// come from (exactly one of `text`, `blob`, `requestTemplate`).
+#[derive(Debug, Clone, Default)]
+pub struct ResourceConfig {
+    /// A resource's URI (`resources`).
+    pub uri: Option<String>,
+    /// An RFC 6570 template such as `users://{id}` (`resourceTemplates`).
+    pub uri_template: Option<String>,
+    pub name: String,
+    pub title: Option<String>,
+    pub description: Option<String>,
+    pub mime_type: Option<String>,
+    /// Size in bytes, when known (resources only).
+    pub size: Option<u64>,
+    pub icons: Vec<Icon>,
+    pub annotations: Option<Map<String, Value>>,
+    /// Completion values for the template's variables (resource templates only).
+    pub arguments: Vec<ArgumentConfig>,
+    pub text: Option<String>,
+    pub blob: Option<String>,
+    pub request_template: Option<RequestTemplate>,
+    pub response_template: Option<ResponseTemplate>,
+    pub error_response_template: Option<String>,
+    pub upstream: Option<UpstreamConfig>,
+}
+
+impl ResourceConfig {
+    /// Reads a resource (`template` false) or a resource template.
+    pub fn read(v: &Value, template: bool) -> Result<ResourceConfig, FieldError> {
+        let mut f = Fields::of(v, "")?;
+        let (uri, uri_template) = if template {
+            (None, Some(f.required_string("uriTemplate")?))
+        } else {
+            (Some(f.required_string("uri")?), None)
+        };
+        let r = ResourceConfig {
+            uri,
+            uri_template,
+            name: f.required_string("name")?,
+            title: f.string("title")?,
+            description: f.string("description")?,
+            mime_type: f.string("mimeType")?,
+            size: if template { None } else { f.unsigned("size")? },
+            icons: f.list("icons", Icon::read)?,
+            annotations: f.object("annotations")?,
+            arguments: if template { f.list("arguments", ArgumentConfig::read)? } else { Vec::new() },
+            text: f.string("text")?,
+            blob: f.string("blob")?,
+            request_template: f.typed("requestTemplate")?,
+            response_template: f.typed("responseTemplate")?,
+            error_response_template: f.string("errorResponseTemplate")?,
+            upstream: f.typed("upstream")?,
+        };
+        f.finish()?;
+        Ok(r)
+    }
+}
+
+/// Where a resource's contents come from.
+#[derive(Debug)]
+enum Source {
+    Text(TemplateId),
+    Blob(TemplateId),
+    Upstream(Box<Tool>),
+}
+
+/// A compiled resource or resource template.
+#[derive(Debug)]
+pub struct Resource {
+    /// The URI, or the URI template as written.
+    pub uri: String,
+    /// The template's matcher; `None` for a resource.
+    pattern: Option<UriTemplate>,
+    /// As `resources/list` or `resources/templates/list` shows it, built once.
+    pub listing: Value,
+    mime_type: Option<String>,
+    pub arguments: Vec<Argument>,
+    source: Source,
+}
+
+/// What reading a resource produced.
+#[derive(Debug)]
+pub enum Read {
+    Done(Result<Value, RpcError>),
+    /// Send this request, then call [`Resource::finish`] with the answer and these arguments.
+    Upstream(UpstreamRequest, Value),
+}
+
+impl Resource {
+    /// Compiles a resource (`template` false) or a resource template; errors are `(field, message)`.
+    pub fn compile(
+        cfg: &ResourceConfig,
+        template: bool,
+        server: &ServerConfig,
+        templates: &mut Templates,
+        config: &MjValue,
+    ) -> Result<Resource, (String, String)> {
+        let err = |f: &str, m: &str| Err((f.to_string(), m.to_string()));
+        let (uri, pattern) = match (template, &cfg.uri, &cfg.uri_template) {
+            (false, Some(u), None) => {
+                if !is_uri(u) {
+                    return err("uri", "must be an absolute URI (scheme:...)");
+                }
+                (u.clone(), None)
+            }
+            (true, None, Some(t)) => {
+                (t.clone(), Some(UriTemplate::parse(t).map_err(|m| ("uriTemplate".to_string(), m))?))
+            }
+            (false, _, _) => return err("uri", "a resource needs a uri (uriTemplate is for resourceTemplates)"),
+            (true, _, _) => {
+                return err("uriTemplate", "a resource template needs a uriTemplate (uri is for resources)")
+            }
+        };
+        if cfg.name.trim().is_empty() {
+            return err("name", "must not be empty");
+        }
+        icon::validate(&cfg.icons)?;
+        if template && cfg.size.is_some() {
+            return err("size", "applies to resources, not resource templates");
+        }
+        let vars: Vec<String> = pattern.as_ref().map(|p| p.vars.clone()).unwrap_or_default();
+        if !template && !cfg.arguments.is_empty() {
+            return err("arguments", "a resource has no arguments (resource templates do)");
+        }
+        let arguments = completion::compile_all(&cfg.arguments)?;
+        if let Some((i, a)) = arguments.iter().enumerate().find(|(_, a)| !vars.contains(&a.name)) {
+            return Err((
+                format!("arguments[{i}].name"),
+                format!("'{}' is not a variable of the uriTemplate (it has: {})", a.name, vars.join(", ")),
+            ));
+        }
+        let fetched = cfg.request_template.is_some();
+        let sources = [cfg.text.is_some(), cfg.blob.is_some(), fetched].iter().filter(|s| **s).count();
+        if sources != 1 {
+            return err("text", "give exactly one of text, blob or requestTemplate");
+        }
+        if !fetched
+            && (cfg.response_template.is_some() || cfg.error_response_template.is_some() || cfg.upstream.is_some())
+        {
+            return err(
+                "responseTemplate",
+                "responseTemplate, errorResponseTemplate and upstream go with a requestTemplate",
+            );
+        }
+        let prefix = format!("{}/resource:{}", server.name, uri);
+        let names: Vec<&str> = vars.iter().map(String::as_str).collect();
+        let checked = |t: &mut Templates, field: &str, src: &str| {
+            t.add_checked(&format!("{prefix}/{field}"), src, &["args", "uri", "config"], &names, config)
+                .map_err(|e| (field.to_string(), e))
+        };
+        let source = if let Some(text) = &cfg.text {
+            Source::Text(checked(templates, "text", text)?)
+        } else if let Some(blob) = &cfg.blob {
+            Source::Blob(checked(templates, "blob", blob)?)
+        } else {
+            let rt = cfg.request_template.clone().unwrap_or_default();
+            if rt.url.as_deref().is_none_or(|u| u.trim().is_empty()) {
+                return err("requestTemplate.url", "is required to fetch a resource");
+            }
+            let tool = ToolConfig {
+                name: "resource".into(),
+                description: cfg.name.clone(),
+                args: vars
+                    .iter()
+                    .map(|v| crate::config::ArgConfig { name: v.clone(), required: true, ..Default::default() })
+                    .collect(),
+                upstream: cfg.upstream.clone(),
+                request_template: Some(rt),
+                response_template: cfg.response_template.clone(),
+                error_response_template: cfg.error_response_template.clone(),
+                ..ToolConfig::default()
+            };
+            Source::Upstream(Box::new(Tool::compile(server, &tool, templates, config)?))
+        };
+        let mut listing = Map::new();
+        listing.insert(if template { "uriTemplate" } else { "uri" }.into(), json!(uri));
+        listing.insert("name".into(), json!(cfg.name));
+        for (key, v) in [("title", &cfg.title), ("description", &cfg.description), ("mimeType", &cfg.mime_type)] {
+            if let Some(v) = v {
+                listing.insert(key.into(), json!(v));
+            }
+        }
+        if let Some(s) = cfg.size {
+            listing.insert("size".into(), json!(s));
+        }
+        if !cfg.icons.is_empty() {
+            listing.insert("icons".into(), icon::to_json(&cfg.icons));
+        }
+        if let Some(a) = &cfg.annotations {
+            listing.insert("annotations".into(), Value::Object(a.clone()));
+        }
+        Ok(Resource {
+            uri,
+            pattern,
+            listing: Value::Object(listing),
+            mime_type: cfg.mime_type.clone(),
+            arguments,
+            source,
+        })
+    }
+
+    /// The template's variables in `uri`, when this template matches it.
+    pub fn matches(&self, uri: &str) -> Option<Map<String, Value>> {
+        self.pattern.as_ref()?.matches(uri)
+    }
+
+    /// Reads the resource at `uri` (with the variables a template matched).
+    pub fn read(&self, templates: &Templates, config: &MjValue, uri: &str, vars: Map<String, Value>) -> Read {
+        let args = Value::Object(vars);
+        let ctx = || context! { args => MjValue::from_serialize(&args), uri => uri, config => config.clone() };
+        let render = |t: &TemplateId| {
+            templates.render(t, ctx()).map_err(|e| RpcError::new(INTERNAL_ERROR, format!("resource {uri}: {e}")))
+        };
+        match &self.source {
+            Source::Text(t) => Read::Done(render(t).map(|text| self.contents(uri, None, Some(text), None))),
+            Source::Blob(t) => Read::Done(render(t).and_then(|b| {
+                let b = b.trim().to_string();
+                if base64::engine::general_purpose::STANDARD.decode(&b).is_err() {
+                    return Err(RpcError::new(INTERNAL_ERROR, format!("resource {uri}: the blob is not base64")));
+                }
+                Ok(self.contents(uri, None, None, Some(b)))
+            })),
+            Source::Upstream(tool) => match tool.prepare(templates, config, Some(&args)) {
+                Prepared::Done(result) => Read::Done(self.contents_of(uri, None, result)),
+                Prepared::Upstream(request, args) => Read::Upstream(request, args),
+            },
+        }
+    }
+
+    /// The `ReadResourceResult` from the upstream answer of a fetched resource. A binary answer the
+    /// operator did not template is the blob itself.
+    pub fn finish(
+        &self,
+        templates: &Templates,
+        config: &MjValue,
+        uri: &str,
+        args: &Value,
+        outcome: UpstreamResult,
+    ) -> Result<Value, RpcError> {
+        let Source::Upstream(tool) = &self.source else {
+            return Err(RpcError::new(INTERNAL_ERROR, "the resource is not fetched"));
+        };
+        let mime = match &outcome {
+            UpstreamResult::Response { headers, .. } => headers
+                .iter()
+                .find(|(k, _)| k.eq_ignore_ascii_case("content-type"))
+                .map(|(_, v)| v.split(';').next().unwrap_or_default().trim().to_ascii_lowercase()),
+            UpstreamResult::Failed(_) => None,
+        };
+        if let UpstreamResult::Response { status: 200..=299, body, .. } = &outcome {
+            let binary = match mime.as_deref() {
+                Some(m) => !is_textual(m),
+                None => std::str::from_utf8(body).is_err(),
+            };
+            if binary && !tool.renders_answer() {
+                let blob = base64::engine::general_purpose::STANDARD.encode(body);
+                return Ok(self.contents(uri, mime.as_deref(), None, Some(blob)));
+            }
+        }
+        let result = tool.finish(templates, config, args, outcome);
+        self.contents_of(uri, mime.as_deref(), result)
+    }
+
+    /// Turns a tool result into resource contents: text blocks are text, images and audio blobs, embedded
+    /// resources themselves; an error result is a JSON-RPC error.
+    fn contents_of(&self, uri: &str, upstream_mime: Option<&str>, result: Value) -> Result<Value, RpcError> {
+        let blocks = result["content"].as_array().cloned().unwrap_or_default();
+        if result["isError"] == json!(true) {
+            let text: Vec<&str> = blocks.iter().filter_map(|b| b["text"].as_str()).collect();
+            return Err(RpcError::new(INTERNAL_ERROR, format!("resource {uri}: {}", text.join("\n"))));
+        }
+        let mime = self.mime_type.as_deref().or(upstream_mime);
+        let contents: Vec<Value> = blocks
+            .into_iter()
+            .filter_map(|b| match b["type"].as_str() {
+                Some("text") => Some(entry(uri, mime, Some(b["text"].as_str().unwrap_or_default().into()), None)),
+                Some("image" | "audio") => Some(entry(
+                    uri,
+                    b["mimeType"].as_str().or(mime),
+                    None,
+                    Some(b["data"].as_str().unwrap_or_default().into()),
+                )),
+                Some("resource") => Some(b["resource"].clone()),
+                _ => None,
+            })
+            .collect();
+        Ok(json!({ "contents": contents }))
+    }
+
+    fn contents(&self, uri: &str, upstream_mime: Option<&str>, text: Option<String>, blob: Option<String>) -> Value {
+        let mime = self.mime_type.as_deref().or(upstream_mime);
+        json!({ "contents": [entry(uri, mime, text, blob)] })
+    }
+}
+
+fn entry(uri: &str, mime: Option<&str>, text: Option<String>, blob: Option<String>) -> Value {
+    let mut e = Map::new();
+    e.insert("uri".into(), json!(uri));
+    if let Some(m) = mime {
+        e.insert("mimeType".into(), json!(m));
+    }
+    match (text, blob) {
+        (_, Some(b)) => e.insert("blob".into(), json!(b)),
+        (t, None) => e.insert("text".into(), json!(t.unwrap_or_default())),
+    };
+    Value::Object(e)
+}
+
+/// Whether a media type is text a client reads as such.
+fn is_textual(mime: &str) -> bool {
+    mime.starts_with("text/")
+        || mime.ends_with("/json")
+        || mime.ends_with("+json")
+        || mime.ends_with("/xml")
+        || mime.ends_with("+xml")
+        || mime == "application/javascript"
+}
+
+/// `scheme:rest`, the scheme as RFC 3986 spells it.
+fn is_uri(s: &str) -> bool {
+    let Some((scheme, rest)) = s.split_once(':') else { return false };
+    !rest.is_empty()
+        && scheme.starts_with(|c: char| c.is_ascii_alphabetic())
+        && scheme.bytes().all(|b| b.is_ascii_alphanumeric() || b"+-.".contains(&b))
+        && !s.bytes().any(|b| b.is_ascii_control() || b == b' ')
+}
+
+/// An RFC 6570 URI template of levels 1 and 2 (`{var}`, `{+var}`), matched against URIs: `{var}` matches
+/// one or more characters other than `/ ? #`, `{+var}` any; matched values are percent-decoded.
+#[derive(Debug)]
+struct UriTemplate {
+    regex: Regex,
+    vars: Vec<String>,
+}
+
+impl UriTemplate {
+    fn parse(template: &str) -> Result<UriTemplate, String> {
+        let mut pattern = String::from("^");
+        let mut vars = Vec::new();
+        let mut rest = template;
+        while let Some(open) = rest.find('{') {
+            pattern.push_str(&regex_lite::escape(&rest[..open]));
+            let close = rest[open..].find('}').ok_or("has a '{' without its '}'")? + open;
+            let expr = &rest[open + 1..close];
+            let (reserved, name) = match expr.strip_prefix('+') {
+                Some(n) => (true, n),
+                None => (false, expr),
+            };
+            if name.is_empty() || !name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_') {
+                return Err(format!(
+                    "'{{{expr}}}': this gateway matches {{name}} and {{+name}} (RFC 6570 levels 1 and 2), names of letters, digits and _"
+                ));
+            }
+            if vars.iter().any(|v| v == name) {
+                return Err(format!("variable '{name}' appears twice"));
+            }
+            pattern.push_str(if reserved { "(.+?)" } else { "([^/?#]+?)" });
+            vars.push(name.to_string());
+            rest = &rest[close + 1..];
+        }
+        if rest.contains('}') {
+            return Err("has a '}' without its '{'".into());
+        }
+        pattern.push_str(&regex_lite::escape(rest));
+        pattern.push('$');
+        if vars.is_empty() {
+            return Err("has no {variable}: list it under resources instead".into());
+        }
+        if !is_uri(&template.replace(['{', '}', '+'], "")) {
+            return Err("must be an absolute URI template (scheme:...)".into());
+        }
+        let regex = Regex::new(&pattern).map_err(|e| e.to_string())?;
+        Ok(UriTemplate { regex, vars })
+    }
+
+    fn matches(&self, uri: &str) -> Option<Map<String, Value>> {
+        let caps = self.regex.captures(uri)?;
+        let mut out = Map::new();
+        for (i, name) in self.vars.iter().enumerate() {
+            let raw = caps.get(i + 1)?.as_str();
+            let value = percent_encoding::percent_decode_str(raw).decode_utf8().ok()?;
+            out.insert(name.clone(), json!(value));
+        }
+        Some(out)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn compile(yaml: &str, template: bool) -> Result<(Resource, Templates, MjValue), (String, String)> {
+        let doc = crate::config::parse_document(&format!("r: {yaml}")).unwrap();
+        let cfg = ResourceConfig::read(&doc["r"], template)?;
+        let server: ServerConfig =
+            serde_json::from_value(json!({"name": "s", "upstream": {"cluster": "api"}, "config": {"k": "v"}})).unwrap();
+        let config = crate::gateway::safe_config(&server.config);
+        let mut t = Templates::new();
+        let r = Resource::compile(&cfg, template, &server, &mut t, &config)?;
+        Ok((r, t, config))
+    }
+
+    fn done(r: Read) -> Result<Value, RpcError> {
+        match r {
+            Read::Done(v) => v,
+            Read::Upstream(..) => panic!("expected no upstream"),
+        }
+    }
+
+    #[test]
+    fn static_and_templated_contents() {
+        let (r, t, c) =
+            compile("{uri: 'test://a', name: a, mimeType: text/plain, text: 'k={{ config.k }}'}", false).unwrap();
+        assert_eq!(r.listing, json!({"uri": "test://a", "name": "a", "mimeType": "text/plain"}));
+        let v = done(r.read(&t, &c, "test://a", Map::new())).unwrap();
+        assert_eq!(v, json!({"contents": [{"uri": "test://a", "mimeType": "text/plain", "text": "k=v"}]}));
+        let (r, t, c) = compile("{uri: 'test://b', name: b, blob: AQID}", false).unwrap();
+        assert_eq!(done(r.read(&t, &c, "test://b", Map::new())).unwrap()["contents"][0]["blob"], json!("AQID"));
+        let (r, t, c) = compile(
+            "{uriTemplate: 'test://t/{id}/x{+rest}', name: t, text: '{{ args.id }}|{{ args.rest }}|{{ uri }}'}",
+            true,
+        )
+        .unwrap();
+        assert!(r.matches("test://t//x").is_none() && r.matches("test://u/1/x2").is_none());
+        let vars = r.matches("test://t/a%20b/x/c/d").unwrap();
+        let v = done(r.read(&t, &c, "test://t/a%20b/x/c/d", vars)).unwrap();
+        assert_eq!(v["contents"][0]["text"], json!("a b|/c/d|test://t/a%20b/x/c/d"));
+        assert_eq!(r.listing["uriTemplate"], json!("test://t/{id}/x{+rest}"));
+    }
+
+    #[test]
+    fn fetched_resources_use_the_tool_machinery() {
+        let (r, t, c) =
+            compile("{uriTemplate: 'users://{id}', name: u, mimeType: application/json, requestTemplate: {url: '/users/{{ args.id }}'}}", true)
+                .unwrap();
+        let Read::Upstream(req, args) = r.read(&t, &c, "users://7", r.matches("users://7").unwrap()) else { panic!() };
+        assert_eq!((req.cluster.as_str(), req.path.as_str()), ("api", "/users/7"));
+        let ok = UpstreamResult::Response { status: 200, headers: vec![], body: b"{\"id\": 7}".to_vec() };
+        let v = r.finish(&t, &c, "users://7", &args, ok).unwrap();
+        assert_eq!(
+            v["contents"][0],
+            json!({"uri": "users://7", "mimeType": "application/json", "text": "{\"id\": 7}"})
+        );
+        let png = UpstreamResult::Response {
+            status: 200,
+            headers: vec![("Content-Type".into(), "application/octet-stream".into())],
+            body: vec![0, 159, 146, 150],
+        };
+        assert_eq!(r.finish(&t, &c, "users://7", &args, png).unwrap()["contents"][0]["blob"], json!("AJ+Slg=="));
+        let bad = UpstreamResult::Response { status: 404, headers: vec![], body: b"no".to_vec() };
+        let e = r.finish(&t, &c, "users://7", &args, bad).unwrap_err();
+        assert!(e.message.contains("HTTP 404: no"), "{e:?}");
+    }
+
+    #[test]
+    fn bad_resources_are_located() {
+        let field = |yaml: &str, template: bool| compile(yaml, template).unwrap_err().0;
+        assert_eq!(field("{uri: 'nope', name: a, text: x}", false), "uri");
+        assert_eq!(field("{uri: 'a:b', name: a}", false), "text");
+        assert_eq!(field("{uri: 'a:b', name: a, text: x, blob: AA==}", false), "text");
+        assert_eq!(field("{uri: 'a:b', name: a, text: '{{ args.id }}'}", false), "text");
+        assert_eq!(field("{uriTemplate: 'a://{id}', name: a, text: '{{ args.di }}'}", true), "text");
+        assert_eq!(field("{uriTemplate: 'a://{?q}', name: a, text: x}", true), "uriTemplate");
+        assert_eq!(field("{uriTemplate: 'a://x', name: a, text: x}", true), "uriTemplate");
+        assert_eq!(field("{uri: 'a://x', name: a, text: x}", true), "uriTemplate");
+        assert_eq!(field("{uri: 'a://x', name: a, text: x, size: -1}", false), "size");
+        assert_eq!(field("{uri: 'a://x', name: a, text: x, arguments: []}", false), "arguments");
+        assert_eq!(
+            field("{uri: 'a://x', name: a, requestTemplate: {url: /x, bogus: 1}}", false),
+            "requestTemplate.bogus"
+        );
+        assert_eq!(
+            field("{uriTemplate: 'a://{id}', name: a, text: x, arguments: [{name: x}]}", true),
+            "arguments[0].name"
+        );
+        assert_eq!(field("{uri: 'a:b', name: a, text: x, upstream: {cluster: c}}", false), "responseTemplate");
+        assert_eq!(field("{uri: 'a:b', name: a, requestTemplate: {url: 'x'}}", false), "requestTemplate.url");
+        assert_eq!(field("{uri: 'a:b', name: a, requestTemplate: {method: POST}}", false), "requestTemplate.url");
+    }
+}
