@@ -8,6 +8,7 @@ pub mod credential;
 pub mod driver;
 pub mod encoding;
 pub mod gateway;
+pub mod gotemplate;
 pub mod jsonrpc;
 pub mod mcp;
 #[cfg(feature = "openapi")]
