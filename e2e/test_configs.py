@@ -163,7 +163,7 @@ HIGRESS_CONFIG = {
             "name": "hello",
             "description": "Greets, from a template.",
             "args": [{"name": "who", "type": "string", "required": True, "description": "Who"}],
-            "responseTemplate": {"body": "{{ config.greeting }} {{ args.who }}"},
+            "responseTemplate": {"body": "{{ .config.greeting }} {{ .args.who }}"},
         }
     ],
 }

@@ -1,15 +1,19 @@
-//! Templates (minijinja) for upstream requests and tool results.
+//! Templates for upstream requests and tool results, in two dialects: ours (minijinja) and Higress's (Go
+//! `text/template` over JSON, see [`crate::gotemplate`]).
 //!
-//! All templates of a plugin live in one environment, compiled at configure time. Rendering is bounded:
-//! a fuel limit stops runaway loops and the output size is capped. Templates named `*#url` escape every
+//! All templates of a plugin are compiled at configure time. Rendering is bounded the same way in both
+//! dialects: a fuel limit stops runaway loops and the output size is capped. URL templates escape every
 //! interpolated value for a URL, so arguments cannot inject path segments, query parameters or a host.
+//! Callers hand a [`Data`] to [`Templates::render`]; each dialect builds its own view of it.
 
+use crate::gotemplate::{self, GoTemplate};
 use base64::Engine;
 use minijinja::value::Value as MjValue;
 use minijinja::value::{Enumerator, Object, ObjectRepr};
 use minijinja::{AutoEscape, Environment, Error, ErrorKind, Output, State, UndefinedBehavior};
 use percent_encoding::{utf8_percent_encode, AsciiSet, NON_ALPHANUMERIC};
 use serde::Serialize;
+use std::cell::OnceCell;
 use std::sync::Arc;
 
 /// Characters kept as they are in URL components: RFC 3986 "unreserved". Everything else is encoded.
@@ -27,10 +31,46 @@ pub enum Escape {
     Url,
 }
 
+/// The template language of a server's templates.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Deserialize, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Dialect {
+    /// minijinja, with this gateway's context (`args`, `config`, `response`, `body`, `status`, `headers`).
+    #[default]
+    Jinja,
+    /// Higress's: Go `text/template` over JSON data, sprig functions, gjson paths.
+    Go,
+}
+
+/// What a template is for, which decides the data a Go template sees (Higress's rules): request templates
+/// `{config, args}`, result templates the upstream answer's JSON, error templates the answer plus `_headers`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Role {
+    Request,
+    Result,
+    Error,
+}
+
+/// How a template is compiled.
+#[derive(Debug, Clone, Copy)]
+pub struct Spec {
+    pub escape: Escape,
+    pub dialect: Dialect,
+    pub role: Role,
+}
+
+impl Spec {
+    /// A template of our dialect (whose data does not depend on the role).
+    pub fn jinja(escape: Escape) -> Spec {
+        Spec { escape, dialect: Dialect::Jinja, role: Role::Request }
+    }
+}
+
 /// The compiled templates of a plugin.
 pub struct Templates {
     env: Environment<'static>,
     count: usize,
+    go: Vec<GoTemplate>,
 }
 
 impl std::fmt::Debug for Templates {
@@ -48,6 +88,96 @@ enum Resolved {
     /// The text does not depend on the request (no template syntax, or it reads only `config`).
     Static(String),
     Compiled(String),
+    /// A Go template: its index, whether it escapes for URLs, and its role.
+    Go(usize, bool, Role),
+}
+
+/// An upstream answer as templates see it.
+pub struct AnswerData<'a> {
+    /// The answer parsed, when it is JSON and a template or schema needed it parsed.
+    pub parsed: Option<Arc<serde_json::Value>>,
+    pub body: &'a str,
+    pub status: u16,
+    /// Lower-cased names.
+    pub headers: &'a serde_json::Map<String, serde_json::Value>,
+}
+
+/// What templates render over. Each dialect's view is built once, on first use.
+pub struct Data<'a> {
+    args: &'a serde_json::Value,
+    config: &'a MjValue,
+    answer: Option<AnswerData<'a>>,
+    jinja: OnceCell<MjValue>,
+    go_request: OnceCell<String>,
+    go_error: OnceCell<String>,
+}
+
+impl<'a> Data<'a> {
+    /// Data for request templates (and tools that answer without an upstream).
+    pub fn request(args: &'a serde_json::Value, config: &'a MjValue) -> Self {
+        Self::new(args, config, None)
+    }
+
+    /// Data for result and error templates.
+    pub fn answer(args: &'a serde_json::Value, config: &'a MjValue, answer: AnswerData<'a>) -> Self {
+        Self::new(args, config, Some(answer))
+    }
+
+    fn new(args: &'a serde_json::Value, config: &'a MjValue, answer: Option<AnswerData<'a>>) -> Self {
+        Data { args, config, answer, jinja: OnceCell::new(), go_request: OnceCell::new(), go_error: OnceCell::new() }
+    }
+
+    /// Our context: `args`, `config`, and with an answer `response`, `body`, `status`, `headers` and the
+    /// answer's top-level keys.
+    fn jinja(&self) -> &MjValue {
+        self.jinja.get_or_init(|| {
+            let args = MjValue::from_serialize(self.args);
+            let Some(a) = &self.answer else {
+                return minijinja::context! { args => args, config => self.config.clone() };
+            };
+            let response = a.parsed.clone().map_or(MjValue::from(()), json_view);
+            let flattened = if a.parsed.as_deref().is_some_and(serde_json::Value::is_object) {
+                response.clone()
+            } else {
+                MjValue::from(())
+            };
+            minijinja::context! {
+                args => args,
+                config => self.config.clone(),
+                response => response,
+                body => a.body,
+                status => a.status,
+                headers => MjValue::from_serialize(a.headers),
+                ..flattened
+            }
+        })
+    }
+
+    /// Higress's data for a Go template of this role, as JSON text.
+    fn go(&self, role: Role) -> Result<&str, gotemplate::GoError> {
+        let request = || {
+            let config = serde_json::to_value(self.config).unwrap_or_default();
+            serde_json::json!({"config": config, "args": self.args}).to_string()
+        };
+        match (&self.answer, role) {
+            (None, _) | (Some(_), Role::Request) => Ok(self.go_request.get_or_init(request)),
+            // The answer itself, only when it parsed as JSON: gjson never reads text that is not JSON.
+            (Some(a), Role::Result) => match a.parsed.as_deref() {
+                Some(v) if v.is_object() || v.is_array() => Ok(a.body),
+                _ => Err(gotemplate::GoError::BadData),
+            },
+            (Some(a), Role::Error) => Ok(self.go_error.get_or_init(|| {
+                let mut headers = a.headers.clone();
+                headers.insert(":status".into(), serde_json::Value::String(a.status.to_string()));
+                let mut data = match a.parsed.as_deref() {
+                    Some(serde_json::Value::Object(m)) => m.clone(),
+                    _ => serde_json::Map::new(),
+                };
+                data.insert("_headers".into(), serde_json::Value::Object(headers));
+                serde_json::Value::Object(data).to_string()
+            })),
+        }
+    }
 }
 
 impl Default for Templates {
@@ -76,10 +206,32 @@ impl Templates {
         env.add_filter("b64dec", b64dec);
         env.add_filter("query", query_filter);
         env.add_filter("urlencode_component", |s: String| utf8_percent_encode(&s, URL_COMPONENT).to_string());
-        Templates { env, count: 0 }
+        Templates { env, count: 0, go: Vec::new() }
     }
 
-    /// Compiles a template; the error message is minijinja's, with line information.
+    /// A fixed text, not a template (Higress's `prependBody`/`appendBody`).
+    pub fn literal(text: &str) -> TemplateId {
+        TemplateId(Resolved::Static(text.to_string()))
+    }
+
+    /// Compiles a template in either dialect; errors carry line information, and a Go template that calls a
+    /// function this gateway lacks is refused naming it.
+    pub fn add_spec(&mut self, name: &str, source: &str, spec: Spec) -> Result<TemplateId, String> {
+        match spec.dialect {
+            Dialect::Jinja => self.add(name, source, spec.escape),
+            Dialect::Go => {
+                let t = GoTemplate::parse(source).map_err(|e| e.to_string())?;
+                if let Some(text) = t.literal() {
+                    return Ok(TemplateId(Resolved::Static(text)));
+                }
+                self.count += 1;
+                self.go.push(t);
+                Ok(TemplateId(Resolved::Go(self.go.len() - 1, spec.escape == Escape::Url, spec.role)))
+            }
+        }
+    }
+
+    /// Compiles a template (in our dialect); the error message is minijinja's, with line information.
     pub fn add(&mut self, name: &str, source: &str, escape: Escape) -> Result<TemplateId, String> {
         self.count += 1;
         let full = match escape {
@@ -96,17 +248,24 @@ impl Templates {
         &mut self,
         name: &str,
         source: &str,
-        escape: Escape,
+        spec: Spec,
         config: &MjValue,
     ) -> Result<TemplateId, String> {
-        let id = self.add(name, source, escape)?;
+        let id = self.add_spec(name, source, spec)?;
+        if let TemplateId(Resolved::Go(i, _, _)) = &id {
+            if self.go.get(*i).is_some_and(GoTemplate::reads_config_only) {
+                let text = self.render(&id, &Data::request(&serde_json::Value::Null, config))?;
+                return Ok(TemplateId(Resolved::Static(text)));
+            }
+            return Ok(id);
+        }
         let TemplateId(Resolved::Compiled(full)) = &id else { return Ok(id) };
         if !source.contains(['{', '%', '#']) {
             return Ok(TemplateId(Resolved::Static(source.to_string())));
         }
         let template = self.env.get_template(full).map_err(describe)?;
         if template.undeclared_variables(false).iter().all(|v| v == "config") {
-            let text = self.render(&id, minijinja::context! { config => config.clone() })?;
+            let text = self.render_ctx(&id, minijinja::context! { config => config.clone() })?;
             return Ok(TemplateId(Resolved::Static(text)));
         }
         Ok(id)
@@ -117,7 +276,12 @@ impl Templates {
     /// an answer that does not parse must fail the call rather than render as if it were empty.
     pub fn reads_answer(&self, id: &TemplateId) -> bool {
         const OWN: [&str; 5] = ["args", "config", "body", "status", "headers"];
-        let TemplateId(Resolved::Compiled(name)) = id else { return false };
+        let name = match id {
+            TemplateId(Resolved::Compiled(name)) => name,
+            // A Go result template's data is the answer itself.
+            TemplateId(Resolved::Go(_, _, role)) => return *role != Role::Request,
+            TemplateId(Resolved::Static(_)) => return false,
+        };
         let Ok(template) = self.env.get_template(name) else { return true };
         template
             .undeclared_variables(false)
@@ -125,11 +289,26 @@ impl Templates {
             .any(|v| !OWN.contains(&v.as_str()) && !self.env.globals().any(|(g, _)| g == v))
     }
 
-    /// Renders a template against a context; errors (including running out of fuel) are reported, not raised.
-    pub fn render<C: Serialize>(&self, id: &TemplateId, ctx: C) -> Result<String, String> {
+    /// Renders a template over call data; errors (including running out of fuel) are reported, not raised.
+    pub fn render(&self, id: &TemplateId, data: &Data) -> Result<String, String> {
+        match &id.0 {
+            Resolved::Static(text) => Ok(text.clone()),
+            Resolved::Compiled(_) => self.render_ctx(id, data.jinja()),
+            Resolved::Go(i, url, role) => {
+                let Some(t) = self.go.get(*i) else { return Err("unknown template".into()) };
+                let limits = gotemplate::Limits { fuel: FUEL, max_output: MAX_OUTPUT };
+                let json = data.go(*role).map_err(|e| e.to_string())?;
+                t.render(json, limits, *url, &gotemplate::Env::default()).map_err(|e| e.to_string())
+            }
+        }
+    }
+
+    /// Renders a minijinja template against a context.
+    pub fn render_ctx<C: Serialize>(&self, id: &TemplateId, ctx: C) -> Result<String, String> {
         let name = match &id.0 {
             Resolved::Static(text) => return Ok(text.clone()),
             Resolved::Compiled(name) => name,
+            Resolved::Go(..) => return Err("a Go template needs call data".into()),
         };
         let t = self.env.get_template(name).map_err(describe)?;
         let out = t.render(ctx).map_err(describe)?;
@@ -308,7 +487,7 @@ mod tests {
     fn url_templates_percent_encode_values() {
         let mut t = Templates::new();
         let id = t.add("u", "/users/{{ args.id }}?q={{ args.q }}&raw={{ args.r | safe }}", Escape::Url).unwrap();
-        let out = t.render(&id, json!({"args": {"id": "../a b/?x=1&y", "q": "é#", "r": "a/b"}})).unwrap();
+        let out = t.render_ctx(&id, json!({"args": {"id": "../a b/?x=1&y", "q": "é#", "r": "a/b"}})).unwrap();
         assert_eq!(out, "/users/..%2Fa%20b%2F%3Fx%3D1%26y?q=%C3%A9%23&raw=a/b");
     }
 
@@ -318,7 +497,7 @@ mod tests {
         let id = t
             .add("b", "{\"a\": {{ args.a | tojson }}, \"n\": \"{{ args.missing }}{{ args.nul }}\"}", Escape::None)
             .unwrap();
-        let out = t.render(&id, json!({"args": {"a": "x\"y<", "nul": null}})).unwrap();
+        let out = t.render_ctx(&id, json!({"args": {"a": "x\"y<", "nul": null}})).unwrap();
         assert_eq!(out, "{\"a\": \"x\\\"y\\u003c\", \"n\": \"\"}");
     }
 
@@ -328,7 +507,7 @@ mod tests {
         let id = t
             .add("f", "{{ 'hi' | b64enc }} {{ 'aGk=' | b64dec }} {{ r | query('items.#') }} {{ r | query('items.1.n') }} {{ r | query('items.#.n') | join(',') }} {{ 'a b&' | urlencode }}", Escape::None)
             .unwrap();
-        let out = t.render(&id, json!({"r": {"items": [{"n": "x"}, {"n": "y"}]}})).unwrap();
+        let out = t.render_ctx(&id, json!({"r": {"items": [{"n": "x"}, {"n": "y"}]}})).unwrap();
         assert_eq!(out, "aGk= hi 2 y x,y a%20b%26");
     }
 
@@ -342,12 +521,12 @@ mod tests {
                 Escape::None,
             )
             .unwrap();
-        let err = t.render(&id, json!({})).unwrap_err();
+        let err = t.render_ctx(&id, json!({})).unwrap_err();
         assert!(err.contains("fuel"), "{err}");
         assert!(t.add("bad", "{{ unclosed", Escape::None).is_err());
         // Output beyond the limit is refused, naming it (a template quoting a large answer, say).
         let quote = t.add("quote", "<{{ body }}>", Escape::None).unwrap();
-        let err = t.render(&quote, json!({"body": "x".repeat(MAX_OUTPUT)})).unwrap_err();
+        let err = t.render_ctx(&quote, json!({"body": "x".repeat(MAX_OUTPUT)})).unwrap_err();
         assert!(err.contains(&format!("has {} bytes", MAX_OUTPUT + 2)) && err.contains("limit of 4194304"), "{err}");
     }
 
@@ -355,16 +534,18 @@ mod tests {
     fn request_independent_templates_are_resolved_once() {
         let mut t = Templates::new();
         let config = crate::gateway::safe_config(json!({"base": "/v1", "key": "k"}).as_object().unwrap());
-        let fixed = t.add_resolving("a", "/weather", Escape::Url, &config).unwrap();
-        let from_config = t.add_resolving("b", "{{ config.base }}/x?k={{ config.key }}", Escape::Url, &config).unwrap();
-        let dynamic = t.add_resolving("c", "{{ config.base }}/{{ args.id }}", Escape::Url, &config).unwrap();
+        let fixed = t.add_resolving("a", "/weather", Spec::jinja(Escape::Url), &config).unwrap();
+        let from_config =
+            t.add_resolving("b", "{{ config.base }}/x?k={{ config.key }}", Spec::jinja(Escape::Url), &config).unwrap();
+        let dynamic =
+            t.add_resolving("c", "{{ config.base }}/{{ args.id }}", Spec::jinja(Escape::Url), &config).unwrap();
         assert!(matches!(fixed.0, Resolved::Static(ref s) if s == "/weather"));
         assert!(matches!(from_config.0, Resolved::Static(ref s) if s == "/v1/x?k=k"));
         assert!(matches!(dynamic.0, Resolved::Compiled(_)));
         let ctx =
             minijinja::context! { args => MjValue::from_serialize(json!({"id": "a b"})), config => config.clone() };
-        assert_eq!(t.render(&dynamic, ctx).unwrap(), "/v1/a%20b");
-        assert!(t.add_resolving("d", "{{ config.x | nosuchfilter }}", Escape::None, &config).is_err());
+        assert_eq!(t.render_ctx(&dynamic, ctx).unwrap(), "/v1/a%20b");
+        assert!(t.add_resolving("d", "{{ config.x | nosuchfilter }}", Spec::jinja(Escape::None), &config).is_err());
     }
 
     #[test]
@@ -376,8 +557,8 @@ mod tests {
                    {{ missing }}{% for k in items[0] %}[{{ k }}]{% endfor %} {{ items[5] }}";
         let id = t.add("v", src, Escape::None).unwrap();
         let view = json_view(Arc::new(doc.clone()));
-        let lazy = t.render(&id, minijinja::context! { ..view }).unwrap();
-        let eager = t.render(&id, MjValue::from_serialize(&doc)).unwrap();
+        let lazy = t.render_ctx(&id, minijinja::context! { ..view }).unwrap();
+        let eager = t.render_ctx(&id, MjValue::from_serialize(&doc)).unwrap();
         assert_eq!(lazy, eager);
         assert!(lazy.starts_with("2 2 b b ax,b, yes 1.5 {\"name\":\"a\",\"tags\":[\"x\"]} a/b [name][tags]"), "{lazy}");
     }

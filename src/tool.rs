@@ -5,10 +5,10 @@ use crate::config::{Position, ServerConfig, ToolConfig};
 use crate::credential::Credential;
 use crate::encoding::{self, Encoding};
 use crate::schema::{self, Validator};
-use crate::template::{json_view, Escape, TemplateId, Templates};
+use crate::template::{AnswerData, Data, Dialect, Escape, Role, Spec, TemplateId, Templates};
 use crate::upstream::{is_forbidden_header, is_safe_header_value, is_token, Target, UpstreamRequest, UpstreamResult};
 use base64::Engine;
-use minijinja::{context, value::Value as MjValue};
+use minijinja::value::Value as MjValue;
 use serde_json::{json, Map, Value};
 use std::sync::Arc;
 
@@ -155,13 +155,16 @@ impl Tool {
                 return Err(err("args", format!("'{}' cannot be used as a {:?} parameter name", p.wire, p.position)));
             }
         }
-        let compile = |templates: &mut Templates, field: &str, src: &str, esc: Escape| {
-            templates.add(&format!("{}/{}/{field}", server.name, cfg.name), src, esc).map_err(|e| err(field, e))
+        let dialect = server.template_dialect.unwrap_or_default();
+        let compile = |templates: &mut Templates, field: &str, src: &str, role: Role| {
+            let spec = Spec { escape: Escape::None, dialect, role };
+            templates.add_spec(&format!("{}/{}/{field}", server.name, cfg.name), src, spec).map_err(|e| err(field, e))
         };
         // Request-side templates that depend only on config are rendered once here.
-        let compile_request = |templates: &mut Templates, field: &str, src: &str, esc: Escape| {
+        let compile_request = |templates: &mut Templates, field: &str, src: &str, escape: Escape| {
+            let spec = Spec { escape, dialect, role: Role::Request };
             templates
-                .add_resolving(&format!("{}/{}/{field}", server.name, cfg.name), src, esc, config)
+                .add_resolving(&format!("{}/{}/{field}", server.name, cfg.name), src, spec, config)
                 .map_err(|e| err(field, e))
         };
         let rt = cfg.request_template.clone().unwrap_or_default();
@@ -267,16 +270,24 @@ impl Tool {
         if resp.body.is_some() && (resp.prepend_body.is_some() || resp.append_body.is_some()) {
             return Err(err("responseTemplate", "body excludes prependBody/appendBody".into()));
         }
+        // With no url, a result template renders over the call itself, as a request template does.
+        let result_role = if request.is_some() { Role::Result } else { Role::Request };
         let opt = |templates: &mut Templates,
                    field: &str,
-                   src: &Option<String>|
+                   src: &Option<String>,
+                   role: Role|
          -> Result<Option<TemplateId>, (String, String)> {
-            src.as_deref().map(|s| compile(templates, field, s, Escape::None)).transpose()
+            src.as_deref().map(|s| compile(templates, field, s, role)).transpose()
         };
-        let response_body = opt(templates, "responseTemplate.body", &resp.body)?;
-        let prepend = opt(templates, "responseTemplate.prependBody", &resp.prepend_body)?;
-        let append = opt(templates, "responseTemplate.appendBody", &resp.append_body)?;
-        let error_body = opt(templates, "errorResponseTemplate", &cfg.error_response_template)?;
+        // Higress adds prependBody and appendBody as they are written: in its dialect they are not templates.
+        let text = |templates: &mut Templates, field: &str, src: &Option<String>| match dialect {
+            Dialect::Go => Ok(src.as_deref().map(Templates::literal)),
+            Dialect::Jinja => opt(templates, field, src, result_role),
+        };
+        let response_body = opt(templates, "responseTemplate.body", &resp.body, result_role)?;
+        let prepend = text(templates, "responseTemplate.prependBody", &resp.prepend_body)?;
+        let append = text(templates, "responseTemplate.appendBody", &resp.append_body)?;
+        let error_body = opt(templates, "errorResponseTemplate", &cfg.error_response_template, Role::Error)?;
         let reads = |t: &Option<TemplateId>| t.as_ref().is_some_and(|t| templates.reads_answer(t));
         let result_reads_answer = reads(&response_body) || reads(&prepend) || reads(&append);
         let error_reads_answer = reads(&error_body);
@@ -365,7 +376,7 @@ impl Tool {
         config: &MjValue,
         args: &Value,
     ) -> Result<UpstreamRequest, String> {
-        let ctx = context! { args => MjValue::from_serialize(args), config => config.clone() };
+        let ctx = Data::request(args, config);
         let mut path = templates.render(&plan.url, &ctx)?;
         let obj = args.as_object().cloned().unwrap_or_default();
         // Query and form pairs are percent-encoded as they are made (see `encoding`).
@@ -570,23 +581,13 @@ impl Tool {
                 return error_result(&format!("The upstream answer could not be read: {why}"));
             }
         }
-        let ctx = if uses_template {
-            let headers: Map<String, Value> = headers.iter().map(|(k, v)| (k.to_ascii_lowercase(), json!(v))).collect();
-            let response = parsed.clone().map_or(MjValue::from(()), json_view);
-            let flattened =
-                if parsed.as_deref().is_some_and(Value::is_object) { response.clone() } else { MjValue::from(()) };
-            context! {
-                args => MjValue::from_serialize(args),
-                config => config.clone(),
-                response => response,
-                body => text.as_str(),
-                status => status,
-                headers => MjValue::from_serialize(&headers),
-                ..flattened
-            }
+        let header_map: Map<String, Value> = if uses_template {
+            headers.iter().map(|(k, v)| (k.to_ascii_lowercase(), json!(v))).collect()
         } else {
-            MjValue::from(())
+            Map::new()
         };
+        let answer = AnswerData { parsed: parsed.clone(), body: text.as_str(), status, headers: &header_map };
+        let ctx = Data::answer(args, config, answer);
         if !ok {
             let message = match (&self.error_body, &unparseable) {
                 (Some(_), Some(why)) if self.error_reads_answer => format!(
@@ -609,17 +610,18 @@ impl Tool {
             return error_result(&message);
         }
         let rendered = if let Some(t) = &self.response_body {
-            templates.render(t, &ctx)
+            Some(templates.render(t, &ctx))
         } else if self.prepend.is_some() || self.append.is_some() {
             let part = |t: &Option<TemplateId>| t.as_ref().map_or(Ok(String::new()), |t| templates.render(t, &ctx));
-            part(&self.prepend).and_then(|p| part(&self.append).map(|a| format!("{p}{text}{a}")))
+            Some(part(&self.prepend).and_then(|p| part(&self.append).map(|a| format!("{p}{text}{a}"))))
         } else {
-            Ok(text)
+            None
         };
         drop(ctx);
         let text_out = match rendered {
-            Ok(t) => t,
-            Err(e) => return error_result(&format!("The response template failed: {e}")),
+            None => text,
+            Some(Ok(t)) => t,
+            Some(Err(e)) => return error_result(&format!("The response template failed: {e}")),
         };
         let mut result = json!({"content": [{"type": "text", "text": text_out}], "isError": false});
         if let Some(validator) = &self.output {

@@ -197,6 +197,6 @@ fn url_templates_escape_request_values_but_not_config() {
     let t = GoTemplate::parse("{{.config.base}}/u/{{.args.p}}?q={{.args.q | upper}}").unwrap();
     let out = t.render(r#"{"config":{"base":"/v1"},"args":{"p":"../a b","q":"x&y"}}"#, LIMITS, true, &env()).unwrap();
     assert_eq!(out, "/v1/u/..%2Fa%20b?q=X%26Y");
-    assert!(t.reads_config_only() == false && GoTemplate::parse("Bearer {{.config.k}}").unwrap().reads_config_only());
+    assert!(!t.reads_config_only() && GoTemplate::parse("Bearer {{.config.k}}").unwrap().reads_config_only());
     assert_eq!(GoTemplate::parse("plain").unwrap().literal().as_deref(), Some("plain"));
 }
