@@ -218,7 +218,13 @@ impl Templates {
     /// function this gateway lacks is refused naming it.
     pub fn add_spec(&mut self, name: &str, source: &str, spec: Spec) -> Result<TemplateId, String> {
         match spec.dialect {
-            Dialect::Jinja => self.add(name, source, spec.escape),
+            Dialect::Jinja => {
+                let id = self.add(name, source, spec.escape)?;
+                if spec.role == Role::Request {
+                    self.check_request_names(&id)?;
+                }
+                Ok(id)
+            }
             Dialect::Go => {
                 let t = GoTemplate::parse(source).map_err(|e| e.to_string())?;
                 if let Some(text) = t.literal() {
@@ -269,6 +275,27 @@ impl Templates {
             return Ok(TemplateId(Resolved::Static(text)));
         }
         Ok(id)
+    }
+
+    /// A request template sees `args` and `config` only: any other name (a Go-dialect function such as
+    /// `uuidv4`, a typo) would render empty, so it is refused when the configuration loads.
+    fn check_request_names(&self, id: &TemplateId) -> Result<(), String> {
+        let TemplateId(Resolved::Compiled(name)) = id else { return Ok(()) };
+        let template = self.env.get_template(name).map_err(describe)?;
+        let mut unknown: Vec<String> = template
+            .undeclared_variables(false)
+            .into_iter()
+            .filter(|v| v != "args" && v != "config" && !self.env.globals().any(|(g, _)| g == v))
+            .collect();
+        unknown.sort();
+        match unknown.first() {
+            None => Ok(()),
+            Some(_) => Err(format!(
+                "unknown name(s) {}: a request template sees only `args` and `config`{}",
+                unknown.iter().map(|u| format!("`{u}`")).collect::<Vec<_>>().join(", "),
+                " (Go-dialect templates such as Higress's need the server's `templateDialect: go`)"
+            )),
+        }
     }
 
     /// Whether a response template reads the parsed upstream answer: `response`, or a top-level key of a JSON

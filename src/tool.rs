@@ -774,6 +774,61 @@ mod tests {
         }
     }
 
+    /// A tool of a server in Higress's template dialect (`templateDialect: go`).
+    fn go_tool(yaml_tool: &str) -> (Tool, Templates, MjValue) {
+        let doc = format!("servers:\n- name: s\n  templateDialect: go\n  config: {{base: v1, key: k1}}\n  upstream: {{cluster: api}}\n  tools:\n  - {yaml_tool}\n");
+        let cfg = PluginConfig::parse(&doc).unwrap();
+        let mut templates = Templates::new();
+        let config = crate::gateway::safe_config(&cfg.servers[0].config);
+        let t = Tool::compile(&cfg.servers[0], &cfg.servers[0].tools[0], &mut templates, &config).unwrap();
+        (t, templates, config)
+    }
+
+    #[test]
+    fn go_dialect_requests_and_results() {
+        let (t, tpl, cfg) = go_tool(
+            "{name: t, description: d, args: [{name: q}, {name: tags, type: array}], requestTemplate: {url: 'https://api.x/{{.config.base}}/s?q={{.args.q}}', method: POST, \
+             headers: [{key: Authorization, value: 'Bearer {{.config.key}}'}, {key: X-Id, value: '{{uuidv4}}'}], \
+             body: '{\"tags\": {{.args.tags | toJson}}, \"n\": {{len .args.tags}}}'}, \
+             responseTemplate: {body: '{{range .items}}[{{.name}}]{{end}} {{.args.q}}'}, errorResponseTemplate: 'E{{index ._headers \":status\"}} {{.error}}'}",
+        );
+        let r = request(&t, &tpl, &cfg, json!({"q": "a b&c", "tags": ["x", "y"]}));
+        assert_eq!(r.path, "/v1/s?q=a%20b%26c");
+        let h = |k: &str| r.headers.iter().find(|(n, _)| n == k).map(|(_, v)| v.clone()).unwrap_or_default();
+        assert_eq!(h("authorization"), "Bearer k1");
+        assert_eq!(h("x-id").len(), 36);
+        assert_eq!(r.body.as_deref(), Some(&br#"{"tags": ["x","y"], "n": 2}"#[..]));
+        // Result templates see the answer's JSON only (Higress's rule): `.args` is missing there.
+        let answer = |status: u16, body: &str| UpstreamResult::Response {
+            status,
+            headers: vec![("Content-Type".into(), "application/json".into())],
+            body: body.as_bytes().to_vec(),
+        };
+        let res = t.finish(&tpl, &cfg, &json!({"q": "z"}), answer(200, r#"{"items": [{"name": "a"}, {"name": "b"}]}"#));
+        assert_eq!(res["content"][0]["text"], json!("[a][b] "));
+        let res = t.finish(&tpl, &cfg, &json!({}), answer(200, "\"just a string\""));
+        assert!(res["content"][0]["text"].as_str().unwrap().contains("valid JSON object or array"), "{res}");
+        // Error templates see the answer plus `_headers`, `:status` among them.
+        let res = t.finish(&tpl, &cfg, &json!({}), answer(503, r#"{"error": "down"}"#));
+        assert_eq!((res["isError"].clone(), res["content"][0]["text"].clone()), (json!(true), json!("E503 down")));
+        // prependBody/appendBody are literal text in Higress's dialect, `{{` included.
+        let (t, tpl, cfg) = go_tool("{name: t, description: d, requestTemplate: {url: /x}, responseTemplate: {prependBody: 'P {{x}} ', appendBody: ' A'}}");
+        let res = t.finish(&tpl, &cfg, &json!({}), answer(200, "{}"));
+        assert_eq!(res["content"][0]["text"], json!("P {{x}} {} A"));
+        // A tool with no url renders over the call: {config, args}.
+        let (t, tpl, cfg) = go_tool("{name: t, description: d, args: [{name: who, default: w}], responseTemplate: {body: 'hi {{.args.who}} {{.config.key}}'}}");
+        let Prepared::Done(res) = t.prepare(&tpl, &cfg, None) else { panic!() };
+        assert_eq!(res["content"][0]["text"], json!("hi w k1"));
+        // Unknown functions fail the load, naming the function and the field.
+        let doc = "servers:\n- name: s\n  templateDialect: go\n  upstream: {cluster: c}\n  tools:\n  - {name: t, description: d, requestTemplate: {url: /x, headers: [{key: X, value: '{{nope .args.a}}'}]}}\n";
+        let e = crate::gateway::Gateway::from_config_str(doc).unwrap_err();
+        assert!(e.field == "requestTemplate.headers[0]" && e.message.contains("function \"nope\" not defined"), "{e}");
+        // The same text in our dialect is another language: `{{uuidv4}}` is refused there instead of rendering empty.
+        let doc = "servers:\n- name: s\n  upstream: {cluster: c}\n  tools:\n  - {name: t, description: d, requestTemplate: {url: /x, headers: [{key: X, value: '{{uuidv4}}'}]}}\n";
+        let e = crate::gateway::Gateway::from_config_str(doc).unwrap_err();
+        assert!(e.message.contains("uuidv4") && e.message.contains("templateDialect"), "{e}");
+    }
+
     #[test]
     fn places_args_by_position_and_encodes_them() {
         let (t, tpl, cfg) = tool(

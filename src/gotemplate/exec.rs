@@ -268,6 +268,7 @@ impl<'a> State<'a> {
             Arg::Dot => Ok(dot.clone()),
             Arg::Nil => Ok(Value::Null),
             Arg::Const(v) => Ok(v.clone()),
+            Arg::Char(c) => Ok(Value::int(*c as i64)),
             Arg::Str(s) => Ok(Value::String(s.clone())),
             Arg::Field(fields) => self.get(dot, &fields.join(".")),
             Arg::Var(name, fields) => {
@@ -324,7 +325,10 @@ impl<'a> State<'a> {
         }
         let mut values = Vec::with_capacity(args.len() + 1);
         for a in args {
-            values.push(self.arg(dot, a)?);
+            values.push(match a {
+                Arg::Char(c) if funcs::char_as_string(name) => Value::String(c.to_string()),
+                a => self.arg(dot, a)?,
+            });
         }
         if let Some(l) = last {
             values.push(l);
@@ -357,6 +361,7 @@ fn describe(arg: &Arg) -> String {
         Arg::Dot => ".".into(),
         Arg::Nil => "nil".into(),
         Arg::Const(v) => v.text().into_owned(),
+        Arg::Char(c) => format!("{c:?}"),
         Arg::Str(s) => format!("{s:?}"),
         Arg::Field(f) => format!(".{}", f.join(".")),
         Arg::Var(v, f) if f.is_empty() => v.clone(),

@@ -278,6 +278,79 @@ pub fn known(name: &str) -> Result<(), String> {
     }
 }
 
+/// Whether a character constant (`','`) reaches this function as a one-character string rather than as the
+/// integer Go makes it. Higress passes the integer, and sprig's string parameters then refuse it, failing the
+/// call (`join ','` in a reference config): the author meant the character. Math and Go's builtins keep Go's
+/// integer.
+pub fn char_as_string(name: &str) -> bool {
+    const NUMERIC: &[&str] = &[
+        "add",
+        "add1",
+        "sub",
+        "mul",
+        "div",
+        "mod",
+        "max",
+        "min",
+        "floor",
+        "ceil",
+        "round",
+        "addf",
+        "add1f",
+        "subf",
+        "mulf",
+        "divf",
+        "maxf",
+        "minf",
+        "int",
+        "int64",
+        "float64",
+        "until",
+        "untilStep",
+        "seq",
+        "randInt",
+        "print",
+        "printf",
+        "sprintf",
+        "println",
+        "eq",
+        "ne",
+        "lt",
+        "le",
+        "gt",
+        "ge",
+        "index",
+        "slice",
+        "list",
+        "tuple",
+        "duration",
+        "repeat",
+        "substr",
+        "trunc",
+        "abbrev",
+        "indent",
+        "nindent",
+        "plural",
+        "splitn",
+        "regexFindAll",
+        "regexSplit",
+        "randAlphaNum",
+        "randAlpha",
+        "randNumeric",
+        "randAscii",
+        "toJson",
+        "toRawJson",
+        "toPrettyJson",
+        "typeOf",
+        "kindOf",
+        "default",
+        "empty",
+        "coalesce",
+        "ternary",
+    ];
+    !NUMERIC.contains(&name)
+}
+
 type R = Result<Value, String>;
 
 fn want(args: &[Value], n: usize, name: &str) -> Result<(), String> {
@@ -718,6 +791,8 @@ pub(crate) fn call(st: &mut State, name: &str, a: Vec<Value>) -> R {
         "toStrings" => strs(list(&arg(0), name)?.iter().map(|j| s(&from(j.clone())))),
         "join" => {
             want(&a, 2, name)?;
+            // `join LIST SEP` (arguments swapped, as a Higress reference config writes them) means `join SEP LIST`.
+            let a = if a[0].is_array() && !a[1].is_array() { vec![a[1].clone(), a[0].clone()] } else { a };
             let parts: Vec<String> = match &a[1] {
                 v if v.is_array() => list(v, name)?.into_iter().filter(|j| !j.is_null()).map(|j| s(&from(j))).collect(),
                 Value::Missing | Value::Null => Vec::new(),

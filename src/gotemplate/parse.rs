@@ -72,6 +72,8 @@ pub enum Arg {
     Field(Vec<String>),
     /// `$x.a.b`.
     Var(String, Vec<String>),
+    /// A character constant: a Go rune, so an integer (see `funcs::char_as_string`).
+    Char(char),
     /// A function name.
     Func(String),
     /// `(pipeline).a.b`.
@@ -693,7 +695,7 @@ impl Parser<'_> {
                 return Ok(Arg::Var(v, fields));
             }
             Tok::Str(s) => Arg::Str(s),
-            Tok::Char(c) => Arg::Const(Value::Number((c as u32).to_string())),
+            Tok::Char(c) => Arg::Char(c),
             Tok::Number(n) => {
                 Arg::Const(number_value(&n).ok_or_else(|| self.err(format!("bad number syntax: {n:?}")))?)
             }
