@@ -775,6 +775,7 @@ mod tests {
     }
 
     /// A tool of a server in Higress's template dialect (`templateDialect: go`).
+    #[cfg(feature = "go-templates")]
     fn go_tool(yaml_tool: &str) -> (Tool, Templates, MjValue) {
         let doc = format!("servers:\n- name: s\n  templateDialect: go\n  config: {{base: v1, key: k1}}\n  upstream: {{cluster: api}}\n  tools:\n  - {yaml_tool}\n");
         let cfg = PluginConfig::parse(&doc).unwrap();
@@ -785,6 +786,15 @@ mod tests {
     }
 
     #[test]
+    #[cfg(not(feature = "go-templates"))]
+    fn go_dialect_is_refused_without_its_feature() {
+        let doc = "server: {name: s}\ntools:\n- {name: t, description: d, responseTemplate: {body: '{{.args.x}}'}}\n";
+        let e = crate::gateway::Gateway::from_config_str(doc).unwrap_err();
+        assert!(e.message.contains("go-templates"), "{e}");
+    }
+
+    #[test]
+    #[cfg(feature = "go-templates")]
     fn go_dialect_requests_and_results() {
         let (t, tpl, cfg) = go_tool(
             "{name: t, description: d, args: [{name: q}, {name: tags, type: array}], requestTemplate: {url: 'https://api.x/{{.config.base}}/s?q={{.args.q}}', method: POST, \
