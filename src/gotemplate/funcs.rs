@@ -22,7 +22,7 @@ pub struct Env {
 }
 
 /// Every function this dialect implements.
-const IMPLEMENTED: &[&str] = &[
+pub(crate) const IMPLEMENTED: &[&str] = &[
     // Go builtins
     "and",
     "or",

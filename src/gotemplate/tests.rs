@@ -372,3 +372,52 @@ fn reference_configs_load_report() {
         println!("  with a cluster: {}", r.err().map_or("loads".to_string(), |e| e.to_string()));
     }
 }
+
+mod properties {
+    use super::*;
+    use proptest::prelude::*;
+
+    const DOCS: &[&str] = &[
+        DATA,
+        r#"[1,"a",{"b":[true,null,{"c":"d"}]},[],{},-0.5e3,"\u00e9\"\\"]"#,
+        r##"{"":{"":""},"a.b":{"c*":1},"#":[{"#":"x"}],"@this":{"k":[1,2,3]}}"##,
+    ];
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 2000, ..ProptestConfig::default() })]
+
+        /// gjson paths come from templates and, through `gjson .args.p`, from arguments: any path over any
+        /// document is a value or nothing, never a panic.
+        #[test]
+        fn any_gjson_path_is_safe(path in "[a-z0-9#@.|*?!=<>%(),:{}\\[\\]\"\\\\ _~-]{0,24}", doc in 0..DOCS.len()) {
+            let data = serde_json::json!({"p": path, "d": serde_json::from_str::<serde_json::Value>(DOCS[doc]).unwrap()}).to_string();
+            let _ = render("{{gjson .p}}|{{with .d}}{{gjson $.p}}{{end}}", &data);
+            let _ = Value::from_gjson(&gjson::get(DOCS[doc], &path));
+        }
+
+        /// Arbitrary template text parses or fails; what parses renders or fails, within its limits.
+        #[test]
+        fn any_template_is_safe(src in "([a-z .$|()\"'`:=,-]|\\{\\{-? ?|-? ?\\}\\}|if |range |end|else |with |len |index |printf |add |join |toJson |gjson |default |\\.args|\\.users|1|0|\\{\\{/\\*|\\*/\\}\\}){0,40}") {
+            if let Ok(t) = GoTemplate::parse(&src) {
+                let limits = Limits { fuel: 5_000, max_output: 10_000 };
+                let _ = t.render(DATA, limits, false, &env());
+                let _ = t.render(DATA, limits, true, &env());
+            }
+        }
+
+        /// Every function on every kind of value: a result or an error, never a panic.
+        #[test]
+        fn any_function_call_is_safe(f in 0..super::super::funcs::IMPLEMENTED.len(), a in 0..8usize, b in 0..8usize, c in 0..8usize) {
+            const ARGS: &[&str] = &[".args.city", ".args.n", ".args.f", ".args.tags", ".args.obj", ".args.nul", ".args.nope", "-3"];
+            let name = super::super::funcs::IMPLEMENTED[f];
+            if name == "getRealIP" || name == "getSocketIP" {
+                return Ok(());
+            }
+            for n in 0..4 {
+                let args = [ARGS[a], ARGS[b], ARGS[c]];
+                let src = format!("{{{{{name} {}}}}}", args[..n.min(3)].join(" "));
+                let _ = render(&src, DATA);
+            }
+        }
+    }
+}
