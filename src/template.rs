@@ -576,6 +576,26 @@ mod tests {
     }
 
     #[test]
+    #[cfg(feature = "go-templates")]
+    fn go_templates_resolve_and_render_through_data() {
+        let mut t = Templates::new();
+        let config = crate::gateway::safe_config(json!({"key": "k"}).as_object().unwrap());
+        let spec = Spec { escape: Escape::None, dialect: Dialect::Go, role: Role::Request };
+        let fixed = t.add_resolving("h", "Bearer {{.config.key}}", spec, &config).unwrap();
+        assert!(matches!(fixed.0, Resolved::Static(ref s) if s == "Bearer k"));
+        let dynamic = t.add_resolving("u", "{{.args.id}}-{{.config.key}}", spec, &config).unwrap();
+        assert!(matches!(dynamic.0, Resolved::Go(..)));
+        let args = json!({"id": 7});
+        assert_eq!(t.render(&dynamic, &Data::request(&args, &config)).unwrap(), "7-k");
+        assert!(t.add_spec("x", "{{uuidv5}}", spec).unwrap_err().contains("\"uuidv5\" not defined"));
+        // Our dialect refuses names a request template cannot see, rather than rendering them empty.
+        let e = t.add_spec("y", "{{ uuidv4 }}", Spec::jinja(Escape::None)).unwrap_err();
+        assert!(e.contains("`uuidv4`"), "{e}");
+        let result = Spec { escape: Escape::None, dialect: Dialect::Jinja, role: Role::Result };
+        assert!(t.add_spec("z", "{{ temp }}", result).is_ok(), "a result template may read the answer's keys");
+    }
+
+    #[test]
     fn json_views_behave_like_converted_values() {
         let mut t = Templates::new();
         let doc = json!({"n": 2, "items": [{"name": "a", "tags": ["x"]}, {"name": "b", "tags": []}], "ok": true, "none": null, "f": 1.5});

@@ -537,8 +537,8 @@ pub(crate) fn call(st: &mut State, name: &str, a: Vec<Value>) -> R {
                     Value::int(count)
                 }
                 Value::String(s) => Value::int(s.len() as i64),
-                Value::Missing | Value::Null => return Err("len of nil".into()),
-                other => return Err(format!("len of type {}", other.type_name())),
+                // Higress's `len` is 0 for anything else (Go's would fail).
+                _ => Value::int(0),
             }
         }
         "index" => {
@@ -591,9 +591,8 @@ pub(crate) fn call(st: &mut State, name: &str, a: Vec<Value>) -> R {
         "print" | "println" => {
             let mut out = String::new();
             for (k, v) in a.iter().enumerate() {
-                // Go's Sprint adds spaces between operands when neither is a string; Println always.
-                let both_non_string = k > 0 && !matches!(v, Value::String(_)) && !matches!(a[k - 1], Value::String(_));
-                if k > 0 && (name == "println" || both_non_string) {
+                // Higress's `print` puts a space between every two operands (Go's only between non-strings).
+                if k > 0 {
                     out.push(' ');
                 }
                 out.push_str(&v.text());
@@ -605,7 +604,12 @@ pub(crate) fn call(st: &mut State, name: &str, a: Vec<Value>) -> R {
         }
         "printf" | "sprintf" => {
             at_least(&a, 1, name)?;
-            Value::String(printf(&s(&a[0]), &a[1..]))
+            // Higress returns the format unchanged when there is nothing to format (`printf "100%"`).
+            if a.len() == 1 {
+                Value::String(s(&a[0]))
+            } else {
+                Value::String(printf(&s(&a[0]), &a[1..]))
+            }
         }
         "html" => Value::String(html_escape(&a.iter().map(s).collect::<String>())),
         "js" => Value::String(js_escape(&a.iter().map(s).collect::<String>())),

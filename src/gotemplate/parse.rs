@@ -414,6 +414,10 @@ fn number_value(text: &str) -> Option<Value> {
         return None;
     }
     let f = if neg { -f } else { f };
+    // Higress prints an integral float constant as an integer (`2.0`, `1e3`), others with `%f`.
+    if f.fract() == 0.0 && f.abs() < 9.2e18 {
+        return Some(Value::int(f as i64));
+    }
     Some(Value::float(f))
 }
 
