@@ -5,7 +5,7 @@
 //! instead of the whole zone history. An unknown zone is UTC, as sprig's `dateInZone` makes it.
 
 use super::value::Time;
-use super::zones::ZONES;
+use super::zones::{RULES, ZONES};
 
 const MONTHS: [&str; 12] = [
     "January",
@@ -93,8 +93,12 @@ pub fn in_zone(t: Time, zone: &str) -> Time {
     if zone.is_empty() || zone == "UTC" || zone == "Local" {
         return utc;
     }
-    let Ok(i) = ZONES.binary_search_by(|(name, _)| (*name).cmp(zone)) else { return utc };
-    let Some(rule) = ZONES.get(i).and_then(|(_, r)| Posix::parse(r)) else { return utc };
+    let rule = ZONES
+        .lines()
+        .find_map(|line| line.strip_prefix(zone)?.strip_prefix(' ')?.parse::<usize>().ok())
+        .and_then(|i| RULES.get(i))
+        .and_then(|r| Posix::parse(r));
+    let Some(rule) = rule else { return utc };
     let (offset, abbr) = rule.at(t.secs);
     Time { offset, zone: abbr, ..t }
 }
@@ -449,5 +453,28 @@ pub fn add(t: Time, nanos: i128) -> Time {
         secs: secs.clamp(i64::MIN as i128, i64::MAX as i128) as i64,
         nanos: total.rem_euclid(1_000_000_000) as u32,
         ..t
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every generated zone names a rule that parses: a tzdata update cannot leave a zone silently UTC.
+    #[test]
+    fn every_zone_rule_parses() {
+        let mut count = 0;
+        for line in ZONES.lines() {
+            let (name, index) = line.split_once(' ').unwrap();
+            let rule = RULES[index.parse::<usize>().unwrap()];
+            assert!(Posix::parse(rule).is_some(), "{name}: {rule}");
+            count += 1;
+        }
+        assert!(count > 400, "{count} zones");
+        // Southern-hemisphere summer time, and a zone whose rule has a half-hour offset.
+        let t = Time { secs: 1_704_067_200, nanos: 0, offset: 0, zone: "UTC" }; // 2024-01-01 00:00 UTC
+        assert_eq!(format(&in_zone(t, "Australia/Sydney"), "15:04 MST"), "11:00 AEDT");
+        assert_eq!(format(&in_zone(t, "Asia/Kathmandu"), "15:04 -07:00"), "05:45 +05:45");
+        assert_eq!(format(&in_zone(t, "Europe/Berlin"), "15:04 MST"), "01:00 CET");
     }
 }
