@@ -245,6 +245,7 @@ impl Templates {
             Escape::Url => format!("{}:{name}#url", self.count),
         };
         self.env.add_template_owned(full.clone(), source.to_string()).map_err(describe)?;
+        self.check_filters_and_tests(source)?;
         Ok(TemplateId(Resolved::Compiled(full)))
     }
 
@@ -275,6 +276,30 @@ impl Templates {
             return Ok(TemplateId(Resolved::Static(text)));
         }
         Ok(id)
+    }
+
+    /// Refuses a filter or test this environment does not have, naming it: minijinja would accept the template
+    /// and fail only when a call reaches it. Candidates are the names after `|` and `is [not]` inside tags
+    /// (string literals skipped); the environment itself says which it lacks.
+    fn check_filters_and_tests(&self, source: &str) -> Result<(), String> {
+        let mut checked: Vec<(bool, String)> = Vec::new();
+        for (is_filter, name) in filter_and_test_names(source) {
+            if checked.iter().any(|(f, n)| *f == is_filter && *n == name) {
+                continue;
+            }
+            let probe =
+                if is_filter { format!("{{{{ none | {name} }}}}") } else { format!("{{{{ none is {name} }}}}") };
+            let kind = match self.env.render_str(&probe, ()) {
+                Ok(_) => None,
+                Err(e) => Some(e.kind()),
+            };
+            match kind {
+                Some(ErrorKind::UnknownFilter) if is_filter => return Err(format!("unknown filter `{name}`")),
+                Some(ErrorKind::UnknownTest) if !is_filter => return Err(format!("unknown test `{name}`")),
+                _ => checked.push((is_filter, name)),
+            }
+        }
+        Ok(())
     }
 
     /// A request template sees `args` and `config` only: any other name (a Go-dialect function such as
@@ -347,6 +372,85 @@ impl Templates {
         }
         Ok(out)
     }
+}
+
+/// The names used as filters (`| name`) and tests (`is name`, `is not name`) inside `{{ }}` and `{% %}`,
+/// outside string literals: `(is_filter, name)`.
+fn filter_and_test_names(source: &str) -> Vec<(bool, String)> {
+    let mut out = Vec::new();
+    let mut rest = source;
+    while let Some(start) = rest.find(['{']) {
+        rest = &rest[start..];
+        let close = if rest.starts_with("{{") {
+            "}}"
+        } else if rest.starts_with("{%") {
+            "%}"
+        } else {
+            rest = &rest[1..];
+            continue;
+        };
+        let Some(end) = rest.find(close) else { break };
+        let mut tag = rest[2..end].to_string();
+        rest = &rest[end + 2..];
+        if tag.trim_start_matches(['-', '+', ' ']).starts_with("raw") {
+            // `{% raw %}` text is not template code.
+            match rest.find("endraw") {
+                Some(i) => rest = &rest[i..],
+                None => break,
+            }
+            continue;
+        }
+        // Blank out string literals so that `"a|b"` is not read as a filter.
+        let mut quote: Option<char> = None;
+        tag = tag
+            .chars()
+            .map(|c| match quote {
+                Some(q) if c == q => {
+                    quote = None;
+                    ' '
+                }
+                Some(_) => ' ',
+                None if c == '"' || c == '\'' => {
+                    quote = Some(c);
+                    ' '
+                }
+                None => c,
+            })
+            .collect();
+        // Tokens: identifiers and `|`; anything else only separates them.
+        let mut tokens: Vec<String> = Vec::new();
+        let mut word = String::new();
+        for c in tag.chars().chain([' ']) {
+            if c.is_alphanumeric() || c == '_' {
+                word.push(c);
+                continue;
+            }
+            if !word.is_empty() {
+                tokens.push(std::mem::take(&mut word));
+            }
+            if c == '|' {
+                tokens.push("|".into());
+            } else if !c.is_whitespace() {
+                tokens.push(c.to_string());
+            }
+        }
+        for (i, tok) in tokens.iter().enumerate() {
+            let ident =
+                |t: Option<&String>| t.filter(|t| t.starts_with(|c: char| c.is_alphabetic() || c == '_')).cloned();
+            if tok == "|" {
+                if let Some(name) = ident(tokens.get(i + 1)) {
+                    out.push((true, name));
+                }
+            } else if tok == "is" {
+                let next =
+                    if tokens.get(i + 1).is_some_and(|n| n == "not") { tokens.get(i + 2) } else { tokens.get(i + 1) };
+                if let Some(name) = ident(next) {
+                    out.push((false, name));
+                }
+            }
+        }
+    }
+    out
 }
 
 fn describe(e: Error) -> String {
@@ -593,6 +697,18 @@ mod tests {
         assert!(e.contains("`uuidv4`"), "{e}");
         let result = Spec { escape: Escape::None, dialect: Dialect::Jinja, role: Role::Result };
         assert!(t.add_spec("z", "{{ temp }}", result).is_ok(), "a result template may read the answer's keys");
+    }
+
+    #[test]
+    fn unknown_filters_and_tests_are_refused_at_load() {
+        let mut t = Templates::new();
+        let e = t.add("a", "{% if args.a %}{{ args.a | nosuch(1) }}{% endif %}", Escape::None).unwrap_err();
+        assert_eq!(e, "unknown filter `nosuch`");
+        let e = t.add("b", "{{ args.b is not nosuchtest }}", Escape::None).unwrap_err();
+        assert_eq!(e, "unknown test `nosuchtest`");
+        // Known ones, ours among them, strings that look like filters, and raw blocks are fine.
+        let ok = "{{ args.x | default('a|nope') | b64enc | query('a.b') | tojson }}{% if args.x is defined and 1 is not none %}{{ \"|x\" }}{% endif %}{% raw %}{{ y | nope }}{% endraw %}{% for i in args.l | select('odd') %}{% endfor %}";
+        assert!(t.add("c", ok, Escape::None).is_ok(), "{:?}", t.add("c", ok, Escape::None));
     }
 
     #[test]
