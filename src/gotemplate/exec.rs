@@ -340,13 +340,26 @@ impl<'a> State<'a> {
             let Value::String(path) = path else { return Err(self.err("gjson requires a string path argument")) };
             return self.get(dot, path);
         }
-        funcs::call(self, name, values).map_err(|m| {
-            if self.fuel == 0 {
-                GoError::OutOfFuel
-            } else {
-                self.err(format!("error calling {name}: {m}"))
+        let result = funcs::call(self, name, values);
+        // No value may outgrow what a template may print (the amplifying functions check before building).
+        if let Ok(v) = &result {
+            let size = match v {
+                Value::String(s) | Value::Json(s) | Value::Number(s) => s.len(),
+                _ => 0,
+            };
+            if size > self.max_output {
+                return Err(GoError::OutputTooLarge { limit: self.max_output });
             }
-        })
+        }
+        result.map_err(
+            |m| {
+                if self.fuel == 0 {
+                    GoError::OutOfFuel
+                } else {
+                    self.err(format!("error calling {name}: {m}"))
+                }
+            },
+        )
     }
 }
 

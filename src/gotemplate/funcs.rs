@@ -353,6 +353,31 @@ pub fn char_as_string(name: &str) -> bool {
 
 type R = Result<Value, String>;
 
+/// Refuses a result that would exceed the output limit, before it is built: a few functions multiply their
+/// input (`replace`, `join`, `indent`, `regexReplaceAll`), and memory runs out before any later check.
+fn fits(size: usize, limit: usize, name: &str) -> Result<(), String> {
+    if size > limit {
+        return Err(format!("{name}: the result would exceed the output limit of {limit} bytes"));
+    }
+    Ok(())
+}
+
+/// A writer that refuses to grow beyond a limit (pretty JSON of deeply nested data multiplies its size).
+struct Capped(Vec<u8>, usize);
+
+impl std::io::Write for Capped {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        if self.0.len() + buf.len() > self.1 {
+            return Err(std::io::Error::other("over the output limit"));
+        }
+        self.0.extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
 fn want(args: &[Value], n: usize, name: &str) -> Result<(), String> {
     if args.len() != n {
         return Err(format!("wrong number of args for {name}: want {n} got {}", args.len()));
@@ -455,11 +480,14 @@ pub fn empty(v: &Value) -> bool {
     !v.truth()
 }
 
-fn json_text(v: &Value, pretty: bool, html_escape: bool) -> String {
+fn json_text(v: &Value, pretty: bool, html_escape: bool, limit: usize) -> Result<String, String> {
     let j = v.to_json();
-    let text = if pretty { serde_json::to_string_pretty(&j) } else { serde_json::to_string(&j) }.unwrap_or_default();
+    let mut w = Capped(Vec::new(), limit);
+    let written = if pretty { serde_json::to_writer_pretty(&mut w, &j) } else { serde_json::to_writer(&mut w, &j) };
+    written.map_err(|_| format!("toJson: the result would exceed the output limit of {limit} bytes"))?;
+    let text = String::from_utf8(w.0).unwrap_or_default();
     if !html_escape {
-        return text;
+        return Ok(text);
     }
     // Go's json.Marshal escapes <, > and & (and U+2028/9) for HTML safety.
     let mut out = String::with_capacity(text.len());
@@ -473,7 +501,7 @@ fn json_text(v: &Value, pretty: bool, html_escape: bool) -> String {
             c => out.push(c),
         }
     }
-    out
+    Ok(out)
 }
 
 fn random_bytes(n: usize) -> Vec<u8> {
@@ -749,6 +777,8 @@ pub(crate) fn call(st: &mut State, name: &str, a: Vec<Value>) -> R {
         "indent" | "nindent" => {
             want(&a, 2, name)?;
             let pad = " ".repeat(i(&a[0]).clamp(0, 1024) as usize);
+            let text = s(&a[1]);
+            fits(text.len() + (text.matches('\n').count() + 2) * pad.len(), st.max_output, name)?;
             let t = format!("{pad}{}", s(&a[1]).replace('\n', &format!("\n{pad}")));
             Value::String(if name == "nindent" { format!("\n{t}") } else { t })
         }
@@ -767,6 +797,7 @@ pub(crate) fn call(st: &mut State, name: &str, a: Vec<Value>) -> R {
                 }
                 Value::String(out)
             } else {
+                fits(src.len() + src.matches(old.as_str()).count().saturating_mul(new.len()), st.max_output, name)?;
                 Value::String(src.replace(&old, &new))
             }
         }
@@ -802,7 +833,10 @@ pub(crate) fn call(st: &mut State, name: &str, a: Vec<Value>) -> R {
                 Value::Missing | Value::Null => Vec::new(),
                 v => vec![s(v)],
             };
-            Value::String(parts.join(&s(&a[0])))
+            let sep = s(&a[0]);
+            let size = parts.iter().map(String::len).sum::<usize>() + parts.len().saturating_mul(sep.len());
+            fits(size, st.max_output, name)?;
+            Value::String(parts.join(&sep))
         }
         "sortAlpha" => {
             let mut items: Vec<String> = match &arg(0) {
@@ -832,6 +866,12 @@ pub(crate) fn call(st: &mut State, name: &str, a: Vec<Value>) -> R {
             want(&a, 3, name)?;
             let re = regex(&s(&a[0]))?;
             let (text, repl) = (s(&a[1]), s(&a[2]));
+            let matches = re.find_iter(&text).count();
+            st.spend(matches as u64 / 16).map_err(|e| e.to_string())?;
+            // Each match adds the replacement, whose `$n` references add at most the text each.
+            let refs = if name == "regexReplaceAll" { repl.matches('$').count() } else { 0 };
+            let size = matches.saturating_mul(repl.len()).saturating_add(refs.saturating_mul(text.len()));
+            fits(text.len().saturating_add(size), st.max_output, name)?;
             let out = if name == "regexReplaceAll" {
                 re.replace_all(&text, repl.as_str()).into_owned()
             } else {
@@ -1113,7 +1153,7 @@ pub(crate) fn call(st: &mut State, name: &str, a: Vec<Value>) -> R {
             }
         }
         "toJson" | "toRawJson" | "toPrettyJson" => {
-            Value::String(json_text(&arg(0), name == "toPrettyJson", name != "toRawJson"))
+            Value::String(json_text(&arg(0), name == "toPrettyJson", name != "toRawJson", st.max_output)?)
         }
         "fromJson" => match serde_json::from_str::<Json>(&s(&arg(0))) {
             Ok(j) => from(j),
@@ -1200,7 +1240,10 @@ pub(crate) fn call(st: &mut State, name: &str, a: Vec<Value>) -> R {
 fn as_time(st: &State, v: &Value) -> Time {
     match v {
         Value::Time(t) => *t,
-        Value::Number(_) => Time { secs: i(v), nanos: 0, offset: 0, zone: "UTC" },
+        // Clamped to about ±30,000 years, so date arithmetic never overflows.
+        Value::Number(_) => {
+            Time { secs: i(v).clamp(-1_000_000_000_000, 1_000_000_000_000), nanos: 0, offset: 0, zone: "UTC" }
+        }
         _ => st.env.now.unwrap_or_else(time::now),
     }
 }

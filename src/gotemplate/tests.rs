@@ -421,3 +421,24 @@ mod properties {
         }
     }
 }
+
+#[test]
+fn amplifying_functions_are_refused_before_they_allocate() {
+    let tight = Limits { fuel: 1_000_000, max_output: 10_000 };
+    let e = env();
+    let data = serde_json::json!({"big": "a\n".repeat(2_000), "list": vec!["x"; 2_000], "deep": serde_json::from_str::<serde_json::Value>(&format!("{}1{}", "[".repeat(100), "]".repeat(100))).unwrap()}).to_string();
+    for src in [
+        "{{replace \"a\" (repeat 1000 \"b\") .big}}",
+        "{{join (repeat 1000 \"-\") .list}}",
+        "{{indent 1000 .big}}",
+        "{{regexReplaceAll \"a\" .big \"$0$0$0$0$0$0\"}}",
+        "{{toPrettyJson .deep}}",
+        "{{$x := repeat 100 .big}}",
+    ] {
+        let r = GoTemplate::parse(src).unwrap().render(&data, tight, false, &e);
+        assert!(r.as_ref().is_err_and(|e| e.to_string().contains("limit")), "{src}: {r:?}");
+    }
+    // Dates far outside any calendar still format (clamped), never overflow.
+    assert!(ok("{{date \"2006\" 9223372036854775807}}", DATA).len() >= 5);
+    assert!(ok("{{date \"2006\" (dateModify \"-2562047h\" (dateModify \"-2562047h\" 0))}}", DATA).len() >= 4);
+}

@@ -450,7 +450,7 @@ pub fn add(t: Time, nanos: i128) -> Time {
     let total = t.secs as i128 * 1_000_000_000 + t.nanos as i128 + nanos;
     let secs = total.div_euclid(1_000_000_000);
     Time {
-        secs: secs.clamp(i64::MIN as i128, i64::MAX as i128) as i64,
+        secs: secs.clamp(-1_000_000_000_000, 1_000_000_000_000) as i64,
         nanos: total.rem_euclid(1_000_000_000) as u32,
         ..t
     }
