@@ -59,13 +59,25 @@ impl<'a> State<'a> {
         Ok(())
     }
 
-    fn var(&self, name: &str) -> Result<Value, GoError> {
-        self.vars
+    /// Spends fuel for copying a value: large answers are copied only as often as the fuel allows.
+    fn spend_copy(&mut self, v: &Value) -> Result<(), GoError> {
+        let len = match v {
+            Value::String(s) | Value::Json(s) => s.len(),
+            _ => 0,
+        };
+        self.spend(len as u64 / 4096)
+    }
+
+    fn var(&mut self, name: &str) -> Result<Value, GoError> {
+        let v = self
+            .vars
             .iter()
             .rev()
             .find(|(n, _)| n == name)
             .map(|(_, v)| v.clone())
-            .ok_or_else(|| self.err(format!("undefined variable: {name}")))
+            .ok_or_else(|| self.err(format!("undefined variable: {name}")))?;
+        self.spend_copy(&v)?;
+        Ok(v)
     }
 
     fn set_var(&mut self, name: &str, value: Value) -> Result<(), GoError> {
@@ -235,6 +247,7 @@ impl<'a> State<'a> {
         }
         let value = value.unwrap_or(Value::Missing);
         for name in &pipe.decl {
+            self.spend_copy(&value)?;
             if pipe.assign {
                 self.set_var(name, value.clone())?;
             } else {
@@ -265,7 +278,10 @@ impl<'a> State<'a> {
     /// Evaluates one argument.
     pub fn arg(&mut self, dot: &Value, arg: &Arg) -> Result<Value, GoError> {
         match arg {
-            Arg::Dot => Ok(dot.clone()),
+            Arg::Dot => {
+                self.spend_copy(dot)?;
+                Ok(dot.clone())
+            }
             Arg::Nil => Ok(Value::Null),
             Arg::Const(v) => Ok(v.clone()),
             Arg::Char(c) => Ok(Value::int(*c as i64)),

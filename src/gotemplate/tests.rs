@@ -442,3 +442,19 @@ fn amplifying_functions_are_refused_before_they_allocate() {
     assert!(ok("{{date \"2006\" 9223372036854775807}}", DATA).len() >= 5);
     assert!(ok("{{date \"2006\" (dateModify \"-2562047h\" (dateModify \"-2562047h\" 0))}}", DATA).len() >= 4);
 }
+
+#[test]
+fn copying_large_values_spends_fuel() {
+    // 8 MB of data read through `$` and `.` in a long loop would copy gigabytes: the fuel stops it first.
+    let data = serde_json::json!({"big": "x".repeat(8 << 20)}).to_string();
+    for src in [
+        "{{range 100000}}{{$x := $}}{{end}}",
+        "{{range 100000}}{{with $}}{{$y := .}}{{end}}{{end}}",
+        "{{$b := .big}}{{range 100000}}{{$c := $b}}{{end}}",
+    ] {
+        let t = GoTemplate::parse(src).unwrap();
+        let started = std::time::Instant::now();
+        assert_eq!(t.render(&data, LIMITS, false, &env()), Err(GoError::OutOfFuel), "{src}");
+        assert!(started.elapsed() < std::time::Duration::from_secs(5), "{src}: {:?}", started.elapsed());
+    }
+}
