@@ -825,6 +825,13 @@ mod tests {
         let (t, tpl, cfg) = go_tool("{name: t, description: d, requestTemplate: {url: /x}, responseTemplate: {prependBody: 'P {{x}} ', appendBody: ' A'}}");
         let res = t.finish(&tpl, &cfg, &json!({}), answer(200, "{}"));
         assert_eq!(res["content"][0]["text"], json!("P {{x}} {} A"));
+        // mcp-github's `contents/{{.args.path}}`: a nested path keeps its slashes; a dot segment is refused.
+        let (t, tpl, cfg) = go_tool("{name: t, description: d, args: [{name: path}], requestTemplate: {url: 'https://api.github.com/repos/o/contents/{{.args.path}}?ref={{.args.path}}'}}");
+        assert_eq!(
+            request(&t, &tpl, &cfg, json!({"path": "dir/a b.txt"})).path,
+            "/repos/o/contents/dir/a%20b.txt?ref=dir%2Fa%20b.txt"
+        );
+        assert!(refused(&t, &tpl, &cfg, json!({"path": "../../admin"})).contains("dot segment"));
         // A tool with no url renders over the call: {config, args}.
         let (t, tpl, cfg) = go_tool("{name: t, description: d, args: [{name: who, default: w}], responseTemplate: {body: 'hi {{.args.who}} {{.config.key}}'}}");
         let Prepared::Done(res) = t.prepare(&tpl, &cfg, None) else { panic!() };

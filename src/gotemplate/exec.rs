@@ -7,6 +7,9 @@ use super::parse::{Arg, Cmd, List, Node, Pipe};
 use super::value::Value;
 use super::GoError;
 
+/// Characters escaped in a value printed into a URL's path: all but RFC 3986's unreserved ones and `/`.
+const PATH_VALUE: &percent_encoding::AsciiSet = &crate::template::URL_COMPONENT.remove(b'/');
+
 /// Why a walk stopped early.
 pub(crate) enum Flow {
     Break,
@@ -107,7 +110,11 @@ impl<'a> State<'a> {
                 if pipe.decl.is_empty() {
                     let text = v.printed();
                     if self.url_escape && !operator_value(pipe) {
-                        let enc = percent_encoding::utf8_percent_encode(&text, crate::template::URL_COMPONENT);
+                        // In the path, `/` is kept: Higress renders `contents/{{.args.path}}` unescaped, and its
+                        // authors mean nested paths (dot segments are refused after rendering). In the query
+                        // everything but unreserved characters is encoded, so values cannot add parameters.
+                        let set = if self.out.contains('?') { crate::template::URL_COMPONENT } else { PATH_VALUE };
+                        let enc = percent_encoding::utf8_percent_encode(&text, set);
                         let enc = enc.to_string();
                         self.write(&enc)?;
                     } else {

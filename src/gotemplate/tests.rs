@@ -197,7 +197,9 @@ fn hostile_templates_run_out_of_fuel_or_space() {
 fn url_templates_escape_request_values_but_not_config() {
     let t = GoTemplate::parse("{{.config.base}}/u/{{.args.p}}?q={{.args.q | upper}}").unwrap();
     let out = t.render(r#"{"config":{"base":"/v1"},"args":{"p":"../a b","q":"x&y"}}"#, LIMITS, true, &env()).unwrap();
-    assert_eq!(out, "/v1/u/..%2Fa%20b?q=X%26Y");
+    assert_eq!(out, "/v1/u/../a%20b?q=X%26Y", "`/` is kept in the path (the caller refuses dot segments)");
+    let out = t.render(r#"{"config":{"base":"/v1"},"args":{"p":"a?b#c","q":"/x?y"}}"#, LIMITS, true, &env()).unwrap();
+    assert_eq!(out, "/v1/u/a%3Fb%23c?q=%2FX%3FY");
     assert!(!t.reads_config_only() && GoTemplate::parse("Bearer {{.config.k}}").unwrap().reads_config_only());
     assert_eq!(GoTemplate::parse("plain").unwrap().literal().as_deref(), Some("plain"));
 }
