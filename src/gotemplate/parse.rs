@@ -14,6 +14,7 @@ const MAX_DEPTH: usize = 64;
 /// A parsed template: a list of nodes.
 pub type List = Vec<Node>;
 
+/// A node of the template tree; control structures own their lists.
 #[derive(Debug, Clone)]
 pub enum Node {
     Text(String),
@@ -59,6 +60,7 @@ pub struct Cmd {
     pub args: Vec<Arg>,
 }
 
+/// An operand of a command.
 #[derive(Debug, Clone)]
 pub enum Arg {
     Dot,

@@ -6,6 +6,7 @@
 use serde_json::Value as Json;
 use std::borrow::Cow;
 
+/// A value during rendering: data read by gjson paths, constants, and function results.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Value {
     /// A path that matched nothing; prints as nothing.
@@ -21,12 +22,14 @@ pub enum Value {
     Time(Time),
 }
 
+/// A time as sprig's date functions take it: an instant and the zone it is shown in.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Time {
     pub secs: i64,
     pub nanos: u32,
-    /// Offset from UTC in seconds and the zone's abbreviation index into `zone_name`.
+    /// Offset from UTC in seconds.
     pub offset: i32,
+    /// The zone's abbreviation (`CST`, `+08`), printed by the `MST` layout element.
     pub zone: &'static str,
 }
 
@@ -184,10 +187,12 @@ impl Value {
         }
     }
 
+    /// An array (list functions and `range` take its elements).
     pub fn is_array(&self) -> bool {
         matches!(self, Value::Json(raw) if raw.trim_start().starts_with('['))
     }
 
+    /// An object (dict functions and `range` take its entries).
     pub fn is_object(&self) -> bool {
         matches!(self, Value::Json(raw) if raw.trim_start().starts_with('{'))
     }
