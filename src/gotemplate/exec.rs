@@ -361,6 +361,7 @@ impl<'a> State<'a> {
                 return Err(self.err(format!("wrong number of args for gjson: want 1 got {}", values.len())));
             };
             let Value::String(path) = path else { return Err(self.err("gjson requires a string path argument")) };
+            super::check_gjson_path(path).map_err(|m| self.err(m))?;
             return self.get(dot, path);
         }
         let result = funcs::call(self, name, values);

@@ -54,6 +54,38 @@ impl fmt::Display for GoError {
 
 impl std::error::Error for GoError {}
 
+/// gjson's modifiers that the gjson crate implements. Go's gjson also has `@keys`, `@values`, `@tostr`,
+/// `@fromstr`, `@group` and `@dig`; the crate would answer those with nothing, so they are refused instead.
+const MODIFIERS: &[&str] = &["this", "reverse", "ugly", "pretty", "valid", "flatten", "join"];
+
+/// Refuses a gjson path using a modifier this gateway lacks, naming it (a path from a template is checked at
+/// load, one computed at render time when it is used).
+pub(crate) fn check_gjson_path(path: &str) -> Result<(), String> {
+    let mut prev = None;
+    let mut quoted = false;
+    let mut chars = path.char_indices().peekable();
+    while let Some((i, c)) = chars.next() {
+        match c {
+            '\\' => {
+                chars.next();
+            }
+            '"' => quoted = !quoted,
+            '@' if !quoted && matches!(prev, None | Some('.' | '|' | '{' | '[' | ',' | ':')) => {
+                let name: String = path[i + 1..].chars().take_while(|c| c.is_alphanumeric() || *c == '_').collect();
+                if !MODIFIERS.contains(&name.as_str()) {
+                    return Err(format!(
+                        "gjson modifier @{name} is not implemented by this gateway (it has @{})",
+                        MODIFIERS.join(", @")
+                    ));
+                }
+            }
+            _ => {}
+        }
+        prev = Some(c);
+    }
+    Ok(())
+}
+
 /// A parsed Go template.
 #[derive(Debug, Clone)]
 pub struct GoTemplate {

@@ -272,7 +272,15 @@ impl<'a> Lexer<'a> {
                 }
                 '.' => {
                     let next = chars.next();
-                    if next.is_some_and(|d| d.is_ascii_digit()) {
+                    // `.users.0.name`: right after a field, a variable or `)`, a numeric segment continues the
+                    // chain. Go (and Higress) read `.0` as a number there and fail; gjson_template's own README
+                    // shows this form, so its authors mean the path.
+                    let chained = matches!(self.toks.last(), Some((Tok::Field(_) | Tok::Var(_) | Tok::RParen, _)));
+                    if chained && next.is_some_and(|d| d.is_ascii_digit()) {
+                        let n = 1 + r[1..].len() - r[1..].trim_start_matches(is_alnum).len();
+                        self.push(Tok::Field(r[1..n].to_string()));
+                        self.advance(n);
+                    } else if next.is_some_and(|d| d.is_ascii_digit()) {
                         let n = number_len(r);
                         self.push(Tok::Number(r[..n].to_string()));
                         self.advance(n);
@@ -671,6 +679,16 @@ impl Parser<'_> {
         }
         if args.is_empty() {
             return Err(self.err("empty command"));
+        }
+        // gjson paths written in the template are checked now: `gjson "..."`, and a first word "`path`".
+        match args.as_slice() {
+            [Arg::Func(f), Arg::Str(path), ..] if f == "gjson" => {
+                super::check_gjson_path(path).map_err(|m| self.err(m))?
+            }
+            [Arg::Str(s), ..] if s.len() >= 2 && s.starts_with('`') && s.ends_with('`') => {
+                super::check_gjson_path(s).map_err(|m| self.err(m))?
+            }
+            _ => {}
         }
         Ok(Cmd { args })
     }

@@ -39,6 +39,11 @@ fn fields_are_gjson_paths_and_missing_prints_nothing() {
     assert_eq!(ok("{{with .args}}{{.city}}{{$.config.key}}{{end}}", DATA), "Oslok1");
     assert_eq!(ok("{{$a := .args}}{{$a.obj.y}}", DATA), "two");
     assert_eq!(ok("{{(.args).obj.x}}", DATA), "1");
+    // Numeric segments in a chain (gjson_template's README writes `{{.users.0.name}}`); `.5` alone is a number.
+    assert_eq!(
+        ok("{{.users.0.name}} {{.args.tags.2}} {{$.users.1.age}} {{(gjson \"users\").2.name}} {{add .5 1}}", DATA),
+        "ann c 25 cy 1"
+    );
 }
 
 #[test]
@@ -131,6 +136,17 @@ fn gjson_paths_queries_modifiers_and_multipaths() {
     // A back-quoted path inside a string literal, as the first word, is a gjson path (gjson_template's exec.go).
     assert_eq!(ok("{{\"`users.2.name`\"}}", DATA), "cy");
     assert!(render("{{gjson 1}}", DATA).unwrap_err().to_string().contains("string path"));
+    // Modifiers the gjson crate lacks are refused, at load when written, at render when computed; an `@` in a
+    // key or a query value is not a modifier.
+    for path in ["args.obj|@keys", "@values", "{a:args.obj.@tostr}", "args.tags.@dig:x"] {
+        let e = GoTemplate::parse(&format!("{{{{gjson {path:?}}}}}")).unwrap_err().to_string();
+        assert!(e.contains("is not implemented") && e.contains(&path[path.find('@').unwrap()..][..4]), "{path}: {e}");
+    }
+    assert!(render("{{gjson .p}}", r#"{"p":"x|@group"}"#).unwrap_err().to_string().contains("@group"));
+    assert_eq!(
+        ok(r#"{{gjson `users.#(name=="a@b").age`}}{{gjson "args.tags|@this|@flatten|@ugly"}}"#, DATA),
+        r#"["a","b","c"]"#
+    );
 }
 
 #[test]
@@ -459,4 +475,28 @@ fn copying_large_values_spends_fuel() {
         assert_eq!(t.render(&data, LIMITS, false, &env()), Err(GoError::OutOfFuel), "{src}");
         assert!(started.elapsed() < std::time::Duration::from_secs(5), "{src}: {:?}", started.elapsed());
     }
+}
+
+#[test]
+fn gjson_template_readme_examples() {
+    // The examples of gjson_template's README, over its sample data.
+    let data = r#"{"users":[{"name":"Alice","age":28,"active":true,"roles":["admin","developer"]},
+        {"name":"Bob","age":35,"active":false,"roles":["developer"]},
+        {"name":"Charlie","age":42,"active":true,"roles":["manager","developer"]}],
+        "settings":{"theme":"dark","notifications":{"email":true,"sms":false}}}"#;
+    assert_eq!(ok("{{.users.0.name}}", data), "Alice");
+    assert_eq!(ok(r#"{{gjson "users.#(active==true)#.name"}}"#, data), r#"["Alice","Charlie"]"#);
+    // Neither gjson (Go's, which Higress runs, nor the Rust port) has `&&` in queries: the README's example
+    // matches nothing there too.
+    assert_eq!(ok(r#"{{gjson "users.#(active==true && age>30)#.name"}}"#, data), "[]");
+    assert_eq!(ok(r#"{{gjson "users.@reverse.#.name"}}"#, data), r#"["Charlie","Bob","Alice"]"#);
+    assert_eq!(ok("{{if .settings.notifications.email}}Enabled{{else}}Disabled{{end}}", data), "Enabled");
+    assert_eq!(
+        ok(r#"{{range $user := gjson "users.#(roles.#(==admin)>0)#"}}- {{$user.name}} ({{$user.age}}){{end}}"#, data),
+        "- Alice (28)"
+    );
+    assert_eq!(
+        ok(r#"{{gjson "settings.notifications.e*"}} {{gjson "users.#.roles.0"}}"#, data),
+        r#"true ["admin","developer","manager"]"#
+    );
 }
