@@ -7,8 +7,9 @@ WASM_HIGRESS := target/wasm32-wasip1/release/mcp_gateway_higress.wasm
 VENV := .venv
 PY := $(VENV)/bin/python
 CLI := target/release/mcp-gateway
+VERSION := $(shell sed -n 's/^version = "\(.*\)"/\1/p' Cargo.toml | head -1)
 
-.PHONY: all build cli setup unit lint e2e test run bench clean
+.PHONY: all build cli oci setup unit lint e2e test run bench clean
 
 all: build
 
@@ -27,6 +28,13 @@ build:
 ## cli: the native `mcp-gateway` CLI (OpenAPI conversion, config check); `cargo install --path .` installs it
 cli:
 	cargo build --release --bin mcp-gateway
+
+## oci: the Higress release, an OCI image layout in target/oci/ (no Docker): spec.yaml, README.md and
+##   plugin.tar.gz (holding plugin.wasm, the Higress build) as Higress pulls it; push it with
+##   `skopeo copy oci:target/oci:$(VERSION) docker://REGISTRY/mcp-gateway:$(VERSION)`
+oci: build
+	python3 scripts/oci.py --wasm $(WASM_HIGRESS) --spec deploy/higress/spec.yaml --readme README.md \
+		--tag $(VERSION) --out target/oci
 
 ## setup: Envoy + Python MCP SDK in .venv, Node 22 + conformance suite + Inspector CLI in e2e/node_modules
 setup:

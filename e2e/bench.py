@@ -345,7 +345,7 @@ def measure(wrk: str, envoy: harness.Envoy, upstream: UpstreamEnvoy, side: str, 
     """One wrk run against `url`; `prefix` is the stat prefix of the listener (default: that of `side`)."""
     if warmup > 0:
         run_wrk(wrk, url, script, connections, warmup)
-    prefix = prefix or ("mcp" if side == "plugin" else "baseline")
+    prefix = prefix or ("baseline" if side == "baseline" else "mcp")
     s0 = status_counts(envoy, prefix)
     up0 = upstream_requests(upstream)
     gw_cpu0, up_cpu0 = cpu_seconds(envoy.proc.pid), cpu_seconds(upstream.proc.pid)
@@ -377,7 +377,7 @@ def measure(wrk: str, envoy: harness.Envoy, upstream: UpstreamEnvoy, side: str, 
         # Everything else on the machine (other processes, interrupts, steal): contention that skews figures.
         "other_cpu_pct": max(0.0, 100.0 * (busy - gw_cpu - up_cpu - wrk_cpu - own_cpu) / wall),
     })
-    if side == "plugin":
+    if side in ("plugin", "route"):
         # One REST call per tools/call; fewer would mean tool calls that failed inside a 200 (isError).
         res["upstream_calls_per_2xx"] = up_reqs / ok if ok else None
     return res
@@ -391,13 +391,13 @@ def upstream_requests(upstream: UpstreamEnvoy) -> int:
     return int(m.group(1)) if m else 0
 
 
-def verify_plugin_call(envoy: harness.Envoy) -> tuple[str, str, dict]:
+def verify_plugin_call(envoy: harness.Envoy, server: str = SERVER) -> tuple[str, str, dict]:
     """initialize + notifications/initialized, then one tools/call; returns (session, protocol, body)."""
     with harness.RawMcp(envoy.base_url) as mcp:
-        sid, init = mcp.initialize(SERVER)
+        sid, init = mcp.initialize(server)
         version = init["protocolVersion"]
         body = {"jsonrpc": "2.0", "id": 1, "method": "tools/call", "params": {"name": CALL["tool"], "arguments": CALL["args"]}}
-        r = mcp.post(SERVER, body, session=sid, version=version)
+        r = mcp.post(server, body, session=sid, version=version)
         if r.status_code != 200:
             raise BenchError(f"tools/call answered HTTP {r.status_code}: {r.text!r}")
         msg = r.json()
@@ -453,35 +453,51 @@ def cpu_steal_ticks() -> int:
     return int(fields[8]) if len(fields) > 8 else 0
 
 
+ROUTE_SERVER = f"{SERVER}-route"
+SIDES = ("baseline", "plugin", "route")
+
+
+def with_route_server(config: dict) -> dict:
+    """The example config plus a copy of SERVER without upstream.cluster: its tools go through the request's
+    own route (upstream.dispatch: route), which envoy.yaml sends to the same upstream."""
+    config = json.loads(json.dumps(config))
+    server = json.loads(json.dumps(next(s for s in config["servers"] if s["name"] == SERVER)))
+    server["name"] = ROUTE_SERVER
+    server["upstream"] = {k: v for k, v in (server.get("upstream") or {}).items() if k != "cluster"}
+    config["servers"].append(server)
+    return config
+
+
 def throughput(wrk: str, wasm: Path, upstream: UpstreamEnvoy, run_dir: Path, levels: list[int],
                seconds: int, warmup: int, repeat: int = 1) -> dict:
     envoy = harness.Envoy(
-        harness.EXAMPLE_CONFIG, upstream_port=upstream.port, run_dir=run_dir, name="gateway",
-        concurrency=1, wasm=wasm,
+        with_route_server(harness.load_plugin_config(harness.EXAMPLE_CONFIG)), upstream_port=upstream.port,
+        run_dir=run_dir, name="gateway", concurrency=1, wasm=wasm,
     )
     try:
         envoy.start()  # stops itself on failure; the finally below covers Ctrl-C meanwhile
-        sid, version, body = verify_plugin_call(envoy)
         verify_baseline(envoy)
-        plugin_script = write_wrk_script(
-            run_dir / "plugin.lua", "POST",
-            {
-                "content-type": "application/json",
-                "accept": harness.ACCEPT,
-                "mcp-session-id": sid,
-                "mcp-protocol-version": version,
-            },
-            json.dumps(body, separators=(",", ":")),
-        )
-        baseline_script = write_wrk_script(run_dir / "baseline.lua", "GET")
-        plugin_url = f"{envoy.base_url}/mcp-servers/{SERVER}"
-        baseline_url = f"{envoy.baseline_url}{REST_PATH}"
-        sides = {"baseline": (baseline_url, baseline_script), "plugin": (plugin_url, plugin_script)}
-        samples: dict[int, dict[str, list[dict]]] = {c: {"baseline": [], "plugin": []} for c in levels}
+        sides = {"baseline": (f"{envoy.baseline_url}{REST_PATH}", write_wrk_script(run_dir / "baseline.lua", "GET"))}
+        requests = {}
+        for side, server in (("plugin", SERVER), ("route", ROUTE_SERVER)):
+            sid, version, body = verify_plugin_call(envoy, server)
+            script = write_wrk_script(
+                run_dir / f"{side}.lua", "POST",
+                {
+                    "content-type": "application/json",
+                    "accept": harness.ACCEPT,
+                    "mcp-session-id": sid,
+                    "mcp-protocol-version": version,
+                },
+                json.dumps(body, separators=(",", ":")),
+            )
+            sides[side] = (f"{envoy.base_url}/mcp-servers/{server}", script)
+            requests[side] = {"url": sides[side][0], "body": body, "protocol_version": version}
+        samples: dict[int, dict[str, list[dict]]] = {c: {side: [] for side in SIDES} for c in levels}
         steal0, wall0 = cpu_steal_ticks(), time.monotonic()
         for rep in range(repeat):
             # Alternate which side goes first, so that a drift of the machine does not favour one.
-            order = ("baseline", "plugin") if rep % 2 == 0 else ("plugin", "baseline")
+            order = SIDES if rep % 2 == 0 else tuple(reversed(SIDES))
             for c in levels:
                 for side in order:
                     tag = f" (round {rep + 1}/{repeat})" if repeat > 1 else ""
@@ -495,7 +511,7 @@ def throughput(wrk: str, wasm: Path, upstream: UpstreamEnvoy, run_dir: Path, lev
         rows = []
         for c in levels:
             row: dict[str, Any] = {"connections": c}
-            for side in ("baseline", "plugin"):
+            for side in SIDES:
                 row[side] = aggregate(samples[c][side])
             b, p = row["baseline"], row["plugin"]
             row["throughput_ratio"] = p["rps"] / b["rps"] if b["rps"] else None
@@ -505,9 +521,15 @@ def throughput(wrk: str, wasm: Path, upstream: UpstreamEnvoy, run_dir: Path, lev
                                         if b["gateway_cpu_us_per_req"] else None)
             # What the plugin adds to the gateway's CPU time per request (the cleanest figure of its cost).
             row["plugin_extra_cpu_us_per_req"] = p["gateway_cpu_us_per_req"] - b["gateway_cpu_us_per_req"]
+            # The same call with upstream.dispatch: route (the client's request rewritten for the router).
+            rt = row["route"]
+            row["route_throughput_ratio"] = rt["rps"] / b["rps"] if b["rps"] else None
+            row["route_p50_ratio"] = rt["p50_us"] / b["p50_us"] if b["p50_us"] else None
+            row["route_extra_cpu_us_per_req"] = rt["gateway_cpu_us_per_req"] - b["gateway_cpu_us_per_req"]
             rows.append(row)
-        # The session still works after the load, and the plugin VM did not fail meanwhile.
+        # The sessions still work after the load, and the plugin VM did not fail meanwhile.
         verify_plugin_call(envoy)
+        verify_plugin_call(envoy, ROUTE_SERVER)
         crashes = harness.crash_lines(envoy.log_text())
         return {
             "gateway_rss_bytes_after": rss_bytes(envoy.proc.pid),
@@ -515,8 +537,9 @@ def throughput(wrk: str, wasm: Path, upstream: UpstreamEnvoy, run_dir: Path, lev
             "cpu_steal_pct": steal_pct,  # of all CPUs, taken by the hypervisor during the runs
             "envoy_log": str(envoy.log_path),
             "plugin_vm_failures": crashes[:20],
-            "plugin_request": {"url": plugin_url, "body": body, "protocol_version": version},
-            "baseline_request": {"url": baseline_url},
+            "plugin_request": requests["plugin"],
+            "route_request": requests["route"],
+            "baseline_request": {"url": sides["baseline"][0]},
         }
     finally:
         envoy.stop()
@@ -1164,12 +1187,13 @@ def print_report(res: dict) -> None:
         print(f"  all on this {m['nproc']}-CPU machine: wrk, gateway and upstream compete for the same cores)")
         print("  baseline = GET /weather?city=Paris&units=metric on the listener without the plugin;")
         print(f"  plugin   = MCP tools/call {CALL['tool']} (get_weather makes that same GET) on the plugin listener")
+        print(f"  route    = the same call on a copy of the server without upstream.cluster (upstream.dispatch: route)")
         hdr = (f"  {'conns':>5} | {'side':<8} | {'req/s':>8} | {'p50 ms':>7} | {'p99 ms':>7} | {'non-2xx':>7} | "
                f"{'gw CPU us/req':>13} | {'gw CPU%':>7} | {'up CPU%':>7} | {'wrk CPU%':>8} | {'other CPU%':>10}")
         print(hdr)
         print("  " + "-" * (len(hdr) - 2))
         for row in t["levels"]:
-            for side in ("baseline", "plugin"):
+            for side in SIDES:
                 r = row[side]
                 non = max(r["envoy_non_2xx"], r["non_2xx_3xx"]) + r["socket_errors"]
                 print(f"  {row['connections']:>5} | {side:<8} | {r['rps']:>8.0f} | {fmt_ms(r['p50_us']):>7} | "
@@ -1186,7 +1210,14 @@ def print_report(res: dict) -> None:
             print(f"  {row['connections']:>5} | {tr:>5.2f}x {'(' + verdict(tr >= GOAL_THROUGHPUT_RATIO) + ')':>13} | "
                   f"{pr:>5.2f}x {'(' + verdict(pr <= GOAL_P50_RATIO) + ')':>13} | {row['p99_ratio']:>5.2f}x | "
                   f"{row['cpu_per_req_ratio']:>9.2f}x | {row['plugin_extra_cpu_us_per_req']:>6.0f} us")
-        bad = [r for row in t["levels"] for r in (row["baseline"], row["plugin"])
+        print("  route/baseline ratios (upstream.dispatch: route)")
+        for row in t["levels"]:
+            tr, pr = row["route_throughput_ratio"], row["route_p50_ratio"]
+            print(f"  {row['connections']:>5} | {tr:>5.2f}x {'(' + verdict(tr >= GOAL_THROUGHPUT_RATIO) + ')':>13} | "
+                  f"{pr:>5.2f}x {'(' + verdict(pr <= GOAL_P50_RATIO) + ')':>13} | {'':>6} | {'':>10} | "
+                  f"{row['route_extra_cpu_us_per_req']:>6.0f} us (dispatch_http_call: "
+                  f"{row['plugin_extra_cpu_us_per_req']:.0f} us)")
+        bad = [r for row in t["levels"] for r in (row["baseline"], row["plugin"], row["route"])
                if r["envoy_non_2xx"] or r["non_2xx_3xx"] or r["socket_errors"]]
         odd = [row["connections"] for row in t["levels"]
                if row["plugin"].get("upstream_calls_per_2xx") is not None
@@ -1199,7 +1230,7 @@ def print_report(res: dict) -> None:
             print(f"  WARNING: the gateway Envoy log shows plugin VM failures: {t['envoy_log']}")
         print("  (CPU% during the run, 100% = one core: gw/up = gateway/upstream Envoy process, other = the rest of")
         print(f"   the machine (other processes, kernel, steal); CPU steal {t['cpu_steal_pct']:.1f}% of all CPUs)")
-        busy = max(r["other_cpu_pct"] for row in t["levels"] for r in (row["baseline"], row["plugin"]))
+        busy = max(r["other_cpu_pct"] for row in t["levels"] for r in (row[side] for side in SIDES))
         if busy > 15:
             print(f"  WARNING: other work used up to {busy:.0f}% of a core during the runs: the figures are skewed;")
             print("  run again on a quiet machine (or with --repeat 3) before comparing builds.")

@@ -6,6 +6,7 @@
 #   - e2e/node_modules with Node 22, the MCP conformance suite and the MCP Inspector CLI
 #   - GitHub's OpenAPI description (e2e/.cache/, for the OpenAPI import tests)
 #   - redis-server (the tests of the Higress build's Redis sessions start their own on loopback ports)
+#   - skopeo and docker-registry (the OCI release test pushes and pulls through its own registry)
 #   - Docker engine, Compose v1 and v2, debootstrap (for e2e/test_compose.py; a failure is recorded
 #     in e2e/.cache/docker-setup.error and makes that test fail)
 #
@@ -96,6 +97,16 @@ if ! command -v redis-server >/dev/null 2>&1; then
     log "installing redis-server"
     apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq redis-server >/dev/null
 fi
+
+# --- skopeo and a registry (the OCI release, e2e/test_oci.py) --------------------------------------------
+# Debian's skopeo pushes `make oci`'s image layout, and docker-registry (CNCF distribution 2.8) is the
+# registry it goes through; the test starts its own on a loopback port (never a system service).
+for pkg in skopeo docker-registry; do
+    if ! command -v "$pkg" >/dev/null 2>&1; then
+        log "installing $pkg"
+        apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "$pkg" >/dev/null
+    fi
+done
 
 # --- Docker engine, Compose v1 and v2, debootstrap (e2e/test_compose.py) ---------------------
 # From Debian: docker.io (dockerd), docker-compose (Compose v1, 1.29) and debootstrap, each only when

@@ -357,6 +357,10 @@ pub struct SecurityRef {
 #[derive(Debug, Clone, Default, Deserialize, Serialize, PartialEq)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct UpstreamConfig {
+    /// `call` (Envoy's async HTTP client to `cluster`; the default when a cluster is set) or `route` (the
+    /// client's request rewritten for Envoy's router; the default without a cluster, as in Higress).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dispatch: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cluster: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -864,7 +868,7 @@ mod properties {
     use serde_json::json;
 
     proptest! {
-        #![proptest_config(ProptestConfig { cases: 300, ..ProptestConfig::default() })]
+        #![proptest_config(crate::strategies::cases(300))]
 
         /// Arbitrary text is either a config or an error, never a panic.
         #[test]

@@ -1,7 +1,8 @@
 //! The compiled plugin: every server and tool validated, every template compiled, every listing precomputed,
 //! so the request path only looks things up.
 
-use crate::config::{ConfigError, PluginConfig};
+use crate::config::{parse_document, ConfigError, PluginConfig};
+use crate::rules::Rules;
 use crate::session::SessionStore;
 use crate::template::Templates;
 use crate::tool::Tool;
@@ -66,6 +67,12 @@ impl Gateway {
         Self::compile(PluginConfig::parse(text)?)
     }
 
+    /// The same for a configuration that may carry Higress's per-route `_rules_` (what a `WasmPlugin`'s
+    /// `matchRules` become): one gateway per rule, and one for the global keys if there are any.
+    pub fn rules_from_config_str(text: &str) -> Result<Rules<Gateway>, ConfigError> {
+        Rules::parse(parse_document(text)?, |doc| Self::compile(PluginConfig::from_value(doc)?))
+    }
+
     /// Compiles a parsed configuration.
     pub fn compile(cfg: PluginConfig) -> Result<Gateway, ConfigError> {
         let mut templates = Templates::new();
@@ -84,6 +91,14 @@ impl Gateway {
                     .map_err(|(field, msg)| ConfigError::new(field, msg).in_server(&s.name).in_tool(&t.name))?;
                 tool_index.insert(tool.name.clone(), tools.len());
                 tools.push(tool);
+            }
+            let routed = tools.iter().filter(|t| t.dispatch() == Some(crate::upstream::Dispatch::Route)).count();
+            if routed > 0 {
+                notices.push(format!(
+                    "server '{}': {routed} tool(s) have no upstream.cluster and are sent through the request's own \
+                     route (upstream.dispatch: route): their paths must match an Envoy route to their upstream",
+                    s.name
+                ));
             }
             servers.push(Server {
                 name: s.name,
@@ -215,10 +230,16 @@ mod tests {
         .unwrap();
         assert!(g.server("a").unwrap().tool("t").is_some());
         let e = Gateway::from_config_str(
-            "servers:\n- name: a\n  tools:\n  - {name: t, description: d, requestTemplate: {url: /x}}\n",
+            "servers:\n- name: a\n  upstream: {dispatch: call}\n  tools:\n  - {name: t, description: d, requestTemplate: {url: /x}}\n",
         )
         .unwrap_err();
         assert_eq!((e.server.as_deref(), e.tool.as_deref(), e.field.as_str()), (Some("a"), Some("t"), "upstream"));
+        // Without a cluster, the tool is sent through the request's route, and the operator is told.
+        let g = Gateway::from_config_str(
+            "servers:\n- name: a\n  tools:\n  - {name: t, description: d, requestTemplate: {url: /x}}\n",
+        )
+        .unwrap();
+        assert!(g.notices.iter().any(|n| n.contains("upstream.dispatch: route")), "{:?}", g.notices);
         let e = Gateway::from_config_str(
             "servers:\n- name: a\n  tools:\n  - {name: t, description: d, responseTemplate: {body: '{{ x'}}\n",
         )

@@ -116,3 +116,88 @@ mod tests {
         assert!(Message::from_value(json!({"jsonrpc":"2.0","id":1})).is_err());
     }
 }
+
+#[cfg(test)]
+mod properties {
+    use super::*;
+    use crate::strategies::{hostile_string, json_number, json_value};
+    use proptest::prelude::*;
+
+    const KEYS: &[&str] = &["jsonrpc", "id", "method", "params", "result", "error", "name", "x"];
+
+    /// Objects with every JSON-RPC member present or absent and of any type, biased towards the valid ones;
+    /// and arbitrary JSON.
+    fn message_like() -> impl Strategy<Value = Value> {
+        let any_json = json_value(KEYS);
+        let member =
+            |valid: BoxedStrategy<Value>| prop::option::weighted(0.8, prop_oneof![3 => valid, 1 => json_value(KEYS)]);
+        let version =
+            prop_oneof![Just(json!("2.0")), Just(json!("1.0")), Just(json!(2.0)), Just(json!("2.0 "))].boxed();
+        let id = prop_oneof![json_number(), hostile_string().prop_map(Value::from), Just(Value::Null)].boxed();
+        let method =
+            prop_oneof![Just(json!("ping")), Just(json!("tools/call")), hostile_string().prop_map(Value::from)].boxed();
+        let params = prop_oneof![Just(json!({})), Just(json!([])), json_value(KEYS)].boxed();
+        let outcome = prop_oneof![Just(json!({})), Just(json!({"code": 1, "message": "m"})), json_value(KEYS)].boxed();
+        let shaped =
+            (member(version), member(id), member(method), member(params), member(outcome.clone()), member(outcome))
+                .prop_map(|(v, i, m, p, r, e)| {
+                    let mut o = Map::new();
+                    for (k, val) in
+                        [("jsonrpc", v), ("id", i), ("method", m), ("params", p), ("result", r), ("error", e)]
+                    {
+                        if let Some(val) = val {
+                            o.insert(k.into(), val);
+                        }
+                    }
+                    Value::Object(o)
+                });
+        prop_oneof![4 => shaped, 1 => any_json]
+    }
+
+    proptest! {
+        #![proptest_config(crate::strategies::cases(3000))]
+
+        /// Guards the first thing every POST body goes through: any JSON value is classified (request,
+        /// notification, response or error, never a panic) exactly as JSON-RPC 2.0 says, and an error keeps the
+        /// request's id only when that id is valid, so a reply never echoes a forged id type.
+        #[test]
+        fn any_value_is_classified_by_the_rules(v in message_like()) {
+            let obj = v.as_object();
+            let get = |k: &str| obj.and_then(|o| o.get(k));
+            let id = get("id");
+            let id_ok = match id {
+                None | Some(Value::String(_)) => true,
+                Some(Value::Number(n)) => n.is_i64() || n.is_u64(),
+                Some(_) => false,
+            };
+            let version_ok = get("jsonrpc") == Some(&json!("2.0"));
+            let params_ok = get("params").is_none_or(|p| p.is_object() || p.is_array());
+            let method = get("method").and_then(Value::as_str);
+            let is_response = get("method").is_none() && id.is_some() && (get("result").is_some() || get("error").is_some());
+            let valid = obj.is_some() && version_ok && id_ok && ((method.is_some() && params_ok) || is_response);
+            match Message::from_value(v.clone()) {
+                Ok(Message::Request { id: rid, method: m, params }) => {
+                    prop_assert!(valid);
+                    prop_assert_eq!(Some(&rid), id);
+                    prop_assert_eq!(Some(m.as_str()), method);
+                    prop_assert_eq!(params.as_ref(), get("params"));
+                }
+                Ok(Message::Notification { method: m, params }) => {
+                    prop_assert!(valid && id.is_none());
+                    prop_assert_eq!(Some(m.as_str()), method);
+                    prop_assert_eq!(params.as_ref(), get("params"));
+                }
+                Ok(Message::Response) => prop_assert!(valid && is_response),
+                Err((rid, why)) => {
+                    prop_assert!(!valid, "a valid message was refused: {}", why);
+                    prop_assert!(!why.is_empty());
+                    let expected = if obj.is_some() && id_ok { id.cloned().unwrap_or(Value::Null) } else { Value::Null };
+                    prop_assert_eq!(&rid, &expected);
+                    // The error reply for it is JSON-RPC itself.
+                    let reply = error(rid, INVALID_REQUEST, why);
+                    prop_assert!(serde_json::to_string(&reply).is_ok_and(|t| serde_json::from_str::<Value>(&t).is_ok()));
+                }
+            }
+        }
+    }
+}

@@ -19,8 +19,11 @@ pub mod mcp;
 #[cfg(feature = "openapi")]
 pub mod openapi;
 pub mod resp;
+pub mod rules;
 pub mod schema;
 pub mod session;
+#[cfg(test)]
+mod strategies;
 pub mod template;
 pub mod tool;
 pub mod transport;

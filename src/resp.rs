@@ -269,7 +269,7 @@ mod tests {
     }
 
     proptest! {
-        #![proptest_config(ProptestConfig { cases: 500, ..ProptestConfig::default() })]
+        #![proptest_config(crate::strategies::cases(500))]
 
         /// Whatever a server encodes, the client decodes back, and every strict prefix is incomplete.
         #[test]

@@ -10,6 +10,54 @@ use serde_json::{json, Map, Value};
 use std::collections::HashMap;
 
 const MAX_DEPTH: usize = 64;
+/// Schema nodes one check may visit, beyond [`STEPS_PER_VALUE`]. `$ref`s inside `anyOf`/`allOf`/`oneOf` can
+/// make a small schema exponentially large to walk (`{"anyOf": [{"$ref": "#"}, {"$ref": "#"}]}` is 2^64 steps
+/// under the depth limit), which would hold the worker for good; 2^20 steps take well under a second.
+const MAX_STEPS: usize = 1 << 20;
+
+/// Further steps for each value in the checked instance, so that the largest plain bodies (1 MiB of `0,` is
+/// 2^19 values, an 8 MiB answer 2^22) are checked in full against ordinary schemas.
+const STEPS_PER_VALUE: usize = 4;
+
+/// The values in a JSON document, containers included.
+fn values(v: &Value) -> usize {
+    1 + match v {
+        Value::Array(items) => items.iter().map(values).sum(),
+        Value::Object(members) => members.values().map(values).sum(),
+        _ => 0,
+    }
+}
+
+/// The steps left to one validation, normalisation or scan of declared names.
+struct Budget {
+    steps: usize,
+    left: std::cell::Cell<usize>,
+    overrun: std::cell::Cell<bool>,
+}
+
+impl Budget {
+    fn new(steps: usize) -> Budget {
+        Budget { steps, left: steps.into(), overrun: false.into() }
+    }
+
+    /// Takes one step; false once the steps are spent.
+    fn spend(&self) -> bool {
+        match self.left.get() {
+            0 => {
+                self.overrun.set(true);
+                false
+            }
+            left => {
+                self.left.set(left - 1);
+                true
+            }
+        }
+    }
+
+    fn exhausted(&self) -> bool {
+        self.overrun.get()
+    }
+}
 
 /// Builds the tool's `inputSchema` from its declared args.
 pub fn from_args(args: &[ArgConfig]) -> Result<Value, String> {
@@ -185,6 +233,8 @@ pub struct Validator {
     patterns: HashMap<String, Regex>,
     /// What the validated value is called in messages: the arguments, or the upstream's answer.
     whole: &'static str,
+    /// [`MAX_STEPS`], lowered by tests.
+    max_steps: usize,
 }
 
 impl Validator {
@@ -195,12 +245,23 @@ impl Validator {
         }
         let mut patterns = HashMap::new();
         check(&root, &root, &mut patterns, "#", 0)?;
-        Ok(Validator { root, patterns, whole: "arguments" })
+        Ok(Validator { root, patterns, whole: "arguments", max_steps: MAX_STEPS })
     }
 
     /// The same, for an upstream answer checked against a tool's `outputSchema`.
     pub fn for_answer(root: Value) -> Result<Validator, String> {
         Validator::new(root).map(|v| Validator { whole: "the answer", ..v })
+    }
+
+    /// The same with a smaller step budget, so that property tests reach it quickly.
+    #[cfg(test)]
+    pub(crate) fn with_max_steps(self, max_steps: usize) -> Validator {
+        Validator { max_steps, ..self }
+    }
+
+    /// The steps for one check of `instance` (`Value::Null` for scans of the schema alone).
+    fn budget(&self, instance: &Value) -> Budget {
+        Budget::new(self.max_steps.saturating_add(values(instance).saturating_mul(STEPS_PER_VALUE)))
     }
 
     /// The schema as given.
@@ -211,8 +272,20 @@ impl Validator {
     /// Validates an instance; each error names the JSON path at fault ("`city`", "`tags/0`").
     pub fn validate(&self, instance: &Value) -> Vec<String> {
         let mut errors = Vec::new();
-        self.walk(&self.root, instance, "", &mut errors, 0);
+        let budget = self.budget(instance);
+        self.walk(&self.root, instance, "", &mut errors, 0, &budget);
+        if budget.exhausted() {
+            return vec![self.too_complex(&budget)];
+        }
         errors
+    }
+
+    /// Said instead of a check's findings when the check ran out of steps.
+    fn too_complex(&self, budget: &Budget) -> String {
+        format!(
+            "{}: the schema is too complex to check (it takes more than {} steps); the operator must simplify it",
+            self.whole, budget.steps
+        )
     }
 
     fn member(&self) -> &'static str {
@@ -238,18 +311,24 @@ impl Validator {
 
     /// Rewrites every number the schema declares `integer` (`1.0`, `1e2`) as the integer it is, at any depth
     /// (properties, items, `$ref`s, combinators), so that it goes upstream as `1`, not `1.0`. Values that are
-    /// not exact integers are left for [`Validator::validate`] to report.
-    pub fn normalize_integers(&self, v: &mut Value) {
-        self.normalize(&self.root, v, 0);
+    /// not exact integers are left for [`Validator::validate`] to report. Fails, having rewritten only some,
+    /// when the schema is too complex to walk (see [`MAX_STEPS`]).
+    pub fn normalize_integers(&self, v: &mut Value) -> Result<(), String> {
+        let budget = self.budget(v);
+        self.normalize(&self.root, v, 0, &budget);
+        if budget.exhausted() {
+            return Err(self.too_complex(&budget));
+        }
+        Ok(())
     }
 
-    fn normalize(&self, schema: &Value, v: &mut Value, depth: usize) {
+    fn normalize(&self, schema: &Value, v: &mut Value, depth: usize, budget: &Budget) {
         let Value::Object(s) = schema else { return };
-        if depth > MAX_DEPTH {
+        if depth > MAX_DEPTH || !budget.spend() {
             return;
         }
         if let Some(target) = s.get("$ref").and_then(Value::as_str).and_then(|r| self.resolve(r)) {
-            self.normalize(target, v, depth + 1);
+            self.normalize(target, v, depth + 1, budget);
         }
         // Rewriting a whole number as an integer never changes its JSON value, so every schema that may
         // apply here can do it (each branch of anyOf/oneOf included).
@@ -260,12 +339,12 @@ impl Validator {
         }
         for key in ["allOf", "anyOf", "oneOf"] {
             for sub in s.get(key).and_then(Value::as_array).into_iter().flatten() {
-                self.normalize(sub, v, depth + 1);
+                self.normalize(sub, v, depth + 1, budget);
             }
         }
         for key in ["if", "then", "else"] {
             if let Some(sub) = s.get(key) {
-                self.normalize(sub, v, depth + 1);
+                self.normalize(sub, v, depth + 1, budget);
             }
         }
         match v {
@@ -276,16 +355,16 @@ impl Validator {
                     let mut known = false;
                     if let Some(sub) = props.and_then(|p| p.get(key)) {
                         known = true;
-                        self.normalize(sub, value, depth + 1);
+                        self.normalize(sub, value, depth + 1, budget);
                     }
                     for (pat, sub) in pattern_props.into_iter().flatten() {
                         if self.patterns.get(pat).is_some_and(|re| re.is_match(key)) {
                             known = true;
-                            self.normalize(sub, value, depth + 1);
+                            self.normalize(sub, value, depth + 1, budget);
                         }
                     }
                     if let (false, Some(sub)) = (known, s.get("additionalProperties")) {
-                        self.normalize(sub, value, depth + 1);
+                        self.normalize(sub, value, depth + 1, budget);
                     }
                 }
             }
@@ -293,11 +372,11 @@ impl Validator {
                 let prefix = s.get("prefixItems").or_else(|| s.get("items").filter(|i| i.is_array()));
                 let prefix = prefix.and_then(Value::as_array).map_or(&[][..], Vec::as_slice);
                 for (sub, item) in prefix.iter().zip(items.iter_mut()) {
-                    self.normalize(sub, item, depth + 1);
+                    self.normalize(sub, item, depth + 1, budget);
                 }
                 if let Some(sub) = s.get("items").filter(|i| !i.is_array()).or_else(|| s.get("additionalItems")) {
                     for item in items.iter_mut().skip(prefix.len()) {
-                        self.normalize(sub, item, depth + 1);
+                        self.normalize(sub, item, depth + 1, budget);
                     }
                 }
             }
@@ -313,23 +392,30 @@ impl Validator {
     /// in such a branch. Without that, an extra argument is almost always a mistake (a misspelt optional
     /// argument would silently take its default) or an attempt to reach the upstream with fields the tool
     /// does not expose (`argsToJsonBody` forwarded them), so it is refused with its name rather than dropped.
-    pub fn undeclared(&self, args: &Map<String, Value>) -> Vec<String> {
+    /// Fails when the schema is too complex to scan (see [`MAX_STEPS`]).
+    pub fn undeclared(&self, args: &Map<String, Value>) -> Result<Vec<String>, String> {
         let mut names = Vec::new();
         let mut patterns = Vec::new();
-        if !self.declared(&self.root, &mut names, &mut patterns, 0) {
-            return Vec::new();
+        let budget = self.budget(&Value::Null);
+        let closed = self.declared(&self.root, &mut names, &mut patterns, 0, &budget);
+        if budget.exhausted() {
+            return Err(self.too_complex(&budget));
         }
-        args.keys()
+        if !closed {
+            return Ok(Vec::new());
+        }
+        Ok(args
+            .keys()
             .filter(|k| !names.contains(&k.as_str()))
             .filter(|k| !patterns.iter().any(|p| self.patterns.get(*p).is_some_and(|re| re.is_match(k))))
             .cloned()
-            .collect()
+            .collect())
     }
 
     /// The argument names the schema declares, in its order (for messages).
     pub fn declared_names(&self) -> Vec<&str> {
         let mut names = Vec::new();
-        self.declared(&self.root, &mut names, &mut Vec::new(), 0);
+        self.declared(&self.root, &mut names, &mut Vec::new(), 0, &self.budget(&Value::Null));
         names
     }
 
@@ -340,9 +426,10 @@ impl Validator {
         names: &mut Vec<&'a str>,
         patterns: &mut Vec<&'a str>,
         depth: usize,
+        budget: &Budget,
     ) -> bool {
         let Value::Object(s) = schema else { return schema != &Value::Bool(true) };
-        if depth > MAX_DEPTH {
+        if depth > MAX_DEPTH || !budget.spend() {
             return true;
         }
         for key in ["additionalProperties", "unevaluatedProperties"] {
@@ -355,25 +442,23 @@ impl Validator {
                 names.push(name);
             }
         }
-        patterns.extend(
-            s.get("patternProperties")
-                .and_then(Value::as_object)
-                .into_iter()
-                .flat_map(|p| p.keys())
-                .map(String::as_str),
-        );
+        for pattern in s.get("patternProperties").and_then(Value::as_object).into_iter().flat_map(|p| p.keys()) {
+            if !patterns.contains(&pattern.as_str()) {
+                patterns.push(pattern);
+            }
+        }
         let mut closed = true;
         if let Some(target) = s.get("$ref").and_then(Value::as_str).and_then(|r| self.resolve(r)) {
-            closed &= self.declared(target, names, patterns, depth + 1);
+            closed &= self.declared(target, names, patterns, depth + 1, budget);
         }
         for key in ["allOf", "anyOf", "oneOf"] {
             for sub in s.get(key).and_then(Value::as_array).into_iter().flatten() {
-                closed &= self.declared(sub, names, patterns, depth + 1);
+                closed &= self.declared(sub, names, patterns, depth + 1, budget);
             }
         }
         for key in ["if", "then", "else"] {
             if let Some(sub) = s.get(key) {
-                closed &= self.declared(sub, names, patterns, depth + 1);
+                closed &= self.declared(sub, names, patterns, depth + 1, budget);
             }
         }
         closed
@@ -383,7 +468,7 @@ impl Validator {
         resolve_ref(&self.root, reference)
     }
 
-    fn walk(&self, schema: &Value, v: &Value, path: &str, errors: &mut Vec<String>, depth: usize) {
+    fn walk(&self, schema: &Value, v: &Value, path: &str, errors: &mut Vec<String>, depth: usize, budget: &Budget) {
         let at = |p: &str| {
             if p.is_empty() {
                 self.whole.to_string()
@@ -391,6 +476,9 @@ impl Validator {
                 format!("`{p}`")
             }
         };
+        if !budget.spend() {
+            return;
+        }
         if depth > MAX_DEPTH {
             errors.push(format!("{}: schema nesting too deep", at(path)));
             return;
@@ -403,7 +491,7 @@ impl Validator {
         };
         if let Some(r) = s.get("$ref").and_then(Value::as_str) {
             if let Some(target) = self.resolve(r) {
-                self.walk(target, v, path, errors, depth + 1);
+                self.walk(target, v, path, errors, depth + 1, budget);
             }
         }
         let types = declared_types(schema);
@@ -428,8 +516,8 @@ impl Validator {
         match v {
             Value::String(text) => self.check_string(s, text, &at(path), errors),
             Value::Number(_) => check_number(s, v.as_f64().unwrap_or(0.0), &at(path), errors),
-            Value::Array(items) => self.check_array(s, items, path, errors, depth),
-            Value::Object(obj) => self.check_object(s, obj, path, errors, depth),
+            Value::Array(items) => self.check_array(s, items, path, errors, depth, budget),
+            Value::Object(obj) => self.check_object(s, obj, path, errors, depth, budget),
             _ => {}
         }
         for key in ["allOf", "anyOf", "oneOf"] {
@@ -440,7 +528,7 @@ impl Validator {
                 .iter()
                 .map(|sub| {
                     let mut e = Vec::new();
-                    self.walk(sub, v, path, &mut e, depth + 1);
+                    self.walk(sub, v, path, &mut e, depth + 1, budget);
                     e
                 })
                 .collect();
@@ -456,17 +544,17 @@ impl Validator {
         }
         if let Some(not) = s.get("not") {
             let mut e = Vec::new();
-            self.walk(not, v, path, &mut e, depth + 1);
+            self.walk(not, v, path, &mut e, depth + 1, budget);
             if e.is_empty() {
                 errors.push(format!("{}: matches a forbidden shape", at(path)));
             }
         }
         if let Some(cond) = s.get("if") {
             let mut e = Vec::new();
-            self.walk(cond, v, path, &mut e, depth + 1);
+            self.walk(cond, v, path, &mut e, depth + 1, budget);
             let branch = if e.is_empty() { s.get("then") } else { s.get("else") };
             if let Some(b) = branch {
-                self.walk(b, v, path, errors, depth + 1);
+                self.walk(b, v, path, errors, depth + 1, budget);
             }
         }
     }
@@ -492,7 +580,15 @@ impl Validator {
         }
     }
 
-    fn check_array(&self, s: &Map<String, Value>, items: &[Value], path: &str, errors: &mut Vec<String>, depth: usize) {
+    fn check_array(
+        &self,
+        s: &Map<String, Value>,
+        items: &[Value],
+        path: &str,
+        errors: &mut Vec<String>,
+        depth: usize,
+        budget: &Budget,
+    ) {
         let at = if path.is_empty() { self.whole.to_string() } else { format!("`{path}`") };
         let n = items.len() as u64;
         if s.get("minItems").and_then(Value::as_u64).is_some_and(|m| n < m) {
@@ -513,13 +609,13 @@ impl Validator {
         let prefix_len = prefix.and_then(Value::as_array).map_or(0, |p| p.len());
         if let Some(Value::Array(p)) = prefix {
             for (i, (sub, item)) in p.iter().zip(items).enumerate() {
-                self.walk(sub, item, &join(path, &i.to_string()), errors, depth + 1);
+                self.walk(sub, item, &join(path, &i.to_string()), errors, depth + 1, budget);
             }
         }
         let rest = s.get("items").filter(|i| !i.is_array()).or_else(|| s.get("additionalItems"));
         if let Some(sub) = rest {
             for (i, item) in items.iter().enumerate().skip(prefix_len) {
-                self.walk(sub, item, &join(path, &i.to_string()), errors, depth + 1);
+                self.walk(sub, item, &join(path, &i.to_string()), errors, depth + 1, budget);
             }
         }
     }
@@ -531,6 +627,7 @@ impl Validator {
         path: &str,
         errors: &mut Vec<String>,
         depth: usize,
+        budget: &Budget,
     ) {
         if let Some(Value::Array(required)) = s.get("required") {
             for name in required.iter().filter_map(Value::as_str) {
@@ -552,12 +649,12 @@ impl Validator {
             let mut known = false;
             if let Some(sub) = props.and_then(|p| p.get(key)) {
                 known = true;
-                self.walk(sub, value, &join(path, key), errors, depth + 1);
+                self.walk(sub, value, &join(path, key), errors, depth + 1, budget);
             }
             for (pat, sub) in pattern_props.into_iter().flatten() {
                 if self.patterns.get(pat).is_some_and(|re| re.is_match(key)) {
                     known = true;
-                    self.walk(sub, value, &join(path, key), errors, depth + 1);
+                    self.walk(sub, value, &join(path, key), errors, depth + 1, budget);
                 }
             }
             if !known {
@@ -565,7 +662,7 @@ impl Validator {
                     Some(Value::Bool(false)) => {
                         errors.push(format!("`{}`: is not an accepted {}", join(path, key), self.member()))
                     }
-                    Some(sub @ Value::Object(_)) => self.walk(sub, value, &join(path, key), errors, depth + 1),
+                    Some(sub @ Value::Object(_)) => self.walk(sub, value, &join(path, key), errors, depth + 1, budget),
                     _ => {}
                 }
             }
@@ -732,6 +829,46 @@ mod tests {
     }
 
     #[test]
+    fn exponential_schemas_are_cut_off() {
+        // `$ref`s in combinators made one check walk 2^64 nodes under the depth limit: a tools/call (or the
+        // check of an answer against an outputSchema) held its worker for good.
+        let started = std::time::Instant::now();
+        let cyclic = json!({"type": "object", "anyOf": [{"$ref": "#"}, {"$ref": "#"}], "properties": {"a": {"type": "integer"}}});
+        let errors = v(cyclic.clone()).validate(&json!({"a": 1}));
+        assert_eq!(
+            errors,
+            ["arguments: the schema is too complex to check (it takes more than 1048584 steps); the operator must \
+              simplify it"]
+        );
+        let answer = Validator::for_answer(cyclic.clone()).unwrap().validate(&json!({}));
+        assert!(answer[0].starts_with("the answer: the schema is too complex"), "{answer:?}");
+        let small = v(cyclic).with_max_steps(1000);
+        let mut args = json!({"a": 1.0});
+        assert!(small.normalize_integers(&mut args).unwrap_err().contains("more than 1008 steps"));
+        assert!(small.undeclared(args.as_object().unwrap()).unwrap_err().contains("too complex"));
+        // A chain of definitions, each using the next twice: no cycle, and still 2^40 nodes to walk.
+        let defs: Map<String, Value> = (0..40)
+            .map(|i| {
+                let next = json!({"$ref": format!("#/$defs/d{}", i + 1)});
+                (format!("d{i}"), json!({"anyOf": [next, next]}))
+            })
+            .chain([("d40".to_string(), json!({"type": "integer"}))])
+            .collect();
+        let chain = v(json!({"$defs": defs, "$ref": "#/$defs/d0"})).with_max_steps(1000);
+        assert!(chain.validate(&json!(1))[0].contains("too complex to check (it takes more than 1004 steps)"));
+        assert!(started.elapsed() < std::time::Duration::from_secs(20), "{:?}", started.elapsed());
+        // Ordinary recursion follows the instance and is unaffected.
+        let tree = v(json!({"type": "object", "properties": {"kids": {"type": "array", "items": {"$ref": "#"}}}}));
+        assert!(tree.validate(&json!({"kids": [{"kids": []}, {"kids": [{}]}]})).is_empty());
+        // So is the largest plain request: 1 MiB of `0,` is 2^19 values.
+        let list = v(json!({"type": "object", "properties": {"a": {"type": "array", "items": {"type": "integer"}}}}));
+        let mut big = json!({"a": vec![0; 1 << 19]});
+        assert!(list.normalize_integers(&mut big).is_ok());
+        assert!(list.undeclared(big.as_object().unwrap()).unwrap().is_empty());
+        assert!(list.validate(&big).is_empty());
+    }
+
+    #[test]
     fn builds_schema_from_args() {
         let args: Vec<ArgConfig> = serde_json::from_value(json!([
             {"name": "city", "type": "string", "required": true, "description": "City"},
@@ -769,11 +906,11 @@ mod tests {
             "$defs":{"int":{"type":"integer"}}}));
         let mut args: Value =
             serde_json::from_str(r#"{"i":1.0,"a":[2.0,3],"o":{"w":4.0,"x":5e0},"u":6.0,"f":7.0}"#).unwrap();
-        s.normalize_integers(&mut args);
+        s.normalize_integers(&mut args).unwrap();
         assert_eq!(args.to_string(), r#"{"i":1,"a":[2,3],"o":{"w":4,"x":5},"u":6,"f":7.0}"#);
         assert!(s.validate(&args).is_empty());
         let mut big: Value = serde_json::from_str(r#"{"i":18446744073709551616,"a":[9007199254740993.0]}"#).unwrap();
-        s.normalize_integers(&mut big);
+        s.normalize_integers(&mut big).unwrap();
         let errors = s.validate(&big).join("\n");
         assert!(
             errors.contains("`i`: integer out of range") && errors.contains("`a/0`: integer out of range"),
@@ -794,7 +931,7 @@ mod tests {
         let args = |v: Value| v.as_object().unwrap().clone();
         let s = v(json!({"type":"object","properties":{"a":{}},"patternProperties":{"^x":{}},
             "$ref":"#/$defs/more","oneOf":[{"properties":{"b":{}}},{"properties":{"c":{}}}],"$defs":{"more":{"properties":{"d":{}}}}}));
-        assert_eq!(s.undeclared(&args(json!({"a":1,"b":1,"c":1,"d":1,"xy":1,"e":1,"f":1}))), ["e", "f"]);
+        assert_eq!(s.undeclared(&args(json!({"a":1,"b":1,"c":1,"d":1,"xy":1,"e":1,"f":1}))).unwrap(), ["e", "f"]);
         assert_eq!(s.declared_names(), ["a", "d", "b", "c"]);
         for open in [
             json!({"additionalProperties": true}),
@@ -804,10 +941,10 @@ mod tests {
         ] {
             let mut schema = json!({"type":"object","properties":{"a":{}}});
             schema.as_object_mut().unwrap().extend(open.as_object().unwrap().clone());
-            assert!(v(schema.clone()).undeclared(&args(json!({"e":1}))).is_empty(), "{schema}");
+            assert!(v(schema.clone()).undeclared(&args(json!({"e":1}))).unwrap().is_empty(), "{schema}");
         }
         let closed = v(json!({"type":"object","properties":{"a":{}},"additionalProperties":false}));
-        assert_eq!(closed.undeclared(&args(json!({"e":1}))), ["e"]);
+        assert_eq!(closed.undeclared(&args(json!({"e":1}))).unwrap(), ["e"]);
         let built: Vec<ArgConfig> = serde_json::from_value(json!([{"name": "a"}])).unwrap();
         assert_eq!(from_args(&built).unwrap()["additionalProperties"], json!(false));
     }
@@ -867,5 +1004,148 @@ mod tests {
         assert!(Validator::new(json!({"$ref":"https://example.com/s.json"})).is_err());
         assert!(Validator::new(json!({"properties":[]})).is_err());
         assert!(Validator::new(json!(3)).is_err());
+    }
+}
+
+#[cfg(test)]
+mod properties {
+    use super::*;
+    use crate::strategies::{json_number, json_value};
+    use proptest::prelude::*;
+    use std::time::{Duration, Instant};
+
+    const KEYS: &[&str] = &["a", "b", "x-y", "kids"];
+
+    /// Keywords of tool schemas with values of the right type and of wrong ones.
+    fn keyword() -> impl Strategy<Value = (String, Value)> {
+        let any = json_value(KEYS);
+        prop_oneof![
+            prop::sample::select(vec!["string", "number", "integer", "boolean", "array", "object", "null", "float"])
+                .prop_map(|t| ("type".to_string(), json!(t))),
+            Just(("type".to_string(), json!(["integer", "string"]))),
+            prop::sample::select(vec![
+                "minimum",
+                "maximum",
+                "exclusiveMinimum",
+                "exclusiveMaximum",
+                "multipleOf",
+                "minLength",
+                "maxLength",
+                "minItems",
+                "maxItems",
+                "minProperties",
+                "maxProperties"
+            ])
+            .prop_flat_map(|k| prop_oneof![
+                json_number(),
+                Just(json!(true)),
+                Just(json!(0)),
+                Just(json!(-1))
+            ]
+            .prop_map(move |n| (k.to_string(), n))),
+            prop::sample::select(vec!["^[a-z]+$", "(", "a{2,}", "\\d", "^$", "[", "é+"])
+                .prop_map(|p| ("pattern".to_string(), json!(p))),
+            prop::collection::vec(any.clone(), 0..3).prop_map(|e| ("enum".to_string(), Value::Array(e))),
+            any.clone().prop_map(|c| ("const".to_string(), c)),
+            any.clone().prop_map(|d| ("default".to_string(), d)),
+            Just(("required".to_string(), json!(["a"]))),
+            Just(("required".to_string(), json!([1]))),
+            Just(("uniqueItems".to_string(), json!(true))),
+            prop::sample::select(vec![
+                "#",
+                "#/$defs/d",
+                "#/properties/a",
+                "#/nope",
+                "http://x/s.json",
+                "#/$defs/d%20x"
+            ])
+            .prop_map(|r| ("$ref".to_string(), json!(r))),
+            any.prop_map(|x| ("additionalProperties".to_string(), x)),
+        ]
+    }
+
+    /// Small schemas: keywords, nested through properties, items, combinators and conditionals.
+    fn schema() -> impl Strategy<Value = Value> {
+        let leaf = prop_oneof![
+            1 => any::<bool>().prop_map(Value::from),
+            4 => prop::collection::vec(keyword(), 0..4).prop_map(|kv| Value::Object(kv.into_iter().collect())),
+        ];
+        leaf.prop_recursive(3, 24, 4, |inner| {
+            (
+                prop::collection::vec(keyword(), 0..3),
+                prop::sample::select(vec![
+                    "properties",
+                    "patternProperties",
+                    "$defs",
+                    "items",
+                    "prefixItems",
+                    "allOf",
+                    "anyOf",
+                    "oneOf",
+                    "not",
+                    "if",
+                    "then",
+                    "additionalProperties",
+                ]),
+                prop::collection::vec(inner, 1..3),
+            )
+                .prop_map(|(kv, key, subs)| {
+                    let mut s: Map<String, Value> = kv.into_iter().collect();
+                    let nested = match key {
+                        "properties" | "patternProperties" => {
+                            let names = if key == "properties" { ["a", "kids"] } else { ["^x-", "b+"] };
+                            Value::Object(names.iter().map(|n| n.to_string()).zip(subs).collect())
+                        }
+                        "$defs" => json!({"d": subs[0]}),
+                        "prefixItems" | "allOf" | "anyOf" | "oneOf" => Value::Array(subs),
+                        _ => subs[0].clone(),
+                    };
+                    s.insert(key.to_string(), nested);
+                    Value::Object(s)
+                })
+        })
+    }
+
+    /// Two JSON values that are the same numbers and strings in the same shapes (`1.0` and `1` alike).
+    fn same(a: &Value, b: &Value) -> bool {
+        match (a, b) {
+            (Value::Number(x), Value::Number(y)) => x == y || x.as_f64() == y.as_f64(),
+            (Value::Array(x), Value::Array(y)) => x.len() == y.len() && x.iter().zip(y).all(|(x, y)| same(x, y)),
+            (Value::Object(x), Value::Object(y)) => {
+                x.len() == y.len() && x.iter().all(|(k, v)| y.get(k).is_some_and(|w| same(v, w)))
+            }
+            _ => a == b,
+        }
+    }
+
+    proptest! {
+        #![proptest_config(crate::strategies::cases(1000))]
+
+        /// Guards argument coercion and validation (and the checks of upstream answers against an outputSchema)
+        /// against any schema an operator writes and any value a client sends: a schema compiles or is refused;
+        /// a compiled one coerces, normalises, finds undeclared names and validates any value within its step
+        /// budget, never panicking; normalising never changes a number's value, and doing it twice changes
+        /// nothing more.
+        #[test]
+        fn schemas_check_any_value_in_bounded_time(schema in schema(), value in json_value(KEYS)) {
+            let Ok(validator) = Validator::new(schema.clone()) else { return Ok(()) };
+            // A small budget: exponential schemas are common here, and the bound is what is tested.
+            let validator = validator.with_max_steps(5_000);
+            let started = Instant::now();
+            let mut args = value.as_object().cloned().unwrap_or_default();
+            coerce_and_default(validator.schema(), &mut args);
+            let _ = validator.undeclared(&args);
+            let _ = validator.declared_names();
+            let mut normalized = value.clone();
+            if validator.normalize_integers(&mut normalized).is_ok() {
+                prop_assert!(same(&normalized, &value), "normalising changed {} to {}", value, normalized);
+                let mut twice = normalized.clone();
+                prop_assert!(validator.normalize_integers(&mut twice).is_ok());
+                prop_assert_eq!(&twice, &normalized);
+            }
+            let _ = validator.validate(&normalized);
+            let _ = validator.validate(&Value::Object(args));
+            prop_assert!(started.elapsed() < Duration::from_secs(2), "{:?} for {}", started.elapsed(), schema);
+        }
     }
 }

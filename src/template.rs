@@ -23,6 +23,13 @@ pub const URL_COMPONENT: &AsciiSet = &NON_ALPHANUMERIC.remove(b'-').remove(b'_')
 const FUEL: u64 = 200_000;
 /// Largest rendered output accepted.
 const MAX_OUTPUT: usize = 4 * 1024 * 1024;
+/// Output beyond [`MAX_OUTPUT`] is only counted, so the refusal can say how large it was; at this size the
+/// render stops, so that a template (a loop over a large answer, say) cannot keep the VM busy for long.
+const MAX_COUNTED: usize = 16 * MAX_OUTPUT;
+/// Largest count or width the built-in filters that allocate it up front accept (`indent`,
+/// `tojson(indent=...)`, `batch`, `slice`): minijinja reserves that much memory before looking at the
+/// value, and a failed allocation aborts the VM.
+const MAX_FILTER_SIZE: usize = 1024;
 
 /// Which escaping a template gets, chosen by the suffix of its name.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -206,6 +213,14 @@ impl Templates {
         env.add_filter("b64dec", b64dec);
         env.add_filter("query", query_filter);
         env.add_filter("urlencode_component", |s: String| utf8_percent_encode(&s, URL_COMPONENT).to_string());
+        env.add_filter("indent", indent);
+        env.add_filter("tojson", tojson);
+        env.add_filter("batch", |state: &State, value: MjValue, count: usize, fill: Option<MjValue>| {
+            minijinja::filters::batch(state, value, bounded("batch", count)?, fill)
+        });
+        env.add_filter("slice", |state: &State, value: MjValue, count: usize, fill: Option<MjValue>| {
+            minijinja::filters::slice(state, value, bounded("slice", count)?, fill)
+        });
         Templates { env, count: 0, go: Vec::new() }
     }
 
@@ -363,14 +378,16 @@ impl Templates {
             Resolved::Go(..) => return Err("a Go template needs call data".into()),
         };
         let t = self.env.get_template(name).map_err(describe)?;
-        let out = t.render(ctx).map_err(describe)?;
-        if out.len() > MAX_OUTPUT {
+        let mut out = Capped::default();
+        let rendered = t.render_captured_to(ctx, &mut out);
+        if out.len > MAX_OUTPUT {
+            let size = if out.len > MAX_COUNTED { format!("more than {MAX_COUNTED}") } else { out.len.to_string() };
             return Err(format!(
-                "the rendered template has {} bytes, over the gateway's fixed limit of {MAX_OUTPUT} bytes per template",
-                out.len()
+                "the rendered template has {size} bytes, over the gateway's fixed limit of {MAX_OUTPUT} bytes per template"
             ));
         }
-        Ok(out)
+        rendered.map_err(describe)?;
+        Ok(String::from_utf8(out.kept).unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into_owned()))
     }
 }
 
@@ -451,6 +468,69 @@ fn filter_and_test_names(source: &str) -> Vec<(bool, String)> {
         }
     }
     out
+}
+
+/// A render's output: kept up to [`MAX_OUTPUT`], counted beyond, and cut off (an error that stops the render)
+/// past [`MAX_COUNTED`], so that memory and time stay bounded whatever the template writes.
+#[derive(Default)]
+struct Capped {
+    kept: Vec<u8>,
+    len: usize,
+}
+
+impl std::io::Write for Capped {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.len = self.len.saturating_add(buf.len());
+        if self.len > MAX_COUNTED {
+            return Err(std::io::Error::other("the rendered template is too large"));
+        }
+        if self.len <= MAX_OUTPUT {
+            self.kept.extend_from_slice(buf);
+        }
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+fn bounded(filter: &str, n: usize) -> Result<usize, Error> {
+    if n > MAX_FILTER_SIZE {
+        return Err(Error::new(
+            ErrorKind::InvalidOperation,
+            format!("{filter}: {n} is over the gateway's limit of {MAX_FILTER_SIZE}"),
+        ));
+    }
+    Ok(n)
+}
+
+/// minijinja's `indent`, refusing widths it would fail to allocate.
+fn indent(
+    value: minijinja::value::StringInput<'_>,
+    width: Option<usize>,
+    first: Option<bool>,
+    blank: Option<bool>,
+    kwargs: minijinja::value::Kwargs,
+) -> Result<MjValue, Error> {
+    let width = match width {
+        Some(w) => Some(w),
+        None => kwargs.peek::<Option<usize>>("width")?,
+    };
+    bounded("indent", width.unwrap_or(0))?;
+    minijinja::filters::indent(value, width, first, blank, kwargs)
+}
+
+/// minijinja's `tojson`, refusing indentations it would fail to allocate.
+fn tojson(value: &MjValue, indent: Option<MjValue>, kwargs: minijinja::value::Kwargs) -> Result<MjValue, Error> {
+    let given = match &indent {
+        Some(i) => Some(i.clone()),
+        None => kwargs.peek::<Option<MjValue>>("indent")?,
+    };
+    if let Some(width) = given.and_then(|i| usize::try_from(i).ok()) {
+        bounded("tojson", width)?;
+    }
+    minijinja::filters::tojson(value, indent, kwargs)
 }
 
 fn describe(e: Error) -> String {
@@ -662,6 +742,40 @@ mod tests {
     }
 
     #[test]
+    fn filter_sizes_that_would_not_allocate_are_refused() {
+        // minijinja reserves a filter's width or count before looking at the value; a failed allocation aborts
+        // the VM (found by `properties::templates_compile_or_refuse_and_render_within_bounds`).
+        let mut t = Templates::new();
+        for src in [
+            "{{ 'a\nb' | indent(99999999999) }}",
+            "{{ 'a' | indent(width=18446744073709551615) }}",
+            "{{ [1] | tojson(indent=4294967296) }}",
+            "{{ [1] | tojson(99999999999) }}",
+            "{{ [1] | batch(99999999999) | list }}",
+            "{{ [1] | slice(99999999999) | list }}",
+        ] {
+            let id = t.add("f", src, Escape::None).unwrap();
+            let err = t.render_ctx(&id, json!({})).unwrap_err();
+            assert!(err.contains("over the gateway's limit of 1024"), "{src}: {err}");
+        }
+        let id = t
+            .add("ok", "{{ 'a\nb' | indent(2) }}|{{ [1] | tojson(indent=2) }}|{{ [1,2,3] | batch(2) | list }}|{{ [1,2] | slice(2) | list }}|{{ [1] | tojson(true) }}", Escape::None)
+            .unwrap();
+        assert_eq!(t.render_ctx(&id, json!({})).unwrap(), "a\n  b|[\n  1\n]|[[1, 2], [3]]|[[1], [2]]|[\n  1\n]");
+    }
+
+    #[test]
+    fn output_is_cut_off_while_rendering() {
+        // A loop over a large answer used to build all of its output (here 1 GiB) before the size check.
+        let mut t = Templates::new();
+        let id = t.add("loop", "{% for i in range(1000) %}{{ body }}{% endfor %}", Escape::None).unwrap();
+        let started = std::time::Instant::now();
+        let err = t.render_ctx(&id, json!({"body": "x".repeat(1 << 20)})).unwrap_err();
+        assert!(err.contains("has more than 67108864 bytes, over the gateway's fixed limit of 4194304"), "{err}");
+        assert!(started.elapsed() < std::time::Duration::from_secs(3), "{:?}", started.elapsed());
+    }
+
+    #[test]
     fn request_independent_templates_are_resolved_once() {
         let mut t = Templates::new();
         let config = crate::gateway::safe_config(json!({"base": "/v1", "key": "k"}).as_object().unwrap());
@@ -734,5 +848,239 @@ mod tests {
         assert_eq!(query_path(&v, "a.x.y"), json!(null));
         assert_eq!(query_path(&v, "a.b.#"), json!(2));
         assert_eq!(query_path(&v, ""), v);
+    }
+}
+
+#[cfg(test)]
+mod properties {
+    use super::*;
+    use crate::strategies::{hostile_string, json_value};
+    use proptest::prelude::*;
+    use serde_json::json;
+    use std::time::{Duration, Instant};
+
+    /// Longest a render may take here (a debug build, on a loaded machine). Fuel counts instructions, not the
+    /// work one instruction does on a large value (a filter over a long list, a string repeated), so sources
+    /// here keep their own literals small (lists of at most 1,000 items): what is measured is a template
+    /// against values of any shape from the client and the upstream, and the output limit, which bounds the
+    /// work a render does by writing.
+    const TIME_LIMIT: Duration = Duration::from_secs(5);
+
+    const KEYS: &[&str] = &["a", "s", "n", "list", "items", "name", "x"];
+
+    fn literal() -> impl Strategy<Value = String> {
+        prop_oneof![
+            prop::sample::select(vec![
+                "0",
+                "1",
+                "-1",
+                "2",
+                "7",
+                "100",
+                "65536",
+                "2147483648",
+                "9223372036854775807",
+                "18446744073709551615",
+                "1e308",
+                "0.5",
+                "none",
+                "true",
+                "'x'",
+                "'{{'",
+                "'é'",
+                "'a.#'",
+                "''",
+                "[1, 2]",
+                "{'a': 1}",
+                "range(3)",
+                "range(1000)",
+                "namespace(v=1)",
+            ])
+            .prop_map(String::from),
+            hostile_string().prop_map(|s| format!("\"{}\"", s.replace('\\', "\\\\").replace('"', "\\\""))),
+        ]
+    }
+
+    fn operand() -> impl Strategy<Value = String> {
+        prop_oneof![
+            prop::sample::select(vec![
+                "args",
+                "args.a",
+                "args.s",
+                "args.n",
+                "args.list",
+                "args.items",
+                "args.x.y",
+                "config",
+                "config.key",
+                "response",
+                "response.items",
+                "response[0]",
+                "body",
+                "status",
+                "headers",
+                "missing",
+                "loop.index",
+            ])
+            .prop_map(String::from),
+            literal(),
+        ]
+    }
+
+    const FILTERS: &[&str] = &[
+        "tojson",
+        "tojson(indent=2)",
+        "tojson(indent=99999999999)",
+        "urlencode",
+        "urlencode_component",
+        "b64enc",
+        "b64dec",
+        "query('a.#')",
+        "query('items.#.name')",
+        "query('0.x')",
+        "join(',')",
+        "length",
+        "upper",
+        "lower",
+        "replace('a', 'bb')",
+        "indent(4)",
+        "indent(99999999999)",
+        "indent(width=18446744073709551615)",
+        "int",
+        "float",
+        "abs",
+        "first",
+        "last",
+        "list",
+        "sort",
+        "unique",
+        "reverse",
+        "string",
+        "trim",
+        "safe",
+        "default('d')",
+        "round",
+        "sum",
+        "min",
+        "max",
+        "items",
+        "dictsort",
+        "batch(2)",
+        "batch(99999999999)",
+        "slice(3)",
+        "map('upper')",
+        "select",
+        "reject",
+        "title",
+        "capitalize",
+        "pprint",
+        "escape",
+        "split",
+        "lines",
+        "count",
+        "attr('x')",
+        "center(9999999999)",
+        "truncate(3)",
+        "wordcount",
+    ];
+
+    fn expr() -> impl Strategy<Value = String> {
+        operand().prop_recursive(3, 24, 3, |inner| {
+            prop_oneof![
+                (
+                    inner.clone(),
+                    prop::sample::select(vec!["~", "+", "-", "*", "**", "//", "%", "/", "==", "<", "in", "and", "or"]),
+                    inner.clone()
+                )
+                    .prop_map(|(a, op, b)| format!("({a} {op} {b})")),
+                (inner.clone(), prop::sample::select(FILTERS)).prop_map(|(a, f)| format!("({a} | {f})")),
+                (inner.clone(), inner.clone()).prop_map(|(a, b)| format!("{a}[{b}]")),
+                (inner.clone(), inner.clone(), inner.clone()).prop_map(|(a, b, c)| format!("({a} if {b} else {c})")),
+                inner.clone().prop_map(|a| format!("(not {a})")),
+                inner.clone().prop_map(|a| format!("range({a})")),
+                inner.prop_map(|a| format!("{a}[1:]")),
+            ]
+        })
+    }
+
+    /// Template sources from Jinja's statements over the context the gateway gives, with junk mixed in so that
+    /// some do not compile.
+    fn source() -> impl Strategy<Value = String> {
+        let leaf = prop_oneof![
+            3 => expr().prop_map(|e| format!("{{{{ {e} }}}}")),
+            1 => hostile_string().prop_map(|s| s.replace('{', "(")),
+            1 => expr().prop_map(|e| format!("{{% set v = {e} %}}{{{{ v }}}}")),
+            1 => expr().prop_map(|e| format!("{{% set ns = namespace(v='ab') %}}{{% for i in range(40) %}}{{% set ns.v = ns.v ~ {e} %}}{{% endfor %}}{{{{ ns.v | length }}}}")),
+            1 => Just("{# c #}{% raw %}{{ x }}{% endraw %}".to_string()),
+        ];
+        leaf.prop_recursive(3, 16, 4, |inner| {
+            prop_oneof![
+                4 => prop::collection::vec(inner.clone(), 1..4).prop_map(|v| v.concat()),
+                2 => (expr(), inner.clone()).prop_map(|(e, b)| format!("{{% for x in {e} %}}{b}{{{{ x }}}}{{% endfor %}}")),
+                2 => (expr(), inner.clone(), inner.clone())
+                    .prop_map(|(e, a, b)| format!("{{% if {e} %}}{a}{{% else %}}{b}{{% endif %}}")),
+                1 => (inner.clone(), expr()).prop_map(|(b, e)| format!("{{% set v %}}{b}{{{{ {e} }}}}{{% endset %}}{{{{ v ~ v }}}}")),
+                1 => inner.clone().prop_map(|b| format!("{{% filter upper %}}{b}{{% endfilter %}}")),
+                1 => (inner, 0..40usize, hostile_string()).prop_map(|(b, cut, junk)| b.chars().take(cut).collect::<String>() + &junk),
+            ]
+        })
+    }
+
+    proptest! {
+        #![proptest_config(crate::strategies::cases(2000))]
+
+        /// Guards templates against whatever the operator writes and whatever the client and the upstream send:
+        /// a source compiles or is refused; a compiled one renders or fails with a message, within its fuel
+        /// and the output limit, in bounded time, never a panic (which would take the VM down).
+        #[test]
+        fn templates_compile_or_refuse_and_render_within_bounds(
+            src in source(),
+            url in any::<bool>(),
+            args in json_value(KEYS),
+            response in json_value(KEYS),
+            body in hostile_string(),
+        ) {
+            let mut t = Templates::new();
+            let escape = if url { Escape::Url } else { Escape::None };
+            let config = crate::gateway::safe_config(json!({"key": "k/1", "base": "/v1"}).as_object().unwrap());
+            let Ok(id) = t.add_resolving("fuzz", &src, Spec::jinja(escape), &config) else { return Ok(()) };
+            let ctx = minijinja::context! {
+                args => MjValue::from_serialize(&args),
+                config => config.clone(),
+                response => json_view(Arc::new(response)),
+                body => body,
+                status => 200,
+                headers => MjValue::from_serialize(json!({"content-type": "application/json"})),
+            };
+            let started = Instant::now();
+            let out = t.render_ctx(&id, ctx);
+            prop_assert!(started.elapsed() < TIME_LIMIT, "{:?} for {}", started.elapsed(), src);
+            if let Ok(out) = out {
+                prop_assert!(out.len() <= MAX_OUTPUT);
+            }
+        }
+
+        /// Guards the escaping of `url` templates: whatever a value holds, it comes out as RFC 3986 unreserved
+        /// characters and %XX only, so it cannot add a path segment, a query parameter or a host.
+        #[test]
+        fn url_values_are_always_percent_encoded(v in json_value(KEYS)) {
+            let mut t = Templates::new();
+            let id = t.add("u", "/p/{{ args.v }}?q={{ args.v }}", Escape::Url).unwrap();
+            let out = t.render_ctx(&id, json!({"args": {"v": v}})).unwrap();
+            let (path, query) = out.split_once("?q=").unwrap();
+            let value = path.strip_prefix("/p/").unwrap();
+            prop_assert_eq!(value, query);
+            let bytes = value.as_bytes();
+            let mut i = 0;
+            while i < bytes.len() {
+                if bytes[i] == b'%' {
+                    prop_assert!(bytes.len() > i + 2 && bytes[i + 1..i + 3].iter().all(u8::is_ascii_hexdigit), "{}", value);
+                    i += 3;
+                } else {
+                    prop_assert!(bytes[i].is_ascii_alphanumeric() || b"-_.~".contains(&bytes[i]), "{}", value);
+                    i += 1;
+                }
+            }
+        }
     }
 }

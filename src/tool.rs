@@ -190,6 +190,12 @@ impl Tool {
             }
             Some(url) => {
                 let (host, path_src) = split_url(url).map_err(|e| err("requestTemplate.url", e))?;
+                if path_src.starts_with("//") {
+                    return Err(err(
+                        "requestTemplate.url",
+                        "starts with '//', which would name a host; write http://host/path, or a path".into(),
+                    ));
+                }
                 if let Some(segment) = dot_segment(&path_src) {
                     return Err(err(
                         "requestTemplate.url",
@@ -311,6 +317,11 @@ impl Tool {
         })
     }
 
+    /// How the tool's request is sent; `None` for a tool that answers from its template alone.
+    pub fn dispatch(&self) -> Option<crate::upstream::Dispatch> {
+        self.request.as_ref().map(|plan| plan.target.dispatch)
+    }
+
     /// The tool as `tools/list` shows it.
     pub fn listing(&self) -> Value {
         let mut listing = Map::new();
@@ -337,13 +348,28 @@ impl Tool {
             Some(_) => return Prepared::Done(error_result("Invalid arguments: `arguments` must be an object")),
         };
         schema::coerce_and_default(self.input.schema(), &mut args);
-        let undeclared = self.input.undeclared(&args);
+        let too_complex =
+            |e: String| Prepared::Done(error_result(&format!("Tool {} cannot check its arguments: {e}", self.name)));
+        let undeclared = match self.input.undeclared(&args) {
+            Ok(names) => names,
+            Err(e) => return too_complex(e),
+        };
         for name in &undeclared {
             args.remove(name);
         }
         let mut args = Value::Object(args);
-        self.input.normalize_integers(&mut args);
+        if let Err(e) = self.input.normalize_integers(&mut args) {
+            return too_complex(e);
+        }
         let mut problems = self.input.validate(&args);
+        // A path placeholder without its value would go upstream as the literal `{name}` (found by
+        // `properties::arguments_never_escape_their_place`); OpenAPI makes path parameters required for this.
+        for p in self.placements.iter().filter(|p| p.position == Position::Path && args.get(&p.arg).is_none()) {
+            let missing = format!("`{}`: is required", p.arg);
+            if !problems.contains(&missing) {
+                problems.push(format!("{missing} (it is part of the url path)"));
+            }
+        }
         if !undeclared.is_empty() {
             let accepted = self.input.declared_names();
             let accepted = if accepted.is_empty() {
@@ -435,6 +461,11 @@ impl Tool {
         if let Some(bad) = path.chars().find(|c| c.is_whitespace() || c.is_control() || *c == '#') {
             return Err(format!("the rendered url contains {bad:?}; use percent-encoding"));
         }
+        // Only an operator's `| safe` value or `config` text can still hold characters beyond ASCII (arguments are
+        // encoded). They cannot be URL syntax, so encoding them keeps the URL's meaning and the request line ASCII.
+        if !path.is_ascii() {
+            path = percent_encoding::utf8_percent_encode(&path, &percent_encoding::AsciiSet::EMPTY).to_string();
+        }
         if let Some(segment) = dot_segment(&path) {
             let from: Vec<String> = obj
                 .iter()
@@ -445,6 +476,16 @@ impl Tool {
             return Err(format!(
                 "the url path would contain the dot segment '{segment}'{from}, which the upstream would resolve to \
                  another path; refused"
+            ));
+        }
+        // `//x` is a network-path reference: servers that parse the request target as a URL take `x` for the
+        // host. Only an empty value in the first segment makes one (the url as written may not start so).
+        if path.starts_with("//") {
+            let from: Vec<String> =
+                obj.iter().filter(|(_, v)| simple_text(v).is_empty()).map(|(k, _)| format!("`{k}`")).collect();
+            let from = if from.is_empty() { String::new() } else { format!(" (empty argument {})", from.join(", ")) };
+            return Err(format!(
+                "the url path would start with '//'{from}, which the upstream could read as a host name; refused"
             ));
         }
         for (name, tid) in &plan.headers {
@@ -520,6 +561,7 @@ impl Tool {
             }
         }
         Ok(UpstreamRequest {
+            dispatch: plan.target.dispatch,
             cluster: plan.target.cluster.clone(),
             method: plan.method.clone(),
             authority: plan.target.authority.clone(),
@@ -1048,6 +1090,48 @@ mod tests {
     }
 
     #[test]
+    fn paths_never_start_with_two_slashes() {
+        // An empty first segment would make `//evil.example/x`, which URL parsers read as a host (found by
+        // `properties::arguments_never_escape_their_place`).
+        let (t, tpl, cfg) = tool(
+            "{name: t, description: d, args: [{name: p, position: path}, {name: u}], requestTemplate: {url: '/{p}/{{ args.u }}'}}",
+        );
+        let text = refused(&t, &tpl, &cfg, json!({"p": "", "u": "evil.example"}));
+        assert!(text.contains("start with '//' (empty argument `p`)"), "{text}");
+        assert_eq!(request(&t, &tpl, &cfg, json!({"p": "a", "u": ""})).path, "/a/");
+        let doc = "servers:\n- name: s\n  upstream: {cluster: c}\n  tools:\n  - {name: t, description: d, requestTemplate: {url: '//h/x'}}\n";
+        let e = crate::gateway::Gateway::from_config_str(doc).unwrap_err();
+        assert!(e.field == "requestTemplate.url" && e.message.contains("starts with '//'"), "{e}");
+    }
+
+    #[test]
+    fn a_missing_path_argument_is_refused() {
+        // It went upstream as the literal `/a/{p}/b` (found by `properties::arguments_never_escape_their_place`).
+        let (t, tpl, cfg) =
+            tool("{name: t, description: d, args: [{name: p, position: path}, {name: q}], requestTemplate: {url: '/a/{p}/b'}}");
+        let text = refused(&t, &tpl, &cfg, json!({"q": "x"}));
+        assert!(text.contains("`p`: is required (it is part of the url path)"), "{text}");
+        let (t, tpl, cfg) = tool(
+            "{name: t, description: d, args: [{name: p, position: path, required: true}], requestTemplate: {url: '/a/{p}'}}",
+        );
+        assert_eq!(refused(&t, &tpl, &cfg, json!({})).matches("`p`: is required").count(), 1);
+        let (t, tpl, cfg) = tool(
+            "{name: t, description: d, args: [{name: p, position: path, default: d}], requestTemplate: {url: '/a/{p}'}}",
+        );
+        assert_eq!(request(&t, &tpl, &cfg, json!({})).path, "/a/d");
+    }
+
+    #[test]
+    fn safe_values_beyond_ascii_are_encoded() {
+        // `| safe` keeps URL syntax as the operator wants it; characters beyond ASCII are not syntax, and a raw
+        // one in the request line is not HTTP (found by `properties::arguments_never_escape_their_place`).
+        let (t, tpl, cfg) =
+            tool("{name: t, description: d, args: [{name: u}], requestTemplate: {url: '/s/{{ args.u | safe }}'}}");
+        assert_eq!(request(&t, &tpl, &cfg, json!({"u": "a/é?x=\u{202e}"})).path, "/s/a/%C3%A9?x=%E2%80%AE");
+        assert!(refused(&t, &tpl, &cfg, json!({"u": "a b"})).contains("use percent-encoding"));
+    }
+
+    #[test]
     fn integers_go_out_as_integers() {
         let (t, tpl, cfg) = tool(
             "{name: t, description: d, args: [{name: id, type: integer, position: path}, {name: ids, type: array, items: {type: integer}, position: query}, \
@@ -1115,6 +1199,17 @@ mod tests {
     }
 
     #[test]
+    fn a_schema_too_complex_to_walk_is_an_error_result() {
+        // `$ref`s in `anyOf` that multiply: without a step budget this call never returned.
+        let (t, tpl, cfg) = tool(
+            "{name: t, description: d, inputSchema: {type: object, properties: {a: {type: integer}}, \
+             anyOf: [{$ref: '#'}, {$ref: '#'}]}, requestTemplate: {url: /x, argsToUrlParam: true}}",
+        );
+        let text = refused(&t, &tpl, &cfg, json!({"a": 1}));
+        assert!(text.starts_with("Tool t cannot check its arguments: arguments: the schema is too complex"), "{text}");
+    }
+
+    #[test]
     fn answers_that_do_not_parse_are_errors_when_they_are_read() {
         let deep = format!("{}{}", "[".repeat(200), "]".repeat(200));
         let answer = |ct: Option<&str>, status: u16, body: &str| UpstreamResult::Response {
@@ -1156,5 +1251,176 @@ mod tests {
         assert!(split_url("ftp://x/y").is_err());
         assert_eq!(split_url("https://api.example.com").unwrap(), (Some("api.example.com".into()), "/".into()));
         assert_eq!(split_url("http://h:8080?a=1").unwrap(), (Some("h:8080".into()), "/?a=1".into()));
+    }
+}
+
+#[cfg(test)]
+mod properties {
+    use super::*;
+    use crate::config::PluginConfig;
+    use crate::strategies::{hostile_string, json_number, json_value};
+    use proptest::prelude::*;
+
+    /// The request templates an operator may write, each with the arguments it places: a path placeholder, `{{ }}`
+    /// values in the path and the query, an absolute URL with a fixed query, a base path from `config`, a
+    /// placeholder in the first segment, and an operator's `| safe` opt-out.
+    const URLS: &[&str] = &[
+        "/a/{p}/b",
+        "/t/{{ args.u }}/x?y={{ args.u }}",
+        "http://api.example/base/{p}?fixed=1",
+        "{{ config.base }}/{p}",
+        "/{p}/x",
+        "/s/{{ args.u | safe }}",
+    ];
+
+    /// How arguments without a position travel.
+    const BODIES: &[&str] = &[
+        "",
+        "argsToJsonBody: true",
+        "argsToFormBody: true",
+        "argsToUrlParam: true",
+        "body: '{\"u\": {{ args.u | tojson }}}'",
+    ];
+
+    const TYPES: &[&str] = &["string", "integer", "number", "boolean", "array", "object"];
+
+    /// One tool: `p` in the path, `q` in the query (repeated or comma-joined), `h` a header, `c` a cookie, `b` in
+    /// the body, `u` without a position, each of any type, and a header rendered from `u`; with the types and
+    /// whether `q` is exploded.
+    fn tool_yaml() -> impl Strategy<Value = (String, Vec<&'static str>, bool)> {
+        (
+            prop::sample::select(URLS),
+            prop::sample::select(BODIES),
+            prop::collection::vec(prop::sample::select(TYPES), 6),
+            any::<bool>(),
+            any::<bool>(),
+        )
+            .prop_map(|(url, body, types, explode, wire)| {
+                let arg = |name: &str, ty: &str, extra: &str| format!("{{name: {name}, type: {ty}{extra}}}");
+                let q_wire = if wire { ", paramName: 'q[]'" } else { "" };
+                let h_wire = if wire { ", paramName: X-Trace" } else { "" };
+                let args = [
+                    arg("p", types[0], ", position: path"),
+                    arg("q", types[1], &format!(", position: query, explode: {explode}{q_wire}")),
+                    arg("h", types[2], &format!(", position: header{h_wire}")),
+                    arg("c", types[3], ", position: cookie"),
+                    arg("b", types[4], ", position: body"),
+                    arg("u", types[5], ""),
+                ];
+                let method = if body.is_empty() || body.starts_with("argsToUrl") { "GET" } else { "POST" };
+                let yaml = format!(
+                    "{{name: t, description: d, args: [{}], requestTemplate: {{url: '{url}', method: {method}, {body}{}\
+                     headers: [{{key: X-U, value: '{{{{ args.u }}}}'}}]}}}}",
+                    args.join(", "),
+                    if body.is_empty() { "" } else { ", " },
+                );
+                (yaml, types, explode)
+            })
+    }
+
+    /// Mostly a value of the declared type (so that most cases reach the upstream request), else any value.
+    fn typed(ty: &str) -> BoxedStrategy<Value> {
+        let fitting = match ty {
+            "string" => hostile_string().prop_map(Value::from).boxed(),
+            "integer" => prop_oneof![any::<i64>().prop_map(Value::from), json_number()].boxed(),
+            "number" => json_number().boxed(),
+            "boolean" => any::<bool>().prop_map(Value::from).boxed(),
+            "array" => {
+                prop::collection::vec(hostile_string().prop_map(Value::from), 0..4).prop_map(Value::Array).boxed()
+            }
+            _ => prop::collection::vec((prop::sample::select(OBJECT_KEYS), hostile_string()), 0..4)
+                .prop_map(|kv| Value::Object(kv.into_iter().map(|(k, v)| (k.to_string(), Value::from(v))).collect()))
+                .boxed(),
+        };
+        prop_oneof![4 => fitting, 1 => value()].boxed()
+    }
+
+    /// A tool and arguments for it: six values, each present or not.
+    fn tool_and_args() -> impl Strategy<Value = (String, bool, bool, Map<String, Value>)> {
+        tool_yaml().prop_flat_map(|(yaml, types, explode)| {
+            let q_object = types[1] == "object";
+            let values: Vec<_> = types.iter().map(|t| prop::option::weighted(0.8, typed(t))).collect();
+            (Just(yaml), Just(q_object), Just(explode), values).prop_map(|(yaml, q_object, explode, values)| {
+                let args = ["p", "q", "h", "c", "b", "u"]
+                    .iter()
+                    .zip(values)
+                    .filter_map(|(name, v)| Some((name.to_string(), v?)))
+                    .collect();
+                (yaml, q_object, explode, args)
+            })
+        })
+    }
+
+    /// The keys of generated objects.
+    const OBJECT_KEYS: &[&str] = &["a", "w", "x"];
+
+    fn compile(yaml_tool: &str) -> (Tool, Templates, MjValue) {
+        let doc = format!(
+            "servers:\n- name: s\n  config: {{base: /v1}}\n  upstream: {{cluster: api, authority: api.local}}\n  tools:\n  - {yaml_tool}\n"
+        );
+        let cfg = PluginConfig::parse(&doc).unwrap_or_else(|e| panic!("{e}: {doc}"));
+        let mut templates = Templates::new();
+        let config = crate::gateway::safe_config(&cfg.servers[0].config);
+        let t = Tool::compile(&cfg.servers[0], &cfg.servers[0].tools[0], &mut templates, &config)
+            .unwrap_or_else(|e| panic!("{e:?}: {doc}"));
+        (t, templates, config)
+    }
+
+    fn value() -> impl Strategy<Value = Value> {
+        prop_oneof![3 => hostile_string().prop_map(Value::from), 2 => json_value(OBJECT_KEYS)]
+    }
+
+    fn percent_decoded(s: &str) -> String {
+        percent_encoding::percent_decode_str(s).decode_utf8_lossy().into_owned()
+    }
+
+    proptest! {
+        #![proptest_config(crate::strategies::cases(1500))]
+
+        /// Guards the upstream request built from a client's arguments, for every position, type, `explode` and
+        /// body mode: whatever the values, the request goes to the configured cluster and authority, its path
+        /// starts with a single `/` (never `//host`), is visible ASCII without `#` and without a `.`/`..`
+        /// segment (plain or %2E-encoded), arguments add no query parameters of their own, a JSON body parses,
+        /// and no header has CR, LF or another control character. Anything else is an error result.
+        #[test]
+        fn arguments_never_escape_their_place((yaml, q_object, explode, args) in tool_and_args()) {
+            let (t, tpl, cfg) = compile(&yaml);
+            let req = match t.prepare(&tpl, &cfg, Some(&Value::Object(args.clone()))) {
+                Prepared::Upstream(req, _) => req,
+                Prepared::Done(result) => {
+                    prop_assert_eq!(&result["isError"], &json!(true), "{}", result);
+                    return Ok(());
+                }
+            };
+            prop_assert_eq!(req.cluster.as_str(), "api");
+            prop_assert_eq!(req.authority.as_str(), "api.local");
+            prop_assert!(req.path.starts_with('/') && !req.path.starts_with("//"), "path {}", req.path);
+            prop_assert!(req.path.bytes().all(|b| b.is_ascii_graphic() && b != b'#'), "path {:?}", req.path);
+            let (path, query) = req.path.split_once('?').unwrap_or((&req.path, ""));
+            for segment in path.split('/') {
+                let plain = percent_decoded(&segment.to_ascii_lowercase().replace("%2e", "."));
+                prop_assert!(plain != "." && plain != "..", "dot segment in {}", req.path);
+            }
+            if !yaml.contains("| safe") {
+                let mut allowed = vec!["y", "fixed", "q", "q[]", "u", "p", "h", "c", "b"];
+                // An exploded object is written as one parameter per member (OpenAPI's `form` style).
+                let url_param_object = yaml.contains("argsToUrlParam") && args.get("u").is_some_and(Value::is_object);
+                if url_param_object || (q_object && explode && args.get("q").is_some_and(Value::is_object)) {
+                    allowed.extend(OBJECT_KEYS);
+                }
+                for pair in query.split('&').filter(|p| !p.is_empty()) {
+                    let key = percent_decoded(pair.split('=').next().unwrap_or_default());
+                    prop_assert!(allowed.contains(&key.as_str()), "query parameter {:?} in {}", key, req.path);
+                }
+            }
+            for (name, value) in &req.headers {
+                prop_assert!(is_token(name) && !is_forbidden_header(name), "header name {:?}", name);
+                prop_assert!(is_safe_header_value(value), "header {}: {:?}", name, value);
+            }
+            if yaml.contains("argsToJsonBody") || (!yaml.contains("Form") && !yaml.contains("body:") && args.contains_key("b")) {
+                let body = req.body.as_deref().unwrap_or_default();
+                prop_assert!(serde_json::from_slice::<Value>(body).is_ok_and(|v| v.is_object()), "{:?}", String::from_utf8_lossy(body));
+            }
+        }
     }
 }

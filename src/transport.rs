@@ -112,7 +112,7 @@ struct PendingCall {
     args: Value,
 }
 
-/// Where an exchange is:
+/// Where an exchange is (a POST relayed by Higress's SSE filter goes from Start straight to Calling or Done):
 ///
 /// ```text
 /// Start ──initialize──> Creating ──Created──────────────────────────> Done (200 + Mcp-Session-Id)
@@ -141,7 +141,20 @@ pub struct Exchange {
     mcp_headers: stateless::McpHeaders,
     /// The revision the request is served at: its session's, or the one a stateless request names.
     revision: Revision,
+    /// A message of a legacy SSE session that Higress's `mcp-session` filter relays (`POST ...?sessionId=`):
+    /// served without an `Mcp-Session-Id`, as Higress's own plugin serves it (see [`relayed_by_higress`]).
+    relayed: bool,
     phase: Phase,
+}
+
+/// Higress's SSE transport lives in its `mcp-session` Go filter, ahead of the wasm plugins: it holds the
+/// client's `GET .../sse` stream, and relays each message the client POSTs to `{path}?sessionId=<id>`
+/// unchanged to the plugin, then publishes the plugin's JSON answer on the stream (Redis pub/sub, so any
+/// replica may take the POST). The plugin never sees the stream or a `Mcp-Session-Id`: such a POST is
+/// served on its own, `initialize` included (no session is created; nothing is stored).
+fn relayed_by_higress(path: &str) -> bool {
+    let query = path.split_once('?').map_or("", |(_, q)| q).split('#').next().unwrap_or("");
+    query.split('&').any(|pair| pair.strip_prefix("sessionId=").is_some_and(|v| !v.is_empty()))
 }
 
 /// Decides what to do with a request from its head alone.
@@ -184,9 +197,11 @@ pub fn route(gw: &Gateway, head: &RequestHead) -> Route {
         name: head.header("mcp-name").map(str::to_string),
     };
     let session_id = head.header("mcp-session-id").map(str::to_string);
+    let relayed = head.method == "POST" && session_id.is_none() && relayed_by_higress(&head.path);
     let kind = match head.method.as_str() {
         "POST" => {
-            if let Some(accept) = head.header("accept") {
+            // Legacy SSE clients POST JSON without the Streamable HTTP Accept header.
+            if let Some(accept) = head.header("accept").filter(|_| !relayed) {
                 if !accepts(accept, "application/json") || !accepts(accept, "text/event-stream") {
                     return Route::Respond(with_cors(HttpResponse::error(
                         406,
@@ -249,6 +264,7 @@ pub fn route(gw: &Gateway, head: &RequestHead) -> Route {
         cors_origin,
         mcp_headers,
         revision: Revision::LATEST_LEGACY,
+        relayed,
         phase: Phase::Start,
     }))
 }
@@ -385,6 +401,9 @@ impl Exchange {
         if let Some(v) = self.unsupported_header() {
             return self.respond(stateless::unsupported_version(reply_id, &v));
         }
+        if self.relayed {
+            return self.relay(gw, batch);
+        }
         if let Batch::One(Message::Request { id, method, params }) = &batch {
             if method == "initialize" {
                 return self.initialize(gw, id.clone(), params.as_ref());
@@ -403,6 +422,40 @@ impl Exchange {
         }
         self.phase = Phase::Opening(batch);
         Step::Session(SessionOp::Open { id: sid, server: self.server(gw).name.clone() })
+    }
+
+    /// A message Higress's SSE filter relays: `initialize` answered without a session, the rest served at
+    /// the revision the client's `MCP-Protocol-Version` names (2024-11-05, the SSE transport's, without one).
+    fn relay(&mut self, gw: &Gateway, batch: Batch) -> Step {
+        if let Batch::One(Message::Request { id, method, params }) = &batch {
+            if method == "initialize" {
+                let requested = params.as_ref().and_then(|p| p.get("protocolVersion")).and_then(Value::as_str);
+                let Some(requested) = requested else {
+                    let e =
+                        jsonrpc::error(id.clone(), jsonrpc::INVALID_PARAMS, "initialize needs params.protocolVersion");
+                    return self.respond(HttpResponse::json(200, &e));
+                };
+                let version = Revision::negotiate(Some(requested));
+                let reply = jsonrpc::result(id.clone(), mcp::initialize_result(self.server(gw), version));
+                return self.respond(HttpResponse::json(200, &reply));
+            }
+        }
+        self.revision = self
+            .mcp_headers
+            .protocol_version
+            .as_deref()
+            .and_then(Revision::parse)
+            .filter(|r| !r.is_stateless())
+            .unwrap_or(Revision::V2024_11_05);
+        if matches!(batch, Batch::Many(_)) && !self.revision.allows_batch() {
+            return self.respond(HttpResponse::error(
+                400,
+                Value::Null,
+                jsonrpc::INVALID_REQUEST,
+                format!("JSON-RPC batches are not allowed at protocol revision {}", self.revision),
+            ));
+        }
+        self.process(gw, batch)
     }
 
     fn initialize(&mut self, gw: &Gateway, id: Value, params: Option<&Value>) -> Step {

@@ -11,9 +11,25 @@ pub const DEFAULT_TIMEOUT_MS: u64 = 10_000;
 /// Where requests of a tool go; fixed at configure time, never influenced by arguments.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Target {
+    /// The cluster of `dispatch: call`; empty for `dispatch: route`.
     pub cluster: String,
+    /// The `:authority` sent; empty for `dispatch: route` without one (the client's is kept).
     pub authority: String,
     pub timeout_ms: u64,
+    pub dispatch: Dispatch,
+}
+
+/// How a tool's request reaches its upstream.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Dispatch {
+    /// Envoy's async HTTP client, to the configured cluster (`dispatch_http_call`): any number of calls
+    /// per request, each with its own connection pool entry.
+    #[default]
+    Call,
+    /// The client's own request, rewritten into the tool's request, goes on through Envoy's router to the
+    /// cluster its route chooses, and the answer is rewritten on its way back (Higress's way). Cheaper, but
+    /// one call per request, and the rewritten path must match a route.
+    Route,
 }
 
 impl Target {
@@ -24,13 +40,33 @@ impl Target {
         url_host: Option<&str>,
     ) -> Result<Target, String> {
         let pick = |f: fn(&UpstreamConfig) -> Option<String>| tool.and_then(f).or_else(|| server.and_then(f));
-        let cluster = pick(|u| u.cluster.clone()).ok_or("upstream.cluster is required for a tool with a url")?;
-        if cluster.is_empty() || cluster.bytes().any(|b| b.is_ascii_control()) {
+        let cluster = pick(|u| u.cluster.clone());
+        let dispatch = match (pick(|u| u.dispatch.clone()).as_deref(), &cluster) {
+            (Some("call") | None, Some(_)) => Dispatch::Call,
+            (Some("route") | None, None) => Dispatch::Route,
+            (Some("call"), None) => return Err("upstream.cluster is required with dispatch: call".into()),
+            (Some("route"), Some(_)) => {
+                return Err("upstream.cluster has no effect with dispatch: route (the request's route chooses \
+                            the cluster); remove one of them"
+                    .into())
+            }
+            (Some(other), _) => return Err(format!("upstream.dispatch '{other}' is not call or route")),
+        };
+        let cluster = cluster.unwrap_or_default();
+        if dispatch == Dispatch::Call && (cluster.is_empty() || cluster.bytes().any(|b| b.is_ascii_control())) {
             return Err("upstream.cluster must be a non-empty cluster name".into());
         }
-        let authority =
-            pick(|u| u.authority.clone()).or_else(|| url_host.map(str::to_string)).unwrap_or_else(|| cluster.clone());
-        if authority.is_empty() || !authority.bytes().all(|b| b.is_ascii_graphic()) || authority.contains(['/', '@']) {
+        let authority = pick(|u| u.authority.clone()).or_else(|| url_host.map(str::to_string));
+        let authority = match dispatch {
+            Dispatch::Call => authority.unwrap_or_else(|| cluster.clone()),
+            Dispatch::Route => authority.unwrap_or_default(),
+        };
+        let keeps_client_authority = dispatch == Dispatch::Route && authority.is_empty();
+        if !keeps_client_authority
+            && (authority.is_empty()
+                || !authority.bytes().all(|b| b.is_ascii_graphic())
+                || authority.contains(['/', '@']))
+        {
             return Err(format!("upstream.authority '{authority}' is not a valid host[:port]"));
         }
         let timeout_ms =
@@ -38,13 +74,16 @@ impl Target {
         if timeout_ms == 0 {
             return Err("upstream.timeoutMs must be at least 1".into());
         }
-        Ok(Target { cluster, authority, timeout_ms })
+        Ok(Target { cluster, authority, timeout_ms, dispatch })
     }
 }
 
-/// One HTTP request to send through an Envoy cluster.
+/// One HTTP request to send through an Envoy cluster, or through the request's route.
 #[derive(Debug, Clone, PartialEq)]
 pub struct UpstreamRequest {
+    /// How it is sent; with [`Dispatch::Route`], `cluster` is empty and an empty `authority` keeps the
+    /// client's.
+    pub dispatch: Dispatch,
     pub cluster: String,
     pub method: String,
     pub authority: String,
@@ -103,11 +142,17 @@ mod tests {
 
     #[test]
     fn tool_overrides_server_field_by_field() {
-        let server =
-            UpstreamConfig { cluster: Some("a".into()), authority: Some("a.local".into()), timeout_ms: Some(500) };
-        let tool = UpstreamConfig { cluster: Some("b".into()), authority: None, timeout_ms: None };
+        let server = UpstreamConfig {
+            cluster: Some("a".into()),
+            authority: Some("a.local".into()),
+            timeout_ms: Some(500),
+            ..Default::default()
+        };
+        let tool = UpstreamConfig { cluster: Some("b".into()), ..Default::default() };
         let t = Target::resolve(Some(&server), Some(&tool), None).unwrap();
-        assert_eq!(t, Target { cluster: "b".into(), authority: "a.local".into(), timeout_ms: 500 });
+        let want =
+            Target { cluster: "b".into(), authority: "a.local".into(), timeout_ms: 500, dispatch: Dispatch::Call };
+        assert_eq!(t, want);
         let t = Target::resolve(
             Some(&UpstreamConfig { cluster: Some("c".into()), ..Default::default() }),
             None,
@@ -116,9 +161,31 @@ mod tests {
         .unwrap();
         assert_eq!(t.authority, "api.example.com");
         assert_eq!(t.timeout_ms, DEFAULT_TIMEOUT_MS);
-        assert!(Target::resolve(None, None, None).is_err());
-        let bad = UpstreamConfig { cluster: Some("c".into()), authority: Some("evil.com/x".into()), timeout_ms: None };
+        let bad =
+            UpstreamConfig { cluster: Some("c".into()), authority: Some("evil.com/x".into()), ..Default::default() };
         assert!(Target::resolve(Some(&bad), None, None).is_err());
+    }
+
+    #[test]
+    fn without_a_cluster_the_request_goes_through_its_route() {
+        // Higress's configs name no cluster: the client's request is rewritten for Envoy's router.
+        let t = Target::resolve(None, None, None).unwrap();
+        assert_eq!((t.dispatch, t.cluster.as_str(), t.authority.as_str()), (Dispatch::Route, "", ""));
+        let t = Target::resolve(None, None, Some("restapi.amap.com")).unwrap();
+        assert_eq!((t.dispatch, t.authority.as_str()), (Dispatch::Route, "restapi.amap.com"));
+        let route = |cluster: Option<&str>, dispatch: &str| {
+            let u = UpstreamConfig {
+                cluster: cluster.map(str::to_string),
+                dispatch: Some(dispatch.into()),
+                ..Default::default()
+            };
+            Target::resolve(Some(&u), None, None)
+        };
+        assert_eq!(route(None, "route").unwrap().dispatch, Dispatch::Route);
+        assert_eq!(route(Some("c"), "call").unwrap().dispatch, Dispatch::Call);
+        assert!(route(Some("c"), "route").unwrap_err().contains("has no effect"));
+        assert!(route(None, "call").unwrap_err().contains("required"));
+        assert!(route(Some("c"), "teleport").unwrap_err().contains("not call or route"));
     }
 
     #[test]

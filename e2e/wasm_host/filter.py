@@ -98,6 +98,9 @@ class Stream:
         self.vm = vm
         self.head = head
         self.request_headers = request_headers(head)
+        # The route Envoy's router chose for this request (it is chosen before the filters run).
+        pseudo = dict(self.request_headers)
+        self.route_name, self.route_cluster = replica.route_for(pseudo.get(b":authority", b""), pseudo.get(b":path", b"/"))
         self.request_headers_visible = False  # request_headers_ is set
         self.chunk = bytearray()  # the data of the running decodeData (request_body_buffer_)
         self.request_body_visible = False
@@ -113,6 +116,8 @@ class Stream:
         self.response_body_visible = False
         self.access_log = False  # access_log_phase_: inside proxy_on_log
         self.properties: dict[bytes, bytes] = {}
+        self.encoding = False  # inside this filter's encodeHeaders/encodeData
+        self.encode_reply: Response | None = None  # a local reply sent from there
         self.outcome: asyncio.Future[tuple[str, Response | None]] = replica.loop.create_future()
         self.context = vm.new_context(vm.root, self)
 
@@ -127,10 +132,15 @@ class Stream:
         return self.chunk if self.request_body_visible else None
 
     def local_reply(self, code: int, headers: Pairs, body: bytes) -> None:
-        """The deferred part of Context::sendLocalResponse: one reply at most per stream."""
+        """The deferred part of Context::sendLocalResponse: one reply at most per stream. While the response's
+        headers have not left (this filter's encodeHeaders/encodeData), the filter manager sends it directly
+        in the response's place (sendDirectLocalReply: no encoder filter sees it)."""
         if not self.context.local_reply_sent:
             self.context.local_reply_sent = True
-            self._decide("reply", local_reply(code, headers, body))
+            if self.encoding:
+                self.encode_reply = local_reply(code, headers, body)
+            else:
+                self._decide("reply", local_reply(code, headers, body))
 
     def resume(self, request: bool) -> None:
         """continueDecoding (continueEncoding has nothing to do: this host never pauses responses)."""
@@ -254,8 +264,14 @@ class Stream:
             self._decide("reply", local_reply(413, [], b"Payload Too Large"))
 
     async def _route(self) -> Response | None:
-        """The router: the request as the filter left it, to the route's cluster; None is a reset."""
-        address = self.replica.clusters.get(self.replica.route_cluster or "")
+        """The router: the request as the filter left it, to the route's cluster; None is a reset. The route
+        is chosen again from the headers as they are now: Envoy clears the route cache when a filter (this
+        plugin) rewrites the request's headers."""
+        pseudo = dict(self.request_headers)
+        self.route_name, self.route_cluster = self.replica.route_for(
+            pseudo.get(b":authority", b""), pseudo.get(b":path", b"/")
+        )
+        address = self.replica.clusters.get(self.route_cluster or "")
         if address is None:
             return local_reply(404, [], b"")  # no route
         pseudo = {k: v for k, v in self.request_headers if k.startswith(b":")}
@@ -284,30 +300,55 @@ class Stream:
         return Response(answer.status, answer.headers + [(b"x-envoy-upstream-service-time", elapsed)], answer.body)
 
     def _encode(self, response: Response) -> Response:
-        """encodeHeaders / encodeData of the wasm filter (local replies pass through it as well)."""
+        """encodeHeaders / encodeData of the wasm filter (local replies pass through it as well). The whole
+        answer is in: its body comes as one chunk with end_stream. Headers paused with StopIteration (honoured
+        for ABI 0.2.100, or with allow_on_headers_stop_iteration) still get the body, and wait for it; a
+        local reply sent from either callback replaces the response."""
         context = self.context
         self.response_headers = [(b":status", str(response.status).encode()), *response.headers]
         self.response_body = bytearray(response.body)
         if context.created and not context.destroyed and not self.vm.failed:
-            self.response_headers_visible = True
-            eos = int(not response.body)
-            self._encoded(
-                self.vm.invoke(context, "proxy_on_response_headers", context.id, len(self.response_headers), eos)
-            )
-            self.response_headers_visible = False
-            if response.body and not self.vm.failed:
-                self.response_body_visible = True
-                self._encoded(self.vm.invoke(context, "proxy_on_response_body", context.id, len(response.body), 1))
-                self.response_body_visible = False
+            self.encoding = True
+            try:
+                self.response_headers_visible = True
+                eos = int(not response.body)
+                call = self.vm.invoke(context, "proxy_on_response_headers", context.id, len(self.response_headers), eos)
+                if self.encode_reply is not None:
+                    return self.encode_reply
+                paused = self._encoded(call, headers=True, end_stream=bool(eos))
+                # response_headers_ stays set while the headers are held, as the request's do (decode_headers)
+                self.response_headers_visible = paused
+                if response.body and not self.vm.failed:
+                    self.response_body_visible = True
+                    call = self.vm.invoke(context, "proxy_on_response_body", context.id, len(response.body), 1)
+                    self.response_body_visible = False
+                    if self.encode_reply is not None:
+                        return self.encode_reply
+                    paused = self._encoded(call, headers=False, end_stream=True)
+                self.response_headers_visible = False
+                if paused and not self.vm.failed:
+                    self.replica.record_crash(self.vm, "host error: the response was left paused at its end")
+            finally:
+                self.encoding = False
             if self.vm.failed:
                 return local_reply(503, [], b"")  # the response side's failStream
         status = next((v for k, v in self.response_headers if k == b":status"), b"")
         headers = [(k, v) for k, v in self.response_headers if not k.startswith(b":")]
         return Response(int(status) if status.isdigit() else response.status, headers, bytes(self.response_body))
 
-    def _encoded(self, call: tuple[int | None, bool]) -> None:
-        if not self.vm.failed and self._status(*call, headers=True) != CONTINUE:
-            self.replica.record_crash(self.vm, "host error: pausing a response is not emulated by the test host")
+    def _encoded(self, call: tuple[int | None, bool], *, headers: bool, end_stream: bool) -> bool:
+        """Whether the filter left the response paused after this callback."""
+        if self.vm.failed:
+            return False
+        status = self._status(*call, headers=headers)
+        if status == CONTINUE:
+            return False
+        if headers and status == STOP_ITERATION and not end_stream:
+            return True  # the body still comes to the filter
+        if not headers and status == STOP_ITERATION:
+            return True
+        self.replica.record_crash(self.vm, f"host error: response filter status {status} is not emulated")
+        return False
 
     def finish(self) -> None:
         """Stream end: the access log (on_log), then onDestroy (on_done, on_delete); the context goes."""

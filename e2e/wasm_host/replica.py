@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import NamedTuple, TextIO
 
@@ -102,6 +102,7 @@ class Replica:
         *,
         clusters: Mapping[str, tuple[str, int]],
         route_cluster: str | None = None,
+        routes: Sequence[tuple[str, str, str]] = (),
         workers: int = 2,
         listen: tuple[str, int] = ("127.0.0.1", 0),
         name: str = "replica",
@@ -115,6 +116,9 @@ class Replica:
         self.plugin = plugin
         self.clusters = dict(clusters)
         self.route_cluster = route_cluster
+        # Named routes, (host+path prefix, route name, cluster), the first that matches; else the unnamed
+        # route to route_cluster. What the `route_name` and `cluster_name` properties say.
+        self.routes = list(routes)
         self.worker_count = workers
         self.listen = listen
         self.name = name
@@ -134,6 +138,15 @@ class Replica:
         self._server: asyncio.Server | None = None
         self._tasks: set[asyncio.Task] = set()
         self._log_file: TextIO | None = None
+
+    def route_for(self, authority: bytes, path: bytes) -> tuple[str, str | None]:
+        """The route a request takes: its name ("" when unnamed) and its cluster. A named route matches when
+        host (without port) + path starts with its prefix, e.g. `users.example/` or `127.0.0.1/mcp-servers/`."""
+        host = authority.rsplit(b":", 1)[0] if authority.count(b":") == 1 else authority
+        for prefix, name, cluster in self.routes:
+            if (host + path).startswith(prefix.encode()):
+                return name, cluster
+        return "", self.route_cluster
 
     @property
     def url(self) -> str:

@@ -584,7 +584,7 @@ class PluginVm:
     def emscripten_notify_memory_growth(self, _index: int) -> None:
         return None
 
-    # --- properties: Envoy's attributes are not emulated beyond the plugin's own names and set values -
+    # --- properties: of Envoy's attributes, the plugin's own names, route_name, cluster_name, set values -
 
     def proxy_get_property(self, path_ptr: int, path_size: int, ptr_ptr: int, size_ptr: int) -> int:
         path = self.read(path_ptr, path_size)
@@ -598,6 +598,11 @@ class PluginVm:
             b"plugin_vm_id": self.plugin.vm_id,
         }
         value = plugin_values[parts[0]].encode() if parts[0] in plugin_values else None
+        stream = context.stream
+        if value is None and stream is not None and parts[0] in (b"route_name", b"cluster_name"):
+            # Envoy's attributes of the route the router chose; a request without a route has neither.
+            found = stream.route_name if parts[0] == b"route_name" else stream.route_cluster
+            value = found.encode() if found else None
         if value is None and context.stream is not None:
             value = context.stream.properties.get(parts[0])  # filter state set by proxy_set_property
         if value is None or len(parts) > 1:

@@ -20,7 +20,7 @@ use crate::gateway::Gateway;
 use crate::jsonrpc;
 use crate::session::{redis, Env, SessionOutcome, Started};
 use crate::transport::{Exchange, HttpResponse, Step};
-use crate::upstream::{UpstreamRequest, UpstreamResult};
+use crate::upstream::{Dispatch, UpstreamRequest, UpstreamResult};
 use serde_json::Value;
 
 /// The answer to a body that Envoy received but never handed to the plugin.
@@ -39,6 +39,10 @@ pub trait Host: Env {
     fn redis_reinit(&mut self) -> Result<(), String>;
     /// Sends an upstream request; the answer comes to [`Driver::on_upstream`].
     fn dispatch(&mut self, request: &UpstreamRequest) -> Result<u32, String>;
+    /// Rewrites the client's own request into `request` and lets it go on through Envoy's router
+    /// ([`Dispatch::Route`]); the answer comes back through the response path, to [`Driver::on_upstream`],
+    /// and the response the driver then gives [`Host::respond`] replaces it. At most once per exchange.
+    fn forward(&mut self, request: &UpstreamRequest) -> Result<u32, String>;
     /// Upstream calls this worker has outstanding, all exchanges together (`maxCallsInFlight`).
     fn calls_in_flight(&self) -> usize;
     /// How many body bytes of this request Envoy has received from the client, when the host can tell.
@@ -266,10 +270,20 @@ impl Driver {
                     let mut tokens = Vec::with_capacity(requests.len());
                     let mut next = None;
                     let busy = host.calls_in_flight();
+                    let mut forwarded = false;
                     for (i, r) in requests.iter().enumerate() {
                         // Past the worker's limit a call is refused here, with a reason, instead of by
                         // Envoy's circuit breakers, which would also fail other clients' calls.
-                        let sent = if busy + tokens.len() >= gw.max_calls_in_flight {
+                        let sent = if r.dispatch == Dispatch::Route {
+                            // The client's request can become one upstream request, not several.
+                            if std::mem::replace(&mut forwarded, true) {
+                                Err("this tool is reached through the request's route (upstream.dispatch: route), \
+                                     and one request can make one such call: send it in a request of its own"
+                                    .to_string())
+                            } else {
+                                host.forward(r)
+                            }
+                        } else if busy + tokens.len() >= gw.max_calls_in_flight {
                             Err(format!(
                                 "the gateway has {} tool calls in flight on this worker, its limit \
                                  (maxCallsInFlight); try again shortly",

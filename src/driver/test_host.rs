@@ -82,6 +82,8 @@ pub struct TestHost {
     pub upstream_queue: Vec<(u32, UpstreamRequest)>,
     /// Every upstream request ever sent.
     pub dispatched: Vec<UpstreamRequest>,
+    /// Requests sent with [`Host::forward`] (also in `dispatched`).
+    pub forwarded: usize,
     pub refuse_dispatch: bool,
     /// What [`Host::body_bytes_received`] answers.
     pub body_received: Option<u64>,
@@ -123,6 +125,10 @@ impl Host for TestHost {
         self.upstream_queue.push((self.next_token, request.clone()));
         self.dispatched.push(request.clone());
         Ok(self.next_token)
+    }
+    fn forward(&mut self, request: &UpstreamRequest) -> Result<u32, String> {
+        self.forwarded += 1;
+        self.dispatch(request)
     }
     fn calls_in_flight(&self) -> usize {
         self.upstream_queue.len()

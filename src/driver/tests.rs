@@ -148,3 +148,21 @@ fn calls_past_the_workers_limit_are_refused_with_the_limit_named() {
     assert_eq!(h.settle(&g, &mut first, &answer), Progress::Done);
     assert!(h.warnings.is_empty(), "a limit is not an operator problem: {:?}", h.warnings);
 }
+
+#[test]
+fn a_request_without_a_cluster_is_forwarded_once_and_answered_in_its_place() {
+    let g = Gateway::from_config_str(&CONFIG.replace("    upstream: {cluster: api}\n", "")).unwrap();
+    let mut h = TestHost::new();
+    let sid = session(&mut h, &g);
+    h.responses.clear();
+    let mut d = h.start(&g, &post(Some(&sid)), batch(&["a", "b"]).as_bytes()).unwrap();
+    // The client's request becomes one upstream request; the second call is refused, saying why.
+    assert_eq!((h.forwarded, d.calls_in_flight()), (1, 1));
+    let sent = &h.dispatched[0];
+    assert_eq!((sent.dispatch, sent.cluster.as_str(), sent.path.as_str()), (Dispatch::Route, "", "/weather?city=a"));
+    assert_eq!(h.settle(&g, &mut d, &|_| ok("sunny")), Progress::Done);
+    let v: serde_json::Value = serde_json::from_slice(&h.responses.pop().unwrap().body).unwrap();
+    assert_eq!(v[0]["result"]["content"][0]["text"], serde_json::json!("sunny"));
+    assert_eq!(v[1]["result"]["isError"], serde_json::json!(true));
+    assert!(v[1]["result"]["content"][0]["text"].as_str().unwrap().contains("one such call"), "{v}");
+}

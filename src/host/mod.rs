@@ -7,12 +7,15 @@
 //! export the SDK does not know (`proxy_on_redis_call_response`, Higress only) and from the root context's
 //! tick (watchdogs), and all three must reach the same driver.
 
+mod abi;
 #[cfg(feature = "higress")]
 mod redis;
+mod route;
 mod shared_data;
 
 use crate::driver::{Driver, Host, Progress};
 use crate::gateway::Gateway;
+use crate::rules::{RequestFacts, Rules};
 use crate::session::{Env, KeyValue};
 use crate::transport::{self, HttpResponse, RequestHead, Route};
 use crate::upstream::{UpstreamRequest, UpstreamResult};
@@ -30,7 +33,7 @@ const TICK: Duration = Duration::from_secs(1);
 
 proxy_wasm::main! {{
     proxy_wasm::set_log_level(LogLevel::Info);
-    proxy_wasm::set_root_context(|_| -> Box<dyn RootContext> { Box::new(Root { gateway: None }) });
+    proxy_wasm::set_root_context(|_| -> Box<dyn RootContext> { Box::new(Root { rules: None }) });
 }}
 
 /// Announces Higress's own ABI version. Higress turns a pause on request headers into "stop everything" (the
@@ -113,7 +116,7 @@ fn with_driver(id: u32, foreign: bool, f: impl FnOnce(&Gateway, &mut Driver, &mu
             return;
         }
         let gw = entry.gateway.clone();
-        let mut calls = Calls { gw: &gw, context_id: id, shared: SharedData };
+        let mut calls = Calls { gw: &gw, context_id: id, foreign, shared: SharedData };
         let before = entry.driver.calls_in_flight();
         let progress = f(&gw, &mut entry.driver, &mut calls);
         let after = entry.driver.calls_in_flight();
@@ -129,6 +132,8 @@ struct Calls<'g> {
     #[cfg_attr(not(feature = "higress"), allow(dead_code))]
     gw: &'g Gateway,
     context_id: u32,
+    /// The call comes from outside the context's own callbacks (a Redis reply, the tick).
+    foreign: bool,
     shared: SharedData,
 }
 
@@ -174,6 +179,10 @@ impl Host for Calls<'_> {
         Ok(token)
     }
 
+    fn forward(&mut self, r: &UpstreamRequest) -> Result<u32, String> {
+        route::forward(self.context_id, self.foreign, r)
+    }
+
     fn calls_in_flight(&self) -> usize {
         IN_FLIGHT.with(Cell::get)
     }
@@ -189,9 +198,14 @@ impl Host for Calls<'_> {
     }
 
     fn respond(&mut self, r: HttpResponse) {
+        if route::respond_in_place(self.context_id, &r) {
+            return;
+        }
         let headers: Vec<(&str, &str)> = r.headers.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
-        let body = if r.body.is_empty() { None } else { Some(r.body.as_slice()) };
-        let _ = hostcalls::send_http_response(r.status as u32, headers, body);
+        // Refused when a reply was already sent: nothing more to do, and never a reason to panic.
+        if let Err(refused) = abi::send_response(r.status, &headers, &r.body) {
+            log(LogLevel::Debug, &format!("mcp-gateway: the local reply was refused ({refused:?})"));
+        }
     }
 
     fn warn(&mut self, message: &str) {
@@ -199,8 +213,11 @@ impl Host for Calls<'_> {
     }
 }
 
+/// The gateways of this plugin instance: one, or one per Higress rule (`_rules_`) plus the global one.
+type Gateways = Rc<Rules<Rc<Gateway>>>;
+
 struct Root {
-    gateway: Option<Rc<Gateway>>,
+    rules: Option<Gateways>,
 }
 
 impl Context for Root {}
@@ -210,39 +227,44 @@ impl RootContext for Root {
         let bytes =
             hostcalls::get_buffer(BufferType::PluginConfiguration, 0, usize::MAX).ok().flatten().unwrap_or_default();
         let text = String::from_utf8_lossy(&bytes);
-        let gw = match Gateway::from_config_str(&text) {
-            Ok(gw) => gw,
+        let rules = match Gateway::rules_from_config_str(&text) {
+            Ok(rules) => rules,
             Err(e) => {
                 log(LogLevel::Error, &format!("mcp-gateway: {e}"));
                 return false;
             }
         };
-        if let Err(why) = connect_store(&gw) {
-            log(LogLevel::Error, &format!("mcp-gateway: invalid plugin config: field 'sessions.store': {why}"));
-            return false;
+        for gw in rules.all() {
+            if let Err(why) = connect_store(gw) {
+                log(LogLevel::Error, &format!("mcp-gateway: invalid plugin config: field 'sessions.store': {why}"));
+                return false;
+            }
         }
-        gw.sessions.prepare(&mut SharedData);
-        for notice in &gw.notices {
-            log(LogLevel::Warn, &format!("mcp-gateway: {notice}"));
+        let scope = if rules.has_rules() { "per route (_rules_): " } else { "" };
+        for gw in rules.all() {
+            gw.sessions.prepare(&mut SharedData);
+            for notice in &gw.notices {
+                log(LogLevel::Warn, &format!("mcp-gateway: {notice}"));
+            }
+            let tools: usize = gw.servers.iter().map(|s| s.tools.len()).sum();
+            log(
+                LogLevel::Info,
+                &format!(
+                    "mcp-gateway: {scope}serving {} server(s), {tools} tool(s) under {}, sessions: {}",
+                    gw.servers.len(),
+                    gw.prefix,
+                    gw.sessions.kind()
+                ),
+            );
         }
-        let tools: usize = gw.servers.iter().map(|s| s.tools.len()).sum();
-        log(
-            LogLevel::Info,
-            &format!(
-                "mcp-gateway: serving {} server(s), {tools} tool(s) under {}, sessions: {}",
-                gw.servers.len(),
-                gw.prefix,
-                gw.sessions.kind()
-            ),
-        );
-        self.gateway = Some(Rc::new(gw));
+        self.rules = Some(Rc::new(rules.map(Rc::new)));
         let _ = hostcalls::set_tick_period(TICK);
         true
     }
 
     fn on_tick(&mut self) {
         let now = now_ms();
-        if let Some(gw) = &self.gateway {
+        for gw in self.rules.iter().flat_map(|rules| rules.all()) {
             let removed = gw.sessions.sweep(&mut SharedData, now);
             if removed > 0 {
                 log(LogLevel::Debug, &format!("mcp-gateway: swept {removed} expired session entries"));
@@ -255,7 +277,7 @@ impl RootContext for Root {
     }
 
     fn create_http_context(&self, context_id: u32) -> Option<Box<dyn HttpContext>> {
-        Some(Box::new(Http { id: context_id, gateway: self.gateway.clone() }))
+        Some(Box::new(Http { id: context_id, rules: self.rules.clone() }))
     }
 
     fn get_type(&self) -> Option<ContextType> {
@@ -285,7 +307,38 @@ fn connect_store(gw: &Gateway) -> Result<(), String> {
 
 struct Http {
     id: u32,
-    gateway: Option<Rc<Gateway>>,
+    rules: Option<Gateways>,
+}
+
+impl Http {
+    /// The gateway for this request: the only one, or the one its route, host or service selects (Higress's
+    /// rule matching: `:authority`, and the name and cluster of the route Envoy chose).
+    fn gateway(&self) -> Option<Rc<Gateway>> {
+        let rules = self.rules.as_ref()?;
+        if !rules.has_rules() {
+            return rules.select(&RequestFacts::default()).cloned();
+        }
+        let text = |bytes: Option<Vec<u8>>| String::from_utf8_lossy(&bytes.unwrap_or_default()).into_owned();
+        let authority = text(hostcalls::get_map_value_bytes(MapType::HttpRequestHeaders, ":authority").ok().flatten());
+        // Higress's Envoy answers `route_name`/`cluster_name` while the request headers are decoded; vanilla
+        // Envoy only under `xds.` (its older top-level names are empty until the router has run).
+        let property = |name: &str| {
+            let found = hostcalls::get_property(vec![name]).ok().flatten().filter(|v| !v.is_empty());
+            text(found.or_else(|| hostcalls::get_property(vec!["xds", name]).ok().flatten()))
+        };
+        let route_name = property("route_name");
+        let cluster_name = property("cluster_name");
+        let facts = RequestFacts { authority: &authority, route_name: &route_name, cluster_name: &cluster_name };
+        let chosen = rules.select(&facts).cloned();
+        log(
+            LogLevel::Debug,
+            &format!(
+                "mcp-gateway: route '{route_name}', host '{authority}', cluster '{cluster_name}': {}",
+                if chosen.is_some() { "configuration selected" } else { "no configuration, passed through" }
+            ),
+        );
+        chosen
+    }
 }
 
 impl Context for Http {
@@ -295,6 +348,7 @@ impl Context for Http {
             IN_FLIGHT.with(|n| n.set(n.get().saturating_sub(gone.driver.calls_in_flight())));
         }
         SENT.with(|sent| sent.borrow_mut().remove(&self.id));
+        route::forget(self.id);
         #[cfg(feature = "higress")]
         redis::forget_context(self.id);
         true
@@ -325,7 +379,7 @@ impl Context for Http {
 
 impl HttpContext for Http {
     fn on_http_request_headers(&mut self, _num_headers: usize, end_of_stream: bool) -> Action {
-        let Some(gw) = self.gateway.clone() else {
+        let Some(gw) = self.gateway() else {
             return Action::Continue;
         };
         let path = hostcalls::get_map_value_bytes(MapType::HttpRequestHeaders, ":path")
@@ -343,7 +397,7 @@ impl HttpContext for Http {
         match transport::route(&gw, &head) {
             Route::PassThrough => Action::Continue,
             Route::Respond(r) => {
-                Calls { gw: &gw, context_id: self.id, shared: SharedData }.respond(r);
+                Calls { gw: &gw, context_id: self.id, foreign: false, shared: SharedData }.respond(r);
                 Action::Pause
             }
             Route::Accept(ex) => {
@@ -351,6 +405,9 @@ impl HttpContext for Http {
                 LIVE.with(|live| live.borrow_mut().insert(self.id, Live { gateway: gw, driver }));
                 if end_of_stream {
                     with_driver(self.id, false, |gw, driver, calls| driver.on_body(gw, calls, &[]));
+                    if route::take_go_on(self.id) {
+                        return Action::Continue;
+                    }
                 }
                 // Pause so the router never sees an MCP request. Envoy honours this (and still delivers the
                 // body) only with allow_on_headers_stop_iteration; the driver's watchdog answers requests
@@ -380,6 +437,39 @@ impl HttpContext for Http {
                 hostcalls::get_buffer(BufferType::HttpRequestBody, 0, body_size).ok().flatten().unwrap_or_default();
             driver.on_body(gw, calls, &body)
         });
+        if route::take_go_on(self.id) {
+            return Action::Continue; // the request, rewritten into a tool's request, goes to the router
+        }
         Action::Pause
+    }
+
+    fn on_http_response_headers(&mut self, _num_headers: usize, end_of_stream: bool) -> Action {
+        if !route::is_forwarded(self.id) {
+            return Action::Continue;
+        }
+        match route::on_headers(self.id, end_of_stream) {
+            Some((token, Some(outcome))) => {
+                with_driver(self.id, false, |gw, driver, calls| driver.on_upstream(gw, calls, token, outcome));
+                Action::Continue
+            }
+            // Hold the headers until the body is in: the answer becomes the JSON-RPC response.
+            Some((_, None)) => Action::Pause,
+            None => Action::Continue,
+        }
+    }
+
+    fn on_http_response_body(&mut self, body_size: usize, end_of_stream: bool) -> Action {
+        if !route::is_forwarded(self.id) {
+            return Action::Continue;
+        }
+        if !end_of_stream {
+            return Action::Pause; // buffered by Envoy until the end
+        }
+        let oversized =
+            LIVE.with(|live| live.borrow().get(&self.id).and_then(|l| l.gateway.oversized_answer(body_size)));
+        if let Some((token, outcome)) = route::on_body_end(self.id, body_size, oversized) {
+            with_driver(self.id, false, |gw, driver, calls| driver.on_upstream(gw, calls, token, outcome));
+        }
+        Action::Continue
     }
 }

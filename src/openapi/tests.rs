@@ -891,7 +891,7 @@ mod properties {
     }
 
     proptest! {
-        #![proptest_config(ProptestConfig { cases: 400, ..ProptestConfig::default() })]
+        #![proptest_config(crate::strategies::cases(400))]
 
         /// Any node of a real document replaced by anything: an error or a config the plugin loads, never a
         /// panic.

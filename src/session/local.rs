@@ -450,3 +450,143 @@ mod tests {
         assert_eq!(String::from_utf8(value).unwrap(), format!("{b} 50 \n"));
     }
 }
+
+#[cfg(test)]
+mod properties {
+    use super::super::memory::MemoryEnv;
+    use super::*;
+    use crate::strategies::hostile_string;
+    use proptest::prelude::*;
+    use std::collections::HashMap;
+
+    const TTL: u64 = 10_000;
+    const SERVERS: [&str; 2] = ["a", "b"];
+
+    #[derive(Debug, Clone)]
+    enum Op {
+        Create(usize),
+        /// A session created earlier (by index), or an id a client made up.
+        Open(Result<usize, String>, usize),
+        Delete(Result<usize, String>, usize),
+        Advance(u64),
+        Sweep,
+        /// Lines written into the bucket of a session created earlier: foreign bytes, and lines naming that
+        /// session that are expired or do not parse.
+        Garbage(usize, Vec<Junk>),
+    }
+
+    #[derive(Debug, Clone)]
+    enum Junk {
+        Bytes(Vec<u8>),
+        Foreign(String, u64, String),
+        ExpiredCopy(u64),
+        Unparsable(String),
+    }
+
+    fn id_ref() -> impl Strategy<Value = Result<usize, String>> {
+        prop_oneof![3 => any::<usize>().prop_map(Ok), 1 => hostile_string().prop_map(Err)]
+    }
+
+    fn op() -> impl Strategy<Value = Op> {
+        let junk = prop_oneof![
+            prop::collection::vec(any::<u8>(), 0..40).prop_map(Junk::Bytes),
+            ("[a-z0-9]{1,32}", any::<u64>(), ".{0,20}").prop_map(|(i, e, p)| Junk::Foreign(i, e, p)),
+            (0..TTL).prop_map(Junk::ExpiredCopy),
+            "[^\n]{0,20}".prop_map(Junk::Unparsable),
+        ];
+        prop_oneof![
+            3 => (0..2usize).prop_map(Op::Create),
+            4 => (id_ref(), 0..2usize).prop_map(|(i, s)| Op::Open(i, s)),
+            2 => (id_ref(), 0..2usize).prop_map(|(i, s)| Op::Delete(i, s)),
+            2 => prop_oneof![0..2_000u64, Just(TTL), Just(TTL / 10)].prop_map(Op::Advance),
+            1 => Just(Op::Sweep),
+            1 => (any::<usize>(), prop::collection::vec(junk, 1..4)).prop_map(|(i, j)| Op::Garbage(i, j)),
+        ]
+    }
+
+    proptest! {
+        #![proptest_config(crate::strategies::cases(200))]
+
+        /// Guards the local store's bucket lines against any history and any bucket contents: every session
+        /// opens exactly while the model says it is live (sliding expiry, bound to its server), a deleted or
+        /// expired session never comes back (not through foreign bytes, stale copies of its line, or sweeps), ids
+        /// a client makes up are never found, and nothing panics.
+        #[test]
+        fn sessions_follow_the_model_and_never_resurrect(ops in prop::collection::vec(op(), 1..60)) {
+            let store = LocalStore::new(TTL, Limits { max_sessions: u64::MAX, max_new_per_second: u32::MAX });
+            let mut env = MemoryEnv { now_ms: 1_000_000, ..Default::default() };
+            SESSIONS.prepare(&mut env.kv);
+            let mut ids: Vec<String> = Vec::new();
+            // id -> (server, expiry) of the sessions the model holds live.
+            let mut model: HashMap<String, (usize, u64)> = HashMap::new();
+            let pick = |ids: &Vec<String>, r: &Result<usize, String>| match r {
+                Ok(i) if !ids.is_empty() => ids[i % ids.len()].clone(),
+                Ok(_) => String::new(),
+                Err(made_up) => made_up.clone(),
+            };
+            for op in ops {
+                let now = env.now_ms;
+                model.retain(|_, (_, expires)| *expires > now);
+                match op {
+                    Op::Create(s) => {
+                        let session = Session { server: SERVERS[s].into(), version: "2025-06-18".into() };
+                        let SessionOutcome::Created(id) = store.run(SessionOp::Create(session), &mut env) else {
+                            return Err(TestCaseError::fail("create failed"));
+                        };
+                        prop_assert!(!model.contains_key(&id));
+                        model.insert(id.clone(), (s, now + TTL));
+                        ids.push(id);
+                    }
+                    Op::Open(r, s) => {
+                        let id = pick(&ids, &r);
+                        let got = store.run(SessionOp::Open { id: id.clone(), server: SERVERS[s].into() }, &mut env);
+                        match model.get_mut(&id) {
+                            Some((server, expires)) if *server == s => {
+                                prop_assert_eq!(got, SessionOutcome::Found(Session { server: SERVERS[s].into(), version: "2025-06-18".into() }));
+                                if *expires - now < TTL - TTL / 10 {
+                                    *expires = now + TTL;
+                                }
+                            }
+                            _ => prop_assert_eq!(got, SessionOutcome::NotFound, "{:?}", id),
+                        }
+                    }
+                    Op::Delete(r, s) => {
+                        let id = pick(&ids, &r);
+                        let got = store.run(SessionOp::Delete { id: id.clone(), server: SERVERS[s].into() }, &mut env);
+                        if model.get(&id).is_some_and(|(server, _)| *server == s) {
+                            prop_assert_eq!(got, SessionOutcome::Deleted);
+                            model.remove(&id);
+                        } else {
+                            prop_assert_eq!(got, SessionOutcome::NotFound, "{:?}", id);
+                        }
+                    }
+                    Op::Advance(ms) => env.now_ms += ms,
+                    Op::Sweep => {
+                        store.sweep(&mut env.kv, now);
+                    }
+                    Op::Garbage(i, junk) => {
+                        let Some(target) = (!ids.is_empty()).then(|| ids[i % ids.len()].clone()) else { continue };
+                        let key = SESSIONS.key(bucket_of(&target));
+                        let (mut value, cas) = env.kv.get(&key);
+                        for j in junk {
+                            let line = match j {
+                                Junk::Bytes(b) => b,
+                                Junk::Foreign(id, e, p) => format!("{id} {e} {p}").into_bytes(),
+                                Junk::ExpiredCopy(back) => format!("{target} {} {{\"s\":\"a\",\"v\":\"2025-06-18\"}}", now.saturating_sub(back)).into_bytes(),
+                                Junk::Unparsable(rest) => format!("{target} x{rest}").into_bytes(),
+                            };
+                            value.push(b'\n');
+                            value.extend_from_slice(&line);
+                        }
+                        prop_assert!(env.kv.set(&key, &value, cas).unwrap());
+                    }
+                }
+                let now = env.now_ms;
+                for id in &ids {
+                    let live = model.get(id).filter(|(_, e)| *e > now).map(|(_, e)| *e);
+                    prop_assert_eq!(SESSIONS.get(&env.kv, id, now).map(|(e, _)| e), live, "{}", id);
+                }
+            }
+        }
+    }
+}

@@ -319,3 +319,75 @@ mod tests {
         assert_eq!(revision_text(20991231), None);
     }
 }
+
+#[cfg(test)]
+mod properties {
+    use super::*;
+    use proptest::prelude::*;
+
+    const K1: &str = "MDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3ODlhYmNkZWY=";
+    const K2: &str = "ZmVkY2JhOTg3NjU0MzIxMGZlZGNiYTk4NzY1NDMyMTA";
+    const NOW: u64 = 1_700_000_000_000;
+
+    fn store(keys: &[&str]) -> SignedStore {
+        SignedStore::new(&keys.iter().map(|k| k.to_string()).collect::<Vec<_>>(), 60_000).unwrap()
+    }
+
+    /// Ids a client could send: anything, anything of the right length and alphabet, and issued ids with one
+    /// character changed.
+    fn foreign_id() -> impl Strategy<Value = String> {
+        let issued = store(&[K1])
+            .issue(&Session { server: "demo".into(), version: "2025-06-18".into() }, NOW + 1000, [7; NONCE])
+            .unwrap();
+        prop_oneof![
+            ".{0,80}",
+            "[A-Za-z0-9_-]{60}",
+            "[A-Za-z0-9_=+/-]{58,62}",
+            (0..ID_CHARS, "[A-Za-z0-9_-]").prop_filter_map("a change", move |(i, c)| {
+                let mut id = issued.clone().into_bytes();
+                (id[i] != c.as_bytes()[0]).then(|| {
+                    id[i] = c.as_bytes()[0];
+                    String::from_utf8(id).unwrap()
+                })
+            }),
+        ]
+    }
+
+    proptest! {
+        #![proptest_config(crate::strategies::cases(2000))]
+
+        /// Guards the signed store's codec against forged ids: whatever a client sends as `Mcp-Session-Id`
+        /// (any text, well-formed base64url of the right length, an issued id with one character changed),
+        /// it verifies to nothing, without a panic.
+        #[test]
+        fn ids_not_issued_never_verify(id in foreign_id(), server in prop_oneof![Just("demo".to_string()), ".{0,12}"]) {
+            prop_assert_eq!(store(&[K1]).verify(&id, &server, NOW), None);
+            prop_assert_eq!(store(&[K2, K1]).verify(&id, &server, NOW), None);
+        }
+
+        /// Guards the codec's round trip: an issued id is visible ASCII of the documented length and verifies to
+        /// its session and expiry on the server it was issued for, with the key or a rotation that keeps it;
+        /// never on another server, with other keys, or once expired.
+        #[test]
+        fn issued_ids_round_trip(
+            server in ".{0,40}",
+            other in ".{0,40}",
+            version in prop::sample::select(crate::mcp::Revision::all_names()),
+            nonce in any::<[u8; NONCE]>(),
+            life in 1..u64::MAX / 2,
+        ) {
+            let session = Session { server: server.clone(), version: version.to_string() };
+            let expires = NOW.saturating_add(life);
+            let id = store(&[K1]).issue(&session, expires, nonce).unwrap();
+            prop_assert_eq!(id.len(), ID_CHARS);
+            prop_assert!(super::super::is_plausible_id(&id));
+            prop_assert_eq!(store(&[K1]).verify(&id, &server, NOW), Some((session.clone(), expires)));
+            prop_assert_eq!(store(&[K2, K1]).verify(&id, &server, expires - 1), Some((session, expires)));
+            prop_assert_eq!(store(&[K1]).verify(&id, &server, expires), None);
+            prop_assert_eq!(store(&[K2]).verify(&id, &server, NOW), None);
+            if other != server {
+                prop_assert_eq!(store(&[K1]).verify(&id, &other, NOW), None);
+            }
+        }
+    }
+}

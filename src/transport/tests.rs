@@ -413,7 +413,7 @@ mod properties {
     }
 
     proptest! {
-        #![proptest_config(ProptestConfig { cases: 400, ..ProptestConfig::default() })]
+        #![proptest_config(crate::strategies::cases(400))]
 
         /// Any body on an established session gets an HTTP answer, never a panic.
         #[test]
@@ -656,4 +656,50 @@ fn a_tool_needing_a_client_capability_refuses_clients_without_it() {
         "\"io.modelcontextprotocol/clientCapabilities\":{\"sampling\":{}}",
     );
     assert_eq!(json_body(&h.send(&g, hd, &body, &no_upstream))["result"]["content"][0]["text"], json!("hello world"));
+}
+
+#[test]
+fn messages_relayed_by_higress_sse_filter_need_no_session() {
+    // What Higress's mcp-session filter passes on: the client's POST to `{path}?sessionId=<its SSE session>`,
+    // headers as the client sent them (a legacy SSE client sends no Streamable HTTP Accept header).
+    let relayed = || {
+        let mut h = head("POST", "/mcp-servers/demo?sessionId=3f1c2a9e-8b7d-4c6e-9f0a-1b2c3d4e5f60", &[]);
+        h.headers.retain(|(k, _)| k != "accept");
+        h
+    };
+    for store in STORES {
+        let g = gw_with(store);
+        let mut h = Host::new();
+        let init = r#"{"jsonrpc":"2.0","id":1,"method":"initialize","params":{"protocolVersion":"2024-11-05","capabilities":{},"clientInfo":{"name":"t","version":"1"}}}"#;
+        let r = h.send(&g, relayed(), init, &no_upstream);
+        assert_eq!(r.status, 200, "{store}");
+        assert!(r.headers.iter().all(|(k, _)| k != "mcp-session-id"), "{store}: no session is created");
+        let body = json_body(&r);
+        assert_eq!(body["result"]["protocolVersion"], json!("2024-11-05"));
+        assert!(!String::from_utf8_lossy(&r.body).contains('\n'), "one line: it becomes one SSE data line");
+        let r = h.send(&g, relayed(), r#"{"jsonrpc":"2.0","method":"notifications/initialized"}"#, &no_upstream);
+        assert_eq!((r.status, r.body.len()), (202, 0));
+        let list = h.send(&g, relayed(), r#"{"jsonrpc":"2.0","id":2,"method":"tools/list"}"#, &no_upstream);
+        let tools = json_body(&list)["result"]["tools"].as_array().map(Vec::len);
+        assert_eq!((list.status, tools), (200, Some(2)), "{store}");
+        let call =
+            r#"{"jsonrpc":"2.0","id":3,"method":"tools/call","params":{"name":"hello","arguments":{"who":"sse"}}}"#;
+        let r = h.send(&g, relayed(), call, &no_upstream);
+        assert_eq!(json_body(&r)["result"]["content"][0]["text"], json!("hello sse"), "{store}");
+        // 2024-11-05 (the SSE transport's revision) allows batches
+        let batch = r#"[{"jsonrpc":"2.0","id":4,"method":"ping"},{"jsonrpc":"2.0","id":5,"method":"ping"}]"#;
+        assert_eq!(json_body(&h.send(&g, relayed(), batch, &no_upstream)).as_array().map(Vec::len), Some(2));
+        assert!(h.redis.commands.is_empty(), "{store}: nothing stored");
+    }
+    // Only the query parameter Higress's filter adds makes a POST relayed; an empty one does not.
+    let g = gw();
+    let mut h = Host::new();
+    let ping = r#"{"jsonrpc":"2.0","id":7,"method":"ping"}"#;
+    assert_eq!(h.send(&g, head("POST", "/mcp-servers/demo?sessionId=", &[]), ping, &no_upstream).status, 400);
+    assert_eq!(h.send(&g, head("POST", "/mcp-servers/demo?x=1", &[]), ping, &no_upstream).status, 400);
+    assert_eq!(h.send(&g, head("POST", "/mcp-servers/demo?a=1&sessionId=x", &[]), ping, &no_upstream).status, 200);
+    // A Streamable HTTP session id wins: such a request is an ordinary one (and its session is checked).
+    let with_both =
+        head("POST", "/mcp-servers/demo?sessionId=x", &[("mcp-session-id", "0123456789abcdef0123456789abcdef")]);
+    assert_eq!(h.send(&g, with_both, ping, &no_upstream).status, 404);
 }

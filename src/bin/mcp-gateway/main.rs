@@ -264,12 +264,17 @@ fn run_check(args: &[String]) -> Result<(), Failure> {
         return Err(Failure::Usage("check takes one plugin config file (or -)".into()));
     };
     let text = read_input(path)?;
-    let gateway = Gateway::from_config_str(&text).map_err(|e| Failure::Invalid(format!("{path}: {e}")))?;
-    for notice in &gateway.notices {
-        println!("notice: {notice}");
-    }
-    for s in &gateway.servers {
-        println!("server '{}': {} tool(s) at {}/{}", s.name, s.tools.len(), gateway.prefix, s.name);
+    let rules = Gateway::rules_from_config_str(&text).map_err(|e| Failure::Invalid(format!("{path}: {e}")))?;
+    for (i, gateway) in rules.all().enumerate() {
+        if rules.has_rules() {
+            println!("configuration {}:", i + 1);
+        }
+        for notice in &gateway.notices {
+            println!("notice: {notice}");
+        }
+        for s in &gateway.servers {
+            println!("server '{}': {} tool(s) at {}/{}", s.name, s.tools.len(), gateway.prefix, s.name);
+        }
     }
     Ok(())
 }

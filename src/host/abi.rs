@@ -1,0 +1,87 @@
+//! Hostcalls the proxy-wasm crate would panic on. Its wrappers treat every status but `Ok` as a bug and
+//! panic, and a panic kills the VM with every stream of its worker; these return the status instead, for
+//! calls whose refusal is an ordinary outcome (rewriting a request or an answer Envoy no longer holds, a
+//! local reply after the response has started).
+
+use proxy_wasm::types::{BufferType, MapType};
+
+extern "C" {
+    fn proxy_set_header_map_pairs(map_type: u32, map_data: *const u8, map_size: usize) -> u32;
+    fn proxy_set_buffer_bytes(buffer_type: u32, start: usize, size: usize, data: *const u8, data_size: usize) -> u32;
+    fn proxy_continue_stream(stream_type: u32) -> u32;
+    #[allow(clippy::too_many_arguments)]
+    fn proxy_send_local_response(
+        status_code: u32,
+        status_code_details_data: *const u8,
+        status_code_details_size: usize,
+        body_data: *const u8,
+        body_size: usize,
+        headers_data: *const u8,
+        headers_size: usize,
+        grpc_status: i32,
+    ) -> u32;
+}
+
+/// A status other than `Ok` (0), as the host returned it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Refused(pub u32);
+
+fn check(status: u32) -> Result<(), Refused> {
+    if status == 0 {
+        Ok(())
+    } else {
+        Err(Refused(status))
+    }
+}
+
+/// The proxy-wasm map encoding: count, then each name and value length, then each name and value with a NUL.
+fn serialize(map: &[(&str, &str)]) -> Vec<u8> {
+    let size = 4 + map.iter().map(|(k, v)| k.len() + v.len() + 10).sum::<usize>();
+    let mut bytes = Vec::with_capacity(size);
+    bytes.extend_from_slice(&(map.len() as u32).to_le_bytes());
+    for (k, v) in map {
+        bytes.extend_from_slice(&(k.len() as u32).to_le_bytes());
+        bytes.extend_from_slice(&(v.len() as u32).to_le_bytes());
+    }
+    for (k, v) in map {
+        bytes.extend_from_slice(k.as_bytes());
+        bytes.push(0);
+        bytes.extend_from_slice(v.as_bytes());
+        bytes.push(0);
+    }
+    bytes
+}
+
+/// Replaces a whole header map.
+pub fn set_map(map: MapType, pairs: &[(&str, &str)]) -> Result<(), Refused> {
+    let bytes = serialize(pairs);
+    check(unsafe { proxy_set_header_map_pairs(map as u32, bytes.as_ptr(), bytes.len()) })
+}
+
+/// Replaces a buffer's bytes from `start` on (`usize::MAX` bytes: all of them).
+pub fn set_buffer(buffer: BufferType, start: usize, size: usize, value: &[u8]) -> Result<(), Refused> {
+    check(unsafe { proxy_set_buffer_bytes(buffer as u32, start, size, value.as_ptr(), value.len()) })
+}
+
+/// Lets a paused request go on.
+pub fn resume_request() -> Result<(), Refused> {
+    check(unsafe { proxy_continue_stream(0) })
+}
+
+/// Answers the client locally.
+pub fn send_response(status: u16, headers: &[(&str, &str)], body: &[u8]) -> Result<(), Refused> {
+    let bytes = serialize(headers);
+    let body_ptr = if body.is_empty() { std::ptr::null() } else { body.as_ptr() };
+    check(unsafe {
+        proxy_send_local_response(
+            u32::from(status),
+            std::ptr::null(),
+            0,
+            body_ptr,
+            body.len(),
+            bytes.as_ptr(),
+            bytes.len(),
+            -1,
+        )
+    })
+}
