@@ -374,20 +374,28 @@ fn reference_templates_render_as_higress_would() {
     );
 }
 
+/// How the reference configs load whole: three unchanged; the other two fail on things that are not templates
+/// (the rest of issue 11), never on a template.
 #[test]
-#[ignore = "a report, not a check: how the reference configs load whole today"]
-fn reference_configs_load_report() {
+fn reference_configs_load_or_fail_on_other_grounds() {
     let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/reference/higress-configs");
-    for e in std::fs::read_dir(dir).unwrap() {
-        let path = e.unwrap().path();
-        let text = std::fs::read_to_string(&path).unwrap();
-        let r = crate::gateway::Gateway::from_config_str(&text);
-        println!("{}: {}", path.display(), r.err().map_or("loads".to_string(), |e| e.to_string()));
-        // With the cluster that Higress's route would choose named explicitly:
-        let mut doc = crate::config::parse_document(&text).unwrap();
-        doc["server"]["upstream"] = serde_json::json!({"cluster": "c"});
-        let r = crate::gateway::Gateway::from_config_str(&doc.to_string());
-        println!("  with a cluster: {}", r.err().map_or("loads".to_string(), |e| e.to_string()));
+    if !dir.exists() {
+        eprintln!("skipped: {} is not here", dir.display());
+        return;
+    }
+    for (file, outcome) in [
+        ("mcp-time.yaml", None),
+        ("mcp-book-query.yaml", None),
+        ("mcp-github.yaml", None),
+        ("mcp-bravesearch.yaml", Some("is declared twice")),
+        ("mcp-firecrawl.yaml", Some("unknown field `format`")),
+    ] {
+        let text = std::fs::read_to_string(dir.join(file)).unwrap();
+        match (crate::gateway::Gateway::from_config_str(&text), outcome) {
+            (Ok(_), None) => {}
+            (Err(e), Some(why)) if e.to_string().contains(why) => {}
+            (r, _) => panic!("{file}: {:?}", r.err().map(|e| e.to_string())),
+        }
     }
 }
 
