@@ -180,6 +180,7 @@ HIGRESS_CONFIG = {
                 "headers": [
                     {"key": "X-Greeting", "value": "{{.config.greeting}}"},
                     {"key": "X-Id", "value": "{{uuidv4}}"},
+                    {"key": "X-Client", "value": "{{getRealIP}}"},
                     {"key": "Content-Type", "value": "application/json"},
                 ],
                 "body": '{"tags": {{.args.tags | toJson}}, "shout": "{{.args.who | upper}}", "joined": "{{join "+" .args.tags}}"}',
@@ -187,7 +188,8 @@ HIGRESS_CONFIG = {
             "responseTemplate": {
                 "body": (
                     "{{.method}} {{.path}} n={{index .args.n 0}} first={{index .args.first 0}}"
-                    " greeting={{index .headers \"x-greeting\"}} id={{len (index .headers \"x-id\")}}\n"
+                    " greeting={{index .headers \"x-greeting\"}} id={{len (index .headers \"x-id\")}}"
+                    " client={{index .headers \"x-client\"}}\n"
                     "{{- with fromJson .body}}\n{{.shout}} {{.joined}}{{range $i, $t := .tags}} {{$i}}:{{$t}}{{end}}{{end}}"
                 )
             },
@@ -230,7 +232,8 @@ def test_higress_go_templates_through_envoy(higress_gw):
     r = run_async(go)
     assert not r.is_error, r.content[0].text
     # The url's values are percent-encoded (`ann b` -> `ann%20b`), config values are not.
-    assert r.content[0].text == "POST /echo/ann%20b n=2 first=x greeting=Hi id=36\nANN B x+y 0:x 1:y"
+    # getRealIP: the client's address (the test client is local), as Higress reports it.
+    assert r.content[0].text == "POST /echo/ann%20b n=2 first=x greeting=Hi id=36 client=127.0.0.1\nANN B x+y 0:x 1:y"
 
 
 BAD_CONFIGS = [

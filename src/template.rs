@@ -38,6 +38,47 @@ pub enum Escape {
     Url,
 }
 
+/// Who sent the MCP request, for Higress's `getRealIP` and `getSocketIP`.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Client {
+    /// The first `X-Forwarded-For` hop, else the socket peer's address.
+    pub real_ip: Option<String>,
+    /// The socket peer's address, without its port.
+    pub socket_ip: Option<String>,
+}
+
+impl Client {
+    /// Reads the client as Higress does: the first hop of `X-Forwarded-For`, else the socket address
+    /// (`ip:port` or `[ipv6]:port`, the port dropped).
+    pub fn from_request(forwarded_for: Option<&str>, socket: Option<&str>) -> Client {
+        let socket_ip = socket.map(str::trim).filter(|s| !s.is_empty()).map(|s| {
+            if let Some(rest) = s.strip_prefix('[') {
+                rest.split(']').next().unwrap_or(rest).to_string()
+            } else if s.matches(':').count() == 1 {
+                s.split(':').next().unwrap_or(s).to_string()
+            } else {
+                s.to_string()
+            }
+        });
+        let forwarded = forwarded_for.and_then(|f| f.split(',').next()).map(str::trim).filter(|f| !f.is_empty());
+        Client { real_ip: forwarded.map(str::to_string).or_else(|| socket_ip.clone()), socket_ip }
+    }
+}
+
+thread_local! {
+    /// The client of the request being served: set around request handling by [`with_client`], so templates
+    /// can read it without every call path carrying it.
+    static CLIENT: std::cell::RefCell<Client> = std::cell::RefCell::new(Client::default());
+}
+
+/// Runs `f` with `client` as the request's client for templates, restoring the previous one afterwards.
+pub fn with_client<R>(client: &Client, f: impl FnOnce() -> R) -> R {
+    let previous = CLIENT.with(|c| c.replace(client.clone()));
+    let r = f();
+    CLIENT.with(|c| *c.borrow_mut() = previous);
+    r
+}
+
 /// The template language of a server's templates.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Deserialize, serde::Serialize)]
 #[serde(rename_all = "lowercase")]
@@ -365,7 +406,8 @@ impl Templates {
                 let Some(t) = self.go.get(*i) else { return Err("unknown template".into()) };
                 let limits = gotemplate::Limits { fuel: FUEL, max_output: MAX_OUTPUT };
                 let json = data.go(*role).map_err(|e| e.to_string())?;
-                t.render(json, limits, *url, &gotemplate::Env::default()).map_err(|e| e.to_string())
+                let env = CLIENT.with(|c| go_env(&c.borrow()));
+                t.render(json, limits, *url, &env).map_err(|e| e.to_string())
             }
         }
     }
@@ -531,6 +573,16 @@ fn tojson(value: &MjValue, indent: Option<MjValue>, kwargs: minijinja::value::Kw
         bounded("tojson", width)?;
     }
     minijinja::filters::tojson(value, indent, kwargs)
+}
+
+#[cfg(feature = "go-templates")]
+fn go_env(client: &Client) -> gotemplate::Env {
+    gotemplate::Env { real_ip: client.real_ip.clone(), socket_ip: client.socket_ip.clone(), now: None }
+}
+
+#[cfg(not(feature = "go-templates"))]
+fn go_env(_client: &Client) -> gotemplate::Env {
+    gotemplate::Env::default()
 }
 
 fn describe(e: Error) -> String {
@@ -811,6 +863,21 @@ mod tests {
         assert!(e.contains("`uuidv4`"), "{e}");
         let result = Spec { escape: Escape::None, dialect: Dialect::Jinja, role: Role::Result };
         assert!(t.add_spec("z", "{{ temp }}", result).is_ok(), "a result template may read the answer's keys");
+    }
+
+    #[test]
+    fn clients_are_read_as_higress_reads_them() {
+        let c = |xff: Option<&str>, sock: Option<&str>| {
+            let c = Client::from_request(xff, sock);
+            (c.real_ip.unwrap_or_default(), c.socket_ip.unwrap_or_default())
+        };
+        assert_eq!(
+            c(Some(" 203.0.113.7 , 10.0.0.1"), Some("10.0.0.2:5555")),
+            ("203.0.113.7".into(), "10.0.0.2".into())
+        );
+        assert_eq!(c(None, Some("[2001:db8::1]:443")), ("2001:db8::1".into(), "2001:db8::1".into()));
+        assert_eq!(c(Some(""), Some("192.0.2.1")), ("192.0.2.1".into(), "192.0.2.1".into()));
+        assert_eq!(c(None, None), (String::new(), String::new()));
     }
 
     #[test]

@@ -874,6 +874,13 @@ mod tests {
             "/repos/o/contents/dir/a%20b.txt?ref=dir%2Fa%20b.txt"
         );
         assert!(refused(&t, &tpl, &cfg, json!({"path": "../../admin"})).contains("dot segment"));
+        // getRealIP and getSocketIP read the request's client (set by the transport around the call).
+        let (t, tpl, cfg) = go_tool("{name: t, description: d, requestTemplate: {url: /x, headers: [{key: X-Client, value: '{{getRealIP}} {{getSocketIP}}'}]}, responseTemplate: {body: 'from {{getRealIP}}'}}");
+        let client = crate::template::Client::from_request(Some("203.0.113.7, 10.0.0.1"), Some("10.0.0.2:5555"));
+        let r = crate::template::with_client(&client, || request(&t, &tpl, &cfg, json!({})));
+        assert!(r.headers.contains(&("x-client".into(), "203.0.113.7 10.0.0.2".into())), "{:?}", r.headers);
+        let res = crate::template::with_client(&client, || t.finish(&tpl, &cfg, &json!({}), answer(200, "{}")));
+        assert_eq!(res["content"][0]["text"], json!("from 203.0.113.7"));
         // A tool with no url renders over the call: {config, args}.
         let (t, tpl, cfg) = go_tool("{name: t, description: d, args: [{name: who, default: w}], responseTemplate: {body: 'hi {{.args.who}} {{.config.key}}'}}");
         let Prepared::Done(res) = t.prepare(&tpl, &cfg, None) else { panic!() };

@@ -263,13 +263,7 @@ const NOT_IMPLEMENTED: &[&str] = &[
 
 /// Accepts an implemented function name, or says why a template naming it is refused.
 pub fn known(name: &str) -> Result<(), String> {
-    if name == "getRealIP" || name == "getSocketIP" {
-        // Implemented over `Env`, but the MCP layer does not hand templates the client's address yet: refused
-        // rather than rendered empty.
-        Err(format!(
-            "function \"{name}\" is not available: this gateway does not pass the client's address to templates yet"
-        ))
-    } else if IMPLEMENTED.contains(&name) {
+    if IMPLEMENTED.contains(&name) {
         Ok(())
     } else if NOT_IMPLEMENTED.contains(&name) {
         Err(format!("function \"{name}\" (from Higress's function set) is not implemented by this gateway"))

@@ -436,9 +436,6 @@ mod properties {
         fn any_function_call_is_safe(f in 0..super::super::funcs::IMPLEMENTED.len(), a in 0..8usize, b in 0..8usize, c in 0..8usize) {
             const ARGS: &[&str] = &[".args.city", ".args.n", ".args.f", ".args.tags", ".args.obj", ".args.nul", ".args.nope", "-3"];
             let name = super::super::funcs::IMPLEMENTED[f];
-            if name == "getRealIP" || name == "getSocketIP" {
-                return Ok(());
-            }
             for n in 0..4 {
                 let args = [ARGS[a], ARGS[b], ARGS[c]];
                 let src = format!("{{{{{name} {}}}}}", args[..n.min(3)].join(" "));
