@@ -40,9 +40,11 @@ oci: build
 setup:
 	bash e2e/setup.sh
 
-## unit: the sans-IO core, natively
+## unit: the sans-IO core, natively; the JSON Schema Test Suite (tests/json_schema_suite.rs, fetched by setup)
+##   against our validator, then again beside the jsonschema crate's verdicts (a feature: it changes serde_json's)
 unit:
 	cargo test
+	cargo test --features jsonschema-opinion --test json_schema_suite
 
 ## lint: formatting and clippy, native and wasm
 lint:

@@ -91,6 +91,12 @@ if ! "$VENV/bin/python" "$E2E_DIR/openapi_documents.py" >/dev/null; then
     log "warning: could not fetch the real API descriptions (e2e/test_openapi_real.py will fail)"
 fi
 
+# --- The official JSON Schema Test Suite (tests/json_schema_suite.rs; fetched, never committed) ---
+# npm's @json-schema-org/tests only points at the suite's git repository; the suite is vendored in the
+# pinned sdist of Python's jsonschema on PyPI, kept under e2e/.cache/json-schema-test-suite/. Fatal: `cargo
+# test` fails without it.
+"$VENV/bin/python" "$E2E_DIR/json_schema_suite.py" >/dev/null
+
 # --- redis-server (the Higress build's Redis sessions, e2e/test_higress_redis.py) ---------------
 # Debian's package; the tests start and stop their own servers on loopback ports (never the system one).
 if ! command -v redis-server >/dev/null 2>&1; then

@@ -412,3 +412,158 @@ mod tests {
         assert!(Encoding::resolve(Position::Cookie, None, None).unwrap().explode);
     }
 }
+
+#[cfg(test)]
+mod properties {
+    use super::*;
+    use crate::strategies::{hostile_string, json_number};
+    use proptest::prelude::*;
+
+    const STYLES: &[Style] = &[
+        Style::Form,
+        Style::Simple,
+        Style::Label,
+        Style::Matrix,
+        Style::SpaceDelimited,
+        Style::PipeDelimited,
+        Style::DeepObject,
+    ];
+    const POSITIONS: &[Position] =
+        &[Position::Path, Position::Query, Position::Header, Position::Cookie, Position::Body];
+
+    fn scalar() -> impl Strategy<Value = Value> {
+        prop_oneof![
+            4 => hostile_string().prop_map(Value::from),
+            1 => json_number(),
+            1 => any::<bool>().prop_map(Value::from),
+            1 => Just(Value::Null),
+        ]
+    }
+
+    /// What an argument holds: a scalar, a list of scalars or an object of scalars (one level deeper too).
+    fn value() -> impl Strategy<Value = Value> {
+        scalar().prop_recursive(2, 16, 4, |inner| {
+            prop_oneof![
+                prop::collection::vec(inner.clone(), 0..4).prop_map(Value::Array),
+                prop::collection::vec((hostile_string(), inner), 0..4)
+                    .prop_map(|kv| Value::Object(kv.into_iter().collect())),
+            ]
+        })
+    }
+
+    /// An encoding some position accepts, with the position.
+    fn encoding() -> impl Strategy<Value = (Position, Encoding)> {
+        (prop::sample::select(POSITIONS), prop::option::of(prop::sample::select(STYLES)), any::<Option<bool>>())
+            .prop_filter_map("a style the position takes", |(p, s, x)| Some((p, Encoding::resolve(p, s, x).ok()?)))
+    }
+
+    /// Only unreserved characters, `%XX`, and the delimiters given.
+    fn url_safe(s: &str, delimiters: &str) -> bool {
+        let b = s.as_bytes();
+        let mut i = 0;
+        while i < b.len() {
+            if b[i] == b'%' {
+                if !(b.len() > i + 2 && b[i + 1].is_ascii_hexdigit() && b[i + 2].is_ascii_hexdigit()) {
+                    return false;
+                }
+                i += 3;
+                continue;
+            }
+            if !(b[i].is_ascii_alphanumeric() || b"-_.~".contains(&b[i]) || delimiters.as_bytes().contains(&b[i])) {
+                return false;
+            }
+            i += 1;
+        }
+        true
+    }
+
+    fn decoded(s: &str) -> String {
+        percent_encoding::percent_decode_str(s).decode_utf8_lossy().into_owned()
+    }
+
+    proptest! {
+        #![proptest_config(crate::strategies::cases(1500))]
+
+        /// Guards what a value can do to a URL: whatever it holds, in every style and position, its query and
+        /// form pairs are percent-encoded but for the style's own `,`, its path text adds no `/`, `?` or `#`
+        /// (only the style's `;` `.` `,` `=`), and a cookie cannot start another (no `;`, no whitespace).
+        /// Where the style's delimiter is not itself a percent-encoded character (form's `,`, exploded
+        /// lists), the values come back exactly when decoded.
+        #[test]
+        fn values_stay_inside_their_delimiters(value in value(), (position, e) in encoding()) {
+            let mut pairs_out = Vec::new();
+            pairs("p", &value, e, &mut pairs_out);
+            for (k, v) in &pairs_out {
+                prop_assert!(url_safe(k, "") && url_safe(v, ","), "{:?}={:?}", k, v);
+            }
+            let segment = path("p", &value, e);
+            prop_assert!(url_safe(&segment, ";.,="), "{:?}", segment);
+            let mut jar = Vec::new();
+            cookies("p", &value, e, &mut jar);
+            for c in &jar {
+                prop_assert!(!c.contains(';') && !c.chars().any(char::is_whitespace), "{:?}", c);
+            }
+            let items: Option<Vec<String>> = match &value {
+                Value::Array(items) if items.iter().all(|i| !i.is_array() && !i.is_object()) => {
+                    Some(items.iter().map(text).collect())
+                }
+                _ => None,
+            };
+            if let (Some(items), false) = (items, e.style == Style::DeepObject || position == Position::Path) {
+                if items.is_empty() {
+                    prop_assert!(pairs_out.is_empty());
+                } else if e.explode {
+                    let back: Vec<String> = pairs_out.iter().map(|(_, v)| decoded(v)).collect();
+                    prop_assert_eq!(back, items);
+                } else if e.style == Style::Form {
+                    prop_assert_eq!(pairs_out.len(), 1);
+                    let back: Vec<String> = pairs_out[0].1.split(',').map(decoded).collect();
+                    prop_assert_eq!(back, items);
+                }
+            }
+        }
+
+        /// Guards multipart bodies: whatever the parts hold (their bytes may contain boundary-like text, names
+        /// quotes and line breaks), the body splits at its boundary into exactly those parts, each with its
+        /// bytes unchanged and one header line per field.
+        #[test]
+        fn multipart_parts_come_back_whole(
+            parts in prop::collection::vec(
+                (hostile_string(), prop::option::of(hostile_string()), prop::option::of(hostile_string()),
+                 prop::collection::vec(prop_oneof![
+                     3 => any::<u8>().prop_map(|b| vec![b]),
+                     1 => Just(b"\r\n--mcp-gateway-boundary-00000000".to_vec()),
+                     1 => Just(b"--mcp-gateway-boundary-00000001--\r\n".to_vec()),
+                 ], 0..12).prop_map(|v| v.concat())),
+                0..4,
+            )
+        ) {
+            let parts: Vec<Part> = parts
+                .into_iter()
+                .map(|(name, filename, content_type, data)| Part { name, filename, content_type, data })
+                .collect();
+            let (content_type, body) = multipart(&parts);
+            let boundary = content_type.strip_prefix("multipart/form-data; boundary=").unwrap().as_bytes().to_vec();
+            let mut delimiter = b"\r\n--".to_vec();
+            delimiter.extend_from_slice(&boundary);
+            // The body opens with `--boundary`; every later part starts after CRLF `--boundary`.
+            let mut body = [b"\r\n".as_slice(), &body].concat();
+            let mut chunks = Vec::new();
+            while let Some(at) = body.windows(delimiter.len()).position(|w| w == delimiter.as_slice()) {
+                chunks.push(body[..at].to_vec());
+                body.drain(..at + delimiter.len());
+            }
+            prop_assert_eq!(body, b"--\r\n".to_vec(), "the closing delimiter ends the body");
+            prop_assert_eq!(chunks.len(), parts.len() + 1);
+            prop_assert!(chunks[0].is_empty());
+            for (chunk, part) in chunks[1..].iter().zip(&parts) {
+                let split = chunk.windows(4).position(|w| w == b"\r\n\r\n").unwrap();
+                let head = String::from_utf8_lossy(&chunk[2..split]).into_owned();
+                let lines: Vec<&str> = head.split("\r\n").collect();
+                prop_assert_eq!(lines.len(), 1 + usize::from(part.content_type.is_some()), "{:?}", head);
+                prop_assert!(lines[0].starts_with("Content-Disposition: form-data; name=\""), "{:?}", head);
+                prop_assert_eq!(&chunk[split + 4..], part.data.as_slice());
+            }
+        }
+    }
+}

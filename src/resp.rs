@@ -34,6 +34,18 @@ impl Reply {
     pub fn is_error(&self, prefix: &str) -> bool {
         matches!(self, Reply::Error(e) if e.starts_with(prefix))
     }
+
+    /// What the reply is, for messages: never its content, which may be anyone's data and of any size.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Reply::Simple(_) => "a status",
+            Reply::Error(_) => "an error",
+            Reply::Integer(_) => "an integer",
+            Reply::Bulk(None) | Reply::Array(None) => "a nil",
+            Reply::Bulk(Some(_)) => "a string",
+            Reply::Array(Some(_)) => "an array",
+        }
+    }
 }
 
 /// Why bytes are not a reply.

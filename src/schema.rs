@@ -1,8 +1,10 @@
 //! Tool input schemas: built from `args`, used to coerce and validate `tools/call` arguments.
 //!
-//! The validator covers the JSON Schema keywords that tool schemas use (draft 2020-12 and draft-07
-//! spellings). The `jsonschema` crate was measured at +1.9 MB of wasm, more than the whole plugin budget,
-//! so this module implements the subset with `regex-lite` for `pattern`.
+//! The validator enforces every keyword it accepts of draft 2020-12 (and draft-07's spellings), and refuses
+//! at load what it cannot (references outside the schema, `$recursiveRef`): see the README's "JSON Schema" and
+//! `tests/json_schema_suite.rs`, which runs the official test suite. The `jsonschema` crate (0.61.2) measured
+//! 2.37 MB of wasm on its own, more than the whole plugin's budget, so this module implements it with
+//! `regex-lite` for `pattern`.
 
 use crate::config::ArgConfig;
 use regex_lite::Regex;
@@ -33,11 +35,14 @@ struct Budget {
     steps: usize,
     left: std::cell::Cell<usize>,
     overrun: std::cell::Cell<bool>,
+    /// The dynamic scope of a check (`$dynamicRef`): the base URIs of the schema resources entered,
+    /// outermost first. Kept here because the budget already goes wherever a check goes.
+    scope: std::cell::RefCell<Vec<String>>,
 }
 
 impl Budget {
     fn new(steps: usize) -> Budget {
-        Budget { steps, left: steps.into(), overrun: false.into() }
+        Budget { steps, left: steps.into(), overrun: false.into(), scope: Vec::new().into() }
     }
 
     /// Takes one step; false once the steps are spent.
@@ -226,11 +231,26 @@ fn type_matches(t: &str, v: &Value) -> bool {
     }
 }
 
-/// A schema checked once at configure time, with its regular expressions compiled.
+/// A schema checked once at configure time, with its regular expressions compiled and its `$ref`s resolved.
 #[derive(Debug)]
 pub struct Validator {
     root: Value,
     patterns: HashMap<String, Regex>,
+    /// Each `$ref` (and `$dynamicRef`), by the address of its value in `root` (which is never changed), to
+    /// `base#pointer`: the resource it points into and the JSON pointer of its target. Resolved once against
+    /// the `$id`s in scope, as the same text means different schemas under different `$id`s.
+    refs: HashMap<usize, String>,
+    /// For `$dynamicRef` only (else empty): `$id`s and anchors as `uri#name` to JSON pointers, the base URI
+    /// of each schema object with an `$id` (by address), and the root's.
+    anchors: Names,
+    bases: HashMap<usize, String>,
+    root_base: String,
+    /// Whether the schema uses `unevaluatedProperties`/`unevaluatedItems`: only then are the members each
+    /// subschema evaluated collected.
+    track: bool,
+    /// Whether it uses `dependentRequired`, `dependentSchemas` or `dependencies` (skipped otherwise: every
+    /// lookup is paid at every step).
+    dependencies: bool,
     /// What the validated value is called in messages: the arguments, or the upstream's answer.
     whole: &'static str,
     /// [`MAX_STEPS`], lowered by tests.
@@ -238,14 +258,30 @@ pub struct Validator {
 }
 
 impl Validator {
-    /// Compiles a schema; fails on malformed keywords, bad patterns and unresolvable local `$ref`s.
+    /// Compiles a schema; fails on malformed keywords, bad patterns, unresolvable `$ref`s and the keywords
+    /// it does not support (see [`Loader::check`]).
     pub fn new(root: Value) -> Result<Validator, String> {
         if !root.is_object() && !root.is_boolean() {
             return Err("a schema must be an object or a boolean".into());
         }
-        let mut patterns = HashMap::new();
-        check(&root, &root, &mut patterns, "#", 0)?;
-        Ok(Validator { root, patterns, whole: "arguments", max_steps: MAX_STEPS })
+        let mut l = Loader::load(&root)?;
+        // The root's own address changes as it moves into the validator: its base is kept apart.
+        let root_base = l.visited.remove(&(&root as *const Value as usize)).filter(|b| !b.is_empty());
+        let root_base = root_base.unwrap_or_else(|| NO_BASE.into());
+        l.visited.retain(|_, base| !base.is_empty());
+        let (anchors, bases) = if l.dynamic { (l.ids, l.visited) } else { Default::default() };
+        Ok(Validator {
+            root,
+            patterns: l.patterns,
+            refs: l.refs,
+            anchors,
+            bases,
+            root_base,
+            track: l.track,
+            dependencies: l.dependencies,
+            whole: "arguments",
+            max_steps: MAX_STEPS,
+        })
     }
 
     /// The same, for an upstream answer checked against a tool's `outputSchema`.
@@ -273,7 +309,8 @@ impl Validator {
     pub fn validate(&self, instance: &Value) -> Vec<String> {
         let mut errors = Vec::new();
         let budget = self.budget(instance);
-        self.walk(&self.root, instance, "", &mut errors, 0, &budget);
+        budget.scope.borrow_mut().push(self.root_base.clone());
+        let _ = self.walk(&self.root, instance, "", &mut errors, 0, &budget);
         if budget.exhausted() {
             return vec![self.too_complex(&budget)];
         }
@@ -327,7 +364,7 @@ impl Validator {
         if depth > MAX_DEPTH || !budget.spend() {
             return;
         }
-        if let Some(target) = s.get("$ref").and_then(Value::as_str).and_then(|r| self.resolve(r)) {
+        if let Some(target) = self.target(s) {
             self.normalize(target, v, depth + 1, budget);
         }
         // Rewriting a whole number as an integer never changes its JSON value, so every schema that may
@@ -347,6 +384,11 @@ impl Validator {
                 self.normalize(sub, v, depth + 1, budget);
             }
         }
+        for key in ["dependentSchemas", "dependencies"] {
+            for sub in s.get(key).and_then(Value::as_object).into_iter().flat_map(|m| m.values()) {
+                self.normalize(sub, v, depth + 1, budget);
+            }
+        }
         match v {
             Value::Object(obj) => {
                 let props = s.get("properties").and_then(Value::as_object);
@@ -363,7 +405,9 @@ impl Validator {
                             self.normalize(sub, value, depth + 1, budget);
                         }
                     }
-                    if let (false, Some(sub)) = (known, s.get("additionalProperties")) {
+                    // Unevaluated members are a subset of these: rewriting more is harmless.
+                    let rest = s.get("additionalProperties").or_else(|| s.get("unevaluatedProperties"));
+                    if let (false, Some(sub)) = (known, rest) {
                         self.normalize(sub, value, depth + 1, budget);
                     }
                 }
@@ -374,8 +418,14 @@ impl Validator {
                 for (sub, item) in prefix.iter().zip(items.iter_mut()) {
                     self.normalize(sub, item, depth + 1, budget);
                 }
-                if let Some(sub) = s.get("items").filter(|i| !i.is_array()).or_else(|| s.get("additionalItems")) {
+                let rest = s.get("items").filter(|i| !i.is_array()).or_else(|| s.get("additionalItems"));
+                if let Some(sub) = rest.or_else(|| s.get("unevaluatedItems")) {
                     for item in items.iter_mut().skip(prefix.len()) {
+                        self.normalize(sub, item, depth + 1, budget);
+                    }
+                }
+                if let Some(sub) = s.get("contains") {
+                    for item in items.iter_mut() {
                         self.normalize(sub, item, depth + 1, budget);
                     }
                 }
@@ -448,7 +498,7 @@ impl Validator {
             }
         }
         let mut closed = true;
-        if let Some(target) = s.get("$ref").and_then(Value::as_str).and_then(|r| self.resolve(r)) {
+        if let Some(target) = self.target(s) {
             closed &= self.declared(target, names, patterns, depth + 1, budget);
         }
         for key in ["allOf", "anyOf", "oneOf"] {
@@ -461,14 +511,74 @@ impl Validator {
                 closed &= self.declared(sub, names, patterns, depth + 1, budget);
             }
         }
+        for key in ["dependentSchemas", "dependencies"] {
+            for sub in s.get(key).and_then(Value::as_object).into_iter().flat_map(|m| m.values()) {
+                if !sub.is_array() {
+                    closed &= self.declared(sub, names, patterns, depth + 1, budget);
+                }
+            }
+        }
         closed
     }
 
-    fn resolve<'a>(&'a self, reference: &str) -> Option<&'a Value> {
-        resolve_ref(&self.root, reference)
+    /// The schema a schema object's `$ref` points to (resolved at load).
+    fn target(&self, s: &Map<String, Value>) -> Option<&Value> {
+        self.follow(s, "$ref", &Budget::new(0)).map(|(_, target)| target)
     }
 
-    fn walk(&self, schema: &Value, v: &Value, path: &str, errors: &mut Vec<String>, depth: usize, budget: &Budget) {
+    /// Where a `$ref` or `$dynamicRef` leads, and the resource it enters. A `$dynamicRef` to a
+    /// `$dynamicAnchor` goes to the outermost resource in the dynamic scope with an anchor of that name.
+    fn follow<'s>(&'s self, s: &Map<String, Value>, key: &str, budget: &Budget) -> Option<(&'s str, &'s Value)> {
+        let r = s.get(key)?;
+        let (base, pointer) = self.refs.get(&(r as *const Value as usize))?.split_once('#')?;
+        let mut target = self.root.pointer(pointer)?;
+        let name = r.as_str().and_then(|r| r.split_once('#')).map_or("", |(_, name)| name);
+        let dynamic = |t: &Value| t.get("$dynamicAnchor").and_then(Value::as_str) == Some(name);
+        if key == "$dynamicRef" && dynamic(target) {
+            // A step per resource tried: the scope is as deep as the check.
+            for outer in budget.scope.borrow().iter().take_while(|_| budget.spend()) {
+                let found = self.anchors.get(&format!("{outer}#{name}")).and_then(|p| self.root.pointer(p));
+                if let Some(t) = found.filter(|t| dynamic(t)) {
+                    target = t;
+                    break;
+                }
+            }
+        }
+        Some((base, target))
+    }
+
+    /// Checks `v` against `schema`, pushing what is wrong; returns what the schema evaluated of `v` (for
+    /// `unevaluated*`), which counts only when the schema holds.
+    fn walk<'v>(
+        &self,
+        schema: &Value,
+        v: &'v Value,
+        path: &str,
+        errors: &mut Vec<String>,
+        depth: usize,
+        budget: &Budget,
+    ) -> Seen<'v> {
+        // A schema with an `$id` is a resource: it is in the dynamic scope while it is checked.
+        let base = self.bases.get(&(schema as *const Value as usize));
+        if let Some(b) = base {
+            budget.scope.borrow_mut().push(b.clone());
+        }
+        let seen = self.walk_schema(schema, v, path, errors, depth, budget);
+        if base.is_some() {
+            budget.scope.borrow_mut().pop();
+        }
+        seen
+    }
+
+    fn walk_schema<'v>(
+        &self,
+        schema: &Value,
+        v: &'v Value,
+        path: &str,
+        errors: &mut Vec<String>,
+        depth: usize,
+        budget: &Budget,
+    ) -> Seen<'v> {
         let at = |p: &str| {
             if p.is_empty() {
                 self.whole.to_string()
@@ -476,22 +586,30 @@ impl Validator {
                 format!("`{p}`")
             }
         };
+        let mut seen = Seen::default();
         if !budget.spend() {
-            return;
+            return seen;
         }
         if depth > MAX_DEPTH {
             errors.push(format!("{}: schema nesting too deep", at(path)));
-            return;
+            return seen;
         }
         let s = match schema {
-            Value::Bool(true) => return,
-            Value::Bool(false) => return errors.push(format!("{}: no value is allowed here", at(path))),
+            Value::Bool(true) => return seen,
+            Value::Bool(false) => {
+                errors.push(format!("{}: no value is allowed here", at(path)));
+                return seen;
+            }
             Value::Object(s) => s,
-            _ => return,
+            _ => return seen,
         };
-        if let Some(r) = s.get("$ref").and_then(Value::as_str) {
-            if let Some(target) = self.resolve(r) {
-                self.walk(target, v, path, errors, depth + 1, budget);
+        let before = errors.len();
+        for key in ["$ref", "$dynamicRef"] {
+            if let Some((base, target)) = self.follow(s, key, budget) {
+                budget.scope.borrow_mut().push(base.to_string());
+                let found = self.walk(target, v, path, errors, depth + 1, budget);
+                budget.scope.borrow_mut().pop();
+                seen.merge(found, budget);
             }
         }
         let types = declared_types(schema);
@@ -501,72 +619,177 @@ impl Validator {
             } else {
                 errors.push(format!("{}: expected {}, got {}", at(path), types.join(" or "), kind_of(v)));
             }
-            return;
+            return Seen::default();
         }
         if let Some(Value::Array(options)) = s.get("enum") {
-            if !options.contains(v) {
+            if !options.iter().any(|o| json_eq(o, v)) {
                 errors.push(format!("{}: must be one of {}", at(path), Value::Array(options.clone())));
             }
         }
         if let Some(c) = s.get("const") {
-            if c != v {
+            if !json_eq(c, v) {
                 errors.push(format!("{}: must be {c}", at(path)));
             }
         }
         match v {
             Value::String(text) => self.check_string(s, text, &at(path), errors),
-            Value::Number(_) => check_number(s, v.as_f64().unwrap_or(0.0), &at(path), errors),
-            Value::Array(items) => self.check_array(s, items, path, errors, depth, budget),
-            Value::Object(obj) => self.check_object(s, obj, path, errors, depth, budget),
+            Value::Number(n) => check_number(s, n, &at(path), errors),
+            Value::Array(items) => self.check_array(s, items, path, errors, depth, budget, &mut seen),
+            Value::Object(obj) => self.check_object(s, obj, path, errors, depth, budget, &mut seen),
             _ => {}
         }
         for key in ["allOf", "anyOf", "oneOf"] {
             let Some(Value::Array(subs)) = s.get(key) else {
                 continue;
             };
-            let results: Vec<Vec<String>> = subs
+            let results: Vec<(Vec<String>, Seen)> = subs
                 .iter()
                 .map(|sub| {
                     let mut e = Vec::new();
-                    self.walk(sub, v, path, &mut e, depth + 1, budget);
-                    e
+                    let found = self.walk(sub, v, path, &mut e, depth + 1, budget);
+                    (e, found)
                 })
                 .collect();
-            let passing = results.iter().filter(|e| e.is_empty()).count();
+            let passing = results.iter().filter(|(e, _)| e.is_empty()).count();
             match key {
-                "allOf" => errors.extend(results.into_iter().flatten()),
                 "anyOf" if passing == 0 => errors.push(format!("{}: matches none of the allowed shapes", at(path))),
                 "oneOf" if passing != 1 => {
                     errors.push(format!("{}: must match exactly one allowed shape (matches {passing})", at(path)))
                 }
                 _ => {}
             }
+            for (e, found) in results {
+                // Annotations come from the branches that hold; allOf's failures are this schema's.
+                if e.is_empty() {
+                    seen.merge(found, budget);
+                } else if key == "allOf" {
+                    errors.extend(e);
+                }
+            }
         }
         if let Some(not) = s.get("not") {
             let mut e = Vec::new();
-            self.walk(not, v, path, &mut e, depth + 1, budget);
+            let _ = self.walk(not, v, path, &mut e, depth + 1, budget);
             if e.is_empty() {
                 errors.push(format!("{}: matches a forbidden shape", at(path)));
             }
         }
         if let Some(cond) = s.get("if") {
             let mut e = Vec::new();
-            self.walk(cond, v, path, &mut e, depth + 1, budget);
-            let branch = if e.is_empty() { s.get("then") } else { s.get("else") };
+            let found = self.walk(cond, v, path, &mut e, depth + 1, budget);
+            let branch = if e.is_empty() {
+                seen.merge(found, budget);
+                s.get("then")
+            } else {
+                s.get("else")
+            };
             if let Some(b) = branch {
-                self.walk(b, v, path, errors, depth + 1, budget);
+                let found = self.walk(b, v, path, errors, depth + 1, budget);
+                seen.merge(found, budget);
+            }
+        }
+        if let (Value::Object(obj), true) = (v, self.dependencies) {
+            self.check_dependencies(s, obj, v, path, errors, depth, budget, &mut seen);
+        }
+        // Last: these see what every other keyword here evaluated.
+        match v {
+            _ if !self.track => {}
+            Value::Array(items) => {
+                if let Some(sub) = s.get("unevaluatedItems") {
+                    let mut evaluated = vec![false; items.len()];
+                    for i in seen.indexes.drain(..) {
+                        evaluated[i] = true;
+                    }
+                    for (i, item) in items.iter().enumerate() {
+                        if i >= seen.items && !evaluated[i] {
+                            self.rest(sub, item, &join(path, &i.to_string()), "item", errors, depth, budget);
+                        }
+                    }
+                    seen.items = items.len();
+                }
+            }
+            Value::Object(obj) => {
+                if let Some(sub) = s.get("unevaluatedProperties") {
+                    let props: Names = seen.props.drain(..).map(|p| (p.to_string(), String::new())).collect();
+                    for (key, value) in obj {
+                        if !props.contains_key(key) {
+                            self.rest(sub, value, &join(path, key), self.member(), errors, depth, budget);
+                        }
+                    }
+                    seen.props.extend(obj.keys().map(String::as_str));
+                }
+            }
+            _ => {}
+        }
+        if errors.len() > before {
+            return Seen::default();
+        }
+        seen
+    }
+
+    /// Checks a member that no other keyword took against `additionalProperties` or `unevaluated*`.
+    #[allow(clippy::too_many_arguments)]
+    fn rest(
+        &self,
+        sub: &Value,
+        value: &Value,
+        path: &str,
+        what: &str,
+        errors: &mut Vec<String>,
+        depth: usize,
+        budget: &Budget,
+    ) {
+        if sub == &Value::Bool(false) {
+            if budget.spend() {
+                errors.push(format!("`{path}`: is not an accepted {what}"));
+            }
+        } else {
+            let _ = self.walk(sub, value, path, errors, depth + 1, budget);
+        }
+    }
+
+    /// `dependentRequired`, `dependentSchemas` and draft-07's `dependencies` (either, by the value's type).
+    #[allow(clippy::too_many_arguments)]
+    fn check_dependencies<'v>(
+        &self,
+        s: &Map<String, Value>,
+        obj: &Map<String, Value>,
+        v: &'v Value,
+        path: &str,
+        errors: &mut Vec<String>,
+        depth: usize,
+        budget: &Budget,
+        seen: &mut Seen<'v>,
+    ) {
+        for key in ["dependentRequired", "dependentSchemas", "dependencies"] {
+            for (name, dependency) in s.get(key).and_then(Value::as_object).into_iter().flatten() {
+                if !obj.contains_key(name) {
+                    continue;
+                }
+                if let Value::Array(required) = dependency {
+                    for other in required.iter().filter_map(Value::as_str).filter(|o| !obj.contains_key(*o)) {
+                        errors.push(format!(
+                            "`{}`: is required when `{}` is given",
+                            join(path, other),
+                            join(path, name)
+                        ));
+                    }
+                } else {
+                    let found = self.walk(dependency, v, path, errors, depth + 1, budget);
+                    seen.merge(found, budget);
+                }
             }
         }
     }
 
     fn check_string(&self, s: &Map<String, Value>, text: &str, at: &str, errors: &mut Vec<String>) {
         let len = text.chars().count() as u64;
-        if let Some(min) = s.get("minLength").and_then(Value::as_u64) {
+        if let Some(min) = count(s, "minLength") {
             if len < min {
                 errors.push(format!("{at}: must be at least {min} characters"));
             }
         }
-        if let Some(max) = s.get("maxLength").and_then(Value::as_u64) {
+        if let Some(max) = count(s, "maxLength") {
             if len > max {
                 errors.push(format!("{at}: must be at most {max} characters"));
             }
@@ -580,26 +803,32 @@ impl Validator {
         }
     }
 
-    fn check_array(
+    #[allow(clippy::too_many_arguments)]
+    fn check_array<'v>(
         &self,
         s: &Map<String, Value>,
-        items: &[Value],
+        items: &'v [Value],
         path: &str,
         errors: &mut Vec<String>,
         depth: usize,
         budget: &Budget,
+        seen: &mut Seen<'v>,
     ) {
         let at = if path.is_empty() { self.whole.to_string() } else { format!("`{path}`") };
         let n = items.len() as u64;
-        if s.get("minItems").and_then(Value::as_u64).is_some_and(|m| n < m) {
-            errors.push(format!("{at}: needs at least {} items", s["minItems"]));
+        if let Some(m) = count(s, "minItems").filter(|m| n < *m) {
+            errors.push(format!("{at}: needs at least {m} items"));
         }
-        if s.get("maxItems").and_then(Value::as_u64).is_some_and(|m| n > m) {
-            errors.push(format!("{at}: allows at most {} items", s["maxItems"]));
+        if let Some(m) = count(s, "maxItems").filter(|m| n > *m) {
+            errors.push(format!("{at}: allows at most {m} items"));
         }
         if s.get("uniqueItems") == Some(&Value::Bool(true)) {
-            for (i, a) in items.iter().enumerate() {
-                if items[..i].contains(a) {
+            // Hashing a canonical text is linear (comparing each pair was quadratic); a step per value.
+            let mut texts = Names::new();
+            for item in items {
+                let mut text = String::new();
+                canonical(item, &mut text, budget);
+                if texts.insert(text, String::new()).is_some() {
                     errors.push(format!("{at}: items must be unique"));
                     break;
                 }
@@ -609,25 +838,50 @@ impl Validator {
         let prefix_len = prefix.and_then(Value::as_array).map_or(0, |p| p.len());
         if let Some(Value::Array(p)) = prefix {
             for (i, (sub, item)) in p.iter().zip(items).enumerate() {
-                self.walk(sub, item, &join(path, &i.to_string()), errors, depth + 1, budget);
+                let _ = self.walk(sub, item, &join(path, &i.to_string()), errors, depth + 1, budget);
             }
+            seen.items = seen.items.max(prefix_len.min(items.len()));
         }
-        let rest = s.get("items").filter(|i| !i.is_array()).or_else(|| s.get("additionalItems"));
+        let rest =
+            s.get("items").filter(|i| !i.is_array()).or_else(|| s.get("additionalItems").filter(|_| prefix.is_some()));
         if let Some(sub) = rest {
             for (i, item) in items.iter().enumerate().skip(prefix_len) {
-                self.walk(sub, item, &join(path, &i.to_string()), errors, depth + 1, budget);
+                self.rest(sub, item, &join(path, &i.to_string()), "item", errors, depth, budget);
+            }
+            seen.items = items.len();
+        }
+        if let Some(sub) = s.get("contains") {
+            let mut matching = 0;
+            for (i, item) in items.iter().enumerate() {
+                let mut e = Vec::new();
+                let _ = self.walk(sub, item, &join(path, &i.to_string()), &mut e, depth + 1, budget);
+                if e.is_empty() {
+                    matching += 1;
+                    if self.track {
+                        seen.indexes.push(i);
+                    }
+                }
+            }
+            let min = count(s, "minContains").unwrap_or(1);
+            if matching < min {
+                errors.push(format!("{at}: needs at least {min} items matching `contains` (has {matching})"));
+            }
+            if let Some(max) = count(s, "maxContains").filter(|m| matching > *m) {
+                errors.push(format!("{at}: allows at most {max} items matching `contains` (has {matching})"));
             }
         }
     }
 
-    fn check_object(
+    #[allow(clippy::too_many_arguments)]
+    fn check_object<'v>(
         &self,
         s: &Map<String, Value>,
-        obj: &Map<String, Value>,
+        obj: &'v Map<String, Value>,
         path: &str,
         errors: &mut Vec<String>,
         depth: usize,
         budget: &Budget,
+        seen: &mut Seen<'v>,
     ) {
         if let Some(Value::Array(required)) = s.get("required") {
             for name in required.iter().filter_map(Value::as_str) {
@@ -637,40 +891,139 @@ impl Validator {
             }
         }
         let n = obj.len() as u64;
-        if s.get("minProperties").and_then(Value::as_u64).is_some_and(|m| n < m) {
-            errors.push(format!("`{path}`: needs at least {} properties", s["minProperties"]));
+        if let Some(m) = count(s, "minProperties").filter(|m| n < *m) {
+            errors.push(format!("`{path}`: needs at least {m} properties"));
         }
-        if s.get("maxProperties").and_then(Value::as_u64).is_some_and(|m| n > m) {
-            errors.push(format!("`{path}`: allows at most {} properties", s["maxProperties"]));
+        if let Some(m) = count(s, "maxProperties").filter(|m| n > *m) {
+            errors.push(format!("`{path}`: allows at most {m} properties"));
         }
         let props = s.get("properties").and_then(Value::as_object);
         let pattern_props = s.get("patternProperties").and_then(Value::as_object);
+        let names = s.get("propertyNames");
         for (key, value) in obj {
             let mut known = false;
             if let Some(sub) = props.and_then(|p| p.get(key)) {
                 known = true;
-                self.walk(sub, value, &join(path, key), errors, depth + 1, budget);
+                let _ = self.walk(sub, value, &join(path, key), errors, depth + 1, budget);
             }
             for (pat, sub) in pattern_props.into_iter().flatten() {
                 if self.patterns.get(pat).is_some_and(|re| re.is_match(key)) {
                     known = true;
-                    self.walk(sub, value, &join(path, key), errors, depth + 1, budget);
+                    let _ = self.walk(sub, value, &join(path, key), errors, depth + 1, budget);
                 }
             }
             if !known {
-                match s.get("additionalProperties") {
-                    Some(Value::Bool(false)) => {
-                        errors.push(format!("`{}`: is not an accepted {}", join(path, key), self.member()))
-                    }
-                    Some(sub @ Value::Object(_)) => self.walk(sub, value, &join(path, key), errors, depth + 1, budget),
-                    _ => {}
+                if let Some(sub) = s.get("additionalProperties") {
+                    known = true;
+                    self.rest(sub, value, &join(path, key), self.member(), errors, depth, budget);
+                }
+            }
+            if known && self.track {
+                seen.props.push(key);
+            }
+            if let Some(sub) = names {
+                let mut e = Vec::new();
+                let _ = self.walk(sub, &Value::String(key.clone()), &join(path, key), &mut e, depth + 1, budget);
+                if let Some(first) = e.first() {
+                    errors.push(format!("`{}`: the name is not allowed ({first})", join(path, key)));
                 }
             }
         }
     }
 }
 
-fn check_number(s: &Map<String, Value>, f: f64, at: &str, errors: &mut Vec<String>) {
+/// What a schema evaluated of an object or an array (its annotations, for `unevaluatedProperties` and
+/// `unevaluatedItems`): collected only when the schema uses those ([`Validator::track`]).
+/// Lists, not sets: this is built at every step, and an empty `Vec` costs nothing.
+#[derive(Default)]
+struct Seen<'v> {
+    props: Vec<&'v str>,
+    /// Items `0..items` were evaluated (by `prefixItems`, `items`, `unevaluatedItems`)...
+    items: usize,
+    /// ...and these, by `contains`.
+    indexes: Vec<usize>,
+}
+
+impl<'v> Seen<'v> {
+    /// Adds what a subschema evaluated, a step per member: merging is work that `$ref`s can multiply too.
+    fn merge(&mut self, other: Seen<'v>, budget: &Budget) {
+        for _ in 0..other.props.len() + other.indexes.len() {
+            if !budget.spend() {
+                return;
+            }
+        }
+        self.props.extend(other.props);
+        self.indexes.extend(other.indexes);
+        self.items = self.items.max(other.items);
+    }
+}
+
+/// A count keyword's value (`minLength`, `maxItems`...): a non-negative integer, `2.0` included.
+fn count(s: &Map<String, Value>, key: &str) -> Option<u64> {
+    let v = s.get(key)?;
+    v.as_u64().or_else(|| v.as_f64().filter(|f| *f >= 0.0 && f.fract() == 0.0).map(|f| f as u64))
+}
+
+/// A JSON number as an integer, when it is one exactly (`1.0` included).
+fn whole(n: &serde_json::Number) -> Option<i128> {
+    n.as_i64()
+        .map(i128::from)
+        .or_else(|| n.as_u64().map(i128::from))
+        .or_else(|| n.as_f64().filter(|f| f.fract() == 0.0 && f.abs() < 1e38).map(|f| f as i128))
+}
+
+/// JSON equality as JSON Schema has it (`enum`, `const`, `uniqueItems`): `1` equals `1.0`.
+fn json_eq(a: &Value, b: &Value) -> bool {
+    match (a, b) {
+        (Value::Number(x), Value::Number(y)) => match (whole(x), whole(y)) {
+            (Some(x), Some(y)) => x == y,
+            (None, None) => x.as_f64() == y.as_f64(),
+            _ => false,
+        },
+        (Value::Array(x), Value::Array(y)) => x.len() == y.len() && x.iter().zip(y).all(|(x, y)| json_eq(x, y)),
+        (Value::Object(x), Value::Object(y)) => {
+            x.len() == y.len() && x.iter().all(|(k, v)| y.get(k).is_some_and(|w| json_eq(v, w)))
+        }
+        _ => a == b,
+    }
+}
+
+/// A text that two values share exactly when they are [`json_eq`]: keys sorted, whole numbers as integers.
+fn canonical(v: &Value, out: &mut String, budget: &Budget) {
+    if !budget.spend() {
+        return;
+    }
+    match v {
+        Value::Number(n) => match whole(n) {
+            Some(i) => out.push_str(&i.to_string()),
+            None => out.push_str(&n.to_string()),
+        },
+        Value::Array(items) => {
+            out.push('[');
+            for item in items {
+                canonical(item, out, budget);
+                out.push(',');
+            }
+            out.push(']');
+        }
+        Value::Object(members) => {
+            let mut keys: Vec<&String> = members.keys().collect();
+            keys.sort();
+            out.push('{');
+            for k in keys {
+                out.push_str(&Value::String(k.clone()).to_string());
+                out.push(':');
+                canonical(&members[k], out, budget);
+                out.push(',');
+            }
+            out.push('}');
+        }
+        _ => out.push_str(&v.to_string()),
+    }
+}
+
+fn check_number(s: &Map<String, Value>, n: &serde_json::Number, at: &str, errors: &mut Vec<String>) {
+    let f = n.as_f64().unwrap_or(0.0);
     let num = |k: &str| s.get(k).and_then(Value::as_f64);
     if let Some(m) = num("minimum") {
         let exclusive = s.get("exclusiveMinimum") == Some(&Value::Bool(true));
@@ -691,9 +1044,21 @@ fn check_number(s: &Map<String, Value>, f: f64, at: &str, errors: &mut Vec<Strin
     if let Some(m) = num("exclusiveMaximum").filter(|m| f >= *m) {
         errors.push(format!("{at}: must be < {m}"));
     }
-    if let Some(m) = num("multipleOf").filter(|m| *m > 0.0) {
-        let q = f / m;
-        if (q - q.round()).abs() > 1e-9 {
+    if let Some(m) = s.get("multipleOf").and_then(Value::as_number) {
+        let multiple = match (whole(n), whole(m)) {
+            (Some(i), Some(d)) if d != 0 => i % d == 0,
+            _ => {
+                let m = m.as_f64().unwrap_or(1.0);
+                let q = f / m;
+                if q.is_finite() {
+                    (q - q.round()).abs() <= 1e-9
+                } else {
+                    // The quotient overflowed (1e308 / 0.5): a whole number is a multiple of 1/k.
+                    f.fract() == 0.0 && (1.0 / m).fract() == 0.0
+                }
+            }
+        };
+        if !multiple {
             errors.push(format!("{at}: must be a multiple of {m}"));
         }
     }
@@ -729,91 +1094,316 @@ pub(crate) fn resolve_ref<'a>(root: &'a Value, reference: &str) -> Option<&'a Va
     root.pointer(&decoded)
 }
 
-/// Walks the schema once at configure time: compiles patterns, resolves `$ref`s, checks keyword types.
-fn check(root: &Value, s: &Value, patterns: &mut HashMap<String, Regex>, at: &str, depth: usize) -> Result<(), String> {
-    if depth > MAX_DEPTH {
-        return Err(format!("{at}: schema nesting too deep"));
-    }
-    let obj = match s {
-        Value::Bool(_) => return Ok(()),
-        Value::Object(o) => o,
-        _ => return Err(format!("{at}: a schema must be an object or a boolean")),
-    };
-    if let Some(r) = obj.get("$ref") {
-        let r = r.as_str().ok_or(format!("{at}/$ref: must be a string"))?;
-        if resolve_ref(root, r).is_none() {
-            return Err(format!("{at}/$ref: cannot resolve '{r}' (only local references are supported)"));
-        }
-    }
-    if let Some(t) = obj.get("type") {
-        let ok = match t {
-            Value::String(s) => is_type_name(s),
-            Value::Array(a) => a.iter().all(|x| x.as_str().is_some_and(is_type_name)),
-            _ => false,
+/// Maps of names (`$id`s, texts seen): one map type for all, as each type instantiated costs module size.
+type Names = HashMap<String, String>;
+
+/// The base URI of a schema without an `$id`: relative `$ref`s resolve against it to nothing in the schema.
+const NO_BASE: &str = "https://mcp-gateway.invalid/schema";
+
+/// What the validator refuses at load, said with "is not supported" (the README documents each).
+const UNSUPPORTED: &[&str] = &["$recursiveRef"];
+
+/// The configure-time pass over a schema: checks keyword types, compiles patterns, collects `$id`s and
+/// anchors, then resolves every `$ref` against the `$id`s in scope.
+struct Loader {
+    patterns: HashMap<String, Regex>,
+    /// Schema resources (`$id`s, resolved) and anchors (`uri#name`) to the JSON pointer of their schema.
+    ids: Names,
+    /// `$ref`s and `$dynamicRef`s met: (address of the value, base URI, where, the reference).
+    pending: Vec<(usize, String, String, String)>,
+    /// Schema objects checked, by address, so that a `$ref` into a place the walk did not reach (a
+    /// pointer into an unknown keyword) still gets its target checked, once; to the base URI of those
+    /// with an `$id` (else empty).
+    visited: HashMap<usize, String>,
+    refs: HashMap<usize, String>,
+    track: bool,
+    dependencies: bool,
+    /// Whether a `$dynamicRef` is used.
+    dynamic: bool,
+}
+
+impl Loader {
+    fn load(root: &Value) -> Result<Loader, String> {
+        let mut l = Loader {
+            patterns: HashMap::new(),
+            ids: HashMap::new(),
+            pending: Vec::new(),
+            visited: Default::default(),
+            refs: HashMap::new(),
+            track: false,
+            dependencies: false,
+            dynamic: false,
         };
-        if !ok {
-            return Err(format!("{at}/type: unknown type {t}"));
+        l.ids.insert(NO_BASE.into(), String::new());
+        l.check(root, NO_BASE, String::new(), 0)?;
+        while let Some((addr, base, at, r)) = l.pending.pop() {
+            let (uri, fragment) = r.split_once('#').unwrap_or((&r, ""));
+            let absolute = if uri.is_empty() { base.clone() } else { join_uri(&base, uri) };
+            let Some(resource) = l.ids.get(&absolute).cloned() else {
+                return Err(format!(
+                    "{at}: '{r}' is not supported: it is outside the schema (only references within it, to `#` \
+                     pointers, `$id`s and `$anchor`s, are followed)"
+                ));
+            };
+            let fragment = percent_encoding::percent_decode_str(fragment).decode_utf8().map_err(|e| e.to_string())?;
+            let target = if fragment.is_empty() || fragment.starts_with('/') {
+                Some(format!("{resource}{fragment}")).filter(|p| root.pointer(p).is_some())
+            } else {
+                l.ids.get(&format!("{absolute}#{fragment}")).cloned()
+            };
+            let target = target.ok_or(format!("{at}: cannot resolve '{r}'"))?;
+            let schema = root.pointer(&target).unwrap_or(&Value::Null);
+            if !l.visited.contains_key(&(schema as *const Value as usize)) {
+                l.check(schema, &absolute, target.clone(), 0)?;
+            }
+            // The resource entered is the innermost one holding the target, whatever the reference said.
+            let (mut resource, mut up) = (absolute, target.as_str());
+            loop {
+                let schema = root.pointer(up).and_then(|t| l.visited.get(&(t as *const Value as usize)));
+                if let Some(base) = schema.filter(|b| !b.is_empty()) {
+                    resource = base.clone();
+                    break;
+                }
+                let Some(i) = up.rfind('/') else { break };
+                up = &up[..i];
+            }
+            l.refs.insert(addr, format!("{resource}#{target}"));
         }
+        Ok(l)
     }
-    if let Some(e) = obj.get("enum") {
-        if !e.is_array() {
+
+    /// Checks one schema object and, through every keyword that holds subschemas, those below it.
+    fn check(&mut self, s: &Value, base: &str, pointer: String, depth: usize) -> Result<(), String> {
+        let at = format!("#{pointer}");
+        if depth > MAX_DEPTH {
+            return Err(format!("{at}: schema nesting too deep"));
+        }
+        let obj = match s {
+            Value::Bool(_) => return Ok(()),
+            Value::Object(o) => o,
+            _ => return Err(format!("{at}: a schema must be an object or a boolean")),
+        };
+        let address = s as *const Value as usize;
+        self.visited.insert(address, String::new());
+        let mut base = base.to_string();
+        if let Some(id) = obj.get("$id") {
+            let id = id.as_str().ok_or(format!("{at}/$id: must be a string"))?;
+            match id.strip_prefix('#') {
+                // Draft-07's anchors were written as `$id`s.
+                Some(anchor) if !anchor.is_empty() => {
+                    self.ids.insert(format!("{base}#{anchor}"), pointer.clone());
+                }
+                _ => {
+                    base = join_uri(&base, id.trim_end_matches('#'));
+                    self.ids.insert(base.clone(), pointer.clone());
+                    self.visited.insert(address, base.clone());
+                }
+            }
+        }
+        for key in ["$anchor", "$dynamicAnchor"] {
+            if let Some(anchor) = obj.get(key) {
+                let anchor = anchor.as_str().ok_or(format!("{at}/{key}: must be a string"))?;
+                self.ids.insert(format!("{base}#{anchor}"), pointer.clone());
+            }
+        }
+        for key in UNSUPPORTED {
+            if obj.contains_key(*key) {
+                return Err(format!("{at}/{key}: `{key}` is not supported"));
+            }
+        }
+        for key in ["$ref", "$dynamicRef"] {
+            if let Some(r) = obj.get(key) {
+                let text = r.as_str().ok_or(format!("{at}/{key}: must be a string"))?;
+                self.pending.push((r as *const Value as usize, base.clone(), format!("{at}/{key}"), text.into()));
+                self.dynamic |= key == "$dynamicRef";
+            }
+        }
+        self.track |= obj.contains_key("unevaluatedProperties") || obj.contains_key("unevaluatedItems");
+        self.dependencies |=
+            ["dependentRequired", "dependentSchemas", "dependencies"].iter().any(|k| obj.contains_key(*k));
+        if let Some(t) = obj.get("type") {
+            let ok = match t {
+                Value::String(s) => is_type_name(s),
+                Value::Array(a) => a.iter().all(|x| x.as_str().is_some_and(is_type_name)),
+                _ => false,
+            };
+            if !ok {
+                return Err(format!("{at}/type: unknown type {t}"));
+            }
+        }
+        if obj.get("enum").is_some_and(|e| !e.is_array()) {
             return Err(format!("{at}/enum: must be a list"));
         }
-    }
-    if let Some(r) = obj.get("required") {
-        if !r.as_array().is_some_and(|a| a.iter().all(Value::is_string)) {
+        let names = |v: &Value| v.as_array().is_some_and(|a| a.iter().all(Value::is_string));
+        if obj.get("required").is_some_and(|r| !names(r)) {
             return Err(format!("{at}/required: must be a list of names"));
         }
-    }
-    let mut compile = |p: &str, at: String| -> Result<(), String> {
-        if !patterns.contains_key(p) {
-            let re = Regex::new(p).map_err(|e| format!("{at}: invalid pattern: {e}"))?;
-            patterns.insert(p.to_string(), re);
+        if let Some(d) = obj.get("dependentRequired") {
+            if !d.as_object().is_some_and(|m| m.values().all(names)) {
+                return Err(format!("{at}/dependentRequired: must map names to lists of names"));
+            }
+        }
+        // A keyword whose value is of the wrong type would otherwise be skipped silently.
+        for key in [
+            "minLength",
+            "maxLength",
+            "minItems",
+            "maxItems",
+            "minProperties",
+            "maxProperties",
+            "minContains",
+            "maxContains",
+        ] {
+            if obj.contains_key(key) && count(obj, key).is_none() {
+                return Err(format!("{at}/{key}: must be a non-negative integer"));
+            }
+        }
+        for key in ["minimum", "maximum", "exclusiveMinimum", "exclusiveMaximum", "multipleOf"] {
+            match obj.get(key) {
+                None | Some(Value::Number(_)) => {}
+                Some(Value::Bool(_)) if key.starts_with("exclusive") => {}
+                Some(_) => return Err(format!("{at}/{key}: must be a number")),
+            }
+        }
+        if obj.get("multipleOf").and_then(Value::as_f64).is_some_and(|m| m <= 0.0) {
+            return Err(format!("{at}/multipleOf: must be greater than 0"));
+        }
+        if let Some(p) = obj.get("pattern") {
+            self.compile(p.as_str().ok_or(format!("{at}/pattern: must be a string"))?, &at)?;
+        }
+        if let Some(Value::Object(pp)) = obj.get("patternProperties") {
+            for k in pp.keys() {
+                self.compile(k, &at)?;
+            }
+        }
+        let escape = |k: &str| k.replace('~', "~0").replace('/', "~1");
+        for key in ["properties", "patternProperties", "$defs", "definitions", "dependentSchemas", "dependencies"] {
+            match obj.get(key) {
+                None => {}
+                Some(Value::Object(m)) => {
+                    for (k, sub) in m {
+                        if key == "dependencies" && sub.is_array() {
+                            if !names(sub) {
+                                return Err(format!("{at}/dependencies/{k}: must be a list of names or a schema"));
+                            }
+                            continue;
+                        }
+                        self.check(sub, &base, format!("{pointer}/{key}/{}", escape(k)), depth + 1)?;
+                    }
+                }
+                Some(_) => return Err(format!("{at}/{key}: must be an object")),
+            }
+        }
+        for key in [
+            "items",
+            "additionalProperties",
+            "additionalItems",
+            "not",
+            "if",
+            "then",
+            "else",
+            "contains",
+            "propertyNames",
+            "unevaluatedProperties",
+            "unevaluatedItems",
+        ] {
+            match obj.get(key) {
+                Some(Value::Array(a)) if key == "items" => {
+                    for (i, sub) in a.iter().enumerate() {
+                        self.check(sub, &base, format!("{pointer}/items/{i}"), depth + 1)?;
+                    }
+                }
+                Some(sub) => self.check(sub, &base, format!("{pointer}/{key}"), depth + 1)?,
+                None => {}
+            }
+        }
+        for key in ["allOf", "anyOf", "oneOf", "prefixItems"] {
+            match obj.get(key) {
+                None => {}
+                Some(Value::Array(a)) => {
+                    for (i, sub) in a.iter().enumerate() {
+                        self.check(sub, &base, format!("{pointer}/{key}/{i}"), depth + 1)?;
+                    }
+                }
+                Some(_) => return Err(format!("{at}/{key}: must be a list")),
+            }
         }
         Ok(())
+    }
+
+    /// Compiles a pattern with `regex-lite`, whose `\s` is ASCII only: ECMA-262's (JSON Schema's) is
+    /// written out, and `\cX` is the control character. What `regex-lite` lacks (`\p{..}` classes) is refused,
+    /// said as not supported.
+    fn compile(&mut self, p: &str, at: &str) -> Result<(), String> {
+        if !self.patterns.contains_key(p) {
+            const SPACE: &str = "\\t\\n\\x0B\\x0C\\r \\x{A0}\\x{1680}\\x{2000}-\\x{200A}\\x{2028}\\x{2029}\\x{202F}\\x{205F}\\x{3000}\\x{FEFF}]";
+            let mut ecma = String::with_capacity(p.len());
+            let mut chars = p.chars();
+            while let Some(c) = chars.next() {
+                match (c == '\\').then(|| chars.next()).flatten() {
+                    Some('s') => ecma.extend(["[", SPACE]),
+                    Some('S') => ecma.extend(["[^", SPACE]),
+                    // A control character: `\cJ` is `\n`.
+                    Some('c') => match chars.next() {
+                        Some(l) if l.is_ascii_alphabetic() => ecma.push(char::from(l as u8 % 32)),
+                        _ => ecma.push_str("\\c"),
+                    },
+                    Some(next) => ecma.extend([c, next]),
+                    None => ecma.push(c),
+                }
+            }
+            let re = Regex::new(&ecma).map_err(|e| match e.to_string() {
+                e if e.contains("not supported") => format!("{at}: pattern '{p}' is not supported ({e})"),
+                e => format!("{at}: invalid pattern: {e}"),
+            })?;
+            self.patterns.insert(p.to_string(), re);
+        }
+        Ok(())
+    }
+}
+
+/// Resolves a URI reference against a base URI (RFC 3986, section 5.2; enough for `$id` and `$ref`).
+fn join_uri(base: &str, reference: &str) -> String {
+    let scheme = |s: &str| s.find(':').filter(|&i| i > 0 && !s[..i].contains(['/', '?', '#']));
+    let base = base.split('#').next().unwrap_or_default();
+    if scheme(reference).is_some() {
+        return reference.to_string();
+    }
+    let Some(colon) = scheme(base) else { return reference.to_string() };
+    if reference.is_empty() {
+        return base.to_string();
+    }
+    if let Some(rest) = reference.strip_prefix("//") {
+        return format!("{}//{rest}", &base[..=colon]);
+    }
+    let after = &base[colon + 1..];
+    let (authority, path) = match after.strip_prefix("//") {
+        Some(a) => {
+            let end = a.find('/').unwrap_or(a.len());
+            (&base[..colon + 3 + end], &a[end..])
+        }
+        None => (&base[..=colon], after),
     };
-    if let Some(p) = obj.get("pattern") {
-        compile(p.as_str().ok_or(format!("{at}/pattern: must be a string"))?, format!("{at}/pattern"))?;
-    }
-    if let Some(Value::Object(pp)) = obj.get("patternProperties") {
-        for k in pp.keys() {
-            compile(k, format!("{at}/patternProperties"))?;
-        }
-    }
-    for key in ["properties", "patternProperties", "$defs", "definitions"] {
-        match obj.get(key) {
-            None => {}
-            Some(Value::Object(m)) => {
-                for (k, sub) in m {
-                    check(root, sub, patterns, &format!("{at}/{key}/{k}"), depth + 1)?;
+    let merged = match (reference.starts_with('/'), path.rfind('/')) {
+        (true, _) | (false, None) => reference.to_string(),
+        (false, Some(i)) => format!("{}{reference}", &path[..=i]),
+    };
+    let segments: Vec<&str> = merged.split('/').collect();
+    let mut out: Vec<&str> = Vec::new();
+    for (i, segment) in segments.iter().enumerate() {
+        match *segment {
+            "." | ".." => {
+                if *segment == ".." && out.len() > 1 {
+                    out.pop();
+                }
+                if i == segments.len() - 1 {
+                    out.push("");
                 }
             }
-            Some(_) => return Err(format!("{at}/{key}: must be an object")),
+            s => out.push(s),
         }
     }
-    for key in ["items", "additionalProperties", "additionalItems", "not", "if", "then", "else", "contains"] {
-        match obj.get(key) {
-            Some(Value::Array(a)) if key == "items" => {
-                for (i, sub) in a.iter().enumerate() {
-                    check(root, sub, patterns, &format!("{at}/items/{i}"), depth + 1)?;
-                }
-            }
-            Some(sub) => check(root, sub, patterns, &format!("{at}/{key}"), depth + 1)?,
-            None => {}
-        }
-    }
-    for key in ["allOf", "anyOf", "oneOf", "prefixItems"] {
-        match obj.get(key) {
-            None => {}
-            Some(Value::Array(a)) => {
-                for (i, sub) in a.iter().enumerate() {
-                    check(root, sub, patterns, &format!("{at}/{key}/{i}"), depth + 1)?;
-                }
-            }
-            Some(_) => return Err(format!("{at}/{key}: must be a list")),
-        }
-    }
-    Ok(())
+    format!("{authority}{}", out.join("/"))
 }
 
 fn is_type_name(s: &str) -> bool {
@@ -997,7 +1587,117 @@ mod tests {
     }
 
     #[test]
-    fn rejects_bad_schemas_at_configure_time() {
+    fn enforces_array_object_and_dependency_keywords() {
+        let s = v(json!({"type":"object","properties":{
+            "a":{"contains":{"type":"integer"},"minContains":2,"maxContains":3},
+            "o":{"propertyNames":{"pattern":"^[a-z]+$"},"dependentRequired":{"card":["cvv"]},
+                 "dependentSchemas":{"x":{"required":["y"]}},"dependencies":{"p":["q"],"r":{"maxProperties":1}}},
+            "e":{"enum":[1,[2]]},"c":{"const":{"n":0}},"u":{"uniqueItems":true}}}));
+        assert!(s
+            .validate(&json!({"a":[1,"s",2],"o":{"card":1,"cvv":2},"e":1.0,"c":{"n":0.0},"u":[1,"1"]}))
+            .is_empty());
+        let text = s
+            .validate(&json!({"a":["s",1],"o":{"Bad":1,"card":1,"x":1,"p":1,"r":1},"e":[2.5],"c":{"n":1},"u":[1,1.0]}))
+            .join("\n");
+        for needle in [
+            "`a`: needs at least 2 items matching `contains` (has 1)",
+            "`o/Bad`: the name is not allowed",
+            "`o/cvv`: is required when `o/card` is given",
+            "`o/y`: is required",
+            "`o/q`: is required when `o/p` is given",
+            "`o`: allows at most 1 properties",
+            "`e`: must be one of",
+            "`c`: must be",
+            "`u`: items must be unique",
+        ] {
+            assert!(text.contains(needle), "missing {needle} in {text}");
+        }
+        assert!(s.validate(&json!({"a":[1,2,3,4]}))[0].contains("allows at most 3 items matching"));
+        // Counts written as decimals still count.
+        assert!(!v(json!({"maxLength": 2.0})).validate(&json!("abc")).is_empty());
+    }
+
+    #[test]
+    fn unevaluated_members_see_what_every_applicator_evaluated() {
+        let s = v(json!({"type":"object","properties":{"a":{}},"allOf":[{"properties":{"b":{}}}],
+            "anyOf":[{"properties":{"c":{"type":"string"}}},{"required":["d"],"properties":{"d":{}}}],
+            "if":{"required":["t"],"properties":{"t":{}}},"then":{"properties":{"then":{}}},
+            "$ref":"#/$defs/r","$defs":{"r":{"patternProperties":{"^x-":{}}}},"unevaluatedProperties":false}));
+        assert!(s.validate(&json!({"a":1,"b":1,"c":"s","d":1,"t":1,"then":1,"x-y":1})).is_empty());
+        // `c` fails its branch, whose annotations then do not count; `then` only counts when `if` holds.
+        let errors = s.validate(&json!({"c":1,"d":1,"then":1,"e":1})).join("\n");
+        for needle in ["`c`: is not an accepted argument", "`then`: is not an accepted argument", "`e`: is not"] {
+            assert!(errors.contains(needle), "missing {needle} in {errors}");
+        }
+        // A $ref'd schema does not see what its neighbours evaluated.
+        let scoped = v(
+            json!({"properties":{"a":{}},"$ref":"#/$defs/closed","$defs":{"closed":{"unevaluatedProperties":false}}}),
+        );
+        assert!(!scoped.validate(&json!({"a":1})).is_empty());
+        let items = v(
+            json!({"prefixItems":[{"type":"integer"}],"contains":{"type":"string"},"unevaluatedItems":{"type":"boolean"}}),
+        );
+        assert!(items.validate(&json!([1, "s", true, "t"])).is_empty());
+        assert_eq!(items.validate(&json!([1, "s", null])), ["`2`: expected boolean, got null"]);
+        // Nested: the inner schema's annotations reach the outer one only through applicators.
+        let nested = v(json!({"properties":{"o":{"properties":{"a":{}},"unevaluatedProperties":false}}}));
+        assert_eq!(nested.validate(&json!({"o":{"a":1,"b":2}})), ["`o/b`: is not an accepted argument"]);
+    }
+
+    #[test]
+    fn dynamic_refs_follow_the_dynamic_scope() {
+        // A generic list whose items an extending schema chooses, as the spec's example has it.
+        let s = v(json!({"$id":"https://example.com/strings","$ref":"list","$defs":{
+            "item":{"$dynamicAnchor":"item","type":"string"},
+            "list":{"$id":"list","type":"array","items":{"$dynamicRef":"#item"},
+                "$defs":{"item":{"$dynamicAnchor":"item"}}}}}));
+        assert!(s.validate(&json!(["a", "b"])).is_empty());
+        assert_eq!(s.validate(&json!(["a", 1])), ["`1`: expected string, got integer"]);
+        // Alone, the list takes anything.
+        let list = v(json!({"$id":"https://example.com/list","type":"array","items":{"$dynamicRef":"#item"},
+            "$defs":{"item":{"$dynamicAnchor":"item"}}}));
+        assert!(list.validate(&json!(["a", 1])).is_empty());
+    }
+
+    #[test]
+    fn resolves_ids_and_anchors() {
+        let s = v(json!({"$id":"https://example.com/root.json","$defs":{
+            "a":{"$anchor":"name","type":"string"},
+            "b":{"$id":"nested/b.json","$defs":{"c":{"type":"integer"}},"$ref":"#/$defs/c"}},
+            "properties":{"n":{"$ref":"#name"},"i":{"$ref":"nested/b.json"},"j":{"$ref":"https://example.com/nested/b.json#/$defs/c"},
+            "r":{"$ref":"root.json#/$defs/a"}}}));
+        assert!(s.validate(&json!({"n":"x","i":1,"j":2,"r":"y"})).is_empty());
+        assert_eq!(s.validate(&json!({"n":1,"i":"x","j":"y","r":2})).len(), 4);
+        // The same text under another `$id` is another schema.
+        let scoped = v(json!({"$id":"http://x.test/a/","$defs":{"int":{"$id":"int","type":"integer"},
+            "sub":{"$id":"sub/","$defs":{"int":{"$id":"int","type":"string"}},"$ref":"int"}},"$ref":"sub/"}));
+        assert!(scoped.validate(&json!("s")).is_empty());
+        assert!(!scoped.validate(&json!(1)).is_empty());
+    }
+
+    #[test]
+    fn refuses_what_it_does_not_support() {
+        for (schema, says) in [
+            (json!({"$recursiveRef": "#"}), "`$recursiveRef` is not supported"),
+            (json!({"$ref": "other.json"}), "is not supported: it is outside the schema"),
+            (json!({"pattern": "\\p{L}"}), "is not supported"),
+            (json!({"minLength": -1}), "minLength: must be a non-negative integer"),
+            (json!({"minimum": "1"}), "minimum: must be a number"),
+            (json!({"multipleOf": 0}), "multipleOf: must be greater than 0"),
+            (json!({"dependentRequired": {"a": "b"}}), "dependentRequired: must map names"),
+            (json!({"contains": 1}), "#/contains: a schema must be"),
+            (json!({"$ref": "#nowhere"}), "cannot resolve '#nowhere'"),
+        ] {
+            let err = Validator::new(schema.clone()).unwrap_err();
+            assert!(err.contains(says), "{schema}: {err}");
+        }
+        // ECMA-262's `\s` and `\cX` in patterns.
+        assert!(v(json!({"pattern": "^\\s$"})).validate(&json!("\u{a0}")).is_empty());
+        assert!(v(json!({"pattern": "^\\cJ$"})).validate(&json!("\n")).is_empty());
+    }
+
+    #[test]
+    fn rejects_malformed_schemas() {
         assert!(Validator::new(json!({"type":"strang"})).is_err());
         assert!(Validator::new(json!({"pattern":"("})).is_err());
         assert!(Validator::new(json!({"$ref":"#/$defs/missing"})).is_err());
@@ -1051,8 +1751,16 @@ mod properties {
             Just(("required".to_string(), json!(["a"]))),
             Just(("required".to_string(), json!([1]))),
             Just(("uniqueItems".to_string(), json!(true))),
+            Just(("dependentRequired".to_string(), json!({"a": ["b"]}))),
+            prop::sample::select(vec!["minContains", "maxContains"]).prop_map(|k| (k.to_string(), json!(1))),
+            prop::sample::select(vec!["#d", "#/$defs/d", "x.json#d"])
+                .prop_map(|r| ("$dynamicRef".to_string(), json!(r))),
+            prop::sample::select(vec!["$dynamicAnchor", "$anchor"]).prop_map(|k| (k.to_string(), json!("d"))),
+            prop::sample::select(vec!["https://x.test/s", "sub/", "#d", "x.json"])
+                .prop_map(|i| ("$id".to_string(), json!(i))),
             prop::sample::select(vec![
                 "#",
+                "#d",
                 "#/$defs/d",
                 "#/properties/a",
                 "#/nope",
@@ -1086,6 +1794,11 @@ mod properties {
                     "if",
                     "then",
                     "additionalProperties",
+                    "contains",
+                    "propertyNames",
+                    "dependentSchemas",
+                    "unevaluatedProperties",
+                    "unevaluatedItems",
                 ]),
                 prop::collection::vec(inner, 1..3),
             )
@@ -1097,6 +1810,7 @@ mod properties {
                             Value::Object(names.iter().map(|n| n.to_string()).zip(subs).collect())
                         }
                         "$defs" => json!({"d": subs[0]}),
+                        "dependentSchemas" => json!({"a": subs[0]}),
                         "prefixItems" | "allOf" | "anyOf" | "oneOf" => Value::Array(subs),
                         _ => subs[0].clone(),
                     };

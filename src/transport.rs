@@ -148,6 +148,9 @@ pub struct Exchange {
     /// A message of a legacy SSE session that Higress's `mcp-session` filter relays (`POST ...?sessionId=`):
     /// served without an `Mcp-Session-Id`, as Higress's own plugin serves it (see [`relayed_by_higress`]).
     relayed: bool,
+    /// The server and tool of the request's first `tools/call`, until the host takes them for its access
+    /// log (Higress's `mcp_server_name` and `mcp_tool_name` properties).
+    called: Option<(String, String)>,
     phase: Phase,
 }
 
@@ -270,6 +273,7 @@ pub fn route(gw: &Gateway, head: &RequestHead) -> Route {
         mcp_headers,
         revision: Revision::LATEST_LEGACY,
         relayed,
+        called: None,
         phase: Phase::Start,
     }))
 }
@@ -527,6 +531,11 @@ impl Exchange {
         }
     }
 
+    /// The server and tool of the request's first `tools/call`, once (for the host's access-log properties).
+    pub fn take_called(&mut self) -> Option<(String, String)> {
+        self.called.take()
+    }
+
     /// Whether the exchange has produced its response.
     pub fn is_done(&self) -> bool {
         matches!(self.phase, Phase::Done)
@@ -546,8 +555,9 @@ impl Exchange {
                 Err((id, why)) => {
                     slots.push(Some(jsonrpc::error(id, jsonrpc::INVALID_REQUEST, format!("Invalid Request: {why}"))))
                 }
-                Ok(m) => match crate::template::with_client(&self.client, || mcp::handle(gw, server, m, self.revision))
-                {
+                Ok(m) => match crate::template::with_client(&self.client, || {
+                    mcp::handle(gw, server, note_call(&mut self.called, &server.name, m), self.revision)
+                }) {
                     Handled::Reply(v) => slots.push(Some(v)),
                     Handled::Silent => slots.push(None),
                     // One request may not start more calls than the limit: a batch of thousands would take
@@ -619,6 +629,16 @@ impl Exchange {
     fn unsupported_header(&self) -> Option<String> {
         self.mcp_headers.protocol_version.clone().filter(|v| Revision::parse(v).is_none())
     }
+}
+
+/// Remembers the first `tools/call` of a request (its server and tool), and passes the message on.
+fn note_call(called: &mut Option<(String, String)>, server: &str, m: Message) -> Message {
+    if let (None, Message::Request { method, params: Some(p), .. }) = (&called, &m) {
+        if let (true, Some(tool)) = (method == "tools/call", p.get("name").and_then(Value::as_str)) {
+            *called = Some((server.to_string(), tool.to_string()));
+        }
+    }
+    m
 }
 
 fn session_not_found(id: Value) -> HttpResponse {

@@ -203,6 +203,11 @@ impl Driver {
         matches!(self.waiting, Waiting::Body { .. } | Waiting::MoreBody { .. })
     }
 
+    /// The server and tool of the request's first `tools/call`, once: hosts record them for access logs.
+    pub fn take_called(&mut self) -> Option<(String, String)> {
+        self.exchange.take_called()
+    }
+
     /// Upstream calls this exchange has outstanding; hosts sum them for [`Host::calls_in_flight`].
     pub fn calls_in_flight(&self) -> usize {
         self.upstream_tokens().count()

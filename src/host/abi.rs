@@ -9,6 +9,7 @@ extern "C" {
     fn proxy_set_header_map_pairs(map_type: u32, map_data: *const u8, map_size: usize) -> u32;
     fn proxy_set_buffer_bytes(buffer_type: u32, start: usize, size: usize, data: *const u8, data_size: usize) -> u32;
     fn proxy_continue_stream(stream_type: u32) -> u32;
+    fn proxy_set_property(path_data: *const u8, path_size: usize, value_data: *const u8, value_size: usize) -> u32;
     #[allow(clippy::too_many_arguments)]
     fn proxy_send_local_response(
         status_code: u32,
@@ -61,6 +62,11 @@ pub fn set_map(map: MapType, pairs: &[(&str, &str)]) -> Result<(), Refused> {
 /// Replaces a buffer's bytes from `start` on (`usize::MAX` bytes: all of them).
 pub fn set_buffer(buffer: BufferType, start: usize, size: usize, value: &[u8]) -> Result<(), Refused> {
     check(unsafe { proxy_set_buffer_bytes(buffer as u32, start, size, value.as_ptr(), value.len()) })
+}
+
+/// Sets a property of the stream (Envoy keeps it as filter state `wasm.<name>`, for access logs).
+pub fn set_property(name: &str, value: &str) -> Result<(), Refused> {
+    check(unsafe { proxy_set_property(name.as_ptr(), name.len(), value.as_ptr(), value.len()) })
 }
 
 /// Lets a paused request go on.

@@ -119,6 +119,11 @@ fn with_driver(id: u32, foreign: bool, f: impl FnOnce(&Gateway, &mut Driver, &mu
         let mut calls = Calls { gw: &gw, context_id: id, foreign, shared: SharedData };
         let before = entry.driver.calls_in_flight();
         let progress = f(&gw, &mut entry.driver, &mut calls);
+        if let Some((server, tool)) = entry.driver.take_called() {
+            // For access logs, as Higress's plugin sets them: %FILTER_STATE(wasm.mcp_tool_name:PLAIN)%.
+            let _ = abi::set_property("mcp_server_name", &server);
+            let _ = abi::set_property("mcp_tool_name", &tool);
+        }
         let after = entry.driver.calls_in_flight();
         IN_FLIGHT.with(|n| n.set((n.get() + after).saturating_sub(before)));
         if progress == Progress::Done {

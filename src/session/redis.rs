@@ -145,7 +145,8 @@ impl RedisStore {
             return Next::Reauthenticate;
         }
         if let Reply::Error(e) = &reply {
-            let e = e.split_whitespace().take(12).collect::<Vec<_>>().join(" ");
+            // Redis's errors are short; whatever else answers may send anything, so the text is bounded.
+            let e: String = e.split_whitespace().take(12).collect::<Vec<_>>().join(" ").chars().take(200).collect();
             if e.contains("unknown command") && e.to_ascii_lowercase().contains("getex") {
                 return failed("Redis refused GETEX: the redis session store needs Redis 6.2 or later".into());
             }
@@ -170,7 +171,7 @@ impl RedisStore {
                     SessionOutcome::NotFound
                 }
             }
-            (_, other) => SessionOutcome::Failed(StoreError(format!("unexpected Redis reply {other:?}"))),
+            (_, other) => SessionOutcome::Failed(StoreError(format!("unexpected Redis reply ({})", other.kind()))),
         })
     }
 }
@@ -266,10 +267,115 @@ mod tests {
     }
 
     #[test]
+    fn failures_never_quote_the_reply() {
+        // The text goes to the client (503) and the log: an unexpected reply was quoted whole, of any size
+        // (found by `properties::any_reply_ends_in_a_bounded_outcome`).
+        let s = store();
+        let (_, open) = started(SessionOp::Open { id: "a".repeat(32), server: "demo".into() });
+        let array = resp::encode_reply(&Reply::Array(Some(vec![Reply::Bulk(Some(vec![b'x'; 100_000]))])));
+        let error = format!("-ERR {}\r\n", "y".repeat(100_000));
+        for (answer, expected) in [
+            (array, "unexpected Redis reply (an array)".to_string()),
+            (error.into_bytes(), format!("Redis refused the command: ERR {}", "y".repeat(196))),
+        ] {
+            assert_eq!(
+                s.finish(&open, Answer::Reply(&answer)),
+                Next::Done(SessionOutcome::Failed(StoreError(expected)))
+            );
+        }
+    }
+
+    #[test]
     fn a_session_of_another_server_is_not_found() {
         let s = store();
         let (_, p) = started(SessionOp::Open { id: "a".repeat(32), server: "demo".into() });
         let other = resp::encode_reply(&Reply::Bulk(Some(br#"{"s":"other","v":"2025-06-18"}"#.to_vec())));
         assert_eq!(s.finish(&p, Answer::Reply(&other)), Next::Done(SessionOutcome::NotFound));
+    }
+}
+
+#[cfg(test)]
+mod properties {
+    use super::super::memory::MemoryEnv;
+    use super::*;
+    use crate::strategies::hostile_string;
+    use proptest::prelude::*;
+
+    fn store() -> RedisStore {
+        RedisStore::new(&RedisConfig { cluster: "redis".into(), ..RedisConfig::default() }, 60_000)
+    }
+
+    /// Replies a Redis server, or whatever else listens there, may send.
+    fn reply() -> impl Strategy<Value = Reply> {
+        let session = prop_oneof![Just("demo"), Just("other")]
+            .prop_map(|server| Session { server: server.into(), version: "2025-06-18".into() }.encode().into_bytes());
+        let leaf = prop_oneof![
+            prop_oneof![Just("OK".to_string()), "[^\r\n]{0,300}"].prop_map(Reply::Simple),
+            prop_oneof![Just("NOAUTH Authentication required.".to_string()), "[^\r\n]{0,3000}"].prop_map(Reply::Error),
+            any::<i64>().prop_map(Reply::Integer),
+            prop::option::of(prop_oneof![session, prop::collection::vec(any::<u8>(), 0..3000)]).prop_map(Reply::Bulk),
+            Just(Reply::Array(None)),
+        ];
+        leaf.prop_recursive(2, 16, 4, |inner| prop::collection::vec(inner, 0..4).prop_map(|v| Reply::Array(Some(v))))
+    }
+
+    fn op() -> impl Strategy<Value = SessionOp> {
+        let id = prop_oneof![3 => "[0-9a-f]{32}", 1 => hostile_string()];
+        let server = prop_oneof![Just("demo".to_string()), hostile_string()];
+        prop_oneof![
+            server.clone().prop_map(|server| SessionOp::Create(Session { server, version: "2025-06-18".into() })),
+            (id.clone(), server.clone()).prop_map(|(id, server)| SessionOp::Open { id, server }),
+            (id, server).prop_map(|(id, server)| SessionOp::Delete { id, server }),
+        ]
+    }
+
+    proptest! {
+        #![proptest_config(crate::strategies::cases(1000))]
+
+        /// Guards the Redis store against whatever answers on its cluster: any reply, or any bytes, to any
+        /// operation ends in an outcome (or one retry), never a panic; a session is found only in a value
+        /// that is a session of the server asked about, created only on `+OK`, deleted only on a positive
+        /// count; and a failure's text, which goes to the client and the log, stays short and never quotes
+        /// the reply's data.
+        #[test]
+        fn any_reply_ends_in_a_bounded_outcome(
+            op in op(),
+            answer in prop_oneof![3 => reply().prop_map(|r| resp::encode_reply(&r)), 1 => prop::collection::vec(any::<u8>(), 0..64)],
+            retried in any::<bool>(),
+        ) {
+            let s = store();
+            let asked = match &op {
+                SessionOp::Open { server, .. } => Some(server.clone()),
+                _ => None,
+            };
+            let pending = match s.start(op, &mut MemoryEnv::default()) {
+                Started::Redis(p) => Pending { retried, ..p },
+                Started::Done(o) => {
+                    prop_assert_eq!(o, SessionOutcome::NotFound);
+                    return Ok(());
+                }
+            };
+            let reply = resp::decode(&answer).ok();
+            match s.finish(&pending, Answer::Reply(&answer)) {
+                Next::Reauthenticate => prop_assert!(!retried && reply.is_some_and(|r| r.is_error("NOAUTH"))),
+                Next::Resend => prop_assert!(false, "a reply is never resent"),
+                Next::Done(SessionOutcome::Found(found)) => {
+                    prop_assert_eq!(Some(&found.server), asked.as_ref());
+                    let Some(Reply::Bulk(Some(value))) = reply else { return Err(TestCaseError::fail("found in no value")) };
+                    prop_assert_eq!(Session::decode(std::str::from_utf8(&value).unwrap()), Some(found));
+                }
+                Next::Done(SessionOutcome::Created(id)) => {
+                    prop_assert!(matches!(pending.what, Waiting::Create(_)) && reply == Some(Reply::Simple("OK".into())));
+                    prop_assert!(is_hex_id(&id));
+                }
+                Next::Done(SessionOutcome::Deleted) => {
+                    prop_assert!(matches!(pending.what, Waiting::Delete) && matches!(reply, Some(Reply::Integer(n)) if n > 0));
+                }
+                Next::Done(SessionOutcome::Failed(StoreError(why))) => {
+                    prop_assert!(why.len() <= 300, "{} bytes: {}", why.len(), why);
+                }
+                Next::Done(_) => {}
+            }
+        }
     }
 }

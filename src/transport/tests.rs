@@ -459,6 +459,110 @@ mod properties {
             }
         }
     }
+
+    proptest! {
+        #![proptest_config(crate::strategies::cases(200))]
+
+        /// Guards the stateless revision's rules against any mix of `_meta`, headers and body a client sends:
+        /// every answer is a documented status with a JSON-RPC body; a stateless request never touches the
+        /// session store; and one that is served had headers that agree with its body (`Mcp-Method`,
+        /// `MCP-Protocol-Version`, `Mcp-Name`), so that what an intermediary routed on is what ran.
+        #[test]
+        fn stateless_requests_run_only_what_their_headers_say(
+            store in 0..STORES.len(),
+            method in prop_oneof![
+                8 => prop::sample::select(vec!["tools/call", "tools/list", "server/discover"]).prop_map(String::from),
+                2 => prop::sample::select(vec!["ping", "initialize", "resources/read", "prompts/get",
+                                               "notifications/cancelled"])
+                    .prop_map(String::from),
+                1 => crate::strategies::hostile_string(),
+            ],
+            name in prop::option::of(prop_oneof![Just("hello".to_string()), Just("weather".to_string()),
+                                                 crate::strategies::hostile_string()]),
+            arguments in prop::option::of(prop_oneof![
+                4 => Just(json!({"city": "Oslo"})), 1 => Just(json!({})), 1 => json_value(),
+            ]),
+            meta_version in prop::option::weighted(0.9, prop_oneof![
+                8 => Just(json!("2026-07-28")), 1 => Just(json!("2025-06-18")), 1 => Just(json!("2099-01-01")),
+                1 => json_value(),
+            ]),
+            capabilities in prop::option::weighted(0.9, prop_oneof![
+                4 => Just(json!({})), 1 => Just(json!({"sampling": {}})), 1 => json_value(),
+            ]),
+            header_version in prop::option::weighted(0.9, prop_oneof![
+                6 => Just("2026-07-28".to_string()), 1 => Just("2025-06-18".to_string()), 1 => ".{0,12}",
+            ]),
+            header_method in prop::option::weighted(0.9, prop_oneof![6 => Just(None), 1 => ".{0,12}".prop_map(Some)]),
+            header_name in prop::option::weighted(0.9, prop_oneof![6 => Just(None), 1 => ".{0,12}".prop_map(Some)]),
+            id in prop_oneof![4 => Just(json!(7)), 2 => Just(json!("x")), 1 => Just(Value::Null), 1 => json_value()],
+        ) {
+            thread_local! {
+                static GATEWAYS: Vec<Gateway> = STORES.iter().map(|s| gw_with(s)).collect();
+            }
+            let mut h = Host::new();
+            let kv_before = h.env.kv.map.clone();
+            let mut params = json!({});
+            if let Some(n) = &name {
+                params["name"] = json!(n);
+            }
+            if let Some(a) = arguments {
+                params["arguments"] = a;
+            }
+            let mut meta = serde_json::Map::new();
+            if let Some(v) = &meta_version {
+                meta.insert("io.modelcontextprotocol/protocolVersion".into(), v.clone());
+            }
+            if let Some(c) = capabilities {
+                meta.insert("io.modelcontextprotocol/clientCapabilities".into(), c);
+            }
+            params["_meta"] = Value::Object(meta);
+            // Each header: absent, the body's own value (`Some(None)`), or another.
+            let mut headers: Vec<(&str, String)> = Vec::new();
+            if let Some(v) = &header_version {
+                headers.push(("mcp-protocol-version", v.clone()));
+            }
+            match &header_method {
+                Some(None) => headers.push(("mcp-method", method.clone())),
+                Some(Some(other)) => headers.push(("mcp-method", other.clone())),
+                None => {}
+            }
+            match (&header_name, &name) {
+                (Some(None), Some(n)) => headers.push(("mcp-name", n.clone())),
+                (Some(Some(other)), _) => headers.push(("mcp-name", other.clone())),
+                _ => {}
+            }
+            let headers: Vec<(&str, &str)> = headers.iter().map(|(k, v)| (*k, v.as_str())).collect();
+            let body = json!({"jsonrpc": "2.0", "id": id, "method": method, "params": params}).to_string();
+            let answer = |_: &UpstreamRequest| UpstreamResult::Response { status: 200, headers: vec![], body: b"sunny".to_vec() };
+            let r = GATEWAYS.with(|g| h.send(&g[store], head("POST", "/mcp-servers/demo", &headers), &body, &answer));
+            prop_assert!([200, 202, 400, 404].contains(&r.status), "status {}", r.status);
+            if !r.body.is_empty() {
+                let v: Value = serde_json::from_slice(&r.body).map_err(|e| TestCaseError::fail(e.to_string()))?;
+                prop_assert_eq!(&v["jsonrpc"], &json!("2.0"));
+            }
+            let stateless = meta_version.as_ref().is_some_and(Value::is_string) || header_version.as_deref() == Some("2026-07-28");
+            if stateless {
+                prop_assert_eq!(&h.env.kv.map, &kv_before, "a stateless request touched the session store");
+                prop_assert!(h.redis.commands.is_empty());
+            }
+            if stateless && r.status == 200 {
+                let v: Value = serde_json::from_slice(&r.body).unwrap();
+                if v.get("result").is_some() {
+                    prop_assert_eq!(meta_version.as_ref(), Some(&json!("2026-07-28")));
+                    prop_assert_eq!(header_version.as_deref(), Some("2026-07-28"));
+                    prop_assert_eq!(header_method, Some(None), "served under another Mcp-Method");
+                    prop_assert_eq!(&v["result"]["resultType"], &json!("complete"));
+                    if method == "tools/call" {
+                        prop_assert!(header_name == Some(None) && name.is_some(), "served under another Mcp-Name");
+                    }
+                }
+            }
+            for req in &h.dispatched {
+                prop_assert_eq!(name.as_deref(), Some("weather"));
+                prop_assert_eq!(req.cluster.as_str(), "api");
+            }
+        }
+    }
 }
 
 #[test]
