@@ -4,6 +4,7 @@ WASM := target/wasm32-wasip1/release/mcp_gateway.wasm
 # The Higress build (--features higress: Redis through Higress's host, ABI 0.2.100) is built in its own target
 # directory, so that neither build invalidates the other, and copied next to the Envoy one.
 WASM_HIGRESS := target/wasm32-wasip1/release/mcp_gateway_higress.wasm
+WASM_GO := target/wasm32-wasip1/release/mcp_gateway_go.wasm
 VENV := .venv
 PY := $(VENV)/bin/python
 CLI := target/release/mcp-gateway
@@ -13,17 +14,22 @@ VERSION := $(shell sed -n 's/^version = "\(.*\)"/\1/p' Cargo.toml | head -1)
 
 all: build
 
-## build: both plugins (wasm32-wasip1, release profile tuned for size, then binaryen's wasm-opt -Os):
-##   mcp_gateway.wasm for Envoy (standard proxy-wasm only) and mcp_gateway_higress.wasm for Higress
+## build: the plugins (wasm32-wasip1, release profile tuned for size, then binaryen's wasm-opt -Os):
+##   mcp_gateway.wasm for Envoy (standard proxy-wasm only), mcp_gateway_higress.wasm for Higress (its Redis
+##   calls, ABI 0.2.100, Higress's Go template dialect) and mcp_gateway_go.wasm, Envoy's with the Go dialect
+##   (to run Higress's configs on vanilla Envoy; larger, so not the default)
 build:
 	@rustup target list --installed 2>/dev/null | grep -qx wasm32-wasip1 || rustup target add wasm32-wasip1
 	cargo build --release --target wasm32-wasip1 --lib
 	@bash scripts/wasm-opt.sh $(WASM)
-	cargo build --release --target wasm32-wasip1 --lib --features higress --target-dir target/higress
+	cargo build --release --target wasm32-wasip1 --lib --features higress,go-templates --target-dir target/higress
 	@cp target/higress/wasm32-wasip1/release/mcp_gateway.wasm $(WASM_HIGRESS)
 	@bash scripts/wasm-opt.sh $(WASM_HIGRESS)
 	@python3 scripts/wasm-drop-export.py $(WASM_HIGRESS) proxy_abi_version_0_2_1
-	@ls -l $(WASM) $(WASM_HIGRESS) | awk '{printf "plugin: %s (%d bytes)\n", $$9, $$5}'
+	cargo build --release --target wasm32-wasip1 --lib --features go-templates --target-dir target/go
+	@cp target/go/wasm32-wasip1/release/mcp_gateway.wasm $(WASM_GO)
+	@bash scripts/wasm-opt.sh $(WASM_GO)
+	@ls -l $(WASM) $(WASM_HIGRESS) $(WASM_GO) | awk '{printf "plugin: %s (%d bytes)\n", $$9, $$5}'
 
 ## cli: the native `mcp-gateway` CLI (OpenAPI conversion, config check); `cargo install --path .` installs it
 cli:
@@ -43,7 +49,7 @@ setup:
 ## unit: the sans-IO core, natively; the JSON Schema Test Suite (tests/json_schema_suite.rs, fetched by setup)
 ##   against our validator, then again beside the jsonschema crate's verdicts (a feature: it changes serde_json's)
 unit:
-	cargo test
+	cargo test --features go-templates
 	cargo test --features jsonschema-opinion --test json_schema_suite
 
 ## lint: formatting and clippy, native and wasm
@@ -51,7 +57,8 @@ lint:
 	cargo fmt --all -- --check
 	cargo clippy --all-targets -- -D warnings
 	cargo clippy --release --target wasm32-wasip1 -- -D warnings
-	cargo clippy --release --target wasm32-wasip1 --features higress --target-dir target/higress -- -D warnings
+	cargo clippy --release --target wasm32-wasip1 --features higress,go-templates --target-dir target/higress -- -D warnings
+	cargo clippy --release --target wasm32-wasip1 --target-dir target/go --features go-templates -- -D warnings
 
 ## e2e: real Envoy (V8) + real upstream + real MCP clients
 e2e: setup build cli

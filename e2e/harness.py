@@ -54,6 +54,7 @@ E2E_CONFIG = ROOT / "plugin-config" / "e2e.yaml"
 CONFORMANCE_CONFIG = ROOT / "plugin-config" / "conformance.yaml"
 DEFAULT_WASM = ROOT / "target" / "wasm32-wasip1" / "release" / "mcp_gateway.wasm"
 DEFAULT_HIGRESS_WASM = ROOT / "target" / "wasm32-wasip1" / "release" / "mcp_gateway_higress.wasm"
+DEFAULT_GO_WASM = ROOT / "target" / "wasm32-wasip1" / "release" / "mcp_gateway_go.wasm"
 RUNS_DIR = ROOT / "target" / "e2e"
 VENV_BIN = ROOT / ".venv" / "bin"
 NODE_DIR = E2E_DIR / "node_modules"
@@ -114,6 +115,14 @@ def higress_wasm_path() -> Path:
             f"the Higress build of the plugin is missing: {path}. `make build` produces it "
             "(or point MCP_GATEWAY_HIGRESS_WASM at it)."
         )
+    return path
+
+
+def go_wasm_path() -> Path:
+    """The Envoy build with Higress's Go template dialect (`--features go-templates`), for Higress's configs."""
+    path = Path(os.environ.get("MCP_GATEWAY_GO_WASM") or DEFAULT_GO_WASM).resolve()
+    if not path.is_file():
+        raise HarnessError(f"the Envoy build with the Go dialect is missing: {path}. `make build` produces it.")
     return path
 
 
@@ -614,13 +623,14 @@ def start_gateway(
     concurrency: int = 2,
     run_dir: Path | None = None,
     envoy_base: dict | None = None,
+    wasm: Path | None = None,
 ) -> Gateway:
     """Start (or reuse) the demo upstream and an Envoy serving `plugin_config`.
 
     `envoy_base` replaces envoy/envoy.yaml as the Envoy configuration to render (see `load_envoy_yaml`)."""
     run_dir = run_dir or new_run_dir(tag)
     cfg = load_plugin_config(plugin_config) if isinstance(plugin_config, Path) else plugin_config
-    wasm = wasm_path()  # fail early and clearly when the plugin is not built
+    wasm = wasm or wasm_path()  # fail early and clearly when the plugin is not built
     own = upstream is None
     if upstream is None:
         upstream = DemoUpstream(log_dir=run_dir).start()

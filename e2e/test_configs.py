@@ -157,14 +157,43 @@ def test_example_config_imports_the_demo_openapi_document(example_gw):
 # --- Higress single-server shape ---------------------------------------------------------------
 
 HIGRESS_CONFIG = {
-    "server": {"name": "higress-demo", "config": {"greeting": "Hi"}},
+    # Higress's shape reads templates in Higress's Go dialect. Higress names no cluster (its requests follow the
+    # MCP request's route); this plugin still needs one.
+    "server": {"name": "higress-demo", "config": {"greeting": "Hi"}, "upstream": {"cluster": "demo"}},
     "tools": [
         {
             "name": "hello",
             "description": "Greets, from a template.",
             "args": [{"name": "who", "type": "string", "required": True, "description": "Who"}],
-            "responseTemplate": {"body": "{{ config.greeting }} {{ args.who }}"},
-        }
+            "responseTemplate": {"body": "{{ .config.greeting }} {{ .args.who }}"},
+        },
+        {
+            "name": "echo",
+            "description": "Sends a request built by Go templates to the demo upstream's /echo.",
+            "args": [
+                {"name": "who", "type": "string", "required": True},
+                {"name": "tags", "type": "array", "items": {"type": "string"}},
+            ],
+            "requestTemplate": {
+                "url": "http://demo.local/echo/{{.args.who}}?n={{len .args.tags}}&first={{first .args.tags}}",
+                "method": "POST",
+                "headers": [
+                    {"key": "X-Greeting", "value": "{{.config.greeting}}"},
+                    {"key": "X-Id", "value": "{{uuidv4}}"},
+                    {"key": "X-Client", "value": "{{getRealIP}}"},
+                    {"key": "Content-Type", "value": "application/json"},
+                ],
+                "body": '{"tags": {{.args.tags | toJson}}, "shout": "{{.args.who | upper}}", "joined": "{{join "+" .args.tags}}"}',
+            },
+            "responseTemplate": {
+                "body": (
+                    "{{.method}} {{.path}} n={{index .args.n 0}} first={{index .args.first 0}}"
+                    " greeting={{index .headers \"x-greeting\"}} id={{len (index .headers \"x-id\")}}"
+                    " client={{index .headers \"x-client\"}}\n"
+                    "{{- with fromJson .body}}\n{{.shout}} {{.joined}}{{range $i, $t := .tags}} {{$i}}:{{$t}}{{end}}{{end}}"
+                )
+            },
+        },
     ],
 }
 
@@ -172,7 +201,9 @@ HIGRESS_CONFIG = {
 @pytest.fixture(scope="module")
 def higress_gw(gw):
     try:
-        g = harness.start_gateway(HIGRESS_CONFIG, tag="higress", upstream=gw.upstream, run_dir=gw.run_dir)
+        g = harness.start_gateway(
+            HIGRESS_CONFIG, tag="higress", upstream=gw.upstream, run_dir=gw.run_dir, wasm=harness.go_wasm_path()
+        )
     except harness.HarnessError as exc:
         pytest.fail(f"the Higress-shaped configuration does not start: {exc}", pytrace=False)
     yield g
@@ -188,8 +219,23 @@ def test_higress_shape(higress_gw):
 
     info, tools, r = run_async(go)
     assert info.name == "higress-demo"
-    assert [t.name for t in tools] == ["hello"]
+    assert sorted(t.name for t in tools) == ["echo", "hello"]
     assert r.content[0].text == "Hi there"
+
+
+def test_higress_go_templates_through_envoy(higress_gw):
+    """A Higress-shape tool whose url, headers, body and response template are Go templates (sprig, gjson-style
+    data), sent through Envoy to the demo upstream's /echo and rendered from its answer."""
+
+    async def go():
+        async with mcp_client(higress_gw.mcp_url("higress-demo")) as c:
+            return await c.call_tool("echo", {"who": "ann b", "tags": ["x", "y"]})
+
+    r = run_async(go)
+    assert not r.is_error, r.content[0].text
+    # The url's values are percent-encoded (`ann b` -> `ann%20b`), config values are not.
+    # getRealIP: the client's address (the test client is local), as Higress reports it.
+    assert r.content[0].text == "POST /echo/ann%20b n=2 first=x greeting=Hi id=36 client=127.0.0.1\nANN B x+y 0:x 1:y"
 
 
 BAD_CONFIGS = [

@@ -17,6 +17,7 @@ from pathlib import Path
 import httpx
 import pytest
 import wasmtime
+import yaml
 
 import harness
 from harness import ACCEPT, RawMcp, fresh_connection_post, list_all_tools, mcp_client, run_async
@@ -629,3 +630,38 @@ def test_redis_password_right_wrong_and_missing(host, run_dir):
         (0, b"+OK\r\n"),
         (0, b"$1\r\nv\r\n"),
     ]
+
+
+# --- Higress's own configs -----------------------------------------------------------------------------------
+
+REFERENCE_CONFIGS = Path(__file__).resolve().parents[1].parent / "shared" / "reference" / "higress-configs"
+
+
+def test_higress_time_config_runs_unchanged_in_the_higress_build(host, run_dir):
+    """Higress's bundled `mcp-time` config, as Higress passes it (JSON), in the Higress build: its Go template
+    `{{ dateInZone "Monday, 2006-01-02 15:04:05" now .args.timeZone }}` renders the time in the asked zone."""
+    path = REFERENCE_CONFIGS / "mcp-time.yaml"
+    if not path.exists():
+        pytest.skip(f"{path} is not here (the shared reference folder)")
+    try:
+        wasm = harness.higress_wasm_path()
+    except Exception as exc:  # noqa: BLE001 - the build is made by `make build`
+        pytest.fail(f"the Higress build is missing: {exc}", pytrace=False)
+    config = yaml.safe_load(path.read_text())
+    replica = start(host, wasm, Plugin(json.dumps(config).encode()), clusters={}, workers=1,
+                    log_path=run_dir / "higress-time.log")
+    try:
+        with RawMcp(replica.url) as raw:
+            sid, result = raw.initialize("time")
+            version = result["protocolVersion"]
+            call = lambda args: raw.rpc("time", sid, "tools/call", {"name": "get-current-time", "arguments": args},
+                                        version=version)["result"]
+            shanghai, utc = call({}), call({"timeZone": "UTC"})
+    finally:
+        stop(host, replica)
+    shape = re.compile(r"^(Mon|Tues|Wednes|Thurs|Fri|Satur|Sun)day, \d{4}-\d\d-\d\d \d\d:\d\d:\d\d\n?$")
+    for r in (shanghai, utc):
+        assert not r.get("isError") and shape.match(r["content"][0]["text"]), r
+    # The default zone (Asia/Shanghai, UTC+8, no summer time) is 8 hours ahead of UTC.
+    hour = lambda r: int(r["content"][0]["text"].split(" ")[2][:2])
+    assert (hour(utc) + 8) % 24 == hour(shanghai), (utc, shanghai)

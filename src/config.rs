@@ -329,6 +329,10 @@ pub struct ServerConfig {
     /// Upstream credentials tools refer to by `requestTemplate.security.id` (Higress's `server.securitySchemes`).
     #[serde(default)]
     pub security_schemes: Vec<SecurityScheme>,
+    /// The language of this server's templates: `jinja` (ours) or `go` (Higress's). Unset: `go` in Higress's
+    /// single-server shape (top-level `server:` and `tools:`), so Higress configs run unchanged; `jinja` else.
+    #[serde(default)]
+    pub template_dialect: Option<crate::template::Dialect>,
     #[serde(skip)]
     pub tools: Vec<ToolConfig>,
     #[serde(skip)]
@@ -681,6 +685,7 @@ impl PluginConfig {
         }
         let raw: RawPlugin = serde_json::from_value(doc).map_err(|e| field_error("(root)", e))?;
         let mut raw_servers = raw.servers;
+        let higress_shape = raw.server.is_some();
         if let Some(server) = raw.server {
             let mut server = server;
             if let (Some(obj), Some(tools)) = (server.as_object_mut(), raw.tools) {
@@ -720,7 +725,10 @@ impl PluginConfig {
         }
         let mut servers = Vec::with_capacity(raw_servers.len());
         for (i, value) in raw_servers.into_iter().enumerate() {
-            let server = parse_server(value, i)?;
+            let mut server = parse_server(value, i)?;
+            if higress_shape {
+                server.template_dialect.get_or_insert(crate::template::Dialect::Go);
+            }
             if servers.iter().any(|s: &ServerConfig| s.name == server.name) {
                 return Err(ConfigError::new("name", "duplicate server name").in_server(&server.name));
             }
@@ -886,9 +894,18 @@ mod tests {
 
     #[test]
     fn accepts_higress_single_server_shape() {
+        use crate::template::Dialect;
         let c = PluginConfig::parse("server:\n  name: time\ntools:\n  - name: now\n    description: d\n").unwrap();
         assert_eq!(c.servers.len(), 1);
         assert_eq!(c.servers[0].tools[0].name, "now");
+        // Higress's shape speaks Higress's template dialect unless the server says otherwise; ours speaks ours.
+        assert_eq!(c.servers[0].template_dialect, Some(Dialect::Go));
+        let c = PluginConfig::parse("server: {name: t, templateDialect: jinja}").unwrap();
+        assert_eq!(c.servers[0].template_dialect, Some(Dialect::Jinja));
+        let c = PluginConfig::parse("servers: [{name: a}, {name: b, templateDialect: go}]").unwrap();
+        assert_eq!((c.servers[0].template_dialect, c.servers[1].template_dialect), (None, Some(Dialect::Go)));
+        let e = PluginConfig::parse("servers: [{name: a, templateDialect: jsx}]").unwrap_err();
+        assert!(e.to_string().contains("jsx"), "{e}");
     }
 
     #[test]

@@ -232,12 +232,17 @@ impl Content {
         self.fields.iter().map(|f| &f.template)
     }
 
-    /// Renders the block; the error names the field that went wrong.
+    /// Renders the block over a minijinja context (prompts, resources); the error names the field at fault.
     pub fn render<C: Serialize + Clone>(&self, templates: &Templates, ctx: &C) -> Result<Value, String> {
+        self.render_with(&|t| templates.render_ctx(t, ctx.clone()))
+    }
+
+    /// Renders the block with `render` (a tool result renders over its call data, in either dialect).
+    pub fn render_with(&self, render: &dyn Fn(&TemplateId) -> Result<String, String>) -> Result<Value, String> {
         let mut block = self.fixed.clone();
         let mut resource = Map::new();
         for f in &self.fields {
-            let text = templates.render(&f.template, ctx.clone()).map_err(|e| format!("`{}`: {e}", f.key))?;
+            let text = render(&f.template).map_err(|e| format!("`{}`: {e}", f.key))?;
             match f.check {
                 Check::Present | Check::Base64 if text.trim().is_empty() => {
                     return Err(format!("`{}` rendered empty", f.key));

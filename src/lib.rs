@@ -11,6 +11,12 @@ pub mod driver;
 pub mod encoding;
 pub mod fields;
 pub mod gateway;
+#[cfg(feature = "go-templates")]
+pub mod gotemplate;
+/// Without the `go-templates` feature, Go templates are refused at load.
+#[cfg(not(feature = "go-templates"))]
+#[path = "gotemplate/stub.rs"]
+pub mod gotemplate;
 pub mod icon;
 pub mod jsonrpc;
 pub mod mcp;

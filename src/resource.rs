@@ -230,7 +230,7 @@ impl Resource {
         let args = Value::Object(vars);
         let ctx = || context! { args => MjValue::from_serialize(&args), uri => uri, config => config.clone() };
         let render = |t: &TemplateId| {
-            templates.render(t, ctx()).map_err(|e| RpcError::new(INTERNAL_ERROR, format!("resource {uri}: {e}")))
+            templates.render_ctx(t, ctx()).map_err(|e| RpcError::new(INTERNAL_ERROR, format!("resource {uri}: {e}")))
         };
         match &self.source {
             Source::Text(t) => Read::Done(render(t).map(|text| self.contents(uri, None, Some(text), None))),

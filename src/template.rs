@@ -1,15 +1,19 @@
-//! Templates (minijinja) for upstream requests and tool results.
+//! Templates for upstream requests and tool results, in two dialects: ours (minijinja) and Higress's (Go
+//! `text/template` over JSON, see [`crate::gotemplate`]).
 //!
-//! All templates of a plugin live in one environment, compiled at configure time. Rendering is bounded:
-//! a fuel limit stops runaway loops and the output size is capped. Templates named `*#url` escape every
+//! All templates of a plugin are compiled at configure time. Rendering is bounded the same way in both
+//! dialects: a fuel limit stops runaway loops and the output size is capped. URL templates escape every
 //! interpolated value for a URL, so arguments cannot inject path segments, query parameters or a host.
+//! Callers hand a [`Data`] to [`Templates::render`]; each dialect builds its own view of it.
 
+use crate::gotemplate::{self, GoTemplate};
 use base64::Engine;
 use minijinja::value::Value as MjValue;
 use minijinja::value::{Enumerator, Object, ObjectRepr};
 use minijinja::{AutoEscape, Environment, Error, ErrorKind, Output, State, UndefinedBehavior};
 use percent_encoding::{utf8_percent_encode, AsciiSet, NON_ALPHANUMERIC};
 use serde::Serialize;
+use std::cell::OnceCell;
 use std::sync::Arc;
 
 /// Characters kept as they are in URL components: RFC 3986 "unreserved". Everything else is encoded.
@@ -35,10 +39,87 @@ pub enum Escape {
     Url,
 }
 
+/// Who sent the MCP request, for Higress's `getRealIP` and `getSocketIP`.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Client {
+    /// The first `X-Forwarded-For` hop, else the socket peer's address.
+    pub real_ip: Option<String>,
+    /// The socket peer's address, without its port.
+    pub socket_ip: Option<String>,
+}
+
+impl Client {
+    /// Reads the client as Higress does: the first hop of `X-Forwarded-For`, else the socket address
+    /// (`ip:port` or `[ipv6]:port`, the port dropped).
+    pub fn from_request(forwarded_for: Option<&str>, socket: Option<&str>) -> Client {
+        let socket_ip = socket.map(str::trim).filter(|s| !s.is_empty()).map(|s| {
+            if let Some(rest) = s.strip_prefix('[') {
+                rest.split(']').next().unwrap_or(rest).to_string()
+            } else if s.matches(':').count() == 1 {
+                s.split(':').next().unwrap_or(s).to_string()
+            } else {
+                s.to_string()
+            }
+        });
+        let forwarded = forwarded_for.and_then(|f| f.split(',').next()).map(str::trim).filter(|f| !f.is_empty());
+        Client { real_ip: forwarded.map(str::to_string).or_else(|| socket_ip.clone()), socket_ip }
+    }
+}
+
+thread_local! {
+    /// The client of the request being served: set around request handling by [`with_client`], so templates
+    /// can read it without every call path carrying it.
+    static CLIENT: std::cell::RefCell<Client> = std::cell::RefCell::new(Client::default());
+}
+
+/// Runs `f` with `client` as the request's client for templates, restoring the previous one afterwards.
+pub fn with_client<R>(client: &Client, f: impl FnOnce() -> R) -> R {
+    let previous = CLIENT.with(|c| c.replace(client.clone()));
+    let r = f();
+    CLIENT.with(|c| *c.borrow_mut() = previous);
+    r
+}
+
+/// The template language of a server's templates.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Deserialize, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Dialect {
+    /// minijinja, with this gateway's context (`args`, `config`, `response`, `body`, `status`, `headers`).
+    #[default]
+    Jinja,
+    /// Higress's: Go `text/template` over JSON data, sprig functions, gjson paths.
+    Go,
+}
+
+/// What a template is for, which decides the data a Go template sees (Higress's rules): request templates
+/// `{config, args}`, result templates the upstream answer's JSON, error templates the answer plus `_headers`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Role {
+    Request,
+    Result,
+    Error,
+}
+
+/// How a template is compiled.
+#[derive(Debug, Clone, Copy)]
+pub struct Spec {
+    pub escape: Escape,
+    pub dialect: Dialect,
+    pub role: Role,
+}
+
+impl Spec {
+    /// A template of our dialect (whose data does not depend on the role).
+    pub fn jinja(escape: Escape) -> Spec {
+        Spec { escape, dialect: Dialect::Jinja, role: Role::Request }
+    }
+}
+
 /// The compiled templates of a plugin.
 pub struct Templates {
     env: Environment<'static>,
     count: usize,
+    go: Vec<GoTemplate>,
 }
 
 impl std::fmt::Debug for Templates {
@@ -56,6 +137,99 @@ enum Resolved {
     /// The text does not depend on the request (no template syntax, or it reads only `config`).
     Static(String),
     Compiled(String),
+    /// A Go template: its index, whether it escapes for URLs, and its role.
+    Go(usize, bool, Role),
+}
+
+/// An upstream answer as templates see it.
+pub struct AnswerData<'a> {
+    /// The answer parsed, when it is JSON and a template or schema needed it parsed.
+    pub parsed: Option<Arc<serde_json::Value>>,
+    pub body: &'a str,
+    /// The answer's bytes in base64, when a template reads `bodyBase64` (else empty).
+    pub body_base64: &'a str,
+    pub status: u16,
+    /// Lower-cased names.
+    pub headers: &'a serde_json::Map<String, serde_json::Value>,
+}
+
+/// What templates render over. Each dialect's view is built once, on first use.
+pub struct Data<'a> {
+    args: &'a serde_json::Value,
+    config: &'a MjValue,
+    answer: Option<AnswerData<'a>>,
+    jinja: OnceCell<MjValue>,
+    go_request: OnceCell<String>,
+    go_error: OnceCell<String>,
+}
+
+impl<'a> Data<'a> {
+    /// Data for request templates (and tools that answer without an upstream).
+    pub fn request(args: &'a serde_json::Value, config: &'a MjValue) -> Self {
+        Self::new(args, config, None)
+    }
+
+    /// Data for result and error templates.
+    pub fn answer(args: &'a serde_json::Value, config: &'a MjValue, answer: AnswerData<'a>) -> Self {
+        Self::new(args, config, Some(answer))
+    }
+
+    fn new(args: &'a serde_json::Value, config: &'a MjValue, answer: Option<AnswerData<'a>>) -> Self {
+        Data { args, config, answer, jinja: OnceCell::new(), go_request: OnceCell::new(), go_error: OnceCell::new() }
+    }
+
+    /// Our context: `args`, `config`, and with an answer `response`, `body`, `status`, `headers` and the
+    /// answer's top-level keys.
+    fn jinja(&self) -> &MjValue {
+        self.jinja.get_or_init(|| {
+            let args = MjValue::from_serialize(self.args);
+            let Some(a) = &self.answer else {
+                return minijinja::context! { args => args, config => self.config.clone() };
+            };
+            let response = a.parsed.clone().map_or(MjValue::from(()), json_view);
+            let flattened = if a.parsed.as_deref().is_some_and(serde_json::Value::is_object) {
+                response.clone()
+            } else {
+                MjValue::from(())
+            };
+            minijinja::context! {
+                args => args,
+                config => self.config.clone(),
+                response => response,
+                body => a.body,
+                bodyBase64 => a.body_base64,
+                status => a.status,
+                headers => MjValue::from_serialize(a.headers),
+                ..flattened
+            }
+        })
+    }
+
+    /// Higress's data for a Go template of this role, as JSON text.
+    fn go(&self, role: Role) -> Result<&str, gotemplate::GoError> {
+        let request = || {
+            let config = serde_json::to_value(self.config).unwrap_or_default();
+            serde_json::json!({"config": config, "args": self.args}).to_string()
+        };
+        match (&self.answer, role) {
+            (None, _) | (Some(_), Role::Request) => Ok(self.go_request.get_or_init(request)),
+            // The answer itself, only when it parsed as JSON: gjson never reads text that is not JSON.
+            (Some(a), Role::Result) => match a.parsed.as_deref() {
+                Some(v) if v.is_object() || v.is_array() => Ok(a.body),
+                _ => Err(gotemplate::GoError::BadData),
+            },
+            (Some(a), Role::Error) => Ok(self.go_error.get_or_init(|| {
+                let mut headers = a.headers.clone();
+                headers.insert(":status".into(), serde_json::Value::String(a.status.to_string()));
+                let mut data = match a.parsed.as_deref() {
+                    Some(serde_json::Value::Object(m)) => m.clone(),
+                    _ => serde_json::Map::new(),
+                };
+                data.insert("_headers".into(), serde_json::Value::Object(headers));
+                serde_json::Value::Object(data).to_string()
+            })),
+        }
+    }
 }
 
 impl Default for Templates {
@@ -92,10 +266,38 @@ impl Templates {
         env.add_filter("slice", |state: &State, value: MjValue, count: usize, fill: Option<MjValue>| {
             minijinja::filters::slice(state, value, bounded("slice", count)?, fill)
         });
-        Templates { env, count: 0 }
+        Templates { env, count: 0, go: Vec::new() }
     }
 
-    /// Compiles a template; the error message is minijinja's, with line information.
+    /// A fixed text, not a template (Higress's `prependBody`/`appendBody`).
+    pub fn literal(text: &str) -> TemplateId {
+        TemplateId(Resolved::Static(text.to_string()))
+    }
+
+    /// Compiles a template in either dialect; errors carry line information, and a Go template that calls a
+    /// function this gateway lacks is refused naming it.
+    pub fn add_spec(&mut self, name: &str, source: &str, spec: Spec) -> Result<TemplateId, String> {
+        match spec.dialect {
+            Dialect::Jinja => {
+                let id = self.add(name, source, spec.escape)?;
+                if spec.role == Role::Request {
+                    self.check_request_names(&id)?;
+                }
+                Ok(id)
+            }
+            Dialect::Go => {
+                let t = GoTemplate::parse(source).map_err(|e| e.to_string())?;
+                if let Some(text) = t.literal() {
+                    return Ok(TemplateId(Resolved::Static(text)));
+                }
+                self.count += 1;
+                self.go.push(t);
+                Ok(TemplateId(Resolved::Go(self.go.len() - 1, spec.escape == Escape::Url, spec.role)))
+            }
+        }
+    }
+
+    /// Compiles a template (in our dialect); the error message is minijinja's, with line information.
     pub fn add(&mut self, name: &str, source: &str, escape: Escape) -> Result<TemplateId, String> {
         self.count += 1;
         let full = match escape {
@@ -103,6 +305,7 @@ impl Templates {
             Escape::Url => format!("{}:{name}#url", self.count),
         };
         self.env.add_template_owned(full.clone(), source.to_string()).map_err(describe)?;
+        self.check_filters_and_tests(source)?;
         Ok(TemplateId(Resolved::Compiled(full)))
     }
 
@@ -112,10 +315,17 @@ impl Templates {
         &mut self,
         name: &str,
         source: &str,
-        escape: Escape,
+        spec: Spec,
         config: &MjValue,
     ) -> Result<TemplateId, String> {
-        let id = self.add(name, source, escape)?;
+        let id = self.add_spec(name, source, spec)?;
+        if let TemplateId(Resolved::Go(i, _, _)) = &id {
+            if self.go.get(*i).is_some_and(GoTemplate::reads_config_only) {
+                let text = self.render(&id, &Data::request(&serde_json::Value::Null, config))?;
+                return Ok(TemplateId(Resolved::Static(text)));
+            }
+            return Ok(id);
+        }
         self.resolve(id, source, config)
     }
 
@@ -126,7 +336,7 @@ impl Templates {
         }
         let template = self.env.get_template(full).map_err(describe)?;
         if template.undeclared_variables(false).iter().all(|v| v == "config") {
-            let text = self.render(&id, minijinja::context! { config => config.clone() })?;
+            let text = self.render_ctx(&id, minijinja::context! { config => config.clone() })?;
             return Ok(TemplateId(Resolved::Static(text)));
         }
         Ok(id)
@@ -183,12 +393,62 @@ impl Templates {
         self.env.get_template(name).map_or(true, |t| t.undeclared_variables(false).contains(variable))
     }
 
+    /// Refuses a filter or test this environment does not have, naming it: minijinja would accept the template
+    /// and fail only when a call reaches it. Candidates are the names after `|` and `is [not]` inside tags
+    /// (string literals skipped); the environment itself says which it lacks.
+    fn check_filters_and_tests(&self, source: &str) -> Result<(), String> {
+        let mut checked: Vec<(bool, String)> = Vec::new();
+        for (is_filter, name) in filter_and_test_names(source) {
+            if checked.iter().any(|(f, n)| *f == is_filter && *n == name) {
+                continue;
+            }
+            let probe =
+                if is_filter { format!("{{{{ none | {name} }}}}") } else { format!("{{{{ none is {name} }}}}") };
+            let kind = match self.env.render_str(&probe, ()) {
+                Ok(_) => None,
+                Err(e) => Some(e.kind()),
+            };
+            match kind {
+                Some(ErrorKind::UnknownFilter) if is_filter => return Err(format!("unknown filter `{name}`")),
+                Some(ErrorKind::UnknownTest) if !is_filter => return Err(format!("unknown test `{name}`")),
+                _ => checked.push((is_filter, name)),
+            }
+        }
+        Ok(())
+    }
+
+    /// A request template sees `args` and `config` only: any other name (a Go-dialect function such as
+    /// `uuidv4`, a typo) would render empty, so it is refused when the configuration loads.
+    fn check_request_names(&self, id: &TemplateId) -> Result<(), String> {
+        let TemplateId(Resolved::Compiled(name)) = id else { return Ok(()) };
+        let template = self.env.get_template(name).map_err(describe)?;
+        let mut unknown: Vec<String> = template
+            .undeclared_variables(false)
+            .into_iter()
+            .filter(|v| v != "args" && v != "config" && !self.env.globals().any(|(g, _)| g == v))
+            .collect();
+        unknown.sort();
+        match unknown.first() {
+            None => Ok(()),
+            Some(_) => Err(format!(
+                "unknown name(s) {}: a request template sees only `args` and `config`{}",
+                unknown.iter().map(|u| format!("`{u}`")).collect::<Vec<_>>().join(", "),
+                " (Go-dialect templates such as Higress's need the server's `templateDialect: go`)"
+            )),
+        }
+    }
+
     /// Whether a response template reads the parsed upstream answer: `response`, or a top-level key of a JSON
     /// object answer (any name other than the context's own and the environment's globals). Decides whether
     /// an answer that does not parse must fail the call rather than render as if it were empty.
     pub fn reads_answer(&self, id: &TemplateId) -> bool {
         const OWN: [&str; 6] = ["args", "config", "body", "bodyBase64", "status", "headers"];
-        let TemplateId(Resolved::Compiled(name)) = id else { return false };
+        let name = match id {
+            TemplateId(Resolved::Compiled(name)) => name,
+            // A Go result template's data is the answer itself.
+            TemplateId(Resolved::Go(_, _, role)) => return *role != Role::Request,
+            TemplateId(Resolved::Static(_)) => return false,
+        };
         let Ok(template) = self.env.get_template(name) else { return true };
         template
             .undeclared_variables(false)
@@ -196,11 +456,27 @@ impl Templates {
             .any(|v| !OWN.contains(&v.as_str()) && !self.env.globals().any(|(g, _)| g == v))
     }
 
-    /// Renders a template against a context; errors (including running out of fuel) are reported, not raised.
-    pub fn render<C: Serialize>(&self, id: &TemplateId, ctx: C) -> Result<String, String> {
+    /// Renders a template over call data; errors (including running out of fuel) are reported, not raised.
+    pub fn render(&self, id: &TemplateId, data: &Data) -> Result<String, String> {
+        match &id.0 {
+            Resolved::Static(text) => Ok(text.clone()),
+            Resolved::Compiled(_) => self.render_ctx(id, data.jinja()),
+            Resolved::Go(i, url, role) => {
+                let Some(t) = self.go.get(*i) else { return Err("unknown template".into()) };
+                let limits = gotemplate::Limits { fuel: FUEL, max_output: MAX_OUTPUT };
+                let json = data.go(*role).map_err(|e| e.to_string())?;
+                let env = CLIENT.with(|c| go_env(&c.borrow()));
+                t.render(json, limits, *url, &env).map_err(|e| e.to_string())
+            }
+        }
+    }
+
+    /// Renders a minijinja template against a context.
+    pub fn render_ctx<C: Serialize>(&self, id: &TemplateId, ctx: C) -> Result<String, String> {
         let name = match &id.0 {
             Resolved::Static(text) => return Ok(text.clone()),
             Resolved::Compiled(name) => name,
+            Resolved::Go(..) => return Err("a Go template needs call data".into()),
         };
         let t = self.env.get_template(name).map_err(describe)?;
         let mut out = Capped::default();
@@ -214,6 +490,85 @@ impl Templates {
         rendered.map_err(describe)?;
         Ok(String::from_utf8(out.kept).unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into_owned()))
     }
+}
+
+/// The names used as filters (`| name`) and tests (`is name`, `is not name`) inside `{{ }}` and `{% %}`,
+/// outside string literals: `(is_filter, name)`.
+fn filter_and_test_names(source: &str) -> Vec<(bool, String)> {
+    let mut out = Vec::new();
+    let mut rest = source;
+    while let Some(start) = rest.find(['{']) {
+        rest = &rest[start..];
+        let close = if rest.starts_with("{{") {
+            "}}"
+        } else if rest.starts_with("{%") {
+            "%}"
+        } else {
+            rest = &rest[1..];
+            continue;
+        };
+        let Some(end) = rest.find(close) else { break };
+        let mut tag = rest[2..end].to_string();
+        rest = &rest[end + 2..];
+        if tag.trim_start_matches(['-', '+', ' ']).starts_with("raw") {
+            // `{% raw %}` text is not template code.
+            match rest.find("endraw") {
+                Some(i) => rest = &rest[i..],
+                None => break,
+            }
+            continue;
+        }
+        // Blank out string literals so that `"a|b"` is not read as a filter.
+        let mut quote: Option<char> = None;
+        tag = tag
+            .chars()
+            .map(|c| match quote {
+                Some(q) if c == q => {
+                    quote = None;
+                    ' '
+                }
+                Some(_) => ' ',
+                None if c == '"' || c == '\'' => {
+                    quote = Some(c);
+                    ' '
+                }
+                None => c,
+            })
+            .collect();
+        // Tokens: identifiers and `|`; anything else only separates them.
+        let mut tokens: Vec<String> = Vec::new();
+        let mut word = String::new();
+        for c in tag.chars().chain([' ']) {
+            if c.is_alphanumeric() || c == '_' {
+                word.push(c);
+                continue;
+            }
+            if !word.is_empty() {
+                tokens.push(std::mem::take(&mut word));
+            }
+            if c == '|' {
+                tokens.push("|".into());
+            } else if !c.is_whitespace() {
+                tokens.push(c.to_string());
+            }
+        }
+        for (i, tok) in tokens.iter().enumerate() {
+            let ident =
+                |t: Option<&String>| t.filter(|t| t.starts_with(|c: char| c.is_alphabetic() || c == '_')).cloned();
+            if tok == "|" {
+                if let Some(name) = ident(tokens.get(i + 1)) {
+                    out.push((true, name));
+                }
+            } else if tok == "is" {
+                let next =
+                    if tokens.get(i + 1).is_some_and(|n| n == "not") { tokens.get(i + 2) } else { tokens.get(i + 1) };
+                if let Some(name) = ident(next) {
+                    out.push((false, name));
+                }
+            }
+        }
+    }
+    out
 }
 
 /// A render's output: kept up to [`MAX_OUTPUT`], counted beyond, and cut off (an error that stops the render)
@@ -277,6 +632,16 @@ fn tojson(value: &MjValue, indent: Option<MjValue>, kwargs: minijinja::value::Kw
         bounded("tojson", width)?;
     }
     minijinja::filters::tojson(value, indent, kwargs)
+}
+
+#[cfg(feature = "go-templates")]
+fn go_env(client: &Client) -> gotemplate::Env {
+    gotemplate::Env { real_ip: client.real_ip.clone(), socket_ip: client.socket_ip.clone(), now: None }
+}
+
+#[cfg(not(feature = "go-templates"))]
+fn go_env(_client: &Client) -> gotemplate::Env {
+    gotemplate::Env::default()
 }
 
 fn describe(e: Error) -> String {
@@ -444,7 +809,7 @@ mod tests {
     fn url_templates_percent_encode_values() {
         let mut t = Templates::new();
         let id = t.add("u", "/users/{{ args.id }}?q={{ args.q }}&raw={{ args.r | safe }}", Escape::Url).unwrap();
-        let out = t.render(&id, json!({"args": {"id": "../a b/?x=1&y", "q": "é#", "r": "a/b"}})).unwrap();
+        let out = t.render_ctx(&id, json!({"args": {"id": "../a b/?x=1&y", "q": "é#", "r": "a/b"}})).unwrap();
         assert_eq!(out, "/users/..%2Fa%20b%2F%3Fx%3D1%26y?q=%C3%A9%23&raw=a/b");
     }
 
@@ -454,7 +819,7 @@ mod tests {
         let id = t
             .add("b", "{\"a\": {{ args.a | tojson }}, \"n\": \"{{ args.missing }}{{ args.nul }}\"}", Escape::None)
             .unwrap();
-        let out = t.render(&id, json!({"args": {"a": "x\"y<", "nul": null}})).unwrap();
+        let out = t.render_ctx(&id, json!({"args": {"a": "x\"y<", "nul": null}})).unwrap();
         assert_eq!(out, "{\"a\": \"x\\\"y\\u003c\", \"n\": \"\"}");
     }
 
@@ -464,7 +829,7 @@ mod tests {
         let id = t
             .add("f", "{{ 'hi' | b64enc }} {{ 'aGk=' | b64dec }} {{ r | query('items.#') }} {{ r | query('items.1.n') }} {{ r | query('items.#.n') | join(',') }} {{ 'a b&' | urlencode }}", Escape::None)
             .unwrap();
-        let out = t.render(&id, json!({"r": {"items": [{"n": "x"}, {"n": "y"}]}})).unwrap();
+        let out = t.render_ctx(&id, json!({"r": {"items": [{"n": "x"}, {"n": "y"}]}})).unwrap();
         assert_eq!(out, "aGk= hi 2 y x,y a%20b%26");
     }
 
@@ -478,12 +843,12 @@ mod tests {
                 Escape::None,
             )
             .unwrap();
-        let err = t.render(&id, json!({})).unwrap_err();
+        let err = t.render_ctx(&id, json!({})).unwrap_err();
         assert!(err.contains("fuel"), "{err}");
         assert!(t.add("bad", "{{ unclosed", Escape::None).is_err());
         // Output beyond the limit is refused, naming it (a template quoting a large answer, say).
         let quote = t.add("quote", "<{{ body }}>", Escape::None).unwrap();
-        let err = t.render(&quote, json!({"body": "x".repeat(MAX_OUTPUT)})).unwrap_err();
+        let err = t.render_ctx(&quote, json!({"body": "x".repeat(MAX_OUTPUT)})).unwrap_err();
         assert!(err.contains(&format!("has {} bytes", MAX_OUTPUT + 2)) && err.contains("limit of 4194304"), "{err}");
     }
 
@@ -501,13 +866,13 @@ mod tests {
             "{{ [1] | slice(99999999999) | list }}",
         ] {
             let id = t.add("f", src, Escape::None).unwrap();
-            let err = t.render(&id, json!({})).unwrap_err();
+            let err = t.render_ctx(&id, json!({})).unwrap_err();
             assert!(err.contains("over the gateway's limit of 1024"), "{src}: {err}");
         }
         let id = t
             .add("ok", "{{ 'a\nb' | indent(2) }}|{{ [1] | tojson(indent=2) }}|{{ [1,2,3] | batch(2) | list }}|{{ [1,2] | slice(2) | list }}|{{ [1] | tojson(true) }}", Escape::None)
             .unwrap();
-        assert_eq!(t.render(&id, json!({})).unwrap(), "a\n  b|[\n  1\n]|[[1, 2], [3]]|[[1], [2]]|[\n  1\n]");
+        assert_eq!(t.render_ctx(&id, json!({})).unwrap(), "a\n  b|[\n  1\n]|[[1, 2], [3]]|[[1], [2]]|[\n  1\n]");
     }
 
     #[test]
@@ -518,13 +883,13 @@ mod tests {
         let src = "{% for x in range(65536)[1:] %}{% set v = range(1000) %}{{ v }}{{ x }}{% endfor %}";
         let id = t.add("print", src, Escape::None).unwrap();
         let started = std::time::Instant::now();
-        assert!(t.render(&id, json!({})).unwrap_err().contains("has more than 5242880 bytes"));
+        assert!(t.render_ctx(&id, json!({})).unwrap_err().contains("has more than 5242880 bytes"));
         assert!(started.elapsed() < std::time::Duration::from_secs(2), "{:?}", started.elapsed());
         // A loop over a large answer used to build all of its output (here 1 GiB) before the size check.
         let mut t = Templates::new();
         let id = t.add("loop", "{% for i in range(1000) %}{{ body }}{% endfor %}", Escape::None).unwrap();
         let started = std::time::Instant::now();
-        let err = t.render(&id, json!({"body": "x".repeat(1 << 20)})).unwrap_err();
+        let err = t.render_ctx(&id, json!({"body": "x".repeat(1 << 20)})).unwrap_err();
         assert!(err.contains("has more than 5242880 bytes, over the gateway's fixed limit of 4194304"), "{err}");
         assert!(started.elapsed() < std::time::Duration::from_secs(3), "{:?}", started.elapsed());
     }
@@ -533,16 +898,65 @@ mod tests {
     fn request_independent_templates_are_resolved_once() {
         let mut t = Templates::new();
         let config = crate::gateway::safe_config(json!({"base": "/v1", "key": "k"}).as_object().unwrap());
-        let fixed = t.add_resolving("a", "/weather", Escape::Url, &config).unwrap();
-        let from_config = t.add_resolving("b", "{{ config.base }}/x?k={{ config.key }}", Escape::Url, &config).unwrap();
-        let dynamic = t.add_resolving("c", "{{ config.base }}/{{ args.id }}", Escape::Url, &config).unwrap();
+        let fixed = t.add_resolving("a", "/weather", Spec::jinja(Escape::Url), &config).unwrap();
+        let from_config =
+            t.add_resolving("b", "{{ config.base }}/x?k={{ config.key }}", Spec::jinja(Escape::Url), &config).unwrap();
+        let dynamic =
+            t.add_resolving("c", "{{ config.base }}/{{ args.id }}", Spec::jinja(Escape::Url), &config).unwrap();
         assert!(matches!(fixed.0, Resolved::Static(ref s) if s == "/weather"));
         assert!(matches!(from_config.0, Resolved::Static(ref s) if s == "/v1/x?k=k"));
         assert!(matches!(dynamic.0, Resolved::Compiled(_)));
         let ctx =
             minijinja::context! { args => MjValue::from_serialize(json!({"id": "a b"})), config => config.clone() };
-        assert_eq!(t.render(&dynamic, ctx).unwrap(), "/v1/a%20b");
-        assert!(t.add_resolving("d", "{{ config.x | nosuchfilter }}", Escape::None, &config).is_err());
+        assert_eq!(t.render_ctx(&dynamic, ctx).unwrap(), "/v1/a%20b");
+        assert!(t.add_resolving("d", "{{ config.x | nosuchfilter }}", Spec::jinja(Escape::None), &config).is_err());
+    }
+
+    #[test]
+    #[cfg(feature = "go-templates")]
+    fn go_templates_resolve_and_render_through_data() {
+        let mut t = Templates::new();
+        let config = crate::gateway::safe_config(json!({"key": "k"}).as_object().unwrap());
+        let spec = Spec { escape: Escape::None, dialect: Dialect::Go, role: Role::Request };
+        let fixed = t.add_resolving("h", "Bearer {{.config.key}}", spec, &config).unwrap();
+        assert!(matches!(fixed.0, Resolved::Static(ref s) if s == "Bearer k"));
+        let dynamic = t.add_resolving("u", "{{.args.id}}-{{.config.key}}", spec, &config).unwrap();
+        assert!(matches!(dynamic.0, Resolved::Go(..)));
+        let args = json!({"id": 7});
+        assert_eq!(t.render(&dynamic, &Data::request(&args, &config)).unwrap(), "7-k");
+        assert!(t.add_spec("x", "{{uuidv5}}", spec).unwrap_err().contains("\"uuidv5\" not defined"));
+        // Our dialect refuses names a request template cannot see, rather than rendering them empty.
+        let e = t.add_spec("y", "{{ uuidv4 }}", Spec::jinja(Escape::None)).unwrap_err();
+        assert!(e.contains("`uuidv4`"), "{e}");
+        let result = Spec { escape: Escape::None, dialect: Dialect::Jinja, role: Role::Result };
+        assert!(t.add_spec("z", "{{ temp }}", result).is_ok(), "a result template may read the answer's keys");
+    }
+
+    #[test]
+    fn clients_are_read_as_higress_reads_them() {
+        let c = |xff: Option<&str>, sock: Option<&str>| {
+            let c = Client::from_request(xff, sock);
+            (c.real_ip.unwrap_or_default(), c.socket_ip.unwrap_or_default())
+        };
+        assert_eq!(
+            c(Some(" 203.0.113.7 , 10.0.0.1"), Some("10.0.0.2:5555")),
+            ("203.0.113.7".into(), "10.0.0.2".into())
+        );
+        assert_eq!(c(None, Some("[2001:db8::1]:443")), ("2001:db8::1".into(), "2001:db8::1".into()));
+        assert_eq!(c(Some(""), Some("192.0.2.1")), ("192.0.2.1".into(), "192.0.2.1".into()));
+        assert_eq!(c(None, None), (String::new(), String::new()));
+    }
+
+    #[test]
+    fn unknown_filters_and_tests_are_refused_at_load() {
+        let mut t = Templates::new();
+        let e = t.add("a", "{% if args.a %}{{ args.a | nosuch(1) }}{% endif %}", Escape::None).unwrap_err();
+        assert_eq!(e, "unknown filter `nosuch`");
+        let e = t.add("b", "{{ args.b is not nosuchtest }}", Escape::None).unwrap_err();
+        assert_eq!(e, "unknown test `nosuchtest`");
+        // Known ones, ours among them, strings that look like filters, and raw blocks are fine.
+        let ok = "{{ args.x | default('a|nope') | b64enc | query('a.b') | tojson }}{% if args.x is defined and 1 is not none %}{{ \"|x\" }}{% endif %}{% raw %}{{ y | nope }}{% endraw %}{% for i in args.l | select('odd') %}{% endfor %}";
+        assert!(t.add("c", ok, Escape::None).is_ok(), "{:?}", t.add("c", ok, Escape::None));
     }
 
     #[test]
@@ -554,8 +968,8 @@ mod tests {
                    {{ missing }}{% for k in items[0] %}[{{ k }}]{% endfor %} {{ items[5] }}";
         let id = t.add("v", src, Escape::None).unwrap();
         let view = json_view(Arc::new(doc.clone()));
-        let lazy = t.render(&id, minijinja::context! { ..view }).unwrap();
-        let eager = t.render(&id, MjValue::from_serialize(&doc)).unwrap();
+        let lazy = t.render_ctx(&id, minijinja::context! { ..view }).unwrap();
+        let eager = t.render_ctx(&id, MjValue::from_serialize(&doc)).unwrap();
         assert_eq!(lazy, eager);
         assert!(lazy.starts_with("2 2 b b ax,b, yes 1.5 {\"name\":\"a\",\"tags\":[\"x\"]} a/b [name][tags]"), "{lazy}");
     }
@@ -763,7 +1177,7 @@ mod properties {
             let mut t = Templates::new();
             let escape = if url { Escape::Url } else { Escape::None };
             let config = crate::gateway::safe_config(json!({"key": "k/1", "base": "/v1"}).as_object().unwrap());
-            let Ok(id) = t.add_resolving("fuzz", &src, escape, &config) else { return Ok(()) };
+            let Ok(id) = t.add_resolving("fuzz", &src, Spec::jinja(escape), &config) else { return Ok(()) };
             let ctx = minijinja::context! {
                 args => MjValue::from_serialize(&args),
                 config => config.clone(),
@@ -773,7 +1187,7 @@ mod properties {
                 headers => MjValue::from_serialize(json!({"content-type": "application/json"})),
             };
             let started = Instant::now();
-            let out = t.render(&id, ctx);
+            let out = t.render_ctx(&id, ctx);
             prop_assert!(started.elapsed() < TIME_LIMIT, "{:?} for {}", started.elapsed(), src);
             if let Ok(out) = out {
                 prop_assert!(out.len() <= MAX_OUTPUT);
@@ -786,7 +1200,7 @@ mod properties {
         fn url_values_are_always_percent_encoded(v in json_value(KEYS)) {
             let mut t = Templates::new();
             let id = t.add("u", "/p/{{ args.v }}?q={{ args.v }}", Escape::Url).unwrap();
-            let out = t.render(&id, json!({"args": {"v": v}})).unwrap();
+            let out = t.render_ctx(&id, json!({"args": {"v": v}})).unwrap();
             let (path, query) = out.split_once("?q=").unwrap();
             let value = path.strip_prefix("/p/").unwrap();
             prop_assert_eq!(value, query);

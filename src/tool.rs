@@ -7,10 +7,10 @@ use crate::credential::Credential;
 use crate::encoding::{self, Encoding};
 use crate::icon::{self, Icon};
 use crate::schema::{self, Validator};
-use crate::template::{json_view, Escape, TemplateId, Templates};
+use crate::template::{AnswerData, Data, Dialect, Escape, Role, Spec, TemplateId, Templates};
 use crate::upstream::{is_forbidden_header, is_safe_header_value, is_token, Target, UpstreamRequest, UpstreamResult};
 use base64::Engine;
-use minijinja::{context, value::Value as MjValue};
+use minijinja::value::Value as MjValue;
 use serde_json::{json, Map, Value};
 use std::sync::Arc;
 
@@ -163,13 +163,16 @@ impl Tool {
                 return Err(err("args", format!("'{}' cannot be used as a {:?} parameter name", p.wire, p.position)));
             }
         }
-        let compile = |templates: &mut Templates, field: &str, src: &str, esc: Escape| {
-            templates.add(&format!("{}/{}/{field}", server.name, cfg.name), src, esc).map_err(|e| err(field, e))
+        let dialect = server.template_dialect.unwrap_or_default();
+        let compile = |templates: &mut Templates, field: &str, src: &str, role: Role| {
+            let spec = Spec { escape: Escape::None, dialect, role };
+            templates.add_spec(&format!("{}/{}/{field}", server.name, cfg.name), src, spec).map_err(|e| err(field, e))
         };
         // Request-side templates that depend only on config are rendered once here.
-        let compile_request = |templates: &mut Templates, field: &str, src: &str, esc: Escape| {
+        let compile_request = |templates: &mut Templates, field: &str, src: &str, escape: Escape| {
+            let spec = Spec { escape, dialect, role: Role::Request };
             templates
-                .add_resolving(&format!("{}/{}/{field}", server.name, cfg.name), src, esc, config)
+                .add_resolving(&format!("{}/{}/{field}", server.name, cfg.name), src, spec, config)
                 .map_err(|e| err(field, e))
         };
         let rt = cfg.request_template.clone().unwrap_or_default();
@@ -286,16 +289,24 @@ impl Tool {
         if resp.content.as_ref().is_some_and(Vec::is_empty) {
             return Err(err("responseTemplate.content", "must list at least one block".into()));
         }
+        // With no url, a result template renders over the call itself, as a request template does.
+        let result_role = if request.is_some() { Role::Result } else { Role::Request };
         let opt = |templates: &mut Templates,
                    field: &str,
-                   src: &Option<String>|
+                   src: &Option<String>,
+                   role: Role|
          -> Result<Option<TemplateId>, (String, String)> {
-            src.as_deref().map(|s| compile(templates, field, s, Escape::None)).transpose()
+            src.as_deref().map(|s| compile(templates, field, s, role)).transpose()
         };
-        let response_body = opt(templates, "responseTemplate.body", &resp.body)?;
-        let prepend = opt(templates, "responseTemplate.prependBody", &resp.prepend_body)?;
-        let append = opt(templates, "responseTemplate.appendBody", &resp.append_body)?;
-        let error_body = opt(templates, "errorResponseTemplate", &cfg.error_response_template)?;
+        // Higress adds prependBody and appendBody as they are written: in its dialect they are not templates.
+        let text = |templates: &mut Templates, field: &str, src: &Option<String>| match dialect {
+            Dialect::Go => Ok(src.as_deref().map(Templates::literal)),
+            Dialect::Jinja => opt(templates, field, src, result_role),
+        };
+        let response_body = opt(templates, "responseTemplate.body", &resp.body, result_role)?;
+        let prepend = text(templates, "responseTemplate.prependBody", &resp.prepend_body)?;
+        let append = text(templates, "responseTemplate.appendBody", &resp.append_body)?;
+        let error_body = opt(templates, "errorResponseTemplate", &cfg.error_response_template, Role::Error)?;
         let content = match &resp.content {
             Some(blocks) => {
                 let mut compile_block = |t: &mut Templates, field: &str, src: &str| {
@@ -432,7 +443,7 @@ impl Tool {
         config: &MjValue,
         args: &Value,
     ) -> Result<UpstreamRequest, String> {
-        let ctx = context! { args => MjValue::from_serialize(args), config => config.clone() };
+        let ctx = Data::request(args, config);
         let mut path = templates.render(&plan.url, &ctx)?;
         let obj = args.as_object().cloned().unwrap_or_default();
         // Query and form pairs are percent-encoded as they are made (see `encoding`).
@@ -656,24 +667,19 @@ impl Tool {
                 return error_result(&format!("The upstream answer could not be read: {why}"));
             }
         }
-        let ctx = if uses_template {
-            let headers: Map<String, Value> = headers.iter().map(|(k, v)| (k.to_ascii_lowercase(), json!(v))).collect();
-            let response = parsed.clone().map_or(MjValue::from(()), json_view);
-            let flattened =
-                if parsed.as_deref().is_some_and(Value::is_object) { response.clone() } else { MjValue::from(()) };
-            context! {
-                args => MjValue::from_serialize(args),
-                config => config.clone(),
-                response => response,
-                body => text.as_str(),
-                bodyBase64 => body_base64,
-                status => status,
-                headers => MjValue::from_serialize(&headers),
-                ..flattened
-            }
+        let header_map: Map<String, Value> = if uses_template {
+            headers.iter().map(|(k, v)| (k.to_ascii_lowercase(), json!(v))).collect()
         } else {
-            MjValue::from(())
+            Map::new()
         };
+        let answer = AnswerData {
+            parsed: parsed.clone(),
+            body: text.as_str(),
+            body_base64: &body_base64,
+            status,
+            headers: &header_map,
+        };
+        let ctx = Data::answer(args, config, answer);
         if !ok {
             let message = match (&self.error_body, &unparseable) {
                 (Some(_), Some(why)) if self.error_reads_answer => format!(
@@ -700,7 +706,7 @@ impl Tool {
         } else {
             let mut blocks = Vec::with_capacity(self.content.len());
             for (i, c) in self.content.iter().enumerate() {
-                match c.render(templates, &ctx) {
+                match c.render_with(&|t: &TemplateId| templates.render(t, &ctx)) {
                     Ok(b) => blocks.push(b),
                     Err(e) => return error_result(&format!("The response template failed: content block {i}: {e}")),
                 }
@@ -708,19 +714,20 @@ impl Tool {
             Some(blocks)
         };
         let rendered = if blocks.is_some() {
-            Ok(String::new())
+            Some(Ok(String::new()))
         } else if let Some(t) = &self.response_body {
-            templates.render(t, &ctx)
+            Some(templates.render(t, &ctx))
         } else if self.prepend.is_some() || self.append.is_some() {
             let part = |t: &Option<TemplateId>| t.as_ref().map_or(Ok(String::new()), |t| templates.render(t, &ctx));
-            part(&self.prepend).and_then(|p| part(&self.append).map(|a| format!("{p}{text}{a}")))
+            Some(part(&self.prepend).and_then(|p| part(&self.append).map(|a| format!("{p}{text}{a}"))))
         } else {
-            Ok(text)
+            None
         };
         drop(ctx);
         let text_out = match rendered {
-            Ok(t) => t,
-            Err(e) => return error_result(&format!("The response template failed: {e}")),
+            None => text,
+            Some(Ok(t)) => t,
+            Some(Err(e)) => return error_result(&format!("The response template failed: {e}")),
         };
         let content = blocks.unwrap_or_else(|| vec![json!({"type": "text", "text": text_out})]);
         let mut result = json!({"content": content, "isError": false});
@@ -872,6 +879,85 @@ mod tests {
             Prepared::Upstream(r, _) => r,
             Prepared::Done(v) => panic!("expected a request, got {v}"),
         }
+    }
+
+    /// A tool of a server in Higress's template dialect (`templateDialect: go`).
+    #[cfg(feature = "go-templates")]
+    fn go_tool(yaml_tool: &str) -> (Tool, Templates, MjValue) {
+        let doc = format!("servers:\n- name: s\n  templateDialect: go\n  config: {{base: v1, key: k1}}\n  upstream: {{cluster: api}}\n  tools:\n  - {yaml_tool}\n");
+        let cfg = PluginConfig::parse(&doc).unwrap();
+        let mut templates = Templates::new();
+        let config = crate::gateway::safe_config(&cfg.servers[0].config);
+        let t = Tool::compile(&cfg.servers[0], &cfg.servers[0].tools[0], &mut templates, &config).unwrap();
+        (t, templates, config)
+    }
+
+    #[test]
+    #[cfg(not(feature = "go-templates"))]
+    fn go_dialect_is_refused_without_its_feature() {
+        let doc = "server: {name: s}\ntools:\n- {name: t, description: d, responseTemplate: {body: '{{.args.x}}'}}\n";
+        let e = crate::gateway::Gateway::from_config_str(doc).unwrap_err();
+        assert!(e.message.contains("go-templates"), "{e}");
+    }
+
+    #[test]
+    #[cfg(feature = "go-templates")]
+    fn go_dialect_requests_and_results() {
+        let (t, tpl, cfg) = go_tool(
+            "{name: t, description: d, args: [{name: q}, {name: tags, type: array}], requestTemplate: {url: 'https://api.x/{{.config.base}}/s?q={{.args.q}}', method: POST, \
+             headers: [{key: Authorization, value: 'Bearer {{.config.key}}'}, {key: X-Id, value: '{{uuidv4}}'}], \
+             body: '{\"tags\": {{.args.tags | toJson}}, \"n\": {{len .args.tags}}}'}, \
+             responseTemplate: {body: '{{range .items}}[{{.name}}]{{end}} {{.args.q}}'}, errorResponseTemplate: 'E{{index ._headers \":status\"}} {{.error}}'}",
+        );
+        let r = request(&t, &tpl, &cfg, json!({"q": "a b&c", "tags": ["x", "y"]}));
+        assert_eq!(r.path, "/v1/s?q=a%20b%26c");
+        let h = |k: &str| r.headers.iter().find(|(n, _)| n == k).map(|(_, v)| v.clone()).unwrap_or_default();
+        assert_eq!(h("authorization"), "Bearer k1");
+        assert_eq!(h("x-id").len(), 36);
+        assert_eq!(r.body.as_deref(), Some(&br#"{"tags": ["x","y"], "n": 2}"#[..]));
+        // Result templates see the answer's JSON only (Higress's rule): `.args` is missing there.
+        let answer = |status: u16, body: &str| UpstreamResult::Response {
+            status,
+            headers: vec![("Content-Type".into(), "application/json".into())],
+            body: body.as_bytes().to_vec(),
+        };
+        let res = t.finish(&tpl, &cfg, &json!({"q": "z"}), answer(200, r#"{"items": [{"name": "a"}, {"name": "b"}]}"#));
+        assert_eq!(res["content"][0]["text"], json!("[a][b] "));
+        let res = t.finish(&tpl, &cfg, &json!({}), answer(200, "\"just a string\""));
+        assert!(res["content"][0]["text"].as_str().unwrap().contains("valid JSON object or array"), "{res}");
+        // Error templates see the answer plus `_headers`, `:status` among them.
+        let res = t.finish(&tpl, &cfg, &json!({}), answer(503, r#"{"error": "down"}"#));
+        assert_eq!((res["isError"].clone(), res["content"][0]["text"].clone()), (json!(true), json!("E503 down")));
+        // prependBody/appendBody are literal text in Higress's dialect, `{{` included.
+        let (t, tpl, cfg) = go_tool("{name: t, description: d, requestTemplate: {url: /x}, responseTemplate: {prependBody: 'P {{x}} ', appendBody: ' A'}}");
+        let res = t.finish(&tpl, &cfg, &json!({}), answer(200, "{}"));
+        assert_eq!(res["content"][0]["text"], json!("P {{x}} {} A"));
+        // mcp-github's `contents/{{.args.path}}`: a nested path keeps its slashes; a dot segment is refused.
+        let (t, tpl, cfg) = go_tool("{name: t, description: d, args: [{name: path}], requestTemplate: {url: 'https://api.github.com/repos/o/contents/{{.args.path}}?ref={{.args.path}}'}}");
+        assert_eq!(
+            request(&t, &tpl, &cfg, json!({"path": "dir/a b.txt"})).path,
+            "/repos/o/contents/dir/a%20b.txt?ref=dir%2Fa%20b.txt"
+        );
+        assert!(refused(&t, &tpl, &cfg, json!({"path": "../../admin"})).contains("dot segment"));
+        // getRealIP and getSocketIP read the request's client (set by the transport around the call).
+        let (t, tpl, cfg) = go_tool("{name: t, description: d, requestTemplate: {url: /x, headers: [{key: X-Client, value: '{{getRealIP}} {{getSocketIP}}'}]}, responseTemplate: {body: 'from {{getRealIP}}'}}");
+        let client = crate::template::Client::from_request(Some("203.0.113.7, 10.0.0.1"), Some("10.0.0.2:5555"));
+        let r = crate::template::with_client(&client, || request(&t, &tpl, &cfg, json!({})));
+        assert!(r.headers.contains(&("x-client".into(), "203.0.113.7 10.0.0.2".into())), "{:?}", r.headers);
+        let res = crate::template::with_client(&client, || t.finish(&tpl, &cfg, &json!({}), answer(200, "{}")));
+        assert_eq!(res["content"][0]["text"], json!("from 203.0.113.7"));
+        // A tool with no url renders over the call: {config, args}.
+        let (t, tpl, cfg) = go_tool("{name: t, description: d, args: [{name: who, default: w}], responseTemplate: {body: 'hi {{.args.who}} {{.config.key}}'}}");
+        let Prepared::Done(res) = t.prepare(&tpl, &cfg, None) else { panic!() };
+        assert_eq!(res["content"][0]["text"], json!("hi w k1"));
+        // Unknown functions fail the load, naming the function and the field.
+        let doc = "servers:\n- name: s\n  templateDialect: go\n  upstream: {cluster: c}\n  tools:\n  - {name: t, description: d, requestTemplate: {url: /x, headers: [{key: X, value: '{{nope .args.a}}'}]}}\n";
+        let e = crate::gateway::Gateway::from_config_str(doc).unwrap_err();
+        assert!(e.field == "requestTemplate.headers[0]" && e.message.contains("function \"nope\" not defined"), "{e}");
+        // The same text in our dialect is another language: `{{uuidv4}}` is refused there instead of rendering empty.
+        let doc = "servers:\n- name: s\n  upstream: {cluster: c}\n  tools:\n  - {name: t, description: d, requestTemplate: {url: /x, headers: [{key: X, value: '{{uuidv4}}'}]}}\n";
+        let e = crate::gateway::Gateway::from_config_str(doc).unwrap_err();
+        assert!(e.message.contains("uuidv4") && e.message.contains("templateDialect"), "{e}");
     }
 
     #[test]

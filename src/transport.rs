@@ -21,6 +21,8 @@ pub struct RequestHead {
     pub method: String,
     pub path: String,
     pub headers: Vec<(String, String)>,
+    /// The downstream peer's address (Envoy's `source.address`, `ip:port`), for templates' `getRealIP`.
+    pub client_address: Option<String>,
 }
 
 impl RequestHead {
@@ -134,6 +136,8 @@ enum Phase {
 /// One HTTP request being served.
 #[derive(Debug)]
 pub struct Exchange {
+    /// Who sent the request, as templates' `getRealIP`/`getSocketIP` report it.
+    client: crate::template::Client,
     server: usize,
     kind: Kind,
     session_id: Option<String>,
@@ -261,6 +265,7 @@ pub fn route(gw: &Gateway, head: &RequestHead) -> Route {
         }
     };
     Route::Accept(Box::new(Exchange {
+        client: crate::template::Client::from_request(head.header("x-forwarded-for"), head.client_address.as_deref()),
         server,
         kind,
         session_id,
@@ -550,7 +555,9 @@ impl Exchange {
                 Err((id, why)) => {
                     slots.push(Some(jsonrpc::error(id, jsonrpc::INVALID_REQUEST, format!("Invalid Request: {why}"))))
                 }
-                Ok(m) => match mcp::handle(gw, server, note_call(&mut self.called, &server.name, m), self.revision) {
+                Ok(m) => match crate::template::with_client(&self.client, || {
+                    mcp::handle(gw, server, note_call(&mut self.called, &server.name, m), self.revision)
+                }) {
                     Handled::Reply(v) => slots.push(Some(v)),
                     Handled::Silent => slots.push(None),
                     // One request may not start more calls than the limit: a batch of thousands would take
@@ -587,7 +594,11 @@ impl Exchange {
             return None;
         };
         let call = calls.get_mut(index)?.take()?;
-        slots[call.slot] = Some(mcp::finish_call(gw, server, call.id, &call.call, &call.args, outcome, self.revision));
+        let revision = self.revision;
+        let reply = crate::template::with_client(&self.client, || {
+            mcp::finish_call(gw, server, call.id, &call.call, &call.args, outcome, revision)
+        });
+        slots[call.slot] = Some(reply);
         *remaining -= 1;
         if *remaining > 0 {
             return None;
