@@ -329,6 +329,10 @@ pub struct ServerConfig {
     /// Upstream credentials tools refer to by `requestTemplate.security.id` (Higress's `server.securitySchemes`).
     #[serde(default)]
     pub security_schemes: Vec<SecurityScheme>,
+    /// The tools clients may see and call (Higress's `allowTools`); absent: all of them. A request's
+    /// `x-envoy-allow-mcp-tools` header narrows it further.
+    #[serde(default)]
+    pub allow_tools: Option<Vec<String>>,
     /// The language of this server's templates: `jinja` (ours) or `go` (Higress's). Unset: `go` in Higress's
     /// single-server shape (top-level `server:` and `tools:`), so Higress configs run unchanged; `jinja` else.
     #[serde(default)]

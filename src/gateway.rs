@@ -41,11 +41,20 @@ pub struct Server {
     pub resource_templates: Vec<Resource>,
     /// `config` as templates see it: strings marked safe so URL templates do not escape operator values.
     pub config: MjValue,
+    /// `allowTools`: the tools clients may see and call; `None`: all.
+    pub allow_tools: Option<Vec<String>>,
 }
 
 impl Server {
     pub fn tool(&self, name: &str) -> Option<&Tool> {
         self.tool_index.get(name).map(|i| &self.tools[*i])
+    }
+
+    /// Whether a client may see and call `tool`: it is in `allowTools` (when set) and in the request's
+    /// `x-envoy-allow-mcp-tools` list (when the request has one), as Higress intersects them.
+    pub fn tool_allowed(&self, tool: &str, header: Option<&[String]>) -> bool {
+        let listed = |list: &[String]| list.iter().any(|t| t == tool);
+        self.allow_tools.as_deref().is_none_or(listed) && header.is_none_or(listed)
     }
 
     pub fn prompt(&self, name: &str) -> Option<&Prompt> {
@@ -169,7 +178,11 @@ impl Gateway {
                     s.name
                 ));
             }
+            for name in s.allow_tools.iter().flatten().filter(|n| !tool_index.contains_key(n.as_str())) {
+                notices.push(format!("server '{}': allowTools names '{name}', which is not one of its tools", s.name));
+            }
             let mut server = Server {
+                allow_tools: s.allow_tools,
                 name: s.name,
                 version,
                 title: s.title,

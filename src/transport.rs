@@ -151,6 +151,9 @@ pub struct Exchange {
     /// The server and tool of the request's first `tools/call`, until the host takes them for its access
     /// log (Higress's `mcp_server_name` and `mcp_tool_name` properties).
     called: Option<(String, String)>,
+    /// The tools the request's `x-envoy-allow-mcp-tools` header allows (set by an earlier filter, e.g. an
+    /// authorization plugin); `None`: no such restriction.
+    allowed_tools: Option<Vec<String>>,
     phase: Phase,
 }
 
@@ -274,6 +277,7 @@ pub fn route(gw: &Gateway, head: &RequestHead) -> Route {
         revision: Revision::LATEST_LEGACY,
         relayed,
         called: None,
+        allowed_tools: head.header("x-envoy-allow-mcp-tools").and_then(allowed_tools),
         phase: Phase::Start,
     }))
 }
@@ -556,7 +560,13 @@ impl Exchange {
                     slots.push(Some(jsonrpc::error(id, jsonrpc::INVALID_REQUEST, format!("Invalid Request: {why}"))))
                 }
                 Ok(m) => match crate::template::with_client(&self.client, || {
-                    mcp::handle(gw, server, note_call(&mut self.called, &server.name, m), self.revision)
+                    mcp::handle_allowed(
+                        gw,
+                        server,
+                        note_call(&mut self.called, &server.name, m),
+                        self.revision,
+                        self.allowed_tools.as_deref(),
+                    )
                 }) {
                     Handled::Reply(v) => slots.push(Some(v)),
                     Handled::Silent => slots.push(None),
@@ -629,6 +639,12 @@ impl Exchange {
     fn unsupported_header(&self) -> Option<String> {
         self.mcp_headers.protocol_version.clone().filter(|v| Revision::parse(v).is_none())
     }
+}
+
+/// The tool names of an `x-envoy-allow-mcp-tools` header (comma-separated); an empty one restricts nothing.
+fn allowed_tools(header: &str) -> Option<Vec<String>> {
+    let names: Vec<String> = header.split(',').map(str::trim).filter(|n| !n.is_empty()).map(str::to_string).collect();
+    (!names.is_empty()).then_some(names)
 }
 
 /// Remembers the first `tools/call` of a request (its server and tool), and passes the message on.

@@ -133,6 +133,17 @@ pub fn complete(method: &str, mut result: Value, revision: Revision) -> Value {
 
 /// Handles one message (everything except a legacy `initialize`, which opens a session).
 pub fn handle(gw: &Gateway, server: &Server, msg: Message, revision: Revision) -> Handled {
+    handle_allowed(gw, server, msg, revision, None)
+}
+
+/// [`handle`] for a request that names the tools it may use (`x-envoy-allow-mcp-tools`).
+pub fn handle_allowed(
+    gw: &Gateway,
+    server: &Server,
+    msg: Message,
+    revision: Revision,
+    allowed: Option<&[String]>,
+) -> Handled {
     let (id, method, params) = match msg {
         Message::Request { id, method, params } => (id, method, params),
         Message::Notification { .. } | Message::Response => return Handled::Silent,
@@ -156,12 +167,22 @@ pub fn handle(gw: &Gateway, server: &Server, msg: Message, revision: Revision) -
             Handled::Reply(jsonrpc::error(id, jsonrpc::INVALID_REQUEST, "the session is already initialized"))
         }
         "server/discover" if revision.is_stateless() => done(id, discover_result(server)),
-        "tools/list" => answer(
+        "tools/list" if server.allow_tools.is_none() && allowed.is_none() => answer(
             id,
             page(gw, "tools", server.tools.len(), p.get("cursor"), &|r| {
                 server.tools[r].iter().map(Tool::listing).collect()
             }),
         ),
+        "tools/list" => {
+            // Cursors page over what this caller may see.
+            let visible: Vec<&Tool> = server.tools.iter().filter(|t| server.tool_allowed(&t.name, allowed)).collect();
+            answer(
+                id,
+                page(gw, "tools", visible.len(), p.get("cursor"), &|r| {
+                    visible[r].iter().map(|t| t.listing()).collect()
+                }),
+            )
+        }
         "prompts/list" => answer(
             id,
             page(gw, "prompts", server.prompts.len(), p.get("cursor"), &|r| {
@@ -224,6 +245,14 @@ pub fn handle(gw: &Gateway, server: &Server, msg: Message, revision: Revision) -
             let Some(tool) = server.tool(name) else {
                 return Handled::Reply(jsonrpc::error(id, jsonrpc::INVALID_PARAMS, format!("Unknown tool: {name}")));
             };
+            if !server.tool_allowed(name, allowed) {
+                // Higress's words for it.
+                return Handled::Reply(jsonrpc::error(
+                    id,
+                    jsonrpc::INVALID_PARAMS,
+                    format!("Tool not allowed: {name}"),
+                ));
+            }
             if revision.is_stateless() {
                 if let Some(missing) = missing_capabilities(tool, p) {
                     return Handled::Reply(jsonrpc::error_with_data(

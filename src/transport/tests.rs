@@ -807,3 +807,55 @@ fn messages_relayed_by_higress_sse_filter_need_no_session() {
         head("POST", "/mcp-servers/demo?sessionId=x", &[("mcp-session-id", "0123456789abcdef0123456789abcdef")]);
     assert_eq!(h.send(&g, with_both, ping, &no_upstream).status, 404);
 }
+
+#[test]
+fn allow_tools_and_the_allow_header_intersect() {
+    let list = r#"{"jsonrpc":"2.0","id":2,"method":"tools/list"}"#;
+    let call = |tool: &str| {
+        format!(
+            r#"{{"jsonrpc":"2.0","id":3,"method":"tools/call","params":{{"name":"{tool}","arguments":{{"city":"x"}}}}}}"#
+        )
+    };
+    let names = |r: &HttpResponse| -> Vec<String> {
+        json_body(r)["result"]["tools"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|t| t["name"].as_str().unwrap().to_string())
+            .collect()
+    };
+    let send = |h: &mut Host, g: &Gateway, sid: &str, header: Option<&str>, body: &str| {
+        let mut headers = vec![("mcp-session-id", sid)];
+        if let Some(v) = header {
+            headers.push(("x-envoy-allow-mcp-tools", v));
+        }
+        h.send(g, head("POST", "/mcp-servers/demo", &headers), body, &|_| UpstreamResult::Failed("no".into()))
+    };
+    // The header alone restricts (an empty one does not).
+    let g = gw();
+    let mut h = Host::new();
+    let sid = h.initialize(&g, "2025-06-18");
+    assert_eq!(names(&send(&mut h, &g, &sid, None, list)), ["hello", "weather"]);
+    assert_eq!(names(&send(&mut h, &g, &sid, Some(" weather , nope"), list)), ["weather"]);
+    assert_eq!(names(&send(&mut h, &g, &sid, Some(" , "), list)), ["hello", "weather"]);
+    let refused = json_body(&send(&mut h, &g, &sid, Some("weather"), &call("hello")));
+    assert_eq!(
+        (refused["error"]["code"].clone(), refused["error"]["message"].clone()),
+        (json!(-32602), json!("Tool not allowed: hello"))
+    );
+    // allowTools in the config, intersected with the header.
+    let g = Gateway::from_config_str(
+        &CONFIG.replace("  - name: demo\n", "  - name: demo\n    allowTools: [hello, ghost]\n"),
+    )
+    .unwrap();
+    assert!(g.notices.iter().any(|n| n.contains("'ghost'")), "{:?}", g.notices);
+    let mut h = Host::new();
+    let sid = h.initialize(&g, "2025-06-18");
+    assert_eq!(names(&send(&mut h, &g, &sid, None, list)), ["hello"]);
+    assert_eq!(names(&send(&mut h, &g, &sid, Some("weather"), list)), Vec::<String>::new());
+    let refused = json_body(&send(&mut h, &g, &sid, None, &call("weather")));
+    assert_eq!(refused["error"]["message"], json!("Tool not allowed: weather"));
+    let hello = r#"{"jsonrpc":"2.0","id":4,"method":"tools/call","params":{"name":"hello","arguments":{}}}"#;
+    let ok = json_body(&send(&mut h, &g, &sid, Some("hello,weather"), hello));
+    assert_eq!(ok["result"]["content"][0]["text"], json!("hello world"));
+}
