@@ -73,7 +73,11 @@ thread_local! {
 }
 
 /// Runs `f` with `client` as the request's client for templates, restoring the previous one afterwards.
+/// An unknown client (a configuration without Go templates never reads one) costs nothing.
 pub fn with_client<R>(client: &Client, f: impl FnOnce() -> R) -> R {
+    if client.real_ip.is_none() && client.socket_ip.is_none() {
+        return f();
+    }
     let previous = CLIENT.with(|c| c.replace(client.clone()));
     let r = f();
     CLIENT.with(|c| *c.borrow_mut() = previous);
@@ -270,6 +274,12 @@ impl Templates {
     }
 
     /// A fixed text, not a template (Higress's `prependBody`/`appendBody`).
+    /// Whether any template is in the Go dialect: only those read the request's client (`getRealIP`), so
+    /// the host reads and carries it only then.
+    pub fn has_go(&self) -> bool {
+        !self.go.is_empty()
+    }
+
     pub fn literal(text: &str) -> TemplateId {
         TemplateId(Resolved::Static(text.to_string()))
     }

@@ -268,7 +268,11 @@ pub fn route(gw: &Gateway, head: &RequestHead) -> Route {
         }
     };
     Route::Accept(Box::new(Exchange {
-        client: crate::template::Client::from_request(head.header("x-forwarded-for"), head.client_address.as_deref()),
+        client: if gw.templates.has_go() {
+            crate::template::Client::from_request(head.header("x-forwarded-for"), head.client_address.as_deref())
+        } else {
+            crate::template::Client::default()
+        },
         server,
         kind,
         session_id,

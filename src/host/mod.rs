@@ -398,10 +398,15 @@ impl HttpContext for Http {
         // One hostcall for the whole map; :method is in it.
         let headers = headers_lossy(MapType::HttpRequestHeaders);
         let method = headers.iter().find(|(k, _)| k == ":method").map(|(_, v)| v.clone()).unwrap_or_default();
-        let client_address = hostcalls::get_property(vec!["source", "address"])
-            .ok()
-            .flatten()
-            .map(|v| String::from_utf8_lossy(&v).into_owned());
+        // Only Go templates read the client's address (`getRealIP`): one hostcall fewer for everyone else.
+        let client_address = if gw.templates.has_go() {
+            hostcalls::get_property(vec!["source", "address"])
+                .ok()
+                .flatten()
+                .map(|v| String::from_utf8_lossy(&v).into_owned())
+        } else {
+            None
+        };
         let head = RequestHead { method, path, headers, client_address };
         match transport::route(&gw, &head) {
             Route::PassThrough => Action::Continue,
