@@ -181,6 +181,16 @@ def tail(path: Path, lines: int = 60) -> str:
     return "\n".join(text[-lines:])
 
 
+def assert_still_serving(gw, server: str = "demo") -> None:
+    """Envoy is alive and the plugin still answers: a new session, and a tool answered from its template
+    (`template_only` of plugin-config/e2e.yaml)."""
+    assert gw.envoy.alive(), "Envoy exited"
+    with RawMcp(gw.base_url, gw.prefix) as raw:
+        sid, _ = raw.initialize(server)
+        msg = raw.rpc(server, sid, "tools/call", {"name": "template_only", "arguments": {"name": "still here"}})
+        assert msg["result"]["content"][0]["text"] == "Hello, still here!"
+
+
 def crash_lines(log_text: str) -> list[str]:
     return [line for line in log_text.splitlines() if any(p.search(line) for p in CRASH_PATTERNS)]
 

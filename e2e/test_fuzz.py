@@ -161,14 +161,6 @@ def _faults(entries: list[dict]) -> list[str]:
     return bad
 
 
-def _still_serving(gw) -> None:
-    assert gw.envoy.alive(), "Envoy exited"
-    with RawMcp(gw.base_url, gw.prefix) as raw:
-        sid, _ = raw.initialize(SERVER)
-        msg = raw.rpc(SERVER, sid, "tools/call", {"name": "template_only", "arguments": {"name": "still here"}})
-        assert msg["result"]["content"][0]["text"] == "Hello, still here!"
-
-
 @pytest.mark.timeout(300)
 def test_mcp_fuzzer_finds_no_5xx_hang_or_vm_failure(fuzz_gw):
     version = _fuzzer_version()
@@ -215,7 +207,7 @@ def test_mcp_fuzzer_finds_no_5xx_hang_or_vm_failure(fuzz_gw):
     faults = _faults(entries)
     assert not faults, f"{len(faults)} requests with a 5xx, no answer or over {HANG_MS} ms " \
                        f"(access log {gw.extra['access_log']}):\n" + "\n".join(faults[:40])
-    _still_serving(gw)
+    harness.assert_still_serving(gw, SERVER)
 
 
 @pytest.mark.xfail(strict=True, reason="route dispatch: Envoy's own 500/504 reach the client (see the module docstring)")

@@ -102,44 +102,37 @@ def test_a_relayed_post_as_higress_sends_it(gw):
     assert r.status_code == 400 and "Mcp-Session-Id" in r.json()["error"]["message"]
 
 
-def test_through_the_higress_build_in_the_test_host(e2e_config, tmp_path):
+def test_through_the_higress_build_in_the_test_host(e2e_config):
     """The same relay in front of the Higress build (mcp_gateway_higress.wasm) in the test host for Higress's
     ABI (two workers, Higress's pause semantics), Redis sessions configured: the relayed messages use none."""
     from wasm_host import Plugin, Replica
-    from wasm_host.testing import HostThread, RedisServer
+    from wasm_host.testing import RedisServer, running
 
     config = dict(e2e_config)
     config.pop("sessionTtlSeconds", None)
     config["sessions"] = {"store": "redis", "redis": {"cluster": "outbound|6379||redis.dns"}}
     run_dir = harness.new_run_dir("higress-sse")
-    thread = HostThread()
-    try:
-        with RedisServer(run_dir) as redis, harness.DemoUpstream(log_dir=run_dir) as upstream:
-            replica = Replica(
-                harness.higress_wasm_path(),
-                Plugin(json.dumps(config).encode()),
-                clusters={"demo": ("127.0.0.1", upstream.port), "outbound|6379||redis.dns": redis.address},
-                route_cluster="demo",
-                workers=2,
-                name="higress-sse",
-                log_path=run_dir / "replica.log",
-            )
-            thread.run(replica.start())
+    with RedisServer(run_dir) as redis, harness.DemoUpstream(log_dir=run_dir) as upstream:
+        replica = Replica(
+            harness.higress_wasm_path(),
+            Plugin(json.dumps(config).encode()),
+            clusters={"demo": ("127.0.0.1", upstream.port), "outbound|6379||redis.dns": redis.address},
+            route_cluster="demo",
+            workers=2,
+            name="higress-sse",
+            log_path=run_dir / "replica.log",
+        )
+        with running(replica):
+            sse = HigressSseFilter(replica.url, harness.free_port()).start()
             try:
-                sse = HigressSseFilter(replica.url, harness.free_port()).start()
-                try:
 
-                    async def body(client):
-                        return await client.call_tool("get_user", {"id": 3})
+                async def body(client):
+                    return await client.call_tool("get_user", {"id": 3})
 
-                    result = run_async(sse_session, f"{sse.url}/mcp-servers/{SERVER}/sse", body)
-                finally:
-                    sse.stop()
-                assert not result.is_error and "Grace Hopper" in result.content[0].text, result
-                assert sum(replica.requests_per_worker) >= 3
-                assert not redis.command("KEYS", "*").strip(), "no session was stored"
-                assert not replica.crashes, replica.crashes
+                result = run_async(sse_session, f"{sse.url}/mcp-servers/{SERVER}/sse", body)
             finally:
-                thread.run(replica.stop())
-    finally:
-        thread.close()
+                sse.stop()
+            assert not result.is_error and "Grace Hopper" in result.content[0].text, result
+            assert sum(replica.requests_per_worker) >= 3
+            assert not redis.command("KEYS", "*").strip(), "no session was stored"
+            assert not replica.crashes, replica.crashes

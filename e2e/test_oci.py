@@ -30,7 +30,7 @@ import yaml
 import harness
 from harness import ACCEPT, LATEST
 from wasm_host import Plugin, Replica
-from wasm_host.testing import HostThread, RedisServer
+from wasm_host.testing import RedisServer, running
 
 ROOT = harness.ROOT
 sys.path.insert(0, str(ROOT / "scripts"))
@@ -267,36 +267,29 @@ def test_the_shipped_wasmplugin_runs_from_the_pulled_module(run_dir, registry):
     [users] = rule["servers"]
     [route_name] = rule["_match_route_"]
     assert rule["sessions"] == config["sessions"], "the rule needs its own sessions: nothing is merged into it"
-    thread = HostThread()
-    try:
-        with RedisServer(run_dir) as redis, harness.DemoUpstream(log_dir=run_dir) as upstream:
-            demo = ("127.0.0.1", upstream.port)
-            replica = Replica(
-                pulled,
-                Plugin(json.dumps(config).encode()),
-                clusters={weather["upstream"]["cluster"]: demo, users["upstream"]["cluster"]: demo, redis_cluster: redis.address},
-                # the Ingress's route: its own host here; every other request takes an unnamed route
-                routes=[("users.example/", route_name, users["upstream"]["cluster"])],
-                route_cluster=weather["upstream"]["cluster"],
-                workers=2,
-                name="wasmplugin",
-                log_path=run_dir / "wasmplugin.log",
-            )
-            thread.run(replica.start())
-            try:
-                assert "per route (_rules_)" in replica.log_text()
-                assert json.loads(call(replica, "/mcp-servers/weather", "get_weather", {"city": "Paris"}))["city"] == "Paris"
-                # the rule's server is served on its route only, and the global one is not served there
-                user = json.loads(call(replica, "/mcp-servers/users", "get_user", {"id": 1}, host="users.example"))
-                assert user["name"] == "Ada Lovelace"
-                assert initialize(replica, "/mcp-servers/users").status_code == 404
-                assert initialize(replica, "/mcp-servers/weather", host="users.example").status_code == 404
-                assert len(redis.command("KEYS", "*").split()) == 2, "both configurations keep sessions in Redis"
-                assert not replica.crashes, replica.crashes
-            finally:
-                thread.run(replica.stop())
-    finally:
-        thread.close()
+    with RedisServer(run_dir) as redis, harness.DemoUpstream(log_dir=run_dir) as upstream:
+        demo = ("127.0.0.1", upstream.port)
+        replica = Replica(
+            pulled,
+            Plugin(json.dumps(config).encode()),
+            clusters={weather["upstream"]["cluster"]: demo, users["upstream"]["cluster"]: demo, redis_cluster: redis.address},
+            # the Ingress's route: its own host here; every other request takes an unnamed route
+            routes=[("users.example/", route_name, users["upstream"]["cluster"])],
+            route_cluster=weather["upstream"]["cluster"],
+            workers=2,
+            name="wasmplugin",
+            log_path=run_dir / "wasmplugin.log",
+        )
+        with running(replica):
+            assert "per route (_rules_)" in replica.log_text()
+            assert json.loads(call(replica, "/mcp-servers/weather", "get_weather", {"city": "Paris"}))["city"] == "Paris"
+            # the rule's server is served on its route only, and the global one is not served there
+            user = json.loads(call(replica, "/mcp-servers/users", "get_user", {"id": 1}, host="users.example"))
+            assert user["name"] == "Ada Lovelace"
+            assert initialize(replica, "/mcp-servers/users").status_code == 404
+            assert initialize(replica, "/mcp-servers/weather", host="users.example").status_code == 404
+            assert len(redis.command("KEYS", "*").split()) == 2, "both configurations keep sessions in Redis"
+            assert not replica.crashes, replica.crashes
 
 
 HEADERS = {"Accept": ACCEPT, "Content-Type": "application/json"}

@@ -119,52 +119,45 @@ def test_one_request_makes_at_most_one_routed_call(gateway):
 
 
 
-def test_route_dispatch_in_the_higress_test_host(tmp_path):
+def test_route_dispatch_in_the_higress_test_host():
     """The Higress build in the test host for Higress's ABI (two workers; Higress's pause semantics): the same
     rewrite, the route chosen again from the rewritten request, the answer held and rewritten, a body-less
     answer replaced by a local reply."""
     from wasm_host import Plugin, Replica
-    from wasm_host.testing import HostThread
+    from wasm_host.testing import running
 
     run_dir = harness.new_run_dir("route-dispatch-higress")
-    thread = HostThread()
-    try:
-        with harness.DemoUpstream(log_dir=run_dir) as upstream:
-            replica = Replica(
-                harness.higress_wasm_path(),
-                Plugin(json.dumps(PLUGIN_CONFIG).encode()),
-                clusters={"demo": ("127.0.0.1", upstream.port)},
-                route_cluster="demo",
-                workers=2,
-                name="route",
-                log_path=run_dir / "replica.log",
-            )
-            thread.run(replica.start())
-            try:
-                url = f"{replica.url}/mcp-servers/{SERVER}"
-                headers = {"Accept": ACCEPT, "Content-Type": "application/json", "Authorization": "Bearer client"}
-                init = {"jsonrpc": "2.0", "id": 0, "method": "initialize",
-                        "params": {"protocolVersion": LATEST, "capabilities": {}, "clientInfo": {"name": "t", "version": "0"}}}
-                r = harness.fresh_connection_post(url, init, headers)
-                assert r.status_code == 200, r.text
-                headers |= {"Mcp-Session-Id": r.headers["mcp-session-id"], "MCP-Protocol-Version": LATEST}
+    with harness.DemoUpstream(log_dir=run_dir) as upstream:
+        replica = Replica(
+            harness.higress_wasm_path(),
+            Plugin(json.dumps(PLUGIN_CONFIG).encode()),
+            clusters={"demo": ("127.0.0.1", upstream.port)},
+            route_cluster="demo",
+            workers=2,
+            name="route",
+            log_path=run_dir / "replica.log",
+        )
+        with running(replica):
+            url = f"{replica.url}/mcp-servers/{SERVER}"
+            headers = {"Accept": ACCEPT, "Content-Type": "application/json", "Authorization": "Bearer client"}
+            init = {"jsonrpc": "2.0", "id": 0, "method": "initialize",
+                    "params": {"protocolVersion": LATEST, "capabilities": {}, "clientInfo": {"name": "t", "version": "0"}}}
+            r = harness.fresh_connection_post(url, init, headers)
+            assert r.status_code == 200, r.text
+            headers |= {"Mcp-Session-Id": r.headers["mcp-session-id"], "MCP-Protocol-Version": LATEST}
 
-                def call(name: str, args: dict) -> dict:
-                    body = {"jsonrpc": "2.0", "id": 1, "method": "tools/call", "params": {"name": name, "arguments": args}}
-                    r = harness.fresh_connection_post(url, body, headers)
-                    assert r.status_code == 200 and r.headers["content-type"].startswith("application/json"), r.text
-                    assert "result" in r.json(), r.text
-                    return r.json()["result"]
+            def call(name: str, args: dict) -> dict:
+                body = {"jsonrpc": "2.0", "id": 1, "method": "tools/call", "params": {"name": name, "arguments": args}}
+                r = harness.fresh_connection_post(url, body, headers)
+                assert r.status_code == 200 and r.headers["content-type"].startswith("application/json"), r.text
+                assert "result" in r.json(), r.text
+                return r.json()["result"]
 
-                weather = call("weather", {"city": "Oslo"})
-                assert json.loads(weather["content"][0]["text"])["city"] == "Oslo", weather
-                seen = json.loads(call("echo", {"id": "7", "note": "n"})["content"][0]["text"])
-                assert (seen["method"], seen["path"], json.loads(seen["body"])) == ("POST", "/echo/items/7", {"note": "n"})
-                assert "authorization" not in seen["headers"] and "mcp-session-id" not in seen["headers"]
-                assert not call("nothing", {}).get("isError")
-                assert call("fail", {})["isError"]
-                assert not replica.crashes, replica.crashes
-            finally:
-                thread.run(replica.stop())
-    finally:
-        thread.close()
+            weather = call("weather", {"city": "Oslo"})
+            assert json.loads(weather["content"][0]["text"])["city"] == "Oslo", weather
+            seen = json.loads(call("echo", {"id": "7", "note": "n"})["content"][0]["text"])
+            assert (seen["method"], seen["path"], json.loads(seen["body"])) == ("POST", "/echo/items/7", {"note": "n"})
+            assert "authorization" not in seen["headers"] and "mcp-session-id" not in seen["headers"]
+            assert not call("nothing", {}).get("isError")
+            assert call("fail", {})["isError"]
+            assert not replica.crashes, replica.crashes

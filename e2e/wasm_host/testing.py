@@ -14,7 +14,7 @@ import socket
 import subprocess
 import threading
 import time
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable, Coroutine, Iterator
 from pathlib import Path
 from typing import Any, Self, TypeVar
 
@@ -59,6 +59,20 @@ class HostThread:
         self.loop.call_soon_threadsafe(self.loop.stop)
         self.thread.join(10)
         self.loop.close()
+
+
+@contextlib.contextmanager
+def running(replica: Any) -> Iterator[Any]:
+    """A replica started on a host thread of its own, for one test: stopped, and the thread closed, afterwards."""
+    thread = HostThread()
+    try:
+        thread.run(replica.start())
+        try:
+            yield replica
+        finally:
+            thread.run(replica.stop())
+    finally:
+        thread.close()
 
 
 class RedisServer:
