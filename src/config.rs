@@ -467,6 +467,14 @@ pub struct ArgConfig {
     /// sent as a multipart part, or as the whole body when it is the tool's only body argument.
     #[serde(default, skip_serializing_if = "is_false")]
     pub file: bool,
+    /// A query value keeps the reserved characters `:/?[]@!$'()*,;` as they are (OpenAPI's `allowReserved`).
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub allow_reserved: bool,
+    /// A form or multipart field's media type (OpenAPI's `encoding.contentType`): a JSON type sends the value
+    /// as JSON text; in a multipart body it is also the part's Content-Type (a file's own `contentType`
+    /// wins).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub content_type: Option<String>,
 }
 
 fn is_false(b: &bool) -> bool {

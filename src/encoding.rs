@@ -7,7 +7,7 @@
 
 use crate::config::{Position, Style};
 use crate::template::URL_COMPONENT;
-use percent_encoding::utf8_percent_encode;
+use percent_encoding::{utf8_percent_encode, AsciiSet};
 use serde_json::Value;
 
 /// A style and its explode flag, resolved for one argument.
@@ -18,13 +18,18 @@ pub struct Encoding {
     /// Objects go as JSON text: a form-body field without a style, as OpenAPI's default `contentType` for
     /// object properties says (and as hand-written configs always did).
     pub json_objects: bool,
+    /// A query value keeps RFC 3986's reserved characters that do not split a query string (OpenAPI's
+    /// `allowReserved`): for APIs that read `a/b:c` differently from `a%2Fb%3Ac`.
+    pub allow_reserved: bool,
 }
 
 impl Encoding {
     /// Form style, exploded: a query string's default, and that of arguments placed without a `position`.
-    pub const QUERY: Encoding = Encoding { style: Style::Form, explode: true, json_objects: false };
+    pub const QUERY: Encoding =
+        Encoding { style: Style::Form, explode: true, json_objects: false, allow_reserved: false };
     /// A form-body field without a style.
-    pub const FORM_FIELD: Encoding = Encoding { style: Style::Form, explode: true, json_objects: true };
+    pub const FORM_FIELD: Encoding =
+        Encoding { style: Style::Form, explode: true, json_objects: true, allow_reserved: false };
 
     /// The encoding of an argument placed at `position`; OpenAPI's defaults fill in what is not given.
     /// A style the position cannot carry is an error naming the ones it can.
@@ -50,8 +55,31 @@ impl Encoding {
             style: chosen,
             explode: explode.unwrap_or(chosen == Form),
             json_objects: position == Position::Body && style.is_none(),
+            allow_reserved: false,
         })
     }
+}
+
+/// What `allowReserved` still encodes in a query value: whatever is not unreserved, except the reserved
+/// characters that cannot end or split a query pair (`&`, `=`, `+` and `#` would, and `%` starts an escape).
+const RESERVED_KEPT: &AsciiSet = &URL_COMPONENT
+    .remove(b':')
+    .remove(b'/')
+    .remove(b'?')
+    .remove(b'[')
+    .remove(b']')
+    .remove(b'@')
+    .remove(b'!')
+    .remove(b'$')
+    .remove(b'\'')
+    .remove(b'(')
+    .remove(b')')
+    .remove(b'*')
+    .remove(b',')
+    .remove(b';');
+
+fn enc_reserved(s: &str) -> String {
+    utf8_percent_encode(s, RESERVED_KEPT).to_string()
 }
 
 fn enc(s: &str) -> String {
@@ -101,7 +129,7 @@ fn is_empty(v: &Value) -> bool {
 /// Query-string or form-body pairs for one argument, each `(name, value)` already percent-encoded.
 /// `null` and empty arrays or objects add nothing.
 pub fn pairs(name: &str, value: &Value, e: Encoding, out: &mut Vec<(String, String)>) {
-    pairs_in(name, value, e, &URL, out)
+    pairs_in(name, value, e, if e.allow_reserved { &URL_RESERVED } else { &URL }, out)
 }
 
 /// The same pairs, not percent-encoded: the names and values of a multipart body's parts.
@@ -113,32 +141,39 @@ pub fn raw_pairs(name: &str, value: &Value, e: Encoding) -> Vec<(String, String)
 
 /// How pairs are written: for a URL (percent-encoded, delimiters encoded where OpenAPI says) or as they are.
 struct Escaping {
+    /// Names (and object keys).
     text: fn(&str) -> String,
+    /// Values.
+    value: fn(&str) -> String,
     space: &'static str,
     pipe: &'static str,
     open: &'static str,
     close: &'static str,
 }
 
-const URL: Escaping = Escaping { text: enc, space: "%20", pipe: "%7C", open: "%5B", close: "%5D" };
-const RAW: Escaping = Escaping { text: str::to_string, space: " ", pipe: "|", open: "[", close: "]" };
+const URL: Escaping = Escaping { text: enc, value: enc, space: "%20", pipe: "%7C", open: "%5B", close: "%5D" };
+/// Values under `allowReserved`; names and the delimiters a style adds stay encoded.
+const URL_RESERVED: Escaping =
+    Escaping { text: enc, value: enc_reserved, space: "%20", pipe: "%7C", open: "%5B", close: "%5D" };
+const RAW: Escaping =
+    Escaping { text: str::to_string, value: str::to_string, space: " ", pipe: "|", open: "[", close: "]" };
 
 fn pairs_in(name: &str, value: &Value, e: Encoding, x: &Escaping, out: &mut Vec<(String, String)>) {
     if is_empty(value) {
         return;
     }
-    let t = x.text;
+    let (t, v) = (x.text, x.value);
     let scalar = !value.is_array() && !value.is_object();
     if scalar || (value.is_object() && e.json_objects) {
-        out.push((t(name), t(&text(value))));
+        out.push((t(name), v(&text(value))));
         return;
     }
-    let joined = |sep: &str| flat(value).iter().map(|s| t(s)).collect::<Vec<_>>().join(sep);
+    let joined = |sep: &str| flat(value).iter().map(|s| v(s)).collect::<Vec<_>>().join(sep);
     match (e.style, e.explode) {
         (Style::DeepObject, _) => deep(&t(name), value, x, out),
         (_, true) => match value {
-            Value::Array(items) => out.extend(items.iter().map(|i| (t(name), t(&text(i))))),
-            Value::Object(m) => out.extend(m.iter().map(|(k, v)| (t(k), t(&text(v))))),
+            Value::Array(items) => out.extend(items.iter().map(|i| (t(name), v(&text(i))))),
+            Value::Object(m) => out.extend(m.iter().map(|(k, m)| (t(k), v(&text(m))))),
             _ => {}
         },
         (Style::SpaceDelimited, false) => out.push((t(name), joined(x.space))),
@@ -156,7 +191,7 @@ fn deep(prefix: &str, value: &Value, x: &Escaping, out: &mut Vec<(String, String
             a.iter().enumerate().for_each(|(i, v)| deep(&format!("{prefix}{open}{i}{close}"), v, x, out))
         }
         Value::Null => {}
-        other => out.push((prefix.to_string(), t(&text(other)))),
+        other => out.push((prefix.to_string(), (x.value)(&text(other)))),
     }
 }
 

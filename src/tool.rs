@@ -55,6 +55,22 @@ struct Placement {
     encoding: Encoding,
     /// A file: base64 content, sent as bytes.
     file: bool,
+    /// A form or multipart field's media type (`contentType`).
+    content_type: Option<String>,
+}
+
+impl Placement {
+    /// Whether a field's value goes as JSON text because its `contentType` is JSON (a string goes as it is,
+    /// which is what a form field holding JSON text means).
+    fn json_text(&self, value: &Value) -> bool {
+        !value.is_string() && self.content_type.as_deref().is_some_and(is_json_media)
+    }
+}
+
+/// `application/json` and the `+json` types, parameters aside.
+fn is_json_media(media: &str) -> bool {
+    let essence = media.split(';').next().unwrap_or("").trim().to_ascii_lowercase();
+    essence == "application/json" || essence.ends_with("+json")
 }
 
 /// A compiled tool.
@@ -143,14 +159,33 @@ impl Tool {
             if position == Position::Body && !form_body && (a.style.is_some() || a.explode.is_some()) {
                 return Err(err("args", format!("'{}': style and explode apply to form bodies only", a.name)));
             }
-            let encoding = Encoding::resolve(position, a.style, a.explode)
+            let mut encoding = Encoding::resolve(position, a.style, a.explode)
                 .map_err(|e| err("args", format!("'{}': {e}", a.name)))?;
+            if a.allow_reserved && position != Position::Query {
+                return Err(err("args", format!("'{}': allowReserved applies to query parameters only", a.name)));
+            }
+            encoding.allow_reserved = a.allow_reserved;
+            if let Some(ct) = &a.content_type {
+                if position != Position::Body || !form_body {
+                    return Err(err(
+                        "args",
+                        format!("'{}': contentType applies to form and multipart body fields only", a.name),
+                    ));
+                }
+                if ct.is_empty() || !ct.bytes().all(|b| b.is_ascii_graphic() || b == b' ') {
+                    return Err(err(
+                        "args",
+                        format!("'{}': contentType must be a media type of visible ASCII", a.name),
+                    ));
+                }
+            }
             placements.push(Placement {
                 arg: a.name.clone(),
                 wire: a.param_name.clone().unwrap_or_else(|| a.name.clone()),
                 position,
                 encoding,
                 file: a.file,
+                content_type: a.content_type.clone(),
             });
         }
         for p in &placements {
@@ -484,10 +519,33 @@ impl Tool {
                 Position::Query => encoding::pairs(wire, value, p.encoding, &mut query),
                 Position::Header => headers.push((wire.to_ascii_lowercase(), encoding::header(value, p.encoding))),
                 Position::Cookie => encoding::cookies(wire, value, p.encoding, &mut cookies),
+                Position::Body if plan.body_mode == BodyMode::Form && p.json_text(value) => {
+                    let json = serde_json::to_string(value).unwrap_or_default();
+                    encoding::pairs(wire, &Value::String(json), p.encoding, &mut form)
+                }
                 Position::Body if plan.body_mode == BodyMode::Form => {
                     encoding::pairs(wire, value, p.encoding, &mut form)
                 }
-                Position::Body if p.file => parts.extend(encoding::file_parts(wire, value)?),
+                Position::Body if p.file => {
+                    let mut files = encoding::file_parts(wire, value)?;
+                    files
+                        .iter_mut()
+                        .filter(|f| f.content_type.is_none())
+                        .for_each(|f| f.content_type.clone_from(&p.content_type));
+                    parts.extend(files)
+                }
+                Position::Body if plan.body_mode == BodyMode::Multipart && p.content_type.is_some() => {
+                    let data = match value {
+                        Value::String(s) if !p.json_text(value) => s.clone().into_bytes(),
+                        other => serde_json::to_vec(other).unwrap_or_default(),
+                    };
+                    parts.push(encoding::Part {
+                        name: wire.into(),
+                        filename: None,
+                        content_type: p.content_type.clone(),
+                        data,
+                    })
+                }
                 Position::Body if plan.body_mode == BodyMode::Multipart => {
                     text_parts(&mut parts, wire, value, p.encoding)
                 }
@@ -958,6 +1016,33 @@ mod tests {
         let doc = "servers:\n- name: s\n  upstream: {cluster: c}\n  tools:\n  - {name: t, description: d, requestTemplate: {url: /x, headers: [{key: X, value: '{{uuidv4}}'}]}}\n";
         let e = crate::gateway::Gateway::from_config_str(doc).unwrap_err();
         assert!(e.message.contains("uuidv4") && e.message.contains("templateDialect"), "{e}");
+    }
+
+    /// `allowReserved` is for query values, `contentType` for form and multipart fields: elsewhere, or with
+    /// a value that could break a header, the load is refused naming the tool and the argument.
+    #[test]
+    fn allow_reserved_and_content_type_are_refused_where_they_mean_nothing() {
+        let refused = |args: &str, form: &str| {
+            let doc = format!("servers:\n- name: s\n  upstream: {{cluster: c}}\n  tools:\n  - {{name: t, description: d, requestTemplate: {{url: '/x/{{id}}', method: POST{form}}}, args: [{args}]}}\n");
+            let e = crate::gateway::Gateway::from_config_str(&doc).unwrap_err();
+            (e.tool.clone().unwrap_or_default(), e.field.clone(), e.message)
+        };
+        let (tool, field, msg) = refused("{name: id, position: path, allowReserved: true}", "");
+        assert_eq!((tool.as_str(), field.as_str()), ("t", "args"));
+        assert!(msg.contains("'id': allowReserved applies to query parameters only"), "{msg}");
+        let (_, _, msg) = refused(
+            "{name: id, position: path}, {name: q, position: query, contentType: application/json}",
+            ", argsToFormBody: true",
+        );
+        assert!(msg.contains("'q': contentType applies to form and multipart body fields only"), "{msg}");
+        let (_, _, msg) =
+            refused("{name: id, position: path}, {name: b, position: body, contentType: application/json}", "");
+        assert!(msg.contains("'b': contentType applies to form"), "{msg}");
+        let (_, _, msg) = refused(
+            "{name: id, position: path}, {name: b, position: body, contentType: \"a/b\\r\\nX: y\"}",
+            ", argsToFormBody: true",
+        );
+        assert!(msg.contains("'b': contentType must be a media type of visible ASCII"), "{msg}");
     }
 
     #[test]

@@ -305,6 +305,8 @@ impl<'a> Builder<'a, '_> {
             schema: Some(schema),
             style,
             explode,
+            allow_reserved: position == Position::Query
+                && p.spec.get("allowReserved").and_then(Value::as_bool).unwrap_or(false),
             ..ArgConfig::default()
         });
         Ok(())
@@ -410,6 +412,16 @@ impl<'a> Builder<'a, '_> {
                 let fields = matches!(kind, BodyKind::Form | BodyKind::Multipart);
                 for (name, prop) in props {
                     let required = marked != Some(false) && req.contains(&name);
+                    let field_encoding = encodings.and_then(|e| e.get(&name)).and_then(Value::as_object);
+                    let content_type = field_encoding
+                        .filter(|_| fields)
+                        .and_then(|e| e.get("contentType"))
+                        .and_then(Value::as_str)
+                        // Several types ("image/png, image/jpeg") leave the choice to the file's own type.
+                        .filter(|ct| {
+                            !ct.contains(',') && !ct.is_empty() && ct.bytes().all(|b| b.is_ascii_graphic() || b == b' ')
+                        })
+                        .map(str::to_string);
                     if kind == BodyKind::Multipart && is_binary(&prop) {
                         let arg_name = claim_arg(&mut self.taken, &name, "body");
                         self.args.push(ArgConfig {
@@ -419,11 +431,12 @@ impl<'a> Builder<'a, '_> {
                             position: Some(Position::Body),
                             schema: Some(file_arg_schema(&prop)),
                             file: true,
+                            content_type,
                             ..ArgConfig::default()
                         });
                         continue;
                     }
-                    let (style, explode) = match encodings.and_then(|e| e.get(&name)).and_then(Value::as_object) {
+                    let (style, explode) = match field_encoding {
                         Some(e) if fields => match encoding_of(e, Position::Body) {
                             Ok(found) => found,
                             Err(why) => {
@@ -442,6 +455,9 @@ impl<'a> Builder<'a, '_> {
                         name: arg_name,
                         position: Some(Position::Body),
                         schema: Some(prop),
+                        // A style, when the encoding has one, says how the field is written; contentType
+                        // then only names what the parts are (OpenAPI 3.1.1's rule for form bodies).
+                        content_type: content_type.filter(|_| kind == BodyKind::Multipart || style.is_none()),
                         style,
                         explode,
                         ..ArgConfig::default()

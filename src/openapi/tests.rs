@@ -968,3 +968,57 @@ fn empty_answers_meet_an_object_output_schema() {
     let r = answer("strict", 200, r#"{"id": 1, "method": "x"}"#);
     assert!(r["content"][0]["text"].as_str().unwrap().contains("`method`: is not an accepted property"), "{r}");
 }
+
+/// `allowReserved` keeps reserved characters in a query value; `encoding.contentType` sends form fields as
+/// JSON text and names multipart parts' (and files') types.
+#[test]
+fn allow_reserved_and_encoding_content_types_are_sent_as_the_document_says() {
+    let doc = json!({
+        "openapi": "3.1.0", "info": {"title": "t", "version": "1"}, "servers": [{"url": "http://api/"}],
+        "paths": {
+            "/search": {"get": {"operationId": "search", "parameters": [
+                {"name": "path", "in": "query", "allowReserved": true, "schema": {"type": "string"}},
+                {"name": "ids", "in": "query", "allowReserved": true, "explode": false,
+                 "schema": {"type": "array", "items": {"type": "string"}}},
+                {"name": "plain", "in": "query", "schema": {"type": "string"}}]}},
+            "/form": {"post": {"operationId": "form", "requestBody": {"content": {
+                "application/x-www-form-urlencoded": {
+                    "schema": {"type": "object", "properties": {
+                        "tags": {"type": "array", "items": {"type": "string"}},
+                        "meta": {"type": "object"}, "name": {"type": "string"}}},
+                    "encoding": {"tags": {"contentType": "application/json"}}}}}}},
+            "/upload": {"post": {"operationId": "upload", "requestBody": {"content": {
+                "multipart/form-data": {
+                    "schema": {"type": "object", "properties": {
+                        "doc": {"type": "object"}, "n": {"type": "integer"},
+                        "file": {"type": "string", "format": "binary"}}},
+                    "encoding": {"doc": {"contentType": "application/vnd.api+json"},
+                                 "n": {"contentType": "text/plain"},
+                                 "file": {"contentType": "image/png"}}}}}}}
+        }
+    });
+    let gw = gateway(&doc, json!({})).unwrap();
+    let req = request(&gw, "search", json!({"path": "a/b:c&d=e f#g", "ids": ["x,1", "y/2"], "plain": "a/b"}));
+    assert_eq!(req.path, "/search?path=a/b:c%26d%3De%20f%23g&ids=x,1,y/2&plain=a%2Fb");
+
+    let req = request(&gw, "form", json!({"tags": ["a", "b"], "meta": {"k": 1}, "name": "x y"}));
+    let body = String::from_utf8(req.body.clone().unwrap()).unwrap();
+    assert_eq!(body, "tags=%5B%22a%22%2C%22b%22%5D&meta=%7B%22k%22%3A1%7D&name=x%20y");
+
+    let req = request(&gw, "upload", json!({"doc": {"a": 1}, "n": 3, "file": {"content": "AA=="}}));
+    let ct = header(&req, "content-type").unwrap().to_string();
+    let boundary = ct.strip_prefix("multipart/form-data; boundary=").unwrap();
+    let text = String::from_utf8_lossy(req.body.as_deref().unwrap()).into_owned();
+    let part =
+        |head: &str, data: &str| format!("--{boundary}\r\nContent-Disposition: form-data; {head}\r\n\r\n{data}\r\n");
+    for expected in [
+        part("name=\"doc\"\r\nContent-Type: application/vnd.api+json", "{\"a\":1}"),
+        part("name=\"n\"\r\nContent-Type: text/plain", "3"),
+        part("name=\"file\"; filename=\"file\"\r\nContent-Type: image/png", "\0"),
+    ] {
+        assert!(text.contains(&expected), "{expected:?} not in {text:?}");
+    }
+    // A file's own type wins over the document's default.
+    let req = request(&gw, "upload", json!({"file": {"content": "AA==", "contentType": "image/gif"}}));
+    assert!(String::from_utf8_lossy(req.body.as_deref().unwrap()).contains("Content-Type: image/gif\r\n"));
+}
