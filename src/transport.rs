@@ -8,6 +8,7 @@
 use crate::gateway::{Gateway, Server};
 use crate::jsonrpc::{self, Message};
 use crate::mcp::{self, Handled, Revision};
+use crate::notify::{self, Listener, LogLevel};
 use crate::session::{self, Session, SessionOp, SessionOutcome};
 use crate::upstream::{UpstreamRequest, UpstreamResult};
 use serde_json::Value;
@@ -112,6 +113,8 @@ struct PendingCall {
     id: Value,
     call: mcp::Pending,
     args: Value,
+    /// Who hears the tool's notifications, when it has some and the request can hear any.
+    listener: Option<Listener>,
 }
 
 /// Where an exchange is (a POST relayed by Higress's SSE filter goes from Start straight to Calling or Done):
@@ -120,6 +123,7 @@ struct PendingCall {
 /// Start ──initialize──> Creating ──Created──────────────────────────> Done (200 + Mcp-Session-Id)
 ///   │ ──POST──────────> Opening ──Found──> Calling ──all answered──> Done
 ///   │                      └──────Found, nothing to call───────────> Done
+///   │          (a logging/setLevel among them: ──> Saving ──Found───> Done)
 ///   └──DELETE─────────> Deleting ──Deleted─────────────────────────> Done (204)
 ///   NotFound: 404; Failed: 503; anything refused early: its error
 /// ```
@@ -129,7 +133,14 @@ enum Phase {
     Creating(Value),
     Opening(Batch),
     Deleting,
-    Calling { single: bool, slots: Vec<Option<Value>>, calls: Vec<Option<PendingCall>>, remaining: usize },
+    Calling {
+        single: bool,
+        slots: Vec<Option<Value>>,
+        calls: Vec<Option<PendingCall>>,
+        remaining: usize,
+    },
+    /// The session's new log level is being stored; then this response goes out.
+    Saving(HttpResponse),
     Done,
 }
 
@@ -154,6 +165,14 @@ pub struct Exchange {
     /// The tools the request's `x-envoy-allow-mcp-tools` header allows (set by an earlier filter, e.g. an
     /// authorization plugin); `None`: no such restriction.
     allowed_tools: Option<Vec<String>>,
+    /// The client accepts an SSE answer, so notifications can precede the response.
+    sse: bool,
+    /// The request's session, once opened (its log level).
+    session: Option<Session>,
+    /// A `logging/setLevel` changed the session, which must be stored before the answer goes out.
+    save_session: bool,
+    /// Notifications to send before the response, by the slot of the request they belong to.
+    notes: Vec<(usize, Vec<Value>)>,
     phase: Phase,
 }
 
@@ -282,6 +301,10 @@ pub fn route(gw: &Gateway, head: &RequestHead) -> Route {
         relayed,
         called: None,
         allowed_tools: head.header("x-envoy-allow-mcp-tools").and_then(allowed_tools),
+        sse: !relayed && head.header("accept").is_some_and(|a| accepts(a, "text/event-stream")),
+        session: None,
+        save_session: false,
+        notes: Vec::new(),
         phase: Phase::Start,
     }))
 }
@@ -486,7 +509,7 @@ impl Exchange {
         let version = Revision::negotiate(Some(requested));
         let server = self.server(gw);
         let reply = jsonrpc::result(id, mcp::initialize_result(server, version));
-        let session = Session { server: server.name.clone(), version: version.as_str().to_string() };
+        let session = Session::new(server.name.clone(), version.as_str().to_string());
         self.phase = Phase::Creating(reply);
         Step::Session(SessionOp::Create(session))
     }
@@ -517,8 +540,11 @@ impl Exchange {
             (Phase::Opening(_) | Phase::Deleting, SessionOutcome::NotFound) => {
                 self.respond(session_not_found(reply_id))
             }
+            (Phase::Saving(r), SessionOutcome::Found(_)) => self.respond(r),
+            (Phase::Saving(_), SessionOutcome::NotFound) => self.respond(session_not_found(reply_id)),
             (Phase::Opening(batch), SessionOutcome::Found(session)) => {
                 self.revision = Revision::parse(&session.version).unwrap_or(Revision::LATEST_LEGACY);
+                self.session = Some(session.clone());
                 if matches!(batch, Batch::Many(_)) && !self.revision.allows_batch() {
                     return self.respond(HttpResponse::error(
                         400,
@@ -563,35 +589,51 @@ impl Exchange {
                 Err((id, why)) => {
                     slots.push(Some(jsonrpc::error(id, jsonrpc::INVALID_REQUEST, format!("Invalid Request: {why}"))))
                 }
-                Ok(m) => match crate::template::with_client(&self.client, || {
-                    mcp::handle_allowed(
-                        gw,
-                        server,
-                        note_call(&mut self.called, &server.name, m),
-                        self.revision,
-                        self.allowed_tools.as_deref(),
-                    )
-                }) {
-                    Handled::Reply(v) => slots.push(Some(v)),
-                    Handled::Silent => slots.push(None),
-                    // One request may not start more calls than the limit: a batch of thousands would take
-                    // every upstream connection Envoy allows, from every client.
-                    Handled::Call { id, .. } if requests.len() >= gw.max_calls_per_request => {
-                        slots.push(Some(jsonrpc::error(
-                            id,
-                            jsonrpc::LIMIT_EXCEEDED,
-                            format!(
-                                "too many tool calls in one request: at most {} (maxCallsPerRequest)",
-                                gw.max_calls_per_request
-                            ),
-                        )));
+                Ok(m) => {
+                    let listening = match self.listening(gw, server, &m) {
+                        Ok(l) => l,
+                        Err(refused) => {
+                            slots.push(Some(refused));
+                            continue;
+                        }
+                    };
+                    match crate::template::with_client(&self.client, || {
+                        mcp::handle_allowed(
+                            gw,
+                            server,
+                            note_call(&mut self.called, &server.name, m),
+                            self.revision,
+                            self.allowed_tools.as_deref(),
+                        )
+                    }) {
+                        Handled::Reply(v) => {
+                            self.heard(gw, server, slot, &v, listening);
+                            slots.push(Some(v))
+                        }
+                        Handled::Silent => slots.push(None),
+                        // One request may not start more calls than the limit: a batch of thousands would take
+                        // every upstream connection Envoy allows, from every client.
+                        Handled::Call { id, .. } if requests.len() >= gw.max_calls_per_request => {
+                            slots.push(Some(jsonrpc::error(
+                                id,
+                                jsonrpc::LIMIT_EXCEEDED,
+                                format!(
+                                    "too many tool calls in one request: at most {} (maxCallsPerRequest)",
+                                    gw.max_calls_per_request
+                                ),
+                            )));
+                        }
+                        Handled::Call { id, call, request, args } => {
+                            slots.push(None);
+                            let listener = match listening {
+                                Listening::Call(_, _, l) => Some(l),
+                                _ => None,
+                            };
+                            calls.push(Some(PendingCall { slot, id, call, args, listener }));
+                            requests.push(*request);
+                        }
                     }
-                    Handled::Call { id, call, request, args } => {
-                        slots.push(None);
-                        calls.push(Some(PendingCall { slot, id, call, args }));
-                        requests.push(*request);
-                    }
-                },
+                }
             }
         }
         if requests.is_empty() {
@@ -610,6 +652,12 @@ impl Exchange {
         let call = calls.get_mut(index)?.take()?;
         let revision = self.revision;
         let reply = crate::template::with_client(&self.client, || {
+            if let (Some(listener), mcp::Pending::Tool(tool)) = (&call.listener, &call.call) {
+                if let Some(n) = server.notifications(tool) {
+                    let notes = n.render(&gw.templates, &server.config, &call.args, Some(&outcome), false, listener);
+                    self.notes.push((call.slot, notes));
+                }
+            }
             mcp::finish_call(gw, server, call.id, &call.call, &call.args, outcome, revision)
         });
         slots[call.slot] = Some(reply);
@@ -636,13 +684,124 @@ impl Exchange {
             Some(stateless::MISSING_CLIENT_CAPABILITY) if single => 400,
             _ => 200,
         };
-        self.respond(HttpResponse::json(status, &body))
+        // Notifications go ahead of the response in one SSE answer, when the client takes one; otherwise
+        // the answer is the JSON it always was.
+        let mut notes = std::mem::take(&mut self.notes);
+        notes.sort_by_key(|(slot, _)| *slot);
+        let notes: Vec<Value> = notes.into_iter().flat_map(|(_, n)| n).collect();
+        let response = if status == 200 && self.sse && !notes.is_empty() {
+            HttpResponse {
+                status,
+                headers: vec![
+                    ("content-type".into(), "text/event-stream".into()),
+                    ("cache-control".into(), "no-cache".into()),
+                ],
+                body: notify::sse_body(&notes, &body),
+            }
+        } else {
+            HttpResponse::json(status, &body)
+        };
+        if std::mem::take(&mut self.save_session) {
+            if let (Some(id), Some(session)) = (self.session_id.clone(), self.session.clone()) {
+                self.phase = Phase::Saving(response);
+                return Step::Session(SessionOp::Update { id, session });
+            }
+        }
+        self.respond(response)
+    }
+
+    /// What a request means for notifications, before it is handled: the listener of a call to a tool with
+    /// notifications, the level a `logging/setLevel` asks for, or a refusal (an unknown `_meta` log level;
+    /// a level the session cannot keep).
+    fn listening(&self, gw: &Gateway, server: &Server, m: &Message) -> Result<Listening, Value> {
+        let Message::Request { id, method, params } = m else { return Ok(Listening::Nothing) };
+        let meta_level = if self.revision.is_stateless() {
+            notify::meta_log_level(params.as_ref())
+                .map_err(|e| jsonrpc::error(id.clone(), jsonrpc::INVALID_PARAMS, e))?
+        } else {
+            None
+        };
+        match method.as_str() {
+            "logging/setLevel" if !self.revision.is_stateless() && server.capabilities.get("logging").is_some() => {
+                if self.session.is_none() || !gw.sessions.updatable() {
+                    let why = if self.session.is_none() {
+                        "the request has no session to keep it in"
+                    } else {
+                        "signed sessions (sessions.store: signed) keep no state; every level is sent"
+                    };
+                    return Err(jsonrpc::error(
+                        id.clone(),
+                        jsonrpc::INTERNAL_ERROR,
+                        format!("logging/setLevel cannot be kept: {why}"),
+                    ));
+                }
+                Ok(LogLevel::from_json(params.as_ref().and_then(|p| p.get("level")))
+                    .map_or(Listening::Nothing, Listening::SetLevel))
+            }
+            "tools/call" => {
+                let p = params.as_ref();
+                let Some(name) = p.and_then(|p| p.get("name")).and_then(Value::as_str) else {
+                    return Ok(Listening::Nothing);
+                };
+                if server.notifications(name).is_none() {
+                    return Ok(Listening::Nothing);
+                }
+                // A session that never set a level hears every level (as the reference SDKs do); a
+                // stateless request only the level it names, if any.
+                let level = if self.revision.is_stateless() {
+                    meta_level
+                } else {
+                    Some(self.session.as_ref().and_then(|s| s.log_level).unwrap_or(LogLevel::Debug))
+                };
+                let listener = Listener { level, progress_token: notify::progress_token(p) };
+                if !self.sse || listener.is_deaf() {
+                    return Ok(Listening::Nothing);
+                }
+                let args =
+                    p.and_then(|p| p.get("arguments")).cloned().unwrap_or_else(|| Value::Object(Default::default()));
+                Ok(Listening::Call(name.to_string(), args, listener))
+            }
+            _ => Ok(Listening::Nothing),
+        }
+    }
+
+    /// Follows up a handled request: a tool answered without an upstream sends its notifications now, and an
+    /// accepted `logging/setLevel` changes the session.
+    fn heard(&mut self, gw: &Gateway, server: &Server, slot: usize, reply: &Value, listening: Listening) {
+        let Some(result) = reply.get("result") else { return };
+        match listening {
+            Listening::SetLevel(level) => {
+                if let Some(s) = &mut self.session {
+                    s.log_level = Some(level);
+                    self.save_session = true;
+                }
+            }
+            Listening::Call(tool, args, listener) => {
+                let templated = server.tool(&tool).is_some_and(|t| t.dispatch().is_none());
+                if let (true, Some(n)) = (templated, server.notifications(&tool)) {
+                    let failed = result.get("isError") == Some(&Value::Bool(true));
+                    let notes = n.render(&gw.templates, &server.config, &args, None, failed, &listener);
+                    self.notes.push((slot, notes));
+                }
+            }
+            Listening::Nothing => {}
+        }
     }
 
     /// The `MCP-Protocol-Version` header, when it names no revision this server speaks.
     fn unsupported_header(&self) -> Option<String> {
         self.mcp_headers.protocol_version.clone().filter(|v| Revision::parse(v).is_none())
     }
+}
+
+/// What a request means for notifications (see [`Exchange::listening`]).
+#[derive(Debug)]
+enum Listening {
+    Nothing,
+    /// `logging/setLevel` with a valid level.
+    SetLevel(LogLevel),
+    /// A call to a tool with notifications: its name, arguments and who listens.
+    Call(String, Value, Listener),
 }
 
 /// The tool names of an `x-envoy-allow-mcp-tools` header (comma-separated); an empty one restricts nothing.

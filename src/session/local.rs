@@ -290,6 +290,16 @@ impl LocalStore {
                 }
                 outcome
             }
+            SessionOp::Update { id, session } => {
+                let payload = session.encode();
+                let decide = |current: Option<(u64, &str)>| match current {
+                    Some((expires_ms, p)) if Session::decode(p).is_some_and(|s| s.server == session.server) => {
+                        (Edit::Put { expires_ms, payload: payload.clone() }, SessionOutcome::Found(session.clone()))
+                    }
+                    _ => (Edit::Keep, SessionOutcome::NotFound),
+                };
+                self.update(env.kv(), &id, now, decide).unwrap_or_else(|e| SessionOutcome::Failed(StoreError(e)))
+            }
         }
     }
 }
@@ -302,7 +312,7 @@ mod tests {
     const LIMITS: Limits = Limits { max_sessions: 1_000_000, max_new_per_second: 1_000_000 };
 
     fn session(server: &str) -> Session {
-        Session { server: server.into(), version: "2025-06-18".into() }
+        Session::new(server, "2025-06-18")
     }
 
     fn env() -> MemoryEnv {
@@ -529,7 +539,7 @@ mod properties {
                 model.retain(|_, (_, expires)| *expires > now);
                 match op {
                     Op::Create(s) => {
-                        let session = Session { server: SERVERS[s].into(), version: "2025-06-18".into() };
+                        let session = Session::new(SERVERS[s], "2025-06-18");
                         let SessionOutcome::Created(id) = store.run(SessionOp::Create(session), &mut env) else {
                             return Err(TestCaseError::fail("create failed"));
                         };
@@ -542,7 +552,7 @@ mod properties {
                         let got = store.run(SessionOp::Open { id: id.clone(), server: SERVERS[s].into() }, &mut env);
                         match model.get_mut(&id) {
                             Some((server, expires)) if *server == s => {
-                                prop_assert_eq!(got, SessionOutcome::Found(Session { server: SERVERS[s].into(), version: "2025-06-18".into() }));
+                                prop_assert_eq!(got, SessionOutcome::Found(Session::new(SERVERS[s], "2025-06-18")));
                                 if *expires - now < TTL - TTL / 10 {
                                     *expires = now + TTL;
                                 }

@@ -1,0 +1,360 @@
+//! Log and progress notifications a tool sends before its result (`notifications` of a tool).
+//!
+//! A proxy-wasm filter answers with one complete response, so a tool's notifications cannot be sent while
+//! its upstream works: they are rendered once the call is over (with the same context as the response
+//! template) and travel ahead of the result in the POST's SSE answer, which the transport frames. What a
+//! client gets is decided per request by a [`Listener`]: log messages at or above its level (the session's
+//! `logging/setLevel`, or at 2026-07-28 the request's `_meta` `io.modelcontextprotocol/logLevel`), progress
+//! only for a request that carries `_meta.progressToken`.
+
+use crate::config::ToolConfig;
+use crate::template::{AnswerData, Data, Escape, Spec, TemplateId, Templates};
+use crate::upstream::UpstreamResult;
+use minijinja::value::Value as MjValue;
+use serde::{Deserialize, Serialize};
+use serde_json::{json, Map, Value};
+use std::sync::Arc;
+
+/// The `_meta` key of the 2026-07-28 per-request log level.
+pub const LOG_LEVEL_META: &str = "io.modelcontextprotocol/logLevel";
+
+/// The syslog severities of MCP logging (RFC 5424), least severe first, so that `>=` filters.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogLevel {
+    Debug,
+    Info,
+    Notice,
+    Warning,
+    Error,
+    Critical,
+    Alert,
+    Emergency,
+}
+
+impl LogLevel {
+    pub const ALL: [LogLevel; 8] = [
+        LogLevel::Debug,
+        LogLevel::Info,
+        LogLevel::Notice,
+        LogLevel::Warning,
+        LogLevel::Error,
+        LogLevel::Critical,
+        LogLevel::Alert,
+        LogLevel::Emergency,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            LogLevel::Debug => "debug",
+            LogLevel::Info => "info",
+            LogLevel::Notice => "notice",
+            LogLevel::Warning => "warning",
+            LogLevel::Error => "error",
+            LogLevel::Critical => "critical",
+            LogLevel::Alert => "alert",
+            LogLevel::Emergency => "emergency",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<LogLevel> {
+        Self::ALL.into_iter().find(|l| l.as_str() == s)
+    }
+
+    /// A level sent by a client (`logging/setLevel`, `_meta`), or the error that names the valid ones.
+    pub fn from_json(v: Option<&Value>) -> Result<LogLevel, String> {
+        v.and_then(Value::as_str).and_then(Self::parse).ok_or_else(|| {
+            let names: Vec<&str> = Self::ALL.iter().map(|l| l.as_str()).collect();
+            format!("the log level must be one of {}", names.join(", "))
+        })
+    }
+}
+
+/// One entry of a tool's `notifications`: a log message (`log: <level>`) or a progress report
+/// (`progress: <number>`).
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct NotificationConfig {
+    /// A log message at this level (`debug` .. `emergency`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub log: Option<String>,
+    /// The log message's `logger` (a template).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub logger: Option<String>,
+    /// The log message's `data` (a template).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub data: Option<String>,
+    /// A progress report: how far along (non-decreasing over a tool's reports).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub progress: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub total: Option<f64>,
+    /// The progress report's `message` (a template).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
+    /// `always` (default), `success` (the upstream answered 2xx; a tool without upstream: its result is not
+    /// an error) or `error` (any other answer, or none).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub when: Option<String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum When {
+    Always,
+    Success,
+    Error,
+}
+
+#[derive(Debug)]
+enum Kind {
+    Log { level: LogLevel, logger: Option<TemplateId>, data: TemplateId },
+    Progress { progress: f64, total: Option<f64>, message: Option<TemplateId> },
+}
+
+#[derive(Debug)]
+struct Entry {
+    kind: Kind,
+    when: When,
+}
+
+/// A tool's compiled notifications.
+#[derive(Debug, Default)]
+pub struct Notifications {
+    entries: Vec<Entry>,
+    /// A template reads the parsed answer, so it is parsed for them.
+    reads_answer: bool,
+}
+
+/// What one request lets the server send: log messages at or above `level` (none without one), progress
+/// reports for `progress_token`.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Listener {
+    pub level: Option<LogLevel>,
+    pub progress_token: Option<Value>,
+}
+
+impl Listener {
+    /// Whether nothing could be sent to this listener.
+    pub fn is_deaf(&self) -> bool {
+        self.level.is_none() && self.progress_token.is_none()
+    }
+}
+
+/// The request's progress token (`_meta.progressToken`, a string or an integer).
+pub fn progress_token(params: Option<&Value>) -> Option<Value> {
+    let t = params?.get("_meta")?.get("progressToken")?;
+    (t.is_string() || t.is_i64() || t.is_u64()).then(|| t.clone())
+}
+
+/// The request's 2026-07-28 log level: `Ok(None)` when it sets none (then no log message may be sent).
+pub fn meta_log_level(params: Option<&Value>) -> Result<Option<LogLevel>, String> {
+    match params.and_then(|p| p.get("_meta")).and_then(|m| m.get(LOG_LEVEL_META)) {
+        None => Ok(None),
+        Some(v) => LogLevel::from_json(Some(v)).map(Some).map_err(|e| format!("_meta {LOG_LEVEL_META}: {e}")),
+    }
+}
+
+impl Notifications {
+    /// Compiles a tool's `notifications`; `upstream`: the tool calls one (else its templates see only
+    /// `args` and `config`, and one that reads anything else is refused). Errors name the entry's field.
+    pub fn compile(
+        server: &str,
+        cfg: &ToolConfig,
+        upstream: bool,
+        templates: &mut Templates,
+        config: &MjValue,
+    ) -> Result<Notifications, (String, String)> {
+        let arg_names: Vec<String> = match &cfg.input_schema {
+            Some(s) => {
+                s.get("properties").and_then(Value::as_object).map_or(Vec::new(), |p| p.keys().cloned().collect())
+            }
+            None => cfg.args.iter().map(|a| a.name.clone()).collect(),
+        };
+        let arg_names: Vec<&str> = arg_names.iter().map(String::as_str).collect();
+        let mut out = Notifications::default();
+        for (i, n) in cfg.notifications.iter().enumerate() {
+            let at = |field: &str| format!("notifications[{i}].{field}");
+            let mut compile = |field: &str, src: &str| {
+                let name = format!("{server}/{}/{}", cfg.name, at(field));
+                let id = if upstream {
+                    templates.add_resolving(&name, src, Spec::jinja(Escape::None), config)
+                } else {
+                    templates.add_checked(&name, src, &["args", "config"], &arg_names, config)
+                };
+                id.map_err(|e| (at(field), e))
+            };
+            let when = match n.when.as_deref() {
+                None | Some("always") => When::Always,
+                Some("success") => When::Success,
+                Some("error") => When::Error,
+                Some(other) => return Err((at("when"), format!("'{other}' is not always, success or error"))),
+            };
+            let kind = match (&n.log, n.progress) {
+                (Some(level), None) => {
+                    let level = LogLevel::parse(level).ok_or_else(|| {
+                        (at("log"), format!("'{level}' is not a log level: {}", LogLevel::from_json(None).unwrap_err()))
+                    })?;
+                    if n.total.is_some() || n.message.is_some() {
+                        return Err((at("log"), "a log message has logger and data, not total or message".into()));
+                    }
+                    let Some(data) = &n.data else {
+                        return Err((at("data"), "a log message needs data (the text to log)".into()));
+                    };
+                    let data = compile("data", data)?;
+                    let logger = n.logger.as_deref().map(|l| compile("logger", l)).transpose()?;
+                    Kind::Log { level, logger, data }
+                }
+                (None, Some(progress)) => {
+                    if n.logger.is_some() || n.data.is_some() {
+                        return Err((
+                            at("progress"),
+                            "a progress report has total and message, not logger or data".into(),
+                        ));
+                    }
+                    if !progress.is_finite() || progress < 0.0 {
+                        return Err((at("progress"), "must be a number >= 0".into()));
+                    }
+                    if let Some(t) = n.total {
+                        if !t.is_finite() || t < progress {
+                            return Err((at("total"), format!("must be a number >= progress ({progress})")));
+                        }
+                    }
+                    let message = n.message.as_deref().map(|m| compile("message", m)).transpose()?;
+                    Kind::Progress { progress, total: n.total, message }
+                }
+                (Some(_), Some(_)) => {
+                    return Err((
+                        at("log"),
+                        "an entry is either a log message (log) or a progress report (progress)".into(),
+                    ))
+                }
+                (None, None) => {
+                    return Err((format!("notifications[{i}]"), "needs `log: <level>` or `progress: <number>`".into()))
+                }
+            };
+            out.entries.push(Entry { kind, when });
+        }
+        let mut progress = 0.0;
+        for (i, e) in out.entries.iter().enumerate() {
+            if let Kind::Progress { progress: p, .. } = e.kind {
+                if p < progress {
+                    return Err((
+                        format!("notifications[{i}].progress"),
+                        format!("{p} is less than an earlier {progress}: progress must not go down"),
+                    ));
+                }
+                progress = p;
+            }
+        }
+        out.reads_answer = out.entries.iter().any(|e| match &e.kind {
+            Kind::Log { logger, data, .. } => {
+                templates.reads_answer(data) || logger.as_ref().is_some_and(|l| templates.reads_answer(l))
+            }
+            Kind::Progress { message, .. } => message.as_ref().is_some_and(|m| templates.reads_answer(m)),
+        });
+        Ok(out)
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
+
+    /// Whether any entry is a log message (the server then declares the `logging` capability).
+    pub fn logs(&self) -> bool {
+        self.entries.iter().any(|e| matches!(e.kind, Kind::Log { .. }))
+    }
+
+    /// The notifications `listener` gets for a call, as JSON-RPC notifications in config order.
+    /// `outcome`: the upstream's answer (`None` for a tool without upstream, whose result `failed` or not).
+    /// A template that fails to render sends its error text instead: the call itself is not at stake.
+    pub fn render(
+        &self,
+        templates: &Templates,
+        config: &MjValue,
+        args: &Value,
+        outcome: Option<&UpstreamResult>,
+        failed: bool,
+        listener: &Listener,
+    ) -> Vec<Value> {
+        let wanted = |e: &&Entry| match &e.kind {
+            Kind::Log { level, .. } => listener.level.is_some_and(|min| *level >= min),
+            Kind::Progress { .. } => listener.progress_token.is_some(),
+        };
+        if !self.entries.iter().any(|e| wanted(&e)) {
+            return Vec::new();
+        }
+        let (status, headers, body): (u16, &[(String, String)], String) = match outcome {
+            Some(UpstreamResult::Response { status, headers, body }) => {
+                (*status, headers, String::from_utf8_lossy(body).into_owned())
+            }
+            // No HTTP answer: status 0, and the body says why.
+            Some(UpstreamResult::Failed(why)) => (0, &[], why.clone()),
+            None => (0, &[], String::new()),
+        };
+        let ok = match outcome {
+            Some(_) => (200..300).contains(&status),
+            None => !failed,
+        };
+        let parsed = (outcome.is_some() && self.reads_answer)
+            .then(|| serde_json::from_str::<Value>(&body).ok().map(Arc::new))
+            .flatten();
+        let header_map: Map<String, Value> = headers.iter().map(|(k, v)| (k.to_ascii_lowercase(), json!(v))).collect();
+        let data = match outcome {
+            Some(_) => Data::answer(
+                args,
+                config,
+                AnswerData { parsed, body: &body, body_base64: "", status, headers: &header_map },
+            ),
+            None => Data::request(args, config),
+        };
+        let render = |t: &TemplateId| templates.render(t, &data).unwrap_or_else(|e| format!("(template failed: {e})"));
+        self.entries
+            .iter()
+            .filter(|e| match e.when {
+                When::Always => true,
+                When::Success => ok,
+                When::Error => !ok,
+            })
+            .filter(wanted)
+            .map(|e| match &e.kind {
+                Kind::Log { level, logger, data } => {
+                    let mut params = json!({"level": level.as_str(), "data": render(data)});
+                    if let Some(l) = logger {
+                        params["logger"] = json!(render(l));
+                    }
+                    json!({"jsonrpc": "2.0", "method": "notifications/message", "params": params})
+                }
+                Kind::Progress { progress, total, message } => {
+                    let mut params = json!({"progressToken": listener.progress_token, "progress": number(*progress)});
+                    if let Some(t) = total {
+                        params["total"] = number(*t);
+                    }
+                    if let Some(m) = message {
+                        params["message"] = json!(render(m));
+                    }
+                    json!({"jsonrpc": "2.0", "method": "notifications/progress", "params": params})
+                }
+            })
+            .collect()
+    }
+}
+
+/// A whole number as an integer (`50`, not `50.0`), anything else as it is.
+fn number(n: f64) -> Value {
+    if n.fract() == 0.0 && n.abs() < 9e15 {
+        json!(n as i64)
+    } else {
+        json!(n)
+    }
+}
+
+/// Frames notifications and the response as one SSE body: one `message` event each, the response last.
+pub fn sse_body(notifications: &[Value], response: &Value) -> Vec<u8> {
+    let mut out = Vec::new();
+    for m in notifications.iter().chain(std::iter::once(response)) {
+        out.extend_from_slice(b"event: message\ndata: ");
+        out.extend_from_slice(&serde_json::to_vec(m).unwrap_or_default());
+        out.extend_from_slice(b"\n\n");
+    }
+    out
+}
