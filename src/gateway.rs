@@ -43,8 +43,8 @@ pub struct Server {
     pub config: MjValue,
     /// `allowTools`: the tools clients may see and call; `None`: all.
     pub allow_tools: Option<Vec<String>>,
-    /// The notifications of the tools that send some, by tool name.
-    pub notifications: HashMap<String, crate::notify::Notifications>,
+    /// Each tool's notifications (most have none), in the order of `tools`.
+    pub notifications: Vec<crate::notify::Notifications>,
 }
 
 impl Server {
@@ -61,7 +61,7 @@ impl Server {
 
     /// The notifications a tool sends before its result, if it has any.
     pub fn notifications(&self, tool: &str) -> Option<&crate::notify::Notifications> {
-        self.notifications.get(tool)
+        self.tool_index.get(tool).and_then(|i| self.notifications.get(*i)).filter(|n| !n.is_empty())
     }
 
     pub fn prompt(&self, name: &str) -> Option<&Prompt> {
@@ -134,22 +134,21 @@ impl Gateway {
             let mut tools = Vec::with_capacity(s.tools.len());
             let mut tool_index = HashMap::new();
             let config = safe_config(&s.config);
-            let mut notifications = HashMap::new();
+            let mut notifications = Vec::with_capacity(s.tools.len());
             // Each tool's config is dropped once compiled, so that a large API is not held twice at once.
             for t in std::mem::take(&mut s.tools) {
                 let tool = Tool::compile(&s, &t, &mut templates, &config)
                     .map_err(|(field, msg)| ConfigError::new(field, msg).in_server(&s.name).in_tool(&t.name))?;
-                if !t.notifications.is_empty() {
-                    let n = crate::notify::Notifications::compile(
+                notifications.push(
+                    crate::notify::Notifications::compile(
                         &s.name,
                         &t,
                         tool.dispatch().is_some(),
                         &mut templates,
                         &config,
                     )
-                    .map_err(|(field, msg)| ConfigError::new(field, msg).in_server(&s.name).in_tool(&t.name))?;
-                    notifications.insert(tool.name.clone(), n);
-                }
+                    .map_err(|(field, msg)| ConfigError::new(field, msg).in_server(&s.name).in_tool(&t.name))?,
+                );
                 tool_index.insert(tool.name.clone(), tools.len());
                 tools.push(tool);
             }

@@ -8,7 +8,7 @@
 //! only for a request that carries `_meta.progressToken`.
 
 use crate::config::ToolConfig;
-use crate::template::{AnswerData, Data, Escape, Spec, TemplateId, Templates};
+use crate::template::{AnswerData, Data, Dialect, Escape, Role, Spec, TemplateId, Templates};
 use crate::upstream::UpstreamResult;
 use minijinja::value::Value as MjValue;
 use serde::{Deserialize, Serialize};
@@ -177,7 +177,12 @@ impl Notifications {
             let mut compile = |field: &str, src: &str| {
                 let name = format!("{server}/{}/{}", cfg.name, at(field));
                 let id = if upstream {
-                    templates.add_resolving(&name, src, Spec::jinja(Escape::None), config)
+                    templates.add_resolving(
+                        &name,
+                        src,
+                        Spec { escape: Escape::None, dialect: Dialect::Jinja, role: Role::Result },
+                        config,
+                    )
                 } else {
                     templates.add_checked(&name, src, &["args", "config"], &arg_names, config)
                 };
@@ -216,7 +221,7 @@ impl Notifications {
                     }
                     if let Some(t) = n.total {
                         if !t.is_finite() || t < progress {
-                            return Err((at("total"), format!("must be a number >= progress ({progress})")));
+                            return Err((at("total"), format!("must be a number >= progress ({})", number(progress))));
                         }
                     }
                     let message = n.message.as_deref().map(|m| compile("message", m)).transpose()?;
@@ -240,7 +245,11 @@ impl Notifications {
                 if p < progress {
                     return Err((
                         format!("notifications[{i}].progress"),
-                        format!("{p} is less than an earlier {progress}: progress must not go down"),
+                        format!(
+                            "{} is less than an earlier {}: progress must not go down",
+                            number(p),
+                            number(progress)
+                        ),
                     ));
                 }
                 progress = p;
@@ -357,4 +366,128 @@ pub fn sse_body(notifications: &[Value], response: &Value) -> Vec<u8> {
         out.extend_from_slice(b"\n\n");
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::gateway::Gateway;
+
+    fn load(notifications: &str, upstream: bool) -> Result<Gateway, String> {
+        let answer = if upstream { "requestTemplate: {url: /x}" } else { "responseTemplate: {body: ok}" };
+        let config = format!(
+            "servers:\n- name: s\n  upstream: {{cluster: api}}\n  tools:\n  - name: t\n    description: d\n    \
+             args: [{{name: city}}]\n    {answer}\n    notifications: {notifications}\n"
+        );
+        Gateway::from_config_str(&config).map_err(|e| e.to_string())
+    }
+
+    #[test]
+    fn levels_are_ordered_and_named_as_the_spec_names_them() {
+        assert!(LogLevel::Debug < LogLevel::Info && LogLevel::Alert < LogLevel::Emergency);
+        for l in LogLevel::ALL {
+            assert_eq!(LogLevel::parse(l.as_str()), Some(l));
+            assert_eq!(serde_json::to_value(l).unwrap(), json!(l.as_str()));
+        }
+        assert_eq!(LogLevel::from_json(Some(&json!("notice"))), Ok(LogLevel::Notice));
+        let e = LogLevel::from_json(Some(&json!("INFO"))).unwrap_err();
+        assert!(e.contains("debug, info, notice, warning, error, critical, alert, emergency"), "{e}");
+        assert!(LogLevel::from_json(Some(&json!(3))).is_err() && LogLevel::from_json(None).is_err());
+        let meta = json!({"_meta": {"io.modelcontextprotocol/logLevel": "error", "progressToken": 4}});
+        assert_eq!(meta_log_level(Some(&meta)), Ok(Some(LogLevel::Error)));
+        assert_eq!(meta_log_level(Some(&json!({}))), Ok(None));
+        assert!(meta_log_level(Some(&json!({"_meta": {LOG_LEVEL_META: null}}))).is_err());
+        assert_eq!(progress_token(Some(&meta)), Some(json!(4)));
+        assert_eq!(progress_token(Some(&json!({"_meta": {"progressToken": 1.5}}))), None);
+    }
+
+    #[test]
+    fn bad_entries_are_refused_at_load_naming_server_tool_and_field() {
+        let cases = [
+            ("[{log: loud, data: x}]", true, "notifications[0].log", "'loud' is not a log level"),
+            ("[{log: info}]", true, "notifications[0].data", "needs data"),
+            ("[{log: info, data: x, progress: 1}]", true, "notifications[0].log", "either"),
+            ("[{data: x}]", true, "notifications[0]", "needs `log: <level>` or `progress: <number>`"),
+            ("[{log: info, data: x, total: 3}]", true, "notifications[0].log", "not total or message"),
+            ("[{progress: 1, logger: x}]", true, "notifications[0].progress", "not logger or data"),
+            ("[{progress: -1}]", true, "notifications[0].progress", ">= 0"),
+            ("[{progress: 5, total: 2}]", true, "notifications[0].total", ">= progress (5)"),
+            ("[{progress: 5}, {progress: 2}]", true, "notifications[1].progress", "2 is less than an earlier 5"),
+            ("[{log: info, data: x, when: sometimes}]", true, "notifications[0].when", "always, success or error"),
+            ("[{log: info, data: '{{ x'}]", true, "notifications[0].data", "syntax"),
+            ("[{log: info, data: x, logger: '{{ status | nope }}'}]", true, "notifications[0].logger", "nope"),
+            // Without an upstream there is no answer to read: naming one would render empty.
+            ("[{log: info, data: '{{ status }}'}]", false, "notifications[0].data", "`status`"),
+            ("[{progress: 1, message: '{{ args.town }}'}]", false, "notifications[0].message", "`args.town`"),
+            ("[{log: info, data: x, colour: red}]", true, "", "colour"),
+        ];
+        for (entries, upstream, field, words) in cases {
+            let e = load(entries, upstream).expect_err(entries);
+            assert!(e.contains("server 's'") && e.contains("tool 't'"), "{entries}: {e}");
+            assert!(e.contains(field) && e.contains(words), "{entries}: {e}");
+        }
+        let g = load("[{log: info, data: '{{ args.city }} {{ config.x }}'}]", false);
+        assert!(g.is_err_and(|e| e.contains("config.x")), "config keys are checked too");
+        load("[{log: info, data: '{{ args.city }}'}, {progress: 1, total: 1, message: m}]", false).unwrap();
+        load("[{log: debug, data: '{{ status }} {{ headers.date }} {{ response.a }}', logger: '{{ body }}'}]", true)
+            .unwrap();
+    }
+
+    #[test]
+    fn only_what_the_listener_hears_is_rendered_in_order() {
+        let g = load(
+            "[{progress: 0, total: 10}, {log: debug, data: 'd {{ status }}'}, {log: error, when: error, data: \
+             'e {{ body }}'}, {log: info, when: success, data: 'i {{ response.n }}'}, {progress: 10, total: 10, \
+             message: '{{ args.city }}'}]",
+            true,
+        )
+        .unwrap();
+        let s = &g.servers[0];
+        let n = s.notifications("t").unwrap();
+        assert!(n.logs() && s.notifications("nope").is_none());
+        let ok = UpstreamResult::Response { status: 200, headers: vec![], body: br#"{"n": 4}"#.to_vec() };
+        let all = Listener { level: Some(LogLevel::Debug), progress_token: Some(json!("p")) };
+        let args = json!({"city": "Oslo"});
+        let got = n.render(&g.templates, &s.config, &args, Some(&ok), false, &all);
+        let summary: Vec<String> = got
+            .iter()
+            .map(|m| {
+                format!(
+                    "{} {}",
+                    m["method"],
+                    m["params"]["data"].as_str().or(m["params"]["message"].as_str()).unwrap_or("")
+                )
+            })
+            .collect();
+        assert_eq!(
+            summary,
+            [
+                "\"notifications/progress\" ",
+                "\"notifications/message\" d 200",
+                "\"notifications/message\" i 4",
+                "\"notifications/progress\" Oslo"
+            ]
+        );
+        let failed = UpstreamResult::Failed("timeout".into());
+        let errors = Listener { level: Some(LogLevel::Warning), progress_token: None };
+        let got = n.render(&g.templates, &s.config, &args, Some(&failed), false, &errors);
+        assert_eq!(
+            got,
+            [
+                json!({"jsonrpc": "2.0", "method": "notifications/message", "params": {"level": "error", "data": "e timeout"}})
+            ]
+        );
+        assert!(n.render(&g.templates, &s.config, &args, Some(&ok), false, &Listener::default()).is_empty());
+        assert!(Listener::default().is_deaf());
+    }
+
+    #[test]
+    fn sse_frames_each_message_as_one_event_and_the_response_last() {
+        let body = sse_body(&[json!({"a": "x\ny"}), json!(2)], &json!({"id": 1}));
+        assert_eq!(
+            String::from_utf8(body).unwrap(),
+            "event: message\ndata: {\"a\":\"x\\ny\"}\n\nevent: message\ndata: 2\n\nevent: message\ndata: {\"id\":1}\n\n"
+        );
+        assert_eq!((number(50.0), number(0.5)), (json!(50), json!(0.5)));
+    }
 }

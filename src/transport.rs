@@ -646,20 +646,23 @@ impl Exchange {
     /// Reports the answer to dispatched request `index`; returns the response once every call is answered.
     pub fn on_upstream(&mut self, gw: &Gateway, index: usize, outcome: UpstreamResult) -> Option<Step> {
         let server = &gw.servers[self.server];
-        let Phase::Calling { slots, calls, remaining, .. } = &mut self.phase else {
+        let Phase::Calling { calls, .. } = &mut self.phase else {
             return None;
         };
         let call = calls.get_mut(index)?.take()?;
+        if let (Some(listener), mcp::Pending::Tool(tool)) = (&call.listener, &call.call) {
+            if let Some(n) = server.notifications(tool) {
+                let notes = n.render(&gw.templates, &server.config, &call.args, Some(&outcome), false, listener);
+                self.note(call.slot, notes);
+            }
+        }
         let revision = self.revision;
         let reply = crate::template::with_client(&self.client, || {
-            if let (Some(listener), mcp::Pending::Tool(tool)) = (&call.listener, &call.call) {
-                if let Some(n) = server.notifications(tool) {
-                    let notes = n.render(&gw.templates, &server.config, &call.args, Some(&outcome), false, listener);
-                    self.notes.push((call.slot, notes));
-                }
-            }
             mcp::finish_call(gw, server, call.id, &call.call, &call.args, outcome, revision)
         });
+        let Phase::Calling { slots, remaining, .. } = &mut self.phase else {
+            return None;
+        };
         slots[call.slot] = Some(reply);
         *remaining -= 1;
         if *remaining > 0 {
@@ -686,9 +689,7 @@ impl Exchange {
         };
         // Notifications go ahead of the response in one SSE answer, when the client takes one; otherwise
         // the answer is the JSON it always was.
-        let mut notes = std::mem::take(&mut self.notes);
-        notes.sort_by_key(|(slot, _)| *slot);
-        let notes: Vec<Value> = notes.into_iter().flat_map(|(_, n)| n).collect();
+        let notes: Vec<Value> = std::mem::take(&mut self.notes).into_iter().flat_map(|(_, n)| n).collect();
         let response = if status == 200 && self.sse && !notes.is_empty() {
             HttpResponse {
                 status,
@@ -708,6 +709,14 @@ impl Exchange {
             }
         }
         self.respond(response)
+    }
+
+    /// Keeps a request's notifications in the order of the requests (upstream answers come in any order).
+    fn note(&mut self, slot: usize, notes: Vec<Value>) {
+        if !notes.is_empty() {
+            let at = self.notes.iter().position(|(s, _)| *s > slot).unwrap_or(self.notes.len());
+            self.notes.insert(at, (slot, notes));
+        }
     }
 
     /// What a request means for notifications, before it is handled: the listener of a call to a tool with
@@ -781,7 +790,7 @@ impl Exchange {
                 if let (true, Some(n)) = (templated, server.notifications(&tool)) {
                     let failed = result.get("isError") == Some(&Value::Bool(true));
                     let notes = n.render(&gw.templates, &server.config, &args, None, failed, &listener);
-                    self.notes.push((slot, notes));
+                    self.note(slot, notes);
                 }
             }
             Listening::Nothing => {}

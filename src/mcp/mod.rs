@@ -67,7 +67,7 @@ pub fn capabilities(server: &Server) -> Value {
     if server.completes() {
         c.insert("completions".into(), json!({}));
     }
-    if server.notifications.values().any(crate::notify::Notifications::logs) {
+    if server.notifications.iter().any(crate::notify::Notifications::logs) {
         c.insert("logging".into(), json!({}));
     }
     Value::Object(c)

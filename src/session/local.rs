@@ -181,6 +181,9 @@ fn push_line(out: &mut String, id: &str, expires_ms: u64, payload: &str) {
     let _ = writeln!(out, "{id} {expires_ms} {payload}");
 }
 
+/// How an operation edits the entry it finds (see [`Buckets::update`]).
+type Decide<'a, T> = dyn FnMut(Option<(u64, &str)>) -> (Edit, T) + 'a;
+
 /// The `local` store: sessions with a sliding idle expiry in [`SESSIONS`], counted per server against
 /// `maxSessions`.
 #[derive(Debug)]
@@ -215,14 +218,9 @@ impl LocalStore {
         expired.len()
     }
 
-    /// Applies an update and frees the room of the expired entries its write dropped.
-    fn update<T>(
-        &self,
-        kv: &mut dyn KeyValue,
-        id: &str,
-        now_ms: u64,
-        decide: impl FnMut(Option<(u64, &str)>) -> (Edit, T),
-    ) -> Result<T, String> {
+    /// Applies an update and frees the room of the expired entries its write dropped. (`dyn`: one copy of
+    /// the bucket update in the module, not one per operation.)
+    fn update<T>(&self, kv: &mut dyn KeyValue, id: &str, now_ms: u64, decide: &mut Decide<'_, T>) -> Result<T, String> {
         let (result, expired) = SESSIONS.update(kv, id, now_ms, decide)?;
         release_expired(kv, &expired);
         Ok(result)
@@ -247,7 +245,7 @@ impl LocalStore {
                 let expires_ms = now.saturating_add(self.ttl_ms);
                 let payload = session.encode();
                 let put = |_: Option<(u64, &str)>| (Edit::Put { expires_ms, payload: payload.clone() }, ());
-                match self.update(env.kv(), &id, now, put) {
+                match self.update(env.kv(), &id, now, &mut { put }) {
                     Ok(()) => SessionOutcome::Created(id),
                     Err(e) => {
                         Limits::release_live(env.kv(), &session.server, 1);
@@ -269,7 +267,7 @@ impl LocalStore {
                         Some(s) => (Edit::Keep, SessionOutcome::Found(s)),
                     }
                 };
-                match self.update(env.kv(), &id, now, decide) {
+                match self.update(env.kv(), &id, now, &mut { decide }) {
                     Ok(outcome) => outcome,
                     // A refresh that lost every race only shortens the session's life; the request proceeds.
                     Err(_) => match SESSIONS.get(env.kv(), &id, now).and_then(|(_, p)| Session::decode(&p)) {
@@ -283,8 +281,9 @@ impl LocalStore {
                     Some(s) if s.server == server => (Edit::Remove, SessionOutcome::Deleted),
                     _ => (Edit::Keep, SessionOutcome::NotFound),
                 };
-                let outcome =
-                    self.update(env.kv(), &id, now, decide).unwrap_or_else(|e| SessionOutcome::Failed(StoreError(e)));
+                let outcome = self
+                    .update(env.kv(), &id, now, &mut { decide })
+                    .unwrap_or_else(|e| SessionOutcome::Failed(StoreError(e)));
                 if outcome == SessionOutcome::Deleted {
                     Limits::release_live(env.kv(), &server, 1);
                 }
@@ -298,7 +297,8 @@ impl LocalStore {
                     }
                     _ => (Edit::Keep, SessionOutcome::NotFound),
                 };
-                self.update(env.kv(), &id, now, decide).unwrap_or_else(|e| SessionOutcome::Failed(StoreError(e)))
+                self.update(env.kv(), &id, now, &mut { decide })
+                    .unwrap_or_else(|e| SessionOutcome::Failed(StoreError(e)))
             }
         }
     }
