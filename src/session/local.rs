@@ -328,6 +328,27 @@ mod tests {
         }
     }
 
+    #[test]
+    fn an_update_keeps_the_expiry_and_only_touches_a_live_session_of_its_server() {
+        let store = LocalStore::new(60_000, LIMITS);
+        let mut env = env();
+        let id = create(&store, &mut env, "a");
+        let before = SESSIONS.get(&env.kv, &id, env.now_ms).unwrap().0;
+        let mut leveled = session("a");
+        leveled.log_level = Some(crate::notify::LogLevel::Error);
+        env.now_ms += 1_000;
+        let update = |s: &Session| SessionOp::Update { id: id.clone(), session: s.clone() };
+        assert_eq!(store.run(update(&leveled), &mut env), SessionOutcome::Found(leveled.clone()));
+        assert_eq!(SESSIONS.get(&env.kv, &id, env.now_ms).unwrap().0, before, "the expiry is untouched");
+        let open = SessionOp::Open { id: id.clone(), server: "a".into() };
+        assert_eq!(store.run(open, &mut env), SessionOutcome::Found(leveled.clone()));
+        let mut foreign = leveled.clone();
+        foreign.server = "b".into();
+        assert_eq!(store.run(update(&foreign), &mut env), SessionOutcome::NotFound);
+        env.now_ms += 60_000;
+        assert_eq!(store.run(update(&leveled), &mut env), SessionOutcome::NotFound, "expired stays gone");
+    }
+
     fn open(store: &LocalStore, env: &mut MemoryEnv, id: &str, server: &str) -> SessionOutcome {
         store.run(SessionOp::Open { id: id.into(), server: server.into() }, env)
     }

@@ -237,6 +237,12 @@ mod tests {
         assert_eq!(cmd, args(&["DEL", &key]));
         assert_eq!(s.finish(&p, Answer::Reply(b":1\r\n")), Next::Done(SessionOutcome::Deleted));
         assert_eq!(s.finish(&p, Answer::Reply(b":0\r\n")), Next::Done(SessionOutcome::NotFound));
+        let mut leveled = Session::new("demo", "2025-06-18");
+        leveled.log_level = Some(crate::notify::LogLevel::Warning);
+        let (cmd, p) = started(SessionOp::Update { id: id.clone(), session: leveled.clone() });
+        assert_eq!(cmd, args(&["SET", &key, r#"{"s":"demo","v":"2025-06-18","l":"warning"}"#, "XX", "KEEPTTL"]));
+        assert_eq!(s.finish(&p, Answer::Reply(b"+OK\r\n")), Next::Done(SessionOutcome::Found(leveled)));
+        assert_eq!(s.finish(&p, Answer::Reply(b"$-1\r\n")), Next::Done(SessionOutcome::NotFound));
     }
 
     #[test]
