@@ -9,6 +9,7 @@ the request's `_meta` `io.modelcontextprotocol/logLevel`; without it no log mess
 from __future__ import annotations
 
 import json
+import re
 import warnings
 
 import httpx
@@ -24,7 +25,8 @@ FORECAST = {
     "requestTemplate": {"url": "/weather", "method": "GET"},
     "notifications": [
         {"progress": 0, "total": 2, "message": "asking the weather service about {{ args.city }}"},
-        {"log": "debug", "logger": "weather", "data": "GET /weather?city={{ args.city }} answered {{ status }}"},
+        {"log": "debug", "logger": "weather",
+         "data": "GET /weather?city={{ args.city }} answered {{ status }} in {{ elapsedMs }} ms"},
         {"log": "info", "logger": "weather", "when": "success", "data": "{{ city }}: {{ conditions }}"},
         {"progress": 2, "total": 2, "message": "done"},
     ],
@@ -89,7 +91,7 @@ def test_the_sdk_hears_progress_and_logs_before_the_result(gateway, server):
     heard = hear(gateway, server, "legacy", [("forecast", {"city": "Paris"})])
     assert [h[0] for h in heard] == ["progress", "log", "log", "progress", "result"], heard
     assert heard[0] == ("progress", 0, 2, "asking the weather service about Paris")
-    assert heard[1] == ("log", "debug", "GET /weather?city=Paris answered 200")
+    assert re.fullmatch(r"GET /weather\?city=Paris answered 200 in \d+ ms", heard[1][2]) and heard[1][1] == "debug", heard
     assert heard[2][:2] == ("log", "info") and heard[2][2].startswith("Paris: "), heard
     assert heard[3] == ("progress", 2, 2, "done")
     assert json.loads(heard[4][1])["city"] == "Paris" and heard[4][2] is False

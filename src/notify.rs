@@ -125,6 +125,13 @@ pub struct Notifications {
     reads_answer: bool,
 }
 
+/// An upstream call as notifications see it: its outcome and, when measured, how long it took.
+#[derive(Debug, Clone, Copy)]
+pub struct Answer<'a> {
+    pub outcome: &'a UpstreamResult,
+    pub elapsed_ms: Option<u64>,
+}
+
 /// What one request lets the server send: log messages at or above `level` (none without one), progress
 /// reports for `progress_token`.
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -281,10 +288,11 @@ impl Notifications {
         templates: &Templates,
         config: &MjValue,
         args: &Value,
-        outcome: Option<&UpstreamResult>,
+        answer: Option<Answer<'_>>,
         failed: bool,
         listener: &Listener,
     ) -> Vec<Value> {
+        let outcome = answer.map(|a| a.outcome);
         let wanted = |e: &&Entry| match &e.kind {
             Kind::Log { level, .. } => listener.level.is_some_and(|min| *level >= min),
             Kind::Progress { .. } => listener.progress_token.is_some(),
@@ -316,7 +324,17 @@ impl Notifications {
             ),
             None => Data::request(args, config),
         };
-        let render = |t: &TemplateId| templates.render(t, &data).unwrap_or_else(|e| format!("(template failed: {e})"));
+        // `elapsedMs` joins the response template's context (our dialect only, as notifications are).
+        // (0 when the host could not measure it: a call refused before it was sent.)
+        let timed =
+            answer.map(|a| minijinja::context! { elapsedMs => a.elapsed_ms.unwrap_or(0), ..data.jinja().clone() });
+        let render = |t: &TemplateId| {
+            match &timed {
+                Some(ctx) => templates.render_ctx(t, ctx),
+                None => templates.render(t, &data),
+            }
+            .unwrap_or_else(|e| format!("(template failed: {e})"))
+        };
         self.entries
             .iter()
             .filter(|e| match e.when {
@@ -419,6 +437,7 @@ mod tests {
             // Without an upstream there is no answer to read: naming one would render empty.
             ("[{log: info, data: '{{ status }}'}]", false, "notifications[0].data", "`status`"),
             ("[{progress: 1, message: '{{ args.town }}'}]", false, "notifications[0].message", "`args.town`"),
+            ("[{log: info, data: '{{ elapsedMs }}'}]", false, "notifications[0].data", "`elapsedMs`"),
             ("[{log: info, data: x, colour: red}]", true, "", "colour"),
         ];
         for (entries, upstream, field, words) in cases {
@@ -436,7 +455,7 @@ mod tests {
     #[test]
     fn only_what_the_listener_hears_is_rendered_in_order() {
         let g = load(
-            "[{progress: 0, total: 10}, {log: debug, data: 'd {{ status }}'}, {log: error, when: error, data: \
+            "[{progress: 0, total: 10}, {log: debug, data: 'd {{ status }} in {{ elapsedMs }} ms'}, {log: error, when: error, data: \
              'e {{ body }}'}, {log: info, when: success, data: 'i {{ response.n }}'}, {progress: 10, total: 10, \
              message: '{{ args.city }}'}]",
             true,
@@ -448,7 +467,8 @@ mod tests {
         let ok = UpstreamResult::Response { status: 200, headers: vec![], body: br#"{"n": 4}"#.to_vec() };
         let all = Listener { level: Some(LogLevel::Debug), progress_token: Some(json!("p")) };
         let args = json!({"city": "Oslo"});
-        let got = n.render(&g.templates, &s.config, &args, Some(&ok), false, &all);
+        let got =
+            n.render(&g.templates, &s.config, &args, Some(Answer { outcome: &ok, elapsed_ms: Some(12) }), false, &all);
         let summary: Vec<String> = got
             .iter()
             .map(|m| {
@@ -463,21 +483,29 @@ mod tests {
             summary,
             [
                 "\"notifications/progress\" ",
-                "\"notifications/message\" d 200",
+                "\"notifications/message\" d 200 in 12 ms",
                 "\"notifications/message\" i 4",
                 "\"notifications/progress\" Oslo"
             ]
         );
         let failed = UpstreamResult::Failed("timeout".into());
         let errors = Listener { level: Some(LogLevel::Warning), progress_token: None };
-        let got = n.render(&g.templates, &s.config, &args, Some(&failed), false, &errors);
+        let got = n.render(
+            &g.templates,
+            &s.config,
+            &args,
+            Some(Answer { outcome: &failed, elapsed_ms: None }),
+            false,
+            &errors,
+        );
         assert_eq!(
             got,
             [
                 json!({"jsonrpc": "2.0", "method": "notifications/message", "params": {"level": "error", "data": "e timeout"}})
             ]
         );
-        assert!(n.render(&g.templates, &s.config, &args, Some(&ok), false, &Listener::default()).is_empty());
+        let answer = Answer { outcome: &ok, elapsed_ms: None };
+        assert!(n.render(&g.templates, &s.config, &args, Some(answer), false, &Listener::default()).is_empty());
         assert!(Listener::default().is_deaf());
     }
 

@@ -173,6 +173,8 @@ pub struct Exchange {
     save_session: bool,
     /// Notifications to send before the response, by the slot of the request they belong to.
     notes: Vec<(usize, Vec<Value>)>,
+    /// How long the upstream call being reported took, when the driver measured it.
+    elapsed_ms: Option<u64>,
     phase: Phase,
 }
 
@@ -305,6 +307,7 @@ pub fn route(gw: &Gateway, head: &RequestHead) -> Route {
         session: None,
         save_session: false,
         notes: Vec::new(),
+        elapsed_ms: None,
         phase: Phase::Start,
     }))
 }
@@ -643,6 +646,11 @@ impl Exchange {
         Step::Dispatch(requests)
     }
 
+    /// How long the upstream call reported next took (its notifications' `elapsedMs`).
+    pub fn upstream_took(&mut self, ms: u64) {
+        self.elapsed_ms = Some(ms);
+    }
+
     /// Reports the answer to dispatched request `index`; returns the response once every call is answered.
     pub fn on_upstream(&mut self, gw: &Gateway, index: usize, outcome: UpstreamResult) -> Option<Step> {
         let server = &gw.servers[self.server];
@@ -650,9 +658,11 @@ impl Exchange {
             return None;
         };
         let call = calls.get_mut(index)?.take()?;
+        let elapsed_ms = self.elapsed_ms.take();
         if let (Some(listener), mcp::Pending::Tool(tool)) = (&call.listener, &call.call) {
             if let Some(n) = server.notifications(tool) {
-                let notes = n.render(&gw.templates, &server.config, &call.args, Some(&outcome), false, listener);
+                let answer = notify::Answer { outcome: &outcome, elapsed_ms };
+                let notes = n.render(&gw.templates, &server.config, &call.args, Some(answer), false, listener);
                 self.note(call.slot, notes);
             }
         }

@@ -879,7 +879,7 @@ servers:
         description: Calls the upstream
         args: [{name: id, position: query}]
         notifications:
-          - {log: info, data: "upstream answered {{ status }}"}
+          - {log: info, data: "upstream answered {{ status }} in {{ elapsedMs }} ms"}
           - {log: warning, when: error, data: "upstream failed: {{ status }} {{ body }}"}
           - {log: info, when: success, data: "got {{ response.name }}"}
         requestTemplate: {url: /items}
@@ -967,7 +967,7 @@ fn notifications_of_an_upstream_call_see_its_answer_and_follow_its_outcome() {
     let sid = h.initialize(&g, "2025-06-18");
     let events = sse_events(&h.post(&g, &sid, &call(1, "fetch", json!({"id": "1"}), json!({})), &item(200)));
     let data: Vec<Value> = events.iter().map(|e| e["params"]["data"].clone()).collect();
-    assert_eq!(data, [json!("upstream answered 200"), json!("got widget"), Value::Null]);
+    assert_eq!(data, [json!("upstream answered 200 in 0 ms"), json!("got widget"), Value::Null]);
     let events = sse_events(&h.post(&g, &sid, &call(2, "fetch", json!({}), json!({})), &item(503)));
     assert_eq!(events[1]["params"], json!({"level": "warning", "data": "upstream failed: 503 {\"name\": \"widget\"}"}));
     assert_eq!(events[2]["result"]["isError"], json!(true));
@@ -983,7 +983,7 @@ fn notifications_of_an_upstream_call_see_its_answer_and_follow_its_outcome() {
     );
     let events = sse_events(&h.post(&g, &sid, &batch, &item(200)));
     assert_eq!(events.len(), 2 + 4 + 1);
-    assert_eq!(events[0]["params"]["data"], json!("upstream answered 200"));
+    assert_eq!(events[0]["params"]["data"], json!("upstream answered 200 in 0 ms"));
     assert_eq!(events[2]["params"]["progressToken"], json!("b"));
     let answers = events[6].as_array().expect("the batch's answers last");
     assert_eq!((answers[0]["id"].clone(), answers[1]["id"].clone()), (json!(10), json!(11)));
@@ -1073,4 +1073,17 @@ fn routed_calls_answer_with_notifications_too() {
     let events = sse_events(&h.post(&g, &sid, &call(1, "fetch", json!({}), json!({})), &item(200)));
     assert_eq!(h.forwarded, 1);
     assert_eq!(methods(&events), ["notifications/message", "notifications/message", "(response)"]);
+}
+
+#[test]
+fn notifications_report_how_long_the_upstream_took() {
+    let g = Gateway::from_config_str(NOTIFYING).unwrap();
+    let mut h = Host::new();
+    let sid = h.initialize(&g, "2025-11-25");
+    let hd = head("POST", "/mcp-servers/demo", &[("mcp-session-id", &sid)]);
+    let mut driver = h.start(&g, &hd, call(1, "fetch", json!({}), json!({})).as_bytes()).expect("accepted");
+    h.env.now_ms += 250;
+    assert_eq!(h.settle(&g, &mut driver, &item(200)), Progress::Done);
+    let events = sse_events(&h.responses.pop().unwrap());
+    assert_eq!(events[0]["params"]["data"], json!("upstream answered 200 in 250 ms"));
 }
