@@ -8,9 +8,10 @@
 use crate::gateway::{Gateway, Server};
 use crate::jsonrpc::{self, Message};
 use crate::mcp::{self, Handled, Revision};
-use crate::notify::{self, Listener, LogLevel};
+use crate::notify::{self, Listener};
 use crate::session::{self, Session, SessionOp, SessionOutcome};
 use crate::upstream::{UpstreamRequest, UpstreamResult};
+use listen::Listening;
 use serde_json::Value;
 
 /// JSON-RPC error code for an unknown or expired session (as the reference SDKs use it).
@@ -588,55 +589,54 @@ impl Exchange {
         let mut calls = Vec::new();
         let mut requests = Vec::new();
         for (slot, input) in inputs.into_iter().enumerate() {
+            let listening = match input.as_ref().map(|m| self.listening(gw, server, m)) {
+                Ok(Err(refused)) => {
+                    slots.push(Some(refused));
+                    continue;
+                }
+                Ok(Ok(l)) => l,
+                Err(_) => Listening::Nothing,
+            };
             match input {
                 Err((id, why)) => {
                     slots.push(Some(jsonrpc::error(id, jsonrpc::INVALID_REQUEST, format!("Invalid Request: {why}"))))
                 }
-                Ok(m) => {
-                    let listening = match self.listening(gw, server, &m) {
-                        Ok(l) => l,
-                        Err(refused) => {
-                            slots.push(Some(refused));
-                            continue;
-                        }
-                    };
-                    match crate::template::with_client(&self.client, || {
-                        mcp::handle_allowed(
-                            gw,
-                            server,
-                            note_call(&mut self.called, &server.name, m),
-                            self.revision,
-                            self.allowed_tools.as_deref(),
-                        )
-                    }) {
-                        Handled::Reply(v) => {
-                            self.heard(gw, server, slot, &v, listening);
-                            slots.push(Some(v))
-                        }
-                        Handled::Silent => slots.push(None),
-                        // One request may not start more calls than the limit: a batch of thousands would take
-                        // every upstream connection Envoy allows, from every client.
-                        Handled::Call { id, .. } if requests.len() >= gw.max_calls_per_request => {
-                            slots.push(Some(jsonrpc::error(
-                                id,
-                                jsonrpc::LIMIT_EXCEEDED,
-                                format!(
-                                    "too many tool calls in one request: at most {} (maxCallsPerRequest)",
-                                    gw.max_calls_per_request
-                                ),
-                            )));
-                        }
-                        Handled::Call { id, call, request, args } => {
-                            slots.push(None);
-                            let listener = match listening {
-                                Listening::Call(_, _, l) => Some(l),
-                                _ => None,
-                            };
-                            calls.push(Some(PendingCall { slot, id, call, args, listener }));
-                            requests.push(*request);
-                        }
+                Ok(m) => match crate::template::with_client(&self.client, || {
+                    mcp::handle_allowed(
+                        gw,
+                        server,
+                        note_call(&mut self.called, &server.name, m),
+                        self.revision,
+                        self.allowed_tools.as_deref(),
+                    )
+                }) {
+                    Handled::Reply(v) => {
+                        self.heard(gw, server, slot, &v, listening);
+                        slots.push(Some(v))
                     }
-                }
+                    Handled::Silent => slots.push(None),
+                    // One request may not start more calls than the limit: a batch of thousands would take
+                    // every upstream connection Envoy allows, from every client.
+                    Handled::Call { id, .. } if requests.len() >= gw.max_calls_per_request => {
+                        slots.push(Some(jsonrpc::error(
+                            id,
+                            jsonrpc::LIMIT_EXCEEDED,
+                            format!(
+                                "too many tool calls in one request: at most {} (maxCallsPerRequest)",
+                                gw.max_calls_per_request
+                            ),
+                        )));
+                    }
+                    Handled::Call { id, call, request, args } => {
+                        slots.push(None);
+                        let listener = match listening {
+                            Listening::Call(_, _, l) => Some(l),
+                            _ => None,
+                        };
+                        calls.push(Some(PendingCall { slot, id, call, args, listener }));
+                        requests.push(*request);
+                    }
+                },
             }
         }
         if requests.is_empty() {
@@ -697,130 +697,14 @@ impl Exchange {
             Some(stateless::MISSING_CLIENT_CAPABILITY) if single => 400,
             _ => 200,
         };
-        // Notifications go ahead of the response in one SSE answer, when the client takes one; otherwise
-        // the answer is the JSON it always was.
-        let notes: Vec<Value> = std::mem::take(&mut self.notes).into_iter().flat_map(|(_, n)| n).collect();
-        let response = if status == 200 && self.sse && !notes.is_empty() {
-            HttpResponse {
-                status,
-                headers: vec![
-                    ("content-type".into(), "text/event-stream".into()),
-                    ("cache-control".into(), "no-cache".into()),
-                ],
-                body: notify::sse_body(&notes, &body),
-            }
-        } else {
-            HttpResponse::json(status, &body)
-        };
-        if std::mem::take(&mut self.save_session) {
-            if let (Some(id), Some(session)) = (self.session_id.clone(), self.session.clone()) {
-                self.phase = Phase::Saving(response);
-                return Step::Session(SessionOp::Update { id, session });
-            }
-        }
-        self.respond(response)
-    }
-
-    /// Keeps a request's notifications in the order of the requests (upstream answers come in any order).
-    fn note(&mut self, slot: usize, notes: Vec<Value>) {
-        if !notes.is_empty() {
-            let at = self.notes.iter().position(|(s, _)| *s > slot).unwrap_or(self.notes.len());
-            self.notes.insert(at, (slot, notes));
-        }
-    }
-
-    /// What a request means for notifications, before it is handled: the listener of a call to a tool with
-    /// notifications, the level a `logging/setLevel` asks for, or a refusal (an unknown `_meta` log level;
-    /// a level the session cannot keep).
-    fn listening(&self, gw: &Gateway, server: &Server, m: &Message) -> Result<Listening, Value> {
-        let Message::Request { id, method, params } = m else { return Ok(Listening::Nothing) };
-        let meta_level = if self.revision.is_stateless() {
-            notify::meta_log_level(params.as_ref())
-                .map_err(|e| jsonrpc::error(id.clone(), jsonrpc::INVALID_PARAMS, e))?
-        } else {
-            None
-        };
-        match method.as_str() {
-            "logging/setLevel" if !self.revision.is_stateless() && server.capabilities.get("logging").is_some() => {
-                if self.session.is_none() || !gw.sessions.updatable() {
-                    let why = if self.session.is_none() {
-                        "the request has no session to keep it in"
-                    } else {
-                        "signed sessions (sessions.store: signed) keep no state; every level is sent"
-                    };
-                    return Err(jsonrpc::error(
-                        id.clone(),
-                        jsonrpc::INTERNAL_ERROR,
-                        format!("logging/setLevel cannot be kept: {why}"),
-                    ));
-                }
-                Ok(LogLevel::from_json(params.as_ref().and_then(|p| p.get("level")))
-                    .map_or(Listening::Nothing, Listening::SetLevel))
-            }
-            "tools/call" => {
-                let p = params.as_ref();
-                let Some(name) = p.and_then(|p| p.get("name")).and_then(Value::as_str) else {
-                    return Ok(Listening::Nothing);
-                };
-                if server.notifications(name).is_none() {
-                    return Ok(Listening::Nothing);
-                }
-                // A session that never set a level hears every level (as the reference SDKs do); a
-                // stateless request only the level it names, if any.
-                let level = if self.revision.is_stateless() {
-                    meta_level
-                } else {
-                    Some(self.session.as_ref().and_then(|s| s.log_level).unwrap_or(LogLevel::Debug))
-                };
-                let listener = Listener { level, progress_token: notify::progress_token(p) };
-                if !self.sse || listener.is_deaf() {
-                    return Ok(Listening::Nothing);
-                }
-                let args =
-                    p.and_then(|p| p.get("arguments")).cloned().unwrap_or_else(|| Value::Object(Default::default()));
-                Ok(Listening::Call(name.to_string(), args, listener))
-            }
-            _ => Ok(Listening::Nothing),
-        }
-    }
-
-    /// Follows up a handled request: a tool answered without an upstream sends its notifications now, and an
-    /// accepted `logging/setLevel` changes the session.
-    fn heard(&mut self, gw: &Gateway, server: &Server, slot: usize, reply: &Value, listening: Listening) {
-        let Some(result) = reply.get("result") else { return };
-        match listening {
-            Listening::SetLevel(level) => {
-                if let Some(s) = &mut self.session {
-                    s.log_level = Some(level);
-                    self.save_session = true;
-                }
-            }
-            Listening::Call(tool, args, listener) => {
-                let templated = server.tool(&tool).is_some_and(|t| t.dispatch().is_none());
-                if let (true, Some(n)) = (templated, server.notifications(&tool)) {
-                    let failed = result.get("isError") == Some(&Value::Bool(true));
-                    let notes = n.render(&gw.templates, &server.config, &args, None, failed, &listener);
-                    self.note(slot, notes);
-                }
-            }
-            Listening::Nothing => {}
-        }
+        let response = self.framed(status, &body);
+        self.after_saving(response)
     }
 
     /// The `MCP-Protocol-Version` header, when it names no revision this server speaks.
     fn unsupported_header(&self) -> Option<String> {
         self.mcp_headers.protocol_version.clone().filter(|v| Revision::parse(v).is_none())
     }
-}
-
-/// What a request means for notifications (see [`Exchange::listening`]).
-#[derive(Debug)]
-enum Listening {
-    Nothing,
-    /// `logging/setLevel` with a valid level.
-    SetLevel(LogLevel),
-    /// A call to a tool with notifications: its name, arguments and who listens.
-    Call(String, Value, Listener),
 }
 
 /// The tool names of an `x-envoy-allow-mcp-tools` header (comma-separated); an empty one restricts nothing.
@@ -858,6 +742,7 @@ pub fn too_large(gw: &Gateway) -> HttpResponse {
     )
 }
 
+mod listen;
 pub mod stateless;
 
 #[cfg(test)]
