@@ -33,6 +33,7 @@ pub enum LogLevel {
 }
 
 impl LogLevel {
+    /// Every level, least severe first.
     pub const ALL: [LogLevel; 8] = [
         LogLevel::Debug,
         LogLevel::Info,
@@ -44,6 +45,7 @@ impl LogLevel {
         LogLevel::Emergency,
     ];
 
+    /// The level's name on the wire.
     pub fn as_str(self) -> &'static str {
         match self {
             LogLevel::Debug => "debug",
@@ -57,6 +59,7 @@ impl LogLevel {
         }
     }
 
+    /// The level of a wire name (lower-case, as the spec spells them).
     pub fn parse(s: &str) -> Option<LogLevel> {
         Self::ALL.into_iter().find(|l| l.as_str() == s)
     }
@@ -87,6 +90,7 @@ pub struct NotificationConfig {
     /// A progress report: how far along (non-decreasing over a tool's reports).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub progress: Option<f64>,
+    /// The progress report's `total`, when known.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub total: Option<f64>,
     /// The progress report's `message` (a template).
@@ -271,6 +275,7 @@ impl Notifications {
         Ok(out)
     }
 
+    /// Whether the tool sends nothing (most tools).
     pub fn is_empty(&self) -> bool {
         self.entries.is_empty()
     }
