@@ -816,8 +816,10 @@ def run_async(fn, *args):
 
 
 @contextlib.asynccontextmanager
-async def mcp_client(url: str, headers: dict[str, str] | None = None, mode: str = "legacy", timeout: float = 15.0):
-    """An initialized `mcp.Client` over streamable HTTP."""
+async def mcp_client(
+    url: str, headers: dict[str, str] | None = None, mode: str = "legacy", timeout: float = 15.0, **options
+):
+    """An initialized `mcp.Client` over streamable HTTP; `options` go to `mcp.Client` (callbacks, log_level)."""
     import httpx2  # the SDK's HTTP client
     from mcp import Client
     from mcp.client.streamable_http import streamable_http_client
@@ -826,7 +828,7 @@ async def mcp_client(url: str, headers: dict[str, str] | None = None, mode: str 
     http = create_mcp_http_client(headers=headers, timeout=httpx2.Timeout(timeout))
     async with http:
         transport = streamable_http_client(url, http_client=http)
-        async with Client(transport, mode=mode, cache=None, read_timeout_seconds=timeout) as client:
+        async with Client(transport, mode=mode, cache=None, read_timeout_seconds=timeout, **options) as client:
             yield client
 
 

@@ -272,6 +272,36 @@ def test_higress_build_redis_sessions_across_replicas(higress, redis_server, e2e
     assert [len(r.redis_inits) for r in (a, b)] == [2, 2]  # no re-initialisation on the way
 
 
+def test_log_level_is_kept_in_redis_for_every_replica(host, run_dir, upstream, e2e_config, redis_server, request):
+    """logging/setLevel on A is written into the session's key (SET ... XX KEEPTTL: it keeps its expiry);
+    a call on B then sends only the log messages at or above that level, ahead of its result (SSE)."""
+    config = json.loads(json.dumps(e2e_config))
+    demo = next(s for s in config["servers"] if s["name"] == SERVER)
+    demo["tools"].append({
+        "name": "noisy", "description": "Logs at two levels", "args": [], "responseTemplate": {"body": "ok"},
+        "notifications": [{"log": "debug", "data": "a debug line"}, {"log": "error", "data": "an error line"}],
+    })
+    h = Higress(host, run_dir, upstream, config, request.node.name)
+    try:
+        a, b = h.pair(redis_server.address)
+        r, _ = post_fresh(a, INITIALIZE)
+        sid = r.headers["mcp-session-id"]
+        key = h.key(sid)
+        r, _ = post_fresh(a, rpc_body("logging/setLevel", {"level": "error"}, 2), sid)
+        assert r.json() == {"jsonrpc": "2.0", "id": 2, "result": {}}, r.text
+        assert json.loads(redis_server.command("GET", key))["l"] == "error"
+        # A SET without KEEPTTL would have dropped the key's expiry (PTTL -1): the session would never end.
+        assert 1_790_000 <= pttl(redis_server, key) <= 1_800_000
+        r, _ = post_fresh(b, rpc_body("tools/call", {"name": "noisy", "arguments": {}}, 3), sid)
+        assert r.headers["content-type"] == "text/event-stream", (r.headers, r.text)
+        events = [json.loads(line[6:]) for line in r.text.splitlines() if line.startswith("data: ")]
+        assert [e.get("params", {}).get("data") for e in events] == ["an error line", None], events
+        assert events[1]["result"]["content"][0]["text"] == "ok"
+    finally:
+        h.stop()
+    assert not h.crashes(), "the plugin crashed in the test host:\n" + "\n".join(h.crashes())
+
+
 # --- 2. expiry by Redis's TTL ---------------------------------------------------------------------------------
 
 

@@ -427,6 +427,9 @@ pub struct ToolConfig {
     pub response_template: Option<ResponseTemplate>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error_response_template: Option<String>,
+    /// Log messages and progress reports sent before the result ([`crate::notify`]).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub notifications: Vec<crate::notify::NotificationConfig>,
 }
 
 /// One tool argument, turned into a JSON Schema property.

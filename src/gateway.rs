@@ -43,6 +43,8 @@ pub struct Server {
     pub config: MjValue,
     /// `allowTools`: the tools clients may see and call; `None`: all.
     pub allow_tools: Option<Vec<String>>,
+    /// Each tool's notifications (most have none), in the order of `tools`.
+    pub notifications: Vec<crate::notify::Notifications>,
 }
 
 impl Server {
@@ -55,6 +57,11 @@ impl Server {
     pub fn tool_allowed(&self, tool: &str, header: Option<&[String]>) -> bool {
         let listed = |list: &[String]| list.iter().any(|t| t == tool);
         self.allow_tools.as_deref().is_none_or(listed) && header.is_none_or(listed)
+    }
+
+    /// The notifications a tool sends before its result, if it has any.
+    pub fn notifications(&self, tool: &str) -> Option<&crate::notify::Notifications> {
+        self.tool_index.get(tool).and_then(|i| self.notifications.get(*i)).filter(|n| !n.is_empty())
     }
 
     pub fn prompt(&self, name: &str) -> Option<&Prompt> {
@@ -127,10 +134,21 @@ impl Gateway {
             let mut tools = Vec::with_capacity(s.tools.len());
             let mut tool_index = HashMap::new();
             let config = safe_config(&s.config);
+            let mut notifications = Vec::with_capacity(s.tools.len());
             // Each tool's config is dropped once compiled, so that a large API is not held twice at once.
             for t in std::mem::take(&mut s.tools) {
                 let tool = Tool::compile(&s, &t, &mut templates, &config)
                     .map_err(|(field, msg)| ConfigError::new(field, msg).in_server(&s.name).in_tool(&t.name))?;
+                notifications.push(
+                    crate::notify::Notifications::compile(
+                        &s.name,
+                        &t,
+                        tool.dispatch().is_some(),
+                        &mut templates,
+                        &config,
+                    )
+                    .map_err(|(field, msg)| ConfigError::new(field, msg).in_server(&s.name).in_tool(&t.name))?,
+                );
                 tool_index.insert(tool.name.clone(), tools.len());
                 tools.push(tool);
             }
@@ -197,6 +215,7 @@ impl Gateway {
                 resource_index,
                 resource_templates,
                 config,
+                notifications,
             };
             server.capabilities = crate::mcp::capabilities(&server);
             servers.push(server);

@@ -20,6 +20,7 @@ pub mod gotemplate;
 pub mod icon;
 pub mod jsonrpc;
 pub mod mcp;
+pub mod notify;
 #[cfg(feature = "openapi")]
 pub mod openapi;
 pub mod prompt;

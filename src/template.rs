@@ -184,7 +184,7 @@ impl<'a> Data<'a> {
 
     /// Our context: `args`, `config`, and with an answer `response`, `body`, `status`, `headers` and the
     /// answer's top-level keys.
-    fn jinja(&self) -> &MjValue {
+    pub(crate) fn jinja(&self) -> &MjValue {
         self.jinja.get_or_init(|| {
             let args = MjValue::from_serialize(self.args);
             let Some(a) = &self.answer else {

@@ -8,8 +8,10 @@
 use crate::gateway::{Gateway, Server};
 use crate::jsonrpc::{self, Message};
 use crate::mcp::{self, Handled, Revision};
+use crate::notify::{self, Listener};
 use crate::session::{self, Session, SessionOp, SessionOutcome};
 use crate::upstream::{UpstreamRequest, UpstreamResult};
+use listen::Listening;
 use serde_json::Value;
 
 /// JSON-RPC error code for an unknown or expired session (as the reference SDKs use it).
@@ -112,6 +114,8 @@ struct PendingCall {
     id: Value,
     call: mcp::Pending,
     args: Value,
+    /// Who hears the tool's notifications, when it has some and the request can hear any.
+    listener: Option<Listener>,
 }
 
 /// Where an exchange is (a POST relayed by Higress's SSE filter goes from Start straight to Calling or Done):
@@ -120,6 +124,7 @@ struct PendingCall {
 /// Start ──initialize──> Creating ──Created──────────────────────────> Done (200 + Mcp-Session-Id)
 ///   │ ──POST──────────> Opening ──Found──> Calling ──all answered──> Done
 ///   │                      └──────Found, nothing to call───────────> Done
+///   │          (a logging/setLevel among them: ──> Saving ──Found───> Done)
 ///   └──DELETE─────────> Deleting ──Deleted─────────────────────────> Done (204)
 ///   NotFound: 404; Failed: 503; anything refused early: its error
 /// ```
@@ -129,7 +134,14 @@ enum Phase {
     Creating(Value),
     Opening(Batch),
     Deleting,
-    Calling { single: bool, slots: Vec<Option<Value>>, calls: Vec<Option<PendingCall>>, remaining: usize },
+    Calling {
+        single: bool,
+        slots: Vec<Option<Value>>,
+        calls: Vec<Option<PendingCall>>,
+        remaining: usize,
+    },
+    /// The session's new log level is being stored; then this response goes out.
+    Saving(HttpResponse),
     Done,
 }
 
@@ -154,6 +166,16 @@ pub struct Exchange {
     /// The tools the request's `x-envoy-allow-mcp-tools` header allows (set by an earlier filter, e.g. an
     /// authorization plugin); `None`: no such restriction.
     allowed_tools: Option<Vec<String>>,
+    /// The client accepts an SSE answer, so notifications can precede the response.
+    sse: bool,
+    /// The request's session, once opened (its log level).
+    session: Option<Session>,
+    /// A `logging/setLevel` changed the session, which must be stored before the answer goes out.
+    save_session: bool,
+    /// Notifications to send before the response, by the slot of the request they belong to.
+    notes: Vec<(usize, Vec<Value>)>,
+    /// How long the upstream call being reported took, when the driver measured it.
+    elapsed_ms: Option<u64>,
     phase: Phase,
 }
 
@@ -282,6 +304,11 @@ pub fn route(gw: &Gateway, head: &RequestHead) -> Route {
         relayed,
         called: None,
         allowed_tools: head.header("x-envoy-allow-mcp-tools").and_then(allowed_tools),
+        sse: !relayed && head.header("accept").is_some_and(|a| accepts(a, "text/event-stream")),
+        session: None,
+        save_session: false,
+        notes: Vec::new(),
+        elapsed_ms: None,
         phase: Phase::Start,
     }))
 }
@@ -486,7 +513,7 @@ impl Exchange {
         let version = Revision::negotiate(Some(requested));
         let server = self.server(gw);
         let reply = jsonrpc::result(id, mcp::initialize_result(server, version));
-        let session = Session { server: server.name.clone(), version: version.as_str().to_string() };
+        let session = Session::new(server.name.clone(), version.as_str().to_string());
         self.phase = Phase::Creating(reply);
         Step::Session(SessionOp::Create(session))
     }
@@ -517,8 +544,11 @@ impl Exchange {
             (Phase::Opening(_) | Phase::Deleting, SessionOutcome::NotFound) => {
                 self.respond(session_not_found(reply_id))
             }
+            (Phase::Saving(r), SessionOutcome::Found(_)) => self.respond(r),
+            (Phase::Saving(_), SessionOutcome::NotFound) => self.respond(session_not_found(reply_id)),
             (Phase::Opening(batch), SessionOutcome::Found(session)) => {
                 self.revision = Revision::parse(&session.version).unwrap_or(Revision::LATEST_LEGACY);
+                self.session = Some(session.clone());
                 if matches!(batch, Batch::Many(_)) && !self.revision.allows_batch() {
                     return self.respond(HttpResponse::error(
                         400,
@@ -559,6 +589,14 @@ impl Exchange {
         let mut calls = Vec::new();
         let mut requests = Vec::new();
         for (slot, input) in inputs.into_iter().enumerate() {
+            let listening = match input.as_ref().map(|m| self.listening(gw, server, m)) {
+                Ok(Err(refused)) => {
+                    slots.push(Some(refused));
+                    continue;
+                }
+                Ok(Ok(l)) => l,
+                Err(_) => Listening::Nothing,
+            };
             match input {
                 Err((id, why)) => {
                     slots.push(Some(jsonrpc::error(id, jsonrpc::INVALID_REQUEST, format!("Invalid Request: {why}"))))
@@ -572,7 +610,10 @@ impl Exchange {
                         self.allowed_tools.as_deref(),
                     )
                 }) {
-                    Handled::Reply(v) => slots.push(Some(v)),
+                    Handled::Reply(v) => {
+                        self.heard(gw, server, slot, &v, listening);
+                        slots.push(Some(v))
+                    }
                     Handled::Silent => slots.push(None),
                     // One request may not start more calls than the limit: a batch of thousands would take
                     // every upstream connection Envoy allows, from every client.
@@ -588,7 +629,11 @@ impl Exchange {
                     }
                     Handled::Call { id, call, request, args } => {
                         slots.push(None);
-                        calls.push(Some(PendingCall { slot, id, call, args }));
+                        let listener = match listening {
+                            Listening::Call(_, _, l) => Some(l),
+                            _ => None,
+                        };
+                        calls.push(Some(PendingCall { slot, id, call, args, listener }));
                         requests.push(*request);
                     }
                 },
@@ -601,17 +646,33 @@ impl Exchange {
         Step::Dispatch(requests)
     }
 
+    /// How long the upstream call reported next took (its notifications' `elapsedMs`).
+    pub fn upstream_took(&mut self, ms: u64) {
+        self.elapsed_ms = Some(ms);
+    }
+
     /// Reports the answer to dispatched request `index`; returns the response once every call is answered.
     pub fn on_upstream(&mut self, gw: &Gateway, index: usize, outcome: UpstreamResult) -> Option<Step> {
         let server = &gw.servers[self.server];
-        let Phase::Calling { slots, calls, remaining, .. } = &mut self.phase else {
+        let Phase::Calling { calls, .. } = &mut self.phase else {
             return None;
         };
         let call = calls.get_mut(index)?.take()?;
+        let elapsed_ms = self.elapsed_ms.take();
+        if let (Some(listener), mcp::Pending::Tool(tool)) = (&call.listener, &call.call) {
+            if let Some(n) = server.notifications(tool) {
+                let answer = notify::Answer { outcome: &outcome, elapsed_ms };
+                let notes = n.render(&gw.templates, &server.config, &call.args, Some(answer), false, listener);
+                self.note(call.slot, notes);
+            }
+        }
         let revision = self.revision;
         let reply = crate::template::with_client(&self.client, || {
             mcp::finish_call(gw, server, call.id, &call.call, &call.args, outcome, revision)
         });
+        let Phase::Calling { slots, remaining, .. } = &mut self.phase else {
+            return None;
+        };
         slots[call.slot] = Some(reply);
         *remaining -= 1;
         if *remaining > 0 {
@@ -636,7 +697,8 @@ impl Exchange {
             Some(stateless::MISSING_CLIENT_CAPABILITY) if single => 400,
             _ => 200,
         };
-        self.respond(HttpResponse::json(status, &body))
+        let response = self.framed(status, &body);
+        self.after_saving(response)
     }
 
     /// The `MCP-Protocol-Version` header, when it names no revision this server speaks.
@@ -680,6 +742,7 @@ pub fn too_large(gw: &Gateway) -> HttpResponse {
     )
 }
 
+mod listen;
 pub mod stateless;
 
 #[cfg(test)]

@@ -89,11 +89,13 @@ enum Waiting {
 pub struct Driver {
     exchange: Box<Exchange>,
     waiting: Waiting,
+    /// When the upstream calls were sent (what notifications report as `elapsedMs`).
+    sent_ms: u64,
 }
 
 impl Driver {
     pub fn new(exchange: Box<Exchange>, now_ms: u64) -> Driver {
-        Driver { exchange, waiting: Waiting::Body { since_ms: now_ms } }
+        Driver { exchange, waiting: Waiting::Body { since_ms: now_ms }, sent_ms: now_ms }
     }
 
     /// Part of the body arrived (so the host does deliver bodies: a timeout is the client's).
@@ -153,6 +155,7 @@ impl Driver {
             return self.progress();
         };
         let (_, index) = tokens.swap_remove(pos);
+        self.exchange.upstream_took(host.now_ms().saturating_sub(self.sent_ms));
         match self.exchange.on_upstream(gw, index, result) {
             Some(step) => self.run(gw, host, step),
             None => Progress::Waiting,
@@ -275,6 +278,7 @@ impl Driver {
                     let mut tokens = Vec::with_capacity(requests.len());
                     let mut next = None;
                     let busy = host.calls_in_flight();
+                    self.sent_ms = host.now_ms();
                     let mut forwarded = false;
                     for (i, r) in requests.iter().enumerate() {
                         // Past the worker's limit a call is refused here, with a reason, instead of by
@@ -308,6 +312,7 @@ impl Driver {
                         match sent {
                             Ok(token) => tokens.push((token, i)),
                             Err(why) => {
+                                self.exchange.upstream_took(0);
                                 if let Some(s) = self.exchange.on_upstream(gw, i, UpstreamResult::Failed(why)) {
                                     next = Some(s);
                                 }

@@ -56,6 +56,14 @@ impl FakeRedis {
                     Reply::Simple("OK".into())
                 }
             }
+            // SET key value XX KEEPTTL: replace a live key's value, keep its expiry.
+            ("SET", 5) => match self.keys.get_mut(&args[1]) {
+                Some((v, _)) => {
+                    *v = args[2].clone();
+                    Reply::Simple("OK".into())
+                }
+                None => Reply::Bulk(None),
+            },
             ("GETEX", 4) => match self.keys.get_mut(&args[1]) {
                 Some((v, exp)) => {
                     *exp = now_ms + px(3);

@@ -67,6 +67,9 @@ pub fn capabilities(server: &Server) -> Value {
     if server.completes() {
         c.insert("completions".into(), json!({}));
     }
+    if server.notifications.iter().any(crate::notify::Notifications::logs) {
+        c.insert("logging".into(), json!({}));
+    }
     Value::Object(c)
 }
 
@@ -76,7 +79,7 @@ fn declares(server: &Server, method: &str) -> bool {
         "completion" => "completions",
         other => other,
     };
-    !matches!(capability, "tools" | "prompts" | "resources" | "completions")
+    !matches!(capability, "tools" | "prompts" | "resources" | "completions" | "logging")
         || server.capabilities.get(capability).is_some()
 }
 
@@ -238,6 +241,11 @@ pub fn handle_allowed(
             }
         }
         "completion/complete" => answer(id, complete_argument(server, p)),
+        // Validated here; the transport keeps the level in the session.
+        "logging/setLevel" => answer(
+            id,
+            crate::notify::LogLevel::from_json(p.get("level")).map(|_| json!({})).map_err(RpcError::invalid_params),
+        ),
         "tools/call" => {
             let Some(name) = p.get("name").and_then(Value::as_str) else {
                 return Handled::Reply(jsonrpc::error(id, jsonrpc::INVALID_PARAMS, "tools/call needs a string `name`"));

@@ -181,6 +181,9 @@ fn push_line(out: &mut String, id: &str, expires_ms: u64, payload: &str) {
     let _ = writeln!(out, "{id} {expires_ms} {payload}");
 }
 
+/// How an operation edits the entry it finds (see [`Buckets::update`]).
+type Decide<'a, T> = dyn FnMut(Option<(u64, &str)>) -> (Edit, T) + 'a;
+
 /// The `local` store: sessions with a sliding idle expiry in [`SESSIONS`], counted per server against
 /// `maxSessions`.
 #[derive(Debug)]
@@ -215,14 +218,9 @@ impl LocalStore {
         expired.len()
     }
 
-    /// Applies an update and frees the room of the expired entries its write dropped.
-    fn update<T>(
-        &self,
-        kv: &mut dyn KeyValue,
-        id: &str,
-        now_ms: u64,
-        decide: impl FnMut(Option<(u64, &str)>) -> (Edit, T),
-    ) -> Result<T, String> {
+    /// Applies an update and frees the room of the expired entries its write dropped. (`dyn`: one copy of
+    /// the bucket update in the module, not one per operation.)
+    fn update<T>(&self, kv: &mut dyn KeyValue, id: &str, now_ms: u64, decide: &mut Decide<'_, T>) -> Result<T, String> {
         let (result, expired) = SESSIONS.update(kv, id, now_ms, decide)?;
         release_expired(kv, &expired);
         Ok(result)
@@ -247,7 +245,7 @@ impl LocalStore {
                 let expires_ms = now.saturating_add(self.ttl_ms);
                 let payload = session.encode();
                 let put = |_: Option<(u64, &str)>| (Edit::Put { expires_ms, payload: payload.clone() }, ());
-                match self.update(env.kv(), &id, now, put) {
+                match self.update(env.kv(), &id, now, &mut { put }) {
                     Ok(()) => SessionOutcome::Created(id),
                     Err(e) => {
                         Limits::release_live(env.kv(), &session.server, 1);
@@ -269,7 +267,7 @@ impl LocalStore {
                         Some(s) => (Edit::Keep, SessionOutcome::Found(s)),
                     }
                 };
-                match self.update(env.kv(), &id, now, decide) {
+                match self.update(env.kv(), &id, now, &mut { decide }) {
                     Ok(outcome) => outcome,
                     // A refresh that lost every race only shortens the session's life; the request proceeds.
                     Err(_) => match SESSIONS.get(env.kv(), &id, now).and_then(|(_, p)| Session::decode(&p)) {
@@ -283,12 +281,24 @@ impl LocalStore {
                     Some(s) if s.server == server => (Edit::Remove, SessionOutcome::Deleted),
                     _ => (Edit::Keep, SessionOutcome::NotFound),
                 };
-                let outcome =
-                    self.update(env.kv(), &id, now, decide).unwrap_or_else(|e| SessionOutcome::Failed(StoreError(e)));
+                let outcome = self
+                    .update(env.kv(), &id, now, &mut { decide })
+                    .unwrap_or_else(|e| SessionOutcome::Failed(StoreError(e)));
                 if outcome == SessionOutcome::Deleted {
                     Limits::release_live(env.kv(), &server, 1);
                 }
                 outcome
+            }
+            SessionOp::Update { id, session } => {
+                let payload = session.encode();
+                let decide = |current: Option<(u64, &str)>| match current {
+                    Some((expires_ms, p)) if Session::decode(p).is_some_and(|s| s.server == session.server) => {
+                        (Edit::Put { expires_ms, payload: payload.clone() }, SessionOutcome::Found(session.clone()))
+                    }
+                    _ => (Edit::Keep, SessionOutcome::NotFound),
+                };
+                self.update(env.kv(), &id, now, &mut { decide })
+                    .unwrap_or_else(|e| SessionOutcome::Failed(StoreError(e)))
             }
         }
     }
@@ -302,7 +312,7 @@ mod tests {
     const LIMITS: Limits = Limits { max_sessions: 1_000_000, max_new_per_second: 1_000_000 };
 
     fn session(server: &str) -> Session {
-        Session { server: server.into(), version: "2025-06-18".into() }
+        Session::new(server, "2025-06-18")
     }
 
     fn env() -> MemoryEnv {
@@ -316,6 +326,27 @@ mod tests {
             SessionOutcome::Created(id) => id,
             other => panic!("{other:?}"),
         }
+    }
+
+    #[test]
+    fn an_update_keeps_the_expiry_and_only_touches_a_live_session_of_its_server() {
+        let store = LocalStore::new(60_000, LIMITS);
+        let mut env = env();
+        let id = create(&store, &mut env, "a");
+        let before = SESSIONS.get(&env.kv, &id, env.now_ms).unwrap().0;
+        let mut leveled = session("a");
+        leveled.log_level = Some(crate::notify::LogLevel::Error);
+        env.now_ms += 1_000;
+        let update = |s: &Session| SessionOp::Update { id: id.clone(), session: s.clone() };
+        assert_eq!(store.run(update(&leveled), &mut env), SessionOutcome::Found(leveled.clone()));
+        assert_eq!(SESSIONS.get(&env.kv, &id, env.now_ms).unwrap().0, before, "the expiry is untouched");
+        let open = SessionOp::Open { id: id.clone(), server: "a".into() };
+        assert_eq!(store.run(open, &mut env), SessionOutcome::Found(leveled.clone()));
+        let mut foreign = leveled.clone();
+        foreign.server = "b".into();
+        assert_eq!(store.run(update(&foreign), &mut env), SessionOutcome::NotFound);
+        env.now_ms += 60_000;
+        assert_eq!(store.run(update(&leveled), &mut env), SessionOutcome::NotFound, "expired stays gone");
     }
 
     fn open(store: &LocalStore, env: &mut MemoryEnv, id: &str, server: &str) -> SessionOutcome {
@@ -529,7 +560,7 @@ mod properties {
                 model.retain(|_, (_, expires)| *expires > now);
                 match op {
                     Op::Create(s) => {
-                        let session = Session { server: SERVERS[s].into(), version: "2025-06-18".into() };
+                        let session = Session::new(SERVERS[s], "2025-06-18");
                         let SessionOutcome::Created(id) = store.run(SessionOp::Create(session), &mut env) else {
                             return Err(TestCaseError::fail("create failed"));
                         };
@@ -542,7 +573,7 @@ mod properties {
                         let got = store.run(SessionOp::Open { id: id.clone(), server: SERVERS[s].into() }, &mut env);
                         match model.get_mut(&id) {
                             Some((server, expires)) if *server == s => {
-                                prop_assert_eq!(got, SessionOutcome::Found(Session { server: SERVERS[s].into(), version: "2025-06-18".into() }));
+                                prop_assert_eq!(got, SessionOutcome::Found(Session::new(SERVERS[s], "2025-06-18")));
                                 if *expires - now < TTL - TTL / 10 {
                                     *expires = now + TTL;
                                 }

@@ -30,6 +30,16 @@ pub struct Session {
     /// The negotiated protocol revision.
     #[serde(rename = "v")]
     pub version: String,
+    /// The client's `logging/setLevel`, where the store keeps it (not in a signed id, which cannot change).
+    #[serde(rename = "l", default, skip_serializing_if = "Option::is_none")]
+    pub log_level: Option<crate::notify::LogLevel>,
+}
+
+impl Session {
+    /// A new session of `server` at `version`.
+    pub fn new(server: impl Into<String>, version: impl Into<String>) -> Session {
+        Session { server: server.into(), version: version.into(), log_level: None }
+    }
 }
 
 impl Session {
@@ -53,6 +63,8 @@ pub enum SessionOp {
     Open { id: String, server: String },
     /// End a session of `server` (`DELETE`).
     Delete { id: String, server: String },
+    /// Replace a live session's data (its log level), keeping its expiry; answered `Found` or `NotFound`.
+    Update { id: String, session: Session },
 }
 
 /// What the store answers.
@@ -142,6 +154,11 @@ impl SessionStore {
             Backend::Redis(r) => Some(r),
             _ => None,
         }
+    }
+
+    /// Whether a session's data can change after `initialize` ([`SessionOp::Update`]): not in a signed id.
+    pub fn updatable(&self) -> bool {
+        !matches!(self.backend, Backend::Signed(_))
     }
 
     /// Name of the store, for logs.
@@ -272,7 +289,7 @@ mod tests {
 
     #[test]
     fn sessions_encode_on_one_line() {
-        let s = Session { server: "a\nb".into(), version: "2025-06-18".into() };
+        let s = Session::new("a\nb", "2025-06-18");
         assert!(!s.encode().contains('\n'));
         assert_eq!(Session::decode(&s.encode()), Some(s));
         assert_eq!(Session::decode("garbage"), None);

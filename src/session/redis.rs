@@ -8,6 +8,7 @@
 //! | create    | `SET key value PX ttl NX`                | `+OK`; nil if the id exists (never, in practice) |
 //! | open      | `GETEX key PX ttl` (Redis >= 6.2)         | the value, TTL reset; nil if gone       |
 //! | delete    | `DEL key`                                | `:1` deleted, `:0` unknown              |
+//! | update    | `SET key value XX KEEPTTL` (log level)    | `+OK`; nil if gone                      |
 //!
 //! `GETEX` on a missing key creates nothing, so an open racing a `DELETE` cannot bring the session back.
 //! The server is part of the key, so an id used on another server's path finds nothing. A `NOAUTH` reply
@@ -57,6 +58,7 @@ enum Waiting {
     Create(String),
     Open(String),
     Delete,
+    Update(Session),
 }
 
 /// What the host reports for a command.
@@ -124,6 +126,14 @@ impl RedisStore {
                 }
                 (resp::command(&["DEL", &self.key(&server, &id)]), Waiting::Delete)
             }
+            SessionOp::Update { id, session } => {
+                if !is_hex_id(&id) {
+                    return Started::Done(SessionOutcome::NotFound);
+                }
+                // XX: only a live session; KEEPTTL: its expiry stays as the last open set it.
+                let key = self.key(&session.server, &id);
+                (resp::command(&["SET", &key, &session.encode(), "XX", "KEEPTTL"]), Waiting::Update(session))
+            }
         };
         Started::Redis(Pending { what, command, retried: false })
     }
@@ -164,6 +174,8 @@ impl RedisStore {
                 }
             }
             (Waiting::Open(_), Reply::Bulk(None)) => SessionOutcome::NotFound,
+            (Waiting::Update(s), Reply::Simple(ok)) if ok == "OK" => SessionOutcome::Found(s.clone()),
+            (Waiting::Update(_), Reply::Bulk(None)) => SessionOutcome::NotFound,
             (Waiting::Delete, Reply::Integer(n)) => {
                 if n > 0 {
                     SessionOutcome::Deleted
@@ -211,7 +223,7 @@ mod tests {
     fn one_command_per_operation() {
         let s = store();
         assert_eq!(s.cluster, "outbound|6379||redis.dns?db=2");
-        let (cmd, p) = started(SessionOp::Create(Session { server: "demo".into(), version: "2025-06-18".into() }));
+        let (cmd, p) = started(SessionOp::Create(Session::new("demo", "2025-06-18")));
         let Waiting::Create(id) = &p.what else { panic!() };
         let key = format!("mcp-gateway:session:demo:{id}");
         assert_eq!(cmd, args(&["SET", &key, r#"{"s":"demo","v":"2025-06-18"}"#, "PX", "60000", "NX"]));
@@ -225,6 +237,12 @@ mod tests {
         assert_eq!(cmd, args(&["DEL", &key]));
         assert_eq!(s.finish(&p, Answer::Reply(b":1\r\n")), Next::Done(SessionOutcome::Deleted));
         assert_eq!(s.finish(&p, Answer::Reply(b":0\r\n")), Next::Done(SessionOutcome::NotFound));
+        let mut leveled = Session::new("demo", "2025-06-18");
+        leveled.log_level = Some(crate::notify::LogLevel::Warning);
+        let (cmd, p) = started(SessionOp::Update { id: id.clone(), session: leveled.clone() });
+        assert_eq!(cmd, args(&["SET", &key, r#"{"s":"demo","v":"2025-06-18","l":"warning"}"#, "XX", "KEEPTTL"]));
+        assert_eq!(s.finish(&p, Answer::Reply(b"+OK\r\n")), Next::Done(SessionOutcome::Found(leveled)));
+        assert_eq!(s.finish(&p, Answer::Reply(b"$-1\r\n")), Next::Done(SessionOutcome::NotFound));
     }
 
     #[test]
@@ -308,7 +326,7 @@ mod properties {
     /// Replies a Redis server, or whatever else listens there, may send.
     fn reply() -> impl Strategy<Value = Reply> {
         let session = prop_oneof![Just("demo"), Just("other")]
-            .prop_map(|server| Session { server: server.into(), version: "2025-06-18".into() }.encode().into_bytes());
+            .prop_map(|server| Session::new(server, "2025-06-18").encode().into_bytes());
         let leaf = prop_oneof![
             prop_oneof![Just("OK".to_string()), "[^\r\n]{0,300}"].prop_map(Reply::Simple),
             prop_oneof![Just("NOAUTH Authentication required.".to_string()), "[^\r\n]{0,3000}"].prop_map(Reply::Error),
@@ -323,7 +341,7 @@ mod properties {
         let id = prop_oneof![3 => "[0-9a-f]{32}", 1 => hostile_string()];
         let server = prop_oneof![Just("demo".to_string()), hostile_string()];
         prop_oneof![
-            server.clone().prop_map(|server| SessionOp::Create(Session { server, version: "2025-06-18".into() })),
+            server.clone().prop_map(|server| SessionOp::Create(Session::new(server, "2025-06-18"))),
             (id.clone(), server.clone()).prop_map(|(id, server)| SessionOp::Open { id, server }),
             (id, server).prop_map(|(id, server)| SessionOp::Delete { id, server }),
         ]

@@ -151,7 +151,7 @@ impl SignedStore {
             return None;
         }
         let version = revision_text(u32::from_be_bytes(payload[25..29].try_into().ok()?))?;
-        Some((Session { server: server.to_string(), version }, expires_ms))
+        Some((Session::new(server, version), expires_ms))
     }
 
     /// Performs an operation; only a revocation touches (local) shared data.
@@ -184,6 +184,10 @@ impl SignedStore {
                     .update(env.kv(), &id, now, revoke)
                     .map_or_else(|e| SessionOutcome::Failed(StoreError(e)), |(outcome, _)| outcome)
             }
+            // The id is the session: it cannot change after `initialize` (see `SessionStore::updatable`).
+            SessionOp::Update { .. } => SessionOutcome::Failed(StoreError(
+                "signed sessions cannot change after initialize (their id is their state)".into(),
+            )),
         }
     }
 }
@@ -207,7 +211,7 @@ mod tests {
     }
 
     fn s(server: &str) -> Session {
-        Session { server: server.into(), version: "2025-06-18".into() }
+        Session::new(server, "2025-06-18")
     }
 
     fn create(store: &SignedStore, env: &mut MemoryEnv) -> String {
@@ -336,9 +340,7 @@ mod properties {
     /// Ids a client could send: anything, anything of the right length and alphabet, and issued ids with one
     /// character changed.
     fn foreign_id() -> impl Strategy<Value = String> {
-        let issued = store(&[K1])
-            .issue(&Session { server: "demo".into(), version: "2025-06-18".into() }, NOW + 1000, [7; NONCE])
-            .unwrap();
+        let issued = store(&[K1]).issue(&Session::new("demo", "2025-06-18"), NOW + 1000, [7; NONCE]).unwrap();
         prop_oneof![
             ".{0,80}",
             "[A-Za-z0-9_-]{60}",
@@ -376,7 +378,7 @@ mod properties {
             nonce in any::<[u8; NONCE]>(),
             life in 1..u64::MAX / 2,
         ) {
-            let session = Session { server: server.clone(), version: version.to_string() };
+            let session = Session::new(server.clone(), version.to_string());
             let expires = NOW.saturating_add(life);
             let id = store(&[K1]).issue(&session, expires, nonce).unwrap();
             prop_assert_eq!(id.len(), ID_CHARS);

@@ -859,3 +859,231 @@ fn allow_tools_and_the_allow_header_intersect() {
     let ok = json_body(&send(&mut h, &g, &sid, Some("hello,weather"), hello));
     assert_eq!(ok["result"]["content"][0]["text"], json!("hello world"));
 }
+
+/// A server whose tools send notifications: one answered by a template, one by its upstream.
+const NOTIFYING: &str = r#"
+servers:
+  - name: demo
+    upstream: {cluster: api}
+    tools:
+      - name: steps
+        description: Reports progress and logs
+        args: [{name: n, type: integer}]
+        notifications:
+          - {progress: 0, total: 2, message: "start {{ args.n }}"}
+          - {log: debug, logger: steps, data: "debug {{ args.n }}"}
+          - {log: warning, data: "warn {{ args.n }}"}
+          - {progress: 2, total: 2}
+        responseTemplate: {body: "done {{ args.n }}"}
+      - name: fetch
+        description: Calls the upstream
+        args: [{name: id, position: query}]
+        notifications:
+          - {log: info, data: "upstream answered {{ status }} in {{ elapsedMs }} ms"}
+          - {log: warning, when: error, data: "upstream failed: {{ status }} {{ body }}"}
+          - {log: info, when: success, data: "got {{ response.name }}"}
+        requestTemplate: {url: /items}
+      - name: quiet
+        description: No notifications
+        responseTemplate: {body: "quiet"}
+"#;
+
+/// The events of an SSE answer, each event's data parsed.
+fn sse_events(r: &HttpResponse) -> Vec<Value> {
+    let ct = r.headers.iter().find(|(k, _)| k == "content-type").map(|(_, v)| v.as_str());
+    assert_eq!(ct, Some("text/event-stream"), "{}", String::from_utf8_lossy(&r.body));
+    let text = String::from_utf8(r.body.clone()).unwrap();
+    assert!(text.ends_with("\n\n"));
+    text.split("\n\n")
+        .filter(|e| !e.is_empty())
+        .map(|e| {
+            let data = e.lines().find_map(|l| l.strip_prefix("data: ")).expect("a data line");
+            serde_json::from_str(data).unwrap()
+        })
+        .collect()
+}
+
+fn methods(events: &[Value]) -> Vec<String> {
+    events.iter().map(|e| e["method"].as_str().unwrap_or("(response)").to_string()).collect()
+}
+
+fn call(id: u32, tool: &str, args: Value, meta: Value) -> String {
+    json!({"jsonrpc": "2.0", "id": id, "method": "tools/call", "params": {"name": tool, "arguments": args, "_meta": meta}})
+        .to_string()
+}
+
+fn item(status: u16) -> impl Fn(&UpstreamRequest) -> UpstreamResult {
+    move |_: &UpstreamRequest| UpstreamResult::Response {
+        status,
+        headers: vec![("content-type".into(), "application/json".into())],
+        body: br#"{"name": "widget"}"#.to_vec(),
+    }
+}
+
+#[test]
+fn notifications_precede_the_result_in_one_sse_answer() {
+    let g = Gateway::from_config_str(NOTIFYING).unwrap();
+    assert_eq!(g.servers[0].capabilities["logging"], json!({}), "a tool logs, so logging is declared");
+    let mut h = Host::new();
+    let sid = h.initialize(&g, "2025-11-25");
+    // No level set: every level is sent; progress only with a token, and with that token.
+    let r = h.post(&g, &sid, &call(5, "steps", json!({"n": 7}), json!({"progressToken": "t1"})), &no_upstream);
+    let events = sse_events(&r);
+    assert_eq!(
+        methods(&events),
+        [
+            "notifications/progress",
+            "notifications/message",
+            "notifications/message",
+            "notifications/progress",
+            "(response)"
+        ]
+    );
+    assert_eq!(events[0]["params"], json!({"progressToken": "t1", "progress": 0, "total": 2, "message": "start 7"}));
+    assert_eq!(events[1]["params"], json!({"level": "debug", "logger": "steps", "data": "debug 7"}));
+    assert_eq!(events[3]["params"], json!({"progressToken": "t1", "progress": 2, "total": 2}));
+    assert_eq!(
+        (events[4]["id"].clone(), events[4]["result"]["content"][0]["text"].clone()),
+        (json!(5), json!("done 7"))
+    );
+    // Without a token: logs only. An integer token is kept as it is.
+    let events = sse_events(&h.post(&g, &sid, &call(6, "steps", json!({"n": 1}), json!({})), &no_upstream));
+    assert_eq!(methods(&events), ["notifications/message", "notifications/message", "(response)"]);
+    let events = sse_events(&h.post(&g, &sid, &call(6, "steps", json!({}), json!({"progressToken": 9})), &no_upstream));
+    assert_eq!(events[0]["params"]["progressToken"], json!(9));
+    // A tool without notifications, and a client that takes no SSE: JSON as always.
+    let r = h.post(&g, &sid, &call(7, "quiet", json!({}), json!({"progressToken": "t"})), &no_upstream);
+    assert_eq!(json_body(&r)["result"]["content"][0]["text"], json!("quiet"));
+    let mut hd = head("POST", "/mcp-servers/demo", &[("mcp-session-id", &sid)]);
+    hd.headers.retain(|(k, _)| k != "accept");
+    let r = h.send(&g, hd, &call(8, "steps", json!({}), json!({"progressToken": "t"})), &no_upstream);
+    assert_eq!(json_body(&r)["result"]["content"][0]["text"], json!("done "));
+}
+
+#[test]
+fn notifications_of_an_upstream_call_see_its_answer_and_follow_its_outcome() {
+    let g = Gateway::from_config_str(NOTIFYING).unwrap();
+    let mut h = Host::new();
+    let sid = h.initialize(&g, "2025-06-18");
+    let events = sse_events(&h.post(&g, &sid, &call(1, "fetch", json!({"id": "1"}), json!({})), &item(200)));
+    let data: Vec<Value> = events.iter().map(|e| e["params"]["data"].clone()).collect();
+    assert_eq!(data, [json!("upstream answered 200 in 0 ms"), json!("got widget"), Value::Null]);
+    let events = sse_events(&h.post(&g, &sid, &call(2, "fetch", json!({}), json!({})), &item(503)));
+    assert_eq!(events[1]["params"], json!({"level": "warning", "data": "upstream failed: 503 {\"name\": \"widget\"}"}));
+    assert_eq!(events[2]["result"]["isError"], json!(true));
+    let failed = |_: &UpstreamRequest| UpstreamResult::Failed("connection refused".into());
+    let events = sse_events(&h.post(&g, &sid, &call(3, "fetch", json!({}), json!({})), &failed));
+    assert_eq!(events[1]["params"]["data"], json!("upstream failed: 0 connection refused"));
+    // A batch (2025-03-26): each call's notifications, in the order of the calls, then the batch's answers.
+    let sid = h.initialize(&g, "2025-03-26");
+    let batch = format!(
+        "[{},{}]",
+        call(10, "fetch", json!({}), json!({})),
+        call(11, "steps", json!({"n": 2}), json!({"progressToken": "b"}))
+    );
+    let events = sse_events(&h.post(&g, &sid, &batch, &item(200)));
+    assert_eq!(events.len(), 2 + 4 + 1);
+    assert_eq!(events[0]["params"]["data"], json!("upstream answered 200 in 0 ms"));
+    assert_eq!(events[2]["params"]["progressToken"], json!("b"));
+    let answers = events[6].as_array().expect("the batch's answers last");
+    assert_eq!((answers[0]["id"].clone(), answers[1]["id"].clone()), (json!(10), json!(11)));
+}
+
+#[test]
+fn set_level_filters_and_is_kept_where_the_store_can_keep_it() {
+    for store in STORES {
+        let g = Gateway::from_config_str(&format!("{store}\n{NOTIFYING}")).unwrap();
+        let mut h = Host::new();
+        let sid = h.initialize(&g, "2025-11-25");
+        let set = |level: &str| {
+            format!(r#"{{"jsonrpc":"2.0","id":2,"method":"logging/setLevel","params":{{"level":"{level}"}}}}"#)
+        };
+        let r = json_body(&h.post(&g, &sid, &set("warning"), &no_upstream));
+        if store.contains("signed") {
+            // The id is the session: nothing can be kept, and the client is told so.
+            assert_eq!(r["error"]["code"], json!(jsonrpc::INTERNAL_ERROR), "{r}");
+            assert!(r["error"]["message"].as_str().unwrap().contains("signed"), "{r}");
+            continue;
+        }
+        assert_eq!(r["result"], json!({}), "{store}");
+        let events = sse_events(&h.post(&g, &sid, &call(3, "steps", json!({"n": 1}), json!({})), &no_upstream));
+        assert_eq!(methods(&events), ["notifications/message", "(response)"], "{store}");
+        assert_eq!(events[0]["params"]["level"], json!("warning"));
+        // Above every message: the answer is plain JSON again.
+        json_body(&h.post(&g, &sid, &set("emergency"), &no_upstream));
+        let r = h.post(&g, &sid, &call(4, "steps", json!({}), json!({})), &no_upstream);
+        assert_eq!(json_body(&r)["result"]["isError"], json!(false), "{store}");
+        let bad = json_body(&h.post(&g, &sid, &set("verbose"), &no_upstream));
+        assert_eq!(bad["error"]["code"], json!(jsonrpc::INVALID_PARAMS), "{store}");
+        let r = h.post(&g, &sid, &call(4, "steps", json!({}), json!({})), &no_upstream);
+        assert!(
+            r.headers.iter().any(|(k, v)| k == "content-type" && v == "application/json"),
+            "a bad level changes nothing"
+        );
+    }
+    // A server whose tools do not log declares no logging, and has no logging/setLevel.
+    let g = gw();
+    assert!(g.servers[0].capabilities.get("logging").is_none());
+    let mut h = Host::new();
+    let sid = h.initialize(&g, "2025-11-25");
+    let r = h.post(
+        &g,
+        &sid,
+        r#"{"jsonrpc":"2.0","id":2,"method":"logging/setLevel","params":{"level":"info"}}"#,
+        &no_upstream,
+    );
+    assert_eq!(json_body(&r)["error"]["code"], json!(-32601));
+}
+
+#[test]
+fn stateless_requests_hear_logs_only_at_the_level_their_meta_sets() {
+    let g = Gateway::from_config_str(NOTIFYING).unwrap();
+    let mut h = Host::new();
+    let meta = |extra: Value| {
+        let (hd, body) = stateless("tools/call", json!({"name": "steps", "arguments": {"n": 3}}));
+        let mut v: Value = serde_json::from_str(&body).unwrap();
+        for (k, x) in extra.as_object().unwrap() {
+            v["params"]["_meta"][k] = x.clone();
+        }
+        (hd, v.to_string())
+    };
+    // No level: no log message (the revision forbids them); no token: no progress; so plain JSON.
+    let (hd, body) = meta(json!({}));
+    let r = h.send(&g, hd, &body, &no_upstream);
+    assert_eq!(json_body(&r)["result"]["resultType"], json!("complete"));
+    let (hd, body) = meta(json!({"progressToken": "p"}));
+    let events = sse_events(&h.send(&g, hd, &body, &no_upstream));
+    assert_eq!(methods(&events), ["notifications/progress", "notifications/progress", "(response)"]);
+    assert_eq!(events[2]["result"]["resultType"], json!("complete"));
+    let (hd, body) = meta(json!({"io.modelcontextprotocol/logLevel": "info"}));
+    let events = sse_events(&h.send(&g, hd, &body, &no_upstream));
+    assert_eq!(methods(&events), ["notifications/message", "(response)"]);
+    assert_eq!(events[0]["params"]["level"], json!("warning"));
+    let (hd, body) = meta(json!({"io.modelcontextprotocol/logLevel": "loud"}));
+    let r = h.send(&g, hd, &body, &no_upstream);
+    assert_eq!((json_body(&r)["error"]["code"].clone(), json_body(&r)["id"].clone()), (json!(-32602), json!(42)));
+}
+
+#[test]
+fn routed_calls_answer_with_notifications_too() {
+    let config = NOTIFYING.replace("upstream: {cluster: api}", "upstream: {dispatch: route}");
+    let g = Gateway::from_config_str(&config).unwrap();
+    let mut h = Host::new();
+    let sid = h.initialize(&g, "2025-11-25");
+    let events = sse_events(&h.post(&g, &sid, &call(1, "fetch", json!({}), json!({})), &item(200)));
+    assert_eq!(h.forwarded, 1);
+    assert_eq!(methods(&events), ["notifications/message", "notifications/message", "(response)"]);
+}
+
+#[test]
+fn notifications_report_how_long_the_upstream_took() {
+    let g = Gateway::from_config_str(NOTIFYING).unwrap();
+    let mut h = Host::new();
+    let sid = h.initialize(&g, "2025-11-25");
+    let hd = head("POST", "/mcp-servers/demo", &[("mcp-session-id", &sid)]);
+    let mut driver = h.start(&g, &hd, call(1, "fetch", json!({}), json!({})).as_bytes()).expect("accepted");
+    h.env.now_ms += 250;
+    assert_eq!(h.settle(&g, &mut driver, &item(200)), Progress::Done);
+    let events = sse_events(&h.responses.pop().unwrap());
+    assert_eq!(events[0]["params"]["data"], json!("upstream answered 200 in 250 ms"));
+}
