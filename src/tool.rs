@@ -5,6 +5,7 @@ use crate::config::{Position, ServerConfig, ToolConfig};
 use crate::content::{self, Content};
 use crate::credential::Credential;
 use crate::encoding::{self, Encoding};
+use crate::higress::{self, Semantics};
 use crate::icon::{self, Icon};
 use crate::schema::{self, Validator};
 use crate::template::{AnswerData, Data, Dialect, Escape, Role, Spec, TemplateId, Templates};
@@ -55,6 +56,8 @@ struct Placement {
     encoding: Encoding,
     /// A file: base64 content, sent as bytes.
     file: bool,
+    /// A `style` or `explode` was given (Higress's semantics then follow it instead of Go's JSON text).
+    styled: bool,
 }
 
 /// A compiled tool.
@@ -84,6 +87,10 @@ pub struct Tool {
     /// The response templates read the parsed answer (so an unparseable JSON answer cannot render).
     result_reads_answer: bool,
     error_reads_answer: bool,
+    /// Whose request and response semantics the tool follows (its server's `semantics`).
+    semantics: Semantics,
+    /// Arguments declared `integer` (Higress converts them to Go ints, and so prints them as integers).
+    integers: Vec<String>,
 }
 
 /// What preparing a call produced.
@@ -151,6 +158,7 @@ impl Tool {
                 position,
                 encoding,
                 file: a.file,
+                styled: a.style.is_some() || a.explode.is_some(),
             });
         }
         for p in &placements {
@@ -164,6 +172,16 @@ impl Tool {
             }
         }
         let dialect = server.template_dialect.unwrap_or_default();
+        let semantics = server.semantics.unwrap_or_default();
+        if semantics == Semantics::Higress {
+            let rt = cfg.request_template.as_ref();
+            if rt.is_some_and(|r| r.args_to_multipart_body) || cfg.args.iter().any(|a| a.file) {
+                return Err(err(
+                    "requestTemplate",
+                    "argsToMultipartBody and file arguments need `semantics: native`".into(),
+                ));
+            }
+        }
         let compile = |templates: &mut Templates, field: &str, src: &str, role: Role| {
             let spec = Spec { escape: Escape::None, dialect, role };
             templates.add_spec(&format!("{}/{}/{field}", server.name, cfg.name), src, spec).map_err(|e| err(field, e))
@@ -214,7 +232,19 @@ impl Tool {
                 if !is_token(&method) {
                     return Err(err("requestTemplate.method", format!("'{method}' is not an HTTP method")));
                 }
-                let modes = [rt.args_to_json_body, rt.args_to_form_body, rt.args_to_multipart_body, rt.body.is_some()];
+                // Higress lets a body template win over argsToJsonBody/argsToFormBody, and refuses two `argsTo*`.
+                let modes = match semantics {
+                    Semantics::Native => {
+                        [rt.args_to_json_body, rt.args_to_form_body, rt.args_to_multipart_body, rt.body.is_some()]
+                    }
+                    Semantics::Higress => [rt.args_to_json_body, rt.args_to_form_body, rt.args_to_url_param, false],
+                };
+                if modes.iter().filter(|m| **m).count() > 1 && semantics == Semantics::Higress {
+                    return Err(err(
+                        "requestTemplate",
+                        "argsToJsonBody, argsToUrlParam and argsToFormBody are exclusive".into(),
+                    ));
+                }
                 if modes.iter().filter(|m| **m).count() > 1 {
                     return Err(err(
                         "requestTemplate",
@@ -241,17 +271,23 @@ impl Tool {
                     None => None,
                 };
                 let in_body: Vec<&Placement> = placements.iter().filter(|p| p.position == Position::Body).collect();
-                let body_mode = if rt.args_to_form_body {
-                    BodyMode::Form
-                } else if rt.args_to_multipart_body {
-                    BodyMode::Multipart
-                } else if !rt.args_to_json_body && body.is_none() && in_body.len() == 1 && in_body[0].file {
-                    BodyMode::File
-                } else if rt.args_to_json_body || (body.is_none() && !in_body.is_empty()) {
-                    BodyMode::Json
-                } else {
-                    BodyMode::None
-                };
+                // Higress sends `position: body` arguments as a form when a header declares one.
+                let form_declared = semantics == Semantics::Higress
+                    && declared_content_type
+                        .as_deref()
+                        .is_some_and(|c| c.contains("application/x-www-form-urlencoded"));
+                let body_mode =
+                    if rt.args_to_form_body || (form_declared && !rt.args_to_json_body && !in_body.is_empty()) {
+                        BodyMode::Form
+                    } else if rt.args_to_multipart_body {
+                        BodyMode::Multipart
+                    } else if !rt.args_to_json_body && body.is_none() && in_body.len() == 1 && in_body[0].file {
+                        BodyMode::File
+                    } else if rt.args_to_json_body || (body.is_none() && !in_body.is_empty()) {
+                        BodyMode::Json
+                    } else {
+                        BodyMode::None
+                    };
                 if in_body.iter().any(|p| p.file) && !matches!(body_mode, BodyMode::Multipart | BodyMode::File) {
                     return Err(err(
                         "args",
@@ -347,6 +383,13 @@ impl Tool {
             reads_base64,
             result_reads_answer,
             error_reads_answer,
+            semantics,
+            integers: cfg
+                .args
+                .iter()
+                .filter(|a| a.kind.as_deref() == Some("integer"))
+                .map(|a| a.name.clone())
+                .collect(),
         })
     }
 
@@ -388,6 +431,9 @@ impl Tool {
             Some(Value::Object(m)) => m.clone(),
             Some(_) => return Prepared::Done(error_result("Invalid arguments: `arguments` must be an object")),
         };
+        if self.semantics == Semantics::Higress {
+            higress::coerce(&mut args, &self.integers);
+        }
         schema::coerce_and_default(self.input.schema(), &mut args);
         let too_complex =
             |e: String| Prepared::Done(error_result(&format!("Tool {} cannot check its arguments: {e}", self.name)));
@@ -411,7 +457,8 @@ impl Tool {
                 problems.push(format!("{missing} (it is part of the url path)"));
             }
         }
-        if !undeclared.is_empty() {
+        // Higress keeps declared arguments only, dropping the rest silently.
+        if !undeclared.is_empty() && self.semantics == Semantics::Native {
             let accepted = self.input.declared_names();
             let accepted = if accepted.is_empty() {
                 "this tool takes no arguments".to_string()
@@ -430,7 +477,11 @@ impl Tool {
         let Some(plan) = &self.request else {
             return Prepared::Done(self.render_result(templates, config, &args, None));
         };
-        match self.build_request(plan, templates, config, &args) {
+        let built = match self.semantics {
+            Semantics::Native => self.build_request(plan, templates, config, &args),
+            Semantics::Higress => self.build_higress(plan, templates, config, &args),
+        };
+        match built {
             Ok(req) => Prepared::Upstream(req, args),
             Err(e) => Prepared::Done(error_result(&format!("Could not build the upstream request: {e}"))),
         }
@@ -496,39 +547,7 @@ impl Tool {
                 }
             }
         }
-        if !path.starts_with('/') {
-            return Err(format!("the rendered url path must start with '/', got '{}'", truncate(&path, 80)));
-        }
-        if let Some(bad) = path.chars().find(|c| c.is_whitespace() || c.is_control() || *c == '#') {
-            return Err(format!("the rendered url contains {bad:?}; use percent-encoding"));
-        }
-        // Only an operator's `| safe` value or `config` text can still hold characters beyond ASCII (arguments are
-        // encoded). They cannot be URL syntax, so encoding them keeps the URL's meaning and the request line ASCII.
-        if !path.is_ascii() {
-            path = percent_encoding::utf8_percent_encode(&path, &percent_encoding::AsciiSet::EMPTY).to_string();
-        }
-        if let Some(segment) = dot_segment(&path) {
-            let from: Vec<String> = obj
-                .iter()
-                .filter(|(_, v)| simple_text(v).split('/').any(is_dot_segment))
-                .map(|(k, _)| format!("`{k}`"))
-                .collect();
-            let from = if from.is_empty() { String::new() } else { format!(" (from argument {})", from.join(", ")) };
-            return Err(format!(
-                "the url path would contain the dot segment '{segment}'{from}, which the upstream would resolve to \
-                 another path; refused"
-            ));
-        }
-        // `//x` is a network-path reference: servers that parse the request target as a URL take `x` for the
-        // host. Only an empty value in the first segment makes one (the url as written may not start so).
-        if path.starts_with("//") {
-            let from: Vec<String> =
-                obj.iter().filter(|(_, v)| simple_text(v).is_empty()).map(|(k, _)| format!("`{k}`")).collect();
-            let from = if from.is_empty() { String::new() } else { format!(" (empty argument {})", from.join(", ")) };
-            return Err(format!(
-                "the url path would start with '//'{from}, which the upstream could read as a host name; refused"
-            ));
-        }
+        check_path(&mut path, &obj)?;
         for (name, tid) in &plan.headers {
             headers.push((name.clone(), templates.render(tid, &ctx)?));
         }
@@ -593,14 +612,153 @@ impl Tool {
                 headers.push(("content-type".into(), ct));
             }
         }
-        for (name, value) in &headers {
-            if !is_token(name) || is_forbidden_header(name) {
-                return Err(format!("header '{name}' cannot be set"));
-            }
-            if !is_safe_header_value(value) {
-                return Err(format!("header '{name}' would contain CR, LF or another control character; refused"));
+        check_headers(&headers)?;
+        Ok(UpstreamRequest {
+            dispatch: plan.target.dispatch,
+            cluster: plan.target.cluster.clone(),
+            method: plan.method.clone(),
+            authority: plan.target.authority.clone(),
+            path,
+            headers,
+            body,
+            timeout_ms: plan.target.timeout_ms,
+        })
+    }
+
+    /// The upstream request as Higress builds it (`rest_server.go`, `RestMCPTool.Call`; the rules, with links,
+    /// in `docs/higress-semantics.md`): arguments written as Go prints them, path arguments in place of
+    /// `{name}`, the query rebuilt by Go's `url.Values` (keys sorted), JSON bodies as Go marshals them,
+    /// `Accept: */*` unless set. Values never change the URL's structure (which in Higress they can).
+    fn build_higress(
+        &self,
+        plan: &RequestPlan,
+        templates: &Templates,
+        config: &MjValue,
+        args: &Value,
+    ) -> Result<UpstreamRequest, String> {
+        let ctx = Data::request(args, config);
+        let mut url = templates.render(&plan.url, &ctx)?;
+        let obj = args.as_object().cloned().unwrap_or_default();
+        let mut query_sets: Vec<(String, Vec<String>)> = Vec::new();
+        let mut arg_headers: Vec<(String, String)> = Vec::new();
+        let mut cookies: Vec<String> = Vec::new();
+        let mut body_args = Map::new();
+        let mut form = higress::Query::default();
+        for (name, value) in &obj {
+            let text = higress::arg_text(value, self.integers.contains(name));
+            let Some(p) = self.placements.iter().find(|p| &p.arg == name) else {
+                if plan.rest_to_query {
+                    query_sets.push((name.clone(), vec![text]));
+                } else if plan.body_mode == BodyMode::Form {
+                    form.set(name, text);
+                } else if plan.body_mode == BodyMode::Json {
+                    body_args.insert(name.clone(), value.clone());
+                }
+                continue;
+            };
+            let wire = p.wire.as_str();
+            // An argument given a style is written as that style says; the others as Higress writes them.
+            let styled_pairs = || encoding::raw_pairs(wire, value, p.encoding);
+            match p.position {
+                Position::Path if p.styled => {
+                    url = url.replace(&format!("{{{wire}}}"), &encoding::path(wire, value, p.encoding))
+                }
+                Position::Path => url = higress::substitute(&url, wire, &text),
+                Position::Query if p.styled => {
+                    for (k, v) in styled_pairs() {
+                        match query_sets.iter_mut().find(|(key, _)| *key == k) {
+                            Some((_, values)) => values.push(v),
+                            None => query_sets.push((k, vec![v])),
+                        }
+                    }
+                }
+                Position::Query => query_sets.push((wire.to_string(), vec![text])),
+                Position::Header if p.styled => {
+                    arg_headers.push((wire.to_ascii_lowercase(), encoding::header(value, p.encoding)))
+                }
+                Position::Header => arg_headers.push((wire.to_ascii_lowercase(), text)),
+                Position::Cookie if p.styled => encoding::cookies(wire, value, p.encoding, &mut cookies),
+                Position::Cookie => cookies.push(format!("{wire}={text}")),
+                Position::Body if plan.body_mode == BodyMode::Form && p.styled => {
+                    styled_pairs().into_iter().for_each(|(k, v)| form.add(&k, v))
+                }
+                Position::Body if plan.body_mode == BodyMode::Form => form.set(wire, text),
+                Position::Body => {
+                    body_args.insert(wire.to_string(), value.clone());
+                }
             }
         }
+        let (path, raw_query) = match url.find('?') {
+            Some(i) => (&url[..i], &url[i + 1..]),
+            None => (url.as_str(), ""),
+        };
+        let mut path = higress::go_path(path);
+        check_path(&mut path, &obj)?;
+        let mut query = higress::Query::parse(raw_query);
+        for (k, values) in query_sets {
+            let mut values = values.into_iter();
+            if let Some(first) = values.next() {
+                query.set(&k, first);
+            }
+            values.for_each(|v| query.add(&k, v));
+        }
+        let mut headers: Vec<(String, String)> = Vec::new();
+        for (name, tid) in &plan.headers {
+            headers.push((name.clone(), templates.render(tid, &ctx)?));
+        }
+        headers.extend(arg_headers);
+        let body = match &plan.body {
+            Some(tid) => {
+                let rendered = templates.render(tid, &ctx)?;
+                if !higress::has_content_type(&headers, "application/json") && higress::body_is_json(&rendered) {
+                    headers.push(("content-type".into(), higress::JSON_CONTENT_TYPE.into()));
+                }
+                let declared_json = plan.declared_content_type.as_deref().is_some_and(|c| c.contains("json"));
+                if declared_json && !rendered.trim().is_empty() && serde_json::from_str::<Value>(&rendered).is_err() {
+                    return Err("the body template did not produce valid JSON for a JSON Content-Type".into());
+                }
+                Some(rendered.into_bytes()).filter(|b| !b.is_empty())
+            }
+            None if plan.body_mode == BodyMode::Json => {
+                if !higress::has_content_type(&headers, "application/json") {
+                    headers.push(("content-type".into(), higress::JSON_CONTENT_TYPE.into()));
+                }
+                Some(higress::go_json(&Value::Object(body_args)).into_bytes())
+            }
+            None if plan.body_mode == BodyMode::Form => {
+                if !higress::has_content_type(&headers, "application/x-www-form-urlencoded") {
+                    headers.push(("content-type".into(), "application/x-www-form-urlencoded".into()));
+                }
+                Some(form.encode().into_bytes())
+            }
+            None => None,
+        };
+        if !higress::has_header(&headers, "accept") {
+            headers.push(("accept".into(), "*/*".into()));
+        }
+        // Security last, as Higress applies it; a query credential joins the rebuilt query.
+        if let Some(credential) = &plan.credential {
+            let mut pairs = Vec::new();
+            credential.apply(&mut headers, &mut pairs, &mut cookies);
+            for (k, v) in pairs {
+                query.set_encoded(&k, &v);
+            }
+        }
+        if !cookies.is_empty() {
+            match headers.iter_mut().find(|(k, _)| k.eq_ignore_ascii_case("cookie")) {
+                Some((_, v)) => {
+                    v.push_str("; ");
+                    v.push_str(&cookies.join("; "));
+                }
+                None => headers.push(("cookie".into(), cookies.join("; "))),
+            }
+        }
+        let query = query.encode();
+        if !query.is_empty() {
+            path.push('?');
+            path.push_str(&query);
+        }
+        check_headers(&headers)?;
         Ok(UpstreamRequest {
             dispatch: plan.target.dispatch,
             cluster: plan.target.cluster.clone(),
@@ -624,6 +782,7 @@ impl Tool {
     }
 
     fn render_result(&self, templates: &Templates, config: &MjValue, args: &Value, answer: Option<Answer>) -> Value {
+        let upstream_answer = answer.is_some();
         let (status, headers, body) = match answer {
             Some(a) => (a.status, a.headers, a.body),
             None => (200, Vec::new(), Vec::new()),
@@ -680,6 +839,18 @@ impl Tool {
             headers: &header_map,
         };
         let ctx = Data::answer(args, config, answer);
+        if !ok && self.semantics == Semantics::Higress {
+            // Higress: the error template over the answer and `_headers`; empty, or none: its own message.
+            let message = match &self.error_body {
+                Some(t) => match templates.render(t, &ctx) {
+                    Ok(m) if !m.is_empty() => m,
+                    Ok(_) => higress::call_failed(status, &text),
+                    Err(e) => format!("error executing error response template: {e}"),
+                },
+                None => higress::call_failed(status, &text),
+            };
+            return error_result(&message);
+        }
         if !ok {
             let message = match (&self.error_body, &unparseable) {
                 (Some(_), Some(why)) if self.error_reads_answer => format!(
@@ -729,6 +900,12 @@ impl Tool {
             Some(Ok(t)) => t,
             Some(Err(e)) => return error_result(&format!("The response template failed: {e}")),
         };
+        // Higress answers "success" for an upstream answer that leaves the result empty (a 204, say).
+        let text_out = if text_out.is_empty() && self.semantics == Semantics::Higress && upstream_answer {
+            "success".to_string()
+        } else {
+            text_out
+        };
         let content = blocks.unwrap_or_else(|| vec![json!({"type": "text", "text": text_out})]);
         let mut result = json!({"content": content, "isError": false});
         if let Some(validator) = &self.output {
@@ -757,6 +934,58 @@ impl Tool {
         }
         result
     }
+}
+
+/// Refuses a header a template or argument could not set, or a value with CR, LF or another control character.
+fn check_headers(headers: &[(String, String)]) -> Result<(), String> {
+    for (name, value) in headers {
+        if !is_token(name) || is_forbidden_header(name) {
+            return Err(format!("header '{name}' cannot be set"));
+        }
+        if !is_safe_header_value(value) {
+            return Err(format!("header '{name}' would contain CR, LF or another control character; refused"));
+        }
+    }
+    Ok(())
+}
+
+/// Refuses a rendered path that could reach another endpoint than the one written (dot segments, a leading
+/// `//`, characters that are not URL syntax), and encodes what is left beyond ASCII.
+fn check_path(path: &mut String, obj: &Map<String, Value>) -> Result<(), String> {
+    if !path.starts_with('/') {
+        return Err(format!("the rendered url path must start with '/', got '{}'", truncate(&path, 80)));
+    }
+    if let Some(bad) = path.chars().find(|c| c.is_whitespace() || c.is_control() || *c == '#') {
+        return Err(format!("the rendered url contains {bad:?}; use percent-encoding"));
+    }
+    // Only an operator's `| safe` value or `config` text can still hold characters beyond ASCII (arguments are
+    // encoded). They cannot be URL syntax, so encoding them keeps the URL's meaning and the request line ASCII.
+    if !path.is_ascii() {
+        *path = percent_encoding::utf8_percent_encode(path, &percent_encoding::AsciiSet::EMPTY).to_string();
+    }
+    if let Some(segment) = dot_segment(path) {
+        let from: Vec<String> = obj
+            .iter()
+            .filter(|(_, v)| simple_text(v).split('/').any(is_dot_segment))
+            .map(|(k, _)| format!("`{k}`"))
+            .collect();
+        let from = if from.is_empty() { String::new() } else { format!(" (from argument {})", from.join(", ")) };
+        return Err(format!(
+            "the url path would contain the dot segment '{segment}'{from}, which the upstream would resolve to \
+             another path; refused"
+        ));
+    }
+    // `//x` is a network-path reference: servers that parse the request target as a URL take `x` for the
+    // host. Only an empty value in the first segment makes one (the url as written may not start so).
+    if path.starts_with("//") {
+        let from: Vec<String> =
+            obj.iter().filter(|(_, v)| simple_text(v).is_empty()).map(|(k, _)| format!("`{k}`")).collect();
+        let from = if from.is_empty() { String::new() } else { format!(" (empty argument {})", from.join(", ")) };
+        return Err(format!(
+            "the url path would start with '//'{from}, which the upstream could read as a host name; refused"
+        ));
+    }
+    Ok(())
 }
 
 /// Whether an answer is meant to be JSON: its Content-Type says so (`application/json`, `*+json`), or it has

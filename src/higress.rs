@@ -1,0 +1,348 @@
+//! Higress's request and response semantics: how its REST-to-MCP plugin (`mcp-server`) turns arguments into
+//! an upstream request and the answer into a result, for servers that ask for them (`semantics: higress`,
+//! the default in Higress's single-server shape), so that its configs call their APIs exactly as they did.
+//!
+//! Each rule, with a link to the line of Higress's sources it follows, is in `docs/higress-semantics.md`.
+//! Where Higress's behaviour breaks the call in Higress too (a value that would cut the URL in two, a `%`
+//! that fails its URL parser), this module does what the config's author meant; the README lists each case.
+
+use percent_encoding::{percent_decode_str, utf8_percent_encode, AsciiSet, NON_ALPHANUMERIC};
+use serde::Deserialize;
+use serde_json::{Map, Value};
+
+/// Whose request and response semantics a server follows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Semantics {
+    /// This gateway's: OpenAPI styles, undeclared arguments refused, results as the README describes.
+    #[default]
+    Native,
+    /// Higress's `mcp-server` plugin's (see the module doc).
+    Higress,
+}
+
+/// Go's `url.QueryEscape`: all but `A-Z a-z 0-9 - _ . ~` is encoded (a space becomes `+` separately).
+const QUERY_COMPONENT: &AsciiSet = &NON_ALPHANUMERIC.remove(b'-').remove(b'_').remove(b'.').remove(b'~').remove(b' ');
+/// What Go's `url.URL.EscapedPath` encodes when it re-escapes a path: all but unreserved and `$&+,/:;=@`.
+const GO_PATH: &AsciiSet = &NON_ALPHANUMERIC
+    .remove(b'-')
+    .remove(b'_')
+    .remove(b'.')
+    .remove(b'~')
+    .remove(b'$')
+    .remove(b'&')
+    .remove(b'+')
+    .remove(b',')
+    .remove(b'/')
+    .remove(b':')
+    .remove(b';')
+    .remove(b'=')
+    .remove(b'@');
+/// A value placed into the path: Higress inserts it as it is and lets Go's URL parser escape it. Kept here:
+/// what Go keeps (unreserved, `/`, sub-delimiters, `:`, `@`); encoded: what it would escape, and `%`, `?`,
+/// `#`, which in Higress make the URL fail to parse or cut it into a query or fragment.
+pub const PATH_VALUE: &AsciiSet = &GO_PATH.remove(b'!').remove(b'\'').remove(b'(').remove(b')').remove(b'*');
+
+/// Go's `url.QueryEscape`.
+pub fn query_escape(s: &str) -> String {
+    utf8_percent_encode(s, QUERY_COMPONENT).to_string().replace(' ', "+")
+}
+
+/// Go's `url.QueryUnescape`; `None` where Go fails (a `%` not followed by two hex digits).
+fn query_unescape(s: &str) -> Option<String> {
+    let b = s.as_bytes();
+    for (i, c) in b.iter().enumerate() {
+        if *c == b'%' && !(i + 2 < b.len() && b[i + 1].is_ascii_hexdigit() && b[i + 2].is_ascii_hexdigit()) {
+            return None;
+        }
+    }
+    let plus = s.replace('+', " ");
+    Some(percent_decode_str(&plus).decode_utf8_lossy().into_owned())
+}
+
+/// An argument as Higress writes it into a path, query, header, cookie or form (`convertArgToString`):
+/// strings as they are, booleans `true`/`false`, integers (arguments declared `integer`, which Higress
+/// converts to Go ints) in decimal, other numbers as Go prints a float64 (`%v`: `1.5`, `1e+06`), anything
+/// else as Go's `json.Marshal` writes it (`null`, `["a","b"]`).
+pub fn arg_text(v: &Value, integer: bool) -> String {
+    match v {
+        Value::String(s) => s.clone(),
+        Value::Bool(b) => b.to_string(),
+        Value::Number(n) if integer && (n.is_i64() || n.is_u64()) => n.to_string(),
+        Value::Number(n) => n.as_f64().map_or_else(|| n.to_string(), go_float),
+        other => go_json(other),
+    }
+}
+
+/// Go's `%v` of a float64 (`strconv.FormatFloat(f, 'g', -1, 64)`): the shortest digits that round-trip, in
+/// exponent form when the exponent is below -4 or at least 6 (`1e+06`, `1.5e-05`).
+fn go_float(f: f64) -> String {
+    if f == 0.0 {
+        return "0".into();
+    }
+    // Rust's `{:e}` gives the same shortest digits: `1.234567e6`.
+    let e = format!("{f:e}");
+    let (mantissa, exp) = e.split_once('e').unwrap_or((&e, "0"));
+    let exp: i32 = exp.parse().unwrap_or(0);
+    if (-4..6).contains(&exp) {
+        // Plain notation; Rust's `Display` is shortest round-trip too and never uses an exponent.
+        let s = format!("{f}");
+        return s.strip_suffix(".0").map(str::to_string).unwrap_or(s);
+    }
+    let sign = if exp < 0 { '-' } else { '+' };
+    format!("{mantissa}e{sign}{:02}", exp.abs())
+}
+
+/// Go's `json.Marshal` of a value decoded into `interface{}`: object keys sorted, `<`, `>`, `&`, U+2028 and
+/// U+2029 escaped, integral floats without a fraction.
+pub fn go_json(v: &Value) -> String {
+    let mut out = String::new();
+    write_json(v, &mut out);
+    out
+}
+
+fn write_json(v: &Value, out: &mut String) {
+    match v {
+        Value::Object(m) => {
+            let mut keys: Vec<&String> = m.keys().collect();
+            keys.sort();
+            out.push('{');
+            for (i, k) in keys.into_iter().enumerate() {
+                if i > 0 {
+                    out.push(',');
+                }
+                write_string(k, out);
+                out.push(':');
+                write_json(&m[k], out);
+            }
+            out.push('}');
+        }
+        Value::Array(items) => {
+            out.push('[');
+            for (i, item) in items.iter().enumerate() {
+                if i > 0 {
+                    out.push(',');
+                }
+                write_json(item, out);
+            }
+            out.push(']');
+        }
+        Value::String(s) => write_string(s, out),
+        Value::Number(n) => match n.as_f64() {
+            Some(f) if n.is_f64() && f.fract() == 0.0 && f.abs() < 1e21 => out.push_str(&format!("{f:.0}")),
+            _ => out.push_str(&n.to_string()),
+        },
+        other => out.push_str(&other.to_string()),
+    }
+}
+
+fn write_string(s: &str, out: &mut String) {
+    let quoted = serde_json::to_string(s).unwrap_or_default();
+    for c in quoted.chars() {
+        match c {
+            '<' => out.push_str("\\u003c"),
+            '>' => out.push_str("\\u003e"),
+            '&' => out.push_str("\\u0026"),
+            '\u{2028}' => out.push_str("\\u2028"),
+            '\u{2029}' => out.push_str("\\u2029"),
+            c => out.push(c),
+        }
+    }
+}
+
+/// Higress's coercion of declared arguments (`RestMCPTool.Create`) where it goes further than this
+/// gateway's: an `integer` given a fraction is truncated (`2.7` to `2`). The rest (numeric strings,
+/// `"true"`/`"false"`) the gateway's own coercion does alike.
+pub fn coerce(args: &mut Map<String, Value>, integers: &[String]) {
+    for name in integers {
+        if let Some(Value::Number(n)) = args.get(name) {
+            if let Some(f) = n.as_f64().filter(|f| n.is_f64() && f.is_finite() && f.fract() != 0.0) {
+                if f.abs() < 9.2e18 {
+                    args.insert(name.clone(), Value::from(f.trunc() as i64));
+                }
+            }
+        }
+    }
+}
+
+/// The query string of a URL as Go's `url.Values` holds it: keys in first-seen order, each with its values.
+#[derive(Debug, Default)]
+pub struct Query(Vec<(String, Vec<String>)>);
+
+impl Query {
+    /// Go's `url.ParseQuery` as `URL.Query()` uses it: `&`-separated pairs, split at the first `=`, unescaped
+    /// (`+` is a space); pairs with `;`, empty ones and ones that do not unescape are dropped.
+    pub fn parse(raw: &str) -> Query {
+        let mut q = Query::default();
+        for pair in raw.split('&') {
+            if pair.is_empty() || pair.contains(';') {
+                continue;
+            }
+            let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
+            if let (Some(k), Some(v)) = (query_unescape(k), query_unescape(v)) {
+                match q.0.iter_mut().find(|(key, _)| *key == k) {
+                    Some((_, values)) => values.push(v),
+                    None => q.0.push((k, vec![v])),
+                }
+            }
+        }
+        q
+    }
+
+    /// `url.Values.Set`: the value replaces every value the key had.
+    pub fn set(&mut self, key: &str, value: String) {
+        match self.0.iter_mut().find(|(k, _)| k == key) {
+            Some((_, values)) => *values = vec![value],
+            None => self.0.push((key.to_string(), vec![value])),
+        }
+    }
+
+    /// `Set` of a pair written percent-encoded (a query credential).
+    pub fn set_encoded(&mut self, key: &str, value: &str) {
+        if let (Some(k), Some(v)) = (query_unescape(key), query_unescape(value)) {
+            self.set(&k, v);
+        }
+    }
+
+    /// `url.Values.Add`.
+    pub fn add(&mut self, key: &str, value: String) {
+        match self.0.iter_mut().find(|(k, _)| k == key) {
+            Some((_, values)) => values.push(value),
+            None => self.0.push((key.to_string(), vec![value])),
+        }
+    }
+
+    /// `url.Values.Encode`: keys sorted, each value `QueryEscape`d.
+    pub fn encode(&self) -> String {
+        let mut keys: Vec<&(String, Vec<String>)> = self.0.iter().collect();
+        keys.sort_by(|a, b| a.0.cmp(&b.0));
+        let mut out = String::new();
+        for (k, values) in keys {
+            for v in values {
+                if !out.is_empty() {
+                    out.push('&');
+                }
+                out.push_str(&query_escape(k));
+                out.push('=');
+                out.push_str(&query_escape(v));
+            }
+        }
+        out
+    }
+}
+
+/// The path as Go's `url.Parse` and `EscapedPath` leave it. The gateway's rendering already encoded every
+/// value character Go would escape, so a path without `%` is Go's as it stands; one with a `%` is, in
+/// Higress, a path Go re-escapes whole (`unescape` then `escape`), which also encodes `!'()*`.
+pub fn go_path(path: &str) -> String {
+    if !path.contains('%') {
+        return path.to_string();
+    }
+    let raw: Vec<u8> = percent_decode_str(path).collect();
+    percent_encoding::percent_encode(&raw, GO_PATH).to_string()
+}
+
+/// Substitutes a `position: path` argument for `{name}` in a URL, as Higress does (everywhere in the URL,
+/// the value as it is): in the path with only what Go would escape encoded, `/` kept; in the query fully.
+pub fn substitute(url: &str, name: &str, text: &str) -> String {
+    let placeholder = format!("{{{name}}}");
+    let (path, query) = match url.find('?') {
+        Some(i) => (&url[..i], Some(&url[i..])),
+        None => (url, None),
+    };
+    let mut out = path.replace(&placeholder, &utf8_percent_encode(text, PATH_VALUE).to_string());
+    if let Some(q) = query {
+        out.push_str(&q.replace(&placeholder, &query_escape(text)));
+    }
+    out
+}
+
+/// A header value the request already has, case-insensitively.
+pub fn has_header(headers: &[(String, String)], name: &str) -> bool {
+    headers.iter().any(|(k, _)| k.eq_ignore_ascii_case(name))
+}
+
+/// Whether a `Content-Type` header contains `what` (Higress's `hasContentType`).
+pub fn has_content_type(headers: &[(String, String)], what: &str) -> bool {
+    headers.iter().any(|(k, v)| k.eq_ignore_ascii_case("content-type") && v.to_ascii_lowercase().contains(what))
+}
+
+/// Whether a rendered body template is JSON as Higress decides before adding a JSON `Content-Type`:
+/// trimmed, it starts and ends with `{}` or `[]`, and parses.
+pub fn body_is_json(body: &str) -> bool {
+    let t = body.trim();
+    let framed = (t.starts_with('{') && t.ends_with('}')) || (t.starts_with('[') && t.ends_with(']'));
+    framed && serde_json::from_str::<serde::de::IgnoredAny>(t).is_ok()
+}
+
+/// The `Content-Type` Higress adds to the JSON bodies it makes.
+pub const JSON_CONTENT_TYPE: &str = "application/json; charset=utf-8";
+
+/// Higress's text for a non-2xx answer without an error template (or whose template rendered empty).
+pub fn call_failed(status: u16, body: &str) -> String {
+    format!("call failed, status: {status}, response: {body}")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn values_print_as_go_prints_them() {
+        assert_eq!(arg_text(&json!("a b"), false), "a b");
+        assert_eq!(arg_text(&json!(true), false), "true");
+        assert_eq!(arg_text(&json!(10), true), "10");
+        assert_eq!(arg_text(&json!(10), false), "10");
+        assert_eq!(arg_text(&json!(1.5), false), "1.5");
+        assert_eq!(arg_text(&json!(2.0), false), "2");
+        assert_eq!(arg_text(&json!(null), false), "null");
+        assert_eq!(arg_text(&json!(["a", "b"]), false), r#"["a","b"]"#);
+        assert_eq!(arg_text(&json!({"b": 1, "a": "<&>"}), false), r#"{"a":"\u003c\u0026\u003e","b":1}"#);
+    }
+
+    #[test]
+    fn go_floats() {
+        // fmt's %v is %g with the shortest precision, which switches to an exponent at 1e6 and below 1e-4.
+        assert_eq!(go_float(123456.0), "123456");
+        assert_eq!(go_float(1234567.0), "1.234567e+06");
+        assert_eq!(go_float(0.0001), "0.0001");
+        assert_eq!(go_float(0.00001), "1e-05");
+        assert_eq!(go_float(1e21), "1e+21");
+        assert_eq!(arg_text(&json!(1000000), false), "1e+06");
+        assert_eq!(go_float(-2.5), "-2.5");
+    }
+
+    #[test]
+    fn queries_are_rebuilt_as_go_rebuilds_them() {
+        let mut q = Query::parse("q=rust+lang&page=&per_page=30&bad=%zz&x;y=1&&a=1&a=2");
+        assert_eq!(q.encode(), "a=1&a=2&page=&per_page=30&q=rust+lang");
+        q.set("a", "x y/z".into());
+        q.add("b", "é".into());
+        assert_eq!(q.encode(), "a=x+y%2Fz&b=%C3%A9&page=&per_page=30&q=rust+lang");
+        assert_eq!(Query::parse("").encode(), "");
+    }
+
+    #[test]
+    fn paths_are_escaped_as_go_escapes_them() {
+        assert_eq!(go_path("/a/b(c),d:e@f"), "/a/b(c),d:e@f");
+        // One escaped character makes Go re-escape the whole path, parentheses included.
+        assert_eq!(go_path("/a%20b/(c)"), "/a%20b/%28c%29");
+        assert_eq!(go_path("/caf%C3%A9"), "/caf%C3%A9");
+        assert_eq!(substitute("/r/{p}/x?k={p}", "p", "a/b c?"), "/r/a/b%20c%3F/x?k=a%2Fb+c%3F");
+    }
+
+    #[test]
+    fn integers_are_truncated() {
+        let mut args = json!({"n": 2.7, "m": 3, "s": "x"}).as_object().unwrap().clone();
+        coerce(&mut args, &["n".into(), "m".into(), "s".into()]);
+        assert_eq!(Value::Object(args), json!({"n": 2, "m": 3, "s": "x"}));
+    }
+
+    #[test]
+    fn json_bodies_are_recognised_as_higress_does() {
+        assert!(body_is_json(" {\"a\": 1}\n"));
+        assert!(!body_is_json("\"a\""));
+        assert!(!body_is_json("{broken}"));
+    }
+}
