@@ -39,6 +39,9 @@ struct RequestPlan {
     body_mode: BodyMode,
     /// Arguments not placed by `position` go to the query string.
     rest_to_query: bool,
+    /// `argsToJsonBody`/`argsToFormBody`: arguments not placed by `position` go to the body (Higress's
+    /// semantics drop them otherwise).
+    rest_to_body: bool,
     /// Content-Type set explicitly by a header template, lower-cased.
     declared_content_type: Option<String>,
     /// The credential the gateway adds, from the server's `securitySchemes`.
@@ -310,6 +313,7 @@ impl Tool {
                     body,
                     body_mode,
                     rest_to_query: rt.args_to_url_param,
+                    rest_to_body: rt.args_to_json_body || rt.args_to_form_body,
                     declared_content_type,
                 })
             }
@@ -649,6 +653,8 @@ impl Tool {
             let Some(p) = self.placements.iter().find(|p| &p.arg == name) else {
                 if plan.rest_to_query {
                     query_sets.push((name.clone(), vec![text]));
+                } else if !plan.rest_to_body {
+                    // Dropped: Higress sends an argument without a position only when an `argsTo*` says so.
                 } else if plan.body_mode == BodyMode::Form {
                     form.set(name, text);
                 } else if plan.body_mode == BodyMode::Json {

@@ -346,3 +346,7 @@ mod tests {
         assert!(!body_is_json("{broken}"));
     }
 }
+
+/// Every tool of the five reference configs, asserted against what Higress's sources say it sends.
+#[cfg(all(test, feature = "go-templates"))]
+mod reference_tests;
