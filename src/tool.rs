@@ -125,6 +125,9 @@ impl Tool {
         let input_schema = match (&cfg.input_schema, cfg.args.is_empty()) {
             (Some(_), false) => return Err(err("inputSchema", "give either args or inputSchema, not both".into())),
             (Some(s), true) => s.clone(),
+            (None, _) if server.semantics == Some(Semantics::Higress) => {
+                schema::from_args(&higress::arg_types(&cfg.args)).map_err(|e| err("args", e))?
+            }
             (None, _) => schema::from_args(&cfg.args).map_err(|e| err("args", e))?,
         };
         if input_schema.get("type").and_then(Value::as_str) != Some("object") {
@@ -216,7 +219,15 @@ impl Tool {
                 None
             }
             Some(url) => {
-                let (host, path_src) = split_url(url).map_err(|e| err("requestTemplate.url", e))?;
+                // Higress's configs may take the whole base URL from `config` (`{{.config.baseUrl}}/x`): the
+                // operator's value is put in at load, so its host is as literal as a written one.
+                let url = match semantics {
+                    Semantics::Higress => {
+                        higress::config_base(url, &server.config).map_err(|e| err("requestTemplate.url", e))?
+                    }
+                    Semantics::Native => url.to_string(),
+                };
+                let (host, path_src) = split_url(&url).map_err(|e| err("requestTemplate.url", e))?;
                 if path_src.starts_with("//") {
                     return Err(err(
                         "requestTemplate.url",
@@ -391,7 +402,7 @@ impl Tool {
             integers: cfg
                 .args
                 .iter()
-                .filter(|a| a.kind.as_deref() == Some("integer"))
+                .filter(|a| matches!(a.kind.as_deref(), Some("integer" | "int")))
                 .map(|a| a.name.clone())
                 .collect(),
         })
@@ -959,7 +970,7 @@ fn check_headers(headers: &[(String, String)]) -> Result<(), String> {
 /// `//`, characters that are not URL syntax), and encodes what is left beyond ASCII.
 fn check_path(path: &mut String, obj: &Map<String, Value>) -> Result<(), String> {
     if !path.starts_with('/') {
-        return Err(format!("the rendered url path must start with '/', got '{}'", truncate(&path, 80)));
+        return Err(format!("the rendered url path must start with '/', got '{}'", truncate(path, 80)));
     }
     if let Some(bad) = path.chars().find(|c| c.is_whitespace() || c.is_control() || *c == '#') {
         return Err(format!("the rendered url contains {bad:?}; use percent-encoding"));

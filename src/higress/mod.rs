@@ -257,6 +257,44 @@ pub fn substitute(url: &str, name: &str, text: &str) -> String {
     out
 }
 
+/// Argument types as their authors meant them: Higress publishes `type` as written and converts only the
+/// types it knows, so a bundled config's `int` (mcp-e2bdev) is an integer here.
+pub fn arg_types(args: &[crate::config::ArgConfig]) -> Vec<crate::config::ArgConfig> {
+    let mut args = args.to_vec();
+    for a in &mut args {
+        if a.kind.as_deref() == Some("int") {
+            a.kind = Some("integer".into());
+        }
+    }
+    args
+}
+
+/// A URL template that starts with a `config` value (`{{.config.baseUrl}}/get_block`, as Higress's bundled
+/// configs write it), with that value put in: the operator's base URL, host included, is then fixed at load.
+/// Any other URL is returned as it is.
+pub fn config_base(url: &str, config: &Map<String, Value>) -> Result<String, String> {
+    let Some(rest) = url.trim_start().strip_prefix("{{") else { return Ok(url.to_string()) };
+    let Some((action, tail)) = rest.split_once("}}") else { return Ok(url.to_string()) };
+    let action = action.trim_start_matches('-').trim_end_matches('-').trim();
+    let Some(path) = action.strip_prefix(".config.") else { return Ok(url.to_string()) };
+    if path.is_empty()
+        || !path.split('.').all(|s| !s.is_empty() && s.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_'))
+    {
+        return Ok(url.to_string());
+    }
+    let value = path.split('.').try_fold(None::<&Value>, |at, key| {
+        Some(match at {
+            None => config.get(key),
+            Some(v) => v.get(key),
+        })
+    });
+    match value.flatten() {
+        Some(Value::String(base)) if !base.contains("{{") => Ok(format!("{base}{tail}")),
+        Some(Value::String(_)) => Err(format!("config.{path} may not contain a template")),
+        _ => Err(format!("starts with config.{path}, which the server's config does not give as a string")),
+    }
+}
+
 /// A header value the request already has, case-insensitively.
 pub fn has_header(headers: &[(String, String)], name: &str) -> bool {
     headers.iter().any(|(k, _)| k.eq_ignore_ascii_case(name))
@@ -333,6 +371,20 @@ mod tests {
     }
 
     #[test]
+    fn a_base_url_can_come_from_config() {
+        let config = json!({"baseUrl": "https://mcp.example.com/v1", "n": {"host": "h.example"}, "k": 1});
+        let config = config.as_object().unwrap();
+        assert_eq!(
+            config_base("{{.config.baseUrl}}/get?a={{.args.a}}", config).unwrap(),
+            "https://mcp.example.com/v1/get?a={{.args.a}}"
+        );
+        assert_eq!(config_base("{{- .config.n.host -}}/x", config).unwrap(), "h.example/x");
+        assert_eq!(config_base("/x/{{.config.k}}", config).unwrap(), "/x/{{.config.k}}");
+        assert!(config_base("{{.config.k}}/x", config).unwrap_err().contains("config.k"));
+        assert!(config_base("{{.config.missing}}/x", config).is_err());
+    }
+
+    #[test]
     fn integers_are_truncated() {
         let mut args = json!({"n": 2.7, "m": 3, "s": "x"}).as_object().unwrap().clone();
         coerce(&mut args, &["n".into(), "m".into(), "s".into()]);
@@ -350,3 +402,7 @@ mod tests {
 /// Every tool of the five reference configs, asserted against what Higress's sources say it sends.
 #[cfg(all(test, feature = "go-templates"))]
 mod reference_tests;
+
+/// Higress's bundled configs, fetched by `scripts/higress-bundled.sh`: how many load and render.
+#[cfg(all(test, feature = "go-templates"))]
+mod bundled;
