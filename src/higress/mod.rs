@@ -257,16 +257,42 @@ pub fn substitute(url: &str, name: &str, text: &str) -> String {
     out
 }
 
-/// Argument types as their authors meant them: Higress publishes `type` as written and converts only the
-/// types it knows, so a bundled config's `int` (mcp-e2bdev) is an integer here.
+/// Argument schemas as their authors meant them. Higress publishes `type`, `items` and `properties` as
+/// written and validates nothing, so its configs carry what a JSON Schema validator refuses: `type: int`
+/// (mcp-e2bdev) is an integer here, and a `required: true` inside a property (mcp-firecrawl's `extract`,
+/// OpenAPI 2's spelling) is dropped, as Higress never enforces it.
 pub fn arg_types(args: &[crate::config::ArgConfig]) -> Vec<crate::config::ArgConfig> {
     let mut args = args.to_vec();
     for a in &mut args {
         if a.kind.as_deref() == Some("int") {
             a.kind = Some("integer".into());
         }
+        a.items.iter_mut().for_each(drop_boolean_required);
+        if let Some(Value::Object(props)) = &mut a.properties {
+            props.values_mut().for_each(drop_boolean_required);
+        }
     }
     args
+}
+
+fn drop_boolean_required(schema: &mut Value) {
+    let Value::Object(m) = schema else { return };
+    if m.get("required").is_some_and(Value::is_boolean) {
+        m.remove("required");
+    }
+    if let Some(items) = m.get_mut("items") {
+        drop_boolean_required(items);
+    }
+    for key in ["properties", "$defs", "definitions"] {
+        if let Some(Value::Object(props)) = m.get_mut(key) {
+            props.values_mut().for_each(drop_boolean_required);
+        }
+    }
+    for key in ["oneOf", "anyOf", "allOf"] {
+        if let Some(Value::Array(list)) = m.get_mut(key) {
+            list.iter_mut().for_each(drop_boolean_required);
+        }
+    }
 }
 
 /// A URL template that starts with a `config` value (`{{.config.baseUrl}}/get_block`, as Higress's bundled
@@ -382,6 +408,17 @@ mod tests {
         assert_eq!(config_base("/x/{{.config.k}}", config).unwrap(), "/x/{{.config.k}}");
         assert!(config_base("{{.config.k}}/x", config).unwrap_err().contains("config.k"));
         assert!(config_base("{{.config.missing}}/x", config).is_err());
+    }
+
+    #[test]
+    fn argument_schemas_are_read_as_meant() {
+        let arg: crate::config::ArgConfig = serde_json::from_value(json!({"name": "schema", "type": "object",
+            "properties": {"p": {"type": "string", "required": true, "items": {"required": false}}, "q": {"required": ["x"]}}}))
+        .unwrap();
+        let int: crate::config::ArgConfig = serde_json::from_value(json!({"name": "n", "type": "int"})).unwrap();
+        let out = arg_types(&[arg, int]);
+        assert_eq!(out[0].properties, Some(json!({"p": {"type": "string", "items": {}}, "q": {"required": ["x"]}})));
+        assert_eq!(out[1].kind.as_deref(), Some("integer"));
     }
 
     #[test]
