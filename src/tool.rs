@@ -41,6 +41,7 @@ struct RequestPlan {
     rest_to_query: bool,
     /// `argsToJsonBody`/`argsToFormBody`: arguments not placed by `position` go to the body (Higress's
     /// semantics drop them otherwise).
+    #[cfg_attr(not(feature = "go-templates"), allow(dead_code))]
     rest_to_body: bool,
     /// Content-Type set explicitly by a header template, lower-cased.
     declared_content_type: Option<String>,
@@ -60,6 +61,7 @@ struct Placement {
     /// A file: base64 content, sent as bytes.
     file: bool,
     /// A `style` or `explode` was given (Higress's semantics then follow it instead of Go's JSON text).
+    #[cfg_attr(not(feature = "go-templates"), allow(dead_code))]
     styled: bool,
 }
 
@@ -125,7 +127,7 @@ impl Tool {
         let input_schema = match (&cfg.input_schema, cfg.args.is_empty()) {
             (Some(_), false) => return Err(err("inputSchema", "give either args or inputSchema, not both".into())),
             (Some(s), true) => s.clone(),
-            (None, _) if server.semantics == Some(Semantics::Higress) => {
+            (None, _) if server.semantics.is_some_and(Semantics::is_higress) => {
                 schema::from_args(&higress::arg_types(&cfg.args)).map_err(|e| err("args", e))?
             }
             (None, _) => schema::from_args(&cfg.args).map_err(|e| err("args", e))?,
@@ -180,6 +182,15 @@ impl Tool {
         let dialect = server.template_dialect.unwrap_or_default();
         let semantics = server.semantics.unwrap_or_default();
         if semantics == Semantics::Higress {
+            // Higress's request building lives in the builds with its dialect, which its configs need anyway.
+            if !cfg!(feature = "go-templates") {
+                return Err(err(
+                    "semantics",
+                    "this build has no Higress semantics (cargo feature `go-templates`): load mcp_gateway_go.wasm \
+                     (Envoy) or mcp_gateway_higress.wasm (Higress), or set the server's `semantics: native`"
+                        .into(),
+                ));
+            }
             let rt = cfg.request_template.as_ref();
             if rt.is_some_and(|r| r.args_to_multipart_body) || cfg.args.iter().any(|a| a.file) {
                 return Err(err(
@@ -221,11 +232,9 @@ impl Tool {
             Some(url) => {
                 // Higress's configs may take the whole base URL from `config` (`{{.config.baseUrl}}/x`): the
                 // operator's value is put in at load, so its host is as literal as a written one.
-                let url = match semantics {
-                    Semantics::Higress => {
-                        higress::config_base(url, &server.config).map_err(|e| err("requestTemplate.url", e))?
-                    }
-                    Semantics::Native => url.to_string(),
+                let url = match semantics.is_higress() {
+                    true => higress::config_base(url, &server.config).map_err(|e| err("requestTemplate.url", e))?,
+                    false => url.to_string(),
                 };
                 let (host, path_src) = split_url(&url).map_err(|e| err("requestTemplate.url", e))?;
                 if path_src.starts_with("//") {
@@ -247,13 +256,11 @@ impl Tool {
                     return Err(err("requestTemplate.method", format!("'{method}' is not an HTTP method")));
                 }
                 // Higress lets a body template win over argsToJsonBody/argsToFormBody, and refuses two `argsTo*`.
-                let modes = match semantics {
-                    Semantics::Native => {
-                        [rt.args_to_json_body, rt.args_to_form_body, rt.args_to_multipart_body, rt.body.is_some()]
-                    }
-                    Semantics::Higress => [rt.args_to_json_body, rt.args_to_form_body, rt.args_to_url_param, false],
+                let modes = match semantics.is_higress() {
+                    false => [rt.args_to_json_body, rt.args_to_form_body, rt.args_to_multipart_body, rt.body.is_some()],
+                    true => [rt.args_to_json_body, rt.args_to_form_body, rt.args_to_url_param, false],
                 };
-                if modes.iter().filter(|m| **m).count() > 1 && semantics == Semantics::Higress {
+                if modes.iter().filter(|m| **m).count() > 1 && semantics.is_higress() {
                     return Err(err(
                         "requestTemplate",
                         "argsToJsonBody, argsToUrlParam and argsToFormBody are exclusive".into(),
@@ -286,7 +293,7 @@ impl Tool {
                 };
                 let in_body: Vec<&Placement> = placements.iter().filter(|p| p.position == Position::Body).collect();
                 // Higress sends `position: body` arguments as a form when a header declares one.
-                let form_declared = semantics == Semantics::Higress
+                let form_declared = semantics.is_higress()
                     && declared_content_type
                         .as_deref()
                         .is_some_and(|c| c.contains("application/x-www-form-urlencoded"));
@@ -399,12 +406,15 @@ impl Tool {
             result_reads_answer,
             error_reads_answer,
             semantics,
-            integers: cfg
-                .args
-                .iter()
-                .filter(|a| matches!(a.kind.as_deref(), Some("integer" | "int")))
-                .map(|a| a.name.clone())
-                .collect(),
+            integers: match semantics.is_higress() {
+                true => cfg
+                    .args
+                    .iter()
+                    .filter(|a| matches!(a.kind.as_deref(), Some("integer" | "int")))
+                    .map(|a| a.name.clone())
+                    .collect(),
+                false => Vec::new(),
+            },
         })
     }
 
@@ -446,7 +456,7 @@ impl Tool {
             Some(Value::Object(m)) => m.clone(),
             Some(_) => return Prepared::Done(error_result("Invalid arguments: `arguments` must be an object")),
         };
-        if self.semantics == Semantics::Higress {
+        if self.semantics.is_higress() {
             higress::coerce(&mut args, &self.integers);
         }
         schema::coerce_and_default(self.input.schema(), &mut args);
@@ -473,7 +483,7 @@ impl Tool {
             }
         }
         // Higress keeps declared arguments only, dropping the rest silently.
-        if !undeclared.is_empty() && self.semantics == Semantics::Native {
+        if !undeclared.is_empty() && !self.semantics.is_higress() {
             let accepted = self.input.declared_names();
             let accepted = if accepted.is_empty() {
                 "this tool takes no arguments".to_string()
@@ -492,10 +502,14 @@ impl Tool {
         let Some(plan) = &self.request else {
             return Prepared::Done(self.render_result(templates, config, &args, None));
         };
+        #[cfg(feature = "go-templates")]
         let built = match self.semantics {
             Semantics::Native => self.build_request(plan, templates, config, &args),
             Semantics::Higress => self.build_higress(plan, templates, config, &args),
         };
+        // Refused at load in this build: Higress's semantics come with its dialect.
+        #[cfg(not(feature = "go-templates"))]
+        let built = self.build_request(plan, templates, config, &args);
         match built {
             Ok(req) => Prepared::Upstream(req, args),
             Err(e) => Prepared::Done(error_result(&format!("Could not build the upstream request: {e}"))),
@@ -644,6 +658,7 @@ impl Tool {
     /// in `docs/higress-semantics.md`): arguments written as Go prints them, path arguments in place of
     /// `{name}`, the query rebuilt by Go's `url.Values` (keys sorted), JSON bodies as Go marshals them,
     /// `Accept: */*` unless set. Values never change the URL's structure (which in Higress they can).
+    #[cfg(feature = "go-templates")]
     fn build_higress(
         &self,
         plan: &RequestPlan,
@@ -856,7 +871,7 @@ impl Tool {
             headers: &header_map,
         };
         let ctx = Data::answer(args, config, answer);
-        if !ok && self.semantics == Semantics::Higress {
+        if !ok && self.semantics.is_higress() {
             // Higress: the error template over the answer and `_headers`; empty, or none: its own message.
             let message = match &self.error_body {
                 Some(t) => match templates.render(t, &ctx) {
@@ -918,7 +933,7 @@ impl Tool {
             Some(Err(e)) => return error_result(&format!("The response template failed: {e}")),
         };
         // Higress answers "success" for an upstream answer that leaves the result empty (a 204, say).
-        let text_out = if text_out.is_empty() && self.semantics == Semantics::Higress && upstream_answer {
+        let text_out = if text_out.is_empty() && self.semantics.is_higress() && upstream_answer {
             "success".to_string()
         } else {
             text_out
@@ -1136,6 +1151,14 @@ mod tests {
         let config = crate::gateway::safe_config(&cfg.servers[0].config);
         let t = Tool::compile(&cfg.servers[0], &cfg.servers[0].tools[0], &mut templates, &config).unwrap();
         (t, templates, config)
+    }
+
+    #[test]
+    #[cfg(not(feature = "go-templates"))]
+    fn higress_semantics_are_refused_without_their_feature() {
+        let doc = "servers:\n- name: s\n  semantics: higress\n  upstream: {cluster: c}\n  tools:\n  - {name: t, description: d, requestTemplate: {url: /x}}\n";
+        let e = crate::gateway::Gateway::from_config_str(doc).unwrap_err();
+        assert!(e.message.contains("go-templates") && e.message.contains("semantics"), "{e}");
     }
 
     #[test]

@@ -6,6 +6,9 @@
 //! Where Higress's behaviour breaks the call in Higress too (a value that would cut the URL in two, a `%`
 //! that fails its URL parser), this module does what the config's author meant; the README lists each case.
 
+// Builds without the Go dialect refuse Higress's semantics at load: their request building is left out.
+#![cfg_attr(not(feature = "go-templates"), allow(dead_code))]
+
 use percent_encoding::{percent_decode_str, utf8_percent_encode, AsciiSet, NON_ALPHANUMERIC};
 use serde::Deserialize;
 use serde_json::{Map, Value};
@@ -19,6 +22,14 @@ pub enum Semantics {
     Native,
     /// Higress's `mcp-server` plugin's (see the module doc).
     Higress,
+}
+
+impl Semantics {
+    /// Higress's semantics, in a build that has them (the ones with its dialect; others refuse them at load,
+    /// so their code is left out).
+    pub fn is_higress(self) -> bool {
+        cfg!(feature = "go-templates") && self == Semantics::Higress
+    }
 }
 
 /// Go's `url.QueryEscape`: all but `A-Z a-z 0-9 - _ . ~` is encoded (a space becomes `+` separately).
@@ -77,20 +88,71 @@ pub fn arg_text(v: &Value, integer: bool) -> String {
 /// Go's `%v` of a float64 (`strconv.FormatFloat(f, 'g', -1, 64)`): the shortest digits that round-trip, in
 /// exponent form when the exponent is below -4 or at least 6 (`1e+06`, `1.5e-05`).
 fn go_float(f: f64) -> String {
-    if f == 0.0 {
-        return "0".into();
+    let (neg, digits, point) = shortest_digits(f);
+    let exp = point - 1;
+    let body = if !(-4..6).contains(&exp) {
+        let (first, rest) = digits.split_at(1);
+        let dot = if rest.is_empty() { String::new() } else { format!(".{rest}") };
+        format!("{first}{dot}e{}{:02}", if exp < 0 { '-' } else { '+' }, exp.abs())
+    } else {
+        plain(&digits, point)
+    };
+    if neg {
+        format!("-{body}")
+    } else {
+        body
     }
-    // Rust's `{:e}` gives the same shortest digits: `1.234567e6`.
-    let e = format!("{f:e}");
-    let (mantissa, exp) = e.split_once('e').unwrap_or((&e, "0"));
-    let exp: i32 = exp.parse().unwrap_or(0);
-    if (-4..6).contains(&exp) {
-        // Plain notation; Rust's `Display` is shortest round-trip too and never uses an exponent.
-        let s = format!("{f}");
-        return s.strip_suffix(".0").map(str::to_string).unwrap_or(s);
+}
+
+/// Go's `json.Marshal` of a float64: plain notation from 1e-6 up to 1e21, else `1e+21`, `1e-7`.
+fn go_json_float(f: f64) -> String {
+    let (neg, digits, point) = shortest_digits(f);
+    let exp = point - 1;
+    let body = if f != 0.0 && (f.abs() < 1e-6 || f.abs() >= 1e21) {
+        let (first, rest) = digits.split_at(1);
+        let dot = if rest.is_empty() { String::new() } else { format!(".{rest}") };
+        format!("{first}{dot}e{}{}", if exp < 0 { '-' } else { '+' }, exp.abs())
+    } else {
+        plain(&digits, point)
+    };
+    if neg {
+        format!("-{body}")
+    } else {
+        body
     }
-    let sign = if exp < 0 { '-' } else { '+' };
-    format!("{mantissa}e{sign}{:02}", exp.abs())
+}
+
+/// `digits` with the decimal point after `point` of them (before them when `point` <= 0).
+fn plain(digits: &str, point: i32) -> String {
+    let n = digits.len() as i32;
+    if point <= 0 {
+        format!("0.{}{digits}", "0".repeat((-point) as usize))
+    } else if point >= n {
+        format!("{digits}{}", "0".repeat((point - n) as usize))
+    } else {
+        format!("{}.{}", &digits[..point as usize], &digits[point as usize..])
+    }
+}
+
+/// The shortest round-trip decimal digits of `f` (no leading or trailing zeros) and where the point goes:
+/// `f` = 0.`digits` × 10^`point`. serde_json's number text (ryu, already in the module) is the source, so no
+/// float formatting code of Rust's own is linked in.
+fn shortest_digits(f: f64) -> (bool, String, i32) {
+    if f == 0.0 || !f.is_finite() {
+        return (false, "0".into(), 1);
+    }
+    let text = serde_json::Number::from_f64(f).map(|n| n.to_string()).unwrap_or_default();
+    let neg = text.starts_with('-');
+    let text = text.trim_start_matches('-');
+    let (mantissa, exp) = match text.split_once(['e', 'E']) {
+        Some((m, e)) => (m, e.parse::<i32>().unwrap_or(0)),
+        None => (text, 0),
+    };
+    let (int, frac) = mantissa.split_once('.').unwrap_or((mantissa, ""));
+    let all = format!("{int}{frac}");
+    let lead = all.len() - all.trim_start_matches('0').len();
+    let digits = all.trim_matches('0').to_string();
+    (neg, digits, int.len() as i32 - lead as i32 + exp)
 }
 
 /// Go's `json.Marshal` of a value decoded into `interface{}`: object keys sorted, `<`, `>`, `&`, U+2028 and
@@ -129,7 +191,7 @@ fn write_json(v: &Value, out: &mut String) {
         }
         Value::String(s) => write_string(s, out),
         Value::Number(n) => match n.as_f64() {
-            Some(f) if n.is_f64() && f.fract() == 0.0 && f.abs() < 1e21 => out.push_str(&format!("{f:.0}")),
+            Some(f) if n.is_f64() => out.push_str(&go_json_float(f)),
             _ => out.push_str(&n.to_string()),
         },
         other => out.push_str(&other.to_string()),
@@ -375,6 +437,14 @@ mod tests {
         assert_eq!(go_float(1e21), "1e+21");
         assert_eq!(arg_text(&json!(1000000), false), "1e+06");
         assert_eq!(go_float(-2.5), "-2.5");
+        assert_eq!(go_float(0.000123), "0.000123");
+        assert_eq!(go_float(100.0), "100");
+        assert_eq!(go_float(1.5e-7), "1.5e-07");
+        // encoding/json: plain from 1e-6 to 1e21.
+        assert_eq!(
+            go_json(&json!([2.0, 1e21, 1e-7, 0.5, 123456789.0, -0.000001])),
+            "[2,1e+21,1e-7,0.5,123456789,-0.000001]"
+        );
     }
 
     #[test]
