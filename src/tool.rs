@@ -127,10 +127,18 @@ impl Tool {
         let input_schema = match (&cfg.input_schema, cfg.args.is_empty()) {
             (Some(_), false) => return Err(err("inputSchema", "give either args or inputSchema, not both".into())),
             (Some(s), true) => s.clone(),
-            (None, _) if server.semantics.is_some_and(Semantics::is_higress) => {
-                schema::from_args(&higress::arg_types(&cfg.args)).map_err(|e| err("args", e))?
+            (None, _) => {
+                // Higress's configs carry argument schemas as their authors meant them (`higress::arg_types`).
+                let higress_args;
+                let args = match server.semantics.is_some_and(Semantics::is_higress) {
+                    true => {
+                        higress_args = higress::arg_types(&cfg.args);
+                        &higress_args
+                    }
+                    false => &cfg.args,
+                };
+                schema::from_args(args).map_err(|e| err("args", e))?
             }
-            (None, _) => schema::from_args(&cfg.args).map_err(|e| err("args", e))?,
         };
         if input_schema.get("type").and_then(Value::as_str) != Some("object") {
             return Err(err("inputSchema", "must be an object schema (\"type\": \"object\")".into()));
