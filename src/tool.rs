@@ -718,7 +718,7 @@ impl Tool {
                 }
                 Position::Header => arg_headers.push((wire.to_ascii_lowercase(), text)),
                 Position::Cookie if p.styled => encoding::cookies(wire, value, p.encoding, &mut cookies),
-                Position::Cookie => cookies.push(format!("{wire}={text}")),
+                Position::Cookie => cookies.push(format!("{wire}={}", higress::cookie_value(&text))),
                 Position::Body if plan.body_mode == BodyMode::Form && p.styled => {
                     styled_pairs().into_iter().for_each(|(k, v)| form.add(&k, v))
                 }

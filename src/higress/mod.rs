@@ -294,10 +294,12 @@ impl Query {
 }
 
 /// The path as Go's `url.Parse` and `EscapedPath` leave it. The gateway's rendering already encoded every
-/// value character Go would escape, so a path without `%` is Go's as it stands; one with a `%` is, in
-/// Higress, a path Go re-escapes whole (`unescape` then `escape`), which also encodes `!'()*`.
+/// value character Go would escape, so a path without `%` whose characters are all valid in a path is Go's
+/// as it stands; any other is, in Higress, a path Go re-escapes whole (`unescape` then `escape`), which also
+/// encodes `!'()*[]`.
 pub fn go_path(path: &str) -> String {
-    if !path.contains('%') {
+    let valid = |b: u8| b.is_ascii_alphanumeric() || b"-_.~/!$&'()*+,;=:@[]".contains(&b);
+    if path.bytes().all(valid) {
         return path.to_string();
     }
     let raw: Vec<u8> = percent_decode_str(path).collect();
@@ -383,6 +385,13 @@ pub fn config_base(url: &str, config: &Map<String, Value>) -> Result<String, Str
     }
 }
 
+/// Escapes what would end a cookie's value (`;`, `,`) and `%`: Higress appends `name=value` as it is, so a
+/// value holding `; admin=1` would add a cookie.
+pub fn cookie_value(text: &str) -> String {
+    const COOKIE: &AsciiSet = &percent_encoding::CONTROLS.add(b';').add(b',').add(b'%');
+    utf8_percent_encode(text, COOKIE).to_string()
+}
+
 /// A header value the request already has, case-insensitively.
 pub fn has_header(headers: &[(String, String)], name: &str) -> bool {
     headers.iter().any(|(k, _)| k.eq_ignore_ascii_case(name))
@@ -463,6 +472,9 @@ mod tests {
         // One escaped character makes Go re-escape the whole path, parentheses included.
         assert_eq!(go_path("/a%20b/(c)"), "/a%20b/%28c%29");
         assert_eq!(go_path("/caf%C3%A9"), "/caf%C3%A9");
+        // A space or a character beyond ASCII written in the url (or in config) is escaped as Go escapes it.
+        assert_eq!(go_path("/a b/(c)/é"), "/a%20b/%28c%29/%C3%A9");
+        assert_eq!(cookie_value("s1; admin=1, x%"), "s1%3B admin=1%2C x%25");
         assert_eq!(substitute("/r/{p}/x?k={p}", "p", "a/b c?"), "/r/a/b%20c%3F/x?k=a%2Fb+c%3F");
     }
 
