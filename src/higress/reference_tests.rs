@@ -782,3 +782,19 @@ fn error_templates_see_the_answer_and_its_headers() {
     assert_eq!(finish(500, r#"{"other":1}"#), r#"call failed, status: 500, response: {"other":1}"#);
     assert_eq!(finish(502, "Bad gateway"), "call failed, status: 502, response: Bad gateway");
 }
+
+#[test]
+fn a_higress_shape_server_may_keep_native_semantics() {
+    let doc = "server: {name: s, semantics: native}\ntools:\n- name: t\n  args: [{name: q, position: query}]\n  requestTemplate: {url: 'https://api.example.com/x?b=1', method: GET}\n";
+    let cfg = PluginConfig::parse(doc).unwrap();
+    let server = &cfg.servers[0];
+    let mut templates = Templates::new();
+    let config = crate::gateway::safe_config(&server.config);
+    let t = Tool::compile(server, &server.tools[0], &mut templates, &config).unwrap();
+    let Prepared::Upstream(r, _) = t.prepare(&templates, &config, Some(&json!({"q": "a b"}))) else { panic!() };
+    // Native: the template's query as written, then the argument, `%20` for the space; no `Accept`.
+    assert_eq!(r.path, "/x?b=1&q=a%20b");
+    assert!(r.headers.is_empty(), "{:?}", r.headers);
+    let Prepared::Done(v) = t.prepare(&templates, &config, Some(&json!({"q": "a", "nope": 1}))) else { panic!() };
+    assert!(v["content"][0]["text"].as_str().unwrap().contains("`nope`: is not an accepted argument"), "{v}");
+}
