@@ -60,9 +60,6 @@ struct Placement {
     encoding: Encoding,
     /// A file: base64 content, sent as bytes.
     file: bool,
-    /// A `style` or `explode` was given (Higress's semantics then follow it instead of Go's JSON text).
-    #[cfg_attr(not(feature = "go-templates"), allow(dead_code))]
-    styled: bool,
 }
 
 /// A compiled tool.
@@ -174,7 +171,6 @@ impl Tool {
                 position,
                 encoding,
                 file: a.file,
-                styled: a.style.is_some() || a.explode.is_some(),
             });
         }
         for p in &placements {
@@ -204,6 +200,12 @@ impl Tool {
                 return Err(err(
                     "requestTemplate",
                     "argsToMultipartBody and file arguments need `semantics: native`".into(),
+                ));
+            }
+            if let Some(a) = cfg.args.iter().find(|a| a.style.is_some() || a.explode.is_some()) {
+                return Err(err(
+                    "args",
+                    format!("'{}': style and explode need `semantics: native` (Higress writes arrays and objects as JSON text)", a.name),
                 ));
             }
         }
@@ -677,7 +679,7 @@ impl Tool {
         let ctx = Data::request(args, config);
         let mut url = templates.render(&plan.url, &ctx)?;
         let obj = args.as_object().cloned().unwrap_or_default();
-        let mut query_sets: Vec<(String, Vec<String>)> = Vec::new();
+        let mut query_sets: Vec<(String, String)> = Vec::new();
         let mut arg_headers: Vec<(String, String)> = Vec::new();
         let mut cookies: Vec<String> = Vec::new();
         let mut body_args = Map::new();
@@ -686,7 +688,7 @@ impl Tool {
             let text = higress::arg_text(value, self.integers.contains(name));
             let Some(p) = self.placements.iter().find(|p| &p.arg == name) else {
                 if plan.rest_to_query {
-                    query_sets.push((name.clone(), vec![text]));
+                    query_sets.push((name.clone(), text));
                 } else if !plan.rest_to_body {
                     // Dropped: Higress sends an argument without a position only when an `argsTo*` says so.
                 } else if plan.body_mode == BodyMode::Form {
@@ -697,31 +699,11 @@ impl Tool {
                 continue;
             };
             let wire = p.wire.as_str();
-            // An argument given a style is written as that style says; the others as Higress writes them.
-            let styled_pairs = || encoding::raw_pairs(wire, value, p.encoding);
             match p.position {
-                Position::Path if p.styled => {
-                    url = url.replace(&format!("{{{wire}}}"), &encoding::path(wire, value, p.encoding))
-                }
                 Position::Path => url = higress::substitute(&url, wire, &text),
-                Position::Query if p.styled => {
-                    for (k, v) in styled_pairs() {
-                        match query_sets.iter_mut().find(|(key, _)| *key == k) {
-                            Some((_, values)) => values.push(v),
-                            None => query_sets.push((k, vec![v])),
-                        }
-                    }
-                }
-                Position::Query => query_sets.push((wire.to_string(), vec![text])),
-                Position::Header if p.styled => {
-                    arg_headers.push((wire.to_ascii_lowercase(), encoding::header(value, p.encoding)))
-                }
+                Position::Query => query_sets.push((wire.to_string(), text)),
                 Position::Header => arg_headers.push((wire.to_ascii_lowercase(), text)),
-                Position::Cookie if p.styled => encoding::cookies(wire, value, p.encoding, &mut cookies),
                 Position::Cookie => cookies.push(format!("{wire}={}", higress::cookie_value(&text))),
-                Position::Body if plan.body_mode == BodyMode::Form && p.styled => {
-                    styled_pairs().into_iter().for_each(|(k, v)| form.add(&k, v))
-                }
                 Position::Body if plan.body_mode == BodyMode::Form => form.set(wire, text),
                 Position::Body => {
                     body_args.insert(wire.to_string(), value.clone());
@@ -735,12 +717,8 @@ impl Tool {
         let mut path = higress::go_path(path);
         check_path(&mut path, &obj)?;
         let mut query = higress::Query::parse(raw_query);
-        for (k, values) in query_sets {
-            let mut values = values.into_iter();
-            if let Some(first) = values.next() {
-                query.set(&k, first);
-            }
-            values.for_each(|v| query.add(&k, v));
+        for (k, v) in query_sets {
+            query.set(&k, v);
         }
         let mut headers: Vec<(String, String)> = Vec::new();
         for (name, tid) in &plan.headers {
