@@ -194,6 +194,26 @@ HIGRESS_CONFIG = {
                 )
             },
         },
+        {
+            "name": "semantics",
+            "description": "Higress's request semantics, seen by the demo upstream's /echo.",
+            "args": [
+                {"name": "id", "position": "path"},
+                {"name": "q", "position": "query"},
+                {"name": "tags", "type": "array", "items": {"type": "string"}, "position": "query"},
+                {"name": "x-trace", "position": "header"},
+                {"name": "n", "type": "integer"},
+                {"name": "note"},
+                {"name": "flag", "type": "boolean"},
+            ],
+            "requestTemplate": {"url": "http://demo.local/echo/{id}?z=1&q=tpl", "method": "POST", "argsToJsonBody": True},
+        },
+        {
+            "name": "status",
+            "description": "Answers with the status asked for.",
+            "args": [{"name": "code", "type": "integer", "position": "path"}],
+            "requestTemplate": {"url": "http://demo.local/status/{code}", "method": "GET"},
+        },
     ],
 }
 
@@ -219,7 +239,7 @@ def test_higress_shape(higress_gw):
 
     info, tools, r = run_async(go)
     assert info.name == "higress-demo"
-    assert sorted(t.name for t in tools) == ["echo", "hello"]
+    assert sorted(t.name for t in tools) == ["echo", "hello", "semantics", "status"]
     assert r.content[0].text == "Hi there"
 
 
@@ -236,6 +256,34 @@ def test_higress_go_templates_through_envoy(higress_gw):
     # The url's values are percent-encoded (`ann b` -> `ann%20b`), config values are not.
     # getRealIP: the client's address (the test client is local), as Higress reports it.
     assert r.content[0].text == "POST /echo/ann%20b n=2 first=x greeting=Hi id=36 client=127.0.0.1\nANN B x+y 0:x 1:y"
+
+
+def test_higress_semantics_through_envoy(higress_gw):
+    """A Higress-shape server builds requests and reads answers as Higress does (docs/higress-semantics.md): the
+    demo upstream sees the path argument in place, the query rebuilt by Go's url.Values (keys sorted, `+` for
+    spaces, a query argument replacing the template's value, an array as JSON text), a JSON body as Go
+    marshals it (keys sorted, `<>` escaped, an integer truncated, undeclared arguments dropped), `Accept: */*`;
+    a 404 reads as Higress's `call failed`, an empty 204 as `success`."""
+
+    async def go():
+        async with mcp_client(higress_gw.mcp_url("higress-demo")) as c:
+            sent = await c.call_tool("semantics", {"id": "a b/c", "q": "x y&z", "tags": ["t1", "t2"], "x-trace": "t-1",
+                                                   "n": 2.9, "note": "<ok>", "flag": "true", "undeclared": 1})
+            missing = await c.call_tool("status", {"code": 404})
+            empty = await c.call_tool("status", {"code": 204})
+            return sent, missing, empty
+
+    sent, missing, empty = run_async(go)
+    assert not sent.is_error, sent.content[0].text
+    echo = json.loads(sent.content[0].text)
+    assert (echo["method"], echo["path"]) == ("POST", "/echo/a%20b/c")
+    assert echo["query"] == "q=x+y%26z&tags=%5B%22t1%22%2C%22t2%22%5D&z=1"
+    assert echo["body"] == '{"flag":true,"n":2,"note":"\\u003cok\\u003e"}'
+    headers = echo["headers"]
+    assert (headers["content-type"], headers["accept"], headers["x-trace"]) == (
+        "application/json; charset=utf-8", "*/*", "t-1")
+    assert missing.is_error and missing.content[0].text == 'call failed, status: 404, response: {"status": 404}'
+    assert not empty.is_error and empty.content[0].text == "success"
 
 
 BAD_CONFIGS = [

@@ -663,3 +663,33 @@ def test_higress_time_config_runs_unchanged_in_the_higress_build(host, run_dir):
     # The default zone (Asia/Shanghai, UTC+8, no summer time) is 8 hours ahead of UTC.
     hour = lambda r: int(r["content"][0]["text"].split(" ")[2][:2])
     assert (hour(utc) + 8) % 24 == hour(shanghai), (utc, shanghai)
+
+
+def test_higress_github_config_sends_higress_requests_through_its_route(host, run_dir, upstream):
+    """Higress's bundled `mcp-github` config, unchanged, in the Higress build: with no cluster named, each call
+    rewrites the client's request for its route (to the demo upstream here), built as Higress builds it
+    (docs/higress-semantics.md). The upstream has no GitHub API, so it answers 404 naming what it received,
+    which reaches the client as Higress's `call failed` text."""
+    try:
+        wasm = harness.higress_wasm_path()
+    except Exception as exc:  # noqa: BLE001 - the build is made by `make build`
+        pytest.fail(f"the Higress build is missing: {exc}", pytrace=False)
+    config = yaml.safe_load((REFERENCE_CONFIGS / "mcp-github.yaml").read_text())
+    replica = start(host, wasm, Plugin(json.dumps(config).encode()), clusters={"demo": ("127.0.0.1", upstream.port)},
+                    route_cluster="demo", workers=1, log_path=run_dir / "higress-github.log")
+    try:
+        with RawMcp(replica.url) as raw:
+            sid, result = raw.initialize("github-mcp-server")
+            call = lambda name, args: raw.rpc("github-mcp-server", sid, "tools/call", {"name": name, "arguments": args},
+                                              version=result["protocolVersion"])["result"]
+            read = call("get_file_contents", {"owner": "octocat", "repo": "hello", "path": "docs/read me.md",
+                                              "branch": "feature/x"})
+            issue = call("create_issue", {"owner": "octocat", "repo": "hello", "title": "Bug", "labels": ["bug"]})
+        counted = httpx.get(f"http://127.0.0.1:{upstream.port}/_count",
+                            params={"path": "/repos/octocat/hello/contents/docs/read%20me.md"}).json()
+    finally:
+        stop(host, replica)
+    missing = lambda method, path: f'call failed, status: 404, response: {{"error": "no route for {method} {path}"}}'
+    assert read["isError"] and read["content"][0]["text"] == missing("GET", "/repos/octocat/hello/contents/docs/read%20me.md")
+    assert issue["isError"] and issue["content"][0]["text"] == missing("POST", "/repos/octocat/hello/issues")
+    assert counted["count"] == 1, counted

@@ -337,6 +337,10 @@ pub struct ServerConfig {
     /// single-server shape (top-level `server:` and `tools:`), so Higress configs run unchanged; `jinja` else.
     #[serde(default)]
     pub template_dialect: Option<crate::template::Dialect>,
+    /// How requests are built and answers read: `native` (ours) or `higress` (Higress's, so that its configs
+    /// call their APIs exactly as before). Unset: `higress` in Higress's single-server shape, `native` else.
+    #[serde(default)]
+    pub semantics: Option<crate::higress::Semantics>,
     #[serde(skip)]
     pub tools: Vec<ToolConfig>,
     #[serde(skip)]
@@ -743,6 +747,7 @@ impl PluginConfig {
             let mut server = parse_server(value, i)?;
             if higress_shape {
                 server.template_dialect.get_or_insert(crate::template::Dialect::Go);
+                server.semantics.get_or_insert(crate::higress::Semantics::Higress);
             }
             if servers.iter().any(|s: &ServerConfig| s.name == server.name) {
                 return Err(ConfigError::new("name", "duplicate server name").in_server(&server.name));

@@ -17,6 +17,7 @@ pub mod gotemplate;
 #[cfg(not(feature = "go-templates"))]
 #[path = "gotemplate/stub.rs"]
 pub mod gotemplate;
+pub mod higress;
 pub mod icon;
 pub mod jsonrpc;
 pub mod mcp;

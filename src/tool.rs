@@ -5,6 +5,7 @@ use crate::config::{Position, ServerConfig, ToolConfig};
 use crate::content::{self, Content};
 use crate::credential::Credential;
 use crate::encoding::{self, Encoding};
+use crate::higress::{self, Semantics};
 use crate::icon::{self, Icon};
 use crate::schema::{self, Validator};
 use crate::template::{AnswerData, Data, Dialect, Escape, Role, Spec, TemplateId, Templates};
@@ -38,6 +39,10 @@ struct RequestPlan {
     body_mode: BodyMode,
     /// Arguments not placed by `position` go to the query string.
     rest_to_query: bool,
+    /// `argsToJsonBody`/`argsToFormBody`: arguments not placed by `position` go to the body (Higress's
+    /// semantics drop them otherwise).
+    #[cfg_attr(not(feature = "go-templates"), allow(dead_code))]
+    rest_to_body: bool,
     /// Content-Type set explicitly by a header template, lower-cased.
     declared_content_type: Option<String>,
     /// The credential the gateway adds, from the server's `securitySchemes`.
@@ -100,6 +105,10 @@ pub struct Tool {
     /// The response templates read the parsed answer (so an unparseable JSON answer cannot render).
     result_reads_answer: bool,
     error_reads_answer: bool,
+    /// Whose request and response semantics the tool follows (its server's `semantics`).
+    semantics: Semantics,
+    /// Arguments declared `integer` (Higress converts them to Go ints, and so prints them as integers).
+    integers: Vec<String>,
 }
 
 /// What preparing a call produced.
@@ -131,7 +140,18 @@ impl Tool {
         let input_schema = match (&cfg.input_schema, cfg.args.is_empty()) {
             (Some(_), false) => return Err(err("inputSchema", "give either args or inputSchema, not both".into())),
             (Some(s), true) => s.clone(),
-            (None, _) => schema::from_args(&cfg.args).map_err(|e| err("args", e))?,
+            (None, _) => {
+                // Higress's configs carry argument schemas as their authors meant them (`higress::arg_types`).
+                let higress_args;
+                let args = match server.semantics.is_some_and(Semantics::is_higress) {
+                    true => {
+                        higress_args = higress::arg_types(&cfg.args);
+                        &higress_args
+                    }
+                    false => &cfg.args,
+                };
+                schema::from_args(args).map_err(|e| err("args", e))?
+            }
         };
         if input_schema.get("type").and_then(Value::as_str) != Some("object") {
             return Err(err("inputSchema", "must be an object schema (\"type\": \"object\")".into()));
@@ -199,6 +219,31 @@ impl Tool {
             }
         }
         let dialect = server.template_dialect.unwrap_or_default();
+        let semantics = server.semantics.unwrap_or_default();
+        if semantics == Semantics::Higress {
+            // Higress's request building lives in the builds with its dialect, which its configs need anyway.
+            if !cfg!(feature = "go-templates") {
+                return Err(err(
+                    "semantics",
+                    "this build has no Higress semantics (cargo feature `go-templates`): load mcp_gateway_go.wasm \
+                     (Envoy) or mcp_gateway_higress.wasm (Higress), or set the server's `semantics: native`"
+                        .into(),
+                ));
+            }
+            let rt = cfg.request_template.as_ref();
+            if rt.is_some_and(|r| r.args_to_multipart_body) || cfg.args.iter().any(|a| a.file) {
+                return Err(err(
+                    "requestTemplate",
+                    "argsToMultipartBody and file arguments need `semantics: native`".into(),
+                ));
+            }
+            if let Some(a) = cfg.args.iter().find(|a| a.style.is_some() || a.explode.is_some()) {
+                return Err(err(
+                    "args",
+                    format!("'{}': style and explode need `semantics: native` (Higress writes arrays and objects as JSON text)", a.name),
+                ));
+            }
+        }
         let compile = |templates: &mut Templates, field: &str, src: &str, role: Role| {
             let spec = Spec { escape: Escape::None, dialect, role };
             templates.add_spec(&format!("{}/{}/{field}", server.name, cfg.name), src, spec).map_err(|e| err(field, e))
@@ -230,7 +275,13 @@ impl Tool {
                 None
             }
             Some(url) => {
-                let (host, path_src) = split_url(url).map_err(|e| err("requestTemplate.url", e))?;
+                // Higress's configs may take the whole base URL from `config` (`{{.config.baseUrl}}/x`): the
+                // operator's value is put in at load, so its host is as literal as a written one.
+                let url = match semantics.is_higress() {
+                    true => higress::config_base(url, &server.config).map_err(|e| err("requestTemplate.url", e))?,
+                    false => url.to_string(),
+                };
+                let (host, path_src) = split_url(&url).map_err(|e| err("requestTemplate.url", e))?;
                 if path_src.starts_with("//") {
                     return Err(err(
                         "requestTemplate.url",
@@ -249,7 +300,17 @@ impl Tool {
                 if !is_token(&method) {
                     return Err(err("requestTemplate.method", format!("'{method}' is not an HTTP method")));
                 }
-                let modes = [rt.args_to_json_body, rt.args_to_form_body, rt.args_to_multipart_body, rt.body.is_some()];
+                // Higress lets a body template win over argsToJsonBody/argsToFormBody, and refuses two `argsTo*`.
+                let modes = match semantics.is_higress() {
+                    false => [rt.args_to_json_body, rt.args_to_form_body, rt.args_to_multipart_body, rt.body.is_some()],
+                    true => [rt.args_to_json_body, rt.args_to_form_body, rt.args_to_url_param, false],
+                };
+                if modes.iter().filter(|m| **m).count() > 1 && semantics.is_higress() {
+                    return Err(err(
+                        "requestTemplate",
+                        "argsToJsonBody, argsToUrlParam and argsToFormBody are exclusive".into(),
+                    ));
+                }
                 if modes.iter().filter(|m| **m).count() > 1 {
                     return Err(err(
                         "requestTemplate",
@@ -276,17 +337,23 @@ impl Tool {
                     None => None,
                 };
                 let in_body: Vec<&Placement> = placements.iter().filter(|p| p.position == Position::Body).collect();
-                let body_mode = if rt.args_to_form_body {
-                    BodyMode::Form
-                } else if rt.args_to_multipart_body {
-                    BodyMode::Multipart
-                } else if !rt.args_to_json_body && body.is_none() && in_body.len() == 1 && in_body[0].file {
-                    BodyMode::File
-                } else if rt.args_to_json_body || (body.is_none() && !in_body.is_empty()) {
-                    BodyMode::Json
-                } else {
-                    BodyMode::None
-                };
+                // Higress sends `position: body` arguments as a form when a header declares one.
+                let form_declared = semantics.is_higress()
+                    && declared_content_type
+                        .as_deref()
+                        .is_some_and(|c| c.contains("application/x-www-form-urlencoded"));
+                let body_mode =
+                    if rt.args_to_form_body || (form_declared && !rt.args_to_json_body && !in_body.is_empty()) {
+                        BodyMode::Form
+                    } else if rt.args_to_multipart_body {
+                        BodyMode::Multipart
+                    } else if !rt.args_to_json_body && body.is_none() && in_body.len() == 1 && in_body[0].file {
+                        BodyMode::File
+                    } else if rt.args_to_json_body || (body.is_none() && !in_body.is_empty()) {
+                        BodyMode::Json
+                    } else {
+                        BodyMode::None
+                    };
                 if in_body.iter().any(|p| p.file) && !matches!(body_mode, BodyMode::Multipart | BodyMode::File) {
                     return Err(err(
                         "args",
@@ -309,6 +376,7 @@ impl Tool {
                     body,
                     body_mode,
                     rest_to_query: rt.args_to_url_param,
+                    rest_to_body: rt.args_to_json_body || rt.args_to_form_body,
                     declared_content_type,
                 })
             }
@@ -382,6 +450,16 @@ impl Tool {
             reads_base64,
             result_reads_answer,
             error_reads_answer,
+            semantics,
+            integers: match semantics.is_higress() {
+                true => cfg
+                    .args
+                    .iter()
+                    .filter(|a| matches!(a.kind.as_deref(), Some("integer" | "int")))
+                    .map(|a| a.name.clone())
+                    .collect(),
+                false => Vec::new(),
+            },
         })
     }
 
@@ -423,6 +501,9 @@ impl Tool {
             Some(Value::Object(m)) => m.clone(),
             Some(_) => return Prepared::Done(error_result("Invalid arguments: `arguments` must be an object")),
         };
+        if self.semantics.is_higress() {
+            higress::coerce(&mut args, &self.integers);
+        }
         schema::coerce_and_default(self.input.schema(), &mut args);
         let too_complex =
             |e: String| Prepared::Done(error_result(&format!("Tool {} cannot check its arguments: {e}", self.name)));
@@ -446,7 +527,8 @@ impl Tool {
                 problems.push(format!("{missing} (it is part of the url path)"));
             }
         }
-        if !undeclared.is_empty() {
+        // Higress keeps declared arguments only, dropping the rest silently.
+        if !undeclared.is_empty() && !self.semantics.is_higress() {
             let accepted = self.input.declared_names();
             let accepted = if accepted.is_empty() {
                 "this tool takes no arguments".to_string()
@@ -465,7 +547,15 @@ impl Tool {
         let Some(plan) = &self.request else {
             return Prepared::Done(self.render_result(templates, config, &args, None));
         };
-        match self.build_request(plan, templates, config, &args) {
+        #[cfg(feature = "go-templates")]
+        let built = match self.semantics {
+            Semantics::Native => self.build_request(plan, templates, config, &args),
+            Semantics::Higress => self.build_higress(plan, templates, config, &args),
+        };
+        // Refused at load in this build: Higress's semantics come with its dialect.
+        #[cfg(not(feature = "go-templates"))]
+        let built = self.build_request(plan, templates, config, &args);
+        match built {
             Ok(req) => Prepared::Upstream(req, args),
             Err(e) => Prepared::Done(error_result(&format!("Could not build the upstream request: {e}"))),
         }
@@ -554,39 +644,7 @@ impl Tool {
                 }
             }
         }
-        if !path.starts_with('/') {
-            return Err(format!("the rendered url path must start with '/', got '{}'", truncate(&path, 80)));
-        }
-        if let Some(bad) = path.chars().find(|c| c.is_whitespace() || c.is_control() || *c == '#') {
-            return Err(format!("the rendered url contains {bad:?}; use percent-encoding"));
-        }
-        // Only an operator's `| safe` value or `config` text can still hold characters beyond ASCII (arguments are
-        // encoded). They cannot be URL syntax, so encoding them keeps the URL's meaning and the request line ASCII.
-        if !path.is_ascii() {
-            path = percent_encoding::utf8_percent_encode(&path, &percent_encoding::AsciiSet::EMPTY).to_string();
-        }
-        if let Some(segment) = dot_segment(&path) {
-            let from: Vec<String> = obj
-                .iter()
-                .filter(|(_, v)| simple_text(v).split('/').any(is_dot_segment))
-                .map(|(k, _)| format!("`{k}`"))
-                .collect();
-            let from = if from.is_empty() { String::new() } else { format!(" (from argument {})", from.join(", ")) };
-            return Err(format!(
-                "the url path would contain the dot segment '{segment}'{from}, which the upstream would resolve to \
-                 another path; refused"
-            ));
-        }
-        // `//x` is a network-path reference: servers that parse the request target as a URL take `x` for the
-        // host. Only an empty value in the first segment makes one (the url as written may not start so).
-        if path.starts_with("//") {
-            let from: Vec<String> =
-                obj.iter().filter(|(_, v)| simple_text(v).is_empty()).map(|(k, _)| format!("`{k}`")).collect();
-            let from = if from.is_empty() { String::new() } else { format!(" (empty argument {})", from.join(", ")) };
-            return Err(format!(
-                "the url path would start with '//'{from}, which the upstream could read as a host name; refused"
-            ));
-        }
+        check_path(&mut path, &obj)?;
         for (name, tid) in &plan.headers {
             headers.push((name.clone(), templates.render(tid, &ctx)?));
         }
@@ -651,14 +709,132 @@ impl Tool {
                 headers.push(("content-type".into(), ct));
             }
         }
-        for (name, value) in &headers {
-            if !is_token(name) || is_forbidden_header(name) {
-                return Err(format!("header '{name}' cannot be set"));
-            }
-            if !is_safe_header_value(value) {
-                return Err(format!("header '{name}' would contain CR, LF or another control character; refused"));
+        check_headers(&headers)?;
+        Ok(UpstreamRequest {
+            dispatch: plan.target.dispatch,
+            cluster: plan.target.cluster.clone(),
+            method: plan.method.clone(),
+            authority: plan.target.authority.clone(),
+            path,
+            headers,
+            body,
+            timeout_ms: plan.target.timeout_ms,
+        })
+    }
+
+    /// The upstream request as Higress builds it (`rest_server.go`, `RestMCPTool.Call`; the rules, with links,
+    /// in `docs/higress-semantics.md`): arguments written as Go prints them, path arguments in place of
+    /// `{name}`, the query rebuilt by Go's `url.Values` (keys sorted), JSON bodies as Go marshals them,
+    /// `Accept: */*` unless set. Values never change the URL's structure (which in Higress they can).
+    #[cfg(feature = "go-templates")]
+    fn build_higress(
+        &self,
+        plan: &RequestPlan,
+        templates: &Templates,
+        config: &MjValue,
+        args: &Value,
+    ) -> Result<UpstreamRequest, String> {
+        let ctx = Data::request(args, config);
+        let mut url = templates.render(&plan.url, &ctx)?;
+        let obj = args.as_object().cloned().unwrap_or_default();
+        let mut query_sets: Vec<(String, String)> = Vec::new();
+        let mut arg_headers: Vec<(String, String)> = Vec::new();
+        let mut cookies: Vec<String> = Vec::new();
+        let mut body_args = Map::new();
+        let mut form = higress::Query::default();
+        for (name, value) in &obj {
+            let text = higress::arg_text(value, self.integers.contains(name));
+            let Some(p) = self.placements.iter().find(|p| &p.arg == name) else {
+                if plan.rest_to_query {
+                    query_sets.push((name.clone(), text));
+                } else if !plan.rest_to_body {
+                    // Dropped: Higress sends an argument without a position only when an `argsTo*` says so.
+                } else if plan.body_mode == BodyMode::Form {
+                    form.set(name, text);
+                } else if plan.body_mode == BodyMode::Json {
+                    body_args.insert(name.clone(), value.clone());
+                }
+                continue;
+            };
+            let wire = p.wire.as_str();
+            match p.position {
+                Position::Path => url = higress::substitute(&url, wire, &text),
+                Position::Query => query_sets.push((wire.to_string(), text)),
+                Position::Header => arg_headers.push((wire.to_ascii_lowercase(), text)),
+                Position::Cookie => cookies.push(format!("{wire}={}", higress::cookie_value(&text))),
+                Position::Body if plan.body_mode == BodyMode::Form => form.set(wire, text),
+                Position::Body => {
+                    body_args.insert(wire.to_string(), value.clone());
+                }
             }
         }
+        let (path, raw_query) = match url.find('?') {
+            Some(i) => (&url[..i], &url[i + 1..]),
+            None => (url.as_str(), ""),
+        };
+        let mut path = higress::go_path(path);
+        check_path(&mut path, &obj)?;
+        let mut query = higress::Query::parse(raw_query);
+        for (k, v) in query_sets {
+            query.set(&k, v);
+        }
+        let mut headers: Vec<(String, String)> = Vec::new();
+        for (name, tid) in &plan.headers {
+            headers.push((name.clone(), templates.render(tid, &ctx)?));
+        }
+        headers.extend(arg_headers);
+        let body = match &plan.body {
+            Some(tid) => {
+                let rendered = templates.render(tid, &ctx)?;
+                if !higress::has_content_type(&headers, "application/json") && higress::body_is_json(&rendered) {
+                    headers.push(("content-type".into(), higress::JSON_CONTENT_TYPE.into()));
+                }
+                let declared_json = plan.declared_content_type.as_deref().is_some_and(|c| c.contains("json"));
+                if declared_json && !rendered.trim().is_empty() && serde_json::from_str::<Value>(&rendered).is_err() {
+                    return Err("the body template did not produce valid JSON for a JSON Content-Type".into());
+                }
+                Some(rendered.into_bytes()).filter(|b| !b.is_empty())
+            }
+            None if plan.body_mode == BodyMode::Json => {
+                if !higress::has_content_type(&headers, "application/json") {
+                    headers.push(("content-type".into(), higress::JSON_CONTENT_TYPE.into()));
+                }
+                Some(higress::go_json(&Value::Object(body_args)).into_bytes())
+            }
+            None if plan.body_mode == BodyMode::Form => {
+                if !higress::has_content_type(&headers, "application/x-www-form-urlencoded") {
+                    headers.push(("content-type".into(), "application/x-www-form-urlencoded".into()));
+                }
+                Some(form.encode().into_bytes())
+            }
+            None => None,
+        };
+        if !higress::has_header(&headers, "accept") {
+            headers.push(("accept".into(), "*/*".into()));
+        }
+        // Security last, as Higress applies it; a query credential joins the rebuilt query.
+        if let Some(credential) = &plan.credential {
+            let mut pairs = Vec::new();
+            credential.apply(&mut headers, &mut pairs, &mut cookies);
+            for (k, v) in pairs {
+                query.set_encoded(&k, &v);
+            }
+        }
+        if !cookies.is_empty() {
+            match headers.iter_mut().find(|(k, _)| k.eq_ignore_ascii_case("cookie")) {
+                Some((_, v)) => {
+                    v.push_str("; ");
+                    v.push_str(&cookies.join("; "));
+                }
+                None => headers.push(("cookie".into(), cookies.join("; "))),
+            }
+        }
+        let query = query.encode();
+        if !query.is_empty() {
+            path.push('?');
+            path.push_str(&query);
+        }
+        check_headers(&headers)?;
         Ok(UpstreamRequest {
             dispatch: plan.target.dispatch,
             cluster: plan.target.cluster.clone(),
@@ -682,6 +858,7 @@ impl Tool {
     }
 
     fn render_result(&self, templates: &Templates, config: &MjValue, args: &Value, answer: Option<Answer>) -> Value {
+        let upstream_answer = answer.is_some();
         let (status, headers, body) = match answer {
             Some(a) => (a.status, a.headers, a.body),
             None => (200, Vec::new(), Vec::new()),
@@ -738,6 +915,18 @@ impl Tool {
             headers: &header_map,
         };
         let ctx = Data::answer(args, config, answer);
+        if !ok && self.semantics.is_higress() {
+            // Higress: the error template over the answer and `_headers`; empty, or none: its own message.
+            let message = match &self.error_body {
+                Some(t) => match templates.render(t, &ctx) {
+                    Ok(m) if !m.is_empty() => m,
+                    Ok(_) => higress::call_failed(status, &text),
+                    Err(e) => format!("error executing error response template: {e}"),
+                },
+                None => higress::call_failed(status, &text),
+            };
+            return error_result(&message);
+        }
         if !ok {
             let message = match (&self.error_body, &unparseable) {
                 (Some(_), Some(why)) if self.error_reads_answer => format!(
@@ -787,6 +976,12 @@ impl Tool {
             Some(Ok(t)) => t,
             Some(Err(e)) => return error_result(&format!("The response template failed: {e}")),
         };
+        // Higress answers "success" for an upstream answer that leaves the result empty (a 204, say).
+        let text_out = if text_out.is_empty() && self.semantics.is_higress() && upstream_answer {
+            "success".to_string()
+        } else {
+            text_out
+        };
         let content = blocks.unwrap_or_else(|| vec![json!({"type": "text", "text": text_out})]);
         let mut result = json!({"content": content, "isError": false});
         if let Some(validator) = &self.output {
@@ -815,6 +1010,58 @@ impl Tool {
         }
         result
     }
+}
+
+/// Refuses a header a template or argument could not set, or a value with CR, LF or another control character.
+fn check_headers(headers: &[(String, String)]) -> Result<(), String> {
+    for (name, value) in headers {
+        if !is_token(name) || is_forbidden_header(name) {
+            return Err(format!("header '{name}' cannot be set"));
+        }
+        if !is_safe_header_value(value) {
+            return Err(format!("header '{name}' would contain CR, LF or another control character; refused"));
+        }
+    }
+    Ok(())
+}
+
+/// Refuses a rendered path that could reach another endpoint than the one written (dot segments, a leading
+/// `//`, characters that are not URL syntax), and encodes what is left beyond ASCII.
+fn check_path(path: &mut String, obj: &Map<String, Value>) -> Result<(), String> {
+    if !path.starts_with('/') {
+        return Err(format!("the rendered url path must start with '/', got '{}'", truncate(path, 80)));
+    }
+    if let Some(bad) = path.chars().find(|c| c.is_whitespace() || c.is_control() || *c == '#') {
+        return Err(format!("the rendered url contains {bad:?}; use percent-encoding"));
+    }
+    // Only an operator's `| safe` value or `config` text can still hold characters beyond ASCII (arguments are
+    // encoded). They cannot be URL syntax, so encoding them keeps the URL's meaning and the request line ASCII.
+    if !path.is_ascii() {
+        *path = percent_encoding::utf8_percent_encode(path, &percent_encoding::AsciiSet::EMPTY).to_string();
+    }
+    if let Some(segment) = dot_segment(path) {
+        let from: Vec<String> = obj
+            .iter()
+            .filter(|(_, v)| simple_text(v).split('/').any(is_dot_segment))
+            .map(|(k, _)| format!("`{k}`"))
+            .collect();
+        let from = if from.is_empty() { String::new() } else { format!(" (from argument {})", from.join(", ")) };
+        return Err(format!(
+            "the url path would contain the dot segment '{segment}'{from}, which the upstream would resolve to \
+             another path; refused"
+        ));
+    }
+    // `//x` is a network-path reference: servers that parse the request target as a URL take `x` for the
+    // host. Only an empty value in the first segment makes one (the url as written may not start so).
+    if path.starts_with("//") {
+        let from: Vec<String> =
+            obj.iter().filter(|(_, v)| simple_text(v).is_empty()).map(|(k, _)| format!("`{k}`")).collect();
+        let from = if from.is_empty() { String::new() } else { format!(" (empty argument {})", from.join(", ")) };
+        return Err(format!(
+            "the url path would start with '//'{from}, which the upstream could read as a host name; refused"
+        ));
+    }
+    Ok(())
 }
 
 /// Whether an answer is meant to be JSON: its Content-Type says so (`application/json`, `*+json`), or it has
@@ -948,6 +1195,14 @@ mod tests {
         let config = crate::gateway::safe_config(&cfg.servers[0].config);
         let t = Tool::compile(&cfg.servers[0], &cfg.servers[0].tools[0], &mut templates, &config).unwrap();
         (t, templates, config)
+    }
+
+    #[test]
+    #[cfg(not(feature = "go-templates"))]
+    fn higress_semantics_are_refused_without_their_feature() {
+        let doc = "servers:\n- name: s\n  semantics: higress\n  upstream: {cluster: c}\n  tools:\n  - {name: t, description: d, requestTemplate: {url: /x}}\n";
+        let e = crate::gateway::Gateway::from_config_str(doc).unwrap_err();
+        assert!(e.message.contains("go-templates") && e.message.contains("semantics"), "{e}");
     }
 
     #[test]

@@ -7,8 +7,8 @@ use super::parse::{Arg, Cmd, List, Node, Pipe};
 use super::value::Value;
 use super::GoError;
 
-/// Characters escaped in a value printed into a URL's path: all but RFC 3986's unreserved ones and `/`.
-const PATH_VALUE: &percent_encoding::AsciiSet = &crate::template::URL_COMPONENT.remove(b'/');
+/// Values printed into the path are escaped as Higress's URL parser leaves them (`/` and sub-delimiters kept).
+const PATH_VALUE: &percent_encoding::AsciiSet = crate::higress::PATH_VALUE;
 
 /// Why a walk stopped early.
 pub(crate) enum Flow {
