@@ -19,6 +19,7 @@ pub mod gotemplate;
 pub mod gotemplate;
 pub mod icon;
 pub mod jsonrpc;
+pub mod lenient;
 pub mod mcp;
 #[cfg(feature = "openapi")]
 pub mod openapi;
