@@ -114,7 +114,7 @@ fn errors_are_the_gateways_own() {
 fn per_route_rules_are_searched_too() {
     let config = file(
         "rules.yaml",
-        "_rules_:\n  - _match_route_: [r1]\n    server: {name: ruled}\n    tools: [{name: t, description: d, requestTemplate: {url: /r}, upstream: {cluster: c}}]\n",
+        "_rules_:\n  - _match_route_: [r1]\n    server: {name: ruled, templateDialect: jinja}\n    tools: [{name: t, description: d, requestTemplate: {url: /r}, upstream: {cluster: c}}]\n",
     );
     let o = render(&[&config, "--tool", "t"]);
     let (out, err) = text(&o);
@@ -130,10 +130,11 @@ fn prints_the_upstream_request_of_higress_dialect() {
     let (out, err) = text(&o);
     assert!(o.status.success(), "{out}{err}");
     assert!(out.starts_with("# sent through the MCP request's own route (upstream.dispatch: route)"), "{out}");
-    assert!(
-        out.contains("GET /res/v1/web/search?q=wasm&count=2&offset=0 HTTP/1.1\nhost: api.search.brave.com\n"),
-        "{out}"
-    );
+    // (How Higress orders and encodes the query is the request semantics' business, not this test's.)
+    let line = out.lines().nth(1).unwrap_or_default();
+    assert!(line.starts_with("GET /res/v1/web/search?") && line.ends_with(" HTTP/1.1"), "{out}");
+    assert!(["q=wasm", "count=2", "offset=0"].iter().all(|p| line.contains(p)), "{out}");
+    assert!(out.contains("\nhost: api.search.brave.com\n"), "{out}");
     let answer = file("brave.json", r#"{"web":{"results":[{"title":"T","url":"https://u","description":"D"}]}}"#);
     let o = render(&[config, "--tool", "brave_web_search", "--args", r#"{"q":"wasm"}"#, "--response", &answer]);
     let (out, err) = text(&o);
