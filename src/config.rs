@@ -732,27 +732,25 @@ impl PluginConfig {
 
     /// Builds the configuration from an already parsed document.
     pub fn from_value(doc: Value) -> Result<PluginConfig, ConfigError> {
-        let Value::Object(mut doc) = doc else {
+        let mut doc = doc;
+        let Some(top) = doc.as_object_mut() else {
             return Err(ConfigError::new("(root)", "the plugin configuration must be an object"));
         };
-        let higress_shape = doc.contains_key("server");
-        // Higress's shape is read as Higress reads it: top-level fields it ignores are dropped, with a warning.
-        let mut warnings = Vec::new();
-        if higress_shape {
-            if doc.contains_key("toolSet") {
-                return Err(ConfigError::new(
-                    "toolSet",
-                    "composed servers (Higress's toolSet) are not supported; list the servers under `servers:`",
-                ));
-            }
-            let known = crate::lenient::fields_of::<RawPlugin>();
-            let unknown: Vec<String> = doc.keys().filter(|k| !known.contains(&k.as_str())).cloned().collect();
-            for key in unknown {
-                doc.remove(&key);
-                warnings.push(format!("field '{key}' is not one Higress reads; ignored, as Higress ignores it"));
-            }
+        let higress_shape = top.contains_key("server");
+        if higress_shape && top.contains_key("toolSet") {
+            return Err(ConfigError::new(
+                "toolSet",
+                "composed servers (Higress's toolSet) are not supported; list the servers under `servers:`",
+            ));
         }
-        let raw: RawPlugin = serde_json::from_value(Value::Object(doc)).map_err(|e| field_error("(root)", e))?;
+        // Higress's shape is read as Higress reads it (with its template dialect, which that shape defaults
+        // to): fields Higress ignores are dropped, with a warning.
+        let mut warnings = Vec::new();
+        #[cfg(feature = "go-templates")]
+        if higress_shape {
+            warnings = crate::lenient::tolerate_top::<RawPlugin>(top);
+        }
+        let raw: RawPlugin = serde_json::from_value(doc).map_err(|e| field_error("(root)", e))?;
         let mut raw_servers = raw.servers;
         if let Some(server) = raw.server {
             let mut server = server;
@@ -764,6 +762,7 @@ impl PluginConfig {
                     obj.insert("allowTools".into(), allow);
                 }
             }
+            #[cfg(feature = "go-templates")]
             warnings.extend(crate::lenient::tolerate_server(&mut server)?);
             raw_servers.push(server);
         } else if raw.tools.is_some() || raw.allow_tools.is_some() {

@@ -10,6 +10,10 @@
 //! MCP proxy reads (`transport`, `mcpServerURL`, `timeout`) tolerated elsewhere.
 //!
 //! The field lists are the structs' own ([`fields_of`]), so a field added to a struct is known here at once.
+//!
+//! Built with Higress's template dialect only (the `go-templates` feature, which that shape defaults to):
+//! without it a Higress-shape server is refused at load anyway unless it sets `templateDialect: jinja`, and
+//! the Envoy module stays smaller (about 9 KB).
 
 use crate::config::{
     ArgConfig, ConfigError, HeaderTemplate, RequestTemplate, ResponseTemplate, SecurityRef, SecurityScheme,
@@ -49,6 +53,16 @@ impl<'de> Deserializer<'de> for FieldNames<'_> {
         bool i8 i16 i32 i64 i128 u8 u16 u32 u64 u128 f32 f64 char str string bytes byte_buf option unit
         unit_struct newtype_struct seq tuple tuple_struct map enum identifier ignored_any
     }
+}
+
+/// Drops the top-level fields of a Higress-shape document that `T` (the plugin's top level) does not read.
+pub fn tolerate_top<'de, T: Deserialize<'de>>(doc: &mut Map<String, Value>) -> Vec<String> {
+    let known = fields_of::<T>();
+    let unknown = unknown(doc, known);
+    for key in &unknown {
+        doc.remove(key);
+    }
+    unknown.into_iter().map(|key| format!("field '{key}' {IGNORED}")).collect()
 }
 
 /// Server fields parsed outside [`ServerConfig`]'s derive (each with its own error context).

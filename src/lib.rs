@@ -19,6 +19,7 @@ pub mod gotemplate;
 pub mod gotemplate;
 pub mod icon;
 pub mod jsonrpc;
+#[cfg(feature = "go-templates")]
 pub mod lenient;
 pub mod mcp;
 #[cfg(feature = "openapi")]
