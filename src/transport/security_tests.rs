@@ -91,7 +91,7 @@ fn downstream_credentials_pass_through_only_when_told() {
 fn the_clients_authorization_goes_upstream_only_with_passthrough_auth_header() {
     let config = |flag: bool| {
         format!(
-            "server:\n  name: s\n  passthroughAuthHeader: {flag}\n  securitySchemes: [{{id: k, type: apiKey, in: header, name: X-Key}}]\n\
+            "server:\n  name: s\n  templateDialect: jinja\n  passthroughAuthHeader: {flag}\n  securitySchemes: [{{id: k, type: apiKey, in: header, name: X-Key}}]\n\
              tools:\n  - name: plain\n    description: d\n    requestTemplate: {{url: /a}}\n    upstream: {{cluster: api}}\n\
              \x20 - name: keyed\n    description: d\n    security: {{id: k}}\n    requestTemplate: {{url: /b}}\n    upstream: {{cluster: api}}\n"
         )
