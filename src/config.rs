@@ -96,6 +96,10 @@ struct RawPlugin {
     /// Higress's single-server shape: `allowTools:` beside `server:`.
     #[serde(default)]
     allow_tools: Option<Value>,
+    /// Whether a request's `x-higress-mcpserver-config` may replace a server's `config`, as Higress lets it:
+    /// not supported, so `true` is refused at load (and the header always refused on requests).
+    #[serde(default)]
+    trust_config_header: bool,
 }
 
 fn default_prefix() -> String {
@@ -751,6 +755,9 @@ impl PluginConfig {
             warnings = crate::lenient::tolerate_top::<RawPlugin>(top);
         }
         let raw: RawPlugin = serde_json::from_value(doc).map_err(|e| field_error("(root)", e))?;
+        if raw.trust_config_header {
+            return Err(ConfigError::new("trustConfigHeader", crate::transport::CONFIG_HEADER_UNSUPPORTED));
+        }
         let mut raw_servers = raw.servers;
         if let Some(server) = raw.server {
             let mut server = server;

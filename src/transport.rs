@@ -177,9 +177,10 @@ fn relayed_by_higress(path: &str) -> bool {
 /// operator's credentials, for another user) would be wrong silently. The header never reaches an
 /// upstream either way: no client header does.
 pub const CONFIG_HEADER: &str = "x-higress-mcpserver-config";
-const CONFIG_HEADER_REFUSED: &str = "x-higress-mcpserver-config (a per-user server config, from Higress's mcp-session \
-filter with enableUserLevelServer) is not supported by this gateway; turn enableUserLevelServer off, or give each \
-user's config its own server";
+/// Why [`CONFIG_HEADER`] is not taken, for the request refused and for `trustConfigHeader: true` at load.
+pub const CONFIG_HEADER_UNSUPPORTED: &str = "x-higress-mcpserver-config (a per-user server config, from Higress's \
+mcp-session filter with enableUserLevelServer) is not supported by this gateway, which compiles each server's config \
+into its templates at load; turn enableUserLevelServer off, or give each user's config its own server";
 
 /// Decides what to do with a request from its head alone.
 pub fn route(gw: &Gateway, head: &RequestHead) -> Route {
@@ -218,7 +219,7 @@ pub fn route(gw: &Gateway, head: &RequestHead) -> Route {
             400,
             Value::Null,
             jsonrpc::INVALID_REQUEST,
-            CONFIG_HEADER_REFUSED,
+            CONFIG_HEADER_UNSUPPORTED,
         )));
     }
     // The protocol version is judged with the body: a stateless request names it there too, and every
