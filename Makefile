@@ -31,9 +31,10 @@ build:
 	@bash scripts/wasm-opt.sh $(WASM_GO)
 	@ls -l $(WASM) $(WASM_HIGRESS) $(WASM_GO) | awk '{printf "plugin: %s (%d bytes)\n", $$9, $$5}'
 
-## cli: the native `mcp-gateway` CLI (OpenAPI conversion, config check); `cargo install --path .` installs it
+## cli: the native `mcp-gateway` CLI (OpenAPI conversion, config check, dry run), with Higress's template
+##   dialect; `cargo install --path . --features go-templates` installs it
 cli:
-	cargo build --release --bin mcp-gateway
+	cargo build --release --bin mcp-gateway --features go-templates
 
 ## oci: the Higress release, an OCI image layout in target/oci/ (no Docker): spec.yaml, README.md and
 ##   plugin.tar.gz (holding plugin.wasm, the Higress build) as Higress pulls it; push it with

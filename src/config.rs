@@ -93,6 +93,13 @@ struct RawPlugin {
     server: Option<Value>,
     #[serde(default)]
     tools: Option<Vec<Value>>,
+    /// Higress's single-server shape: `allowTools:` beside `server:`.
+    #[serde(default)]
+    allow_tools: Option<Value>,
+    /// Whether a request's `x-higress-mcpserver-config` may replace a server's `config`, as Higress lets it:
+    /// not supported, so `true` is refused at load (and the header always refused on requests).
+    #[serde(default)]
+    trust_config_header: bool,
 }
 
 fn default_prefix() -> String {
@@ -329,6 +336,16 @@ pub struct ServerConfig {
     /// Upstream credentials tools refer to by `requestTemplate.security.id` (Higress's `server.securitySchemes`).
     #[serde(default)]
     pub security_schemes: Vec<SecurityScheme>,
+    /// How clients present their credential, for tools without their own `security` (Higress's).
+    #[serde(default)]
+    pub default_downstream_security: Option<SecurityRef>,
+    /// The credential the gateway adds upstream, for tools without their own `requestTemplate.security`.
+    #[serde(default)]
+    pub default_upstream_security: Option<SecurityRef>,
+    /// Copy the client's `Authorization` header to the upstream request when no downstream security reads
+    /// it (Higress's flag). Off: no client header ever reaches an upstream.
+    #[serde(default)]
+    pub passthrough_auth_header: bool,
     /// The tools clients may see and call (Higress's `allowTools`); absent: all of them. A request's
     /// `x-envoy-allow-mcp-tools` header narrows it further.
     #[serde(default)]
@@ -349,13 +366,14 @@ pub struct ServerConfig {
     pub resources: Vec<crate::resource::ResourceConfig>,
     #[serde(skip)]
     pub resource_templates: Vec<crate::resource::ResourceConfig>,
-    /// Operations an `openapi` import skipped, with the reason, for the host to log.
+    /// What the operator should read once, at load, for the host to log: operations an `openapi` import
+    /// skipped and why, fields of a Higress-shape config that Higress ignores and so does this gateway.
     #[serde(skip)]
     pub import_notices: Vec<String>,
 }
 
 /// How the gateway authenticates to an upstream, in OpenAPI's terms; the credential is the operator's.
-#[derive(Debug, Clone, Default, Deserialize, Serialize, PartialEq)]
+#[derive(Clone, Default, Deserialize, Serialize, PartialEq)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct SecurityScheme {
     pub id: String,
@@ -375,13 +393,43 @@ pub struct SecurityScheme {
     pub description: Option<String>,
 }
 
-/// A tool's choice of security scheme, optionally with its own credential.
-#[derive(Debug, Clone, Default, Deserialize, Serialize, PartialEq)]
+impl fmt::Debug for SecurityScheme {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        // The default credential is a secret: never printed.
+        f.debug_struct("SecurityScheme")
+            .field("id", &self.id)
+            .field("type", &self.kind)
+            .field("scheme", &self.scheme)
+            .field("in", &self.location)
+            .field("name", &self.name)
+            .field("defaultCredential", &(!self.default_credential.is_empty()).then_some("<redacted>"))
+            .finish_non_exhaustive()
+    }
+}
+
+/// A choice of security scheme (Higress's `SecurityRequirement`): upstream, optionally with its own
+/// credential; downstream (a tool's `security`), optionally passing the client's credential upstream.
+#[derive(Clone, Default, Deserialize, Serialize, PartialEq)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct SecurityRef {
     pub id: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub credential: Option<String>,
+    /// Downstream only: the credential the client presented becomes the upstream credential.
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub passthrough: bool,
+}
+
+impl fmt::Debug for SecurityRef {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        // The credential is a secret: never printed.
+        let credential = self.credential.as_ref().map(|_| "<redacted>");
+        f.debug_struct("SecurityRef")
+            .field("id", &self.id)
+            .field("credential", &credential)
+            .field("passthrough", &self.passthrough)
+            .finish()
+    }
 }
 
 /// Where a tool's HTTP request goes: always an Envoy cluster from config, never from arguments.
@@ -411,6 +459,10 @@ pub struct ToolConfig {
     pub description: String,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub args: Vec<ArgConfig>,
+    /// How the client presents its credential for this tool (Higress's downstream security): read from
+    /// where the scheme says, and with `passthrough` sent upstream in place of the configured one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub security: Option<SecurityRef>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub input_schema: Option<Value>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -699,20 +751,44 @@ impl PluginConfig {
 
     /// Builds the configuration from an already parsed document.
     pub fn from_value(doc: Value) -> Result<PluginConfig, ConfigError> {
-        if !doc.is_object() {
+        let mut doc = doc;
+        let Some(top) = doc.as_object_mut() else {
             return Err(ConfigError::new("(root)", "the plugin configuration must be an object"));
+        };
+        let higress_shape = top.contains_key("server");
+        if higress_shape && top.contains_key("toolSet") {
+            return Err(ConfigError::new(
+                "toolSet",
+                "composed servers (Higress's toolSet) are not supported; list the servers under `servers:`",
+            ));
+        }
+        // Higress's shape is read as Higress reads it (with its template dialect, which that shape defaults
+        // to): fields Higress ignores are dropped, with a warning.
+        let mut warnings = Vec::new();
+        #[cfg(feature = "go-templates")]
+        if higress_shape {
+            warnings = crate::lenient::tolerate_top::<RawPlugin>(top);
         }
         let raw: RawPlugin = serde_json::from_value(doc).map_err(|e| field_error("(root)", e))?;
+        if raw.trust_config_header {
+            return Err(ConfigError::new("trustConfigHeader", crate::transport::CONFIG_HEADER_UNSUPPORTED));
+        }
         let mut raw_servers = raw.servers;
-        let higress_shape = raw.server.is_some();
         if let Some(server) = raw.server {
             let mut server = server;
-            if let (Some(obj), Some(tools)) = (server.as_object_mut(), raw.tools) {
-                obj.insert("tools".into(), Value::Array(tools));
+            if let Some(obj) = server.as_object_mut() {
+                if let Some(tools) = raw.tools {
+                    obj.insert("tools".into(), Value::Array(tools));
+                }
+                if let Some(allow) = raw.allow_tools {
+                    obj.insert("allowTools".into(), allow);
+                }
             }
+            #[cfg(feature = "go-templates")]
+            warnings.extend(crate::lenient::tolerate_server(&mut server)?);
             raw_servers.push(server);
-        } else if raw.tools.is_some() {
-            return Err(ConfigError::new("tools", "top-level tools need a top-level `server`"));
+        } else if raw.tools.is_some() || raw.allow_tools.is_some() {
+            return Err(ConfigError::new("tools", "top-level tools and allowTools need a top-level `server`"));
         }
         if raw_servers.is_empty() {
             return Err(ConfigError::new("servers", "at least one server is required"));
@@ -743,11 +819,13 @@ impl PluginConfig {
             }
         }
         let mut servers = Vec::with_capacity(raw_servers.len());
+        let last = raw_servers.len() - 1;
         for (i, value) in raw_servers.into_iter().enumerate() {
             let mut server = parse_server(value, i)?;
-            if higress_shape {
+            if higress_shape && i == last {
                 server.template_dialect.get_or_insert(crate::template::Dialect::Go);
                 server.semantics.get_or_insert(crate::higress::Semantics::Higress);
+                server.import_notices.append(&mut warnings);
             }
             if servers.iter().any(|s: &ServerConfig| s.name == server.name) {
                 return Err(ConfigError::new("name", "duplicate server name").in_server(&server.name));

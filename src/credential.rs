@@ -1,6 +1,20 @@
-//! Upstream credentials: a tool's `requestTemplate.security` names one of the server's `securitySchemes`,
-//! and the gateway adds that credential to the upstream request. Arguments never supply it, and its value
-//! is kept out of `Debug` output so it cannot reach a log.
+//! Credentials, as Higress's security schemes model them (`auth_utils.go`): a server declares
+//! `securitySchemes`; a tool names one for the upstream (`requestTemplate.security`, else the server's
+//! `defaultUpstreamSecurity`) and one for its clients (`security`, else `defaultDownstreamSecurity`).
+//!
+//! - Upstream ([`Credential`]): the gateway adds the credential to the upstream request: the client's, when
+//!   the downstream requirement says `passthrough: true` and the client presented one; else the
+//!   requirement's `credential`; else the scheme's `defaultCredential`; else none (the request goes without,
+//!   and a 401/403 answer says that the operator must set one).
+//! - Downstream ([`Downstream`]): the client's credential is read from where its scheme says (an
+//!   `Authorization` Bearer or Basic token, an apiKey header or query parameter). It never reaches an
+//!   upstream by itself: this gateway never forwards client headers (Higress removes the one it read from
+//!   the request it forwards), and only `passthrough` makes it the upstream credential.
+//! - `passthroughAuthHeader: true` (server) copies the client's `Authorization` upstream when no downstream
+//!   http scheme read it.
+//!
+//! Arguments never supply a credential; values are kept out of `Debug` output so they cannot reach a log,
+//! and a value with CR, LF or another control character never becomes a header.
 
 use crate::config::{SecurityRef, SecurityScheme};
 use crate::upstream::{is_forbidden_header, is_safe_header_value, is_token};
@@ -21,6 +35,8 @@ pub struct Credential {
     /// The scheme id, for messages.
     pub scheme: String,
     place: Place,
+    /// `basic` or `bearer` for an http scheme.
+    http: Option<Http>,
     /// The value as sent (`Basic …`, `Bearer …`, the key); `None` when the operator left it empty.
     value: Option<String>,
 }
@@ -79,25 +95,22 @@ fn place_of(s: &SecurityScheme) -> Result<Place, (String, String)> {
 }
 
 impl Credential {
-    /// Resolves a tool's reference against the server's schemes.
+    /// Resolves an upstream requirement against the server's schemes.
     pub fn compile(schemes: &[SecurityScheme], wanted: &SecurityRef) -> Result<Credential, String> {
-        let scheme = schemes
-            .iter()
-            .find(|s| s.id == wanted.id)
-            .ok_or_else(|| format!("no securitySchemes entry has id '{}'", wanted.id))?;
+        if wanted.passthrough {
+            return Err("passthrough belongs to the downstream requirement (the tool's `security` or the server's \
+                        defaultDownstreamSecurity), which says whose credential goes upstream"
+                .into());
+        }
+        let scheme = find(schemes, &wanted.id)?;
         let place = place_of(scheme).map_err(|(f, m)| format!("securitySchemes '{}' {f}: {m}", scheme.id))?;
-        let raw = wanted.credential.as_deref().unwrap_or(&scheme.default_credential);
+        let raw = wanted.credential.as_deref().filter(|c| !c.is_empty()).unwrap_or(&scheme.default_credential);
         if !is_safe_header_value(raw) {
             return Err("the credential contains CR, LF or another control character".into());
         }
-        let value = (!raw.is_empty()).then(|| match scheme.scheme.as_deref().map(str::to_ascii_lowercase).as_deref() {
-            Some("basic") if scheme.kind == "http" => {
-                format!("Basic {}", base64::engine::general_purpose::STANDARD.encode(raw))
-            }
-            Some("bearer") if scheme.kind == "http" => format!("Bearer {raw}"),
-            _ => raw.to_string(),
-        });
-        Ok(Credential { scheme: scheme.id.clone(), place, value })
+        let http = http_scheme(scheme);
+        let value = (!raw.is_empty()).then(|| format_configured(http, raw));
+        Ok(Credential { scheme: scheme.id.clone(), place, http, value })
     }
 
     /// Whether the operator left the credential empty (requests then go out without one).
@@ -105,14 +118,22 @@ impl Credential {
         self.value.is_none()
     }
 
-    /// Adds the credential to a request being built, replacing any header of the same name.
+    /// Adds the credential to a request being built, replacing any header of the same name: `passed`, the
+    /// client's credential when a downstream requirement passes it through, else the configured one.
     pub fn apply(
         &self,
+        passed: Option<&str>,
         headers: &mut Vec<(String, String)>,
         query: &mut Vec<(String, String)>,
         cookies: &mut Vec<String>,
     ) {
-        let Some(value) = &self.value else { return };
+        let passed = passed.map(|p| match self.http {
+            // Higress: the token part of the client's header, given the upstream scheme's prefix.
+            Some(Http::Basic) if !p.starts_with("Basic ") => format!("Basic {p}"),
+            Some(Http::Bearer) if !p.starts_with("Bearer ") => format!("Bearer {p}"),
+            _ => p.to_string(),
+        });
+        let Some(value) = passed.as_ref().or(self.value.as_ref()) else { return };
         match &self.place {
             Place::Header(name) => {
                 headers.retain(|(k, _)| k != name);
@@ -127,6 +148,146 @@ impl Credential {
             Place::Cookie(name) => cookies.push(format!("{name}={}", encode(value))),
         }
     }
+}
+
+/// The two http schemes.
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Http {
+    Basic,
+    Bearer,
+}
+
+fn http_scheme(s: &SecurityScheme) -> Option<Http> {
+    match (s.kind.as_str(), s.scheme.as_deref().map(str::to_ascii_lowercase).as_deref()) {
+        ("http", Some("basic")) => Some(Http::Basic),
+        ("http", Some("bearer")) => Some(Http::Bearer),
+        _ => None,
+    }
+}
+
+/// A configured credential as sent, by Higress's rules: basic `user:password` is base64-encoded, and a basic
+/// value without `:` is taken as already encoded; bearer gets its prefix; a value that has its prefix
+/// already is sent as it is.
+fn format_configured(http: Option<Http>, raw: &str) -> String {
+    match http {
+        Some(Http::Basic) if raw.starts_with("Basic ") => raw.to_string(),
+        Some(Http::Basic) if raw.contains(':') => {
+            format!("Basic {}", base64::engine::general_purpose::STANDARD.encode(raw))
+        }
+        Some(Http::Basic) => format!("Basic {raw}"),
+        Some(Http::Bearer) if raw.starts_with("Bearer ") => raw.to_string(),
+        Some(Http::Bearer) => format!("Bearer {raw}"),
+        None => raw.to_string(),
+    }
+}
+
+fn find<'a>(schemes: &'a [SecurityScheme], id: &str) -> Result<&'a SecurityScheme, String> {
+    schemes.iter().find(|s| s.id == id).ok_or_else(|| format!("no securitySchemes entry has id '{id}'"))
+}
+
+/// Where a client presents its credential.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Source {
+    /// `Authorization: Basic …` or `Bearer …`: the token after this prefix (lower-case, matched in any case).
+    Authorization(&'static str),
+    /// The whole `Authorization` header, for `passthroughAuthHeader`.
+    WholeAuthorization,
+    /// A header, by its lower-case name.
+    Header(String),
+    /// A query parameter of the request's URL.
+    Query(String),
+}
+
+/// A tool's downstream requirement: where its clients present their credential, and whether it goes
+/// upstream.
+#[derive(Debug, Clone)]
+pub struct Downstream {
+    pub scheme: String,
+    pub source: Source,
+    pub passthrough: bool,
+}
+
+impl Downstream {
+    /// Resolves a downstream requirement; the schemes a client can present are Higress's: http basic or
+    /// bearer, an apiKey in a header or the query.
+    pub fn compile(schemes: &[SecurityScheme], wanted: &SecurityRef) -> Result<Downstream, String> {
+        let scheme = find(schemes, &wanted.id)?;
+        if wanted.credential.is_some() {
+            return Err("credential belongs to an upstream requirement; a downstream one reads the client's".into());
+        }
+        let source = match (http_scheme(scheme), place_of(scheme)) {
+            (Some(Http::Basic), _) => Source::Authorization("basic "),
+            (Some(Http::Bearer), _) => Source::Authorization("bearer "),
+            (None, Ok(Place::Header(name))) => Source::Header(name),
+            (None, Ok(Place::Query(name))) => Source::Query(name),
+            (None, Ok(Place::Cookie(_))) => {
+                return Err(format!(
+                    "securitySchemes '{}': a client's apiKey is read from a header or the query, not a cookie",
+                    scheme.id
+                ))
+            }
+            (None, Err((f, m))) => return Err(format!("securitySchemes '{}' {f}: {m}", scheme.id)),
+        };
+        Ok(Downstream { scheme: scheme.id.clone(), source, passthrough: wanted.passthrough })
+    }
+
+    /// The credential the client presented for this requirement, if any (a Basic header for a bearer
+    /// scheme is none).
+    pub fn read<'a>(&self, presented: &'a Presented) -> Option<&'a str> {
+        presented.0.iter().find(|(s, _)| *s == self.source).map(|(_, v)| v.as_str()).filter(|v| !v.is_empty())
+    }
+}
+
+/// The credentials a request presented, read from its head where the server's schemes look; values are
+/// secrets, never printed.
+#[derive(Clone, Default, PartialEq)]
+pub struct Presented(Vec<(Source, String)>);
+
+impl fmt::Debug for Presented {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let sources: Vec<&Source> = self.0.iter().map(|(s, _)| s).collect();
+        write!(f, "Presented({sources:?}, <redacted>)")
+    }
+}
+
+impl Presented {
+    /// Nothing presented (a resource read, the CLI's dry run).
+    pub const NONE: Presented = Presented(Vec::new());
+
+    /// Reads `sources` from a request: `header` looks a header up by lower-case name, `path` is the request
+    /// target. Values with control characters are not read.
+    pub fn read<'a>(sources: &[Source], header: impl Fn(&str) -> Option<&'a str>, path: &str) -> Presented {
+        let mut out = Vec::new();
+        let query = path.split_once('?').map_or("", |(_, q)| q).split('#').next().unwrap_or("");
+        for source in sources {
+            let value = match source {
+                Source::WholeAuthorization => header("authorization").map(str::to_string),
+                Source::Authorization(prefix) => header("authorization").and_then(|v| {
+                    let head = v.get(..prefix.len())?;
+                    head.eq_ignore_ascii_case(prefix).then(|| v[prefix.len()..].trim().to_string())
+                }),
+                Source::Header(name) => header(name).map(str::to_string),
+                Source::Query(name) => query.split('&').find_map(|pair| {
+                    let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
+                    (decode(k) == *name).then(|| decode(v))
+                }),
+            };
+            if let Some(v) = value.filter(|v| is_safe_header_value(v)) {
+                out.push((source.clone(), v));
+            }
+        }
+        Presented(out)
+    }
+
+    /// The client's whole `Authorization` header, when [`Source::WholeAuthorization`] was read.
+    pub fn authorization(&self) -> Option<&str> {
+        self.0.iter().find(|(s, _)| *s == Source::WholeAuthorization).map(|(_, v)| v.as_str())
+    }
+}
+
+/// A query component as Go's `url.Query` reads it: `+` is a space, then percent-decoding.
+fn decode(s: &str) -> String {
+    percent_encoding::percent_decode_str(&s.replace('+', " ")).decode_utf8_lossy().into_owned()
 }
 
 fn encode(s: &str) -> String {
@@ -157,10 +318,18 @@ mod tests {
 
     type Pairs = Vec<(String, String)>;
 
+    fn reference(own: Option<&str>) -> SecurityRef {
+        SecurityRef { id: "s".into(), credential: own.map(Into::into), passthrough: false }
+    }
+
     fn applied(s: SecurityScheme, own: Option<&str>) -> (Pairs, Pairs, Vec<String>) {
-        let c = Credential::compile(&[s], &SecurityRef { id: "s".into(), credential: own.map(Into::into) }).unwrap();
+        passed(s, own, None)
+    }
+
+    fn passed(s: SecurityScheme, own: Option<&str>, client: Option<&str>) -> (Pairs, Pairs, Vec<String>) {
+        let c = Credential::compile(&[s], &reference(own)).unwrap();
         let (mut h, mut q, mut k) = (vec![("authorization".to_string(), "from-template".to_string())], vec![], vec![]);
-        c.apply(&mut h, &mut q, &mut k);
+        c.apply(client, &mut h, &mut q, &mut k);
         (h, q, k)
     }
 
@@ -181,18 +350,69 @@ mod tests {
     }
 
     #[test]
+    fn formats_credentials_as_higress_does() {
+        // Basic without `:` is taken as encoded already; a value with its prefix is sent as it is.
+        let (h, _, _) = applied(scheme("http", Some("basic"), None, None, "dTpw"), None);
+        assert_eq!(h[0].1, "Basic dTpw");
+        let (h, _, _) = applied(scheme("http", Some("basic"), None, None, "Basic dTpw"), None);
+        assert_eq!(h[0].1, "Basic dTpw");
+        let (h, _, _) = applied(scheme("http", Some("bearer"), None, None, "Bearer t"), None);
+        assert_eq!(h[0].1, "Bearer t");
+        // A passed-through credential wins over the configured one, and takes the upstream scheme's form.
+        let (h, _, _) = passed(scheme("http", Some("bearer"), None, None, "mine"), None, Some("theirs"));
+        assert_eq!(h[0].1, "Bearer theirs");
+        let (h, _, _) = passed(scheme("http", Some("basic"), None, None, ""), None, Some("dTpw"));
+        assert_eq!(h[0].1, "Basic dTpw");
+        let (_, q, _) = passed(scheme("apiKey", None, Some("query"), Some("key"), "mine"), None, Some("a b"));
+        assert_eq!(q, [("key".to_string(), "a%20b".to_string())]);
+        let upstream_passthrough = SecurityRef { passthrough: true, ..reference(None) };
+        let e = Credential::compile(&[scheme("http", Some("bearer"), None, None, "")], &upstream_passthrough);
+        assert!(e.unwrap_err().contains("downstream"));
+    }
+
+    #[test]
+    fn reads_what_clients_present() {
+        let headers = [("authorization", "bearer  tok "), ("x-key", "k1"), ("x-bad", "a\u{7}b")];
+        let header = |n: &str| headers.iter().find(|(k, _)| *k == n).map(|(_, v)| *v);
+        let sources = [
+            Source::Authorization("bearer "),
+            Source::Authorization("basic "),
+            Source::Header("x-key".into()),
+            Source::Header("x-bad".into()),
+            Source::Query("api_key".into()),
+            Source::WholeAuthorization,
+        ];
+        let p = Presented::read(&sources, header, "/mcp-servers/s?x=1&api_key=a%2Bb+c");
+        let down = |kind, place: Option<&str>, name: Option<&str>, sch: Option<&str>| {
+            let s = scheme(kind, sch, place, name, "");
+            Downstream::compile(&[s], &SecurityRef { passthrough: true, ..reference(None) }).unwrap()
+        };
+        assert_eq!(down("http", None, None, Some("bearer")).read(&p), Some("tok"));
+        assert_eq!(down("http", None, None, Some("basic")).read(&p), None, "a Bearer header is no Basic credential");
+        assert_eq!(down("apiKey", Some("header"), Some("X-Key"), None).read(&p), Some("k1"));
+        assert_eq!(down("apiKey", Some("header"), Some("X-Bad"), None).read(&p), None, "control characters");
+        assert_eq!(down("apiKey", Some("query"), Some("api_key"), None).read(&p), Some("a+b c"));
+        assert_eq!(p.authorization(), Some("bearer  tok "));
+        assert!(!format!("{p:?}").contains("tok") && !format!("{p:?}").contains("k1"), "{p:?}");
+        let cookie = scheme("apiKey", None, Some("cookie"), Some("sid"), "");
+        assert!(Downstream::compile(&[cookie], &reference(None)).is_err());
+        let with_credential = reference(Some("x"));
+        assert!(Downstream::compile(&[scheme("http", Some("bearer"), None, None, "")], &with_credential).is_err());
+    }
+
+    #[test]
     fn refuses_bad_schemes_and_hides_secrets() {
         assert!(validate_schemes(&[scheme("oauth2", None, None, None, "")]).is_err());
         assert!(validate_schemes(&[scheme("apiKey", None, Some("header"), Some("Host"), "")]).is_err());
         assert!(validate_schemes(&[scheme("http", Some("bearer"), None, None, "a\r\nb")]).is_err());
         let two = [scheme("http", Some("basic"), None, None, ""), scheme("http", Some("basic"), None, None, "")];
         assert_eq!(validate_schemes(&two).unwrap_err().0, "securitySchemes[1].id");
-        let c = Credential::compile(
-            &[scheme("http", Some("bearer"), None, None, "s3cret")],
-            &SecurityRef { id: "s".into(), credential: None },
-        )
-        .unwrap();
+        let s = scheme("http", Some("bearer"), None, None, "s3cret");
+        assert!(!format!("{s:?}").contains("s3cret"));
+        let own = reference(Some("m1ne"));
+        assert!(!format!("{own:?}").contains("m1ne"));
+        let c = Credential::compile(&[s], &reference(None)).unwrap();
         assert!(!format!("{c:?}").contains("s3cret"));
-        assert!(Credential::compile(&[], &SecurityRef { id: "x".into(), credential: None }).is_err());
+        assert!(Credential::compile(&[], &reference(None)).is_err());
     }
 }

@@ -45,6 +45,9 @@ pub struct Server {
     pub allow_tools: Option<Vec<String>>,
     /// Each tool's notifications (most have none), in the order of `tools`.
     pub notifications: Vec<crate::notify::Notifications>,
+    /// Where this server's clients present credentials its tools read (downstream security,
+    /// `passthroughAuthHeader`): read from each request, and nothing else of it.
+    pub credential_sources: Vec<crate::credential::Source>,
 }
 
 impl Server {
@@ -199,7 +202,14 @@ impl Gateway {
             for name in s.allow_tools.iter().flatten().filter(|n| !tool_index.contains_key(n.as_str())) {
                 notices.push(format!("server '{}': allowTools names '{name}', which is not one of its tools", s.name));
             }
+            let mut credential_sources = Vec::new();
+            for source in tools.iter().flat_map(Tool::credential_sources) {
+                if !credential_sources.contains(&source) {
+                    credential_sources.push(source);
+                }
+            }
             let mut server = Server {
+                credential_sources,
                 allow_tools: s.allow_tools,
                 name: s.name,
                 version,

@@ -20,6 +20,8 @@ pub mod gotemplate;
 pub mod higress;
 pub mod icon;
 pub mod jsonrpc;
+#[cfg(feature = "go-templates")]
+pub mod lenient;
 pub mod mcp;
 pub mod notify;
 #[cfg(feature = "openapi")]

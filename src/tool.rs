@@ -3,7 +3,7 @@
 
 use crate::config::{Position, ServerConfig, ToolConfig};
 use crate::content::{self, Content};
-use crate::credential::Credential;
+use crate::credential::{Credential, Downstream, Presented, Source};
 use crate::encoding::{self, Encoding};
 use crate::higress::{self, Semantics};
 use crate::icon::{self, Icon};
@@ -45,7 +45,8 @@ struct RequestPlan {
     rest_to_body: bool,
     /// Content-Type set explicitly by a header template, lower-cased.
     declared_content_type: Option<String>,
-    /// The credential the gateway adds, from the server's `securitySchemes`.
+    /// The credential the gateway adds, from the server's `securitySchemes` (`requestTemplate.security`, else
+    /// the server's `defaultUpstreamSecurity`).
     credential: Option<Credential>,
 }
 
@@ -94,6 +95,10 @@ pub struct Tool {
     output: Option<Validator>,
     placements: Vec<Placement>,
     request: Option<RequestPlan>,
+    /// Where clients present their credential (`security`, else the server's `defaultDownstreamSecurity`).
+    downstream: Option<Downstream>,
+    /// `passthroughAuthHeader`: the client's `Authorization` goes upstream (no downstream http scheme read it).
+    forward_authorization: bool,
     response_body: Option<TemplateId>,
     prepend: Option<TemplateId>,
     append: Option<TemplateId>,
@@ -360,12 +365,16 @@ impl Tool {
                         "a file argument needs argsToMultipartBody, or to be the only body argument".into(),
                     ));
                 }
-                let credential = match &rt.security {
-                    Some(r) => Some(
+                let credential = match (&rt.security, &server.default_upstream_security) {
+                    (Some(r), _) => Some(
                         Credential::compile(&server.security_schemes, r)
                             .map_err(|e| err("requestTemplate.security", e))?,
                     ),
-                    None => None,
+                    (None, Some(r)) => Some(
+                        Credential::compile(&server.security_schemes, r)
+                            .map_err(|e| err("defaultUpstreamSecurity (of the server)", e))?,
+                    ),
+                    (None, None) => None,
                 };
                 Some(RequestPlan {
                     credential,
@@ -431,7 +440,31 @@ impl Tool {
             || content.iter().any(|c| c.templates().any(|t| templates.reads_answer(t)));
         let error_reads_answer = reads(&error_body);
 
+        let downstream = match (&cfg.security, &server.default_downstream_security) {
+            (Some(r), _) => Some(Downstream::compile(&server.security_schemes, r).map_err(|e| err("security", e))?),
+            (None, Some(r)) => Some(
+                Downstream::compile(&server.security_schemes, r)
+                    .map_err(|e| err("defaultDownstreamSecurity (of the server)", e))?,
+            ),
+            (None, None) => None,
+        };
+        if let (Some(d), Some(plan)) = (&downstream, &request) {
+            if d.passthrough && plan.credential.is_none() {
+                let field =
+                    if cfg.security.is_some() { "security" } else { "defaultDownstreamSecurity (of the server)" };
+                return Err(err(
+                    field,
+                    "passthrough needs an upstream requirement (requestTemplate.security or the server's \
+                     defaultUpstreamSecurity) saying where the client's credential goes"
+                        .into(),
+                ));
+            }
+        }
+        let forward_authorization = server.passthrough_auth_header
+            && !downstream.as_ref().is_some_and(|d| matches!(d.source, Source::Authorization(_)));
         Ok(Tool {
+            downstream,
+            forward_authorization,
             name: cfg.name.clone(),
             title: cfg.title.clone(),
             description: cfg.description.clone(),
@@ -461,6 +494,12 @@ impl Tool {
                 false => Vec::new(),
             },
         })
+    }
+
+    /// What a request must be read for before this tool is called: where its clients present credentials.
+    pub fn credential_sources(&self) -> impl Iterator<Item = Source> + '_ {
+        let whole = self.forward_authorization.then_some(Source::WholeAuthorization);
+        self.downstream.iter().map(|d| d.source.clone()).chain(whole)
     }
 
     /// How the tool's request is sent; `None` for a tool that answers from its template alone.
@@ -496,6 +535,18 @@ impl Tool {
 
     /// Coerces and validates arguments, then renders the upstream request (or answers directly).
     pub fn prepare(&self, templates: &Templates, config: &MjValue, arguments: Option<&Value>) -> Prepared {
+        self.prepare_for(templates, config, arguments, &Presented::NONE)
+    }
+
+    /// [`Tool::prepare`] for a client that presented credentials (read where [`Tool::credential_sources`]
+    /// says): the downstream requirement may pass one upstream.
+    pub fn prepare_for(
+        &self,
+        templates: &Templates,
+        config: &MjValue,
+        arguments: Option<&Value>,
+        presented: &Presented,
+    ) -> Prepared {
         let mut args = match arguments {
             None | Some(Value::Null) => Map::new(),
             Some(Value::Object(m)) => m.clone(),
@@ -549,12 +600,12 @@ impl Tool {
         };
         #[cfg(feature = "go-templates")]
         let built = match self.semantics {
-            Semantics::Native => self.build_request(plan, templates, config, &args),
-            Semantics::Higress => self.build_higress(plan, templates, config, &args),
+            Semantics::Native => self.build_request(plan, templates, config, &args, presented),
+            Semantics::Higress => self.build_higress(plan, templates, config, &args, presented),
         };
         // Refused at load in this build: Higress's semantics come with its dialect.
         #[cfg(not(feature = "go-templates"))]
-        let built = self.build_request(plan, templates, config, &args);
+        let built = self.build_request(plan, templates, config, &args, presented);
         match built {
             Ok(req) => Prepared::Upstream(req, args),
             Err(e) => Prepared::Done(error_result(&format!("Could not build the upstream request: {e}"))),
@@ -567,6 +618,7 @@ impl Tool {
         templates: &Templates,
         config: &MjValue,
         args: &Value,
+        presented: &Presented,
     ) -> Result<UpstreamRequest, String> {
         let ctx = Data::request(args, config);
         let mut path = templates.render(&plan.url, &ctx)?;
@@ -648,8 +700,16 @@ impl Tool {
         for (name, tid) in &plan.headers {
             headers.push((name.clone(), templates.render(tid, &ctx)?));
         }
+        // The client's Authorization (passthroughAuthHeader) as Higress forwards it: header templates and
+        // the upstream credential replace it.
+        if let Some(auth) = presented.authorization().filter(|_| self.forward_authorization) {
+            if !headers.iter().any(|(k, _)| k == "authorization") {
+                headers.push(("authorization".into(), auth.to_string()));
+            }
+        }
         if let Some(credential) = &plan.credential {
-            credential.apply(&mut headers, &mut query, &mut cookies);
+            let passed = self.downstream.as_ref().filter(|d| d.passthrough).and_then(|d| d.read(presented));
+            credential.apply(passed, &mut headers, &mut query, &mut cookies);
         }
         if !query.is_empty() {
             path.push(if path.contains('?') { '&' } else { '?' });
@@ -733,6 +793,7 @@ impl Tool {
         templates: &Templates,
         config: &MjValue,
         args: &Value,
+        presented: &Presented,
     ) -> Result<UpstreamRequest, String> {
         let ctx = Data::request(args, config);
         let mut url = templates.render(&plan.url, &ctx)?;
@@ -812,10 +873,17 @@ impl Tool {
         if !higress::has_header(&headers, "accept") {
             headers.push(("accept".into(), "*/*".into()));
         }
+        // The client's Authorization (passthroughAuthHeader), unless a header template set one.
+        if let Some(auth) = presented.authorization().filter(|_| self.forward_authorization) {
+            if !higress::has_header(&headers, "authorization") {
+                headers.push(("authorization".into(), auth.to_string()));
+            }
+        }
         // Security last, as Higress applies it; a query credential joins the rebuilt query.
         if let Some(credential) = &plan.credential {
+            let passed = self.downstream.as_ref().filter(|d| d.passthrough).and_then(|d| d.read(presented));
             let mut pairs = Vec::new();
-            credential.apply(&mut headers, &mut pairs, &mut cookies);
+            credential.apply(passed, &mut headers, &mut pairs, &mut cookies);
             for (k, v) in pairs {
                 query.set_encoded(&k, &v);
             }
@@ -939,6 +1007,14 @@ impl Tool {
                 (None, _) => format!("HTTP {status}: {}", truncate(&text, ERROR_BODY_QUOTE)),
             };
             let missing = self.request.as_ref().and_then(|r| r.credential.as_ref()).filter(|c| c.is_missing());
+            let passing = self.downstream.as_ref().filter(|d| d.passthrough);
+            if let (401 | 403, Some(c), Some(d)) = (status, missing, passing) {
+                return error_result(&format!(
+                    "{message}\n(The upstream credential for security scheme '{}' is the client's (scheme '{}', \
+                     passthrough): none was presented, or the upstream refused it; the gateway has none of its own.)",
+                    c.scheme, d.scheme
+                ));
+            }
             if let (401 | 403, Some(c)) = (status, missing) {
                 return error_result(&format!(
                     "{message}\n(The gateway has no credential for security scheme '{}': the operator must set its \

@@ -176,6 +176,8 @@ pub struct Exchange {
     notes: Vec<(usize, Vec<Value>)>,
     /// How long the upstream call being reported took, when the driver measured it.
     elapsed_ms: Option<u64>,
+    /// The credentials the request presented where the server's tools read them (downstream security).
+    presented: crate::credential::Presented,
     phase: Phase,
 }
 
@@ -188,6 +190,19 @@ fn relayed_by_higress(path: &str) -> bool {
     let query = path.split_once('?').map_or("", |(_, q)| q).split('#').next().unwrap_or("");
     query.split('&').any(|pair| pair.strip_prefix("sessionId=").is_some_and(|v| !v.is_empty()))
 }
+
+/// Higress's per-request server config: its `mcp-session` filter (with `enableUserLevelServer`) puts a
+/// user's `server.config`, base64 JSON, in this header, and Higress's plugin renders that request's
+/// templates over it. This gateway compiles templates that read only `config` into text at load, and checks
+/// every `config.x` they name then; a config per request would mean compiling the server per request. So a
+/// request carrying the header is refused: serving it with the operator's config instead (with the
+/// operator's credentials, for another user) would be wrong silently. The header never reaches an
+/// upstream either way: no client header does.
+pub const CONFIG_HEADER: &str = "x-higress-mcpserver-config";
+/// Why [`CONFIG_HEADER`] is not taken, for the request refused and for `trustConfigHeader: true` at load.
+pub const CONFIG_HEADER_UNSUPPORTED: &str = "x-higress-mcpserver-config (a per-user server config, from Higress's \
+mcp-session filter with enableUserLevelServer) is not supported by this gateway, which compiles each server's config \
+into its templates at load; turn enableUserLevelServer off, or give each user's config its own server";
 
 /// Decides what to do with a request from its head alone.
 pub fn route(gw: &Gateway, head: &RequestHead) -> Route {
@@ -221,6 +236,14 @@ pub fn route(gw: &Gateway, head: &RequestHead) -> Route {
     }
     let cors_origin = origin.map(str::to_string);
     let with_cors = |r: HttpResponse| add_cors(r, cors_origin.as_deref());
+    if head.header(CONFIG_HEADER).is_some() {
+        return Route::Respond(with_cors(HttpResponse::error(
+            400,
+            Value::Null,
+            jsonrpc::INVALID_REQUEST,
+            CONFIG_HEADER_UNSUPPORTED,
+        )));
+    }
     // The protocol version is judged with the body: a stateless request names it there too, and every
     // error must answer the request's id.
     let mcp_headers = stateless::McpHeaders {
@@ -309,6 +332,11 @@ pub fn route(gw: &Gateway, head: &RequestHead) -> Route {
         save_session: false,
         notes: Vec::new(),
         elapsed_ms: None,
+        presented: crate::credential::Presented::read(
+            &gw.servers[server].credential_sources,
+            |name| head.header(name),
+            &head.path,
+        ),
         phase: Phase::Start,
     }))
 }
@@ -608,6 +636,7 @@ impl Exchange {
                         note_call(&mut self.called, &server.name, m),
                         self.revision,
                         self.allowed_tools.as_deref(),
+                        &self.presented,
                     )
                 }) {
                     Handled::Reply(v) => {
@@ -745,5 +774,7 @@ pub fn too_large(gw: &Gateway) -> HttpResponse {
 mod listen;
 pub mod stateless;
 
+#[cfg(test)]
+mod security_tests;
 #[cfg(test)]
 mod tests;

@@ -459,7 +459,6 @@ fn brave() -> Server {
 const BRAVE: [(&str, &str); 2] = [("accept", "application/json"), ("x-subscription-token", "BSA-key")];
 
 #[test]
-#[ignore = "enable when mcp-bravesearch loads (duplicate argument, issue 11)"]
 fn bravesearch_tools_send_what_higress_sends() {
     let s = brave();
     // argsToUrlParam: every argument (defaults included) in the query, Go-formatted, keys sorted.
@@ -498,7 +497,6 @@ fn bravesearch_tools_send_what_higress_sends() {
 }
 
 #[test]
-#[ignore = "enable when mcp-bravesearch loads (duplicate argument, issue 11)"]
 fn bravesearch_answers_render_as_higress_renders_them() {
     let s = brave();
     let answer = r#"{"web":{"results":[{"title":"Rust","description":"A language","url":"https://rust-lang.org"}]},
@@ -536,7 +534,6 @@ fn post<'a>(url: &'a str, body: &'a str) -> Want<'a> {
 }
 
 #[test]
-#[ignore = "enable when mcp-firecrawl loads (argument fields Higress ignores, issue 11)"]
 fn firecrawl_tools_send_what_higress_sends() {
     let s = firecrawl();
     // argsToJsonBody: the arguments and their defaults as Go's json.Marshal writes a map: keys sorted,
@@ -595,7 +592,6 @@ fn firecrawl_tools_send_what_higress_sends() {
 }
 
 #[test]
-#[ignore = "enable when mcp-firecrawl loads (argument fields Higress ignores, issue 11)"]
 fn firecrawl_answers_render_as_higress_renders_them() {
     let s = firecrawl();
     let json_answer = |tool: &str, args: Value, body: &str| s.answer(tool, args, "application/json", body);

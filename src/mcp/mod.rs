@@ -10,6 +10,7 @@ pub mod revision;
 
 pub use revision::Revision;
 
+use crate::credential::Presented;
 use crate::gateway::{Gateway, Server};
 use crate::jsonrpc::{self, Message, RpcError};
 use crate::resource::Read;
@@ -136,16 +137,18 @@ pub fn complete(method: &str, mut result: Value, revision: Revision) -> Value {
 
 /// Handles one message (everything except a legacy `initialize`, which opens a session).
 pub fn handle(gw: &Gateway, server: &Server, msg: Message, revision: Revision) -> Handled {
-    handle_allowed(gw, server, msg, revision, None)
+    handle_allowed(gw, server, msg, revision, None, &Presented::NONE)
 }
 
-/// [`handle`] for a request that names the tools it may use (`x-envoy-allow-mcp-tools`).
+/// [`handle`] for a request that names the tools it may use (`x-envoy-allow-mcp-tools`) and presented
+/// credentials (read where [`Server::credential_sources`] says).
 pub fn handle_allowed(
     gw: &Gateway,
     server: &Server,
     msg: Message,
     revision: Revision,
     allowed: Option<&[String]>,
+    presented: &Presented,
 ) -> Handled {
     let (id, method, params) = match msg {
         Message::Request { id, method, params } => (id, method, params),
@@ -271,7 +274,7 @@ pub fn handle_allowed(
                     ));
                 }
             }
-            match tool.prepare(&gw.templates, &server.config, p.get("arguments")) {
+            match tool.prepare_for(&gw.templates, &server.config, p.get("arguments"), presented) {
                 Prepared::Done(result) => done(id, result),
                 Prepared::Upstream(request, args) => {
                     Handled::Call { id, call: Pending::Tool(name.to_string()), request: Box::new(request), args }

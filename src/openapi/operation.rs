@@ -625,7 +625,7 @@ impl<'a> Builder<'a, '_> {
                 }
                 optional |= alt.is_empty();
                 if chosen.is_none() && alt.len() == 1 && alt.keys().all(|id| ctx.schemes.supports(id)) {
-                    chosen = alt.keys().next().map(|id| SecurityRef { id: id.clone(), credential: None });
+                    chosen = alt.keys().next().map(|id| SecurityRef { id: id.clone(), ..SecurityRef::default() });
                 }
             }
             if chosen.is_none() && !optional {

@@ -1,7 +1,8 @@
 //! `mcp-gateway`: the plugin's companion CLI. `openapi` turns an OpenAPI/Swagger document into a plugin
 //! config server (or, with `--check`, only reports what would convert); `check` validates a plugin config
-//! exactly as the plugin's `on_configure` does.
+//! exactly as the plugin's `on_configure` does; `render` is a dry run of one tool call.
 
+mod render;
 mod yaml;
 
 use mcp_gateway::gateway::Gateway;
@@ -26,6 +27,13 @@ usage:
       $refs to other files are read from the document's folder (never from the network)
   mcp-gateway check <plugin-config.{yaml,json}|->
       validate a plugin config as the plugin does at load
+  mcp-gateway render <plugin-config.{yaml,json}|-> --tool NAME [options]
+      print the upstream request a tools/call would send (nothing is sent), and given an answer the result
+      --server NAME         the server (default: the one server with that tool)
+      --args JSON           the call's arguments (default {})
+      --response FILE       an upstream answer's body: print the tool result the gateway would make of it
+      --status N            the answer's HTTP status (default 200)
+      --response-header NAME:VALUE   an answer header, e.g. content-type (repeatable)
 
 exit status: 0 ok, 1 invalid document or config, 2 usage error";
 
@@ -34,11 +42,12 @@ fn main() -> ExitCode {
     let result = match args.first().map(String::as_str) {
         Some("openapi") => run_openapi(&args[1..]),
         Some("check") => run_check(&args[1..]),
+        Some("render") => render::run(&args[1..]),
         Some("-h" | "--help" | "help") => {
             println!("{USAGE}");
             return ExitCode::SUCCESS;
         }
-        _ => Err(Failure::Usage("expected a command: openapi or check".into())),
+        _ => Err(Failure::Usage("expected a command: openapi, check or render".into())),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -53,12 +62,12 @@ fn main() -> ExitCode {
     }
 }
 
-enum Failure {
+pub(crate) enum Failure {
     Usage(String),
     Invalid(String),
 }
 
-fn read_input(path: &str) -> Result<String, Failure> {
+pub(crate) fn read_input(path: &str) -> Result<String, Failure> {
     if path == "-" {
         let mut text = String::new();
         std::io::stdin().read_to_string(&mut text).map_err(|e| Failure::Invalid(format!("reading stdin: {e}")))?;

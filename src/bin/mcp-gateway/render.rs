@@ -1,0 +1,196 @@
+//! `mcp-gateway render`: a dry run of one tool call. The call goes through the plugin's own path
+//! ([`mcp::handle`] then, given an answer, [`mcp::finish_call`]: what the transport runs for every
+//! `tools/call`), so the upstream request printed is the one the gateway would send, and an error is the
+//! one a client would get. Nothing is sent anywhere.
+
+use crate::Failure;
+use mcp_gateway::gateway::{Gateway, Server};
+use mcp_gateway::jsonrpc::Message;
+use mcp_gateway::mcp::{self, Handled, Revision};
+use mcp_gateway::upstream::{UpstreamRequest, UpstreamResult};
+use serde_json::{json, Value};
+
+struct RenderArgs {
+    config: String,
+    tool: String,
+    server: Option<String>,
+    args: Value,
+    response: Option<String>,
+    status: u16,
+    response_headers: Vec<(String, String)>,
+}
+
+fn parse(args: &[String]) -> Result<RenderArgs, Failure> {
+    let mut out = RenderArgs {
+        config: String::new(),
+        tool: String::new(),
+        server: None,
+        args: json!({}),
+        response: None,
+        status: 200,
+        response_headers: Vec::new(),
+    };
+    let mut status = None;
+    let mut it = args.iter();
+    while let Some(arg) = it.next() {
+        let (flag, inline) = match arg.split_once('=') {
+            Some((f, v)) if f.starts_with("--") => (f, Some(v.to_string())),
+            _ => (arg.as_str(), None),
+        };
+        let mut value = || -> Result<String, Failure> {
+            inline.clone().or_else(|| it.next().cloned()).ok_or_else(|| Failure::Usage(format!("{flag} needs a value")))
+        };
+        match flag {
+            "--tool" => out.tool = value()?,
+            "--server" => out.server = Some(value()?),
+            "--args" => {
+                let text = value()?;
+                out.args = serde_json::from_str(&text)
+                    .map_err(|e| Failure::Usage(format!("--args: not JSON ({e}): {text}")))?;
+            }
+            "--response" => out.response = Some(value()?),
+            "--status" => {
+                let v = value()?;
+                status = Some(
+                    v.parse::<u16>()
+                        .ok()
+                        .filter(|s| (100..600).contains(s))
+                        .ok_or_else(|| Failure::Usage(format!("--status: '{v}' is not an HTTP status")))?,
+                );
+            }
+            "--response-header" => {
+                let v = value()?;
+                let (k, val) = v
+                    .split_once(':')
+                    .ok_or_else(|| Failure::Usage(format!("--response-header: '{v}' is not NAME:VALUE")))?;
+                out.response_headers.push((k.trim().to_ascii_lowercase(), val.trim().to_string()));
+            }
+            f if f.starts_with('-') && f != "-" => return Err(Failure::Usage(format!("unknown option {f}"))),
+            _ if out.config.is_empty() => out.config = arg.clone(),
+            _ => return Err(Failure::Usage(format!("unexpected argument {arg}"))),
+        }
+    }
+    if out.config.is_empty() {
+        return Err(Failure::Usage("render needs the plugin config's path (or -)".into()));
+    }
+    if out.tool.is_empty() {
+        return Err(Failure::Usage("render needs --tool NAME".into()));
+    }
+    if out.response.is_none() && (status.is_some() || !out.response_headers.is_empty()) {
+        return Err(Failure::Usage("--status and --response-header describe an answer: give --response FILE".into()));
+    }
+    out.status = status.unwrap_or(200);
+    Ok(out)
+}
+
+/// Runs `render`: prints the upstream request, then the tool result if an answer was given (or the result
+/// the gateway gives without an upstream: a template-only tool, invalid arguments).
+pub fn run(args: &[String]) -> Result<(), Failure> {
+    let a = parse(args)?;
+    let text = crate::read_input(&a.config)?;
+    let rules = Gateway::rules_from_config_str(&text).map_err(|e| Failure::Invalid(format!("{}: {e}", a.config)))?;
+    let (gw, server) = pick(rules.all(), &a)?;
+    let call = Message::Request {
+        id: json!(1),
+        method: "tools/call".into(),
+        params: Some(json!({"name": a.tool, "arguments": a.args})),
+    };
+    let revision = Revision::LATEST_LEGACY;
+    match mcp::handle(gw, server, call, revision) {
+        Handled::Reply(reply) => print_reply(&reply),
+        Handled::Silent => Err(Failure::Invalid("the call got no reply".into())),
+        Handled::Call { id, call, request, args } => {
+            print!("{}", describe(&request));
+            let Some(path) = &a.response else {
+                return Ok(());
+            };
+            let body = std::fs::read(path).map_err(|e| Failure::Invalid(format!("{path}: {e}")))?;
+            let outcome = UpstreamResult::Response { status: a.status, headers: a.response_headers, body };
+            println!("\n--- result (answer: HTTP {} from {path})", a.status);
+            print_reply(&mcp::finish_call(gw, server, id, &call, &args, outcome, revision))
+        }
+    }
+}
+
+/// The server that serves the tool: `--server`, else the one server (of every per-route configuration)
+/// that has a tool of that name.
+fn pick<'a>(gateways: impl Iterator<Item = &'a Gateway>, a: &RenderArgs) -> Result<(&'a Gateway, &'a Server), Failure> {
+    let mut found = Vec::new();
+    let mut names = Vec::new();
+    let mut all = Vec::new();
+    for gw in gateways {
+        for s in &gw.servers {
+            names.push(s.name.clone());
+            all.push((gw, s));
+            let named = a.server.as_deref().is_none_or(|n| n == s.name);
+            if named && (a.server.is_some() || s.tool(&a.tool).is_some()) {
+                found.push((gw, s));
+            }
+        }
+    }
+    match (found.len(), &a.server) {
+        (1, _) => Ok(found[0]),
+        (0, Some(name)) => Err(Failure::Invalid(format!("no server '{name}' (the config has: {})", names.join(", ")))),
+        // One server: the gateway's own answer (`Unknown tool: NAME`).
+        (0, None) if all.len() == 1 => Ok(all[0]),
+        (0, None) => Err(Failure::Invalid(format!("Unknown tool: {} (in every server: {})", a.tool, names.join(", ")))),
+        // Several per-route configurations may serve a server of the same name: the first is shown, as the
+        // first rule that matches wins.
+        (_, Some(_)) => Ok(found[0]),
+        (_, None) => {
+            let servers: Vec<&str> = found.iter().map(|(_, s)| s.name.as_str()).collect();
+            Err(Failure::Usage(format!(
+                "several servers have a tool '{}': give --server ({})",
+                a.tool,
+                servers.join(", ")
+            )))
+        }
+    }
+}
+
+/// The request as it would go out: how it is sent, the request line, headers and body.
+fn describe(r: &UpstreamRequest) -> String {
+    let how = match r.dispatch {
+        mcp_gateway::upstream::Dispatch::Call => {
+            format!("# sent to Envoy cluster '{}' (upstream.dispatch: call), timeout {} ms\n", r.cluster, r.timeout_ms)
+        }
+        mcp_gateway::upstream::Dispatch::Route => format!(
+            "# sent through the MCP request's own route (upstream.dispatch: route), timeout {} ms\n",
+            r.timeout_ms
+        ),
+    };
+    let mut out = how;
+    out.push_str(&format!("{} {} HTTP/1.1\n", r.method, r.path));
+    let authority = if r.authority.is_empty() { &r.cluster } else { &r.authority };
+    if !authority.is_empty() {
+        out.push_str(&format!("host: {authority}\n"));
+    }
+    for (k, v) in &r.headers {
+        out.push_str(&format!("{k}: {v}\n"));
+    }
+    if let Some(body) = &r.body {
+        out.push('\n');
+        out.push_str(&String::from_utf8_lossy(body));
+        if !body.ends_with(b"\n") {
+            out.push('\n');
+        }
+    }
+    out
+}
+
+/// Prints a JSON-RPC reply: its result, or its error (then the command fails, as the call would).
+fn print_reply(reply: &Value) -> Result<(), Failure> {
+    if let Some(e) = reply.get("error") {
+        return Err(Failure::Invalid(format!(
+            "the gateway would answer with JSON-RPC error {}: {}",
+            e["code"],
+            e["message"].as_str().unwrap_or_default()
+        )));
+    }
+    let result = &reply["result"];
+    println!("{}", serde_json::to_string_pretty(result).unwrap_or_default());
+    if result["isError"] == json!(true) {
+        return Err(Failure::Invalid("the tool result is an error (isError: true)".into()));
+    }
+    Ok(())
+}

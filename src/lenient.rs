@@ -1,0 +1,311 @@
+//! Higress-shape configurations (top-level `server:` and `tools:`) are read as Higress reads them: Go's
+//! `json.Unmarshal` ignores every field its structs do not declare, and real configs carry such fields
+//! (mcp-firecrawl's JSON Schema `format` on an argument). So, in that shape only, a field this gateway does
+//! not know is dropped with a warning naming server, tool and field, logged once at load; and an argument
+//! declared twice keeps its last declaration, as Higress's maps do (mcp-bravesearch). Our own shape stays
+//! strict: there an unknown field is refused at load.
+//!
+//! What Higress does accept but with a meaning this gateway does not implement is refused, not dropped:
+//! `toolSet` (composed servers) and `server.type: mcp-proxy` (MCP proxying), with the fields that only an
+//! MCP proxy reads (`transport`, `mcpServerURL`, `timeout`) tolerated elsewhere.
+//!
+//! The field lists are the structs' own ([`fields_of`]), so a field added to a struct is known here at once.
+//!
+//! Built with Higress's template dialect only (the `go-templates` feature, which that shape defaults to):
+//! without it a Higress-shape server is refused at load anyway unless it sets `templateDialect: jinja`, and
+//! the Envoy module stays smaller (about 9 KB).
+
+use crate::config::{
+    ArgConfig, ConfigError, HeaderTemplate, RequestTemplate, ResponseTemplate, SecurityRef, SecurityScheme,
+    ServerConfig, ToolConfig,
+};
+use serde::de::{self, Deserialize, Deserializer, Visitor};
+use serde_json::{Map, Value};
+
+/// The field names a struct deserializes (after renaming), read from its `Deserialize` implementation.
+pub fn fields_of<'de, T: Deserialize<'de>>() -> &'static [&'static str] {
+    let mut fields: &'static [&'static str] = &[];
+    let _ = T::deserialize(FieldNames(&mut fields));
+    fields
+}
+
+/// A deserializer that records the field list a struct asks for, and fails.
+struct FieldNames<'a>(&'a mut &'static [&'static str]);
+
+impl<'de> Deserializer<'de> for FieldNames<'_> {
+    type Error = de::value::Error;
+
+    fn deserialize_any<V: Visitor<'de>>(self, _: V) -> Result<V::Value, Self::Error> {
+        Err(de::Error::custom("field names only"))
+    }
+
+    fn deserialize_struct<V: Visitor<'de>>(
+        self,
+        _name: &'static str,
+        fields: &'static [&'static str],
+        _visitor: V,
+    ) -> Result<V::Value, Self::Error> {
+        *self.0 = fields;
+        Err(de::Error::custom("field names only"))
+    }
+
+    serde::forward_to_deserialize_any! {
+        bool i8 i16 i32 i64 i128 u8 u16 u32 u64 u128 f32 f64 char str string bytes byte_buf option unit
+        unit_struct newtype_struct seq tuple tuple_struct map enum identifier ignored_any
+    }
+}
+
+/// Drops the top-level fields of a Higress-shape document that `T` (the plugin's top level) does not read.
+pub fn tolerate_top<'de, T: Deserialize<'de>>(doc: &mut Map<String, Value>) -> Vec<String> {
+    let known = fields_of::<T>();
+    let unknown = unknown(doc, known);
+    for key in &unknown {
+        doc.remove(key);
+    }
+    unknown.into_iter().map(|key| format!("field '{key}' {IGNORED}")).collect()
+}
+
+/// Server fields parsed outside [`ServerConfig`]'s derive (each with its own error context).
+const SERVER_EXTRA: [&str; 5] = ["tools", "openapi", "prompts", "resources", "resourceTemplates"];
+/// Fields of Higress's MCP proxy servers (`type: mcp-proxy`), which Higress's REST servers ignore.
+const PROXY_ONLY: [&str; 3] = ["transport", "mcpServerURL", "timeout"];
+
+/// Drops what Higress would ignore from a Higress-shape document (the top-level `server` with its `tools`
+/// already moved in) and refuses what it would act on but this gateway cannot; returns the warnings.
+pub fn tolerate_server(server: &mut Value) -> Result<Vec<String>, ConfigError> {
+    let label = server.get("name").and_then(Value::as_str).unwrap_or("#0").to_string();
+    let mut warnings = Vec::new();
+    let Some(obj) = server.as_object_mut() else { return Ok(warnings) };
+    if let Some(kind) = obj.get("type").and_then(Value::as_str) {
+        if kind == "mcp-proxy" {
+            return Err(ConfigError::new(
+                "type",
+                "mcp-proxy servers (Higress proxying another MCP server) are not supported; this gateway serves \
+                 REST-backed tools",
+            )
+            .in_server(&label));
+        }
+    }
+    let mut warn = |tool: Option<&str>, field: &str, why: &str| {
+        // The gateway puts the server's name before each notice.
+        let at = tool.map(|t| format!("tool '{t}': ")).unwrap_or_default();
+        warnings.push(format!("{at}field '{field}' {why}"));
+    };
+    let known: Vec<&str> = fields_of::<ServerConfig>().iter().copied().chain(SERVER_EXTRA).collect();
+    for key in unknown(obj, &known) {
+        let why = if key == "type" || PROXY_ONLY.contains(&key.as_str()) {
+            "is read by Higress's mcp-proxy servers only; ignored, as Higress ignores it here"
+        } else {
+            "is not one Higress reads; ignored, as Higress ignores it"
+        };
+        obj.remove(&key);
+        warn(None, &key, why);
+    }
+    let refs = [("defaultDownstreamSecurity", fields_of::<SecurityRef>())];
+    let refs = refs.into_iter().chain([("defaultUpstreamSecurity", fields_of::<SecurityRef>())]);
+    for (field, known) in refs {
+        drop_unknown(obj.get_mut(field), known, field, &mut |f| warn(None, &f, IGNORED));
+    }
+    if let Some(Value::Array(schemes)) = obj.get_mut("securitySchemes") {
+        for (i, s) in schemes.iter_mut().enumerate() {
+            let at = format!("securitySchemes[{i}]");
+            drop_unknown(Some(s), fields_of::<SecurityScheme>(), &at, &mut |f| warn(None, &f, IGNORED));
+        }
+    }
+    if let Some(Value::Array(tools)) = obj.get_mut("tools") {
+        for (i, tool) in tools.iter_mut().enumerate() {
+            let name = tool.get("name").and_then(Value::as_str).map_or_else(|| format!("#{i}"), str::to_string);
+            tolerate_tool(tool, &mut |field, why| warn(Some(&name), &field, why));
+        }
+    }
+    Ok(warnings)
+}
+
+const IGNORED: &str = "is not one Higress reads; ignored, as Higress ignores it";
+
+fn tolerate_tool(tool: &mut Value, warn: &mut dyn FnMut(String, &str)) {
+    const DRAFT3: &str = "is `required: true|false` inside a schema (JSON Schema draft 3), which today's JSON Schema \
+                          does not have; dropped (Higress advertises it as it is and checks nothing)";
+    const TWICE: &str = "is declared twice; the last declaration is used, as Higress uses it";
+    let mut dropped: Vec<String> = Vec::new();
+    let mut draft3: Vec<String> = Vec::new();
+    let mut twice: Vec<String> = Vec::new();
+    let mut ignored = |f: String| dropped.push(f);
+    drop_unknown(Some(tool), fields_of::<ToolConfig>(), "", &mut ignored);
+    let Some(obj) = tool.as_object_mut() else { return };
+    drop_unknown(obj.get_mut("security"), fields_of::<SecurityRef>(), "security", &mut ignored);
+    drop_unknown(obj.get_mut("responseTemplate"), fields_of::<ResponseTemplate>(), "responseTemplate", &mut ignored);
+    if let Some(rt) = obj.get_mut("requestTemplate") {
+        drop_unknown(Some(rt), fields_of::<RequestTemplate>(), "requestTemplate", &mut ignored);
+        drop_unknown(rt.get_mut("security"), fields_of::<SecurityRef>(), "requestTemplate.security", &mut ignored);
+        if let Some(Value::Array(headers)) = rt.get_mut("headers") {
+            for (i, h) in headers.iter_mut().enumerate() {
+                let at = format!("requestTemplate.headers[{i}]");
+                drop_unknown(Some(h), fields_of::<HeaderTemplate>(), &at, &mut ignored);
+            }
+        }
+    }
+    if let Some(Value::Array(args)) = obj.get_mut("args") {
+        for (i, arg) in args.iter_mut().enumerate() {
+            let name = arg.get("name").and_then(Value::as_str).map_or_else(|| format!("#{i}"), str::to_string);
+            drop_unknown(Some(arg), fields_of::<ArgConfig>(), &format!("args '{name}'"), &mut ignored);
+            let at = format!("args '{name}'");
+            if let Some(Value::Object(props)) = arg.get_mut("properties") {
+                for (p, v) in props.iter_mut() {
+                    drop_boolean_required(v, &format!("{at}.properties.{p}"), &mut draft3);
+                }
+            }
+            if let Some(items) = arg.get_mut("items") {
+                drop_boolean_required(items, &format!("{at}.items"), &mut draft3);
+            }
+        }
+        // Higress keys its argument maps by name: a later declaration replaces an earlier one, and the
+        // argument is required if either says so (its `required` list keeps both).
+        let mut i = 0;
+        while i < args.len() {
+            let name = args[i].get("name").cloned();
+            match args[..i].iter().position(|a| name.is_some() && a.get("name") == name.as_ref()) {
+                Some(earlier) => {
+                    let required = args[earlier].get("required").and_then(Value::as_bool).unwrap_or(false);
+                    args.remove(earlier);
+                    if let (true, Some(o)) = (required, args[i - 1].as_object_mut()) {
+                        o.insert("required".into(), Value::Bool(true));
+                    }
+                    twice.push(format!("args '{}'", name.as_ref().and_then(Value::as_str).unwrap_or_default()));
+                }
+                None => i += 1,
+            }
+        }
+    }
+    for f in dropped {
+        warn(f, IGNORED);
+    }
+    for f in draft3 {
+        warn(f, DRAFT3);
+    }
+    for f in twice {
+        warn(f, TWICE);
+    }
+}
+
+/// Removes JSON Schema draft 3's boolean `required` from a property schema and the schemas inside it (an
+/// arg's `properties` and `items` reach clients as they are), reporting where.
+fn drop_boolean_required(schema: &mut Value, at: &str, found: &mut Vec<String>) {
+    let Value::Object(obj) = schema else { return };
+    if obj.get("required").is_some_and(Value::is_boolean) {
+        obj.remove("required");
+        found.push(format!("{at}.required"));
+    }
+    if let Some(Value::Object(props)) = obj.get_mut("properties") {
+        props.iter_mut().for_each(|(p, v)| drop_boolean_required(v, &format!("{at}.properties.{p}"), found));
+    }
+    if let Some(items) = obj.get_mut("items") {
+        drop_boolean_required(items, &format!("{at}.items"), found);
+    }
+}
+
+/// Removes the keys of `value` (an object) that are not in `known`, reporting each as `{at}.{key}`.
+fn drop_unknown(value: Option<&mut Value>, known: &[&str], at: &str, report: &mut dyn FnMut(String)) {
+    let Some(Value::Object(obj)) = value else { return };
+    for key in unknown(obj, known) {
+        obj.remove(&key);
+        report(if at.is_empty() { key } else { format!("{at}.{key}") });
+    }
+}
+
+fn unknown(obj: &Map<String, Value>, known: &[&str]) -> Vec<String> {
+    obj.keys().filter(|k| !known.contains(&k.as_str())).cloned().collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn field_lists_are_the_structs_own() {
+        let tool = fields_of::<ToolConfig>();
+        assert!(tool.contains(&"requestTemplate") && tool.contains(&"security") && tool.contains(&"args"));
+        assert!(fields_of::<ArgConfig>().contains(&"enum"));
+        assert!(fields_of::<SecurityScheme>().contains(&"in"));
+        assert!(fields_of::<ServerConfig>().contains(&"passthroughAuthHeader"));
+        assert!(!fields_of::<ServerConfig>().contains(&"tools"), "parsed apart, hence SERVER_EXTRA");
+    }
+
+    #[test]
+    fn drops_unknown_fields_with_a_located_warning() {
+        let mut server = json!({
+            "name": "s", "type": "rest", "transport": "http", "mystery": 1,
+            "securitySchemes": [{"id": "k", "type": "apiKey", "in": "header", "name": "X-Key", "note": "n"}],
+            "tools": [{"name": "t", "x": 1, "args": [{"name": "u", "format": "uri"}],
+                       "requestTemplate": {"url": "/", "timeoutMs": 3, "headers": [{"key": "a", "value": "b", "c": 1}]}}]
+        });
+        let w = tolerate_server(&mut server).unwrap();
+        assert_eq!(
+            w,
+            [
+                "field 'type' is read by Higress's mcp-proxy servers only; ignored, as Higress ignores it here",
+                "field 'transport' is read by Higress's mcp-proxy servers only; ignored, as Higress ignores it here",
+                "field 'mystery' is not one Higress reads; ignored, as Higress ignores it",
+                "field 'securitySchemes[0].note' is not one Higress reads; ignored, as Higress ignores it",
+                "tool 't': field 'x' is not one Higress reads; ignored, as Higress ignores it",
+                "tool 't': field 'requestTemplate.timeoutMs' is not one Higress reads; ignored, as Higress ignores it",
+                "tool 't': field 'requestTemplate.headers[0].c' is not one Higress reads; ignored, as Higress ignores it",
+                "tool 't': field 'args 'u'.format' is not one Higress reads; ignored, as Higress ignores it",
+            ]
+        );
+        assert_eq!(server["tools"][0]["args"][0], json!({"name": "u"}));
+        assert!(server.get("mystery").is_none() && server["securitySchemes"][0].get("note").is_none());
+    }
+
+    #[test]
+    fn a_repeated_argument_keeps_its_last_declaration() {
+        let mut server = json!({"name": "s", "tools": [{"name": "t", "args": [
+            {"name": "lang", "description": "first", "required": true},
+            {"name": "q", "type": "object", "properties": {"p": {"type": "string", "required": true}}},
+            {"name": "lang", "description": "second"}]}]});
+        let w = tolerate_server(&mut server).unwrap();
+        assert_eq!(w.len(), 2, "{w:?}");
+        assert!(w[0].contains("'args 'q'.properties.p.required'") && w[0].contains("draft 3"), "{w:?}");
+        assert!(w[1].contains("args 'lang'") && w[1].contains("declared twice"), "{w:?}");
+        assert_eq!(server["tools"][0]["args"][0]["properties"]["p"], json!({"type": "string"}));
+        let args = &server["tools"][0]["args"];
+        assert_eq!(args.as_array().unwrap().len(), 2);
+        assert_eq!(args[1], json!({"name": "lang", "description": "second", "required": true}));
+    }
+
+    /// Higress's five reference configs load unchanged; what Higress ignores in them is said once, at load.
+    #[cfg(feature = "go-templates")]
+    #[test]
+    fn the_reference_configs_load_unchanged() {
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("src/gotemplate/testdata/higress-configs");
+        let mut loaded = Vec::new();
+        for file in ["mcp-time", "mcp-book-query", "mcp-github", "mcp-bravesearch", "mcp-firecrawl"] {
+            let text = std::fs::read_to_string(dir.join(format!("{file}.yaml"))).unwrap();
+            let gw = crate::gateway::Gateway::from_config_str(&text).unwrap_or_else(|e| panic!("{file}: {e}"));
+            loaded.push((file, gw.notices.iter().filter(|n| n.contains("Higress")).count()));
+        }
+        let warned = |f: &str| loaded.iter().find(|(n, _)| *n == f).map(|(_, c)| *c);
+        assert_eq!(warned("mcp-time"), Some(0));
+        assert!(warned("mcp-firecrawl").unwrap() > 0, "its arguments' `format`");
+        assert_eq!(warned("mcp-bravesearch"), Some(2), "search_lang twice in two tools");
+    }
+
+    #[test]
+    fn refuses_what_higress_would_act_on() {
+        let e = tolerate_server(&mut json!({"name": "p", "type": "mcp-proxy"})).unwrap_err();
+        assert_eq!((e.server.as_deref(), e.field.as_str()), (Some("p"), "type"));
+        let e = crate::config::PluginConfig::parse("server: {name: s}\ntoolSet: {name: x}").unwrap_err();
+        assert_eq!(e.field, "toolSet");
+        // Our own shape stays strict.
+        let e = crate::config::PluginConfig::parse(
+            "servers: [{name: s, tools: [{name: t, args: [{name: a, format: uri}]}]}]",
+        )
+        .unwrap_err();
+        assert_eq!((e.server.as_deref(), e.tool.as_deref(), e.field.as_str()), (Some("s"), Some("t"), "format"));
+        // Higress's shape: a top-level field it ignores is dropped, its allowTools kept.
+        let c = crate::config::PluginConfig::parse("server: {name: s}\nallowTools: [a]\nlabels: 1").unwrap();
+        assert_eq!(c.servers[0].allow_tools.as_deref(), Some(&["a".to_string()][..]));
+        assert_eq!(c.servers[0].import_notices.len(), 1, "{:?}", c.servers[0].import_notices);
+    }
+}
