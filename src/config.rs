@@ -427,6 +427,9 @@ pub struct ToolConfig {
     pub response_template: Option<ResponseTemplate>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error_response_template: Option<String>,
+    /// What to ask the client before the call runs (MCP 2026-07-28 input requests, [`crate::input`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub input_requests: Option<Value>,
 }
 
 /// One tool argument, turned into a JSON Schema property.

@@ -101,6 +101,9 @@ pub struct Gateway {
     pub templates: Templates,
     /// Things the operator should read once, at load (operations an OpenAPI import skipped, and why).
     pub notices: Vec<String>,
+    /// `Some` when a tool or prompt asks for input: the state keys derived from `sessions.signingKeys`,
+    /// or `None` inside for this Envoy's shared key ([`crate::input`]).
+    pub input_keys: Option<Option<Vec<crate::input::Key>>>,
 }
 
 impl Gateway {
@@ -217,7 +220,16 @@ impl Gateway {
                 cfg.max_response_bytes, ENVOY_ANSWER_LIMIT, ENVOY_ANSWER_LIMIT_KEY
             ));
         }
+        let asks = servers
+            .iter()
+            .any(|s| s.tools.iter().any(|t| t.inputs.is_some()) || s.prompts.iter().any(|p| p.inputs.is_some()));
+        let input_keys = asks.then(|| {
+            let secrets: Vec<Vec<u8>> =
+                cfg.sessions.signing_keys.iter().filter_map(|k| crate::session::signed::decode_key(k)).collect();
+            (!secrets.is_empty()).then(|| crate::input::keys_from_secrets(&secrets))
+        });
         Ok(Gateway {
+            input_keys,
             prefix: cfg.prefix,
             allowed_origins: cfg.allowed_origins.iter().map(|o| o.trim_end_matches('/').to_ascii_lowercase()).collect(),
             sessions,

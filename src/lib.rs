@@ -18,6 +18,7 @@ pub mod gotemplate;
 #[path = "gotemplate/stub.rs"]
 pub mod gotemplate;
 pub mod icon;
+pub mod input;
 pub mod jsonrpc;
 pub mod mcp;
 #[cfg(feature = "openapi")]

@@ -67,6 +67,8 @@ pub struct Tool {
     icons: Vec<Icon>,
     /// Client capabilities a call needs (`requiredClientCapabilities`).
     pub required_client_capabilities: Option<Map<String, Value>>,
+    /// What the tool asks the client before it runs (`inputRequests`).
+    pub inputs: Option<crate::input::Inputs>,
     /// The input and output schemas live in their validators only: a large API's schemas are most of the
     /// plugin's memory, in every worker's VM.
     input: Validator,
@@ -121,6 +123,15 @@ impl Tool {
             return Err(err("inputSchema", "must be an object schema (\"type\": \"object\")".into()));
         }
         let input = Validator::new(input_schema).map_err(|e| err("inputSchema", e))?;
+        // The tool's request templates may read the answers to its input requests, and only then.
+        templates.set_input_visible(cfg.input_requests.is_some());
+        let inputs = match &cfg.input_requests {
+            Some(raw) => {
+                let prefix = format!("{}/{}", server.name, cfg.name);
+                Some(crate::input::Inputs::compile(raw, &prefix, &input.declared_names(), templates, config)?)
+            }
+            None => None,
+        };
         let output = match &cfg.output_schema {
             Some(s) if s.get("type").and_then(Value::as_str) != Some("object") => {
                 return Err(err("outputSchema", "must be an object schema (\"type\": \"object\")".into()))
@@ -328,7 +339,9 @@ impl Tool {
             || content.iter().any(|c| c.templates().any(|t| templates.reads_answer(t)));
         let error_reads_answer = reads(&error_body);
 
+        templates.set_input_visible(false);
         Ok(Tool {
+            inputs,
             name: cfg.name.clone(),
             title: cfg.title.clone(),
             description: cfg.description.clone(),

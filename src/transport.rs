@@ -154,6 +154,8 @@ pub struct Exchange {
     /// The tools the request's `x-envoy-allow-mcp-tools` header allows (set by an earlier filter, e.g. an
     /// authorization plugin); `None`: no such restriction.
     allowed_tools: Option<Vec<String>>,
+    /// The clock and keys of input requests (set by the driver when the configuration has any).
+    input: crate::input::Ctx,
     phase: Phase,
 }
 
@@ -282,6 +284,7 @@ pub fn route(gw: &Gateway, head: &RequestHead) -> Route {
         relayed,
         called: None,
         allowed_tools: head.header("x-envoy-allow-mcp-tools").and_then(allowed_tools),
+        input: crate::input::Ctx::default(),
         phase: Phase::Start,
     }))
 }
@@ -312,6 +315,11 @@ impl Exchange {
     fn respond(&mut self, r: HttpResponse) -> Step {
         self.phase = Phase::Done;
         Step::Respond(add_cors(r, self.cors_origin.as_deref()))
+    }
+
+    /// Gives the exchange what its input requests need: the host's clock and the state keys.
+    pub fn set_input(&mut self, ctx: crate::input::Ctx) {
+        self.input = ctx;
     }
 
     /// Starts processing once the whole body is in.
@@ -570,6 +578,7 @@ impl Exchange {
                         note_call(&mut self.called, &server.name, m),
                         self.revision,
                         self.allowed_tools.as_deref(),
+                        &self.input,
                     )
                 }) {
                     Handled::Reply(v) => slots.push(Some(v)),

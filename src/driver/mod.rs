@@ -108,6 +108,9 @@ impl Driver {
         if !self.awaits_body() {
             return self.progress();
         }
+        if let Some(keys) = &gw.input_keys {
+            self.exchange.set_input(crate::input::Ctx::new(keys.as_deref(), host));
+        }
         let step = self.exchange.on_body(gw, body);
         self.run(gw, host, step)
     }

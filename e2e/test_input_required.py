@@ -1,0 +1,167 @@
+"""Multi-round-trip input (MCP 2026-07-28) through real Envoy, on the conformance fixture
+(plugin-config/conformance.yaml): the Python SDK's own input-required driver answers the gateway's
+InputRequiredResults with its elicitation, sampling and roots callbacks, and the answers reach the templates
+and the upstream request. Raw requests for what a well-behaved client never sends (an altered or foreign
+requestState), and for retries that land on either Envoy worker."""
+
+from __future__ import annotations
+
+import contextlib
+
+import httpx
+import pytest
+
+import harness
+from harness import ACCEPT, run_async
+
+SERVER = "conformance"
+REVISION = "2026-07-28"
+
+
+@pytest.fixture(scope="module")
+def gw():
+    g = harness.start_gateway(harness.CONFORMANCE_CONFIG, tag="input-required")
+    try:
+        yield g
+    finally:
+        g.stop()
+
+
+@contextlib.asynccontextmanager
+async def _client(url: str, answers: dict, seen: list, decline: bool = False):
+    """A 2026-07-28 `mcp.Client` whose callbacks answer from `answers` and note what they were asked."""
+    import httpx2  # the SDK's HTTP client
+    import mcp_types as types
+    from mcp import Client
+    from mcp.client.streamable_http import streamable_http_client
+    from mcp.shared._httpx_utils import create_mcp_http_client
+
+    async def elicit(context, params):
+        seen.append(("elicitation", params.message))
+        if decline:
+            return types.ElicitResult(action="decline")
+        props = params.requested_schema["properties"]
+        return types.ElicitResult(action="accept", content={k: answers[k] for k in props})
+
+    async def sample(context, params):
+        seen.append(("sampling", params.messages[0].content.text))
+        return types.CreateMessageResult(
+            role="assistant", content=types.TextContent(type="text", text=answers["sampled"]), model="e2e-model"
+        )
+
+    async def roots(context):
+        seen.append(("roots", None))
+        return types.ListRootsResult(roots=[types.Root(uri="file:///srv/e2e", name="e2e")])
+
+    http = create_mcp_http_client(timeout=httpx2.Timeout(15.0))
+    async with http:
+        transport = streamable_http_client(url, http_client=http)
+        async with Client(
+            transport,
+            mode=REVISION,
+            cache=None,
+            read_timeout_seconds=15.0,
+            elicitation_callback=elicit,
+            sampling_callback=sample,
+            list_roots_callback=roots,
+        ) as client:
+            yield client
+
+
+ANSWERS = {"name": "Ada", "color": "blue", "context": "e2e context", "sampled": "Paris, said the model"}
+
+
+def test_the_python_sdk_answers_every_kind_and_the_answers_reach_the_upstream(gw):
+    seen: list = []
+
+    async def go():
+        async with _client(gw.mcp_url(SERVER), ANSWERS, seen) as client:
+            assert client.protocol_version == REVISION
+            sampled = await client.call_tool("test_input_required_result_sampling", {})
+            rounds = await client.call_tool("test_input_required_result_multi_round", {})
+            several = await client.call_tool("test_input_required_result_multiple_inputs", {})
+            prompt = await client.get_prompt("test_input_required_result_prompt", {})
+            return sampled, rounds, several, prompt
+
+    sampled, rounds, several, prompt = run_async(go)
+    # The sampled text went into the upstream request body, and came back in the demo upstream's echo.
+    assert not sampled.is_error, sampled
+    assert sampled.content[0].text == 'The upstream received: {"answer": "Paris, said the model"}', sampled
+    assert rounds.content[0].text == "Ada likes blue", rounds
+    assert several.content[0].text == "Paris, said the model Ada (1 roots)", several
+    assert prompt.messages[0].content.text == "Use this context: e2e context", prompt
+    assert seen[0] == ("sampling", "What is the capital of France?")
+    steps = [m for kind, m in seen if kind == "elicitation" and m.startswith("Step")]
+    assert steps == ["Step 1: What is your name?", "Step 2: What is your favorite color?"], seen
+    assert ("roots", None) in seen
+
+
+def test_a_declined_question_stops_the_tool(gw):
+    seen: list = []
+
+    async def go():
+        async with _client(gw.mcp_url(SERVER), ANSWERS, seen, decline=True) as client:
+            return await client.call_tool("test_input_required_result_elicitation", {})
+
+    result = run_async(go)
+    assert result.is_error, result
+    assert "declined the input request `user_name`" in result.content[0].text, result
+    assert seen == [("elicitation", "What is your name?")]
+
+
+def _call(url: str, name: str, extra: dict | None = None, caps: dict | None = None) -> dict:
+    """One raw stateless tools/call on a fresh connection (so that retries reach either Envoy worker)."""
+    params = {"name": name, "arguments": {}, **(extra or {})}
+    params["_meta"] = {
+        "io.modelcontextprotocol/protocolVersion": REVISION,
+        "io.modelcontextprotocol/clientCapabilities": caps if caps is not None else {"elicitation": {}, "sampling": {}},
+    }
+    headers = {
+        "Accept": ACCEPT,
+        "Content-Type": "application/json",
+        "MCP-Protocol-Version": REVISION,
+        "Mcp-Method": "tools/call",
+        "Mcp-Name": name,
+        "Connection": "close",
+    }
+    body = {"jsonrpc": "2.0", "id": 3, "method": "tools/call", "params": params}
+    r = httpx.post(url, json=body, headers=headers, timeout=10)
+    assert r.status_code in (200, 400), r.text
+    return r.json()
+
+
+def test_an_altered_or_foreign_request_state_is_refused(gw):
+    url = gw.mcp_url(SERVER)
+    first = _call(url, "test_input_required_result_tampered_state")["result"]
+    assert first["resultType"] == "input_required" and first["requestState"], first
+    answer = {"confirm": {"action": "accept", "content": {"ok": True}}}
+    for name, state in [
+        ("test_input_required_result_tampered_state", first["requestState"] + "-TAMPERED"),
+        ("test_input_required_result_tampered_state", first["requestState"][:-2]),
+        # Issued for another tool with the same question: not valid here.
+        ("test_input_required_result_request_state", first["requestState"]),
+    ]:
+        r = _call(url, name, {"inputResponses": answer, "requestState": state})
+        assert r["error"]["code"] == -32602, (name, r)
+        assert "requestState is not valid" in r["error"]["message"]
+    ok = _call(url, "test_input_required_result_tampered_state", {"inputResponses": answer, "requestState": first["requestState"]})
+    assert ok["result"]["content"][0]["text"] == "state verified", ok
+
+
+def test_only_declared_capabilities_are_asked_and_a_required_one_is_named(gw):
+    url = gw.mcp_url(SERVER)
+    r = _call(url, "test_input_required_result_capabilities", caps={"sampling": {}})["result"]
+    assert list(r["inputRequests"]) == ["summary"], r
+    r = _call(url, "test_input_required_result_capabilities", caps={"elicitation": {}})
+    assert r["error"]["code"] == -32021 and r["error"]["data"]["requiredCapabilities"] == {"sampling": {}}, r
+
+
+def test_every_worker_accepts_the_state_another_issued(gw):
+    """Envoy runs two workers here, each its own VM: the state key lives in Envoy's shared data, so a retry
+    verifies wherever it lands. Each request opens its own connection, which Envoy gives to either worker."""
+    url = gw.mcp_url(SERVER)
+    for i in range(16):
+        first = _call(url, "test_input_required_result_request_state")["result"]
+        answer = {"confirm": {"action": "accept", "content": {"ok": i % 2 == 0}}}
+        done = _call(url, "test_input_required_result_request_state", {"inputResponses": answer, "requestState": first["requestState"]})
+        assert done["result"]["content"][0]["text"] == f"state-ok: confirmed={'true' if i % 2 == 0 else 'false'}", (i, done)
