@@ -223,9 +223,34 @@ impl Gateway {
         let asks = servers
             .iter()
             .any(|s| s.tools.iter().any(|t| t.inputs.is_some()) || s.prompts.iter().any(|p| p.inputs.is_some()));
+        let mut own_keys = Vec::with_capacity(cfg.input_signing_keys.len());
+        for (i, text) in cfg.input_signing_keys.iter().enumerate() {
+            let field = format!("inputSigningKeys[{i}]");
+            match crate::session::signed::decode_key(text) {
+                None => {
+                    return Err(ConfigError::new(
+                        field,
+                        "is not base64 (generate a key with `openssl rand -base64 32`)",
+                    ))
+                }
+                Some(k) if k.len() < crate::session::signed::MIN_KEY_BYTES => {
+                    let need = crate::session::signed::MIN_KEY_BYTES;
+                    return Err(ConfigError::new(
+                        field,
+                        format!("decodes to {} bytes; at least {need} are needed", k.len()),
+                    ));
+                }
+                Some(k) => own_keys.push(k),
+            }
+        }
+        // The state keys: inputSigningKeys, else the signed sessions' keys (both shared by replicas), else
+        // this Envoy's own key from shared data.
         let input_keys = asks.then(|| {
-            let secrets: Vec<Vec<u8>> =
-                cfg.sessions.signing_keys.iter().filter_map(|k| crate::session::signed::decode_key(k)).collect();
+            let secrets: Vec<Vec<u8>> = if own_keys.is_empty() {
+                cfg.sessions.signing_keys.iter().filter_map(|k| crate::session::signed::decode_key(k)).collect()
+            } else {
+                own_keys
+            };
             (!secrets.is_empty()).then(|| crate::input::keys_from_secrets(&secrets))
         });
         Ok(Gateway {

@@ -18,11 +18,11 @@
 //!
 //! The server, the tool or prompt and the client's arguments (canonical JSON) are authenticated but not
 //! carried: a state issued for one call fails on another, so a confirmation of `DELETE /users/1` cannot be
-//! replayed for user 2. A state lives [`STATE_TTL_MS`]. Keys: the `signed` session store's `signingKeys`
-//! when configured (every replica with the keys accepts the state; the first key signs, every key
-//! verifies), otherwise one random key per Envoy, created by the first worker that needs it and kept in
+//! replayed for user 2. A state lives [`STATE_TTL_MS`]. Keys: `inputSigningKeys`, else the `signed`
+//! session store's `signingKeys` (every replica with the keys accepts the state; the first key signs, every
+//! key verifies), otherwise one random key per Envoy, created by the first worker that needs it and kept in
 //! the Envoy's shared data ([`SHARED_KEY`]), so that every worker of that Envoy accepts it (a key per VM
-//! would fail as soon as the retry reached another worker). Replicas without `signingKeys` do not share
+//! would fail as soon as the retry reached another worker). Replicas without configured keys do not share
 //! it: there, a retry must reach the Envoy that asked.
 
 use crate::fields::{FieldError, Fields};

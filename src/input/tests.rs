@@ -370,6 +370,23 @@ fn the_envoy_key_is_created_once_and_shared_by_workers() {
     let ctx = Ctx::new(keys, &mut h2);
     assert!(h2.env.kv.get(SHARED_KEY).1.is_none());
     assert!(Ctx::with_keys(0, &[KEY]).verify(&ctx.sign(0, &Map::new(), &c).unwrap(), &c).is_some());
+    // inputSigningKeys come first (replicas with Redis sessions share them).
+    let own = format!(
+        "inputSigningKeys: ['{}']\nsessions: {{store: signed, signingKeys: ['{}']}}\n{}",
+        URL_SAFE_NO_PAD.encode(b"the input key, 32 bytes long...."),
+        URL_SAFE_NO_PAD.encode(KEY),
+        CONFIG.trim_start()
+    );
+    let g3 = Gateway::from_config_str(&own).unwrap();
+    let ctx3 = Ctx::new(g3.input_keys.as_ref().unwrap().as_deref(), &mut h2);
+    let state = ctx3.sign(0, &Map::new(), &c).unwrap();
+    assert!(Ctx::with_keys(0, &[b"the input key, 32 bytes long...."]).verify(&state, &c).is_some());
+    assert!(Ctx::with_keys(0, &[KEY]).verify(&state, &c).is_none());
+    for (keys, why) in [("['%%%']", "is not base64"), ("['c2hvcnQ=']", "decodes to 5 bytes")] {
+        let e = Gateway::from_config_str(&format!("inputSigningKeys: {keys}\n{}", CONFIG.trim_start())).unwrap_err();
+        assert_eq!(e.field, "inputSigningKeys[0]");
+        assert!(e.message.contains(why), "{}", e.message);
+    }
     assert!(Gateway::from_config_str("servers: [{name: s, tools: [{name: t, responseTemplate: {body: x}}]}]")
         .unwrap()
         .input_keys
