@@ -7,6 +7,7 @@ requestState), and for retries that land on either Envoy worker."""
 from __future__ import annotations
 
 import contextlib
+import json
 
 import httpx
 import pytest
@@ -165,3 +166,49 @@ def test_every_worker_accepts_the_state_another_issued(gw):
         answer = {"confirm": {"action": "accept", "content": {"ok": i % 2 == 0}}}
         done = _call(url, "test_input_required_result_request_state", {"inputResponses": answer, "requestState": first["requestState"]})
         assert done["result"]["content"][0]["text"] == f"state-ok: confirmed={'true' if i % 2 == 0 else 'false'}", (i, done)
+
+
+def _sse_events(text: str) -> list[tuple[str, str]]:
+    out = []
+    for block in text.split("\n\n"):
+        if not block.strip():
+            continue
+        fields = dict(line.split(":", 1) for line in block.splitlines() if ":" in line)
+        out.append((fields.get("id", "").strip(), fields.get("data", "").strip()))
+    return out
+
+
+def test_a_2025_11_25_session_is_asked_over_sse_and_gets_the_result_by_polling(gw):
+    """Raw HTTP, step by step, each request on a connection of its own (so on either worker): the POST's SSE
+    answer asks, the client's answer is a POST of its own, and GET + Last-Event-ID brings the result, whose
+    upstream call carries the answer."""
+    url = gw.mcp_url(SERVER)
+    base = {"Accept": ACCEPT, "Content-Type": "application/json", "Connection": "close"}
+    init = {"jsonrpc": "2.0", "id": 1, "method": "initialize",
+            "params": {"protocolVersion": "2025-11-25", "capabilities": {"sampling": {}}, "clientInfo": {"name": "e2e", "version": "1"}}}
+    r = httpx.post(url, json=init, headers=base, timeout=10)
+    sid = r.headers["mcp-session-id"]
+    session = {**base, "Mcp-Session-Id": sid, "MCP-Protocol-Version": "2025-11-25"}
+    call = {"jsonrpc": "2.0", "id": 7, "method": "tools/call", "params": {"name": "test_input_required_result_sampling", "arguments": {}}}
+    r = httpx.post(url, json=call, headers=session, timeout=10)
+    assert r.status_code == 200 and r.headers["content-type"].startswith("text/event-stream"), r.text
+    assert "\nretry: " in r.text
+    (event_id, priming), (_, asked) = _sse_events(r.text)
+    assert priming == "" and event_id
+    asked = json.loads(asked)
+    assert asked["method"] == "sampling/createMessage" and asked["id"].startswith("mcpgw."), asked
+    poll = {**session, "Accept": "text/event-stream", "Last-Event-ID": event_id}
+    r = httpx.get(url, headers=poll, timeout=10)
+    assert r.status_code == 200 and _sse_events(r.text) == [(event_id, "")], r.text
+    answer = {"jsonrpc": "2.0", "id": asked["id"],
+              "result": {"role": "assistant", "content": {"type": "text", "text": "Paris, polled"}, "model": "m"}}
+    assert httpx.post(url, json=answer, headers=session, timeout=10).status_code == 202
+    r = httpx.get(url, headers=poll, timeout=10)  # whichever worker it reaches reads Envoy's shared data
+    events = _sse_events(r.text)
+    assert events and events[0][0] == event_id, r.text
+    result = json.loads(events[0][1])
+    assert result["id"] == 7
+    assert result["result"]["content"][0]["text"] == 'The upstream received: {"answer": "Paris, polled"}', result
+    # The answer was taken: another poll does not run the call again.
+    assert _sse_events(httpx.get(url, headers=poll, timeout=10).text) == [(event_id, "")]
+    assert httpx.get(url, headers={**session, "Accept": "text/event-stream"}, timeout=10).status_code == 405

@@ -495,8 +495,13 @@ pub fn resolve(
         Some(Value::Object(m)) => Some(m),
         Some(_) => return invalid("inputResponses must be an object of answers by key".into()),
     };
+    // A 2025-11-25 session is asked by SSE polling ([`poll`]); its `initialize` capabilities are not kept,
+    // so every kind is asked, and a client that cannot answer says so in its response.
+    let polled = json!({"elicitation": {}, "sampling": {}, "roots": {}});
     let caps = if stateless {
         params.get("_meta").and_then(|m| m.get("io.modelcontextprotocol/clientCapabilities"))
+    } else if revision == Revision::V2025_11_25 {
+        Some(&polled)
     } else {
         None
     };
@@ -519,8 +524,8 @@ pub fn resolve(
                     return Next::Reply(Err(RpcError::new(
                         jsonrpc::INVALID_REQUEST,
                         format!(
-                            "{} {} asks the client for input ({} `{}`), which needs protocol revision 2026-07-28 \
-                             (this request is at {revision})",
+                            "{} {} asks the client for input ({} `{}`), which needs protocol revision 2025-11-25 \
+                             or later (this request is at {revision})",
                             &call.kind[..call.kind.len() - 1],
                             call.name,
                             req.method.name(),
@@ -634,5 +639,6 @@ fn render(
     })
 }
 
+pub mod poll;
 #[cfg(test)]
 mod tests;

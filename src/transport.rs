@@ -48,6 +48,18 @@ impl HttpResponse {
         }
     }
 
+    /// A `text/event-stream` answer of whole events (input requests by SSE polling).
+    fn sse(body: String) -> HttpResponse {
+        HttpResponse {
+            status: 200,
+            headers: vec![
+                ("content-type".into(), "text/event-stream".into()),
+                ("cache-control".into(), "no-cache".into()),
+            ],
+            body: body.into_bytes(),
+        }
+    }
+
     fn empty(status: u16) -> HttpResponse {
         HttpResponse { status, headers: Vec::new(), body: Vec::new() }
     }
@@ -81,12 +93,17 @@ pub enum Step {
     Session(SessionOp),
     /// Send these requests; report each answer with [`Exchange::on_upstream`] by its index.
     Dispatch(Vec<UpstreamRequest>),
+    /// Keep or read clients' answers to input requests, then call [`Exchange::on_answers`].
+    Answers(crate::input::poll::AnswerOp),
 }
 
 #[derive(Debug, Clone, Copy, PartialEq)]
 enum Kind {
     Post,
     Delete,
+    /// `GET` with `Last-Event-ID`: a 2025-11-25 client polling for the result of a call that asked it for
+    /// input ([`crate::input::poll`]).
+    Poll,
 }
 
 /// Incoming messages: one, or a batch whose slots keep their order.
@@ -129,7 +146,17 @@ enum Phase {
     Creating(Value),
     Opening(Batch),
     Deleting,
-    Calling { single: bool, slots: Vec<Option<Value>>, calls: Vec<Option<PendingCall>>, remaining: usize },
+    Calling {
+        single: bool,
+        slots: Vec<Option<Value>>,
+        calls: Vec<Option<PendingCall>>,
+        remaining: usize,
+    },
+    /// Keeping a client's answer to one of our requests.
+    Storing,
+    /// A poll: finding its session, then its answers.
+    Polling,
+    Fetching(crate::input::poll::Resume),
     Done,
 }
 
@@ -156,6 +183,10 @@ pub struct Exchange {
     allowed_tools: Option<Vec<String>>,
     /// The clock and keys of input requests (set by the driver when the configuration has any).
     input: crate::input::Ctx,
+    /// A poll's `Last-Event-ID`, which its SSE answer repeats.
+    last_event_id: Option<String>,
+    /// A POST that answers one of our requests to the client: its id and what to keep.
+    answer: Option<(String, String)>,
     phase: Phase,
 }
 
@@ -209,6 +240,7 @@ pub fn route(gw: &Gateway, head: &RequestHead) -> Route {
         name: head.header("mcp-name").map(str::to_string),
     };
     let session_id = head.header("mcp-session-id").map(str::to_string);
+    let last_event_id = head.header("last-event-id").map(str::to_string);
     let relayed = head.method == "POST" && session_id.is_none() && relayed_by_higress(&head.path);
     let kind = match head.method.as_str() {
         "POST" => {
@@ -256,6 +288,8 @@ pub fn route(gw: &Gateway, head: &RequestHead) -> Route {
                     .header("access-control-max-age", "600"),
             ));
         }
+        // A 2025-11-25 client resuming the SSE answer of a call that asked it for input.
+        "GET" if last_event_id.is_some() && session_id.is_some() => Kind::Poll,
         _ => {
             // GET would open a server-to-client SSE stream; this server sends no unsolicited messages.
             return Route::Respond(with_cors(
@@ -285,6 +319,8 @@ pub fn route(gw: &Gateway, head: &RequestHead) -> Route {
         called: None,
         allowed_tools: head.header("x-envoy-allow-mcp-tools").and_then(allowed_tools),
         input: crate::input::Ctx::default(),
+        last_event_id,
+        answer: None,
         phase: Phase::Start,
     }))
 }
@@ -332,6 +368,14 @@ impl Exchange {
                 "request body delivered twice",
             ));
         }
+        if self.kind == Kind::Poll {
+            let id = self.session_id.clone().unwrap_or_default();
+            if !session::is_plausible_id(&id) {
+                return self.respond(session_not_found(Value::Null));
+            }
+            self.phase = Phase::Polling;
+            return Step::Session(SessionOp::Open { id, server: self.server(gw).name.clone() });
+        }
         if self.kind == Kind::Delete {
             if let Some(v) = self.unsupported_header() {
                 return self.respond(stateless::unsupported_version(Value::Null, &v));
@@ -357,6 +401,7 @@ impl Exchange {
                 ))
             }
         };
+        self.answer = crate::input::poll::response_to_us(&value);
         let batch = match value {
             Value::Array(items) => {
                 if items.is_empty() {
@@ -525,6 +570,29 @@ impl Exchange {
             (Phase::Opening(_) | Phase::Deleting, SessionOutcome::NotFound) => {
                 self.respond(session_not_found(reply_id))
             }
+            (Phase::Opening(_), SessionOutcome::Found(_)) if self.answer.is_some() => {
+                let Some((id, answer)) = self.answer.take() else { return self.respond(HttpResponse::empty(202)) };
+                self.phase = Phase::Storing;
+                let session = self.session_id.clone().unwrap_or_default();
+                Step::Answers(crate::input::poll::AnswerOp::Put { session, id, answer })
+            }
+            (Phase::Polling, SessionOutcome::Found(session)) => {
+                self.revision = Revision::parse(&session.version).unwrap_or(Revision::LATEST_LEGACY);
+                let resume = self.last_event_id.as_deref().and_then(crate::input::poll::Resume::decode);
+                let Some(resume) = resume.filter(|_| self.revision == Revision::V2025_11_25) else {
+                    return self.respond(HttpResponse::error(
+                        400,
+                        Value::Null,
+                        jsonrpc::INVALID_REQUEST,
+                        "Last-Event-ID names no call of this session that waits for input",
+                    ));
+                };
+                let ids = resume.keys.iter().map(|k| resume.request_id(k)).collect();
+                self.phase = Phase::Fetching(resume);
+                let session = self.session_id.clone().unwrap_or_default();
+                Step::Answers(crate::input::poll::AnswerOp::Take { session, ids })
+            }
+            (Phase::Polling, SessionOutcome::NotFound) => self.respond(session_not_found(Value::Null)),
             (Phase::Opening(batch), SessionOutcome::Found(session)) => {
                 self.revision = Revision::parse(&session.version).unwrap_or(Revision::LATEST_LEGACY);
                 if matches!(batch, Batch::Many(_)) && !self.revision.allows_batch() {
@@ -543,6 +611,32 @@ impl Exchange {
                 reply_id,
                 jsonrpc::INTERNAL_ERROR,
                 format!("unexpected session store answer {outcome:?}"),
+            )),
+        }
+    }
+
+    /// Resumes after an answer-store operation (input requests by SSE polling).
+    pub fn on_answers(&mut self, gw: &Gateway, outcome: crate::input::poll::AnswerOutcome) -> Step {
+        use crate::input::poll::{self, AnswerOutcome};
+        let phase = std::mem::replace(&mut self.phase, Phase::Done);
+        match (phase, outcome) {
+            (_, AnswerOutcome::Failed(e)) => self.respond(HttpResponse::error(
+                503,
+                Value::Null,
+                jsonrpc::INTERNAL_ERROR,
+                format!("the answer could not be kept: {e}"),
+            )),
+            (Phase::Storing, AnswerOutcome::Stored) => self.respond(HttpResponse::empty(202)),
+            (Phase::Fetching(resume), AnswerOutcome::Found(answers)) => match resume.retry(&answers) {
+                // Not every answer is in yet: the client polls again, from the same event.
+                None => self.respond(HttpResponse::sse(poll::priming(&resume.encode()))),
+                Some(msg) => self.process(gw, Batch::One(msg)),
+            },
+            (_, outcome) => self.respond(HttpResponse::error(
+                500,
+                Value::Null,
+                jsonrpc::INTERNAL_ERROR,
+                format!("unexpected answer store outcome {outcome:?}"),
             )),
         }
     }
@@ -566,6 +660,17 @@ impl Exchange {
         let mut slots = Vec::with_capacity(inputs.len());
         let mut calls = Vec::new();
         let mut requests = Vec::new();
+        // A single call of a 2025-11-25 session may ask the client for input over SSE: what to resume.
+        let origin = match inputs.first() {
+            Some(Ok(Message::Request { id, method, params: Some(p) }))
+                if single && self.revision == Revision::V2025_11_25 && !self.relayed =>
+            {
+                let name = p.get("name").and_then(Value::as_str).unwrap_or_default().to_string();
+                let arguments = p.get("arguments").cloned().unwrap_or(Value::Null);
+                Some((id.clone(), method.clone(), name, arguments))
+            }
+            _ => None,
+        };
         for (slot, input) in inputs.into_iter().enumerate() {
             match input {
                 Err((id, why)) => {
@@ -581,6 +686,24 @@ impl Exchange {
                         &self.input,
                     )
                 }) {
+                    Handled::Reply(v)
+                        if v["result"]["resultType"] == "input_required" && !self.revision.is_stateless() =>
+                    {
+                        let asked = origin.as_ref().and_then(|(id, method, name, args)| {
+                            crate::input::poll::ask(&v["result"], id, method, name, args)
+                        });
+                        match asked {
+                            Some((resume, body)) => {
+                                self.last_event_id = Some(resume.encode());
+                                return self.respond(HttpResponse::sse(body));
+                            }
+                            None => slots.push(Some(jsonrpc::error(
+                                v["id"].clone(),
+                                jsonrpc::INVALID_REQUEST,
+                                "a call that asks the client for input must be a request of its own",
+                            ))),
+                        }
+                    }
                     Handled::Reply(v) => slots.push(Some(v)),
                     Handled::Silent => slots.push(None),
                     // One request may not start more calls than the limit: a batch of thousands would take
@@ -638,6 +761,10 @@ impl Exchange {
             return self.respond(HttpResponse::empty(202));
         }
         let body = if single { replies.into_iter().next().unwrap_or(Value::Null) } else { Value::Array(replies) };
+        if let (Kind::Poll, Some(e)) = (self.kind, self.last_event_id.as_deref()) {
+            let sse = HttpResponse::sse(crate::input::poll::reply(e, &body));
+            return self.respond(sse);
+        }
         // The stateless revision answers a method it does not serve with HTTP 404, so that intermediaries
         // routing on Mcp-Method see it too.
         let status = match body["error"]["code"].as_i64() {

@@ -270,6 +270,13 @@ impl Driver {
                     host.respond(r);
                     return Progress::Done;
                 }
+                Step::Answers(op) => {
+                    let outcome = crate::input::poll::run(op, host);
+                    if let crate::input::poll::AnswerOutcome::Failed(e) = &outcome {
+                        host.warn(&format!("input answers: {e}"));
+                    }
+                    self.exchange.on_answers(gw, outcome)
+                }
                 Step::Session(op) => match gw.sessions.start(op, host) {
                     Started::Done(outcome) => self.resume(gw, host, outcome),
                     Started::Redis(pending) => return self.send_redis(gw, host, pending),

@@ -150,6 +150,7 @@ impl TestHost {
         crate::session::local::SESSIONS.prepare(&mut h.env.kv);
         crate::session::local::REVOKED.prepare(&mut h.env.kv);
         crate::input::prepare(&mut h.env.kv);
+        crate::session::local::ANSWERS.prepare(&mut h.env.kv);
         h
     }
 

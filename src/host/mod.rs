@@ -251,6 +251,9 @@ impl RootContext for Root {
             if gw.input_keys.as_ref().is_some_and(Option::is_none) {
                 crate::input::prepare(&mut SharedData);
             }
+            if gw.input_keys.is_some() {
+                crate::session::local::ANSWERS.prepare(&mut SharedData);
+            }
             for notice in &gw.notices {
                 log(LogLevel::Warn, &format!("mcp-gateway: {notice}"));
             }

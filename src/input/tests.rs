@@ -276,10 +276,19 @@ fn only_what_the_client_declares_is_asked() {
     let r = reply(handle_at(&g, &ctx, "tools/call", params(p, json!({"elicitation": {}})), Revision::V2026_07_28));
     assert_eq!(r["error"]["code"], json!(-32021));
     assert_eq!(r["error"]["data"]["requiredCapabilities"], json!({"sampling": {}}));
-    // A legacy session cannot be asked at all: the tool says which revision it needs.
-    let legacy = Revision::V2025_11_25;
+    // Sessions before 2025-11-25 cannot be asked at all: the tool says which revision it needs.
+    let legacy = Revision::V2025_06_18;
     let r = reply(handle_at(&g, &ctx, "tools/call", json!({"name": "delete_user", "arguments": {"id": "1"}}), legacy));
-    assert!(r["error"]["message"].as_str().unwrap().contains("needs protocol revision 2026-07-28"), "{r}");
+    assert!(r["error"]["message"].as_str().unwrap().contains("needs protocol revision 2025-11-25 or later"), "{r}");
+    // A 2025-11-25 session is asked (the transport turns the result into SSE requests, see `poll`).
+    let r = reply(handle_at(
+        &g,
+        &ctx,
+        "tools/call",
+        json!({"name": "delete_user", "arguments": {"id": "1"}}),
+        Revision::V2025_11_25,
+    ));
+    assert_eq!(r["result"]["resultType"], json!("input_required"));
     // ... but a tool whose question does not apply runs as before.
     assert!(matches!(
         handle_at(&g, &ctx, "tools/call", json!({"name": "weather", "arguments": {"city": "Oslo"}}), legacy),
@@ -434,4 +443,93 @@ fn through_the_driver_the_round_trip_reaches_the_upstream() {
             "inputResponses": {"confirm": accept(json!({"sure": true}))}}),
     );
     assert_eq!(late["error"]["code"], json!(-32602), "expired");
+}
+
+/// Splits an SSE body into its events' (id, data) pairs.
+fn events(body: &[u8]) -> Vec<(String, String)> {
+    let text = String::from_utf8_lossy(body);
+    text.split("\n\n")
+        .filter(|e| !e.trim().is_empty())
+        .map(|e| {
+            let field = |name: &str| {
+                e.lines().find_map(|l| l.strip_prefix(name)).map(|v| v.trim_start().to_string()).unwrap_or_default()
+            };
+            (field("id:"), field("data:"))
+        })
+        .collect()
+}
+
+#[test]
+fn a_2025_11_25_session_is_asked_over_sse_and_polls_for_the_result() {
+    let g = gw();
+    let mut h = TestHost::new();
+    let head = |method: &str, extra: &[(&str, &str)]| {
+        let mut headers = vec![
+            ("content-type".to_string(), "application/json".to_string()),
+            ("accept".to_string(), "application/json, text/event-stream".to_string()),
+        ];
+        headers.extend(extra.iter().map(|(k, v)| (k.to_string(), v.to_string())));
+        RequestHead { method: method.into(), path: "/mcp-servers/s".into(), headers, client_address: None }
+    };
+    let upstream = |req: &crate::upstream::UpstreamRequest| UpstreamResult::Response {
+        status: 200,
+        headers: vec![],
+        body: format!("{} {}", req.method, req.path).into_bytes(),
+    };
+    let init = r#"{"jsonrpc":"2.0","id":1,"method":"initialize","params":{"protocolVersion":"2025-11-25"}}"#;
+    let r = h.send(&g, head("POST", &[]), init, &upstream);
+    let sid = r.headers.iter().find(|(k, _)| k == "mcp-session-id").unwrap().1.clone();
+    let call =
+        r#"{"jsonrpc":"2.0","id":"c1","method":"tools/call","params":{"name":"delete_user","arguments":{"id":"5"}}}"#;
+    let r = h.send(&g, head("POST", &[("mcp-session-id", &sid)]), call, &upstream);
+    assert!(r.headers.contains(&("content-type".into(), "text/event-stream".into())));
+    let ev = events(&r.body);
+    assert_eq!(ev.len(), 2, "priming event, then the request");
+    let e = ev[0].0.clone();
+    assert!(String::from_utf8_lossy(&r.body).starts_with(&format!("id: {e}\nretry: ")));
+    let asked: Value = serde_json::from_str(&ev[1].1).unwrap();
+    assert_eq!(asked["method"], json!("elicitation/create"));
+    assert_eq!(asked["params"]["message"], json!("Delete user 5?"));
+    assert!(h.dispatched.is_empty());
+    // Polled before the answer: the priming event again, same id.
+    let poll = |h: &mut TestHost, sid: &str| {
+        h.send(&g, head("GET", &[("mcp-session-id", sid), ("last-event-id", &e)]), "", &upstream)
+    };
+    let r = poll(&mut h, &sid);
+    assert_eq!((r.status, events(&r.body)), (200, vec![(e.clone(), String::new())]));
+    // The client's answer: its own POST.
+    let answer =
+        json!({"jsonrpc": "2.0", "id": asked["id"], "result": {"action": "accept", "content": {"sure": true}}});
+    let r = h.send(&g, head("POST", &[("mcp-session-id", &sid)]), &answer.to_string(), &upstream);
+    assert_eq!(r.status, 202);
+    // Another session does not see it.
+    let r = h.send(&g, head("POST", &[]), init, &upstream);
+    let other = r.headers.iter().find(|(k, _)| k == "mcp-session-id").unwrap().1.clone();
+    assert_eq!(events(&poll(&mut h, &other).body), vec![(e.clone(), String::new())]);
+    // The poll runs the tool (its upstream call made from the GET) and carries the result.
+    let r = poll(&mut h, &sid);
+    let ev = events(&r.body);
+    let result: Value = serde_json::from_str(&ev[0].1).unwrap();
+    assert_eq!(result["id"], json!("c1"));
+    assert_eq!(result["result"]["content"][0]["text"], json!("DELETE /users/5"), "{result}");
+    assert_eq!(h.dispatched.len(), 1);
+    assert!(h.dispatched[0].headers.contains(&("x-confirmed".into(), "true".into())));
+    // The answer was taken: polling again does not run the call twice.
+    assert_eq!(events(&poll(&mut h, &sid).body), vec![(e.clone(), String::new())]);
+    assert_eq!(h.dispatched.len(), 1);
+    // A GET without Last-Event-ID stays 405; an unknown one is 400.
+    assert_eq!(h.send(&g, head("GET", &[("mcp-session-id", &sid)]), "", &upstream).status, 405);
+    let r = h.send(&g, head("GET", &[("mcp-session-id", &sid), ("last-event-id", "nope")]), "", &upstream);
+    assert_eq!(r.status, 400);
+    // Altered arguments in the event id fail the state's check.
+    let r = h.send(&g, head("POST", &[("mcp-session-id", &sid)]), &answer.to_string(), &upstream);
+    assert_eq!(r.status, 202);
+    let mut forged = poll::Resume::decode(&e).unwrap();
+    forged.arguments = json!({"id": "6"});
+    let forged = forged.encode();
+    let r = h.send(&g, head("GET", &[("mcp-session-id", &sid), ("last-event-id", &forged)]), "", &upstream);
+    let ev = events(&r.body);
+    let refused: Value = serde_json::from_str(&ev.last().unwrap().1).unwrap_or(Value::Null);
+    assert_eq!(refused["error"]["code"], json!(-32602), "{}", String::from_utf8_lossy(&r.body));
+    assert_eq!(h.dispatched.len(), 1);
 }
