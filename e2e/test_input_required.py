@@ -2,7 +2,9 @@
 (plugin-config/conformance.yaml): the Python SDK's own input-required driver answers the gateway's
 InputRequiredResults with its elicitation, sampling and roots callbacks, and the answers reach the templates
 and the upstream request. Raw requests for what a well-behaved client never sends (an altered or foreign
-requestState), and for retries that land on either Envoy worker."""
+requestState), for retries that land on either Envoy worker, and for the 2025-11-25 path (SSE answer, the
+client's answer as a POST, GET + Last-Event-ID), which the conformance suite's TypeScript client also drives
+(tools-call-sampling, tools-call-elicitation, elicitation-sep1034-defaults, elicitation-sep1330-enums)."""
 
 from __future__ import annotations
 
