@@ -31,8 +31,9 @@ def gw():
 
 
 @contextlib.asynccontextmanager
-async def _client(url: str, answers: dict, seen: list, decline: bool = False):
-    """A 2026-07-28 `mcp.Client` whose callbacks answer from `answers` and note what they were asked."""
+async def _client(url: str, answers: dict, seen: list, decline: bool = False, mode: str = REVISION):
+    """An `mcp.Client` (2026-07-28 unless `mode` says otherwise) whose callbacks answer from `answers` and
+    note what they were asked."""
     import httpx2  # the SDK's HTTP client
     import mcp_types as types
     from mcp import Client
@@ -61,7 +62,7 @@ async def _client(url: str, answers: dict, seen: list, decline: bool = False):
         transport = streamable_http_client(url, http_client=http)
         async with Client(
             transport,
-            mode=REVISION,
+            mode=mode,
             cache=None,
             read_timeout_seconds=15.0,
             elicitation_callback=elicit,
@@ -214,3 +215,24 @@ def test_a_2025_11_25_session_is_asked_over_sse_and_gets_the_result_by_polling(g
     # The answer was taken: another poll does not run the call again.
     assert _sse_events(httpx.get(url, headers=poll, timeout=10).text) == [(event_id, "")]
     assert httpx.get(url, headers={**session, "Accept": "text/event-stream"}, timeout=10).status_code == 405
+
+
+def test_the_python_sdk_in_a_2025_11_25_session_answers_over_sse(gw):
+    """The same tools, for a client that opened with `initialize`: the SDK answers the requests on the POST's
+    SSE answer and resumes with GET + Last-Event-ID, which brings the result."""
+    seen: list = []
+
+    async def go():
+        async with _client(gw.mcp_url(SERVER), {**ANSWERS, "username": "ada", "email": "ada@example.com"}, seen, mode="legacy") as client:
+            version = client.protocol_version
+            sampled = await client.call_tool("test_input_required_result_sampling", {})
+            rounds = await client.call_tool("test_input_required_result_multi_round", {})
+            asked = await client.call_tool("test_elicitation", {"message": "Who are you?"})
+            return version, sampled, rounds, asked
+
+    version, sampled, rounds, asked = run_async(go)
+    assert version == "2025-11-25", version
+    assert sampled.content[0].text == 'The upstream received: {"answer": "Paris, said the model"}', sampled
+    assert rounds.content[0].text == "Ada likes blue", rounds
+    assert asked.content[0].text == 'User response: action=accept, content={"email":"ada@example.com","username":"ada"}', asked
+    assert ("elicitation", "Who are you?") in seen and ("sampling", "What is the capital of France?") in seen
