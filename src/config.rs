@@ -87,6 +87,8 @@ struct RawPlugin {
     #[serde(default = "default_body_timeout")]
     request_body_timeout_ms: u64,
     #[serde(default)]
+    input_signing_keys: Vec<String>,
+    #[serde(default)]
     servers: Vec<Value>,
     /// Higress's single-server shape: `server:` plus top-level `tools:`.
     #[serde(default)]
@@ -309,6 +311,9 @@ pub struct PluginConfig {
     pub max_calls_in_flight: usize,
     /// How long a client may take to send a request body before it gets 408.
     pub request_body_timeout_ms: u64,
+    /// Keys that sign input requests' `requestState` ([`crate::input`]), shared by replicas; before
+    /// `sessions.signingKeys`.
+    pub input_signing_keys: Vec<String>,
     pub servers: Vec<ServerConfig>,
 }
 
@@ -486,6 +491,9 @@ pub struct ToolConfig {
     /// Log messages and progress reports sent before the result ([`crate::notify`]).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub notifications: Vec<crate::notify::NotificationConfig>,
+    /// What to ask the client before the call runs (MCP 2026-07-28 input requests, [`crate::input`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub input_requests: Option<Value>,
 }
 
 /// One tool argument, turned into a JSON Schema property.
@@ -842,6 +850,7 @@ impl PluginConfig {
             max_calls_per_request: raw.max_calls_per_request,
             max_calls_in_flight: raw.max_calls_in_flight,
             request_body_timeout_ms: raw.request_body_timeout_ms,
+            input_signing_keys: raw.input_signing_keys,
             servers,
         })
     }

@@ -111,6 +111,9 @@ pub struct Gateway {
     pub templates: Templates,
     /// Things the operator should read once, at load (operations an OpenAPI import skipped, and why).
     pub notices: Vec<String>,
+    /// `Some` when a tool or prompt asks for input: the state keys derived from `sessions.signingKeys`,
+    /// or `None` inside for this Envoy's shared key ([`crate::input`]).
+    pub input_keys: Option<Option<Vec<crate::input::Key>>>,
 }
 
 impl Gateway {
@@ -246,7 +249,41 @@ impl Gateway {
                 cfg.max_response_bytes, ENVOY_ANSWER_LIMIT, ENVOY_ANSWER_LIMIT_KEY
             ));
         }
+        let asks = servers
+            .iter()
+            .any(|s| s.tools.iter().any(|t| t.inputs.is_some()) || s.prompts.iter().any(|p| p.inputs.is_some()));
+        let mut own_keys = Vec::with_capacity(cfg.input_signing_keys.len());
+        for (i, text) in cfg.input_signing_keys.iter().enumerate() {
+            let field = format!("inputSigningKeys[{i}]");
+            match crate::session::signed::decode_key(text) {
+                None => {
+                    return Err(ConfigError::new(
+                        field,
+                        "is not base64 (generate a key with `openssl rand -base64 32`)",
+                    ))
+                }
+                Some(k) if k.len() < crate::session::signed::MIN_KEY_BYTES => {
+                    let need = crate::session::signed::MIN_KEY_BYTES;
+                    return Err(ConfigError::new(
+                        field,
+                        format!("decodes to {} bytes; at least {need} are needed", k.len()),
+                    ));
+                }
+                Some(k) => own_keys.push(k),
+            }
+        }
+        // The state keys: inputSigningKeys, else the signed sessions' keys (both shared by replicas), else
+        // this Envoy's own key from shared data.
+        let input_keys = asks.then(|| {
+            let secrets: Vec<Vec<u8>> = if own_keys.is_empty() {
+                cfg.sessions.signing_keys.iter().filter_map(|k| crate::session::signed::decode_key(k)).collect()
+            } else {
+                own_keys
+            };
+            (!secrets.is_empty()).then(|| crate::input::keys_from_secrets(&secrets))
+        });
         Ok(Gateway {
+            input_keys,
             prefix: cfg.prefix,
             allowed_origins: cfg.allowed_origins.iter().map(|o| o.trim_end_matches('/').to_ascii_lowercase()).collect(),
             sessions,

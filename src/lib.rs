@@ -19,6 +19,7 @@ pub mod gotemplate;
 pub mod gotemplate;
 pub mod higress;
 pub mod icon;
+pub mod input;
 pub mod jsonrpc;
 #[cfg(feature = "go-templates")]
 pub mod lenient;

@@ -22,6 +22,8 @@ pub struct PromptConfig {
     pub icons: Vec<Icon>,
     pub arguments: Vec<ArgumentConfig>,
     pub messages: Vec<MessageConfig>,
+    /// What to ask the client before the messages are rendered ([`crate::input`]).
+    pub input_requests: Option<Value>,
 }
 
 impl PromptConfig {
@@ -34,6 +36,7 @@ impl PromptConfig {
             icons: f.list("icons", Icon::read)?,
             arguments: f.list("arguments", ArgumentConfig::read)?,
             messages: f.list("messages", MessageConfig::read)?,
+            input_requests: f.value("inputRequests").cloned(),
         };
         f.finish()?;
         Ok(p)
@@ -90,6 +93,8 @@ pub struct Prompt {
     description: Option<String>,
     pub arguments: Vec<Argument>,
     messages: Vec<(Role, Content)>,
+    /// What the prompt asks the client before its messages are rendered (`inputRequests`).
+    pub inputs: Option<crate::input::Inputs>,
 }
 
 impl Prompt {
@@ -110,8 +115,14 @@ impl Prompt {
         }
         let names: Vec<&str> = arguments.iter().map(|a| a.name.as_str()).collect();
         let prefix = format!("{server}/prompt:{}", cfg.name);
+        let inputs = match &cfg.input_requests {
+            Some(raw) => Some(crate::input::Inputs::compile(raw, &prefix, &names, templates, config)?),
+            None => None,
+        };
+        // The messages may read the answers to the prompt's input requests, and only then.
+        let known: &[&str] = if inputs.is_some() { &["args", "config", "input"] } else { &["args", "config"] };
         let mut compile = |t: &mut Templates, field: &str, src: &str| {
-            t.add_checked(&format!("{prefix}/{field}"), src, &["args", "config"], &names, config)
+            t.add_checked(&format!("{prefix}/{field}"), src, known, &names, config)
         };
         let mut messages = Vec::with_capacity(cfg.messages.len());
         for (i, m) in cfg.messages.iter().enumerate() {
@@ -165,12 +176,20 @@ impl Prompt {
             description: cfg.description.clone(),
             arguments,
             messages,
+            inputs,
         })
     }
 
     /// The `GetPromptResult` for these arguments: refused, naming each problem, when an argument is missing,
     /// unknown, not a string, or outside its enum.
-    pub fn get(&self, templates: &Templates, config: &MjValue, arguments: Option<&Value>) -> Result<Value, RpcError> {
+    /// `input`: the answers to its input requests, which its messages read as `input`.
+    pub fn get(
+        &self,
+        templates: &Templates,
+        config: &MjValue,
+        arguments: Option<&Value>,
+        input: Option<&Value>,
+    ) -> Result<Value, RpcError> {
         let given = match arguments {
             None | Some(Value::Null) => Map::new(),
             Some(Value::Object(m)) => m.clone(),
@@ -200,7 +219,14 @@ impl Prompt {
                 problems.join("\n- ")
             )));
         }
-        let ctx = context! { args => MjValue::from_serialize(&given), config => config.clone() };
+        let ctx = match input {
+            Some(i) => context! {
+                args => MjValue::from_serialize(&given),
+                config => config.clone(),
+                input => MjValue::from_serialize(i),
+            },
+            None => context! { args => MjValue::from_serialize(&given), config => config.clone() },
+        };
         let mut messages = Vec::with_capacity(self.messages.len());
         for (i, (role, block)) in self.messages.iter().enumerate() {
             let content = block.render(templates, &ctx).map_err(|e| {
@@ -237,19 +263,19 @@ mod tests {
         )
         .unwrap();
         assert_eq!(p.listing["arguments"][0], json!({"name": "lang", "required": true}));
-        let r = p.get(&t, &c, Some(&json!({"lang": "rust"}))).unwrap();
+        let r = p.get(&t, &c, Some(&json!({"lang": "rust"})), None).unwrap();
         assert_eq!(
             r["messages"][0],
             json!({"role": "user", "content": {"type": "text", "text": "Review this rust for ops"}})
         );
         assert_eq!(r["messages"][1]["content"]["type"], json!("image"));
         assert_eq!(r["description"], json!("Review code"));
-        let e = p.get(&t, &c, Some(&json!({"lang": "cobol", "x": "1", "focus": 3}))).unwrap_err();
+        let e = p.get(&t, &c, Some(&json!({"lang": "cobol", "x": "1", "focus": 3})), None).unwrap_err();
         assert_eq!(e.code, crate::jsonrpc::INVALID_PARAMS);
         for part in ["`lang`: must be one of rust, go", "`x`: is not an argument", "`focus`: must be a string"] {
             assert!(e.message.contains(part), "{}", e.message);
         }
-        assert!(p.get(&t, &c, None).unwrap_err().message.contains("`lang`: is required"));
+        assert!(p.get(&t, &c, None, None).unwrap_err().message.contains("`lang`: is required"));
     }
 
     #[test]

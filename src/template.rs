@@ -84,6 +84,26 @@ pub fn with_client<R>(client: &Client, f: impl FnOnce() -> R) -> R {
     r
 }
 
+thread_local! {
+    /// The client's answers to the call's input requests (`input` in templates; see [`crate::input`]), set
+    /// around the call by [`with_input`] like the client above.
+    static INPUT: std::cell::RefCell<Option<serde_json::Value>> = const { std::cell::RefCell::new(None) };
+}
+
+/// Runs `f` with `input` as the answers templates read as `input`, restoring the previous ones afterwards.
+/// `None` (a tool or prompt that asks nothing) costs nothing.
+pub fn with_input<R>(input: Option<&serde_json::Value>, f: impl FnOnce() -> R) -> R {
+    let Some(input) = input else { return f() };
+    let previous = INPUT.with(|c| c.replace(Some(input.clone())));
+    let r = f();
+    INPUT.with(|c| *c.borrow_mut() = previous);
+    r
+}
+
+fn current_input() -> Option<serde_json::Value> {
+    INPUT.with(|c| c.borrow().clone())
+}
+
 /// The template language of a server's templates.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Deserialize, serde::Serialize)]
 #[serde(rename_all = "lowercase")]
@@ -124,6 +144,8 @@ pub struct Templates {
     env: Environment<'static>,
     count: usize,
     go: Vec<GoTemplate>,
+    /// Request templates compiled now may read `input` (the tool being compiled asks for input).
+    input_visible: bool,
 }
 
 impl std::fmt::Debug for Templates {
@@ -187,8 +209,14 @@ impl<'a> Data<'a> {
     pub(crate) fn jinja(&self) -> &MjValue {
         self.jinja.get_or_init(|| {
             let args = MjValue::from_serialize(self.args);
+            // `input` only where the call asked for input: elsewhere the name stays the answer's.
+            let input = current_input().map(|i| minijinja::context! { input => MjValue::from_serialize(&i) });
             let Some(a) = &self.answer else {
-                return minijinja::context! { args => args, config => self.config.clone() };
+                let base = minijinja::context! { args => args, config => self.config.clone() };
+                return match input {
+                    Some(input) => minijinja::context! { ..input, ..base },
+                    None => base,
+                };
             };
             let response = a.parsed.clone().map_or(MjValue::from(()), json_view);
             let flattened = if a.parsed.as_deref().is_some_and(serde_json::Value::is_object) {
@@ -204,7 +232,10 @@ impl<'a> Data<'a> {
                 bodyBase64 => a.body_base64,
                 status => a.status,
                 headers => MjValue::from_serialize(a.headers),
-                ..flattened
+                ..match input {
+                    Some(input) => minijinja::value::merge_maps([input, flattened]),
+                    None => flattened,
+                }
             }
         })
     }
@@ -213,7 +244,11 @@ impl<'a> Data<'a> {
     fn go(&self, role: Role) -> Result<&str, gotemplate::GoError> {
         let request = || {
             let config = serde_json::to_value(self.config).unwrap_or_default();
-            serde_json::json!({"config": config, "args": self.args}).to_string()
+            match current_input() {
+                Some(input) => serde_json::json!({"config": config, "args": self.args, "input": input}),
+                None => serde_json::json!({"config": config, "args": self.args}),
+            }
+            .to_string()
         };
         match (&self.answer, role) {
             (None, _) | (Some(_), Role::Request) => Ok(self.go_request.get_or_init(request)),
@@ -270,7 +305,7 @@ impl Templates {
         env.add_filter("slice", |state: &State, value: MjValue, count: usize, fill: Option<MjValue>| {
             minijinja::filters::slice(state, value, bounded("slice", count)?, fill)
         });
-        Templates { env, count: 0, go: Vec::new() }
+        Templates { env, count: 0, go: Vec::new(), input_visible: false }
     }
 
     /// A fixed text, not a template (Higress's `prependBody`/`appendBody`).
@@ -427,6 +462,11 @@ impl Templates {
         Ok(())
     }
 
+    /// Lets request templates compiled from now on read `input` (while a tool that asks for input compiles).
+    pub fn set_input_visible(&mut self, visible: bool) {
+        self.input_visible = visible;
+    }
+
     /// A request template sees `args` and `config` only: any other name (a Go-dialect function such as
     /// `uuidv4`, a typo) would render empty, so it is refused when the configuration loads.
     fn check_request_names(&self, id: &TemplateId) -> Result<(), String> {
@@ -435,7 +475,8 @@ impl Templates {
         let mut unknown: Vec<String> = template
             .undeclared_variables(false)
             .into_iter()
-            .filter(|v| v != "args" && v != "config" && !self.env.globals().any(|(g, _)| g == v))
+            .filter(|v| v != "args" && v != "config" && !(self.input_visible && v == "input"))
+            .filter(|v| !self.env.globals().any(|(g, _)| g == v))
             .collect();
         unknown.sort();
         match unknown.first() {

@@ -89,6 +89,8 @@ pub struct Tool {
     icons: Vec<Icon>,
     /// Client capabilities a call needs (`requiredClientCapabilities`).
     pub required_client_capabilities: Option<Map<String, Value>>,
+    /// What the tool asks the client before it runs (`inputRequests`).
+    pub inputs: Option<crate::input::Inputs>,
     /// The input and output schemas live in their validators only: a large API's schemas are most of the
     /// plugin's memory, in every worker's VM.
     input: Validator,
@@ -162,6 +164,15 @@ impl Tool {
             return Err(err("inputSchema", "must be an object schema (\"type\": \"object\")".into()));
         }
         let input = Validator::new(input_schema).map_err(|e| err("inputSchema", e))?;
+        // The tool's request templates may read the answers to its input requests, and only then.
+        templates.set_input_visible(cfg.input_requests.is_some());
+        let inputs = match &cfg.input_requests {
+            Some(raw) => {
+                let prefix = format!("{}/{}", server.name, cfg.name);
+                Some(crate::input::Inputs::compile(raw, &prefix, &input.declared_names(), templates, config)?)
+            }
+            None => None,
+        };
         let output = match &cfg.output_schema {
             Some(s) if s.get("type").and_then(Value::as_str) != Some("object") => {
                 return Err(err("outputSchema", "must be an object schema (\"type\": \"object\")".into()))
@@ -462,7 +473,9 @@ impl Tool {
         }
         let forward_authorization = server.passthrough_auth_header
             && !downstream.as_ref().is_some_and(|d| matches!(d.source, Source::Authorization(_)));
+        templates.set_input_visible(false);
         Ok(Tool {
+            inputs,
             downstream,
             forward_authorization,
             name: cfg.name.clone(),

@@ -50,6 +50,18 @@ impl HttpResponse {
         }
     }
 
+    /// A `text/event-stream` answer of whole events (input requests by SSE polling).
+    fn sse(body: String) -> HttpResponse {
+        HttpResponse {
+            status: 200,
+            headers: vec![
+                ("content-type".into(), "text/event-stream".into()),
+                ("cache-control".into(), "no-cache".into()),
+            ],
+            body: body.into_bytes(),
+        }
+    }
+
     fn empty(status: u16) -> HttpResponse {
         HttpResponse { status, headers: Vec::new(), body: Vec::new() }
     }
@@ -83,12 +95,17 @@ pub enum Step {
     Session(SessionOp),
     /// Send these requests; report each answer with [`Exchange::on_upstream`] by its index.
     Dispatch(Vec<UpstreamRequest>),
+    /// Keep or read clients' answers to input requests, then call [`Exchange::on_answers`].
+    Answers(crate::input::poll::AnswerOp),
 }
 
 #[derive(Debug, Clone, Copy, PartialEq)]
 enum Kind {
     Post,
     Delete,
+    /// `GET` with `Last-Event-ID`: a 2025-11-25 client polling for the result of a call that asked it for
+    /// input ([`crate::input::poll`]).
+    Poll,
 }
 
 /// Incoming messages: one, or a batch whose slots keep their order.
@@ -142,6 +159,11 @@ enum Phase {
     },
     /// The session's new log level is being stored; then this response goes out.
     Saving(HttpResponse),
+    /// Keeping a client's answer to one of our requests.
+    Storing,
+    /// A poll: finding its session, then its answers.
+    Polling,
+    Fetching(crate::input::poll::Resume),
     Done,
 }
 
@@ -178,6 +200,12 @@ pub struct Exchange {
     elapsed_ms: Option<u64>,
     /// The credentials the request presented where the server's tools read them (downstream security).
     presented: crate::credential::Presented,
+    /// The clock and keys of input requests (set by the driver when the configuration has any).
+    input: crate::input::Ctx,
+    /// A poll's `Last-Event-ID`, which its SSE answer repeats.
+    last_event_id: Option<String>,
+    /// A POST that answers one of our requests to the client: its id and what to keep.
+    answer: Option<(String, String)>,
     phase: Phase,
 }
 
@@ -252,6 +280,7 @@ pub fn route(gw: &Gateway, head: &RequestHead) -> Route {
         name: head.header("mcp-name").map(str::to_string),
     };
     let session_id = head.header("mcp-session-id").map(str::to_string);
+    let last_event_id = head.header("last-event-id").map(str::to_string);
     let relayed = head.method == "POST" && session_id.is_none() && relayed_by_higress(&head.path);
     let kind = match head.method.as_str() {
         "POST" => {
@@ -299,6 +328,8 @@ pub fn route(gw: &Gateway, head: &RequestHead) -> Route {
                     .header("access-control-max-age", "600"),
             ));
         }
+        // A 2025-11-25 client resuming the SSE answer of a call that asked it for input.
+        "GET" if last_event_id.is_some() && session_id.is_some() => Kind::Poll,
         _ => {
             // GET would open a server-to-client SSE stream; this server sends no unsolicited messages.
             return Route::Respond(with_cors(
@@ -337,6 +368,9 @@ pub fn route(gw: &Gateway, head: &RequestHead) -> Route {
             |name| head.header(name),
             &head.path,
         ),
+        input: crate::input::Ctx::default(),
+        last_event_id,
+        answer: None,
         phase: Phase::Start,
     }))
 }
@@ -369,6 +403,11 @@ impl Exchange {
         Step::Respond(add_cors(r, self.cors_origin.as_deref()))
     }
 
+    /// Gives the exchange what its input requests need: the host's clock and the state keys.
+    pub fn set_input(&mut self, ctx: crate::input::Ctx) {
+        self.input = ctx;
+    }
+
     /// Starts processing once the whole body is in.
     pub fn on_body(&mut self, gw: &Gateway, body: &[u8]) -> Step {
         if !matches!(self.phase, Phase::Start) {
@@ -378,6 +417,14 @@ impl Exchange {
                 jsonrpc::INTERNAL_ERROR,
                 "request body delivered twice",
             ));
+        }
+        if self.kind == Kind::Poll {
+            let id = self.session_id.clone().unwrap_or_default();
+            if !session::is_plausible_id(&id) {
+                return self.respond(session_not_found(Value::Null));
+            }
+            self.phase = Phase::Polling;
+            return Step::Session(SessionOp::Open { id, server: self.server(gw).name.clone() });
         }
         if self.kind == Kind::Delete {
             if let Some(v) = self.unsupported_header() {
@@ -404,6 +451,7 @@ impl Exchange {
                 ))
             }
         };
+        self.answer = crate::input::poll::response_to_us(&value);
         let batch = match value {
             Value::Array(items) => {
                 if items.is_empty() {
@@ -574,6 +622,29 @@ impl Exchange {
             }
             (Phase::Saving(r), SessionOutcome::Found(_)) => self.respond(r),
             (Phase::Saving(_), SessionOutcome::NotFound) => self.respond(session_not_found(reply_id)),
+            (Phase::Opening(_), SessionOutcome::Found(_)) if self.answer.is_some() => {
+                let Some((id, answer)) = self.answer.take() else { return self.respond(HttpResponse::empty(202)) };
+                self.phase = Phase::Storing;
+                let session = self.session_id.clone().unwrap_or_default();
+                Step::Answers(crate::input::poll::AnswerOp::Put { session, id, answer })
+            }
+            (Phase::Polling, SessionOutcome::Found(session)) => {
+                self.revision = Revision::parse(&session.version).unwrap_or(Revision::LATEST_LEGACY);
+                let resume = self.last_event_id.as_deref().and_then(crate::input::poll::Resume::decode);
+                let Some(resume) = resume.filter(|_| self.revision == Revision::V2025_11_25) else {
+                    return self.respond(HttpResponse::error(
+                        400,
+                        Value::Null,
+                        jsonrpc::INVALID_REQUEST,
+                        "Last-Event-ID names no call of this session that waits for input",
+                    ));
+                };
+                let ids = resume.keys.iter().map(|k| resume.request_id(k)).collect();
+                self.phase = Phase::Fetching(resume);
+                let session = self.session_id.clone().unwrap_or_default();
+                Step::Answers(crate::input::poll::AnswerOp::Take { session, ids })
+            }
+            (Phase::Polling, SessionOutcome::NotFound) => self.respond(session_not_found(Value::Null)),
             (Phase::Opening(batch), SessionOutcome::Found(session)) => {
                 self.revision = Revision::parse(&session.version).unwrap_or(Revision::LATEST_LEGACY);
                 self.session = Some(session.clone());
@@ -597,6 +668,32 @@ impl Exchange {
         }
     }
 
+    /// Resumes after an answer-store operation (input requests by SSE polling).
+    pub fn on_answers(&mut self, gw: &Gateway, outcome: crate::input::poll::AnswerOutcome) -> Step {
+        use crate::input::poll::{self, AnswerOutcome};
+        let phase = std::mem::replace(&mut self.phase, Phase::Done);
+        match (phase, outcome) {
+            (_, AnswerOutcome::Failed(e)) => self.respond(HttpResponse::error(
+                503,
+                Value::Null,
+                jsonrpc::INTERNAL_ERROR,
+                format!("the answer could not be kept: {e}"),
+            )),
+            (Phase::Storing, AnswerOutcome::Stored) => self.respond(HttpResponse::empty(202)),
+            (Phase::Fetching(resume), AnswerOutcome::Found(answers)) => match resume.retry(&answers) {
+                // Not every answer is in yet: the client polls again, from the same event.
+                None => self.respond(HttpResponse::sse(poll::priming(&resume.encode()))),
+                Some(msg) => self.process(gw, Batch::One(msg)),
+            },
+            (_, outcome) => self.respond(HttpResponse::error(
+                500,
+                Value::Null,
+                jsonrpc::INTERNAL_ERROR,
+                format!("unexpected answer store outcome {outcome:?}"),
+            )),
+        }
+    }
+
     /// The server and tool of the request's first `tools/call`, once (for the host's access-log properties).
     pub fn take_called(&mut self) -> Option<(String, String)> {
         self.called.take()
@@ -616,6 +713,17 @@ impl Exchange {
         let mut slots = Vec::with_capacity(inputs.len());
         let mut calls = Vec::new();
         let mut requests = Vec::new();
+        // A single call of a 2025-11-25 session may ask the client for input over SSE: what to resume.
+        let origin = match inputs.first() {
+            Some(Ok(Message::Request { id, method, params: Some(p) }))
+                if single && self.revision == Revision::V2025_11_25 && !self.relayed =>
+            {
+                let name = p.get("name").and_then(Value::as_str).unwrap_or_default().to_string();
+                let arguments = p.get("arguments").cloned().unwrap_or(Value::Null);
+                Some((id.clone(), method.clone(), name, arguments))
+            }
+            _ => None,
+        };
         for (slot, input) in inputs.into_iter().enumerate() {
             let listening = match input.as_ref().map(|m| self.listening(gw, server, m)) {
                 Ok(Err(refused)) => {
@@ -637,8 +745,27 @@ impl Exchange {
                         self.revision,
                         self.allowed_tools.as_deref(),
                         &self.presented,
+                        &self.input,
                     )
                 }) {
+                    Handled::Reply(v)
+                        if v["result"]["resultType"] == "input_required" && !self.revision.is_stateless() =>
+                    {
+                        let asked = origin.as_ref().and_then(|(id, method, name, args)| {
+                            crate::input::poll::ask(&v["result"], id, method, name, args)
+                        });
+                        match asked {
+                            Some((resume, body)) => {
+                                self.last_event_id = Some(resume.encode());
+                                return self.respond(HttpResponse::sse(body));
+                            }
+                            None => slots.push(Some(jsonrpc::error(
+                                v["id"].clone(),
+                                jsonrpc::INVALID_REQUEST,
+                                "a call that asks the client for input must be a request of its own",
+                            ))),
+                        }
+                    }
                     Handled::Reply(v) => {
                         self.heard(gw, server, slot, &v, listening);
                         slots.push(Some(v))
@@ -688,7 +815,7 @@ impl Exchange {
         };
         let call = calls.get_mut(index)?.take()?;
         let elapsed_ms = self.elapsed_ms.take();
-        if let (Some(listener), mcp::Pending::Tool(tool)) = (&call.listener, &call.call) {
+        if let (Some(listener), mcp::Pending::Tool(tool, _)) = (&call.listener, &call.call) {
             if let Some(n) = server.notifications(tool) {
                 let answer = notify::Answer { outcome: &outcome, elapsed_ms };
                 let notes = n.render(&gw.templates, &server.config, &call.args, Some(answer), false, listener);
@@ -719,6 +846,10 @@ impl Exchange {
             return self.respond(HttpResponse::empty(202));
         }
         let body = if single { replies.into_iter().next().unwrap_or(Value::Null) } else { Value::Array(replies) };
+        if let (Kind::Poll, Some(e)) = (self.kind, self.last_event_id.as_deref()) {
+            let sse = HttpResponse::sse(crate::input::poll::reply(e, &body));
+            return self.respond(sse);
+        }
         // The stateless revision answers a method it does not serve with HTTP 404, so that intermediaries
         // routing on Mcp-Method see it too.
         let status = match body["error"]["code"].as_i64() {

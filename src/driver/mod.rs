@@ -110,6 +110,9 @@ impl Driver {
         if !self.awaits_body() {
             return self.progress();
         }
+        if let Some(keys) = &gw.input_keys {
+            self.exchange.set_input(crate::input::Ctx::new(keys.as_deref(), host));
+        }
         let step = self.exchange.on_body(gw, body);
         self.run(gw, host, step)
     }
@@ -269,6 +272,13 @@ impl Driver {
                     self.waiting = Waiting::Done;
                     host.respond(r);
                     return Progress::Done;
+                }
+                Step::Answers(op) => {
+                    let outcome = crate::input::poll::run(op, host);
+                    if let crate::input::poll::AnswerOutcome::Failed(e) = &outcome {
+                        host.warn(&format!("input answers: {e}"));
+                    }
+                    self.exchange.on_answers(gw, outcome)
                 }
                 Step::Session(op) => match gw.sessions.start(op, host) {
                     Started::Done(outcome) => self.resume(gw, host, outcome),

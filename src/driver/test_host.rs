@@ -157,6 +157,8 @@ impl TestHost {
         let mut h = TestHost { env: MemoryEnv { now_ms: 1_000_000, ..Default::default() }, ..Default::default() };
         crate::session::local::SESSIONS.prepare(&mut h.env.kv);
         crate::session::local::REVOKED.prepare(&mut h.env.kv);
+        crate::input::prepare(&mut h.env.kv);
+        crate::session::local::ANSWERS.prepare(&mut h.env.kv);
         h
     }
 

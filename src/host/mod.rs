@@ -248,6 +248,12 @@ impl RootContext for Root {
         let scope = if rules.has_rules() { "per route (_rules_): " } else { "" };
         for gw in rules.all() {
             gw.sessions.prepare(&mut SharedData);
+            if gw.input_keys.as_ref().is_some_and(Option::is_none) {
+                crate::input::prepare(&mut SharedData);
+            }
+            if gw.input_keys.is_some() {
+                crate::session::local::ANSWERS.prepare(&mut SharedData);
+            }
             for notice in &gw.notices {
                 log(LogLevel::Warn, &format!("mcp-gateway: {notice}"));
             }

@@ -12,6 +12,7 @@ pub use revision::Revision;
 
 use crate::credential::Presented;
 use crate::gateway::{Gateway, Server};
+use crate::input;
 use crate::jsonrpc::{self, Message, RpcError};
 use crate::resource::Read;
 use crate::tool::{Prepared, Tool};
@@ -46,8 +47,9 @@ pub enum Handled {
 /// What an upstream call answers.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Pending {
-    /// `tools/call` of this tool.
-    Tool(String),
+    /// `tools/call` of this tool, with the client's answers to its input requests (for its response
+    /// templates).
+    Tool(String, Option<Value>),
     /// `resources/read` of this URI.
     Resource(String),
 }
@@ -137,7 +139,7 @@ pub fn complete(method: &str, mut result: Value, revision: Revision) -> Value {
 
 /// Handles one message (everything except a legacy `initialize`, which opens a session).
 pub fn handle(gw: &Gateway, server: &Server, msg: Message, revision: Revision) -> Handled {
-    handle_allowed(gw, server, msg, revision, None, &Presented::NONE)
+    handle_allowed(gw, server, msg, revision, None, &Presented::NONE, &input::Ctx::default())
 }
 
 /// [`handle`] for a request that names the tools it may use (`x-envoy-allow-mcp-tools`) and presented
@@ -149,6 +151,7 @@ pub fn handle_allowed(
     revision: Revision,
     allowed: Option<&[String]>,
     presented: &Presented,
+    ctx: &input::Ctx,
 ) -> Handled {
     let (id, method, params) = match msg {
         Message::Request { id, method, params } => (id, method, params),
@@ -218,7 +221,19 @@ pub fn handle_allowed(
             let Some(prompt) = server.prompt(name) else {
                 return Handled::Reply(jsonrpc::error(id, jsonrpc::INVALID_PARAMS, format!("Unknown prompt: {name}")));
             };
-            answer(id, prompt.get(&gw.templates, &server.config, p.get("arguments")))
+            let Some(inputs) = &prompt.inputs else {
+                return answer(id, prompt.get(&gw.templates, &server.config, p.get("arguments"), None));
+            };
+            let arguments = p.get("arguments").unwrap_or(&Value::Null);
+            let call = input::Call { server: &server.name, kind: "prompts", name, arguments };
+            match input::resolve(inputs, ctx, &gw.templates, &server.config, &call, p, revision) {
+                input::Next::Run { arguments: filled, input } => answer(
+                    id,
+                    prompt.get(&gw.templates, &server.config, Some(filled.as_ref().unwrap_or(arguments)), Some(&input)),
+                ),
+                input::Next::Reply(r) => answer(id, r),
+                input::Next::Declined(why) => answer(id, Err(RpcError::invalid_params(why))),
+            }
         }
         "resources/read" | "resources/subscribe" | "resources/unsubscribe" => {
             let Some(uri) = p.get("uri").and_then(Value::as_str) else {
@@ -274,10 +289,25 @@ pub fn handle_allowed(
                     ));
                 }
             }
-            match tool.prepare_for(&gw.templates, &server.config, p.get("arguments"), presented) {
+            let (filled, input) = match &tool.inputs {
+                None => (None, None),
+                Some(inputs) => {
+                    let arguments = p.get("arguments").unwrap_or(&Value::Null);
+                    let call = input::Call { server: &server.name, kind: "tools", name, arguments };
+                    match input::resolve(inputs, ctx, &gw.templates, &server.config, &call, p, revision) {
+                        input::Next::Run { arguments, input } => (arguments, Some(input)),
+                        input::Next::Reply(r) => return answer(id, r),
+                        input::Next::Declined(why) => return done(id, crate::tool::error_result(&why)),
+                    }
+                }
+            };
+            let arguments = filled.as_ref().or(p.get("arguments"));
+            match crate::template::with_input(input.as_ref(), || {
+                tool.prepare_for(&gw.templates, &server.config, arguments, presented)
+            }) {
                 Prepared::Done(result) => done(id, result),
                 Prepared::Upstream(request, args) => {
-                    Handled::Call { id, call: Pending::Tool(name.to_string()), request: Box::new(request), args }
+                    Handled::Call { id, call: Pending::Tool(name.to_string(), input), request: Box::new(request), args }
                 }
             }
         }
@@ -309,9 +339,11 @@ pub fn finish_call(
     revision: Revision,
 ) -> Value {
     match call {
-        Pending::Tool(tool) => match server.tool(tool) {
+        Pending::Tool(tool, input) => match server.tool(tool) {
             Some(t) => {
-                let result = t.finish(&gw.templates, &server.config, args, outcome);
+                let result = crate::template::with_input(input.as_ref(), || {
+                    t.finish(&gw.templates, &server.config, args, outcome)
+                });
                 jsonrpc::result(id, complete("tools/call", result, revision))
             }
             None => jsonrpc::error(id, jsonrpc::INTERNAL_ERROR, "the tool disappeared during the call"),

@@ -30,6 +30,8 @@ pub struct Buckets {
 pub const SESSIONS: Buckets = Buckets { prefix: "mcp-gateway/sessions/" };
 /// Signed session ids revoked by `DELETE`, kept until they would have expired anyway.
 pub const REVOKED: Buckets = Buckets { prefix: "mcp-gateway/revoked/" };
+/// Clients' answers to input requests sent over SSE (2025-11-25), until the poll that reads them.
+pub const ANSWERS: Buckets = Buckets { prefix: "mcp-gateway/answers/" };
 
 /// What an update does to the entry it looked at.
 #[derive(Debug, PartialEq)]

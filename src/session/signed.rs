@@ -66,7 +66,8 @@ fn hmac(key: &[u8], parts: &[&[u8]]) -> [u8; 32] {
     mac.finalize().into_bytes().into()
 }
 
-fn decode_key(text: &str) -> Option<Vec<u8>> {
+/// A configured key's bytes (any base64 alphabet, padded or not).
+pub fn decode_key(text: &str) -> Option<Vec<u8>> {
     let t = text.trim();
     [&STANDARD, &URL_SAFE, &STANDARD_NO_PAD, &URL_SAFE_NO_PAD].iter().find_map(|e| e.decode(t).ok())
 }
