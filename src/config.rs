@@ -337,6 +337,14 @@ pub struct ServerConfig {
     /// single-server shape (top-level `server:` and `tools:`), so Higress configs run unchanged; `jinja` else.
     #[serde(default)]
     pub template_dialect: Option<crate::template::Dialect>,
+    /// Schemas the tools' `inputSchema`, `outputSchema` and argument schemas share, by `$ref:
+    /// "#/$defs/NAME"`: kept once for the server (what `mcp-gateway openapi` writes for the models an API
+    /// repeats), shown inlined in each tool's listing.
+    #[serde(default)]
+    pub schema_defs: Map<String, Value>,
+    /// `schema_defs` compiled, once per server (set when the gateway compiles the server).
+    #[serde(skip)]
+    pub compiled_defs: Option<std::sync::Arc<crate::schema::SchemaDefs>>,
     #[serde(skip)]
     pub tools: Vec<ToolConfig>,
     #[serde(skip)]

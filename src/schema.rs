@@ -9,7 +9,8 @@
 use crate::config::ArgConfig;
 use regex_lite::Regex;
 use serde_json::{json, Map, Value};
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
 
 const MAX_DEPTH: usize = 64;
 /// Schema nodes one check may visit, beyond [`STEPS_PER_VALUE`]. `$ref`s inside `anyOf`/`allOf`/`oneOf` can
@@ -255,16 +256,141 @@ pub struct Validator {
     whole: &'static str,
     /// [`MAX_STEPS`], lowered by tests.
     max_steps: usize,
+    /// The server's shared definitions, when the schema refers to them (see [`SchemaDefs`]).
+    defs: Option<Arc<SchemaDefs>>,
+    /// The shared definitions the schema reaches, directly or through one another, by first use.
+    shared: Vec<String>,
+}
+
+/// A server's `schemaDefs`: schemas its tools share through `$ref: "#/$defs/NAME"`, held and compiled once
+/// per server instead of copied into every tool (a converted API repeats the same models in hundreds of
+/// tools: Stripe's conversion was 57 MB inlined, most of it the same few models). A tool's schema reads them
+/// as if they were its own `$defs`; `tools/list` shows each tool self-contained (see [`Validator::listing`]).
+#[derive(Debug)]
+pub struct SchemaDefs {
+    /// `{"$defs": {...}}`, so that the definitions' `$ref`s to one another are pointers into it.
+    root: Value,
+    patterns: HashMap<String, Regex>,
+    /// As [`Validator`]'s, every one `SHARED#pointer`.
+    refs: HashMap<usize, String>,
+    /// Each definition's `$ref`s, as definition names.
+    uses: HashMap<String, Vec<String>>,
+    /// Definitions that reach themselves: listed as `$defs`, as they cannot be inlined.
+    cyclic: HashSet<String>,
+    track: bool,
+    dependencies: bool,
+}
+
+/// The base of a `$ref` into a server's [`SchemaDefs`].
+const SHARED: &str = "mcp-gateway:schemaDefs";
+
+/// The definition a `/$defs/NAME/...` pointer names.
+fn def_name(pointer: &str) -> Option<String> {
+    let name = pointer.strip_prefix("/$defs/")?.split('/').next()?;
+    Some(name.replace("~1", "/").replace("~0", "~"))
+}
+
+impl SchemaDefs {
+    /// Checks and compiles the definitions; their `$ref`s may point to one another (`#/$defs/NAME`), not
+    /// elsewhere, and they may not declare `$id`s, anchors or `$dynamicRef`s (a shared definition has no
+    /// single place in a document for them to be relative to).
+    pub fn compile(defs: Map<String, Value>) -> Result<SchemaDefs, String> {
+        let root = json!({ "$defs": defs });
+        let l = Loader::load(&root, None)?;
+        if l.dynamic || l.ids.len() > 1 {
+            return Err("`$id`, `$anchor`, `$dynamicAnchor` and `$dynamicRef` are not supported in schemaDefs".into());
+        }
+        let mut refs = HashMap::with_capacity(l.refs.len());
+        for (addr, target) in l.refs {
+            let pointer = target.split_once('#').map_or("", |(_, p)| p);
+            if def_name(pointer).is_none() {
+                return Err(format!("a $ref leads to #{pointer}: outside the definitions"));
+            }
+            refs.insert(addr, format!("{SHARED}#{pointer}"));
+        }
+        let mut uses: HashMap<String, Vec<String>> = HashMap::new();
+        for (name, def) in root["$defs"].as_object().into_iter().flatten() {
+            let mut found = Vec::new();
+            collect_refs(def, &refs, &mut found);
+            uses.insert(name.clone(), found);
+        }
+        let mut cyclic = HashSet::new();
+        for name in uses.keys() {
+            let mut seen = HashSet::new();
+            let mut todo: Vec<&String> = uses[name].iter().collect();
+            while let Some(n) = todo.pop() {
+                if n == name {
+                    cyclic.insert(name.clone());
+                    break;
+                }
+                if seen.insert(n) {
+                    todo.extend(uses.get(n).into_iter().flatten());
+                }
+            }
+        }
+        Ok(SchemaDefs { root, patterns: l.patterns, refs, uses, cyclic, track: l.track, dependencies: l.dependencies })
+    }
+
+    fn get(&self, name: &str) -> Option<&Value> {
+        self.root["$defs"].get(name)
+    }
+}
+
+/// The shared definitions (by name, first use first, each once) that `$ref`s in `v` lead to.
+fn collect_refs(v: &Value, refs: &HashMap<usize, String>, out: &mut Vec<String>) {
+    match v {
+        Value::Object(m) => {
+            if let Some(r) = m.get("$ref") {
+                let target = refs.get(&(r as *const Value as usize)).and_then(|t| t.strip_prefix(SHARED));
+                if let Some(name) = target.and_then(|t| def_name(t.trim_start_matches('#'))) {
+                    if !out.contains(&name) {
+                        out.push(name);
+                    }
+                }
+            }
+            m.values().for_each(|x| collect_refs(x, refs, out));
+        }
+        Value::Array(a) => a.iter().for_each(|x| collect_refs(x, refs, out)),
+        _ => {}
+    }
 }
 
 impl Validator {
     /// Compiles a schema; fails on malformed keywords, bad patterns, unresolvable `$ref`s and the keywords
     /// it does not support (see [`Loader::check`]).
     pub fn new(root: Value) -> Result<Validator, String> {
+        Validator::with_defs(root, None)
+    }
+
+    /// The same for a schema that may refer to its server's shared definitions.
+    pub fn with_defs(root: Value, defs: Option<Arc<SchemaDefs>>) -> Result<Validator, String> {
         if !root.is_object() && !root.is_boolean() {
             return Err("a schema must be an object or a boolean".into());
         }
-        let mut l = Loader::load(&root)?;
+        let mut l = Loader::load(&root, defs.as_deref())?;
+        let mut shared = Vec::new();
+        let defs = match defs {
+            Some(d) if l.refs.values().any(|r| r.starts_with(SHARED)) => {
+                collect_refs(&root, &l.refs, &mut shared);
+                let mut i = 0;
+                while i < shared.len() {
+                    for n in d.uses.get(&shared[i]).into_iter().flatten() {
+                        if !shared.contains(n) {
+                            shared.push(n.clone());
+                        }
+                    }
+                    i += 1;
+                }
+                let own = root.get("$defs").and_then(Value::as_object);
+                if let Some(n) = shared.iter().find(|n| own.is_some_and(|o| o.contains_key(n.as_str()))) {
+                    return Err(format!("$defs/{n}: the server's schemaDefs has one of this name too, which it uses"));
+                }
+                l.track |= d.track;
+                l.dependencies |= d.dependencies;
+                Some(d)
+            }
+            _ => None,
+        };
         // The root's own address changes as it moves into the validator: its base is kept apart.
         let root_base = l.visited.remove(&(&root as *const Value as usize)).filter(|b| !b.is_empty());
         let root_base = root_base.unwrap_or_else(|| NO_BASE.into());
@@ -281,7 +407,82 @@ impl Validator {
             dependencies: l.dependencies,
             whole: "arguments",
             max_steps: MAX_STEPS,
+            defs,
+            shared,
         })
+    }
+
+    /// The same for an upstream answer, with shared definitions.
+    pub fn for_answer_with_defs(root: Value, defs: Option<Arc<SchemaDefs>>) -> Result<Validator, String> {
+        Validator::with_defs(root, defs).map(|v| Validator { whole: "the answer", ..v })
+    }
+
+    /// The schema as `tools/list` shows it: self-contained. `$ref`s to shared definitions are replaced by
+    /// the definitions (a converted API's schemas then read exactly as if converted inlined); definitions
+    /// that refer to themselves cannot be, and are given as the schema's `$defs` instead. Built for each
+    /// listing rather than held per tool, which is what keeps a large API's memory down.
+    pub fn listing(&self) -> Value {
+        let Some(defs) = self.defs.as_ref().filter(|_| !self.shared.is_empty()) else {
+            return self.root.clone();
+        };
+        if self.shared.iter().any(|n| defs.cyclic.contains(n)) {
+            return self.listing_with_defs();
+        }
+        self.inline(&self.root, defs)
+    }
+
+    /// The schema with the shared definitions it reaches as its `$defs` (each once), `$ref`s kept.
+    pub fn listing_with_defs(&self) -> Value {
+        let mut out = self.root.clone();
+        let Some(defs) = self.defs.as_ref().filter(|_| !self.shared.is_empty()) else {
+            return out;
+        };
+        if let Value::Object(o) = &mut out {
+            let own = o.entry("$defs").or_insert_with(|| Value::Object(Map::new()));
+            if let Value::Object(own) = own {
+                for n in &self.shared {
+                    own.insert(n.clone(), defs.get(n).cloned().unwrap_or(Value::Bool(true)));
+                }
+            }
+        }
+        out
+    }
+
+    /// A copy of `v` with every `$ref` to a shared definition replaced by the definition (itself inlined).
+    fn inline(&self, v: &Value, defs: &SchemaDefs) -> Value {
+        match v {
+            Value::Object(m) => {
+                let target = m.get("$ref").and_then(|r| {
+                    let addr = r as *const Value as usize;
+                    let t = self.refs.get(&addr).or_else(|| defs.refs.get(&addr))?;
+                    defs.root.pointer(t.strip_prefix(SHARED)?.strip_prefix('#')?)
+                });
+                let Some(target) = target else {
+                    return Value::Object(m.iter().map(|(k, x)| (k.clone(), self.inline(x, defs))).collect());
+                };
+                let expanded = self.inline(target, defs);
+                if m.len() == 1 {
+                    return expanded;
+                }
+                // Keywords beside the `$ref` apply together with it, as `allOf` does.
+                let mut out: Map<String, Value> =
+                    m.iter().filter(|(k, _)| *k != "$ref").map(|(k, x)| (k.clone(), self.inline(x, defs))).collect();
+                match out.get_mut("allOf") {
+                    Some(Value::Array(all)) => all.insert(0, expanded),
+                    _ => {
+                        out.insert("allOf".into(), json!([expanded]));
+                    }
+                }
+                Value::Object(out)
+            }
+            Value::Array(a) => Value::Array(a.iter().map(|x| self.inline(x, defs)).collect()),
+            other => other.clone(),
+        }
+    }
+
+    /// A compiled `pattern` or `patternProperties` key, the tool's or the shared definitions'.
+    fn pattern(&self, p: &str) -> Option<&Regex> {
+        self.patterns.get(p).or_else(|| self.defs.as_ref()?.patterns.get(p))
     }
 
     /// The same, for an upstream answer checked against a tool's `outputSchema`.
@@ -400,7 +601,7 @@ impl Validator {
                         self.normalize(sub, value, depth + 1, budget);
                     }
                     for (pat, sub) in pattern_props.into_iter().flatten() {
-                        if self.patterns.get(pat).is_some_and(|re| re.is_match(key)) {
+                        if self.pattern(pat).is_some_and(|re| re.is_match(key)) {
                             known = true;
                             self.normalize(sub, value, depth + 1, budget);
                         }
@@ -457,7 +658,7 @@ impl Validator {
         Ok(args
             .keys()
             .filter(|k| !names.contains(&k.as_str()))
-            .filter(|k| !patterns.iter().any(|p| self.patterns.get(*p).is_some_and(|re| re.is_match(k))))
+            .filter(|k| !patterns.iter().any(|p| self.pattern(p).is_some_and(|re| re.is_match(k))))
             .cloned()
             .collect())
     }
@@ -530,7 +731,15 @@ impl Validator {
     /// `$dynamicAnchor` goes to the outermost resource in the dynamic scope with an anchor of that name.
     fn follow<'s>(&'s self, s: &Map<String, Value>, key: &str, budget: &Budget) -> Option<(&'s str, &'s Value)> {
         let r = s.get(key)?;
-        let (base, pointer) = self.refs.get(&(r as *const Value as usize))?.split_once('#')?;
+        let addr = r as *const Value as usize;
+        let entry = match self.refs.get(&addr) {
+            Some(e) => e,
+            None => self.defs.as_ref()?.refs.get(&addr)?,
+        };
+        let (base, pointer) = entry.split_once('#')?;
+        if base == SHARED {
+            return Some((base, self.defs.as_ref()?.root.pointer(pointer)?));
+        }
         let mut target = self.root.pointer(pointer)?;
         let name = r.as_str().and_then(|r| r.split_once('#')).map_or("", |(_, name)| name);
         let dynamic = |t: &Value| t.get("$dynamicAnchor").and_then(Value::as_str) == Some(name);
@@ -795,7 +1004,7 @@ impl Validator {
             }
         }
         if let Some(p) = s.get("pattern").and_then(Value::as_str) {
-            if let Some(re) = self.patterns.get(p) {
+            if let Some(re) = self.pattern(p) {
                 if !re.is_match(text) {
                     errors.push(format!("{at}: must match the pattern {p}"));
                 }
@@ -907,7 +1116,7 @@ impl Validator {
                 let _ = self.walk(sub, value, &join(path, key), errors, depth + 1, budget);
             }
             for (pat, sub) in pattern_props.into_iter().flatten() {
-                if self.patterns.get(pat).is_some_and(|re| re.is_match(key)) {
+                if self.pattern(pat).is_some_and(|re| re.is_match(key)) {
                     known = true;
                     let _ = self.walk(sub, value, &join(path, key), errors, depth + 1, budget);
                 }
@@ -1123,7 +1332,8 @@ struct Loader {
 }
 
 impl Loader {
-    fn load(root: &Value) -> Result<Loader, String> {
+    /// `defs`: the server's shared definitions, where a `#/$defs/NAME` the schema does not hold leads.
+    fn load(root: &Value, defs: Option<&SchemaDefs>) -> Result<Loader, String> {
         let mut l = Loader {
             patterns: HashMap::new(),
             ids: HashMap::new(),
@@ -1151,6 +1361,12 @@ impl Loader {
             } else {
                 l.ids.get(&format!("{absolute}#{fragment}")).cloned()
             };
+            let shared =
+                defs.filter(|d| target.is_none() && absolute == NO_BASE && d.root.pointer(&fragment).is_some());
+            if shared.is_some() && def_name(&fragment).is_some() {
+                l.refs.insert(addr, format!("{SHARED}#{fragment}"));
+                continue;
+            }
             let target = target.ok_or(format!("{at}: cannot resolve '{r}'"))?;
             let schema = root.pointer(&target).unwrap_or(&Value::Null);
             if !l.visited.contains_key(&(schema as *const Value as usize)) {

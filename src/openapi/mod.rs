@@ -11,11 +11,12 @@ pub mod import;
 mod operation;
 mod schema;
 pub mod select;
+mod share;
 mod swagger;
 
 use crate::config::{SecurityScheme, ToolConfig};
 pub use select::Selection;
-use serde_json::Value;
+use serde_json::{Map, Value};
 use std::collections::HashSet;
 use std::fmt;
 
@@ -69,6 +70,9 @@ pub struct Options {
     /// to their type. Stripe's expandable fields make its answers' schemas grow fast with it: 58 MB at 3,
     /// 12 MB at 2, 2 MB at 1.
     pub output_schema_depth: Option<usize>,
+    /// Every tool's schemas whole, as before shared definitions: by default the subschemas tools repeat are
+    /// kept once, in the server's `schemaDefs` (see [`Conversion::share_schemas`]).
+    pub inline_schemas: bool,
 }
 
 /// One operation that became a tool.
@@ -135,6 +139,14 @@ impl Conversion {
             return None;
         }
         self.skipped.iter().find(|s| s.invalid).map(|s| OpenApiError::new(&s.pointer, &s.reason))
+    }
+
+    /// Moves the subschemas the tools repeat into shared definitions, returned for the server's
+    /// `schemaDefs` (whose names in use are `taken`), leaving `$ref`s to them: Stripe's conversion goes
+    /// from 57 MB to a few, and `tools/list` still shows each tool whole.
+    pub fn share_schemas(&mut self, taken: impl IntoIterator<Item = String>) -> Map<String, Value> {
+        let mut tools: Vec<&mut ToolConfig> = self.tools.iter_mut().map(|c| &mut c.tool).collect();
+        share::share(&mut tools, taken)
     }
 }
 
