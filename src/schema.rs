@@ -9,7 +9,7 @@
 use crate::config::ArgConfig;
 use regex_lite::Regex;
 use serde_json::{json, Map, Value};
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::sync::Arc;
 
 const MAX_DEPTH: usize = 64;
@@ -258,8 +258,6 @@ pub struct Validator {
     max_steps: usize,
     /// The server's shared definitions, when the schema refers to them (see [`SchemaDefs`]).
     defs: Option<Arc<SchemaDefs>>,
-    /// The shared definitions the schema reaches, directly or through one another, by first use.
-    shared: Vec<String>,
 }
 
 /// A server's `schemaDefs`: schemas its tools share through `$ref: "#/$defs/NAME"`, held and compiled once
@@ -273,10 +271,6 @@ pub struct SchemaDefs {
     patterns: HashMap<String, Regex>,
     /// As [`Validator`]'s, every one `SHARED#pointer`.
     refs: HashMap<usize, String>,
-    /// Each definition's `$ref`s, as definition names.
-    uses: HashMap<String, Vec<String>>,
-    /// Definitions that reach themselves: listed as `$defs`, as they cannot be inlined.
-    cyclic: HashSet<String>,
     track: bool,
     dependencies: bool,
 }
@@ -308,32 +302,26 @@ impl SchemaDefs {
             }
             refs.insert(addr, format!("{SHARED}#{pointer}"));
         }
-        let mut uses: HashMap<String, Vec<String>> = HashMap::new();
-        for (name, def) in root["$defs"].as_object().into_iter().flatten() {
-            let mut found = Vec::new();
-            collect_refs(def, &refs, &mut found);
-            uses.insert(name.clone(), found);
-        }
-        let mut cyclic = HashSet::new();
-        for name in uses.keys() {
-            let mut seen = HashSet::new();
-            let mut todo: Vec<&String> = uses[name].iter().collect();
-            while let Some(n) = todo.pop() {
-                if n == name {
-                    cyclic.insert(name.clone());
-                    break;
-                }
-                if seen.insert(n) {
-                    todo.extend(uses.get(n).into_iter().flatten());
-                }
-            }
-        }
-        Ok(SchemaDefs { root, patterns: l.patterns, refs, uses, cyclic, track: l.track, dependencies: l.dependencies })
+        Ok(SchemaDefs { root, patterns: l.patterns, refs, track: l.track, dependencies: l.dependencies })
     }
 
     fn get(&self, name: &str) -> Option<&Value> {
         self.root["$defs"].get(name)
     }
+}
+
+/// The shared definitions a schema reaches, directly or through one another (by name, first use first).
+fn closure(root: &Value, refs: &HashMap<usize, String>, defs: &SchemaDefs) -> Vec<String> {
+    let mut names = Vec::new();
+    collect_refs(root, refs, &mut names);
+    let mut i = 0;
+    while let Some(name) = names.get(i).cloned() {
+        if let Some(def) = defs.get(&name) {
+            collect_refs(def, &defs.refs, &mut names);
+        }
+        i += 1;
+    }
+    names
 }
 
 /// The shared definitions (by name, first use first, each once) that `$ref`s in `v` lead to.
@@ -368,22 +356,16 @@ impl Validator {
             return Err("a schema must be an object or a boolean".into());
         }
         let mut l = Loader::load(&root, defs.as_deref())?;
-        let mut shared = Vec::new();
         let defs = match defs {
             Some(d) if l.refs.values().any(|r| r.starts_with(SHARED)) => {
-                collect_refs(&root, &l.refs, &mut shared);
-                let mut i = 0;
-                while i < shared.len() {
-                    for n in d.uses.get(&shared[i]).into_iter().flatten() {
-                        if !shared.contains(n) {
-                            shared.push(n.clone());
-                        }
+                // Listed with the definitions it reaches as its `$defs` when they recurse: they may not
+                // shadow its own.
+                if let Some(own) = root.get("$defs").and_then(Value::as_object) {
+                    if let Some(n) = closure(&root, &l.refs, &d).into_iter().find(|n| own.contains_key(n)) {
+                        return Err(format!(
+                            "$defs/{n}: the server's schemaDefs has one of this name too, which it uses"
+                        ));
                     }
-                    i += 1;
-                }
-                let own = root.get("$defs").and_then(Value::as_object);
-                if let Some(n) = shared.iter().find(|n| own.is_some_and(|o| o.contains_key(n.as_str()))) {
-                    return Err(format!("$defs/{n}: the server's schemaDefs has one of this name too, which it uses"));
                 }
                 l.track |= d.track;
                 l.dependencies |= d.dependencies;
@@ -408,7 +390,6 @@ impl Validator {
             whole: "arguments",
             max_steps: MAX_STEPS,
             defs,
-            shared,
         })
     }
 
@@ -422,62 +403,69 @@ impl Validator {
     /// that refer to themselves cannot be, and are given as the schema's `$defs` instead. Built for each
     /// listing rather than held per tool, which is what keeps a large API's memory down.
     pub fn listing(&self) -> Value {
-        let Some(defs) = self.defs.as_ref().filter(|_| !self.shared.is_empty()) else {
+        let Some(defs) = &self.defs else {
             return self.root.clone();
         };
-        if self.shared.iter().any(|n| defs.cyclic.contains(n)) {
-            return self.listing_with_defs();
-        }
-        self.inline(&self.root, defs)
+        self.inline(&self.root, defs, &mut Vec::new()).unwrap_or_else(|| self.listing_with_defs())
     }
 
     /// The schema with the shared definitions it reaches as its `$defs` (each once), `$ref`s kept.
     pub fn listing_with_defs(&self) -> Value {
         let mut out = self.root.clone();
-        let Some(defs) = self.defs.as_ref().filter(|_| !self.shared.is_empty()) else {
+        let Some(defs) = &self.defs else {
             return out;
         };
         if let Value::Object(o) = &mut out {
             let own = o.entry("$defs").or_insert_with(|| Value::Object(Map::new()));
             if let Value::Object(own) = own {
-                for n in &self.shared {
-                    own.insert(n.clone(), defs.get(n).cloned().unwrap_or(Value::Bool(true)));
+                for n in closure(&self.root, &self.refs, defs) {
+                    let def = defs.get(&n).cloned().unwrap_or(Value::Bool(true));
+                    own.insert(n, def);
                 }
             }
         }
         out
     }
 
-    /// A copy of `v` with every `$ref` to a shared definition replaced by the definition (itself inlined).
-    fn inline(&self, v: &Value, defs: &SchemaDefs) -> Value {
-        match v {
-            Value::Object(m) => {
-                let target = m.get("$ref").and_then(|r| {
-                    let addr = r as *const Value as usize;
-                    let t = self.refs.get(&addr).or_else(|| defs.refs.get(&addr))?;
-                    defs.root.pointer(t.strip_prefix(SHARED)?.strip_prefix('#')?)
-                });
-                let Some(target) = target else {
-                    return Value::Object(m.iter().map(|(k, x)| (k.clone(), self.inline(x, defs))).collect());
-                };
-                let expanded = self.inline(target, defs);
-                if m.len() == 1 {
-                    return expanded;
-                }
-                // Keywords beside the `$ref` apply together with it, as `allOf` does.
-                let mut out: Map<String, Value> =
-                    m.iter().filter(|(k, _)| *k != "$ref").map(|(k, x)| (k.clone(), self.inline(x, defs))).collect();
-                match out.get_mut("allOf") {
-                    Some(Value::Array(all)) => all.insert(0, expanded),
-                    _ => {
-                        out.insert("allOf".into(), json!([expanded]));
+    /// A copy of `v` with every `$ref` to a shared definition replaced by the definition (itself inlined);
+    /// `None` when definitions recurse (`within`: the `$ref`s being expanded).
+    fn inline<'s>(&'s self, v: &'s Value, defs: &'s SchemaDefs, within: &mut Vec<&'s str>) -> Option<Value> {
+        let m = match v {
+            Value::Object(m) => m,
+            Value::Array(a) => return a.iter().map(|x| self.inline(x, defs, within)).collect(),
+            other => return Some(other.clone()),
+        };
+        let mut out = Map::new();
+        let mut expanded = None;
+        for (k, x) in m {
+            let addr = x as *const Value as usize;
+            let target = self.refs.get(&addr).or_else(|| defs.refs.get(&addr)).and_then(|t| t.strip_prefix(SHARED));
+            match target.and_then(|t| t.strip_prefix('#')).filter(|_| k == "$ref") {
+                Some(pointer) => {
+                    if within.contains(&pointer) {
+                        return None;
                     }
+                    within.push(pointer);
+                    expanded = Some(self.inline(defs.root.pointer(pointer)?, defs, within)?);
+                    within.pop();
                 }
-                Value::Object(out)
+                None => {
+                    out.insert(k.clone(), self.inline(x, defs, within)?);
+                }
             }
-            Value::Array(a) => Value::Array(a.iter().map(|x| self.inline(x, defs)).collect()),
-            other => other.clone(),
         }
+        let Some(expanded) = expanded else { return Some(Value::Object(out)) };
+        if out.is_empty() {
+            return Some(expanded);
+        }
+        // Keywords beside the `$ref` apply together with it, as `allOf` does.
+        match out.get_mut("allOf") {
+            Some(Value::Array(all)) => all.insert(0, expanded),
+            _ => {
+                out.insert("allOf".into(), Value::Array(vec![expanded]));
+            }
+        }
+        Some(Value::Object(out))
     }
 
     /// A compiled `pattern` or `patternProperties` key, the tool's or the shared definitions'.
@@ -2076,6 +2064,123 @@ mod properties {
             let _ = validator.validate(&normalized);
             let _ = validator.validate(&Value::Object(args));
             prop_assert!(started.elapsed() < Duration::from_secs(2), "{:?} for {}", started.elapsed(), schema);
+        }
+    }
+}
+
+/// Shared definitions (`schemaDefs`): resolved without copies, checked as the inlined form is, listed inlined.
+#[cfg(test)]
+mod defs_tests {
+    use super::*;
+
+    fn defs(d: Value) -> Arc<SchemaDefs> {
+        Arc::new(SchemaDefs::compile(d.as_object().cloned().unwrap()).unwrap())
+    }
+
+    fn address() -> Value {
+        json!({"type": "object", "required": ["city"], "additionalProperties": false,
+               "properties": {"city": {"type": "string", "pattern": "^[A-Z]"}, "zip": {"type": "integer"},
+                              "tags": {"type": "array", "items": {"type": "string"}}}})
+    }
+
+    fn person(address: Value) -> Value {
+        json!({"type": "object", "required": ["name"], "properties": {
+            "name": {"type": "string", "minLength": 2}, "home": address.clone(), "others": {"type": "array", "items": address},
+            "labels": {"type": "object", "patternProperties": {"^x-": {"type": "integer"}}}}})
+    }
+
+    #[test]
+    fn refs_to_shared_definitions_check_as_the_inlined_schema_does() {
+        let d = defs(json!({"Address": address()}));
+        let shared = Validator::with_defs(person(json!({"$ref": "#/$defs/Address"})), Some(d)).unwrap();
+        let inlined = Validator::new(person(address())).unwrap();
+        for instance in [
+            json!({"name": "Ann", "home": {"city": "Paris", "zip": 75001}}),
+            json!({"name": "A", "home": {"city": "paris", "zip": "75001", "extra": 1}}),
+            json!({"name": "Bob", "others": [{"city": "Oslo"}, {"zip": 1}, {"city": "Rome", "tags": [1]}]}),
+            json!({"home": 3, "labels": {"x-a": 1, "x-b": "no"}}),
+            json!({"name": "Ann", "home": {"city": "Paris", "zip": 1.0}}),
+        ] {
+            assert_eq!(shared.validate(&instance), inlined.validate(&instance), "{instance}");
+            let (mut a, mut b) = (instance.clone(), instance.clone());
+            shared.normalize_integers(&mut a).unwrap();
+            inlined.normalize_integers(&mut b).unwrap();
+            assert_eq!(a, b);
+        }
+        assert!(!shared.validate(&json!({"name": "A", "home": {"city": "paris"}})).is_empty());
+        // Listed as if it had been inlined.
+        assert_eq!(shared.listing(), person(address()));
+    }
+
+    #[test]
+    fn definitions_refer_to_one_another_and_recursion_is_listed_as_defs() {
+        let d = defs(json!({
+            "Address": address(),
+            "Person": person(json!({"$ref": "#/$defs/Address"})),
+            "Node": {"type": "object", "properties": {"value": {"type": "integer"},
+                     "children": {"type": "array", "items": {"$ref": "#/$defs/Node"}}}}}));
+        let tool = json!({"type": "object", "properties": {"who": {"$ref": "#/$defs/Person"}}});
+        let v = Validator::with_defs(tool.clone(), Some(d.clone())).unwrap();
+        assert_eq!(v.listing(), json!({"type": "object", "properties": {"who": person(address())}}));
+        let mut with_defs = tool.clone();
+        with_defs["$defs"] = json!({"Person": person(json!({"$ref": "#/$defs/Address"})), "Address": address()});
+        assert_eq!(v.listing_with_defs(), with_defs);
+        // The `$defs` form is the same schema to this validator: the same verdicts.
+        let alone = Validator::new(v.listing_with_defs()).unwrap();
+        let bad = json!({"who": {"name": "Ann", "home": {"zip": 1}}});
+        assert_eq!(v.validate(&bad), alone.validate(&bad));
+        assert_eq!(v.validate(&bad), vec!["`who/home/city`: is required".to_string()]);
+
+        let tree = json!({"type": "object", "properties": {"root": {"$ref": "#/$defs/Node"}}});
+        let v = Validator::with_defs(tree.clone(), Some(d)).unwrap();
+        let listed = v.listing();
+        assert_eq!(listed["$defs"]["Node"]["properties"]["children"]["items"], json!({"$ref": "#/$defs/Node"}));
+        assert_eq!(listed["properties"], tree["properties"]);
+        let deep = json!({"root": {"value": 1, "children": [{"value": 2, "children": [{"value": "x"}]}]}});
+        assert_eq!(v.validate(&deep), Validator::new(listed).unwrap().validate(&deep));
+        assert_eq!(v.validate(&deep).len(), 1);
+    }
+
+    #[test]
+    fn keywords_beside_a_shared_ref_apply_with_it() {
+        let d = defs(json!({"Address": address()}));
+        let v = Validator::with_defs(
+            json!({"type": "object", "properties": {"a": {"$ref": "#/$defs/Address", "maxProperties": 1}}}),
+            Some(d),
+        )
+        .unwrap();
+        let listed = v.listing();
+        assert_eq!(listed["properties"]["a"], json!({"maxProperties": 1, "allOf": [address()]}));
+        let two = json!({"a": {"city": "Paris", "zip": 1}});
+        assert_eq!(v.validate(&two), Validator::new(listed).unwrap().validate(&two));
+        assert_eq!(v.validate(&two).len(), 1);
+    }
+
+    #[test]
+    fn what_cannot_be_shared_is_refused_at_load() {
+        let d = defs(json!({"Address": address()}));
+        let missing = Validator::with_defs(json!({"properties": {"a": {"$ref": "#/$defs/Nope"}}}), Some(d.clone()));
+        assert!(missing.unwrap_err().contains("cannot resolve '#/$defs/Nope'"));
+        // Without a server's definitions the reference does not resolve either.
+        assert!(Validator::new(json!({"properties": {"a": {"$ref": "#/$defs/Address"}}})).is_err());
+        // A tool's own `$defs` win, but may not shadow a shared one it also reaches.
+        let own = json!({"$defs": {"Mine": {"type": "string"}}, "properties": {"a": {"$ref": "#/$defs/Mine"},
+                         "b": {"$ref": "#/$defs/Address"}}});
+        let v = Validator::with_defs(own.clone(), Some(d.clone())).unwrap();
+        assert_eq!(v.validate(&json!({"a": 1})).len(), 1);
+        assert_eq!(v.listing()["$defs"], own["$defs"]);
+        assert_eq!(v.listing()["properties"]["b"], address());
+        let clash = json!({"$defs": {"Address": {"type": "string"}}, "properties": {"a": {"$ref": "#/$defs/Other"}}});
+        let d2 = defs(json!({"Other": {"$ref": "#/$defs/Address"}, "Address": address()}));
+        assert!(Validator::with_defs(clash, Some(d2)).unwrap_err().contains("schemaDefs has one of this name"));
+        for bad in [
+            json!({"A": {"$id": "https://x.example/a"}}),
+            json!({"A": {"$anchor": "here"}}),
+            json!({"A": {"$ref": "#"}}),
+            json!({"A": {"$ref": "#/$defs/B"}}),
+            json!({"A": {"pattern": "("}}),
+        ] {
+            assert!(SchemaDefs::compile(bad.as_object().cloned().unwrap()).is_err(), "{bad}");
         }
     }
 }

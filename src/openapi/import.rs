@@ -94,12 +94,11 @@ pub fn apply(server: &mut ServerConfig, raw: Value) -> Result<(), ConfigError> {
             "overrides" => raw_overrides = entries(v, &here)?,
             "outputSchemas" => options.no_output_schemas = !typed::<bool>(v, &here)?,
             "outputSchemaDepth" => options.output_schema_depth = Some(typed(v, &here)?),
-            "inlineSchemas" => options.inline_schemas = typed(v, &here)?,
             _ => {
                 return Err(ConfigError::new(
                     here,
                     "unknown field (expected document, serverUrl, toolPrefix, include, exclude, overrides, \
-                     outputSchemas, outputSchemaDepth or inlineSchemas)",
+                     outputSchemas or outputSchemaDepth)",
                 ))
             }
         }
@@ -110,7 +109,7 @@ pub fn apply(server: &mut ServerConfig, raw: Value) -> Result<(), ConfigError> {
             .map_err(|e| ConfigError::new(format!("openapi.document{}", e.pointer), e.reason))?,
         Some(other) => other,
     };
-    let mut conversion = openapi::convert(&document, &options)
+    let conversion = openapi::convert(&document, &options)
         .and_then(|c| c.refusal().map_or(Ok(c), Err))
         .map_err(|e| ConfigError::new(format!("openapi.document{}", e.pointer), e.reason))?;
     let mut overrides = Vec::new();
@@ -124,11 +123,6 @@ pub fn apply(server: &mut ServerConfig, raw: Value) -> Result<(), ConfigError> {
             return Err(ConfigError::new(field, "no operation has this operationId (or METHOD /path)"));
         }
         overrides.push((key, o));
-    }
-    drop(document);
-    if !options.inline_schemas {
-        let defs = conversion.share_schemas(server.schema_defs.keys().cloned());
-        server.schema_defs.extend(defs);
     }
     for scheme in conversion.security_schemes {
         if !server.security_schemes.iter().any(|s| s.id == scheme.id) {
