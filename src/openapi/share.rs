@@ -212,3 +212,59 @@ pub fn share(tools: &mut [&mut ToolConfig], taken: impl IntoIterator<Item = Stri
     s.tools(tools);
     s.defs
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn tool(v: Value) -> ToolConfig {
+        serde_json::from_value(v).unwrap()
+    }
+
+    /// A schema large enough to be shared.
+    fn model(title: &str) -> Value {
+        json!({"type": "object", "title": title, "properties": {
+            "city": {"type": "string", "description": "City, district, suburb, town, or village."},
+            "line1": {"type": "string", "description": "Address line 1 (e.g., street, PO Box, or company name)."}}})
+    }
+
+    #[test]
+    fn only_repeated_movable_subschemas_move_and_places_that_are_read_stay() {
+        let small = json!({"type": "string", "maxLength": 10});
+        let anchored = json!({"$id": "https://x.example/a", "type": "object", "description": "x".repeat(200)});
+        let data = json!({"default": model("Address"), "enum": [model("Address")], "examples": [model("Item")]});
+        let mut t = tool(json!({"name": "t", "outputSchema": {"type": "object", "properties": {
+                "home": model("Address"), "work": model("Address"), "tiny": small, "tiny2": small,
+                "anchored": anchored, "anchored2": anchored, "data": data, "once": model("Once"),
+                "list": {"type": "array", "items": model("Item")},
+                "list2": {"type": "array", "items": model("Item"), "minItems": 1}}},
+            "args": [{"name": "where", "schema": model("Address")}, {"name": "again", "schema": model("Address")},
+                     {"name": "many", "schema": {"type": "array", "items": model("Item")}}]}));
+        let before = serde_json::to_value(&t).unwrap();
+        let defs = share(&mut [&mut t], []);
+        assert_eq!(defs.keys().collect::<Vec<_>>(), ["Address", "Item"]);
+        assert_eq!(defs["Address"], model("Address"));
+        let out = &t.output_schema.as_ref().unwrap()["properties"];
+        assert_eq!(out["home"], json!({"$ref": "#/$defs/Address"}));
+        assert_eq!(out["list"]["items"], json!({"$ref": "#/$defs/Item"}));
+        // Small, once, anchored, and values that are not schemas (`default`, `enum`, `examples`) stay.
+        for kept in ["tiny", "anchored", "data", "once"] {
+            assert_eq!(out[kept], before["outputSchema"]["properties"][kept], "{kept}");
+        }
+        // Arguments' own schemas and their items are read for coercion and defaults: they stay.
+        assert_eq!(t.args[0].schema, Some(model("Address")));
+        assert_eq!(t.args[2].schema.as_ref().unwrap()["items"], model("Item"));
+    }
+
+    #[test]
+    fn names_come_from_titles_around_taken_ones() {
+        let mut deep = model("Address");
+        deep["properties"]["inner"] = model("Address");
+        let mut t = tool(json!({"name": "t", "outputSchema": {"type": "object", "properties": {
+            "a": deep.clone(), "b": deep, "c": {"type": "object", "description": "z".repeat(200)},
+            "d": {"type": "object", "description": "z".repeat(200)}}}}));
+        let defs = share(&mut [&mut t], ["Address".to_string()]);
+        assert_eq!(defs.keys().collect::<Vec<_>>(), ["Address_2", "Address_3", "s3"]);
+        assert_eq!(defs["Address_3"]["properties"]["inner"], json!({"$ref": "#/$defs/Address_2"}));
+    }
+}
