@@ -406,7 +406,8 @@ impl Validator {
         let Some(defs) = &self.defs else {
             return self.root.clone();
         };
-        self.inline(&self.root, defs, &mut Vec::new()).unwrap_or_else(|| self.listing_with_defs())
+        let mut budget = MAX_STEPS;
+        self.inline(&self.root, defs, &mut Vec::new(), &mut budget).unwrap_or_else(|| self.listing_with_defs())
     }
 
     /// The schema with the shared definitions it reaches as its `$defs` (each once), `$ref`s kept.
@@ -428,11 +429,20 @@ impl Validator {
     }
 
     /// A copy of `v` with every `$ref` to a shared definition replaced by the definition (itself inlined);
-    /// `None` when definitions recurse (`within`: the `$ref`s being expanded).
-    fn inline<'s>(&'s self, v: &'s Value, defs: &'s SchemaDefs, within: &mut Vec<&'s str>) -> Option<Value> {
+    /// `None` when definitions recurse (`within`: the `$ref`s being expanded) or nest deeper than
+    /// [`MAX_DEPTH`], or the copy would take more than `budget` values (definitions that use one another
+    /// twice at each level double at each: a small config must not list as gigabytes).
+    fn inline<'s>(
+        &'s self,
+        v: &'s Value,
+        defs: &'s SchemaDefs,
+        within: &mut Vec<&'s str>,
+        budget: &mut usize,
+    ) -> Option<Value> {
+        *budget = budget.checked_sub(1)?;
         let m = match v {
             Value::Object(m) => m,
-            Value::Array(a) => return a.iter().map(|x| self.inline(x, defs, within)).collect(),
+            Value::Array(a) => return a.iter().map(|x| self.inline(x, defs, within, budget)).collect(),
             other => return Some(other.clone()),
         };
         let mut out = Map::new();
@@ -442,15 +452,15 @@ impl Validator {
             let target = self.refs.get(&addr).or_else(|| defs.refs.get(&addr)).and_then(|t| t.strip_prefix(SHARED));
             match target.and_then(|t| t.strip_prefix('#')).filter(|_| k == "$ref") {
                 Some(pointer) => {
-                    if within.contains(&pointer) {
+                    if within.contains(&pointer) || within.len() > MAX_DEPTH {
                         return None;
                     }
                     within.push(pointer);
-                    expanded = Some(self.inline(defs.root.pointer(pointer)?, defs, within)?);
+                    expanded = Some(self.inline(defs.root.pointer(pointer)?, defs, within, budget)?);
                     within.pop();
                 }
                 None => {
-                    out.insert(k.clone(), self.inline(x, defs, within)?);
+                    out.insert(k.clone(), self.inline(x, defs, within, budget)?);
                 }
             }
         }
@@ -2139,6 +2149,24 @@ mod defs_tests {
         let deep = json!({"root": {"value": 1, "children": [{"value": 2, "children": [{"value": "x"}]}]}});
         assert_eq!(v.validate(&deep), Validator::new(listed).unwrap().validate(&deep));
         assert_eq!(v.validate(&deep).len(), 1);
+    }
+
+    #[test]
+    fn definitions_that_would_list_as_too_much_are_listed_as_defs() {
+        // Each level uses the next twice: inlined, 2^40 copies of the last.
+        let mut d = Map::new();
+        for i in 0..40 {
+            let next = json!({"$ref": format!("#/$defs/d{}", i + 1)});
+            d.insert(format!("d{i}"), json!({"type": "object", "properties": {"a": next, "b": next}}));
+        }
+        d.insert("d40".into(), json!({"type": "integer"}));
+        let defs = Arc::new(SchemaDefs::compile(d).unwrap());
+        let v =
+            Validator::with_defs(json!({"type": "object", "properties": {"x": {"$ref": "#/$defs/d0"}}}), Some(defs))
+                .unwrap();
+        let listed = v.listing();
+        assert_eq!(listed["$defs"].as_object().unwrap().len(), 41);
+        assert_eq!(listed["properties"]["x"], json!({"$ref": "#/$defs/d0"}));
     }
 
     #[test]
