@@ -63,12 +63,13 @@ pub struct Options {
     pub include: Selection,
     /// Operations it names are left out.
     pub exclude: Selection,
-    /// No `outputSchema`s: they are most of a large API's converted size (Stripe: 97%) and of what each
-    /// Envoy worker holds, and clients work without them (answers are then text only).
+    /// No `outputSchema`s: they are most of a large API's converted size (Stripe: 97% inlined, 70% with
+    /// shared definitions) and of what `tools/list` sends, and clients work without them (answers are then
+    /// text only).
     pub no_output_schemas: bool,
     /// How many `$ref`s an `outputSchema` expands inside one another (default 3); deeper models are reduced
-    /// to their type. Stripe's expandable fields make its answers' schemas grow fast with it: 58 MB at 3,
-    /// 12 MB at 2, 2 MB at 1.
+    /// to their type. Stripe's expandable fields make its answers' schemas grow fast with it (inlined: 58 MB
+    /// at 3, 12 MB at 2, 2 MB at 1).
     pub output_schema_depth: Option<usize>,
     /// Every tool's schemas whole, as before shared definitions: by default the subschemas tools repeat are
     /// kept once, in the server's `schemaDefs` (see [`Conversion::share_schemas`]).
