@@ -2170,6 +2170,33 @@ mod defs_tests {
     }
 
     #[test]
+    fn a_server_config_with_schema_defs_loads_and_its_faults_are_named() {
+        let config = |defs: Value, schema: Value| {
+            json!({"servers": [{"name": "s", "schemaDefs": defs, "tools": [{"name": "t",
+                "requestTemplate": {"url": "http://h/x"}, "args": [{"name": "a", "schema": schema}]}]}]})
+            .to_string()
+        };
+        let gw = crate::gateway::Gateway::from_config_str(&config(
+            json!({"Address": address()}),
+            json!({"type": "object", "properties": {"home": {"$ref": "#/$defs/Address"}}}),
+        ))
+        .unwrap();
+        let listed = gw.servers[0].tools[0].listing();
+        assert_eq!(listed["inputSchema"]["properties"]["a"]["properties"]["home"], address());
+        let err = crate::gateway::Gateway::from_config_str(&config(json!({"A": {"pattern": "("}}), json!({})))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("server 's'") && err.contains("schemaDefs") && err.contains("pattern"), "{err}");
+        let err = crate::gateway::Gateway::from_config_str(&config(
+            json!({"Address": address()}),
+            json!({"properties": {"home": {"$ref": "#/$defs/Adress"}}}),
+        ))
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("tool 't'") && err.contains("cannot resolve '#/$defs/Adress'"), "{err}");
+    }
+
+    #[test]
     fn keywords_beside_a_shared_ref_apply_with_it() {
         let d = defs(json!({"Address": address()}));
         let v = Validator::with_defs(
