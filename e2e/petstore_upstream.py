@@ -16,7 +16,8 @@ Endpoints (the API; answers match the schemas of petstore_api.yaml)
   POST   /v1/pets/{petId}/photo        -> 204 (multipart: a file and a caption)
   GET    /v1/store/inventory           -> {"counts": {tag: n}}; 401 Error unless X-API-Key is the key
   GET    /v1/store/status              -> {"open": true, "pets": n}
-  ANY    /any/...                      -> 200 {} (a generic recording endpoint for any document)
+  ANY    /any/...                      -> 200 {}, or what POST /__answer set (a generic recording endpoint
+                                          for any document)
 Endpoints (for the tests; not recorded)
   GET    /healthz                      -> {"ok": true}
   GET    /__requests?n=N               -> {"requests": [...]}: the last N recorded requests (all by default),
@@ -27,7 +28,8 @@ Endpoints (for the tests; not recorded)
                                           json (parsed body or null),
                                           form (name -> [values] for a form body, else null)
   DELETE /__requests                   -> 204; forgets the recorded requests
-  POST   /__reset                      -> 204; restores the initial pets (and forgets the requests)
+  POST   /__reset                      -> 204; restores the initial pets (and forgets the requests and answer)
+  POST   /__answer                     -> 204; /any/ answers the JSON body from now on (null: {} again)
 """
 
 from __future__ import annotations
@@ -70,6 +72,7 @@ class State:
         self.pets: dict[str, dict] = {}
         self.seq = 100
         self.records: collections.deque = collections.deque(maxlen=MAX_RECORDS)
+        self.answer = None
         self.reset()
 
     def reset(self) -> None:
@@ -77,6 +80,7 @@ class State:
             self.pets = copy.deepcopy(INITIAL_PETS)
             self.seq = 100
             self.records.clear()
+            self.answer = None
 
     def record(self, rec: dict) -> None:
         with self.lock:
@@ -186,9 +190,17 @@ class Handler(demo_upstream.Handler):
             self._send(204)
             return
 
+        if path == "/__answer" and method == "POST":
+            with STATE.lock:
+                STATE.answer = json.loads(body or b"null")
+            self._send(204)
+            return
+
         if path == "/any" or path.startswith("/any/"):
             self._record(path, query, body)
-            self._json(200, {})
+            with STATE.lock:
+                answer = STATE.answer
+            self._json(200, {} if answer is None else answer)
             return
 
         if not path.startswith("/v1/"):

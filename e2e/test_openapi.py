@@ -97,6 +97,10 @@ class PetstoreUpstream(harness.DemoUpstream):
     def clear(self) -> None:
         self.http.delete(f"{self.url}/__requests").raise_for_status()
 
+    def answer(self, body) -> None:
+        """What /any/ answers from now on (None: `{}` again)."""
+        self.http.post(f"{self.url}/__answer", json=body).raise_for_status()
+
     def requests(self) -> list[dict]:
         r = self.http.get(f"{self.url}/__requests")
         r.raise_for_status()

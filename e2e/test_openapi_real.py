@@ -18,6 +18,8 @@ kept in e2e/.cache/, never committed). A document that cannot be fetched fails i
     `explode` and `encoding` (deepObject `address[city]=...`, `expand[0]=...`, `line_items[0][price]=...`);
     the Kubernetes patch must go as `application/merge-patch+json` (its schema does not say array, which a
     JSON Patch is); files, given base64, must arrive as the bytes, in their parts or as the body.
+    The CLI's Stripe tools share their models (`schemaDefs`): they list exactly as the in-config (inlined)
+    ones and check arguments and answers (`structuredContent`) the same way.
 """
 
 from __future__ import annotations
@@ -54,7 +56,7 @@ EXPECTED = {
     "kubernetes-swagger": (1014, 1014),
 }
 
-STRIPE_OPS = ["PostCustomers", "GetCustomers", "PostCheckoutSessions", "GetCustomersCustomer"]
+STRIPE_OPS = ["PostCustomers", "GetCustomers", "PostCheckoutSessions", "GetCustomersCustomer", "PostCustomersCustomer"]
 
 
 def report(capsys, *lines: str) -> None:
@@ -330,6 +332,46 @@ def test_stripe_calls_are_encoded_as_the_document_says(real_gw, stripe_doc, serv
         assert "address%5Bcity%5D=Paris" in rec["body"] and "expand%5B1%5D=invoice_settings.default_payment_method" in rec["body"]
         assert "invoice_settings%5Bcustom_fields%5D%5B0%5D%5Bname%5D=PO" in rec["body"], rec["body"]
         assert "metadata%5Bnote%5D=a%26b%3Dc%20%5Bx%5D" in rec["body"], rec["body"]
+
+
+def test_stripe_shared_definitions_check_arguments_and_answers(real_gw):
+    """The CLI writes the models Stripe's tools repeat once, in the server's `schemaDefs`; through Envoy each
+    tool still lists whole (exactly the schemas of the in-config import, which inlines them), and arguments
+    and answers are checked against the shared models (the Python SDK checks structuredContent too)."""
+    cli = next(s for s in real_gw.config["servers"] if s["name"] == "stripe-cli")
+    assert cli.get("schemaDefs"), "the CLI wrote no shared definitions"
+    by_name = {t["name"]: t for t in cli["tools"]}
+    shipping = next(a for a in by_name["PostCustomersCustomer"]["args"] if a["name"] == "shipping")
+    assert "#/$defs/" in json.dumps(shipping["schema"]), shipping
+    assert "#/$defs/" in json.dumps(by_name["PostCustomers"]["outputSchema"])
+    inlined, shared = list_tools(real_gw.url("stripe")), list_tools(real_gw.url("stripe-cli"))
+    assert set(shared) == set(inlined) == set(STRIPE_OPS)
+    for name, tool in shared.items():
+        assert tool.input_schema == inlined[name].input_schema, name
+        assert tool.output_schema == inlined[name].output_schema, name
+        assert "#/$defs/" not in json.dumps([tool.input_schema, tool.output_schema]), name
+
+    real_gw.upstream.clear()
+    bad = {"customer": "cus_1", "shipping": {"name": "Ann", "address": {"city": 5}}}
+    refused = [call(real_gw.url(s), "PostCustomersCustomer", bad) for s in ("stripe", "stripe-cli")]
+    assert all(r.is_error for r in refused) and text_of(refused[0]) == text_of(refused[1]), text_of(refused[1])
+    assert "shipping" in text_of(refused[1]), text_of(refused[1])
+    assert real_gw.upstream.requests() == []
+
+    customer = {"id": "cus_1", "object": "customer", "created": 1700000000, "livemode": False, "email": "a@example.com",
+                "address": {"city": "Paris", "country": "FR", "line1": "1 rue de Rivoli", "line2": None,
+                            "postal_code": "75001", "state": None}}
+    try:
+        real_gw.upstream.answer(customer)
+        for server in ("stripe", "stripe-cli"):
+            r = call(real_gw.url(server), "PostCustomers", {"email": "a@example.com"})
+            assert not r.is_error and r.structured_content == customer, text_of(r)
+        real_gw.upstream.answer({**customer, "address": {**customer["address"], "city": 5}})
+        wrong = [call(real_gw.url(s), "PostCustomers", {"email": "a@example.com"}) for s in ("stripe", "stripe-cli")]
+        assert all(r.is_error for r in wrong) and text_of(wrong[0]) == text_of(wrong[1]), text_of(wrong[1])
+        assert "outputSchema" in text_of(wrong[1]) and "`address`" in text_of(wrong[1]), text_of(wrong[1])
+    finally:
+        real_gw.upstream.answer(None)
 
 
 def test_stripe_empty_string_unsets(real_gw):

@@ -363,6 +363,14 @@ pub struct ServerConfig {
     /// call their APIs exactly as before). Unset: `higress` in Higress's single-server shape, `native` else.
     #[serde(default)]
     pub semantics: Option<crate::higress::Semantics>,
+    /// Schemas the tools' `inputSchema`, `outputSchema` and argument schemas share, by `$ref:
+    /// "#/$defs/NAME"`: kept once for the server (what `mcp-gateway openapi` writes for the models an API
+    /// repeats), shown inlined in each tool's listing.
+    #[serde(default)]
+    pub schema_defs: Map<String, Value>,
+    /// `schema_defs` compiled, once per server (set when the gateway compiles the server).
+    #[serde(skip)]
+    pub compiled_defs: Option<std::sync::Arc<crate::schema::SchemaDefs>>,
     #[serde(skip)]
     pub tools: Vec<ToolConfig>,
     #[serde(skip)]

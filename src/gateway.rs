@@ -140,6 +140,11 @@ impl Gateway {
             let mut tools = Vec::with_capacity(s.tools.len());
             let mut tool_index = HashMap::new();
             let config = safe_config(&s.config);
+            if !s.schema_defs.is_empty() {
+                let defs = crate::schema::SchemaDefs::compile(std::mem::take(&mut s.schema_defs))
+                    .map_err(|e| ConfigError::new("schemaDefs", e).in_server(&s.name))?;
+                s.compiled_defs = Some(std::sync::Arc::new(defs));
+            }
             let mut notifications = Vec::with_capacity(s.tools.len());
             // Each tool's config is dropped once compiled, so that a large API is not held twice at once.
             for t in std::mem::take(&mut s.tools) {

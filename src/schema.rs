@@ -10,6 +10,7 @@ use crate::config::ArgConfig;
 use regex_lite::Regex;
 use serde_json::{json, Map, Value};
 use std::collections::HashMap;
+use std::sync::Arc;
 
 const MAX_DEPTH: usize = 64;
 /// Schema nodes one check may visit, beyond [`STEPS_PER_VALUE`]. `$ref`s inside `anyOf`/`allOf`/`oneOf` can
@@ -255,16 +256,123 @@ pub struct Validator {
     whole: &'static str,
     /// [`MAX_STEPS`], lowered by tests.
     max_steps: usize,
+    /// The server's shared definitions, when the schema refers to them (see [`SchemaDefs`]).
+    defs: Option<Arc<SchemaDefs>>,
+}
+
+/// A server's `schemaDefs`: schemas its tools share through `$ref: "#/$defs/NAME"`, held and compiled once
+/// per server instead of copied into every tool (a converted API repeats the same models in hundreds of
+/// tools: Stripe's conversion was 57 MB inlined, most of it the same few models). A tool's schema reads them
+/// as if they were its own `$defs`; `tools/list` shows each tool self-contained (see [`Validator::listing`]).
+#[derive(Debug)]
+pub struct SchemaDefs {
+    /// `{"$defs": {...}}`, so that the definitions' `$ref`s to one another are pointers into it.
+    root: Value,
+    patterns: HashMap<String, Regex>,
+    /// As [`Validator`]'s, every one `SHARED#pointer`.
+    refs: HashMap<usize, String>,
+    track: bool,
+    dependencies: bool,
+}
+
+/// The base of a `$ref` into a server's [`SchemaDefs`].
+const SHARED: &str = "mcp-gateway:schemaDefs";
+
+/// The definition a `/$defs/NAME/...` pointer names.
+fn def_name(pointer: &str) -> Option<String> {
+    let name = pointer.strip_prefix("/$defs/")?.split('/').next()?;
+    Some(name.replace("~1", "/").replace("~0", "~"))
+}
+
+impl SchemaDefs {
+    /// Checks and compiles the definitions; their `$ref`s may point to one another (`#/$defs/NAME`), not
+    /// elsewhere, and they may not declare `$id`s, anchors or `$dynamicRef`s (a shared definition has no
+    /// single place in a document for them to be relative to).
+    pub fn compile(defs: Map<String, Value>) -> Result<SchemaDefs, String> {
+        let root = json!({ "$defs": defs });
+        let l = Loader::load(&root, None)?;
+        if l.dynamic || l.ids.len() > 1 {
+            return Err("`$id`, `$anchor`, `$dynamicAnchor` and `$dynamicRef` are not supported in schemaDefs".into());
+        }
+        let mut refs = HashMap::with_capacity(l.refs.len());
+        for (addr, target) in l.refs {
+            let pointer = target.split_once('#').map_or("", |(_, p)| p);
+            if def_name(pointer).is_none() {
+                return Err(format!("a $ref leads to #{pointer}: outside the definitions"));
+            }
+            refs.insert(addr, format!("{SHARED}#{pointer}"));
+        }
+        Ok(SchemaDefs { root, patterns: l.patterns, refs, track: l.track, dependencies: l.dependencies })
+    }
+
+    fn get(&self, name: &str) -> Option<&Value> {
+        self.root["$defs"].get(name)
+    }
+}
+
+/// The shared definitions a schema reaches, directly or through one another (by name, first use first).
+fn closure(root: &Value, refs: &HashMap<usize, String>, defs: &SchemaDefs) -> Vec<String> {
+    let mut names = Vec::new();
+    collect_refs(root, refs, &mut names);
+    let mut i = 0;
+    while let Some(name) = names.get(i).cloned() {
+        if let Some(def) = defs.get(&name) {
+            collect_refs(def, &defs.refs, &mut names);
+        }
+        i += 1;
+    }
+    names
+}
+
+/// The shared definitions (by name, first use first, each once) that `$ref`s in `v` lead to.
+fn collect_refs(v: &Value, refs: &HashMap<usize, String>, out: &mut Vec<String>) {
+    match v {
+        Value::Object(m) => {
+            if let Some(r) = m.get("$ref") {
+                let target = refs.get(&(r as *const Value as usize)).and_then(|t| t.strip_prefix(SHARED));
+                if let Some(name) = target.and_then(|t| def_name(t.trim_start_matches('#'))) {
+                    if !out.contains(&name) {
+                        out.push(name);
+                    }
+                }
+            }
+            m.values().for_each(|x| collect_refs(x, refs, out));
+        }
+        Value::Array(a) => a.iter().for_each(|x| collect_refs(x, refs, out)),
+        _ => {}
+    }
 }
 
 impl Validator {
     /// Compiles a schema; fails on malformed keywords, bad patterns, unresolvable `$ref`s and the keywords
     /// it does not support (see [`Loader::check`]).
     pub fn new(root: Value) -> Result<Validator, String> {
+        Validator::with_defs(root, None)
+    }
+
+    /// The same for a schema that may refer to its server's shared definitions.
+    pub fn with_defs(root: Value, defs: Option<Arc<SchemaDefs>>) -> Result<Validator, String> {
         if !root.is_object() && !root.is_boolean() {
             return Err("a schema must be an object or a boolean".into());
         }
-        let mut l = Loader::load(&root)?;
+        let mut l = Loader::load(&root, defs.as_deref())?;
+        let defs = match defs {
+            Some(d) if l.refs.values().any(|r| r.starts_with(SHARED)) => {
+                // Listed with the definitions it reaches as its `$defs` when they recurse: they may not
+                // shadow its own.
+                if let Some(own) = root.get("$defs").and_then(Value::as_object) {
+                    if let Some(n) = closure(&root, &l.refs, &d).into_iter().find(|n| own.contains_key(n)) {
+                        return Err(format!(
+                            "$defs/{n}: the server's schemaDefs has one of this name too, which it uses"
+                        ));
+                    }
+                }
+                l.track |= d.track;
+                l.dependencies |= d.dependencies;
+                Some(d)
+            }
+            _ => None,
+        };
         // The root's own address changes as it moves into the validator: its base is kept apart.
         let root_base = l.visited.remove(&(&root as *const Value as usize)).filter(|b| !b.is_empty());
         let root_base = root_base.unwrap_or_else(|| NO_BASE.into());
@@ -281,7 +389,98 @@ impl Validator {
             dependencies: l.dependencies,
             whole: "arguments",
             max_steps: MAX_STEPS,
+            defs,
         })
+    }
+
+    /// The same for an upstream answer, with shared definitions.
+    pub fn for_answer_with_defs(root: Value, defs: Option<Arc<SchemaDefs>>) -> Result<Validator, String> {
+        Validator::with_defs(root, defs).map(|v| Validator { whole: "the answer", ..v })
+    }
+
+    /// The schema as `tools/list` shows it: self-contained. `$ref`s to shared definitions are replaced by
+    /// the definitions (a converted API's schemas then read exactly as if converted inlined); definitions
+    /// that refer to themselves cannot be, and are given as the schema's `$defs` instead. Built for each
+    /// listing rather than held per tool, which is what keeps a large API's memory down.
+    pub fn listing(&self) -> Value {
+        let Some(defs) = &self.defs else {
+            return self.root.clone();
+        };
+        let mut budget = MAX_STEPS;
+        self.inline(&self.root, defs, &mut Vec::new(), &mut budget).unwrap_or_else(|| self.listing_with_defs())
+    }
+
+    /// The schema with the shared definitions it reaches as its `$defs` (each once), `$ref`s kept.
+    pub fn listing_with_defs(&self) -> Value {
+        let mut out = self.root.clone();
+        let Some(defs) = &self.defs else {
+            return out;
+        };
+        if let Value::Object(o) = &mut out {
+            let own = o.entry("$defs").or_insert_with(|| Value::Object(Map::new()));
+            if let Value::Object(own) = own {
+                for n in closure(&self.root, &self.refs, defs) {
+                    let def = defs.get(&n).cloned().unwrap_or(Value::Bool(true));
+                    own.insert(n, def);
+                }
+            }
+        }
+        out
+    }
+
+    /// A copy of `v` with every `$ref` to a shared definition replaced by the definition (itself inlined);
+    /// `None` when definitions recurse (`within`: the `$ref`s being expanded) or nest deeper than
+    /// [`MAX_DEPTH`], or the copy would take more than `budget` values (definitions that use one another
+    /// twice at each level double at each: a small config must not list as gigabytes).
+    fn inline<'s>(
+        &'s self,
+        v: &'s Value,
+        defs: &'s SchemaDefs,
+        within: &mut Vec<&'s str>,
+        budget: &mut usize,
+    ) -> Option<Value> {
+        *budget = budget.checked_sub(1)?;
+        let m = match v {
+            Value::Object(m) => m,
+            Value::Array(a) => return a.iter().map(|x| self.inline(x, defs, within, budget)).collect(),
+            other => return Some(other.clone()),
+        };
+        let mut out = Map::new();
+        let mut expanded = None;
+        for (k, x) in m {
+            let addr = x as *const Value as usize;
+            let target = self.refs.get(&addr).or_else(|| defs.refs.get(&addr)).and_then(|t| t.strip_prefix(SHARED));
+            match target.and_then(|t| t.strip_prefix('#')).filter(|_| k == "$ref") {
+                Some(pointer) => {
+                    if within.contains(&pointer) || within.len() > MAX_DEPTH {
+                        return None;
+                    }
+                    within.push(pointer);
+                    expanded = Some(self.inline(defs.root.pointer(pointer)?, defs, within, budget)?);
+                    within.pop();
+                }
+                None => {
+                    out.insert(k.clone(), self.inline(x, defs, within, budget)?);
+                }
+            }
+        }
+        let Some(expanded) = expanded else { return Some(Value::Object(out)) };
+        if out.is_empty() {
+            return Some(expanded);
+        }
+        // Keywords beside the `$ref` apply together with it, as `allOf` does.
+        match out.get_mut("allOf") {
+            Some(Value::Array(all)) => all.insert(0, expanded),
+            _ => {
+                out.insert("allOf".into(), Value::Array(vec![expanded]));
+            }
+        }
+        Some(Value::Object(out))
+    }
+
+    /// A compiled `pattern` or `patternProperties` key, the tool's or the shared definitions'.
+    fn pattern(&self, p: &str) -> Option<&Regex> {
+        self.patterns.get(p).or_else(|| self.defs.as_ref()?.patterns.get(p))
     }
 
     /// The same, for an upstream answer checked against a tool's `outputSchema`.
@@ -400,7 +599,7 @@ impl Validator {
                         self.normalize(sub, value, depth + 1, budget);
                     }
                     for (pat, sub) in pattern_props.into_iter().flatten() {
-                        if self.patterns.get(pat).is_some_and(|re| re.is_match(key)) {
+                        if self.pattern(pat).is_some_and(|re| re.is_match(key)) {
                             known = true;
                             self.normalize(sub, value, depth + 1, budget);
                         }
@@ -457,7 +656,7 @@ impl Validator {
         Ok(args
             .keys()
             .filter(|k| !names.contains(&k.as_str()))
-            .filter(|k| !patterns.iter().any(|p| self.patterns.get(*p).is_some_and(|re| re.is_match(k))))
+            .filter(|k| !patterns.iter().any(|p| self.pattern(p).is_some_and(|re| re.is_match(k))))
             .cloned()
             .collect())
     }
@@ -530,7 +729,15 @@ impl Validator {
     /// `$dynamicAnchor` goes to the outermost resource in the dynamic scope with an anchor of that name.
     fn follow<'s>(&'s self, s: &Map<String, Value>, key: &str, budget: &Budget) -> Option<(&'s str, &'s Value)> {
         let r = s.get(key)?;
-        let (base, pointer) = self.refs.get(&(r as *const Value as usize))?.split_once('#')?;
+        let addr = r as *const Value as usize;
+        let entry = match self.refs.get(&addr) {
+            Some(e) => e,
+            None => self.defs.as_ref()?.refs.get(&addr)?,
+        };
+        let (base, pointer) = entry.split_once('#')?;
+        if base == SHARED {
+            return Some((base, self.defs.as_ref()?.root.pointer(pointer)?));
+        }
         let mut target = self.root.pointer(pointer)?;
         let name = r.as_str().and_then(|r| r.split_once('#')).map_or("", |(_, name)| name);
         let dynamic = |t: &Value| t.get("$dynamicAnchor").and_then(Value::as_str) == Some(name);
@@ -795,7 +1002,7 @@ impl Validator {
             }
         }
         if let Some(p) = s.get("pattern").and_then(Value::as_str) {
-            if let Some(re) = self.patterns.get(p) {
+            if let Some(re) = self.pattern(p) {
                 if !re.is_match(text) {
                     errors.push(format!("{at}: must match the pattern {p}"));
                 }
@@ -907,7 +1114,7 @@ impl Validator {
                 let _ = self.walk(sub, value, &join(path, key), errors, depth + 1, budget);
             }
             for (pat, sub) in pattern_props.into_iter().flatten() {
-                if self.patterns.get(pat).is_some_and(|re| re.is_match(key)) {
+                if self.pattern(pat).is_some_and(|re| re.is_match(key)) {
                     known = true;
                     let _ = self.walk(sub, value, &join(path, key), errors, depth + 1, budget);
                 }
@@ -1123,7 +1330,8 @@ struct Loader {
 }
 
 impl Loader {
-    fn load(root: &Value) -> Result<Loader, String> {
+    /// `defs`: the server's shared definitions, where a `#/$defs/NAME` the schema does not hold leads.
+    fn load(root: &Value, defs: Option<&SchemaDefs>) -> Result<Loader, String> {
         let mut l = Loader {
             patterns: HashMap::new(),
             ids: HashMap::new(),
@@ -1151,6 +1359,12 @@ impl Loader {
             } else {
                 l.ids.get(&format!("{absolute}#{fragment}")).cloned()
             };
+            let shared =
+                defs.filter(|d| target.is_none() && absolute == NO_BASE && d.root.pointer(&fragment).is_some());
+            if shared.is_some() && def_name(&fragment).is_some() {
+                l.refs.insert(addr, format!("{SHARED}#{fragment}"));
+                continue;
+            }
             let target = target.ok_or(format!("{at}: cannot resolve '{r}'"))?;
             let schema = root.pointer(&target).unwrap_or(&Value::Null);
             if !l.visited.contains_key(&(schema as *const Value as usize)) {
@@ -1860,6 +2074,168 @@ mod properties {
             let _ = validator.validate(&normalized);
             let _ = validator.validate(&Value::Object(args));
             prop_assert!(started.elapsed() < Duration::from_secs(2), "{:?} for {}", started.elapsed(), schema);
+        }
+    }
+}
+
+/// Shared definitions (`schemaDefs`): resolved without copies, checked as the inlined form is, listed inlined.
+#[cfg(test)]
+mod defs_tests {
+    use super::*;
+
+    fn defs(d: Value) -> Arc<SchemaDefs> {
+        Arc::new(SchemaDefs::compile(d.as_object().cloned().unwrap()).unwrap())
+    }
+
+    fn address() -> Value {
+        json!({"type": "object", "required": ["city"], "additionalProperties": false,
+               "properties": {"city": {"type": "string", "pattern": "^[A-Z]"}, "zip": {"type": "integer"},
+                              "tags": {"type": "array", "items": {"type": "string"}}}})
+    }
+
+    fn person(address: Value) -> Value {
+        json!({"type": "object", "required": ["name"], "properties": {
+            "name": {"type": "string", "minLength": 2}, "home": address.clone(), "others": {"type": "array", "items": address},
+            "labels": {"type": "object", "patternProperties": {"^x-": {"type": "integer"}}}}})
+    }
+
+    #[test]
+    fn refs_to_shared_definitions_check_as_the_inlined_schema_does() {
+        let d = defs(json!({"Address": address()}));
+        let shared = Validator::with_defs(person(json!({"$ref": "#/$defs/Address"})), Some(d)).unwrap();
+        let inlined = Validator::new(person(address())).unwrap();
+        for instance in [
+            json!({"name": "Ann", "home": {"city": "Paris", "zip": 75001}}),
+            json!({"name": "A", "home": {"city": "paris", "zip": "75001", "extra": 1}}),
+            json!({"name": "Bob", "others": [{"city": "Oslo"}, {"zip": 1}, {"city": "Rome", "tags": [1]}]}),
+            json!({"home": 3, "labels": {"x-a": 1, "x-b": "no"}}),
+            json!({"name": "Ann", "home": {"city": "Paris", "zip": 1.0}}),
+        ] {
+            assert_eq!(shared.validate(&instance), inlined.validate(&instance), "{instance}");
+            let (mut a, mut b) = (instance.clone(), instance.clone());
+            shared.normalize_integers(&mut a).unwrap();
+            inlined.normalize_integers(&mut b).unwrap();
+            assert_eq!(a, b);
+        }
+        assert!(!shared.validate(&json!({"name": "A", "home": {"city": "paris"}})).is_empty());
+        // Listed as if it had been inlined.
+        assert_eq!(shared.listing(), person(address()));
+    }
+
+    #[test]
+    fn definitions_refer_to_one_another_and_recursion_is_listed_as_defs() {
+        let d = defs(json!({
+            "Address": address(),
+            "Person": person(json!({"$ref": "#/$defs/Address"})),
+            "Node": {"type": "object", "properties": {"value": {"type": "integer"},
+                     "children": {"type": "array", "items": {"$ref": "#/$defs/Node"}}}}}));
+        let tool = json!({"type": "object", "properties": {"who": {"$ref": "#/$defs/Person"}}});
+        let v = Validator::with_defs(tool.clone(), Some(d.clone())).unwrap();
+        assert_eq!(v.listing(), json!({"type": "object", "properties": {"who": person(address())}}));
+        let mut with_defs = tool.clone();
+        with_defs["$defs"] = json!({"Person": person(json!({"$ref": "#/$defs/Address"})), "Address": address()});
+        assert_eq!(v.listing_with_defs(), with_defs);
+        // The `$defs` form is the same schema to this validator: the same verdicts.
+        let alone = Validator::new(v.listing_with_defs()).unwrap();
+        let bad = json!({"who": {"name": "Ann", "home": {"zip": 1}}});
+        assert_eq!(v.validate(&bad), alone.validate(&bad));
+        assert_eq!(v.validate(&bad), vec!["`who/home/city`: is required".to_string()]);
+
+        let tree = json!({"type": "object", "properties": {"root": {"$ref": "#/$defs/Node"}}});
+        let v = Validator::with_defs(tree.clone(), Some(d)).unwrap();
+        let listed = v.listing();
+        assert_eq!(listed["$defs"]["Node"]["properties"]["children"]["items"], json!({"$ref": "#/$defs/Node"}));
+        assert_eq!(listed["properties"], tree["properties"]);
+        let deep = json!({"root": {"value": 1, "children": [{"value": 2, "children": [{"value": "x"}]}]}});
+        assert_eq!(v.validate(&deep), Validator::new(listed).unwrap().validate(&deep));
+        assert_eq!(v.validate(&deep).len(), 1);
+    }
+
+    #[test]
+    fn definitions_that_would_list_as_too_much_are_listed_as_defs() {
+        // Each level uses the next twice: inlined, 2^40 copies of the last.
+        let mut d = Map::new();
+        for i in 0..40 {
+            let next = json!({"$ref": format!("#/$defs/d{}", i + 1)});
+            d.insert(format!("d{i}"), json!({"type": "object", "properties": {"a": next, "b": next}}));
+        }
+        d.insert("d40".into(), json!({"type": "integer"}));
+        let defs = Arc::new(SchemaDefs::compile(d).unwrap());
+        let v =
+            Validator::with_defs(json!({"type": "object", "properties": {"x": {"$ref": "#/$defs/d0"}}}), Some(defs))
+                .unwrap();
+        let listed = v.listing();
+        assert_eq!(listed["$defs"].as_object().unwrap().len(), 41);
+        assert_eq!(listed["properties"]["x"], json!({"$ref": "#/$defs/d0"}));
+    }
+
+    #[test]
+    fn a_server_config_with_schema_defs_loads_and_its_faults_are_named() {
+        let config = |defs: Value, schema: Value| {
+            json!({"servers": [{"name": "s", "schemaDefs": defs, "tools": [{"name": "t",
+                "requestTemplate": {"url": "http://h/x"}, "args": [{"name": "a", "schema": schema}]}]}]})
+            .to_string()
+        };
+        let gw = crate::gateway::Gateway::from_config_str(&config(
+            json!({"Address": address()}),
+            json!({"type": "object", "properties": {"home": {"$ref": "#/$defs/Address"}}}),
+        ))
+        .unwrap();
+        let listed = gw.servers[0].tools[0].listing();
+        assert_eq!(listed["inputSchema"]["properties"]["a"]["properties"]["home"], address());
+        let err = crate::gateway::Gateway::from_config_str(&config(json!({"A": {"pattern": "("}}), json!({})))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("server 's'") && err.contains("schemaDefs") && err.contains("pattern"), "{err}");
+        let err = crate::gateway::Gateway::from_config_str(&config(
+            json!({"Address": address()}),
+            json!({"properties": {"home": {"$ref": "#/$defs/Adress"}}}),
+        ))
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("tool 't'") && err.contains("cannot resolve '#/$defs/Adress'"), "{err}");
+    }
+
+    #[test]
+    fn keywords_beside_a_shared_ref_apply_with_it() {
+        let d = defs(json!({"Address": address()}));
+        let v = Validator::with_defs(
+            json!({"type": "object", "properties": {"a": {"$ref": "#/$defs/Address", "maxProperties": 1}}}),
+            Some(d),
+        )
+        .unwrap();
+        let listed = v.listing();
+        assert_eq!(listed["properties"]["a"], json!({"maxProperties": 1, "allOf": [address()]}));
+        let two = json!({"a": {"city": "Paris", "zip": 1}});
+        assert_eq!(v.validate(&two), Validator::new(listed).unwrap().validate(&two));
+        assert_eq!(v.validate(&two).len(), 1);
+    }
+
+    #[test]
+    fn what_cannot_be_shared_is_refused_at_load() {
+        let d = defs(json!({"Address": address()}));
+        let missing = Validator::with_defs(json!({"properties": {"a": {"$ref": "#/$defs/Nope"}}}), Some(d.clone()));
+        assert!(missing.unwrap_err().contains("cannot resolve '#/$defs/Nope'"));
+        // Without a server's definitions the reference does not resolve either.
+        assert!(Validator::new(json!({"properties": {"a": {"$ref": "#/$defs/Address"}}})).is_err());
+        // A tool's own `$defs` win, but may not shadow a shared one it also reaches.
+        let own = json!({"$defs": {"Mine": {"type": "string"}}, "properties": {"a": {"$ref": "#/$defs/Mine"},
+                         "b": {"$ref": "#/$defs/Address"}}});
+        let v = Validator::with_defs(own.clone(), Some(d.clone())).unwrap();
+        assert_eq!(v.validate(&json!({"a": 1})).len(), 1);
+        assert_eq!(v.listing()["$defs"], own["$defs"]);
+        assert_eq!(v.listing()["properties"]["b"], address());
+        let clash = json!({"$defs": {"Address": {"type": "string"}}, "properties": {"a": {"$ref": "#/$defs/Other"}}});
+        let d2 = defs(json!({"Other": {"$ref": "#/$defs/Address"}, "Address": address()}));
+        assert!(Validator::with_defs(clash, Some(d2)).unwrap_err().contains("schemaDefs has one of this name"));
+        for bad in [
+            json!({"A": {"$id": "https://x.example/a"}}),
+            json!({"A": {"$anchor": "here"}}),
+            json!({"A": {"$ref": "#"}}),
+            json!({"A": {"$ref": "#/$defs/B"}}),
+            json!({"A": {"pattern": "("}}),
+        ] {
+            assert!(SchemaDefs::compile(bad.as_object().cloned().unwrap()).is_err(), "{bad}");
         }
     }
 }

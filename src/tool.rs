@@ -163,7 +163,8 @@ impl Tool {
         if input_schema.get("type").and_then(Value::as_str) != Some("object") {
             return Err(err("inputSchema", "must be an object schema (\"type\": \"object\")".into()));
         }
-        let input = Validator::new(input_schema).map_err(|e| err("inputSchema", e))?;
+        let defs = server.compiled_defs.clone();
+        let input = Validator::with_defs(input_schema, defs.clone()).map_err(|e| err("inputSchema", e))?;
         // The tool's request templates may read the answers to its input requests, and only then.
         templates.set_input_visible(cfg.input_requests.is_some());
         let inputs = match &cfg.input_requests {
@@ -177,7 +178,7 @@ impl Tool {
             Some(s) if s.get("type").and_then(Value::as_str) != Some("object") => {
                 return Err(err("outputSchema", "must be an object schema (\"type\": \"object\")".into()))
             }
-            Some(s) => Some(Validator::for_answer(s.clone()).map_err(|e| err("outputSchema", e))?),
+            Some(s) => Some(Validator::for_answer_with_defs(s.clone(), defs).map_err(|e| err("outputSchema", e))?),
             None => None,
         };
         let form_body = cfg.request_template.as_ref().is_some_and(|r| r.args_to_form_body || r.args_to_multipart_body);
@@ -528,9 +529,9 @@ impl Tool {
             listing.insert("title".into(), json!(t));
         }
         listing.insert("description".into(), json!(self.description));
-        listing.insert("inputSchema".into(), self.input.schema().clone());
+        listing.insert("inputSchema".into(), self.input.listing());
         if let Some(o) = &self.output {
-            listing.insert("outputSchema".into(), o.schema().clone());
+            listing.insert("outputSchema".into(), o.listing());
         }
         if let Some(a) = &self.annotations {
             listing.insert("annotations".into(), Value::Object(a.clone()));

@@ -11,11 +11,12 @@ pub mod import;
 mod operation;
 mod schema;
 pub mod select;
+mod share;
 mod swagger;
 
 use crate::config::{SecurityScheme, ToolConfig};
 pub use select::Selection;
-use serde_json::Value;
+use serde_json::{Map, Value};
 use std::collections::HashSet;
 use std::fmt;
 
@@ -62,13 +63,17 @@ pub struct Options {
     pub include: Selection,
     /// Operations it names are left out.
     pub exclude: Selection,
-    /// No `outputSchema`s: they are most of a large API's converted size (Stripe: 97%) and of what each
-    /// Envoy worker holds, and clients work without them (answers are then text only).
+    /// No `outputSchema`s: they are most of a large API's converted size (Stripe: 97% inlined, 70% with
+    /// shared definitions) and of what `tools/list` sends, and clients work without them (answers are then
+    /// text only).
     pub no_output_schemas: bool,
     /// How many `$ref`s an `outputSchema` expands inside one another (default 3); deeper models are reduced
-    /// to their type. Stripe's expandable fields make its answers' schemas grow fast with it: 58 MB at 3,
-    /// 12 MB at 2, 2 MB at 1.
+    /// to their type. Stripe's expandable fields make its answers' schemas grow fast with it (inlined: 58 MB
+    /// at 3, 12 MB at 2, 2 MB at 1).
     pub output_schema_depth: Option<usize>,
+    /// Every tool's schemas whole, as before shared definitions: by default the subschemas tools repeat are
+    /// kept once, in the server's `schemaDefs` (see [`Conversion::share_schemas`]).
+    pub inline_schemas: bool,
 }
 
 /// One operation that became a tool.
@@ -135,6 +140,14 @@ impl Conversion {
             return None;
         }
         self.skipped.iter().find(|s| s.invalid).map(|s| OpenApiError::new(&s.pointer, &s.reason))
+    }
+
+    /// Moves the subschemas the tools repeat into shared definitions, returned for the server's
+    /// `schemaDefs` (whose names in use are `taken`), leaving `$ref`s to them: Stripe's conversion goes
+    /// from 57 MB to a few, and `tools/list` still shows each tool whole.
+    pub fn share_schemas(&mut self, taken: impl IntoIterator<Item = String>) -> Map<String, Value> {
+        let mut tools: Vec<&mut ToolConfig> = self.tools.iter_mut().map(|c| &mut c.tool).collect();
+        share::share(&mut tools, taken)
     }
 }
 

@@ -17,7 +17,7 @@ const MAX_NAME: usize = 128;
 /// `$ref`s expanded inside one another in argument schemas, then cut.
 const REQUEST_REFS: usize = 8;
 /// The same for `outputSchema`, kept shallower: response models are large and nested, and every tool
-/// carries its own copy. `Options::output_schema_depth` changes it.
+/// lists its own copy (the CLI keeps repeated ones once, `share`). `Options::output_schema_depth` changes it.
 pub const RESPONSE_REFS: usize = 3;
 
 /// What every operation of a document shares.

@@ -1022,3 +1022,90 @@ fn allow_reserved_and_encoding_content_types_are_sent_as_the_document_says() {
     let req = request(&gw, "upload", json!({"file": {"content": "AA==", "contentType": "image/gif"}}));
     assert!(String::from_utf8_lossy(req.body.as_deref().unwrap()).contains("Content-Type: image/gif\r\n"));
 }
+
+/// A document whose operations repeat the same models (as Stripe's and Kubernetes' do) keeps each once in
+/// the server's `schemaDefs`; the tools list, check arguments and check answers exactly as the inlined
+/// conversion's do.
+#[test]
+fn shared_definitions_list_and_check_as_the_inlined_conversion() {
+    use crate::upstream::UpstreamResult;
+    let address = json!({"type": "object", "title": "Address", "required": ["city"], "properties": {
+        "city": {"type": "string", "description": "City, district, suburb, town, or village.", "pattern": "^[A-Z]"},
+        "line1": {"type": "string", "description": "Address line 1 (e.g., street, PO Box, or company name)."},
+        "country": {"type": "string", "enum": ["FR", "DE", "US"], "description": "Two-letter country code."}}});
+    let customer = json!({"type": "object", "title": "Customer", "required": ["id"], "properties": {
+        "id": {"type": "string"}, "address": {"$ref": "#/components/schemas/address"},
+        "shipping": {"type": "array", "items": {"$ref": "#/components/schemas/address"}},
+        "parent": {"$ref": "#/components/schemas/customer"}}});
+    let one = |id: &str, method: &str| {
+        let mut op = json!({"operationId": id, "responses": {"200": {"description": "ok",
+            "content": {"application/json": {"schema": {"$ref": "#/components/schemas/customer"}}}}}});
+        if method == "post" {
+            op["requestBody"] = json!({"required": true, "content": {"application/json": {"schema": {
+                "type": "object", "properties": {"address": {"$ref": "#/components/schemas/address"},
+                "billing": {"$ref": "#/components/schemas/address"}}}}}});
+        }
+        op
+    };
+    let doc = doc_with(
+        json!({"/customers": {"get": one("list", "get"), "post": one("create", "post")},
+               "/customers/{id}": {"parameters": [{"name": "id", "in": "path", "required": true, "schema": {"type": "string"}}],
+                                   "get": one("get", "get"), "post": one("update", "post")}}),
+        json!({"schemas": {"address": address, "customer": customer}}),
+    );
+    let mut conversion = convert(&doc, &Options::default()).unwrap();
+    // Named after the models' titles, around names already taken.
+    let defs = conversion.share_schemas(["Address".to_string()]);
+    assert!(defs.contains_key("Address_2") && !defs.contains_key("Address"), "{defs:?}");
+    let create = &conversion.tools.iter().find(|t| t.key == "create").unwrap().tool;
+    // Arguments keep their own schema in place (coercion and defaults read it); what is inside is shared.
+    let billing = create.args.iter().find(|a| a.name == "billing").unwrap();
+    assert_eq!(billing.schema.as_ref().unwrap()["properties"]["city"]["pattern"], "^[A-Z]");
+    assert!(serde_json::to_string(&create.output_schema).unwrap().contains("{\"$ref\":\"#/$defs/"));
+
+    // Loaded as `mcp-gateway openapi` writes it, and with `--inline-schemas`.
+    let load = |share: bool| {
+        let mut c = convert(&doc, &Options::default()).unwrap();
+        let defs = if share { c.share_schemas([]) } else { Map::new() };
+        let tools: Vec<Value> = c.tools.iter().map(|t| serde_json::to_value(&t.tool).unwrap()).collect();
+        let server = json!({"name": "api", "upstream": {"cluster": "api"}, "schemaDefs": defs, "tools": tools});
+        Gateway::from_config_str(&json!({"servers": [server]}).to_string()).unwrap()
+    };
+    let (shared, inlined) = (load(true), load(false));
+    let (s, i) = (shared.server("api").unwrap(), inlined.server("api").unwrap());
+    assert_eq!(s.tools.len(), 4);
+    for (a, b) in s.tools.iter().zip(&i.tools) {
+        assert_eq!(a.listing(), b.listing());
+    }
+    let outcome =
+        |body: &str| UpstreamResult::Response { status: 200, headers: vec![], body: body.as_bytes().to_vec() };
+    for (tool, args, answer) in [
+        ("create", json!({"address": {"city": "Paris"}, "billing": {"line1": "x"}}), r#"{"id": "c1"}"#),
+        ("update", json!({"id": "c1", "address": {"city": "paris", "country": "IT"}}), r#"{"id": 1}"#),
+        ("get", json!({"id": "c1"}), r#"{"id": "c", "address": {"city": "nice"}, "shipping": [{"country": "FR"}]}"#),
+        ("list", json!({}), r#"{"id": "c", "parent": {"id": "p", "address": {"city": "Lyon"}}}"#),
+    ] {
+        let (a, b) = (s.tool(tool).unwrap(), i.tool(tool).unwrap());
+        let prepared = |t: &crate::tool::Tool, gw: &Gateway| match t.prepare(&gw.templates, &s.config, Some(&args)) {
+            Prepared::Upstream(req, _) => format!("{req:?}"),
+            Prepared::Done(result) => result.to_string(),
+        };
+        assert_eq!(prepared(a, &shared), prepared(b, &inlined), "{tool}");
+        let finished = |t: &crate::tool::Tool, gw: &Gateway| t.finish(&gw.templates, &s.config, &args, outcome(answer));
+        assert_eq!(finished(a, &shared), finished(b, &inlined), "{tool}");
+    }
+    // Wrong arguments and answers are caught through the shared definitions.
+    let bad = s.tool("update").unwrap().prepare(
+        &shared.templates,
+        &s.config,
+        Some(&json!({"id": "c1", "address": {"city": "paris"}})),
+    );
+    assert!(matches!(&bad, Prepared::Done(r) if r.to_string().contains("address/city")), "{bad:?}");
+    let r = s.tool("get").unwrap().finish(
+        &shared.templates,
+        &s.config,
+        &json!({}),
+        outcome(r#"{"id": "c", "shipping": [{"city": 1}]}"#),
+    );
+    assert_eq!(r["isError"], true, "{r}");
+}

@@ -19,6 +19,8 @@ usage:
       --server-url URL      use this base URL instead of servers[0] (Swagger: schemes/host/basePath)
       --tool-prefix P       put P before every tool name
       --no-output-schemas   leave out every outputSchema (most of a large API's size; answers stay text)
+      --inline-schemas      write every tool's schemas whole (default: models repeated across tools are
+                            written once, in the server's schemaDefs; tools/list shows them inlined)
       --output-schema-depth N   expand N $refs inside one another in an outputSchema (default 3)
       --include-tag T, --include-op ID, --include-path GLOB   convert only matching operations (repeatable)
       --exclude-tag T, --exclude-op ID, --exclude-path GLOB   leave matching operations out (repeatable)
@@ -114,6 +116,7 @@ fn parse_openapi_args(args: &[String]) -> Result<OpenApiArgs, Failure> {
             }
             "--tool-prefix" => out.options.tool_prefix = value()?,
             "--no-output-schemas" => out.options.no_output_schemas = true,
+            "--inline-schemas" => out.options.inline_schemas = true,
             "--output-schema-depth" => {
                 let v = value()?;
                 let depth =
@@ -166,7 +169,8 @@ fn run_openapi(args: &[String]) -> Result<(), Failure> {
         return Ok(());
     }
     let converted = conversion.tools.len();
-    let config = plugin_config(&mut conversion, args.name.as_deref(), args.cluster.as_deref());
+    let config =
+        plugin_config(&mut conversion, args.name.as_deref(), args.cluster.as_deref(), args.options.inline_schemas);
     // The output must load in the plugin unchanged: compile it exactly as `on_configure` would.
     let as_json = serde_json::to_string(&config).unwrap_or_default();
     if let Err(e) = Gateway::from_config_str(&as_json) {
@@ -232,7 +236,7 @@ fn print_summary(c: &Conversion) {
 
 /// The plugin config holding one server with the converted tools (moved out of the conversion, which can
 /// be large).
-fn plugin_config(c: &mut Conversion, name: Option<&str>, cluster: Option<&str>) -> Value {
+fn plugin_config(c: &mut Conversion, name: Option<&str>, cluster: Option<&str>, inline: bool) -> Value {
     let name = name.map(str::to_string).unwrap_or_else(|| server_name(c.title.as_deref().unwrap_or("openapi")));
     let host = c.server_url.as_deref().and_then(openapi::url_host).map(str::to_string);
     let cluster = cluster.map(str::to_string).or(host).unwrap_or_else(|| name.clone());
@@ -244,6 +248,10 @@ fn plugin_config(c: &mut Conversion, name: Option<&str>, cluster: Option<&str>) 
     server.insert("upstream".into(), json!({"cluster": cluster}));
     if !c.security_schemes.is_empty() {
         server.insert("securitySchemes".into(), serde_json::to_value(&c.security_schemes).unwrap_or_default());
+    }
+    let defs = if inline { Map::new() } else { c.share_schemas([]) };
+    if !defs.is_empty() {
+        server.insert("schemaDefs".into(), Value::Object(defs));
     }
     let tools: Vec<Value> =
         std::mem::take(&mut c.tools).into_iter().filter_map(|t| serde_json::to_value(t.tool).ok()).collect();
