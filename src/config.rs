@@ -337,6 +337,18 @@ pub struct ServerConfig {
     /// single-server shape (top-level `server:` and `tools:`), so Higress configs run unchanged; `jinja` else.
     #[serde(default)]
     pub template_dialect: Option<crate::template::Dialect>,
+    /// `mcp-proxy`: the server is another MCP server, fronted (Higress's `server.type`; see `crate::proxy`).
+    #[serde(default, rename = "type")]
+    pub kind: Option<String>,
+    /// A proxied server's transport: `http` (Streamable HTTP) or `sse`.
+    #[serde(default)]
+    pub transport: Option<String>,
+    /// A proxied server's endpoint: a path on the route's cluster, or `http(s)://host[:port]/path`.
+    #[serde(default, rename = "mcpServerURL", alias = "mcpServerUrl")]
+    pub mcp_server_url: Option<String>,
+    /// A proxied server's request timeout in milliseconds (Higress's `timeout`).
+    #[serde(default)]
+    pub timeout: Option<u64>,
     #[serde(skip)]
     pub tools: Vec<ToolConfig>,
     #[serde(skip)]
