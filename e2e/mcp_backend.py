@@ -2,7 +2,7 @@
 """A real MCP server (the official Python SDK's `MCPServer`, Streamable HTTP at /mcp) used as the backend of
 proxied servers (`type: mcp-proxy`) in the end-to-end tests.
 
-Usage: mcp_backend.py PORT [stateful|stateless|json]
+Usage: mcp_backend.py PORT [stateful|stateless|json|stateless-json] (json: JSON answers, not SSE)
 Tools: `echo`, `secret` (for allow lists), `whoami` (what credentials reached the backend), `steps` (logs and
 reports progress, with pauses, so the answer streams), `ask` (asks the client for elicitation).
 """
@@ -77,6 +77,6 @@ if __name__ == "__main__":
         "streamable-http",
         host="127.0.0.1",
         port=port,
-        stateless_http=mode == "stateless",
-        json_response=mode == "json",
+        stateless_http="stateless" in mode,
+        json_response="json" in mode,
     )
