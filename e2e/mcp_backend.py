@@ -2,7 +2,8 @@
 """A real MCP server (the official Python SDK's `MCPServer`, Streamable HTTP at /mcp) used as the backend of
 proxied servers (`type: mcp-proxy`) in the end-to-end tests.
 
-Usage: mcp_backend.py PORT [stateful|stateless|json|stateless-json] (json: JSON answers, not SSE)
+Usage: mcp_backend.py PORT [stateful|stateless|json|stateless-json|sse] (json: JSON answers, not SSE; sse: the
+legacy SSE transport, GET /sse and POST /messages/)
 Tools: `echo`, `secret` (for allow lists), `whoami` (what credentials reached the backend), `steps` (logs and
 reports progress, with pauses, so the answer streams), `ask` (asks the client for elicitation).
 """
@@ -73,6 +74,9 @@ async def ask(ctx: Context) -> str:
 if __name__ == "__main__":
     port = int(sys.argv[1])
     mode = sys.argv[2] if len(sys.argv) > 2 else "stateful"
+    if mode == "sse":
+        mcp.run("sse", host="127.0.0.1", port=port)
+        sys.exit(0)
     mcp.run(
         "streamable-http",
         host="127.0.0.1",

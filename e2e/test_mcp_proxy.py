@@ -8,6 +8,7 @@ cluster `demo`, which here points at the backend), so answers stream back chunk 
   replica a and b  signed store, one key: a session opened on one continues on the other
   stateless        in front of a stateless backend
   down             in front of a backend that has stopped
+  sse              transport: sse, in front of the SDK's legacy SSE server, used by the SDK's SSE client
 """
 
 from __future__ import annotations
@@ -234,3 +235,40 @@ def test_an_unreachable_backend_is_a_json_rpc_error(tmp_path):
         assert r.status_code == 502, r.text
         err = r.json()["error"]
         assert err["code"] == -32603 and "could not be reached (HTTP 503)" in err["message"], err
+
+
+def test_an_sse_backend_serves_sse_clients(tmp_path):
+    backend = McpBackend("sse", log_dir=tmp_path).start()
+    cfg = {"servers": [proxied("legacy", "/sse", transport="sse")]}
+    try:
+        with harness.gateway(cfg, tag="mcp-proxy-sse", upstream=backend, plugin_format="json") as g:
+            url = g.mcp_url("legacy") + "/sse"
+            heard = []
+
+            async def on_progress(progress, total, message):
+                heard.append((progress, total, message))
+
+            async def main():
+                from mcp import Client
+                from mcp.client.sse import sse_client
+
+                async with Client(sse_client(url, headers={"Authorization": "Bearer client-secret"}, timeout=10),
+                                  mode="legacy", cache=None, read_timeout_seconds=15) as c:
+                    assert [t.name for t in (await c.list_tools()).tools] == ["echo", "secret", "whoami", "steps", "ask"]
+                    assert (await c.call_tool("echo", {"text": "old"})).content[0].text == "echo: old"
+                    r = await c.call_tool("steps", {"n": 2, "pause_ms": 50}, progress_callback=on_progress)
+                    assert r.content[0].text == "2 steps done"
+                    assert (await c.call_tool("whoami", {})).content[0].text == "authorization='' cookie=''"
+
+            harness.run_async(main)
+            assert heard == [(1, 2, "step 1"), (2, 2, "step 2")], heard
+            # The endpoint the client is given is ours; the backend's session never shows.
+            with httpx.stream("GET", url, headers={"Accept": "text/event-stream"}, timeout=10) as r:
+                lines = r.iter_lines()
+                first = next(lines) + next(lines)
+            assert first.startswith("event: endpointdata: /mcp-servers/legacy/message?sessionId="), first
+            assert "session_id" not in first
+            r = httpx.post(g.mcp_url("legacy") + "/message?sessionId=forged", json={"jsonrpc": "2.0", "id": 1, "method": "ping"}, timeout=10)
+            assert r.status_code == 404 and r.json()["error"]["code"] == -32001
+    finally:
+        backend.stop()

@@ -151,7 +151,8 @@ pub fn on_response_body(id: u32, size: usize, end_of_stream: bool) -> Option<Act
             return Some(Action::Pause); // Envoy keeps the chunks; the whole body is read at its end
         }
         let chunk = hostcalls::get_buffer(BufferType::HttpResponseBody, 0, size).ok().flatten().unwrap_or_default();
-        let out = held.relay.on_chunk(&chunk, end_of_stream);
+        let gw = held.gw.clone();
+        let out = held.relay.on_chunk(&gw, &mut calls(&gw, id), &chunk, end_of_stream);
         if out != chunk {
             let _ = abi::set_buffer(BufferType::HttpResponseBody, 0, size, &out);
         }

@@ -57,6 +57,8 @@ pub struct Backend {
     /// `host[:port]` of an absolute URL; `None`: the client's `:authority` is kept.
     pub authority: Option<String>,
     pub timeout_ms: u64,
+    /// `transport: sse`: `path` is the backend's SSE endpoint, and clients use ours (`.../sse`, `.../message`).
+    pub sse: bool,
 }
 
 impl Backend {
@@ -75,7 +77,10 @@ impl Backend {
         }
         match s.transport.as_deref() {
             None | Some("http") => {}
-            Some("sse") => return err("transport", "sse backends are not supported yet; use http".into()),
+            Some("sse") if s.allow_tools.is_some() => {
+                return err("allowTools", "is not supported yet on a transport: sse server".into())
+            }
+            Some("sse") => {}
             Some(other) => return err("transport", format!("'{other}' must be http or sse")),
         }
         if !s.tools.is_empty() || !s.prompts.is_empty() || !s.resources.is_empty() {
@@ -104,7 +109,8 @@ impl Backend {
         } else {
             return err("mcpServerURL", format!("'{url}' must be a path (/mcp) or an http(s):// URL"));
         };
-        Ok(Some(Backend { path, authority, timeout_ms: s.timeout.unwrap_or(DEFAULT_TIMEOUT_MS) }))
+        let timeout_ms = s.timeout.unwrap_or(DEFAULT_TIMEOUT_MS);
+        Ok(Some(Backend { path, authority, timeout_ms, sse: s.transport.as_deref() == Some("sse") }))
     }
 }
 
@@ -136,6 +142,8 @@ enum Filter {
     Json(Vec<u8>),
     /// SSE: event by event as the chunks come.
     Sse(sse::Parser),
+    /// An SSE backend's stream: its `endpoint` event is bound to a session of ours and rewritten.
+    Endpoint(sse::Parser),
 }
 
 /// One proxied request, from its head to the end of its answer.
@@ -161,10 +169,104 @@ pub struct Relay {
 /// operations are synchronous here (the local and signed stores; Redis is refused at load).
 pub fn route(gw: &Gateway, head: &RequestHead, env: &mut dyn Env) -> Option<Start> {
     let path = head.path.split(['?', '#']).next().unwrap_or("");
-    let name = path.strip_prefix(gw.prefix.as_str())?.strip_prefix('/')?;
+    let rest = path.strip_prefix(gw.prefix.as_str())?.strip_prefix('/')?;
+    let (name, tail) = rest.split_once('/').unwrap_or((rest, ""));
     let server = gw.server(name)?;
     let backend = server.proxy.as_ref()?;
-    Some(start(gw, server, backend, head, env))
+    match (backend.sse, tail) {
+        (false, "") => Some(start(gw, server, backend, head, env)),
+        (false, _) => None,
+        (true, _) => Some(start_sse(gw, server, backend, head, tail, env)),
+    }
+}
+
+/// The legacy SSE transport to an SSE backend: `GET {prefix}/{name}/sse` streams the backend's SSE endpoint
+/// (its `endpoint` event rewritten to ours), `POST {prefix}/{name}/message?sessionId=` goes on to the
+/// backend's message endpoint that session stands for.
+fn start_sse(
+    gw: &Gateway,
+    server: &Server,
+    backend: &Backend,
+    head: &RequestHead,
+    tail: &str,
+    env: &mut dyn Env,
+) -> Start {
+    let respond = |status, code, msg: String| Start::Respond(HttpResponse::error(status, Value::Null, code, msg));
+    if let Some(origin) = head.header("origin").filter(|o| !gw.origin_allowed(o)) {
+        return respond(403, jsonrpc::INVALID_REQUEST, format!("Forbidden: origin '{origin}' is not allowed"));
+    }
+    let mut relay = new_relay(server, head, None);
+    let path = match (head.method.as_str(), tail) {
+        ("GET", "sse") => {
+            relay.filter = Filter::Endpoint(sse::Parser::default());
+            backend.path.clone()
+        }
+        ("POST", "message") => {
+            let query = head.path.split_once('?').map_or("", |(_, q)| q);
+            let id = query.split('&').find_map(|kv| kv.strip_prefix("sessionId=")).unwrap_or("");
+            let open = SessionOp::Open { id: id.to_string(), server: server.name.clone() };
+            match session_op(gw, env, open) {
+                SessionOutcome::Found(Session { backend: Some(path), server: s, .. }) if s == server.name => path,
+                SessionOutcome::Failed(e) => {
+                    return respond(503, jsonrpc::INTERNAL_ERROR, format!("session store: {e}"))
+                }
+                _ => return respond(404, SESSION_NOT_FOUND, "Session not found: open a new SSE stream".into()),
+            }
+        }
+        _ => {
+            let msg = format!(
+                "'{}' is an SSE server: GET {}/{}/sse opens its stream, whose endpoint event says where to POST",
+                server.name, gw.prefix, server.name
+            );
+            return respond(404, jsonrpc::INVALID_REQUEST, msg);
+        }
+    };
+    let timeout = (head.method == "POST").then_some(backend.timeout_ms);
+    Start::Forward(Box::new(relay), forward_headers(head, backend, path, None, timeout))
+}
+
+fn new_relay(server: &Server, head: &RequestHead, ours: Option<String>) -> Relay {
+    let header_allow = head
+        .header("x-envoy-allow-mcp-tools")
+        .map(|v| v.split(',').map(|t| t.trim().to_string()).filter(|t| !t.is_empty()).collect());
+    Relay {
+        server: server.name.clone(),
+        method: head.method.clone(),
+        ours,
+        version: Revision::negotiate(head.header("mcp-protocol-version")),
+        allow: server.allow_tools.clone(),
+        header_allow,
+        lists_tools: false,
+        request_id: Value::Null,
+        filter: Filter::None,
+    }
+}
+
+/// The request head the backend gets: `path` on the backend's authority, the kept client headers, the
+/// backend's session id, the timeout.
+fn forward_headers(
+    head: &RequestHead,
+    backend: &Backend,
+    path: String,
+    session: Option<String>,
+    timeout_ms: Option<u64>,
+) -> Vec<(String, String)> {
+    let mut headers: Vec<(String, String)> = vec![(":method".into(), head.method.clone()), (":path".into(), path)];
+    let authority = backend.authority.as_deref().or(head.header(":authority")).unwrap_or("");
+    headers.push((":authority".into(), authority.into()));
+    headers.push((":scheme".into(), head.header(":scheme").unwrap_or("http").into()));
+    for (k, v) in &head.headers {
+        if KEPT.contains(&k.as_str()) {
+            headers.push((k.clone(), v.clone()));
+        }
+    }
+    if let Some(id) = session {
+        headers.push((SESSION.into(), id));
+    }
+    if let Some(ms) = timeout_ms {
+        headers.push(("x-envoy-upstream-rq-timeout-ms".into(), ms.to_string()));
+    }
+    headers
 }
 
 fn start(gw: &Gateway, server: &Server, backend: &Backend, head: &RequestHead, env: &mut dyn Env) -> Start {
@@ -201,38 +303,10 @@ fn start(gw: &Gateway, server: &Server, backend: &Backend, head: &RequestHead, e
             }
         }
     }
-    let header_allow = head
-        .header("x-envoy-allow-mcp-tools")
-        .map(|v| v.split(',').map(|t| t.trim().to_string()).filter(|t| !t.is_empty()).collect());
-    let relay = Relay {
-        server: server.name.clone(),
-        method: head.method.clone(),
-        ours,
-        version: Revision::negotiate(head.header("mcp-protocol-version")),
-        allow: server.allow_tools.clone(),
-        header_allow,
-        lists_tools: false,
-        request_id: Value::Null,
-        filter: Filter::None,
-    };
-    let mut headers: Vec<(String, String)> = vec![(":method".into(), head.method.clone())];
-    headers.push((":path".into(), backend.path.clone()));
-    let authority = backend.authority.as_deref().or(head.header(":authority")).unwrap_or("");
-    headers.push((":authority".into(), authority.into()));
-    headers.push((":scheme".into(), head.header(":scheme").unwrap_or("http").into()));
-    for (k, v) in &head.headers {
-        if KEPT.contains(&k.as_str()) {
-            headers.push((k.clone(), v.clone()));
-        }
-    }
-    if let Some(id) = backend_id {
-        headers.push((SESSION.into(), id));
-    }
+    let relay = new_relay(server, head, ours);
     // The standalone GET stream lives as long as the client wants: the route's timeout applies to it.
-    if method != "GET" {
-        headers.push(("x-envoy-upstream-rq-timeout-ms".into(), backend.timeout_ms.to_string()));
-    }
-    Start::Forward(Box::new(relay), headers)
+    let timeout = (method != "GET").then_some(backend.timeout_ms);
+    Start::Forward(Box::new(relay), forward_headers(head, backend, backend.path.clone(), backend_id, timeout))
 }
 
 /// Runs a session operation that completes at once (every store proxied servers accept).
@@ -363,6 +437,16 @@ impl Relay {
             }
         }
         let content_type = headers.iter().find(|(k, _)| k == "content-type").map_or("", |(_, v)| v.as_str());
+        if matches!(self.filter, Filter::Endpoint(_)) {
+            if status != 200 || !content_type.starts_with("text/event-stream") {
+                self.filter = Filter::None;
+                return Answer::Pass(None);
+            }
+            let mut out: Vec<(String, String)> =
+                headers.iter().filter(|(k, _)| k != "content-length").cloned().collect();
+            out.insert(0, (":status".into(), status.to_string()));
+            return Answer::Rewrite(out);
+        }
         self.filter = match (self.lists_tools && status == 200, content_type) {
             (true, t) if t.starts_with("application/json") => Filter::Json(Vec::new()),
             (true, t) if t.starts_with("text/event-stream") => Filter::Sse(sse::Parser::default()),
@@ -391,7 +475,7 @@ impl Relay {
     }
 
     /// A chunk of a rewritten answer: what goes to the client in its place.
-    pub fn on_chunk(&mut self, chunk: &[u8], end: bool) -> Vec<u8> {
+    pub fn on_chunk(&mut self, gw: &Gateway, env: &mut dyn Env, chunk: &[u8], end: bool) -> Vec<u8> {
         let (allow, header_allow) = (self.allow.clone(), self.header_allow.clone());
         let keep = |name: &str| {
             let listed = |list: &Vec<String>| list.iter().any(|t| t == name);
@@ -412,6 +496,36 @@ impl Relay {
                     }
                     Err(_) => whole,
                 }
+            }
+            Filter::Endpoint(parser) => {
+                let mut out = Vec::with_capacity(chunk.len());
+                for event in parser.feed(chunk) {
+                    if sse::event_type(&event).as_deref() != Some("endpoint") {
+                        out.extend(event);
+                        continue;
+                    }
+                    let url = sse::data(&event).unwrap_or_default();
+                    let path = match url.split_once("://") {
+                        Some((_, rest)) => rest.find('/').map_or("/", |i| &rest[i..]).to_string(),
+                        None => url,
+                    };
+                    let mut session = Session::new(self.server.clone(), self.version.as_str());
+                    session.backend = Some(path);
+                    match session_op(gw, env, SessionOp::Create(session)) {
+                        SessionOutcome::Created(id) => {
+                            let ours = format!("{}/{}/message?sessionId={id}", gw.prefix, self.server);
+                            out.extend(sse::with_data(&event, &ours));
+                        }
+                        // Never the backend's own endpoint: a client posting there would bypass the gateway.
+                        other => {
+                            out.extend(format!(": mcp-gateway: no session for this stream ({other:?})\n\n").bytes())
+                        }
+                    }
+                }
+                if end {
+                    out.extend(parser.rest());
+                }
+                out
             }
             Filter::Sse(parser) => {
                 let mut out = Vec::with_capacity(chunk.len());

@@ -50,6 +50,14 @@ fn lines(event: &[u8]) -> impl Iterator<Item = &[u8]> {
     event.split(|b| *b == b'\n').map(|l| l.strip_suffix(b"\r").unwrap_or(l)).flat_map(|l| l.split(|b| *b == b'\r'))
 }
 
+/// The event's type (its `event:` field), if it names one.
+pub fn event_type(event: &[u8]) -> Option<String> {
+    lines(event).find_map(|l| {
+        let v = l.strip_prefix(b"event:")?;
+        Some(String::from_utf8_lossy(v.strip_prefix(b" ").unwrap_or(v)).into_owned())
+    })
+}
+
 /// The event's data (its `data:` lines joined by newlines), if it has any.
 pub fn data(event: &[u8]) -> Option<String> {
     let mut out: Option<String> = None;
@@ -120,6 +128,8 @@ mod tests {
         let events = Parser::default().feed(STREAM);
         assert_eq!(data(&events[0]).as_deref(), Some("{\"a\":1}"));
         assert_eq!(data(&events[1]), None);
+        assert_eq!(event_type(&events[0]).as_deref(), Some("message"));
+        assert_eq!(event_type(&events[2]), None);
         assert_eq!(data(&events[2]).as_deref(), Some("x\ny"));
         assert_eq!(with_data(&events[0], "{}"), b"event: message\nid: 1\ndata: {}\n\n");
     }

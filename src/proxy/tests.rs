@@ -52,12 +52,17 @@ fn config_is_checked_with_the_field_named() {
     assert!(bad("  type: mcp-proxy\n").contains("mcpServerURL"));
     assert!(bad("  type: mcp-proxy\n  mcpServerURL: ftp://x/mcp\n").contains("mcpServerURL"));
     assert!(bad("  type: mcp-proxy\n  mcpServerURL: 'http://{{h}}/mcp'\n").contains("literal"));
-    assert!(bad("  type: mcp-proxy\n  transport: sse\n  mcpServerURL: /sse\n").contains("not supported yet"));
+    assert!(
+        bad("  type: mcp-proxy\n  transport: sse\n  mcpServerURL: /sse\n  allowTools: [a]\n").contains("allowTools")
+    );
     assert!(bad("  type: rest\n").contains("'rest'"));
     assert!(bad("  mcpServerURL: /mcp\n").contains("type: mcp-proxy"));
     let gw = gateway("local", "");
     let b = gw.server("up").unwrap().proxy.clone().unwrap();
-    assert_eq!(b, Backend { path: "/mcp".into(), authority: Some("backend:8000".into()), timeout_ms: 5000 });
+    assert_eq!(
+        b,
+        Backend { path: "/mcp".into(), authority: Some("backend:8000".into()), timeout_ms: 5000, sse: false }
+    );
 }
 
 #[test]
@@ -157,7 +162,7 @@ fn allow_tools_refuses_calls_and_filters_lists_in_json_and_sse() {
     let Answer::Rewrite(out) = relay.on_response_head(&gw, &mut env, 200, &json) else { panic!() };
     assert_eq!(value(&out, "content-length"), None);
     assert!(relay.buffers());
-    let v: Value = serde_json::from_slice(&relay.on_chunk(tools.as_bytes(), true)).unwrap();
+    let v: Value = serde_json::from_slice(&relay.on_chunk(&gw, &mut env, tools.as_bytes(), true)).unwrap();
     assert_eq!(v["result"]["tools"], serde_json::json!([{"name": "echo"}]));
 
     let sse = vec![("content-type".to_string(), "text/event-stream".to_string())];
@@ -169,10 +174,51 @@ fn allow_tools_refuses_calls_and_filters_lists_in_json_and_sse() {
     let bytes = stream.as_bytes();
     let mut out = Vec::new();
     for chunk in bytes.chunks(7) {
-        out.extend(relay.on_chunk(chunk, false));
+        out.extend(relay.on_chunk(&gw, &mut env, chunk, false));
     }
-    out.extend(relay.on_chunk(b"", true));
+    out.extend(relay.on_chunk(&gw, &mut env, b"", true));
     let text = String::from_utf8(out).unwrap();
     assert!(text.starts_with("event: message\ndata: {\"method\":\"notifications/message\"}\n\n"), "{text}");
     assert!(text.contains("\"echo\"") && !text.contains("secret"), "{text}");
+}
+
+#[test]
+fn an_sse_backends_endpoint_is_bound_to_a_session_of_ours() {
+    for store in ["local", "signed"] {
+        let sessions = if store == "signed" {
+            format!("sessions: {{store: signed, signingKeys: ['{KEY}']}}\n")
+        } else {
+            String::new()
+        };
+        let cfg =
+            format!("{sessions}servers:\n- name: up\n  type: mcp-proxy\n  transport: sse\n  mcpServerURL: /sse\n");
+        let gw = Gateway::from_config_str(&cfg).unwrap();
+        let mut env = env();
+        let mut h = head("GET", &[]);
+        h.path = "/mcp-servers/up/sse".into();
+        let (mut relay, headers) = forward(&gw, &mut env, &h);
+        assert_eq!(value(&headers, ":path"), Some("/sse"));
+        assert_eq!(value(&headers, "x-envoy-upstream-rq-timeout-ms"), None);
+        let sse = vec![("content-type".to_string(), "text/event-stream".to_string())];
+        assert!(matches!(relay.on_response_head(&gw, &mut env, 200, &sse), Answer::Rewrite(_)));
+        let stream =
+            b"event: endpoint\r\ndata: /messages/?session_id=0123456789abcdef0123456789abcdef\r\n\r\n: ping\n\n";
+        let mut out = Vec::new();
+        for chunk in stream.chunks(5) {
+            out.extend(relay.on_chunk(&gw, &mut env, chunk, false));
+        }
+        let text = String::from_utf8(out).unwrap();
+        assert!(text.starts_with("event: endpoint\ndata: /mcp-servers/up/message?sessionId="), "{text}");
+        assert!(text.ends_with("\n\n: ping\n\n") && !text.contains("session_id"), "{text}");
+        let ours = text.lines().nth(1).unwrap().strip_prefix("data: ").unwrap().to_string();
+        // The client's POST goes on to the backend's message endpoint.
+        let mut post = head("POST", &[]);
+        post.path = ours;
+        let (_, headers) = forward(&gw, &mut env, &post);
+        assert_eq!(value(&headers, ":path"), Some("/messages/?session_id=0123456789abcdef0123456789abcdef"));
+        post.path = "/mcp-servers/up/message?sessionId=forged".into();
+        assert!(matches!(route(&gw, &post, &mut env), Some(Start::Respond(r)) if r.status == 404));
+        post.path = "/mcp-servers/up".into();
+        assert!(matches!(route(&gw, &post, &mut env), Some(Start::Respond(r)) if r.status == 404));
+    }
 }
