@@ -4,7 +4,8 @@ by raw HTTP. The client's request goes on through Envoy's router (envoy/envoy.ya
 cluster `demo`, which here points at the backend), so answers stream back chunk by chunk.
 
   gateway          local store: `proxied` (/mcp), `absolute` (http://localhost:PORT/mcp), `limited`
-                   (allowTools: echo, steps)
+                   (allowTools: echo, steps), `secured` (defaultUpstreamSecurity), `passthrough`
+                   (passthroughAuthHeader)
   replica a and b  signed store, one key: a session opened on one continues on the other
   stateless        in front of a stateless backend
   down             in front of a backend that has stopped
@@ -55,6 +56,9 @@ def gateway(backend):
             proxied("proxied"),
             proxied("absolute", f"http://localhost:{backend.port}/mcp"),
             proxied("limited", allowTools=["echo", "steps"]),
+            proxied("secured", securitySchemes=[{"id": "tok", "type": "http", "scheme": "bearer", "defaultCredential": "operator-token"}],
+                    defaultUpstreamSecurity={"id": "tok"}),
+            proxied("passthrough", passthroughAuthHeader=True),
         ]
     }
     g = harness.start_gateway(cfg, tag="mcp-proxy", upstream=backend, plugin_format="json")
@@ -107,6 +111,17 @@ def test_the_sdk_client_uses_the_backend_through_the_gateway(gateway, server):
             assert (await c.call_tool("whoami", {})).content[0].text == "authorization='' cookie=''"
 
     harness.run_async(main)
+
+
+@pytest.mark.parametrize("server,seen", [
+    ("secured", "authorization='Bearer operator-token' cookie=''"),
+    ("passthrough", "authorization='Bearer client-secret' cookie=''"),
+])
+def test_the_backend_gets_only_the_configured_credential(gateway, server, seen):
+    url = gateway.mcp_url(server)
+    auth = {"Authorization": "Bearer client-secret", "Cookie": "c=1"}
+    sid = initialize(url, auth)
+    assert call(url, sid, "whoami", extra=auth)["result"]["content"][0]["text"] == seen
 
 
 def test_logs_progress_and_elicitation_reach_the_client(gateway):

@@ -349,6 +349,12 @@ pub struct ServerConfig {
     /// A proxied server's request timeout in milliseconds (Higress's `timeout`).
     #[serde(default)]
     pub timeout: Option<u64>,
+    /// The credential a proxied server's backend gets (one of `securitySchemes`, Higress's field).
+    #[serde(default)]
+    pub default_upstream_security: Option<SecurityRef>,
+    /// A proxied server's backend gets the client's own `Authorization` header (Higress's field).
+    #[serde(default)]
+    pub passthrough_auth_header: bool,
     #[serde(skip)]
     pub tools: Vec<ToolConfig>,
     #[serde(skip)]

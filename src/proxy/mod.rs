@@ -50,7 +50,7 @@ const KEPT: [&str; 16] = [
 pub const DEFAULT_TIMEOUT_MS: u64 = 60_000;
 
 /// Where a proxied server lives: compiled from `mcpServerURL`.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 pub struct Backend {
     /// The path the backend serves MCP at, with its query if any.
     pub path: String,
@@ -59,6 +59,10 @@ pub struct Backend {
     pub timeout_ms: u64,
     /// `transport: sse`: `path` is the backend's SSE endpoint, and clients use ours (`.../sse`, `.../message`).
     pub sse: bool,
+    /// `defaultUpstreamSecurity`: the operator's credential for the backend.
+    pub credential: Option<crate::credential::Credential>,
+    /// `passthroughAuthHeader`: the client's `Authorization` goes on to the backend.
+    pub passthrough_auth: bool,
 }
 
 impl Backend {
@@ -109,8 +113,21 @@ impl Backend {
         } else {
             return err("mcpServerURL", format!("'{url}' must be a path (/mcp) or an http(s):// URL"));
         };
-        let timeout_ms = s.timeout.unwrap_or(DEFAULT_TIMEOUT_MS);
-        Ok(Some(Backend { path, authority, timeout_ms, sse: s.transport.as_deref() == Some("sse") }))
+        let credential = match &s.default_upstream_security {
+            Some(wanted) => Some(
+                crate::credential::Credential::compile(&s.security_schemes, wanted)
+                    .map_err(|m| ("defaultUpstreamSecurity".to_string(), m))?,
+            ),
+            None => None,
+        };
+        Ok(Some(Backend {
+            path,
+            authority,
+            timeout_ms: s.timeout.unwrap_or(DEFAULT_TIMEOUT_MS),
+            sse: s.transport.as_deref() == Some("sse"),
+            credential,
+            passthrough_auth: s.passthrough_auth_header,
+        }))
     }
 }
 
@@ -263,6 +280,24 @@ fn forward_headers(
     if let Some(id) = session {
         headers.push((SESSION.into(), id));
     }
+    if backend.passthrough_auth {
+        if let Some(auth) = head.header("authorization") {
+            headers.push(("authorization".into(), auth.into()));
+        }
+    }
+    if let Some(credential) = &backend.credential {
+        let (mut query, mut cookies) = (Vec::new(), Vec::new());
+        credential.apply(&mut headers, &mut query, &mut cookies);
+        if !query.is_empty() {
+            let pairs: Vec<String> = query.into_iter().map(|(k, v)| format!("{k}={v}")).collect();
+            let path = &mut headers[1].1;
+            path.push(if path.contains('?') { '&' } else { '?' });
+            path.push_str(&pairs.join("&"));
+        }
+        if !cookies.is_empty() {
+            headers.push(("cookie".into(), cookies.join("; ")));
+        }
+    }
     if let Some(ms) = timeout_ms {
         headers.push(("x-envoy-upstream-rq-timeout-ms".into(), ms.to_string()));
     }
@@ -314,6 +349,15 @@ fn session_op(gw: &Gateway, env: &mut dyn Env, op: SessionOp) -> SessionOutcome 
     match gw.sessions.start(op, env) {
         Started::Done(outcome) => outcome,
         Started::Redis(_) => SessionOutcome::Failed(crate::session::StoreError("redis is not supported here".into())),
+    }
+}
+
+/// Why a session could not be created, for the client (never a credential).
+fn failure(outcome: &SessionOutcome) -> &str {
+    match outcome {
+        SessionOutcome::Failed(e) => &e.0,
+        SessionOutcome::Refused(r) => &r.message,
+        _ => "the store gave no new session",
     }
 }
 
@@ -417,16 +461,11 @@ impl Relay {
             match session_op(gw, env, SessionOp::Create(session)) {
                 SessionOutcome::Created(id) => ours = Some(id),
                 SessionOutcome::Refused(r) => {
-                    let msg = format!("no new session: {r:?}");
-                    return Answer::Replace(HttpResponse::error(
-                        503,
-                        self.request_id.clone(),
-                        jsonrpc::LIMIT_EXCEEDED,
-                        msg,
-                    ));
+                    let id = self.request_id.clone();
+                    return Answer::Replace(HttpResponse::error(r.status, id, jsonrpc::LIMIT_EXCEEDED, r.message));
                 }
                 other => {
-                    let msg = format!("session store: {other:?}");
+                    let msg = format!("session store: {}", failure(&other));
                     return Answer::Replace(HttpResponse::error(
                         503,
                         self.request_id.clone(),
@@ -517,9 +556,9 @@ impl Relay {
                             out.extend(sse::with_data(&event, &ours));
                         }
                         // Never the backend's own endpoint: a client posting there would bypass the gateway.
-                        other => {
-                            out.extend(format!(": mcp-gateway: no session for this stream ({other:?})\n\n").bytes())
-                        }
+                        other => out.extend(
+                            format!(": mcp-gateway: no session for this stream ({})\n\n", failure(&other)).bytes(),
+                        ),
                     }
                 }
                 if end {

@@ -60,9 +60,12 @@ fn config_is_checked_with_the_field_named() {
     let gw = gateway("local", "");
     let b = gw.server("up").unwrap().proxy.clone().unwrap();
     assert_eq!(
-        b,
-        Backend { path: "/mcp".into(), authority: Some("backend:8000".into()), timeout_ms: 5000, sse: false }
+        (b.path.as_str(), b.authority.as_deref(), b.timeout_ms, b.sse),
+        ("/mcp", Some("backend:8000"), 5000, false)
     );
+    assert!(b.credential.is_none() && !b.passthrough_auth);
+    let nope = "  type: mcp-proxy\n  mcpServerURL: /mcp\n  defaultUpstreamSecurity: {id: nope}\n";
+    assert!(bad(nope).contains("defaultUpstreamSecurity"));
 }
 
 #[test]
@@ -221,4 +224,20 @@ fn an_sse_backends_endpoint_is_bound_to_a_session_of_ours() {
         post.path = "/mcp-servers/up".into();
         assert!(matches!(route(&gw, &post, &mut env), Some(Start::Respond(r)) if r.status == 404));
     }
+}
+
+#[test]
+fn the_backend_gets_the_operators_credential_or_the_clients_when_configured() {
+    let schemes = "  securitySchemes:\n  - {id: key, type: apiKey, in: query, name: api_key, defaultCredential: k1}\n  - {id: tok, type: http, scheme: bearer, defaultCredential: t1}\n";
+    let gw = gateway("local", &format!("{schemes}  defaultUpstreamSecurity: {{id: tok}}\n"));
+    let (_, headers) = forward(&gw, &mut env(), &head("POST", &[]));
+    assert_eq!(value(&headers, "authorization"), Some("Bearer t1"));
+    let gw = gateway("local", &format!("{schemes}  defaultUpstreamSecurity: {{id: key}}\n"));
+    let (_, headers) = forward(&gw, &mut env(), &head("POST", &[]));
+    assert_eq!(value(&headers, ":path"), Some("/mcp?api_key=k1"));
+    assert_eq!(value(&headers, "authorization"), None);
+    let gw = gateway("local", "  passthroughAuthHeader: true\n");
+    let (_, headers) = forward(&gw, &mut env(), &head("POST", &[]));
+    assert_eq!(value(&headers, "authorization"), Some("Bearer client-secret"));
+    assert_eq!(value(&headers, "cookie"), None);
 }
