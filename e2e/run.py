@@ -4,6 +4,10 @@
 Uses the fixed ports of envoy/envoy.yaml (MCP listener 10000, baseline 10001, admin 9901, demo
 upstream 8081) and runs until Ctrl-C. The plugin must be built first (`make build`).
 
+With the example config, it also serves a proxied MCP server, `everything` (`type: mcp-proxy`), in front of
+`@modelcontextprotocol/server-everything` on port 3001: Envoy gets a cluster `everything` and a virtual
+host `everything.local` routing to it (the server's `mcpServerURL` is http://everything.local/mcp).
+
 Options:
   --config PATH       another plugin configuration (default plugin-config/example.yaml)
   --concurrency N     Envoy worker threads (default 2)
@@ -23,6 +27,31 @@ sys.dont_write_bytecode = True
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import harness  # noqa: E402
+from everything import Everything  # noqa: E402
+
+EVERYTHING_PORT = 3001
+EVERYTHING_SERVER = {"name": "everything", "type": "mcp-proxy", "transport": "http",
+                     "mcpServerURL": "http://everything.local/mcp", "timeout": 600000}
+
+
+def envoy_with_everything(port: int) -> dict:
+    """envoy/envoy.yaml plus the cluster and the route the proxied demo server needs."""
+    base = harness.load_envoy_yaml()
+    endpoint = {"endpoint": {"address": {"socket_address": {"address": "127.0.0.1", "port_value": port}}}}
+    base["static_resources"]["clusters"].append({
+        "name": "everything", "type": "STATIC", "connect_timeout": "1s",
+        "load_assignment": {"cluster_name": "everything", "endpoints": [{"lb_endpoints": [endpoint]}]},
+    })
+    host = {"name": "everything", "domains": ["everything.local"],
+            # timeout 0s: the standalone GET stream lasts as long as the client wants.
+            "routes": [{"match": {"prefix": "/"}, "route": {"cluster": "everything", "timeout": "0s"}}]}
+    for listener in base["static_resources"]["listeners"]:
+        for chain in listener.get("filter_chains", []):
+            for f in chain.get("filters", []):
+                vhosts = f.get("typed_config", {}).get("route_config", {}).get("virtual_hosts")
+                if vhosts is not None:
+                    vhosts.insert(0, host)
+    return base
 
 
 def main() -> int:
@@ -39,8 +68,12 @@ def main() -> int:
         return 2
 
     ports = harness.Ports.defaults()
-    for name, port in (("demo upstream", ports.demo), ("MCP listener", ports.mcp),
-                       ("baseline listener", ports.baseline), ("admin", ports.admin)):
+    demo_everything = args.config.resolve() == harness.EXAMPLE_CONFIG.resolve()
+    busy = [("demo upstream", ports.demo), ("MCP listener", ports.mcp),
+            ("baseline listener", ports.baseline), ("admin", ports.admin)]
+    if demo_everything:
+        busy.append(("server-everything", EVERYTHING_PORT))
+    for name, port in busy:
         try:
             with socket.socket() as s:
                 s.bind(("127.0.0.1", port))
@@ -51,6 +84,7 @@ def main() -> int:
     run_dir = harness.new_run_dir("run")
     config = harness.load_plugin_config(args.config)
     upstream = harness.DemoUpstream(port=ports.demo, log_dir=run_dir)
+    everything = None
     envoy = None
     stop = {"now": False}
 
@@ -61,10 +95,15 @@ def main() -> int:
     signal.signal(signal.SIGTERM, on_signal)
     try:
         upstream.start()
+        plugin_config, base = args.config.resolve(), None  # the file's text is passed to the plugin verbatim
+        if demo_everything:
+            everything = Everything(run_dir, port=EVERYTHING_PORT)
+            config["servers"].append(EVERYTHING_SERVER)
+            plugin_config, base = config, envoy_with_everything(EVERYTHING_PORT)
         envoy = harness.Envoy(
-            args.config.resolve(),  # the file's text is passed to the plugin verbatim
+            plugin_config,
             upstream_port=ports.demo, run_dir=run_dir, name="envoy", ports=ports,
-            concurrency=args.concurrency, log_level=args.log_level, wasm=wasm,
+            concurrency=args.concurrency, log_level=args.log_level, wasm=wasm, base=base,
         )
         envoy.start()
         prefix = config.get("prefix") or "/mcp-servers"
@@ -89,6 +128,8 @@ def main() -> int:
         if envoy is not None:
             envoy.stop()
         upstream.stop()
+        if everything is not None:
+            everything.stop()
 
 
 if __name__ == "__main__":

@@ -371,6 +371,18 @@ pub struct ServerConfig {
     /// `schema_defs` compiled, once per server (set when the gateway compiles the server).
     #[serde(skip)]
     pub compiled_defs: Option<std::sync::Arc<crate::schema::SchemaDefs>>,
+    /// `mcp-proxy`: the server is another MCP server, fronted (Higress's `server.type`; see `crate::proxy`).
+    #[serde(default, rename = "type")]
+    pub kind: Option<String>,
+    /// A proxied server's transport: `http` (Streamable HTTP) or `sse`.
+    #[serde(default)]
+    pub transport: Option<String>,
+    /// A proxied server's endpoint: a path on the route's cluster, or `http(s)://host[:port]/path`.
+    #[serde(default, rename = "mcpServerURL", alias = "mcpServerUrl")]
+    pub mcp_server_url: Option<String>,
+    /// A proxied server's request timeout in milliseconds (Higress's `timeout`).
+    #[serde(default)]
+    pub timeout: Option<u64>,
     #[serde(skip)]
     pub tools: Vec<ToolConfig>,
     #[serde(skip)]

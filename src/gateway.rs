@@ -48,6 +48,8 @@ pub struct Server {
     /// Where this server's clients present credentials its tools read (downstream security,
     /// `passthroughAuthHeader`): read from each request, and nothing else of it.
     pub credential_sources: Vec<crate::credential::Source>,
+    /// Where a proxied server's backend is (`type: mcp-proxy`); `None`: the gateway serves it itself.
+    pub proxy: Option<crate::proxy::Backend>,
 }
 
 impl Server {
@@ -136,6 +138,8 @@ impl Gateway {
         for mut s in cfg.servers {
             crate::credential::validate_schemes(&s.security_schemes)
                 .map_err(|(field, msg)| ConfigError::new(field, msg).in_server(&s.name))?;
+            let proxy = crate::proxy::Backend::compile(&s, cfg.sessions.store)
+                .map_err(|(field, msg)| ConfigError::new(field, msg).in_server(&s.name))?;
             notices.extend(s.import_notices.iter().map(|n| format!("server '{}': {n}", s.name)));
             let mut tools = Vec::with_capacity(s.tools.len());
             let mut tool_index = HashMap::new();
@@ -207,7 +211,8 @@ impl Gateway {
                     s.name
                 ));
             }
-            for name in s.allow_tools.iter().flatten().filter(|n| !tool_index.contains_key(n.as_str())) {
+            let unknown = |n: &&String| proxy.is_none() && !tool_index.contains_key(n.as_str());
+            for name in s.allow_tools.iter().flatten().filter(unknown) {
                 notices.push(format!("server '{}': allowTools names '{name}', which is not one of its tools", s.name));
             }
             let mut credential_sources = Vec::new();
@@ -234,6 +239,7 @@ impl Gateway {
                 resource_templates,
                 config,
                 notifications,
+                proxy,
             };
             server.capabilities = crate::mcp::capabilities(&server);
             servers.push(server);

@@ -6,8 +6,8 @@
 //! strict: there an unknown field is refused at load.
 //!
 //! What Higress does accept but with a meaning this gateway does not implement is refused, not dropped:
-//! `toolSet` (composed servers) and `server.type: mcp-proxy` (MCP proxying), with the fields that only an
-//! MCP proxy reads (`transport`, `mcpServerURL`, `timeout`) tolerated elsewhere.
+//! `toolSet` (composed servers); the fields that only an MCP proxy (`server.type: mcp-proxy`, served by
+//! `crate::proxy`) reads (`type`, `transport`, `mcpServerURL`, `timeout`) are tolerated on REST servers.
 //!
 //! The field lists are the structs' own ([`fields_of`]), so a field added to a struct is known here at once.
 //!
@@ -73,33 +73,25 @@ const PROXY_ONLY: [&str; 3] = ["transport", "mcpServerURL", "timeout"];
 /// Drops what Higress would ignore from a Higress-shape document (the top-level `server` with its `tools`
 /// already moved in) and refuses what it would act on but this gateway cannot; returns the warnings.
 pub fn tolerate_server(server: &mut Value) -> Result<Vec<String>, ConfigError> {
-    let label = server.get("name").and_then(Value::as_str).unwrap_or("#0").to_string();
     let mut warnings = Vec::new();
     let Some(obj) = server.as_object_mut() else { return Ok(warnings) };
-    if let Some(kind) = obj.get("type").and_then(Value::as_str) {
-        if kind == "mcp-proxy" {
-            return Err(ConfigError::new(
-                "type",
-                "mcp-proxy servers (Higress proxying another MCP server) are not supported; this gateway serves \
-                 REST-backed tools",
-            )
-            .in_server(&label));
-        }
-    }
     let mut warn = |tool: Option<&str>, field: &str, why: &str| {
         // The gateway puts the server's name before each notice.
         let at = tool.map(|t| format!("tool '{t}': ")).unwrap_or_default();
         warnings.push(format!("{at}field '{field}' {why}"));
     };
+    // A REST server's `type` (`rest`) and the proxy's own fields mean nothing to Higress's REST servers.
+    if obj.get("type").and_then(Value::as_str) != Some("mcp-proxy") {
+        for key in ["type"].into_iter().chain(PROXY_ONLY) {
+            if obj.remove(key).is_some() {
+                warn(None, key, "is read by Higress's mcp-proxy servers only; ignored, as Higress ignores it here");
+            }
+        }
+    }
     let known: Vec<&str> = fields_of::<ServerConfig>().iter().copied().chain(SERVER_EXTRA).collect();
     for key in unknown(obj, &known) {
-        let why = if key == "type" || PROXY_ONLY.contains(&key.as_str()) {
-            "is read by Higress's mcp-proxy servers only; ignored, as Higress ignores it here"
-        } else {
-            "is not one Higress reads; ignored, as Higress ignores it"
-        };
         obj.remove(&key);
-        warn(None, &key, why);
+        warn(None, &key, "is not one Higress reads; ignored, as Higress ignores it");
     }
     let refs = [("defaultDownstreamSecurity", fields_of::<SecurityRef>())];
     let refs = refs.into_iter().chain([("defaultUpstreamSecurity", fields_of::<SecurityRef>())]);
@@ -293,8 +285,10 @@ mod tests {
 
     #[test]
     fn refuses_what_higress_would_act_on() {
-        let e = tolerate_server(&mut json!({"name": "p", "type": "mcp-proxy"})).unwrap_err();
-        assert_eq!((e.server.as_deref(), e.field.as_str()), (Some("p"), "type"));
+        // An MCP proxy keeps its fields (served by `crate::proxy`).
+        let mut proxy = json!({"name": "p", "type": "mcp-proxy", "transport": "sse", "mcpServerURL": "/sse"});
+        assert!(tolerate_server(&mut proxy).unwrap().is_empty());
+        assert_eq!(proxy["transport"], "sse");
         let e = crate::config::PluginConfig::parse("server: {name: s}\ntoolSet: {name: x}").unwrap_err();
         assert_eq!(e.field, "toolSet");
         // Our own shape stays strict.

@@ -28,6 +28,7 @@ pub mod notify;
 #[cfg(feature = "openapi")]
 pub mod openapi;
 pub mod prompt;
+pub mod proxy;
 pub mod resource;
 pub mod resp;
 pub mod rules;

@@ -8,6 +8,7 @@
 //! tick (watchdogs), and all three must reach the same driver.
 
 mod abi;
+mod proxy;
 #[cfg(feature = "higress")]
 mod redis;
 mod route;
@@ -360,6 +361,7 @@ impl Context for Http {
         }
         SENT.with(|sent| sent.borrow_mut().remove(&self.id));
         route::forget(self.id);
+        proxy::forget(self.id);
         #[cfg(feature = "higress")]
         redis::forget_context(self.id);
         true
@@ -414,6 +416,9 @@ impl HttpContext for Http {
             None
         };
         let head = RequestHead { method, path, headers, client_address };
+        if let Some(action) = proxy::on_request_headers(self.id, &gw, &head, end_of_stream) {
+            return action;
+        }
         match transport::route(&gw, &head) {
             Route::PassThrough => Action::Continue,
             Route::Respond(r) => {
@@ -438,6 +443,9 @@ impl HttpContext for Http {
     }
 
     fn on_http_request_body(&mut self, body_size: usize, end_of_stream: bool) -> Action {
+        if let Some(action) = proxy::on_request_body(self.id, body_size, end_of_stream) {
+            return action;
+        }
         let ours = LIVE.with(|live| live.borrow().get(&self.id).map(|l| l.driver.awaits_body()));
         match ours {
             None => return Action::Continue, // not an MCP request (or already answered)
@@ -464,6 +472,9 @@ impl HttpContext for Http {
     }
 
     fn on_http_response_headers(&mut self, _num_headers: usize, end_of_stream: bool) -> Action {
+        if let Some(action) = proxy::on_response_headers(self.id, end_of_stream) {
+            return action;
+        }
         if !route::is_forwarded(self.id) {
             return Action::Continue;
         }
@@ -479,6 +490,9 @@ impl HttpContext for Http {
     }
 
     fn on_http_response_body(&mut self, body_size: usize, end_of_stream: bool) -> Action {
+        if let Some(action) = proxy::on_response_body(self.id, body_size, end_of_stream) {
+            return action;
+        }
         if !route::is_forwarded(self.id) {
             return Action::Continue;
         }

@@ -33,12 +33,16 @@ pub struct Session {
     /// The client's `logging/setLevel`, where the store keeps it (not in a signed id, which cannot change).
     #[serde(rename = "l", default, skip_serializing_if = "Option::is_none")]
     pub log_level: Option<crate::notify::LogLevel>,
+    /// A proxied server's own `Mcp-Session-Id` for this session (`type: mcp-proxy`): kept with ours, in
+    /// whichever store holds ours, so any worker or replica can continue the backend's session.
+    #[serde(rename = "b", default, skip_serializing_if = "Option::is_none")]
+    pub backend: Option<String>,
 }
 
 impl Session {
     /// A new session of `server` at `version`.
     pub fn new(server: impl Into<String>, version: impl Into<String>) -> Session {
-        Session { server: server.into(), version: version.into(), log_level: None }
+        Session { server: server.into(), version: version.into(), log_level: None, backend: None }
     }
 }
 

@@ -8,6 +8,10 @@
 //! tag      HMAC-SHA256(session key, payload || server name), first 16 bytes
 //! ```
 //!
+//! A session bound to a proxied server's own session (`Session::backend`) uses format 2: the payload goes
+//! on with the backend's id (at most [`MAX_BACKEND`] bytes), authenticated with the rest. It is visible
+//! to the client (base64url, not encrypted), and cannot be changed by it.
+//!
 //! The server name is authenticated but not carried (the request path names it), so an id opened on one
 //! server fails verification on another. Each configured key is turned into a session key and a key id
 //! with HMAC-SHA256 under fixed labels, once, at configure time; per request the precomputed keyed state
@@ -32,6 +36,10 @@ type HmacSha256 = Hmac<Sha256>;
 /// Configured keys shorter than this are refused: a 256-bit key is what HMAC-SHA256 is built for.
 pub const MIN_KEY_BYTES: usize = 32;
 const FORMAT: u8 = 1;
+/// A payload followed by a proxied server's session id.
+const FORMAT_BOUND: u8 = 2;
+/// The longest backend session id a signed id carries (which keeps ids near 128 characters or below).
+pub const MAX_BACKEND: usize = 64;
 const NONCE: usize = 12;
 const PAYLOAD: usize = 1 + 4 + NONCE + 8 + 4;
 const TAG: usize = 16;
@@ -123,12 +131,17 @@ impl SignedStore {
     pub fn issue(&self, session: &Session, expires_ms: u64, nonce: [u8; NONCE]) -> Option<String> {
         let key = self.keys.first()?;
         let revision = revision_number(&session.version)?;
-        let mut bytes = Vec::with_capacity(PAYLOAD + TAG);
-        bytes.push(FORMAT);
+        let backend = session.backend.as_deref().unwrap_or("").as_bytes();
+        if backend.len() > MAX_BACKEND {
+            return None;
+        }
+        let mut bytes = Vec::with_capacity(PAYLOAD + backend.len() + TAG);
+        bytes.push(if session.backend.is_some() { FORMAT_BOUND } else { FORMAT });
         bytes.extend_from_slice(&key.id);
         bytes.extend_from_slice(&nonce);
         bytes.extend_from_slice(&expires_ms.to_be_bytes());
         bytes.extend_from_slice(&revision.to_be_bytes());
+        bytes.extend_from_slice(backend);
         let tag = Self::tag(key, &bytes, &session.server).finalize().into_bytes();
         bytes.extend_from_slice(&tag[..TAG]);
         Some(URL_SAFE_NO_PAD.encode(bytes))
@@ -137,14 +150,16 @@ impl SignedStore {
     /// The session an id stands for on `server`, and its expiry; `None` for anything not issued by one of
     /// our keys for that server, or expired.
     pub fn verify(&self, id: &str, server: &str, now_ms: u64) -> Option<(Session, u64)> {
-        if id.len() != ID_CHARS {
+        if id.len() < ID_CHARS || id.len() > ID_CHARS + MAX_BACKEND * 4 / 3 + 2 {
             return None;
         }
         let bytes = URL_SAFE_NO_PAD.decode(id).ok()?;
-        let (payload, tag) = bytes.split_at(PAYLOAD);
-        if payload[0] != FORMAT {
-            return None;
-        }
+        let (payload, tag) = bytes.split_at(bytes.len().checked_sub(TAG)?);
+        let backend = match (payload.first(), payload.len()) {
+            (Some(&FORMAT), PAYLOAD) => None,
+            (Some(&FORMAT_BOUND), n) if n > PAYLOAD => Some(&payload[PAYLOAD..]),
+            _ => return None,
+        };
         let key = self.keys.iter().find(|k| k.id == payload[1..5])?;
         Self::tag(key, payload, server).verify_truncated_left(tag).ok()?;
         let expires_ms = u64::from_be_bytes(payload[17..25].try_into().ok()?);
@@ -152,7 +167,12 @@ impl SignedStore {
             return None;
         }
         let version = revision_text(u32::from_be_bytes(payload[25..29].try_into().ok()?))?;
-        Some((Session::new(server, version), expires_ms))
+        let mut session = Session::new(server, version);
+        session.backend = match backend {
+            Some(b) => Some(String::from_utf8(b.to_vec()).ok()?),
+            None => None,
+        };
+        Some((session, expires_ms))
     }
 
     /// Performs an operation; only a revocation touches (local) shared data.
@@ -209,6 +229,24 @@ mod tests {
         let mut env = MemoryEnv { now_ms: 1_000_000, ..Default::default() };
         REVOKED.prepare(&mut env.kv);
         env
+    }
+
+    #[test]
+    fn a_bound_session_carries_the_backend_id_authenticated() {
+        const NOW: u64 = 1_000_000;
+        let st = store(&[K1]);
+        let mut bound = s("demo");
+        bound.backend = Some("2f6e1c0a-backend".into());
+        let id = st.issue(&bound, NOW + 1000, [3; NONCE]).unwrap();
+        assert!(crate::session::is_plausible_id(&id), "{id}");
+        assert_eq!(st.verify(&id, "demo", NOW).unwrap().0, bound);
+        assert!(st.verify(&id, "other", NOW).is_none());
+        // Another backend id under the same tag fails.
+        let mut bytes = URL_SAFE_NO_PAD.decode(&id).unwrap();
+        bytes[PAYLOAD] ^= 1;
+        assert!(st.verify(&URL_SAFE_NO_PAD.encode(&bytes), "demo", NOW).is_none());
+        bound.backend = Some("x".repeat(MAX_BACKEND + 1));
+        assert!(st.issue(&bound, NOW + 1000, [3; NONCE]).is_none());
     }
 
     fn s(server: &str) -> Session {

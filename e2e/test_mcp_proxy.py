@@ -1,0 +1,289 @@
+"""Proxied MCP servers (`type: mcp-proxy`, `transport: http`) in real Envoy, in front of a real MCP server
+(e2e/mcp_backend.py: the Python SDK's `MCPServer`, Streamable HTTP), driven by the Python SDK's client and
+by raw HTTP. The client's request goes on through Envoy's router (envoy/envoy.yaml's catch-all route to the
+cluster `demo`, which here points at the backend), so answers stream back chunk by chunk.
+
+  gateway          local store: `proxied` (/mcp), `absolute` (http://localhost:PORT/mcp), `limited`
+                   (allowTools: echo, steps), `secured` (defaultUpstreamSecurity), `passthrough`
+                   (passthroughAuthHeader)
+  replica a and b  signed store, one key: a session opened on one continues on the other
+  stateless        in front of a stateless backend
+  down             in front of a backend that has stopped
+  sse              transport: sse, in front of the SDK's legacy SSE server, used by the SDK's SSE client
+"""
+
+from __future__ import annotations
+
+import json
+import time
+
+import httpx
+import pytest
+
+import harness
+from harness import ACCEPT, LATEST
+
+KEY = "MDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3ODlhYmNkZWY="
+
+
+class McpBackend(harness.DemoUpstream):
+    SCRIPT = "mcp_backend.py"
+    NAME = "MCP backend (Python SDK)"
+
+    def __init__(self, mode: str, **kw):
+        super().__init__(**kw)
+        self.mode = mode
+
+    def arguments(self) -> list[str]:
+        return [str(self.port), self.mode]
+
+
+def proxied(name: str, url: str = "/mcp", **extra) -> dict:
+    return {"name": name, "type": "mcp-proxy", "transport": "http", "mcpServerURL": url, "timeout": 10000, **extra}
+
+
+@pytest.fixture(scope="module")
+def backend(tmp_path_factory):
+    b = McpBackend("stateful", log_dir=tmp_path_factory.mktemp("mcp-backend")).start()
+    yield b
+    b.stop()
+
+
+@pytest.fixture(scope="module")
+def gateway(backend):
+    cfg = {
+        "servers": [
+            proxied("proxied"),
+            proxied("absolute", f"http://localhost:{backend.port}/mcp"),
+            proxied("limited", allowTools=["echo", "steps"]),
+            proxied("secured", securitySchemes=[{"id": "tok", "type": "http", "scheme": "bearer", "defaultCredential": "operator-token"}],
+                    defaultUpstreamSecurity={"id": "tok"}),
+            proxied("passthrough", passthroughAuthHeader=True),
+        ]
+    }
+    g = harness.start_gateway(cfg, tag="mcp-proxy", upstream=backend, plugin_format="json")
+    yield g
+    g.stop()
+
+
+def initialize(url: str, headers: dict | None = None) -> str | None:
+    body = {"jsonrpc": "2.0", "id": 0, "method": "initialize",
+            "params": {"protocolVersion": LATEST, "capabilities": {"elicitation": {}}, "clientInfo": {"name": "t", "version": "0"}}}
+    r = httpx.post(url, json=body, headers={"Accept": ACCEPT, **(headers or {})}, timeout=10)
+    assert r.status_code == 200, r.text
+    assert "backend" in r.text, r.text  # the backend's serverInfo came through
+    sid = r.headers.get("mcp-session-id")
+    if sid:
+        note = {"jsonrpc": "2.0", "method": "notifications/initialized"}
+        h = {"Accept": ACCEPT, "Mcp-Session-Id": sid, "MCP-Protocol-Version": LATEST}
+        assert httpx.post(url, json=note, headers=h, timeout=10).status_code == 202
+    return sid
+
+
+def post(url: str, sid: str | None, body: dict, extra: dict | None = None) -> httpx.Response:
+    h = {"Accept": ACCEPT, "MCP-Protocol-Version": LATEST, **(extra or {})}
+    if sid:
+        h["Mcp-Session-Id"] = sid
+    return httpx.post(url, json=body, headers=h, timeout=15)
+
+
+def messages(r: httpx.Response) -> list[dict]:
+    """The JSON-RPC messages of a JSON or SSE answer."""
+    if r.headers["content-type"].startswith("application/json"):
+        return [r.json()]
+    return [json.loads(line[5:]) for line in r.text.splitlines() if line.startswith("data:") and line[5:].strip()]
+
+
+def call(url: str, sid: str | None, name: str, args: dict | None = None, extra: dict | None = None) -> dict:
+    r = post(url, sid, {"jsonrpc": "2.0", "id": 5, "method": "tools/call", "params": {"name": name, "arguments": args or {}}}, extra)
+    assert r.status_code == 200, r.text
+    return messages(r)[-1]
+
+
+@pytest.mark.parametrize("server", ["proxied", "absolute"])
+def test_the_sdk_client_uses_the_backend_through_the_gateway(gateway, server):
+    async def main():
+        async with harness.mcp_client(gateway.mcp_url(server), headers={"Authorization": "Bearer client-secret"}) as c:
+            names = [t.name for t in (await c.list_tools()).tools]
+            assert names == ["echo", "secret", "whoami", "steps", "ask"]
+            assert (await c.call_tool("echo", {"text": "hi"})).content[0].text == "echo: hi"
+            # The client's credentials stay at the gateway.
+            assert (await c.call_tool("whoami", {})).content[0].text == "authorization='' cookie=''"
+
+    harness.run_async(main)
+
+
+@pytest.mark.parametrize("server,seen", [
+    ("secured", "authorization='Bearer operator-token' cookie=''"),
+    ("passthrough", "authorization='Bearer client-secret' cookie=''"),
+])
+def test_the_backend_gets_only_the_configured_credential(gateway, server, seen):
+    url = gateway.mcp_url(server)
+    auth = {"Authorization": "Bearer client-secret", "Cookie": "c=1"}
+    sid = initialize(url, auth)
+    assert call(url, sid, "whoami", extra=auth)["result"]["content"][0]["text"] == seen
+
+
+def test_logs_progress_and_elicitation_reach_the_client(gateway):
+    heard = []
+
+    async def on_log(p):
+        heard.append(("log", p.data))
+
+    async def on_progress(progress, total, message):
+        heard.append(("progress", progress, total, message))
+
+    async def on_elicit(ctx, params):
+        import mcp_types as types
+
+        heard.append(("elicit", params.message))
+        return types.ElicitResult(action="accept", content={"name": "Ada"})
+
+    async def main():
+        async with harness.mcp_client(gateway.mcp_url("proxied"), logging_callback=on_log, elicitation_callback=on_elicit) as c:
+            r = await c.call_tool("steps", {"n": 2, "pause_ms": 50}, progress_callback=on_progress)
+            heard.append(("result", r.content[0].text))
+            r = await c.call_tool("ask", {})
+            heard.append(("result", r.content[0].text))
+
+    harness.run_async(main)
+    assert heard == [
+        ("log", "step 1 of 2"), ("progress", 1, 2, "step 1"), ("log", "step 2 of 2"), ("progress", 2, 2, "step 2"),
+        ("result", "2 steps done"), ("elicit", "What is your name?"), ("result", "hello Ada"),
+    ], heard
+
+
+def test_sse_answers_stream_as_they_arrive(gateway):
+    url = gateway.mcp_url("proxied")
+    sid = initialize(url)
+    body = {"jsonrpc": "2.0", "id": 9, "method": "tools/call", "params": {"name": "steps", "arguments": {"n": 3, "pause_ms": 700}}}
+    h = {"Accept": ACCEPT, "MCP-Protocol-Version": LATEST, "Mcp-Session-Id": sid}
+    arrivals = []
+    start = time.monotonic()
+    with httpx.stream("POST", url, json=body, headers=h, timeout=15) as r:
+        assert r.status_code == 200 and r.headers["content-type"].startswith("text/event-stream")
+        for line in r.iter_lines():
+            if line.startswith("data:"):
+                arrivals.append((time.monotonic() - start, json.loads(line[5:])))
+    assert arrivals[-1][1]["result"]["content"][0]["text"] == "3 steps done"
+    # The first log came long before the answer ended: nothing was buffered whole.
+    assert arrivals[0][1]["method"] == "notifications/message"
+    assert arrivals[-1][0] - arrivals[0][0] > 1.2, arrivals
+
+
+def test_our_session_id_stands_for_the_backends(gateway):
+    url = gateway.mcp_url("proxied")
+    sid = initialize(url)
+    assert call(url, sid, "echo", {"text": "x"})["result"]["content"][0]["text"] == "echo: x"
+    # An id the gateway did not issue never reaches the backend.
+    r = post(url, "0123456789abcdef0123456789abcdef", {"jsonrpc": "2.0", "id": 1, "method": "tools/list"})
+    assert r.status_code == 404 and r.json()["error"]["code"] == -32001
+    # The standalone GET stream passes through.
+    with httpx.stream("GET", url, headers={"Accept": "text/event-stream", "Mcp-Session-Id": sid, "MCP-Protocol-Version": LATEST}, timeout=10) as r:
+        assert r.status_code == 200 and r.headers["content-type"].startswith("text/event-stream")
+    # DELETE ends both sessions.
+    r = httpx.delete(url, headers={"Mcp-Session-Id": sid, "MCP-Protocol-Version": LATEST}, timeout=10)
+    assert r.status_code in (200, 204), r.text
+    r = post(url, sid, {"jsonrpc": "2.0", "id": 1, "method": "tools/list"})
+    assert r.status_code == 404 and r.json()["error"]["code"] == -32001
+
+
+def test_allow_tools_filters_the_list_and_refuses_other_calls(gateway):
+    url = gateway.mcp_url("limited")
+    sid = initialize(url)
+    r = post(url, sid, {"jsonrpc": "2.0", "id": 2, "method": "tools/list"})
+    assert [t["name"] for t in messages(r)[-1]["result"]["tools"]] == ["echo", "steps"]
+    refused = call(url, sid, "secret")
+    assert refused["error"] == {"code": -32602, "message": "Tool not allowed: secret"} and refused["id"] == 5
+    assert call(url, sid, "echo", {"text": "ok"})["result"]["content"][0]["text"] == "echo: ok"
+    # The header narrows it further, on a server without allowTools too.
+    only = {"x-envoy-allow-mcp-tools": "steps"}
+    r = post(url, sid, {"jsonrpc": "2.0", "id": 3, "method": "tools/list"}, only)
+    assert [t["name"] for t in messages(r)[-1]["result"]["tools"]] == ["steps"]
+    assert call(url, sid, "echo", {"text": "no"}, only)["error"]["message"] == "Tool not allowed: echo"
+    open_url = gateway.mcp_url("proxied")
+    sid = initialize(open_url)
+    assert call(open_url, sid, "secret", extra=only)["error"]["code"] == -32602
+
+
+def test_a_signed_session_continues_on_another_replica(backend):
+    cfg = {"sessions": {"store": "signed", "signingKeys": [KEY]}, "servers": [proxied("proxied")]}
+    a = harness.start_gateway(cfg, tag="mcp-proxy-a", upstream=backend, plugin_format="json")
+    try:
+        b = harness.start_gateway(cfg, tag="mcp-proxy-b", upstream=backend, plugin_format="json")
+        try:
+            sid = initialize(a.mcp_url("proxied"))
+            assert len(sid) > 60, sid  # ours, carrying the backend's inside, signed
+            for g in (b, a, b):
+                assert call(g.mcp_url("proxied"), sid, "echo", {"text": "r"})["result"]["content"][0]["text"] == "echo: r"
+            forged = sid[:-2] + ("AA" if not sid.endswith("AA") else "BB")
+            r = post(b.mcp_url("proxied"), forged, {"jsonrpc": "2.0", "id": 1, "method": "tools/list"})
+            assert r.status_code == 404
+        finally:
+            b.stop()
+    finally:
+        a.stop()
+
+
+def test_a_stateless_backend_works_without_sessions(tmp_path):
+    backend = McpBackend("stateless", log_dir=tmp_path).start()
+    try:
+        with harness.gateway({"servers": [proxied("proxied")]}, tag="mcp-proxy-stateless", upstream=backend, plugin_format="json") as g:
+            url = g.mcp_url("proxied")
+            assert initialize(url) is None
+            assert call(url, None, "echo", {"text": "s"})["result"]["content"][0]["text"] == "echo: s"
+
+            async def main():
+                async with harness.mcp_client(url) as c:
+                    assert (await c.call_tool("echo", {"text": "sdk"})).content[0].text == "echo: sdk"
+
+            harness.run_async(main)
+    finally:
+        backend.stop()
+
+
+def test_an_unreachable_backend_is_a_json_rpc_error(tmp_path):
+    backend = McpBackend("stateless", log_dir=tmp_path).start()
+    with harness.gateway({"servers": [proxied("proxied")]}, tag="mcp-proxy-down", upstream=backend, plugin_format="json") as g:
+        backend.stop()
+        r = post(g.mcp_url("proxied"), None, {"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {}})
+        assert r.status_code == 502, r.text
+        err = r.json()["error"]
+        assert err["code"] == -32603 and "could not be reached (HTTP 503)" in err["message"], err
+
+
+def test_an_sse_backend_serves_sse_clients(tmp_path):
+    backend = McpBackend("sse", log_dir=tmp_path).start()
+    cfg = {"servers": [proxied("legacy", "/sse", transport="sse")]}
+    try:
+        with harness.gateway(cfg, tag="mcp-proxy-sse", upstream=backend, plugin_format="json") as g:
+            url = g.mcp_url("legacy") + "/sse"
+            heard = []
+
+            async def on_progress(progress, total, message):
+                heard.append((progress, total, message))
+
+            async def main():
+                from mcp import Client
+                from mcp.client.sse import sse_client
+
+                async with Client(sse_client(url, headers={"Authorization": "Bearer client-secret"}, timeout=10),
+                                  mode="legacy", cache=None, read_timeout_seconds=15) as c:
+                    assert [t.name for t in (await c.list_tools()).tools] == ["echo", "secret", "whoami", "steps", "ask"]
+                    assert (await c.call_tool("echo", {"text": "old"})).content[0].text == "echo: old"
+                    r = await c.call_tool("steps", {"n": 2, "pause_ms": 50}, progress_callback=on_progress)
+                    assert r.content[0].text == "2 steps done"
+                    assert (await c.call_tool("whoami", {})).content[0].text == "authorization='' cookie=''"
+
+            harness.run_async(main)
+            assert heard == [(1, 2, "step 1"), (2, 2, "step 2")], heard
+            # The endpoint the client is given is ours; the backend's session never shows.
+            with httpx.stream("GET", url, headers={"Accept": "text/event-stream"}, timeout=10) as r:
+                lines = r.iter_lines()
+                first = next(lines) + next(lines)
+            assert first.startswith("event: endpointdata: /mcp-servers/legacy/message?sessionId="), first
+            assert "session_id" not in first
+            r = httpx.post(g.mcp_url("legacy") + "/message?sessionId=forged", json={"jsonrpc": "2.0", "id": 1, "method": "ping"}, timeout=10)
+            assert r.status_code == 404 and r.json()["error"]["code"] == -32001
+    finally:
+        backend.stop()

@@ -1,0 +1,607 @@
+//! Proxied MCP servers (`type: mcp-proxy`, Higress's shape): the gateway fronts a server that already
+//! speaks MCP. The client's request goes on through Envoy's router to the backend (as `upstream.dispatch:
+//! route` does for REST tools), so the backend's answer streams back chunk by chunk; the relay only decides
+//! what to rewrite:
+//!
+//! ```text
+//! request head  ──[`route`]──> our session opened, the backend's id put in its place, credentials dropped,
+//!                              :path/:authority set to `mcpServerURL`  (or a local answer: 404, 403, ...)
+//! request body  ──[`Relay::on_body`]──> only when a tool filter applies: tools/call of other tools refused
+//! answer head   ──[`Relay::on_response_head`]──> a new backend session bound to a new one of ours, our id
+//!                              in its place; backend failures turned into JSON-RPC errors
+//! answer body   ──[`Relay::on_chunk`]──> passed through, or `tools/list` filtered (JSON whole, SSE per event)
+//! ```
+//!
+//! Plain Rust: the host (`crate::host`) performs what the relay decides.
+
+pub mod sse;
+
+use crate::config::{ServerConfig, StoreKind};
+use crate::gateway::{Gateway, Server};
+use crate::jsonrpc;
+use crate::mcp::Revision;
+use crate::session::{signed, Env, Session, SessionOp, SessionOutcome, Started};
+use crate::transport::{HttpResponse, RequestHead, SESSION_NOT_FOUND};
+use serde_json::Value;
+
+/// The session header, both ways.
+const SESSION: &str = "mcp-session-id";
+/// Client headers the backend gets: the MCP exchange's own and tracing/forwarding facts. Credentials,
+/// cookies and anything else stay behind.
+const KEPT: [&str; 16] = [
+    "content-type",
+    "content-length",
+    "accept",
+    "mcp-protocol-version",
+    "last-event-id",
+    "user-agent",
+    "x-request-id",
+    "x-forwarded-for",
+    "x-forwarded-proto",
+    "x-forwarded-host",
+    "traceparent",
+    "tracestate",
+    "x-b3-traceid",
+    "x-b3-spanid",
+    "x-b3-sampled",
+    "b3",
+];
+/// Default `timeout` of a proxied server, in milliseconds.
+pub const DEFAULT_TIMEOUT_MS: u64 = 60_000;
+
+/// Where a proxied server lives: compiled from `mcpServerURL`.
+#[derive(Debug, Clone)]
+pub struct Backend {
+    /// The path the backend serves MCP at, with its query if any.
+    pub path: String,
+    /// `host[:port]` of an absolute URL; `None`: the client's `:authority` is kept.
+    pub authority: Option<String>,
+    pub timeout_ms: u64,
+    /// `transport: sse`: `path` is the backend's SSE endpoint, and clients use ours (`.../sse`, `.../message`).
+    pub sse: bool,
+    /// `defaultUpstreamSecurity`: the operator's credential for the backend.
+    pub credential: Option<crate::credential::Credential>,
+    /// `passthroughAuthHeader`: the client's `Authorization` goes on to the backend.
+    pub passthrough_auth: bool,
+}
+
+impl Backend {
+    /// The backend of a `type: mcp-proxy` server, `None` for other servers; errors name the field.
+    pub fn compile(s: &ServerConfig, store: StoreKind) -> Result<Option<Backend>, (String, String)> {
+        let err = |field: &str, msg: String| Err((field.to_string(), msg));
+        match s.kind.as_deref() {
+            None => {
+                if s.mcp_server_url.is_some() || s.transport.is_some() {
+                    return err("type", "mcpServerURL and transport need type: mcp-proxy".into());
+                }
+                return Ok(None);
+            }
+            Some("mcp-proxy") => {}
+            Some(other) => return err("type", format!("'{other}' is not a server type; the one known is mcp-proxy")),
+        }
+        match s.transport.as_deref() {
+            None | Some("http") => {}
+            Some("sse") if s.allow_tools.is_some() => {
+                return err("allowTools", "is not supported yet on a transport: sse server".into())
+            }
+            Some("sse") => {}
+            Some(other) => return err("transport", format!("'{other}' must be http or sse")),
+        }
+        if !s.tools.is_empty() || !s.prompts.is_empty() || !s.resources.is_empty() {
+            return err("tools", "a proxied server offers its backend's tools, prompts and resources only".into());
+        }
+        if store == StoreKind::Redis {
+            return err(
+                "type",
+                "proxied servers do not work with sessions.store: redis yet; use local or signed".into(),
+            );
+        }
+        let Some(url) = s.mcp_server_url.as_deref() else {
+            return err("mcpServerURL", "a proxied server needs the backend's MCP endpoint".into());
+        };
+        if !crate::upstream::is_safe_header_value(url) || url.contains(' ') || url.contains("{{") {
+            return err("mcpServerURL", format!("'{url}' must be a literal path or URL"));
+        }
+        let (authority, path) = if url.starts_with('/') {
+            (None, url.to_string())
+        } else if let Some(rest) = url.strip_prefix("http://").or_else(|| url.strip_prefix("https://")) {
+            let (host, path) = rest.find('/').map_or((rest, "/"), |i| (&rest[..i], &rest[i..]));
+            if host.is_empty() || host.contains('@') {
+                return err("mcpServerURL", format!("'{url}' needs a literal host (no user info)"));
+            }
+            (Some(host.to_string()), path.to_string())
+        } else {
+            return err("mcpServerURL", format!("'{url}' must be a path (/mcp) or an http(s):// URL"));
+        };
+        let credential = match &s.default_upstream_security {
+            Some(wanted) => Some(
+                crate::credential::Credential::compile(&s.security_schemes, wanted)
+                    .map_err(|m| ("defaultUpstreamSecurity".to_string(), m))?,
+            ),
+            None => None,
+        };
+        Ok(Some(Backend {
+            path,
+            authority,
+            timeout_ms: s.timeout.unwrap_or(DEFAULT_TIMEOUT_MS),
+            sse: s.transport.as_deref() == Some("sse"),
+            credential,
+            passthrough_auth: s.passthrough_auth_header,
+        }))
+    }
+}
+
+/// What to do with a request to a proxied server.
+#[derive(Debug)]
+pub enum Start {
+    /// Answer locally (an unknown session, a refused origin).
+    Respond(HttpResponse),
+    /// Send the request on with these headers (the whole new map, pseudo-headers first).
+    Forward(Box<Relay>, Vec<(String, String)>),
+}
+
+/// What to do with the backend's answer.
+#[derive(Debug, PartialEq)]
+pub enum Answer {
+    /// Let it through; with a new header map when one changed.
+    Pass(Option<Vec<(String, String)>>),
+    /// Let it through with these headers, rewriting the body ([`Relay::on_chunk`]).
+    Rewrite(Vec<(String, String)>),
+    /// Replace it with this response.
+    Replace(HttpResponse),
+}
+
+/// How the body of a `tools/list` answer is filtered.
+#[derive(Debug)]
+enum Filter {
+    None,
+    /// JSON: read whole (the host buffers it), then filtered.
+    Json(Vec<u8>),
+    /// SSE: event by event as the chunks come.
+    Sse(sse::Parser),
+    /// An SSE backend's stream: its `endpoint` event is bound to a session of ours and rewritten.
+    Endpoint(sse::Parser),
+}
+
+/// One proxied request, from its head to the end of its answer.
+#[derive(Debug)]
+pub struct Relay {
+    server: String,
+    method: String,
+    /// The client's session id (ours), when it sent one that is live.
+    ours: Option<String>,
+    /// The revision a new session is recorded with.
+    version: Revision,
+    /// The server's `allowTools`, and the request's `x-envoy-allow-mcp-tools`.
+    allow: Option<Vec<String>>,
+    header_allow: Option<Vec<String>>,
+    /// The request is a `tools/list` whose answer must be filtered.
+    lists_tools: bool,
+    /// The id a gateway error answers to.
+    request_id: Value,
+    filter: Filter,
+}
+
+/// Decides what to do with a request from its head; `None` when it is not for a proxied server. Session
+/// operations are synchronous here (the local and signed stores; Redis is refused at load).
+pub fn route(gw: &Gateway, head: &RequestHead, env: &mut dyn Env) -> Option<Start> {
+    let path = head.path.split(['?', '#']).next().unwrap_or("");
+    let rest = path.strip_prefix(gw.prefix.as_str())?.strip_prefix('/')?;
+    let (name, tail) = rest.split_once('/').unwrap_or((rest, ""));
+    let server = gw.server(name)?;
+    let backend = server.proxy.as_ref()?;
+    match (backend.sse, tail) {
+        (false, "") => Some(start(gw, server, backend, head, env)),
+        (false, _) => None,
+        (true, _) => Some(start_sse(gw, server, backend, head, tail, env)),
+    }
+}
+
+/// The legacy SSE transport to an SSE backend: `GET {prefix}/{name}/sse` streams the backend's SSE endpoint
+/// (its `endpoint` event rewritten to ours), `POST {prefix}/{name}/message?sessionId=` goes on to the
+/// backend's message endpoint that session stands for.
+fn start_sse(
+    gw: &Gateway,
+    server: &Server,
+    backend: &Backend,
+    head: &RequestHead,
+    tail: &str,
+    env: &mut dyn Env,
+) -> Start {
+    let respond = |status, code, msg: String| Start::Respond(HttpResponse::error(status, Value::Null, code, msg));
+    if let Some(origin) = head.header("origin").filter(|o| !gw.origin_allowed(o)) {
+        return respond(403, jsonrpc::INVALID_REQUEST, format!("Forbidden: origin '{origin}' is not allowed"));
+    }
+    let mut relay = new_relay(server, head, None);
+    let path = match (head.method.as_str(), tail) {
+        ("GET", "sse") => {
+            relay.filter = Filter::Endpoint(sse::Parser::default());
+            backend.path.clone()
+        }
+        ("POST", "message") => {
+            let query = head.path.split_once('?').map_or("", |(_, q)| q);
+            let id = query.split('&').find_map(|kv| kv.strip_prefix("sessionId=")).unwrap_or("");
+            let open = SessionOp::Open { id: id.to_string(), server: server.name.clone() };
+            match session_op(gw, env, open) {
+                SessionOutcome::Found(Session { backend: Some(path), server: s, .. }) if s == server.name => path,
+                SessionOutcome::Failed(e) => {
+                    return respond(503, jsonrpc::INTERNAL_ERROR, format!("session store: {e}"))
+                }
+                _ => return respond(404, SESSION_NOT_FOUND, "Session not found: open a new SSE stream".into()),
+            }
+        }
+        _ => {
+            let msg = format!(
+                "'{}' is an SSE server: GET {}/{}/sse opens its stream, whose endpoint event says where to POST",
+                server.name, gw.prefix, server.name
+            );
+            return respond(404, jsonrpc::INVALID_REQUEST, msg);
+        }
+    };
+    let timeout = (head.method == "POST").then_some(backend.timeout_ms);
+    Start::Forward(Box::new(relay), forward_headers(head, backend, path, None, timeout))
+}
+
+fn new_relay(server: &Server, head: &RequestHead, ours: Option<String>) -> Relay {
+    let header_allow = head
+        .header("x-envoy-allow-mcp-tools")
+        .map(|v| v.split(',').map(|t| t.trim().to_string()).filter(|t| !t.is_empty()).collect());
+    Relay {
+        server: server.name.clone(),
+        method: head.method.clone(),
+        ours,
+        version: Revision::negotiate(head.header("mcp-protocol-version")),
+        allow: server.allow_tools.clone(),
+        header_allow,
+        lists_tools: false,
+        request_id: Value::Null,
+        filter: Filter::None,
+    }
+}
+
+/// The request head the backend gets: `path` on the backend's authority, the kept client headers, the
+/// backend's session id, the timeout.
+fn forward_headers(
+    head: &RequestHead,
+    backend: &Backend,
+    path: String,
+    session: Option<String>,
+    timeout_ms: Option<u64>,
+) -> Vec<(String, String)> {
+    let mut headers: Vec<(String, String)> = vec![(":method".into(), head.method.clone()), (":path".into(), path)];
+    let authority = backend.authority.as_deref().or(head.header(":authority")).unwrap_or("");
+    headers.push((":authority".into(), authority.into()));
+    headers.push((":scheme".into(), head.header(":scheme").unwrap_or("http").into()));
+    for (k, v) in &head.headers {
+        if KEPT.contains(&k.as_str()) {
+            headers.push((k.clone(), v.clone()));
+        }
+    }
+    if let Some(id) = session {
+        headers.push((SESSION.into(), id));
+    }
+    if backend.passthrough_auth {
+        if let Some(auth) = head.header("authorization") {
+            headers.push(("authorization".into(), auth.into()));
+        }
+    }
+    if let Some(credential) = &backend.credential {
+        let (mut query, mut cookies) = (Vec::new(), Vec::new());
+        credential.apply(None, &mut headers, &mut query, &mut cookies);
+        if !query.is_empty() {
+            let pairs: Vec<String> = query.into_iter().map(|(k, v)| format!("{k}={v}")).collect();
+            let path = &mut headers[1].1;
+            path.push(if path.contains('?') { '&' } else { '?' });
+            path.push_str(&pairs.join("&"));
+        }
+        if !cookies.is_empty() {
+            headers.push(("cookie".into(), cookies.join("; ")));
+        }
+    }
+    if let Some(ms) = timeout_ms {
+        headers.push(("x-envoy-upstream-rq-timeout-ms".into(), ms.to_string()));
+    }
+    headers
+}
+
+fn start(gw: &Gateway, server: &Server, backend: &Backend, head: &RequestHead, env: &mut dyn Env) -> Start {
+    let respond = |status, code, msg: String| Start::Respond(HttpResponse::error(status, Value::Null, code, msg));
+    if let Some(origin) = head.header("origin") {
+        if !gw.origin_allowed(origin) {
+            return respond(403, jsonrpc::INVALID_REQUEST, format!("Forbidden: origin '{origin}' is not allowed"));
+        }
+    }
+    let method = head.method.as_str();
+    if !matches!(method, "POST" | "GET" | "DELETE") {
+        let mut r = HttpResponse::error(405, Value::Null, jsonrpc::INVALID_REQUEST, "Method Not Allowed");
+        r.headers.push(("allow".into(), "GET, POST, DELETE".into()));
+        return Start::Respond(r);
+    }
+    let mut backend_id = None;
+    let ours = head.header(SESSION).map(str::to_string);
+    if let Some(id) = &ours {
+        let unknown = || {
+            respond(404, SESSION_NOT_FOUND, "Session not found: initialize a new session (no Mcp-Session-Id)".into())
+        };
+        if id.len() > 256 || !id.bytes().all(|b| b.is_ascii_graphic()) {
+            return unknown();
+        }
+        match session_op(gw, env, SessionOp::Open { id: id.clone(), server: server.name.clone() }) {
+            SessionOutcome::Found(s) if s.server == server.name => backend_id = s.backend,
+            SessionOutcome::Failed(e) => return respond(503, jsonrpc::INTERNAL_ERROR, format!("session store: {e}")),
+            _ => return unknown(),
+        }
+        if method == "DELETE" {
+            let _ = session_op(gw, env, SessionOp::Delete { id: id.clone(), server: server.name.clone() });
+            if backend_id.is_none() {
+                return Start::Respond(HttpResponse { status: 204, headers: Vec::new(), body: Vec::new() });
+            }
+        }
+    }
+    let relay = new_relay(server, head, ours);
+    // The standalone GET stream lives as long as the client wants: the route's timeout applies to it.
+    let timeout = (method != "GET").then_some(backend.timeout_ms);
+    Start::Forward(Box::new(relay), forward_headers(head, backend, backend.path.clone(), backend_id, timeout))
+}
+
+/// Runs a session operation that completes at once (every store proxied servers accept).
+fn session_op(gw: &Gateway, env: &mut dyn Env, op: SessionOp) -> SessionOutcome {
+    match gw.sessions.start(op, env) {
+        Started::Done(outcome) => outcome,
+        Started::Redis(_) => SessionOutcome::Failed(crate::session::StoreError("redis is not supported here".into())),
+    }
+}
+
+/// Why a session could not be created, for the client (never a credential).
+fn failure(outcome: &SessionOutcome) -> &str {
+    match outcome {
+        SessionOutcome::Failed(e) => &e.0,
+        SessionOutcome::Refused(r) => &r.message,
+        _ => "the store gave no new session",
+    }
+}
+
+/// A backend failure as the client sees it: the one place proxied errors get their status and code.
+pub fn backend_failure(status: u16, id: Value, server: &str) -> HttpResponse {
+    let (code, why) = match status {
+        504 => (504, "did not answer within its timeout"),
+        502 | 503 => (502, "could not be reached"),
+        _ => (502, "failed"),
+    };
+    HttpResponse::error(
+        code,
+        id,
+        jsonrpc::INTERNAL_ERROR,
+        format!("the proxied MCP server of '{server}' {why} (HTTP {status})"),
+    )
+}
+
+impl Relay {
+    /// Whether the request body must be read before it goes on (a tool filter applies to it).
+    pub fn needs_body(&self) -> bool {
+        self.method == "POST" && (self.allow.is_some() || self.header_allow.is_some())
+    }
+
+    fn allowed(&self, tool: &str) -> bool {
+        let listed = |list: &Vec<String>| list.iter().any(|t| t == tool);
+        self.allow.as_ref().is_none_or(listed) && self.header_allow.as_ref().is_none_or(listed)
+    }
+
+    /// The whole request body (read only when [`Relay::needs_body`]): a response when it calls a tool the
+    /// filter refuses.
+    pub fn on_body(&mut self, body: &[u8]) -> Option<HttpResponse> {
+        let Ok(value) = serde_json::from_slice::<Value>(body) else {
+            return None; // the backend answers what it cannot parse
+        };
+        let messages = match &value {
+            Value::Array(items) => items.iter().collect(),
+            one => vec![one],
+        };
+        for m in messages {
+            let id = m.get("id").cloned().unwrap_or(Value::Null);
+            match m.get("method").and_then(Value::as_str) {
+                Some("tools/list") => {
+                    self.lists_tools = true;
+                    self.request_id = id;
+                }
+                Some("tools/call") => {
+                    let name = m.pointer("/params/name").and_then(Value::as_str).unwrap_or("");
+                    if !self.allowed(name) {
+                        let msg = format!("Tool not allowed: {name}");
+                        return Some(HttpResponse::error(200, id, jsonrpc::INVALID_PARAMS, msg));
+                    }
+                    self.request_id = id;
+                }
+                _ => {}
+            }
+        }
+        None
+    }
+
+    /// The backend's answer head (`headers` without pseudo-headers): binds a new backend session to one
+    /// of ours, puts our id in place of the backend's, and maps failures.
+    pub fn on_response_head(
+        &mut self,
+        gw: &Gateway,
+        env: &mut dyn Env,
+        status: u16,
+        headers: &[(String, String)],
+    ) -> Answer {
+        if status == 404 && self.ours.is_some() {
+            let id = self.ours.clone().unwrap_or_default();
+            let _ = session_op(gw, env, SessionOp::Delete { id, server: self.server.clone() });
+            return Answer::Replace(HttpResponse::error(
+                404,
+                self.request_id.clone(),
+                SESSION_NOT_FOUND,
+                "Session not found: the proxied server ended it; initialize a new session",
+            ));
+        }
+        if status >= 500 {
+            return Answer::Replace(backend_failure(status, self.request_id.clone(), &self.server));
+        }
+        let theirs = headers.iter().find(|(k, _)| k == SESSION).map(|(_, v)| v.clone());
+        let mut ours = self.ours.clone();
+        if let (Some(backend), None) = (&theirs, &ours) {
+            if gw.sessions.kind() == "signed" && backend.len() > signed::MAX_BACKEND {
+                let msg = format!(
+                    "the proxied server's session id has {} bytes; store: signed carries at most {} (use store: local)",
+                    backend.len(),
+                    signed::MAX_BACKEND
+                );
+                return Answer::Replace(HttpResponse::error(
+                    502,
+                    self.request_id.clone(),
+                    jsonrpc::INTERNAL_ERROR,
+                    msg,
+                ));
+            }
+            let mut session = Session::new(self.server.clone(), self.version.as_str());
+            session.backend = Some(backend.clone());
+            match session_op(gw, env, SessionOp::Create(session)) {
+                SessionOutcome::Created(id) => ours = Some(id),
+                SessionOutcome::Refused(r) => {
+                    let id = self.request_id.clone();
+                    return Answer::Replace(HttpResponse::error(r.status, id, jsonrpc::LIMIT_EXCEEDED, r.message));
+                }
+                other => {
+                    let msg = format!("session store: {}", failure(&other));
+                    return Answer::Replace(HttpResponse::error(
+                        503,
+                        self.request_id.clone(),
+                        jsonrpc::INTERNAL_ERROR,
+                        msg,
+                    ));
+                }
+            }
+        }
+        let content_type = headers.iter().find(|(k, _)| k == "content-type").map_or("", |(_, v)| v.as_str());
+        if matches!(self.filter, Filter::Endpoint(_)) {
+            if status != 200 || !content_type.starts_with("text/event-stream") {
+                self.filter = Filter::None;
+                return Answer::Pass(None);
+            }
+            let mut out: Vec<(String, String)> =
+                headers.iter().filter(|(k, _)| k != "content-length").cloned().collect();
+            out.insert(0, (":status".into(), status.to_string()));
+            return Answer::Rewrite(out);
+        }
+        self.filter = match (self.lists_tools && status == 200, content_type) {
+            (true, t) if t.starts_with("application/json") => Filter::Json(Vec::new()),
+            (true, t) if t.starts_with("text/event-stream") => Filter::Sse(sse::Parser::default()),
+            _ => Filter::None,
+        };
+        let rewrite = !matches!(self.filter, Filter::None);
+        if theirs.is_none() && !rewrite {
+            return Answer::Pass(None);
+        }
+        let mut out: Vec<(String, String)> =
+            headers.iter().filter(|(k, _)| k != SESSION && !(rewrite && k == "content-length")).cloned().collect();
+        out.insert(0, (":status".into(), status.to_string()));
+        if let Some(id) = ours.filter(|_| theirs.is_some()) {
+            out.push((SESSION.into(), id));
+        }
+        if rewrite {
+            Answer::Rewrite(out)
+        } else {
+            Answer::Pass(Some(out))
+        }
+    }
+
+    /// Whether the host must hold the body until its end (a JSON answer to filter).
+    pub fn buffers(&self) -> bool {
+        matches!(self.filter, Filter::Json(_))
+    }
+
+    /// A chunk of a rewritten answer: what goes to the client in its place.
+    pub fn on_chunk(&mut self, gw: &Gateway, env: &mut dyn Env, chunk: &[u8], end: bool) -> Vec<u8> {
+        let (allow, header_allow) = (self.allow.clone(), self.header_allow.clone());
+        let keep = |name: &str| {
+            let listed = |list: &Vec<String>| list.iter().any(|t| t == name);
+            allow.as_ref().is_none_or(listed) && header_allow.as_ref().is_none_or(listed)
+        };
+        match &mut self.filter {
+            Filter::None => chunk.to_vec(),
+            Filter::Json(buf) => {
+                buf.extend_from_slice(chunk);
+                if !end {
+                    return Vec::new();
+                }
+                let whole = std::mem::take(buf);
+                match serde_json::from_slice::<Value>(&whole) {
+                    Ok(mut v) => {
+                        filter_tools(&mut v, &keep);
+                        serde_json::to_vec(&v).unwrap_or(whole)
+                    }
+                    Err(_) => whole,
+                }
+            }
+            Filter::Endpoint(parser) => {
+                let mut out = Vec::with_capacity(chunk.len());
+                for event in parser.feed(chunk) {
+                    if sse::event_type(&event).as_deref() != Some("endpoint") {
+                        out.extend(event);
+                        continue;
+                    }
+                    let url = sse::data(&event).unwrap_or_default();
+                    let path = match url.split_once("://") {
+                        Some((_, rest)) => rest.find('/').map_or("/", |i| &rest[i..]).to_string(),
+                        None => url,
+                    };
+                    let mut session = Session::new(self.server.clone(), self.version.as_str());
+                    session.backend = Some(path);
+                    match session_op(gw, env, SessionOp::Create(session)) {
+                        SessionOutcome::Created(id) => {
+                            let ours = format!("{}/{}/message?sessionId={id}", gw.prefix, self.server);
+                            out.extend(sse::with_data(&event, &ours));
+                        }
+                        // Never the backend's own endpoint: a client posting there would bypass the gateway.
+                        other => out.extend(
+                            format!(": mcp-gateway: no session for this stream ({})\n\n", failure(&other)).bytes(),
+                        ),
+                    }
+                }
+                if end {
+                    out.extend(parser.rest());
+                }
+                out
+            }
+            Filter::Sse(parser) => {
+                let mut out = Vec::with_capacity(chunk.len());
+                for event in parser.feed(chunk) {
+                    let mut parsed = sse::data(&event).and_then(|d| serde_json::from_str::<Value>(&d).ok());
+                    let changed = parsed.as_mut().is_some_and(|v| filter_tools(v, &keep));
+                    match parsed {
+                        Some(v) if changed => out.extend(sse::with_data(&event, &v.to_string())),
+                        _ => out.extend(event),
+                    }
+                }
+                if end {
+                    out.extend(parser.rest());
+                }
+                out
+            }
+        }
+    }
+}
+
+/// Drops the tools `keep` refuses from a `tools/list` result (or a batch of answers); true when it
+/// changed something.
+fn filter_tools(v: &mut Value, keep: &dyn Fn(&str) -> bool) -> bool {
+    if let Value::Array(items) = v {
+        let mut changed = false;
+        for m in items {
+            changed |= filter_tools(m, keep);
+        }
+        return changed;
+    }
+    let Some(tools) = v.pointer_mut("/result/tools").and_then(Value::as_array_mut) else {
+        return false;
+    };
+    let before = tools.len();
+    tools.retain(|t| keep(t.get("name").and_then(Value::as_str).unwrap_or("")));
+    tools.len() != before
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,243 @@
+use super::*;
+use crate::session::memory::MemoryEnv;
+
+const KEY: &str = "MDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3ODlhYmNkZWY=";
+
+fn gateway(store: &str, extra: &str) -> Gateway {
+    let sessions = match store {
+        "signed" => format!("sessions: {{store: signed, signingKeys: ['{KEY}']}}\n"),
+        _ => String::new(),
+    };
+    let cfg = format!(
+        "{sessions}servers:\n- name: up\n  type: mcp-proxy\n  transport: http\n  mcpServerURL: http://backend:8000/mcp\n  timeout: 5000\n{extra}"
+    );
+    Gateway::from_config_str(&cfg).unwrap()
+}
+
+fn env() -> MemoryEnv {
+    let mut env = MemoryEnv { now_ms: 1_000_000, ..Default::default() };
+    crate::session::local::SESSIONS.prepare(&mut env.kv);
+    crate::session::local::REVOKED.prepare(&mut env.kv);
+    env
+}
+
+fn head(method: &str, headers: &[(&str, &str)]) -> RequestHead {
+    let mut all = vec![
+        (":authority".to_string(), "gw.example".to_string()),
+        ("authorization".to_string(), "Bearer client-secret".to_string()),
+        ("cookie".to_string(), "c=1".to_string()),
+        ("accept".to_string(), "application/json, text/event-stream".to_string()),
+    ];
+    all.extend(headers.iter().map(|(k, v)| (k.to_string(), v.to_string())));
+    RequestHead { method: method.into(), path: "/mcp-servers/up".into(), headers: all, client_address: None }
+}
+
+fn forward(gw: &Gateway, env: &mut MemoryEnv, h: &RequestHead) -> (Box<Relay>, Vec<(String, String)>) {
+    match route(gw, h, env) {
+        Some(Start::Forward(relay, headers)) => (relay, headers),
+        other => panic!("not forwarded: {other:?}"),
+    }
+}
+
+fn value<'a>(headers: &'a [(String, String)], name: &str) -> Option<&'a str> {
+    headers.iter().find(|(k, _)| k == name).map(|(_, v)| v.as_str())
+}
+
+#[test]
+fn config_is_checked_with_the_field_named() {
+    let bad = |extra: &str| {
+        let cfg = format!("servers:\n- name: up\n{extra}");
+        Gateway::from_config_str(&cfg).unwrap_err().to_string()
+    };
+    assert!(bad("  type: mcp-proxy\n").contains("mcpServerURL"));
+    assert!(bad("  type: mcp-proxy\n  mcpServerURL: ftp://x/mcp\n").contains("mcpServerURL"));
+    assert!(bad("  type: mcp-proxy\n  mcpServerURL: 'http://{{h}}/mcp'\n").contains("literal"));
+    assert!(
+        bad("  type: mcp-proxy\n  transport: sse\n  mcpServerURL: /sse\n  allowTools: [a]\n").contains("allowTools")
+    );
+    assert!(bad("  type: rest\n").contains("'rest'"));
+    assert!(bad("  mcpServerURL: /mcp\n").contains("type: mcp-proxy"));
+    let gw = gateway("local", "");
+    let b = gw.server("up").unwrap().proxy.clone().unwrap();
+    assert_eq!(
+        (b.path.as_str(), b.authority.as_deref(), b.timeout_ms, b.sse),
+        ("/mcp", Some("backend:8000"), 5000, false)
+    );
+    assert!(b.credential.is_none() && !b.passthrough_auth);
+    let nope = "  type: mcp-proxy\n  mcpServerURL: /mcp\n  defaultUpstreamSecurity: {id: nope}\n";
+    assert!(bad(nope).contains("defaultUpstreamSecurity"));
+}
+
+#[test]
+fn the_request_goes_to_the_backend_without_the_clients_credentials() {
+    let gw = gateway("local", "");
+    let (relay, headers) = forward(&gw, &mut env(), &head("POST", &[("content-type", "application/json")]));
+    assert_eq!(value(&headers, ":path"), Some("/mcp"));
+    assert_eq!(value(&headers, ":authority"), Some("backend:8000"));
+    assert_eq!(value(&headers, "x-envoy-upstream-rq-timeout-ms"), Some("5000"));
+    assert_eq!(value(&headers, "content-type"), Some("application/json"));
+    assert_eq!(value(&headers, "authorization"), None);
+    assert_eq!(value(&headers, "cookie"), None);
+    assert!(!relay.needs_body());
+    // The standalone GET stream keeps the route's timeout.
+    let (_, headers) = forward(&gw, &mut env(), &head("GET", &[]));
+    assert_eq!(value(&headers, "x-envoy-upstream-rq-timeout-ms"), None);
+}
+
+fn session_binding(store: &str) {
+    let gw = gateway(store, "");
+    let mut env = env();
+    let (mut relay, _) = forward(&gw, &mut env, &head("POST", &[]));
+    let answer = vec![("content-type".to_string(), "text/event-stream".to_string()), (SESSION.into(), "b-123".into())];
+    let Answer::Pass(Some(out)) = relay.on_response_head(&gw, &mut env, 200, &answer) else { panic!() };
+    let ours = value(&out, SESSION).unwrap().to_string();
+    assert_ne!(ours, "b-123");
+    assert_eq!(value(&out, ":status"), Some("200"));
+    // The next request carries ours; the backend gets its own.
+    let h = head("POST", &[(SESSION, &ours)]);
+    let (mut relay, headers) = forward(&gw, &mut env, &h);
+    assert_eq!(value(&headers, SESSION), Some("b-123"));
+    let answer = vec![(SESSION.to_string(), "b-123".to_string())];
+    let Answer::Pass(Some(out)) = relay.on_response_head(&gw, &mut env, 200, &answer) else { panic!() };
+    assert_eq!(value(&out, SESSION), Some(ours.as_str()));
+    // A made-up id is refused before the backend sees it.
+    match route(&gw, &head("POST", &[(SESSION, "b-123")]), &mut env) {
+        Some(Start::Respond(r)) => assert_eq!(r.status, 404),
+        other => panic!("{other:?}"),
+    }
+    // DELETE goes on with the backend's id and ends ours.
+    let (_, headers) = forward(&gw, &mut env, &head("DELETE", &[(SESSION, &ours)]));
+    assert_eq!(value(&headers, SESSION), Some("b-123"));
+    assert!(matches!(route(&gw, &h, &mut env), Some(Start::Respond(r)) if r.status == 404));
+}
+
+#[test]
+fn sessions_are_bound_in_the_local_store() {
+    session_binding("local");
+}
+
+#[test]
+fn sessions_are_bound_in_the_signed_store() {
+    session_binding("signed");
+}
+
+#[test]
+fn a_backend_that_forgot_the_session_or_failed_gives_a_json_rpc_error() {
+    let gw = gateway("local", "");
+    let mut env = env();
+    let (mut relay, _) = forward(&gw, &mut env, &head("POST", &[]));
+    let answer = vec![(SESSION.to_string(), "b-1".to_string())];
+    let Answer::Pass(Some(out)) = relay.on_response_head(&gw, &mut env, 200, &answer) else { panic!() };
+    let ours = value(&out, SESSION).unwrap().to_string();
+    let (mut relay, _) = forward(&gw, &mut env, &head("POST", &[(SESSION, &ours)]));
+    let Answer::Replace(r) = relay.on_response_head(&gw, &mut env, 404, &[]) else { panic!() };
+    assert_eq!(r.status, 404);
+    assert!(String::from_utf8_lossy(&r.body).contains("-32001"));
+    let (mut relay, _) = forward(&gw, &mut env, &head("POST", &[]));
+    let Answer::Replace(r) = relay.on_response_head(&gw, &mut env, 503, &[]) else { panic!() };
+    assert_eq!(r.status, 502);
+    assert!(String::from_utf8_lossy(&r.body).contains("could not be reached (HTTP 503)"));
+}
+
+#[test]
+fn allow_tools_refuses_calls_and_filters_lists_in_json_and_sse() {
+    let gw = gateway("local", "  allowTools: [echo]\n");
+    let mut env = env();
+    let (mut relay, _) = forward(&gw, &mut env, &head("POST", &[]));
+    assert!(relay.needs_body());
+    let call = br#"{"jsonrpc":"2.0","id":7,"method":"tools/call","params":{"name":"secret","arguments":{}}}"#;
+    let refused = relay.on_body(call).unwrap();
+    let body: Value = serde_json::from_slice(&refused.body).unwrap();
+    assert_eq!(body["error"]["code"], -32602);
+    assert_eq!(body["error"]["message"], "Tool not allowed: secret");
+    assert_eq!(body["id"], 7);
+    // The header narrows further.
+    let (mut relay, _) = forward(&gw, &mut env, &head("POST", &[("x-envoy-allow-mcp-tools", "other")]));
+    let echo = String::from_utf8_lossy(call).replace("secret", "echo");
+    assert!(relay.on_body(echo.as_bytes()).is_some());
+
+    let list = br#"{"jsonrpc":"2.0","id":1,"method":"tools/list"}"#;
+    let tools = r#"{"jsonrpc":"2.0","id":1,"result":{"tools":[{"name":"echo"},{"name":"secret"}]}}"#;
+    let json =
+        vec![("content-type".to_string(), "application/json".to_string()), ("content-length".into(), "9".into())];
+    let (mut relay, _) = forward(&gw, &mut env, &head("POST", &[]));
+    assert!(relay.on_body(list).is_none());
+    let Answer::Rewrite(out) = relay.on_response_head(&gw, &mut env, 200, &json) else { panic!() };
+    assert_eq!(value(&out, "content-length"), None);
+    assert!(relay.buffers());
+    let v: Value = serde_json::from_slice(&relay.on_chunk(&gw, &mut env, tools.as_bytes(), true)).unwrap();
+    assert_eq!(v["result"]["tools"], serde_json::json!([{"name": "echo"}]));
+
+    let sse = vec![("content-type".to_string(), "text/event-stream".to_string())];
+    let (mut relay, _) = forward(&gw, &mut env, &head("POST", &[]));
+    relay.on_body(list);
+    assert!(matches!(relay.on_response_head(&gw, &mut env, 200, &sse), Answer::Rewrite(_)));
+    let stream =
+        format!("event: message\ndata: {{\"method\":\"notifications/message\"}}\n\nevent: message\ndata: {tools}\n\n");
+    let bytes = stream.as_bytes();
+    let mut out = Vec::new();
+    for chunk in bytes.chunks(7) {
+        out.extend(relay.on_chunk(&gw, &mut env, chunk, false));
+    }
+    out.extend(relay.on_chunk(&gw, &mut env, b"", true));
+    let text = String::from_utf8(out).unwrap();
+    assert!(text.starts_with("event: message\ndata: {\"method\":\"notifications/message\"}\n\n"), "{text}");
+    assert!(text.contains("\"echo\"") && !text.contains("secret"), "{text}");
+}
+
+#[test]
+fn an_sse_backends_endpoint_is_bound_to_a_session_of_ours() {
+    for store in ["local", "signed"] {
+        let sessions = if store == "signed" {
+            format!("sessions: {{store: signed, signingKeys: ['{KEY}']}}\n")
+        } else {
+            String::new()
+        };
+        let cfg =
+            format!("{sessions}servers:\n- name: up\n  type: mcp-proxy\n  transport: sse\n  mcpServerURL: /sse\n");
+        let gw = Gateway::from_config_str(&cfg).unwrap();
+        let mut env = env();
+        let mut h = head("GET", &[]);
+        h.path = "/mcp-servers/up/sse".into();
+        let (mut relay, headers) = forward(&gw, &mut env, &h);
+        assert_eq!(value(&headers, ":path"), Some("/sse"));
+        assert_eq!(value(&headers, "x-envoy-upstream-rq-timeout-ms"), None);
+        let sse = vec![("content-type".to_string(), "text/event-stream".to_string())];
+        assert!(matches!(relay.on_response_head(&gw, &mut env, 200, &sse), Answer::Rewrite(_)));
+        let stream =
+            b"event: endpoint\r\ndata: /messages/?session_id=0123456789abcdef0123456789abcdef\r\n\r\n: ping\n\n";
+        let mut out = Vec::new();
+        for chunk in stream.chunks(5) {
+            out.extend(relay.on_chunk(&gw, &mut env, chunk, false));
+        }
+        let text = String::from_utf8(out).unwrap();
+        assert!(text.starts_with("event: endpoint\ndata: /mcp-servers/up/message?sessionId="), "{text}");
+        assert!(text.ends_with("\n\n: ping\n\n") && !text.contains("session_id"), "{text}");
+        let ours = text.lines().nth(1).unwrap().strip_prefix("data: ").unwrap().to_string();
+        // The client's POST goes on to the backend's message endpoint.
+        let mut post = head("POST", &[]);
+        post.path = ours;
+        let (_, headers) = forward(&gw, &mut env, &post);
+        assert_eq!(value(&headers, ":path"), Some("/messages/?session_id=0123456789abcdef0123456789abcdef"));
+        post.path = "/mcp-servers/up/message?sessionId=forged".into();
+        assert!(matches!(route(&gw, &post, &mut env), Some(Start::Respond(r)) if r.status == 404));
+        post.path = "/mcp-servers/up".into();
+        assert!(matches!(route(&gw, &post, &mut env), Some(Start::Respond(r)) if r.status == 404));
+    }
+}
+
+#[test]
+fn the_backend_gets_the_operators_credential_or_the_clients_when_configured() {
+    let schemes = "  securitySchemes:\n  - {id: key, type: apiKey, in: query, name: api_key, defaultCredential: k1}\n  - {id: tok, type: http, scheme: bearer, defaultCredential: t1}\n";
+    let gw = gateway("local", &format!("{schemes}  defaultUpstreamSecurity: {{id: tok}}\n"));
+    let (_, headers) = forward(&gw, &mut env(), &head("POST", &[]));
+    assert_eq!(value(&headers, "authorization"), Some("Bearer t1"));
+    let gw = gateway("local", &format!("{schemes}  defaultUpstreamSecurity: {{id: key}}\n"));
+    let (_, headers) = forward(&gw, &mut env(), &head("POST", &[]));
+    assert_eq!(value(&headers, ":path"), Some("/mcp?api_key=k1"));
+    assert_eq!(value(&headers, "authorization"), None);
+    let gw = gateway("local", "  passthroughAuthHeader: true\n");
+    let (_, headers) = forward(&gw, &mut env(), &head("POST", &[]));
+    assert_eq!(value(&headers, "authorization"), Some("Bearer client-secret"));
+    assert_eq!(value(&headers, "cookie"), None);
+}
