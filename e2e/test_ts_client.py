@@ -177,6 +177,11 @@ def test_the_typescript_v2_client_in_each_era(gw, mode):
     assert out["noisy"]["isError"] is False, out["noisy"]
     assert [p["progress"] for p in out["progress"]] == [0, 2], out["progress"]
     assert out["progress"][0]["message"] == "asking about Oslo", out["progress"]
+    if era == "2026-07-28":
+        # logging/setLevel is refused by the client itself (an SdkError), never sent; the level rides in
+        # `_meta`, which this client does not fill in by itself (the script sets it by hand).
+        assert out["setLevel"] == {"threw": True, "code": "METHOD_NOT_SUPPORTED_BY_PROTOCOL_VERSION"}, out
+        assert "logging/setLevel" not in [w["method"] for w in wire], wire
     heard = [(m["level"], m.get("logger"), m["data"]) for m in out["logs"]]
     oslo = [("info", "weather", "Oslo is sunny")]
     paris = [("debug", "weather", "GET Paris: 200"), ("info", "weather", "Paris is sunny")]

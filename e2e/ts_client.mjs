@@ -94,7 +94,16 @@ try {
   const progress = [];
   const params = { name: "forecast", arguments: { city: "Oslo" } };
   if (era === "legacy") await client.setLoggingLevel("info");
-  else params._meta = { "io.modelcontextprotocol/logLevel": "info" };
+  else {
+    // logging/setLevel is gone in 2026-07-28: the client refuses it itself, without sending it.
+    try {
+      await client.setLoggingLevel("info");
+      out.setLevel = { threw: false };
+    } catch (e) {
+      out.setLevel = { threw: true, code: e.code };
+    }
+    params._meta = { "io.modelcontextprotocol/logLevel": "info" };
+  }
   const noisy = await client.callTool(params, { onprogress: (p) => progress.push(p) });
   out.noisy = { isError: Boolean(noisy.isError), text: text(noisy) };
   out.progress = progress;
