@@ -386,7 +386,7 @@ pub struct ServerConfig {
     /// A proxied server's tools renamed or re-described for its clients, keyed by the backend's name
     /// (ToolHive spells it `toolsOverride`; Higress has no such field for `mcp-proxy`).
     #[serde(default, alias = "toolsOverride")]
-    pub tool_overrides: std::collections::BTreeMap<String, crate::proxy::tools::ToolOverride>,
+    pub tool_overrides: Map<String, Value>,
     #[serde(skip)]
     pub tools: Vec<ToolConfig>,
     #[serde(skip)]

@@ -132,8 +132,7 @@ impl Backend {
             ),
             None => None,
         };
-        let overrides = tools::Overrides::compile(&s.tool_overrides, s.allow_tools.as_deref())
-            .map_err(|(field, msg)| (field.to_string(), msg))?;
+        let overrides = tools::Overrides::compile(&s.tool_overrides, s.allow_tools.as_deref())?;
         Ok(Some(Backend {
             overrides: Arc::new(overrides),
             path,
@@ -429,22 +428,19 @@ impl Relay {
                 }
                 Some("tools/call") => {
                     let name = m.pointer("/params/name").and_then(Value::as_str).unwrap_or("").to_string();
-                    if !self.allowed(&name) {
-                        let msg = format!("Tool not allowed: {name}");
+                    let backend = self.overrides.backend_name(&name).map(str::to_string);
+                    let refused = match &backend {
+                        None => Some("Unknown tool"),
+                        Some(_) if !self.allowed(&name) => Some("Tool not allowed"),
+                        Some(_) => None,
+                    };
+                    if let Some(why) = refused {
+                        let msg = format!("{why}: {name}");
                         return Err(HttpResponse::error(200, id, jsonrpc::INVALID_PARAMS, msg));
                     }
-                    match self.overrides.backend_name(&name) {
-                        None => {
-                            let msg = format!("Unknown tool: {name}");
-                            return Err(HttpResponse::error(200, id, jsonrpc::INVALID_PARAMS, msg));
-                        }
-                        Some(backend) if backend != name => {
-                            if let Some(n) = m.pointer_mut("/params/name") {
-                                *n = Value::String(backend.to_string());
-                                renamed = true;
-                            }
-                        }
-                        Some(_) => {}
+                    if let (Some(backend), Some(n)) = (backend.filter(|b| *b != name), m.pointer_mut("/params/name")) {
+                        *n = Value::String(backend);
+                        renamed = true;
                     }
                     self.request_id = id;
                 }

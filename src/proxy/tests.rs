@@ -249,13 +249,14 @@ fn tool_overrides_are_checked_at_load() {
         Gateway::from_config_str(&cfg).unwrap_err().to_string()
     };
     let e = bad("  toolOverrides: {a: {name: x}, b: {name: x}}\n");
-    assert!(e.contains("'up'") && e.contains("toolOverrides") && e.contains("both renamed to 'x'"), "{e}");
+    assert!(e.contains("'up'") && e.contains("toolOverrides.b.name") && e.contains("'a' is renamed to 'x' too"), "{e}");
     let e = bad("  toolOverrides: {a: {name: b}, b: {description: B}}\n");
     assert!(e.contains("stays the name of another tool"), "{e}");
     assert!(bad("  toolOverrides: {a: {name: 'has space'}}\n").contains("1-128"));
     assert!(bad("  toolOverrides: {'': {name: x}}\n").contains("not a tool name"));
-    assert!(bad("  toolOverrides: {a: {}}\n").contains("sets none of"));
-    assert!(bad("  toolOverrides: {a: {nmae: x}}\n").contains("nmae"));
+    assert!(bad("  toolOverrides: {a: {}}\n").contains("needs one or more"));
+    assert!(bad("  toolOverrides: {a: {name: 3}}\n").contains("toolOverrides.a.name"));
+    assert!(bad("  toolOverrides: {a: {nmae: x}}\n").contains("toolOverrides.a.nmae"));
     let e = bad("  allowTools: [a]\n  toolOverrides: {a: {name: x}}\n");
     assert!(e.contains("allowTools") && e.contains("list its new name"), "{e}");
     assert!(bad("  transport: sse\n  toolOverrides: {a: {name: x}}\n").contains("toolOverrides"));

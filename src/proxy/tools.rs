@@ -2,111 +2,111 @@
 //! `x-envoy-allow-mcp-tools`) filter them, `toolOverrides` rename and re-describe them. Clients only ever
 //! see and call the new names; the backend only ever gets its own.
 
-use serde::Deserialize;
-use serde_json::Value;
-use std::collections::BTreeMap;
+use serde_json::{Map, Value};
 
-/// One entry of `toolOverrides` (keyed by the backend's tool name); each field optional.
-#[derive(Debug, Clone, Default, Deserialize, PartialEq)]
-#[serde(deny_unknown_fields)]
-pub struct ToolOverride {
-    /// The name clients see and call instead of the backend's.
-    #[serde(default)]
-    pub name: Option<String>,
-    /// Replaces the backend's `description`, so that models pick the right tool.
-    #[serde(default)]
-    pub description: Option<String>,
-    /// Replaces the backend's `title`.
-    #[serde(default)]
-    pub title: Option<String>,
+/// One entry of `toolOverrides`: the backend's tool and what its clients see instead.
+#[derive(Debug, Default)]
+struct Entry {
+    backend: String,
+    /// `[name, description, title]`, each optional; a name equal to the backend's is no rename.
+    fields: [Option<String>; 3],
 }
 
-/// `toolOverrides` compiled: both directions of every rename.
+const FIELDS: [&str; 3] = ["name", "description", "title"];
+
+impl Entry {
+    fn renamed(&self) -> Option<&str> {
+        self.fields[0].as_deref().filter(|n| *n != self.backend)
+    }
+}
+
+/// `toolOverrides` compiled (a short list: looked up by scanning).
 #[derive(Debug, Default)]
 pub struct Overrides {
-    by_backend: BTreeMap<String, ToolOverride>,
-    /// Client-visible name -> backend name, for renamed tools.
-    by_client: BTreeMap<String, String>,
+    entries: Vec<Entry>,
+}
+
+fn name_ok(n: &str) -> bool {
+    !n.is_empty() && n.len() <= 128 && n.bytes().all(|b| b.is_ascii_alphanumeric() || b"_-.".contains(&b))
 }
 
 impl Overrides {
-    /// Checks names (1-128 of `A-Za-z0-9_.-`), that every entry changes something, and that no two tools
-    /// end up with one name; errors name the tool and field.
-    pub fn compile(
-        map: &BTreeMap<String, ToolOverride>,
-        allow: Option<&[String]>,
-    ) -> Result<Overrides, (&'static str, String)> {
-        let ok = |n: &str| {
-            !n.is_empty() && n.len() <= 128 && n.bytes().all(|b| b.is_ascii_alphanumeric() || b"_-.".contains(&b))
-        };
-        let mut by_client = BTreeMap::new();
+    /// Reads `toolOverrides` (`{backend name: {name?, description?, title?}}`) and checks names (1-128 of
+    /// `A-Za-z0-9_.-`), that every entry changes something, that no two tools end up with one name, and
+    /// that `allow` uses new names; errors give the field and name the tool.
+    pub fn compile(map: &Map<String, Value>, allow: Option<&[String]>) -> Result<Overrides, (String, String)> {
+        let mut entries: Vec<Entry> = Vec::with_capacity(map.len());
         for (backend, o) in map {
-            if !ok(backend) {
-                return Err((
-                    "toolOverrides",
-                    format!("'{backend}' is not a tool name: use 1-128 characters from A-Z a-z 0-9 _ - ."),
-                ));
+            let err = |field: &str, msg: String| Err((format!("toolOverrides.{backend}{field}"), msg));
+            if !name_ok(backend) {
+                return err("", "is not a tool name: use 1-128 characters from A-Z a-z 0-9 _ - .".into());
             }
-            if *o == ToolOverride::default() {
-                return Err(("toolOverrides", format!("'{backend}' sets none of name, description, title")));
+            let Some(o) = o.as_object().filter(|o| !o.is_empty()) else {
+                return err("", "needs one or more of name, description, title".into());
+            };
+            let mut entry = Entry { backend: backend.clone(), ..Entry::default() };
+            for (k, v) in o {
+                let Some(i) = FIELDS.iter().position(|f| f == k) else {
+                    return err(&format!(".{k}"), "is not a field: use name, description, title".into());
+                };
+                let Some(v) = v.as_str() else { return err(&format!(".{k}"), "must be a string".into()) };
+                entry.fields[i] = Some(v.to_string());
             }
-            let Some(new) = o.name.as_deref().filter(|n| *n != backend) else { continue };
-            if !ok(new) {
-                return Err((
-                    "toolOverrides",
-                    format!("'{backend}': name '{new}' must be 1-128 characters from A-Z a-z 0-9 _ - ."),
-                ));
+            if let Some(new) = entry.renamed() {
+                if !name_ok(new) {
+                    return err(".name", format!("'{new}' must be 1-128 characters from A-Z a-z 0-9 _ - ."));
+                }
+                if let Some(other) = entries.iter().find(|e| e.renamed() == Some(new)) {
+                    return err(".name", format!("'{}' is renamed to '{new}' too", other.backend));
+                }
             }
-            if let Some(other) = by_client.insert(new.to_string(), backend.clone()) {
-                return Err(("toolOverrides", format!("'{other}' and '{backend}' are both renamed to '{new}'")));
-            }
+            entries.push(entry);
         }
-        for (new, backend) in &by_client {
-            if map.get(new).is_some_and(|o| o.name.as_deref().is_none_or(|n| n == new)) {
-                return Err((
-                    "toolOverrides",
-                    format!("'{backend}' is renamed to '{new}', which stays the name of another tool"),
-                ));
+        let overrides = Overrides { entries };
+        for e in &overrides.entries {
+            let Some(new) = e.renamed() else { continue };
+            if overrides.entries.iter().any(|o| o.backend == new && o.renamed().is_none()) {
+                let msg = format!("'{new}' stays the name of another tool (rename that one too)");
+                return Err((format!("toolOverrides.{}.name", e.backend), msg));
             }
         }
         for old in allow.into_iter().flatten() {
-            if !by_client.contains_key(old) && map.get(old).and_then(|o| o.name.as_deref()).is_some_and(|n| n != old) {
-                return Err(("allowTools", format!("names '{old}', which toolOverrides renames: list its new name")));
+            if overrides.backend_name(old).is_none() {
+                return Err(("allowTools".into(), format!("'{old}' is renamed by toolOverrides: list its new name")));
             }
         }
-        Ok(Overrides { by_backend: map.clone(), by_client })
+        Ok(overrides)
     }
 
     pub fn is_empty(&self) -> bool {
-        self.by_backend.is_empty()
+        self.entries.is_empty()
     }
 
     /// The backend's name of the tool a client calls `name`; `None` when clients cannot know it (the old
     /// name of a renamed tool).
     pub fn backend_name<'a>(&'a self, name: &'a str) -> Option<&'a str> {
-        if let Some(backend) = self.by_client.get(name) {
-            return Some(backend);
+        if let Some(e) = self.entries.iter().find(|e| e.renamed() == Some(name)) {
+            return Some(&e.backend);
         }
-        let renamed = self.by_backend.get(name).and_then(|o| o.name.as_deref()).is_some_and(|n| n != name);
+        let renamed = self.entries.iter().any(|e| e.backend == name && e.renamed().is_some());
         (!renamed).then_some(name)
     }
 
-    /// Rewrites one tool of a `tools/list` answer; `None` when clients must not see it (a backend tool
-    /// whose name a rename took is hidden: calls by that name reach the renamed tool).
+    /// Rewrites one tool of a `tools/list` answer and gives its client-visible name; `None` when clients
+    /// must not see it (a backend tool whose name a rename took: calls by that name reach the renamed one).
     fn apply(&self, tool: &mut Value) -> Option<String> {
         let name = tool.get("name").and_then(Value::as_str).unwrap_or("").to_string();
-        let Some(o) = self.by_backend.get(&name) else {
-            return (!self.by_client.contains_key(&name)).then_some(name);
+        let Some(e) = self.entries.iter().find(|e| e.backend == name) else {
+            return (self.backend_name(&name) == Some(&name)).then_some(name);
         };
-        let client = o.name.clone().unwrap_or_else(|| name.clone());
         if let Value::Object(t) = tool {
-            for (field, new) in [("name", &o.name), ("description", &o.description), ("title", &o.title)] {
+            for (field, new) in FIELDS.iter().zip(&e.fields) {
                 if let Some(new) = new {
-                    t.insert(field.into(), Value::String(new.clone()));
+                    t.insert(field.to_string(), Value::String(new.clone()));
                 }
             }
         }
-        Some(client)
+        Some(e.renamed().unwrap_or(&name).to_string())
     }
 }
 
@@ -125,7 +125,7 @@ pub fn rewrite_list(v: &mut Value, overrides: &Overrides, keep: &dyn Fn(&str) ->
     let Some(tools) = v.pointer_mut("/result/tools").and_then(Value::as_array_mut) else {
         return false;
     };
-    let before = tools.clone();
+    let before = tools.len();
     tools.retain_mut(|t| overrides.apply(t).is_some_and(|name| keep(&name)));
-    *tools != before
+    tools.len() != before || !overrides.is_empty()
 }
