@@ -4,7 +4,7 @@ by raw HTTP. The client's request goes on through Envoy's router (envoy/envoy.ya
 cluster `demo`, which here points at the backend), so answers stream back chunk by chunk.
 
   gateway          local store: `proxied` (/mcp), `absolute` (http://localhost:PORT/mcp), `limited`
-                   (allowTools: echo, steps), `secured` (defaultUpstreamSecurity), `passthrough`
+                   (allowTools: echo, steps), `renamed` (toolOverrides), `secured` (defaultUpstreamSecurity), `passthrough`
                    (passthroughAuthHeader)
   replica a and b  signed store, one key: a session opened on one continues on the other
   stateless        in front of a stateless backend
@@ -59,6 +59,11 @@ def gateway(backend):
             proxied("secured", securitySchemes=[{"id": "tok", "type": "http", "scheme": "bearer", "defaultCredential": "operator-token"}],
                     defaultUpstreamSecurity={"id": "tok"}),
             proxied("passthrough", passthroughAuthHeader=True),
+            proxied("renamed", allowTools=["say", "count", "whoami"], toolOverrides={
+                "echo": {"name": "say", "description": "Says the text back.", "title": "Say"},
+                "steps": {"name": "count"},
+                "whoami": {"description": "Who the backend thinks you are."},
+            }),
         ]
     }
     g = harness.start_gateway(cfg, tag="mcp-proxy", upstream=backend, plugin_format="json")
@@ -204,6 +209,44 @@ def test_allow_tools_filters_the_list_and_refuses_other_calls(gateway):
     open_url = gateway.mcp_url("proxied")
     sid = initialize(open_url)
     assert call(open_url, sid, "secret", extra=only)["error"]["code"] == -32602
+
+
+def test_renamed_tools_are_listed_and_called_by_their_new_names(gateway):
+    from mcp.shared.exceptions import MCPError
+
+    progress = []
+
+    async def on_progress(p, total, message):
+        progress.append(p)
+
+    async def main():
+        async with harness.mcp_client(gateway.mcp_url("renamed")) as c:
+            tools = {t.name: t for t in (await c.list_tools()).tools}
+            assert list(tools) == ["say", "whoami", "count"]  # the backend's order; secret and ask not allowed
+            assert (tools["say"].description, tools["say"].title) == ("Says the text back.", "Say")
+            assert tools["say"].input_schema["properties"]["text"]["type"] == "string"  # the rest as it was
+            assert tools["whoami"].description == "Who the backend thinks you are."
+            assert tools["count"].description.startswith("Logs and reports progress")
+            assert (await c.call_tool("say", {"text": "hi"})).content[0].text == "echo: hi"
+            r = await c.call_tool("count", {"n": 2, "pause_ms": 50}, progress_callback=on_progress)
+            assert r.content[0].text == "2 steps done"
+            for old in ("echo", "steps"):
+                with pytest.raises(MCPError, match=f"Unknown tool: {old}"):
+                    await c.call_tool(old, {"text": "no"})
+
+    harness.run_async(main)
+    assert progress == [1, 2]
+
+
+def test_the_allow_header_speaks_new_names_and_long_renamed_calls_go_through(gateway):
+    url = gateway.mcp_url("renamed")
+    sid = initialize(url)
+    r = post(url, sid, {"jsonrpc": "2.0", "id": 2, "method": "tools/list"}, {"x-envoy-allow-mcp-tools": "say"})
+    assert r.headers["content-type"].startswith("text/event-stream"), r.headers  # rewritten event by event
+    assert [t["name"] for t in messages(r)[-1]["result"]["tools"]] == ["say"]
+    long = "x" * 5000  # a body of many chunks, one byte longer once renamed
+    assert call(url, sid, "say", {"text": long})["result"]["content"][0]["text"] == f"echo: {long}"
+    assert call(url, sid, "whoami", extra={"x-envoy-allow-mcp-tools": "say"})["error"]["message"] == "Tool not allowed: whoami"
 
 
 def test_a_signed_session_continues_on_another_replica(backend):

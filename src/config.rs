@@ -383,6 +383,10 @@ pub struct ServerConfig {
     /// A proxied server's request timeout in milliseconds (Higress's `timeout`).
     #[serde(default)]
     pub timeout: Option<u64>,
+    /// A proxied server's tools renamed or re-described for its clients, keyed by the backend's name
+    /// (ToolHive spells it `toolsOverride`; Higress has no such field for `mcp-proxy`).
+    #[serde(default, alias = "toolsOverride")]
+    pub tool_overrides: Map<String, Value>,
     #[serde(skip)]
     pub tools: Vec<ToolConfig>,
     #[serde(skip)]

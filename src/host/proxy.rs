@@ -85,12 +85,21 @@ pub fn on_request_body(id: u32, size: usize, end_of_stream: bool) -> Option<Acti
         held.reading_body = false;
         let body = hostcalls::get_buffer(BufferType::HttpRequestBody, 0, size).ok().flatten().unwrap_or_default();
         match held.relay.on_body(&body) {
-            Some(refused) => {
+            Err(refused) => {
                 send(&refused);
                 relays.remove(&id);
                 Some(Action::Pause)
             }
-            None => Some(Action::Continue),
+            Ok(Some(renamed)) if renamed.len() > held.gw.max_request_bytes => {
+                send(&crate::transport::too_large(&held.gw));
+                relays.remove(&id);
+                Some(Action::Pause)
+            }
+            Ok(Some(renamed)) => {
+                let _ = abi::set_buffer(BufferType::HttpRequestBody, 0, size, &renamed);
+                Some(Action::Continue)
+            }
+            Ok(None) => Some(Action::Continue),
         }
     })
 }

@@ -6,15 +6,18 @@
 //! ```text
 //! request head  ──[`route`]──> our session opened, the backend's id put in its place, credentials dropped,
 //!                              :path/:authority set to `mcpServerURL`  (or a local answer: 404, 403, ...)
-//! request body  ──[`Relay::on_body`]──> only when a tool filter applies: tools/call of other tools refused
+//! request body  ──[`Relay::on_body`]──> only when a tool filter or `toolOverrides` applies: tools/call of
+//!                              other tools refused, of renamed tools given the backend's name
 //! answer head   ──[`Relay::on_response_head`]──> a new backend session bound to a new one of ours, our id
 //!                              in its place; backend failures turned into JSON-RPC errors
-//! answer body   ──[`Relay::on_chunk`]──> passed through, or `tools/list` filtered (JSON whole, SSE per event)
+//! answer body   ──[`Relay::on_chunk`]──> passed through, or `tools/list` filtered and renamed
+//!                              ([`tools`]; JSON whole, SSE per event)
 //! ```
 //!
 //! Plain Rust: the host (`crate::host`) performs what the relay decides.
 
 pub mod sse;
+pub mod tools;
 
 use crate::config::{ServerConfig, StoreKind};
 use crate::gateway::{Gateway, Server};
@@ -23,6 +26,7 @@ use crate::mcp::Revision;
 use crate::session::{signed, Env, Session, SessionOp, SessionOutcome, Started};
 use crate::transport::{HttpResponse, RequestHead, SESSION_NOT_FOUND};
 use serde_json::Value;
+use std::sync::Arc;
 
 /// The session header, both ways.
 const SESSION: &str = "mcp-session-id";
@@ -63,6 +67,8 @@ pub struct Backend {
     pub credential: Option<crate::credential::Credential>,
     /// `passthroughAuthHeader`: the client's `Authorization` goes on to the backend.
     pub passthrough_auth: bool,
+    /// `toolOverrides`: tools renamed and re-described.
+    pub overrides: Arc<tools::Overrides>,
 }
 
 impl Backend {
@@ -71,6 +77,9 @@ impl Backend {
         let err = |field: &str, msg: String| Err((field.to_string(), msg));
         match s.kind.as_deref() {
             None => {
+                if !s.tool_overrides.is_empty() {
+                    return err("toolOverrides", "renames a proxied server's tools; it needs type: mcp-proxy".into());
+                }
                 if s.mcp_server_url.is_some() || s.transport.is_some() {
                     return err("type", "mcpServerURL and transport need type: mcp-proxy".into());
                 }
@@ -81,14 +90,17 @@ impl Backend {
         }
         match s.transport.as_deref() {
             None | Some("http") => {}
-            Some("sse") if s.allow_tools.is_some() => {
-                return err("allowTools", "is not supported yet on a transport: sse server".into())
+            Some("sse") if s.allow_tools.is_some() || !s.tool_overrides.is_empty() => {
+                let field = if s.allow_tools.is_some() { "allowTools" } else { "toolOverrides" };
+                return err(field, "is not supported yet on a transport: sse server".into());
             }
             Some("sse") => {}
             Some(other) => return err("transport", format!("'{other}' must be http or sse")),
         }
         if !s.tools.is_empty() || !s.prompts.is_empty() || !s.resources.is_empty() {
-            return err("tools", "a proxied server offers its backend's tools, prompts and resources only".into());
+            let msg = "a proxied server offers its backend's tools, prompts and resources only (toolOverrides renames \
+                       and re-describes its tools)";
+            return err("tools", msg.into());
         }
         if store == StoreKind::Redis {
             return err(
@@ -120,7 +132,9 @@ impl Backend {
             ),
             None => None,
         };
+        let overrides = tools::Overrides::compile(&s.tool_overrides, s.allow_tools.as_deref())?;
         Ok(Some(Backend {
+            overrides: Arc::new(overrides),
             path,
             authority,
             timeout_ms: s.timeout.unwrap_or(DEFAULT_TIMEOUT_MS),
@@ -175,6 +189,7 @@ pub struct Relay {
     /// The server's `allowTools`, and the request's `x-envoy-allow-mcp-tools`.
     allow: Option<Vec<String>>,
     header_allow: Option<Vec<String>>,
+    overrides: Arc<tools::Overrides>,
     /// The request is a `tools/list` whose answer must be filtered.
     lists_tools: bool,
     /// The id a gateway error answers to.
@@ -253,6 +268,7 @@ fn new_relay(server: &Server, head: &RequestHead, ours: Option<String>) -> Relay
         version: Revision::negotiate(head.header("mcp-protocol-version")),
         allow: server.allow_tools.clone(),
         header_allow,
+        overrides: server.proxy.as_ref().map(|b| b.overrides.clone()).unwrap_or_default(),
         lists_tools: false,
         request_id: Value::Null,
         filter: Filter::None,
@@ -341,7 +357,11 @@ fn start(gw: &Gateway, server: &Server, backend: &Backend, head: &RequestHead, e
     let relay = new_relay(server, head, ours);
     // The standalone GET stream lives as long as the client wants: the route's timeout applies to it.
     let timeout = (method != "GET").then_some(backend.timeout_ms);
-    Start::Forward(Box::new(relay), forward_headers(head, backend, backend.path.clone(), backend_id, timeout))
+    let mut headers = forward_headers(head, backend, backend.path.clone(), backend_id, timeout);
+    if method == "POST" && !backend.overrides.is_empty() {
+        headers.retain(|(k, _)| k != "content-length"); // a renamed tools/call's body changes length
+    }
+    Start::Forward(Box::new(relay), headers)
 }
 
 /// Runs a session operation that completes at once (every store proxied servers accept).
@@ -379,7 +399,7 @@ pub fn backend_failure(status: u16, id: Value, server: &str) -> HttpResponse {
 impl Relay {
     /// Whether the request body must be read before it goes on (a tool filter applies to it).
     pub fn needs_body(&self) -> bool {
-        self.method == "POST" && (self.allow.is_some() || self.header_allow.is_some())
+        self.method == "POST" && (self.allow.is_some() || self.header_allow.is_some() || !self.overrides.is_empty())
     }
 
     fn allowed(&self, tool: &str) -> bool {
@@ -387,14 +407,16 @@ impl Relay {
         self.allow.as_ref().is_none_or(listed) && self.header_allow.as_ref().is_none_or(listed)
     }
 
-    /// The whole request body (read only when [`Relay::needs_body`]): a response when it calls a tool the
-    /// filter refuses.
-    pub fn on_body(&mut self, body: &[u8]) -> Option<HttpResponse> {
-        let Ok(value) = serde_json::from_slice::<Value>(body) else {
-            return None; // the backend answers what it cannot parse
+    /// The whole request body (read only when [`Relay::needs_body`]): `Err` answers a call of a tool the
+    /// client may not call or cannot know; `Ok(Some)` is the body the backend gets instead, its renamed
+    /// tools called by their backend names.
+    pub fn on_body(&mut self, body: &[u8]) -> Result<Option<Vec<u8>>, HttpResponse> {
+        let Ok(mut value) = serde_json::from_slice::<Value>(body) else {
+            return Ok(None); // the backend answers what it cannot parse
         };
-        let messages = match &value {
-            Value::Array(items) => items.iter().collect(),
+        let mut renamed = false;
+        let messages = match &mut value {
+            Value::Array(items) => items.iter_mut().collect(),
             one => vec![one],
         };
         for m in messages {
@@ -405,17 +427,27 @@ impl Relay {
                     self.request_id = id;
                 }
                 Some("tools/call") => {
-                    let name = m.pointer("/params/name").and_then(Value::as_str).unwrap_or("");
-                    if !self.allowed(name) {
-                        let msg = format!("Tool not allowed: {name}");
-                        return Some(HttpResponse::error(200, id, jsonrpc::INVALID_PARAMS, msg));
+                    let name = m.pointer("/params/name").and_then(Value::as_str).unwrap_or("").to_string();
+                    let backend = self.overrides.backend_name(&name).map(str::to_string);
+                    let refused = match &backend {
+                        None => Some("Unknown tool"),
+                        Some(_) if !self.allowed(&name) => Some("Tool not allowed"),
+                        Some(_) => None,
+                    };
+                    if let Some(why) = refused {
+                        let msg = format!("{why}: {name}");
+                        return Err(HttpResponse::error(200, id, jsonrpc::INVALID_PARAMS, msg));
+                    }
+                    if let (Some(backend), Some(n)) = (backend.filter(|b| *b != name), m.pointer_mut("/params/name")) {
+                        *n = Value::String(backend);
+                        renamed = true;
                     }
                     self.request_id = id;
                 }
                 _ => {}
             }
         }
-        None
+        Ok(renamed.then(|| serde_json::to_vec(&value).unwrap_or_else(|_| body.to_vec())))
     }
 
     /// The backend's answer head (`headers` without pseudo-headers): binds a new backend session to one
@@ -515,7 +547,7 @@ impl Relay {
 
     /// A chunk of a rewritten answer: what goes to the client in its place.
     pub fn on_chunk(&mut self, gw: &Gateway, env: &mut dyn Env, chunk: &[u8], end: bool) -> Vec<u8> {
-        let (allow, header_allow) = (self.allow.clone(), self.header_allow.clone());
+        let (allow, header_allow, overrides) = (self.allow.clone(), self.header_allow.clone(), self.overrides.clone());
         let keep = |name: &str| {
             let listed = |list: &Vec<String>| list.iter().any(|t| t == name);
             allow.as_ref().is_none_or(listed) && header_allow.as_ref().is_none_or(listed)
@@ -530,7 +562,7 @@ impl Relay {
                 let whole = std::mem::take(buf);
                 match serde_json::from_slice::<Value>(&whole) {
                     Ok(mut v) => {
-                        filter_tools(&mut v, &keep);
+                        tools::rewrite_list(&mut v, &overrides, &keep);
                         serde_json::to_vec(&v).unwrap_or(whole)
                     }
                     Err(_) => whole,
@@ -570,7 +602,7 @@ impl Relay {
                 let mut out = Vec::with_capacity(chunk.len());
                 for event in parser.feed(chunk) {
                     let mut parsed = sse::data(&event).and_then(|d| serde_json::from_str::<Value>(&d).ok());
-                    let changed = parsed.as_mut().is_some_and(|v| filter_tools(v, &keep));
+                    let changed = parsed.as_mut().is_some_and(|v| tools::rewrite_list(v, &overrides, &keep));
                     match parsed {
                         Some(v) if changed => out.extend(sse::with_data(&event, &v.to_string())),
                         _ => out.extend(event),
@@ -583,24 +615,6 @@ impl Relay {
             }
         }
     }
-}
-
-/// Drops the tools `keep` refuses from a `tools/list` result (or a batch of answers); true when it
-/// changed something.
-fn filter_tools(v: &mut Value, keep: &dyn Fn(&str) -> bool) -> bool {
-    if let Value::Array(items) = v {
-        let mut changed = false;
-        for m in items {
-            changed |= filter_tools(m, keep);
-        }
-        return changed;
-    }
-    let Some(tools) = v.pointer_mut("/result/tools").and_then(Value::as_array_mut) else {
-        return false;
-    };
-    let before = tools.len();
-    tools.retain(|t| keep(t.get("name").and_then(Value::as_str).unwrap_or("")));
-    tools.len() != before
 }
 
 #[cfg(test)]

@@ -146,7 +146,7 @@ fn allow_tools_refuses_calls_and_filters_lists_in_json_and_sse() {
     let (mut relay, _) = forward(&gw, &mut env, &head("POST", &[]));
     assert!(relay.needs_body());
     let call = br#"{"jsonrpc":"2.0","id":7,"method":"tools/call","params":{"name":"secret","arguments":{}}}"#;
-    let refused = relay.on_body(call).unwrap();
+    let refused = relay.on_body(call).unwrap_err();
     let body: Value = serde_json::from_slice(&refused.body).unwrap();
     assert_eq!(body["error"]["code"], -32602);
     assert_eq!(body["error"]["message"], "Tool not allowed: secret");
@@ -154,14 +154,14 @@ fn allow_tools_refuses_calls_and_filters_lists_in_json_and_sse() {
     // The header narrows further.
     let (mut relay, _) = forward(&gw, &mut env, &head("POST", &[("x-envoy-allow-mcp-tools", "other")]));
     let echo = String::from_utf8_lossy(call).replace("secret", "echo");
-    assert!(relay.on_body(echo.as_bytes()).is_some());
+    assert!(relay.on_body(echo.as_bytes()).is_err());
 
     let list = br#"{"jsonrpc":"2.0","id":1,"method":"tools/list"}"#;
     let tools = r#"{"jsonrpc":"2.0","id":1,"result":{"tools":[{"name":"echo"},{"name":"secret"}]}}"#;
     let json =
         vec![("content-type".to_string(), "application/json".to_string()), ("content-length".into(), "9".into())];
     let (mut relay, _) = forward(&gw, &mut env, &head("POST", &[]));
-    assert!(relay.on_body(list).is_none());
+    assert!(matches!(relay.on_body(list), Ok(None)));
     let Answer::Rewrite(out) = relay.on_response_head(&gw, &mut env, 200, &json) else { panic!() };
     assert_eq!(value(&out, "content-length"), None);
     assert!(relay.buffers());
@@ -170,7 +170,7 @@ fn allow_tools_refuses_calls_and_filters_lists_in_json_and_sse() {
 
     let sse = vec![("content-type".to_string(), "text/event-stream".to_string())];
     let (mut relay, _) = forward(&gw, &mut env, &head("POST", &[]));
-    relay.on_body(list);
+    let _ = relay.on_body(list);
     assert!(matches!(relay.on_response_head(&gw, &mut env, 200, &sse), Answer::Rewrite(_)));
     let stream =
         format!("event: message\ndata: {{\"method\":\"notifications/message\"}}\n\nevent: message\ndata: {tools}\n\n");
@@ -240,4 +240,109 @@ fn the_backend_gets_the_operators_credential_or_the_clients_when_configured() {
     let (_, headers) = forward(&gw, &mut env(), &head("POST", &[]));
     assert_eq!(value(&headers, "authorization"), Some("Bearer client-secret"));
     assert_eq!(value(&headers, "cookie"), None);
+}
+
+#[test]
+fn tool_overrides_are_checked_at_load() {
+    let bad = |extra: &str| {
+        let cfg = format!("servers:\n- name: up\n  type: mcp-proxy\n  mcpServerURL: /mcp\n{extra}");
+        Gateway::from_config_str(&cfg).unwrap_err().to_string()
+    };
+    let e = bad("  toolOverrides: {a: {name: x}, b: {name: x}}\n");
+    assert!(e.contains("'up'") && e.contains("toolOverrides.b.name") && e.contains("'a' is renamed to 'x' too"), "{e}");
+    let e = bad("  toolOverrides: {a: {name: b}, b: {description: B}}\n");
+    assert!(e.contains("stays the name of another tool"), "{e}");
+    assert!(bad("  toolOverrides: {a: {name: 'has space'}}\n").contains("1-128"));
+    assert!(bad("  toolOverrides: {'': {name: x}}\n").contains("not a tool name"));
+    assert!(bad("  toolOverrides: {a: {}}\n").contains("needs one or more"));
+    assert!(bad("  toolOverrides: {a: {name: 3}}\n").contains("toolOverrides.a.name"));
+    assert!(bad("  toolOverrides: {a: {nmae: x}}\n").contains("toolOverrides.a.nmae"));
+    let e = bad("  allowTools: [a]\n  toolOverrides: {a: {name: x}}\n");
+    assert!(e.contains("allowTools") && e.contains("list its new name"), "{e}");
+    assert!(bad("  transport: sse\n  toolOverrides: {a: {name: x}}\n").contains("toolOverrides"));
+    let rest = "servers:\n- name: up\n  toolOverrides: {a: {name: x}}\n";
+    assert!(Gateway::from_config_str(rest).unwrap_err().to_string().contains("type: mcp-proxy"));
+    // A swap is fine, and ToolHive's spelling is accepted.
+    Gateway::from_config_str(
+        "servers:\n- name: up\n  type: mcp-proxy\n  mcpServerURL: /mcp\n  allowTools: [b]\n  toolsOverride: {a: {name: b}, b: {name: a}}\n",
+    )
+    .unwrap();
+}
+
+const RENAMES: &str =
+    "  toolOverrides:\n    echo: {name: say, description: Says it back., title: Say}\n    add: {description: Adds.}\n";
+
+#[test]
+fn renamed_tools_are_called_by_their_new_name_only() {
+    let gw = gateway("local", RENAMES);
+    let mut env = env();
+    let (mut relay, headers) = forward(&gw, &mut env, &head("POST", &[("content-length", "99")]));
+    assert!(relay.needs_body());
+    assert_eq!(value(&headers, "content-length"), None, "the body may change length");
+    let call = |name: &str| {
+        format!(
+            r#"[{{"jsonrpc":"2.0","id":3,"method":"tools/call","params":{{"name":"{name}","arguments":{{"text":"say"}}}}}}]"#
+        )
+    };
+    let out = relay.on_body(call("say").as_bytes()).unwrap().unwrap();
+    let v: Value = serde_json::from_slice(&out).unwrap();
+    assert_eq!(v[0]["params"], serde_json::json!({"name": "echo", "arguments": {"text": "say"}}));
+    // Tools that are not renamed go on untouched; the backend's own name of a renamed tool is unknown.
+    assert!(matches!(relay.on_body(call("add").as_bytes()), Ok(None)));
+    let refused = relay.on_body(call("echo").as_bytes()).unwrap_err();
+    let body: Value = serde_json::from_slice(&refused.body).unwrap();
+    assert_eq!((body["error"]["code"].as_i64(), body["id"].as_i64()), (Some(-32602), Some(3)));
+    assert_eq!(body["error"]["message"], "Unknown tool: echo");
+    // The allow header speaks in the client's names.
+    let (mut relay, _) = forward(&gw, &mut env, &head("POST", &[("x-envoy-allow-mcp-tools", "say")]));
+    assert!(relay.on_body(call("say").as_bytes()).unwrap().is_some());
+    assert!(relay.on_body(call("add").as_bytes()).is_err());
+}
+
+#[test]
+fn tools_lists_are_renamed_in_json_and_in_sse_split_anywhere_with_the_cursor_kept() {
+    let gw = gateway("local", &format!("{RENAMES}  allowTools: [say, add, echo2]\n"));
+    let list = br#"{"jsonrpc":"2.0","id":1,"method":"tools/list","params":{"cursor":"p1"}}"#;
+    let tools = r#"{"jsonrpc":"2.0","id":1,"result":{"tools":[{"name":"echo","description":"Echo.","inputSchema":{"type":"object"}},{"name":"add","title":"Add"},{"name":"secret"}],"nextCursor":"p2"}}"#;
+    let want = serde_json::json!({"jsonrpc": "2.0", "id": 1, "result": {"tools": [
+        {"name": "say", "description": "Says it back.", "inputSchema": {"type": "object"}, "title": "Say"},
+        {"name": "add", "title": "Add", "description": "Adds."}], "nextCursor": "p2"}});
+    let mut env = env();
+    let json = vec![("content-type".to_string(), "application/json".to_string())];
+    let (mut relay, _) = forward(&gw, &mut env, &head("POST", &[]));
+    assert!(matches!(relay.on_body(list), Ok(None)));
+    assert!(matches!(relay.on_response_head(&gw, &mut env, 200, &json), Answer::Rewrite(_)));
+    let (a, b) = tools.as_bytes().split_at(40);
+    assert!(relay.on_chunk(&gw, &mut env, a, false).is_empty());
+    let v: Value = serde_json::from_slice(&relay.on_chunk(&gw, &mut env, b, true)).unwrap();
+    assert_eq!(v, want);
+
+    let sse = vec![("content-type".to_string(), "text/event-stream".to_string())];
+    let stream = format!("id: 1\r\nevent: message\r\ndata: {tools}\r\n\r\n");
+    for size in [1, 5, 64] {
+        let (mut relay, _) = forward(&gw, &mut env, &head("POST", &[]));
+        let _ = relay.on_body(list);
+        assert!(matches!(relay.on_response_head(&gw, &mut env, 200, &sse), Answer::Rewrite(_)));
+        let mut out = Vec::new();
+        for chunk in stream.as_bytes().chunks(size) {
+            out.extend(relay.on_chunk(&gw, &mut env, chunk, false));
+        }
+        out.extend(relay.on_chunk(&gw, &mut env, b"", true));
+        let text = String::from_utf8(out).unwrap();
+        assert!(text.starts_with("id: 1\nevent: message\ndata: {") && text.ends_with("}\n\n"), "{text}");
+        assert_eq!(sse::data(text.as_bytes()).and_then(|d| serde_json::from_str::<Value>(&d).ok()), Some(want.clone()));
+    }
+}
+
+#[test]
+fn a_backend_tool_named_like_a_rename_is_hidden() {
+    let gw = gateway("local", "  toolOverrides: {echo: {name: say}}\n");
+    let mut env = env();
+    let (mut relay, _) = forward(&gw, &mut env, &head("POST", &[]));
+    let _ = relay.on_body(br#"{"jsonrpc":"2.0","id":1,"method":"tools/list"}"#);
+    let json = vec![("content-type".to_string(), "application/json".to_string())];
+    let _ = relay.on_response_head(&gw, &mut env, 200, &json);
+    let tools = br#"{"jsonrpc":"2.0","id":1,"result":{"tools":[{"name":"say"},{"name":"echo"}]}}"#;
+    let v: Value = serde_json::from_slice(&relay.on_chunk(&gw, &mut env, tools, true)).unwrap();
+    assert_eq!(v["result"]["tools"], serde_json::json!([{"name": "say"}]));
 }
