@@ -14,7 +14,7 @@ VERSION := $(shell sed -n 's/^version = "\(.*\)"/\1/p' Cargo.toml | head -1)
 
 all: build
 
-## build: the plugins (wasm32-wasip1, release profile tuned for size, then binaryen's wasm-opt -Os):
+## build: the plugins (wasm32-wasip1, release profile tuned for size, then binaryen's wasm-opt -Oz):
 ##   mcp_gateway.wasm for Envoy (standard proxy-wasm only), mcp_gateway_higress.wasm for Higress (its Redis
 ##   calls, ABI 0.2.100, Higress's Go template dialect) and mcp_gateway_go.wasm, Envoy's with the Go dialect
 ##   (to run Higress's configs on vanilla Envoy; larger, so not the default)

@@ -65,6 +65,7 @@ Options (each also settable by an environment variable):
   --sessions-fill 0      sessions opened on each Envoy of section 5 before it measures  BENCH_SESSIONS_FILL
                          (the local store's buckets fill: ~25 entries each at 100000; default: one session)
   --sessions-only        only section 5 (and the module size)
+  --startup-only         only the start-up measurements (and the module size); no wrk needed
   --quick                levels 1,8, 2 s each, no warm-up, 1 start-up run, 3 conversions, 1 Envoy load;
                          section 5 at levels 1,8, 2 s each
 MCP_GATEWAY_WASM selects the plugin build (default target/wasm32-wasip1/release/mcp_gateway.wasm).
@@ -1413,6 +1414,8 @@ def parse_args() -> argparse.Namespace:
                     "about 25 entries per bucket at 100000)")
     ap.add_argument("--sessions-only", action="store_true",
                     help="only the session-store section (local against signed)")
+    ap.add_argument("--startup-only", action="store_true",
+                    help="only the start-up measurements, with the plugin and without (wrk not needed)")
     ap.add_argument("--quick", action="store_true",
                     help="levels 1,8, 2 s each, no warm-up, 1 start-up run, 3 conversions, 1 Envoy load; "
                     "session stores at levels 1,8")
@@ -1430,8 +1433,10 @@ def parse_args() -> argparse.Namespace:
         a.levels, a.duration, a.warmup, a.startup_runs = "1,8", 2, 0, 1
         a.openapi_runs, a.openapi_load_runs = min(a.openapi_runs, 3), min(a.openapi_load_runs, 1)
         a.sessions_levels = "1,8"
-    if a.openapi_only and a.sessions_only:
-        ap.error("--openapi-only and --sessions-only exclude each other")
+    if a.openapi_only + a.sessions_only + a.startup_only > 1:
+        ap.error("--openapi-only, --sessions-only and --startup-only exclude each other")
+    if a.startup_only and a.startup_runs < 1:
+        ap.error("--startup-only needs --startup-runs >= 1")
     a.level_list = [int(x) for x in re.split(r"[,\s]+", a.levels.strip()) if x]
     a.sessions_level_list = [int(x) for x in re.split(r"[,\s]+", a.sessions_levels.strip()) if x]
     if a.sessions_calls is None:
@@ -1471,7 +1476,7 @@ def main() -> int:
     try:
         wasm = harness.wasm_path()
         harness.envoy_binary()
-        wrk = None if args.openapi_only else ensure_wrk()
+        wrk = None if args.openapi_only or args.startup_only else ensure_wrk()
     except (harness.HarnessError, BenchError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
@@ -1505,7 +1510,7 @@ def main() -> int:
     upstream = UpstreamEnvoy(run_dir)
     try:
         upstream.start()
-        if not (args.openapi_only or args.sessions_only):
+        if not (args.openapi_only or args.sessions_only or args.startup_only):
             print(f"throughput: levels {args.level_list}, {args.duration} s each (+{args.warmup} s warm-up)"
                   + (f", {args.repeat} rounds" if args.repeat > 1 else ""), flush=True)
             t = throughput(wrk, wasm, upstream, run_dir, args.level_list, args.duration, args.warmup, args.repeat)
@@ -1516,7 +1521,7 @@ def main() -> int:
                 "upstream": "Envoy direct_response (e2e/bench_upstream.yaml)",
             }
             res["throughput"] = t
-        if args.sessions_call_list and not args.openapi_only:
+        if args.sessions_call_list and not (args.openapi_only or args.startup_only):
             print(f"session stores, local against signed: {', '.join(args.sessions_call_list)}; "
                   f"levels {args.sessions_level_list}, {args.duration} s each (+{args.warmup} s warm-up)"
                   + (f", {args.repeat} rounds" if args.repeat > 1 else ""), flush=True)
@@ -1531,7 +1536,7 @@ def main() -> int:
         if args.startup_runs > 0 and not (args.openapi_only or args.sessions_only):
             print(f"start-up: {args.startup_runs} run(s) with the plugin and without", flush=True)
             res["startup"] = startup(wasm, upstream, run_dir, args.startup_runs, args.startup_concurrency)
-        if (args.openapi_runs > 0 or args.openapi_load_runs > 0) and not args.sessions_only:
+        if (args.openapi_runs > 0 or args.openapi_load_runs > 0) and not (args.sessions_only or args.startup_only):
             # A failure here is reported with the section; the figures above are kept.
             try:
                 res["openapi"] = openapi_section(wasm, upstream, run_dir, args.openapi_runs,

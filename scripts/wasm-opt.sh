@@ -1,12 +1,13 @@
 #!/usr/bin/env bash
 # Post-optimises the plugin with binaryen's wasm-opt (about 16% smaller, and V8's compile time grows with size).
-# Cargo restores its own output on every build, so the optimised module is cached by the raw module's hash
-# and copied back instead of optimising again.
+# -Oz, not -Os: 13 KB smaller (1,677,000 against 1,690,146 bytes); --converge would take 1.6 KB more for
+# twice the time. Cargo restores its own output on every build, so the optimised module is cached by the
+# raw module's hash and the flags, and copied back instead of optimising again.
 set -euo pipefail
 wasm="$1"
 wasm_opt="${WASM_OPT:-e2e/node_modules/.bin/wasm-opt}"
 cache="$(dirname "$wasm")/wasm-opt/$(basename "$wasm" .wasm)"
-flags=(-Os --enable-bulk-memory --enable-nontrapping-float-to-int --enable-sign-ext
+flags=(-Oz --enable-bulk-memory --enable-nontrapping-float-to-int --enable-sign-ext
        --enable-mutable-globals --enable-multivalue --enable-reference-types)
 if [ ! -x "$wasm_opt" ]; then
     echo "note: $wasm_opt not installed (make setup installs it): the module is not post-optimised"
@@ -14,14 +15,15 @@ if [ ! -x "$wasm_opt" ]; then
 fi
 mkdir -p "$cache"
 current="$(sha256sum < "$wasm" | cut -d' ' -f1)"
+key="$current ${flags[*]}"
 if [ -f "$cache/optimised.wasm" ] && [ "$current" = "$(sha256sum < "$cache/optimised.wasm" | cut -d' ' -f1)" ]; then
     exit 0
 fi
-if [ "$current" != "$(cat "$cache/raw.sha256" 2>/dev/null || true)" ]; then
+if [ "$key" != "$(cat "$cache/raw.sha256" 2>/dev/null || true)" ]; then
     echo "wasm-opt ${flags[0]} $wasm"
     "$wasm_opt" "${flags[@]}" "$wasm" -o "$cache/optimised.tmp"
     mv "$cache/optimised.tmp" "$cache/optimised.wasm"
-    echo "$current" > "$cache/raw.sha256"
+    echo "$key" > "$cache/raw.sha256"
 fi
 rm -f "$wasm"
 cp "$cache/optimised.wasm" "$wasm"
