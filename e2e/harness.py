@@ -146,10 +146,15 @@ def node_binary() -> Path:
 
 
 def new_run_dir(tag: str) -> Path:
-    """A fresh directory under target/e2e/ for the logs and configs of one run; old ones are pruned."""
+    """A fresh directory under target/e2e/ for the logs and configs of one run; old ones are pruned.
+
+    Only runs of other processes are pruned: one pytest session makes more run directories than are kept,
+    and its fixtures keep writing into the first ones until the session ends."""
     RUNS_DIR.mkdir(parents=True, exist_ok=True)
     keep = int(os.environ.get("E2E_KEEP_RUNS", "10"))
-    runs = sorted((p for p in RUNS_DIR.iterdir() if p.is_dir()), key=lambda p: p.stat().st_mtime)
+    ours = f"-{os.getpid()}-"
+    runs = [p for p in RUNS_DIR.iterdir() if p.is_dir() and ours not in p.name]
+    runs.sort(key=lambda p: p.stat().st_mtime)
     for old in runs[: max(0, len(runs) - keep)]:
         shutil.rmtree(old, ignore_errors=True)
     d = RUNS_DIR / f"{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}-{tag}"
