@@ -636,7 +636,8 @@ impl Tool {
     ) -> Result<UpstreamRequest, String> {
         let ctx = Data::request(args, config);
         let mut path = templates.render(&plan.url, &ctx)?;
-        let obj = args.as_object().cloned().unwrap_or_default();
+        let no_args = Map::new();
+        let obj = args.as_object().unwrap_or(&no_args);
         // Query and form pairs are percent-encoded as they are made (see `encoding`).
         let mut query: Vec<(String, String)> = Vec::new();
         let mut headers: Vec<(String, String)> = Vec::new();
@@ -656,7 +657,7 @@ impl Tool {
                 parts.push(encoding::Part { name: k, filename: None, content_type: None, data: v.into_bytes() });
             }
         };
-        for (name, value) in &obj {
+        for (name, value) in obj {
             let Some(p) = self.placements.iter().find(|p| &p.arg == name) else {
                 if plan.rest_to_query {
                     encoding::pairs(name, value, Encoding::QUERY, &mut query);
@@ -710,7 +711,7 @@ impl Tool {
                 }
             }
         }
-        check_path(&mut path, &obj)?;
+        check_path(&mut path, obj)?;
         for (name, tid) in &plan.headers {
             headers.push((name.clone(), templates.render(tid, &ctx)?));
         }
@@ -811,13 +812,14 @@ impl Tool {
     ) -> Result<UpstreamRequest, String> {
         let ctx = Data::request(args, config);
         let mut url = templates.render(&plan.url, &ctx)?;
-        let obj = args.as_object().cloned().unwrap_or_default();
+        let no_args = Map::new();
+        let obj = args.as_object().unwrap_or(&no_args);
         let mut query_sets: Vec<(String, String)> = Vec::new();
         let mut arg_headers: Vec<(String, String)> = Vec::new();
         let mut cookies: Vec<String> = Vec::new();
         let mut body_args = Map::new();
         let mut form = higress::Query::default();
-        for (name, value) in &obj {
+        for (name, value) in obj {
             let text = higress::arg_text(value, self.integers.contains(name));
             let Some(p) = self.placements.iter().find(|p| &p.arg == name) else {
                 if plan.rest_to_query {
@@ -848,7 +850,7 @@ impl Tool {
             None => (url.as_str(), ""),
         };
         let mut path = higress::go_path(path);
-        check_path(&mut path, &obj)?;
+        check_path(&mut path, obj)?;
         let mut query = higress::Query::parse(raw_query);
         for (k, v) in query_sets {
             query.set(&k, v);
