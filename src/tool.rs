@@ -626,6 +626,28 @@ impl Tool {
         }
     }
 
+    /// The credentials a request carries, for both semantics: the client's `Authorization` when
+    /// `passthroughAuthHeader` forwards it (unless a header template set one), then the upstream credential,
+    /// which is the client's own when the downstream requirement passes it through.
+    fn secure(
+        &self,
+        plan: &RequestPlan,
+        presented: &Presented,
+        headers: &mut Vec<(String, String)>,
+        query: &mut Vec<(String, String)>,
+        cookies: &mut Vec<String>,
+    ) {
+        if let Some(auth) = presented.authorization().filter(|_| self.forward_authorization) {
+            if !headers.iter().any(|(k, _)| k.eq_ignore_ascii_case("authorization")) {
+                headers.push(("authorization".into(), auth.to_string()));
+            }
+        }
+        if let Some(credential) = &plan.credential {
+            let passed = self.downstream.as_ref().filter(|d| d.passthrough).and_then(|d| d.read(presented));
+            credential.apply(passed, headers, query, cookies);
+        }
+    }
+
     fn build_request(
         &self,
         plan: &RequestPlan,
@@ -715,17 +737,7 @@ impl Tool {
         for (name, tid) in &plan.headers {
             headers.push((name.clone(), templates.render(tid, &ctx)?));
         }
-        // The client's Authorization (passthroughAuthHeader) as Higress forwards it: header templates and
-        // the upstream credential replace it.
-        if let Some(auth) = presented.authorization().filter(|_| self.forward_authorization) {
-            if !headers.iter().any(|(k, _)| k == "authorization") {
-                headers.push(("authorization".into(), auth.to_string()));
-            }
-        }
-        if let Some(credential) = &plan.credential {
-            let passed = self.downstream.as_ref().filter(|d| d.passthrough).and_then(|d| d.read(presented));
-            credential.apply(passed, &mut headers, &mut query, &mut cookies);
-        }
+        self.secure(plan, presented, &mut headers, &mut query, &mut cookies);
         if !query.is_empty() {
             path.push(if path.contains('?') { '&' } else { '?' });
             path.push_str(&encode_pairs(&query));
@@ -889,20 +901,11 @@ impl Tool {
         if !higress::has_header(&headers, "accept") {
             headers.push(("accept".into(), "*/*".into()));
         }
-        // The client's Authorization (passthroughAuthHeader), unless a header template set one.
-        if let Some(auth) = presented.authorization().filter(|_| self.forward_authorization) {
-            if !higress::has_header(&headers, "authorization") {
-                headers.push(("authorization".into(), auth.to_string()));
-            }
-        }
         // Security last, as Higress applies it; a query credential joins the rebuilt query.
-        if let Some(credential) = &plan.credential {
-            let passed = self.downstream.as_ref().filter(|d| d.passthrough).and_then(|d| d.read(presented));
-            let mut pairs = Vec::new();
-            credential.apply(passed, &mut headers, &mut pairs, &mut cookies);
-            for (k, v) in pairs {
-                query.set_encoded(&k, &v);
-            }
+        let mut pairs = Vec::new();
+        self.secure(plan, presented, &mut headers, &mut pairs, &mut cookies);
+        for (k, v) in pairs {
+            query.set_encoded(&k, &v);
         }
         if !cookies.is_empty() {
             match headers.iter_mut().find(|(k, _)| k.eq_ignore_ascii_case("cookie")) {
