@@ -23,21 +23,6 @@ use proxy_wasm::types::{BufferType, LogLevel, MapType};
 use std::cell::{Cell, RefCell};
 use std::collections::{HashMap, HashSet};
 
-/// Client headers that go on with a rewritten request: tracing and forwarding facts only. Everything else
-/// the client sent (credentials, cookies, MCP headers) stays behind, as with `dispatch: call`.
-const KEPT: [&str; 10] = [
-    "x-request-id",
-    "x-forwarded-for",
-    "x-forwarded-proto",
-    "x-forwarded-host",
-    "traceparent",
-    "tracestate",
-    "x-b3-traceid",
-    "x-b3-spanid",
-    "x-b3-sampled",
-    "b3",
-];
-
 /// A request sent on through the router, and what has come back of its answer.
 struct Forward {
     token: u32,
@@ -70,7 +55,12 @@ pub fn forward(id: u32, foreign: bool, r: &UpstreamRequest) -> Result<u32, Strin
     if let Some(scheme) = client_value(":scheme") {
         headers[3].1 = scheme;
     }
-    headers.extend(client.iter().filter(|(k, _)| KEPT.contains(&k.as_str())).map(|(k, v)| (k.as_str(), v.as_str())));
+    headers.extend(
+        client
+            .iter()
+            .filter(|(k, _)| crate::upstream::TRACING_HEADERS.contains(&k.as_str()))
+            .map(|(k, v)| (k.as_str(), v.as_str())),
+    );
     headers.extend(r.headers.iter().map(|(k, v)| (k.as_str(), v.as_str())));
     headers.push(("content-length", &length));
     headers.push(("x-envoy-upstream-rq-timeout-ms", &timeout));

@@ -30,26 +30,10 @@ use std::sync::Arc;
 
 /// The session header, both ways.
 const SESSION: &str = "mcp-session-id";
-/// Client headers the backend gets: the MCP exchange's own and tracing/forwarding facts. Credentials,
-/// cookies and anything else stay behind.
-const KEPT: [&str; 16] = [
-    "content-type",
-    "content-length",
-    "accept",
-    "mcp-protocol-version",
-    "last-event-id",
-    "user-agent",
-    "x-request-id",
-    "x-forwarded-for",
-    "x-forwarded-proto",
-    "x-forwarded-host",
-    "traceparent",
-    "tracestate",
-    "x-b3-traceid",
-    "x-b3-spanid",
-    "x-b3-sampled",
-    "b3",
-];
+/// Client headers the backend gets besides [`crate::upstream::TRACING_HEADERS`]: the MCP exchange's own.
+/// Credentials, cookies and anything else stay behind.
+const KEPT: [&str; 6] =
+    ["content-type", "content-length", "accept", "mcp-protocol-version", "last-event-id", "user-agent"];
 /// Default `timeout` of a proxied server, in milliseconds.
 pub const DEFAULT_TIMEOUT_MS: u64 = 60_000;
 
@@ -289,7 +273,7 @@ fn forward_headers(
     headers.push((":authority".into(), authority.into()));
     headers.push((":scheme".into(), head.header(":scheme").unwrap_or("http").into()));
     for (k, v) in &head.headers {
-        if KEPT.contains(&k.as_str()) {
+        if KEPT.contains(&k.as_str()) || crate::upstream::TRACING_HEADERS.contains(&k.as_str()) {
             headers.push((k.clone(), v.clone()));
         }
     }
