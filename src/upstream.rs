@@ -136,6 +136,21 @@ pub fn is_safe_header_value(v: &str) -> bool {
     v.bytes().all(|b| b == b'\t' || (b >= 0x20 && b != 0x7f))
 }
 
+/// Client headers that go on with a request the gateway sends in the client's name (route dispatch, proxied
+/// MCP servers): tracing and forwarding facts only. Credentials, cookies and anything else stay behind.
+pub const TRACING_HEADERS: [&str; 10] = [
+    "x-request-id",
+    "x-forwarded-for",
+    "x-forwarded-proto",
+    "x-forwarded-host",
+    "traceparent",
+    "tracestate",
+    "x-b3-traceid",
+    "x-b3-spanid",
+    "x-b3-sampled",
+    "b3",
+];
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -197,18 +212,3 @@ mod tests {
         );
     }
 }
-
-/// Client headers that go on with a request the gateway sends in the client's name (route dispatch, proxied
-/// MCP servers): tracing and forwarding facts only. Credentials, cookies and anything else stay behind.
-pub const TRACING_HEADERS: [&str; 10] = [
-    "x-request-id",
-    "x-forwarded-for",
-    "x-forwarded-proto",
-    "x-forwarded-host",
-    "traceparent",
-    "tracestate",
-    "x-b3-traceid",
-    "x-b3-spanid",
-    "x-b3-sampled",
-    "b3",
-];
