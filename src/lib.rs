@@ -3,12 +3,14 @@
 //! Everything but [`host`] is a sans-IO core: plain Rust that takes inputs and returns decisions, tested
 //! natively with `cargo test`. Only `host` touches proxy-wasm hostcalls.
 
+pub mod caller;
 pub mod completion;
 pub mod config;
 pub mod content;
 pub mod credential;
 pub mod driver;
 pub mod encoding;
+pub mod error;
 pub mod fields;
 pub mod gateway;
 #[cfg(feature = "go-templates")]

@@ -1,0 +1,106 @@
+//! The gateway's own refusals and failures, typed, and the one place that maps each to its HTTP status,
+//! JSON-RPC code and the cause label stats count it under.
+//!
+//! An error of the upstream's (a REST API answering 500) is a tool result, not one of these: these are
+//! the answers the gateway gives on its own account.
+
+use crate::jsonrpc;
+
+/// A refusal or failure of the gateway's own.
+#[derive(Debug, Clone, PartialEq)]
+pub enum GatewayError {
+    /// No acceptable credential; `challenge` is the `WWW-Authenticate` value to send, if any.
+    Unauthenticated { message: String, challenge: Option<String> },
+    /// The caller is known but may not do this (a tool, prompt or resource it is not allowed).
+    Forbidden { message: String },
+    /// A rate limit or quota is exhausted; the caller may retry after `retry_after_secs`.
+    RateLimited { message: String, retry_after_secs: u64 },
+    /// A guardrail refused the input or the output of a call.
+    Guardrail { message: String },
+    /// The upstream did not answer within the configured timeout.
+    UpstreamTimeout { message: String },
+    /// The host refused to send the upstream request (unknown cluster, too many calls in flight).
+    RefusedDispatch { message: String },
+    /// The upstream's answer is larger than the configured limit.
+    OversizedAnswer { message: String },
+}
+
+impl GatewayError {
+    /// The HTTP status of the response that carries this error.
+    pub fn status(&self) -> u16 {
+        match self {
+            GatewayError::Unauthenticated { .. } => 401,
+            GatewayError::Forbidden { .. } => 403,
+            GatewayError::RateLimited { .. } => 429,
+            GatewayError::Guardrail { .. } => 200,
+            GatewayError::UpstreamTimeout { .. } => 504,
+            GatewayError::RefusedDispatch { .. } => 502,
+            GatewayError::OversizedAnswer { .. } => 502,
+        }
+    }
+
+    /// The JSON-RPC error code of the error reply.
+    pub fn code(&self) -> i64 {
+        match self {
+            GatewayError::Unauthenticated { .. } | GatewayError::Forbidden { .. } => jsonrpc::INVALID_REQUEST,
+            GatewayError::RateLimited { .. } => jsonrpc::LIMIT_EXCEEDED,
+            GatewayError::Guardrail { .. } => jsonrpc::INVALID_PARAMS,
+            GatewayError::UpstreamTimeout { .. }
+            | GatewayError::RefusedDispatch { .. }
+            | GatewayError::OversizedAnswer { .. } => jsonrpc::INTERNAL_ERROR,
+        }
+    }
+
+    /// The cause stats and audit lines count this error under.
+    pub fn cause(&self) -> &'static str {
+        match self {
+            GatewayError::Unauthenticated { .. } => "unauthenticated",
+            GatewayError::Forbidden { .. } => "forbidden",
+            GatewayError::RateLimited { .. } => "rate_limited",
+            GatewayError::Guardrail { .. } => "guardrail",
+            GatewayError::UpstreamTimeout { .. } => "upstream_timeout",
+            GatewayError::RefusedDispatch { .. } => "refused_dispatch",
+            GatewayError::OversizedAnswer { .. } => "oversized_answer",
+        }
+    }
+
+    /// What the client reads.
+    pub fn message(&self) -> &str {
+        match self {
+            GatewayError::Unauthenticated { message, .. }
+            | GatewayError::Forbidden { message }
+            | GatewayError::RateLimited { message, .. }
+            | GatewayError::Guardrail { message }
+            | GatewayError::UpstreamTimeout { message }
+            | GatewayError::RefusedDispatch { message }
+            | GatewayError::OversizedAnswer { message } => message,
+        }
+    }
+
+    /// Headers the response carries beside the body (`WWW-Authenticate`, `Retry-After`).
+    pub fn headers(&self) -> Vec<(String, String)> {
+        match self {
+            GatewayError::Unauthenticated { challenge: Some(c), .. } => vec![("www-authenticate".into(), c.clone())],
+            GatewayError::RateLimited { retry_after_secs, .. } => {
+                vec![("retry-after".into(), retry_after_secs.to_string())]
+            }
+            _ => Vec::new(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn each_error_has_one_status_code_and_cause() {
+        let limited = GatewayError::RateLimited { message: "slow down".into(), retry_after_secs: 3 };
+        assert_eq!((limited.status(), limited.code(), limited.cause()), (429, -32000, "rate_limited"));
+        assert_eq!(limited.headers(), vec![("retry-after".to_string(), "3".to_string())]);
+        let denied = GatewayError::Unauthenticated { message: "who?".into(), challenge: Some("Bearer".into()) };
+        assert_eq!(denied.status(), 401);
+        assert_eq!(denied.headers()[0].0, "www-authenticate");
+        assert_eq!(denied.message(), "who?");
+    }
+}
