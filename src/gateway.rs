@@ -379,8 +379,8 @@ pub fn safe_config(config: &Map<String, Value>) -> MjValue {
         match v {
             Value::String(s) => MjValue::from_safe_string(s.clone()),
             Value::Array(items) => MjValue::from(items.iter().map(convert).collect::<Vec<_>>()),
-            Value::Object(map) => MjValue::from_iter(map.iter().map(|(k, v)| (k.clone(), convert(v)))),
-            other => MjValue::from_serialize(other),
+            Value::Object(map) => MjValue::from_pairs(map.iter().map(|(k, v)| (k.clone(), convert(v)))),
+            other => MjValue::from(minijinja::value::Serde(other)),
         }
     }
     convert(&Value::Object(config.clone()))

@@ -221,11 +221,11 @@ impl Prompt {
         }
         let ctx = match input {
             Some(i) => context! {
-                args => MjValue::from_serialize(&given),
+                args => MjValue::from(minijinja::value::Serde(&given)),
                 config => config.clone(),
-                input => MjValue::from_serialize(i),
+                input => MjValue::from(minijinja::value::Serde(i)),
             },
-            None => context! { args => MjValue::from_serialize(&given), config => config.clone() },
+            None => context! { args => MjValue::from(minijinja::value::Serde(&given)), config => config.clone() },
         };
         let mut messages = Vec::with_capacity(self.messages.len());
         for (i, (role, block)) in self.messages.iter().enumerate() {

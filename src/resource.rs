@@ -228,7 +228,8 @@ impl Resource {
     /// Reads the resource at `uri` (with the variables a template matched).
     pub fn read(&self, templates: &Templates, config: &MjValue, uri: &str, vars: Map<String, Value>) -> Read {
         let args = Value::Object(vars);
-        let ctx = || context! { args => MjValue::from_serialize(&args), uri => uri, config => config.clone() };
+        let ctx =
+            || context! { args => MjValue::from(minijinja::value::Serde(&args)), uri => uri, config => config.clone() };
         let render = |t: &TemplateId| {
             templates.render_ctx(t, ctx()).map_err(|e| RpcError::new(INTERNAL_ERROR, format!("resource {uri}: {e}")))
         };

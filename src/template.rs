@@ -208,9 +208,10 @@ impl<'a> Data<'a> {
     /// answer's top-level keys.
     pub(crate) fn jinja(&self) -> &MjValue {
         self.jinja.get_or_init(|| {
-            let args = MjValue::from_serialize(self.args);
+            let args = MjValue::from(minijinja::value::Serde(self.args));
             // `input` only where the call asked for input: elsewhere the name stays the answer's.
-            let input = current_input().map(|i| minijinja::context! { input => MjValue::from_serialize(&i) });
+            let input =
+                current_input().map(|i| minijinja::context! { input => MjValue::from(minijinja::value::Serde(&i)) });
             let Some(a) = &self.answer else {
                 let base = minijinja::context! { args => args, config => self.config.clone() };
                 return match input {
@@ -231,7 +232,7 @@ impl<'a> Data<'a> {
                 body => a.body,
                 bodyBase64 => a.body_base64,
                 status => a.status,
-                headers => MjValue::from_serialize(a.headers),
+                headers => MjValue::from(minijinja::value::Serde(a.headers)),
                 ..match input {
                     Some(input) => minijinja::value::merge_maps([input, flattened]),
                     None => flattened,
@@ -283,15 +284,13 @@ impl Templates {
         env.set_fuel(Some(FUEL));
         env.set_recursion_limit(64);
         env.set_undefined_behavior(UndefinedBehavior::Lenient);
-        env.set_auto_escape_callback(
-            |name| {
-                if name.ends_with("#url") {
-                    AutoEscape::Custom("url")
-                } else {
-                    AutoEscape::None
-                }
-            },
-        );
+        env.set_auto_escape_callback(|name| {
+            if name.ends_with("#url") {
+                AutoEscape::Custom(std::borrow::Cow::Borrowed("url"))
+            } else {
+                AutoEscape::None
+            }
+        });
         env.set_formatter(format_value);
         env.add_filter("b64enc", |s: String| base64::engine::general_purpose::STANDARD.encode(s));
         env.add_filter("b64dec", b64dec);
@@ -531,7 +530,7 @@ impl Templates {
         };
         let t = self.env.get_template(name).map_err(describe)?;
         let mut out = Capped::default();
-        let rendered = t.render_captured_to(ctx, &mut out);
+        let rendered = t.render_captured_to(MjValue::from(minijinja::value::Serde(ctx)), &mut out);
         if out.len > MAX_OUTPUT {
             let size = if out.len > MAX_COUNTED { format!("more than {MAX_COUNTED}") } else { out.len.to_string() };
             return Err(format!(
@@ -673,16 +672,47 @@ fn indent(
     minijinja::filters::indent(value, width, first, blank, kwargs)
 }
 
-/// minijinja's `tojson`, refusing indentations it would fail to allocate.
+/// `tojson`: compact JSON as minijinja 2 wrote it (minijinja 3 adds Python's spaces; a request body should not
+/// change because the engine did), safe in HTML (`<`, `>`, `&` and `'` escaped), indentations bounded.
 fn tojson(value: &MjValue, indent: Option<MjValue>, kwargs: minijinja::value::Kwargs) -> Result<MjValue, Error> {
-    let given = match &indent {
-        Some(i) => Some(i.clone()),
-        None => kwargs.peek::<Option<MjValue>>("indent")?,
+    let given = match indent {
+        Some(i) => Some(i),
+        None => kwargs.get::<Option<MjValue>>("indent")?,
     };
-    if let Some(width) = given.and_then(|i| usize::try_from(i).ok()) {
-        bounded("tojson", width)?;
+    kwargs.assert_all_used()?;
+    let width = match given {
+        None => None,
+        Some(v) => match bool::try_from(v.clone()) {
+            Ok(true) => Some(2),
+            Ok(false) => None,
+            Err(_) => Some(usize::try_from(v)?),
+        },
+    };
+    let cannot =
+        |e: serde_json::Error| Error::new(ErrorKind::InvalidOperation, "cannot serialize to JSON").with_source(e);
+    let text = match width {
+        None => serde_json::to_vec(value).map_err(cannot)?,
+        Some(width) => {
+            bounded("tojson", width)?;
+            let pad = vec![b' '; width];
+            let mut out = Vec::new();
+            let fmt = serde_json::ser::PrettyFormatter::with_indent(&pad);
+            let mut ser = serde_json::Serializer::with_formatter(&mut out, fmt);
+            serde::Serialize::serialize(value, &mut ser).map_err(cannot)?;
+            out
+        }
+    };
+    let mut safe = String::with_capacity(text.len());
+    for c in String::from_utf8_lossy(&text).chars() {
+        match c {
+            '<' => safe.push_str("\\u003c"),
+            '>' => safe.push_str("\\u003e"),
+            '&' => safe.push_str("\\u0026"),
+            '\'' => safe.push_str("\\u0027"),
+            c => safe.push(c),
+        }
     }
-    minijinja::filters::tojson(value, indent, kwargs)
+    Ok(MjValue::from_safe_string(safe))
 }
 
 #[cfg(feature = "go-templates")]
@@ -704,11 +734,11 @@ fn describe(e: Error) -> String {
 }
 
 /// Renders `none`/undefined as nothing (not Python's "none") and percent-encodes values in URL templates.
-fn format_value(out: &mut Output, state: &State, value: &MjValue) -> Result<(), Error> {
+fn format_value(out: &mut Output, state: &mut State, value: &MjValue) -> Result<(), Error> {
     if value.is_none() || value.is_undefined() {
         return Ok(());
     }
-    if state.auto_escape() == AutoEscape::Custom("url") && !value.is_safe() {
+    if *state.auto_escape() == AutoEscape::Custom(std::borrow::Cow::Borrowed("url")) && !value.is_safe() {
         let text = value.to_string();
         return out.write_str(&utf8_percent_encode(&text, URL_COMPONENT).to_string()).map_err(Error::from);
     }
@@ -726,10 +756,10 @@ fn b64dec(s: String) -> Result<String, Error> {
 /// `value | query("a.b.0.c")`: a gjson-like path. `#` is an array's length, or maps over it (`items.#.name`).
 fn query_filter(value: MjValue, path: String) -> Result<MjValue, Error> {
     if let Some(view) = value.downcast_object_ref::<JsonView>() {
-        return Ok(MjValue::from_serialize(query_path(view.node(), &path)));
+        return Ok(MjValue::from(minijinja::value::Serde(query_path(view.node(), &path))));
     }
     let json = serde_json::to_value(&value).map_err(|e| Error::new(ErrorKind::InvalidOperation, e.to_string()))?;
-    Ok(MjValue::from_serialize(query_path(&json, &path)))
+    Ok(MjValue::from(minijinja::value::Serde(query_path(&json, &path))))
 }
 
 /// A parsed JSON document as templates see it, converted lazily: upstream answers can be large and a
@@ -927,6 +957,24 @@ mod tests {
     }
 
     #[test]
+    fn repeated_sequences_are_refused_before_they_allocate() {
+        // minijinja 2 sized `seq * n` as `len * n` unchecked: a huge n aborted the VM in `| list` (a failed
+        // allocation) and overflowed in a debug build. minijinja 3 refuses a repeat over its own bound.
+        let mut t = Templates::new();
+        for src in [
+            "{{ ([1, 2] * 100000000000) | list }}",
+            "{{ (9223372036854775807 * [1, 2]) | list }}",
+            "{{ ([1] * n) | length }}",
+        ] {
+            let id = t.add("r", src, Escape::None).unwrap();
+            let err = t.render_ctx(&id, json!({"n": 1u64 << 40})).unwrap_err();
+            assert!(err.contains("too large"), "{src}: {err}");
+        }
+        let id = t.add("ok", "{{ ([1, 2] * 2) | list }}", Escape::None).unwrap();
+        assert_eq!(t.render_ctx(&id, json!({})).unwrap(), "[1, 2, 1, 2]");
+    }
+
+    #[test]
     fn output_is_cut_off_while_rendering() {
         // Found by `properties::templates_compile_or_refuse_and_render_within_bounds`: printing a list on each
         // of a loop's iterations wrote 64 MiB within the fuel (5 s in a debug build).
@@ -934,7 +982,10 @@ mod tests {
         let src = "{% for x in range(65536)[1:] %}{% set v = range(1000) %}{{ v }}{{ x }}{% endfor %}";
         let id = t.add("print", src, Escape::None).unwrap();
         let started = std::time::Instant::now();
-        assert!(t.render_ctx(&id, json!({})).unwrap_err().contains("has more than 5242880 bytes"));
+        // minijinja 3 charges what it prints to the fuel, and stops first; minijinja 2 did not, and the size
+        // check stopped it.
+        let err = t.render_ctx(&id, json!({})).unwrap_err();
+        assert!(err.contains("has more than 5242880 bytes") || err.contains("fuel"), "{err}");
         assert!(started.elapsed() < std::time::Duration::from_secs(2), "{:?}", started.elapsed());
         // A loop over a large answer used to build all of its output (here 1 GiB) before the size check.
         let mut t = Templates::new();
@@ -957,8 +1008,7 @@ mod tests {
         assert!(matches!(fixed.0, Resolved::Static(ref s) if s == "/weather"));
         assert!(matches!(from_config.0, Resolved::Static(ref s) if s == "/v1/x?k=k"));
         assert!(matches!(dynamic.0, Resolved::Compiled(_)));
-        let ctx =
-            minijinja::context! { args => MjValue::from_serialize(json!({"id": "a b"})), config => config.clone() };
+        let ctx = minijinja::context! { args => MjValue::from(minijinja::value::Serde(json!({"id": "a b"}))), config => config.clone() };
         assert_eq!(t.render_ctx(&dynamic, ctx).unwrap(), "/v1/a%20b");
         assert!(t.add_resolving("d", "{{ config.x | nosuchfilter }}", Spec::jinja(Escape::None), &config).is_err());
     }
@@ -1020,7 +1070,7 @@ mod tests {
         let id = t.add("v", src, Escape::None).unwrap();
         let view = json_view(Arc::new(doc.clone()));
         let lazy = t.render_ctx(&id, minijinja::context! { ..view }).unwrap();
-        let eager = t.render_ctx(&id, MjValue::from_serialize(&doc)).unwrap();
+        let eager = t.render_ctx(&id, MjValue::from(minijinja::value::Serde(&doc))).unwrap();
         assert_eq!(lazy, eager);
         assert!(lazy.starts_with("2 2 b b ax,b, yes 1.5 {\"name\":\"a\",\"tags\":[\"x\"]} a/b [name][tags]"), "{lazy}");
     }
@@ -1230,12 +1280,12 @@ mod properties {
             let config = crate::gateway::safe_config(json!({"key": "k/1", "base": "/v1"}).as_object().unwrap());
             let Ok(id) = t.add_resolving("fuzz", &src, Spec::jinja(escape), &config) else { return Ok(()) };
             let ctx = minijinja::context! {
-                args => MjValue::from_serialize(&args),
+                args => MjValue::from(minijinja::value::Serde(&args)),
                 config => config.clone(),
                 response => json_view(Arc::new(response)),
                 body => body,
                 status => 200,
-                headers => MjValue::from_serialize(json!({"content-type": "application/json"})),
+                headers => MjValue::from(minijinja::value::Serde(json!({"content-type": "application/json"}))),
             };
             let started = Instant::now();
             let out = t.render_ctx(&id, ctx);
