@@ -817,7 +817,7 @@ impl PluginConfig {
                 }
             }
             #[cfg(feature = "go-templates")]
-            warnings.extend(crate::lenient::tolerate_server(&mut server)?);
+            warnings.extend(crate::lenient::tolerate_server(&mut server));
             raw_servers.push(server);
         } else if raw.tools.is_some() || raw.allow_tools.is_some() {
             return Err(ConfigError::new("tools", "top-level tools and allowTools need a top-level `server`"));

@@ -16,8 +16,7 @@
 //! the Envoy module stays smaller (about 9 KB).
 
 use crate::config::{
-    ArgConfig, ConfigError, HeaderTemplate, RequestTemplate, ResponseTemplate, SecurityRef, SecurityScheme,
-    ServerConfig, ToolConfig,
+    ArgConfig, HeaderTemplate, RequestTemplate, ResponseTemplate, SecurityRef, SecurityScheme, ServerConfig, ToolConfig,
 };
 use serde::de::{self, Deserialize, Deserializer, Visitor};
 use serde_json::{Map, Value};
@@ -71,10 +70,11 @@ const SERVER_EXTRA: [&str; 5] = ["tools", "openapi", "prompts", "resources", "re
 const PROXY_ONLY: [&str; 3] = ["transport", "mcpServerURL", "timeout"];
 
 /// Drops what Higress would ignore from a Higress-shape document (the top-level `server` with its `tools`
-/// already moved in) and refuses what it would act on but this gateway cannot; returns the warnings.
-pub fn tolerate_server(server: &mut Value) -> Result<Vec<String>, ConfigError> {
+/// already moved in) and returns a warning for each. What Higress would act on stays, for the config's
+/// own checks to accept or refuse.
+pub fn tolerate_server(server: &mut Value) -> Vec<String> {
     let mut warnings = Vec::new();
-    let Some(obj) = server.as_object_mut() else { return Ok(warnings) };
+    let Some(obj) = server.as_object_mut() else { return warnings };
     let mut warn = |tool: Option<&str>, field: &str, why: &str| {
         // The gateway puts the server's name before each notice.
         let at = tool.map(|t| format!("tool '{t}': ")).unwrap_or_default();
@@ -110,7 +110,7 @@ pub fn tolerate_server(server: &mut Value) -> Result<Vec<String>, ConfigError> {
             tolerate_tool(tool, &mut |field, why| warn(Some(&name), &field, why));
         }
     }
-    Ok(warnings)
+    warnings
 }
 
 const IGNORED: &str = "is not one Higress reads; ignored, as Higress ignores it";
@@ -232,7 +232,7 @@ mod tests {
             "tools": [{"name": "t", "x": 1, "args": [{"name": "u", "format": "uri"}],
                        "requestTemplate": {"url": "/", "timeoutMs": 3, "headers": [{"key": "a", "value": "b", "c": 1}]}}]
         });
-        let w = tolerate_server(&mut server).unwrap();
+        let w = tolerate_server(&mut server);
         assert_eq!(
             w,
             [
@@ -256,7 +256,7 @@ mod tests {
             {"name": "lang", "description": "first", "required": true},
             {"name": "q", "type": "object", "properties": {"p": {"type": "string", "required": true}}},
             {"name": "lang", "description": "second"}]}]});
-        let w = tolerate_server(&mut server).unwrap();
+        let w = tolerate_server(&mut server);
         assert_eq!(w.len(), 2, "{w:?}");
         assert!(w[0].contains("'args 'q'.properties.p.required'") && w[0].contains("draft 3"), "{w:?}");
         assert!(w[1].contains("args 'lang'") && w[1].contains("declared twice"), "{w:?}");
@@ -287,7 +287,7 @@ mod tests {
     fn refuses_what_higress_would_act_on() {
         // An MCP proxy keeps its fields (served by `crate::proxy`).
         let mut proxy = json!({"name": "p", "type": "mcp-proxy", "transport": "sse", "mcpServerURL": "/sse"});
-        assert!(tolerate_server(&mut proxy).unwrap().is_empty());
+        assert!(tolerate_server(&mut proxy).is_empty());
         assert_eq!(proxy["transport"], "sse");
         let e = crate::config::PluginConfig::parse("server: {name: s}\ntoolSet: {name: x}").unwrap_err();
         assert_eq!(e.field, "toolSet");

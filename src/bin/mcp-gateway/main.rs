@@ -87,6 +87,39 @@ struct OpenApiArgs {
     options: Options,
 }
 
+/// Command-line options as every subcommand reads them: `--flag VALUE`, `--flag=VALUE`, bare switches and
+/// positional arguments, in any order.
+pub(crate) struct Flags<'a> {
+    rest: std::slice::Iter<'a, String>,
+    inline: Option<&'a str>,
+}
+
+impl<'a> Flags<'a> {
+    pub(crate) fn new(args: &'a [String]) -> Flags<'a> {
+        Flags { rest: args.iter(), inline: None }
+    }
+
+    /// The next flag (without an `=VALUE` it carried) and the argument as given.
+    pub(crate) fn next_flag(&mut self) -> Option<(&'a str, &'a str)> {
+        let arg = self.rest.next()?;
+        let (flag, inline) = match arg.split_once('=') {
+            Some((f, v)) if f.starts_with("--") => (f, Some(v)),
+            _ => (arg.as_str(), None),
+        };
+        self.inline = inline;
+        Some((flag, arg.as_str()))
+    }
+
+    /// The value of `flag`: its `=VALUE`, else the next argument.
+    pub(crate) fn value(&mut self, flag: &str) -> Result<String, Failure> {
+        self.inline
+            .take()
+            .or_else(|| self.rest.next().map(String::as_str))
+            .map(str::to_string)
+            .ok_or_else(|| Failure::Usage(format!("{flag} needs a value")))
+    }
+}
+
 fn parse_openapi_args(args: &[String]) -> Result<OpenApiArgs, Failure> {
     let mut out = OpenApiArgs {
         input: String::new(),
@@ -96,15 +129,9 @@ fn parse_openapi_args(args: &[String]) -> Result<OpenApiArgs, Failure> {
         check: false,
         options: Options::default(),
     };
-    let mut it = args.iter();
-    while let Some(arg) = it.next() {
-        let (flag, inline) = match arg.split_once('=') {
-            Some((f, v)) if f.starts_with("--") => (f, Some(v.to_string())),
-            _ => (arg.as_str(), None),
-        };
-        let mut value = || -> Result<String, Failure> {
-            inline.clone().or_else(|| it.next().cloned()).ok_or_else(|| Failure::Usage(format!("{flag} needs a value")))
-        };
+    let mut flags = Flags::new(args);
+    while let Some((flag, arg)) = flags.next_flag() {
+        let mut value = || flags.value(flag);
         match flag {
             "--check" => out.check = true,
             "--name" => out.name = Some(value()?),
@@ -131,7 +158,7 @@ fn parse_openapi_args(args: &[String]) -> Result<OpenApiArgs, Failure> {
             "--exclude-op" => out.options.exclude.operations.push(value()?),
             "--exclude-path" => out.options.exclude.paths.push(value()?),
             f if f.starts_with('-') && f != "-" => return Err(Failure::Usage(format!("unknown option {f}"))),
-            _ if out.input.is_empty() => out.input = arg.clone(),
+            _ if out.input.is_empty() => out.input = arg.to_string(),
             _ => return Err(Failure::Usage(format!("unexpected argument {arg}"))),
         }
     }

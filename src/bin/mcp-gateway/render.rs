@@ -31,15 +31,9 @@ fn parse(args: &[String]) -> Result<RenderArgs, Failure> {
         response_headers: Vec::new(),
     };
     let mut status = None;
-    let mut it = args.iter();
-    while let Some(arg) = it.next() {
-        let (flag, inline) = match arg.split_once('=') {
-            Some((f, v)) if f.starts_with("--") => (f, Some(v.to_string())),
-            _ => (arg.as_str(), None),
-        };
-        let mut value = || -> Result<String, Failure> {
-            inline.clone().or_else(|| it.next().cloned()).ok_or_else(|| Failure::Usage(format!("{flag} needs a value")))
-        };
+    let mut flags = crate::Flags::new(args);
+    while let Some((flag, arg)) = flags.next_flag() {
+        let mut value = || flags.value(flag);
         match flag {
             "--tool" => out.tool = value()?,
             "--server" => out.server = Some(value()?),
@@ -66,7 +60,7 @@ fn parse(args: &[String]) -> Result<RenderArgs, Failure> {
                 out.response_headers.push((k.trim().to_ascii_lowercase(), val.trim().to_string()));
             }
             f if f.starts_with('-') && f != "-" => return Err(Failure::Usage(format!("unknown option {f}"))),
-            _ if out.config.is_empty() => out.config = arg.clone(),
+            _ if out.config.is_empty() => out.config = arg.to_string(),
             _ => return Err(Failure::Usage(format!("unexpected argument {arg}"))),
         }
     }
