@@ -7,8 +7,8 @@ const OURS: &str = r#"
 servers:
   - name: weather
     upstream: {cluster: api, timeoutMs: 2000}
-    config: {base: /v1}
-    securitySchemes: [{id: key, type: apiKey, in: header, name: X-Key, defaultCredential: k1}]
+    config: {base: /v1, apiToken: tok-9}
+    securitySchemes: [{id: key, type: apiKey, in: header, name: X-Key, defaultCredential: key-123}]
     defaultUpstreamSecurity: {id: key}
     tools:
       - name: forecast
@@ -20,6 +20,7 @@ servers:
         requestTemplate:
           url: "{{ config.base }}/forecast/{city}"
           method: POST
+          headers: [{key: X-Token, value: "t={{ config.apiToken }}"}]
           argsToJsonBody: true
         responseTemplate: {body: "{{ response.city }}: {{ response.temp }} C"}
         errorResponseTemplate: "failed with {{ status }}: {{ response.error }}"
@@ -58,11 +59,25 @@ fn prints_the_upstream_request_of_our_dialect() {
         "# sent to Envoy cluster 'api' (upstream.dispatch: call), timeout 2000 ms\n\
          POST /v1/forecast/S%C3%A3o%20Paulo?days=3 HTTP/1.1\n\
          host: api\n\
-         x-key: k1\n\
+         x-token: t=<redacted>\n\
+         x-key: <redacted>\n\
          content-type: application/json\n\
          \n\
          {\"note\":\"hi\"}\n"
     );
+}
+
+#[test]
+fn credentials_print_only_when_asked() {
+    let config = file("ours4.yaml", OURS);
+    let o = render(&[&config, "--tool", "forecast", "--args", r#"{"city":"Oslo"}"#, "--show-credentials"]);
+    let (out, err) = text(&o);
+    assert!(o.status.success(), "{out}{err}");
+    assert!(out.contains("\nx-key: key-123\n") && out.contains("\nx-token: t=tok-9\n"), "{out}");
+    // A secret the arguments happen to carry is hidden too, wherever it lands (here the JSON body).
+    let o = render(&[&config, "--tool", "forecast", "--args", r#"{"city":"Oslo","note":"key-123"}"#]);
+    let (out, _) = text(&o);
+    assert!(!out.contains("key-123") && out.contains(r#"{"note":"<redacted>"}"#), "{out}");
 }
 
 #[test]

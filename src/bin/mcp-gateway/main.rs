@@ -36,6 +36,8 @@ usage:
       --response FILE       an upstream answer's body: print the tool result the gateway would make of it
       --status N            the answer's HTTP status (default 200)
       --response-header NAME:VALUE   an answer header, e.g. content-type (repeatable)
+      --show-credentials    print credentials as sent (by default, security schemes' credentials, config
+                            values named like secrets and Authorization/Cookie values print as <redacted>)
 
 exit status: 0 ok, 1 invalid document or config, 2 usage error";
 

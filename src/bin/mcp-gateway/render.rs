@@ -18,6 +18,8 @@ struct RenderArgs {
     response: Option<String>,
     status: u16,
     response_headers: Vec<(String, String)>,
+    /// Print credentials as sent instead of `<redacted>`.
+    show_credentials: bool,
 }
 
 fn parse(args: &[String]) -> Result<RenderArgs, Failure> {
@@ -29,6 +31,7 @@ fn parse(args: &[String]) -> Result<RenderArgs, Failure> {
         response: None,
         status: 200,
         response_headers: Vec::new(),
+        show_credentials: false,
     };
     let mut status = None;
     let mut flags = crate::Flags::new(args);
@@ -43,6 +46,7 @@ fn parse(args: &[String]) -> Result<RenderArgs, Failure> {
                     .map_err(|e| Failure::Usage(format!("--args: not JSON ({e}): {text}")))?;
             }
             "--response" => out.response = Some(value()?),
+            "--show-credentials" => out.show_credentials = true,
             "--status" => {
                 let v = value()?;
                 status = Some(
@@ -94,7 +98,12 @@ pub fn run(args: &[String]) -> Result<(), Failure> {
         Handled::Reply(reply) => print_reply(&reply),
         Handled::Silent => Err(Failure::Invalid("the call got no reply".into())),
         Handled::Call { id, call, request, args } => {
-            print!("{}", describe(&request));
+            let shown = describe(&request);
+            if a.show_credentials {
+                print!("{shown}");
+            } else {
+                print!("{}", redact(&shown, &secrets(&text)));
+            }
             let Some(path) = &a.response else {
                 return Ok(());
             };
@@ -168,6 +177,67 @@ fn describe(r: &UpstreamRequest) -> String {
         if !body.ends_with(b"\n") {
             out.push('\n');
         }
+    }
+    out
+}
+
+/// Names of `config` entries that hold secrets by the usual naming (`apiKey`, `token`, `clientSecret`...):
+/// their values are hidden from the printed request, as security schemes' credentials are.
+const SECRET_NAMES: [&str; 6] = ["key", "token", "secret", "password", "credential", "auth"];
+
+/// Headers whose values are credentials whatever put them there.
+const CREDENTIAL_HEADERS: [&str; 3] = ["authorization", "proxy-authorization", "cookie"];
+
+/// The configured secrets a printed request may carry: security schemes' credentials and `config` values
+/// named like secrets, each also as sent (base64 for basic, percent-encoded in a query).
+fn secrets(config_text: &str) -> Vec<String> {
+    fn walk(v: &Value, in_config: bool, out: &mut Vec<String>) {
+        match v {
+            Value::Object(map) => {
+                for (k, v) in map {
+                    let named = SECRET_NAMES.iter().any(|n| k.to_ascii_lowercase().contains(n));
+                    match v {
+                        Value::String(s) if (k == "defaultCredential" || k == "credential" || (in_config && named)) => {
+                            out.push(s.clone())
+                        }
+                        _ => walk(v, in_config || k == "config", out),
+                    }
+                }
+            }
+            Value::Array(items) => items.iter().for_each(|i| walk(i, in_config, out)),
+            _ => {}
+        }
+    }
+    let mut raw = Vec::new();
+    if let Ok(doc) = mcp_gateway::config::parse_document(config_text) {
+        walk(&doc, false, &mut raw);
+    }
+    use base64::Engine;
+    let mut all = Vec::new();
+    for s in raw.into_iter().filter(|s| s.len() >= 3) {
+        all.push(base64::engine::general_purpose::STANDARD.encode(&s));
+        all.push(percent_encoding::utf8_percent_encode(&s, percent_encoding::NON_ALPHANUMERIC).to_string());
+        all.push(s);
+    }
+    // Longest first, so that a secret inside another is not half-replaced.
+    all.sort_by_key(|s| std::cmp::Reverse(s.len()));
+    all.dedup();
+    all
+}
+
+/// The printed request with credentials replaced by `<redacted>`: the values of credential headers, and
+/// every configured secret wherever it appears (a header, the query, the body).
+fn redact(shown: &str, secrets: &[String]) -> String {
+    let mut lines: Vec<String> = Vec::new();
+    for line in shown.split_inclusive('\n') {
+        match line.split_once(": ") {
+            Some((name, _)) if CREDENTIAL_HEADERS.contains(&name) => lines.push(format!("{name}: <redacted>\n")),
+            _ => lines.push(line.to_string()),
+        }
+    }
+    let mut out = lines.concat();
+    for s in secrets {
+        out = out.replace(s.as_str(), "<redacted>");
     }
     out
 }
