@@ -572,8 +572,9 @@ fn is_false(b: &bool) -> bool {
     !*b
 }
 
-/// Where an argument goes in the upstream request when it is placed automatically.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+/// Where an argument goes in the upstream request when it is placed automatically. Read in any case
+/// (`Query`, `HEADER`), as Higress lower-cases it before use.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Position {
     Query,
@@ -581,6 +582,21 @@ pub enum Position {
     Header,
     Cookie,
     Body,
+}
+
+impl<'de> Deserialize<'de> for Position {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        const NAMES: &[&str] = &["query", "path", "header", "cookie", "body"];
+        let given = String::deserialize(d)?;
+        match given.to_ascii_lowercase().as_str() {
+            "query" => Ok(Position::Query),
+            "path" => Ok(Position::Path),
+            "header" => Ok(Position::Header),
+            "cookie" => Ok(Position::Cookie),
+            "body" => Ok(Position::Body),
+            _ => Err(serde::de::Error::unknown_variant(&given, NAMES)),
+        }
+    }
 }
 
 impl Position {
@@ -985,6 +1001,20 @@ mod tests {
         assert_eq!(c.prefix, "/mcp-servers");
         assert_eq!(c.sessions, SessionsConfig::default());
         assert_eq!(c.servers[0].tools[0].name, "t");
+    }
+
+    #[test]
+    fn positions_are_read_in_any_case_as_higress_reads_them() {
+        let p = |pos: &str| {
+            PluginConfig::parse(&format!(
+                "servers: [{{name: a, tools: [{{name: t, description: d, args: [{{name: x, position: {pos}}}]}}]}}]"
+            ))
+        };
+        for (given, want) in [("query", Position::Query), ("Query", Position::Query), ("HEADER", Position::Header)] {
+            assert_eq!(p(given).unwrap().servers[0].tools[0].args[0].position, Some(want), "{given}");
+        }
+        let e = p("nowhere").unwrap_err();
+        assert!(e.to_string().contains("nowhere") && e.to_string().contains("query"), "{e}");
     }
 
     #[test]
