@@ -407,7 +407,7 @@ pub struct ServerConfig {
     pub tool_refs: Vec<crate::composed::RefConfig>,
     /// Higress's `toolSet` (`{name, serverTools: [{serverName, tools}]}`) on a virtual server.
     #[serde(default)]
-    pub tool_set: Option<crate::composed::ToolSetConfig>,
+    pub tool_set: Option<Value>,
     /// How long a virtual server keeps its proxied servers' tool lists, in milliseconds (per worker).
     #[serde(default)]
     pub tools_cache_ms: Option<u64>,

@@ -272,6 +272,11 @@ impl Gateway {
         }
         let names: Vec<String> = virtuals.iter().map(|(i, ..)| servers[*i].name.clone()).collect();
         for (i, refs, set, cache, timeout) in virtuals {
+            let set = match set.as_ref().map(crate::composed::ToolSetConfig::read) {
+                None => None,
+                Some(Ok(set)) => Some(set),
+                Some(Err((field, msg))) => return Err(ConfigError::new(field, msg).in_server(&servers[i].name)),
+            };
             let v = crate::composed::Virtual::compile(
                 &servers[i].name,
                 &refs,

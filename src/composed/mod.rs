@@ -20,7 +20,6 @@ use crate::jsonrpc;
 use crate::mcp::Revision;
 use crate::upstream::{UpstreamRequest, UpstreamResult};
 pub use link::{Link, LinkStep, Session};
-use serde::Deserialize;
 use serde_json::{json, Map, Value};
 use std::cell::RefCell;
 use std::collections::HashMap;
@@ -35,55 +34,99 @@ pub const SEPARATOR: &str = "___";
 const MAX_PAGES: usize = 20;
 
 /// One entry of a virtual server's `tools:`.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(rename_all = "camelCase", deny_unknown_fields)]
+#[derive(Debug, Clone, Default)]
 pub struct RefConfig {
     /// The server that has the tool.
     pub server: String,
     /// Its name there.
     pub tool: String,
     /// The name clients see; default: `tool`.
-    #[serde(default)]
     pub name: Option<String>,
-    #[serde(default)]
     pub description: Option<String>,
-    #[serde(default)]
     pub title: Option<String>,
+}
+
+/// The string fields of a config object, by name, each checked to be a string; an unknown field or a
+/// missing `required` one is an error naming it. (Read by hand: serde's derives cost the module more.)
+fn fields<const N: usize>(v: &Value, known: [&str; N], required: &[&str]) -> Result<[Option<String>; N], String> {
+    let Some(obj) = v.as_object() else { return Err("must be an object".into()) };
+    let mut out: [Option<String>; N] = std::array::from_fn(|_| None);
+    for (k, v) in obj {
+        let Some(i) = known.iter().position(|f| f == k) else {
+            return Err(format!("unknown field `{k}`, expected one of {}", known.join(", ")));
+        };
+        match v {
+            Value::String(s) => out[i] = Some(s.clone()),
+            Value::Null => {}
+            _ => return Err(format!("`{k}` must be a string")),
+        }
+    }
+    for (i, f) in known.iter().enumerate() {
+        if required.contains(f) && out[i].is_none() {
+            return Err(format!("missing field `{f}`"));
+        }
+    }
+    Ok(out)
 }
 
 impl RefConfig {
     /// Reads a virtual server's `tools:` list; errors name the entry.
     pub fn read(items: Vec<Value>) -> Result<Vec<RefConfig>, ConfigError> {
         let mut refs = Vec::with_capacity(items.len());
-        for (i, item) in items.into_iter().enumerate() {
+        for (i, item) in items.iter().enumerate() {
             let label = item.get("name").or(item.get("tool")).and_then(Value::as_str).unwrap_or("").to_string();
-            let r: RefConfig = serde_json::from_value(item).map_err(|e| {
-                ConfigError::new(
-                    format!("tools[{i}]"),
-                    format!("{e} (a virtual server's tool is {{server, tool, name?, description?, title?}})"),
-                )
-                .in_tool(&label)
-            })?;
-            refs.push(r);
+            let [server, tool, name, description, title] =
+                fields(item, ["server", "tool", "name", "description", "title"], &["server", "tool"]).map_err(|e| {
+                    let msg = format!("{e} (a virtual server's tool is {{server, tool, name?, description?, title?}})");
+                    ConfigError::new(format!("tools[{i}]"), msg).in_tool(&label)
+                })?;
+            let (server, tool) = (server.unwrap_or_default(), tool.unwrap_or_default());
+            refs.push(RefConfig { server, tool, name, description, title });
         }
         Ok(refs)
     }
 }
 
 /// Higress's `toolSet`: `{name, serverTools: [{serverName, tools: [..]}]}`.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(rename_all = "camelCase", deny_unknown_fields)]
+#[derive(Debug, Clone, Default)]
 pub struct ToolSetConfig {
-    #[serde(default)]
     pub name: Option<String>,
-    pub server_tools: Vec<ServerTools>,
+    /// `(serverName, tools)`.
+    pub server_tools: Vec<(String, Vec<String>)>,
 }
 
-#[derive(Debug, Clone, Deserialize)]
-#[serde(rename_all = "camelCase", deny_unknown_fields)]
-pub struct ServerTools {
-    pub server_name: String,
-    pub tools: Vec<String>,
+impl ToolSetConfig {
+    /// Reads a `toolSet`; errors give the field.
+    pub fn read(v: &Value) -> Result<ToolSetConfig, (String, String)> {
+        let err = |field: &str, msg: &str| Err((format!("toolSet{field}"), msg.to_string()));
+        let Some(obj) = v.as_object() else { return err("", "must be {name, serverTools: [{serverName, tools}]}") };
+        if let Some(k) = obj.keys().find(|k| *k != "name" && *k != "serverTools") {
+            return err(&format!(".{k}"), "is not a field: use name, serverTools");
+        }
+        let name = match obj.get("name") {
+            None | Some(Value::Null) => None,
+            Some(Value::String(n)) => Some(n.clone()),
+            Some(_) => return err(".name", "must be a string"),
+        };
+        let Some(list) = obj.get("serverTools").and_then(Value::as_array) else {
+            return err(".serverTools", "must be a list of {serverName, tools}");
+        };
+        let mut server_tools = Vec::with_capacity(list.len());
+        for (i, entry) in list.iter().enumerate() {
+            let field = format!(".serverTools[{i}]");
+            let server = entry.get("serverName").and_then(Value::as_str);
+            let tools = entry.get("tools").and_then(Value::as_array);
+            let extra = entry.as_object().and_then(|o| o.keys().find(|k| *k != "serverName" && *k != "tools").cloned());
+            let (Some(server), Some(tools), None) = (server, tools, extra) else {
+                return err(&field, "must be {serverName, tools: [names]}");
+            };
+            let Some(tools) = tools.iter().map(|t| t.as_str().map(str::to_string)).collect::<Option<Vec<_>>>() else {
+                return err(&format!("{field}.tools"), "must be a list of tool names");
+            };
+            server_tools.push((server.to_string(), tools));
+        }
+        Ok(ToolSetConfig { name, server_tools })
+    }
 }
 
 /// One tool of a virtual server.
@@ -135,8 +178,24 @@ pub struct Virtual {
     pub backends: Vec<usize>,
     pub cache_ms: u64,
     pub timeout_ms: u64,
-    /// Per worker (a gateway is per worker): backend sessions and tool lists, by proxied server.
-    state: RefCell<HashMap<usize, Held>>,
+    /// Per worker (a gateway is per worker): backend sessions and tool lists, by proxied server (a
+    /// short list: scanned).
+    state: RefCell<Vec<(usize, Held)>>,
+}
+
+fn held(state: &[(usize, Held)], backend: usize) -> Option<&Held> {
+    state.iter().find(|(b, _)| *b == backend).map(|(_, h)| h)
+}
+
+fn held_mut(state: &mut Vec<(usize, Held)>, backend: usize) -> &mut Held {
+    let i = match state.iter().position(|(b, _)| *b == backend) {
+        Some(i) => i,
+        None => {
+            state.push((backend, Held::default()));
+            state.len() - 1
+        }
+    };
+    &mut state[i].1
 }
 
 fn name_ok(n: &str) -> bool {
@@ -165,12 +224,12 @@ impl Virtual {
                     ConfigError::new("toolSet.name", format!("'{n}' differs from the server's name")).in_server(name)
                 );
             }
-            for (i, st) in set.server_tools.iter().enumerate() {
-                for (j, tool) in st.tools.iter().enumerate() {
+            for (i, (server, tools)) in set.server_tools.iter().enumerate() {
+                for (j, tool) in tools.iter().enumerate() {
                     let r = RefConfig {
-                        server: st.server_name.clone(),
+                        server: server.clone(),
                         tool: tool.clone(),
-                        name: Some(format!("{}{SEPARATOR}{tool}", st.server_name)),
+                        name: Some(format!("{server}{SEPARATOR}{tool}")),
                         description: None,
                         title: None,
                     };
@@ -192,7 +251,7 @@ impl Virtual {
             backends: Vec::new(),
             cache_ms: cache_ms.unwrap_or(DEFAULT_CACHE_MS),
             timeout_ms: timeout_ms.unwrap_or(DEFAULT_TIMEOUT_MS),
-            state: RefCell::new(HashMap::new()),
+            state: RefCell::new(Vec::new()),
         };
         for (field, r) in all {
             let exposed = r.name.clone().unwrap_or_else(|| r.tool.clone());
@@ -283,7 +342,7 @@ impl Virtual {
             .filter_map(|r| match &r.listing {
                 Some(l) => Some(l.clone()),
                 None => {
-                    let (_, tools) = state.get(&r.owner)?.tools.as_ref()?;
+                    let (_, tools) = held(&state, r.owner)?.tools.as_ref()?;
                     let tool = tools.iter().find(|t| t.get("name").and_then(Value::as_str) == Some(&r.tool))?;
                     Some(r.present(tool.clone()))
                 }
@@ -293,11 +352,11 @@ impl Virtual {
 
     /// The backend session this worker holds for proxied server `backend`.
     pub fn session(&self, backend: usize) -> Option<Session> {
-        self.state.borrow().get(&backend).and_then(|h| h.session.clone())
+        held(&self.state.borrow(), backend).and_then(|h| h.session.clone())
     }
 
     fn keep_session(&self, backend: usize, session: Option<Session>) {
-        self.state.borrow_mut().entry(backend).or_default().session = session;
+        held_mut(&mut self.state.borrow_mut(), backend).session = session;
     }
 
     /// Starts a `tools/list`: answered now when every proxied server's list is fresh, else the fetches
@@ -306,8 +365,7 @@ impl Virtual {
         let stale: Vec<usize> = {
             let state = self.state.borrow();
             let fresh = |b: &usize| {
-                state
-                    .get(b)
+                held(&state, *b)
                     .and_then(|h| h.tools.as_ref())
                     .is_some_and(|(at, _)| now_ms < at.saturating_add(self.cache_ms))
             };
@@ -351,7 +409,7 @@ impl Virtual {
         now_ms: u64,
     ) -> Option<String> {
         let mut state = self.state.borrow_mut();
-        let held = state.entry(backend).or_default();
+        let held = held_mut(&mut state, backend);
         let name = &gw.servers[backend].name;
         match outcome {
             Ok(tools) => {
