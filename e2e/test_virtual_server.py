@@ -58,8 +58,8 @@ def proxied(name: str, cluster: str, port: int) -> dict:
 
 @pytest.fixture(scope="module")
 def backends(tmp_path_factory):
-    a = McpBackend("stateful", log_dir=tmp_path_factory.mktemp("backend-a")).start()
-    b = McpBackend("json", log_dir=tmp_path_factory.mktemp("backend-b")).start()
+    a = McpBackend("stateful", log_dir=tmp_path_factory.mktemp("backend-a")).start(timeout=60)
+    b = McpBackend("json", log_dir=tmp_path_factory.mktemp("backend-b")).start(timeout=60)
     yield a, b
     a.stop()
     b.stop()
@@ -158,12 +158,12 @@ def test_a_backend_down_removes_only_its_tools_a_restarted_one_is_reinitialised(
     log = gateway.envoy.log_text()
     assert log.count("proxied server 'beta' could not list its tools") == 1, log[-3000:]
     # Back on the same port, with no memory of the gateway's session: a new one, transparently.
-    b.start()
+    b.start(timeout=60)  # a loaded machine starts Python slowly
     time.sleep(1.6)
     assert raw_list(gateway, "assistant") == ["forecast", "say", "beta_echo", "whoami"]
     assert "proxied server 'beta' lists its tools again" in gateway.envoy.log_text()
     # Backend a restarts too: its cached session is stale, and the next call re-initialises it.
     a.stop()
-    a.start()
+    a.start(timeout=60)
     _, _, results = names_and_calls(gateway.mcp_url("assistant"), [("say", {"text": "again"})])
     assert results[0].content[0].text == "echo: again"
