@@ -102,6 +102,9 @@ struct RawPlugin {
     /// not supported, so `true` is refused at load (and the header always refused on requests).
     #[serde(default)]
     trust_config_header: bool,
+    /// Higress's composed server beside `servers:`: a virtual server named `toolSet.name`.
+    #[serde(default)]
+    tool_set: Option<Value>,
 }
 
 fn default_prefix() -> String {
@@ -399,6 +402,15 @@ pub struct ServerConfig {
     /// skipped and why, fields of a Higress-shape config that Higress ignores and so does this gateway.
     #[serde(skip)]
     pub import_notices: Vec<String>,
+    /// A virtual server's (`type: virtual`) tools: references to other servers' tools (its `tools:` list).
+    #[serde(skip)]
+    pub tool_refs: Vec<crate::composed::RefConfig>,
+    /// Higress's `toolSet` (`{name, serverTools: [{serverName, tools}]}`) on a virtual server.
+    #[serde(default)]
+    pub tool_set: Option<Value>,
+    /// How long a virtual server keeps its proxied servers' tool lists, in milliseconds (per worker).
+    #[serde(default)]
+    pub tools_cache_ms: Option<u64>,
 }
 
 /// How the gateway authenticates to an upstream, in OpenAPI's terms; the credential is the operator's.
@@ -807,7 +819,7 @@ impl PluginConfig {
         if higress_shape && top.contains_key("toolSet") {
             return Err(ConfigError::new(
                 "toolSet",
-                "composed servers (Higress's toolSet) are not supported; list the servers under `servers:`",
+                "a toolSet takes tools of servers of the same configuration: list them under `servers:` with the toolSet beside it (or as a server of type: virtual)",
             ));
         }
         // Higress's shape is read as Higress reads it (with its template dialect, which that shape defaults
@@ -837,6 +849,10 @@ impl PluginConfig {
             raw_servers.push(server);
         } else if raw.tools.is_some() || raw.allow_tools.is_some() {
             return Err(ConfigError::new("tools", "top-level tools and allowTools need a top-level `server`"));
+        }
+        if let Some(set) = raw.tool_set {
+            let name = set.get("name").and_then(Value::as_str).unwrap_or_default().to_string();
+            raw_servers.push(serde_json::json!({"name": name, "type": "virtual", "toolSet": set}));
         }
         if raw_servers.is_empty() {
             return Err(ConfigError::new("servers", "at least one server is required"));
@@ -928,6 +944,10 @@ fn parse_server(mut value: Value, index: usize) -> Result<ServerConfig, ConfigEr
         Some(Value::Array(items)) => items,
         Some(_) => return Err(ConfigError::new("tools", "must be a list").in_server(&label)),
     };
+    if server.kind.as_deref() == Some("virtual") {
+        server.tool_refs = crate::composed::RefConfig::read(tools).map_err(|e| e.in_server(&label))?;
+        return Ok(server);
+    }
     for (i, tool) in tools.into_iter().enumerate() {
         let tool_label =
             tool.get("name").and_then(Value::as_str).map(str::to_string).unwrap_or_else(|| format!("#{i}"));

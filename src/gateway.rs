@@ -50,6 +50,8 @@ pub struct Server {
     pub credential_sources: Vec<crate::credential::Source>,
     /// Where a proxied server's backend is (`type: mcp-proxy`); `None`: the gateway serves it itself.
     pub proxy: Option<crate::proxy::Backend>,
+    /// A virtual server's tools, references to other servers' (`type: virtual`, `toolSet`).
+    pub composed: Option<Box<crate::composed::Virtual>>,
 }
 
 impl Server {
@@ -135,7 +137,30 @@ impl Gateway {
         let mut templates = Templates::new();
         let mut servers = Vec::with_capacity(cfg.servers.len());
         let mut notices = Vec::new();
+        // Virtual servers reference the others: compiled once all of those are.
+        let mut virtuals = Vec::new();
         for mut s in cfg.servers {
+            if s.kind.as_deref() == Some("virtual") {
+                if !s.prompts.is_empty()
+                    || !s.resources.is_empty()
+                    || !s.resource_templates.is_empty()
+                    || s.upstream.is_some()
+                {
+                    let field = if s.upstream.is_some() { "upstream" } else { "prompts" };
+                    let msg = "a virtual server has tools of other servers only (its calls go where those tools live)";
+                    return Err(ConfigError::new(field, msg).in_server(&s.name));
+                }
+                virtuals.push((
+                    servers.len(),
+                    std::mem::take(&mut s.tool_refs),
+                    s.tool_set.take(),
+                    s.tools_cache_ms,
+                    s.timeout,
+                ));
+            } else if s.tool_set.is_some() || s.tools_cache_ms.is_some() {
+                let field = if s.tool_set.is_some() { "toolSet" } else { "toolsCacheMs" };
+                return Err(ConfigError::new(field, "belongs to a virtual server (type: virtual)").in_server(&s.name));
+            }
             crate::credential::validate_schemes(&s.security_schemes)
                 .map_err(|(field, msg)| ConfigError::new(field, msg).in_server(&s.name))?;
             let proxy = crate::proxy::Backend::compile(&s, cfg.sessions.store)
@@ -211,7 +236,7 @@ impl Gateway {
                     s.name
                 ));
             }
-            let unknown = |n: &&String| proxy.is_none() && !tool_index.contains_key(n.as_str());
+            let unknown = |n: &&String| proxy.is_none() && s.kind.is_none() && !tool_index.contains_key(n.as_str());
             for name in s.allow_tools.iter().flatten().filter(unknown) {
                 notices.push(format!("server '{}': allowTools names '{name}', which is not one of its tools", s.name));
             }
@@ -240,9 +265,39 @@ impl Gateway {
                 config,
                 notifications,
                 proxy,
+                composed: None,
             };
             server.capabilities = crate::mcp::capabilities(&server);
             servers.push(server);
+        }
+        let names: Vec<String> = virtuals.iter().map(|(i, ..)| servers[*i].name.clone()).collect();
+        for (i, refs, set, cache, timeout) in virtuals {
+            let set = match set.as_ref().map(crate::composed::ToolSetConfig::read) {
+                None => None,
+                Some(Ok(set)) => Some(set),
+                Some(Err((field, msg))) => return Err(ConfigError::new(field, msg).in_server(&servers[i].name)),
+            };
+            let v = crate::composed::Virtual::compile(
+                &servers[i].name,
+                &refs,
+                set.as_ref(),
+                cache,
+                timeout,
+                &servers,
+                &names,
+            )?;
+            let mut sources = Vec::new();
+            for r in &v.refs {
+                for source in servers[r.owner].tool(&r.tool).into_iter().flat_map(Tool::credential_sources) {
+                    if !sources.contains(&source) {
+                        sources.push(source);
+                    }
+                }
+            }
+            let server = &mut servers[i];
+            server.credential_sources = sources;
+            server.capabilities = serde_json::json!({"tools": {"listChanged": false}});
+            server.composed = Some(Box::new(v));
         }
         for origin in &cfg.allowed_origins {
             if origin != "*" && !(origin.starts_with("http://") || origin.starts_with("https://")) {

@@ -5,6 +5,7 @@
 
 pub mod caller;
 pub mod completion;
+pub mod composed;
 pub mod config;
 pub mod content;
 pub mod credential;

@@ -95,6 +95,9 @@ pub enum Step {
     Session(SessionOp),
     /// Send these requests; report each answer with [`Exchange::on_upstream`] by its index.
     Dispatch(Vec<UpstreamRequest>),
+    /// Send these requests too, each reported by the index it comes with, while those sent before are
+    /// still outstanding (a virtual server's fan-out: a backend's handshake goes on step by step).
+    More(Vec<(usize, UpstreamRequest)>),
     /// Keep or read clients' answers to input requests, then call [`Exchange::on_answers`].
     Answers(crate::input::poll::AnswerOp),
 }
@@ -128,6 +131,8 @@ impl Batch {
 #[derive(Debug)]
 struct PendingCall {
     slot: usize,
+    /// The server whose tool it is (a virtual server's REST tool runs on its own server).
+    owner: usize,
     id: Value,
     call: mcp::Pending,
     args: Value,
@@ -164,6 +169,8 @@ enum Phase {
     /// A poll: finding its session, then its answers.
     Polling,
     Fetching(crate::input::poll::Resume),
+    /// A virtual server's request waiting on proxied servers.
+    Composed(crate::composed::Job),
     Done,
 }
 
@@ -206,6 +213,10 @@ pub struct Exchange {
     last_event_id: Option<String>,
     /// A POST that answers one of our requests to the client: its id and what to keep.
     answer: Option<(String, String)>,
+    /// The host's clock when it last called (a virtual server's cache decisions).
+    now_ms: u64,
+    /// What the operator should read (a proxied server of a virtual server failing), for the driver to log.
+    warnings: Vec<String>,
     phase: Phase,
 }
 
@@ -371,6 +382,8 @@ pub fn route(gw: &Gateway, head: &RequestHead) -> Route {
         input: crate::input::Ctx::default(),
         last_event_id,
         answer: None,
+        now_ms: 0,
+        warnings: Vec::new(),
         phase: Phase::Start,
     }))
 }
@@ -704,8 +717,27 @@ impl Exchange {
         matches!(self.phase, Phase::Done)
     }
 
+    /// The host's clock, before each call that may start or finish upstream calls.
+    pub fn set_now(&mut self, now_ms: u64) {
+        self.now_ms = now_ms;
+    }
+
+    /// What the operator should read since the last call.
+    pub fn take_warnings(&mut self) -> Vec<String> {
+        std::mem::take(&mut self.warnings)
+    }
+
     fn process(&mut self, gw: &Gateway, batch: Batch) -> Step {
-        let server = self.server(gw);
+        if gw.servers[self.server].composed.is_some() {
+            return self.composed(gw, batch);
+        }
+        self.process_on(gw, self.server, batch)
+    }
+
+    /// Serves the messages with the methods of server `owner` (the request's own, or the one that has a
+    /// virtual server's REST tool).
+    fn process_on(&mut self, gw: &Gateway, owner: usize, batch: Batch) -> Step {
+        let server = &gw.servers[owner];
         let (single, inputs) = match batch {
             Batch::One(m) => (true, vec![Ok(m)]),
             Batch::Many(v) => (false, v),
@@ -789,7 +821,7 @@ impl Exchange {
                             Listening::Call(_, _, l) => Some(l),
                             _ => None,
                         };
-                        calls.push(Some(PendingCall { slot, id, call, args, listener }));
+                        calls.push(Some(PendingCall { slot, owner, id, call, args, listener }));
                         requests.push(*request);
                     }
                 },
@@ -809,11 +841,14 @@ impl Exchange {
 
     /// Reports the answer to dispatched request `index`; returns the response once every call is answered.
     pub fn on_upstream(&mut self, gw: &Gateway, index: usize, outcome: UpstreamResult) -> Option<Step> {
-        let server = &gw.servers[self.server];
+        if matches!(self.phase, Phase::Composed(_)) {
+            return self.composed_answer(gw, index, outcome);
+        }
         let Phase::Calling { calls, .. } = &mut self.phase else {
             return None;
         };
         let call = calls.get_mut(index)?.take()?;
+        let server = &gw.servers[call.owner];
         let elapsed_ms = self.elapsed_ms.take();
         if let (Some(listener), mcp::Pending::Tool(tool, _)) = (&call.listener, &call.call) {
             if let Some(n) = server.notifications(tool) {
@@ -902,6 +937,7 @@ pub fn too_large(gw: &Gateway) -> HttpResponse {
     )
 }
 
+mod composed;
 mod listen;
 pub mod stateless;
 

@@ -13,6 +13,11 @@
 //! 3. [`Driver::on_redis_reply`] / [`Driver::on_upstream`] for each completion the host was promised;
 //! 4. [`Driver::on_tick`] periodically, so that nothing waits forever on a host that never answers.
 //!
+//! An exchange may have several upstream calls outstanding: [`Step::Dispatch`] sends a set of them, and
+//! [`Step::More`], which an answer may lead to (a virtual server's next handshake request to one backend
+//! while the others are still out), adds to the set. Each answer is reported once, by its index, in the
+//! order the host delivers them; the exchange responds when its last one is in.
+//!
 //! Every call returns [`Progress`]: `Done` once the response has been handed to [`Host::respond`]; late
 //! completions after that are ignored.
 
@@ -113,6 +118,7 @@ impl Driver {
         if let Some(keys) = &gw.input_keys {
             self.exchange.set_input(crate::input::Ctx::new(keys.as_deref(), host));
         }
+        self.exchange.set_now(host.now_ms());
         let step = self.exchange.on_body(gw, body);
         self.run(gw, host, step)
     }
@@ -159,9 +165,13 @@ impl Driver {
         };
         let (_, index) = tokens.swap_remove(pos);
         self.exchange.upstream_took(host.now_ms().saturating_sub(self.sent_ms));
+        self.exchange.set_now(host.now_ms());
         match self.exchange.on_upstream(gw, index, result) {
             Some(step) => self.run(gw, host, step),
-            None => Progress::Waiting,
+            None => {
+                self.flush_warnings(host);
+                Progress::Waiting
+            }
         }
     }
 
@@ -264,9 +274,83 @@ impl Driver {
         }
     }
 
+    fn flush_warnings(&mut self, host: &mut dyn Host) {
+        for w in self.exchange.take_warnings() {
+            host.warn(&w);
+        }
+    }
+
+    /// Sends `requests` (each with the index the exchange knows its answer by) and adds them to the calls
+    /// outstanding (a fresh set for [`Step::Dispatch`]); a call that cannot be sent is answered with its
+    /// failure at once, which may give the next step.
+    fn send(
+        &mut self,
+        gw: &Gateway,
+        host: &mut dyn Host,
+        requests: Vec<(usize, UpstreamRequest)>,
+        fresh: bool,
+    ) -> Option<Step> {
+        let mut tokens = match std::mem::replace(&mut self.waiting, Waiting::Done) {
+            Waiting::Upstream(tokens) if !fresh => tokens,
+            _ => Vec::with_capacity(requests.len()),
+        };
+        let mut next = None;
+        let busy = host.calls_in_flight();
+        if fresh {
+            self.sent_ms = host.now_ms();
+        }
+        let mut forwarded = false;
+        let mut added = 0;
+        for (i, r) in requests {
+            // Past the worker's limit a call is refused here, with a reason, instead of by
+            // Envoy's circuit breakers, which would also fail other clients' calls.
+            let sent = if r.dispatch == Dispatch::Route {
+                // The client's request can become one upstream request, not several.
+                if std::mem::replace(&mut forwarded, true) {
+                    Err("this tool is reached through the request's route (upstream.dispatch: route), \
+                         and one request can make one such call: send it in a request of its own"
+                        .to_string())
+                } else {
+                    host.forward(&r)
+                }
+            } else if busy + added >= gw.max_calls_in_flight {
+                Err(format!(
+                    "the gateway has {} tool calls in flight on this worker, its limit \
+                     (maxCallsInFlight); try again shortly",
+                    gw.max_calls_in_flight
+                ))
+            } else {
+                host.dispatch(&r).map_err(|status| {
+                    let why = format!(
+                        "the gateway could not send the request to cluster '{}' ({status}): the \
+                         cluster is not defined, or its circuit breaker is open (too many requests)",
+                        r.cluster
+                    );
+                    host.warn(&why);
+                    why
+                })
+            };
+            match sent {
+                Ok(token) => {
+                    added += 1;
+                    tokens.push((token, i));
+                }
+                Err(why) => {
+                    self.exchange.upstream_took(0);
+                    if let Some(s) = self.exchange.on_upstream(gw, i, UpstreamResult::Failed(why)) {
+                        next = Some(s);
+                    }
+                }
+            }
+        }
+        self.waiting = Waiting::Upstream(tokens);
+        next
+    }
+
     /// Performs steps until the exchange waits on the host or has responded.
     fn run(&mut self, gw: &Gateway, host: &mut dyn Host, mut step: Step) -> Progress {
         loop {
+            self.flush_warnings(host);
             step = match step {
                 Step::Respond(r) => {
                     self.waiting = Waiting::Done;
@@ -285,58 +369,15 @@ impl Driver {
                     Started::Redis(pending) => return self.send_redis(gw, host, pending),
                 },
                 Step::Dispatch(requests) => {
-                    let mut tokens = Vec::with_capacity(requests.len());
-                    let mut next = None;
-                    let busy = host.calls_in_flight();
-                    self.sent_ms = host.now_ms();
-                    let mut forwarded = false;
-                    for (i, r) in requests.iter().enumerate() {
-                        // Past the worker's limit a call is refused here, with a reason, instead of by
-                        // Envoy's circuit breakers, which would also fail other clients' calls.
-                        let sent = if r.dispatch == Dispatch::Route {
-                            // The client's request can become one upstream request, not several.
-                            if std::mem::replace(&mut forwarded, true) {
-                                Err("this tool is reached through the request's route (upstream.dispatch: route), \
-                                     and one request can make one such call: send it in a request of its own"
-                                    .to_string())
-                            } else {
-                                host.forward(r)
-                            }
-                        } else if busy + tokens.len() >= gw.max_calls_in_flight {
-                            Err(format!(
-                                "the gateway has {} tool calls in flight on this worker, its limit \
-                                 (maxCallsInFlight); try again shortly",
-                                gw.max_calls_in_flight
-                            ))
-                        } else {
-                            host.dispatch(r).map_err(|status| {
-                                let why = format!(
-                                    "the gateway could not send the request to cluster '{}' ({status}): the \
-                                     cluster is not defined, or its circuit breaker is open (too many requests)",
-                                    r.cluster
-                                );
-                                host.warn(&why);
-                                why
-                            })
-                        };
-                        match sent {
-                            Ok(token) => tokens.push((token, i)),
-                            Err(why) => {
-                                self.exchange.upstream_took(0);
-                                if let Some(s) = self.exchange.on_upstream(gw, i, UpstreamResult::Failed(why)) {
-                                    next = Some(s);
-                                }
-                            }
-                        }
-                    }
-                    match next {
+                    match self.send(gw, host, requests.into_iter().enumerate().collect(), true) {
                         Some(s) => s,
-                        None => {
-                            self.waiting = Waiting::Upstream(tokens);
-                            return Progress::Waiting;
-                        }
+                        None => return Progress::Waiting,
                     }
                 }
+                Step::More(requests) => match self.send(gw, host, requests, false) {
+                    Some(s) => s,
+                    None => return Progress::Waiting,
+                },
             };
         }
     }

@@ -394,7 +394,7 @@ fn complete_argument(server: &Server, p: &serde_json::Map<String, Value>) -> Res
 }
 
 /// One page of a list, `toolsPageSize` long, behind an opaque cursor that names the list it belongs to.
-fn page(
+pub fn page(
     gw: &Gateway,
     kind: &str,
     total: usize,

@@ -53,6 +53,12 @@ pub struct Backend {
     pub passthrough_auth: bool,
     /// `toolOverrides`: tools renamed and re-described.
     pub overrides: Arc<tools::Overrides>,
+    /// `upstream.cluster`: where the gateway's own calls go, on behalf of virtual servers
+    /// ([`crate::composed`]); clients' requests go through their route.
+    pub cluster: Option<String>,
+    /// `upstream.authority`: the `:authority` of those calls when `mcpServerURL` is a path (default: the
+    /// cluster's name; a backend that checks `Host`, as the SDKs' DNS-rebinding protection does, needs its own).
+    pub call_authority: Option<String>,
 }
 
 impl Backend {
@@ -60,7 +66,7 @@ impl Backend {
     pub fn compile(s: &ServerConfig, store: StoreKind) -> Result<Option<Backend>, (String, String)> {
         let err = |field: &str, msg: String| Err((field.to_string(), msg));
         match s.kind.as_deref() {
-            None => {
+            None | Some("virtual") => {
                 if !s.tool_overrides.is_empty() {
                     return err("toolOverrides", "renames a proxied server's tools; it needs type: mcp-proxy".into());
                 }
@@ -70,7 +76,7 @@ impl Backend {
                 return Ok(None);
             }
             Some("mcp-proxy") => {}
-            Some(other) => return err("type", format!("'{other}' is not a server type; the one known is mcp-proxy")),
+            Some(other) => return err("type", format!("'{other}' is not a server type: use mcp-proxy or virtual")),
         }
         match s.transport.as_deref() {
             None | Some("http") => {}
@@ -125,7 +131,25 @@ impl Backend {
             sse: s.transport.as_deref() == Some("sse"),
             credential,
             passthrough_auth: s.passthrough_auth_header,
+            cluster: s.upstream.as_ref().and_then(|u| u.cluster.clone()),
+            call_authority: s.upstream.as_ref().and_then(|u| u.authority.clone()),
         }))
+    }
+
+    /// Adds the operator's credential (`defaultUpstreamSecurity`) to a request: a header, a query
+    /// parameter appended to `path`, or a cookie.
+    pub fn add_credential(&self, headers: &mut Vec<(String, String)>, path: &mut String) {
+        let Some(credential) = &self.credential else { return };
+        let (mut query, mut cookies) = (Vec::new(), Vec::new());
+        credential.apply(None, headers, &mut query, &mut cookies);
+        if !query.is_empty() {
+            let pairs: Vec<String> = query.into_iter().map(|(k, v)| format!("{k}={v}")).collect();
+            path.push(if path.contains('?') { '&' } else { '?' });
+            path.push_str(&pairs.join("&"));
+        }
+        if !cookies.is_empty() {
+            headers.push(("cookie".into(), cookies.join("; ")));
+        }
     }
 }
 
@@ -285,19 +309,9 @@ fn forward_headers(
             headers.push(("authorization".into(), auth.into()));
         }
     }
-    if let Some(credential) = &backend.credential {
-        let (mut query, mut cookies) = (Vec::new(), Vec::new());
-        credential.apply(None, &mut headers, &mut query, &mut cookies);
-        if !query.is_empty() {
-            let pairs: Vec<String> = query.into_iter().map(|(k, v)| format!("{k}={v}")).collect();
-            let path = &mut headers[1].1;
-            path.push(if path.contains('?') { '&' } else { '?' });
-            path.push_str(&pairs.join("&"));
-        }
-        if !cookies.is_empty() {
-            headers.push(("cookie".into(), cookies.join("; ")));
-        }
-    }
+    let mut path = std::mem::take(&mut headers[1].1);
+    backend.add_credential(&mut headers, &mut path);
+    headers[1].1 = path;
     if let Some(ms) = timeout_ms {
         headers.push(("x-envoy-upstream-rq-timeout-ms".into(), ms.to_string()));
     }

@@ -1,0 +1,218 @@
+//! The gateway as an MCP client of a proxied server, on a virtual server's behalf. A virtual server holds
+//! no backend session of its client's, so each worker keeps one backend session of its own per proxied
+//! server ([`Session`]), opened on demand: `initialize`, then `notifications/initialized`, then the
+//! request. A backend that answers 404 for that session (it restarted, or expired it) gets a new one and
+//! the request once more. Calls go through Envoy's async HTTP client to the proxied server's
+//! `upstream.cluster`, with its `defaultUpstreamSecurity`; never with anything of the client's.
+//!
+//! ```text
+//! no session:  initialize ──200──> notifications/initialized ──2xx──> request ──> answer
+//! session:     request ──200──> answer
+//!                 └──404──> initialize ──> notifications/initialized ──> request (once)
+//! ```
+
+use crate::gateway::Gateway;
+use crate::jsonrpc;
+use crate::proxy::sse;
+use crate::upstream::{Dispatch, UpstreamRequest, UpstreamResult};
+use serde_json::{json, Value};
+
+/// The id of the gateway's own `initialize`, and of the request it sends.
+const INIT_ID: &str = "mcp-gateway-initialize";
+const REQUEST_ID: &str = "mcp-gateway-request";
+
+/// A backend session the gateway holds (per worker): the backend's id (none for a stateless backend)
+/// and the revision it agreed to.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Session {
+    pub id: Option<String>,
+    pub version: String,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Phase {
+    Initializing,
+    Notifying,
+    Requesting,
+}
+
+/// One request to one proxied server, with the handshake it needs first.
+#[derive(Debug)]
+pub struct Link {
+    /// The proxied server's index in [`Gateway::servers`].
+    pub backend: usize,
+    method: String,
+    params: Value,
+    timeout_ms: u64,
+    phase: Phase,
+    /// A forgotten session was replaced once already.
+    retried: bool,
+    /// The backend session in use, once known: what the caller keeps for the next request.
+    pub session: Option<Session>,
+}
+
+/// What a link needs next.
+#[derive(Debug, PartialEq)]
+pub enum LinkStep {
+    Send(UpstreamRequest),
+    /// The backend's JSON-RPC answer to the request, or why there is none.
+    Done(Result<Value, String>),
+}
+
+impl Link {
+    /// Starts `method` on proxied server `backend`, with the session this worker holds for it if any.
+    pub fn start(
+        gw: &Gateway,
+        backend: usize,
+        session: Option<Session>,
+        method: &str,
+        params: Value,
+        timeout_ms: u64,
+    ) -> (Link, UpstreamRequest) {
+        let phase = if session.is_some() { Phase::Requesting } else { Phase::Initializing };
+        let link = Link { backend, method: method.into(), params, timeout_ms, phase, retried: false, session };
+        let first = link.request(gw);
+        (link, first)
+    }
+
+    /// The same link sends `params` next (the next page of a list), on the session it has.
+    pub fn again(&mut self, gw: &Gateway, params: Value) -> UpstreamRequest {
+        self.params = params;
+        self.phase = if self.session.is_some() { Phase::Requesting } else { Phase::Initializing };
+        self.request(gw)
+    }
+
+    /// The backend's answer to what was sent last.
+    pub fn on_answer(&mut self, gw: &Gateway, result: UpstreamResult) -> LinkStep {
+        let (status, headers, body) = match result {
+            UpstreamResult::Response { status, headers, body } => (status, headers, body),
+            UpstreamResult::Failed(why) => return LinkStep::Done(Err(why)),
+        };
+        match self.phase {
+            Phase::Initializing => {
+                if status != 200 {
+                    return LinkStep::Done(Err(format!("initialize answered HTTP {status}")));
+                }
+                let Some(answer) = find_answer(&headers, &body, INIT_ID) else {
+                    return LinkStep::Done(Err("initialize got no JSON-RPC answer".into()));
+                };
+                let Some(version) = answer.pointer("/result/protocolVersion").and_then(Value::as_str) else {
+                    let why = answer.pointer("/error/message").and_then(Value::as_str).unwrap_or("no result");
+                    return LinkStep::Done(Err(format!("initialize failed: {why}")));
+                };
+                let id = header(&headers, "mcp-session-id").map(str::to_string);
+                if id.as_deref().is_some_and(|i| !crate::upstream::is_safe_header_value(i)) {
+                    return LinkStep::Done(Err("the backend's session id is not a valid header value".into()));
+                }
+                self.session = Some(Session { id, version: version.to_string() });
+                self.phase = Phase::Notifying;
+                LinkStep::Send(self.request(gw))
+            }
+            Phase::Notifying if (200..300).contains(&status) => {
+                self.phase = Phase::Requesting;
+                LinkStep::Send(self.request(gw))
+            }
+            Phase::Notifying => LinkStep::Done(Err(format!("notifications/initialized answered HTTP {status}"))),
+            Phase::Requesting
+                if status == 404 && !self.retried && self.session.as_ref().is_some_and(|s| s.id.is_some()) =>
+            {
+                // The backend forgot our session: a new one, and the request once more.
+                self.retried = true;
+                self.session = None;
+                self.phase = Phase::Initializing;
+                LinkStep::Send(self.request(gw))
+            }
+            Phase::Requesting => {
+                if status == 404 {
+                    self.session = None;
+                }
+                match find_answer(&headers, &body, REQUEST_ID) {
+                    Some(answer) => LinkStep::Done(Ok(answer)),
+                    None if status != 200 => LinkStep::Done(Err(format!("{} answered HTTP {status}", self.method))),
+                    None => LinkStep::Done(Err(format!("{} got no JSON-RPC answer", self.method))),
+                }
+            }
+        }
+    }
+
+    /// The HTTP request of the current phase.
+    fn request(&self, gw: &Gateway) -> UpstreamRequest {
+        let body = match self.phase {
+            Phase::Initializing => json!({"jsonrpc": "2.0", "id": INIT_ID, "method": "initialize", "params": {
+                "protocolVersion": crate::mcp::Revision::LATEST_LEGACY.as_str(),
+                "capabilities": {},
+                "clientInfo": {"name": "mcp-gateway", "version": env!("CARGO_PKG_VERSION")},
+            }}),
+            Phase::Notifying => json!({"jsonrpc": "2.0", "method": "notifications/initialized"}),
+            Phase::Requesting => {
+                json!({"jsonrpc": "2.0", "id": REQUEST_ID, "method": self.method, "params": self.params})
+            }
+        };
+        let server = &gw.servers[self.backend];
+        let backend = server.proxy.as_ref();
+        let cluster = backend.and_then(|b| b.cluster.clone()).unwrap_or_default();
+        let mut path = backend.map_or_else(|| "/".to_string(), |b| b.path.clone());
+        let mut headers: Vec<(String, String)> = vec![
+            ("content-type".into(), "application/json".into()),
+            ("accept".into(), "application/json, text/event-stream".into()),
+        ];
+        if let Some(s) = self.session.as_ref().filter(|_| self.phase != Phase::Initializing) {
+            headers.push(("mcp-protocol-version".into(), s.version.clone()));
+            if let Some(id) = &s.id {
+                headers.push(("mcp-session-id".into(), id.clone()));
+            }
+        }
+        if let Some(b) = backend {
+            b.add_credential(&mut headers, &mut path);
+        }
+        let authority =
+            backend.and_then(|b| b.authority.clone().or(b.call_authority.clone())).unwrap_or_else(|| cluster.clone());
+        UpstreamRequest {
+            dispatch: Dispatch::Call,
+            cluster,
+            method: "POST".into(),
+            authority,
+            path,
+            headers,
+            body: Some(serde_json::to_vec(&body).unwrap_or_default()),
+            timeout_ms: self.timeout_ms,
+        }
+    }
+}
+
+fn header<'a>(headers: &'a [(String, String)], name: &str) -> Option<&'a str> {
+    headers.iter().find(|(k, _)| k.eq_ignore_ascii_case(name)).map(|(_, v)| v.as_str())
+}
+
+/// The JSON-RPC answer with id `id` in a JSON or SSE body (an SSE answer may carry notifications first).
+fn find_answer(headers: &[(String, String)], body: &[u8], id: &str) -> Option<Value> {
+    let is = |v: &Value| v.get("id").and_then(Value::as_str) == Some(id);
+    if header(headers, "content-type").is_some_and(|t| t.starts_with("text/event-stream")) {
+        let mut parser = sse::Parser::default();
+        let mut events = parser.feed(body);
+        events.push(parser.rest());
+        return events
+            .iter()
+            .filter_map(|e| sse::data(e))
+            .filter_map(|d| serde_json::from_str::<Value>(&d).ok())
+            .find(is);
+    }
+    serde_json::from_slice::<Value>(body).ok().filter(is)
+}
+
+/// The client's answer from the backend's: its result or error, under the client's id.
+pub fn reply(id: Value, answer: Result<Value, String>, backend: &str) -> Value {
+    match answer {
+        Ok(mut a) => {
+            if let Some(result) = a.get_mut("result").map(Value::take) {
+                return jsonrpc::result(id, result);
+            }
+            let mut error = a.get_mut("error").map(Value::take).unwrap_or_else(|| json!({}));
+            if !error.get("code").is_some_and(Value::is_i64) || !error.get("message").is_some_and(Value::is_string) {
+                error = json!({"code": jsonrpc::INTERNAL_ERROR, "message": format!("proxied server '{backend}' sent an invalid answer")});
+            }
+            json!({"jsonrpc": "2.0", "id": id, "error": error})
+        }
+        Err(why) => jsonrpc::error(id, jsonrpc::INTERNAL_ERROR, format!("proxied server '{backend}' failed: {why}")),
+    }
+}

@@ -1,0 +1,535 @@
+//! Virtual servers (`type: virtual`, or Higress's `toolSet`): a server whose tools are references to tools
+//! of other servers of the same configuration, REST-backed or proxied, each optionally renamed and
+//! re-described. The gateway serves their sessions itself; only tools come from elsewhere:
+//!
+//! - `tools/list` merges, in configuration order, the REST tools' listings (fixed at load) with the tools
+//!   each referenced proxied server lists. Those lists are fetched in parallel ([`Job`], one [`Link`] per
+//!   proxied server, each with the virtual server's `timeout` as deadline) and kept per worker for
+//!   `toolsCacheMs`. A proxied server that fails loses only its own tools, and is logged once until it
+//!   answers again.
+//! - `tools/call` goes to the owning server: a REST tool runs exactly as on its own server (the transport
+//!   calls it there); a proxied tool is sent to its backend under its own name ([`Link`]).
+//!
+//! Plain Rust: the core decides which requests go out and merges the answers; the driver sends them.
+
+pub mod link;
+
+use crate::config::ConfigError;
+use crate::gateway::{Gateway, Server};
+use crate::jsonrpc;
+use crate::mcp::Revision;
+use crate::upstream::{UpstreamRequest, UpstreamResult};
+pub use link::{Link, LinkStep, Session};
+use serde_json::{json, Map, Value};
+use std::cell::RefCell;
+use std::collections::HashMap;
+
+/// Default `toolsCacheMs`.
+pub const DEFAULT_CACHE_MS: u64 = 30_000;
+/// Default per-backend deadline of a `tools/list` fan-out (the virtual server's `timeout`).
+pub const DEFAULT_TIMEOUT_MS: u64 = 5_000;
+/// How a `toolSet` names the tools it takes: `{serverName}___{tool}` (Higress's `mcp-router` splits there).
+pub const SEPARATOR: &str = "___";
+/// Pages of one proxied server's `tools/list` read at most.
+const MAX_PAGES: usize = 20;
+
+/// One entry of a virtual server's `tools:`.
+#[derive(Debug, Clone, Default)]
+pub struct RefConfig {
+    /// The server that has the tool.
+    pub server: String,
+    /// Its name there.
+    pub tool: String,
+    /// The name clients see; default: `tool`.
+    pub name: Option<String>,
+    pub description: Option<String>,
+    pub title: Option<String>,
+}
+
+/// The string fields of a config object, by name, each checked to be a string; an unknown field or a
+/// missing `required` one is an error naming it. (Read by hand: serde's derives cost the module more.)
+fn fields<const N: usize>(v: &Value, known: [&str; N], required: &[&str]) -> Result<[Option<String>; N], String> {
+    let Some(obj) = v.as_object() else { return Err("must be an object".into()) };
+    let mut out: [Option<String>; N] = std::array::from_fn(|_| None);
+    for (k, v) in obj {
+        let Some(i) = known.iter().position(|f| f == k) else {
+            return Err(format!("unknown field `{k}`, expected one of {}", known.join(", ")));
+        };
+        match v {
+            Value::String(s) => out[i] = Some(s.clone()),
+            Value::Null => {}
+            _ => return Err(format!("`{k}` must be a string")),
+        }
+    }
+    for (i, f) in known.iter().enumerate() {
+        if required.contains(f) && out[i].is_none() {
+            return Err(format!("missing field `{f}`"));
+        }
+    }
+    Ok(out)
+}
+
+impl RefConfig {
+    /// Reads a virtual server's `tools:` list; errors name the entry.
+    pub fn read(items: Vec<Value>) -> Result<Vec<RefConfig>, ConfigError> {
+        let mut refs = Vec::with_capacity(items.len());
+        for (i, item) in items.iter().enumerate() {
+            let label = item.get("name").or(item.get("tool")).and_then(Value::as_str).unwrap_or("").to_string();
+            let [server, tool, name, description, title] =
+                fields(item, ["server", "tool", "name", "description", "title"], &["server", "tool"]).map_err(|e| {
+                    let msg = format!("{e} (a virtual server's tool is {{server, tool, name?, description?, title?}})");
+                    ConfigError::new(format!("tools[{i}]"), msg).in_tool(&label)
+                })?;
+            let (server, tool) = (server.unwrap_or_default(), tool.unwrap_or_default());
+            refs.push(RefConfig { server, tool, name, description, title });
+        }
+        Ok(refs)
+    }
+}
+
+/// Higress's `toolSet`: `{name, serverTools: [{serverName, tools: [..]}]}`.
+#[derive(Debug, Clone, Default)]
+pub struct ToolSetConfig {
+    pub name: Option<String>,
+    /// `(serverName, tools)`.
+    pub server_tools: Vec<(String, Vec<String>)>,
+}
+
+impl ToolSetConfig {
+    /// Reads a `toolSet`; errors give the field.
+    pub fn read(v: &Value) -> Result<ToolSetConfig, (String, String)> {
+        let err = |field: &str, msg: &str| Err((format!("toolSet{field}"), msg.to_string()));
+        let Some(obj) = v.as_object() else { return err("", "must be {name, serverTools: [{serverName, tools}]}") };
+        if let Some(k) = obj.keys().find(|k| *k != "name" && *k != "serverTools") {
+            return err(&format!(".{k}"), "is not a field: use name, serverTools");
+        }
+        let name = match obj.get("name") {
+            None | Some(Value::Null) => None,
+            Some(Value::String(n)) => Some(n.clone()),
+            Some(_) => return err(".name", "must be a string"),
+        };
+        let Some(list) = obj.get("serverTools").and_then(Value::as_array) else {
+            return err(".serverTools", "must be a list of {serverName, tools}");
+        };
+        let mut server_tools = Vec::with_capacity(list.len());
+        for (i, entry) in list.iter().enumerate() {
+            let field = format!(".serverTools[{i}]");
+            let server = entry.get("serverName").and_then(Value::as_str);
+            let tools = entry.get("tools").and_then(Value::as_array);
+            let extra = entry.as_object().and_then(|o| o.keys().find(|k| *k != "serverName" && *k != "tools").cloned());
+            let (Some(server), Some(tools), None) = (server, tools, extra) else {
+                return err(&field, "must be {serverName, tools: [names]}");
+            };
+            let Some(tools) = tools.iter().map(|t| t.as_str().map(str::to_string)).collect::<Option<Vec<_>>>() else {
+                return err(&format!("{field}.tools"), "must be a list of tool names");
+            };
+            server_tools.push((server.to_string(), tools));
+        }
+        Ok(ToolSetConfig { name, server_tools })
+    }
+}
+
+/// One tool of a virtual server.
+#[derive(Debug)]
+pub struct Ref {
+    /// The name clients see.
+    pub name: String,
+    /// The owning server's index in [`Gateway::servers`].
+    pub owner: usize,
+    /// The tool's name on its server.
+    pub tool: String,
+    description: Option<String>,
+    title: Option<String>,
+    /// A REST tool's listing, renamed (fixed at load); `None` for a proxied tool.
+    listing: Option<Value>,
+}
+
+impl Ref {
+    /// A backend's tool descriptor as clients of the virtual server see it.
+    fn present(&self, mut tool: Value) -> Value {
+        if let Value::Object(t) = &mut tool {
+            t.insert("name".into(), json!(self.name));
+            for (key, v) in [("description", &self.description), ("title", &self.title)] {
+                if let Some(v) = v {
+                    t.insert(key.into(), json!(v));
+                }
+            }
+        }
+        tool
+    }
+}
+
+/// What a worker knows of one proxied server.
+#[derive(Debug, Default)]
+struct Held {
+    session: Option<Session>,
+    /// Its tools, and when they were fetched.
+    tools: Option<(u64, Vec<Value>)>,
+    /// Its last fetch failed (and that was logged).
+    down: bool,
+}
+
+/// A compiled virtual server.
+#[derive(Debug)]
+pub struct Virtual {
+    pub refs: Vec<Ref>,
+    index: HashMap<String, usize>,
+    /// The proxied servers referenced, each once.
+    pub backends: Vec<usize>,
+    pub cache_ms: u64,
+    pub timeout_ms: u64,
+    /// Per worker (a gateway is per worker): backend sessions and tool lists, by proxied server (a
+    /// short list: scanned).
+    state: RefCell<Vec<(usize, Held)>>,
+}
+
+fn held(state: &[(usize, Held)], backend: usize) -> Option<&Held> {
+    state.iter().find(|(b, _)| *b == backend).map(|(_, h)| h)
+}
+
+fn held_mut(state: &mut Vec<(usize, Held)>, backend: usize) -> &mut Held {
+    let i = match state.iter().position(|(b, _)| *b == backend) {
+        Some(i) => i,
+        None => {
+            state.push((backend, Held::default()));
+            state.len() - 1
+        }
+    };
+    &mut state[i].1
+}
+
+fn name_ok(n: &str) -> bool {
+    !n.is_empty() && n.len() <= 128 && n.bytes().all(|b| b.is_ascii_alphanumeric() || b"_-.".contains(&b))
+}
+
+impl Virtual {
+    /// Compiles a virtual server's references against the servers compiled so far (`servers`); `virtuals`
+    /// names the other virtual servers (which cannot be referenced). Errors name server, tool and field.
+    pub fn compile(
+        name: &str,
+        refs: &[RefConfig],
+        tool_set: Option<&ToolSetConfig>,
+        cache_ms: Option<u64>,
+        timeout_ms: Option<u64>,
+        servers: &[Server],
+        virtuals: &[String],
+    ) -> Result<Virtual, ConfigError> {
+        let err =
+            |field: String, msg: String, tool: &str| Err(ConfigError::new(field, msg).in_server(name).in_tool(tool));
+        let mut all: Vec<(String, RefConfig)> =
+            refs.iter().enumerate().map(|(i, r)| (format!("tools[{i}]"), r.clone())).collect();
+        if let Some(set) = tool_set {
+            if let Some(n) = set.name.as_deref().filter(|n| *n != name) {
+                return Err(
+                    ConfigError::new("toolSet.name", format!("'{n}' differs from the server's name")).in_server(name)
+                );
+            }
+            for (i, (server, tools)) in set.server_tools.iter().enumerate() {
+                for (j, tool) in tools.iter().enumerate() {
+                    let r = RefConfig {
+                        server: server.clone(),
+                        tool: tool.clone(),
+                        name: Some(format!("{server}{SEPARATOR}{tool}")),
+                        description: None,
+                        title: None,
+                    };
+                    all.push((format!("toolSet.serverTools[{i}].tools[{j}]"), r));
+                }
+            }
+        }
+        if all.is_empty() {
+            return Err(ConfigError::new("tools", "a virtual server needs tools: [{server, tool}] or a toolSet")
+                .in_server(name));
+        }
+        if cache_ms == Some(0) || timeout_ms == Some(0) {
+            let field = if cache_ms == Some(0) { "toolsCacheMs" } else { "timeout" };
+            return Err(ConfigError::new(field, "must be at least 1").in_server(name));
+        }
+        let mut v = Virtual {
+            refs: Vec::with_capacity(all.len()),
+            index: HashMap::new(),
+            backends: Vec::new(),
+            cache_ms: cache_ms.unwrap_or(DEFAULT_CACHE_MS),
+            timeout_ms: timeout_ms.unwrap_or(DEFAULT_TIMEOUT_MS),
+            state: RefCell::new(Vec::new()),
+        };
+        for (field, r) in all {
+            let exposed = r.name.clone().unwrap_or_else(|| r.tool.clone());
+            if virtuals.contains(&r.server) || r.server == name {
+                let msg = format!(
+                    "'{}' is a virtual server: a virtual server takes tools of REST-backed or proxied servers",
+                    r.server
+                );
+                return err(format!("{field}.server"), msg, &exposed);
+            }
+            let Some(owner) = servers.iter().position(|s| s.name == r.server) else {
+                return err(format!("{field}.server"), format!("no server is named '{}'", r.server), &exposed);
+            };
+            let server = &servers[owner];
+            let listing = match &server.proxy {
+                Some(backend) => {
+                    if backend.sse {
+                        let msg = format!("'{}' is a transport: sse proxied server; virtual servers take tools of Streamable HTTP ones only", r.server);
+                        return err(format!("{field}.server"), msg, &exposed);
+                    }
+                    if backend.cluster.is_none() {
+                        let msg = format!(
+                            "proxied server '{}' needs upstream.cluster (the Envoy cluster of its backend), which the \
+                             gateway's own calls for virtual servers use",
+                            r.server
+                        );
+                        return err(format!("{field}.server"), msg, &exposed);
+                    }
+                    if !name_ok(&r.tool) {
+                        return err(format!("{field}.tool"), format!("'{}' is not a tool name", r.tool), &exposed);
+                    }
+                    if !v.backends.contains(&owner) {
+                        v.backends.push(owner);
+                    }
+                    None
+                }
+                None => {
+                    let Some(tool) = server.tool(&r.tool) else {
+                        return err(
+                            format!("{field}.tool"),
+                            format!("server '{}' has no tool '{}'", r.server, r.tool),
+                            &exposed,
+                        );
+                    };
+                    Some(tool.listing())
+                }
+            };
+            if !name_ok(&exposed) {
+                return err(
+                    format!("{field}.name"),
+                    format!("'{exposed}' must be 1-128 characters from A-Z a-z 0-9 _ - ."),
+                    &exposed,
+                );
+            }
+            if v.index.contains_key(&exposed) {
+                return err(
+                    format!("{field}.name"),
+                    format!("'{exposed}' is the name of another tool of this server"),
+                    &exposed,
+                );
+            }
+            let r = Ref {
+                name: exposed.clone(),
+                owner,
+                tool: r.tool,
+                description: r.description,
+                title: r.title,
+                listing: None,
+            };
+            let listing = listing.map(|l| r.present(l));
+            v.index.insert(exposed, v.refs.len());
+            v.refs.push(Ref { listing, ..r });
+        }
+        Ok(v)
+    }
+
+    /// The tool clients call `name`.
+    pub fn find(&self, name: &str) -> Option<&Ref> {
+        self.index.get(name).map(|i| &self.refs[*i])
+    }
+
+    /// The merged list as this worker knows it: plain tool descriptors in configuration order, the tools
+    /// of proxied servers that did not answer left out. Filters (allowTools, authorization) apply to it.
+    pub fn tools(&self) -> Vec<Value> {
+        let state = self.state.borrow();
+        self.refs
+            .iter()
+            .filter_map(|r| match &r.listing {
+                Some(l) => Some(l.clone()),
+                None => {
+                    let (_, tools) = held(&state, r.owner)?.tools.as_ref()?;
+                    let tool = tools.iter().find(|t| t.get("name").and_then(Value::as_str) == Some(&r.tool))?;
+                    Some(r.present(tool.clone()))
+                }
+            })
+            .collect()
+    }
+
+    /// The backend session this worker holds for proxied server `backend`.
+    pub fn session(&self, backend: usize) -> Option<Session> {
+        held(&self.state.borrow(), backend).and_then(|h| h.session.clone())
+    }
+
+    fn keep_session(&self, backend: usize, session: Option<Session>) {
+        held_mut(&mut self.state.borrow_mut(), backend).session = session;
+    }
+
+    /// Starts a `tools/list`: answered now when every proxied server's list is fresh, else the fetches
+    /// of the stale ones to send (by index into the job's links).
+    pub fn list(&self, gw: &Gateway, request: ListRequest, now_ms: u64) -> (Option<Job>, Next) {
+        let stale: Vec<usize> = {
+            let state = self.state.borrow();
+            let fresh = |b: &usize| {
+                held(&state, *b)
+                    .and_then(|h| h.tools.as_ref())
+                    .is_some_and(|(at, _)| now_ms < at.saturating_add(self.cache_ms))
+            };
+            self.backends.iter().copied().filter(|b| !fresh(b)).collect()
+        };
+        if stale.is_empty() {
+            return (None, Next::Reply(self.render(gw, &request)));
+        }
+        let mut links = Vec::with_capacity(stale.len());
+        let mut sends = Vec::with_capacity(stale.len());
+        for (i, b) in stale.into_iter().enumerate() {
+            let (link, first) = Link::start(gw, b, self.session(b), "tools/list", json!({}), self.timeout_ms);
+            links.push(Some((link, Vec::new(), 1)));
+            sends.push((i, first));
+        }
+        let remaining = links.len();
+        (Some(Job::List { request, links, remaining }), Next::Send(sends))
+    }
+
+    /// One page of the merged list, filtered by the server's `allowTools` and the request's allowed tools.
+    fn render(&self, gw: &Gateway, r: &ListRequest) -> Value {
+        let server = &gw.servers[r.server];
+        let visible: Vec<Value> = self
+            .tools()
+            .into_iter()
+            .filter(|t| server.tool_allowed(t.get("name").and_then(Value::as_str).unwrap_or(""), r.allowed.as_deref()))
+            .collect();
+        match crate::mcp::page(gw, "tools", visible.len(), r.cursor.as_ref(), &|range| visible[range].to_vec()) {
+            Ok(result) => jsonrpc::result(r.id.clone(), crate::mcp::complete("tools/list", result, r.revision)),
+            Err(e) => e.reply(r.id.clone()),
+        }
+    }
+
+    /// Records a fetch's outcome for proxied server `backend`; what the operator should read, if anything
+    /// (once per failure, and once when it answers again).
+    fn fetched(
+        &self,
+        gw: &Gateway,
+        backend: usize,
+        outcome: Result<Vec<Value>, String>,
+        now_ms: u64,
+    ) -> Option<String> {
+        let mut state = self.state.borrow_mut();
+        let held = held_mut(&mut state, backend);
+        let name = &gw.servers[backend].name;
+        match outcome {
+            Ok(tools) => {
+                held.tools = Some((now_ms, tools));
+                std::mem::take(&mut held.down).then(|| format!("proxied server '{name}' lists its tools again"))
+            }
+            Err(why) => {
+                held.tools = None;
+                (!std::mem::replace(&mut held.down, true)).then(|| {
+                    format!("proxied server '{name}' could not list its tools ({why}): virtual servers leave them out until it does")
+                })
+            }
+        }
+    }
+}
+
+/// What a virtual server's `tools/list` needs to answer.
+#[derive(Debug)]
+pub struct ListRequest {
+    pub id: Value,
+    /// The virtual server's index in [`Gateway::servers`].
+    pub server: usize,
+    pub cursor: Option<Value>,
+    pub allowed: Option<Vec<String>>,
+    pub revision: Revision,
+}
+
+/// A virtual server's request waiting on proxied servers.
+#[derive(Debug)]
+pub enum Job {
+    /// A `tools/list` fan-out: per link, the tools read so far and the pages read.
+    List { request: ListRequest, links: Vec<Option<(Link, Vec<Value>, usize)>>, remaining: usize },
+    /// A `tools/call` of a proxied tool.
+    Call { id: Value, server: usize, link: Link },
+}
+
+/// What the exchange does next.
+#[derive(Debug, PartialEq)]
+pub enum Next {
+    Reply(Value),
+    /// Send these requests too, each answered by its index.
+    Send(Vec<(usize, UpstreamRequest)>),
+    /// Other answers are outstanding.
+    Wait,
+}
+
+impl Job {
+    /// A `tools/call` of proxied tool `r` on virtual server `server`.
+    pub fn call(
+        gw: &Gateway,
+        server: usize,
+        v: &Virtual,
+        r: &Ref,
+        id: Value,
+        mut params: Map<String, Value>,
+    ) -> (Job, Next) {
+        params.insert("name".into(), json!(r.tool));
+        let timeout = gw.servers[r.owner].proxy.as_ref().map_or(DEFAULT_TIMEOUT_MS, |b| b.timeout_ms);
+        let (link, first) = Link::start(gw, r.owner, v.session(r.owner), "tools/call", Value::Object(params), timeout);
+        (Job::Call { id, server, link }, Next::Send(vec![(0, first)]))
+    }
+
+    /// The answer to the request sent under `index`; warnings for the operator go to `warn`.
+    pub fn on_answer(
+        &mut self,
+        gw: &Gateway,
+        index: usize,
+        result: UpstreamResult,
+        now_ms: u64,
+        warn: &mut Vec<String>,
+    ) -> Next {
+        match self {
+            Job::Call { id, server, link } => {
+                let Some(v) = gw.servers[*server].composed.as_deref() else { return Next::Wait };
+                match link.on_answer(gw, result) {
+                    LinkStep::Send(r) => Next::Send(vec![(0, r)]),
+                    LinkStep::Done(answer) => {
+                        v.keep_session(link.backend, link.session.clone());
+                        Next::Reply(link::reply(id.clone(), answer, &gw.servers[link.backend].name))
+                    }
+                }
+            }
+            Job::List { request, links, remaining } => {
+                let Some(v) = gw.servers[request.server].composed.as_deref() else { return Next::Wait };
+                let Some((link, tools, pages)) = links.get_mut(index).and_then(Option::as_mut) else {
+                    return Next::Wait;
+                };
+                let outcome = match link.on_answer(gw, result) {
+                    LinkStep::Send(r) => return Next::Send(vec![(index, r)]),
+                    LinkStep::Done(Err(why)) => Err(why),
+                    LinkStep::Done(Ok(answer)) => match answer.pointer("/result/tools").and_then(Value::as_array) {
+                        None => Err(answer
+                            .pointer("/error/message")
+                            .and_then(Value::as_str)
+                            .unwrap_or("no tools in its answer")
+                            .to_string()),
+                        Some(page) => {
+                            tools.extend(page.iter().cloned());
+                            match answer.pointer("/result/nextCursor").and_then(Value::as_str) {
+                                Some(c) if !c.is_empty() && *pages < MAX_PAGES => {
+                                    *pages += 1;
+                                    return Next::Send(vec![(index, link.again(gw, json!({"cursor": c})))]);
+                                }
+                                _ => Ok(std::mem::take(tools)),
+                            }
+                        }
+                    },
+                };
+                v.keep_session(link.backend, link.session.clone());
+                warn.extend(v.fetched(gw, link.backend, outcome, now_ms));
+                links[index] = None;
+                *remaining -= 1;
+                if *remaining > 0 {
+                    return Next::Wait;
+                }
+                Next::Reply(v.render(gw, request))
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,370 @@
+//! Virtual servers through the driver and an in-memory host: config checks, the fan-out and its merge,
+//! the cache, a backend down, a backend that forgot its session, routing of calls, pagination, both eras.
+
+use crate::driver::test_host::TestHost;
+use crate::gateway::Gateway;
+use crate::transport::{HttpResponse, RequestHead};
+use crate::upstream::{UpstreamRequest, UpstreamResult};
+use serde_json::{json, Value};
+use std::cell::RefCell;
+
+const CONFIG: &str = r#"
+toolsPageSize: 100
+servers:
+  - name: rest
+    upstream: {cluster: api}
+    tools:
+      - name: weather
+        description: Weather of a city
+        args: [{name: city, required: true, position: query}]
+        requestTemplate: {url: /weather}
+  - {name: a, type: mcp-proxy, mcpServerURL: /mcp, upstream: {cluster: ca}, timeout: 9000}
+  - {name: b, type: mcp-proxy, mcpServerURL: "http://b.example:8080/mcp", upstream: {cluster: cb}}
+  - name: v
+    type: virtual
+    timeout: 700
+    toolsCacheMs: 1000
+    tools:
+      - {server: rest, tool: weather, name: forecast, description: Forecast for a city}
+      - {server: a, tool: echo, name: say, title: Say}
+      - {server: b, tool: add}
+      - {server: a, tool: gone}
+"#;
+
+/// A Streamable HTTP backend per cluster: a session it remembers (`epoch` bumps forget it), the tools
+/// `echo` on `ca` and `add`, `mul` on `cb`; `down` clusters fail.
+struct Backends {
+    epoch: RefCell<u32>,
+    down: RefCell<Vec<&'static str>>,
+    seen: RefCell<Vec<(String, String)>>,
+}
+
+impl Backends {
+    fn new() -> Backends {
+        Backends { epoch: RefCell::new(0), down: RefCell::new(vec![]), seen: RefCell::new(vec![]) }
+    }
+
+    fn answer(&self, r: &UpstreamRequest) -> UpstreamResult {
+        let body: Value = serde_json::from_slice(r.body.as_deref().unwrap_or_default()).unwrap();
+        let method = body["method"].as_str().unwrap_or("").to_string();
+        self.seen.borrow_mut().push((r.cluster.clone(), method.clone()));
+        if self.down.borrow().contains(&r.cluster.as_str()) {
+            return UpstreamResult::Failed("connection refused".into());
+        }
+        let sid = format!("{}-{}", r.cluster, self.epoch.borrow());
+        let header = |n: &str| r.headers.iter().find(|(k, _)| k == n).map(|(_, v)| v.clone());
+        let json = |status: u16, v: Value, extra: Vec<(String, String)>| {
+            let mut headers = vec![("content-type".to_string(), "application/json".to_string())];
+            headers.extend(extra);
+            UpstreamResult::Response { status, headers, body: v.to_string().into_bytes() }
+        };
+        if method == "initialize" {
+            let result = json!({"protocolVersion": "2025-06-18", "capabilities": {}, "serverInfo": {"name": "x", "version": "1"}});
+            return json(
+                200,
+                json!({"jsonrpc": "2.0", "id": body["id"], "result": result}),
+                vec![("mcp-session-id".into(), sid)],
+            );
+        }
+        if header("mcp-session-id") != Some(sid) {
+            return json(
+                404,
+                json!({"jsonrpc": "2.0", "id": body["id"], "error": {"code": -32001, "message": "Session not found"}}),
+                vec![],
+            );
+        }
+        assert_eq!(header("mcp-protocol-version").as_deref(), Some("2025-06-18"));
+        match method.as_str() {
+            "notifications/initialized" => UpstreamResult::Response { status: 202, headers: vec![], body: vec![] },
+            "tools/list" => {
+                let names: &[&str] = if r.cluster == "ca" { &["echo", "hidden"] } else { &["add", "mul"] };
+                let tools: Vec<Value> = names.iter().map(|n| json!({"name": n, "description": format!("{n} of {}", r.cluster), "inputSchema": {"type": "object"}})).collect();
+                // An SSE answer, as the Python SDK gives by default, with a notification first.
+                let events = format!(
+                    "event: message\ndata: {}\n\nevent: message\ndata: {}\n\n",
+                    json!({"jsonrpc": "2.0", "method": "notifications/message", "params": {"level": "info", "data": "x"}}),
+                    json!({"jsonrpc": "2.0", "id": body["id"], "result": {"tools": tools}})
+                );
+                let headers = vec![("content-type".to_string(), "text/event-stream".to_string())];
+                UpstreamResult::Response { status: 200, headers, body: events.into_bytes() }
+            }
+            "tools/call" => {
+                let text = format!(
+                    "{} on {} with {}",
+                    body["params"]["name"].as_str().unwrap(),
+                    r.cluster,
+                    body["params"]["arguments"]
+                );
+                json(
+                    200,
+                    json!({"jsonrpc": "2.0", "id": body["id"], "result": {"content": [{"type": "text", "text": text}]}}),
+                    vec![],
+                )
+            }
+            _ => json(
+                200,
+                json!({"jsonrpc": "2.0", "id": body["id"], "error": {"code": -32601, "message": "no"}}),
+                vec![],
+            ),
+        }
+    }
+
+    fn methods(&self) -> Vec<(String, String)> {
+        std::mem::take(&mut *self.seen.borrow_mut())
+    }
+}
+
+fn rest_answer(r: &UpstreamRequest) -> UpstreamResult {
+    UpstreamResult::Response {
+        status: 200,
+        headers: vec![("content-type".into(), "application/json".into())],
+        body: format!(r#"{{"path":"{}"}}"#, r.path).into_bytes(),
+    }
+}
+
+fn head(sid: Option<&str>, extra: &[(&str, &str)]) -> RequestHead {
+    let mut headers = vec![
+        ("content-type".to_string(), "application/json".to_string()),
+        ("accept".to_string(), "application/json, text/event-stream".to_string()),
+    ];
+    if let Some(s) = sid {
+        headers.push(("mcp-session-id".into(), s.into()));
+    }
+    headers.extend(extra.iter().map(|(k, v)| (k.to_string(), v.to_string())));
+    RequestHead { method: "POST".into(), path: "/mcp-servers/v".into(), headers, client_address: None }
+}
+
+struct Client<'a> {
+    g: &'a Gateway,
+    h: TestHost,
+    sid: String,
+    backends: &'a Backends,
+}
+
+impl<'a> Client<'a> {
+    fn new(g: &'a Gateway, backends: &'a Backends) -> Client<'a> {
+        let mut h = TestHost::new();
+        let init = r#"{"jsonrpc":"2.0","id":1,"method":"initialize","params":{"protocolVersion":"2025-11-25"}}"#;
+        let r = h.send(g, head(None, &[]), init, &|_| UpstreamResult::Failed("none".into()));
+        let body: Value = serde_json::from_slice(&r.body).unwrap();
+        assert_eq!(body["result"]["capabilities"]["tools"], json!({"listChanged": false}));
+        let sid = r.headers.iter().find(|(k, _)| k == "mcp-session-id").unwrap().1.clone();
+        Client { g, h, sid, backends }
+    }
+
+    fn raw(&mut self, method: &str, params: Value, extra: &[(&str, &str)]) -> HttpResponse {
+        let body = json!({"jsonrpc": "2.0", "id": 7, "method": method, "params": params}).to_string();
+        let backends = self.backends;
+        let answer = move |r: &UpstreamRequest| if r.cluster == "api" { rest_answer(r) } else { backends.answer(r) };
+        self.h.send(self.g, head(Some(&self.sid.clone()), extra), &body, &answer)
+    }
+
+    fn rpc(&mut self, method: &str, params: Value) -> Value {
+        let r = self.raw(method, params, &[]);
+        assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
+        serde_json::from_slice(&r.body).unwrap()
+    }
+
+    fn names(&mut self) -> Vec<String> {
+        let v = self.rpc("tools/list", json!({}));
+        v["result"]["tools"].as_array().unwrap().iter().map(|t| t["name"].as_str().unwrap().to_string()).collect()
+    }
+}
+
+#[test]
+fn lists_merge_rest_and_proxied_tools_in_config_order_renamed_after_one_handshake_each() {
+    let g = Gateway::from_config_str(CONFIG).unwrap();
+    let b = Backends::new();
+    let mut c = Client::new(&g, &b);
+    let v = c.rpc("tools/list", json!({}));
+    let tools = v["result"]["tools"].as_array().unwrap();
+    let names: Vec<&str> = tools.iter().map(|t| t["name"].as_str().unwrap()).collect();
+    // `gone` is not offered by `a`: left out; `hidden` and `mul` are not referenced.
+    assert_eq!(names, ["forecast", "say", "add"]);
+    assert_eq!(tools[0]["description"], "Forecast for a city");
+    assert_eq!(tools[1]["title"], "Say");
+    assert_eq!(tools[1]["description"], "echo of ca");
+    let mut seen = b.methods();
+    seen.sort();
+    let want = |c: &str| {
+        vec![
+            (c.to_string(), "initialize".to_string()),
+            (c.into(), "notifications/initialized".into()),
+            (c.into(), "tools/list".into()),
+        ]
+    };
+    let mut all = want("ca");
+    all.extend(want("cb"));
+    assert_eq!(seen, all);
+    // Fan-out deadline and where the requests go.
+    let requests = &c.h.dispatched;
+    assert!(requests
+        .iter()
+        .filter(|r| r.cluster == "ca")
+        .all(|r| r.path == "/mcp" && r.authority == "ca" && r.timeout_ms == 700));
+    assert!(requests.iter().filter(|r| r.cluster == "cb").all(|r| r.authority == "b.example:8080"));
+}
+
+#[test]
+fn the_merged_list_is_cached_per_worker_until_it_expires() {
+    let g = Gateway::from_config_str(CONFIG).unwrap();
+    let b = Backends::new();
+    let mut c = Client::new(&g, &b);
+    c.names();
+    b.methods();
+    c.h.env.now_ms += 999;
+    assert_eq!(c.names(), ["forecast", "say", "add"]);
+    assert!(b.methods().is_empty(), "answered from the cache");
+    c.h.env.now_ms += 1;
+    assert_eq!(c.names(), ["forecast", "say", "add"]);
+    // Expired: fetched again, on the sessions held (no new handshake).
+    let mut seen = b.methods();
+    seen.sort();
+    assert_eq!(seen, [("ca".to_string(), "tools/list".to_string()), ("cb".into(), "tools/list".into())]);
+}
+
+#[test]
+fn a_backend_down_removes_only_its_tools_and_is_logged_once() {
+    let g = Gateway::from_config_str(CONFIG).unwrap();
+    let b = Backends::new();
+    b.down.borrow_mut().push("cb");
+    let mut c = Client::new(&g, &b);
+    assert_eq!(c.names(), ["forecast", "say"]);
+    assert_eq!(c.h.warnings.len(), 1, "{:?}", c.h.warnings);
+    assert!(c.h.warnings[0].contains("proxied server 'b' could not list its tools (connection refused)"));
+    // Not cached: asked again, not logged again.
+    assert_eq!(c.names(), ["forecast", "say"]);
+    assert_eq!(c.h.warnings.len(), 1);
+    assert!(b.methods().iter().any(|(c, _)| c == "cb"));
+    // Its calls fail clearly; the others work.
+    let r = c.rpc("tools/call", json!({"name": "add", "arguments": {}}));
+    assert_eq!(r["error"]["code"], -32603);
+    assert!(r["error"]["message"].as_str().unwrap().contains("proxied server 'b' failed"));
+    let r = c.rpc("tools/call", json!({"name": "say", "arguments": {"text": "hi"}}));
+    assert_eq!(r["result"]["content"][0]["text"], r#"echo on ca with {"text":"hi"}"#);
+    b.down.borrow_mut().clear();
+    c.h.env.now_ms += 5_000;
+    assert_eq!(c.names(), ["forecast", "say", "add"]);
+    assert!(c.h.warnings[1].contains("'b' lists its tools again"));
+}
+
+#[test]
+fn calls_go_to_the_owning_server_under_the_original_name() {
+    let g = Gateway::from_config_str(CONFIG).unwrap();
+    let b = Backends::new();
+    let mut c = Client::new(&g, &b);
+    let r = c.rpc("tools/call", json!({"name": "say", "arguments": {"text": "hi"}}));
+    assert_eq!(r["id"], 7);
+    assert_eq!(r["result"]["content"][0]["text"], r#"echo on ca with {"text":"hi"}"#);
+    let sent = c.h.dispatched.last().unwrap();
+    assert_eq!(sent.timeout_ms, 9000, "the proxied server's own timeout");
+    // A REST tool runs as on its own server.
+    let r = c.rpc("tools/call", json!({"name": "forecast", "arguments": {"city": "Oslo"}}));
+    assert_eq!(r["result"]["content"][0]["text"], r#"{"path":"/weather?city=Oslo"}"#, "{r}");
+    assert_eq!(c.h.dispatched.last().unwrap().cluster, "api");
+    // Names clients cannot call.
+    for name in ["echo", "weather", "hidden", "nope"] {
+        let r = c.rpc("tools/call", json!({"name": name, "arguments": {}}));
+        assert_eq!(r["error"]["message"], format!("Unknown tool: {name}"));
+    }
+    // The request's allowed tools apply to the exposed names.
+    let r = c.raw("tools/call", json!({"name": "say", "arguments": {}}), &[("x-envoy-allow-mcp-tools", "forecast")]);
+    let v: Value = serde_json::from_slice(&r.body).unwrap();
+    assert_eq!(v["error"]["message"], "Tool not allowed: say");
+    let r = c.raw("tools/list", json!({}), &[("x-envoy-allow-mcp-tools", "forecast, add")]);
+    let v: Value = serde_json::from_slice(&r.body).unwrap();
+    assert_eq!(v["result"]["tools"].as_array().unwrap().len(), 2);
+}
+
+#[test]
+fn a_backend_that_forgot_the_session_gets_a_new_one_and_the_request_once_more() {
+    let g = Gateway::from_config_str(CONFIG).unwrap();
+    let b = Backends::new();
+    let mut c = Client::new(&g, &b);
+    c.rpc("tools/call", json!({"name": "say", "arguments": {}}));
+    b.methods();
+    *b.epoch.borrow_mut() += 1; // the backend restarted
+    let r = c.rpc("tools/call", json!({"name": "say", "arguments": {}}));
+    assert!(r["result"].is_object(), "{r}");
+    let m: Vec<String> = b.methods().into_iter().map(|(_, m)| m).collect();
+    assert_eq!(m, ["tools/call", "initialize", "notifications/initialized", "tools/call"]);
+}
+
+#[test]
+fn the_merged_list_pages_and_serves_the_stateless_revision() {
+    let g = Gateway::from_config_str(&CONFIG.replace("toolsPageSize: 100", "toolsPageSize: 2")).unwrap();
+    let b = Backends::new();
+    let mut c = Client::new(&g, &b);
+    let first = c.rpc("tools/list", json!({}));
+    assert_eq!(first["result"]["tools"].as_array().unwrap().len(), 2);
+    let cursor = first["result"]["nextCursor"].clone();
+    let second = c.rpc("tools/list", json!({"cursor": cursor}));
+    assert_eq!(second["result"]["tools"][0]["name"], "add");
+    assert!(second["result"].get("nextCursor").is_none());
+    // 2026-07-28: no session; the same list, with its cache hints.
+    let params = json!({"_meta": {"io.modelcontextprotocol/protocolVersion": "2026-07-28", "io.modelcontextprotocol/clientCapabilities": {}}});
+    let body = json!({"jsonrpc": "2.0", "id": 3, "method": "tools/list", "params": params}).to_string();
+    let mut h = TestHost::new();
+    let headers = [("mcp-protocol-version", "2026-07-28"), ("mcp-method", "tools/list")];
+    let r = h.send(&g, head(None, &headers), &body, &|r| b.answer(r));
+    let v: Value = serde_json::from_slice(&r.body).unwrap();
+    assert_eq!(v["result"]["resultType"], "complete", "{v}");
+    assert_eq!(v["result"]["tools"][1]["name"], "say");
+}
+
+#[test]
+fn batches_cannot_hold_a_virtual_servers_tool_requests() {
+    let g = Gateway::from_config_str(CONFIG).unwrap();
+    let b = Backends::new();
+    let mut c = Client::new(&g, &b);
+    let body = r#"[{"jsonrpc":"2.0","id":1,"method":"tools/list"},{"jsonrpc":"2.0","id":2,"method":"ping"}]"#;
+    // Batches exist at 2025-03-26 only: a session of that revision.
+    let init = r#"{"jsonrpc":"2.0","id":1,"method":"initialize","params":{"protocolVersion":"2025-03-26"}}"#;
+    let r = c.h.send(&g, head(None, &[]), init, &|_| UpstreamResult::Failed("none".into()));
+    let sid = r.headers.iter().find(|(k, _)| k == "mcp-session-id").unwrap().1.clone();
+    let r = c.h.send(&g, head(Some(&sid), &[]), body, &|r| b.answer(r));
+    assert!(String::from_utf8_lossy(&r.body).contains("must each be a request of its own"));
+}
+
+fn refused(extra: &str) -> crate::config::ConfigError {
+    let base = CONFIG.split("  - name: v").next().unwrap();
+    Gateway::from_config_str(&format!("{base}{extra}")).unwrap_err()
+}
+
+#[test]
+fn config_errors_name_server_tool_and_field() {
+    let e = refused("  - {name: v, type: virtual, tools: [{server: nope, tool: x}]}\n");
+    assert_eq!((e.server.as_deref(), e.tool.as_deref(), e.field.as_str()), (Some("v"), Some("x"), "tools[0].server"));
+    assert!(e.message.contains("no server is named 'nope'"));
+    let e = refused("  - {name: v, type: virtual, tools: [{server: rest, tool: rain}]}\n");
+    assert_eq!(e.field, "tools[0].tool");
+    assert!(e.message.contains("server 'rest' has no tool 'rain'"));
+    let e =
+        refused("  - {name: v, type: virtual, tools: [{server: rest, tool: weather}, {server: a, tool: weather}]}\n");
+    assert_eq!((e.field.as_str(), e.tool.as_deref()), ("tools[1].name", Some("weather")));
+    let e = refused("  - {name: v, type: virtual, tools: [{server: w, tool: x}]}\n  - {name: w, type: virtual, tools: [{server: rest, tool: weather}]}\n");
+    assert!(e.message.contains("'w' is a virtual server"), "{e}");
+    let e = refused("  - {name: p, type: mcp-proxy, mcpServerURL: /mcp}\n  - {name: v, type: virtual, tools: [{server: p, tool: x}]}\n");
+    assert!(e.message.contains("needs upstream.cluster"), "{e}");
+    let e = refused("  - {name: v, type: virtual, tools: [{server: rest, tool: weather, nam: x}]}\n");
+    assert_eq!(e.field, "tools[0]");
+    let e = refused("  - {name: v, type: virtual}\n");
+    assert_eq!(e.field, "tools");
+    let e = refused("  - {name: v, toolsCacheMs: 5, tools: []}\n");
+    assert_eq!(e.field, "toolsCacheMs");
+}
+
+#[test]
+fn a_tool_set_takes_tools_under_higress_names() {
+    let base = CONFIG.split("  - name: v").next().unwrap();
+    let text = format!("{base}toolSet:\n  name: set\n  serverTools:\n    - {{serverName: rest, tools: [weather]}}\n    - {{serverName: b, tools: [add]}}\n");
+    let g = Gateway::from_config_str(&text).unwrap();
+    let v = g.server("set").unwrap().composed.as_deref().unwrap();
+    let names: Vec<&str> = v.refs.iter().map(|r| r.name.as_str()).collect();
+    assert_eq!(names, ["rest___weather", "b___add"]);
+    let e = Gateway::from_config_str(&format!(
+        "{base}toolSet: {{name: set, serverTools: [{{serverName: rest, tools: [rain]}}]}}\n"
+    ))
+    .unwrap_err();
+    assert_eq!(e.field, "toolSet.serverTools[0].tools[0].tool");
+}
