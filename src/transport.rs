@@ -745,10 +745,11 @@ impl Exchange {
         let mut slots = Vec::with_capacity(inputs.len());
         let mut calls = Vec::new();
         let mut requests = Vec::new();
-        // A single call of a 2025-11-25 session may ask the client for input over SSE: what to resume.
+        // A single call of a 2025-11-25 session may ask the client for input over SSE: what to resume. Only
+        // a configuration with input requests can ask (`input_keys`); others do not copy the arguments.
         let origin = match inputs.first() {
             Some(Ok(Message::Request { id, method, params: Some(p) }))
-                if single && self.revision == Revision::V2025_11_25 && !self.relayed =>
+                if single && self.revision == Revision::V2025_11_25 && !self.relayed && gw.input_keys.is_some() =>
             {
                 let name = p.get("name").and_then(Value::as_str).unwrap_or_default().to_string();
                 let arguments = p.get("arguments").cloned().unwrap_or(Value::Null);

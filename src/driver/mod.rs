@@ -384,6 +384,8 @@ impl Driver {
 }
 
 #[cfg(test)]
+mod cost;
+#[cfg(test)]
 pub mod test_host;
 #[cfg(test)]
 mod tests;

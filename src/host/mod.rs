@@ -49,6 +49,9 @@ pub extern "C" fn proxy_abi_version_0_2_100() {}
 struct Live {
     gateway: Rc<Gateway>,
     driver: Driver,
+    /// The client's request headers as read once in `on_http_request_headers` (moved, not copied): route
+    /// dispatch builds the rewritten request from them instead of reading the map a second time.
+    client: Vec<(String, String)>,
 }
 
 /// An upstream call in flight: when it was sent and its timeout, to tell why Envoy ended it without an answer.
@@ -117,15 +120,16 @@ fn with_driver(id: u32, foreign: bool, f: impl FnOnce(&Gateway, &mut Driver, &mu
             return;
         }
         let gw = entry.gateway.clone();
-        let mut calls = Calls { gw: &gw, context_id: id, foreign, shared: SharedData };
-        let before = entry.driver.calls_in_flight();
-        let progress = f(&gw, &mut entry.driver, &mut calls);
-        if let Some((server, tool)) = entry.driver.take_called() {
+        let Live { driver, client, .. } = entry;
+        let mut calls = Calls::new(&gw, id, foreign, client.as_slice());
+        let before = driver.calls_in_flight();
+        let progress = f(&gw, driver, &mut calls);
+        if let Some((server, tool)) = driver.take_called() {
             // For access logs, as Higress's plugin sets them: %FILTER_STATE(wasm.mcp_tool_name:PLAIN)%.
             let _ = abi::set_property("mcp_server_name", &server);
             let _ = abi::set_property("mcp_tool_name", &tool);
         }
-        let after = entry.driver.calls_in_flight();
+        let after = driver.calls_in_flight();
         IN_FLIGHT.with(|n| n.set((n.get() + after).saturating_sub(before)));
         if progress == Progress::Done {
             live.remove(&id);
@@ -141,11 +145,22 @@ struct Calls<'g> {
     /// The call comes from outside the context's own callbacks (a Redis reply, the tick).
     foreign: bool,
     shared: SharedData,
+    /// The client's request headers (for route dispatch).
+    client: &'g [(String, String)],
+    /// The clock, read once per callback: a callback takes microseconds, and each read is a hostcall (a
+    /// `tools/call` asked for it five times).
+    now: Cell<Option<u64>>,
+}
+
+impl<'g> Calls<'g> {
+    fn new(gw: &'g Gateway, context_id: u32, foreign: bool, client: &'g [(String, String)]) -> Calls<'g> {
+        Calls { gw, context_id, foreign, shared: SharedData, client, now: Cell::new(None) }
+    }
 }
 
 impl Env for Calls<'_> {
     fn now_ms(&self) -> u64 {
-        now_ms()
+        *self.now.get().get_or_insert_with(now_ms)
     }
     fn random(&mut self, buf: &mut [u8]) -> bool {
         getrandom::getrandom(buf).is_ok()
@@ -180,13 +195,13 @@ impl Host for Calls<'_> {
         let timeout = Duration::from_millis(r.timeout_ms);
         let token = hostcalls::dispatch_http_call(&r.cluster, r.wire_headers(), r.body.as_deref(), vec![], timeout)
             .map_err(|status| format!("{status:?}"))?;
-        let call = Sent { token, at_ms: now_ms(), timeout_ms: r.timeout_ms };
+        let call = Sent { token, at_ms: self.now_ms(), timeout_ms: r.timeout_ms };
         SENT.with(|sent| sent.borrow_mut().entry(self.context_id).or_default().push(call));
         Ok(token)
     }
 
     fn forward(&mut self, r: &UpstreamRequest) -> Result<u32, String> {
-        route::forward(self.context_id, self.foreign, r)
+        route::forward(self.context_id, self.foreign, r, self.client)
     }
 
     fn calls_in_flight(&self) -> usize {
@@ -395,14 +410,13 @@ impl HttpContext for Http {
         let Some(gw) = self.gateway() else {
             return Action::Continue;
         };
-        let path = hostcalls::get_map_value_bytes(MapType::HttpRequestHeaders, ":path")
-            .ok()
-            .flatten()
-            .map(|v| String::from_utf8_lossy(&v).into_owned())
-            .unwrap_or_default();
-        if !path.starts_with(gw.prefix.as_str()) {
+        // Tested as bytes: traffic that is not ours pays this one read (and its buffer) and nothing else.
+        let path =
+            hostcalls::get_map_value_bytes(MapType::HttpRequestHeaders, ":path").ok().flatten().unwrap_or_default();
+        if !path.starts_with(gw.prefix.as_bytes()) {
             return Action::Continue;
         }
+        let path = String::from_utf8(path).unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into_owned());
         // One hostcall for the whole map; :method is in it.
         let headers = headers_lossy(MapType::HttpRequestHeaders);
         let method = headers.iter().find(|(k, _)| k == ":method").map(|(_, v)| v.clone()).unwrap_or_default();
@@ -422,12 +436,13 @@ impl HttpContext for Http {
         match transport::route(&gw, &head) {
             Route::PassThrough => Action::Continue,
             Route::Respond(r) => {
-                Calls { gw: &gw, context_id: self.id, foreign: false, shared: SharedData }.respond(r);
+                Calls::new(&gw, self.id, false, &[]).respond(r);
                 Action::Pause
             }
             Route::Accept(ex) => {
                 let driver = Driver::new(ex, now_ms());
-                LIVE.with(|live| live.borrow_mut().insert(self.id, Live { gateway: gw, driver }));
+                let live_entry = Live { gateway: gw, driver, client: head.headers };
+                LIVE.with(|live| live.borrow_mut().insert(self.id, live_entry));
                 if end_of_stream {
                     with_driver(self.id, false, |gw, driver, calls| driver.on_body(gw, calls, &[]));
                     if route::take_go_on(self.id) {

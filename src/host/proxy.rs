@@ -2,7 +2,6 @@
 //! on through the router to the backend with its head rewritten; the answer comes back through the
 //! response callbacks, passed on chunk by chunk (or, for a filtered JSON `tools/list`, held to its end).
 
-use super::shared_data::SharedData;
 use super::{abi, headers_lossy, log, Calls};
 use crate::gateway::Gateway;
 use crate::proxy::{self, Answer, Relay, Start};
@@ -30,7 +29,7 @@ thread_local! {
 }
 
 fn calls(gw: &Gateway, id: u32) -> Calls<'_> {
-    Calls { gw, context_id: id, foreign: false, shared: SharedData }
+    Calls::new(gw, id, false, &[])
 }
 
 fn send(r: &HttpResponse) {

@@ -1,0 +1,344 @@
+//! What one `tools/call` costs the core, counted (issue 14): the host operations it asks for (each one a
+//! hostcall in Envoy), the allocations it makes and the bytes they take, for the call `make bench` measures
+//! (`get_weather` of plugin-config/example.yaml, in both dispatch modes, and the template-only `greet`).
+//! Counts are deterministic, unlike timings on a shared machine: the tests hold them to a ceiling so that
+//! a change that adds work to the hot path fails here, and `cargo test --lib cost -- --ignored --nocapture`
+//! prints them with the native time per call.
+
+use super::{Driver, Host, Progress};
+use crate::gateway::Gateway;
+use crate::session::memory::MemoryEnv;
+use crate::session::{Env, KeyValue};
+use crate::transport::{self, HttpResponse, RequestHead, Route};
+use crate::upstream::{UpstreamRequest, UpstreamResult};
+use std::alloc::{GlobalAlloc, Layout, System};
+use std::cell::Cell;
+
+/// The system allocator, counting this thread's allocations while [`measure`] runs.
+struct CountingAlloc;
+
+thread_local! {
+    static COUNTING: Cell<bool> = const { Cell::new(false) };
+    static ALLOCS: Cell<u64> = const { Cell::new(0) };
+    static BYTES: Cell<u64> = const { Cell::new(0) };
+}
+
+fn note(size: usize) {
+    // `try_with`: allocations made while this thread's locals are torn down are not counted.
+    if COUNTING.try_with(Cell::get).unwrap_or(false) {
+        let _ = ALLOCS.try_with(|n| n.set(n.get() + 1));
+        let _ = BYTES.try_with(|n| n.set(n.get() + size as u64));
+    }
+}
+
+// SAFETY: every call is passed on to `System` unchanged; the counters are thread-local cells.
+unsafe impl GlobalAlloc for CountingAlloc {
+    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+        note(layout.size());
+        System.alloc(layout)
+    }
+    unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
+        note(layout.size());
+        System.alloc_zeroed(layout)
+    }
+    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
+        note(new_size);
+        System.realloc(ptr, layout, new_size)
+    }
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+        System.dealloc(ptr, layout)
+    }
+}
+
+#[global_allocator]
+static GLOBAL: CountingAlloc = CountingAlloc;
+
+/// Host operations of one exchange, by kind (in Envoy: `get_current_time`, `get_shared_data`,
+/// `set_shared_data`, `dispatch_http_call` or the route rewrite, `send_local_response` or the in-place
+/// rewrite).
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+struct Ops {
+    clock: u32,
+    kv_get: u32,
+    kv_set: u32,
+    random: u32,
+    sends: u32,
+    responds: u32,
+}
+
+impl Ops {
+    fn total(&self) -> u32 {
+        self.clock + self.kv_get + self.kv_set + self.random + self.sends + self.responds
+    }
+}
+
+struct CountingKv {
+    inner: crate::session::memory::MemoryKv,
+    gets: Cell<u32>,
+    sets: u32,
+}
+
+impl KeyValue for CountingKv {
+    fn get(&self, key: &str) -> (Vec<u8>, Option<u32>) {
+        self.gets.set(self.gets.get() + 1);
+        self.inner.get(key)
+    }
+    fn set(&mut self, key: &str, value: &[u8], cas: Option<u32>) -> Result<bool, String> {
+        self.sets += 1;
+        self.inner.set(key, value, cas)
+    }
+}
+
+/// A host that counts what it is asked to do and keeps only the last request sent and the response.
+struct CostHost {
+    now_ms: u64,
+    clock: Cell<u32>,
+    /// Whether this callback has read the clock: the real host reads it once per callback and keeps it.
+    clock_read: Cell<bool>,
+    random: u32,
+    kv: CountingKv,
+    env: MemoryEnv,
+    sent: Option<UpstreamRequest>,
+    sends: u32,
+    response: Option<HttpResponse>,
+    responds: u32,
+}
+
+impl CostHost {
+    fn new() -> CostHost {
+        let mut env = MemoryEnv { now_ms: 1_000_000, ..Default::default() };
+        crate::session::local::SESSIONS.prepare(&mut env.kv);
+        crate::session::local::REVOKED.prepare(&mut env.kv);
+        let kv = CountingKv { inner: std::mem::take(&mut env.kv), gets: Cell::new(0), sets: 0 };
+        CostHost {
+            now_ms: 1_000_000,
+            clock: Cell::new(0),
+            clock_read: Cell::new(false),
+            random: 0,
+            kv,
+            env,
+            sent: None,
+            sends: 0,
+            response: None,
+            responds: 0,
+        }
+    }
+
+    /// A new callback from the host: the next clock read is a hostcall again.
+    fn callback(&self) {
+        self.clock_read.set(false);
+    }
+
+    fn reset(&mut self) {
+        self.clock.set(0);
+        self.clock_read.set(false);
+        self.random = 0;
+        self.kv.gets.set(0);
+        self.kv.sets = 0;
+        self.sends = 0;
+        self.responds = 0;
+        self.sent = None;
+        self.response = None;
+    }
+
+    fn ops(&self) -> Ops {
+        Ops {
+            clock: self.clock.get(),
+            kv_get: self.kv.gets.get(),
+            kv_set: self.kv.sets,
+            random: self.random,
+            sends: self.sends,
+            responds: self.responds,
+        }
+    }
+}
+
+impl Env for CostHost {
+    fn now_ms(&self) -> u64 {
+        if !self.clock_read.replace(true) {
+            self.clock.set(self.clock.get() + 1);
+        }
+        self.now_ms
+    }
+    fn random(&mut self, buf: &mut [u8]) -> bool {
+        self.random += 1;
+        self.env.random(buf)
+    }
+    fn kv(&mut self) -> &mut dyn KeyValue {
+        &mut self.kv
+    }
+}
+
+impl Host for CostHost {
+    fn redis(&mut self, _command: &[u8]) -> Result<u32, String> {
+        Err("no Redis here".into())
+    }
+    fn redis_reinit(&mut self) -> Result<(), String> {
+        Err("no Redis here".into())
+    }
+    fn dispatch(&mut self, request: &UpstreamRequest) -> Result<u32, String> {
+        self.sends += 1;
+        self.sent = Some(request.clone());
+        Ok(7)
+    }
+    fn forward(&mut self, request: &UpstreamRequest) -> Result<u32, String> {
+        self.dispatch(request)
+    }
+    fn calls_in_flight(&self) -> usize {
+        0
+    }
+    fn body_bytes_received(&mut self) -> Option<u64> {
+        None
+    }
+    fn respond(&mut self, response: HttpResponse) {
+        self.responds += 1;
+        self.response = Some(response);
+    }
+    fn warn(&mut self, _message: &str) {}
+}
+
+const EXAMPLE: &str = include_str!("../../plugin-config/example.yaml");
+const WEATHER: &str = r#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"get_weather","arguments":{"city":"Paris","units":"metric"}}}"#;
+const GREET: &str =
+    r#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"greet","arguments":{"name":"Paris"}}}"#;
+/// What `make bench`'s upstream answers.
+const ANSWER: &str = r#"{"city":"Paris","units":"metric","temp":21,"conditions":"sunny"}"#;
+
+/// The example config, plus `demo-route`: the same server reached through the request's route.
+fn gateway() -> Gateway {
+    let mut doc = crate::config::parse_document(EXAMPLE).expect("the example config parses");
+    let servers = doc["servers"].as_array_mut().expect("servers");
+    let mut route = servers.iter().find(|s| s["name"] == "demo").expect("demo").clone();
+    route["name"] = "demo-route".into();
+    route["upstream"].as_object_mut().expect("upstream").remove("cluster");
+    servers.push(route);
+    Gateway::from_config_str(&doc.to_string()).expect("the example config compiles")
+}
+
+/// One whole exchange as the Envoy host drives it; returns the response.
+fn exchange(gw: &Gateway, host: &mut CostHost, head: &RequestHead, body: &[u8]) -> HttpResponse {
+    let ex = match transport::route(gw, head) {
+        Route::Accept(ex) => ex,
+        Route::PassThrough => panic!("passed through"),
+        Route::Respond(r) => return r,
+    };
+    host.callback();
+    let mut driver = Driver::new(ex, host.now_ms());
+    host.callback();
+    let mut progress = driver.on_body(gw, host, body);
+    if progress == Progress::Waiting {
+        host.callback();
+        let answer = UpstreamResult::Response {
+            status: 200,
+            headers: vec![("content-type".into(), "application/json".into())],
+            body: ANSWER.as_bytes().to_vec(),
+        };
+        progress = driver.on_upstream(gw, host, 7, answer);
+    }
+    assert_eq!(progress, Progress::Done);
+    let _ = driver.take_called();
+    host.response.take().expect("a response")
+}
+
+fn head(server: &str, sid: Option<&str>) -> RequestHead {
+    let mut headers = vec![
+        (":authority".to_string(), "127.0.0.1:10000".to_string()),
+        ("user-agent".to_string(), "wrk".to_string()),
+        ("content-type".to_string(), "application/json".to_string()),
+        ("accept".to_string(), "application/json, text/event-stream".to_string()),
+        ("mcp-protocol-version".to_string(), "2025-11-25".to_string()),
+        ("content-length".to_string(), "120".to_string()),
+    ];
+    if let Some(s) = sid {
+        headers.push(("mcp-session-id".into(), s.into()));
+    }
+    RequestHead { method: "POST".into(), path: format!("/mcp-servers/{server}"), headers, client_address: None }
+}
+
+/// A live session on `server`.
+fn session(gw: &Gateway, host: &mut CostHost, server: &str) -> String {
+    let init = r#"{"jsonrpc":"2.0","id":1,"method":"initialize","params":{"protocolVersion":"2025-11-25","capabilities":{},"clientInfo":{"name":"bench","version":"1"}}}"#;
+    let r = exchange(gw, host, &head(server, None), init.as_bytes());
+    r.headers.iter().find(|(k, _)| k == "mcp-session-id").expect("a session").1.clone()
+}
+
+/// What one call cost: host operations, allocations, bytes allocated.
+#[derive(Debug)]
+struct Cost {
+    ops: Ops,
+    allocs: u64,
+    bytes: u64,
+}
+
+/// Runs `body` on `server` once to warm up, then once counted; checks the answer holds `expect`.
+fn measure(gw: &Gateway, host: &mut CostHost, server: &str, body: &str, expect: &str) -> Cost {
+    let sid = session(gw, host, server);
+    let head = head(server, Some(&sid));
+    let r = exchange(gw, host, &head, body.as_bytes());
+    assert!(String::from_utf8_lossy(&r.body).contains(expect), "{}", String::from_utf8_lossy(&r.body));
+    host.reset();
+    ALLOCS.with(|n| n.set(0));
+    BYTES.with(|n| n.set(0));
+    COUNTING.with(|c| c.set(true));
+    let r = exchange(gw, host, &head, body.as_bytes());
+    COUNTING.with(|c| c.set(false));
+    assert_eq!(r.status, 200);
+    Cost { ops: host.ops(), allocs: ALLOCS.with(Cell::get), bytes: BYTES.with(Cell::get) }
+}
+
+const WEATHER_TEXT: &str = "It is 21 degrees (metric) and sunny in Paris.";
+
+#[test]
+fn a_tools_call_asks_the_host_for_little() {
+    let gw = gateway();
+    let mut host = CostHost::new();
+    let cost = measure(&gw, &mut host, "demo", WEATHER, WEATHER_TEXT);
+    // The clock once per callback, as the real host reads it (the request head, the body, the answer), one
+    // shared-data read (the session); one request sent, one response.
+    assert_eq!(cost.ops, Ops { clock: 3, kv_get: 1, kv_set: 0, random: 0, sends: 1, responds: 1 }, "{cost:?}");
+    let route = measure(&gw, &mut host, "demo-route", WEATHER, WEATHER_TEXT);
+    assert_eq!(route.ops, cost.ops, "both dispatch modes ask the same of the host");
+    let greet = measure(&gw, &mut host, "demo", GREET, "Hello, Paris!");
+    assert_eq!(greet.ops.sends, 0);
+    assert!(greet.ops.total() < cost.ops.total());
+}
+
+#[test]
+fn a_tools_call_allocates_within_its_budget() {
+    let gw = gateway();
+    let mut host = CostHost::new();
+    let cost = measure(&gw, &mut host, "demo", WEATHER, WEATHER_TEXT);
+    assert!(cost.allocs <= 400, "{cost:?}");
+    let greet = measure(&gw, &mut host, "demo", GREET, "Hello, Paris!");
+    assert!(greet.allocs <= 400, "{greet:?}");
+}
+
+/// `cargo test --release --lib cost::report -- --ignored --nocapture`: the counts and the native time.
+#[test]
+#[ignore]
+fn report() {
+    let gw = gateway();
+    let mut host = CostHost::new();
+    for (label, server, body, expect) in [
+        ("get_weather, dispatch_http_call", "demo", WEATHER, WEATHER_TEXT),
+        ("get_weather, route", "demo-route", WEATHER, WEATHER_TEXT),
+        ("greet (template only)", "demo", GREET, "Hello, Paris!"),
+    ] {
+        let cost = measure(&gw, &mut host, server, body, expect);
+        let sid = session(&gw, &mut host, server);
+        let head = head(server, Some(&sid));
+        let n = 20_000;
+        let t = std::time::Instant::now();
+        for _ in 0..n {
+            std::hint::black_box(exchange(&gw, &mut host, &head, body.as_bytes()));
+        }
+        let us = t.elapsed().as_secs_f64() * 1e6 / f64::from(n);
+        println!(
+            "{label}: host operations {} {:?}, {} allocations, {} bytes allocated, {us:.2} us per call natively",
+            cost.ops.total(),
+            cost.ops,
+            cost.allocs,
+            cost.bytes
+        );
+    }
+}
