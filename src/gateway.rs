@@ -50,6 +50,10 @@ pub struct Server {
     pub credential_sources: Vec<crate::credential::Source>,
     /// Where a proxied server's backend is (`type: mcp-proxy`); `None`: the gateway serves it itself.
     pub proxy: Option<crate::proxy::Backend>,
+    /// Who the server admits (`auth`).
+    pub auth: crate::admission::ServerAuth,
+    /// Which tools, prompts and resources each caller may use (`policy`); `None`: all of them.
+    pub policy: Option<std::sync::Arc<crate::admission::policy::Policy>>,
 }
 
 impl Server {
@@ -62,6 +66,19 @@ impl Server {
     pub fn tool_allowed(&self, tool: &str, header: Option<&[String]>) -> bool {
         let listed = |list: &[String]| list.iter().any(|t| t == tool);
         self.allow_tools.as_deref().is_none_or(listed) && header.is_none_or(listed)
+    }
+
+    /// Whether the caller may see and use an item: `allowTools` and the allow header for tools, then the
+    /// server's `policy` for the caller.
+    pub fn may(&self, access: &Access, kind: crate::admission::policy::Kind, name: &str) -> bool {
+        (kind != crate::admission::policy::Kind::Tool || self.tool_allowed(name, access.header))
+            && self.policy.as_ref().is_none_or(|p| p.allows(access.caller, kind, name))
+    }
+
+    /// Whether lists must be filtered for callers (some item may be hidden from some caller).
+    pub fn filters(&self, access: &Access, kind: crate::admission::policy::Kind) -> bool {
+        self.policy.is_some()
+            || (kind == crate::admission::policy::Kind::Tool && (self.allow_tools.is_some() || access.header.is_some()))
     }
 
     /// The notifications a tool sends before its result, if it has any.
@@ -92,6 +109,13 @@ impl Server {
     }
 }
 
+/// What a request may use: its caller, and the tools its `x-envoy-allow-mcp-tools` header allows.
+#[derive(Debug, Clone, Copy)]
+pub struct Access<'a> {
+    pub caller: &'a crate::caller::Caller,
+    pub header: Option<&'a [String]>,
+}
+
 /// Everything the request path needs, built once in `on_configure`.
 #[derive(Debug)]
 pub struct Gateway {
@@ -116,6 +140,8 @@ pub struct Gateway {
     /// `Some` when a tool or prompt asks for input: the state keys derived from `sessions.signingKeys`,
     /// or `None` inside for this Envoy's shared key ([`crate::input`]).
     pub input_keys: Option<Option<Vec<crate::input::Key>>>,
+    /// Who calls: consumers, API keys, `jwt_authn` claims ([`crate::admission`]).
+    pub admission: crate::admission::Admission,
 }
 
 impl Gateway {
@@ -135,7 +161,19 @@ impl Gateway {
         let mut templates = Templates::new();
         let mut servers = Vec::with_capacity(cfg.servers.len());
         let mut notices = Vec::new();
+        let names: Vec<&str> = cfg.servers.iter().map(|s| s.name.as_str()).collect();
+        let admission = crate::admission::Admission::compile(&cfg.admission, &names)
+            .map_err(|(field, msg)| ConfigError::new(field, msg))?;
         for mut s in cfg.servers {
+            let auth = crate::admission::ServerAuth::compile(s.auth.take(), &admission)
+                .map_err(|(field, msg)| ConfigError::new(field, msg).in_server(&s.name))?;
+            let policy = match s.policy.take() {
+                Some(p) => Some(std::sync::Arc::new(
+                    crate::admission::policy::Policy::compile(p)
+                        .map_err(|(field, msg)| ConfigError::new(field, msg).in_server(&s.name))?,
+                )),
+                None => None,
+            };
             crate::credential::validate_schemes(&s.security_schemes)
                 .map_err(|(field, msg)| ConfigError::new(field, msg).in_server(&s.name))?;
             let proxy = crate::proxy::Backend::compile(&s, cfg.sessions.store)
@@ -222,6 +260,8 @@ impl Gateway {
                 }
             }
             let mut server = Server {
+                auth,
+                policy,
                 credential_sources,
                 allow_tools: s.allow_tools,
                 name: s.name,
@@ -307,6 +347,7 @@ impl Gateway {
             servers,
             templates,
             notices,
+            admission,
         })
     }
 

@@ -93,6 +93,24 @@ fn now_ms() -> u64 {
         .map_or(0, |d| d.as_millis() as u64)
 }
 
+/// The token payload Envoy's `jwt_authn` verified for this request, if any. The namespace's property is a
+/// map, which Envoy serializes as a `google.protobuf.Struct`; Envoys that serialize maps otherwise still
+/// give the whole `metadata` property as its protobuf message, read as the fallback.
+fn jwt_payload(jwt: &crate::admission::JwtAuth) -> Option<serde_json::Map<String, serde_json::Value>> {
+    use crate::admission::claims;
+    let direct = hostcalls::get_property(vec!["metadata", "filter_metadata", &jwt.namespace]).ok().flatten();
+    let namespace = match direct.as_deref().and_then(claims::decode_struct) {
+        Some(ns) => ns,
+        None => {
+            let whole = hostcalls::get_property(vec!["metadata"]).ok().flatten()?;
+            let ns = claims::decode_metadata(&whole, &jwt.namespace)?;
+            log(LogLevel::Debug, "mcp-gateway: jwt_authn's payload read from the whole metadata property");
+            ns
+        }
+    };
+    claims::payload(&namespace, &jwt.payload_key)
+}
+
 /// Reads a header map without the SDK's UTF-8 unwrap: a non-UTF-8 value from a client or an upstream
 /// must not panic the VM (that would take the worker down), so values are decoded lossily.
 fn headers_lossy(map: MapType) -> Vec<(String, String)> {
@@ -400,7 +418,7 @@ impl HttpContext for Http {
             .flatten()
             .map(|v| String::from_utf8_lossy(&v).into_owned())
             .unwrap_or_default();
-        if !path.starts_with(gw.prefix.as_str()) {
+        if !path.starts_with(gw.prefix.as_str()) && !path.starts_with(crate::admission::WELL_KNOWN) {
             return Action::Continue;
         }
         // One hostcall for the whole map; :method is in it.
@@ -415,7 +433,8 @@ impl HttpContext for Http {
         } else {
             None
         };
-        let head = RequestHead { method, path, headers, client_address };
+        let jwt = gw.admission.jwt.as_ref().and_then(jwt_payload);
+        let head = RequestHead { method, path, headers, client_address, jwt };
         if let Some(action) = proxy::on_request_headers(self.id, &gw, &head, end_of_stream) {
             return action;
         }

@@ -38,7 +38,7 @@ fn head(method: &str, path: &str, headers: &[(&str, &str)]) -> RequestHead {
         h.retain(|(name, _)| name != k);
         h.push((k.to_string(), v.to_string()));
     }
-    RequestHead { method: method.into(), path: path.into(), headers: h, client_address: None }
+    RequestHead { method: method.into(), path: path.into(), headers: h, client_address: None, jwt: None }
 }
 
 /// The native host of the driver tests, with the helpers these tests share.
