@@ -108,7 +108,9 @@ def rest():
 @pytest.fixture(scope="module")
 def proxy(tmp_path_factory):
     backend = McpBackend("stateful", log_dir=tmp_path_factory.mktemp("consumers-backend")).start()
-    cfg = {**CONSUMERS, "servers": [proxied("proxied", auth={"anonymous": False}, policy=POLICY)]}
+    consumers = copy.deepcopy(CONSUMERS)
+    consumers["consumers"][0]["upstreamCredentials"] = {"proxied": "alice-proxied"}
+    cfg = {**consumers, "servers": [proxied("proxied", auth={"anonymous": False}, policy=POLICY, **UPSTREAM_AUTH)]}
     g = harness.start_gateway(cfg, tag="consumers-proxy", upstream=backend, plugin_format="json",
                               envoy_base=with_jwt_authn(harness.load_envoy_yaml()))
     yield g
@@ -159,7 +161,7 @@ async def _session(url, headers, mode):
         return tools, prompts, resources, echo, secret, internal, private
 
 
-@pytest.mark.parametrize("mode", ["legacy", "stateless"])
+@pytest.mark.parametrize("mode", ["legacy", "2026-07-28"])
 def test_rest_server_filters_and_refuses_per_consumer(rest, mode):
     url = rest.mcp_url("rest")
     tools, prompts, resources, echo, secret, internal, private = harness.run_async(
@@ -230,7 +232,7 @@ def test_jwt_consumers_meet_the_policy_of_their_consumer(rest):
     assert harness.run_async(tools_of, {"sub": "dave"}) == []
 
 
-@pytest.mark.parametrize("mode", ["legacy", "stateless"])
+@pytest.mark.parametrize("mode", ["legacy", "2026-07-28"])
 def test_proxied_server_filters_and_refuses_per_consumer(proxy, mode):
     url = proxy.mcp_url("proxied")
     assert post(url, INIT).status_code == 401
@@ -256,7 +258,8 @@ def test_proxied_server_filters_and_refuses_per_consumer(proxy, mode):
     assert tools == ["ask", "echo", "secret", "steps", "whoami"]
     assert (prompts, resources) == (["greeting", "internal"], ["info://private", "info://public"])
     assert refused == [None, None, None]
-    assert who == "authorization='' cookie=''", "neither the API key nor anything else of the client's goes on"
+    # Alice's own upstream credential, and nothing of the client's (its API key) goes on.
+    assert who == "authorization='Bearer alice-proxied' cookie=''"
 
     tools, prompts, resources, refused, who = harness.run_async(go, {"x-api-key": "key-bob"})
     assert (tools, prompts, resources) == (["echo"], ["greeting"], ["info://public"])
@@ -270,6 +273,7 @@ def test_proxied_server_takes_query_keys_and_tokens(proxy):
         async with harness.mcp_client(u, headers=headers) as c:
             return (await c.call_tool("whoami", {})).content[0].text
 
-    assert harness.run_async(go, f"{url}?x-api-key=key-alice", None) == "authorization='' cookie=''"
+    alice = "authorization='Bearer alice-proxied' cookie=''"
+    assert harness.run_async(go, f"{url}?x-api-key=key-alice", None) == alice
     bearer = {"authorization": f"Bearer {token({'sub': 'alice'})}"}
-    assert harness.run_async(go, url, bearer) == "authorization='' cookie=''"
+    assert harness.run_async(go, url, bearer) == alice, "the client's token stays behind"

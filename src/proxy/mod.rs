@@ -31,10 +31,19 @@ use std::sync::Arc;
 
 /// The session header, both ways.
 const SESSION: &str = "mcp-session-id";
-/// Client headers the backend gets besides [`crate::upstream::TRACING_HEADERS`]: the MCP exchange's own.
-/// Credentials, cookies and anything else stay behind.
-const KEPT: [&str; 6] =
-    ["content-type", "content-length", "accept", "mcp-protocol-version", "last-event-id", "user-agent"];
+/// Client headers the backend gets besides [`crate::upstream::TRACING_HEADERS`]: the MCP exchange's own
+/// (`mcp-method` and `mcp-name` too: a 2026-07-28 backend checks them against the body). Credentials,
+/// cookies and anything else stay behind.
+const KEPT: [&str; 8] = [
+    "content-type",
+    "content-length",
+    "accept",
+    "mcp-protocol-version",
+    "mcp-method",
+    "mcp-name",
+    "last-event-id",
+    "user-agent",
+];
 /// Default `timeout` of a proxied server, in milliseconds.
 pub const DEFAULT_TIMEOUT_MS: u64 = 60_000;
 
