@@ -13,11 +13,11 @@
 
 pub mod claims;
 pub mod policy;
+mod read;
 
 use crate::caller::Caller;
 use crate::error::GatewayError;
 use crate::transport::RequestHead;
-use serde::Deserialize;
 use serde_json::{json, Map, Value};
 use std::collections::HashMap;
 use std::fmt;
@@ -34,52 +34,37 @@ pub struct AdmissionConfig {
     pub consumer_header: Option<String>,
 }
 
-#[derive(Deserialize)]
-#[serde(rename_all = "camelCase", deny_unknown_fields)]
+/// One `consumers` entry, as written.
 struct ConsumerConfig {
     name: String,
     /// The consumer's API key (`keyAuth`).
-    #[serde(default)]
     credential: Option<String>,
     /// Scopes the consumer has whatever its credential (rules and `auth.scopes` read them).
-    #[serde(default)]
     scopes: Vec<String>,
     /// `{server: credential}`: this consumer's own upstream credential, instead of the server's shared one.
-    #[serde(default)]
     upstream_credentials: HashMap<String, String>,
 }
 
-#[derive(Deserialize)]
-#[serde(rename_all = "camelCase", deny_unknown_fields)]
-struct KeyAuthConfig {
-    keys: Vec<String>,
-    #[serde(default = "yes")]
-    in_header: bool,
-    #[serde(default)]
-    in_query: bool,
-}
-
-#[derive(Deserialize)]
-#[serde(rename_all = "camelCase", deny_unknown_fields)]
-struct JwtAuthConfig {
-    /// The `payload_in_metadata` name of the `jwt_authn` provider(s).
-    payload_key: String,
-    /// The claim whose value is the consumer's name.
-    #[serde(default = "sub")]
-    consumer_claim: String,
-    /// The metadata namespace (another filter that verifies tokens the same way may write elsewhere).
-    #[serde(default = "namespace")]
-    namespace: String,
-}
-
-fn yes() -> bool {
-    true
-}
-fn sub() -> String {
-    "sub".into()
-}
-fn namespace() -> String {
-    claims::NAMESPACE.into()
+impl ConsumerConfig {
+    fn read(v: &Value, field: &str) -> Result<ConsumerConfig, FieldError> {
+        let m = read::object(v, field, &["name", "credential", "scopes", "upstreamCredentials"])?;
+        let name = read::string(m, "name", field)?.ok_or_else(|| (format!("{field}.name"), "is required".into()))?;
+        let mut upstream_credentials = HashMap::new();
+        if let Some(u) = m.get("upstreamCredentials") {
+            let f = format!("{field}.upstreamCredentials");
+            let u = u.as_object().ok_or_else(|| (f.clone(), "must map server names to credentials".to_string()))?;
+            for (server, c) in u {
+                let c = c.as_str().ok_or_else(|| (format!("{f}.{server}"), "must be a string".to_string()))?;
+                upstream_credentials.insert(server.clone(), c.to_string());
+            }
+        }
+        Ok(ConsumerConfig {
+            name,
+            credential: read::string(m, "credential", field)?,
+            scopes: read::strings(m, "scopes", field)?,
+            upstream_credentials,
+        })
+    }
 }
 
 /// A configured consumer (its API key is the key of [`Admission`]'s index, never kept here).
@@ -126,18 +111,19 @@ impl fmt::Debug for Admission {
     }
 }
 
-type FieldError = (String, String);
-
-fn parse<T: for<'de> Deserialize<'de>>(field: &str, v: Value) -> Result<T, FieldError> {
-    serde_json::from_value(v).map_err(|e| (field.to_string(), e.to_string()))
-}
+use read::FieldError;
 
 impl Admission {
     /// Compiles the plugin-level settings; `servers` are the server names upstream credentials may name.
     pub fn compile(cfg: &AdmissionConfig, servers: &[&str]) -> Result<Admission, FieldError> {
         let mut a = Admission::default();
         let consumers: Vec<ConsumerConfig> = match &cfg.consumers {
-            Some(v) => parse("consumers", v.clone())?,
+            Some(Value::Array(items)) => items
+                .iter()
+                .enumerate()
+                .map(|(i, c)| ConsumerConfig::read(c, &format!("consumers[{i}]")))
+                .collect::<Result<_, _>>()?,
+            Some(_) => return Err(("consumers".into(), "must be a list".into())),
             None => Vec::new(),
         };
         for (i, c) in consumers.into_iter().enumerate() {
@@ -171,28 +157,35 @@ impl Admission {
             a.consumers.push(Consumer { name: c.name, scopes: c.scopes, upstream: c.upstream_credentials });
         }
         if let Some(v) = &cfg.key_auth {
-            let k: KeyAuthConfig = parse("keyAuth", v.clone())?;
-            if k.keys.is_empty() || k.keys.iter().any(|n| !crate::upstream::is_token(n)) {
+            let m = read::object(v, "keyAuth", &["keys", "inHeader", "inQuery"])?;
+            let keys = read::strings(m, "keys", "keyAuth")?;
+            let in_header = read::boolean(m, "inHeader", "keyAuth")?.unwrap_or(true);
+            let in_query = read::boolean(m, "inQuery", "keyAuth")?.unwrap_or(false);
+            if keys.is_empty() || keys.iter().any(|n| !crate::upstream::is_token(n)) {
                 return Err(("keyAuth.keys".into(), "must list one or more header or query parameter names".into()));
             }
-            if !k.in_header && !k.in_query {
+            if !in_header && !in_query {
                 return Err(("keyAuth.inHeader".into(), "inHeader or inQuery must be true".into()));
             }
             if a.by_key.is_empty() {
                 return Err(("keyAuth".into(), "no consumer has a credential (consumers[].credential)".into()));
             }
-            a.keys = k.keys.iter().map(|n| n.to_ascii_lowercase()).collect();
-            (a.in_header, a.in_query) = (k.in_header, k.in_query);
+            a.keys = keys.iter().map(|n| n.to_ascii_lowercase()).collect();
+            (a.in_header, a.in_query) = (in_header, in_query);
         } else if !a.by_key.is_empty() {
             return Err(("keyAuth".into(), "consumers have credentials: say where clients present them".into()));
         }
         if let Some(v) = &cfg.jwt_auth {
-            let j: JwtAuthConfig = parse("jwtAuth", v.clone())?;
-            if j.payload_key.is_empty() {
+            let m = read::object(v, "jwtAuth", &["payloadKey", "consumerClaim", "namespace"])?;
+            let payload_key = read::string(m, "payloadKey", "jwtAuth")?.unwrap_or_default();
+            if payload_key.is_empty() {
                 return Err(("jwtAuth.payloadKey".into(), "must name jwt_authn's payload_in_metadata".into()));
             }
-            a.jwt =
-                Some(JwtAuth { namespace: j.namespace, payload_key: j.payload_key, consumer_claim: j.consumer_claim });
+            a.jwt = Some(JwtAuth {
+                namespace: read::string(m, "namespace", "jwtAuth")?.unwrap_or_else(|| claims::NAMESPACE.into()),
+                payload_key,
+                consumer_claim: read::string(m, "consumerClaim", "jwtAuth")?.unwrap_or_else(|| "sub".into()),
+            });
         }
         if let Some(h) = &cfg.consumer_header {
             if !crate::upstream::is_token(h) {
@@ -295,31 +288,6 @@ fn query_param(path: &str, name: &str) -> Option<String> {
     })
 }
 
-#[derive(Deserialize)]
-#[serde(rename_all = "camelCase", deny_unknown_fields)]
-struct ServerAuthConfig {
-    #[serde(default)]
-    anonymous: Option<bool>,
-    #[serde(default)]
-    scopes: Vec<String>,
-    #[serde(default)]
-    oauth: Option<OAuthConfig>,
-    #[serde(default)]
-    upstream_credential_claim: Option<String>,
-}
-
-#[derive(Deserialize)]
-#[serde(rename_all = "camelCase", deny_unknown_fields)]
-struct OAuthConfig {
-    #[serde(default)]
-    resource: Option<String>,
-    authorization_servers: Vec<String>,
-    #[serde(default)]
-    scopes_supported: Vec<String>,
-    #[serde(default = "yes")]
-    check_audience: bool,
-}
-
 /// A server's OAuth 2.1 resource-server settings.
 #[derive(Debug, Clone)]
 pub struct OAuth {
@@ -372,8 +340,10 @@ impl ServerAuth {
     /// Compiles a server's `auth`; `admission` says whether callers can be identified at all.
     pub fn compile(value: Option<Value>, admission: &Admission) -> Result<ServerAuth, FieldError> {
         let Some(value) = value else { return Ok(ServerAuth::default()) };
-        let cfg: ServerAuthConfig = parse("auth", value)?;
-        let anonymous = cfg.anonymous.unwrap_or(false);
+        let m = read::object(&value, "auth", &["anonymous", "scopes", "oauth", "upstreamCredentialClaim"])?;
+        let anonymous = read::boolean(m, "anonymous", "auth")?.unwrap_or(false);
+        let scopes = read::strings(m, "scopes", "auth")?;
+        let credential_claim = read::string(m, "upstreamCredentialClaim", "auth")?;
         if !anonymous && !admission.identifies() {
             return Err((
                 "auth.anonymous".into(),
@@ -382,13 +352,17 @@ impl ServerAuth {
                     .into(),
             ));
         }
-        if !cfg.scopes.is_empty() && !admission.identifies() {
+        if !scopes.is_empty() && !admission.identifies() {
             return Err(("auth.scopes".into(), "needs identified callers (keyAuth, jwtAuth or consumerHeader)".into()));
         }
-        let oauth = match cfg.oauth {
+        let oauth = match m.get("oauth") {
             None => None,
             Some(o) => {
-                if o.authorization_servers.is_empty() {
+                let f = "auth.oauth";
+                let o = read::object(o, f, &["resource", "authorizationServers", "scopesSupported", "checkAudience"])?;
+                let authorization_servers = read::strings(o, "authorizationServers", f)?;
+                let resource = read::string(o, "resource", f)?;
+                if authorization_servers.is_empty() {
                     return Err(("auth.oauth.authorizationServers".into(), "must list one or more issuers".into()));
                 }
                 let url_ok = |u: &str| {
@@ -396,10 +370,10 @@ impl ServerAuth {
                         && crate::upstream::is_safe_header_value(u)
                         && !u.contains(['"', ' ', '\\'])
                 };
-                if let Some(bad) = o.authorization_servers.iter().find(|u| !url_ok(u)) {
+                if let Some(bad) = authorization_servers.iter().find(|u| !url_ok(u)) {
                     return Err(("auth.oauth.authorizationServers".into(), format!("'{bad}' is not an http(s) URL")));
                 }
-                if let Some(r) = o.resource.as_deref().filter(|r| !url_ok(r)) {
+                if let Some(r) = resource.as_deref().filter(|r| !url_ok(r)) {
                     return Err(("auth.oauth.resource".into(), format!("'{r}' is not an http(s) URL")));
                 }
                 if admission.jwt.is_none() {
@@ -409,15 +383,14 @@ impl ServerAuth {
                     ));
                 }
                 Some(OAuth {
-                    resource: o.resource,
-                    authorization_servers: o.authorization_servers,
-                    scopes_supported: o.scopes_supported,
-                    check_audience: o.check_audience,
+                    resource,
+                    authorization_servers,
+                    scopes_supported: read::strings(o, "scopesSupported", f)?,
+                    check_audience: read::boolean(o, "checkAudience", f)?.unwrap_or(true),
                 })
             }
         };
-        if cfg
-            .scopes
+        if scopes
             .iter()
             .chain(oauth.iter().flat_map(|o| &o.scopes_supported))
             .any(|s| s.is_empty() || s.contains(['"', ' ', '\\']) || !crate::upstream::is_safe_header_value(s))
@@ -427,7 +400,7 @@ impl ServerAuth {
                 "scopes are non-empty and hold no spaces, quotes or backslashes".into(),
             ));
         }
-        Ok(ServerAuth { anonymous, scopes: cfg.scopes, oauth, credential_claim: cfg.upstream_credential_claim })
+        Ok(ServerAuth { anonymous, scopes, oauth, credential_claim })
     }
 
     /// The resource identifier of the server (RFC 8707 / RFC 9728 `resource`).

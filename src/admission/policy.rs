@@ -6,8 +6,8 @@
 //! rules that apply, a `deny` match wins over an `allow` match; what no rule allows is refused unless the
 //! policy says `default: allow`.
 
+use super::read::{self, FieldError};
 use crate::caller::Caller;
-use serde::Deserialize;
 use serde_json::{Map, Value};
 
 /// What an item is, for the rule lists it is matched against.
@@ -30,43 +30,25 @@ impl Kind {
     }
 }
 
-#[derive(Debug, Deserialize)]
-#[serde(rename_all = "camelCase", deny_unknown_fields)]
-struct PolicyConfig {
-    #[serde(default)]
-    rules: Vec<RuleConfig>,
-    #[serde(default)]
-    default: Option<String>,
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(rename_all = "camelCase", deny_unknown_fields)]
-struct RuleConfig {
-    #[serde(default)]
-    consumers: Option<Vec<String>>,
-    #[serde(default)]
-    scopes: Option<Vec<String>>,
-    #[serde(default)]
-    claims: Option<Map<String, Value>>,
-    #[serde(default)]
-    allow: Option<Lists>,
-    #[serde(default)]
-    deny: Option<Lists>,
-}
-
 /// Glob lists (`*` matches any run of characters) of the items a rule allows or denies.
-#[derive(Debug, Default, Deserialize)]
-#[serde(rename_all = "camelCase", deny_unknown_fields)]
+#[derive(Debug, Default)]
 struct Lists {
-    #[serde(default)]
     tools: Vec<String>,
-    #[serde(default)]
     prompts: Vec<String>,
-    #[serde(default)]
     resources: Vec<String>,
 }
 
 impl Lists {
+    fn read(v: Option<&Value>, field: &str) -> Result<Option<Lists>, FieldError> {
+        let Some(v) = v else { return Ok(None) };
+        let m = read::object(v, field, &["tools", "prompts", "resources"])?;
+        Ok(Some(Lists {
+            tools: read::strings(m, "tools", field)?,
+            prompts: read::strings(m, "prompts", field)?,
+            resources: read::strings(m, "resources", field)?,
+        }))
+    }
+
     fn matches(&self, kind: Kind, name: &str) -> bool {
         let list = match kind {
             Kind::Tool => &self.tools,
@@ -118,20 +100,31 @@ pub struct Policy {
 
 impl Policy {
     /// Compiles `policy:`; errors give the field (`policy.rules[1].claims.team`) and say what is wrong.
-    pub fn compile(value: Value) -> Result<Policy, (String, String)> {
-        let cfg: PolicyConfig = serde_json::from_value(value).map_err(|e| ("policy".to_string(), e.to_string()))?;
-        let default_allow = match cfg.default.as_deref() {
+    pub fn compile(value: Value) -> Result<Policy, FieldError> {
+        let m = read::object(&value, "policy", &["rules", "default"])?;
+        let default_allow = match read::string(m, "default", "policy")?.as_deref() {
             None | Some("deny") => false,
             Some("allow") => true,
             Some(other) => return Err(("policy.default".into(), format!("'{other}' must be allow or deny"))),
         };
-        let mut rules = Vec::with_capacity(cfg.rules.len());
-        for (i, r) in cfg.rules.into_iter().enumerate() {
-            let field = |f: &str| format!("policy.rules[{i}].{f}");
-            if r.allow.is_none() && r.deny.is_none() {
+        let items = match m.get("rules") {
+            None => &[][..],
+            Some(Value::Array(items)) => &items[..],
+            Some(_) => return Err(("policy.rules".into(), "must be a list".into())),
+        };
+        let mut rules = Vec::with_capacity(items.len());
+        for (i, r) in items.iter().enumerate() {
+            let at = format!("policy.rules[{i}]");
+            let field = |f: &str| format!("{at}.{f}");
+            let r = read::object(r, &at, &["consumers", "scopes", "claims", "allow", "deny"])?;
+            let (allow, deny) =
+                (Lists::read(r.get("allow"), &field("allow"))?, Lists::read(r.get("deny"), &field("deny"))?);
+            if allow.is_none() && deny.is_none() {
                 return Err((field("allow"), "a rule needs allow or deny (or both)".into()));
             }
-            for (name, list) in [("consumers", &r.consumers), ("scopes", &r.scopes)] {
+            let consumers = read::opt_strings(r, "consumers", &at)?;
+            let scopes = read::opt_strings(r, "scopes", &at)?;
+            for (name, list) in [("consumers", &consumers), ("scopes", &scopes)] {
                 if list.as_ref().is_some_and(|l| l.is_empty() || l.iter().any(String::is_empty)) {
                     return Err((
                         field(name),
@@ -140,21 +133,27 @@ impl Policy {
                 }
             }
             let mut claims = Vec::new();
-            for (k, v) in r.claims.unwrap_or_default() {
+            let empty = Map::new();
+            let claim_map = match r.get("claims") {
+                None => &empty,
+                Some(Value::Object(c)) => c,
+                Some(_) => return Err((field("claims"), "must map claim names to values".into())),
+            };
+            for (k, v) in claim_map {
                 let v = match v {
-                    Value::String(s) => s,
+                    Value::String(s) => s.clone(),
                     Value::Bool(b) => b.to_string(),
                     Value::Number(n) => n.to_string(),
                     _ => return Err((field(&format!("claims.{k}")), "must be a string, number or boolean".into())),
                 };
-                claims.push((k, v));
+                claims.push((k.clone(), v));
             }
             rules.push(Rule {
-                consumers: r.consumers,
-                scopes: r.scopes,
+                consumers,
+                scopes,
                 claims,
-                allow: r.allow.unwrap_or_default(),
-                deny: r.deny.unwrap_or_default(),
+                allow: allow.unwrap_or_default(),
+                deny: deny.unwrap_or_default(),
             });
         }
         Ok(Policy { rules, default_allow })
