@@ -441,9 +441,7 @@ impl ServerAuth {
 
     /// The `WWW-Authenticate` challenge of a 401 (`error`: RFC 6750's error code, if any).
     fn challenge(&self, place: &Place, error: Option<&str>) -> Option<String> {
-        if self.oauth.is_none() {
-            return None;
-        }
+        self.oauth.as_ref()?;
         let mut c = format!("Bearer resource_metadata=\"{}\"", self.metadata_url(place));
         if !self.scopes.is_empty() {
             c.push_str(&format!(", scope=\"{}\"", self.scopes.join(" ")));
@@ -466,7 +464,7 @@ impl ServerAuth {
                 challenge: self.challenge(place, None),
             });
         }
-        if let Some(o) = self.oauth.as_ref().filter(|o| o.check_audience && !caller.claims.is_empty()) {
+        if self.oauth.as_ref().is_some_and(|o| o.check_audience) && !caller.claims.is_empty() {
             let resource = self.resource(place);
             let meant = match caller.claims.get("aud") {
                 Some(Value::String(a)) => *a == resource,
@@ -474,7 +472,6 @@ impl ServerAuth {
                 _ => false,
             };
             if !meant {
-                let _ = o;
                 return Err(GatewayError::Unauthenticated {
                     message: format!("Unauthorized: the token's audience (aud) does not include {resource}"),
                     challenge: self.challenge(place, Some("invalid_token")),

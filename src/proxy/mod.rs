@@ -672,7 +672,7 @@ impl Relay {
                 let mut out = Vec::with_capacity(chunk.len());
                 for event in parser.feed(chunk) {
                     let mut parsed = sse::data(&event).and_then(|d| serde_json::from_str::<Value>(&d).ok());
-                    let changed = parsed.as_mut().is_some_and(|v| rewrite(v));
+                    let changed = parsed.as_mut().is_some_and(&rewrite);
                     match parsed {
                         Some(v) if changed => out.extend(sse::with_data(&event, &v.to_string())),
                         _ => out.extend(event),
