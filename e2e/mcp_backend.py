@@ -45,7 +45,34 @@ async def whoami(ctx: Context) -> str:
     """The credentials the backend received (none should arrive through the gateway)."""
     request = ctx.request_context.request
     headers = request.headers if request is not None else {}
-    return f"authorization={headers.get('authorization', '')!r} cookie={headers.get('cookie', '')!r}"
+    seen = f"authorization={headers.get('authorization', '')!r} cookie={headers.get('cookie', '')!r}"
+    if "x-api-key" in headers or "api_key" in str(getattr(request, "url", "")):
+        seen += f" x-api-key={headers.get('x-api-key', '')!r} url={str(request.url)!r}"
+    return seen
+
+
+@mcp.prompt()
+def greeting(name: str = "you") -> str:
+    """A greeting (for authorization tests of proxied prompts)."""
+    return f"Hello {name}"
+
+
+@mcp.prompt()
+def internal() -> str:
+    """Not for every client."""
+    return "internal notes"
+
+
+@mcp.resource("info://public")
+def public_info() -> str:
+    """Anyone may read this."""
+    return "public"
+
+
+@mcp.resource("info://private")
+def private_info() -> str:
+    """Not for every client."""
+    return "private"
 
 
 @mcp.tool()

@@ -105,6 +105,17 @@ struct RawPlugin {
     /// Higress's composed server beside `servers:`: a virtual server named `toolSet.name`.
     #[serde(default)]
     tool_set: Option<Value>,
+    /// Identities ([`crate::admission`]): Higress-style consumers and where their API keys are read.
+    #[serde(default)]
+    consumers: Option<Value>,
+    #[serde(default)]
+    key_auth: Option<Value>,
+    /// Claims verified by Envoy's `jwt_authn`, read from the request's dynamic metadata.
+    #[serde(default)]
+    jwt_auth: Option<Value>,
+    /// A Higress auth plugin's consumer header (`x-mse-consumer`), trusted only when named here.
+    #[serde(default)]
+    consumer_header: Option<String>,
 }
 
 fn default_prefix() -> String {
@@ -317,6 +328,8 @@ pub struct PluginConfig {
     /// Keys that sign input requests' `requestState` ([`crate::input`]), shared by replicas; before
     /// `sessions.signingKeys`.
     pub input_signing_keys: Vec<String>,
+    /// Who calls: consumers, API keys, `jwt_authn` claims, a trusted consumer header.
+    pub admission: crate::admission::AdmissionConfig,
     pub servers: Vec<ServerConfig>,
 }
 
@@ -411,6 +424,12 @@ pub struct ServerConfig {
     /// How long a virtual server keeps its proxied servers' tool lists, in milliseconds (per worker).
     #[serde(default)]
     pub tools_cache_ms: Option<u64>,
+    /// Who the server admits ([`crate::admission::ServerAuth`]); absent: everyone.
+    #[serde(default)]
+    pub auth: Option<Value>,
+    /// Which tools, prompts and resources each caller may use ([`crate::admission::policy`]).
+    #[serde(default)]
+    pub policy: Option<Value>,
 }
 
 /// How the gateway authenticates to an upstream, in OpenAPI's terms; the credential is the operator's.
@@ -907,6 +926,12 @@ impl PluginConfig {
             max_calls_in_flight: raw.max_calls_in_flight,
             request_body_timeout_ms: raw.request_body_timeout_ms,
             input_signing_keys: raw.input_signing_keys,
+            admission: crate::admission::AdmissionConfig {
+                consumers: raw.consumers,
+                key_auth: raw.key_auth,
+                jwt_auth: raw.jwt_auth,
+                consumer_header: raw.consumer_header,
+            },
             servers,
         })
     }

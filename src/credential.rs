@@ -196,6 +196,9 @@ pub enum Source {
     Header(String),
     /// A query parameter of the request's URL.
     Query(String),
+    /// Not read from the request: the caller's own upstream credential that admission found (its
+    /// consumer's `upstreamCredentials`, or a claim of its token), used instead of the configured one.
+    Own,
 }
 
 /// A tool's downstream requirement: where its clients present their credential, and whether it goes
@@ -271,12 +274,26 @@ impl Presented {
                     let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
                     (decode(k) == *name).then(|| decode(v))
                 }),
+                Source::Own => None,
             };
             if let Some(v) = value.filter(|v| is_safe_header_value(v)) {
                 out.push((source.clone(), v));
             }
         }
         Presented(out)
+    }
+
+    /// Adds the caller's own upstream credential ([`Source::Own`]), if it has one.
+    pub fn with_own(mut self, own: Option<String>) -> Presented {
+        if let Some(v) = own.filter(|v| is_safe_header_value(v)) {
+            self.0.push((Source::Own, v));
+        }
+        self
+    }
+
+    /// The caller's own upstream credential, if admission found one.
+    pub fn own(&self) -> Option<&str> {
+        self.0.iter().find(|(s, _)| *s == Source::Own).map(|(_, v)| v.as_str())
     }
 
     /// The client's whole `Authorization` header, when [`Source::WholeAuthorization`] was read.

@@ -13,6 +13,9 @@ pub enum GatewayError {
     Unauthenticated { message: String, challenge: Option<String> },
     /// The caller is known but may not do this (a tool, prompt or resource it is not allowed).
     Forbidden { message: String },
+    /// The caller's token lacks a scope the server requires: 403 with RFC 6750's `insufficient_scope`
+    /// challenge (a variant of its own so that `Forbidden` stays challenge-free for policy refusals).
+    InsufficientScope { message: String, challenge: Option<String> },
     /// A rate limit or quota is exhausted; the caller may retry after `retry_after_secs`.
     RateLimited { message: String, retry_after_secs: u64 },
     /// A guardrail refused the input or the output of a call.
@@ -30,7 +33,7 @@ impl GatewayError {
     pub fn status(&self) -> u16 {
         match self {
             GatewayError::Unauthenticated { .. } => 401,
-            GatewayError::Forbidden { .. } => 403,
+            GatewayError::Forbidden { .. } | GatewayError::InsufficientScope { .. } => 403,
             GatewayError::RateLimited { .. } => 429,
             GatewayError::Guardrail { .. } => 200,
             GatewayError::UpstreamTimeout { .. } => 504,
@@ -42,7 +45,9 @@ impl GatewayError {
     /// The JSON-RPC error code of the error reply.
     pub fn code(&self) -> i64 {
         match self {
-            GatewayError::Unauthenticated { .. } | GatewayError::Forbidden { .. } => jsonrpc::INVALID_REQUEST,
+            GatewayError::Unauthenticated { .. }
+            | GatewayError::Forbidden { .. }
+            | GatewayError::InsufficientScope { .. } => jsonrpc::INVALID_REQUEST,
             GatewayError::RateLimited { .. } => jsonrpc::LIMIT_EXCEEDED,
             GatewayError::Guardrail { .. } => jsonrpc::INVALID_PARAMS,
             GatewayError::UpstreamTimeout { .. }
@@ -55,7 +60,7 @@ impl GatewayError {
     pub fn cause(&self) -> &'static str {
         match self {
             GatewayError::Unauthenticated { .. } => "unauthenticated",
-            GatewayError::Forbidden { .. } => "forbidden",
+            GatewayError::Forbidden { .. } | GatewayError::InsufficientScope { .. } => "forbidden",
             GatewayError::RateLimited { .. } => "rate_limited",
             GatewayError::Guardrail { .. } => "guardrail",
             GatewayError::UpstreamTimeout { .. } => "upstream_timeout",
@@ -68,6 +73,7 @@ impl GatewayError {
     pub fn message(&self) -> &str {
         match self {
             GatewayError::Unauthenticated { message, .. }
+            | GatewayError::InsufficientScope { message, .. }
             | GatewayError::Forbidden { message }
             | GatewayError::RateLimited { message, .. }
             | GatewayError::Guardrail { message }
@@ -80,12 +86,28 @@ impl GatewayError {
     /// Headers the response carries beside the body (`WWW-Authenticate`, `Retry-After`).
     pub fn headers(&self) -> Vec<(String, String)> {
         match self {
-            GatewayError::Unauthenticated { challenge: Some(c), .. } => vec![("www-authenticate".into(), c.clone())],
+            GatewayError::Unauthenticated { challenge: Some(c), .. }
+            | GatewayError::InsufficientScope { challenge: Some(c), .. } => {
+                vec![("www-authenticate".into(), c.clone())]
+            }
             GatewayError::RateLimited { retry_after_secs, .. } => {
                 vec![("retry-after".into(), retry_after_secs.to_string())]
             }
             _ => Vec::new(),
         }
+    }
+
+    /// The error as the JSON-RPC error reply to request `id` (a refusal inside an exchange: one call of
+    /// a batch, a tool the caller may not use).
+    pub fn reply(&self, id: serde_json::Value) -> serde_json::Value {
+        jsonrpc::error(id, self.code(), self.message())
+    }
+
+    /// The error as the whole HTTP response (a request refused before its exchange starts).
+    pub fn response(&self, id: serde_json::Value) -> crate::transport::HttpResponse {
+        let mut r = crate::transport::HttpResponse::error(self.status(), id, self.code(), self.message());
+        r.headers.extend(self.headers());
+        r
     }
 }
 

@@ -3,6 +3,7 @@
 //! Everything but [`host`] is a sans-IO core: plain Rust that takes inputs and returns decisions, tested
 //! natively with `cargo test`. Only `host` touches proxy-wasm hostcalls.
 
+pub mod admission;
 pub mod caller;
 pub mod completion;
 pub mod composed;

@@ -643,7 +643,10 @@ impl Tool {
             }
         }
         if let Some(credential) = &plan.credential {
+            // The client's own credential when passed through, else the caller's own upstream credential
+            // (per-user credentials), else the configured one.
             let passed = self.downstream.as_ref().filter(|d| d.passthrough).and_then(|d| d.read(presented));
+            let passed = passed.or_else(|| presented.own());
             credential.apply(passed, headers, query, cookies);
         }
     }

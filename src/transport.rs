@@ -25,6 +25,8 @@ pub struct RequestHead {
     pub headers: Vec<(String, String)>,
     /// The downstream peer's address (Envoy's `source.address`, `ip:port`), for templates' `getRealIP`.
     pub client_address: Option<String>,
+    /// The token payload Envoy's `jwt_authn` verified (read by the host only when `jwtAuth` is configured).
+    pub jwt: Option<serde_json::Map<String, Value>>,
 }
 
 impl RequestHead {
@@ -48,6 +50,11 @@ impl HttpResponse {
             headers: vec![("content-type".into(), "application/json".into())],
             body: serde_json::to_vec(body).unwrap_or_default(),
         }
+    }
+
+    /// A JSON-RPC reply (a result or an error) as a 200 JSON answer.
+    pub fn json_reply(body: Value) -> HttpResponse {
+        Self::json(200, &body)
     }
 
     /// A `text/event-stream` answer of whole events (input requests by SSE polling).
@@ -195,6 +202,8 @@ pub struct Exchange {
     /// The tools the request's `x-envoy-allow-mcp-tools` header allows (set by an earlier filter, e.g. an
     /// authorization plugin); `None`: no such restriction.
     allowed_tools: Option<Vec<String>>,
+    /// Who sent the request, established by admission before the exchange started.
+    caller: crate::caller::Caller,
     /// The client accepts an SSE answer, so notifications can precede the response.
     sse: bool,
     /// The request's session, once opened (its log level).
@@ -246,6 +255,9 @@ into its templates at load; turn enableUserLevelServer off, or give each user's 
 /// Decides what to do with a request from its head alone.
 pub fn route(gw: &Gateway, head: &RequestHead) -> Route {
     let path = head.path.split(['?', '#']).next().unwrap_or("");
+    if let Some(resource) = path.strip_prefix(crate::admission::WELL_KNOWN) {
+        return protected_resource(gw, head, resource);
+    }
     let Some(rest) = path.strip_prefix(gw.prefix.as_str()) else {
         return Route::PassThrough;
     };
@@ -275,6 +287,11 @@ pub fn route(gw: &Gateway, head: &RequestHead) -> Route {
     }
     let cors_origin = origin.map(str::to_string);
     let with_cors = |r: HttpResponse| add_cors(r, cors_origin.as_deref());
+    // Admission: who calls, and whether it may use this server at all, before anything else is done.
+    let caller = match admit(gw, &gw.servers[server], head) {
+        Ok(caller) => caller,
+        Err(refused) => return Route::Respond(with_cors(refused.response(Value::Null))),
+    };
     if head.header(CONFIG_HEADER).is_some() {
         return Route::Respond(with_cors(HttpResponse::error(
             400,
@@ -369,16 +386,22 @@ pub fn route(gw: &Gateway, head: &RequestHead) -> Route {
         relayed,
         called: None,
         allowed_tools: head.header("x-envoy-allow-mcp-tools").and_then(allowed_tools),
+        presented: crate::credential::Presented::read(
+            &gw.servers[server].credential_sources,
+            |name| head.header(name),
+            &head.path,
+        )
+        .with_own(gw.admission.upstream_credential(
+            &gw.servers[server].auth,
+            &gw.servers[server].name,
+            &caller,
+        )),
+        caller,
         sse: !relayed && head.header("accept").is_some_and(|a| accepts(a, "text/event-stream")),
         session: None,
         save_session: false,
         notes: Vec::new(),
         elapsed_ms: None,
-        presented: crate::credential::Presented::read(
-            &gw.servers[server].credential_sources,
-            |name| head.header(name),
-            &head.path,
-        ),
         input: crate::input::Ctx::default(),
         last_event_id,
         answer: None,
@@ -386,6 +409,36 @@ pub fn route(gw: &Gateway, head: &RequestHead) -> Route {
         warnings: Vec::new(),
         phase: Phase::Start,
     }))
+}
+
+/// Admission for one request to `server`: its caller, or why it is refused (shared with proxied servers).
+pub fn admit(
+    gw: &Gateway,
+    server: &Server,
+    head: &RequestHead,
+) -> Result<crate::caller::Caller, crate::error::GatewayError> {
+    let caller = gw.admission.identify(head)?;
+    let place = crate::admission::Place::of(head, format!("{}/{}", gw.prefix, server.name));
+    server.auth.admit(&caller, &place)?;
+    Ok(caller)
+}
+
+/// `GET /.well-known/oauth-protected-resource{prefix}/{name}`: a server's RFC 9728 metadata.
+fn protected_resource(gw: &Gateway, head: &RequestHead, resource: &str) -> Route {
+    let name = resource.strip_prefix(gw.prefix.as_str()).and_then(|r| r.strip_prefix('/')).unwrap_or("");
+    let Some(server) = gw.server(name) else { return Route::PassThrough };
+    let place = crate::admission::Place::of(head, format!("{}/{}", gw.prefix, server.name));
+    let Some(doc) = server.auth.metadata(&place, &server.name) else { return Route::PassThrough };
+    if !matches!(head.method.as_str(), "GET" | "HEAD") {
+        let r = HttpResponse::error(405, Value::Null, jsonrpc::INVALID_REQUEST, "Method Not Allowed: use GET");
+        return Route::Respond(r.header("allow", "GET"));
+    }
+    let mut r = HttpResponse::json(200, &doc);
+    if head.header("origin").is_some() {
+        // Public metadata: browser-based clients fetch it from anywhere.
+        r = r.header("access-control-allow-origin", "*");
+    }
+    Route::Respond(r)
 }
 
 /// Whether an Accept header admits a media type (exactly, by `type/*`, or by `*/*`).
@@ -776,7 +829,7 @@ impl Exchange {
                         server,
                         note_call(&mut self.called, &server.name, m),
                         self.revision,
-                        self.allowed_tools.as_deref(),
+                        &crate::gateway::Access { caller: &self.caller, header: self.allowed_tools.as_deref() },
                         &self.presented,
                         &self.input,
                     )

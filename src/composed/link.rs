@@ -163,7 +163,7 @@ impl Link {
             }
         }
         if let Some(b) = backend {
-            b.add_credential(&mut headers, &mut path);
+            b.add_credential(None, &mut headers, &mut path);
         }
         let authority =
             backend.and_then(|b| b.authority.clone().or(b.call_authority.clone())).unwrap_or_else(|| cluster.clone());

@@ -252,7 +252,13 @@ fn head(server: &str, sid: Option<&str>) -> RequestHead {
     if let Some(s) = sid {
         headers.push(("mcp-session-id".into(), s.into()));
     }
-    RequestHead { method: "POST".into(), path: format!("/mcp-servers/{server}"), headers, client_address: None }
+    RequestHead {
+        method: "POST".into(),
+        path: format!("/mcp-servers/{server}"),
+        headers,
+        client_address: None,
+        jwt: None,
+    }
 }
 
 /// A live session on `server`.

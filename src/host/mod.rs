@@ -96,6 +96,24 @@ fn now_ms() -> u64 {
         .map_or(0, |d| d.as_millis() as u64)
 }
 
+/// The token payload Envoy's `jwt_authn` verified for this request, if any. The namespace's property is a
+/// map, which Envoy serializes as a `google.protobuf.Struct`; Envoys that serialize maps otherwise still
+/// give the whole `metadata` property as its protobuf message, read as the fallback.
+fn jwt_payload(jwt: &crate::admission::JwtAuth) -> Option<serde_json::Map<String, serde_json::Value>> {
+    use crate::admission::claims;
+    let direct = hostcalls::get_property(vec!["metadata", "filter_metadata", &jwt.namespace]).ok().flatten();
+    let namespace = match direct.as_deref().and_then(claims::decode_struct) {
+        Some(ns) => ns,
+        None => {
+            let whole = hostcalls::get_property(vec!["metadata"]).ok().flatten()?;
+            let ns = claims::decode_metadata(&whole, &jwt.namespace)?;
+            log(LogLevel::Debug, "mcp-gateway: jwt_authn's payload read from the whole metadata property");
+            ns
+        }
+    };
+    claims::payload(&namespace, &jwt.payload_key)
+}
+
 /// Reads a header map without the SDK's UTF-8 unwrap: a non-UTF-8 value from a client or an upstream
 /// must not panic the VM (that would take the worker down), so values are decoded lossily.
 fn headers_lossy(map: MapType) -> Vec<(String, String)> {
@@ -413,7 +431,7 @@ impl HttpContext for Http {
         // Tested as bytes: traffic that is not ours pays this one read (and its buffer) and nothing else.
         let path =
             hostcalls::get_map_value_bytes(MapType::HttpRequestHeaders, ":path").ok().flatten().unwrap_or_default();
-        if !path.starts_with(gw.prefix.as_bytes()) {
+        if !path.starts_with(gw.prefix.as_bytes()) && !path.starts_with(crate::admission::WELL_KNOWN.as_bytes()) {
             return Action::Continue;
         }
         let path = String::from_utf8(path).unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into_owned());
@@ -429,7 +447,8 @@ impl HttpContext for Http {
         } else {
             None
         };
-        let head = RequestHead { method, path, headers, client_address };
+        let jwt = gw.admission.jwt.as_ref().and_then(jwt_payload);
+        let head = RequestHead { method, path, headers, client_address, jwt };
         if let Some(action) = proxy::on_request_headers(self.id, &gw, &head, end_of_stream) {
             return action;
         }

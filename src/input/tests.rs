@@ -75,7 +75,15 @@ fn params(mut p: Value, caps: Value) -> Value {
 
 fn handle_at(g: &Gateway, ctx: &Ctx, method: &str, p: Value, revision: Revision) -> Handled {
     let msg = Message::Request { id: json!(7), method: method.into(), params: Some(p) };
-    mcp::handle_allowed(g, &g.servers[0], msg, revision, None, &crate::credential::Presented::NONE, ctx)
+    mcp::handle_allowed(
+        g,
+        &g.servers[0],
+        msg,
+        revision,
+        &crate::gateway::Access { caller: &crate::caller::Caller::anonymous(), header: None },
+        &crate::credential::Presented::NONE,
+        ctx,
+    )
 }
 
 fn reply(h: Handled) -> Value {
@@ -416,7 +424,13 @@ fn through_the_driver_the_round_trip_reaches_the_upstream() {
             ("mcp-method".to_string(), "tools/call".to_string()),
             ("mcp-name".to_string(), "delete_user".to_string()),
         ];
-        let head = RequestHead { method: "POST".into(), path: "/mcp-servers/s".into(), headers, client_address: None };
+        let head = RequestHead {
+            method: "POST".into(),
+            path: "/mcp-servers/s".into(),
+            headers,
+            client_address: None,
+            jwt: None,
+        };
         let r = h.send(&g, head, &body, &|req| UpstreamResult::Response {
             status: 200,
             headers: vec![],
@@ -469,7 +483,7 @@ fn a_2025_11_25_session_is_asked_over_sse_and_polls_for_the_result() {
             ("accept".to_string(), "application/json, text/event-stream".to_string()),
         ];
         headers.extend(extra.iter().map(|(k, v)| (k.to_string(), v.to_string())));
-        RequestHead { method: method.into(), path: "/mcp-servers/s".into(), headers, client_address: None }
+        RequestHead { method: method.into(), path: "/mcp-servers/s".into(), headers, client_address: None, jwt: None }
     };
     let upstream = |req: &crate::upstream::UpstreamRequest| UpstreamResult::Response {
         status: 200,

@@ -10,8 +10,9 @@ pub mod revision;
 
 pub use revision::Revision;
 
+use crate::admission::policy::Kind;
 use crate::credential::Presented;
-use crate::gateway::{Gateway, Server};
+use crate::gateway::{Access, Gateway, Server};
 use crate::input;
 use crate::jsonrpc::{self, Message, RpcError};
 use crate::resource::Read;
@@ -139,7 +140,9 @@ pub fn complete(method: &str, mut result: Value, revision: Revision) -> Value {
 
 /// Handles one message (everything except a legacy `initialize`, which opens a session).
 pub fn handle(gw: &Gateway, server: &Server, msg: Message, revision: Revision) -> Handled {
-    handle_allowed(gw, server, msg, revision, None, &Presented::NONE, &input::Ctx::default())
+    let caller = crate::caller::Caller::anonymous();
+    let access = Access { caller: &caller, header: None };
+    handle_allowed(gw, server, msg, revision, &access, &Presented::NONE, &input::Ctx::default())
 }
 
 /// [`handle`] for a request that names the tools it may use (`x-envoy-allow-mcp-tools`) and presented
@@ -149,7 +152,7 @@ pub fn handle_allowed(
     server: &Server,
     msg: Message,
     revision: Revision,
-    allowed: Option<&[String]>,
+    access: &Access,
     presented: &Presented,
     ctx: &input::Ctx,
 ) -> Handled {
@@ -176,15 +179,9 @@ pub fn handle_allowed(
             Handled::Reply(jsonrpc::error(id, jsonrpc::INVALID_REQUEST, "the session is already initialized"))
         }
         "server/discover" if revision.is_stateless() => done(id, discover_result(server)),
-        "tools/list" if server.allow_tools.is_none() && allowed.is_none() => answer(
-            id,
-            page(gw, "tools", server.tools.len(), p.get("cursor"), &|r| {
-                server.tools[r].iter().map(Tool::listing).collect()
-            }),
-        ),
-        "tools/list" => {
-            // Cursors page over what this caller may see.
-            let visible: Vec<&Tool> = server.tools.iter().filter(|t| server.tool_allowed(&t.name, allowed)).collect();
+        // Cursors page over what this caller may see.
+        "tools/list" if server.filters(access, Kind::Tool) => {
+            let visible: Vec<&Tool> = server.tools.iter().filter(|t| server.may(access, Kind::Tool, &t.name)).collect();
             answer(
                 id,
                 page(gw, "tools", visible.len(), p.get("cursor"), &|r| {
@@ -192,24 +189,41 @@ pub fn handle_allowed(
                 }),
             )
         }
-        "prompts/list" => answer(
+        "tools/list" => answer(
             id,
-            page(gw, "prompts", server.prompts.len(), p.get("cursor"), &|r| {
-                server.prompts[r].iter().map(|p| p.listing.clone()).collect()
+            page(gw, "tools", server.tools.len(), p.get("cursor"), &|r| {
+                server.tools[r].iter().map(Tool::listing).collect()
             }),
         ),
-        "resources/list" => answer(
-            id,
-            page(gw, "resources", server.resources.len(), p.get("cursor"), &|r| {
-                server.resources[r].iter().map(|r| r.listing.clone()).collect()
-            }),
-        ),
-        "resources/templates/list" => answer(
-            id,
-            page(gw, "resourceTemplates", server.resource_templates.len(), p.get("cursor"), &|r| {
-                server.resource_templates[r].iter().map(|r| r.listing.clone()).collect()
-            }),
-        ),
+        "prompts/list" => {
+            let visible: Vec<_> = server.prompts.iter().filter(|p| server.may(access, Kind::Prompt, &p.name)).collect();
+            answer(
+                id,
+                page(gw, "prompts", visible.len(), p.get("cursor"), &|r| {
+                    visible[r].iter().map(|p| p.listing.clone()).collect()
+                }),
+            )
+        }
+        "resources/list" => {
+            let visible: Vec<_> =
+                server.resources.iter().filter(|r| server.may(access, Kind::Resource, &r.uri)).collect();
+            answer(
+                id,
+                page(gw, "resources", visible.len(), p.get("cursor"), &|r| {
+                    visible[r].iter().map(|r| r.listing.clone()).collect()
+                }),
+            )
+        }
+        "resources/templates/list" => {
+            let visible: Vec<_> =
+                server.resource_templates.iter().filter(|r| server.may(access, Kind::Resource, &r.uri)).collect();
+            answer(
+                id,
+                page(gw, "resourceTemplates", visible.len(), p.get("cursor"), &|r| {
+                    visible[r].iter().map(|r| r.listing.clone()).collect()
+                }),
+            )
+        }
         "prompts/get" => {
             let Some(name) = p.get("name").and_then(Value::as_str) else {
                 return Handled::Reply(jsonrpc::error(
@@ -221,6 +235,9 @@ pub fn handle_allowed(
             let Some(prompt) = server.prompt(name) else {
                 return Handled::Reply(jsonrpc::error(id, jsonrpc::INVALID_PARAMS, format!("Unknown prompt: {name}")));
             };
+            if !server.may(access, Kind::Prompt, name) {
+                return Handled::Reply(refused(access, Kind::Prompt, name).reply(id));
+            }
             let Some(inputs) = &prompt.inputs else {
                 return answer(id, prompt.get(&gw.templates, &server.config, p.get("arguments"), None));
             };
@@ -246,6 +263,11 @@ pub fn handle_allowed(
             let Some((resource, vars)) = server.resource(uri) else {
                 return Handled::Reply(resource_not_found(uri, revision).reply(id));
             };
+            // A listed resource by its URI, a template's by the template (what resources/templates/list shows),
+            // or by the URI read.
+            if !server.may(access, Kind::Resource, &resource.uri) && !server.may(access, Kind::Resource, uri) {
+                return Handled::Reply(refused(access, Kind::Resource, uri).reply(id));
+            }
             if method != "resources/read" {
                 // Acknowledged: the resource exists, but its contents change only with the config, so there
                 // is never an update to send.
@@ -271,13 +293,16 @@ pub fn handle_allowed(
             let Some(tool) = server.tool(name) else {
                 return Handled::Reply(jsonrpc::error(id, jsonrpc::INVALID_PARAMS, format!("Unknown tool: {name}")));
             };
-            if !server.tool_allowed(name, allowed) {
+            if !server.tool_allowed(name, access.header) {
                 // Higress's words for it.
                 return Handled::Reply(jsonrpc::error(
                     id,
                     jsonrpc::INVALID_PARAMS,
                     format!("Tool not allowed: {name}"),
                 ));
+            }
+            if !server.may(access, Kind::Tool, name) {
+                return Handled::Reply(refused(access, Kind::Tool, name).reply(id));
             }
             if revision.is_stateless() {
                 if let Some(missing) = missing_capabilities(tool, p) {
@@ -312,6 +337,21 @@ pub fn handle_allowed(
             }
         }
         _ => not_found(id),
+    }
+}
+
+/// The refusal of an item the server's policy does not allow the caller.
+pub fn refused(access: &Access, kind: Kind, name: &str) -> crate::error::GatewayError {
+    crate::error::GatewayError::Forbidden {
+        message: format!("Forbidden: {} may not use {} '{name}'", caller_words(access.caller), kind.noun()),
+    }
+}
+
+/// How a refusal names the caller: its consumer, or that it is anonymous.
+pub fn caller_words(caller: &crate::caller::Caller) -> String {
+    match &caller.consumer {
+        Some(c) => format!("consumer '{c}'"),
+        None => "an anonymous caller".into(),
     }
 }
 

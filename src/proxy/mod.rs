@@ -19,6 +19,7 @@
 pub mod sse;
 pub mod tools;
 
+use crate::admission::policy::Kind;
 use crate::config::{ServerConfig, StoreKind};
 use crate::gateway::{Gateway, Server};
 use crate::jsonrpc;
@@ -30,10 +31,19 @@ use std::sync::Arc;
 
 /// The session header, both ways.
 const SESSION: &str = "mcp-session-id";
-/// Client headers the backend gets besides [`crate::upstream::TRACING_HEADERS`]: the MCP exchange's own.
-/// Credentials, cookies and anything else stay behind.
-const KEPT: [&str; 6] =
-    ["content-type", "content-length", "accept", "mcp-protocol-version", "last-event-id", "user-agent"];
+/// Client headers the backend gets besides [`crate::upstream::TRACING_HEADERS`]: the MCP exchange's own
+/// (`mcp-method` and `mcp-name` too: a 2026-07-28 backend checks them against the body). Credentials,
+/// cookies and anything else stay behind.
+const KEPT: [&str; 8] = [
+    "content-type",
+    "content-length",
+    "accept",
+    "mcp-protocol-version",
+    "mcp-method",
+    "mcp-name",
+    "last-event-id",
+    "user-agent",
+];
 /// Default `timeout` of a proxied server, in milliseconds.
 pub const DEFAULT_TIMEOUT_MS: u64 = 60_000;
 
@@ -138,10 +148,10 @@ impl Backend {
 
     /// Adds the operator's credential (`defaultUpstreamSecurity`) to a request: a header, a query
     /// parameter appended to `path`, or a cookie.
-    pub fn add_credential(&self, headers: &mut Vec<(String, String)>, path: &mut String) {
+    pub fn add_credential(&self, own: Option<&str>, headers: &mut Vec<(String, String)>, path: &mut String) {
         let Some(credential) = &self.credential else { return };
         let (mut query, mut cookies) = (Vec::new(), Vec::new());
-        credential.apply(None, headers, &mut query, &mut cookies);
+        credential.apply(own, headers, &mut query, &mut cookies);
         if !query.is_empty() {
             let pairs: Vec<String> = query.into_iter().map(|(k, v)| format!("{k}={v}")).collect();
             path.push(if path.contains('?') { '&' } else { '?' });
@@ -198,8 +208,11 @@ pub struct Relay {
     allow: Option<Vec<String>>,
     header_allow: Option<Vec<String>>,
     overrides: Arc<tools::Overrides>,
-    /// The request is a `tools/list` whose answer must be filtered.
-    lists_tools: bool,
+    /// The request lists `tools`, `prompts`, `resources` or `resourceTemplates`, whose answer is filtered.
+    lists: Option<&'static str>,
+    /// Who calls (admission), and what the server's policy lets it use.
+    caller: crate::caller::Caller,
+    policy: Option<Arc<crate::admission::policy::Policy>>,
     /// The id a gateway error answers to.
     request_id: Value,
     filter: Filter,
@@ -213,11 +226,23 @@ pub fn route(gw: &Gateway, head: &RequestHead, env: &mut dyn Env) -> Option<Star
     let (name, tail) = rest.split_once('/').unwrap_or((rest, ""));
     let server = gw.server(name)?;
     let backend = server.proxy.as_ref()?;
-    match (backend.sse, tail) {
-        (false, "") => Some(start(gw, server, backend, head, env)),
-        (false, _) => None,
-        (true, _) => Some(start_sse(gw, server, backend, head, tail, env)),
+    if backend.sse || tail.is_empty() {
+        // Admission first: nothing reaches the backend for a caller the server does not admit.
+        let caller = match crate::transport::admit(gw, server, head) {
+            Ok(caller) => caller,
+            Err(refused) => return Some(Start::Respond(refused.response(Value::Null))),
+        };
+        let own = gw.admission.upstream_credential(&server.auth, &server.name, &caller);
+        let mut started = match backend.sse {
+            false => start(gw, server, backend, head, own.as_deref(), env),
+            true => start_sse(gw, server, backend, head, tail, own.as_deref(), env),
+        };
+        if let Start::Forward(relay, _) = &mut started {
+            relay.caller = caller;
+        }
+        return Some(started);
     }
+    None
 }
 
 /// The legacy SSE transport to an SSE backend: `GET {prefix}/{name}/sse` streams the backend's SSE endpoint
@@ -229,6 +254,7 @@ fn start_sse(
     backend: &Backend,
     head: &RequestHead,
     tail: &str,
+    own: Option<&str>,
     env: &mut dyn Env,
 ) -> Start {
     let respond = |status, code, msg: String| Start::Respond(HttpResponse::error(status, Value::Null, code, msg));
@@ -262,7 +288,7 @@ fn start_sse(
         }
     };
     let timeout = (head.method == "POST").then_some(backend.timeout_ms);
-    Start::Forward(Box::new(relay), forward_headers(head, backend, path, None, timeout))
+    Start::Forward(Box::new(relay), forward_headers(head, backend, path, None, timeout, own))
 }
 
 fn new_relay(server: &Server, head: &RequestHead, ours: Option<String>) -> Relay {
@@ -277,7 +303,9 @@ fn new_relay(server: &Server, head: &RequestHead, ours: Option<String>) -> Relay
         allow: server.allow_tools.clone(),
         header_allow,
         overrides: server.proxy.as_ref().map(|b| b.overrides.clone()).unwrap_or_default(),
-        lists_tools: false,
+        lists: None,
+        caller: crate::caller::Caller::anonymous(),
+        policy: server.policy.clone(),
         request_id: Value::Null,
         filter: Filter::None,
     }
@@ -291,6 +319,7 @@ fn forward_headers(
     path: String,
     session: Option<String>,
     timeout_ms: Option<u64>,
+    own: Option<&str>,
 ) -> Vec<(String, String)> {
     let mut headers: Vec<(String, String)> = vec![(":method".into(), head.method.clone()), (":path".into(), path)];
     let authority = backend.authority.as_deref().or(head.header(":authority")).unwrap_or("");
@@ -310,7 +339,8 @@ fn forward_headers(
         }
     }
     let mut path = std::mem::take(&mut headers[1].1);
-    backend.add_credential(&mut headers, &mut path);
+    // The caller's own upstream credential (per-user credentials) in place of the operator's.
+    backend.add_credential(own, &mut headers, &mut path);
     headers[1].1 = path;
     if let Some(ms) = timeout_ms {
         headers.push(("x-envoy-upstream-rq-timeout-ms".into(), ms.to_string()));
@@ -318,7 +348,14 @@ fn forward_headers(
     headers
 }
 
-fn start(gw: &Gateway, server: &Server, backend: &Backend, head: &RequestHead, env: &mut dyn Env) -> Start {
+fn start(
+    gw: &Gateway,
+    server: &Server,
+    backend: &Backend,
+    head: &RequestHead,
+    own: Option<&str>,
+    env: &mut dyn Env,
+) -> Start {
     let respond = |status, code, msg: String| Start::Respond(HttpResponse::error(status, Value::Null, code, msg));
     if let Some(origin) = head.header("origin") {
         if !gw.origin_allowed(origin) {
@@ -355,7 +392,7 @@ fn start(gw: &Gateway, server: &Server, backend: &Backend, head: &RequestHead, e
     let relay = new_relay(server, head, ours);
     // The standalone GET stream lives as long as the client wants: the route's timeout applies to it.
     let timeout = (method != "GET").then_some(backend.timeout_ms);
-    let mut headers = forward_headers(head, backend, backend.path.clone(), backend_id, timeout);
+    let mut headers = forward_headers(head, backend, backend.path.clone(), backend_id, timeout, own);
     if method == "POST" && !backend.overrides.is_empty() {
         headers.retain(|(k, _)| k != "content-length"); // a renamed tools/call's body changes length
     }
@@ -397,12 +434,21 @@ pub fn backend_failure(status: u16, id: Value, server: &str) -> HttpResponse {
 impl Relay {
     /// Whether the request body must be read before it goes on (a tool filter applies to it).
     pub fn needs_body(&self) -> bool {
-        self.method == "POST" && (self.allow.is_some() || self.header_allow.is_some() || !self.overrides.is_empty())
+        self.method == "POST"
+            && (self.allow.is_some()
+                || self.header_allow.is_some()
+                || !self.overrides.is_empty()
+                || self.policy.is_some())
     }
 
     fn allowed(&self, tool: &str) -> bool {
         let listed = |list: &Vec<String>| list.iter().any(|t| t == tool);
         self.allow.as_ref().is_none_or(listed) && self.header_allow.as_ref().is_none_or(listed)
+    }
+
+    /// Whether the server's policy lets the caller use an item (every item, without a policy).
+    fn permitted(&self, kind: Kind, name: &str) -> bool {
+        self.policy.as_ref().is_none_or(|p| p.allows(&self.caller, kind, name))
     }
 
     /// The whole request body (read only when [`Relay::needs_body`]): `Err` answers a call of a tool the
@@ -419,10 +465,35 @@ impl Relay {
         };
         for m in messages {
             let id = m.get("id").cloned().unwrap_or(Value::Null);
+            let refuse = |kind: Kind, name: &str| {
+                let refused =
+                    crate::mcp::refused(&crate::gateway::Access { caller: &self.caller, header: None }, kind, name);
+                Err(HttpResponse::json_reply(refused.reply(id.clone())))
+            };
+            let listed = match m.get("method").and_then(Value::as_str) {
+                Some("tools/list") => Some("tools"),
+                Some("prompts/list") if self.policy.is_some() => Some("prompts"),
+                Some("resources/list") if self.policy.is_some() => Some("resources"),
+                Some("resources/templates/list") if self.policy.is_some() => Some("resourceTemplates"),
+                _ => None,
+            };
+            if listed.is_some() {
+                self.lists = listed;
+                self.request_id = id;
+                continue;
+            }
             match m.get("method").and_then(Value::as_str) {
-                Some("tools/list") => {
-                    self.lists_tools = true;
-                    self.request_id = id;
+                Some("prompts/get") => {
+                    let name = m.pointer("/params/name").and_then(Value::as_str).unwrap_or("");
+                    if !self.permitted(Kind::Prompt, name) {
+                        return refuse(Kind::Prompt, name);
+                    }
+                }
+                Some("resources/read" | "resources/subscribe") => {
+                    let uri = m.pointer("/params/uri").and_then(Value::as_str).unwrap_or("");
+                    if !self.permitted(Kind::Resource, uri) {
+                        return refuse(Kind::Resource, uri);
+                    }
                 }
                 Some("tools/call") => {
                     let name = m.pointer("/params/name").and_then(Value::as_str).unwrap_or("").to_string();
@@ -435,6 +506,9 @@ impl Relay {
                     if let Some(why) = refused {
                         let msg = format!("{why}: {name}");
                         return Err(HttpResponse::error(200, id, jsonrpc::INVALID_PARAMS, msg));
+                    }
+                    if !self.permitted(Kind::Tool, &name) {
+                        return refuse(Kind::Tool, &name);
                     }
                     if let (Some(backend), Some(n)) = (backend.filter(|b| *b != name), m.pointer_mut("/params/name")) {
                         *n = Value::String(backend);
@@ -516,7 +590,7 @@ impl Relay {
             out.insert(0, (":status".into(), status.to_string()));
             return Answer::Rewrite(out);
         }
-        self.filter = match (self.lists_tools && status == 200, content_type) {
+        self.filter = match (self.lists.is_some() && status == 200, content_type) {
             (true, t) if t.starts_with("application/json") => Filter::Json(Vec::new()),
             (true, t) if t.starts_with("text/event-stream") => Filter::Sse(sse::Parser::default()),
             _ => Filter::None,
@@ -546,9 +620,21 @@ impl Relay {
     /// A chunk of a rewritten answer: what goes to the client in its place.
     pub fn on_chunk(&mut self, gw: &Gateway, env: &mut dyn Env, chunk: &[u8], end: bool) -> Vec<u8> {
         let (allow, header_allow, overrides) = (self.allow.clone(), self.header_allow.clone(), self.overrides.clone());
+        let (policy, caller, lists) = (self.policy.clone(), self.caller.clone(), self.lists.unwrap_or("tools"));
+        let kind = match lists {
+            "tools" => Kind::Tool,
+            "prompts" => Kind::Prompt,
+            _ => Kind::Resource,
+        };
         let keep = |name: &str| {
             let listed = |list: &Vec<String>| list.iter().any(|t| t == name);
-            allow.as_ref().is_none_or(listed) && header_allow.as_ref().is_none_or(listed)
+            let tools_ok =
+                kind != Kind::Tool || (allow.as_ref().is_none_or(listed) && header_allow.as_ref().is_none_or(listed));
+            tools_ok && policy.as_ref().is_none_or(|p| p.allows(&caller, kind, name))
+        };
+        let rewrite = |v: &mut Value| match kind {
+            Kind::Tool => tools::rewrite_list(v, &overrides, &keep),
+            _ => tools::filter_list(v, lists, &keep),
         };
         match &mut self.filter {
             Filter::None => chunk.to_vec(),
@@ -560,7 +646,7 @@ impl Relay {
                 let whole = std::mem::take(buf);
                 match serde_json::from_slice::<Value>(&whole) {
                     Ok(mut v) => {
-                        tools::rewrite_list(&mut v, &overrides, &keep);
+                        rewrite(&mut v);
                         serde_json::to_vec(&v).unwrap_or(whole)
                     }
                     Err(_) => whole,
@@ -600,7 +686,7 @@ impl Relay {
                 let mut out = Vec::with_capacity(chunk.len());
                 for event in parser.feed(chunk) {
                     let mut parsed = sse::data(&event).and_then(|d| serde_json::from_str::<Value>(&d).ok());
-                    let changed = parsed.as_mut().is_some_and(|v| tools::rewrite_list(v, &overrides, &keep));
+                    let changed = parsed.as_mut().is_some_and(&rewrite);
                     match parsed {
                         Some(v) if changed => out.extend(sse::with_data(&event, &v.to_string())),
                         _ => out.extend(event),

@@ -29,7 +29,7 @@ fn head(method: &str, headers: &[(&str, &str)]) -> RequestHead {
         ("accept".to_string(), "application/json, text/event-stream".to_string()),
     ];
     all.extend(headers.iter().map(|(k, v)| (k.to_string(), v.to_string())));
-    RequestHead { method: method.into(), path: "/mcp-servers/up".into(), headers: all, client_address: None }
+    RequestHead { method: method.into(), path: "/mcp-servers/up".into(), headers: all, client_address: None, jwt: None }
 }
 
 fn forward(gw: &Gateway, env: &mut MemoryEnv, h: &RequestHead) -> (Box<Relay>, Vec<(String, String)>) {

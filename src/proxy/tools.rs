@@ -129,3 +129,26 @@ pub fn rewrite_list(v: &mut Value, overrides: &Overrides, keep: &dyn Fn(&str) ->
     tools.retain_mut(|t| overrides.apply(t).is_some_and(|name| keep(&name)));
     tools.len() != before || !overrides.is_empty()
 }
+
+/// Filters the `prompts`, `resources` or `resourceTemplates` of a list result (or a batch of answers) to
+/// those `keep` allows, by name (prompts), `uri` or `uriTemplate`. True when it removed something.
+pub fn filter_list(v: &mut Value, key: &str, keep: &dyn Fn(&str) -> bool) -> bool {
+    if let Value::Array(items) = v {
+        let mut changed = false;
+        for m in items {
+            changed |= filter_list(m, key, keep);
+        }
+        return changed;
+    }
+    let field = match key {
+        "prompts" => "name",
+        "resources" => "uri",
+        _ => "uriTemplate",
+    };
+    let Some(items) = v.get_mut("result").and_then(|r| r.get_mut(key)).and_then(Value::as_array_mut) else {
+        return false;
+    };
+    let before = items.len();
+    items.retain(|i| keep(i.get(field).and_then(Value::as_str).unwrap_or("")));
+    items.len() != before
+}

@@ -38,7 +38,7 @@ fn head(method: &str, path: &str, headers: &[(&str, &str)]) -> RequestHead {
         h.retain(|(name, _)| name != k);
         h.push((k.to_string(), v.to_string()));
     }
-    RequestHead { method: method.into(), path: path.into(), headers: h, client_address: None }
+    RequestHead { method: method.into(), path: path.into(), headers: h, client_address: None, jwt: None }
 }
 
 /// The native host of the driver tests, with the helpers these tests share.
@@ -1086,4 +1086,57 @@ fn notifications_report_how_long_the_upstream_took() {
     assert_eq!(h.settle(&g, &mut driver, &item(200)), Progress::Done);
     let events = sse_events(&h.responses.pop().unwrap());
     assert_eq!(events[0]["params"]["data"], json!("upstream answered 200 in 250 ms"));
+}
+
+#[test]
+fn admission_refuses_before_the_exchange_and_policy_pages_over_what_the_caller_may_see() {
+    let tools: String = (0..5)
+        .map(|i| format!("      - {{name: t{i}, description: d, responseTemplate: {{body: \"t{i}\"}}}}\n"))
+        .collect();
+    let config = format!(
+        "toolsPageSize: 2\nconsumers: [{{name: bob, credential: kb}}, {{name: amy, credential: ka}}]\n\
+         keyAuth: {{keys: [x-api-key]}}\nservers:\n  - name: demo\n    auth: {{anonymous: false}}\n    \
+         policy: {{rules: [{{consumers: [bob], allow: {{tools: [t1, t3, t4]}}}}, {{consumers: ['*'], deny: {{tools: [t4]}}, allow: {{tools: [t0]}}}}]}}\n    tools:\n{tools}"
+    );
+    let g = Gateway::from_config_str(&config).unwrap();
+    // No key, and a wrong one: 401 before anything else (no session is created).
+    for headers in [vec![], vec![("x-api-key", "nope")]] {
+        match route(&g, &head("POST", "/mcp-servers/demo", &headers)) {
+            Route::Respond(r) => assert_eq!((r.status, json_body(&r)["error"]["code"].clone()), (401, json!(-32600))),
+            other => panic!("{other:?}"),
+        }
+    }
+    // No metadata document for a server that is no OAuth resource server.
+    assert!(matches!(
+        route(&g, &head("GET", "/.well-known/oauth-protected-resource/mcp-servers/demo", &[])),
+        Route::PassThrough
+    ));
+    let mut h = Host::new();
+    let send = |h: &mut Host, key: &str, sid: Option<&str>, body: &str| {
+        let mut headers = vec![("x-api-key", key)];
+        headers.extend(sid.map(|s| ("mcp-session-id", s)));
+        h.send(&g, head("POST", "/mcp-servers/demo", &headers), body, &no_upstream)
+    };
+    let init = r#"{"jsonrpc":"2.0","id":1,"method":"initialize","params":{"protocolVersion":"2025-06-18","capabilities":{},"clientInfo":{"name":"t","version":"1"}}}"#;
+    let r = send(&mut h, "kb", None, init);
+    let sid = r.headers.iter().find(|(k, _)| k == "mcp-session-id").map(|(_, v)| v.clone()).unwrap();
+    let mut seen = Vec::new();
+    let mut cursor = Value::Null;
+    loop {
+        let body = json!({"jsonrpc": "2.0", "id": 2, "method": "tools/list", "params": {"cursor": cursor}});
+        let page = json_body(&send(&mut h, "kb", Some(&sid), &body.to_string()));
+        seen.push(page["result"]["tools"].as_array().unwrap().iter().map(|t| t["name"].clone()).collect::<Vec<_>>());
+        cursor = page["result"]["nextCursor"].clone();
+        if cursor.is_null() {
+            break;
+        }
+    }
+    assert_eq!(seen, [vec![json!("t0"), json!("t1")], vec![json!("t3")]], "pages of bob's view; t4 denied to all");
+    let call = |tool: &str| format!(r#"{{"jsonrpc":"2.0","id":3,"method":"tools/call","params":{{"name":"{tool}"}}}}"#);
+    let refused = json_body(&send(&mut h, "kb", Some(&sid), &call("t2")));
+    assert_eq!(refused["error"], json!({"code": -32600, "message": "Forbidden: consumer 'bob' may not use tool 't2'"}));
+    assert_eq!(json_body(&send(&mut h, "kb", Some(&sid), &call("t3")))["result"]["content"][0]["text"], "t3");
+    // Amy, on the same session, sees only what rules give her.
+    let page = json_body(&send(&mut h, "ka", Some(&sid), r#"{"jsonrpc":"2.0","id":4,"method":"tools/list"}"#));
+    assert_eq!(page["result"]["tools"].as_array().unwrap().len(), 1);
 }
