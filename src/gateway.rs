@@ -50,6 +50,8 @@ pub struct Server {
     pub credential_sources: Vec<crate::credential::Source>,
     /// Where a proxied server's backend is (`type: mcp-proxy`); `None`: the gateway serves it itself.
     pub proxy: Option<crate::proxy::Backend>,
+    /// `guardrails`: checks on tool arguments and filters on tool results; `None`: none configured.
+    pub guard: Option<crate::guard::Guard>,
 }
 
 impl Server {
@@ -116,6 +118,8 @@ pub struct Gateway {
     /// `Some` when a tool or prompt asks for input: the state keys derived from `sessions.signingKeys`,
     /// or `None` inside for this Envoy's shared key ([`crate::input`]).
     pub input_keys: Option<Option<Vec<crate::input::Key>>>,
+    /// Stats and audit lines (`observability`).
+    pub observability: crate::metrics::Observability,
 }
 
 impl Gateway {
@@ -221,7 +225,23 @@ impl Gateway {
                     credential_sources.push(source);
                 }
             }
+            let guard = match &s.guardrails {
+                None => None,
+                Some(g) => {
+                    let known = |n: &str| tool_index.contains_key(n);
+                    let is_tool: Option<&dyn Fn(&str) -> bool> = if proxy.is_none() { Some(&known) } else { None };
+                    let compiled = crate::guard::Guard::compile(g, is_tool).map_err(|e| {
+                        let err = ConfigError::new(e.field, e.message).in_server(&s.name);
+                        match &e.tool {
+                            Some(t) => err.in_tool(t),
+                            None => err,
+                        }
+                    })?;
+                    Some(compiled)
+                }
+            };
             let mut server = Server {
+                guard,
                 credential_sources,
                 allow_tools: s.allow_tools,
                 name: s.name,
@@ -294,6 +314,7 @@ impl Gateway {
             (!secrets.is_empty()).then(|| crate::input::keys_from_secrets(&secrets))
         });
         Ok(Gateway {
+            observability: cfg.observability,
             input_keys,
             prefix: cfg.prefix,
             allowed_origins: cfg.allowed_origins.iter().map(|o| o.trim_end_matches('/').to_ascii_lowercase()).collect(),

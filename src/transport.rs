@@ -5,9 +5,11 @@
 //! session operation, upstream calls) and resumes with the outcome, until a response is due. The
 //! [`crate::driver::Driver`] performs the steps, for the proxy-wasm host and the tests alike.
 
+use crate::caller::Caller;
 use crate::gateway::{Gateway, Server};
 use crate::jsonrpc::{self, Message};
 use crate::mcp::{self, Handled, Revision};
+use crate::metrics::CallRecord;
 use crate::notify::{self, Listener};
 use crate::session::{self, Session, SessionOp, SessionOutcome};
 use crate::upstream::{UpstreamRequest, UpstreamResult};
@@ -133,6 +135,8 @@ struct PendingCall {
     args: Value,
     /// Who hears the tool's notifications, when it has some and the request can hear any.
     listener: Option<Listener>,
+    /// A `tools/call`'s tool and argument names, for its [`CallRecord`].
+    record: Option<(String, Vec<String>)>,
 }
 
 /// Where an exchange is (a POST relayed by Higress's SSE filter goes from Start straight to Calling or Done):
@@ -185,6 +189,10 @@ pub struct Exchange {
     /// The server and tool of the request's first `tools/call`, until the host takes them for its access
     /// log (Higress's `mcp_server_name` and `mcp_tool_name` properties).
     called: Option<(String, String)>,
+    /// Who sends the request (anonymous until admission sets it with [`Exchange::set_caller`]).
+    caller: Caller,
+    /// The tool calls answered so far, until the host takes them for stats, access log and audit.
+    records: Vec<CallRecord>,
     /// The tools the request's `x-envoy-allow-mcp-tools` header allows (set by an earlier filter, e.g. an
     /// authorization plugin); `None`: no such restriction.
     allowed_tools: Option<Vec<String>>,
@@ -357,6 +365,8 @@ pub fn route(gw: &Gateway, head: &RequestHead) -> Route {
         revision: Revision::LATEST_LEGACY,
         relayed,
         called: None,
+        caller: Caller::anonymous(),
+        records: Vec::new(),
         allowed_tools: head.header("x-envoy-allow-mcp-tools").and_then(allowed_tools),
         sse: !relayed && head.header("accept").is_some_and(|a| accepts(a, "text/event-stream")),
         session: None,
@@ -699,6 +709,16 @@ impl Exchange {
         self.called.take()
     }
 
+    /// The caller admission established; stats, access log and audit lines name it.
+    pub fn set_caller(&mut self, caller: Caller) {
+        self.caller = caller;
+    }
+
+    /// The records of the tool calls answered since the last call, for the host to count and log.
+    pub fn take_records(&mut self) -> Vec<CallRecord> {
+        std::mem::take(&mut self.records)
+    }
+
     /// Whether the exchange has produced its response.
     pub fn is_done(&self) -> bool {
         matches!(self.phase, Phase::Done)
@@ -733,6 +753,7 @@ impl Exchange {
                 Ok(Ok(l)) => l,
                 Err(_) => Listening::Nothing,
             };
+            let record = input.as_ref().ok().and_then(tool_call_of);
             match input {
                 Err((id, why)) => {
                     slots.push(Some(jsonrpc::error(id, jsonrpc::INVALID_REQUEST, format!("Invalid Request: {why}"))))
@@ -767,6 +788,10 @@ impl Exchange {
                         }
                     }
                     Handled::Reply(v) => {
+                        if let Some((tool, arguments)) = record {
+                            let r = CallRecord::tool_call(&server.name, &tool, &self.caller, arguments, &v, None);
+                            self.records.push(r);
+                        }
                         self.heard(gw, server, slot, &v, listening);
                         slots.push(Some(v))
                     }
@@ -789,7 +814,7 @@ impl Exchange {
                             Listening::Call(_, _, l) => Some(l),
                             _ => None,
                         };
-                        calls.push(Some(PendingCall { slot, id, call, args, listener }));
+                        calls.push(Some(PendingCall { slot, id, call, args, listener, record }));
                         requests.push(*request);
                     }
                 },
@@ -823,9 +848,15 @@ impl Exchange {
             }
         }
         let revision = self.revision;
+        let record = call.record;
+        let upstream = crate::metrics::Upstream::from(&outcome);
         let reply = crate::template::with_client(&self.client, || {
             mcp::finish_call(gw, server, call.id, &call.call, &call.args, outcome, revision)
         });
+        if let Some((tool, arguments)) = record {
+            let upstream = Some((upstream, elapsed_ms));
+            self.records.push(CallRecord::tool_call(&server.name, &tool, &self.caller, arguments, &reply, upstream));
+        }
         let Phase::Calling { slots, remaining, .. } = &mut self.phase else {
             return None;
         };
@@ -871,6 +902,17 @@ impl Exchange {
 fn allowed_tools(header: &str) -> Option<Vec<String>> {
     let names: Vec<String> = header.split(',').map(str::trim).filter(|n| !n.is_empty()).map(str::to_string).collect();
     (!names.is_empty()).then_some(names)
+}
+
+/// The tool and argument names of a `tools/call` message.
+fn tool_call_of(m: &Message) -> Option<(String, Vec<String>)> {
+    match m {
+        Message::Request { method, params: Some(p), .. } if method == "tools/call" => {
+            let tool = p.get("name")?.as_str()?.to_string();
+            Some((tool, crate::metrics::argument_names(p.get("arguments"))))
+        }
+        _ => None,
+    }
 }
 
 /// Remembers the first `tools/call` of a request (its server and tool), and passes the message on.

@@ -214,6 +214,11 @@ impl Driver {
         self.exchange.take_called()
     }
 
+    /// The records of the tool calls answered since the last call: hosts count and log them.
+    pub fn take_records(&mut self) -> Vec<crate::metrics::CallRecord> {
+        self.exchange.take_records()
+    }
+
     /// Upstream calls this exchange has outstanding; hosts sum them for [`Host::calls_in_flight`].
     pub fn calls_in_flight(&self) -> usize {
         self.upstream_tokens().count()

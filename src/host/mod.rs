@@ -13,6 +13,7 @@ mod proxy;
 mod redis;
 mod route;
 mod shared_data;
+mod stats;
 
 use crate::driver::{Driver, Host, Progress};
 use crate::gateway::Gateway;
@@ -49,6 +50,8 @@ pub extern "C" fn proxy_abi_version_0_2_100() {}
 struct Live {
     gateway: Rc<Gateway>,
     driver: Driver,
+    /// The exchange's first call record was emitted (its access-log properties are set).
+    recorded: bool,
 }
 
 /// An upstream call in flight: when it was sent and its timeout, to tell why Envoy ended it without an answer.
@@ -120,10 +123,18 @@ fn with_driver(id: u32, foreign: bool, f: impl FnOnce(&Gateway, &mut Driver, &mu
         let mut calls = Calls { gw: &gw, context_id: id, foreign, shared: SharedData };
         let before = entry.driver.calls_in_flight();
         let progress = f(&gw, &mut entry.driver, &mut calls);
-        if let Some((server, tool)) = entry.driver.take_called() {
+        let called = entry.driver.take_called();
+        if let Some((server, tool)) = &called {
             // For access logs, as Higress's plugin sets them: %FILTER_STATE(wasm.mcp_tool_name:PLAIN)%.
-            let _ = abi::set_property("mcp_server_name", &server);
-            let _ = abi::set_property("mcp_tool_name", &tool);
+            let _ = abi::set_property("mcp_server_name", server);
+            let _ = abi::set_property("mcp_tool_name", tool);
+        }
+        let records = entry.driver.take_records();
+        if !records.is_empty() {
+            // The request's first call names consumer, method and outcome for the access log.
+            let first = !entry.recorded;
+            entry.recorded = true;
+            stats::emit(&gw.observability, &records, now_ms(), first);
         }
         let after = entry.driver.calls_in_flight();
         IN_FLIGHT.with(|n| n.set((n.get() + after).saturating_sub(before)));
@@ -427,7 +438,7 @@ impl HttpContext for Http {
             }
             Route::Accept(ex) => {
                 let driver = Driver::new(ex, now_ms());
-                LIVE.with(|live| live.borrow_mut().insert(self.id, Live { gateway: gw, driver }));
+                LIVE.with(|live| live.borrow_mut().insert(self.id, Live { gateway: gw, driver, recorded: false }));
                 if end_of_stream {
                     with_driver(self.id, false, |gw, driver, calls| driver.on_body(gw, calls, &[]));
                     if route::take_go_on(self.id) {
