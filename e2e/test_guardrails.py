@@ -220,3 +220,125 @@ def test_access_log_names_consumer_method_and_outcome(ggw):
     line = f"/mcp-servers/{SERVER} server={SERVER} tool=run_query consumer=- method=tools/call outcome=guardrail"
     assert line in lines, lines
     assert f"/mcp-servers/{SERVER} server=- tool=- consumer=- method=- outcome=-" in lines, lines  # initialize
+
+
+# --- the external guard service ----------------------------------------------------------------
+
+
+class GuardService:
+    """A small guard service (the documented contract): refuses inputs that mention `forbidden`, outputs
+    that mention `classified`; records what it was asked."""
+
+    def __init__(self):
+        import http.server
+        import threading
+
+        self.asked: list[dict] = []
+        service = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_POST(self):  # noqa: N802
+                body = json.loads(self.rfile.read(int(self.headers.get("content-length", "0"))))
+                service.asked.append(body)
+                text = json.dumps(body)
+                if body["phase"] == "input" and "forbidden" in text:
+                    verdict = {"allow": False, "reason": "forbidden word in the arguments"}
+                elif body["phase"] == "output" and "classified" in text:
+                    verdict = {"allow": False, "reason": "classified result"}
+                else:
+                    verdict = {"allow": True}
+                out = json.dumps(verdict).encode()
+                self.send_response(200)
+                self.send_header("content-type", "application/json")
+                self.send_header("content-length", str(len(out)))
+                self.end_headers()
+                self.wfile.write(out)
+
+            def log_message(self, *args):
+                pass
+
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.port = self.server.server_address[1]
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def stop(self):
+        self.server.shutdown()
+        self.server.server_close()
+
+
+def static_cluster(name: str, port: int) -> dict:
+    return {
+        "name": name, "type": "STATIC", "connect_timeout": "0.5s",
+        "load_assignment": {"cluster_name": name, "endpoints": [{"lb_endpoints": [
+            {"endpoint": {"address": {"socket_address": {"address": "127.0.0.1", "port_value": port}}}}]}]},
+    }
+
+
+@pytest.fixture(scope="module")
+def checked(e2e_config):
+    service = GuardService()
+    cfg = copy.deepcopy(e2e_config)
+    demo = next(s for s in cfg["servers"] if s["name"] == "demo")
+    echo = {"url": "/echo", "method": "POST", "argsToJsonBody": True}
+    note = {"name": "note", "type": "string", "required": True}
+    tool = lambda name: {"name": name, "description": name, "args": [note], "requestTemplate": echo,  # noqa: E731
+                         "responseTemplate": {"body": "{{ response.body }}"}}
+    cfg["servers"].append({
+        "name": "checked",
+        "upstream": demo["upstream"],
+        "guardrails": {
+            "external": {"cluster": "guard", "timeoutMs": 1000, "input": True, "output": True},
+            "tools": {
+                "closed_down": {"external": {"cluster": "guard_down", "timeoutMs": 300}},
+                "open_down": {"external": {"cluster": "guard_down", "timeoutMs": 300, "failOpen": True}},
+            },
+        },
+        "tools": [tool("note"), tool("closed_down"), tool("open_down")],
+    })
+    base = copy.deepcopy(harness.load_envoy_yaml())
+    base["static_resources"]["clusters"] += [static_cluster("guard", service.port),
+                                             static_cluster("guard_down", harness.unused_port())]
+    g = harness.start_gateway(cfg, tag="guard-service", envoy_base=base)
+    g.extra["service"] = service
+    yield g
+    g.stop()
+    service.stop()
+
+
+def checked_call(g, tool: str, note: str) -> dict:
+    with RawMcp(g.base_url, g.prefix) as mcp:
+        sid, init = mcp.initialize("checked")
+        r = mcp.post("checked", {"jsonrpc": "2.0", "id": 5, "method": "tools/call",
+                                 "params": {"name": tool, "arguments": {"note": note}}},
+                     session=sid, version=init["protocolVersion"])
+        assert r.status_code == 200, r.text
+        return r.json()
+
+
+def test_the_guard_service_allows_and_sees_input_and_output(checked):
+    service = checked.extra["service"]
+    service.asked.clear()
+    r = checked_call(checked, "note", "hello")
+    assert "hello" in r["result"]["content"][0]["text"], r
+    phases = [(a["phase"], a["server"], a["tool"], a["consumer"], a["arguments"]) for a in service.asked]
+    assert phases == [("input", "checked", "note", "-", {"note": "hello"}),
+                      ("output", "checked", "note", "-", {"note": "hello"})], service.asked
+    assert "hello" in service.asked[1]["result"]["content"][0]["text"]
+
+
+def test_the_guard_service_refuses_input_and_output(checked):
+    r = checked_call(checked, "note", "a forbidden plan")
+    assert r["error"]["data"] == {"cause": "guardrail"}, r
+    assert "refused the input of tool 'note': forbidden word in the arguments" in r["error"]["message"], r
+    r = checked_call(checked, "note", "classified")
+    assert "refused the output of tool 'note': classified result" in r["error"]["message"], r
+    assert "classified" not in json.dumps(r).replace("classified result", "")  # the result never reached the client
+
+
+def test_a_guard_service_that_is_down_fails_closed_or_open_as_configured(checked):
+    r = checked_call(checked, "closed_down", "hi")
+    assert r["error"]["data"] == {"cause": "guardrail"}, r
+    assert "could not check the input of tool 'closed_down'" in r["error"]["message"], r
+    assert "failOpen is false" in r["error"]["message"]
+    r = checked_call(checked, "open_down", "hi")
+    assert "hi" in r["result"]["content"][0]["text"], r

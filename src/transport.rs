@@ -7,6 +7,7 @@
 
 use crate::caller::Caller;
 use crate::gateway::{Gateway, Server};
+use crate::guard::external::Subject;
 use crate::jsonrpc::{self, Message};
 use crate::mcp::{self, Handled, Revision};
 use crate::metrics::CallRecord;
@@ -127,6 +128,17 @@ impl Batch {
     }
 }
 
+/// What a dispatched request is for.
+#[derive(Debug)]
+enum Job {
+    /// The call's own upstream request.
+    Call(PendingCall),
+    /// The guard service checks the call's arguments; then `request` goes upstream.
+    CheckInput(PendingCall, Box<UpstreamRequest>),
+    /// The guard service checks the finished reply's result (the upstream answered as recorded).
+    CheckOutput(PendingCall, Value, Option<(crate::metrics::Upstream, Option<u64>)>),
+}
+
 #[derive(Debug)]
 struct PendingCall {
     slot: usize,
@@ -158,7 +170,8 @@ enum Phase {
     Calling {
         single: bool,
         slots: Vec<Option<Value>>,
-        calls: Vec<Option<PendingCall>>,
+        /// What each dispatched request is for, by its dispatch index.
+        calls: Vec<Option<Job>>,
         remaining: usize,
     },
     /// The session's new log level is being stored; then this response goes out.
@@ -814,8 +827,17 @@ impl Exchange {
                             Listening::Call(_, _, l) => Some(l),
                             _ => None,
                         };
-                        calls.push(Some(PendingCall { slot, id, call, args, listener, record }));
-                        requests.push(*request);
+                        let pending = PendingCall { slot, id, call, args, listener, record };
+                        match self.input_check(server, &pending) {
+                            Some(check) => {
+                                calls.push(Some(Job::CheckInput(pending, request)));
+                                requests.push(check);
+                            }
+                            None => {
+                                calls.push(Some(Job::Call(pending)));
+                                requests.push(*request);
+                            }
+                        }
                     }
                 },
             }
@@ -832,14 +854,50 @@ impl Exchange {
         self.elapsed_ms = Some(ms);
     }
 
-    /// Reports the answer to dispatched request `index`; returns the response once every call is answered.
+    /// Reports the answer to dispatched request `index`; returns the response once every call is answered,
+    /// or the next request a call needs (its upstream request after the guard service allowed it, the
+    /// guard service's check of its result).
     pub fn on_upstream(&mut self, gw: &Gateway, index: usize, outcome: UpstreamResult) -> Option<Step> {
         let server = &gw.servers[self.server];
         let Phase::Calling { calls, .. } = &mut self.phase else {
             return None;
         };
-        let call = calls.get_mut(index)?.take()?;
+        let job = calls.get_mut(index)?.take()?;
         let elapsed_ms = self.elapsed_ms.take();
+        match job {
+            Job::Call(call) => self.answered(gw, call, outcome, elapsed_ms),
+            Job::CheckInput(call, request) => {
+                let verdict = external_of(server, &call)
+                    .map_or(Ok(()), |(tool, e)| e.verdict(crate::guard::external::Phase::Input, tool, &outcome));
+                match verdict {
+                    Ok(()) => self.next_request(Job::Call(call), *request),
+                    Err(e) => {
+                        let reply = e.reply(call.id.clone());
+                        self.finished(server, call, reply, None)
+                    }
+                }
+            }
+            Job::CheckOutput(call, reply, upstream) => {
+                let verdict = external_of(server, &call)
+                    .map_or(Ok(()), |(tool, e)| e.verdict(crate::guard::external::Phase::Output, tool, &outcome));
+                let reply = match verdict {
+                    Ok(()) => reply,
+                    Err(e) => e.reply(call.id.clone()),
+                };
+                self.finished(server, call, reply, upstream)
+            }
+        }
+    }
+
+    /// The upstream answered a call: its notifications, its reply, and the guard service's check of it.
+    fn answered(
+        &mut self,
+        gw: &Gateway,
+        call: PendingCall,
+        outcome: UpstreamResult,
+        elapsed_ms: Option<u64>,
+    ) -> Option<Step> {
+        let server = &gw.servers[self.server];
         if let (Some(listener), mcp::Pending::Tool(tool, _)) = (&call.listener, &call.call) {
             if let Some(n) = server.notifications(tool) {
                 let answer = notify::Answer { outcome: &outcome, elapsed_ms };
@@ -848,13 +906,48 @@ impl Exchange {
             }
         }
         let revision = self.revision;
-        let record = call.record;
-        let upstream = crate::metrics::Upstream::from(&outcome);
+        let upstream = Some((crate::metrics::Upstream::from(&outcome), elapsed_ms));
         let reply = crate::template::with_client(&self.client, || {
-            mcp::finish_call(gw, server, call.id, &call.call, &call.args, outcome, revision)
+            mcp::finish_call(gw, server, call.id.clone(), &call.call, &call.args, outcome, revision)
         });
-        if let Some((tool, arguments)) = record {
-            let upstream = Some((upstream, elapsed_ms));
+        let check = match (external_of(server, &call), reply.get("result")) {
+            (Some((tool, e)), Some(result)) if e.output => {
+                let who = Subject { server: &server.name, tool, consumer: self.caller.label() };
+                Some(e.request(crate::guard::external::Phase::Output, who, &call.args, Some(result)))
+            }
+            _ => None,
+        };
+        match check {
+            Some(request) => self.next_request(Job::CheckOutput(call, reply, upstream), request),
+            None => self.finished(server, call, reply, upstream),
+        }
+    }
+
+    /// The guard service's check of a call's arguments, when its tool has one.
+    fn input_check(&self, server: &Server, call: &PendingCall) -> Option<UpstreamRequest> {
+        let (tool, e) = external_of(server, call).filter(|(_, e)| e.input)?;
+        let who = Subject { server: &server.name, tool, consumer: self.caller.label() };
+        Some(e.request(crate::guard::external::Phase::Input, who, &call.args, None))
+    }
+
+    /// One more request for a call: numbered after every request dispatched so far, as the driver does.
+    fn next_request(&mut self, job: Job, request: UpstreamRequest) -> Option<Step> {
+        let Phase::Calling { calls, .. } = &mut self.phase else {
+            return None;
+        };
+        calls.push(Some(job));
+        Some(Step::Dispatch(vec![request]))
+    }
+
+    /// A call's final reply: recorded, put in its slot; the response once every call has one.
+    fn finished(
+        &mut self,
+        server: &Server,
+        call: PendingCall,
+        reply: Value,
+        upstream: Option<(crate::metrics::Upstream, Option<u64>)>,
+    ) -> Option<Step> {
+        if let Some((tool, arguments)) = call.record {
             self.records.push(CallRecord::tool_call(&server.name, &tool, &self.caller, arguments, &reply, upstream));
         }
         let Phase::Calling { slots, remaining, .. } = &mut self.phase else {
@@ -902,6 +995,15 @@ impl Exchange {
 fn allowed_tools(header: &str) -> Option<Vec<String>> {
     let names: Vec<String> = header.split(',').map(str::trim).filter(|n| !n.is_empty()).map(str::to_string).collect();
     (!names.is_empty()).then_some(names)
+}
+
+/// A tool call's tool and the guard service that checks it, if any.
+fn external_of<'s>(
+    server: &'s Server,
+    call: &'s PendingCall,
+) -> Option<(&'s str, &'s crate::guard::external::External)> {
+    let mcp::Pending::Tool(tool, _) = &call.call else { return None };
+    Some((tool.as_str(), server.guard.as_ref()?.external(tool)?))
 }
 
 /// The tool and argument names of a `tools/call` message.

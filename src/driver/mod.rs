@@ -91,11 +91,22 @@ pub struct Driver {
     waiting: Waiting,
     /// When the upstream calls were sent (what notifications report as `elapsedMs`).
     sent_ms: u64,
+    /// Requests dispatched so far: a later dispatch (after a guard check) numbers its calls from here, as
+    /// the exchange does.
+    dispatched: usize,
+    /// The client's request was forwarded through its route (possible once per exchange).
+    forwarded: bool,
 }
 
 impl Driver {
     pub fn new(exchange: Box<Exchange>, now_ms: u64) -> Driver {
-        Driver { exchange, waiting: Waiting::Body { since_ms: now_ms }, sent_ms: now_ms }
+        Driver {
+            exchange,
+            waiting: Waiting::Body { since_ms: now_ms },
+            sent_ms: now_ms,
+            dispatched: 0,
+            forwarded: false,
+        }
     }
 
     /// Part of the body arrived (so the host does deliver bodies: a timeout is the client's).
@@ -290,12 +301,23 @@ impl Driver {
                     Started::Redis(pending) => return self.send_redis(gw, host, pending),
                 },
                 Step::Dispatch(requests) => {
-                    let mut tokens = Vec::with_capacity(requests.len());
+                    // Calls still outstanding (a guard check answered while others are in flight) stay.
+                    let mut tokens = match std::mem::replace(&mut self.waiting, Waiting::Done) {
+                        Waiting::Upstream(tokens) => tokens,
+                        _ => Vec::with_capacity(requests.len()),
+                    };
                     let mut next = None;
+                    // Requests an immediate failure led to (a guard check that could not be sent, failing
+                    // open): sent next, numbered after these.
+                    let mut more = Vec::new();
                     let busy = host.calls_in_flight();
+                    let mut sent_now = 0;
                     self.sent_ms = host.now_ms();
-                    let mut forwarded = false;
+                    let base = self.dispatched;
+                    self.dispatched += requests.len();
+                    let mut forwarded = std::mem::replace(&mut self.forwarded, false);
                     for (i, r) in requests.iter().enumerate() {
+                        let i = base + i;
                         // Past the worker's limit a call is refused here, with a reason, instead of by
                         // Envoy's circuit breakers, which would also fail other clients' calls.
                         let sent = if r.dispatch == Dispatch::Route {
@@ -307,7 +329,7 @@ impl Driver {
                             } else {
                                 host.forward(r)
                             }
-                        } else if busy + tokens.len() >= gw.max_calls_in_flight {
+                        } else if busy + sent_now >= gw.max_calls_in_flight {
                             Err(format!(
                                 "the gateway has {} tool calls in flight on this worker, its limit \
                                  (maxCallsInFlight); try again shortly",
@@ -325,21 +347,26 @@ impl Driver {
                             })
                         };
                         match sent {
-                            Ok(token) => tokens.push((token, i)),
+                            Ok(token) => {
+                                sent_now += 1;
+                                tokens.push((token, i))
+                            }
                             Err(why) => {
                                 self.exchange.upstream_took(0);
-                                if let Some(s) = self.exchange.on_upstream(gw, i, UpstreamResult::Failed(why)) {
-                                    next = Some(s);
+                                match self.exchange.on_upstream(gw, i, UpstreamResult::Failed(why)) {
+                                    Some(Step::Dispatch(rs)) => more.extend(rs),
+                                    Some(s) => next = Some(s),
+                                    None => {}
                                 }
                             }
                         }
                     }
+                    self.forwarded = forwarded;
+                    self.waiting = Waiting::Upstream(tokens);
                     match next {
                         Some(s) => s,
-                        None => {
-                            self.waiting = Waiting::Upstream(tokens);
-                            return Progress::Waiting;
-                        }
+                        None if !more.is_empty() => Step::Dispatch(more),
+                        None => return Progress::Waiting,
                     }
                 }
             };

@@ -6,9 +6,11 @@
 //! filtered when the tool's result is built ([`crate::mcp::finish_call`] and results answered without an
 //! upstream). Proxied servers' (`type: mcp-proxy`) answers stream through untouched and are not covered.
 
+pub mod external;
 pub mod mask;
 
 use crate::error::GatewayError;
+use external::{External, ExternalConfig};
 use mask::{Injection, Masker, Rule, RuleSet};
 use regex_lite::Regex;
 use serde::Deserialize;
@@ -36,6 +38,9 @@ pub struct GuardrailsConfig {
     /// Prompt-injection phrases in results: `off` (default), `mark` or `strip`.
     #[serde(default)]
     pub injection: Option<String>,
+    /// A call to the team's own guard service per tool call (replaces the server's for a tool).
+    #[serde(default)]
+    pub external: Option<ExternalConfig>,
     /// Per-tool settings, by tool name.
     #[serde(default)]
     pub tools: BTreeMap<String, GuardrailsConfig>,
@@ -58,6 +63,7 @@ struct Policy {
     deny: Vec<(Arc<Regex>, Arc<str>)>,
     mask: RuleSet,
     injection: Injection,
+    external: Option<Arc<External>>,
 }
 
 impl Policy {
@@ -109,6 +115,11 @@ impl Guard {
 
     fn policy(&self, tool: &str) -> &Policy {
         self.tools.get(tool).unwrap_or(&self.default)
+    }
+
+    /// The guard service that checks `tool`'s calls, if any.
+    pub fn external(&self, tool: &str) -> Option<&External> {
+        self.policy(tool).external.as_deref()
     }
 
     /// Checks a call's arguments before anything is rendered or sent.
@@ -203,6 +214,10 @@ fn policy(cfg: &GuardrailsConfig, base: &Policy, at: &str) -> Result<Policy, (St
             "strip" => Injection::Strip,
             other => return Err((format!("{at}.injection"), format!("'{other}' is not one of off, mark, strip"))),
         };
+    }
+    if let Some(e) = &cfg.external {
+        let compiled = External::compile(e).map_err(|(f, m)| (format!("{at}.external.{f}"), m))?;
+        p.external = Some(Arc::new(compiled));
     }
     for (field, n) in [("maxArgumentBytes", p.max_argument_bytes), ("maxResultBytes", p.max_result_bytes)] {
         if n == Some(0) {

@@ -112,3 +112,40 @@ fn json_size_is_the_compact_text_length() {
     let v = json!({"a": [1, "é", null]});
     assert_eq!(json_size(&v), serde_json::to_string(&v).unwrap().len());
 }
+
+/// The per-call cost of masking a typical result (about 1 KB of JSON text, a user record with an e-mail
+/// address and a phone number), every rule and injection marking on. Run with
+/// `cargo test --release --lib masking_cost -- --ignored --nocapture`.
+#[test]
+#[ignore]
+fn masking_cost() {
+    let g = guard(json!({"mask": ["all"], "injection": "mark"})).unwrap();
+    let record = json!({"id": 42, "name": "Ada Lovelace", "email": "ada@example.com", "phone": "+44 20 7946 0958",
+        "address": {"street": "12 St James's Square", "city": "London", "zip": "SW1Y 4JH"},
+        "orders": [{"id": 1001, "item": "Analytical engine", "total": 1843.5, "placed": "2024-01-15T10:00:00Z"},
+                   {"id": 1002, "item": "Difference engine", "total": 920.0, "placed": "2024-02-01T12:30:00Z"}],
+        "notes": "Prefers e-mail. Account in good standing since 2019; last login from the London office."});
+    let text = serde_json::to_string_pretty(&record).unwrap();
+    let clean = text.replace("ada@example.com", "ada at example").replace("+44 20 7946 0958", "none");
+    for (label, text) in [("with an e-mail and a phone number", &text), ("with nothing to mask", &clean)] {
+        let result = json!({"content": [{"type": "text", "text": text}], "isError": false});
+        let n = 2000;
+        let start = std::time::Instant::now();
+        for _ in 0..n {
+            let mut r = result.clone();
+            g.filter_result("t", &mut r).unwrap();
+            std::hint::black_box(r);
+        }
+        let total = start.elapsed();
+        let start = std::time::Instant::now();
+        for _ in 0..n {
+            std::hint::black_box(result.clone());
+        }
+        let clone = start.elapsed();
+        println!(
+            "{} bytes {label}: {:.1} µs per result",
+            text.len(),
+            (total.saturating_sub(clone)).as_secs_f64() * 1e6 / n as f64
+        );
+    }
+}
