@@ -88,6 +88,9 @@ struct RawPlugin {
     request_body_timeout_ms: u64,
     #[serde(default)]
     input_signing_keys: Vec<String>,
+    /// Stats and audit lines (see `crate::metrics`).
+    #[serde(default)]
+    observability: Option<Value>,
     #[serde(default)]
     servers: Vec<Value>,
     /// Higress's single-server shape: `server:` plus top-level `tools:`.
@@ -330,6 +333,8 @@ pub struct PluginConfig {
     pub input_signing_keys: Vec<String>,
     /// Who calls: consumers, API keys, `jwt_authn` claims, a trusted consumer header.
     pub admission: crate::admission::AdmissionConfig,
+    /// Stats and audit lines, compiled.
+    pub observability: crate::metrics::Observability,
     pub servers: Vec<ServerConfig>,
 }
 
@@ -403,6 +408,9 @@ pub struct ServerConfig {
     /// (ToolHive spells it `toolsOverride`; Higress has no such field for `mcp-proxy`).
     #[serde(default, alias = "toolsOverride")]
     pub tool_overrides: Map<String, Value>,
+    /// Guardrails on this server's tool input and output (see `crate::guard`).
+    #[serde(default)]
+    pub guardrails: Option<crate::guard::GuardrailsConfig>,
     #[serde(skip)]
     pub tools: Vec<ToolConfig>,
     #[serde(skip)]
@@ -891,6 +899,18 @@ impl PluginConfig {
             })?),
         };
         let sessions = SessionsConfig::resolve(sessions, raw.session_ttl_seconds)?;
+        let observability = match raw.observability {
+            None => crate::metrics::ObservabilityConfig::default(),
+            Some(v) => serde_json::from_value(v).map_err(|e| {
+                let mut err = field_error("observability", e);
+                if err.field != "observability" {
+                    err.field = format!("observability.{}", err.field);
+                }
+                err
+            })?,
+        };
+        let observability =
+            crate::metrics::Observability::compile(&observability).map_err(|(f, m)| ConfigError::new(f, m))?;
         for (field, value) in [
             ("toolsPageSize", raw.tools_page_size as u64),
             ("maxCallsPerRequest", raw.max_calls_per_request as u64),
@@ -932,6 +952,7 @@ impl PluginConfig {
                 jwt_auth: raw.jwt_auth,
                 consumer_header: raw.consumer_header,
             },
+            observability,
             servers,
         })
     }

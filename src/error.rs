@@ -83,6 +83,12 @@ impl GatewayError {
         }
     }
 
+    /// The JSON-RPC error reply to request `id`: the message, and the cause as `data.cause` so that
+    /// clients (and the gateway's own stats) can tell a guardrail from an unknown tool.
+    pub fn reply(&self, id: serde_json::Value) -> serde_json::Value {
+        jsonrpc::error_with_data(id, self.code(), self.message(), serde_json::json!({"cause": self.cause()}))
+    }
+
     /// Headers the response carries beside the body (`WWW-Authenticate`, `Retry-After`).
     pub fn headers(&self) -> Vec<(String, String)> {
         match self {
@@ -95,12 +101,6 @@ impl GatewayError {
             }
             _ => Vec::new(),
         }
-    }
-
-    /// The error as the JSON-RPC error reply to request `id` (a refusal inside an exchange: one call of
-    /// a batch, a tool the caller may not use).
-    pub fn reply(&self, id: serde_json::Value) -> serde_json::Value {
-        jsonrpc::error(id, self.code(), self.message())
     }
 
     /// The error as the whole HTTP response (a request refused before its exchange starts).

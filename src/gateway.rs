@@ -56,6 +56,8 @@ pub struct Server {
     pub auth: crate::admission::ServerAuth,
     /// Which tools, prompts and resources each caller may use (`policy`); `None`: all of them.
     pub policy: Option<std::sync::Arc<crate::admission::policy::Policy>>,
+    /// `guardrails`: checks on tool arguments and filters on tool results; `None`: none configured.
+    pub guard: Option<crate::guard::Guard>,
 }
 
 impl Server {
@@ -144,6 +146,8 @@ pub struct Gateway {
     pub input_keys: Option<Option<Vec<crate::input::Key>>>,
     /// Who calls: consumers, API keys, `jwt_authn` claims ([`crate::admission`]).
     pub admission: crate::admission::Admission,
+    /// Stats and audit lines (`observability`).
+    pub observability: crate::metrics::Observability,
 }
 
 impl Gateway {
@@ -289,9 +293,25 @@ impl Gateway {
                     credential_sources.push(source);
                 }
             }
+            let guard = match &s.guardrails {
+                None => None,
+                Some(g) => {
+                    let known = |n: &str| tool_index.contains_key(n);
+                    let is_tool: Option<&dyn Fn(&str) -> bool> = if proxy.is_none() { Some(&known) } else { None };
+                    let compiled = crate::guard::Guard::compile(g, is_tool).map_err(|e| {
+                        let err = ConfigError::new(e.field, e.message).in_server(&s.name);
+                        match &e.tool {
+                            Some(t) => err.in_tool(t),
+                            None => err,
+                        }
+                    })?;
+                    Some(compiled)
+                }
+            };
             let mut server = Server {
                 auth,
                 policy,
+                guard,
                 credential_sources,
                 allow_tools: s.allow_tools,
                 name: s.name,
@@ -394,6 +414,7 @@ impl Gateway {
             (!secrets.is_empty()).then(|| crate::input::keys_from_secrets(&secrets))
         });
         Ok(Gateway {
+            observability: cfg.observability,
             input_keys,
             prefix: cfg.prefix,
             allowed_origins: cfg.allowed_origins.iter().map(|o| o.trim_end_matches('/').to_ascii_lowercase()).collect(),

@@ -21,6 +21,7 @@ pub mod gotemplate;
 #[cfg(not(feature = "go-templates"))]
 #[path = "gotemplate/stub.rs"]
 pub mod gotemplate;
+pub mod guard;
 pub mod higress;
 pub mod icon;
 pub mod input;
@@ -28,6 +29,7 @@ pub mod jsonrpc;
 #[cfg(feature = "go-templates")]
 pub mod lenient;
 pub mod mcp;
+pub mod metrics;
 pub mod notify;
 #[cfg(feature = "openapi")]
 pub mod openapi;

@@ -5,9 +5,12 @@
 //! session operation, upstream calls) and resumes with the outcome, until a response is due. The
 //! [`crate::driver::Driver`] performs the steps, for the proxy-wasm host and the tests alike.
 
+use crate::caller::Caller;
 use crate::gateway::{Gateway, Server};
+use crate::guard::external::Subject;
 use crate::jsonrpc::{self, Message};
 use crate::mcp::{self, Handled, Revision};
+use crate::metrics::CallRecord;
 use crate::notify::{self, Listener};
 use crate::session::{self, Session, SessionOp, SessionOutcome};
 use crate::upstream::{UpstreamRequest, UpstreamResult};
@@ -135,6 +138,26 @@ impl Batch {
     }
 }
 
+/// What a dispatched request is for.
+#[derive(Debug)]
+enum Job {
+    /// The call's own upstream request.
+    Call(PendingCall),
+    /// The guard service checks the call's arguments; then `request` goes upstream.
+    CheckInput(PendingCall, Box<UpstreamRequest>),
+    /// The guard service checks the finished reply's result (the upstream answered as recorded).
+    CheckOutput(PendingCall, Value, Option<(crate::metrics::Upstream, Option<u64>)>),
+}
+
+impl Job {
+    /// The call the job is a step of.
+    fn call(&self) -> &PendingCall {
+        match self {
+            Job::Call(c) | Job::CheckInput(c, _) | Job::CheckOutput(c, _, _) => c,
+        }
+    }
+}
+
 #[derive(Debug)]
 struct PendingCall {
     slot: usize,
@@ -145,6 +168,8 @@ struct PendingCall {
     args: Value,
     /// Who hears the tool's notifications, when it has some and the request can hear any.
     listener: Option<Listener>,
+    /// A `tools/call`'s tool and argument names, for its [`CallRecord`].
+    record: Option<(String, Vec<String>)>,
 }
 
 /// Where an exchange is (a POST relayed by Higress's SSE filter goes from Start straight to Calling or Done):
@@ -166,7 +191,8 @@ enum Phase {
     Calling {
         single: bool,
         slots: Vec<Option<Value>>,
-        calls: Vec<Option<PendingCall>>,
+        /// What each dispatched request is for, by its dispatch index.
+        calls: Vec<Option<Job>>,
         remaining: usize,
     },
     /// The session's new log level is being stored; then this response goes out.
@@ -199,6 +225,8 @@ pub struct Exchange {
     /// The server and tool of the request's first `tools/call`, until the host takes them for its access
     /// log (Higress's `mcp_server_name` and `mcp_tool_name` properties).
     called: Option<(String, String)>,
+    /// The tool calls answered so far, until the host takes them for stats, access log and audit.
+    records: Vec<CallRecord>,
     /// The tools the request's `x-envoy-allow-mcp-tools` header allows (set by an earlier filter, e.g. an
     /// authorization plugin); `None`: no such restriction.
     allowed_tools: Option<Vec<String>>,
@@ -385,6 +413,7 @@ pub fn route(gw: &Gateway, head: &RequestHead) -> Route {
         revision: Revision::LATEST_LEGACY,
         relayed,
         called: None,
+        records: Vec::new(),
         allowed_tools: head.header("x-envoy-allow-mcp-tools").and_then(allowed_tools),
         presented: crate::credential::Presented::read(
             &gw.servers[server].credential_sources,
@@ -765,6 +794,16 @@ impl Exchange {
         self.called.take()
     }
 
+    /// The caller admission established; stats, access log and audit lines name it.
+    pub fn set_caller(&mut self, caller: Caller) {
+        self.caller = caller;
+    }
+
+    /// The records of the tool calls answered since the last call, for the host to count and log.
+    pub fn take_records(&mut self) -> Vec<CallRecord> {
+        std::mem::take(&mut self.records)
+    }
+
     /// Whether the exchange has produced its response.
     pub fn is_done(&self) -> bool {
         matches!(self.phase, Phase::Done)
@@ -819,6 +858,7 @@ impl Exchange {
                 Ok(Ok(l)) => l,
                 Err(_) => Listening::Nothing,
             };
+            let record = input.as_ref().ok().and_then(tool_call_of);
             match input {
                 Err((id, why)) => {
                     slots.push(Some(jsonrpc::error(id, jsonrpc::INVALID_REQUEST, format!("Invalid Request: {why}"))))
@@ -853,6 +893,10 @@ impl Exchange {
                         }
                     }
                     Handled::Reply(v) => {
+                        if let Some((tool, arguments)) = record {
+                            let r = CallRecord::tool_call(&server.name, &tool, &self.caller, arguments, &v, None);
+                            self.records.push(r);
+                        }
                         self.heard(gw, server, slot, &v, listening);
                         slots.push(Some(v))
                     }
@@ -875,8 +919,17 @@ impl Exchange {
                             Listening::Call(_, _, l) => Some(l),
                             _ => None,
                         };
-                        calls.push(Some(PendingCall { slot, owner, id, call, args, listener }));
-                        requests.push(*request);
+                        let pending = PendingCall { slot, owner, id, call, args, listener, record };
+                        match self.input_check(server, &pending) {
+                            Some(check) => {
+                                calls.push(Some(Job::CheckInput(pending, request)));
+                                requests.push(check);
+                            }
+                            None => {
+                                calls.push(Some(Job::Call(pending)));
+                                requests.push(*request);
+                            }
+                        }
                     }
                 },
             }
@@ -893,7 +946,9 @@ impl Exchange {
         self.elapsed_ms = Some(ms);
     }
 
-    /// Reports the answer to dispatched request `index`; returns the response once every call is answered.
+    /// Reports the answer to dispatched request `index`; returns the response once every call is answered,
+    /// or the next request a call needs (its upstream request after the guard service allowed it, the
+    /// guard service's check of its result).
     pub fn on_upstream(&mut self, gw: &Gateway, index: usize, outcome: UpstreamResult) -> Option<Step> {
         if matches!(self.phase, Phase::Composed(_)) {
             return self.composed_answer(gw, index, outcome);
@@ -901,9 +956,44 @@ impl Exchange {
         let Phase::Calling { calls, .. } = &mut self.phase else {
             return None;
         };
-        let call = calls.get_mut(index)?.take()?;
-        let server = &gw.servers[call.owner];
+        let job = calls.get_mut(index)?.take()?;
+        let server = &gw.servers[job.call().owner];
         let elapsed_ms = self.elapsed_ms.take();
+        match job {
+            Job::Call(call) => self.answered(gw, call, outcome, elapsed_ms),
+            Job::CheckInput(call, request) => {
+                let verdict = external_of(server, &call)
+                    .map_or(Ok(()), |(tool, e)| e.verdict(crate::guard::external::Phase::Input, tool, &outcome));
+                match verdict {
+                    Ok(()) => self.next_request(Job::Call(call), *request),
+                    Err(e) => {
+                        let reply = e.reply(call.id.clone());
+                        self.finished(server, call, reply, None)
+                    }
+                }
+            }
+            Job::CheckOutput(call, reply, upstream) => {
+                let verdict = external_of(server, &call)
+                    .map_or(Ok(()), |(tool, e)| e.verdict(crate::guard::external::Phase::Output, tool, &outcome));
+                let reply = match verdict {
+                    Ok(()) => reply,
+                    Err(e) => e.reply(call.id.clone()),
+                };
+                self.finished(server, call, reply, upstream)
+            }
+        }
+    }
+
+    /// The upstream answered a call: its notifications, its reply, and the guard service's check of it.
+    fn answered(
+        &mut self,
+        gw: &Gateway,
+        call: PendingCall,
+        outcome: UpstreamResult,
+        elapsed_ms: Option<u64>,
+    ) -> Option<Step> {
+        // The tool's own server: a virtual server's REST tool runs on it.
+        let server = &gw.servers[call.owner];
         if let (Some(listener), mcp::Pending::Tool(tool, _)) = (&call.listener, &call.call) {
             if let Some(n) = server.notifications(tool) {
                 let answer = notify::Answer { outcome: &outcome, elapsed_ms };
@@ -912,9 +1002,50 @@ impl Exchange {
             }
         }
         let revision = self.revision;
+        let upstream = Some((crate::metrics::Upstream::from(&outcome), elapsed_ms));
         let reply = crate::template::with_client(&self.client, || {
-            mcp::finish_call(gw, server, call.id, &call.call, &call.args, outcome, revision)
+            mcp::finish_call(gw, server, call.id.clone(), &call.call, &call.args, outcome, revision)
         });
+        let check = match (external_of(server, &call), reply.get("result")) {
+            (Some((tool, e)), Some(result)) if e.output => {
+                let who = Subject { server: &server.name, tool, consumer: self.caller.label() };
+                Some(e.request(crate::guard::external::Phase::Output, who, &call.args, Some(result)))
+            }
+            _ => None,
+        };
+        match check {
+            Some(request) => self.next_request(Job::CheckOutput(call, reply, upstream), request),
+            None => self.finished(server, call, reply, upstream),
+        }
+    }
+
+    /// The guard service's check of a call's arguments, when its tool has one.
+    fn input_check(&self, server: &Server, call: &PendingCall) -> Option<UpstreamRequest> {
+        let (tool, e) = external_of(server, call).filter(|(_, e)| e.input)?;
+        let who = Subject { server: &server.name, tool, consumer: self.caller.label() };
+        Some(e.request(crate::guard::external::Phase::Input, who, &call.args, None))
+    }
+
+    /// One more request for a call: numbered after every request dispatched so far, as the driver does.
+    fn next_request(&mut self, job: Job, request: UpstreamRequest) -> Option<Step> {
+        let Phase::Calling { calls, .. } = &mut self.phase else {
+            return None;
+        };
+        calls.push(Some(job));
+        Some(Step::Dispatch(vec![request]))
+    }
+
+    /// A call's final reply: recorded, put in its slot; the response once every call has one.
+    fn finished(
+        &mut self,
+        server: &Server,
+        call: PendingCall,
+        reply: Value,
+        upstream: Option<(crate::metrics::Upstream, Option<u64>)>,
+    ) -> Option<Step> {
+        if let Some((tool, arguments)) = call.record {
+            self.records.push(CallRecord::tool_call(&server.name, &tool, &self.caller, arguments, &reply, upstream));
+        }
         let Phase::Calling { slots, remaining, .. } = &mut self.phase else {
             return None;
         };
@@ -960,6 +1091,26 @@ impl Exchange {
 fn allowed_tools(header: &str) -> Option<Vec<String>> {
     let names: Vec<String> = header.split(',').map(str::trim).filter(|n| !n.is_empty()).map(str::to_string).collect();
     (!names.is_empty()).then_some(names)
+}
+
+/// A tool call's tool and the guard service that checks it, if any.
+fn external_of<'s>(
+    server: &'s Server,
+    call: &'s PendingCall,
+) -> Option<(&'s str, &'s crate::guard::external::External)> {
+    let mcp::Pending::Tool(tool, _) = &call.call else { return None };
+    Some((tool.as_str(), server.guard.as_ref()?.external(tool)?))
+}
+
+/// The tool and argument names of a `tools/call` message.
+fn tool_call_of(m: &Message) -> Option<(String, Vec<String>)> {
+    match m {
+        Message::Request { method, params: Some(p), .. } if method == "tools/call" => {
+            let tool = p.get("name")?.as_str()?.to_string();
+            Some((tool, crate::metrics::argument_names(p.get("arguments"))))
+        }
+        _ => None,
+    }
 }
 
 /// Remembers the first `tools/call` of a request (its server and tool), and passes the message on.

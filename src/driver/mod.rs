@@ -96,11 +96,22 @@ pub struct Driver {
     waiting: Waiting,
     /// When the upstream calls were sent (what notifications report as `elapsedMs`).
     sent_ms: u64,
+    /// Requests dispatched so far: a later dispatch (after a guard check) numbers its calls from here, as
+    /// the exchange does.
+    dispatched: usize,
+    /// The client's request was forwarded through its route (possible once per exchange).
+    forwarded: bool,
 }
 
 impl Driver {
     pub fn new(exchange: Box<Exchange>, now_ms: u64) -> Driver {
-        Driver { exchange, waiting: Waiting::Body { since_ms: now_ms }, sent_ms: now_ms }
+        Driver {
+            exchange,
+            waiting: Waiting::Body { since_ms: now_ms },
+            sent_ms: now_ms,
+            dispatched: 0,
+            forwarded: false,
+        }
     }
 
     /// Part of the body arrived (so the host does deliver bodies: a timeout is the client's).
@@ -224,6 +235,11 @@ impl Driver {
         self.exchange.take_called()
     }
 
+    /// The records of the tool calls answered since the last call: hosts count and log them.
+    pub fn take_records(&mut self) -> Vec<crate::metrics::CallRecord> {
+        self.exchange.take_records()
+    }
+
     /// Upstream calls this exchange has outstanding; hosts sum them for [`Host::calls_in_flight`].
     pub fn calls_in_flight(&self) -> usize {
         self.upstream_tokens().count()
@@ -290,16 +306,21 @@ impl Driver {
         requests: Vec<(usize, UpstreamRequest)>,
         fresh: bool,
     ) -> Option<Step> {
+        // Calls still outstanding stay: a virtual server's next handshake request, a guard check answered
+        // while the other calls are out.
         let mut tokens = match std::mem::replace(&mut self.waiting, Waiting::Done) {
-            Waiting::Upstream(tokens) if !fresh => tokens,
+            Waiting::Upstream(tokens) => tokens,
             _ => Vec::with_capacity(requests.len()),
         };
         let mut next = None;
+        // Requests an immediate failure led to (a guard check that could not be sent, failing open): sent
+        // next, numbered after these.
+        let mut more = Vec::new();
         let busy = host.calls_in_flight();
         if fresh {
             self.sent_ms = host.now_ms();
         }
-        let mut forwarded = false;
+        let mut forwarded = std::mem::replace(&mut self.forwarded, false);
         let mut added = 0;
         for (i, r) in requests {
             // Past the worker's limit a call is refused here, with a reason, instead of by
@@ -337,14 +358,21 @@ impl Driver {
                 }
                 Err(why) => {
                     self.exchange.upstream_took(0);
-                    if let Some(s) = self.exchange.on_upstream(gw, i, UpstreamResult::Failed(why)) {
-                        next = Some(s);
+                    match self.exchange.on_upstream(gw, i, UpstreamResult::Failed(why)) {
+                        Some(Step::Dispatch(rs)) => more.extend(rs),
+                        Some(s) => next = Some(s),
+                        None => {}
                     }
                 }
             }
         }
+        self.forwarded = forwarded;
         self.waiting = Waiting::Upstream(tokens);
-        next
+        match next {
+            Some(s) => Some(s),
+            None if !more.is_empty() => Some(Step::Dispatch(more)),
+            None => None,
+        }
     }
 
     /// Performs steps until the exchange waits on the host or has responded.
@@ -369,7 +397,12 @@ impl Driver {
                     Started::Redis(pending) => return self.send_redis(gw, host, pending),
                 },
                 Step::Dispatch(requests) => {
-                    match self.send(gw, host, requests.into_iter().enumerate().collect(), true) {
+                    // Numbered after every request dispatched so far: a guard check answered while other
+                    // calls are in flight adds its next request to them.
+                    let base = self.dispatched;
+                    self.dispatched += requests.len();
+                    let indexed = requests.into_iter().enumerate().map(|(i, r)| (base + i, r)).collect();
+                    match self.send(gw, host, indexed, true) {
                         Some(s) => s,
                         None => return Progress::Waiting,
                     }

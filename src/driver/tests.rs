@@ -166,3 +166,91 @@ fn a_request_without_a_cluster_is_forwarded_once_and_answered_in_its_place() {
     assert_eq!(v[1]["result"]["isError"], serde_json::json!(true));
     assert!(v[1]["result"]["content"][0]["text"].as_str().unwrap().contains("one such call"), "{v}");
 }
+
+const GUARDED: &str = r#"
+servers:
+  - name: demo
+    upstream: {cluster: api}
+    guardrails:
+      external: {cluster: guard, timeoutMs: 200, output: true}
+      tools:
+        open:
+          external: {cluster: guard, failOpen: true}
+    tools:
+      - name: weather
+        description: Weather
+        args: [{name: city, required: true, position: query}]
+        requestTemplate: {url: /weather}
+      - name: open
+        description: Checked, failing open
+        args: [{name: city, required: true, position: query}]
+        requestTemplate: {url: /weather}
+"#;
+
+/// The guard service: refuses the input of city `bad`, the output that mentions `secret`, and is down
+/// for city `down`; the API answers each city's weather (`secret` for city `s`).
+fn guard_and_api(r: &UpstreamRequest) -> UpstreamResult {
+    let body = String::from_utf8_lossy(r.body.as_deref().unwrap_or_default()).to_string();
+    match r.cluster.as_str() {
+        "guard" if body.contains("\"city\":\"down\"") => UpstreamResult::Failed("connection refused".into()),
+        "guard" if body.contains("\"phase\":\"input\"") && body.contains("\"city\":\"bad\"") => {
+            ok(r#"{"allow": false, "reason": "bad city"}"#)
+        }
+        "guard" if body.contains("\"phase\":\"output\"") && body.contains("secret") => {
+            ok(r#"{"allow": false, "reason": "leaks a secret"}"#)
+        }
+        "guard" => ok(r#"{"allow": true}"#),
+        _ => {
+            let city = r.path.rsplit('=').next().unwrap_or_default();
+            ok(if city == "s" { "secret" } else { "sunny" })
+        }
+    }
+}
+
+fn guarded_batch(calls: &[(&str, &str)]) -> String {
+    let calls: Vec<String> = calls
+        .iter()
+        .enumerate()
+        .map(|(i, (tool, c))| {
+            format!(r#"{{"jsonrpc":"2.0","id":{i},"method":"tools/call","params":{{"name":"{tool}","arguments":{{"city":"{c}"}}}}}}"#)
+        })
+        .collect();
+    format!("[{}]", calls.join(","))
+}
+
+#[test]
+fn the_guard_service_checks_input_and_output_while_other_calls_are_in_flight() {
+    let g = Gateway::from_config_str(GUARDED).unwrap();
+    let mut h = TestHost::new();
+    let sid = session(&mut h, &g);
+    let body =
+        guarded_batch(&[("weather", "a"), ("weather", "bad"), ("weather", "s"), ("weather", "down"), ("open", "down")]);
+    let r = h.send(&g, post(Some(&sid)), &body, &guard_and_api);
+    let replies: Vec<Value> = serde_json::from_slice(&r.body).unwrap();
+    assert_eq!(replies.len(), 5, "{replies:?}");
+    assert_eq!(replies[0]["result"]["content"][0]["text"], "sunny");
+    let message = |i: usize| replies[i]["error"]["message"].as_str().unwrap_or_default().to_string();
+    assert!(message(1).contains("refused the input of tool 'weather': bad city"), "{}", message(1));
+    assert!(message(2).contains("refused the output of tool 'weather': leaks a secret"), "{}", message(2));
+    assert!(
+        message(3).contains("could not check the input") && message(3).contains("connection refused"),
+        "{}",
+        message(3)
+    );
+    for r in &replies[1..4] {
+        assert_eq!(r["error"]["data"]["cause"], "guardrail", "{r}");
+    }
+    // Failing open: the call went on (and its tool has no output check).
+    assert_eq!(replies[4]["result"]["content"][0]["text"], "sunny");
+    // Guard calls for a (in, out), bad (in), s (in, out), down (in), open/down (in); API calls for a, s, open.
+    let to = |c: &str| h.dispatched.iter().filter(|r| r.cluster == c).count();
+    assert_eq!((to("guard"), to("api")), (7, 3));
+    // A refused call is recorded as a guardrail refusal, once.
+    h.responses.clear();
+    let mut d = h.start(&g, &post(Some(&sid)), guarded_batch(&[("weather", "bad")]).as_bytes()).unwrap();
+    assert_eq!(h.settle(&g, &mut d, &guard_and_api), Progress::Done);
+    let records = d.take_records();
+    assert_eq!(records.len(), 1);
+    assert_eq!((records[0].tool.as_str(), records[0].outcome), ("weather", "guardrail"));
+    assert!(d.take_records().is_empty());
+}

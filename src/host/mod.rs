@@ -13,6 +13,7 @@ mod proxy;
 mod redis;
 mod route;
 mod shared_data;
+mod stats;
 
 use crate::driver::{Driver, Host, Progress};
 use crate::gateway::Gateway;
@@ -52,6 +53,8 @@ struct Live {
     /// The client's request headers as read once in `on_http_request_headers` (moved, not copied): route
     /// dispatch builds the rewritten request from them instead of reading the map a second time.
     client: Vec<(String, String)>,
+    /// The exchange's first call record was emitted (its access-log properties are set).
+    recorded: bool,
 }
 
 /// An upstream call in flight: when it was sent and its timeout, to tell why Envoy ended it without an answer.
@@ -142,10 +145,18 @@ fn with_driver(id: u32, foreign: bool, f: impl FnOnce(&Gateway, &mut Driver, &mu
         let mut calls = Calls::new(&gw, id, foreign, client.as_slice());
         let before = driver.calls_in_flight();
         let progress = f(&gw, driver, &mut calls);
-        if let Some((server, tool)) = driver.take_called() {
+        let called = driver.take_called();
+        if let Some((server, tool)) = &called {
             // For access logs, as Higress's plugin sets them: %FILTER_STATE(wasm.mcp_tool_name:PLAIN)%.
-            let _ = abi::set_property("mcp_server_name", &server);
-            let _ = abi::set_property("mcp_tool_name", &tool);
+            let _ = abi::set_property("mcp_server_name", server);
+            let _ = abi::set_property("mcp_tool_name", tool);
+        }
+        let records = entry.driver.take_records();
+        if !records.is_empty() {
+            // The request's first call names consumer, method and outcome for the access log.
+            let first = !entry.recorded;
+            entry.recorded = true;
+            stats::emit(&gw.observability, &records, now_ms(), first);
         }
         let after = driver.calls_in_flight();
         IN_FLIGHT.with(|n| n.set((n.get() + after).saturating_sub(before)));
@@ -460,7 +471,7 @@ impl HttpContext for Http {
             }
             Route::Accept(ex) => {
                 let driver = Driver::new(ex, now_ms());
-                let live_entry = Live { gateway: gw, driver, client: head.headers };
+                let live_entry = Live { gateway: gw, driver, client: head.headers, recorded: false };
                 LIVE.with(|live| live.borrow_mut().insert(self.id, live_entry));
                 if end_of_stream {
                     with_driver(self.id, false, |gw, driver, calls| driver.on_body(gw, calls, &[]));

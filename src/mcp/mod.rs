@@ -327,10 +327,16 @@ pub fn handle_allowed(
                 }
             };
             let arguments = filled.as_ref().or(p.get("arguments"));
+            if let Some(Err(e)) = server.guard.as_ref().map(|g| g.check_input(name, arguments)) {
+                return Handled::Reply(e.reply(id));
+            }
             match crate::template::with_input(input.as_ref(), || {
                 tool.prepare_for(&gw.templates, &server.config, arguments, presented)
             }) {
-                Prepared::Done(result) => done(id, result),
+                Prepared::Done(mut result) => match guarded(server, name, &mut result) {
+                    Ok(()) => done(id, result),
+                    Err(e) => Handled::Reply(e.reply(id)),
+                },
                 Prepared::Upstream(request, args) => {
                     Handled::Call { id, call: Pending::Tool(name.to_string(), input), request: Box::new(request), args }
                 }
@@ -381,9 +387,12 @@ pub fn finish_call(
     match call {
         Pending::Tool(tool, input) => match server.tool(tool) {
             Some(t) => {
-                let result = crate::template::with_input(input.as_ref(), || {
+                let mut result = crate::template::with_input(input.as_ref(), || {
                     t.finish(&gw.templates, &server.config, args, outcome)
                 });
+                if let Err(e) = guarded(server, tool, &mut result) {
+                    return e.reply(id);
+                }
                 jsonrpc::result(id, complete("tools/call", result, revision))
             }
             None => jsonrpc::error(id, jsonrpc::INTERNAL_ERROR, "the tool disappeared during the call"),
@@ -396,6 +405,11 @@ pub fn finish_call(
             None => jsonrpc::error(id, jsonrpc::INTERNAL_ERROR, "the resource disappeared during the read"),
         },
     }
+}
+
+/// A tool result through the server's guardrails (masking, size), when it has any.
+fn guarded(server: &Server, tool: &str, result: &mut Value) -> Result<(), crate::error::GatewayError> {
+    server.guard.as_ref().map_or(Ok(()), |g| g.filter_result(tool, result))
 }
 
 /// The error for a URI no resource or template serves: -32002 in the 2025 revisions, -32602 from

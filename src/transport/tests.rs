@@ -1134,7 +1134,10 @@ fn admission_refuses_before_the_exchange_and_policy_pages_over_what_the_caller_m
     assert_eq!(seen, [vec![json!("t0"), json!("t1")], vec![json!("t3")]], "pages of bob's view; t4 denied to all");
     let call = |tool: &str| format!(r#"{{"jsonrpc":"2.0","id":3,"method":"tools/call","params":{{"name":"{tool}"}}}}"#);
     let refused = json_body(&send(&mut h, "kb", Some(&sid), &call("t2")));
-    assert_eq!(refused["error"], json!({"code": -32600, "message": "Forbidden: consumer 'bob' may not use tool 't2'"}));
+    assert_eq!(
+        refused["error"],
+        json!({"code": -32600, "message": "Forbidden: consumer 'bob' may not use tool 't2'", "data": {"cause": "forbidden"}})
+    );
     assert_eq!(json_body(&send(&mut h, "kb", Some(&sid), &call("t3")))["result"]["content"][0]["text"], "t3");
     // Amy, on the same session, sees only what rules give her.
     let page = json_body(&send(&mut h, "ka", Some(&sid), r#"{"jsonrpc":"2.0","id":4,"method":"tools/list"}"#));

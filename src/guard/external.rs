@@ -1,0 +1,252 @@
+//! The external check (`guardrails.external`): an HTTP call per tool call to a team's own guard service,
+//! on the arguments before the upstream call and/or on the result before the client sees it.
+//!
+//! Contract: `POST {path}` on `cluster`, `Content-Type: application/json`, body
+//! `{"phase": "input"|"output", "server", "tool", "consumer", "arguments"}` (+ `"result"` for `output`, after
+//! masking). The service answers 200 with `{"allow": true}` or `{"allow": false, "reason": "..."}`.
+//! Anything else (another status, another body, no answer within `timeoutMs`) is a failure: the call goes
+//! on (`failOpen: true`) or is refused (default).
+
+use crate::error::GatewayError;
+use crate::upstream::{Dispatch, UpstreamRequest, UpstreamResult};
+use serde::Deserialize;
+use serde_json::{json, Value};
+
+/// `guardrails.external` as written.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct ExternalConfig {
+    /// The Envoy cluster of the guard service.
+    pub cluster: String,
+    #[serde(default = "default_path")]
+    pub path: String,
+    /// `:authority` of the call; default: the cluster's name.
+    #[serde(default)]
+    pub authority: Option<String>,
+    #[serde(default = "default_timeout")]
+    pub timeout_ms: u64,
+    /// On failure, let the call go on (true) or refuse it (false, the default).
+    #[serde(default)]
+    pub fail_open: bool,
+    /// Check the arguments before the upstream call (default true).
+    #[serde(default = "yes")]
+    pub input: bool,
+    /// Check the result before the client sees it (default false).
+    #[serde(default)]
+    pub output: bool,
+}
+
+fn default_path() -> String {
+    "/check".into()
+}
+fn default_timeout() -> u64 {
+    500
+}
+fn yes() -> bool {
+    true
+}
+
+/// Which side of the call is checked.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Phase {
+    Input,
+    Output,
+}
+
+impl Phase {
+    fn name(self) -> &'static str {
+        match self {
+            Phase::Input => "input",
+            Phase::Output => "output",
+        }
+    }
+}
+
+/// `guardrails.external` compiled.
+#[derive(Debug, Clone, PartialEq)]
+pub struct External {
+    cluster: String,
+    path: String,
+    authority: String,
+    timeout_ms: u64,
+    fail_open: bool,
+    pub input: bool,
+    pub output: bool,
+}
+
+/// The parties of the call a check is about.
+#[derive(Debug, Clone, Copy)]
+pub struct Subject<'a> {
+    pub server: &'a str,
+    pub tool: &'a str,
+    pub consumer: &'a str,
+}
+
+impl External {
+    /// Validates the config; errors are (field under `external`, message).
+    pub fn compile(cfg: &ExternalConfig) -> Result<External, (String, String)> {
+        if cfg.cluster.trim().is_empty() {
+            return Err(("cluster".into(), "must name an Envoy cluster".into()));
+        }
+        if !cfg.path.starts_with('/') || cfg.path.contains(['\r', '\n', ' ']) {
+            return Err(("path".into(), "must be a path starting with / (no spaces or line breaks)".into()));
+        }
+        if cfg.authority.as_deref().is_some_and(|a| a.is_empty() || a.contains(['\r', '\n', ' ', '/'])) {
+            return Err(("authority".into(), "must be a host[:port]".into()));
+        }
+        if cfg.timeout_ms == 0 {
+            return Err(("timeoutMs".into(), "must be at least 1".into()));
+        }
+        if !cfg.input && !cfg.output {
+            return Err(("input".into(), "input and output are both false: the check would never run".into()));
+        }
+        Ok(External {
+            cluster: cfg.cluster.clone(),
+            path: cfg.path.clone(),
+            authority: cfg.authority.clone().unwrap_or_else(|| cfg.cluster.clone()),
+            timeout_ms: cfg.timeout_ms,
+            fail_open: cfg.fail_open,
+            input: cfg.input,
+            output: cfg.output,
+        })
+    }
+
+    /// The request that asks the guard service about a call's arguments (`result: None`) or its result.
+    pub fn request(
+        &self,
+        phase: Phase,
+        who: Subject<'_>,
+        arguments: &Value,
+        result: Option<&Value>,
+    ) -> UpstreamRequest {
+        let mut body = json!({
+            "phase": phase.name(),
+            "server": who.server,
+            "tool": who.tool,
+            "consumer": who.consumer,
+            "arguments": arguments,
+        });
+        if let Some(r) = result {
+            body["result"] = r.clone();
+        }
+        UpstreamRequest {
+            dispatch: Dispatch::Call,
+            cluster: self.cluster.clone(),
+            method: "POST".into(),
+            authority: self.authority.clone(),
+            path: self.path.clone(),
+            headers: vec![("content-type".into(), "application/json".into())],
+            body: Some(body.to_string().into_bytes()),
+            timeout_ms: self.timeout_ms,
+        }
+    }
+
+    /// The guard service's verdict: `Ok` lets the call go on.
+    pub fn verdict(&self, phase: Phase, tool: &str, answer: &UpstreamResult) -> Result<(), GatewayError> {
+        let failure = match answer {
+            UpstreamResult::Response { status: 200, body, .. } => match serde_json::from_slice::<Value>(body) {
+                Ok(v) => match v.get("allow").and_then(Value::as_bool) {
+                    Some(true) => return Ok(()),
+                    Some(false) => {
+                        let reason = v.get("reason").and_then(Value::as_str).unwrap_or("no reason given");
+                        let reason: String = reason.chars().take(200).collect();
+                        return Err(GatewayError::Guardrail {
+                            message: format!(
+                                "guardrail: the guard service refused the {} of tool '{tool}': {reason}",
+                                phase.name()
+                            ),
+                        });
+                    }
+                    None => "its answer has no boolean `allow`".to_string(),
+                },
+                Err(_) => "its answer is not JSON".to_string(),
+            },
+            UpstreamResult::Response { status, .. } => format!("it answered HTTP {status}"),
+            UpstreamResult::Failed(why) => format!("no answer ({why})"),
+        };
+        if self.fail_open {
+            return Ok(());
+        }
+        Err(GatewayError::Guardrail {
+            message: format!(
+                "guardrail: the guard service could not check the {} of tool '{tool}' ({failure}), and \
+                 guardrails.external.failOpen is false",
+                phase.name()
+            ),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn external(extra: Value) -> External {
+        let mut cfg = json!({"cluster": "guard", "timeoutMs": 300});
+        cfg.as_object_mut().unwrap().extend(extra.as_object().unwrap().clone());
+        External::compile(&serde_json::from_value(cfg).unwrap()).unwrap()
+    }
+
+    fn answer(status: u16, body: &str) -> UpstreamResult {
+        UpstreamResult::Response { status, headers: vec![], body: body.as_bytes().to_vec() }
+    }
+
+    const WHO: Subject<'static> = Subject { server: "s", tool: "t", consumer: "alice" };
+
+    #[test]
+    fn the_request_follows_the_documented_contract() {
+        let e = external(json!({"path": "/v1/check", "output": true}));
+        let r = e.request(Phase::Output, WHO, &json!({"q": 1}), Some(&json!({"content": []})));
+        assert_eq!(
+            (r.cluster.as_str(), r.method.as_str(), r.path.as_str(), r.authority.as_str()),
+            ("guard", "POST", "/v1/check", "guard")
+        );
+        assert_eq!(r.timeout_ms, 300);
+        let body: Value = serde_json::from_slice(r.body.as_deref().unwrap()).unwrap();
+        assert_eq!(
+            body,
+            json!({"phase": "output", "server": "s", "tool": "t", "consumer": "alice", "arguments": {"q": 1},
+                   "result": {"content": []}})
+        );
+        let r = e.request(Phase::Input, WHO, &json!({}), None);
+        assert!(serde_json::from_slice::<Value>(r.body.as_deref().unwrap()).unwrap().get("result").is_none());
+    }
+
+    #[test]
+    fn allow_and_deny_verdicts() {
+        let e = external(json!({}));
+        assert_eq!(e.verdict(Phase::Input, "t", &answer(200, r#"{"allow": true}"#)), Ok(()));
+        let denied = e.verdict(Phase::Input, "t", &answer(200, r#"{"allow": false, "reason": "PII in query"}"#));
+        let Err(GatewayError::Guardrail { message }) = denied else { panic!("{denied:?}") };
+        assert!(message.contains("refused the input of tool 't': PII in query"), "{message}");
+    }
+
+    #[test]
+    fn failures_refuse_when_fail_closed_and_pass_when_fail_open() {
+        let closed = external(json!({}));
+        let open = external(json!({"failOpen": true}));
+        for (bad, why) in [
+            (answer(503, "down"), "HTTP 503"),
+            (answer(200, "yes"), "not JSON"),
+            (answer(200, r#"{"ok": true}"#), "no boolean `allow`"),
+            (UpstreamResult::Failed("timeout".into()), "no answer (timeout)"),
+        ] {
+            let r = closed.verdict(Phase::Output, "t", &bad);
+            let Err(GatewayError::Guardrail { message }) = r else { panic!("{r:?}") };
+            assert!(message.contains(why) && message.contains("failOpen is false"), "{message}");
+            assert_eq!(open.verdict(Phase::Output, "t", &bad), Ok(()));
+        }
+        // A refusal is a refusal even when failing open.
+        assert!(open.verdict(Phase::Input, "t", &answer(200, r#"{"allow": false}"#)).is_err());
+    }
+
+    #[test]
+    fn invalid_config_names_the_field() {
+        let bad = |v: Value| External::compile(&serde_json::from_value(v).unwrap()).unwrap_err().0;
+        assert_eq!(bad(json!({"cluster": ""})), "cluster");
+        assert_eq!(bad(json!({"cluster": "g", "path": "check"})), "path");
+        assert_eq!(bad(json!({"cluster": "g", "authority": "a\r\nb"})), "authority");
+        assert_eq!(bad(json!({"cluster": "g", "timeoutMs": 0})), "timeoutMs");
+        assert_eq!(bad(json!({"cluster": "g", "input": false})), "input");
+    }
+}

@@ -1,0 +1,296 @@
+//! Guardrails on tool input and output (a server's `guardrails:`): size limits on arguments and results,
+//! deny patterns on arguments, masking of secrets and personal data in results, and flagging of
+//! prompt-injection phrases. Everything is compiled at load; a call pays only for the rules its tool has.
+//!
+//! Where they run: arguments are checked in `tools/call` before anything is rendered or sent; results are
+//! filtered when the tool's result is built ([`crate::mcp::finish_call`] and results answered without an
+//! upstream). Proxied servers' (`type: mcp-proxy`) answers stream through untouched and are not covered.
+
+pub mod external;
+pub mod mask;
+
+use crate::error::GatewayError;
+use external::{External, ExternalConfig};
+use mask::{Injection, Masker, Rule, RuleSet};
+use regex_lite::Regex;
+use serde::Deserialize;
+use serde_json::Value;
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+
+/// `guardrails:` of a server, as written. The same fields under `tools.<name>` apply to one tool:
+/// limits, `mask` and `injection` replace the server's, `denyPatterns` add to them.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct GuardrailsConfig {
+    /// Largest `arguments` object (as JSON, bytes) a call may send.
+    #[serde(default)]
+    pub max_argument_bytes: Option<usize>,
+    /// Largest tool result (as JSON, bytes, after masking) a call may return.
+    #[serde(default)]
+    pub max_result_bytes: Option<usize>,
+    /// Regular expressions (regex-lite syntax); a call whose argument strings match one is refused.
+    #[serde(default)]
+    pub deny_patterns: Option<Vec<String>>,
+    /// What to mask in results: `secrets`, `email`, `phone`, `card`, or `all`.
+    #[serde(default)]
+    pub mask: Option<Vec<String>>,
+    /// Prompt-injection phrases in results: `off` (default), `mark` or `strip`.
+    #[serde(default)]
+    pub injection: Option<String>,
+    /// A call to the team's own guard service per tool call (replaces the server's for a tool).
+    #[serde(default)]
+    pub external: Option<ExternalConfig>,
+    /// Per-tool settings, by tool name.
+    #[serde(default)]
+    pub tools: BTreeMap<String, GuardrailsConfig>,
+}
+
+/// A config error of `guardrails`: the tool it belongs to (if any), the field and what is wrong.
+#[derive(Debug, Clone, PartialEq)]
+pub struct GuardConfigError {
+    pub tool: Option<String>,
+    pub field: String,
+    pub message: String,
+}
+
+/// One tool's (or the server's default) compiled guardrails.
+#[derive(Debug, Clone, Default)]
+struct Policy {
+    max_argument_bytes: Option<usize>,
+    max_result_bytes: Option<usize>,
+    /// Each pattern with the field it came from, for the refusal's message.
+    deny: Vec<(Arc<Regex>, Arc<str>)>,
+    mask: RuleSet,
+    injection: Injection,
+    external: Option<Arc<External>>,
+}
+
+impl Policy {
+    fn filters_results(&self) -> bool {
+        !self.mask.is_empty() || self.injection != Injection::Off || self.max_result_bytes.is_some()
+    }
+}
+
+/// A server's compiled guardrails.
+#[derive(Debug)]
+pub struct Guard {
+    default: Policy,
+    tools: HashMap<String, Policy>,
+    /// The masking patterns, when some policy masks or flags anything.
+    masker: Option<Masker>,
+}
+
+impl Guard {
+    /// Compiles a server's `guardrails`; `is_tool` says whether a name is one of its tools (`None`: any
+    /// name is accepted, as for a proxied server whose tools are known only at run time).
+    pub fn compile(cfg: &GuardrailsConfig, is_tool: Option<&dyn Fn(&str) -> bool>) -> Result<Guard, GuardConfigError> {
+        let default = policy(cfg, &Policy::default(), "guardrails").map_err(|(field, message)| GuardConfigError {
+            tool: None,
+            field,
+            message,
+        })?;
+        let mut tools = HashMap::new();
+        for (name, t) in &cfg.tools {
+            let base = format!("guardrails.tools.{name}");
+            let err = |field: String, message: String| GuardConfigError { tool: Some(name.clone()), field, message };
+            if is_tool.is_some_and(|known| !known(name)) {
+                return Err(err(base, "names no tool of this server".into()));
+            }
+            if !t.tools.is_empty() {
+                return Err(err(format!("{base}.tools"), "per-tool settings cannot have tools of their own".into()));
+            }
+            tools.insert(name.clone(), policy(t, &default, &base).map_err(|(f, m)| err(f, m))?);
+        }
+        let masks = std::iter::once(&default)
+            .chain(tools.values())
+            .any(|p| !p.mask.is_empty() || p.injection != Injection::Off);
+        let masker = if masks {
+            Some(Masker::new().map_err(|m| GuardConfigError { tool: None, field: "guardrails".into(), message: m })?)
+        } else {
+            None
+        };
+        Ok(Guard { default, tools, masker })
+    }
+
+    fn policy(&self, tool: &str) -> &Policy {
+        self.tools.get(tool).unwrap_or(&self.default)
+    }
+
+    /// The guard service that checks `tool`'s calls, if any.
+    pub fn external(&self, tool: &str) -> Option<&External> {
+        self.policy(tool).external.as_deref()
+    }
+
+    /// Checks a call's arguments before anything is rendered or sent.
+    pub fn check_input(&self, tool: &str, args: Option<&Value>) -> Result<(), GatewayError> {
+        let p = self.policy(tool);
+        let Some(args) = args else { return Ok(()) };
+        if let Some(max) = p.max_argument_bytes {
+            let size = json_size(args);
+            if size > max {
+                return Err(GatewayError::Guardrail {
+                    message: format!(
+                        "guardrail: the arguments of tool '{tool}' are {size} bytes, more than the {max} allowed \
+                         (guardrails maxArgumentBytes)"
+                    ),
+                });
+            }
+        }
+        if p.deny.is_empty() {
+            return Ok(());
+        }
+        let mut path = String::new();
+        match denied(args, &p.deny, &mut path) {
+            Some(field) => {
+                let at = if path.is_empty() { "the arguments".to_string() } else { format!("argument '{path}'") };
+                Err(GatewayError::Guardrail {
+                    message: format!("guardrail: {at} of tool '{tool}' matches a denied pattern ({field})"),
+                })
+            }
+            None => Ok(()),
+        }
+    }
+
+    /// Masks and flags what the tool's policy says in a result's text (`content` and `structuredContent`
+    /// strings; base64 data, URIs and MIME types are left alone), then checks its size.
+    pub fn filter_result(&self, tool: &str, result: &mut Value) -> Result<(), GatewayError> {
+        let p = self.policy(tool);
+        if !p.filters_results() {
+            return Ok(());
+        }
+        if let Some(m) = &self.masker {
+            if !p.mask.is_empty() || p.injection != Injection::Off {
+                mask_strings(result, m, p.mask, p.injection);
+            }
+        }
+        if let Some(max) = p.max_result_bytes {
+            let size = json_size(result);
+            if size > max {
+                return Err(GatewayError::Guardrail {
+                    message: format!(
+                        "guardrail: the result of tool '{tool}' is {size} bytes, more than the {max} allowed \
+                         (guardrails maxResultBytes)"
+                    ),
+                });
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Compiles one level of `guardrails` over `base` (the server's, for a tool).
+fn policy(cfg: &GuardrailsConfig, base: &Policy, at: &str) -> Result<Policy, (String, String)> {
+    let mut p = base.clone();
+    if let Some(n) = cfg.max_argument_bytes {
+        p.max_argument_bytes = Some(n);
+    }
+    if let Some(n) = cfg.max_result_bytes {
+        p.max_result_bytes = Some(n);
+    }
+    for (i, pattern) in cfg.deny_patterns.iter().flatten().enumerate() {
+        let field = format!("{at}.denyPatterns[{i}]");
+        let re = Regex::new(pattern).map_err(|e| (field.clone(), format!("is not a valid regular expression: {e}")))?;
+        p.deny.push((Arc::new(re), field.into()));
+    }
+    if let Some(names) = &cfg.mask {
+        let mut set = RuleSet::default();
+        for (i, name) in names.iter().enumerate() {
+            if name == "all" {
+                set = Rule::ALL.into_iter().fold(set, RuleSet::with);
+                continue;
+            }
+            let rule = Rule::parse(name).ok_or_else(|| {
+                (format!("{at}.mask[{i}]"), format!("'{name}' is not one of secrets, email, phone, card, all"))
+            })?;
+            set = set.with(rule);
+        }
+        p.mask = set;
+    }
+    if let Some(mode) = &cfg.injection {
+        p.injection = match mode.as_str() {
+            "off" => Injection::Off,
+            "mark" => Injection::Mark,
+            "strip" => Injection::Strip,
+            other => return Err((format!("{at}.injection"), format!("'{other}' is not one of off, mark, strip"))),
+        };
+    }
+    if let Some(e) = &cfg.external {
+        let compiled = External::compile(e).map_err(|(f, m)| (format!("{at}.external.{f}"), m))?;
+        p.external = Some(Arc::new(compiled));
+    }
+    for (field, n) in [("maxArgumentBytes", p.max_argument_bytes), ("maxResultBytes", p.max_result_bytes)] {
+        if n == Some(0) {
+            return Err((format!("{at}.{field}"), "must be at least 1".into()));
+        }
+    }
+    Ok(p)
+}
+
+/// The first deny pattern a string of `v` matches (its field); `path` is left at the string's location.
+fn denied<'p>(v: &Value, deny: &'p [(Arc<Regex>, Arc<str>)], path: &mut String) -> Option<&'p str> {
+    match v {
+        Value::String(s) => deny.iter().find(|(re, _)| re.is_match(s)).map(|(_, f)| &**f),
+        Value::Array(items) => {
+            items.iter().enumerate().find_map(|(i, x)| within(path, &i.to_string(), |p| denied(x, deny, p)))
+        }
+        Value::Object(map) => map.iter().find_map(|(k, x)| within(path, k, |p| denied(x, deny, p))),
+        _ => None,
+    }
+}
+
+/// Runs `f` with `key` appended to `path`; the path stays extended when `f` found something.
+fn within<'p>(path: &mut String, key: &str, f: impl FnOnce(&mut String) -> Option<&'p str>) -> Option<&'p str> {
+    let len = path.len();
+    if !path.is_empty() {
+        path.push('.');
+    }
+    path.push_str(key);
+    let found = f(path);
+    if found.is_none() {
+        path.truncate(len);
+    }
+    found
+}
+
+/// Keys whose strings are not text for a reader: content types, base64 payloads, locations, metadata.
+const NOT_TEXT: [&str; 6] = ["type", "mimeType", "data", "blob", "uri", "_meta"];
+
+fn mask_strings(v: &mut Value, m: &Masker, rules: RuleSet, injection: Injection) {
+    match v {
+        Value::String(s) => {
+            if let std::borrow::Cow::Owned(masked) = m.apply(s, rules, injection) {
+                *s = masked;
+            }
+        }
+        Value::Array(items) => items.iter_mut().for_each(|x| mask_strings(x, m, rules, injection)),
+        Value::Object(map) => {
+            for (k, x) in map.iter_mut() {
+                if !NOT_TEXT.contains(&k.as_str()) {
+                    mask_strings(x, m, rules, injection);
+                }
+            }
+        }
+        _ => {}
+    }
+}
+
+/// The size of `v` as compact JSON, without building the text.
+pub fn json_size(v: &Value) -> usize {
+    struct Count(usize);
+    impl std::io::Write for Count {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            self.0 += buf.len();
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+    let mut c = Count(0);
+    let _ = serde_json::to_writer(&mut c, v);
+    c.0
+}
+
+#[cfg(test)]
+mod tests;

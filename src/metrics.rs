@@ -1,0 +1,367 @@
+//! What each tool call leaves behind for operators: Envoy stats (counters and a latency histogram per
+//! server and tool), access-log properties and one structured audit line. The exchange produces one
+//! [`CallRecord`] per `tools/call`; this module turns it into metric names, property values and the audit
+//! line, and the host (`crate::host`) performs them with hostcalls.
+//!
+//! Metric names carry their tags Istio's way (`mcp_server=.=demo;.;...;.;mcp_calls_total`) so that the
+//! `stats_tags` of envoy/envoy.yaml extract them: `/stats/prometheus` then shows
+//! `mcp_calls_total{mcp_server="demo",mcp_tool="get_user",outcome="ok"}` (Envoy strips the `wasmcustom.`
+//! namespace it gives plugin metrics, and adds no `envoy_` prefix to them).
+
+use crate::caller::Caller;
+use crate::upstream::UpstreamResult;
+use serde::Deserialize;
+use serde_json::{json, Value};
+
+/// `observability:` as written.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct ObservabilityConfig {
+    /// Define and update the plugin's Envoy stats.
+    #[serde(default = "yes")]
+    pub stats: bool,
+    /// The Envoy log level of audit lines: `debug`, `info` (default), `warn`, or `off`.
+    #[serde(default = "default_audit")]
+    pub audit: String,
+}
+
+fn yes() -> bool {
+    true
+}
+fn default_audit() -> String {
+    "info".into()
+}
+
+impl Default for ObservabilityConfig {
+    fn default() -> Self {
+        ObservabilityConfig { stats: true, audit: default_audit() }
+    }
+}
+
+/// The level audit lines are logged at.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AuditLevel {
+    Off,
+    Debug,
+    Info,
+    Warn,
+}
+
+/// `observability:` compiled.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Observability {
+    pub stats: bool,
+    pub audit: AuditLevel,
+}
+
+impl Default for Observability {
+    fn default() -> Self {
+        Observability { stats: true, audit: AuditLevel::Info }
+    }
+}
+
+impl Observability {
+    /// Compiles the config; the error is (field, message).
+    pub fn compile(cfg: &ObservabilityConfig) -> Result<Observability, (String, String)> {
+        let audit = match cfg.audit.as_str() {
+            "off" => AuditLevel::Off,
+            "debug" => AuditLevel::Debug,
+            "info" => AuditLevel::Info,
+            "warn" => AuditLevel::Warn,
+            other => {
+                return Err(("observability.audit".into(), format!("'{other}' is not one of off, debug, info, warn")))
+            }
+        };
+        Ok(Observability { stats: cfg.stats, audit })
+    }
+}
+
+/// Outcomes that are the gateway's own refusals or failures ([`crate::error::GatewayError::cause`]).
+const CAUSES: [&str; 7] = [
+    "unauthenticated",
+    "forbidden",
+    "rate_limited",
+    "guardrail",
+    "upstream_timeout",
+    "refused_dispatch",
+    "oversized_answer",
+];
+/// Causes that are denials: the caller or its input was refused.
+const DENIALS: [&str; 3] = ["unauthenticated", "forbidden", "guardrail"];
+
+/// One tool call, as stats, the access log and the audit line see it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct CallRecord {
+    pub server: String,
+    pub tool: String,
+    pub method: &'static str,
+    /// [`Caller::label`]: the consumer, or `-`.
+    pub consumer: String,
+    /// `ok`; `tool_error` (an error result of the tool's own); `upstream_error` (the upstream answered with
+    /// an HTTP error status); `upstream_failed` (no answer: refused, reset, timeout); `invalid` (a JSON-RPC
+    /// error such as an unknown tool or invalid arguments); or a [`crate::error::GatewayError`] cause.
+    pub outcome: &'static str,
+    pub upstream_status: Option<u16>,
+    pub latency_ms: Option<u64>,
+    /// The names of the arguments the call sent (never their values).
+    pub arguments: Vec<String>,
+}
+
+impl CallRecord {
+    /// The record of `tools/call` of `tool` answered with `reply` (after the upstream answered `upstream`,
+    /// if it was called).
+    pub fn tool_call(
+        server: &str,
+        tool: &str,
+        caller: &Caller,
+        arguments: Vec<String>,
+        reply: &Value,
+        upstream: Option<(Upstream, Option<u64>)>,
+    ) -> CallRecord {
+        let status = match upstream {
+            Some((Upstream::Status(status), _)) => Some(status),
+            _ => None,
+        };
+        CallRecord {
+            server: server.to_string(),
+            tool: tool.to_string(),
+            method: "tools/call",
+            consumer: caller.label().to_string(),
+            outcome: outcome(reply, upstream.map(|(u, _)| u)),
+            upstream_status: status,
+            latency_ms: upstream.and_then(|(_, ms)| ms),
+            arguments,
+        }
+    }
+
+    /// What to count for this call.
+    pub fn metrics(&self) -> Vec<Metric> {
+        let tool_tags = format!("mcp_server=.={};.;mcp_tool=.={};.;", tag(&self.server), tag(&self.tool));
+        let mut out = Vec::with_capacity(4);
+        let counter = |name: String| Metric { kind: MetricKind::Counter, name, value: 1 };
+        out.push(counter(format!("{tool_tags}outcome=.={};.;mcp_calls_total", self.outcome)));
+        if self.outcome != "ok" {
+            out.push(counter(format!("{tool_tags}cause=.={};.;mcp_errors_total", self.outcome)));
+        }
+        if DENIALS.contains(&self.outcome) {
+            out.push(counter(format!("{tool_tags}cause=.={};.;mcp_denials_total", self.outcome)));
+        }
+        if self.outcome == "rate_limited" {
+            out.push(counter(format!("{tool_tags}mcp_rate_limited_total")));
+        }
+        if let Some(ms) = self.latency_ms {
+            out.push(Metric {
+                kind: MetricKind::Histogram,
+                name: format!("{tool_tags}mcp_upstream_latency_ms"),
+                value: ms,
+            });
+        }
+        out
+    }
+
+    /// The access-log properties (Envoy filter state `wasm.<name>`), besides `mcp_server_name` and
+    /// `mcp_tool_name` which the exchange already reports.
+    pub fn properties(&self) -> [(&'static str, &str); 3] {
+        [("mcp_consumer", &self.consumer), ("mcp_method", self.method), ("mcp_outcome", self.outcome)]
+    }
+
+    /// The audit line, `mcp-audit {json}`: argument names only, never values, credentials or results.
+    pub fn audit_line(&self, now_ms: u64) -> String {
+        let line = json!({
+            "time": rfc3339_ms(now_ms),
+            "server": self.server,
+            "tool": self.tool,
+            "consumer": self.consumer,
+            "method": self.method,
+            "outcome": self.outcome,
+            "upstreamStatus": self.upstream_status,
+            "latencyMs": self.latency_ms,
+            "arguments": self.arguments,
+        });
+        format!("mcp-audit {line}")
+    }
+}
+
+/// The names of a call's arguments (at most 32), for its audit line.
+pub fn argument_names(args: Option<&Value>) -> Vec<String> {
+    args.and_then(Value::as_object).map(|m| m.keys().take(32).cloned().collect()).unwrap_or_default()
+}
+
+/// What the upstream answered, as far as records tell.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Upstream {
+    /// An HTTP answer with this status.
+    Status(u16),
+    /// No answer (refused, reset, timed out).
+    Failed,
+}
+
+impl From<&UpstreamResult> for Upstream {
+    fn from(r: &UpstreamResult) -> Upstream {
+        match r {
+            UpstreamResult::Response { status, .. } => Upstream::Status(*status),
+            UpstreamResult::Failed(_) => Upstream::Failed,
+        }
+    }
+}
+
+/// How a call ended, read from its reply.
+fn outcome(reply: &Value, upstream: Option<Upstream>) -> &'static str {
+    if let Some(e) = reply.get("error") {
+        let cause = e.pointer("/data/cause").and_then(Value::as_str).unwrap_or_default();
+        return CAUSES.iter().find(|c| **c == cause).copied().unwrap_or("invalid");
+    }
+    if reply.pointer("/result/isError") != Some(&Value::Bool(true)) {
+        return "ok";
+    }
+    match upstream {
+        Some(Upstream::Status(status)) if status >= 400 => "upstream_error",
+        Some(Upstream::Failed) => "upstream_failed",
+        _ => "tool_error",
+    }
+}
+
+/// A tag value as a metric name can carry it (`;` would end the tag early).
+fn tag(v: &str) -> String {
+    v.replace(';', "_")
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MetricKind {
+    Counter,
+    Histogram,
+}
+
+/// A counter to increment by `value`, or a histogram to record `value` in.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Metric {
+    pub kind: MetricKind,
+    pub name: String,
+    pub value: u64,
+}
+
+/// `2026-11-26T02:10:00.123Z` for milliseconds since the epoch.
+pub fn rfc3339_ms(ms: u64) -> String {
+    let secs = ms / 1000;
+    let days = (secs / 86_400) as i64;
+    let rem = secs % 86_400;
+    // Howard Hinnant's civil_from_days.
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    format!("{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}.{:03}Z", rem / 3600, rem % 3600 / 60, rem % 60, ms % 1000)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::error::GatewayError;
+
+    fn ok_reply() -> Value {
+        json!({"jsonrpc": "2.0", "id": 1, "result": {"content": [], "isError": false}})
+    }
+
+    fn response(status: u16) -> Upstream {
+        Upstream::Status(status)
+    }
+
+    #[test]
+    fn outcomes_are_read_from_the_reply_and_the_upstream_answer() {
+        let err_result = json!({"result": {"isError": true}});
+        assert_eq!(outcome(&ok_reply(), Some(response(200))), "ok");
+        assert_eq!(outcome(&err_result, Some(response(503))), "upstream_error");
+        assert_eq!(
+            outcome(&err_result, Some(Upstream::from(&UpstreamResult::Failed("reset".into())))),
+            "upstream_failed"
+        );
+        assert_eq!(outcome(&err_result, None), "tool_error");
+        let guard = GatewayError::Guardrail { message: "no".into() }.reply(json!(1));
+        assert_eq!(outcome(&guard, None), "guardrail");
+        let limited = GatewayError::RateLimited { message: "slow".into(), retry_after_secs: 1 }.reply(json!(1));
+        assert_eq!(outcome(&limited, None), "rate_limited");
+        assert_eq!(outcome(&crate::jsonrpc::error(json!(1), -32602, "Unknown tool: x"), None), "invalid");
+    }
+
+    #[test]
+    fn a_call_counts_calls_errors_denials_and_latency_with_tags() {
+        let caller = Caller { consumer: Some("alice".into()), ..Caller::default() };
+        let ok = CallRecord::tool_call(
+            "demo",
+            "get_user",
+            &caller,
+            argument_names(Some(&json!({"id": 1}))),
+            &ok_reply(),
+            Some((response(200), Some(12))),
+        );
+        let names: Vec<(MetricKind, String, u64)> =
+            ok.metrics().into_iter().map(|m| (m.kind, m.name, m.value)).collect();
+        let owned =
+            |v: Vec<(MetricKind, &str, u64)>| v.into_iter().map(|(k, n, x)| (k, n.to_string(), x)).collect::<Vec<_>>();
+        assert_eq!(
+            names,
+            owned(vec![
+                (MetricKind::Counter, "mcp_server=.=demo;.;mcp_tool=.=get_user;.;outcome=.=ok;.;mcp_calls_total", 1),
+                (MetricKind::Histogram, "mcp_server=.=demo;.;mcp_tool=.=get_user;.;mcp_upstream_latency_ms", 12),
+            ])
+        );
+        let refused = GatewayError::Guardrail { message: "no".into() }.reply(json!(1));
+        let denied = CallRecord::tool_call("demo", "a;b", &Caller::anonymous(), vec![], &refused, None);
+        let names: Vec<String> = denied.metrics().into_iter().map(|m| m.name).collect();
+        assert_eq!(
+            names,
+            vec![
+                "mcp_server=.=demo;.;mcp_tool=.=a_b;.;outcome=.=guardrail;.;mcp_calls_total",
+                "mcp_server=.=demo;.;mcp_tool=.=a_b;.;cause=.=guardrail;.;mcp_errors_total",
+                "mcp_server=.=demo;.;mcp_tool=.=a_b;.;cause=.=guardrail;.;mcp_denials_total",
+            ]
+        );
+        assert_eq!(
+            denied.properties(),
+            [("mcp_consumer", "-"), ("mcp_method", "tools/call"), ("mcp_outcome", "guardrail")]
+        );
+    }
+
+    #[test]
+    fn the_audit_line_is_json_with_argument_names_but_no_values() {
+        let caller = Caller { consumer: Some("alice".into()), ..Caller::default() };
+        let args = json!({"password": "hunter2", "id": 7});
+        let r = CallRecord::tool_call(
+            "demo",
+            "login",
+            &caller,
+            argument_names(Some(&args)),
+            &ok_reply(),
+            Some((response(201), Some(5))),
+        );
+        let line = r.audit_line(1_764_122_400_123);
+        let json: Value = serde_json::from_str(line.strip_prefix("mcp-audit ").unwrap()).unwrap();
+        assert_eq!(
+            json,
+            json!({"time": "2025-11-26T02:00:00.123Z", "server": "demo", "tool": "login", "consumer": "alice",
+                   "method": "tools/call", "outcome": "ok", "upstreamStatus": 201, "latencyMs": 5,
+                   "arguments": ["password", "id"]})
+        );
+        assert!(!line.contains("hunter2"));
+    }
+
+    #[test]
+    fn config_compiles_audit_levels_and_refuses_others() {
+        let cfg: ObservabilityConfig = serde_json::from_value(json!({"audit": "warn", "stats": false})).unwrap();
+        assert_eq!(Observability::compile(&cfg), Ok(Observability { stats: false, audit: AuditLevel::Warn }));
+        let cfg: ObservabilityConfig = serde_json::from_value(json!({"audit": "loud"})).unwrap();
+        assert_eq!(Observability::compile(&cfg).unwrap_err().0, "observability.audit");
+        assert_eq!(Observability::compile(&ObservabilityConfig::default()), Ok(Observability::default()));
+    }
+
+    #[test]
+    fn timestamps_are_utc_rfc3339() {
+        assert_eq!(rfc3339_ms(0), "1970-01-01T00:00:00.000Z");
+        assert_eq!(rfc3339_ms(951_782_400_000), "2000-02-29T00:00:00.000Z");
+    }
+}
