@@ -23,6 +23,9 @@ pub enum GatewayError {
     RefusedDispatch { message: String },
     /// The upstream's answer is larger than the configured limit.
     OversizedAnswer { message: String },
+    /// A store the gateway must consult before it may go on (the rate-limit counters in Redis, with
+    /// `onStoreError: deny`) did not answer: not the caller's fault, so 503 rather than 429.
+    StoreUnavailable { message: String },
 }
 
 impl GatewayError {
@@ -36,6 +39,7 @@ impl GatewayError {
             GatewayError::UpstreamTimeout { .. } => 504,
             GatewayError::RefusedDispatch { .. } => 502,
             GatewayError::OversizedAnswer { .. } => 502,
+            GatewayError::StoreUnavailable { .. } => 503,
         }
     }
 
@@ -47,7 +51,8 @@ impl GatewayError {
             GatewayError::Guardrail { .. } => jsonrpc::INVALID_PARAMS,
             GatewayError::UpstreamTimeout { .. }
             | GatewayError::RefusedDispatch { .. }
-            | GatewayError::OversizedAnswer { .. } => jsonrpc::INTERNAL_ERROR,
+            | GatewayError::OversizedAnswer { .. }
+            | GatewayError::StoreUnavailable { .. } => jsonrpc::INTERNAL_ERROR,
         }
     }
 
@@ -61,6 +66,7 @@ impl GatewayError {
             GatewayError::UpstreamTimeout { .. } => "upstream_timeout",
             GatewayError::RefusedDispatch { .. } => "refused_dispatch",
             GatewayError::OversizedAnswer { .. } => "oversized_answer",
+            GatewayError::StoreUnavailable { .. } => "store_unavailable",
         }
     }
 
@@ -73,7 +79,8 @@ impl GatewayError {
             | GatewayError::Guardrail { message }
             | GatewayError::UpstreamTimeout { message }
             | GatewayError::RefusedDispatch { message }
-            | GatewayError::OversizedAnswer { message } => message,
+            | GatewayError::OversizedAnswer { message }
+            | GatewayError::StoreUnavailable { message } => message,
         }
     }
 
@@ -85,6 +92,25 @@ impl GatewayError {
                 vec![("retry-after".into(), retry_after_secs.to_string())]
             }
             _ => Vec::new(),
+        }
+    }
+
+    /// The JSON-RPC error's `data`: when to retry, for clients that never see the HTTP headers (a call
+    /// answered inside a 200, a batch).
+    pub fn data(&self) -> Option<serde_json::Value> {
+        match self {
+            GatewayError::RateLimited { retry_after_secs, .. } => {
+                Some(serde_json::json!({"retryAfterSeconds": retry_after_secs}))
+            }
+            _ => None,
+        }
+    }
+
+    /// The JSON-RPC error reply to request `id`.
+    pub fn reply(&self, id: serde_json::Value) -> serde_json::Value {
+        match self.data() {
+            Some(data) => jsonrpc::error_with_data(id, self.code(), self.message(), data),
+            None => jsonrpc::error(id, self.code(), self.message()),
         }
     }
 }
@@ -102,5 +128,11 @@ mod tests {
         assert_eq!(denied.status(), 401);
         assert_eq!(denied.headers()[0].0, "www-authenticate");
         assert_eq!(denied.message(), "who?");
+        let reply = limited.reply(serde_json::json!(7));
+        assert_eq!(reply["error"]["data"]["retryAfterSeconds"], 3);
+        assert_eq!((reply["id"].clone(), reply["error"]["message"].clone()), (7.into(), "slow down".into()));
+        let down = GatewayError::StoreUnavailable { message: "redis down".into() };
+        assert_eq!((down.status(), down.code(), down.cause()), (503, -32603, "store_unavailable"));
+        assert!(down.reply(serde_json::Value::Null)["error"].get("data").is_none());
     }
 }

@@ -50,6 +50,8 @@ pub struct Server {
     pub credential_sources: Vec<crate::credential::Source>,
     /// Where a proxied server's backend is (`type: mcp-proxy`); `None`: the gateway serves it itself.
     pub proxy: Option<crate::proxy::Backend>,
+    /// Rate limits and quotas on its tool calls (`rateLimits`, `quotas`; [`crate::limits`]).
+    pub limits: crate::limits::ServerLimits,
 }
 
 impl Server {
@@ -116,9 +118,17 @@ pub struct Gateway {
     /// `Some` when a tool or prompt asks for input: the state keys derived from `sessions.signingKeys`,
     /// or `None` inside for this Envoy's shared key ([`crate::input`]).
     pub input_keys: Option<Option<Vec<crate::input::Key>>>,
+    /// The Redis that rate limits and quotas count in when sessions are not kept in Redis
+    /// (`sessions.redis` with another store).
+    limits_redis: Option<crate::session::redis::RedisStore>,
 }
 
 impl Gateway {
+    /// The Redis the host connects to (`sessions.redis`): the session store's, or the rate limits' alone.
+    pub fn redis(&self) -> Option<&crate::session::redis::RedisStore> {
+        self.sessions.redis().or(self.limits_redis.as_ref())
+    }
+
     /// Parses, validates and compiles a configuration string.
     pub fn from_config_str(text: &str) -> Result<Gateway, ConfigError> {
         Self::compile(PluginConfig::parse(text)?)
@@ -140,6 +150,7 @@ impl Gateway {
                 .map_err(|(field, msg)| ConfigError::new(field, msg).in_server(&s.name))?;
             let proxy = crate::proxy::Backend::compile(&s, cfg.sessions.store)
                 .map_err(|(field, msg)| ConfigError::new(field, msg).in_server(&s.name))?;
+            let limits = crate::limits::ServerLimits::compile(&s, cfg.sessions.redis.is_some(), proxy.is_some())?;
             notices.extend(s.import_notices.iter().map(|n| format!("server '{}': {n}", s.name)));
             let mut tools = Vec::with_capacity(s.tools.len());
             let mut tool_index = HashMap::new();
@@ -240,6 +251,7 @@ impl Gateway {
                 config,
                 notifications,
                 proxy,
+                limits,
             };
             server.capabilities = crate::mcp::capabilities(&server);
             servers.push(server);
@@ -297,6 +309,10 @@ impl Gateway {
             input_keys,
             prefix: cfg.prefix,
             allowed_origins: cfg.allowed_origins.iter().map(|o| o.trim_end_matches('/').to_ascii_lowercase()).collect(),
+            limits_redis: match (&cfg.sessions.redis, sessions.redis()) {
+                (Some(r), None) => Some(crate::session::redis::RedisStore::new(r, 0)),
+                _ => None,
+            },
             sessions,
             max_request_bytes: cfg.max_request_bytes,
             page_size: cfg.tools_page_size,

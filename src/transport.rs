@@ -97,6 +97,8 @@ pub enum Step {
     Dispatch(Vec<UpstreamRequest>),
     /// Keep or read clients' answers to input requests, then call [`Exchange::on_answers`].
     Answers(crate::input::poll::AnswerOp),
+    /// Check these calls against their rate limits and quotas, then call [`Exchange::on_limit`].
+    Limit(crate::limits::LimitOp),
 }
 
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -135,11 +137,12 @@ struct PendingCall {
     listener: Option<Listener>,
 }
 
-/// Where an exchange is (a POST relayed by Higress's SSE filter goes from Start straight to Calling or Done):
+/// Where an exchange is (a POST relayed by Higress's SSE filter goes from Start straight to Calling or Done;
+/// calls that rate limits or quotas apply to pass through Limiting on the way to Calling):
 ///
 /// ```text
 /// Start ──initialize──> Creating ──Created──────────────────────────> Done (200 + Mcp-Session-Id)
-///   │ ──POST──────────> Opening ──Found──> Calling ──all answered──> Done
+///   │ ──POST──────────> Opening ──Found──> (Limiting) ──> Calling ──all answered──> Done
 ///   │                      └──────Found, nothing to call───────────> Done
 ///   │          (a logging/setLevel among them: ──> Saving ──Found───> Done)
 ///   └──DELETE─────────> Deleting ──Deleted─────────────────────────> Done (204)
@@ -151,6 +154,13 @@ enum Phase {
     Creating(Value),
     Opening(Batch),
     Deleting,
+    /// The calls are known; their rate limits and quotas are being checked before any goes upstream.
+    Limiting {
+        single: bool,
+        slots: Vec<Option<Value>>,
+        calls: Vec<Option<PendingCall>>,
+        requests: Vec<UpstreamRequest>,
+    },
     Calling {
         single: bool,
         slots: Vec<Option<Value>>,
@@ -170,6 +180,9 @@ enum Phase {
 /// One HTTP request being served.
 #[derive(Debug)]
 pub struct Exchange {
+    /// Who sends the request: anonymous until admission establishes it ([`Exchange::set_caller`]); rate
+    /// limits `per: consumer` count its consumer.
+    caller: crate::caller::Caller,
     /// Who sent the request, as templates' `getRealIP`/`getSocketIP` report it.
     client: crate::template::Client,
     server: usize,
@@ -344,6 +357,7 @@ pub fn route(gw: &Gateway, head: &RequestHead) -> Route {
         }
     };
     Route::Accept(Box::new(Exchange {
+        caller: crate::caller::Caller::anonymous(),
         client: if gw.templates.has_go() {
             crate::template::Client::from_request(head.header("x-forwarded-for"), head.client_address.as_deref())
         } else {
@@ -401,6 +415,11 @@ impl Exchange {
     fn respond(&mut self, r: HttpResponse) -> Step {
         self.phase = Phase::Done;
         Step::Respond(add_cors(r, self.cors_origin.as_deref()))
+    }
+
+    /// Sets who sends the request (admission's verdict), before the body is processed.
+    pub fn set_caller(&mut self, caller: crate::caller::Caller) {
+        self.caller = caller;
     }
 
     /// Gives the exchange what its input requests need: the host's clock and the state keys.
@@ -797,6 +816,63 @@ impl Exchange {
         }
         if requests.is_empty() {
             return self.reply(single, slots);
+        }
+        let limited: Vec<(usize, String)> = calls
+            .iter()
+            .enumerate()
+            .filter_map(|(i, c)| match c.as_ref().map(|c| &c.call) {
+                Some(mcp::Pending::Tool(name, _)) if server.limits.applies(name) => Some((i, name.clone())),
+                _ => None,
+            })
+            .collect();
+        if !limited.is_empty() {
+            self.phase = Phase::Limiting { single, slots, calls, requests };
+            return Step::Limit(crate::limits::LimitOp {
+                server: self.server,
+                caller: self.caller.clone(),
+                calls: limited,
+            });
+        }
+        self.phase = Phase::Calling { single, slots, remaining: calls.len(), calls };
+        Step::Dispatch(requests)
+    }
+
+    /// Resumes after the rate limits and quotas were checked: refused calls are answered with their error
+    /// (a request of one refused call, at the stateless revision, with HTTP 429 and `Retry-After`, as any
+    /// HTTP client understands; in a session, with a JSON-RPC error in a 200, whose `data` says when to
+    /// retry, since SDKs turn an HTTP error status in a session into a transport failure), the rest go on.
+    pub fn on_limit(&mut self, outcome: crate::limits::LimitOutcome) -> Step {
+        let Phase::Limiting { single, mut slots, mut calls, requests } =
+            std::mem::replace(&mut self.phase, Phase::Done)
+        else {
+            return self.respond(HttpResponse::error(
+                500,
+                Value::Null,
+                jsonrpc::INTERNAL_ERROR,
+                "a rate-limit verdict came at the wrong time",
+            ));
+        };
+        if let ([(_, refusal)], true, true) = (outcome.refused.as_slice(), single, self.revision.is_stateless()) {
+            let id = calls.first().and_then(Option::as_ref).map_or(Value::Null, |c| c.id.clone());
+            let mut r = HttpResponse::json(refusal.status(), &refusal.reply(id));
+            r.headers.extend(refusal.headers());
+            return self.respond(r);
+        }
+        for (index, refusal) in &outcome.refused {
+            if let Some(call) = calls.get_mut(*index).and_then(Option::take) {
+                slots[call.slot] = Some(refusal.reply(call.id));
+            }
+        }
+        let (calls, requests): (Vec<_>, Vec<_>) = calls.into_iter().zip(requests).filter(|(c, _)| c.is_some()).unzip();
+        if requests.is_empty() {
+            let retry = outcome.refused.iter().flat_map(|(_, e)| e.headers()).next();
+            return match self.reply(single, slots) {
+                Step::Respond(mut r) if r.status == 200 => {
+                    r.headers.extend(retry);
+                    Step::Respond(r)
+                }
+                other => other,
+            };
         }
         self.phase = Phase::Calling { single, slots, remaining: calls.len(), calls };
         Step::Dispatch(requests)

@@ -158,7 +158,7 @@ impl Env for Calls<'_> {
 impl Host for Calls<'_> {
     #[cfg(feature = "higress")]
     fn redis(&mut self, command: &[u8]) -> Result<u32, String> {
-        let store = self.gw.sessions.redis().ok_or("no Redis is configured")?;
+        let store = self.gw.redis().ok_or("no Redis is configured")?;
         redis::call(store, command, self.context_id)
     }
     #[cfg(not(feature = "higress"))]
@@ -168,7 +168,7 @@ impl Host for Calls<'_> {
 
     #[cfg(feature = "higress")]
     fn redis_reinit(&mut self) -> Result<(), String> {
-        let store = self.gw.sessions.redis().ok_or("no Redis is configured")?;
+        let store = self.gw.redis().ok_or("no Redis is configured")?;
         redis::init(store)
     }
     #[cfg(not(feature = "higress"))]
@@ -242,13 +242,16 @@ impl RootContext for Root {
         };
         for gw in rules.all() {
             if let Err(why) = connect_store(gw) {
-                log(LogLevel::Error, &format!("mcp-gateway: invalid plugin config: field 'sessions.store': {why}"));
+                log(LogLevel::Error, &format!("mcp-gateway: invalid plugin config: {why}"));
                 return false;
             }
         }
         let scope = if rules.has_rules() { "per route (_rules_): " } else { "" };
         for gw in rules.all() {
             gw.sessions.prepare(&mut SharedData);
+            for server in &gw.servers {
+                crate::limits::local::prepare(&mut SharedData, &server.limits.known_process_buckets(&server.name));
+            }
             if gw.input_keys.as_ref().is_some_and(Option::is_none) {
                 crate::input::prepare(&mut SharedData);
             }
@@ -297,24 +300,35 @@ impl RootContext for Root {
     }
 }
 
-/// Sets up the connection the configured store needs, or says why this build cannot serve it.
+/// Sets up the connection the configured store and rate limits need, or says why this build cannot serve
+/// them (naming the field at fault).
 #[cfg(feature = "higress")]
 fn connect_store(gw: &Gateway) -> Result<(), String> {
-    match gw.sessions.redis() {
-        Some(store) => redis::init(store),
+    match gw.redis() {
+        Some(store) => redis::init(store).map_err(|why| format!("field 'sessions.redis': {why}")),
         None => Ok(()),
     }
 }
 
 #[cfg(not(feature = "higress"))]
 fn connect_store(gw: &Gateway) -> Result<(), String> {
-    match gw.sessions.redis() {
-        Some(_) => Err("store: redis needs Higress's Redis calls, which vanilla Envoy does not have; load \
-                        mcp_gateway_higress.wasm into Higress, or use store: signed to share sessions between \
-                        Envoy replicas"
-            .into()),
-        None => Ok(()),
+    if gw.sessions.redis().is_some() {
+        return Err("field 'sessions.store': store: redis needs Higress's Redis calls, which vanilla Envoy does not \
+                    have; load mcp_gateway_higress.wasm into Higress, or use store: signed to share sessions \
+                    between Envoy replicas"
+            .into());
     }
+    for server in &gw.servers {
+        if let Some(site) = server.limits.first_in_redis() {
+            return Err(format!(
+                "server '{}' {site}: counts in Redis (scope: cluster, or a quota), which needs Higress's Redis \
+                 calls, and vanilla Envoy has none; load mcp_gateway_higress.wasm into Higress, or use a rate \
+                 limit with scope: process (one counter per Envoy process)",
+                server.name
+            ));
+        }
+    }
+    Ok(())
 }
 
 struct Http {
