@@ -20,10 +20,9 @@ import copy
 import re
 import time
 
+import harness
 import httpx
 import pytest
-
-import harness
 from harness import ACCEPT, mcp_client, run_async
 
 SERVER = "demo"
