@@ -68,18 +68,48 @@ thread_local! {
     static SENT: RefCell<HashMap<u32, Vec<Sent>>> = RefCell::new(HashMap::new());
 }
 
-/// Forgets the call `token` of context `id`; returns its start time and timeout.
-fn take_sent(id: u32, token: u32) -> Option<(u64, u64)> {
+/// Forgets the call `token`; returns the context that sent it, its start time and its timeout.
+///
+/// The SDK hands a call's answer to the context that was active when the call was sent, as *it* tracks
+/// it: a call sent from a callback the SDK does not route (a Redis reply, the root's tick) is recorded
+/// under whichever context ran last, so the answer is matched to its sender here, by token.
+fn take_sent(token: u32) -> Option<(u32, u64, u64)> {
     SENT.with(|sent| {
         let mut sent = sent.borrow_mut();
+        let (id, pos) =
+            sent.iter().find_map(|(id, calls)| calls.iter().position(|c| c.token == token).map(|pos| (*id, pos)))?;
         let calls = sent.get_mut(&id)?;
-        let pos = calls.iter().position(|c| c.token == token)?;
         let call = calls.swap_remove(pos);
         if calls.is_empty() {
             sent.remove(&id);
         }
-        Some((call.at_ms, call.timeout_ms))
+        Some((id, call.at_ms, call.timeout_ms))
     })
+}
+
+/// The answer to upstream call `token`, delivered by the SDK to context `current` (see [`take_sent`]).
+fn http_call_response(current: u32, token: u32, body_size: usize) {
+    let Some((id, at_ms, timeout_ms)) = take_sent(token) else {
+        return; // its exchange is gone
+    };
+    with_driver(id, id != current, |gw, driver, calls| {
+        let headers = headers_lossy(MapType::HttpCallResponseHeaders);
+        let status = headers.iter().find(|(k, _)| k == ":status").and_then(|(_, v)| v.parse::<u16>().ok());
+        let outcome = match (status, gw.oversized_answer(body_size)) {
+            (Some(_), Some(refused)) => refused,
+            (Some(status), None) => {
+                let body = hostcalls::get_buffer(BufferType::HttpCallResponseBody, 0, body_size)
+                    .ok()
+                    .flatten()
+                    .unwrap_or_default();
+                let headers = headers.into_iter().filter(|(k, _)| !k.starts_with(':')).collect();
+                UpstreamResult::Response { status, headers, body }
+            }
+            // No headers: Envoy reset the call after the answer had started (see `cut_off_answer`).
+            (None, _) => gw.cut_off_answer(Some(now_ms().saturating_sub(at_ms)), Some(timeout_ms)),
+        };
+        driver.on_upstream(gw, calls, token, outcome)
+    });
 }
 
 fn log(level: LogLevel, msg: &str) {
@@ -226,7 +256,12 @@ struct Root {
     rules: Option<Gateways>,
 }
 
-impl Context for Root {}
+impl Context for Root {
+    /// An answer the SDK hands the root: a call sent from the tick (see [`take_sent`]).
+    fn on_http_call_response(&mut self, token: u32, _headers: usize, body_size: usize, _trailers: usize) {
+        http_call_response(0, token, body_size);
+    }
+}
 
 impl RootContext for Root {
     fn on_configure(&mut self, _size: usize) -> bool {
@@ -382,25 +417,7 @@ impl Context for Http {
     }
 
     fn on_http_call_response(&mut self, token: u32, _headers: usize, body_size: usize, _trailers: usize) {
-        let sent = take_sent(self.id, token);
-        with_driver(self.id, false, |gw, driver, calls| {
-            let headers = headers_lossy(MapType::HttpCallResponseHeaders);
-            let status = headers.iter().find(|(k, _)| k == ":status").and_then(|(_, v)| v.parse::<u16>().ok());
-            let outcome = match (status, gw.oversized_answer(body_size)) {
-                (Some(_), Some(refused)) => refused,
-                (Some(status), None) => {
-                    let body = hostcalls::get_buffer(BufferType::HttpCallResponseBody, 0, body_size)
-                        .ok()
-                        .flatten()
-                        .unwrap_or_default();
-                    let headers = headers.into_iter().filter(|(k, _)| !k.starts_with(':')).collect();
-                    UpstreamResult::Response { status, headers, body }
-                }
-                // No headers: Envoy reset the call after the answer had started (see `cut_off_answer`).
-                (None, _) => gw.cut_off_answer(sent.map(|(at, _)| now_ms().saturating_sub(at)), sent.map(|(_, t)| t)),
-            };
-            driver.on_upstream(gw, calls, token, outcome)
-        });
+        http_call_response(self.id, token, body_size);
     }
 }
 

@@ -65,7 +65,8 @@ for c = 1, tonumber(ARGV[1]) do
       end
     end
   end
-  out[#out + 1], out[#out + 1] = refused, wait
+  out[2 * c - 1] = refused
+  out[2 * c] = wait
 end
 return out
 "#;
