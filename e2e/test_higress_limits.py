@@ -23,10 +23,9 @@ import datetime
 import re
 import time
 
+import harness
 import httpx
 import pytest
-
-import harness
 from harness import ACCEPT
 from test_higress_redis import (  # noqa: F401  (fixtures)
     TIMEOUT_MS,

@@ -34,7 +34,10 @@ const TICK: Duration = Duration::from_secs(1);
 
 proxy_wasm::main! {{
     proxy_wasm::set_log_level(LogLevel::Info);
-    proxy_wasm::set_root_context(|_| -> Box<dyn RootContext> { Box::new(Root { rules: None }) });
+    proxy_wasm::set_root_context(|id| -> Box<dyn RootContext> {
+        ROOT_ID.with(|r| r.set(id));
+        Box::new(Root { rules: None })
+    });
 }}
 
 /// Announces Higress's own ABI version. Higress turns a pause on request headers into "stop everything" (the
@@ -59,6 +62,8 @@ struct Sent {
 }
 
 thread_local! {
+    /// The root context's id (the SDK's), for [`calls_go_to_the_root`].
+    static ROOT_ID: Cell<u32> = const { Cell::new(0) };
     /// Exchanges in flight on this VM, by HTTP context id.
     static LIVE: RefCell<HashMap<u32, Live>> = RefCell::new(HashMap::new());
     /// Upstream calls outstanding on this VM: the sum of the drivers' `calls_in_flight`, kept up to date by
@@ -85,6 +90,24 @@ fn take_sent(token: u32) -> Option<(u32, u64, u64)> {
         }
         Some((id, call.at_ms, call.timeout_ms))
     })
+}
+
+/// Makes the SDK file the upstream calls sent next under the root context, whose answers
+/// [`http_call_response`] then matches to their senders. For callbacks the SDK does not route (a Redis
+/// reply): it would file them under whichever context ran last, and drop their answers if that context
+/// has ended meanwhile. The SDK's own export notes the active context and calls the root's
+/// `on_queue_ready`, which does nothing here. Never from inside an SDK callback of the root (the tick).
+#[cfg_attr(not(feature = "higress"), allow(dead_code))]
+fn calls_go_to_the_root() {
+    extern "C" {
+        // The SDK's export (proxy_wasm::dispatcher), linked within this module.
+        fn proxy_on_queue_ready(context_id: u32, queue_id: u32);
+    }
+    let root = ROOT_ID.with(Cell::get);
+    if root != 0 {
+        // SAFETY: a plain function of this module; the root context exists once configured.
+        unsafe { proxy_on_queue_ready(root, u32::MAX) }
+    }
 }
 
 /// The answer to upstream call `token`, delivered by the SDK to context `current` (see [`take_sent`]).
