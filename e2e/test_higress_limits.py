@@ -110,7 +110,7 @@ def test_one_limit_across_replicas_under_concurrent_load(limited, redis_server):
     assert all(_ok(r) for _, r in responses if r.status_code == 200)
     retries = {_assert_limited(r, i) for i, r in responses if r.status_code != 200}
     assert all(700 <= s <= 720 for s in retries), retries  # a token every 12 min
-    assert {a.requests_per_worker[0], a.requests_per_worker[1], b.requests_per_worker[0], b.requests_per_worker[1]} > {0}
+    assert min(a.requests_per_worker + b.requests_per_worker) > 0, "every worker of both replicas served calls"
     key = f"{limited.key_prefix}limit:{SERVER}/get_weather/r5w3600000b5/*"
     level, at = redis_server.command("GET", key).split()
     assert int(level) < 1000 and abs(int(at) / 1000 - time.time()) < 30, (level, at)
