@@ -245,7 +245,14 @@ impl fmt::Debug for RedisConfig {
 impl SessionsConfig {
     /// Merges the old top-level `sessionTtlSeconds` and checks that each setting belongs to the chosen store,
     /// so that a key or a Redis block given to the wrong store is an error rather than silently unused.
-    fn resolve(sessions: Option<SessionsConfig>, old_ttl: Option<u64>) -> Result<SessionsConfig, ConfigError> {
+    ///
+    /// `limits_in_redis`: some rate limit or quota counts in Redis, which then needs the `redis` block
+    /// whatever the store.
+    fn resolve(
+        sessions: Option<SessionsConfig>,
+        old_ttl: Option<u64>,
+        limits_in_redis: bool,
+    ) -> Result<SessionsConfig, ConfigError> {
         let explicit = sessions.is_some();
         let mut s = sessions.unwrap_or_default();
         if let Some(ttl) = old_ttl {
@@ -277,7 +284,7 @@ impl SessionsConfig {
             (StoreKind::Redis, None) => {
                 return Err(ConfigError::new("sessions.redis", "store: redis needs a redis block with a cluster"))
             }
-            (StoreKind::Redis, Some(r)) => {
+            (_, Some(r)) if s.store == StoreKind::Redis || limits_in_redis => {
                 if r.cluster.is_empty() || r.cluster.bytes().any(|b| b.is_ascii_control() || b == b'?') {
                     return Err(ConfigError::new(
                         "sessions.redis.cluster",
@@ -289,7 +296,10 @@ impl SessionsConfig {
                 }
             }
             (_, Some(_)) => {
-                return Err(ConfigError::new("sessions.redis", "only store: redis uses a redis block"));
+                return Err(ConfigError::new(
+                    "sessions.redis",
+                    "only store: redis and limits with scope: cluster (or quotas) use a redis block",
+                ));
             }
             _ => {}
         }
@@ -411,6 +421,12 @@ pub struct ServerConfig {
     /// Guardrails on this server's tool input and output (see `crate::guard`).
     #[serde(default)]
     pub guardrails: Option<crate::guard::GuardrailsConfig>,
+    /// Rate limits on every tool call of this server, read by [`crate::limits`].
+    #[serde(default)]
+    pub rate_limits: Option<Value>,
+    /// Daily or monthly quotas on every tool call of this server, read by [`crate::limits`].
+    #[serde(default)]
+    pub quotas: Option<Value>,
     #[serde(skip)]
     pub tools: Vec<ToolConfig>,
     #[serde(skip)]
@@ -557,6 +573,12 @@ pub struct ToolConfig {
     /// What to ask the client before the call runs (MCP 2026-07-28 input requests, [`crate::input`]).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub input_requests: Option<Value>,
+    /// Rate limits on this tool's calls, besides the server's ([`crate::limits`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rate_limits: Option<Value>,
+    /// Daily or monthly quotas on this tool's calls, besides the server's ([`crate::limits`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub quotas: Option<Value>,
 }
 
 /// One tool argument, turned into a JSON Schema property.
@@ -898,7 +920,6 @@ impl PluginConfig {
                 err
             })?),
         };
-        let sessions = SessionsConfig::resolve(sessions, raw.session_ttl_seconds)?;
         let observability = match raw.observability {
             None => crate::metrics::ObservabilityConfig::default(),
             Some(v) => serde_json::from_value(v).map_err(|e| {
@@ -935,6 +956,8 @@ impl PluginConfig {
             }
             servers.push(server);
         }
+        let limits_in_redis = servers.iter().any(crate::limits::mentions_redis);
+        let sessions = SessionsConfig::resolve(sessions, raw.session_ttl_seconds, limits_in_redis)?;
         Ok(PluginConfig {
             prefix,
             allowed_origins: raw.allowed_origins,

@@ -26,6 +26,9 @@ pub enum GatewayError {
     RefusedDispatch { message: String },
     /// The upstream's answer is larger than the configured limit.
     OversizedAnswer { message: String },
+    /// A store the gateway must consult before it may go on (the rate-limit counters in Redis, with
+    /// `onStoreError: deny`) did not answer: not the caller's fault, so 503 rather than 429.
+    StoreUnavailable { message: String },
 }
 
 impl GatewayError {
@@ -39,6 +42,7 @@ impl GatewayError {
             GatewayError::UpstreamTimeout { .. } => 504,
             GatewayError::RefusedDispatch { .. } => 502,
             GatewayError::OversizedAnswer { .. } => 502,
+            GatewayError::StoreUnavailable { .. } => 503,
         }
     }
 
@@ -52,7 +56,8 @@ impl GatewayError {
             GatewayError::Guardrail { .. } => jsonrpc::INVALID_PARAMS,
             GatewayError::UpstreamTimeout { .. }
             | GatewayError::RefusedDispatch { .. }
-            | GatewayError::OversizedAnswer { .. } => jsonrpc::INTERNAL_ERROR,
+            | GatewayError::OversizedAnswer { .. }
+            | GatewayError::StoreUnavailable { .. } => jsonrpc::INTERNAL_ERROR,
         }
     }
 
@@ -66,6 +71,7 @@ impl GatewayError {
             GatewayError::UpstreamTimeout { .. } => "upstream_timeout",
             GatewayError::RefusedDispatch { .. } => "refused_dispatch",
             GatewayError::OversizedAnswer { .. } => "oversized_answer",
+            GatewayError::StoreUnavailable { .. } => "store_unavailable",
         }
     }
 
@@ -79,14 +85,14 @@ impl GatewayError {
             | GatewayError::Guardrail { message }
             | GatewayError::UpstreamTimeout { message }
             | GatewayError::RefusedDispatch { message }
-            | GatewayError::OversizedAnswer { message } => message,
+            | GatewayError::OversizedAnswer { message }
+            | GatewayError::StoreUnavailable { message } => message,
         }
     }
 
-    /// The JSON-RPC error reply to request `id`: the message, and the cause as `data.cause` so that
-    /// clients (and the gateway's own stats) can tell a guardrail from an unknown tool.
+    /// The JSON-RPC error reply to request `id`: the message, and [`GatewayError::data`].
     pub fn reply(&self, id: serde_json::Value) -> serde_json::Value {
-        jsonrpc::error_with_data(id, self.code(), self.message(), serde_json::json!({"cause": self.cause()}))
+        jsonrpc::error_with_data(id, self.code(), self.message(), self.data())
     }
 
     /// Headers the response carries beside the body (`WWW-Authenticate`, `Retry-After`).
@@ -109,6 +115,18 @@ impl GatewayError {
         r.headers.extend(self.headers());
         r
     }
+
+    /// The JSON-RPC error's `data`: the cause, so that clients (and the gateway's own stats) can tell a
+    /// guardrail from an unknown tool, and when to retry, for clients that never see the HTTP headers (a
+    /// call answered inside a 200, a batch).
+    pub fn data(&self) -> serde_json::Value {
+        match self {
+            GatewayError::RateLimited { retry_after_secs, .. } => {
+                serde_json::json!({"cause": self.cause(), "retryAfterSeconds": retry_after_secs})
+            }
+            _ => serde_json::json!({"cause": self.cause()}),
+        }
+    }
 }
 
 #[cfg(test)]
@@ -124,5 +142,14 @@ mod tests {
         assert_eq!(denied.status(), 401);
         assert_eq!(denied.headers()[0].0, "www-authenticate");
         assert_eq!(denied.message(), "who?");
+        let reply = limited.reply(serde_json::json!(7));
+        assert_eq!(reply["error"]["data"]["retryAfterSeconds"], 3);
+        assert_eq!((reply["id"].clone(), reply["error"]["message"].clone()), (7.into(), "slow down".into()));
+        let down = GatewayError::StoreUnavailable { message: "redis down".into() };
+        assert_eq!((down.status(), down.code(), down.cause()), (503, -32603, "store_unavailable"));
+        assert_eq!(
+            down.reply(serde_json::Value::Null)["error"]["data"],
+            serde_json::json!({"cause": "store_unavailable"})
+        );
     }
 }

@@ -58,6 +58,8 @@ pub struct Server {
     pub policy: Option<std::sync::Arc<crate::admission::policy::Policy>>,
     /// `guardrails`: checks on tool arguments and filters on tool results; `None`: none configured.
     pub guard: Option<crate::guard::Guard>,
+    /// Rate limits and quotas on its tool calls (`rateLimits`, `quotas`; [`crate::limits`]).
+    pub limits: crate::limits::ServerLimits,
 }
 
 impl Server {
@@ -148,9 +150,17 @@ pub struct Gateway {
     pub admission: crate::admission::Admission,
     /// Stats and audit lines (`observability`).
     pub observability: crate::metrics::Observability,
+    /// The Redis that rate limits and quotas count in when sessions are not kept in Redis
+    /// (`sessions.redis` with another store).
+    limits_redis: Option<crate::session::redis::RedisStore>,
 }
 
 impl Gateway {
+    /// The Redis the host connects to (`sessions.redis`): the session store's, or the rate limits' alone.
+    pub fn redis(&self) -> Option<&crate::session::redis::RedisStore> {
+        self.sessions.redis().or(self.limits_redis.as_ref())
+    }
+
     /// Parses, validates and compiles a configuration string.
     pub fn from_config_str(text: &str) -> Result<Gateway, ConfigError> {
         Self::compile(PluginConfig::parse(text)?)
@@ -212,6 +222,7 @@ impl Gateway {
                 let msg = "is not supported yet on a transport: sse server";
                 return Err(ConfigError::new("policy", msg).in_server(&s.name));
             }
+            let limits = crate::limits::ServerLimits::compile(&s, cfg.sessions.redis.is_some(), proxy.is_some())?;
             notices.extend(s.import_notices.iter().map(|n| format!("server '{}': {n}", s.name)));
             let mut tools = Vec::with_capacity(s.tools.len());
             let mut tool_index = HashMap::new();
@@ -331,6 +342,7 @@ impl Gateway {
                 notifications,
                 proxy,
                 composed: None,
+                limits,
             };
             server.capabilities = crate::mcp::capabilities(&server);
             servers.push(server);
@@ -418,6 +430,10 @@ impl Gateway {
             input_keys,
             prefix: cfg.prefix,
             allowed_origins: cfg.allowed_origins.iter().map(|o| o.trim_end_matches('/').to_ascii_lowercase()).collect(),
+            limits_redis: match (&cfg.sessions.redis, sessions.redis()) {
+                (Some(r), None) => Some(crate::session::redis::RedisStore::new(r, 0)),
+                _ => None,
+            },
             sessions,
             max_request_bytes: cfg.max_request_bytes,
             page_size: cfg.tools_page_size,

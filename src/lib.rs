@@ -28,6 +28,7 @@ pub mod input;
 pub mod jsonrpc;
 #[cfg(feature = "go-templates")]
 pub mod lenient;
+pub mod limits;
 pub mod mcp;
 pub mod metrics;
 pub mod notify;

@@ -110,6 +110,8 @@ pub enum Step {
     More(Vec<(usize, UpstreamRequest)>),
     /// Keep or read clients' answers to input requests, then call [`Exchange::on_answers`].
     Answers(crate::input::poll::AnswerOp),
+    /// Check these calls against their rate limits and quotas, then call [`Exchange::on_limit`].
+    Limit(crate::limits::LimitOp),
 }
 
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -172,11 +174,12 @@ struct PendingCall {
     record: Option<(String, Vec<String>)>,
 }
 
-/// Where an exchange is (a POST relayed by Higress's SSE filter goes from Start straight to Calling or Done):
+/// Where an exchange is (a POST relayed by Higress's SSE filter goes from Start straight to Calling or Done;
+/// calls that rate limits or quotas apply to pass through Limiting on the way to Calling):
 ///
 /// ```text
 /// Start ──initialize──> Creating ──Created──────────────────────────> Done (200 + Mcp-Session-Id)
-///   │ ──POST──────────> Opening ──Found──> Calling ──all answered──> Done
+///   │ ──POST──────────> Opening ──Found──> (Limiting) ──> Calling ──all answered──> Done
 ///   │                      └──────Found, nothing to call───────────> Done
 ///   │          (a logging/setLevel among them: ──> Saving ──Found───> Done)
 ///   └──DELETE─────────> Deleting ──Deleted─────────────────────────> Done (204)
@@ -188,6 +191,13 @@ enum Phase {
     Creating(Value),
     Opening(Batch),
     Deleting,
+    /// The calls are known; their rate limits and quotas are being checked before any goes upstream.
+    Limiting {
+        single: bool,
+        slots: Vec<Option<Value>>,
+        calls: Vec<Option<Job>>,
+        requests: Vec<UpstreamRequest>,
+    },
     Calling {
         single: bool,
         slots: Vec<Option<Value>>,
@@ -936,6 +946,72 @@ impl Exchange {
         }
         if requests.is_empty() {
             return self.reply(single, slots);
+        }
+        let limited: Vec<(usize, String)> = calls
+            .iter()
+            .enumerate()
+            .filter_map(|(i, c)| match c.as_ref().map(|c| &c.call().call) {
+                Some(mcp::Pending::Tool(name, _)) if server.limits.applies(name) => Some((i, name.clone())),
+                _ => None,
+            })
+            .collect();
+        if !limited.is_empty() {
+            self.phase = Phase::Limiting { single, slots, calls, requests };
+            return Step::Limit(crate::limits::LimitOp {
+                server: self.server,
+                caller: self.caller.clone(),
+                calls: limited,
+            });
+        }
+        self.phase = Phase::Calling { single, slots, remaining: calls.len(), calls };
+        Step::Dispatch(requests)
+    }
+
+    /// Resumes after the rate limits and quotas were checked: refused calls are answered with their error
+    /// (a request of one refused call, at the stateless revision, with HTTP 429 and `Retry-After`, as any
+    /// HTTP client understands; in a session, with a JSON-RPC error in a 200, whose `data` says when to
+    /// retry, since SDKs turn an HTTP error status in a session into a transport failure), the rest go on.
+    pub fn on_limit(&mut self, gw: &Gateway, outcome: crate::limits::LimitOutcome) -> Step {
+        let Phase::Limiting { single, mut slots, mut calls, requests } =
+            std::mem::replace(&mut self.phase, Phase::Done)
+        else {
+            return self.respond(HttpResponse::error(
+                500,
+                Value::Null,
+                jsonrpc::INTERNAL_ERROR,
+                "a rate-limit verdict came at the wrong time",
+            ));
+        };
+        if let ([(_, refusal)], true, true) = (outcome.refused.as_slice(), single, self.revision.is_stateless()) {
+            let id = calls.first().and_then(Option::as_ref).map_or(Value::Null, |c| c.call().id.clone());
+            let mut r = HttpResponse::json(refusal.status(), &refusal.reply(id));
+            r.headers.extend(refusal.headers());
+            return self.respond(r);
+        }
+        for (index, refusal) in &outcome.refused {
+            if let Some(job) = calls.get_mut(*index).and_then(Option::take) {
+                let call = match job {
+                    Job::Call(c) | Job::CheckInput(c, _) | Job::CheckOutput(c, _, _) => c,
+                };
+                let reply = refusal.reply(call.id);
+                if let Some((tool, arguments)) = call.record {
+                    // Counted under the refusal's cause (`rate_limited`), as every call is.
+                    let server = &gw.servers[call.owner].name;
+                    self.records.push(CallRecord::tool_call(server, &tool, &self.caller, arguments, &reply, None));
+                }
+                slots[call.slot] = Some(reply);
+            }
+        }
+        let (calls, requests): (Vec<_>, Vec<_>) = calls.into_iter().zip(requests).filter(|(c, _)| c.is_some()).unzip();
+        if requests.is_empty() {
+            let retry = outcome.refused.iter().flat_map(|(_, e)| e.headers()).next();
+            return match self.reply(single, slots) {
+                Step::Respond(mut r) if r.status == 200 => {
+                    r.headers.extend(retry);
+                    Step::Respond(r)
+                }
+                other => other,
+            };
         }
         self.phase = Phase::Calling { single, slots, remaining: calls.len(), calls };
         Step::Dispatch(requests)

@@ -81,12 +81,28 @@ enum Waiting {
     },
     Redis {
         token: u32,
-        pending: redis::Pending,
+        pending: RedisWait,
         deadline_ms: u64,
     },
     /// Upstream tokens and the exchange's call index of each.
     Upstream(Vec<(u32, usize)>),
     Done,
+}
+
+/// What a Redis command in flight is for.
+#[derive(Debug)]
+enum RedisWait {
+    Session(redis::Pending),
+    Limit(crate::limits::redis::Pending),
+}
+
+impl RedisWait {
+    fn command(&self) -> &[u8] {
+        match self {
+            RedisWait::Session(p) => &p.command,
+            RedisWait::Limit(p) => &p.command,
+        }
+    }
 }
 
 /// One exchange and what it waits for.
@@ -149,7 +165,21 @@ impl Driver {
                 return self.progress();
             }
         };
-        let mut pending = pending;
+        let mut pending = match pending {
+            RedisWait::Session(p) => p,
+            RedisWait::Limit(p) => {
+                return match crate::limits::redis::finish(p, answer, host) {
+                    crate::limits::redis::Next::Done(outcome) => self.limit_outcome(gw, host, outcome),
+                    crate::limits::redis::Next::Reauthenticate(p) => {
+                        if let Err(e) = host.redis_reinit() {
+                            host.warn(&format!("re-initialising the Redis client failed: {e}"));
+                        }
+                        self.send_redis(gw, host, RedisWait::Limit(p))
+                    }
+                    crate::limits::redis::Next::Resend(p) => self.send_redis(gw, host, RedisWait::Limit(p)),
+                };
+            }
+        };
         match gw.sessions.on_redis_reply(&pending, answer) {
             redis::Next::Done(outcome) => self.session_outcome(gw, host, outcome),
             redis::Next::Reauthenticate => {
@@ -157,11 +187,11 @@ impl Driver {
                     host.warn(&format!("re-initialising the Redis client failed: {e}"));
                 }
                 pending.retried = true;
-                self.send_redis(gw, host, pending)
+                self.send_redis(gw, host, RedisWait::Session(pending))
             }
             redis::Next::Resend => {
                 pending.retried = true;
-                self.send_redis(gw, host, pending)
+                self.send_redis(gw, host, RedisWait::Session(pending))
             }
         }
     }
@@ -209,9 +239,22 @@ impl Driver {
                 Progress::Done
             }
             Waiting::Redis { deadline_ms, .. } if now_ms >= *deadline_ms => {
-                self.waiting = Waiting::Done;
+                let Waiting::Redis { pending, .. } = std::mem::replace(&mut self.waiting, Waiting::Done) else {
+                    return self.progress();
+                };
                 let why = "Redis did not answer in time (the host reported nothing)".to_string();
-                self.session_outcome(gw, host, SessionOutcome::Failed(crate::session::StoreError(why)))
+                match pending {
+                    RedisWait::Session(_) => {
+                        self.session_outcome(gw, host, SessionOutcome::Failed(crate::session::StoreError(why)))
+                    }
+                    RedisWait::Limit(p) => {
+                        let answer = redis::Answer::Failed(why);
+                        match crate::limits::redis::finish(p, answer, host) {
+                            crate::limits::redis::Next::Done(outcome) => self.limit_outcome(gw, host, outcome),
+                            _ => self.progress(), // a failure is never sent again
+                        }
+                    }
+                }
             }
             _ => self.progress(),
         }
@@ -275,17 +318,34 @@ impl Driver {
         self.exchange.on_session(gw, outcome)
     }
 
-    fn send_redis(&mut self, gw: &Gateway, host: &mut dyn Host, pending: redis::Pending) -> Progress {
-        match host.redis(&pending.command) {
+    /// Hands the rate limits' verdicts to the exchange; a failing store is also the operator's business.
+    fn limit_outcome(&mut self, gw: &Gateway, host: &mut dyn Host, outcome: crate::limits::LimitOutcome) -> Progress {
+        if let Some(e) = &outcome.store_error {
+            host.warn(&format!("rate-limit store (redis): {e}; each limit did what its onStoreError says"));
+        }
+        let step = self.exchange.on_limit(gw, outcome);
+        self.run(gw, host, step)
+    }
+
+    fn send_redis(&mut self, gw: &Gateway, host: &mut dyn Host, pending: RedisWait) -> Progress {
+        match host.redis(pending.command()) {
             Ok(token) => {
-                let timeout = gw.sessions.redis().map_or(0, |r| r.timeout_ms);
+                let timeout = gw.redis().map_or(0, |r| r.timeout_ms);
                 let deadline_ms = host.now_ms().saturating_add(timeout + REDIS_GRACE_MS);
                 self.waiting = Waiting::Redis { token, pending, deadline_ms };
                 Progress::Waiting
             }
             Err(e) => {
                 let why = format!("the Redis call could not be sent ({e})");
-                self.session_outcome(gw, host, SessionOutcome::Failed(crate::session::StoreError(why)))
+                match pending {
+                    RedisWait::Session(_) => {
+                        self.session_outcome(gw, host, SessionOutcome::Failed(crate::session::StoreError(why)))
+                    }
+                    RedisWait::Limit(p) => match crate::limits::redis::finish(p, redis::Answer::Failed(why), host) {
+                        crate::limits::redis::Next::Done(outcome) => self.limit_outcome(gw, host, outcome),
+                        _ => self.progress(),
+                    },
+                }
             }
         }
     }
@@ -394,8 +454,20 @@ impl Driver {
                 }
                 Step::Session(op) => match gw.sessions.start(op, host) {
                     Started::Done(outcome) => self.resume(gw, host, outcome),
-                    Started::Redis(pending) => return self.send_redis(gw, host, pending),
+                    Started::Redis(pending) => return self.send_redis(gw, host, RedisWait::Session(pending)),
                 },
+                Step::Limit(op) => {
+                    let server = &gw.servers[op.server];
+                    match crate::limits::start(&server.limits, &server.name, &op, host, gw.redis()) {
+                        crate::limits::Started::Done(outcome) => {
+                            if let Some(e) = &outcome.store_error {
+                                host.warn(&format!("rate-limit store: {e}"));
+                            }
+                            self.exchange.on_limit(gw, outcome)
+                        }
+                        crate::limits::Started::Redis(p) => return self.send_redis(gw, host, RedisWait::Limit(p)),
+                    }
+                }
                 Step::Dispatch(requests) => {
                     // Numbered after every request dispatched so far: a guard check answered while other
                     // calls are in flight adds its next request to them.

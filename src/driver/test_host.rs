@@ -72,9 +72,60 @@ impl FakeRedis {
                 None => Reply::Bulk(None),
             },
             ("DEL", 2) => Reply::Integer(self.keys.remove(&args[1]).is_some() as i64),
+            ("EVAL", _) if args[1] == crate::limits::redis::SCRIPT.as_bytes() => self.limit_script(&args[2..], now_ms),
             _ => Reply::Error(format!("ERR unknown command '{name}'")),
         };
         Ok(resp::encode_reply(&reply))
+    }
+}
+
+impl FakeRedis {
+    /// What [`crate::limits::redis::SCRIPT`] does, in Rust on the same arithmetic ([`crate::limits::bucket`]),
+    /// with the test clock for Redis's: the driver's round trips are tested here, the Lua itself against a
+    /// real redis-server (e2e/test_higress_redis.py).
+    fn limit_script(&mut self, args: &[Vec<u8>], now_ms: u64) -> Reply {
+        use crate::limits::bucket::{self, Rate, TOKEN};
+        let text: Vec<String> = args.iter().map(|a| String::from_utf8_lossy(a).into_owned()).collect();
+        let num = |i: usize| text.get(i).and_then(|t| t.parse::<u64>().ok()).unwrap_or(0);
+        let nkeys = num(0) as usize;
+        let (keys, argv) = (&args[1..=nkeys], &text[nkeys + 1..]);
+        let arg = |i: usize| argv.get(i).and_then(|t| t.parse::<u64>().ok()).unwrap_or(0);
+        let (mut out, mut a, mut k) = (Vec::new(), 1, 0);
+        for _ in 0..arg(0) {
+            let n = arg(a) as usize;
+            a += 1;
+            let (mut refused, mut wait, mut writes) = (0, 0, Vec::new());
+            for b in 1..=n {
+                let (kind, x, y, z) = (argv[a].as_str(), arg(a + 1), arg(a + 2), arg(a + 3));
+                let key = keys[k].clone();
+                let value = self.keys.get(&key).map(|(v, _)| v.clone()).unwrap_or_default();
+                if kind == "r" {
+                    let rate = Rate { requests: y, window_ms: z, capacity: x / TOKEN };
+                    match rate.take(bucket::decode(&value), now_ms) {
+                        Ok(next) => {
+                            writes.push((key, bucket::encode(next).into_bytes(), now_ms + rate.fill_ms() + 1000))
+                        }
+                        Err(ms) if refused == 0 => (refused, wait) = (b as i64, ms as i64),
+                        Err(_) => {}
+                    }
+                } else {
+                    let used: u64 = String::from_utf8_lossy(&value).parse().unwrap_or(0);
+                    if used >= x && refused == 0 {
+                        (refused, wait) = (b as i64, y.saturating_sub(now_ms).max(1) as i64);
+                    }
+                    writes.push((key, (used + 1).to_string().into_bytes(), y));
+                }
+                a += 4;
+                k += 1;
+            }
+            if refused == 0 {
+                for (key, value, expires) in writes {
+                    self.keys.insert(key, (value, expires));
+                }
+            }
+            out.extend([Reply::Integer(refused), Reply::Integer(wait)]);
+        }
+        Reply::Array(Some(out))
     }
 }
 

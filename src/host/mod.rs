@@ -35,7 +35,10 @@ const TICK: Duration = Duration::from_secs(1);
 
 proxy_wasm::main! {{
     proxy_wasm::set_log_level(LogLevel::Info);
-    proxy_wasm::set_root_context(|_| -> Box<dyn RootContext> { Box::new(Root { rules: None }) });
+    proxy_wasm::set_root_context(|id| -> Box<dyn RootContext> {
+        ROOT_ID.with(|r| r.set(id));
+        Box::new(Root { rules: None })
+    });
 }}
 
 /// Announces Higress's own ABI version. Higress turns a pause on request headers into "stop everything" (the
@@ -65,6 +68,8 @@ struct Sent {
 }
 
 thread_local! {
+    /// The root context's id (the SDK's), for [`calls_go_to_the_root`].
+    static ROOT_ID: Cell<u32> = const { Cell::new(0) };
     /// Exchanges in flight on this VM, by HTTP context id.
     static LIVE: RefCell<HashMap<u32, Live>> = RefCell::new(HashMap::new());
     /// Upstream calls outstanding on this VM: the sum of the drivers' `calls_in_flight`, kept up to date by
@@ -74,18 +79,66 @@ thread_local! {
     static SENT: RefCell<HashMap<u32, Vec<Sent>>> = RefCell::new(HashMap::new());
 }
 
-/// Forgets the call `token` of context `id`; returns its start time and timeout.
-fn take_sent(id: u32, token: u32) -> Option<(u64, u64)> {
+/// Forgets the call `token`; returns the context that sent it, its start time and its timeout.
+///
+/// The SDK hands a call's answer to the context that was active when the call was sent, as *it* tracks
+/// it: a call sent from a callback the SDK does not route (a Redis reply, the root's tick) is recorded
+/// under whichever context ran last, so the answer is matched to its sender here, by token.
+fn take_sent(token: u32) -> Option<(u32, u64, u64)> {
     SENT.with(|sent| {
         let mut sent = sent.borrow_mut();
+        let (id, pos) =
+            sent.iter().find_map(|(id, calls)| calls.iter().position(|c| c.token == token).map(|pos| (*id, pos)))?;
         let calls = sent.get_mut(&id)?;
-        let pos = calls.iter().position(|c| c.token == token)?;
         let call = calls.swap_remove(pos);
         if calls.is_empty() {
             sent.remove(&id);
         }
-        Some((call.at_ms, call.timeout_ms))
+        Some((id, call.at_ms, call.timeout_ms))
     })
+}
+
+/// Makes the SDK file the upstream calls sent next under the root context, whose answers
+/// [`http_call_response`] then matches to their senders. For callbacks the SDK does not route (a Redis
+/// reply): it would file them under whichever context ran last, and drop their answers if that context
+/// has ended meanwhile. The SDK's own export notes the active context and calls the root's
+/// `on_queue_ready`, which does nothing here. Never from inside an SDK callback of the root (the tick).
+#[cfg_attr(not(feature = "higress"), allow(dead_code))]
+fn calls_go_to_the_root() {
+    extern "C" {
+        // The SDK's export (proxy_wasm::dispatcher), linked within this module.
+        fn proxy_on_queue_ready(context_id: u32, queue_id: u32);
+    }
+    let root = ROOT_ID.with(Cell::get);
+    if root != 0 {
+        // SAFETY: a plain function of this module; the root context exists once configured.
+        unsafe { proxy_on_queue_ready(root, u32::MAX) }
+    }
+}
+
+/// The answer to upstream call `token`, delivered by the SDK to context `current` (see [`take_sent`]).
+fn http_call_response(current: u32, token: u32, body_size: usize) {
+    let Some((id, at_ms, timeout_ms)) = take_sent(token) else {
+        return; // its exchange is gone
+    };
+    with_driver(id, id != current, |gw, driver, calls| {
+        let headers = headers_lossy(MapType::HttpCallResponseHeaders);
+        let status = headers.iter().find(|(k, _)| k == ":status").and_then(|(_, v)| v.parse::<u16>().ok());
+        let outcome = match (status, gw.oversized_answer(body_size)) {
+            (Some(_), Some(refused)) => refused,
+            (Some(status), None) => {
+                let body = hostcalls::get_buffer(BufferType::HttpCallResponseBody, 0, body_size)
+                    .ok()
+                    .flatten()
+                    .unwrap_or_default();
+                let headers = headers.into_iter().filter(|(k, _)| !k.starts_with(':')).collect();
+                UpstreamResult::Response { status, headers, body }
+            }
+            // No headers: Envoy reset the call after the answer had started (see `cut_off_answer`).
+            (None, _) => gw.cut_off_answer(Some(now_ms().saturating_sub(at_ms)), Some(timeout_ms)),
+        };
+        driver.on_upstream(gw, calls, token, outcome)
+    });
 }
 
 fn log(level: LogLevel, msg: &str) {
@@ -202,7 +255,7 @@ impl Env for Calls<'_> {
 impl Host for Calls<'_> {
     #[cfg(feature = "higress")]
     fn redis(&mut self, command: &[u8]) -> Result<u32, String> {
-        let store = self.gw.sessions.redis().ok_or("no Redis is configured")?;
+        let store = self.gw.redis().ok_or("no Redis is configured")?;
         redis::call(store, command, self.context_id)
     }
     #[cfg(not(feature = "higress"))]
@@ -212,7 +265,7 @@ impl Host for Calls<'_> {
 
     #[cfg(feature = "higress")]
     fn redis_reinit(&mut self) -> Result<(), String> {
-        let store = self.gw.sessions.redis().ok_or("no Redis is configured")?;
+        let store = self.gw.redis().ok_or("no Redis is configured")?;
         redis::init(store)
     }
     #[cfg(not(feature = "higress"))]
@@ -270,7 +323,12 @@ struct Root {
     rules: Option<Gateways>,
 }
 
-impl Context for Root {}
+impl Context for Root {
+    /// An answer the SDK hands the root: a call sent from the tick (see [`take_sent`]).
+    fn on_http_call_response(&mut self, token: u32, _headers: usize, body_size: usize, _trailers: usize) {
+        http_call_response(0, token, body_size);
+    }
+}
 
 impl RootContext for Root {
     fn on_configure(&mut self, _size: usize) -> bool {
@@ -286,13 +344,16 @@ impl RootContext for Root {
         };
         for gw in rules.all() {
             if let Err(why) = connect_store(gw) {
-                log(LogLevel::Error, &format!("mcp-gateway: invalid plugin config: field 'sessions.store': {why}"));
+                log(LogLevel::Error, &format!("mcp-gateway: invalid plugin config: {why}"));
                 return false;
             }
         }
         let scope = if rules.has_rules() { "per route (_rules_): " } else { "" };
         for gw in rules.all() {
             gw.sessions.prepare(&mut SharedData);
+            for server in &gw.servers {
+                crate::limits::local::prepare(&mut SharedData, &server.limits.known_process_buckets(&server.name));
+            }
             if gw.input_keys.as_ref().is_some_and(Option::is_none) {
                 crate::input::prepare(&mut SharedData);
             }
@@ -341,24 +402,35 @@ impl RootContext for Root {
     }
 }
 
-/// Sets up the connection the configured store needs, or says why this build cannot serve it.
+/// Sets up the connection the configured store and rate limits need, or says why this build cannot serve
+/// them (naming the field at fault).
 #[cfg(feature = "higress")]
 fn connect_store(gw: &Gateway) -> Result<(), String> {
-    match gw.sessions.redis() {
-        Some(store) => redis::init(store),
+    match gw.redis() {
+        Some(store) => redis::init(store).map_err(|why| format!("field 'sessions.redis': {why}")),
         None => Ok(()),
     }
 }
 
 #[cfg(not(feature = "higress"))]
 fn connect_store(gw: &Gateway) -> Result<(), String> {
-    match gw.sessions.redis() {
-        Some(_) => Err("store: redis needs Higress's Redis calls, which vanilla Envoy does not have; load \
-                        mcp_gateway_higress.wasm into Higress, or use store: signed to share sessions between \
-                        Envoy replicas"
-            .into()),
-        None => Ok(()),
+    if gw.sessions.redis().is_some() {
+        return Err("field 'sessions.store': store: redis needs Higress's Redis calls, which vanilla Envoy does not \
+                    have; load mcp_gateway_higress.wasm into Higress, or use store: signed to share sessions \
+                    between Envoy replicas"
+            .into());
     }
+    for server in &gw.servers {
+        if let Some(site) = server.limits.first_in_redis() {
+            return Err(format!(
+                "server '{}' {site}: counts in Redis (scope: cluster, or a quota), which needs Higress's Redis \
+                 calls, and vanilla Envoy has none; load mcp_gateway_higress.wasm into Higress, or use a rate \
+                 limit with scope: process (one counter per Envoy process)",
+                server.name
+            ));
+        }
+    }
+    Ok(())
 }
 
 struct Http {
@@ -412,25 +484,7 @@ impl Context for Http {
     }
 
     fn on_http_call_response(&mut self, token: u32, _headers: usize, body_size: usize, _trailers: usize) {
-        let sent = take_sent(self.id, token);
-        with_driver(self.id, false, |gw, driver, calls| {
-            let headers = headers_lossy(MapType::HttpCallResponseHeaders);
-            let status = headers.iter().find(|(k, _)| k == ":status").and_then(|(_, v)| v.parse::<u16>().ok());
-            let outcome = match (status, gw.oversized_answer(body_size)) {
-                (Some(_), Some(refused)) => refused,
-                (Some(status), None) => {
-                    let body = hostcalls::get_buffer(BufferType::HttpCallResponseBody, 0, body_size)
-                        .ok()
-                        .flatten()
-                        .unwrap_or_default();
-                    let headers = headers.into_iter().filter(|(k, _)| !k.starts_with(':')).collect();
-                    UpstreamResult::Response { status, headers, body }
-                }
-                // No headers: Envoy reset the call after the answer had started (see `cut_off_answer`).
-                (None, _) => gw.cut_off_answer(sent.map(|(at, _)| now_ms().saturating_sub(at)), sent.map(|(_, t)| t)),
-            };
-            driver.on_upstream(gw, calls, token, outcome)
-        });
+        http_call_response(self.id, token, body_size);
     }
 }
 

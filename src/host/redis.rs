@@ -134,5 +134,6 @@ pub extern "C" fn proxy_on_redis_call_response(_context_id: u32, token: u32, sta
             Err(why) => Answer::Failed(why),
         }
     };
+    super::calls_go_to_the_root();
     super::with_driver(context_id, true, |gw, driver, calls| driver.on_redis_reply(gw, calls, token, answer));
 }

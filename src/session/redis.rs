@@ -97,6 +97,11 @@ impl RedisStore {
         }
     }
 
+    /// What every key of this gateway's starts with (`keyPrefix`), sessions' and rate limits' alike.
+    pub fn key_prefix(&self) -> &str {
+        &self.key_prefix
+    }
+
     fn key(&self, server: &str, id: &str) -> String {
         format!("{}session:{server}:{id}", self.key_prefix)
     }

@@ -1,0 +1,188 @@
+"""Rate limits and quotas in Redis (`scope: cluster`, `quotas`), in the test host for Higress's ABI.
+
+e2e/wasm_host/ is a TEST HOST, not Higress (see its README): two `Replica`s stand for two Envoy processes
+of two worker VMs each, sharing nothing but a real redis-server. Every check of a request's calls is one
+`EVAL` of the plugin's Lua script, so what is asserted here is that script, on a real Redis:
+
+- one limit across replicas: 20 concurrent calls over both replicas against a limit of 5, exactly 5 pass;
+  429 with Retry-After; the bucket's key and its expiry in Redis;
+- the bucket refills at its rate (Redis's clock);
+- a daily quota across replicas: its key per UTC day, expiring at midnight; Retry-After until midnight;
+- Redis down, or slower than timeoutMs: `onStoreError: allow` lets the call through, `deny` answers 503
+  within the timeout; Redis back, counting resumes without restarting anything.
+
+Requests are stateless (2026-07-28): no session store is involved, only the limits' Redis.
+`make test` always builds the Higress artifact, so a missing one fails every test here (never a skip).
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import copy
+import datetime
+import re
+import time
+
+import harness
+import httpx
+import pytest
+from harness import ACCEPT
+from test_higress_redis import (  # noqa: F401  (fixtures)
+    TIMEOUT_MS,
+    Higress,
+    host,
+    redis_server,
+    run_dir,
+    timed,
+    upstream,
+)
+from wasm_host.testing import DelayProxy, RedisServer
+
+SERVER = "demo"
+REVISION = "2026-07-28"
+LIMIT = 5
+
+
+def _config(e2e_config: dict) -> dict:
+    cfg = copy.deepcopy(e2e_config)
+    demo = next(s for s in cfg["servers"] if s["name"] == SERVER)
+    limits = {
+        "get_weather": {"rateLimits": [{"requests": LIMIT, "window": "1h", "scope": "cluster"}]},
+        "get_status": {"rateLimits": [{"requests": 2, "window": "4s", "scope": "cluster"}]},
+        "get_user": {"quotas": [{"requests": 3, "period": "day"}]},
+        "template_only": {"rateLimits": [{"requests": 1000, "window": "1s", "scope": "cluster"}]},  # allow
+        "get_text_wrapped": {
+            "rateLimits": [{"requests": 1000, "window": "1s", "scope": "cluster", "onStoreError": "deny"}]
+        },
+    }
+    for tool in demo["tools"]:
+        tool.update(limits.get(tool["name"], {}))
+    return cfg
+
+
+@pytest.fixture
+def limited(request, host, run_dir, upstream, e2e_config):  # noqa: F811
+    h = Higress(host, run_dir, upstream, _config(e2e_config), request.node.name)
+    try:
+        yield h
+    finally:
+        h.stop()
+    assert not h.crashes(), "the plugin crashed in the test host:\n" + "\n".join(h.crashes())
+
+
+def _call(replica, tool: str, args: dict, rid: int = 1) -> httpx.Response:
+    body = {
+        "jsonrpc": "2.0",
+        "id": rid,
+        "method": "tools/call",
+        "params": {
+            "name": tool,
+            "arguments": args,
+            "_meta": {"io.modelcontextprotocol/protocolVersion": REVISION, "io.modelcontextprotocol/clientCapabilities": {}},
+        },
+    }
+    headers = {"Accept": ACCEPT, "Content-Type": "application/json", "MCP-Protocol-Version": REVISION,
+               "Mcp-Method": "tools/call", "Mcp-Name": tool}
+    return harness.fresh_connection_post(f"{replica.url}/mcp-servers/{SERVER}", body, headers)
+
+
+def _assert_limited(r: httpx.Response, rid, what: str = "rate limit") -> int:
+    assert r.status_code == 429, (r.status_code, r.text)
+    retry = r.headers.get("retry-after")
+    assert retry is not None and re.fullmatch(r"\d+", retry), r.headers
+    body = r.json()
+    assert body["id"] == rid and body["error"]["code"] == -32000, body
+    assert body["error"]["data"] == {"retryAfterSeconds": int(retry)}, body
+    assert body["error"]["message"].startswith(f"{what} exceeded: "), body
+    return int(retry)
+
+
+def _ok(r: httpx.Response) -> bool:
+    return r.status_code == 200 and not r.json()["result"].get("isError")
+
+
+def test_one_limit_across_replicas_under_concurrent_load(limited, redis_server):  # noqa: F811
+    a, b = limited.pair(redis_server.address)
+    with concurrent.futures.ThreadPoolExecutor(max_workers=20) as pool:
+        responses = list(pool.map(lambda i: (i, _call((a, b)[i % 2], "get_weather", {"city": "Oslo"}, i)), range(20)))
+    passed = [i for i, r in responses if r.status_code == 200]
+    assert len(passed) == LIMIT, [(i, r.status_code, r.text[:100]) for i, r in responses]
+    assert all(_ok(r) for _, r in responses if r.status_code == 200)
+    retries = {_assert_limited(r, i) for i, r in responses if r.status_code != 200}
+    assert all(700 <= s <= 720 for s in retries), retries  # a token every 12 min
+    assert min(a.requests_per_worker + b.requests_per_worker) > 0, "every worker of both replicas served calls"
+    key = f"{limited.key_prefix}limit:{SERVER}/get_weather/r5w3600000b5/*"
+    level, at = redis_server.command("GET", key).split()
+    assert int(level) < 1000 and abs(int(at) / 1000 - time.time()) < 30, (level, at)
+    pttl = int(redis_server.command("PTTL", key))
+    assert 3_590_000 <= pttl <= 3_601_000, pttl  # forgotten once it would be full again
+
+
+def test_the_bucket_in_redis_refills_at_its_rate(limited, redis_server):  # noqa: F811
+    a, b = limited.pair(redis_server.address)
+    assert _ok(_call(a, "get_status", {"code": 200}, 1)) and _ok(_call(b, "get_status", {"code": 200}, 2))
+    retry = _assert_limited(_call(a, "get_status", {"code": 200}, 3), 3)
+    assert retry == 2, retry
+    time.sleep(retry)
+    assert _ok(_call(b, "get_status", {"code": 200}, 4))
+    _assert_limited(_call(a, "get_status", {"code": 200}, 5), 5)
+
+
+def test_a_daily_quota_across_replicas(limited, redis_server):  # noqa: F811
+    a, b = limited.pair(redis_server.address)
+    for i, replica in enumerate((a, b, a)):
+        assert _ok(_call(replica, "get_user", {"id": 1}, i)), i
+    r = _call(b, "get_user", {"id": 1}, 9)
+    retry = _assert_limited(r, 9, "quota")
+    now = datetime.datetime.now(datetime.UTC)
+    midnight = datetime.datetime.combine(now.date() + datetime.timedelta(days=1), datetime.time(), datetime.UTC)
+    assert abs(retry - (midnight - now).total_seconds()) <= 3, retry
+    assert "allows 3 calls per day (UTC)" in r.json()["error"]["message"], r.text
+    key = f"{limited.key_prefix}limit:{SERVER}/get_user/q3d/*/{now:%Y-%m-%d}"
+    assert redis_server.command("GET", key) == "3", "the refused call is not counted"
+    pttl = int(redis_server.command("PTTL", key))
+    assert abs(pttl / 1000 - (midnight - now).total_seconds()) <= 3, pttl
+
+
+def test_redis_down_fails_open_or_closed_per_limit_then_recovers(limited, run_dir):  # noqa: F811
+    server = RedisServer(run_dir).start()
+    try:
+        a, b = limited.pair(server.address)
+        assert _ok(_call(a, "template_only", {"name": "x"}, 1))
+        server.stop()
+        for replica in (a, b):
+            for i in range(2):  # both workers
+                r, elapsed = timed(_call, replica, "template_only", {"name": "x"}, i)
+                assert _ok(r), r.text  # onStoreError: allow (the default)
+                assert elapsed < TIMEOUT_MS / 1000 + 0.5, elapsed
+                r, elapsed = timed(_call, replica, "get_text_wrapped", {}, i)
+                assert r.status_code == 503, r.text
+                error = r.json()["error"]
+                assert error["code"] == -32603 and "onStoreError: deny" in error["message"], error
+                assert "rate-limit store is unavailable" in error["message"], error
+                assert elapsed < TIMEOUT_MS / 1000 + 0.5, elapsed
+        assert any("rate-limit store" in line for line in a.log_lines), a.log_lines[-5:]
+        server.start()  # same port, empty
+        for replica in (a, b):
+            for i in range(2):
+                assert _ok(_call(replica, "get_text_wrapped", {}, i))
+    finally:
+        server.stop()
+
+
+def test_redis_slower_than_the_timeout(limited, host, redis_server):  # noqa: F811
+    proxy = host.run(DelayProxy(redis_server.address, delay=0).start())
+    try:
+        a = limited.start("a", ("127.0.0.1", proxy.port))
+        assert _ok(_call(a, "get_text_wrapped", {}, 1))
+        proxy.delay = TIMEOUT_MS / 1000 + 1.0
+        r, elapsed = timed(_call, a, "get_text_wrapped", {}, 2)
+        assert r.status_code == 503 and "onStoreError: deny" in r.json()["error"]["message"], r.text
+        assert TIMEOUT_MS / 1000 * 0.9 <= elapsed < TIMEOUT_MS / 1000 + 1.5, elapsed
+        r, elapsed = timed(_call, a, "template_only", {"name": "x"}, 3)
+        assert _ok(r) and elapsed < TIMEOUT_MS / 1000 + 1.5, (r.text, elapsed)
+        proxy.delay = 0
+        time.sleep(1.2)  # the late replies drain
+        assert _ok(_call(a, "get_text_wrapped", {}, 4))
+    finally:
+        host.run(proxy.stop())

@@ -1,0 +1,200 @@
+//! The arithmetic of limits, on plain integers and a clock passed in: token buckets (rate limits) and
+//! calendar periods (quotas). The shared-data counters ([`super::local`]) use it directly; the Redis
+//! script ([`super::redis`]) does the same sums in Lua, so both scopes refill and refuse alike.
+
+/// One call costs one token; levels are kept in thousandths of a token so that slow refills (one call per
+/// hour) still advance between calls.
+pub const TOKEN: u64 = 1000;
+
+/// A token bucket's state: its level (thousandths of a token) when it was last written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Level {
+    pub milli: u64,
+    pub at_ms: u64,
+}
+
+/// A token bucket's shape: `capacity` tokens (the burst), refilled at `requests` per `window_ms`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Rate {
+    pub requests: u64,
+    pub window_ms: u64,
+    pub capacity: u64,
+}
+
+impl Rate {
+    /// The level at `now_ms`: `state` refilled for the time since it was written (a new bucket is full;
+    /// a clock that went back refills nothing; a bucket from a larger capacity is cut to this one).
+    pub fn refill(&self, state: Option<Level>, now_ms: u64) -> u64 {
+        let cap = self.capacity.saturating_mul(TOKEN);
+        let Some(s) = state else { return cap };
+        let elapsed = u128::from(now_ms.saturating_sub(s.at_ms));
+        let gained =
+            elapsed.saturating_mul(u128::from(self.requests) * u128::from(TOKEN)) / u128::from(self.window_ms.max(1));
+        u64::try_from(u128::from(s.milli) + gained).unwrap_or(u64::MAX).min(cap)
+    }
+
+    /// Takes one token at `now_ms`: the new state, or how many milliseconds until a token is there.
+    pub fn take(&self, state: Option<Level>, now_ms: u64) -> Result<Level, u64> {
+        let level = self.refill(state, now_ms);
+        if level >= TOKEN {
+            Ok(Level { milli: level - TOKEN, at_ms: now_ms })
+        } else {
+            Err(self.wait_ms(level))
+        }
+    }
+
+    /// Milliseconds until a bucket at `level` holds a whole token again (rounded up).
+    pub fn wait_ms(&self, level: u64) -> u64 {
+        let missing = u128::from(TOKEN.saturating_sub(level));
+        let per_ms = u128::from(self.requests) * u128::from(TOKEN);
+        let ms = (missing * u128::from(self.window_ms)).div_ceil(per_ms.max(1));
+        u64::try_from(ms).unwrap_or(u64::MAX)
+    }
+
+    /// How long an untouched bucket takes to fill up: after that its stored state says nothing more
+    /// than "full", so Redis may forget it.
+    pub fn fill_ms(&self) -> u64 {
+        self.wait_ms(0).saturating_mul(self.capacity)
+    }
+}
+
+/// Gives a token back (a call another limit refused after this one had let it through).
+pub fn refund(state: Level, capacity: u64) -> Level {
+    Level { milli: (state.milli + TOKEN).min(capacity.saturating_mul(TOKEN)), at_ms: state.at_ms }
+}
+
+/// Reads a stored level, `"{milli} {at_ms}"`; anything else is a new bucket.
+pub fn decode(text: &[u8]) -> Option<Level> {
+    let text = std::str::from_utf8(text).ok()?;
+    let (milli, at) = text.trim().split_once(' ')?;
+    Some(Level { milli: milli.parse().ok()?, at_ms: at.parse().ok()? })
+}
+
+pub fn encode(level: Level) -> String {
+    format!("{} {}", level.milli, level.at_ms)
+}
+
+/// A quota's calendar period, in UTC.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Period {
+    Day,
+    Month,
+}
+
+const DAY_MS: u64 = 86_400_000;
+
+impl Period {
+    /// The period `now_ms` falls in: its name (`2026-11-26`, `2026-11`), part of the counter's key, and
+    /// when it ends (the counter's expiry, and when a refused caller may retry).
+    pub fn at(self, now_ms: u64) -> (String, u64) {
+        let day = now_ms / DAY_MS;
+        let (y, m, d) = civil_from_days(day as i64);
+        match self {
+            Period::Day => (format!("{y:04}-{m:02}-{d:02}"), (day + 1) * DAY_MS),
+            Period::Month => {
+                let (ny, nm) = if m == 12 { (y + 1, 1) } else { (y, m + 1) };
+                let next = days_from_civil(ny, nm, 1).max(0) as u64;
+                (format!("{y:04}-{m:02}"), next * DAY_MS)
+            }
+        }
+    }
+}
+
+/// Days since 1970-01-01 to a proleptic Gregorian date (H. Hinnant's algorithm).
+fn civil_from_days(z: i64) -> (i64, u32, u32) {
+    let z = z + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = (doy - (153 * mp + 2) / 5 + 1) as u32;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
+    (yoe + era * 400 + i64::from(m <= 2), m, d)
+}
+
+/// The inverse of [`civil_from_days`].
+fn days_from_civil(y: i64, m: u32, d: u32) -> i64 {
+    let y = if m <= 2 { y - 1 } else { y };
+    let era = y.div_euclid(400);
+    let yoe = y.rem_euclid(400);
+    let m = i64::from(m);
+    let doy = (153 * (if m > 2 { m - 3 } else { m + 9 }) + 2) / 5 + i64::from(d) - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    era * 146_097 + doe - 719_468
+}
+
+/// Whole seconds to wait, rounded up, at least one: what `Retry-After` says.
+pub fn retry_secs(ms: u64) -> u64 {
+    ms.div_ceil(1000).max(1)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const FIVE_PER_2S: Rate = Rate { requests: 5, window_ms: 2000, capacity: 5 };
+
+    #[test]
+    fn a_bucket_lets_its_burst_through_then_refills_at_its_rate() {
+        let mut state = None;
+        for _ in 0..5 {
+            state = Some(FIVE_PER_2S.take(state, 10_000).unwrap());
+        }
+        // One token comes back every 400 ms.
+        assert_eq!(FIVE_PER_2S.take(state, 10_000), Err(400));
+        assert_eq!(FIVE_PER_2S.take(state, 10_300), Err(100));
+        let s = FIVE_PER_2S.take(state, 10_400).unwrap();
+        assert_eq!(s, Level { milli: 0, at_ms: 10_400 });
+        assert_eq!(FIVE_PER_2S.refill(Some(s), 12_400), 5000, "a whole window refills it");
+        assert_eq!(FIVE_PER_2S.refill(Some(s), 99_999), 5000, "never above the burst");
+        assert_eq!(FIVE_PER_2S.refill(Some(s), 1), 0, "a clock that went back refills nothing");
+    }
+
+    #[test]
+    fn slow_rates_and_bursts() {
+        let hourly = Rate { requests: 1, window_ms: 3_600_000, capacity: 1 };
+        let s = hourly.take(None, 0).unwrap();
+        // Levels advance in thousandths of a token: 3.6 s of an hourly rate.
+        assert_eq!(hourly.take(Some(s), 1_000), Err(3_600_000));
+        assert_eq!(hourly.take(Some(s), 3_600), Err(3_596_400));
+        assert_eq!(retry_secs(3_599_000), 3599);
+        assert_eq!(retry_secs(1), 1);
+        assert_eq!(retry_secs(0), 1);
+        // A burst above the rate: 10 at once, then 1 a second.
+        let bursty = Rate { requests: 1, window_ms: 1000, capacity: 10 };
+        let mut state = None;
+        for _ in 0..10 {
+            state = Some(bursty.take(state, 0).unwrap());
+        }
+        assert_eq!(bursty.take(state, 0), Err(1000));
+        assert_eq!(bursty.fill_ms(), 10_000);
+        assert_eq!(FIVE_PER_2S.fill_ms(), 2000);
+        // A huge rate does not overflow.
+        let huge = Rate { requests: u64::MAX / 2, window_ms: 1, capacity: 1_000_000 };
+        assert_eq!(huge.refill(Some(Level { milli: 0, at_ms: 0 }), u64::MAX), 1_000_000_000);
+    }
+
+    #[test]
+    fn refunds_and_stored_levels() {
+        let s = Level { milli: 4500, at_ms: 7 };
+        assert_eq!(refund(s, 5), Level { milli: 5000, at_ms: 7 });
+        assert_eq!(refund(Level { milli: 100, at_ms: 7 }, 5).milli, 1100);
+        assert_eq!(decode(encode(s).as_bytes()), Some(s));
+        assert_eq!(decode(b""), None);
+        assert_eq!(decode(b"x y"), None);
+    }
+
+    #[test]
+    fn periods_are_utc_calendar_days_and_months() {
+        // 2025-11-26T02:05:00Z
+        let now = 1_764_122_700_000;
+        assert_eq!(Period::Day.at(now), ("2025-11-26".to_string(), 1_764_201_600_000));
+        assert_eq!(Period::Month.at(now), ("2025-11".to_string(), 1_764_547_200_000)); // 2025-12-01
+        assert_eq!(Period::Month.at(1_767_225_599_000).0, "2025-12"); // 2025-12-31T23:59:59Z
+        assert_eq!(Period::Month.at(1_767_225_599_000).1, 1_767_225_600_000); // 2026-01-01
+        assert_eq!(Period::Day.at(0), ("1970-01-01".to_string(), DAY_MS));
+        assert_eq!(Period::Month.at(951_782_400_000).0, "2000-02"); // 2000-02-29, a leap day
+        assert_eq!(Period::Month.at(951_782_400_000).1, 951_868_800_000); // 2000-03-01
+    }
+}

@@ -1,0 +1,468 @@
+//! Rate limits and quotas on tool calls: per server (every call of its tools) and per tool, counted for
+//! all callers together (`per: all`) or for each consumer apart (`per: consumer`, the [`Caller`]'s).
+//!
+//! | limit       | counter                                          | scope `process`      | scope `cluster`          |
+//! |-------------|--------------------------------------------------|----------------------|--------------------------|
+//! | `rateLimits`| a token bucket: `burst` calls at once, refilled at `requests` per `window` | shared data, CAS ([`local`]) | Redis, one `EVAL` ([`redis`]) |
+//! | `quotas`    | calls per UTC day or month, a key per period     | —                    | Redis (always)           |
+//!
+//! A call passes only if every limit that applies to it has room; it then costs one from each, and a call
+//! refused by one limit costs nothing from the others. Limits are checked once the calls of a request are
+//! known and before any of them goes upstream ([`Step::Limit`](crate::transport::Step)); process counters
+//! complete at once, Redis ones with one round trip for the whole request. Only `tools/call`s that go
+//! upstream are counted: a call refused earlier (unknown tool, bad arguments) costs nothing.
+//!
+//! When Redis does not answer within `sessions.redis.timeoutMs`, each limit does what its
+//! `onStoreError` says: `allow` (the default, as Envoy's and Higress's rate limiters do: a limiter outage
+//! must not become an outage of every tool) or `deny` (503).
+
+pub mod bucket;
+pub mod local;
+pub mod redis;
+
+use crate::caller::Caller;
+use crate::config::ConfigError;
+use crate::error::GatewayError;
+use crate::fields::{FieldError, Fields};
+use crate::session::Env;
+use bucket::{Period, Rate};
+use serde_json::Value;
+use std::collections::HashMap;
+
+/// Whose calls one counter counts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Per {
+    /// Every caller's together.
+    All,
+    /// Each consumer's apart (anonymous callers share one counter, `-`).
+    Consumer,
+}
+
+/// Where a counter lives.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Scope {
+    /// This Envoy process's shared data: all its workers, not other replicas.
+    Process,
+    /// Redis, through Higress's host: every replica on that Redis.
+    Cluster,
+}
+
+/// What a counter in Redis does when Redis does not answer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OnStoreError {
+    Allow,
+    Deny,
+}
+
+/// What a limit counts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    Rate(Rate),
+    Quota { requests: u64, period: Period },
+}
+
+/// One configured limit, compiled.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Limit {
+    pub kind: Kind,
+    pub per: Per,
+    pub scope: Scope,
+    pub on_store_error: OnStoreError,
+    /// Where it is configured (`rateLimits[0]`), for messages.
+    field: String,
+    /// The part of its counters' keys that changes when the limit does, so a changed limit starts afresh.
+    spec: String,
+}
+
+/// The limits of one server: its own (every tool call) and each tool's.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct ServerLimits {
+    server: Vec<Limit>,
+    tools: HashMap<String, Vec<Limit>>,
+}
+
+/// One counter a call must pass.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Bucket {
+    /// The counter's key, without the store's prefix.
+    pub key: String,
+    pub kind: BucketKind,
+    pub scope: Scope,
+    pub on_store_error: OnStoreError,
+    /// Names the limit for the caller: server, tool, rate, consumer, config field.
+    pub describe: String,
+}
+
+/// What a counter is, at the time of the check.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BucketKind {
+    Rate(Rate),
+    /// A quota's counter for the current period, which ends (and the key expires) at `until_ms`.
+    Quota {
+        requests: u64,
+        until_ms: u64,
+    },
+}
+
+/// The calls of one request to check: each call's index in the exchange and its tool.
+#[derive(Debug, Clone, PartialEq)]
+pub struct LimitOp {
+    pub server: usize,
+    pub caller: Caller,
+    pub calls: Vec<(usize, String)>,
+}
+
+/// The verdict on each call checked, by the index it was given with.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct LimitOutcome {
+    pub refused: Vec<(usize, GatewayError)>,
+    /// Redis failed and the limits said what to do: for the operator's log.
+    pub store_error: Option<String>,
+}
+
+/// How a check proceeds.
+#[derive(Debug)]
+pub enum Started {
+    Done(LimitOutcome),
+    /// Send `pending.command` to Redis, then finish with [`redis::finish`].
+    Redis(redis::Pending),
+}
+
+impl ServerLimits {
+    /// Reads a server's `rateLimits`/`quotas` and each tool's. `redis`: a Redis is configured
+    /// (`sessions.redis`), which `scope: cluster` limits and quotas need.
+    pub fn compile(
+        server: &crate::config::ServerConfig,
+        redis: bool,
+        proxied: bool,
+    ) -> Result<ServerLimits, ConfigError> {
+        let at_server = |(f, m): FieldError| ConfigError::new(f, m).in_server(&server.name);
+        let own = read(server.rate_limits.as_ref(), server.quotas.as_ref(), redis).map_err(at_server)?;
+        if proxied && !own.is_empty() {
+            let field = if server.rate_limits.is_some() { "rateLimits" } else { "quotas" };
+            return Err(ConfigError::new(
+                field,
+                "limits on a proxied server (type: mcp-proxy) are not supported yet: its calls go to the backend \
+                 through the route, unseen by the limiter; put a rate limit in front of the route instead",
+            )
+            .in_server(&server.name));
+        }
+        let mut tools = HashMap::new();
+        for t in &server.tools {
+            let limits = read(t.rate_limits.as_ref(), t.quotas.as_ref(), redis)
+                .map_err(|(f, m)| ConfigError::new(f, m).in_server(&server.name).in_tool(&t.name))?;
+            if !limits.is_empty() {
+                tools.insert(t.name.clone(), limits);
+            }
+        }
+        Ok(ServerLimits { server: own, tools })
+    }
+
+    /// Whether any limit applies to any call of this server.
+    pub fn is_empty(&self) -> bool {
+        self.server.is_empty() && self.tools.is_empty()
+    }
+
+    /// Whether a call of `tool` is limited.
+    pub fn applies(&self, tool: &str) -> bool {
+        !self.server.is_empty() || self.tools.contains_key(tool)
+    }
+
+    /// Where the first limit counted in Redis is configured (`tool 'x' field 'quotas[0]'`), if any: a
+    /// build without Redis refuses the configuration naming it.
+    pub fn first_in_redis(&self) -> Option<String> {
+        let own = self.server.iter().find(|l| l.scope == Scope::Cluster).map(|l| format!("field '{}'", l.field));
+        own.or_else(|| {
+            let mut names: Vec<&String> = self.tools.keys().collect();
+            names.sort();
+            names.into_iter().find_map(|name| {
+                let l = self.tools[name].iter().find(|l| l.scope == Scope::Cluster)?;
+                Some(format!("tool '{name}' field '{}'", l.field))
+            })
+        })
+    }
+
+    /// The process counters whose keys are known before traffic (`per: all`), for [`local::prepare`].
+    pub fn known_process_buckets(&self, server: &str) -> Vec<Bucket> {
+        let anonymous = Caller::anonymous();
+        let own = self.server.iter().map(|l| (l, None));
+        let tools = self.tools.iter().flat_map(|(t, ls)| ls.iter().map(move |l| (l, Some(t.as_str()))));
+        own.chain(tools)
+            .filter(|(l, _)| l.scope == Scope::Process && l.per == Per::All)
+            .map(|(l, t)| l.bucket(server, t, &anonymous, 0))
+            .collect()
+    }
+
+    /// The counters a call of `tool` by `caller` must pass at `now_ms`: the server's, then the tool's.
+    pub fn plan(&self, server: &str, tool: &str, caller: &Caller, now_ms: u64) -> Vec<Bucket> {
+        let own = self.server.iter().map(|l| (l, None));
+        let tool_limits = self.tools.get(tool).into_iter().flatten().map(|l| (l, Some(tool)));
+        own.chain(tool_limits).map(|(l, t)| l.bucket(server, t, caller, now_ms)).collect()
+    }
+}
+
+impl Limit {
+    fn bucket(&self, server: &str, tool: Option<&str>, caller: &Caller, now_ms: u64) -> Bucket {
+        let who = match self.per {
+            Per::All => "*".to_string(),
+            Per::Consumer => key_part(caller.label()),
+        };
+        let mut key = format!("{server}/{}/{}/{who}", tool.unwrap_or("*"), self.spec);
+        let what = match tool {
+            Some(t) => format!("tool '{t}' of server '{server}'"),
+            None => format!("server '{server}'"),
+        };
+        let whose = match self.per {
+            Per::All => String::new(),
+            Per::Consumer => match &caller.consumer {
+                Some(c) => format!(" for consumer '{c}'"),
+                None => " for anonymous callers".to_string(),
+            },
+        };
+        let (kind, rule) = match self.kind {
+            Kind::Rate(rate) => {
+                let burst = if rate.capacity == rate.requests {
+                    String::new()
+                } else {
+                    format!(", bursts of {}", rate.capacity)
+                };
+                (BucketKind::Rate(rate), format!("{} calls per {}{burst}", rate.requests, show_ms(rate.window_ms)))
+            }
+            Kind::Quota { requests, period } => {
+                let (name, until_ms) = period.at(now_ms);
+                key.push('/');
+                key.push_str(&name);
+                let per = if period == Period::Day { "day (UTC)" } else { "month (UTC)" };
+                (BucketKind::Quota { requests, until_ms }, format!("{requests} calls per {per}"))
+            }
+        };
+        Bucket {
+            key,
+            kind,
+            scope: self.scope,
+            on_store_error: self.on_store_error,
+            describe: format!("{what} allows {rule}{whose} ({})", self.field),
+        }
+    }
+}
+
+impl Bucket {
+    /// The refusal of a call that this counter has no room for, for `wait_ms` more.
+    pub fn refusal(&self, wait_ms: u64) -> GatewayError {
+        let secs = bucket::retry_secs(wait_ms);
+        let what = if matches!(self.kind, BucketKind::Quota { .. }) { "quota" } else { "rate limit" };
+        GatewayError::RateLimited {
+            message: format!("{what} exceeded: {}; retry in {secs} s", self.describe),
+            retry_after_secs: secs,
+        }
+    }
+}
+
+/// A consumer's name in a key: `/`, `%`, `:` and anything unprintable percent-encoded, so no name can
+/// reach into another counter's key.
+fn key_part(name: &str) -> String {
+    let mut out = String::with_capacity(name.len());
+    for c in name.chars() {
+        if c.is_ascii_graphic() && !matches!(c, '/' | '%' | ':') {
+            out.push(c);
+        } else {
+            let mut buf = [0u8; 4];
+            for b in c.encode_utf8(&mut buf).bytes() {
+                out.push_str(&format!("%{b:02X}"));
+            }
+        }
+    }
+    out
+}
+
+/// A window for people: `2s`, `1m`, `1500ms`.
+fn show_ms(ms: u64) -> String {
+    for (unit, size) in [("d", 86_400_000), ("h", 3_600_000), ("m", 60_000), ("s", 1000)] {
+        if ms % size == 0 {
+            return format!("{}{unit}", ms / size);
+        }
+    }
+    format!("{ms}ms")
+}
+
+/// The longest window and the most requests a limit may name.
+const MAX_WINDOW_MS: u64 = 31 * 86_400_000;
+const MAX_REQUESTS: u64 = 1_000_000_000;
+
+fn read(rate_limits: Option<&Value>, quotas: Option<&Value>, redis: bool) -> Result<Vec<Limit>, FieldError> {
+    let mut out = Vec::new();
+    for (field, value) in [("rateLimits", rate_limits), ("quotas", quotas)] {
+        let items = match value {
+            None | Some(Value::Null) => continue,
+            Some(Value::Array(items)) => items,
+            Some(_) => return Err((field.into(), "must be a list".into())),
+        };
+        for (i, item) in items.iter().enumerate() {
+            let at = format!("{field}[{i}]");
+            let limit = if field == "quotas" { read_quota(item, &at, redis)? } else { read_rate(item, &at, redis)? };
+            out.push(limit);
+        }
+    }
+    Ok(out)
+}
+
+fn requests(f: &mut Fields<'_>, key: &'static str) -> Result<u64, FieldError> {
+    match f.unsigned(key)? {
+        None => Err((f.path(key), "is required: how many calls the limit allows".into())),
+        Some(n) if (1..=MAX_REQUESTS).contains(&n) => Ok(n),
+        Some(_) => Err((f.path(key), format!("must be between 1 and {MAX_REQUESTS}"))),
+    }
+}
+
+fn per(f: &mut Fields<'_>) -> Result<Per, FieldError> {
+    match f.string("per")?.as_deref() {
+        None | Some("all") => Ok(Per::All),
+        Some("consumer") => Ok(Per::Consumer),
+        Some(other) => Err((f.path("per"), format!("'{other}' is not one of all, consumer"))),
+    }
+}
+
+fn on_store_error(f: &mut Fields<'_>, scope: Scope) -> Result<OnStoreError, FieldError> {
+    let choice = match f.string("onStoreError")?.as_deref() {
+        None => return Ok(OnStoreError::Allow),
+        Some("allow") => OnStoreError::Allow,
+        Some("deny") => OnStoreError::Deny,
+        Some(other) => return Err((f.path("onStoreError"), format!("'{other}' is not one of allow, deny"))),
+    };
+    if scope == Scope::Process {
+        return Err((f.path("onStoreError"), "only limits in Redis (scope: cluster) can fail to be read".into()));
+    }
+    Ok(choice)
+}
+
+fn needs_redis(f: &Fields<'_>, key: &str, redis: bool) -> Result<(), FieldError> {
+    if redis {
+        return Ok(());
+    }
+    Err((
+        f.path(key),
+        "counts in Redis, and no Redis is configured: add a sessions.redis block (the Higress build's Redis; \
+         vanilla Envoy has none), or use scope: process for a limit per Envoy process"
+            .into(),
+    ))
+}
+
+fn read_rate(v: &Value, at: &str, redis: bool) -> Result<Limit, FieldError> {
+    let mut f = Fields::of(v, at)?;
+    let requests = requests(&mut f, "requests")?;
+    let window_ms = match f.value("window") {
+        None => return Err((f.path("window"), "is required: a duration such as 1s, 1m, 1h (or seconds)".into())),
+        Some(w) => duration_ms(w).ok_or_else(|| {
+            (f.path("window"), "must be a duration such as 500ms, 10s, 1m, 1h, 1d, or a number of seconds".into())
+        })?,
+    };
+    if !(1..=MAX_WINDOW_MS).contains(&window_ms) {
+        return Err((f.path("window"), "must be between 1ms and 31d".into()));
+    }
+    let capacity = match f.unsigned("burst")? {
+        None => requests,
+        Some(n) if (1..=MAX_REQUESTS).contains(&n) => n,
+        Some(_) => return Err((f.path("burst"), format!("must be between 1 and {MAX_REQUESTS}"))),
+    };
+    let per = per(&mut f)?;
+    let scope = match f.string("scope")?.as_deref() {
+        None | Some("process") => Scope::Process,
+        Some("cluster") => {
+            needs_redis(&f, "scope", redis)?;
+            Scope::Cluster
+        }
+        Some(other) => return Err((f.path("scope"), format!("'{other}' is not one of process, cluster"))),
+    };
+    let on_store_error = on_store_error(&mut f, scope)?;
+    f.finish()?;
+    let rate = Rate { requests, window_ms, capacity };
+    let spec = format!("r{requests}w{window_ms}b{capacity}");
+    Ok(Limit { kind: Kind::Rate(rate), per, scope, on_store_error, field: at.to_string(), spec })
+}
+
+fn read_quota(v: &Value, at: &str, redis: bool) -> Result<Limit, FieldError> {
+    let mut f = Fields::of(v, at)?;
+    let requests = requests(&mut f, "requests")?;
+    let period = match f.string("period")?.as_deref() {
+        Some("day") => Period::Day,
+        Some("month") => Period::Month,
+        None => return Err((f.path("period"), "is required: day or month".into())),
+        Some(other) => return Err((f.path("period"), format!("'{other}' is not one of day, month"))),
+    };
+    let per = per(&mut f)?;
+    needs_redis(&f, "period", redis)?;
+    let on_store_error = on_store_error(&mut f, Scope::Cluster)?;
+    f.finish()?;
+    let spec = format!("q{requests}{}", if period == Period::Day { "d" } else { "m" });
+    Ok(Limit {
+        kind: Kind::Quota { requests, period },
+        per,
+        scope: Scope::Cluster,
+        on_store_error,
+        field: at.to_string(),
+        spec,
+    })
+}
+
+/// Whether a server's configuration asks for Redis (a limit with `scope: cluster`, or a quota), before
+/// it is validated: the `sessions.redis` block is then wanted whatever the session store.
+pub fn mentions_redis(server: &crate::config::ServerConfig) -> bool {
+    let asks = |rate: &Option<Value>, quotas: &Option<Value>| {
+        let cluster = |l: &Value| l.get("scope").and_then(Value::as_str) == Some("cluster");
+        rate.as_ref().and_then(Value::as_array).is_some_and(|ls| ls.iter().any(cluster))
+            || quotas.as_ref().and_then(Value::as_array).is_some_and(|qs| !qs.is_empty())
+    };
+    asks(&server.rate_limits, &server.quotas) || server.tools.iter().any(|t| asks(&t.rate_limits, &t.quotas))
+}
+
+/// `500ms`, `10s`, `1m`, `1h`, `1d`, or a number of seconds.
+fn duration_ms(v: &Value) -> Option<u64> {
+    if let Some(secs) = v.as_u64() {
+        return secs.checked_mul(1000);
+    }
+    let text = v.as_str()?.trim();
+    let split = text.find(|c: char| !c.is_ascii_digit()).unwrap_or(text.len());
+    let (digits, unit) = text.split_at(split);
+    let n: u64 = digits.parse().ok()?;
+    let size = match unit.trim() {
+        "" | "s" => 1000,
+        "ms" => 1,
+        "m" => 60_000,
+        "h" => 3_600_000,
+        "d" => 86_400_000,
+        _ => return None,
+    };
+    n.checked_mul(size)
+}
+
+/// Checks the calls of `op` at the host's clock: the process counters now, then (if any call needs them)
+/// the Redis ones in one command.
+pub fn start(
+    limits: &ServerLimits,
+    server: &str,
+    op: &LimitOp,
+    env: &mut dyn Env,
+    store: Option<&crate::session::redis::RedisStore>,
+) -> Started {
+    let now = env.now_ms();
+    let mut outcome = LimitOutcome::default();
+    let mut remote = Vec::new();
+    for (index, tool) in &op.calls {
+        let buckets = limits.plan(server, tool, &op.caller, now);
+        let (here, there): (Vec<Bucket>, Vec<Bucket>) = buckets.into_iter().partition(|b| b.scope == Scope::Process);
+        match local::take(env.kv(), &here, now) {
+            Err(refusal) => outcome.refused.push((*index, refusal)),
+            Ok(()) if there.is_empty() => {}
+            Ok(()) => remote.push(redis::Check { index: *index, local: here, buckets: there }),
+        }
+    }
+    match (remote.is_empty(), store) {
+        (true, _) => Started::Done(outcome),
+        (false, Some(store)) => Started::Redis(redis::Pending::new(store, remote, outcome)),
+        // Refused at load; kept safe anyway.
+        (false, None) => Started::Done(redis::store_failed(env, remote, outcome, "no Redis is configured")),
+    }
+}
+
+#[cfg(test)]
+mod tests;
