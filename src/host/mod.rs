@@ -194,7 +194,7 @@ fn with_driver(id: u32, foreign: bool, f: impl FnOnce(&Gateway, &mut Driver, &mu
             return;
         }
         let gw = entry.gateway.clone();
-        let Live { driver, client, .. } = entry;
+        let Live { driver, client, recorded, .. } = entry;
         let mut calls = Calls::new(&gw, id, foreign, client.as_slice());
         let before = driver.calls_in_flight();
         let progress = f(&gw, driver, &mut calls);
@@ -204,11 +204,10 @@ fn with_driver(id: u32, foreign: bool, f: impl FnOnce(&Gateway, &mut Driver, &mu
             let _ = abi::set_property("mcp_server_name", server);
             let _ = abi::set_property("mcp_tool_name", tool);
         }
-        let records = entry.driver.take_records();
+        let records = driver.take_records();
         if !records.is_empty() {
             // The request's first call names consumer, method and outcome for the access log.
-            let first = !entry.recorded;
-            entry.recorded = true;
+            let first = !std::mem::replace(recorded, true);
             stats::emit(&gw.observability, &records, now_ms(), first);
         }
         let after = driver.calls_in_flight();
