@@ -92,7 +92,7 @@ def _assert_limited(r: httpx.Response, rid, what: str = "rate limit") -> int:
     assert retry is not None and re.fullmatch(r"\d+", retry), r.headers
     body = r.json()
     assert body["id"] == rid and body["error"]["code"] == -32000, body
-    assert body["error"]["data"] == {"retryAfterSeconds": int(retry)}, body
+    assert body["error"]["data"] == {"cause": "rate_limited", "retryAfterSeconds": int(retry)}, body
     assert body["error"]["message"].startswith(f"{what} exceeded: "), body
     return int(retry)
 

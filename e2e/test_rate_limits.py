@@ -85,7 +85,7 @@ def _assert_limited(r: httpx.Response, rid) -> int:
     assert retry is not None and re.fullmatch(r"\d+", retry), r.headers
     body = r.json()
     assert body["id"] == rid and body["error"]["code"] == -32000, body
-    assert body["error"]["data"] == {"retryAfterSeconds": int(retry)}, body
+    assert body["error"]["data"] == {"cause": "rate_limited", "retryAfterSeconds": int(retry)}, body
     assert "rate limit exceeded" in body["error"]["message"] and f"retry in {retry} s" in body["error"]["message"]
     return int(retry)
 

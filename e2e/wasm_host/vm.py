@@ -152,10 +152,6 @@ NOT_EMULATED = frozenset(
     {
         "proxy_grpc_call",
         "proxy_grpc_stream",
-        "proxy_define_metric",
-        "proxy_increment_metric",
-        "proxy_record_metric",
-        "proxy_get_metric",
         "proxy_call_foreign_function",
         "proxy_get_upstream_hosts",
         "proxy_inject_encoded_data_to_filter_chain",
@@ -334,6 +330,8 @@ class PluginVm:
         self.stop_iteration = False
         self.after_call: deque[Callable[[], None]] = deque()
         self.restricted: frozenset[str] | None = None
+        # Metrics this VM defined: id -> [type, name, value] (Envoy keeps them in its stats store).
+        self.metrics: dict[int, list] = {}
         self.failed: str | None = None
         self.next_token = {HTTP_CALL: HTTP_CALL, REDIS_CALL: REDIS_CALL}
         self.redis_clients: dict[str, redis.RedisClient] = {}
@@ -545,6 +543,51 @@ class PluginVm:
         if not self.set_u32(code_ptr, code) or not self.copy_out(message, ptr_ptr, size_ptr):
             return WasmResult.InvalidMemoryAccess
         return WasmResult.Ok
+
+    # --- metrics (cpp-host src/exports.cc define/increment/record/get_metric; Envoy's Context) -----------
+
+    METRIC_COUNTER, METRIC_GAUGE, METRIC_HISTOGRAM = 0, 1, 2
+
+    def proxy_define_metric(self, metric_type: int, name_ptr: int, name_size: int, id_ptr: int) -> int:
+        name = self.read(name_ptr, name_size)
+        if name is None:
+            return WasmResult.InvalidMemoryAccess
+        if metric_type > self.METRIC_HISTOGRAM:
+            return WasmResult.BadArgument
+        # Envoy numbers each definition anew (the type in the id's low bits); the stat is shared by name.
+        metric_id = (len(self.metrics) + 1) << 2 | metric_type
+        self.metrics[metric_id] = [metric_type, name, 0 if metric_type != self.METRIC_HISTOGRAM else []]
+        return WasmResult.Ok if self.set_u32(id_ptr, metric_id) else WasmResult.InvalidMemoryAccess
+
+    def proxy_increment_metric(self, metric_id: int, offset: int) -> int:
+        m = self.metrics.get(metric_id)
+        if m is None or m[0] == self.METRIC_HISTOGRAM:
+            return WasmResult.NotFound if m is None else WasmResult.BadArgument
+        offset = offset - (1 << 64) if offset >= 1 << 63 else offset  # an int64_t
+        if m[0] == self.METRIC_COUNTER and offset < 0:
+            return WasmResult.BadArgument
+        m[2] += offset
+        return WasmResult.Ok
+
+    def proxy_record_metric(self, metric_id: int, value: int) -> int:
+        m = self.metrics.get(metric_id)
+        if m is None:
+            return WasmResult.NotFound
+        if m[0] == self.METRIC_COUNTER:
+            m[2] += value
+        elif m[0] == self.METRIC_GAUGE:
+            m[2] = value
+        else:
+            m[2].append(value)
+        return WasmResult.Ok
+
+    def proxy_get_metric(self, metric_id: int, result_ptr: int) -> int:
+        m = self.metrics.get(metric_id)
+        if m is None:
+            return WasmResult.NotFound
+        if m[0] == self.METRIC_HISTOGRAM:
+            return WasmResult.BadArgument
+        return WasmResult.Ok if self.set_u64(result_ptr, m[2]) else WasmResult.InvalidMemoryAccess
 
     def proxy_set_tick_period_milliseconds(self, period: int) -> int:
         self.set_tick(self.context().root_context, period)
