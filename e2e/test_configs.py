@@ -293,7 +293,7 @@ BAD_CONFIGS = [
     ({"requestTemplate": {"url": "/x"}, "responseTemplate": {"body": "{{ unclosed"}},
      "server 'billing' tool 'charge' field 'responseTemplate.body'"),
     ({"requestTemplate": {"urll": "/x"}},
-     "server 'billing' tool 'charge' field 'urll'"),
+     "server 'billing' tool 'charge' field 'requestTemplate.urll'"),
     ({"args": [{"name": "amount", "type": "money"}], "requestTemplate": {"url": "/x"}},
      "server 'billing' tool 'charge' field 'args'"),
 ]

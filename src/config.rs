@@ -3,7 +3,8 @@
 //! Field names follow Higress's `mcp-server` plugin so its users feel at home. Parsing happens in layers
 //! (plugin, then each server, then each tool) so that every error names the server, tool and field at fault.
 
-use serde::{Deserialize, Serialize};
+use crate::fields::{FieldError, Fields};
+use serde::Serialize;
 use serde_json::{Map, Value};
 use std::fmt;
 
@@ -62,62 +63,39 @@ impl fmt::Display for ConfigError {
 impl std::error::Error for ConfigError {}
 
 /// Top-level plugin settings; `servers` stay raw until each is parsed with its own error context.
-#[derive(Debug, Deserialize)]
-#[serde(rename_all = "camelCase", deny_unknown_fields)]
+#[derive(Debug)]
 struct RawPlugin {
-    #[serde(default = "default_prefix")]
     prefix: String,
-    #[serde(default)]
     allowed_origins: Vec<String>,
     /// The pre-`sessions` spelling of `sessions.ttlSeconds`, still accepted.
-    #[serde(default)]
     session_ttl_seconds: Option<u64>,
-    #[serde(default)]
     sessions: Option<Value>,
-    #[serde(default = "default_max_body")]
     max_request_bytes: usize,
-    #[serde(default = "default_page_size")]
     tools_page_size: usize,
-    #[serde(default = "default_max_response")]
     max_response_bytes: usize,
-    #[serde(default = "default_calls_per_request")]
     max_calls_per_request: usize,
-    #[serde(default = "default_calls_in_flight")]
     max_calls_in_flight: usize,
-    #[serde(default = "default_body_timeout")]
     request_body_timeout_ms: u64,
-    #[serde(default)]
     input_signing_keys: Vec<String>,
     /// Stats and audit lines (see `crate::metrics`).
-    #[serde(default)]
     observability: Option<Value>,
-    #[serde(default)]
     servers: Vec<Value>,
     /// Higress's single-server shape: `server:` plus top-level `tools:`.
-    #[serde(default)]
     server: Option<Value>,
-    #[serde(default)]
     tools: Option<Vec<Value>>,
     /// Higress's single-server shape: `allowTools:` beside `server:`.
-    #[serde(default)]
     allow_tools: Option<Value>,
     /// Whether a request's `x-higress-mcpserver-config` may replace a server's `config`, as Higress lets it:
     /// not supported, so `true` is refused at load (and the header always refused on requests).
-    #[serde(default)]
     trust_config_header: bool,
     /// Higress's composed server beside `servers:`: a virtual server named `toolSet.name`.
-    #[serde(default)]
     tool_set: Option<Value>,
     /// Identities ([`crate::admission`]): Higress-style consumers and where their API keys are read.
-    #[serde(default)]
     consumers: Option<Value>,
-    #[serde(default)]
     key_auth: Option<Value>,
     /// Claims verified by Envoy's `jwt_authn`, read from the request's dynamic metadata.
-    #[serde(default)]
     jwt_auth: Option<Value>,
     /// A Higress auth plugin's consumer header (`x-mse-consumer`), trusted only when named here.
-    #[serde(default)]
     consumer_header: Option<String>,
 }
 
@@ -150,24 +128,17 @@ fn default_key_prefix() -> String {
 }
 
 /// `sessions:`: which store keeps sessions, and their lifetime.
-#[derive(Debug, Clone, Deserialize, PartialEq)]
-#[serde(rename_all = "camelCase", deny_unknown_fields)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct SessionsConfig {
-    #[serde(default)]
     pub store: StoreKind,
     /// Idle lifetime (local, redis), or lifetime from `initialize` (signed: an id cannot be extended).
-    #[serde(default = "default_ttl")]
     pub ttl_seconds: u64,
     /// Base64 keys of at least 32 bytes; the first signs, every one verifies.
-    #[serde(default)]
     pub signing_keys: Vec<String>,
-    #[serde(default)]
     pub redis: Option<RedisConfig>,
     /// Live sessions per server where they cost the gateway memory (`local`).
-    #[serde(default = "default_max_sessions")]
     pub max_sessions: u64,
     /// New sessions per second per server on one Envoy process, every store.
-    #[serde(default = "default_new_per_second")]
     pub max_new_per_second: u32,
 }
 
@@ -185,8 +156,7 @@ impl Default for SessionsConfig {
 }
 
 /// The session stores (see `session`).
-#[derive(Debug, Clone, Copy, Default, Deserialize, PartialEq, Eq)]
-#[serde(rename_all = "lowercase")]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub enum StoreKind {
     /// This Envoy's shared data: every worker of one process.
     #[default]
@@ -198,21 +168,15 @@ pub enum StoreKind {
 }
 
 /// `sessions.redis`: the Redis that Higress's host connects to (`proxy_redis_init`).
-#[derive(Clone, Deserialize, PartialEq)]
-#[serde(rename_all = "camelCase", deny_unknown_fields)]
+#[derive(Clone, PartialEq)]
 pub struct RedisConfig {
     /// The Envoy cluster of the Redis service, e.g. `outbound|6379||redis.dns`.
     pub cluster: String,
-    #[serde(default)]
     pub username: String,
-    #[serde(default)]
     pub password: String,
-    #[serde(default)]
     pub database: u32,
     /// How long one Redis command may take before the request fails.
-    #[serde(default = "default_redis_timeout")]
     pub timeout_ms: u64,
-    #[serde(default = "default_key_prefix")]
     pub key_prefix: String,
 }
 
@@ -349,131 +313,95 @@ pub struct PluginConfig {
 }
 
 /// One MCP server, served at `{prefix}/{name}`.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(rename_all = "camelCase", deny_unknown_fields)]
+#[derive(Debug, Clone)]
 pub struct ServerConfig {
     pub name: String,
-    #[serde(default)]
     pub version: Option<String>,
-    #[serde(default)]
     pub title: Option<String>,
-    #[serde(default)]
     pub instructions: Option<String>,
     /// What the server does, in its `serverInfo` (`Implementation.description`).
-    #[serde(default)]
     pub description: Option<String>,
-    #[serde(default)]
     pub icons: Vec<crate::icon::Icon>,
     /// Free-form values visible to templates as `config` (API keys, base paths).
-    #[serde(default)]
     pub config: Map<String, Value>,
-    #[serde(default)]
     pub upstream: Option<UpstreamConfig>,
     /// Upstream credentials tools refer to by `requestTemplate.security.id` (Higress's `server.securitySchemes`).
-    #[serde(default)]
     pub security_schemes: Vec<SecurityScheme>,
     /// How clients present their credential, for tools without their own `security` (Higress's).
-    #[serde(default)]
     pub default_downstream_security: Option<SecurityRef>,
     /// The credential the gateway adds upstream, for tools without their own `requestTemplate.security`.
-    #[serde(default)]
     pub default_upstream_security: Option<SecurityRef>,
     /// Copy the client's `Authorization` header to the upstream request when no downstream security reads
     /// it (Higress's flag). Off: no client header ever reaches an upstream.
-    #[serde(default)]
     pub passthrough_auth_header: bool,
     /// The tools clients may see and call (Higress's `allowTools`); absent: all of them. A request's
     /// `x-envoy-allow-mcp-tools` header narrows it further.
-    #[serde(default)]
     pub allow_tools: Option<Vec<String>>,
     /// The language of this server's templates: `jinja` (ours) or `go` (Higress's). Unset: `go` in Higress's
     /// single-server shape (top-level `server:` and `tools:`), so Higress configs run unchanged; `jinja` else.
-    #[serde(default)]
     pub template_dialect: Option<crate::template::Dialect>,
     /// How requests are built and answers read: `native` (ours) or `higress` (Higress's, so that its configs
     /// call their APIs exactly as before). Unset: `higress` in Higress's single-server shape, `native` else.
-    #[serde(default)]
     pub semantics: Option<crate::higress::Semantics>,
     /// Schemas the tools' `inputSchema`, `outputSchema` and argument schemas share, by `$ref:
     /// "#/$defs/NAME"`: kept once for the server (what `mcp-gateway openapi` writes for the models an API
     /// repeats), shown inlined in each tool's listing.
-    #[serde(default)]
     pub schema_defs: Map<String, Value>,
     /// `schema_defs` compiled, once per server (set when the gateway compiles the server).
-    #[serde(skip)]
     pub compiled_defs: Option<std::sync::Arc<crate::schema::SchemaDefs>>,
     /// `mcp-proxy`: the server is another MCP server, fronted (Higress's `server.type`; see `crate::proxy`).
-    #[serde(default, rename = "type")]
     pub kind: Option<String>,
     /// A proxied server's transport: `http` (Streamable HTTP) or `sse`.
-    #[serde(default)]
     pub transport: Option<String>,
     /// A proxied server's endpoint: a path on the route's cluster, or `http(s)://host[:port]/path`.
-    #[serde(default, rename = "mcpServerURL", alias = "mcpServerUrl")]
     pub mcp_server_url: Option<String>,
     /// A proxied server's request timeout in milliseconds (Higress's `timeout`).
-    #[serde(default)]
     pub timeout: Option<u64>,
     /// A proxied server's tools renamed or re-described for its clients, keyed by the backend's name
     /// (ToolHive spells it `toolsOverride`; Higress has no such field for `mcp-proxy`).
-    #[serde(default, alias = "toolsOverride")]
     pub tool_overrides: Map<String, Value>,
     /// Guardrails on this server's tool input and output (see `crate::guard`).
-    #[serde(default)]
     pub guardrails: Option<crate::guard::GuardrailsConfig>,
     /// Rate limits on every tool call of this server, read by [`crate::limits`].
-    #[serde(default)]
     pub rate_limits: Option<Value>,
     /// Daily or monthly quotas on every tool call of this server, read by [`crate::limits`].
-    #[serde(default)]
     pub quotas: Option<Value>,
-    #[serde(skip)]
     pub tools: Vec<ToolConfig>,
-    #[serde(skip)]
     pub prompts: Vec<crate::prompt::PromptConfig>,
-    #[serde(skip)]
     pub resources: Vec<crate::resource::ResourceConfig>,
-    #[serde(skip)]
     pub resource_templates: Vec<crate::resource::ResourceConfig>,
     /// What the operator should read once, at load, for the host to log: operations an `openapi` import
     /// skipped and why, fields of a Higress-shape config that Higress ignores and so does this gateway.
-    #[serde(skip)]
     pub import_notices: Vec<String>,
     /// A virtual server's (`type: virtual`) tools: references to other servers' tools (its `tools:` list).
-    #[serde(skip)]
     pub tool_refs: Vec<crate::composed::RefConfig>,
     /// Higress's `toolSet` (`{name, serverTools: [{serverName, tools}]}`) on a virtual server.
-    #[serde(default)]
     pub tool_set: Option<Value>,
     /// How long a virtual server keeps its proxied servers' tool lists, in milliseconds (per worker).
-    #[serde(default)]
     pub tools_cache_ms: Option<u64>,
     /// Who the server admits ([`crate::admission::ServerAuth`]); absent: everyone.
-    #[serde(default)]
     pub auth: Option<Value>,
     /// Which tools, prompts and resources each caller may use ([`crate::admission::policy`]).
-    #[serde(default)]
     pub policy: Option<Value>,
 }
 
 /// How the gateway authenticates to an upstream, in OpenAPI's terms; the credential is the operator's.
-#[derive(Clone, Default, Deserialize, Serialize, PartialEq)]
-#[serde(rename_all = "camelCase", deny_unknown_fields)]
+#[derive(Clone, Default, Serialize, PartialEq)]
+#[serde(rename_all = "camelCase")]
 pub struct SecurityScheme {
     pub id: String,
     /// `http` (with `scheme` basic or bearer) or `apiKey` (with `in` and `name`).
     #[serde(rename = "type")]
     pub kind: String,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub scheme: Option<String>,
-    #[serde(default, rename = "in", skip_serializing_if = "Option::is_none")]
+    #[serde(rename = "in", skip_serializing_if = "Option::is_none")]
     pub location: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub name: Option<String>,
     /// `user:password` for basic, the token for bearer, the key for apiKey. Empty: sent without.
-    #[serde(default)]
     pub default_credential: String,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub description: Option<String>,
 }
 
@@ -493,14 +421,14 @@ impl fmt::Debug for SecurityScheme {
 
 /// A choice of security scheme (Higress's `SecurityRequirement`): upstream, optionally with its own
 /// credential; downstream (a tool's `security`), optionally passing the client's credential upstream.
-#[derive(Clone, Default, Deserialize, Serialize, PartialEq)]
-#[serde(rename_all = "camelCase", deny_unknown_fields)]
+#[derive(Clone, Default, Serialize, PartialEq)]
+#[serde(rename_all = "camelCase")]
 pub struct SecurityRef {
     pub id: String,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub credential: Option<String>,
     /// Downstream only: the credential the client presented becomes the upstream credential.
-    #[serde(default, skip_serializing_if = "is_false")]
+    #[serde(skip_serializing_if = "is_false")]
     pub passthrough: bool,
 }
 
@@ -517,115 +445,114 @@ impl fmt::Debug for SecurityRef {
 }
 
 /// Where a tool's HTTP request goes: always an Envoy cluster from config, never from arguments.
-#[derive(Debug, Clone, Default, Deserialize, Serialize, PartialEq)]
-#[serde(rename_all = "camelCase", deny_unknown_fields)]
+#[derive(Debug, Clone, Default, Serialize, PartialEq)]
+#[serde(rename_all = "camelCase")]
 pub struct UpstreamConfig {
     /// `call` (Envoy's async HTTP client to `cluster`; the default when a cluster is set) or `route` (the
     /// client's request rewritten for Envoy's router; the default without a cluster, as in Higress).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub dispatch: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub cluster: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub authority: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub timeout_ms: Option<u64>,
 }
 
 /// One REST-backed tool.
-#[derive(Debug, Clone, Default, Deserialize, Serialize)]
-#[serde(rename_all = "camelCase", deny_unknown_fields)]
+#[derive(Debug, Clone, Default, Serialize)]
+#[serde(rename_all = "camelCase")]
 pub struct ToolConfig {
     pub name: String,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub title: Option<String>,
-    #[serde(default)]
     pub description: String,
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[serde(skip_serializing_if = "Vec::is_empty")]
     pub args: Vec<ArgConfig>,
     /// How the client presents its credential for this tool (Higress's downstream security): read from
     /// where the scheme says, and with `passthrough` sent upstream in place of the configured one.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub security: Option<SecurityRef>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub input_schema: Option<Value>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub output_schema: Option<Value>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub annotations: Option<Map<String, Value>>,
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[serde(skip_serializing_if = "Vec::is_empty")]
     pub icons: Vec<crate::icon::Icon>,
     /// Client capabilities the tool needs (`{sampling: {}}`): a stateless client that does not declare them
     /// gets -32021 instead of a call that cannot work.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub required_client_capabilities: Option<Map<String, Value>>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub upstream: Option<UpstreamConfig>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub request_template: Option<RequestTemplate>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub response_template: Option<ResponseTemplate>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub error_response_template: Option<String>,
     /// Log messages and progress reports sent before the result ([`crate::notify`]).
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[serde(skip_serializing_if = "Vec::is_empty")]
     pub notifications: Vec<crate::notify::NotificationConfig>,
     /// What to ask the client before the call runs (MCP 2026-07-28 input requests, [`crate::input`]).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub input_requests: Option<Value>,
     /// Rate limits on this tool's calls, besides the server's ([`crate::limits`]).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub rate_limits: Option<Value>,
     /// Daily or monthly quotas on this tool's calls, besides the server's ([`crate::limits`]).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub quotas: Option<Value>,
 }
 
 /// One tool argument, turned into a JSON Schema property.
-#[derive(Debug, Clone, Default, Deserialize, Serialize)]
-#[serde(rename_all = "camelCase", deny_unknown_fields)]
+#[derive(Debug, Clone, Default, Serialize)]
+#[serde(rename_all = "camelCase")]
 pub struct ArgConfig {
     pub name: String,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub description: Option<String>,
-    #[serde(default, rename = "type", skip_serializing_if = "Option::is_none")]
+    #[serde(rename = "type", skip_serializing_if = "Option::is_none")]
     pub kind: Option<String>,
-    #[serde(default, skip_serializing_if = "is_false")]
+    #[serde(skip_serializing_if = "is_false")]
     pub required: bool,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub default: Option<Value>,
-    #[serde(default, rename = "enum", skip_serializing_if = "Option::is_none")]
+    #[serde(rename = "enum", skip_serializing_if = "Option::is_none")]
     pub enum_values: Option<Vec<Value>>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub items: Option<Value>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub properties: Option<Value>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub position: Option<Position>,
     /// The parameter's name in the upstream request, when it differs from the argument's (name clashes).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub param_name: Option<String>,
     /// A full JSON Schema for the argument, in place of `type`/`enum`/`items`/`properties` (OpenAPI imports).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub schema: Option<Value>,
     /// How the value is written where it goes (OpenAPI 3 parameter styles); the position's default when absent.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub style: Option<Style>,
     /// Arrays and objects as repeated or separate entries (`true`) or one delimited value; OpenAPI's
     /// default: `true` for `form`, `false` otherwise.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub explode: Option<bool>,
     /// A file in the body: its value is `{content: base64, filename?, contentType?}` (or a list of them),
     /// sent as a multipart part, or as the whole body when it is the tool's only body argument.
-    #[serde(default, skip_serializing_if = "is_false")]
+    #[serde(skip_serializing_if = "is_false")]
     pub file: bool,
     /// A query value keeps the reserved characters `:/?[]@!$'()*,;` as they are (OpenAPI's `allowReserved`).
-    #[serde(default, skip_serializing_if = "is_false")]
+    #[serde(skip_serializing_if = "is_false")]
     pub allow_reserved: bool,
     /// A form or multipart field's media type (OpenAPI's `encoding.contentType`): a JSON type sends the value
     /// as JSON text; in a multipart body it is also the part's Content-Type (a file's own `contentType`
     /// wins).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub content_type: Option<String>,
 }
 
@@ -645,22 +572,9 @@ pub enum Position {
     Body,
 }
 
-impl<'de> Deserialize<'de> for Position {
-    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        const NAMES: &[&str] = &["query", "path", "header", "cookie", "body"];
-        let given = String::deserialize(d)?;
-        match given.to_ascii_lowercase().as_str() {
-            "query" => Ok(Position::Query),
-            "path" => Ok(Position::Path),
-            "header" => Ok(Position::Header),
-            "cookie" => Ok(Position::Cookie),
-            "body" => Ok(Position::Body),
-            _ => Err(serde::de::Error::unknown_variant(&given, NAMES)),
-        }
-    }
-}
-
 impl Position {
+    const ALL: [Position; 5] = [Position::Query, Position::Path, Position::Header, Position::Cookie, Position::Body];
+
     pub fn name(self) -> &'static str {
         match self {
             Position::Query => "query",
@@ -673,7 +587,7 @@ impl Position {
 }
 
 /// OpenAPI 3's parameter styles: how arrays and objects are written into a URL, header, cookie or form body.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub enum Style {
     Form,
@@ -686,6 +600,17 @@ pub enum Style {
 }
 
 impl Style {
+    /// Every style, OpenAPI's spelling by [`Style::name`].
+    pub const ALL: [Style; 7] = [
+        Style::Form,
+        Style::Simple,
+        Style::Label,
+        Style::Matrix,
+        Style::SpaceDelimited,
+        Style::PipeDelimited,
+        Style::DeepObject,
+    ];
+
     pub fn name(self) -> &'static str {
         match self {
             Style::Form => "form",
@@ -700,52 +625,479 @@ impl Style {
 }
 
 /// How a `tools/call` becomes an upstream HTTP request.
-#[derive(Debug, Clone, Default, Deserialize, Serialize)]
-#[serde(rename_all = "camelCase", deny_unknown_fields)]
+#[derive(Debug, Clone, Default, Serialize)]
+#[serde(rename_all = "camelCase")]
 pub struct RequestTemplate {
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub url: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub method: Option<String>,
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[serde(skip_serializing_if = "Vec::is_empty")]
     pub headers: Vec<HeaderTemplate>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub body: Option<String>,
-    #[serde(default, skip_serializing_if = "is_false")]
+    #[serde(skip_serializing_if = "is_false")]
     pub args_to_json_body: bool,
-    #[serde(default, skip_serializing_if = "is_false")]
+    #[serde(skip_serializing_if = "is_false")]
     pub args_to_url_param: bool,
-    #[serde(default, skip_serializing_if = "is_false")]
+    #[serde(skip_serializing_if = "is_false")]
     pub args_to_form_body: bool,
     /// Body arguments as the parts of a multipart/form-data body (files among them).
-    #[serde(default, skip_serializing_if = "is_false")]
+    #[serde(skip_serializing_if = "is_false")]
     pub args_to_multipart_body: bool,
     /// The server security scheme whose credential the gateway adds to the request.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub security: Option<SecurityRef>,
 }
 
 /// A request header whose value is a template.
-#[derive(Debug, Clone, Deserialize, Serialize)]
-#[serde(deny_unknown_fields)]
+#[derive(Debug, Clone, Serialize)]
 pub struct HeaderTemplate {
     pub key: String,
     pub value: String,
 }
 
 /// How the upstream answer becomes the tool result text.
-#[derive(Debug, Clone, Default, Deserialize, Serialize)]
-#[serde(rename_all = "camelCase", deny_unknown_fields)]
+#[derive(Debug, Clone, Default, Serialize)]
+#[serde(rename_all = "camelCase")]
 pub struct ResponseTemplate {
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub body: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub prepend_body: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub append_body: Option<String>,
     /// Content blocks (text, image, audio, resource links, embedded resources) instead of one text.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub content: Option<Vec<crate::content::ContentConfig>>,
+}
+
+// Reading: each type's fields one by one ([`crate::fields`]); `FIELDS` is the list Higress-shape configs
+// are filtered by (`crate::lenient`), and tests check that every field read is in it.
+
+/// A big list moved out of its object rather than copied, or an error if it is not a list.
+fn take_list(obj: &mut Map<String, Value>, key: &str) -> Result<Option<Vec<Value>>, ConfigError> {
+    match obj.remove(key) {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::Array(items)) => Ok(Some(items)),
+        Some(_) => Err(ConfigError::new(key, "must be a list")),
+    }
+}
+
+impl RawPlugin {
+    pub(crate) const FIELDS: &'static [&'static str] = &[
+        "prefix",
+        "allowedOrigins",
+        "sessionTtlSeconds",
+        "sessions",
+        "maxRequestBytes",
+        "toolsPageSize",
+        "maxResponseBytes",
+        "maxCallsPerRequest",
+        "maxCallsInFlight",
+        "requestBodyTimeoutMs",
+        "inputSigningKeys",
+        "servers",
+        "server",
+        "tools",
+        "allowTools",
+        "trustConfigHeader",
+        "observability",
+        "toolSet",
+        "consumers",
+        "keyAuth",
+        "jwtAuth",
+        "consumerHeader",
+    ];
+
+    /// Reads the top level; `servers`, `server` and `tools` (most of a large config) are moved, not copied.
+    fn read(mut doc: Value) -> Result<RawPlugin, ConfigError> {
+        let Some(top) = doc.as_object_mut() else {
+            return Err(ConfigError::new("(root)", "the plugin configuration must be an object"));
+        };
+        let servers = take_list(top, "servers")?.unwrap_or_default();
+        let tools = take_list(top, "tools")?;
+        let server = top.remove("server").filter(|v| !v.is_null());
+        let located = |(field, message): FieldError| ConfigError::new(field, message);
+        let mut f = Fields::known(&doc, "", Self::FIELDS).map_err(located)?;
+        for moved in ["servers", "tools", "server"] {
+            f.value(moved);
+        }
+        let raw = (|| {
+            Ok(RawPlugin {
+                prefix: f.string("prefix")?.unwrap_or_else(default_prefix),
+                allowed_origins: f.strings("allowedOrigins")?.unwrap_or_default(),
+                session_ttl_seconds: f.unsigned("sessionTtlSeconds")?,
+                sessions: f.value("sessions").cloned(),
+                max_request_bytes: f.size("maxRequestBytes")?.unwrap_or_else(default_max_body),
+                tools_page_size: f.size("toolsPageSize")?.unwrap_or_else(default_page_size),
+                max_response_bytes: f.size("maxResponseBytes")?.unwrap_or_else(default_max_response),
+                max_calls_per_request: f.size("maxCallsPerRequest")?.unwrap_or_else(default_calls_per_request),
+                max_calls_in_flight: f.size("maxCallsInFlight")?.unwrap_or_else(default_calls_in_flight),
+                request_body_timeout_ms: f.unsigned("requestBodyTimeoutMs")?.unwrap_or_else(default_body_timeout),
+                input_signing_keys: f.strings("inputSigningKeys")?.unwrap_or_default(),
+                servers: Vec::new(),
+                server: None,
+                tools: None,
+                allow_tools: f.value("allowTools").cloned(),
+                trust_config_header: f.boolean("trustConfigHeader")?,
+                observability: f.value("observability").cloned(),
+                tool_set: f.value("toolSet").cloned(),
+                consumers: f.value("consumers").cloned(),
+                key_auth: f.value("keyAuth").cloned(),
+                jwt_auth: f.value("jwtAuth").cloned(),
+                consumer_header: f.string("consumerHeader")?,
+            })
+        })()
+        .map_err(located)?;
+        f.finish().map_err(located)?;
+        Ok(RawPlugin { servers, server, tools, ..raw })
+    }
+}
+
+impl SessionsConfig {
+    const FIELDS: &'static [&'static str] =
+        &["store", "ttlSeconds", "signingKeys", "redis", "maxSessions", "maxNewPerSecond"];
+
+    fn read(v: &Value, at: &str) -> Result<SessionsConfig, FieldError> {
+        let mut f = Fields::known(v, at, Self::FIELDS)?;
+        let stores = [("local", StoreKind::Local), ("signed", StoreKind::Signed), ("redis", StoreKind::Redis)];
+        let s = SessionsConfig {
+            store: f.choice("store", &stores)?.unwrap_or_default(),
+            ttl_seconds: f.unsigned("ttlSeconds")?.unwrap_or_else(default_ttl),
+            signing_keys: f.strings("signingKeys")?.unwrap_or_default(),
+            redis: f.nested("redis", RedisConfig::read)?,
+            max_sessions: f.unsigned("maxSessions")?.unwrap_or_else(default_max_sessions),
+            max_new_per_second: f
+                .bounded("maxNewPerSecond", u32::MAX.into())?
+                .map_or_else(default_new_per_second, |n| n as u32),
+        };
+        f.finish()?;
+        Ok(s)
+    }
+}
+
+impl RedisConfig {
+    const FIELDS: &'static [&'static str] = &["cluster", "username", "password", "database", "timeoutMs", "keyPrefix"];
+
+    fn read(v: &Value, at: &str) -> Result<RedisConfig, FieldError> {
+        let mut f = Fields::known(v, at, Self::FIELDS)?;
+        let r = RedisConfig {
+            cluster: f.required_string("cluster")?,
+            username: f.string("username")?.unwrap_or_default(),
+            password: f.string("password")?.unwrap_or_default(),
+            database: f.bounded("database", u32::MAX.into())?.unwrap_or(0) as u32,
+            timeout_ms: f.unsigned("timeoutMs")?.unwrap_or_else(default_redis_timeout),
+            key_prefix: f.string("keyPrefix")?.unwrap_or_else(default_key_prefix),
+        };
+        f.finish()?;
+        Ok(r)
+    }
+}
+
+impl ServerConfig {
+    /// The fields read here; `tools`, `openapi`, `prompts`, `resources` and `resourceTemplates` are parsed
+    /// apart, each with its own error context (`crate::lenient::SERVER_EXTRA`).
+    pub const FIELDS: &'static [&'static str] = &[
+        "name",
+        "version",
+        "title",
+        "instructions",
+        "description",
+        "icons",
+        "config",
+        "upstream",
+        "securitySchemes",
+        "defaultDownstreamSecurity",
+        "defaultUpstreamSecurity",
+        "passthroughAuthHeader",
+        "allowTools",
+        "templateDialect",
+        "semantics",
+        "schemaDefs",
+        "type",
+        "transport",
+        "mcpServerURL",
+        "mcpServerUrl",
+        "timeout",
+        "toolOverrides",
+        "toolsOverride",
+        "guardrails",
+        "rateLimits",
+        "quotas",
+        "toolSet",
+        "toolsCacheMs",
+        "auth",
+        "policy",
+    ];
+
+    /// Reads a server's own fields (the entry lists removed beforehand).
+    pub fn read(v: &Value) -> Result<ServerConfig, FieldError> {
+        let mut f = Fields::known(v, "", Self::FIELDS)?;
+        let dialects = [("jinja", crate::template::Dialect::Jinja), ("go", crate::template::Dialect::Go)];
+        let semantics =
+            [("native", crate::higress::Semantics::Native), ("higress", crate::higress::Semantics::Higress)];
+        let s = ServerConfig {
+            name: f.required_string("name")?,
+            version: f.string("version")?,
+            title: f.string("title")?,
+            instructions: f.string("instructions")?,
+            description: f.string("description")?,
+            icons: f.list("icons", crate::icon::Icon::read)?,
+            config: f.object("config")?.unwrap_or_default(),
+            upstream: f.nested("upstream", UpstreamConfig::read)?,
+            security_schemes: f.list("securitySchemes", SecurityScheme::read)?,
+            default_downstream_security: f.nested("defaultDownstreamSecurity", SecurityRef::read)?,
+            default_upstream_security: f.nested("defaultUpstreamSecurity", SecurityRef::read)?,
+            passthrough_auth_header: f.boolean("passthroughAuthHeader")?,
+            allow_tools: f.strings("allowTools")?,
+            template_dialect: f.choice("templateDialect", &dialects)?,
+            semantics: f.choice("semantics", &semantics)?,
+            schema_defs: f.object("schemaDefs")?.unwrap_or_default(),
+            compiled_defs: None,
+            kind: f.string("type")?,
+            transport: f.string("transport")?,
+            mcp_server_url: one_of(f.string("mcpServerURL")?, f.string("mcpServerUrl")?, "mcpServerURL")?,
+            timeout: f.unsigned("timeout")?,
+            tool_overrides: one_of(f.object("toolOverrides")?, f.object("toolsOverride")?, "toolOverrides")?
+                .unwrap_or_default(),
+            tools: Vec::new(),
+            prompts: Vec::new(),
+            resources: Vec::new(),
+            resource_templates: Vec::new(),
+            import_notices: Vec::new(),
+            guardrails: match f.value("guardrails") {
+                None => None,
+                Some(v) => Some(serde_json::from_value(v.clone()).map_err(|e| (f.path("guardrails"), e.to_string()))?),
+            },
+            rate_limits: f.value("rateLimits").cloned(),
+            quotas: f.value("quotas").cloned(),
+            tool_refs: Vec::new(),
+            tool_set: f.value("toolSet").cloned(),
+            tools_cache_ms: f.unsigned("toolsCacheMs")?,
+            auth: f.value("auth").cloned(),
+            policy: f.value("policy").cloned(),
+        };
+        f.finish()?;
+        Ok(s)
+    }
+}
+
+/// A field spelled two ways: either, not both.
+fn one_of<T>(a: Option<T>, b: Option<T>, field: &str) -> Result<Option<T>, FieldError> {
+    match (a, b) {
+        (Some(_), Some(_)) => Err((field.to_string(), "is given under both of its spellings; keep one".into())),
+        (a, b) => Ok(a.or(b)),
+    }
+}
+
+impl SecurityScheme {
+    pub const FIELDS: &'static [&'static str] =
+        &["id", "type", "scheme", "in", "name", "defaultCredential", "description"];
+
+    fn read(v: &Value, at: &str) -> Result<SecurityScheme, FieldError> {
+        let mut f = Fields::known(v, at, Self::FIELDS)?;
+        let s = SecurityScheme {
+            id: f.required_string("id")?,
+            kind: f.required_string("type")?,
+            scheme: f.string("scheme")?,
+            location: f.string("in")?,
+            name: f.string("name")?,
+            default_credential: f.string("defaultCredential")?.unwrap_or_default(),
+            description: f.string("description")?,
+        };
+        f.finish()?;
+        Ok(s)
+    }
+}
+
+impl SecurityRef {
+    pub const FIELDS: &'static [&'static str] = &["id", "credential", "passthrough"];
+
+    fn read(v: &Value, at: &str) -> Result<SecurityRef, FieldError> {
+        let mut f = Fields::known(v, at, Self::FIELDS)?;
+        let s = SecurityRef {
+            id: f.required_string("id")?,
+            credential: f.string("credential")?,
+            passthrough: f.boolean("passthrough")?,
+        };
+        f.finish()?;
+        Ok(s)
+    }
+}
+
+impl UpstreamConfig {
+    const FIELDS: &'static [&'static str] = &["dispatch", "cluster", "authority", "timeoutMs"];
+
+    /// Reads a server's, tool's or resource's `upstream`.
+    pub fn read(v: &Value, at: &str) -> Result<UpstreamConfig, FieldError> {
+        let mut f = Fields::known(v, at, Self::FIELDS)?;
+        let u = UpstreamConfig {
+            dispatch: f.string("dispatch")?,
+            cluster: f.string("cluster")?,
+            authority: f.string("authority")?,
+            timeout_ms: f.unsigned("timeoutMs")?,
+        };
+        f.finish()?;
+        Ok(u)
+    }
+}
+
+impl ToolConfig {
+    pub const FIELDS: &'static [&'static str] = &[
+        "name",
+        "title",
+        "description",
+        "args",
+        "security",
+        "inputSchema",
+        "outputSchema",
+        "annotations",
+        "icons",
+        "requiredClientCapabilities",
+        "upstream",
+        "requestTemplate",
+        "responseTemplate",
+        "errorResponseTemplate",
+        "notifications",
+        "inputRequests",
+        "rateLimits",
+        "quotas",
+    ];
+
+    /// Reads one tool (located by the caller: server and tool name).
+    pub fn read(v: &Value) -> Result<ToolConfig, FieldError> {
+        let mut f = Fields::known(v, "", Self::FIELDS)?;
+        let t = ToolConfig {
+            name: f.required_string("name")?,
+            title: f.string("title")?,
+            description: f.string("description")?.unwrap_or_default(),
+            args: f.list("args", ArgConfig::read)?,
+            security: f.nested("security", SecurityRef::read)?,
+            input_schema: f.value("inputSchema").cloned(),
+            output_schema: f.value("outputSchema").cloned(),
+            annotations: f.object("annotations")?,
+            icons: f.list("icons", crate::icon::Icon::read)?,
+            required_client_capabilities: f.object("requiredClientCapabilities")?,
+            upstream: f.nested("upstream", UpstreamConfig::read)?,
+            request_template: f.nested("requestTemplate", RequestTemplate::read)?,
+            response_template: f.nested("responseTemplate", ResponseTemplate::read)?,
+            error_response_template: f.string("errorResponseTemplate")?,
+            notifications: f.list("notifications", crate::notify::NotificationConfig::read)?,
+            input_requests: f.value("inputRequests").cloned(),
+            rate_limits: f.value("rateLimits").cloned(),
+            quotas: f.value("quotas").cloned(),
+        };
+        f.finish()?;
+        Ok(t)
+    }
+}
+
+impl ArgConfig {
+    pub const FIELDS: &'static [&'static str] = &[
+        "name",
+        "description",
+        "type",
+        "required",
+        "default",
+        "enum",
+        "items",
+        "properties",
+        "position",
+        "paramName",
+        "schema",
+        "style",
+        "explode",
+        "file",
+        "allowReserved",
+        "contentType",
+    ];
+
+    /// Reads one argument.
+    pub fn read(v: &Value, at: &str) -> Result<ArgConfig, FieldError> {
+        let mut f = Fields::known(v, at, Self::FIELDS)?;
+        let a = ArgConfig {
+            name: f.required_string("name")?,
+            description: f.string("description")?,
+            kind: f.string("type")?,
+            required: f.boolean("required")?,
+            default: f.value("default").cloned(),
+            enum_values: f.values("enum")?,
+            items: f.value("items").cloned(),
+            properties: f.value("properties").cloned(),
+            // Any case, as Higress lower-cases it.
+            position: f.choice_any_case("position", &Position::ALL.map(|p| (p.name(), p)))?,
+            param_name: f.string("paramName")?,
+            schema: f.value("schema").cloned(),
+            style: f.choice("style", &Style::ALL.map(|s| (s.name(), s)))?,
+            explode: f.flag("explode")?,
+            file: f.boolean("file")?,
+            allow_reserved: f.boolean("allowReserved")?,
+            content_type: f.string("contentType")?,
+        };
+        f.finish()?;
+        Ok(a)
+    }
+}
+
+impl RequestTemplate {
+    pub const FIELDS: &'static [&'static str] = &[
+        "url",
+        "method",
+        "headers",
+        "body",
+        "argsToJsonBody",
+        "argsToUrlParam",
+        "argsToFormBody",
+        "argsToMultipartBody",
+        "security",
+    ];
+
+    /// Reads a tool's or resource's `requestTemplate`.
+    pub fn read(v: &Value, at: &str) -> Result<RequestTemplate, FieldError> {
+        let mut f = Fields::known(v, at, Self::FIELDS)?;
+        let r = RequestTemplate {
+            url: f.string("url")?,
+            method: f.string("method")?,
+            headers: f.list("headers", HeaderTemplate::read)?,
+            body: f.string("body")?,
+            args_to_json_body: f.boolean("argsToJsonBody")?,
+            args_to_url_param: f.boolean("argsToUrlParam")?,
+            args_to_form_body: f.boolean("argsToFormBody")?,
+            args_to_multipart_body: f.boolean("argsToMultipartBody")?,
+            security: f.nested("security", SecurityRef::read)?,
+        };
+        f.finish()?;
+        Ok(r)
+    }
+}
+
+impl HeaderTemplate {
+    pub const FIELDS: &'static [&'static str] = &["key", "value"];
+
+    fn read(v: &Value, at: &str) -> Result<HeaderTemplate, FieldError> {
+        let mut f = Fields::known(v, at, Self::FIELDS)?;
+        let h = HeaderTemplate { key: f.required_string("key")?, value: f.required_string("value")? };
+        f.finish()?;
+        Ok(h)
+    }
+}
+
+impl ResponseTemplate {
+    pub const FIELDS: &'static [&'static str] = &["body", "prependBody", "appendBody", "content"];
+
+    /// Reads a tool's or resource's `responseTemplate` (also an OpenAPI import's override of it).
+    pub fn read(v: &Value, at: &str) -> Result<ResponseTemplate, FieldError> {
+        let mut f = Fields::known(v, at, Self::FIELDS)?;
+        let r = ResponseTemplate {
+            body: f.string("body")?,
+            prepend_body: f.string("prependBody")?,
+            append_body: f.string("appendBody")?,
+            content: f.optional_list("content", crate::content::ContentConfig::read)?,
+        };
+        f.finish()?;
+        Ok(r)
+    }
 }
 
 /// Parses a configuration string: JSON always, YAML when built with the `yaml` feature.
@@ -876,9 +1228,9 @@ impl PluginConfig {
         let mut warnings = Vec::new();
         #[cfg(feature = "go-templates")]
         if higress_shape {
-            warnings = crate::lenient::tolerate_top::<RawPlugin>(top);
+            warnings = crate::lenient::tolerate_top(top, RawPlugin::FIELDS);
         }
-        let raw: RawPlugin = serde_json::from_value(doc).map_err(|e| field_error("(root)", e))?;
+        let raw = RawPlugin::read(doc)?;
         if raw.trust_config_header {
             return Err(ConfigError::new("trustConfigHeader", crate::transport::CONFIG_HEADER_UNSUPPORTED));
         }
@@ -910,15 +1262,9 @@ impl PluginConfig {
         if !prefix.starts_with('/') || prefix.contains(['?', '#']) {
             return Err(ConfigError::new("prefix", "must be an absolute path such as /mcp-servers"));
         }
-        let sessions = match raw.sessions {
+        let sessions = match &raw.sessions {
             None => None,
-            Some(v) => Some(serde_json::from_value(v).map_err(|e| {
-                let mut err = field_error("sessions", e);
-                if err.field != "sessions" {
-                    err.field = format!("sessions.{}", err.field);
-                }
-                err
-            })?),
+            Some(v) => Some(SessionsConfig::read(v, "sessions").map_err(|(f, m)| ConfigError::new(f, m))?),
         };
         let observability = match raw.observability {
             None => crate::metrics::ObservabilityConfig::default(),
@@ -993,8 +1339,7 @@ fn parse_server(mut value: Value, index: usize) -> Result<ServerConfig, ConfigEr
         ),
         None => return Err(ConfigError::new("(server)", "must be an object").in_server(&label)),
     };
-    let mut server: ServerConfig =
-        serde_json::from_value(value).map_err(|e| field_error("(server)", e).in_server(&label))?;
+    let mut server = ServerConfig::read(&value).map_err(|(f, m)| ConfigError::new(f, m).in_server(&label))?;
     if server.name.is_empty() || !server.name.bytes().all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b)) {
         return Err(ConfigError::new("name", "use letters, digits, '-', '_' or '.' only").in_server(&label));
     }
@@ -1020,8 +1365,8 @@ fn parse_server(mut value: Value, index: usize) -> Result<ServerConfig, ConfigEr
     for (i, tool) in tools.into_iter().enumerate() {
         let tool_label =
             tool.get("name").and_then(Value::as_str).map(str::to_string).unwrap_or_else(|| format!("#{i}"));
-        let tool: ToolConfig = serde_json::from_value(tool)
-            .map_err(|e| field_error("(tool)", e).in_server(&label).in_tool(&tool_label))?;
+        let tool =
+            ToolConfig::read(&tool).map_err(|(f, m)| ConfigError::new(f, m).in_server(&label).in_tool(&tool_label))?;
         if server.tools.iter().any(|t| t.name == tool.name) {
             return Err(ConfigError::new("name", "duplicate tool name").in_server(&label).in_tool(&tool.name));
         }
@@ -1117,7 +1462,7 @@ mod tests {
         assert_eq!((redis.timeout_ms, redis.key_prefix.as_str(), redis.database), (500, "mcp-gateway:", 0));
         assert!(!format!("{redis:?}").contains("pw"), "passwords never reach logs");
         for (bad, field) in [
-            ("sessions: {store: disk}", "sessions"),
+            ("sessions: {store: disk}", "sessions.store"),
             ("sessions: {ttlSeconds: 0}", "sessions.ttlSeconds"),
             ("sessionTtlSeconds: 0", "sessionTtlSeconds"),
             ("sessions: {ttlSeconds: 5}\nsessionTtlSeconds: 6", "sessionTtlSeconds"),
@@ -1126,7 +1471,7 @@ mod tests {
             ("sessions: {store: local, redis: {cluster: c}}", "sessions.redis"),
             ("sessions: {store: redis, redis: {cluster: 'c?db=1'}}", "sessions.redis.cluster"),
             ("sessions: {store: redis, redis: {cluster: c, timeoutMs: 0}}", "sessions.redis.timeoutMs"),
-            ("sessions: {store: redis, redis: {cluster: c, db: 1}}", "sessions.db"),
+            ("sessions: {store: redis, redis: {cluster: c, db: 1}}", "sessions.redis.db"),
         ] {
             let e = p(bad).unwrap_err();
             assert!(e.field.contains(field), "{bad}: {e}");

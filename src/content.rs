@@ -8,7 +8,7 @@
 use crate::fields::{FieldError, Fields};
 use crate::icon::{self, Icon};
 use crate::template::{TemplateId, Templates};
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 use serde_json::{json, Map, Value};
 
 /// One content block as the config writes it; every string is a template. One flat struct for the five
@@ -103,13 +103,6 @@ impl ContentConfig {
     /// A text block.
     pub fn text(text: &str) -> ContentConfig {
         ContentConfig { text: Some(text.to_string()), ..ContentConfig::default() }
-    }
-}
-
-impl<'de> Deserialize<'de> for ContentConfig {
-    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        let v = Value::deserialize(d)?;
-        ContentConfig::read(&v, "content").map_err(|(f, m)| serde::de::Error::custom(format!("{f}: {m}")))
     }
 }
 
@@ -347,8 +340,6 @@ mod tests {
         }
         assert_eq!(ContentConfig::read(&json!({"type": "video"}), "c").unwrap_err().0, "c.type");
         assert_eq!(ContentConfig::read(&json!({"type": "text", "text": "x", "txt": 1}), "c").unwrap_err().0, "c.txt");
-        let through_serde: Result<ContentConfig, _> = serde_json::from_value(json!({"type": "text", "txt": 1}));
-        assert!(through_serde.unwrap_err().to_string().contains("content.txt"));
         assert!(is_base64("iVBORw0KGgo=") && !is_base64("abc") && !is_base64("ab=c"));
     }
 }

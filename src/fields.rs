@@ -1,9 +1,10 @@
-//! Reads config objects field by field from JSON values, for the config types added after tools (prompts,
-//! resources, content blocks, icons, arguments).
+//! Reads config objects field by field from JSON values: every config type (the plugin's top level, sessions,
+//! servers, tools and their templates, prompts, resources, content blocks, icons, arguments).
 //!
-//! Why not a serde derive: each derived `Deserialize` is compiled once per deserializer it meets, and the
-//! wasm module must stay under its size budget; this reader is compiled once. It is as strict as
-//! `deny_unknown_fields`, and its errors name the field (`messages[1].content.mimeType`).
+//! Why not a serde derive: each derived `Deserialize` is a visitor per struct and per field type, inlined
+//! into one configure-time function of about 110 KB of wasm (measured with twiggy); this reader is compiled
+//! once, and each field costs a call. It is as strict as `deny_unknown_fields`, and its errors name the
+//! field by its whole path (`requestTemplate.headers[1].value`, `messages[1].content.mimeType`).
 
 use serde_json::{Map, Value};
 
@@ -16,15 +17,25 @@ pub struct Fields<'a> {
     /// Where the object is, as a field path prefix (`prompts` errors need none: `""`).
     at: String,
     taken: Vec<&'static str>,
+    /// The type's declared field list (`FIELDS`, which Higress-shape configs are filtered by), when it has
+    /// one: tests check that every field read is declared there.
+    known: &'static [&'static str],
 }
 
 impl<'a> Fields<'a> {
     /// The fields of `value`, which must be an object; `at` locates it (`""` at an entry's top).
     pub fn of(value: &'a Value, at: &str) -> Result<Fields<'a>, FieldError> {
         match value {
-            Value::Object(map) => Ok(Fields { map, at: at.to_string(), taken: Vec::new() }),
+            Value::Object(map) => Ok(Fields { map, at: at.to_string(), taken: Vec::new(), known: &[] }),
             _ => Err((if at.is_empty() { "(entry)".into() } else { at.to_string() }, "must be an object".into())),
         }
+    }
+
+    /// [`Fields::of`] for a type that declares its field list.
+    pub fn known(value: &'a Value, at: &str, known: &'static [&'static str]) -> Result<Fields<'a>, FieldError> {
+        let mut f = Fields::of(value, at)?;
+        f.known = known;
+        Ok(f)
     }
 
     /// The path of one of this object's fields.
@@ -38,6 +49,7 @@ impl<'a> Fields<'a> {
 
     /// A field's raw value (`null` counts as absent).
     pub fn value(&mut self, key: &'static str) -> Option<&'a Value> {
+        debug_assert!(self.known.is_empty() || self.known.contains(&key), "`{key}` is not in its type's FIELDS");
         self.taken.push(key);
         self.map.get(key).filter(|v| !v.is_null())
     }
@@ -56,12 +68,112 @@ impl<'a> Fields<'a> {
         self.string(key)?.ok_or_else(|| (self.path(key), "is required".into()))
     }
 
+    /// A flag, false when absent.
     pub fn boolean(&mut self, key: &'static str) -> Result<bool, FieldError> {
+        Ok(self.flag(key)?.unwrap_or(false))
+    }
+
+    /// A flag whose absence means something of its own.
+    pub fn flag(&mut self, key: &'static str) -> Result<Option<bool>, FieldError> {
         match self.value(key) {
-            None => Ok(false),
-            Some(Value::Bool(b)) => Ok(*b),
+            None => Ok(None),
+            Some(Value::Bool(b)) => Ok(Some(*b)),
             Some(_) => Err((self.path(key), "must be true or false".into())),
         }
+    }
+
+    /// A whole number no larger than `max` (a `u32` or `usize` setting).
+    pub fn bounded(&mut self, key: &'static str, max: u64) -> Result<Option<u64>, FieldError> {
+        match self.unsigned(key)? {
+            Some(n) if n > max => Err((self.path(key), format!("must be at most {max}"))),
+            n => Ok(n),
+        }
+    }
+
+    /// A `usize` setting (32 bits in wasm).
+    pub fn size(&mut self, key: &'static str) -> Result<Option<usize>, FieldError> {
+        Ok(self.bounded(key, usize::MAX as u64)?.map(|n| n as usize))
+    }
+
+    /// Any number.
+    pub fn number(&mut self, key: &'static str) -> Result<Option<f64>, FieldError> {
+        match self.value(key) {
+            None => Ok(None),
+            Some(v) => v.as_f64().map(Some).ok_or_else(|| (self.path(key), "must be a number".into())),
+        }
+    }
+
+    /// One of a fixed set of names (an enum), as its value.
+    pub fn choice<T: Copy>(&mut self, key: &'static str, options: &[(&str, T)]) -> Result<Option<T>, FieldError> {
+        let names: Vec<&str> = options.iter().map(|o| o.0).collect();
+        Ok(self.choice_index(key, &names)?.map(|i| options[i].1))
+    }
+
+    /// [`Fields::choice`] read in any case (`Query` for `query`), where Higress lower-cases the value.
+    pub fn choice_any_case<T: Copy>(
+        &mut self,
+        key: &'static str,
+        options: &[(&str, T)],
+    ) -> Result<Option<T>, FieldError> {
+        let names: Vec<&str> = options.iter().map(|o| o.0).collect();
+        Ok(self.choice_index_in(key, &names, true)?.map(|i| options[i].1))
+    }
+
+    /// The part of [`Fields::choice`] that does not depend on `T`.
+    fn choice_index(&mut self, key: &'static str, names: &[&str]) -> Result<Option<usize>, FieldError> {
+        self.choice_index_in(key, names, false)
+    }
+
+    fn choice_index_in(
+        &mut self,
+        key: &'static str,
+        names: &[&str],
+        any_case: bool,
+    ) -> Result<Option<usize>, FieldError> {
+        let v = match self.value(key) {
+            None => return Ok(None),
+            Some(v) => v,
+        };
+        let same = |n: &str, s: &str| if any_case { n.eq_ignore_ascii_case(s) } else { n == s };
+        if let Some(i) = v.as_str().and_then(|s| names.iter().position(|n| same(n, s))) {
+            return Ok(Some(i));
+        }
+        let expected = names.iter().map(|n| format!("`{n}`")).collect::<Vec<_>>().join(", ");
+        let what = match v {
+            Value::String(s) => format!("unknown variant `{s}`"),
+            other => format!("invalid value {other}"),
+        };
+        Err((self.path(key), format!("{what}, expected one of {expected}")))
+    }
+
+    /// An object-valued field read by `read` at its path.
+    pub fn nested<T>(
+        &mut self,
+        key: &'static str,
+        read: fn(&Value, &str) -> Result<T, FieldError>,
+    ) -> Result<Option<T>, FieldError> {
+        match self.value(key) {
+            None => Ok(None),
+            Some(v) => read(v, &self.path(key)).map(Some),
+        }
+    }
+
+    /// [`Fields::list`] where an absent list differs from an empty one.
+    pub fn optional_list<T>(
+        &mut self,
+        key: &'static str,
+        read: fn(&Value, &str) -> Result<T, FieldError>,
+    ) -> Result<Option<Vec<T>>, FieldError> {
+        if self.map.get(key).is_none_or(Value::is_null) {
+            self.value(key);
+            return Ok(None);
+        }
+        self.list(key, read).map(Some)
+    }
+
+    /// A list of any values, as they are.
+    pub fn values(&mut self, key: &'static str) -> Result<Option<Vec<Value>>, FieldError> {
+        self.optional_list(key, |v, _| Ok(v.clone()))
     }
 
     pub fn unsigned(&mut self, key: &'static str) -> Result<Option<u64>, FieldError> {
@@ -105,7 +217,7 @@ impl<'a> Fields<'a> {
     /// A list of strings.
     pub fn strings(&mut self, key: &'static str) -> Result<Option<Vec<String>>, FieldError> {
         if self.map.get(key).is_none_or(Value::is_null) {
-            self.taken.push(key);
+            self.value(key);
             return Ok(None);
         }
         self.list(key, |v, at| match v {
@@ -114,19 +226,6 @@ impl<'a> Fields<'a> {
             _ => Err((at.to_string(), "must be a string".into())),
         })
         .map(Some)
-    }
-
-    /// A field read by serde (the request and response templates tools share).
-    pub fn typed<T: serde::de::DeserializeOwned>(&mut self, key: &'static str) -> Result<Option<T>, FieldError> {
-        match self.value(key) {
-            None => Ok(None),
-            Some(v) => serde_json::from_value(v.clone()).map(Some).map_err(|e| {
-                let inner = crate::config::field_error(key, e);
-                let field =
-                    if inner.field == key { self.path(key) } else { self.path(&format!("{key}.{}", inner.field)) };
-                (field, inner.message)
-            }),
-        }
     }
 
     /// Refuses any field that was not read: a typo is an error, not a silently ignored setting.

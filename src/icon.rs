@@ -4,7 +4,7 @@
 //! `data:` URI, `theme` is `light` or `dark`.
 
 use crate::fields::{FieldError, Fields};
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 use serde_json::Value;
 
 /// One icon, as the config gives it and as `*/list` results carry it.
@@ -49,13 +49,6 @@ impl Icon {
         };
         f.finish()?;
         Ok(icon)
-    }
-}
-
-impl<'de> Deserialize<'de> for Icon {
-    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        let v = Value::deserialize(d)?;
-        Icon::read(&v, "icon").map_err(|(f, m)| serde::de::Error::custom(format!("{f}: {m}")))
     }
 }
 

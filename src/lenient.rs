@@ -9,7 +9,8 @@
 //! `toolSet` (composed servers); the fields that only an MCP proxy (`server.type: mcp-proxy`, served by
 //! `crate::proxy`) reads (`type`, `transport`, `mcpServerURL`, `timeout`) are tolerated on REST servers.
 //!
-//! The field lists are the structs' own ([`fields_of`]), so a field added to a struct is known here at once.
+//! The field lists are the ones each type's reader declares (`FIELDS`; reading a field not in it fails the
+//! tests), so a field added to a struct is known here at once.
 //!
 //! Built with Higress's template dialect only (the `go-templates` feature, which that shape defaults to):
 //! without it a Higress-shape server is refused at load anyway unless it sets `templateDialect: jinja`, and
@@ -18,45 +19,10 @@
 use crate::config::{
     ArgConfig, HeaderTemplate, RequestTemplate, ResponseTemplate, SecurityRef, SecurityScheme, ServerConfig, ToolConfig,
 };
-use serde::de::{self, Deserialize, Deserializer, Visitor};
 use serde_json::{Map, Value};
 
-/// The field names a struct deserializes (after renaming), read from its `Deserialize` implementation.
-pub fn fields_of<'de, T: Deserialize<'de>>() -> &'static [&'static str] {
-    let mut fields: &'static [&'static str] = &[];
-    let _ = T::deserialize(FieldNames(&mut fields));
-    fields
-}
-
-/// A deserializer that records the field list a struct asks for, and fails.
-struct FieldNames<'a>(&'a mut &'static [&'static str]);
-
-impl<'de> Deserializer<'de> for FieldNames<'_> {
-    type Error = de::value::Error;
-
-    fn deserialize_any<V: Visitor<'de>>(self, _: V) -> Result<V::Value, Self::Error> {
-        Err(de::Error::custom("field names only"))
-    }
-
-    fn deserialize_struct<V: Visitor<'de>>(
-        self,
-        _name: &'static str,
-        fields: &'static [&'static str],
-        _visitor: V,
-    ) -> Result<V::Value, Self::Error> {
-        *self.0 = fields;
-        Err(de::Error::custom("field names only"))
-    }
-
-    serde::forward_to_deserialize_any! {
-        bool i8 i16 i32 i64 i128 u8 u16 u32 u64 u128 f32 f64 char str string bytes byte_buf option unit
-        unit_struct newtype_struct seq tuple tuple_struct map enum identifier ignored_any
-    }
-}
-
 /// Drops the top-level fields of a Higress-shape document that `T` (the plugin's top level) does not read.
-pub fn tolerate_top<'de, T: Deserialize<'de>>(doc: &mut Map<String, Value>) -> Vec<String> {
-    let known = fields_of::<T>();
+pub fn tolerate_top(doc: &mut Map<String, Value>, known: &[&str]) -> Vec<String> {
     let unknown = unknown(doc, known);
     for key in &unknown {
         doc.remove(key);
@@ -88,20 +54,20 @@ pub fn tolerate_server(server: &mut Value) -> Vec<String> {
             }
         }
     }
-    let known: Vec<&str> = fields_of::<ServerConfig>().iter().copied().chain(SERVER_EXTRA).collect();
+    let known: Vec<&str> = ServerConfig::FIELDS.iter().copied().chain(SERVER_EXTRA).collect();
     for key in unknown(obj, &known) {
         obj.remove(&key);
         warn(None, &key, "is not one Higress reads; ignored, as Higress ignores it");
     }
-    let refs = [("defaultDownstreamSecurity", fields_of::<SecurityRef>())];
-    let refs = refs.into_iter().chain([("defaultUpstreamSecurity", fields_of::<SecurityRef>())]);
+    let refs = [("defaultDownstreamSecurity", SecurityRef::FIELDS)];
+    let refs = refs.into_iter().chain([("defaultUpstreamSecurity", SecurityRef::FIELDS)]);
     for (field, known) in refs {
         drop_unknown(obj.get_mut(field), known, field, &mut |f| warn(None, &f, IGNORED));
     }
     if let Some(Value::Array(schemes)) = obj.get_mut("securitySchemes") {
         for (i, s) in schemes.iter_mut().enumerate() {
             let at = format!("securitySchemes[{i}]");
-            drop_unknown(Some(s), fields_of::<SecurityScheme>(), &at, &mut |f| warn(None, &f, IGNORED));
+            drop_unknown(Some(s), SecurityScheme::FIELDS, &at, &mut |f| warn(None, &f, IGNORED));
         }
     }
     if let Some(Value::Array(tools)) = obj.get_mut("tools") {
@@ -123,24 +89,24 @@ fn tolerate_tool(tool: &mut Value, warn: &mut dyn FnMut(String, &str)) {
     let mut draft3: Vec<String> = Vec::new();
     let mut twice: Vec<String> = Vec::new();
     let mut ignored = |f: String| dropped.push(f);
-    drop_unknown(Some(tool), fields_of::<ToolConfig>(), "", &mut ignored);
+    drop_unknown(Some(tool), ToolConfig::FIELDS, "", &mut ignored);
     let Some(obj) = tool.as_object_mut() else { return };
-    drop_unknown(obj.get_mut("security"), fields_of::<SecurityRef>(), "security", &mut ignored);
-    drop_unknown(obj.get_mut("responseTemplate"), fields_of::<ResponseTemplate>(), "responseTemplate", &mut ignored);
+    drop_unknown(obj.get_mut("security"), SecurityRef::FIELDS, "security", &mut ignored);
+    drop_unknown(obj.get_mut("responseTemplate"), ResponseTemplate::FIELDS, "responseTemplate", &mut ignored);
     if let Some(rt) = obj.get_mut("requestTemplate") {
-        drop_unknown(Some(rt), fields_of::<RequestTemplate>(), "requestTemplate", &mut ignored);
-        drop_unknown(rt.get_mut("security"), fields_of::<SecurityRef>(), "requestTemplate.security", &mut ignored);
+        drop_unknown(Some(rt), RequestTemplate::FIELDS, "requestTemplate", &mut ignored);
+        drop_unknown(rt.get_mut("security"), SecurityRef::FIELDS, "requestTemplate.security", &mut ignored);
         if let Some(Value::Array(headers)) = rt.get_mut("headers") {
             for (i, h) in headers.iter_mut().enumerate() {
                 let at = format!("requestTemplate.headers[{i}]");
-                drop_unknown(Some(h), fields_of::<HeaderTemplate>(), &at, &mut ignored);
+                drop_unknown(Some(h), HeaderTemplate::FIELDS, &at, &mut ignored);
             }
         }
     }
     if let Some(Value::Array(args)) = obj.get_mut("args") {
         for (i, arg) in args.iter_mut().enumerate() {
             let name = arg.get("name").and_then(Value::as_str).map_or_else(|| format!("#{i}"), str::to_string);
-            drop_unknown(Some(arg), fields_of::<ArgConfig>(), &format!("args '{name}'"), &mut ignored);
+            drop_unknown(Some(arg), ArgConfig::FIELDS, &format!("args '{name}'"), &mut ignored);
             let at = format!("args '{name}'");
             if let Some(Value::Object(props)) = arg.get_mut("properties") {
                 for (p, v) in props.iter_mut() {
@@ -216,12 +182,12 @@ mod tests {
 
     #[test]
     fn field_lists_are_the_structs_own() {
-        let tool = fields_of::<ToolConfig>();
+        let tool = ToolConfig::FIELDS;
         assert!(tool.contains(&"requestTemplate") && tool.contains(&"security") && tool.contains(&"args"));
-        assert!(fields_of::<ArgConfig>().contains(&"enum"));
-        assert!(fields_of::<SecurityScheme>().contains(&"in"));
-        assert!(fields_of::<ServerConfig>().contains(&"passthroughAuthHeader"));
-        assert!(!fields_of::<ServerConfig>().contains(&"tools"), "parsed apart, hence SERVER_EXTRA");
+        assert!(ArgConfig::FIELDS.contains(&"enum"));
+        assert!(SecurityScheme::FIELDS.contains(&"in"));
+        assert!(ServerConfig::FIELDS.contains(&"passthroughAuthHeader"));
+        assert!(!ServerConfig::FIELDS.contains(&"tools"), "parsed apart, hence SERVER_EXTRA");
     }
 
     #[test]
@@ -296,7 +262,10 @@ mod tests {
             "servers: [{name: s, tools: [{name: t, args: [{name: a, format: uri}]}]}]",
         )
         .unwrap_err();
-        assert_eq!((e.server.as_deref(), e.tool.as_deref(), e.field.as_str()), (Some("s"), Some("t"), "format"));
+        assert_eq!(
+            (e.server.as_deref(), e.tool.as_deref(), e.field.as_str()),
+            (Some("s"), Some("t"), "args[0].format")
+        );
         // Higress's shape: a top-level field it ignores is dropped, its allowTools kept.
         let c = crate::config::PluginConfig::parse("server: {name: s}\nallowTools: [a]\nlabels: 1").unwrap();
         assert_eq!(c.servers[0].allow_tools.as_deref(), Some(&["a".to_string()][..]));

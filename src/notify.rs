@@ -75,31 +75,49 @@ impl LogLevel {
 
 /// One entry of a tool's `notifications`: a log message (`log: <level>`) or a progress report
 /// (`progress: <number>`).
-#[derive(Debug, Clone, Default, Deserialize, Serialize)]
-#[serde(rename_all = "camelCase", deny_unknown_fields)]
+#[derive(Debug, Clone, Default, Serialize)]
+#[serde(rename_all = "camelCase")]
 pub struct NotificationConfig {
     /// A log message at this level (`debug` .. `emergency`).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub log: Option<String>,
     /// The log message's `logger` (a template).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub logger: Option<String>,
     /// The log message's `data` (a template).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub data: Option<String>,
     /// A progress report: how far along (non-decreasing over a tool's reports).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub progress: Option<f64>,
     /// The progress report's `total`, when known.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub total: Option<f64>,
     /// The progress report's `message` (a template).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub message: Option<String>,
     /// `always` (default), `success` (the upstream answered 2xx; a tool without upstream: its result is not
     /// an error) or `error` (any other answer, or none).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub when: Option<String>,
+}
+
+impl NotificationConfig {
+    /// Reads one entry of a tool's `notifications`.
+    pub fn read(v: &Value, at: &str) -> Result<NotificationConfig, crate::fields::FieldError> {
+        let mut f = crate::fields::Fields::of(v, at)?;
+        let n = NotificationConfig {
+            log: f.string("log")?,
+            logger: f.string("logger")?,
+            data: f.string("data")?,
+            progress: f.number("progress")?,
+            total: f.number("total")?,
+            message: f.string("message")?,
+            when: f.string("when")?,
+        };
+        f.finish()?;
+        Ok(n)
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq)]

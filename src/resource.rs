@@ -67,10 +67,10 @@ impl ResourceConfig {
             arguments: if template { f.list("arguments", ArgumentConfig::read)? } else { Vec::new() },
             text: f.string("text")?,
             blob: f.string("blob")?,
-            request_template: f.typed("requestTemplate")?,
-            response_template: f.typed("responseTemplate")?,
+            request_template: f.nested("requestTemplate", crate::config::RequestTemplate::read)?,
+            response_template: f.nested("responseTemplate", crate::config::ResponseTemplate::read)?,
             error_response_template: f.string("errorResponseTemplate")?,
-            upstream: f.typed("upstream")?,
+            upstream: f.nested("upstream", crate::config::UpstreamConfig::read)?,
         };
         f.finish()?;
         Ok(r)
@@ -414,8 +414,8 @@ mod tests {
     fn compile(yaml: &str, template: bool) -> Result<(Resource, Templates, MjValue), (String, String)> {
         let doc = crate::config::parse_document(&format!("r: {yaml}")).unwrap();
         let cfg = ResourceConfig::read(&doc["r"], template)?;
-        let server: ServerConfig =
-            serde_json::from_value(json!({"name": "s", "upstream": {"cluster": "api"}, "config": {"k": "v"}})).unwrap();
+        let server =
+            ServerConfig::read(&json!({"name": "s", "upstream": {"cluster": "api"}, "config": {"k": "v"}})).unwrap();
         let config = crate::gateway::safe_config(&server.config);
         let mut t = Templates::new();
         let r = Resource::compile(&cfg, template, &server, &mut t, &config)?;

@@ -1672,19 +1672,22 @@ mod tests {
         assert!(list.validate(&big).is_empty());
     }
 
+    fn arg_configs(v: Value) -> Vec<ArgConfig> {
+        v.as_array().unwrap().iter().map(|a| ArgConfig::read(a, "").unwrap()).collect()
+    }
+
     #[test]
     fn builds_schema_from_args() {
-        let args: Vec<ArgConfig> = serde_json::from_value(json!([
+        let args = arg_configs(json!([
             {"name": "city", "type": "string", "required": true, "description": "City"},
             {"name": "days", "type": "integer", "default": 1},
             {"name": "units", "enum": ["metric", "imperial"]}
-        ]))
-        .unwrap();
+        ]));
         let s = from_args(&args).unwrap();
         assert_eq!(s["required"], json!(["city"]));
         assert_eq!(s["properties"]["days"]["default"], json!(1));
         assert_eq!(s["properties"]["units"]["type"], json!("string"));
-        let bad: Vec<ArgConfig> = serde_json::from_value(json!([{"name": "x", "type": "date"}])).unwrap();
+        let bad = arg_configs(json!([{"name": "x", "type": "date"}]));
         assert!(from_args(&bad).is_err());
     }
 
@@ -1749,7 +1752,7 @@ mod tests {
         }
         let closed = v(json!({"type":"object","properties":{"a":{}},"additionalProperties":false}));
         assert_eq!(closed.undeclared(&args(json!({"e":1}))).unwrap(), ["e"]);
-        let built: Vec<ArgConfig> = serde_json::from_value(json!([{"name": "a"}])).unwrap();
+        let built = arg_configs(json!([{"name": "a"}]));
         assert_eq!(from_args(&built).unwrap()["additionalProperties"], json!(false));
     }
 

@@ -105,7 +105,7 @@ fn current_input() -> Option<serde_json::Value> {
 }
 
 /// The template language of a server's templates.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Deserialize, serde::Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Dialect {
     /// minijinja, with this gateway's context (`args`, `config`, `response`, `body`, `status`, `headers`).

@@ -10,12 +10,10 @@
 #![cfg_attr(not(feature = "go-templates"), allow(dead_code))]
 
 use percent_encoding::{percent_decode_str, utf8_percent_encode, AsciiSet, NON_ALPHANUMERIC};
-use serde::Deserialize;
 use serde_json::{Map, Value};
 
 /// Whose request and response semantics a server follows.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
-#[serde(rename_all = "lowercase")]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum Semantics {
     /// This gateway's: OpenAPI styles, undeclared arguments refused, results as the README describes.
     #[default]
@@ -494,10 +492,10 @@ mod tests {
 
     #[test]
     fn argument_schemas_are_read_as_meant() {
-        let arg: crate::config::ArgConfig = serde_json::from_value(json!({"name": "schema", "type": "object",
-            "properties": {"p": {"type": "string", "required": true, "items": {"required": false}}, "q": {"required": ["x"]}}}))
+        let arg = crate::config::ArgConfig::read(&json!({"name": "schema", "type": "object",
+            "properties": {"p": {"type": "string", "required": true, "items": {"required": false}}, "q": {"required": ["x"]}}}), "")
         .unwrap();
-        let int: crate::config::ArgConfig = serde_json::from_value(json!({"name": "n", "type": "int"})).unwrap();
+        let int = crate::config::ArgConfig::read(&json!({"name": "n", "type": "int"}), "").unwrap();
         let out = arg_types(&[arg, int]);
         assert_eq!(out[0].properties, Some(json!({"p": {"type": "string", "items": {}}, "q": {"required": ["x"]}})));
         assert_eq!(out[1].kind.as_deref(), Some("integer"));

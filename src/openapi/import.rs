@@ -59,7 +59,10 @@ fn override_of(value: Value, field: &str) -> Result<Override, ConfigError> {
             "description" => o.description = Some(typed(v, &here)?),
             "hide" => o.hide = typed(v, &here)?,
             "annotations" => o.annotations = Some(typed(v, &here)?),
-            "responseTemplate" => o.response_template = Some(typed(v, &here)?),
+            "responseTemplate" => {
+                let read = ResponseTemplate::read(&v, &here).map_err(|(f, m)| ConfigError::new(f, m))?;
+                o.response_template = Some(read)
+            }
             "errorResponseTemplate" => o.error_response_template = Some(typed(v, &here)?),
             _ => {
                 return Err(ConfigError::new(

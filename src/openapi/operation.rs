@@ -715,7 +715,10 @@ fn encoding_of(spec: &Map<String, Value>, position: Position) -> Result<(Option<
     let style = match spec.get("style") {
         None => None,
         Some(v) => Some(
-            serde_json::from_value::<Style>(v.clone()).map_err(|_| format!("style {v} is not an OpenAPI 3 style"))?,
+            Style::ALL
+                .into_iter()
+                .find(|s| v.as_str() == Some(s.name()))
+                .ok_or_else(|| format!("style {v} is not an OpenAPI 3 style"))?,
         ),
     };
     let explode = spec.get("explode").and_then(Value::as_bool);

@@ -218,7 +218,7 @@ mod tests {
     use super::*;
 
     fn tool(v: Value) -> ToolConfig {
-        serde_json::from_value(v).unwrap()
+        ToolConfig::read(&v).unwrap()
     }
 
     /// A schema large enough to be shared.
