@@ -193,6 +193,16 @@ impl Gateway {
                     let msg = "a virtual server has tools of other servers only (its calls go where those tools live)";
                     return Err(ConfigError::new(field, msg).in_server(&s.name));
                 }
+                // Limits and guardrails act where a call is made: on the server that owns the tool.
+                let owned = [
+                    ("rateLimits", s.rate_limits.is_some()),
+                    ("quotas", s.quotas.is_some()),
+                    ("guardrails", s.guardrails.is_some()),
+                ];
+                if let Some((field, _)) = owned.iter().find(|(_, set)| *set) {
+                    let msg = "is not applied on a virtual server yet: set it on the servers whose tools it lists";
+                    return Err(ConfigError::new(*field, msg).in_server(&s.name));
+                }
                 virtuals.push((
                     servers.len(),
                     std::mem::take(&mut s.tool_refs),

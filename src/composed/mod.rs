@@ -385,13 +385,16 @@ impl Virtual {
         (Some(Job::List { request, links, remaining }), Next::Send(sends))
     }
 
-    /// One page of the merged list, filtered by the server's `allowTools` and the request's allowed tools.
+    /// One page of the merged list, filtered by the server's `allowTools`, the request's allowed tools and
+    /// the server's `policy` for the caller.
     fn render(&self, gw: &Gateway, r: &ListRequest) -> Value {
         let server = &gw.servers[r.server];
+        let access = crate::gateway::Access { caller: &r.caller, header: r.allowed.as_deref() };
+        let kind = crate::admission::policy::Kind::Tool;
         let visible: Vec<Value> = self
             .tools()
             .into_iter()
-            .filter(|t| server.tool_allowed(t.get("name").and_then(Value::as_str).unwrap_or(""), r.allowed.as_deref()))
+            .filter(|t| server.may(&access, kind, t.get("name").and_then(Value::as_str).unwrap_or("")))
             .collect();
         match crate::mcp::page(gw, "tools", visible.len(), r.cursor.as_ref(), &|range| visible[range].to_vec()) {
             Ok(result) => jsonrpc::result(r.id.clone(), crate::mcp::complete("tools/list", result, r.revision)),
@@ -434,6 +437,8 @@ pub struct ListRequest {
     pub server: usize,
     pub cursor: Option<Value>,
     pub allowed: Option<Vec<String>>,
+    /// Who asks: the server's `policy` shows it only the tools it may call.
+    pub caller: crate::caller::Caller,
     pub revision: Revision,
 }
 

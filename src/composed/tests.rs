@@ -249,6 +249,34 @@ fn a_backend_down_removes_only_its_tools_and_is_logged_once() {
 }
 
 #[test]
+fn the_virtual_servers_policy_hides_and_refuses_tools() {
+    let config = CONFIG.replace(
+        "    toolsCacheMs: 1000\n",
+        "    toolsCacheMs: 1000\n    policy: {default: allow, rules: [{deny: {tools: [say]}}]}\n",
+    );
+    let g = Gateway::from_config_str(&config).unwrap();
+    let b = Backends::new();
+    let mut c = Client::new(&g, &b);
+    let listed = c.rpc("tools/list", json!({}));
+    let names: Vec<&str> =
+        listed["result"]["tools"].as_array().unwrap().iter().filter_map(|t| t["name"].as_str()).collect();
+    assert!(names.contains(&"forecast") && !names.contains(&"say"), "{listed}");
+    let refused = c.rpc("tools/call", json!({"name": "say", "arguments": {"text": "hi"}}));
+    assert_eq!(refused["error"]["code"], -32600, "{refused}");
+    assert_eq!(refused["error"]["message"], "Forbidden: an anonymous caller may not use tool 'say'");
+}
+
+#[test]
+fn limits_and_guardrails_on_a_virtual_server_are_refused_at_load() {
+    for field in ["rateLimits: [{requests: 5, window: 1m}]", "quotas: [{requests: 5, period: day}]", "guardrails: {}"] {
+        let config = CONFIG.replace("    toolsCacheMs: 1000\n", &format!("    toolsCacheMs: 1000\n    {field}\n"));
+        let e = Gateway::from_config_str(&config).unwrap_err().to_string();
+        let name = field.split(':').next().unwrap();
+        assert!(e.contains("server 'v'") && e.contains(&format!("field '{name}'")), "{field}: {e}");
+    }
+}
+
+#[test]
 fn calls_go_to_the_owning_server_under_the_original_name() {
     let g = Gateway::from_config_str(CONFIG).unwrap();
     let b = Backends::new();

@@ -45,6 +45,7 @@ impl Exchange {
                 server: me,
                 cursor: params.get("cursor").cloned(),
                 allowed: self.allowed_tools.clone(),
+                caller: self.caller.clone(),
                 revision: self.revision,
             };
             let (job, next) = v.list(gw, request, self.now_ms);
@@ -58,6 +59,12 @@ impl Exchange {
         };
         if let Some(why) = refused {
             let reply = jsonrpc::error(id, jsonrpc::INVALID_PARAMS, format!("{why}: {name}"));
+            return self.reply(true, vec![Some(reply)]);
+        }
+        // The virtual server's own policy: the caller may call only what it may see.
+        let access = crate::gateway::Access { caller: &self.caller, header: self.allowed_tools.as_deref() };
+        if !server.may(&access, crate::admission::policy::Kind::Tool, &name) {
+            let reply = crate::mcp::refused(&access, crate::admission::policy::Kind::Tool, &name).reply(id);
             return self.reply(true, vec![Some(reply)]);
         }
         let Some(r) = v.find(&name) else { return self.respond(super::HttpResponse::empty(500)) };
