@@ -67,28 +67,8 @@ impl std::fmt::Display for Entry<'_> {
     }
 }
 
-/// `*` matches any run of characters (slashes included); everything else matches itself.
-pub fn glob(pattern: &str, text: &str) -> bool {
-    let (p, t) = (pattern.as_bytes(), text.as_bytes());
-    let (mut pi, mut ti) = (0, 0);
-    let mut star: Option<(usize, usize)> = None;
-    while ti < t.len() {
-        if pi < p.len() && p[pi] == b'*' {
-            star = Some((pi, ti));
-            pi += 1;
-        } else if pi < p.len() && p[pi] == t[ti] {
-            pi += 1;
-            ti += 1;
-        } else if let Some((sp, st)) = star {
-            pi = sp + 1;
-            ti = st + 1;
-            star = Some((sp, st + 1));
-        } else {
-            return false;
-        }
-    }
-    p[pi..].iter().all(|b| *b == b'*')
-}
+/// `*` matches any run of characters (slashes included), as policy rules match names.
+pub use crate::admission::policy::glob;
 
 #[cfg(test)]
 mod tests {
