@@ -573,7 +573,8 @@ pub enum Position {
 }
 
 impl Position {
-    const ALL: [Position; 5] = [Position::Query, Position::Path, Position::Header, Position::Cookie, Position::Body];
+    pub const ALL: [Position; 5] =
+        [Position::Query, Position::Path, Position::Header, Position::Cookie, Position::Body];
 
     pub fn name(self) -> &'static str {
         match self {

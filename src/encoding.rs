@@ -454,18 +454,6 @@ mod properties {
     use crate::strategies::{hostile_string, json_number};
     use proptest::prelude::*;
 
-    const STYLES: &[Style] = &[
-        Style::Form,
-        Style::Simple,
-        Style::Label,
-        Style::Matrix,
-        Style::SpaceDelimited,
-        Style::PipeDelimited,
-        Style::DeepObject,
-    ];
-    const POSITIONS: &[Position] =
-        &[Position::Path, Position::Query, Position::Header, Position::Cookie, Position::Body];
-
     fn scalar() -> impl Strategy<Value = Value> {
         prop_oneof![
             4 => hostile_string().prop_map(Value::from),
@@ -488,7 +476,11 @@ mod properties {
 
     /// An encoding some position accepts, with the position.
     fn encoding() -> impl Strategy<Value = (Position, Encoding)> {
-        (prop::sample::select(POSITIONS), prop::option::of(prop::sample::select(STYLES)), any::<Option<bool>>())
+        (
+            prop::sample::select(&Position::ALL[..]),
+            prop::option::of(prop::sample::select(&Style::ALL[..])),
+            any::<Option<bool>>(),
+        )
             .prop_filter_map("a style the position takes", |(p, s, x)| Some((p, Encoding::resolve(p, s, x).ok()?)))
     }
 
