@@ -573,6 +573,7 @@ pub enum Position {
 }
 
 impl Position {
+    /// Every position, as config spells them by [`Position::name`].
     pub const ALL: [Position; 5] =
         [Position::Query, Position::Path, Position::Header, Position::Cookie, Position::Body];
 
