@@ -523,11 +523,11 @@ def test_oversized_answers_name_maxresponsebytes(gw):
 def test_answers_beyond_envoys_buffer_name_both_limits(gw, args):
     """Envoy's async client drops an answer over 32 MiB and resets the call: the plugin never sees its
     size, so the result names Envoy's limit (and how to raise it) beside maxResponseBytes."""
-    start = time.monotonic()
     text = error_text(gw, "big_answer", args)
     assert "http.async_response_buffer_limit" in text and "33554432" in text, text
     assert "maxResponseBytes: 8388608" in text, text
-    assert "no answer from the upstream" not in text and time.monotonic() - start < 5.0
+    # Envoy's reset, not the tool's timeout (a wall-clock bound here would break on a loaded machine).
+    assert "no answer from the upstream" not in text and "timed out" not in text and "timeout" not in text, text
 
 
 def test_raising_envoys_buffer_lets_maxresponsebytes_decide(gw, e2e_config):

@@ -1636,7 +1636,7 @@ mod tests {
     fn exponential_schemas_are_cut_off() {
         // `$ref`s in combinators made one check walk 2^64 nodes under the depth limit: a tools/call (or the
         // check of an answer against an outputSchema) held its worker for good.
-        let started = std::time::Instant::now();
+        // The step counts in the messages are the bound (not the time taken, which a loaded machine stretches).
         let cyclic = json!({"type": "object", "anyOf": [{"$ref": "#"}, {"$ref": "#"}], "properties": {"a": {"type": "integer"}}});
         let errors = v(cyclic.clone()).validate(&json!({"a": 1}));
         assert_eq!(
@@ -1660,7 +1660,6 @@ mod tests {
             .collect();
         let chain = v(json!({"$defs": defs, "$ref": "#/$defs/d0"})).with_max_steps(1000);
         assert!(chain.validate(&json!(1))[0].contains("too complex to check (it takes more than 1004 steps)"));
-        assert!(started.elapsed() < std::time::Duration::from_secs(20), "{:?}", started.elapsed());
         // Ordinary recursion follows the instance and is unaffected.
         let tree = v(json!({"type": "object", "properties": {"kids": {"type": "array", "items": {"$ref": "#"}}}}));
         assert!(tree.validate(&json!({"kids": [{"kids": []}, {"kids": [{}]}]})).is_empty());
