@@ -45,6 +45,17 @@
    latency and CPU per request, and the extra microseconds per call (gateway CPU per request, and p50,
    the one to read at 1 connection). Single runs move by several microseconds: use --repeat 3 to compare.
 
+6. Proxied MCP servers (type: mcp-proxy, issue 12): a stateless `tools/call` POSTed to a proxied server of the
+   plugin, against the same POST sent to the same backend through the `baseline` listener of the same Envoy
+   (no plugin). The backend is the upstream Envoy's POST /mcp, a canned JSON result (e2e/bench_upstream.yaml),
+   so that what the plugin adds to the proxied path shows (a real MCP server's own time would hide it:
+   e2e/bench_proxy.py measures that against the Python SDK's server). Sides:
+     mcp_baseline    POST /mcp on the listener without the plugin
+     proxy           POST /mcp-servers/proxied: the plugin rewrites the path and lets the body and the
+                     answer through unread
+     proxy_filtered  the same with `allowTools` (the body is read to check the tool's name)
+   Settings of 1 (levels, duration, warm-up, rounds). Goals as for 1: throughput >= 0.8x, p50 <= 1.25x.
+
 Output: a table on stdout and target/bench/results.json (all figures + machine information).
 Logs and rendered configurations: target/bench/runs/<run>/.
 
@@ -66,6 +77,8 @@ Options (each also settable by an environment variable):
                          (the local store's buckets fill: ~25 entries each at 100000; default: one session)
   --sessions-only        only section 5 (and the module size)
   --startup-only         only the start-up measurements (and the module size); no wrk needed
+  --proxy-only           only section 6 (and the module size)
+  --no-proxy             skip section 6                       BENCH_PROXY=0
   --quick                levels 1,8, 2 s each, no warm-up, 1 start-up run, 3 conversions, 1 Envoy load;
                          section 5 at levels 1,8, 2 s each
 MCP_GATEWAY_WASM selects the plugin build (default target/wasm32-wasip1/release/mcp_gateway.wasm).
@@ -570,6 +583,111 @@ def throughput(wrk: str, wasm: Path, upstream: UpstreamEnvoy, run_dir: Path, lev
         }
     finally:
         envoy.stop()
+
+
+# --- proxied MCP servers: the plugin in front of a fast MCP backend ----------------------------------
+
+PROXY_SIDES = ("mcp_baseline", "proxy", "proxy_filtered")
+PROXY_CALL = {"jsonrpc": "2.0", "id": 1, "method": "tools/call", "params": {"name": "echo", "arguments": {"text": "x"}}}
+PROXY_EXPECT = "echo: x"  # the canned answer of bench_upstream.yaml's POST /mcp
+
+
+def proxy_plugin_config() -> dict:
+    """Two proxied servers in front of the upstream Envoy's /mcp (the route's cluster): one that lets bodies
+    through unread, one whose allowTools makes the plugin read each request body."""
+    base = {"type": "mcp-proxy", "transport": "http", "mcpServerURL": "/mcp", "timeout": 10000}
+    return {"servers": [{"name": "proxied", **base}, {"name": "proxied-filtered", "allowTools": ["echo"], **base}]}
+
+
+def verify_proxy_call(url: str) -> None:
+    r = httpx.post(url, json=PROXY_CALL, headers={"content-type": "application/json", "accept": harness.ACCEPT,
+                                                  "mcp-protocol-version": harness.LATEST}, timeout=5.0)
+    if r.status_code != 200 or PROXY_EXPECT not in r.text:
+        raise BenchError(f"POST {url}: HTTP {r.status_code} {r.text[:300]!r}")
+
+
+def proxy_section(wrk: str, wasm: Path, upstream: UpstreamEnvoy, run_dir: Path, levels: list[int], seconds: int,
+                  warmup: int, repeat: int = 1) -> dict:
+    envoy = harness.Envoy(proxy_plugin_config(), upstream_port=upstream.port, run_dir=run_dir, name="proxy",
+                          concurrency=1, wasm=wasm)
+    try:
+        envoy.start()
+        headers = {"content-type": "application/json", "accept": harness.ACCEPT,
+                   "mcp-protocol-version": harness.LATEST}
+        body = json.dumps(PROXY_CALL, separators=(",", ":"))
+        urls = {"mcp_baseline": f"{envoy.baseline_url}/mcp", "proxy": f"{envoy.base_url}/mcp-servers/proxied",
+                "proxy_filtered": f"{envoy.base_url}/mcp-servers/proxied-filtered"}
+        sides = {}
+        for side, url in urls.items():
+            verify_proxy_call(url)
+            sides[side] = (url, write_wrk_script(run_dir / f"{side}.lua", "POST", headers, body))
+        samples: dict[int, dict[str, list[dict]]] = {c: {side: [] for side in PROXY_SIDES} for c in levels}
+        for rep in range(repeat):
+            order = PROXY_SIDES if rep % 2 == 0 else tuple(reversed(PROXY_SIDES))
+            for c in levels:
+                for side in order:
+                    tag = f" (round {rep + 1}/{repeat})" if repeat > 1 else ""
+                    print(f"  {c:>3} connection(s), {side:<14}{tag} ... ", end="", flush=True)
+                    url, script = sides[side]
+                    prefix = "baseline" if side == "mcp_baseline" else "mcp"
+                    r = measure(wrk, envoy, upstream, side, url, script, c, seconds, warmup, prefix=prefix)
+                    samples[c][side].append(r)
+                    print(f"{r['rps']:9.0f} req/s  p50 {r['p50_us'] / 1000:6.3f} ms", flush=True)
+        rows = []
+        for c in levels:
+            row: dict[str, Any] = {"connections": c}
+            for side in PROXY_SIDES:
+                row[side] = aggregate(samples[c][side])
+            b = row["mcp_baseline"]
+            for side in ("proxy", "proxy_filtered"):
+                p = row[side]
+                row[f"{side}_throughput_ratio"] = p["rps"] / b["rps"] if b["rps"] else None
+                row[f"{side}_p50_ratio"] = p["p50_us"] / b["p50_us"] if b["p50_us"] else None
+                row[f"{side}_extra_cpu_us_per_req"] = p["gateway_cpu_us_per_req"] - b["gateway_cpu_us_per_req"]
+            rows.append(row)
+        for url in urls.values():  # still answering after the load
+            verify_proxy_call(url)
+        return {
+            "levels": rows,
+            "setup": {"levels": levels, "duration_s": seconds, "warmup_s": warmup, "repeat": repeat,
+                      "backend": "upstream Envoy direct_response POST /mcp (e2e/bench_upstream.yaml)",
+                      "request": PROXY_CALL, "protocol_version": harness.LATEST},
+            "plugin_vm_failures": harness.crash_lines(envoy.log_text())[:20],
+            "envoy_log": str(envoy.log_path),
+        }
+    finally:
+        envoy.stop()
+
+
+def print_proxy(px: dict) -> None:
+    if px.get("error"):
+        print(f"Proxied MCP servers: FAILED ({px['error'].splitlines()[0][:200]})")
+        print()
+        return
+    cfg = px["setup"]
+    rounds = f", median of {cfg['repeat']} rounds" if cfg["repeat"] > 1 else ""
+    print(f"Proxied MCP servers (wrk -t1, {cfg['duration_s']} s per run after {cfg['warmup_s']} s warm-up{rounds}; "
+          "gateway Envoy --concurrency 1)")
+    print("  mcp_baseline = POST /mcp (a stateless tools/call) on the listener without the plugin, to the upstream")
+    print("  Envoy's canned MCP answer; proxy = the same through a proxied server (type: mcp-proxy) of the plugin;")
+    print("  proxy_filtered = with allowTools (each request body read). Goals: throughput >= 0.8x, p50 <= 1.25x")
+    print(f"  {'conns':>5}  {'side':<14} {'req/s':>9} {'p50 ms':>8} {'p99 ms':>8} {'CPU us/req':>10}  "
+          f"{'thr ratio':>9} {'p50 ratio':>9} {'extra CPU us':>12}")
+    for row in px["levels"]:
+        for side in PROXY_SIDES:
+            r = row[side]
+            extra = ""
+            if side != "mcp_baseline":
+                tr, pr = row[f"{side}_throughput_ratio"], row[f"{side}_p50_ratio"]
+                ok = tr is not None and pr is not None and tr >= 0.8 and pr <= 1.25
+                extra = (f"  {tr:8.2f}x {pr:8.2f}x {row[f'{side}_extra_cpu_us_per_req']:12.0f}  "
+                         f"{verdict(ok)}")
+            cpu = r["gateway_cpu_us_per_req"]
+            print(f"  {row['connections']:>5}  {side:<14} {r['rps']:9.0f} {r['p50_us'] / 1000:8.3f} "
+                  f"{r['p99_us'] / 1000:8.3f} {cpu if cpu is not None else float('nan'):10.0f}{extra}")
+    if px.get("plugin_vm_failures"):
+        print(f"  plugin VM failures in Envoy's log: {px['plugin_vm_failures'][:3]}")
+    print()
 
 
 # --- session stores: local against signed ---------------------------------------------------------
@@ -1266,6 +1384,9 @@ def print_report(res: dict) -> None:
     se = res.get("sessions")
     if se:
         print_sessions(se)
+    px = res.get("proxy")
+    if px:
+        print_proxy(px)
     s = res.get("startup")
     if s:
         print(f"Start-up: spawn -> first served request, median of {s['runs']} "
@@ -1441,6 +1562,9 @@ def parse_args() -> argparse.Namespace:
                     "about 25 entries per bucket at 100000)")
     ap.add_argument("--sessions-only", action="store_true",
                     help="only the session-store section (local against signed)")
+    ap.add_argument("--proxy-only", action="store_true", help="only section 6, proxied MCP servers")
+    ap.add_argument("--no-proxy", action="store_true", default=env("BENCH_PROXY", "1") == "0",
+                    help="skip section 6, proxied MCP servers")
     ap.add_argument("--startup-only", action="store_true",
                     help="only the start-up measurements, with the plugin and without (wrk not needed)")
     ap.add_argument("--quick", action="store_true",
@@ -1460,8 +1584,10 @@ def parse_args() -> argparse.Namespace:
         a.levels, a.duration, a.warmup, a.startup_runs = "1,8", 2, 0, 1
         a.openapi_runs, a.openapi_load_runs = min(a.openapi_runs, 3), min(a.openapi_load_runs, 1)
         a.sessions_levels = "1,8"
-    if a.openapi_only + a.sessions_only + a.startup_only > 1:
-        ap.error("--openapi-only, --sessions-only and --startup-only exclude each other")
+    if a.openapi_only + a.sessions_only + a.startup_only + a.proxy_only > 1:
+        ap.error("--openapi-only, --sessions-only, --startup-only and --proxy-only exclude each other")
+    if a.proxy_only and a.no_proxy:
+        ap.error("--proxy-only and --no-proxy exclude each other")
     if a.startup_only and a.startup_runs < 1:
         ap.error("--startup-only needs --startup-runs >= 1")
     a.level_list = [int(x) for x in re.split(r"[,\s]+", a.levels.strip()) if x]
@@ -1537,7 +1663,7 @@ def main() -> int:
     upstream = UpstreamEnvoy(run_dir)
     try:
         upstream.start()
-        if not (args.openapi_only or args.sessions_only or args.startup_only):
+        if not (args.openapi_only or args.sessions_only or args.startup_only or args.proxy_only):
             print(f"throughput: levels {args.level_list}, {args.duration} s each (+{args.warmup} s warm-up)"
                   + (f", {args.repeat} rounds" if args.repeat > 1 else ""), flush=True)
             t = throughput(wrk, wasm, upstream, run_dir, args.level_list, args.duration, args.warmup, args.repeat)
@@ -1548,7 +1674,7 @@ def main() -> int:
                 "upstream": "Envoy direct_response (e2e/bench_upstream.yaml)",
             }
             res["throughput"] = t
-        if args.sessions_call_list and not (args.openapi_only or args.startup_only):
+        if args.sessions_call_list and not (args.openapi_only or args.startup_only or args.proxy_only):
             print(f"session stores, local against signed: {', '.join(args.sessions_call_list)}; "
                   f"levels {args.sessions_level_list}, {args.duration} s each (+{args.warmup} s warm-up)"
                   + (f", {args.repeat} rounds" if args.repeat > 1 else ""), flush=True)
@@ -1560,10 +1686,20 @@ def main() -> int:
             except (harness.HarnessError, BenchError, httpx.HTTPError, AssertionError) as exc:
                 print(f"\nsession-store section failed: {exc.__class__.__name__}: {exc}", file=sys.stderr)
                 res["sessions"] = {"error": f"{exc.__class__.__name__}: {exc}"}
-        if args.startup_runs > 0 and not (args.openapi_only or args.sessions_only):
+        if not (args.no_proxy or args.openapi_only or args.sessions_only or args.startup_only):
+            print(f"proxied MCP servers: levels {args.level_list}, {args.duration} s each (+{args.warmup} s warm-up)"
+                  + (f", {args.repeat} rounds" if args.repeat > 1 else ""), flush=True)
+            try:
+                res["proxy"] = proxy_section(wrk, wasm, upstream, run_dir, args.level_list, args.duration,
+                                             args.warmup, args.repeat)
+            except (harness.HarnessError, BenchError, httpx.HTTPError) as exc:
+                print(f"\nproxied-server section failed: {exc.__class__.__name__}: {exc}", file=sys.stderr)
+                res["proxy"] = {"error": f"{exc.__class__.__name__}: {exc}"}
+        if args.startup_runs > 0 and not (args.openapi_only or args.sessions_only or args.proxy_only):
             print(f"start-up: {args.startup_runs} run(s) with the plugin and without", flush=True)
             res["startup"] = startup(wasm, upstream, run_dir, args.startup_runs, args.startup_concurrency)
-        if (args.openapi_runs > 0 or args.openapi_load_runs > 0) and not (args.sessions_only or args.startup_only):
+        if ((args.openapi_runs > 0 or args.openapi_load_runs > 0)
+                and not (args.sessions_only or args.startup_only or args.proxy_only)):
             # A failure here is reported with the section; the figures above are kept.
             try:
                 res["openapi"] = openapi_section(wasm, upstream, run_dir, args.openapi_runs,
