@@ -5,7 +5,8 @@ cluster `demo`, which here points at the backend), so answers stream back chunk 
 
   gateway          local store: `proxied` (/mcp), `absolute` (http://localhost:PORT/mcp), `limited`
                    (allowTools: echo, steps), `renamed` (toolOverrides), `secured` (defaultUpstreamSecurity), `passthrough`
-                   (passthroughAuthHeader)
+                   (passthroughAuthHeader), `guarded` (guardrails: a deny pattern, e-mail masking, a
+                   result size limit on `steps`)
   replica a and b  signed store, one key: a session opened on one continues on the other
   stateless        in front of a stateless backend
   down             in front of a backend that has stopped
@@ -59,6 +60,8 @@ def gateway(backend):
             proxied("secured", securitySchemes=[{"id": "tok", "type": "http", "scheme": "bearer", "defaultCredential": "operator-token"}],
                     defaultUpstreamSecurity={"id": "tok"}),
             proxied("passthrough", passthroughAuthHeader=True),
+            proxied("guarded", guardrails={"denyPatterns": ["(?i)drop\\s+table"], "mask": ["email"],
+                                          "tools": {"steps": {"maxResultBytes": 40}}}),
             proxied("renamed", allowTools=["say", "count", "whoami"], toolOverrides={
                 "echo": {"name": "say", "description": "Says the text back.", "title": "Say"},
                 "steps": {"name": "count"},
@@ -174,6 +177,34 @@ def test_sse_answers_stream_as_they_arrive(gateway):
     # The first log came long before the answer ended: nothing was buffered whole.
     assert arrivals[0][1]["method"] == "notifications/message"
     assert arrivals[-1][0] - arrivals[0][0] > 1.2, arrivals
+
+
+def test_guardrails_check_proxied_calls_and_mask_their_results(gateway):
+    url = gateway.mcp_url("guarded")
+
+    async def main():
+        async with harness.mcp_client(url) as c:
+            # Masked in the backend's JSON answer.
+            r = await c.call_tool("echo", {"text": "write to ann@example.com"})
+            assert "ann@example.com" not in r.content[0].text and r.content[0].text.startswith("echo: write to "), r
+            # Refused before the backend sees it; the SDK raises the JSON-RPC error.
+            with pytest.raises(Exception) as refused:
+                await c.call_tool("echo", {"text": "x; DROP  TABLE users"})
+            assert "guardrail" in str(refused.value) and "users" not in str(refused.value), refused.value
+
+    harness.run_async(main)
+    sid = initialize(url)
+    # An SSE answer: the logs pass as sent, the result over maxResultBytes becomes the guardrail's error.
+    r = post(url, sid, {"jsonrpc": "2.0", "id": 4, "method": "tools/call",
+                        "params": {"name": "steps", "arguments": {"n": 2, "pause_ms": 50}}})
+    assert r.status_code == 200 and r.headers["content-type"].startswith("text/event-stream"), r.text
+    msgs = messages(r)
+    assert [m.get("method") for m in msgs[:-1]] == ["notifications/message"] * 2, msgs
+    assert msgs[-1]["id"] == 4 and msgs[-1]["error"]["data"]["cause"] == "guardrail", msgs[-1]
+    assert "maxResultBytes" in msgs[-1]["error"]["message"], msgs[-1]
+    # A small result of the same tool on a server without the limit passes unchanged.
+    assert call(gateway.mcp_url("proxied"), initialize(gateway.mcp_url("proxied")), "steps",
+                {"n": 1, "pause_ms": 10})["result"]["content"][0]["text"] == "1 steps done"
 
 
 def test_our_session_id_stands_for_the_backends(gateway):

@@ -57,7 +57,7 @@ pub struct Server {
     /// Which tools, prompts and resources each caller may use (`policy`); `None`: all of them.
     pub policy: Option<std::sync::Arc<crate::admission::policy::Policy>>,
     /// `guardrails`: checks on tool arguments and filters on tool results; `None`: none configured.
-    pub guard: Option<crate::guard::Guard>,
+    pub guard: Option<std::sync::Arc<crate::guard::Guard>>,
     /// Rate limits and quotas on its tool calls (`rateLimits`, `quotas`; [`crate::limits`]).
     pub limits: crate::limits::ServerLimits,
 }
@@ -326,7 +326,13 @@ impl Gateway {
                             None => err,
                         }
                     })?;
-                    Some(compiled)
+                    if proxy.is_some() && compiled.has_external() {
+                        // The check is a call of its own, which a request held by the router cannot wait on.
+                        let msg = "an external guard service is not supported on a proxied server (type: mcp-proxy) \
+                                   yet; the other guardrails are";
+                        return Err(ConfigError::new("guardrails.external", msg).in_server(&s.name));
+                    }
+                    Some(std::sync::Arc::new(compiled))
                 }
             };
             let mut server = Server {

@@ -4,7 +4,9 @@
 //!
 //! Where they run: arguments are checked in `tools/call` before anything is rendered or sent; results are
 //! filtered when the tool's result is built ([`crate::mcp::finish_call`] and results answered without an
-//! upstream). Proxied servers' (`type: mcp-proxy`) answers stream through untouched and are not covered.
+//! upstream). On proxied servers (`type: mcp-proxy`, [`crate::proxy`]) the relay checks `tools/call`
+//! bodies and filters the answers to them, JSON whole or SSE event by event; an external guard service is
+//! refused at load there.
 
 pub mod external;
 pub mod mask;
@@ -120,6 +122,17 @@ impl Guard {
     /// The guard service that checks `tool`'s calls, if any.
     pub fn external(&self, tool: &str) -> Option<&External> {
         self.policy(tool).external.as_deref()
+    }
+
+    /// Whether `tool`'s results are masked, flagged or size-checked: a proxied server's answer is read
+    /// (and held) only then.
+    pub fn filters_results(&self, tool: &str) -> bool {
+        self.policy(tool).filters_results()
+    }
+
+    /// Whether any tool's calls go to a guard service.
+    pub fn has_external(&self) -> bool {
+        std::iter::once(&self.default).chain(self.tools.values()).any(|p| p.external.is_some())
     }
 
     /// Checks a call's arguments before anything is rendered or sent.

@@ -6,12 +6,14 @@
 //! ```text
 //! request head  ──[`route`]──> our session opened, the backend's id put in its place, credentials dropped,
 //!                              :path/:authority set to `mcpServerURL`  (or a local answer: 404, 403, ...)
-//! request body  ──[`Relay::on_body`]──> only when a tool filter or `toolOverrides` applies: tools/call of
-//!                              other tools refused, of renamed tools given the backend's name
+//! request body  ──[`Relay::on_body`]──> only when a tool filter, `toolOverrides`, a policy or guardrails
+//!                              apply: tools/call of other tools refused, of renamed tools given the
+//!                              backend's name, arguments checked by the guardrails
 //! answer head   ──[`Relay::on_response_head`]──> a new backend session bound to a new one of ours, our id
 //!                              in its place; backend failures turned into JSON-RPC errors
 //! answer body   ──[`Relay::on_chunk`]──> passed through, or `tools/list` filtered and renamed
-//!                              ([`tools`]; JSON whole, SSE per event)
+//!                              ([`tools`]), or `tools/call` results masked and size-checked by the
+//!                              guardrails ([`crate::guard`]); JSON whole, SSE per event
 //! ```
 //!
 //! Plain Rust: the host (`crate::host`) performs what the relay decides.
@@ -216,6 +218,10 @@ pub struct Relay {
     /// The id a gateway error answers to.
     request_id: Value,
     filter: Filter,
+    /// The server's guardrails.
+    guard: Option<Arc<crate::guard::Guard>>,
+    /// The `tools/call`s of the request whose results the guardrails filter: (id, tool as the client calls it).
+    guarded: Vec<(Value, String)>,
 }
 
 /// Decides what to do with a request from its head; `None` when it is not for a proxied server. Session
@@ -308,6 +314,8 @@ fn new_relay(server: &Server, head: &RequestHead, ours: Option<String>) -> Relay
         policy: server.policy.clone(),
         request_id: Value::Null,
         filter: Filter::None,
+        guard: server.guard.clone(),
+        guarded: Vec::new(),
     }
 }
 
@@ -438,7 +446,8 @@ impl Relay {
             && (self.allow.is_some()
                 || self.header_allow.is_some()
                 || !self.overrides.is_empty()
-                || self.policy.is_some())
+                || self.policy.is_some()
+                || self.guard.is_some())
     }
 
     fn allowed(&self, tool: &str) -> bool {
@@ -509,6 +518,14 @@ impl Relay {
                     }
                     if !self.permitted(Kind::Tool, &name) {
                         return refuse(Kind::Tool, &name);
+                    }
+                    if let Some(guard) = &self.guard {
+                        if let Err(e) = guard.check_input(&name, m.pointer("/params/arguments")) {
+                            return Err(HttpResponse::json_reply(e.reply(id)));
+                        }
+                        if guard.filters_results(&name) {
+                            self.guarded.push((id.clone(), name.clone()));
+                        }
                     }
                     if let (Some(backend), Some(n)) = (backend.filter(|b| *b != name), m.pointer_mut("/params/name")) {
                         *n = Value::String(backend);
@@ -590,7 +607,8 @@ impl Relay {
             out.insert(0, (":status".into(), status.to_string()));
             return Answer::Rewrite(out);
         }
-        self.filter = match (self.lists.is_some() && status == 200, content_type) {
+        let rewrites = self.lists.is_some() || !self.guarded.is_empty();
+        self.filter = match (rewrites && status == 200, content_type) {
             (true, t) if t.starts_with("application/json") => Filter::Json(Vec::new()),
             (true, t) if t.starts_with("text/event-stream") => Filter::Sse(sse::Parser::default()),
             _ => Filter::None,
@@ -632,11 +650,17 @@ impl Relay {
                 kind != Kind::Tool || (allow.as_ref().is_none_or(listed) && header_allow.as_ref().is_none_or(listed));
             tools_ok && policy.as_ref().is_none_or(|p| p.allows(&caller, kind, name))
         };
-        let rewrite = |v: &mut Value| match kind {
-            Kind::Tool => tools::rewrite_list(v, &overrides, &keep),
-            _ => tools::filter_list(v, lists, &keep),
+        let (listing, guard, guarded) = (self.lists.is_some(), self.guard.clone(), std::mem::take(&mut self.guarded));
+        let rewrite = |v: &mut Value| {
+            let listed = listing
+                && match kind {
+                    Kind::Tool => tools::rewrite_list(v, &overrides, &keep),
+                    _ => tools::filter_list(v, lists, &keep),
+                };
+            let filtered = guard.as_ref().is_some_and(|g| guard_results(g, &guarded, v));
+            listed || filtered
         };
-        match &mut self.filter {
+        let out = match &mut self.filter {
             Filter::None => chunk.to_vec(),
             Filter::Json(buf) => {
                 buf.extend_from_slice(chunk);
@@ -697,6 +721,26 @@ impl Relay {
                 }
                 out
             }
+        };
+        self.guarded = guarded;
+        out
+    }
+}
+
+/// Runs the guardrails over the results of guarded `tools/call`s in an answer (one message or a batch):
+/// masked in place, or the message replaced by the guardrail's JSON-RPC error. True when it found one.
+fn guard_results(guard: &crate::guard::Guard, guarded: &[(Value, String)], v: &mut Value) -> bool {
+    if let Value::Array(items) = v {
+        return items.iter_mut().fold(false, |changed, m| guard_results(guard, guarded, m) | changed);
+    }
+    let Some(id) = v.get("id").cloned() else { return false };
+    let Some((_, tool)) = guarded.iter().find(|(g, _)| *g == id) else { return false };
+    let Some(result) = v.get_mut("result") else { return false };
+    match guard.filter_result(tool, result) {
+        Ok(()) => true, // written anew whether or not a mask applied: cheaper than comparing
+        Err(e) => {
+            *v = e.reply(id);
+            true
         }
     }
 }

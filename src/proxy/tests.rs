@@ -346,3 +346,72 @@ fn a_backend_tool_named_like_a_rename_is_hidden() {
     let v: Value = serde_json::from_slice(&relay.on_chunk(&gw, &mut env, tools, true)).unwrap();
     assert_eq!(v["result"]["tools"], serde_json::json!([{"name": "say"}]));
 }
+
+#[test]
+fn guardrails_check_calls_and_filter_their_results_in_json_and_sse() {
+    let guard = "  guardrails:\n    denyPatterns: ['(?i)drop table']\n    mask: [email]\n    tools:\n      \
+                 big: {maxResultBytes: 60}\n";
+    let gw = gateway("local", guard);
+    let mut env = env();
+    let call = |name: &str, text: &str| {
+        format!(
+            r#"{{"jsonrpc":"2.0","id":3,"method":"tools/call","params":{{"name":"{name}","arguments":{{"q":"{text}"}}}}}}"#
+        )
+    };
+    // Arguments are checked before anything goes on; the value is never echoed.
+    let (mut relay, _) = forward(&gw, &mut env, &head("POST", &[]));
+    assert!(relay.needs_body());
+    let refused = relay.on_body(call("echo", "x; DROP TABLE users").as_bytes()).unwrap_err();
+    let body: Value = serde_json::from_slice(&refused.body).unwrap();
+    assert_eq!(body["id"], 3);
+    assert_eq!(body["error"]["data"]["cause"], "guardrail", "{body}");
+    assert!(!body.to_string().contains("users"), "{body}");
+
+    // A JSON answer is read whole and masked.
+    let json = vec![("content-type".to_string(), "application/json".to_string())];
+    let answer = r#"{"jsonrpc":"2.0","id":3,"result":{"content":[{"type":"text","text":"mail ann@example.com"}]}}"#;
+    let (mut relay, _) = forward(&gw, &mut env, &head("POST", &[]));
+    assert!(matches!(relay.on_body(call("echo", "hi").as_bytes()), Ok(None)));
+    assert!(matches!(relay.on_response_head(&gw, &mut env, 200, &json), Answer::Rewrite(_)));
+    assert!(relay.buffers());
+    let out = String::from_utf8(relay.on_chunk(&gw, &mut env, answer.as_bytes(), true)).unwrap();
+    assert!(out.starts_with(r#"{"jsonrpc":"2.0","id":3,"result""#) && out.contains("mail "), "{out}");
+    assert!(!out.contains("ann@example.com"), "{out}");
+
+    // An SSE answer: the notification and the server's own request pass as sent, the result is masked, and a
+    // result over the tool's maxResultBytes becomes the guardrail's error, whichever chunks carry it.
+    let sse = vec![("content-type".to_string(), "text/event-stream".to_string())];
+    let (mut relay, _) = forward(&gw, &mut env, &head("POST", &[]));
+    let _ = relay.on_body(call("big", "hi").as_bytes());
+    assert!(matches!(relay.on_response_head(&gw, &mut env, 200, &sse), Answer::Rewrite(_)));
+    assert!(!relay.buffers());
+    let long = "ann@example.com ".repeat(8);
+    let stream = format!(
+        "event: message\ndata: {{\"jsonrpc\":\"2.0\",\"method\":\"notifications/message\",\"params\":{{\"data\":\"bob@example.com\"}}}}\n\n\
+         event: message\ndata: {{\"jsonrpc\":\"2.0\",\"id\":3,\"method\":\"elicitation/create\"}}\n\n\
+         event: message\ndata: {{\"jsonrpc\":\"2.0\",\"id\":3,\"result\":{{\"content\":[{{\"type\":\"text\",\"text\":\"{long}\"}}]}}}}\n\n"
+    );
+    let mut out = Vec::new();
+    for chunk in stream.as_bytes().chunks(5) {
+        out.extend(relay.on_chunk(&gw, &mut env, chunk, false));
+    }
+    out.extend(relay.on_chunk(&gw, &mut env, b"", true));
+    let text = String::from_utf8(out).unwrap();
+    assert!(text.contains("bob@example.com") && text.contains("elicitation/create"), "{text}");
+    assert!(!text.contains("ann@example.com") && text.contains("maxResultBytes"), "{text}");
+
+    // Without a result filter the answer is not read at all; the arguments are still checked.
+    let plain = gateway("local", "  guardrails:\n    maxArgumentBytes: 100\n");
+    let (mut relay, _) = forward(&plain, &mut env, &head("POST", &[]));
+    let _ = relay.on_body(call("echo", "hi").as_bytes());
+    assert!(matches!(relay.on_response_head(&plain, &mut env, 200, &json), Answer::Pass(_)));
+    assert!(relay.on_body(call("echo", &"x".repeat(200)).as_bytes()).is_err());
+}
+
+#[test]
+fn an_external_guard_service_is_refused_on_a_proxied_server() {
+    let cfg = "servers:\n- name: up\n  type: mcp-proxy\n  mcpServerURL: /mcp\n  guardrails:\n    external: \
+               {cluster: guard, path: /check}\n";
+    let err = Gateway::from_config_str(cfg).unwrap_err().to_string();
+    assert!(err.contains("'up'") && err.contains("guardrails.external") && err.contains("proxied"), "{err}");
+}
