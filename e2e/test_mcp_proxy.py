@@ -6,7 +6,7 @@ cluster `demo`, which here points at the backend), so answers stream back chunk 
   gateway          local store: `proxied` (/mcp), `absolute` (http://localhost:PORT/mcp), `limited`
                    (allowTools: echo, steps), `renamed` (toolOverrides), `secured` (defaultUpstreamSecurity), `passthrough`
                    (passthroughAuthHeader), `guarded` (guardrails: a deny pattern, e-mail masking, a
-                   result size limit on `steps`)
+                   result size limit on `steps`), `metered` (rateLimits: 3 calls an hour)
   replica a and b  signed store, one key: a session opened on one continues on the other
   stateless        in front of a stateless backend
   down             in front of a backend that has stopped
@@ -60,6 +60,7 @@ def gateway(backend):
             proxied("secured", securitySchemes=[{"id": "tok", "type": "http", "scheme": "bearer", "defaultCredential": "operator-token"}],
                     defaultUpstreamSecurity={"id": "tok"}),
             proxied("passthrough", passthroughAuthHeader=True),
+            proxied("metered", rateLimits=[{"requests": 3, "window": "1h"}]),
             proxied("guarded", guardrails={"denyPatterns": ["(?i)drop\\s+table"], "mask": ["email"],
                                           "tools": {"steps": {"maxResultBytes": 40}}}),
             proxied("renamed", allowTools=["say", "count", "whoami"], toolOverrides={
@@ -205,6 +206,28 @@ def test_guardrails_check_proxied_calls_and_mask_their_results(gateway):
     # A small result of the same tool on a server without the limit passes unchanged.
     assert call(gateway.mcp_url("proxied"), initialize(gateway.mcp_url("proxied")), "steps",
                 {"n": 1, "pause_ms": 10})["result"]["content"][0]["text"] == "1 steps done"
+
+
+def test_rate_limits_count_the_calls_that_reach_the_backend(gateway):
+    url = gateway.mcp_url("metered")
+    sid = initialize(url)
+    listing = post(url, sid, {"jsonrpc": "2.0", "id": 1, "method": "tools/list"})
+    assert listing.status_code == 200 and "echo" in listing.text  # lists are not counted
+    for _ in range(3):
+        assert call(url, sid, "echo", {"text": "hi"})["result"]["content"][0]["text"] == "echo: hi"
+    # In a session: the call's JSON-RPC error in a 200, saying when to retry.
+    refused = call(url, sid, "echo", {"text": "hi"})
+    assert refused["error"]["data"]["cause"] == "rate_limited", refused
+    assert refused["error"]["data"]["retryAfterSeconds"] > 0 and "rateLimits[0]" in refused["error"]["message"]
+
+    # The SDK client sees it as the call's own error.
+    async def main():
+        async with harness.mcp_client(url) as c:
+            with pytest.raises(Exception) as e:
+                await c.call_tool("echo", {"text": "hi"})
+            assert "rate limit exceeded" in str(e.value), e.value
+
+    harness.run_async(main)
 
 
 def test_our_session_id_stands_for_the_backends(gateway):

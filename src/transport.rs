@@ -47,7 +47,8 @@ pub struct HttpResponse {
 }
 
 impl HttpResponse {
-    fn json(status: u16, body: &Value) -> HttpResponse {
+    /// A JSON body (a JSON-RPC message) with its status.
+    pub fn json(status: u16, body: &Value) -> HttpResponse {
         HttpResponse {
             status,
             headers: vec![("content-type".into(), "application/json".into())],

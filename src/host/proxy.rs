@@ -83,7 +83,8 @@ pub fn on_request_body(id: u32, size: usize, end_of_stream: bool) -> Option<Acti
         }
         held.reading_body = false;
         let body = hostcalls::get_buffer(BufferType::HttpRequestBody, 0, size).ok().flatten().unwrap_or_default();
-        match held.relay.on_body(&body) {
+        let gw = held.gw.clone();
+        match held.relay.on_body(&gw, &mut calls(&gw, id), &body) {
             Err(refused) => {
                 send(&refused);
                 relays.remove(&id);

@@ -138,12 +138,12 @@ impl ServerLimits {
     ) -> Result<ServerLimits, ConfigError> {
         let at_server = |(f, m): FieldError| ConfigError::new(f, m).in_server(&server.name);
         let own = read(server.rate_limits.as_ref(), server.quotas.as_ref(), redis).map_err(at_server)?;
-        if proxied && !own.is_empty() {
-            let field = if server.rate_limits.is_some() { "rateLimits" } else { "quotas" };
+        if let Some(limit) = own.iter().find(|l| proxied && l.scope == Scope::Cluster) {
             return Err(ConfigError::new(
-                field,
-                "limits on a proxied server (type: mcp-proxy) are not supported yet: its calls go to the backend \
-                 through the route, unseen by the limiter; put a rate limit in front of the route instead",
+                limit.field.clone(),
+                "counters in Redis (scope: cluster, and quotas) are not supported yet on a proxied server (type: \
+                 mcp-proxy): its calls are counted as they go on to the backend, which cannot wait on Redis; use a \
+                 rate limit with scope: process",
             )
             .in_server(&server.name));
         }

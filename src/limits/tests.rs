@@ -145,12 +145,15 @@ fn limits_in_redis_need_a_redis_and_a_redis_block_needs_a_use() {
     let gw = Gateway::from_config_str(&text("    quotas: [{requests: 5, period: month}]\n", with_redis)).unwrap();
     assert_eq!(gw.redis().map(|r| r.cluster.as_str()), Some("redis"), "the limits' own Redis connection");
     assert!(gw.sessions.redis().is_none());
-    let e = Gateway::from_config_str(
-        "servers:\n  - name: p\n    type: mcp-proxy\n    mcpServerURL: /mcp\n    rateLimits: [{requests: 5, window: 1s}]\n",
-    )
-    .unwrap_err()
-    .to_string();
-    assert!(e.contains("server 'p' field 'rateLimits': limits on a proxied server"), "{e}");
+    let proxied = |limits: &str, redis: &str| {
+        Gateway::from_config_str(&format!(
+            "{redis}servers:\n  - name: p\n    type: mcp-proxy\n    mcpServerURL: /mcp\n{limits}"
+        ))
+    };
+    assert!(proxied("    rateLimits: [{requests: 5, window: 1s}]\n", "").is_ok());
+    let cluster = "    rateLimits: [{requests: 5, window: 1s, scope: cluster}]\n";
+    let e = proxied(cluster, "sessions: {redis: {cluster: redis}}\n").unwrap_err().to_string();
+    assert!(e.contains("server 'p' field 'rateLimits[0]': counters in Redis") && e.contains("proxied"), "{e}");
 }
 
 fn rate(requests: u64, window_ms: u64, capacity: u64) -> BucketKind {

@@ -46,6 +46,8 @@ const KEPT: [&str; 8] = [
     "last-event-id",
     "user-agent",
 ];
+/// Where a 2026-07-28 request says its revision (in `params._meta`).
+const META_VERSION: &str = "io.modelcontextprotocol/protocolVersion";
 /// Default `timeout` of a proxied server, in milliseconds.
 pub const DEFAULT_TIMEOUT_MS: u64 = 60_000;
 
@@ -222,6 +224,8 @@ pub struct Relay {
     guard: Option<Arc<crate::guard::Guard>>,
     /// The `tools/call`s of the request whose results the guardrails filter: (id, tool as the client calls it).
     guarded: Vec<(Value, String)>,
+    /// The server has rate limits or quotas, so `tools/call` bodies are read to count them.
+    limited_server: bool,
 }
 
 /// Decides what to do with a request from its head; `None` when it is not for a proxied server. Session
@@ -316,6 +320,7 @@ fn new_relay(server: &Server, head: &RequestHead, ours: Option<String>) -> Relay
         filter: Filter::None,
         guard: server.guard.clone(),
         guarded: Vec::new(),
+        limited_server: !server.limits.is_empty(),
     }
 }
 
@@ -447,12 +452,24 @@ impl Relay {
                 || self.header_allow.is_some()
                 || !self.overrides.is_empty()
                 || self.policy.is_some()
-                || self.guard.is_some())
+                || self.guard.is_some()
+                || self.limited_server)
     }
 
     fn allowed(&self, tool: &str) -> bool {
         let listed = |list: &Vec<String>| list.iter().any(|t| t == tool);
         self.allow.as_ref().is_none_or(listed) && self.header_allow.as_ref().is_none_or(listed)
+    }
+
+    /// Takes a token for a call of `tool` from the server's rate limits and quotas (this process's counters:
+    /// `scope: cluster` is refused at load on a proxied server); the refusal when one has no room.
+    fn limited(&self, gw: &Gateway, env: &mut dyn Env, tool: &str) -> Option<crate::error::GatewayError> {
+        let server = gw.server(&self.server).filter(|s| s.limits.applies(tool))?;
+        let op = crate::limits::LimitOp { server: 0, caller: self.caller.clone(), calls: vec![(0, tool.to_string())] };
+        match crate::limits::start(&server.limits, &server.name, &op, env, None) {
+            crate::limits::Started::Done(outcome) => outcome.refused.into_iter().next().map(|(_, refusal)| refusal),
+            crate::limits::Started::Redis(_) => None, // refused at load
+        }
     }
 
     /// Whether the server's policy lets the caller use an item (every item, without a policy).
@@ -463,7 +480,7 @@ impl Relay {
     /// The whole request body (read only when [`Relay::needs_body`]): `Err` answers a call of a tool the
     /// client may not call or cannot know; `Ok(Some)` is the body the backend gets instead, its renamed
     /// tools called by their backend names.
-    pub fn on_body(&mut self, body: &[u8]) -> Result<Option<Vec<u8>>, HttpResponse> {
+    pub fn on_body(&mut self, gw: &Gateway, env: &mut dyn Env, body: &[u8]) -> Result<Option<Vec<u8>>, HttpResponse> {
         let Ok(mut value) = serde_json::from_slice::<Value>(body) else {
             return Ok(None); // the backend answers what it cannot parse
         };
@@ -526,6 +543,20 @@ impl Relay {
                         if guard.filters_results(&name) {
                             self.guarded.push((id.clone(), name.clone()));
                         }
+                    }
+                    if let Some(refusal) = self.limited(gw, env, &name) {
+                        // As for REST tools: HTTP 429 at the stateless revision, a JSON-RPC error in a session.
+                        let revision = m.pointer("/params/_meta").and_then(|meta| meta.get(META_VERSION));
+                        if revision
+                            .and_then(Value::as_str)
+                            .and_then(Revision::parse)
+                            .is_some_and(Revision::is_stateless)
+                        {
+                            let mut r = HttpResponse::json(refusal.status(), &refusal.reply(id));
+                            r.headers.extend(refusal.headers());
+                            return Err(r);
+                        }
+                        return Err(HttpResponse::json_reply(refusal.reply(id)));
                     }
                     if let (Some(backend), Some(n)) = (backend.filter(|b| *b != name), m.pointer_mut("/params/name")) {
                         *n = Value::String(backend);

@@ -146,7 +146,7 @@ fn allow_tools_refuses_calls_and_filters_lists_in_json_and_sse() {
     let (mut relay, _) = forward(&gw, &mut env, &head("POST", &[]));
     assert!(relay.needs_body());
     let call = br#"{"jsonrpc":"2.0","id":7,"method":"tools/call","params":{"name":"secret","arguments":{}}}"#;
-    let refused = relay.on_body(call).unwrap_err();
+    let refused = relay.on_body(&gw, &mut env, call).unwrap_err();
     let body: Value = serde_json::from_slice(&refused.body).unwrap();
     assert_eq!(body["error"]["code"], -32602);
     assert_eq!(body["error"]["message"], "Tool not allowed: secret");
@@ -154,14 +154,14 @@ fn allow_tools_refuses_calls_and_filters_lists_in_json_and_sse() {
     // The header narrows further.
     let (mut relay, _) = forward(&gw, &mut env, &head("POST", &[("x-envoy-allow-mcp-tools", "other")]));
     let echo = String::from_utf8_lossy(call).replace("secret", "echo");
-    assert!(relay.on_body(echo.as_bytes()).is_err());
+    assert!(relay.on_body(&gw, &mut env, echo.as_bytes()).is_err());
 
     let list = br#"{"jsonrpc":"2.0","id":1,"method":"tools/list"}"#;
     let tools = r#"{"jsonrpc":"2.0","id":1,"result":{"tools":[{"name":"echo"},{"name":"secret"}]}}"#;
     let json =
         vec![("content-type".to_string(), "application/json".to_string()), ("content-length".into(), "9".into())];
     let (mut relay, _) = forward(&gw, &mut env, &head("POST", &[]));
-    assert!(matches!(relay.on_body(list), Ok(None)));
+    assert!(matches!(relay.on_body(&gw, &mut env, list), Ok(None)));
     let Answer::Rewrite(out) = relay.on_response_head(&gw, &mut env, 200, &json) else { panic!() };
     assert_eq!(value(&out, "content-length"), None);
     assert!(relay.buffers());
@@ -170,7 +170,7 @@ fn allow_tools_refuses_calls_and_filters_lists_in_json_and_sse() {
 
     let sse = vec![("content-type".to_string(), "text/event-stream".to_string())];
     let (mut relay, _) = forward(&gw, &mut env, &head("POST", &[]));
-    let _ = relay.on_body(list);
+    let _ = relay.on_body(&gw, &mut env, list);
     assert!(matches!(relay.on_response_head(&gw, &mut env, 200, &sse), Answer::Rewrite(_)));
     let stream =
         format!("event: message\ndata: {{\"method\":\"notifications/message\"}}\n\nevent: message\ndata: {tools}\n\n");
@@ -284,19 +284,19 @@ fn renamed_tools_are_called_by_their_new_name_only() {
             r#"[{{"jsonrpc":"2.0","id":3,"method":"tools/call","params":{{"name":"{name}","arguments":{{"text":"say"}}}}}}]"#
         )
     };
-    let out = relay.on_body(call("say").as_bytes()).unwrap().unwrap();
+    let out = relay.on_body(&gw, &mut env, call("say").as_bytes()).unwrap().unwrap();
     let v: Value = serde_json::from_slice(&out).unwrap();
     assert_eq!(v[0]["params"], serde_json::json!({"name": "echo", "arguments": {"text": "say"}}));
     // Tools that are not renamed go on untouched; the backend's own name of a renamed tool is unknown.
-    assert!(matches!(relay.on_body(call("add").as_bytes()), Ok(None)));
-    let refused = relay.on_body(call("echo").as_bytes()).unwrap_err();
+    assert!(matches!(relay.on_body(&gw, &mut env, call("add").as_bytes()), Ok(None)));
+    let refused = relay.on_body(&gw, &mut env, call("echo").as_bytes()).unwrap_err();
     let body: Value = serde_json::from_slice(&refused.body).unwrap();
     assert_eq!((body["error"]["code"].as_i64(), body["id"].as_i64()), (Some(-32602), Some(3)));
     assert_eq!(body["error"]["message"], "Unknown tool: echo");
     // The allow header speaks in the client's names.
     let (mut relay, _) = forward(&gw, &mut env, &head("POST", &[("x-envoy-allow-mcp-tools", "say")]));
-    assert!(relay.on_body(call("say").as_bytes()).unwrap().is_some());
-    assert!(relay.on_body(call("add").as_bytes()).is_err());
+    assert!(relay.on_body(&gw, &mut env, call("say").as_bytes()).unwrap().is_some());
+    assert!(relay.on_body(&gw, &mut env, call("add").as_bytes()).is_err());
 }
 
 #[test]
@@ -310,7 +310,7 @@ fn tools_lists_are_renamed_in_json_and_in_sse_split_anywhere_with_the_cursor_kep
     let mut env = env();
     let json = vec![("content-type".to_string(), "application/json".to_string())];
     let (mut relay, _) = forward(&gw, &mut env, &head("POST", &[]));
-    assert!(matches!(relay.on_body(list), Ok(None)));
+    assert!(matches!(relay.on_body(&gw, &mut env, list), Ok(None)));
     assert!(matches!(relay.on_response_head(&gw, &mut env, 200, &json), Answer::Rewrite(_)));
     let (a, b) = tools.as_bytes().split_at(40);
     assert!(relay.on_chunk(&gw, &mut env, a, false).is_empty());
@@ -321,7 +321,7 @@ fn tools_lists_are_renamed_in_json_and_in_sse_split_anywhere_with_the_cursor_kep
     let stream = format!("id: 1\r\nevent: message\r\ndata: {tools}\r\n\r\n");
     for size in [1, 5, 64] {
         let (mut relay, _) = forward(&gw, &mut env, &head("POST", &[]));
-        let _ = relay.on_body(list);
+        let _ = relay.on_body(&gw, &mut env, list);
         assert!(matches!(relay.on_response_head(&gw, &mut env, 200, &sse), Answer::Rewrite(_)));
         let mut out = Vec::new();
         for chunk in stream.as_bytes().chunks(size) {
@@ -339,7 +339,7 @@ fn a_backend_tool_named_like_a_rename_is_hidden() {
     let gw = gateway("local", "  toolOverrides: {echo: {name: say}}\n");
     let mut env = env();
     let (mut relay, _) = forward(&gw, &mut env, &head("POST", &[]));
-    let _ = relay.on_body(br#"{"jsonrpc":"2.0","id":1,"method":"tools/list"}"#);
+    let _ = relay.on_body(&gw, &mut env, br#"{"jsonrpc":"2.0","id":1,"method":"tools/list"}"#);
     let json = vec![("content-type".to_string(), "application/json".to_string())];
     let _ = relay.on_response_head(&gw, &mut env, 200, &json);
     let tools = br#"{"jsonrpc":"2.0","id":1,"result":{"tools":[{"name":"say"},{"name":"echo"}]}}"#;
@@ -361,7 +361,7 @@ fn guardrails_check_calls_and_filter_their_results_in_json_and_sse() {
     // Arguments are checked before anything goes on; the value is never echoed.
     let (mut relay, _) = forward(&gw, &mut env, &head("POST", &[]));
     assert!(relay.needs_body());
-    let refused = relay.on_body(call("echo", "x; DROP TABLE users").as_bytes()).unwrap_err();
+    let refused = relay.on_body(&gw, &mut env, call("echo", "x; DROP TABLE users").as_bytes()).unwrap_err();
     let body: Value = serde_json::from_slice(&refused.body).unwrap();
     assert_eq!(body["id"], 3);
     assert_eq!(body["error"]["data"]["cause"], "guardrail", "{body}");
@@ -371,7 +371,7 @@ fn guardrails_check_calls_and_filter_their_results_in_json_and_sse() {
     let json = vec![("content-type".to_string(), "application/json".to_string())];
     let answer = r#"{"jsonrpc":"2.0","id":3,"result":{"content":[{"type":"text","text":"mail ann@example.com"}]}}"#;
     let (mut relay, _) = forward(&gw, &mut env, &head("POST", &[]));
-    assert!(matches!(relay.on_body(call("echo", "hi").as_bytes()), Ok(None)));
+    assert!(matches!(relay.on_body(&gw, &mut env, call("echo", "hi").as_bytes()), Ok(None)));
     assert!(matches!(relay.on_response_head(&gw, &mut env, 200, &json), Answer::Rewrite(_)));
     assert!(relay.buffers());
     let out = String::from_utf8(relay.on_chunk(&gw, &mut env, answer.as_bytes(), true)).unwrap();
@@ -382,7 +382,7 @@ fn guardrails_check_calls_and_filter_their_results_in_json_and_sse() {
     // result over the tool's maxResultBytes becomes the guardrail's error, whichever chunks carry it.
     let sse = vec![("content-type".to_string(), "text/event-stream".to_string())];
     let (mut relay, _) = forward(&gw, &mut env, &head("POST", &[]));
-    let _ = relay.on_body(call("big", "hi").as_bytes());
+    let _ = relay.on_body(&gw, &mut env, call("big", "hi").as_bytes());
     assert!(matches!(relay.on_response_head(&gw, &mut env, 200, &sse), Answer::Rewrite(_)));
     assert!(!relay.buffers());
     let long = "ann@example.com ".repeat(8);
@@ -403,9 +403,9 @@ fn guardrails_check_calls_and_filter_their_results_in_json_and_sse() {
     // Without a result filter the answer is not read at all; the arguments are still checked.
     let plain = gateway("local", "  guardrails:\n    maxArgumentBytes: 100\n");
     let (mut relay, _) = forward(&plain, &mut env, &head("POST", &[]));
-    let _ = relay.on_body(call("echo", "hi").as_bytes());
+    let _ = relay.on_body(&gw, &mut env, call("echo", "hi").as_bytes());
     assert!(matches!(relay.on_response_head(&plain, &mut env, 200, &json), Answer::Pass(_)));
-    assert!(relay.on_body(call("echo", &"x".repeat(200)).as_bytes()).is_err());
+    assert!(relay.on_body(&gw, &mut env, call("echo", &"x".repeat(200)).as_bytes()).is_err());
 }
 
 #[test]
@@ -414,4 +414,38 @@ fn an_external_guard_service_is_refused_on_a_proxied_server() {
                {cluster: guard, path: /check}\n";
     let err = Gateway::from_config_str(cfg).unwrap_err().to_string();
     assert!(err.contains("'up'") && err.contains("guardrails.external") && err.contains("proxied"), "{err}");
+}
+
+#[test]
+fn rate_limits_count_proxied_calls_on_this_process() {
+    let gw = gateway("local", "  rateLimits:\n  - {requests: 2, window: 1m}\n");
+    let mut env = env();
+    crate::limits::local::prepare(&mut env.kv, &gw.servers[0].limits.known_process_buckets("up"));
+    let call = br#"{"jsonrpc":"2.0","id":8,"method":"tools/call","params":{"name":"echo","arguments":{}}}"#;
+    let list = br#"{"jsonrpc":"2.0","id":9,"method":"tools/list"}"#;
+    for _ in 0..2 {
+        let (mut relay, _) = forward(&gw, &mut env, &head("POST", &[]));
+        assert!(relay.needs_body());
+        assert!(matches!(relay.on_body(&gw, &mut env, call), Ok(None)));
+        assert!(matches!(relay.on_body(&gw, &mut env, list), Ok(None)), "lists are not counted");
+    }
+    // In a session (2025-11-25): the JSON-RPC error in a 200, saying when to retry.
+    let (mut relay, _) = forward(&gw, &mut env, &head("POST", &[("mcp-protocol-version", "2025-11-25")]));
+    let refused = relay.on_body(&gw, &mut env, call).unwrap_err();
+    assert_eq!(refused.status, 200);
+    let body: Value = serde_json::from_slice(&refused.body).unwrap();
+    assert_eq!((body["id"].clone(), body["error"]["data"]["cause"].clone()), (8.into(), "rate_limited".into()));
+    assert!(body["error"]["data"]["retryAfterSeconds"].as_u64().unwrap() >= 1, "{body}");
+    // Stateless (2026-07-28): HTTP 429 with Retry-After.
+    let stateless = br#"{"jsonrpc":"2.0","id":8,"method":"tools/call","params":{"name":"echo","arguments":{},
+        "_meta":{"io.modelcontextprotocol/protocolVersion":"2026-07-28","io.modelcontextprotocol/clientCapabilities":{}}}}"#;
+    let (mut relay, _) = forward(&gw, &mut env, &head("POST", &[("mcp-protocol-version", "2026-07-28")]));
+    let refused = relay.on_body(&gw, &mut env, stateless).unwrap_err();
+    assert_eq!(refused.status, 429);
+    assert!(value(&refused.headers, "retry-after").is_some(), "{:?}", refused.headers);
+    // Counters in Redis are refused at load, naming the field.
+    let cfg = "sessions: {redis: {cluster: r}}\nservers:\n- name: up\n  type: mcp-proxy\n  mcpServerURL: /mcp\n  \
+               rateLimits:\n  - {requests: 2, window: 1m, scope: cluster}\n";
+    let err = Gateway::from_config_str(cfg).unwrap_err().to_string();
+    assert!(err.contains("rateLimits[0]") && err.contains("scope: process") && err.contains("proxied"), "{err}");
 }
