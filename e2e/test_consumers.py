@@ -86,15 +86,20 @@ UPSTREAM_AUTH = {"securitySchemes": [{"id": "up", "type": "http", "scheme": "bea
                  "defaultUpstreamSecurity": {"id": "up"}}
 
 
+REST_SERVER = {
+    "name": "rest", "auth": {"anonymous": False}, "policy": POLICY, "tools": REST_TOOLS, **UPSTREAM_AUTH,
+    "upstream": {"cluster": "demo"},
+    "prompts": [{"name": "greeting", "messages": [{"role": "user", "text": "hi"}]},
+                {"name": "internal", "messages": [{"role": "user", "text": "notes"}]}],
+    "resources": [{"uri": "info://public", "name": "public", "text": "public"},
+                  {"uri": "info://private", "name": "private", "text": "private"}],
+}
+
+
 @pytest.fixture(scope="module")
 def rest():
     cfg = {**CONSUMERS, "servers": [
-        {"name": "rest", "auth": {"anonymous": False}, "policy": POLICY, "tools": REST_TOOLS, **UPSTREAM_AUTH,
-         "upstream": {"cluster": "demo"},
-         "prompts": [{"name": "greeting", "messages": [{"role": "user", "text": "hi"}]},
-                     {"name": "internal", "messages": [{"role": "user", "text": "notes"}]}],
-         "resources": [{"uri": "info://public", "name": "public", "text": "public"},
-                       {"uri": "info://private", "name": "private", "text": "private"}]},
+        REST_SERVER,
         {"name": "oauth", "auth": {"scopes": ["mcp:tools"], "oauth": {
             "authorizationServers": [ISSUER], "scopesSupported": ["mcp:tools", "mcp:admin"]}},
          "tools": REST_TOOLS[:1], "upstream": {"cluster": "demo"}},
@@ -277,3 +282,20 @@ def test_proxied_server_takes_query_keys_and_tokens(proxy):
     assert harness.run_async(go, f"{url}?x-api-key=key-alice", None) == alice
     bearer = {"authorization": f"Bearer {token({'sub': 'alice'})}"}
     assert harness.run_async(go, url, bearer) == alice, "the client's token stays behind"
+
+
+def test_a_higress_auth_plugins_consumer_header_names_the_consumer():
+    """Higress's auth plugins (key-auth, jwt-auth, ...) put the consumer they admitted in `x-mse-consumer`
+    before this plugin runs; with `consumerHeader` the gateway takes it as the caller (here the client sets it,
+    standing in for such a plugin). The header never reaches the upstream."""
+    server = {k: v for k, v in REST_SERVER.items() if k not in UPSTREAM_AUTH}
+    cfg = {"consumerHeader": "x-mse-consumer", "servers": [server]}
+    with harness.gateway(cfg, tag="consumer-header", plugin_format="json") as g:
+        url = g.mcp_url("rest")
+        assert post(url, INIT).status_code == 401  # no consumer: not admitted
+        for mode in ("legacy", "2026-07-28"):
+            tools, _, _, echo, secret, _, _ = harness.run_async(_session, url, {"x-mse-consumer": "bob"}, mode)
+            assert tools == ["echo"] and "consumer 'bob' may not use tool 'secret'" in secret, (tools, secret)
+            assert "x-mse-consumer" not in json.loads(echo)["headers"]
+            tools, _, _, _, secret, _, _ = harness.run_async(_session, url, {"x-mse-consumer": "alice"}, mode)
+            assert tools == ["echo", "secret"] and not secret.startswith("refused"), (tools, secret)
