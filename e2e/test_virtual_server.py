@@ -79,6 +79,7 @@ def gateway(backends):
                 {"server": "beta", "tool": "echo", "name": "beta_echo"},
                 {"server": "beta", "tool": "whoami"},
             ]},
+            {"name": "chatty", "type": "virtual", "tools": [{"server": "alpha", "tool": "steps", "name": "count"}]},
         ],
         "toolSet": {"name": "set", "serverTools": [{"serverName": "alpha", "tools": ["echo"]}, {"serverName": "weather", "tools": ["get_weather"]}]},
     }
@@ -167,3 +168,29 @@ def test_a_backend_down_removes_only_its_tools_a_restarted_one_is_reinitialised(
     a.start(timeout=60)
     _, _, results = names_and_calls(gateway.mcp_url("assistant"), [("say", {"text": "again"})])
     assert results[0].content[0].text == "echo: again"
+
+
+def test_a_proxied_calls_logs_and_progress_reach_the_client_before_its_result(gateway):
+    """The backend's notifications during the call arrive ahead of the result (relayed once the backend's answer
+    is complete: the gateway's own call reads it whole), filtered by the session's log level."""
+    heard = []
+
+    async def on_log(p):
+        heard.append(("log", p.data))
+
+    async def on_progress(progress, total, message):
+        heard.append(("progress", progress, total, message))
+
+    async def main():
+        async with harness.mcp_client(gateway.mcp_url("chatty"), logging_callback=on_log) as c:
+            r = await c.call_tool("count", {"n": 2, "pause_ms": 10}, progress_callback=on_progress)
+            heard.append(("result", r.content[0].text))
+            await c.set_logging_level("warning")
+            r = await c.call_tool("count", {"n": 1, "pause_ms": 10})
+            heard.append(("result", r.content[0].text))
+
+    harness.run_async(main)
+    assert heard == [
+        ("log", "step 1 of 2"), ("progress", 1, 2, "step 1"), ("log", "step 2 of 2"), ("progress", 2, 2, "step 2"),
+        ("result", "2 steps done"), ("result", "1 steps done"),
+    ], heard

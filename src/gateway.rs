@@ -387,9 +387,18 @@ impl Gateway {
                     }
                 }
             }
+            // A proxied backend may log during a call, and its log notifications are relayed (so may a REST
+            // tool with `notifications`): clients may set the level they hear.
+            let logs = v
+                .refs
+                .iter()
+                .any(|r| servers[r.owner].proxy.is_some() || servers[r.owner].capabilities.get("logging").is_some());
             let server = &mut servers[i];
             server.credential_sources = sources;
             server.capabilities = serde_json::json!({"tools": {"listChanged": false}});
+            if logs {
+                server.capabilities["logging"] = serde_json::json!({});
+            }
             server.composed = Some(Box::new(v));
         }
         for origin in &cfg.allowed_origins {

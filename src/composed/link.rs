@@ -49,6 +49,8 @@ pub struct Link {
     retried: bool,
     /// The backend session in use, once known: what the caller keeps for the next request.
     pub session: Option<Session>,
+    /// The log and progress notifications the backend sent ahead of its answer (an SSE answer), in order.
+    pub notes: Vec<Value>,
 }
 
 /// What a link needs next.
@@ -70,7 +72,16 @@ impl Link {
         timeout_ms: u64,
     ) -> (Link, UpstreamRequest) {
         let phase = if session.is_some() { Phase::Requesting } else { Phase::Initializing };
-        let link = Link { backend, method: method.into(), params, timeout_ms, phase, retried: false, session };
+        let link = Link {
+            backend,
+            method: method.into(),
+            params,
+            timeout_ms,
+            phase,
+            retried: false,
+            session,
+            notes: Vec::new(),
+        };
         let first = link.request(gw);
         (link, first)
     }
@@ -126,7 +137,19 @@ impl Link {
                 if status == 404 {
                     self.session = None;
                 }
-                match find_answer(&headers, &body, REQUEST_ID) {
+                let messages = messages(&headers, &body);
+                self.notes = messages
+                    .iter()
+                    .filter(|m| {
+                        m.get("id").is_none()
+                            && matches!(
+                                m.get("method").and_then(Value::as_str),
+                                Some("notifications/message" | "notifications/progress")
+                            )
+                    })
+                    .cloned()
+                    .collect();
+                match messages.into_iter().find(|v| v.get("id").and_then(Value::as_str) == Some(REQUEST_ID)) {
                     Some(answer) => LinkStep::Done(Ok(answer)),
                     None if status != 200 => LinkStep::Done(Err(format!("{} answered HTTP {status}", self.method))),
                     None => LinkStep::Done(Err(format!("{} got no JSON-RPC answer", self.method))),
@@ -186,7 +209,11 @@ fn header<'a>(headers: &'a [(String, String)], name: &str) -> Option<&'a str> {
 
 /// The JSON-RPC answer with id `id` in a JSON or SSE body (an SSE answer may carry notifications first).
 fn find_answer(headers: &[(String, String)], body: &[u8], id: &str) -> Option<Value> {
-    let is = |v: &Value| v.get("id").and_then(Value::as_str) == Some(id);
+    messages(headers, body).into_iter().find(|v| v.get("id").and_then(Value::as_str) == Some(id))
+}
+
+/// The JSON-RPC messages of a JSON or SSE body, in order.
+fn messages(headers: &[(String, String)], body: &[u8]) -> Vec<Value> {
     if header(headers, "content-type").is_some_and(|t| t.starts_with("text/event-stream")) {
         let mut parser = sse::Parser::default();
         let mut events = parser.feed(body);
@@ -195,9 +222,9 @@ fn find_answer(headers: &[(String, String)], body: &[u8], id: &str) -> Option<Va
             .iter()
             .filter_map(|e| sse::data(e))
             .filter_map(|d| serde_json::from_str::<Value>(&d).ok())
-            .find(is);
+            .collect();
     }
-    serde_json::from_slice::<Value>(body).ok().filter(is)
+    serde_json::from_slice::<Value>(body).ok().into_iter().collect()
 }
 
 /// The client's answer from the backend's: its result or error, under the client's id.

@@ -447,8 +447,9 @@ pub struct ListRequest {
 pub enum Job {
     /// A `tools/list` fan-out: per link, the tools read so far and the pages read.
     List { request: ListRequest, links: Vec<Option<(Link, Vec<Value>, usize)>>, remaining: usize },
-    /// A `tools/call` of a proxied tool.
-    Call { id: Value, server: usize, link: Link },
+    /// A `tools/call` of a proxied tool, and who listens to the notifications the backend sends ahead of
+    /// its answer.
+    Call { id: Value, server: usize, link: Link, listener: crate::notify::Listener },
 }
 
 /// What the exchange does next.
@@ -470,11 +471,30 @@ impl Job {
         r: &Ref,
         id: Value,
         mut params: Map<String, Value>,
+        listener: crate::notify::Listener,
     ) -> (Job, Next) {
         params.insert("name".into(), json!(r.tool));
         let timeout = gw.servers[r.owner].proxy.as_ref().map_or(DEFAULT_TIMEOUT_MS, |b| b.timeout_ms);
         let (link, first) = Link::start(gw, r.owner, v.session(r.owner), "tools/call", Value::Object(params), timeout);
-        (Job::Call { id, server, link }, Next::Send(vec![(0, first)]))
+        (Job::Call { id, server, link, listener }, Next::Send(vec![(0, first)]))
+    }
+
+    /// The notifications of a finished `tools/call` its client listens to (its log level, its progress
+    /// token), to go ahead of the answer; the backend's other notifications are dropped.
+    pub fn take_notes(&mut self) -> Vec<Value> {
+        let Job::Call { link, listener, .. } = self else { return Vec::new() };
+        let heard = |m: &Value| match m.get("method").and_then(Value::as_str) {
+            Some("notifications/message") => {
+                let level = crate::notify::LogLevel::from_json(m.pointer("/params/level"));
+                matches!((level, listener.level), (Ok(l), Some(min)) if l >= min)
+            }
+            Some("notifications/progress") => {
+                listener.progress_token.is_some()
+                    && m.pointer("/params/progressToken") == listener.progress_token.as_ref()
+            }
+            _ => false,
+        };
+        std::mem::take(&mut link.notes).into_iter().filter(heard).collect()
     }
 
     /// The answer to the request sent under `index`; warnings for the operator go to `warn`.
@@ -487,7 +507,7 @@ impl Job {
         warn: &mut Vec<String>,
     ) -> Next {
         match self {
-            Job::Call { id, server, link } => {
+            Job::Call { id, server, link, .. } => {
                 let Some(v) = gw.servers[*server].composed.as_deref() else { return Next::Wait };
                 match link.on_answer(gw, result) {
                     LinkStep::Send(r) => Next::Send(vec![(0, r)]),

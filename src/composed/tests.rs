@@ -88,6 +88,22 @@ impl Backends {
                 let headers = vec![("content-type".to_string(), "text/event-stream".to_string())];
                 UpstreamResult::Response { status: 200, headers, body: events.into_bytes() }
             }
+            "tools/call" if body["params"]["arguments"]["chatty"] == json!(true) => {
+                // Notifications ahead of the answer, in an SSE answer: two the client may hear, one it never does.
+                let token = body["params"]["_meta"]["progressToken"].clone();
+                let events: String = [
+                    json!({"jsonrpc": "2.0", "method": "notifications/message", "params": {"level": "debug", "data": "low"}}),
+                    json!({"jsonrpc": "2.0", "method": "notifications/message", "params": {"level": "warning", "data": "high"}}),
+                    json!({"jsonrpc": "2.0", "method": "notifications/progress", "params": {"progressToken": token, "progress": 1}}),
+                    json!({"jsonrpc": "2.0", "method": "notifications/resources/updated", "params": {"uri": "x://y"}}),
+                    json!({"jsonrpc": "2.0", "id": body["id"], "result": {"content": [{"type": "text", "text": "done"}]}}),
+                ]
+                .iter()
+                .map(|m| format!("event: message\ndata: {m}\n\n"))
+                .collect();
+                let headers = vec![("content-type".to_string(), "text/event-stream".to_string())];
+                UpstreamResult::Response { status: 200, headers, body: events.into_bytes() }
+            }
             "tools/call" => {
                 let text = format!(
                     "{} on {} with {}",
@@ -302,6 +318,31 @@ fn calls_go_to_the_owning_server_under_the_original_name() {
     let r = c.raw("tools/list", json!({}), &[("x-envoy-allow-mcp-tools", "forecast, add")]);
     let v: Value = serde_json::from_slice(&r.body).unwrap();
     assert_eq!(v["result"]["tools"].as_array().unwrap().len(), 2);
+}
+
+#[test]
+fn a_proxied_calls_notifications_go_ahead_of_its_answer_to_those_who_listen() {
+    let g = Gateway::from_config_str(CONFIG).unwrap();
+    let b = Backends::new();
+    let mut c = Client::new(&g, &b);
+    let events = |r: &HttpResponse| -> Vec<Value> {
+        let text = String::from_utf8_lossy(&r.body).to_string();
+        text.lines().filter_map(|l| l.strip_prefix("data: ")).map(|d| serde_json::from_str(d).unwrap()).collect()
+    };
+    // A session that set no level hears every level; the progress of its own token; never the rest.
+    let params = json!({"name": "say", "arguments": {"chatty": true}, "_meta": {"progressToken": "p1"}});
+    let r = c.raw("tools/call", params, &[]);
+    assert_eq!(r.headers.iter().find(|(k, _)| k == "content-type").unwrap().1, "text/event-stream");
+    let got = events(&r);
+    let methods: Vec<&str> = got.iter().map(|m| m["method"].as_str().unwrap_or("answer")).collect();
+    assert_eq!(methods, ["notifications/message", "notifications/message", "notifications/progress", "answer"]);
+    assert_eq!((got[2]["params"]["progressToken"].clone(), got[3]["id"].clone()), (json!("p1"), json!(7)));
+    assert_eq!(got[3]["result"]["content"][0]["text"], "done");
+    // After logging/setLevel warning: only the warning; without a token, no progress.
+    assert!(c.rpc("logging/setLevel", json!({"level": "warning"})).get("result").is_some());
+    let got = events(&c.raw("tools/call", json!({"name": "say", "arguments": {"chatty": true}}), &[]));
+    assert_eq!(got.len(), 2, "{got:?}");
+    assert_eq!((got[0]["params"]["data"].clone(), got[1]["id"].clone()), (json!("high"), json!(7)));
 }
 
 #[test]

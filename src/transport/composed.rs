@@ -70,7 +70,17 @@ impl Exchange {
         let Some(r) = v.find(&name) else { return self.respond(super::HttpResponse::empty(500)) };
         self.called.get_or_insert_with(|| (server.name.clone(), name.clone()));
         if gw.servers[r.owner].proxy.is_some() {
-            let (job, next) = Job::call(gw, me, v, r, id, params);
+            // Who listens to the backend's notifications, as for a REST tool's (`listen`): a session's level
+            // (every level until it sets one), a stateless request's `_meta` level, the progress token.
+            let p = Value::Object(params);
+            let level = if self.revision.is_stateless() {
+                crate::notify::meta_log_level(Some(&p)).ok().flatten()
+            } else {
+                Some(self.session.as_ref().and_then(|s| s.log_level).unwrap_or(crate::notify::LogLevel::Debug))
+            };
+            let listener = crate::notify::Listener { level, progress_token: crate::notify::progress_token(Some(&p)) };
+            let Value::Object(params) = p else { return self.respond(super::HttpResponse::empty(500)) };
+            let (job, next) = Job::call(gw, me, v, r, id, params, listener);
             return self.composed_next(Some(job), next);
         }
         // A REST tool runs on its own server, under its own name; the virtual server checked who may call it.
@@ -95,6 +105,8 @@ impl Exchange {
             Next::Wait => None,
             Next::Send(sends) => Some(Step::More(sends)),
             Next::Reply(v) => {
+                let notes = if self.sse { job.take_notes() } else { Vec::new() };
+                self.note(0, notes);
                 self.phase = Phase::Done;
                 Some(self.reply(true, vec![Some(v)]))
             }
