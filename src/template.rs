@@ -856,9 +856,11 @@ pub fn query_path(value: &serde_json::Value, path: &str) -> serde_json::Value {
     }
     let normalized = path.replace('[', ".").replace(']', "");
     let mut parts = normalized.split('.').filter(|p| !p.is_empty());
-    let mut current = value.clone();
+    // Walked by reference: only what the path selects is copied, not the document (upstream answers can be
+    // large, and a template reads a few fields of them).
+    let mut current = value;
     while let Some(part) = parts.next() {
-        current = match (part, current) {
+        let next = match (part, current) {
             ("#", Value::Array(items)) => {
                 let rest: Vec<&str> = parts.collect();
                 if rest.is_empty() {
@@ -867,15 +869,16 @@ pub fn query_path(value: &serde_json::Value, path: &str) -> serde_json::Value {
                 let sub = rest.join(".");
                 return Value::Array(items.iter().map(|i| query_path(i, &sub)).collect());
             }
-            (p, Value::Array(items)) => match p.parse::<usize>() {
-                Ok(i) => items.into_iter().nth(i).unwrap_or(Value::Null),
-                Err(_) => return Value::Null,
-            },
-            (p, Value::Object(mut map)) => map.remove(p).unwrap_or(Value::Null),
-            _ => return Value::Null,
+            (p, Value::Array(items)) => p.parse::<usize>().ok().and_then(|i| items.get(i)),
+            (p, Value::Object(map)) => map.get(p),
+            _ => None,
         };
+        match next {
+            Some(v) => current = v,
+            None => return Value::Null,
+        }
     }
-    current
+    current.clone()
 }
 
 #[cfg(test)]
