@@ -227,10 +227,19 @@ impl Gateway {
                 .map_err(|(field, msg)| ConfigError::new(field, msg).in_server(&s.name))?;
             let proxy = crate::proxy::Backend::compile(&s, cfg.sessions.store)
                 .map_err(|(field, msg)| ConfigError::new(field, msg).in_server(&s.name))?;
-            if proxy.as_ref().is_some_and(|b| b.sse) && policy.is_some() {
-                // The lists of an SSE backend arrive on its stream, which the relay does not filter yet.
-                let msg = "is not supported yet on a transport: sse server";
-                return Err(ConfigError::new("policy", msg).in_server(&s.name));
+            if proxy.as_ref().is_some_and(|b| b.sse) {
+                // An SSE backend's answers (lists, results) arrive on its stream, which the relay does not
+                // filter yet, and a refused message could not be answered there.
+                let unsupported = [
+                    ("policy", policy.is_some()),
+                    ("guardrails", s.guardrails.is_some()),
+                    ("rateLimits", s.rate_limits.is_some()),
+                    ("quotas", s.quotas.is_some()),
+                ];
+                if let Some((field, _)) = unsupported.iter().find(|(_, set)| *set) {
+                    let msg = "is not supported yet on a transport: sse server";
+                    return Err(ConfigError::new(*field, msg).in_server(&s.name));
+                }
             }
             let limits = crate::limits::ServerLimits::compile(&s, cfg.sessions.redis.is_some(), proxy.is_some())?;
             notices.extend(s.import_notices.iter().map(|n| format!("server '{}': {n}", s.name)));

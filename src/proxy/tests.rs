@@ -449,3 +449,15 @@ fn rate_limits_count_proxied_calls_on_this_process() {
     let err = Gateway::from_config_str(cfg).unwrap_err().to_string();
     assert!(err.contains("rateLimits[0]") && err.contains("scope: process") && err.contains("proxied"), "{err}");
 }
+
+#[test]
+fn what_an_sse_backends_stream_would_bypass_is_refused_at_load() {
+    for (field, yaml) in [
+        ("guardrails", "  guardrails: {mask: [email]}\n"),
+        ("rateLimits", "  rateLimits: [{requests: 1, window: 1s}]\n"),
+    ] {
+        let cfg = format!("servers:\n- name: up\n  type: mcp-proxy\n  transport: sse\n  mcpServerURL: /sse\n{yaml}");
+        let err = Gateway::from_config_str(&cfg).unwrap_err().to_string();
+        assert!(err.contains(&format!("field '{field}'")) && err.contains("transport: sse"), "{err}");
+    }
+}
