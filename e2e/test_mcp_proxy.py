@@ -351,7 +351,9 @@ def test_an_unreachable_backend_is_a_json_rpc_error(tmp_path):
 
 def test_an_sse_backend_serves_sse_clients(tmp_path):
     backend = McpBackend("sse", log_dir=tmp_path).start()
-    cfg = {"servers": [proxied("legacy", "/sse", transport="sse")]}
+    cfg = {"servers": [proxied("legacy", "/sse", transport="sse"),
+                       proxied("legacy-limited", "/sse", transport="sse", allowTools=["say", "steps"],
+                               toolOverrides={"echo": {"name": "say", "description": "Says it back."}})]}
     try:
         with harness.gateway(cfg, tag="mcp-proxy-sse", upstream=backend, plugin_format="json") as g:
             url = g.mcp_url("legacy") + "/sse"
@@ -374,6 +376,25 @@ def test_an_sse_backend_serves_sse_clients(tmp_path):
 
             harness.run_async(main)
             assert heard == [(1, 2, "step 1"), (2, 2, "step 2")], heard
+
+            # allowTools and toolOverrides: the list on the stream filtered and renamed, a refused call's error
+            # delivered on the stream (the POST went on as a ping carrying it), a renamed call reaching `echo`.
+            async def limited():
+                from mcp import Client
+                from mcp.client.sse import sse_client
+
+                async with Client(sse_client(g.mcp_url("legacy-limited") + "/sse", timeout=10),
+                                  mode="legacy", cache=None, read_timeout_seconds=15) as c:
+                    tools = (await c.list_tools()).tools
+                    assert [(t.name, t.description) for t in tools][0] == ("say", "Says it back."), tools
+                    assert [t.name for t in tools] == ["say", "steps"]
+                    assert (await c.call_tool("say", {"text": "hi"})).content[0].text == "echo: hi"
+                    with pytest.raises(Exception) as refused:
+                        await c.call_tool("secret", {})
+                    assert "Tool not allowed: secret" in str(refused.value), refused.value
+                    assert (await c.call_tool("steps", {"n": 1, "pause_ms": 10})).content[0].text == "1 steps done"
+
+            harness.run_async(limited)
             # The endpoint the client is given is ours; the backend's session never shows.
             with httpx.stream("GET", url, headers={"Accept": "text/event-stream"}, timeout=10) as r:
                 lines = r.iter_lines()

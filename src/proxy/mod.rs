@@ -28,7 +28,9 @@ use crate::jsonrpc;
 use crate::mcp::Revision;
 use crate::session::{signed, Env, Session, SessionOp, SessionOutcome, Started};
 use crate::transport::{HttpResponse, RequestHead, SESSION_NOT_FOUND};
-use serde_json::Value;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use base64::Engine;
+use serde_json::{json, Value};
 use std::sync::Arc;
 
 /// The session header, both ways.
@@ -46,6 +48,11 @@ const KEPT: [&str; 8] = [
     "last-event-id",
     "user-agent",
 ];
+/// The id prefix of a `ping` that stands for a refused message to an SSE backend: the rest is the refusal
+/// (base64url JSON), which the relay of the client's stream puts in place of the ping's answer. It is
+/// stateless, as the POST and the stream may be served by different workers; a client that forges one
+/// only misleads itself.
+const REFUSED: &str = "mcp-gateway-refused:";
 /// Where a 2026-07-28 request says its revision (in `params._meta`).
 const META_VERSION: &str = "io.modelcontextprotocol/protocolVersion";
 /// Default `timeout` of a proxied server, in milliseconds.
@@ -94,10 +101,6 @@ impl Backend {
         }
         match s.transport.as_deref() {
             None | Some("http") => {}
-            Some("sse") if s.allow_tools.is_some() || !s.tool_overrides.is_empty() => {
-                let field = if s.allow_tools.is_some() { "allowTools" } else { "toolOverrides" };
-                return err(field, "is not supported yet on a transport: sse server".into());
-            }
             Some("sse") => {}
             Some(other) => return err("transport", format!("'{other}' must be http or sse")),
         }
@@ -226,6 +229,9 @@ pub struct Relay {
     guarded: Vec<(Value, String)>,
     /// The server has rate limits or quotas, so `tools/call` bodies are read to count them.
     limited_server: bool,
+    /// A POST to an SSE backend's message endpoint: its answer travels on the client's stream, so a refusal
+    /// goes there too ([`REFUSED`]).
+    via_stream: bool,
 }
 
 /// Decides what to do with a request from its head; `None` when it is not for a proxied server. Session
@@ -298,7 +304,12 @@ fn start_sse(
         }
     };
     let timeout = (head.method == "POST").then_some(backend.timeout_ms);
-    Start::Forward(Box::new(relay), forward_headers(head, backend, path, None, timeout, own))
+    relay.via_stream = head.method == "POST";
+    let mut headers = forward_headers(head, backend, path, None, timeout, own);
+    if relay.needs_body() {
+        headers.retain(|(k, _)| k != "content-length"); // a renamed or refused call's body changes length
+    }
+    Start::Forward(Box::new(relay), headers)
 }
 
 fn new_relay(server: &Server, head: &RequestHead, ours: Option<String>) -> Relay {
@@ -321,6 +332,7 @@ fn new_relay(server: &Server, head: &RequestHead, ours: Option<String>) -> Relay
         guard: server.guard.clone(),
         guarded: Vec::new(),
         limited_server: !server.limits.is_empty(),
+        via_stream: false,
     }
 }
 
@@ -479,8 +491,21 @@ impl Relay {
 
     /// The whole request body (read only when [`Relay::needs_body`]): `Err` answers a call of a tool the
     /// client may not call or cannot know; `Ok(Some)` is the body the backend gets instead, its renamed
-    /// tools called by their backend names.
+    /// tools called by their backend names. For an SSE backend the answer must come on the client's stream:
+    /// a refused message goes on as a `ping` whose id carries the refusal, which the stream's relay turns
+    /// back into it ([`REFUSED`]).
     pub fn on_body(&mut self, gw: &Gateway, env: &mut dyn Env, body: &[u8]) -> Result<Option<Vec<u8>>, HttpResponse> {
+        match self.check_body(gw, env, body) {
+            Err(refused) if self.via_stream => {
+                let error: Value = serde_json::from_slice(&refused.body).unwrap_or(Value::Null);
+                let carried = format!("{REFUSED}{}", URL_SAFE_NO_PAD.encode(error.to_string()));
+                Ok(Some(json!({"jsonrpc": "2.0", "id": carried, "method": "ping"}).to_string().into_bytes()))
+            }
+            other => other,
+        }
+    }
+
+    fn check_body(&mut self, gw: &Gateway, env: &mut dyn Env, body: &[u8]) -> Result<Option<Vec<u8>>, HttpResponse> {
         let Ok(mut value) = serde_json::from_slice::<Value>(body) else {
             return Ok(None); // the backend answers what it cannot parse
         };
@@ -711,7 +736,12 @@ impl Relay {
                 let mut out = Vec::with_capacity(chunk.len());
                 for event in parser.feed(chunk) {
                     if sse::event_type(&event).as_deref() != Some("endpoint") {
-                        out.extend(event);
+                        let mut parsed = sse::data(&event).and_then(|d| serde_json::from_str::<Value>(&d).ok());
+                        let changed = parsed.as_mut().is_some_and(|v| from_stream(v, &overrides, &keep));
+                        match parsed {
+                            Some(v) if changed => out.extend(sse::with_data(&event, &v.to_string())),
+                            _ => out.extend(event),
+                        }
                         continue;
                     }
                     let url = sse::data(&event).unwrap_or_default();
@@ -756,6 +786,18 @@ impl Relay {
         self.guarded = guarded;
         out
     }
+}
+
+/// A message on an SSE backend's stream, as its client may see it: a refusal carried by a `ping`'s id put
+/// back in place of the ping's answer, a `tools/list` result filtered and renamed. True when it changed.
+fn from_stream(v: &mut Value, overrides: &tools::Overrides, keep: &dyn Fn(&str) -> bool) -> bool {
+    let carried = v.get("id").and_then(Value::as_str).and_then(|id| id.strip_prefix(REFUSED));
+    if let Some(refusal) = carried {
+        let decoded = URL_SAFE_NO_PAD.decode(refusal).ok().and_then(|b| serde_json::from_slice::<Value>(&b).ok());
+        *v = decoded.unwrap_or_else(|| jsonrpc::error(Value::Null, jsonrpc::INVALID_REQUEST, "refused"));
+        return true;
+    }
+    v.pointer("/result/tools").is_some() && tools::rewrite_list(v, overrides, keep)
 }
 
 /// Runs the guardrails over the results of guarded `tools/call`s in an answer (one message or a batch):

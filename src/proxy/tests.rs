@@ -1,5 +1,6 @@
 use super::*;
 use crate::session::memory::MemoryEnv;
+use serde_json::json;
 
 const KEY: &str = "MDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3ODlhYmNkZWY=";
 
@@ -53,7 +54,7 @@ fn config_is_checked_with_the_field_named() {
     assert!(bad("  type: mcp-proxy\n  mcpServerURL: ftp://x/mcp\n").contains("mcpServerURL"));
     assert!(bad("  type: mcp-proxy\n  mcpServerURL: 'http://{{h}}/mcp'\n").contains("literal"));
     assert!(
-        bad("  type: mcp-proxy\n  transport: sse\n  mcpServerURL: /sse\n  allowTools: [a]\n").contains("allowTools")
+        bad("  type: mcp-proxy\n  transport: sse\n  mcpServerURL: /sse\n  policy: {rules: []}\n").contains("policy")
     );
     assert!(bad("  type: rest\n").contains("'rest'"));
     assert!(bad("  mcpServerURL: /mcp\n").contains("type: mcp-proxy"));
@@ -259,7 +260,6 @@ fn tool_overrides_are_checked_at_load() {
     assert!(bad("  toolOverrides: {a: {nmae: x}}\n").contains("toolOverrides.a.nmae"));
     let e = bad("  allowTools: [a]\n  toolOverrides: {a: {name: x}}\n");
     assert!(e.contains("allowTools") && e.contains("list its new name"), "{e}");
-    assert!(bad("  transport: sse\n  toolOverrides: {a: {name: x}}\n").contains("toolOverrides"));
     let rest = "servers:\n- name: up\n  toolOverrides: {a: {name: x}}\n";
     assert!(Gateway::from_config_str(rest).unwrap_err().to_string().contains("type: mcp-proxy"));
     // A swap is fine, and ToolHive's spelling is accepted.
@@ -460,4 +460,57 @@ fn what_an_sse_backends_stream_would_bypass_is_refused_at_load() {
         let err = Gateway::from_config_str(&cfg).unwrap_err().to_string();
         assert!(err.contains(&format!("field '{field}'")) && err.contains("transport: sse"), "{err}");
     }
+}
+
+#[test]
+fn an_sse_backends_tools_are_filtered_and_renamed_on_its_stream_and_refusals_travel_there() {
+    let extra = "  allowTools: [say]\n  toolOverrides: {echo: {name: say}}\n";
+    let cfg = format!("servers:\n- name: up\n  type: mcp-proxy\n  transport: sse\n  mcpServerURL: /sse\n{extra}");
+    let gw = Gateway::from_config_str(&cfg).unwrap();
+    let mut env = env();
+    let mut get = head("GET", &[]);
+    get.path = "/mcp-servers/up/sse".into();
+    let (mut stream, _) = forward(&gw, &mut env, &get);
+    let sse = vec![("content-type".to_string(), "text/event-stream".to_string())];
+    assert!(matches!(stream.on_response_head(&gw, &mut env, 200, &sse), Answer::Rewrite(_)));
+    let endpoint =
+        String::from_utf8(stream.on_chunk(&gw, &mut env, b"event: endpoint\ndata: /messages/?s=1\n\n", false));
+    let ours = endpoint.unwrap().lines().nth(1).unwrap().strip_prefix("data: ").unwrap().to_string();
+
+    // A call of a tool the client may not call goes on as a ping carrying the refusal...
+    let mut post = head("POST", &[("content-length", "99")]);
+    post.path = ours;
+    let (mut relay, headers) = forward(&gw, &mut env, &post);
+    assert_eq!(value(&headers, "content-length"), None);
+    let call = br#"{"jsonrpc":"2.0","id":4,"method":"tools/call","params":{"name":"secret","arguments":{}}}"#;
+    let sent: Value = serde_json::from_slice(&relay.on_body(&gw, &mut env, call).unwrap().unwrap()).unwrap();
+    assert_eq!(sent["method"], "ping");
+    // ... a renamed one under the backend's name.
+    let say = br#"{"jsonrpc":"2.0","id":5,"method":"tools/call","params":{"name":"say","arguments":{}}}"#;
+    let (mut relay, _) = forward(&gw, &mut env, &post);
+    let renamed: Value = serde_json::from_slice(&relay.on_body(&gw, &mut env, say).unwrap().unwrap()).unwrap();
+    assert_eq!(renamed["params"]["name"], "echo");
+
+    // On the stream: the ping's answer becomes the refusal, the list is filtered and renamed, the rest passes.
+    let pong = json!({"jsonrpc": "2.0", "id": sent["id"], "result": {}});
+    let list = json!({"jsonrpc": "2.0", "id": 6, "result": {"tools": [{"name": "echo"}, {"name": "secret"}]}});
+    let other = json!({"jsonrpc": "2.0", "id": 5, "result": {"content": []}});
+    let events =
+        format!("event: message\ndata: {pong}\n\nevent: message\ndata: {list}\n\nevent: message\ndata: {other}\n\n");
+    let mut out = Vec::new();
+    for chunk in events.as_bytes().chunks(9) {
+        out.extend(stream.on_chunk(&gw, &mut env, chunk, false));
+    }
+    let got: Vec<Value> = String::from_utf8(out)
+        .unwrap()
+        .lines()
+        .filter_map(|l| l.strip_prefix("data: ").map(|d| serde_json::from_str(d).unwrap()))
+        .collect();
+    assert_eq!(got[0]["id"], 4);
+    assert_eq!(
+        (got[0]["error"]["code"].clone(), got[0]["error"]["message"].clone()),
+        (json!(-32602), json!("Tool not allowed: secret"))
+    );
+    assert_eq!(got[1]["result"]["tools"], json!([{"name": "say"}]));
+    assert_eq!(got[2], other);
 }
