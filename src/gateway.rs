@@ -228,17 +228,11 @@ impl Gateway {
             let proxy = crate::proxy::Backend::compile(&s, cfg.sessions.store)
                 .map_err(|(field, msg)| ConfigError::new(field, msg).in_server(&s.name))?;
             if proxy.as_ref().is_some_and(|b| b.sse) {
-                // An SSE backend's answers (lists, results) arrive on its stream, which the relay does not
-                // filter yet, and a refused message could not be answered there.
-                let unsupported = [
-                    ("policy", policy.is_some()),
-                    ("guardrails", s.guardrails.is_some()),
-                    ("rateLimits", s.rate_limits.is_some()),
-                    ("quotas", s.quotas.is_some()),
-                ];
-                if let Some((field, _)) = unsupported.iter().find(|(_, set)| *set) {
+                // An SSE backend's results arrive on its stream, where the relay cannot tell which tool
+                // they answer (its call went by another exchange), so no per-tool filter can apply there.
+                if s.guardrails.is_some() {
                     let msg = "is not supported yet on a transport: sse server";
-                    return Err(ConfigError::new(*field, msg).in_server(&s.name));
+                    return Err(ConfigError::new("guardrails", msg).in_server(&s.name));
                 }
             }
             let limits = crate::limits::ServerLimits::compile(&s, cfg.sessions.redis.is_some(), proxy.is_some())?;

@@ -700,12 +700,13 @@ impl Relay {
             "prompts" => Kind::Prompt,
             _ => Kind::Resource,
         };
-        let keep = |name: &str| {
+        let keep_kind = |kind: Kind, name: &str| {
             let listed = |list: &Vec<String>| list.iter().any(|t| t == name);
             let tools_ok =
                 kind != Kind::Tool || (allow.as_ref().is_none_or(listed) && header_allow.as_ref().is_none_or(listed));
             tools_ok && policy.as_ref().is_none_or(|p| p.allows(&caller, kind, name))
         };
+        let keep = |name: &str| keep_kind(kind, name);
         let (listing, guard, guarded) = (self.lists.is_some(), self.guard.clone(), std::mem::take(&mut self.guarded));
         let rewrite = |v: &mut Value| {
             let listed = listing
@@ -737,7 +738,7 @@ impl Relay {
                 for event in parser.feed(chunk) {
                     if sse::event_type(&event).as_deref() != Some("endpoint") {
                         let mut parsed = sse::data(&event).and_then(|d| serde_json::from_str::<Value>(&d).ok());
-                        let changed = parsed.as_mut().is_some_and(|v| from_stream(v, &overrides, &keep));
+                        let changed = parsed.as_mut().is_some_and(|v| from_stream(v, &overrides, &keep_kind));
                         match parsed {
                             Some(v) if changed => out.extend(sse::with_data(&event, &v.to_string())),
                             _ => out.extend(event),
@@ -789,15 +790,22 @@ impl Relay {
 }
 
 /// A message on an SSE backend's stream, as its client may see it: a refusal carried by a `ping`'s id put
-/// back in place of the ping's answer, a `tools/list` result filtered and renamed. True when it changed.
-fn from_stream(v: &mut Value, overrides: &tools::Overrides, keep: &dyn Fn(&str) -> bool) -> bool {
+/// back in place of the ping's answer; a list result filtered (and tools renamed), recognised by its shape
+/// since the request it answers went by another HTTP exchange. True when it changed.
+fn from_stream(v: &mut Value, overrides: &tools::Overrides, keep: &dyn Fn(Kind, &str) -> bool) -> bool {
     let carried = v.get("id").and_then(Value::as_str).and_then(|id| id.strip_prefix(REFUSED));
     if let Some(refusal) = carried {
         let decoded = URL_SAFE_NO_PAD.decode(refusal).ok().and_then(|b| serde_json::from_slice::<Value>(&b).ok());
         *v = decoded.unwrap_or_else(|| jsonrpc::error(Value::Null, jsonrpc::INVALID_REQUEST, "refused"));
         return true;
     }
-    v.pointer("/result/tools").is_some() && tools::rewrite_list(v, overrides, keep)
+    let Some(result) = v.get("result") else { return false };
+    if result.get("tools").is_some() {
+        return tools::rewrite_list(v, overrides, &|n| keep(Kind::Tool, n));
+    }
+    let key = ["prompts", "resources", "resourceTemplates"].into_iter().find(|k| result.get(*k).is_some());
+    let kind = if key == Some("prompts") { Kind::Prompt } else { Kind::Resource };
+    key.is_some_and(|key| tools::filter_list(v, key, &|n| keep(kind, n)))
 }
 
 /// Runs the guardrails over the results of guarded `tools/call`s in an answer (one message or a batch):

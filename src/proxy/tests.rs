@@ -53,9 +53,8 @@ fn config_is_checked_with_the_field_named() {
     assert!(bad("  type: mcp-proxy\n").contains("mcpServerURL"));
     assert!(bad("  type: mcp-proxy\n  mcpServerURL: ftp://x/mcp\n").contains("mcpServerURL"));
     assert!(bad("  type: mcp-proxy\n  mcpServerURL: 'http://{{h}}/mcp'\n").contains("literal"));
-    assert!(
-        bad("  type: mcp-proxy\n  transport: sse\n  mcpServerURL: /sse\n  policy: {rules: []}\n").contains("policy")
-    );
+    assert!(bad("  type: mcp-proxy\n  transport: sse\n  mcpServerURL: /sse\n  guardrails: {mask: [email]}\n")
+        .contains("guardrails"));
     assert!(bad("  type: rest\n").contains("'rest'"));
     assert!(bad("  mcpServerURL: /mcp\n").contains("type: mcp-proxy"));
     let gw = gateway("local", "");
@@ -451,15 +450,44 @@ fn rate_limits_count_proxied_calls_on_this_process() {
 }
 
 #[test]
-fn what_an_sse_backends_stream_would_bypass_is_refused_at_load() {
-    for (field, yaml) in [
-        ("guardrails", "  guardrails: {mask: [email]}\n"),
-        ("rateLimits", "  rateLimits: [{requests: 1, window: 1s}]\n"),
-    ] {
-        let cfg = format!("servers:\n- name: up\n  type: mcp-proxy\n  transport: sse\n  mcpServerURL: /sse\n{yaml}");
-        let err = Gateway::from_config_str(&cfg).unwrap_err().to_string();
-        assert!(err.contains(&format!("field '{field}'")) && err.contains("transport: sse"), "{err}");
+fn policy_and_rate_limits_on_an_sse_backend_filter_its_stream_and_refuse_there() {
+    let extra = "  rateLimits: [{requests: 1, window: 1h}]\n  policy: {rules: [{allow: {tools: [echo], \
+                 prompts: [open]}}]}\n";
+    let cfg = format!("servers:\n- name: up\n  type: mcp-proxy\n  transport: sse\n  mcpServerURL: /sse\n{extra}");
+    let gw = Gateway::from_config_str(&cfg).unwrap();
+    let mut env = env();
+    crate::limits::local::prepare(&mut env.kv, &gw.servers[0].limits.known_process_buckets("up"));
+    let mut get = head("GET", &[]);
+    get.path = "/mcp-servers/up/sse".into();
+    let (mut stream, _) = forward(&gw, &mut env, &get);
+    let sse = vec![("content-type".to_string(), "text/event-stream".to_string())];
+    assert!(matches!(stream.on_response_head(&gw, &mut env, 200, &sse), Answer::Rewrite(_)));
+    let endpoint = String::from_utf8(stream.on_chunk(&gw, &mut env, b"event: endpoint\ndata: /m?s=1\n\n", false));
+    let mut post = head("POST", &[]);
+    post.path = endpoint.unwrap().lines().nth(1).unwrap().strip_prefix("data: ").unwrap().to_string();
+    let call = |tool: &str, id: u32| {
+        format!(r#"{{"jsonrpc":"2.0","id":{id},"method":"tools/call","params":{{"name":"{tool}","arguments":{{}}}}}}"#)
+    };
+    let mut sent = Vec::new();
+    for (tool, id) in [("echo", 1), ("secret", 2), ("echo", 3)] {
+        let (mut relay, _) = forward(&gw, &mut env, &post);
+        sent.push(relay.on_body(&gw, &mut env, call(tool, id).as_bytes()).unwrap());
     }
+    assert!(sent[0].is_none(), "the first call goes on as sent");
+    let pings: Vec<Value> = sent[1..].iter().map(|b| serde_json::from_slice(b.as_ref().unwrap()).unwrap()).collect();
+    let pongs: String = pings
+        .iter()
+        .map(|p| format!("event: message\ndata: {}\n\n", json!({"jsonrpc": "2.0", "id": p["id"], "result": {}})))
+        .collect();
+    let prompts = json!({"jsonrpc": "2.0", "id": 9, "result": {"prompts": [{"name": "open"}, {"name": "closed"}]}});
+    let events = format!("{pongs}event: message\ndata: {prompts}\n\n");
+    let out = String::from_utf8(stream.on_chunk(&gw, &mut env, events.as_bytes(), false)).unwrap();
+    let got: Vec<Value> =
+        out.lines().filter_map(|l| l.strip_prefix("data: ").map(|d| serde_json::from_str(d).unwrap())).collect();
+    assert_eq!(got[0]["id"], 2);
+    assert!(got[0]["error"]["message"].as_str().unwrap().contains("may not use tool 'secret'"), "{}", got[0]);
+    assert_eq!((got[1]["id"].clone(), got[1]["error"]["data"]["cause"].clone()), (json!(3), json!("rate_limited")));
+    assert_eq!(got[2]["result"]["prompts"], json!([{"name": "open"}]));
 }
 
 #[test]
