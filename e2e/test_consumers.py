@@ -3,7 +3,8 @@ header and in the query, identities from Envoy's own `jwt_authn` filter (an inli
 here), the OAuth 2.1 protected-resource metadata and 401/403 challenges, per-consumer filtering of tools,
 prompts and resources and refusal of calls, per-user upstream credentials, for a REST server (the demo
 upstream's /echo records what it got) and a proxied MCP server (e2e/mcp_backend.py's `whoami`), with the
-Python SDK's client in both MCP eras.
+Python SDK's client in both MCP eras, and the SDK's own OAuth flow against a minimal authorization server
+(dynamic registration, authorization code with PKCE, a token for this resource).
 """
 
 from __future__ import annotations
@@ -299,3 +300,158 @@ def test_a_higress_auth_plugins_consumer_header_names_the_consumer():
             assert "x-mse-consumer" not in json.loads(echo)["headers"]
             tools, _, _, _, secret, _, _ = harness.run_async(_session, url, {"x-mse-consumer": "alice"}, mode)
             assert tools == ["echo", "secret"] and not secret.startswith("refused"), (tools, secret)
+
+
+class _AuthorizationServer:
+    """A minimal OAuth 2.1 authorization server for the SDK's own flow: RFC 8414 metadata, dynamic client
+    registration (RFC 7591), the authorization endpoint (which approves at once and redirects with the code,
+    `state` and RFC 9207 `iss`), and the token endpoint (PKCE S256 checked), which issues RS256 tokens
+    signed with the key Envoy's `jwt_authn` trusts, for the `resource` the client asked for (RFC 8707)."""
+
+    def __init__(self):
+        import threading
+        from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+        from urllib.parse import parse_qs, urlencode, urlparse
+
+        self.port = harness.free_port()
+        self.issuer = f"http://127.0.0.1:{self.port}"
+        codes: dict[str, dict] = {}
+        issuer = self.issuer
+        self.tokens: list[dict] = []
+        tokens = self.tokens
+
+        class Handler(BaseHTTPRequestHandler):
+            def log_message(self, *args):  # noqa: ARG002 - quiet
+                pass
+
+            def _json(self, status: int, body: dict):
+                data = json.dumps(body).encode()
+                self.send_response(status)
+                self.send_header("content-type", "application/json")
+                self.send_header("content-length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+
+            def do_GET(self):  # noqa: N802
+                url = urlparse(self.path)
+                if url.path == "/.well-known/oauth-authorization-server":
+                    return self._json(200, {
+                        "issuer": issuer, "authorization_endpoint": f"{issuer}/authorize",
+                        "token_endpoint": f"{issuer}/token", "registration_endpoint": f"{issuer}/register",
+                        "response_types_supported": ["code"], "grant_types_supported": ["authorization_code"],
+                        "code_challenge_methods_supported": ["S256"], "token_endpoint_auth_methods_supported": ["none"],
+                        "authorization_response_iss_parameter_supported": True, "scopes_supported": ["mcp:tools"]})
+                if url.path == "/authorize":
+                    q = {k: v[0] for k, v in parse_qs(url.query).items()}
+                    code = f"code-{len(codes)}"
+                    codes[code] = q
+                    self.send_response(302)
+                    self.send_header("location", f"{q['redirect_uri']}?" + urlencode(
+                        {"code": code, "state": q["state"], "iss": issuer}))
+                    self.end_headers()
+                    return None
+                return self._json(404, {"error": "not_found"})
+
+            def do_POST(self):  # noqa: N802
+                import base64 as b64
+                import hashlib as hl
+
+                raw = self.rfile.read(int(self.headers.get("content-length", "0")))
+                if self.path == "/register":
+                    meta = json.loads(raw)
+                    return self._json(201, {**meta, "client_id": "sdk-client", "token_endpoint_auth_method": "none"})
+                if self.path == "/token":
+                    form = {k: v[0] for k, v in parse_qs(raw.decode()).items()}
+                    asked = codes.pop(form.get("code", ""), None)
+                    verifier = form.get("code_verifier", "").encode()
+                    challenge = b64.urlsafe_b64encode(hl.sha256(verifier).digest()).rstrip(b"=").decode()
+                    if not asked or challenge != asked.get("code_challenge"):
+                        return self._json(400, {"error": "invalid_grant"})
+                    claims = {"iss": issuer, "sub": "alice", "aud": form.get("resource") or asked.get("resource"),
+                              "scope": asked.get("scope", "")}
+                    tokens.append(claims)
+                    now = int(time.time())
+                    access = jwt.encode({**claims, "iat": now, "exp": now + 600}, PRIVATE, algorithm="RS256",
+                                        headers={"kid": "test"})
+                    return self._json(200, {"access_token": access, "token_type": "Bearer", "expires_in": 600,
+                                            "scope": claims["scope"]})
+                return self._json(404, {"error": "not_found"})
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", self.port), Handler)
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def stop(self):
+        self.server.shutdown()
+
+
+def test_the_sdks_oauth_flow_gets_a_token_and_is_admitted():
+    """The Python SDK's own OAuth client: the 401 challenge, the protected-resource metadata, the
+    authorization server's metadata, dynamic registration, the authorization code with PKCE, the token for
+    this resource, and the request again, which Envoy's jwt_authn verifies and the plugin admits."""
+    from urllib.parse import parse_qs, urlparse
+
+    from mcp.client.auth import OAuthClientProvider
+    from mcp.shared.auth import AuthorizationCodeResult, OAuthClientMetadata
+
+    auth_server = _AuthorizationServer()
+    base = with_jwt_authn(harness.load_envoy_yaml())
+    for listener in base["static_resources"]["listeners"]:
+        for f in harness._hcm(listener)["http_filters"] if listener["name"] == "mcp" else []:
+            if f["name"] == "envoy.filters.http.jwt_authn":
+                f["typed_config"]["providers"]["test"]["issuer"] = auth_server.issuer
+    cfg = {"jwtAuth": CONSUMERS["jwtAuth"], "servers": [
+        {"name": "oauth", "auth": {"scopes": ["mcp:tools"], "oauth": {
+            "authorizationServers": [auth_server.issuer], "scopesSupported": ["mcp:tools"]}},
+         "tools": REST_TOOLS[:1], "upstream": {"cluster": "demo"}}]}
+    redirect: dict = {}
+
+    class Memory:
+        def __init__(self):
+            self.tokens = self.client = None
+
+        async def get_tokens(self):
+            return self.tokens
+
+        async def set_tokens(self, tokens):
+            self.tokens = tokens
+
+        async def get_client_info(self):
+            return self.client
+
+        async def set_client_info(self, info):
+            self.client = info
+
+    async def on_redirect(url: str):
+        r = httpx.get(url, follow_redirects=False, timeout=10)
+        assert r.status_code == 302, r.text
+        redirect.update({k: v[0] for k, v in parse_qs(urlparse(r.headers["location"]).query).items()})
+
+    async def on_callback():
+        return AuthorizationCodeResult(code=redirect["code"], state=redirect["state"], iss=redirect["iss"])
+
+    try:
+        with harness.gateway(cfg, tag="oauth-sdk", plugin_format="json", envoy_base=base) as g:
+            url = g.mcp_url("oauth")
+            provider = OAuthClientProvider(
+                url, OAuthClientMetadata(redirect_uris=["http://127.0.0.1:9/callback"], scope="mcp:tools",
+                                         client_name="e2e"),
+                Memory(), redirect_handler=on_redirect, callback_handler=on_callback)
+
+            async def go():
+                import httpx2
+                from mcp import Client
+                from mcp.client.streamable_http import streamable_http_client
+                from mcp.shared._httpx_utils import create_mcp_http_client
+
+                async with create_mcp_http_client(timeout=httpx2.Timeout(15), auth=provider) as http:
+                    async with Client(streamable_http_client(url, http_client=http), mode="legacy", cache=None,
+                                      read_timeout_seconds=15) as c:
+                        tools = [t.name for t in (await c.list_tools()).tools]
+                        return tools, json.loads((await c.call_tool("echo", {"text": "t"})).content[0].text)
+
+            tools, got = harness.run_async(go)
+            assert tools == ["echo"]
+            assert auth_server.tokens and auth_server.tokens[0]["aud"] == url, auth_server.tokens
+            assert "authorization" not in got["headers"], "the bearer token never goes upstream"
+    finally:
+        auth_server.stop()
