@@ -489,6 +489,28 @@ SIDES = ("baseline", "plugin", "route", "template")
 TEMPLATE_CALL = {"tool": "greet", "args": {"name": "Paris"}, "expect": "Hello, Paris!"}
 
 
+def sweep(wrk: str, envoy: harness.Envoy, upstream: UpstreamEnvoy, sides: dict[str, tuple[str, Path]],
+          names: tuple[str, ...], levels: list[int], seconds: int, warmup: int, repeat: int,
+          prefixes: dict[str, str] | None = None) -> dict[int, dict[str, list[dict]]]:
+    """Every side at every level, `repeat` rounds; each side's (url, wrk script) in `sides`, its listener's stat
+    prefix in `prefixes` (default: that of measure). The samples by level and side."""
+    samples: dict[int, dict[str, list[dict]]] = {c: {side: [] for side in names} for c in levels}
+    width = max(len(n) for n in names)
+    for rep in range(repeat):
+        # Alternate which side goes first, so that a drift of the machine does not favour one.
+        order = names if rep % 2 == 0 else tuple(reversed(names))
+        for c in levels:
+            for side in order:
+                tag = f" (round {rep + 1}/{repeat})" if repeat > 1 else ""
+                print(f"  {c:>3} connection(s), {side:<{width}}{tag} ... ", end="", flush=True)
+                url, script = sides[side]
+                prefix = (prefixes or {}).get(side)
+                r = measure(wrk, envoy, upstream, side, url, script, c, seconds, warmup, prefix=prefix)
+                samples[c][side].append(r)
+                print(f"{r['rps']:9.0f} req/s  p50 {r['p50_us'] / 1000:6.3f} ms", flush=True)
+    return samples
+
+
 def with_route_server(config: dict) -> dict:
     """The example config plus a copy of SERVER without upstream.cluster: its tools go through the request's
     own route (upstream.dispatch: route), which envoy.yaml sends to the same upstream."""
@@ -526,19 +548,8 @@ def throughput(wrk: str, wasm: Path, upstream: UpstreamEnvoy, run_dir: Path, lev
             )
             sides[side] = (f"{envoy.base_url}/mcp-servers/{server}", script)
             requests[side] = {"url": sides[side][0], "body": body, "protocol_version": version}
-        samples: dict[int, dict[str, list[dict]]] = {c: {side: [] for side in SIDES} for c in levels}
         steal0, wall0 = cpu_steal_ticks(), time.monotonic()
-        for rep in range(repeat):
-            # Alternate which side goes first, so that a drift of the machine does not favour one.
-            order = SIDES if rep % 2 == 0 else tuple(reversed(SIDES))
-            for c in levels:
-                for side in order:
-                    tag = f" (round {rep + 1}/{repeat})" if repeat > 1 else ""
-                    print(f"  {c:>3} connection(s), {side:<8}{tag} ... ", end="", flush=True)
-                    url, script = sides[side]
-                    r = measure(wrk, envoy, upstream, side, url, script, c, seconds, warmup)
-                    samples[c][side].append(r)
-                    print(f"{r['rps']:9.0f} req/s  p50 {r['p50_us'] / 1000:6.3f} ms", flush=True)
+        samples = sweep(wrk, envoy, upstream, sides, SIDES, levels, seconds, warmup, repeat)
         steal = cpu_steal_ticks() - steal0
         steal_pct = 100.0 * steal / CLK_TCK / ((time.monotonic() - wall0) * len(os.sched_getaffinity(0)))
         rows = []
@@ -621,18 +632,8 @@ def proxy_section(wrk: str, wasm: Path, upstream: UpstreamEnvoy, run_dir: Path, 
         for side, url in urls.items():
             verify_proxy_call(url)
             sides[side] = (url, write_wrk_script(run_dir / f"{side}.lua", "POST", headers, body))
-        samples: dict[int, dict[str, list[dict]]] = {c: {side: [] for side in PROXY_SIDES} for c in levels}
-        for rep in range(repeat):
-            order = PROXY_SIDES if rep % 2 == 0 else tuple(reversed(PROXY_SIDES))
-            for c in levels:
-                for side in order:
-                    tag = f" (round {rep + 1}/{repeat})" if repeat > 1 else ""
-                    print(f"  {c:>3} connection(s), {side:<14}{tag} ... ", end="", flush=True)
-                    url, script = sides[side]
-                    prefix = "baseline" if side == "mcp_baseline" else "mcp"
-                    r = measure(wrk, envoy, upstream, side, url, script, c, seconds, warmup, prefix=prefix)
-                    samples[c][side].append(r)
-                    print(f"{r['rps']:9.0f} req/s  p50 {r['p50_us'] / 1000:6.3f} ms", flush=True)
+        samples = sweep(wrk, envoy, upstream, sides, PROXY_SIDES, levels, seconds, warmup, repeat,
+                        prefixes={"mcp_baseline": "baseline"})
         rows = []
         for c in levels:
             row: dict[str, Any] = {"connections": c}
@@ -659,13 +660,23 @@ def proxy_section(wrk: str, wasm: Path, upstream: UpstreamEnvoy, run_dir: Path, 
         envoy.stop()
 
 
-def print_proxy(px: dict) -> None:
-    if px.get("error"):
-        print(f"Proxied MCP servers: FAILED ({px['error'].splitlines()[0][:200]})")
+def failed_section(section: dict, title: str) -> bool:
+    """Prints a section that failed, with its first error line; True if it did."""
+    if section.get("error"):
+        print(f"{title}: FAILED ({section['error'].splitlines()[0][:200]})")
         print()
+    return bool(section.get("error"))
+
+
+def rounds_note(cfg: dict) -> str:
+    return f", median of {cfg['repeat']} rounds" if cfg["repeat"] > 1 else ""
+
+
+def print_proxy(px: dict) -> None:
+    if failed_section(px, "Proxied MCP servers"):
         return
     cfg = px["setup"]
-    rounds = f", median of {cfg['repeat']} rounds" if cfg["repeat"] > 1 else ""
+    rounds = rounds_note(cfg)
     print(f"Proxied MCP servers (wrk -t1, {cfg['duration_s']} s per run after {cfg['warmup_s']} s warm-up{rounds}; "
           "gateway Envoy --concurrency 1)")
     print("  mcp_baseline = POST /mcp (a stateless tools/call) on the listener without the plugin, to the upstream")
@@ -1406,12 +1417,10 @@ def print_report(res: dict) -> None:
 
 
 def print_sessions(se: dict) -> None:
-    if se.get("error"):
-        print(f"Session stores: FAILED ({se['error'].splitlines()[0][:200]})")
-        print()
+    if failed_section(se, "Session stores"):
         return
     cfg = se["setup"]
-    rounds = f", median of {cfg['repeat']} rounds" if cfg["repeat"] > 1 else ""
+    rounds = rounds_note(cfg)
     print(f"Session stores, local against signed (wrk -t1, {cfg['duration_s']} s per run after {cfg['warmup_s']} s "
           f"warm-up{rounds}; one gateway Envoy, --concurrency 1,")
     print("  with a listener per store: plugin-config/example.yaml but for `sessions`; the stores' runs alternate)")
