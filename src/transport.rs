@@ -694,7 +694,8 @@ impl Exchange {
         let version = Revision::negotiate(Some(requested));
         let server = self.server(gw);
         let reply = jsonrpc::result(id, mcp::initialize_result(server, version));
-        let session = Session::new(server.name.clone(), version.as_str().to_string());
+        let mut session = Session::new(server.name.clone(), version.as_str().to_string());
+        session.client = Some(mcp::ClientCaps::from_json(params.and_then(|p| p.get("capabilities"))));
         self.phase = Phase::Creating(reply);
         Step::Session(SessionOp::Create(session))
     }
@@ -735,6 +736,7 @@ impl Exchange {
             }
             (Phase::Polling, SessionOutcome::Found(session)) => {
                 self.revision = Revision::parse(&session.version).unwrap_or(Revision::LATEST_LEGACY);
+                self.input.client = session.client;
                 let resume = self.last_event_id.as_deref().and_then(crate::input::poll::Resume::decode);
                 let Some(resume) = resume.filter(|_| self.revision == Revision::V2025_11_25) else {
                     return self.respond(HttpResponse::error(
@@ -752,6 +754,7 @@ impl Exchange {
             (Phase::Polling, SessionOutcome::NotFound) => self.respond(session_not_found(Value::Null)),
             (Phase::Opening(batch), SessionOutcome::Found(session)) => {
                 self.revision = Revision::parse(&session.version).unwrap_or(Revision::LATEST_LEGACY);
+                self.input.client = session.client;
                 self.session = Some(session.clone());
                 if matches!(batch, Batch::Many(_)) && !self.revision.allows_batch() {
                     return self.respond(HttpResponse::error(

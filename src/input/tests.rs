@@ -297,11 +297,31 @@ fn only_what_the_client_declares_is_asked() {
         Revision::V2025_11_25,
     ));
     assert_eq!(r["result"]["resultType"], json!("input_required"));
+    // A 2025-11-25 session whose initialize did not declare elicitation in form mode is not asked: -32600
+    // naming the capability; an optional request it cannot answer is left out.
+    for declared in [json!({}), json!({"elicitation": {"url": {}}, "sampling": {}})] {
+        let session = Ctx { client: Some(ClientCaps::from_json(Some(&declared))), ..Ctx::with_keys(NOW, &[KEY]) };
+        let call = json!({"name": "delete_user", "arguments": {"id": "1"}});
+        let r = reply(handle_at(&g, &session, "tools/call", call, Revision::V2025_11_25));
+        assert_eq!(r["error"]["code"], json!(-32600), "{declared}: {r}");
+        assert_eq!(r["error"]["data"]["requiredCapabilities"], json!({"elicitation": {}}));
+        assert!(r["error"]["message"].as_str().unwrap().contains("(form mode)"), "{r}");
+    }
+    let session = Ctx { client: Some(ClientCaps::from_json(Some(&json!({"elicitation": {}, "sampling": {}})))), ..Ctx::with_keys(NOW, &[KEY]) };
+    let r2 = reply(handle_at(&g, &session, "tools/call", p_without_meta(&r1), Revision::V2025_11_25));
+    let keys: Vec<&String> = r2["result"]["inputRequests"].as_object().unwrap().keys().collect();
+    assert_eq!(keys, ["step2", "haiku"], "roots is optional and not declared");
     // ... but a tool whose question does not apply runs as before.
     assert!(matches!(
         handle_at(&g, &ctx, "tools/call", json!({"name": "weather", "arguments": {"city": "Oslo"}}), legacy),
         Handled::Call { .. }
     ));
+}
+
+/// The round-2 retry of `survey` (its round-1 answer), as a session sends it: no `_meta`.
+fn p_without_meta(r1: &Value) -> Value {
+    json!({"name": "survey", "requestState": r1["result"]["requestState"],
+        "inputResponses": {"step1": accept(json!({"name": "Ada"}))}})
 }
 
 #[test]
@@ -490,7 +510,7 @@ fn a_2025_11_25_session_is_asked_over_sse_and_polls_for_the_result() {
         headers: vec![],
         body: format!("{} {}", req.method, req.path).into_bytes(),
     };
-    let init = r#"{"jsonrpc":"2.0","id":1,"method":"initialize","params":{"protocolVersion":"2025-11-25"}}"#;
+    let init = r#"{"jsonrpc":"2.0","id":1,"method":"initialize","params":{"protocolVersion":"2025-11-25","capabilities":{"elicitation":{}}}}"#;
     let r = h.send(&g, head("POST", &[]), init, &upstream);
     let sid = r.headers.iter().find(|(k, _)| k == "mcp-session-id").unwrap().1.clone();
     let call =

@@ -6,8 +6,10 @@
 //! server declares its capability, which follows from what the server has. Results of the stateless
 //! revision carry `resultType`, and list and read results also `ttlMs` and `cacheScope` ([`complete`]).
 
+pub mod client_caps;
 pub mod revision;
 
+pub use client_caps::ClientCaps;
 pub use revision::Revision;
 
 use crate::admission::policy::Kind;
@@ -313,6 +315,13 @@ pub fn handle_allowed(
                         json!({"requiredCapabilities": missing}),
                     ));
                 }
+            } else if let Some(missing) = ctx.client.and_then(|caps| missing_in_session(tool, caps)) {
+                return Handled::Reply(jsonrpc::error_with_data(
+                    id,
+                    jsonrpc::INVALID_REQUEST,
+                    format!("Tool {name} needs client capabilities this session's initialize did not declare"),
+                    json!({"requiredCapabilities": missing}),
+                ));
             }
             let (filled, input) = match &tool.inputs {
                 None => (None, None),
@@ -371,6 +380,15 @@ fn missing_capabilities(tool: &Tool, params: &serde_json::Map<String, Value>) ->
         .filter(|(k, _)| declared.and_then(|d| d.get(k.as_str())).is_none())
         .map(|(k, v)| (k.clone(), v.clone()))
         .collect();
+    (!missing.is_empty()).then_some(Value::Object(missing))
+}
+
+/// The capabilities a tool requires that a 2025 session's client did not declare in `initialize`; only
+/// the capabilities a session keeps ([`ClientCaps`]) can be checked.
+fn missing_in_session(tool: &Tool, caps: ClientCaps) -> Option<Value> {
+    let required = tool.required_client_capabilities.as_ref()?;
+    let missing: serde_json::Map<String, Value> =
+        required.iter().filter(|(k, _)| caps.has(k) == Some(false)).map(|(k, v)| (k.clone(), v.clone())).collect();
     (!missing.is_empty()).then_some(Value::Object(missing))
 }
 
