@@ -74,7 +74,22 @@ CONFIG = {
                         {"role": "assistant", "content": {"type": "resource", "uri": "guide://{{ args.language }}",
                                                           "mimeType": "text/markdown", "text": "# Guide"}},
                     ],
-                }
+                },
+                {
+                    "name": "scaffold",
+                    "description": "Start a project; the frameworks offered follow the language",
+                    "arguments": [
+                        {"name": "language", "required": True, "enum": ["rust", "python", "go"]},
+                        {"name": "framework", "completions": ["axum", "actix", "django", "flask", "gin"],
+                         "valuesWhen": {"language": {"rust": ["axum", "actix"], "python": ["django", "flask"],
+                                                     "go": ["gin"]}}},
+                        {"name": "edition", "enum": ["2015", "2018", "2021", "2024"],
+                         "valuesWhen": {"language": {"rust": ["2021", "2024"], "python": [], "go": []}}},
+                    ],
+                    "messages": [{"role": "user", "text": "A {{ args.language }} project"
+                                  "{% if args.framework %} on {{ args.framework }}{% endif %}"
+                                  "{% if args.edition %}, edition {{ args.edition }}{% endif %}"}],
+                },
             ],
             "resources": [
                 {"uri": "guide://style", "name": "style", "title": "Style guide", "mimeType": "text/markdown",
@@ -94,6 +109,11 @@ CONFIG = {
                 },
                 {"uriTemplate": "echo://{word}", "name": "echo", "mimeType": "text/plain",
                  "text": "you said {{ args.word }}"},
+                {"uriTemplate": "shelf://{genre}/{title}", "name": "shelf", "mimeType": "text/plain",
+                 "text": "{{ args.title }} ({{ args.genre }})",
+                 "arguments": [{"name": "genre", "completions": ["scifi", "poetry"]},
+                               {"name": "title", "valuesWhen": {"genre": {"scifi": ["Dune", "Solaris"],
+                                                                          "poetry": ["Odes"]}}}]},
             ],
         },
         {"name": "tools-only", "upstream": {"cluster": "demo"},
@@ -143,6 +163,46 @@ def test_prompts_through_the_sdk(lib, mode):
 
 
 @pytest.mark.parametrize("mode", MODES)
+def test_completion_follows_the_arguments_already_given(lib, mode):
+    """`context.arguments` narrows what completion offers (`valuesWhen`), for prompts and resource
+    templates; an enum narrowed by another argument also refuses, in prompts/get, what it rules out."""
+    from mcp.shared.exceptions import MCPError
+    from mcp.types import PromptReference, ResourceTemplateReference
+
+    scaffold = PromptReference(type="ref/prompt", name="scaffold")
+    shelf = ResourceTemplateReference(type="ref/resource", uri="shelf://{genre}/{title}")
+
+    async def go():
+        async with _client(lib, mode) as c:
+            out = {
+                "rust": await c.complete(scaffold, {"name": "framework", "value": ""}, {"language": "rust"}),
+                "python-d": await c.complete(scaffold, {"name": "framework", "value": "d"}, {"language": "python"}),
+                "none": await c.complete(scaffold, {"name": "framework", "value": "a"}),
+                "edition": await c.complete(scaffold, {"name": "edition", "value": "20"}, {"language": "rust"}),
+                "no-edition": await c.complete(scaffold, {"name": "edition", "value": ""}, {"language": "go"}),
+                "scifi": await c.complete(shelf, {"name": "title", "value": ""}, {"genre": "scifi"}),
+                "got": await c.get_prompt("scaffold", {"language": "rust", "framework": "axum", "edition": "2024"}),
+            }
+            try:
+                await c.get_prompt("scaffold", {"language": "go", "edition": "2021"})
+                out["refused"] = None
+            except MCPError as e:
+                out["refused"] = e.error
+            return out
+
+    out = run_async(go)
+    assert out["rust"].completion.values == ["axum", "actix"], out["rust"]
+    assert out["python-d"].completion.values == ["django"]
+    assert out["none"].completion.values == ["axum", "actix"], "no context: the whole list"
+    assert (out["edition"].completion.values, out["edition"].completion.total) == (["2021", "2024"], 2)
+    assert out["no-edition"].completion.values == []
+    assert out["scifi"].completion.values == ["Dune", "Solaris"]
+    assert out["got"].messages[0].content.text == "A rust project on axum, edition 2024"
+    assert out["refused"].code == -32602, out["refused"]
+    assert "`edition`: takes no value when `language` is go" in out["refused"].message, out["refused"]
+
+
+@pytest.mark.parametrize("mode", MODES)
 def test_resources_through_the_sdk(lib, mode):
     from mcp.types import ResourceTemplateReference
 
@@ -163,7 +223,7 @@ def test_resources_through_the_sdk(lib, mode):
     assert [(str(r.uri), r.name) for r in listed.resources] == [("guide://style", "style"), ("img://logo", "logo"),
                                                                  ("bin://tiny", "tiny")]
     assert (listed.resources[0].title, listed.resources[0].size) == ("Style guide", 15)
-    assert [t.uri_template for t in templates.resource_templates] == ["users://{id}", "echo://{word}"]
+    assert [t.uri_template for t in templates.resource_templates] == ["users://{id}", "echo://{word}", "shelf://{genre}/{title}"]
     assert (style.contents[0].text, style.contents[0].mime_type) == ("# Style for ops", "text/markdown")
     assert base64.b64decode(logo.contents[0].blob).startswith(b"\x89PNG")
     assert logo.contents[0].mime_type == "image/png"
@@ -274,6 +334,9 @@ def test_stateless_wire(lib):
          "server 'bad' resource 'x://1' field 'mimeTyp': unknown field"),
         ({"resourceTemplates": [{"uriTemplate": "x://{id}", "name": "t", "text": "{{ args.di }}"}]},
          "server 'bad' resource template 'x://{id}' field 'text': reads `args.di`"),
+        ({"prompts": [{"name": "p", "arguments": [{"name": "a", "valuesWhen": {"b": {"x": ["y"]}}}],
+                       "messages": [{"role": "user", "text": "hi"}]}]},
+         "server 'bad' prompt 'p' field 'arguments[0].valuesWhen.b': names no argument here (the arguments: a)"),
     ],
 )
 def test_invalid_config_is_refused_by_envoy_naming_server_entry_and_field(gw, server, expected):

@@ -511,7 +511,9 @@ pub fn resolve(
     // ([`poll`]) what its `initialize` declared (a session opened before they were kept: every kind, and a
     // client that cannot answer says so in its response). Older revisions cannot be asked.
     let caps = if stateless {
-        Some(ClientCaps::from_json(params.get("_meta").and_then(|m| m.get("io.modelcontextprotocol/clientCapabilities"))))
+        Some(ClientCaps::from_json(
+            params.get("_meta").and_then(|m| m.get("io.modelcontextprotocol/clientCapabilities")),
+        ))
     } else if revision == Revision::V2025_11_25 {
         Some(ctx.client.unwrap_or(ClientCaps::from_bits(crate::mcp::client_caps::ALL_BITS)))
     } else {

@@ -307,7 +307,10 @@ fn only_what_the_client_declares_is_asked() {
         assert_eq!(r["error"]["data"]["requiredCapabilities"], json!({"elicitation": {}}));
         assert!(r["error"]["message"].as_str().unwrap().contains("(form mode)"), "{r}");
     }
-    let session = Ctx { client: Some(ClientCaps::from_json(Some(&json!({"elicitation": {}, "sampling": {}})))), ..Ctx::with_keys(NOW, &[KEY]) };
+    let session = Ctx {
+        client: Some(ClientCaps::from_json(Some(&json!({"elicitation": {}, "sampling": {}})))),
+        ..Ctx::with_keys(NOW, &[KEY])
+    };
     let r2 = reply(handle_at(&g, &session, "tools/call", p_without_meta(&r1), Revision::V2025_11_25));
     let keys: Vec<&String> = r2["result"]["inputRequests"].as_object().unwrap().keys().collect();
     assert_eq!(keys, ["step2", "haiku"], "roots is optional and not declared");

@@ -462,7 +462,8 @@ fn complete_argument(server: &Server, p: &serde_json::Map<String, Value>) -> Res
     };
     let (name, value) = crate::completion::requested(p).map_err(RpcError::invalid_params)?;
     let argument = crate::completion::find(args, name, &owner).map_err(RpcError::invalid_params)?;
-    Ok(json!({ "completion": argument.complete(value) }))
+    let given = crate::completion::context_arguments(p).map_err(RpcError::invalid_params)?;
+    Ok(json!({ "completion": argument.complete(value, &given) }))
 }
 
 /// One page of a list, `toolsPageSize` long, behind an opaque cursor that names the list it belongs to.
@@ -630,6 +631,10 @@ servers:
                 rev,
             ));
             assert_eq!(c["result"]["completion"]["values"], json!(["1", "2"]));
+            let bad_context = json!({"ref": {"type": "ref/resource", "uri": "users://{id}"},
+                "argument": {"name": "id", "value": ""}, "context": {"arguments": "id=1"}});
+            let c = reply(handle(&g, s, req("completion/complete", bad_context), rev));
+            assert_eq!(c["error"]["code"], json!(-32602), "{c}");
             let missing = reply(handle(&g, s, req("resources/read", json!({"uri": "test://nope"})), rev));
             let code = if rev.is_stateless() { -32602 } else { -32002 };
             assert_eq!(missing["error"]["code"], json!(code));

@@ -270,7 +270,9 @@ mod tests {
         const NOW: u64 = 1_000_000;
         let st = store(&[K1]);
         let mut with = Session::new("demo", "2025-11-25");
-        for caps in [serde_json::json!({}), serde_json::json!({"elicitation": {"url": {}}, "roots": {}, "experimental": {}})] {
+        for caps in
+            [serde_json::json!({}), serde_json::json!({"elicitation": {"url": {}}, "roots": {}, "experimental": {}})]
+        {
             with.client = Some(crate::mcp::ClientCaps::from_json(Some(&caps)));
             let id = st.issue(&with, NOW + 1000, [5; NONCE]).unwrap();
             assert_eq!(id.len(), ID_CHARS);
