@@ -5,6 +5,7 @@ requests check what the SDK hides: capabilities, caching hints, error codes and 
 from __future__ import annotations
 
 import base64
+import json
 
 import httpx
 import pytest
@@ -109,6 +110,12 @@ CONFIG = {
                 },
                 {"uriTemplate": "echo://{word}", "name": "echo", "mimeType": "text/plain",
                  "text": "you said {{ args.word }}"},
+                {"uriTemplate": "search://books{/genre}{?q,lang}", "name": "search", "mimeType": "text/plain",
+                 "text": "genre={{ args.genre }} q={{ args.q }} lang={{ args.lang }}"},
+                {"uriTemplate": "files://root{/path*}", "name": "files", "mimeType": "text/plain",
+                 "text": "path={{ args.path }}"},
+                {"uriTemplate": "export://report{.format}", "name": "export", "mimeType": "text/plain",
+                 "text": "format={{ args.format }}"},
                 {"uriTemplate": "shelf://{genre}/{title}", "name": "shelf", "mimeType": "text/plain",
                  "text": "{{ args.title }} ({{ args.genre }})",
                  "arguments": [{"name": "genre", "completions": ["scifi", "poetry"]},
@@ -202,6 +209,59 @@ def test_completion_follows_the_arguments_already_given(lib, mode):
     assert "`edition`: takes no value when `language` is go" in out["refused"].message, out["refused"]
 
 
+# What the TypeScript SDK's own RFC 6570 expansion (`UriTemplate.expand`) makes of each template: the URIs a
+# TypeScript client sends, which the gateway must read back.
+EXPANSIONS = [
+    ("search://books{/genre}{?q,lang}", {"genre": "sci fi", "q": "dune & co", "lang": "en"},
+     "genre=sci fi q=dune & co lang=en"),
+    ("search://books{/genre}{?q,lang}", {"genre": "poetry", "lang": "fr"}, "genre=poetry q= lang=fr"),
+    ("files://root{/path*}", {"path": ["a", "b c", "d.txt"]}, "path=a/b c/d.txt"),
+    ("export://report{.format}", {"format": "pdf"}, "format=pdf"),
+]
+
+
+def _ts_expand(cases: list) -> list[str]:
+    import subprocess
+
+    from node_tools import node_env
+
+    sdk = harness.NODE_DIR / "@modelcontextprotocol" / "sdk" / "dist" / "esm" / "shared" / "uriTemplate.js"
+    assert sdk.exists(), sdk
+    script = (f"import {{ UriTemplate }} from {json.dumps(sdk.as_uri())};"
+              "const cases = JSON.parse(process.argv[1]);"
+              "console.log(JSON.stringify(cases.map(([t, v]) => new UriTemplate(t).expand(v))));")
+    out = subprocess.run([str(harness.node_binary()), "--input-type=module", "-e", script,
+                          json.dumps([[t, v] for t, v, _ in cases])],
+                         capture_output=True, text=True, timeout=60, env=node_env(), check=True)
+    return json.loads(out.stdout)
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_uri_template_operators_read_what_the_typescript_sdk_expands(lib, mode):
+    """Level 2-4 operators (`{/x}`, `{/x*}`, `{.x}`, `{?x,y}`): every URI the TypeScript SDK expands
+    is read back by the gateway with the variables it was expanded from; a URI with a query parameter the
+    template does not name is no template's."""
+    from mcp.shared.exceptions import MCPError
+
+    uris = _ts_expand(EXPANSIONS)
+    assert uris[0] == "search://books/sci%20fi?q=dune%20%26%20co&lang=en", uris
+    assert uris[2] == "files://root/a/b%20c/d.txt", uris
+
+    async def go():
+        async with _client(lib, mode) as c:
+            texts = [(await c.read_resource(u)).contents[0].text for u in uris]
+            try:
+                await c.read_resource("search://books/poetry?q=x&page=2")
+                refused = None
+            except MCPError as e:
+                refused = e.error
+            return texts, refused
+
+    texts, refused = run_async(go)
+    assert texts == [expected for _, _, expected in EXPANSIONS]
+    assert refused is not None and refused.code == (-32002 if mode == "legacy" else -32602), refused
+
+
 @pytest.mark.parametrize("mode", MODES)
 def test_resources_through_the_sdk(lib, mode):
     from mcp.types import ResourceTemplateReference
@@ -223,7 +283,9 @@ def test_resources_through_the_sdk(lib, mode):
     assert [(str(r.uri), r.name) for r in listed.resources] == [("guide://style", "style"), ("img://logo", "logo"),
                                                                  ("bin://tiny", "tiny")]
     assert (listed.resources[0].title, listed.resources[0].size) == ("Style guide", 15)
-    assert [t.uri_template for t in templates.resource_templates] == ["users://{id}", "echo://{word}", "shelf://{genre}/{title}"]
+    assert [t.uri_template for t in templates.resource_templates] == [
+        "users://{id}", "echo://{word}", "search://books{/genre}{?q,lang}", "files://root{/path*}",
+        "export://report{.format}", "shelf://{genre}/{title}"]
     assert (style.contents[0].text, style.contents[0].mime_type) == ("# Style for ops", "text/markdown")
     assert base64.b64decode(logo.contents[0].blob).startswith(b"\x89PNG")
     assert logo.contents[0].mime_type == "image/png"
@@ -337,6 +399,10 @@ def test_stateless_wire(lib):
         ({"prompts": [{"name": "p", "arguments": [{"name": "a", "valuesWhen": {"b": {"x": ["y"]}}}],
                        "messages": [{"role": "user", "text": "hi"}]}]},
          "server 'bad' prompt 'p' field 'arguments[0].valuesWhen.b': names no argument here (the arguments: a)"),
+        ({"resourceTemplates": [{"uriTemplate": "x://s{?tags*}", "name": "t", "text": "a"}]},
+         "server 'bad' resource template 'x://s{?tags*}' field 'uriTemplate': '{?tags*}': explode (`*`) on `?`"),
+        ({"resourceTemplates": [{"uriTemplate": "x://s{;v}", "name": "t", "text": "a"}]},
+         "server 'bad' resource template 'x://s{;v}' field 'uriTemplate': '{;v}': path parameters"),
     ],
 )
 def test_invalid_config_is_refused_by_envoy_naming_server_entry_and_field(gw, server, expected):

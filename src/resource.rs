@@ -14,9 +14,9 @@ use crate::jsonrpc::{RpcError, INTERNAL_ERROR};
 use crate::template::{TemplateId, Templates};
 use crate::tool::{Prepared, Tool};
 use crate::upstream::{UpstreamRequest, UpstreamResult};
+use crate::uri_template::UriTemplate;
 use base64::Engine;
 use minijinja::{context, value::Value as MjValue};
-use regex_lite::Regex;
 use serde_json::{json, Map, Value};
 
 /// What resources and resource templates share in the config: how they are shown and where their contents
@@ -339,72 +339,12 @@ fn is_textual(mime: &str) -> bool {
 }
 
 /// `scheme:rest`, the scheme as RFC 3986 spells it.
-fn is_uri(s: &str) -> bool {
+pub(crate) fn is_uri(s: &str) -> bool {
     let Some((scheme, rest)) = s.split_once(':') else { return false };
     !rest.is_empty()
         && scheme.starts_with(|c: char| c.is_ascii_alphabetic())
         && scheme.bytes().all(|b| b.is_ascii_alphanumeric() || b"+-.".contains(&b))
         && !s.bytes().any(|b| b.is_ascii_control() || b == b' ')
-}
-
-/// An RFC 6570 URI template of levels 1 and 2 (`{var}`, `{+var}`), matched against URIs: `{var}` matches
-/// one or more characters other than `/ ? #`, `{+var}` any; matched values are percent-decoded.
-#[derive(Debug)]
-struct UriTemplate {
-    regex: Regex,
-    vars: Vec<String>,
-}
-
-impl UriTemplate {
-    fn parse(template: &str) -> Result<UriTemplate, String> {
-        let mut pattern = String::from("^");
-        let mut vars = Vec::new();
-        let mut rest = template;
-        while let Some(open) = rest.find('{') {
-            pattern.push_str(&regex_lite::escape(&rest[..open]));
-            let close = rest[open..].find('}').ok_or("has a '{' without its '}'")? + open;
-            let expr = &rest[open + 1..close];
-            let (reserved, name) = match expr.strip_prefix('+') {
-                Some(n) => (true, n),
-                None => (false, expr),
-            };
-            if name.is_empty() || !name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_') {
-                return Err(format!(
-                    "'{{{expr}}}': this gateway matches {{name}} and {{+name}} (RFC 6570 levels 1 and 2), names of letters, digits and _"
-                ));
-            }
-            if vars.iter().any(|v| v == name) {
-                return Err(format!("variable '{name}' appears twice"));
-            }
-            pattern.push_str(if reserved { "(.+?)" } else { "([^/?#]+?)" });
-            vars.push(name.to_string());
-            rest = &rest[close + 1..];
-        }
-        if rest.contains('}') {
-            return Err("has a '}' without its '{'".into());
-        }
-        pattern.push_str(&regex_lite::escape(rest));
-        pattern.push('$');
-        if vars.is_empty() {
-            return Err("has no {variable}: list it under resources instead".into());
-        }
-        if !is_uri(&template.replace(['{', '}', '+'], "")) {
-            return Err("must be an absolute URI template (scheme:...)".into());
-        }
-        let regex = Regex::new(&pattern).map_err(|e| e.to_string())?;
-        Ok(UriTemplate { regex, vars })
-    }
-
-    fn matches(&self, uri: &str) -> Option<Map<String, Value>> {
-        let caps = self.regex.captures(uri)?;
-        let mut out = Map::new();
-        for (i, name) in self.vars.iter().enumerate() {
-            let raw = caps.get(i + 1)?.as_str();
-            let value = percent_encoding::percent_decode_str(raw).decode_utf8().ok()?;
-            out.insert(name.clone(), json!(value));
-        }
-        Some(out)
-    }
 }
 
 #[cfg(test)]
@@ -482,7 +422,7 @@ mod tests {
         assert_eq!(field("{uri: 'a:b', name: a, text: x, blob: AA==}", false), "text");
         assert_eq!(field("{uri: 'a:b', name: a, text: '{{ args.id }}'}", false), "text");
         assert_eq!(field("{uriTemplate: 'a://{id}', name: a, text: '{{ args.di }}'}", true), "text");
-        assert_eq!(field("{uriTemplate: 'a://{?q}', name: a, text: x}", true), "uriTemplate");
+        assert_eq!(field("{uriTemplate: 'a://{?q*}', name: a, text: x}", true), "uriTemplate");
         assert_eq!(field("{uriTemplate: 'a://x', name: a, text: x}", true), "uriTemplate");
         assert_eq!(field("{uri: 'a://x', name: a, text: x}", true), "uriTemplate");
         assert_eq!(field("{uri: 'a://x', name: a, text: x, size: -1}", false), "size");
