@@ -116,6 +116,13 @@ CONFIG = {
                  "text": "path={{ args.path }}"},
                 {"uriTemplate": "export://report{.format}", "name": "export", "mimeType": "text/plain",
                  "text": "format={{ args.format }}"},
+                {"uriTemplate": "vault://{name}", "name": "vault", "mimeType": "text/plain",
+                 "inputRequests": {"unlock": {"method": "elicitation/create", "params": {
+                     "message": "PIN for {{ args.name }}?",
+                     "requestedSchema": {"type": "object", "properties": {"pin": {"type": "string"}},
+                                         "required": ["pin"]}}}},
+                 "requestTemplate": {"url": "/echo?vault={{ args.name }}&pin={{ input.unlock.content.pin }}"},
+                 "responseTemplate": {"body": "{{ args.name }} unlocked: {{ body }}"}},
                 {"uriTemplate": "shelf://{genre}/{title}", "name": "shelf", "mimeType": "text/plain",
                  "text": "{{ args.title }} ({{ args.genre }})",
                  "arguments": [{"name": "genre", "completions": ["scifi", "poetry"]},
@@ -263,6 +270,38 @@ def test_uri_template_operators_read_what_the_typescript_sdk_expands(lib, mode):
 
 
 @pytest.mark.parametrize("mode", MODES)
+def test_a_resource_asks_the_client_before_it_is_read(lib, mode):
+    """`inputRequests` on a resource template: the SDK's elicitation callback is asked (an InputRequiredResult
+    at 2026-07-28; an SSE request and a poll in a 2025-11-25 session), and its answer reaches the upstream
+    request and the response template. Without an elicitation callback, the read is refused naming it."""
+    import mcp_types as types
+    from mcp.shared.exceptions import MCPError
+
+    asked: list = []
+
+    async def elicit(context, params):
+        asked.append(params.message)
+        return types.ElicitResult(action="accept", content={"pin": "4 2"})
+
+    async def go():
+        async with mcp_client(lib.mcp_url(SERVER), mode=mode, elicitation_callback=elicit) as c:
+            read = await c.read_resource("vault://diary")
+        async with mcp_client(lib.mcp_url(SERVER), mode=mode) as c:
+            try:
+                await c.read_resource("vault://diary")
+                refused = None
+            except MCPError as e:
+                refused = e.error
+        return read, refused
+
+    read, refused = run_async(go)
+    assert asked == ["PIN for diary?"], asked
+    text = read.contents[0].text
+    assert text.startswith("diary unlocked: ") and "vault=diary" in text and "pin=4" in text, text
+    assert refused is not None and refused.data["requiredCapabilities"] == {"elicitation": {}}, refused
+
+
+@pytest.mark.parametrize("mode", MODES)
 def test_resources_through_the_sdk(lib, mode):
     from mcp.types import ResourceTemplateReference
 
@@ -285,7 +324,7 @@ def test_resources_through_the_sdk(lib, mode):
     assert (listed.resources[0].title, listed.resources[0].size) == ("Style guide", 15)
     assert [t.uri_template for t in templates.resource_templates] == [
         "users://{id}", "echo://{word}", "search://books{/genre}{?q,lang}", "files://root{/path*}",
-        "export://report{.format}", "shelf://{genre}/{title}"]
+        "export://report{.format}", "vault://{name}", "shelf://{genre}/{title}"]
     assert (style.contents[0].text, style.contents[0].mime_type) == ("# Style for ops", "text/markdown")
     assert base64.b64decode(logo.contents[0].blob).startswith(b"\x89PNG")
     assert logo.contents[0].mime_type == "image/png"

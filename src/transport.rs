@@ -856,7 +856,7 @@ impl Exchange {
             Some(Ok(Message::Request { id, method, params: Some(p) }))
                 if single && self.revision == Revision::V2025_11_25 && !self.relayed && gw.input_keys.is_some() =>
             {
-                let name = p.get("name").and_then(Value::as_str).unwrap_or_default().to_string();
+                let name = p.get("name").or(p.get("uri")).and_then(Value::as_str).unwrap_or_default().to_string();
                 let arguments = p.get("arguments").cloned().unwrap_or(Value::Null);
                 Some((id.clone(), method.clone(), name, arguments))
             }

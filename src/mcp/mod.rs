@@ -53,8 +53,8 @@ pub enum Pending {
     /// `tools/call` of this tool, with the client's answers to its input requests (for its response
     /// templates).
     Tool(String, Option<Value>),
-    /// `resources/read` of this URI.
-    Resource(String),
+    /// `resources/read` of this URI, with the client's answers to its input requests.
+    Resource(String, Option<Value>),
 }
 
 /// What the server offers, from what it serves: a capability for each kind it has (none of them changes
@@ -275,11 +275,27 @@ pub fn handle_allowed(
                 // is never an update to send.
                 return done(id, json!({}));
             }
-            match resource.read(&gw.templates, &server.config, uri, vars) {
-                Read::Done(r) => answer(id, r),
-                Read::Upstream(request, args) => {
-                    Handled::Call { id, call: Pending::Resource(uri.to_string()), request: Box::new(request), args }
+            let input = match &resource.inputs {
+                None => None,
+                Some(inputs) => {
+                    let arguments = Value::Object(vars.clone());
+                    let call =
+                        input::Call { server: &server.name, kind: "resources", name: uri, arguments: &arguments };
+                    match input::resolve(inputs, ctx, &gw.templates, &server.config, &call, p, revision) {
+                        input::Next::Run { input, .. } => Some(input),
+                        input::Next::Reply(r) => return answer(id, r),
+                        input::Next::Declined(why) => return answer(id, Err(RpcError::invalid_params(why))),
+                    }
                 }
+            };
+            match resource.read(&gw.templates, &server.config, uri, vars, input.as_ref()) {
+                Read::Done(r) => answer(id, r),
+                Read::Upstream(request, args) => Handled::Call {
+                    id,
+                    call: Pending::Resource(uri.to_string(), input),
+                    request: Box::new(request),
+                    args,
+                },
             }
         }
         "completion/complete" => answer(id, complete_argument(server, p)),
@@ -415,8 +431,10 @@ pub fn finish_call(
             }
             None => jsonrpc::error(id, jsonrpc::INTERNAL_ERROR, "the tool disappeared during the call"),
         },
-        Pending::Resource(uri) => match server.resource(uri) {
-            Some((r, _)) => match r.finish(&gw.templates, &server.config, uri, args, outcome) {
+        Pending::Resource(uri, input) => match server.resource(uri) {
+            Some((r, _)) => match crate::template::with_input(input.as_ref(), || {
+                r.finish(&gw.templates, &server.config, uri, args, outcome)
+            }) {
                 Ok(result) => jsonrpc::result(id, complete("resources/read", result, revision)),
                 Err(e) => e.reply(id),
             },
@@ -663,7 +681,7 @@ servers:
             json!(-32601)
         );
         match handle(&g, s, req("resources/read", json!({"uri": "users://2"})), LEGACY) {
-            Handled::Call { call: Pending::Resource(uri), request, .. } => {
+            Handled::Call { call: Pending::Resource(uri, _), request, .. } => {
                 assert_eq!((uri.as_str(), request.path.as_str()), ("users://2", "/users/2"))
             }
             other => panic!("expected an upstream read, got {other:?}"),
