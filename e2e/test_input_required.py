@@ -31,9 +31,10 @@ def gw():
 
 
 @contextlib.asynccontextmanager
-async def _client(url: str, answers: dict, seen: list, decline: bool = False, mode: str = REVISION):
+async def _client(url: str, answers: dict, seen: list, decline: bool = False, mode: str = REVISION,
+                  kinds: tuple = ("elicitation", "sampling", "roots")):
     """An `mcp.Client` (2026-07-28 unless `mode` says otherwise) whose callbacks answer from `answers` and
-    note what they were asked."""
+    note what they were asked; it declares (has callbacks for) only the `kinds` given."""
     import httpx2  # the SDK's HTTP client
     import mcp_types as types
     from mcp import Client
@@ -65,9 +66,9 @@ async def _client(url: str, answers: dict, seen: list, decline: bool = False, mo
             mode=mode,
             cache=None,
             read_timeout_seconds=15.0,
-            elicitation_callback=elicit,
-            sampling_callback=sample,
-            list_roots_callback=roots,
+            **{name: fn for kind, name, fn in (("elicitation", "elicitation_callback", elicit),
+                                               ("sampling", "sampling_callback", sample),
+                                               ("roots", "list_roots_callback", roots)) if kind in kinds},
         ) as client:
             yield client
 
@@ -236,3 +237,50 @@ def test_the_python_sdk_in_a_2025_11_25_session_answers_over_sse(gw):
     assert rounds.content[0].text == "Ada likes blue", rounds
     assert asked.content[0].text == 'User response: action=accept, content={"email":"ada@example.com","username":"ada"}', asked
     assert ("elicitation", "Who are you?") in seen and ("sampling", "What is the capital of France?") in seen
+
+
+@pytest.fixture(scope="module")
+def signed_gw():
+    """The fixture server with signed sessions: the session id itself carries what initialize declared."""
+    import base64
+    import os
+
+    cfg = harness.load_plugin_config(harness.CONFORMANCE_CONFIG)
+    cfg["sessions"] = {"store": "signed", "ttlSeconds": 600, "signingKeys": [base64.b64encode(os.urandom(32)).decode()]}
+    g = harness.start_gateway(cfg, tag="input-required-signed")
+    try:
+        yield g
+    finally:
+        g.stop()
+
+
+@pytest.mark.parametrize("store", ["local", "signed"])
+@pytest.mark.parametrize("mode", ["legacy", REVISION])
+def test_a_client_without_elicitation_is_not_asked_and_is_told_which_capability(gw, signed_gw, store, mode):
+    """The Python SDK declares elicitation only with an elicitation callback. Without one, in a 2025-11-25
+    session (the capabilities its initialize declared, kept by the store) as in 2026-07-28 (its `_meta`), a
+    tool that must elicit is refused naming the capability, and nothing is asked; sampling, declared, still
+    is asked and answered."""
+    from mcp.shared.exceptions import MCPError
+
+    g = gw if store == "local" else signed_gw
+    seen: list = []
+
+    async def go():
+        async with _client(g.mcp_url(SERVER), ANSWERS, seen, mode=mode, kinds=("sampling",)) as client:
+            version = client.protocol_version
+            sampled = await client.call_tool("test_input_required_result_sampling", {})
+            try:
+                refused = await client.call_tool("test_input_required_result_elicitation", {})
+            except MCPError as e:
+                refused = e.error
+            return version, sampled, refused
+
+    version, sampled, refused = run_async(go)
+    assert version == ("2025-11-25" if mode == "legacy" else REVISION), version
+    assert sampled.content[0].text == 'The upstream received: {"answer": "Paris, said the model"}', sampled
+    expected = -32600 if mode == "legacy" else -32021
+    assert getattr(refused, "code", None) == expected, refused
+    assert refused.data["requiredCapabilities"] == {"elicitation": {}}, refused
+    assert "elicitation" in refused.message, refused
+    assert [k for k, _ in seen] == ["sampling"], seen

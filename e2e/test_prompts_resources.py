@@ -5,6 +5,7 @@ requests check what the SDK hides: capabilities, caching hints, error codes and 
 from __future__ import annotations
 
 import base64
+import json
 
 import httpx
 import pytest
@@ -74,7 +75,22 @@ CONFIG = {
                         {"role": "assistant", "content": {"type": "resource", "uri": "guide://{{ args.language }}",
                                                           "mimeType": "text/markdown", "text": "# Guide"}},
                     ],
-                }
+                },
+                {
+                    "name": "scaffold",
+                    "description": "Start a project; the frameworks offered follow the language",
+                    "arguments": [
+                        {"name": "language", "required": True, "enum": ["rust", "python", "go"]},
+                        {"name": "framework", "completions": ["axum", "actix", "django", "flask", "gin"],
+                         "valuesWhen": {"language": {"rust": ["axum", "actix"], "python": ["django", "flask"],
+                                                     "go": ["gin"]}}},
+                        {"name": "edition", "enum": ["2015", "2018", "2021", "2024"],
+                         "valuesWhen": {"language": {"rust": ["2021", "2024"], "python": [], "go": []}}},
+                    ],
+                    "messages": [{"role": "user", "text": "A {{ args.language }} project"
+                                  "{% if args.framework %} on {{ args.framework }}{% endif %}"
+                                  "{% if args.edition %}, edition {{ args.edition }}{% endif %}"}],
+                },
             ],
             "resources": [
                 {"uri": "guide://style", "name": "style", "title": "Style guide", "mimeType": "text/markdown",
@@ -94,6 +110,24 @@ CONFIG = {
                 },
                 {"uriTemplate": "echo://{word}", "name": "echo", "mimeType": "text/plain",
                  "text": "you said {{ args.word }}"},
+                {"uriTemplate": "search://books{/genre}{?q,lang}", "name": "search", "mimeType": "text/plain",
+                 "text": "genre={{ args.genre }} q={{ args.q }} lang={{ args.lang }}"},
+                {"uriTemplate": "files://root{/path*}", "name": "files", "mimeType": "text/plain",
+                 "text": "path={{ args.path }}"},
+                {"uriTemplate": "export://report{.format}", "name": "export", "mimeType": "text/plain",
+                 "text": "format={{ args.format }}"},
+                {"uriTemplate": "vault://{name}", "name": "vault", "mimeType": "text/plain",
+                 "inputRequests": {"unlock": {"method": "elicitation/create", "params": {
+                     "message": "PIN for {{ args.name }}?",
+                     "requestedSchema": {"type": "object", "properties": {"pin": {"type": "string"}},
+                                         "required": ["pin"]}}}},
+                 "requestTemplate": {"url": "/echo?vault={{ args.name }}&pin={{ input.unlock.content.pin }}"},
+                 "responseTemplate": {"body": "{{ args.name }} unlocked: {{ body }}"}},
+                {"uriTemplate": "shelf://{genre}/{title}", "name": "shelf", "mimeType": "text/plain",
+                 "text": "{{ args.title }} ({{ args.genre }})",
+                 "arguments": [{"name": "genre", "completions": ["scifi", "poetry"]},
+                               {"name": "title", "valuesWhen": {"genre": {"scifi": ["Dune", "Solaris"],
+                                                                          "poetry": ["Odes"]}}}]},
             ],
         },
         {"name": "tools-only", "upstream": {"cluster": "demo"},
@@ -143,6 +177,131 @@ def test_prompts_through_the_sdk(lib, mode):
 
 
 @pytest.mark.parametrize("mode", MODES)
+def test_completion_follows_the_arguments_already_given(lib, mode):
+    """`context.arguments` narrows what completion offers (`valuesWhen`), for prompts and resource
+    templates; an enum narrowed by another argument also refuses, in prompts/get, what it rules out."""
+    from mcp.shared.exceptions import MCPError
+    from mcp.types import PromptReference, ResourceTemplateReference
+
+    scaffold = PromptReference(type="ref/prompt", name="scaffold")
+    shelf = ResourceTemplateReference(type="ref/resource", uri="shelf://{genre}/{title}")
+
+    async def go():
+        async with _client(lib, mode) as c:
+            out = {
+                "rust": await c.complete(scaffold, {"name": "framework", "value": ""}, {"language": "rust"}),
+                "python-d": await c.complete(scaffold, {"name": "framework", "value": "d"}, {"language": "python"}),
+                "none": await c.complete(scaffold, {"name": "framework", "value": "a"}),
+                "edition": await c.complete(scaffold, {"name": "edition", "value": "20"}, {"language": "rust"}),
+                "no-edition": await c.complete(scaffold, {"name": "edition", "value": ""}, {"language": "go"}),
+                "scifi": await c.complete(shelf, {"name": "title", "value": ""}, {"genre": "scifi"}),
+                "got": await c.get_prompt("scaffold", {"language": "rust", "framework": "axum", "edition": "2024"}),
+            }
+            try:
+                await c.get_prompt("scaffold", {"language": "go", "edition": "2021"})
+                out["refused"] = None
+            except MCPError as e:
+                out["refused"] = e.error
+            return out
+
+    out = run_async(go)
+    assert out["rust"].completion.values == ["axum", "actix"], out["rust"]
+    assert out["python-d"].completion.values == ["django"]
+    assert out["none"].completion.values == ["axum", "actix"], "no context: the whole list"
+    assert (out["edition"].completion.values, out["edition"].completion.total) == (["2021", "2024"], 2)
+    assert out["no-edition"].completion.values == []
+    assert out["scifi"].completion.values == ["Dune", "Solaris"]
+    assert out["got"].messages[0].content.text == "A rust project on axum, edition 2024"
+    assert out["refused"].code == -32602, out["refused"]
+    assert "`edition`: takes no value when `language` is go" in out["refused"].message, out["refused"]
+
+
+# What the TypeScript SDK's own RFC 6570 expansion (`UriTemplate.expand`) makes of each template: the URIs a
+# TypeScript client sends, which the gateway must read back.
+EXPANSIONS = [
+    ("search://books{/genre}{?q,lang}", {"genre": "sci fi", "q": "dune & co", "lang": "en"},
+     "genre=sci fi q=dune & co lang=en"),
+    ("search://books{/genre}{?q,lang}", {"genre": "poetry", "lang": "fr"}, "genre=poetry q= lang=fr"),
+    ("files://root{/path*}", {"path": ["a", "b c", "d.txt"]}, "path=a/b c/d.txt"),
+    ("export://report{.format}", {"format": "pdf"}, "format=pdf"),
+]
+
+
+def _ts_expand(cases: list) -> list[str]:
+    import subprocess
+
+    from node_tools import node_env
+
+    sdk = harness.NODE_DIR / "@modelcontextprotocol" / "sdk" / "dist" / "esm" / "shared" / "uriTemplate.js"
+    assert sdk.exists(), sdk
+    script = (f"import {{ UriTemplate }} from {json.dumps(sdk.as_uri())};"
+              "const cases = JSON.parse(process.argv[1]);"
+              "console.log(JSON.stringify(cases.map(([t, v]) => new UriTemplate(t).expand(v))));")
+    out = subprocess.run([str(harness.node_binary()), "--input-type=module", "-e", script,
+                          json.dumps([[t, v] for t, v, _ in cases])],
+                         capture_output=True, text=True, timeout=60, env=node_env(), check=True)
+    return json.loads(out.stdout)
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_uri_template_operators_read_what_the_typescript_sdk_expands(lib, mode):
+    """Level 2-4 operators (`{/x}`, `{/x*}`, `{.x}`, `{?x,y}`): every URI the TypeScript SDK expands
+    is read back by the gateway with the variables it was expanded from; a URI with a query parameter the
+    template does not name is no template's."""
+    from mcp.shared.exceptions import MCPError
+
+    uris = _ts_expand(EXPANSIONS)
+    assert uris[0] == "search://books/sci%20fi?q=dune%20%26%20co&lang=en", uris
+    assert uris[2] == "files://root/a/b%20c/d.txt", uris
+
+    async def go():
+        async with _client(lib, mode) as c:
+            texts = [(await c.read_resource(u)).contents[0].text for u in uris]
+            try:
+                await c.read_resource("search://books/poetry?q=x&page=2")
+                refused = None
+            except MCPError as e:
+                refused = e.error
+            return texts, refused
+
+    texts, refused = run_async(go)
+    assert texts == [expected for _, _, expected in EXPANSIONS]
+    assert refused is not None and refused.code == (-32002 if mode == "legacy" else -32602), refused
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_a_resource_asks_the_client_before_it_is_read(lib, mode):
+    """`inputRequests` on a resource template: the SDK's elicitation callback is asked (an InputRequiredResult
+    at 2026-07-28; an SSE request and a poll in a 2025-11-25 session), and its answer reaches the upstream
+    request and the response template. Without an elicitation callback, the read is refused naming it."""
+    import mcp_types as types
+    from mcp.shared.exceptions import MCPError
+
+    asked: list = []
+
+    async def elicit(context, params):
+        asked.append(params.message)
+        return types.ElicitResult(action="accept", content={"pin": "4 2"})
+
+    async def go():
+        async with mcp_client(lib.mcp_url(SERVER), mode=mode, elicitation_callback=elicit) as c:
+            read = await c.read_resource("vault://diary")
+        async with mcp_client(lib.mcp_url(SERVER), mode=mode) as c:
+            try:
+                await c.read_resource("vault://diary")
+                refused = None
+            except MCPError as e:
+                refused = e.error
+        return read, refused
+
+    read, refused = run_async(go)
+    assert asked == ["PIN for diary?"], asked
+    text = read.contents[0].text
+    assert text.startswith("diary unlocked: ") and "vault=diary" in text and "pin=4" in text, text
+    assert refused is not None and refused.data["requiredCapabilities"] == {"elicitation": {}}, refused
+
+
+@pytest.mark.parametrize("mode", MODES)
 def test_resources_through_the_sdk(lib, mode):
     from mcp.types import ResourceTemplateReference
 
@@ -163,7 +322,9 @@ def test_resources_through_the_sdk(lib, mode):
     assert [(str(r.uri), r.name) for r in listed.resources] == [("guide://style", "style"), ("img://logo", "logo"),
                                                                  ("bin://tiny", "tiny")]
     assert (listed.resources[0].title, listed.resources[0].size) == ("Style guide", 15)
-    assert [t.uri_template for t in templates.resource_templates] == ["users://{id}", "echo://{word}"]
+    assert [t.uri_template for t in templates.resource_templates] == [
+        "users://{id}", "echo://{word}", "search://books{/genre}{?q,lang}", "files://root{/path*}",
+        "export://report{.format}", "vault://{name}", "shelf://{genre}/{title}"]
     assert (style.contents[0].text, style.contents[0].mime_type) == ("# Style for ops", "text/markdown")
     assert base64.b64decode(logo.contents[0].blob).startswith(b"\x89PNG")
     assert logo.contents[0].mime_type == "image/png"
@@ -274,6 +435,13 @@ def test_stateless_wire(lib):
          "server 'bad' resource 'x://1' field 'mimeTyp': unknown field"),
         ({"resourceTemplates": [{"uriTemplate": "x://{id}", "name": "t", "text": "{{ args.di }}"}]},
          "server 'bad' resource template 'x://{id}' field 'text': reads `args.di`"),
+        ({"prompts": [{"name": "p", "arguments": [{"name": "a", "valuesWhen": {"b": {"x": ["y"]}}}],
+                       "messages": [{"role": "user", "text": "hi"}]}]},
+         "server 'bad' prompt 'p' field 'arguments[0].valuesWhen.b': names no argument here (the arguments: a)"),
+        ({"resourceTemplates": [{"uriTemplate": "x://s{?tags*}", "name": "t", "text": "a"}]},
+         "server 'bad' resource template 'x://s{?tags*}' field 'uriTemplate': '{?tags*}': explode (`*`) on `?`"),
+        ({"resourceTemplates": [{"uriTemplate": "x://s{;v}", "name": "t", "text": "a"}]},
+         "server 'bad' resource template 'x://s{;v}' field 'uriTemplate': '{;v}': path parameters"),
     ],
 )
 def test_invalid_config_is_refused_by_envoy_naming_server_entry_and_field(gw, server, expected):

@@ -10,7 +10,8 @@ Every Envoy here is its own process on its own ports, in front of one demo upstr
   hot-signed, hot-local  started with hot restart enabled, then hot-restarted to epoch 1
 
 Keys are random per run (os.urandom). A signed id is base64url of
-`format(1) | key id(4) | nonce(12) | expires_ms(8, big-endian) | revision(4, yyyymmdd) | tag(16)`
+`format(1) | key id(4) | nonce(12) | expires_ms(8, big-endian) | revision(4) | tag(16)`, the revision word
+holding yyyymmdd in its low 25 bits and, with bit 31 set, the client's capabilities in bits 25..30
 (src/session/signed.rs); the tests read the key id and the expiry from it.
 """
 
@@ -57,7 +58,9 @@ def _decode(sid: str) -> dict:
         "format": raw[0],
         "key_id": raw[1:5],
         "expires_ms": int.from_bytes(raw[17:25], "big"),
-        "revision": int.from_bytes(raw[25:29], "big"),
+        "revision": int.from_bytes(raw[25:29], "big") & ((1 << 25) - 1),
+        "caps_kept": int.from_bytes(raw[25:29], "big") >> 31,
+        "caps": (int.from_bytes(raw[25:29], "big") >> 25) & 0x3F,
     }
 
 
@@ -284,6 +287,7 @@ def test_session_ids_carry_the_revision_and_a_fixed_expiry(replicas):
     fields = _decode(sid)
     assert result["protocolVersion"] == "2025-06-18"
     assert fields["format"] == 1 and fields["revision"] == 20250618, fields
+    assert (fields["caps_kept"], fields["caps"]) == (1, 0), "initialize declared no capabilities: kept as none"
     assert abs(fields["expires_ms"] / 1000 - (t0 + 1800)) < 5, fields
     for i, envoy in enumerate((b, a, b)):
         _assert_ok(_greet(envoy, sid, f"x{i}"), f"x{i}")

@@ -1,11 +1,14 @@
 //! Arguments of prompts and resource templates, and `completion/complete` for them.
 //!
 //! An argument's values come from its `enum` (the only values it accepts) or from `completions` (values
-//! suggested, others accepted). The answer to a completion request is computed from those lists, already in
-//! memory; nothing is fetched.
+//! suggested, others accepted). They may depend on the values of the other arguments (`valuesWhen`: for
+//! each value of another argument, the list that applies), which a completion request gives in
+//! `context.arguments` and a `prompts/get` in its arguments: what another argument's value rules out is
+//! neither offered nor, for an `enum`, accepted. The answer to a completion request is computed from those
+//! lists, already in memory; nothing is fetched.
 
 use crate::fields::{FieldError, Fields};
-use serde_json::{json, Value};
+use serde_json::{json, Map, Value};
 
 /// At most this many values go into one completion result (MCP's limit).
 pub const MAX_VALUES: usize = 100;
@@ -21,6 +24,38 @@ pub struct ArgumentConfig {
     pub enum_values: Option<Vec<String>>,
     /// Values completion offers; others are accepted.
     pub completions: Option<Vec<String>>,
+    /// The values that apply for each value of another argument (`valuesWhen: {other: {value: [...]}}`).
+    pub values_when: Vec<When>,
+}
+
+/// The lists of one argument that depend on another argument's value.
+#[derive(Debug, Clone, Default)]
+pub struct When {
+    /// The other argument.
+    pub argument: String,
+    /// Its value, and the values that apply then.
+    pub lists: Vec<(String, Vec<String>)>,
+}
+
+/// Reads `valuesWhen`: `{argument: {value: [strings]}}`.
+fn read_when(v: &Map<String, Value>, at: &str) -> Result<Vec<When>, FieldError> {
+    let mut out = Vec::with_capacity(v.len());
+    for (argument, table) in v {
+        let Some(table) = table.as_object() else {
+            return Err((format!("{at}.{argument}"), "must map values of that argument to lists of values".into()));
+        };
+        let mut lists = Vec::with_capacity(table.len());
+        for (value, list) in table {
+            let field = format!("{at}.{argument}.{value}");
+            let Some(items) = list.as_array() else {
+                return Err((field, "must be a list of strings".into()));
+            };
+            let strings: Option<Vec<String>> = items.iter().map(|i| i.as_str().map(str::to_string)).collect();
+            lists.push((value.clone(), strings.ok_or((field, "must be a list of strings".to_string()))?));
+        }
+        out.push(When { argument: argument.clone(), lists });
+    }
+    Ok(out)
 }
 
 impl ArgumentConfig {
@@ -33,6 +68,10 @@ impl ArgumentConfig {
             required: f.boolean("required")?,
             enum_values: f.strings("enum")?,
             completions: f.strings("completions")?,
+            values_when: match f.object("valuesWhen")? {
+                Some(m) => read_when(&m, &format!("{at}.valuesWhen"))?,
+                None => Vec::new(),
+            },
         };
         f.finish()?;
         Ok(a)
@@ -48,6 +87,8 @@ pub struct Argument {
     pub allowed: Option<Vec<String>>,
     /// What completion offers.
     pub values: Vec<String>,
+    /// The lists that apply instead for given values of other arguments.
+    pub when: Vec<When>,
 }
 
 impl Argument {
@@ -65,20 +106,66 @@ impl Argument {
         if cfg.enum_values.as_ref().is_some_and(Vec::is_empty) {
             return Err((format!("{field}.enum"), "must list at least one value".into()));
         }
+        for w in &cfg.values_when {
+            if w.argument == cfg.name {
+                return Err((
+                    format!("{field}.valuesWhen.{}", w.argument),
+                    "an argument cannot depend on itself".into(),
+                ));
+            }
+            if let Some(allowed) = &cfg.enum_values {
+                for (value, list) in &w.lists {
+                    if let Some(bad) = list.iter().find(|v| !allowed.contains(v)) {
+                        return Err((
+                            format!("{field}.valuesWhen.{}.{value}", w.argument),
+                            format!("'{bad}' is not in this argument's enum"),
+                        ));
+                    }
+                }
+            }
+        }
         let values = cfg.enum_values.clone().or_else(|| cfg.completions.clone()).unwrap_or_default();
-        Ok(Argument { name: cfg.name.clone(), required: cfg.required, allowed: cfg.enum_values.clone(), values })
+        Ok(Argument {
+            name: cfg.name.clone(),
+            required: cfg.required,
+            allowed: cfg.enum_values.clone(),
+            values,
+            when: cfg.values_when.clone(),
+        })
     }
 
     /// Whether completion has anything to offer for it.
     pub fn completable(&self) -> bool {
-        !self.values.is_empty()
+        !self.values.is_empty() || self.when.iter().any(|w| w.lists.iter().any(|(_, l)| !l.is_empty()))
     }
 
-    /// The `completion` of a `CompleteResult`: the values starting with `prefix` (case-insensitively), in
-    /// config order, at most [`MAX_VALUES`].
-    pub fn complete(&self, prefix: &str) -> Value {
+    /// The values that apply given the other arguments' values: those of every `valuesWhen` list that
+    /// applies (all of them, when several do), else the argument's own list.
+    pub fn candidates(&self, given: &Map<String, Value>) -> Vec<&String> {
+        let mut chosen: Option<Vec<&String>> = None;
+        for w in &self.when {
+            let Some(value) = given.get(&w.argument).and_then(Value::as_str) else { continue };
+            let Some((_, list)) = w.lists.iter().find(|(v, _)| v == value) else { continue };
+            chosen = Some(match chosen {
+                None => list.iter().collect(),
+                Some(c) => c.into_iter().filter(|v| list.contains(v)).collect(),
+            });
+        }
+        chosen.unwrap_or_else(|| self.values.iter().collect())
+    }
+
+    /// For an `enum` argument, the values it accepts given the other arguments' values (`None`: any).
+    pub fn accepted(&self, given: &Map<String, Value>) -> Option<Vec<&String>> {
+        self.allowed.as_ref().map(|_| self.candidates(given))
+    }
+
+    /// The `completion` of a `CompleteResult`: the values that apply given the other arguments
+    /// (`context.arguments`) and start with `prefix` (case-insensitively), in config order, at most
+    /// [`MAX_VALUES`].
+    pub fn complete(&self, prefix: &str, given: &Map<String, Value>) -> Value {
         let prefix = prefix.to_lowercase();
-        let matching: Vec<&String> = self.values.iter().filter(|v| v.to_lowercase().starts_with(&prefix)).collect();
+        let matching: Vec<&String> =
+            self.candidates(given).into_iter().filter(|v| v.to_lowercase().starts_with(&prefix)).collect();
         let total = matching.len();
         let values: Vec<&String> = matching.into_iter().take(MAX_VALUES).collect();
         json!({"values": values, "total": total, "hasMore": total > MAX_VALUES})
@@ -95,7 +182,31 @@ pub fn compile_all(cfgs: &[ArgumentConfig]) -> Result<Vec<Argument>, (String, St
         }
         out.push(arg);
     }
+    // What a list depends on must be another argument here, and a value it can take.
+    for (i, arg) in out.iter().enumerate() {
+        for w in &arg.when {
+            let at = format!("arguments[{i}].valuesWhen.{}", w.argument);
+            let Some(other) = out.iter().find(|o| o.name == w.argument) else {
+                let names: Vec<&str> = out.iter().map(|o| o.name.as_str()).collect();
+                return Err((at, format!("names no argument here (the arguments: {})", names.join(", "))));
+            };
+            if let Some(allowed) = &other.allowed {
+                if let Some((value, _)) = w.lists.iter().find(|(v, _)| !allowed.contains(v)) {
+                    return Err((format!("{at}.{value}"), format!("'{value}' is not in the enum of '{}'", other.name)));
+                }
+            }
+        }
+    }
     Ok(out)
+}
+
+/// `context.arguments` of a completion request: the values already given (absent: none).
+pub fn context_arguments(params: &Map<String, Value>) -> Result<Map<String, Value>, String> {
+    match params.get("context").and_then(|c| c.get("arguments")) {
+        None | Some(Value::Null) => Ok(Map::new()),
+        Some(Value::Object(m)) => Ok(m.clone()),
+        Some(_) => Err("`context.arguments` must be an object of argument values".into()),
+    }
 }
 
 /// The argument a `completion/complete` request names, from `params.argument`.
@@ -128,8 +239,9 @@ mod tests {
     #[test]
     fn completes_by_prefix_from_enum_or_list() {
         let a = arg(json!({"name": "city", "completions": ["Paris", "park", "Oslo"]})).unwrap();
-        assert_eq!(a.complete("pa"), json!({"values": ["Paris", "park"], "total": 2, "hasMore": false}));
-        assert_eq!(a.complete("")["total"], json!(3));
+        let none = Map::new();
+        assert_eq!(a.complete("pa", &none), json!({"values": ["Paris", "park"], "total": 2, "hasMore": false}));
+        assert_eq!(a.complete("", &none)["total"], json!(3));
         assert!(a.allowed.is_none() && a.completable());
         let e = arg(json!({"name": "u", "enum": ["a", "b"]})).unwrap();
         assert_eq!(e.allowed.as_deref(), Some(&["a".to_string(), "b".to_string()][..]));
@@ -138,13 +250,81 @@ mod tests {
             required: false,
             allowed: None,
             values: (0..150).map(|i| format!("v{i}")).collect(),
+            when: Vec::new(),
         };
-        let c = many.complete("v");
+        let c = many.complete("v", &none);
         assert_eq!(
             (c["values"].as_array().unwrap().len(), c["total"].clone(), c["hasMore"].clone()),
             (100, json!(150), json!(true))
         );
         assert!(!arg(json!({"name": "x"})).unwrap().completable());
+    }
+
+    fn args(list: Value) -> Result<Vec<Argument>, (String, String)> {
+        let cfgs: Vec<ArgumentConfig> = list
+            .as_array()
+            .unwrap()
+            .iter()
+            .enumerate()
+            .map(|(i, v)| ArgumentConfig::read(v, &format!("arguments[{i}]")).unwrap())
+            .collect();
+        compile_all(&cfgs)
+    }
+
+    fn given(v: Value) -> Map<String, Value> {
+        v.as_object().unwrap().clone()
+    }
+
+    #[test]
+    fn lists_follow_the_other_arguments_values() {
+        let a = args(json!([
+            {"name": "language", "enum": ["rust", "python", "go"]},
+            {"name": "framework", "completions": ["axum", "actix", "django", "flask", "gin"],
+             "valuesWhen": {"language": {"rust": ["axum", "actix"], "python": ["django", "flask"], "go": []}}},
+            {"name": "level", "enum": ["1", "2", "3"],
+             "valuesWhen": {"language": {"go": ["1"]}, "framework": {"axum": ["1", "2"], "gin": ["2"]}}},
+        ]))
+        .unwrap();
+        let values = |arg: &Argument, prefix: &str, g: Value| arg.complete(prefix, &given(g))["values"].clone();
+        assert_eq!(values(&a[1], "a", json!({"language": "rust"})), json!(["axum", "actix"]));
+        assert_eq!(values(&a[1], "", json!({"language": "go"})), json!([]), "an empty list offers nothing");
+        assert_eq!(values(&a[1], "a", json!({})), json!(["axum", "actix"]), "no context: the whole list");
+        assert_eq!(values(&a[1], "d", json!({"language": "cobol"})), json!(["django"]), "no entry: the whole list");
+        // Several lists apply: only what all of them allow.
+        assert_eq!(values(&a[2], "", json!({"framework": "axum"})), json!(["1", "2"]));
+        assert_eq!(values(&a[2], "", json!({"framework": "axum", "language": "go"})), json!(["1"]));
+        assert_eq!(values(&a[2], "", json!({"framework": "gin", "language": "go"})), json!([]));
+        assert!(a[1].completable() && a[1].accepted(&given(json!({}))).is_none());
+        let accepted = a[2].accepted(&given(json!({"language": "go"}))).unwrap();
+        assert_eq!(accepted, [&"1".to_string()]);
+        let only_when = args(json!([{"name": "a", "enum": ["x"]}, {"name": "b", "valuesWhen": {"a": {"x": ["y"]}}}]));
+        assert!(only_when.unwrap()[1].completable());
+    }
+
+    #[test]
+    fn a_list_on_an_unknown_argument_or_value_is_refused_at_load() {
+        let e = args(json!([{"name": "a", "valuesWhen": {"b": {"x": ["y"]}}}])).unwrap_err();
+        assert_eq!(e.0, "arguments[0].valuesWhen.b");
+        assert!(e.1.contains("names no argument here"), "{}", e.1);
+        let e = args(json!([{"name": "a", "valuesWhen": {"a": {"x": ["y"]}}}])).unwrap_err();
+        assert_eq!(e.0, "arguments[0].valuesWhen.a");
+        let e = args(json!([{"name": "a", "enum": ["x"]}, {"name": "b", "valuesWhen": {"a": {"z": ["y"]}}}]));
+        assert_eq!(e.unwrap_err(), ("arguments[1].valuesWhen.a.z".into(), "'z' is not in the enum of 'a'".into()));
+        let e = args(json!([{"name": "a"}, {"name": "b", "enum": ["p"], "valuesWhen": {"a": {"z": ["q"]}}}]));
+        assert_eq!(e.unwrap_err().0, "arguments[1].valuesWhen.a.z");
+        let e = ArgumentConfig::read(&json!({"name": "b", "valuesWhen": {"a": {"z": "q"}}}), "arguments[3]");
+        assert_eq!(e.unwrap_err().0, "arguments[3].valuesWhen.a.z");
+        let e = ArgumentConfig::read(&json!({"name": "b", "valuesWhen": {"a": ["q"]}}), "arguments[3]");
+        assert_eq!(e.unwrap_err().0, "arguments[3].valuesWhen.a");
+    }
+
+    #[test]
+    fn context_arguments_are_an_object_or_nothing() {
+        assert_eq!(context_arguments(&given(json!({}))), Ok(Map::new()));
+        assert_eq!(context_arguments(&given(json!({"context": {}}))), Ok(Map::new()));
+        let c = context_arguments(&given(json!({"context": {"arguments": {"a": "x"}}}))).unwrap();
+        assert_eq!(c["a"], json!("x"));
+        assert!(context_arguments(&given(json!({"context": {"arguments": ["x"]}}))).is_err());
     }
 
     #[test]

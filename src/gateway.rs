@@ -420,9 +420,11 @@ impl Gateway {
                 cfg.max_response_bytes, ENVOY_ANSWER_LIMIT, ENVOY_ANSWER_LIMIT_KEY
             ));
         }
-        let asks = servers
-            .iter()
-            .any(|s| s.tools.iter().any(|t| t.inputs.is_some()) || s.prompts.iter().any(|p| p.inputs.is_some()));
+        let asks = servers.iter().any(|s| {
+            s.tools.iter().any(|t| t.inputs.is_some())
+                || s.prompts.iter().any(|p| p.inputs.is_some())
+                || s.resources.iter().chain(&s.resource_templates).any(|r| r.inputs.is_some())
+        });
         let mut own_keys = Vec::with_capacity(cfg.input_signing_keys.len());
         for (i, text) in cfg.input_signing_keys.iter().enumerate() {
             let field = format!("inputSigningKeys[{i}]");

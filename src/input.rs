@@ -27,7 +27,7 @@
 
 use crate::fields::{FieldError, Fields};
 use crate::jsonrpc::{self, RpcError};
-use crate::mcp::Revision;
+use crate::mcp::{ClientCaps, Revision};
 use crate::schema::Validator;
 use crate::session::{Env, KeyValue};
 use crate::template::{Data, TemplateId, Templates};
@@ -79,6 +79,15 @@ impl Method {
             Method::Elicit => "elicitation",
             Method::Sample => "sampling",
             Method::Roots => "roots",
+        }
+    }
+
+    /// Whether a client with these capabilities can answer a request of this method (an elicitation of
+    /// ours is a form, so it needs form mode).
+    pub fn answerable(self, caps: ClientCaps) -> bool {
+        match self {
+            Method::Elicit => caps.elicits_forms(),
+            other => caps.has(other.capability()) == Some(true),
         }
     }
 }
@@ -327,6 +336,9 @@ fn shared_key(env: &mut dyn Env) -> Option<Key> {
 pub struct Ctx {
     pub now_ms: u64,
     keys: Vec<Key>,
+    /// The capabilities a 2025 session's client declared in `initialize` (`None`: no session, or one opened
+    /// before they were kept).
+    pub client: Option<crate::mcp::ClientCaps>,
 }
 
 impl Ctx {
@@ -336,12 +348,12 @@ impl Ctx {
             Some(k) => k.to_vec(),
             None => shared_key(env).into_iter().collect(),
         };
-        Ctx { now_ms: env.now_ms(), keys }
+        Ctx { now_ms: env.now_ms(), keys, client: None }
     }
 
     /// A context with these keys (tests).
     pub fn with_keys(now_ms: u64, secrets: &[&[u8]]) -> Ctx {
-        Ctx { now_ms, keys: secrets.iter().map(|s| derive(s)).collect() }
+        Ctx { now_ms, keys: secrets.iter().map(|s| derive(s)).collect(), client: None }
     }
 
     fn tag(key: &Key, payload: &[u8], call: &Call) -> HmacSha256 {
@@ -495,13 +507,15 @@ pub fn resolve(
         Some(Value::Object(m)) => Some(m),
         Some(_) => return invalid("inputResponses must be an object of answers by key".into()),
     };
-    // A 2025-11-25 session is asked by SSE polling ([`poll`]); its `initialize` capabilities are not kept,
-    // so every kind is asked, and a client that cannot answer says so in its response.
-    let polled = json!({"elicitation": {}, "sampling": {}, "roots": {}});
+    // A stateless request declares its client's capabilities; a 2025-11-25 session is asked by SSE polling
+    // ([`poll`]) what its `initialize` declared (a session opened before they were kept: every kind, and a
+    // client that cannot answer says so in its response). Older revisions cannot be asked.
     let caps = if stateless {
-        params.get("_meta").and_then(|m| m.get("io.modelcontextprotocol/clientCapabilities"))
+        Some(ClientCaps::from_json(
+            params.get("_meta").and_then(|m| m.get("io.modelcontextprotocol/clientCapabilities")),
+        ))
     } else if revision == Revision::V2025_11_25 {
-        Some(&polled)
+        Some(ctx.client.unwrap_or(ClientCaps::from_bits(crate::mcp::client_caps::ALL_BITS)))
     } else {
         None
     };
@@ -516,9 +530,25 @@ pub fn resolve(
             if !req.if_missing.is_empty() && !req.if_missing.iter().any(|n| missing(&args, n)) {
                 continue;
             }
-            if caps.and_then(|c| c.get(req.method.capability())).is_none() {
+            if !caps.is_some_and(|c| req.method.answerable(c)) {
                 if req.optional {
                     continue;
+                }
+                if caps.is_some() && !stateless {
+                    return Next::Reply(Err(RpcError::new(
+                        jsonrpc::INVALID_REQUEST,
+                        format!(
+                            "{} {} asks the client for input ({} `{}`), which needs the client capability `{}`{}; \
+                             this session's initialize did not declare it",
+                            &call.kind[..call.kind.len() - 1],
+                            call.name,
+                            req.method.name(),
+                            req.key,
+                            req.method.capability(),
+                            if req.method == Method::Elicit { " (form mode)" } else { "" },
+                        ),
+                    )
+                    .with_data(json!({"requiredCapabilities": {req.method.capability(): {}}}))));
                 }
                 if !stateless {
                     return Next::Reply(Err(RpcError::new(

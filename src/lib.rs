@@ -47,6 +47,7 @@ pub mod template;
 pub mod tool;
 pub mod transport;
 pub mod upstream;
+pub mod uri_template;
 
 #[cfg(target_arch = "wasm32")]
 pub mod host;

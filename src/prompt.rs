@@ -199,11 +199,27 @@ impl Prompt {
         for (k, v) in &given {
             match self.arguments.iter().find(|a| &a.name == k) {
                 None => problems.push(format!("`{k}`: is not an argument of this prompt")),
-                Some(a) => match v.as_str() {
-                    None => problems.push(format!("`{k}`: must be a string")),
-                    Some(s) if a.allowed.as_ref().is_some_and(|e| !e.iter().any(|x| x == s)) => problems
-                        .push(format!("`{k}`: must be one of {}", a.allowed.as_deref().unwrap_or_default().join(", "))),
-                    Some(_) => {}
+                Some(a) => match (v.as_str(), a.accepted(&given)) {
+                    (None, _) => problems.push(format!("`{k}`: must be a string")),
+                    (Some(s), Some(accepted)) if !accepted.iter().any(|x| *x == s) => {
+                        let list: Vec<&str> = accepted.iter().map(|x| x.as_str()).collect();
+                        // Which other arguments narrowed the enum, when some did.
+                        let since: Vec<String> = a
+                            .when
+                            .iter()
+                            .filter_map(|w| given.get(&w.argument).and_then(Value::as_str).map(|v| (w, v)))
+                            .filter(|(w, v)| w.lists.iter().any(|(x, _)| x == v))
+                            .map(|(w, v)| format!("`{}` is {v}", w.argument))
+                            .collect();
+                        problems.push(match (since.is_empty(), list.is_empty()) {
+                            (true, _) => format!("`{k}`: must be one of {}", list.join(", ")),
+                            (false, true) => format!("`{k}`: takes no value when {}", since.join(" and ")),
+                            (false, false) => {
+                                format!("`{k}`: must be one of {} when {}", list.join(", "), since.join(" and "))
+                            }
+                        });
+                    }
+                    _ => {}
                 },
             }
         }
@@ -276,6 +292,22 @@ mod tests {
             assert!(e.message.contains(part), "{}", e.message);
         }
         assert!(p.get(&t, &c, None, None).unwrap_err().message.contains("`lang`: is required"));
+    }
+
+    #[test]
+    fn an_enum_narrowed_by_another_argument_refuses_what_it_rules_out() {
+        let (p, t, c) = prompt(
+            "name: pick\narguments:\n- {name: lang, enum: [rust, go]}\n\
+             - {name: level, enum: ['1', '2'], valuesWhen: {lang: {go: ['1'], rust: []}}}\n\
+             messages: [{role: user, text: '{{ args.level }}'}]\n",
+        )
+        .unwrap();
+        assert!(p.get(&t, &c, Some(&json!({"lang": "go", "level": "1"})), None).is_ok());
+        assert!(p.get(&t, &c, Some(&json!({"level": "2"})), None).is_ok(), "nothing narrows it");
+        let e = p.get(&t, &c, Some(&json!({"lang": "go", "level": "2"})), None).unwrap_err();
+        assert!(e.message.contains("`level`: must be one of 1 when `lang` is go"), "{}", e.message);
+        let e = p.get(&t, &c, Some(&json!({"lang": "rust", "level": "1"})), None).unwrap_err();
+        assert!(e.message.contains("`level`: takes no value when `lang` is rust"), "{}", e.message);
     }
 
     #[test]

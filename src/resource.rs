@@ -14,9 +14,9 @@ use crate::jsonrpc::{RpcError, INTERNAL_ERROR};
 use crate::template::{TemplateId, Templates};
 use crate::tool::{Prepared, Tool};
 use crate::upstream::{UpstreamRequest, UpstreamResult};
+use crate::uri_template::UriTemplate;
 use base64::Engine;
 use minijinja::{context, value::Value as MjValue};
-use regex_lite::Regex;
 use serde_json::{json, Map, Value};
 
 /// What resources and resource templates share in the config: how they are shown and where their contents
@@ -43,6 +43,8 @@ pub struct ResourceConfig {
     pub response_template: Option<ResponseTemplate>,
     pub error_response_template: Option<String>,
     pub upstream: Option<UpstreamConfig>,
+    /// What to ask the client before the resource is read (as for tools and prompts).
+    pub input_requests: Option<Value>,
 }
 
 impl ResourceConfig {
@@ -71,6 +73,7 @@ impl ResourceConfig {
             response_template: f.nested("responseTemplate", crate::config::ResponseTemplate::read)?,
             error_response_template: f.string("errorResponseTemplate")?,
             upstream: f.nested("upstream", crate::config::UpstreamConfig::read)?,
+            input_requests: f.value("inputRequests").cloned(),
         };
         f.finish()?;
         Ok(r)
@@ -97,6 +100,8 @@ pub struct Resource {
     mime_type: Option<String>,
     pub arguments: Vec<Argument>,
     source: Source,
+    /// What the client is asked before a read (`inputRequests`).
+    pub inputs: Option<crate::input::Inputs>,
 }
 
 /// What reading a resource produced.
@@ -165,9 +170,15 @@ impl Resource {
         }
         let prefix = format!("{}/resource:{}", server.name, uri);
         let names: Vec<&str> = vars.iter().map(String::as_str).collect();
+        let inputs = match &cfg.input_requests {
+            Some(raw) => Some(crate::input::Inputs::compile(raw, &prefix, &names, templates, config)?),
+            None => None,
+        };
+        // The contents' templates may read the answers to the input requests, and only then.
+        let known: &[&str] =
+            if inputs.is_some() { &["args", "uri", "config", "input"] } else { &["args", "uri", "config"] };
         let checked = |t: &mut Templates, field: &str, src: &str| {
-            t.add_checked(&format!("{prefix}/{field}"), src, &["args", "uri", "config"], &names, config)
-                .map_err(|e| (field.to_string(), e))
+            t.add_checked(&format!("{prefix}/{field}"), src, known, &names, config).map_err(|e| (field.to_string(), e))
         };
         let source = if let Some(text) = &cfg.text {
             Source::Text(checked(templates, "text", text)?)
@@ -189,6 +200,8 @@ impl Resource {
                 request_template: Some(rt),
                 response_template: cfg.response_template.clone(),
                 error_response_template: cfg.error_response_template.clone(),
+                // Lets its templates read `input`; the resource asks, the tool's own copy is not used.
+                input_requests: cfg.input_requests.clone(),
                 ..ToolConfig::default()
             };
             Source::Upstream(Box::new(Tool::compile(server, &tool, templates, config)?))
@@ -217,6 +230,7 @@ impl Resource {
             mime_type: cfg.mime_type.clone(),
             arguments,
             source,
+            inputs,
         })
     }
 
@@ -225,11 +239,26 @@ impl Resource {
         self.pattern.as_ref()?.matches(uri)
     }
 
-    /// Reads the resource at `uri` (with the variables a template matched).
-    pub fn read(&self, templates: &Templates, config: &MjValue, uri: &str, vars: Map<String, Value>) -> Read {
+    /// Reads the resource at `uri` (with the variables a template matched, and the client's answers to its
+    /// input requests).
+    pub fn read(
+        &self,
+        templates: &Templates,
+        config: &MjValue,
+        uri: &str,
+        vars: Map<String, Value>,
+        input: Option<&Value>,
+    ) -> Read {
         let args = Value::Object(vars);
-        let ctx =
-            || context! { args => MjValue::from(minijinja::value::Serde(&args)), uri => uri, config => config.clone() };
+        let ctx = || match input {
+            Some(i) => context! {
+                args => MjValue::from(minijinja::value::Serde(&args)), uri => uri, config => config.clone(),
+                input => MjValue::from(minijinja::value::Serde(i)),
+            },
+            None => {
+                context! { args => MjValue::from(minijinja::value::Serde(&args)), uri => uri, config => config.clone() }
+            }
+        };
         let render = |t: &TemplateId| {
             templates.render_ctx(t, ctx()).map_err(|e| RpcError::new(INTERNAL_ERROR, format!("resource {uri}: {e}")))
         };
@@ -242,10 +271,12 @@ impl Resource {
                 }
                 Ok(self.contents(uri, None, None, Some(b)))
             })),
-            Source::Upstream(tool) => match tool.prepare(templates, config, Some(&args)) {
-                Prepared::Done(result) => Read::Done(self.contents_of(uri, None, result)),
-                Prepared::Upstream(request, args) => Read::Upstream(request, args),
-            },
+            Source::Upstream(tool) => {
+                match crate::template::with_input(input, || tool.prepare(templates, config, Some(&args))) {
+                    Prepared::Done(result) => Read::Done(self.contents_of(uri, None, result)),
+                    Prepared::Upstream(request, args) => Read::Upstream(request, args),
+                }
+            }
         }
     }
 
@@ -339,72 +370,12 @@ fn is_textual(mime: &str) -> bool {
 }
 
 /// `scheme:rest`, the scheme as RFC 3986 spells it.
-fn is_uri(s: &str) -> bool {
+pub(crate) fn is_uri(s: &str) -> bool {
     let Some((scheme, rest)) = s.split_once(':') else { return false };
     !rest.is_empty()
         && scheme.starts_with(|c: char| c.is_ascii_alphabetic())
         && scheme.bytes().all(|b| b.is_ascii_alphanumeric() || b"+-.".contains(&b))
         && !s.bytes().any(|b| b.is_ascii_control() || b == b' ')
-}
-
-/// An RFC 6570 URI template of levels 1 and 2 (`{var}`, `{+var}`), matched against URIs: `{var}` matches
-/// one or more characters other than `/ ? #`, `{+var}` any; matched values are percent-decoded.
-#[derive(Debug)]
-struct UriTemplate {
-    regex: Regex,
-    vars: Vec<String>,
-}
-
-impl UriTemplate {
-    fn parse(template: &str) -> Result<UriTemplate, String> {
-        let mut pattern = String::from("^");
-        let mut vars = Vec::new();
-        let mut rest = template;
-        while let Some(open) = rest.find('{') {
-            pattern.push_str(&regex_lite::escape(&rest[..open]));
-            let close = rest[open..].find('}').ok_or("has a '{' without its '}'")? + open;
-            let expr = &rest[open + 1..close];
-            let (reserved, name) = match expr.strip_prefix('+') {
-                Some(n) => (true, n),
-                None => (false, expr),
-            };
-            if name.is_empty() || !name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_') {
-                return Err(format!(
-                    "'{{{expr}}}': this gateway matches {{name}} and {{+name}} (RFC 6570 levels 1 and 2), names of letters, digits and _"
-                ));
-            }
-            if vars.iter().any(|v| v == name) {
-                return Err(format!("variable '{name}' appears twice"));
-            }
-            pattern.push_str(if reserved { "(.+?)" } else { "([^/?#]+?)" });
-            vars.push(name.to_string());
-            rest = &rest[close + 1..];
-        }
-        if rest.contains('}') {
-            return Err("has a '}' without its '{'".into());
-        }
-        pattern.push_str(&regex_lite::escape(rest));
-        pattern.push('$');
-        if vars.is_empty() {
-            return Err("has no {variable}: list it under resources instead".into());
-        }
-        if !is_uri(&template.replace(['{', '}', '+'], "")) {
-            return Err("must be an absolute URI template (scheme:...)".into());
-        }
-        let regex = Regex::new(&pattern).map_err(|e| e.to_string())?;
-        Ok(UriTemplate { regex, vars })
-    }
-
-    fn matches(&self, uri: &str) -> Option<Map<String, Value>> {
-        let caps = self.regex.captures(uri)?;
-        let mut out = Map::new();
-        for (i, name) in self.vars.iter().enumerate() {
-            let raw = caps.get(i + 1)?.as_str();
-            let value = percent_encoding::percent_decode_str(raw).decode_utf8().ok()?;
-            out.insert(name.clone(), json!(value));
-        }
-        Some(out)
-    }
 }
 
 #[cfg(test)]
@@ -434,10 +405,10 @@ mod tests {
         let (r, t, c) =
             compile("{uri: 'test://a', name: a, mimeType: text/plain, text: 'k={{ config.k }}'}", false).unwrap();
         assert_eq!(r.listing, json!({"uri": "test://a", "name": "a", "mimeType": "text/plain"}));
-        let v = done(r.read(&t, &c, "test://a", Map::new())).unwrap();
+        let v = done(r.read(&t, &c, "test://a", Map::new(), None)).unwrap();
         assert_eq!(v, json!({"contents": [{"uri": "test://a", "mimeType": "text/plain", "text": "k=v"}]}));
         let (r, t, c) = compile("{uri: 'test://b', name: b, blob: AQID}", false).unwrap();
-        assert_eq!(done(r.read(&t, &c, "test://b", Map::new())).unwrap()["contents"][0]["blob"], json!("AQID"));
+        assert_eq!(done(r.read(&t, &c, "test://b", Map::new(), None)).unwrap()["contents"][0]["blob"], json!("AQID"));
         let (r, t, c) = compile(
             "{uriTemplate: 'test://t/{id}/x{+rest}', name: t, text: '{{ args.id }}|{{ args.rest }}|{{ uri }}'}",
             true,
@@ -445,7 +416,7 @@ mod tests {
         .unwrap();
         assert!(r.matches("test://t//x").is_none() && r.matches("test://u/1/x2").is_none());
         let vars = r.matches("test://t/a%20b/x/c/d").unwrap();
-        let v = done(r.read(&t, &c, "test://t/a%20b/x/c/d", vars)).unwrap();
+        let v = done(r.read(&t, &c, "test://t/a%20b/x/c/d", vars, None)).unwrap();
         assert_eq!(v["contents"][0]["text"], json!("a b|/c/d|test://t/a%20b/x/c/d"));
         assert_eq!(r.listing["uriTemplate"], json!("test://t/{id}/x{+rest}"));
     }
@@ -455,7 +426,9 @@ mod tests {
         let (r, t, c) =
             compile("{uriTemplate: 'users://{id}', name: u, mimeType: application/json, requestTemplate: {url: '/users/{{ args.id }}'}}", true)
                 .unwrap();
-        let Read::Upstream(req, args) = r.read(&t, &c, "users://7", r.matches("users://7").unwrap()) else { panic!() };
+        let Read::Upstream(req, args) = r.read(&t, &c, "users://7", r.matches("users://7").unwrap(), None) else {
+            panic!()
+        };
         assert_eq!((req.cluster.as_str(), req.path.as_str()), ("api", "/users/7"));
         let ok = UpstreamResult::Response { status: 200, headers: vec![], body: b"{\"id\": 7}".to_vec() };
         let v = r.finish(&t, &c, "users://7", &args, ok).unwrap();
@@ -482,7 +455,7 @@ mod tests {
         assert_eq!(field("{uri: 'a:b', name: a, text: x, blob: AA==}", false), "text");
         assert_eq!(field("{uri: 'a:b', name: a, text: '{{ args.id }}'}", false), "text");
         assert_eq!(field("{uriTemplate: 'a://{id}', name: a, text: '{{ args.di }}'}", true), "text");
-        assert_eq!(field("{uriTemplate: 'a://{?q}', name: a, text: x}", true), "uriTemplate");
+        assert_eq!(field("{uriTemplate: 'a://{?q*}', name: a, text: x}", true), "uriTemplate");
         assert_eq!(field("{uriTemplate: 'a://x', name: a, text: x}", true), "uriTemplate");
         assert_eq!(field("{uri: 'a://x', name: a, text: x}", true), "uriTemplate");
         assert_eq!(field("{uri: 'a://x', name: a, text: x, size: -1}", false), "size");

@@ -695,7 +695,8 @@ impl Exchange {
         let version = Revision::negotiate(Some(requested));
         let server = self.server(gw);
         let reply = jsonrpc::result(id, mcp::initialize_result(server, version));
-        let session = Session::new(server.name.clone(), version.as_str().to_string());
+        let mut session = Session::new(server.name.clone(), version.as_str().to_string());
+        session.client = Some(mcp::ClientCaps::from_json(params.and_then(|p| p.get("capabilities"))));
         self.phase = Phase::Creating(reply);
         Step::Session(SessionOp::Create(session))
     }
@@ -736,6 +737,7 @@ impl Exchange {
             }
             (Phase::Polling, SessionOutcome::Found(session)) => {
                 self.revision = Revision::parse(&session.version).unwrap_or(Revision::LATEST_LEGACY);
+                self.input.client = session.client;
                 let resume = self.last_event_id.as_deref().and_then(crate::input::poll::Resume::decode);
                 let Some(resume) = resume.filter(|_| self.revision == Revision::V2025_11_25) else {
                     return self.respond(HttpResponse::error(
@@ -753,6 +755,7 @@ impl Exchange {
             (Phase::Polling, SessionOutcome::NotFound) => self.respond(session_not_found(Value::Null)),
             (Phase::Opening(batch), SessionOutcome::Found(session)) => {
                 self.revision = Revision::parse(&session.version).unwrap_or(Revision::LATEST_LEGACY);
+                self.input.client = session.client;
                 self.session = Some(session.clone());
                 if matches!(batch, Batch::Many(_)) && !self.revision.allows_batch() {
                     return self.respond(HttpResponse::error(
@@ -854,7 +857,7 @@ impl Exchange {
             Some(Ok(Message::Request { id, method, params: Some(p) }))
                 if single && self.revision == Revision::V2025_11_25 && !self.relayed && gw.input_keys.is_some() =>
             {
-                let name = p.get("name").and_then(Value::as_str).unwrap_or_default().to_string();
+                let name = p.get("name").or(p.get("uri")).and_then(Value::as_str).unwrap_or_default().to_string();
                 let arguments = p.get("arguments").cloned().unwrap_or(Value::Null);
                 Some((id.clone(), method.clone(), name, arguments))
             }

@@ -10,8 +10,8 @@
 //! `inputResponses`, the round's `requestState`), and carries its result; until then it gets the priming
 //! event again, so that the client polls on with the same id.
 //!
-//! `E` carries what the GET needs to run the call again: the original request id, method, tool or prompt,
-//! arguments, the keys asked, and the signed `requestState` (which binds the name and the arguments, so
+//! `E` carries what the GET needs to run the call again: the original request id, method, tool, prompt or
+//! resource URI, arguments, the keys asked, and the signed `requestState` (which binds the name and the arguments, so
 //! altering them in `E` fails the retry). Answers are kept per session and expire with the state.
 
 use super::STATE_TTL_MS;
@@ -51,7 +51,7 @@ impl Resume {
         let keys = v.get("k")?.as_array()?.iter().map(|k| k.as_str().map(str::to_string)).collect::<Option<_>>()?;
         Some(Resume {
             id: v.get("i").cloned().filter(|i| i.is_string() || i.is_number())?,
-            method: s("m").filter(|m| m == "tools/call" || m == "prompts/get")?,
+            method: s("m").filter(|m| m == "tools/call" || m == "prompts/get" || m == "resources/read")?,
             name: s("n")?,
             arguments: v.get("g").cloned().unwrap_or(Value::Null),
             keys,
@@ -75,12 +75,17 @@ impl Resume {
             let result = v.get("result").cloned().unwrap_or(v);
             responses.insert(key.clone(), result);
         }
-        let params = json!({
-            "name": self.name,
-            "arguments": self.arguments,
-            "inputResponses": responses,
-            "requestState": self.state,
-        });
+        // A resource is named by its URI, whose variables are its arguments.
+        let params = if self.method == "resources/read" {
+            json!({"uri": self.name, "inputResponses": responses, "requestState": self.state})
+        } else {
+            json!({
+                "name": self.name,
+                "arguments": self.arguments,
+                "inputResponses": responses,
+                "requestState": self.state,
+            })
+        };
         Some(crate::jsonrpc::Message::Request {
             id: self.id.clone(),
             method: self.method.clone(),

@@ -51,6 +51,20 @@ servers:
     inputRequests:
       user_context: {method: elicitation/create, params: {message: Which context?, requestedSchema: {type: object, properties: {context: {type: string}}, required: [context]}}}
     messages: [{role: user, text: "Context: {{ input.user_context.content.context }}"}]
+  resourceTemplates:
+  - uriTemplate: "vault://{name}"
+    name: vault
+    inputRequests:
+      unlock: {method: elicitation/create, params: {message: "Open {{ args.name }}?", requestedSchema: {type: object, properties: {pin: {type: string}}, required: [pin]}}}
+    text: "{{ args.name }} opened with {{ input.unlock.content.pin }}"
+  - uriTemplate: "remote://{name}"
+    name: remote
+    inputRequests:
+      ok: {method: elicitation/create, params: {message: Fetch?, requestedSchema: {type: object, properties: {sure: {type: boolean}}}}}
+    requestTemplate:
+      url: "/files/{{ args.name }}"
+      headers: [{key: x-sure, value: "{{ input.ok.content.sure | tojson }}"}]
+    responseTemplate: {body: "{{ body }} (sure: {{ input.ok.content.sure | tojson }})"}
 "#;
 
 const KEY: &[u8] = b"0123456789abcdef0123456789abcdef";
@@ -297,11 +311,34 @@ fn only_what_the_client_declares_is_asked() {
         Revision::V2025_11_25,
     ));
     assert_eq!(r["result"]["resultType"], json!("input_required"));
+    // A 2025-11-25 session whose initialize did not declare elicitation in form mode is not asked: -32600
+    // naming the capability; an optional request it cannot answer is left out.
+    for declared in [json!({}), json!({"elicitation": {"url": {}}, "sampling": {}})] {
+        let session = Ctx { client: Some(ClientCaps::from_json(Some(&declared))), ..Ctx::with_keys(NOW, &[KEY]) };
+        let call = json!({"name": "delete_user", "arguments": {"id": "1"}});
+        let r = reply(handle_at(&g, &session, "tools/call", call, Revision::V2025_11_25));
+        assert_eq!(r["error"]["code"], json!(-32600), "{declared}: {r}");
+        assert_eq!(r["error"]["data"]["requiredCapabilities"], json!({"elicitation": {}}));
+        assert!(r["error"]["message"].as_str().unwrap().contains("(form mode)"), "{r}");
+    }
+    let session = Ctx {
+        client: Some(ClientCaps::from_json(Some(&json!({"elicitation": {}, "sampling": {}})))),
+        ..Ctx::with_keys(NOW, &[KEY])
+    };
+    let r2 = reply(handle_at(&g, &session, "tools/call", p_without_meta(&r1), Revision::V2025_11_25));
+    let keys: Vec<&String> = r2["result"]["inputRequests"].as_object().unwrap().keys().collect();
+    assert_eq!(keys, ["step2", "haiku"], "roots is optional and not declared");
     // ... but a tool whose question does not apply runs as before.
     assert!(matches!(
         handle_at(&g, &ctx, "tools/call", json!({"name": "weather", "arguments": {"city": "Oslo"}}), legacy),
         Handled::Call { .. }
     ));
+}
+
+/// The round-2 retry of `survey` (its round-1 answer), as a session sends it: no `_meta`.
+fn p_without_meta(r1: &Value) -> Value {
+    json!({"name": "survey", "requestState": r1["result"]["requestState"],
+        "inputResponses": {"step1": accept(json!({"name": "Ada"}))}})
 }
 
 #[test]
@@ -459,6 +496,41 @@ fn through_the_driver_the_round_trip_reaches_the_upstream() {
     assert_eq!(late["error"]["code"], json!(-32602), "expired");
 }
 
+#[test]
+fn resources_ask_before_they_are_read() {
+    let g = gw();
+    let ctx = Ctx::with_keys(NOW, &[KEY]);
+    let read = |p: Value| handle_at(&g, &ctx, "resources/read", params(p, caps_all()), Revision::V2026_07_28);
+    let r1 = reply(read(json!({"uri": "vault://diary"})));
+    assert_eq!(r1["result"]["inputRequests"]["unlock"]["params"]["message"], json!("Open diary?"));
+    let answered = |uri: &str, state: &Value, content: Value| json!({"uri": uri, "requestState": state, "inputResponses": {"unlock": accept(content)}});
+    let state = &r1["result"]["requestState"];
+    let r2 = reply(read(answered("vault://diary", state, json!({"pin": "1234"}))));
+    assert_eq!(r2["result"]["contents"][0]["text"], json!("diary opened with 1234"), "{r2}");
+    // The state is bound to the URI read: another one is refused.
+    let r = reply(read(answered("vault://other", state, json!({"pin": "1234"}))));
+    assert_eq!(r["error"]["code"], json!(-32602));
+    // A decline ends the read with -32602.
+    let declined = json!({"uri": "vault://diary", "requestState": state,
+        "inputResponses": {"unlock": {"action": "decline"}}});
+    let r = reply(read(declined));
+    assert_eq!(r["error"]["code"], json!(-32602));
+    assert!(r["error"]["message"].as_str().unwrap().contains("declined the input request `unlock`"), "{r}");
+    // A fetched resource: the answer reaches the upstream request and the response template.
+    let r1 = reply(read(json!({"uri": "remote://a.txt"})));
+    let p = json!({"uri": "remote://a.txt", "requestState": r1["result"]["requestState"],
+        "inputResponses": {"ok": accept(json!({"sure": true}))}});
+    let Handled::Call { call, request, args, id } = read(p) else { panic!("expected an upstream read") };
+    assert_eq!(request.path, "/files/a.txt");
+    assert!(request.headers.contains(&("x-sure".into(), "true".into())), "{:?}", request.headers);
+    let answer = UpstreamResult::Response { status: 200, headers: vec![], body: b"contents".to_vec() };
+    let done = mcp::finish_call(&g, &g.servers[0], id, &call, &args, answer, Revision::V2026_07_28);
+    assert_eq!(done["result"]["contents"][0]["text"], json!("contents (sure: true)"), "{done}");
+    // Older sessions cannot be asked: the read is refused naming the revision.
+    let r = reply(handle_at(&g, &ctx, "resources/read", json!({"uri": "vault://x"}), Revision::V2025_06_18));
+    assert!(r["error"]["message"].as_str().unwrap().contains("resource vault://x asks the client"), "{r}");
+}
+
 /// Splits an SSE body into its events' (id, data) pairs.
 fn events(body: &[u8]) -> Vec<(String, String)> {
     let text = String::from_utf8_lossy(body);
@@ -490,7 +562,7 @@ fn a_2025_11_25_session_is_asked_over_sse_and_polls_for_the_result() {
         headers: vec![],
         body: format!("{} {}", req.method, req.path).into_bytes(),
     };
-    let init = r#"{"jsonrpc":"2.0","id":1,"method":"initialize","params":{"protocolVersion":"2025-11-25"}}"#;
+    let init = r#"{"jsonrpc":"2.0","id":1,"method":"initialize","params":{"protocolVersion":"2025-11-25","capabilities":{"elicitation":{}}}}"#;
     let r = h.send(&g, head("POST", &[]), init, &upstream);
     let sid = r.headers.iter().find(|(k, _)| k == "mcp-session-id").unwrap().1.clone();
     let call =
@@ -546,4 +618,35 @@ fn a_2025_11_25_session_is_asked_over_sse_and_polls_for_the_result() {
     let refused: Value = serde_json::from_str(&ev.last().unwrap().1).unwrap_or(Value::Null);
     assert_eq!(refused["error"]["code"], json!(-32602), "{}", String::from_utf8_lossy(&r.body));
     assert_eq!(h.dispatched.len(), 1);
+}
+
+#[test]
+fn a_2025_11_25_session_is_asked_before_a_resource_is_read() {
+    let g = gw();
+    let mut h = TestHost::new();
+    let head = |method: &str, extra: &[(&str, &str)]| {
+        let mut headers = vec![
+            ("content-type".to_string(), "application/json".to_string()),
+            ("accept".to_string(), "application/json, text/event-stream".to_string()),
+        ];
+        headers.extend(extra.iter().map(|(k, v)| (k.to_string(), v.to_string())));
+        RequestHead { method: method.into(), path: "/mcp-servers/s".into(), headers, client_address: None, jwt: None }
+    };
+    let no_upstream = |_: &crate::upstream::UpstreamRequest| -> UpstreamResult { panic!("no upstream call") };
+    let init = r#"{"jsonrpc":"2.0","id":1,"method":"initialize","params":{"protocolVersion":"2025-11-25","capabilities":{"elicitation":{}}}}"#;
+    let r = h.send(&g, head("POST", &[]), init, &no_upstream);
+    let sid = r.headers.iter().find(|(k, _)| k == "mcp-session-id").unwrap().1.clone();
+    let read = r#"{"jsonrpc":"2.0","id":"r1","method":"resources/read","params":{"uri":"vault://diary"}}"#;
+    let r = h.send(&g, head("POST", &[("mcp-session-id", &sid)]), read, &no_upstream);
+    let ev = events(&r.body);
+    assert_eq!(ev.len(), 2, "{}", String::from_utf8_lossy(&r.body));
+    let asked: Value = serde_json::from_str(&ev[1].1).unwrap();
+    assert_eq!(asked["params"]["message"], json!("Open diary?"));
+    let answer = json!({"jsonrpc": "2.0", "id": asked["id"], "result": {"action": "accept", "content": {"pin": "42"}}});
+    assert_eq!(h.send(&g, head("POST", &[("mcp-session-id", &sid)]), &answer.to_string(), &no_upstream).status, 202);
+    let poll = head("GET", &[("mcp-session-id", &sid), ("last-event-id", &ev[0].0)]);
+    let r = h.send(&g, poll, "", &no_upstream);
+    let result: Value = serde_json::from_str(&events(&r.body)[0].1).unwrap();
+    assert_eq!(result["id"], json!("r1"));
+    assert_eq!(result["result"]["contents"][0]["text"], json!("diary opened with 42"), "{result}");
 }

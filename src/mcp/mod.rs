@@ -6,8 +6,10 @@
 //! server declares its capability, which follows from what the server has. Results of the stateless
 //! revision carry `resultType`, and list and read results also `ttlMs` and `cacheScope` ([`complete`]).
 
+pub mod client_caps;
 pub mod revision;
 
+pub use client_caps::ClientCaps;
 pub use revision::Revision;
 
 use crate::admission::policy::Kind;
@@ -51,8 +53,8 @@ pub enum Pending {
     /// `tools/call` of this tool, with the client's answers to its input requests (for its response
     /// templates).
     Tool(String, Option<Value>),
-    /// `resources/read` of this URI.
-    Resource(String),
+    /// `resources/read` of this URI, with the client's answers to its input requests.
+    Resource(String, Option<Value>),
 }
 
 /// What the server offers, from what it serves: a capability for each kind it has (none of them changes
@@ -273,11 +275,27 @@ pub fn handle_allowed(
                 // is never an update to send.
                 return done(id, json!({}));
             }
-            match resource.read(&gw.templates, &server.config, uri, vars) {
-                Read::Done(r) => answer(id, r),
-                Read::Upstream(request, args) => {
-                    Handled::Call { id, call: Pending::Resource(uri.to_string()), request: Box::new(request), args }
+            let input = match &resource.inputs {
+                None => None,
+                Some(inputs) => {
+                    let arguments = Value::Object(vars.clone());
+                    let call =
+                        input::Call { server: &server.name, kind: "resources", name: uri, arguments: &arguments };
+                    match input::resolve(inputs, ctx, &gw.templates, &server.config, &call, p, revision) {
+                        input::Next::Run { input, .. } => Some(input),
+                        input::Next::Reply(r) => return answer(id, r),
+                        input::Next::Declined(why) => return answer(id, Err(RpcError::invalid_params(why))),
+                    }
                 }
+            };
+            match resource.read(&gw.templates, &server.config, uri, vars, input.as_ref()) {
+                Read::Done(r) => answer(id, r),
+                Read::Upstream(request, args) => Handled::Call {
+                    id,
+                    call: Pending::Resource(uri.to_string(), input),
+                    request: Box::new(request),
+                    args,
+                },
             }
         }
         "completion/complete" => answer(id, complete_argument(server, p)),
@@ -313,6 +331,13 @@ pub fn handle_allowed(
                         json!({"requiredCapabilities": missing}),
                     ));
                 }
+            } else if let Some(missing) = ctx.client.and_then(|caps| missing_in_session(tool, caps)) {
+                return Handled::Reply(jsonrpc::error_with_data(
+                    id,
+                    jsonrpc::INVALID_REQUEST,
+                    format!("Tool {name} needs client capabilities this session's initialize did not declare"),
+                    json!({"requiredCapabilities": missing}),
+                ));
             }
             let (filled, input) = match &tool.inputs {
                 None => (None, None),
@@ -374,6 +399,15 @@ fn missing_capabilities(tool: &Tool, params: &serde_json::Map<String, Value>) ->
     (!missing.is_empty()).then_some(Value::Object(missing))
 }
 
+/// The capabilities a tool requires that a 2025 session's client did not declare in `initialize`; only
+/// the capabilities a session keeps ([`ClientCaps`]) can be checked.
+fn missing_in_session(tool: &Tool, caps: ClientCaps) -> Option<Value> {
+    let required = tool.required_client_capabilities.as_ref()?;
+    let missing: serde_json::Map<String, Value> =
+        required.iter().filter(|(k, _)| caps.has(k) == Some(false)).map(|(k, v)| (k.clone(), v.clone())).collect();
+    (!missing.is_empty()).then_some(Value::Object(missing))
+}
+
 /// Builds the reply of an upstream call (a tool call, a fetched resource) from the upstream answer.
 pub fn finish_call(
     gw: &Gateway,
@@ -397,8 +431,10 @@ pub fn finish_call(
             }
             None => jsonrpc::error(id, jsonrpc::INTERNAL_ERROR, "the tool disappeared during the call"),
         },
-        Pending::Resource(uri) => match server.resource(uri) {
-            Some((r, _)) => match r.finish(&gw.templates, &server.config, uri, args, outcome) {
+        Pending::Resource(uri, input) => match server.resource(uri) {
+            Some((r, _)) => match crate::template::with_input(input.as_ref(), || {
+                r.finish(&gw.templates, &server.config, uri, args, outcome)
+            }) {
                 Ok(result) => jsonrpc::result(id, complete("resources/read", result, revision)),
                 Err(e) => e.reply(id),
             },
@@ -444,7 +480,8 @@ fn complete_argument(server: &Server, p: &serde_json::Map<String, Value>) -> Res
     };
     let (name, value) = crate::completion::requested(p).map_err(RpcError::invalid_params)?;
     let argument = crate::completion::find(args, name, &owner).map_err(RpcError::invalid_params)?;
-    Ok(json!({ "completion": argument.complete(value) }))
+    let given = crate::completion::context_arguments(p).map_err(RpcError::invalid_params)?;
+    Ok(json!({ "completion": argument.complete(value, &given) }))
 }
 
 /// One page of a list, `toolsPageSize` long, behind an opaque cursor that names the list it belongs to.
@@ -612,6 +649,10 @@ servers:
                 rev,
             ));
             assert_eq!(c["result"]["completion"]["values"], json!(["1", "2"]));
+            let bad_context = json!({"ref": {"type": "ref/resource", "uri": "users://{id}"},
+                "argument": {"name": "id", "value": ""}, "context": {"arguments": "id=1"}});
+            let c = reply(handle(&g, s, req("completion/complete", bad_context), rev));
+            assert_eq!(c["error"]["code"], json!(-32602), "{c}");
             let missing = reply(handle(&g, s, req("resources/read", json!({"uri": "test://nope"})), rev));
             let code = if rev.is_stateless() { -32602 } else { -32002 };
             assert_eq!(missing["error"]["code"], json!(code));
@@ -640,7 +681,7 @@ servers:
             json!(-32601)
         );
         match handle(&g, s, req("resources/read", json!({"uri": "users://2"})), LEGACY) {
-            Handled::Call { call: Pending::Resource(uri), request, .. } => {
+            Handled::Call { call: Pending::Resource(uri, _), request, .. } => {
                 assert_eq!((uri.as_str(), request.path.as_str()), ("users://2", "/users/2"))
             }
             other => panic!("expected an upstream read, got {other:?}"),

@@ -37,12 +37,16 @@ pub struct Session {
     /// whichever store holds ours, so any worker or replica can continue the backend's session.
     #[serde(rename = "b", default, skip_serializing_if = "Option::is_none")]
     pub backend: Option<String>,
+    /// The capabilities the client declared in `initialize`; `None` for a session opened before they were
+    /// kept (every input request is then asked, as before).
+    #[serde(rename = "c", default, skip_serializing_if = "Option::is_none")]
+    pub client: Option<crate::mcp::ClientCaps>,
 }
 
 impl Session {
     /// A new session of `server` at `version`.
     pub fn new(server: impl Into<String>, version: impl Into<String>) -> Session {
-        Session { server: server.into(), version: version.into(), log_level: None, backend: None }
+        Session { server: server.into(), version: version.into(), log_level: None, backend: None, client: None }
     }
 }
 
@@ -297,6 +301,9 @@ mod tests {
         assert!(!s.encode().contains('\n'));
         assert_eq!(Session::decode(&s.encode()), Some(s));
         assert_eq!(Session::decode("garbage"), None);
+        let mut with_caps = Session::new("a", "2025-11-25");
+        with_caps.client = Some(crate::mcp::ClientCaps::from_json(Some(&serde_json::json!({"elicitation": {}}))));
+        assert_eq!(Session::decode(&with_caps.encode()), Some(with_caps));
     }
 
     #[test]

@@ -4,8 +4,10 @@
 //! An id is `base64url(payload || tag)`:
 //!
 //! ```text
-//! payload  format (1) = 1 | key id (4) | nonce (12) | expires_ms (8, big-endian) | revision (4, yyyymmdd)
+//! payload  format (1) = 1 | key id (4) | nonce (12) | expires_ms (8, big-endian) | revision (4)
 //! tag      HMAC-SHA256(session key, payload || server name), first 16 bytes
+//! revision yyyymmdd in the low 25 bits; bit 31 set: the client's capabilities are kept, in bits 25..30
+//!          ([`crate::mcp::ClientCaps`]; ids issued before they were kept have the bit clear)
 //! ```
 //!
 //! A session bound to a proxied server's own session (`Session::backend`) uses format 2: the payload goes
@@ -41,6 +43,10 @@ const FORMAT_BOUND: u8 = 2;
 /// The longest backend session id a signed id carries (which keeps ids near 128 characters or below).
 pub const MAX_BACKEND: usize = 64;
 const NONCE: usize = 12;
+/// The bits of the revision word that hold the date; above them, the client's capabilities.
+const DATE_BITS: u32 = (1 << 25) - 1;
+const CAPS_KEPT: u32 = 1 << 31;
+const CAPS_SHIFT: u32 = 25;
 const PAYLOAD: usize = 1 + 4 + NONCE + 8 + 4;
 const TAG: usize = 16;
 /// Length of an id in characters: base64url without padding of payload and tag.
@@ -130,7 +136,13 @@ impl SignedStore {
     /// The id of a new session, signed with the first key.
     pub fn issue(&self, session: &Session, expires_ms: u64, nonce: [u8; NONCE]) -> Option<String> {
         let key = self.keys.first()?;
-        let revision = revision_number(&session.version)?;
+        let mut revision = revision_number(&session.version)?;
+        if revision > DATE_BITS {
+            return None;
+        }
+        if let Some(caps) = session.client {
+            revision |= CAPS_KEPT | (u32::from(caps.bits()) << CAPS_SHIFT);
+        }
         let backend = session.backend.as_deref().unwrap_or("").as_bytes();
         if backend.len() > MAX_BACKEND {
             return None;
@@ -166,8 +178,12 @@ impl SignedStore {
         if now_ms >= expires_ms {
             return None;
         }
-        let version = revision_text(u32::from_be_bytes(payload[25..29].try_into().ok()?))?;
+        let word = u32::from_be_bytes(payload[25..29].try_into().ok()?);
+        let version = revision_text(word & DATE_BITS)?;
         let mut session = Session::new(server, version);
+        if word & CAPS_KEPT != 0 {
+            session.client = Some(crate::mcp::ClientCaps::from_bits(((word & !CAPS_KEPT) >> CAPS_SHIFT) as u8));
+        }
         session.backend = match backend {
             Some(b) => Some(String::from_utf8(b.to_vec()).ok()?),
             None => None,
@@ -247,6 +263,28 @@ mod tests {
         assert!(st.verify(&URL_SAFE_NO_PAD.encode(&bytes), "demo", NOW).is_none());
         bound.backend = Some("x".repeat(MAX_BACKEND + 1));
         assert!(st.issue(&bound, NOW + 1000, [3; NONCE]).is_none());
+    }
+
+    #[test]
+    fn the_client_capabilities_ride_in_the_revision_word() {
+        const NOW: u64 = 1_000_000;
+        let st = store(&[K1]);
+        let mut with = Session::new("demo", "2025-11-25");
+        for caps in
+            [serde_json::json!({}), serde_json::json!({"elicitation": {"url": {}}, "roots": {}, "experimental": {}})]
+        {
+            with.client = Some(crate::mcp::ClientCaps::from_json(Some(&caps)));
+            let id = st.issue(&with, NOW + 1000, [5; NONCE]).unwrap();
+            assert_eq!(id.len(), ID_CHARS);
+            assert_eq!(st.verify(&id, "demo", NOW).unwrap().0, with);
+        }
+        // An id without them (issued before they were kept) opens with none known.
+        let old = st.issue(&Session::new("demo", "2025-11-25"), NOW + 1000, [5; NONCE]).unwrap();
+        assert_eq!(st.verify(&old, "demo", NOW).unwrap().0.client, None);
+        // The bits are authenticated like the rest.
+        let mut bytes = URL_SAFE_NO_PAD.decode(&old).unwrap();
+        bytes[25] |= 0x80;
+        assert!(st.verify(&URL_SAFE_NO_PAD.encode(&bytes), "demo", NOW).is_none());
     }
 
     fn s(server: &str) -> Session {

@@ -763,6 +763,33 @@ fn a_tool_needing_a_client_capability_refuses_clients_without_it() {
 }
 
 #[test]
+fn a_session_keeps_the_capabilities_its_initialize_declared_in_every_store() {
+    for store in STORES {
+        let g = Gateway::from_config_str(
+            &CONFIG.replace("sessionTtlSeconds: 60", store).replace(
+                "        responseTemplate: {body: \"hello {{ args.who }}\"}",
+                "        responseTemplate: {body: \"hello {{ args.who }}\"}\n        requiredClientCapabilities: {sampling: {}}",
+            ),
+        )
+        .unwrap();
+        let mut h = Host::new();
+        let call = r#"{"jsonrpc":"2.0","id":2,"method":"tools/call","params":{"name":"hello","arguments":{}}}"#;
+        // Declared nothing: the tool is refused, in a 200 as errors in a session are, naming the capability.
+        let sid = h.initialize(&g, "2025-11-25");
+        let r = h.post(&g, &sid, call, &no_upstream);
+        let v = json_body(&r);
+        assert_eq!((r.status, v["error"]["code"].clone()), (200, json!(-32600)), "{store}: {v}");
+        assert_eq!(v["error"]["data"]["requiredCapabilities"], json!({"sampling": {}}), "{store}");
+        // Declared sampling: the same call runs, on a later request (the session remembered it).
+        let init = r#"{"jsonrpc":"2.0","id":1,"method":"initialize","params":{"protocolVersion":"2025-06-18","capabilities":{"sampling":{}},"clientInfo":{"name":"t","version":"1"}}}"#;
+        let r = h.send(&g, head("POST", "/mcp-servers/demo", &[]), init, &no_upstream);
+        let sid = r.headers.iter().find(|(k, _)| k == "mcp-session-id").unwrap().1.clone();
+        let v = json_body(&h.post(&g, &sid, call, &no_upstream));
+        assert_eq!(v["result"]["content"][0]["text"], json!("hello world"), "{store}: {v}");
+    }
+}
+
+#[test]
 fn messages_relayed_by_higress_sse_filter_need_no_session() {
     // What Higress's mcp-session filter passes on: the client's POST to `{path}?sessionId=<its SSE session>`,
     // headers as the client sent them (a legacy SSE client sends no Streamable HTTP Accept header).
