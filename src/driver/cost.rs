@@ -102,6 +102,8 @@ struct CostHost {
     sends: u32,
     response: Option<HttpResponse>,
     responds: u32,
+    /// The tool calls of the last exchange, as the host counts them.
+    records: Vec<crate::metrics::CallRecord>,
 }
 
 impl CostHost {
@@ -121,6 +123,7 @@ impl CostHost {
             sends: 0,
             response: None,
             responds: 0,
+            records: Vec::new(),
         }
     }
 
@@ -237,6 +240,7 @@ fn exchange(gw: &Gateway, host: &mut CostHost, head: &RequestHead, body: &[u8]) 
     }
     assert_eq!(progress, Progress::Done);
     let _ = driver.take_called();
+    host.records = driver.take_records();
     host.response.take().expect("a response")
 }
 
@@ -317,6 +321,33 @@ fn a_tools_call_allocates_within_its_budget() {
     assert!(cost.allocs <= 400, "{cost:?}");
     let greet = measure(&gw, &mut host, "demo", GREET, "Hello, Paris!");
     assert!(greet.allocs <= 400, "{greet:?}");
+}
+
+#[test]
+fn counting_a_call_in_stats_allocates_nothing_once_its_metrics_are_defined() {
+    let gw = gateway();
+    let mut host = CostHost::new();
+    let _ = measure(&gw, &mut host, "demo", WEATHER, WEATHER_TEXT);
+    let records = std::mem::take(&mut host.records);
+    assert_eq!(records.len(), 1);
+    // The first call defines its metrics (calls by outcome, upstream latency) with the host.
+    let (defined, updated) = (Cell::new(0u32), Cell::new(0u32));
+    let mut define = |_: crate::metrics::MetricKind, _: &str| {
+        defined.set(defined.get() + 1);
+        Some(defined.get())
+    };
+    let mut update = |_: crate::metrics::MetricKind, _: u32, _: u64| updated.set(updated.get() + 1);
+    gw.stats.count(&records[0], &mut define, &mut update);
+    assert_eq!((defined.get(), updated.get()), (2, 2));
+    ALLOCS.with(|n| n.set(0));
+    COUNTING.with(|c| c.set(true));
+    for _ in 0..10 {
+        gw.stats.count(&records[0], &mut define, &mut update);
+    }
+    COUNTING.with(|c| c.set(false));
+    // Later calls touch integer ids only: no name built, no metric defined, nothing allocated.
+    assert_eq!((defined.get(), updated.get()), (2, 22));
+    assert_eq!(ALLOCS.with(Cell::get), 0, "stats allocated per call");
 }
 
 /// `cargo test --release --lib cost::report -- --ignored --nocapture`: the counts and the native time.
