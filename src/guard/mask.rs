@@ -207,7 +207,15 @@ const SECRET_HINTS: [&str; 12] =
 
 /// Whether `text` contains `word` (lowercase ASCII), ignoring ASCII case.
 fn contains_ci(text: &str, word: &str) -> bool {
-    text.as_bytes().windows(word.len()).any(|w| w.eq_ignore_ascii_case(word.as_bytes()))
+    find_ci(text.as_bytes(), word.as_bytes(), 0).is_some()
+}
+
+/// Where `word` (lowercase ASCII) first occurs in `t` at or after `from`, ignoring ASCII case; the first
+/// byte is compared alone first, which skips most positions at the cost of one comparison.
+fn find_ci(t: &[u8], word: &[u8], from: usize) -> Option<usize> {
+    let (&first, rest) = word.split_first()?;
+    let last = t.len().checked_sub(word.len())?;
+    (from..=last).find(|&i| t[i] | 0x20 == first && t[i + 1..i + word.len()].eq_ignore_ascii_case(rest))
 }
 
 /// Characters a secret (and the token after `Bearer`) is made of.
@@ -261,9 +269,9 @@ fn secret_windows(text: &str) -> Vec<Range<usize>> {
         text.match_indices(hint).for_each(|(at, _)| hit(at));
     }
     let mut i = 0;
-    while let Some(n) = t[i..].windows(6).position(|w| w.eq_ignore_ascii_case(b"bearer")) {
-        hit(i + n);
-        i += n + 1;
+    while let Some(at) = find_ci(t, b"bearer", i) {
+        hit(at);
+        i = at + 1;
     }
     out
 }
