@@ -10,33 +10,37 @@
 
 use crate::caller::Caller;
 use crate::upstream::UpstreamResult;
-use serde::Deserialize;
 use serde_json::{json, Value};
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU32, Ordering};
 
 /// `observability:` as written.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(rename_all = "camelCase", deny_unknown_fields)]
+#[derive(Debug, Clone)]
 pub struct ObservabilityConfig {
-    /// Define and update the plugin's Envoy stats.
-    #[serde(default = "yes")]
+    /// Define and update the plugin's Envoy stats (default true).
     pub stats: bool,
     /// The Envoy log level of audit lines: `debug`, `info` (default), `warn`, or `off`.
-    #[serde(default = "default_audit")]
     pub audit: String,
-}
-
-fn yes() -> bool {
-    true
-}
-fn default_audit() -> String {
-    "info".into()
 }
 
 impl Default for ObservabilityConfig {
     fn default() -> Self {
-        ObservabilityConfig { stats: true, audit: default_audit() }
+        ObservabilityConfig { stats: true, audit: "info".into() }
+    }
+}
+
+impl ObservabilityConfig {
+    pub const FIELDS: &'static [&'static str] = &["stats", "audit"];
+
+    /// Reads `observability` at `at`, field by field ([`crate::fields`]).
+    pub fn read(v: &Value, at: &str) -> Result<ObservabilityConfig, crate::fields::FieldError> {
+        let mut f = crate::fields::Fields::known(v, at, Self::FIELDS)?;
+        let cfg = ObservabilityConfig {
+            stats: f.flag("stats")?.unwrap_or(true),
+            audit: f.string("audit")?.unwrap_or_else(|| "info".into()),
+        };
+        f.finish()?;
+        Ok(cfg)
     }
 }
 
@@ -548,9 +552,12 @@ mod tests {
 
     #[test]
     fn config_compiles_audit_levels_and_refuses_others() {
-        let cfg: ObservabilityConfig = serde_json::from_value(json!({"audit": "warn", "stats": false})).unwrap();
+        let read = |v: Value| ObservabilityConfig::read(&v, "observability");
+        let cfg = read(json!({"audit": "warn", "stats": false})).unwrap();
         assert_eq!(Observability::compile(&cfg), Ok(Observability { stats: false, audit: AuditLevel::Warn }));
-        let cfg: ObservabilityConfig = serde_json::from_value(json!({"audit": "loud"})).unwrap();
+        assert_eq!(read(json!({"stat": false})).unwrap_err().0, "observability.stat");
+        assert_eq!(read(json!({"stats": "no"})).unwrap_err().0, "observability.stats");
+        let cfg = read(json!({"audit": "loud"})).unwrap();
         assert_eq!(Observability::compile(&cfg).unwrap_err().0, "observability.audit");
         assert_eq!(Observability::compile(&ObservabilityConfig::default()), Ok(Observability::default()));
     }
