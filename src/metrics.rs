@@ -118,8 +118,10 @@ const UNDEFINED: u32 = u32::MAX;
 /// know (a client's unknown tool name) are counted by name, as [`CallRecord::metrics`] spells them.
 #[derive(Debug, Default)]
 pub struct Stats {
-    /// Per server name: each tool's number, by tool name.
-    tools: HashMap<String, HashMap<String, u32>>,
+    /// Each server's place in `tools`, by name.
+    servers: HashMap<String, u32>,
+    /// Per server: each tool's number, by tool name (maps of one type: their code is the host's too).
+    tools: Vec<HashMap<String, u32>>,
     /// Each tool's tags (`mcp_server=.=demo;.;mcp_tool=.=get_user;.;`), by tool number.
     tags: Vec<Box<str>>,
     /// Envoy's id of each metric, [`PER_TOOL`] per tool number; [`UNDEFINED`] until first counted.
@@ -140,9 +142,13 @@ impl Stats {
         let mut stats = Stats::default();
         for (server, tool) in tools {
             let n = stats.tags.len() as u32;
-            let known = stats.tools.entry(server.to_string()).or_default();
-            if let std::collections::hash_map::Entry::Vacant(e) = known.entry(tool.to_string()) {
-                e.insert(n);
+            let next = stats.tools.len() as u32;
+            let s = *stats.servers.entry(server.to_string()).or_insert(next) as usize;
+            if s == stats.tools.len() {
+                stats.tools.push(HashMap::new());
+            }
+            if !stats.tools[s].contains_key(tool) {
+                stats.tools[s].insert(tool.to_string(), n);
                 stats.tags.push(format!("mcp_server=.={};.;mcp_tool=.={};.;", tag(server), tag(tool)).into());
             }
         }
@@ -152,7 +158,8 @@ impl Stats {
 
     /// The metrics `r` updates (at most five), or `None` when its tool is not in the table.
     pub fn updates(&self, r: &CallRecord) -> Option<impl Iterator<Item = Update>> {
-        let base = *self.tools.get(r.server.as_str())?.get(r.tool.as_str())? as usize * PER_TOOL;
+        let server = *self.servers.get(r.server.as_str())? as usize;
+        let base = *self.tools.get(server)?.get(r.tool.as_str())? as usize * PER_TOOL;
         let outcome = OUTCOMES.iter().position(|o| *o == r.outcome)?;
         let counter = |at: usize| Some(Update { slot: base + at, kind: MetricKind::Counter, value: 1 });
         let all = [

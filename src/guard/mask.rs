@@ -126,13 +126,13 @@ impl Masker {
     pub fn apply<'t>(&self, text: &'t str, rules: RuleSet, injection: Injection) -> Cow<'t, str> {
         let mut out = Cow::Borrowed(text);
         if rules.has(Rule::Secrets) {
-            out = replace_within(out, &self.secrets, secret_windows, |c| match c.get(1) {
+            out = replace_within(out, &self.secrets, secret_windows, &|c| match c.get(1) {
                 Some(bearer) => format!("{} [REDACTED:secrets]", bearer.as_str()),
                 None => "[REDACTED:secrets]".into(),
             });
         }
         if rules.has(Rule::Card) {
-            out = replace_within(out, &self.card, card_windows, |c| {
+            out = replace_within(out, &self.card, card_windows, &|c| {
                 let m = &c[0];
                 if is_card_number(m) {
                     "[REDACTED:card]".into()
@@ -142,11 +142,11 @@ impl Masker {
             });
         }
         if rules.has(Rule::Email) {
-            out = replace_within(out, &self.email, email_windows, |_| "[REDACTED:email]".into());
+            out = replace_within(out, &self.email, email_windows, &|_| "[REDACTED:email]".into());
         }
         if rules.has(Rule::Phone) {
             // The international form's match starts with the character before `+` (group 1): kept.
-            out = replace_within(out, &self.phone, phone_windows, |c| match c.get(1) {
+            out = replace_within(out, &self.phone, phone_windows, &|c| match c.get(1) {
                 Some(before) => format!("{}[REDACTED:phone]", before.as_str()),
                 None => "[REDACTED:phone]".into(),
             });
@@ -224,14 +224,14 @@ fn is_token_byte(b: u8) -> bool {
 }
 
 /// The run of bytes around `at` that `member` accepts.
-fn run_around(t: &[u8], at: usize, member: impl Fn(u8) -> bool) -> Range<usize> {
+fn run_around(t: &[u8], at: usize, member: fn(u8) -> bool) -> Range<usize> {
     let start = t[..at].iter().rposition(|b| !member(*b)).map_or(0, |i| i + 1);
     let end = t[at..].iter().position(|b| !member(*b)).map_or(t.len(), |i| at + i);
     start..end
 }
 
 /// The maximal runs of bytes `member` accepts for which `keep` holds.
-fn runs(text: &str, member: impl Fn(u8) -> bool, keep: impl Fn(&[u8]) -> bool) -> Vec<Range<usize>> {
+fn runs(text: &str, member: fn(u8) -> bool, keep: fn(&[u8]) -> bool) -> Vec<Range<usize>> {
     let t = text.as_bytes();
     let mut out = Vec::new();
     let mut i = 0;
@@ -314,7 +314,7 @@ fn replace_within<'t>(
     text: Cow<'t, str>,
     re: &Regex,
     find: fn(&str) -> Vec<Range<usize>>,
-    f: impl Fn(&Captures<'_>) -> String,
+    f: &dyn Fn(&Captures<'_>) -> String,
 ) -> Cow<'t, str> {
     let mut windows = find(&text);
     if windows.is_empty() {
