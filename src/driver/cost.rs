@@ -252,7 +252,7 @@ fn policy_gateway() -> Gateway {
     let mut doc = crate::config::parse_document(EXAMPLE).expect("the example config parses");
     let servers = doc["servers"].as_array_mut().expect("servers");
     let demo = servers.iter().find(|s| s["name"] == "demo").expect("demo").clone();
-    for name in ["demo-nopolicy", "demo-policy"] {
+    for name in ["demo-nopolicy", "demo-policy", "demo-nomask"] {
         let mut s = demo.clone();
         s["name"] = name.into();
         for t in s["tools"].as_array_mut().expect("tools") {
@@ -261,10 +261,12 @@ fn policy_gateway() -> Gateway {
                 t["responseTemplate"]["body"] = body.into();
             }
         }
-        if name == "demo-policy" {
+        if name != "demo-nopolicy" {
             s["auth"] = serde_json::json!({"anonymous": false});
             s["policy"] = serde_json::json!({"rules": [{"consumers": ["bench"], "allow": {"tools": ["get_*"]}}]});
             s["rateLimits"] = serde_json::json!([{"requests": 1_000_000_000u64, "window": "1s"}]);
+        }
+        if name == "demo-policy" {
             s["guardrails"] = serde_json::json!({"mask": ["all"]});
         }
         servers.push(s);
@@ -289,7 +291,7 @@ fn head(server: &str, sid: Option<&str>) -> RequestHead {
     if let Some(s) = sid {
         headers.push(("mcp-session-id".into(), s.into()));
     }
-    if server == "demo-policy" {
+    if server == "demo-policy" || server == "demo-nomask" {
         headers.push(("x-api-key".into(), POLICY_KEY.into()));
     }
     RequestHead {
@@ -411,7 +413,9 @@ fn policy_report() {
     let mut host = CostHost::new();
     let n = 20_000;
     let mut per_call = Vec::new();
-    for (server, expect) in [("demo-nopolicy", CONTACT.trim()), ("demo-policy", "[REDACTED:email]")] {
+    let servers =
+        [("demo-nopolicy", CONTACT.trim()), ("demo-policy", "[REDACTED:email]"), ("demo-nomask", CONTACT.trim())];
+    for (server, expect) in servers {
         let cost = measure(&gw, &mut host, server, WEATHER, expect);
         let sid = session(&gw, &mut host, server);
         let head = head(server, Some(&sid));
@@ -436,6 +440,7 @@ fn policy_report() {
         per_call[1] - per_call[0],
         per_call[1] / per_call[0]
     );
+    println!("  of which masking: {:.2} us per call (demo-nomask: the chain without it)", per_call[1] - per_call[2]);
 }
 
 /// `cargo test --release --lib cost::report -- --ignored --nocapture`: the counts and the native time.

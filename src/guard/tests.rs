@@ -134,7 +134,14 @@ fn masking_cost() {
         "notes": "Prefers e-mail. Account in good standing since 2019; last login from the London office."});
     let text = serde_json::to_string_pretty(&record).unwrap();
     let clean = text.replace("ada@example.com", "ada at example").replace("+44 20 7946 0958", "none");
-    for (label, text) in [("with an e-mail and a phone number", &text), ("with nothing to mask", &clean)] {
+    let bench =
+        "It is 21 degrees (metric) and sunny in Paris. Questions: weather-desk@example.com or +44 20 7946 0958."
+            .to_string();
+    for (label, text) in [
+        ("with an e-mail and a phone number", &text),
+        ("with nothing to mask", &clean),
+        ("(make bench's policy text)", &bench),
+    ] {
         let result = json!({"content": [{"type": "text", "text": text}], "isError": false});
         let n = 2000;
         let start = std::time::Instant::now();
