@@ -149,17 +149,7 @@ impl Guard {
     pub fn check_input(&self, tool: &str, args: Option<&Value>) -> Result<(), GatewayError> {
         let p = self.policy(tool);
         let Some(args) = args else { return Ok(()) };
-        if let Some(max) = p.max_argument_bytes {
-            let size = json_size(args);
-            if size > max {
-                return Err(GatewayError::Guardrail {
-                    message: format!(
-                        "guardrail: the arguments of tool '{tool}' are {size} bytes, more than the {max} allowed \
-                         (guardrails maxArgumentBytes)"
-                    ),
-                });
-            }
-        }
+        within_size(args, p.max_argument_bytes, || format!("the arguments of tool '{tool}' are"), "maxArgumentBytes")?;
         if p.deny.is_empty() {
             return Ok(());
         }
@@ -187,19 +177,20 @@ impl Guard {
                 mask_strings(result, m, p.mask, p.injection);
             }
         }
-        if let Some(max) = p.max_result_bytes {
-            let size = json_size(result);
-            if size > max {
-                return Err(GatewayError::Guardrail {
-                    message: format!(
-                        "guardrail: the result of tool '{tool}' is {size} bytes, more than the {max} allowed \
-                         (guardrails maxResultBytes)"
-                    ),
-                });
-            }
-        }
-        Ok(())
+        within_size(result, p.max_result_bytes, || format!("the result of tool '{tool}' is"), "maxResultBytes")
     }
+}
+
+/// Refuses `v` when its JSON is larger than `max`; `what` says whose size it is, `field` which limit.
+fn within_size(v: &Value, max: Option<usize>, what: impl FnOnce() -> String, field: &str) -> Result<(), GatewayError> {
+    let Some(max) = max else { return Ok(()) };
+    let size = json_size(v);
+    if size <= max {
+        return Ok(());
+    }
+    Err(GatewayError::Guardrail {
+        message: format!("guardrail: {} {size} bytes, more than the {max} allowed (guardrails {field})", what()),
+    })
 }
 
 /// Compiles one level of `guardrails` over `base` (the server's, for a tool).
