@@ -405,7 +405,7 @@ def measure(wrk: str, envoy: harness.Envoy, upstream: UpstreamEnvoy, side: str, 
         "other_cpu_pct": max(0.0, 100.0 * (busy - gw_cpu - up_cpu - wrk_cpu - own_cpu) / wall),
         "loadavg_1m": os.getloadavg()[0],
     })
-    if side in ("plugin", "route"):
+    if side in ("plugin", "route", "nopolicy", "policy"):
         # One REST call per tools/call; fewer would mean tool calls that failed inside a 200 (isError).
         res["upstream_calls_per_2xx"] = up_reqs / ok if ok else None
     return res
@@ -419,11 +419,13 @@ def upstream_requests(upstream: UpstreamEnvoy) -> int:
     return int(m.group(1)) if m else 0
 
 
-def verify_plugin_call(envoy: harness.Envoy, server: str = SERVER, call: dict | None = None) -> tuple[str, str, dict]:
-    """initialize + notifications/initialized, then one tools/call (`call`, default CALL); returns (session,
-    protocol, body)."""
+def verify_plugin_call(envoy: harness.Envoy, server: str = SERVER, call: dict | None = None,
+                       headers: dict[str, str] | None = None) -> tuple[str, str, dict]:
+    """initialize + notifications/initialized, then one tools/call (`call`, default CALL), with `headers` on
+    every request; returns (session, protocol, body)."""
     call = call or CALL
     with harness.RawMcp(envoy.base_url) as mcp:
+        mcp.http.headers.update(headers or {})
         sid, init = mcp.initialize(server)
         version = init["protocolVersion"]
         body = {"jsonrpc": "2.0", "id": 1, "method": "tools/call", "params": {"name": call["tool"], "arguments": call["args"]}}
@@ -485,8 +487,44 @@ def cpu_steal_ticks() -> int:
 
 ROUTE_SERVER = f"{SERVER}-route"
 # template: a tool answered from its template (greet), no upstream call: what the MCP layer costs alone.
-SIDES = ("baseline", "plugin", "route", "template")
+# nopolicy / policy: issue 13's policy chain, as the difference between two copies of SERVER whose
+# get_weather answers a text with an e-mail address and a phone number: `policy` with an API-key consumer,
+# admission (`auth`), a policy rule, a process rate limit too high to refuse and masking of everything;
+# `nopolicy` with none of them (same template, same text).
+SIDES = ("baseline", "plugin", "route", "template", "nopolicy", "policy")
 TEMPLATE_CALL = {"tool": "greet", "args": {"name": "Paris"}, "expect": "Hello, Paris!"}
+NOPOLICY_SERVER, POLICY_SERVER = f"{SERVER}-nopolicy", f"{SERVER}-policy"
+POLICY_KEY = "bench-key-6b2f0c1e"
+CONTACT = " Questions: weather-desk@example.com or +44 20 7946 0958."
+# Issue 13's goal for the whole chain (auth, authorization, rate limit, masking): gateway CPU per call.
+GOAL_POLICY_EXTRA_US = 10.0
+
+
+def with_policy_servers(config: dict) -> dict:
+    """Two copies of SERVER whose get_weather adds CONTACT to its text, one with the whole policy chain."""
+    config = json.loads(json.dumps(config))
+    base = next(s for s in config["servers"] if s["name"] == SERVER)
+    for name in (NOPOLICY_SERVER, POLICY_SERVER):
+        server = json.loads(json.dumps(base))
+        server["name"] = name
+        for tool in server["tools"]:
+            if tool["name"] == TOOL:
+                tool["responseTemplate"]["body"] += CONTACT
+        if name == POLICY_SERVER:
+            server["auth"] = {"anonymous": False}
+            server["policy"] = {"rules": [{"consumers": ["bench"], "allow": {"tools": ["get_*"]}}]}
+            server["rateLimits"] = [{"requests": 1_000_000_000, "window": "1s"}]
+            server["guardrails"] = {"mask": ["all"]}
+        config["servers"].append(server)
+    config["consumers"] = [{"name": "bench", "credential": POLICY_KEY}]
+    config["keyAuth"] = {"keys": ["x-api-key"], "inHeader": True, "inQuery": False}
+    return config
+
+
+def policy_calls() -> dict[str, dict]:
+    """The calls of the nopolicy and policy sides: the same text, masked on the policy side."""
+    masked = EXPECTED_TEXT + " Questions: [REDACTED:email] or [REDACTED:phone]."
+    return {"nopolicy": {**CALL, "expect": EXPECTED_TEXT + CONTACT}, "policy": {**CALL, "expect": masked}}
 
 
 def sweep(wrk: str, envoy: harness.Envoy, upstream: UpstreamEnvoy, sides: dict[str, tuple[str, Path]],
@@ -525,7 +563,8 @@ def with_route_server(config: dict) -> dict:
 def throughput(wrk: str, wasm: Path, upstream: UpstreamEnvoy, run_dir: Path, levels: list[int],
                seconds: int, warmup: int, repeat: int = 1) -> dict:
     envoy = harness.Envoy(
-        with_route_server(harness.load_plugin_config(harness.EXAMPLE_CONFIG)), upstream_port=upstream.port,
+        with_policy_servers(with_route_server(harness.load_plugin_config(harness.EXAMPLE_CONFIG))),
+        upstream_port=upstream.port,
         run_dir=run_dir, name="gateway", concurrency=1, wasm=wasm,
     )
     try:
@@ -533,9 +572,12 @@ def throughput(wrk: str, wasm: Path, upstream: UpstreamEnvoy, run_dir: Path, lev
         verify_baseline(envoy)
         sides = {"baseline": (f"{envoy.baseline_url}{REST_PATH}", write_wrk_script(run_dir / "baseline.lua", "GET"))}
         requests = {}
-        for side, server, call in (("plugin", SERVER, CALL), ("route", ROUTE_SERVER, CALL),
-                                   ("template", SERVER, TEMPLATE_CALL)):
-            sid, version, body = verify_plugin_call(envoy, server, call)
+        policy = policy_calls()
+        for side, server, call, extra in (
+                ("plugin", SERVER, CALL, {}), ("route", ROUTE_SERVER, CALL, {}),
+                ("template", SERVER, TEMPLATE_CALL, {}), ("nopolicy", NOPOLICY_SERVER, policy["nopolicy"], {}),
+                ("policy", POLICY_SERVER, policy["policy"], {"x-api-key": POLICY_KEY})):
+            sid, version, body = verify_plugin_call(envoy, server, call, extra)
             script = write_wrk_script(
                 run_dir / f"{side}.lua", "POST",
                 {
@@ -543,6 +585,7 @@ def throughput(wrk: str, wasm: Path, upstream: UpstreamEnvoy, run_dir: Path, lev
                     "accept": harness.ACCEPT,
                     "mcp-session-id": sid,
                     "mcp-protocol-version": version,
+                    **extra,
                 },
                 json.dumps(body, separators=(",", ":")),
             )
@@ -574,12 +617,20 @@ def throughput(wrk: str, wasm: Path, upstream: UpstreamEnvoy, run_dir: Path, lev
             row["template_throughput_ratio"] = tp["rps"] / b["rps"] if b["rps"] else None
             row["template_p50_ratio"] = tp["p50_us"] / b["p50_us"] if b["p50_us"] else None
             row["template_extra_cpu_us_per_req"] = tp["gateway_cpu_us_per_req"] - b["gateway_cpu_us_per_req"]
+            # The policy chain: the same call with and without it.
+            np_, po = row["nopolicy"], row["policy"]
+            row["policy_extra_cpu_us_per_call"] = po["gateway_cpu_us_per_req"] - np_["gateway_cpu_us_per_req"]
+            row["policy_cpu_per_call_ratio"] = (po["gateway_cpu_us_per_req"] / np_["gateway_cpu_us_per_req"]
+                                                if np_["gateway_cpu_us_per_req"] else None)
+            row["policy_throughput_ratio"] = po["rps"] / np_["rps"] if np_["rps"] else None
+            row["goal_policy_extra_us"] = GOAL_POLICY_EXTRA_US
             row["goal_throughput_ratio"] = goal_throughput(c)
             row["goal_p50_ratio"] = goal_p50(c)
             rows.append(row)
         # The sessions still work after the load, and the plugin VM did not fail meanwhile.
         verify_plugin_call(envoy)
         verify_plugin_call(envoy, ROUTE_SERVER)
+        verify_plugin_call(envoy, POLICY_SERVER, policy["policy"], {"x-api-key": POLICY_KEY})
         crashes = harness.crash_lines(envoy.log_text())
         return {
             "gateway_rss_bytes_after": rss_bytes(envoy.proc.pid),
@@ -590,6 +641,8 @@ def throughput(wrk: str, wasm: Path, upstream: UpstreamEnvoy, run_dir: Path, lev
             "plugin_request": requests["plugin"],
             "route_request": requests["route"],
             "template_request": requests["template"],
+            "nopolicy_request": requests["nopolicy"],
+            "policy_request": requests["policy"],
             "baseline_request": {"url": sides["baseline"][0]},
         }
     finally:
@@ -1345,6 +1398,8 @@ def print_report(res: dict) -> None:
         print(f"  plugin   = MCP tools/call {CALL['tool']} (get_weather makes that same GET) on the plugin listener")
         print(f"  route    = the same call on a copy of the server without upstream.cluster (upstream.dispatch: route)")
         print("  template = MCP tools/call greet, answered from its template (no upstream call) on the plugin listener")
+        print(f"  nopolicy = the plugin call on a copy of the server whose text holds an e-mail address and a phone number")
+        print("  policy   = the same with an API-key consumer, auth, a policy rule, a process rate limit and masking")
         hdr = (f"  {'conns':>5} | {'side':<8} | {'req/s':>8} | {'p50 ms':>7} | {'p99 ms':>7} | {'non-2xx':>7} | "
                f"{'gw CPU us/req':>13} | {'gw CPU%':>7} | {'up CPU%':>7} | {'wrk CPU%':>8} | {'other CPU%':>10} | "
                f"{'load':>5}")
@@ -1374,6 +1429,14 @@ def print_report(res: dict) -> None:
                 p99 = (row[side]["p99_us"] / row["baseline"]["p99_us"]) if row["baseline"]["p99_us"] else 0
                 print(f"  {c:>5} | {side:<8} | {tr:>5.2f}x (>= {gt:.1f}x: {verdict(tr >= gt):>7}) | {p50:>26} | "
                       f"{p99:>5.2f}x | {extra:>12.0f} us")
+        print()
+        print(f"  the policy chain (policy - nopolicy), issue 13's goal: under {GOAL_POLICY_EXTRA_US:.0f} us of gateway CPU "
+              "per call (reported, not enforced)")
+        for row in t["levels"]:
+            extra = row["policy_extra_cpu_us_per_call"]
+            print(f"  {row['connections']:>5} | extra gw CPU/call {extra:>7.1f} us (< {GOAL_POLICY_EXTRA_US:.0f} us: "
+                  f"{verdict(extra < GOAL_POLICY_EXTRA_US)}) | CPU/call {row['policy_cpu_per_call_ratio']:.2f}x | "
+                  f"throughput {row['policy_throughput_ratio']:.2f}x")
         bad = [r for row in t["levels"] for r in (row[side] for side in SIDES)
                if r["envoy_non_2xx"] or r["non_2xx_3xx"] or r["socket_errors"]]
         odd = [row["connections"] for row in t["levels"]

@@ -85,6 +85,20 @@ class HarnessError(RuntimeError):
 # --- small utilities ------------------------------------------------------------------------
 
 
+def assert_limited(r: httpx.Response, rid, what: str = "rate limit") -> int:
+    """A call refused by a rate limit (`what`: "rate limit") or a quota ("quota") at the stateless revision:
+    429 with Retry-After (whole seconds) and the same figure in the JSON-RPC error; returns it."""
+    assert r.status_code == 429, (r.status_code, r.text)
+    retry = r.headers.get("retry-after")
+    assert retry is not None and re.fullmatch(r"\d+", retry), r.headers
+    body = r.json()
+    assert body["id"] == rid and body["error"]["code"] == -32000, body
+    assert body["error"]["data"] == {"cause": "rate_limited", "retryAfterSeconds": int(retry)}, body
+    message = body["error"]["message"]
+    assert message.startswith(f"{what} exceeded: ") and message.endswith(f"; retry in {retry} s"), body
+    return int(retry)
+
+
 def free_port() -> int:
     """A TCP port on 127.0.0.1 that was free a moment ago."""
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:

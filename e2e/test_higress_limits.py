@@ -20,7 +20,6 @@ from __future__ import annotations
 import concurrent.futures
 import copy
 import datetime
-import re
 import time
 
 import harness
@@ -86,17 +85,6 @@ def _call(replica, tool: str, args: dict, rid: int = 1) -> httpx.Response:
     return harness.fresh_connection_post(f"{replica.url}/mcp-servers/{SERVER}", body, headers)
 
 
-def _assert_limited(r: httpx.Response, rid, what: str = "rate limit") -> int:
-    assert r.status_code == 429, (r.status_code, r.text)
-    retry = r.headers.get("retry-after")
-    assert retry is not None and re.fullmatch(r"\d+", retry), r.headers
-    body = r.json()
-    assert body["id"] == rid and body["error"]["code"] == -32000, body
-    assert body["error"]["data"] == {"cause": "rate_limited", "retryAfterSeconds": int(retry)}, body
-    assert body["error"]["message"].startswith(f"{what} exceeded: "), body
-    return int(retry)
-
-
 def _ok(r: httpx.Response) -> bool:
     return r.status_code == 200 and not r.json()["result"].get("isError")
 
@@ -108,7 +96,7 @@ def test_one_limit_across_replicas_under_concurrent_load(limited, redis_server):
     passed = [i for i, r in responses if r.status_code == 200]
     assert len(passed) == LIMIT, [(i, r.status_code, r.text[:100]) for i, r in responses]
     assert all(_ok(r) for _, r in responses if r.status_code == 200)
-    retries = {_assert_limited(r, i) for i, r in responses if r.status_code != 200}
+    retries = {harness.assert_limited(r, i) for i, r in responses if r.status_code != 200}
     assert all(700 <= s <= 720 for s in retries), retries  # a token every 12 min
     assert min(a.requests_per_worker + b.requests_per_worker) > 0, "every worker of both replicas served calls"
     key = f"{limited.key_prefix}limit:{SERVER}/get_weather/r5w3600000b5/*"
@@ -121,11 +109,11 @@ def test_one_limit_across_replicas_under_concurrent_load(limited, redis_server):
 def test_the_bucket_in_redis_refills_at_its_rate(limited, redis_server):  # noqa: F811
     a, b = limited.pair(redis_server.address)
     assert _ok(_call(a, "get_status", {"code": 200}, 1)) and _ok(_call(b, "get_status", {"code": 200}, 2))
-    retry = _assert_limited(_call(a, "get_status", {"code": 200}, 3), 3)
+    retry = harness.assert_limited(_call(a, "get_status", {"code": 200}, 3), 3)
     assert retry == 2, retry
     time.sleep(retry)
     assert _ok(_call(b, "get_status", {"code": 200}, 4))
-    _assert_limited(_call(a, "get_status", {"code": 200}, 5), 5)
+    harness.assert_limited(_call(a, "get_status", {"code": 200}, 5), 5)
 
 
 def test_a_daily_quota_across_replicas(limited, redis_server):  # noqa: F811
@@ -133,7 +121,7 @@ def test_a_daily_quota_across_replicas(limited, redis_server):  # noqa: F811
     for i, replica in enumerate((a, b, a)):
         assert _ok(_call(replica, "get_user", {"id": 1}, i)), i
     r = _call(b, "get_user", {"id": 1}, 9)
-    retry = _assert_limited(r, 9, "quota")
+    retry = harness.assert_limited(r, 9, "quota")
     now = datetime.datetime.now(datetime.UTC)
     midnight = datetime.datetime.combine(now.date() + datetime.timedelta(days=1), datetime.time(), datetime.UTC)
     assert abs(retry - (midnight - now).total_seconds()) <= 3, retry

@@ -78,18 +78,6 @@ def _weather(g, rid: int = 1) -> httpx.Response:
     return _call(g, "get_weather", {"city": "Oslo"}, rid=rid)
 
 
-def _assert_limited(r: httpx.Response, rid) -> int:
-    """429 with Retry-After (whole seconds) and the same figure in the JSON-RPC error; returns it."""
-    assert r.status_code == 429, (r.status_code, r.text)
-    retry = r.headers.get("retry-after")
-    assert retry is not None and re.fullmatch(r"\d+", retry), r.headers
-    body = r.json()
-    assert body["id"] == rid and body["error"]["code"] == -32000, body
-    assert body["error"]["data"] == {"cause": "rate_limited", "retryAfterSeconds": int(retry)}, body
-    assert "rate limit exceeded" in body["error"]["message"] and f"retry in {retry} s" in body["error"]["message"]
-    return int(retry)
-
-
 def _assert_ok(r: httpx.Response) -> None:
     assert r.status_code == 200, (r.status_code, r.text)
     result = r.json()["result"]
@@ -110,7 +98,7 @@ def test_20_concurrent_calls_against_a_limit_of_5_across_both_workers(lgw):
     assert len(passed) == LIMIT, [(i, r.status_code, r.text[:120]) for i, r in responses]
     for i in passed:
         _assert_ok(dict(responses)[i])
-    retries = {_assert_limited(r, i) for i, r in refused}
+    retries = {harness.assert_limited(r, i) for i, r in refused}
     # A token every 12 minutes; the first refusals came less than a few seconds after the burst.
     assert all(700 <= r <= 720 for r in retries), retries
     used = {w: n - before.get(w, 0) for w, n in _worker_connections(lgw.envoy).items()}
@@ -125,22 +113,22 @@ def test_the_bucket_refills_at_its_rate_and_after_the_window(lgw):
     """2 calls per 4 s: a burst of 2, then a token every 2 s; a whole window refills the burst."""
     for i in range(2):
         assert _status(lgw, i).status_code == 200
-    retry = _assert_limited(_status(lgw, 2), 2)
+    retry = harness.assert_limited(_status(lgw, 2), 2)
     assert retry == 2, retry
     time.sleep(retry)
     assert _status(lgw, 3).status_code == 200  # one token came back
-    _assert_limited(_status(lgw, 4), 4)
+    harness.assert_limited(_status(lgw, 4), 4)
     time.sleep(4.2)  # the whole window: the whole burst again
     for i in range(2):
         assert _status(lgw, 10 + i).status_code == 200
-    _assert_limited(_status(lgw, 12), 12)
+    harness.assert_limited(_status(lgw, 12), 12)
 
 
 def test_tools_list_and_other_tools_are_not_counted(lgw):
     """get_weather is spent for the hour (after the burst above, or spent here)."""
     for i in range(LIMIT + 1):
         _weather(lgw, rid=i)
-    _assert_limited(_weather(lgw, rid=50), 50)
+    harness.assert_limited(_weather(lgw, rid=50), 50)
     # Another tool of the server has no limit; tools/list is never limited.
     for i in range(10):
         r = _call(lgw, "get_user", {"id": 1}, rid=i)
@@ -161,7 +149,7 @@ def test_a_server_limit_counts_every_tool_of_the_server(lgw):
     statuses = [_call(lgw, tool, args, server=OTHER, rid=i).status_code for i, (tool, args) in enumerate(calls)]
     assert statuses == [200, 200, 200], statuses
     r = _call(lgw, "get_user", {"id": 1}, server=OTHER, rid=4)
-    retry = _assert_limited(r, 4)
+    retry = harness.assert_limited(r, 4)
     assert 1190 <= retry <= 1200, f"a token every 20 min: {retry}"
     message = r.json()["error"]["message"]
     assert f"server '{OTHER}' allows 3 calls per 1h (rateLimits[0])" in message, message

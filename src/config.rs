@@ -868,10 +868,7 @@ impl ServerConfig {
             resources: Vec::new(),
             resource_templates: Vec::new(),
             import_notices: Vec::new(),
-            guardrails: match f.value("guardrails") {
-                None => None,
-                Some(v) => Some(serde_json::from_value(v.clone()).map_err(|e| (f.path("guardrails"), e.to_string()))?),
-            },
+            guardrails: f.nested("guardrails", crate::guard::GuardrailsConfig::read)?,
             rate_limits: f.value("rateLimits").cloned(),
             quotas: f.value("quotas").cloned(),
             tool_refs: Vec::new(),
@@ -1270,13 +1267,8 @@ impl PluginConfig {
         };
         let observability = match raw.observability {
             None => crate::metrics::ObservabilityConfig::default(),
-            Some(v) => serde_json::from_value(v).map_err(|e| {
-                let mut err = field_error("observability", e);
-                if err.field != "observability" {
-                    err.field = format!("observability.{}", err.field);
-                }
-                err
-            })?,
+            Some(v) => crate::metrics::ObservabilityConfig::read(&v, "observability")
+                .map_err(|(f, m)| ConfigError::new(f, m))?,
         };
         let observability =
             crate::metrics::Observability::compile(&observability).map_err(|(f, m)| ConfigError::new(f, m))?;

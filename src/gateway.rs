@@ -150,6 +150,8 @@ pub struct Gateway {
     pub admission: crate::admission::Admission,
     /// Stats and audit lines (`observability`).
     pub observability: crate::metrics::Observability,
+    /// The metrics of every server's tools, laid out at load ([`crate::metrics::Stats`]).
+    pub stats: crate::metrics::Stats,
     /// The Redis that rate limits and quotas count in when sessions are not kept in Redis
     /// (`sessions.redis` with another store).
     limits_redis: Option<crate::session::redis::RedisStore>,
@@ -455,8 +457,15 @@ impl Gateway {
             };
             (!secrets.is_empty()).then(|| crate::input::keys_from_secrets(&secrets))
         });
+        let stats = match cfg.observability.stats {
+            true => crate::metrics::Stats::new(
+                servers.iter().flat_map(|s| s.tools.iter().map(move |t| (s.name.as_str(), t.name.as_str()))),
+            ),
+            false => crate::metrics::Stats::default(),
+        };
         Ok(Gateway {
             observability: cfg.observability,
+            stats,
             input_keys,
             prefix: cfg.prefix,
             allowed_origins: cfg.allowed_origins.iter().map(|o| o.trim_end_matches('/').to_ascii_lowercase()).collect(),

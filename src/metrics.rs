@@ -10,31 +10,37 @@
 
 use crate::caller::Caller;
 use crate::upstream::UpstreamResult;
-use serde::Deserialize;
 use serde_json::{json, Value};
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU32, Ordering};
 
 /// `observability:` as written.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(rename_all = "camelCase", deny_unknown_fields)]
+#[derive(Debug, Clone)]
 pub struct ObservabilityConfig {
-    /// Define and update the plugin's Envoy stats.
-    #[serde(default = "yes")]
+    /// Define and update the plugin's Envoy stats (default true).
     pub stats: bool,
     /// The Envoy log level of audit lines: `debug`, `info` (default), `warn`, or `off`.
-    #[serde(default = "default_audit")]
     pub audit: String,
-}
-
-fn yes() -> bool {
-    true
-}
-fn default_audit() -> String {
-    "info".into()
 }
 
 impl Default for ObservabilityConfig {
     fn default() -> Self {
-        ObservabilityConfig { stats: true, audit: default_audit() }
+        ObservabilityConfig { stats: true, audit: "info".into() }
+    }
+}
+
+impl ObservabilityConfig {
+    pub const FIELDS: &'static [&'static str] = &["stats", "audit"];
+
+    /// Reads `observability` at `at`, field by field ([`crate::fields`]).
+    pub fn read(v: &Value, at: &str) -> Result<ObservabilityConfig, crate::fields::FieldError> {
+        let mut f = crate::fields::Fields::known(v, at, Self::FIELDS)?;
+        let cfg = ObservabilityConfig {
+            stats: f.flag("stats")?.unwrap_or(true),
+            audit: f.string("audit")?.unwrap_or_else(|| "info".into()),
+        };
+        f.finish()?;
+        Ok(cfg)
     }
 }
 
@@ -76,8 +82,15 @@ impl Observability {
     }
 }
 
-/// Outcomes that are the gateway's own refusals or failures ([`crate::error::GatewayError::cause`]).
-const CAUSES: [&str; 7] = [
+/// Causes that are denials: the caller or its input was refused.
+const DENIALS: [&str; 3] = ["unauthenticated", "forbidden", "guardrail"];
+/// Every outcome a [`CallRecord`] can have: the gateway's own ones, then [`CAUSES`].
+const OUTCOMES: [&str; 12] = [
+    "ok",
+    "tool_error",
+    "upstream_error",
+    "upstream_failed",
+    "invalid",
     "unauthenticated",
     "forbidden",
     "rate_limited",
@@ -86,8 +99,136 @@ const CAUSES: [&str; 7] = [
     "refused_dispatch",
     "oversized_answer",
 ];
-/// Causes that are denials: the caller or its input was refused.
-const DENIALS: [&str; 3] = ["unauthenticated", "forbidden", "guardrail"];
+/// Outcomes that are the gateway's own refusals or failures ([`crate::error::GatewayError::cause`]).
+const CAUSES: &[&str] = OUTCOMES.split_at(5).1;
+/// A tool's metrics in [`Stats`]: calls and errors by outcome, denials by cause, rate-limit rejections,
+/// upstream latency.
+const ERRORS_AT: usize = OUTCOMES.len();
+const DENIALS_AT: usize = 2 * OUTCOMES.len();
+const RATE_LIMITED_AT: usize = DENIALS_AT + DENIALS.len();
+const LATENCY_AT: usize = RATE_LIMITED_AT + 1;
+const PER_TOOL: usize = LATENCY_AT + 1;
+/// No Envoy metric defined yet for a slot.
+const UNDEFINED: u32 = u32::MAX;
+
+/// The metrics of the tools a configuration serves, laid out when it is compiled so that counting a call
+/// costs two map lookups by borrowed name and integer ids, no string built (formatting each name per call
+/// was most of what stats cost). Each metric is defined with Envoy the first time it is counted (a tool
+/// never called adds nothing to `/stats`); its name is built then, once per VM. Tools the table does not
+/// know (a client's unknown tool name) are counted by name, as [`CallRecord::metrics`] spells them.
+#[derive(Debug, Default)]
+pub struct Stats {
+    /// Each server's place in `tools`, by name.
+    servers: HashMap<String, u32>,
+    /// Per server: each tool's number, by tool name (maps of one type: their code is the host's too).
+    tools: Vec<HashMap<String, u32>>,
+    /// Each tool's tags (`mcp_server=.=demo;.;mcp_tool=.=get_user;.;`), by tool number.
+    tags: Vec<Box<str>>,
+    /// Envoy's id of each metric, [`PER_TOOL`] per tool number; [`UNDEFINED`] until first counted.
+    ids: Box<[AtomicU32]>,
+}
+
+/// One metric a call updates: its slot in [`Stats`], what it is and by how much.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Update {
+    pub slot: usize,
+    pub kind: MetricKind,
+    pub value: u64,
+}
+
+impl Stats {
+    /// The table for these (server, tool) names.
+    pub fn new<'a>(tools: impl IntoIterator<Item = (&'a str, &'a str)>) -> Stats {
+        let mut stats = Stats::default();
+        for (server, tool) in tools {
+            let n = stats.tags.len() as u32;
+            let next = stats.tools.len() as u32;
+            let s = *stats.servers.entry(server.to_string()).or_insert(next) as usize;
+            if s == stats.tools.len() {
+                stats.tools.push(HashMap::new());
+            }
+            if !stats.tools[s].contains_key(tool) {
+                stats.tools[s].insert(tool.to_string(), n);
+                stats.tags.push(format!("mcp_server=.={};.;mcp_tool=.={};.;", tag(server), tag(tool)).into());
+            }
+        }
+        stats.ids = (0..stats.tags.len() * PER_TOOL).map(|_| AtomicU32::new(UNDEFINED)).collect();
+        stats
+    }
+
+    /// The metrics `r` updates (at most five), or `None` when its tool is not in the table.
+    pub fn updates(&self, r: &CallRecord) -> Option<impl Iterator<Item = Update>> {
+        let server = *self.servers.get(r.server.as_str())? as usize;
+        let base = *self.tools.get(server)?.get(r.tool.as_str())? as usize * PER_TOOL;
+        let outcome = OUTCOMES.iter().position(|o| *o == r.outcome)?;
+        let counter = |at: usize| Some(Update { slot: base + at, kind: MetricKind::Counter, value: 1 });
+        let all = [
+            counter(outcome),
+            if outcome == 0 { None } else { counter(ERRORS_AT + outcome) },
+            DENIALS.iter().position(|d| *d == r.outcome).and_then(|d| counter(DENIALS_AT + d)),
+            if r.outcome == "rate_limited" { counter(RATE_LIMITED_AT) } else { None },
+            r.latency_ms.map(|ms| Update { slot: base + LATENCY_AT, kind: MetricKind::Histogram, value: ms }),
+        ];
+        Some(all.into_iter().flatten())
+    }
+
+    /// Envoy's id of a slot's metric, once defined.
+    pub fn id(&self, slot: usize) -> Option<u32> {
+        let id = self.ids.get(slot)?.load(Ordering::Relaxed);
+        (id != UNDEFINED).then_some(id)
+    }
+
+    /// Remembers the id Envoy gave a slot's metric.
+    pub fn set_id(&self, slot: usize, id: u32) {
+        if let Some(s) = self.ids.get(slot) {
+            s.store(id, Ordering::Relaxed);
+        }
+    }
+
+    /// A slot's metric name, as [`CallRecord::metrics`] spells it (built once, to define the metric).
+    pub fn name(&self, slot: usize) -> String {
+        let tags = self.tags.get(slot / PER_TOOL).map_or("", |t| t);
+        match slot % PER_TOOL {
+            at if at < ERRORS_AT => format!("{tags}outcome=.={};.;mcp_calls_total", OUTCOMES[at]),
+            at if at < DENIALS_AT => format!("{tags}cause=.={};.;mcp_errors_total", OUTCOMES[at - ERRORS_AT]),
+            at if at < RATE_LIMITED_AT => format!("{tags}cause=.={};.;mcp_denials_total", DENIALS[at - DENIALS_AT]),
+            RATE_LIMITED_AT => format!("{tags}mcp_rate_limited_total"),
+            _ => format!("{tags}mcp_upstream_latency_ms"),
+        }
+    }
+
+    /// Counts `r`: each metric is defined with `define` (kind, name) the first time, then updated by id
+    /// with `update`; a tool outside the table is defined by name each time (the host keeps those ids).
+    pub fn count(
+        &self,
+        r: &CallRecord,
+        define: &mut dyn FnMut(MetricKind, &str) -> Option<u32>,
+        update: &mut dyn FnMut(MetricKind, u32, u64),
+    ) {
+        match self.updates(r) {
+            Some(updates) => {
+                for u in updates {
+                    let id = match self.id(u.slot) {
+                        Some(id) => id,
+                        None => {
+                            let Some(id) = define(u.kind, &self.name(u.slot)) else { continue };
+                            self.set_id(u.slot, id);
+                            id
+                        }
+                    };
+                    update(u.kind, id, u.value);
+                }
+            }
+            None => {
+                for m in r.metrics() {
+                    if let Some(id) = define(m.kind, &m.name) {
+                        update(m.kind, id, m.value);
+                    }
+                }
+            }
+        }
+    }
+}
 
 /// One tool call, as stats, the access log and the audit line see it.
 #[derive(Debug, Clone, PartialEq)]
@@ -328,6 +469,72 @@ mod tests {
     }
 
     #[test]
+    fn the_stats_table_counts_what_records_name_and_defines_each_metric_once() {
+        let stats = Stats::new([("demo", "get_user"), ("demo", "a;b"), ("other", "get_user")]);
+        let caller = Caller { consumer: Some("alice".into()), ..Caller::default() };
+        let reply = |e: GatewayError| e.reply(json!(1));
+        let records = [
+            CallRecord::tool_call("demo", "get_user", &caller, vec![], &ok_reply(), Some((response(200), Some(12)))),
+            CallRecord::tool_call(
+                "demo",
+                "a;b",
+                &caller,
+                vec![],
+                &reply(GatewayError::Guardrail { message: "no".into() }),
+                None,
+            ),
+            CallRecord::tool_call(
+                "other",
+                "get_user",
+                &caller,
+                vec![],
+                &reply(GatewayError::RateLimited { message: "slow".into(), retry_after_secs: 1 }),
+                None,
+            ),
+            CallRecord::tool_call(
+                "demo",
+                "get_user",
+                &caller,
+                vec![],
+                &json!({"result": {"isError": true}}),
+                Some((response(503), Some(3))),
+            ),
+            // Not in the table: counted by name.
+            CallRecord::tool_call(
+                "demo",
+                "no_such_tool",
+                &caller,
+                vec![],
+                &crate::jsonrpc::error(json!(1), -32602, "Unknown tool"),
+                None,
+            ),
+        ];
+        let mut defined: Vec<(MetricKind, String)> = Vec::new();
+        for round in 0..2 {
+            let mut counted = Vec::new();
+            for r in &records {
+                let mut define = |k: MetricKind, name: &str| {
+                    let id = defined.iter().position(|(_, n)| n == name).unwrap_or_else(|| {
+                        defined.push((k, name.to_string()));
+                        defined.len() - 1
+                    });
+                    Some(id as u32)
+                };
+                stats.count(r, &mut define, &mut |k, id, v| counted.push((k, id, v)));
+            }
+            let by_name: Vec<Metric> = counted
+                .iter()
+                .map(|(k, id, v)| Metric { kind: *k, name: defined[*id as usize].1.clone(), value: *v })
+                .collect();
+            let expected: Vec<Metric> = records.iter().flat_map(CallRecord::metrics).collect();
+            assert_eq!(by_name, expected, "round {round}");
+            assert!(defined.iter().all(|(k, n)| expected.iter().any(|m| m.kind == *k && m.name == *n)));
+        }
+        assert_eq!(stats.id(0), Some(0), "the slot keeps Envoy's id");
+        assert!(stats.updates(&records[4]).is_none());
+    }
+
+    #[test]
     fn the_audit_line_is_json_with_argument_names_but_no_values() {
         let caller = Caller { consumer: Some("alice".into()), ..Caller::default() };
         let args = json!({"password": "hunter2", "id": 7});
@@ -352,9 +559,12 @@ mod tests {
 
     #[test]
     fn config_compiles_audit_levels_and_refuses_others() {
-        let cfg: ObservabilityConfig = serde_json::from_value(json!({"audit": "warn", "stats": false})).unwrap();
+        let read = |v: Value| ObservabilityConfig::read(&v, "observability");
+        let cfg = read(json!({"audit": "warn", "stats": false})).unwrap();
         assert_eq!(Observability::compile(&cfg), Ok(Observability { stats: false, audit: AuditLevel::Warn }));
-        let cfg: ObservabilityConfig = serde_json::from_value(json!({"audit": "loud"})).unwrap();
+        assert_eq!(read(json!({"stat": false})).unwrap_err().0, "observability.stat");
+        assert_eq!(read(json!({"stats": "no"})).unwrap_err().0, "observability.stats");
+        let cfg = read(json!({"audit": "loud"})).unwrap();
         assert_eq!(Observability::compile(&cfg).unwrap_err().0, "observability.audit");
         assert_eq!(Observability::compile(&ObservabilityConfig::default()), Ok(Observability::default()));
     }

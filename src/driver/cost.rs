@@ -102,6 +102,8 @@ struct CostHost {
     sends: u32,
     response: Option<HttpResponse>,
     responds: u32,
+    /// The tool calls of the last exchange, as the host counts them.
+    records: Vec<crate::metrics::CallRecord>,
 }
 
 impl CostHost {
@@ -121,6 +123,7 @@ impl CostHost {
             sends: 0,
             response: None,
             responds: 0,
+            records: Vec::new(),
         }
     }
 
@@ -237,8 +240,44 @@ fn exchange(gw: &Gateway, host: &mut CostHost, head: &RequestHead, body: &[u8]) 
     }
     assert_eq!(progress, Progress::Done);
     let _ = driver.take_called();
+    host.records = driver.take_records();
     host.response.take().expect("a response")
 }
+
+/// The example config plus two copies of `demo` whose `get_weather` text holds an e-mail address and a
+/// phone number: `demo-nopolicy`, and `demo-policy` with issue 13's whole chain (an API-key consumer,
+/// admission, a policy rule, a process rate limit too high to refuse, masking of everything), as
+/// `make bench` runs them.
+fn policy_gateway() -> Gateway {
+    let mut doc = crate::config::parse_document(EXAMPLE).expect("the example config parses");
+    let servers = doc["servers"].as_array_mut().expect("servers");
+    let demo = servers.iter().find(|s| s["name"] == "demo").expect("demo").clone();
+    for name in ["demo-nopolicy", "demo-policy", "demo-nomask"] {
+        let mut s = demo.clone();
+        s["name"] = name.into();
+        for t in s["tools"].as_array_mut().expect("tools") {
+            if t["name"] == "get_weather" {
+                let body = format!("{}{CONTACT}", t["responseTemplate"]["body"].as_str().expect("a body"));
+                t["responseTemplate"]["body"] = body.into();
+            }
+        }
+        if name != "demo-nopolicy" {
+            s["auth"] = serde_json::json!({"anonymous": false});
+            s["policy"] = serde_json::json!({"rules": [{"consumers": ["bench"], "allow": {"tools": ["get_*"]}}]});
+            s["rateLimits"] = serde_json::json!([{"requests": 1_000_000_000u64, "window": "1s"}]);
+        }
+        if name == "demo-policy" {
+            s["guardrails"] = serde_json::json!({"mask": ["all"]});
+        }
+        servers.push(s);
+    }
+    doc["consumers"] = serde_json::json!([{"name": "bench", "credential": POLICY_KEY}]);
+    doc["keyAuth"] = serde_json::json!({"keys": ["x-api-key"], "inHeader": true, "inQuery": false});
+    Gateway::from_config_str(&doc.to_string()).expect("the policy config compiles")
+}
+
+const CONTACT: &str = " Questions: weather-desk@example.com or +44 20 7946 0958.";
+const POLICY_KEY: &str = "bench-key-6b2f0c1e";
 
 fn head(server: &str, sid: Option<&str>) -> RequestHead {
     let mut headers = vec![
@@ -251,6 +290,9 @@ fn head(server: &str, sid: Option<&str>) -> RequestHead {
     ];
     if let Some(s) = sid {
         headers.push(("mcp-session-id".into(), s.into()));
+    }
+    if server == "demo-policy" || server == "demo-nomask" {
+        headers.push(("x-api-key".into(), POLICY_KEY.into()));
     }
     RequestHead {
         method: "POST".into(),
@@ -317,6 +359,88 @@ fn a_tools_call_allocates_within_its_budget() {
     assert!(cost.allocs <= 400, "{cost:?}");
     let greet = measure(&gw, &mut host, "demo", GREET, "Hello, Paris!");
     assert!(greet.allocs <= 400, "{greet:?}");
+}
+
+#[test]
+fn counting_a_call_in_stats_allocates_nothing_once_its_metrics_are_defined() {
+    let gw = gateway();
+    let mut host = CostHost::new();
+    let _ = measure(&gw, &mut host, "demo", WEATHER, WEATHER_TEXT);
+    let records = std::mem::take(&mut host.records);
+    assert_eq!(records.len(), 1);
+    // The first call defines its metrics (calls by outcome, upstream latency) with the host.
+    let (defined, updated) = (Cell::new(0u32), Cell::new(0u32));
+    let mut define = |_: crate::metrics::MetricKind, _: &str| {
+        defined.set(defined.get() + 1);
+        Some(defined.get())
+    };
+    let mut update = |_: crate::metrics::MetricKind, _: u32, _: u64| updated.set(updated.get() + 1);
+    gw.stats.count(&records[0], &mut define, &mut update);
+    assert_eq!((defined.get(), updated.get()), (2, 2));
+    ALLOCS.with(|n| n.set(0));
+    COUNTING.with(|c| c.set(true));
+    for _ in 0..10 {
+        gw.stats.count(&records[0], &mut define, &mut update);
+    }
+    COUNTING.with(|c| c.set(false));
+    // Later calls touch integer ids only: no name built, no metric defined, nothing allocated.
+    assert_eq!((defined.get(), updated.get()), (2, 22));
+    assert_eq!(ALLOCS.with(Cell::get), 0, "stats allocated per call");
+}
+
+#[test]
+fn the_policy_chain_masks_and_allocates_within_its_budget() {
+    let gw = policy_gateway();
+    let mut host = CostHost::new();
+    let plain = measure(&gw, &mut host, "demo-nopolicy", WEATHER, CONTACT.trim());
+    let masked = "Questions: [REDACTED:email] or [REDACTED:phone].";
+    let chain = measure(&gw, &mut host, "demo-policy", WEATHER, masked);
+    // The rate limit's bucket: one shared-data read and one compare-and-swap write more.
+    assert_eq!(chain.ops, Ops { kv_get: plain.ops.kv_get + 1, kv_set: plain.ops.kv_set + 1, ..plain.ops }, "{chain:?}");
+    assert!(chain.allocs <= plain.allocs + 60, "{plain:?} {chain:?}");
+    let mut anonymous = head("demo-policy", None);
+    anonymous.headers.retain(|(k, _)| k != "x-api-key");
+    let r = exchange(&gw, &mut host, &anonymous, WEATHER.as_bytes());
+    assert_eq!(r.status, 401, "the chain admits only the consumer");
+}
+
+/// The cost of issue 13's policy chain natively: `cargo test --release --lib cost::policy_report -- --ignored
+/// --nocapture` runs the same `get_weather` call with and without it and prints the difference per call.
+#[test]
+#[ignore]
+fn policy_report() {
+    let gw = policy_gateway();
+    let mut host = CostHost::new();
+    let n = 20_000;
+    let mut per_call = Vec::new();
+    let servers =
+        [("demo-nopolicy", CONTACT.trim()), ("demo-policy", "[REDACTED:email]"), ("demo-nomask", CONTACT.trim())];
+    for (server, expect) in servers {
+        let cost = measure(&gw, &mut host, server, WEATHER, expect);
+        let sid = session(&gw, &mut host, server);
+        let head = head(server, Some(&sid));
+        let mut best = f64::MAX;
+        // The best of five rounds: the least disturbed by the other work of a shared machine.
+        for _ in 0..5 {
+            let t = std::time::Instant::now();
+            for _ in 0..n / 5 {
+                std::hint::black_box(exchange(&gw, &mut host, &head, WEATHER.as_bytes()));
+            }
+            best = best.min(t.elapsed().as_secs_f64() * 1e6 / f64::from(n / 5));
+        }
+        println!(
+            "{server}: {} allocations, {} bytes allocated, {best:.2} us per call natively",
+            cost.allocs, cost.bytes
+        );
+        per_call.push(best);
+    }
+    println!(
+        "the policy chain (API key, admission, a policy rule, a process rate limit, masking): {:.2} us per call \
+         ({:.2}x), goal under 10 us",
+        per_call[1] - per_call[0],
+        per_call[1] / per_call[0]
+    );
+    println!("  of which masking: {:.2} us per call (demo-nomask: the chain without it)", per_call[1] - per_call[2]);
 }
 
 /// `cargo test --release --lib cost::report -- --ignored --nocapture`: the counts and the native time.

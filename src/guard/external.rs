@@ -8,42 +8,48 @@
 //! on (`failOpen: true`) or is refused (default).
 
 use crate::error::GatewayError;
+use crate::fields::{FieldError, Fields};
 use crate::upstream::{Dispatch, UpstreamRequest, UpstreamResult};
-use serde::Deserialize;
 use serde_json::{json, Value};
 
 /// `guardrails.external` as written.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(rename_all = "camelCase", deny_unknown_fields)]
+#[derive(Debug, Clone)]
 pub struct ExternalConfig {
     /// The Envoy cluster of the guard service.
     pub cluster: String,
-    #[serde(default = "default_path")]
+    /// Default `/check`.
     pub path: String,
     /// `:authority` of the call; default: the cluster's name.
-    #[serde(default)]
     pub authority: Option<String>,
-    #[serde(default = "default_timeout")]
+    /// Default 500.
     pub timeout_ms: u64,
     /// On failure, let the call go on (true) or refuse it (false, the default).
-    #[serde(default)]
     pub fail_open: bool,
     /// Check the arguments before the upstream call (default true).
-    #[serde(default = "yes")]
     pub input: bool,
     /// Check the result before the client sees it (default false).
-    #[serde(default)]
     pub output: bool,
 }
 
-fn default_path() -> String {
-    "/check".into()
-}
-fn default_timeout() -> u64 {
-    500
-}
-fn yes() -> bool {
-    true
+impl ExternalConfig {
+    pub const FIELDS: &'static [&'static str] =
+        &["cluster", "path", "authority", "timeoutMs", "failOpen", "input", "output"];
+
+    /// Reads `external` at `at`, field by field ([`crate::fields`]).
+    pub fn read(v: &Value, at: &str) -> Result<ExternalConfig, FieldError> {
+        let mut f = Fields::known(v, at, Self::FIELDS)?;
+        let cfg = ExternalConfig {
+            cluster: f.required_string("cluster")?,
+            path: f.string("path")?.unwrap_or_else(|| "/check".into()),
+            authority: f.string("authority")?,
+            timeout_ms: f.unsigned("timeoutMs")?.unwrap_or(500),
+            fail_open: f.boolean("failOpen")?,
+            input: f.flag("input")?.unwrap_or(true),
+            output: f.boolean("output")?,
+        };
+        f.finish()?;
+        Ok(cfg)
+    }
 }
 
 /// Which side of the call is checked.
@@ -184,7 +190,7 @@ mod tests {
     fn external(extra: Value) -> External {
         let mut cfg = json!({"cluster": "guard", "timeoutMs": 300});
         cfg.as_object_mut().unwrap().extend(extra.as_object().unwrap().clone());
-        External::compile(&serde_json::from_value(cfg).unwrap()).unwrap()
+        External::compile(&ExternalConfig::read(&cfg, "external").unwrap()).unwrap()
     }
 
     fn answer(status: u16, body: &str) -> UpstreamResult {
@@ -242,11 +248,15 @@ mod tests {
 
     #[test]
     fn invalid_config_names_the_field() {
-        let bad = |v: Value| External::compile(&serde_json::from_value(v).unwrap()).unwrap_err().0;
+        let bad = |v: Value| External::compile(&ExternalConfig::read(&v, "external").unwrap()).unwrap_err().0;
         assert_eq!(bad(json!({"cluster": ""})), "cluster");
         assert_eq!(bad(json!({"cluster": "g", "path": "check"})), "path");
         assert_eq!(bad(json!({"cluster": "g", "authority": "a\r\nb"})), "authority");
         assert_eq!(bad(json!({"cluster": "g", "timeoutMs": 0})), "timeoutMs");
         assert_eq!(bad(json!({"cluster": "g", "input": false})), "input");
+        let unread = |v: Value| ExternalConfig::read(&v, "guardrails.external").unwrap_err().0;
+        assert_eq!(unread(json!({"path": "/c"})), "guardrails.external.cluster");
+        assert_eq!(unread(json!({"cluster": "g", "failopen": true})), "guardrails.external.failopen");
+        assert_eq!(unread(json!({"cluster": "g", "timeoutMs": "5"})), "guardrails.external.timeoutMs");
     }
 }

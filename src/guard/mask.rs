@@ -4,6 +4,7 @@
 
 use regex_lite::{Captures, Regex};
 use std::borrow::Cow;
+use std::ops::Range;
 
 /// A class of data `mask:` can name.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -116,18 +117,22 @@ impl Masker {
 
     /// `text` with the data of `rules` replaced by `[REDACTED:<rule>]` and injection phrases handled as
     /// `injection` says; borrowed when nothing matched (the common case costs no copy).
+    ///
+    /// regex-lite has no literal prefilter and costs hundreds of microseconds per kilobyte, so each pattern
+    /// runs only over windows around what a byte scan finds: a run of the characters its matches are made
+    /// of that holds what every match needs (an `@`, a secret's prefix, enough digits), with one character
+    /// of context either side for `\b`. No match can cross a window's edge, so the result is the one the
+    /// pattern would give over the whole text (`tests::windows_give_what_the_whole_text_gives`).
     pub fn apply<'t>(&self, text: &'t str, rules: RuleSet, injection: Injection) -> Cow<'t, str> {
         let mut out = Cow::Borrowed(text);
-        // Each pattern runs only when a linear scan finds what it needs (regex-lite has no literal
-        // prefilter of its own, and costs hundreds of microseconds per kilobyte).
-        if rules.has(Rule::Secrets) && might_hold_secret(text) {
-            out = replace(out, &self.secrets, |c| match c.get(1) {
+        if rules.has(Rule::Secrets) {
+            out = replace_within(out, &self.secrets, secret_windows, &|c| match c.get(1) {
                 Some(bearer) => format!("{} [REDACTED:secrets]", bearer.as_str()),
                 None => "[REDACTED:secrets]".into(),
             });
         }
-        if rules.has(Rule::Card) && digit_run(text, 13, b" -") {
-            out = replace(out, &self.card, |c| {
+        if rules.has(Rule::Card) {
+            out = replace_within(out, &self.card, card_windows, &|c| {
                 let m = &c[0];
                 if is_card_number(m) {
                     "[REDACTED:card]".into()
@@ -136,12 +141,12 @@ impl Masker {
                 }
             });
         }
-        if rules.has(Rule::Email) && text.contains('@') {
-            out = replace(out, &self.email, |_| "[REDACTED:email]".into());
+        if rules.has(Rule::Email) {
+            out = replace_within(out, &self.email, email_windows, &|_| "[REDACTED:email]".into());
         }
-        if rules.has(Rule::Phone) && (text.contains('+') || digit_run(text, 10, b" -.()")) {
+        if rules.has(Rule::Phone) {
             // The international form's match starts with the character before `+` (group 1): kept.
-            out = replace(out, &self.phone, |c| match c.get(1) {
+            out = replace_within(out, &self.phone, phone_windows, &|c| match c.get(1) {
                 Some(before) => format!("{}[REDACTED:phone]", before.as_str()),
                 None => "[REDACTED:phone]".into(),
             });
@@ -160,40 +165,188 @@ impl Masker {
         }
         out
     }
+
+    /// What `rules` give when each pattern runs over the whole text (the reference the windows are tested
+    /// against).
+    #[cfg(test)]
+    fn apply_whole<'t>(&self, text: &'t str, rules: RuleSet) -> Cow<'t, str> {
+        let mut out = Cow::Borrowed(text);
+        if rules.has(Rule::Secrets) {
+            out = replace(out, &self.secrets, |c| match c.get(1) {
+                Some(bearer) => format!("{} [REDACTED:secrets]", bearer.as_str()),
+                None => "[REDACTED:secrets]".into(),
+            });
+        }
+        if rules.has(Rule::Card) {
+            out = replace(out, &self.card, |c| {
+                if is_card_number(&c[0]) {
+                    "[REDACTED:card]".into()
+                } else {
+                    c[0].to_string()
+                }
+            });
+        }
+        if rules.has(Rule::Email) {
+            out = replace(out, &self.email, |_| "[REDACTED:email]".into());
+        }
+        if rules.has(Rule::Phone) {
+            out = replace(out, &self.phone, |c| match c.get(1) {
+                Some(before) => format!("{}[REDACTED:phone]", before.as_str()),
+                None => "[REDACTED:phone]".into(),
+            });
+        }
+        out
+    }
 }
 
 /// A word of each phrase of [`INJECTION_PHRASES`], for the scan that decides whether to run them.
 const INJECTION_WORDS: [&str; 6] = ["ignore", "disregard", "forget", "mode", "reveal", "system"];
-/// Literal parts of the `secrets` patterns.
-const SECRET_HINTS: [&str; 8] = ["sk-", "gh", "github_pat_", "AKIA", "ASIA", "xox", "AIza", "eyJ"];
-
-fn might_hold_secret(text: &str) -> bool {
-    SECRET_HINTS.iter().any(|h| text.contains(h)) || contains_ci(text, "bearer")
-}
+/// The literal each `secrets` pattern starts with (`bearer` is found ignoring case).
+const SECRET_HINTS: [&str; 12] =
+    ["sk-", "ghp_", "gho_", "ghu_", "ghs_", "ghr_", "github_pat_", "AKIA", "ASIA", "xox", "AIza", "eyJ"];
 
 /// Whether `text` contains `word` (lowercase ASCII), ignoring ASCII case.
 fn contains_ci(text: &str, word: &str) -> bool {
-    text.as_bytes().windows(word.len()).any(|w| w.eq_ignore_ascii_case(word.as_bytes()))
+    find_ci(text.as_bytes(), word.as_bytes(), 0).is_some()
 }
 
-/// Whether `text` has at least `min` digits in a row, single `seps` allowed between them.
-fn digit_run(text: &str, min: usize, seps: &[u8]) -> bool {
-    let (mut run, mut after_digit) = (0, false);
-    for b in text.bytes() {
-        if b.is_ascii_digit() {
-            run += 1;
-            if run >= min {
-                return true;
+/// Where `word` (lowercase ASCII) first occurs in `t` at or after `from`, ignoring ASCII case; the first
+/// byte is compared alone first, which skips most positions at the cost of one comparison.
+fn find_ci(t: &[u8], word: &[u8], from: usize) -> Option<usize> {
+    let (&first, rest) = word.split_first()?;
+    let last = t.len().checked_sub(word.len())?;
+    (from..=last).find(|&i| t[i] | 0x20 == first && t[i + 1..i + word.len()].eq_ignore_ascii_case(rest))
+}
+
+/// Characters a secret (and the token after `Bearer`) is made of.
+fn is_token_byte(b: u8) -> bool {
+    b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b'~' | b'+' | b'/' | b'=' | b'-')
+}
+
+/// The run of bytes around `at` that `member` accepts.
+fn run_around(t: &[u8], at: usize, member: fn(u8) -> bool) -> Range<usize> {
+    let start = t[..at].iter().rposition(|b| !member(*b)).map_or(0, |i| i + 1);
+    let end = t[at..].iter().position(|b| !member(*b)).map_or(t.len(), |i| at + i);
+    start..end
+}
+
+/// The maximal runs of bytes `member` accepts for which `keep` holds.
+fn runs(text: &str, member: fn(u8) -> bool, keep: fn(&[u8]) -> bool) -> Vec<Range<usize>> {
+    let t = text.as_bytes();
+    let mut out = Vec::new();
+    let mut i = 0;
+    while i < t.len() {
+        if !member(t[i]) {
+            i += 1;
+            continue;
+        }
+        let end = t[i..].iter().position(|b| !member(*b)).map_or(t.len(), |n| i + n);
+        if keep(&t[i..end]) {
+            out.push(i..end);
+        }
+        i = end;
+    }
+    out
+}
+
+/// Secrets lie in a run of token characters holding one of [`SECRET_HINTS`]; a run that ends with
+/// `bearer` and is followed by whitespace goes on over it and the token after.
+fn secret_windows(text: &str) -> Vec<Range<usize>> {
+    let t = text.as_bytes();
+    let mut out: Vec<Range<usize>> = Vec::new();
+    let mut hit = |at: usize| {
+        let mut w = run_around(t, at, is_token_byte);
+        while w.end >= 6 && t[w.end - 6..w.end].eq_ignore_ascii_case(b"bearer") {
+            let gap = text[w.end..].find(|c: char| !c.is_whitespace()).unwrap_or(text.len() - w.end);
+            if gap == 0 || w.end + gap >= t.len() || !is_token_byte(t[w.end + gap]) {
+                break;
             }
-            after_digit = true;
-        } else if after_digit && seps.contains(&b) {
-            after_digit = false;
-        } else if !seps.contains(&b) || run == 0 {
-            run = 0;
-            after_digit = false;
+            w.end = run_around(t, w.end + gap, is_token_byte).end;
+        }
+        out.push(w);
+    };
+    for hint in SECRET_HINTS {
+        text.match_indices(hint).for_each(|(at, _)| hit(at));
+    }
+    let mut i = 0;
+    while let Some(at) = find_ci(t, b"bearer", i) {
+        hit(at);
+        i = at + 1;
+    }
+    out
+}
+
+/// Card numbers lie in a run of digits, spaces and dashes with at least 13 digits.
+fn card_windows(text: &str) -> Vec<Range<usize>> {
+    runs(
+        text,
+        |b| b.is_ascii_digit() || b == b' ' || b == b'-',
+        |r| r.iter().filter(|b| b.is_ascii_digit()).count() >= 13,
+    )
+}
+
+/// E-mail addresses lie in a run of address characters holding an `@`.
+fn email_windows(text: &str) -> Vec<Range<usize>> {
+    let t = text.as_bytes();
+    let member = |b: u8| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'%' | b'+' | b'-' | b'@');
+    let mut out: Vec<Range<usize>> = Vec::new();
+    for (at, _) in text.match_indices('@') {
+        if out.last().is_none_or(|w| w.end <= at) {
+            out.push(run_around(t, at, member));
         }
     }
-    false
+    out
+}
+
+/// Phone numbers lie in a run of digits, spaces and `+.-()` that holds a `+` or at least 10 digits (the
+/// international form's match also takes the character before the run, which the context provides).
+fn phone_windows(text: &str) -> Vec<Range<usize>> {
+    runs(
+        text,
+        |b| b.is_ascii_digit() || matches!(b, b' ' | b'+' | b'.' | b'-' | b'(' | b')'),
+        |r| r.contains(&b'+') || r.iter().filter(|b| b.is_ascii_digit()).count() >= 10,
+    )
+}
+
+/// `text` with `re`'s matches replaced by `f`, running `re` only over the windows `find` gives, each
+/// widened by one character either side (the context `\b` looks at) and merged where they meet.
+fn replace_within<'t>(
+    text: Cow<'t, str>,
+    re: &Regex,
+    find: fn(&str) -> Vec<Range<usize>>,
+    f: &dyn Fn(&Captures<'_>) -> String,
+) -> Cow<'t, str> {
+    let mut windows = find(&text);
+    if windows.is_empty() {
+        return text;
+    }
+    for w in &mut windows {
+        w.start = text[..w.start].char_indices().next_back().map_or(0, |(i, _)| i);
+        w.end = text[w.end..].chars().next().map_or(w.end, |c| w.end + c.len_utf8());
+    }
+    windows.sort_by_key(|w| w.start);
+    let mut merged: Vec<Range<usize>> = Vec::with_capacity(windows.len());
+    for w in windows {
+        match merged.last_mut() {
+            Some(last) if w.start <= last.end => last.end = last.end.max(w.end),
+            _ => merged.push(w),
+        }
+    }
+    let (mut out, mut done, mut matched) = (String::new(), 0, false);
+    for w in merged {
+        for c in re.captures_iter(&text[w.clone()]) {
+            let Some(m) = c.get(0) else { continue };
+            out.push_str(&text[done..w.start + m.start()]);
+            out.push_str(&f(&c));
+            done = w.start + m.end();
+            matched = true;
+        }
+    }
+    if !matched {
+        return text;
+    }
+    out.push_str(&text[done..]);
+    Cow::Owned(out)
 }
 
 fn replace<'t>(text: Cow<'t, str>, re: &Regex, f: impl Fn(&Captures<'_>) -> String) -> Cow<'t, str> {
@@ -324,6 +477,69 @@ mod tests {
             "[REDACTED:email] sk-abcdefghijklmnopqrst"
         );
         assert!(matches!(m.apply("nothing here", all(), Injection::Mark), Cow::Borrowed(_)));
+    }
+
+    /// Pieces of secrets, addresses, numbers and the characters around them, for texts that put them side
+    /// by side in every way.
+    const PIECES: [&str; 34] = [
+        "sk-",
+        "proj",
+        "AbCdEf0123456789xyz",
+        "ghp_",
+        "aBcDeFgHiJkLmNoPqRsTuVwXyZ0123",
+        "Bearer",
+        "bearer",
+        " ",
+        "\n",
+        "\t",
+        "@",
+        "example.co.uk",
+        "ada.l+x",
+        "+",
+        "44",
+        "20",
+        "7946",
+        "0958",
+        "(",
+        ")",
+        "-",
+        ".",
+        "4111",
+        "1111",
+        "é",
+        "x",
+        "_",
+        "eyJhbGciOiJIUzI1NiJ9",
+        "AKIA",
+        "IOSFODNN7EXAMPLE",
+        "555",
+        "0143",
+        "=",
+        "AIza",
+    ];
+
+    proptest::proptest! {
+        #[test]
+        fn windows_give_what_the_whole_text_gives(picks in proptest::collection::vec(0..PIECES.len(), 0..40)) {
+            let text: String = picks.iter().map(|i| PIECES[*i]).collect();
+            let m = Masker::new().unwrap();
+            for rules in [all(), RuleSet::default().with(Rule::Phone), RuleSet::default().with(Rule::Secrets)] {
+                proptest::prop_assert_eq!(m.apply(&text, rules, Injection::Off), m.apply_whole(&text, rules));
+            }
+        }
+    }
+
+    #[test]
+    fn windows_give_what_the_whole_text_gives_on_known_cases() {
+        let m = Masker::new().unwrap();
+        for text in [
+            "Bearer \t sk-proj-AbCdEf0123456789xyz and bearer\nabcdefghijklmnopqrstuvwxyz==, a@b.io",
+            "x+44 20 7946 0958 (202) 555-0143 +1-202-555-0143.4111 1111 1111 1111",
+            "ada@example.com@example.com é+33612345678é ghp_aBcDeFgHiJkLmNoPqRsTuVwXyZ0123456789",
+            "bearerbearer abcdefghijklmnopqrstuvwxyz0123 xbearer    eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiIxMjM0NTY3ODkwIn0.dozjgN",
+        ] {
+            assert_eq!(m.apply(text, all(), Injection::Off), m.apply_whole(text, all()), "{text}");
+        }
     }
 
     #[test]

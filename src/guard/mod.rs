@@ -12,40 +12,63 @@ pub mod external;
 pub mod mask;
 
 use crate::error::GatewayError;
+use crate::fields::{FieldError, Fields};
 use external::{External, ExternalConfig};
 use mask::{Injection, Masker, Rule, RuleSet};
 use regex_lite::Regex;
-use serde::Deserialize;
 use serde_json::Value;
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
 /// `guardrails:` of a server, as written. The same fields under `tools.<name>` apply to one tool:
 /// limits, `mask` and `injection` replace the server's, `denyPatterns` add to them.
-#[derive(Debug, Clone, Default, Deserialize)]
-#[serde(rename_all = "camelCase", deny_unknown_fields)]
+#[derive(Debug, Clone, Default)]
 pub struct GuardrailsConfig {
     /// Largest `arguments` object (as JSON, bytes) a call may send.
-    #[serde(default)]
     pub max_argument_bytes: Option<usize>,
     /// Largest tool result (as JSON, bytes, after masking) a call may return.
-    #[serde(default)]
     pub max_result_bytes: Option<usize>,
     /// Regular expressions (regex-lite syntax); a call whose argument strings match one is refused.
-    #[serde(default)]
     pub deny_patterns: Option<Vec<String>>,
     /// What to mask in results: `secrets`, `email`, `phone`, `card`, or `all`.
-    #[serde(default)]
     pub mask: Option<Vec<String>>,
     /// Prompt-injection phrases in results: `off` (default), `mark` or `strip`.
-    #[serde(default)]
     pub injection: Option<String>,
     /// A call to the team's own guard service per tool call (replaces the server's for a tool).
-    #[serde(default)]
     pub external: Option<ExternalConfig>,
     /// Per-tool settings, by tool name.
-    #[serde(default)]
     pub tools: BTreeMap<String, GuardrailsConfig>,
+}
+
+impl GuardrailsConfig {
+    pub const FIELDS: &'static [&'static str] =
+        &["maxArgumentBytes", "maxResultBytes", "denyPatterns", "mask", "injection", "external", "tools"];
+
+    /// Reads `guardrails` (or one tool's entry) at `at`, field by field ([`crate::fields`]).
+    pub fn read(v: &Value, at: &str) -> Result<GuardrailsConfig, FieldError> {
+        let mut f = Fields::known(v, at, Self::FIELDS)?;
+        let mut cfg = GuardrailsConfig {
+            max_argument_bytes: f.size("maxArgumentBytes")?,
+            max_result_bytes: f.size("maxResultBytes")?,
+            deny_patterns: f.strings("denyPatterns")?,
+            mask: f.strings("mask")?,
+            injection: f.string("injection")?,
+            external: f.nested("external", ExternalConfig::read)?,
+            tools: BTreeMap::new(),
+        };
+        let at_tools = f.path("tools");
+        match f.value("tools") {
+            None => {}
+            Some(Value::Object(tools)) => {
+                for (name, t) in tools {
+                    cfg.tools.insert(name.clone(), GuardrailsConfig::read(t, &format!("{at_tools}.{name}"))?);
+                }
+            }
+            Some(_) => return Err((at_tools, "must be an object of tool names".into())),
+        }
+        f.finish()?;
+        Ok(cfg)
+    }
 }
 
 /// A config error of `guardrails`: the tool it belongs to (if any), the field and what is wrong.
@@ -139,17 +162,7 @@ impl Guard {
     pub fn check_input(&self, tool: &str, args: Option<&Value>) -> Result<(), GatewayError> {
         let p = self.policy(tool);
         let Some(args) = args else { return Ok(()) };
-        if let Some(max) = p.max_argument_bytes {
-            let size = json_size(args);
-            if size > max {
-                return Err(GatewayError::Guardrail {
-                    message: format!(
-                        "guardrail: the arguments of tool '{tool}' are {size} bytes, more than the {max} allowed \
-                         (guardrails maxArgumentBytes)"
-                    ),
-                });
-            }
-        }
+        within_size(args, p.max_argument_bytes, || format!("the arguments of tool '{tool}' are"), "maxArgumentBytes")?;
         if p.deny.is_empty() {
             return Ok(());
         }
@@ -177,19 +190,20 @@ impl Guard {
                 mask_strings(result, m, p.mask, p.injection);
             }
         }
-        if let Some(max) = p.max_result_bytes {
-            let size = json_size(result);
-            if size > max {
-                return Err(GatewayError::Guardrail {
-                    message: format!(
-                        "guardrail: the result of tool '{tool}' is {size} bytes, more than the {max} allowed \
-                         (guardrails maxResultBytes)"
-                    ),
-                });
-            }
-        }
-        Ok(())
+        within_size(result, p.max_result_bytes, || format!("the result of tool '{tool}' is"), "maxResultBytes")
     }
+}
+
+/// Refuses `v` when its JSON is larger than `max`; `what` says whose size it is, `field` which limit.
+fn within_size(v: &Value, max: Option<usize>, what: impl FnOnce() -> String, field: &str) -> Result<(), GatewayError> {
+    let Some(max) = max else { return Ok(()) };
+    let size = json_size(v);
+    if size <= max {
+        return Ok(());
+    }
+    Err(GatewayError::Guardrail {
+        message: format!("guardrail: {} {size} bytes, more than the {max} allowed (guardrails {field})", what()),
+    })
 }
 
 /// Compiles one level of `guardrails` over `base` (the server's, for a tool).

@@ -2,7 +2,7 @@ use super::*;
 use serde_json::json;
 
 fn guard(cfg: Value) -> Result<Guard, GuardConfigError> {
-    let cfg: GuardrailsConfig = serde_json::from_value(cfg).unwrap();
+    let cfg = GuardrailsConfig::read(&cfg, "guardrails").unwrap();
     let known = |n: &str| ["run_sql", "search", "echo"].contains(&n);
     Guard::compile(&cfg, Some(&known))
 }
@@ -104,7 +104,14 @@ fn invalid_config_is_refused_naming_tool_and_field() {
     assert_eq!(e.field, "guardrails.injection");
     let e = guard(json!({"tools": {"echo": {"maxArgumentBytes": 0}}})).unwrap_err();
     assert_eq!(e.field, "guardrails.tools.echo.maxArgumentBytes");
-    assert!(serde_json::from_value::<GuardrailsConfig>(json!({"masks": []})).is_err());
+    // What the reader refuses is named by its whole path.
+    let unread = |v: Value| GuardrailsConfig::read(&v, "guardrails").unwrap_err().0;
+    assert_eq!(unread(json!({"masks": []})), "guardrails.masks");
+    assert_eq!(unread(json!({"mask": ["email", "phone", {"x": 1}]})), "guardrails.mask[2]");
+    assert_eq!(unread(json!({"maxResultBytes": -1})), "guardrails.maxResultBytes");
+    assert_eq!(unread(json!({"tools": {"echo": {"denyPatterns": "x"}}})), "guardrails.tools.echo.denyPatterns");
+    assert_eq!(unread(json!({"tools": ["echo"]})), "guardrails.tools");
+    assert_eq!(unread(json!({"external": {"cluster": "g", "retries": 1}})), "guardrails.external.retries");
 }
 
 #[test]
@@ -127,7 +134,14 @@ fn masking_cost() {
         "notes": "Prefers e-mail. Account in good standing since 2019; last login from the London office."});
     let text = serde_json::to_string_pretty(&record).unwrap();
     let clean = text.replace("ada@example.com", "ada at example").replace("+44 20 7946 0958", "none");
-    for (label, text) in [("with an e-mail and a phone number", &text), ("with nothing to mask", &clean)] {
+    let bench =
+        "It is 21 degrees (metric) and sunny in Paris. Questions: weather-desk@example.com or +44 20 7946 0958."
+            .to_string();
+    for (label, text) in [
+        ("with an e-mail and a phone number", &text),
+        ("with nothing to mask", &clean),
+        ("(make bench's policy text)", &bench),
+    ] {
         let result = json!({"content": [{"type": "text", "text": text}], "isError": false});
         let n = 2000;
         let start = std::time::Instant::now();

@@ -208,7 +208,7 @@ fn with_driver(id: u32, foreign: bool, f: impl FnOnce(&Gateway, &mut Driver, &mu
         if !records.is_empty() {
             // The request's first call names consumer, method and outcome for the access log.
             let first = !std::mem::replace(recorded, true);
-            stats::emit(&gw.observability, &records, now_ms(), first);
+            stats::emit(&gw.observability, &gw.stats, &records, now_ms(), first);
         }
         let after = driver.calls_in_flight();
         IN_FLIGHT.with(|n| n.set((n.get() + after).saturating_sub(before)));

@@ -2,19 +2,20 @@
 //! incremented), its access-log properties and its audit line.
 
 use super::abi;
-use crate::metrics::{AuditLevel, CallRecord, MetricKind, Observability};
+use crate::metrics::{AuditLevel, CallRecord, MetricKind, Observability, Stats};
 use proxy_wasm::hostcalls;
 use proxy_wasm::types::{LogLevel, MetricType};
 use std::cell::RefCell;
 use std::collections::HashMap;
 
 thread_local! {
-    /// Metric ids by name: a name is defined with Envoy the first time it is counted.
+    /// Metric ids by name, for the tools [`Stats`] does not know: a name is defined with Envoy the first
+    /// time it is counted.
     static IDS: RefCell<HashMap<String, u32>> = RefCell::new(HashMap::new());
 }
 
 /// Counts, logs and (for the request's first call) sets the access-log properties of `records`.
-pub fn emit(obs: &Observability, records: &[CallRecord], now_ms: u64, first: bool) {
+pub fn emit(obs: &Observability, stats: &Stats, records: &[CallRecord], now_ms: u64, first: bool) {
     if first {
         if let Some(r) = records.first() {
             for (name, value) in r.properties() {
@@ -27,9 +28,7 @@ pub fn emit(obs: &Observability, records: &[CallRecord], now_ms: u64, first: boo
     let envoy_level = hostcalls::get_log_level().map_or(0, |l| l as u32);
     for r in records {
         if obs.stats {
-            for m in r.metrics() {
-                count(m.kind, m.name, m.value);
-            }
+            stats.count(r, &mut define, &mut update);
         }
         let level = match obs.audit {
             AuditLevel::Off => continue,
@@ -43,24 +42,27 @@ pub fn emit(obs: &Observability, records: &[CallRecord], now_ms: u64, first: boo
     }
 }
 
-fn count(kind: MetricKind, name: String, value: u64) {
+/// Envoy's id for a metric name, defined the first time (by name: the ids of [`Stats`]'s slots are kept
+/// there, this map holds the others).
+fn define(kind: MetricKind, name: &str) -> Option<u32> {
     IDS.with(|ids| {
         let mut ids = ids.borrow_mut();
-        let id = match ids.get(&name) {
-            Some(id) => *id,
-            None => {
-                let t = match kind {
-                    MetricKind::Counter => MetricType::Counter,
-                    MetricKind::Histogram => MetricType::Histogram,
-                };
-                let Ok(id) = hostcalls::define_metric(t, &name) else { return };
-                ids.insert(name, id);
-                id
-            }
+        if let Some(id) = ids.get(name) {
+            return Some(*id);
+        }
+        let t = match kind {
+            MetricKind::Counter => MetricType::Counter,
+            MetricKind::Histogram => MetricType::Histogram,
         };
-        let _ = match kind {
-            MetricKind::Counter => hostcalls::increment_metric(id, value as i64),
-            MetricKind::Histogram => hostcalls::record_metric(id, value),
-        };
-    });
+        let id = hostcalls::define_metric(t, name).ok()?;
+        ids.insert(name.to_string(), id);
+        Some(id)
+    })
+}
+
+fn update(kind: MetricKind, id: u32, value: u64) {
+    let _ = match kind {
+        MetricKind::Counter => hostcalls::increment_metric(id, value as i64),
+        MetricKind::Histogram => hostcalls::record_metric(id, value),
+    };
 }
