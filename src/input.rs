@@ -202,7 +202,7 @@ impl Inputs {
             by_round
                 .push((round, Request { key: key.clone(), method, params, templated, if_missing, optional, schema }));
         }
-        by_round.sort_by_key(|(r, _)| *r);
+        crate::sort::sort_by_key(&mut by_round, |(r, _)| *r);
         let mut rounds: Vec<Vec<Request>> = Vec::new();
         let mut last = None;
         for (r, req) in by_round {
@@ -407,7 +407,7 @@ fn canonical(v: &Value) -> String {
         match v {
             Value::Object(m) => {
                 let mut keys: Vec<&String> = m.keys().collect();
-                keys.sort();
+                crate::sort::sort(&mut keys);
                 Value::Object(keys.into_iter().map(|k| (k.clone(), sort(&m[k]))).collect())
             }
             Value::Array(items) => Value::Array(items.iter().map(sort).collect()),

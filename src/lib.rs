@@ -41,6 +41,7 @@ pub mod resp;
 pub mod rules;
 pub mod schema;
 pub mod session;
+pub mod sort;
 #[cfg(test)]
 mod strategies;
 pub mod template;

@@ -1215,7 +1215,7 @@ fn canonical(v: &Value, out: &mut String, budget: &Budget) {
         }
         Value::Object(members) => {
             let mut keys: Vec<&String> = members.keys().collect();
-            keys.sort();
+            crate::sort::sort(&mut keys);
             out.push('{');
             for k in keys {
                 out.push_str(&Value::String(k.clone()).to_string());

@@ -474,7 +474,7 @@ impl Templates {
             .filter(|v| v != "args" && v != "config" && !(self.input_visible && v == "input"))
             .filter(|v| !self.env.globals().any(|(g, _)| g == v))
             .collect();
-        unknown.sort();
+        crate::sort::sort(&mut unknown);
         match unknown.first() {
             None => Ok(()),
             Some(_) => Err(format!(

@@ -174,7 +174,7 @@ impl ServerLimits {
         let own = self.server.iter().find(|l| l.scope == Scope::Cluster).map(|l| format!("field '{}'", l.field));
         own.or_else(|| {
             let mut names: Vec<&String> = self.tools.keys().collect();
-            names.sort();
+            crate::sort::sort(&mut names);
             names.into_iter().find_map(|name| {
                 let l = self.tools[name].iter().find(|l| l.scope == Scope::Cluster)?;
                 Some(format!("tool '{name}' field '{}'", l.field))

@@ -572,7 +572,7 @@ impl<'a> Builder<'a, '_> {
                 return Err(Self::invalid(format!("{at}/responses"), "must be an object"));
             };
             let mut codes: Vec<&String> = responses.keys().filter(|c| c.starts_with('2')).collect();
-            codes.sort();
+            crate::sort::sort(&mut codes);
             let mut outputs = SchemaConverter::new(ctx.doc, Direction::Response, ctx.output_depth);
             for code in codes {
                 let r_at = format!("{at}/responses/{code}");
