@@ -469,6 +469,17 @@ impl Gateway {
         })
     }
 
+    /// The outcome of an answer read as it streams (route dispatch) that passed the limit after `received`
+    /// bytes, with no size announced: the rest is not read.
+    pub fn oversized_stream(&self, received: usize) -> UpstreamResult {
+        UpstreamResult::Failed(format!(
+            "the upstream answer has more than {} bytes ({received} received before the gateway stopped \
+             reading), over the gateway's limit (maxResponseBytes in the plugin config, which the operator can \
+             raise)",
+            self.max_response_bytes
+        ))
+    }
+
     /// The outcome of a call that Envoy ended without handing over an answer, `elapsed_ms` after it was sent
     /// with `timeout_ms`.
     ///

@@ -38,6 +38,7 @@ pub mod prompt;
 pub mod proxy;
 pub mod resource;
 pub mod resp;
+pub mod routed;
 pub mod rules;
 pub mod schema;
 pub mod session;

@@ -388,7 +388,11 @@ impl RootContext for Root {
         }
         let ids: Vec<u32> = LIVE.with(|live| live.borrow().keys().copied().collect());
         for id in ids {
-            with_driver(id, true, |gw, driver, calls| driver.on_tick(gw, calls, now));
+            with_driver(id, true, |gw, driver, calls| match route::expired(id, gw, now) {
+                // A routed call's timeout is the plugin's to enforce (see route.rs).
+                Some((token, outcome)) => driver.on_upstream(gw, calls, token, outcome),
+                None => driver.on_tick(gw, calls, now),
+            });
         }
     }
 
@@ -594,14 +598,16 @@ impl HttpContext for Http {
         if !route::is_forwarded(self.id) {
             return Action::Continue;
         }
-        if !end_of_stream {
-            return Action::Pause; // buffered by Envoy until the end
+        let Some(gw) = LIVE.with(|live| live.borrow().get(&self.id).map(|l| l.gateway.clone())) else {
+            return Action::Continue;
+        };
+        // Each chunk is taken out of Envoy's buffer (see route.rs): Pause leaves Envoy nothing to buffer.
+        match route::on_body(self.id, &gw, body_size, end_of_stream) {
+            Some((token, outcome)) => {
+                with_driver(self.id, false, |gw, driver, calls| driver.on_upstream(gw, calls, token, outcome));
+                Action::Continue
+            }
+            None => Action::Pause,
         }
-        let oversized =
-            LIVE.with(|live| live.borrow().get(&self.id).and_then(|l| l.gateway.oversized_answer(body_size)));
-        if let Some((token, outcome)) = route::on_body_end(self.id, body_size, oversized) {
-            with_driver(self.id, false, |gw, driver, calls| driver.on_upstream(gw, calls, token, outcome));
-        }
-        Action::Continue
     }
 }
