@@ -150,6 +150,8 @@ pub struct Gateway {
     pub admission: crate::admission::Admission,
     /// Stats and audit lines (`observability`).
     pub observability: crate::metrics::Observability,
+    /// What a request's `x-higress-mcpserver-config` does here (`trustConfigHeader`).
+    pub config_header: crate::config_header::ConfigHeader,
     /// The Redis that rate limits and quotas count in when sessions are not kept in Redis
     /// (`sessions.redis` with another store).
     limits_redis: Option<crate::session::redis::RedisStore>,
@@ -435,6 +437,13 @@ impl Gateway {
             };
             (!secrets.is_empty()).then(|| crate::input::keys_from_secrets(&secrets))
         });
+        let config_header = match cfg.config_header_source {
+            Some(doc) => {
+                notices.push(crate::transport::CONFIG_HEADER_TRUSTED.into());
+                crate::config_header::ConfigHeader::Trusted(doc)
+            }
+            None => crate::config_header::ConfigHeader::Refused,
+        };
         Ok(Gateway {
             observability: cfg.observability,
             input_keys,
@@ -455,6 +464,7 @@ impl Gateway {
             templates,
             notices,
             admission,
+            config_header,
         })
     }
 

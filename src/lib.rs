@@ -8,6 +8,7 @@ pub mod caller;
 pub mod completion;
 pub mod composed;
 pub mod config;
+pub mod config_header;
 pub mod content;
 pub mod credential;
 pub mod driver;

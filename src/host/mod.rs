@@ -77,6 +77,21 @@ thread_local! {
     static IN_FLIGHT: Cell<usize> = const { Cell::new(0) };
     /// Upstream calls in flight on this VM, by HTTP context id.
     static SENT: RefCell<HashMap<u32, Vec<Sent>>> = RefCell::new(HashMap::new());
+    /// Gateways compiled for requests' `x-higress-mcpserver-config` (`trustConfigHeader`), most recent last.
+    static PER_REQUEST: RefCell<crate::config_header::Cache<Rc<Gateway>>> = RefCell::new(Default::default());
+}
+
+/// The gateway a request is served by: `gw`, or, for a trusted `x-higress-mcpserver-config`, `gw` compiled
+/// with that config (cached per worker); the refusal when the header's config cannot be had.
+fn per_request(gw: Rc<Gateway>, head: &RequestHead) -> Result<Rc<Gateway>, HttpResponse> {
+    use crate::config_header::{compile_for, requested};
+    let Some((server, header)) = requested(&gw, head) else {
+        return Ok(gw);
+    };
+    let base = Rc::as_ptr(&gw) as usize;
+    PER_REQUEST
+        .with(|c| c.borrow_mut().get_or_make(base, server, header, || compile_for(&gw, server, header).map(Rc::new)))
+        .map_err(|why| transport::config_header_refused(&gw, head, why))
 }
 
 /// Forgets the call `token`; returns the context that sent it, its start time and its timeout.
@@ -374,6 +389,8 @@ impl RootContext for Root {
             );
         }
         self.rules = Some(Rc::new(rules.map(Rc::new)));
+        // Its gateways are keyed by their base's address, which a new configuration may reuse.
+        PER_REQUEST.with(|c| c.borrow_mut().clear());
         let _ = hostcalls::set_tick_period(TICK);
         true
     }
@@ -517,6 +534,13 @@ impl HttpContext for Http {
         };
         let jwt = gw.admission.jwt.as_ref().and_then(jwt_payload);
         let head = RequestHead { method, path, headers, client_address, jwt };
+        let gw = match per_request(gw.clone(), &head) {
+            Ok(gw) => gw,
+            Err(refused) => {
+                Calls::new(&gw, self.id, false, &[]).respond(refused);
+                return Action::Pause;
+            }
+        };
         if let Some(action) = proxy::on_request_headers(self.id, &gw, &head, end_of_stream) {
             return action;
         }
