@@ -293,7 +293,7 @@ def test_higress_semantics_through_envoy(higress_gw):
     assert not empty.is_error and empty.content[0].text == "success"
     # An image keeps its Content-Type whole, parameters and all (SendMCPToolImageResult).
     assert not image.is_error and image.content[0].type == "image", image
-    assert image.content[0].mimeType == "image/png; x=y" and image.content[0].data.startswith("iVBOR")
+    assert image.content[0].mime_type == "image/png; x=y" and image.content[0].data.startswith("iVBOR")
 
 
 BAD_CONFIGS = [

@@ -169,9 +169,9 @@ pub fn respond_in_place(id: u32, r: &HttpResponse) -> bool {
         abi::set_map(MapType::HttpResponseHeaders, &headers)
             .and_then(|_| abi::set_buffer(BufferType::HttpResponseBody, 0, usize::MAX, &r.body))
     } else {
-        // No body to rewrite (the answer ended with its headers), or the answer is still coming (ended
-        // early): its headers have not left yet, so a local reply takes their place and ends the upstream
-        // request.
+        // Ended early (over the limit, timed out): the answer is still coming, its headers have not left
+        // yet, so a local reply takes their place and ends the upstream request. (An answer that ended with
+        // its headers never started: the caller's local reply takes its place.)
         abi::send_response(r.status, &headers[1..], &r.body)
     };
     if let Err(s) = done {
