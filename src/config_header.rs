@@ -125,7 +125,6 @@ mod tests {
     use crate::driver::test_host::TestHost;
     use crate::upstream::UpstreamResult;
     use base64::Engine;
-    use serde_json::json;
 
     const DOC: &str = "trustConfigHeader: true\nservers:\n- name: s\n  config: {key: operator}\n  upstream: {cluster: api}\n  tools:\n  - {name: t, description: d, requestTemplate: {url: '/x?k={{ config.key }}'}}\n";
 
