@@ -119,19 +119,18 @@ pub fn on_body(id: u32, gw: &Gateway, size: usize, end_of_stream: bool) -> Optio
     if !is_forwarded(id) {
         return None;
     }
-    let chunk = if size == 0 {
-        Vec::new()
-    } else {
-        let chunk = hostcalls::get_buffer(BufferType::HttpResponseBody, 0, size).ok().flatten().unwrap_or_default();
-        if let Err(s) = abi::set_buffer(BufferType::HttpResponseBody, 0, size, &[]) {
-            log(
-                LogLevel::Debug,
-                &format!("mcp-gateway: could not take the answer's chunk out of Envoy's buffer ({s:?})"),
-            );
-        }
-        chunk
+    let chunk = match size {
+        0 => Vec::new(),
+        _ => hostcalls::get_buffer(BufferType::HttpResponseBody, 0, size).ok().flatten().unwrap_or_default(),
     };
-    let now = now_ms();
+    // The last chunk stays: the response replaces it (one hostcall fewer for a one-chunk answer).
+    if size > 0 && !end_of_stream {
+        if let Err(s) = abi::set_buffer(BufferType::HttpResponseBody, 0, size, &[]) {
+            log(LogLevel::Debug, &format!("mcp-gateway: could not take a chunk out of Envoy's buffer ({s:?})"));
+        }
+    }
+    // The clock matters only while the answer goes on.
+    let now = if end_of_stream { 0 } else { now_ms() };
     FORWARDS.with(|f| {
         let mut f = f.borrow_mut();
         let fwd = f.get_mut(&id)?;
