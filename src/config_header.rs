@@ -15,7 +15,7 @@
 
 use crate::config::PluginConfig;
 use crate::gateway::Gateway;
-use crate::transport::{RequestHead, CONFIG_HEADER};
+use crate::transport::{config_header_refused, HttpResponse, RequestHead, CONFIG_HEADER};
 use serde_json::Value;
 
 /// What a gateway does with the header.
@@ -68,6 +68,15 @@ pub fn compile_for(gw: &Gateway, server: &str, header: &str) -> Result<Gateway, 
     Ok(compiled)
 }
 
+/// [`compile_for`], for a caller the server admits only: a compile costs as much as loading the whole
+/// configuration, so a caller the request would be refused to anyway may not cause one. The refusal is the
+/// answer to send: admission's own (401, 403), or 400 saying what is wrong with the header.
+pub fn compile_admitted(gw: &Gateway, server: &str, head: &RequestHead, header: &str) -> Result<Gateway, HttpResponse> {
+    let target = gw.server(server).ok_or_else(|| config_header_refused(gw, head, format!("no server '{server}'")))?;
+    crate::transport::admit(gw, target, head).map_err(|refused| refused.response(Value::Null))?;
+    compile_for(gw, server, header).map_err(|why| config_header_refused(gw, head, why))
+}
+
 /// The last [`CACHE_ENTRIES`] results, keyed by the gateway they came from (its address, which the
 /// host makes unique by clearing the cache when the configuration changes), server and header value.
 #[derive(Debug)]
@@ -83,13 +92,13 @@ impl<T: Clone> Default for Cache<T> {
 
 impl<T: Clone> Cache<T> {
     /// The cached value, or `make`'s (kept if it is `Ok`; the oldest entry goes when the cache is full).
-    pub fn get_or_make(
+    pub fn get_or_make<E>(
         &mut self,
         base: usize,
         server: &str,
         header: &str,
-        make: impl FnOnce() -> Result<T, String>,
-    ) -> Result<T, String> {
+        make: impl FnOnce() -> Result<T, E>,
+    ) -> Result<T, E> {
         if let Some(pos) = self.entries.iter().position(|(b, s, h, _)| *b == base && s == server && h == header) {
             // Most recently used last.
             let entry = self.entries.remove(pos);
@@ -199,6 +208,26 @@ mod tests {
     }
 
     #[test]
+    fn only_an_admitted_caller_causes_a_compile() {
+        let doc = DOC
+            .replace(
+                "servers:",
+                "consumers: [{name: alice, credential: k-alice}]\nkeyAuth: {keys: [x-api-key]}\nservers:",
+            )
+            .replace("  config:", "  auth: {anonymous: false}\n  config:");
+        let gw = Gateway::from_config_str(&doc).unwrap();
+        let header = b64(r#"{"key":"user-1"}"#);
+        let refused = compile_admitted(&gw, "s", &head(Some(&header)), &header).unwrap_err();
+        assert_eq!(refused.status, 401, "{}", String::from_utf8_lossy(&refused.body));
+        let mut h = head(Some(&header));
+        h.headers.push(("x-api-key".into(), "k-alice".into()));
+        assert!(compile_admitted(&gw, "s", &h, &header).is_ok());
+        let bad = compile_admitted(&gw, "s", &h, "%%%").unwrap_err();
+        assert_eq!(bad.status, 400);
+        assert!(String::from_utf8_lossy(&bad.body).contains("not base64"));
+    }
+
+    #[test]
     fn off_unless_trusted() {
         let gw = Gateway::from_config_str(&DOC.replace("trustConfigHeader: true\n", "")).unwrap();
         let header = b64(r#"{"key":"user-1"}"#);
@@ -218,15 +247,15 @@ mod tests {
         for i in 0..(CACHE_ENTRIES + 4) {
             let v = c.get_or_make(1, "s", &i.to_string(), || {
                 made += 1;
-                Ok(i as u32)
+                Ok::<_, ()>(i as u32)
             });
             assert_eq!(v, Ok(i as u32));
         }
         assert_eq!((c.len(), made), (CACHE_ENTRIES, CACHE_ENTRIES + 4));
         let last = (CACHE_ENTRIES + 3).to_string();
-        assert_eq!(c.get_or_make(1, "s", &last, || panic!("cached")), Ok((CACHE_ENTRIES + 3) as u32));
-        assert!(c.get_or_make(1, "s", "0", || Ok(99)).is_ok(), "the oldest went");
-        assert_eq!(c.get_or_make(2, "s", "0", || Err("bad".into())), Err("bad".into()));
+        assert_eq!(c.get_or_make(1, "s", &last, || Err(())), Ok((CACHE_ENTRIES + 3) as u32), "cached");
+        assert!(c.get_or_make(1, "s", "0", || Ok::<_, ()>(99)).is_ok(), "the oldest went");
+        assert_eq!(c.get_or_make(2, "s", "0", || Err("bad")), Err("bad"));
         assert_eq!(c.len(), CACHE_ENTRIES, "a failure is not kept");
         c.clear();
         assert!(c.is_empty());

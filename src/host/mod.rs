@@ -84,14 +84,14 @@ thread_local! {
 /// The gateway a request is served by: `gw`, or, for a trusted `x-higress-mcpserver-config`, `gw` compiled
 /// with that config (cached per worker); the refusal when the header's config cannot be had.
 fn per_request(gw: Rc<Gateway>, head: &RequestHead) -> Result<Rc<Gateway>, HttpResponse> {
-    use crate::config_header::{compile_for, requested};
+    use crate::config_header::{compile_admitted, requested};
     let Some((server, header)) = requested(&gw, head) else {
         return Ok(gw);
     };
     let base = Rc::as_ptr(&gw) as usize;
-    PER_REQUEST
-        .with(|c| c.borrow_mut().get_or_make(base, server, header, || compile_for(&gw, server, header).map(Rc::new)))
-        .map_err(|why| transport::config_header_refused(&gw, head, why))
+    PER_REQUEST.with(|c| {
+        c.borrow_mut().get_or_make(base, server, header, || compile_admitted(&gw, server, head, header).map(Rc::new))
+    })
 }
 
 /// Forgets the call `token`; returns the context that sent it, its start time and its timeout.
