@@ -14,7 +14,7 @@ Endpoints
   POST /form                         -> {"form": {...}} from an x-www-form-urlencoded body
   GET  /error                        -> 500 {"error": "..."}
   GET  /status/{code}                -> that status, JSON {"status": code}
-  GET  /image.png                    -> a valid 1x1 PNG (image/png)
+  GET  /image.png[?type=T]           -> a valid 1x1 PNG (Content-Type T, image/png by default)
   GET  /audio.wav                    -> a valid WAV of 10 ms of silence (audio/wav)
   GET  /text                         -> text/plain
   GET  /slow?ms=N                    -> sleeps N ms (max 30000), then {"slept_ms": N}
@@ -279,7 +279,7 @@ class Handler(BaseHTTPRequestHandler):
             return
 
         if path == "/image.png" and method in ("GET", "HEAD"):
-            self._send(200, PNG_1X1, "image/png")
+            self._send(200, PNG_1X1, arg("type", "image/png") or "image/png")
             return
 
         if path == "/audio.wav" and method in ("GET", "HEAD"):

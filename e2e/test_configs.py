@@ -209,6 +209,12 @@ HIGRESS_CONFIG = {
             "requestTemplate": {"url": "http://demo.local/echo/{id}?z=1&q=tpl", "method": "POST", "argsToJsonBody": True},
         },
         {
+            "name": "image",
+            "description": "The demo upstream's PNG, with the Content-Type asked for.",
+            "args": [{"name": "type", "position": "query"}],
+            "requestTemplate": {"url": "http://demo.local/image.png", "method": "GET"},
+        },
+        {
             "name": "status",
             "description": "Answers with the status asked for.",
             "args": [{"name": "code", "type": "integer", "position": "path"}],
@@ -239,7 +245,7 @@ def test_higress_shape(higress_gw):
 
     info, tools, r = run_async(go)
     assert info.name == "higress-demo"
-    assert sorted(t.name for t in tools) == ["echo", "hello", "semantics", "status"]
+    assert sorted(t.name for t in tools) == ["echo", "hello", "image", "semantics", "status"]
     assert r.content[0].text == "Hi there"
 
 
@@ -263,7 +269,7 @@ def test_higress_semantics_through_envoy(higress_gw):
     demo upstream sees the path argument in place, the query rebuilt by Go's url.Values (keys sorted, `+` for
     spaces, a query argument replacing the template's value, an array as JSON text), a JSON body as Go
     marshals it (keys sorted, `<>` escaped, an integer truncated, undeclared arguments dropped), `Accept: */*`;
-    a 404 reads as Higress's `call failed`, an empty 204 as `success`."""
+    a 404 reads as Higress's `call failed`, an empty 204 as `success`, an image keeps its whole Content-Type."""
 
     async def go():
         async with mcp_client(higress_gw.mcp_url("higress-demo")) as c:
@@ -271,9 +277,10 @@ def test_higress_semantics_through_envoy(higress_gw):
                                                    "n": 2.9, "note": "<ok>", "flag": "true", "undeclared": 1})
             missing = await c.call_tool("status", {"code": 404})
             empty = await c.call_tool("status", {"code": 204})
-            return sent, missing, empty
+            image = await c.call_tool("image", {"type": "image/png; x=y"})
+            return sent, missing, empty, image
 
-    sent, missing, empty = run_async(go)
+    sent, missing, empty, image = run_async(go)
     assert not sent.is_error, sent.content[0].text
     echo = json.loads(sent.content[0].text)
     assert (echo["method"], echo["path"]) == ("POST", "/echo/a%20b/c")
@@ -284,6 +291,9 @@ def test_higress_semantics_through_envoy(higress_gw):
         "application/json; charset=utf-8", "*/*", "t-1")
     assert missing.is_error and missing.content[0].text == 'call failed, status: 404, response: {"status": 404}'
     assert not empty.is_error and empty.content[0].text == "success"
+    # An image keeps its Content-Type whole, parameters and all (SendMCPToolImageResult).
+    assert not image.is_error and image.content[0].type == "image", image
+    assert image.content[0].mime_type == "image/png; x=y" and image.content[0].data.startswith("iVBOR")
 
 
 BAD_CONFIGS = [

@@ -20,11 +20,10 @@ is a gateway fault whatever the input:
 
 E2E_FUZZ_SCALE multiplies the runs (default 1: about a minute) for longer runs.
 
-Known gap (found by this run, not fixed here): under route dispatch, an answer larger than Envoy's buffer
-(`big_answer`, `endless_answer`) reaches the client as Envoy's own 500 (`response_payload_too_large`), and
-a timeout in the middle of an answer as Envoy's 504 (`response_timeout`), instead of error results as with
-`dispatch: call`. Those tools are left out of `routed` here; test_routed_answers_beyond_the_buffer_are_tool_errors
-reproduces it (strict xfail: it fails once fixed, to drop the mark and the exclusion).
+Route dispatch once let Envoy's own 500 (`response_payload_too_large`, an answer beyond its buffer) and 504
+(`response_timeout`, a timeout in the middle of an answer) reach the client; the plugin now takes each chunk
+out of Envoy's buffer and enforces the tool's timeout itself, so `routed` has every tool of `demo`, and
+test_routed_answers_beyond_the_buffer_are_tool_errors pins those answers down as error results.
 """
 
 from __future__ import annotations
@@ -48,8 +47,8 @@ ROUTED = "routed"
 SCALE = max(1, int(os.environ.get("E2E_FUZZ_SCALE", "1")))
 # Runs per tool and phase, and per protocol request type and phase.
 TOOL_RUNS = 6 * SCALE
-# Tools of `routed` that hit the known gap above.
-ROUTED_GAP = ("big_answer", "big_answer_quoted", "endless_answer")
+# Tools of `routed` whose answers outgrow Envoy's buffer or the tool's timeout mid-answer.
+ROUTED_BIG = ("big_answer", "big_answer_quoted", "endless_answer")
 PROTOCOL_RUNS = 12 * SCALE
 # mcp-fuzzer's timeout for one request (it gives up, and the access log shows status 0).
 REQUEST_TIMEOUT_S = 15
@@ -95,7 +94,6 @@ def fuzz_gw(e2e_config):
     demo = next(s for s in cfg["servers"] if s["name"] == SERVER)
     routed = copy.deepcopy(demo)
     routed["name"] = ROUTED
-    routed["tools"] = [t for t in routed["tools"] if t["name"] not in ROUTED_GAP]
     for block in [routed, *routed["tools"]]:
         if "upstream" in block:
             block["upstream"] = {k: v for k, v in block["upstream"].items() if k not in ("cluster", "authority")}
@@ -210,21 +208,47 @@ def test_mcp_fuzzer_finds_no_5xx_hang_or_vm_failure(fuzz_gw):
     harness.assert_still_serving(gw, SERVER)
 
 
-@pytest.mark.xfail(strict=True, reason="route dispatch: Envoy's own 500/504 reach the client (see the module docstring)")
 def test_routed_answers_beyond_the_buffer_are_tool_errors(e2e_config):
-    """`big_answer` of 64 MiB and an `endless_answer` through the route are error results, as with dispatch: call."""
+    """Answers of 64 MiB (with and without a Content-Length), an endless one and ones that outlive the tool's
+    timeout mid-answer (still streaming, or stalled after a chunk), through the route: error results naming the limit or the timeout, as with
+    dispatch: call, and soon (the gateway stops reading at maxResponseBytes)."""
     cfg = copy.deepcopy(e2e_config)
     demo = next(s for s in cfg["servers"] if s["name"] == SERVER)
     routed = {"name": ROUTED, "upstream": {"timeoutMs": 2000},
-              "tools": [t for t in demo["tools"] if t["name"] in ROUTED_GAP]}
+              "tools": [t for t in demo["tools"] if t["name"] in ROUTED_BIG]}
     for t in routed["tools"]:
         t.pop("upstream", None)
     cfg["servers"] = [routed]
-    with harness.gateway(cfg, tag="fuzz-gap") as g, RawMcp(g.base_url, g.prefix, timeout=15) as raw:
+    limit = cfg.get("maxResponseBytes", 8 << 20)
+    with harness.gateway(cfg, tag="fuzz-routed-big") as g, RawMcp(g.base_url, g.prefix, timeout=15) as raw:
         sid, _ = raw.initialize(ROUTED)
-        statuses = []
-        for name, args in (("big_answer", {"bytes": 64 << 20}), ("endless_answer", {"delay_ms": 100})):
+        outcomes = {}
+        for name, args in (("big_answer", {"bytes": 64 << 20}), ("big_answer", {"bytes": 64 << 20, "chunked": True}),
+                           ("big_answer_quoted", {"bytes": 64 << 20}), ("endless_answer", {"delay_ms": 0}),
+                           ("endless_answer", {"delay_ms": 100}), ("endless_answer", {"delay_ms": 5000}),
+                           ("big_answer", {"bytes": 5 << 20}),
+                           ("big_answer", {"bytes": 5 << 20, "chunked": True})):
+            started = time.monotonic()
             r = raw.post(ROUTED, {"jsonrpc": "2.0", "id": 1, "method": "tools/call",
                                   "params": {"name": name, "arguments": args}}, session=sid)
-            statuses.append((name, r.status_code))
-        assert statuses == [("big_answer", 200), ("endless_answer", 200)], statuses
+            key = f"{name} {json.dumps(args)}"
+            assert r.status_code == 200, (key, r.status_code, r.text[:300])
+            result = r.json()["result"]
+            text = result["content"][0]["text"]
+            outcomes[key] = (result.get("isError", False), text if len(text) < 1000 else f"{len(text)} bytes",
+                             time.monotonic() - started)
+        print("\n[routed big]", json.dumps(outcomes, indent=1))
+        for key, (is_error, text, took) in outcomes.items():
+            if str(5 << 20) in key:
+                # an answer of many chunks under the limit arrives whole
+                assert not is_error and text == f"{5 << 20} bytes", (key, text)
+            elif "endless" in key and "delay_ms\": 0" not in key:
+                # chunks every 100 ms (the timeout seen on a chunk), or one chunk then silence (on the tick)
+                assert is_error and "timeout of 2000 ms" in text, (key, text)
+                assert 1.9 < took < 4, (key, took)  # at the tool's timeout, before the router's
+            else:
+                assert is_error and "maxResponseBytes" in text and str(limit) in text, (key, text)
+        assert "has 67108864 bytes" in outcomes['big_answer {"bytes": 67108864}'][1]
+        assert "more than" in outcomes['big_answer {"bytes": 67108864, "chunked": true}'][1]
+        assert g.envoy.alive(), "Envoy exited"
+        assert not crash_lines(g.envoy.log_text()), crash_lines(g.envoy.log_text())[:20]

@@ -3,11 +3,13 @@
 The demo upstream's `/echo` answers with exactly the request it received (headers, query), so each test
 reads what arrived there. Our shape on the Envoy build, for tools sent with `dispatch_http_call` and
 through the request's own route; Higress's shape (fields Higress ignores among it) on the build with
-Higress's template dialect. Also: `x-higress-mcpserver-config` is refused, and never reaches an upstream.
+Higress's template dialect. Also: `x-higress-mcpserver-config` is refused unless `trustConfigHeader: true`, then
+replaces the server's config for that request, and never reaches an upstream.
 """
 
 from __future__ import annotations
 
+import base64
 import json
 
 import httpx
@@ -111,6 +113,39 @@ def test_the_higress_config_header_is_refused(gateway):
     assert r.status_code == 400, r.text
     assert "x-higress-mcpserver-config" in r.json()["error"]["message"]
     assert count() == before, "nothing went upstream"
+
+
+def test_a_trusted_config_header_replaces_the_servers_config_for_its_request():
+    """trustConfigHeader: true. Each request with x-higress-mcpserver-config (base64 JSON, as Higress's mcp-session
+    filter sets it) is served with that config, through both dispatch modes; without it, the operator's; a header
+    that does not decode is refused, saying so, and nothing goes upstream. The header never reaches the upstream."""
+    tool = {"name": "whoami", "description": "d", "requestTemplate": {
+        "url": "/echo/whoami?k={{ config.key }}", "method": "GET",
+        "headers": [{"key": "X-Key", "value": "{{ config.key }}"}]}}
+    cfg = {"trustConfigHeader": True, "servers": [
+        {"name": "called", "config": {"key": "operator"}, "upstream": {"cluster": "demo"}, "tools": [tool]},
+        {"name": "routed", "config": {"key": "operator"}, "upstream": {"timeoutMs": 5000}, "tools": [tool]},
+    ]}
+    header = lambda config: base64.b64encode(json.dumps(config).encode()).decode()  # noqa: E731
+    g = harness.start_gateway(cfg, tag="security-config-header", plugin_format="json")
+    try:
+        assert "whoever can set that header chooses the config" in g.envoy.log_text(), "the trust is told at load"
+        for server in ("called", "routed"):
+            assert call(g, server, "whoami")["query"] == "k=operator"
+            for user in ("user-1", "user-2", "user-1"):  # the last one from the worker's cache
+                seen = call(g, server, "whoami", headers={"x-higress-mcpserver-config": header({"key": user})})
+                assert seen["query"] == f"k={user}" and seen["headers"]["x-key"] == user, seen
+                assert "x-higress-mcpserver-config" not in seen["headers"], seen
+        count = lambda: httpx.get(f"{g.upstream.url}/_count", params={"path": "/echo/whoami"}).json()["count"]  # noqa: E731
+        before = count()
+        h = {"Accept": ACCEPT, "Content-Type": "application/json", "x-higress-mcpserver-config": "%%%"}
+        body = {"jsonrpc": "2.0", "id": 1, "method": "tools/call", "params": {"name": "whoami", "arguments": {}}}
+        r = httpx.post(f"{g.mcp_url('called')}?sessionId=e2e", content=json.dumps(body), headers=h, timeout=10)
+        assert r.status_code == 400 and "not base64" in r.json()["error"]["message"], r.text
+        assert count() == before, "nothing went upstream"
+        assert harness.crash_lines(g.envoy.log_text()) == []
+    finally:
+        g.stop()
 
 
 def test_a_higress_shape_config_with_ignored_fields_and_its_security():

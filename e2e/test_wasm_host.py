@@ -693,3 +693,50 @@ def test_higress_github_config_sends_higress_requests_through_its_route(host, ru
     assert read["isError"] and read["content"][0]["text"] == missing("GET", "/repos/octocat/hello/contents/docs/read%20me.md")
     assert issue["isError"] and issue["content"][0]["text"] == missing("POST", "/repos/octocat/hello/issues")
     assert counted["count"] == 1, counted
+
+
+def test_a_users_config_from_higress_session_filter_in_the_higress_build(host, run_dir, upstream):
+    """trustConfigHeader: true in the Higress build: each request carries what Higress's mcp-session filter (with
+    enableUserLevelServer) sets, `x-higress-mcpserver-config: base64(json.Marshal(map[string]string))`, and its
+    Higress-shape server's tools render with that user's config (through the route); without the header, the
+    operator's; a header that does not decode is refused; the header never reaches the upstream."""
+    import base64
+
+    try:
+        wasm = harness.higress_wasm_path()
+    except Exception as exc:  # noqa: BLE001 - the build is made by `make build`
+        pytest.fail(f"the Higress build is missing: {exc}", pytrace=False)
+    config = {
+        "trustConfigHeader": True,
+        "server": {"name": "per-user", "config": {"appCode": "operator"}},
+        "tools": [{"name": "whoami", "description": "d", "args": [],
+                   "requestTemplate": {"url": "/echo/whoami", "method": "GET",
+                                       "headers": [{"key": "X-App-Code", "value": "{{.config.appCode}}"}]}}],
+    }
+    replica = start(host, wasm, Plugin(json.dumps(config).encode()), clusters={"demo": ("127.0.0.1", upstream.port)},
+                    route_cluster="demo", workers=2, log_path=run_dir / "higress-user-config.log")
+    # Go's json.Marshal of the stored map[string]string, base64.StdEncoding (handler/config_store.go).
+    user = lambda code: base64.b64encode(json.dumps({"appCode": code}, separators=(",", ":")).encode()).decode()  # noqa: E731
+    try:
+        with RawMcp(replica.url) as raw:
+            sid, result = raw.initialize("per-user")
+            version = result["protocolVersion"]
+
+            def whoami(header: str | None) -> httpx.Response:
+                body = {"jsonrpc": "2.0", "id": raw.next_id(), "method": "tools/call",
+                        "params": {"name": "whoami", "arguments": {}}}
+                extra = {} if header is None else {"x-higress-mcpserver-config": header}
+                return raw.post("per-user", body, headers=extra, session=sid, version=version)
+
+            seen = {}
+            for label, header in (("none", None), ("u1", user("u-1")), ("u2", user("u-2")), ("u1 again", user("u-1"))):
+                r = whoami(header)
+                assert r.status_code == 200, r.text
+                echo = json.loads(r.json()["result"]["content"][0]["text"])
+                assert "x-higress-mcpserver-config" not in echo["headers"], echo
+                seen[label] = echo["headers"]["x-app-code"]
+            bad = whoami("not base64!")
+    finally:
+        stop(host, replica)
+    assert seen == {"none": "operator", "u1": "u-1", "u2": "u-2", "u1 again": "u-1"}, seen
+    assert bad.status_code == 400 and "not base64" in bad.json()["error"]["message"], bad.text

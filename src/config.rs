@@ -85,8 +85,8 @@ struct RawPlugin {
     tools: Option<Vec<Value>>,
     /// Higress's single-server shape: `allowTools:` beside `server:`.
     allow_tools: Option<Value>,
-    /// Whether a request's `x-higress-mcpserver-config` may replace a server's `config`, as Higress lets it:
-    /// not supported, so `true` is refused at load (and the header always refused on requests).
+    /// Whether a request's `x-higress-mcpserver-config` may replace a server's `config`, as Higress lets it
+    /// ([`crate::config_header`]); off, the header is refused on requests.
     trust_config_header: bool,
     /// Higress's composed server beside `servers:`: a virtual server named `toolSet.name`.
     tool_set: Option<Value>,
@@ -310,6 +310,9 @@ pub struct PluginConfig {
     /// Stats and audit lines, compiled.
     pub observability: crate::metrics::Observability,
     pub servers: Vec<ServerConfig>,
+    /// `trustConfigHeader: true`: the document as given, to compile a server again with a request's own
+    /// `config` ([`crate::config_header`]); `None` otherwise.
+    pub config_header_source: Option<Value>,
 }
 
 /// One MCP server, served at `{prefix}/{name}`.
@@ -1211,6 +1214,8 @@ impl PluginConfig {
 
     /// Builds the configuration from an already parsed document.
     pub fn from_value(doc: Value) -> Result<PluginConfig, ConfigError> {
+        // Kept as given only where a request's header may replace a server's config (it is compiled again).
+        let source = (doc.get("trustConfigHeader") == Some(&Value::Bool(true))).then(|| doc.clone());
         let mut doc = doc;
         let Some(top) = doc.as_object_mut() else {
             return Err(ConfigError::new("(root)", "the plugin configuration must be an object"));
@@ -1230,9 +1235,6 @@ impl PluginConfig {
             warnings = crate::lenient::tolerate_top(top, RawPlugin::FIELDS);
         }
         let raw = RawPlugin::read(doc)?;
-        if raw.trust_config_header {
-            return Err(ConfigError::new("trustConfigHeader", crate::transport::CONFIG_HEADER_UNSUPPORTED));
-        }
         let mut raw_servers = raw.servers;
         if let Some(server) = raw.server {
             let mut server = server;
@@ -1317,6 +1319,7 @@ impl PluginConfig {
             },
             observability,
             servers,
+            config_header_source: source.filter(|_| raw.trust_config_header),
         })
     }
 }

@@ -152,6 +152,8 @@ pub struct Gateway {
     pub observability: crate::metrics::Observability,
     /// The metrics of every server's tools, laid out at load ([`crate::metrics::Stats`]).
     pub stats: crate::metrics::Stats,
+    /// What a request's `x-higress-mcpserver-config` does here (`trustConfigHeader`).
+    pub config_header: crate::config_header::ConfigHeader,
     /// The Redis that rate limits and quotas count in when sessions are not kept in Redis
     /// (`sessions.redis` with another store).
     limits_redis: Option<crate::session::redis::RedisStore>,
@@ -463,6 +465,13 @@ impl Gateway {
             ),
             false => crate::metrics::Stats::default(),
         };
+        let config_header = match cfg.config_header_source {
+            Some(doc) => {
+                notices.push(crate::transport::CONFIG_HEADER_TRUSTED.into());
+                crate::config_header::ConfigHeader::Trusted(doc)
+            }
+            None => crate::config_header::ConfigHeader::Refused,
+        };
         Ok(Gateway {
             observability: cfg.observability,
             stats,
@@ -484,6 +493,7 @@ impl Gateway {
             templates,
             notices,
             admission,
+            config_header,
         })
     }
 
@@ -496,6 +506,17 @@ impl Gateway {
                 self.max_response_bytes
             ))
         })
+    }
+
+    /// The outcome of an answer read as it streams (route dispatch) that passed the limit after `received`
+    /// bytes, with no size announced: the rest is not read.
+    pub fn oversized_stream(&self, received: usize) -> UpstreamResult {
+        UpstreamResult::Failed(format!(
+            "the upstream answer has more than {} bytes ({received} received before the gateway stopped \
+             reading), over the gateway's limit (maxResponseBytes in the plugin config, which the operator can \
+             raise)",
+            self.max_response_bytes
+        ))
     }
 
     /// The outcome of a call that Envoy ended without handing over an answer, `elapsed_ms` after it was sent

@@ -955,10 +955,16 @@ impl Tool {
         };
         let ok = (200..300).contains(&status);
         let header = |name: &str| headers.iter().find(|(k, _)| k.eq_ignore_ascii_case(name)).map(|(_, v)| v.as_str());
-        let content_type = header("content-type").unwrap_or_default().to_ascii_lowercase();
+        let raw_type = header("content-type").unwrap_or_default();
+        let content_type = raw_type.to_ascii_lowercase();
         let media = ["image/", "audio/"].into_iter().find(|m| content_type.starts_with(m));
         if let (true, Some(media), true) = (ok, media, self.content.is_empty()) {
-            let mime = content_type.split(';').next().unwrap_or_default().trim().to_string();
+            // Higress gives an image the answer's Content-Type as it came, parameters and all
+            // (`SendMCPToolImageResult`); native semantics give the bare media type.
+            let mime = match self.semantics.is_higress() && media == "image/" {
+                true => raw_type.trim().to_string(),
+                false => content_type.split(';').next().unwrap_or_default().trim().to_string(),
+            };
             let data = base64::engine::general_purpose::STANDARD.encode(&body);
             let kind = media.trim_end_matches('/');
             return json!({"content": [{"type": kind, "data": data, "mimeType": mime}], "isError": false});
@@ -1309,6 +1315,31 @@ mod tests {
         let doc = "server: {name: s}\ntools:\n- {name: t, description: d, responseTemplate: {body: '{{.args.x}}'}}\n";
         let e = crate::gateway::Gateway::from_config_str(doc).unwrap_err();
         assert!(e.message.contains("go-templates"), "{e}");
+    }
+
+    #[test]
+    #[cfg(feature = "go-templates")]
+    fn higress_images_keep_their_content_type_whole() {
+        let image = |ct: &str| UpstreamResult::Response {
+            status: 200,
+            headers: vec![("content-type".into(), ct.into())],
+            body: vec![137, 80],
+        };
+        let higress = "servers:\n- name: s\n  semantics: higress\n  upstream: {cluster: api}\n  tools:\n  - {name: t, description: d, requestTemplate: {url: /i}}\n";
+        let cfg = PluginConfig::parse(higress).unwrap();
+        let mut tpl = Templates::new();
+        let config = crate::gateway::safe_config(&cfg.servers[0].config);
+        let t = Tool::compile(&cfg.servers[0], &cfg.servers[0].tools[0], &mut tpl, &config).unwrap();
+        // SendMCPToolImageResult: mimeType is the answer's Content-Type as it came.
+        let r = t.finish(&tpl, &config, &json!({}), image("image/png; x=y"));
+        assert_eq!(r["content"][0], json!({"type": "image", "data": "iVA=", "mimeType": "image/png; x=y"}));
+        // Audio is ours (Higress returns its bytes as text): the bare media type, as natively.
+        let r = t.finish(&tpl, &config, &json!({}), image("audio/wav; rate=8000"));
+        assert_eq!(r["content"][0]["mimeType"], json!("audio/wav"));
+        // Native semantics give the bare media type.
+        let (t, tpl, cfg) = tool("{name: t, description: d, requestTemplate: {url: /i}}");
+        let r = t.finish(&tpl, &cfg, &json!({}), image("Image/PNG; x=y"));
+        assert_eq!(r["content"][0]["mimeType"], json!("image/png"));
     }
 
     #[test]

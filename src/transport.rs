@@ -279,17 +279,25 @@ fn relayed_by_higress(path: &str) -> bool {
 }
 
 /// Higress's per-request server config: its `mcp-session` filter (with `enableUserLevelServer`) puts a
-/// user's `server.config`, base64 JSON, in this header, and Higress's plugin renders that request's
-/// templates over it. This gateway compiles templates that read only `config` into text at load, and checks
-/// every `config.x` they name then; a config per request would mean compiling the server per request. So a
-/// request carrying the header is refused: serving it with the operator's config instead (with the
-/// operator's credentials, for another user) would be wrong silently. The header never reaches an
-/// upstream either way: no client header does.
+/// user's `server.config`, base64 JSON, in this header ([`crate::config_header`]). Refused unless
+/// `trustConfigHeader: true`; then the host serves the request with a gateway compiled for that config,
+/// never with the operator's. The header never reaches an upstream either way: no client header does.
 pub const CONFIG_HEADER: &str = "x-higress-mcpserver-config";
-/// Why [`CONFIG_HEADER`] is not taken, for the request refused and for `trustConfigHeader: true` at load.
+/// Why [`CONFIG_HEADER`] is refused on a request, without `trustConfigHeader: true`.
 pub const CONFIG_HEADER_UNSUPPORTED: &str = "x-higress-mcpserver-config (a per-user server config, from Higress's \
-mcp-session filter with enableUserLevelServer) is not supported by this gateway, which compiles each server's config \
-into its templates at load; turn enableUserLevelServer off, or give each user's config its own server";
+mcp-session filter with enableUserLevelServer) is not trusted by this gateway: the operator can set \
+trustConfigHeader: true where a filter in front of the plugin sets or removes it on every request";
+/// The notice at load with `trustConfigHeader: true`: the trust it takes.
+pub const CONFIG_HEADER_TRUSTED: &str = "trustConfigHeader: true: a request's x-higress-mcpserver-config replaces \
+its server's config, so whoever can set that header chooses the config (its keys, its hosts). Make sure a filter \
+in front of this plugin sets or removes it on every request: Higress's mcp-session filter sets it only for users \
+with a stored config and lets a client's own value through otherwise";
+
+/// The answer to a request whose [`CONFIG_HEADER`] cannot be taken, saying why.
+pub fn config_header_refused(gw: &Gateway, head: &RequestHead, why: String) -> HttpResponse {
+    let origin = head.header("origin").filter(|o| gw.origin_allowed(o));
+    add_cors(HttpResponse::error(400, Value::Null, jsonrpc::INVALID_REQUEST, why), origin)
+}
 
 /// Decides what to do with a request from its head alone.
 pub fn route(gw: &Gateway, head: &RequestHead) -> Route {
@@ -332,12 +340,16 @@ pub fn route(gw: &Gateway, head: &RequestHead) -> Route {
         Err(refused) => return Route::Respond(with_cors(refused.response(Value::Null))),
     };
     if head.header(CONFIG_HEADER).is_some() {
-        return Route::Respond(with_cors(HttpResponse::error(
-            400,
-            Value::Null,
-            jsonrpc::INVALID_REQUEST,
-            CONFIG_HEADER_UNSUPPORTED,
-        )));
+        use crate::config_header::ConfigHeader;
+        let refused = match gw.config_header {
+            ConfigHeader::Applied => None,
+            ConfigHeader::Refused => Some(CONFIG_HEADER_UNSUPPORTED.to_string()),
+            // The host compiles a trusted header's config before this; not done: never the operator's config.
+            ConfigHeader::Trusted(_) => Some(format!("{CONFIG_HEADER} could not be applied to this request")),
+        };
+        if let Some(why) = refused {
+            return Route::Respond(with_cors(HttpResponse::error(400, Value::Null, jsonrpc::INVALID_REQUEST, why)));
+        }
     }
     // The protocol version is judged with the body: a stateless request names it there too, and every
     // error must answer the request's id.

@@ -77,6 +77,21 @@ thread_local! {
     static IN_FLIGHT: Cell<usize> = const { Cell::new(0) };
     /// Upstream calls in flight on this VM, by HTTP context id.
     static SENT: RefCell<HashMap<u32, Vec<Sent>>> = RefCell::new(HashMap::new());
+    /// Gateways compiled for requests' `x-higress-mcpserver-config` (`trustConfigHeader`), most recent last.
+    static PER_REQUEST: RefCell<crate::config_header::Cache<Rc<Gateway>>> = RefCell::new(Default::default());
+}
+
+/// The gateway a request is served by: `gw`, or, for a trusted `x-higress-mcpserver-config`, `gw` compiled
+/// with that config (cached per worker); the refusal when the header's config cannot be had.
+fn per_request(gw: Rc<Gateway>, head: &RequestHead) -> Result<Rc<Gateway>, HttpResponse> {
+    use crate::config_header::{compile_admitted, requested};
+    let Some((server, header)) = requested(&gw, head) else {
+        return Ok(gw);
+    };
+    let base = Rc::as_ptr(&gw) as usize;
+    PER_REQUEST.with(|c| {
+        c.borrow_mut().get_or_make(base, server, header, || compile_admitted(&gw, server, head, header).map(Rc::new))
+    })
 }
 
 /// Forgets the call `token`; returns the context that sent it, its start time and its timeout.
@@ -374,6 +389,8 @@ impl RootContext for Root {
             );
         }
         self.rules = Some(Rc::new(rules.map(Rc::new)));
+        // Its gateways are keyed by their base's address, which a new configuration may reuse.
+        PER_REQUEST.with(|c| c.borrow_mut().clear());
         let _ = hostcalls::set_tick_period(TICK);
         true
     }
@@ -388,7 +405,11 @@ impl RootContext for Root {
         }
         let ids: Vec<u32> = LIVE.with(|live| live.borrow().keys().copied().collect());
         for id in ids {
-            with_driver(id, true, |gw, driver, calls| driver.on_tick(gw, calls, now));
+            with_driver(id, true, |gw, driver, calls| match route::expired(id, gw, now) {
+                // A routed call's timeout is the plugin's to enforce (see route.rs).
+                Some((token, outcome)) => driver.on_upstream(gw, calls, token, outcome),
+                None => driver.on_tick(gw, calls, now),
+            });
         }
     }
 
@@ -513,6 +534,13 @@ impl HttpContext for Http {
         };
         let jwt = gw.admission.jwt.as_ref().and_then(jwt_payload);
         let head = RequestHead { method, path, headers, client_address, jwt };
+        let gw = match per_request(gw.clone(), &head) {
+            Ok(gw) => gw,
+            Err(refused) => {
+                Calls::new(&gw, self.id, false, &[]).respond(refused);
+                return Action::Pause;
+            }
+        };
         if let Some(action) = proxy::on_request_headers(self.id, &gw, &head, end_of_stream) {
             return action;
         }
@@ -594,14 +622,16 @@ impl HttpContext for Http {
         if !route::is_forwarded(self.id) {
             return Action::Continue;
         }
-        if !end_of_stream {
-            return Action::Pause; // buffered by Envoy until the end
+        let Some(gw) = LIVE.with(|live| live.borrow().get(&self.id).map(|l| l.gateway.clone())) else {
+            return Action::Continue;
+        };
+        // Each chunk is taken out of Envoy's buffer (see route.rs): Pause leaves Envoy nothing to buffer.
+        match route::on_body(self.id, &gw, body_size, end_of_stream) {
+            Some((token, outcome)) => {
+                with_driver(self.id, false, |gw, driver, calls| driver.on_upstream(gw, calls, token, outcome));
+                Action::Continue
+            }
+            None => Action::Pause,
         }
-        let oversized =
-            LIVE.with(|live| live.borrow().get(&self.id).and_then(|l| l.gateway.oversized_answer(body_size)));
-        if let Some((token, outcome)) = route::on_body_end(self.id, body_size, oversized) {
-            with_driver(self.id, false, |gw, driver, calls| driver.on_upstream(gw, calls, token, outcome));
-        }
-        Action::Continue
     }
 }

@@ -6,16 +6,23 @@
 //! request body in ──driver: Host::forward──> headers and body replaced, request continues to the router
 //!                                            (resumed, when the call came from a Redis reply or the tick)
 //! response headers ──> held (Pause), status and headers kept
-//! response body ──> buffered until its end ──driver: on_upstream──> Host::respond rewrites it in place
+//! response body ──> each chunk taken out of Envoy's buffer into a bounded one (crate::routed), until
+//!                   the end, the limit or the tool's timeout ──driver: on_upstream──> Host::respond
 //! ```
 //!
 //! Traps, documented in the README: Envoy clears the route cache when the plugin rewrites `:path` and
-//! `:authority`, so the rewritten request must match a route to the tool's upstream; the route's timeout
-//! and retry policy apply (the tool's timeout is passed as `x-envoy-upstream-rq-timeout-ms`); the answer is
-//! buffered in Envoy, so the listener's buffer limit must exceed `maxResponseBytes`; holding the response
-//! headers needs `allow_on_headers_stop_iteration` on vanilla Envoy, as the request path already does.
+//! `:authority`, so the rewritten request must match a route to the tool's upstream; the route's retry
+//! policy applies; holding the response headers needs `allow_on_headers_stop_iteration` on vanilla Envoy,
+//! as the request path already does. Envoy answers past the plugin (straight to the client) once the
+//! answer has started: an answer it buffered beyond the listener's limit (500), and its router's timeout
+//! (504). So the plugin leaves nothing in Envoy's buffer, enforces the tool's timeout itself and gives the
+//! router [`ROUTER_GRACE_MS`] more (`x-envoy-upstream-rq-timeout-ms`). An answer that ends at its end is
+//! rewritten in place; one ended early (over `maxResponseBytes`, timed out) is replaced by a local reply,
+//! which Envoy sends straight to the client and which ends the upstream request.
 
 use super::{abi, headers_lossy, log, now_ms};
+use crate::gateway::Gateway;
+use crate::routed::{Answer, ROUTER_GRACE_MS};
 use crate::transport::HttpResponse;
 use crate::upstream::{UpstreamRequest, UpstreamResult};
 use proxy_wasm::hostcalls;
@@ -26,11 +33,10 @@ use std::collections::{HashMap, HashSet};
 /// A request sent on through the router, and what has come back of its answer.
 struct Forward {
     token: u32,
-    sent_ms: u64,
-    /// The answer's status and headers, once they are in.
-    head: Option<(u16, Vec<(String, String)>)>,
-    /// The answer had no body: there is none to rewrite, so the response is replaced by a local reply.
-    bodiless: bool,
+    answer: Answer,
+    /// The answer is at its end in the callback now running: its body can be rewritten in place. Otherwise
+    /// (no body, or ended early) the response is replaced by a local reply.
+    at_end: bool,
 }
 
 thread_local! {
@@ -49,7 +55,7 @@ pub fn forward(id: u32, foreign: bool, r: &UpstreamRequest, client: &[(String, S
     let client_value = |name: &str| client.iter().find(|(k, _)| k == name).map(|(_, v)| v.as_str());
     let authority = if r.authority.is_empty() { client_value(":authority").unwrap_or("") } else { &r.authority };
     let body = r.body.as_deref().unwrap_or_default();
-    let timeout = r.timeout_ms.to_string();
+    let timeout = r.timeout_ms.saturating_add(ROUTER_GRACE_MS).to_string();
     let length = body.len().to_string();
     let mut headers: Vec<(&str, &str)> =
         vec![(":method", &r.method), (":path", &r.path), (":authority", authority), (":scheme", "http")];
@@ -73,7 +79,8 @@ pub fn forward(id: u32, foreign: bool, r: &UpstreamRequest, client: &[(String, S
         t.set(token.checked_sub(1).unwrap_or(u32::MAX));
         token
     });
-    FORWARDS.with(|f| f.borrow_mut().insert(id, Forward { token, sent_ms: now_ms(), head: None, bodiless: false }));
+    let answer = Answer::new(now_ms(), r.timeout_ms);
+    FORWARDS.with(|f| f.borrow_mut().insert(id, Forward { token, answer, at_end: false }));
     if foreign {
         abi::resume_request().map_err(|s| format!("resuming the request: {s:?}"))?;
     } else {
@@ -101,52 +108,73 @@ pub fn on_headers(id: u32, end_of_stream: bool) -> Option<(u32, Option<UpstreamR
     FORWARDS.with(|f| {
         let mut f = f.borrow_mut();
         let fwd = f.get_mut(&id)?;
-        let outcome =
-            end_of_stream.then(|| UpstreamResult::Response { status, headers: kept.clone(), body: Vec::new() });
-        fwd.head = Some((status, kept));
-        fwd.bodiless = end_of_stream;
+        Some((fwd.token, fwd.answer.headers(status, kept, end_of_stream)))
+    })
+}
+
+/// A chunk of a forwarded request's answer (`size` bytes in Envoy's buffer now): taken out of Envoy's
+/// buffer, so that Envoy never holds more than a chunk. Returns the token and outcome once the call is
+/// over (see [`Answer::chunk`]).
+pub fn on_body(id: u32, gw: &Gateway, size: usize, end_of_stream: bool) -> Option<(u32, UpstreamResult)> {
+    if !is_forwarded(id) {
+        return None;
+    }
+    let chunk = match size {
+        0 => Vec::new(),
+        _ => hostcalls::get_buffer(BufferType::HttpResponseBody, 0, size).ok().flatten().unwrap_or_default(),
+    };
+    // The last chunk stays: the response replaces it (one hostcall fewer for a one-chunk answer).
+    if size > 0 && !end_of_stream {
+        if let Err(s) = abi::set_buffer(BufferType::HttpResponseBody, 0, size, &[]) {
+            log(LogLevel::Debug, &format!("mcp-gateway: could not take a chunk out of Envoy's buffer ({s:?})"));
+        }
+    }
+    // The clock matters only while the answer goes on.
+    let now = if end_of_stream { 0 } else { now_ms() };
+    FORWARDS.with(|f| {
+        let mut f = f.borrow_mut();
+        let fwd = f.get_mut(&id)?;
+        let outcome = fwd.answer.chunk(gw, &chunk, end_of_stream, now)?;
+        fwd.at_end = end_of_stream;
         Some((fwd.token, outcome))
     })
 }
 
-/// The whole answer of a forwarded request, once its body has ended (`oversized`: what to report instead
-/// of reading a body that is too large).
-pub fn on_body_end(id: u32, size: usize, oversized: Option<UpstreamResult>) -> Option<(u32, UpstreamResult)> {
-    let (token, head) = FORWARDS.with(|f| f.borrow().get(&id).map(|fwd| (fwd.token, fwd.head.clone())))?;
-    let (status, headers) = head.unwrap_or((502, Vec::new()));
-    if let Some(refused) = oversized {
-        return Some((token, refused));
-    }
-    let body = hostcalls::get_buffer(BufferType::HttpResponseBody, 0, size).ok().flatten().unwrap_or_default();
-    Some((token, UpstreamResult::Response { status, headers, body }))
+/// The outcome of context `id`'s forwarded request if the tool's timeout has run out by `now` (the tick).
+pub fn expired(id: u32, gw: &Gateway, now: u64) -> Option<(u32, UpstreamResult)> {
+    FORWARDS.with(|f| {
+        let mut f = f.borrow_mut();
+        let fwd = f.get_mut(&id)?;
+        Some((fwd.token, fwd.answer.expired(gw, now)?))
+    })
 }
 
-/// Sends `r` to the client of a forwarded request by rewriting the upstream's answer in place; false when
-/// the answer has not started (then the caller replies as usual, which also ends the upstream request).
+/// Sends `r` to the client of a forwarded request: by rewriting the upstream's answer in place at its end,
+/// else by a local reply in its place; false when the answer has not started (then the caller replies as
+/// usual, which also ends the upstream request).
 pub fn respond_in_place(id: u32, r: &HttpResponse) -> bool {
     let Some(fwd) = FORWARDS.with(|f| f.borrow_mut().remove(&id)) else {
         return false;
     };
-    if fwd.head.is_none() {
+    if !fwd.answer.started() {
         return false;
     }
     let status = r.status.to_string();
     let length = r.body.len().to_string();
     let mut headers: Vec<(&str, &str)> = vec![(":status", &status)];
     headers.extend(r.headers.iter().map(|(k, v)| (k.as_str(), v.as_str())));
-    headers.push(("content-length", &length));
-    let done = if fwd.bodiless {
-        // Envoy cannot give a body to an answer that ended with its headers; its headers have not left yet,
-        // so a local reply takes their place.
-        headers.pop();
-        abi::send_response(r.status, &headers[1..], &r.body)
-    } else {
+    let done = if fwd.at_end {
+        headers.push(("content-length", &length));
         abi::set_map(MapType::HttpResponseHeaders, &headers)
             .and_then(|_| abi::set_buffer(BufferType::HttpResponseBody, 0, usize::MAX, &r.body))
+    } else {
+        // Ended early (over the limit, timed out): the answer is still coming, its headers have not left
+        // yet, so a local reply takes their place and ends the upstream request. (An answer that ended with
+        // its headers never started: the caller's local reply takes its place.)
+        abi::send_response(r.status, &headers[1..], &r.body)
     };
     if let Err(s) = done {
-        let after = now_ms().saturating_sub(fwd.sent_ms);
-        log(LogLevel::Warn, &format!("mcp-gateway: could not rewrite the upstream's answer ({s:?}) after {after} ms"));
+        log(LogLevel::Warn, &format!("mcp-gateway: could not rewrite the upstream's answer ({s:?})"));
     }
     true
 }
