@@ -255,7 +255,8 @@ def test_higress_build_redis_sessions_across_replicas(higress, redis_server, e2e
         key = higress.key(sid)
         assert redis_server.command("EXISTS", key) == "1"
         assert 1_790_000 <= pttl(redis_server, key) <= 1_800_000  # ttlSeconds, as Redis's own TTL
-        assert json.loads(redis_server.command("GET", key)) == {"s": SERVER, "v": version}
+        # Server, revision, and the capabilities the client declared (`c`, bits: none here).
+        assert json.loads(redis_server.command("GET", key)) == {"s": SERVER, "v": version, "c": 0}
 
         names, pages = all_tool_pages(raw_b, sid, version)
         assert names == expected and pages == math.ceil(len(expected) / 5) > 1, (names, pages)
