@@ -545,18 +545,20 @@ fn events(body: &[u8]) -> Vec<(String, String)> {
         .collect()
 }
 
+/// A request of a 2025-11-25 client that takes SSE answers, to server `s`.
+fn head(method: &str, extra: &[(&str, &str)]) -> RequestHead {
+    let mut headers = vec![
+        ("content-type".to_string(), "application/json".to_string()),
+        ("accept".to_string(), "application/json, text/event-stream".to_string()),
+    ];
+    headers.extend(extra.iter().map(|(k, v)| (k.to_string(), v.to_string())));
+    RequestHead { method: method.into(), path: "/mcp-servers/s".into(), headers, client_address: None, jwt: None }
+}
+
 #[test]
 fn a_2025_11_25_session_is_asked_over_sse_and_polls_for_the_result() {
     let g = gw();
     let mut h = TestHost::new();
-    let head = |method: &str, extra: &[(&str, &str)]| {
-        let mut headers = vec![
-            ("content-type".to_string(), "application/json".to_string()),
-            ("accept".to_string(), "application/json, text/event-stream".to_string()),
-        ];
-        headers.extend(extra.iter().map(|(k, v)| (k.to_string(), v.to_string())));
-        RequestHead { method: method.into(), path: "/mcp-servers/s".into(), headers, client_address: None, jwt: None }
-    };
     let upstream = |req: &crate::upstream::UpstreamRequest| UpstreamResult::Response {
         status: 200,
         headers: vec![],
@@ -624,14 +626,6 @@ fn a_2025_11_25_session_is_asked_over_sse_and_polls_for_the_result() {
 fn a_2025_11_25_session_is_asked_before_a_resource_is_read() {
     let g = gw();
     let mut h = TestHost::new();
-    let head = |method: &str, extra: &[(&str, &str)]| {
-        let mut headers = vec![
-            ("content-type".to_string(), "application/json".to_string()),
-            ("accept".to_string(), "application/json, text/event-stream".to_string()),
-        ];
-        headers.extend(extra.iter().map(|(k, v)| (k.to_string(), v.to_string())));
-        RequestHead { method: method.into(), path: "/mcp-servers/s".into(), headers, client_address: None, jwt: None }
-    };
     let no_upstream = |_: &crate::upstream::UpstreamRequest| -> UpstreamResult { panic!("no upstream call") };
     let init = r#"{"jsonrpc":"2.0","id":1,"method":"initialize","params":{"protocolVersion":"2025-11-25","capabilities":{"elicitation":{}}}}"#;
     let r = h.send(&g, head("POST", &[]), init, &no_upstream);
