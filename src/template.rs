@@ -338,6 +338,35 @@ impl Templates {
         }
     }
 
+    /// Refuses a template (in our dialect) that reads `config.KEY` for a KEY the server's `config` does not
+    /// have: it would render empty without a word. A key the template tests first (`config.KEY is defined`,
+    /// `config.KEY | default(...)`) may be missing.
+    pub fn check_config_keys(&self, id: &TemplateId, source: &str, config: &MjValue) -> Result<(), String> {
+        let TemplateId(Resolved::Compiled(full)) = id else { return Ok(()) };
+        let template = self.env.get_template(full).map_err(describe)?;
+        let mut missing: Vec<String> = Vec::new();
+        for var in template.undeclared_variables(true) {
+            let mut parts = var.splitn(3, '.');
+            let (Some("config"), Some(key)) = (parts.next(), parts.next()) else { continue };
+            if config.get_attr(key).is_ok_and(|v| !v.is_undefined()) {
+                continue;
+            }
+            let name = format!("`config.{key}`");
+            if !tested(source, &format!("config.{key}")) && !missing.contains(&name) {
+                missing.push(name);
+            }
+        }
+        crate::sort::sort(&mut missing);
+        match missing.is_empty() {
+            true => Ok(()),
+            false => Err(format!(
+                "reads {}, which the server's `config` does not have (a key that may be missing must be tested \
+                 first: `config.KEY is defined`, or `config.KEY | default(...)`)",
+                missing.join(", ")
+            )),
+        }
+    }
+
     /// Compiles a template (in our dialect); the error message is minijinja's, with line information.
     pub fn add(&mut self, name: &str, source: &str, escape: Escape) -> Result<TemplateId, String> {
         self.count += 1;
@@ -360,6 +389,7 @@ impl Templates {
         config: &MjValue,
     ) -> Result<TemplateId, String> {
         let id = self.add_spec(name, source, spec)?;
+        self.check_config_keys(&id, source, config)?;
         if let TemplateId(Resolved::Go(i, _, _)) = &id {
             if self.go.get(*i).is_some_and(GoTemplate::reads_config_only) {
                 let text = self.render(&id, &Data::request(&serde_json::Value::Null, config))?;
@@ -757,6 +787,17 @@ fn query_filter(value: MjValue, path: String) -> Result<MjValue, Error> {
     }
     let json = serde_json::to_value(&value).map_err(|e| Error::new(ErrorKind::InvalidOperation, e.to_string()))?;
     Ok(MjValue::from(minijinja::value::Serde(query_path(&json, &path))))
+}
+
+/// Whether `source` tests `var` somewhere before relying on it: `var is [not] defined`, `var is undefined`
+/// or `var | default`.
+fn tested(source: &str, var: &str) -> bool {
+    source.match_indices(var).any(|(at, _)| {
+        let rest = source[at + var.len()..].trim_start();
+        let after_is = rest.strip_prefix("is ").map(|r| r.trim_start().trim_start_matches("not ").trim_start());
+        after_is.is_some_and(|r| r.starts_with("defined") || r.starts_with("undefined"))
+            || rest.strip_prefix('|').is_some_and(|r| r.trim_start().starts_with("default"))
+    })
 }
 
 /// A parsed JSON document as templates see it, converted lazily: upstream answers can be large and a

@@ -263,7 +263,11 @@ impl Tool {
         }
         let compile = |templates: &mut Templates, field: &str, src: &str, role: Role| {
             let spec = Spec { escape: Escape::None, dialect, role };
-            templates.add_spec(&format!("{}/{}/{field}", server.name, cfg.name), src, spec).map_err(|e| err(field, e))
+            let id = templates
+                .add_spec(&format!("{}/{}/{field}", server.name, cfg.name), src, spec)
+                .map_err(|e| err(field, e))?;
+            templates.check_config_keys(&id, src, config).map_err(|e| err(field, e))?;
+            Ok(id)
         };
         // Request-side templates that depend only on config are rendered once here.
         let compile_request = |templates: &mut Templates, field: &str, src: &str, escape: Escape| {
@@ -1299,6 +1303,34 @@ mod tests {
         let config = crate::gateway::safe_config(&cfg.servers[0].config);
         let t = Tool::compile(&cfg.servers[0], &cfg.servers[0].tools[0], &mut templates, &config).unwrap();
         (t, templates, config)
+    }
+
+    #[test]
+    fn a_config_key_the_server_lacks_is_refused_unless_tested_first() {
+        let doc = |template: &str| {
+            format!(
+                "servers:\n- name: s\n  config: {{token: t}}\n  upstream: {{cluster: c}}\n  tools:\n  - {{name: t, \
+                 description: d, {template}}}\n"
+            )
+        };
+        let refused =
+            |template: &str| crate::gateway::Gateway::from_config_str(&doc(template)).unwrap_err().to_string();
+        // A typo of a config key would render empty: refused at load, naming server, tool, field and key.
+        let e = refused("requestTemplate: {url: '/x?k={{ config.tokn }}&q={{ args.q }}'}");
+        assert!(
+            e.contains("'s'") && e.contains("'t'") && e.contains("requestTemplate.url") && e.contains("`config.tokn`"),
+            "{e}"
+        );
+        let e = refused("requestTemplate: {url: /x}, responseTemplate: {body: '{{ config.motd }} {{ body }}'}");
+        assert!(e.contains("responseTemplate.body") && e.contains("`config.motd`"), "{e}");
+        // Keys it has, and keys it tests first, load.
+        for ok in [
+            "requestTemplate: {url: '/x?k={{ config.token }}&q={{ args.q }}'}",
+            "requestTemplate: {url: '/x{% if config.extra is defined %}?e={{ config.extra }}{% endif %}'}",
+            "requestTemplate: {url: '/x?e={{ config.extra | default(\"none\") }}&q={{ args.q }}'}",
+        ] {
+            assert!(crate::gateway::Gateway::from_config_str(&doc(ok)).is_ok(), "{ok}");
+        }
     }
 
     #[test]
