@@ -114,8 +114,8 @@ const UNDEFINED: u32 = u32::MAX;
 /// The metrics of the tools a configuration serves, laid out when it is compiled so that counting a call
 /// costs two map lookups by borrowed name and integer ids, no string built (formatting each name per call
 /// was most of what stats cost). Each metric is defined with Envoy the first time it is counted (a tool
-/// never called adds nothing to `/stats`); its name is built then, once per VM. Tools the table does not
-/// know (a client's unknown tool name) are counted by name, as [`CallRecord::metrics`] spells them.
+/// never called adds nothing to `/stats`); its name is built then, once per VM. Calls of tools the table
+/// does not know (a client's unknown tool name) are counted under the one label [`UNKNOWN_TOOL`].
 #[derive(Debug, Default)]
 pub struct Stats {
     /// Each server's place in `tools`, by name.
@@ -220,7 +220,10 @@ impl Stats {
                 }
             }
             None => {
-                for m in r.metrics() {
+                // A name the server does not have is the client's: counted under one label, so that clients
+                // cannot create a metric per name they send (Envoy keeps every metric for good).
+                let bounded = CallRecord { tool: UNKNOWN_TOOL.to_string(), ..r.clone() };
+                for m in bounded.metrics() {
                     if let Some(id) = define(m.kind, &m.name) {
                         update(m.kind, id, m.value);
                     }
@@ -229,6 +232,9 @@ impl Stats {
         }
     }
 }
+
+/// The `mcp_tool` label of calls of a tool the server does not have (no tool name can be this).
+pub const UNKNOWN_TOOL: &str = "(unknown)";
 
 /// One tool call, as stats, the access log and the audit line see it.
 #[derive(Debug, Clone, PartialEq)]
@@ -499,7 +505,7 @@ mod tests {
                 &json!({"result": {"isError": true}}),
                 Some((response(503), Some(3))),
             ),
-            // Not in the table: counted by name.
+            // Not in the table: counted under the one unknown label.
             CallRecord::tool_call(
                 "demo",
                 "no_such_tool",
@@ -526,12 +532,18 @@ mod tests {
                 .iter()
                 .map(|(k, id, v)| Metric { kind: *k, name: defined[*id as usize].1.clone(), value: *v })
                 .collect();
-            let expected: Vec<Metric> = records.iter().flat_map(CallRecord::metrics).collect();
+            let bounded = |r: &CallRecord| match stats.updates(r) {
+                Some(_) => r.clone(),
+                None => CallRecord { tool: UNKNOWN_TOOL.to_string(), ..r.clone() },
+            };
+            let expected: Vec<Metric> = records.iter().map(bounded).flat_map(|r| r.metrics()).collect();
             assert_eq!(by_name, expected, "round {round}");
             assert!(defined.iter().all(|(k, n)| expected.iter().any(|m| m.kind == *k && m.name == *n)));
         }
         assert_eq!(stats.id(0), Some(0), "the slot keeps Envoy's id");
         assert!(stats.updates(&records[4]).is_none());
+        assert!(defined.iter().any(|(_, n)| n.contains("mcp_tool=.=(unknown);.;")), "{defined:?}");
+        assert!(!defined.iter().any(|(_, n)| n.contains("no_such_tool")), "{defined:?}");
     }
 
     #[test]
