@@ -814,6 +814,31 @@ def fresh_connection_post(url: str, body: Any, headers: dict[str, str], timeout:
         return c.post(url, content=json.dumps(body), headers=headers)
 
 
+def with_access_log(log_path: Path, log_format: str) -> dict:
+    """envoy/envoy.yaml with a file access log of `log_format` on the `mcp` listener."""
+    base = copy.deepcopy(load_envoy_yaml())
+    listener = next(x for x in base["static_resources"]["listeners"] if x["name"] == "mcp")
+    _hcm(listener)["access_log"] = [{
+        "name": "envoy.access_loggers.file",
+        "typed_config": {
+            "@type": "type.googleapis.com/envoy.extensions.access_loggers.file.v3.FileAccessLog",
+            "path": str(log_path),
+            "log_format": {"text_format_source": {"inline_string": log_format}},
+        },
+    }]
+    return base
+
+
+def stateless_call(url: str, tool: str, args: dict, rid: int = 1, revision: str = "2026-07-28") -> httpx.Response:
+    """A stateless (2026-07-28) `tools/call` of `tool` on a new connection, with its `_meta` and MCP headers."""
+    meta = {"io.modelcontextprotocol/protocolVersion": revision, "io.modelcontextprotocol/clientCapabilities": {}}
+    body = {"jsonrpc": "2.0", "id": rid, "method": "tools/call",
+            "params": {"name": tool, "arguments": args, "_meta": meta}}
+    headers = {"Accept": ACCEPT, "Content-Type": "application/json", "MCP-Protocol-Version": revision,
+               "Mcp-Method": "tools/call", "Mcp-Name": tool}
+    return fresh_connection_post(url, body, headers)
+
+
 # --- the Python MCP SDK ----------------------------------------------------------------------
 
 

@@ -4,7 +4,6 @@ prints them."""
 
 from __future__ import annotations
 
-import copy
 import time
 
 import harness
@@ -16,19 +15,7 @@ FORMAT = "%REQ(:PATH)% server=%FILTER_STATE(wasm.mcp_server_name:PLAIN)% tool=%F
 def test_tool_calls_name_their_server_and_tool_in_the_access_log(e2e_config):
     run_dir = harness.new_run_dir("access-log")
     log_path = run_dir / "access.log"
-    base = copy.deepcopy(harness.load_envoy_yaml())
-    listener = next(x for x in base["static_resources"]["listeners"] if x["name"] == "mcp")
-    hcm = listener["filter_chains"][0]["filters"][0]["typed_config"]
-    hcm["access_log"] = [
-        {
-            "name": "envoy.access_loggers.file",
-            "typed_config": {
-                "@type": "type.googleapis.com/envoy.extensions.access_loggers.file.v3.FileAccessLog",
-                "path": str(log_path),
-                "log_format": {"text_format_source": {"inline_string": FORMAT}},
-            },
-        }
-    ]
+    base = harness.with_access_log(log_path, FORMAT)
     g = harness.start_gateway(e2e_config, tag="access-log", envoy_base=base, run_dir=run_dir)
     try:
         with RawMcp(g.base_url, g.prefix) as mcp:

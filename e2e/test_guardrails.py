@@ -70,17 +70,7 @@ def ggw(e2e_config):
     cfg["observability"] = {"audit": "warn"}  # the harness runs Envoy at --log-level warn
     run_dir = harness.new_run_dir("guardrails")
     log_path = run_dir / "access.log"
-    base = copy.deepcopy(harness.load_envoy_yaml())
-    listener = next(x for x in base["static_resources"]["listeners"] if x["name"] == "mcp")
-    hcm = listener["filter_chains"][0]["filters"][0]["typed_config"]
-    hcm["access_log"] = [{
-        "name": "envoy.access_loggers.file",
-        "typed_config": {
-            "@type": "type.googleapis.com/envoy.extensions.access_loggers.file.v3.FileAccessLog",
-            "path": str(log_path),
-            "log_format": {"text_format_source": {"inline_string": ACCESS_FORMAT}},
-        },
-    }]
+    base = harness.with_access_log(log_path, ACCESS_FORMAT)
     g = harness.start_gateway(cfg, tag="guardrails", envoy_base=base, run_dir=run_dir)
     g.extra["access_log"] = log_path
     yield g

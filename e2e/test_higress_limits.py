@@ -25,7 +25,6 @@ import time
 import harness
 import httpx
 import pytest
-from harness import ACCEPT
 from test_higress_redis import (  # noqa: F401  (fixtures)
     TIMEOUT_MS,
     Higress,
@@ -70,19 +69,7 @@ def limited(request, host, run_dir, upstream, e2e_config):  # noqa: F811
 
 
 def _call(replica, tool: str, args: dict, rid: int = 1) -> httpx.Response:
-    body = {
-        "jsonrpc": "2.0",
-        "id": rid,
-        "method": "tools/call",
-        "params": {
-            "name": tool,
-            "arguments": args,
-            "_meta": {"io.modelcontextprotocol/protocolVersion": REVISION, "io.modelcontextprotocol/clientCapabilities": {}},
-        },
-    }
-    headers = {"Accept": ACCEPT, "Content-Type": "application/json", "MCP-Protocol-Version": REVISION,
-               "Mcp-Method": "tools/call", "Mcp-Name": tool}
-    return harness.fresh_connection_post(f"{replica.url}/mcp-servers/{SERVER}", body, headers)
+    return harness.stateless_call(f"{replica.url}/mcp-servers/{SERVER}", tool, args, rid, REVISION)
 
 
 def _ok(r: httpx.Response) -> bool:

@@ -59,19 +59,7 @@ def lgw(e2e_config):
 
 def _call(g, tool: str, args: dict, server: str = SERVER, rid: int = 1) -> httpx.Response:
     """A stateless tools/call on a new connection (so any worker may take it)."""
-    body = {
-        "jsonrpc": "2.0",
-        "id": rid,
-        "method": "tools/call",
-        "params": {
-            "name": tool,
-            "arguments": args,
-            "_meta": {"io.modelcontextprotocol/protocolVersion": REVISION, "io.modelcontextprotocol/clientCapabilities": {}},
-        },
-    }
-    headers = {"Accept": ACCEPT, "Content-Type": "application/json", "MCP-Protocol-Version": REVISION,
-               "Mcp-Method": "tools/call", "Mcp-Name": tool}
-    return harness.fresh_connection_post(g.mcp_url(server), body, headers)
+    return harness.stateless_call(g.mcp_url(server), tool, args, rid, REVISION)
 
 
 def _weather(g, rid: int = 1) -> httpx.Response:
