@@ -459,13 +459,17 @@ pub fn backend_failure(status: u16, id: Value, server: &str) -> HttpResponse {
 impl Relay {
     /// Whether the request body must be read before it goes on (a tool filter applies to it).
     pub fn needs_body(&self) -> bool {
-        self.method == "POST"
-            && (self.allow.is_some()
-                || self.header_allow.is_some()
-                || !self.overrides.is_empty()
-                || self.policy.is_some()
-                || self.guard.is_some()
-                || self.limited_server)
+        self.method == "POST" && self.filters()
+    }
+
+    /// Whether anything filters, renames or refuses on this server (else bodies and streams pass unread).
+    fn filters(&self) -> bool {
+        self.allow.is_some()
+            || self.header_allow.is_some()
+            || !self.overrides.is_empty()
+            || self.policy.is_some()
+            || self.guard.is_some()
+            || self.limited_server
     }
 
     fn allowed(&self, tool: &str) -> bool {
@@ -708,6 +712,8 @@ impl Relay {
         };
         let keep = |name: &str| keep_kind(kind, name);
         let (listing, guard, guarded) = (self.lists.is_some(), self.guard.clone(), std::mem::take(&mut self.guarded));
+        // An SSE backend's stream is read only when something filters it or refusals travel on it.
+        let filters_stream = self.filters();
         let rewrite = |v: &mut Value| {
             let listed = listing
                 && match kind {
@@ -737,6 +743,10 @@ impl Relay {
                 let mut out = Vec::with_capacity(chunk.len());
                 for event in parser.feed(chunk) {
                     if sse::event_type(&event).as_deref() != Some("endpoint") {
+                        if !filters_stream {
+                            out.extend(event);
+                            continue;
+                        }
                         let mut parsed = sse::data(&event).and_then(|d| serde_json::from_str::<Value>(&d).ok());
                         let changed = parsed.as_mut().is_some_and(|v| from_stream(v, &overrides, &keep_kind));
                         match parsed {
