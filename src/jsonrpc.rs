@@ -107,6 +107,63 @@ pub fn result(id: Value, result: Value) -> Value {
     json!({"jsonrpc": "2.0", "id": id, "result": result})
 }
 
+/// A reply as the transport holds it until the answer is written: a tree, or JSON text written once
+/// (list pages, whose listings are serialised once per tool instead of being copied as trees per page).
+#[derive(Debug, Clone, PartialEq)]
+pub enum Reply {
+    Tree(Value),
+    Text(String),
+}
+
+impl Reply {
+    /// The reply as a tree (parsed again for text: for tests and the CLI, not the request path).
+    pub fn into_value(self) -> Value {
+        match self {
+            Reply::Tree(v) => v,
+            Reply::Text(t) => serde_json::from_str(&t).unwrap_or(Value::Null),
+        }
+    }
+
+    fn write(&self, out: &mut Vec<u8>) {
+        match self {
+            Reply::Tree(v) => {
+                let _ = serde_json::to_writer(&mut *out, v);
+            }
+            Reply::Text(t) => out.extend_from_slice(t.as_bytes()),
+        }
+    }
+}
+
+/// The body of an answer: one reply, or a batch's as an array.
+pub fn write_replies(single: bool, replies: &[Reply]) -> Vec<u8> {
+    let mut out = Vec::new();
+    match (single, replies) {
+        (true, [one, ..]) => one.write(&mut out),
+        _ => {
+            out.push(b'[');
+            for (i, r) in replies.iter().enumerate() {
+                if i > 0 {
+                    out.push(b',');
+                }
+                r.write(&mut out);
+            }
+            out.push(b']');
+        }
+    }
+    out
+}
+
+/// A successful reply whose result is JSON text already (`result_json`, an object).
+pub fn result_text(id: &Value, result_json: &str) -> String {
+    let mut out = String::with_capacity(result_json.len() + 48);
+    out.push_str("{\"jsonrpc\":\"2.0\",\"id\":");
+    out.push_str(&id.to_string());
+    out.push_str(",\"result\":");
+    out.push_str(result_json);
+    out.push('}');
+    out
+}
+
 /// An error reply.
 pub fn error(id: Value, code: i64, message: impl Into<String>) -> Value {
     json!({"jsonrpc": "2.0", "id": id, "error": {"code": code, "message": message.into()}})
@@ -130,6 +187,19 @@ pub fn params_object(params: &Option<Value>) -> Option<&Map<String, Value>> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn replies_written_as_text_and_as_trees_make_one_body() {
+        let text = Reply::Text(result_text(&json!("a"), r#"{"tools":[]}"#));
+        let tree = Reply::Tree(error(json!(2), INVALID_PARAMS, "no"));
+        let batch: Value = serde_json::from_slice(&write_replies(false, &[text.clone(), tree.clone()])).unwrap();
+        assert_eq!(batch, json!([result(json!("a"), json!({"tools": []})), error(json!(2), INVALID_PARAMS, "no")]));
+        assert_eq!(
+            write_replies(true, &[text.clone()]),
+            serde_json::to_vec(&result(json!("a"), json!({"tools": []}))).unwrap()
+        );
+        assert_eq!(text.into_value(), result(json!("a"), json!({"tools": []})));
+    }
 
     #[test]
     fn classifies_messages() {

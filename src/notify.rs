@@ -399,13 +399,16 @@ fn number(n: f64) -> Value {
 }
 
 /// Frames notifications and the response as one SSE body: one `message` event each, the response last.
-pub fn sse_body(notifications: &[Value], response: &Value) -> Vec<u8> {
+pub fn sse_body(notifications: &[Value], response: &[u8]) -> Vec<u8> {
     let mut out = Vec::new();
-    for m in notifications.iter().chain(std::iter::once(response)) {
+    for m in notifications {
         out.extend_from_slice(b"event: message\ndata: ");
         out.extend_from_slice(&serde_json::to_vec(m).unwrap_or_default());
         out.extend_from_slice(b"\n\n");
     }
+    out.extend_from_slice(b"event: message\ndata: ");
+    out.extend_from_slice(response);
+    out.extend_from_slice(b"\n\n");
     out
 }
 
@@ -534,7 +537,7 @@ mod tests {
 
     #[test]
     fn sse_frames_each_message_as_one_event_and_the_response_last() {
-        let body = sse_body(&[json!({"a": "x\ny"}), json!(2)], &json!({"id": 1}));
+        let body = sse_body(&[json!({"a": "x\ny"}), json!(2)], br#"{"id":1}"#);
         assert_eq!(
             String::from_utf8(body).unwrap(),
             "event: message\ndata: {\"a\":\"x\\ny\"}\n\nevent: message\ndata: 2\n\nevent: message\ndata: {\"id\":1}\n\n"

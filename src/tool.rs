@@ -116,6 +116,9 @@ pub struct Tool {
     semantics: Semantics,
     /// Arguments declared `integer` (Higress converts them to Go ints, and so prints them as integers).
     integers: Vec<String>,
+    /// [`Tool::listing`] as JSON text, written when the tool is first listed: pages are then written from
+    /// it, not built as trees. Not at load, where it would cost every VM the memory of every inlined schema.
+    listing_text: std::sync::OnceLock<String>,
 }
 
 /// What preparing a call produced.
@@ -511,6 +514,7 @@ impl Tool {
                     .collect(),
                 false => Vec::new(),
             },
+            listing_text: std::sync::OnceLock::new(),
         })
     }
 
@@ -523,6 +527,11 @@ impl Tool {
     /// How the tool's request is sent; `None` for a tool that answers from its template alone.
     pub fn dispatch(&self) -> Option<crate::upstream::Dispatch> {
         self.request.as_ref().map(|plan| plan.target.dispatch)
+    }
+
+    /// [`Tool::listing`] as JSON text, serialised once per tool (for `tools/list` pages).
+    pub fn listing_json(&self) -> &str {
+        self.listing_text.get_or_init(|| self.listing().to_string())
     }
 
     /// The tool as `tools/list` shows it.
@@ -565,9 +574,21 @@ impl Tool {
         arguments: Option<&Value>,
         presented: &Presented,
     ) -> Prepared {
+        self.prepare_owned(templates, config, arguments.cloned(), presented)
+    }
+
+    /// [`Tool::prepare_for`] taking the arguments, which it coerces in place: the request path hands over
+    /// the ones it parsed instead of copying them.
+    pub fn prepare_owned(
+        &self,
+        templates: &Templates,
+        config: &MjValue,
+        arguments: Option<Value>,
+        presented: &Presented,
+    ) -> Prepared {
         let mut args = match arguments {
             None | Some(Value::Null) => Map::new(),
-            Some(Value::Object(m)) => m.clone(),
+            Some(Value::Object(m)) => m,
             Some(_) => return Prepared::Done(error_result("Invalid arguments: `arguments` must be an object")),
         };
         if self.semantics.is_higress() {

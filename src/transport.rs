@@ -8,7 +8,7 @@
 use crate::caller::Caller;
 use crate::gateway::{Gateway, Server};
 use crate::guard::external::Subject;
-use crate::jsonrpc::{self, Message};
+use crate::jsonrpc::{self, Message, Reply};
 use crate::mcp::{self, Handled, Revision};
 use crate::metrics::CallRecord;
 use crate::notify::{self, Listener};
@@ -54,6 +54,11 @@ impl HttpResponse {
             headers: vec![("content-type".into(), "application/json".into())],
             body: serde_json::to_vec(body).unwrap_or_default(),
         }
+    }
+
+    /// A JSON body already written.
+    pub fn json_bytes(status: u16, body: Vec<u8>) -> HttpResponse {
+        HttpResponse { status, headers: vec![("content-type".into(), "application/json".into())], body }
     }
 
     /// A JSON-RPC reply (a result or an error) as a 200 JSON answer.
@@ -195,13 +200,13 @@ enum Phase {
     /// The calls are known; their rate limits and quotas are being checked before any goes upstream.
     Limiting {
         single: bool,
-        slots: Vec<Option<Value>>,
+        slots: Vec<Option<Reply>>,
         calls: Vec<Option<Job>>,
         requests: Vec<UpstreamRequest>,
     },
     Calling {
         single: bool,
-        slots: Vec<Option<Value>>,
+        slots: Vec<Option<Reply>>,
         /// What each dispatched request is for, by its dispatch index.
         calls: Vec<Option<Job>>,
         remaining: usize,
@@ -878,7 +883,7 @@ impl Exchange {
         for (slot, input) in inputs.into_iter().enumerate() {
             let listening = match input.as_ref().map(|m| self.listening(gw, server, m)) {
                 Ok(Err(refused)) => {
-                    slots.push(Some(refused));
+                    slots.push(Some(Reply::Tree(refused)));
                     continue;
                 }
                 Ok(Ok(l)) => l,
@@ -886,9 +891,11 @@ impl Exchange {
             };
             let record = input.as_ref().ok().and_then(tool_call_of);
             match input {
-                Err((id, why)) => {
-                    slots.push(Some(jsonrpc::error(id, jsonrpc::INVALID_REQUEST, format!("Invalid Request: {why}"))))
-                }
+                Err((id, why)) => slots.push(Some(Reply::Tree(jsonrpc::error(
+                    id,
+                    jsonrpc::INVALID_REQUEST,
+                    format!("Invalid Request: {why}"),
+                )))),
                 Ok(m) => match crate::template::with_client(&self.client, || {
                     mcp::handle_allowed(
                         gw,
@@ -911,11 +918,11 @@ impl Exchange {
                                 self.last_event_id = Some(resume.encode());
                                 return self.respond(HttpResponse::sse(body));
                             }
-                            None => slots.push(Some(jsonrpc::error(
+                            None => slots.push(Some(Reply::Tree(jsonrpc::error(
                                 v["id"].clone(),
                                 jsonrpc::INVALID_REQUEST,
                                 "a call that asks the client for input must be a request of its own",
-                            ))),
+                            )))),
                         }
                     }
                     Handled::Reply(v) => {
@@ -924,20 +931,22 @@ impl Exchange {
                             self.records.push(r);
                         }
                         self.heard(gw, server, slot, &v, listening);
-                        slots.push(Some(v))
+                        slots.push(Some(Reply::Tree(v)))
                     }
+                    // List pages: nothing to record or listen for.
+                    Handled::Text(t) => slots.push(Some(Reply::Text(t))),
                     Handled::Silent => slots.push(None),
                     // One request may not start more calls than the limit: a batch of thousands would take
                     // every upstream connection Envoy allows, from every client.
                     Handled::Call { id, .. } if requests.len() >= gw.max_calls_per_request => {
-                        slots.push(Some(jsonrpc::error(
+                        slots.push(Some(Reply::Tree(jsonrpc::error(
                             id,
                             jsonrpc::LIMIT_EXCEEDED,
                             format!(
                                 "too many tool calls in one request: at most {} (maxCallsPerRequest)",
                                 gw.max_calls_per_request
                             ),
-                        )));
+                        ))));
                     }
                     Handled::Call { id, call, request, args } => {
                         slots.push(None);
@@ -1015,7 +1024,7 @@ impl Exchange {
                     let server = &gw.servers[call.owner].name;
                     self.records.push(CallRecord::tool_call(server, &tool, &self.caller, arguments, &reply, None));
                 }
-                slots[call.slot] = Some(reply);
+                slots[call.slot] = Some(Reply::Tree(reply));
             }
         }
         let (calls, requests): (Vec<_>, Vec<_>) = calls.into_iter().zip(requests).filter(|(c, _)| c.is_some()).unzip();
@@ -1141,7 +1150,7 @@ impl Exchange {
         let Phase::Calling { slots, remaining, .. } = &mut self.phase else {
             return None;
         };
-        slots[call.slot] = Some(reply);
+        slots[call.slot] = Some(Reply::Tree(reply));
         *remaining -= 1;
         if *remaining > 0 {
             return None;
@@ -1152,24 +1161,27 @@ impl Exchange {
         Some(self.reply(single, slots))
     }
 
-    fn reply(&mut self, single: bool, slots: Vec<Option<Value>>) -> Step {
-        let replies: Vec<Value> = slots.into_iter().flatten().collect();
+    fn reply(&mut self, single: bool, slots: Vec<Option<Reply>>) -> Step {
+        let replies: Vec<Reply> = slots.into_iter().flatten().collect();
         if replies.is_empty() {
             return self.respond(HttpResponse::empty(202));
         }
-        let body = if single { replies.into_iter().next().unwrap_or(Value::Null) } else { Value::Array(replies) };
-        if let (Kind::Poll, Some(e)) = (self.kind, self.last_event_id.as_deref()) {
-            let sse = HttpResponse::sse(crate::input::poll::reply(e, &body));
-            return self.respond(sse);
-        }
         // The stateless revision answers a method it does not serve with HTTP 404, so that intermediaries
-        // routing on Mcp-Method see it too.
-        let status = match body["error"]["code"].as_i64() {
-            Some(jsonrpc::METHOD_NOT_FOUND) if single && self.revision.is_stateless() => 404,
-            Some(stateless::MISSING_CLIENT_CAPABILITY) if single => 400,
+        // routing on Mcp-Method see it too. (Text replies are list pages, never errors.)
+        let status = match replies.first() {
+            Some(Reply::Tree(v)) if single => match v["error"]["code"].as_i64() {
+                Some(jsonrpc::METHOD_NOT_FOUND) if self.revision.is_stateless() => 404,
+                Some(stateless::MISSING_CLIENT_CAPABILITY) => 400,
+                _ => 200,
+            },
             _ => 200,
         };
-        let response = self.framed(status, &body);
+        let body = jsonrpc::write_replies(single, &replies);
+        if let (Kind::Poll, Some(e)) = (self.kind, self.last_event_id.as_deref()) {
+            let sse = HttpResponse::sse(crate::input::poll::reply(e, &String::from_utf8_lossy(&body)));
+            return self.respond(sse);
+        }
+        let response = self.framed(status, body);
         self.after_saving(response)
     }
 

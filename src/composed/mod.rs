@@ -396,8 +396,18 @@ impl Virtual {
             .into_iter()
             .filter(|t| server.may(&access, kind, t.get("name").and_then(Value::as_str).unwrap_or("")))
             .collect();
-        match crate::mcp::page(gw, "tools", visible.len(), r.cursor.as_ref(), &|range| visible[range].to_vec()) {
-            Ok(result) => jsonrpc::result(r.id.clone(), crate::mcp::complete("tools/list", result, r.revision)),
+        match crate::mcp::page(gw, "tools", visible.len(), r.cursor.as_ref()) {
+            Ok((range, next)) => {
+                let mut result = serde_json::Map::new();
+                result.insert(
+                    "tools".into(),
+                    Value::Array(visible.into_iter().skip(range.start).take(range.len()).collect()),
+                );
+                if let Some(next) = next {
+                    result.insert("nextCursor".into(), Value::String(next));
+                }
+                jsonrpc::result(r.id.clone(), crate::mcp::complete("tools/list", Value::Object(result), r.revision))
+            }
             Err(e) => e.reply(r.id.clone()),
         }
     }

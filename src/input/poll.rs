@@ -205,8 +205,8 @@ pub fn ask(result: &Value, id: &Value, method: &str, name: &str, arguments: &Val
 }
 
 /// The SSE answer that carries a reply on a poll.
-pub fn reply(resume_id: &str, reply: &Value) -> String {
+pub fn reply(resume_id: &str, reply: &str) -> String {
     let mut body = String::new();
-    event(&mut body, resume_id, &reply.to_string());
+    event(&mut body, resume_id, reply);
     body
 }

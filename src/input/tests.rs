@@ -103,6 +103,7 @@ fn handle_at(g: &Gateway, ctx: &Ctx, method: &str, p: Value, revision: Revision)
 fn reply(h: Handled) -> Value {
     match h {
         Handled::Reply(v) => v,
+        Handled::Text(t) => serde_json::from_str(&t).unwrap(),
         other => panic!("expected a reply, got {other:?}"),
     }
 }

@@ -36,6 +36,8 @@ const REMOVED_IN_2026: [&str; 5] =
 #[derive(Debug)]
 pub enum Handled {
     Reply(Value),
+    /// A whole reply written as JSON text (list pages).
+    Text(String),
     /// Notifications and client responses get no reply.
     Silent,
     /// A call that needs the upstream; its reply is built by [`finish_call`].
@@ -158,7 +160,7 @@ pub fn handle_allowed(
     presented: &Presented,
     ctx: &input::Ctx,
 ) -> Handled {
-    let (id, method, params) = match msg {
+    let (id, method, mut params) = match msg {
         Message::Request { id, method, params } => (id, method, params),
         Message::Notification { .. } | Message::Response => return Handled::Silent,
     };
@@ -181,50 +183,36 @@ pub fn handle_allowed(
             Handled::Reply(jsonrpc::error(id, jsonrpc::INVALID_REQUEST, "the session is already initialized"))
         }
         "server/discover" if revision.is_stateless() => done(id, discover_result(server)),
-        // Cursors page over what this caller may see.
+        // Cursors page over what this caller may see. Pages are written as text: each listing is serialised
+        // once (a tool's when it is first listed), not copied as a tree per page.
         "tools/list" if server.filters(access, Kind::Tool) => {
             let visible: Vec<&Tool> = server.tools.iter().filter(|t| server.may(access, Kind::Tool, &t.name)).collect();
-            answer(
-                id,
-                page(gw, "tools", visible.len(), p.get("cursor"), &|r| {
-                    visible[r].iter().map(|t| t.listing()).collect()
-                }),
-            )
+            list(gw, &id, "tools", revision, visible.len(), p.get("cursor"), &|i, out| {
+                out.push_str(visible[i].listing_json())
+            })
         }
-        "tools/list" => answer(
-            id,
-            page(gw, "tools", server.tools.len(), p.get("cursor"), &|r| {
-                server.tools[r].iter().map(Tool::listing).collect()
-            }),
-        ),
+        "tools/list" => list(gw, &id, "tools", revision, server.tools.len(), p.get("cursor"), &|i, out| {
+            out.push_str(server.tools[i].listing_json())
+        }),
         "prompts/list" => {
             let visible: Vec<_> = server.prompts.iter().filter(|p| server.may(access, Kind::Prompt, &p.name)).collect();
-            answer(
-                id,
-                page(gw, "prompts", visible.len(), p.get("cursor"), &|r| {
-                    visible[r].iter().map(|p| p.listing.clone()).collect()
-                }),
-            )
+            list(gw, &id, "prompts", revision, visible.len(), p.get("cursor"), &|i, out| {
+                write_json(out, &visible[i].listing)
+            })
         }
         "resources/list" => {
             let visible: Vec<_> =
                 server.resources.iter().filter(|r| server.may(access, Kind::Resource, &r.uri)).collect();
-            answer(
-                id,
-                page(gw, "resources", visible.len(), p.get("cursor"), &|r| {
-                    visible[r].iter().map(|r| r.listing.clone()).collect()
-                }),
-            )
+            list(gw, &id, "resources", revision, visible.len(), p.get("cursor"), &|i, out| {
+                write_json(out, &visible[i].listing)
+            })
         }
         "resources/templates/list" => {
             let visible: Vec<_> =
                 server.resource_templates.iter().filter(|r| server.may(access, Kind::Resource, &r.uri)).collect();
-            answer(
-                id,
-                page(gw, "resourceTemplates", visible.len(), p.get("cursor"), &|r| {
-                    visible[r].iter().map(|r| r.listing.clone()).collect()
-                }),
-            )
+            list(gw, &id, "resourceTemplates", revision, visible.len(), p.get("cursor"), &|i, out| {
+                write_json(out, &visible[i].listing)
+            })
         }
         "prompts/get" => {
             let Some(name) = p.get("name").and_then(Value::as_str) else {
@@ -351,19 +339,23 @@ pub fn handle_allowed(
                     }
                 }
             };
-            let arguments = filled.as_ref().or(p.get("arguments"));
-            if let Some(Err(e)) = server.guard.as_ref().map(|g| g.check_input(name, arguments)) {
+            if let Some(Err(e)) =
+                server.guard.as_ref().map(|g| g.check_input(name, filled.as_ref().or(p.get("arguments"))))
+            {
                 return Handled::Reply(e.reply(id));
             }
+            // The arguments are taken out of the parsed request, not copied: the tool coerces them in place.
+            let name = name.to_string();
+            let arguments = filled.or_else(|| params.as_mut().and_then(|p| p.get_mut("arguments")).map(Value::take));
             match crate::template::with_input(input.as_ref(), || {
-                tool.prepare_for(&gw.templates, &server.config, arguments, presented)
+                tool.prepare_owned(&gw.templates, &server.config, arguments, presented)
             }) {
-                Prepared::Done(mut result) => match guarded(server, name, &mut result) {
+                Prepared::Done(mut result) => match guarded(server, &name, &mut result) {
                     Ok(()) => done(id, result),
                     Err(e) => Handled::Reply(e.reply(id)),
                 },
                 Prepared::Upstream(request, args) => {
-                    Handled::Call { id, call: Pending::Tool(name.to_string(), input), request: Box::new(request), args }
+                    Handled::Call { id, call: Pending::Tool(name, input), request: Box::new(request), args }
                 }
             }
         }
@@ -484,14 +476,44 @@ fn complete_argument(server: &Server, p: &serde_json::Map<String, Value>) -> Res
     Ok(json!({ "completion": argument.complete(value, &given) }))
 }
 
-/// One page of a list, `toolsPageSize` long, behind an opaque cursor that names the list it belongs to.
+/// The reply to a list request: one page ([`page`]) as JSON text, with what the stateless revision adds
+/// to list results ([`complete`]), or the cursor's error.
+fn list(
+    gw: &Gateway,
+    id: &Value,
+    kind: &str,
+    revision: Revision,
+    total: usize,
+    cursor: Option<&Value>,
+    item: &dyn Fn(usize, &mut String),
+) -> Handled {
+    match page_text(gw, kind, total, cursor, item) {
+        Ok(mut result) => {
+            if revision.is_stateless() {
+                result.pop(); // the closing brace
+                result.push_str(&format!(
+                    ",\"resultType\":\"complete\",\"ttlMs\":{LIST_TTL_MS},\"cacheScope\":\"private\"}}"
+                ));
+            }
+            Handled::Text(jsonrpc::result_text(id, &result))
+        }
+        Err(e) => Handled::Reply(e.reply(id.clone())),
+    }
+}
+
+/// Appends a value's JSON text.
+fn write_json(out: &mut String, v: &Value) {
+    out.push_str(&v.to_string());
+}
+
+/// One page of a list, `toolsPageSize` long, behind an opaque cursor that names the list it belongs to: the
+/// items' range and the next page's cursor, if any.
 pub fn page(
     gw: &Gateway,
     kind: &str,
     total: usize,
     cursor: Option<&Value>,
-    items: &dyn Fn(std::ops::Range<usize>) -> Vec<Value>,
-) -> Result<Value, RpcError> {
+) -> Result<(std::ops::Range<usize>, Option<String>), RpcError> {
     let start = match cursor {
         None | Some(Value::Null) => 0,
         Some(Value::String(c)) => {
@@ -500,12 +522,32 @@ pub fn page(
         Some(_) => return Err(RpcError::invalid_params("the cursor must be a string")),
     };
     let end = (start + gw.page_size).min(total);
-    let mut r = serde_json::Map::new();
-    r.insert(kind.into(), Value::Array(items(start..end)));
-    if end < total {
-        r.insert("nextCursor".into(), json!(encode_cursor(kind, end)));
+    Ok((start..end, (end < total).then(|| encode_cursor(kind, end))))
+}
+
+/// One page ([`page`]) as the result object's JSON text, each item written by `item` (by index).
+fn page_text(
+    gw: &Gateway,
+    kind: &str,
+    total: usize,
+    cursor: Option<&Value>,
+    item: &dyn Fn(usize, &mut String),
+) -> Result<String, RpcError> {
+    let (range, next) = page(gw, kind, total, cursor)?;
+    let mut out = format!("{{\"{kind}\":[");
+    for i in range.clone() {
+        if i > range.start {
+            out.push(',');
+        }
+        item(i, &mut out);
     }
-    Ok(Value::Object(r))
+    out.push(']');
+    if let Some(next) = next {
+        out.push_str(",\"nextCursor\":");
+        write_json(&mut out, &Value::String(next));
+    }
+    out.push('}');
+    Ok(out)
 }
 
 fn encode_cursor(kind: &str, offset: usize) -> String {
@@ -536,6 +578,7 @@ mod tests {
     fn reply(h: Handled) -> Value {
         match h {
             Handled::Reply(v) => v,
+            Handled::Text(t) => serde_json::from_str(&t).unwrap(),
             other => panic!("expected a reply, got {other:?}"),
         }
     }
@@ -566,6 +609,33 @@ mod tests {
             assert_eq!(reply(handle(&g, s, req(removed, json!({})), STATELESS))["error"]["code"], json!(-32601));
         }
         assert_eq!(reply(handle(&g, s, req("server/discover", json!({})), LEGACY))["error"]["code"], json!(-32601));
+    }
+
+    #[test]
+    fn list_pages_are_written_from_each_tools_text_serialised_once() {
+        let g = Gateway::from_config_str(
+            "toolsPageSize: 2\nservers:\n- name: s\n  tools:\n  - {name: a, title: A, description: 'say \"hi\"', \
+             args: [{name: city, type: string, required: true}], responseTemplate: {body: x}}\n  \
+             - {name: b, description: d, annotations: {readOnlyHint: true}, responseTemplate: {body: x}}\n  \
+             - {name: c, description: d, responseTemplate: {body: x}}\n",
+        )
+        .unwrap();
+        let s = &g.servers[0];
+        let Handled::Text(text) = handle(&g, s, req("tools/list", json!({})), STATELESS) else {
+            panic!("a list page is written as text");
+        };
+        let page: Value = serde_json::from_str(&text).unwrap();
+        let listed: Vec<Value> = s.tools[..2].iter().map(Tool::listing).collect();
+        assert_eq!(page["result"]["tools"], Value::Array(listed));
+        assert_eq!(page["jsonrpc"], json!("2.0"));
+        assert_eq!(page["id"], json!(1));
+        assert_eq!(page["result"]["resultType"], json!("complete"));
+        assert_eq!(page["result"]["nextCursor"], json!(encode_cursor("tools", 2)));
+        // The text is the tool's own, kept: the same bytes serve the next page request.
+        assert!(std::ptr::eq(s.tools[0].listing_json(), s.tools[0].listing_json()));
+        assert!(text.contains(s.tools[0].listing_json()));
+        let last = reply(handle(&g, s, req("tools/list", json!({"cursor": encode_cursor("tools", 2)})), LEGACY));
+        assert_eq!(last["result"], json!({"tools": [s.tools[2].listing()]}));
     }
 
     #[test]

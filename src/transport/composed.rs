@@ -5,7 +5,7 @@
 use super::{Batch, Exchange, Phase, Step};
 use crate::composed::{Job, ListRequest, Next};
 use crate::gateway::Gateway;
-use crate::jsonrpc::{self, Message};
+use crate::jsonrpc::{self, Message, Reply};
 use crate::upstream::UpstreamResult;
 use serde_json::{Map, Value};
 
@@ -27,7 +27,7 @@ impl Exchange {
                 let msg =
                     "a virtual server's tools/list and tools/call must each be a request of its own, not in a batch";
                 let reply = jsonrpc::error(Value::Null, jsonrpc::INVALID_REQUEST, msg);
-                return self.reply(true, vec![Some(reply)]);
+                return self.reply(true, vec![Some(Reply::Tree(reply))]);
             }
             other => return self.process_on(gw, me, other),
         };
@@ -35,8 +35,10 @@ impl Exchange {
             None | Some(Value::Null) => Map::new(),
             Some(Value::Object(p)) => p,
             Some(_) => {
-                return self
-                    .reply(true, vec![Some(jsonrpc::error(id, jsonrpc::INVALID_PARAMS, "params must be an object"))])
+                return self.reply(
+                    true,
+                    vec![Some(Reply::Tree(jsonrpc::error(id, jsonrpc::INVALID_PARAMS, "params must be an object")))],
+                )
             }
         };
         if method == "tools/list" {
@@ -59,13 +61,13 @@ impl Exchange {
         };
         if let Some(why) = refused {
             let reply = jsonrpc::error(id, jsonrpc::INVALID_PARAMS, format!("{why}: {name}"));
-            return self.reply(true, vec![Some(reply)]);
+            return self.reply(true, vec![Some(Reply::Tree(reply))]);
         }
         // The virtual server's own policy: the caller may call only what it may see.
         let access = crate::gateway::Access { caller: &self.caller, header: self.allowed_tools.as_deref() };
         if !server.may(&access, crate::admission::policy::Kind::Tool, &name) {
             let reply = crate::mcp::refused(&access, crate::admission::policy::Kind::Tool, &name).reply(id);
-            return self.reply(true, vec![Some(reply)]);
+            return self.reply(true, vec![Some(Reply::Tree(reply))]);
         }
         let Some(r) = v.find(&name) else { return self.respond(super::HttpResponse::empty(500)) };
         self.called.get_or_insert_with(|| (server.name.clone(), name.clone()));
@@ -108,7 +110,7 @@ impl Exchange {
                 let notes = if self.sse { job.take_notes() } else { Vec::new() };
                 self.note(0, notes);
                 self.phase = Phase::Done;
-                Some(self.reply(true, vec![Some(v)]))
+                Some(self.reply(true, vec![Some(Reply::Tree(v))]))
             }
         }
     }
@@ -119,7 +121,7 @@ impl Exchange {
                 self.phase = Phase::Composed(job);
                 Step::More(sends)
             }
-            (_, Next::Reply(v)) => self.reply(true, vec![Some(v)]),
+            (_, Next::Reply(v)) => self.reply(true, vec![Some(Reply::Tree(v))]),
             (_, _) => self.respond(super::HttpResponse::error(
                 500,
                 Value::Null,

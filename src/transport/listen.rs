@@ -109,10 +109,10 @@ impl Exchange {
 
     /// The answer: the notifications ahead of the response in one SSE answer, when there are some and the
     /// client takes one; otherwise the JSON it always was.
-    pub(super) fn framed(&mut self, status: u16, body: &Value) -> HttpResponse {
+    pub(super) fn framed(&mut self, status: u16, body: Vec<u8>) -> HttpResponse {
         let notes: Vec<Value> = std::mem::take(&mut self.notes).into_iter().flat_map(|(_, n)| n).collect();
         if status != 200 || !self.sse || notes.is_empty() {
-            return HttpResponse::json(status, body);
+            return HttpResponse::json_bytes(status, body);
         }
         HttpResponse {
             status,
@@ -120,7 +120,7 @@ impl Exchange {
                 ("content-type".into(), "text/event-stream".into()),
                 ("cache-control".into(), "no-cache".into()),
             ],
-            body: notify::sse_body(&notes, body),
+            body: notify::sse_body(&notes, &body),
         }
     }
 

@@ -96,6 +96,7 @@ pub fn run(args: &[String]) -> Result<(), Failure> {
     let revision = Revision::LATEST_LEGACY;
     match mcp::handle(gw, server, call, revision) {
         Handled::Reply(reply) => print_reply(&reply),
+        Handled::Text(text) => print_reply(&mcp_gateway::jsonrpc::Reply::Text(text).into_value()),
         Handled::Silent => Err(Failure::Invalid("the call got no reply".into())),
         Handled::Call { id, call, request, args } => {
             let shown = describe(&request);
