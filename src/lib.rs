@@ -23,6 +23,7 @@ pub mod gotemplate;
 #[path = "gotemplate/stub.rs"]
 pub mod gotemplate;
 pub mod guard;
+pub mod header_edits;
 pub mod higress;
 pub mod icon;
 pub mod input;

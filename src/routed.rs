@@ -9,13 +9,39 @@
 //! itself ([`ROUTER_GRACE_MS`] before the router would). The outcomes are those `dispatch: call` gives.
 
 use crate::gateway::Gateway;
-use crate::upstream::UpstreamResult;
+use crate::header_edits::{diff, Edit};
+use crate::upstream::{UpstreamRequest, UpstreamResult};
 
 /// How much longer than the tool's timeout Envoy's router is told to wait (`x-envoy-upstream-rq-timeout-ms`):
 /// the plugin ends the call at the tool's timeout itself, checked on every chunk and on the root's tick
 /// (once a second), so the router's timeout, whose 504 the plugin cannot rewrite once the answer has
 /// started, never comes first.
 pub const ROUTER_GRACE_MS: u64 = 2_000;
+
+/// How the client's request head becomes the tool's (`Host::forward`): the edits that turn `client`, the
+/// headers it came with, into the tool's method, path and authority (the client's when the tool names
+/// none), the client's scheme and tracing headers, the tool's headers, the body's length and the router's
+/// timeout. Every other client header goes (credentials are never forwarded unless the tool's own
+/// headers say so); headers that stay the same are not written again.
+pub fn request_edits(r: &UpstreamRequest, client: &[(String, String)]) -> Vec<Edit> {
+    let client_value = |name: &str| client.iter().find(|(k, _)| k == name).map(|(_, v)| v.as_str());
+    let authority = if r.authority.is_empty() { client_value(":authority").unwrap_or("") } else { &r.authority };
+    let timeout = r.timeout_ms.saturating_add(ROUTER_GRACE_MS).to_string();
+    let length = r.body.as_deref().unwrap_or_default().len().to_string();
+    let scheme = client_value(":scheme").unwrap_or("http");
+    let mut headers: Vec<(&str, &str)> =
+        vec![(":method", &r.method), (":path", &r.path), (":authority", authority), (":scheme", scheme)];
+    headers.extend(
+        client
+            .iter()
+            .filter(|(k, _)| crate::upstream::TRACING_HEADERS.contains(&k.as_str()))
+            .map(|(k, v)| (k.as_str(), v.as_str())),
+    );
+    headers.extend(r.headers.iter().map(|(k, v)| (k.as_str(), v.as_str())));
+    headers.push(("content-length", &length));
+    headers.push(("x-envoy-upstream-rq-timeout-ms", &timeout));
+    diff(client, &headers)
+}
 
 /// Envoy router's own answer to a request it timed out before the upstream answered; the plugin gives the
 /// same when it ends such a call itself, as `dispatch: call` gets from Envoy.
@@ -99,6 +125,52 @@ impl Answer {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_rewritten_request_writes_only_what_changes_and_drops_the_rest() {
+        let client: Vec<(String, String)> = [
+            (":method", "POST"),
+            (":path", "/mcp-servers/demo"),
+            (":authority", "gw"),
+            (":scheme", "http"),
+            ("content-type", "application/json"),
+            ("authorization", "Bearer client"),
+            ("x-request-id", "r1"),
+            ("content-length", "120"),
+        ]
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+        let r = UpstreamRequest {
+            dispatch: crate::upstream::Dispatch::Route,
+            cluster: String::new(),
+            method: "GET".into(),
+            authority: String::new(),
+            path: "/weather?city=Paris".into(),
+            headers: Vec::new(),
+            body: None,
+            timeout_ms: 1000,
+        };
+        let edits = request_edits(&r, &client);
+        let mut map = client.clone();
+        crate::header_edits::apply(&mut map, &edits);
+        map.sort();
+        let want: Vec<(String, String)> = [
+            (":authority", "gw"),
+            (":method", "GET"),
+            (":path", "/weather?city=Paris"),
+            (":scheme", "http"),
+            ("content-length", "0"),
+            ("x-envoy-upstream-rq-timeout-ms", "3000"),
+            ("x-request-id", "r1"),
+        ]
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+        assert_eq!(map, want);
+        // Authority, scheme and the tracing header are left as they are.
+        assert_eq!(edits.len(), 6, "{edits:?}");
+    }
 
     fn gw(limit: usize) -> Gateway {
         Gateway::from_config_str(&format!("maxResponseBytes: {limit}\nservers:\n- name: a\n")).unwrap()

@@ -3,10 +3,26 @@
 //! calls whose refusal is an ordinary outcome (rewriting a request or an answer Envoy no longer holds, a
 //! local reply after the response has started).
 
+use crate::header_edits::Edit;
 use proxy_wasm::types::{BufferType, MapType};
 
 extern "C" {
     fn proxy_set_header_map_pairs(map_type: u32, map_data: *const u8, map_size: usize) -> u32;
+    fn proxy_replace_header_map_value(
+        map_type: u32,
+        key: *const u8,
+        key_size: usize,
+        value: *const u8,
+        value_size: usize,
+    ) -> u32;
+    fn proxy_add_header_map_value(
+        map_type: u32,
+        key: *const u8,
+        key_size: usize,
+        value: *const u8,
+        value_size: usize,
+    ) -> u32;
+    fn proxy_remove_header_map_value(map_type: u32, key: *const u8, key_size: usize) -> u32;
     fn proxy_set_buffer_bytes(buffer_type: u32, start: usize, size: usize, data: *const u8, data_size: usize) -> u32;
     fn proxy_continue_stream(stream_type: u32) -> u32;
     fn proxy_set_property(path_data: *const u8, path_size: usize, value_data: *const u8, value_size: usize) -> u32;
@@ -57,6 +73,23 @@ fn serialize(map: &[(&str, &str)]) -> Vec<u8> {
 pub fn set_map(map: MapType, pairs: &[(&str, &str)]) -> Result<(), Refused> {
     let bytes = serialize(pairs);
     check(unsafe { proxy_set_header_map_pairs(map as u32, bytes.as_ptr(), bytes.len()) })
+}
+
+/// Applies the core's edits to a header map, one hostcall each (only the headers that change are written);
+/// stops at the first refusal.
+pub fn edit_map(map: MapType, edits: &[Edit]) -> Result<(), Refused> {
+    let map = map as u32;
+    for e in edits {
+        // SAFETY: pointers and lengths of live strings; the host copies them.
+        check(unsafe {
+            match e {
+                Edit::Set(k, v) => proxy_replace_header_map_value(map, k.as_ptr(), k.len(), v.as_ptr(), v.len()),
+                Edit::Add(k, v) => proxy_add_header_map_value(map, k.as_ptr(), k.len(), v.as_ptr(), v.len()),
+                Edit::Remove(k) => proxy_remove_header_map_value(map, k.as_ptr(), k.len()),
+            }
+        })?;
+    }
+    Ok(())
 }
 
 /// Replaces a buffer's bytes from `start` on (`usize::MAX` bytes: all of them).

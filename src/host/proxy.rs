@@ -46,6 +46,12 @@ fn set_headers(map: MapType, headers: &[(String, String)]) {
     }
 }
 
+fn edit_headers(map: MapType, edits: &[crate::header_edits::Edit]) {
+    if let Err(s) = abi::edit_map(map, edits) {
+        log(LogLevel::Warn, &format!("mcp-gateway: could not rewrite a proxied exchange's headers ({s:?})"));
+    }
+}
+
 /// The request head: `None` when the request is not for a proxied server.
 pub fn on_request_headers(id: u32, gw: &Rc<Gateway>, head: &RequestHead, end_of_stream: bool) -> Option<Action> {
     let start = proxy::route(gw, head, &mut calls(gw, id))?;
@@ -56,7 +62,7 @@ pub fn on_request_headers(id: u32, gw: &Rc<Gateway>, head: &RequestHead, end_of_
         }
         Start::Forward(relay, headers) => (relay, headers),
     };
-    set_headers(MapType::HttpRequestHeaders, &headers);
+    edit_headers(MapType::HttpRequestHeaders, &headers);
     let reading_body = relay.needs_body() && !end_of_stream;
     RELAYS.with(|r| {
         let held = Held { gw: gw.clone(), relay: *relay, reading_body, replacement: None, rewriting: false };
@@ -114,13 +120,12 @@ pub fn on_response_headers(id: u32, end_of_stream: bool) -> Option<Action> {
         let headers: Vec<(String, String)> = all.into_iter().filter(|(k, _)| !k.starts_with(':')).collect();
         let gw = held.gw.clone();
         match held.relay.on_response_head(&gw, &mut calls(&gw, id), status, &headers) {
-            Answer::Pass(None) => Some(Action::Continue),
-            Answer::Pass(Some(new)) => {
-                set_headers(MapType::HttpResponseHeaders, &new);
+            Answer::Pass(edits) => {
+                edit_headers(MapType::HttpResponseHeaders, &edits);
                 Some(Action::Continue)
             }
-            Answer::Rewrite(new) => {
-                set_headers(MapType::HttpResponseHeaders, &new);
+            Answer::Rewrite(edits) => {
+                edit_headers(MapType::HttpResponseHeaders, &edits);
                 held.rewriting = true;
                 Some(Action::Continue)
             }

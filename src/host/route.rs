@@ -16,13 +16,13 @@
 //! as the request path already does. Envoy answers past the plugin (straight to the client) once the
 //! answer has started: an answer it buffered beyond the listener's limit (500), and its router's timeout
 //! (504). So the plugin leaves nothing in Envoy's buffer, enforces the tool's timeout itself and gives the
-//! router [`ROUTER_GRACE_MS`] more (`x-envoy-upstream-rq-timeout-ms`). An answer that ends at its end is
+//! router [`crate::routed::ROUTER_GRACE_MS`] more (`x-envoy-upstream-rq-timeout-ms`). An answer that ends at its end is
 //! rewritten in place; one ended early (over `maxResponseBytes`, timed out) is replaced by a local reply,
 //! which Envoy sends straight to the client and which ends the upstream request.
 
 use super::{abi, headers_lossy, log, now_ms};
 use crate::gateway::Gateway;
-use crate::routed::{Answer, ROUTER_GRACE_MS};
+use crate::routed::Answer;
 use crate::transport::HttpResponse;
 use crate::upstream::{UpstreamRequest, UpstreamResult};
 use proxy_wasm::hostcalls;
@@ -52,26 +52,9 @@ thread_local! {
 /// `client`: the request's headers as the plugin read them when they arrived (the request has been paused
 /// since, so they are still Envoy's; not reading them again saves a hostcall and a copy per call).
 pub fn forward(id: u32, foreign: bool, r: &UpstreamRequest, client: &[(String, String)]) -> Result<u32, String> {
-    let client_value = |name: &str| client.iter().find(|(k, _)| k == name).map(|(_, v)| v.as_str());
-    let authority = if r.authority.is_empty() { client_value(":authority").unwrap_or("") } else { &r.authority };
     let body = r.body.as_deref().unwrap_or_default();
-    let timeout = r.timeout_ms.saturating_add(ROUTER_GRACE_MS).to_string();
-    let length = body.len().to_string();
-    let mut headers: Vec<(&str, &str)> =
-        vec![(":method", &r.method), (":path", &r.path), (":authority", authority), (":scheme", "http")];
-    if let Some(scheme) = client_value(":scheme") {
-        headers[3].1 = scheme;
-    }
-    headers.extend(
-        client
-            .iter()
-            .filter(|(k, _)| crate::upstream::TRACING_HEADERS.contains(&k.as_str()))
-            .map(|(k, v)| (k.as_str(), v.as_str())),
-    );
-    headers.extend(r.headers.iter().map(|(k, v)| (k.as_str(), v.as_str())));
-    headers.push(("content-length", &length));
-    headers.push(("x-envoy-upstream-rq-timeout-ms", &timeout));
-    abi::set_map(MapType::HttpRequestHeaders, &headers).map_err(|s| format!("rewriting the request: {s:?}"))?;
+    abi::edit_map(MapType::HttpRequestHeaders, &crate::routed::request_edits(r, client))
+        .map_err(|s| format!("rewriting the request: {s:?}"))?;
     abi::set_buffer(BufferType::HttpRequestBody, 0, usize::MAX, body)
         .map_err(|s| format!("rewriting the request body: {s:?}"))?;
     let token = NEXT_TOKEN.with(|t| {

@@ -24,6 +24,7 @@ pub mod tools;
 use crate::admission::policy::Kind;
 use crate::config::{ServerConfig, StoreKind};
 use crate::gateway::{Gateway, Server};
+use crate::header_edits::{diff, Edit};
 use crate::jsonrpc;
 use crate::mcp::Revision;
 use crate::session::{signed, Env, Session, SessionOp, SessionOutcome, Started};
@@ -175,17 +176,17 @@ impl Backend {
 pub enum Start {
     /// Answer locally (an unknown session, a refused origin).
     Respond(HttpResponse),
-    /// Send the request on with these headers (the whole new map, pseudo-headers first).
-    Forward(Box<Relay>, Vec<(String, String)>),
+    /// Send the request on with its headers changed by these edits (only the headers that change).
+    Forward(Box<Relay>, Vec<Edit>),
 }
 
 /// What to do with the backend's answer.
 #[derive(Debug, PartialEq)]
 pub enum Answer {
-    /// Let it through; with a new header map when one changed.
-    Pass(Option<Vec<(String, String)>>),
-    /// Let it through with these headers, rewriting the body ([`Relay::on_chunk`]).
-    Rewrite(Vec<(String, String)>),
+    /// Let it through, its headers changed by these edits (none: as it came).
+    Pass(Vec<Edit>),
+    /// Let it through with its headers changed by these edits, rewriting the body ([`Relay::on_chunk`]).
+    Rewrite(Vec<Edit>),
     /// Replace it with this response.
     Replace(HttpResponse),
 }
@@ -309,7 +310,7 @@ fn start_sse(
     if relay.needs_body() {
         headers.retain(|(k, _)| k != "content-length"); // a renamed or refused call's body changes length
     }
-    Start::Forward(Box::new(relay), headers)
+    Start::Forward(Box::new(relay), edits(&head.headers, &headers))
 }
 
 fn new_relay(server: &Server, head: &RequestHead, ours: Option<String>) -> Relay {
@@ -421,7 +422,13 @@ fn start(
     if method == "POST" && !backend.overrides.is_empty() {
         headers.retain(|(k, _)| k != "content-length"); // a renamed tools/call's body changes length
     }
-    Start::Forward(Box::new(relay), headers)
+    Start::Forward(Box::new(relay), edits(&head.headers, &headers))
+}
+
+/// The edits that turn the headers a request or answer came with into `wanted`.
+fn edits(current: &[(String, String)], wanted: &[(String, String)]) -> Vec<Edit> {
+    let wanted: Vec<(&str, &str)> = wanted.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+    diff(current, &wanted)
 }
 
 /// Runs a session operation that completes at once (every store proxied servers accept).
@@ -660,12 +667,10 @@ impl Relay {
         if matches!(self.filter, Filter::Endpoint(_)) {
             if status != 200 || !content_type.starts_with("text/event-stream") {
                 self.filter = Filter::None;
-                return Answer::Pass(None);
+                return Answer::Pass(Vec::new());
             }
-            let mut out: Vec<(String, String)> =
-                headers.iter().filter(|(k, _)| k != "content-length").cloned().collect();
-            out.insert(0, (":status".into(), status.to_string()));
-            return Answer::Rewrite(out);
+            let has_length = headers.iter().any(|(k, _)| k == "content-length");
+            return Answer::Rewrite(has_length.then(|| Edit::Remove("content-length".into())).into_iter().collect());
         }
         let rewrites = self.lists.is_some() || !self.guarded.is_empty();
         self.filter = match (rewrites && status == 200, content_type) {
@@ -675,18 +680,18 @@ impl Relay {
         };
         let rewrite = !matches!(self.filter, Filter::None);
         if theirs.is_none() && !rewrite {
-            return Answer::Pass(None);
+            return Answer::Pass(Vec::new());
         }
         let mut out: Vec<(String, String)> =
             headers.iter().filter(|(k, _)| k != SESSION && !(rewrite && k == "content-length")).cloned().collect();
-        out.insert(0, (":status".into(), status.to_string()));
         if let Some(id) = ours.filter(|_| theirs.is_some()) {
             out.push((SESSION.into(), id));
         }
+        let edits = edits(headers, &out);
         if rewrite {
-            Answer::Rewrite(out)
+            Answer::Rewrite(edits)
         } else {
-            Answer::Pass(Some(out))
+            Answer::Pass(edits)
         }
     }
 

@@ -33,11 +33,24 @@ fn head(method: &str, headers: &[(&str, &str)]) -> RequestHead {
     RequestHead { method: method.into(), path: "/mcp-servers/up".into(), headers: all, client_address: None, jwt: None }
 }
 
+/// The relay and the request head the backend gets (the client's, with the edits applied).
 fn forward(gw: &Gateway, env: &mut MemoryEnv, h: &RequestHead) -> (Box<Relay>, Vec<(String, String)>) {
     match route(gw, h, env) {
-        Some(Start::Forward(relay, headers)) => (relay, headers),
+        Some(Start::Forward(relay, edits)) => {
+            let mut headers = h.headers.clone();
+            crate::header_edits::apply(&mut headers, &edits);
+            (relay, headers)
+        }
         other => panic!("not forwarded: {other:?}"),
     }
+}
+
+/// The answer head the client gets: the backend's, with the edits applied.
+fn answered(status: u16, headers: &[(String, String)], edits: &[Edit]) -> Vec<(String, String)> {
+    let mut out = vec![(":status".to_string(), status.to_string())];
+    out.extend(headers.iter().cloned());
+    crate::header_edits::apply(&mut out, edits);
+    out
 }
 
 fn value<'a>(headers: &'a [(String, String)], name: &str) -> Option<&'a str> {
@@ -89,7 +102,8 @@ fn session_binding(store: &str) {
     let mut env = env();
     let (mut relay, _) = forward(&gw, &mut env, &head("POST", &[]));
     let answer = vec![("content-type".to_string(), "text/event-stream".to_string()), (SESSION.into(), "b-123".into())];
-    let Answer::Pass(Some(out)) = relay.on_response_head(&gw, &mut env, 200, &answer) else { panic!() };
+    let Answer::Pass(edits) = relay.on_response_head(&gw, &mut env, 200, &answer) else { panic!() };
+    let out = answered(200, &answer, &edits);
     let ours = value(&out, SESSION).unwrap().to_string();
     assert_ne!(ours, "b-123");
     assert_eq!(value(&out, ":status"), Some("200"));
@@ -98,7 +112,8 @@ fn session_binding(store: &str) {
     let (mut relay, headers) = forward(&gw, &mut env, &h);
     assert_eq!(value(&headers, SESSION), Some("b-123"));
     let answer = vec![(SESSION.to_string(), "b-123".to_string())];
-    let Answer::Pass(Some(out)) = relay.on_response_head(&gw, &mut env, 200, &answer) else { panic!() };
+    let Answer::Pass(edits) = relay.on_response_head(&gw, &mut env, 200, &answer) else { panic!() };
+    let out = answered(200, &answer, &edits);
     assert_eq!(value(&out, SESSION), Some(ours.as_str()));
     // A made-up id is refused before the backend sees it.
     match route(&gw, &head("POST", &[(SESSION, "b-123")]), &mut env) {
@@ -127,7 +142,8 @@ fn a_backend_that_forgot_the_session_or_failed_gives_a_json_rpc_error() {
     let mut env = env();
     let (mut relay, _) = forward(&gw, &mut env, &head("POST", &[]));
     let answer = vec![(SESSION.to_string(), "b-1".to_string())];
-    let Answer::Pass(Some(out)) = relay.on_response_head(&gw, &mut env, 200, &answer) else { panic!() };
+    let Answer::Pass(edits) = relay.on_response_head(&gw, &mut env, 200, &answer) else { panic!() };
+    let out = answered(200, &answer, &edits);
     let ours = value(&out, SESSION).unwrap().to_string();
     let (mut relay, _) = forward(&gw, &mut env, &head("POST", &[(SESSION, &ours)]));
     let Answer::Replace(r) = relay.on_response_head(&gw, &mut env, 404, &[]) else { panic!() };
@@ -162,7 +178,8 @@ fn allow_tools_refuses_calls_and_filters_lists_in_json_and_sse() {
         vec![("content-type".to_string(), "application/json".to_string()), ("content-length".into(), "9".into())];
     let (mut relay, _) = forward(&gw, &mut env, &head("POST", &[]));
     assert!(matches!(relay.on_body(&gw, &mut env, list), Ok(None)));
-    let Answer::Rewrite(out) = relay.on_response_head(&gw, &mut env, 200, &json) else { panic!() };
+    let Answer::Rewrite(edits) = relay.on_response_head(&gw, &mut env, 200, &json) else { panic!() };
+    let out = answered(200, &json, &edits);
     assert_eq!(value(&out, "content-length"), None);
     assert!(relay.buffers());
     let v: Value = serde_json::from_slice(&relay.on_chunk(&gw, &mut env, tools.as_bytes(), true)).unwrap();
@@ -541,4 +558,36 @@ fn an_sse_backends_tools_are_filtered_and_renamed_on_its_stream_and_refusals_tra
     );
     assert_eq!(got[1]["result"]["tools"], json!([{"name": "say"}]));
     assert_eq!(got[2], other);
+}
+
+#[test]
+fn only_the_headers_that_change_are_written() {
+    let gw = gateway("local", "");
+    let mut env = env();
+    let h = head(
+        "POST",
+        &[(":method", "POST"), (":path", "/mcp-servers/up"), (":scheme", "http"), ("content-type", "application/json")],
+    );
+    let Some(Start::Forward(mut relay, edits)) = route(&gw, &h, &mut env) else { panic!() };
+    // The kept headers stay as they are; the path and authority (an absolute mcpServerURL) change, the
+    // client's credentials go, the timeout comes.
+    let names: Vec<String> = edits
+        .iter()
+        .map(|e| match e {
+            Edit::Set(k, _) => format!("set {k}"),
+            Edit::Add(k, _) => format!("add {k}"),
+            Edit::Remove(k) => format!("remove {k}"),
+        })
+        .collect();
+    let expected =
+        ["set :path", "set :authority", "set x-envoy-upstream-rq-timeout-ms", "remove authorization", "remove cookie"];
+    assert_eq!(names, expected);
+    // An answer whose session id is swapped for ours: that one header.
+    let answer = vec![("content-type".to_string(), "application/json".to_string()), (SESSION.into(), "b-9".into())];
+    let Answer::Pass(edits) = relay.on_response_head(&gw, &mut env, 200, &answer) else { panic!() };
+    assert!(matches!(edits.as_slice(), [Edit::Set(k, v)] if k == SESSION && v != "b-9"), "{edits:?}");
+    // Nothing to change: nothing written.
+    let (mut relay, _) = forward(&gw, &mut env, &h);
+    let plain = vec![("content-type".to_string(), "application/json".to_string())];
+    assert_eq!(relay.on_response_head(&gw, &mut env, 200, &plain), Answer::Pass(Vec::new()));
 }

@@ -1,0 +1,125 @@
+//! Changes to a header map that Envoy already holds, as the core decides them and the host applies them
+//! one hostcall each: only the headers that change are written. Replacing the whole map instead costs a
+//! serialisation in the VM, a copy into Envoy, and in Envoy the removal of every header and the copy of
+//! every new one, for a request or answer of which two or three headers change.
+
+/// One change to a header map (names lowercase, as Envoy keeps them).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Edit {
+    /// The header gets this one value (added if missing, replaced if it has one).
+    Set(String, String),
+    /// One more value of a header that has several.
+    Add(String, String),
+    /// The header goes, with all its values.
+    Remove(String),
+}
+
+/// The edits that turn the map `current` into `wanted` (pairs in order, a name possibly repeated): a
+/// header whose values are the same in both is left alone; one wanted once is set; one wanted several
+/// times, or over several values, is removed and added again value by value; one not wanted is removed.
+pub fn diff(current: &[(String, String)], wanted: &[(&str, &str)]) -> Vec<Edit> {
+    let mut edits = Vec::new();
+    for (i, (name, _)) in wanted.iter().enumerate() {
+        if wanted[..i].iter().any(|(n, _)| n == name) {
+            continue; // handled with its first value
+        }
+        let values = || wanted.iter().filter(|(n, _)| n == name).map(|(_, v)| *v);
+        let mut now = current.iter().filter(|(n, _)| n == name).map(|(_, v)| v.as_str());
+        if values().eq(&mut now) {
+            continue;
+        }
+        let mut values = values();
+        // Set only over a single value: hosts differ on whether a set replaces every value of a name.
+        let several_now = current.iter().filter(|(n, _)| n == name).nth(1).is_some();
+        match (values.next(), values.next()) {
+            (Some(only), None) if !several_now => edits.push(Edit::Set(name.to_string(), only.to_string())),
+            _ => {
+                edits.push(Edit::Remove(name.to_string()));
+                edits.extend(
+                    wanted.iter().filter(|(n, _)| n == name).map(|(n, v)| Edit::Add(n.to_string(), v.to_string())),
+                );
+            }
+        }
+    }
+    for (i, (name, _)) in current.iter().enumerate() {
+        let seen = current[..i].iter().any(|(n, _)| n == name);
+        if !seen && !wanted.iter().any(|(n, _)| n == name) {
+            edits.push(Edit::Remove(name.clone()));
+        }
+    }
+    edits
+}
+
+/// Applies `edits` to a map held as pairs, as Envoy applies them: what the host's map becomes (for tests).
+#[cfg(test)]
+pub fn apply(map: &mut Vec<(String, String)>, edits: &[Edit]) {
+    for e in edits {
+        match e {
+            Edit::Set(n, v) => {
+                map.retain(|(k, _)| k != n);
+                map.push((n.clone(), v.clone()));
+            }
+            Edit::Add(n, v) => map.push((n.clone(), v.clone())),
+            Edit::Remove(n) => map.retain(|(k, _)| k != n),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn pairs(p: &[(&str, &str)]) -> Vec<(String, String)> {
+        p.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+    }
+
+    fn sorted(mut m: Vec<(String, String)>) -> Vec<(String, String)> {
+        m.sort();
+        m
+    }
+
+    #[test]
+    fn only_what_changes_is_written() {
+        let current = pairs(&[
+            (":method", "POST"),
+            (":path", "/mcp"),
+            ("content-type", "application/json"),
+            ("authorization", "Bearer secret"),
+            ("cookie", "a=1"),
+            ("cookie", "b=2"),
+        ]);
+        let wanted = [(":method", "POST"), (":path", "/backend"), ("content-type", "application/json"), ("x-t", "5")];
+        let edits = diff(&current, &wanted);
+        assert_eq!(
+            edits,
+            vec![
+                Edit::Set(":path".into(), "/backend".into()),
+                Edit::Set("x-t".into(), "5".into()),
+                Edit::Remove("authorization".into()),
+                Edit::Remove("cookie".into()),
+            ]
+        );
+        let mut map = current.clone();
+        apply(&mut map, &edits);
+        assert_eq!(sorted(map), sorted(pairs(&wanted)));
+    }
+
+    #[test]
+    fn repeated_headers_are_written_value_by_value() {
+        let current = pairs(&[("a", "1"), ("b", "x")]);
+        let wanted = [("a", "1"), ("a", "2"), ("b", "x")];
+        let edits = diff(&current, &wanted);
+        assert_eq!(
+            edits,
+            vec![Edit::Remove("a".into()), Edit::Add("a".into(), "1".into()), Edit::Add("a".into(), "2".into())]
+        );
+        let mut map = current.clone();
+        apply(&mut map, &edits);
+        assert_eq!(sorted(map), sorted(pairs(&wanted)));
+        // The same map wanted again: nothing to write.
+        assert!(diff(&pairs(&wanted), &wanted).is_empty());
+        // Several values down to one: removed, then added once.
+        let edits = diff(&pairs(&wanted), &[("a", "2"), ("b", "x")]);
+        assert_eq!(edits, vec![Edit::Remove("a".into()), Edit::Add("a".into(), "2".into())]);
+    }
+}
