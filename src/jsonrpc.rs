@@ -195,7 +195,7 @@ mod tests {
         let batch: Value = serde_json::from_slice(&write_replies(false, &[text.clone(), tree.clone()])).unwrap();
         assert_eq!(batch, json!([result(json!("a"), json!({"tools": []})), error(json!(2), INVALID_PARAMS, "no")]));
         assert_eq!(
-            write_replies(true, &[text.clone()]),
+            write_replies(true, std::slice::from_ref(&text)),
             serde_json::to_vec(&result(json!("a"), json!({"tools": []}))).unwrap()
         );
         assert_eq!(text.into_value(), result(json!("a"), json!({"tools": []})));

@@ -186,13 +186,15 @@ fn jwt_payload(jwt: &crate::admission::JwtAuth) -> Option<serde_json::Map<String
 }
 
 /// Reads a header map without the SDK's UTF-8 unwrap: a non-UTF-8 value from a client or an upstream
-/// must not panic the VM (that would take the worker down), so values are decoded lossily.
+/// must not panic the VM (that would take the worker down), so values are decoded lossily. A UTF-8 value
+/// keeps the buffer it was read into (no second allocation and copy per header).
 fn headers_lossy(map: MapType) -> Vec<(String, String)> {
-    hostcalls::get_map_bytes(map)
-        .unwrap_or_default()
-        .into_iter()
-        .map(|(k, v)| (k, String::from_utf8_lossy(&v).into_owned()))
-        .collect()
+    hostcalls::get_map_bytes(map).unwrap_or_default().into_iter().map(|(k, v)| (k, utf8_lossy(v))).collect()
+}
+
+/// The bytes as text: as they are when they are UTF-8, else with U+FFFD in place of what is not.
+fn utf8_lossy(bytes: Vec<u8>) -> String {
+    String::from_utf8(bytes).unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into_owned())
 }
 
 /// Runs `f` on the driver of context `id`, if it is still in flight, and retires it once it is done.
@@ -223,7 +225,8 @@ fn with_driver(id: u32, foreign: bool, f: impl FnOnce(&Gateway, &mut Driver, &mu
         if !records.is_empty() {
             // The request's first call names consumer, method and outcome for the access log.
             let first = !std::mem::replace(recorded, true);
-            stats::emit(&gw.observability, &gw.stats, &records, now_ms(), first);
+            // The callback's clock (read once per callback), not a clock hostcall of its own.
+            stats::emit(&gw.observability, &gw.stats, &records, calls.now_ms(), first);
         }
         let after = driver.calls_in_flight();
         IN_FLIGHT.with(|n| n.set((n.get() + after).saturating_sub(before)));
@@ -519,7 +522,7 @@ impl HttpContext for Http {
         if !path.starts_with(gw.prefix.as_bytes()) && !path.starts_with(crate::admission::WELL_KNOWN.as_bytes()) {
             return Action::Continue;
         }
-        let path = String::from_utf8(path).unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into_owned());
+        let path = utf8_lossy(path);
         // One hostcall for the whole map; :method is in it.
         let headers = headers_lossy(MapType::HttpRequestHeaders);
         let method = headers.iter().find(|(k, _)| k == ":method").map(|(_, v)| v.clone()).unwrap_or_default();
