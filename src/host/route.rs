@@ -3,7 +3,7 @@
 //! JSON-RPC response on its way back. No second HTTP client, no second connection pool.
 //!
 //! ```text
-//! request body in ──driver: Host::forward──> headers and body replaced, request continues to the router
+//! request body in ──driver: Host::forward──> headers edited, body replaced, request continues to the router
 //!                                            (resumed, when the call came from a Redis reply or the tick)
 //! response headers ──> held (Pause), status and headers kept
 //! response body ──> each chunk taken out of Envoy's buffer into a bounded one (crate::routed), until
@@ -50,7 +50,8 @@ thread_local! {
 /// Rewrites context `id`'s request into `r` and lets it go on. `foreign`: the caller is not one of the
 /// context's own request callbacks, so the request is resumed here rather than by the callback's return.
 /// `client`: the request's headers as the plugin read them when they arrived (the request has been paused
-/// since, so they are still Envoy's; not reading them again saves a hostcall and a copy per call).
+/// since, so they are still Envoy's; not reading them again saves a hostcall and a copy per call), from which
+/// [`crate::routed::request_edits`] decides the headers that change.
 pub fn forward(id: u32, foreign: bool, r: &UpstreamRequest, client: &[(String, String)]) -> Result<u32, String> {
     let body = r.body.as_deref().unwrap_or_default();
     abi::edit_map(MapType::HttpRequestHeaders, &crate::routed::request_edits(r, client))
