@@ -71,7 +71,7 @@ impl Resume {
     pub fn retry(&self, answers: &[Option<String>]) -> Option<crate::jsonrpc::Message> {
         let mut responses = Map::new();
         for (key, answer) in self.keys.iter().zip(answers) {
-            let v: Value = serde_json::from_str(answer.as_deref()?).unwrap_or(Value::Null);
+            let v: Value = serde_json::from_slice(answer.as_deref()?.as_bytes()).unwrap_or(Value::Null);
             // A client's error response stands in for the answer, and fails its check naming the key.
             let result = v.get("result").cloned().unwrap_or(v);
             responses.insert(key.clone(), result);

@@ -747,7 +747,8 @@ impl Relay {
                             out.extend(event);
                             continue;
                         }
-                        let mut parsed = sse::data(&event).and_then(|d| serde_json::from_str::<Value>(&d).ok());
+                        let mut parsed =
+                            sse::data(&event).and_then(|d| serde_json::from_slice::<Value>(d.as_bytes()).ok());
                         let changed = parsed.as_mut().is_some_and(|v| from_stream(v, &overrides, &keep_kind));
                         match parsed {
                             Some(v) if changed => out.extend(sse::with_data(&event, &v.to_string())),
@@ -781,7 +782,7 @@ impl Relay {
             Filter::Sse(parser) => {
                 let mut out = Vec::with_capacity(chunk.len());
                 for event in parser.feed(chunk) {
-                    let mut parsed = sse::data(&event).and_then(|d| serde_json::from_str::<Value>(&d).ok());
+                    let mut parsed = sse::data(&event).and_then(|d| serde_json::from_slice::<Value>(d.as_bytes()).ok());
                     let changed = parsed.as_mut().is_some_and(&rewrite);
                     match parsed {
                         Some(v) if changed => out.extend(sse::with_data(&event, &v.to_string())),

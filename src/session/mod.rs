@@ -58,7 +58,7 @@ impl Session {
 
     /// Reads a stored session; foreign bytes mean "no session".
     pub fn decode(text: &str) -> Option<Session> {
-        serde_json::from_str(text).ok()
+        serde_json::from_slice(text.as_bytes()).ok()
     }
 }
 
