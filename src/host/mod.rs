@@ -403,6 +403,7 @@ impl RootContext for Root {
                 log(LogLevel::Debug, &format!("mcp-gateway: swept {removed} expired session entries"));
             }
         }
+        proxy::expired(now);
         let ids: Vec<u32> = LIVE.with(|live| live.borrow().keys().copied().collect());
         for id in ids {
             with_driver(id, true, |gw, driver, calls| match route::expired(id, gw, now) {
