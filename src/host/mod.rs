@@ -133,6 +133,9 @@ fn calls_go_to_the_root() {
 
 /// The answer to upstream call `token`, delivered by the SDK to context `current` (see [`take_sent`]).
 fn http_call_response(current: u32, token: u32, body_size: usize) {
+    if proxy::on_call_response(token, body_size) {
+        return;
+    }
     let Some((id, at_ms, timeout_ms)) = take_sent(token) else {
         return; // its exchange is gone
     };

@@ -9,6 +9,7 @@
 use super::{abi, headers_lossy, log, now_ms, Calls};
 use crate::driver::{Host, REDIS_GRACE_MS};
 use crate::gateway::Gateway;
+use crate::proxy::reinit::{Reinit, Step};
 use crate::proxy::{self, Answer, Opening, Relay, Start};
 use crate::session::{redis, SessionOutcome};
 use crate::transport::{HttpResponse, RequestHead};
@@ -32,6 +33,11 @@ struct Held {
     request_end: bool,
     /// The answer's body has ended (seen while its head waited).
     response_end: bool,
+    /// The request body so far, kept for the relay ([`Relay::keeps_body`]).
+    kept: Vec<u8>,
+    /// The backend forgot the session: its re-initialisation, and the gateway's call it waits for.
+    reinit: Option<Box<Reinit>>,
+    call: Option<u32>,
     /// The request body is still being read for the tool filter.
     reading_body: bool,
     /// The answer is replaced by this once its body has ended (headers held meanwhile).
@@ -55,6 +61,8 @@ enum Phase {
     Request(Box<Opening>),
     /// The answer head: [`Relay::on_session`] decides.
     Response,
+    /// A re-initialisation's store operation: [`Reinit::on_session`] goes on.
+    Reinit,
 }
 
 thread_local! {
@@ -88,6 +96,9 @@ pub fn on_request_headers(id: u32, gw: &Rc<Gateway>, head: &RequestHead, end_of_
         wait: None,
         request_end: end_of_stream,
         response_end: false,
+        kept: Vec::new(),
+        reinit: None,
+        call: None,
         reading_body: false,
         replacement: None,
         rewriting: false,
@@ -154,18 +165,35 @@ impl Held {
                         self.reading_body = true; // the body's end comes to on_request_body, still paused
                         return true;
                     }
-                    if needs_body {
+                    let keeps = self.relay.as_ref().is_some_and(Relay::keeps_body);
+                    if needs_body || keeps {
+                        // What Envoy buffered meanwhile is not handed to on_request_body again.
                         let body = hostcalls::get_buffer(BufferType::HttpRequestBody, 0, WHOLE)
                             .ok()
                             .flatten()
                             .unwrap_or_default();
-                        if let Some(refused) = self.checked_body(env, &body) {
-                            send(&refused);
-                            return false;
+                        if needs_body {
+                            if let Some(refused) = self.checked_body(env, &body) {
+                                send(&refused);
+                                return false;
+                            }
+                        } else if self.request_end {
+                            if let Some(relay) = self.relay.as_mut() {
+                                relay.keep(body);
+                            }
+                        } else {
+                            self.kept = body;
                         }
                     }
                     resume(abi::resume_request(), "request")
                 }
+            },
+            Phase::Reinit => match self.reinit.as_mut() {
+                Some(reinit) => {
+                    let step = reinit.on_session(outcome);
+                    self.reinit_step(env, step)
+                }
+                None => false,
             },
             Phase::Response => {
                 let Some(relay) = self.relay.as_mut() else { return false };
@@ -202,9 +230,83 @@ impl Held {
                         self.replacement = Some(r); // put in place at the body's end
                         true
                     }
+                    Answer::Reinit(reinit) => {
+                        let reinit = self.reinit.insert(reinit);
+                        let step = reinit.start();
+                        self.reinit_step(env, step)
+                    }
                 }
             }
         }
+    }
+
+    /// Performs a re-initialisation's steps until it waits (for the backend or Redis) or is done. False
+    /// when the exchange was answered locally.
+    fn reinit_step(&mut self, env: &mut Calls, mut step: Step) -> bool {
+        let gw = self.gw.clone();
+        loop {
+            step = match step {
+                Step::Call(head, body) => match self.dispatch(&head, &body) {
+                    Ok(token) => {
+                        self.call = Some(token);
+                        return true;
+                    }
+                    Err(why) => {
+                        env.warn(&format!("re-initialising the proxied server of '{}': {why}", self.server()));
+                        let Some(reinit) = self.reinit.as_mut() else { return false };
+                        reinit.on_answer(0, &[], Vec::new())
+                    }
+                },
+                Step::Session(op) => match gw.sessions.start(op, env) {
+                    crate::session::Started::Done(outcome) => {
+                        let Some(reinit) = self.reinit.as_mut() else { return false };
+                        reinit.on_session(outcome)
+                    }
+                    crate::session::Started::Redis(pending) => return self.send_redis(env, pending, Phase::Reinit),
+                },
+                Step::Retried(status, headers, body) => {
+                    let Some(relay) = self.relay.as_mut() else { return false };
+                    let r = relay.retried(&gw, env, status, headers, body);
+                    return self.answer_held(r);
+                }
+                Step::Gone(r) => return self.answer_held(r),
+            };
+        }
+    }
+
+    /// Puts `r` in place of the held backend answer: now if its body has ended, else at its end.
+    fn answer_held(&mut self, r: HttpResponse) -> bool {
+        self.reinit = None;
+        if self.response_end {
+            replace_response(&r);
+            return resume(abi::resume_response(), "answer");
+        }
+        self.replacement = Some(r);
+        true
+    }
+
+    fn server(&self) -> String {
+        self.relay.as_ref().map(|r| r.server().to_string()).unwrap_or_default()
+    }
+
+    /// Sends one of the gateway's own requests to the backend: to `upstream.cluster` when configured,
+    /// else to the cluster of the route the client's request took.
+    fn dispatch(&self, head: &[(String, String)], body: &[u8]) -> Result<u32, String> {
+        let backend = self.relay.as_ref().and_then(|r| self.gw.server(r.server())).and_then(|s| s.proxy.as_ref());
+        let Some(backend) = backend else { return Err("the server is gone".into()) };
+        let cluster = match &backend.cluster {
+            Some(c) => c.clone(),
+            None => {
+                let property = |path: Vec<&str>| hostcalls::get_property(path).ok().flatten().filter(|v| !v.is_empty());
+                let found = property(vec!["cluster_name"]).or_else(|| property(vec!["xds", "cluster_name"]));
+                String::from_utf8_lossy(&found.ok_or("the route's cluster is unknown; set upstream.cluster")?)
+                    .into_owned()
+            }
+        };
+        let pairs: Vec<(&str, &str)> = head.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+        let timeout = std::time::Duration::from_millis(backend.timeout_ms);
+        hostcalls::dispatch_http_call(&cluster, pairs, Some(body), vec![], timeout)
+            .map_err(|status| format!("the call to cluster '{cluster}' could not be sent ({status:?})"))
     }
 
     /// The whole request body through the relay's checks: the refusal to answer with, or `None` when it
@@ -278,6 +380,30 @@ pub fn on_redis_reply(id: u32, token: u32, answer: redis::Answer<'_>) -> bool {
     })
 }
 
+/// The answer to one of the gateway's calls (a re-initialisation's); false when no proxied request of this
+/// VM waits for `token`.
+pub fn on_call_response(token: u32, body_size: usize) -> bool {
+    RELAYS.with(|r| {
+        let mut relays = r.borrow_mut();
+        let Some((&id, held)) = relays.iter_mut().find(|(_, h)| h.call == Some(token)) else { return false };
+        held.call = None;
+        if hostcalls::set_effective_context(id).is_err() {
+            relays.remove(&id);
+            return true;
+        }
+        let headers = headers_lossy(MapType::HttpCallResponseHeaders);
+        let status = headers.iter().find(|(k, _)| k == ":status").and_then(|(_, v)| v.parse().ok()).unwrap_or(0);
+        let body = hostcalls::get_buffer(BufferType::HttpCallResponseBody, 0, body_size).ok().flatten();
+        let gw = held.gw.clone();
+        let Some(reinit) = held.reinit.as_mut() else { return true };
+        let step = reinit.on_answer(status, &headers, body.unwrap_or_default());
+        if !held.reinit_step(&mut calls(&gw, id), step) {
+            relays.remove(&id);
+        }
+        true
+    })
+}
+
 /// Fails the held requests whose Redis command the host never answered (it should have, at its timeout).
 pub fn expired(now: u64) {
     let late: Vec<u32> = RELAYS.with(|r| {
@@ -321,6 +447,23 @@ pub fn on_request_body(id: u32, size: usize, end_of_stream: bool) -> Option<Acti
             return Some(Action::Pause);
         }
         if !held.reading_body {
+            if held.relay.as_ref().is_some_and(Relay::keeps_body) {
+                // Kept for the relay while the body streams on (a re-initialisation sends it again).
+                if held.kept.len().saturating_add(size) > held.gw.max_request_bytes {
+                    if let Some(relay) = held.relay.as_mut() {
+                        relay.keep(Vec::new()); // too long to keep: never sent again
+                    }
+                } else {
+                    let chunk = hostcalls::get_buffer(BufferType::HttpRequestBody, 0, size).ok().flatten();
+                    held.kept.extend(chunk.unwrap_or_default());
+                    if end_of_stream {
+                        let kept = std::mem::take(&mut held.kept);
+                        if let Some(relay) = held.relay.as_mut() {
+                            relay.keep(kept);
+                        }
+                    }
+                }
+            }
             return Some(Action::Continue);
         }
         if size > held.gw.max_request_bytes {
@@ -364,6 +507,14 @@ pub fn on_response_headers(id: u32, end_of_stream: bool) -> Option<Action> {
                 }
                 Some(Action::Pause)
             }
+            Answer::Reinit(reinit) => {
+                held.response_end = end_of_stream;
+                let step = held.reinit.insert(reinit).start();
+                if !held.reinit_step(&mut env, step) {
+                    relays.remove(&id);
+                }
+                Some(Action::Pause)
+            }
             Answer::Pass(None) => Some(Action::Continue),
             Answer::Pass(Some(new)) => {
                 set_headers(MapType::HttpResponseHeaders, &new);
@@ -392,8 +543,9 @@ pub fn on_response_body(id: u32, size: usize, end_of_stream: bool) -> Option<Act
     RELAYS.with(|r| {
         let mut relays = r.borrow_mut();
         let held = relays.get_mut(&id)?;
-        if held.wait.is_some() {
-            held.response_end = end_of_stream; // the head waits for the session store: Envoy buffers the body
+        if held.wait.is_some() || held.reinit.is_some() {
+            // The head waits for the session store or a re-initialisation: Envoy buffers the body.
+            held.response_end = end_of_stream;
             return Some(Action::Pause);
         }
         if let Some(resp) = &held.replacement {

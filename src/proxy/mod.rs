@@ -18,6 +18,7 @@
 //!
 //! Plain Rust: the host (`crate::host`) performs what the relay decides.
 
+pub mod reinit;
 pub mod sse;
 pub mod tools;
 
@@ -201,8 +202,8 @@ pub struct Opening {
 enum OpenStep {
     /// The client's session (`Mcp-Session-Id`), for a Streamable HTTP backend.
     Open,
-    /// A `DELETE`'s session, ended on our side; the backend's session id, to end there too.
-    Delete(Option<String>),
+    /// A `DELETE`'s session (when bound to a backend session), ended on our side; to end there too.
+    Delete(Option<Session>),
     /// An SSE backend's session (`sessionId=`), for a POST to its message endpoint.
     Message,
 }
@@ -225,6 +226,8 @@ pub enum Answer {
     /// Hold the answer while the session store (Redis) runs this command; its outcome goes to
     /// [`Relay::on_session`], which says what to do instead.
     Redis(redis::Pending),
+    /// The backend forgot the session: hold its answer and re-initialise it ([`reinit`]).
+    Reinit(Box<reinit::Reinit>),
 }
 
 /// What the answer head waits for from the session store.
@@ -280,6 +283,14 @@ pub struct Relay {
     via_stream: bool,
     /// The session operation the answer head waits for ([`Answer::Redis`]).
     after: Option<After>,
+    /// The client's live session, as the store had it.
+    found: Option<Session>,
+    /// The request body is kept (a POST to a Streamable HTTP backend, with a store that can update a
+    /// session): for the `initialize` params, and to send the request again after a re-initialisation.
+    keeps: bool,
+    /// The request head the backend got, and its body (once whole), when [`Relay::keeps_body`].
+    sent: Vec<(String, String)>,
+    body: Option<Vec<u8>>,
 }
 
 /// Decides what to do with a request from its head; `None` when it is not for a proxied server. Session
@@ -299,7 +310,7 @@ pub fn route(gw: &Gateway, head: &RequestHead, env: &mut dyn Env) -> Option<Star
         };
         let own = gw.admission.upstream_credential(&server.auth, &server.name, &caller);
         let then = match backend.sse {
-            false => start(gw, server, backend, head, own, caller),
+            false => start(gw, server, head, own, caller),
             true => start_sse(gw, server, backend, head, tail, own, caller),
         };
         return Some(settle(gw, env, then));
@@ -346,22 +357,20 @@ impl Opening {
         let ours = head.header(SESSION).map(str::to_string);
         match step {
             OpenStep::Open => {
-                let backend_id = match outcome {
-                    SessionOutcome::Found(s) if s.server == server.name => s.backend,
+                let found = match outcome {
+                    SessionOutcome::Found(s) if s.server == server.name => s,
                     _ => return done(unknown_session()),
                 };
                 if head.method == "DELETE" {
                     let id = ours.unwrap_or_default();
                     let op = SessionOp::Delete { id, server: server.name.clone() };
-                    let step = OpenStep::Delete(backend_id);
+                    let step = OpenStep::Delete(found.backend.is_some().then_some(found));
                     return Then::Op(Box::new(Opening { server: server.name.clone(), head, own, caller, step }), op);
                 }
-                Then::Done(forward(server, backend, &head, own.as_deref(), caller, ours, backend_id))
+                Then::Done(forward(gw, server, &head, own.as_deref(), caller, ours, Some(found)))
             }
             OpenStep::Delete(None) => done(HttpResponse { status: 204, headers: Vec::new(), body: Vec::new() }),
-            OpenStep::Delete(backend_id) => {
-                Then::Done(forward(server, backend, &head, own.as_deref(), caller, ours, backend_id))
-            }
+            OpenStep::Delete(found) => Then::Done(forward(gw, server, &head, own.as_deref(), caller, ours, found)),
             OpenStep::Message => match outcome {
                 SessionOutcome::Found(Session { backend: Some(path), server: s, .. }) if s == server.name => {
                     Then::Done(forward_sse(server, backend, &head, path, own.as_deref(), caller))
@@ -458,6 +467,10 @@ fn new_relay(server: &Server, head: &RequestHead, ours: Option<String>) -> Relay
         limited_server: !server.limits.is_empty(),
         via_stream: false,
         after: None,
+        found: None,
+        keeps: false,
+        sent: Vec::new(),
+        body: None,
     }
 }
 
@@ -501,7 +514,6 @@ fn forward_headers(
 fn start(
     gw: &Gateway,
     server: &Server,
-    backend: &Backend,
     head: &RequestHead,
     own: Option<String>,
     caller: crate::caller::Caller,
@@ -520,7 +532,7 @@ fn start(
         return Then::Done(Start::Respond(r));
     }
     let Some(id) = head.header(SESSION) else {
-        return Then::Done(forward(server, backend, head, own.as_deref(), caller, None, None));
+        return Then::Done(forward(gw, server, head, own.as_deref(), caller, None, None));
     };
     if id.len() > 256 || !id.bytes().all(|b| b.is_ascii_graphic()) {
         return Then::Done(Start::Respond(unknown_session()));
@@ -530,24 +542,34 @@ fn start(
     Then::Op(Box::new(Opening { server: server.name.clone(), head: head.clone(), own, caller, step }), op)
 }
 
-/// A request to a Streamable HTTP backend goes on, carrying the backend's session id for ours.
+/// A request to a Streamable HTTP backend goes on, carrying the backend's session id for ours (of the
+/// client's live session `found`).
 fn forward(
+    gw: &Gateway,
     server: &Server,
-    backend: &Backend,
     head: &RequestHead,
     own: Option<&str>,
     caller: crate::caller::Caller,
     ours: Option<String>,
-    backend_id: Option<String>,
+    found: Option<Session>,
 ) -> Start {
+    let Some(backend) = server.proxy.as_ref() else {
+        return Start::Respond(unknown_session());
+    };
     let mut relay = new_relay(server, head, ours);
     relay.caller = caller;
     // The standalone GET stream lives as long as the client wants: the route's timeout applies to it.
     let timeout = (head.method != "GET").then_some(backend.timeout_ms);
+    let backend_id = found.as_ref().and_then(|s| s.backend.clone());
     let mut headers = forward_headers(head, backend, backend.path.clone(), backend_id, timeout, own);
     if head.method == "POST" && !backend.overrides.is_empty() {
         headers.retain(|(k, _)| k != "content-length"); // a renamed tools/call's body changes length
     }
+    relay.keeps = head.method == "POST" && gw.sessions.updatable();
+    if relay.keeps {
+        relay.sent = headers.clone();
+    }
+    relay.found = found;
     Start::Forward(Box::new(relay), headers)
 }
 
@@ -627,7 +649,11 @@ impl Relay {
     /// a refused message goes on as a `ping` whose id carries the refusal, which the stream's relay turns
     /// back into it ([`REFUSED`]).
     pub fn on_body(&mut self, gw: &Gateway, env: &mut dyn Env, body: &[u8]) -> Result<Option<Vec<u8>>, HttpResponse> {
-        match self.check_body(gw, env, body) {
+        let checked = self.check_body(gw, env, body);
+        if let Ok(sent) = &checked {
+            self.keep(sent.clone().unwrap_or_else(|| body.to_vec()));
+        }
+        match checked {
             Err(refused) if self.via_stream => {
                 let error: Value = serde_json::from_slice(&refused.body).unwrap_or(Value::Null);
                 let carried = format!("{REFUSED}{}", URL_SAFE_NO_PAD.encode(error.to_string()));
@@ -738,6 +764,9 @@ impl Relay {
         headers: &[(String, String)],
     ) -> Answer {
         if status == 404 && self.ours.is_some() {
+            if let Some(reinit) = self.reinit() {
+                return Answer::Reinit(Box::new(reinit));
+            }
             let id = self.ours.clone().unwrap_or_default();
             return self.store(gw, env, SessionOp::Delete { id, server: self.server.clone() }, After::Forgotten);
         }
@@ -761,10 +790,63 @@ impl Relay {
             }
             let mut session = Session::new(self.server.clone(), self.version.as_str());
             session.backend = Some(backend.clone());
+            session.init = self.body.as_deref().and_then(reinit::init_params);
             return self.store(gw, env, SessionOp::Create(session), After::Created(status, headers.to_vec()));
         }
         let ours = self.ours.clone();
         self.head(status, headers, ours)
+    }
+
+    /// A re-initialisation of the backend that forgot the client's session, when one can be done: the
+    /// session keeps the client's `initialize` params, and the request (a POST) was kept whole.
+    fn reinit(&mut self) -> Option<reinit::Reinit> {
+        let found = self.found.clone().filter(|s| s.init.is_some())?;
+        let body = self.body.take()?;
+        let ours = self.ours.clone()?;
+        Some(reinit::Reinit::new(ours, found, std::mem::take(&mut self.sent), body))
+    }
+
+    /// The proxied server's name.
+    pub fn server(&self) -> &str {
+        &self.server
+    }
+
+    /// Whether the host must keep the request body for the relay ([`Relay::keep`]) while it streams on.
+    pub fn keeps_body(&self) -> bool {
+        self.keeps && self.body.is_none()
+    }
+
+    /// The whole request body as the backend got it (see [`Relay::keeps_body`]).
+    pub fn keep(&mut self, body: Vec<u8>) {
+        if self.keeps {
+            self.body = Some(body);
+        }
+    }
+
+    /// The backend's answer to a request sent again after a re-initialisation (read whole): what the
+    /// client gets, filtered as the first answer would have been, without the backend's session id.
+    pub fn retried(
+        &mut self,
+        gw: &Gateway,
+        env: &mut dyn Env,
+        status: u16,
+        headers: Vec<(String, String)>,
+        body: Vec<u8>,
+    ) -> HttpResponse {
+        if let Some(failed) = reinit::failure(status, &self.server) {
+            return failed;
+        }
+        let framing = |k: &str| k.starts_with(':') || k == "content-length" || k == "transfer-encoding";
+        let headers: Vec<(String, String)> = headers.into_iter().filter(|(k, _)| !framing(k)).collect();
+        let (headers, body) = match self.head(status, &headers, None) {
+            Answer::Pass(None) => (headers, body),
+            Answer::Pass(Some(out)) => (out, body),
+            Answer::Rewrite(out) => (out, self.on_chunk(gw, env, &body, true)),
+            Answer::Replace(r) => return r,
+            _ => (headers, body),
+        };
+        let headers = headers.into_iter().filter(|(k, _)| !framing(k) && k != SESSION).collect();
+        HttpResponse { status, headers, body }
     }
 
     /// Runs a session operation for the answer head: at once, or later ([`Answer::Redis`]).

@@ -647,3 +647,89 @@ fn sse_backends_are_refused_with_redis_sessions_naming_the_field() {
     let err = Gateway::from_config_str(cfg).unwrap_err().to_string();
     assert!(err.contains("'up'") && err.contains("transport") && err.contains("redis"), "{err}");
 }
+
+fn run_session(gw: &Gateway, env: &mut MemoryEnv, op: SessionOp) -> SessionOutcome {
+    match gw.sessions.start(op, env) {
+        Started::Done(outcome) => outcome,
+        Started::Redis(p) => panic!("{p:?}"),
+    }
+}
+
+#[test]
+fn a_backend_that_forgot_the_session_is_reinitialised_with_the_clients_params_and_the_request_sent_again() {
+    let gw = gateway("local", "  allowTools: [echo]\n");
+    let mut env = env();
+    // initialize: its params are kept with the session.
+    let init = br#"{"jsonrpc":"2.0","id":0,"method":"initialize","params":{"protocolVersion":"2025-06-18","capabilities":{"elicitation":{}},"clientInfo":{"name":"c","version":"1"}}}"#;
+    let (mut relay, _) = forward(&gw, &mut env, &head("POST", &[]));
+    relay.on_body(&gw, &mut env, init).unwrap();
+    let theirs = vec![(SESSION.to_string(), "b-1".to_string())];
+    let Answer::Pass(Some(out)) = relay.on_response_head(&gw, &mut env, 200, &theirs) else { panic!() };
+    let ours = value(&out, SESSION).unwrap().to_string();
+    // A tools/list the backend no longer knows the session of.
+    let list = br#"{"jsonrpc":"2.0","id":5,"method":"tools/list"}"#;
+    let h = head("POST", &[(SESSION, &ours), ("mcp-method", "tools/list")]);
+    let (mut relay, sent) = forward(&gw, &mut env, &h);
+    assert_eq!(value(&sent, SESSION), Some("b-1"));
+    relay.on_body(&gw, &mut env, list).unwrap();
+    let Answer::Reinit(mut reinit) = relay.on_response_head(&gw, &mut env, 404, &[]) else { panic!() };
+    let reinit::Step::Call(h1, b1) = reinit.start() else { panic!() };
+    let b1: Value = serde_json::from_slice(&b1).unwrap();
+    assert_eq!(b1["method"], "initialize");
+    assert_eq!(b1["params"]["capabilities"], json!({"elicitation": {}}));
+    assert_eq!(b1["params"]["clientInfo"]["name"], "c");
+    assert_eq!((value(&h1, SESSION), value(&h1, "mcp-method")), (None, Some("initialize")));
+    assert_eq!(value(&h1, ":path"), Some("/mcp"));
+    assert!(value(&h1, "authorization").is_none() && value(&h1, "cookie").is_none(), "{h1:?}");
+    let new = vec![(SESSION.to_string(), "b-2".to_string())];
+    let reinit::Step::Call(h2, b2) = reinit.on_answer(200, &new, Vec::new()) else { panic!() };
+    assert_eq!(serde_json::from_slice::<Value>(&b2).unwrap()["method"], "notifications/initialized");
+    assert_eq!(value(&h2, SESSION), Some("b-2"));
+    let reinit::Step::Session(op) = reinit.on_answer(202, &[], Vec::new()) else { panic!() };
+    let stored = run_session(&gw, &mut env, op);
+    let reinit::Step::Call(h3, b3) = reinit.on_session(stored) else { panic!() };
+    assert_eq!((value(&h3, SESSION), value(&h3, "mcp-method")), (Some("b-2"), Some("tools/list")));
+    assert_eq!(b3, list.to_vec());
+    assert_eq!(value(&h3, "content-length"), Some(list.len().to_string().as_str()));
+    let tools = br#"{"jsonrpc":"2.0","id":5,"result":{"tools":[{"name":"echo"},{"name":"secret"}]}}"#.to_vec();
+    let json_ct = vec![("content-type".to_string(), "application/json".to_string()), (SESSION.into(), "b-2".into())];
+    let reinit::Step::Retried(status, headers, body) = reinit.on_answer(200, &json_ct, tools) else { panic!() };
+    let r = relay.retried(&gw, &mut env, status, headers, body);
+    assert_eq!(r.status, 200);
+    assert!(value(&r.headers, SESSION).is_none(), "{:?}", r.headers);
+    let listed: Value = serde_json::from_slice(&r.body).unwrap();
+    assert_eq!(listed["result"]["tools"], json!([{"name": "echo"}]), "filtered as the first answer would be");
+    // Our session now stands for the new backend session.
+    let (_, sent) = forward(&gw, &mut env, &head("POST", &[(SESSION, &ours)]));
+    assert_eq!(value(&sent, SESSION), Some("b-2"));
+}
+
+#[test]
+fn a_failed_reinitialisation_ends_our_session_as_before() {
+    let gw = gateway("local", "");
+    let mut env = env();
+    let init = br#"{"jsonrpc":"2.0","id":0,"method":"initialize","params":{"protocolVersion":"2025-06-18","capabilities":{},"clientInfo":{"name":"c","version":"1"}}}"#;
+    let (mut relay, _) = forward(&gw, &mut env, &head("POST", &[]));
+    relay.keep(init.to_vec());
+    let theirs = vec![(SESSION.to_string(), "b-1".to_string())];
+    let Answer::Pass(Some(out)) = relay.on_response_head(&gw, &mut env, 200, &theirs) else { panic!() };
+    let ours = value(&out, SESSION).unwrap().to_string();
+    let (mut relay, _) = forward(&gw, &mut env, &head("POST", &[(SESSION, &ours)]));
+    relay.keep(b"{}".to_vec());
+    let Answer::Reinit(mut reinit) = relay.on_response_head(&gw, &mut env, 404, &[]) else { panic!() };
+    reinit.start();
+    let reinit::Step::Session(op) = reinit.on_answer(503, &[], Vec::new()) else { panic!() };
+    assert!(matches!(op, SessionOp::Delete { .. }));
+    let outcome = run_session(&gw, &mut env, op);
+    let reinit::Step::Gone(r) = reinit.on_session(outcome) else { panic!() };
+    assert_eq!(r.status, 404);
+    assert!(String::from_utf8_lossy(&r.body).contains("-32001"));
+    assert!(matches!(route(&gw, &head("POST", &[(SESSION, &ours)]), &mut env), Some(Start::Respond(_))));
+    // Without the kept request (a GET stream), or in the signed store (no params kept): 404 as before.
+    let (mut relay, _) = forward(&gw, &mut env, &head("POST", &[]));
+    relay.keep(init.to_vec());
+    let Answer::Pass(Some(out)) = relay.on_response_head(&gw, &mut env, 200, &theirs) else { panic!() };
+    let ours = value(&out, SESSION).unwrap().to_string();
+    let (mut relay, _) = forward(&gw, &mut env, &head("GET", &[(SESSION, &ours)]));
+    assert!(matches!(relay.on_response_head(&gw, &mut env, 404, &[]), Answer::Replace(_)));
+}
