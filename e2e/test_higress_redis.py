@@ -625,6 +625,20 @@ def test_a_proxied_session_opened_on_one_replica_continues_on_the_other(host, ru
         r, _ = post_fresh(b, rpc_body("tools/call", {"name": "secret", "arguments": {}}, 4), sid, server="proxied")
         assert sse_messages(r)[0]["error"]["message"] == "Tool not allowed: secret", r.text
 
+        # The backend restarts (it forgets every session): the next call, on A, re-initialises it with the
+        # client's initialize params kept in Redis, rebinds our session there, and is sent again; B then
+        # continues on the new backend session.
+        backend.stop()
+        backend.start()
+        r, _ = post_fresh(a, rpc_body("tools/call", {"name": "echo", "arguments": {"text": "again"}}, 7), sid,
+                          server="proxied")
+        assert r.status_code == 200 and sse_messages(r)[-1]["result"]["content"][0]["text"] == "echo: again", r.text
+        rebound = json.loads(redis_server.command("GET", h.key(sid, "proxied")))
+        assert rebound["b"] != theirs and rebound["i"] == stored["i"], (rebound, stored)
+        assert json.loads(stored["i"])["clientInfo"] == {"name": "t", "version": "0"}, stored
+        r, _ = post_fresh(b, rpc_body("tools/list", {}, 8), sid, server="proxied")
+        assert [t["name"] for t in sse_messages(r)[0]["result"]["tools"]] == ["echo", "steps"], r.text
+
         # The backend's own id, sent by a client, is nobody's session here.
         r, _ = post_fresh(b, rpc_body("tools/list", {}, 5), theirs, server="proxied")
         assert_not_found(r, None)
