@@ -565,7 +565,9 @@ fn forward(
     if head.method == "POST" && !backend.overrides.is_empty() {
         headers.retain(|(k, _)| k != "content-length"); // a renamed tools/call's body changes length
     }
-    relay.keeps = head.method == "POST" && gw.sessions.updatable();
+    // Kept for an `initialize` (no session yet), or to send again in a session that can be re-initialised.
+    let reinitialisable = found.as_ref().is_none_or(|s| s.init.is_some());
+    relay.keeps = head.method == "POST" && gw.sessions.updatable() && reinitialisable;
     if relay.keeps {
         relay.sent = headers.clone();
     }
