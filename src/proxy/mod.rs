@@ -769,6 +769,11 @@ impl Relay {
             if let Some(reinit) = self.reinit() {
                 return Answer::Reinit(Box::new(reinit));
             }
+            if self.method != "POST" && self.found.as_ref().is_some_and(|s| s.init.is_some()) {
+                // A GET stream cannot be sent again; ours stays, for the next POST to re-initialise (ending
+                // it here would fail that POST, which a client sends while it reconnects its stream).
+                return self.after(After::Forgotten, SessionOutcome::Deleted);
+            }
             let id = self.ours.clone().unwrap_or_default();
             return self.store(gw, env, SessionOp::Delete { id, server: self.server.clone() }, After::Forgotten);
         }

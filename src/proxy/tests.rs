@@ -725,11 +725,15 @@ fn a_failed_reinitialisation_ends_our_session_as_before() {
     assert_eq!(r.status, 404);
     assert!(String::from_utf8_lossy(&r.body).contains("-32001"));
     assert!(matches!(route(&gw, &head("POST", &[(SESSION, &ours)]), &mut env), Some(Start::Respond(_))));
-    // Without the kept request (a GET stream), or in the signed store (no params kept): 404 as before.
+    // A GET stream (it cannot be sent again) gets the 404.
     let (mut relay, _) = forward(&gw, &mut env, &head("POST", &[]));
     relay.keep(init.to_vec());
     let Answer::Pass(Some(out)) = relay.on_response_head(&gw, &mut env, 200, &theirs) else { panic!() };
     let ours = value(&out, SESSION).unwrap().to_string();
     let (mut relay, _) = forward(&gw, &mut env, &head("GET", &[(SESSION, &ours)]));
     assert!(matches!(relay.on_response_head(&gw, &mut env, 404, &[]), Answer::Replace(_)));
+    // ... and ours stays, for the next POST to re-initialise the backend.
+    let (mut relay, _) = forward(&gw, &mut env, &head("POST", &[(SESSION, &ours)]));
+    relay.keep(b"{}".to_vec());
+    assert!(matches!(relay.on_response_head(&gw, &mut env, 404, &[]), Answer::Reinit(_)));
 }
