@@ -838,3 +838,114 @@ def test_the_python_sdk_in_a_2025_11_25_session_across_replicas(polled, redis_se
     pairs = list(zip(rounds_seen[::2], rounds_seen[1::2], strict=True))
     assert all(answer[1] != poll[1] for answer, poll in pairs), sent
     print(f"requests to replicas a/b/c in turn: {sent}")
+
+
+# --- proxied servers (type: mcp-proxy) with their sessions in Redis ----------------------------------------
+
+
+class McpBackend(harness.DemoUpstream):
+    """The Python SDK's MCP server (e2e/mcp_backend.py), stateful: a request without its session is refused."""
+
+    SCRIPT = "mcp_backend.py"
+    NAME = "MCP backend (Python SDK)"
+
+    def arguments(self) -> list[str]:
+        return [str(self.port), "stateful"]
+
+
+def sse_messages(r: httpx.Response) -> list[dict]:
+    """The JSON-RPC messages of an answer, JSON or SSE."""
+    if r.headers.get("content-type", "").startswith("application/json"):
+        return [r.json()]
+    return [json.loads(line[5:]) for line in r.text.splitlines() if line.startswith("data:")]
+
+
+def test_a_proxied_session_opened_on_one_replica_continues_on_the_other(host, run_dir, e2e_config, redis_server, request):
+    """A proxied server's client session (ours) is bound to the backend's `Mcp-Session-Id` in Redis: the
+    answer to `initialize` on A is held until Redis has stored the pair; a call on B is held until Redis
+    has given the backend's id back, and reaches the same backend session (the stateful SDK server refuses
+    a request without it). allowTools filters on the way; DELETE on B ends both sessions."""
+    backend = McpBackend(log_dir=run_dir).start()
+    config = {k: v for k, v in e2e_config.items() if k != "servers"}
+    config["servers"] = [{"name": "proxied", "type": "mcp-proxy", "transport": "http", "mcpServerURL": "/mcp",
+                          "timeout": 10000, "allowTools": ["echo", "steps"]}]
+    h = Higress(host, run_dir, backend, config, request.node.name)
+    try:
+        a, b = h.pair(redis_server.address)
+        r, _ = post_fresh(a, INITIALIZE, server="proxied")
+        assert r.status_code == 200, r.text
+        sid = r.headers["mcp-session-id"]
+        assert re.fullmatch(r"[0-9a-f]{32}", sid), sid
+        assert sse_messages(r)[0]["result"]["serverInfo"]["name"] == "backend", r.text
+        stored = json.loads(redis_server.command("GET", h.key(sid, "proxied")))
+        theirs = stored["b"]
+        assert stored["s"] == "proxied" and theirs and theirs != sid, stored
+        assert 1_790_000 <= pttl(redis_server, h.key(sid, "proxied")) <= 1_800_000
+
+        r, _ = post_fresh(b, rpc_body("notifications/initialized", id_=None), sid, server="proxied")
+        assert r.status_code == 202, (r.status_code, r.text)
+        for replica in (b, a, b):
+            r, _ = post_fresh(replica, rpc_body("tools/list", {}, 2), sid, server="proxied")
+            assert r.status_code == 200, r.text
+            assert [t["name"] for t in sse_messages(r)[0]["result"]["tools"]] == ["echo", "steps"], r.text
+        r, _ = post_fresh(b, rpc_body("tools/call", {"name": "echo", "arguments": {"text": "from B"}}, 3), sid,
+                          server="proxied")
+        assert r.status_code == 200, r.text
+        assert sse_messages(r)[-1]["result"]["content"][0]["text"] == "echo: from B", r.text
+        r, _ = post_fresh(b, rpc_body("tools/call", {"name": "secret", "arguments": {}}, 4), sid, server="proxied")
+        assert sse_messages(r)[0]["error"]["message"] == "Tool not allowed: secret", r.text
+
+        # The backend restarts (it forgets every session): the next call, on A, re-initialises it with the
+        # client's initialize params kept in Redis, rebinds our session there, and is sent again; B then
+        # continues on the new backend session.
+        backend.stop()
+        backend.start()
+        r, _ = post_fresh(a, rpc_body("tools/call", {"name": "echo", "arguments": {"text": "again"}}, 7), sid,
+                          server="proxied")
+        assert r.status_code == 200 and sse_messages(r)[-1]["result"]["content"][0]["text"] == "echo: again", r.text
+        rebound = json.loads(redis_server.command("GET", h.key(sid, "proxied")))
+        assert rebound["b"] != theirs and rebound["i"] == stored["i"], (rebound, stored)
+        assert json.loads(stored["i"])["clientInfo"] == {"name": "t", "version": "0"}, stored
+        r, _ = post_fresh(b, rpc_body("tools/list", {}, 8), sid, server="proxied")
+        assert [t["name"] for t in sse_messages(r)[0]["result"]["tools"]] == ["echo", "steps"], r.text
+
+        # The backend's own id, sent by a client, is nobody's session here.
+        r, _ = post_fresh(b, rpc_body("tools/list", {}, 5), theirs, server="proxied")
+        assert_not_found(r, None)
+
+        with httpx.Client(timeout=10) as c:
+            r = c.delete(f"{b.url}/mcp-servers/proxied", headers={**HEADERS, "Mcp-Session-Id": sid})
+        assert r.status_code in (200, 204), (r.status_code, r.text)
+        assert redis_server.command("EXISTS", h.key(sid, "proxied")) == "0"
+        r, _ = post_fresh(a, rpc_body("tools/list", {}, 6), sid, server="proxied")
+        assert_not_found(r, None)
+    finally:
+        h.stop()
+        backend.stop()
+    assert not h.crashes(), "the plugin crashed in the test host:\n" + "\n".join(h.crashes())
+
+
+def test_a_proxied_server_answers_503_when_redis_is_down(host, run_dir, e2e_config, request):
+    """Redis stopped: an initialize's answer and a session's request are answered 503 / -32603 within
+    timeoutMs (the backend's session is not handed out unbound), and nothing is left paused."""
+    backend = McpBackend(log_dir=run_dir).start()
+    config = {k: v for k, v in e2e_config.items() if k != "servers"}
+    config["servers"] = [{"name": "proxied", "type": "mcp-proxy", "mcpServerURL": "/mcp", "timeout": 10000}]
+    h = Higress(host, run_dir, backend, config, request.node.name)
+    try:
+        with RedisServer(run_dir) as redis:
+            a = h.start("a", redis.address)
+            r, _ = post_fresh(a, INITIALIZE, server="proxied")
+            sid = r.headers["mcp-session-id"]
+            redis.stop()
+            (r, _), elapsed = timed(post_fresh, a, INITIALIZE, server="proxied")
+            assert r.status_code == 503 and "mcp-session-id" not in r.headers, (r.status_code, r.headers, r.text)
+            assert r.json()["error"]["code"] == -32603 and "session store" in r.json()["error"]["message"], r.text
+            assert elapsed < 3.0, elapsed
+            (r, _), elapsed = timed(post_fresh, a, rpc_body("tools/list", {}, 2), sid, server="proxied")
+            assert r.status_code == 503 and r.json()["error"]["code"] == -32603, r.text
+            assert elapsed < 3.0, elapsed
+    finally:
+        h.stop()
+        backend.stop()
+    assert not h.crashes(), "the plugin crashed in the test host:\n" + "\n".join(h.crashes())
