@@ -14,11 +14,15 @@ re-initialisation and one retry), recovery without restarting anything, `?db=N`,
 
 from __future__ import annotations
 
+import asyncio
 import concurrent.futures
+import contextlib
+import http.server
 import json
 import math
 import re
 import secrets
+import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -568,3 +572,380 @@ def test_database_selects_the_redis_db(higress, redis_server):
         assert raw_b.delete(SERVER, sid).status_code == 204
         assert redis_server.command("-n", "3", "EXISTS", key) == "0"
         assert_not_found(raw_a.request(SERVER, sid, "ping", version=version), raw_a._id)
+
+
+# --- 8. input requests of 2025-11-25 sessions, answered and polled on any replica ----------------------------
+
+
+class EchoUpstream:
+    """The conformance fixture's upstream for /echo/sampling, counting the calls it gets: the tool's call
+    must reach it at most once, whichever replicas the answer and the polls go to."""
+
+    def __init__(self):
+        self.calls: list[str] = []
+        calls = self.calls
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def log_message(self, *args):
+                pass
+
+            def do_POST(self):
+                body = self.rfile.read(int(self.headers.get("content-length", "0"))).decode()
+                calls.append(body)
+                out = json.dumps({"body": body}).encode()
+                self.send_response(200)
+                self.send_header("content-type", "application/json")
+                self.send_header("content-length", str(len(out)))
+                self.end_headers()
+                self.wfile.write(out)
+
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.port = self.server.server_address[1]
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+class ArrayDelayProxy(DelayProxy):
+    """A DelayProxy that holds back only array replies (the answers' take; a session's GETEX is a bulk
+    string), so that the session opens and the take is what times out. Redis still runs the take."""
+
+    async def _client(self, reader, writer) -> None:
+        up_reader, up_writer = await asyncio.open_connection(*self.target)
+        self._writers |= {writer, up_writer}
+
+        async def pipe(src, dst, delayed: bool) -> None:
+            with contextlib.suppress(OSError):
+                while data := await src.read(65536):
+                    if delayed and self.delay and data.startswith(b"*"):
+                        await asyncio.sleep(self.delay)
+                    dst.write(data)
+                    await dst.drain()
+            dst.close()
+
+        try:
+            await asyncio.gather(pipe(reader, up_writer, False), pipe(up_reader, writer, True))
+        except asyncio.CancelledError:
+            pass
+        finally:
+            self._writers -= {writer, up_writer}
+
+
+@pytest.fixture
+def polled(request, host, run_dir):
+    """Replicas serving the conformance fixture (its input-request tools) with Redis sessions and shared
+    input signing keys, in front of a counting upstream."""
+    echo = EchoUpstream()
+    config = harness.load_plugin_config(harness.CONFORMANCE_CONFIG)
+    config["inputSigningKeys"] = ["MDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3ODlhYmNkZWY="]
+    h = Higress(host, run_dir, echo, config, request.node.name)  # type: ignore[arg-type]
+    h.echo = echo  # type: ignore[attr-defined]
+    try:
+        yield h
+    finally:
+        h.stop()
+        echo.close()
+    assert not h.crashes(), "the plugin crashed in the test host:\n" + "\n".join(h.crashes())
+
+
+POLLED_SERVER = "conformance"
+POLLED_TOOL = "test_input_required_result_sampling"
+
+
+def _sse(text: str) -> list[tuple[str, str]]:
+    out = []
+    for block in text.split("\n\n"):
+        if block.strip():
+            fields = dict(line.split(":", 1) for line in block.splitlines() if ":" in line)
+            out.append((fields.get("id", "").strip(), fields.get("data", "").strip()))
+    return out
+
+
+class PolledCall:
+    """A 2025-11-25 client in raw HTTP, each request on a connection of its own, to the replica it names."""
+
+    def __init__(self, replica: Replica):
+        self.base = {"Accept": ACCEPT, "Content-Type": "application/json", "Connection": "close"}
+        init = rpc_body("initialize", {"protocolVersion": "2025-11-25", "capabilities": {"sampling": {}},
+                                       "clientInfo": {"name": "e2e", "version": "1"}})
+        r = httpx.post(self.url(replica), json=init, headers=self.base, timeout=10)
+        assert r.status_code == 200, r.text
+        self.sid = r.headers["mcp-session-id"]
+        self.session = {**self.base, "Mcp-Session-Id": self.sid, "MCP-Protocol-Version": "2025-11-25"}
+
+    @staticmethod
+    def url(replica: Replica) -> str:
+        return f"{replica.url}/mcp-servers/{POLLED_SERVER}"
+
+    def call(self, replica: Replica, id_: int = 7) -> tuple[str, dict]:
+        """The call's SSE answer: its event id and the request it asks."""
+        body = rpc_body("tools/call", {"name": POLLED_TOOL, "arguments": {}}, id_)
+        r = httpx.post(self.url(replica), json=body, headers=self.session, timeout=10)
+        assert r.status_code == 200 and r.headers["content-type"].startswith("text/event-stream"), r.text
+        (event_id, priming), (_, asked) = _sse(r.text)
+        assert priming == "" and event_id, r.text
+        return event_id, json.loads(asked)
+
+    def answer(self, replica: Replica, asked: dict, text: str) -> httpx.Response:
+        body = {"jsonrpc": "2.0", "id": asked["id"],
+                "result": {"role": "assistant", "content": {"type": "text", "text": text}, "model": "m"}}
+        return httpx.post(self.url(replica), json=body, headers=self.session, timeout=10)
+
+    def poll(self, replica: Replica, event_id: str) -> httpx.Response:
+        headers = {**self.session, "Accept": "text/event-stream", "Last-Event-ID": event_id}
+        return httpx.get(self.url(replica), headers=headers, timeout=10)
+
+
+def test_polled_answers_are_kept_in_redis_and_any_replica_serves_the_poll(polled, redis_server):
+    """The call on A, its answer on B (kept in Redis under the session, for the state's 10 minutes), then two
+    polls at once on A and C: exactly one gets the result and the upstream is called once; the other, and
+    every poll after, gets the priming event again."""
+    a, b, c = (polled.start(n, redis_server.address) for n in "abc")
+    client = PolledCall(a)
+    event_id, asked = client.call(a)
+    assert asked["method"] == "sampling/createMessage" and asked["id"].startswith("mcpgw."), asked
+    r = client.poll(c, event_id)  # before the answer: the priming event again
+    assert r.status_code == 200 and _sse(r.text) == [(event_id, "")], r.text
+
+    assert client.answer(b, asked, "Paris, across replicas").status_code == 202
+    key = f"{polled.key_prefix}answer:{{{client.sid}}}:{asked['id']}"
+    assert json.loads(redis_server.command("GET", key))["result"]["content"]["text"] == "Paris, across replicas"
+    assert 590_000 <= pttl(redis_server, key) <= 600_000
+
+    with concurrent.futures.ThreadPoolExecutor(2) as pool:
+        polls = list(pool.map(lambda rep: client.poll(rep, event_id), (a, c)))
+    assert [p.status_code for p in polls] == [200, 200], [p.text for p in polls]
+    events = sorted((_sse(p.text) for p in polls), key=lambda e: bool(e and e[0][1]))
+    assert events[0] == [(event_id, "")], events  # the poll that lost the race: the priming event
+    ((got_id, data),) = events[1]
+    result = json.loads(data)
+    assert got_id == event_id and result["id"] == 7, result
+    text = result["result"]["content"][0]["text"]
+    assert text == 'The upstream received: {"answer": "Paris, across replicas"}', result
+    assert polled.echo.calls == ['{"answer": "Paris, across replicas"}']
+    assert redis_server.command("EXISTS", key) == "0"  # taken
+    for replica in (a, b, c):
+        assert _sse(client.poll(replica, event_id).text) == [(event_id, "")]
+    assert len(polled.echo.calls) == 1
+    # Bound to the session: another session's poll with this event id does not see its answers.
+    assert client.answer(b, asked, "again").status_code == 202
+    other = PolledCall(c)
+    assert _sse(other.poll(c, event_id).text) == [(event_id, "")]
+    assert len(polled.echo.calls) == 1
+
+
+def test_polled_answers_with_redis_refusing_or_slow_are_a_clear_error_in_time(polled, host, redis_server):
+    """A Redis user that may not EVAL: the poll is 503 / -32603 "input answers unavailable" naming NOPERM, the
+    answer stays. A take whose reply comes later than timeoutMs: the same error after about timeoutMs."""
+    user = f"noeval{secrets.token_hex(3)}"
+    redis_server.command("ACL", "SETUSER", user, "on", ">pw", "~*", "+@all", "-eval")
+    a = polled.start("a", redis_server.address, username=user, password="pw")
+    client = PolledCall(a)
+    event_id, asked = client.call(a)
+    assert client.answer(a, asked, "Oslo").status_code == 202
+    r, elapsed = timed(client.poll, a, event_id)
+    assert r.status_code == 503 and r.headers["content-type"].startswith("application/json"), r.text
+    body = r.json()
+    assert body["id"] == 7 and body["error"]["code"] == -32603, body
+    assert body["error"]["message"].startswith("input answers unavailable: the answers could not be read: "), body
+    assert "NOPERM" in body["error"]["message"], body
+    assert elapsed < 3.0, elapsed
+    assert redis_server.command("EXISTS", f"{polled.key_prefix}answer:{{{client.sid}}}:{asked['id']}") == "1"
+    assert any("input answers (redis)" in line for line in a.log_lines), a.log_lines[-5:]
+    # Another replica, allowed to EVAL, serves the same poll.
+    b = polled.start("b", redis_server.address)
+    result = json.loads(_sse(client.poll(b, event_id).text)[0][1])
+    assert result["result"]["content"][0]["text"] == 'The upstream received: {"answer": "Oslo"}', result
+
+    proxy = host.run(ArrayDelayProxy(redis_server.address, delay=TIMEOUT_MS / 1000 + 1.0).start())
+    try:
+        slow = polled.start("slow", ("127.0.0.1", proxy.port))
+        client = PolledCall(slow)
+        event_id, asked = client.call(slow, 8)
+        assert client.answer(slow, asked, "Rome").status_code == 202
+        r, elapsed = timed(client.poll, slow, event_id)
+        assert r.status_code == 503 and r.json()["id"] == 8, r.text
+        message = r.json()["error"]["message"]
+        assert message.startswith("input answers unavailable: ") and "Redis did not answer" in message, message
+        assert TIMEOUT_MS / 1000 * 0.9 <= elapsed < TIMEOUT_MS / 1000 + 1.5, elapsed
+        print(f"a take slower than timeoutMs {TIMEOUT_MS}: 503 after {elapsed * 1000:.0f} ms")
+    finally:
+        host.run(proxy.stop())
+    assert len(polled.echo.calls) == 1
+
+
+def test_the_python_sdk_in_a_2025_11_25_session_across_replicas(polled, redis_server):
+    """The official Python SDK in its legacy mode (initialize, 2025-11-25), its requests dealt to three
+    replicas in turn by its HTTP transport (a load balancer without sticky sessions): every call's answers
+    reach one replica and its polls others, and each call gets its result, the upstream called once."""
+    import httpx2  # the SDK's HTTP client
+    import mcp_types as types
+    from mcp import Client
+    from mcp.client.streamable_http import streamable_http_client
+
+    replicas = [polled.start(n, redis_server.address) for n in "abc"]
+    ports = [int(r.url.rsplit(":", 1)[1]) for r in replicas]
+    sent: list[tuple[str, int, str]] = []  # (what, replica, method)
+
+    class RoundRobin(httpx2.AsyncBaseTransport):
+        def __init__(self):
+            self.inner = httpx2.AsyncHTTPTransport()
+            self.next = 0
+
+        async def handle_async_request(self, request):
+            i, self.next = self.next, (self.next + 1) % len(ports)
+            request.url = request.url.copy_with(port=ports[i])
+            body = request.content if request.method == "POST" else b""
+            what = ("poll" if "last-event-id" in request.headers else
+                    "answer" if b'"mcpgw.' in body and b'"method"' not in body else "request")
+            sent.append((what, i, request.method))
+            return await self.inner.handle_async_request(request)
+
+        async def aclose(self):
+            await self.inner.aclose()
+
+    async def sample(context, params):
+        return types.CreateMessageResult(
+            role="assistant", content=types.TextContent(type="text", text="Paris, said the SDK"), model="m")
+
+    async def elicit(context, params):
+        props = params.requested_schema["properties"]
+        return types.ElicitResult(action="accept", content={k: {"name": "Ada", "color": "blue"}[k] for k in props})
+
+    async def go():
+        http = httpx2.AsyncClient(transport=RoundRobin(), timeout=httpx2.Timeout(15.0))
+        async with http:
+            transport = streamable_http_client(PolledCall.url(replicas[0]), http_client=http)
+            async with Client(transport, mode="legacy", cache=None, read_timeout_seconds=15.0,
+                              sampling_callback=sample, elicitation_callback=elicit) as client:
+                sampled = await client.call_tool(POLLED_TOOL, {})
+                rounds = await client.call_tool("test_input_required_result_multi_round", {})
+                return client.protocol_version, sampled, rounds
+
+    version, sampled, rounds = harness.run_async(go)
+    assert version == "2025-11-25", version
+    assert sampled.content[0].text == 'The upstream received: {"answer": "Paris, said the SDK"}', sampled
+    assert rounds.content[0].text == "Ada likes blue", rounds
+    assert polled.echo.calls == ['{"answer": "Paris, said the SDK"}']
+    # Three rounds (one for the sampling tool, two for the other): each answer reached one replica and the
+    # one poll after it (the SDK waits `retry`, 300 ms) another, which had the answer at once from Redis.
+    rounds_seen = [(what, i) for what, i, _ in sent if what in ("answer", "poll")]
+    assert [what for what, _ in rounds_seen] == ["answer", "poll"] * 3, sent
+    pairs = list(zip(rounds_seen[::2], rounds_seen[1::2], strict=True))
+    assert all(answer[1] != poll[1] for answer, poll in pairs), sent
+    print(f"requests to replicas a/b/c in turn: {sent}")
+
+
+# --- proxied servers (type: mcp-proxy) with their sessions in Redis ----------------------------------------
+
+
+class McpBackend(harness.DemoUpstream):
+    """The Python SDK's MCP server (e2e/mcp_backend.py), stateful: a request without its session is refused."""
+
+    SCRIPT = "mcp_backend.py"
+    NAME = "MCP backend (Python SDK)"
+
+    def arguments(self) -> list[str]:
+        return [str(self.port), "stateful"]
+
+
+def sse_messages(r: httpx.Response) -> list[dict]:
+    """The JSON-RPC messages of an answer, JSON or SSE."""
+    if r.headers.get("content-type", "").startswith("application/json"):
+        return [r.json()]
+    return [json.loads(line[5:]) for line in r.text.splitlines() if line.startswith("data:")]
+
+
+def test_a_proxied_session_opened_on_one_replica_continues_on_the_other(host, run_dir, e2e_config, redis_server, request):
+    """A proxied server's client session (ours) is bound to the backend's `Mcp-Session-Id` in Redis: the
+    answer to `initialize` on A is held until Redis has stored the pair; a call on B is held until Redis
+    has given the backend's id back, and reaches the same backend session (the stateful SDK server refuses
+    a request without it). allowTools filters on the way; DELETE on B ends both sessions."""
+    backend = McpBackend(log_dir=run_dir).start()
+    config = {k: v for k, v in e2e_config.items() if k != "servers"}
+    config["servers"] = [{"name": "proxied", "type": "mcp-proxy", "transport": "http", "mcpServerURL": "/mcp",
+                          "timeout": 10000, "allowTools": ["echo", "steps"]}]
+    h = Higress(host, run_dir, backend, config, request.node.name)
+    try:
+        a, b = h.pair(redis_server.address)
+        r, _ = post_fresh(a, INITIALIZE, server="proxied")
+        assert r.status_code == 200, r.text
+        sid = r.headers["mcp-session-id"]
+        assert re.fullmatch(r"[0-9a-f]{32}", sid), sid
+        assert sse_messages(r)[0]["result"]["serverInfo"]["name"] == "backend", r.text
+        stored = json.loads(redis_server.command("GET", h.key(sid, "proxied")))
+        theirs = stored["b"]
+        assert stored["s"] == "proxied" and theirs and theirs != sid, stored
+        assert 1_790_000 <= pttl(redis_server, h.key(sid, "proxied")) <= 1_800_000
+
+        r, _ = post_fresh(b, rpc_body("notifications/initialized", id_=None), sid, server="proxied")
+        assert r.status_code == 202, (r.status_code, r.text)
+        for replica in (b, a, b):
+            r, _ = post_fresh(replica, rpc_body("tools/list", {}, 2), sid, server="proxied")
+            assert r.status_code == 200, r.text
+            assert [t["name"] for t in sse_messages(r)[0]["result"]["tools"]] == ["echo", "steps"], r.text
+        r, _ = post_fresh(b, rpc_body("tools/call", {"name": "echo", "arguments": {"text": "from B"}}, 3), sid,
+                          server="proxied")
+        assert r.status_code == 200, r.text
+        assert sse_messages(r)[-1]["result"]["content"][0]["text"] == "echo: from B", r.text
+        r, _ = post_fresh(b, rpc_body("tools/call", {"name": "secret", "arguments": {}}, 4), sid, server="proxied")
+        assert sse_messages(r)[0]["error"]["message"] == "Tool not allowed: secret", r.text
+
+        # The backend restarts (it forgets every session): the next call, on A, re-initialises it with the
+        # client's initialize params kept in Redis, rebinds our session there, and is sent again; B then
+        # continues on the new backend session.
+        backend.stop()
+        backend.start()
+        r, _ = post_fresh(a, rpc_body("tools/call", {"name": "echo", "arguments": {"text": "again"}}, 7), sid,
+                          server="proxied")
+        assert r.status_code == 200 and sse_messages(r)[-1]["result"]["content"][0]["text"] == "echo: again", r.text
+        rebound = json.loads(redis_server.command("GET", h.key(sid, "proxied")))
+        assert rebound["b"] != theirs and rebound["i"] == stored["i"], (rebound, stored)
+        assert json.loads(stored["i"])["clientInfo"] == {"name": "t", "version": "0"}, stored
+        r, _ = post_fresh(b, rpc_body("tools/list", {}, 8), sid, server="proxied")
+        assert [t["name"] for t in sse_messages(r)[0]["result"]["tools"]] == ["echo", "steps"], r.text
+
+        # The backend's own id, sent by a client, is nobody's session here.
+        r, _ = post_fresh(b, rpc_body("tools/list", {}, 5), theirs, server="proxied")
+        assert_not_found(r, None)
+
+        with httpx.Client(timeout=10) as c:
+            r = c.delete(f"{b.url}/mcp-servers/proxied", headers={**HEADERS, "Mcp-Session-Id": sid})
+        assert r.status_code in (200, 204), (r.status_code, r.text)
+        assert redis_server.command("EXISTS", h.key(sid, "proxied")) == "0"
+        r, _ = post_fresh(a, rpc_body("tools/list", {}, 6), sid, server="proxied")
+        assert_not_found(r, None)
+    finally:
+        h.stop()
+        backend.stop()
+    assert not h.crashes(), "the plugin crashed in the test host:\n" + "\n".join(h.crashes())
+
+
+def test_a_proxied_server_answers_503_when_redis_is_down(host, run_dir, e2e_config, request):
+    """Redis stopped: an initialize's answer and a session's request are answered 503 / -32603 within
+    timeoutMs (the backend's session is not handed out unbound), and nothing is left paused."""
+    backend = McpBackend(log_dir=run_dir).start()
+    config = {k: v for k, v in e2e_config.items() if k != "servers"}
+    config["servers"] = [{"name": "proxied", "type": "mcp-proxy", "mcpServerURL": "/mcp", "timeout": 10000}]
+    h = Higress(host, run_dir, backend, config, request.node.name)
+    try:
+        with RedisServer(run_dir) as redis:
+            a = h.start("a", redis.address)
+            r, _ = post_fresh(a, INITIALIZE, server="proxied")
+            sid = r.headers["mcp-session-id"]
+            redis.stop()
+            (r, _), elapsed = timed(post_fresh, a, INITIALIZE, server="proxied")
+            assert r.status_code == 503 and "mcp-session-id" not in r.headers, (r.status_code, r.headers, r.text)
+            assert r.json()["error"]["code"] == -32603 and "session store" in r.json()["error"]["message"], r.text
+            assert elapsed < 3.0, elapsed
+            (r, _), elapsed = timed(post_fresh, a, rpc_body("tools/list", {}, 2), sid, server="proxied")
+            assert r.status_code == 503 and r.json()["error"]["code"] == -32603, r.text
+            assert elapsed < 3.0, elapsed
+    finally:
+        h.stop()
+        backend.stop()
+    assert not h.crashes(), "the plugin crashed in the test host:\n" + "\n".join(h.crashes())

@@ -405,3 +405,42 @@ def test_an_sse_backend_serves_sse_clients(tmp_path):
             assert r.status_code == 404 and r.json()["error"]["code"] == -32001
     finally:
         backend.stop()
+
+
+def test_a_restarted_backend_is_reinitialised_transparently(tmp_path):
+    """The backend restarts mid-session (the SDK server forgets every session): the next request carrying
+    ours gets the backend's 404 no more. The gateway initializes the backend again with the client's own
+    `initialize` params (kept with the session), sends notifications/initialized, binds our session to the
+    new backend session, and sends the request again once; the client sees its answer (filtered by
+    allowTools as usual), and its next requests go to the new backend session directly."""
+    backend = McpBackend("stateful", log_dir=tmp_path).start()
+    try:
+        cfg = {"servers": [proxied("proxied", allowTools=["echo", "whoami"])]}
+        with harness.gateway(cfg, tag="mcp-proxy-reinit", upstream=backend, plugin_format="json") as g:
+            url = g.mcp_url("proxied")
+            sid = initialize(url)
+            assert call(url, sid, "echo", {"text": "before"})["result"]["content"][0]["text"] == "echo: before"
+            backend.stop()
+            backend.start()
+            # The restarted backend does not know the session: the gateway re-initialises it.
+            assert call(url, sid, "echo", {"text": "after"})["result"]["content"][0]["text"] == "echo: after"
+            r = post(url, sid, {"jsonrpc": "2.0", "id": 6, "method": "tools/list"})
+            assert r.status_code == 200, r.text
+            assert [t["name"] for t in messages(r)[-1]["result"]["tools"]] == ["echo", "whoami"]
+            assert r.headers.get("mcp-session-id", sid) == sid  # ours still; the backend's new id stays here
+            # Since the restart (the log starts anew): the one 404 that led to the re-initialisation, then
+            # initialize, notifications/initialized, the call again, and the list, on the new session.
+            posts = [line for line in backend.log_path.read_text().splitlines() if '"POST /mcp' in line]
+            assert [p.split('" ')[-1].split()[0] for p in posts] == ["404", "200", "202", "200", "200"], posts
+
+            # Via the SDK client, with a fresh session, the same after another restart.
+            async def main():
+                async with harness.mcp_client(url) as c:
+                    assert (await c.call_tool("echo", {"text": "1"})).content[0].text == "echo: 1"
+                    backend.stop()
+                    backend.start()
+                    assert (await c.call_tool("echo", {"text": "2"})).content[0].text == "echo: 2"
+
+            harness.run_async(main)
+    finally:
+        backend.stop()

@@ -194,3 +194,28 @@ def test_a_proxied_calls_logs_and_progress_reach_the_client_before_its_result(ga
         ("log", "step 1 of 2"), ("progress", 1, 2, "step 1"), ("log", "step 2 of 2"), ("progress", 2, 2, "step 2"),
         ("result", "2 steps done"), ("result", "1 steps done"),
     ], heard
+
+
+def test_a_batch_answers_each_member_its_virtual_tool_requests_with_their_own_errors(gateway):
+    """2025-03-26 batches: a virtual server's tools/list and tools/call in one are each answered with an
+    error carrying their own id; the batch's other members (ping) are served."""
+    url = gateway.mcp_url("assistant")
+    init = {"jsonrpc": "2.0", "id": 0, "method": "initialize",
+            "params": {"protocolVersion": "2025-03-26", "capabilities": {}, "clientInfo": {"name": "t", "version": "0"}}}
+    r = httpx.post(url, json=init, headers={"Accept": ACCEPT}, timeout=15)
+    sid = r.headers["mcp-session-id"]
+    h = {"Accept": ACCEPT, "Mcp-Session-Id": sid, "MCP-Protocol-Version": "2025-03-26"}
+    batch = [
+        {"jsonrpc": "2.0", "id": 1, "method": "tools/list"},
+        {"jsonrpc": "2.0", "id": 2, "method": "ping"},
+        {"jsonrpc": "2.0", "id": 3, "method": "tools/call", "params": {"name": "say", "arguments": {"text": "x"}}},
+    ]
+    r = httpx.post(url, json=batch, headers=h, timeout=15)
+    assert r.status_code == 200, r.text
+    answers = r.json() if r.headers["content-type"].startswith("application/json") else harness_sse(r.text)
+    by_id = {a["id"]: a for a in answers}
+    assert sorted(by_id) == [1, 2, 3], answers
+    assert by_id[2] == {"jsonrpc": "2.0", "id": 2, "result": {}}
+    for i in (1, 3):
+        assert by_id[i]["error"]["code"] == -32600, by_id[i]
+        assert "must each be sent as a request of its own" in by_id[i]["error"]["message"], by_id[i]

@@ -1109,7 +1109,8 @@ pub fn parse_document(text: &str) -> Result<Value, ConfigError> {
         return Err(ConfigError::new("(root)", "the plugin configuration is empty"));
     }
     if trimmed.starts_with('{') {
-        return serde_json::from_str(text).map_err(|e| ConfigError::new("(root)", format!("not valid JSON: {e}")));
+        return serde_json::from_slice(text.as_bytes())
+            .map_err(|e| ConfigError::new("(root)", format!("not valid JSON: {e}")));
     }
     #[cfg(feature = "yaml")]
     {

@@ -577,7 +577,7 @@ pub fn safe_config(config: &Map<String, Value>) -> MjValue {
         match v {
             Value::String(s) => MjValue::from_safe_string(s.clone()),
             Value::Array(items) => MjValue::from(items.iter().map(convert).collect::<Vec<_>>()),
-            Value::Object(map) => MjValue::from_pairs(map.iter().map(|(k, v)| (k.clone(), convert(v)))),
+            Value::Object(map) => crate::template::map_of(map.iter().map(|(k, v)| (k.as_str(), convert(v))).collect()),
             other => MjValue::from(minijinja::value::Serde(other)),
         }
     }

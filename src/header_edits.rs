@@ -50,8 +50,8 @@ pub fn diff(current: &[(String, String)], wanted: &[(&str, &str)]) -> Vec<Edit> 
     edits
 }
 
-/// Applies `edits` to a map held as pairs, as Envoy applies them: what the host's map becomes (for tests).
-#[cfg(test)]
+/// Applies `edits` to a map held as pairs, as Envoy applies them: what the host's map becomes (the tests'
+/// check, and the answer a re-initialisation sends again, which the client gets as a whole).
 pub fn apply(map: &mut Vec<(String, String)>, edits: &[Edit]) {
     for e in edits {
         match e {

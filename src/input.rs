@@ -670,5 +670,6 @@ fn render(
 }
 
 pub mod poll;
+pub mod redis;
 #[cfg(test)]
 mod tests;

@@ -336,7 +336,7 @@ impl Notifications {
             None => !failed,
         };
         let parsed = (outcome.is_some() && self.reads_answer)
-            .then(|| serde_json::from_str::<Value>(&body).ok().map(Arc::new))
+            .then(|| serde_json::from_slice::<Value>(body.as_bytes()).ok().map(Arc::new))
             .flatten();
         let header_map: Map<String, Value> = headers.iter().map(|(k, v)| (k.to_ascii_lowercase(), json!(v))).collect();
         let data = match outcome {

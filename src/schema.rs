@@ -189,7 +189,7 @@ fn coerce(schema: &Value, v: &mut Value) {
         ("string", Value::Number(n)) => Some(json!(n.to_string())),
         ("string", Value::Bool(b)) => Some(json!(b.to_string())),
         ("array" | "object", Value::String(s)) => {
-            serde_json::from_str::<Value>(s).ok().filter(|p| type_matches(types[0], p))
+            serde_json::from_slice::<Value>(s.as_bytes()).ok().filter(|p| type_matches(types[0], p))
         }
         _ => None,
     };

@@ -212,10 +212,9 @@ impl<'a> Data<'a> {
         self.jinja.get_or_init(|| {
             let args = MjValue::from(minijinja::value::Serde(self.args));
             // `input` only where the call asked for input: elsewhere the name stays the answer's.
-            let input =
-                current_input().map(|i| MjValue::from_pairs([("input", MjValue::from(minijinja::value::Serde(&i)))]));
+            let input = current_input().map(|i| map_of(vec![("input", MjValue::from(minijinja::value::Serde(&i)))]));
             let Some(a) = &self.answer else {
-                let base = MjValue::from_pairs([("args", args), ("config", self.config.clone())]);
+                let base = map_of(vec![("args", args), ("config", self.config.clone())]);
                 return match input {
                     Some(input) => minijinja::value::merge_maps([base, input]),
                     None => base,
@@ -223,7 +222,7 @@ impl<'a> Data<'a> {
             };
             let response = a.parsed.clone().map_or(MjValue::from(()), json_view);
             let flattened = a.parsed.as_deref().is_some_and(serde_json::Value::is_object).then(|| response.clone());
-            let own = MjValue::from_pairs([
+            let own = map_of(vec![
                 ("args", args),
                 ("config", self.config.clone()),
                 ("response", response),
@@ -758,6 +757,13 @@ fn describe(e: Error) -> String {
         msg = "template evaluation exceeded its fuel limit".into();
     }
     msg
+}
+
+/// A template map of named values. One non-generic function, because each `MjValue::from_pairs` over another
+/// iterator type instantiates minijinja's map building and a stable sort again (about 1 KB of wasm each).
+#[inline(never)]
+pub(crate) fn map_of(pairs: Vec<(&str, MjValue)>) -> MjValue {
+    MjValue::from_pairs(pairs)
 }
 
 /// Renders `none`/undefined as nothing (not Python's "none") and percent-encodes values in URL templates.

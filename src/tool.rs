@@ -779,7 +779,7 @@ impl Tool {
             None => None,
         };
         let body = if let Some(rendered) = rendered_body {
-            let looks_json = serde_json::from_str::<Value>(&rendered).is_ok();
+            let looks_json = serde_json::from_slice::<Value>(rendered.as_bytes()).is_ok();
             match content_type.as_deref() {
                 Some(ct) if ct.contains("json") && !looks_json => {
                     return Err("the body template did not produce valid JSON for a JSON Content-Type".into())
@@ -907,7 +907,10 @@ impl Tool {
                     headers.push(("content-type".into(), higress::JSON_CONTENT_TYPE.into()));
                 }
                 let declared_json = plan.declared_content_type.as_deref().is_some_and(|c| c.contains("json"));
-                if declared_json && !rendered.trim().is_empty() && serde_json::from_str::<Value>(&rendered).is_err() {
+                if declared_json
+                    && !rendered.trim().is_empty()
+                    && serde_json::from_slice::<Value>(rendered.as_bytes()).is_err()
+                {
                     return Err("the body template did not produce valid JSON for a JSON Content-Type".into());
                 }
                 Some(rendered.into_bytes()).filter(|b| !b.is_empty())
@@ -1010,7 +1013,7 @@ impl Tool {
         {
             (None, None)
         } else {
-            match serde_json::from_str(&text) {
+            match serde_json::from_slice(text.as_bytes()) {
                 Ok(v) => (Some(Arc::new(v)), None),
                 Err(e) if !empty_answer && claims_json(header("content-type"), &text) => (None, Some(json_failure(&e))),
                 Err(_) => (None, None),

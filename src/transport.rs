@@ -799,11 +799,18 @@ impl Exchange {
         use crate::input::poll::{self, AnswerOutcome};
         let phase = std::mem::replace(&mut self.phase, Phase::Done);
         match (phase, outcome) {
+            // The answers, if any, stay where they are: the client may poll again.
+            (Phase::Fetching(resume), AnswerOutcome::Failed(e)) => self.respond(HttpResponse::error(
+                503,
+                resume.id,
+                jsonrpc::INTERNAL_ERROR,
+                format!("input answers unavailable: the answers could not be read: {e}"),
+            )),
             (_, AnswerOutcome::Failed(e)) => self.respond(HttpResponse::error(
                 503,
                 Value::Null,
                 jsonrpc::INTERNAL_ERROR,
-                format!("the answer could not be kept: {e}"),
+                format!("input answers unavailable: the answer could not be kept: {e}"),
             )),
             (Phase::Storing, AnswerOutcome::Stored) => self.respond(HttpResponse::empty(202)),
             (Phase::Fetching(resume), AnswerOutcome::Found(answers)) => match resume.retry(&answers) {

@@ -118,6 +118,9 @@ class Stream:
         self.properties: dict[bytes, bytes] = {}
         self.encoding = False  # inside this filter's encodeHeaders/encodeData
         self.encode_reply: Response | None = None  # a local reply sent from there
+        # Set while the filter holds the response after its callbacks (StopIteration on its headers or its
+        # last data): continueEncoding (proxy_continue_stream(1)) resolves it.
+        self.response_held: asyncio.Future[None] | None = None
         self.outcome: asyncio.Future[tuple[str, Response | None]] = replica.loop.create_future()
         self.context = vm.new_context(vm.root, self)
 
@@ -143,7 +146,11 @@ class Stream:
                 self._decide("reply", local_reply(code, headers, body))
 
     def resume(self, request: bool) -> None:
-        """continueDecoding (continueEncoding has nothing to do: this host never pauses responses)."""
+        """continueDecoding, or continueEncoding of a response the filter holds (`_encode` waits for it)."""
+        if not request:
+            if self.response_held is not None and not self.response_held.done():
+                self.response_held.set_result(None)
+            return
         if request and self.paused and not self.outcome.done():
             self.paused = self.stop_all = False
             self.forward += self.buffered
@@ -299,11 +306,13 @@ class Stream:
         elapsed = str(int((time.monotonic() - started) * 1000)).encode()
         return Response(answer.status, answer.headers + [(b"x-envoy-upstream-service-time", elapsed)], answer.body)
 
-    def _encode(self, response: Response) -> Response:
+    async def _encode(self, response: Response) -> Response:
         """encodeHeaders / encodeData of the wasm filter (local replies pass through it as well). The whole
         answer is in: its body comes as one chunk with end_stream. Headers paused with StopIteration (honoured
         for ABI 0.2.100, or with allow_on_headers_stop_iteration) still get the body, and wait for it; a
-        local reply sent from either callback replaces the response."""
+        local reply sent from either callback replaces the response. A response still held after the last
+        callback (the filter waits for Redis) waits for continueEncoding; meanwhile its headers and its
+        buffered body (Envoy's encodingBuffer) stay readable and writable by the filter, from any callback."""
         context = self.context
         self.response_headers = [(b":status", str(response.status).encode()), *response.headers]
         self.response_body = bytearray(response.body)
@@ -325,11 +334,17 @@ class Stream:
                     if self.encode_reply is not None:
                         return self.encode_reply
                     paused = self._encoded(call, headers=False, end_stream=True)
-                self.response_headers_visible = False
-                if paused and not self.vm.failed:
-                    self.replica.record_crash(self.vm, "host error: the response was left paused at its end")
             finally:
                 self.encoding = False
+            if paused and not self.vm.failed:
+                self.response_held = self.replica.loop.create_future()
+                self.response_body_visible = True  # buffering_response_body_: the encoding buffer
+                try:
+                    await asyncio.wait_for(self.response_held, self.replica.route_timeout)
+                except asyncio.TimeoutError:
+                    self.replica.record_crash(self.vm, "host error: the response was left paused at its end")
+                self.response_body_visible = False
+            self.response_headers_visible = False
             if self.vm.failed:
                 return local_reply(503, [], b"")  # the response side's failStream
         status = next((v for k, v in self.response_headers if k == b":status"), b"")
@@ -343,8 +358,8 @@ class Stream:
         status = self._status(*call, headers=headers)
         if status == CONTINUE:
             return False
-        if headers and status == STOP_ITERATION and not end_stream:
-            return True  # the body still comes to the filter
+        if headers and status == STOP_ITERATION:
+            return True  # the body (if any) still comes to the filter; continueEncoding releases the headers
         if not headers and status == STOP_ITERATION:
             return True
         self.replica.record_crash(self.vm, f"host error: response filter status {status} is not emulated")
@@ -378,7 +393,7 @@ class Stream:
         if kind == "continue":
             response = await self._route()
         if response is not None:
-            response = self._encode(response)
+            response = await self._encode(response)
         return response, read_all
 
     async def _read_body(self, reader: asyncio.StreamReader) -> bool:

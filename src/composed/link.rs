@@ -221,7 +221,7 @@ fn messages(headers: &[(String, String)], body: &[u8]) -> Vec<Value> {
         return events
             .iter()
             .filter_map(|e| sse::data(e))
-            .filter_map(|d| serde_json::from_str::<Value>(&d).ok())
+            .filter_map(|d| serde_json::from_slice::<Value>(d.as_bytes()).ok())
             .collect();
     }
     serde_json::from_slice::<Value>(body).ok().into_iter().collect()

@@ -392,7 +392,14 @@ fn batches_cannot_hold_a_virtual_servers_tool_requests() {
     let r = c.h.send(&g, head(None, &[]), init, &|_| UpstreamResult::Failed("none".into()));
     let sid = r.headers.iter().find(|(k, _)| k == "mcp-session-id").unwrap().1.clone();
     let r = c.h.send(&g, head(Some(&sid), &[]), body, &|r| b.answer(r));
-    assert!(String::from_utf8_lossy(&r.body).contains("must each be a request of its own"));
+    // Each member answered: the tools/list with its own error and id, the ping served.
+    let v: Value = serde_json::from_slice(&r.body).unwrap();
+    let Value::Array(answers) = v else { panic!("{v}") };
+    assert_eq!(answers.len(), 2, "{answers:?}");
+    assert_eq!(answers[0]["id"], 1);
+    assert_eq!(answers[0]["error"]["code"], -32600);
+    assert!(answers[0]["error"]["message"].as_str().unwrap().contains("must each be sent as a request of its own"));
+    assert_eq!(answers[1], serde_json::json!({"jsonrpc": "2.0", "id": 2, "result": {}}));
 }
 
 fn refused(extra: &str) -> crate::config::ConfigError {

@@ -22,6 +22,7 @@
 //! completions after that are ignored.
 
 use crate::gateway::Gateway;
+use crate::input::poll::AnswerOutcome;
 use crate::jsonrpc;
 use crate::session::{redis, Env, SessionOutcome, Started};
 use crate::transport::{Exchange, HttpResponse, Step};
@@ -94,6 +95,8 @@ enum Waiting {
 enum RedisWait {
     Session(redis::Pending),
     Limit(crate::limits::redis::Pending),
+    /// Answers of SSE polling ([`crate::input::redis`]).
+    Answers(crate::input::redis::Pending),
 }
 
 impl RedisWait {
@@ -101,6 +104,7 @@ impl RedisWait {
         match self {
             RedisWait::Session(p) => &p.command,
             RedisWait::Limit(p) => &p.command,
+            RedisWait::Answers(p) => &p.command,
         }
     }
 }
@@ -167,6 +171,22 @@ impl Driver {
         };
         let mut pending = match pending {
             RedisWait::Session(p) => p,
+            RedisWait::Answers(mut p) => {
+                return match crate::input::redis::finish(&p, answer) {
+                    crate::input::redis::Next::Done(outcome) => self.answers_outcome(gw, host, outcome),
+                    crate::input::redis::Next::Reauthenticate => {
+                        if let Err(e) = host.redis_reinit() {
+                            host.warn(&format!("re-initialising the Redis client failed: {e}"));
+                        }
+                        p.retried = true;
+                        self.send_redis(gw, host, RedisWait::Answers(p))
+                    }
+                    crate::input::redis::Next::Resend => {
+                        p.retried = true;
+                        self.send_redis(gw, host, RedisWait::Answers(p))
+                    }
+                };
+            }
             RedisWait::Limit(p) => {
                 return match crate::limits::redis::finish(p, answer, host) {
                     crate::limits::redis::Next::Done(outcome) => self.limit_outcome(gw, host, outcome),
@@ -247,6 +267,7 @@ impl Driver {
                     RedisWait::Session(_) => {
                         self.session_outcome(gw, host, SessionOutcome::Failed(crate::session::StoreError(why)))
                     }
+                    RedisWait::Answers(_) => self.answers_outcome(gw, host, AnswerOutcome::Failed(why)),
                     RedisWait::Limit(p) => {
                         let answer = redis::Answer::Failed(why);
                         match crate::limits::redis::finish(p, answer, host) {
@@ -318,6 +339,22 @@ impl Driver {
         self.exchange.on_session(gw, outcome)
     }
 
+    fn answers_outcome(&mut self, gw: &Gateway, host: &mut dyn Host, outcome: AnswerOutcome) -> Progress {
+        let step = self.answers_step(gw, host, outcome);
+        self.run(gw, host, step)
+    }
+
+    /// Hands an answer-store outcome to the exchange; a failing store is also the operator's business.
+    fn answers_step(&mut self, gw: &Gateway, host: &mut dyn Host, outcome: AnswerOutcome) -> Step {
+        if let AnswerOutcome::Failed(e) = &outcome {
+            host.warn(&format!(
+                "input answers ({}): {e}",
+                if gw.sessions.redis().is_some() { "redis" } else { "local" }
+            ));
+        }
+        self.exchange.on_answers(gw, outcome)
+    }
+
     /// Hands the rate limits' verdicts to the exchange; a failing store is also the operator's business.
     fn limit_outcome(&mut self, gw: &Gateway, host: &mut dyn Host, outcome: crate::limits::LimitOutcome) -> Progress {
         if let Some(e) = &outcome.store_error {
@@ -341,6 +378,7 @@ impl Driver {
                     RedisWait::Session(_) => {
                         self.session_outcome(gw, host, SessionOutcome::Failed(crate::session::StoreError(why)))
                     }
+                    RedisWait::Answers(_) => self.answers_outcome(gw, host, AnswerOutcome::Failed(why)),
                     RedisWait::Limit(p) => match crate::limits::redis::finish(p, redis::Answer::Failed(why), host) {
                         crate::limits::redis::Next::Done(outcome) => self.limit_outcome(gw, host, outcome),
                         _ => self.progress(),
@@ -445,13 +483,17 @@ impl Driver {
                     host.respond(r);
                     return Progress::Done;
                 }
-                Step::Answers(op) => {
-                    let outcome = crate::input::poll::run(op, host);
-                    if let crate::input::poll::AnswerOutcome::Failed(e) = &outcome {
-                        host.warn(&format!("input answers: {e}"));
+                Step::Answers(op) => match gw.sessions.redis() {
+                    // With Redis sessions the answers are kept there too, for every replica.
+                    Some(store) => {
+                        let pending = crate::input::redis::start(store, op);
+                        return self.send_redis(gw, host, RedisWait::Answers(pending));
                     }
-                    self.exchange.on_answers(gw, outcome)
-                }
+                    None => {
+                        let outcome = crate::input::poll::run(op, host);
+                        self.answers_step(gw, host, outcome)
+                    }
+                },
                 Step::Session(op) => match gw.sessions.start(op, host) {
                     Started::Done(outcome) => self.resume(gw, host, outcome),
                     Started::Redis(pending) => return self.send_redis(gw, host, RedisWait::Session(pending)),

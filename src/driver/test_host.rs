@@ -34,7 +34,8 @@ pub struct FakeRedis {
 }
 
 impl FakeRedis {
-    fn execute(&mut self, command: &[u8], now_ms: u64) -> Result<Vec<u8>, String> {
+    /// Runs one RESP command as Redis would, on the test clock.
+    pub fn execute(&mut self, command: &[u8], now_ms: u64) -> Result<Vec<u8>, String> {
         match self.mode {
             RedisMode::Down => return Err("connection refused".into()),
             RedisMode::LostAuth => return Ok(b"-NOAUTH Authentication required.\r\n".to_vec()),
@@ -48,22 +49,24 @@ impl FakeRedis {
             args.get(i).and_then(|a| std::str::from_utf8(a).ok()).and_then(|a| a.parse().ok()).unwrap_or(0)
         };
         let reply = match (name.as_str(), args.len()) {
-            ("SET", 6) => {
-                if self.keys.contains_key(&args[1]) {
+            // SET key value [PX ms] [NX | XX] [KEEPTTL]
+            ("SET", n) if n >= 3 => {
+                let opts: Vec<String> =
+                    args[3..].iter().map(|a| String::from_utf8_lossy(a).to_ascii_uppercase()).collect();
+                let has = |o: &str| opts.iter().any(|x| x == o);
+                let exists = self.keys.contains_key(&args[1]);
+                if (has("NX") && exists) || (has("XX") && !exists) {
                     Reply::Bulk(None)
                 } else {
-                    self.keys.insert(args[1].clone(), (args[2].clone(), now_ms + px(4)));
+                    let expires = match opts.iter().position(|o| o == "PX") {
+                        Some(i) => now_ms + px(4 + i),
+                        None if has("KEEPTTL") => self.keys.get(&args[1]).map_or(u64::MAX, |(_, e)| *e),
+                        None => u64::MAX,
+                    };
+                    self.keys.insert(args[1].clone(), (args[2].clone(), expires));
                     Reply::Simple("OK".into())
                 }
             }
-            // SET key value XX KEEPTTL: replace a live key's value, keep its expiry.
-            ("SET", 5) => match self.keys.get_mut(&args[1]) {
-                Some((v, _)) => {
-                    *v = args[2].clone();
-                    Reply::Simple("OK".into())
-                }
-                None => Reply::Bulk(None),
-            },
             ("GETEX", 4) => match self.keys.get_mut(&args[1]) {
                 Some((v, exp)) => {
                     *exp = now_ms + px(3);
@@ -73,6 +76,16 @@ impl FakeRedis {
             },
             ("DEL", 2) => Reply::Integer(self.keys.remove(&args[1]).is_some() as i64),
             ("EVAL", _) if args[1] == crate::limits::redis::SCRIPT.as_bytes() => self.limit_script(&args[2..], now_ms),
+            // What crate::input::redis::TAKE does (the Lua itself runs against a real redis-server in e2e).
+            ("EVAL", _) if args[1] == crate::input::redis::TAKE.as_bytes() => {
+                let keys = &args[3..];
+                let found: Vec<Option<Vec<u8>>> =
+                    keys.iter().map(|k| self.keys.get(k).map(|(v, _)| v.clone())).collect();
+                if found.iter().all(Option::is_some) {
+                    keys.iter().for_each(|k| drop(self.keys.remove(k)));
+                }
+                Reply::Array(Some(found.into_iter().map(Reply::Bulk).collect()))
+            }
             _ => Reply::Error(format!("ERR unknown command '{name}'")),
         };
         Ok(resp::encode_reply(&reply))

@@ -1149,7 +1149,7 @@ pub(crate) fn call(st: &mut State, name: &str, a: Vec<Value>) -> R {
         "toJson" | "toRawJson" | "toPrettyJson" => {
             Value::String(json_text(&arg(0), name == "toPrettyJson", name != "toRawJson", st.max_output)?)
         }
-        "fromJson" => match serde_json::from_str::<Json>(&s(&arg(0))) {
+        "fromJson" => match serde_json::from_slice::<Json>(s(&arg(0)).as_bytes()) {
             Ok(j) => from(j),
             Err(_) => Value::Null,
         },

@@ -98,9 +98,9 @@ impl Value {
         match self {
             Value::Missing | Value::Null => Json::Null,
             Value::Bool(b) => Json::Bool(*b),
-            Value::Number(n) => serde_json::from_str(n).unwrap_or(Json::Null),
+            Value::Number(n) => serde_json::from_slice(n.as_bytes()).unwrap_or(Json::Null),
             Value::String(s) => Json::String(s.clone()),
-            Value::Json(raw) => serde_json::from_str(raw).unwrap_or(Json::Null),
+            Value::Json(raw) => serde_json::from_slice(raw.as_bytes()).unwrap_or(Json::Null),
             Value::Time(t) => Json::String(super::time::rfc3339(t)),
         }
     }

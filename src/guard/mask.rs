@@ -324,7 +324,7 @@ fn replace_within<'t>(
         w.start = text[..w.start].char_indices().next_back().map_or(0, |(i, _)| i);
         w.end = text[w.end..].chars().next().map_or(w.end, |c| w.end + c.len_utf8());
     }
-    windows.sort_by_key(|w| w.start);
+    crate::sort::sort_by_key(&mut windows, |w| w.start);
     let mut merged: Vec<Range<usize>> = Vec::with_capacity(windows.len());
     for w in windows {
         match merged.last_mut() {

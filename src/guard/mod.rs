@@ -302,20 +302,18 @@ fn mask_strings(v: &mut Value, m: &Masker, rules: RuleSet, injection: Injection)
     }
 }
 
-/// The size of `v` as compact JSON, without building the text.
+/// The size of `v` as compact JSON, without building the text. Counted through `Display` (compact JSON),
+/// whose serializer the module holds anyway: an `io::Write` counter would instantiate another one.
 pub fn json_size(v: &Value) -> usize {
     struct Count(usize);
-    impl std::io::Write for Count {
-        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-            self.0 += buf.len();
-            Ok(buf.len())
-        }
-        fn flush(&mut self) -> std::io::Result<()> {
+    impl std::fmt::Write for Count {
+        fn write_str(&mut self, s: &str) -> std::fmt::Result {
+            self.0 += s.len();
             Ok(())
         }
     }
     let mut c = Count(0);
-    let _ = serde_json::to_writer(&mut c, v);
+    let _ = std::fmt::Write::write_fmt(&mut c, format_args!("{v}"));
     c.0
 }
 

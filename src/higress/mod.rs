@@ -405,7 +405,7 @@ pub fn has_content_type(headers: &[(String, String)], what: &str) -> bool {
 pub fn body_is_json(body: &str) -> bool {
     let t = body.trim();
     let framed = (t.starts_with('{') && t.ends_with('}')) || (t.starts_with('[') && t.ends_with(']'));
-    framed && serde_json::from_str::<Value>(t).is_ok()
+    framed && serde_json::from_slice::<Value>(t.as_bytes()).is_ok()
 }
 
 /// The `Content-Type` Higress adds to the JSON bodies it makes.

@@ -107,6 +107,11 @@ pub fn resume_request() -> Result<(), Refused> {
     check(unsafe { proxy_continue_stream(0) })
 }
 
+/// Lets a paused response go on.
+pub fn resume_response() -> Result<(), Refused> {
+    check(unsafe { proxy_continue_stream(1) })
+}
+
 /// Answers the client locally.
 pub fn send_response(status: u16, headers: &[(&str, &str)], body: &[u8]) -> Result<(), Refused> {
     let bytes = serialize(headers);

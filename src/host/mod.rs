@@ -133,6 +133,9 @@ fn calls_go_to_the_root() {
 
 /// The answer to upstream call `token`, delivered by the SDK to context `current` (see [`take_sent`]).
 fn http_call_response(current: u32, token: u32, body_size: usize) {
+    if proxy::on_call_response(token, body_size) {
+        return;
+    }
     let Some((id, at_ms, timeout_ms)) = take_sent(token) else {
         return; // its exchange is gone
     };
@@ -406,6 +409,7 @@ impl RootContext for Root {
                 log(LogLevel::Debug, &format!("mcp-gateway: swept {removed} expired session entries"));
             }
         }
+        proxy::expired(now);
         let ids: Vec<u32> = LIVE.with(|live| live.borrow().keys().copied().collect());
         for id in ids {
             with_driver(id, true, |gw, driver, calls| match route::expired(id, gw, now) {

@@ -1,10 +1,17 @@
 //! Proxied servers on the wire: performs what [`crate::proxy`]'s relay decides. The client's request goes
 //! on through the router to the backend with its head rewritten; the answer comes back through the
 //! response callbacks, passed on chunk by chunk (or, for a filtered JSON `tools/list`, held to its end).
+//!
+//! With `sessions.store: redis` a session operation completes later: the request (opening the client's
+//! session) or the answer (binding the backend's new session to one of ours) is held, its body buffered by
+//! Envoy, until the Redis reply comes ([`on_redis_reply`]); then it is rewritten and resumed.
 
-use super::{abi, headers_lossy, log, Calls};
+use super::{abi, headers_lossy, log, now_ms, Calls};
+use crate::driver::{Host, REDIS_GRACE_MS};
 use crate::gateway::Gateway;
-use crate::proxy::{self, Answer, Relay, Start};
+use crate::proxy::reinit::{Reinit, Step};
+use crate::proxy::{self, Answer, Opening, Relay, Start};
+use crate::session::{redis, SessionOutcome};
 use crate::transport::{HttpResponse, RequestHead};
 use proxy_wasm::hostcalls;
 use proxy_wasm::types::{Action, BufferType, LogLevel, MapType};
@@ -12,16 +19,53 @@ use std::cell::RefCell;
 use std::collections::HashMap;
 use std::rc::Rc;
 
+/// How much of a buffered body is read at once: all of it (a bound the hosts' `i32` arguments take).
+const WHOLE: usize = 1 << 30;
+
 /// A proxied request in flight.
 struct Held {
     gw: Rc<Gateway>,
-    relay: Relay,
+    /// `None` while the request head waits for the session store.
+    relay: Option<Relay>,
+    /// The Redis command this request or its answer waits for.
+    wait: Option<Wait>,
+    /// The request's body has ended (seen while the head waited).
+    request_end: bool,
+    /// The answer's body has ended (seen while its head waited).
+    response_end: bool,
+    /// The request body so far, kept for the relay ([`Relay::keeps_body`]).
+    kept: Vec<u8>,
+    /// The backend forgot the session: its re-initialisation, and the gateway's call it waits for.
+    reinit: Option<Box<Reinit>>,
+    call: Option<u32>,
     /// The request body is still being read for the tool filter.
     reading_body: bool,
     /// The answer is replaced by this once its body has ended (headers held meanwhile).
     replacement: Option<HttpResponse>,
     /// The answer's body is rewritten.
     rewriting: bool,
+    /// The backend's answer head as it came (without `:status`) while it is held: what the edits that put
+    /// a replacement in its place are computed against.
+    answer: Vec<(String, String)>,
+}
+
+/// A Redis command in flight for a held request.
+struct Wait {
+    token: u32,
+    pending: redis::Pending,
+    /// When the driver's watchdog gives up on the host ([`expired`]).
+    deadline_ms: u64,
+    phase: Phase,
+}
+
+/// Which half of the exchange waits.
+enum Phase {
+    /// The request head: [`proxy::resume`] decides once the store has answered.
+    Request(Box<Opening>),
+    /// The answer head: [`Relay::on_session`] decides.
+    Response,
+    /// A re-initialisation's store operation: [`Reinit::on_session`] goes on.
+    Reinit,
 }
 
 thread_local! {
@@ -39,13 +83,6 @@ fn send(r: &HttpResponse) {
     }
 }
 
-fn set_headers(map: MapType, headers: &[(String, String)]) {
-    let pairs: Vec<(&str, &str)> = headers.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
-    if let Err(s) = abi::set_map(map, &pairs) {
-        log(LogLevel::Warn, &format!("mcp-gateway: could not rewrite a proxied exchange's headers ({s:?})"));
-    }
-}
-
 fn edit_headers(map: MapType, edits: &[crate::header_edits::Edit]) {
     if let Err(s) = abi::edit_map(map, edits) {
         log(LogLevel::Warn, &format!("mcp-gateway: could not rewrite a proxied exchange's headers ({s:?})"));
@@ -55,20 +92,343 @@ fn edit_headers(map: MapType, edits: &[crate::header_edits::Edit]) {
 /// The request head: `None` when the request is not for a proxied server.
 pub fn on_request_headers(id: u32, gw: &Rc<Gateway>, head: &RequestHead, end_of_stream: bool) -> Option<Action> {
     let start = proxy::route(gw, head, &mut calls(gw, id))?;
+    let mut held = Held {
+        gw: gw.clone(),
+        relay: None,
+        wait: None,
+        request_end: end_of_stream,
+        response_end: false,
+        kept: Vec::new(),
+        reinit: None,
+        call: None,
+        reading_body: false,
+        replacement: None,
+        rewriting: false,
+        answer: Vec::new(),
+    };
     let (relay, headers) = match start {
         Start::Respond(r) => {
             send(&r);
             return Some(Action::Pause);
         }
+        Start::Redis(opening, pending) => {
+            let mut env = calls(gw, id);
+            if !held.send_redis(&mut env, pending, Phase::Request(opening)) {
+                return Some(Action::Pause); // answered
+            }
+            RELAYS.with(|r| r.borrow_mut().insert(id, held));
+            return Some(Action::Pause);
+        }
         Start::Forward(relay, headers) => (relay, headers),
     };
     edit_headers(MapType::HttpRequestHeaders, &headers);
-    let reading_body = relay.needs_body() && !end_of_stream;
-    RELAYS.with(|r| {
-        let held = Held { gw: gw.clone(), relay: *relay, reading_body, replacement: None, rewriting: false };
-        r.borrow_mut().insert(id, held)
-    });
+    held.reading_body = relay.needs_body() && !end_of_stream;
+    let reading_body = held.reading_body;
+    held.relay = Some(*relay);
+    RELAYS.with(|r| r.borrow_mut().insert(id, held));
     Some(if reading_body { Action::Pause } else { Action::Continue })
+}
+
+impl Held {
+    /// Sends a Redis command and waits for it; a command that cannot be sent fails the operation at once.
+    /// False when the exchange was answered (and is to be forgotten).
+    fn send_redis(&mut self, env: &mut Calls, pending: redis::Pending, phase: Phase) -> bool {
+        match env.redis(&pending.command) {
+            Ok(token) => {
+                let timeout = self.gw.redis().map_or(0, |r| r.timeout_ms);
+                let deadline_ms = now_ms().saturating_add(timeout + REDIS_GRACE_MS);
+                self.wait = Some(Wait { token, pending, deadline_ms, phase });
+                true
+            }
+            Err(e) => {
+                let why = format!("the Redis call could not be sent ({e})");
+                self.resumed(env, phase, SessionOutcome::Failed(crate::session::StoreError(why)))
+            }
+        }
+    }
+
+    /// Goes on once the store has answered. False when the exchange was answered locally.
+    fn resumed(&mut self, env: &mut Calls, phase: Phase, outcome: SessionOutcome) -> bool {
+        if let SessionOutcome::Failed(e) = &outcome {
+            env.warn(&format!("session store ({}): {e}", self.gw.sessions.kind()));
+        }
+        let gw = self.gw.clone();
+        match phase {
+            Phase::Request(opening) => match proxy::resume(&gw, env, *opening, outcome) {
+                Start::Respond(r) => {
+                    send(&r);
+                    false
+                }
+                Start::Redis(opening, pending) => self.send_redis(env, pending, Phase::Request(opening)),
+                Start::Forward(relay, headers) => {
+                    edit_headers(MapType::HttpRequestHeaders, &headers);
+                    let needs_body = relay.needs_body();
+                    self.relay = Some(*relay);
+                    if needs_body && !self.request_end {
+                        self.reading_body = true; // the body's end comes to on_request_body, still paused
+                        return true;
+                    }
+                    let keeps = self.relay.as_ref().is_some_and(Relay::keeps_body);
+                    if needs_body || keeps {
+                        // What Envoy buffered meanwhile is not handed to on_request_body again.
+                        let body = hostcalls::get_buffer(BufferType::HttpRequestBody, 0, WHOLE)
+                            .ok()
+                            .flatten()
+                            .unwrap_or_default();
+                        if needs_body {
+                            if let Some(refused) = self.checked_body(env, &body) {
+                                send(&refused);
+                                return false;
+                            }
+                        } else if self.request_end {
+                            if let Some(relay) = self.relay.as_mut() {
+                                relay.keep(body);
+                            }
+                        } else {
+                            self.kept = body;
+                        }
+                    }
+                    resume(abi::resume_request(), "request")
+                }
+            },
+            Phase::Reinit => match self.reinit.as_mut() {
+                Some(reinit) => {
+                    let step = reinit.on_session(outcome);
+                    self.reinit_step(env, step)
+                }
+                None => false,
+            },
+            Phase::Response => {
+                let Some(relay) = self.relay.as_mut() else { return false };
+                match relay.on_session(outcome) {
+                    Answer::Redis(pending) => self.send_redis(env, pending, Phase::Response),
+                    Answer::Pass(edits) => {
+                        edit_headers(MapType::HttpResponseHeaders, &edits);
+                        resume(abi::resume_response(), "answer")
+                    }
+                    Answer::Rewrite(edits) => {
+                        edit_headers(MapType::HttpResponseHeaders, &edits);
+                        self.rewriting = true;
+                        if relay.buffers() && !self.response_end {
+                            return true; // the body's end comes to on_response_body, still paused
+                        }
+                        let body = hostcalls::get_buffer(BufferType::HttpResponseBody, 0, WHOLE)
+                            .ok()
+                            .flatten()
+                            .unwrap_or_default();
+                        let out = relay.on_chunk(&gw, env, &body, self.response_end);
+                        if out != body {
+                            let _ = abi::set_buffer(BufferType::HttpResponseBody, 0, WHOLE, &out);
+                        }
+                        resume(abi::resume_response(), "answer")
+                    }
+                    Answer::Replace(r) if self.response_end => {
+                        replace_response(&self.answer, &r);
+                        resume(abi::resume_response(), "answer");
+                        false
+                    }
+                    Answer::Replace(r) => {
+                        self.replacement = Some(r); // put in place at the body's end
+                        true
+                    }
+                    Answer::Reinit(reinit) => {
+                        let reinit = self.reinit.insert(reinit);
+                        let step = reinit.start();
+                        self.reinit_step(env, step)
+                    }
+                }
+            }
+        }
+    }
+
+    /// Performs a re-initialisation's steps until it waits (for the backend or Redis) or is done. False
+    /// when the exchange was answered locally.
+    fn reinit_step(&mut self, env: &mut Calls, mut step: Step) -> bool {
+        let gw = self.gw.clone();
+        loop {
+            step = match step {
+                Step::Call(head, body) => match self.dispatch(&head, &body) {
+                    Ok(token) => {
+                        self.call = Some(token);
+                        return true;
+                    }
+                    Err(why) => {
+                        env.warn(&format!("re-initialising the proxied server of '{}': {why}", self.server()));
+                        let Some(reinit) = self.reinit.as_mut() else { return false };
+                        reinit.on_answer(0, &[], Vec::new())
+                    }
+                },
+                Step::Session(op) => match gw.sessions.start(op, env) {
+                    crate::session::Started::Done(outcome) => {
+                        let Some(reinit) = self.reinit.as_mut() else { return false };
+                        reinit.on_session(outcome)
+                    }
+                    crate::session::Started::Redis(pending) => return self.send_redis(env, pending, Phase::Reinit),
+                },
+                Step::Retried(status, headers, body) => {
+                    let Some(relay) = self.relay.as_mut() else { return false };
+                    let r = relay.retried(&gw, env, status, headers, body);
+                    return self.answer_held(r);
+                }
+                Step::Gone(r) => return self.answer_held(r),
+            };
+        }
+    }
+
+    /// Puts `r` in place of the held backend answer: now if its body has ended, else at its end.
+    fn answer_held(&mut self, r: HttpResponse) -> bool {
+        self.reinit = None;
+        if self.response_end {
+            replace_response(&self.answer, &r);
+            return resume(abi::resume_response(), "answer");
+        }
+        self.replacement = Some(r);
+        true
+    }
+
+    fn server(&self) -> String {
+        self.relay.as_ref().map(|r| r.server().to_string()).unwrap_or_default()
+    }
+
+    /// Sends one of the gateway's own requests to the backend: to `upstream.cluster` when configured,
+    /// else to the cluster of the route the client's request took.
+    fn dispatch(&self, head: &[(String, String)], body: &[u8]) -> Result<u32, String> {
+        let backend = self.relay.as_ref().and_then(|r| self.gw.server(r.server())).and_then(|s| s.proxy.as_ref());
+        let Some(backend) = backend else { return Err("the server is gone".into()) };
+        let cluster = match &backend.cluster {
+            Some(c) => c.clone(),
+            None => {
+                let property = |path: Vec<&str>| hostcalls::get_property(path).ok().flatten().filter(|v| !v.is_empty());
+                let found = property(vec!["cluster_name"]).or_else(|| property(vec!["xds", "cluster_name"]));
+                String::from_utf8_lossy(&found.ok_or("the route's cluster is unknown; set upstream.cluster")?)
+                    .into_owned()
+            }
+        };
+        let pairs: Vec<(&str, &str)> = head.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+        let timeout = std::time::Duration::from_millis(backend.timeout_ms);
+        hostcalls::dispatch_http_call(&cluster, pairs, Some(body), vec![], timeout)
+            .map_err(|status| format!("the call to cluster '{cluster}' could not be sent ({status:?})"))
+    }
+
+    /// The whole request body through the relay's checks: the refusal to answer with, or `None` when it
+    /// goes on (renamed in place where the relay renamed it).
+    fn checked_body(&mut self, env: &mut Calls, body: &[u8]) -> Option<HttpResponse> {
+        let gw = self.gw.clone();
+        let relay = self.relay.as_mut()?;
+        match relay.on_body(&gw, env, body) {
+            Err(refused) => Some(refused),
+            Ok(Some(renamed)) if renamed.len() > gw.max_request_bytes => Some(crate::transport::too_large(&gw)),
+            Ok(Some(renamed)) => {
+                let _ = abi::set_buffer(BufferType::HttpRequestBody, 0, WHOLE, &renamed);
+                None
+            }
+            Ok(None) => None,
+        }
+    }
+}
+
+/// Whether a resume went through; a refusal is logged (the stream is gone).
+fn resume(result: Result<(), abi::Refused>, what: &str) -> bool {
+    if let Err(s) = result {
+        log(LogLevel::Debug, &format!("mcp-gateway: the proxied {what} could not be resumed ({s:?})"));
+    }
+    true
+}
+
+/// Puts a local answer in place of a held backend answer whose body has ended (`answer`: its headers as
+/// they came).
+fn replace_response(answer: &[(String, String)], resp: &HttpResponse) {
+    edit_headers(MapType::HttpResponseHeaders, &proxy::replacing(answer, resp));
+    let _ = abi::set_buffer(BufferType::HttpResponseBody, 0, WHOLE, &resp.body);
+}
+
+/// A Redis reply for context `id`; false when no proxied request of this VM waits for it.
+#[cfg_attr(not(feature = "higress"), allow(dead_code))]
+pub fn on_redis_reply(id: u32, token: u32, answer: redis::Answer<'_>) -> bool {
+    RELAYS.with(|r| {
+        let mut relays = r.borrow_mut();
+        let Some(held) = relays.get_mut(&id) else { return false };
+        if held.wait.as_ref().is_none_or(|w| w.token != token) {
+            return true; // a late reply
+        }
+        let Some(mut wait) = held.wait.take() else { return true };
+        if hostcalls::set_effective_context(id).is_err() {
+            relays.remove(&id);
+            return true;
+        }
+        let gw = held.gw.clone();
+        let mut env = calls(&gw, id);
+        let go_on = match gw.sessions.on_redis_reply(&wait.pending, answer) {
+            redis::Next::Done(outcome) => held.resumed(&mut env, wait.phase, outcome),
+            redis::Next::Reauthenticate => {
+                if let Err(e) = env.redis_reinit() {
+                    env.warn(&format!("re-initialising the Redis client failed: {e}"));
+                }
+                wait.pending.retried = true;
+                held.send_redis(&mut env, wait.pending, wait.phase)
+            }
+            redis::Next::Resend => {
+                wait.pending.retried = true;
+                held.send_redis(&mut env, wait.pending, wait.phase)
+            }
+        };
+        if !go_on {
+            relays.remove(&id);
+        }
+        true
+    })
+}
+
+/// The answer to one of the gateway's calls (a re-initialisation's); false when no proxied request of this
+/// VM waits for `token`.
+pub fn on_call_response(token: u32, body_size: usize) -> bool {
+    RELAYS.with(|r| {
+        let mut relays = r.borrow_mut();
+        let Some((&id, held)) = relays.iter_mut().find(|(_, h)| h.call == Some(token)) else { return false };
+        held.call = None;
+        if hostcalls::set_effective_context(id).is_err() {
+            relays.remove(&id);
+            return true;
+        }
+        let headers = headers_lossy(MapType::HttpCallResponseHeaders);
+        let status = headers.iter().find(|(k, _)| k == ":status").and_then(|(_, v)| v.parse().ok()).unwrap_or(0);
+        let body = hostcalls::get_buffer(BufferType::HttpCallResponseBody, 0, body_size).ok().flatten();
+        let gw = held.gw.clone();
+        let Some(reinit) = held.reinit.as_mut() else { return true };
+        let step = reinit.on_answer(status, &headers, body.unwrap_or_default());
+        if !held.reinit_step(&mut calls(&gw, id), step) {
+            relays.remove(&id);
+        }
+        true
+    })
+}
+
+/// Fails the held requests whose Redis command the host never answered (it should have, at its timeout).
+pub fn expired(now: u64) {
+    let late: Vec<u32> = RELAYS.with(|r| {
+        r.borrow()
+            .iter()
+            .filter(|(_, h)| h.wait.as_ref().is_some_and(|w| now >= w.deadline_ms))
+            .map(|(id, _)| *id)
+            .collect()
+    });
+    for id in late {
+        RELAYS.with(|r| {
+            let mut relays = r.borrow_mut();
+            let Some(held) = relays.get_mut(&id) else { return };
+            let Some(wait) = held.wait.take() else { return };
+            if hostcalls::set_effective_context(id).is_err() {
+                relays.remove(&id);
+                return;
+            }
+            let gw = held.gw.clone();
+            let why = "Redis did not answer in time (the host reported nothing)".to_string();
+            let outcome = SessionOutcome::Failed(crate::session::StoreError(why));
+            if !held.resumed(&mut calls(&gw, id), wait.phase, outcome) {
+                relays.remove(&id);
+            }
+        });
+    }
 }
 
 /// A request body chunk; `None` when the context is not a proxied request.
@@ -76,7 +436,33 @@ pub fn on_request_body(id: u32, size: usize, end_of_stream: bool) -> Option<Acti
     RELAYS.with(|r| {
         let mut relays = r.borrow_mut();
         let held = relays.get_mut(&id)?;
+        if held.wait.is_some() {
+            // The head waits for the session store: Envoy buffers the body meanwhile.
+            held.request_end = end_of_stream;
+            if size > held.gw.max_request_bytes {
+                send(&crate::transport::too_large(&held.gw));
+                relays.remove(&id);
+            }
+            return Some(Action::Pause);
+        }
         if !held.reading_body {
+            if held.relay.as_ref().is_some_and(Relay::keeps_body) {
+                // Kept for the relay while the body streams on (a re-initialisation sends it again).
+                if held.kept.len().saturating_add(size) > held.gw.max_request_bytes {
+                    if let Some(relay) = held.relay.as_mut() {
+                        relay.keep(Vec::new()); // too long to keep: never sent again
+                    }
+                } else {
+                    let chunk = hostcalls::get_buffer(BufferType::HttpRequestBody, 0, size).ok().flatten();
+                    held.kept.extend(chunk.unwrap_or_default());
+                    if end_of_stream {
+                        let kept = std::mem::take(&mut held.kept);
+                        if let Some(relay) = held.relay.as_mut() {
+                            relay.keep(kept);
+                        }
+                    }
+                }
+            }
             return Some(Action::Continue);
         }
         if size > held.gw.max_request_bytes {
@@ -90,22 +476,13 @@ pub fn on_request_body(id: u32, size: usize, end_of_stream: bool) -> Option<Acti
         held.reading_body = false;
         let body = hostcalls::get_buffer(BufferType::HttpRequestBody, 0, size).ok().flatten().unwrap_or_default();
         let gw = held.gw.clone();
-        match held.relay.on_body(&gw, &mut calls(&gw, id), &body) {
-            Err(refused) => {
+        match held.checked_body(&mut calls(&gw, id), &body) {
+            Some(refused) => {
                 send(&refused);
                 relays.remove(&id);
                 Some(Action::Pause)
             }
-            Ok(Some(renamed)) if renamed.len() > held.gw.max_request_bytes => {
-                send(&crate::transport::too_large(&held.gw));
-                relays.remove(&id);
-                Some(Action::Pause)
-            }
-            Ok(Some(renamed)) => {
-                let _ = abi::set_buffer(BufferType::HttpRequestBody, 0, size, &renamed);
-                Some(Action::Continue)
-            }
-            Ok(None) => Some(Action::Continue),
+            None => Some(Action::Continue),
         }
     })
 }
@@ -119,7 +496,26 @@ pub fn on_response_headers(id: u32, end_of_stream: bool) -> Option<Action> {
         let status = all.iter().find(|(k, _)| k == ":status").and_then(|(_, v)| v.parse().ok()).unwrap_or(502);
         let headers: Vec<(String, String)> = all.into_iter().filter(|(k, _)| !k.starts_with(':')).collect();
         let gw = held.gw.clone();
-        match held.relay.on_response_head(&gw, &mut calls(&gw, id), status, &headers) {
+        let relay = held.relay.as_mut()?;
+        let mut env = calls(&gw, id);
+        match relay.on_response_head(&gw, &mut env, status, &headers) {
+            Answer::Redis(pending) => {
+                held.response_end = end_of_stream;
+                held.answer = headers;
+                if !held.send_redis(&mut env, pending, Phase::Response) {
+                    relays.remove(&id);
+                }
+                Some(Action::Pause)
+            }
+            Answer::Reinit(reinit) => {
+                held.response_end = end_of_stream;
+                held.answer = headers;
+                let step = held.reinit.insert(reinit).start();
+                if !held.reinit_step(&mut env, step) {
+                    relays.remove(&id);
+                }
+                Some(Action::Pause)
+            }
             Answer::Pass(edits) => {
                 edit_headers(MapType::HttpResponseHeaders, &edits);
                 Some(Action::Continue)
@@ -135,6 +531,7 @@ pub fn on_response_headers(id: u32, end_of_stream: bool) -> Option<Action> {
                 Some(Action::Continue)
             }
             Answer::Replace(resp) => {
+                held.answer = headers;
                 held.replacement = Some(resp);
                 Some(Action::Pause)
             }
@@ -147,26 +544,28 @@ pub fn on_response_body(id: u32, size: usize, end_of_stream: bool) -> Option<Act
     RELAYS.with(|r| {
         let mut relays = r.borrow_mut();
         let held = relays.get_mut(&id)?;
+        if held.wait.is_some() || held.reinit.is_some() {
+            // The head waits for the session store or a re-initialisation: Envoy buffers the body.
+            held.response_end = end_of_stream;
+            return Some(Action::Pause);
+        }
         if let Some(resp) = &held.replacement {
             if !end_of_stream {
                 return Some(Action::Pause);
             }
-            let mut headers = vec![(":status".to_string(), resp.status.to_string())];
-            headers.extend(resp.headers.iter().cloned());
-            headers.push(("content-length".into(), resp.body.len().to_string()));
-            set_headers(MapType::HttpResponseHeaders, &headers);
-            let _ = abi::set_buffer(BufferType::HttpResponseBody, 0, usize::MAX, &resp.body);
+            replace_response(&held.answer, resp);
             return Some(Action::Continue);
         }
         if !held.rewriting {
             return Some(Action::Continue);
         }
-        if held.relay.buffers() && !end_of_stream {
+        let relay = held.relay.as_mut()?;
+        if relay.buffers() && !end_of_stream {
             return Some(Action::Pause); // Envoy keeps the chunks; the whole body is read at its end
         }
         let chunk = hostcalls::get_buffer(BufferType::HttpResponseBody, 0, size).ok().flatten().unwrap_or_default();
         let gw = held.gw.clone();
-        let out = held.relay.on_chunk(&gw, &mut calls(&gw, id), &chunk, end_of_stream);
+        let out = relay.on_chunk(&gw, &mut calls(&gw, id), &chunk, end_of_stream);
         if out != chunk {
             let _ = abi::set_buffer(BufferType::HttpResponseBody, 0, size, &out);
         }

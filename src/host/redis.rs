@@ -135,5 +135,8 @@ pub extern "C" fn proxy_on_redis_call_response(_context_id: u32, token: u32, sta
         }
     };
     super::calls_go_to_the_root();
+    if super::proxy::on_redis_reply(context_id, token, answer.clone()) {
+        return;
+    }
     super::with_driver(context_id, true, |gw, driver, calls| driver.on_redis_reply(gw, calls, token, answer));
 }

@@ -5,7 +5,8 @@
 //! one SSE answer: a priming event (`id: E`, `retry`), then one `elicitation/create`,
 //! `sampling/createMessage` or `roots/list` request per key, JSON-RPC id `mcpgw.<h>.<key>`. The client
 //! answers each with a POST of its own (202; the answer is kept in this Envoy's shared data,
-//! [`crate::session::local::ANSWERS`], for any worker), and resumes with `GET` + `Last-Event-ID: E`.
+//! [`crate::session::local::ANSWERS`], for any worker, or with `sessions.store: redis` in Redis
+//! ([`super::redis`]), for any replica), and resumes with `GET` + `Last-Event-ID: E`.
 //! Once every answer is in, the GET runs the call exactly as a 2026-07-28 retry would (the answers as
 //! `inputResponses`, the round's `requestState`), and carries its result; until then it gets the priming
 //! event again, so that the client polls on with the same id.
@@ -70,7 +71,7 @@ impl Resume {
     pub fn retry(&self, answers: &[Option<String>]) -> Option<crate::jsonrpc::Message> {
         let mut responses = Map::new();
         for (key, answer) in self.keys.iter().zip(answers) {
-            let v: Value = serde_json::from_str(answer.as_deref()?).unwrap_or(Value::Null);
+            let v: Value = serde_json::from_slice(answer.as_deref()?.as_bytes()).unwrap_or(Value::Null);
             // A client's error response stands in for the answer, and fails its check naming the key.
             let result = v.get("result").cloned().unwrap_or(v);
             responses.insert(key.clone(), result);
@@ -116,7 +117,8 @@ fn entry(session: &str, id: &str) -> String {
     format!("{session}|{id}")
 }
 
-/// Performs an answer operation on this Envoy's shared data.
+/// Performs an answer operation on this Envoy's shared data (the driver sends it to Redis instead with
+/// `sessions.store: redis`).
 pub fn run(op: AnswerOp, env: &mut dyn Env) -> AnswerOutcome {
     let now = env.now_ms();
     match op {

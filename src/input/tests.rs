@@ -645,3 +645,161 @@ fn a_2025_11_25_session_is_asked_before_a_resource_is_read() {
     assert_eq!(result["id"], json!("r1"));
     assert_eq!(result["result"]["contents"][0]["text"], json!("diary opened with 42"), "{result}");
 }
+
+/// Replicas of one gateway: each its own shared data, all on one Redis (moved into the host that serves).
+struct Replicas {
+    hosts: Vec<TestHost>,
+    redis: crate::driver::test_host::FakeRedis,
+}
+
+impl Replicas {
+    fn new(n: usize) -> Replicas {
+        Replicas { hosts: (0..n).map(|_| TestHost::new()).collect(), redis: Default::default() }
+    }
+
+    fn send(&mut self, g: &Gateway, on: usize, head: RequestHead, body: &str) -> crate::transport::HttpResponse {
+        let upstream = |req: &crate::upstream::UpstreamRequest| UpstreamResult::Response {
+            status: 200,
+            headers: vec![],
+            body: format!("{} {}", req.method, req.path).into_bytes(),
+        };
+        let h = &mut self.hosts[on];
+        std::mem::swap(&mut h.redis, &mut self.redis);
+        let r = h.send(g, head, body, &upstream);
+        std::mem::swap(&mut h.redis, &mut self.redis);
+        r
+    }
+
+    fn dispatched(&self) -> usize {
+        self.hosts.iter().map(|h| h.dispatched.len()).sum()
+    }
+}
+
+fn redis_gw() -> Gateway {
+    let text = format!(
+        "sessions: {{store: redis, redis: {{cluster: r, keyPrefix: 'p:', timeoutMs: 300}}}}\n\
+         inputSigningKeys: [MDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3ODlhYmNkZWY=]\n{CONFIG}"
+    );
+    Gateway::from_config_str(&text).unwrap()
+}
+
+#[test]
+fn with_redis_sessions_the_answer_and_the_poll_reach_any_replica() {
+    let g = redis_gw();
+    let mut r = Replicas::new(3);
+    let init = r#"{"jsonrpc":"2.0","id":1,"method":"initialize","params":{"protocolVersion":"2025-11-25","capabilities":{"elicitation":{}}}}"#;
+    let resp = r.send(&g, 0, head("POST", &[]), init);
+    let sid = resp.headers.iter().find(|(k, _)| k == "mcp-session-id").unwrap().1.clone();
+    let call =
+        r#"{"jsonrpc":"2.0","id":"c1","method":"tools/call","params":{"name":"delete_user","arguments":{"id":"5"}}}"#;
+    let ev = events(&r.send(&g, 0, head("POST", &[("mcp-session-id", &sid)]), call).body);
+    let (e, asked) = (ev[0].0.clone(), serde_json::from_str::<Value>(&ev[1].1).unwrap());
+    let poll = |e: &str| head("GET", &[("mcp-session-id", &sid), ("last-event-id", e)]);
+    // The answer reaches replica B, and is kept in Redis, under the session, for the state's lifetime.
+    let answer =
+        json!({"jsonrpc": "2.0", "id": asked["id"], "result": {"action": "accept", "content": {"sure": true}}});
+    assert_eq!(r.send(&g, 1, head("POST", &[("mcp-session-id", &sid)]), &answer.to_string()).status, 202);
+    let key = format!("p:answer:{{{sid}}}:{}", asked["id"].as_str().unwrap());
+    let now = r.hosts[1].env.now_ms;
+    assert_eq!(r.redis.keys.get(key.as_bytes()).map(|(_, exp)| *exp), Some(now + STATE_TTL_MS));
+    // Nothing went to shared data: replica B's own answers are empty.
+    let entry = format!("{sid}|{}", asked["id"].as_str().unwrap());
+    assert!(crate::session::local::ANSWERS.get(&r.hosts[1].env.kv, &entry, now).is_none());
+    // The poll reaches replica C: it takes the answer from Redis and runs the call there, once.
+    let resp = r.send(&g, 2, poll(&e), "");
+    let result: Value = serde_json::from_str(&events(&resp.body)[0].1).unwrap();
+    assert_eq!(result["result"]["content"][0]["text"], json!("DELETE /users/5"), "{result}");
+    assert_eq!((r.hosts[2].dispatched.len(), r.dispatched()), (1, 1));
+    assert!(r.hosts[2].dispatched[0].headers.contains(&("x-confirmed".into(), "true".into())));
+    assert!(!r.redis.keys.contains_key(key.as_bytes()), "taken");
+    // Taken: a later poll on any replica gets the priming event again and calls nothing.
+    for on in [0, 2] {
+        assert_eq!(events(&r.send(&g, on, poll(&e), "").body), vec![(e.clone(), String::new())]);
+    }
+    assert_eq!(r.dispatched(), 1);
+    // Answers are per session: another session's poll with the same event id does not see this one's.
+    assert_eq!(r.send(&g, 1, head("POST", &[("mcp-session-id", &sid)]), &answer.to_string()).status, 202);
+    let other = r.send(&g, 0, head("POST", &[]), init);
+    let other = other.headers.iter().find(|(k, _)| k == "mcp-session-id").unwrap().1.clone();
+    let stolen = r.send(&g, 0, head("GET", &[("mcp-session-id", &other), ("last-event-id", &e)]), "");
+    assert_eq!(events(&stolen.body), vec![(e.clone(), String::new())]);
+    assert_eq!(r.dispatched(), 1);
+    // Expired with the state: 10 minutes later the answer is gone.
+    r.hosts[0].env.now_ms += STATE_TTL_MS;
+    assert_eq!(events(&r.send(&g, 0, poll(&e), "").body), vec![(e.clone(), String::new())]);
+    assert_eq!(r.dispatched(), 1);
+}
+
+/// Starts a request on `h` and lets its first Redis command (the session's open) run; the driver then waits
+/// on its second command (the answers'), which the caller answers.
+fn past_the_session(h: &mut TestHost, g: &Gateway, head: &RequestHead, body: &str) -> (crate::driver::Driver, u32) {
+    use crate::driver::Progress;
+    let mut d = h.start(g, head, body.as_bytes()).unwrap();
+    let (token, command) = h.redis_queue.pop().unwrap();
+    let reply = h.redis.execute(&command, h.env.now_ms).unwrap();
+    assert_eq!(d.on_redis_reply(g, h, token, crate::session::redis::Answer::Reply(&reply)), Progress::Waiting);
+    let (token, command) = h.redis_queue.pop().unwrap();
+    assert!(String::from_utf8_lossy(&command).contains("p:answer:"), "the answers' command");
+    (d, token)
+}
+
+#[test]
+fn with_redis_sessions_a_failing_redis_gives_a_clear_error_in_time() {
+    use crate::driver::{Progress, REDIS_GRACE_MS};
+    use crate::session::redis::Answer;
+    let g = redis_gw();
+    let mut h = TestHost::new();
+    let no_upstream = |_: &crate::upstream::UpstreamRequest| -> UpstreamResult { panic!("no upstream call") };
+    let init = r#"{"jsonrpc":"2.0","id":1,"method":"initialize","params":{"protocolVersion":"2025-11-25","capabilities":{"elicitation":{}}}}"#;
+    let resp = h.send(&g, head("POST", &[]), init, &no_upstream);
+    let sid = resp.headers.iter().find(|(k, _)| k == "mcp-session-id").unwrap().1.clone();
+    let call =
+        r#"{"jsonrpc":"2.0","id":"c1","method":"tools/call","params":{"name":"delete_user","arguments":{"id":"5"}}}"#;
+    let ev = events(&h.send(&g, head("POST", &[("mcp-session-id", &sid)]), call, &no_upstream).body);
+    let (e, asked) = (ev[0].0.clone(), serde_json::from_str::<Value>(&ev[1].1).unwrap());
+    let answer =
+        json!({"jsonrpc": "2.0", "id": asked["id"], "result": {"action": "accept", "content": {"sure": true}}})
+            .to_string();
+    let post = head("POST", &[("mcp-session-id", &sid)]);
+    let poll = head("GET", &[("mcp-session-id", &sid), ("last-event-id", &e)]);
+    let error = |h: &mut TestHost| {
+        let r = h.responses.pop().unwrap();
+        let v: Value = serde_json::from_slice(&r.body).unwrap();
+        assert_eq!((r.status, v["error"]["code"].clone()), (503, json!(-32603)), "{v}");
+        assert!(v["error"]["message"].as_str().unwrap().starts_with("input answers unavailable: "), "{v}");
+        v
+    };
+    // Redis fails the answer's SET: 503, nothing kept.
+    let (mut d, token) = past_the_session(&mut h, &g, &post, &answer);
+    assert_eq!(d.on_redis_reply(&g, &mut h, token, Answer::Failed("connection refused".into())), Progress::Done);
+    let v = error(&mut h);
+    assert!(
+        v["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("could not be kept: Redis did not answer (connection refused)"),
+        "{v}"
+    );
+    assert!(h.warnings.iter().any(|w| w.starts_with("input answers (redis)")), "{:?}", h.warnings);
+    assert!(!h.redis.keys.keys().any(|k| k.starts_with(b"p:answer:")));
+    assert_eq!(h.send(&g, post.clone(), &answer, &no_upstream).status, 202);
+    // Redis fails the take: 503 with the call's id, and the answer stays for the next poll.
+    let (mut d, token) = past_the_session(&mut h, &g, &poll, "");
+    assert_eq!(d.on_redis_reply(&g, &mut h, token, Answer::Failed("connection refused".into())), Progress::Done);
+    assert_eq!(error(&mut h)["id"], json!("c1"));
+    // A Redis that never answers: the same error once its timeout (and the host's grace) has passed.
+    let (mut d, _) = past_the_session(&mut h, &g, &poll, "");
+    let sent = h.env.now_ms;
+    assert_eq!(d.on_tick(&g, &mut h, sent + 300 + REDIS_GRACE_MS - 1), Progress::Waiting);
+    assert_eq!(d.on_tick(&g, &mut h, sent + 300 + REDIS_GRACE_MS), Progress::Done);
+    assert!(error(&mut h)["error"]["message"].as_str().unwrap().contains("Redis did not answer"));
+    // Redis back: the answer kept before is still there, and the poll gets the result.
+    let upstream = |_: &crate::upstream::UpstreamRequest| UpstreamResult::Response {
+        status: 200,
+        headers: vec![],
+        body: b"deleted".to_vec(),
+    };
+    let result: Value = serde_json::from_str(&events(&h.send(&g, poll, "", &upstream).body)[0].1).unwrap();
+    assert_eq!(result["result"]["content"][0]["text"], json!("deleted"), "{result}");
+    assert_eq!(h.dispatched.len(), 1);
+}

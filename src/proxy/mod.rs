@@ -18,6 +18,7 @@
 //!
 //! Plain Rust: the host (`crate::host`) performs what the relay decides.
 
+pub mod reinit;
 pub mod sse;
 pub mod tools;
 
@@ -27,7 +28,7 @@ use crate::gateway::{Gateway, Server};
 use crate::header_edits::{diff, Edit};
 use crate::jsonrpc;
 use crate::mcp::Revision;
-use crate::session::{signed, Env, Session, SessionOp, SessionOutcome, Started};
+use crate::session::{redis, signed, Env, Session, SessionOp, SessionOutcome, Started};
 use crate::transport::{HttpResponse, RequestHead, SESSION_NOT_FOUND};
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
@@ -110,10 +111,12 @@ impl Backend {
                        and re-describes its tools)";
             return err("tools", msg.into());
         }
-        if store == StoreKind::Redis {
+        if store == StoreKind::Redis && s.transport.as_deref() == Some("sse") {
             return err(
-                "type",
-                "proxied servers do not work with sessions.store: redis yet; use local or signed".into(),
+                "transport",
+                "an SSE backend's stream binds its endpoint to a session in mid-stream, which sessions.store: redis \
+                 cannot do yet; use transport: http, or store: local or signed"
+                    .into(),
             );
         }
         let Some(url) = s.mcp_server_url.as_deref() else {
@@ -178,6 +181,38 @@ pub enum Start {
     Respond(HttpResponse),
     /// Send the request on with its headers changed by these edits (only the headers that change).
     Forward(Box<Relay>, Vec<Edit>),
+    /// The session store answers later (Redis): send `pending.command`, finish it with
+    /// [`SessionStore::on_redis_reply`](crate::session::SessionStore::on_redis_reply), and hand the outcome
+    /// to [`resume`]. The request stays paused meanwhile.
+    Redis(Box<Opening>, redis::Pending),
+}
+
+/// A request head waiting for the session store: what [`resume`] needs to decide once it has answered.
+#[derive(Debug)]
+pub struct Opening {
+    server: String,
+    head: RequestHead,
+    /// The caller's own upstream credential (per-user credentials), if any.
+    own: Option<String>,
+    caller: crate::caller::Caller,
+    step: OpenStep,
+}
+
+/// Which store answer an [`Opening`] waits for.
+#[derive(Debug)]
+enum OpenStep {
+    /// The client's session (`Mcp-Session-Id`), for a Streamable HTTP backend.
+    Open,
+    /// A `DELETE`'s session (when bound to a backend session), ended on our side; to end there too.
+    Delete(Option<Session>),
+    /// An SSE backend's session (`sessionId=`), for a POST to its message endpoint.
+    Message,
+}
+
+/// A request head's next move: decided, or a session operation first.
+enum Then {
+    Done(Start),
+    Op(Box<Opening>, SessionOp),
 }
 
 /// What to do with the backend's answer.
@@ -189,6 +224,20 @@ pub enum Answer {
     Rewrite(Vec<Edit>),
     /// Replace it with this response.
     Replace(HttpResponse),
+    /// Hold the answer while the session store (Redis) runs this command; its outcome goes to
+    /// [`Relay::on_session`], which says what to do instead.
+    Redis(redis::Pending),
+    /// The backend forgot the session: hold its answer and re-initialise it ([`reinit`]).
+    Reinit(Box<reinit::Reinit>),
+}
+
+/// What the answer head waits for from the session store.
+#[derive(Debug)]
+enum After {
+    /// Our session, whose backend session has ended, is deleted: the client is told to initialize again.
+    Forgotten,
+    /// A session of ours for the backend's new one: the head (status, headers) then gets its id.
+    Created(u16, Vec<(String, String)>),
 }
 
 /// How the body of a `tools/list` answer is filtered.
@@ -233,10 +282,21 @@ pub struct Relay {
     /// A POST to an SSE backend's message endpoint: its answer travels on the client's stream, so a refusal
     /// goes there too ([`REFUSED`]).
     via_stream: bool,
+    /// The session operation the answer head waits for ([`Answer::Redis`]).
+    after: Option<After>,
+    /// The client's live session, as the store had it.
+    found: Option<Session>,
+    /// The request body is kept (a POST to a Streamable HTTP backend, with a store that can update a
+    /// session): for the `initialize` params, and to send the request again after a re-initialisation.
+    keeps: bool,
+    /// The request head the backend got, and its body (once whole), when [`Relay::keeps_body`].
+    sent: Vec<(String, String)>,
+    body: Option<Vec<u8>>,
 }
 
 /// Decides what to do with a request from its head; `None` when it is not for a proxied server. Session
-/// operations are synchronous here (the local and signed stores; Redis is refused at load).
+/// operations the store completes at once (local, signed) are run here; a Redis one is handed to the host
+/// ([`Start::Redis`]).
 pub fn route(gw: &Gateway, head: &RequestHead, env: &mut dyn Env) -> Option<Start> {
     let path = head.path.split(['?', '#']).next().unwrap_or("");
     let rest = path.strip_prefix(gw.prefix.as_str())?.strip_prefix('/')?;
@@ -250,16 +310,81 @@ pub fn route(gw: &Gateway, head: &RequestHead, env: &mut dyn Env) -> Option<Star
             Err(refused) => return Some(Start::Respond(refused.response(Value::Null))),
         };
         let own = gw.admission.upstream_credential(&server.auth, &server.name, &caller);
-        let mut started = match backend.sse {
-            false => start(gw, server, backend, head, own.as_deref(), env),
-            true => start_sse(gw, server, backend, head, tail, own.as_deref(), env),
+        let then = match backend.sse {
+            false => start(gw, server, head, own, caller),
+            true => start_sse(gw, server, backend, head, tail, own, caller),
         };
-        if let Start::Forward(relay, _) = &mut started {
-            relay.caller = caller;
-        }
-        return Some(started);
+        return Some(settle(gw, env, then));
     }
     None
+}
+
+/// Runs session operations until the request's fate is decided or the store answers later.
+fn settle(gw: &Gateway, env: &mut dyn Env, mut then: Then) -> Start {
+    loop {
+        let (opening, op) = match then {
+            Then::Done(start) => return start,
+            Then::Op(opening, op) => (opening, op),
+        };
+        then = match gw.sessions.start(op, env) {
+            Started::Done(outcome) => opening.next(gw, outcome),
+            Started::Redis(pending) => return Start::Redis(opening, pending),
+        };
+    }
+}
+
+/// Goes on with a request head once the session store has answered ([`Start::Redis`]); may ask again
+/// (a `DELETE` ends the session it opened).
+pub fn resume(gw: &Gateway, env: &mut dyn Env, opening: Opening, outcome: SessionOutcome) -> Start {
+    let then = opening.next(gw, outcome);
+    settle(gw, env, then)
+}
+
+impl Opening {
+    fn next(self, gw: &Gateway, outcome: SessionOutcome) -> Then {
+        let respond = |status, code, msg: String| HttpResponse::error(status, Value::Null, code, msg);
+        let done = |r: HttpResponse| Then::Done(Start::Respond(r));
+        let Some((server, backend)) = gw.server(&self.server).and_then(|s| Some((s, s.proxy.as_ref()?))) else {
+            return done(respond(404, jsonrpc::INVALID_REQUEST, format!("no proxied server '{}'", self.server)));
+        };
+        match (&outcome, &self.step) {
+            (_, OpenStep::Delete(_)) => {} // ours is gone or will expire: the backend's is ended all the same
+            (SessionOutcome::Failed(e), _) => {
+                return done(respond(503, jsonrpc::INTERNAL_ERROR, format!("session store: {e}")))
+            }
+            _ => {}
+        }
+        let Opening { head, own, caller, step, .. } = self;
+        let ours = head.header(SESSION).map(str::to_string);
+        match step {
+            OpenStep::Open => {
+                let found = match outcome {
+                    SessionOutcome::Found(s) if s.server == server.name => s,
+                    _ => return done(unknown_session()),
+                };
+                if head.method == "DELETE" {
+                    let id = ours.unwrap_or_default();
+                    let op = SessionOp::Delete { id, server: server.name.clone() };
+                    let step = OpenStep::Delete(found.backend.is_some().then_some(found));
+                    return Then::Op(Box::new(Opening { server: server.name.clone(), head, own, caller, step }), op);
+                }
+                Then::Done(forward(gw, server, &head, own.as_deref(), caller, ours, Some(found)))
+            }
+            OpenStep::Delete(None) => done(HttpResponse { status: 204, headers: Vec::new(), body: Vec::new() }),
+            OpenStep::Delete(found) => Then::Done(forward(gw, server, &head, own.as_deref(), caller, ours, found)),
+            OpenStep::Message => match outcome {
+                SessionOutcome::Found(Session { backend: Some(path), server: s, .. }) if s == server.name => {
+                    Then::Done(forward_sse(server, backend, &head, path, own.as_deref(), caller))
+                }
+                _ => done(respond(404, SESSION_NOT_FOUND, "Session not found: open a new SSE stream".into())),
+            },
+        }
+    }
+}
+
+fn unknown_session() -> HttpResponse {
+    let msg = "Session not found: initialize a new session (no Mcp-Session-Id)";
+    HttpResponse::error(404, Value::Null, SESSION_NOT_FOUND, msg)
 }
 
 /// The legacy SSE transport to an SSE backend: `GET {prefix}/{name}/sse` streams the backend's SSE endpoint
@@ -271,39 +396,47 @@ fn start_sse(
     backend: &Backend,
     head: &RequestHead,
     tail: &str,
-    own: Option<&str>,
-    env: &mut dyn Env,
-) -> Start {
-    let respond = |status, code, msg: String| Start::Respond(HttpResponse::error(status, Value::Null, code, msg));
+    own: Option<String>,
+    caller: crate::caller::Caller,
+) -> Then {
+    let respond =
+        |status, code, msg: String| Then::Done(Start::Respond(HttpResponse::error(status, Value::Null, code, msg)));
     if let Some(origin) = head.header("origin").filter(|o| !gw.origin_allowed(o)) {
         return respond(403, jsonrpc::INVALID_REQUEST, format!("Forbidden: origin '{origin}' is not allowed"));
     }
-    let mut relay = new_relay(server, head, None);
-    let path = match (head.method.as_str(), tail) {
-        ("GET", "sse") => {
-            relay.filter = Filter::Endpoint(sse::Parser::default());
-            backend.path.clone()
-        }
+    match (head.method.as_str(), tail) {
+        ("GET", "sse") => Then::Done(forward_sse(server, backend, head, backend.path.clone(), own.as_deref(), caller)),
         ("POST", "message") => {
             let query = head.path.split_once('?').map_or("", |(_, q)| q);
             let id = query.split('&').find_map(|kv| kv.strip_prefix("sessionId=")).unwrap_or("");
             let open = SessionOp::Open { id: id.to_string(), server: server.name.clone() };
-            match session_op(gw, env, open) {
-                SessionOutcome::Found(Session { backend: Some(path), server: s, .. }) if s == server.name => path,
-                SessionOutcome::Failed(e) => {
-                    return respond(503, jsonrpc::INTERNAL_ERROR, format!("session store: {e}"))
-                }
-                _ => return respond(404, SESSION_NOT_FOUND, "Session not found: open a new SSE stream".into()),
-            }
+            let step = OpenStep::Message;
+            Then::Op(Box::new(Opening { server: server.name.clone(), head: head.clone(), own, caller, step }), open)
         }
         _ => {
             let msg = format!(
                 "'{}' is an SSE server: GET {}/{}/sse opens its stream, whose endpoint event says where to POST",
                 server.name, gw.prefix, server.name
             );
-            return respond(404, jsonrpc::INVALID_REQUEST, msg);
+            respond(404, jsonrpc::INVALID_REQUEST, msg)
         }
-    };
+    }
+}
+
+/// A request to an SSE backend goes on: its stream (`GET`), or a message to the endpoint at `path`.
+fn forward_sse(
+    server: &Server,
+    backend: &Backend,
+    head: &RequestHead,
+    path: String,
+    own: Option<&str>,
+    caller: crate::caller::Caller,
+) -> Start {
+    let mut relay = new_relay(server, head, None);
+    relay.caller = caller;
+    if head.method == "GET" {
+        relay.filter = Filter::Endpoint(sse::Parser::default());
+    }
     let timeout = (head.method == "POST").then_some(backend.timeout_ms);
     relay.via_stream = head.method == "POST";
     let mut headers = forward_headers(head, backend, path, None, timeout, own);
@@ -334,6 +467,11 @@ fn new_relay(server: &Server, head: &RequestHead, ours: Option<String>) -> Relay
         guarded: Vec::new(),
         limited_server: !server.limits.is_empty(),
         via_stream: false,
+        after: None,
+        found: None,
+        keeps: false,
+        sent: Vec::new(),
+        body: None,
     }
 }
 
@@ -377,12 +515,12 @@ fn forward_headers(
 fn start(
     gw: &Gateway,
     server: &Server,
-    backend: &Backend,
     head: &RequestHead,
-    own: Option<&str>,
-    env: &mut dyn Env,
-) -> Start {
-    let respond = |status, code, msg: String| Start::Respond(HttpResponse::error(status, Value::Null, code, msg));
+    own: Option<String>,
+    caller: crate::caller::Caller,
+) -> Then {
+    let respond =
+        |status, code, msg: String| Then::Done(Start::Respond(HttpResponse::error(status, Value::Null, code, msg)));
     if let Some(origin) = head.header("origin") {
         if !gw.origin_allowed(origin) {
             return respond(403, jsonrpc::INVALID_REQUEST, format!("Forbidden: origin '{origin}' is not allowed"));
@@ -392,37 +530,51 @@ fn start(
     if !matches!(method, "POST" | "GET" | "DELETE") {
         let mut r = HttpResponse::error(405, Value::Null, jsonrpc::INVALID_REQUEST, "Method Not Allowed");
         r.headers.push(("allow".into(), "GET, POST, DELETE".into()));
-        return Start::Respond(r);
+        return Then::Done(Start::Respond(r));
     }
-    let mut backend_id = None;
-    let ours = head.header(SESSION).map(str::to_string);
-    if let Some(id) = &ours {
-        let unknown = || {
-            respond(404, SESSION_NOT_FOUND, "Session not found: initialize a new session (no Mcp-Session-Id)".into())
-        };
-        if id.len() > 256 || !id.bytes().all(|b| b.is_ascii_graphic()) {
-            return unknown();
-        }
-        match session_op(gw, env, SessionOp::Open { id: id.clone(), server: server.name.clone() }) {
-            SessionOutcome::Found(s) if s.server == server.name => backend_id = s.backend,
-            SessionOutcome::Failed(e) => return respond(503, jsonrpc::INTERNAL_ERROR, format!("session store: {e}")),
-            _ => return unknown(),
-        }
-        if method == "DELETE" {
-            let _ = session_op(gw, env, SessionOp::Delete { id: id.clone(), server: server.name.clone() });
-            if backend_id.is_none() {
-                return Start::Respond(HttpResponse { status: 204, headers: Vec::new(), body: Vec::new() });
-            }
-        }
+    let Some(id) = head.header(SESSION) else {
+        return Then::Done(forward(gw, server, head, own.as_deref(), caller, None, None));
+    };
+    if id.len() > 256 || !id.bytes().all(|b| b.is_ascii_graphic()) {
+        return Then::Done(Start::Respond(unknown_session()));
     }
-    let relay = new_relay(server, head, ours);
+    let op = SessionOp::Open { id: id.to_string(), server: server.name.clone() };
+    let step = OpenStep::Open;
+    Then::Op(Box::new(Opening { server: server.name.clone(), head: head.clone(), own, caller, step }), op)
+}
+
+/// A request to a Streamable HTTP backend goes on, carrying the backend's session id for ours (of the
+/// client's live session `found`).
+fn forward(
+    gw: &Gateway,
+    server: &Server,
+    head: &RequestHead,
+    own: Option<&str>,
+    caller: crate::caller::Caller,
+    ours: Option<String>,
+    found: Option<Session>,
+) -> Start {
+    let Some(backend) = server.proxy.as_ref() else {
+        return Start::Respond(unknown_session());
+    };
+    let mut relay = new_relay(server, head, ours);
+    relay.caller = caller;
     // The standalone GET stream lives as long as the client wants: the route's timeout applies to it.
-    let timeout = (method != "GET").then_some(backend.timeout_ms);
+    let timeout = (head.method != "GET").then_some(backend.timeout_ms);
+    let backend_id = found.as_ref().and_then(|s| s.backend.clone());
     let mut headers = forward_headers(head, backend, backend.path.clone(), backend_id, timeout, own);
-    if method == "POST" && !backend.overrides.is_empty() {
+    if head.method == "POST" && !backend.overrides.is_empty() {
         headers.retain(|(k, _)| k != "content-length"); // a renamed tools/call's body changes length
     }
-    Start::Forward(Box::new(relay), edits(&head.headers, &headers))
+    // Kept for an `initialize` (no session yet), or to send again in a session that can be re-initialised.
+    let reinitialisable = found.as_ref().is_none_or(|s| s.init.is_some());
+    relay.keeps = head.method == "POST" && gw.sessions.updatable() && reinitialisable;
+    let edits = edits(&head.headers, &headers);
+    if relay.keeps {
+        relay.sent = headers;
+    }
+    relay.found = found;
+    Start::Forward(Box::new(relay), edits)
 }
 
 /// The edits that turn the headers a request or answer came with into `wanted`.
@@ -431,7 +583,19 @@ fn edits(current: &[(String, String)], wanted: &[(String, String)]) -> Vec<Edit>
     diff(current, &wanted)
 }
 
-/// Runs a session operation that completes at once (every store proxied servers accept).
+/// The edits that put the local answer `r` in place of a held backend answer that came with `answer` (its
+/// headers, without `:status`): `r`'s status, headers and length; the backend's other headers removed.
+pub fn replacing(answer: &[(String, String)], r: &HttpResponse) -> Vec<Edit> {
+    let length = r.body.len().to_string();
+    let mut wanted: Vec<(&str, &str)> = r.headers.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+    wanted.push(("content-length", &length));
+    let mut edits = vec![Edit::Set(":status".into(), r.status.to_string())];
+    edits.extend(diff(answer, &wanted));
+    edits
+}
+
+/// Runs a session operation that completes at once: an SSE backend's stream binds its endpoint to a new
+/// session in mid-stream, which only the local and signed stores can do (Redis is refused at load there).
 fn session_op(gw: &Gateway, env: &mut dyn Env, op: SessionOp) -> SessionOutcome {
     match gw.sessions.start(op, env) {
         Started::Done(outcome) => outcome,
@@ -506,7 +670,11 @@ impl Relay {
     /// a refused message goes on as a `ping` whose id carries the refusal, which the stream's relay turns
     /// back into it ([`REFUSED`]).
     pub fn on_body(&mut self, gw: &Gateway, env: &mut dyn Env, body: &[u8]) -> Result<Option<Vec<u8>>, HttpResponse> {
-        match self.check_body(gw, env, body) {
+        let checked = self.check_body(gw, env, body);
+        if let Ok(sent) = &checked {
+            self.keep(sent.clone().unwrap_or_else(|| body.to_vec()));
+        }
+        match checked {
             Err(refused) if self.via_stream => {
                 let error: Value = serde_json::from_slice(&refused.body).unwrap_or(Value::Null);
                 let carried = format!("{REFUSED}{}", URL_SAFE_NO_PAD.encode(error.to_string()));
@@ -607,7 +775,8 @@ impl Relay {
     }
 
     /// The backend's answer head (`headers` without pseudo-headers): binds a new backend session to one
-    /// of ours, puts our id in place of the backend's, and maps failures.
+    /// of ours, puts our id in place of the backend's, and maps failures. [`Answer::Redis`] when the store
+    /// answers later: then [`Relay::on_session`] gives the answer.
     pub fn on_response_head(
         &mut self,
         gw: &Gateway,
@@ -616,21 +785,22 @@ impl Relay {
         headers: &[(String, String)],
     ) -> Answer {
         if status == 404 && self.ours.is_some() {
+            if let Some(reinit) = self.reinit() {
+                return Answer::Reinit(Box::new(reinit));
+            }
+            if self.method != "POST" && self.found.as_ref().is_some_and(|s| s.init.is_some()) {
+                // A GET stream cannot be sent again; ours stays, for the next POST to re-initialise (ending
+                // it here would fail that POST, which a client sends while it reconnects its stream).
+                return self.after(After::Forgotten, SessionOutcome::Deleted);
+            }
             let id = self.ours.clone().unwrap_or_default();
-            let _ = session_op(gw, env, SessionOp::Delete { id, server: self.server.clone() });
-            return Answer::Replace(HttpResponse::error(
-                404,
-                self.request_id.clone(),
-                SESSION_NOT_FOUND,
-                "Session not found: the proxied server ended it; initialize a new session",
-            ));
+            return self.store(gw, env, SessionOp::Delete { id, server: self.server.clone() }, After::Forgotten);
         }
         if status >= 500 {
             return Answer::Replace(backend_failure(status, self.request_id.clone(), &self.server));
         }
         let theirs = headers.iter().find(|(k, _)| k == SESSION).map(|(_, v)| v.clone());
-        let mut ours = self.ours.clone();
-        if let (Some(backend), None) = (&theirs, &ours) {
+        if let (Some(backend), None) = (&theirs, &self.ours) {
             if gw.sessions.kind() == "signed" && backend.len() > signed::MAX_BACKEND {
                 let msg = format!(
                     "the proxied server's session id has {} bytes; store: signed carries at most {} (use store: local)",
@@ -646,23 +816,114 @@ impl Relay {
             }
             let mut session = Session::new(self.server.clone(), self.version.as_str());
             session.backend = Some(backend.clone());
-            match session_op(gw, env, SessionOp::Create(session)) {
-                SessionOutcome::Created(id) => ours = Some(id),
-                SessionOutcome::Refused(r) => {
-                    let id = self.request_id.clone();
-                    return Answer::Replace(HttpResponse::error(r.status, id, jsonrpc::LIMIT_EXCEEDED, r.message));
-                }
-                other => {
-                    let msg = format!("session store: {}", failure(&other));
-                    return Answer::Replace(HttpResponse::error(
-                        503,
-                        self.request_id.clone(),
-                        jsonrpc::INTERNAL_ERROR,
-                        msg,
-                    ));
-                }
+            session.init = self.body.as_deref().and_then(reinit::init_params);
+            return self.store(gw, env, SessionOp::Create(session), After::Created(status, headers.to_vec()));
+        }
+        let ours = self.ours.clone();
+        self.head(status, headers, ours)
+    }
+
+    /// A re-initialisation of the backend that forgot the client's session, when one can be done: the
+    /// session keeps the client's `initialize` params, and the request (a POST) was kept whole.
+    fn reinit(&mut self) -> Option<reinit::Reinit> {
+        let found = self.found.clone().filter(|s| s.init.is_some())?;
+        let body = self.body.take()?;
+        let ours = self.ours.clone()?;
+        Some(reinit::Reinit::new(ours, found, std::mem::take(&mut self.sent), body))
+    }
+
+    /// The proxied server's name.
+    pub fn server(&self) -> &str {
+        &self.server
+    }
+
+    /// Whether the host must keep the request body for the relay ([`Relay::keep`]) while it streams on.
+    pub fn keeps_body(&self) -> bool {
+        self.keeps && self.body.is_none()
+    }
+
+    /// The whole request body as the backend got it (see [`Relay::keeps_body`]).
+    pub fn keep(&mut self, body: Vec<u8>) {
+        if self.keeps {
+            self.body = Some(body);
+        }
+    }
+
+    /// The backend's answer to a request sent again after a re-initialisation (read whole): what the
+    /// client gets, filtered as the first answer would have been, without the backend's session id.
+    pub fn retried(
+        &mut self,
+        gw: &Gateway,
+        env: &mut dyn Env,
+        status: u16,
+        headers: Vec<(String, String)>,
+        body: Vec<u8>,
+    ) -> HttpResponse {
+        if let Some(failed) = reinit::failure(status, &self.server) {
+            return failed;
+        }
+        let framing = |k: &str| k.starts_with(':') || k == "content-length" || k == "transfer-encoding";
+        let mut headers: Vec<(String, String)> = headers.into_iter().filter(|(k, _)| !framing(k)).collect();
+        // The edits that the answer head would get, applied here to the answer the client gets whole.
+        let body = match self.head(status, &headers, None) {
+            Answer::Pass(edits) => {
+                crate::header_edits::apply(&mut headers, &edits);
+                body
+            }
+            Answer::Rewrite(edits) => {
+                crate::header_edits::apply(&mut headers, &edits);
+                self.on_chunk(gw, env, &body, true)
+            }
+            Answer::Replace(r) => return r,
+            _ => body,
+        };
+        let headers = headers.into_iter().filter(|(k, _)| !framing(k) && k != SESSION).collect();
+        HttpResponse { status, headers, body }
+    }
+
+    /// Runs a session operation for the answer head: at once, or later ([`Answer::Redis`]).
+    fn store(&mut self, gw: &Gateway, env: &mut dyn Env, op: SessionOp, after: After) -> Answer {
+        match gw.sessions.start(op, env) {
+            Started::Done(outcome) => self.after(after, outcome),
+            Started::Redis(pending) => {
+                self.after = Some(after);
+                Answer::Redis(pending)
             }
         }
+    }
+
+    /// The session store's answer to the operation an [`Answer::Redis`] asked for: what to do with the
+    /// backend's answer now.
+    pub fn on_session(&mut self, outcome: SessionOutcome) -> Answer {
+        match self.after.take() {
+            Some(after) => self.after(after, outcome),
+            None => Answer::Pass(Vec::new()),
+        }
+    }
+
+    fn after(&mut self, after: After, outcome: SessionOutcome) -> Answer {
+        let id = self.request_id.clone();
+        match (after, outcome) {
+            (After::Forgotten, _) => Answer::Replace(HttpResponse::error(
+                404,
+                id,
+                SESSION_NOT_FOUND,
+                "Session not found: the proxied server ended it; initialize a new session",
+            )),
+            (After::Created(status, headers), SessionOutcome::Created(ours)) => self.head(status, &headers, Some(ours)),
+            (_, SessionOutcome::Refused(r)) => {
+                Answer::Replace(HttpResponse::error(r.status, id, jsonrpc::LIMIT_EXCEEDED, r.message))
+            }
+            (_, other) => {
+                let msg = format!("session store: {}", failure(&other));
+                Answer::Replace(HttpResponse::error(503, id, jsonrpc::INTERNAL_ERROR, msg))
+            }
+        }
+    }
+
+    /// The answer head once our session is known: our id in place of the backend's, the body's rewriting.
+    fn head(&mut self, status: u16, headers: &[(String, String)], ours: Option<String>) -> Answer {
+        let theirs = headers.iter().find(|(k, _)| k == SESSION).map(|(_, v)| v.clone());
         let content_type = headers.iter().find(|(k, _)| k == "content-type").map_or("", |(_, v)| v.as_str());
         if matches!(self.filter, Filter::Endpoint(_)) {
             if status != 200 || !content_type.starts_with("text/event-stream") {
@@ -752,7 +1013,8 @@ impl Relay {
                             out.extend(event);
                             continue;
                         }
-                        let mut parsed = sse::data(&event).and_then(|d| serde_json::from_str::<Value>(&d).ok());
+                        let mut parsed =
+                            sse::data(&event).and_then(|d| serde_json::from_slice::<Value>(d.as_bytes()).ok());
                         let changed = parsed.as_mut().is_some_and(|v| from_stream(v, &overrides, &keep_kind));
                         match parsed {
                             Some(v) if changed => out.extend(sse::with_data(&event, &v.to_string())),
@@ -786,7 +1048,7 @@ impl Relay {
             Filter::Sse(parser) => {
                 let mut out = Vec::with_capacity(chunk.len());
                 for event in parser.feed(chunk) {
-                    let mut parsed = sse::data(&event).and_then(|d| serde_json::from_str::<Value>(&d).ok());
+                    let mut parsed = sse::data(&event).and_then(|d| serde_json::from_slice::<Value>(d.as_bytes()).ok());
                     let changed = parsed.as_mut().is_some_and(&rewrite);
                     match parsed {
                         Some(v) if changed => out.extend(sse::with_data(&event, &v.to_string())),

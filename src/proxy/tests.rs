@@ -36,13 +36,16 @@ fn head(method: &str, headers: &[(&str, &str)]) -> RequestHead {
 /// The relay and the request head the backend gets (the client's, with the edits applied).
 fn forward(gw: &Gateway, env: &mut MemoryEnv, h: &RequestHead) -> (Box<Relay>, Vec<(String, String)>) {
     match route(gw, h, env) {
-        Some(Start::Forward(relay, edits)) => {
-            let mut headers = h.headers.clone();
-            crate::header_edits::apply(&mut headers, &edits);
-            (relay, headers)
-        }
+        Some(Start::Forward(relay, edits)) => (relay, sent(h, &edits)),
         other => panic!("not forwarded: {other:?}"),
     }
+}
+
+/// The request head the backend gets: the client's, with the edits applied.
+fn sent(h: &RequestHead, edits: &[Edit]) -> Vec<(String, String)> {
+    let mut headers = h.headers.clone();
+    crate::header_edits::apply(&mut headers, edits);
+    headers
 }
 
 /// The answer head the client gets: the backend's, with the edits applied.
@@ -590,4 +593,235 @@ fn only_the_headers_that_change_are_written() {
     let (mut relay, _) = forward(&gw, &mut env, &h);
     let plain = vec![("content-type".to_string(), "application/json".to_string())];
     assert_eq!(relay.on_response_head(&gw, &mut env, 200, &plain), Answer::Pass(Vec::new()));
+}
+
+/// A stand-in for Redis: the store's commands answered from a map, as the host would relay them.
+fn redis_answer(
+    gw: &Gateway,
+    redis: &mut std::collections::HashMap<String, Vec<u8>>,
+    p: &redis::Pending,
+) -> SessionOutcome {
+    let args = crate::resp::decode_command(&p.command).unwrap();
+    let text = |i: usize| String::from_utf8(args[i].clone()).unwrap();
+    let reply: Vec<u8> = match text(0).as_str() {
+        "SET" => {
+            redis.insert(text(1), args[2].clone());
+            b"+OK\r\n".to_vec()
+        }
+        "GETEX" => match redis.get(&text(1)) {
+            Some(v) => crate::resp::encode_reply(&crate::resp::Reply::Bulk(Some(v.clone()))),
+            None => b"$-1\r\n".to_vec(),
+        },
+        "DEL" => format!(":{}\r\n", i64::from(redis.remove(&text(1)).is_some())).into_bytes(),
+        other => panic!("unexpected command {other}"),
+    };
+    match gw.sessions.on_redis_reply(p, redis::Answer::Reply(&reply)) {
+        redis::Next::Done(outcome) => outcome,
+        other => panic!("{other:?}"),
+    }
+}
+
+#[test]
+fn sessions_are_bound_in_redis_through_the_hosts_asynchronous_calls() {
+    let cfg = "sessions: {store: redis, redis: {cluster: r}}\nservers:\n- name: up\n  type: mcp-proxy\n  \
+               mcpServerURL: /mcp\n";
+    let gw = Gateway::from_config_str(cfg).unwrap();
+    let mut env = env();
+    let mut redis = std::collections::HashMap::new();
+    // initialize: no session yet, so the request goes on at once; the answer waits for the SET.
+    let (mut relay, headers) = forward(&gw, &mut env, &head("POST", &[]));
+    assert_eq!(value(&headers, SESSION), None);
+    let theirs = vec![(SESSION.to_string(), "backend-1".to_string())];
+    let Answer::Redis(set) = relay.on_response_head(&gw, &mut env, 200, &theirs) else { panic!() };
+    let outcome = redis_answer(&gw, &mut redis, &set);
+    let Answer::Pass(edits) = relay.on_session(outcome) else { panic!() };
+    // Written as edits against the answer head as it came, held meanwhile: the session id swapped.
+    assert!(matches!(edits.as_slice(), [Edit::Set(k, v)] if k == SESSION && v != "backend-1"), "{edits:?}");
+    let out = answered(200, &theirs, &edits);
+    let ours = value(&out, SESSION).unwrap().to_string();
+    assert_ne!(ours, "backend-1");
+    assert!(redis.values().any(|v| String::from_utf8_lossy(v).contains("\"b\":\"backend-1\"")), "{redis:?}");
+    // Any replica: the next request waits for the GETEX, then carries the backend's id.
+    let h = head("POST", &[(SESSION, &ours)]);
+    let Some(Start::Redis(opening, get)) = route(&gw, &h, &mut env) else { panic!() };
+    let outcome = redis_answer(&gw, &mut redis, &get);
+    let Start::Forward(mut relay, edits) = resume(&gw, &mut env, *opening, outcome) else { panic!() };
+    // Edits against the request head as it came (paused meanwhile): ours replaced by the backend's id.
+    assert!(edits.contains(&Edit::Set(SESSION.into(), "backend-1".into())), "{edits:?}");
+    assert_eq!(value(&sent(&h, &edits), SESSION), Some("backend-1"));
+    assert_eq!(relay.on_response_head(&gw, &mut env, 202, &[]), Answer::Pass(Vec::new()));
+    // An id Redis does not know: 404 (-32001) after the lookup.
+    let unknown = "0123456789abcdef0123456789abcdef";
+    let Some(Start::Redis(opening, get)) = route(&gw, &head("POST", &[(SESSION, unknown)]), &mut env) else { panic!() };
+    let outcome = redis_answer(&gw, &mut redis, &get);
+    let Start::Respond(r) = resume(&gw, &mut env, *opening, outcome) else { panic!() };
+    assert_eq!(r.status, 404);
+    // Redis failing: 503, the session untouched.
+    let Some(Start::Redis(opening, _)) = route(&gw, &head("POST", &[(SESSION, &ours)]), &mut env) else { panic!() };
+    let failed = SessionOutcome::Failed(crate::session::StoreError("Redis did not answer".into()));
+    let Start::Respond(r) = resume(&gw, &mut env, *opening, failed) else { panic!() };
+    assert_eq!(r.status, 503);
+    // A backend that forgot the session: ours is deleted too (DEL), and the client told to initialize.
+    let Some(Start::Redis(opening, get)) = route(&gw, &head("POST", &[(SESSION, &ours)]), &mut env) else { panic!() };
+    let outcome = redis_answer(&gw, &mut redis, &get);
+    let Start::Forward(mut relay, _) = resume(&gw, &mut env, *opening, outcome) else { panic!() };
+    let Answer::Redis(del) = relay.on_response_head(&gw, &mut env, 404, &[]) else { panic!() };
+    assert_eq!(crate::resp::decode_command(&del.command).unwrap()[0], b"DEL");
+    let outcome = redis_answer(&gw, &mut redis, &del);
+    let Answer::Replace(r) = relay.on_session(outcome) else { panic!() };
+    assert_eq!(r.status, 404);
+    assert!(redis.is_empty(), "{redis:?}");
+}
+
+#[test]
+fn delete_in_redis_opens_then_ends_ours_then_the_backends() {
+    let cfg = "sessions: {store: redis, redis: {cluster: r}}\nservers:\n- name: up\n  type: mcp-proxy\n  \
+               mcpServerURL: /mcp\n";
+    let gw = Gateway::from_config_str(cfg).unwrap();
+    let mut env = env();
+    let mut redis = std::collections::HashMap::new();
+    let (mut relay, _) = forward(&gw, &mut env, &head("POST", &[]));
+    let theirs = vec![(SESSION.to_string(), "backend-1".to_string())];
+    let Answer::Redis(set) = relay.on_response_head(&gw, &mut env, 200, &theirs) else { panic!() };
+    let outcome = redis_answer(&gw, &mut redis, &set);
+    let Answer::Pass(edits) = relay.on_session(outcome) else { panic!() };
+    let out = answered(200, &theirs, &edits);
+    let ours = value(&out, SESSION).unwrap().to_string();
+    let h = head("DELETE", &[(SESSION, &ours)]);
+    let Some(Start::Redis(opening, get)) = route(&gw, &h, &mut env) else { panic!() };
+    let outcome = redis_answer(&gw, &mut redis, &get);
+    let Start::Redis(opening, del) = resume(&gw, &mut env, *opening, outcome) else { panic!() };
+    // Whatever DEL answers (here: a failure), the backend's session is ended too.
+    let failed = SessionOutcome::Failed(crate::session::StoreError("timeout".into()));
+    let Start::Forward(_, edits) = resume(&gw, &mut env, *opening, failed) else { panic!() };
+    let headers = sent(&h, &edits);
+    assert_eq!(value(&headers, ":method"), Some("DELETE"));
+    assert_eq!(value(&headers, SESSION), Some("backend-1"));
+    redis_answer(&gw, &mut redis, &del);
+    assert!(redis.is_empty());
+}
+
+#[test]
+fn sse_backends_are_refused_with_redis_sessions_naming_the_field() {
+    let cfg = "sessions: {store: redis, redis: {cluster: r}}\nservers:\n- name: up\n  type: mcp-proxy\n  \
+               transport: sse\n  mcpServerURL: /sse\n";
+    let err = Gateway::from_config_str(cfg).unwrap_err().to_string();
+    assert!(err.contains("'up'") && err.contains("transport") && err.contains("redis"), "{err}");
+}
+
+fn run_session(gw: &Gateway, env: &mut MemoryEnv, op: SessionOp) -> SessionOutcome {
+    match gw.sessions.start(op, env) {
+        Started::Done(outcome) => outcome,
+        Started::Redis(p) => panic!("{p:?}"),
+    }
+}
+
+#[test]
+fn a_backend_that_forgot_the_session_is_reinitialised_with_the_clients_params_and_the_request_sent_again() {
+    let gw = gateway("local", "  allowTools: [echo]\n");
+    let mut env = env();
+    // initialize: its params are kept with the session.
+    let init = br#"{"jsonrpc":"2.0","id":0,"method":"initialize","params":{"protocolVersion":"2025-06-18","capabilities":{"elicitation":{}},"clientInfo":{"name":"c","version":"1"}}}"#;
+    let (mut relay, _) = forward(&gw, &mut env, &head("POST", &[]));
+    relay.on_body(&gw, &mut env, init).unwrap();
+    let theirs = vec![(SESSION.to_string(), "b-1".to_string())];
+    let Answer::Pass(edits) = relay.on_response_head(&gw, &mut env, 200, &theirs) else { panic!() };
+    let out = answered(200, &theirs, &edits);
+    let ours = value(&out, SESSION).unwrap().to_string();
+    // A tools/list the backend no longer knows the session of.
+    let list = br#"{"jsonrpc":"2.0","id":5,"method":"tools/list"}"#;
+    let h = head("POST", &[(SESSION, &ours), ("mcp-method", "tools/list")]);
+    let (mut relay, sent) = forward(&gw, &mut env, &h);
+    assert_eq!(value(&sent, SESSION), Some("b-1"));
+    relay.on_body(&gw, &mut env, list).unwrap();
+    let Answer::Reinit(mut reinit) = relay.on_response_head(&gw, &mut env, 404, &[]) else { panic!() };
+    let reinit::Step::Call(h1, b1) = reinit.start() else { panic!() };
+    let b1: Value = serde_json::from_slice(&b1).unwrap();
+    assert_eq!(b1["method"], "initialize");
+    assert_eq!(b1["params"]["capabilities"], json!({"elicitation": {}}));
+    assert_eq!(b1["params"]["clientInfo"]["name"], "c");
+    assert_eq!((value(&h1, SESSION), value(&h1, "mcp-method")), (None, Some("initialize")));
+    assert_eq!(value(&h1, ":path"), Some("/mcp"));
+    assert!(value(&h1, "authorization").is_none() && value(&h1, "cookie").is_none(), "{h1:?}");
+    let new = vec![(SESSION.to_string(), "b-2".to_string())];
+    let reinit::Step::Call(h2, b2) = reinit.on_answer(200, &new, Vec::new()) else { panic!() };
+    assert_eq!(serde_json::from_slice::<Value>(&b2).unwrap()["method"], "notifications/initialized");
+    assert_eq!(value(&h2, SESSION), Some("b-2"));
+    let reinit::Step::Session(op) = reinit.on_answer(202, &[], Vec::new()) else { panic!() };
+    let stored = run_session(&gw, &mut env, op);
+    let reinit::Step::Call(h3, b3) = reinit.on_session(stored) else { panic!() };
+    assert_eq!((value(&h3, SESSION), value(&h3, "mcp-method")), (Some("b-2"), Some("tools/list")));
+    assert_eq!(b3, list.to_vec());
+    assert_eq!(value(&h3, "content-length"), Some(list.len().to_string().as_str()));
+    let tools = br#"{"jsonrpc":"2.0","id":5,"result":{"tools":[{"name":"echo"},{"name":"secret"}]}}"#.to_vec();
+    let json_ct = vec![("content-type".to_string(), "application/json".to_string()), (SESSION.into(), "b-2".into())];
+    let reinit::Step::Retried(status, headers, body) = reinit.on_answer(200, &json_ct, tools) else { panic!() };
+    let r = relay.retried(&gw, &mut env, status, headers, body);
+    assert_eq!(r.status, 200);
+    assert!(value(&r.headers, SESSION).is_none(), "{:?}", r.headers);
+    assert_eq!(value(&r.headers, "content-type"), Some("application/json"), "the answer head's edits applied");
+    let listed: Value = serde_json::from_slice(&r.body).unwrap();
+    assert_eq!(listed["result"]["tools"], json!([{"name": "echo"}]), "filtered as the first answer would be");
+    // Our session now stands for the new backend session.
+    let (_, sent) = forward(&gw, &mut env, &head("POST", &[(SESSION, &ours)]));
+    assert_eq!(value(&sent, SESSION), Some("b-2"));
+}
+
+#[test]
+fn a_failed_reinitialisation_ends_our_session_as_before() {
+    let gw = gateway("local", "");
+    let mut env = env();
+    let init = br#"{"jsonrpc":"2.0","id":0,"method":"initialize","params":{"protocolVersion":"2025-06-18","capabilities":{},"clientInfo":{"name":"c","version":"1"}}}"#;
+    let (mut relay, _) = forward(&gw, &mut env, &head("POST", &[]));
+    relay.keep(init.to_vec());
+    let theirs = vec![(SESSION.to_string(), "b-1".to_string())];
+    let Answer::Pass(edits) = relay.on_response_head(&gw, &mut env, 200, &theirs) else { panic!() };
+    let out = answered(200, &theirs, &edits);
+    let ours = value(&out, SESSION).unwrap().to_string();
+    let (mut relay, _) = forward(&gw, &mut env, &head("POST", &[(SESSION, &ours)]));
+    relay.keep(b"{}".to_vec());
+    let Answer::Reinit(mut reinit) = relay.on_response_head(&gw, &mut env, 404, &[]) else { panic!() };
+    reinit.start();
+    let reinit::Step::Session(op) = reinit.on_answer(503, &[], Vec::new()) else { panic!() };
+    assert!(matches!(op, SessionOp::Delete { .. }));
+    let outcome = run_session(&gw, &mut env, op);
+    let reinit::Step::Gone(r) = reinit.on_session(outcome) else { panic!() };
+    assert_eq!(r.status, 404);
+    assert!(String::from_utf8_lossy(&r.body).contains("-32001"));
+    assert!(matches!(route(&gw, &head("POST", &[(SESSION, &ours)]), &mut env), Some(Start::Respond(_))));
+    // A GET stream (it cannot be sent again) gets the 404.
+    let (mut relay, _) = forward(&gw, &mut env, &head("POST", &[]));
+    relay.keep(init.to_vec());
+    let Answer::Pass(edits) = relay.on_response_head(&gw, &mut env, 200, &theirs) else { panic!() };
+    let out = answered(200, &theirs, &edits);
+    let ours = value(&out, SESSION).unwrap().to_string();
+    let (mut relay, _) = forward(&gw, &mut env, &head("GET", &[(SESSION, &ours)]));
+    assert!(matches!(relay.on_response_head(&gw, &mut env, 404, &[]), Answer::Replace(_)));
+    // ... and ours stays, for the next POST to re-initialise the backend.
+    let (mut relay, _) = forward(&gw, &mut env, &head("POST", &[(SESSION, &ours)]));
+    relay.keep(b"{}".to_vec());
+    assert!(matches!(relay.on_response_head(&gw, &mut env, 404, &[]), Answer::Reinit(_)));
+}
+
+#[test]
+fn a_local_answer_replaces_a_held_one_through_edits() {
+    // The held backend answer (a 404 while re-initialising), as it came; the local answer in its place.
+    let held = vec![
+        ("content-type".to_string(), "text/plain".to_string()),
+        ("date".into(), "Thu, 26 Nov 2026 09:00:00 GMT".into()),
+        (SESSION.into(), "b-1".into()),
+        ("content-length".into(), "9".into()),
+    ];
+    let r = HttpResponse::error(404, Value::Null, SESSION_NOT_FOUND, "Session not found");
+    let edits = replacing(&held, &r);
+    let mut map = vec![(":status".to_string(), "404".to_string())];
+    map.extend(held.iter().cloned());
+    crate::header_edits::apply(&mut map, &edits);
+    let mut want = vec![(":status".to_string(), "404".to_string())];
+    want.extend(r.headers.iter().cloned());
+    want.push(("content-length".into(), r.body.len().to_string()));
+    map.sort();
+    want.sort();
+    assert_eq!(map, want, "{edits:?}");
+    assert!(edits.contains(&Edit::Remove(SESSION.into())) && edits.contains(&Edit::Remove("date".into())));
 }

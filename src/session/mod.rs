@@ -41,12 +41,23 @@ pub struct Session {
     /// kept (every input request is then asked, as before).
     #[serde(rename = "c", default, skip_serializing_if = "Option::is_none")]
     pub client: Option<crate::mcp::ClientCaps>,
+    /// A proxied server's session: the client's `initialize` params (JSON), with which the gateway
+    /// re-initialises a backend that forgot the session ([`crate::proxy::reinit`]). Not in a signed id.
+    #[serde(rename = "i", default, skip_serializing_if = "Option::is_none")]
+    pub init: Option<String>,
 }
 
 impl Session {
     /// A new session of `server` at `version`.
     pub fn new(server: impl Into<String>, version: impl Into<String>) -> Session {
-        Session { server: server.into(), version: version.into(), log_level: None, backend: None, client: None }
+        Session {
+            server: server.into(),
+            version: version.into(),
+            log_level: None,
+            backend: None,
+            client: None,
+            init: None,
+        }
     }
 }
 
@@ -58,7 +69,7 @@ impl Session {
 
     /// Reads a stored session; foreign bytes mean "no session".
     pub fn decode(text: &str) -> Option<Session> {
-        serde_json::from_str(text).ok()
+        serde_json::from_slice(text.as_bytes()).ok()
     }
 }
 

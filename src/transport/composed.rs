@@ -24,10 +24,19 @@ impl Exchange {
                 (id, method, params)
             }
             Batch::Many(items) if items.iter().any(is_tools) => {
-                let msg =
-                    "a virtual server's tools/list and tools/call must each be a request of its own, not in a batch";
-                let reply = jsonrpc::error(Value::Null, jsonrpc::INVALID_REQUEST, msg);
-                return self.reply(true, vec![Some(Reply::Tree(reply))]);
+                // Each of those members is answered with its own error (-32600, its id); the others are served.
+                let why = "a virtual server's tools/list and tools/call must each be sent as a request of its own, \
+                           not in a batch";
+                let items = items
+                    .into_iter()
+                    .map(|m| match m {
+                        Ok(Message::Request { id, method, .. }) if method == "tools/list" || method == "tools/call" => {
+                            Err((id, why.to_string()))
+                        }
+                        other => other,
+                    })
+                    .collect();
+                return self.process_on(gw, me, Batch::Many(items));
             }
             other => return self.process_on(gw, me, other),
         };
