@@ -179,9 +179,9 @@ fn has_injection_word(t: &[u8]) -> bool {
     })
 }
 
-/// Whether one of the literals a `secrets` pattern starts with begins at `i` (`sk-`, `gh?_`,
-/// `github_pat_`, `AKIA`, `ASIA`, `AIza`, `xox`, `eyJ`, or `bearer` in any case).
-fn secret_hint_at(t: &[u8], i: usize) -> bool {
+/// Whether a word (`t` from `i`) starts with one of the literals the `\b(?:...)` alternatives of the
+/// `secrets` pattern start with: `sk-`, `gh?_`, `github_pat_`, `AKIA`, `ASIA`, `AIza`, `xox`, `eyJ`.
+fn secret_prefix_at(t: &[u8], i: usize) -> bool {
     let r = t.get(i..).unwrap_or_default();
     match r.first() {
         Some(b's') => r.starts_with(b"sk-"),
@@ -194,9 +194,12 @@ fn secret_hint_at(t: &[u8], i: usize) -> bool {
         Some(b'A') => r.starts_with(b"AKIA") || r.starts_with(b"ASIA") || r.starts_with(b"AIza"),
         Some(b'x') => r.starts_with(b"xox"),
         Some(b'e') => r.starts_with(b"eyJ"),
-        Some(b'b' | b'B') => r.get(..6).is_some_and(|w| w.eq_ignore_ascii_case(b"bearer")),
         _ => false,
     }
+}
+
+fn is_word(b: u8) -> bool {
+    b.is_ascii_alphanumeric() || b == b'_'
 }
 
 /// Characters a secret (and the token after `Bearer`) is made of.
@@ -211,18 +214,29 @@ fn run_around(t: &[u8], at: usize, member: fn(u8) -> bool) -> Range<usize> {
     start..end
 }
 
-/// Secrets lie in a run of token characters holding a secret's prefix ([`secret_hint_at`]); a run that
-/// ends with `bearer` and is followed by whitespace goes on over it and the token after.
+/// Secrets lie in a run of token characters around a word that starts with a secret's prefix (those
+/// alternatives need `\b` before them, so only words' starts are looked at), or that ends with `bearer`
+/// (which needs whitespace after it); a run that ends with `bearer` and is followed by whitespace goes on
+/// over it and the token after.
 fn secret_windows(text: &str) -> Vec<Range<usize>> {
     let t = text.as_bytes();
     let mut out: Vec<Range<usize>> = Vec::new();
     let mut i = 0;
     while i < t.len() {
-        if !secret_hint_at(t, i) {
+        if !is_word(t[i]) {
             i += 1;
             continue;
         }
-        let mut w = run_around(t, i, is_token_byte);
+        let end = t[i..].iter().position(|b| !is_word(*b)).map_or(t.len(), |n| i + n);
+        let at = if secret_prefix_at(t, i) {
+            i
+        } else if end - i >= 6 && t[end - 6..end].eq_ignore_ascii_case(b"bearer") {
+            end - 6
+        } else {
+            i = end;
+            continue;
+        };
+        let mut w = run_around(t, at, is_token_byte);
         while w.end >= 6 && t[w.end - 6..w.end].eq_ignore_ascii_case(b"bearer") {
             let gap = text[w.end..].find(|c: char| !c.is_whitespace()).unwrap_or(text.len() - w.end);
             if gap == 0 || w.end + gap >= t.len() || !is_token_byte(t[w.end + gap]) {
@@ -230,8 +244,8 @@ fn secret_windows(text: &str) -> Vec<Range<usize>> {
             }
             w.end = run_around(t, w.end + gap, is_token_byte).end;
         }
-        // Every prefix found before the window's end would give this window again.
-        i = w.end.max(i + 1);
+        // Every word before the window's end would give this window again.
+        i = w.end.max(end);
         out.push(w);
     }
     out
