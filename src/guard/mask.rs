@@ -6,6 +6,8 @@ use regex_lite::{Captures, Regex};
 use std::borrow::Cow;
 use std::ops::Range;
 
+use super::scan;
+
 /// A class of data `mask:` can name.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Rule {
@@ -84,9 +86,6 @@ pub const INJECTION_PHRASES: &[&str] = &[
 #[derive(Debug)]
 pub struct Masker {
     secrets: Regex,
-    email: Regex,
-    phone: Regex,
-    card: Regex,
     injection: Regex,
 }
 
@@ -105,12 +104,6 @@ impl Masker {
                 r"|eyJ[A-Za-z0-9_-]{8,}\.eyJ[A-Za-z0-9_-]{8,}\.[A-Za-z0-9_-]{8,})",
                 r"|(?i:(bearer)\s+)[A-Za-z0-9._~+/-]{16,}=*",
             ))?,
-            email: re(r"\b[A-Za-z0-9._%+-]+@[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)*\.[A-Za-z]{2,}\b")?,
-            phone: re(concat!(
-                r"(^|[^\w+])\+[1-9]\d{0,2}[ .-]?(?:\(\d{1,4}\)[ .-]?)?\d{1,4}(?:[ .-]?\d{2,4}){1,4}\b",
-                r"|\(\d{3}\) ?\d{3}[ .-]\d{4}\b|\b\d{3}[.-]\d{3}[.-]\d{4}\b",
-            ))?,
-            card: re(r"\b\d(?:[ -]?\d){12,18}\b")?,
             injection: re(&injection)?,
         })
     }
@@ -118,11 +111,13 @@ impl Masker {
     /// `text` with the data of `rules` replaced by `[REDACTED:<rule>]` and injection phrases handled as
     /// `injection` says; borrowed when nothing matched (the common case costs no copy).
     ///
-    /// regex-lite has no literal prefilter and costs hundreds of microseconds per kilobyte, so each pattern
-    /// runs only over windows around what a byte scan finds: a run of the characters its matches are made
-    /// of that holds what every match needs (an `@`, a secret's prefix, enough digits), with one character
-    /// of context either side for `\b`. No match can cross a window's edge, so the result is the one the
-    /// pattern would give over the whole text (`tests::windows_give_what_the_whole_text_gives`).
+    /// E-mail addresses, phone numbers and card numbers are found by hand-written scanners
+    /// ([`scan`]) that give exactly their patterns' matches in one pass. regex-lite, which has no literal
+    /// prefilter and costs about 0.7 µs per byte it searches, runs only for secrets and injection phrases,
+    /// and for secrets only over windows around what a byte scan finds: the run of token characters
+    /// around a secret's prefix (or `bearer` and the token after it), with one character of context either
+    /// side for `\b`. No match can cross a window's edge, so the result is the one the pattern would give
+    /// over the whole text (`tests::scanners_and_windows_give_what_the_patterns_give`).
     pub fn apply<'t>(&self, text: &'t str, rules: RuleSet, injection: Injection) -> Cow<'t, str> {
         let mut out = Cow::Borrowed(text);
         if rules.has(Rule::Secrets) {
@@ -132,26 +127,23 @@ impl Masker {
             });
         }
         if rules.has(Rule::Card) {
-            out = replace_within(out, &self.card, card_windows, &|c| {
-                let m = &c[0];
-                if is_card_number(m) {
-                    "[REDACTED:card]".into()
-                } else {
-                    m.to_string()
-                }
+            out = replace_scanned(out, |t, from| {
+                let r = scan::card(t.as_bytes(), from)?;
+                let card = is_card_number(&t[r.clone()]);
+                Some((r, card.then_some("[REDACTED:card]")))
             });
         }
         if rules.has(Rule::Email) {
-            out = replace_within(out, &self.email, email_windows, &|_| "[REDACTED:email]".into());
+            out = replace_scanned(out, |t, from| Some((scan::email(t.as_bytes(), from)?, Some("[REDACTED:email]"))));
         }
         if rules.has(Rule::Phone) {
-            // The international form's match starts with the character before `+` (group 1): kept.
-            out = replace_within(out, &self.phone, phone_windows, &|c| match c.get(1) {
-                Some(before) => format!("{}[REDACTED:phone]", before.as_str()),
-                None => "[REDACTED:phone]".into(),
+            // The international form's match starts with the character before `+`: kept.
+            out = replace_scanned(out, |t, from| {
+                let m = scan::phone(t.as_bytes(), from)?;
+                Some((m.range.start + m.keep..m.range.end, Some("[REDACTED:phone]")))
             });
         }
-        let injection = if injection != Injection::Off && !INJECTION_WORDS.iter().any(|w| contains_ci(text, w)) {
+        let injection = if injection != Injection::Off && !has_injection_word(text.as_bytes()) {
             Injection::Off
         } else {
             injection
@@ -165,57 +157,49 @@ impl Masker {
         }
         out
     }
-
-    /// What `rules` give when each pattern runs over the whole text (the reference the windows are tested
-    /// against).
-    #[cfg(test)]
-    fn apply_whole<'t>(&self, text: &'t str, rules: RuleSet) -> Cow<'t, str> {
-        let mut out = Cow::Borrowed(text);
-        if rules.has(Rule::Secrets) {
-            out = replace(out, &self.secrets, |c| match c.get(1) {
-                Some(bearer) => format!("{} [REDACTED:secrets]", bearer.as_str()),
-                None => "[REDACTED:secrets]".into(),
-            });
-        }
-        if rules.has(Rule::Card) {
-            out = replace(out, &self.card, |c| {
-                if is_card_number(&c[0]) {
-                    "[REDACTED:card]".into()
-                } else {
-                    c[0].to_string()
-                }
-            });
-        }
-        if rules.has(Rule::Email) {
-            out = replace(out, &self.email, |_| "[REDACTED:email]".into());
-        }
-        if rules.has(Rule::Phone) {
-            out = replace(out, &self.phone, |c| match c.get(1) {
-                Some(before) => format!("{}[REDACTED:phone]", before.as_str()),
-                None => "[REDACTED:phone]".into(),
-            });
-        }
-        out
-    }
 }
 
 /// A word of each phrase of [`INJECTION_PHRASES`], for the scan that decides whether to run them.
-const INJECTION_WORDS: [&str; 6] = ["ignore", "disregard", "forget", "mode", "reveal", "system"];
-/// The literal each `secrets` pattern starts with (`bearer` is found ignoring case).
-const SECRET_HINTS: [&str; 12] =
-    ["sk-", "ghp_", "gho_", "ghu_", "ghs_", "ghr_", "github_pat_", "AKIA", "ASIA", "xox", "AIza", "eyJ"];
+const INJECTION_WORDS: [&[u8]; 6] = [b"ignore", b"disregard", b"forget", b"mode", b"reveal", b"system"];
 
-/// Whether `text` contains `word` (lowercase ASCII), ignoring ASCII case.
-fn contains_ci(text: &str, word: &str) -> bool {
-    find_ci(text.as_bytes(), word.as_bytes(), 0).is_some()
+/// Whether `t` holds one of [`INJECTION_WORDS`], ignoring ASCII case (one pass, the first byte decides
+/// which word to compare).
+fn has_injection_word(t: &[u8]) -> bool {
+    (0..t.len()).any(|i| {
+        let word: &[u8] = match t[i] | 0x20 {
+            b'i' => INJECTION_WORDS[0],
+            b'd' => INJECTION_WORDS[1],
+            b'f' => INJECTION_WORDS[2],
+            b'm' => INJECTION_WORDS[3],
+            b'r' => INJECTION_WORDS[4],
+            b's' => INJECTION_WORDS[5],
+            _ => return false,
+        };
+        t.get(i..i + word.len()).is_some_and(|w| w.eq_ignore_ascii_case(word))
+    })
 }
 
-/// Where `word` (lowercase ASCII) first occurs in `t` at or after `from`, ignoring ASCII case; the first
-/// byte is compared alone first, which skips most positions at the cost of one comparison.
-fn find_ci(t: &[u8], word: &[u8], from: usize) -> Option<usize> {
-    let (&first, rest) = word.split_first()?;
-    let last = t.len().checked_sub(word.len())?;
-    (from..=last).find(|&i| t[i] | 0x20 == first && t[i + 1..i + word.len()].eq_ignore_ascii_case(rest))
+/// Whether a word (`t` from `i`) starts with one of the literals the `\b(?:...)` alternatives of the
+/// `secrets` pattern start with: `sk-`, `gh?_`, `github_pat_`, `AKIA`, `ASIA`, `AIza`, `xox`, `eyJ`.
+fn secret_prefix_at(t: &[u8], i: usize) -> bool {
+    let r = t.get(i..).unwrap_or_default();
+    match r.first() {
+        Some(b's') => r.starts_with(b"sk-"),
+        Some(b'g') => {
+            r.starts_with(b"github_pat_")
+                || (r.starts_with(b"gh")
+                    && matches!(r.get(2), Some(b'p' | b'o' | b'u' | b's' | b'r'))
+                    && r.get(3) == Some(&b'_'))
+        }
+        Some(b'A') => r.starts_with(b"AKIA") || r.starts_with(b"ASIA") || r.starts_with(b"AIza"),
+        Some(b'x') => r.starts_with(b"xox"),
+        Some(b'e') => r.starts_with(b"eyJ"),
+        _ => false,
+    }
+}
+
+fn is_word(b: u8) -> bool {
+    b.is_ascii_alphanumeric() || b == b'_'
 }
 
 /// Characters a secret (and the token after `Bearer`) is made of.
@@ -230,31 +214,28 @@ fn run_around(t: &[u8], at: usize, member: fn(u8) -> bool) -> Range<usize> {
     start..end
 }
 
-/// The maximal runs of bytes `member` accepts for which `keep` holds.
-fn runs(text: &str, member: fn(u8) -> bool, keep: fn(&[u8]) -> bool) -> Vec<Range<usize>> {
-    let t = text.as_bytes();
-    let mut out = Vec::new();
-    let mut i = 0;
-    while i < t.len() {
-        if !member(t[i]) {
-            i += 1;
-            continue;
-        }
-        let end = t[i..].iter().position(|b| !member(*b)).map_or(t.len(), |n| i + n);
-        if keep(&t[i..end]) {
-            out.push(i..end);
-        }
-        i = end;
-    }
-    out
-}
-
-/// Secrets lie in a run of token characters holding one of [`SECRET_HINTS`]; a run that ends with
-/// `bearer` and is followed by whitespace goes on over it and the token after.
+/// Secrets lie in a run of token characters around a word that starts with a secret's prefix (those
+/// alternatives need `\b` before them, so only words' starts are looked at), or that ends with `bearer`
+/// (which needs whitespace after it); a run that ends with `bearer` and is followed by whitespace goes on
+/// over it and the token after.
 fn secret_windows(text: &str) -> Vec<Range<usize>> {
     let t = text.as_bytes();
     let mut out: Vec<Range<usize>> = Vec::new();
-    let mut hit = |at: usize| {
+    let mut i = 0;
+    while i < t.len() {
+        if !is_word(t[i]) {
+            i += 1;
+            continue;
+        }
+        let end = t[i..].iter().position(|b| !is_word(*b)).map_or(t.len(), |n| i + n);
+        let at = if secret_prefix_at(t, i) {
+            i
+        } else if end - i >= 6 && t[end - 6..end].eq_ignore_ascii_case(b"bearer") {
+            end - 6
+        } else {
+            i = end;
+            continue;
+        };
         let mut w = run_around(t, at, is_token_byte);
         while w.end >= 6 && t[w.end - 6..w.end].eq_ignore_ascii_case(b"bearer") {
             let gap = text[w.end..].find(|c: char| !c.is_whitespace()).unwrap_or(text.len() - w.end);
@@ -263,49 +244,36 @@ fn secret_windows(text: &str) -> Vec<Range<usize>> {
             }
             w.end = run_around(t, w.end + gap, is_token_byte).end;
         }
+        // Every word before the window's end would give this window again.
+        i = w.end.max(end);
         out.push(w);
-    };
-    for hint in SECRET_HINTS {
-        text.match_indices(hint).for_each(|(at, _)| hit(at));
-    }
-    let mut i = 0;
-    while let Some(at) = find_ci(t, b"bearer", i) {
-        hit(at);
-        i = at + 1;
     }
     out
 }
 
-/// Card numbers lie in a run of digits, spaces and dashes with at least 13 digits.
-fn card_windows(text: &str) -> Vec<Range<usize>> {
-    runs(
-        text,
-        |b| b.is_ascii_digit() || b == b' ' || b == b'-',
-        |r| r.iter().filter(|b| b.is_ascii_digit()).count() >= 13,
-    )
-}
-
-/// E-mail addresses lie in a run of address characters holding an `@`.
-fn email_windows(text: &str) -> Vec<Range<usize>> {
-    let t = text.as_bytes();
-    let member = |b: u8| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'%' | b'+' | b'-' | b'@');
-    let mut out: Vec<Range<usize>> = Vec::new();
-    for (at, _) in text.match_indices('@') {
-        if out.last().is_none_or(|w| w.end <= at) {
-            out.push(run_around(t, at, member));
+/// `text` with each match `find` gives (from where the one before ended) replaced by its replacement;
+/// a match without one (a digit run that fails the card checks) is kept, and the search goes on after it.
+fn replace_scanned<'t>(
+    text: Cow<'t, str>,
+    find: impl Fn(&str, usize) -> Option<(Range<usize>, Option<&'static str>)>,
+) -> Cow<'t, str> {
+    let (mut out, mut done, mut from, mut matched) = (String::new(), 0, 0, false);
+    while let Some((r, with)) = find(&text, from) {
+        if r.end <= from {
+            break;
         }
+        from = r.end;
+        let (Some(with), Some(before)) = (with, text.get(done..r.start)) else { continue };
+        out.push_str(before);
+        out.push_str(with);
+        done = r.end;
+        matched = true;
     }
-    out
-}
-
-/// Phone numbers lie in a run of digits, spaces and `+.-()` that holds a `+` or at least 10 digits (the
-/// international form's match also takes the character before the run, which the context provides).
-fn phone_windows(text: &str) -> Vec<Range<usize>> {
-    runs(
-        text,
-        |b| b.is_ascii_digit() || matches!(b, b' ' | b'+' | b'.' | b'-' | b'(' | b')'),
-        |r| r.contains(&b'+') || r.iter().filter(|b| b.is_ascii_digit()).count() >= 10,
-    )
+    if !matched {
+        return text;
+    }
+    out.push_str(text.get(done..).unwrap_or_default());
+    Cow::Owned(out)
 }
 
 /// `text` with `re`'s matches replaced by `f`, running `re` only over the windows `find` gives, each
@@ -403,6 +371,38 @@ mod tests {
 
     fn all() -> RuleSet {
         Rule::ALL.into_iter().fold(RuleSet::default(), RuleSet::with)
+    }
+
+    /// What `rules` give when each pattern runs over the whole text with regex-lite: the oracle the
+    /// scanners and the secrets' windows are tested against.
+    fn apply_whole<'t>(m: &Masker, text: &'t str, rules: RuleSet) -> Cow<'t, str> {
+        let re = |p: &str| Regex::new(p).unwrap();
+        let mut out = Cow::Borrowed(text);
+        if rules.has(Rule::Secrets) {
+            out = replace(out, &m.secrets, |c| match c.get(1) {
+                Some(bearer) => format!("{} [REDACTED:secrets]", bearer.as_str()),
+                None => "[REDACTED:secrets]".into(),
+            });
+        }
+        if rules.has(Rule::Card) {
+            out = replace(out, &re(scan::CARD), |c| {
+                if is_card_number(&c[0]) {
+                    "[REDACTED:card]".into()
+                } else {
+                    c[0].to_string()
+                }
+            });
+        }
+        if rules.has(Rule::Email) {
+            out = replace(out, &re(scan::EMAIL), |_| "[REDACTED:email]".into());
+        }
+        if rules.has(Rule::Phone) {
+            out = replace(out, &re(scan::PHONE), |c| match c.get(1) {
+                Some(before) => format!("{}[REDACTED:phone]", before.as_str()),
+                None => "[REDACTED:phone]".into(),
+            });
+        }
+        out
     }
 
     fn mask(text: &str) -> String {
@@ -520,17 +520,17 @@ mod tests {
 
     proptest::proptest! {
         #[test]
-        fn windows_give_what_the_whole_text_gives(picks in proptest::collection::vec(0..PIECES.len(), 0..40)) {
+        fn scanners_and_windows_give_what_the_patterns_give(picks in proptest::collection::vec(0..PIECES.len(), 0..40)) {
             let text: String = picks.iter().map(|i| PIECES[*i]).collect();
             let m = Masker::new().unwrap();
             for rules in [all(), RuleSet::default().with(Rule::Phone), RuleSet::default().with(Rule::Secrets)] {
-                proptest::prop_assert_eq!(m.apply(&text, rules, Injection::Off), m.apply_whole(&text, rules));
+                proptest::prop_assert_eq!(m.apply(&text, rules, Injection::Off), apply_whole(&m, &text, rules));
             }
         }
     }
 
     #[test]
-    fn windows_give_what_the_whole_text_gives_on_known_cases() {
+    fn scanners_and_windows_give_what_the_patterns_give_on_known_cases() {
         let m = Masker::new().unwrap();
         for text in [
             "Bearer \t sk-proj-AbCdEf0123456789xyz and bearer\nabcdefghijklmnopqrstuvwxyz==, a@b.io",
@@ -538,7 +538,7 @@ mod tests {
             "ada@example.com@example.com é+33612345678é ghp_aBcDeFgHiJkLmNoPqRsTuVwXyZ0123456789",
             "bearerbearer abcdefghijklmnopqrstuvwxyz0123 xbearer    eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiIxMjM0NTY3ODkwIn0.dozjgN",
         ] {
-            assert_eq!(m.apply(text, all(), Injection::Off), m.apply_whole(text, all()), "{text}");
+            assert_eq!(m.apply(text, all(), Injection::Off), apply_whole(&m, text, all()), "{text}");
         }
     }
 

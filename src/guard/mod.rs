@@ -10,6 +10,7 @@
 
 pub mod external;
 pub mod mask;
+mod scan;
 
 use crate::error::GatewayError;
 use crate::fields::{FieldError, Fields};
