@@ -61,17 +61,16 @@ fn read_when(v: &Map<String, Value>, at: &str) -> Result<Vec<When>, FieldError> 
 impl ArgumentConfig {
     pub fn read(v: &Value, at: &str) -> Result<ArgumentConfig, FieldError> {
         let mut f = Fields::of(v, at)?;
-        let a = ArgumentConfig {
-            name: f.required_string("name")?,
-            title: f.string("title")?,
-            description: f.string("description")?,
-            required: f.boolean("required")?,
-            enum_values: f.strings("enum")?,
-            completions: f.strings("completions")?,
-            values_when: match f.object("valuesWhen")? {
-                Some(m) => read_when(&m, &format!("{at}.valuesWhen"))?,
-                None => Vec::new(),
-            },
+        let mut a = ArgumentConfig::default();
+        a.name = f.required_string("name")?;
+        a.title = f.string("title")?;
+        a.description = f.string("description")?;
+        a.required = f.boolean("required")?;
+        a.enum_values = f.strings("enum")?;
+        a.completions = f.strings("completions")?;
+        a.values_when = match f.object("valuesWhen")? {
+            Some(m) => read_when(&m, &format!("{at}.valuesWhen"))?,
+            None => Vec::new(),
         };
         f.finish()?;
         Ok(a)

@@ -63,7 +63,7 @@ impl fmt::Display for ConfigError {
 impl std::error::Error for ConfigError {}
 
 /// Top-level plugin settings; `servers` stay raw until each is parsed with its own error context.
-#[derive(Debug)]
+#[derive(Debug, Default)]
 struct RawPlugin {
     prefix: String,
     allowed_origins: Vec<String>,
@@ -316,7 +316,7 @@ pub struct PluginConfig {
 }
 
 /// One MCP server, served at `{prefix}/{name}`.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Default)]
 pub struct ServerConfig {
     pub name: String,
     pub version: Option<String>,
@@ -728,33 +728,30 @@ impl RawPlugin {
         for moved in ["servers", "tools", "server"] {
             f.value(moved);
         }
-        let raw = (|| {
-            Ok(RawPlugin {
-                prefix: f.string("prefix")?.unwrap_or_else(default_prefix),
-                allowed_origins: f.strings("allowedOrigins")?.unwrap_or_default(),
-                session_ttl_seconds: f.unsigned("sessionTtlSeconds")?,
-                sessions: f.value("sessions").cloned(),
-                max_request_bytes: f.size("maxRequestBytes")?.unwrap_or_else(default_max_body),
-                tools_page_size: f.size("toolsPageSize")?.unwrap_or_else(default_page_size),
-                max_response_bytes: f.size("maxResponseBytes")?.unwrap_or_else(default_max_response),
-                max_calls_per_request: f.size("maxCallsPerRequest")?.unwrap_or_else(default_calls_per_request),
-                max_calls_in_flight: f.size("maxCallsInFlight")?.unwrap_or_else(default_calls_in_flight),
-                request_body_timeout_ms: f.unsigned("requestBodyTimeoutMs")?.unwrap_or_else(default_body_timeout),
-                input_signing_keys: f.strings("inputSigningKeys")?.unwrap_or_default(),
-                servers: Vec::new(),
-                server: None,
-                tools: None,
-                allow_tools: f.value("allowTools").cloned(),
-                trust_config_header: f.boolean("trustConfigHeader")?,
-                observability: f.value("observability").cloned(),
-                tool_set: f.value("toolSet").cloned(),
-                consumers: f.value("consumers").cloned(),
-                key_auth: f.value("keyAuth").cloned(),
-                jwt_auth: f.value("jwtAuth").cloned(),
-                consumer_header: f.string("consumerHeader")?,
-            })
-        })()
-        .map_err(located)?;
+        let mut raw = RawPlugin::default();
+        let mut read = |raw: &mut RawPlugin| -> Result<(), FieldError> {
+            raw.prefix = f.string("prefix")?.unwrap_or_else(default_prefix);
+            raw.allowed_origins = f.strings("allowedOrigins")?.unwrap_or_default();
+            raw.session_ttl_seconds = f.unsigned("sessionTtlSeconds")?;
+            raw.sessions = f.value("sessions").cloned();
+            raw.max_request_bytes = f.size("maxRequestBytes")?.unwrap_or_else(default_max_body);
+            raw.tools_page_size = f.size("toolsPageSize")?.unwrap_or_else(default_page_size);
+            raw.max_response_bytes = f.size("maxResponseBytes")?.unwrap_or_else(default_max_response);
+            raw.max_calls_per_request = f.size("maxCallsPerRequest")?.unwrap_or_else(default_calls_per_request);
+            raw.max_calls_in_flight = f.size("maxCallsInFlight")?.unwrap_or_else(default_calls_in_flight);
+            raw.request_body_timeout_ms = f.unsigned("requestBodyTimeoutMs")?.unwrap_or_else(default_body_timeout);
+            raw.input_signing_keys = f.strings("inputSigningKeys")?.unwrap_or_default();
+            raw.allow_tools = f.value("allowTools").cloned();
+            raw.trust_config_header = f.boolean("trustConfigHeader")?;
+            raw.observability = f.value("observability").cloned();
+            raw.tool_set = f.value("toolSet").cloned();
+            raw.consumers = f.value("consumers").cloned();
+            raw.key_auth = f.value("keyAuth").cloned();
+            raw.jwt_auth = f.value("jwtAuth").cloned();
+            raw.consumer_header = f.string("consumerHeader")?;
+            Ok(())
+        };
+        read(&mut raw).map_err(located)?;
         f.finish().map_err(located)?;
         Ok(RawPlugin { servers, server, tools, ..raw })
     }
@@ -767,16 +764,14 @@ impl SessionsConfig {
     fn read(v: &Value, at: &str) -> Result<SessionsConfig, FieldError> {
         let mut f = Fields::known(v, at, Self::FIELDS)?;
         let stores = [("local", StoreKind::Local), ("signed", StoreKind::Signed), ("redis", StoreKind::Redis)];
-        let s = SessionsConfig {
-            store: f.choice("store", &stores)?.unwrap_or_default(),
-            ttl_seconds: f.unsigned("ttlSeconds")?.unwrap_or_else(default_ttl),
-            signing_keys: f.strings("signingKeys")?.unwrap_or_default(),
-            redis: f.nested("redis", RedisConfig::read)?,
-            max_sessions: f.unsigned("maxSessions")?.unwrap_or_else(default_max_sessions),
-            max_new_per_second: f
-                .bounded("maxNewPerSecond", u32::MAX.into())?
-                .map_or_else(default_new_per_second, |n| n as u32),
-        };
+        let mut s = SessionsConfig::default();
+        s.store = f.choice("store", &stores)?.unwrap_or_default();
+        s.ttl_seconds = f.unsigned("ttlSeconds")?.unwrap_or_else(default_ttl);
+        s.signing_keys = f.strings("signingKeys")?.unwrap_or_default();
+        s.redis = f.nested("redis", RedisConfig::read)?;
+        s.max_sessions = f.unsigned("maxSessions")?.unwrap_or_else(default_max_sessions);
+        s.max_new_per_second =
+            f.bounded("maxNewPerSecond", u32::MAX.into())?.map_or_else(default_new_per_second, |n| n as u32);
         f.finish()?;
         Ok(s)
     }
@@ -787,14 +782,13 @@ impl RedisConfig {
 
     fn read(v: &Value, at: &str) -> Result<RedisConfig, FieldError> {
         let mut f = Fields::known(v, at, Self::FIELDS)?;
-        let r = RedisConfig {
-            cluster: f.required_string("cluster")?,
-            username: f.string("username")?.unwrap_or_default(),
-            password: f.string("password")?.unwrap_or_default(),
-            database: f.bounded("database", u32::MAX.into())?.unwrap_or(0) as u32,
-            timeout_ms: f.unsigned("timeoutMs")?.unwrap_or_else(default_redis_timeout),
-            key_prefix: f.string("keyPrefix")?.unwrap_or_else(default_key_prefix),
-        };
+        let mut r = RedisConfig::default();
+        r.cluster = f.required_string("cluster")?;
+        r.username = f.string("username")?.unwrap_or_default();
+        r.password = f.string("password")?.unwrap_or_default();
+        r.database = f.bounded("database", u32::MAX.into())?.unwrap_or(0) as u32;
+        r.timeout_ms = f.unsigned("timeoutMs")?.unwrap_or_else(default_redis_timeout);
+        r.key_prefix = f.string("keyPrefix")?.unwrap_or_else(default_key_prefix);
         f.finish()?;
         Ok(r)
     }
@@ -842,44 +836,43 @@ impl ServerConfig {
         let dialects = [("jinja", crate::template::Dialect::Jinja), ("go", crate::template::Dialect::Go)];
         let semantics =
             [("native", crate::higress::Semantics::Native), ("higress", crate::higress::Semantics::Higress)];
-        let s = ServerConfig {
-            name: f.required_string("name")?,
-            version: f.string("version")?,
-            title: f.string("title")?,
-            instructions: f.string("instructions")?,
-            description: f.string("description")?,
-            icons: f.list("icons", crate::icon::Icon::read)?,
-            config: f.object("config")?.unwrap_or_default(),
-            upstream: f.nested("upstream", UpstreamConfig::read)?,
-            security_schemes: f.list("securitySchemes", SecurityScheme::read)?,
-            default_downstream_security: f.nested("defaultDownstreamSecurity", SecurityRef::read)?,
-            default_upstream_security: f.nested("defaultUpstreamSecurity", SecurityRef::read)?,
-            passthrough_auth_header: f.boolean("passthroughAuthHeader")?,
-            allow_tools: f.strings("allowTools")?,
-            template_dialect: f.choice("templateDialect", &dialects)?,
-            semantics: f.choice("semantics", &semantics)?,
-            schema_defs: f.object("schemaDefs")?.unwrap_or_default(),
-            compiled_defs: None,
-            kind: f.string("type")?,
-            transport: f.string("transport")?,
-            mcp_server_url: one_of(f.string("mcpServerURL")?, f.string("mcpServerUrl")?, "mcpServerURL")?,
-            timeout: f.unsigned("timeout")?,
-            tool_overrides: one_of(f.object("toolOverrides")?, f.object("toolsOverride")?, "toolOverrides")?
-                .unwrap_or_default(),
-            tools: Vec::new(),
-            prompts: Vec::new(),
-            resources: Vec::new(),
-            resource_templates: Vec::new(),
-            import_notices: Vec::new(),
-            guardrails: f.nested("guardrails", crate::guard::GuardrailsConfig::read)?,
-            rate_limits: f.value("rateLimits").cloned(),
-            quotas: f.value("quotas").cloned(),
-            tool_refs: Vec::new(),
-            tool_set: f.value("toolSet").cloned(),
-            tools_cache_ms: f.unsigned("toolsCacheMs")?,
-            auth: f.value("auth").cloned(),
-            policy: f.value("policy").cloned(),
-        };
+        let mut s = ServerConfig::default();
+        s.name = f.required_string("name")?;
+        s.version = f.string("version")?;
+        s.title = f.string("title")?;
+        s.instructions = f.string("instructions")?;
+        s.description = f.string("description")?;
+        s.icons = f.list("icons", crate::icon::Icon::read)?;
+        s.config = f.object("config")?.unwrap_or_default();
+        s.upstream = f.nested("upstream", UpstreamConfig::read)?;
+        s.security_schemes = f.list("securitySchemes", SecurityScheme::read)?;
+        s.default_downstream_security = f.nested("defaultDownstreamSecurity", SecurityRef::read)?;
+        s.default_upstream_security = f.nested("defaultUpstreamSecurity", SecurityRef::read)?;
+        s.passthrough_auth_header = f.boolean("passthroughAuthHeader")?;
+        s.allow_tools = f.strings("allowTools")?;
+        s.template_dialect = f.choice("templateDialect", &dialects)?;
+        s.semantics = f.choice("semantics", &semantics)?;
+        s.schema_defs = f.object("schemaDefs")?.unwrap_or_default();
+        s.compiled_defs = None;
+        s.kind = f.string("type")?;
+        s.transport = f.string("transport")?;
+        s.mcp_server_url = one_of(f.string("mcpServerURL")?, f.string("mcpServerUrl")?, "mcpServerURL")?;
+        s.timeout = f.unsigned("timeout")?;
+        s.tool_overrides =
+            one_of(f.object("toolOverrides")?, f.object("toolsOverride")?, "toolOverrides")?.unwrap_or_default();
+        s.tools = Vec::new();
+        s.prompts = Vec::new();
+        s.resources = Vec::new();
+        s.resource_templates = Vec::new();
+        s.import_notices = Vec::new();
+        s.guardrails = f.nested("guardrails", crate::guard::GuardrailsConfig::read)?;
+        s.rate_limits = f.value("rateLimits").cloned();
+        s.quotas = f.value("quotas").cloned();
+        s.tool_refs = Vec::new();
+        s.tool_set = f.value("toolSet").cloned();
+        s.tools_cache_ms = f.unsigned("toolsCacheMs")?;
+        s.auth = f.value("auth").cloned();
+        s.policy = f.value("policy").cloned();
         f.finish()?;
         Ok(s)
     }
@@ -899,15 +892,14 @@ impl SecurityScheme {
 
     fn read(v: &Value, at: &str) -> Result<SecurityScheme, FieldError> {
         let mut f = Fields::known(v, at, Self::FIELDS)?;
-        let s = SecurityScheme {
-            id: f.required_string("id")?,
-            kind: f.required_string("type")?,
-            scheme: f.string("scheme")?,
-            location: f.string("in")?,
-            name: f.string("name")?,
-            default_credential: f.string("defaultCredential")?.unwrap_or_default(),
-            description: f.string("description")?,
-        };
+        let mut s = SecurityScheme::default();
+        s.id = f.required_string("id")?;
+        s.kind = f.required_string("type")?;
+        s.scheme = f.string("scheme")?;
+        s.location = f.string("in")?;
+        s.name = f.string("name")?;
+        s.default_credential = f.string("defaultCredential")?.unwrap_or_default();
+        s.description = f.string("description")?;
         f.finish()?;
         Ok(s)
     }
@@ -918,11 +910,10 @@ impl SecurityRef {
 
     fn read(v: &Value, at: &str) -> Result<SecurityRef, FieldError> {
         let mut f = Fields::known(v, at, Self::FIELDS)?;
-        let s = SecurityRef {
-            id: f.required_string("id")?,
-            credential: f.string("credential")?,
-            passthrough: f.boolean("passthrough")?,
-        };
+        let mut s = SecurityRef::default();
+        s.id = f.required_string("id")?;
+        s.credential = f.string("credential")?;
+        s.passthrough = f.boolean("passthrough")?;
         f.finish()?;
         Ok(s)
     }
@@ -934,12 +925,11 @@ impl UpstreamConfig {
     /// Reads a server's, tool's or resource's `upstream`.
     pub fn read(v: &Value, at: &str) -> Result<UpstreamConfig, FieldError> {
         let mut f = Fields::known(v, at, Self::FIELDS)?;
-        let u = UpstreamConfig {
-            dispatch: f.string("dispatch")?,
-            cluster: f.string("cluster")?,
-            authority: f.string("authority")?,
-            timeout_ms: f.unsigned("timeoutMs")?,
-        };
+        let mut u = UpstreamConfig::default();
+        u.dispatch = f.string("dispatch")?;
+        u.cluster = f.string("cluster")?;
+        u.authority = f.string("authority")?;
+        u.timeout_ms = f.unsigned("timeoutMs")?;
         f.finish()?;
         Ok(u)
     }
@@ -1018,25 +1008,24 @@ impl ArgConfig {
     /// Reads one argument.
     pub fn read(v: &Value, at: &str) -> Result<ArgConfig, FieldError> {
         let mut f = Fields::known(v, at, Self::FIELDS)?;
-        let a = ArgConfig {
-            name: f.required_string("name")?,
-            description: f.string("description")?,
-            kind: f.string("type")?,
-            required: f.boolean("required")?,
-            default: f.value("default").cloned(),
-            enum_values: f.values("enum")?,
-            items: f.value("items").cloned(),
-            properties: f.value("properties").cloned(),
-            // Any case, as Higress lower-cases it.
-            position: f.choice_any_case("position", &Position::ALL.map(|p| (p.name(), p)))?,
-            param_name: f.string("paramName")?,
-            schema: f.value("schema").cloned(),
-            style: f.choice("style", &Style::ALL.map(|s| (s.name(), s)))?,
-            explode: f.flag("explode")?,
-            file: f.boolean("file")?,
-            allow_reserved: f.boolean("allowReserved")?,
-            content_type: f.string("contentType")?,
-        };
+        let mut a = ArgConfig::default();
+        a.name = f.required_string("name")?;
+        a.description = f.string("description")?;
+        a.kind = f.string("type")?;
+        a.required = f.boolean("required")?;
+        a.default = f.value("default").cloned();
+        a.enum_values = f.values("enum")?;
+        a.items = f.value("items").cloned();
+        a.properties = f.value("properties").cloned();
+        // Any case, as Higress lower-cases it.
+        a.position = f.choice_any_case("position", &Position::ALL.map(|p| (p.name(), p)))?;
+        a.param_name = f.string("paramName")?;
+        a.schema = f.value("schema").cloned();
+        a.style = f.choice("style", &Style::ALL.map(|s| (s.name(), s)))?;
+        a.explode = f.flag("explode")?;
+        a.file = f.boolean("file")?;
+        a.allow_reserved = f.boolean("allowReserved")?;
+        a.content_type = f.string("contentType")?;
         f.finish()?;
         Ok(a)
     }
@@ -1058,17 +1047,16 @@ impl RequestTemplate {
     /// Reads a tool's or resource's `requestTemplate`.
     pub fn read(v: &Value, at: &str) -> Result<RequestTemplate, FieldError> {
         let mut f = Fields::known(v, at, Self::FIELDS)?;
-        let r = RequestTemplate {
-            url: f.string("url")?,
-            method: f.string("method")?,
-            headers: f.list("headers", HeaderTemplate::read)?,
-            body: f.string("body")?,
-            args_to_json_body: f.boolean("argsToJsonBody")?,
-            args_to_url_param: f.boolean("argsToUrlParam")?,
-            args_to_form_body: f.boolean("argsToFormBody")?,
-            args_to_multipart_body: f.boolean("argsToMultipartBody")?,
-            security: f.nested("security", SecurityRef::read)?,
-        };
+        let mut r = RequestTemplate::default();
+        r.url = f.string("url")?;
+        r.method = f.string("method")?;
+        r.headers = f.list("headers", HeaderTemplate::read)?;
+        r.body = f.string("body")?;
+        r.args_to_json_body = f.boolean("argsToJsonBody")?;
+        r.args_to_url_param = f.boolean("argsToUrlParam")?;
+        r.args_to_form_body = f.boolean("argsToFormBody")?;
+        r.args_to_multipart_body = f.boolean("argsToMultipartBody")?;
+        r.security = f.nested("security", SecurityRef::read)?;
         f.finish()?;
         Ok(r)
     }
@@ -1091,12 +1079,11 @@ impl ResponseTemplate {
     /// Reads a tool's or resource's `responseTemplate` (also an OpenAPI import's override of it).
     pub fn read(v: &Value, at: &str) -> Result<ResponseTemplate, FieldError> {
         let mut f = Fields::known(v, at, Self::FIELDS)?;
-        let r = ResponseTemplate {
-            body: f.string("body")?,
-            prepend_body: f.string("prependBody")?,
-            append_body: f.string("appendBody")?,
-            content: f.optional_list("content", crate::content::ContentConfig::read)?,
-        };
+        let mut r = ResponseTemplate::default();
+        r.body = f.string("body")?;
+        r.prepend_body = f.string("prependBody")?;
+        r.append_body = f.string("appendBody")?;
+        r.content = f.optional_list("content", crate::content::ContentConfig::read)?;
         f.finish()?;
         Ok(r)
     }

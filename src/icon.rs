@@ -41,12 +41,11 @@ impl Icon {
     /// Reads one icon from the config.
     pub fn read(v: &Value, at: &str) -> Result<Icon, FieldError> {
         let mut f = Fields::of(v, at)?;
-        let icon = Icon {
-            src: f.required_string("src")?,
-            mime_type: f.string("mimeType")?,
-            sizes: f.strings("sizes")?.unwrap_or_default(),
-            theme: f.string("theme")?,
-        };
+        let mut icon = Icon::default();
+        icon.src = f.required_string("src")?;
+        icon.mime_type = f.string("mimeType")?;
+        icon.sizes = f.strings("sizes")?.unwrap_or_default();
+        icon.theme = f.string("theme")?;
         f.finish()?;
         Ok(icon)
     }

@@ -3,6 +3,11 @@
 //! Everything but [`host`] is a sans-IO core: plain Rust that takes inputs and returns decisions, tested
 //! natively with `cargo test`. Only `host` touches proxy-wasm hostcalls.
 
+// Config readers fill a `Default` value field by field (`x.a = f.string("a")?;`) rather than building a
+// struct literal: a `?` inside a literal drops every field read so far on its own exit path, and those
+// cleanups made up much of the configure-time code (-5.3 KB of wasm over the readers).
+#![allow(clippy::field_reassign_with_default)]
+
 pub mod admission;
 pub mod caller;
 pub mod completion;

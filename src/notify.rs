@@ -106,15 +106,14 @@ impl NotificationConfig {
     /// Reads one entry of a tool's `notifications`.
     pub fn read(v: &Value, at: &str) -> Result<NotificationConfig, crate::fields::FieldError> {
         let mut f = crate::fields::Fields::of(v, at)?;
-        let n = NotificationConfig {
-            log: f.string("log")?,
-            logger: f.string("logger")?,
-            data: f.string("data")?,
-            progress: f.number("progress")?,
-            total: f.number("total")?,
-            message: f.string("message")?,
-            when: f.string("when")?,
-        };
+        let mut n = NotificationConfig::default();
+        n.log = f.string("log")?;
+        n.logger = f.string("logger")?;
+        n.data = f.string("data")?;
+        n.progress = f.number("progress")?;
+        n.total = f.number("total")?;
+        n.message = f.string("message")?;
+        n.when = f.string("when")?;
         f.finish()?;
         Ok(n)
     }

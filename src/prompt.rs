@@ -29,15 +29,14 @@ pub struct PromptConfig {
 impl PromptConfig {
     pub fn read(v: &Value) -> Result<PromptConfig, FieldError> {
         let mut f = Fields::of(v, "")?;
-        let p = PromptConfig {
-            name: f.required_string("name")?,
-            title: f.string("title")?,
-            description: f.string("description")?,
-            icons: f.list("icons", Icon::read)?,
-            arguments: f.list("arguments", ArgumentConfig::read)?,
-            messages: f.list("messages", MessageConfig::read)?,
-            input_requests: f.value("inputRequests").cloned(),
-        };
+        let mut p = PromptConfig::default();
+        p.name = f.required_string("name")?;
+        p.title = f.string("title")?;
+        p.description = f.string("description")?;
+        p.icons = f.list("icons", Icon::read)?;
+        p.arguments = f.list("arguments", ArgumentConfig::read)?;
+        p.messages = f.list("messages", MessageConfig::read)?;
+        p.input_requests = f.value("inputRequests").cloned();
         f.finish()?;
         Ok(p)
     }

@@ -48,15 +48,14 @@ impl GuardrailsConfig {
     /// Reads `guardrails` (or one tool's entry) at `at`, field by field ([`crate::fields`]).
     pub fn read(v: &Value, at: &str) -> Result<GuardrailsConfig, FieldError> {
         let mut f = Fields::known(v, at, Self::FIELDS)?;
-        let mut cfg = GuardrailsConfig {
-            max_argument_bytes: f.size("maxArgumentBytes")?,
-            max_result_bytes: f.size("maxResultBytes")?,
-            deny_patterns: f.strings("denyPatterns")?,
-            mask: f.strings("mask")?,
-            injection: f.string("injection")?,
-            external: f.nested("external", ExternalConfig::read)?,
-            tools: BTreeMap::new(),
-        };
+        let mut cfg = GuardrailsConfig::default();
+        cfg.max_argument_bytes = f.size("maxArgumentBytes")?;
+        cfg.max_result_bytes = f.size("maxResultBytes")?;
+        cfg.deny_patterns = f.strings("denyPatterns")?;
+        cfg.mask = f.strings("mask")?;
+        cfg.injection = f.string("injection")?;
+        cfg.external = f.nested("external", ExternalConfig::read)?;
+        cfg.tools = BTreeMap::new();
         let at_tools = f.path("tools");
         match f.value("tools") {
             None => {}
