@@ -197,12 +197,24 @@ impl<'a> Fields<'a> {
         key: &'static str,
         read: fn(&Value, &str) -> Result<T, FieldError>,
     ) -> Result<Vec<T>, FieldError> {
-        let (items, at) = self.items(key)?;
-        let mut out = Vec::with_capacity(items.len());
-        for (i, v) in items.iter().enumerate() {
-            out.push(read(v, &item_path(&at, i))?);
-        }
+        let mut out = Vec::new();
+        self.each(key, &mut |v, at| read(v, at).map(|item| out.push(item)))?;
         Ok(out)
+    }
+
+    /// The part of [`Fields::list`] that does not depend on `T`: each item with its path, in order (one
+    /// copy of the loop for every item type).
+    #[inline(never)]
+    fn each(
+        &mut self,
+        key: &'static str,
+        visit: &mut dyn FnMut(&Value, &str) -> Result<(), FieldError>,
+    ) -> Result<(), FieldError> {
+        let (items, at) = self.items(key)?;
+        for (i, v) in items.iter().enumerate() {
+            visit(v, &item_path(&at, i))?;
+        }
+        Ok(())
     }
 
     /// A list field's items and its path (the part of [`Fields::list`] that does not depend on `T`).
