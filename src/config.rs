@@ -1380,13 +1380,27 @@ fn parse_entries<T>(
     server: &str,
     read: fn(&Value) -> Result<T, crate::fields::FieldError>,
 ) -> Result<Vec<T>, ConfigError> {
+    let mut out = Vec::new();
+    each_entry(value, field, kind, key, server, &mut |item| read(item).map(|parsed| out.push(parsed)))?;
+    Ok(out)
+}
+
+/// The part of [`parse_entries`] that does not depend on the entry type (one copy for all of them).
+#[inline(never)]
+fn each_entry(
+    value: Option<Value>,
+    field: &str,
+    kind: &str,
+    key: &str,
+    server: &str,
+    visit: &mut dyn FnMut(&Value) -> Result<(), crate::fields::FieldError>,
+) -> Result<(), ConfigError> {
     let items = match value {
-        None | Some(Value::Null) => return Ok(Vec::new()),
+        None | Some(Value::Null) => return Ok(()),
         Some(Value::Array(items)) => items,
         Some(_) => return Err(ConfigError::new(field, "must be a list").in_server(server)),
     };
     let mut seen: Vec<String> = Vec::with_capacity(items.len());
-    let mut out = Vec::with_capacity(items.len());
     for (i, item) in items.into_iter().enumerate() {
         let label = item.get(key).and_then(Value::as_str).map(str::to_string).unwrap_or_else(|| format!("#{i}"));
         if seen.contains(&label) {
@@ -1394,11 +1408,10 @@ fn parse_entries<T>(
                 .in_server(server)
                 .in_entry(kind, &label));
         }
-        let parsed = read(&item).map_err(|(f, m)| ConfigError::new(f, m).in_server(server).in_entry(kind, &label))?;
+        visit(&item).map_err(|(f, m)| ConfigError::new(f, m).in_server(server).in_entry(kind, &label))?;
         seen.push(label);
-        out.push(parsed);
     }
-    Ok(out)
+    Ok(())
 }
 
 /// Turns a serde error into a located one, pulling the field name out of serde's message when it has one.
