@@ -549,14 +549,18 @@ impl Templates {
 
     /// Renders a minijinja template against a context.
     pub fn render_ctx<C: Serialize>(&self, id: &TemplateId, ctx: C) -> Result<String, String> {
-        let name = match &id.0 {
-            Resolved::Static(text) => return Ok(text.clone()),
-            Resolved::Compiled(name) => name,
-            Resolved::Go(..) => return Err("a Go template needs call data".into()),
-        };
+        match &id.0 {
+            Resolved::Static(text) => Ok(text.clone()),
+            Resolved::Compiled(name) => self.render_value(name, MjValue::from(minijinja::value::Serde(ctx))),
+            Resolved::Go(..) => Err("a Go template needs call data".into()),
+        }
+    }
+
+    /// The part of [`Templates::render_ctx`] that does not depend on the context's type (one copy for all).
+    fn render_value(&self, name: &str, ctx: MjValue) -> Result<String, String> {
         let t = self.env.get_template(name).map_err(describe)?;
         let mut out = Capped::default();
-        let rendered = t.render_captured_to(MjValue::from(minijinja::value::Serde(ctx)), &mut out);
+        let rendered = t.render_captured_to(ctx, &mut out);
         if out.len > MAX_OUTPUT {
             let size = if out.len > MAX_COUNTED { format!("more than {MAX_COUNTED}") } else { out.len.to_string() };
             return Err(format!(
