@@ -166,7 +166,12 @@ pub fn result_text(id: &Value, result_json: &str) -> String {
 
 /// An error reply.
 pub fn error(id: Value, code: i64, message: impl Into<String>) -> Value {
-    json!({"jsonrpc": "2.0", "id": id, "error": {"code": code, "message": message.into()}})
+    error_text(id, code, message.into())
+}
+
+/// [`error`] once its message is a `String` (one copy of the JSON building for every message type).
+fn error_text(id: Value, code: i64, message: String) -> Value {
+    json!({"jsonrpc": "2.0", "id": id, "error": {"code": code, "message": message}})
 }
 
 /// An error reply carrying structured `data`.
