@@ -962,26 +962,25 @@ impl ToolConfig {
     /// Reads one tool (located by the caller: server and tool name).
     pub fn read(v: &Value) -> Result<ToolConfig, FieldError> {
         let mut f = Fields::known(v, "", Self::FIELDS)?;
-        let t = ToolConfig {
-            name: f.required_string("name")?,
-            title: f.string("title")?,
-            description: f.string("description")?.unwrap_or_default(),
-            args: f.list("args", ArgConfig::read)?,
-            security: f.nested("security", SecurityRef::read)?,
-            input_schema: f.value("inputSchema").cloned(),
-            output_schema: f.value("outputSchema").cloned(),
-            annotations: f.object("annotations")?,
-            icons: f.list("icons", crate::icon::Icon::read)?,
-            required_client_capabilities: f.object("requiredClientCapabilities")?,
-            upstream: f.nested("upstream", UpstreamConfig::read)?,
-            request_template: f.nested("requestTemplate", RequestTemplate::read)?,
-            response_template: f.nested("responseTemplate", ResponseTemplate::read)?,
-            error_response_template: f.string("errorResponseTemplate")?,
-            notifications: f.list("notifications", crate::notify::NotificationConfig::read)?,
-            input_requests: f.value("inputRequests").cloned(),
-            rate_limits: f.value("rateLimits").cloned(),
-            quotas: f.value("quotas").cloned(),
-        };
+        let mut t = ToolConfig::default();
+        t.name = f.required_string("name")?;
+        t.title = f.string("title")?;
+        t.description = f.string("description")?.unwrap_or_default();
+        t.args = f.list("args", ArgConfig::read)?;
+        t.security = f.nested("security", SecurityRef::read)?;
+        t.input_schema = f.value("inputSchema").cloned();
+        t.output_schema = f.value("outputSchema").cloned();
+        t.annotations = f.object("annotations")?;
+        t.icons = f.list("icons", crate::icon::Icon::read)?;
+        t.required_client_capabilities = f.object("requiredClientCapabilities")?;
+        t.upstream = f.nested("upstream", UpstreamConfig::read)?;
+        t.request_template = f.nested("requestTemplate", RequestTemplate::read)?;
+        t.response_template = f.nested("responseTemplate", ResponseTemplate::read)?;
+        t.error_response_template = f.string("errorResponseTemplate")?;
+        t.notifications = f.list("notifications", crate::notify::NotificationConfig::read)?;
+        t.input_requests = f.value("inputRequests").cloned();
+        t.rate_limits = f.value("rateLimits").cloned();
+        t.quotas = f.value("quotas").cloned();
         f.finish()?;
         Ok(t)
     }

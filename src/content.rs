@@ -82,20 +82,19 @@ impl ContentConfig {
         let Some(kind) = ContentKind::ALL.into_iter().find(|k| k.name() == kind) else {
             return Err((f.path("type"), format!("'{kind}' must be text, image, audio, resource_link or resource")));
         };
-        let c = ContentConfig {
-            kind,
-            text: f.string("text")?,
-            data: f.string("data")?,
-            blob: f.string("blob")?,
-            mime_type: f.string("mimeType")?,
-            uri: f.string("uri")?,
-            name: f.string("name")?,
-            title: f.string("title")?,
-            description: f.string("description")?,
-            size: f.unsigned("size")?,
-            icons: f.list("icons", Icon::read)?,
-            annotations: f.object("annotations")?,
-        };
+        let mut c = ContentConfig::default();
+        c.kind = kind;
+        c.text = f.string("text")?;
+        c.data = f.string("data")?;
+        c.blob = f.string("blob")?;
+        c.mime_type = f.string("mimeType")?;
+        c.uri = f.string("uri")?;
+        c.name = f.string("name")?;
+        c.title = f.string("title")?;
+        c.description = f.string("description")?;
+        c.size = f.unsigned("size")?;
+        c.icons = f.list("icons", Icon::read)?;
+        c.annotations = f.object("annotations")?;
         f.finish()?;
         Ok(c)
     }

@@ -56,25 +56,24 @@ impl ResourceConfig {
         } else {
             (Some(f.required_string("uri")?), None)
         };
-        let r = ResourceConfig {
-            uri,
-            uri_template,
-            name: f.required_string("name")?,
-            title: f.string("title")?,
-            description: f.string("description")?,
-            mime_type: f.string("mimeType")?,
-            size: if template { None } else { f.unsigned("size")? },
-            icons: f.list("icons", Icon::read)?,
-            annotations: f.object("annotations")?,
-            arguments: if template { f.list("arguments", ArgumentConfig::read)? } else { Vec::new() },
-            text: f.string("text")?,
-            blob: f.string("blob")?,
-            request_template: f.nested("requestTemplate", crate::config::RequestTemplate::read)?,
-            response_template: f.nested("responseTemplate", crate::config::ResponseTemplate::read)?,
-            error_response_template: f.string("errorResponseTemplate")?,
-            upstream: f.nested("upstream", crate::config::UpstreamConfig::read)?,
-            input_requests: f.value("inputRequests").cloned(),
-        };
+        let mut r = ResourceConfig::default();
+        r.uri = uri;
+        r.uri_template = uri_template;
+        r.name = f.required_string("name")?;
+        r.title = f.string("title")?;
+        r.description = f.string("description")?;
+        r.mime_type = f.string("mimeType")?;
+        r.size = if template { None } else { f.unsigned("size")? };
+        r.icons = f.list("icons", Icon::read)?;
+        r.annotations = f.object("annotations")?;
+        r.arguments = if template { f.list("arguments", ArgumentConfig::read)? } else { Vec::new() };
+        r.text = f.string("text")?;
+        r.blob = f.string("blob")?;
+        r.request_template = f.nested("requestTemplate", crate::config::RequestTemplate::read)?;
+        r.response_template = f.nested("responseTemplate", crate::config::ResponseTemplate::read)?;
+        r.error_response_template = f.string("errorResponseTemplate")?;
+        r.upstream = f.nested("upstream", crate::config::UpstreamConfig::read)?;
+        r.input_requests = f.value("inputRequests").cloned();
         f.finish()?;
         Ok(r)
     }
