@@ -14,9 +14,7 @@ re-initialisation and one retry), recovery without restarting anything, `?db=N`,
 
 from __future__ import annotations
 
-import asyncio
 import concurrent.futures
-import contextlib
 import http.server
 import json
 import math
@@ -614,25 +612,8 @@ class ArrayDelayProxy(DelayProxy):
     """A DelayProxy that holds back only array replies (the answers' take; a session's GETEX is a bulk
     string), so that the session opens and the take is what times out. Redis still runs the take."""
 
-    async def _client(self, reader, writer) -> None:
-        up_reader, up_writer = await asyncio.open_connection(*self.target)
-        self._writers |= {writer, up_writer}
-
-        async def pipe(src, dst, delayed: bool) -> None:
-            with contextlib.suppress(OSError):
-                while data := await src.read(65536):
-                    if delayed and self.delay and data.startswith(b"*"):
-                        await asyncio.sleep(self.delay)
-                    dst.write(data)
-                    await dst.drain()
-            dst.close()
-
-        try:
-            await asyncio.gather(pipe(reader, up_writer, False), pipe(up_reader, writer, True))
-        except asyncio.CancelledError:
-            pass
-        finally:
-            self._writers -= {writer, up_writer}
+    def delays(self, reply: bytes) -> bool:
+        return reply.startswith(b"*")
 
 
 @pytest.fixture

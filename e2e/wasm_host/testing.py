@@ -151,6 +151,10 @@ class DelayProxy:
         self._server: asyncio.Server | None = None
         self._writers: set[asyncio.StreamWriter] = set()
 
+    def delays(self, reply: bytes) -> bool:
+        """Whether this piece of a reply is held back; every one here, some in subclasses."""
+        return True
+
     async def start(self) -> Self:
         self._server = await asyncio.start_server(self._client, "127.0.0.1", 0)
         self.port = self._server.sockets[0].getsockname()[1]
@@ -174,7 +178,7 @@ class DelayProxy:
         async def pipe(src: asyncio.StreamReader, dst: asyncio.StreamWriter, delayed: bool) -> None:
             with contextlib.suppress(OSError):
                 while data := await src.read(65536):
-                    if delayed and self.delay:
+                    if delayed and self.delay and self.delays(data):
                         await asyncio.sleep(self.delay)
                     dst.write(data)
                     await dst.drain()

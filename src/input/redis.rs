@@ -17,7 +17,7 @@
 use super::poll::{AnswerOp, AnswerOutcome};
 use super::STATE_TTL_MS;
 use crate::resp::{self, Reply};
-use crate::session::redis::{Answer, RedisStore};
+use crate::session::redis::{read, Answer, Read, RedisStore};
 
 /// Reads every answer of a round and deletes them all, only if every one is in (Redis runs a script alone).
 pub const TAKE: &str = r#"local v = redis.call('MGET', unpack(KEYS))
@@ -71,19 +71,12 @@ pub fn start(store: &RedisStore, op: AnswerOp) -> Pending {
 /// Interprets the host's answer.
 pub fn finish(pending: &Pending, answer: Answer<'_>) -> Next {
     let failed = |why: String| Next::Done(AnswerOutcome::Failed(why));
-    let bytes = match answer {
-        Answer::Reply(b) => b,
-        Answer::Interrupted if !pending.retried => return Next::Resend,
-        Answer::Interrupted => return failed("Redis did not answer (the connection was reset twice)".into()),
-        Answer::Failed(why) => return failed(format!("Redis did not answer ({why})")),
+    let reply = match read(answer, pending.retried) {
+        Read::Reply(r) => r,
+        Read::Reauthenticate => return Next::Reauthenticate,
+        Read::Resend => return Next::Resend,
+        Read::Failed(why) => return failed(why),
     };
-    let reply = match resp::decode(bytes) {
-        Ok(r) => r,
-        Err(e) => return failed(e.to_string()),
-    };
-    if reply.is_error("NOAUTH") && !pending.retried {
-        return Next::Reauthenticate;
-    }
     Next::Done(match (pending.take, reply) {
         (None, Reply::Simple(ok)) if ok == "OK" => AnswerOutcome::Stored,
         (Some(n), Reply::Array(Some(items))) if items.len() == n => {

@@ -24,7 +24,7 @@ use super::bucket::TOKEN;
 use super::{local, Bucket, BucketKind, LimitOutcome, OnStoreError};
 use crate::error::GatewayError;
 use crate::resp::{self, Reply};
-use crate::session::redis::{Answer, RedisStore};
+use crate::session::redis::{read, Answer, Read, RedisStore};
 use crate::session::Env;
 
 /// The check, in Lua. Kept in step with [`super::bucket`]: the same sums, on the same integers.
@@ -127,23 +127,18 @@ impl Pending {
 
 /// Interprets the host's answer; `env` gives back this process's tokens of calls Redis refused.
 pub fn finish(mut pending: Pending, answer: Answer<'_>, env: &mut dyn Env) -> Next {
-    let bytes = match answer {
-        Answer::Reply(b) => b,
-        Answer::Interrupted if !pending.retried => {
+    let reply = match read(answer, pending.retried) {
+        Read::Reply(r) => r,
+        Read::Reauthenticate => {
+            pending.retried = true;
+            return Next::Reauthenticate(pending);
+        }
+        Read::Resend => {
             pending.retried = true;
             return Next::Resend(pending);
         }
-        Answer::Interrupted => return failed(pending, env, "Redis did not answer (the connection was reset twice)"),
-        Answer::Failed(why) => return failed(pending, env, &format!("Redis did not answer ({why})")),
+        Read::Failed(why) => return failed(pending, env, &why),
     };
-    let reply = match resp::decode(bytes) {
-        Ok(r) => r,
-        Err(e) => return failed(pending, env, &e.to_string()),
-    };
-    if reply.is_error("NOAUTH") && !pending.retried {
-        pending.retried = true;
-        return Next::Reauthenticate(pending);
-    }
     let verdicts = match &reply {
         Reply::Array(Some(items)) if items.len() == 2 * pending.checks.len() => {
             let ints: Option<Vec<i64>> =

@@ -73,6 +73,34 @@ pub enum Answer<'a> {
     Interrupted,
 }
 
+/// The first reading of a host's answer, the same for every Redis user (sessions, limits, input answers):
+/// a decoded reply, or what to do instead of interpreting one. A command is sent at most twice.
+#[derive(Debug, PartialEq)]
+pub enum Read {
+    Reply(Reply),
+    /// Re-initialise the host's Redis client, then send the command again.
+    Reauthenticate,
+    /// Send the command again as it is.
+    Resend,
+    /// No usable reply; the text says why.
+    Failed(String),
+}
+
+/// Reads a host's answer to a command that was already sent again (`retried`) or not.
+pub fn read(answer: Answer<'_>, retried: bool) -> Read {
+    let bytes = match answer {
+        Answer::Reply(b) => b,
+        Answer::Interrupted if !retried => return Read::Resend,
+        Answer::Interrupted => return Read::Failed("Redis did not answer (the connection was reset twice)".into()),
+        Answer::Failed(why) => return Read::Failed(format!("Redis did not answer ({why})")),
+    };
+    match resp::decode(bytes) {
+        Ok(r) if r.is_error("NOAUTH") && !retried => Read::Reauthenticate,
+        Ok(r) => Read::Reply(r),
+        Err(e) => Read::Failed(e.to_string()),
+    }
+}
+
 /// What to do with an answer. A command is sent at most twice.
 #[derive(Debug, PartialEq)]
 pub enum Next {
@@ -146,19 +174,12 @@ impl RedisStore {
     /// Interprets the host's answer.
     pub fn finish(&self, pending: &Pending, answer: Answer<'_>) -> Next {
         let failed = |why: String| Next::Done(SessionOutcome::Failed(StoreError(why)));
-        let bytes = match answer {
-            Answer::Reply(b) => b,
-            Answer::Interrupted if !pending.retried => return Next::Resend,
-            Answer::Interrupted => return failed("Redis did not answer (the connection was reset twice)".into()),
-            Answer::Failed(why) => return failed(format!("Redis did not answer ({why})")),
+        let reply = match read(answer, pending.retried) {
+            Read::Reply(r) => r,
+            Read::Reauthenticate => return Next::Reauthenticate,
+            Read::Resend => return Next::Resend,
+            Read::Failed(why) => return failed(why),
         };
-        let reply = match resp::decode(bytes) {
-            Ok(r) => r,
-            Err(e) => return failed(e.to_string()),
-        };
-        if reply.is_error("NOAUTH") && !pending.retried {
-            return Next::Reauthenticate;
-        }
         if let Reply::Error(e) = &reply {
             // Redis's errors are short; whatever else answers may send anything, so the text is bounded.
             let e: String = e.split_whitespace().take(12).collect::<Vec<_>>().join(" ").chars().take(200).collect();
