@@ -59,6 +59,13 @@ pub trait Host: Env {
     fn respond(&mut self, response: HttpResponse);
     /// Something the operator should see (a refused dispatch, a failing store).
     fn warn(&mut self, message: &str);
+    /// Sets the Redis client up again after `NOAUTH`, before the command goes once more; a failure is only
+    /// worth a warning, since the command sent again then fails and says why.
+    fn reauthenticate(&mut self) {
+        if let Err(e) = self.redis_reinit() {
+            self.warn(&format!("re-initialising the Redis client failed: {e}"));
+        }
+    }
 }
 
 /// Whether the exchange still needs the driver.
@@ -175,9 +182,7 @@ impl Driver {
                 return match crate::input::redis::finish(&p, answer) {
                     crate::input::redis::Next::Done(outcome) => self.answers_outcome(gw, host, outcome),
                     crate::input::redis::Next::Reauthenticate => {
-                        if let Err(e) = host.redis_reinit() {
-                            host.warn(&format!("re-initialising the Redis client failed: {e}"));
-                        }
+                        host.reauthenticate();
                         p.retried = true;
                         self.send_redis(gw, host, RedisWait::Answers(p))
                     }
@@ -191,9 +196,7 @@ impl Driver {
                 return match crate::limits::redis::finish(p, answer, host) {
                     crate::limits::redis::Next::Done(outcome) => self.limit_outcome(gw, host, outcome),
                     crate::limits::redis::Next::Reauthenticate(p) => {
-                        if let Err(e) = host.redis_reinit() {
-                            host.warn(&format!("re-initialising the Redis client failed: {e}"));
-                        }
+                        host.reauthenticate();
                         self.send_redis(gw, host, RedisWait::Limit(p))
                     }
                     crate::limits::redis::Next::Resend(p) => self.send_redis(gw, host, RedisWait::Limit(p)),
@@ -203,9 +206,7 @@ impl Driver {
         match gw.sessions.on_redis_reply(&pending, answer) {
             redis::Next::Done(outcome) => self.session_outcome(gw, host, outcome),
             redis::Next::Reauthenticate => {
-                if let Err(e) = host.redis_reinit() {
-                    host.warn(&format!("re-initialising the Redis client failed: {e}"));
-                }
+                host.reauthenticate();
                 pending.retried = true;
                 self.send_redis(gw, host, RedisWait::Session(pending))
             }

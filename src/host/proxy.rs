@@ -171,10 +171,7 @@ impl Held {
                     let keeps = self.relay.as_ref().is_some_and(Relay::keeps_body);
                     if needs_body || keeps {
                         // What Envoy buffered meanwhile is not handed to on_request_body again.
-                        let body = hostcalls::get_buffer(BufferType::HttpRequestBody, 0, WHOLE)
-                            .ok()
-                            .flatten()
-                            .unwrap_or_default();
+                        let body = buffered(BufferType::HttpRequestBody);
                         if needs_body {
                             if let Some(refused) = self.checked_body(env, &body) {
                                 send(&refused);
@@ -212,10 +209,7 @@ impl Held {
                         if relay.buffers() && !self.response_end {
                             return true; // the body's end comes to on_response_body, still paused
                         }
-                        let body = hostcalls::get_buffer(BufferType::HttpResponseBody, 0, WHOLE)
-                            .ok()
-                            .flatten()
-                            .unwrap_or_default();
+                        let body = buffered(BufferType::HttpResponseBody);
                         let out = relay.on_chunk(&gw, env, &body, self.response_end);
                         if out != body {
                             let _ = abi::set_buffer(BufferType::HttpResponseBody, 0, WHOLE, &out);
@@ -327,7 +321,13 @@ impl Held {
     }
 }
 
-/// Whether a resume went through; a refusal is logged (the stream is gone).
+/// All that Envoy buffered of a held body (empty when there is none).
+fn buffered(buffer: BufferType) -> Vec<u8> {
+    hostcalls::get_buffer(buffer, 0, WHOLE).ok().flatten().unwrap_or_default()
+}
+
+/// Resumes a held request or answer; a refusal (the stream is gone) is only logged, and the exchange stays
+/// held until Envoy ends it, so this is always true (go on), as the callers' results are.
 fn resume(result: Result<(), abi::Refused>, what: &str) -> bool {
     if let Err(s) = result {
         log(LogLevel::Debug, &format!("mcp-gateway: the proxied {what} could not be resumed ({s:?})"));
@@ -361,9 +361,7 @@ pub fn on_redis_reply(id: u32, token: u32, answer: redis::Answer<'_>) -> bool {
         let go_on = match gw.sessions.on_redis_reply(&wait.pending, answer) {
             redis::Next::Done(outcome) => held.resumed(&mut env, wait.phase, outcome),
             redis::Next::Reauthenticate => {
-                if let Err(e) = env.redis_reinit() {
-                    env.warn(&format!("re-initialising the Redis client failed: {e}"));
-                }
+                env.reauthenticate();
                 wait.pending.retried = true;
                 held.send_redis(&mut env, wait.pending, wait.phase)
             }
