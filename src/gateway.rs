@@ -229,7 +229,7 @@ impl Gateway {
             };
             crate::credential::validate_schemes(&s.security_schemes)
                 .map_err(|(field, msg)| ConfigError::new(field, msg).in_server(&s.name))?;
-            let proxy = crate::proxy::Backend::compile(&s, cfg.sessions.store)
+            let proxy = crate::proxy::Backend::compile(&s)
                 .map_err(|(field, msg)| ConfigError::new(field, msg).in_server(&s.name))?;
             if proxy.as_ref().is_some_and(|b| b.sse) {
                 // An SSE backend's results arrive on its stream, where the relay cannot tell which tool

@@ -10,7 +10,7 @@ use super::{abi, headers_lossy, log, now_ms, Calls};
 use crate::driver::{Host, REDIS_GRACE_MS};
 use crate::gateway::Gateway;
 use crate::proxy::reinit::{Reinit, Step};
-use crate::proxy::{self, Answer, Opening, Relay, Start};
+use crate::proxy::{self, Answer, Bind, Opening, Relay, Start};
 use crate::session::{redis, SessionOutcome};
 use crate::transport::{HttpResponse, RequestHead};
 use proxy_wasm::hostcalls;
@@ -47,6 +47,11 @@ struct Held {
     /// The backend's answer head as it came (without `:status`) while it is held: what the edits that put
     /// a replacement in its place are computed against.
     answer: Vec<(String, String)>,
+    /// An SSE backend's stream whose head is held until its endpoint is bound ([`Relay::bind`]): how much
+    /// of the body Envoy holds the relay has read, and what goes to the client in its place.
+    holding: bool,
+    fed: usize,
+    out: Vec<u8>,
 }
 
 /// A Redis command in flight for a held request.
@@ -66,6 +71,8 @@ enum Phase {
     Response,
     /// A re-initialisation's store operation: [`Reinit::on_session`] goes on.
     Reinit,
+    /// An SSE backend's stream, for the session its endpoint is bound to: [`Relay::on_bound`] goes on.
+    Stream,
 }
 
 thread_local! {
@@ -105,6 +112,9 @@ pub fn on_request_headers(id: u32, gw: &Rc<Gateway>, head: &RequestHead, end_of_
         replacement: None,
         rewriting: false,
         answer: Vec::new(),
+        holding: false,
+        fed: 0,
+        out: Vec::new(),
     };
     let (relay, headers) = match start {
         Start::Respond(r) => {
@@ -188,6 +198,27 @@ impl Held {
                     resume(abi::resume_request(), "request")
                 }
             },
+            Phase::Stream => {
+                let Some(relay) = self.relay.as_mut() else { return false };
+                match relay.on_bound(&gw, env, outcome) {
+                    Ok(bound) => {
+                        self.out.extend(bound);
+                        // What Envoy held meanwhile, after what the relay had read.
+                        let whole = buffered(BufferType::HttpResponseBody);
+                        let later = whole.get(self.fed..).unwrap_or_default();
+                        self.fed = whole.len();
+                        let more = relay.on_chunk(&gw, env, later, self.response_end);
+                        self.out.extend(more);
+                        self.holding = false;
+                        let _ = abi::set_buffer(BufferType::HttpResponseBody, 0, WHOLE, &std::mem::take(&mut self.out));
+                        resume(abi::resume_response(), "answer")
+                    }
+                    Err(failed) => {
+                        send(&failed);
+                        false
+                    }
+                }
+            }
             Phase::Reinit => match self.reinit.as_mut() {
                 Some(reinit) => {
                     let step = reinit.on_session(outcome);
@@ -203,7 +234,7 @@ impl Held {
                         edit_headers(MapType::HttpResponseHeaders, &edits);
                         resume(abi::resume_response(), "answer")
                     }
-                    Answer::Rewrite(edits) => {
+                    Answer::Rewrite(edits) | Answer::Hold(edits) => {
                         edit_headers(MapType::HttpResponseHeaders, &edits);
                         self.rewriting = true;
                         if relay.buffers() && !self.response_end {
@@ -302,6 +333,35 @@ impl Held {
         let timeout = std::time::Duration::from_millis(backend.timeout_ms);
         hostcalls::dispatch_http_call(&cluster, pairs, Some(body), vec![], timeout)
             .map_err(|status| format!("the call to cluster '{cluster}' could not be sent ({status:?})"))
+    }
+
+    /// A chunk of an SSE backend's stream whose head is held until its endpoint is bound: Envoy holds the
+    /// chunks so far (`size` bytes), of which the relay reads the new ones. `None` when the exchange was
+    /// answered locally (the store failed or refused a session).
+    fn bind_stream(&mut self, env: &mut Calls, size: usize, end: bool) -> Option<Action> {
+        let gw = self.gw.clone();
+        let relay = self.relay.as_mut()?;
+        let whole = hostcalls::get_buffer(BufferType::HttpResponseBody, 0, size).ok().flatten().unwrap_or_default();
+        let new = whole.get(self.fed..).unwrap_or_default();
+        self.fed = whole.len();
+        let out = relay.on_chunk(&gw, env, new, end);
+        self.out.extend(out);
+        match relay.bind() {
+            Bind::Seeking if !end => Some(Action::Pause),
+            Bind::Seeking | Bind::Bound => {
+                self.holding = false;
+                let _ = abi::set_buffer(BufferType::HttpResponseBody, 0, WHOLE, &std::mem::take(&mut self.out));
+                Some(Action::Continue)
+            }
+            Bind::Failed(failed) => {
+                send(&failed);
+                None
+            }
+            Bind::Redis(pending) => {
+                self.response_end = end;
+                self.send_redis(env, pending, Phase::Stream).then_some(Action::Pause)
+            }
+        }
     }
 
     /// The whole request body through the relay's checks: the refusal to answer with, or `None` when it
@@ -523,6 +583,12 @@ pub fn on_response_headers(id: u32, end_of_stream: bool) -> Option<Action> {
                 held.rewriting = true;
                 Some(Action::Continue)
             }
+            Answer::Hold(edits) => {
+                edit_headers(MapType::HttpResponseHeaders, &edits);
+                held.rewriting = true;
+                held.holding = !end_of_stream;
+                Some(if end_of_stream { Action::Continue } else { Action::Pause })
+            }
             Answer::Replace(resp) if end_of_stream => {
                 send(&resp);
                 relays.remove(&id);
@@ -556,6 +622,14 @@ pub fn on_response_body(id: u32, size: usize, end_of_stream: bool) -> Option<Act
         }
         if !held.rewriting {
             return Some(Action::Continue);
+        }
+        if held.holding {
+            let gw = held.gw.clone();
+            let go_on = held.bind_stream(&mut calls(&gw, id), size, end_of_stream);
+            if go_on.is_none() {
+                relays.remove(&id);
+            }
+            return Some(go_on.unwrap_or(Action::Pause));
         }
         let relay = held.relay.as_mut()?;
         if relay.buffers() && !end_of_stream {

@@ -23,7 +23,7 @@ pub mod sse;
 pub mod tools;
 
 use crate::admission::policy::Kind;
-use crate::config::{ServerConfig, StoreKind};
+use crate::config::ServerConfig;
 use crate::gateway::{Gateway, Server};
 use crate::header_edits::{diff, Edit};
 use crate::jsonrpc;
@@ -86,7 +86,7 @@ pub struct Backend {
 
 impl Backend {
     /// The backend of a `type: mcp-proxy` server, `None` for other servers; errors name the field.
-    pub fn compile(s: &ServerConfig, store: StoreKind) -> Result<Option<Backend>, (String, String)> {
+    pub fn compile(s: &ServerConfig) -> Result<Option<Backend>, (String, String)> {
         let err = |field: &str, msg: String| Err((field.to_string(), msg));
         match s.kind.as_deref() {
             None | Some("virtual") => {
@@ -110,14 +110,6 @@ impl Backend {
             let msg = "a proxied server offers its backend's tools, prompts and resources only (toolOverrides renames \
                        and re-describes its tools)";
             return err("tools", msg.into());
-        }
-        if store == StoreKind::Redis && s.transport.as_deref() == Some("sse") {
-            return err(
-                "transport",
-                "an SSE backend's stream binds its endpoint to a session in mid-stream, which sessions.store: redis \
-                 cannot do yet; use transport: http, or store: local or signed"
-                    .into(),
-            );
         }
         let Some(url) = s.mcp_server_url.as_deref() else {
             return err("mcpServerURL", "a proxied server needs the backend's MCP endpoint".into());
@@ -222,6 +214,9 @@ pub enum Answer {
     Pass(Vec<Edit>),
     /// Let it through with its headers changed by these edits, rewriting the body ([`Relay::on_chunk`]).
     Rewrite(Vec<Edit>),
+    /// As `Rewrite`, but hold the head (and the body so far) until [`Relay::bind`] says the SSE backend's
+    /// `endpoint` event is bound to a session of ours: a store that fails can still answer with an error.
+    Hold(Vec<Edit>),
     /// Replace it with this response.
     Replace(HttpResponse),
     /// Hold the answer while the session store (Redis) runs this command; its outcome goes to
@@ -250,6 +245,30 @@ enum Filter {
     Sse(sse::Parser),
     /// An SSE backend's stream: its `endpoint` event is bound to a session of ours and rewritten.
     Endpoint(sse::Parser),
+}
+
+/// An SSE backend's stream while its `endpoint` event is bound to a session of ours ([`Relay::bind`]).
+#[derive(Debug, Default)]
+struct Binding {
+    /// The endpoint is bound: the head and the events before it have gone on.
+    bound: bool,
+    /// The store (Redis) creates our session: the endpoint event and the events after it wait for it.
+    waiting: Option<(Vec<u8>, Vec<Vec<u8>>)>,
+    pending: Option<redis::Pending>,
+    failed: Option<HttpResponse>,
+}
+
+/// Where an SSE backend's stream is with its `endpoint` event.
+#[derive(Debug)]
+pub enum Bind {
+    /// Not seen yet: the head stays held and the rewritten stream so far is kept.
+    Seeking,
+    /// Bound (or nothing to bind): the held head and the stream so far go on.
+    Bound,
+    /// The store answers later: send this command, then hand its outcome to [`Relay::on_bound`].
+    Redis(redis::Pending),
+    /// No session for the stream: this answer goes to the client instead (the backend's stream is ended).
+    Failed(HttpResponse),
 }
 
 /// One proxied request, from its head to the end of its answer.
@@ -292,6 +311,8 @@ pub struct Relay {
     /// The request head the backend got, and its body (once whole), when [`Relay::keeps_body`].
     sent: Vec<(String, String)>,
     body: Option<Vec<u8>>,
+    /// An SSE backend's stream: its endpoint's binding to a session of ours.
+    binding: Binding,
 }
 
 /// Decides what to do with a request from its head; `None` when it is not for a proxied server. Session
@@ -472,6 +493,7 @@ fn new_relay(server: &Server, head: &RequestHead, ours: Option<String>) -> Relay
         keeps: false,
         sent: Vec::new(),
         body: None,
+        binding: Binding::default(),
     }
 }
 
@@ -592,15 +614,6 @@ pub fn replacing(answer: &[(String, String)], r: &HttpResponse) -> Vec<Edit> {
     let mut edits = vec![Edit::Set(":status".into(), r.status.to_string())];
     edits.extend(diff(answer, &wanted));
     edits
-}
-
-/// Runs a session operation that completes at once: an SSE backend's stream binds its endpoint to a new
-/// session in mid-stream, which only the local and signed stores can do (Redis is refused at load there).
-fn session_op(gw: &Gateway, env: &mut dyn Env, op: SessionOp) -> SessionOutcome {
-    match gw.sessions.start(op, env) {
-        Started::Done(outcome) => outcome,
-        Started::Redis(_) => SessionOutcome::Failed(crate::session::StoreError("redis is not supported here".into())),
-    }
 }
 
 /// Why a session could not be created, for the client (never a credential).
@@ -931,7 +944,7 @@ impl Relay {
                 return Answer::Pass(Vec::new());
             }
             let has_length = headers.iter().any(|(k, _)| k == "content-length");
-            return Answer::Rewrite(has_length.then(|| Edit::Remove("content-length".into())).into_iter().collect());
+            return Answer::Hold(has_length.then(|| Edit::Remove("content-length".into())).into_iter().collect());
         }
         let rewrites = self.lists.is_some() || !self.guarded.is_empty();
         self.filter = match (rewrites && status == 200, content_type) {
@@ -963,6 +976,13 @@ impl Relay {
 
     /// A chunk of a rewritten answer: what goes to the client in its place.
     pub fn on_chunk(&mut self, gw: &Gateway, env: &mut dyn Env, chunk: &[u8], end: bool) -> Vec<u8> {
+        if let Filter::Endpoint(parser) = &mut self.filter {
+            let mut events = parser.feed(chunk);
+            if end {
+                events.push(parser.rest()); // an event without its blank line, if any
+            }
+            return self.stream_events(gw, env, events);
+        }
         let (allow, header_allow, overrides) = (self.allow.clone(), self.header_allow.clone(), self.overrides.clone());
         let (policy, caller, lists) = (self.policy.clone(), self.caller.clone(), self.lists.unwrap_or("tools"));
         let kind = match lists {
@@ -978,8 +998,6 @@ impl Relay {
         };
         let keep = |name: &str| keep_kind(kind, name);
         let (listing, guard, guarded) = (self.lists.is_some(), self.guard.clone(), std::mem::take(&mut self.guarded));
-        // An SSE backend's stream is read only when something filters it or refusals travel on it.
-        let filters_stream = self.filters();
         let rewrite = |v: &mut Value| {
             let listed = listing
                 && match kind {
@@ -1005,46 +1023,7 @@ impl Relay {
                     Err(_) => whole,
                 }
             }
-            Filter::Endpoint(parser) => {
-                let mut out = Vec::with_capacity(chunk.len());
-                for event in parser.feed(chunk) {
-                    if sse::event_type(&event).as_deref() != Some("endpoint") {
-                        if !filters_stream {
-                            out.extend(event);
-                            continue;
-                        }
-                        let mut parsed =
-                            sse::data(&event).and_then(|d| serde_json::from_slice::<Value>(d.as_bytes()).ok());
-                        let changed = parsed.as_mut().is_some_and(|v| from_stream(v, &overrides, &keep_kind));
-                        match parsed {
-                            Some(v) if changed => out.extend(sse::with_data(&event, &v.to_string())),
-                            _ => out.extend(event),
-                        }
-                        continue;
-                    }
-                    let url = sse::data(&event).unwrap_or_default();
-                    let path = match url.split_once("://") {
-                        Some((_, rest)) => rest.find('/').map_or("/", |i| &rest[i..]).to_string(),
-                        None => url,
-                    };
-                    let mut session = Session::new(self.server.clone(), self.version.as_str());
-                    session.backend = Some(path);
-                    match session_op(gw, env, SessionOp::Create(session)) {
-                        SessionOutcome::Created(id) => {
-                            let ours = format!("{}/{}/message?sessionId={id}", gw.prefix, self.server);
-                            out.extend(sse::with_data(&event, &ours));
-                        }
-                        // Never the backend's own endpoint: a client posting there would bypass the gateway.
-                        other => out.extend(
-                            format!(": mcp-gateway: no session for this stream ({})\n\n", failure(&other)).bytes(),
-                        ),
-                    }
-                }
-                if end {
-                    out.extend(parser.rest());
-                }
-                out
-            }
+            Filter::Endpoint(_) => Vec::new(), // read above
             Filter::Sse(parser) => {
                 let mut out = Vec::with_capacity(chunk.len());
                 for event in parser.feed(chunk) {
@@ -1063,6 +1042,110 @@ impl Relay {
         };
         self.guarded = guarded;
         out
+    }
+}
+
+impl Relay {
+    /// Events of an SSE backend's stream, as the client gets them: the first `endpoint` event bound to a
+    /// session of ours and rewritten to our message endpoint, the others messages ([`Relay::stream_message`]).
+    /// Stops at the endpoint when the store answers later or fails ([`Relay::bind`] says which).
+    fn stream_events(&mut self, gw: &Gateway, env: &mut dyn Env, events: Vec<Vec<u8>>) -> Vec<u8> {
+        let mut out = Vec::new();
+        let mut events = events.into_iter();
+        while let Some(event) = events.next() {
+            if sse::event_type(&event).as_deref() != Some("endpoint") {
+                out.extend(self.stream_message(event));
+                continue;
+            }
+            if self.binding.bound {
+                // Backends send one; another is never passed on (the backend's own URL would bypass us).
+                out.extend(b": mcp-gateway: a second endpoint event was dropped\n\n");
+                continue;
+            }
+            let url = sse::data(&event).unwrap_or_default();
+            let path = match url.split_once("://") {
+                Some((_, rest)) => rest.find('/').map_or("/", |i| &rest[i..]).to_string(),
+                None => url,
+            };
+            let mut session = Session::new(self.server.clone(), self.version.as_str());
+            session.backend = Some(path);
+            match gw.sessions.start(SessionOp::Create(session), env) {
+                Started::Done(outcome) => match self.endpoint(gw, &event, outcome) {
+                    Ok(rewritten) => out.extend(rewritten),
+                    Err(failed) => {
+                        self.binding.failed = Some(failed);
+                        return out;
+                    }
+                },
+                Started::Redis(pending) => {
+                    self.binding.pending = Some(pending);
+                    self.binding.waiting = Some((event, events.collect()));
+                    return out;
+                }
+            }
+        }
+        out
+    }
+
+    /// The endpoint event rewritten to ours once the store has created our session, or the answer that
+    /// replaces the stream when it could not.
+    fn endpoint(&mut self, gw: &Gateway, event: &[u8], outcome: SessionOutcome) -> Result<Vec<u8>, HttpResponse> {
+        match outcome {
+            SessionOutcome::Created(id) => {
+                self.binding.bound = true;
+                Ok(sse::with_data(event, &format!("{}/{}/message?sessionId={id}", gw.prefix, self.server)))
+            }
+            SessionOutcome::Refused(r) => {
+                Err(HttpResponse::error(r.status, Value::Null, jsonrpc::LIMIT_EXCEEDED, r.message))
+            }
+            other => {
+                let msg = format!("session store: {}", failure(&other));
+                Err(HttpResponse::error(503, Value::Null, jsonrpc::INTERNAL_ERROR, msg))
+            }
+        }
+    }
+
+    /// Where an SSE backend's stream is with its endpoint (the host holds the answer head until it is bound).
+    pub fn bind(&mut self) -> Bind {
+        if !matches!(self.filter, Filter::Endpoint(_)) || self.binding.bound {
+            return Bind::Bound;
+        }
+        if let Some(failed) = self.binding.failed.take() {
+            return Bind::Failed(failed);
+        }
+        match self.binding.pending.take() {
+            Some(pending) => Bind::Redis(pending),
+            None => Bind::Seeking,
+        }
+    }
+
+    /// The store's answer to the session a stream's endpoint waits for ([`Bind::Redis`]): the endpoint
+    /// event rewritten and the events held after it, or the answer that replaces the stream.
+    pub fn on_bound(
+        &mut self,
+        gw: &Gateway,
+        env: &mut dyn Env,
+        outcome: SessionOutcome,
+    ) -> Result<Vec<u8>, HttpResponse> {
+        let Some((event, rest)) = self.binding.waiting.take() else { return Ok(Vec::new()) };
+        let mut out = self.endpoint(gw, &event, outcome)?;
+        out.extend(self.stream_events(gw, env, rest));
+        Ok(out)
+    }
+
+    /// One message of an SSE backend's stream, as its client may see it ([`from_stream`]); read only when
+    /// something filters the stream or refusals travel on it.
+    fn stream_message(&self, event: Vec<u8>) -> Vec<u8> {
+        if !self.filters() {
+            return event;
+        }
+        let keep = |kind: Kind, name: &str| (kind != Kind::Tool || self.allowed(name)) && self.permitted(kind, name);
+        let mut parsed = sse::data(&event).and_then(|d| serde_json::from_slice::<Value>(d.as_bytes()).ok());
+        let changed = parsed.as_mut().is_some_and(|v| from_stream(v, &self.overrides, &keep));
+        match parsed {
+            Some(v) if changed => sse::with_data(&event, &v.to_string()),
+            _ => event,
+        }
     }
 }
 
