@@ -55,6 +55,11 @@ const KEPT: [&str; 8] = [
 /// stateless, as the POST and the stream may be served by different workers; a client that forges one
 /// only misleads itself.
 const REFUSED: &str = "mcp-gateway-refused:";
+/// The id prefix of a `tools/call` to an SSE backend whose tool has its own guardrails (`guardrails.tools`):
+/// `{CALLED}{base64url(the client's id as JSON)}:{tool}`, so that the stream's relay, which sees the result
+/// come by another exchange, restores the client's id and applies that tool's guardrails. Other tools'
+/// results are known by their shape and get the server's. Clients may not send ids with this prefix.
+const CALLED: &str = "mcp-gateway-call:";
 /// Where a 2026-07-28 request says its revision (in `params._meta`).
 const META_VERSION: &str = "io.modelcontextprotocol/protocolVersion";
 /// Default `timeout` of a proxied server, in milliseconds.
@@ -699,6 +704,11 @@ impl Relay {
 
     fn check_body(&mut self, gw: &Gateway, env: &mut dyn Env, body: &[u8]) -> Result<Option<Vec<u8>>, HttpResponse> {
         let Ok(mut value) = serde_json::from_slice::<Value>(body) else {
+            if self.guard.is_some() {
+                // A body the guardrails cannot read could hold a call they would refuse or filter.
+                let msg = "Parse error: the guardrails read only JSON request bodies";
+                return Err(HttpResponse::error(400, Value::Null, jsonrpc::PARSE_ERROR, msg));
+            }
             return Ok(None); // the backend answers what it cannot parse
         };
         let mut renamed = false;
@@ -708,6 +718,11 @@ impl Relay {
         };
         for m in messages {
             let id = m.get("id").cloned().unwrap_or(Value::Null);
+            let reserved = id.as_str().is_some_and(|i| i.starts_with(CALLED));
+            if reserved && self.via_stream && self.guard.is_some() && m.get("method").is_some() {
+                let msg = format!("Invalid request: ids starting with '{CALLED}' are the gateway's");
+                return Err(HttpResponse::error(200, id, jsonrpc::INVALID_REQUEST, msg));
+            }
             let refuse = |kind: Kind, name: &str| {
                 let refused =
                     crate::mcp::refused(&crate::gateway::Access { caller: &self.caller, header: None }, kind, name);
@@ -753,12 +768,16 @@ impl Relay {
                     if !self.permitted(Kind::Tool, &name) {
                         return refuse(Kind::Tool, &name);
                     }
+                    let mut called = None;
                     if let Some(guard) = &self.guard {
                         if let Err(e) = guard.check_input(&name, m.pointer("/params/arguments")) {
                             return Err(HttpResponse::json_reply(e.reply(id)));
                         }
                         if guard.filters_results(&name) {
                             self.guarded.push((id.clone(), name.clone()));
+                        }
+                        if self.via_stream && guard.has_own(&name) {
+                            called = Some(format!("{CALLED}{}:{name}", URL_SAFE_NO_PAD.encode(id.to_string())));
                         }
                     }
                     if let Some(refusal) = self.limited(gw, env, &name) {
@@ -777,6 +796,10 @@ impl Relay {
                     }
                     if let (Some(backend), Some(n)) = (backend.filter(|b| *b != name), m.pointer_mut("/params/name")) {
                         *n = Value::String(backend);
+                        renamed = true;
+                    }
+                    if let (Some(called), Some(sent)) = (called, m.get_mut("id")) {
+                        *sent = Value::String(called);
                         renamed = true;
                     }
                     self.request_id = id;
@@ -1141,7 +1164,12 @@ impl Relay {
         }
         let keep = |kind: Kind, name: &str| (kind != Kind::Tool || self.allowed(name)) && self.permitted(kind, name);
         let mut parsed = sse::data(&event).and_then(|d| serde_json::from_slice::<Value>(d.as_bytes()).ok());
-        let changed = parsed.as_mut().is_some_and(|v| from_stream(v, &self.overrides, &keep));
+        let changed = parsed.as_mut().is_some_and(|v| {
+            let refusal = v.get("id").and_then(Value::as_str).is_some_and(|id| id.starts_with(REFUSED));
+            let listed = from_stream(v, &self.overrides, &keep);
+            let guarded = !refusal && self.guard.as_ref().is_some_and(|g| guard_stream(g, v));
+            listed || guarded
+        });
         match parsed {
             Some(v) if changed => sse::with_data(&event, &v.to_string()),
             _ => event,
@@ -1166,6 +1194,28 @@ fn from_stream(v: &mut Value, overrides: &tools::Overrides, keep: &dyn Fn(Kind, 
     let key = ["prompts", "resources", "resourceTemplates"].into_iter().find(|k| result.get(*k).is_some());
     let kind = if key == Some("prompts") { Kind::Prompt } else { Kind::Resource };
     key.is_some_and(|key| tools::filter_list(v, key, &|n| keep(kind, n)))
+}
+
+/// Runs the guardrails over a result on an SSE backend's stream: a call of a tool with its own guardrails
+/// by its id ([`CALLED`], the client's id put back), any other tool's by its shape (`content`), under the
+/// server's guardrails. True when it changed.
+fn guard_stream(guard: &crate::guard::Guard, v: &mut Value) -> bool {
+    let called = v.get("id").and_then(Value::as_str).and_then(|id| id.strip_prefix(CALLED));
+    let (id, tool) = match called.and_then(|c| c.split_once(':')) {
+        Some((id, tool)) => {
+            let id = URL_SAFE_NO_PAD.decode(id).ok().and_then(|b| serde_json::from_slice::<Value>(&b).ok());
+            (id.unwrap_or(Value::Null), tool.to_string())
+        }
+        None if guard.filters_results("") && v.pointer("/result/content").is_some_and(Value::is_array) => {
+            (v.get("id").cloned().unwrap_or(Value::Null), String::new())
+        }
+        None => return false,
+    };
+    if let Some(sent) = v.get_mut("id") {
+        *sent = id.clone();
+    }
+    guard_results(guard, &[(id, tool)], v);
+    true
 }
 
 /// Runs the guardrails over the results of guarded `tools/call`s in an answer (one message or a batch):

@@ -69,8 +69,9 @@ fn config_is_checked_with_the_field_named() {
     assert!(bad("  type: mcp-proxy\n").contains("mcpServerURL"));
     assert!(bad("  type: mcp-proxy\n  mcpServerURL: ftp://x/mcp\n").contains("mcpServerURL"));
     assert!(bad("  type: mcp-proxy\n  mcpServerURL: 'http://{{h}}/mcp'\n").contains("literal"));
-    assert!(bad("  type: mcp-proxy\n  transport: sse\n  mcpServerURL: /sse\n  guardrails: {mask: [email]}\n")
-        .contains("guardrails"));
+    let external =
+        "  type: mcp-proxy\n  transport: sse\n  mcpServerURL: /sse\n  guardrails: {external: {cluster: g}}\n";
+    assert!(bad(external).contains("guardrails.external"));
     assert!(bad("  type: rest\n").contains("'rest'"));
     assert!(bad("  mcpServerURL: /mcp\n").contains("type: mcp-proxy"));
     let gw = gateway("local", "");
@@ -652,6 +653,87 @@ fn an_sse_backends_tools_are_filtered_and_renamed_on_its_stream_and_refusals_tra
     );
     assert_eq!(got[1]["result"]["tools"], json!([{"name": "say"}]));
     assert_eq!(got[2], other);
+}
+
+#[test]
+fn guardrails_on_an_sse_backend_check_calls_on_the_post_and_filter_results_on_the_stream() {
+    let extra = "  toolOverrides: {echo: {name: say}}\n  guardrails:\n    mask: [email]\n    denyPatterns: ['(?i)drop table']\n    \
+                 tools:\n      say: {mask: [], maxResultBytes: 60}\n";
+    let cfg = format!("servers:\n- name: up\n  type: mcp-proxy\n  transport: sse\n  mcpServerURL: /sse\n{extra}");
+    let gw = Gateway::from_config_str(&cfg).unwrap();
+    let mut env = env();
+    let mut get = head("GET", &[]);
+    get.path = "/mcp-servers/up/sse".into();
+    let (mut stream, _) = forward(&gw, &mut env, &get);
+    let sse = vec![("content-type".to_string(), "text/event-stream".to_string())];
+    assert!(matches!(stream.on_response_head(&gw, &mut env, 200, &sse), Answer::Hold(_)));
+    let endpoint = stream.on_chunk(&gw, &mut env, b"event: endpoint\ndata: /messages/?s=1\n\n", false);
+    let ours = String::from_utf8(endpoint).unwrap().lines().nth(1).unwrap().strip_prefix("data: ").unwrap().to_string();
+    let mut post = head("POST", &[]);
+    post.path = ours;
+    let mut send = |body: Value| -> Value {
+        let (mut relay, _) = forward(&gw, &mut env, &post);
+        assert!(relay.needs_body());
+        match relay.on_body(&gw, &mut env, body.to_string().as_bytes()).unwrap() {
+            Some(sent) => serde_json::from_slice(&sent).unwrap(),
+            None => body,
+        }
+    };
+    // A denied argument: refused on the POST, the refusal delivered on the stream as a ping's answer.
+    let denied = send(json!({"jsonrpc": "2.0", "id": 1, "method": "tools/call",
+        "params": {"name": "lookup", "arguments": {"q": "DROP TABLE users"}}}));
+    assert_eq!(denied["method"], "ping");
+    // A tool under the server's guardrails goes as it came; one with its own carries its name in the id.
+    let lookup = send(json!({"jsonrpc": "2.0", "id": 2, "method": "tools/call",
+        "params": {"name": "lookup", "arguments": {"q": "x"}}}));
+    assert_eq!(lookup["id"], 2);
+    let say = send(json!({"jsonrpc": "2.0", "id": "s-3", "method": "tools/call",
+        "params": {"name": "say", "arguments": {"text": "a@b.example"}}}));
+    let called = say["id"].as_str().unwrap().to_string();
+    assert!(called.starts_with(CALLED) && called.ends_with(":say") && say["params"]["name"] == "echo", "{say}");
+    // Cancelling a call under the server's guardrails names the id the backend knows.
+    let cancel = send(json!({"jsonrpc": "2.0", "method": "notifications/cancelled", "params": {"requestId": 2}}));
+    assert_eq!(cancel["params"]["requestId"], 2);
+    // Ids of ours are not the client's to send.
+    let forged = send(json!({"jsonrpc": "2.0", "id": format!("{CALLED}MQ:say"), "method": "tools/call",
+        "params": {"name": "lookup", "arguments": {}}}));
+    assert_eq!(forged["method"], "ping");
+    let (mut relay, _) = forward(&gw, &mut env, &post);
+    let unreadable = relay.on_body(&gw, &mut env, b"{\"jsonrpc\":\"2.0\",\"id\":9,NaN}").unwrap().unwrap();
+    assert_eq!(serde_json::from_slice::<Value>(&unreadable).unwrap()["method"], "ping");
+
+    // On the stream: the refusals, the server's masking by shape, the tool's own policy by id.
+    let answer = |id: &Value, text: &str| json!({"jsonrpc": "2.0", "id": id, "result": {"content": [{"type": "text", "text": text}]}});
+    let pong = |v: &Value| json!({"jsonrpc": "2.0", "id": v["id"], "result": {}});
+    let messages = [
+        pong(&denied),
+        answer(&json!(2), "mail a@b.example"),
+        answer(&json!(called), "a@b.example"),
+        answer(&json!(called), &"long ".repeat(20)),
+        json!({"jsonrpc": "2.0", "id": 7, "result": {"resources": []}}),
+        pong(&forged),
+        pong(&serde_json::from_slice::<Value>(&unreadable).unwrap()),
+    ];
+    let events: String = messages.iter().map(|m| format!("event: message\ndata: {m}\n\n")).collect();
+    let mut out = Vec::new();
+    for chunk in events.as_bytes().chunks(11) {
+        out.extend(stream.on_chunk(&gw, &mut env, chunk, false));
+    }
+    let got: Vec<Value> = String::from_utf8(out)
+        .unwrap()
+        .lines()
+        .filter_map(|l| l.strip_prefix("data: ").map(|d| serde_json::from_str(d).unwrap()))
+        .collect();
+    assert_eq!(got[0]["id"], 1);
+    let message = got[0]["error"]["message"].as_str().unwrap();
+    assert!(message.contains("tool 'lookup'") && message.contains("denyPatterns[0]"), "{message}");
+    assert_eq!(got[1]["result"]["content"][0]["text"], "mail [REDACTED:email]");
+    assert_eq!(got[2], answer(&json!("s-3"), "a@b.example")); // say: its own policy masks nothing
+    assert_eq!(got[3]["id"], "s-3");
+    assert!(got[3]["error"]["message"].as_str().unwrap().contains("the result of tool 'say'"), "{}", got[3]);
+    assert_eq!(got[4], messages[4]);
+    assert_eq!(got[5]["error"]["code"], -32600);
+    assert_eq!((got[6]["id"].clone(), got[6]["error"]["code"].clone()), (Value::Null, json!(-32700)));
 }
 
 #[test]
