@@ -407,6 +407,55 @@ def test_an_sse_backend_serves_sse_clients(tmp_path):
         backend.stop()
 
 
+def test_guardrails_on_an_sse_backend_mask_results_on_the_stream_and_refuse_denied_calls(tmp_path):
+    """guardrails on a `transport: sse` server, through Envoy with the SDK's SSE client: a denied argument is
+    refused on the POST and the refusal reaches the client on the stream; results on the stream are masked
+    under the server's guardrails (known by their shape) or checked under a tool's own (its call's id
+    carries the tool, put back to the client's on the stream); progress passes as sent."""
+    backend = McpBackend("sse", log_dir=tmp_path).start()
+    guardrails = {"mask": ["email"], "denyPatterns": ["(?i)drop\\s+table"],
+                  "tools": {"whoami": {"maxResultBytes": 10}, "say": {"mask": []}}}
+    cfg = {"servers": [proxied("guarded", "/sse", transport="sse", guardrails=guardrails,
+                               toolOverrides={"echo": {"name": "say"}}),
+                       proxied("masked", "/sse", transport="sse", guardrails={"mask": ["email"]})]}
+    heard = []
+
+    async def on_progress(progress, total, message):
+        heard.append((progress, total, message))
+
+    try:
+        with harness.gateway(cfg, tag="mcp-proxy-sse-guardrails", upstream=backend, plugin_format="json") as g:
+            async def main():
+                from mcp import Client
+                from mcp.client.sse import sse_client
+
+                async with Client(sse_client(g.mcp_url("masked") + "/sse", timeout=10),
+                                  mode="legacy", cache=None, read_timeout_seconds=15) as c:
+                    r = await c.call_tool("echo", {"text": "write to ada@example.com"})
+                    assert r.content[0].text == "echo: write to [REDACTED:email]", r
+                async with Client(sse_client(g.mcp_url("guarded") + "/sse", timeout=10),
+                                  mode="legacy", cache=None, read_timeout_seconds=15) as c:
+                    # A tool with its own guardrails: its result is not masked (mask: []), under its own name.
+                    r = await c.call_tool("say", {"text": "ada@example.com"})
+                    assert r.content[0].text == "echo: ada@example.com", r
+                    with pytest.raises(Exception) as denied:
+                        await c.call_tool("say", {"text": "DROP  TABLE users"})
+                    assert "guardrail" in str(denied.value) and "denyPatterns[0]" in str(denied.value), denied.value
+                    with pytest.raises(Exception) as large:
+                        await c.call_tool("whoami", {})
+                    assert "the result of tool 'whoami'" in str(large.value), large.value
+                    assert "maxResultBytes" in str(large.value), large.value
+                    r = await c.call_tool("steps", {"n": 2, "pause_ms": 20}, progress_callback=on_progress)
+                    assert r.content[0].text == "2 steps done", r
+                    # The session goes on after the refusals.
+                    assert (await c.call_tool("say", {"text": "again"})).content[0].text == "echo: again"
+
+            harness.run_async(main)
+            assert heard == [(1, 2, "step 1"), (2, 2, "step 2")], heard
+    finally:
+        backend.stop()
+
+
 def test_a_restarted_backend_is_reinitialised_transparently(tmp_path):
     """The backend restarts mid-session (the SDK server forgets every session): the next request carrying
     ours gets the backend's 404 no more. The gateway initializes the backend again with the client's own
