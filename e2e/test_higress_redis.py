@@ -945,7 +945,8 @@ def test_an_sse_backends_stream_on_one_replica_takes_posts_on_the_other(host, ru
     endpoint event is held until Redis has stored our session (the backend's message URL in `"b"`), and
     every POST lands on replica B, which finds the backend's URL in Redis (GETEX) and sends it there; the
     answers come on A's stream. A forged or altered sessionId gets 404; with Redis down, opening a stream
-    is answered 503 (-32603 session store: ...) within timeoutMs, never with the backend's endpoint."""
+    is answered 503 (-32603 session store: ...) within timeoutMs, never with the backend's endpoint, and
+    with Redis slower than timeoutMs after about timeoutMs."""
     import httpx2  # the SDK's HTTP client
     from mcp import Client
     from mcp.client.sse import sse_client
@@ -1018,6 +1019,19 @@ def test_an_sse_backends_stream_on_one_replica_takes_posts_on_the_other(host, ru
         assert r.status_code == 503, (r.status_code, r.text)
         assert r.json()["error"]["code"] == -32603 and "session store" in r.json()["error"]["message"], r.text
         assert "session_id" not in r.text and elapsed < TIMEOUT_MS / 1000 + 1.5, (elapsed, r.text)
+
+        # Redis slower than timeoutMs: the same, after about timeoutMs.
+        proxy = host.run(DelayProxy(redis_server.address, delay=TIMEOUT_MS / 1000 + 1.0).start())
+        try:
+            slow = h.start("slow", ("127.0.0.1", proxy.port))
+            started = time.monotonic()
+            with httpx.Client(timeout=10) as http:
+                r = http.get(f"{slow.url}/mcp-servers/legacy/sse", headers={"Accept": "text/event-stream"})
+            elapsed = time.monotonic() - started
+        finally:
+            host.run(proxy.stop())
+        assert r.status_code == 503 and "Redis did not answer" in r.json()["error"]["message"], r.text
+        assert TIMEOUT_MS / 1000 * 0.9 <= elapsed < TIMEOUT_MS / 1000 + 1.5, elapsed
     finally:
         h.stop()
         backend.stop()
