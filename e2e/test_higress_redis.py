@@ -1016,9 +1016,13 @@ def test_an_sse_backends_stream_on_one_replica_takes_posts_on_the_other(host, ru
             with httpx.Client(timeout=10) as http:
                 r = http.get(f"{c.url}/mcp-servers/legacy/sse", headers={"Accept": "text/event-stream"})
             elapsed = time.monotonic() - started
-        assert r.status_code == 503, (r.status_code, r.text)
-        assert r.json()["error"]["code"] == -32603 and "session store" in r.json()["error"]["message"], r.text
-        assert "session_id" not in r.text and elapsed < TIMEOUT_MS / 1000 + 1.5, (elapsed, r.text)
+            assert r.status_code == 503, (r.status_code, r.text)
+            assert r.json()["error"]["code"] == -32603 and "session store" in r.json()["error"]["message"], r.text
+            assert "session_id" not in r.text and elapsed < TIMEOUT_MS / 1000 + 1.5, (elapsed, r.text)
+            # A POST to a live session's endpoint: 503 too (an SSE client reads it from the POST's answer).
+            (r, _), elapsed = timed(post_fresh, c, ping, server=f"legacy/message?sessionId={sid}")
+            assert r.status_code == 503 and r.json()["error"]["code"] == -32603, (r.status_code, r.text)
+            assert elapsed < TIMEOUT_MS / 1000 + 1.5, elapsed
 
         # Redis slower than timeoutMs: the same, after about timeoutMs.
         proxy = host.run(DelayProxy(redis_server.address, delay=TIMEOUT_MS / 1000 + 1.0).start())
