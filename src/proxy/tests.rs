@@ -477,6 +477,12 @@ fn guardrails_check_calls_and_filter_their_results_in_json_and_sse() {
     assert_eq!(body["id"], 3);
     assert_eq!(body["error"]["data"]["cause"], "guardrail", "{body}");
     assert!(!body.to_string().contains("users"), "{body}");
+    // A body the guardrails cannot read (NaN: not JSON here, a number to some backends) does not go on.
+    let (mut relay, _) = forward(&gw, &mut env, &head("POST", &[]));
+    let nan = br#"{"jsonrpc":"2.0","id":3,"method":"tools/call","params":{"name":"echo","arguments":{"q":NaN}}}"#;
+    let refused = relay.on_body(&gw, &mut env, nan).unwrap_err();
+    assert_eq!(refused.status, 400);
+    assert_eq!(serde_json::from_slice::<Value>(&refused.body).unwrap()["error"]["code"], -32700);
 
     // A JSON answer is read whole and masked.
     let json = vec![("content-type".to_string(), "application/json".to_string())];
