@@ -158,6 +158,11 @@ impl Guard {
         self.tools.contains_key(tool)
     }
 
+    /// The tools with their own entry (`guardrails.tools`).
+    pub fn own_tools(&self) -> impl Iterator<Item = &str> {
+        self.tools.keys().map(String::as_str)
+    }
+
     /// Whether any tool's calls go to a guard service.
     pub fn has_external(&self) -> bool {
         std::iter::once(&self.default).chain(self.tools.values()).any(|p| p.external.is_some())

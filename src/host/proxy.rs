@@ -369,7 +369,15 @@ impl Held {
     fn checked_body(&mut self, env: &mut Calls, body: &[u8]) -> Option<HttpResponse> {
         let gw = self.gw.clone();
         let relay = self.relay.as_mut()?;
-        match relay.on_body(&gw, env, body) {
+        let checked = relay.on_body(&gw, env, body);
+        let (head, also) = relay.take_also();
+        for message in also {
+            // Sent alongside, its answer ignored (an SSE backend answers on the stream).
+            if let Err(why) = self.dispatch(&head, &message) {
+                env.warn(&format!("a cancellation for the proxied server of '{}': {why}", self.server()));
+            }
+        }
+        match checked {
             Err(refused) => Some(refused),
             Ok(Some(renamed)) if renamed.len() > gw.max_request_bytes => Some(crate::transport::too_large(&gw)),
             Ok(Some(renamed)) => {

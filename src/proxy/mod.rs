@@ -58,7 +58,9 @@ const REFUSED: &str = "mcp-gateway-refused:";
 /// The id prefix of a `tools/call` to an SSE backend whose tool has its own guardrails (`guardrails.tools`):
 /// `{CALLED}{base64url(the client's id as JSON)}:{tool}`, so that the stream's relay, which sees the result
 /// come by another exchange, restores the client's id and applies that tool's guardrails. Other tools'
-/// results are known by their shape and get the server's. Clients may not send ids with this prefix.
+/// results are known by their shape and get the server's. Clients may not send ids with this prefix. A
+/// client's `notifications/cancelled` goes on as sent, and once more for each such tool under the id a
+/// call of it would have had ([`Relay::take_also`]): the POST that carries it cannot know the tool.
 const CALLED: &str = "mcp-gateway-call:";
 /// Where a 2026-07-28 request says its revision (in `params._meta`).
 const META_VERSION: &str = "io.modelcontextprotocol/protocolVersion";
@@ -318,6 +320,8 @@ pub struct Relay {
     body: Option<Vec<u8>>,
     /// An SSE backend's stream: its endpoint's binding to a session of ours.
     binding: Binding,
+    /// Messages the gateway also sends to an SSE backend's message endpoint, with the head in `sent`.
+    also: Vec<Vec<u8>>,
 }
 
 /// Decides what to do with a request from its head; `None` when it is not for a proxied server. Session
@@ -469,7 +473,11 @@ fn forward_sse(
     if relay.needs_body() {
         headers.retain(|(k, _)| k != "content-length"); // a renamed or refused call's body changes length
     }
-    Start::Forward(Box::new(relay), edits(&head.headers, &headers))
+    let edits = edits(&head.headers, &headers);
+    if relay.via_stream && relay.guard.as_ref().is_some_and(|g| g.own_tools().next().is_some()) {
+        relay.sent = headers; // for the cancellations it may also send
+    }
+    Start::Forward(Box::new(relay), edits)
 }
 
 fn new_relay(server: &Server, head: &RequestHead, ours: Option<String>) -> Relay {
@@ -499,6 +507,7 @@ fn new_relay(server: &Server, head: &RequestHead, ours: Option<String>) -> Relay
         sent: Vec::new(),
         body: None,
         binding: Binding::default(),
+        also: Vec::new(),
     }
 }
 
@@ -741,6 +750,19 @@ impl Relay {
                 continue;
             }
             match m.get("method").and_then(Value::as_str) {
+                Some("notifications/cancelled") if self.via_stream => {
+                    let Some((guard, cancelled)) = self.guard.as_ref().zip(m.pointer("/params/requestId")) else {
+                        continue;
+                    };
+                    let id = URL_SAFE_NO_PAD.encode(cancelled.to_string());
+                    for tool in guard.own_tools() {
+                        let mut also = m.clone();
+                        if let Some(request) = also.pointer_mut("/params/requestId") {
+                            *request = Value::String(format!("{CALLED}{id}:{tool}"));
+                        }
+                        self.also.push(serde_json::to_vec(&also).unwrap_or_default());
+                    }
+                }
                 Some("prompts/get") => {
                     let name = m.pointer("/params/name").and_then(Value::as_str).unwrap_or("");
                     if !self.permitted(Kind::Prompt, name) {
@@ -808,6 +830,15 @@ impl Relay {
             }
         }
         Ok(renamed.then(|| serde_json::to_vec(&value).unwrap_or_else(|_| body.to_vec())))
+    }
+
+    /// Messages to send to an SSE backend's message endpoint besides the client's (cancellations of calls
+    /// under ids of ours, [`CALLED`]), with the head the client's went with; each answer is ignored.
+    pub fn take_also(&mut self) -> (Vec<(String, String)>, Vec<Vec<u8>>) {
+        match self.also.is_empty() {
+            true => (Vec::new(), Vec::new()),
+            false => (self.sent.clone(), std::mem::take(&mut self.also)),
+        }
     }
 
     /// The backend's answer head (`headers` without pseudo-headers): binds a new backend session to one

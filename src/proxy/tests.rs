@@ -697,9 +697,6 @@ fn guardrails_on_an_sse_backend_check_calls_on_the_post_and_filter_results_on_th
         "params": {"name": "say", "arguments": {"text": "a@b.example"}}}));
     let called = say["id"].as_str().unwrap().to_string();
     assert!(called.starts_with(CALLED) && called.ends_with(":say") && say["params"]["name"] == "echo", "{say}");
-    // Cancelling a call under the server's guardrails names the id the backend knows.
-    let cancel = send(json!({"jsonrpc": "2.0", "method": "notifications/cancelled", "params": {"requestId": 2}}));
-    assert_eq!(cancel["params"]["requestId"], 2);
     // Ids of ours are not the client's to send.
     let forged = send(json!({"jsonrpc": "2.0", "id": format!("{CALLED}MQ:say"), "method": "tools/call",
         "params": {"name": "lookup", "arguments": {}}}));
@@ -707,6 +704,17 @@ fn guardrails_on_an_sse_backend_check_calls_on_the_post_and_filter_results_on_th
     let (mut relay, _) = forward(&gw, &mut env, &post);
     let unreadable = relay.on_body(&gw, &mut env, b"{\"jsonrpc\":\"2.0\",\"id\":9,NaN}").unwrap().unwrap();
     assert_eq!(serde_json::from_slice::<Value>(&unreadable).unwrap()["method"], "ping");
+    // Cancelling: as sent, and once more under the id each tool with its own guardrails would have had.
+    let (mut relay, _) = forward(&gw, &mut env, &post);
+    let cancel = json!({"jsonrpc": "2.0", "method": "notifications/cancelled", "params": {"requestId": "s-3"}});
+    assert!(matches!(relay.on_body(&gw, &mut env, cancel.to_string().as_bytes()), Ok(None)));
+    let (also_head, also) = relay.take_also();
+    assert_eq!(value(&also_head, ":path"), Some("/messages/?s=1"));
+    assert_eq!(value(&also_head, ":method"), Some("POST"));
+    let also: Vec<Value> = also.iter().map(|b| serde_json::from_slice(b).unwrap()).collect();
+    assert_eq!(also.len(), 1);
+    assert_eq!(also[0]["params"]["requestId"], json!(called));
+    assert!(relay.take_also().1.is_empty());
 
     // On the stream: the refusals, the server's masking by shape, the tool's own policy by id.
     let answer = |id: &Value, text: &str| json!({"jsonrpc": "2.0", "id": id, "result": {"content": [{"type": "text", "text": text}]}});
