@@ -338,8 +338,9 @@ impl Held {
     /// A chunk of an SSE backend's stream whose head is held until its endpoint is bound: Envoy holds the
     /// chunks so far (`size` bytes), of which the relay reads the new ones. `None` when the exchange was
     /// answered locally (the store failed or refused a session). An Envoy without PR #36411 (Higress's
-    /// envoy-1.27) shows a paused body without its newest chunk, which the relay then reads one chunk
-    /// late; the endpoint event, a backend's first write, comes whole in the first chunk in practice.
+    /// envoy-1.27) shows a paused body without its newest chunk: an endpoint event split over two reads is
+    /// then bound one read late, and that read goes on unread (no client has posted yet, so it holds no
+    /// answer); the endpoint event, a backend's first write, comes whole in the first read in practice.
     fn bind_stream(&mut self, env: &mut Calls, size: usize, end: bool) -> Option<Action> {
         let gw = self.gw.clone();
         let relay = self.relay.as_mut()?;
