@@ -39,13 +39,13 @@ impl ExternalConfig {
     pub fn read(v: &Value, at: &str) -> Result<ExternalConfig, FieldError> {
         let mut f = Fields::known(v, at, Self::FIELDS)?;
         let cfg = ExternalConfig {
-            cluster: f.required_string("cluster")?,
-            path: f.string("path")?.unwrap_or_else(|| "/check".into()),
-            authority: f.string("authority")?,
-            timeout_ms: f.unsigned("timeoutMs")?.unwrap_or(500),
-            fail_open: f.boolean("failOpen")?,
-            input: f.flag("input")?.unwrap_or(true),
-            output: f.boolean("output")?,
+            cluster: f.required_string("cluster"),
+            path: f.string("path").unwrap_or_else(|| "/check".into()),
+            authority: f.string("authority"),
+            timeout_ms: f.unsigned("timeoutMs").unwrap_or(500),
+            fail_open: f.boolean("failOpen"),
+            input: f.flag("input").unwrap_or(true),
+            output: f.boolean("output"),
         };
         f.finish()?;
         Ok(cfg)
