@@ -21,10 +21,18 @@ pub struct ConfigError {
 
 impl ConfigError {
     pub fn new(field: impl Into<String>, message: impl Into<String>) -> Self {
-        ConfigError { server: None, tool: None, entry: None, field: field.into(), message: message.into() }
+        Self::of(field.into(), message.into())
+    }
+
+    /// The part of [`ConfigError::new`] that does not depend on its arguments' types (one copy, not one at
+    /// each of the 90-odd places that make an error).
+    #[inline(never)]
+    fn of(field: String, message: String) -> Self {
+        ConfigError { server: None, tool: None, entry: None, field, message }
     }
 
     /// Attaches the server the error belongs to.
+    #[inline(never)]
     pub fn in_server(mut self, server: &str) -> Self {
         self.server.get_or_insert_with(|| server.to_string());
         self
@@ -32,12 +40,14 @@ impl ConfigError {
 
     /// Attaches the prompt or resource the error belongs to: `kind` is `prompt`, `resource` or
     /// `resource template`.
+    #[inline(never)]
     pub fn in_entry(mut self, kind: &str, name: &str) -> Self {
         self.entry.get_or_insert_with(|| format!("{kind} '{name}'"));
         self
     }
 
     /// Attaches the tool the error belongs to.
+    #[inline(never)]
     pub fn in_tool(mut self, tool: &str) -> Self {
         self.tool.get_or_insert_with(|| tool.to_string());
         self
