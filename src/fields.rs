@@ -279,6 +279,13 @@ impl<'a> Fields<'a> {
     }
 }
 
+/// A [`FieldError`] (or a header) from two literals: one outlined copy of the two conversions, not both
+/// inlined where a configure-time check fails (about 25 bytes each).
+#[inline(never)]
+pub fn pair(first: &str, second: &str) -> (String, String) {
+    (first.to_string(), second.to_string())
+}
+
 #[inline(never)]
 fn item_path(at: &str, i: usize) -> String {
     format!("{at}[{i}]")

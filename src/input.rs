@@ -151,10 +151,10 @@ impl Inputs {
         config: &MjValue,
     ) -> Result<Inputs, FieldError> {
         let Value::Object(map) = raw else {
-            return Err(("inputRequests".into(), "must be a map of keys to requests".into()));
+            return Err(crate::fields::pair("inputRequests", "must be a map of keys to requests"));
         };
         if map.is_empty() {
-            return Err(("inputRequests".into(), "names no request".into()));
+            return Err(crate::fields::pair("inputRequests", "names no request"));
         }
         let mut by_round: Vec<(u64, Request)> = Vec::with_capacity(map.len());
         for (key, v) in map {

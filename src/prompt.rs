@@ -104,12 +104,12 @@ impl Prompt {
         config: &MjValue,
     ) -> Result<Prompt, (String, String)> {
         if cfg.name.trim().is_empty() {
-            return Err(("name".into(), "must not be empty".into()));
+            return Err(crate::fields::pair("name", "must not be empty"));
         }
         icon::validate(&cfg.icons)?;
         let arguments = completion::compile_all(&cfg.arguments)?;
         if cfg.messages.is_empty() {
-            return Err(("messages".into(), "a prompt needs at least one message".into()));
+            return Err(crate::fields::pair("messages", "a prompt needs at least one message"));
         }
         let names: Vec<&str> = arguments.iter().map(|a| a.name.as_str()).collect();
         let prefix = format!("{server}/prompt:{}", cfg.name);
