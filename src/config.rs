@@ -1421,18 +1421,6 @@ fn each_entry(
     Ok(())
 }
 
-/// Turns a serde error into a located one, pulling the field name out of serde's message when it has one.
-pub(crate) fn field_error(default_field: &str, e: serde_json::Error) -> ConfigError {
-    let msg = e.to_string();
-    let field = msg
-        .split('`')
-        .nth(1)
-        .filter(|_| msg.contains("field `"))
-        .map(str::to_string)
-        .unwrap_or_else(|| default_field.to_string());
-    ConfigError::new(field, msg)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
