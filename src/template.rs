@@ -702,33 +702,85 @@ fn indent(
     minijinja::filters::indent(value, width, first, blank, kwargs)
 }
 
-/// `tojson`'s layout, compact or indented: one formatter type, so that a template value's serializer is
-/// instantiated once for both (about 3.5 KB of wasm each).
-struct Layout<'a>(Option<serde_json::ser::PrettyFormatter<'a>>);
+/// `tojson`'s layout, compact or indented (serde_json's `PrettyFormatter`'s, when `indent` is set): one
+/// formatter type, so that a template value's serializer is instantiated once for both (about 3.5 KB of
+/// wasm each).
+struct Layout<'a> {
+    indent: Option<&'a [u8]>,
+    depth: usize,
+    has_value: bool,
+}
 
-/// Calls the pretty formatter's method when indenting, else the compact one's.
-macro_rules! layout_methods {
-    ($($name:ident($($arg:ident: $ty:ty),*);)*) => {$(
-        fn $name<W: ?Sized + std::io::Write>(&mut self, w: &mut W $(, $arg: $ty)*) -> std::io::Result<()> {
-            match &mut self.0 {
-                Some(pretty) => pretty.$name(w $(, $arg)*),
-                None => serde_json::ser::CompactFormatter.$name(w $(, $arg)*),
+impl Layout<'_> {
+    fn open<W: ?Sized + std::io::Write>(&mut self, w: &mut W, bracket: &[u8]) -> std::io::Result<()> {
+        self.depth += 1;
+        self.has_value = false;
+        w.write_all(bracket)
+    }
+
+    fn close<W: ?Sized + std::io::Write>(&mut self, w: &mut W, bracket: &[u8]) -> std::io::Result<()> {
+        self.depth -= 1;
+        if let (Some(indent), true) = (self.indent, self.has_value) {
+            w.write_all(b"\n")?;
+            for _ in 0..self.depth {
+                w.write_all(indent)?;
             }
         }
-    )*};
+        w.write_all(bracket)
+    }
+
+    fn item<W: ?Sized + std::io::Write>(&mut self, w: &mut W, first: bool) -> std::io::Result<()> {
+        match self.indent {
+            None if first => Ok(()),
+            None => w.write_all(b","),
+            Some(indent) => {
+                w.write_all(if first { b"\n" } else { b",\n" })?;
+                for _ in 0..self.depth {
+                    w.write_all(indent)?;
+                }
+                Ok(())
+            }
+        }
+    }
 }
 
 impl serde_json::ser::Formatter for Layout<'_> {
-    layout_methods! {
-        begin_array();
-        end_array();
-        begin_array_value(first: bool);
-        end_array_value();
-        begin_object();
-        end_object();
-        begin_object_key(first: bool);
-        begin_object_value();
-        end_object_value();
+    fn begin_array<W: ?Sized + std::io::Write>(&mut self, w: &mut W) -> std::io::Result<()> {
+        self.open(w, b"[")
+    }
+
+    fn end_array<W: ?Sized + std::io::Write>(&mut self, w: &mut W) -> std::io::Result<()> {
+        self.close(w, b"]")
+    }
+
+    fn begin_array_value<W: ?Sized + std::io::Write>(&mut self, w: &mut W, first: bool) -> std::io::Result<()> {
+        self.item(w, first)
+    }
+
+    fn end_array_value<W: ?Sized + std::io::Write>(&mut self, _w: &mut W) -> std::io::Result<()> {
+        self.has_value = true;
+        Ok(())
+    }
+
+    fn begin_object<W: ?Sized + std::io::Write>(&mut self, w: &mut W) -> std::io::Result<()> {
+        self.open(w, b"{")
+    }
+
+    fn end_object<W: ?Sized + std::io::Write>(&mut self, w: &mut W) -> std::io::Result<()> {
+        self.close(w, b"}")
+    }
+
+    fn begin_object_key<W: ?Sized + std::io::Write>(&mut self, w: &mut W, first: bool) -> std::io::Result<()> {
+        self.item(w, first)
+    }
+
+    fn begin_object_value<W: ?Sized + std::io::Write>(&mut self, w: &mut W) -> std::io::Result<()> {
+        w.write_all(if self.indent.is_some() { b": " } else { b":" })
+    }
+
+    fn end_object_value<W: ?Sized + std::io::Write>(&mut self, _w: &mut W) -> std::io::Result<()> {
+        self.has_value = true;
+        Ok(())
     }
 }
 
@@ -754,8 +806,8 @@ fn tojson(value: &MjValue, indent: Option<MjValue>, kwargs: minijinja::value::Kw
         bounded("tojson", width)?;
     }
     let pad = vec![b' '; width.unwrap_or(0)];
-    let layout = Layout(width.map(|_| serde_json::ser::PrettyFormatter::with_indent(&pad)));
-    let mut text = Vec::new();
+    let layout = Layout { indent: width.map(|_| pad.as_slice()), depth: 0, has_value: false };
+    let mut text = Vec::with_capacity(128);
     let mut ser = serde_json::Serializer::with_formatter(&mut text, layout);
     serde::Serialize::serialize(value, &mut ser).map_err(cannot)?;
     let mut safe = String::with_capacity(text.len());
