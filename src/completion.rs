@@ -62,13 +62,15 @@ impl ArgumentConfig {
     pub fn read(v: &Value, at: &str) -> Result<ArgumentConfig, FieldError> {
         let mut f = Fields::of(v, at)?;
         let mut a = ArgumentConfig::default();
-        a.name = f.required_string("name")?;
-        a.title = f.string("title")?;
-        a.description = f.string("description")?;
-        a.required = f.boolean("required")?;
-        a.enum_values = f.strings("enum")?;
-        a.completions = f.strings("completions")?;
-        a.values_when = match f.object("valuesWhen")? {
+        a.name = f.required_string("name");
+        a.title = f.string("title");
+        a.description = f.string("description");
+        a.required = f.boolean("required");
+        a.enum_values = f.strings("enum");
+        a.completions = f.strings("completions");
+        let when = f.object("valuesWhen");
+        f.check()?;
+        a.values_when = match when {
             Some(m) => read_when(&m, &format!("{at}.valuesWhen"))?,
             None => Vec::new(),
         };

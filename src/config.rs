@@ -21,10 +21,18 @@ pub struct ConfigError {
 
 impl ConfigError {
     pub fn new(field: impl Into<String>, message: impl Into<String>) -> Self {
-        ConfigError { server: None, tool: None, entry: None, field: field.into(), message: message.into() }
+        Self::of(field.into(), message.into())
+    }
+
+    /// The part of [`ConfigError::new`] that does not depend on its arguments' types (one copy, not one at
+    /// each of the 90-odd places that make an error).
+    #[inline(never)]
+    fn of(field: String, message: String) -> Self {
+        ConfigError { server: None, tool: None, entry: None, field, message }
     }
 
     /// Attaches the server the error belongs to.
+    #[inline(never)]
     pub fn in_server(mut self, server: &str) -> Self {
         self.server.get_or_insert_with(|| server.to_string());
         self
@@ -32,12 +40,14 @@ impl ConfigError {
 
     /// Attaches the prompt or resource the error belongs to: `kind` is `prompt`, `resource` or
     /// `resource template`.
+    #[inline(never)]
     pub fn in_entry(mut self, kind: &str, name: &str) -> Self {
         self.entry.get_or_insert_with(|| format!("{kind} '{name}'"));
         self
     }
 
     /// Attaches the tool the error belongs to.
+    #[inline(never)]
     pub fn in_tool(mut self, tool: &str) -> Self {
         self.tool.get_or_insert_with(|| tool.to_string());
         self
@@ -731,29 +741,25 @@ impl RawPlugin {
             f.value(moved);
         }
         let mut raw = RawPlugin::default();
-        let mut read = |raw: &mut RawPlugin| -> Result<(), FieldError> {
-            raw.prefix = f.string("prefix")?.unwrap_or_else(default_prefix);
-            raw.allowed_origins = f.strings("allowedOrigins")?.unwrap_or_default();
-            raw.session_ttl_seconds = f.unsigned("sessionTtlSeconds")?;
-            raw.sessions = f.value("sessions").cloned();
-            raw.max_request_bytes = f.size("maxRequestBytes")?.unwrap_or_else(default_max_body);
-            raw.tools_page_size = f.size("toolsPageSize")?.unwrap_or_else(default_page_size);
-            raw.max_response_bytes = f.size("maxResponseBytes")?.unwrap_or_else(default_max_response);
-            raw.max_calls_per_request = f.size("maxCallsPerRequest")?.unwrap_or_else(default_calls_per_request);
-            raw.max_calls_in_flight = f.size("maxCallsInFlight")?.unwrap_or_else(default_calls_in_flight);
-            raw.request_body_timeout_ms = f.unsigned("requestBodyTimeoutMs")?.unwrap_or_else(default_body_timeout);
-            raw.input_signing_keys = f.strings("inputSigningKeys")?.unwrap_or_default();
-            raw.allow_tools = f.value("allowTools").cloned();
-            raw.trust_config_header = f.boolean("trustConfigHeader")?;
-            raw.observability = f.value("observability").cloned();
-            raw.tool_set = f.value("toolSet").cloned();
-            raw.consumers = f.value("consumers").cloned();
-            raw.key_auth = f.value("keyAuth").cloned();
-            raw.jwt_auth = f.value("jwtAuth").cloned();
-            raw.consumer_header = f.string("consumerHeader")?;
-            Ok(())
-        };
-        read(&mut raw).map_err(located)?;
+        raw.prefix = f.string("prefix").unwrap_or_else(default_prefix);
+        raw.allowed_origins = f.strings("allowedOrigins").unwrap_or_default();
+        raw.session_ttl_seconds = f.unsigned("sessionTtlSeconds");
+        raw.sessions = f.value("sessions").cloned();
+        raw.max_request_bytes = f.size("maxRequestBytes").unwrap_or_else(default_max_body);
+        raw.tools_page_size = f.size("toolsPageSize").unwrap_or_else(default_page_size);
+        raw.max_response_bytes = f.size("maxResponseBytes").unwrap_or_else(default_max_response);
+        raw.max_calls_per_request = f.size("maxCallsPerRequest").unwrap_or_else(default_calls_per_request);
+        raw.max_calls_in_flight = f.size("maxCallsInFlight").unwrap_or_else(default_calls_in_flight);
+        raw.request_body_timeout_ms = f.unsigned("requestBodyTimeoutMs").unwrap_or_else(default_body_timeout);
+        raw.input_signing_keys = f.strings("inputSigningKeys").unwrap_or_default();
+        raw.allow_tools = f.value("allowTools").cloned();
+        raw.trust_config_header = f.boolean("trustConfigHeader");
+        raw.observability = f.value("observability").cloned();
+        raw.tool_set = f.value("toolSet").cloned();
+        raw.consumers = f.value("consumers").cloned();
+        raw.key_auth = f.value("keyAuth").cloned();
+        raw.jwt_auth = f.value("jwtAuth").cloned();
+        raw.consumer_header = f.string("consumerHeader");
         f.finish().map_err(located)?;
         Ok(RawPlugin { servers, server, tools, ..raw })
     }
@@ -767,13 +773,13 @@ impl SessionsConfig {
         let mut f = Fields::known(v, at, Self::FIELDS)?;
         let stores = [("local", StoreKind::Local), ("signed", StoreKind::Signed), ("redis", StoreKind::Redis)];
         let mut s = SessionsConfig::default();
-        s.store = f.choice("store", &stores)?.unwrap_or_default();
-        s.ttl_seconds = f.unsigned("ttlSeconds")?.unwrap_or_else(default_ttl);
-        s.signing_keys = f.strings("signingKeys")?.unwrap_or_default();
-        s.redis = f.nested("redis", RedisConfig::read)?;
-        s.max_sessions = f.unsigned("maxSessions")?.unwrap_or_else(default_max_sessions);
+        s.store = f.choice("store", &stores).unwrap_or_default();
+        s.ttl_seconds = f.unsigned("ttlSeconds").unwrap_or_else(default_ttl);
+        s.signing_keys = f.strings("signingKeys").unwrap_or_default();
+        s.redis = f.nested("redis", RedisConfig::read);
+        s.max_sessions = f.unsigned("maxSessions").unwrap_or_else(default_max_sessions);
         s.max_new_per_second =
-            f.bounded("maxNewPerSecond", u32::MAX.into())?.map_or_else(default_new_per_second, |n| n as u32);
+            f.bounded("maxNewPerSecond", u32::MAX.into()).map_or_else(default_new_per_second, |n| n as u32);
         f.finish()?;
         Ok(s)
     }
@@ -785,12 +791,12 @@ impl RedisConfig {
     fn read(v: &Value, at: &str) -> Result<RedisConfig, FieldError> {
         let mut f = Fields::known(v, at, Self::FIELDS)?;
         let mut r = RedisConfig::default();
-        r.cluster = f.required_string("cluster")?;
-        r.username = f.string("username")?.unwrap_or_default();
-        r.password = f.string("password")?.unwrap_or_default();
-        r.database = f.bounded("database", u32::MAX.into())?.unwrap_or(0) as u32;
-        r.timeout_ms = f.unsigned("timeoutMs")?.unwrap_or_else(default_redis_timeout);
-        r.key_prefix = f.string("keyPrefix")?.unwrap_or_else(default_key_prefix);
+        r.cluster = f.required_string("cluster");
+        r.username = f.string("username").unwrap_or_default();
+        r.password = f.string("password").unwrap_or_default();
+        r.database = f.bounded("database", u32::MAX.into()).unwrap_or(0) as u32;
+        r.timeout_ms = f.unsigned("timeoutMs").unwrap_or_else(default_redis_timeout);
+        r.key_prefix = f.string("keyPrefix").unwrap_or_else(default_key_prefix);
         f.finish()?;
         Ok(r)
     }
@@ -839,40 +845,41 @@ impl ServerConfig {
         let semantics =
             [("native", crate::higress::Semantics::Native), ("higress", crate::higress::Semantics::Higress)];
         let mut s = ServerConfig::default();
-        s.name = f.required_string("name")?;
-        s.version = f.string("version")?;
-        s.title = f.string("title")?;
-        s.instructions = f.string("instructions")?;
-        s.description = f.string("description")?;
-        s.icons = f.list("icons", crate::icon::Icon::read)?;
-        s.config = f.object("config")?.unwrap_or_default();
-        s.upstream = f.nested("upstream", UpstreamConfig::read)?;
-        s.security_schemes = f.list("securitySchemes", SecurityScheme::read)?;
-        s.default_downstream_security = f.nested("defaultDownstreamSecurity", SecurityRef::read)?;
-        s.default_upstream_security = f.nested("defaultUpstreamSecurity", SecurityRef::read)?;
-        s.passthrough_auth_header = f.boolean("passthroughAuthHeader")?;
-        s.allow_tools = f.strings("allowTools")?;
-        s.template_dialect = f.choice("templateDialect", &dialects)?;
-        s.semantics = f.choice("semantics", &semantics)?;
-        s.schema_defs = f.object("schemaDefs")?.unwrap_or_default();
+        s.name = f.required_string("name");
+        s.version = f.string("version");
+        s.title = f.string("title");
+        s.instructions = f.string("instructions");
+        s.description = f.string("description");
+        s.icons = f.list("icons", crate::icon::Icon::read);
+        s.config = f.object("config").unwrap_or_default();
+        s.upstream = f.nested("upstream", UpstreamConfig::read);
+        s.security_schemes = f.list("securitySchemes", SecurityScheme::read);
+        s.default_downstream_security = f.nested("defaultDownstreamSecurity", SecurityRef::read);
+        s.default_upstream_security = f.nested("defaultUpstreamSecurity", SecurityRef::read);
+        s.passthrough_auth_header = f.boolean("passthroughAuthHeader");
+        s.allow_tools = f.strings("allowTools");
+        s.template_dialect = f.choice("templateDialect", &dialects);
+        s.semantics = f.choice("semantics", &semantics);
+        s.schema_defs = f.object("schemaDefs").unwrap_or_default();
         s.compiled_defs = None;
-        s.kind = f.string("type")?;
-        s.transport = f.string("transport")?;
-        s.mcp_server_url = one_of(f.string("mcpServerURL")?, f.string("mcpServerUrl")?, "mcpServerURL")?;
-        s.timeout = f.unsigned("timeout")?;
-        s.tool_overrides =
-            one_of(f.object("toolOverrides")?, f.object("toolsOverride")?, "toolOverrides")?.unwrap_or_default();
+        s.kind = f.string("type");
+        s.transport = f.string("transport");
+        let (url, url_lower) = (f.string("mcpServerURL"), f.string("mcpServerUrl"));
+        s.mcp_server_url = one_of(&mut f, url, url_lower, "mcpServerURL");
+        s.timeout = f.unsigned("timeout");
+        let (overrides, overrides_alias) = (f.object("toolOverrides"), f.object("toolsOverride"));
+        s.tool_overrides = one_of(&mut f, overrides, overrides_alias, "toolOverrides").unwrap_or_default();
         s.tools = Vec::new();
         s.prompts = Vec::new();
         s.resources = Vec::new();
         s.resource_templates = Vec::new();
         s.import_notices = Vec::new();
-        s.guardrails = f.nested("guardrails", crate::guard::GuardrailsConfig::read)?;
+        s.guardrails = f.nested("guardrails", crate::guard::GuardrailsConfig::read);
         s.rate_limits = f.value("rateLimits").cloned();
         s.quotas = f.value("quotas").cloned();
         s.tool_refs = Vec::new();
         s.tool_set = f.value("toolSet").cloned();
-        s.tools_cache_ms = f.unsigned("toolsCacheMs")?;
+        s.tools_cache_ms = f.unsigned("toolsCacheMs");
         s.auth = f.value("auth").cloned();
         s.policy = f.value("policy").cloned();
         f.finish()?;
@@ -881,11 +888,12 @@ impl ServerConfig {
 }
 
 /// A field spelled two ways: either, not both.
-fn one_of<T>(a: Option<T>, b: Option<T>, field: &str) -> Result<Option<T>, FieldError> {
-    match (a, b) {
-        (Some(_), Some(_)) => Err((field.to_string(), "is given under both of its spellings; keep one".into())),
-        (a, b) => Ok(a.or(b)),
+fn one_of<T>(f: &mut Fields<'_>, a: Option<T>, b: Option<T>, field: &str) -> Option<T> {
+    if a.is_some() && b.is_some() {
+        f.fail(field, "is given under both of its spellings; keep one");
+        return None;
     }
+    a.or(b)
 }
 
 impl SecurityScheme {
@@ -895,13 +903,13 @@ impl SecurityScheme {
     fn read(v: &Value, at: &str) -> Result<SecurityScheme, FieldError> {
         let mut f = Fields::known(v, at, Self::FIELDS)?;
         let mut s = SecurityScheme::default();
-        s.id = f.required_string("id")?;
-        s.kind = f.required_string("type")?;
-        s.scheme = f.string("scheme")?;
-        s.location = f.string("in")?;
-        s.name = f.string("name")?;
-        s.default_credential = f.string("defaultCredential")?.unwrap_or_default();
-        s.description = f.string("description")?;
+        s.id = f.required_string("id");
+        s.kind = f.required_string("type");
+        s.scheme = f.string("scheme");
+        s.location = f.string("in");
+        s.name = f.string("name");
+        s.default_credential = f.string("defaultCredential").unwrap_or_default();
+        s.description = f.string("description");
         f.finish()?;
         Ok(s)
     }
@@ -913,9 +921,9 @@ impl SecurityRef {
     fn read(v: &Value, at: &str) -> Result<SecurityRef, FieldError> {
         let mut f = Fields::known(v, at, Self::FIELDS)?;
         let mut s = SecurityRef::default();
-        s.id = f.required_string("id")?;
-        s.credential = f.string("credential")?;
-        s.passthrough = f.boolean("passthrough")?;
+        s.id = f.required_string("id");
+        s.credential = f.string("credential");
+        s.passthrough = f.boolean("passthrough");
         f.finish()?;
         Ok(s)
     }
@@ -928,10 +936,10 @@ impl UpstreamConfig {
     pub fn read(v: &Value, at: &str) -> Result<UpstreamConfig, FieldError> {
         let mut f = Fields::known(v, at, Self::FIELDS)?;
         let mut u = UpstreamConfig::default();
-        u.dispatch = f.string("dispatch")?;
-        u.cluster = f.string("cluster")?;
-        u.authority = f.string("authority")?;
-        u.timeout_ms = f.unsigned("timeoutMs")?;
+        u.dispatch = f.string("dispatch");
+        u.cluster = f.string("cluster");
+        u.authority = f.string("authority");
+        u.timeout_ms = f.unsigned("timeoutMs");
         f.finish()?;
         Ok(u)
     }
@@ -963,21 +971,21 @@ impl ToolConfig {
     pub fn read(v: &Value) -> Result<ToolConfig, FieldError> {
         let mut f = Fields::known(v, "", Self::FIELDS)?;
         let mut t = ToolConfig::default();
-        t.name = f.required_string("name")?;
-        t.title = f.string("title")?;
-        t.description = f.string("description")?.unwrap_or_default();
-        t.args = f.list("args", ArgConfig::read)?;
-        t.security = f.nested("security", SecurityRef::read)?;
+        t.name = f.required_string("name");
+        t.title = f.string("title");
+        t.description = f.string("description").unwrap_or_default();
+        t.args = f.list("args", ArgConfig::read);
+        t.security = f.nested("security", SecurityRef::read);
         t.input_schema = f.value("inputSchema").cloned();
         t.output_schema = f.value("outputSchema").cloned();
-        t.annotations = f.object("annotations")?;
-        t.icons = f.list("icons", crate::icon::Icon::read)?;
-        t.required_client_capabilities = f.object("requiredClientCapabilities")?;
-        t.upstream = f.nested("upstream", UpstreamConfig::read)?;
-        t.request_template = f.nested("requestTemplate", RequestTemplate::read)?;
-        t.response_template = f.nested("responseTemplate", ResponseTemplate::read)?;
-        t.error_response_template = f.string("errorResponseTemplate")?;
-        t.notifications = f.list("notifications", crate::notify::NotificationConfig::read)?;
+        t.annotations = f.object("annotations");
+        t.icons = f.list("icons", crate::icon::Icon::read);
+        t.required_client_capabilities = f.object("requiredClientCapabilities");
+        t.upstream = f.nested("upstream", UpstreamConfig::read);
+        t.request_template = f.nested("requestTemplate", RequestTemplate::read);
+        t.response_template = f.nested("responseTemplate", ResponseTemplate::read);
+        t.error_response_template = f.string("errorResponseTemplate");
+        t.notifications = f.list("notifications", crate::notify::NotificationConfig::read);
         t.input_requests = f.value("inputRequests").cloned();
         t.rate_limits = f.value("rateLimits").cloned();
         t.quotas = f.value("quotas").cloned();
@@ -1010,23 +1018,23 @@ impl ArgConfig {
     pub fn read(v: &Value, at: &str) -> Result<ArgConfig, FieldError> {
         let mut f = Fields::known(v, at, Self::FIELDS)?;
         let mut a = ArgConfig::default();
-        a.name = f.required_string("name")?;
-        a.description = f.string("description")?;
-        a.kind = f.string("type")?;
-        a.required = f.boolean("required")?;
+        a.name = f.required_string("name");
+        a.description = f.string("description");
+        a.kind = f.string("type");
+        a.required = f.boolean("required");
         a.default = f.value("default").cloned();
-        a.enum_values = f.values("enum")?;
+        a.enum_values = f.values("enum");
         a.items = f.value("items").cloned();
         a.properties = f.value("properties").cloned();
         // Any case, as Higress lower-cases it.
-        a.position = f.choice_any_case("position", &Position::ALL.map(|p| (p.name(), p)))?;
-        a.param_name = f.string("paramName")?;
+        a.position = f.choice_any_case("position", &Position::ALL.map(|p| (p.name(), p)));
+        a.param_name = f.string("paramName");
         a.schema = f.value("schema").cloned();
-        a.style = f.choice("style", &Style::ALL.map(|s| (s.name(), s)))?;
-        a.explode = f.flag("explode")?;
-        a.file = f.boolean("file")?;
-        a.allow_reserved = f.boolean("allowReserved")?;
-        a.content_type = f.string("contentType")?;
+        a.style = f.choice("style", &Style::ALL.map(|s| (s.name(), s)));
+        a.explode = f.flag("explode");
+        a.file = f.boolean("file");
+        a.allow_reserved = f.boolean("allowReserved");
+        a.content_type = f.string("contentType");
         f.finish()?;
         Ok(a)
     }
@@ -1049,15 +1057,15 @@ impl RequestTemplate {
     pub fn read(v: &Value, at: &str) -> Result<RequestTemplate, FieldError> {
         let mut f = Fields::known(v, at, Self::FIELDS)?;
         let mut r = RequestTemplate::default();
-        r.url = f.string("url")?;
-        r.method = f.string("method")?;
-        r.headers = f.list("headers", HeaderTemplate::read)?;
-        r.body = f.string("body")?;
-        r.args_to_json_body = f.boolean("argsToJsonBody")?;
-        r.args_to_url_param = f.boolean("argsToUrlParam")?;
-        r.args_to_form_body = f.boolean("argsToFormBody")?;
-        r.args_to_multipart_body = f.boolean("argsToMultipartBody")?;
-        r.security = f.nested("security", SecurityRef::read)?;
+        r.url = f.string("url");
+        r.method = f.string("method");
+        r.headers = f.list("headers", HeaderTemplate::read);
+        r.body = f.string("body");
+        r.args_to_json_body = f.boolean("argsToJsonBody");
+        r.args_to_url_param = f.boolean("argsToUrlParam");
+        r.args_to_form_body = f.boolean("argsToFormBody");
+        r.args_to_multipart_body = f.boolean("argsToMultipartBody");
+        r.security = f.nested("security", SecurityRef::read);
         f.finish()?;
         Ok(r)
     }
@@ -1068,7 +1076,7 @@ impl HeaderTemplate {
 
     fn read(v: &Value, at: &str) -> Result<HeaderTemplate, FieldError> {
         let mut f = Fields::known(v, at, Self::FIELDS)?;
-        let h = HeaderTemplate { key: f.required_string("key")?, value: f.required_string("value")? };
+        let h = HeaderTemplate { key: f.required_string("key"), value: f.required_string("value") };
         f.finish()?;
         Ok(h)
     }
@@ -1081,10 +1089,10 @@ impl ResponseTemplate {
     pub fn read(v: &Value, at: &str) -> Result<ResponseTemplate, FieldError> {
         let mut f = Fields::known(v, at, Self::FIELDS)?;
         let mut r = ResponseTemplate::default();
-        r.body = f.string("body")?;
-        r.prepend_body = f.string("prependBody")?;
-        r.append_body = f.string("appendBody")?;
-        r.content = f.optional_list("content", crate::content::ContentConfig::read)?;
+        r.body = f.string("body");
+        r.prepend_body = f.string("prependBody");
+        r.append_body = f.string("appendBody");
+        r.content = f.optional_list("content", crate::content::ContentConfig::read);
         f.finish()?;
         Ok(r)
     }
@@ -1413,18 +1421,6 @@ fn each_entry(
     Ok(())
 }
 
-/// Turns a serde error into a located one, pulling the field name out of serde's message when it has one.
-pub(crate) fn field_error(default_field: &str, e: serde_json::Error) -> ConfigError {
-    let msg = e.to_string();
-    let field = msg
-        .split('`')
-        .nth(1)
-        .filter(|_| msg.contains("field `"))
-        .map(str::to_string)
-        .unwrap_or_else(|| default_field.to_string());
-    ConfigError::new(field, msg)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -1511,6 +1507,35 @@ mod tests {
         assert_eq!(e.tool.as_deref(), Some("t"));
         assert_eq!(e.field, "urll");
         assert!(e.to_string().contains("server 's' tool 't' field 'urll'"), "{e}");
+    }
+
+    #[test]
+    fn the_first_wrong_field_is_the_one_reported() {
+        // The readers go on after an error (with defaults) but report the first one, in reading order.
+        let first = |text: &str| {
+            let e = PluginConfig::parse(text).unwrap_err();
+            format!("{}: {}", e.field, e.message)
+        };
+        let server = r#"{"servers":[{"name":"s","version":[1],"mcpServerURL":"a","mcpServerUrl":"b","zz":1}]}"#;
+        assert_eq!(first(server), "version: must be a string");
+        let server = r#"{"servers":[{"name":"s","mcpServerURL":"a","mcpServerUrl":"b","timeout":-1,"zz":1}]}"#;
+        assert_eq!(first(server), "mcpServerURL: is given under both of its spellings; keep one");
+        let tool = r#"{"servers":[{"name":"s","tools":[{"name":"t","args":[{"name":"a","required":1},
+            {"position":"sky"}],"requestTemplate":{"url":[]},"zz":1}]}]}"#;
+        assert_eq!(first(tool), "args[0].required: must be true or false");
+        let tool = r#"{"servers":[{"name":"s","tools":[{"title":{},"args":[{"position":"sky"}]}]}]}"#;
+        assert_eq!(first(tool), "name: is required");
+        let args = r#"{"servers":[{"name":"s","tools":[{"name":"t","args":[{"name":"a"},{"position":"sky"}]}]}]}"#;
+        assert_eq!(first(args), "args[1].name: is required");
+        let prompt = r#"{"servers":[{"name":"s","prompts":[{"name":"p","messages":[{"role":"x","text":[]}]}]}]}"#;
+        assert_eq!(first(prompt), "messages[0].role: 'x' must be user or assistant");
+        let prompt = r#"{"servers":[{"name":"s","prompts":[{"name":"p","messages":[{"text":[],"content":{}}]}]}]}"#;
+        assert_eq!(first(prompt), "messages[0].role: is required");
+        let limits = r#"{"servers":[{"name":"s","rateLimits":[{"requests":"x","window":"zz"}]}]}"#;
+        let e = crate::gateway::Gateway::compile(PluginConfig::parse(limits).unwrap()).err().unwrap();
+        assert!(e.to_string().contains("rateLimits[0].requests"), "{e}");
+        let sessions = r#"{"sessions":{"store":"disk","ttlSeconds":-1},"servers":[{"name":"s"}]}"#;
+        assert!(first(sessions).starts_with("sessions.store: unknown variant `disk`"), "{}", first(sessions));
     }
 
     #[test]

@@ -78,23 +78,24 @@ impl ContentConfig {
     /// Reads one block from the config.
     pub fn read(v: &Value, at: &str) -> Result<ContentConfig, FieldError> {
         let mut f = Fields::of(v, at)?;
-        let kind = f.required_string("type")?;
+        let kind = f.required_string("type");
+        f.check()?;
         let Some(kind) = ContentKind::ALL.into_iter().find(|k| k.name() == kind) else {
             return Err((f.path("type"), format!("'{kind}' must be text, image, audio, resource_link or resource")));
         };
         let mut c = ContentConfig::default();
         c.kind = kind;
-        c.text = f.string("text")?;
-        c.data = f.string("data")?;
-        c.blob = f.string("blob")?;
-        c.mime_type = f.string("mimeType")?;
-        c.uri = f.string("uri")?;
-        c.name = f.string("name")?;
-        c.title = f.string("title")?;
-        c.description = f.string("description")?;
-        c.size = f.unsigned("size")?;
-        c.icons = f.list("icons", Icon::read)?;
-        c.annotations = f.object("annotations")?;
+        c.text = f.string("text");
+        c.data = f.string("data");
+        c.blob = f.string("blob");
+        c.mime_type = f.string("mimeType");
+        c.uri = f.string("uri");
+        c.name = f.string("name");
+        c.title = f.string("title");
+        c.description = f.string("description");
+        c.size = f.unsigned("size");
+        c.icons = f.list("icons", Icon::read);
+        c.annotations = f.object("annotations");
         f.finish()?;
         Ok(c)
     }

@@ -75,11 +75,14 @@ fn place_of(s: &SecurityScheme) -> Result<Place, (String, String)> {
     match s.kind.as_str() {
         "http" => match s.scheme.as_deref().map(str::to_ascii_lowercase).as_deref() {
             Some("basic" | "bearer") => Ok(Place::Header("authorization".into())),
-            _ => Err(("scheme".into(), "must be basic or bearer for type http".into())),
+            _ => Err(crate::fields::pair("scheme", "must be basic or bearer for type http")),
         },
         "apiKey" => {
-            let name =
-                s.name.clone().filter(|n| !n.is_empty()).ok_or(("name".into(), "is required for apiKey".into()))?;
+            let name = s
+                .name
+                .clone()
+                .filter(|n| !n.is_empty())
+                .ok_or(crate::fields::pair("name", "is required for apiKey"))?;
             match s.location.as_deref() {
                 Some("header") if is_token(&name) && !is_forbidden_header(&name) => {
                     Ok(Place::Header(name.to_ascii_lowercase()))
@@ -87,7 +90,7 @@ fn place_of(s: &SecurityScheme) -> Result<Place, (String, String)> {
                 Some("header") => Err(("name".into(), format!("'{name}' cannot be set as a header"))),
                 Some("query") => Ok(Place::Query(name)),
                 Some("cookie") if is_token(&name) => Ok(Place::Cookie(name)),
-                _ => Err(("in".into(), "must be header, query or cookie for apiKey".into())),
+                _ => Err(crate::fields::pair("in", "must be header, query or cookie for apiKey")),
             }
         }
         other => Err(("type".into(), format!("'{other}' is not supported (http and apiKey are)"))),

@@ -12,6 +12,10 @@ use serde_json::{Map, Value};
 pub type FieldError = (String, String);
 
 /// The fields of one config object, consumed one by one; [`Fields::finish`] refuses the rest.
+///
+/// The readers return plain values and keep the first error they meet, which [`Fields::finish`] returns:
+/// a reader is a run of `x.a = f.string("a");` with no early return per field (a `?` per field was about
+/// 7 KB of wasm over the config types' 300-odd fields).
 pub struct Fields<'a> {
     map: &'a Map<String, Value>,
     /// Where the object is, as a field path prefix (`prompts` errors need none: `""`).
@@ -20,22 +24,22 @@ pub struct Fields<'a> {
     /// The type's declared field list (`FIELDS`, which Higress-shape configs are filtered by), when it has
     /// one: tests check that every field read is declared there.
     known: &'static [&'static str],
+    /// The first error met: later reads go on (returning their defaults), but only this one is reported.
+    error: Option<FieldError>,
 }
 
 impl<'a> Fields<'a> {
     /// The fields of `value`, which must be an object; `at` locates it (`""` at an entry's top).
     pub fn of(value: &'a Value, at: &str) -> Result<Fields<'a>, FieldError> {
-        match value {
-            Value::Object(map) => Ok(Fields { map, at: at.to_string(), taken: Vec::new(), known: &[] }),
-            _ => Err((if at.is_empty() { "(entry)".into() } else { at.to_string() }, "must be an object".into())),
-        }
+        Fields::known(value, at, &[])
     }
 
     /// [`Fields::of`] for a type that declares its field list.
     pub fn known(value: &'a Value, at: &str, known: &'static [&'static str]) -> Result<Fields<'a>, FieldError> {
-        let mut f = Fields::of(value, at)?;
-        f.known = known;
-        Ok(f)
+        match value {
+            Value::Object(map) => Ok(Fields { map, at: at.to_string(), taken: Vec::new(), known, error: None }),
+            _ => Err((if at.is_empty() { "(entry)".into() } else { at.to_string() }, "must be an object".into())),
+        }
     }
 
     /// The path of one of this object's fields.
@@ -47,6 +51,38 @@ impl<'a> Fields<'a> {
         }
     }
 
+    /// Records `message` about `key`, unless an earlier error was recorded (the first one is reported).
+    #[inline(never)]
+    pub fn fail(&mut self, key: &str, message: &str) {
+        if self.error.is_none() {
+            self.error = Some((self.path(key), message.to_string()));
+        }
+    }
+
+    /// [`Fields::fail`] with a formatted message.
+    #[inline(never)]
+    pub fn fail_with(&mut self, key: &str, message: String) {
+        if self.error.is_none() {
+            self.error = Some((self.path(key), message));
+        }
+    }
+
+    /// Records an error located elsewhere (a nested reader's), unless an earlier one was recorded.
+    #[inline(never)]
+    pub fn record(&mut self, error: FieldError) {
+        if self.error.is_none() {
+            self.error = Some(error);
+        }
+    }
+
+    /// The first error recorded so far: for a reader whose own checks use the values read before them.
+    pub fn check(&mut self) -> Result<(), FieldError> {
+        match self.error.take() {
+            Some(e) => Err(e),
+            None => Ok(()),
+        }
+    }
+
     /// A field's raw value (`null` counts as absent).
     pub fn value(&mut self, key: &'static str) -> Option<&'a Value> {
         debug_assert!(self.known.is_empty() || self.known.contains(&key), "`{key}` is not in its type's FIELDS");
@@ -54,107 +90,108 @@ impl<'a> Fields<'a> {
         self.map.get(key).filter(|v| !v.is_null())
     }
 
-    pub fn string(&mut self, key: &'static str) -> Result<Option<String>, FieldError> {
+    pub fn string(&mut self, key: &'static str) -> Option<String> {
         match self.value(key) {
-            None => Ok(None),
-            Some(Value::String(s)) => Ok(Some(s.clone())),
+            None => None,
+            Some(Value::String(s)) => Some(s.clone()),
             // YAML reads `version: 1.0` and `text: 42` as numbers and booleans; they are text here.
-            Some(v @ (Value::Number(_) | Value::Bool(_))) => Ok(Some(v.to_string())),
-            Some(_) => Err((self.path(key), "must be a string".into())),
+            Some(v @ (Value::Number(_) | Value::Bool(_))) => Some(v.to_string()),
+            Some(_) => {
+                self.fail(key, "must be a string");
+                None
+            }
         }
     }
 
-    pub fn required_string(&mut self, key: &'static str) -> Result<String, FieldError> {
-        self.string(key)?.ok_or_else(|| (self.path(key), "is required".into()))
+    pub fn required_string(&mut self, key: &'static str) -> String {
+        match self.string(key) {
+            Some(s) => s,
+            None => {
+                self.fail(key, "is required");
+                String::new()
+            }
+        }
     }
 
     /// A flag, false when absent.
-    pub fn boolean(&mut self, key: &'static str) -> Result<bool, FieldError> {
-        Ok(self.flag(key)?.unwrap_or(false))
+    pub fn boolean(&mut self, key: &'static str) -> bool {
+        self.flag(key).unwrap_or(false)
     }
 
     /// A flag whose absence means something of its own.
-    pub fn flag(&mut self, key: &'static str) -> Result<Option<bool>, FieldError> {
+    pub fn flag(&mut self, key: &'static str) -> Option<bool> {
         match self.value(key) {
-            None => Ok(None),
-            Some(Value::Bool(b)) => Ok(Some(*b)),
-            Some(_) => Err((self.path(key), "must be true or false".into())),
+            None => None,
+            Some(Value::Bool(b)) => Some(*b),
+            Some(_) => {
+                self.fail(key, "must be true or false");
+                None
+            }
         }
     }
 
     /// A whole number no larger than `max` (a `u32` or `usize` setting).
-    pub fn bounded(&mut self, key: &'static str, max: u64) -> Result<Option<u64>, FieldError> {
-        match self.unsigned(key)? {
-            Some(n) if n > max => Err((self.path(key), format!("must be at most {max}"))),
-            n => Ok(n),
+    pub fn bounded(&mut self, key: &'static str, max: u64) -> Option<u64> {
+        match self.unsigned(key) {
+            Some(n) if n > max => {
+                self.fail_with(key, format!("must be at most {max}"));
+                None
+            }
+            n => n,
         }
     }
 
     /// A `usize` setting (32 bits in wasm).
-    pub fn size(&mut self, key: &'static str) -> Result<Option<usize>, FieldError> {
-        Ok(self.bounded(key, usize::MAX as u64)?.map(|n| n as usize))
+    pub fn size(&mut self, key: &'static str) -> Option<usize> {
+        self.bounded(key, usize::MAX as u64).map(|n| n as usize)
     }
 
     /// Any number.
-    pub fn number(&mut self, key: &'static str) -> Result<Option<f64>, FieldError> {
-        match self.value(key) {
-            None => Ok(None),
-            Some(v) => v.as_f64().map(Some).ok_or_else(|| (self.path(key), "must be a number".into())),
+    pub fn number(&mut self, key: &'static str) -> Option<f64> {
+        let n = self.value(key)?.as_f64();
+        if n.is_none() {
+            self.fail(key, "must be a number");
         }
+        n
     }
 
     /// One of a fixed set of names (an enum), as its value.
-    pub fn choice<T: Copy>(&mut self, key: &'static str, options: &[(&str, T)]) -> Result<Option<T>, FieldError> {
+    pub fn choice<T: Copy>(&mut self, key: &'static str, options: &[(&str, T)]) -> Option<T> {
         let names: Vec<&str> = options.iter().map(|o| o.0).collect();
-        Ok(self.choice_index(key, &names)?.map(|i| options[i].1))
+        self.choice_index(key, &names, false).map(|i| options[i].1)
     }
 
     /// [`Fields::choice`] read in any case (`Query` for `query`), where Higress lower-cases the value.
-    pub fn choice_any_case<T: Copy>(
-        &mut self,
-        key: &'static str,
-        options: &[(&str, T)],
-    ) -> Result<Option<T>, FieldError> {
+    pub fn choice_any_case<T: Copy>(&mut self, key: &'static str, options: &[(&str, T)]) -> Option<T> {
         let names: Vec<&str> = options.iter().map(|o| o.0).collect();
-        Ok(self.choice_index_in(key, &names, true)?.map(|i| options[i].1))
+        self.choice_index(key, &names, true).map(|i| options[i].1)
     }
 
     /// The part of [`Fields::choice`] that does not depend on `T`.
-    fn choice_index(&mut self, key: &'static str, names: &[&str]) -> Result<Option<usize>, FieldError> {
-        self.choice_index_in(key, names, false)
-    }
-
-    fn choice_index_in(
-        &mut self,
-        key: &'static str,
-        names: &[&str],
-        any_case: bool,
-    ) -> Result<Option<usize>, FieldError> {
-        let v = match self.value(key) {
-            None => return Ok(None),
-            Some(v) => v,
-        };
+    fn choice_index(&mut self, key: &'static str, names: &[&str], any_case: bool) -> Option<usize> {
+        let v = self.value(key)?;
         let same = |n: &str, s: &str| if any_case { n.eq_ignore_ascii_case(s) } else { n == s };
         if let Some(i) = v.as_str().and_then(|s| names.iter().position(|n| same(n, s))) {
-            return Ok(Some(i));
+            return Some(i);
         }
         let expected = names.iter().map(|n| format!("`{n}`")).collect::<Vec<_>>().join(", ");
         let what = match v {
             Value::String(s) => format!("unknown variant `{s}`"),
             other => format!("invalid value {other}"),
         };
-        Err((self.path(key), format!("{what}, expected one of {expected}")))
+        self.fail_with(key, format!("{what}, expected one of {expected}"));
+        None
     }
 
     /// An object-valued field read by `read` at its path.
-    pub fn nested<T>(
-        &mut self,
-        key: &'static str,
-        read: fn(&Value, &str) -> Result<T, FieldError>,
-    ) -> Result<Option<T>, FieldError> {
-        match self.value(key) {
-            None => Ok(None),
-            Some(v) => read(v, &self.path(key)).map(Some),
+    pub fn nested<T>(&mut self, key: &'static str, read: fn(&Value, &str) -> Result<T, FieldError>) -> Option<T> {
+        let v = self.value(key)?;
+        match read(v, &self.path(key)) {
+            Ok(t) => Some(t),
+            Err(e) => {
+                self.record(e);
+                None
+            }
         }
     }
 
@@ -163,90 +200,90 @@ impl<'a> Fields<'a> {
         &mut self,
         key: &'static str,
         read: fn(&Value, &str) -> Result<T, FieldError>,
-    ) -> Result<Option<Vec<T>>, FieldError> {
+    ) -> Option<Vec<T>> {
         if self.map.get(key).is_none_or(Value::is_null) {
             self.value(key);
-            return Ok(None);
+            return None;
         }
-        self.list(key, read).map(Some)
+        Some(self.list(key, read))
     }
 
     /// A list of any values, as they are.
-    pub fn values(&mut self, key: &'static str) -> Result<Option<Vec<Value>>, FieldError> {
+    pub fn values(&mut self, key: &'static str) -> Option<Vec<Value>> {
         self.optional_list(key, |v, _| Ok(v.clone()))
     }
 
-    pub fn unsigned(&mut self, key: &'static str) -> Result<Option<u64>, FieldError> {
-        match self.value(key) {
-            None => Ok(None),
-            Some(v) => v.as_u64().map(Some).ok_or_else(|| (self.path(key), "must be a whole number >= 0".into())),
+    pub fn unsigned(&mut self, key: &'static str) -> Option<u64> {
+        let n = self.value(key)?.as_u64();
+        if n.is_none() {
+            self.fail(key, "must be a whole number >= 0");
+        }
+        n
+    }
+
+    pub fn object(&mut self, key: &'static str) -> Option<Map<String, Value>> {
+        match self.value(key)? {
+            Value::Object(m) => Some(m.clone()),
+            _ => {
+                self.fail(key, "must be an object");
+                None
+            }
         }
     }
 
-    pub fn object(&mut self, key: &'static str) -> Result<Option<Map<String, Value>>, FieldError> {
-        match self.value(key) {
-            None => Ok(None),
-            Some(Value::Object(m)) => Ok(Some(m.clone())),
-            Some(_) => Err((self.path(key), "must be an object".into())),
-        }
-    }
-
-    /// A list whose items `read` parses, each located as `key[i]`.
-    pub fn list<T>(
-        &mut self,
-        key: &'static str,
-        read: fn(&Value, &str) -> Result<T, FieldError>,
-    ) -> Result<Vec<T>, FieldError> {
+    /// A list whose items `read` parses, each located as `key[i]` (up to the first that fails).
+    pub fn list<T>(&mut self, key: &'static str, read: fn(&Value, &str) -> Result<T, FieldError>) -> Vec<T> {
         let mut out = Vec::new();
-        self.each(key, &mut |v, at| read(v, at).map(|item| out.push(item)))?;
-        Ok(out)
+        self.each(key, &mut |v, at| read(v, at).map(|item| out.push(item)));
+        out
     }
 
     /// The part of [`Fields::list`] that does not depend on `T`: each item with its path, in order (one
     /// copy of the loop for every item type).
     #[inline(never)]
-    fn each(
-        &mut self,
-        key: &'static str,
-        visit: &mut dyn FnMut(&Value, &str) -> Result<(), FieldError>,
-    ) -> Result<(), FieldError> {
-        let (items, at) = self.items(key)?;
+    fn each(&mut self, key: &'static str, visit: &mut dyn FnMut(&Value, &str) -> Result<(), FieldError>) {
+        let items = match self.value(key) {
+            None => return,
+            Some(Value::Array(items)) => items,
+            Some(_) => return self.fail(key, "must be a list"),
+        };
+        let at = self.path(key);
         for (i, v) in items.iter().enumerate() {
-            visit(v, &item_path(&at, i))?;
-        }
-        Ok(())
-    }
-
-    /// A list field's items and its path (the part of [`Fields::list`] that does not depend on `T`).
-    fn items(&mut self, key: &'static str) -> Result<(&'a [Value], String), FieldError> {
-        match self.value(key) {
-            None => Ok((&[], String::new())),
-            Some(Value::Array(items)) => Ok((items.as_slice(), self.path(key))),
-            Some(_) => Err((self.path(key), "must be a list".into())),
+            if let Err(e) = visit(v, &item_path(&at, i)) {
+                return self.record(e);
+            }
         }
     }
 
     /// A list of strings.
-    pub fn strings(&mut self, key: &'static str) -> Result<Option<Vec<String>>, FieldError> {
+    pub fn strings(&mut self, key: &'static str) -> Option<Vec<String>> {
         if self.map.get(key).is_none_or(Value::is_null) {
             self.value(key);
-            return Ok(None);
+            return None;
         }
-        self.list(key, |v, at| match v {
+        Some(self.list(key, |v, at| match v {
             Value::String(s) => Ok(s.clone()),
             Value::Number(_) | Value::Bool(_) => Ok(v.to_string()),
             _ => Err((at.to_string(), "must be a string".into())),
-        })
-        .map(Some)
+        }))
     }
 
-    /// Refuses any field that was not read: a typo is an error, not a silently ignored setting.
-    pub fn finish(self) -> Result<(), FieldError> {
+    /// The first error recorded, else refuses any field that was not read: a typo is an error, not a
+    /// silently ignored setting.
+    pub fn finish(mut self) -> Result<(), FieldError> {
+        self.check()?;
         match self.map.keys().find(|k| !self.taken.contains(&k.as_str())) {
             None => Ok(()),
             Some(k) => Err((self.path(k), format!("unknown field `{k}`, expected one of {}", self.taken.join(", ")))),
         }
     }
+}
+
+/// A [`FieldError`] (or a header) from two literals: one outlined copy of the two conversions, not both
+/// inlined where a configure-time check fails (about 25 bytes each).
+#[inline(never)]
+pub fn pair(first: &str, second: &str) -> (String, String) {
+    (first.to_string(), second.to_string())
 }
 
 #[inline(never)]
@@ -263,20 +300,29 @@ mod tests {
     fn reads_and_locates() {
         let v = json!({"name": "n", "n": 3, "flag": true, "tags": ["a", 1], "extra": 1});
         let mut f = Fields::of(&v, "prompts[0]").unwrap();
-        assert_eq!(f.required_string("name").unwrap(), "n");
-        assert_eq!(f.unsigned("n").unwrap(), Some(3));
-        assert!(f.boolean("flag").unwrap());
-        assert_eq!(f.strings("tags").unwrap(), Some(vec!["a".to_string(), "1".to_string()]));
-        assert_eq!(f.strings("none").unwrap(), None);
-        assert_eq!(f.required_string("title").unwrap_err().0, "prompts[0].title");
+        assert_eq!(f.required_string("name"), "n");
+        assert_eq!(f.unsigned("n"), Some(3));
+        assert!(f.boolean("flag"));
+        assert_eq!(f.strings("tags"), Some(vec!["a".to_string(), "1".to_string()]));
+        assert_eq!(f.strings("none"), None);
+        assert!(f.check().is_ok());
         let e = f.finish().unwrap_err();
         assert_eq!(e.0, "prompts[0].extra");
-        assert!(e.1.contains("expected one of name, n, flag, tags, none, title"), "{}", e.1);
-        let v = json!({"items": [{"a": 1}, "x"], "s": [1]});
+        assert!(e.1.contains("expected one of name, n, flag, tags, none"), "{}", e.1);
+        let mut f = Fields::of(&v, "prompts[0]").unwrap();
+        assert_eq!(f.required_string("title"), "");
+        assert_eq!(f.check().unwrap_err().0, "prompts[0].title");
+        let v = json!({"items": [{"a": 1}, "x", 3], "s": [1]});
         let mut f = Fields::of(&v, "").unwrap();
-        let e = f.list("items", |v, at| Fields::of(v, at).map(|_| ())).unwrap_err();
-        assert_eq!(e, ("items[1]".to_string(), "must be an object".to_string()));
-        assert_eq!(f.string("s").unwrap_err().0, "s");
+        assert_eq!(f.list("items", |v, at| Fields::of(v, at).map(|_| ())).len(), 1);
+        // The first error is the one reported; the reads after it return their defaults.
+        assert_eq!(f.string("s"), None);
+        assert_eq!(f.finish().unwrap_err(), ("items[1]".to_string(), "must be an object".to_string()));
+        let v = json!({"s": [1], "n": -1});
+        let mut f = Fields::of(&v, "").unwrap();
+        assert_eq!(f.string("s"), None);
+        assert_eq!(f.unsigned("n"), None);
+        assert_eq!(f.finish().unwrap_err(), ("s".to_string(), "must be a string".to_string()));
         assert!(Fields::of(&json!(1), "").is_err());
     }
 }

@@ -42,10 +42,10 @@ impl Icon {
     pub fn read(v: &Value, at: &str) -> Result<Icon, FieldError> {
         let mut f = Fields::of(v, at)?;
         let mut icon = Icon::default();
-        icon.src = f.required_string("src")?;
-        icon.mime_type = f.string("mimeType")?;
-        icon.sizes = f.strings("sizes")?.unwrap_or_default();
-        icon.theme = f.string("theme")?;
+        icon.src = f.required_string("src");
+        icon.mime_type = f.string("mimeType");
+        icon.sizes = f.strings("sizes").unwrap_or_default();
+        icon.theme = f.string("theme");
         f.finish()?;
         Ok(icon)
     }

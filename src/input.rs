@@ -151,10 +151,10 @@ impl Inputs {
         config: &MjValue,
     ) -> Result<Inputs, FieldError> {
         let Value::Object(map) = raw else {
-            return Err(("inputRequests".into(), "must be a map of keys to requests".into()));
+            return Err(crate::fields::pair("inputRequests", "must be a map of keys to requests"));
         };
         if map.is_empty() {
-            return Err(("inputRequests".into(), "names no request".into()));
+            return Err(crate::fields::pair("inputRequests", "names no request"));
         }
         let mut by_round: Vec<(u64, Request)> = Vec::with_capacity(map.len());
         for (key, v) in map {
@@ -163,20 +163,22 @@ impl Inputs {
                 return Err((at, "keys use 1-64 characters from A-Z a-z 0-9 _ - .".into()));
             }
             let mut f = Fields::of(v, &at)?;
-            let method_name = f.required_string("method")?;
+            let method_name = f.required_string("method");
+            f.check()?;
             let method = Method::parse(&method_name).ok_or_else(|| {
                 (
                     f.path("method"),
                     format!("'{method_name}' is not one of elicitation/create, sampling/createMessage, roots/list"),
                 )
             })?;
-            let params = Value::Object(f.object("params")?.unwrap_or_default());
-            let round = f.unsigned("round")?.unwrap_or(1);
+            let params = Value::Object(f.object("params").unwrap_or_default());
+            let round = f.unsigned("round").unwrap_or(1);
+            f.check()?;
             if round == 0 {
                 return Err((f.path("round"), "rounds count from 1".into()));
             }
-            let if_missing = f.strings("ifMissing")?.unwrap_or_default();
-            let optional = f.boolean("optional")?;
+            let if_missing = f.strings("ifMissing").unwrap_or_default();
+            let optional = f.boolean("optional");
             let params_at = f.path("params");
             f.finish()?;
             for name in &if_missing {

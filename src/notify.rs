@@ -107,13 +107,13 @@ impl NotificationConfig {
     pub fn read(v: &Value, at: &str) -> Result<NotificationConfig, crate::fields::FieldError> {
         let mut f = crate::fields::Fields::of(v, at)?;
         let mut n = NotificationConfig::default();
-        n.log = f.string("log")?;
-        n.logger = f.string("logger")?;
-        n.data = f.string("data")?;
-        n.progress = f.number("progress")?;
-        n.total = f.number("total")?;
-        n.message = f.string("message")?;
-        n.when = f.string("when")?;
+        n.log = f.string("log");
+        n.logger = f.string("logger");
+        n.data = f.string("data");
+        n.progress = f.number("progress");
+        n.total = f.number("total");
+        n.message = f.string("message");
+        n.when = f.string("when");
         f.finish()?;
         Ok(n)
     }

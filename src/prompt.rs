@@ -30,12 +30,12 @@ impl PromptConfig {
     pub fn read(v: &Value) -> Result<PromptConfig, FieldError> {
         let mut f = Fields::of(v, "")?;
         let mut p = PromptConfig::default();
-        p.name = f.required_string("name")?;
-        p.title = f.string("title")?;
-        p.description = f.string("description")?;
-        p.icons = f.list("icons", Icon::read)?;
-        p.arguments = f.list("arguments", ArgumentConfig::read)?;
-        p.messages = f.list("messages", MessageConfig::read)?;
+        p.name = f.required_string("name");
+        p.title = f.string("title");
+        p.description = f.string("description");
+        p.icons = f.list("icons", Icon::read);
+        p.arguments = f.list("arguments", ArgumentConfig::read);
+        p.messages = f.list("messages", MessageConfig::read);
         p.input_requests = f.value("inputRequests").cloned();
         f.finish()?;
         Ok(p)
@@ -53,16 +53,15 @@ pub struct MessageConfig {
 impl MessageConfig {
     fn read(v: &Value, at: &str) -> Result<MessageConfig, FieldError> {
         let mut f = Fields::of(v, at)?;
-        let role = match f.required_string("role")?.as_str() {
+        let role = f.required_string("role");
+        f.check()?;
+        let role = match role.as_str() {
             "user" => Role::User,
             "assistant" => Role::Assistant,
             other => return Err((f.path("role"), format!("'{other}' must be user or assistant"))),
         };
-        let text = f.string("text")?;
-        let content = match f.value("content") {
-            Some(c) => Some(ContentConfig::read(c, &f.path("content"))?),
-            None => None,
-        };
+        let text = f.string("text");
+        let content = f.nested("content", ContentConfig::read);
         f.finish()?;
         Ok(MessageConfig { role, text, content })
     }
@@ -105,12 +104,12 @@ impl Prompt {
         config: &MjValue,
     ) -> Result<Prompt, (String, String)> {
         if cfg.name.trim().is_empty() {
-            return Err(("name".into(), "must not be empty".into()));
+            return Err(crate::fields::pair("name", "must not be empty"));
         }
         icon::validate(&cfg.icons)?;
         let arguments = completion::compile_all(&cfg.arguments)?;
         if cfg.messages.is_empty() {
-            return Err(("messages".into(), "a prompt needs at least one message".into()));
+            return Err(crate::fields::pair("messages", "a prompt needs at least one message"));
         }
         let names: Vec<&str> = arguments.iter().map(|a| a.name.as_str()).collect();
         let prefix = format!("{server}/prompt:{}", cfg.name);

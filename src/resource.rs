@@ -52,27 +52,27 @@ impl ResourceConfig {
     pub fn read(v: &Value, template: bool) -> Result<ResourceConfig, FieldError> {
         let mut f = Fields::of(v, "")?;
         let (uri, uri_template) = if template {
-            (None, Some(f.required_string("uriTemplate")?))
+            (None, Some(f.required_string("uriTemplate")))
         } else {
-            (Some(f.required_string("uri")?), None)
+            (Some(f.required_string("uri")), None)
         };
         let mut r = ResourceConfig::default();
         r.uri = uri;
         r.uri_template = uri_template;
-        r.name = f.required_string("name")?;
-        r.title = f.string("title")?;
-        r.description = f.string("description")?;
-        r.mime_type = f.string("mimeType")?;
-        r.size = if template { None } else { f.unsigned("size")? };
-        r.icons = f.list("icons", Icon::read)?;
-        r.annotations = f.object("annotations")?;
-        r.arguments = if template { f.list("arguments", ArgumentConfig::read)? } else { Vec::new() };
-        r.text = f.string("text")?;
-        r.blob = f.string("blob")?;
-        r.request_template = f.nested("requestTemplate", crate::config::RequestTemplate::read)?;
-        r.response_template = f.nested("responseTemplate", crate::config::ResponseTemplate::read)?;
-        r.error_response_template = f.string("errorResponseTemplate")?;
-        r.upstream = f.nested("upstream", crate::config::UpstreamConfig::read)?;
+        r.name = f.required_string("name");
+        r.title = f.string("title");
+        r.description = f.string("description");
+        r.mime_type = f.string("mimeType");
+        r.size = if template { None } else { f.unsigned("size") };
+        r.icons = f.list("icons", Icon::read);
+        r.annotations = f.object("annotations");
+        r.arguments = if template { f.list("arguments", ArgumentConfig::read) } else { Vec::new() };
+        r.text = f.string("text");
+        r.blob = f.string("blob");
+        r.request_template = f.nested("requestTemplate", crate::config::RequestTemplate::read);
+        r.response_template = f.nested("responseTemplate", crate::config::ResponseTemplate::read);
+        r.error_response_template = f.string("errorResponseTemplate");
+        r.upstream = f.nested("upstream", crate::config::UpstreamConfig::read);
         r.input_requests = f.value("inputRequests").cloned();
         f.finish()?;
         Ok(r)

@@ -123,7 +123,7 @@ impl Admission {
                 .enumerate()
                 .map(|(i, c)| ConsumerConfig::read(c, &format!("consumers[{i}]")))
                 .collect::<Result<_, _>>()?,
-            Some(_) => return Err(("consumers".into(), "must be a list".into())),
+            Some(_) => return Err(crate::fields::pair("consumers", "must be a list")),
             None => Vec::new(),
         };
         for (i, c) in consumers.into_iter().enumerate() {
@@ -162,24 +162,27 @@ impl Admission {
             let in_header = read::boolean(m, "inHeader", "keyAuth")?.unwrap_or(true);
             let in_query = read::boolean(m, "inQuery", "keyAuth")?.unwrap_or(false);
             if keys.is_empty() || keys.iter().any(|n| !crate::upstream::is_token(n)) {
-                return Err(("keyAuth.keys".into(), "must list one or more header or query parameter names".into()));
+                return Err(crate::fields::pair(
+                    "keyAuth.keys",
+                    "must list one or more header or query parameter names",
+                ));
             }
             if !in_header && !in_query {
-                return Err(("keyAuth.inHeader".into(), "inHeader or inQuery must be true".into()));
+                return Err(crate::fields::pair("keyAuth.inHeader", "inHeader or inQuery must be true"));
             }
             if a.by_key.is_empty() {
-                return Err(("keyAuth".into(), "no consumer has a credential (consumers[].credential)".into()));
+                return Err(crate::fields::pair("keyAuth", "no consumer has a credential (consumers[].credential)"));
             }
             a.keys = keys.iter().map(|n| n.to_ascii_lowercase()).collect();
             (a.in_header, a.in_query) = (in_header, in_query);
         } else if !a.by_key.is_empty() {
-            return Err(("keyAuth".into(), "consumers have credentials: say where clients present them".into()));
+            return Err(crate::fields::pair("keyAuth", "consumers have credentials: say where clients present them"));
         }
         if let Some(v) = &cfg.jwt_auth {
             let m = read::object(v, "jwtAuth", &["payloadKey", "consumerClaim", "namespace"])?;
             let payload_key = read::string(m, "payloadKey", "jwtAuth")?.unwrap_or_default();
             if payload_key.is_empty() {
-                return Err(("jwtAuth.payloadKey".into(), "must name jwt_authn's payload_in_metadata".into()));
+                return Err(crate::fields::pair("jwtAuth.payloadKey", "must name jwt_authn's payload_in_metadata"));
             }
             a.jwt = Some(JwtAuth {
                 namespace: read::string(m, "namespace", "jwtAuth")?.unwrap_or_else(|| claims::NAMESPACE.into()),
@@ -353,7 +356,10 @@ impl ServerAuth {
             ));
         }
         if !scopes.is_empty() && !admission.identifies() {
-            return Err(("auth.scopes".into(), "needs identified callers (keyAuth, jwtAuth or consumerHeader)".into()));
+            return Err(crate::fields::pair(
+                "auth.scopes",
+                "needs identified callers (keyAuth, jwtAuth or consumerHeader)",
+            ));
         }
         let oauth = match m.get("oauth") {
             None => None,
@@ -363,7 +369,10 @@ impl ServerAuth {
                 let authorization_servers = read::strings(o, "authorizationServers", f)?;
                 let resource = read::string(o, "resource", f)?;
                 if authorization_servers.is_empty() {
-                    return Err(("auth.oauth.authorizationServers".into(), "must list one or more issuers".into()));
+                    return Err(crate::fields::pair(
+                        "auth.oauth.authorizationServers",
+                        "must list one or more issuers",
+                    ));
                 }
                 let url_ok = |u: &str| {
                     (u.starts_with("https://") || u.starts_with("http://"))

@@ -110,7 +110,7 @@ impl Policy {
         let items = match m.get("rules") {
             None => &[][..],
             Some(Value::Array(items)) => &items[..],
-            Some(_) => return Err(("policy.rules".into(), "must be a list".into())),
+            Some(_) => return Err(crate::fields::pair("policy.rules", "must be a list")),
         };
         let mut rules = Vec::with_capacity(items.len());
         for (i, r) in items.iter().enumerate() {

@@ -39,13 +39,13 @@ impl ExternalConfig {
     pub fn read(v: &Value, at: &str) -> Result<ExternalConfig, FieldError> {
         let mut f = Fields::known(v, at, Self::FIELDS)?;
         let cfg = ExternalConfig {
-            cluster: f.required_string("cluster")?,
-            path: f.string("path")?.unwrap_or_else(|| "/check".into()),
-            authority: f.string("authority")?,
-            timeout_ms: f.unsigned("timeoutMs")?.unwrap_or(500),
-            fail_open: f.boolean("failOpen")?,
-            input: f.flag("input")?.unwrap_or(true),
-            output: f.boolean("output")?,
+            cluster: f.required_string("cluster"),
+            path: f.string("path").unwrap_or_else(|| "/check".into()),
+            authority: f.string("authority"),
+            timeout_ms: f.unsigned("timeoutMs").unwrap_or(500),
+            fail_open: f.boolean("failOpen"),
+            input: f.flag("input").unwrap_or(true),
+            output: f.boolean("output"),
         };
         f.finish()?;
         Ok(cfg)
@@ -92,19 +92,19 @@ impl External {
     /// Validates the config; errors are (field under `external`, message).
     pub fn compile(cfg: &ExternalConfig) -> Result<External, (String, String)> {
         if cfg.cluster.trim().is_empty() {
-            return Err(("cluster".into(), "must name an Envoy cluster".into()));
+            return Err(crate::fields::pair("cluster", "must name an Envoy cluster"));
         }
         if !cfg.path.starts_with('/') || cfg.path.contains(['\r', '\n', ' ']) {
-            return Err(("path".into(), "must be a path starting with / (no spaces or line breaks)".into()));
+            return Err(crate::fields::pair("path", "must be a path starting with / (no spaces or line breaks)"));
         }
         if cfg.authority.as_deref().is_some_and(|a| a.is_empty() || a.contains(['\r', '\n', ' ', '/'])) {
-            return Err(("authority".into(), "must be a host[:port]".into()));
+            return Err(crate::fields::pair("authority", "must be a host[:port]"));
         }
         if cfg.timeout_ms == 0 {
-            return Err(("timeoutMs".into(), "must be at least 1".into()));
+            return Err(crate::fields::pair("timeoutMs", "must be at least 1"));
         }
         if !cfg.input && !cfg.output {
-            return Err(("input".into(), "input and output are both false: the check would never run".into()));
+            return Err(crate::fields::pair("input", "input and output are both false: the check would never run"));
         }
         Ok(External {
             cluster: cfg.cluster.clone(),
@@ -141,7 +141,7 @@ impl External {
             method: "POST".into(),
             authority: self.authority.clone(),
             path: self.path.clone(),
-            headers: vec![("content-type".into(), "application/json".into())],
+            headers: vec![crate::fields::pair("content-type", "application/json")],
             body: Some(body.to_string().into_bytes()),
             timeout_ms: self.timeout_ms,
         }

@@ -49,13 +49,14 @@ impl GuardrailsConfig {
     pub fn read(v: &Value, at: &str) -> Result<GuardrailsConfig, FieldError> {
         let mut f = Fields::known(v, at, Self::FIELDS)?;
         let mut cfg = GuardrailsConfig::default();
-        cfg.max_argument_bytes = f.size("maxArgumentBytes")?;
-        cfg.max_result_bytes = f.size("maxResultBytes")?;
-        cfg.deny_patterns = f.strings("denyPatterns")?;
-        cfg.mask = f.strings("mask")?;
-        cfg.injection = f.string("injection")?;
-        cfg.external = f.nested("external", ExternalConfig::read)?;
+        cfg.max_argument_bytes = f.size("maxArgumentBytes");
+        cfg.max_result_bytes = f.size("maxResultBytes");
+        cfg.deny_patterns = f.strings("denyPatterns");
+        cfg.mask = f.strings("mask");
+        cfg.injection = f.string("injection");
+        cfg.external = f.nested("external", ExternalConfig::read);
         cfg.tools = BTreeMap::new();
+        f.check()?;
         let at_tools = f.path("tools");
         match f.value("tools") {
             None => {}

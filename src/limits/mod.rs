@@ -307,7 +307,9 @@ fn read(rate_limits: Option<&Value>, quotas: Option<&Value>, redis: bool) -> Res
 }
 
 fn requests(f: &mut Fields<'_>, key: &'static str) -> Result<u64, FieldError> {
-    match f.unsigned(key)? {
+    let n = f.unsigned(key);
+    f.check()?;
+    match n {
         None => Err((f.path(key), "is required: how many calls the limit allows".into())),
         Some(n) if (1..=MAX_REQUESTS).contains(&n) => Ok(n),
         Some(_) => Err((f.path(key), format!("must be between 1 and {MAX_REQUESTS}"))),
@@ -315,7 +317,9 @@ fn requests(f: &mut Fields<'_>, key: &'static str) -> Result<u64, FieldError> {
 }
 
 fn per(f: &mut Fields<'_>) -> Result<Per, FieldError> {
-    match f.string("per")?.as_deref() {
+    let per = f.string("per");
+    f.check()?;
+    match per.as_deref() {
         None | Some("all") => Ok(Per::All),
         Some("consumer") => Ok(Per::Consumer),
         Some(other) => Err((f.path("per"), format!("'{other}' is not one of all, consumer"))),
@@ -323,7 +327,9 @@ fn per(f: &mut Fields<'_>) -> Result<Per, FieldError> {
 }
 
 fn on_store_error(f: &mut Fields<'_>, scope: Scope) -> Result<OnStoreError, FieldError> {
-    let choice = match f.string("onStoreError")?.as_deref() {
+    let choice = f.string("onStoreError");
+    f.check()?;
+    let choice = match choice.as_deref() {
         None => return Ok(OnStoreError::Allow),
         Some("allow") => OnStoreError::Allow,
         Some("deny") => OnStoreError::Deny,
@@ -359,13 +365,17 @@ fn read_rate(v: &Value, at: &str, redis: bool) -> Result<Limit, FieldError> {
     if !(1..=MAX_WINDOW_MS).contains(&window_ms) {
         return Err((f.path("window"), "must be between 1ms and 31d".into()));
     }
-    let capacity = match f.unsigned("burst")? {
+    let burst = f.unsigned("burst");
+    f.check()?;
+    let capacity = match burst {
         None => requests,
         Some(n) if (1..=MAX_REQUESTS).contains(&n) => n,
         Some(_) => return Err((f.path("burst"), format!("must be between 1 and {MAX_REQUESTS}"))),
     };
     let per = per(&mut f)?;
-    let scope = match f.string("scope")?.as_deref() {
+    let scope = f.string("scope");
+    f.check()?;
+    let scope = match scope.as_deref() {
         None | Some("process") => Scope::Process,
         Some("cluster") => {
             needs_redis(&f, "scope", redis)?;
@@ -383,7 +393,9 @@ fn read_rate(v: &Value, at: &str, redis: bool) -> Result<Limit, FieldError> {
 fn read_quota(v: &Value, at: &str, redis: bool) -> Result<Limit, FieldError> {
     let mut f = Fields::of(v, at)?;
     let requests = requests(&mut f, "requests")?;
-    let period = match f.string("period")?.as_deref() {
+    let period = f.string("period");
+    f.check()?;
+    let period = match period.as_deref() {
         Some("day") => Period::Day,
         Some("month") => Period::Month,
         None => return Err((f.path("period"), "is required: day or month".into())),

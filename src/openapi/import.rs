@@ -1,18 +1,56 @@
 //! A server's in-config `openapi` import: the document converted in `on_configure` with the same library
 //! as the CLI, selection and overrides applied, every option error located by field.
 
-use crate::config::{field_error, ConfigError, ResponseTemplate, ServerConfig};
+use crate::config::{ConfigError, ResponseTemplate, ServerConfig};
 use crate::openapi::{self, Options, Selection};
-use serde::de::DeserializeOwned;
 use serde_json::{Map, Value};
 
+/// The value types of the import's options, read from JSON by hand: serde's `from_value` instantiated a
+/// deserializer per type (about 4 KB of wasm for these five).
+trait Typed: Sized {
+    fn read(value: Value) -> Result<Self, &'static str>;
+}
+
+impl Typed for String {
+    fn read(value: Value) -> Result<Self, &'static str> {
+        match value {
+            Value::String(s) => Ok(s),
+            _ => Err("must be a string"),
+        }
+    }
+}
+
+impl Typed for bool {
+    fn read(value: Value) -> Result<Self, &'static str> {
+        value.as_bool().ok_or("must be true or false")
+    }
+}
+
+impl Typed for usize {
+    fn read(value: Value) -> Result<Self, &'static str> {
+        value.as_u64().and_then(|n| usize::try_from(n).ok()).ok_or("must be a whole number >= 0")
+    }
+}
+
+impl Typed for Vec<String> {
+    fn read(value: Value) -> Result<Self, &'static str> {
+        let Value::Array(items) = value else { return Err("must be a list of strings") };
+        items.into_iter().map(String::read).collect::<Result<_, _>>().map_err(|_| "must be a list of strings")
+    }
+}
+
+impl Typed for Map<String, Value> {
+    fn read(value: Value) -> Result<Self, &'static str> {
+        match value {
+            Value::Object(m) => Ok(m),
+            _ => Err("must be an object"),
+        }
+    }
+}
+
 /// One value of the import, typed; a type error names the field it sits in.
-fn typed<T: DeserializeOwned>(value: Value, field: &str) -> Result<T, ConfigError> {
-    serde_json::from_value(value).map_err(|e| {
-        let inner = field_error("", e);
-        let field = if inner.field.is_empty() { field.to_string() } else { format!("{field}.{}", inner.field) };
-        ConfigError::new(field, inner.message)
-    })
+fn typed<T: Typed>(value: Value, field: &str) -> Result<T, ConfigError> {
+    T::read(value).map_err(|message| ConfigError::new(field, message))
 }
 
 /// The entries of an object-valued field, or an error naming it.

@@ -805,6 +805,31 @@ fn import_errors_name_the_option_at_fault() {
     }
     let e = Gateway::from_config_str(r#"{"servers":[{"name":"s","openapi":{"serverUrl":"/x"}}]}"#).unwrap_err();
     assert_eq!(e.field, "openapi.document");
+    // Each option's type, and what the error says of it.
+    let types = [
+        (json!({"include": {"tags": ["a", 1]}}), "openapi.include.tags", "must be a list of strings"),
+        (json!({"exclude": {"paths": [[]]}}), "openapi.exclude.paths", "must be a list of strings"),
+        (json!({"toolPrefix": null}), "openapi.toolPrefix", "must be a string"),
+        (json!({"outputSchemas": 0}), "openapi.outputSchemas", "must be true or false"),
+        (json!({"outputSchemaDepth": -1}), "openapi.outputSchemaDepth", "must be a whole number >= 0"),
+        (json!({"outputSchemaDepth": 1.5}), "openapi.outputSchemaDepth", "must be a whole number >= 0"),
+        (
+            json!({"overrides": {"listPets": {"annotations": []}}}),
+            "openapi.overrides.listPets.annotations",
+            "must be an object",
+        ),
+        (json!({"overrides": {"listPets": {"name": {}}}}), "openapi.overrides.listPets.name", "must be a string"),
+    ];
+    for (import, field, message) in types {
+        let e = gateway(&doc, json!({"openapi": import})).unwrap_err();
+        assert_eq!((e.field.as_str(), e.message.as_str()), (field, message), "{import}: {e}");
+    }
+    let ok = json!({"openapi": {"toolPrefix": "p_", "outputSchemas": false, "outputSchemaDepth": 2,
+        "include": {"tags": ["pets"], "paths": [], "operations": []},
+        "overrides": {"listPets": {"name": "all_pets", "hide": false, "annotations": {"readOnlyHint": true}}}}});
+    let g = gateway(&doc, ok).unwrap();
+    let listing = format!("{:?}", g.servers[0].tools.iter().map(|t| t.name.as_str()).collect::<Vec<_>>());
+    assert!(listing.contains("\"all_pets\"") && !listing.contains("p_listPets"), "{listing}");
 }
 
 #[test]

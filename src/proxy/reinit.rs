@@ -68,8 +68,13 @@ impl Reinit {
 
     /// The first step: `initialize` with the client's params.
     pub fn start(&mut self) -> Step {
-        let params: Value =
-            self.session.init.as_deref().and_then(|p| serde_json::from_str(p).ok()).unwrap_or_else(|| json!({}));
+        // `from_slice`, as everywhere in the module: `from_str` would instantiate serde_json's parser again.
+        let params: Value = self
+            .session
+            .init
+            .as_deref()
+            .and_then(|p| serde_json::from_slice(p.as_bytes()).ok())
+            .unwrap_or_else(|| json!({}));
         let body = json!({"jsonrpc": "2.0", "id": "mcp-gateway-reinit", "method": "initialize", "params": params});
         self.state = State::Initializing;
         self.call(None, "initialize", body.to_string().into_bytes())
