@@ -486,3 +486,40 @@ fn report() {
         );
     }
 }
+
+/// The sides [`instructions`] can run: label, server, request body, text the answer must hold.
+const SIDES: [(&str, &str, &str, &str); 7] = [
+    ("call", "demo", WEATHER, WEATHER_TEXT),
+    ("route", "demo-route", WEATHER, WEATHER_TEXT),
+    ("greet", "demo", GREET, "Hello, Paris!"),
+    ("list", "demo", LIST, "get_weather"),
+    ("nopolicy", "demo-nopolicy", WEATHER, "weather-desk@example.com"),
+    ("policy", "demo-policy", WEATHER, "[REDACTED:email]"),
+    ("nomask", "demo-nomask", WEATHER, "weather-desk@example.com"),
+];
+
+/// `n` calls of one side, outside any test scaffolding, so that callgrind can count this function alone.
+#[inline(never)]
+fn calls(gw: &Gateway, host: &mut CostHost, head: &RequestHead, body: &str, n: u32) {
+    for _ in 0..n {
+        std::hint::black_box(exchange(gw, host, head, body.as_bytes()));
+    }
+}
+
+/// Instructions per call, repeatable on a loaded machine (timings are not): under callgrind,
+/// `COST_SIDE=call COST_CALLS=1000 valgrind --tool=callgrind --collect-atstart=no
+/// --toggle-collect='*driver::cost::calls*' <test binary> cost::instructions --ignored --exact` and divide the
+/// total by `COST_CALLS` (`scripts/callgrind-cost.sh` does this for every side). Sides: see [`SIDES`].
+#[test]
+#[ignore]
+fn instructions() {
+    let side = std::env::var("COST_SIDE").unwrap_or_else(|_| "call".into());
+    let n = std::env::var("COST_CALLS").ok().and_then(|n| n.parse().ok()).unwrap_or(1000);
+    let (_, server, body, expect) = SIDES.iter().find(|s| s.0 == side).expect("COST_SIDE names a side");
+    let gw = if server.starts_with("demo-") && *server != "demo-route" { policy_gateway() } else { gateway() };
+    let mut host = CostHost::new();
+    let _ = measure(&gw, &mut host, server, body, expect);
+    let sid = session(&gw, &mut host, server);
+    let head = head(server, Some(&sid));
+    calls(&gw, &mut host, &head, body, n);
+}
