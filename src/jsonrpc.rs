@@ -113,6 +113,11 @@ pub fn result(id: Value, result: Value) -> Value {
 pub enum Reply {
     Tree(Value),
     Text(String),
+    /// A successful reply, written around its id and result: the reply object is never built (tool calls).
+    Result {
+        id: Value,
+        result: Value,
+    },
 }
 
 impl Reply {
@@ -121,6 +126,24 @@ impl Reply {
         match self {
             Reply::Tree(v) => v,
             Reply::Text(t) => serde_json::from_str(&t).unwrap_or(Value::Null),
+            Reply::Result { id, result: r } => result(id, r),
+        }
+    }
+
+    /// A successful reply's result (not looked for in text replies: list pages).
+    pub fn result(&self) -> Option<&Value> {
+        match self {
+            Reply::Tree(v) => v.get("result"),
+            Reply::Result { result, .. } => Some(result),
+            Reply::Text(_) => None,
+        }
+    }
+
+    /// An error reply's error.
+    pub fn error(&self) -> Option<&Value> {
+        match self {
+            Reply::Tree(v) => v.get("error"),
+            _ => None,
         }
     }
 
@@ -130,6 +153,13 @@ impl Reply {
                 let _ = serde_json::to_writer(&mut *out, v);
             }
             Reply::Text(t) => out.extend_from_slice(t.as_bytes()),
+            Reply::Result { id, result } => {
+                out.extend_from_slice(b"{\"jsonrpc\":\"2.0\",\"id\":");
+                let _ = serde_json::to_writer(&mut *out, id);
+                out.extend_from_slice(b",\"result\":");
+                let _ = serde_json::to_writer(&mut *out, result);
+                out.push(b'}');
+            }
         }
     }
 }
@@ -192,6 +222,18 @@ pub fn params_object(params: &Option<Value>) -> Option<&Map<String, Value>> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_result_written_around_its_parts_is_the_reply_tree_written() {
+        let (id, r) = (json!("a\"b"), json!({"content": [{"type": "text", "text": "x\ny"}], "isError": false}));
+        let written = Reply::Result { id: id.clone(), result: r.clone() };
+        assert_eq!(
+            write_replies(true, &[written.clone()]),
+            serde_json::to_vec(&result(id.clone(), r.clone())).unwrap()
+        );
+        assert_eq!(written.result(), Some(&r));
+        assert_eq!(written.into_value(), result(id, r));
+    }
 
     #[test]
     fn replies_written_as_text_and_as_trees_make_one_body() {

@@ -9,6 +9,7 @@
 //! namespace it gives plugin metrics, and adds no `envoy_` prefix to them).
 
 use crate::caller::Caller;
+use crate::jsonrpc::Reply;
 use crate::upstream::UpstreamResult;
 use serde_json::{json, Value};
 use std::collections::HashMap;
@@ -261,7 +262,7 @@ impl CallRecord {
         tool: &str,
         caller: &Caller,
         arguments: Vec<String>,
-        reply: &Value,
+        reply: &Reply,
         upstream: Option<(Upstream, Option<u64>)>,
     ) -> CallRecord {
         let status = match upstream {
@@ -352,12 +353,12 @@ impl From<&UpstreamResult> for Upstream {
 }
 
 /// How a call ended, read from its reply.
-fn outcome(reply: &Value, upstream: Option<Upstream>) -> &'static str {
-    if let Some(e) = reply.get("error") {
-        let cause = e.pointer("/data/cause").and_then(Value::as_str).unwrap_or_default();
+fn outcome(reply: &Reply, upstream: Option<Upstream>) -> &'static str {
+    if let Some(e) = reply.error() {
+        let cause = e.get("data").and_then(|d| d.get("cause")).and_then(Value::as_str).unwrap_or_default();
         return CAUSES.iter().find(|c| **c == cause).copied().unwrap_or("invalid");
     }
-    if reply.pointer("/result/isError") != Some(&Value::Bool(true)) {
+    if reply.result().and_then(|r| r.get("isError")) != Some(&Value::Bool(true)) {
         return "ok";
     }
     match upstream {
@@ -409,8 +410,13 @@ mod tests {
     use super::*;
     use crate::error::GatewayError;
 
-    fn ok_reply() -> Value {
-        json!({"jsonrpc": "2.0", "id": 1, "result": {"content": [], "isError": false}})
+    fn ok_reply() -> Reply {
+        Reply::Tree(json!({"jsonrpc": "2.0", "id": 1, "result": {"content": [], "isError": false}}))
+    }
+
+    /// The outcome of a reply built as a tree.
+    fn outcome(reply: &Value, upstream: Option<Upstream>) -> &'static str {
+        super::outcome(&Reply::Tree(reply.clone()), upstream)
     }
 
     fn response(status: u16) -> Upstream {
@@ -420,7 +426,9 @@ mod tests {
     #[test]
     fn outcomes_are_read_from_the_reply_and_the_upstream_answer() {
         let err_result = json!({"result": {"isError": true}});
-        assert_eq!(outcome(&ok_reply(), Some(response(200))), "ok");
+        assert_eq!(super::outcome(&ok_reply(), Some(response(200))), "ok");
+        let written = Reply::Result { id: json!(1), result: json!({"content": [], "isError": true}) };
+        assert_eq!(super::outcome(&written, Some(response(502))), "upstream_error");
         assert_eq!(outcome(&err_result, Some(response(503))), "upstream_error");
         assert_eq!(
             outcome(&err_result, Some(Upstream::from(&UpstreamResult::Failed("reset".into())))),
@@ -456,7 +464,7 @@ mod tests {
                 (MetricKind::Histogram, "mcp_server=.=demo;.;mcp_tool=.=get_user;.;mcp_upstream_latency_ms", 12),
             ])
         );
-        let refused = GatewayError::Guardrail { message: "no".into() }.reply(json!(1));
+        let refused = Reply::Tree(GatewayError::Guardrail { message: "no".into() }.reply(json!(1)));
         let denied = CallRecord::tool_call("demo", "a;b", &Caller::anonymous(), vec![], &refused, None);
         let names: Vec<String> = denied.metrics().into_iter().map(|m| m.name).collect();
         assert_eq!(
@@ -477,7 +485,7 @@ mod tests {
     fn the_stats_table_counts_what_records_name_and_defines_each_metric_once() {
         let stats = Stats::new([("demo", "get_user"), ("demo", "a;b"), ("other", "get_user")]);
         let caller = Caller { consumer: Some("alice".into()), ..Caller::default() };
-        let reply = |e: GatewayError| e.reply(json!(1));
+        let reply = |e: GatewayError| Reply::Tree(e.reply(json!(1)));
         let records = [
             CallRecord::tool_call("demo", "get_user", &caller, vec![], &ok_reply(), Some((response(200), Some(12)))),
             CallRecord::tool_call(
@@ -501,7 +509,7 @@ mod tests {
                 "get_user",
                 &caller,
                 vec![],
-                &json!({"result": {"isError": true}}),
+                &Reply::Tree(json!({"result": {"isError": true}})),
                 Some((response(503), Some(3))),
             ),
             // Not in the table: counted under the one unknown label.
@@ -510,7 +518,7 @@ mod tests {
                 "no_such_tool",
                 &caller,
                 vec![],
-                &crate::jsonrpc::error(json!(1), -32602, "Unknown tool"),
+                &Reply::Tree(crate::jsonrpc::error(json!(1), -32602, "Unknown tool")),
                 None,
             ),
         ];

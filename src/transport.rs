@@ -154,7 +154,7 @@ enum Job {
     /// The guard service checks the call's arguments; then `request` goes upstream.
     CheckInput(PendingCall, Box<UpstreamRequest>),
     /// The guard service checks the finished reply's result (the upstream answered as recorded).
-    CheckOutput(PendingCall, Value, Option<(crate::metrics::Upstream, Option<u64>)>),
+    CheckOutput(PendingCall, Reply, Option<(crate::metrics::Upstream, Option<u64>)>),
 }
 
 impl Job {
@@ -914,9 +914,11 @@ impl Exchange {
                         &self.input,
                     )
                 }) {
-                    Handled::Reply(v)
-                        if v["result"]["resultType"] == "input_required" && !self.revision.is_stateless() =>
+                    Handled::Result { id, result }
+                        if result.get("resultType").is_some_and(|t| t == "input_required")
+                            && !self.revision.is_stateless() =>
                     {
+                        let v = jsonrpc::result(id, result);
                         let asked = origin.as_ref().and_then(|(id, method, name, args)| {
                             crate::input::poll::ask(&v["result"], id, method, name, args)
                         });
@@ -932,13 +934,12 @@ impl Exchange {
                             )))),
                         }
                     }
+                    Handled::Result { id, result } => {
+                        let reply = Reply::Result { id, result };
+                        slots.push(Some(self.replied(gw, server, slot, record, reply, listening)))
+                    }
                     Handled::Reply(v) => {
-                        if let Some((tool, arguments)) = record {
-                            let r = CallRecord::tool_call(&server.name, &tool, &self.caller, arguments, &v, None);
-                            self.records.push(r);
-                        }
-                        self.heard(gw, server, slot, &v, listening);
-                        slots.push(Some(Reply::Tree(v)))
+                        slots.push(Some(self.replied(gw, server, slot, record, Reply::Tree(v), listening)))
                     }
                     // List pages: nothing to record or listen for.
                     Handled::Text(t) => slots.push(Some(Reply::Text(t))),
@@ -1025,13 +1026,13 @@ impl Exchange {
                 let call = match job {
                     Job::Call(c) | Job::CheckInput(c, _) | Job::CheckOutput(c, _, _) => c,
                 };
-                let reply = refusal.reply(call.id);
+                let reply = Reply::Tree(refusal.reply(call.id));
                 if let Some((tool, arguments)) = call.record {
                     // Counted under the refusal's cause (`rate_limited`), as every call is.
                     let server = &gw.servers[call.owner].name;
                     self.records.push(CallRecord::tool_call(server, &tool, &self.caller, arguments, &reply, None));
                 }
-                slots[call.slot] = Some(Reply::Tree(reply));
+                slots[call.slot] = Some(reply);
             }
         }
         let (calls, requests): (Vec<_>, Vec<_>) = calls.into_iter().zip(requests).filter(|(c, _)| c.is_some()).unzip();
@@ -1075,7 +1076,7 @@ impl Exchange {
                 match verdict {
                     Ok(()) => self.next_request(Job::Call(call), *request),
                     Err(e) => {
-                        let reply = e.reply(call.id.clone());
+                        let reply = Reply::Tree(e.reply(call.id.clone()));
                         self.finished(server, call, reply, None)
                     }
                 }
@@ -1085,7 +1086,7 @@ impl Exchange {
                     .map_or(Ok(()), |(tool, e)| e.verdict(crate::guard::external::Phase::Output, tool, &outcome));
                 let reply = match verdict {
                     Ok(()) => reply,
-                    Err(e) => e.reply(call.id.clone()),
+                    Err(e) => Reply::Tree(e.reply(call.id.clone())),
                 };
                 self.finished(server, call, reply, upstream)
             }
@@ -1114,7 +1115,7 @@ impl Exchange {
         let reply = crate::template::with_client(&self.client, || {
             mcp::finish_call(gw, server, call.id.clone(), &call.call, &call.args, outcome, revision)
         });
-        let check = match (external_of(server, &call), reply.get("result")) {
+        let check = match (external_of(server, &call), reply.result()) {
             (Some((tool, e)), Some(result)) if e.output => {
                 let who = Subject { server: &server.name, tool, consumer: self.caller.label() };
                 Some(e.request(crate::guard::external::Phase::Output, who, &call.args, Some(result)))
@@ -1125,6 +1126,23 @@ impl Exchange {
             Some(request) => self.next_request(Job::CheckOutput(call, reply, upstream), request),
             None => self.finished(server, call, reply, upstream),
         }
+    }
+
+    /// A reply made without the upstream: recorded when it answers a tool call, and heard.
+    fn replied(
+        &mut self,
+        gw: &Gateway,
+        server: &Server,
+        slot: usize,
+        record: Option<(String, Vec<String>)>,
+        reply: Reply,
+        listening: Listening,
+    ) -> Reply {
+        if let Some((tool, arguments)) = record {
+            self.records.push(CallRecord::tool_call(&server.name, &tool, &self.caller, arguments, &reply, None));
+        }
+        self.heard(gw, server, slot, &reply, listening);
+        reply
     }
 
     /// The guard service's check of a call's arguments, when its tool has one.
@@ -1148,7 +1166,7 @@ impl Exchange {
         &mut self,
         server: &Server,
         call: PendingCall,
-        reply: Value,
+        reply: Reply,
         upstream: Option<(crate::metrics::Upstream, Option<u64>)>,
     ) -> Option<Step> {
         if let Some((tool, arguments)) = call.record {
@@ -1157,7 +1175,7 @@ impl Exchange {
         let Phase::Calling { slots, remaining, .. } = &mut self.phase else {
             return None;
         };
-        slots[call.slot] = Some(Reply::Tree(reply));
+        slots[call.slot] = Some(reply);
         *remaining -= 1;
         if *remaining > 0 {
             return None;
