@@ -498,12 +498,15 @@ fn protected_resource(gw: &Gateway, head: &RequestHead, resource: &str) -> Route
     Route::Respond(r)
 }
 
-/// Whether an Accept header admits a media type (exactly, by `type/*`, or by `*/*`).
+/// Whether an Accept header admits a media type (exactly, by `type/*`, or by `*/*`), case aside; `media` is
+/// lower case. Compared in place: every request reads its Accept header two or three times.
 fn accepts(accept: &str, media: &str) -> bool {
     let major = media.split('/').next().unwrap_or("");
     accept.split(',').any(|part| {
-        let m = part.split(';').next().unwrap_or("").trim().to_ascii_lowercase();
-        m == media || m == "*/*" || m.strip_suffix("/*") == Some(major)
+        let m = part.split(';').next().unwrap_or("").trim();
+        m.eq_ignore_ascii_case(media)
+            || m == "*/*"
+            || m.strip_suffix("/*").is_some_and(|t| t.eq_ignore_ascii_case(major))
     })
 }
 
