@@ -22,16 +22,18 @@ pub struct ObservabilityConfig {
     pub stats: bool,
     /// The Envoy log level of audit lines: `debug`, `info` (default), `warn`, or `off`.
     pub audit: String,
+    /// Set the access-log properties (filter state `wasm.mcp_*`, default true): five hostcalls per call.
+    pub access_log: bool,
 }
 
 impl Default for ObservabilityConfig {
     fn default() -> Self {
-        ObservabilityConfig { stats: true, audit: "info".into() }
+        ObservabilityConfig { stats: true, audit: "info".into(), access_log: true }
     }
 }
 
 impl ObservabilityConfig {
-    pub const FIELDS: &'static [&'static str] = &["stats", "audit"];
+    pub const FIELDS: &'static [&'static str] = &["stats", "audit", "accessLog"];
 
     /// Reads `observability` at `at`, field by field ([`crate::fields`]).
     pub fn read(v: &Value, at: &str) -> Result<ObservabilityConfig, crate::fields::FieldError> {
@@ -39,6 +41,7 @@ impl ObservabilityConfig {
         let mut cfg = ObservabilityConfig::default();
         cfg.stats = f.flag("stats")?.unwrap_or(true);
         cfg.audit = f.string("audit")?.unwrap_or_else(|| "info".into());
+        cfg.access_log = f.flag("accessLog")?.unwrap_or(true);
         f.finish()?;
         Ok(cfg)
     }
@@ -58,11 +61,12 @@ pub enum AuditLevel {
 pub struct Observability {
     pub stats: bool,
     pub audit: AuditLevel,
+    pub access_log: bool,
 }
 
 impl Default for Observability {
     fn default() -> Self {
-        Observability { stats: true, audit: AuditLevel::Info }
+        Observability { stats: true, audit: AuditLevel::Info, access_log: true }
     }
 }
 
@@ -78,7 +82,31 @@ impl Observability {
                 return Err(("observability.audit".into(), format!("'{other}' is not one of off, debug, info, warn")))
             }
         };
-        Ok(Observability { stats: cfg.stats, audit })
+        Ok(Observability { stats: cfg.stats, audit, access_log: cfg.access_log })
+    }
+}
+
+/// A value read from the host at most once per [`Sampled::PERIOD_MS`] (Envoy's log level, which an operator
+/// changes rarely, through the admin endpoint): a call then asks the host for it only when the last reading
+/// is a second old, instead of once per call.
+#[derive(Debug, Default)]
+pub struct Sampled {
+    last: Option<(u64, u32)>,
+}
+
+impl Sampled {
+    pub const PERIOD_MS: u64 = 1000;
+
+    /// The value at `now_ms`: the last reading while it is recent, else `read()`'s.
+    pub fn get(&mut self, now_ms: u64, read: impl FnOnce() -> u32) -> u32 {
+        match self.last {
+            Some((at, v)) if now_ms >= at && now_ms - at < Self::PERIOD_MS => v,
+            _ => {
+                let v = read();
+                self.last = Some((now_ms, v));
+                v
+            }
+        }
     }
 }
 
@@ -577,10 +605,33 @@ mod tests {
     }
 
     #[test]
+    fn a_sampled_value_is_read_again_only_once_a_second_has_passed() {
+        let mut s = Sampled::default();
+        let reads = std::cell::Cell::new(0);
+        let mut at = |now: u64, v: u32| {
+            s.get(now, || {
+                reads.set(reads.get() + 1);
+                v
+            })
+        };
+        assert_eq!(at(10_000, 2), 2);
+        assert_eq!(at(10_999, 5), 2, "within the second: the last reading");
+        assert_eq!(at(11_000, 5), 5, "a second later: read again");
+        assert_eq!(at(10_500, 3), 3, "a clock that went back: read again");
+        assert_eq!(reads.get(), 3);
+    }
+
+    #[test]
     fn config_compiles_audit_levels_and_refuses_others() {
         let read = |v: Value| ObservabilityConfig::read(&v, "observability");
         let cfg = read(json!({"audit": "warn", "stats": false})).unwrap();
-        assert_eq!(Observability::compile(&cfg), Ok(Observability { stats: false, audit: AuditLevel::Warn }));
+        assert_eq!(
+            Observability::compile(&cfg),
+            Ok(Observability { stats: false, audit: AuditLevel::Warn, access_log: true })
+        );
+        let quiet = read(json!({"accessLog": false})).unwrap();
+        assert!(!Observability::compile(&quiet).unwrap().access_log);
+        assert_eq!(read(json!({"accessLog": "no"})).unwrap_err().0, "observability.accessLog");
         assert_eq!(read(json!({"stat": false})).unwrap_err().0, "observability.stat");
         assert_eq!(read(json!({"stats": "no"})).unwrap_err().0, "observability.stats");
         let cfg = read(json!({"audit": "loud"})).unwrap();
