@@ -228,7 +228,7 @@ mod tests {
         let (id, r) = (json!("a\"b"), json!({"content": [{"type": "text", "text": "x\ny"}], "isError": false}));
         let written = Reply::Result { id: id.clone(), result: r.clone() };
         assert_eq!(
-            write_replies(true, &[written.clone()]),
+            write_replies(true, std::slice::from_ref(&written)),
             serde_json::to_vec(&result(id.clone(), r.clone())).unwrap()
         );
         assert_eq!(written.result(), Some(&r));
