@@ -366,11 +366,13 @@ pub fn route(gw: &Gateway, head: &RequestHead) -> Route {
     let session_id = head.header("mcp-session-id").map(str::to_string);
     let last_event_id = head.header("last-event-id").map(str::to_string);
     let relayed = head.method == "POST" && session_id.is_none() && relayed_by_higress(&head.path);
+    // (JSON, SSE) admitted, read once; `None` without an Accept header or for Higress's relayed POSTs.
+    let accept = head.header("accept").filter(|_| !relayed).map(accepted);
     let kind = match head.method.as_str() {
         "POST" => {
             // Legacy SSE clients POST JSON without the Streamable HTTP Accept header.
-            if let Some(accept) = head.header("accept").filter(|_| !relayed) {
-                if !accepts(accept, "application/json") || !accepts(accept, "text/event-stream") {
+            if let Some((json, sse)) = accept {
+                if !json || !sse {
                     return Route::Respond(with_cors(HttpResponse::error(
                         406,
                         Value::Null,
@@ -454,7 +456,7 @@ pub fn route(gw: &Gateway, head: &RequestHead) -> Route {
             &caller,
         )),
         caller,
-        sse: !relayed && head.header("accept").is_some_and(|a| accepts(a, "text/event-stream")),
+        sse: accept.is_some_and(|(_, sse)| sse),
         session: None,
         save_session: false,
         notes: Vec::new(),
@@ -498,16 +500,18 @@ fn protected_resource(gw: &Gateway, head: &RequestHead, resource: &str) -> Route
     Route::Respond(r)
 }
 
-/// Whether an Accept header admits a media type (exactly, by `type/*`, or by `*/*`), case aside; `media` is
-/// lower case. Compared in place: every request reads its Accept header two or three times.
-fn accepts(accept: &str, media: &str) -> bool {
-    let major = media.split('/').next().unwrap_or("");
-    accept.split(',').any(|part| {
+/// Whether an Accept header admits `application/json` and `text/event-stream` (exactly, by `type/*`, or by
+/// `*/*`), case aside: one pass, compared in place (each part was lowered into a new string, three times
+/// per request).
+fn accepted(accept: &str) -> (bool, bool) {
+    let (mut json, mut sse) = (false, false);
+    for part in accept.split(',') {
         let m = part.split(';').next().unwrap_or("").trim();
-        m.eq_ignore_ascii_case(media)
-            || m == "*/*"
-            || m.strip_suffix("/*").is_some_and(|t| t.eq_ignore_ascii_case(major))
-    })
+        let any = m == "*/*";
+        json |= any || m.eq_ignore_ascii_case("application/json") || m.eq_ignore_ascii_case("application/*");
+        sse |= any || m.eq_ignore_ascii_case("text/event-stream") || m.eq_ignore_ascii_case("text/*");
+    }
+    (json, sse)
 }
 
 fn add_cors(mut r: HttpResponse, origin: Option<&str>) -> HttpResponse {
