@@ -4,6 +4,7 @@ prints them."""
 
 from __future__ import annotations
 
+import copy
 import time
 
 import harness
@@ -12,11 +13,12 @@ from harness import RawMcp
 FORMAT = "%REQ(:PATH)% server=%FILTER_STATE(wasm.mcp_server_name:PLAIN)% tool=%FILTER_STATE(wasm.mcp_tool_name:PLAIN)%\n"
 
 
-def test_tool_calls_name_their_server_and_tool_in_the_access_log(e2e_config):
-    run_dir = harness.new_run_dir("access-log")
+def _access_log_of_a_call(config: dict, tag: str) -> list[str]:
+    """Runs `initialize`, a `get_user` call and `tools/list` on `demo`; the access log's lines."""
+    run_dir = harness.new_run_dir(tag)
     log_path = run_dir / "access.log"
     base = harness.with_access_log(log_path, FORMAT)
-    g = harness.start_gateway(e2e_config, tag="access-log", envoy_base=base, run_dir=run_dir)
+    g = harness.start_gateway(config, tag=tag, envoy_base=base, run_dir=run_dir)
     try:
         with RawMcp(g.base_url, g.prefix) as mcp:
             sid, init = mcp.initialize("demo")
@@ -33,5 +35,20 @@ def test_tool_calls_name_their_server_and_tool_in_the_access_log(e2e_config):
         if len(lines) >= 3:
             break
         time.sleep(0.1)
+    return lines
+
+
+def test_tool_calls_name_their_server_and_tool_in_the_access_log(e2e_config):
+    lines = _access_log_of_a_call(e2e_config, "access-log")
     assert "/mcp-servers/demo server=demo tool=get_user" in lines, lines
     assert lines.count("/mcp-servers/demo server=- tool=-") >= 2, lines  # initialize and tools/list: none
+
+
+def test_access_log_properties_are_not_set_when_the_operator_turns_them_off(e2e_config):
+    # `observability.accessLog: false` saves the five property hostcalls per call of a gateway whose access
+    # log does not print them.
+    cfg = copy.deepcopy(e2e_config)
+    cfg["observability"] = {"accessLog": False}
+    lines = _access_log_of_a_call(cfg, "access-log-off")
+    assert lines.count("/mcp-servers/demo server=- tool=-") >= 3, lines  # the call's line included
+    assert not [line for line in lines if "server=demo" in line or "tool=get_user" in line], lines

@@ -113,6 +113,11 @@ pub fn result(id: Value, result: Value) -> Value {
 pub enum Reply {
     Tree(Value),
     Text(String),
+    /// A successful reply, written around its id and result: the reply object is never built (tool calls).
+    Result {
+        id: Value,
+        result: Value,
+    },
 }
 
 impl Reply {
@@ -121,6 +126,24 @@ impl Reply {
         match self {
             Reply::Tree(v) => v,
             Reply::Text(t) => serde_json::from_slice(t.as_bytes()).unwrap_or(Value::Null),
+            Reply::Result { id, result: r } => result(id, r),
+        }
+    }
+
+    /// A successful reply's result (not looked for in text replies: list pages).
+    pub fn result(&self) -> Option<&Value> {
+        match self {
+            Reply::Tree(v) => v.get("result"),
+            Reply::Result { result, .. } => Some(result),
+            Reply::Text(_) => None,
+        }
+    }
+
+    /// An error reply's error.
+    pub fn error(&self) -> Option<&Value> {
+        match self {
+            Reply::Tree(v) => v.get("error"),
+            _ => None,
         }
     }
 
@@ -130,6 +153,13 @@ impl Reply {
                 let _ = serde_json::to_writer(&mut *out, v);
             }
             Reply::Text(t) => out.extend_from_slice(t.as_bytes()),
+            Reply::Result { id, result } => {
+                out.extend_from_slice(b"{\"jsonrpc\":\"2.0\",\"id\":");
+                let _ = serde_json::to_writer(&mut *out, id);
+                out.extend_from_slice(b",\"result\":");
+                let _ = serde_json::to_writer(&mut *out, result);
+                out.push(b'}');
+            }
         }
     }
 }
@@ -220,6 +250,18 @@ mod tests {
         let mut found = Vec::new();
         walk(&std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("src"), &mut found);
         assert!(found.is_empty(), "use serde_json::from_slice: {found:?}");
+    }
+
+    #[test]
+    fn a_result_written_around_its_parts_is_the_reply_tree_written() {
+        let (id, r) = (json!("a\"b"), json!({"content": [{"type": "text", "text": "x\ny"}], "isError": false}));
+        let written = Reply::Result { id: id.clone(), result: r.clone() };
+        assert_eq!(
+            write_replies(true, std::slice::from_ref(&written)),
+            serde_json::to_vec(&result(id.clone(), r.clone())).unwrap()
+        );
+        assert_eq!(written.result(), Some(&r));
+        assert_eq!(written.into_value(), result(id, r));
     }
 
     #[test]

@@ -9,6 +9,7 @@
 //! namespace it gives plugin metrics, and adds no `envoy_` prefix to them).
 
 use crate::caller::Caller;
+use crate::jsonrpc::Reply;
 use crate::upstream::UpstreamResult;
 use serde_json::{json, Value};
 use std::collections::HashMap;
@@ -21,16 +22,18 @@ pub struct ObservabilityConfig {
     pub stats: bool,
     /// The Envoy log level of audit lines: `debug`, `info` (default), `warn`, or `off`.
     pub audit: String,
+    /// Set the access-log properties (filter state `wasm.mcp_*`, default true): five hostcalls per call.
+    pub access_log: bool,
 }
 
 impl Default for ObservabilityConfig {
     fn default() -> Self {
-        ObservabilityConfig { stats: true, audit: "info".into() }
+        ObservabilityConfig { stats: true, audit: "info".into(), access_log: true }
     }
 }
 
 impl ObservabilityConfig {
-    pub const FIELDS: &'static [&'static str] = &["stats", "audit"];
+    pub const FIELDS: &'static [&'static str] = &["stats", "audit", "accessLog"];
 
     /// Reads `observability` at `at`, field by field ([`crate::fields`]).
     pub fn read(v: &Value, at: &str) -> Result<ObservabilityConfig, crate::fields::FieldError> {
@@ -38,6 +41,7 @@ impl ObservabilityConfig {
         let mut cfg = ObservabilityConfig::default();
         cfg.stats = f.flag("stats").unwrap_or(true);
         cfg.audit = f.string("audit").unwrap_or_else(|| "info".into());
+        cfg.access_log = f.flag("accessLog").unwrap_or(true);
         f.finish()?;
         Ok(cfg)
     }
@@ -57,11 +61,12 @@ pub enum AuditLevel {
 pub struct Observability {
     pub stats: bool,
     pub audit: AuditLevel,
+    pub access_log: bool,
 }
 
 impl Default for Observability {
     fn default() -> Self {
-        Observability { stats: true, audit: AuditLevel::Info }
+        Observability { stats: true, audit: AuditLevel::Info, access_log: true }
     }
 }
 
@@ -77,7 +82,31 @@ impl Observability {
                 return Err(("observability.audit".into(), format!("'{other}' is not one of off, debug, info, warn")))
             }
         };
-        Ok(Observability { stats: cfg.stats, audit })
+        Ok(Observability { stats: cfg.stats, audit, access_log: cfg.access_log })
+    }
+}
+
+/// A value read from the host at most once per [`Sampled::PERIOD_MS`] (Envoy's log level, which an operator
+/// changes rarely, through the admin endpoint): a call then asks the host for it only when the last reading
+/// is a second old, instead of once per call.
+#[derive(Debug, Default)]
+pub struct Sampled {
+    last: Option<(u64, u32)>,
+}
+
+impl Sampled {
+    pub const PERIOD_MS: u64 = 1000;
+
+    /// The value at `now_ms`: the last reading while it is recent, else `read()`'s.
+    pub fn get(&mut self, now_ms: u64, read: impl FnOnce() -> u32) -> u32 {
+        match self.last {
+            Some((at, v)) if now_ms >= at && now_ms - at < Self::PERIOD_MS => v,
+            _ => {
+                let v = read();
+                self.last = Some((now_ms, v));
+                v
+            }
+        }
     }
 }
 
@@ -261,7 +290,7 @@ impl CallRecord {
         tool: &str,
         caller: &Caller,
         arguments: Vec<String>,
-        reply: &Value,
+        reply: &Reply,
         upstream: Option<(Upstream, Option<u64>)>,
     ) -> CallRecord {
         let status = match upstream {
@@ -352,12 +381,12 @@ impl From<&UpstreamResult> for Upstream {
 }
 
 /// How a call ended, read from its reply.
-fn outcome(reply: &Value, upstream: Option<Upstream>) -> &'static str {
-    if let Some(e) = reply.get("error") {
-        let cause = e.pointer("/data/cause").and_then(Value::as_str).unwrap_or_default();
+fn outcome(reply: &Reply, upstream: Option<Upstream>) -> &'static str {
+    if let Some(e) = reply.error() {
+        let cause = e.get("data").and_then(|d| d.get("cause")).and_then(Value::as_str).unwrap_or_default();
         return CAUSES.iter().find(|c| **c == cause).copied().unwrap_or("invalid");
     }
-    if reply.pointer("/result/isError") != Some(&Value::Bool(true)) {
+    if reply.result().and_then(|r| r.get("isError")) != Some(&Value::Bool(true)) {
         return "ok";
     }
     match upstream {
@@ -409,8 +438,13 @@ mod tests {
     use super::*;
     use crate::error::GatewayError;
 
-    fn ok_reply() -> Value {
-        json!({"jsonrpc": "2.0", "id": 1, "result": {"content": [], "isError": false}})
+    fn ok_reply() -> Reply {
+        Reply::Tree(json!({"jsonrpc": "2.0", "id": 1, "result": {"content": [], "isError": false}}))
+    }
+
+    /// The outcome of a reply built as a tree.
+    fn outcome(reply: &Value, upstream: Option<Upstream>) -> &'static str {
+        super::outcome(&Reply::Tree(reply.clone()), upstream)
     }
 
     fn response(status: u16) -> Upstream {
@@ -420,7 +454,9 @@ mod tests {
     #[test]
     fn outcomes_are_read_from_the_reply_and_the_upstream_answer() {
         let err_result = json!({"result": {"isError": true}});
-        assert_eq!(outcome(&ok_reply(), Some(response(200))), "ok");
+        assert_eq!(super::outcome(&ok_reply(), Some(response(200))), "ok");
+        let written = Reply::Result { id: json!(1), result: json!({"content": [], "isError": true}) };
+        assert_eq!(super::outcome(&written, Some(response(502))), "upstream_error");
         assert_eq!(outcome(&err_result, Some(response(503))), "upstream_error");
         assert_eq!(
             outcome(&err_result, Some(Upstream::from(&UpstreamResult::Failed("reset".into())))),
@@ -456,7 +492,7 @@ mod tests {
                 (MetricKind::Histogram, "mcp_server=.=demo;.;mcp_tool=.=get_user;.;mcp_upstream_latency_ms", 12),
             ])
         );
-        let refused = GatewayError::Guardrail { message: "no".into() }.reply(json!(1));
+        let refused = Reply::Tree(GatewayError::Guardrail { message: "no".into() }.reply(json!(1)));
         let denied = CallRecord::tool_call("demo", "a;b", &Caller::anonymous(), vec![], &refused, None);
         let names: Vec<String> = denied.metrics().into_iter().map(|m| m.name).collect();
         assert_eq!(
@@ -477,7 +513,7 @@ mod tests {
     fn the_stats_table_counts_what_records_name_and_defines_each_metric_once() {
         let stats = Stats::new([("demo", "get_user"), ("demo", "a;b"), ("other", "get_user")]);
         let caller = Caller { consumer: Some("alice".into()), ..Caller::default() };
-        let reply = |e: GatewayError| e.reply(json!(1));
+        let reply = |e: GatewayError| Reply::Tree(e.reply(json!(1)));
         let records = [
             CallRecord::tool_call("demo", "get_user", &caller, vec![], &ok_reply(), Some((response(200), Some(12)))),
             CallRecord::tool_call(
@@ -501,7 +537,7 @@ mod tests {
                 "get_user",
                 &caller,
                 vec![],
-                &json!({"result": {"isError": true}}),
+                &Reply::Tree(json!({"result": {"isError": true}})),
                 Some((response(503), Some(3))),
             ),
             // Not in the table: counted under the one unknown label.
@@ -510,7 +546,7 @@ mod tests {
                 "no_such_tool",
                 &caller,
                 vec![],
-                &crate::jsonrpc::error(json!(1), -32602, "Unknown tool"),
+                &Reply::Tree(crate::jsonrpc::error(json!(1), -32602, "Unknown tool")),
                 None,
             ),
         ];
@@ -569,10 +605,33 @@ mod tests {
     }
 
     #[test]
+    fn a_sampled_value_is_read_again_only_once_a_second_has_passed() {
+        let mut s = Sampled::default();
+        let reads = std::cell::Cell::new(0);
+        let mut at = |now: u64, v: u32| {
+            s.get(now, || {
+                reads.set(reads.get() + 1);
+                v
+            })
+        };
+        assert_eq!(at(10_000, 2), 2);
+        assert_eq!(at(10_999, 5), 2, "within the second: the last reading");
+        assert_eq!(at(11_000, 5), 5, "a second later: read again");
+        assert_eq!(at(10_500, 3), 3, "a clock that went back: read again");
+        assert_eq!(reads.get(), 3);
+    }
+
+    #[test]
     fn config_compiles_audit_levels_and_refuses_others() {
         let read = |v: Value| ObservabilityConfig::read(&v, "observability");
         let cfg = read(json!({"audit": "warn", "stats": false})).unwrap();
-        assert_eq!(Observability::compile(&cfg), Ok(Observability { stats: false, audit: AuditLevel::Warn }));
+        assert_eq!(
+            Observability::compile(&cfg),
+            Ok(Observability { stats: false, audit: AuditLevel::Warn, access_log: true })
+        );
+        let quiet = read(json!({"accessLog": false})).unwrap();
+        assert!(!Observability::compile(&quiet).unwrap().access_log);
+        assert_eq!(read(json!({"accessLog": "no"})).unwrap_err().0, "observability.accessLog");
         assert_eq!(read(json!({"stat": false})).unwrap_err().0, "observability.stat");
         assert_eq!(read(json!({"stats": "no"})).unwrap_err().0, "observability.stats");
         let cfg = read(json!({"audit": "loud"})).unwrap();

@@ -12,6 +12,8 @@ use serde_json::{json, Map, Value};
 use std::collections::HashMap;
 use std::sync::Arc;
 
+mod flat;
+
 const MAX_DEPTH: usize = 64;
 /// Schema nodes one check may visit, beyond [`STEPS_PER_VALUE`]. `$ref`s inside `anyOf`/`allOf`/`oneOf` can
 /// make a small schema exponentially large to walk (`{"anyOf": [{"$ref": "#"}, {"$ref": "#"}]}` is 2^64 steps
@@ -258,6 +260,19 @@ pub struct Validator {
     max_steps: usize,
     /// The server's shared definitions, when the schema refers to them (see [`SchemaDefs`]).
     defs: Option<Arc<SchemaDefs>>,
+    /// The schema precompiled when it is one object of plain properties (see [`flat`]).
+    flat: Option<flat::Flat>,
+    /// What [`Validator::undeclared`] needs of the schema, scanned once at load (it depends on nothing else).
+    declared: Declared,
+}
+
+/// The argument names and `patternProperties` a schema declares at its object level, and whether it takes
+/// no others (or why it could not be scanned: too complex).
+#[derive(Debug)]
+struct Declared {
+    names: Vec<String>,
+    patterns: Vec<String>,
+    closed: Result<bool, String>,
 }
 
 /// A server's `schemaDefs`: schemas its tools share through `$ref: "#/$defs/NAME"`, held and compiled once
@@ -378,7 +393,8 @@ impl Validator {
         let root_base = root_base.unwrap_or_else(|| NO_BASE.into());
         l.visited.retain(|_, base| !base.is_empty());
         let (anchors, bases) = if l.dynamic { (l.ids, l.visited) } else { Default::default() };
-        Ok(Validator {
+        let flat = flat::Flat::compile(&root);
+        let v = Validator {
             root,
             patterns: l.patterns,
             refs: l.refs,
@@ -390,7 +406,23 @@ impl Validator {
             whole: "arguments",
             max_steps: MAX_STEPS,
             defs,
-        })
+            flat,
+            declared: Declared { names: Vec::new(), patterns: Vec::new(), closed: Ok(false) },
+        };
+        Ok(v.scan_declared())
+    }
+
+    /// The validator with its declared names scanned (see [`Declared`]).
+    fn scan_declared(mut self) -> Validator {
+        let mut names = Vec::new();
+        let mut patterns = Vec::new();
+        let budget = self.budget(&Value::Null);
+        let closed = self.declared(&self.root, &mut names, &mut patterns, 0, &budget);
+        let closed = if budget.exhausted() { Err(self.too_complex(&budget)) } else { Ok(closed) };
+        let names = names.into_iter().map(str::to_string).collect();
+        let patterns = patterns.into_iter().map(str::to_string).collect();
+        self.declared = Declared { names, patterns, closed };
+        self
     }
 
     /// The same for an upstream answer, with shared definitions.
@@ -491,7 +523,7 @@ impl Validator {
     /// The same with a smaller step budget, so that property tests reach it quickly.
     #[cfg(test)]
     pub(crate) fn with_max_steps(self, max_steps: usize) -> Validator {
-        Validator { max_steps, ..self }
+        Validator { max_steps, flat: None, ..self }.scan_declared()
     }
 
     /// The steps for one check of `instance` (`Value::Null` for scans of the schema alone).
@@ -506,6 +538,9 @@ impl Validator {
 
     /// Validates an instance; each error names the JSON path at fault ("`city`", "`tags/0`").
     pub fn validate(&self, instance: &Value) -> Vec<String> {
+        if self.flat.as_ref().is_some_and(|f| f.holds(self, instance)) {
+            return Vec::new();
+        }
         let mut errors = Vec::new();
         let budget = self.budget(instance);
         budget.scope.borrow_mut().push(self.root_base.clone());
@@ -550,6 +585,10 @@ impl Validator {
     /// not exact integers are left for [`Validator::validate`] to report. Fails, having rewritten only some,
     /// when the schema is too complex to walk (see [`MAX_STEPS`]).
     pub fn normalize_integers(&self, v: &mut Value) -> Result<(), String> {
+        if let Some(f) = &self.flat {
+            f.normalize(v);
+            return Ok(());
+        }
         let budget = self.budget(v);
         self.normalize(&self.root, v, 0, &budget);
         if budget.exhausted() {
@@ -643,29 +682,21 @@ impl Validator {
     /// does not expose (`argsToJsonBody` forwarded them), so it is refused with its name rather than dropped.
     /// Fails when the schema is too complex to scan (see [`MAX_STEPS`]).
     pub fn undeclared(&self, args: &Map<String, Value>) -> Result<Vec<String>, String> {
-        let mut names = Vec::new();
-        let mut patterns = Vec::new();
-        let budget = self.budget(&Value::Null);
-        let closed = self.declared(&self.root, &mut names, &mut patterns, 0, &budget);
-        if budget.exhausted() {
-            return Err(self.too_complex(&budget));
-        }
-        if !closed {
+        let d = &self.declared;
+        if !d.closed.clone()? {
             return Ok(Vec::new());
         }
         Ok(args
             .keys()
-            .filter(|k| !names.contains(&k.as_str()))
-            .filter(|k| !patterns.iter().any(|p| self.pattern(p).is_some_and(|re| re.is_match(k))))
+            .filter(|k| !d.names.contains(k))
+            .filter(|k| !d.patterns.iter().any(|p| self.pattern(p).is_some_and(|re| re.is_match(k))))
             .cloned()
             .collect())
     }
 
     /// The argument names the schema declares, in its order (for messages).
     pub fn declared_names(&self) -> Vec<&str> {
-        let mut names = Vec::new();
-        self.declared(&self.root, &mut names, &mut Vec::new(), 0, &self.budget(&Value::Null));
-        names
+        self.declared.names.iter().map(String::as_str).collect()
     }
 
     /// Collects the declared names and patterns of `schema`'s object level; false when extras are allowed.
@@ -1733,6 +1764,25 @@ mod tests {
     }
 
     #[test]
+    fn schemas_built_from_args_are_precompiled_as_flat() {
+        let args = arg_configs(json!([
+            {"name": "city", "type": "string", "required": true},
+            {"name": "units", "type": "string", "enum": ["metric", "imperial"], "default": "metric"},
+            {"name": "n", "type": "integer"}
+        ]));
+        let val = v(from_args(&args).unwrap());
+        assert!(val.flat.is_some());
+        assert!(val.validate(&json!({"city": "Paris", "units": "metric", "n": 2.0})).is_empty());
+        assert_eq!(val.validate(&json!({"units": "kelvin"})).len(), 2, "the general walk says what is wrong");
+        let mut args = json!({"city": "Paris", "n": 2.0});
+        val.normalize_integers(&mut args).unwrap();
+        assert_eq!(args.to_string(), r#"{"city":"Paris","n":2}"#);
+        // An array argument's `items` is not flat: the general walk checks it.
+        let nested = arg_configs(json!([{"name": "tags", "type": "array", "items": {"type": "string"}}]));
+        assert!(v(from_args(&nested).unwrap()).flat.is_none());
+    }
+
+    #[test]
     fn undeclared_arguments() {
         let args = |v: Value| v.as_object().unwrap().clone();
         let s = v(json!({"type":"object","properties":{"a":{}},"patternProperties":{"^x":{}},
@@ -2076,6 +2126,41 @@ mod properties {
             let _ = validator.validate(&normalized);
             let _ = validator.validate(&Value::Object(args));
             prop_assert!(started.elapsed() < Duration::from_secs(2), "{:?} for {}", started.elapsed(), schema);
+        }
+
+        /// The precompiled pass for flat schemas (`flat`) only shortens the general walk: for any flat schema
+        /// (properties whose keywords are types, `enum`, `const`, bounds and annotations) and any value, the
+        /// findings and the normalised value are the general walk's, for arguments and for answers alike.
+        #[test]
+        fn flat_schemas_check_as_the_general_walk_does(
+            props in prop::collection::vec(prop::collection::vec(keyword(), 0..4), 1..4),
+            required in prop::collection::vec(prop::sample::select(vec!["a", "b", "kids", "x-y"]), 0..3),
+            closed in prop::option::of(any::<bool>()),
+            value in json_value(KEYS),
+        ) {
+            let mut schema = json!({"type": "object"});
+            schema["properties"] = KEYS.iter().zip(props)
+                .map(|(k, kv)| (k.to_string(), Value::Object(kv.into_iter().collect()))).collect();
+            if !required.is_empty() {
+                schema["required"] = json!(required);
+            }
+            if let Some(c) = closed {
+                schema["additionalProperties"] = json!(c);
+            }
+            for answer in [false, true] {
+                let built = if answer { Validator::for_answer(schema.clone()) } else { Validator::new(schema.clone()) };
+                let Ok(validator) = built else { return Ok(()) };
+                if validator.flat.is_none() {
+                    continue;
+                }
+                let general = Validator { flat: None, ..Validator::new(schema.clone()).unwrap() };
+                let general = Validator { whole: validator.whole, ..general };
+                prop_assert_eq!(validator.validate(&value), general.validate(&value), "{}", schema);
+                let (mut fast, mut slow) = (value.clone(), value.clone());
+                prop_assert_eq!(validator.normalize_integers(&mut fast), general.normalize_integers(&mut slow));
+                prop_assert_eq!(&fast, &slow);
+                prop_assert_eq!(validator.validate(&fast), general.validate(&slow), "{}", schema);
+            }
         }
     }
 }

@@ -154,7 +154,7 @@ enum Job {
     /// The guard service checks the call's arguments; then `request` goes upstream.
     CheckInput(PendingCall, Box<UpstreamRequest>),
     /// The guard service checks the finished reply's result (the upstream answered as recorded).
-    CheckOutput(PendingCall, Value, Option<(crate::metrics::Upstream, Option<u64>)>),
+    CheckOutput(PendingCall, Reply, Option<(crate::metrics::Upstream, Option<u64>)>),
 }
 
 impl Job {
@@ -366,11 +366,13 @@ pub fn route(gw: &Gateway, head: &RequestHead) -> Route {
     let session_id = head.header("mcp-session-id").map(str::to_string);
     let last_event_id = head.header("last-event-id").map(str::to_string);
     let relayed = head.method == "POST" && session_id.is_none() && relayed_by_higress(&head.path);
+    // (JSON, SSE) admitted, read once; `None` without an Accept header or for Higress's relayed POSTs.
+    let accept = head.header("accept").filter(|_| !relayed).map(accepted);
     let kind = match head.method.as_str() {
         "POST" => {
             // Legacy SSE clients POST JSON without the Streamable HTTP Accept header.
-            if let Some(accept) = head.header("accept").filter(|_| !relayed) {
-                if !accepts(accept, "application/json") || !accepts(accept, "text/event-stream") {
+            if let Some((json, sse)) = accept {
+                if !json || !sse {
                     return Route::Respond(with_cors(HttpResponse::error(
                         406,
                         Value::Null,
@@ -454,7 +456,7 @@ pub fn route(gw: &Gateway, head: &RequestHead) -> Route {
             &caller,
         )),
         caller,
-        sse: !relayed && head.header("accept").is_some_and(|a| accepts(a, "text/event-stream")),
+        sse: accept.is_some_and(|(_, sse)| sse),
         session: None,
         save_session: false,
         notes: Vec::new(),
@@ -498,13 +500,18 @@ fn protected_resource(gw: &Gateway, head: &RequestHead, resource: &str) -> Route
     Route::Respond(r)
 }
 
-/// Whether an Accept header admits a media type (exactly, by `type/*`, or by `*/*`).
-fn accepts(accept: &str, media: &str) -> bool {
-    let major = media.split('/').next().unwrap_or("");
-    accept.split(',').any(|part| {
-        let m = part.split(';').next().unwrap_or("").trim().to_ascii_lowercase();
-        m == media || m == "*/*" || m.strip_suffix("/*") == Some(major)
-    })
+/// Whether an Accept header admits `application/json` and `text/event-stream` (exactly, by `type/*`, or by
+/// `*/*`), case aside: one pass, compared in place (each part was lowered into a new string, three times
+/// per request).
+fn accepted(accept: &str) -> (bool, bool) {
+    let (mut json, mut sse) = (false, false);
+    for part in accept.split(',') {
+        let m = part.split(';').next().unwrap_or("").trim();
+        let any = m == "*/*";
+        json |= any || m.eq_ignore_ascii_case("application/json") || m.eq_ignore_ascii_case("application/*");
+        sse |= any || m.eq_ignore_ascii_case("text/event-stream") || m.eq_ignore_ascii_case("text/*");
+    }
+    (json, sse)
 }
 
 fn add_cors(mut r: HttpResponse, origin: Option<&str>) -> HttpResponse {
@@ -914,9 +921,11 @@ impl Exchange {
                         &self.input,
                     )
                 }) {
-                    Handled::Reply(v)
-                        if v["result"]["resultType"] == "input_required" && !self.revision.is_stateless() =>
+                    Handled::Result { id, result }
+                        if result.get("resultType").is_some_and(|t| t == "input_required")
+                            && !self.revision.is_stateless() =>
                     {
+                        let v = jsonrpc::result(id, result);
                         let asked = origin.as_ref().and_then(|(id, method, name, args)| {
                             crate::input::poll::ask(&v["result"], id, method, name, args)
                         });
@@ -932,13 +941,12 @@ impl Exchange {
                             )))),
                         }
                     }
+                    Handled::Result { id, result } => {
+                        let reply = Reply::Result { id, result };
+                        slots.push(Some(self.replied(gw, server, slot, record, reply, listening)))
+                    }
                     Handled::Reply(v) => {
-                        if let Some((tool, arguments)) = record {
-                            let r = CallRecord::tool_call(&server.name, &tool, &self.caller, arguments, &v, None);
-                            self.records.push(r);
-                        }
-                        self.heard(gw, server, slot, &v, listening);
-                        slots.push(Some(Reply::Tree(v)))
+                        slots.push(Some(self.replied(gw, server, slot, record, Reply::Tree(v), listening)))
                     }
                     // List pages: nothing to record or listen for.
                     Handled::Text(t) => slots.push(Some(Reply::Text(t))),
@@ -1025,13 +1033,13 @@ impl Exchange {
                 let call = match job {
                     Job::Call(c) | Job::CheckInput(c, _) | Job::CheckOutput(c, _, _) => c,
                 };
-                let reply = refusal.reply(call.id);
+                let reply = Reply::Tree(refusal.reply(call.id));
                 if let Some((tool, arguments)) = call.record {
                     // Counted under the refusal's cause (`rate_limited`), as every call is.
                     let server = &gw.servers[call.owner].name;
                     self.records.push(CallRecord::tool_call(server, &tool, &self.caller, arguments, &reply, None));
                 }
-                slots[call.slot] = Some(Reply::Tree(reply));
+                slots[call.slot] = Some(reply);
             }
         }
         let (calls, requests): (Vec<_>, Vec<_>) = calls.into_iter().zip(requests).filter(|(c, _)| c.is_some()).unzip();
@@ -1075,7 +1083,7 @@ impl Exchange {
                 match verdict {
                     Ok(()) => self.next_request(Job::Call(call), *request),
                     Err(e) => {
-                        let reply = e.reply(call.id.clone());
+                        let reply = Reply::Tree(e.reply(call.id.clone()));
                         self.finished(server, call, reply, None)
                     }
                 }
@@ -1085,7 +1093,7 @@ impl Exchange {
                     .map_or(Ok(()), |(tool, e)| e.verdict(crate::guard::external::Phase::Output, tool, &outcome));
                 let reply = match verdict {
                     Ok(()) => reply,
-                    Err(e) => e.reply(call.id.clone()),
+                    Err(e) => Reply::Tree(e.reply(call.id.clone())),
                 };
                 self.finished(server, call, reply, upstream)
             }
@@ -1114,7 +1122,7 @@ impl Exchange {
         let reply = crate::template::with_client(&self.client, || {
             mcp::finish_call(gw, server, call.id.clone(), &call.call, &call.args, outcome, revision)
         });
-        let check = match (external_of(server, &call), reply.get("result")) {
+        let check = match (external_of(server, &call), reply.result()) {
             (Some((tool, e)), Some(result)) if e.output => {
                 let who = Subject { server: &server.name, tool, consumer: self.caller.label() };
                 Some(e.request(crate::guard::external::Phase::Output, who, &call.args, Some(result)))
@@ -1125,6 +1133,23 @@ impl Exchange {
             Some(request) => self.next_request(Job::CheckOutput(call, reply, upstream), request),
             None => self.finished(server, call, reply, upstream),
         }
+    }
+
+    /// A reply made without the upstream: recorded when it answers a tool call, and heard.
+    fn replied(
+        &mut self,
+        gw: &Gateway,
+        server: &Server,
+        slot: usize,
+        record: Option<(String, Vec<String>)>,
+        reply: Reply,
+        listening: Listening,
+    ) -> Reply {
+        if let Some((tool, arguments)) = record {
+            self.records.push(CallRecord::tool_call(&server.name, &tool, &self.caller, arguments, &reply, None));
+        }
+        self.heard(gw, server, slot, &reply, listening);
+        reply
     }
 
     /// The guard service's check of a call's arguments, when its tool has one.
@@ -1148,7 +1173,7 @@ impl Exchange {
         &mut self,
         server: &Server,
         call: PendingCall,
-        reply: Value,
+        reply: Reply,
         upstream: Option<(crate::metrics::Upstream, Option<u64>)>,
     ) -> Option<Step> {
         if let Some((tool, arguments)) = call.record {
@@ -1157,7 +1182,7 @@ impl Exchange {
         let Phase::Calling { slots, remaining, .. } = &mut self.phase else {
             return None;
         };
-        slots[call.slot] = Some(Reply::Tree(reply));
+        slots[call.slot] = Some(reply);
         *remaining -= 1;
         if *remaining > 0 {
             return None;

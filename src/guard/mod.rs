@@ -196,17 +196,25 @@ impl Guard {
         if !p.filters_results() {
             return Ok(());
         }
-        if let Some(m) = &self.masker {
-            if !p.mask.is_empty() || p.injection != Injection::Off {
-                mask_strings(result, m, p.mask, p.injection);
+        let masks = !p.mask.is_empty() || p.injection != Injection::Off;
+        let mask = self.masker.as_ref().filter(|_| masks).map(|m| (m, p.mask, p.injection));
+        // One walk masks and measures (the size is the masked result's).
+        let size = mask_and_size(result, mask, p.max_result_bytes.is_some());
+        match p.max_result_bytes {
+            Some(max) if size > max => {
+                // An empty name: a result known only by its shape (an SSE backend's stream), under the server's.
+                let what = match tool {
+                    "" => "a tool's result is".to_string(),
+                    _ => format!("the result of tool '{tool}' is"),
+                };
+                Err(GatewayError::Guardrail {
+                    message: format!(
+                        "guardrail: {what} {size} bytes, more than the {max} allowed (guardrails maxResultBytes)"
+                    ),
+                })
             }
+            _ => Ok(()),
         }
-        // An empty name: a result known only by its shape (an SSE backend's stream), under the server's policy.
-        let what = || match tool {
-            "" => "a tool's result is".to_string(),
-            _ => format!("the result of tool '{tool}' is"),
-        };
-        within_size(result, p.max_result_bytes, what, "maxResultBytes")
     }
 }
 
@@ -299,23 +307,69 @@ fn within<'p>(path: &mut String, key: &str, f: impl FnOnce(&mut String) -> Optio
 /// Keys whose strings are not text for a reader: content types, base64 payloads, locations, metadata.
 const NOT_TEXT: [&str; 6] = ["type", "mimeType", "data", "blob", "uri", "_meta"];
 
-fn mask_strings(v: &mut Value, m: &Masker, rules: RuleSet, injection: Injection) {
+/// Masks the text of `v` when `mask` is given (the masker and what it masks and flags) and, when `count`,
+/// returns the size of the masked `v` as compact JSON ([`json_size`]'s), in one walk; else 0.
+fn mask_and_size(v: &mut Value, mask: Option<(&Masker, RuleSet, Injection)>, count: bool) -> usize {
+    if mask.is_none() && !count {
+        return 0;
+    }
     match v {
         Value::String(s) => {
-            if let std::borrow::Cow::Owned(masked) = m.apply(s, rules, injection) {
-                *s = masked;
-            }
-        }
-        Value::Array(items) => items.iter_mut().for_each(|x| mask_strings(x, m, rules, injection)),
-        Value::Object(map) => {
-            for (k, x) in map.iter_mut() {
-                if !NOT_TEXT.contains(&k.as_str()) {
-                    mask_strings(x, m, rules, injection);
+            if let Some((m, rules, injection)) = mask {
+                if let std::borrow::Cow::Owned(masked) = m.apply(s, rules, injection) {
+                    *s = masked;
                 }
             }
+            if count {
+                string_size(s)
+            } else {
+                0
+            }
         }
-        _ => {}
+        Value::Array(items) => {
+            let inner: usize = items.iter_mut().map(|x| mask_and_size(x, mask, count)).sum();
+            if count {
+                inner + 1 + items.len().max(1)
+            } else {
+                0
+            }
+        }
+        Value::Object(map) => {
+            let mut size = 1 + map.len().max(1);
+            for (k, x) in map.iter_mut() {
+                let text = mask.filter(|_| !NOT_TEXT.contains(&k.as_str()));
+                size += mask_and_size(x, text, count);
+                if count {
+                    size += string_size(k) + 1;
+                }
+            }
+            if count {
+                size
+            } else {
+                0
+            }
+        }
+        other => {
+            if count {
+                json_size(other)
+            } else {
+                0
+            }
+        }
     }
+}
+
+/// The size of a string as a JSON string: quotes, and the escapes `serde_json` writes (`\"`, `\\`, `\n`
+/// and the other short ones, `\u00XX` for the rest of the control characters).
+fn string_size(s: &str) -> usize {
+    2 + s
+        .bytes()
+        .map(|b| match b {
+            b'"' | b'\\' | b'\n' | b'\r' | b'\t' | 0x08 | 0x0c => 2,
+            0..=0x1f => 6,
+            _ => 1,
+        })
+        .sum::<usize>()
 }
 
 /// The size of `v` as compact JSON, without building the text. Counted through `Display` (compact JSON),

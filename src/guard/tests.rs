@@ -163,3 +163,39 @@ fn masking_cost() {
         );
     }
 }
+
+mod one_walk {
+    use super::*;
+    use crate::guard::mask::{Rule, RuleSet};
+    use crate::strategies::json_value;
+    use proptest::prelude::*;
+
+    const KEYS: &[&str] = &["text", "type", "data", "uri", "content", "structuredContent"];
+
+    #[test]
+    fn strings_are_measured_with_serde_json_escapes() {
+        for s in ["", "plain", "a\"b\\c", "\n\r\t\u{8}\u{c}", "\u{0}\u{1f}\u{7f}", "é✓😀"] {
+            assert_eq!(string_size(s), json_size(&json!(s)), "{s:?}");
+        }
+    }
+
+    proptest! {
+        #![proptest_config(crate::strategies::cases(500))]
+
+        /// Masking and measuring in one walk measure what `json_size` measures of the masked result, and
+        /// mask what masking alone masks.
+        #[test]
+        fn one_walk_masks_and_measures_as_two_did(value in json_value(KEYS)) {
+            let m = Masker::new().unwrap();
+            let rules = Rule::ALL.into_iter().fold(RuleSet::default(), RuleSet::with);
+            let mut unmasked = value.clone();
+            prop_assert_eq!(mask_and_size(&mut unmasked, None, true), json_size(&value));
+            prop_assert_eq!(&unmasked, &value);
+            let (mut both, mut masked) = (value.clone(), value.clone());
+            let size = mask_and_size(&mut both, Some((&m, rules, Injection::Mark)), true);
+            prop_assert_eq!(mask_and_size(&mut masked, Some((&m, rules, Injection::Mark)), false), 0);
+            prop_assert_eq!(&both, &masked);
+            prop_assert_eq!(size, json_size(&both));
+        }
+    }
+}

@@ -219,7 +219,7 @@ fn with_driver(id: u32, foreign: bool, f: impl FnOnce(&Gateway, &mut Driver, &mu
         let before = driver.calls_in_flight();
         let progress = f(&gw, driver, &mut calls);
         let called = driver.take_called();
-        if let Some((server, tool)) = &called {
+        if let (Some((server, tool)), true) = (&called, gw.observability.access_log) {
             // For access logs, as Higress's plugin sets them: %FILTER_STATE(wasm.mcp_tool_name:PLAIN)%.
             let _ = abi::set_property("mcp_server_name", server);
             let _ = abi::set_property("mcp_tool_name", tool);

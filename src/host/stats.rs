@@ -2,13 +2,15 @@
 //! incremented), its access-log properties and its audit line.
 
 use super::abi;
-use crate::metrics::{AuditLevel, CallRecord, MetricKind, Observability, Stats};
+use crate::metrics::{AuditLevel, CallRecord, MetricKind, Observability, Sampled, Stats};
 use proxy_wasm::hostcalls;
 use proxy_wasm::types::{LogLevel, MetricType};
 use std::cell::RefCell;
 use std::collections::HashMap;
 
 thread_local! {
+    /// Envoy's log level, read at most once a second (see [`Sampled`]).
+    static LOG_LEVEL: RefCell<Sampled> = RefCell::new(Sampled::default());
     /// Metric ids by name, for the tools [`Stats`] does not know: a name is defined with Envoy the first
     /// time it is counted.
     static IDS: RefCell<HashMap<String, u32>> = RefCell::new(HashMap::new());
@@ -16,7 +18,7 @@ thread_local! {
 
 /// Counts, logs and (for the request's first call) sets the access-log properties of `records`.
 pub fn emit(obs: &Observability, stats: &Stats, records: &[CallRecord], now_ms: u64, first: bool) {
-    if first {
+    if first && obs.access_log {
         if let Some(r) = records.first() {
             for (name, value) in r.properties() {
                 let _ = abi::set_property(name, value);
@@ -24,8 +26,12 @@ pub fn emit(obs: &Observability, stats: &Stats, records: &[CallRecord], now_ms: 
         }
     }
     // Envoy drops a line below its log level; the line is not even formatted then (at `info`, under an Envoy
-    // running at `warn`, formatting it was most of the audit's cost per call).
-    let envoy_level = hostcalls::get_log_level().map_or(0, |l| l as u32);
+    // running at `warn`, formatting it was most of the audit's cost per call). The level is read only for
+    // audit lines, and at most once a second.
+    let envoy_level = match obs.audit {
+        AuditLevel::Off => 0,
+        _ => LOG_LEVEL.with(|l| l.borrow_mut().get(now_ms, || hostcalls::get_log_level().map_or(0, |l| l as u32))),
+    };
     for r in records {
         if obs.stats {
             stats.count(r, &mut define, &mut update);

@@ -103,6 +103,7 @@ fn handle_at(g: &Gateway, ctx: &Ctx, method: &str, p: Value, revision: Revision)
 fn reply(h: Handled) -> Value {
     match h {
         Handled::Reply(v) => v,
+        Handled::Result { id, result } => crate::jsonrpc::result(id, result),
         Handled::Text(t) => serde_json::from_str(&t).unwrap(),
         other => panic!("expected a reply, got {other:?}"),
     }
@@ -525,7 +526,7 @@ fn resources_ask_before_they_are_read() {
     assert_eq!(request.path, "/files/a.txt");
     assert!(request.headers.contains(&("x-sure".into(), "true".into())), "{:?}", request.headers);
     let answer = UpstreamResult::Response { status: 200, headers: vec![], body: b"contents".to_vec() };
-    let done = mcp::finish_call(&g, &g.servers[0], id, &call, &args, answer, Revision::V2026_07_28);
+    let done = mcp::finish_call(&g, &g.servers[0], id, &call, &args, answer, Revision::V2026_07_28).into_value();
     assert_eq!(done["result"]["contents"][0]["text"], json!("contents (sure: true)"), "{done}");
     // Older sessions cannot be asked: the read is refused naming the revision.
     let r = reply(handle_at(&g, &ctx, "resources/read", json!({"uri": "vault://x"}), Revision::V2025_06_18));

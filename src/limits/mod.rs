@@ -72,6 +72,8 @@ pub struct Limit {
     field: String,
     /// The part of its counters' keys that changes when the limit does, so a changed limit starts afresh.
     spec: String,
+    /// What it allows, for people (`5 calls per 2s, bursts of 10`): written at load, read in refusals.
+    rule: String,
 }
 
 /// The limits of one server: its own (every tool call) and each tool's.
@@ -202,47 +204,38 @@ impl ServerLimits {
 }
 
 impl Limit {
+    /// The counter a call must pass. Its key and description are each written once into one string (a call
+    /// pays two allocations here; the rule's wording was written at load).
     fn bucket(&self, server: &str, tool: Option<&str>, caller: &Caller, now_ms: u64) -> Bucket {
-        let who = match self.per {
-            Per::All => "*".to_string(),
-            Per::Consumer => key_part(caller.label()),
-        };
-        let mut key = format!("{server}/{}/{}/{who}", tool.unwrap_or("*"), self.spec);
-        let what = match tool {
-            Some(t) => format!("tool '{t}' of server '{server}'"),
-            None => format!("server '{server}'"),
-        };
-        let whose = match self.per {
-            Per::All => String::new(),
-            Per::Consumer => match &caller.consumer {
-                Some(c) => format!(" for consumer '{c}'"),
-                None => " for anonymous callers".to_string(),
-            },
-        };
-        let (kind, rule) = match self.kind {
-            Kind::Rate(rate) => {
-                let burst = if rate.capacity == rate.requests {
-                    String::new()
-                } else {
-                    format!(", bursts of {}", rate.capacity)
-                };
-                (BucketKind::Rate(rate), format!("{} calls per {}{burst}", rate.requests, show_ms(rate.window_ms)))
-            }
+        use std::fmt::Write;
+        let mut key = String::with_capacity(server.len() + self.spec.len() + 24);
+        let _ = write!(key, "{server}/{}/{}/", tool.unwrap_or("*"), self.spec);
+        match self.per {
+            Per::All => key.push('*'),
+            Per::Consumer => push_key_part(&mut key, caller.label()),
+        }
+        let kind = match self.kind {
+            Kind::Rate(rate) => BucketKind::Rate(rate),
             Kind::Quota { requests, period } => {
                 let (name, until_ms) = period.at(now_ms);
                 key.push('/');
                 key.push_str(&name);
-                let per = if period == Period::Day { "day (UTC)" } else { "month (UTC)" };
-                (BucketKind::Quota { requests, until_ms }, format!("{requests} calls per {per}"))
+                BucketKind::Quota { requests, until_ms }
             }
         };
-        Bucket {
-            key,
-            kind,
-            scope: self.scope,
-            on_store_error: self.on_store_error,
-            describe: format!("{what} allows {rule}{whose} ({})", self.field),
-        }
+        let mut describe = String::with_capacity(server.len() + self.rule.len() + self.field.len() + 64);
+        let _ = match tool {
+            Some(t) => write!(describe, "tool '{t}' of server '{server}'"),
+            None => write!(describe, "server '{server}'"),
+        };
+        let _ = write!(describe, " allows {}", self.rule);
+        let _ = match (self.per, &caller.consumer) {
+            (Per::All, _) => Ok(()),
+            (Per::Consumer, Some(c)) => write!(describe, " for consumer '{c}'"),
+            (Per::Consumer, None) => write!(describe, " for anonymous callers"),
+        };
+        let _ = write!(describe, " ({})", self.field);
+        Bucket { key, kind, scope: self.scope, on_store_error: self.on_store_error, describe }
     }
 }
 
@@ -260,19 +253,17 @@ impl Bucket {
 
 /// A consumer's name in a key: `/`, `%`, `:` and anything unprintable percent-encoded, so no name can
 /// reach into another counter's key.
-fn key_part(name: &str) -> String {
-    let mut out = String::with_capacity(name.len());
+fn push_key_part(out: &mut String, name: &str) {
     for c in name.chars() {
         if c.is_ascii_graphic() && !matches!(c, '/' | '%' | ':') {
             out.push(c);
         } else {
             let mut buf = [0u8; 4];
             for b in c.encode_utf8(&mut buf).bytes() {
-                out.push_str(&format!("%{b:02X}"));
+                let _ = std::fmt::Write::write_fmt(out, format_args!("%{b:02X}"));
             }
         }
     }
-    out
 }
 
 /// A window for people: `2s`, `1m`, `1500ms`.
@@ -387,7 +378,9 @@ fn read_rate(v: &Value, at: &str, redis: bool) -> Result<Limit, FieldError> {
     f.finish()?;
     let rate = Rate { requests, window_ms, capacity };
     let spec = format!("r{requests}w{window_ms}b{capacity}");
-    Ok(Limit { kind: Kind::Rate(rate), per, scope, on_store_error, field: at.to_string(), spec })
+    let burst = if capacity == requests { String::new() } else { format!(", bursts of {capacity}") };
+    let rule = format!("{requests} calls per {}{burst}", show_ms(window_ms));
+    Ok(Limit { kind: Kind::Rate(rate), per, scope, on_store_error, field: at.to_string(), spec, rule })
 }
 
 fn read_quota(v: &Value, at: &str, redis: bool) -> Result<Limit, FieldError> {
@@ -406,6 +399,7 @@ fn read_quota(v: &Value, at: &str, redis: bool) -> Result<Limit, FieldError> {
     let on_store_error = on_store_error(&mut f, Scope::Cluster)?;
     f.finish()?;
     let spec = format!("q{requests}{}", if period == Period::Day { "d" } else { "m" });
+    let rule = format!("{requests} calls per {}", if period == Period::Day { "day (UTC)" } else { "month (UTC)" });
     Ok(Limit {
         kind: Kind::Quota { requests, period },
         per,
@@ -413,6 +407,7 @@ fn read_quota(v: &Value, at: &str, redis: bool) -> Result<Limit, FieldError> {
         on_store_error,
         field: at.to_string(),
         spec,
+        rule,
     })
 }
 

@@ -36,6 +36,11 @@ const REMOVED_IN_2026: [&str; 5] =
 #[derive(Debug)]
 pub enum Handled {
     Reply(Value),
+    /// A successful reply's id and result, written around them (see [`jsonrpc::Reply::Result`]).
+    Result {
+        id: Value,
+        result: Value,
+    },
     /// A whole reply written as JSON text (list pages).
     Text(String),
     /// Notifications and client responses get no reply.
@@ -172,7 +177,7 @@ pub fn handle_allowed(
     let Some(p) = jsonrpc::params_object(&params) else {
         return Handled::Reply(jsonrpc::error(id, jsonrpc::INVALID_PARAMS, "params must be an object"));
     };
-    let done = |id, result| Handled::Reply(jsonrpc::result(id, complete(&method, result, revision)));
+    let done = |id, result| Handled::Result { id, result: complete(&method, result, revision) };
     let answer = |id, r: Result<Value, RpcError>| match r {
         Ok(result) => done(id, result),
         Err(e) => Handled::Reply(e.reply(id)),
@@ -409,7 +414,8 @@ pub fn finish_call(
     args: &Value,
     outcome: crate::upstream::UpstreamResult,
     revision: Revision,
-) -> Value {
+) -> jsonrpc::Reply {
+    let tree = jsonrpc::Reply::Tree;
     match call {
         Pending::Tool(tool, input) => match server.tool(tool) {
             Some(t) => {
@@ -417,20 +423,20 @@ pub fn finish_call(
                     t.finish(&gw.templates, &server.config, args, outcome)
                 });
                 if let Err(e) = guarded(server, tool, &mut result) {
-                    return e.reply(id);
+                    return tree(e.reply(id));
                 }
-                jsonrpc::result(id, complete("tools/call", result, revision))
+                jsonrpc::Reply::Result { id, result: complete("tools/call", result, revision) }
             }
-            None => jsonrpc::error(id, jsonrpc::INTERNAL_ERROR, "the tool disappeared during the call"),
+            None => tree(jsonrpc::error(id, jsonrpc::INTERNAL_ERROR, "the tool disappeared during the call")),
         },
         Pending::Resource(uri, input) => match server.resource(uri) {
             Some((r, _)) => match crate::template::with_input(input.as_ref(), || {
                 r.finish(&gw.templates, &server.config, uri, args, outcome)
             }) {
-                Ok(result) => jsonrpc::result(id, complete("resources/read", result, revision)),
-                Err(e) => e.reply(id),
+                Ok(result) => jsonrpc::Reply::Result { id, result: complete("resources/read", result, revision) },
+                Err(e) => tree(e.reply(id)),
             },
-            None => jsonrpc::error(id, jsonrpc::INTERNAL_ERROR, "the resource disappeared during the read"),
+            None => tree(jsonrpc::error(id, jsonrpc::INTERNAL_ERROR, "the resource disappeared during the read")),
         },
     }
 }
@@ -578,6 +584,7 @@ mod tests {
     fn reply(h: Handled) -> Value {
         match h {
             Handled::Reply(v) => v,
+            Handled::Result { id, result } => jsonrpc::result(id, result),
             Handled::Text(t) => serde_json::from_str(&t).unwrap(),
             other => panic!("expected a reply, got {other:?}"),
         }

@@ -5,7 +5,7 @@
 
 use super::{Exchange, HttpResponse, Phase, Server, Step};
 use crate::gateway::Gateway;
-use crate::jsonrpc::{self, Message};
+use crate::jsonrpc::{self, Message, Reply};
 use crate::notify::{self, Listener, LogLevel};
 use crate::session::SessionOp;
 use serde_json::Value;
@@ -86,8 +86,8 @@ impl Exchange {
 
     /// Follows up a handled request: a tool answered without an upstream sends its notifications now, and an
     /// accepted `logging/setLevel` changes the session.
-    pub(super) fn heard(&mut self, gw: &Gateway, server: &Server, slot: usize, reply: &Value, listening: Listening) {
-        let Some(result) = reply.get("result") else { return };
+    pub(super) fn heard(&mut self, gw: &Gateway, server: &Server, slot: usize, reply: &Reply, listening: Listening) {
+        let Some(result) = reply.result() else { return };
         match listening {
             Listening::SetLevel(level) => {
                 if let Some(s) = &mut self.session {

@@ -1170,3 +1170,18 @@ fn admission_refuses_before_the_exchange_and_policy_pages_over_what_the_caller_m
     let page = json_body(&send(&mut h, "ka", Some(&sid), r#"{"jsonrpc":"2.0","id":4,"method":"tools/list"}"#));
     assert_eq!(page["result"]["tools"].as_array().unwrap().len(), 1);
 }
+
+#[test]
+fn accept_headers_admit_media_types_case_aside_exactly_by_type_or_by_any() {
+    for (accept, json, sse) in [
+        ("application/json, text/event-stream", true, true),
+        ("Application/JSON;q=0.9 , TEXT/*", true, true),
+        ("*/*", true, true),
+        ("application/*", true, false),
+        ("application/jsonx, text/event", false, false),
+        ("", false, false),
+        ("é/*, application/é", false, false),
+    ] {
+        assert_eq!(accepted(accept), (json, sse), "{accept}");
+    }
+}

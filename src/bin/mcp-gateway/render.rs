@@ -96,6 +96,7 @@ pub fn run(args: &[String]) -> Result<(), Failure> {
     let revision = Revision::LATEST_LEGACY;
     match mcp::handle(gw, server, call, revision) {
         Handled::Reply(reply) => print_reply(&reply),
+        Handled::Result { id, result } => print_reply(&mcp_gateway::jsonrpc::result(id, result)),
         Handled::Text(text) => print_reply(&mcp_gateway::jsonrpc::Reply::Text(text).into_value()),
         Handled::Silent => Err(Failure::Invalid("the call got no reply".into())),
         Handled::Call { id, call, request, args } => {
@@ -111,7 +112,7 @@ pub fn run(args: &[String]) -> Result<(), Failure> {
             let body = std::fs::read(path).map_err(|e| Failure::Invalid(format!("{path}: {e}")))?;
             let outcome = UpstreamResult::Response { status: a.status, headers: a.response_headers, body };
             println!("\n--- result (answer: HTTP {} from {path})", a.status);
-            print_reply(&mcp::finish_call(gw, server, id, &call, &args, outcome, revision))
+            print_reply(&mcp::finish_call(gw, server, id, &call, &args, outcome, revision).into_value())
         }
     }
 }
