@@ -332,15 +332,16 @@ impl Held {
     /// stream is at its end in the callback now running, so an answer replaces it in place; otherwise a
     /// local reply takes the held answer's place (and ends the backend's stream).
     fn bridge_steps(&mut self, env: &mut Calls, steps: Vec<bridge::Step>, end: bool) -> Action {
-        let mut queue: std::collections::VecDeque<bridge::Step> = steps.into();
-        while let Some(step) = queue.pop_front() {
+        let mut queue = steps;
+        queue.reverse(); // popped from the end, in order
+        while let Some(step) = queue.pop() {
             match step {
                 bridge::Step::Post(post, head, body) => match self.dispatch(&head, &body) {
                     Ok(token) => self.posts.push((token, post)),
                     Err(why) => {
                         env.warn(&format!("the proxied SSE server of '{}': {why}", self.server()));
                         let Some(bridge) = self.bridge.as_mut() else { break };
-                        queue.extend(bridge.on_posted(post, 0));
+                        queue.extend(bridge.on_posted(post, 0).into_iter().rev());
                     }
                 },
                 bridge::Step::Reply(r) if end => {

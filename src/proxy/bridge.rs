@@ -31,7 +31,7 @@ use crate::jsonrpc;
 use crate::mcp::Revision;
 use crate::session::{Env, Session, SessionOp, SessionOutcome};
 use crate::transport::{HttpResponse, RequestHead};
-use serde_json::{json, Value};
+use serde_json::Value;
 
 /// The id of the gateway's own `initialize` on a backend stream.
 const INIT_ID: &str = "mcp-gateway-init";
@@ -292,16 +292,18 @@ impl Bridge {
                 return Some(self.post(Post::Message, self.message.clone()));
             }
             self.state = State::Initializing;
-            let params: Value = self.init_params();
-            let body = json!({"jsonrpc": "2.0", "id": INIT_ID, "method": "initialize", "params": params});
-            return Some(self.post(Post::Initialize, body.to_string().into_bytes()));
+            let body = format!(
+                r#"{{"jsonrpc":"2.0","id":"{INIT_ID}","method":"initialize","params":{}}}"#,
+                self.init_params()
+            );
+            return Some(self.post(Post::Initialize, body.into_bytes()));
         }
         let v: Value = serde_json::from_str(&data).ok()?;
         let method = v.get("method").and_then(Value::as_str);
         match (method, v.get("id")) {
             (Some("ping"), Some(id)) => {
-                let pong = json!({"jsonrpc": "2.0", "id": id, "result": {}});
-                Some(self.post(Post::Pong, pong.to_string().into_bytes()))
+                let pong = format!(r#"{{"jsonrpc":"2.0","id":{id},"result":{{}}}}"#);
+                Some(self.post(Post::Pong, pong.into_bytes()))
             }
             (Some(asked), Some(_)) => {
                 let msg = format!(
@@ -332,8 +334,8 @@ impl Bridge {
                     return Some(self.fail(502, msg));
                 }
                 self.state = State::Notifying;
-                let note = json!({"jsonrpc": "2.0", "method": "notifications/initialized"});
-                Some(self.post(Post::Initialized, note.to_string().into_bytes()))
+                let note = br#"{"jsonrpc":"2.0","method":"notifications/initialized"}"#;
+                Some(self.post(Post::Initialized, note.to_vec()))
             }
             (None, Some(id)) if self.state == State::Asking && *id == self.client_id => {
                 self.state = State::Done;
@@ -384,15 +386,15 @@ impl Bridge {
     /// The params of the gateway's `initialize`: the client's own, kept with its session; else (a signed
     /// session, which cannot carry them, or a request without a session) the session's revision and no
     /// capabilities.
-    fn init_params(&self) -> Value {
-        let kept = self.found.as_ref().and_then(|s| s.init.as_deref()).and_then(|p| serde_json::from_str(p).ok());
-        kept.unwrap_or_else(|| {
-            json!({
-                "protocolVersion": self.version.as_str(),
-                "capabilities": {},
-                "clientInfo": {"name": "mcp-gateway", "version": env!("CARGO_PKG_VERSION")},
-            })
-        })
+    fn init_params(&self) -> String {
+        match self.found.as_ref().and_then(|s| s.init.clone()) {
+            Some(kept) => kept,
+            None => format!(
+                r#"{{"protocolVersion":"{}","capabilities":{{}},"clientInfo":{{"name":"mcp-gateway","version":"{}"}}}}"#,
+                self.version.as_str(),
+                env!("CARGO_PKG_VERSION")
+            ),
+        }
     }
 
     /// A POST of `body` to the backend's message endpoint, with the head of the client's request

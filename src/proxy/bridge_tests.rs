@@ -1,6 +1,7 @@
 use super::*;
 use crate::proxy::route;
 use crate::session::memory::MemoryEnv;
+use serde_json::json;
 
 const KEY: &str = "MDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3ODlhYmNkZWY=";
 const NOW: u64 = 1_000_000;
