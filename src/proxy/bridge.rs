@@ -246,9 +246,7 @@ impl Bridge {
         if status >= 500 {
             return Some(backend_failure(status, self.client_id.clone(), self.server()));
         }
-        let msg =
-            format!("the proxied MCP server of '{}' answered its SSE stream's GET with HTTP {status}", self.server());
-        Some(HttpResponse::error(502, self.client_id.clone(), jsonrpc::INTERNAL_ERROR, msg))
+        Some(self.fail(502, &format!("answered its SSE stream's GET with HTTP {status}")))
     }
 
     /// A chunk of the backend's stream (split anywhere); `end`: the stream has ended.
@@ -267,8 +265,7 @@ impl Bridge {
             }
         }
         if end {
-            let msg = format!("the proxied MCP server of '{}' ended its SSE stream before answering", self.server());
-            steps.push(self.fail(502, msg));
+            steps.push(Step::Reply(self.fail(502, "ended its SSE stream before answering")));
         }
         steps
     }
@@ -281,11 +278,7 @@ impl Bridge {
             }
             self.endpoint = match endpoint_path(&data, &self.backend.path) {
                 Some(path) => path,
-                None => {
-                    let msg =
-                        format!("the proxied MCP server of '{}' sent an endpoint that is not a URL", self.server());
-                    return Some(self.fail(502, msg));
-                }
+                None => return Some(Step::Reply(self.fail(502, "sent an endpoint that is not a URL"))),
             };
             if self.initialize {
                 self.state = State::Asking;
@@ -306,14 +299,13 @@ impl Bridge {
                 Some(self.post(Post::Pong, pong.into_bytes()))
             }
             (Some(asked), Some(_)) => {
-                let msg = format!(
-                    "the proxied MCP server of '{}' sent a server-to-client request ({asked}), which the gateway \
-                     cannot pass to a Streamable HTTP client of an SSE backend (its SSE clients get it, at {}/{}/sse)",
-                    self.server(),
+                let what = format!(
+                    "sent a server-to-client request ({asked}), which the gateway cannot pass to a Streamable HTTP \
+                     client of an SSE backend (its SSE clients get it, at {}/{}/sse)",
                     gw.prefix,
                     self.server()
                 );
-                Some(self.fail(200, msg))
+                Some(Step::Reply(self.fail(200, &what)))
             }
             (Some(_), None) => {
                 // A notification (a log, progress): delivered with the answer, within the answer's limit.
@@ -326,12 +318,8 @@ impl Bridge {
             }
             (None, Some(id)) if self.state == State::Initializing && id == INIT_ID => {
                 if let Some(error) = v.get("error") {
-                    let msg = format!(
-                        "the proxied MCP server of '{}' refused the gateway's initialize: {}",
-                        self.server(),
-                        error.get("message").and_then(Value::as_str).unwrap_or("")
-                    );
-                    return Some(self.fail(502, msg));
+                    let why = error.get("message").and_then(Value::as_str).unwrap_or("");
+                    return Some(Step::Reply(self.fail(502, &format!("refused the gateway's initialize: {why}"))));
                 }
                 self.state = State::Notifying;
                 let note = br#"{"jsonrpc":"2.0","method":"notifications/initialized"}"#;
@@ -356,11 +344,8 @@ impl Bridge {
                 let status = if status == 0 { 502 } else { status };
                 return vec![Step::Reply(backend_failure(status, self.client_id.clone(), self.server()))];
             }
-            let msg = format!(
-                "the proxied MCP server of '{}' refused the gateway's POST to its message endpoint (HTTP {status})",
-                self.server()
-            );
-            return vec![self.fail(502, msg)];
+            let what = format!("refused the gateway's POST to its message endpoint (HTTP {status})");
+            return vec![Step::Reply(self.fail(502, &what))];
         }
         if post == Post::Initialized && self.state == State::Notifying {
             self.state = State::Asking;
@@ -378,9 +363,11 @@ impl Bridge {
         Some(backend_failure(504, self.client_id.clone(), self.server()))
     }
 
-    fn fail(&mut self, status: u16, msg: String) -> Step {
+    /// Ends the exchange with an error for the client's request: the backend `what` (did).
+    fn fail(&mut self, status: u16, what: &str) -> HttpResponse {
         self.state = State::Done;
-        Step::Reply(HttpResponse::error(status, self.client_id.clone(), jsonrpc::INTERNAL_ERROR, msg))
+        let msg = format!("the proxied MCP server of '{}' {what}", self.server());
+        HttpResponse::error(status, self.client_id.clone(), jsonrpc::INTERNAL_ERROR, msg)
     }
 
     /// The params of the gateway's `initialize`: the client's own, kept with its session; else (a signed
