@@ -406,7 +406,9 @@ impl Bridge {
         }
         let mut headers = Vec::new();
         if self.initialize && v.get("result").is_some() {
-            let mut session = Session::new(self.server(), self.version.as_str());
+            // The revision the backend chose, which later requests declare in the gateway's initialize.
+            let chosen = v.pointer("/result/protocolVersion").and_then(Value::as_str).and_then(Revision::parse);
+            let mut session = Session::new(self.server(), chosen.unwrap_or(self.version).as_str());
             session.init = self.init.take();
             match session_op(gw, env, SessionOp::Create(session)) {
                 SessionOutcome::Created(id) => headers.push((SESSION.to_string(), id)),

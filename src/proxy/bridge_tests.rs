@@ -63,7 +63,7 @@ fn session(gw: &Gateway, env: &mut MemoryEnv) -> String {
     let h = head("POST", &[]);
     let mut b = bridge(gw, env, &h);
     let init = json!({"jsonrpc": "2.0", "id": 0, "method": "initialize",
-        "params": {"protocolVersion": "2025-06-18", "capabilities": {"sampling": {}}, "clientInfo": {"name": "c", "version": "1"}}});
+        "params": {"protocolVersion": "2025-11-25", "capabilities": {"sampling": {}}, "clientInfo": {"name": "c", "version": "1"}}});
     let body = init.to_string().into_bytes();
     assert!(matches!(b.on_body(gw, env, &body, NOW), Begin::Stream(_)));
     let steps = b.on_chunk(gw, env, b"event: endpoint\ndata: /messages/?session_id=s1\n\n", false);
@@ -224,9 +224,9 @@ fn the_initialize_answer_opens_a_session_that_keeps_the_clients_params() {
             crate::session::Started::Done(SessionOutcome::Found(s)) => s,
             other => panic!("{other:?}"),
         };
-        assert_eq!(found.version, "2025-06-18");
-        // Local keeps the params; a signed id cannot carry them: the gateway's initialize then declares the
-        // session's revision and no capabilities.
+        assert_eq!(found.version, "2025-06-18"); // the backend's choice (the client asked for 2025-11-25)
+                                                 // Local keeps the params; a signed id cannot carry them: the gateway's initialize then declares the
+                                                 // session's revision and no capabilities.
         let h = head("POST", &[("mcp-session-id", &sid)]);
         let mut br = bridge(&gw, &mut env, &h);
         assert!(matches!(br.on_body(&gw, &mut env, CALL.as_bytes(), NOW), Begin::Stream(_)));

@@ -16,6 +16,9 @@
 //!                              guardrails ([`crate::guard`]); JSON whole, SSE per event
 //! ```
 //!
+//! SSE backends (`transport: sse`) serve SSE clients through the same relay (the `endpoint` event rewritten),
+//! and Streamable HTTP clients through [`bridge`] (each request a backend stream of its own).
+//!
 //! Plain Rust: the host (`crate::host`) performs what the relay decides.
 
 pub mod bridge;
