@@ -119,21 +119,46 @@ def bridge_calls(url: str, calls: int) -> list[float]:
     return times
 
 
+def dance_calls(base: str, calls: int) -> list[float]:
+    """What the gateway does for each call of a Streamable HTTP client, done by the client itself through
+    Envoy without the plugin: open a stream, initialize, notifications/initialized, the call, close."""
+    init = {"jsonrpc": "2.0", "id": 0, "method": "initialize",
+            "params": {"protocolVersion": "2025-06-18", "capabilities": {}, "clientInfo": {"name": "b", "version": "0"}}}
+    times = []
+    with httpx.Client(timeout=10) as c:
+        for i in range(calls + 20):
+            t = time.perf_counter()
+            with c.stream("GET", f"{base}/sse", headers={"Accept": "text/event-stream"}) as r:
+                lines = r.iter_lines()
+                data = lambda: next(line for line in lines if line.startswith("data:"))[5:].strip()  # noqa: E731
+                url = base + data()
+                assert c.post(url, json=init).status_code == 202
+                data()
+                assert c.post(url, json={"jsonrpc": "2.0", "method": "notifications/initialized"}).status_code == 202
+                assert c.post(url, json=BODY).status_code == 202
+                assert "echo: x" in data()
+            if i >= 20:
+                times.append(time.perf_counter() - t)
+    return times
+
+
 def sse_main(args, run_dir) -> int:
     backend = McpBackend("sse", log_dir=run_dir).start()
     try:
         cfg = {"servers": [proxied("legacy", "/sse", transport="sse")]}
         with harness.gateway(cfg, tag="bench-proxy-sse", upstream=backend, run_dir=run_dir) as g:
             url = g.mcp_url("legacy")
-            rows: dict[str, list[float]] = {"sse client": [], "streamable http client": []}
+            rows: dict[str, list[float]] = {"sse client": [], "streamable http client": [], "the same, by hand": []}
             for _ in range(2):
                 rows["sse client"] += sse_client_calls(url, args.calls)
                 rows["streamable http client"] += bridge_calls(url, args.calls)
+                rows["the same, by hand"] += dance_calls(g.envoy.baseline_url, args.calls)
             p50 = {name: statistics.median(t) * 1000 for name, t in rows.items()}
             p90 = {name: statistics.quantiles(t, n=10)[-1] * 1000 for name, t in rows.items()}
             for name in rows:
                 print(f"{name:24} p50 {p50[name]:.2f} ms   p90 {p90[name]:.2f} ms   ({len(rows[name])} calls)")
-            print(f"streamable http / sse: p50 {p50['streamable http client'] / p50['sse client']:.2f}x")
+            print(f"streamable http / sse: p50 {p50['streamable http client'] / p50['sse client']:.2f}x; "
+                  f"/ the same by hand without the plugin: {p50['streamable http client'] / p50['the same, by hand']:.2f}x")
     finally:
         backend.stop()
     return 0
