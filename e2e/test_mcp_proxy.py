@@ -11,6 +11,7 @@ cluster `demo`, which here points at the backend), so answers stream back chunk 
   stateless        in front of a stateless backend
   down             in front of a backend that has stopped
   sse              transport: sse, in front of the SDK's legacy SSE server, used by the SDK's SSE client
+  sse-http         transport: sse, the same backend, used by the SDK's Streamable HTTP client and the Inspector CLI
 """
 
 from __future__ import annotations
