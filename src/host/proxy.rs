@@ -70,6 +70,8 @@ enum Phase {
     Response,
     /// A re-initialisation's store operation: [`Reinit::on_session`] goes on.
     Reinit,
+    /// The session a bridged `initialize` opens: [`Bridge::on_session`] gives the client's answer.
+    Bridge,
 }
 
 thread_local! {
@@ -211,6 +213,17 @@ impl Held {
                     resume(abi::resume_request(), "request")
                 }
             },
+            Phase::Bridge => {
+                let Some(bridge) = self.bridge.as_mut() else { return false };
+                let r = bridge.on_session(outcome);
+                if self.response_end {
+                    replace_response(&self.answer, &r);
+                    resume(abi::resume_response(), "answer");
+                } else {
+                    send(&r);
+                }
+                false
+            }
             Phase::Reinit => match self.reinit.as_mut() {
                 Some(reinit) => {
                     let step = reinit.on_session(outcome);
@@ -344,6 +357,11 @@ impl Held {
                         queue.extend(bridge.on_posted(post, 0).into_iter().rev());
                     }
                 },
+                bridge::Step::Redis(pending) => {
+                    self.response_end = end;
+                    self.send_redis(env, pending, Phase::Bridge); // false: answered already
+                    break;
+                }
                 bridge::Step::Reply(r) if end => {
                     replace_response(&self.answer, &r);
                     return Action::Continue;

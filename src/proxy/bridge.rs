@@ -22,14 +22,14 @@
 //! Plain Rust: `crate::host::proxy` performs the steps.
 
 use super::{
-    backend_failure, edits, failure, forward_headers, new_relay, reinit, session_op, sse, unknown_session, Backend,
-    Filter, OpenStep, Opening, Relay, Start, Then, SESSION,
+    backend_failure, edits, failure, forward_headers, new_relay, reinit, sse, unknown_session, Backend, Filter,
+    OpenStep, Opening, Relay, Start, Then, SESSION,
 };
 use crate::gateway::{Gateway, Server};
 use crate::header_edits::Edit;
 use crate::jsonrpc;
 use crate::mcp::Revision;
-use crate::session::{Env, Session, SessionOp, SessionOutcome};
+use crate::session::{redis, Env, Session, SessionOp, SessionOutcome, Started};
 use crate::transport::{HttpResponse, RequestHead};
 use serde_json::Value;
 
@@ -64,6 +64,8 @@ pub struct Bridge {
     endpoint: String,
     state: State,
     deadline_ms: u64,
+    /// The client's answer to `initialize` while the store opens its session.
+    reply: Option<HttpResponse>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -101,6 +103,9 @@ pub enum Step {
     Post(Post, Vec<(String, String)>, Vec<u8>),
     /// Answer the client with this; the backend's stream ends with it.
     Reply(HttpResponse),
+    /// The session store (Redis) opens the `initialize`'s session later: send this, then
+    /// [`Bridge::on_session`] gives the reply.
+    Redis(redis::Pending),
 }
 
 /// A POST to `{prefix}/{name}` of an SSE server: a bridge once the body is in; `GET` gets 405 (no
@@ -171,6 +176,7 @@ impl Bridge {
             endpoint: String::new(),
             state: State::Reading,
             deadline_ms: u64::MAX,
+            reply: None,
         })
     }
 
@@ -327,7 +333,7 @@ impl Bridge {
             }
             (None, Some(id)) if self.state == State::Asking && *id == self.client_id => {
                 self.state = State::Done;
-                Some(Step::Reply(self.answer(gw, env, v)))
+                Some(self.answer(gw, env, v))
             }
             _ => None,
         }
@@ -397,27 +403,15 @@ impl Bridge {
     }
 
     /// The client's answer: the backend's, rewritten as on http backends (lists filtered, tools renamed),
-    /// with our new session at `initialize`, after the notifications that came before it.
-    fn answer(&mut self, gw: &Gateway, env: &mut dyn Env, v: Value) -> HttpResponse {
+    /// after the notifications that came before it; at `initialize`, once the store has opened our session
+    /// ([`Step::Redis`] when it answers later).
+    fn answer(&mut self, gw: &Gateway, env: &mut dyn Env, v: Value) -> Step {
         let mut body = serde_json::to_vec(&v).unwrap_or_default();
         if self.relay.lists.is_some() || !self.relay.guarded.is_empty() {
             self.relay.filter = Filter::Json(Vec::new());
             body = self.relay.on_chunk(gw, env, &body, true);
         }
         let mut headers = Vec::new();
-        if self.initialize && v.get("result").is_some() {
-            // The revision the backend chose, which later requests declare in the gateway's initialize.
-            let chosen = v.pointer("/result/protocolVersion").and_then(Value::as_str).and_then(Revision::parse);
-            let mut session = Session::new(self.server(), chosen.unwrap_or(self.version).as_str());
-            session.init = self.init.take();
-            match session_op(gw, env, SessionOp::Create(session)) {
-                SessionOutcome::Created(id) => headers.push((SESSION.to_string(), id)),
-                other => {
-                    let msg = format!("session store: {}", failure(&other));
-                    return HttpResponse::error(503, self.client_id.clone(), jsonrpc::INTERNAL_ERROR, msg);
-                }
-            }
-        }
         let streams = self.head.header("accept").is_some_and(|a| a.contains("text/event-stream"));
         if !self.notes.is_empty() && streams {
             let mut events = std::mem::take(&mut self.notes);
@@ -432,9 +426,35 @@ impl Bridge {
         }
         if body.len() > gw.max_response_bytes {
             let msg = format!("the answer has more than {} bytes (maxResponseBytes)", gw.max_response_bytes);
-            return HttpResponse::error(502, self.client_id.clone(), jsonrpc::INTERNAL_ERROR, msg);
+            return Step::Reply(HttpResponse::error(502, self.client_id.clone(), jsonrpc::INTERNAL_ERROR, msg));
         }
-        HttpResponse { status: 200, headers, body }
+        let reply = HttpResponse { status: 200, headers, body };
+        if !self.initialize || v.get("result").is_none() {
+            return Step::Reply(reply);
+        }
+        // The revision the backend chose, which later requests declare in the gateway's initialize.
+        let chosen = v.pointer("/result/protocolVersion").and_then(Value::as_str).and_then(Revision::parse);
+        let mut session = Session::new(self.server(), chosen.unwrap_or(self.version).as_str());
+        session.init = self.init.take();
+        self.reply = Some(reply);
+        match gw.sessions.start(SessionOp::Create(session), env) {
+            Started::Done(outcome) => Step::Reply(self.on_session(outcome)),
+            Started::Redis(pending) => Step::Redis(pending),
+        }
+    }
+
+    /// The store's answer to the session an `initialize` opens: the client's answer, with our id.
+    pub fn on_session(&mut self, outcome: SessionOutcome) -> HttpResponse {
+        match (self.reply.take(), outcome) {
+            (Some(mut reply), SessionOutcome::Created(id)) => {
+                reply.headers.push((SESSION.to_string(), id));
+                reply
+            }
+            (_, other) => {
+                let msg = format!("session store: {}", failure(&other));
+                HttpResponse::error(503, self.client_id.clone(), jsonrpc::INTERNAL_ERROR, msg)
+            }
+        }
     }
 }
 
