@@ -456,7 +456,8 @@ def test_streamable_http_clients_use_an_sse_backend(tmp_path):
     cfg = {"servers": [proxied("legacy", "/sse", transport="sse"),
                        proxied("legacy-limited", "/sse", transport="sse", allowTools=["say", "steps"],
                                toolOverrides={"echo": {"name": "say"}}),
-                       proxied("legacy-slow", "/sse", transport="sse", timeout=2000)]}
+                       proxied("legacy-slow", "/sse", transport="sse", timeout=2000),
+                       proxied("legacy-silent", "/silent-sse", transport="sse", timeout=2000)]}
     try:
         with harness.gateway(cfg, tag="mcp-proxy-sse-http", upstream=backend, plugin_format="json") as g:
             heard = []
@@ -520,6 +521,12 @@ def test_streamable_http_clients_use_an_sse_backend(tmp_path):
             assert 2 <= took < 4.5, took
             # The session goes on: the next call works.
             assert call(slow, sid, "echo", {"text": "again"})["result"]["content"][0]["text"] == "echo: again"
+            # A backend stream that never names its endpoint (keep-alive comments only): the same error in time.
+            started = time.monotonic()
+            r = post(g.mcp_url("legacy-silent"), None, {"jsonrpc": "2.0", "id": 13, "method": "tools/list"})
+            took = time.monotonic() - started
+            assert r.status_code == 504 and r.json()["id"] == 13, r.text
+            assert 2 <= took < 4.5, took
 
             # The Inspector CLI lists and calls the tools through it too.
             from node_tools import run_inspector
