@@ -230,12 +230,13 @@ impl Bridge {
         }
         self.state = State::Opening;
         self.deadline_ms = now_ms.saturating_add(self.backend.timeout_ms);
-        let mut get = self.head.clone();
-        get.method = "GET".into();
         // The router's own timeout comes later than ours, which answers the client itself.
         let router_ms = self.backend.timeout_ms.saturating_add(crate::routed::ROUTER_GRACE_MS);
-        let mut wanted =
-            forward_headers(&get, &self.backend, self.backend.path.clone(), None, Some(router_ms), self.own.as_deref());
+        let path = self.backend.path.clone();
+        let mut wanted = forward_headers(&self.head, &self.backend, path, None, Some(router_ms), self.own.as_deref());
+        if let Some(method) = wanted.first_mut() {
+            method.1 = "GET".into(); // `:method` comes first
+        }
         wanted.retain(|(k, _)| !DROPPED.contains(&k.as_str()));
         wanted.push(("accept".into(), "text/event-stream".into()));
         Begin::Stream(edits(&self.head.headers, &wanted))
@@ -393,9 +394,9 @@ impl Bridge {
     /// A POST of `body` to the backend's message endpoint, with the head of the client's request
     /// (credentials as configured for the server).
     fn post(&self, post: Post, body: Vec<u8>) -> Step {
-        let mut head = self.head.clone();
-        head.method = "POST".into();
-        let mut headers = forward_headers(&head, &self.backend, self.endpoint.clone(), None, None, self.own.as_deref());
+        let endpoint = self.endpoint.clone();
+        let mut headers = forward_headers(&self.head, &self.backend, endpoint, None, None, self.own.as_deref());
+        // `:method` is the client's: POST, as bridged requests are.
         headers.retain(|(k, _)| !DROPPED.contains(&k.as_str()));
         headers.push(("content-type".into(), "application/json".into()));
         headers.push(("content-length".into(), body.len().to_string()));
