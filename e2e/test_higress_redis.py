@@ -930,3 +930,113 @@ def test_a_proxied_server_answers_503_when_redis_is_down(host, run_dir, e2e_conf
         h.stop()
         backend.stop()
     assert not h.crashes(), "the plugin crashed in the test host:\n" + "\n".join(h.crashes())
+
+
+class McpSseBackend(McpBackend):
+    """The Python SDK's MCP server on the legacy SSE transport (GET /sse, POST /messages/)."""
+
+    def arguments(self) -> list[str]:
+        return [str(self.port), "sse"]
+
+
+def test_an_sse_backends_stream_on_one_replica_takes_posts_on_the_other(host, run_dir, e2e_config, redis_server,
+                                                                        request):
+    """`transport: sse` with Redis sessions: the SDK's SSE client opens its stream on replica A, whose
+    endpoint event is held until Redis has stored our session (the backend's message URL in `"b"`), and
+    every POST lands on replica B, which finds the backend's URL in Redis (GETEX) and sends it there; the
+    answers come on A's stream. A forged or altered sessionId gets 404; with Redis down, opening a stream
+    is answered 503 (-32603 session store: ...) within timeoutMs, never with the backend's endpoint, and
+    with Redis slower than timeoutMs after about timeoutMs."""
+    import httpx2  # the SDK's HTTP client
+    from mcp import Client
+    from mcp.client.sse import sse_client
+
+    backend = McpSseBackend(log_dir=run_dir).start()
+    config = {k: v for k, v in e2e_config.items() if k != "servers"}
+    config["servers"] = [{"name": "legacy", "type": "mcp-proxy", "transport": "sse", "mcpServerURL": "/sse",
+                          "timeout": 10000, "allowTools": ["echo", "steps"]}]
+    h = Higress(host, run_dir, backend, config, request.node.name)
+    try:
+        a, b = h.pair(redis_server.address)
+        port_b = int(b.url.rsplit(":", 1)[1])
+        posts: list[int] = []
+
+        class PostsToB(httpx2.AsyncBaseTransport):
+            def __init__(self):
+                self.inner = httpx2.AsyncHTTPTransport()
+
+            async def handle_async_request(self, request):
+                if request.method == "POST":
+                    request.url = request.url.copy_with(port=port_b)
+                    posts.append(port_b)
+                return await self.inner.handle_async_request(request)
+
+            async def aclose(self):
+                await self.inner.aclose()
+
+        def factory(headers=None, timeout=None, auth=None):
+            return httpx2.AsyncClient(transport=PostsToB(), headers=headers, timeout=timeout, auth=auth)
+
+        sessions: list[str] = []
+
+        async def go():
+            transport = sse_client(f"{a.url}/mcp-servers/legacy/sse", timeout=10, httpx_client_factory=factory,
+                                   on_session_created=sessions.append)
+            async with Client(transport, mode="legacy", cache=None, read_timeout_seconds=15) as c:
+                tools = [t.name for t in (await c.list_tools()).tools]
+                echoed = (await c.call_tool("echo", {"text": "via B"})).content[0].text
+                stepped = (await c.call_tool("steps", {"n": 2, "pause_ms": 20})).content[0].text
+                with pytest.raises(Exception) as refused:
+                    await c.call_tool("secret", {})
+                return tools, echoed, stepped, str(refused.value)
+
+        tools, echoed, stepped, refused = harness.run_async(go)
+        assert tools == ["echo", "steps"], tools
+        assert (echoed, stepped) == ("echo: via B", "2 steps done")
+        assert "Tool not allowed: secret" in refused, refused
+        assert len(posts) >= 5, posts  # initialize, initialized, list, three calls: all to B
+        assert sum(b.requests_per_worker) == len(posts), (b.requests_per_worker, posts)
+        (sid,) = sessions
+        assert re.fullmatch(r"[0-9a-f]{32}", sid), sid
+        stored = json.loads(redis_server.command("GET", h.key(sid, "legacy")))
+        assert stored["s"] == "legacy" and stored["b"].startswith("/messages/?session_id="), stored
+        assert 1_790_000 <= pttl(redis_server, h.key(sid, "legacy")) <= 1_800_000
+
+        # Forged or altered: no such session in Redis, 404 without reaching the backend.
+        ping = rpc_body("ping", id_=3)
+        for forged in ("0123456789abcdef0123456789abcdef", sid[:-1] + ("0" if sid[-1] != "0" else "1"), "x"):
+            r = harness.fresh_connection_post(f"{b.url}/mcp-servers/legacy/message?sessionId={forged}", ping, HEADERS)
+            assert r.status_code == 404 and r.json()["error"]["code"] == -32001, (forged, r.status_code, r.text)
+
+        # Redis down: a new stream is answered 503 within timeoutMs; the backend's endpoint never shows.
+        with RedisServer(run_dir) as down:
+            c = h.start("c", down.address)
+            down.stop()
+            started = time.monotonic()
+            with httpx.Client(timeout=10) as http:
+                r = http.get(f"{c.url}/mcp-servers/legacy/sse", headers={"Accept": "text/event-stream"})
+            elapsed = time.monotonic() - started
+            assert r.status_code == 503, (r.status_code, r.text)
+            assert r.json()["error"]["code"] == -32603 and "session store" in r.json()["error"]["message"], r.text
+            assert "session_id" not in r.text and elapsed < TIMEOUT_MS / 1000 + 1.5, (elapsed, r.text)
+            # A POST to a live session's endpoint: 503 too (an SSE client reads it from the POST's answer).
+            (r, _), elapsed = timed(post_fresh, c, ping, server=f"legacy/message?sessionId={sid}")
+            assert r.status_code == 503 and r.json()["error"]["code"] == -32603, (r.status_code, r.text)
+            assert elapsed < TIMEOUT_MS / 1000 + 1.5, elapsed
+
+        # Redis slower than timeoutMs: the same, after about timeoutMs.
+        proxy = host.run(DelayProxy(redis_server.address, delay=TIMEOUT_MS / 1000 + 1.0).start())
+        try:
+            slow = h.start("slow", ("127.0.0.1", proxy.port))
+            started = time.monotonic()
+            with httpx.Client(timeout=10) as http:
+                r = http.get(f"{slow.url}/mcp-servers/legacy/sse", headers={"Accept": "text/event-stream"})
+            elapsed = time.monotonic() - started
+        finally:
+            host.run(proxy.stop())
+        assert r.status_code == 503 and "Redis did not answer" in r.json()["error"]["message"], r.text
+        assert TIMEOUT_MS / 1000 * 0.9 <= elapsed < TIMEOUT_MS / 1000 + 1.5, elapsed
+    finally:
+        h.stop()
+        backend.stop()
+    assert not h.crashes(), "the plugin crashed in the test host:\n" + "\n".join(h.crashes())

@@ -408,6 +408,121 @@ def test_an_sse_backend_serves_sse_clients(tmp_path):
         backend.stop()
 
 
+def test_guardrails_on_an_sse_backend_mask_results_on_the_stream_and_refuse_denied_calls(tmp_path):
+    """guardrails on a `transport: sse` server, through Envoy with the SDK's SSE client: a denied argument is
+    refused on the POST and the refusal reaches the client on the stream; results on the stream are masked
+    under the server's guardrails (known by their shape) or checked under a tool's own (its call's id
+    carries the tool, put back to the client's on the stream); progress passes as sent."""
+    backend = McpBackend("sse", log_dir=tmp_path).start()
+    guardrails = {"mask": ["email"], "denyPatterns": ["(?i)drop\\s+table"],
+                  "tools": {"whoami": {"maxResultBytes": 10}, "say": {"mask": []}}}
+    cfg = {"servers": [proxied("guarded", "/sse", transport="sse", guardrails=guardrails,
+                               toolOverrides={"echo": {"name": "say"}}),
+                       proxied("masked", "/sse", transport="sse", guardrails={"mask": ["email"]})]}
+    heard = []
+
+    async def on_progress(progress, total, message):
+        heard.append((progress, total, message))
+
+    try:
+        with harness.gateway(cfg, tag="mcp-proxy-sse-guardrails", upstream=backend, plugin_format="json") as g:
+            async def main():
+                from mcp import Client
+                from mcp.client.sse import sse_client
+
+                async with Client(sse_client(g.mcp_url("masked") + "/sse", timeout=10),
+                                  mode="legacy", cache=None, read_timeout_seconds=15) as c:
+                    r = await c.call_tool("echo", {"text": "write to ada@example.com"})
+                    assert r.content[0].text == "echo: write to [REDACTED:email]", r
+                async with Client(sse_client(g.mcp_url("guarded") + "/sse", timeout=10),
+                                  mode="legacy", cache=None, read_timeout_seconds=15) as c:
+                    # A tool with its own guardrails: its result is not masked (mask: []), under its own name.
+                    r = await c.call_tool("say", {"text": "ada@example.com"})
+                    assert r.content[0].text == "echo: ada@example.com", r
+                    with pytest.raises(Exception) as denied:
+                        await c.call_tool("say", {"text": "DROP  TABLE users"})
+                    assert "guardrail" in str(denied.value) and "denyPatterns[0]" in str(denied.value), denied.value
+                    with pytest.raises(Exception) as large:
+                        await c.call_tool("whoami", {})
+                    assert "the result of tool 'whoami'" in str(large.value), large.value
+                    assert "maxResultBytes" in str(large.value), large.value
+                    r = await c.call_tool("steps", {"n": 2, "pause_ms": 20}, progress_callback=on_progress)
+                    assert r.content[0].text == "2 steps done", r
+                    # The session goes on after the refusals.
+                    assert (await c.call_tool("say", {"text": "again"})).content[0].text == "echo: again"
+
+            harness.run_async(main)
+            assert heard == [(1, 2, "step 1"), (2, 2, "step 2")], heard
+    finally:
+        backend.stop()
+
+
+def test_a_cancellation_reaches_a_call_made_under_an_id_of_ours_on_an_sse_backend(tmp_path):
+    """A call of a tool with its own guardrails goes to an SSE backend under an id of ours; the client's
+    `notifications/cancelled` names its own id, and the POST that carries it cannot know the tool, so the
+    gateway also sends the backend a cancellation under that tool's id: the call stops (no more progress,
+    no result), where without it the backend would go on to the end."""
+    import queue
+    import threading
+    from urllib.parse import urljoin
+
+    backend = McpBackend("sse", log_dir=tmp_path).start()
+    guardrails = {"mask": ["email"], "tools": {"steps": {"maxResultBytes": 100000}}}
+    cfg = {"servers": [proxied("guarded", "/sse", transport="sse", guardrails=guardrails)]}
+    try:
+        with harness.gateway(cfg, tag="mcp-proxy-sse-cancel", upstream=backend, plugin_format="json") as g:
+            url = g.mcp_url("guarded") + "/sse"
+            messages: list[dict] = []
+            endpoint: queue.Queue[str] = queue.Queue()
+
+            def read() -> None:
+                try:
+                    with httpx.stream("GET", url, headers={"Accept": "text/event-stream"}, timeout=30) as r:
+                        event = None
+                        for line in r.iter_lines():
+                            if line.startswith("event:"):
+                                event = line[6:].strip()
+                            elif line.startswith("data:") and event == "endpoint":
+                                endpoint.put(line[5:].strip())
+                            elif line.startswith("data:"):
+                                messages.append(json.loads(line[5:]))
+                except httpx.HTTPError:
+                    pass  # the gateway stops at the test's end, the stream with it
+
+            threading.Thread(target=read, daemon=True).start()
+            post_url = urljoin(url, endpoint.get(timeout=10))
+
+            def send(body: dict) -> None:
+                r = httpx.post(post_url, json={"jsonrpc": "2.0", **body}, timeout=10)
+                assert r.status_code in (200, 202), (r.status_code, r.text)
+
+            def wait_for(what, timeout: float = 10.0) -> None:
+                deadline = time.monotonic() + timeout
+                while not any(what(m) for m in list(messages)):
+                    assert time.monotonic() < deadline, messages
+                    time.sleep(0.02)
+
+            send({"id": 1, "method": "initialize", "params": {"protocolVersion": "2024-11-05", "capabilities": {},
+                                                              "clientInfo": {"name": "t", "version": "0"}}})
+            wait_for(lambda m: m.get("id") == 1)
+            send({"method": "notifications/initialized"})
+            progress = lambda: [m for m in list(messages) if m.get("method") == "notifications/progress"]  # noqa: E731
+            send({"id": 5, "method": "tools/call", "params": {"name": "steps", "arguments": {"n": 30, "pause_ms": 100},
+                                                              "_meta": {"progressToken": "p"}}})
+            wait_for(lambda m: m.get("method") == "notifications/progress")
+            send({"method": "notifications/cancelled", "params": {"requestId": 5, "reason": "enough"}})
+            at_cancel = len(progress())
+            time.sleep(1.5)
+            assert len(progress()) <= at_cancel + 2, (at_cancel, len(progress()))
+            assert not [m for m in messages if m.get("id") == 5 and "result" in m], messages
+            # The session goes on: a new call of the same tool, its result under the client's id.
+            send({"id": 6, "method": "tools/call", "params": {"name": "steps", "arguments": {"n": 1, "pause_ms": 1}}})
+            wait_for(lambda m: m.get("id") == 6)
+            assert [m for m in messages if m.get("id") == 6][0]["result"]["content"][0]["text"] == "1 steps done"
+    finally:
+        backend.stop()
+
+
 def test_a_restarted_backend_is_reinitialised_transparently(tmp_path):
     """The backend restarts mid-session (the SDK server forgets every session): the next request carrying
     ours gets the backend's 404 no more. The gateway initializes the backend again with the client's own

@@ -229,16 +229,8 @@ impl Gateway {
             };
             crate::credential::validate_schemes(&s.security_schemes)
                 .map_err(|(field, msg)| ConfigError::new(field, msg).in_server(&s.name))?;
-            let proxy = crate::proxy::Backend::compile(&s, cfg.sessions.store)
+            let proxy = crate::proxy::Backend::compile(&s)
                 .map_err(|(field, msg)| ConfigError::new(field, msg).in_server(&s.name))?;
-            if proxy.as_ref().is_some_and(|b| b.sse) {
-                // An SSE backend's results arrive on its stream, where the relay cannot tell which tool
-                // they answer (its call went by another exchange), so no per-tool filter can apply there.
-                if s.guardrails.is_some() {
-                    let msg = "is not supported yet on a transport: sse server";
-                    return Err(ConfigError::new("guardrails", msg).in_server(&s.name));
-                }
-            }
             let limits = crate::limits::ServerLimits::compile(&s, cfg.sessions.redis.is_some(), proxy.is_some())?;
             notices.extend(s.import_notices.iter().map(|n| format!("server '{}': {n}", s.name)));
             let mut tools = Vec::with_capacity(s.tools.len());

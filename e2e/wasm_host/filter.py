@@ -18,13 +18,25 @@ import uuid
 from typing import TYPE_CHECKING
 
 from .abi import CONTINUE, STOP_ALL_ITERATION_AND_WATERMARK, STOP_ITERATION, Pairs
-from .http1 import HOP_BY_HOP, Head, ProtocolError, Response, UpstreamError, body_chunks, exchange
+from .http1 import (
+    HOP_BY_HOP,
+    Head,
+    ProtocolError,
+    Response,
+    StreamedResponse,
+    UpstreamError,
+    body_chunks,
+    exchange,
+    reason,
+    serialize,
+)
 
 if TYPE_CHECKING:
     from .replica import Replica
     from .vm import PluginVm
 
 STOP_ITERATION_NO_BUFFER = 3  # FilterDataStatus, after proxy_send_local_response
+STREAMED = object()  # Stream.run's answer when it wrote a streamed answer to the client itself
 
 
 def local_reply(code: int, headers: Pairs, body: bytes) -> Response:
@@ -114,6 +126,7 @@ class Stream:
         self.response_headers_visible = False
         self.response_body = bytearray()
         self.response_body_visible = False
+        self.complete_response = False  # a streamed answer's last chunk has come from the upstream
         self.access_log = False  # access_log_phase_: inside proxy_on_log
         self.properties: dict[bytes, bytes] = {}
         self.encoding = False  # inside this filter's encodeHeaders/encodeData
@@ -121,6 +134,9 @@ class Stream:
         # Set while the filter holds the response after its callbacks (StopIteration on its headers or its
         # last data): continueEncoding (proxy_continue_stream(1)) resolves it.
         self.response_held: asyncio.Future[None] | None = None
+        # A streamed answer (`_encode_stream`): what happens to it outside the filter's callbacks (resume,
+        # local reply, reset) is queued here for its loop.
+        self.streaming: asyncio.Queue[tuple] | None = None
         self.outcome: asyncio.Future[tuple[str, Response | None]] = replica.loop.create_future()
         self.context = vm.new_context(vm.root, self)
 
@@ -140,7 +156,9 @@ class Stream:
         in the response's place (sendDirectLocalReply: no encoder filter sees it)."""
         if not self.context.local_reply_sent:
             self.context.local_reply_sent = True
-            if self.encoding:
+            if self.streaming is not None and not self.encoding:
+                self.streaming.put_nowait(("reply", local_reply(code, headers, body)))
+            elif self.encoding:
                 self.encode_reply = local_reply(code, headers, body)
             else:
                 self._decide("reply", local_reply(code, headers, body))
@@ -148,6 +166,8 @@ class Stream:
     def resume(self, request: bool) -> None:
         """continueDecoding, or continueEncoding of a response the filter holds (`_encode` waits for it)."""
         if not request:
+            if self.streaming is not None:
+                self.streaming.put_nowait(("resume",))
             if self.response_held is not None and not self.response_held.done():
                 self.response_held.set_result(None)
             return
@@ -160,6 +180,8 @@ class Stream:
                 self._decide("continue")
 
     def reset(self) -> None:
+        if self.streaming is not None:
+            self.streaming.put_nowait(("reset",))
         self._decide("reset")
 
     def vm_failed(self) -> None:
@@ -285,11 +307,11 @@ class Stream:
         headers = [(b"host", pseudo.get(b":authority", b""))]
         headers += [(k, v) for k, v in self.request_headers if not k.startswith(b":") and k != b"content-length"]
         body = bytes(self.forward)
+        method = pseudo.get(b":method", b"GET")
         if body or self.head.get(b"content-length") is not None:
             headers.append((b"content-length", str(len(body)).encode()))
         timeout = self.replica.route_timeout
         headers.append((b"x-envoy-expected-rq-timeout-ms", str(int(timeout * 1000)).encode()))
-        method = pseudo.get(b":method", b"GET")
         started = time.monotonic()
         try:
             answer = await exchange(
@@ -300,9 +322,12 @@ class Stream:
                 connect_timeout=self.replica.connect_timeout,
                 timeout=timeout,
                 head_request=method == b"HEAD",
+                stream_events=method == b"GET",
             )
         except UpstreamError as error:
             return None if error.after_headers else upstream_failure_reply(error)
+        if isinstance(answer, StreamedResponse):
+            return answer
         elapsed = str(int((time.monotonic() - started) * 1000)).encode()
         return Response(answer.status, answer.headers + [(b"x-envoy-upstream-service-time", elapsed)], answer.body)
 
@@ -351,6 +376,125 @@ class Stream:
         headers = [(k, v) for k, v in self.response_headers if not k.startswith(b":")]
         return Response(int(status) if status.isdigit() else response.status, headers, bytes(self.response_body))
 
+    async def _encode_stream(self, upstream: StreamedResponse, writer: asyncio.StreamWriter) -> None:
+        """encodeHeaders / encodeData of an SSE answer to a GET, chunk by chunk as the upstream sends them,
+        written to the client as they leave the filter (chunked; the connection closes at the end). As in
+        Envoy: a filter that stops the headers still gets the body; a chunk it stops is buffered, the
+        buffer (encodingBuffer, what getBuffer returns while buffering) growing with the next chunks, which
+        still come to it; Continue from a data callback, or continueEncoding (proxy_continue_stream(1)) from
+        anywhere, sends the held headers and the buffer. A local reply while the headers are held replaces
+        the answer (the upstream is closed); after they left, the stream is reset (the connection closed)."""
+        context = self.context
+        queue: asyncio.Queue[tuple] = asyncio.Queue()
+        self.streaming = queue
+        self.response_headers = [(b":status", str(upstream.status).encode()), *upstream.headers]
+        self.response_body = bytearray()
+        head_sent = paused = buffering = False
+
+        def send_head() -> None:
+            status = next((v for k, v in self.response_headers if k == b":status"), b"200")
+            code = int(status) if status.isdigit() else upstream.status
+            drop = HOP_BY_HOP | {b"content-length", b"server"}
+            headers = [(k, v) for k, v in self.response_headers if not k.startswith(b":") and k not in drop]
+            headers += [(b"transfer-encoding", b"chunked"), (b"server", b"envoy"), (b"connection", b"close")]
+            writer.write(serialize(b"HTTP/1.1 %d %s" % (code, reason(code)), headers, b""))
+
+        def send_data(data: bytes) -> None:
+            if data:
+                writer.write(b"%x\r\n" % len(data) + data + b"\r\n")
+
+        def send_reply(response: Response) -> None:
+            headers = [(k, v) for k, v in response.headers if k not in HOP_BY_HOP and k != b"server"]
+            headers += [(b"server", b"envoy"), (b"connection", b"close")]
+            if not any(k == b"content-length" for k, _ in headers):
+                headers.append((b"content-length", str(len(response.body)).encode()))
+            start = b"HTTP/1.1 %d %s" % (response.status, reason(response.status))
+            writer.write(serialize(start, headers, response.body))
+
+        async def pump() -> None:
+            try:
+                async for chunk in upstream.chunks:
+                    queue.put_nowait(("data", chunk, False))
+                queue.put_nowait(("data", b"", True))
+            except (OSError, asyncio.IncompleteReadError, ProtocolError):
+                queue.put_nowait(("reset",))
+
+        reading = asyncio.ensure_future(pump())
+        try:
+            usable = context.created and not context.destroyed and not self.vm.failed
+            if usable:
+                self.encoding = self.response_headers_visible = True
+                call = self.vm.invoke(context, "proxy_on_response_headers", context.id, len(self.response_headers), 0)
+                self.encoding = False
+                if self.encode_reply is not None:
+                    send_reply(self.encode_reply)
+                    return
+                paused = self._encoded(call, headers=True, end_stream=False)
+                self.response_headers_visible = paused
+            if not paused:
+                send_head()
+                head_sent = True
+            while True:
+                await writer.drain()
+                event = await queue.get()
+                if event[0] == "reset" or self.vm.failed:
+                    if not head_sent:
+                        send_reply(local_reply(503, [], b""))
+                    return
+                if event[0] == "reply":
+                    if not head_sent:
+                        send_reply(event[1])
+                    return
+                if event[0] == "resume":
+                    if not paused:
+                        continue
+                    chunk, end = b"", self.complete_response
+                else:
+                    _, chunk, end = event
+                    self.complete_response = end
+                    if not usable:
+                        send_data(chunk)
+                        if end:
+                            writer.write(b"0\r\n\r\n")
+                            return
+                        continue
+                    if buffering:
+                        self.response_body += chunk
+                    else:
+                        self.response_body = bytearray(chunk)
+                    self.response_body_visible = self.encoding = True
+                    call = self.vm.invoke(
+                        context, "proxy_on_response_body", context.id, len(self.response_body), int(end)
+                    )
+                    self.encoding = False
+                    if self.encode_reply is not None:
+                        if not head_sent:
+                            send_reply(self.encode_reply)
+                        return
+                    if self.vm.failed:
+                        continue
+                    if self._status(*call, headers=False) == STOP_ITERATION:
+                        paused = buffering = True  # the buffer stays readable and writable
+                        continue
+                # Continue, or continueEncoding: the held headers, then the buffered body.
+                paused = buffering = False
+                self.response_headers_visible = self.response_body_visible = False
+                if not head_sent:
+                    send_head()
+                    head_sent = True
+                send_data(bytes(self.response_body))
+                self.response_body = bytearray()
+                if end:
+                    writer.write(b"0\r\n\r\n")
+                    return
+        except (ConnectionError, OSError):
+            return
+        finally:
+            self.streaming = None
+            self.response_headers_visible = self.response_body_visible = False
+            reading.cancel()
+            upstream.close()
+
     def _encoded(self, call: tuple[int | None, bool], *, headers: bool, end_stream: bool) -> bool:
         """Whether the filter left the response paused after this callback."""
         if self.vm.failed:
@@ -381,9 +525,12 @@ class Stream:
 
     # --- the whole request ------------------------------------------------------------------------------
 
-    async def run(self, reader: asyncio.StreamReader) -> tuple[Response | None, bool]:
-        """Decode, wait for the outcome, route or reply, encode. Returns the response (None: reset) and
-        whether the request was read to its end (else the connection cannot be reused)."""
+    async def run(
+        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter | None = None
+    ) -> tuple[Response | object | None, bool]:
+        """Decode, wait for the outcome, route or reply, encode. Returns the response (None: reset;
+        STREAMED: an SSE answer to a GET, written to `writer` as it came) and whether the request was read
+        to its end (else the connection cannot be reused)."""
         chunked, length = self.head.body_framing()
         self.decode_headers(end_stream=not chunked and not length)
         read_all = True
@@ -392,6 +539,10 @@ class Stream:
         kind, response = await self.outcome
         if kind == "continue":
             response = await self._route()
+        if isinstance(response, StreamedResponse):
+            assert writer is not None
+            await self._encode_stream(response, writer)
+            return STREAMED, read_all
         if response is not None:
             response = await self._encode(response)
         return response, read_all

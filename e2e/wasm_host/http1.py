@@ -7,7 +7,7 @@ Both ends keep the header order and duplicates, because the plugin sees headers 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from http import HTTPStatus
 
@@ -121,6 +121,17 @@ class Response:
     body: bytes
 
 
+@dataclass
+class StreamedResponse:
+    """An upstream answer whose body is read as it comes (an SSE stream): its head, its body's chunks, and
+    the connection's close."""
+
+    status: int
+    headers: list[tuple[bytes, bytes]]
+    chunks: AsyncIterator[bytes]
+    close: Callable[[], None]
+
+
 class UpstreamError(Exception):
     """An upstream exchange that ended without a whole response.
 
@@ -144,12 +155,15 @@ async def exchange(
     connect_timeout: float,
     timeout: float | None,
     head_request: bool = False,
-) -> Response:
-    """One request on a fresh connection, all of it (connect to last body byte) within `timeout`."""
+    stream_events: bool = False,
+) -> Response | StreamedResponse:
+    """One request on a fresh connection, all of it (connect to last body byte) within `timeout`; with
+    `stream_events`, an SSE answer's head only, its body read by the caller as it comes."""
     got_head = False
 
-    async def run() -> Response:
+    async def run() -> Response | StreamedResponse:
         nonlocal got_head
+        streamed = False
         try:
             reader, writer = await asyncio.wait_for(asyncio.open_connection(*address), connect_timeout)
         except TimeoutError:
@@ -165,12 +179,17 @@ async def exchange(
             got_head = True
             status = int(head.start[1])
             no_body = head_request or status in (204, 304)
+            answer = [(k, v) for k, v in head.headers if k not in HOP_BY_HOP]
+            if stream_events and not no_body and (head.get(b"content-type") or b"").startswith(b"text/event-stream"):
+                streamed = True
+                return StreamedResponse(status, answer, body_chunks(reader, head, response=True), writer.close)
             chunks = [] if no_body else [c async for c in body_chunks(reader, head, response=True)]
-            return Response(status, [(k, v) for k, v in head.headers if k not in HOP_BY_HOP], b"".join(chunks))
+            return Response(status, answer, b"".join(chunks))
         except (OSError, asyncio.IncompleteReadError, ProtocolError, ValueError, IndexError):
             raise UpstreamError("connection termination", after_headers=got_head) from None
         finally:
-            writer.close()
+            if not streamed:
+                writer.close()
 
     try:
         async with asyncio.timeout(timeout):

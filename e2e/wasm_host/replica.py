@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import NamedTuple, TextIO
 
 from .abi import LOG_LEVELS, WasmResult
-from .filter import Stream, upstream_failure_reply
+from .filter import STREAMED, Stream, upstream_failure_reply
 from .http1 import HOP_BY_HOP, ProtocolError, Response, UpstreamError, exchange, read_head, reason, serialize
 from .vm import Context, LoadError, Plugin, PluginVm, check_module, compile_module
 
@@ -326,9 +326,9 @@ class Replica:
         self.requests_per_worker[vm.index] += 1
         stream = Stream(self, vm, head)
         try:
-            response, read_all = await stream.run(reader)
-            if response is None:
-                return False  # reset
+            response, read_all = await stream.run(reader, writer)
+            if response is None or response is STREAMED:
+                return False  # reset, or a streamed answer (written, then the connection closes)
             keep = read_all and (head.get(b"connection") or b"").lower() != b"close"
             writer.write(self._serialize(response, close=not keep, head_request=head.start[0] == b"HEAD"))
             await writer.drain()

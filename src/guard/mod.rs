@@ -153,6 +153,16 @@ impl Guard {
         self.policy(tool).filters_results()
     }
 
+    /// Whether `tool` has its own entry (`guardrails.tools`), rather than the server's policy.
+    pub fn has_own(&self, tool: &str) -> bool {
+        self.tools.contains_key(tool)
+    }
+
+    /// The tools with their own entry (`guardrails.tools`).
+    pub fn own_tools(&self) -> impl Iterator<Item = &str> {
+        self.tools.keys().map(String::as_str)
+    }
+
     /// Whether any tool's calls go to a guard service.
     pub fn has_external(&self) -> bool {
         std::iter::once(&self.default).chain(self.tools.values()).any(|p| p.external.is_some())
@@ -190,7 +200,12 @@ impl Guard {
                 mask_strings(result, m, p.mask, p.injection);
             }
         }
-        within_size(result, p.max_result_bytes, || format!("the result of tool '{tool}' is"), "maxResultBytes")
+        // An empty name: a result known only by its shape (an SSE backend's stream), under the server's policy.
+        let what = || match tool {
+            "" => "a tool's result is".to_string(),
+            _ => format!("the result of tool '{tool}' is"),
+        };
+        within_size(result, p.max_result_bytes, what, "maxResultBytes")
     }
 }
 

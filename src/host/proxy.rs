@@ -11,7 +11,7 @@ use crate::driver::{Host, REDIS_GRACE_MS};
 use crate::gateway::Gateway;
 use crate::proxy::bridge::{self, Begin, Bridge, Post};
 use crate::proxy::reinit::{Reinit, Step};
-use crate::proxy::{self, Answer, Opening, Relay, Start};
+use crate::proxy::{self, Answer, Bind, Opening, Relay, Start};
 use crate::session::{redis, SessionOutcome};
 use crate::transport::{HttpResponse, RequestHead};
 use proxy_wasm::hostcalls;
@@ -51,6 +51,11 @@ struct Held {
     /// A Streamable HTTP client's request to an SSE backend, and the gateway's POSTs it waits for.
     bridge: Option<Box<Bridge>>,
     posts: Vec<(u32, Post)>,
+    /// An SSE backend's stream whose head is held until its endpoint is bound ([`Relay::bind`]): how much
+    /// of the body Envoy holds the relay has read, and what goes to the client in its place.
+    holding: bool,
+    fed: usize,
+    out: Vec<u8>,
 }
 
 /// A Redis command in flight for a held request.
@@ -72,6 +77,8 @@ enum Phase {
     Reinit,
     /// The session a bridged `initialize` opens: [`Bridge::on_session`] gives the client's answer.
     Bridge,
+    /// An SSE backend's stream, for the session its endpoint is bound to: [`Relay::on_bound`] goes on.
+    Stream,
 }
 
 thread_local! {
@@ -113,6 +120,9 @@ pub fn on_request_headers(id: u32, gw: &Rc<Gateway>, head: &RequestHead, end_of_
         answer: Vec::new(),
         bridge: None,
         posts: Vec::new(),
+        holding: false,
+        fed: 0,
+        out: Vec::new(),
     };
     let (relay, headers) = match start {
         Start::Bridge(bridge) => {
@@ -224,6 +234,27 @@ impl Held {
                 }
                 false
             }
+            Phase::Stream => {
+                let Some(relay) = self.relay.as_mut() else { return false };
+                match relay.on_bound(&gw, env, outcome) {
+                    Ok(bound) => {
+                        self.out.extend(bound);
+                        // What Envoy held meanwhile, after what the relay had read.
+                        let whole = buffered(BufferType::HttpResponseBody);
+                        let later = whole.get(self.fed..).unwrap_or_default();
+                        self.fed = whole.len();
+                        let more = relay.on_chunk(&gw, env, later, self.response_end);
+                        self.out.extend(more);
+                        self.holding = false;
+                        let _ = abi::set_buffer(BufferType::HttpResponseBody, 0, WHOLE, &std::mem::take(&mut self.out));
+                        resume(abi::resume_response(), "answer")
+                    }
+                    Err(failed) => {
+                        send(&failed);
+                        false
+                    }
+                }
+            }
             Phase::Reinit => match self.reinit.as_mut() {
                 Some(reinit) => {
                     let step = reinit.on_session(outcome);
@@ -239,7 +270,7 @@ impl Held {
                         edit_headers(MapType::HttpResponseHeaders, &edits);
                         resume(abi::resume_response(), "answer")
                     }
-                    Answer::Rewrite(edits) => {
+                    Answer::Rewrite(edits) | Answer::Hold(edits) => {
                         edit_headers(MapType::HttpResponseHeaders, &edits);
                         self.rewriting = true;
                         if relay.buffers() && !self.response_end {
@@ -396,12 +427,52 @@ impl Held {
             .map_err(|status| format!("the call to cluster '{cluster}' could not be sent ({status:?})"))
     }
 
+    /// A chunk of an SSE backend's stream whose head is held until its endpoint is bound: Envoy holds the
+    /// chunks so far (`size` bytes), of which the relay reads the new ones. `None` when the exchange was
+    /// answered locally (the store failed or refused a session). An Envoy without PR #36411 (Higress's
+    /// envoy-1.27) shows a paused body without its newest chunk: an endpoint event split over two reads is
+    /// then bound one read late, and that read goes on unread (no client has posted yet, so it holds no
+    /// answer); the endpoint event, a backend's first write, comes whole in the first read in practice.
+    fn bind_stream(&mut self, env: &mut Calls, size: usize, end: bool) -> Option<Action> {
+        let gw = self.gw.clone();
+        let relay = self.relay.as_mut()?;
+        let whole = hostcalls::get_buffer(BufferType::HttpResponseBody, 0, size).ok().flatten().unwrap_or_default();
+        let new = whole.get(self.fed..).unwrap_or_default();
+        self.fed = whole.len();
+        let out = relay.on_chunk(&gw, env, new, end);
+        self.out.extend(out);
+        match relay.bind() {
+            Bind::Seeking if !end => Some(Action::Pause),
+            Bind::Seeking | Bind::Bound => {
+                self.holding = false;
+                let _ = abi::set_buffer(BufferType::HttpResponseBody, 0, WHOLE, &std::mem::take(&mut self.out));
+                Some(Action::Continue)
+            }
+            Bind::Failed(failed) => {
+                send(&failed);
+                None
+            }
+            Bind::Redis(pending) => {
+                self.response_end = end;
+                self.send_redis(env, pending, Phase::Stream).then_some(Action::Pause)
+            }
+        }
+    }
+
     /// The whole request body through the relay's checks: the refusal to answer with, or `None` when it
     /// goes on (renamed in place where the relay renamed it).
     fn checked_body(&mut self, env: &mut Calls, body: &[u8]) -> Option<HttpResponse> {
         let gw = self.gw.clone();
         let relay = self.relay.as_mut()?;
-        match relay.on_body(&gw, env, body) {
+        let checked = relay.on_body(&gw, env, body);
+        let (head, also) = relay.take_also();
+        for message in also {
+            // Sent alongside, its answer ignored (an SSE backend answers on the stream).
+            if let Err(why) = self.dispatch(&head, &message) {
+                env.warn(&format!("a cancellation for the proxied server of '{}': {why}", self.server()));
+            }
+        }
+        match checked {
             Err(refused) => Some(refused),
             Ok(Some(renamed)) if renamed.len() > gw.max_request_bytes => Some(crate::transport::too_large(&gw)),
             Ok(Some(renamed)) => {
@@ -664,6 +735,12 @@ pub fn on_response_headers(id: u32, end_of_stream: bool) -> Option<Action> {
                 held.rewriting = true;
                 Some(Action::Continue)
             }
+            Answer::Hold(edits) => {
+                edit_headers(MapType::HttpResponseHeaders, &edits);
+                held.rewriting = true;
+                held.holding = !end_of_stream;
+                Some(if end_of_stream { Action::Continue } else { Action::Pause })
+            }
             Answer::Replace(resp) if end_of_stream => {
                 send(&resp);
                 relays.remove(&id);
@@ -711,6 +788,14 @@ pub fn on_response_body(id: u32, size: usize, end_of_stream: bool) -> Option<Act
         }
         if !held.rewriting {
             return Some(Action::Continue);
+        }
+        if held.holding {
+            let gw = held.gw.clone();
+            let go_on = held.bind_stream(&mut calls(&gw, id), size, end_of_stream);
+            if go_on.is_none() {
+                relays.remove(&id);
+            }
+            return Some(go_on.unwrap_or(Action::Pause));
         }
         let relay = held.relay.as_mut()?;
         if relay.buffers() && !end_of_stream {

@@ -27,7 +27,7 @@ pub mod sse;
 pub mod tools;
 
 use crate::admission::policy::Kind;
-use crate::config::{ServerConfig, StoreKind};
+use crate::config::ServerConfig;
 use crate::gateway::{Gateway, Server};
 use crate::header_edits::{diff, Edit};
 use crate::jsonrpc;
@@ -59,6 +59,13 @@ const KEPT: [&str; 8] = [
 /// stateless, as the POST and the stream may be served by different workers; a client that forges one
 /// only misleads itself.
 const REFUSED: &str = "mcp-gateway-refused:";
+/// The id prefix of a `tools/call` to an SSE backend whose tool has its own guardrails (`guardrails.tools`):
+/// `{CALLED}{base64url(the client's id as JSON)}:{tool}`, so that the stream's relay, which sees the result
+/// come by another exchange, restores the client's id and applies that tool's guardrails. Other tools'
+/// results are known by their shape and get the server's. Clients may not send ids with this prefix. A
+/// client's `notifications/cancelled` goes on as sent, and once more for each such tool under the id a
+/// call of it would have had ([`Relay::take_also`]): the POST that carries it cannot know the tool.
+const CALLED: &str = "mcp-gateway-call:";
 /// Where a 2026-07-28 request says its revision (in `params._meta`).
 const META_VERSION: &str = "io.modelcontextprotocol/protocolVersion";
 /// Default `timeout` of a proxied server, in milliseconds.
@@ -90,7 +97,7 @@ pub struct Backend {
 
 impl Backend {
     /// The backend of a `type: mcp-proxy` server, `None` for other servers; errors name the field.
-    pub fn compile(s: &ServerConfig, store: StoreKind) -> Result<Option<Backend>, (String, String)> {
+    pub fn compile(s: &ServerConfig) -> Result<Option<Backend>, (String, String)> {
         let err = |field: &str, msg: String| Err((field.to_string(), msg));
         match s.kind.as_deref() {
             None | Some("virtual") => {
@@ -114,14 +121,6 @@ impl Backend {
             let msg = "a proxied server offers its backend's tools, prompts and resources only (toolOverrides renames \
                        and re-describes its tools)";
             return err("tools", msg.into());
-        }
-        if store == StoreKind::Redis && s.transport.as_deref() == Some("sse") {
-            return err(
-                "transport",
-                "an SSE backend's stream binds its endpoint to a session in mid-stream, which sessions.store: redis \
-                 cannot do yet; use transport: http, or store: local or signed"
-                    .into(),
-            );
         }
         let Some(url) = s.mcp_server_url.as_deref() else {
             return err("mcpServerURL", "a proxied server needs the backend's MCP endpoint".into());
@@ -230,6 +229,9 @@ pub enum Answer {
     Pass(Vec<Edit>),
     /// Let it through with its headers changed by these edits, rewriting the body ([`Relay::on_chunk`]).
     Rewrite(Vec<Edit>),
+    /// As `Rewrite`, but hold the head (and the body so far) until [`Relay::bind`] says the SSE backend's
+    /// `endpoint` event is bound to a session of ours: a store that fails can still answer with an error.
+    Hold(Vec<Edit>),
     /// Replace it with this response.
     Replace(HttpResponse),
     /// Hold the answer while the session store (Redis) runs this command; its outcome goes to
@@ -258,6 +260,30 @@ enum Filter {
     Sse(sse::Parser),
     /// An SSE backend's stream: its `endpoint` event is bound to a session of ours and rewritten.
     Endpoint(sse::Parser),
+}
+
+/// An SSE backend's stream while its `endpoint` event is bound to a session of ours ([`Relay::bind`]).
+#[derive(Debug, Default)]
+struct Binding {
+    /// The endpoint is bound: the head and the events before it have gone on.
+    bound: bool,
+    /// The store (Redis) creates our session: the endpoint event and the events after it wait for it.
+    waiting: Option<(Vec<u8>, Vec<Vec<u8>>)>,
+    pending: Option<redis::Pending>,
+    failed: Option<HttpResponse>,
+}
+
+/// Where an SSE backend's stream is with its `endpoint` event.
+#[derive(Debug)]
+pub enum Bind {
+    /// Not seen yet: the head stays held and the rewritten stream so far is kept.
+    Seeking,
+    /// Bound (or nothing to bind): the held head and the stream so far go on.
+    Bound,
+    /// The store answers later: send this command, then hand its outcome to [`Relay::on_bound`].
+    Redis(redis::Pending),
+    /// No session for the stream: this answer goes to the client instead (the backend's stream is ended).
+    Failed(HttpResponse),
 }
 
 /// One proxied request, from its head to the end of its answer.
@@ -300,6 +326,10 @@ pub struct Relay {
     /// The request head the backend got, and its body (once whole), when [`Relay::keeps_body`].
     sent: Vec<(String, String)>,
     body: Option<Vec<u8>>,
+    /// An SSE backend's stream: its endpoint's binding to a session of ours.
+    binding: Binding,
+    /// Messages the gateway also sends to an SSE backend's message endpoint, with the head in `sent`.
+    also: Vec<Vec<u8>>,
 }
 
 /// Decides what to do with a request from its head; `None` when it is not for a proxied server. Session
@@ -461,7 +491,11 @@ fn forward_sse(
     if relay.needs_body() {
         headers.retain(|(k, _)| k != "content-length"); // a renamed or refused call's body changes length
     }
-    Start::Forward(Box::new(relay), edits(&head.headers, &headers))
+    let edits = edits(&head.headers, &headers);
+    if relay.via_stream && relay.guard.as_ref().is_some_and(|g| g.own_tools().next().is_some()) {
+        relay.sent = headers; // for the cancellations it may also send
+    }
+    Start::Forward(Box::new(relay), edits)
 }
 
 fn new_relay(server: &Server, head: &RequestHead, ours: Option<String>) -> Relay {
@@ -490,6 +524,8 @@ fn new_relay(server: &Server, head: &RequestHead, ours: Option<String>) -> Relay
         keeps: false,
         sent: Vec::new(),
         body: None,
+        binding: Binding::default(),
+        also: Vec::new(),
     }
 }
 
@@ -612,15 +648,6 @@ pub fn replacing(answer: &[(String, String)], r: &HttpResponse) -> Vec<Edit> {
     edits
 }
 
-/// Runs a session operation that completes at once: an SSE backend's stream binds its endpoint to a new
-/// session in mid-stream, which only the local and signed stores can do (Redis is refused at load there).
-fn session_op(gw: &Gateway, env: &mut dyn Env, op: SessionOp) -> SessionOutcome {
-    match gw.sessions.start(op, env) {
-        Started::Done(outcome) => outcome,
-        Started::Redis(_) => SessionOutcome::Failed(crate::session::StoreError("redis is not supported here".into())),
-    }
-}
-
 /// Why a session could not be created, for the client (never a credential).
 fn failure(outcome: &SessionOutcome) -> &str {
     match outcome {
@@ -704,6 +731,11 @@ impl Relay {
 
     fn check_body(&mut self, gw: &Gateway, env: &mut dyn Env, body: &[u8]) -> Result<Option<Vec<u8>>, HttpResponse> {
         let Ok(mut value) = serde_json::from_slice::<Value>(body) else {
+            if self.guard.is_some() {
+                // A body the guardrails cannot read could hold a call they would refuse or filter.
+                let msg = "Parse error: the guardrails read only JSON request bodies";
+                return Err(HttpResponse::error(400, Value::Null, jsonrpc::PARSE_ERROR, msg));
+            }
             return Ok(None); // the backend answers what it cannot parse
         };
         let mut renamed = false;
@@ -713,6 +745,11 @@ impl Relay {
         };
         for m in messages {
             let id = m.get("id").cloned().unwrap_or(Value::Null);
+            let reserved = id.as_str().is_some_and(|i| i.starts_with(CALLED));
+            if reserved && self.via_stream && self.guard.is_some() && m.get("method").is_some() {
+                let msg = format!("Invalid request: ids starting with '{CALLED}' are the gateway's");
+                return Err(HttpResponse::error(200, id, jsonrpc::INVALID_REQUEST, msg));
+            }
             let refuse = |kind: Kind, name: &str| {
                 let refused =
                     crate::mcp::refused(&crate::gateway::Access { caller: &self.caller, header: None }, kind, name);
@@ -731,6 +768,19 @@ impl Relay {
                 continue;
             }
             match m.get("method").and_then(Value::as_str) {
+                Some("notifications/cancelled") if self.via_stream => {
+                    let Some((guard, cancelled)) = self.guard.as_ref().zip(m.pointer("/params/requestId")) else {
+                        continue;
+                    };
+                    let id = URL_SAFE_NO_PAD.encode(cancelled.to_string());
+                    for tool in guard.own_tools() {
+                        let mut also = m.clone();
+                        if let Some(request) = also.pointer_mut("/params/requestId") {
+                            *request = Value::String(format!("{CALLED}{id}:{tool}"));
+                        }
+                        self.also.push(serde_json::to_vec(&also).unwrap_or_default());
+                    }
+                }
                 Some("prompts/get") => {
                     let name = m.pointer("/params/name").and_then(Value::as_str).unwrap_or("");
                     if !self.permitted(Kind::Prompt, name) {
@@ -758,12 +808,16 @@ impl Relay {
                     if !self.permitted(Kind::Tool, &name) {
                         return refuse(Kind::Tool, &name);
                     }
+                    let mut called = None;
                     if let Some(guard) = &self.guard {
                         if let Err(e) = guard.check_input(&name, m.pointer("/params/arguments")) {
                             return Err(HttpResponse::json_reply(e.reply(id)));
                         }
                         if guard.filters_results(&name) {
                             self.guarded.push((id.clone(), name.clone()));
+                        }
+                        if self.via_stream && guard.has_own(&name) {
+                            called = Some(format!("{CALLED}{}:{name}", URL_SAFE_NO_PAD.encode(id.to_string())));
                         }
                     }
                     if let Some(refusal) = self.limited(gw, env, &name) {
@@ -784,12 +838,25 @@ impl Relay {
                         *n = Value::String(backend);
                         renamed = true;
                     }
+                    if let (Some(called), Some(sent)) = (called, m.get_mut("id")) {
+                        *sent = Value::String(called);
+                        renamed = true;
+                    }
                     self.request_id = id;
                 }
                 _ => {}
             }
         }
         Ok(renamed.then(|| serde_json::to_vec(&value).unwrap_or_else(|_| body.to_vec())))
+    }
+
+    /// Messages to send to an SSE backend's message endpoint besides the client's (cancellations of calls
+    /// under ids of ours, [`CALLED`]), with the head the client's went with; each answer is ignored.
+    pub fn take_also(&mut self) -> (Vec<(String, String)>, Vec<Vec<u8>>) {
+        match self.also.is_empty() {
+            true => (Vec::new(), Vec::new()),
+            false => (self.sent.clone(), std::mem::take(&mut self.also)),
+        }
     }
 
     /// The backend's answer head (`headers` without pseudo-headers): binds a new backend session to one
@@ -949,7 +1016,7 @@ impl Relay {
                 return Answer::Pass(Vec::new());
             }
             let has_length = headers.iter().any(|(k, _)| k == "content-length");
-            return Answer::Rewrite(has_length.then(|| Edit::Remove("content-length".into())).into_iter().collect());
+            return Answer::Hold(has_length.then(|| Edit::Remove("content-length".into())).into_iter().collect());
         }
         let rewrites = self.lists.is_some() || !self.guarded.is_empty();
         self.filter = match (rewrites && status == 200, content_type) {
@@ -981,6 +1048,13 @@ impl Relay {
 
     /// A chunk of a rewritten answer: what goes to the client in its place.
     pub fn on_chunk(&mut self, gw: &Gateway, env: &mut dyn Env, chunk: &[u8], end: bool) -> Vec<u8> {
+        if let Filter::Endpoint(parser) = &mut self.filter {
+            let mut events = parser.feed(chunk);
+            if end {
+                events.push(parser.rest()); // an event without its blank line, if any
+            }
+            return self.stream_events(gw, env, events);
+        }
         let (allow, header_allow, overrides) = (self.allow.clone(), self.header_allow.clone(), self.overrides.clone());
         let (policy, caller, lists) = (self.policy.clone(), self.caller.clone(), self.lists.unwrap_or("tools"));
         let kind = match lists {
@@ -996,8 +1070,6 @@ impl Relay {
         };
         let keep = |name: &str| keep_kind(kind, name);
         let (listing, guard, guarded) = (self.lists.is_some(), self.guard.clone(), std::mem::take(&mut self.guarded));
-        // An SSE backend's stream is read only when something filters it or refusals travel on it.
-        let filters_stream = self.filters();
         let rewrite = |v: &mut Value| {
             let listed = listing
                 && match kind {
@@ -1023,46 +1095,7 @@ impl Relay {
                     Err(_) => whole,
                 }
             }
-            Filter::Endpoint(parser) => {
-                let mut out = Vec::with_capacity(chunk.len());
-                for event in parser.feed(chunk) {
-                    if sse::event_type(&event).as_deref() != Some("endpoint") {
-                        if !filters_stream {
-                            out.extend(event);
-                            continue;
-                        }
-                        let mut parsed =
-                            sse::data(&event).and_then(|d| serde_json::from_slice::<Value>(d.as_bytes()).ok());
-                        let changed = parsed.as_mut().is_some_and(|v| from_stream(v, &overrides, &keep_kind));
-                        match parsed {
-                            Some(v) if changed => out.extend(sse::with_data(&event, &v.to_string())),
-                            _ => out.extend(event),
-                        }
-                        continue;
-                    }
-                    let url = sse::data(&event).unwrap_or_default();
-                    let path = match url.split_once("://") {
-                        Some((_, rest)) => rest.find('/').map_or("/", |i| &rest[i..]).to_string(),
-                        None => url,
-                    };
-                    let mut session = Session::new(self.server.clone(), self.version.as_str());
-                    session.backend = Some(path);
-                    match session_op(gw, env, SessionOp::Create(session)) {
-                        SessionOutcome::Created(id) => {
-                            let ours = format!("{}/{}/message?sessionId={id}", gw.prefix, self.server);
-                            out.extend(sse::with_data(&event, &ours));
-                        }
-                        // Never the backend's own endpoint: a client posting there would bypass the gateway.
-                        other => out.extend(
-                            format!(": mcp-gateway: no session for this stream ({})\n\n", failure(&other)).bytes(),
-                        ),
-                    }
-                }
-                if end {
-                    out.extend(parser.rest());
-                }
-                out
-            }
+            Filter::Endpoint(_) => Vec::new(), // read above
             Filter::Sse(parser) => {
                 let mut out = Vec::with_capacity(chunk.len());
                 for event in parser.feed(chunk) {
@@ -1084,6 +1117,115 @@ impl Relay {
     }
 }
 
+impl Relay {
+    /// Events of an SSE backend's stream, as the client gets them: the first `endpoint` event bound to a
+    /// session of ours and rewritten to our message endpoint, the others messages ([`Relay::stream_message`]).
+    /// Stops at the endpoint when the store answers later or fails ([`Relay::bind`] says which).
+    fn stream_events(&mut self, gw: &Gateway, env: &mut dyn Env, events: Vec<Vec<u8>>) -> Vec<u8> {
+        let mut out = Vec::new();
+        let mut events = events.into_iter();
+        while let Some(event) = events.next() {
+            if sse::event_type(&event).as_deref() != Some("endpoint") {
+                out.extend(self.stream_message(event));
+                continue;
+            }
+            if self.binding.bound {
+                // Backends send one; another is never passed on (the backend's own URL would bypass us).
+                out.extend(b": mcp-gateway: a second endpoint event was dropped\n\n");
+                continue;
+            }
+            let url = sse::data(&event).unwrap_or_default();
+            let path = match url.split_once("://") {
+                Some((_, rest)) => rest.find('/').map_or("/", |i| &rest[i..]).to_string(),
+                None => url,
+            };
+            let mut session = Session::new(self.server.clone(), self.version.as_str());
+            session.backend = Some(path);
+            match gw.sessions.start(SessionOp::Create(session), env) {
+                Started::Done(outcome) => match self.endpoint(gw, &event, outcome) {
+                    Ok(rewritten) => out.extend(rewritten),
+                    Err(failed) => {
+                        self.binding.failed = Some(failed);
+                        return out;
+                    }
+                },
+                Started::Redis(pending) => {
+                    self.binding.pending = Some(pending);
+                    self.binding.waiting = Some((event, events.collect()));
+                    return out;
+                }
+            }
+        }
+        out
+    }
+
+    /// The endpoint event rewritten to ours once the store has created our session, or the answer that
+    /// replaces the stream when it could not.
+    fn endpoint(&mut self, gw: &Gateway, event: &[u8], outcome: SessionOutcome) -> Result<Vec<u8>, HttpResponse> {
+        match outcome {
+            SessionOutcome::Created(id) => {
+                self.binding.bound = true;
+                Ok(sse::with_data(event, &format!("{}/{}/message?sessionId={id}", gw.prefix, self.server)))
+            }
+            SessionOutcome::Refused(r) => {
+                Err(HttpResponse::error(r.status, Value::Null, jsonrpc::LIMIT_EXCEEDED, r.message))
+            }
+            other => {
+                let msg = format!("session store: {}", failure(&other));
+                Err(HttpResponse::error(503, Value::Null, jsonrpc::INTERNAL_ERROR, msg))
+            }
+        }
+    }
+
+    /// Where an SSE backend's stream is with its endpoint (the host holds the answer head until it is bound).
+    pub fn bind(&mut self) -> Bind {
+        if !matches!(self.filter, Filter::Endpoint(_)) || self.binding.bound {
+            return Bind::Bound;
+        }
+        if let Some(failed) = self.binding.failed.take() {
+            return Bind::Failed(failed);
+        }
+        match self.binding.pending.take() {
+            Some(pending) => Bind::Redis(pending),
+            None => Bind::Seeking,
+        }
+    }
+
+    /// The store's answer to the session a stream's endpoint waits for ([`Bind::Redis`]): the endpoint
+    /// event rewritten and the events held after it, or the answer that replaces the stream.
+    pub fn on_bound(
+        &mut self,
+        gw: &Gateway,
+        env: &mut dyn Env,
+        outcome: SessionOutcome,
+    ) -> Result<Vec<u8>, HttpResponse> {
+        let Some((event, rest)) = self.binding.waiting.take() else { return Ok(Vec::new()) };
+        let mut out = self.endpoint(gw, &event, outcome)?;
+        out.extend(self.stream_events(gw, env, rest));
+        Ok(out)
+    }
+
+    /// One message of an SSE backend's stream, as its client may see it ([`from_stream`]); read only when
+    /// something filters the stream or refusals travel on it.
+    fn stream_message(&self, event: Vec<u8>) -> Vec<u8> {
+        if !self.filters() {
+            return event;
+        }
+        let keep = |kind: Kind, name: &str| (kind != Kind::Tool || self.allowed(name)) && self.permitted(kind, name);
+        let mut parsed = sse::data(&event).and_then(|d| serde_json::from_slice::<Value>(d.as_bytes()).ok());
+        let changed = parsed.as_mut().is_some_and(|v| {
+            let refusal = v.get("id").and_then(Value::as_str).is_some_and(|id| id.starts_with(REFUSED));
+            let listed = from_stream(v, &self.overrides, &keep);
+            let guarded = !refusal && self.guard.as_ref().is_some_and(|g| guard_stream(g, v));
+            listed || guarded
+        });
+        match parsed {
+            Some(v) if changed => sse::with_data(&event, &v.to_string()),
+            _ => event,
+        }
+    }
+}
+
 /// A message on an SSE backend's stream, as its client may see it: a refusal carried by a `ping`'s id put
 /// back in place of the ping's answer; a list result filtered (and tools renamed), recognised by its shape
 /// since the request it answers went by another HTTP exchange. True when it changed.
@@ -1101,6 +1243,28 @@ fn from_stream(v: &mut Value, overrides: &tools::Overrides, keep: &dyn Fn(Kind, 
     let key = ["prompts", "resources", "resourceTemplates"].into_iter().find(|k| result.get(*k).is_some());
     let kind = if key == Some("prompts") { Kind::Prompt } else { Kind::Resource };
     key.is_some_and(|key| tools::filter_list(v, key, &|n| keep(kind, n)))
+}
+
+/// Runs the guardrails over a result on an SSE backend's stream: a call of a tool with its own guardrails
+/// by its id ([`CALLED`], the client's id put back), any other tool's by its shape (`content`), under the
+/// server's guardrails. True when it changed.
+fn guard_stream(guard: &crate::guard::Guard, v: &mut Value) -> bool {
+    let called = v.get("id").and_then(Value::as_str).and_then(|id| id.strip_prefix(CALLED));
+    let (id, tool) = match called.and_then(|c| c.split_once(':')) {
+        Some((id, tool)) => {
+            let id = URL_SAFE_NO_PAD.decode(id).ok().and_then(|b| serde_json::from_slice::<Value>(&b).ok());
+            (id.unwrap_or(Value::Null), tool.to_string())
+        }
+        None if guard.filters_results("") && v.pointer("/result/content").is_some_and(Value::is_array) => {
+            (v.get("id").cloned().unwrap_or(Value::Null), String::new())
+        }
+        None => return false,
+    };
+    if let Some(sent) = v.get_mut("id") {
+        *sent = id.clone();
+    }
+    guard_results(guard, &[(id, tool)], v);
+    true
 }
 
 /// Runs the guardrails over the results of guarded `tools/call`s in an answer (one message or a batch):

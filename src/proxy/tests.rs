@@ -69,8 +69,9 @@ fn config_is_checked_with_the_field_named() {
     assert!(bad("  type: mcp-proxy\n").contains("mcpServerURL"));
     assert!(bad("  type: mcp-proxy\n  mcpServerURL: ftp://x/mcp\n").contains("mcpServerURL"));
     assert!(bad("  type: mcp-proxy\n  mcpServerURL: 'http://{{h}}/mcp'\n").contains("literal"));
-    assert!(bad("  type: mcp-proxy\n  transport: sse\n  mcpServerURL: /sse\n  guardrails: {mask: [email]}\n")
-        .contains("guardrails"));
+    let external =
+        "  type: mcp-proxy\n  transport: sse\n  mcpServerURL: /sse\n  guardrails: {external: {cluster: g}}\n";
+    assert!(bad(external).contains("guardrails.external"));
     assert!(bad("  type: rest\n").contains("'rest'"));
     assert!(bad("  mcpServerURL: /mcp\n").contains("type: mcp-proxy"));
     let gw = gateway("local", "");
@@ -223,12 +224,19 @@ fn an_sse_backends_endpoint_is_bound_to_a_session_of_ours() {
         assert_eq!(value(&headers, ":path"), Some("/sse"));
         assert_eq!(value(&headers, "x-envoy-upstream-rq-timeout-ms"), None);
         let sse = vec![("content-type".to_string(), "text/event-stream".to_string())];
-        assert!(matches!(relay.on_response_head(&gw, &mut env, 200, &sse), Answer::Rewrite(_)));
+        // The head is held until the endpoint is bound.
+        assert!(matches!(relay.on_response_head(&gw, &mut env, 200, &sse), Answer::Hold(_)));
         let stream =
             b"event: endpoint\r\ndata: /messages/?session_id=0123456789abcdef0123456789abcdef\r\n\r\n: ping\n\n";
         let mut out = Vec::new();
-        for chunk in stream.chunks(5) {
+        for (i, chunk) in stream.chunks(5).enumerate() {
             out.extend(relay.on_chunk(&gw, &mut env, chunk, false));
+            // Bound exactly when the endpoint event's blank line has come (byte 81).
+            match relay.bind() {
+                Bind::Seeking => assert!((i + 1) * 5 < 81, "{i}"),
+                Bind::Bound => assert!((i + 1) * 5 >= 81, "{i}"),
+                other => panic!("{other:?}"),
+            }
         }
         let text = String::from_utf8(out).unwrap();
         assert!(text.starts_with("event: endpoint\ndata: /mcp-servers/up/message?sessionId="), "{text}");
@@ -244,6 +252,90 @@ fn an_sse_backends_endpoint_is_bound_to_a_session_of_ours() {
         post.path = "/mcp-servers/up".into(); // a Streamable HTTP client's POST: bridged (bridge.rs)
         assert!(matches!(route(&gw, &post, &mut env), Some(Start::Bridge(_))));
     }
+}
+
+#[test]
+fn an_sse_backends_endpoint_waits_for_redis_and_a_failure_answers_instead_of_the_stream() {
+    let cfg = "sessions: {store: redis, redis: {cluster: r}}\nservers:\n- name: up\n  type: mcp-proxy\n  \
+               transport: sse\n  mcpServerURL: http://backend:9000/sse\n";
+    let gw = Gateway::from_config_str(cfg).unwrap();
+    let mut env = env();
+    let mut redis = std::collections::HashMap::new();
+    let sse = vec![("content-type".to_string(), "text/event-stream".to_string())];
+    let stream = b": hello\n\nevent: endpoint\ndata: http://backend:9000/messages/?session_id=abc\n\ndata: {}\n\n";
+    let open = |env: &mut MemoryEnv| {
+        let mut h = head("GET", &[]);
+        h.path = "/mcp-servers/up/sse".into();
+        let (mut relay, _) = forward(&gw, env, &h);
+        assert!(matches!(relay.on_response_head(&gw, env, 200, &sse), Answer::Hold(_)));
+        relay
+    };
+    // The endpoint stops the stream until Redis has stored our session; what came before it is kept.
+    let mut relay = open(&mut env);
+    let before = relay.on_chunk(&gw, &mut env, stream, false);
+    assert_eq!(before, b": hello\n\n");
+    let Bind::Redis(set) = relay.bind() else { panic!() };
+    assert!(matches!(relay.bind(), Bind::Seeking)); // the command is handed out once
+    let outcome = redis_answer(&gw, &mut redis, &set);
+    let after = String::from_utf8(relay.on_bound(&gw, &mut env, outcome).unwrap()).unwrap();
+    assert!(after.starts_with("event: endpoint\ndata: /mcp-servers/up/message?sessionId="), "{after}");
+    assert!(after.ends_with("\n\ndata: {}\n\n") && !after.contains("backend"), "{after}");
+    assert!(matches!(relay.bind(), Bind::Bound));
+    let stored = String::from_utf8(redis.values().next().unwrap().clone()).unwrap();
+    assert!(stored.contains("\"b\":\"/messages/?session_id=abc\""), "{stored}");
+    // A second endpoint event never reaches the client.
+    let again = relay.on_chunk(&gw, &mut env, b"event: endpoint\ndata: /messages/?session_id=x\n\n", false);
+    assert!(!String::from_utf8_lossy(&again).contains("session_id"));
+    // Any replica: a POST to ours waits for the GETEX, then goes to the backend's message endpoint.
+    let ours = after.lines().nth(1).unwrap().strip_prefix("data: ").unwrap().to_string();
+    let mut post = head("POST", &[]);
+    post.path = ours;
+    let Some(Start::Redis(opening, get)) = route(&gw, &post, &mut env) else { panic!() };
+    let outcome = redis_answer(&gw, &mut redis, &get);
+    let Start::Forward(_, edits) = resume(&gw, &mut env, *opening, outcome) else { panic!() };
+    assert_eq!(value(&sent(&post, &edits), ":path"), Some("/messages/?session_id=abc"));
+    assert_eq!(value(&sent(&post, &edits), ":authority"), Some("backend:9000"));
+    // A forged or altered sessionId: Redis knows none, so 404 without reaching the backend.
+    post.path = "/mcp-servers/up/message?sessionId=0123456789abcdef0123456789abcdef".into();
+    let Some(Start::Redis(opening, get)) = route(&gw, &post, &mut env) else { panic!() };
+    let outcome = redis_answer(&gw, &mut redis, &get);
+    assert!(matches!(resume(&gw, &mut env, *opening, outcome), Start::Respond(r) if r.status == 404));
+    post.path = "/mcp-servers/up/message?sessionId=../../x".into();
+    assert!(matches!(route(&gw, &post, &mut env), Some(Start::Respond(r)) if r.status == 404));
+    // Redis failing or slow: the stream is answered by 503 (-32603), never the backend's endpoint.
+    let mut relay = open(&mut env);
+    relay.on_chunk(&gw, &mut env, stream, false);
+    let Bind::Redis(_) = relay.bind() else { panic!() };
+    let failed = SessionOutcome::Failed(crate::session::StoreError("Redis did not answer (timeout)".into()));
+    let r = relay.on_bound(&gw, &mut env, failed).unwrap_err();
+    let body: Value = serde_json::from_slice(&r.body).unwrap();
+    assert_eq!((r.status, body["error"]["code"].clone()), (503, (-32603).into()));
+    assert_eq!(body["error"]["message"], "session store: Redis did not answer (timeout)");
+}
+
+#[test]
+fn an_sse_backends_stream_is_answered_by_an_error_when_the_store_refuses_a_session() {
+    let cfg = "sessions: {maxNewPerSecond: 1}\nservers:\n- name: up\n  type: mcp-proxy\n  transport: sse\n  \
+               mcpServerURL: /sse\n";
+    let gw = Gateway::from_config_str(cfg).unwrap();
+    let mut env = env();
+    let sse = vec![("content-type".to_string(), "text/event-stream".to_string())];
+    let mut statuses = Vec::new();
+    for _ in 0..2 {
+        let mut h = head("GET", &[]);
+        h.path = "/mcp-servers/up/sse".into();
+        let (mut relay, _) = forward(&gw, &mut env, &h);
+        assert!(matches!(relay.on_response_head(&gw, &mut env, 200, &sse), Answer::Hold(_)));
+        let out = relay.on_chunk(&gw, &mut env, b"event: endpoint\ndata: /m?s=1\n\n", false);
+        statuses.push(match relay.bind() {
+            Bind::Bound => (200, String::from_utf8(out).unwrap()),
+            Bind::Failed(r) => (r.status, String::from_utf8(r.body).unwrap()),
+            other => panic!("{other:?}"),
+        });
+    }
+    assert_eq!(statuses[0].0, 200);
+    assert_eq!(statuses[1].0, 429, "{statuses:?}");
+    assert!(statuses[1].1.contains("-32000") && statuses[1].1.contains("too many new sessions"), "{statuses:?}");
 }
 
 #[test]
@@ -385,6 +477,12 @@ fn guardrails_check_calls_and_filter_their_results_in_json_and_sse() {
     assert_eq!(body["id"], 3);
     assert_eq!(body["error"]["data"]["cause"], "guardrail", "{body}");
     assert!(!body.to_string().contains("users"), "{body}");
+    // A body the guardrails cannot read (NaN: not JSON here, a number to some backends) does not go on.
+    let (mut relay, _) = forward(&gw, &mut env, &head("POST", &[]));
+    let nan = br#"{"jsonrpc":"2.0","id":3,"method":"tools/call","params":{"name":"echo","arguments":{"q":NaN}}}"#;
+    let refused = relay.on_body(&gw, &mut env, nan).unwrap_err();
+    assert_eq!(refused.status, 400);
+    assert_eq!(serde_json::from_slice::<Value>(&refused.body).unwrap()["error"]["code"], -32700);
 
     // A JSON answer is read whole and masked.
     let json = vec![("content-type".to_string(), "application/json".to_string())];
@@ -481,7 +579,7 @@ fn policy_and_rate_limits_on_an_sse_backend_filter_its_stream_and_refuse_there()
     get.path = "/mcp-servers/up/sse".into();
     let (mut stream, _) = forward(&gw, &mut env, &get);
     let sse = vec![("content-type".to_string(), "text/event-stream".to_string())];
-    assert!(matches!(stream.on_response_head(&gw, &mut env, 200, &sse), Answer::Rewrite(_)));
+    assert!(matches!(stream.on_response_head(&gw, &mut env, 200, &sse), Answer::Hold(_)));
     let endpoint = String::from_utf8(stream.on_chunk(&gw, &mut env, b"event: endpoint\ndata: /m?s=1\n\n", false));
     let mut post = head("POST", &[]);
     post.path = endpoint.unwrap().lines().nth(1).unwrap().strip_prefix("data: ").unwrap().to_string();
@@ -520,7 +618,7 @@ fn an_sse_backends_tools_are_filtered_and_renamed_on_its_stream_and_refusals_tra
     get.path = "/mcp-servers/up/sse".into();
     let (mut stream, _) = forward(&gw, &mut env, &get);
     let sse = vec![("content-type".to_string(), "text/event-stream".to_string())];
-    assert!(matches!(stream.on_response_head(&gw, &mut env, 200, &sse), Answer::Rewrite(_)));
+    assert!(matches!(stream.on_response_head(&gw, &mut env, 200, &sse), Answer::Hold(_)));
     let endpoint =
         String::from_utf8(stream.on_chunk(&gw, &mut env, b"event: endpoint\ndata: /messages/?s=1\n\n", false));
     let ours = endpoint.unwrap().lines().nth(1).unwrap().strip_prefix("data: ").unwrap().to_string();
@@ -561,6 +659,95 @@ fn an_sse_backends_tools_are_filtered_and_renamed_on_its_stream_and_refusals_tra
     );
     assert_eq!(got[1]["result"]["tools"], json!([{"name": "say"}]));
     assert_eq!(got[2], other);
+}
+
+#[test]
+fn guardrails_on_an_sse_backend_check_calls_on_the_post_and_filter_results_on_the_stream() {
+    let extra = "  toolOverrides: {echo: {name: say}}\n  guardrails:\n    mask: [email]\n    denyPatterns: ['(?i)drop table']\n    \
+                 tools:\n      say: {mask: [], maxResultBytes: 60}\n";
+    let cfg = format!("servers:\n- name: up\n  type: mcp-proxy\n  transport: sse\n  mcpServerURL: /sse\n{extra}");
+    let gw = Gateway::from_config_str(&cfg).unwrap();
+    let mut env = env();
+    let mut get = head("GET", &[]);
+    get.path = "/mcp-servers/up/sse".into();
+    let (mut stream, _) = forward(&gw, &mut env, &get);
+    let sse = vec![("content-type".to_string(), "text/event-stream".to_string())];
+    assert!(matches!(stream.on_response_head(&gw, &mut env, 200, &sse), Answer::Hold(_)));
+    let endpoint = stream.on_chunk(&gw, &mut env, b"event: endpoint\ndata: /messages/?s=1\n\n", false);
+    let ours = String::from_utf8(endpoint).unwrap().lines().nth(1).unwrap().strip_prefix("data: ").unwrap().to_string();
+    let mut post = head("POST", &[]);
+    post.path = ours;
+    let mut send = |body: Value| -> Value {
+        let (mut relay, _) = forward(&gw, &mut env, &post);
+        assert!(relay.needs_body());
+        match relay.on_body(&gw, &mut env, body.to_string().as_bytes()).unwrap() {
+            Some(sent) => serde_json::from_slice(&sent).unwrap(),
+            None => body,
+        }
+    };
+    // A denied argument: refused on the POST, the refusal delivered on the stream as a ping's answer.
+    let denied = send(json!({"jsonrpc": "2.0", "id": 1, "method": "tools/call",
+        "params": {"name": "lookup", "arguments": {"q": "DROP TABLE users"}}}));
+    assert_eq!(denied["method"], "ping");
+    // A tool under the server's guardrails goes as it came; one with its own carries its name in the id.
+    let lookup = send(json!({"jsonrpc": "2.0", "id": 2, "method": "tools/call",
+        "params": {"name": "lookup", "arguments": {"q": "x"}}}));
+    assert_eq!(lookup["id"], 2);
+    let say = send(json!({"jsonrpc": "2.0", "id": "s-3", "method": "tools/call",
+        "params": {"name": "say", "arguments": {"text": "a@b.example"}}}));
+    let called = say["id"].as_str().unwrap().to_string();
+    assert!(called.starts_with(CALLED) && called.ends_with(":say") && say["params"]["name"] == "echo", "{say}");
+    // Ids of ours are not the client's to send.
+    let forged = send(json!({"jsonrpc": "2.0", "id": format!("{CALLED}MQ:say"), "method": "tools/call",
+        "params": {"name": "lookup", "arguments": {}}}));
+    assert_eq!(forged["method"], "ping");
+    let (mut relay, _) = forward(&gw, &mut env, &post);
+    let unreadable = relay.on_body(&gw, &mut env, b"{\"jsonrpc\":\"2.0\",\"id\":9,NaN}").unwrap().unwrap();
+    assert_eq!(serde_json::from_slice::<Value>(&unreadable).unwrap()["method"], "ping");
+    // Cancelling: as sent, and once more under the id each tool with its own guardrails would have had.
+    let (mut relay, _) = forward(&gw, &mut env, &post);
+    let cancel = json!({"jsonrpc": "2.0", "method": "notifications/cancelled", "params": {"requestId": "s-3"}});
+    assert!(matches!(relay.on_body(&gw, &mut env, cancel.to_string().as_bytes()), Ok(None)));
+    let (also_head, also) = relay.take_also();
+    assert_eq!(value(&also_head, ":path"), Some("/messages/?s=1"));
+    assert_eq!(value(&also_head, ":method"), Some("POST"));
+    let also: Vec<Value> = also.iter().map(|b| serde_json::from_slice(b).unwrap()).collect();
+    assert_eq!(also.len(), 1);
+    assert_eq!(also[0]["params"]["requestId"], json!(called));
+    assert!(relay.take_also().1.is_empty());
+
+    // On the stream: the refusals, the server's masking by shape, the tool's own policy by id.
+    let answer = |id: &Value, text: &str| json!({"jsonrpc": "2.0", "id": id, "result": {"content": [{"type": "text", "text": text}]}});
+    let pong = |v: &Value| json!({"jsonrpc": "2.0", "id": v["id"], "result": {}});
+    let messages = [
+        pong(&denied),
+        answer(&json!(2), "mail a@b.example"),
+        answer(&json!(called), "a@b.example"),
+        answer(&json!(called), &"long ".repeat(20)),
+        json!({"jsonrpc": "2.0", "id": 7, "result": {"resources": []}}),
+        pong(&forged),
+        pong(&serde_json::from_slice::<Value>(&unreadable).unwrap()),
+    ];
+    let events: String = messages.iter().map(|m| format!("event: message\ndata: {m}\n\n")).collect();
+    let mut out = Vec::new();
+    for chunk in events.as_bytes().chunks(11) {
+        out.extend(stream.on_chunk(&gw, &mut env, chunk, false));
+    }
+    let got: Vec<Value> = String::from_utf8(out)
+        .unwrap()
+        .lines()
+        .filter_map(|l| l.strip_prefix("data: ").map(|d| serde_json::from_str(d).unwrap()))
+        .collect();
+    assert_eq!(got[0]["id"], 1);
+    let message = got[0]["error"]["message"].as_str().unwrap();
+    assert!(message.contains("tool 'lookup'") && message.contains("denyPatterns[0]"), "{message}");
+    assert_eq!(got[1]["result"]["content"][0]["text"], "mail [REDACTED:email]");
+    assert_eq!(got[2], answer(&json!("s-3"), "a@b.example")); // say: its own policy masks nothing
+    assert_eq!(got[3]["id"], "s-3");
+    assert!(got[3]["error"]["message"].as_str().unwrap().contains("the result of tool 'say'"), "{}", got[3]);
+    assert_eq!(got[4], messages[4]);
+    assert_eq!(got[5]["error"]["code"], -32600);
+    assert_eq!((got[6]["id"].clone(), got[6]["error"]["code"].clone()), (Value::Null, json!(-32700)));
 }
 
 #[test]
@@ -699,14 +886,6 @@ fn delete_in_redis_opens_then_ends_ours_then_the_backends() {
     assert_eq!(value(&headers, SESSION), Some("backend-1"));
     redis_answer(&gw, &mut redis, &del);
     assert!(redis.is_empty());
-}
-
-#[test]
-fn sse_backends_are_refused_with_redis_sessions_naming_the_field() {
-    let cfg = "sessions: {store: redis, redis: {cluster: r}}\nservers:\n- name: up\n  type: mcp-proxy\n  \
-               transport: sse\n  mcpServerURL: /sse\n";
-    let err = Gateway::from_config_str(cfg).unwrap_err().to_string();
-    assert!(err.contains("'up'") && err.contains("transport") && err.contains("redis"), "{err}");
 }
 
 fn run_session(gw: &Gateway, env: &mut MemoryEnv, op: SessionOp) -> SessionOutcome {
