@@ -387,14 +387,10 @@ fn the_message_endpoint_is_a_path_on_the_backend() {
     assert_eq!(endpoint_path("/a\nb", "/sse"), None);
 }
 
-/// A gateway with `store: redis` serving an SSE backend: refused at load today (the SSE clients' stream
-/// binds its endpoint to a session in mid-stream), so built with another server and given that store.
+/// A gateway with `store: redis` serving an SSE backend.
 fn redis_gateway() -> Gateway {
-    let mut gw = gateway("local", "");
-    let redis =
-        "sessions: {store: redis, redis: {cluster: r}}\nservers:\n- name: x\n  type: mcp-proxy\n  mcpServerURL: /mcp\n";
-    gw.sessions = Gateway::from_config_str(redis).unwrap().sessions;
-    gw
+    let cfg = "sessions: {store: redis, redis: {cluster: r}}\nservers:\n- name: up\n  type: mcp-proxy\n  transport: sse\n  mcpServerURL: /sse\n  timeout: 5000\n";
+    Gateway::from_config_str(cfg).unwrap()
 }
 
 /// Answers a Redis command from `redis` (SET and GETEX), through the store's own reply handling.
@@ -456,4 +452,90 @@ fn with_redis_the_initialize_answer_waits_for_the_session_and_later_requests_for
     let (posts, r) = run(&gw, &mut env, &mut b, STREAM, &[]);
     assert_eq!(json_of(&posts[0].1)["params"]["clientInfo"]["name"], "r");
     assert_eq!(r.status, 200);
+}
+
+/// A call of `tool` with `args` under `id`, its stream answering `result` (with a log before it when
+/// `noted`): the gateway's POSTs and the client's reply.
+fn guarded_call(
+    gw: &Gateway,
+    env: &mut MemoryEnv,
+    h: &RequestHead,
+    id: Value,
+    tool: &str,
+    result: &str,
+    noted: bool,
+) -> Played {
+    let mut br = bridge(gw, env, h);
+    let body = json!({"jsonrpc": "2.0", "id": id, "method": "tools/call", "params": {"name": tool, "arguments": {}}});
+    assert!(matches!(br.on_body(gw, env, body.to_string().as_bytes(), NOW), Begin::Stream(_)));
+    let note = "event: message\r\ndata: {\"jsonrpc\":\"2.0\",\"method\":\"notifications/message\",\"params\":{\"level\":\"info\",\"data\":\"ada@example.com\"}}\r\n\r\n";
+    let stream = format!(
+        "event: endpoint\r\ndata: /messages/?session_id=s3\r\n\r\n\
+         event: message\r\ndata: {{\"jsonrpc\":\"2.0\",\"id\":\"mcp-gateway-init\",\"result\":{{}}}}\r\n\r\n\
+         {}event: message\r\ndata: {{\"jsonrpc\":\"2.0\",\"id\":{id},\"result\":{result}}}\r\n\r\n",
+        if noted { note } else { "" }
+    );
+    run(gw, env, &mut br, stream.as_bytes(), &[])
+}
+
+#[test]
+fn guardrails_refuse_arguments_before_the_backend_and_check_results_in_the_reply() {
+    let extra = "  toolOverrides: {echo: {name: say}}\n  guardrails:\n    mask: [email]\n    denyPatterns: ['(?i)drop\\s+table']\n    tools: {say: {mask: []}, whoami: {maxResultBytes: 10}}\n";
+    let gw = gateway("local", extra);
+    let mut env = env();
+    let sid = session(&gw, &mut env);
+    let h = head("POST", &[("mcp-session-id", &sid)]);
+    // A denied argument: the client's error at once, no backend stream (a tool with its own entry too).
+    for tool in ["steps", "say"] {
+        let mut br = bridge(&gw, &mut env, &h);
+        let denied = json!({"jsonrpc": "2.0", "id": 3, "method": "tools/call",
+            "params": {"name": tool, "arguments": {"text": "x; DROP  TABLE users"}}});
+        match br.on_body(&gw, &mut env, denied.to_string().as_bytes(), NOW) {
+            Begin::Respond(r) => {
+                let v = json_of(&r.body);
+                assert_eq!(
+                    (r.status, &v["id"], &v["error"]["data"]["cause"]),
+                    (200, &json!(3), &json!("guardrail")),
+                    "{v}"
+                );
+                assert!(!v.to_string().contains("users"), "{v}");
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+    let text = |r: &HttpResponse| -> Value {
+        let answer = match value(&r.headers, "content-type") {
+            Some("application/json") => json_of(&r.body),
+            _ => {
+                let body = String::from_utf8(r.body.clone()).unwrap();
+                serde_json::from_str(body.lines().filter_map(|l| l.strip_prefix("data: ")).next_back().unwrap())
+                    .unwrap()
+            }
+        };
+        answer
+    };
+    let mailed = r#"{"content":[{"type":"text","text":"write to ada@example.com"}]}"#;
+    // The server's mask, in a JSON reply and in an SSE one (after a log, which passes as sent); the
+    // client's id, whatever it is, is the one the backend got and answered (no id of the gateway's).
+    for (id, noted) in [(json!(7), false), (json!("mcp-gateway-call:e30:say"), true)] {
+        let (posts, r) = guarded_call(&gw, &mut env, &h, id.clone(), "steps", mailed, noted);
+        assert_eq!(json_of(&posts[2].1)["id"], id);
+        let sse = value(&r.headers, "content-type") == Some("text/event-stream");
+        assert_eq!(sse, noted, "{r:?}");
+        assert!(!sse || String::from_utf8_lossy(&r.body).contains("\"data\":\"ada@example.com\""), "{r:?}");
+        let answer = text(&r);
+        assert_eq!(answer["id"], id);
+        assert_eq!(answer["result"]["content"][0]["text"], "write to [REDACTED:email]", "{answer}");
+    }
+    // A tool with its own entry: its guardrails (mask: [] keeps the address), called by the backend's name.
+    let (posts, r) = guarded_call(&gw, &mut env, &h, json!(8), "say", mailed, true);
+    assert_eq!(
+        (json_of(&posts[2].1)["params"]["name"].as_str(), &json_of(&posts[2].1)["id"]),
+        (Some("echo"), &json!(8))
+    );
+    assert_eq!(text(&r)["result"]["content"][0]["text"], "write to ada@example.com");
+    let (_, r) = guarded_call(&gw, &mut env, &h, json!(9), "whoami", mailed, false);
+    let answer = text(&r);
+    assert_eq!((&answer["id"], &answer["error"]["data"]["cause"]), (&json!(9), &json!("guardrail")), "{answer}");
+    assert!(answer["error"]["message"].as_str().unwrap().contains("maxResultBytes"), "{answer}");
 }
