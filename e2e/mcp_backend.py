@@ -89,13 +89,13 @@ def private_info() -> str:
 
 
 @mcp.tool()
-async def steps(n: int, ctx: Context, pause_ms: int = 300) -> str:
-    """Logs and reports progress n times, pausing between steps."""
+async def steps(n: int, ctx: Context, pause_ms: int = 300, by: str = "") -> str:
+    """Logs and reports progress n times, pausing between steps; the result names `by` if given."""
     for i in range(n):
         await ctx.info(f"step {i + 1} of {n}")
         await ctx.report_progress(i + 1, n, f"step {i + 1}")
         await anyio.sleep(pause_ms / 1000)
-    return f"{n} steps done"
+    return f"{n} steps done" + (f" by {by}" if by else "")
 
 
 class Answer(BaseModel):
