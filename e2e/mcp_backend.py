@@ -4,6 +4,7 @@ proxied servers (`type: mcp-proxy`) in the end-to-end tests.
 
 Usage: mcp_backend.py PORT [stateful|stateless|json|stateless-json|sse] (json: JSON answers, not SSE; sse: the
 legacy SSE transport, GET /sse and POST /messages/)
+`GET /silent-sse` is an SSE stream that never sends its endpoint (keep-alive comments only).
 Tools: `echo`, `secret` (for allow lists), `whoami` (what credentials reached the backend), `steps` (logs and
 reports progress, with pauses, so the answer streams), `ask` (asks the client for elicitation).
 """
@@ -15,7 +16,7 @@ import sys
 import anyio
 from pydantic import BaseModel
 from starlette.requests import Request
-from starlette.responses import PlainTextResponse
+from starlette.responses import PlainTextResponse, StreamingResponse
 
 from mcp.server.mcpserver import Context, MCPServer
 
@@ -26,6 +27,18 @@ seen_headers: dict[str, str] = {}
 @mcp.custom_route("/healthz", methods=["GET"])
 async def healthz(_: Request) -> PlainTextResponse:
     return PlainTextResponse("ok")
+
+
+@mcp.custom_route("/silent-sse", methods=["GET"])
+async def silent_sse(_: Request) -> StreamingResponse:
+    """An SSE stream that never names its endpoint: keep-alive comments only (a stalled SSE backend)."""
+
+    async def comments():
+        while True:
+            yield ": keep-alive\n\n"
+            await anyio.sleep(0.5)
+
+    return StreamingResponse(comments(), media_type="text/event-stream")
 
 
 @mcp.tool()
@@ -76,13 +89,13 @@ def private_info() -> str:
 
 
 @mcp.tool()
-async def steps(n: int, ctx: Context, pause_ms: int = 300) -> str:
-    """Logs and reports progress n times, pausing between steps."""
+async def steps(n: int, ctx: Context, pause_ms: int = 300, by: str = "") -> str:
+    """Logs and reports progress n times, pausing between steps; the result names `by` if given."""
     for i in range(n):
         await ctx.info(f"step {i + 1} of {n}")
         await ctx.report_progress(i + 1, n, f"step {i + 1}")
         await anyio.sleep(pause_ms / 1000)
-    return f"{n} steps done"
+    return f"{n} steps done" + (f" by {by}" if by else "")
 
 
 class Answer(BaseModel):

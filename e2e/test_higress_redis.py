@@ -1040,3 +1040,100 @@ def test_an_sse_backends_stream_on_one_replica_takes_posts_on_the_other(host, ru
         h.stop()
         backend.stop()
     assert not h.crashes(), "the plugin crashed in the test host:\n" + "\n".join(h.crashes())
+
+
+def test_a_streamable_http_client_of_an_sse_backend_initialises_on_one_replica_and_calls_on_the_other(
+        host, run_dir, e2e_config, redis_server, request):
+    """`transport: sse` with Redis sessions, used by the SDK's Streamable HTTP client (the bridge: each
+    request a backend SSE stream of its own, the gateway POSTing to the endpoint it names): its initialize
+    on replica A is answered once Redis has stored our session (with the client's initialize params, which
+    B's bridge declares in its own initialize to the backend); every later request lands on B, which looks
+    the session up in Redis first. Redis down: an initialize and a session's call are answered 503
+    (-32603 session store: ...) within timeoutMs, without a session id."""
+    import httpx2  # the SDK's HTTP client
+    from mcp import Client
+    from mcp.client.streamable_http import streamable_http_client
+
+    backend = McpSseBackend(log_dir=run_dir).start()
+    config = {k: v for k, v in e2e_config.items() if k != "servers"}
+    config["servers"] = [{"name": "legacy", "type": "mcp-proxy", "transport": "sse", "mcpServerURL": "/sse",
+                          "timeout": 10000, "allowTools": ["echo", "steps"]}]
+    h = Higress(host, run_dir, backend, config, request.node.name)
+    try:
+        a, b = h.pair(redis_server.address)
+        port_b = int(b.url.rsplit(":", 1)[1])
+        sent: list[tuple[str, str, str]] = []  # (replica, method, answer status)
+        sessions: list[str] = []
+
+        class InitialiseOnAThenB(httpx2.AsyncBaseTransport):
+            def __init__(self):
+                self.inner = httpx2.AsyncHTTPTransport()
+
+            async def handle_async_request(self, request):
+                replica = "a" if not sent else "b"
+                if replica == "b":
+                    request.url = request.url.copy_with(port=port_b)
+                response = await self.inner.handle_async_request(request)
+                sent.append((replica, request.method, str(response.status_code)))
+                if "mcp-session-id" in response.headers:
+                    sessions.append(response.headers["mcp-session-id"])
+                return response
+
+            async def aclose(self):
+                await self.inner.aclose()
+
+        progress: list[tuple] = []
+
+        async def on_progress(done, total, message):
+            progress.append((done, total, message))
+
+        async def go():
+            http = httpx2.AsyncClient(transport=InitialiseOnAThenB(), timeout=httpx2.Timeout(15.0))
+            async with http:
+                transport = streamable_http_client(f"{a.url}/mcp-servers/legacy", http_client=http)
+                async with Client(transport, mode="legacy", cache=None, read_timeout_seconds=15.0) as c:
+                    tools = [t.name for t in (await c.list_tools()).tools]
+                    echoed = (await c.call_tool("echo", {"text": "via B"})).content[0].text
+                    stepped = (await c.call_tool("steps", {"n": 2, "pause_ms": 20},
+                                                 progress_callback=on_progress)).content[0].text
+                    with pytest.raises(Exception) as refused:
+                        await c.call_tool("secret", {})
+                    # Before the SDK's DELETE at its end: our session, as Redis holds it.
+                    stored = redis_server.command("GET", h.key(sessions[0], "legacy"))
+                    return tools, echoed, stepped, str(refused.value), json.loads(stored)
+
+        tools, echoed, stepped, refused, stored = harness.run_async(go)
+        assert tools == ["echo", "steps"], tools
+        assert (echoed, stepped) == ("echo: via B", "2 steps done")
+        assert progress == [(1, 2, "step 1"), (2, 2, "step 2")], progress
+        assert "Tool not allowed: secret" in refused, refused
+        assert sent[0] == ("a", "POST", "200"), sent
+        on_b = [s for s in sent[1:] if s[0] == "b"]
+        assert len(on_b) == len(sent) - 1 and sum(1 for s in on_b if s[1] == "POST") >= 5, sent
+        assert sum(a.requests_per_worker) == 1 and sum(b.requests_per_worker) == len(on_b), (a.requests_per_worker,
+                                                                                             b.requests_per_worker)
+        sid = sessions[0]
+        assert re.fullmatch(r"[0-9a-f]{32}", sid) and set(sessions) == {sid}, sessions
+        assert stored["s"] == "legacy" and "clientInfo" in json.loads(stored["i"]), stored
+        # The SDK's DELETE at its end, on B, ended our session in Redis.
+        assert ("b", "DELETE", "204") in sent, sent
+        assert redis_server.command("EXISTS", h.key(sid, "legacy")) == "0"
+
+        # A session that is alive, then Redis down: 503 within timeoutMs, never an unbound session.
+        r, _ = post_fresh(b, INITIALIZE, server="legacy")
+        assert r.status_code == 200, r.text
+        live = r.headers["mcp-session-id"]
+        with RedisServer(run_dir) as down:
+            c = h.start("c", down.address)
+            down.stop()
+            (r, _), elapsed = timed(post_fresh, c, INITIALIZE, server="legacy")
+            assert r.status_code == 503 and "mcp-session-id" not in r.headers, (r.status_code, r.headers, r.text)
+            assert r.json()["error"]["code"] == -32603 and "session store" in r.json()["error"]["message"], r.text
+            assert elapsed < TIMEOUT_MS / 1000 + 1.5, elapsed
+            (r, _), elapsed = timed(post_fresh, c, rpc_body("tools/list", {}, 2), live, server="legacy")
+            assert r.status_code == 503 and r.json()["error"]["code"] == -32603, (r.status_code, r.text)
+            assert elapsed < TIMEOUT_MS / 1000 + 1.5, elapsed
+    finally:
+        h.stop()
+        backend.stop()
+    assert not h.crashes(), "the plugin crashed in the test host:\n" + "\n".join(h.crashes())

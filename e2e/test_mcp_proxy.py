@@ -11,6 +11,8 @@ cluster `demo`, which here points at the backend), so answers stream back chunk 
   stateless        in front of a stateless backend
   down             in front of a backend that has stopped
   sse              transport: sse, in front of the SDK's legacy SSE server, used by the SDK's SSE client
+  sse-http         transport: sse, the same backend, used by the SDK's Streamable HTTP client and the Inspector CLI
+  sse-http-guardrails  the same, with guardrails (a tool's own entry, a renamed tool)
 """
 
 from __future__ import annotations
@@ -557,5 +559,178 @@ def test_a_restarted_backend_is_reinitialised_transparently(tmp_path):
                     assert (await c.call_tool("echo", {"text": "2"})).content[0].text == "echo: 2"
 
             harness.run_async(main)
+    finally:
+        backend.stop()
+
+
+def test_streamable_http_clients_use_an_sse_backend(tmp_path):
+    """The SDK's Streamable HTTP client in front of the SDK's legacy SSE server: each request becomes a
+    backend SSE stream of its own (GET /sse, then the gateway POSTs initialize, notifications/initialized
+    and the request to the endpoint it names), answered by a local reply that carries the logs and progress
+    that came before the answer."""
+    backend = McpBackend("sse", log_dir=tmp_path).start()
+    cfg = {"servers": [proxied("legacy", "/sse", transport="sse"),
+                       proxied("legacy-limited", "/sse", transport="sse", allowTools=["say", "steps"],
+                               toolOverrides={"echo": {"name": "say"}}),
+                       proxied("legacy-slow", "/sse", transport="sse", timeout=2000),
+                       proxied("legacy-silent", "/silent-sse", transport="sse", timeout=2000)]}
+    try:
+        with harness.gateway(cfg, tag="mcp-proxy-sse-http", upstream=backend, plugin_format="json") as g:
+            heard = []
+
+            async def on_log(p):
+                heard.append(("log", p.data))
+
+            async def on_progress(progress, total, message):
+                heard.append(("progress", progress, total, message))
+
+            async def main():
+                async with harness.mcp_client(g.mcp_url("legacy"), logging_callback=on_log) as c:
+                    assert [t.name for t in (await c.list_tools()).tools] == ["echo", "secret", "whoami", "steps", "ask"]
+                    assert (await c.call_tool("echo", {"text": "bridged"})).content[0].text == "echo: bridged"
+                    r = await c.call_tool("steps", {"n": 2, "pause_ms": 50}, progress_callback=on_progress)
+                    heard.append(("result", r.content[0].text))
+                    # Credentials stay at the gateway; a server-to-client request is an error, not a hang.
+                    assert (await c.call_tool("whoami", {})).content[0].text == "authorization='' cookie=''"
+                    started = time.monotonic()
+                    with pytest.raises(Exception) as asked:
+                        await c.call_tool("ask", {})
+                    assert "elicitation/create" in str(asked.value) and time.monotonic() - started < 5, asked.value
+
+            harness.run_async(main)
+            assert heard == [("log", "step 1 of 2"), ("progress", 1, 2, "step 1"), ("log", "step 2 of 2"),
+                             ("progress", 2, 2, "step 2"), ("result", "2 steps done")], heard
+
+            async def limited():
+                async with harness.mcp_client(g.mcp_url("legacy-limited")) as c:
+                    assert [t.name for t in (await c.list_tools()).tools] == ["say", "steps"]
+                    assert (await c.call_tool("say", {"text": "hi"})).content[0].text == "echo: hi"
+                    with pytest.raises(Exception) as refused:
+                        await c.call_tool("secret", {})
+                    assert "Tool not allowed: secret" in str(refused.value), refused.value
+
+            harness.run_async(limited)
+
+            # Raw HTTP: the session is ours; notifications are accepted without a backend stream; the
+            # answer is SSE (progress first) for a client that takes it, GET is 405, DELETE ends ours.
+            url = g.mcp_url("legacy")
+            sid = initialize(url)
+            assert sid and len(sid) > 16, sid
+            r = post(url, sid, {"jsonrpc": "2.0", "id": 9, "method": "tools/call",
+                                "params": {"name": "steps", "arguments": {"n": 1, "pause_ms": 10}, "_meta": {"progressToken": "p"}}})
+            assert r.status_code == 200 and r.headers["content-type"].startswith("text/event-stream"), r.text
+            assert [m.get("method") for m in messages(r)] == ["notifications/message", "notifications/progress", None], r.text
+            assert messages(r)[-1]["id"] == 9 and "mcp-session-id" not in r.headers
+            assert httpx.get(url, headers={"Accept": "text/event-stream", "Mcp-Session-Id": sid}, timeout=10).status_code == 405
+            assert httpx.delete(url, headers={"Mcp-Session-Id": sid}, timeout=10).status_code == 204
+            assert post(url, sid, {"jsonrpc": "2.0", "id": 10, "method": "tools/list"}).status_code == 404
+
+            # A backend that does not answer within the server's timeout (2 s here): an error within it.
+            slow = g.mcp_url("legacy-slow")
+            sid = initialize(slow)
+            started = time.monotonic()
+            r = post(slow, sid, {"jsonrpc": "2.0", "id": 11, "method": "tools/call",
+                                 "params": {"name": "steps", "arguments": {"n": 1, "pause_ms": 8000}}})
+            took = time.monotonic() - started
+            assert r.status_code == 504 and r.json()["id"] == 11, r.text
+            assert "did not answer within its timeout" in r.json()["error"]["message"], r.text
+            assert 2 <= took < 4.5, took
+            # The session goes on: the next call works.
+            assert call(slow, sid, "echo", {"text": "again"})["result"]["content"][0]["text"] == "echo: again"
+            # A backend stream that never names its endpoint (keep-alive comments only): the same error in time.
+            started = time.monotonic()
+            r = post(g.mcp_url("legacy-silent"), None, {"jsonrpc": "2.0", "id": 13, "method": "tools/list"})
+            took = time.monotonic() - started
+            assert r.status_code == 504 and r.json()["id"] == 13, r.text
+            assert 2 <= took < 4.5, took
+
+            # The Inspector CLI lists and calls the tools through it too.
+            from node_tools import run_inspector
+
+            listed = run_inspector(url, "--method", "tools/list")
+            assert listed.returncode == 0, listed.stderr
+            assert [t["name"] for t in json.loads(listed.stdout)["tools"]][:2] == ["echo", "secret"], listed.stdout
+            called = run_inspector(url, "--method", "tools/call", "--tool-name", "echo", "--tool-arg", "text=cli")
+            assert called.returncode == 0, called.stderr
+            assert json.loads(called.stdout)["content"][0]["text"] == "echo: cli", called.stdout
+
+            # The backend down: the usual backend_failure mapping.
+            backend.stop()
+            r = post(url, None, {"jsonrpc": "2.0", "id": 12, "method": "tools/list"})
+            assert r.status_code == 502, r.text
+            assert "could not be reached (HTTP 503)" in r.json()["error"]["message"] and r.json()["id"] == 12, r.text
+    finally:
+        backend.stop()
+
+
+def test_guardrails_on_a_bridged_sse_backend(tmp_path):
+    """guardrails on a `transport: sse` server used by the SDK's Streamable HTTP client (the bridge): a denied
+    argument is refused before any backend stream opens; results are masked in the gateway's reply, JSON
+    (no notifications came) and SSE-framed (after the logs and progress, which pass as sent); a tool with
+    its own entry is checked under it (mask: [] keeps the address, a renamed tool by its new name) and
+    reaches the backend under the client's own id."""
+    backend = McpBackend("sse", log_dir=tmp_path).start()
+    guardrails = {"mask": ["email"], "denyPatterns": ["(?i)drop\\s+table"],
+                  "tools": {"whoami": {"maxResultBytes": 10}, "say": {"mask": []}}}
+    cfg = {"servers": [proxied("guarded", "/sse", transport="sse", guardrails=guardrails,
+                               toolOverrides={"echo": {"name": "say"}}),
+                       proxied("masked", "/sse", transport="sse", guardrails={"mask": ["email"]})]}
+    heard = []
+
+    async def on_progress(progress, total, message):
+        heard.append(("progress", progress, total, message))
+
+    async def on_log(p):
+        heard.append(("log", p.data))
+
+    try:
+        with harness.gateway(cfg, tag="mcp-proxy-sse-http-guardrails", upstream=backend, plugin_format="json") as g:
+            url = g.mcp_url("guarded")
+
+            async def main():
+                async with harness.mcp_client(url, logging_callback=on_log) as c:
+                    r = await c.call_tool("say", {"text": "ada@example.com"})
+                    assert r.content[0].text == "echo: ada@example.com", r
+                    with pytest.raises(Exception) as denied:
+                        await c.call_tool("say", {"text": "DROP  TABLE users"})
+                    assert "guardrail" in str(denied.value) and "denyPatterns[0]" in str(denied.value), denied.value
+                    with pytest.raises(Exception) as large:
+                        await c.call_tool("whoami", {})
+                    assert "the result of tool 'whoami'" in str(large.value), large.value
+                    assert "maxResultBytes" in str(large.value), large.value
+                    r = await c.call_tool("steps", {"n": 2, "pause_ms": 20, "by": "ada@example.com"},
+                                          progress_callback=on_progress)
+                    heard.append(("result", r.content[0].text))
+
+            harness.run_async(main)
+            assert heard == [("log", "step 1 of 2"), ("progress", 1, 2, "step 1"), ("log", "step 2 of 2"),
+                             ("progress", 2, 2, "step 2"), ("result", "2 steps done by [REDACTED:email]")], heard
+
+            # Raw HTTP: the reply's framing, the client's id (one shaped like the gateway's own is the client's
+            # here: the bridge's backend stream is this request's alone), and nothing reaches the backend
+            # for a denied call.
+            sid = initialize(url)
+            args = {"n": 1, "pause_ms": 10, "by": "bob@example.com"}
+            for id_ in (21, "mcp-gateway-call:e30:say"):
+                r = post(url, sid, {"jsonrpc": "2.0", "id": id_, "method": "tools/call",
+                                    "params": {"name": "steps", "arguments": args}})
+                assert r.status_code == 200 and r.headers["content-type"].startswith("text/event-stream"), r.text
+                assert [m.get("method") for m in messages(r)] == ["notifications/message", None], r.text
+                assert messages(r)[-1]["id"] == id_, r.text
+                assert messages(r)[-1]["result"]["content"][0]["text"] == "1 steps done by [REDACTED:email]", r.text
+            r = post(url, sid, {"jsonrpc": "2.0", "id": 23, "method": "tools/call",
+                                "params": {"name": "say", "arguments": {"text": "to bob@example.com"}}})
+            assert r.headers["content-type"].startswith("application/json"), r.text
+            assert r.json()["id"] == 23 and r.json()["result"]["content"][0]["text"] == "echo: to bob@example.com", r.text
+            masked = g.mcp_url("masked")
+            r = post(masked, initialize(masked), {"jsonrpc": "2.0", "id": 25, "method": "tools/call",
+                                                  "params": {"name": "echo", "arguments": {"text": "to bob@example.com"}}})
+            assert r.headers["content-type"].startswith("application/json"), r.text
+            assert r.json()["result"]["content"][0]["text"] == "echo: to [REDACTED:email]", r.text
+            streams = backend.log_path.read_text().count("\"GET /sse ")
+            r = post(url, sid, {"jsonrpc": "2.0", "id": 24, "method": "tools/call",
+                                "params": {"name": "steps", "arguments": {"n": 1, "by": "x; drop table t"}}})
+            assert r.status_code == 200 and r.json()["id"] == 24 and r.json()["error"]["data"]["cause"] == "guardrail", r.text
+            assert backend.log_path.read_text().count("\"GET /sse ") == streams
     finally:
         backend.stop()

@@ -9,6 +9,7 @@
 use super::{abi, headers_lossy, log, now_ms, Calls};
 use crate::driver::{Host, REDIS_GRACE_MS};
 use crate::gateway::Gateway;
+use crate::proxy::bridge::{self, Begin, Bridge, Post};
 use crate::proxy::reinit::{Reinit, Step};
 use crate::proxy::{self, Answer, Bind, Opening, Relay, Start};
 use crate::session::{redis, SessionOutcome};
@@ -47,6 +48,9 @@ struct Held {
     /// The backend's answer head as it came (without `:status`) while it is held: what the edits that put
     /// a replacement in its place are computed against.
     answer: Vec<(String, String)>,
+    /// A Streamable HTTP client's request to an SSE backend, and the gateway's POSTs it waits for.
+    bridge: Option<Box<Bridge>>,
+    posts: Vec<(u32, Post)>,
     /// An SSE backend's stream whose head is held until its endpoint is bound ([`Relay::bind`]): how much
     /// of the body Envoy holds the relay has read, and what goes to the client in its place.
     holding: bool,
@@ -71,6 +75,8 @@ enum Phase {
     Response,
     /// A re-initialisation's store operation: [`Reinit::on_session`] goes on.
     Reinit,
+    /// The session a bridged `initialize` opens: [`Bridge::on_session`] gives the client's answer.
+    Bridge,
     /// An SSE backend's stream, for the session its endpoint is bound to: [`Relay::on_bound`] goes on.
     Stream,
 }
@@ -112,11 +118,22 @@ pub fn on_request_headers(id: u32, gw: &Rc<Gateway>, head: &RequestHead, end_of_
         replacement: None,
         rewriting: false,
         answer: Vec::new(),
+        bridge: None,
+        posts: Vec::new(),
         holding: false,
         fed: 0,
         out: Vec::new(),
     };
     let (relay, headers) = match start {
+        Start::Bridge(bridge) => {
+            held.bridge = Some(bridge);
+            // The body says what to do; an empty one is answered at once.
+            if end_of_stream && !held.begin(&mut calls(gw, id), &[]) {
+                return Some(Action::Pause);
+            }
+            RELAYS.with(|r| r.borrow_mut().insert(id, held));
+            return Some(if end_of_stream { Action::Continue } else { Action::Pause });
+        }
         Start::Respond(r) => {
             send(&r);
             return Some(Action::Pause);
@@ -170,6 +187,14 @@ impl Held {
                     false
                 }
                 Start::Redis(opening, pending) => self.send_redis(env, pending, Phase::Request(opening)),
+                Start::Bridge(bridge) => {
+                    self.bridge = Some(bridge);
+                    if !self.request_end {
+                        return true; // the body's end comes to on_request_body, still paused
+                    }
+                    let body = buffered(BufferType::HttpRequestBody);
+                    self.begin(env, &body) && resume(abi::resume_request(), "request")
+                }
                 Start::Forward(relay, headers) => {
                     edit_headers(MapType::HttpRequestHeaders, &headers);
                     let needs_body = relay.needs_body();
@@ -198,6 +223,17 @@ impl Held {
                     resume(abi::resume_request(), "request")
                 }
             },
+            Phase::Bridge => {
+                let Some(bridge) = self.bridge.as_mut() else { return false };
+                let r = bridge.on_session(outcome);
+                if self.response_end {
+                    replace_response(&self.answer, &r);
+                    resume(abi::resume_response(), "answer");
+                } else {
+                    send(&r);
+                }
+                false
+            }
             Phase::Stream => {
                 let Some(relay) = self.relay.as_mut() else { return false };
                 match relay.on_bound(&gw, env, outcome) {
@@ -312,13 +348,69 @@ impl Held {
     }
 
     fn server(&self) -> String {
-        self.relay.as_ref().map(|r| r.server().to_string()).unwrap_or_default()
+        let bridged = self.bridge.as_ref().map(|b| b.server().to_string());
+        self.relay.as_ref().map(|r| r.server().to_string()).or(bridged).unwrap_or_default()
+    }
+
+    /// A bridge's whole request body: answered at once (false), or the request goes on as the backend's
+    /// stream (its headers rewritten, its body dropped).
+    fn begin(&mut self, env: &mut Calls, body: &[u8]) -> bool {
+        let gw = self.gw.clone();
+        let Some(bridge) = self.bridge.as_mut() else { return false };
+        match bridge.on_body(&gw, env, body, now_ms()) {
+            Begin::Respond(r) => {
+                send(&r);
+                false
+            }
+            Begin::Stream(edits) => {
+                edit_headers(MapType::HttpRequestHeaders, &edits);
+                if !body.is_empty() {
+                    let _ = abi::set_buffer(BufferType::HttpRequestBody, 0, WHOLE, &[]);
+                }
+                true
+            }
+        }
+    }
+
+    /// Performs a bridge's steps: the gateway's POSTs sent, or the client answered. `end`: the backend's
+    /// stream is at its end in the callback now running, so an answer replaces it in place; otherwise a
+    /// local reply takes the held answer's place (and ends the backend's stream).
+    fn bridge_steps(&mut self, env: &mut Calls, steps: Vec<bridge::Step>, end: bool) -> Action {
+        let mut queue = steps;
+        queue.reverse(); // popped from the end, in order
+        while let Some(step) = queue.pop() {
+            match step {
+                bridge::Step::Post(post, head, body) => match self.dispatch(&head, &body) {
+                    Ok(token) => self.posts.push((token, post)),
+                    Err(why) => {
+                        env.warn(&format!("the proxied SSE server of '{}': {why}", self.server()));
+                        let Some(bridge) = self.bridge.as_mut() else { break };
+                        queue.extend(bridge.on_posted(post, 0).into_iter().rev());
+                    }
+                },
+                bridge::Step::Redis(pending) => {
+                    self.response_end = end;
+                    self.send_redis(env, pending, Phase::Bridge); // false: answered already
+                    break;
+                }
+                bridge::Step::Reply(r) if end => {
+                    replace_response(&self.answer, &r);
+                    return Action::Continue;
+                }
+                bridge::Step::Reply(r) => {
+                    send(&r);
+                    break;
+                }
+            }
+        }
+        Action::Pause
     }
 
     /// Sends one of the gateway's own requests to the backend: to `upstream.cluster` when configured,
     /// else to the cluster of the route the client's request took.
     fn dispatch(&self, head: &[(String, String)], body: &[u8]) -> Result<u32, String> {
-        let backend = self.relay.as_ref().and_then(|r| self.gw.server(r.server())).and_then(|s| s.proxy.as_ref());
+        let server = self.server();
+        let backend = self.gw.server(&server).and_then(|s| s.proxy.as_ref());
         let Some(backend) = backend else { return Err("the server is gone".into()) };
         let cluster = match &backend.cluster {
             Some(c) => c.clone(),
@@ -453,8 +545,9 @@ pub fn on_redis_reply(id: u32, token: u32, answer: redis::Answer<'_>) -> bool {
 pub fn on_call_response(token: u32, body_size: usize) -> bool {
     RELAYS.with(|r| {
         let mut relays = r.borrow_mut();
-        let Some((&id, held)) = relays.iter_mut().find(|(_, h)| h.call == Some(token)) else { return false };
-        held.call = None;
+        let mine = |h: &Held| h.call == Some(token) || h.posts.iter().any(|(t, _)| *t == token);
+        let Some((&id, held)) = relays.iter_mut().find(|(_, h)| mine(h)) else { return false };
+        held.call = held.call.filter(|c| *c != token);
         if hostcalls::set_effective_context(id).is_err() {
             relays.remove(&id);
             return true;
@@ -463,6 +556,12 @@ pub fn on_call_response(token: u32, body_size: usize) -> bool {
         let status = headers.iter().find(|(k, _)| k == ":status").and_then(|(_, v)| v.parse().ok()).unwrap_or(0);
         let body = hostcalls::get_buffer(BufferType::HttpCallResponseBody, 0, body_size).ok().flatten();
         let gw = held.gw.clone();
+        if let Some(i) = held.posts.iter().position(|(t, _)| *t == token) {
+            let (_, post) = held.posts.swap_remove(i);
+            let steps = held.bridge.as_mut().map(|b| b.on_posted(post, status)).unwrap_or_default();
+            held.bridge_steps(&mut calls(&gw, id), steps, false);
+            return true;
+        }
         let Some(reinit) = held.reinit.as_mut() else { return true };
         let step = reinit.on_answer(status, &headers, body.unwrap_or_default());
         if !held.reinit_step(&mut calls(&gw, id), step) {
@@ -474,6 +573,15 @@ pub fn on_call_response(token: u32, body_size: usize) -> bool {
 
 /// Fails the held requests whose Redis command the host never answered (it should have, at its timeout).
 pub fn expired(now: u64) {
+    // Bridges past their server's timeout: the client gets the timeout's error, the backend's stream ends.
+    let timed_out: Vec<(u32, crate::transport::HttpResponse)> = RELAYS.with(|r| {
+        r.borrow_mut().iter_mut().filter_map(|(id, h)| Some((*id, h.bridge.as_mut()?.expired(now)?))).collect()
+    });
+    for (id, r) in timed_out {
+        if hostcalls::set_effective_context(id).is_ok() {
+            send(&r);
+        }
+    }
     let late: Vec<u32> = RELAYS.with(|r| {
         r.borrow()
             .iter()
@@ -512,6 +620,23 @@ pub fn on_request_body(id: u32, size: usize, end_of_stream: bool) -> Option<Acti
                 send(&crate::transport::too_large(&held.gw));
                 relays.remove(&id);
             }
+            return Some(Action::Pause);
+        }
+        if held.bridge.as_ref().is_some_and(|b| b.reading()) {
+            if size > held.gw.max_request_bytes {
+                send(&crate::transport::too_large(&held.gw));
+                relays.remove(&id);
+                return Some(Action::Pause);
+            }
+            if !end_of_stream {
+                return Some(Action::Pause);
+            }
+            let body = hostcalls::get_buffer(BufferType::HttpRequestBody, 0, size).ok().flatten().unwrap_or_default();
+            let gw = held.gw.clone();
+            if held.begin(&mut calls(&gw, id), &body) {
+                return Some(Action::Continue);
+            }
+            relays.remove(&id);
             return Some(Action::Pause);
         }
         if !held.reading_body {
@@ -565,6 +690,22 @@ pub fn on_response_headers(id: u32, end_of_stream: bool) -> Option<Action> {
         let status = all.iter().find(|(k, _)| k == ":status").and_then(|(_, v)| v.parse().ok()).unwrap_or(502);
         let headers: Vec<(String, String)> = all.into_iter().filter(|(k, _)| !k.starts_with(':')).collect();
         let gw = held.gw.clone();
+        if let Some(bridge) = held.bridge.as_mut() {
+            // The head is held: the client's answer is a local reply in its place.
+            held.answer = headers;
+            return Some(match bridge.on_head(status, &held.answer) {
+                None => Action::Pause,
+                Some(r) if end_of_stream => {
+                    send(&r);
+                    relays.remove(&id);
+                    Action::Continue
+                }
+                Some(r) => {
+                    held.replacement = Some(r); // put in place at the body's end
+                    Action::Pause
+                }
+            });
+        }
         let relay = held.relay.as_mut()?;
         let mut env = calls(&gw, id);
         match relay.on_response_head(&gw, &mut env, status, &headers) {
@@ -630,6 +771,20 @@ pub fn on_response_body(id: u32, size: usize, end_of_stream: bool) -> Option<Act
             }
             replace_response(&held.answer, resp);
             return Some(Action::Continue);
+        }
+        if let Some(bridge) = held.bridge.as_mut() {
+            if bridge.done() {
+                return Some(Action::Pause); // answered: Envoy ends the stream
+            }
+            // Each chunk is taken out of Envoy's buffer, so Envoy never holds more than one.
+            let chunk = hostcalls::get_buffer(BufferType::HttpResponseBody, 0, size).ok().flatten().unwrap_or_default();
+            if size > 0 && !end_of_stream {
+                let _ = abi::set_buffer(BufferType::HttpResponseBody, 0, size, &[]);
+            }
+            let gw = held.gw.clone();
+            let mut env = calls(&gw, id);
+            let steps = bridge.on_chunk(&gw, &mut env, &chunk, end_of_stream);
+            return Some(held.bridge_steps(&mut env, steps, end_of_stream));
         }
         if !held.rewriting {
             return Some(Action::Continue);

@@ -16,8 +16,12 @@
 //!                              guardrails ([`crate::guard`]); JSON whole, SSE per event
 //! ```
 //!
+//! SSE backends (`transport: sse`) serve SSE clients through the same relay (the `endpoint` event rewritten),
+//! and Streamable HTTP clients through [`bridge`] (each request a backend stream of its own).
+//!
 //! Plain Rust: the host (`crate::host`) performs what the relay decides.
 
+pub mod bridge;
 pub mod reinit;
 pub mod sse;
 pub mod tools;
@@ -184,6 +188,8 @@ pub enum Start {
     /// [`SessionStore::on_redis_reply`](crate::session::SessionStore::on_redis_reply), and hand the outcome
     /// to [`resume`]. The request stays paused meanwhile.
     Redis(Box<Opening>, redis::Pending),
+    /// A Streamable HTTP client's POST to an SSE backend: read its body, then [`bridge::Bridge::on_body`].
+    Bridge(Box<bridge::Bridge>),
 }
 
 /// A request head waiting for the session store: what [`resume`] needs to decide once it has answered.
@@ -206,6 +212,8 @@ enum OpenStep {
     Delete(Option<Session>),
     /// An SSE backend's session (`sessionId=`), for a POST to its message endpoint.
     Message,
+    /// The client's session, for a Streamable HTTP client's POST to an SSE backend ([`bridge`]).
+    Bridge,
 }
 
 /// A request head's next move: decided, or a session operation first.
@@ -340,9 +348,10 @@ pub fn route(gw: &Gateway, head: &RequestHead, env: &mut dyn Env) -> Option<Star
             Err(refused) => return Some(Start::Respond(refused.response(Value::Null))),
         };
         let own = gw.admission.upstream_credential(&server.auth, &server.name, &caller);
-        let then = match backend.sse {
-            false => start(gw, server, head, own, caller),
-            true => start_sse(gw, server, backend, head, tail, own, caller),
+        let then = match (backend.sse, tail.is_empty()) {
+            (false, _) => start(gw, server, head, own, caller),
+            (true, true) => bridge::start(gw, server, head, own, caller),
+            (true, false) => start_sse(gw, server, backend, head, tail, own, caller),
         };
         return Some(settle(gw, env, then));
     }
@@ -407,6 +416,15 @@ impl Opening {
                     Then::Done(forward_sse(server, backend, &head, path, own.as_deref(), caller))
                 }
                 _ => done(respond(404, SESSION_NOT_FOUND, "Session not found: open a new SSE stream".into())),
+            },
+            OpenStep::Bridge => match outcome {
+                SessionOutcome::Found(s) if s.server == server.name => {
+                    match bridge::Bridge::new(server, head, own, caller, Some(s)) {
+                        Some(b) => Then::Done(Start::Bridge(Box::new(b))),
+                        None => done(unknown_session()),
+                    }
+                }
+                _ => done(unknown_session()),
             },
         }
     }
