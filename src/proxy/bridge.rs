@@ -298,7 +298,7 @@ impl Bridge {
             );
             return Some(self.post(Post::Initialize, body.into_bytes()));
         }
-        let v: Value = serde_json::from_str(&data).ok()?;
+        let v: Value = serde_json::from_slice(data.as_bytes()).ok()?;
         let method = v.get("method").and_then(Value::as_str);
         match (method, v.get("id")) {
             (Some("ping"), Some(id)) => {
