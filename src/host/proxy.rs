@@ -2,17 +2,21 @@
 //! on through the router to the backend with its head rewritten; the answer comes back through the
 //! response callbacks, passed on chunk by chunk (or, for a filtered JSON `tools/list`, held to its end).
 //!
-//! With `sessions.store: redis` a session operation completes later: the request (opening the client's
-//! session) or the answer (binding the backend's new session to one of ours) is held, its body buffered by
-//! Envoy, until the Redis reply comes ([`on_redis_reply`]); then it is rewritten and resumed.
+//! Some steps complete later ([`wait`]): a session operation with `sessions.store: redis` (the request
+//! opening the client's session, or the answer binding the backend's new session to one of ours). The
+//! request or answer is held meanwhile, its body buffered by Envoy, in one place ([`Held::hold`]) until
+//! the step's answer comes ([`on_redis_reply`], [`on_call_response`]) or its deadline passes
+//! ([`expired`]); then the relay decides, and the exchange is rewritten and resumed or answered locally.
 
 use super::{abi, headers_lossy, log, now_ms, Calls};
-use crate::driver::{Host, REDIS_GRACE_MS};
+use crate::driver::Host;
 use crate::gateway::Gateway;
 use crate::proxy::reinit::{Reinit, Step};
+use crate::proxy::wait::{self, Done, Pending};
 use crate::proxy::{self, Answer, Opening, Relay, Start};
 use crate::session::{redis, SessionOutcome};
 use crate::transport::{HttpResponse, RequestHead};
+use crate::upstream::UpstreamResult;
 use proxy_wasm::hostcalls;
 use proxy_wasm::types::{Action, BufferType, LogLevel, MapType};
 use std::cell::RefCell;
@@ -27,7 +31,7 @@ struct Held {
     gw: Rc<Gateway>,
     /// `None` while the request head waits for the session store.
     relay: Option<Relay>,
-    /// The Redis command this request or its answer waits for.
+    /// The step this request or its answer waits for.
     wait: Option<Wait>,
     /// The request's body has ended (seen while the head waited).
     request_end: bool,
@@ -49,11 +53,12 @@ struct Held {
     answer: Vec<(String, String)>,
 }
 
-/// A Redis command in flight for a held request.
+/// A step in flight for a held request: a Redis command or an HTTP call (`token` is the host's, for one or
+/// the other, as `pending` says).
 struct Wait {
     token: u32,
-    pending: redis::Pending,
-    /// When the driver's watchdog gives up on the host ([`expired`]).
+    pending: Pending,
+    /// When the watchdog gives up on the host ([`expired`]).
     deadline_ms: u64,
     phase: Phase,
 }
@@ -113,7 +118,7 @@ pub fn on_request_headers(id: u32, gw: &Rc<Gateway>, head: &RequestHead, end_of_
         }
         Start::Redis(opening, pending) => {
             let mut env = calls(gw, id);
-            if !held.send_redis(&mut env, pending, Phase::Request(opening)) {
+            if !held.hold(&mut env, Pending::Session(pending), Phase::Request(opening)) {
                 return Some(Action::Pause); // answered
             }
             RELAYS.with(|r| r.borrow_mut().insert(id, held));
@@ -130,25 +135,44 @@ pub fn on_request_headers(id: u32, gw: &Rc<Gateway>, head: &RequestHead, end_of_
 }
 
 impl Held {
-    /// Sends a Redis command and waits for it; a command that cannot be sent fails the operation at once.
-    /// False when the exchange was answered (and is to be forgotten).
-    fn send_redis(&mut self, env: &mut Calls, pending: redis::Pending, phase: Phase) -> bool {
-        match env.redis(&pending.command) {
-            Ok(token) => {
-                let timeout = self.gw.redis().map_or(0, |r| r.timeout_ms);
-                let deadline_ms = now_ms().saturating_add(timeout + REDIS_GRACE_MS);
-                self.wait = Some(Wait { token, pending, deadline_ms, phase });
-                true
-            }
-            Err(e) => {
-                let why = format!("the Redis call could not be sent ({e})");
-                self.resumed(env, phase, SessionOutcome::Failed(crate::session::StoreError(why)))
-            }
+    /// Holds the exchange while `pending` runs: sends its Redis command or its HTTP call, and waits for the
+    /// answer until its deadline. A step that cannot be sent fails at once. False when the exchange was
+    /// answered (and is to be forgotten).
+    fn hold(&mut self, env: &mut Calls, pending: Pending, phase: Phase) -> bool {
+        match self.send(env, pending, phase) {
+            Ok(()) => true,
+            Err((phase, done)) => self.resumed(env, phase, done),
         }
     }
 
-    /// Goes on once the store has answered. False when the exchange was answered locally.
-    fn resumed(&mut self, env: &mut Calls, phase: Phase, outcome: SessionOutcome) -> bool {
+    /// Sends `pending`'s Redis command or HTTP call, and waits for it in `phase`; what it came to when it
+    /// could not be sent.
+    fn send(&mut self, env: &mut Calls, pending: Pending, phase: Phase) -> Result<(), (Phase, Done)> {
+        let sent = match (&pending, pending.command()) {
+            (_, Some(command)) => env.redis(command).map_err(|e| format!("the Redis call could not be sent ({e})")),
+            (Pending::Call(r), None) => {
+                let timeout = std::time::Duration::from_millis(r.timeout_ms);
+                hostcalls::dispatch_http_call(&r.cluster, r.wire_headers(), r.body.as_deref(), vec![], timeout)
+                    .map_err(|s| format!("the call to cluster '{}' could not be sent ({s:?})", r.cluster))
+            }
+            (_, None) => Err("nothing to send".into()),
+        };
+        match sent {
+            Ok(token) => {
+                let deadline_ms = pending.deadline_ms(&self.gw, now_ms());
+                self.wait = Some(Wait { token, pending, deadline_ms, phase });
+                Ok(())
+            }
+            Err(why) => Err((phase, pending.failed(env, why))),
+        }
+    }
+
+    /// Goes on once the step has answered. False when the exchange was answered locally.
+    fn resumed(&mut self, env: &mut Calls, phase: Phase, done: Done) -> bool {
+        let outcome = match done {
+            Done::Session(outcome) => outcome,
+            _ => SessionOutcome::Failed(crate::session::StoreError("an unexpected answer".into())),
+        };
         if let SessionOutcome::Failed(e) = &outcome {
             env.warn(&format!("session store ({}): {e}", self.gw.sessions.kind()));
         }
@@ -159,7 +183,7 @@ impl Held {
                     send(&r);
                     false
                 }
-                Start::Redis(opening, pending) => self.send_redis(env, pending, Phase::Request(opening)),
+                Start::Redis(opening, pending) => self.hold(env, Pending::Session(pending), Phase::Request(opening)),
                 Start::Forward(relay, headers) => {
                     edit_headers(MapType::HttpRequestHeaders, &headers);
                     let needs_body = relay.needs_body();
@@ -198,7 +222,7 @@ impl Held {
             Phase::Response => {
                 let Some(relay) = self.relay.as_mut() else { return false };
                 match relay.on_session(outcome) {
-                    Answer::Redis(pending) => self.send_redis(env, pending, Phase::Response),
+                    Answer::Redis(pending) => self.hold(env, Pending::Session(pending), Phase::Response),
                     Answer::Pass(edits) => {
                         edit_headers(MapType::HttpResponseHeaders, &edits);
                         resume(abi::resume_response(), "answer")
@@ -257,7 +281,9 @@ impl Held {
                         let Some(reinit) = self.reinit.as_mut() else { return false };
                         reinit.on_session(outcome)
                     }
-                    crate::session::Started::Redis(pending) => return self.send_redis(env, pending, Phase::Reinit),
+                    crate::session::Started::Redis(pending) => {
+                        return self.hold(env, Pending::Session(pending), Phase::Reinit)
+                    }
                 },
                 Step::Retried(status, headers, body) => {
                     let Some(relay) = self.relay.as_mut() else { return false };
@@ -348,27 +374,23 @@ pub fn on_redis_reply(id: u32, token: u32, answer: redis::Answer<'_>) -> bool {
     RELAYS.with(|r| {
         let mut relays = r.borrow_mut();
         let Some(held) = relays.get_mut(&id) else { return false };
-        if held.wait.as_ref().is_none_or(|w| w.token != token) {
+        if held.wait.as_ref().is_none_or(|w| w.token != token || w.pending.command().is_none()) {
             return true; // a late reply
         }
-        let Some(mut wait) = held.wait.take() else { return true };
+        let Some(wait) = held.wait.take() else { return true };
         if hostcalls::set_effective_context(id).is_err() {
             relays.remove(&id);
             return true;
         }
         let gw = held.gw.clone();
         let mut env = calls(&gw, id);
-        let go_on = match gw.sessions.on_redis_reply(&wait.pending, answer) {
-            redis::Next::Done(outcome) => held.resumed(&mut env, wait.phase, outcome),
-            redis::Next::Reauthenticate => {
+        let go_on = match wait.pending.on_redis(&gw, answer, &mut env) {
+            wait::Next::Done(done) => held.resumed(&mut env, wait.phase, done),
+            wait::Next::Reauthenticate(pending) => {
                 env.reauthenticate();
-                wait.pending.retried = true;
-                held.send_redis(&mut env, wait.pending, wait.phase)
+                held.hold(&mut env, pending, wait.phase)
             }
-            redis::Next::Resend => {
-                wait.pending.retried = true;
-                held.send_redis(&mut env, wait.pending, wait.phase)
-            }
+            wait::Next::Resend(pending) => held.hold(&mut env, pending, wait.phase),
         };
         if !go_on {
             relays.remove(&id);
@@ -377,21 +399,38 @@ pub fn on_redis_reply(id: u32, token: u32, answer: redis::Answer<'_>) -> bool {
     })
 }
 
-/// The answer to one of the gateway's calls (a re-initialisation's); false when no proxied request of this
-/// VM waits for `token`.
+/// The answer to one of the gateway's calls (a re-initialisation's, or a step's the exchange waits for);
+/// false when no proxied request of this VM waits for `token`.
 pub fn on_call_response(token: u32, body_size: usize) -> bool {
     RELAYS.with(|r| {
         let mut relays = r.borrow_mut();
-        let Some((&id, held)) = relays.iter_mut().find(|(_, h)| h.call == Some(token)) else { return false };
-        held.call = None;
+        let waits = |h: &Held| h.wait.as_ref().is_some_and(|w| w.token == token && w.pending.command().is_none());
+        let Some((&id, held)) = relays.iter_mut().find(|(_, h)| h.call == Some(token) || waits(h)) else {
+            return false;
+        };
         if hostcalls::set_effective_context(id).is_err() {
             relays.remove(&id);
             return true;
         }
         let headers = headers_lossy(MapType::HttpCallResponseHeaders);
-        let status = headers.iter().find(|(k, _)| k == ":status").and_then(|(_, v)| v.parse().ok()).unwrap_or(0);
+        let status = headers.iter().find(|(k, _)| k == ":status").and_then(|(_, v)| v.parse().ok());
         let body = hostcalls::get_buffer(BufferType::HttpCallResponseBody, 0, body_size).ok().flatten();
         let gw = held.gw.clone();
+        if let Some(wait) = held.wait.take_if(|_| held.call != Some(token)) {
+            let result = match status {
+                Some(status) => {
+                    let headers = headers.into_iter().filter(|(k, _)| !k.starts_with(':')).collect();
+                    UpstreamResult::Response { status, headers, body: body.unwrap_or_default() }
+                }
+                None => UpstreamResult::Failed("no answer within its timeout, or the connection failed".into()),
+            };
+            if !held.resumed(&mut calls(&gw, id), wait.phase, Done::Call(result)) {
+                relays.remove(&id);
+            }
+            return true;
+        }
+        held.call = None;
+        let status = status.unwrap_or(0);
         let Some(reinit) = held.reinit.as_mut() else { return true };
         let step = reinit.on_answer(status, &headers, body.unwrap_or_default());
         if !held.reinit_step(&mut calls(&gw, id), step) {
@@ -401,7 +440,7 @@ pub fn on_call_response(token: u32, body_size: usize) -> bool {
     })
 }
 
-/// Fails the held requests whose Redis command the host never answered (it should have, at its timeout).
+/// Fails the held requests whose step the host never answered (it should have, at its timeout).
 pub fn expired(now: u64) {
     let late: Vec<u32> = RELAYS.with(|r| {
         r.borrow()
@@ -420,9 +459,13 @@ pub fn expired(now: u64) {
                 return;
             }
             let gw = held.gw.clone();
-            let why = "Redis did not answer in time (the host reported nothing)".to_string();
-            let outcome = SessionOutcome::Failed(crate::session::StoreError(why));
-            if !held.resumed(&mut calls(&gw, id), wait.phase, outcome) {
+            let mut env = calls(&gw, id);
+            let why = match wait.pending {
+                Pending::Call(_) => "no answer in time (the host reported nothing)",
+                _ => "Redis did not answer in time (the host reported nothing)",
+            };
+            let done = wait.pending.failed(&mut env, why.to_string());
+            if !held.resumed(&mut env, wait.phase, done) {
                 relays.remove(&id);
             }
         });
@@ -500,7 +543,7 @@ pub fn on_response_headers(id: u32, end_of_stream: bool) -> Option<Action> {
             Answer::Redis(pending) => {
                 held.response_end = end_of_stream;
                 held.answer = headers;
-                if !held.send_redis(&mut env, pending, Phase::Response) {
+                if !held.hold(&mut env, Pending::Session(pending), Phase::Response) {
                     relays.remove(&id);
                 }
                 Some(Action::Pause)

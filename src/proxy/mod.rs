@@ -21,6 +21,7 @@
 pub mod reinit;
 pub mod sse;
 pub mod tools;
+pub mod wait;
 
 use crate::admission::policy::Kind;
 use crate::config::{ServerConfig, StoreKind};
