@@ -239,7 +239,7 @@ impl Gateway {
                     return Err(ConfigError::new("guardrails", msg).in_server(&s.name));
                 }
             }
-            let limits = crate::limits::ServerLimits::compile(&s, cfg.sessions.redis.is_some(), proxy.is_some())?;
+            let limits = crate::limits::ServerLimits::compile(&s, cfg.sessions.redis.is_some())?;
             notices.extend(s.import_notices.iter().map(|n| format!("server '{}': {n}", s.name)));
             let mut tools = Vec::with_capacity(s.tools.len());
             let mut tool_index = HashMap::new();
@@ -333,12 +333,6 @@ impl Gateway {
                             None => err,
                         }
                     })?;
-                    if proxy.is_some() && compiled.has_external() {
-                        // The check is a call of its own, which a request held by the router cannot wait on.
-                        let msg = "an external guard service is not supported on a proxied server (type: mcp-proxy) \
-                                   yet; the other guardrails are";
-                        return Err(ConfigError::new("guardrails.external", msg).in_server(&s.name));
-                    }
                     Some(std::sync::Arc::new(compiled))
                 }
             };

@@ -11,6 +11,7 @@
 use super::{abi, headers_lossy, log, now_ms, Calls};
 use crate::driver::Host;
 use crate::gateway::Gateway;
+use crate::proxy::gate::Gate;
 use crate::proxy::reinit::{Reinit, Step};
 use crate::proxy::wait::{self, Done, Pending};
 use crate::proxy::{self, Answer, Opening, Relay, Start};
@@ -51,6 +52,8 @@ struct Held {
     /// The backend's answer head as it came (without `:status`) while it is held: what the edits that put
     /// a replacement in its place are computed against.
     answer: Vec<(String, String)>,
+    /// The answer to a request sent again after a re-initialisation, held for the guard service.
+    retried: Option<HttpResponse>,
 }
 
 /// A step in flight for a held request: a Redis command or an HTTP call (`token` is the host's, for one or
@@ -71,6 +74,10 @@ enum Phase {
     Response,
     /// A re-initialisation's store operation: [`Reinit::on_session`] goes on.
     Reinit,
+    /// The whole request body, for its calls' checks: [`Relay::on_gate`] decides.
+    Body,
+    /// The whole answer body, for the guard service's output checks: [`Relay::on_answer_gate`] goes on.
+    Answer,
 }
 
 thread_local! {
@@ -110,6 +117,7 @@ pub fn on_request_headers(id: u32, gw: &Rc<Gateway>, head: &RequestHead, end_of_
         replacement: None,
         rewriting: false,
         answer: Vec::new(),
+        retried: None,
     };
     let (relay, headers) = match start {
         Start::Respond(r) => {
@@ -169,6 +177,33 @@ impl Held {
 
     /// Goes on once the step has answered. False when the exchange was answered locally.
     fn resumed(&mut self, env: &mut Calls, phase: Phase, done: Done) -> bool {
+        if let Done::Limit(crate::limits::LimitOutcome { store_error: Some(e), .. }) = &done {
+            env.warn(&format!("rate-limit store (redis): {e}; each limit did what its onStoreError says"));
+        }
+        match phase {
+            Phase::Body => {
+                let Some(relay) = self.relay.as_mut() else { return false };
+                let gate = relay.on_gate(done);
+                return match self.gated(env, gate) {
+                    Ok(true) => true,
+                    Ok(false) => resume(abi::resume_request(), "request"),
+                    Err(refused) => {
+                        send(&refused);
+                        false
+                    }
+                };
+            }
+            Phase::Answer => {
+                let Some(relay) = self.relay.as_mut() else { return false };
+                let gate = relay.on_answer_gate(done);
+                return match self.answer_gated(env, gate) {
+                    None => true,
+                    Some(true) => true,
+                    Some(false) => resume(abi::resume_response(), "answer"),
+                };
+            }
+            _ => {}
+        }
         let outcome = match done {
             Done::Session(outcome) => outcome,
             _ => SessionOutcome::Failed(crate::session::StoreError("an unexpected answer".into())),
@@ -197,9 +232,13 @@ impl Held {
                         // What Envoy buffered meanwhile is not handed to on_request_body again.
                         let body = buffered(BufferType::HttpRequestBody);
                         if needs_body {
-                            if let Some(refused) = self.checked_body(env, &body) {
-                                send(&refused);
-                                return false;
+                            match self.checked_body(env, &body) {
+                                Err(refused) => {
+                                    send(&refused);
+                                    return false;
+                                }
+                                Ok(true) => return true, // held for the calls' checks (Phase::Body)
+                                Ok(false) => {}
                             }
                         } else if self.request_end {
                             if let Some(relay) = self.relay.as_mut() {
@@ -212,6 +251,7 @@ impl Held {
                     resume(abi::resume_request(), "request")
                 }
             },
+            Phase::Body | Phase::Answer => false, // went on above
             Phase::Reinit => match self.reinit.as_mut() {
                 Some(reinit) => {
                     let step = reinit.on_session(outcome);
@@ -235,8 +275,13 @@ impl Held {
                         }
                         let body = buffered(BufferType::HttpResponseBody);
                         let out = relay.on_chunk(&gw, env, &body, self.response_end);
-                        if out != body {
-                            let _ = abi::set_buffer(BufferType::HttpResponseBody, 0, WHOLE, &out);
+                        let gate = if self.response_end { relay.answer_gate() } else { Gate::Go(None) };
+                        if let Gate::Go(None) = gate {
+                            if out != body {
+                                let _ = abi::set_buffer(BufferType::HttpResponseBody, 0, WHOLE, &out);
+                            }
+                        } else if self.answer_gated(env, gate).is_none_or(|resumed| resumed) {
+                            return true; // held for the guard service, or resumed
                         }
                         resume(abi::resume_response(), "answer")
                     }
@@ -288,7 +333,15 @@ impl Held {
                 Step::Retried(status, headers, body) => {
                     let Some(relay) = self.relay.as_mut() else { return false };
                     let r = relay.retried(&gw, env, status, headers, body);
-                    return self.answer_held(r);
+                    let gate = relay.answer_gate();
+                    if let Gate::Go(None) = gate {
+                        return self.answer_held(r);
+                    }
+                    // Held for the guard service's output checks; put in place once they are done.
+                    self.reinit = None;
+                    self.retried = Some(r);
+                    let _ = self.answer_gated(env, gate); // held, or put in place and resumed
+                    return true;
                 }
                 Step::Gone(r) => return self.answer_held(r),
             };
@@ -330,19 +383,72 @@ impl Held {
             .map_err(|status| format!("the call to cluster '{cluster}' could not be sent ({status:?})"))
     }
 
-    /// The whole request body through the relay's checks: the refusal to answer with, or `None` when it
-    /// goes on (renamed in place where the relay renamed it).
-    fn checked_body(&mut self, env: &mut Calls, body: &[u8]) -> Option<HttpResponse> {
+    /// The whole request body through the relay's checks (renamed in place where the relay renamed it),
+    /// then the checks that wait ([`Relay::gate`]): `Ok(true)` when the request is held for them,
+    /// `Ok(false)` when it goes on now, `Err` the refusal to answer with.
+    fn checked_body(&mut self, env: &mut Calls, body: &[u8]) -> Result<bool, HttpResponse> {
         let gw = self.gw.clone();
-        let relay = self.relay.as_mut()?;
-        match relay.on_body(&gw, env, body) {
-            Err(refused) => Some(refused),
-            Ok(Some(renamed)) if renamed.len() > gw.max_request_bytes => Some(crate::transport::too_large(&gw)),
-            Ok(Some(renamed)) => {
+        let Some(relay) = self.relay.as_mut() else { return Ok(false) };
+        match relay.on_body(&gw, env, body)? {
+            Some(renamed) if renamed.len() > gw.max_request_bytes => return Err(crate::transport::too_large(&gw)),
+            Some(renamed) => {
                 let _ = abi::set_buffer(BufferType::HttpRequestBody, 0, WHOLE, &renamed);
-                None
             }
-            Ok(None) => None,
+            None => {}
+        }
+        let gate = relay.gate();
+        self.gated(env, gate)
+    }
+
+    /// Performs a request's checks until one waits ([`Phase::Body`]: `Ok(true)`) or they are decided:
+    /// `Ok(false)` goes on (with the body they put in place), `Err` is the refusal.
+    fn gated(&mut self, env: &mut Calls, mut gate: Gate) -> Result<bool, HttpResponse> {
+        loop {
+            gate = match gate {
+                Gate::Go(body) => {
+                    if let Some(body) = body {
+                        let _ = abi::set_buffer(BufferType::HttpRequestBody, 0, WHOLE, &body);
+                    }
+                    return Ok(false);
+                }
+                Gate::Refuse(refused) => return Err(refused),
+                Gate::Wait(pending) => match self.send(env, pending, Phase::Body) {
+                    Ok(()) => return Ok(true),
+                    Err((_, done)) => {
+                        let Some(relay) = self.relay.as_mut() else { return Ok(false) };
+                        relay.on_gate(done)
+                    }
+                },
+            };
+        }
+    }
+
+    /// Performs the output checks of an answer read whole until one waits ([`Phase::Answer`]: `None`) or
+    /// they are done: the answer then goes on with the body they put in place. `Some(true)` when that
+    /// resumed the exchange already (an answer to a request sent again, [`Held::answer_held`]).
+    fn answer_gated(&mut self, env: &mut Calls, mut gate: Gate) -> Option<bool> {
+        loop {
+            gate = match gate {
+                Gate::Go(body) => {
+                    if let Some(mut r) = self.retried.take() {
+                        r.body = body.unwrap_or(r.body);
+                        self.answer_held(r);
+                        return Some(true);
+                    }
+                    if let Some(body) = body {
+                        let _ = abi::set_buffer(BufferType::HttpResponseBody, 0, WHOLE, &body);
+                    }
+                    return Some(false);
+                }
+                Gate::Refuse(r) => Gate::Go(Some(r.body)), // not given by output checks
+                Gate::Wait(pending) => match self.send(env, pending, Phase::Answer) {
+                    Ok(()) => return None,
+                    Err((_, done)) => {
+                        let relay = self.relay.as_mut()?;
+                        relay.on_answer_gate(done)
+                    }
+                },
+            };
         }
     }
 }
@@ -518,12 +624,13 @@ pub fn on_request_body(id: u32, size: usize, end_of_stream: bool) -> Option<Acti
         let body = hostcalls::get_buffer(BufferType::HttpRequestBody, 0, size).ok().flatten().unwrap_or_default();
         let gw = held.gw.clone();
         match held.checked_body(&mut calls(&gw, id), &body) {
-            Some(refused) => {
+            Err(refused) => {
                 send(&refused);
                 relays.remove(&id);
                 Some(Action::Pause)
             }
-            None => Some(Action::Continue),
+            Ok(true) => Some(Action::Pause), // held for the calls' checks
+            Ok(false) => Some(Action::Continue),
         }
     })
 }
@@ -606,9 +713,16 @@ pub fn on_response_body(id: u32, size: usize, end_of_stream: bool) -> Option<Act
         }
         let chunk = hostcalls::get_buffer(BufferType::HttpResponseBody, 0, size).ok().flatten().unwrap_or_default();
         let gw = held.gw.clone();
-        let out = relay.on_chunk(&gw, &mut calls(&gw, id), &chunk, end_of_stream);
-        if out != chunk {
-            let _ = abi::set_buffer(BufferType::HttpResponseBody, 0, size, &out);
+        let mut env = calls(&gw, id);
+        let out = relay.on_chunk(&gw, &mut env, &chunk, end_of_stream);
+        let gate = if end_of_stream { relay.answer_gate() } else { Gate::Go(None) };
+        if let Gate::Go(None) = gate {
+            if out != chunk {
+                let _ = abi::set_buffer(BufferType::HttpResponseBody, 0, size, &out);
+            }
+        } else if held.answer_gated(&mut env, gate).is_none() {
+            held.response_end = true;
+            return Some(Action::Pause); // held for the guard service's output checks
         }
         Some(Action::Continue)
     })
