@@ -48,14 +48,14 @@ pub(super) struct Called {
 pub(super) struct Checks {
     calls: Vec<Called>,
     /// The Redis counters' command, sent first.
-    limit: Option<crate::limits::redis::Pending>,
+    limit: Option<Box<crate::limits::redis::Pending>>,
     /// The next call whose input the guard service is asked about, and the one asked now.
     next_input: usize,
     asked: Option<usize>,
     /// Some call's result goes to the guard service: the answer is read whole and held for it.
     output: bool,
     /// The answer read whole for the output checks, the next call checked, the one asked now.
-    answer: Option<Held>,
+    answer: Option<Box<Held>>,
     next_output: usize,
     asked_output: Option<usize>,
 }
@@ -67,7 +67,7 @@ impl Checks {
         if !self.output {
             return Some(held);
         }
-        self.answer = Some(held);
+        self.answer = Some(Box::new(held));
         None
     }
 }
@@ -117,15 +117,22 @@ impl Relay {
         self.checks.output
     }
 
-    /// Notes a `tools/call` that passed the relay's own checks (`m`: its message).
-    pub(super) fn called(&mut self, id: Value, tool: String, m: &Value) {
-        let revision = m.pointer("/params/_meta").and_then(|meta| meta.get(META_VERSION)).and_then(Value::as_str);
+    /// Notes a `tools/call` that passed the relay's own checks (`m`: its message), when something counts
+    /// or checks it here.
+    pub(super) fn called(&mut self, id: &Value, tool: &str, m: &Value) {
+        if !self.limited_server && self.external(tool).is_none() {
+            return;
+        }
+        let (id, tool) = (id.clone(), tool.to_string());
+        // `get`, not `pointer`: that one splits its path into new strings, a few thousand instructions a call.
+        let params = m.get("params");
+        let revision = params.and_then(|p| p.get("_meta")?.get(META_VERSION)?.as_str());
         let stateless = revision.and_then(Revision::parse).is_some_and(Revision::is_stateless);
         let (checked, output) = self.external(&tool).map_or((false, false), |e| (true, e.output));
         self.checks.output |= output;
         // Only the guard service reads them: a copy otherwise would cost every call.
         let arguments = match checked {
-            true => m.pointer("/params/arguments").cloned().unwrap_or(Value::Null),
+            true => params.and_then(|p| p.get("arguments")).cloned().unwrap_or(Value::Null),
             false => Value::Null,
         };
         self.checks.calls.push(Called { id, tool, arguments, stateless });
@@ -146,7 +153,7 @@ impl Relay {
         match crate::limits::start(&server.limits, &server.name, &op, env, gw.redis()) {
             crate::limits::Started::Done(outcome) => self.limit_refusal(outcome).map_or(Ok(()), Err),
             crate::limits::Started::Redis(pending) => {
-                self.checks.limit = Some(pending);
+                self.checks.limit = Some(Box::new(pending));
                 Ok(())
             }
         }
@@ -168,7 +175,7 @@ impl Relay {
     /// What the request (its body read and checked by [`Relay::on_body`]) waits for before it goes on.
     pub fn gate(&mut self) -> Gate {
         if let Some(pending) = self.checks.limit.take() {
-            return Gate::Wait(Pending::Limit(pending));
+            return Gate::Wait(Pending::Limit(*pending));
         }
         while let Some(call) = self.checks.calls.get(self.checks.next_input) {
             let index = self.checks.next_input;
@@ -221,7 +228,7 @@ impl Relay {
             self.checks.asked_output = Some(index);
             return Gate::Wait(Pending::Call(request));
         }
-        Gate::Go(self.checks.answer.take().map(Held::into_body))
+        Gate::Go(self.checks.answer.take().map(|held| held.into_body()))
     }
 
     /// What the guard service said about a result [`Relay::answer_gate`] asked about: a refused result is

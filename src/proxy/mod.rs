@@ -745,7 +745,7 @@ impl Relay {
                             self.guarded.push((id.clone(), name.clone()));
                         }
                     }
-                    self.called(id.clone(), name.clone(), m);
+                    self.called(&id, &name, m);
                     if let (Some(backend), Some(n)) = (backend.filter(|b| *b != name), m.pointer_mut("/params/name")) {
                         *n = Value::String(backend);
                         renamed = true;

@@ -812,3 +812,29 @@ fn a_local_answer_replaces_a_held_one_through_edits() {
     assert_eq!(map, want, "{edits:?}");
     assert!(edits.contains(&Edit::Remove(SESSION.into())) && edits.contains(&Edit::Remove("date".into())));
 }
+
+/// Instructions per proxied `tools/call` body check (route, on_body[, gate]), for callgrind:
+/// `MCP_COST_N=N valgrind --tool=callgrind <test binary> proxy::tests::cost_of_a_body_check --ignored --exact`,
+/// once with N and once with 0; the difference over N is one call's.
+#[test]
+#[ignore]
+fn cost_of_a_body_check() {
+    let n: u64 = std::env::var("MCP_COST_N").ok().and_then(|v| v.parse().ok()).unwrap_or(1000);
+    let limits = std::env::var("MCP_COST_LIMITS").is_ok();
+    let extra = if limits {
+        "  allowTools: [echo]\n  rateLimits: [{requests: 1000000000, window: 1s}]\n"
+    } else {
+        "  allowTools: [echo]\n"
+    };
+    let gw = gateway("local", extra);
+    let mut env = env();
+    crate::limits::local::prepare(&mut env.kv, &gw.servers[0].limits.known_process_buckets("up"));
+    let body = br#"{"jsonrpc":"2.0","id":8,"method":"tools/call","params":{"name":"echo","arguments":{"text":"hello there"}}}"#;
+    let h = head("POST", &[("content-type", "application/json")]);
+    for i in 0..n {
+        env.now_ms = 1_000_000 + i;
+        let (mut relay, _) = forward(&gw, &mut env, &h);
+        assert!(matches!(relay.on_body(&gw, &mut env, body), Ok(None)));
+        assert!(matches!(relay.gate(), gate::Gate::Go(None)));
+    }
+}
