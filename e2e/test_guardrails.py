@@ -219,9 +219,9 @@ def test_access_log_names_consumer_method_and_outcome(ggw):
 
 class GuardService:
     """A small guard service (the documented contract): refuses inputs that mention `forbidden`, outputs
-    that mention `classified`; records what it was asked."""
+    that mention `classified` (or any of `refused_outputs`); records what it was asked."""
 
-    def __init__(self):
+    def __init__(self, refused_outputs: tuple[str, ...] = ()):
         import http.server
         import threading
 
@@ -235,7 +235,7 @@ class GuardService:
                 text = json.dumps(body)
                 if body["phase"] == "input" and "forbidden" in text:
                     verdict = {"allow": False, "reason": "forbidden word in the arguments"}
-                elif body["phase"] == "output" and "classified" in text:
+                elif body["phase"] == "output" and any(w in text for w in ("classified", *refused_outputs)):
                     verdict = {"allow": False, "reason": "classified result"}
                 else:
                     verdict = {"allow": True}
@@ -334,3 +334,103 @@ def test_a_guard_service_that_is_down_fails_closed_or_open_as_configured(checked
     assert "failOpen is false" in r["error"]["message"]
     r = checked_call(checked, "open_down", "hi")
     assert "hi" in r["result"]["content"][0]["text"], r
+
+
+# --- the external guard service on a proxied server (type: mcp-proxy) ------------------------------------
+
+
+@pytest.fixture(scope="module", params=["json", "stateful"])
+def proxied_checked(request, tmp_path_factory):
+    """A proxied server in front of the Python SDK's MCP server answering in JSON, or in SSE (`stateful`),
+    checked by the guard service (input and output, after masking); `whoami` and `secret` by one that is
+    down, failing closed and open."""
+    from test_mcp_proxy import McpBackend, proxied
+
+    service = GuardService(refused_outputs=("2 steps done",))
+    backend = McpBackend(request.param, log_dir=tmp_path_factory.mktemp("guarded-backend")).start()
+    down = {"cluster": "guard_down", "timeoutMs": 300}
+    guardrails = {
+        "mask": ["email"],
+        "external": {"cluster": "guard", "timeoutMs": 1000, "output": True},
+        "tools": {"whoami": {"external": down}, "secret": {"external": {**down, "failOpen": True}}},
+    }
+    base = copy.deepcopy(harness.load_envoy_yaml())
+    base["static_resources"]["clusters"] += [static_cluster("guard", service.port),
+                                             static_cluster("guard_down", harness.unused_port())]
+    g = harness.start_gateway({"servers": [proxied("checked", guardrails=guardrails)]}, tag=f"proxied-guard-{request.param}",
+                              upstream=backend, envoy_base=base, plugin_format="json")
+    g.extra["service"] = service
+    g.extra["mode"] = request.param
+    yield g
+    g.stop()
+    backend.stop()
+    service.stop()
+
+
+def proxied_call(g, tool: str, args: dict, rid: int = 5, answered: bool = True) -> tuple[httpx.Response, list[dict]]:
+    """A call on a new session; `answered`: by the backend (JSON or SSE as its mode), not by the gateway."""
+    from test_mcp_proxy import initialize, messages, post
+
+    url = g.mcp_url("checked")
+    r = post(url, initialize(url), {"jsonrpc": "2.0", "id": rid, "method": "tools/call",
+                                    "params": {"name": tool, "arguments": args}})
+    assert r.status_code == 200, r.text
+    expected = "application/json" if g.extra["mode"] == "json" or not answered else "text/event-stream"
+    assert r.headers["content-type"].startswith(expected), r.headers
+    return r, messages(r)
+
+
+def test_the_guard_service_sees_a_proxied_calls_input_and_its_masked_output(proxied_checked):
+    service = proxied_checked.extra["service"]
+    service.asked.clear()
+
+    async def main():
+        async with mcp_client(proxied_checked.mcp_url("checked")) as c:
+            r = await c.call_tool("echo", {"text": "hello ann@example.com"})
+            assert r.content[0].text == "echo: hello [REDACTED:email]", r
+
+    run_async(main)
+    asked = [(a["phase"], a["server"], a["tool"], a["consumer"], a["arguments"]) for a in service.asked]
+    args = {"text": "hello ann@example.com"}
+    assert asked == [("input", "checked", "echo", "-", args), ("output", "checked", "echo", "-", args)], asked
+    assert service.asked[1]["result"]["content"][0]["text"] == "echo: hello [REDACTED:email]", service.asked[1]
+
+
+def test_the_guard_service_refuses_a_proxied_calls_input_or_its_output(proxied_checked):
+    service = proxied_checked.extra["service"]
+    service.asked.clear()
+    _, msgs = proxied_call(proxied_checked, "echo", {"text": "a forbidden plan"}, answered=False)
+    error = msgs[-1]["error"]
+    assert msgs[-1]["id"] == 5 and error["data"] == {"cause": "guardrail"}, msgs
+    assert "refused the input of tool 'echo': forbidden word in the arguments" in error["message"], error
+    assert [a["phase"] for a in service.asked] == ["input"], "the call never reached the backend"
+    r, msgs = proxied_call(proxied_checked, "echo", {"text": "classified"}, rid=6)
+    assert msgs[-1]["id"] == 6, msgs
+    assert "refused the output of tool 'echo': classified result" in msgs[-1]["error"]["message"], msgs
+    assert "echo: classified" not in r.text, r.text
+
+
+def test_the_guard_service_checks_each_result_of_a_streamed_answer(proxied_checked):
+    """The answer is held whole for the check: the logs of a streamed (SSE) answer still reach the client,
+    with the result or the guardrail's error in its place."""
+    for n, refused in [(1, False), (2, True)]:
+        _, msgs = proxied_call(proxied_checked, "steps", {"n": n, "pause_ms": 20}, rid=7)
+        if proxied_checked.extra["mode"] == "stateful":
+            assert [m.get("method") for m in msgs[:-1]] == ["notifications/message"] * n, msgs
+        last = msgs[-1]
+        assert last["id"] == 7, msgs
+        if refused:
+            assert "refused the output of tool 'steps'" in last["error"]["message"], last
+        else:
+            assert last["result"]["content"][0]["text"] == "1 steps done", last
+
+
+def test_a_guard_service_that_is_down_fails_a_proxied_call_closed_or_open(proxied_checked):
+    started = time.monotonic()
+    _, msgs = proxied_call(proxied_checked, "whoami", {}, answered=False)
+    error = msgs[-1]["error"]
+    assert error["data"] == {"cause": "guardrail"} and "could not check the input of tool 'whoami'" in error["message"]
+    assert "failOpen is false" in error["message"], error
+    _, msgs = proxied_call(proxied_checked, "secret", {})
+    assert msgs[-1]["result"]["content"][0]["text"] == "the secret", msgs
+    assert time.monotonic() - started < 8, "each check gives up within its timeout"

@@ -10,6 +10,9 @@ of two worker VMs each, sharing nothing but a real redis-server. Every check of 
 - a daily quota across replicas: its key per UTC day, expiring at midnight; Retry-After until midnight;
 - Redis down, or slower than timeoutMs: `onStoreError: allow` lets the call through, `deny` answers 503
   within the timeout; Redis back, counting resumes without restarting anything.
+- proxied servers (`type: mcp-proxy`, in front of the Python SDK's stateless MCP server): their `tools/call`s
+  counted by the same script before they go on to the backend, across replicas; Redis down, each limit's
+  onStoreError.
 
 Requests are stateless (2026-07-28): no session store is involved, only the limits' Redis.
 `make test` always builds the Higress artifact, so a missing one fails every test here (never a skip).
@@ -26,11 +29,13 @@ import harness
 import httpx
 import pytest
 from test_higress_redis import (  # noqa: F401  (fixtures)
+    HEADERS,
     TIMEOUT_MS,
     Higress,
     host,
     redis_server,
     run_dir,
+    sse_messages,
     timed,
     upstream,
 )
@@ -161,3 +166,109 @@ def test_redis_slower_than_the_timeout(limited, host, redis_server):  # noqa: F8
         assert _ok(_call(a, "get_text_wrapped", {}, 4))
     finally:
         host.run(proxy.stop())
+
+
+# --- proxied servers (type: mcp-proxy) ----------------------------------------------------------------------
+
+
+class StatelessBackend(harness.DemoUpstream):
+    """The Python SDK's MCP server (e2e/mcp_backend.py), stateless: any replica's request stands alone."""
+
+    SCRIPT = "mcp_backend.py"
+    NAME = "MCP backend (Python SDK, stateless)"
+
+    def arguments(self) -> list[str]:
+        return [str(self.port), "stateless"]
+
+
+@pytest.fixture
+def proxied(request, host, run_dir, e2e_config):  # noqa: F811
+    backend = StatelessBackend(log_dir=run_dir).start()
+    config = {k: v for k, v in e2e_config.items() if k != "servers"}
+    server = lambda name, **limits: {"name": name, "type": "mcp-proxy", "mcpServerURL": "/mcp",  # noqa: E731
+                                     "timeout": 10000, **limits}
+    config["servers"] = [
+        server("counted", rateLimits=[{"requests": 3, "window": "1h", "scope": "cluster"}],
+               quotas=[{"requests": 100, "period": "day"}]),
+        server("lenient", rateLimits=[{"requests": 1000, "window": "1s", "scope": "cluster"}]),
+        server("strict", rateLimits=[{"requests": 1000, "window": "1s", "scope": "cluster", "onStoreError": "deny"}]),
+    ]
+    h = Higress(host, run_dir, backend, config, request.node.name)
+    try:
+        yield h
+    finally:
+        h.stop()
+        backend.stop()
+    assert not h.crashes(), "the plugin crashed in the test host:\n" + "\n".join(h.crashes())
+
+
+def _proxied_call(replica, server: str, rid: int) -> dict:
+    body = {"jsonrpc": "2.0", "id": rid, "method": "tools/call", "params": {"name": "echo", "arguments": {"text": "hi"}}}
+    r = harness.fresh_connection_post(f"{replica.url}/mcp-servers/{server}", body, HEADERS)
+    assert r.status_code == 200, (r.status_code, r.text)
+    return sse_messages(r)[-1]
+
+
+def test_a_proxied_servers_calls_are_counted_in_redis_across_replicas(proxied, redis_server):  # noqa: F811
+    a, b = proxied.pair(redis_server.address)
+    with concurrent.futures.ThreadPoolExecutor(max_workers=8) as pool:
+        answers = list(pool.map(lambda i: _proxied_call((a, b)[i % 2], "counted", i), range(8)))
+    passed = [m for m in answers if "result" in m]
+    assert len(passed) == 3, answers
+    assert all(m["result"]["content"][0]["text"] == "echo: hi" for m in passed), passed
+    for m in answers:
+        if "error" in m:
+            assert m["error"]["data"]["cause"] == "rate_limited", m
+            assert 1190 <= m["error"]["data"]["retryAfterSeconds"] <= 1200, m  # a token every 20 min
+            assert "server 'counted' allows 3 calls per 1h (rateLimits[0])" in m["error"]["message"], m
+    # Lists are not counted; the stateless revision's refusal is HTTP 429 with Retry-After.
+    listing = harness.fresh_connection_post(f"{b.url}/mcp-servers/counted",
+                                            {"jsonrpc": "2.0", "id": 1, "method": "tools/list"}, HEADERS)
+    assert listing.status_code == 200 and "echo" in listing.text, listing.text
+    harness.assert_limited(harness.stateless_call(f"{a.url}/mcp-servers/counted", "echo", {"text": "x"}, 9), 9)
+    key = f"{proxied.key_prefix}limit:counted/*/r3w3600000b3/*"
+    level, _ = redis_server.command("GET", key).split()
+    assert int(level) < 1000, level
+    day = datetime.datetime.now(datetime.UTC)
+    quota = f"{proxied.key_prefix}limit:counted/*/q100d/*/{day:%Y-%m-%d}"
+    assert redis_server.command("GET", quota) == "3", "the quota counts the calls that went on, not the refused"
+
+
+def test_a_proxied_server_with_redis_down_fails_open_or_closed_per_limit(proxied, run_dir):  # noqa: F811
+    server = RedisServer(run_dir).start()
+    try:
+        a = proxied.start("a", server.address)
+        assert _proxied_call(a, "strict", 1)["result"]["content"][0]["text"] == "echo: hi"
+        server.stop()
+        for i in range(2):  # both workers
+            m, elapsed = timed(_proxied_call, a, "lenient", i)
+            assert m["result"]["content"][0]["text"] == "echo: hi", m  # onStoreError: allow (the default)
+            assert elapsed < TIMEOUT_MS / 1000 + 1.0, elapsed
+            m, elapsed = timed(_proxied_call, a, "strict", i)
+            assert m["error"]["data"]["cause"] == "store_unavailable", m
+            assert "onStoreError: deny" in m["error"]["message"] and "rate-limit store is unavailable" in m["error"]["message"]
+            assert elapsed < TIMEOUT_MS / 1000 + 1.0, elapsed
+        assert any("rate-limit store (redis)" in line for line in a.log_lines), a.log_lines[-5:]
+        server.start()  # same port, empty
+        for i in range(2):
+            assert _proxied_call(a, "strict", i)["result"]["content"][0]["text"] == "echo: hi"
+    finally:
+        server.stop()
+
+
+def test_a_proxied_call_waits_no_longer_than_the_redis_timeout(proxied, host, redis_server):  # noqa: F811
+    delay = host.run(DelayProxy(redis_server.address, delay=0).start())
+    try:
+        a = proxied.start("a", ("127.0.0.1", delay.port))
+        assert _proxied_call(a, "strict", 1)["result"]["content"][0]["text"] == "echo: hi"
+        delay.delay = TIMEOUT_MS / 1000 + 1.0
+        m, elapsed = timed(_proxied_call, a, "strict", 2)
+        assert m["error"]["data"]["cause"] == "store_unavailable", m
+        assert TIMEOUT_MS / 1000 * 0.9 <= elapsed < TIMEOUT_MS / 1000 + 1.5, elapsed
+        m, elapsed = timed(_proxied_call, a, "lenient", 3)
+        assert m["result"]["content"][0]["text"] == "echo: hi" and elapsed < TIMEOUT_MS / 1000 + 1.5, (m, elapsed)
+        delay.delay = 0
+        time.sleep(1.2)  # the late replies drain
+        assert _proxied_call(a, "strict", 4)["result"]["content"][0]["text"] == "echo: hi"
+    finally:
+        host.run(delay.stop())

@@ -231,7 +231,7 @@ impl Gateway {
                 .map_err(|(field, msg)| ConfigError::new(field, msg).in_server(&s.name))?;
             let proxy = crate::proxy::Backend::compile(&s)
                 .map_err(|(field, msg)| ConfigError::new(field, msg).in_server(&s.name))?;
-            let limits = crate::limits::ServerLimits::compile(&s, cfg.sessions.redis.is_some(), proxy.is_some())?;
+            let limits = crate::limits::ServerLimits::compile(&s, cfg.sessions.redis.is_some())?;
             notices.extend(s.import_notices.iter().map(|n| format!("server '{}': {n}", s.name)));
             let mut tools = Vec::with_capacity(s.tools.len());
             let mut tool_index = HashMap::new();
@@ -325,15 +325,24 @@ impl Gateway {
                             None => err,
                         }
                     })?;
-                    if proxy.is_some() && compiled.has_external() {
-                        // The check is a call of its own, which a request held by the router cannot wait on.
-                        let msg = "an external guard service is not supported on a proxied server (type: mcp-proxy) \
-                                   yet; the other guardrails are";
-                        return Err(ConfigError::new("guardrails.external", msg).in_server(&s.name));
-                    }
                     Some(std::sync::Arc::new(compiled))
                 }
             };
+            if proxy.as_ref().is_some_and(|b| b.sse) {
+                // A Streamable HTTP client's request to an SSE backend is bridged ([`crate::proxy::bridge`])
+                // without the checks that wait, and a guard service's output checks cannot hold the stream.
+                let why = "is not supported yet on a transport: sse server (a Streamable HTTP client's request is \
+                           bridged to the backend's stream without waiting on Redis or a guard service)";
+                if let Some(field) = limits.in_redis() {
+                    let msg = format!("counts in Redis (scope: cluster, or a quota), which {why}; use scope: process");
+                    return Err(ConfigError::new(field, msg).in_server(&s.name));
+                }
+                if guard.as_ref().is_some_and(|g| g.has_external()) {
+                    return Err(
+                        ConfigError::new("guardrails.external", format!("a guard service {why}")).in_server(&s.name)
+                    );
+                }
+            }
             let mut server = Server {
                 auth,
                 policy,

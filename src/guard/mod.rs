@@ -5,8 +5,8 @@
 //! Where they run: arguments are checked in `tools/call` before anything is rendered or sent; results are
 //! filtered when the tool's result is built ([`crate::mcp::finish_call`] and results answered without an
 //! upstream). On proxied servers (`type: mcp-proxy`, [`crate::proxy`]) the relay checks `tools/call`
-//! bodies and filters the answers to them, JSON whole or SSE event by event; an external guard service is
-//! refused at load there.
+//! bodies and filters the answers to them, JSON whole or SSE event by event; the external guard service is
+//! asked there too ([`crate::proxy::gate`]). An SSE backend (`transport: sse`) has no guardrails.
 
 pub mod external;
 pub mod mask;

@@ -2,18 +2,23 @@
 //! on through the router to the backend with its head rewritten; the answer comes back through the
 //! response callbacks, passed on chunk by chunk (or, for a filtered JSON `tools/list`, held to its end).
 //!
-//! With `sessions.store: redis` a session operation completes later: the request (opening the client's
-//! session) or the answer (binding the backend's new session to one of ours) is held, its body buffered by
-//! Envoy, until the Redis reply comes ([`on_redis_reply`]); then it is rewritten and resumed.
+//! Some steps complete later ([`wait`]): a session operation with `sessions.store: redis` (the request
+//! opening the client's session, or the answer binding the backend's new session to one of ours). The
+//! request or answer is held meanwhile, its body buffered by Envoy, in one place ([`Held::hold`]) until
+//! the step's answer comes ([`on_redis_reply`], [`on_call_response`]) or its deadline passes
+//! ([`expired`]); then the relay decides, and the exchange is rewritten and resumed or answered locally.
 
 use super::{abi, headers_lossy, log, now_ms, Calls};
-use crate::driver::{Host, REDIS_GRACE_MS};
+use crate::driver::Host;
 use crate::gateway::Gateway;
 use crate::proxy::bridge::{self, Begin, Bridge, Post};
+use crate::proxy::gate::Gate;
 use crate::proxy::reinit::{Reinit, Step};
+use crate::proxy::wait::{self, Done, Pending};
 use crate::proxy::{self, Answer, Bind, Opening, Relay, Start};
 use crate::session::{redis, SessionOutcome};
 use crate::transport::{HttpResponse, RequestHead};
+use crate::upstream::UpstreamResult;
 use proxy_wasm::hostcalls;
 use proxy_wasm::types::{Action, BufferType, LogLevel, MapType};
 use std::cell::RefCell;
@@ -28,7 +33,7 @@ struct Held {
     gw: Rc<Gateway>,
     /// `None` while the request head waits for the session store.
     relay: Option<Relay>,
-    /// The Redis command this request or its answer waits for.
+    /// The step this request or its answer waits for.
     wait: Option<Wait>,
     /// The request's body has ended (seen while the head waited).
     request_end: bool,
@@ -56,13 +61,16 @@ struct Held {
     holding: bool,
     fed: usize,
     out: Vec<u8>,
+    /// The answer to a request sent again after a re-initialisation, held for the guard service.
+    retried: Option<HttpResponse>,
 }
 
-/// A Redis command in flight for a held request.
+/// A step in flight for a held request: a Redis command or an HTTP call (`token` is the host's, for one or
+/// the other, as `pending` says).
 struct Wait {
     token: u32,
-    pending: redis::Pending,
-    /// When the driver's watchdog gives up on the host ([`expired`]).
+    pending: Pending,
+    /// When the watchdog gives up on the host ([`expired`]).
     deadline_ms: u64,
     phase: Phase,
 }
@@ -79,6 +87,10 @@ enum Phase {
     Bridge,
     /// An SSE backend's stream, for the session its endpoint is bound to: [`Relay::on_bound`] goes on.
     Stream,
+    /// The whole request body, for its calls' checks: [`Relay::on_gate`] decides.
+    Body,
+    /// The whole answer body, for the guard service's output checks: [`Relay::on_answer_gate`] goes on.
+    Answer,
 }
 
 thread_local! {
@@ -123,6 +135,7 @@ pub fn on_request_headers(id: u32, gw: &Rc<Gateway>, head: &RequestHead, end_of_
         holding: false,
         fed: 0,
         out: Vec::new(),
+        retried: None,
     };
     let (relay, headers) = match start {
         Start::Bridge(bridge) => {
@@ -140,7 +153,7 @@ pub fn on_request_headers(id: u32, gw: &Rc<Gateway>, head: &RequestHead, end_of_
         }
         Start::Redis(opening, pending) => {
             let mut env = calls(gw, id);
-            if !held.send_redis(&mut env, pending, Phase::Request(opening)) {
+            if !held.hold(&mut env, Pending::Session(pending), Phase::Request(opening)) {
                 return Some(Action::Pause); // answered
             }
             RELAYS.with(|r| r.borrow_mut().insert(id, held));
@@ -157,25 +170,71 @@ pub fn on_request_headers(id: u32, gw: &Rc<Gateway>, head: &RequestHead, end_of_
 }
 
 impl Held {
-    /// Sends a Redis command and waits for it; a command that cannot be sent fails the operation at once.
-    /// False when the exchange was answered (and is to be forgotten).
-    fn send_redis(&mut self, env: &mut Calls, pending: redis::Pending, phase: Phase) -> bool {
-        match env.redis(&pending.command) {
-            Ok(token) => {
-                let timeout = self.gw.redis().map_or(0, |r| r.timeout_ms);
-                let deadline_ms = now_ms().saturating_add(timeout + REDIS_GRACE_MS);
-                self.wait = Some(Wait { token, pending, deadline_ms, phase });
-                true
-            }
-            Err(e) => {
-                let why = format!("the Redis call could not be sent ({e})");
-                self.resumed(env, phase, SessionOutcome::Failed(crate::session::StoreError(why)))
-            }
+    /// Holds the exchange while `pending` runs: sends its Redis command or its HTTP call, and waits for the
+    /// answer until its deadline. A step that cannot be sent fails at once. False when the exchange was
+    /// answered (and is to be forgotten).
+    fn hold(&mut self, env: &mut Calls, pending: Pending, phase: Phase) -> bool {
+        match self.send(env, pending, phase) {
+            Ok(()) => true,
+            Err((phase, done)) => self.resumed(env, phase, done),
         }
     }
 
-    /// Goes on once the store has answered. False when the exchange was answered locally.
-    fn resumed(&mut self, env: &mut Calls, phase: Phase, outcome: SessionOutcome) -> bool {
+    /// Sends `pending`'s Redis command or HTTP call, and waits for it in `phase`; what it came to when it
+    /// could not be sent.
+    fn send(&mut self, env: &mut Calls, pending: Pending, phase: Phase) -> Result<(), (Phase, Done)> {
+        let sent = match (&pending, pending.command()) {
+            (_, Some(command)) => env.redis(command).map_err(|e| format!("the Redis call could not be sent ({e})")),
+            (Pending::Call(r), None) => {
+                let timeout = std::time::Duration::from_millis(r.timeout_ms);
+                hostcalls::dispatch_http_call(&r.cluster, r.wire_headers(), r.body.as_deref(), vec![], timeout)
+                    .map_err(|s| format!("the call to cluster '{}' could not be sent ({s:?})", r.cluster))
+            }
+            (_, None) => Err("nothing to send".into()),
+        };
+        match sent {
+            Ok(token) => {
+                let deadline_ms = pending.deadline_ms(&self.gw, now_ms());
+                self.wait = Some(Wait { token, pending, deadline_ms, phase });
+                Ok(())
+            }
+            Err(why) => Err((phase, pending.failed(env, why))),
+        }
+    }
+
+    /// Goes on once the step has answered. False when the exchange was answered locally.
+    fn resumed(&mut self, env: &mut Calls, phase: Phase, done: Done) -> bool {
+        if let Done::Limit(crate::limits::LimitOutcome { store_error: Some(e), .. }) = &done {
+            env.warn(&format!("rate-limit store (redis): {e}; each limit did what its onStoreError says"));
+        }
+        match phase {
+            Phase::Body => {
+                let Some(relay) = self.relay.as_mut() else { return false };
+                let gate = relay.on_gate(done);
+                return match self.gated(env, gate) {
+                    Ok(true) => true,
+                    Ok(false) => resume(abi::resume_request(), "request"),
+                    Err(refused) => {
+                        send(&refused);
+                        false
+                    }
+                };
+            }
+            Phase::Answer => {
+                let Some(relay) = self.relay.as_mut() else { return false };
+                let gate = relay.on_answer_gate(done);
+                return match self.answer_gated(env, gate) {
+                    None => true,
+                    Some(true) => true,
+                    Some(false) => resume(abi::resume_response(), "answer"),
+                };
+            }
+            _ => {}
+        }
+        let outcome = match done {
+            Done::Session(outcome) => outcome,
+            _ => SessionOutcome::Failed(crate::session::StoreError("an unexpected answer".into())),
+        };
         if let SessionOutcome::Failed(e) = &outcome {
             env.warn(&format!("session store ({}): {e}", self.gw.sessions.kind()));
         }
@@ -186,7 +245,7 @@ impl Held {
                     send(&r);
                     false
                 }
-                Start::Redis(opening, pending) => self.send_redis(env, pending, Phase::Request(opening)),
+                Start::Redis(opening, pending) => self.hold(env, Pending::Session(pending), Phase::Request(opening)),
                 Start::Bridge(bridge) => {
                     self.bridge = Some(bridge);
                     if !self.request_end {
@@ -208,9 +267,13 @@ impl Held {
                         // What Envoy buffered meanwhile is not handed to on_request_body again.
                         let body = buffered(BufferType::HttpRequestBody);
                         if needs_body {
-                            if let Some(refused) = self.checked_body(env, &body) {
-                                send(&refused);
-                                return false;
+                            match self.checked_body(env, &body) {
+                                Err(refused) => {
+                                    send(&refused);
+                                    return false;
+                                }
+                                Ok(true) => return true, // held for the calls' checks (Phase::Body)
+                                Ok(false) => {}
                             }
                         } else if self.request_end {
                             if let Some(relay) = self.relay.as_mut() {
@@ -255,6 +318,7 @@ impl Held {
                     }
                 }
             }
+            Phase::Body | Phase::Answer => false, // went on above
             Phase::Reinit => match self.reinit.as_mut() {
                 Some(reinit) => {
                     let step = reinit.on_session(outcome);
@@ -265,7 +329,7 @@ impl Held {
             Phase::Response => {
                 let Some(relay) = self.relay.as_mut() else { return false };
                 match relay.on_session(outcome) {
-                    Answer::Redis(pending) => self.send_redis(env, pending, Phase::Response),
+                    Answer::Redis(pending) => self.hold(env, Pending::Session(pending), Phase::Response),
                     Answer::Pass(edits) => {
                         edit_headers(MapType::HttpResponseHeaders, &edits);
                         resume(abi::resume_response(), "answer")
@@ -278,8 +342,13 @@ impl Held {
                         }
                         let body = buffered(BufferType::HttpResponseBody);
                         let out = relay.on_chunk(&gw, env, &body, self.response_end);
-                        if out != body {
-                            let _ = abi::set_buffer(BufferType::HttpResponseBody, 0, WHOLE, &out);
+                        let gate = if self.response_end { relay.answer_gate() } else { Gate::Go(None) };
+                        if let Gate::Go(None) = gate {
+                            if out != body {
+                                let _ = abi::set_buffer(BufferType::HttpResponseBody, 0, WHOLE, &out);
+                            }
+                        } else if self.answer_gated(env, gate).is_none_or(|resumed| resumed) {
+                            return true; // held for the guard service, or resumed
                         }
                         resume(abi::resume_response(), "answer")
                     }
@@ -324,12 +393,22 @@ impl Held {
                         let Some(reinit) = self.reinit.as_mut() else { return false };
                         reinit.on_session(outcome)
                     }
-                    crate::session::Started::Redis(pending) => return self.send_redis(env, pending, Phase::Reinit),
+                    crate::session::Started::Redis(pending) => {
+                        return self.hold(env, Pending::Session(pending), Phase::Reinit)
+                    }
                 },
                 Step::Retried(status, headers, body) => {
                     let Some(relay) = self.relay.as_mut() else { return false };
                     let r = relay.retried(&gw, env, status, headers, body);
-                    return self.answer_held(r);
+                    let gate = relay.answer_gate();
+                    if let Gate::Go(None) = gate {
+                        return self.answer_held(r);
+                    }
+                    // Held for the guard service's output checks; put in place once they are done.
+                    self.reinit = None;
+                    self.retried = Some(r);
+                    let _ = self.answer_gated(env, gate); // held, or put in place and resumed
+                    return true;
                 }
                 Step::Gone(r) => return self.answer_held(r),
             };
@@ -390,7 +469,7 @@ impl Held {
                 },
                 bridge::Step::Redis(pending) => {
                     self.response_end = end;
-                    self.send_redis(env, pending, Phase::Bridge); // false: answered already
+                    self.hold(env, Pending::Session(pending), Phase::Bridge); // false: answered already
                     break;
                 }
                 bridge::Step::Reply(r) if end => {
@@ -454,16 +533,17 @@ impl Held {
             }
             Bind::Redis(pending) => {
                 self.response_end = end;
-                self.send_redis(env, pending, Phase::Stream).then_some(Action::Pause)
+                self.hold(env, Pending::Session(pending), Phase::Stream).then_some(Action::Pause)
             }
         }
     }
 
-    /// The whole request body through the relay's checks: the refusal to answer with, or `None` when it
-    /// goes on (renamed in place where the relay renamed it).
-    fn checked_body(&mut self, env: &mut Calls, body: &[u8]) -> Option<HttpResponse> {
+    /// The whole request body through the relay's checks (renamed in place where the relay renamed it),
+    /// then the checks that wait ([`Relay::gate`]): `Ok(true)` when the request is held for them,
+    /// `Ok(false)` when it goes on now, `Err` the refusal to answer with.
+    fn checked_body(&mut self, env: &mut Calls, body: &[u8]) -> Result<bool, HttpResponse> {
         let gw = self.gw.clone();
-        let relay = self.relay.as_mut()?;
+        let Some(relay) = self.relay.as_mut() else { return Ok(false) };
         let checked = relay.on_body(&gw, env, body);
         let (head, also) = relay.take_also();
         for message in also {
@@ -472,14 +552,67 @@ impl Held {
                 env.warn(&format!("a cancellation for the proxied server of '{}': {why}", self.server()));
             }
         }
-        match checked {
-            Err(refused) => Some(refused),
-            Ok(Some(renamed)) if renamed.len() > gw.max_request_bytes => Some(crate::transport::too_large(&gw)),
-            Ok(Some(renamed)) => {
+        let Some(relay) = self.relay.as_mut() else { return Ok(false) };
+        match checked? {
+            Some(renamed) if renamed.len() > gw.max_request_bytes => return Err(crate::transport::too_large(&gw)),
+            Some(renamed) => {
                 let _ = abi::set_buffer(BufferType::HttpRequestBody, 0, WHOLE, &renamed);
-                None
             }
-            Ok(None) => None,
+            None => {}
+        }
+        let gate = relay.gate();
+        self.gated(env, gate)
+    }
+
+    /// Performs a request's checks until one waits ([`Phase::Body`]: `Ok(true)`) or they are decided:
+    /// `Ok(false)` goes on (with the body they put in place), `Err` is the refusal.
+    fn gated(&mut self, env: &mut Calls, mut gate: Gate) -> Result<bool, HttpResponse> {
+        loop {
+            gate = match gate {
+                Gate::Go(body) => {
+                    if let Some(body) = body {
+                        let _ = abi::set_buffer(BufferType::HttpRequestBody, 0, WHOLE, &body);
+                    }
+                    return Ok(false);
+                }
+                Gate::Refuse(refused) => return Err(refused),
+                Gate::Wait(pending) => match self.send(env, pending, Phase::Body) {
+                    Ok(()) => return Ok(true),
+                    Err((_, done)) => {
+                        let Some(relay) = self.relay.as_mut() else { return Ok(false) };
+                        relay.on_gate(done)
+                    }
+                },
+            };
+        }
+    }
+
+    /// Performs the output checks of an answer read whole until one waits ([`Phase::Answer`]: `None`) or
+    /// they are done: the answer then goes on with the body they put in place. `Some(true)` when that
+    /// resumed the exchange already (an answer to a request sent again, [`Held::answer_held`]).
+    fn answer_gated(&mut self, env: &mut Calls, mut gate: Gate) -> Option<bool> {
+        loop {
+            gate = match gate {
+                Gate::Go(body) => {
+                    if let Some(mut r) = self.retried.take() {
+                        r.body = body.unwrap_or(r.body);
+                        self.answer_held(r);
+                        return Some(true);
+                    }
+                    if let Some(body) = body {
+                        let _ = abi::set_buffer(BufferType::HttpResponseBody, 0, WHOLE, &body);
+                    }
+                    return Some(false);
+                }
+                Gate::Refuse(r) => Gate::Go(Some(r.body)), // not given by output checks
+                Gate::Wait(pending) => match self.send(env, pending, Phase::Answer) {
+                    Ok(()) => return None,
+                    Err((_, done)) => {
+                        let relay = self.relay.as_mut()?;
+                        relay.on_answer_gate(done)
+                    }
+                },
+            };
         }
     }
 }
@@ -511,27 +644,23 @@ pub fn on_redis_reply(id: u32, token: u32, answer: redis::Answer<'_>) -> bool {
     RELAYS.with(|r| {
         let mut relays = r.borrow_mut();
         let Some(held) = relays.get_mut(&id) else { return false };
-        if held.wait.as_ref().is_none_or(|w| w.token != token) {
+        if held.wait.as_ref().is_none_or(|w| w.token != token || w.pending.command().is_none()) {
             return true; // a late reply
         }
-        let Some(mut wait) = held.wait.take() else { return true };
+        let Some(wait) = held.wait.take() else { return true };
         if hostcalls::set_effective_context(id).is_err() {
             relays.remove(&id);
             return true;
         }
         let gw = held.gw.clone();
         let mut env = calls(&gw, id);
-        let go_on = match gw.sessions.on_redis_reply(&wait.pending, answer) {
-            redis::Next::Done(outcome) => held.resumed(&mut env, wait.phase, outcome),
-            redis::Next::Reauthenticate => {
+        let go_on = match wait.pending.on_redis(&gw, answer, &mut env) {
+            wait::Next::Done(done) => held.resumed(&mut env, wait.phase, done),
+            wait::Next::Reauthenticate(pending) => {
                 env.reauthenticate();
-                wait.pending.retried = true;
-                held.send_redis(&mut env, wait.pending, wait.phase)
+                held.hold(&mut env, pending, wait.phase)
             }
-            redis::Next::Resend => {
-                wait.pending.retried = true;
-                held.send_redis(&mut env, wait.pending, wait.phase)
-            }
+            wait::Next::Resend(pending) => held.hold(&mut env, pending, wait.phase),
         };
         if !go_on {
             relays.remove(&id);
@@ -540,28 +669,43 @@ pub fn on_redis_reply(id: u32, token: u32, answer: redis::Answer<'_>) -> bool {
     })
 }
 
-/// The answer to one of the gateway's calls (a re-initialisation's); false when no proxied request of this
-/// VM waits for `token`.
+/// The answer to one of the gateway's calls (a re-initialisation's, or a step's the exchange waits for);
+/// false when no proxied request of this VM waits for `token`.
 pub fn on_call_response(token: u32, body_size: usize) -> bool {
     RELAYS.with(|r| {
         let mut relays = r.borrow_mut();
-        let mine = |h: &Held| h.call == Some(token) || h.posts.iter().any(|(t, _)| *t == token);
+        let waits = |h: &Held| h.wait.as_ref().is_some_and(|w| w.token == token && w.pending.command().is_none());
+        let mine = |h: &Held| h.call == Some(token) || h.posts.iter().any(|(t, _)| *t == token) || waits(h);
         let Some((&id, held)) = relays.iter_mut().find(|(_, h)| mine(h)) else { return false };
-        held.call = held.call.filter(|c| *c != token);
         if hostcalls::set_effective_context(id).is_err() {
             relays.remove(&id);
             return true;
         }
         let headers = headers_lossy(MapType::HttpCallResponseHeaders);
-        let status = headers.iter().find(|(k, _)| k == ":status").and_then(|(_, v)| v.parse().ok()).unwrap_or(0);
+        let status = headers.iter().find(|(k, _)| k == ":status").and_then(|(_, v)| v.parse().ok());
         let body = hostcalls::get_buffer(BufferType::HttpCallResponseBody, 0, body_size).ok().flatten();
         let gw = held.gw.clone();
         if let Some(i) = held.posts.iter().position(|(t, _)| *t == token) {
             let (_, post) = held.posts.swap_remove(i);
-            let steps = held.bridge.as_mut().map(|b| b.on_posted(post, status)).unwrap_or_default();
+            let steps = held.bridge.as_mut().map(|b| b.on_posted(post, status.unwrap_or(0))).unwrap_or_default();
             held.bridge_steps(&mut calls(&gw, id), steps, false);
             return true;
         }
+        if let Some(wait) = held.wait.take_if(|_| held.call != Some(token)) {
+            let result = match status {
+                Some(status) => {
+                    let headers = headers.into_iter().filter(|(k, _)| !k.starts_with(':')).collect();
+                    UpstreamResult::Response { status, headers, body: body.unwrap_or_default() }
+                }
+                None => UpstreamResult::Failed("no answer within its timeout, or the connection failed".into()),
+            };
+            if !held.resumed(&mut calls(&gw, id), wait.phase, Done::Call(result)) {
+                relays.remove(&id);
+            }
+            return true;
+        }
+        held.call = None;
+        let status = status.unwrap_or(0);
         let Some(reinit) = held.reinit.as_mut() else { return true };
         let step = reinit.on_answer(status, &headers, body.unwrap_or_default());
         if !held.reinit_step(&mut calls(&gw, id), step) {
@@ -571,7 +715,7 @@ pub fn on_call_response(token: u32, body_size: usize) -> bool {
     })
 }
 
-/// Fails the held requests whose Redis command the host never answered (it should have, at its timeout).
+/// Fails the held requests whose step the host never answered (it should have, at its timeout).
 pub fn expired(now: u64) {
     // Bridges past their server's timeout: the client gets the timeout's error, the backend's stream ends.
     let timed_out: Vec<(u32, crate::transport::HttpResponse)> = RELAYS.with(|r| {
@@ -599,9 +743,13 @@ pub fn expired(now: u64) {
                 return;
             }
             let gw = held.gw.clone();
-            let why = "Redis did not answer in time (the host reported nothing)".to_string();
-            let outcome = SessionOutcome::Failed(crate::session::StoreError(why));
-            if !held.resumed(&mut calls(&gw, id), wait.phase, outcome) {
+            let mut env = calls(&gw, id);
+            let why = match wait.pending {
+                Pending::Call(_) => "no answer in time (the host reported nothing)",
+                _ => "Redis did not answer in time (the host reported nothing)",
+            };
+            let done = wait.pending.failed(&mut env, why.to_string());
+            if !held.resumed(&mut env, wait.phase, done) {
                 relays.remove(&id);
             }
         });
@@ -671,12 +819,13 @@ pub fn on_request_body(id: u32, size: usize, end_of_stream: bool) -> Option<Acti
         let body = hostcalls::get_buffer(BufferType::HttpRequestBody, 0, size).ok().flatten().unwrap_or_default();
         let gw = held.gw.clone();
         match held.checked_body(&mut calls(&gw, id), &body) {
-            Some(refused) => {
+            Err(refused) => {
                 send(&refused);
                 relays.remove(&id);
                 Some(Action::Pause)
             }
-            None => Some(Action::Continue),
+            Ok(true) => Some(Action::Pause), // held for the calls' checks
+            Ok(false) => Some(Action::Continue),
         }
     })
 }
@@ -712,7 +861,7 @@ pub fn on_response_headers(id: u32, end_of_stream: bool) -> Option<Action> {
             Answer::Redis(pending) => {
                 held.response_end = end_of_stream;
                 held.answer = headers;
-                if !held.send_redis(&mut env, pending, Phase::Response) {
+                if !held.hold(&mut env, Pending::Session(pending), Phase::Response) {
                     relays.remove(&id);
                 }
                 Some(Action::Pause)
@@ -803,9 +952,16 @@ pub fn on_response_body(id: u32, size: usize, end_of_stream: bool) -> Option<Act
         }
         let chunk = hostcalls::get_buffer(BufferType::HttpResponseBody, 0, size).ok().flatten().unwrap_or_default();
         let gw = held.gw.clone();
-        let out = relay.on_chunk(&gw, &mut calls(&gw, id), &chunk, end_of_stream);
-        if out != chunk {
-            let _ = abi::set_buffer(BufferType::HttpResponseBody, 0, size, &out);
+        let mut env = calls(&gw, id);
+        let out = relay.on_chunk(&gw, &mut env, &chunk, end_of_stream);
+        let gate = if end_of_stream { relay.answer_gate() } else { Gate::Go(None) };
+        if let Gate::Go(None) = gate {
+            if out != chunk {
+                let _ = abi::set_buffer(BufferType::HttpResponseBody, 0, size, &out);
+            }
+        } else if held.answer_gated(&mut env, gate).is_none() {
+            held.response_end = true;
+            return Some(Action::Pause); // held for the guard service's output checks
         }
         Some(Action::Continue)
     })

@@ -131,24 +131,17 @@ pub enum Started {
 }
 
 impl ServerLimits {
+    /// Where the first of the server's own limits that counts in Redis is configured (`rateLimits[0]`), if
+    /// any: what a server that cannot wait on Redis refuses at load.
+    pub fn in_redis(&self) -> Option<&str> {
+        self.server.iter().find(|l| l.scope == Scope::Cluster).map(|l| l.field.as_str())
+    }
+
     /// Reads a server's `rateLimits`/`quotas` and each tool's. `redis`: a Redis is configured
     /// (`sessions.redis`), which `scope: cluster` limits and quotas need.
-    pub fn compile(
-        server: &crate::config::ServerConfig,
-        redis: bool,
-        proxied: bool,
-    ) -> Result<ServerLimits, ConfigError> {
+    pub fn compile(server: &crate::config::ServerConfig, redis: bool) -> Result<ServerLimits, ConfigError> {
         let at_server = |(f, m): FieldError| ConfigError::new(f, m).in_server(&server.name);
         let own = read(server.rate_limits.as_ref(), server.quotas.as_ref(), redis).map_err(at_server)?;
-        if let Some(limit) = own.iter().find(|l| proxied && l.scope == Scope::Cluster) {
-            return Err(ConfigError::new(
-                limit.field.clone(),
-                "counters in Redis (scope: cluster, and quotas) are not supported yet on a proxied server (type: \
-                 mcp-proxy): its calls are counted as they go on to the backend, which cannot wait on Redis; use a \
-                 rate limit with scope: process",
-            )
-            .in_server(&server.name));
-        }
         let mut tools = HashMap::new();
         for t in &server.tools {
             let limits = read(t.rate_limits.as_ref(), t.quotas.as_ref(), redis)

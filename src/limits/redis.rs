@@ -173,7 +173,12 @@ pub fn finish(mut pending: Pending, answer: Answer<'_>, env: &mut dyn Env) -> Ne
 }
 
 fn failed(pending: Pending, env: &mut dyn Env, why: &str) -> Next {
-    Next::Done(store_failed(env, pending.checks, pending.outcome, why))
+    Next::Done(unanswered(pending, env, why))
+}
+
+/// The verdicts when the command could not be sent or was never answered (each limit's `onStoreError`).
+pub fn unanswered(pending: Pending, env: &mut dyn Env, why: &str) -> LimitOutcome {
+    store_failed(env, pending.checks, pending.outcome, why)
 }
 
 /// The verdicts when Redis cannot answer: each call passes unless one of its counters says `deny`.

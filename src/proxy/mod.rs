@@ -9,11 +9,14 @@
 //! request body  ──[`Relay::on_body`]──> only when a tool filter, `toolOverrides`, a policy or guardrails
 //!                              apply: tools/call of other tools refused, of renamed tools given the
 //!                              backend's name, arguments checked by the guardrails
+//!               ──[`Relay::gate`]──> held while Redis counts the calls and the guard service checks
+//!                              their arguments ([`gate`], [`wait`])
 //! answer head   ──[`Relay::on_response_head`]──> a new backend session bound to a new one of ours, our id
 //!                              in its place; backend failures turned into JSON-RPC errors
 //! answer body   ──[`Relay::on_chunk`]──> passed through, or `tools/list` filtered and renamed
 //!                              ([`tools`]), or `tools/call` results masked and size-checked by the
 //!                              guardrails ([`crate::guard`]); JSON whole, SSE per event
+//!               ──[`Relay::answer_gate`]──> held whole while the guard service checks results
 //! ```
 //!
 //! SSE backends (`transport: sse`) serve SSE clients through the same relay (the `endpoint` event rewritten),
@@ -22,9 +25,11 @@
 //! Plain Rust: the host (`crate::host`) performs what the relay decides.
 
 pub mod bridge;
+pub mod gate;
 pub mod reinit;
 pub mod sse;
 pub mod tools;
+pub mod wait;
 
 use crate::admission::policy::Kind;
 use crate::config::ServerConfig;
@@ -258,6 +263,8 @@ enum Filter {
     Json(Vec<u8>),
     /// SSE: event by event as the chunks come.
     Sse(sse::Parser),
+    /// SSE read whole (the host buffers it): the guard service checks results before the client sees them.
+    SseWhole(Vec<u8>),
     /// An SSE backend's stream: its `endpoint` event is bound to a session of ours and rewritten.
     Endpoint(sse::Parser),
 }
@@ -330,6 +337,8 @@ pub struct Relay {
     binding: Binding,
     /// Messages the gateway also sends to an SSE backend's message endpoint, with the head in `sent`.
     also: Vec<Vec<u8>>,
+    /// The request's `tools/call`s, for the checks that wait ([`gate`]).
+    checks: gate::Checks,
 }
 
 /// Decides what to do with a request from its head; `None` when it is not for a proxied server. Session
@@ -526,6 +535,7 @@ fn new_relay(server: &Server, head: &RequestHead, ours: Option<String>) -> Relay
         body: None,
         binding: Binding::default(),
         also: Vec::new(),
+        checks: gate::Checks::default(),
     }
 }
 
@@ -693,17 +703,6 @@ impl Relay {
         self.allow.as_ref().is_none_or(listed) && self.header_allow.as_ref().is_none_or(listed)
     }
 
-    /// Takes a token for a call of `tool` from the server's rate limits and quotas (this process's counters:
-    /// `scope: cluster` is refused at load on a proxied server); the refusal when one has no room.
-    fn limited(&self, gw: &Gateway, env: &mut dyn Env, tool: &str) -> Option<crate::error::GatewayError> {
-        let server = gw.server(&self.server).filter(|s| s.limits.applies(tool))?;
-        let op = crate::limits::LimitOp { server: 0, caller: self.caller.clone(), calls: vec![(0, tool.to_string())] };
-        match crate::limits::start(&server.limits, &server.name, &op, env, None) {
-            crate::limits::Started::Done(outcome) => outcome.refused.into_iter().next().map(|(_, refusal)| refusal),
-            crate::limits::Started::Redis(_) => None, // refused at load
-        }
-    }
-
     /// Whether the server's policy lets the caller use an item (every item, without a policy).
     fn permitted(&self, kind: Kind, name: &str) -> bool {
         self.policy.as_ref().is_none_or(|p| p.allows(&self.caller, kind, name))
@@ -720,16 +719,13 @@ impl Relay {
             self.keep(sent.clone().unwrap_or_else(|| body.to_vec()));
         }
         match checked {
-            Err(refused) if self.via_stream => {
-                let error: Value = serde_json::from_slice(&refused.body).unwrap_or(Value::Null);
-                let carried = format!("{REFUSED}{}", URL_SAFE_NO_PAD.encode(error.to_string()));
-                Ok(Some(json!({"jsonrpc": "2.0", "id": carried, "method": "ping"}).to_string().into_bytes()))
-            }
+            Err(refused) if self.via_stream => Ok(Some(carried(&refused))),
             other => other,
         }
     }
 
     fn check_body(&mut self, gw: &Gateway, env: &mut dyn Env, body: &[u8]) -> Result<Option<Vec<u8>>, HttpResponse> {
+        self.checks = gate::Checks::default();
         let Ok(mut value) = serde_json::from_slice::<Value>(body) else {
             if self.guard.is_some() {
                 // A body the guardrails cannot read could hold a call they would refuse or filter.
@@ -813,27 +809,15 @@ impl Relay {
                         if let Err(e) = guard.check_input(&name, m.pointer("/params/arguments")) {
                             return Err(HttpResponse::json_reply(e.reply(id)));
                         }
-                        if guard.filters_results(&name) {
+                        let checked = guard.external(&name).is_some_and(|e| e.output);
+                        if guard.filters_results(&name) || checked {
                             self.guarded.push((id.clone(), name.clone()));
                         }
                         if self.via_stream && guard.has_own(&name) {
                             called = Some(format!("{CALLED}{}:{name}", URL_SAFE_NO_PAD.encode(id.to_string())));
                         }
                     }
-                    if let Some(refusal) = self.limited(gw, env, &name) {
-                        // As for REST tools: HTTP 429 at the stateless revision, a JSON-RPC error in a session.
-                        let revision = m.pointer("/params/_meta").and_then(|meta| meta.get(META_VERSION));
-                        if revision
-                            .and_then(Value::as_str)
-                            .and_then(Revision::parse)
-                            .is_some_and(Revision::is_stateless)
-                        {
-                            let mut r = HttpResponse::json(refusal.status(), &refusal.reply(id));
-                            r.headers.extend(refusal.headers());
-                            return Err(r);
-                        }
-                        return Err(HttpResponse::json_reply(refusal.reply(id)));
-                    }
+                    self.called(&id, &name, m);
                     if let (Some(backend), Some(n)) = (backend.filter(|b| *b != name), m.pointer_mut("/params/name")) {
                         *n = Value::String(backend);
                         renamed = true;
@@ -847,6 +831,8 @@ impl Relay {
                 _ => {}
             }
         }
+        // Counted once every call of the request passed the other checks: a refused call costs nothing.
+        self.count(gw, env)?;
         Ok(renamed.then(|| serde_json::to_vec(&value).unwrap_or_else(|_| body.to_vec())))
     }
 
@@ -1021,6 +1007,7 @@ impl Relay {
         let rewrites = self.lists.is_some() || !self.guarded.is_empty();
         self.filter = match (rewrites && status == 200, content_type) {
             (true, t) if t.starts_with("application/json") => Filter::Json(Vec::new()),
+            (true, t) if t.starts_with("text/event-stream") && self.checks_output() => Filter::SseWhole(Vec::new()),
             (true, t) if t.starts_with("text/event-stream") => Filter::Sse(sse::Parser::default()),
             _ => Filter::None,
         };
@@ -1043,7 +1030,7 @@ impl Relay {
 
     /// Whether the host must hold the body until its end (a JSON answer to filter).
     pub fn buffers(&self) -> bool {
-        matches!(self.filter, Filter::Json(_))
+        matches!(self.filter, Filter::Json(_) | Filter::SseWhole(_))
     }
 
     /// A chunk of a rewritten answer: what goes to the client in its place.
@@ -1090,12 +1077,38 @@ impl Relay {
                 match serde_json::from_slice::<Value>(&whole) {
                     Ok(mut v) => {
                         rewrite(&mut v);
-                        serde_json::to_vec(&v).unwrap_or(whole)
+                        match self.checks.hold(gate::Held::Json(v)) {
+                            Some(held) => held.into_body(),
+                            None => Vec::new(), // held for the guard service ([`Relay::answer_gate`])
+                        }
                     }
                     Err(_) => whole,
                 }
             }
             Filter::Endpoint(_) => Vec::new(), // read above
+            Filter::SseWhole(buf) => {
+                buf.extend_from_slice(chunk);
+                if !end {
+                    return Vec::new();
+                }
+                let mut parser = sse::Parser::default();
+                let events = parser.feed(buf);
+                let events = events
+                    .into_iter()
+                    .map(|event| {
+                        let mut parsed =
+                            sse::data(&event).and_then(|d| serde_json::from_slice::<Value>(d.as_bytes()).ok());
+                        let changed = parsed.as_mut().is_some_and(&rewrite);
+                        (event, parsed.filter(|_| changed))
+                    })
+                    .collect();
+                let held = gate::Held::Sse(events, parser.rest());
+                *buf = Vec::new();
+                match self.checks.hold(held) {
+                    Some(held) => held.into_body(),
+                    None => Vec::new(),
+                }
+            }
             Filter::Sse(parser) => {
                 let mut out = Vec::with_capacity(chunk.len());
                 for event in parser.feed(chunk) {
@@ -1265,6 +1278,13 @@ fn guard_stream(guard: &crate::guard::Guard, v: &mut Value) -> bool {
     }
     guard_results(guard, &[(id, tool)], v);
     true
+}
+
+/// The message that stands for a refusal to an SSE backend: a `ping` whose id carries it ([`REFUSED`]).
+fn carried(refused: &HttpResponse) -> Vec<u8> {
+    let error: Value = serde_json::from_slice(&refused.body).unwrap_or(Value::Null);
+    let carried = format!("{REFUSED}{}", URL_SAFE_NO_PAD.encode(error.to_string()));
+    json!({"jsonrpc": "2.0", "id": carried, "method": "ping"}).to_string().into_bytes()
 }
 
 /// Runs the guardrails over the results of guarded `tools/call`s in an answer (one message or a batch):
