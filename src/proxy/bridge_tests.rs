@@ -3,25 +3,15 @@ use crate::proxy::route;
 use crate::session::memory::MemoryEnv;
 use serde_json::json;
 
-const KEY: &str = "MDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3ODlhYmNkZWY=";
+use crate::proxy::tests::{env, sessions};
 const NOW: u64 = 1_000_000;
 
 fn gateway(store: &str, extra: &str) -> Gateway {
-    let sessions = match store {
-        "signed" => format!("sessions: {{store: signed, signingKeys: ['{KEY}']}}\n"),
-        _ => String::new(),
-    };
+    let sessions = sessions(store);
     let cfg = format!(
         "{sessions}servers:\n- name: up\n  type: mcp-proxy\n  transport: sse\n  mcpServerURL: /sse\n  timeout: 5000\n{extra}"
     );
     Gateway::from_config_str(&cfg).unwrap()
-}
-
-fn env() -> MemoryEnv {
-    let mut env = MemoryEnv { now_ms: NOW, ..Default::default() };
-    crate::session::local::SESSIONS.prepare(&mut env.kv);
-    crate::session::local::REVOKED.prepare(&mut env.kv);
-    env
 }
 
 fn head(method: &str, headers: &[(&str, &str)]) -> RequestHead {

@@ -2,6 +2,7 @@ use super::super::wait::{Done, Next, Pending};
 use super::super::{route, Answer, Relay, Start};
 use super::Gate;
 use crate::gateway::Gateway;
+use crate::proxy::tests::env;
 use crate::session::memory::MemoryEnv;
 use crate::session::redis::Answer as RedisAnswer;
 use crate::transport::RequestHead;
@@ -15,13 +16,6 @@ fn gateway(transport: &str, extra: &str) -> Gateway {
         "{redis}servers:\n- name: up\n  type: mcp-proxy\n  transport: {transport}\n  mcpServerURL: /mcp\n{extra}"
     );
     Gateway::from_config_str(&cfg).unwrap()
-}
-
-fn env() -> MemoryEnv {
-    let mut env = MemoryEnv { now_ms: 1_000_000, ..Default::default() };
-    crate::session::local::SESSIONS.prepare(&mut env.kv);
-    crate::session::local::REVOKED.prepare(&mut env.kv);
-    env
 }
 
 fn post(path: &str) -> RequestHead {

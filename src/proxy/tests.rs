@@ -2,20 +2,26 @@ use super::*;
 use crate::session::memory::MemoryEnv;
 use serde_json::json;
 
-const KEY: &str = "MDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3ODlhYmNkZWY=";
+pub(super) const KEY: &str = "MDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3ODlhYmNkZWY=";
 
-fn gateway(store: &str, extra: &str) -> Gateway {
-    let sessions = match store {
+/// The `sessions:` line of a test config for `store` (`signed`, else the default local store).
+pub(super) fn sessions(store: &str) -> String {
+    match store {
         "signed" => format!("sessions: {{store: signed, signingKeys: ['{KEY}']}}\n"),
         _ => String::new(),
-    };
+    }
+}
+
+fn gateway(store: &str, extra: &str) -> Gateway {
+    let sessions = sessions(store);
     let cfg = format!(
         "{sessions}servers:\n- name: up\n  type: mcp-proxy\n  transport: http\n  mcpServerURL: http://backend:8000/mcp\n  timeout: 5000\n{extra}"
     );
     Gateway::from_config_str(&cfg).unwrap()
 }
 
-fn env() -> MemoryEnv {
+/// A host whose local session store is ready, at a fixed time.
+pub(super) fn env() -> MemoryEnv {
     let mut env = MemoryEnv { now_ms: 1_000_000, ..Default::default() };
     crate::session::local::SESSIONS.prepare(&mut env.kv);
     crate::session::local::REVOKED.prepare(&mut env.kv);
