@@ -157,13 +157,19 @@ impl<'a> Fields<'a> {
 
     /// One of a fixed set of names (an enum), as its value.
     pub fn choice<T: Copy>(&mut self, key: &'static str, options: &[(&str, T)]) -> Option<T> {
-        let names: Vec<&str> = options.iter().map(|o| o.0).collect();
+        let mut names = Vec::with_capacity(options.len());
+        for o in options {
+            names.push(o.0);
+        }
         self.choice_index(key, &names, false).map(|i| options[i].1)
     }
 
     /// [`Fields::choice`] read in any case (`Query` for `query`), where Higress lower-cases the value.
     pub fn choice_any_case<T: Copy>(&mut self, key: &'static str, options: &[(&str, T)]) -> Option<T> {
-        let names: Vec<&str> = options.iter().map(|o| o.0).collect();
+        let mut names = Vec::with_capacity(options.len());
+        for o in options {
+            names.push(o.0);
+        }
         self.choice_index(key, &names, true).map(|i| options[i].1)
     }
 
@@ -174,7 +180,12 @@ impl<'a> Fields<'a> {
         if let Some(i) = v.as_str().and_then(|s| names.iter().position(|n| same(n, s))) {
             return Some(i);
         }
-        let expected = names.iter().map(|n| format!("`{n}`")).collect::<Vec<_>>().join(", ");
+        let mut expected = String::new();
+        for (i, n) in names.iter().enumerate() {
+            expected.push_str(if i == 0 { "`" } else { ", `" });
+            expected.push_str(n);
+            expected.push('`');
+        }
         let what = match v {
             Value::String(s) => format!("unknown variant `{s}`"),
             other => format!("invalid value {other}"),

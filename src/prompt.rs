@@ -111,7 +111,7 @@ impl Prompt {
         if cfg.messages.is_empty() {
             return Err(crate::fields::pair("messages", "a prompt needs at least one message"));
         }
-        let names: Vec<&str> = arguments.iter().map(|a| a.name.as_str()).collect();
+        let names = completion::names(&arguments);
         let prefix = format!("{server}/prompt:{}", cfg.name);
         let inputs = match &cfg.input_requests {
             Some(raw) => Some(crate::input::Inputs::compile(raw, &prefix, &names, templates, config)?),
@@ -225,7 +225,7 @@ impl Prompt {
             problems.push(format!("`{}`: is required", a.name));
         }
         if !problems.is_empty() {
-            let accepted: Vec<&str> = self.arguments.iter().map(|a| a.name.as_str()).collect();
+            let accepted = completion::names(&self.arguments);
             let accepted = if accepted.is_empty() { "none".to_string() } else { accepted.join(", ") };
             return Err(RpcError::invalid_params(format!(
                 "Invalid arguments for prompt {} (its arguments: {accepted}):\n- {}",
