@@ -11,6 +11,17 @@ use serde_json::{Map, Value};
 /// A located config error: `(field, message)`.
 pub type FieldError = (String, String);
 
+/// Names in backticks, separated by commas, for messages (one loop instead of a collect and a join per site).
+pub fn backticked<S: AsRef<str>>(names: &[S]) -> String {
+    let mut out = String::new();
+    for (i, n) in names.iter().enumerate() {
+        out.push_str(if i == 0 { "`" } else { ", `" });
+        out.push_str(n.as_ref());
+        out.push('`');
+    }
+    out
+}
+
 /// The fields of one config object, consumed one by one; [`Fields::finish`] refuses the rest.
 ///
 /// The readers return plain values and keep the first error they meet, which [`Fields::finish`] returns:
@@ -180,12 +191,7 @@ impl<'a> Fields<'a> {
         if let Some(i) = v.as_str().and_then(|s| names.iter().position(|n| same(n, s))) {
             return Some(i);
         }
-        let mut expected = String::new();
-        for (i, n) in names.iter().enumerate() {
-            expected.push_str(if i == 0 { "`" } else { ", `" });
-            expected.push_str(n);
-            expected.push('`');
-        }
+        let expected = backticked(names);
         let what = match v {
             Value::String(s) => format!("unknown variant `{s}`"),
             other => format!("invalid value {other}"),

@@ -147,22 +147,19 @@ impl Prompt {
             listing.insert("description".into(), json!(d));
         }
         if !cfg.arguments.is_empty() {
-            let args: Vec<Value> = cfg
-                .arguments
-                .iter()
-                .map(|a| {
-                    let mut o = Map::new();
-                    o.insert("name".into(), json!(a.name));
-                    if let Some(t) = &a.title {
-                        o.insert("title".into(), json!(t));
-                    }
-                    if let Some(d) = &a.description {
-                        o.insert("description".into(), json!(d));
-                    }
-                    o.insert("required".into(), json!(a.required));
-                    Value::Object(o)
-                })
-                .collect();
+            let mut args = Vec::with_capacity(cfg.arguments.len());
+            for a in &cfg.arguments {
+                let mut o = Map::new();
+                o.insert("name".into(), json!(a.name));
+                if let Some(t) = &a.title {
+                    o.insert("title".into(), json!(t));
+                }
+                if let Some(d) = &a.description {
+                    o.insert("description".into(), json!(d));
+                }
+                o.insert("required".into(), json!(a.required));
+                args.push(Value::Object(o));
+            }
             listing.insert("arguments".into(), Value::Array(args));
         }
         if !cfg.icons.is_empty() {
