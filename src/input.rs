@@ -299,7 +299,11 @@ fn derive(secret: &[u8]) -> Key {
 /// State keys from the signed session store's keys (already validated by it): a label of their own, so a
 /// state never verifies as a session id.
 pub fn keys_from_secrets(secrets: &[Vec<u8>]) -> Vec<Key> {
-    secrets.iter().map(|s| derive(s)).collect()
+    let mut out = Vec::with_capacity(secrets.len());
+    for s in secrets {
+        out.push(derive(s));
+    }
+    out
 }
 
 /// Creates the shared-data entry of the per-Envoy key, empty, if it does not exist: hosts call it at
@@ -348,7 +352,10 @@ impl Ctx {
     pub fn new(configured: Option<&[Key]>, env: &mut dyn Env) -> Ctx {
         let keys = match configured {
             Some(k) => k.to_vec(),
-            None => shared_key(env).into_iter().collect(),
+            None => match shared_key(env) {
+                Some(k) => vec![k],
+                None => Vec::new(),
+            },
         };
         Ctx { now_ms: env.now_ms(), keys, client: None }
     }
