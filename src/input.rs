@@ -417,9 +417,21 @@ fn canonical(v: &Value) -> String {
             Value::Object(m) => {
                 let mut keys: Vec<&String> = m.keys().collect();
                 crate::sort::sort(&mut keys);
-                Value::Object(keys.into_iter().map(|k| (k.clone(), sort(&m[k]))).collect())
+                let mut out = Map::new();
+                for k in keys {
+                    if let Some(v) = m.get(k) {
+                        out.insert(k.clone(), sort(v));
+                    }
+                }
+                Value::Object(out)
             }
-            Value::Array(items) => Value::Array(items.iter().map(sort).collect()),
+            Value::Array(items) => {
+                let mut out = Vec::with_capacity(items.len());
+                for i in items {
+                    out.push(sort(i));
+                }
+                Value::Array(out)
+            }
             other => other.clone(),
         }
     }

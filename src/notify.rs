@@ -345,7 +345,10 @@ impl Notifications {
         let parsed = (outcome.is_some() && self.reads_answer)
             .then(|| serde_json::from_slice::<Value>(body.as_bytes()).ok().map(Arc::new))
             .flatten();
-        let header_map: Map<String, Value> = headers.iter().map(|(k, v)| (k.to_ascii_lowercase(), json!(v))).collect();
+        let mut header_map = Map::new();
+        for (k, v) in headers {
+            header_map.insert(k.to_ascii_lowercase(), Value::String(v.clone()));
+        }
         let data = match outcome {
             Some(_) => Data::answer(
                 args,
