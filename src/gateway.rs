@@ -584,8 +584,20 @@ pub fn safe_config(config: &Map<String, Value>) -> MjValue {
     fn convert(v: &Value) -> MjValue {
         match v {
             Value::String(s) => MjValue::from_safe_string(s.clone()),
-            Value::Array(items) => MjValue::from(items.iter().map(convert).collect::<Vec<_>>()),
-            Value::Object(map) => crate::template::map_of(map.iter().map(|(k, v)| (k.as_str(), convert(v))).collect()),
+            Value::Array(items) => {
+                let mut out = Vec::with_capacity(items.len());
+                for i in items {
+                    out.push(convert(i));
+                }
+                MjValue::from(out)
+            }
+            Value::Object(map) => {
+                let mut out = Vec::with_capacity(map.len());
+                for (k, v) in map {
+                    out.push((k.as_str(), convert(v)));
+                }
+                crate::template::map_of(out)
+            }
             other => MjValue::from(minijinja::value::Serde(other)),
         }
     }

@@ -202,7 +202,10 @@ pub fn convert(doc: &Value, options: &Options) -> Result<Conversion, OpenApiErro
         (None, Some(url)) => base_url(url)?,
         (None, None) => String::new(),
     };
-    let mut unused: Vec<select::Entry<'_>> = options.include.entries().chain(options.exclude.entries()).collect();
+    let mut unused: Vec<select::Entry<'_>> = Vec::new();
+    for e in options.include.entries().chain(options.exclude.entries()) {
+        unused.push(e);
+    }
     let schemes = operation::SecuritySchemes::read(doc)?;
     out.security_schemes = schemes.supported.clone();
     out.warnings.extend(schemes.unsupported.iter().map(|(id, why)| format!("security scheme '{id}': {why}")));
