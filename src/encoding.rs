@@ -43,7 +43,10 @@ impl Encoding {
         };
         let chosen = style.unwrap_or(allowed[0]);
         if !allowed.contains(&chosen) {
-            let names: Vec<&str> = allowed.iter().map(|s| s.name()).collect();
+            let mut names = Vec::with_capacity(allowed.len());
+            for s in allowed {
+                names.push(s.name());
+            }
             return Err(format!(
                 "style {} cannot be used in the {}; use {}",
                 chosen.name(),

@@ -11,6 +11,17 @@ use serde_json::{Map, Value};
 /// A located config error: `(field, message)`.
 pub type FieldError = (String, String);
 
+/// Names in backticks, separated by commas, for messages (one loop instead of a collect and a join per site).
+pub fn backticked<S: AsRef<str>>(names: &[S]) -> String {
+    let mut out = String::new();
+    for (i, n) in names.iter().enumerate() {
+        out.push_str(if i == 0 { "`" } else { ", `" });
+        out.push_str(n.as_ref());
+        out.push('`');
+    }
+    out
+}
+
 /// The fields of one config object, consumed one by one; [`Fields::finish`] refuses the rest.
 ///
 /// The readers return plain values and keep the first error they meet, which [`Fields::finish`] returns:
@@ -157,13 +168,19 @@ impl<'a> Fields<'a> {
 
     /// One of a fixed set of names (an enum), as its value.
     pub fn choice<T: Copy>(&mut self, key: &'static str, options: &[(&str, T)]) -> Option<T> {
-        let names: Vec<&str> = options.iter().map(|o| o.0).collect();
+        let mut names = Vec::with_capacity(options.len());
+        for o in options {
+            names.push(o.0);
+        }
         self.choice_index(key, &names, false).map(|i| options[i].1)
     }
 
     /// [`Fields::choice`] read in any case (`Query` for `query`), where Higress lower-cases the value.
     pub fn choice_any_case<T: Copy>(&mut self, key: &'static str, options: &[(&str, T)]) -> Option<T> {
-        let names: Vec<&str> = options.iter().map(|o| o.0).collect();
+        let mut names = Vec::with_capacity(options.len());
+        for o in options {
+            names.push(o.0);
+        }
         self.choice_index(key, &names, true).map(|i| options[i].1)
     }
 
@@ -174,7 +191,7 @@ impl<'a> Fields<'a> {
         if let Some(i) = v.as_str().and_then(|s| names.iter().position(|n| same(n, s))) {
             return Some(i);
         }
-        let expected = names.iter().map(|n| format!("`{n}`")).collect::<Vec<_>>().join(", ");
+        let expected = backticked(names);
         let what = match v {
             Value::String(s) => format!("unknown variant `{s}`"),
             other => format!("invalid value {other}"),

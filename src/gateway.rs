@@ -183,7 +183,10 @@ impl Gateway {
         let mut notices = Vec::new();
         // Virtual servers reference the others: compiled once all of those are.
         let mut virtuals = Vec::new();
-        let names: Vec<&str> = cfg.servers.iter().map(|s| s.name.as_str()).collect();
+        let mut names = Vec::with_capacity(cfg.servers.len());
+        for s in &cfg.servers {
+            names.push(s.name.as_str());
+        }
         let admission = crate::admission::Admission::compile(&cfg.admission, &names)
             .map_err(|(field, msg)| ConfigError::new(field, msg))?;
         for mut s in cfg.servers {
@@ -371,7 +374,10 @@ impl Gateway {
             server.capabilities = crate::mcp::capabilities(&server);
             servers.push(server);
         }
-        let names: Vec<String> = virtuals.iter().map(|(i, ..)| servers[*i].name.clone()).collect();
+        let mut names = Vec::with_capacity(virtuals.len());
+        for (i, ..) in &virtuals {
+            names.push(servers[*i].name.clone());
+        }
         for (i, refs, set, cache, timeout) in virtuals {
             let set = match set.as_ref().map(crate::composed::ToolSetConfig::read) {
                 None => None,
@@ -454,7 +460,13 @@ impl Gateway {
         // this Envoy's own key from shared data.
         let input_keys = asks.then(|| {
             let secrets: Vec<Vec<u8>> = if own_keys.is_empty() {
-                cfg.sessions.signing_keys.iter().filter_map(|k| crate::session::signed::decode_key(k)).collect()
+                let mut out = Vec::new();
+                for k in &cfg.sessions.signing_keys {
+                    if let Some(k) = crate::session::signed::decode_key(k) {
+                        out.push(k);
+                    }
+                }
+                out
             } else {
                 own_keys
             };
@@ -473,12 +485,16 @@ impl Gateway {
             }
             None => crate::config_header::ConfigHeader::Refused,
         };
+        let mut allowed_origins = Vec::with_capacity(cfg.allowed_origins.len());
+        for o in &cfg.allowed_origins {
+            allowed_origins.push(o.trim_end_matches('/').to_ascii_lowercase());
+        }
         Ok(Gateway {
             observability: cfg.observability,
             stats,
             input_keys,
             prefix: cfg.prefix,
-            allowed_origins: cfg.allowed_origins.iter().map(|o| o.trim_end_matches('/').to_ascii_lowercase()).collect(),
+            allowed_origins,
             limits_redis: match (&cfg.sessions.redis, sessions.redis()) {
                 (Some(r), None) => Some(crate::session::redis::RedisStore::new(r, 0)),
                 _ => None,
@@ -577,8 +593,20 @@ pub fn safe_config(config: &Map<String, Value>) -> MjValue {
     fn convert(v: &Value) -> MjValue {
         match v {
             Value::String(s) => MjValue::from_safe_string(s.clone()),
-            Value::Array(items) => MjValue::from(items.iter().map(convert).collect::<Vec<_>>()),
-            Value::Object(map) => crate::template::map_of(map.iter().map(|(k, v)| (k.as_str(), convert(v))).collect()),
+            Value::Array(items) => {
+                let mut out = Vec::with_capacity(items.len());
+                for i in items {
+                    out.push(convert(i));
+                }
+                MjValue::from(out)
+            }
+            Value::Object(map) => {
+                let mut out = Vec::with_capacity(map.len());
+                for (k, v) in map {
+                    out.push((k.as_str(), convert(v)));
+                }
+                crate::template::map_of(out)
+            }
             other => MjValue::from(minijinja::value::Serde(other)),
         }
     }

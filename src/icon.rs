@@ -30,7 +30,11 @@ impl Icon {
             o.insert("mimeType".into(), Value::String(m.clone()));
         }
         if !self.sizes.is_empty() {
-            o.insert("sizes".into(), Value::Array(self.sizes.iter().cloned().map(Value::String).collect()));
+            let mut sizes = Vec::with_capacity(self.sizes.len());
+            for s in &self.sizes {
+                sizes.push(Value::String(s.clone()));
+            }
+            o.insert("sizes".into(), Value::Array(sizes));
         }
         if let Some(t) = &self.theme {
             o.insert("theme".into(), Value::String(t.clone()));
@@ -53,7 +57,11 @@ impl Icon {
 
 /// A list of icons as results carry it.
 pub fn to_json(icons: &[Icon]) -> Value {
-    Value::Array(icons.iter().map(Icon::to_json).collect())
+    let mut out = Vec::with_capacity(icons.len());
+    for i in icons {
+        out.push(i.to_json());
+    }
+    Value::Array(out)
 }
 
 /// Checks a list of icons; the error names the offending one by index (`icons[1].theme`).

@@ -299,7 +299,11 @@ fn derive(secret: &[u8]) -> Key {
 /// State keys from the signed session store's keys (already validated by it): a label of their own, so a
 /// state never verifies as a session id.
 pub fn keys_from_secrets(secrets: &[Vec<u8>]) -> Vec<Key> {
-    secrets.iter().map(|s| derive(s)).collect()
+    let mut out = Vec::with_capacity(secrets.len());
+    for s in secrets {
+        out.push(derive(s));
+    }
+    out
 }
 
 /// Creates the shared-data entry of the per-Envoy key, empty, if it does not exist: hosts call it at
@@ -348,7 +352,10 @@ impl Ctx {
     pub fn new(configured: Option<&[Key]>, env: &mut dyn Env) -> Ctx {
         let keys = match configured {
             Some(k) => k.to_vec(),
-            None => shared_key(env).into_iter().collect(),
+            None => match shared_key(env) {
+                Some(k) => vec![k],
+                None => Vec::new(),
+            },
         };
         Ctx { now_ms: env.now_ms(), keys, client: None }
     }
@@ -410,9 +417,21 @@ fn canonical(v: &Value) -> String {
             Value::Object(m) => {
                 let mut keys: Vec<&String> = m.keys().collect();
                 crate::sort::sort(&mut keys);
-                Value::Object(keys.into_iter().map(|k| (k.clone(), sort(&m[k]))).collect())
+                let mut out = Map::new();
+                for k in keys {
+                    if let Some(v) = m.get(k) {
+                        out.insert(k.clone(), sort(v));
+                    }
+                }
+                Value::Object(out)
             }
-            Value::Array(items) => Value::Array(items.iter().map(sort).collect()),
+            Value::Array(items) => {
+                let mut out = Vec::with_capacity(items.len());
+                for i in items {
+                    out.push(sort(i));
+                }
+                Value::Array(out)
+            }
             other => other.clone(),
         }
     }

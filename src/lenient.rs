@@ -27,7 +27,11 @@ pub fn tolerate_top(doc: &mut Map<String, Value>, known: &[&str]) -> Vec<String>
     for key in &unknown {
         doc.remove(key);
     }
-    unknown.into_iter().map(|key| format!("field '{key}' {IGNORED}")).collect()
+    let mut out = Vec::with_capacity(unknown.len());
+    for key in unknown {
+        out.push(format!("field '{key}' {IGNORED}"));
+    }
+    out
 }
 
 /// Server fields parsed outside [`ServerConfig`]'s derive (each with its own error context).
@@ -54,7 +58,8 @@ pub fn tolerate_server(server: &mut Value) -> Vec<String> {
             }
         }
     }
-    let known: Vec<&str> = ServerConfig::FIELDS.iter().copied().chain(SERVER_EXTRA).collect();
+    let mut known = ServerConfig::FIELDS.to_vec();
+    known.extend_from_slice(&SERVER_EXTRA);
     for key in unknown(obj, &known) {
         obj.remove(&key);
         warn(None, &key, "is not one Higress reads; ignored, as Higress ignores it");
@@ -172,7 +177,13 @@ fn drop_unknown(value: Option<&mut Value>, known: &[&str], at: &str, report: &mu
 }
 
 fn unknown(obj: &Map<String, Value>, known: &[&str]) -> Vec<String> {
-    obj.keys().filter(|k| !known.contains(&k.as_str())).cloned().collect()
+    let mut out = Vec::new();
+    for k in obj.keys() {
+        if !known.contains(&k.as_str()) {
+            out.push(k.clone());
+        }
+    }
+    out
 }
 
 #[cfg(test)]

@@ -192,13 +192,21 @@ impl Notifications {
         templates: &mut Templates,
         config: &MjValue,
     ) -> Result<Notifications, (String, String)> {
-        let arg_names: Vec<String> = match &cfg.input_schema {
+        let mut arg_names: Vec<&str> = Vec::new();
+        match &cfg.input_schema {
             Some(s) => {
-                s.get("properties").and_then(Value::as_object).map_or(Vec::new(), |p| p.keys().cloned().collect())
+                if let Some(p) = s.get("properties").and_then(Value::as_object) {
+                    for k in p.keys() {
+                        arg_names.push(k);
+                    }
+                }
             }
-            None => cfg.args.iter().map(|a| a.name.clone()).collect(),
-        };
-        let arg_names: Vec<&str> = arg_names.iter().map(String::as_str).collect();
+            None => {
+                for a in &cfg.args {
+                    arg_names.push(&a.name);
+                }
+            }
+        }
         let mut out = Notifications::default();
         for (i, n) in cfg.notifications.iter().enumerate() {
             let at = |field: &str| format!("notifications[{i}].{field}");
@@ -337,7 +345,10 @@ impl Notifications {
         let parsed = (outcome.is_some() && self.reads_answer)
             .then(|| serde_json::from_slice::<Value>(body.as_bytes()).ok().map(Arc::new))
             .flatten();
-        let header_map: Map<String, Value> = headers.iter().map(|(k, v)| (k.to_ascii_lowercase(), json!(v))).collect();
+        let mut header_map = Map::new();
+        for (k, v) in headers {
+            header_map.insert(k.to_ascii_lowercase(), Value::String(v.clone()));
+        }
         let data = match outcome {
             Some(_) => Data::answer(
                 args,

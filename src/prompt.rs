@@ -111,7 +111,7 @@ impl Prompt {
         if cfg.messages.is_empty() {
             return Err(crate::fields::pair("messages", "a prompt needs at least one message"));
         }
-        let names: Vec<&str> = arguments.iter().map(|a| a.name.as_str()).collect();
+        let names = completion::names(&arguments);
         let prefix = format!("{server}/prompt:{}", cfg.name);
         let inputs = match &cfg.input_requests {
             Some(raw) => Some(crate::input::Inputs::compile(raw, &prefix, &names, templates, config)?),
@@ -147,22 +147,19 @@ impl Prompt {
             listing.insert("description".into(), json!(d));
         }
         if !cfg.arguments.is_empty() {
-            let args: Vec<Value> = cfg
-                .arguments
-                .iter()
-                .map(|a| {
-                    let mut o = Map::new();
-                    o.insert("name".into(), json!(a.name));
-                    if let Some(t) = &a.title {
-                        o.insert("title".into(), json!(t));
-                    }
-                    if let Some(d) = &a.description {
-                        o.insert("description".into(), json!(d));
-                    }
-                    o.insert("required".into(), json!(a.required));
-                    Value::Object(o)
-                })
-                .collect();
+            let mut args = Vec::with_capacity(cfg.arguments.len());
+            for a in &cfg.arguments {
+                let mut o = Map::new();
+                o.insert("name".into(), json!(a.name));
+                if let Some(t) = &a.title {
+                    o.insert("title".into(), json!(t));
+                }
+                if let Some(d) = &a.description {
+                    o.insert("description".into(), json!(d));
+                }
+                o.insert("required".into(), json!(a.required));
+                args.push(Value::Object(o));
+            }
             listing.insert("arguments".into(), Value::Array(args));
         }
         if !cfg.icons.is_empty() {
@@ -225,7 +222,7 @@ impl Prompt {
             problems.push(format!("`{}`: is required", a.name));
         }
         if !problems.is_empty() {
-            let accepted: Vec<&str> = self.arguments.iter().map(|a| a.name.as_str()).collect();
+            let accepted = completion::names(&self.arguments);
             let accepted = if accepted.is_empty() { "none".to_string() } else { accepted.join(", ") };
             return Err(RpcError::invalid_params(format!(
                 "Invalid arguments for prompt {} (its arguments: {accepted}):\n- {}",

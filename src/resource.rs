@@ -168,7 +168,10 @@ impl Resource {
             );
         }
         let prefix = format!("{}/resource:{}", server.name, uri);
-        let names: Vec<&str> = vars.iter().map(String::as_str).collect();
+        let mut names = Vec::with_capacity(vars.len());
+        for v in &vars {
+            names.push(v.as_str());
+        }
         let inputs = match &cfg.input_requests {
             Some(raw) => Some(crate::input::Inputs::compile(raw, &prefix, &names, templates, config)?),
             None => None,
@@ -191,10 +194,13 @@ impl Resource {
             let tool = ToolConfig {
                 name: "resource".into(),
                 description: cfg.name.clone(),
-                args: vars
-                    .iter()
-                    .map(|v| crate::config::ArgConfig { name: v.clone(), required: true, ..Default::default() })
-                    .collect(),
+                args: {
+                    let mut args = Vec::with_capacity(vars.len());
+                    for v in &vars {
+                        args.push(crate::config::ArgConfig { name: v.clone(), required: true, ..Default::default() });
+                    }
+                    args
+                },
                 upstream: cfg.upstream.clone(),
                 request_template: Some(rt),
                 response_template: cfg.response_template.clone(),

@@ -166,14 +166,17 @@ fn take_matcher(obj: &mut Map<String, Value>, at: &str) -> Result<Matcher, Confi
     let mut list = |key: &str| -> Result<Vec<String>, ConfigError> {
         match obj.remove(key) {
             None => Ok(Vec::new()),
-            Some(Value::Array(items)) => items
-                .into_iter()
-                .filter(|v| v.as_str() != Some(""))
-                .map(|v| match v {
-                    Value::String(s) => Ok(s),
-                    _ => Err(ConfigError::new(format!("{at}.{key}"), "must be a list of strings")),
-                })
-                .collect(),
+            Some(Value::Array(items)) => {
+                let mut out = Vec::with_capacity(items.len());
+                for v in items {
+                    match v {
+                        Value::String(s) if s.is_empty() => {}
+                        Value::String(s) => out.push(s),
+                        _ => return Err(ConfigError::new(format!("{at}.{key}"), "must be a list of strings")),
+                    }
+                }
+                Ok(out)
+            }
             Some(_) => Err(ConfigError::new(format!("{at}.{key}"), "must be a list of strings")),
         }
     };
@@ -188,20 +191,17 @@ fn take_matcher(obj: &mut Map<String, Value>, at: &str) -> Result<Matcher, Confi
             Matcher::RouteAndService(routes, services)
         }
     } else if !domains.is_empty() {
-        Matcher::Domain(
-            domains
-                .into_iter()
-                .map(|d| {
-                    if let Some(rest) = d.strip_prefix('*') {
-                        Host::Suffix(rest.to_string())
-                    } else if let Some(rest) = d.strip_suffix('*') {
-                        Host::Prefix(rest.to_string())
-                    } else {
-                        Host::Exact(d)
-                    }
-                })
-                .collect(),
-        )
+        let mut hosts = Vec::with_capacity(domains.len());
+        for d in domains {
+            hosts.push(if let Some(rest) = d.strip_prefix('*') {
+                Host::Suffix(rest.to_string())
+            } else if let Some(rest) = d.strip_suffix('*') {
+                Host::Prefix(rest.to_string())
+            } else {
+                Host::Exact(d)
+            });
+        }
+        Matcher::Domain(hosts)
     } else if !services.is_empty() {
         Matcher::Service(services)
     } else if !prefixes.is_empty() {

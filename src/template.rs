@@ -497,18 +497,22 @@ impl Templates {
     fn check_request_names(&self, id: &TemplateId) -> Result<(), String> {
         let TemplateId(Resolved::Compiled(name)) = id else { return Ok(()) };
         let template = self.env.get_template(name).map_err(describe)?;
-        let mut unknown: Vec<String> = template
-            .undeclared_variables(false)
-            .into_iter()
-            .filter(|v| v != "args" && v != "config" && !(self.input_visible && v == "input"))
-            .filter(|v| !self.env.globals().any(|(g, _)| g == v))
-            .collect();
+        let mut unknown: Vec<String> = Vec::new();
+        for v in template.undeclared_variables(false) {
+            if v != "args"
+                && v != "config"
+                && !(self.input_visible && v == "input")
+                && !self.env.globals().any(|(g, _)| g == v)
+            {
+                unknown.push(v);
+            }
+        }
         crate::sort::sort(&mut unknown);
         match unknown.first() {
             None => Ok(()),
             Some(_) => Err(format!(
                 "unknown name(s) {}: a request template sees only `args` and `config`{}",
-                unknown.iter().map(|u| format!("`{u}`")).collect::<Vec<_>>().join(", "),
+                crate::fields::backticked(&unknown),
                 " (Go-dialect templates such as Higress's need the server's `templateDialect: go`)"
             )),
         }

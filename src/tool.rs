@@ -506,12 +506,15 @@ impl Tool {
             error_reads_answer,
             semantics,
             integers: match semantics.is_higress() {
-                true => cfg
-                    .args
-                    .iter()
-                    .filter(|a| matches!(a.kind.as_deref(), Some("integer" | "int")))
-                    .map(|a| a.name.clone())
-                    .collect(),
+                true => {
+                    let mut out = Vec::new();
+                    for a in &cfg.args {
+                        if matches!(a.kind.as_deref(), Some("integer" | "int")) {
+                            out.push(a.name.clone());
+                        }
+                    }
+                    out
+                }
                 false => Vec::new(),
             },
             listing_text: std::sync::OnceLock::new(),

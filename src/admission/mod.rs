@@ -118,11 +118,13 @@ impl Admission {
     pub fn compile(cfg: &AdmissionConfig, servers: &[&str]) -> Result<Admission, FieldError> {
         let mut a = Admission::default();
         let consumers: Vec<ConsumerConfig> = match &cfg.consumers {
-            Some(Value::Array(items)) => items
-                .iter()
-                .enumerate()
-                .map(|(i, c)| ConsumerConfig::read(c, &format!("consumers[{i}]")))
-                .collect::<Result<_, _>>()?,
+            Some(Value::Array(items)) => {
+                let mut out = Vec::with_capacity(items.len());
+                for (i, c) in items.iter().enumerate() {
+                    out.push(ConsumerConfig::read(c, &format!("consumers[{i}]"))?);
+                }
+                out
+            }
             Some(_) => return Err(crate::fields::pair("consumers", "must be a list")),
             None => Vec::new(),
         };
@@ -173,7 +175,9 @@ impl Admission {
             if a.by_key.is_empty() {
                 return Err(crate::fields::pair("keyAuth", "no consumer has a credential (consumers[].credential)"));
             }
-            a.keys = keys.iter().map(|n| n.to_ascii_lowercase()).collect();
+            for n in keys {
+                a.keys.push(n.to_ascii_lowercase());
+            }
             (a.in_header, a.in_query) = (in_header, in_query);
         } else if !a.by_key.is_empty() {
             return Err(crate::fields::pair("keyAuth", "consumers have credentials: say where clients present them"));

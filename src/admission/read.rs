@@ -26,7 +26,11 @@ pub fn opt_strings(map: &Map<String, Value>, key: &str, field: &str) -> Result<O
     match map.get(key) {
         None | Some(Value::Null) => Ok(None),
         Some(Value::Array(items)) => {
-            items.iter().map(|i| i.as_str().map(str::to_string).ok_or_else(err)).collect::<Result<_, _>>().map(Some)
+            let mut out = Vec::with_capacity(items.len());
+            for i in items {
+                out.push(i.as_str().ok_or_else(err)?.to_string());
+            }
+            Ok(Some(out))
         }
         Some(_) => Err(err()),
     }

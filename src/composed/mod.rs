@@ -120,9 +120,12 @@ impl ToolSetConfig {
             let (Some(server), Some(tools), None) = (server, tools, extra) else {
                 return err(&field, "must be {serverName, tools: [names]}");
             };
-            let Some(tools) = tools.iter().map(|t| t.as_str().map(str::to_string)).collect::<Option<Vec<_>>>() else {
-                return err(&format!("{field}.tools"), "must be a list of tool names");
-            };
+            let mut names = Vec::with_capacity(tools.len());
+            for t in tools {
+                let Some(t) = t.as_str() else { return err(&format!("{field}.tools"), "must be a list of tool names") };
+                names.push(t.to_string());
+            }
+            let tools = names;
             server_tools.push((server.to_string(), tools));
         }
         Ok(ToolSetConfig { name, server_tools })
@@ -216,8 +219,10 @@ impl Virtual {
     ) -> Result<Virtual, ConfigError> {
         let err =
             |field: String, msg: String, tool: &str| Err(ConfigError::new(field, msg).in_server(name).in_tool(tool));
-        let mut all: Vec<(String, RefConfig)> =
-            refs.iter().enumerate().map(|(i, r)| (format!("tools[{i}]"), r.clone())).collect();
+        let mut all: Vec<(String, RefConfig)> = Vec::with_capacity(refs.len());
+        for (i, r) in refs.iter().enumerate() {
+            all.push((format!("tools[{i}]"), r.clone()));
+        }
         if let Some(set) = tool_set {
             if let Some(n) = set.name.as_deref().filter(|n| *n != name) {
                 return Err(

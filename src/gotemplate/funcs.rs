@@ -837,7 +837,7 @@ pub(crate) fn call(st: &mut State, name: &str, a: Vec<Value>) -> R {
                 v if v.is_array() => list(v, name)?.into_iter().map(|j| s(&from(j))).collect(),
                 v => vec![s(v)],
             };
-            items.sort();
+            crate::sort::sort(&mut items);
             strs(items)
         }
         "regexMatch" => {

@@ -165,7 +165,7 @@ fn write_json(v: &Value, out: &mut String) {
     match v {
         Value::Object(m) => {
             let mut keys: Vec<&String> = m.keys().collect();
-            keys.sort();
+            crate::sort::sort(&mut keys);
             out.push('{');
             for (i, k) in keys.into_iter().enumerate() {
                 if i > 0 {
@@ -275,7 +275,7 @@ impl Query {
     /// `url.Values.Encode`: keys sorted, each value `QueryEscape`d.
     pub fn encode(&self) -> String {
         let mut keys: Vec<&(String, Vec<String>)> = self.0.iter().collect();
-        keys.sort_by(|a, b| a.0.cmp(&b.0));
+        crate::sort::sort_by(&mut keys, |a, b| a.0.cmp(&b.0));
         let mut out = String::new();
         for (k, values) in keys {
             for v in values {

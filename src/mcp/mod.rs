@@ -388,11 +388,12 @@ pub fn caller_words(caller: &crate::caller::Caller) -> String {
 fn missing_capabilities(tool: &Tool, params: &serde_json::Map<String, Value>) -> Option<Value> {
     let required = tool.required_client_capabilities.as_ref()?;
     let declared = params.get("_meta").and_then(|m| m.get("io.modelcontextprotocol/clientCapabilities"));
-    let missing: serde_json::Map<String, Value> = required
-        .iter()
-        .filter(|(k, _)| declared.and_then(|d| d.get(k.as_str())).is_none())
-        .map(|(k, v)| (k.clone(), v.clone()))
-        .collect();
+    let mut missing = serde_json::Map::new();
+    for (k, v) in required {
+        if declared.and_then(|d| d.get(k.as_str())).is_none() {
+            missing.insert(k.clone(), v.clone());
+        }
+    }
     (!missing.is_empty()).then_some(Value::Object(missing))
 }
 
@@ -400,8 +401,12 @@ fn missing_capabilities(tool: &Tool, params: &serde_json::Map<String, Value>) ->
 /// the capabilities a session keeps ([`ClientCaps`]) can be checked.
 fn missing_in_session(tool: &Tool, caps: ClientCaps) -> Option<Value> {
     let required = tool.required_client_capabilities.as_ref()?;
-    let missing: serde_json::Map<String, Value> =
-        required.iter().filter(|(k, _)| caps.has(k) == Some(false)).map(|(k, v)| (k.clone(), v.clone())).collect();
+    let mut missing = serde_json::Map::new();
+    for (k, v) in required {
+        if caps.has(k) == Some(false) {
+            missing.insert(k.clone(), v.clone());
+        }
+    }
     (!missing.is_empty()).then_some(Value::Object(missing))
 }
 

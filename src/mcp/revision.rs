@@ -61,7 +61,11 @@ impl Revision {
 
     /// The `supportedVersions` of `server/discover`, and of an unsupported-version error.
     pub fn all_names() -> Vec<&'static str> {
-        Revision::ALL.iter().map(|r| r.as_str()).collect()
+        let mut out = Vec::with_capacity(Revision::ALL.len());
+        for r in Revision::ALL {
+            out.push(r.as_str());
+        }
+        out
     }
 }
 

@@ -35,7 +35,12 @@ impl Typed for usize {
 impl Typed for Vec<String> {
     fn read(value: Value) -> Result<Self, &'static str> {
         let Value::Array(items) = value else { return Err("must be a list of strings") };
-        items.into_iter().map(String::read).collect::<Result<_, _>>().map_err(|_| "must be a list of strings")
+        let mut out = Vec::with_capacity(items.len());
+        for i in items {
+            let Value::String(s) = i else { return Err("must be a list of strings") };
+            out.push(s);
+        }
+        Ok(out)
     }
 }
 

@@ -146,7 +146,10 @@ impl Conversion {
     /// `schemaDefs` (whose names in use are `taken`), leaving `$ref`s to them: Stripe's conversion goes
     /// from 57 MB to a few, and `tools/list` still shows each tool whole.
     pub fn share_schemas(&mut self, taken: impl IntoIterator<Item = String>) -> Map<String, Value> {
-        let mut tools: Vec<&mut ToolConfig> = self.tools.iter_mut().map(|c| &mut c.tool).collect();
+        let mut tools: Vec<&mut ToolConfig> = Vec::with_capacity(self.tools.len());
+        for c in &mut self.tools {
+            tools.push(&mut c.tool);
+        }
         share::share(&mut tools, taken)
     }
 }
@@ -199,7 +202,10 @@ pub fn convert(doc: &Value, options: &Options) -> Result<Conversion, OpenApiErro
         (None, Some(url)) => base_url(url)?,
         (None, None) => String::new(),
     };
-    let mut unused: Vec<select::Entry<'_>> = options.include.entries().chain(options.exclude.entries()).collect();
+    let mut unused: Vec<select::Entry<'_>> = Vec::new();
+    for e in options.include.entries().chain(options.exclude.entries()) {
+        unused.push(e);
+    }
     let schemes = operation::SecuritySchemes::read(doc)?;
     out.security_schemes = schemes.supported.clone();
     out.warnings.extend(schemes.unsupported.iter().map(|(id, why)| format!("security scheme '{id}': {why}")));
@@ -274,10 +280,12 @@ pub fn convert(doc: &Value, options: &Options) -> Result<Conversion, OpenApiErro
             let operation_id = op_obj.get("operationId").and_then(Value::as_str).filter(|s| !s.is_empty());
             let key =
                 operation_id.map(str::to_string).unwrap_or_else(|| format!("{} {path}", method.to_ascii_uppercase()));
-            let tags: Vec<&str> = op_obj
-                .get("tags")
-                .and_then(Value::as_array)
-                .map_or(Vec::new(), |t| t.iter().filter_map(Value::as_str).collect());
+            let mut tags: Vec<&str> = Vec::new();
+            for t in op_obj.get("tags").and_then(Value::as_array).into_iter().flatten() {
+                if let Some(t) = t.as_str() {
+                    tags.push(t);
+                }
+            }
             let which = select::OperationRef { tags: &tags, operation_id, method, path };
             unused.retain(|e| !e.matches(&which));
             if (!options.include.is_empty() && !options.include.matches(&which)) || options.exclude.matches(&which) {

@@ -376,7 +376,10 @@ impl<'a> Builder<'a, '_> {
             return Ok(());
         }
         let Some((mut media, mut kind)) = pick_media(content, &[]) else {
-            let kinds: Vec<&str> = content.keys().map(String::as_str).collect();
+            let mut kinds = Vec::new();
+            for k in content.keys() {
+                kinds.push(k.as_str());
+            }
             let why = format!(
                 "request body of type {} (JSON, form, multipart/form-data, text and bytes are)",
                 kinds.join(", ")
@@ -571,7 +574,12 @@ impl<'a> Builder<'a, '_> {
             let Value::Object(responses) = responses else {
                 return Err(Self::invalid(format!("{at}/responses"), "must be an object"));
             };
-            let mut codes: Vec<&String> = responses.keys().filter(|c| c.starts_with('2')).collect();
+            let mut codes: Vec<&String> = Vec::new();
+            for c in responses.keys() {
+                if c.starts_with('2') {
+                    codes.push(c);
+                }
+            }
             crate::sort::sort(&mut codes);
             let mut outputs = SchemaConverter::new(ctx.doc, Direction::Response, ctx.output_depth);
             for code in codes {
@@ -629,8 +637,12 @@ impl<'a> Builder<'a, '_> {
                 }
             }
             if chosen.is_none() && !optional {
-                let ids: Vec<String> =
-                    alternatives.iter().filter_map(Value::as_object).flat_map(|a| a.keys().cloned()).collect();
+                let mut ids: Vec<&str> = Vec::new();
+                for a in alternatives.iter().filter_map(Value::as_object) {
+                    for k in a.keys() {
+                        ids.push(k);
+                    }
+                }
                 self.warnings.push(format!(
                     "requires {} which the gateway cannot apply; set the credential with requestTemplate.headers",
                     ids.join(" + ")

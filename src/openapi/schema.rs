@@ -215,7 +215,11 @@ impl<'a> SchemaConverter<'a> {
     }
 
     fn list(&mut self, list: &'a [Value], at: &str, depth: usize) -> Result<Vec<Value>, Fail> {
-        list.iter().enumerate().map(|(i, s)| self.walk(s, &format!("{at}/{i}"), depth + 1)).collect()
+        let mut out = Vec::with_capacity(list.len());
+        for (i, s) in list.iter().enumerate() {
+            out.push(self.walk(s, &format!("{at}/{i}"), depth + 1)?);
+        }
+        Ok(out)
     }
 }
 

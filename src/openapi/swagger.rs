@@ -103,7 +103,13 @@ pub fn upgrade(doc: &Value) -> Result<Value, OpenApiError> {
 }
 
 fn media_list(v: Option<&Value>) -> Vec<String> {
-    v.and_then(Value::as_array).map_or(Vec::new(), |l| l.iter().filter_map(Value::as_str).map(str::to_string).collect())
+    let mut out = Vec::new();
+    for m in v.and_then(Value::as_array).into_iter().flatten() {
+        if let Some(m) = m.as_str() {
+            out.push(m.to_string());
+        }
+    }
+    out
 }
 
 fn operation(

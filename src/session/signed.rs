@@ -87,7 +87,7 @@ pub fn decode_key(text: &str) -> Option<Vec<u8>> {
 }
 
 fn revision_number(version: &str) -> Option<u32> {
-    let digits: String = version.chars().filter(|c| *c != '-').collect();
+    let digits = version.replace('-', "");
     (version.len() == 10 && digits.len() == 8).then(|| digits.parse().ok()).flatten()
 }
 
