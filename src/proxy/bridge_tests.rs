@@ -3,7 +3,7 @@ use crate::proxy::route;
 use crate::session::memory::MemoryEnv;
 use serde_json::json;
 
-use crate::proxy::tests::{env, sessions};
+use crate::proxy::tests::{env, redis_answer, sessions};
 const NOW: u64 = 1_000_000;
 
 fn gateway(store: &str, extra: &str) -> Gateway {
@@ -381,31 +381,6 @@ fn the_message_endpoint_is_a_path_on_the_backend() {
 fn redis_gateway() -> Gateway {
     let cfg = "sessions: {store: redis, redis: {cluster: r}}\nservers:\n- name: up\n  type: mcp-proxy\n  transport: sse\n  mcpServerURL: /sse\n  timeout: 5000\n";
     Gateway::from_config_str(cfg).unwrap()
-}
-
-/// Answers a Redis command from `redis` (SET and GETEX), through the store's own reply handling.
-fn redis_answer(
-    gw: &Gateway,
-    redis: &mut std::collections::HashMap<String, Vec<u8>>,
-    p: &crate::session::redis::Pending,
-) -> SessionOutcome {
-    let args = crate::resp::decode_command(&p.command).unwrap();
-    let text = |i: usize| String::from_utf8(args[i].clone()).unwrap();
-    let reply: Vec<u8> = match text(0).as_str() {
-        "SET" => {
-            redis.insert(text(1), args[2].clone());
-            b"+OK\r\n".to_vec()
-        }
-        "GETEX" => match redis.get(&text(1)) {
-            Some(v) => crate::resp::encode_reply(&crate::resp::Reply::Bulk(Some(v.clone()))),
-            None => b"$-1\r\n".to_vec(),
-        },
-        other => panic!("unexpected command {other}"),
-    };
-    match gw.sessions.on_redis_reply(p, crate::session::redis::Answer::Reply(&reply)) {
-        crate::session::redis::Next::Done(outcome) => outcome,
-        other => panic!("{other:?}"),
-    }
 }
 
 #[test]

@@ -776,7 +776,7 @@ fn only_the_headers_that_change_are_written() {
 }
 
 /// A stand-in for Redis: the store's commands answered from a map, as the host would relay them.
-fn redis_answer(
+pub(super) fn redis_answer(
     gw: &Gateway,
     redis: &mut std::collections::HashMap<String, Vec<u8>>,
     p: &redis::Pending,
