@@ -222,7 +222,7 @@ class GuardService:
     that mention `classified` (or any of `refused_outputs`); records what it was asked."""
 
     def __init__(self, refused_outputs: tuple[str, ...] = (), slow_outputs: tuple[str, ...] = ()):
-        """`slow_outputs`: an output that mentions one is answered after a second."""
+        """`slow_outputs`: an output that mentions one is answered after two seconds."""
         import http.server
         import threading
 
@@ -235,7 +235,7 @@ class GuardService:
                 service.asked.append(body)
                 text = json.dumps(body)
                 if body["phase"] == "output" and any(w in text for w in slow_outputs):
-                    time.sleep(1.0)
+                    time.sleep(2.0)
                 if body["phase"] == "input" and "forbidden" in text:
                     verdict = {"allow": False, "reason": "forbidden word in the arguments"}
                 elif body["phase"] == "output" and any(w in text for w in ("classified", *refused_outputs)):
@@ -247,7 +247,10 @@ class GuardService:
                 self.send_header("content-type", "application/json")
                 self.send_header("content-length", str(len(out)))
                 self.end_headers()
-                self.wfile.write(out)
+                try:
+                    self.wfile.write(out)
+                except BrokenPipeError:
+                    pass  # the gateway gave up at its timeout
 
             def log_message(self, *args):
                 pass
@@ -461,8 +464,11 @@ def sse_checked(tmp_path_factory):
     base["static_resources"]["clusters"] += [static_cluster("guard", service.port),
                                              static_cluster("guard_down", harness.unused_port())]
     server = proxied("checked", "/sse", transport="sse", guardrails=guardrails)
-    g = harness.start_gateway({"servers": [server]}, tag="sse-proxied-guard", upstream=backend, envoy_base=base,
-                              plugin_format="json")
+    # A service slower than this server's output timeout: the held result fails closed at the timeout.
+    hasty = proxied("hasty", "/sse", transport="sse", guardrails={
+        "external": {"cluster": "guard", "timeoutMs": 300, "input": False, "output": True}})
+    g = harness.start_gateway({"servers": [server, hasty]}, tag="sse-proxied-guard", upstream=backend,
+                              envoy_base=base, plugin_format="json")
     g.extra["service"] = service
     yield g
     g.stop()
@@ -517,7 +523,7 @@ def test_the_guard_service_checks_an_sse_clients_calls_on_the_post_and_results_o
 
 
 def test_a_result_held_on_an_sse_stream_keeps_the_events_after_it_in_order(sse_checked):
-    """The guard service takes a second over one result: the progress and the result of a call made after
+    """The guard service takes two seconds over one result: the progress and the result of a call made after
     it, which the backend sends meanwhile, wait behind it and reach the client in the backend's order."""
     import queue
     import threading
@@ -568,7 +574,7 @@ def test_a_result_held_on_an_sse_stream_keeps_the_events_after_it_in_order(sse_c
     assert order == [2, "notifications/message", "notifications/progress", "notifications/message",
                      "notifications/progress", 3], order
     held = next(t for t, m in arrived if m.get("id") == 2)
-    assert held - sent >= 0.9, "the result waited for the guard service"
+    assert held - sent >= 1.9, "the result waited for the guard service"
     first = next(m for _, m in arrived if m.get("id") == 2)
     assert first["result"]["content"][0]["text"] == "echo: slow one", first
     last = next(m for _, m in arrived if m.get("id") == 3)
@@ -619,3 +625,28 @@ def test_the_guard_service_checks_a_bridged_call_before_its_stream_and_before_it
     assert "could not check the input of tool 'whoami'" in msgs[-1]["error"]["message"], msgs
     assert bridged("secret", {}, 10)[-1]["result"]["content"][0]["text"] == "the secret"
     assert time.monotonic() - started < 5, "each check gives up within its timeout"
+
+
+def test_a_guard_service_slower_than_its_timeout_fails_a_held_sse_result_closed(sse_checked):
+    """The output check's `timeoutMs` bounds the hold, on an SSE client's stream and on a bridged answer."""
+
+    async def main():
+        from mcp import Client
+        from mcp.client.sse import sse_client
+
+        async with Client(sse_client(sse_checked.mcp_url("hasty") + "/sse", timeout=10),
+                          mode="legacy", cache=None, read_timeout_seconds=15) as c:
+            assert (await c.call_tool("echo", {"text": "quick"})).content[0].text == "echo: quick"
+            started = time.monotonic()
+            with pytest.raises(Exception) as late:
+                await c.call_tool("echo", {"text": "slow"})
+            assert "could not check the output of tool 'echo'" in str(late.value), late.value
+            assert time.monotonic() - started < 1.8, "given up at the timeout, not at the service's answer"
+        async with harness.mcp_client(sse_checked.mcp_url("hasty")) as c:
+            started = time.monotonic()
+            with pytest.raises(Exception) as late:
+                await c.call_tool("echo", {"text": "slow"})
+            assert "could not check the output of tool 'echo'" in str(late.value), late.value
+            assert time.monotonic() - started < 1.8
+
+    run_async(main)

@@ -414,3 +414,18 @@ def test_an_sse_server_with_redis_down_fails_open_or_closed_per_limit(sse_proxie
         assert _bridged_call(a, "strict", 7)["result"]["content"][0]["text"] == "echo: hi"
     finally:
         server.stop()
+
+
+def test_a_bridged_call_waits_no_longer_than_the_redis_timeout(sse_proxied, host, redis_server):  # noqa: F811
+    delay = host.run(DelayProxy(redis_server.address, delay=0).start())
+    try:
+        a = sse_proxied.start("a", ("127.0.0.1", delay.port))
+        assert _bridged_call(a, "strict", 1)["result"]["content"][0]["text"] == "echo: hi"
+        delay.delay = TIMEOUT_MS / 1000 + 1.0
+        m, elapsed = timed(_bridged_call, a, "strict", 2)
+        assert m["error"]["data"]["cause"] == "store_unavailable", m
+        assert TIMEOUT_MS / 1000 * 0.9 <= elapsed < TIMEOUT_MS / 1000 + 1.5, elapsed
+        m, elapsed = timed(_bridged_call, a, "lenient", 3)
+        assert m["result"]["content"][0]["text"] == "echo: hi" and elapsed < TIMEOUT_MS / 1000 + 2.5, (m, elapsed)
+    finally:
+        host.run(delay.stop())
