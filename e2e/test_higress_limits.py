@@ -294,7 +294,7 @@ class SseBackend(harness.DemoUpstream):
 def sse_proxied(request, host, run_dir, e2e_config):  # noqa: F811
     backend = SseBackend(log_dir=run_dir).start()
     config = {k: v for k, v in e2e_config.items() if k != "servers"}
-    server = lambda name, **limits: {"name": name, "type": "mcp-proxy", "transport": "sse",  # noqa: E731
+    server = lambda name, **limits: {"name": name, "type": "mcp-proxy", "transport": "sse",
                                      "mcpServerURL": "/sse", "timeout": 10000, **limits}
     config["servers"] = [
         server("counted", rateLimits=[{"requests": 3, "window": "1h", "scope": "cluster"}],
