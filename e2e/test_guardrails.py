@@ -221,7 +221,8 @@ class GuardService:
     """A small guard service (the documented contract): refuses inputs that mention `forbidden`, outputs
     that mention `classified` (or any of `refused_outputs`); records what it was asked."""
 
-    def __init__(self, refused_outputs: tuple[str, ...] = ()):
+    def __init__(self, refused_outputs: tuple[str, ...] = (), slow_outputs: tuple[str, ...] = ()):
+        """`slow_outputs`: an output that mentions one is answered after two seconds."""
         import http.server
         import threading
 
@@ -233,6 +234,8 @@ class GuardService:
                 body = json.loads(self.rfile.read(int(self.headers.get("content-length", "0"))))
                 service.asked.append(body)
                 text = json.dumps(body)
+                if body["phase"] == "output" and any(w in text for w in slow_outputs):
+                    time.sleep(2.0)
                 if body["phase"] == "input" and "forbidden" in text:
                     verdict = {"allow": False, "reason": "forbidden word in the arguments"}
                 elif body["phase"] == "output" and any(w in text for w in ("classified", *refused_outputs)):
@@ -244,7 +247,10 @@ class GuardService:
                 self.send_header("content-type", "application/json")
                 self.send_header("content-length", str(len(out)))
                 self.end_headers()
-                self.wfile.write(out)
+                try:
+                    self.wfile.write(out)
+                except BrokenPipeError:
+                    pass  # the gateway gave up at its timeout
 
             def log_message(self, *args):
                 pass
@@ -434,3 +440,213 @@ def test_a_guard_service_that_is_down_fails_a_proxied_call_closed_or_open(proxie
     _, msgs = proxied_call(proxied_checked, "secret", {})
     assert msgs[-1]["result"]["content"][0]["text"] == "the secret", msgs
     assert time.monotonic() - started < 8, "each check gives up within its timeout"
+
+
+# --- the external guard service on an SSE backend (type: mcp-proxy, transport: sse) -----------------------
+
+
+@pytest.fixture(scope="module")
+def sse_checked(tmp_path_factory):
+    """A `transport: sse` proxied server in front of the Python SDK's legacy SSE server, checked by the
+    guard service as `proxied_checked` is; its SSE clients' results are held on their stream for the
+    output check, its Streamable HTTP clients' calls are bridged and checked before and after."""
+    from test_mcp_proxy import McpBackend, proxied
+
+    service = GuardService(refused_outputs=("2 steps done",), slow_outputs=("slow",))
+    backend = McpBackend("sse", log_dir=tmp_path_factory.mktemp("sse-guarded-backend")).start()
+    down = {"cluster": "guard_down", "timeoutMs": 300}
+    guardrails = {
+        "mask": ["email"],
+        "external": {"cluster": "guard", "timeoutMs": 3000, "output": True},
+        "tools": {"whoami": {"external": down}, "secret": {"external": {**down, "failOpen": True}}},
+    }
+    base = copy.deepcopy(harness.load_envoy_yaml())
+    base["static_resources"]["clusters"] += [static_cluster("guard", service.port),
+                                             static_cluster("guard_down", harness.unused_port())]
+    server = proxied("checked", "/sse", transport="sse", guardrails=guardrails)
+    # A service slower than this server's output timeout: the held result fails closed at the timeout.
+    hasty = proxied("hasty", "/sse", transport="sse", guardrails={
+        "external": {"cluster": "guard", "timeoutMs": 300, "input": False, "output": True}})
+    g = harness.start_gateway({"servers": [server, hasty]}, tag="sse-proxied-guard", upstream=backend,
+                              envoy_base=base, plugin_format="json")
+    g.extra["service"] = service
+    yield g
+    g.stop()
+    backend.stop()
+    service.stop()
+
+
+def test_the_guard_service_checks_an_sse_clients_calls_on_the_post_and_results_on_the_stream(sse_checked):
+    """The SDK's SSE client: the input check holds the POST (a refusal reaches the stream as the call's
+    error); the result is held on the stream for the output check (masked first; the stream does not see
+    the arguments, which came by the POST: `null`); progress goes on as sent; down: closed or open."""
+    service = sse_checked.extra["service"]
+    service.asked.clear()
+    heard = []
+
+    async def on_progress(progress, total, message):
+        heard.append(progress)
+
+    async def main():
+        from mcp import Client
+        from mcp.client.sse import sse_client
+
+        async with Client(sse_client(sse_checked.mcp_url("checked") + "/sse", timeout=10),
+                          mode="legacy", cache=None, read_timeout_seconds=15) as c:
+            r = await c.call_tool("echo", {"text": "hello ann@example.com"})
+            assert r.content[0].text == "echo: hello [REDACTED:email]", r
+            asked = [(a["phase"], a["server"], a["tool"], a["consumer"], a["arguments"]) for a in service.asked]
+            assert asked == [("input", "checked", "echo", "-", {"text": "hello ann@example.com"}),
+                             ("output", "checked", "echo", "-", None)], asked
+            assert service.asked[1]["result"]["content"][0]["text"] == "echo: hello [REDACTED:email]"
+            with pytest.raises(Exception) as refused:
+                await c.call_tool("echo", {"text": "a forbidden plan"})
+            assert "refused the input of tool 'echo': forbidden word in the arguments" in str(refused.value)
+            assert service.asked[-1]["phase"] == "input", "the call never reached the backend"
+            with pytest.raises(Exception) as refused:
+                await c.call_tool("echo", {"text": "classified"})
+            assert "refused the output of tool 'echo': classified result" in str(refused.value), refused.value
+            with pytest.raises(Exception) as refused:
+                await c.call_tool("steps", {"n": 2, "pause_ms": 20}, progress_callback=on_progress)
+            assert "refused the output of tool 'steps'" in str(refused.value), refused.value
+            assert (await c.call_tool("steps", {"n": 1, "pause_ms": 20})).content[0].text == "1 steps done"
+            started = time.monotonic()
+            with pytest.raises(Exception) as closed:
+                await c.call_tool("whoami", {})
+            assert "could not check the input of tool 'whoami'" in str(closed.value), closed.value
+            assert "failOpen is false" in str(closed.value)
+            assert (await c.call_tool("secret", {})).content[0].text == "the secret"
+            assert time.monotonic() - started < 5, "each check gives up within its timeout"
+
+    run_async(main)
+    assert heard == [1, 2], heard
+
+
+def test_a_result_held_on_an_sse_stream_keeps_the_events_after_it_in_order(sse_checked):
+    """The guard service takes two seconds over one result: the progress and the result of a call made after
+    it, which the backend sends meanwhile, wait behind it and reach the client in the backend's order."""
+    import queue
+    import threading
+    from urllib.parse import urljoin
+
+    url = sse_checked.mcp_url("checked") + "/sse"
+    arrived: list[tuple[float, dict]] = []
+    endpoint: queue.Queue[str] = queue.Queue()
+
+    def read() -> None:
+        try:
+            with httpx.stream("GET", url, headers={"Accept": "text/event-stream"}, timeout=30) as r:
+                event = None
+                for line in r.iter_lines():
+                    if line.startswith("event:"):
+                        event = line[6:].strip()
+                    elif line.startswith("data:") and event == "endpoint":
+                        endpoint.put(line[5:].strip())
+                    elif line.startswith("data:"):
+                        arrived.append((time.monotonic(), json.loads(line[5:])))
+        except httpx.HTTPError:
+            pass  # the gateway stops at the module's end, the stream with it
+
+    threading.Thread(target=read, daemon=True).start()
+    post_url = urljoin(url, endpoint.get(timeout=10))
+
+    def send(body: dict) -> None:
+        r = httpx.post(post_url, json={"jsonrpc": "2.0", **body}, timeout=10)
+        assert r.status_code in (200, 202), (r.status_code, r.text)
+
+    def wait_for(what, timeout: float = 10.0) -> None:
+        deadline = time.monotonic() + timeout
+        while not any(what(m) for _, m in list(arrived)):
+            assert time.monotonic() < deadline, arrived
+            time.sleep(0.02)
+
+    send({"id": 1, "method": "initialize", "params": {"protocolVersion": "2024-11-05", "capabilities": {},
+                                                      "clientInfo": {"name": "t", "version": "0"}}})
+    wait_for(lambda m: m.get("id") == 1)
+    send({"method": "notifications/initialized"})
+    sent = time.monotonic()
+    send({"id": 2, "method": "tools/call", "params": {"name": "echo", "arguments": {"text": "slow one"}}})
+    time.sleep(0.3)
+    send({"id": 3, "method": "tools/call", "params": {"name": "steps", "arguments": {"n": 2, "pause_ms": 50},
+                                                      "_meta": {"progressToken": "p"}}})
+    wait_for(lambda m: m.get("id") == 3)
+    order = [m.get("id", m.get("method")) for _, m in arrived if m.get("id") != 1]
+    assert order == [2, "notifications/message", "notifications/progress", "notifications/message",
+                     "notifications/progress", 3], order
+    held = next(t for t, m in arrived if m.get("id") == 2)
+    assert held - sent >= 1.9, "the result waited for the guard service"
+    first = next(m for _, m in arrived if m.get("id") == 2)
+    assert first["result"]["content"][0]["text"] == "echo: slow one", first
+    last = next(m for _, m in arrived if m.get("id") == 3)
+    assert "refused the output of tool 'steps'" in last["error"]["message"], last
+
+
+def test_the_guard_service_checks_a_bridged_call_before_its_stream_and_before_its_answer(sse_checked):
+    """A Streamable HTTP client of the SSE backend: its call is checked before the gateway opens the
+    backend's stream for it, and the answer the gateway builds is held for the output check (with the
+    call's arguments, which the bridge knows); its logs still reach the client with the result."""
+    service = sse_checked.extra["service"]
+    service.asked.clear()
+
+    async def main():
+        async with harness.mcp_client(sse_checked.mcp_url("checked")) as c:
+            r = await c.call_tool("echo", {"text": "hello ann@example.com"})
+            assert r.content[0].text == "echo: hello [REDACTED:email]", r
+
+    run_async(main)
+    args = {"text": "hello ann@example.com"}
+    asked = [(a["phase"], a["server"], a["tool"], a["consumer"], a["arguments"]) for a in service.asked]
+    assert asked == [("input", "checked", "echo", "-", args), ("output", "checked", "echo", "-", args)], asked
+    assert service.asked[1]["result"]["content"][0]["text"] == "echo: hello [REDACTED:email]", service.asked[1]
+
+    from test_mcp_proxy import initialize, messages, post
+
+    url = sse_checked.mcp_url("checked")
+    sid = initialize(url)
+
+    def bridged(tool: str, args: dict, rid: int) -> list[dict]:
+        r = post(url, sid, {"jsonrpc": "2.0", "id": rid, "method": "tools/call",
+                            "params": {"name": tool, "arguments": args}})
+        assert r.status_code == 200, r.text
+        return messages(r)
+
+    service.asked.clear()
+    msgs = bridged("echo", {"text": "a forbidden plan"}, 5)
+    assert msgs[-1]["id"] == 5 and "refused the input of tool 'echo'" in msgs[-1]["error"]["message"], msgs
+    assert [a["phase"] for a in service.asked] == ["input"], "no backend stream was opened for it"
+    msgs = bridged("echo", {"text": "classified"}, 6)
+    assert "refused the output of tool 'echo': classified result" in msgs[-1]["error"]["message"], msgs
+    msgs = bridged("steps", {"n": 2, "pause_ms": 20}, 7)
+    assert [m.get("method") for m in msgs[:-1]] == ["notifications/message"] * 2, msgs
+    assert msgs[-1]["id"] == 7 and "refused the output of tool 'steps'" in msgs[-1]["error"]["message"], msgs
+    assert bridged("steps", {"n": 1, "pause_ms": 20}, 8)[-1]["result"]["content"][0]["text"] == "1 steps done"
+    started = time.monotonic()
+    msgs = bridged("whoami", {}, 9)
+    assert "could not check the input of tool 'whoami'" in msgs[-1]["error"]["message"], msgs
+    assert bridged("secret", {}, 10)[-1]["result"]["content"][0]["text"] == "the secret"
+    assert time.monotonic() - started < 5, "each check gives up within its timeout"
+
+
+def test_a_guard_service_slower_than_its_timeout_fails_a_held_sse_result_closed(sse_checked):
+    """The output check's `timeoutMs` bounds the hold, on an SSE client's stream and on a bridged answer."""
+
+    async def main():
+        from mcp import Client
+        from mcp.client.sse import sse_client
+
+        async with Client(sse_client(sse_checked.mcp_url("hasty") + "/sse", timeout=10),
+                          mode="legacy", cache=None, read_timeout_seconds=15) as c:
+            assert (await c.call_tool("echo", {"text": "quick"})).content[0].text == "echo: quick"
+            started = time.monotonic()
+            with pytest.raises(Exception) as late:
+                await c.call_tool("echo", {"text": "slow"})
+            assert "could not check the output of tool 'echo'" in str(late.value), late.value
+            assert time.monotonic() - started < 1.8, "given up at the timeout, not at the service's answer"
+        async with harness.mcp_client(sse_checked.mcp_url("hasty")) as c:
+            started = time.monotonic()
+            with pytest.raises(Exception) as late:
+                await c.call_tool("echo", {"text": "slow"})
+            assert "could not check the output of tool 'echo'" in str(late.value), late.value
+            assert time.monotonic() - started < 1.8
+
+    run_async(main)

@@ -13,6 +13,9 @@ of two worker VMs each, sharing nothing but a real redis-server. Every check of 
 - proxied servers (`type: mcp-proxy`, in front of the Python SDK's stateless MCP server): their `tools/call`s
   counted by the same script before they go on to the backend, across replicas; Redis down, each limit's
   onStoreError.
+- SSE backends (`transport: sse`, the SDK's legacy SSE server): a Streamable HTTP client's bridged call is
+  counted before the gateway opens the backend's stream for it, an SSE client's POST before it goes on (a
+  refusal reaching the client on its stream); one counter for both, across replicas; Redis down, likewise.
 
 Requests are stateless (2026-07-28): no session store is involved, only the limits' Redis.
 `make test` always builds the Higress artifact, so a missing one fails every test here (never a skip).
@@ -270,5 +273,159 @@ def test_a_proxied_call_waits_no_longer_than_the_redis_timeout(proxied, host, re
         delay.delay = 0
         time.sleep(1.2)  # the late replies drain
         assert _proxied_call(a, "strict", 4)["result"]["content"][0]["text"] == "echo: hi"
+    finally:
+        host.run(delay.stop())
+
+
+# --- SSE backends (type: mcp-proxy, transport: sse) ---------------------------------------------------------
+
+
+class SseBackend(harness.DemoUpstream):
+    """The Python SDK's legacy SSE MCP server (e2e/mcp_backend.py)."""
+
+    SCRIPT = "mcp_backend.py"
+    NAME = "MCP backend (Python SDK, legacy SSE)"
+
+    def arguments(self) -> list[str]:
+        return [str(self.port), "sse"]
+
+
+@pytest.fixture
+def sse_proxied(request, host, run_dir, e2e_config):  # noqa: F811
+    backend = SseBackend(log_dir=run_dir).start()
+    config = {k: v for k, v in e2e_config.items() if k != "servers"}
+    server = lambda name, **limits: {"name": name, "type": "mcp-proxy", "transport": "sse",
+                                     "mcpServerURL": "/sse", "timeout": 10000, **limits}
+    config["servers"] = [
+        server("counted", rateLimits=[{"requests": 3, "window": "1h", "scope": "cluster"}],
+               quotas=[{"requests": 100, "period": "day"}]),
+        server("lenient", rateLimits=[{"requests": 1000, "window": "1s", "scope": "cluster"}]),
+        server("strict", rateLimits=[{"requests": 1000, "window": "1s", "scope": "cluster", "onStoreError": "deny"}]),
+    ]
+    h = Higress(host, run_dir, backend, config, request.node.name)
+    try:
+        yield h
+    finally:
+        h.stop()
+        backend.stop()
+    assert not h.crashes(), "the plugin crashed in the test host:\n" + "\n".join(h.crashes())
+
+
+def _bridged_call(replica, server: str, rid: int) -> dict:
+    """A Streamable HTTP client's call (no session) to an SSE backend: bridged."""
+    body = {"jsonrpc": "2.0", "id": rid, "method": "tools/call", "params": {"name": "echo", "arguments": {"text": "hi"}}}
+    r = harness.fresh_connection_post(f"{replica.url}/mcp-servers/{server}", body, HEADERS)
+    assert r.status_code == 200, (r.status_code, r.text)
+    return sse_messages(r)[-1]
+
+
+class SseClient:
+    """A legacy SSE client, raw: its stream read in a thread, its messages POSTed to the endpoint it names."""
+
+    def __init__(self, url: str):
+        import queue
+        import threading
+
+        self.url = url
+        self.messages: list[dict] = []
+        self.endpoint: queue.Queue[str] = queue.Queue()
+        threading.Thread(target=self._read, daemon=True).start()
+        from urllib.parse import urljoin
+
+        self.post_url = urljoin(url, self.endpoint.get(timeout=10))
+        self.send({"id": 0, "method": "initialize", "params": {"protocolVersion": "2024-11-05", "capabilities": {},
+                                                               "clientInfo": {"name": "t", "version": "0"}}})
+        self.answer(0)
+        self.send({"method": "notifications/initialized"})
+
+    def _read(self) -> None:
+        import json
+
+        try:
+            with httpx.stream("GET", self.url, headers={"Accept": "text/event-stream"}, timeout=30) as r:
+                event = None
+                for line in r.iter_lines():
+                    if line.startswith("event:"):
+                        event = line[6:].strip()
+                    elif line.startswith("data:") and event == "endpoint":
+                        self.endpoint.put(line[5:].strip())
+                    elif line.startswith("data:"):
+                        self.messages.append(json.loads(line[5:]))
+        except httpx.HTTPError:
+            pass  # the replica stops at the test's end, the stream with it
+
+    def send(self, body: dict) -> None:
+        r = httpx.post(self.post_url, json={"jsonrpc": "2.0", **body}, timeout=10)
+        assert r.status_code in (200, 202), (r.status_code, r.text)
+
+    def answer(self, rid: int, timeout: float = 10.0) -> dict:
+        deadline = time.monotonic() + timeout
+        while True:
+            found = [m for m in list(self.messages) if m.get("id") == rid and "method" not in m]
+            if found:
+                return found[0]
+            assert time.monotonic() < deadline, self.messages
+            time.sleep(0.02)
+
+    def call(self, rid: int) -> dict:
+        self.send({"id": rid, "method": "tools/call", "params": {"name": "echo", "arguments": {"text": "hi"}}})
+        return self.answer(rid)
+
+
+def test_an_sse_servers_calls_are_counted_in_redis_across_replicas_from_both_kinds_of_client(
+    sse_proxied, redis_server  # noqa: F811
+):
+    a, b = sse_proxied.pair(redis_server.address)
+    # Streamable HTTP clients, bridged, on both replicas at once: 2 of the 3 calls an hour.
+    with concurrent.futures.ThreadPoolExecutor(max_workers=4) as pool:
+        answers = list(pool.map(lambda i: _bridged_call((a, b)[i % 2], "counted", i), range(2)))
+    assert all(m["result"]["content"][0]["text"] == "echo: hi" for m in answers), answers
+    # An SSE client on the other replica: the third call goes on, the fourth is refused on its stream.
+    client = SseClient(f"{b.url}/mcp-servers/counted/sse")
+    assert client.call(7)["result"]["content"][0]["text"] == "echo: hi"
+    refused = client.call(8)
+    assert refused["error"]["data"]["cause"] == "rate_limited", refused
+    assert "server 'counted' allows 3 calls per 1h (rateLimits[0])" in refused["error"]["message"], refused
+    # A bridged call is refused before any backend stream: the REST tools' error, with when to retry.
+    m = _bridged_call(a, "counted", 9)
+    assert m["error"]["data"]["cause"] == "rate_limited" and 1190 <= m["error"]["data"]["retryAfterSeconds"] <= 1200, m
+    day = datetime.datetime.now(datetime.UTC)
+    quota = f"{sse_proxied.key_prefix}limit:counted/*/q100d/*/{day:%Y-%m-%d}"
+    assert redis_server.command("GET", quota) == "3", "the quota counts the calls that went on, not the refused"
+
+
+def test_an_sse_server_with_redis_down_fails_open_or_closed_per_limit(sse_proxied, run_dir):  # noqa: F811
+    """Bridged calls (no session: only the limits use Redis; an SSE client's session lives in Redis here,
+    so its POSTs fail at the session store first)."""
+    server = RedisServer(run_dir).start()
+    try:
+        a = sse_proxied.start("a", server.address)
+        assert _bridged_call(a, "strict", 1)["result"]["content"][0]["text"] == "echo: hi"
+        server.stop()
+        for i in range(2):  # both workers
+            m, elapsed = timed(_bridged_call, a, "lenient", i)
+            assert m["result"]["content"][0]["text"] == "echo: hi", m  # onStoreError: allow (the default)
+            assert elapsed < TIMEOUT_MS / 1000 + 1.5, elapsed
+            m, elapsed = timed(_bridged_call, a, "strict", i)
+            assert m["error"]["data"]["cause"] == "store_unavailable", m
+            assert "onStoreError: deny" in m["error"]["message"], m
+            assert elapsed < TIMEOUT_MS / 1000 + 1.0, elapsed
+        server.start()  # same port, empty
+        assert _bridged_call(a, "strict", 7)["result"]["content"][0]["text"] == "echo: hi"
+    finally:
+        server.stop()
+
+
+def test_a_bridged_call_waits_no_longer_than_the_redis_timeout(sse_proxied, host, redis_server):  # noqa: F811
+    delay = host.run(DelayProxy(redis_server.address, delay=0).start())
+    try:
+        a = sse_proxied.start("a", ("127.0.0.1", delay.port))
+        assert _bridged_call(a, "strict", 1)["result"]["content"][0]["text"] == "echo: hi"
+        delay.delay = TIMEOUT_MS / 1000 + 1.0
+        m, elapsed = timed(_bridged_call, a, "strict", 2)
+        assert m["error"]["data"]["cause"] == "store_unavailable", m
+        assert TIMEOUT_MS / 1000 * 0.9 <= elapsed < TIMEOUT_MS / 1000 + 1.5, elapsed
+        m, elapsed = timed(_bridged_call, a, "lenient", 3)
+        assert m["result"]["content"][0]["text"] == "echo: hi" and elapsed < TIMEOUT_MS / 1000 + 2.5, (m, elapsed)
     finally:
         host.run(delay.stop())

@@ -331,21 +331,6 @@ impl Gateway {
                     Some(std::sync::Arc::new(compiled))
                 }
             };
-            if proxy.as_ref().is_some_and(|b| b.sse) {
-                // A Streamable HTTP client's request to an SSE backend is bridged ([`crate::proxy::bridge`])
-                // without the checks that wait, and a guard service's output checks cannot hold the stream.
-                let why = "is not supported yet on a transport: sse server (a Streamable HTTP client's request is \
-                           bridged to the backend's stream without waiting on Redis or a guard service)";
-                if let Some(field) = limits.in_redis() {
-                    let msg = format!("counts in Redis (scope: cluster, or a quota), which {why}; use scope: process");
-                    return Err(ConfigError::new(field, msg).in_server(&s.name));
-                }
-                if guard.as_ref().is_some_and(|g| g.has_external()) {
-                    return Err(
-                        ConfigError::new("guardrails.external", format!("a guard service {why}")).in_server(&s.name)
-                    );
-                }
-            }
             let mut server = Server {
                 auth,
                 policy,

@@ -91,6 +91,12 @@ enum Phase {
     Body,
     /// The whole answer body, for the guard service's output checks: [`Relay::on_answer_gate`] goes on.
     Answer,
+    /// A bridged request's body, for its call's checks: [`Bridge::on_gate`] decides.
+    BridgeBody,
+    /// A bridged call's answer, for the guard service's output check: [`Bridge::on_answer_gate`] goes on.
+    BridgeAnswer,
+    /// A result on an SSE client's stream, for the guard service: [`Relay::on_stream_gate`] goes on.
+    StreamResult,
 }
 
 thread_local! {
@@ -141,11 +147,14 @@ pub fn on_request_headers(id: u32, gw: &Rc<Gateway>, head: &RequestHead, end_of_
         Start::Bridge(bridge) => {
             held.bridge = Some(bridge);
             // The body says what to do; an empty one is answered at once.
-            if end_of_stream && !held.begin(&mut calls(gw, id), &[]) {
-                return Some(Action::Pause);
+            let action = match end_of_stream {
+                true => held.begin(&mut calls(gw, id), &[]),
+                false => Some(Action::Pause),
+            };
+            if action.is_some() {
+                RELAYS.with(|r| r.borrow_mut().insert(id, held));
             }
-            RELAYS.with(|r| r.borrow_mut().insert(id, held));
-            return Some(if end_of_stream { Action::Continue } else { Action::Pause });
+            return Some(action.unwrap_or(Action::Pause));
         }
         Start::Respond(r) => {
             send(&r);
@@ -229,6 +238,28 @@ impl Held {
                     Some(false) => resume(abi::resume_response(), "answer"),
                 };
             }
+            Phase::BridgeBody => {
+                let Some(bridge) = self.bridge.as_mut() else { return false };
+                let begin = bridge.on_gate(done, now_ms());
+                return match self.began(env, begin) {
+                    None => false,
+                    Some(Action::Pause) => true,
+                    Some(_) => resume(abi::resume_request(), "request"),
+                };
+            }
+            Phase::BridgeAnswer => {
+                let gw = self.gw.clone();
+                let Some(bridge) = self.bridge.as_mut() else { return false };
+                let step = bridge.on_answer_gate(&gw, env, done);
+                return self.bridge_answered(env, step);
+            }
+            Phase::StreamResult => {
+                let gw = self.gw.clone();
+                let Some(relay) = self.relay.as_mut() else { return false };
+                let released = relay.on_stream_gate(&gw, env, done);
+                self.out.extend(released);
+                return self.stream_resumed(env);
+            }
             _ => {}
         }
         let outcome = match done {
@@ -252,7 +283,11 @@ impl Held {
                         return true; // the body's end comes to on_request_body, still paused
                     }
                     let body = buffered(BufferType::HttpRequestBody);
-                    self.begin(env, &body) && resume(abi::resume_request(), "request")
+                    match self.begin(env, &body) {
+                        None => false,
+                        Some(Action::Pause) => true, // held for its call's checks
+                        Some(_) => resume(abi::resume_request(), "request"),
+                    }
                 }
                 Start::Forward(relay, headers) => {
                     edit_headers(MapType::HttpRequestHeaders, &headers);
@@ -302,15 +337,8 @@ impl Held {
                 match relay.on_bound(&gw, env, outcome) {
                     Ok(bound) => {
                         self.out.extend(bound);
-                        // What Envoy held meanwhile, after what the relay had read.
-                        let whole = buffered(BufferType::HttpResponseBody);
-                        let later = whole.get(self.fed..).unwrap_or_default();
-                        self.fed = whole.len();
-                        let more = relay.on_chunk(&gw, env, later, self.response_end);
-                        self.out.extend(more);
                         self.holding = false;
-                        let _ = abi::set_buffer(BufferType::HttpResponseBody, 0, WHOLE, &std::mem::take(&mut self.out));
-                        resume(abi::resume_response(), "answer")
+                        self.stream_resumed(env)
                     }
                     Err(failed) => {
                         send(&failed);
@@ -318,7 +346,7 @@ impl Held {
                     }
                 }
             }
-            Phase::Body | Phase::Answer => false, // went on above
+            Phase::Body | Phase::Answer | Phase::BridgeBody | Phase::BridgeAnswer | Phase::StreamResult => false, // above
             Phase::Reinit => match self.reinit.as_mut() {
                 Some(reinit) => {
                     let step = reinit.on_session(outcome);
@@ -431,22 +459,91 @@ impl Held {
         self.relay.as_ref().map(|r| r.server().to_string()).or(bridged).unwrap_or_default()
     }
 
-    /// A bridge's whole request body: answered at once (false), or the request goes on as the backend's
-    /// stream (its headers rewritten, its body dropped).
-    fn begin(&mut self, env: &mut Calls, body: &[u8]) -> bool {
+    /// A bridge's whole request body: answered at once (`None`), held for its call's checks (`Pause`), or
+    /// the request goes on as the backend's stream (`Continue`: its headers rewritten, its body dropped).
+    fn begin(&mut self, env: &mut Calls, body: &[u8]) -> Option<Action> {
         let gw = self.gw.clone();
-        let Some(bridge) = self.bridge.as_mut() else { return false };
-        match bridge.on_body(&gw, env, body, now_ms()) {
-            Begin::Respond(r) => {
+        let begin = self.bridge.as_mut()?.on_body(&gw, env, body, now_ms());
+        self.began(env, begin)
+    }
+
+    /// Performs what a bridged request's body led to until its checks wait or its fate is decided (see
+    /// [`Held::begin`]).
+    fn began(&mut self, env: &mut Calls, mut begin: Begin) -> Option<Action> {
+        loop {
+            begin = match begin {
+                Begin::Respond(r) => {
+                    send(&r);
+                    return None;
+                }
+                Begin::Stream(edits) => {
+                    edit_headers(MapType::HttpRequestHeaders, &edits);
+                    let _ = abi::set_buffer(BufferType::HttpRequestBody, 0, WHOLE, &[]);
+                    return Some(Action::Continue);
+                }
+                Begin::Wait(pending) => match self.send(env, pending, Phase::BridgeBody) {
+                    Ok(()) => return Some(Action::Pause),
+                    Err((_, done)) => self.bridge.as_mut()?.on_gate(done, now_ms()),
+                },
+            };
+        }
+    }
+
+    /// Performs what a bridged call's answer came to once the guard service checked its result. False when
+    /// the client was answered.
+    fn bridge_answered(&mut self, env: &mut Calls, step: bridge::Step) -> bool {
+        match step {
+            bridge::Step::Reply(r) if self.response_end => {
+                replace_response(&self.answer, &r);
+                resume(abi::resume_response(), "answer");
+                false
+            }
+            bridge::Step::Reply(r) => {
                 send(&r);
                 false
             }
-            Begin::Stream(edits) => {
-                edit_headers(MapType::HttpRequestHeaders, &edits);
-                if !body.is_empty() {
-                    let _ = abi::set_buffer(BufferType::HttpRequestBody, 0, WHOLE, &[]);
-                }
-                true
+            bridge::Step::Redis(pending) => self.hold(env, Pending::Session(pending), Phase::Bridge),
+            bridge::Step::Wait(pending) => self.hold(env, pending, Phase::BridgeAnswer),
+            bridge::Step::Post(..) => true, // none after the answer
+        }
+    }
+
+    /// Goes on with an SSE client's stream held for a result's check (or its endpoint's binding): the
+    /// chunks Envoy held meanwhile are read after those the relay had read (`fed`), and what the client
+    /// gets of all of them put in their place; held again when a later result is checked in turn.
+    fn stream_resumed(&mut self, env: &mut Calls) -> bool {
+        let gw = self.gw.clone();
+        let Some(relay) = self.relay.as_mut() else { return false };
+        let whole = buffered(BufferType::HttpResponseBody);
+        let later = whole.get(self.fed..).unwrap_or_default();
+        self.fed = whole.len();
+        let more = relay.on_chunk(&gw, env, later, self.response_end);
+        self.out.extend(more);
+        if let Some(pending) = relay.stream_gate() {
+            if self.stream_checks(env, pending) {
+                return true;
+            }
+        }
+        self.fed = 0;
+        let _ = abi::set_buffer(BufferType::HttpResponseBody, 0, WHOLE, &std::mem::take(&mut self.out));
+        resume(abi::resume_response(), "answer")
+    }
+
+    /// Sends the guard service's checks of results on an SSE client's stream until one waits (true: the
+    /// stream stays held) or none is left (what they released added to `out`).
+    fn stream_checks(&mut self, env: &mut Calls, mut pending: Pending) -> bool {
+        let gw = self.gw.clone();
+        loop {
+            let done = match self.send(env, pending, Phase::StreamResult) {
+                Ok(()) => return true,
+                Err((_, done)) => done,
+            };
+            let Some(relay) = self.relay.as_mut() else { return false };
+            let released = relay.on_stream_gate(&gw, env, done);
+            self.out.extend(released);
+            match relay.stream_gate() {
+                Some(next) => pending = next,
+                None => return false,
             }
         }
     }
@@ -470,6 +567,11 @@ impl Held {
                 bridge::Step::Redis(pending) => {
                     self.response_end = end;
                     self.hold(env, Pending::Session(pending), Phase::Bridge); // false: answered already
+                    break;
+                }
+                bridge::Step::Wait(pending) => {
+                    self.response_end = end;
+                    self.hold(env, pending, Phase::BridgeAnswer); // false: answered already
                     break;
                 }
                 bridge::Step::Reply(r) if end => {
@@ -524,6 +626,13 @@ impl Held {
             Bind::Seeking if !end => Some(Action::Pause),
             Bind::Seeking | Bind::Bound => {
                 self.holding = false;
+                if let Some(pending) = relay.stream_gate() {
+                    self.response_end = end;
+                    if self.stream_checks(env, pending) {
+                        return Some(Action::Pause); // a result held for the guard service
+                    }
+                }
+                self.fed = 0;
                 let _ = abi::set_buffer(BufferType::HttpResponseBody, 0, WHOLE, &std::mem::take(&mut self.out));
                 Some(Action::Continue)
             }
@@ -781,8 +890,8 @@ pub fn on_request_body(id: u32, size: usize, end_of_stream: bool) -> Option<Acti
             }
             let body = hostcalls::get_buffer(BufferType::HttpRequestBody, 0, size).ok().flatten().unwrap_or_default();
             let gw = held.gw.clone();
-            if held.begin(&mut calls(&gw, id), &body) {
-                return Some(Action::Continue);
+            if let Some(action) = held.begin(&mut calls(&gw, id), &body) {
+                return Some(action);
             }
             relays.remove(&id);
             return Some(Action::Pause);
@@ -954,6 +1063,18 @@ pub fn on_response_body(id: u32, size: usize, end_of_stream: bool) -> Option<Act
         let gw = held.gw.clone();
         let mut env = calls(&gw, id);
         let out = relay.on_chunk(&gw, &mut env, &chunk, end_of_stream);
+        if let Some(pending) = relay.stream_gate() {
+            // A result on an SSE client's stream waits for the guard service: Envoy holds this chunk (as
+            // it came) and the next ones; what the client gets of what was read is kept meanwhile.
+            (held.out, held.fed, held.response_end) = (out, size, end_of_stream);
+            if held.stream_checks(&mut env, pending) {
+                return Some(Action::Pause);
+            }
+            let out = std::mem::take(&mut held.out);
+            held.fed = 0;
+            let _ = abi::set_buffer(BufferType::HttpResponseBody, 0, size, &out);
+            return Some(Action::Continue);
+        }
         let gate = if end_of_stream { relay.answer_gate() } else { Gate::Go(None) };
         if let Gate::Go(None) = gate {
             if out != chunk {

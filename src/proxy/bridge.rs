@@ -7,7 +7,9 @@
 //!
 //! ```text
 //! client POST ──[on_body]──> a notification or a response: 202, nothing reaches the backend; a request is
-//!     checked as on http backends (allowTools, toolOverrides, policy, rate limits), then goes on as the GET
+//!     checked as on http backends (allowTools, toolOverrides, policy, rate limits), held while Redis counts
+//!     its call and the guard service checks its arguments ([`super::gate`], [`Bridge::on_gate`]), then goes
+//!     on as the GET
 //! answer head ──[on_head]──> 200 text/event-stream: held and read; anything else: the client's error
 //! Opening      ──endpoint event──> POST initialize (the client's kept params, under INIT_ID) ──> Initializing
 //!              (the client's own initialize: POST it as it came ──> Asking)
@@ -15,12 +17,16 @@
 //! Notifying    ──that POST's 2xx──> POST the client's message ──> Asking
 //! Asking       ──the answer to the client's id──> Reply: JSON, or SSE with the notifications that came
 //!                                                 before it (logs, progress), then the answer ──> Done
+//!                                                 (held while the guard service checks a result first:
+//!                                                 Wait, then [`Bridge::on_answer_gate`])
 //! any state    ──timeout, a failed POST, the stream's end, a server-to-client request──> Reply: a JSON-RPC
 //!                                                 error for the client's request ──> Done
 //! ```
 //!
 //! Plain Rust: `crate::host::proxy` performs the steps.
 
+use super::gate::Gate;
+use super::wait::{Done, Pending};
 use super::{
     backend_failure, edits, failure, forward_headers, new_relay, reinit, sse, unknown_session, Backend, Filter,
     OpenStep, Opening, Relay, Start, Then, SESSION,
@@ -66,6 +72,9 @@ pub struct Bridge {
     deadline_ms: u64,
     /// The client's answer to `initialize` while the store opens its session.
     reply: Option<HttpResponse>,
+    /// The backend's answer had a result (not an error); at `initialize`, the revision it chose.
+    answered: bool,
+    chosen: Option<Revision>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -94,10 +103,13 @@ pub enum Begin {
     Respond(HttpResponse),
     /// The request goes on as the backend's GET: its head changed by these edits, its body dropped.
     Stream(Vec<Edit>),
+    /// The request's call waits for this step (its Redis counters, the guard service's input check) before
+    /// anything reaches the backend: send it, then [`Bridge::on_gate`].
+    Wait(Pending),
 }
 
 /// What the host does next.
-#[derive(Debug, PartialEq)]
+#[derive(Debug)]
 pub enum Step {
     /// POST this (head with pseudo-headers, body) to the backend's cluster, then [`Bridge::on_posted`].
     Post(Post, Vec<(String, String)>, Vec<u8>),
@@ -106,6 +118,8 @@ pub enum Step {
     /// The session store (Redis) opens the `initialize`'s session later: send this, then
     /// [`Bridge::on_session`] gives the reply.
     Redis(redis::Pending),
+    /// The guard service checks the call's result first: send this, then [`Bridge::on_answer_gate`].
+    Wait(Pending),
 }
 
 /// A POST to `{prefix}/{name}` of an SSE server: a bridge once the body is in; `GET` gets 405 (no
@@ -177,6 +191,8 @@ impl Bridge {
             state: State::Reading,
             deadline_ms: u64::MAX,
             reply: None,
+            answered: false,
+            chosen: None,
         })
     }
 
@@ -227,6 +243,23 @@ impl Bridge {
         };
         if self.initialize {
             self.init = params.map(Value::to_string).filter(|p| p.len() <= reinit::MAX_INIT);
+        }
+        let gate = self.relay.gate();
+        self.gated(gate, now_ms)
+    }
+
+    /// What the step a [`Begin::Wait`] waited for came to (by `now_ms`): the next step, or the request's
+    /// fate.
+    pub fn on_gate(&mut self, done: Done, now_ms: u64) -> Begin {
+        let gate = self.relay.on_gate(done);
+        self.gated(gate, now_ms)
+    }
+
+    fn gated(&mut self, gate: Gate, now_ms: u64) -> Begin {
+        match gate {
+            Gate::Wait(pending) => return Begin::Wait(pending),
+            Gate::Refuse(refused) => return Begin::Respond(refused),
+            Gate::Go(_) => {} // a body in place of the request's comes only for an SSE client's stream
         }
         self.state = State::Opening;
         self.deadline_ms = now_ms.saturating_add(self.backend.timeout_ms);
@@ -408,10 +441,37 @@ impl Bridge {
     /// ([`Step::Redis`] when it answers later).
     fn answer(&mut self, gw: &Gateway, env: &mut dyn Env, v: Value) -> Step {
         let mut body = serde_json::to_vec(&v).unwrap_or_default();
+        self.answered = v.get("result").is_some();
+        // The revision the backend chose, which later requests declare in the gateway's initialize.
+        self.chosen = v.pointer("/result/protocolVersion").and_then(Value::as_str).and_then(Revision::parse);
         if self.relay.lists.is_some() || !self.relay.guarded.is_empty() {
             self.relay.filter = Filter::Json(Vec::new());
             body = self.relay.on_chunk(gw, env, &body, true);
+            match self.relay.answer_gate() {
+                Gate::Wait(pending) => return Step::Wait(pending), // the answer is held in the relay
+                Gate::Go(Some(checked)) => body = checked,
+                Gate::Go(None) | Gate::Refuse(_) => {}
+            }
         }
+        self.reply(gw, env, body)
+    }
+
+    /// What the guard service said about the result a [`Step::Wait`] held: the next check, or the
+    /// client's answer (a refused result replaced by the guardrail's error).
+    pub fn on_answer_gate(&mut self, gw: &Gateway, env: &mut dyn Env, done: Done) -> Step {
+        match self.relay.on_answer_gate(done) {
+            Gate::Wait(pending) => Step::Wait(pending),
+            Gate::Go(Some(body)) => self.reply(gw, env, body),
+            Gate::Go(None) | Gate::Refuse(_) => {
+                Step::Reply(self.fail(502, "answered a call whose result the gateway lost"))
+                // not reached
+            }
+        }
+    }
+
+    /// The client's answer from the answer's body as rewritten and checked.
+    fn reply(&mut self, gw: &Gateway, env: &mut dyn Env, mut body: Vec<u8>) -> Step {
+        self.state = State::Done;
         let mut headers = Vec::new();
         let streams = self.head.header("accept").is_some_and(|a| a.contains("text/event-stream"));
         if !self.notes.is_empty() && streams {
@@ -429,12 +489,11 @@ impl Bridge {
             let msg = format!("the answer has more than {} bytes (maxResponseBytes)", gw.max_response_bytes);
             return Step::Reply(HttpResponse::error(502, self.client_id.clone(), jsonrpc::INTERNAL_ERROR, msg));
         }
-        let reply = HttpResponse { status: 200, headers, body };
-        if !self.initialize || v.get("result").is_none() {
-            return Step::Reply(reply);
+        if !self.initialize || !self.answered {
+            return Step::Reply(HttpResponse { status: 200, headers, body });
         }
-        // The revision the backend chose, which later requests declare in the gateway's initialize.
-        let chosen = v.pointer("/result/protocolVersion").and_then(Value::as_str).and_then(Revision::parse);
+        let chosen = self.chosen;
+        let reply = HttpResponse { status: 200, headers, body };
         let mut session = Session::new(self.server(), chosen.unwrap_or(self.version).as_str());
         session.init = self.init.take();
         self.reply = Some(reply);

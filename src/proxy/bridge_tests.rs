@@ -121,6 +121,7 @@ fn run(gw: &Gateway, env: &mut MemoryEnv, b: &mut Bridge, stream: &[u8], cuts: &
                     }
                     Step::Reply(r) => return (posts, r),
                     Step::Redis(p) => panic!("{p:?}"),
+                    Step::Wait(p) => panic!("{p:?}"),
                 }
             }
         }

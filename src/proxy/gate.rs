@@ -11,6 +11,13 @@
 //! ```
 //!
 //! The order is the REST tools' ([`crate::transport`]): limits, then the input check, then the call.
+//!
+//! SSE backends (`transport: sse`): a Streamable HTTP client's request ([`super::bridge`]) waits here before
+//! the backend's stream is opened, and its answer, built by the gateway, before it is sent. An SSE client's
+//! POST waits here too (a refusal goes on as a `ping` for its stream); the result comes on the client's
+//! stream, under an id that names the tool ([`super::CALLED`]), and is held there, the events after it
+//! queued in order ([`Relay::stream_gate`]). The stream does not see the call's arguments (they came by
+//! another exchange, maybe to another replica): that check is sent `"arguments": null`.
 
 use super::wait::{Done, Pending};
 use super::{sse, Relay, Revision, META_VERSION};
@@ -105,6 +112,18 @@ impl Held {
             }
         }
     }
+}
+
+/// A result on an SSE backend's stream held for the guard service, and the events that came after it.
+#[derive(Debug)]
+pub(super) struct StreamHold {
+    tool: String,
+    /// The event as it came, and its message (masked, the client's id restored).
+    event: Vec<u8>,
+    message: Value,
+    pub(super) queue: Vec<Vec<u8>>,
+    /// The check, until the host takes it.
+    pending: Option<Pending>,
 }
 
 impl Relay {
@@ -242,6 +261,48 @@ impl Relay {
             }
         }
         self.answer_gate()
+    }
+}
+
+impl Relay {
+    /// Holds a result of `tool` on an SSE backend's stream for the guard service's output check: what the
+    /// client gets of it now (nothing while it is held; the event as rewritten when no check applies).
+    pub(super) fn hold_result(&mut self, tool: String, event: Vec<u8>, message: Value) -> Vec<u8> {
+        let request = match (self.external(&tool), message.get("result")) {
+            (Some(e), Some(result)) => {
+                let who = Subject { server: &self.server, tool: &tool, consumer: self.caller.label() };
+                e.request(Phase::Output, who, &Value::Null, Some(result))
+            }
+            _ => return sse::with_data(&event, &message.to_string()),
+        };
+        let pending = Some(Pending::Call(request));
+        self.stream_hold = Some(Box::new(StreamHold { tool, event, message, queue: Vec::new(), pending }));
+        Vec::new()
+    }
+
+    /// The guard service's check a stream's held result waits for, handed out once: the host sends it and
+    /// holds the stream (Envoy buffers what comes meanwhile) until [`Relay::on_stream_gate`].
+    pub fn stream_gate(&mut self) -> Option<Pending> {
+        self.stream_hold.as_mut()?.pending.take()
+    }
+
+    /// What the guard service said about the held result: it (or the guardrail's error in its place), then
+    /// the events queued behind it, as the client gets them. A later result may be held in turn
+    /// ([`Relay::stream_gate`]), and what follows it queued.
+    pub fn on_stream_gate(&mut self, gw: &Gateway, env: &mut dyn Env, done: Done) -> Vec<u8> {
+        let Some(hold) = self.stream_hold.take() else { return Vec::new() };
+        let StreamHold { tool, event, mut message, queue, .. } = *hold;
+        let result = match done {
+            Done::Call(result) => result,
+            _ => crate::upstream::UpstreamResult::Failed("an unexpected answer".into()),
+        };
+        if let Some(refusal) = self.external(&tool).and_then(|e| e.verdict(Phase::Output, &tool, &result).err()) {
+            let id = message.get("id").cloned().unwrap_or(Value::Null);
+            message = refusal.reply(id);
+        }
+        let mut out = sse::with_data(&event, &message.to_string());
+        out.extend(self.stream_events(gw, env, queue));
+        out
     }
 }
 

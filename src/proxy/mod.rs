@@ -339,6 +339,8 @@ pub struct Relay {
     also: Vec<Vec<u8>>,
     /// The request's `tools/call`s, for the checks that wait ([`gate`]).
     checks: gate::Checks,
+    /// An SSE backend's stream: the result the guard service checks now, and the events queued behind it.
+    stream_hold: Option<Box<gate::StreamHold>>,
 }
 
 /// Decides what to do with a request from its head; `None` when it is not for a proxied server. Session
@@ -536,6 +538,7 @@ fn new_relay(server: &Server, head: &RequestHead, ours: Option<String>) -> Relay
         binding: Binding::default(),
         also: Vec::new(),
         checks: gate::Checks::default(),
+        stream_hold: None,
     }
 }
 
@@ -813,7 +816,8 @@ impl Relay {
                         if guard.filters_results(&name) || checked {
                             self.guarded.push((id.clone(), name.clone()));
                         }
-                        if self.via_stream && guard.has_own(&name) {
+                        // The stream's relay needs the tool's name for its own guardrails and the guard service.
+                        if self.via_stream && (guard.has_own(&name) || checked) {
                             called = Some(format!("{CALLED}{}:{name}", URL_SAFE_NO_PAD.encode(id.to_string())));
                         }
                     }
@@ -1138,6 +1142,10 @@ impl Relay {
         let mut out = Vec::new();
         let mut events = events.into_iter();
         while let Some(event) = events.next() {
+            if let Some(hold) = self.stream_hold.as_mut() {
+                hold.queue.push(event); // behind the result the guard service checks, in order
+                continue;
+            }
             if sse::event_type(&event).as_deref() != Some("endpoint") {
                 out.extend(self.stream_message(event));
                 continue;
@@ -1220,20 +1228,22 @@ impl Relay {
 
     /// One message of an SSE backend's stream, as its client may see it ([`from_stream`]); read only when
     /// something filters the stream or refusals travel on it.
-    fn stream_message(&self, event: Vec<u8>) -> Vec<u8> {
+    fn stream_message(&mut self, event: Vec<u8>) -> Vec<u8> {
         if !self.filters() {
             return event;
         }
         let keep = |kind: Kind, name: &str| (kind != Kind::Tool || self.allowed(name)) && self.permitted(kind, name);
         let mut parsed = sse::data(&event).and_then(|d| serde_json::from_slice::<Value>(d.as_bytes()).ok());
+        let mut checked = None;
         let changed = parsed.as_mut().is_some_and(|v| {
             let refusal = v.get("id").and_then(Value::as_str).is_some_and(|id| id.starts_with(REFUSED));
             let listed = from_stream(v, &self.overrides, &keep);
-            let guarded = !refusal && self.guard.as_ref().is_some_and(|g| guard_stream(g, v));
+            let guarded = !refusal && self.guard.as_ref().is_some_and(|g| guard_stream(g, v, &mut checked));
             listed || guarded
         });
-        match parsed {
-            Some(v) if changed => sse::with_data(&event, &v.to_string()),
+        match (parsed, checked) {
+            (Some(v), Some(tool)) => self.hold_result(tool, event, v),
+            (Some(v), None) if changed => sse::with_data(&event, &v.to_string()),
             _ => event,
         }
     }
@@ -1261,7 +1271,8 @@ fn from_stream(v: &mut Value, overrides: &tools::Overrides, keep: &dyn Fn(Kind, 
 /// Runs the guardrails over a result on an SSE backend's stream: a call of a tool with its own guardrails
 /// by its id ([`CALLED`], the client's id put back), any other tool's by its shape (`content`), under the
 /// server's guardrails. True when it changed.
-fn guard_stream(guard: &crate::guard::Guard, v: &mut Value) -> bool {
+/// `checked`: the tool, when the guard service checks this result (`output: true`) before the client sees it.
+fn guard_stream(guard: &crate::guard::Guard, v: &mut Value, checked: &mut Option<String>) -> bool {
     let called = v.get("id").and_then(Value::as_str).and_then(|id| id.strip_prefix(CALLED));
     let (id, tool) = match called.and_then(|c| c.split_once(':')) {
         Some((id, tool)) => {
@@ -1276,7 +1287,10 @@ fn guard_stream(guard: &crate::guard::Guard, v: &mut Value) -> bool {
     if let Some(sent) = v.get_mut("id") {
         *sent = id.clone();
     }
-    guard_results(guard, &[(id, tool)], v);
+    guard_results(guard, &[(id, tool.clone())], v);
+    if !tool.is_empty() && v.get("result").is_some() && guard.external(&tool).is_some_and(|e| e.output) {
+        *checked = Some(tool);
+    }
     true
 }
 
