@@ -360,19 +360,37 @@ mod tests {
     }
 
     /// A long text of near misses costs a bounded number of steps per byte (no backtracking blow-up), and
-    /// the scanners still find what the patterns find in it.
+    /// the scanners still find what the patterns find in it. Linear is read as a ratio, not a deadline: four
+    /// times the text takes well under the sixteen times a quadratic scan would (best of three runs of each,
+    /// so that a loaded machine slows both alike).
     #[test]
     fn scanners_stay_linear_on_near_misses() {
-        let t = "+123456789012345678901234 ".repeat(4000)
-            + &"+1234567890123456789012 ".repeat(1000)
-            + &"a.".repeat(20000)
-            + &"1 ".repeat(20000);
-        let start = std::time::Instant::now();
-        let phones = all_of(&t, |b, from| phone(b, from).map(|m| (m.range.start, m.range.end, m.keep)));
-        let emails = all_of(&t, |b, from| email(b, from).map(|r| (r.start, r.end, 0)));
-        let cards = all_of(&t, |b, from| card(b, from).map(|r| (r.start, r.end, 0)));
-        let took = start.elapsed();
-        assert!(took < std::time::Duration::from_secs(2), "{took:?}");
+        let text = |n: usize| {
+            "+123456789012345678901234 ".repeat(400 * n)
+                + &"+1234567890123456789012 ".repeat(100 * n)
+                + &"a.".repeat(2000 * n)
+                + &"1 ".repeat(2000 * n)
+        };
+        let scan = |t: &str| {
+            let phones = all_of(t, |b, from| phone(b, from).map(|m| (m.range.start, m.range.end, m.keep)));
+            let emails = all_of(t, |b, from| email(b, from).map(|r| (r.start, r.end, 0)));
+            let cards = all_of(t, |b, from| card(b, from).map(|r| (r.start, r.end, 0)));
+            (phones, emails, cards)
+        };
+        let best = |t: &str| {
+            (0..3)
+                .map(|_| {
+                    let start = std::time::Instant::now();
+                    std::hint::black_box(scan(t));
+                    start.elapsed()
+                })
+                .min()
+                .unwrap()
+        };
+        let (small, large) = (best(&text(3)), best(&text(12)));
+        assert!(large < small * 10, "4x the text took {large:?} against {small:?}");
+        let t = text(10);
+        let (phones, emails, cards) = scan(&t);
         // 24 digits after a `+` are one too many for the pattern; 22 are not.
         assert_eq!((phones.len(), emails.len(), cards.len()), (1000, 0, 20000 / 19));
         assert_eq!(phones, oracle(&Regex::new(PHONE).unwrap(), &t));
