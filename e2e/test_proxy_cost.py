@@ -28,7 +28,7 @@ import pytest
 import harness
 from wasm_host import Plugin, Replica
 from wasm_host.testing import HostThread
-from wasm_host.vm import PluginVm
+from wasm_host.vm import PluginVm, compile_module
 
 CALL = {"jsonrpc": "2.0", "id": 1, "method": "tools/call", "params": {"name": "echo", "arguments": {"text": "x"}}}
 ANSWER = b'{"jsonrpc":"2.0","id":1,"result":{"content":[{"type":"text","text":"echo: x"}],"isError":false}}'
@@ -199,3 +199,12 @@ def test_traffic_not_ours_pays_one_read(replica: Replica, tally: Counter):
     # The same callbacks but the request body's (a GET has none): each one returns at once.
     assert entries == {k: v for k, v in ENTRIES.items() if k != "proxy_on_request_body"}
     assert hostcalls == PASSING
+
+
+@pytest.mark.parametrize("artifact", ["wasm_path", "higress_wasm_path", "go_wasm_path"])
+def test_no_artifact_exports_the_callbacks_it_does_nothing_in(artifact: str):
+    """Envoy enters the VM for each callback the module exports: every build drops these two (make build,
+    through scripts/wasm-opt.sh), and frees a stream's state in proxy_on_delete."""
+    exports = {e.name for e in compile_module(getattr(harness, artifact)()).exports}
+    assert not exports & {"proxy_on_log", "proxy_on_done"}, sorted(exports)
+    assert {"proxy_on_context_create", "proxy_on_delete"} <= exports
