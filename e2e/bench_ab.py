@@ -18,8 +18,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-import bench  # noqa: E402
-import harness  # noqa: E402
+import bench
+import harness
 
 SIDES = ("proxy", "baseline")
 

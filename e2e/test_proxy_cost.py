@@ -22,10 +22,9 @@ from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
+import harness
 import httpx
 import pytest
-
-import harness
 from wasm_host import Plugin, Replica
 from wasm_host.testing import HostThread
 from wasm_host.vm import PluginVm, compile_module
@@ -78,7 +77,7 @@ class Backend(BaseHTTPRequestHandler):
 
     protocol_version = "HTTP/1.1"
 
-    def do_POST(self) -> None:  # noqa: N802 - http.server's name
+    def do_POST(self) -> None:
         self.rfile.read(int(self.headers.get("content-length") or 0))
         self.send_response(200)
         self.send_header("content-type", "application/json")
@@ -86,7 +85,7 @@ class Backend(BaseHTTPRequestHandler):
         self.end_headers()
         self.wfile.write(ANSWER)
 
-    def do_GET(self) -> None:  # noqa: N802
+    def do_GET(self) -> None:
         self.send_response(200)
         self.send_header("content-length", "3")
         self.end_headers()
