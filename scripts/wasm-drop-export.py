@@ -7,7 +7,13 @@ plugin's pause on request headers into "stop everything" (no body delivered) for
 takes the first `proxy_abi_version_*` export it finds (src/bytecode_util.cc). The proxy-wasm crate always
 exports `proxy_abi_version_0_2_1`, so that export is dropped from the Higress artifact after linking.
 
-Usage: wasm-drop-export.py MODULE.wasm NAME [NAME...]   (fails if a NAME is not exported)
+Also (scripts/wasm-opt.sh, every artifact): callbacks the plugin does nothing in (`proxy_on_log`,
+`proxy_on_done`), which the proxy-wasm crate always exports. proxy-wasm-cpp-host skips the VM entry for a
+callback the module does not export (src/context.cc, ContextBase::onLog/onDone), so each request costs Envoy
+two calls into the VM fewer; the stream's state is freed in `proxy_on_delete` instead (src/host/mod.rs).
+
+Usage: wasm-drop-export.py [--if-present] MODULE.wasm NAME [NAME...]
+(fails if a NAME is not exported, unless --if-present: a module already without it is left as it is)
 """
 
 from __future__ import annotations
@@ -83,14 +89,19 @@ def drop_exports(module: bytes, names: set[str]) -> tuple[bytes, set[str]]:
 
 
 def main() -> int:
-    if len(sys.argv) < 3:
+    args = sys.argv[1:]
+    if_present = args[:1] == ["--if-present"]
+    args = args[1:] if if_present else args
+    if len(args) < 2:
         print(__doc__, file=sys.stderr)
         return 2
-    path, names = sys.argv[1], set(sys.argv[2:])
+    path, names = args[0], set(args[1:])
     with open(path, "rb") as f:
         module = f.read()
     result, found = drop_exports(module, names)
-    if found != names:
+    if if_present and not found:
+        return 0  # nothing to drop: the file is not rewritten
+    if found != names and not if_present:
         print(f"{path}: not exported: {', '.join(sorted(names - found))}", file=sys.stderr)
         return 1
     with open(path, "wb") as f:

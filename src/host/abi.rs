@@ -7,6 +7,7 @@ use crate::header_edits::Edit;
 use proxy_wasm::types::{BufferType, MapType};
 
 extern "C" {
+    fn proxy_get_header_map_pairs(map_type: u32, return_map_data: *mut *mut u8, return_map_size: *mut usize) -> u32;
     fn proxy_set_header_map_pairs(map_type: u32, map_data: *const u8, map_size: usize) -> u32;
     fn proxy_replace_header_map_value(
         map_type: u32,
@@ -67,6 +68,69 @@ fn serialize(map: &[(&str, &str)]) -> Vec<u8> {
         bytes.push(0);
     }
     bytes
+}
+
+/// A header map as the host serializes it (one hostcall, one buffer; empty when refused), read with
+/// [`pairs`]: the request head is read once this way and tested for ours without a copy per header.
+pub fn header_map(map: MapType) -> Vec<u8> {
+    let mut data: *mut u8 = std::ptr::null_mut();
+    let mut size: usize = 0;
+    // SAFETY: the host writes a buffer it allocated with this module's allocator (as the SDK reads it).
+    unsafe {
+        if proxy_get_header_map_pairs(map as u32, &mut data, &mut size) != 0 || data.is_null() {
+            return Vec::new();
+        }
+        Vec::from_raw_parts(data, size, size)
+    }
+}
+
+/// The name and value pairs of a serialized header map ([`serialize`]'s encoding), in order; a malformed
+/// map ends early instead of failing.
+pub fn pairs(map: &[u8]) -> Pairs<'_> {
+    let count = map.get(..4).and_then(|b| b.try_into().ok()).map_or(0, u32::from_le_bytes) as usize;
+    // Where the sizes start, and where the names and values start (after all the sizes).
+    let data = count.checked_mul(8).and_then(|n| n.checked_add(4)).unwrap_or(usize::MAX);
+    Pairs { map, left: count, sizes: 4, data }
+}
+
+/// The iterator of [`pairs`].
+pub struct Pairs<'a> {
+    map: &'a [u8],
+    left: usize,
+    sizes: usize,
+    data: usize,
+}
+
+impl<'a> Iterator for Pairs<'a> {
+    type Item = (&'a [u8], &'a [u8]);
+
+    fn next(&mut self) -> Option<Self::Item> {
+        if self.left == 0 {
+            return None;
+        }
+        let size = |at: usize| -> Option<usize> {
+            Some(u32::from_le_bytes(self.map.get(at..at.checked_add(4)?)?.try_into().ok()?) as usize)
+        };
+        let pair = (|| {
+            let (k, v) = (size(self.sizes)?, size(self.sizes + 4)?);
+            let key = self.map.get(self.data..self.data.checked_add(k)?)?;
+            let value_at = self.data.checked_add(k)?.checked_add(1)?;
+            let value = self.map.get(value_at..value_at.checked_add(v)?)?;
+            Some((key, value, value_at + v + 1))
+        })();
+        match pair {
+            Some((key, value, next)) => {
+                self.left -= 1;
+                self.sizes += 8;
+                self.data = next;
+                Some((key, value))
+            }
+            None => {
+                self.left = 0;
+                None
+            }
+        }
+    }
 }
 
 /// Replaces a whole header map.

@@ -200,6 +200,11 @@ fn utf8_lossy(bytes: Vec<u8>) -> String {
     String::from_utf8(bytes).unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into_owned())
 }
 
+/// The first value of header `name` in a map [`abi::header_map`] read (empty when absent).
+fn header<'a>(map: &'a [u8], name: &[u8]) -> &'a [u8] {
+    abi::pairs(map).find(|(k, _)| *k == name).map_or(&[], |(_, v)| v)
+}
+
 /// Runs `f` on the driver of context `id`, if it is still in flight, and retires it once it is done.
 /// `foreign` says the call comes from outside that context's own callbacks (the tick, a Redis reply), so
 /// the context is made effective first: responses and dispatches must land on the right stream.
@@ -468,13 +473,14 @@ struct Http {
 impl Http {
     /// The gateway for this request: the only one, or the one its route, host or service selects (Higress's
     /// rule matching: `:authority`, and the name and cluster of the route Envoy chose).
-    fn gateway(&self) -> Option<Rc<Gateway>> {
+    /// `head`: the request's headers as [`abi::header_map`] read them.
+    fn gateway(&self, head: &[u8]) -> Option<Rc<Gateway>> {
         let rules = self.rules.as_ref()?;
         if !rules.has_rules() {
             return rules.select(&RequestFacts::default()).cloned();
         }
         let text = |bytes: Option<Vec<u8>>| String::from_utf8_lossy(&bytes.unwrap_or_default()).into_owned();
-        let authority = text(hostcalls::get_map_value_bytes(MapType::HttpRequestHeaders, ":authority").ok().flatten());
+        let authority = String::from_utf8_lossy(header(head, b":authority")).into_owned();
         // Higress's Envoy answers `route_name`/`cluster_name` while the request headers are decoded; vanilla
         // Envoy only under `xds.` (its older top-level names are empty until the router has run).
         let property = |name: &str| {
@@ -496,8 +502,12 @@ impl Http {
     }
 }
 
-impl Context for Http {
-    fn on_done(&mut self) -> bool {
+/// A stream's state goes when the SDK drops its context, in `proxy_on_delete`, which Envoy calls right after
+/// `proxy_on_done` when the stream ends. Not in `on_done`: scripts/wasm-opt.sh drops the `proxy_on_done`
+/// and `proxy_on_log` exports (this plugin does nothing in either), and Envoy skips a callback the module
+/// does not export, so each request costs two VM entries fewer.
+impl Drop for Http {
+    fn drop(&mut self) {
         // Envoy cancels the calls of a stream that ends (a client gone): they are no longer in flight.
         if let Some(gone) = LIVE.with(|live| live.borrow_mut().remove(&self.id)) {
             IN_FLIGHT.with(|n| n.set(n.get().saturating_sub(gone.driver.calls_in_flight())));
@@ -507,9 +517,10 @@ impl Context for Http {
         proxy::forget(self.id);
         #[cfg(feature = "higress")]
         redis::forget_context(self.id);
-        true
     }
+}
 
+impl Context for Http {
     fn on_http_call_response(&mut self, token: u32, _headers: usize, body_size: usize, _trailers: usize) {
         http_call_response(self.id, token, body_size);
     }
@@ -517,19 +528,23 @@ impl Context for Http {
 
 impl HttpContext for Http {
     fn on_http_request_headers(&mut self, _num_headers: usize, end_of_stream: bool) -> Action {
-        let Some(gw) = self.gateway() else {
+        if self.rules.is_none() {
+            return Action::Continue;
+        }
+        // One hostcall for the whole head (a proxied call's cost is mostly such host work), tested for ours
+        // as bytes: traffic that is not ours pays this read (one buffer) and nothing else.
+        let map = abi::header_map(MapType::HttpRequestHeaders);
+        let Some(gw) = self.gateway(&map) else {
             return Action::Continue;
         };
-        // Tested as bytes: traffic that is not ours pays this one read (and its buffer) and nothing else.
-        let path =
-            hostcalls::get_map_value_bytes(MapType::HttpRequestHeaders, ":path").ok().flatten().unwrap_or_default();
+        let path = header(&map, b":path");
         if !path.starts_with(gw.prefix.as_bytes()) && !path.starts_with(crate::admission::WELL_KNOWN.as_bytes()) {
             return Action::Continue;
         }
-        let path = utf8_lossy(path);
-        // One hostcall for the whole map; :method is in it.
-        let headers = headers_lossy(MapType::HttpRequestHeaders);
-        let method = headers.iter().find(|(k, _)| k == ":method").map(|(_, v)| v.clone()).unwrap_or_default();
+        let text = |b: &[u8]| String::from_utf8_lossy(b).into_owned();
+        let headers: Vec<(String, String)> = abi::pairs(&map).map(|(k, v)| (text(k), text(v))).collect();
+        let path = text(path);
+        let method = text(header(&map, b":method"));
         // Only Go templates read the client's address (`getRealIP`): one hostcall fewer for everyone else.
         let client_address = if gw.templates.has_go() {
             hostcalls::get_property(vec!["source", "address"])

@@ -904,8 +904,11 @@ pub fn on_request_body(id: u32, size: usize, end_of_stream: bool) -> Option<Acti
                         relay.keep(Vec::new()); // too long to keep: never sent again
                     }
                 } else {
-                    let chunk = hostcalls::get_buffer(BufferType::HttpRequestBody, 0, size).ok().flatten();
-                    held.kept.extend(chunk.unwrap_or_default());
+                    if size > 0 {
+                        // No hostcall for the empty chunk that may end the body.
+                        let chunk = hostcalls::get_buffer(BufferType::HttpRequestBody, 0, size).ok().flatten();
+                        held.kept.extend(chunk.unwrap_or_default());
+                    }
                     if end_of_stream {
                         let kept = std::mem::take(&mut held.kept);
                         if let Some(relay) = held.relay.as_mut() {

@@ -634,7 +634,12 @@ fn forward(
         headers.retain(|(k, _)| k != "content-length"); // a renamed tools/call's body changes length
     }
     // Kept for an `initialize` (no session yet), or to send again in a session that can be re-initialised.
-    let reinitialisable = found.as_ref().is_none_or(|s| s.init.is_some());
+    // A request without a session that carries MCP-Protocol-Version is no `initialize` (clients send it on
+    // the requests after the handshake, stateless clients on every one): its body passes uncopied.
+    let reinitialisable = match &found {
+        Some(s) => s.init.is_some(),
+        None => head.header("mcp-protocol-version").is_none(),
+    };
     relay.keeps = head.method == "POST" && gw.sessions.updatable() && reinitialisable;
     let edits = edits(&head.headers, &headers);
     if relay.keeps {

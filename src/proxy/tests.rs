@@ -107,6 +107,17 @@ fn the_request_goes_to_the_backend_without_the_clients_credentials() {
     assert_eq!(value(&headers, "x-envoy-upstream-rq-timeout-ms"), None);
 }
 
+#[test]
+fn only_an_initialize_without_a_session_is_kept_for_re_initialisation() {
+    let gw = gateway("local", "");
+    // No MCP-Protocol-Version: possibly an `initialize`, whose params a re-initialisation needs.
+    let (relay, _) = forward(&gw, &mut env(), &head("POST", &[]));
+    assert!(relay.keeps_body());
+    // A stateless call (or one after the handshake) carries it: nothing to keep, the body passes unread.
+    let (relay, _) = forward(&gw, &mut env(), &head("POST", &[("mcp-protocol-version", "2025-11-25")]));
+    assert!(!relay.keeps_body());
+}
+
 fn session_binding(store: &str) {
     let gw = gateway(store, "");
     let mut env = env();
