@@ -1014,12 +1014,13 @@ impl Exchange {
                     }
                 }
                 Handled::Result { id, result } => {
-                    let reply = Reply::Result { id, result };
-                    let reply = self.replied(gw, server, slot, record, reply, listening);
-                    acc.slots.push(Some(self.through_virtual(gw, via.as_deref(), reply)))
+                    // A virtual server's guardrails filter what its call answers, before it is recorded.
+                    let reply = self.through_virtual(gw, via.as_deref(), Reply::Result { id, result });
+                    acc.slots.push(Some(self.replied(gw, server, slot, record, reply, listening)))
                 }
                 Handled::Reply(v) => {
-                    acc.slots.push(Some(self.replied(gw, server, slot, record, Reply::Tree(v), listening)))
+                    let reply = self.through_virtual(gw, via.as_deref(), Reply::Tree(v));
+                    acc.slots.push(Some(self.replied(gw, server, slot, record, reply, listening)))
                 }
                 // List pages: nothing to record or listen for.
                 Handled::Text(t) => acc.slots.push(Some(Reply::Text(t))),

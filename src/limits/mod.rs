@@ -82,9 +82,17 @@ pub struct Limit {
 pub struct ServerLimits {
     server: Vec<Limit>,
     tools: HashMap<String, Vec<Limit>>,
-    /// By a virtual server's tool name: the tool's own server and name there, and that server's limits
-    /// that apply to it (its own, then the tool's).
-    via: HashMap<String, (String, String, Vec<(Limit, bool)>)>,
+    /// By a virtual server's tool name: the limits of the tool's own server that apply to it.
+    via: HashMap<String, Via>,
+}
+
+/// The limits a virtual server's tool takes from its own server: that server's (`false`) and the tool's
+/// (`true`), counted under the server's name and the tool's name there.
+#[derive(Debug, Clone, Default, PartialEq)]
+struct Via {
+    server: String,
+    tool: String,
+    limits: Vec<(Limit, bool)>,
 }
 
 /// One counter a call must pass.
@@ -172,9 +180,9 @@ impl ServerLimits {
     pub fn through(&mut self, name: &str, owner: &str, tool: &str, limits: &ServerLimits) {
         let own = limits.server.iter().map(|l| (l.clone(), false));
         let tools = limits.tools.get(tool).into_iter().flatten().map(|l| (l.clone(), true));
-        let all: Vec<(Limit, bool)> = own.chain(tools).collect();
-        if !all.is_empty() {
-            self.via.insert(name.to_string(), (owner.to_string(), tool.to_string(), all));
+        let limits: Vec<(Limit, bool)> = own.chain(tools).collect();
+        if !limits.is_empty() {
+            self.via.insert(name.to_string(), Via { server: owner.to_string(), tool: tool.to_string(), limits });
         }
     }
 
@@ -209,9 +217,9 @@ impl ServerLimits {
         let own = self.server.iter().map(|l| (l, None));
         let tool_limits = self.tools.get(tool).into_iter().flatten().map(|l| (l, Some(tool)));
         let mut plan: Vec<Bucket> = own.chain(tool_limits).map(|(l, t)| l.bucket(server, t, caller, now_ms)).collect();
-        if let Some((owner, name, limits)) = self.via.get(tool) {
-            for (l, per_tool) in limits {
-                plan.push(l.bucket(owner, per_tool.then_some(name.as_str()), caller, now_ms));
+        if let Some(via) = self.via.get(tool) {
+            for (l, per_tool) in &via.limits {
+                plan.push(l.bucket(&via.server, per_tool.then_some(via.tool.as_str()), caller, now_ms));
             }
         }
         plan
