@@ -80,6 +80,11 @@ def gateway(backends):
                 {"server": "beta", "tool": "whoami"},
             ]},
             {"name": "chatty", "type": "virtual", "tools": [{"server": "alpha", "tool": "steps", "name": "count"}]},
+            # Its own limit (two calls a minute per consumer) and guardrails, beside its tools' servers'.
+            {"name": "guarded", "type": "virtual", "rateLimits": [{"requests": 2, "window": "1m", "per": "consumer"}],
+             "tools": [{"server": "alpha", "tool": "echo", "name": "say"}, {"server": "weather", "tool": "get_weather"}]},
+            {"name": "masked", "type": "virtual", "guardrails": {"mask": ["email"], "denyPatterns": ["forbidden"]},
+             "tools": [{"server": "alpha", "tool": "echo", "name": "say"}, {"server": "weather", "tool": "get_weather"}]},
         ],
         "toolSet": {"name": "set", "serverTools": [{"serverName": "alpha", "tools": ["echo"]}, {"serverName": "weather", "tools": ["get_weather"]}]},
     }
@@ -196,26 +201,87 @@ def test_a_proxied_calls_logs_and_progress_reach_the_client_before_its_result(ga
     ], heard
 
 
-def test_a_batch_answers_each_member_its_virtual_tool_requests_with_their_own_errors(gateway):
-    """2025-03-26 batches: a virtual server's tools/list and tools/call in one are each answered with an
-    error carrying their own id; the batch's other members (ping) are served."""
-    url = gateway.mcp_url("assistant")
+def session(url: str, version: str = "2025-03-26"):
+    """A raw session at `version` (2025-03-26: the revision with batches): a function that POSTs a message or
+    a batch in it and gives the notifications ahead of the answer, and the answer."""
     init = {"jsonrpc": "2.0", "id": 0, "method": "initialize",
-            "params": {"protocolVersion": "2025-03-26", "capabilities": {}, "clientInfo": {"name": "t", "version": "0"}}}
+            "params": {"protocolVersion": version, "capabilities": {}, "clientInfo": {"name": "t", "version": "0"}}}
     r = httpx.post(url, json=init, headers={"Accept": ACCEPT}, timeout=15)
-    sid = r.headers["mcp-session-id"]
-    h = {"Accept": ACCEPT, "Mcp-Session-Id": sid, "MCP-Protocol-Version": "2025-03-26"}
-    batch = [
+    h = {"Accept": ACCEPT, "Mcp-Session-Id": r.headers["mcp-session-id"], "MCP-Protocol-Version": version}
+
+    def post(body) -> tuple[list, object]:
+        import json
+        r = httpx.post(url, json=body, headers=h, timeout=30)
+        assert r.status_code == 200, r.text
+        if r.headers["content-type"].startswith("application/json"):
+            return [], r.json()
+        events = [json.loads(line[5:]) for line in r.text.splitlines() if line.startswith("data:")]
+        return events[:-1], events[-1]
+
+    return post
+
+
+def call(id_, name: str, arguments: dict) -> dict:
+    return {"jsonrpc": "2.0", "id": id_, "method": "tools/call", "params": {"name": name, "arguments": arguments}}
+
+
+def test_a_batch_serves_a_virtual_servers_tools_and_answers_in_one_array(gateway):
+    """2025-03-26 batches: a virtual server's tools/list and tools/call of REST and proxied tools in one
+    batch, answered in one array in the batch's order with their ids; the notification gets no answer."""
+    post = session(gateway.mcp_url("assistant"))
+    notes, answers = post([
         {"jsonrpc": "2.0", "id": 1, "method": "tools/list"},
-        {"jsonrpc": "2.0", "id": 2, "method": "ping"},
-        {"jsonrpc": "2.0", "id": 3, "method": "tools/call", "params": {"name": "say", "arguments": {"text": "x"}}},
-    ]
-    r = httpx.post(url, json=batch, headers=h, timeout=15)
-    assert r.status_code == 200, r.text
-    answers = r.json() if r.headers["content-type"].startswith("application/json") else harness_sse(r.text)
-    by_id = {a["id"]: a for a in answers}
-    assert sorted(by_id) == [1, 2, 3], answers
-    assert by_id[2] == {"jsonrpc": "2.0", "id": 2, "result": {}}
-    for i in (1, 3):
-        assert by_id[i]["error"]["code"] == -32600, by_id[i]
-        assert "must each be sent as a request of its own" in by_id[i]["error"]["message"], by_id[i]
+        call("two", "forecast", {"city": "Paris"}),
+        call(3, "say", {"text": "x"}),
+        {"jsonrpc": "2.0", "method": "notifications/cancelled", "params": {"requestId": 99}},
+        call(4, "beta_echo", {"text": "y"}),
+        {"jsonrpc": "2.0", "id": 5, "method": "ping"},
+        call(6, "nope", {}),
+    ])
+    assert [a["id"] for a in answers] == [1, "two", 3, 4, 5, 6], answers
+    assert [t["name"] for t in answers[0]["result"]["tools"]] == ["forecast", "say", "beta_echo", "whoami"]
+    texts = [a["result"]["content"][0]["text"] for a in answers[1:4]]
+    assert texts[0].startswith("It is ") and "Paris" in texts[0], texts
+    assert texts[1:] == ["echo: x", "echo: y"]
+    assert answers[4] == {"jsonrpc": "2.0", "id": 5, "result": {}}
+    assert answers[5]["error"] == {"code": -32602, "message": "Unknown tool: nope"}
+
+
+def test_a_batchs_proxied_call_logs_reach_the_client_ahead_of_the_array(gateway):
+    post = session(gateway.mcp_url("chatty"))
+    notes, answers = post([call(1, "count", {"n": 2, "pause_ms": 10}), {"jsonrpc": "2.0", "id": 2, "method": "ping"}])
+    assert [n["params"]["data"] for n in notes if n["method"] == "notifications/message"] == ["step 1 of 2", "step 2 of 2"], notes
+    assert answers[0]["result"]["content"][0]["text"] == "2 steps done"
+    assert answers[1] == {"jsonrpc": "2.0", "id": 2, "result": {}}
+
+
+def test_a_virtual_servers_rate_limit_counts_its_calls(gateway):
+    """Two calls a minute on `guarded`: a batch of three gets two results and, for the third, the limit's
+    error under its id; a REST and a proxied tool count alike."""
+    post = session(gateway.mcp_url("guarded"))
+    _, answers = post([call(1, "say", {"text": "a"}), call(2, "get_weather", {"city": "Oslo"}), call(3, "say", {"text": "b"})])
+    assert [a["id"] for a in answers] == [1, 2, 3]
+    assert answers[0]["result"]["content"][0]["text"] == "echo: a"
+    assert "Oslo" in answers[1]["result"]["content"][0]["text"]
+    err = answers[2]["error"]
+    assert err["code"] == -32000, answers
+    assert "rate limit exceeded: server 'guarded' allows 2 calls per 1m for anonymous callers" in err["message"], err
+    # The next request, on its own, is refused too; other virtual servers are not limited by it.
+    _, one = session(gateway.mcp_url("guarded"), LATEST)(call(4, "say", {"text": "c"}))
+    assert one["error"]["code"] == -32000, one
+    _, other = session(gateway.mcp_url("masked"), LATEST)(call(5, "say", {"text": "d"}))
+    assert other["result"]["content"][0]["text"] == "echo: d"
+
+
+def test_a_virtual_servers_guardrails_mask_results_and_refuse_arguments(gateway):
+    post = session(gateway.mcp_url("masked"), LATEST)
+    _, a = post(call(1, "say", {"text": "write to bob@example.com"}))
+    assert a["result"]["content"][0]["text"] == "echo: write to [REDACTED:email]", a
+    _, a = post(call(2, "say", {"text": "a forbidden word"}))
+    assert "guardrail" in a["error"]["message"] and "matches a denied pattern" in a["error"]["message"], a
+    # In a batch too: each member checked on its own.
+    _, answers = session(gateway.mcp_url("masked"))([
+        call(1, "say", {"text": "forbidden"}), call(2, "say", {"text": "x@y.org"}),
+    ])
+    assert "denied pattern" in answers[0]["error"]["message"], answers
+    assert answers[1]["result"]["content"][0]["text"] == "echo: [REDACTED:email]", answers

@@ -200,15 +200,16 @@ impl Gateway {
                     let msg = "a virtual server has tools of other servers only (its calls go where those tools live)";
                     return Err(ConfigError::new(field, msg).in_server(&s.name));
                 }
-                // Limits and guardrails act where a call is made: on the server that owns the tool.
-                let owned = [
-                    ("rateLimits", s.rate_limits.is_some()),
-                    ("quotas", s.quotas.is_some()),
-                    ("guardrails", s.guardrails.is_some()),
-                ];
-                if let Some((field, _)) = owned.iter().find(|(_, set)| *set) {
-                    let msg = "is not applied on a virtual server yet: set it on the servers whose tools it lists";
-                    return Err(ConfigError::new(*field, msg).in_server(&s.name));
+                // The guard service is asked where a call is made (the transport's guarded calls and the
+                // relay); a virtual server's calls to proxied servers are the gateway's own, which it does
+                // not hold for a check of their answers.
+                if s.guardrails
+                    .as_ref()
+                    .is_some_and(|g| g.external.is_some() || g.tools.values().any(|t| t.external.is_some()))
+                {
+                    let msg = "is not applied on a virtual server yet (its guard service is not asked for the calls \
+                               it passes on): set it on the servers whose tools it lists";
+                    return Err(ConfigError::new("guardrails.external", msg).in_server(&s.name));
                 }
                 virtuals.push((
                     servers.len(),
@@ -320,7 +321,9 @@ impl Gateway {
                 None => None,
                 Some(g) => {
                     let known = |n: &str| tool_index.contains_key(n);
-                    let is_tool: Option<&dyn Fn(&str) -> bool> = if proxy.is_none() { Some(&known) } else { None };
+                    // A proxied server's tools are known at run time, a virtual server's once it is compiled.
+                    let at_load = proxy.is_none() && s.kind.as_deref() != Some("virtual");
+                    let is_tool: Option<&dyn Fn(&str) -> bool> = if at_load { Some(&known) } else { None };
                     let compiled = crate::guard::Guard::compile(g, is_tool).map_err(|e| {
                         let err = ConfigError::new(e.field, e.message).in_server(&s.name);
                         match &e.tool {
@@ -392,7 +395,20 @@ impl Gateway {
                 .refs
                 .iter()
                 .any(|r| servers[r.owner].proxy.is_some() || servers[r.owner].capabilities.get("logging").is_some());
+            // Its calls count against their tools' own servers' limits too; its guardrails name its tools.
+            let mut limits = std::mem::take(&mut servers[i].limits);
+            for r in &v.refs {
+                let owner = &servers[r.owner];
+                limits.through(&r.name, &owner.name, &r.tool, &owner.limits);
+            }
+            if let Some(g) = &servers[i].guard {
+                if let Some(t) = g.own_tools().find(|t| v.find(t).is_none()) {
+                    let e = ConfigError::new(format!("guardrails.tools.{t}"), "names no tool of this server");
+                    return Err(e.in_server(&servers[i].name).in_tool(t));
+                }
+            }
             let server = &mut servers[i];
+            server.limits = limits;
             server.credential_sources = sources;
             server.capabilities = serde_json::json!({"tools": {"listChanged": false}});
             if logs {

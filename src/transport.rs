@@ -109,11 +109,9 @@ pub enum Step {
     Respond(HttpResponse),
     /// Perform this session operation, then call [`Exchange::on_session`] with its outcome.
     Session(SessionOp),
-    /// Send these requests; report each answer with [`Exchange::on_upstream`] by its index.
+    /// Send these requests; report each answer with [`Exchange::on_upstream`] by its index, numbered after
+    /// every request this exchange dispatched before (some may still be outstanding).
     Dispatch(Vec<UpstreamRequest>),
-    /// Send these requests too, each reported by the index it comes with, while those sent before are
-    /// still outstanding (a virtual server's fan-out: a backend's handshake goes on step by step).
-    More(Vec<(usize, UpstreamRequest)>),
     /// Keep or read clients' answers to input requests, then call [`Exchange::on_answers`].
     Answers(crate::input::poll::AnswerOp),
     /// Check these calls against their rate limits and quotas, then call [`Exchange::on_limit`].
@@ -155,15 +153,59 @@ enum Job {
     CheckInput(PendingCall, Box<UpstreamRequest>),
     /// The guard service checks the finished reply's result (the upstream answered as recorded).
     CheckOutput(PendingCall, Reply, Option<(crate::metrics::Upstream, Option<u64>)>),
+    /// Request `index` of a virtual server's message waiting on proxied servers: the exchange's
+    /// composed job `job`, whose reply goes to `slot` ([`crate::composed::Job`]); `tool`: the name the
+    /// virtual server's limits count a `tools/call` under.
+    Virtual { slot: usize, job: usize, index: usize, tool: Option<String> },
 }
 
 impl Job {
-    /// The call the job is a step of.
-    fn call(&self) -> &PendingCall {
+    /// The call the job is a step of (none for a virtual server's request to a proxied server).
+    fn call(&self) -> Option<&PendingCall> {
         match self {
-            Job::Call(c) | Job::CheckInput(c, _) | Job::CheckOutput(c, _, _) => c,
+            Job::Call(c) | Job::CheckInput(c, _) | Job::CheckOutput(c, _, _) => Some(c),
+            Job::Virtual { .. } => None,
         }
     }
+
+    /// The tool the request's rate limits and quotas count the job under, if it is a tool call: a virtual
+    /// server's calls under the virtual server's names.
+    fn limited_tool(&self) -> Option<&str> {
+        match self {
+            Job::Virtual { tool, .. } => tool.as_deref(),
+            _ => match self.call()? {
+                PendingCall { via: Some(name), .. } => Some(name),
+                PendingCall { call: mcp::Pending::Tool(name, _), .. } => Some(name),
+                _ => None,
+            },
+        }
+    }
+}
+
+/// What serving a request's messages gathers: each message's reply (or none, or one to come), and the
+/// calls to make with their first requests.
+#[derive(Default)]
+struct Gathered {
+    slots: Vec<Option<Reply>>,
+    calls: Vec<Option<Job>>,
+    requests: Vec<UpstreamRequest>,
+    /// Tool calls started (`maxCallsPerRequest`).
+    started: usize,
+}
+
+impl Gathered {
+    fn with_capacity(n: usize) -> Gathered {
+        Gathered { slots: Vec::with_capacity(n), ..Gathered::default() }
+    }
+}
+
+/// The refusal of a call past `maxCallsPerRequest`.
+fn too_many_calls(gw: &Gateway, id: Value) -> Value {
+    jsonrpc::error(
+        id,
+        jsonrpc::LIMIT_EXCEEDED,
+        format!("too many tool calls in one request: at most {} (maxCallsPerRequest)", gw.max_calls_per_request),
+    )
 }
 
 #[derive(Debug)]
@@ -171,6 +213,8 @@ struct PendingCall {
     slot: usize,
     /// The server whose tool it is (a virtual server's REST tool runs on its own server).
     owner: usize,
+    /// The virtual server's name of the tool, for a virtual server's call: its limits and guardrails apply.
+    via: Option<String>,
     id: Value,
     call: mcp::Pending,
     args: Value,
@@ -218,8 +262,6 @@ enum Phase {
     /// A poll: finding its session, then its answers.
     Polling,
     Fetching(crate::input::poll::Resume),
-    /// A virtual server's request waiting on proxied servers.
-    Composed(crate::composed::Job),
     Done,
 }
 
@@ -270,6 +312,8 @@ pub struct Exchange {
     now_ms: u64,
     /// What the operator should read (a proxied server of a virtual server failing), for the driver to log.
     warnings: Vec<String>,
+    /// A virtual server's messages waiting on proxied servers, by the number [`Job::Virtual`] gives.
+    composed: Vec<Option<crate::composed::Job>>,
     phase: Phase,
 }
 
@@ -466,6 +510,7 @@ pub fn route(gw: &Gateway, head: &RequestHead) -> Route {
         answer: None,
         now_ms: 0,
         warnings: Vec::new(),
+        composed: Vec::new(),
         phase: Phase::Start,
     }))
 }
@@ -874,17 +919,29 @@ impl Exchange {
     /// Serves the messages with the methods of server `owner` (the request's own, or the one that has a
     /// virtual server's REST tool).
     fn process_on(&mut self, gw: &Gateway, owner: usize, batch: Batch) -> Step {
-        let server = &gw.servers[owner];
         let (single, inputs) = match batch {
             Batch::One(m) => (true, vec![Ok(m)]),
             Batch::Many(v) => (false, v),
         };
-        let mut slots = Vec::with_capacity(inputs.len());
-        let mut calls = Vec::new();
-        let mut requests = Vec::new();
-        // A single call of a 2025-11-25 session may ask the client for input over SSE: what to resume. Only
-        // a configuration with input requests can ask (`input_keys`); others do not copy the arguments.
-        let origin = match inputs.first() {
+        let mut acc = Gathered::with_capacity(inputs.len());
+        let origin = self.origin(gw, single, inputs.first());
+        for input in inputs {
+            if let Some(step) = self.member(gw, owner, None, input, origin.as_ref(), &mut acc) {
+                return step;
+            }
+        }
+        self.start_calls(gw, single, acc)
+    }
+
+    /// A single call of a 2025-11-25 session may ask the client for input over SSE: what to resume. Only a
+    /// configuration with input requests can ask (`input_keys`); others do not copy the arguments.
+    fn origin(
+        &self,
+        gw: &Gateway,
+        single: bool,
+        first: Option<&Result<Message, (Value, String)>>,
+    ) -> Option<(Value, String, String, Value)> {
+        match first {
             Some(Ok(Message::Request { id, method, params: Some(p) }))
                 if single && self.revision == Revision::V2025_11_25 && !self.relayed && gw.input_keys.is_some() =>
             {
@@ -893,107 +950,123 @@ impl Exchange {
                 Some((id.clone(), method.clone(), name, arguments))
             }
             _ => None,
-        };
-        for (slot, input) in inputs.into_iter().enumerate() {
-            let listening = match input.as_ref().map(|m| self.listening(gw, server, m)) {
-                Ok(Err(refused)) => {
-                    slots.push(Some(Reply::Tree(refused)));
-                    continue;
-                }
-                Ok(Ok(l)) => l,
-                Err(_) => Listening::Nothing,
-            };
-            let record = input.as_ref().ok().and_then(tool_call_of);
-            match input {
-                Err((id, why)) => slots.push(Some(Reply::Tree(jsonrpc::error(
-                    id,
-                    jsonrpc::INVALID_REQUEST,
-                    format!("Invalid Request: {why}"),
-                )))),
-                Ok(m) => match crate::template::with_client(&self.client, || {
-                    mcp::handle_allowed(
-                        gw,
-                        server,
-                        note_call(&mut self.called, &server.name, m),
-                        self.revision,
-                        &crate::gateway::Access { caller: &self.caller, header: self.allowed_tools.as_deref() },
-                        &self.presented,
-                        &self.input,
-                    )
-                }) {
-                    Handled::Result { id, result }
-                        if result.get("resultType").is_some_and(|t| t == "input_required")
-                            && !self.revision.is_stateless() =>
-                    {
-                        let v = jsonrpc::result(id, result);
-                        let asked = origin.as_ref().and_then(|(id, method, name, args)| {
-                            crate::input::poll::ask(&v["result"], id, method, name, args)
-                        });
-                        match asked {
-                            Some((resume, body)) => {
-                                self.last_event_id = Some(resume.encode());
-                                return self.respond(HttpResponse::sse(body));
-                            }
-                            None => slots.push(Some(Reply::Tree(jsonrpc::error(
-                                v["id"].clone(),
-                                jsonrpc::INVALID_REQUEST,
-                                "a call that asks the client for input must be a request of its own",
-                            )))),
-                        }
-                    }
-                    Handled::Result { id, result } => {
-                        let reply = Reply::Result { id, result };
-                        slots.push(Some(self.replied(gw, server, slot, record, reply, listening)))
-                    }
-                    Handled::Reply(v) => {
-                        slots.push(Some(self.replied(gw, server, slot, record, Reply::Tree(v), listening)))
-                    }
-                    // List pages: nothing to record or listen for.
-                    Handled::Text(t) => slots.push(Some(Reply::Text(t))),
-                    Handled::Silent => slots.push(None),
-                    // One request may not start more calls than the limit: a batch of thousands would take
-                    // every upstream connection Envoy allows, from every client.
-                    Handled::Call { id, .. } if requests.len() >= gw.max_calls_per_request => {
-                        slots.push(Some(Reply::Tree(jsonrpc::error(
-                            id,
-                            jsonrpc::LIMIT_EXCEEDED,
-                            format!(
-                                "too many tool calls in one request: at most {} (maxCallsPerRequest)",
-                                gw.max_calls_per_request
-                            ),
-                        ))));
-                    }
-                    Handled::Call { id, call, request, args } => {
-                        slots.push(None);
-                        let listener = match listening {
-                            Listening::Call(_, _, l) => Some(l),
-                            _ => None,
-                        };
-                        let pending = PendingCall { slot, owner, id, call, args, listener, record };
-                        match self.input_check(server, &pending) {
-                            Some(check) => {
-                                calls.push(Some(Job::CheckInput(pending, request)));
-                                requests.push(check);
-                            }
-                            None => {
-                                calls.push(Some(Job::Call(pending)));
-                                requests.push(*request);
-                            }
-                        }
-                    }
-                },
-            }
         }
+    }
+
+    /// Serves one message with server `owner`'s methods: its reply (or none) goes to its slot, a call it
+    /// makes to `acc`'s calls. `via`: the virtual server's name of the tool it calls, when it is one of a
+    /// virtual server's calls. Returns the response when one is due at once (a call that asks for input).
+    fn member(
+        &mut self,
+        gw: &Gateway,
+        owner: usize,
+        via: Option<String>,
+        input: Result<Message, (Value, String)>,
+        origin: Option<&(Value, String, String, Value)>,
+        acc: &mut Gathered,
+    ) -> Option<Step> {
+        let server = &gw.servers[owner];
+        let slot = acc.slots.len();
+        let listening = match input.as_ref().map(|m| self.listening(gw, server, m)) {
+            Ok(Err(refused)) => {
+                acc.slots.push(Some(Reply::Tree(refused)));
+                return None;
+            }
+            Ok(Ok(l)) => l,
+            Err(_) => Listening::Nothing,
+        };
+        let record = input.as_ref().ok().and_then(tool_call_of);
+        match input {
+            Err((id, why)) => acc.slots.push(Some(Reply::Tree(jsonrpc::error(
+                id,
+                jsonrpc::INVALID_REQUEST,
+                format!("Invalid Request: {why}"),
+            )))),
+            Ok(m) => match crate::template::with_client(&self.client, || {
+                mcp::handle_allowed(
+                    gw,
+                    server,
+                    note_call(&mut self.called, &server.name, m),
+                    self.revision,
+                    &crate::gateway::Access { caller: &self.caller, header: self.allowed_tools.as_deref() },
+                    &self.presented,
+                    &self.input,
+                )
+            }) {
+                Handled::Result { id, result }
+                    if result.get("resultType").is_some_and(|t| t == "input_required")
+                        && !self.revision.is_stateless() =>
+                {
+                    let v = jsonrpc::result(id, result);
+                    let asked = origin.and_then(|(id, method, name, args)| {
+                        crate::input::poll::ask(&v["result"], id, method, name, args)
+                    });
+                    match asked {
+                        Some((resume, body)) => {
+                            self.last_event_id = Some(resume.encode());
+                            return Some(self.respond(HttpResponse::sse(body)));
+                        }
+                        None => acc.slots.push(Some(Reply::Tree(jsonrpc::error(
+                            v["id"].clone(),
+                            jsonrpc::INVALID_REQUEST,
+                            "a call that asks the client for input must be a request of its own",
+                        )))),
+                    }
+                }
+                Handled::Result { id, result } => {
+                    // A virtual server's guardrails filter what its call answers, before it is recorded.
+                    let reply = self.through_virtual(gw, via.as_deref(), Reply::Result { id, result });
+                    acc.slots.push(Some(self.replied(gw, server, slot, record, reply, listening)))
+                }
+                Handled::Reply(v) => {
+                    let reply = self.through_virtual(gw, via.as_deref(), Reply::Tree(v));
+                    acc.slots.push(Some(self.replied(gw, server, slot, record, reply, listening)))
+                }
+                // List pages: nothing to record or listen for.
+                Handled::Text(t) => acc.slots.push(Some(Reply::Text(t))),
+                Handled::Silent => acc.slots.push(None),
+                // One request may not start more calls than the limit: a batch of thousands would take
+                // every upstream connection Envoy allows, from every client.
+                Handled::Call { id, .. } if acc.started >= gw.max_calls_per_request => {
+                    acc.slots.push(Some(Reply::Tree(too_many_calls(gw, id))));
+                }
+                Handled::Call { id, call, request, args } => {
+                    acc.slots.push(None);
+                    acc.started += 1;
+                    let listener = match listening {
+                        Listening::Call(_, _, l) => Some(l),
+                        _ => None,
+                    };
+                    let pending = PendingCall { slot, owner, via, id, call, args, listener, record };
+                    match self.input_check(server, &pending) {
+                        Some(check) => {
+                            acc.calls.push(Some(Job::CheckInput(pending, request)));
+                            acc.requests.push(check);
+                        }
+                        None => {
+                            acc.calls.push(Some(Job::Call(pending)));
+                            acc.requests.push(*request);
+                        }
+                    }
+                }
+            },
+        }
+        None
+    }
+
+    /// Starts the calls gathered: answered at once when there are none; else through the rate limits and
+    /// quotas of the request's server (a virtual server's include those of each tool's own server), then
+    /// upstream.
+    fn start_calls(&mut self, gw: &Gateway, single: bool, acc: Gathered) -> Step {
+        let Gathered { slots, calls, requests, .. } = acc;
         if requests.is_empty() {
             return self.reply(single, slots);
         }
+        let limits = &gw.servers[self.server].limits;
         let limited: Vec<(usize, String)> = calls
             .iter()
             .enumerate()
-            .filter_map(|(i, c)| match c.as_ref().map(|c| &c.call().call) {
-                Some(mcp::Pending::Tool(name, _)) if server.limits.applies(name) => Some((i, name.clone())),
-                _ => None,
-            })
+            .filter_map(|(i, c)| c.as_ref()?.limited_tool().filter(|t| limits.applies(t)).map(|t| (i, t.to_string())))
             .collect();
         if !limited.is_empty() {
             self.phase = Phase::Limiting { single, slots, calls, requests };
@@ -1003,7 +1076,8 @@ impl Exchange {
                 calls: limited,
             });
         }
-        self.phase = Phase::Calling { single, slots, remaining: calls.len(), calls };
+        let remaining = self.outstanding(&calls);
+        self.phase = Phase::Calling { single, slots, remaining, calls };
         Step::Dispatch(requests)
     }
 
@@ -1023,7 +1097,7 @@ impl Exchange {
             ));
         };
         if let ([(_, refusal)], true, true) = (outcome.refused.as_slice(), single, self.revision.is_stateless()) {
-            let id = calls.first().and_then(Option::as_ref).map_or(Value::Null, |c| c.call().id.clone());
+            let id = calls.first().and_then(Option::as_ref).map_or(Value::Null, |c| self.job_id(c));
             let mut r = HttpResponse::json(refusal.status(), &refusal.reply(id));
             r.headers.extend(refusal.headers());
             return self.respond(r);
@@ -1032,6 +1106,12 @@ impl Exchange {
             if let Some(job) = calls.get_mut(*index).and_then(Option::take) {
                 let call = match job {
                     Job::Call(c) | Job::CheckInput(c, _) | Job::CheckOutput(c, _, _) => c,
+                    Job::Virtual { slot, job, .. } => {
+                        // Its proxied server is not asked.
+                        let id = self.composed.get_mut(job).and_then(Option::take).map_or(Value::Null, |j| j.id());
+                        slots[slot] = Some(Reply::Tree(refusal.reply(id)));
+                        continue;
+                    }
                 };
                 let reply = Reply::Tree(refusal.reply(call.id));
                 if let Some((tool, arguments)) = call.record {
@@ -1053,8 +1133,26 @@ impl Exchange {
                 other => other,
             };
         }
-        self.phase = Phase::Calling { single, slots, remaining: calls.len(), calls };
+        let remaining = self.outstanding(&calls);
+        self.phase = Phase::Calling { single, slots, remaining, calls };
         Step::Dispatch(requests)
+    }
+
+    /// The calls of a request still to be answered: each call once, each virtual server's message once
+    /// (a `tools/list` waits on several requests).
+    fn outstanding(&self, calls: &[Option<Job>]) -> usize {
+        let own = calls.iter().filter(|c| !matches!(c, Some(Job::Virtual { .. }) | None)).count();
+        own + self.composed.iter().filter(|j| j.is_some()).count()
+    }
+
+    /// The id of the message a job answers.
+    fn job_id(&self, job: &Job) -> Value {
+        match job {
+            Job::Virtual { job, .. } => {
+                self.composed.get(*job).and_then(Option::as_ref).map_or(Value::Null, |j| j.id())
+            }
+            _ => job.call().map_or(Value::Null, |c| c.id.clone()),
+        }
     }
 
     /// How long the upstream call reported next took (its notifications' `elapsedMs`).
@@ -1066,16 +1164,17 @@ impl Exchange {
     /// or the next request a call needs (its upstream request after the guard service allowed it, the
     /// guard service's check of its result).
     pub fn on_upstream(&mut self, gw: &Gateway, index: usize, outcome: UpstreamResult) -> Option<Step> {
-        if matches!(self.phase, Phase::Composed(_)) {
-            return self.composed_answer(gw, index, outcome);
-        }
         let Phase::Calling { calls, .. } = &mut self.phase else {
             return None;
         };
         let job = calls.get_mut(index)?.take()?;
-        let server = &gw.servers[job.call().owner];
         let elapsed_ms = self.elapsed_ms.take();
+        let server = match &job {
+            Job::Virtual { slot, job, index, .. } => return self.composed_answer(gw, *slot, *job, *index, outcome),
+            Job::Call(c) | Job::CheckInput(c, _) | Job::CheckOutput(c, _, _) => &gw.servers[c.owner],
+        };
         match job {
+            Job::Virtual { .. } => None,
             Job::Call(call) => self.answered(gw, call, outcome, elapsed_ms),
             Job::CheckInput(call, request) => {
                 let verdict = external_of(server, &call)
@@ -1122,6 +1221,7 @@ impl Exchange {
         let reply = crate::template::with_client(&self.client, || {
             mcp::finish_call(gw, server, call.id.clone(), &call.call, &call.args, outcome, revision)
         });
+        let reply = self.through_virtual(gw, call.via.as_deref(), reply);
         let check = match (external_of(server, &call), reply.result()) {
             (Some((tool, e)), Some(result)) if e.output => {
                 let who = Subject { server: &server.name, tool, consumer: self.caller.label() };
@@ -1161,11 +1261,20 @@ impl Exchange {
 
     /// One more request for a call: numbered after every request dispatched so far, as the driver does.
     fn next_request(&mut self, job: Job, request: UpstreamRequest) -> Option<Step> {
+        self.next_requests(vec![(job, request)])
+    }
+
+    /// More requests, numbered after every request dispatched so far.
+    fn next_requests(&mut self, jobs: Vec<(Job, UpstreamRequest)>) -> Option<Step> {
         let Phase::Calling { calls, .. } = &mut self.phase else {
             return None;
         };
-        calls.push(Some(job));
-        Some(Step::Dispatch(vec![request]))
+        let mut requests = Vec::with_capacity(jobs.len());
+        for (job, request) in jobs {
+            calls.push(Some(job));
+            requests.push(request);
+        }
+        Some(Step::Dispatch(requests))
     }
 
     /// A call's final reply: recorded, put in its slot; the response once every call has one.
@@ -1179,11 +1288,18 @@ impl Exchange {
         if let Some((tool, arguments)) = call.record {
             self.records.push(CallRecord::tool_call(&server.name, &tool, &self.caller, arguments, &reply, upstream));
         }
+        self.settle(call.slot, reply)
+    }
+
+    /// A message's final reply, in its slot; the response once every call has one.
+    fn settle(&mut self, slot: usize, reply: Reply) -> Option<Step> {
         let Phase::Calling { slots, remaining, .. } = &mut self.phase else {
             return None;
         };
-        slots[call.slot] = Some(reply);
-        *remaining -= 1;
+        if let Some(s) = slots.get_mut(slot) {
+            *s = Some(reply);
+        }
+        *remaining = remaining.saturating_sub(1);
         if *remaining > 0 {
             return None;
         }

@@ -462,9 +462,9 @@ pub struct ListRequest {
 pub enum Job {
     /// A `tools/list` fan-out: per link, the tools read so far and the pages read.
     List { request: ListRequest, links: Vec<Option<(Link, Vec<Value>, usize)>>, remaining: usize },
-    /// A `tools/call` of a proxied tool, and who listens to the notifications the backend sends ahead of
-    /// its answer.
-    Call { id: Value, server: usize, link: Link, listener: crate::notify::Listener },
+    /// A `tools/call` of a proxied tool (`tool` on its server, `name` on the virtual server), and who
+    /// listens to the notifications the backend sends ahead of its answer.
+    Call { id: Value, server: usize, tool: String, name: String, link: Link, listener: crate::notify::Listener },
 }
 
 /// What the exchange does next.
@@ -491,7 +491,24 @@ impl Job {
         params.insert("name".into(), json!(r.tool));
         let timeout = gw.servers[r.owner].proxy.as_ref().map_or(DEFAULT_TIMEOUT_MS, |b| b.timeout_ms);
         let (link, first) = Link::start(gw, r.owner, v.session(r.owner), "tools/call", Value::Object(params), timeout);
-        (Job::Call { id, server, link, listener }, Next::Send(vec![(0, first)]))
+        let (tool, name) = (r.tool.clone(), r.name.clone());
+        (Job::Call { id, server, tool, name, link, listener }, Next::Send(vec![(0, first)]))
+    }
+
+    /// The id of the client's request the job answers.
+    pub fn id(&self) -> Value {
+        match self {
+            Job::Call { id, .. } => id.clone(),
+            Job::List { request, .. } => request.id.clone(),
+        }
+    }
+
+    /// A call's proxied server, its tool there and its name on the virtual server.
+    pub fn called(&self) -> Option<(usize, &str, &str)> {
+        match self {
+            Job::Call { link, tool, name, .. } => Some((link.backend, tool, name)),
+            Job::List { .. } => None,
+        }
     }
 
     /// The notifications of a finished `tools/call` its client listens to (its log level, its progress

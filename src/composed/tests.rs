@@ -283,13 +283,23 @@ fn the_virtual_servers_policy_hides_and_refuses_tools() {
 }
 
 #[test]
-fn limits_and_guardrails_on_a_virtual_server_are_refused_at_load() {
-    for field in ["rateLimits: [{requests: 5, window: 1m}]", "quotas: [{requests: 5, period: day}]", "guardrails: {}"] {
-        let config = CONFIG.replace("    toolsCacheMs: 1000\n", &format!("    toolsCacheMs: 1000\n    {field}\n"));
-        let e = Gateway::from_config_str(&config).unwrap_err().to_string();
-        let name = field.split(':').next().unwrap();
-        assert!(e.contains("server 'v'") && e.contains(&format!("field '{name}'")), "{field}: {e}");
-    }
+fn a_virtual_servers_quota_counts_in_redis() {
+    let config = CONFIG
+        .replace("    toolsCacheMs: 1000\n", "    toolsCacheMs: 1000\n    quotas: [{requests: 1, period: day}]\n");
+    let e = Gateway::from_config_str(&config).unwrap_err().to_string();
+    assert!(e.contains("server 'v'") && e.contains("quotas"), "{e}");
+    let g =
+        Gateway::from_config_str(&format!("sessions: {{store: local, redis: {{cluster: redis}}}}\n{config}")).unwrap();
+    let b = Backends::new();
+    let mut c = Client::new(&g, &b);
+    assert!(c.rpc("tools/call", json!({"name": "say", "arguments": {}}))["result"].is_object());
+    let v = c.rpc("tools/call", json!({"name": "add", "arguments": {}}));
+    assert!(
+        v["error"]["message"].as_str().unwrap().contains("quota exceeded: server 'v' allows 1 calls per day"),
+        "{v}"
+    );
+    let keys: Vec<String> = c.h.redis.keys.keys().map(|k| String::from_utf8_lossy(k).to_string()).collect();
+    assert!(keys.iter().any(|k| k.contains("v/*/q")), "counted in Redis under the virtual server: {keys:?}");
 }
 
 #[test]
@@ -381,25 +391,210 @@ fn the_merged_list_pages_and_serves_the_stateless_revision() {
     assert_eq!(v["result"]["tools"][1]["name"], "say");
 }
 
+/// A session at 2025-03-26, the revision with batches, and the batch `items` sent in it: the driver, before
+/// anything was answered (what went out is in `h.upstream_queue`).
+fn start_batch(g: &Gateway, h: &mut TestHost, items: Value) -> crate::driver::Driver {
+    let init = r#"{"jsonrpc":"2.0","id":1,"method":"initialize","params":{"protocolVersion":"2025-03-26"}}"#;
+    let r = h.send(g, head(None, &[]), init, &|_| UpstreamResult::Failed("none".into()));
+    let sid = r.headers.iter().find(|(k, _)| k == "mcp-session-id").unwrap().1.clone();
+    h.responses.clear();
+    h.start(g, &head(Some(&sid), &[]), items.to_string().as_bytes()).unwrap()
+}
+
+/// A batch's answers, every upstream request answered by the backends (REST on `api`).
+fn batch(g: &Gateway, b: &Backends, items: Value) -> Vec<Value> {
+    let mut h = TestHost::new();
+    let mut d = start_batch(g, &mut h, items);
+    let answer = |r: &UpstreamRequest| if r.cluster == "api" { rest_answer(r) } else { b.answer(r) };
+    assert_eq!(h.settle(g, &mut d, &answer), crate::driver::Progress::Done);
+    let r = h.responses.pop().unwrap();
+    assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
+    match serde_json::from_slice(&r.body).unwrap() {
+        Value::Array(answers) => answers,
+        v => panic!("not an array: {v}"),
+    }
+}
+
+fn call(id: Value, name: &str, arguments: Value) -> Value {
+    json!({"jsonrpc": "2.0", "id": id, "method": "tools/call", "params": {"name": name, "arguments": arguments}})
+}
+
+fn text(answer: &Value) -> &str {
+    answer["result"]["content"][0]["text"].as_str().unwrap_or_else(|| panic!("no text: {answer}"))
+}
+
 #[test]
-fn batches_cannot_hold_a_virtual_servers_tool_requests() {
+fn a_batch_serves_a_virtual_servers_tools_at_once_and_answers_in_one_array() {
     let g = Gateway::from_config_str(CONFIG).unwrap();
     let b = Backends::new();
+    let items = json!([
+        {"jsonrpc": "2.0", "id": 1, "method": "tools/list"},
+        call(json!("two"), "forecast", json!({"city": "Oslo"})),
+        call(json!(3), "say", json!({"x": 1})),
+        call(json!(4), "add", json!({"a": 2})),
+        {"jsonrpc": "2.0", "method": "notifications/cancelled", "params": {"requestId": 99}},
+        {"jsonrpc": "2.0", "id": 5, "method": "ping"},
+        call(json!(6), "nope", json!({})),
+    ]);
+    // Everything goes out at once: the REST call, and each proxied server's handshake for the list's
+    // fan-out and for each call.
+    let mut h = TestHost::new();
+    start_batch(&g, &mut h, items.clone());
+    let mut first: Vec<(String, String)> = h
+        .upstream_queue
+        .iter()
+        .map(|(_, r)| {
+            let body: Value = serde_json::from_slice(r.body.as_deref().unwrap_or_default()).unwrap_or_default();
+            (r.cluster.clone(), body["method"].as_str().unwrap_or("").to_string())
+        })
+        .collect();
+    first.sort();
+    let init = |c: &str| (c.to_string(), "initialize".to_string());
+    assert_eq!(first, [("api".to_string(), String::new()), init("ca"), init("ca"), init("cb"), init("cb")]);
+    let answers = batch(&g, &b, items);
+    let ids: Vec<&Value> = answers.iter().map(|a| &a["id"]).collect();
+    assert_eq!(ids, [&json!(1), &json!("two"), &json!(3), &json!(4), &json!(5), &json!(6)], "{answers:?}");
+    let names: Vec<&str> =
+        answers[0]["result"]["tools"].as_array().unwrap().iter().map(|t| t["name"].as_str().unwrap()).collect();
+    assert_eq!(names, ["forecast", "say", "add"]);
+    assert!(text(&answers[1]).contains("/weather?city=Oslo"), "{}", answers[1]);
+    assert_eq!(text(&answers[2]), r#"echo on ca with {"x":1}"#);
+    assert_eq!(text(&answers[3]), r#"add on cb with {"a":2}"#);
+    assert_eq!(answers[4], json!({"jsonrpc": "2.0", "id": 5, "result": {}}));
+    assert_eq!(answers[5]["error"]["code"], -32602);
+    assert_eq!(answers[5]["error"]["message"], "Unknown tool: nope");
+}
+
+#[test]
+fn a_batch_of_a_virtual_server_keeps_to_max_calls_per_request_and_hears_its_calls_notes_first() {
+    let g = Gateway::from_config_str(&format!("maxCallsPerRequest: 2\n{CONFIG}")).unwrap();
+    let b = Backends::new();
+    let items = json!([
+        {"jsonrpc": "2.0", "id": 1, "method": "tools/list"},
+        call(json!(2), "say", json!({"chatty": true})),
+        call(json!(3), "forecast", json!({"city": "Oslo"})),
+        call(json!(4), "add", json!({})),
+    ]);
+    let mut h = TestHost::new();
+    let mut d = start_batch(&g, &mut h, items);
+    let answer = |r: &UpstreamRequest| if r.cluster == "api" { rest_answer(r) } else { b.answer(r) };
+    h.settle(&g, &mut d, &answer);
+    let r = h.responses.pop().unwrap();
+    let body = String::from_utf8_lossy(&r.body).to_string();
+    // An SSE answer: the call's notifications the session hears (every level), then the one array.
+    let events: Vec<Value> = body
+        .split("\n\n")
+        .filter_map(|e| e.lines().find_map(|l| l.strip_prefix("data: ")))
+        .filter_map(|d| serde_json::from_str(d).ok())
+        .collect();
+    assert!(events.len() >= 2, "{body}");
+    let (answers, notes) = events.split_last().unwrap();
+    assert!(notes.iter().all(|n| n["method"] == "notifications/message"), "{notes:?}");
+    assert_eq!(notes.len(), 2, "{notes:?}");
+    let Value::Array(answers) = answers else { panic!("{body}") };
+    assert_eq!(text(&answers[1]), "done");
+    assert!(text(&answers[2]).contains("city=Oslo"));
+    assert_eq!(answers[3]["id"], 4);
+    assert!(
+        answers[3]["error"]["message"].as_str().unwrap().contains("at most 2 (maxCallsPerRequest)"),
+        "{}",
+        answers[3]
+    );
+    assert!(!b.methods().iter().any(|(c, m)| c == "cb" && m == "tools/call"), "the refused call never went out");
+}
+
+#[test]
+fn a_virtual_servers_limits_count_its_calls_beside_its_tools_own_servers() {
+    let b = Backends::new();
+    let with = |v: &str, rest: &str, a: &str| {
+        let text = CONFIG
+            .replace("    timeout: 700\n", &format!("    timeout: 700\n{v}"))
+            .replace("requestTemplate: {url: /weather}\n", &format!("requestTemplate: {{url: /weather}}\n{rest}"))
+            .replace("timeout: 9000}", &format!("timeout: 9000{a}}}"));
+        Gateway::from_config_str(&text).unwrap()
+    };
+    // The virtual server's own: two calls a minute, per consumer (anonymous callers share one counter).
+    let g = with("    rateLimits: [{requests: 2, window: 1m, per: consumer}]\n", "", "");
     let mut c = Client::new(&g, &b);
-    let body = r#"[{"jsonrpc":"2.0","id":1,"method":"tools/list"},{"jsonrpc":"2.0","id":2,"method":"ping"}]"#;
-    // Batches exist at 2025-03-26 only: a session of that revision.
-    let init = r#"{"jsonrpc":"2.0","id":1,"method":"initialize","params":{"protocolVersion":"2025-03-26"}}"#;
-    let r = c.h.send(&g, head(None, &[]), init, &|_| UpstreamResult::Failed("none".into()));
-    let sid = r.headers.iter().find(|(k, _)| k == "mcp-session-id").unwrap().1.clone();
-    let r = c.h.send(&g, head(Some(&sid), &[]), body, &|r| b.answer(r));
-    // Each member answered: the tools/list with its own error and id, the ping served.
-    let v: Value = serde_json::from_slice(&r.body).unwrap();
-    let Value::Array(answers) = v else { panic!("{v}") };
-    assert_eq!(answers.len(), 2, "{answers:?}");
-    assert_eq!(answers[0]["id"], 1);
-    assert_eq!(answers[0]["error"]["code"], -32600);
-    assert!(answers[0]["error"]["message"].as_str().unwrap().contains("must each be sent as a request of its own"));
-    assert_eq!(answers[1], serde_json::json!({"jsonrpc": "2.0", "id": 2, "result": {}}));
+    assert_eq!(text(&c.rpc("tools/call", json!({"name": "say", "arguments": {}}))), "echo on ca with {}");
+    assert!(text(&c.rpc("tools/call", json!({"name": "add", "arguments": {}}))).starts_with("add on cb"));
+    let v = c.rpc("tools/call", json!({"name": "forecast", "arguments": {"city": "x"}}));
+    assert_eq!(v["error"]["code"], -32000, "{v}");
+    let why = v["error"]["message"].as_str().unwrap();
+    assert!(why.contains("server 'v' allows 2 calls per 1m for anonymous callers (rateLimits[0])"), "{why}");
+    // In a batch: the calls past the limit refused, each with its id; the others served.
+    let g = with("    rateLimits: [{requests: 1, window: 1m}]\n", "", "");
+    let answers =
+        batch(&g, &b, json!([call(json!(1), "say", json!({})), call(json!(2), "forecast", json!({"city": "x"}))]));
+    assert_eq!(text(&answers[0]), "echo on ca with {}");
+    assert_eq!((answers[1]["id"].clone(), answers[1]["error"]["code"].clone()), (json!(2), json!(-32000)));
+    // A REST tool's own limit, on its own server's counter.
+    let g = with("", "        rateLimits: [{requests: 1, window: 1m}]\n", "");
+    let mut c = Client::new(&g, &b);
+    assert!(c.rpc("tools/call", json!({"name": "forecast", "arguments": {"city": "x"}}))["result"].is_object());
+    let v = c.rpc("tools/call", json!({"name": "forecast", "arguments": {"city": "x"}}));
+    assert!(v["error"]["message"].as_str().unwrap().contains("tool 'weather' of server 'rest' allows 1 calls"), "{v}");
+    // A proxied server's own limit, which its relay applies to its direct clients.
+    let g = with("", "", ", rateLimits: [{requests: 1, window: 1m}]");
+    let mut c = Client::new(&g, &b);
+    assert!(c.rpc("tools/call", json!({"name": "say", "arguments": {}}))["result"].is_object());
+    let v = c.rpc("tools/call", json!({"name": "say", "arguments": {}}));
+    assert!(v["error"]["message"].as_str().unwrap().contains("server 'a' allows 1 calls per 1m"), "{v}");
+    assert!(c.rpc("tools/call", json!({"name": "add", "arguments": {}}))["result"].is_object(), "b is not limited");
+}
+
+#[test]
+fn a_virtual_servers_guardrails_check_arguments_and_filter_results_after_the_owners() {
+    let b = Backends::new();
+    let guard =
+        "    guardrails: {mask: [email, card], denyPatterns: [forbidden], tools: {add: {maxResultBytes: 10}}}\n";
+    let text_cfg = CONFIG
+        .replace("    timeout: 700\n", &format!("    timeout: 700\n{guard}"))
+        .replace("timeout: 9000}", "timeout: 9000, guardrails: {denyPatterns: [secret]}}");
+    let g = Gateway::from_config_str(&text_cfg).unwrap();
+    let mut c = Client::new(&g, &b);
+    // Results masked, of a proxied tool and of a REST tool.
+    let v = c.rpc("tools/call", json!({"name": "say", "arguments": {"to": "bob@example.com"}}));
+    assert!(text(&v).starts_with("echo on ca") && !text(&v).contains("bob@example.com"), "{v}");
+    let v = c.rpc("tools/call", json!({"name": "forecast", "arguments": {"city": "4111111111111111"}}));
+    assert!(text(&v).contains("/weather?city=") && !text(&v).contains("4111111111111111"), "{v}");
+    b.methods();
+    // Arguments refused before anything goes out: by the virtual server's patterns, by the proxied server's.
+    let v = c.rpc("tools/call", json!({"name": "say", "arguments": {"x": "forbidden"}}));
+    assert!(v["error"]["message"].as_str().unwrap().contains("matches a denied pattern"), "{v}");
+    let v = c.rpc("tools/call", json!({"name": "say", "arguments": {"x": "a secret"}}));
+    assert!(v["error"]["message"].as_str().unwrap().contains("tool 'echo' matches a denied pattern"), "{v}");
+    let v = c.rpc("tools/call", json!({"name": "forecast", "arguments": {"city": "forbidden"}}));
+    assert!(v["error"]["message"].as_str().unwrap().contains("tool 'forecast' matches a denied pattern"), "{v}");
+    assert!(b.methods().is_empty());
+    assert!(c.h.dispatched.iter().all(|r| !r.path.contains("forbidden")));
+    // A tool's own size limit, on its result.
+    let v = c.rpc("tools/call", json!({"name": "add", "arguments": {}}));
+    assert!(v["error"]["message"].as_str().unwrap().contains("maxResultBytes"), "{v}");
+    // The same in a batch.
+    let answers = batch(
+        &g,
+        &b,
+        json!([call(json!(1), "say", json!({"x": "forbidden"})), call(json!(2), "say", json!({"to": "a@b.org"}))]),
+    );
+    assert!(answers[0]["error"]["message"].as_str().unwrap().contains("denied pattern"));
+    assert!(!text(&answers[1]).contains("a@b.org"), "{}", answers[1]);
+}
+
+#[test]
+fn a_virtual_servers_guardrails_name_its_tools_and_no_guard_service() {
+    let e = refused("  - {name: v, type: virtual, tools: [{server: rest, tool: weather}], guardrails: {tools: {forecast: {mask: [email]}}}}\n");
+    assert_eq!(
+        (e.server.as_deref(), e.tool.as_deref(), e.field.as_str()),
+        (Some("v"), Some("forecast"), "guardrails.tools.forecast")
+    );
+    let e = refused(
+        "  - {name: v, type: virtual, tools: [{server: rest, tool: weather}], guardrails: {external: {cluster: g}}}\n",
+    );
+    assert_eq!(e.field, "guardrails.external");
+    assert!(e.message.contains("not applied on a virtual server yet"), "{e}");
+    let e = refused("  - {name: v, type: virtual, tools: [{server: rest, tool: weather}], guardrails: {tools: {weather: {external: {cluster: g}}}}}\n");
+    assert_eq!(e.field, "guardrails.external");
 }
 
 fn refused(extra: &str) -> crate::config::ConfigError {

@@ -14,9 +14,9 @@
 //! 4. [`Driver::on_tick`] periodically, so that nothing waits forever on a host that never answers.
 //!
 //! An exchange may have several upstream calls outstanding: [`Step::Dispatch`] sends a set of them, and
-//! [`Step::More`], which an answer may lead to (a virtual server's next handshake request to one backend
-//! while the others are still out), adds to the set. Each answer is reported once, by its index, in the
-//! order the host delivers them; the exchange responds when its last one is in.
+//! adds to the set when an answer leads to more requests (a virtual server's next handshake request to one
+//! backend, a guard check, while the others are still out). Each answer is reported once, by its index, in
+//! the order the host delivers them; the exchange responds when its last one is in.
 //!
 //! Every call returns [`Progress`]: `Done` once the response has been handed to [`Host::respond`]; late
 //! completions after that are ignored.
@@ -396,15 +396,9 @@ impl Driver {
     }
 
     /// Sends `requests` (each with the index the exchange knows its answer by) and adds them to the calls
-    /// outstanding (a fresh set for [`Step::Dispatch`]); a call that cannot be sent is answered with its
-    /// failure at once, which may give the next step.
-    fn send(
-        &mut self,
-        gw: &Gateway,
-        host: &mut dyn Host,
-        requests: Vec<(usize, UpstreamRequest)>,
-        fresh: bool,
-    ) -> Option<Step> {
+    /// outstanding; a call that cannot be sent is answered with its failure at once, which may give the
+    /// next step.
+    fn send(&mut self, gw: &Gateway, host: &mut dyn Host, requests: Vec<(usize, UpstreamRequest)>) -> Option<Step> {
         // Calls still outstanding stay: a virtual server's next handshake request, a guard check answered
         // while the other calls are out.
         let mut tokens = match std::mem::replace(&mut self.waiting, Waiting::Done) {
@@ -416,9 +410,7 @@ impl Driver {
         // next, numbered after these.
         let mut more = Vec::new();
         let busy = host.calls_in_flight();
-        if fresh {
-            self.sent_ms = host.now_ms();
-        }
+        self.sent_ms = host.now_ms();
         let mut forwarded = std::mem::replace(&mut self.forwarded, false);
         let mut added = 0;
         for (i, r) in requests {
@@ -517,15 +509,11 @@ impl Driver {
                     let base = self.dispatched;
                     self.dispatched += requests.len();
                     let indexed = requests.into_iter().enumerate().map(|(i, r)| (base + i, r)).collect();
-                    match self.send(gw, host, indexed, true) {
+                    match self.send(gw, host, indexed) {
                         Some(s) => s,
                         None => return Progress::Waiting,
                     }
                 }
-                Step::More(requests) => match self.send(gw, host, requests, false) {
-                    Some(s) => s,
-                    None => return Progress::Waiting,
-                },
             };
         }
     }

@@ -76,11 +76,23 @@ pub struct Limit {
     rule: String,
 }
 
-/// The limits of one server: its own (every tool call) and each tool's.
+/// The limits of one server: its own (every tool call) and each tool's; a virtual server's calls count
+/// against their tools' own servers' limits too ([`ServerLimits::through`]).
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct ServerLimits {
     server: Vec<Limit>,
     tools: HashMap<String, Vec<Limit>>,
+    /// By a virtual server's tool name: the limits of the tool's own server that apply to it.
+    via: HashMap<String, Via>,
+}
+
+/// The limits a virtual server's tool takes from its own server: that server's (`false`) and the tool's
+/// (`true`), counted under the server's name and the tool's name there.
+#[derive(Debug, Clone, Default, PartialEq)]
+struct Via {
+    server: String,
+    tool: String,
+    limits: Vec<(Limit, bool)>,
 }
 
 /// One counter a call must pass.
@@ -150,17 +162,28 @@ impl ServerLimits {
                 tools.insert(t.name.clone(), limits);
             }
         }
-        Ok(ServerLimits { server: own, tools })
+        Ok(ServerLimits { server: own, tools, via: HashMap::new() })
     }
 
     /// Whether any limit applies to any call of this server.
     pub fn is_empty(&self) -> bool {
-        self.server.is_empty() && self.tools.is_empty()
+        self.server.is_empty() && self.tools.is_empty() && self.via.is_empty()
     }
 
     /// Whether a call of `tool` is limited.
     pub fn applies(&self, tool: &str) -> bool {
-        !self.server.is_empty() || self.tools.contains_key(tool)
+        !self.server.is_empty() || self.tools.contains_key(tool) || self.via.contains_key(tool)
+    }
+
+    /// A virtual server's tool `name` is tool `tool` of server `owner`, whose `limits` count its calls
+    /// too, on the same counters as that server's own calls.
+    pub fn through(&mut self, name: &str, owner: &str, tool: &str, limits: &ServerLimits) {
+        let own = limits.server.iter().map(|l| (l.clone(), false));
+        let tools = limits.tools.get(tool).into_iter().flatten().map(|l| (l.clone(), true));
+        let limits: Vec<(Limit, bool)> = own.chain(tools).collect();
+        if !limits.is_empty() {
+            self.via.insert(name.to_string(), Via { server: owner.to_string(), tool: tool.to_string(), limits });
+        }
     }
 
     /// Where the first limit counted in Redis is configured (`tool 'x' field 'quotas[0]'`), if any: a
@@ -188,11 +211,18 @@ impl ServerLimits {
             .collect()
     }
 
-    /// The counters a call of `tool` by `caller` must pass at `now_ms`: the server's, then the tool's.
+    /// The counters a call of `tool` by `caller` must pass at `now_ms`: the server's, then the tool's
+    /// (then, for a virtual server's tool, those of the tool's own server).
     pub fn plan(&self, server: &str, tool: &str, caller: &Caller, now_ms: u64) -> Vec<Bucket> {
         let own = self.server.iter().map(|l| (l, None));
         let tool_limits = self.tools.get(tool).into_iter().flatten().map(|l| (l, Some(tool)));
-        own.chain(tool_limits).map(|(l, t)| l.bucket(server, t, caller, now_ms)).collect()
+        let mut plan: Vec<Bucket> = own.chain(tool_limits).map(|(l, t)| l.bucket(server, t, caller, now_ms)).collect();
+        if let Some(via) = self.via.get(tool) {
+            for (l, per_tool) in &via.limits {
+                plan.push(l.bucket(&via.server, per_tool.then_some(via.tool.as_str()), caller, now_ms));
+            }
+        }
+        plan
     }
 }
 
