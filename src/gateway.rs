@@ -399,6 +399,16 @@ impl Gateway {
             let mut limits = std::mem::take(&mut servers[i].limits);
             for r in &v.refs {
                 let owner = &servers[r.owner];
+                // The gateway's own calls to a proxied backend are not held for a guard service: a tool it
+                // checks is not offered around it.
+                if owner.proxy.is_some() && owner.guard.as_ref().is_some_and(|g| g.external(&r.tool).is_some()) {
+                    let msg = format!(
+                        "is a tool of proxied server '{}', whose guard service (guardrails.external) checks it: \
+                         a virtual server's calls to a proxied server are not held for that check yet",
+                        owner.name
+                    );
+                    return Err(ConfigError::new("tools", msg).in_server(&servers[i].name).in_tool(&r.name));
+                }
                 limits.through(&r.name, &owner.name, &r.tool, &owner.limits);
             }
             if let Some(g) = &servers[i].guard {

@@ -597,6 +597,24 @@ fn a_virtual_servers_guardrails_name_its_tools_and_no_guard_service() {
     assert_eq!(e.field, "guardrails.external");
 }
 
+/// A proxied server's guard service is not bypassed through a virtual server: a tool it checks is refused there
+/// (the gateway's calls to a proxied backend are not held for it), while its other tools may be offered.
+#[test]
+fn a_proxied_tool_checked_by_a_guard_service_is_not_offered_by_a_virtual_server() {
+    let base = CONFIG.split("  - name: v").next().unwrap();
+    let guarded = base.replace(
+        "upstream: {cluster: ca}, timeout: 9000}",
+        "upstream: {cluster: ca}, timeout: 9000, guardrails: {tools: {echo: {external: {cluster: g}}}}}",
+    );
+    assert_ne!(guarded, base);
+    let config =
+        |tool: &str| format!("{guarded}  - {{name: v, type: virtual, tools: [{{server: a, tool: {tool}}}]}}\n");
+    let e = Gateway::from_config_str(&config("echo")).unwrap_err();
+    assert_eq!((e.server.as_deref(), e.tool.as_deref(), e.field.as_str()), (Some("v"), Some("echo"), "tools"));
+    assert!(e.message.contains("guard service"), "{e}");
+    assert!(Gateway::from_config_str(&config("other")).is_ok());
+}
+
 fn refused(extra: &str) -> crate::config::ConfigError {
     let base = CONFIG.split("  - name: v").next().unwrap();
     Gateway::from_config_str(&format!("{base}{extra}")).unwrap_err()
