@@ -7,8 +7,9 @@
 //! `regex-lite` for `pattern`.
 
 use crate::config::ArgConfig;
+use crate::json::object;
 use regex_lite::Regex;
-use serde_json::{json, Map, Value};
+use serde_json::{Map, Value};
 use std::collections::HashMap;
 use std::sync::Arc;
 
@@ -93,12 +94,12 @@ pub fn from_args(args: &[ArgConfig]) -> Result<Value, String> {
                     return Err(format!("arg '{}': unknown type '{kind}'", arg.name));
                 }
                 let mut p = Map::new();
-                p.insert("type".into(), json!(kind));
+                p.insert("type".into(), Value::from(kind));
                 p
             }
         };
         if let Some(d) = &arg.description {
-            p.insert("description".into(), json!(d));
+            p.insert("description".into(), Value::from(d.as_str()));
         }
         if let Some(e) = &arg.enum_values {
             p.insert("enum".into(), Value::Array(e.clone()));
@@ -116,24 +117,32 @@ pub fn from_args(args: &[ArgConfig]) -> Result<Value, String> {
             return Err(format!("arg '{}' is declared twice", arg.name));
         }
         if arg.required {
-            required.push(json!(arg.name));
+            required.push(Value::from(arg.name.as_str()));
         }
     }
     // Published so that clients and models see the rule the gateway applies anyway (see
     // `Validator::undeclared`): arguments that are not declared are refused.
-    let mut schema = json!({"type": "object", "properties": props, "additionalProperties": false});
+    let mut schema = vec![
+        ("type", Value::from("object")),
+        ("properties", Value::Object(props)),
+        ("additionalProperties", Value::Bool(false)),
+    ];
     if !required.is_empty() {
-        schema["required"] = Value::Array(required);
+        schema.push(("required", Value::Array(required)));
     }
-    Ok(schema)
+    Ok(object(schema))
 }
 
 /// What a file argument takes: the bytes as base64, and optionally the file's name and media type.
 pub fn file_schema() -> Value {
-    json!({"type": "object", "required": ["content"], "properties": {
+    // Parsed from text: `json!` would serialise each of its strings through serde, a panic site each.
+    serde_json::from_slice(
+        br#"{"type": "object", "required": ["content"], "properties": {
         "content": {"type": "string", "contentEncoding": "base64", "description": "The file's bytes, base64"},
         "filename": {"type": "string"},
-        "contentType": {"type": "string", "description": "The file's media type"}}})
+        "contentType": {"type": "string", "description": "The file's media type"}}}"#,
+    )
+    .unwrap_or_default()
 }
 
 /// Coerces top-level argument values towards their declared types and fills in defaults.
@@ -179,17 +188,17 @@ fn coerce(schema: &Value, v: &mut Value) {
                 .map(Value::from)
                 .or_else(|_| s.parse::<u64>().map(Value::from))
                 .ok()
-                .or_else(|| s.parse::<f64>().ok().and_then(|f| exact_integer(&json!(f))))
+                .or_else(|| s.parse::<f64>().ok().and_then(|f| exact_integer(&Value::from(f))))
         }
         ("integer", Value::Number(_)) => exact_integer(v),
-        ("number", Value::String(s)) => s.trim().parse::<f64>().ok().filter(|f| f.is_finite()).map(|f| json!(f)),
+        ("number", Value::String(s)) => s.trim().parse::<f64>().ok().filter(|f| f.is_finite()).map(Value::from),
         ("boolean", Value::String(s)) => match s.trim() {
-            "true" | "True" | "TRUE" | "1" => Some(json!(true)),
-            "false" | "False" | "FALSE" | "0" => Some(json!(false)),
+            "true" | "True" | "TRUE" | "1" => Some(Value::Bool(true)),
+            "false" | "False" | "FALSE" | "0" => Some(Value::Bool(false)),
             _ => None,
         },
-        ("string", Value::Number(n)) => Some(json!(n.to_string())),
-        ("string", Value::Bool(b)) => Some(json!(b.to_string())),
+        ("string", Value::Number(n)) => Some(Value::from(n.to_string())),
+        ("string", Value::Bool(b)) => Some(Value::from(b.to_string())),
         ("array" | "object", Value::String(s)) => {
             serde_json::from_slice::<Value>(s.as_bytes()).ok().filter(|p| type_matches(types[0], p))
         }
@@ -218,7 +227,7 @@ fn exact_integer(v: &Value) -> Option<Value> {
         return Some(v.clone());
     }
     let f = n.as_f64()?;
-    (f.fract() == 0.0 && f.abs() <= EXACT_F64).then(|| json!(f as i64))
+    (f.fract() == 0.0 && f.abs() <= EXACT_F64).then(|| Value::from(f as i64))
 }
 
 fn type_matches(t: &str, v: &Value) -> bool {
@@ -304,7 +313,7 @@ impl SchemaDefs {
     /// elsewhere, and they may not declare `$id`s, anchors or `$dynamicRef`s (a shared definition has no
     /// single place in a document for them to be relative to).
     pub fn compile(defs: Map<String, Value>) -> Result<SchemaDefs, String> {
-        let root = json!({ "$defs": defs });
+        let root = object(vec![("$defs", Value::Object(defs))]);
         let l = Loader::load(&root, None)?;
         if l.dynamic || l.ids.len() > 1 {
             return Err("`$id`, `$anchor`, `$dynamicAnchor` and `$dynamicRef` are not supported in schemaDefs".into());
@@ -1658,6 +1667,16 @@ fn is_type_name(s: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn the_file_schema_is_the_object_it_always_was() {
+        let expected = json!({"type": "object", "required": ["content"], "properties": {
+            "content": {"type": "string", "contentEncoding": "base64", "description": "The file's bytes, base64"},
+            "filename": {"type": "string"},
+            "contentType": {"type": "string", "description": "The file's media type"}}});
+        assert_eq!(file_schema().to_string(), expected.to_string());
+    }
 
     fn v(schema: Value) -> Validator {
         Validator::new(schema).unwrap()
@@ -1978,6 +1997,7 @@ mod properties {
     use super::*;
     use crate::strategies::{json_number, json_value};
     use proptest::prelude::*;
+    use serde_json::json;
     use std::time::{Duration, Instant};
 
     const KEYS: &[&str] = &["a", "b", "x-y", "kids"];
@@ -2169,6 +2189,7 @@ mod properties {
 #[cfg(test)]
 mod defs_tests {
     use super::*;
+    use serde_json::json;
 
     fn defs(d: Value) -> Arc<SchemaDefs> {
         Arc::new(SchemaDefs::compile(d.as_object().cloned().unwrap()).unwrap())

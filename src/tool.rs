@@ -7,12 +7,13 @@ use crate::credential::{Credential, Downstream, Presented, Source};
 use crate::encoding::{self, Encoding};
 use crate::higress::{self, Semantics};
 use crate::icon::{self, Icon};
+use crate::json::object;
 use crate::schema::{self, Validator};
 use crate::template::{AnswerData, Data, Dialect, Escape, Role, Spec, TemplateId, Templates};
 use crate::upstream::{is_forbidden_header, is_safe_header_value, is_token, Target, UpstreamRequest, UpstreamResult};
 use base64::Engine;
 use minijinja::value::Value as MjValue;
-use serde_json::{json, Map, Value};
+use serde_json::{Map, Value};
 use std::sync::Arc;
 
 /// Upstream bodies quoted in error results are cut to this size.
@@ -540,11 +541,11 @@ impl Tool {
     /// The tool as `tools/list` shows it.
     pub fn listing(&self) -> Value {
         let mut listing = Map::new();
-        listing.insert("name".into(), json!(self.name));
+        listing.insert("name".into(), Value::from(self.name.as_str()));
         if let Some(t) = &self.title {
-            listing.insert("title".into(), json!(t));
+            listing.insert("title".into(), Value::from(t.as_str()));
         }
-        listing.insert("description".into(), json!(self.description));
+        listing.insert("description".into(), Value::from(self.description.as_str()));
         listing.insert("inputSchema".into(), self.input.listing());
         if let Some(o) = &self.output {
             listing.insert("outputSchema".into(), o.listing());
@@ -998,7 +999,9 @@ impl Tool {
             };
             let data = base64::engine::general_purpose::STANDARD.encode(&body);
             let kind = media.trim_end_matches('/');
-            return json!({"content": [{"type": kind, "data": data, "mimeType": mime}], "isError": false});
+            let block =
+                object(vec![("type", Value::from(kind)), ("data", Value::from(data)), ("mimeType", Value::from(mime))]);
+            return tool_result(vec![block], false);
         }
         let body_base64 = if ok && self.reads_base64 {
             base64::engine::general_purpose::STANDARD.encode(&body)
@@ -1030,7 +1033,11 @@ impl Tool {
             }
         }
         let header_map: Map<String, Value> = if uses_template {
-            headers.iter().map(|(k, v)| (k.to_ascii_lowercase(), json!(v))).collect()
+            let mut m = Map::new();
+            for (k, v) in headers {
+                m.insert(k.to_ascii_lowercase(), Value::from(v.as_str()));
+            }
+            m
         } else {
             Map::new()
         };
@@ -1117,12 +1124,15 @@ impl Tool {
         } else {
             text_out
         };
-        let content = blocks.unwrap_or_else(|| vec![json!({"type": "text", "text": text_out})]);
-        let mut result = json!({"content": content, "isError": false});
+        let content = match blocks {
+            Some(b) => b,
+            None => vec![text_block(text_out)],
+        };
+        let mut result = tool_result(content, false);
         if let Some(validator) = &self.output {
             // An empty answer (202, 204) is the empty object, if the schema allows one.
             let parsed = match parsed {
-                None if empty_answer => Some(Arc::new(json!({}))),
+                None if empty_answer => Some(Arc::new(Value::Object(Map::new()))),
                 other => other,
             };
             match parsed {
@@ -1229,7 +1239,17 @@ struct Answer {
 
 /// A tool result reporting a failure to the model (not a protocol error).
 pub fn error_result(message: &str) -> Value {
-    json!({"content": [{"type": "text", "text": message}], "isError": true})
+    tool_result(vec![text_block(message.to_string())], true)
+}
+
+/// A `text` content block.
+fn text_block(text: String) -> Value {
+    object(vec![("type", Value::from("text")), ("text", Value::from(text))])
+}
+
+/// A tool result of these content blocks (moved in: `json!` would copy them through serde).
+fn tool_result(content: Vec<Value>, is_error: bool) -> Value {
+    object(vec![("content", Value::Array(content)), ("isError", Value::Bool(is_error))])
 }
 
 /// Splits `scheme://host/path` into its literal host and the templated rest; a bare path is kept whole.
@@ -1304,6 +1324,7 @@ fn truncate(s: &str, max: usize) -> String {
 mod tests {
     use super::*;
     use crate::config::PluginConfig;
+    use serde_json::json;
 
     fn tool(yaml_tool: &str) -> (Tool, Templates, MjValue) {
         let doc = format!("servers:\n- name: s\n  config: {{base: v1, key: k1}}\n  upstream: {{cluster: api, authority: api.local}}\n  tools:\n  - {yaml_tool}\n");
@@ -1904,6 +1925,7 @@ mod properties {
     use crate::config::PluginConfig;
     use crate::strategies::{hostile_string, json_number, json_value};
     use proptest::prelude::*;
+    use serde_json::json;
 
     /// The request templates an operator may write, each with the arguments it places: a path placeholder, `{{ }}`
     /// values in the path and the query, an absolute URL with a fixed query, a base path from `config`, a
