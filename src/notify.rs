@@ -9,7 +9,7 @@
 
 use crate::config::ToolConfig;
 use crate::json::object;
-use crate::template::{AnswerData, Data, Dialect, Escape, Role, Spec, TemplateId, Templates};
+use crate::template::{map_of, AnswerData, Data, Dialect, Escape, Role, Spec, TemplateId, Templates};
 use crate::upstream::UpstreamResult;
 use minijinja::value::Value as MjValue;
 use serde::{Deserialize, Serialize};
@@ -360,8 +360,11 @@ impl Notifications {
         };
         // `elapsedMs` joins the response template's context (our dialect only, as notifications are).
         // (0 when the host could not measure it: a call refused before it was sent.)
-        let timed =
-            answer.map(|a| minijinja::context! { elapsedMs => a.elapsed_ms.unwrap_or(0), ..data.jinja().clone() });
+        // (A merge of two maps, as `context!` would build it, through the one `merge_maps` over a `Vec`.)
+        let timed = answer.map(|a| {
+            let elapsed = map_of(vec![("elapsedMs", MjValue::from(a.elapsed_ms.unwrap_or(0)))]);
+            minijinja::value::merge_maps(vec![data.jinja().clone(), elapsed])
+        });
         let render = |t: &TemplateId| {
             match &timed {
                 Some(ctx) => templates.render_ctx(t, ctx),

@@ -361,25 +361,32 @@ impl Tool {
                     Some(b) => Some(compile_request(templates, "requestTemplate.body", b, Escape::None)?),
                     None => None,
                 };
-                let in_body: Vec<&Placement> = placements.iter().filter(|p| p.position == Position::Body).collect();
+                // Counted by a loop (a filtered collect instantiated its adapters for this closure alone).
+                let (mut in_body, mut first_file, mut any_file) = (0usize, false, false);
+                for p in placements.iter() {
+                    if p.position == Position::Body {
+                        first_file |= in_body == 0 && p.file;
+                        any_file |= p.file;
+                        in_body += 1;
+                    }
+                }
                 // Higress sends `position: body` arguments as a form when a header declares one.
                 let form_declared = semantics.is_higress()
                     && declared_content_type
                         .as_deref()
                         .is_some_and(|c| c.contains("application/x-www-form-urlencoded"));
-                let body_mode =
-                    if rt.args_to_form_body || (form_declared && !rt.args_to_json_body && !in_body.is_empty()) {
-                        BodyMode::Form
-                    } else if rt.args_to_multipart_body {
-                        BodyMode::Multipart
-                    } else if !rt.args_to_json_body && body.is_none() && in_body.len() == 1 && in_body[0].file {
-                        BodyMode::File
-                    } else if rt.args_to_json_body || (body.is_none() && !in_body.is_empty()) {
-                        BodyMode::Json
-                    } else {
-                        BodyMode::None
-                    };
-                if in_body.iter().any(|p| p.file) && !matches!(body_mode, BodyMode::Multipart | BodyMode::File) {
+                let body_mode = if rt.args_to_form_body || (form_declared && !rt.args_to_json_body && in_body > 0) {
+                    BodyMode::Form
+                } else if rt.args_to_multipart_body {
+                    BodyMode::Multipart
+                } else if !rt.args_to_json_body && body.is_none() && in_body == 1 && first_file {
+                    BodyMode::File
+                } else if rt.args_to_json_body || (body.is_none() && in_body > 0) {
+                    BodyMode::Json
+                } else {
+                    BodyMode::None
+                };
+                if any_file && !matches!(body_mode, BodyMode::Multipart | BodyMode::File) {
                     return Err(err(
                         "args",
                         "a file argument needs argsToMultipartBody, or to be the only body argument".into(),
@@ -1185,12 +1192,8 @@ fn check_path(path: &mut String, obj: &Map<String, Value>) -> Result<(), String>
         *path = percent_encoding::utf8_percent_encode(path, &percent_encoding::AsciiSet::EMPTY).to_string();
     }
     if let Some(segment) = dot_segment(path) {
-        let from: Vec<String> = obj
-            .iter()
-            .filter(|(_, v)| simple_text(v).split('/').any(is_dot_segment))
-            .map(|(k, _)| format!("`{k}`"))
-            .collect();
-        let from = if from.is_empty() { String::new() } else { format!(" (from argument {})", from.join(", ")) };
+        let from = arguments_where(obj, &|v| simple_text(v).split('/').any(is_dot_segment));
+        let from = if from.is_empty() { String::new() } else { format!(" (from argument {from})") };
         return Err(format!(
             "the url path would contain the dot segment '{segment}'{from}, which the upstream would resolve to \
              another path; refused"
@@ -1199,14 +1202,27 @@ fn check_path(path: &mut String, obj: &Map<String, Value>) -> Result<(), String>
     // `//x` is a network-path reference: servers that parse the request target as a URL take `x` for the
     // host. Only an empty value in the first segment makes one (the url as written may not start so).
     if path.starts_with("//") {
-        let from: Vec<String> =
-            obj.iter().filter(|(_, v)| simple_text(v).is_empty()).map(|(k, _)| format!("`{k}`")).collect();
-        let from = if from.is_empty() { String::new() } else { format!(" (empty argument {})", from.join(", ")) };
+        let from = arguments_where(obj, &|v| simple_text(v).is_empty());
+        let from = if from.is_empty() { String::new() } else { format!(" (empty argument {from})") };
         return Err(format!(
             "the url path would start with '//'{from}, which the upstream could read as a host name; refused"
         ));
     }
     Ok(())
+}
+
+/// The names of the arguments whose value `picks`, in backticks and comma-separated (built by a loop: a
+/// filtered collect per check instantiated its adapters for that closure alone).
+fn arguments_where(obj: &Map<String, Value>, picks: &dyn Fn(&Value) -> bool) -> String {
+    let mut out = String::new();
+    for (k, v) in obj {
+        if picks(v) {
+            out.push_str(if out.is_empty() { "`" } else { ", `" });
+            out.push_str(k);
+            out.push('`');
+        }
+    }
+    out
 }
 
 /// Whether an answer is meant to be JSON: its Content-Type says so (`application/json`, `*+json`), or it has
@@ -1298,15 +1314,32 @@ fn simple_text(v: &Value) -> String {
         other => other.to_string(),
     };
     match v {
-        Value::Array(items) => items.iter().map(scalar).collect::<Vec<_>>().join(","),
+        Value::Array(items) => {
+            let mut out = String::new();
+            for (i, item) in items.iter().enumerate() {
+                if i > 0 {
+                    out.push(',');
+                }
+                out.push_str(&scalar(item));
+            }
+            out
+        }
         other => scalar(other),
     }
 }
 
 /// `k=v&k2=v2` of pairs already percent-encoded (query strings and form bodies alike).
 fn encode_pairs(pairs: &[(String, String)]) -> String {
-    let encoded: Vec<String> = pairs.iter().map(|(k, v)| format!("{k}={v}")).collect();
-    encoded.join("&")
+    let mut out = String::new();
+    for (k, v) in pairs {
+        if !out.is_empty() {
+            out.push('&');
+        }
+        out.push_str(k);
+        out.push('=');
+        out.push_str(v);
+    }
+    out
 }
 
 fn truncate(s: &str, max: usize) -> String {
