@@ -168,9 +168,41 @@ pub fn coerce_and_default(schema: &Value, args: &mut Map<String, Value>) {
 fn declared_types(schema: &Value) -> Vec<&str> {
     match schema.get("type") {
         Some(Value::String(s)) => vec![s.as_str()],
-        Some(Value::Array(a)) => a.iter().filter_map(Value::as_str).collect(),
+        Some(Value::Array(a)) => {
+            let mut out = Vec::new();
+            for t in a {
+                if let Some(t) = t.as_str() {
+                    out.push(t);
+                }
+            }
+            out
+        }
         _ => Vec::new(),
     }
+}
+
+// The keyword lookups below are written as loops over these, not as `into_iter().flatten()` or
+// `flat_map` chains, whose adapters were instantiated once per closure.
+
+/// The array at `key` of a schema object, or none.
+fn array_at<'a>(s: &'a Map<String, Value>, key: &str) -> &'a [Value] {
+    match s.get(key) {
+        Some(Value::Array(a)) => a,
+        _ => &[],
+    }
+}
+
+/// The object at `key` of a schema object, or an empty one.
+fn object_at<'a>(s: &'a Map<String, Value>, key: &str) -> &'a Map<String, Value> {
+    match s.get(key) {
+        Some(Value::Object(m)) => m,
+        _ => empty_object(),
+    }
+}
+
+fn empty_object() -> &'static Map<String, Value> {
+    static EMPTY: std::sync::OnceLock<Map<String, Value>> = std::sync::OnceLock::new();
+    EMPTY.get_or_init(Map::new)
 }
 
 fn coerce(schema: &Value, v: &mut Value) {
@@ -483,7 +515,13 @@ impl Validator {
         *budget = budget.checked_sub(1)?;
         let m = match v {
             Value::Object(m) => m,
-            Value::Array(a) => return a.iter().map(|x| self.inline(x, defs, within, budget)).collect(),
+            Value::Array(a) => {
+                let mut items = Vec::with_capacity(a.len());
+                for x in a {
+                    items.push(self.inline(x, defs, within, budget)?);
+                }
+                return Some(Value::Array(items));
+            }
             other => return Some(other.clone()),
         };
         let mut out = Map::new();
@@ -622,7 +660,7 @@ impl Validator {
             }
         }
         for key in ["allOf", "anyOf", "oneOf"] {
-            for sub in s.get(key).and_then(Value::as_array).into_iter().flatten() {
+            for sub in array_at(s, key) {
                 self.normalize(sub, v, depth + 1, budget);
             }
         }
@@ -632,7 +670,7 @@ impl Validator {
             }
         }
         for key in ["dependentSchemas", "dependencies"] {
-            for sub in s.get(key).and_then(Value::as_object).into_iter().flat_map(|m| m.values()) {
+            for sub in object_at(s, key).values() {
                 self.normalize(sub, v, depth + 1, budget);
             }
         }
@@ -646,7 +684,7 @@ impl Validator {
                         known = true;
                         self.normalize(sub, value, depth + 1, budget);
                     }
-                    for (pat, sub) in pattern_props.into_iter().flatten() {
+                    for (pat, sub) in pattern_props.unwrap_or(empty_object()) {
                         if self.pattern(pat).is_some_and(|re| re.is_match(key)) {
                             known = true;
                             self.normalize(sub, value, depth + 1, budget);
@@ -695,17 +733,22 @@ impl Validator {
         if !d.closed.clone()? {
             return Ok(Vec::new());
         }
-        Ok(args
-            .keys()
-            .filter(|k| !d.names.contains(k))
-            .filter(|k| !d.patterns.iter().any(|p| self.pattern(p).is_some_and(|re| re.is_match(k))))
-            .cloned()
-            .collect())
+        let mut out = Vec::new();
+        for k in args.keys() {
+            if !d.names.contains(k) && !d.patterns.iter().any(|p| self.pattern(p).is_some_and(|re| re.is_match(k))) {
+                out.push(k.clone());
+            }
+        }
+        Ok(out)
     }
 
     /// The argument names the schema declares, in its order (for messages).
     pub fn declared_names(&self) -> Vec<&str> {
-        self.declared.names.iter().map(String::as_str).collect()
+        let mut out = Vec::with_capacity(self.declared.names.len());
+        for n in &self.declared.names {
+            out.push(n.as_str());
+        }
+        out
     }
 
     /// Collects the declared names and patterns of `schema`'s object level; false when extras are allowed.
@@ -726,12 +769,12 @@ impl Validator {
                 return false;
             }
         }
-        for name in s.get("properties").and_then(Value::as_object).into_iter().flat_map(|p| p.keys()) {
+        for name in object_at(s, "properties").keys() {
             if !names.contains(&name.as_str()) {
                 names.push(name);
             }
         }
-        for pattern in s.get("patternProperties").and_then(Value::as_object).into_iter().flat_map(|p| p.keys()) {
+        for pattern in object_at(s, "patternProperties").keys() {
             if !patterns.contains(&pattern.as_str()) {
                 patterns.push(pattern);
             }
@@ -741,7 +784,7 @@ impl Validator {
             closed &= self.declared(target, names, patterns, depth + 1, budget);
         }
         for key in ["allOf", "anyOf", "oneOf"] {
-            for sub in s.get(key).and_then(Value::as_array).into_iter().flatten() {
+            for sub in array_at(s, key) {
                 closed &= self.declared(sub, names, patterns, depth + 1, budget);
             }
         }
@@ -751,7 +794,7 @@ impl Validator {
             }
         }
         for key in ["dependentSchemas", "dependencies"] {
-            for sub in s.get(key).and_then(Value::as_object).into_iter().flat_map(|m| m.values()) {
+            for sub in object_at(s, key).values() {
                 if !sub.is_array() {
                     closed &= self.declared(sub, names, patterns, depth + 1, budget);
                 }
@@ -889,15 +932,14 @@ impl Validator {
             let Some(Value::Array(subs)) = s.get(key) else {
                 continue;
             };
-            let results: Vec<(Vec<String>, Seen)> = subs
-                .iter()
-                .map(|sub| {
-                    let mut e = Vec::new();
-                    let found = self.walk(sub, v, path, &mut e, depth + 1, budget);
-                    (e, found)
-                })
-                .collect();
-            let passing = results.iter().filter(|(e, _)| e.is_empty()).count();
+            let mut results: Vec<(Vec<String>, Seen)> = Vec::with_capacity(subs.len());
+            let mut passing = 0;
+            for sub in subs {
+                let mut e = Vec::new();
+                let found = self.walk(sub, v, path, &mut e, depth + 1, budget);
+                passing += usize::from(e.is_empty());
+                results.push((e, found));
+            }
             match key {
                 "anyOf" if passing == 0 => errors.push(format!("{}: matches none of the allowed shapes", at(path))),
                 "oneOf" if passing != 1 => {
@@ -1009,12 +1051,13 @@ impl Validator {
         seen: &mut Seen<'v>,
     ) {
         for key in ["dependentRequired", "dependentSchemas", "dependencies"] {
-            for (name, dependency) in s.get(key).and_then(Value::as_object).into_iter().flatten() {
+            for (name, dependency) in object_at(s, key) {
                 if !obj.contains_key(name) {
                     continue;
                 }
                 if let Value::Array(required) = dependency {
-                    for other in required.iter().filter_map(Value::as_str).filter(|o| !obj.contains_key(*o)) {
+                    for other in required {
+                        let Some(other) = other.as_str().filter(|o| !obj.contains_key(*o)) else { continue };
                         errors.push(format!(
                             "`{}`: is required when `{}` is given",
                             join(path, other),
@@ -1131,7 +1174,8 @@ impl Validator {
         seen: &mut Seen<'v>,
     ) {
         if let Some(Value::Array(required)) = s.get("required") {
-            for name in required.iter().filter_map(Value::as_str) {
+            for name in required {
+                let Some(name) = name.as_str() else { continue };
                 if !obj.contains_key(name) {
                     errors.push(format!("`{}`: is required", join(path, name)));
                 }
@@ -1153,7 +1197,7 @@ impl Validator {
                 known = true;
                 let _ = self.walk(sub, value, &join(path, key), errors, depth + 1, budget);
             }
-            for (pat, sub) in pattern_props.into_iter().flatten() {
+            for (pat, sub) in pattern_props.unwrap_or(empty_object()) {
                 if self.pattern(pat).is_some_and(|re| re.is_match(key)) {
                     known = true;
                     let _ = self.walk(sub, value, &join(path, key), errors, depth + 1, budget);
