@@ -9,7 +9,7 @@ use crate::fields::{FieldError, Fields};
 use crate::icon::{self, Icon};
 use crate::template::{TemplateId, Templates};
 use serde::Serialize;
-use serde_json::{json, Map, Value};
+use serde_json::{Map, Value};
 
 /// One content block as the config writes it; every string is a template. One flat struct for the five
 /// types (rather than a tagged enum) keeps the config reader small in the wasm module; [`Content::compile`]
@@ -192,7 +192,7 @@ impl Content {
         if kind == ContentKind::Resource && cfg.text.is_some() == cfg.blob.is_some() {
             return Err((field.to_string(), "an embedded resource has either text or blob".into()));
         }
-        fixed.insert("type".into(), json!(kind.name()));
+        fixed.insert("type".into(), Value::from(kind.name()));
         for (key, check) in takes {
             let src = given.iter().find(|(k, _)| k == key).and_then(|(_, v)| *v);
             let Some(src) = src else {
@@ -208,7 +208,7 @@ impl Content {
         }
         icon::validate(&cfg.icons).map_err(|(f, m)| (format!("{field}.{f}"), m))?;
         if let Some(size) = cfg.size {
-            fixed.insert("size".into(), json!(size));
+            fixed.insert("size".into(), Value::from(size));
         }
         if !cfg.icons.is_empty() {
             fixed.insert("icons".into(), icon::to_json(&cfg.icons));
@@ -284,6 +284,7 @@ fn is_base64(s: &str) -> bool {
 mod tests {
     use super::*;
     use minijinja::context;
+    use serde_json::json;
 
     fn compile(yaml: &str) -> (Vec<Content>, Templates) {
         let doc = crate::config::parse_document(yaml).unwrap();

@@ -99,25 +99,63 @@ fn text(v: &Value) -> String {
 }
 
 /// The items of an array or the `key, value` runs of an object, as text.
+// (The texts here are built by loops, not iterator chains: each chain's adapters were instantiated for
+// its closure alone.)
 fn flat(v: &Value) -> Vec<String> {
+    let mut out = Vec::new();
     match v {
-        Value::Array(items) => items.iter().map(text).collect(),
-        Value::Object(m) => m.iter().flat_map(|(k, v)| [k.clone(), text(v)]).collect(),
-        other => vec![text(other)],
+        Value::Array(items) => {
+            for i in items {
+                out.push(text(i));
+            }
+        }
+        Value::Object(m) => {
+            for (k, v) in m {
+                out.push(k.clone());
+                out.push(text(v));
+            }
+        }
+        other => out.push(text(other)),
     }
+    out
 }
 
 /// `k=v` texts of an object's members.
 fn members(v: &Value, join: &str) -> Vec<String> {
-    match v {
-        Value::Object(m) => m.iter().map(|(k, v)| format!("{}{join}{}", enc(k), enc(&text(v)))).collect(),
-        _ => Vec::new(),
+    let mut out = Vec::new();
+    if let Value::Object(m) = v {
+        for (k, v) in m {
+            out.push(format!("{}{join}{}", enc(k), enc(&text(v))));
+        }
     }
+    out
+}
+
+/// `items`, each written by `each`, separated by `sep`.
+fn join_each(items: &[String], each: fn(&str) -> String, sep: &str) -> String {
+    let mut out = String::new();
+    for (i, item) in items.iter().enumerate() {
+        if i > 0 {
+            out.push_str(sep);
+        }
+        out.push_str(&each(item));
+    }
+    out
+}
+
+/// `items`, each after `prefix`.
+fn prefixed(items: &[String], prefix: &str) -> String {
+    let mut out = String::new();
+    for item in items {
+        out.push_str(prefix);
+        out.push_str(item);
+    }
+    out
 }
 
 fn joined(v: &Value, sep: &str) -> String {
     // (Path and cookie values; query and form pairs join in `pairs_in`.)
-    flat(v).iter().map(|s| enc(s)).collect::<Vec<_>>().join(sep)
+    join_each(&flat(v), enc, sep)
 }
 
 fn is_empty(v: &Value) -> bool {
@@ -171,12 +209,20 @@ fn pairs_in(name: &str, value: &Value, e: Encoding, x: &Escaping, out: &mut Vec<
         out.push((t(name), v(&text(value))));
         return;
     }
-    let joined = |sep: &str| flat(value).iter().map(|s| v(s)).collect::<Vec<_>>().join(sep);
+    let joined = |sep: &str| join_each(&flat(value), v, sep);
     match (e.style, e.explode) {
         (Style::DeepObject, _) => deep(&t(name), value, x, out),
         (_, true) => match value {
-            Value::Array(items) => out.extend(items.iter().map(|i| (t(name), v(&text(i))))),
-            Value::Object(m) => out.extend(m.iter().map(|(k, m)| (t(k), v(&text(m))))),
+            Value::Array(items) => {
+                for i in items {
+                    out.push((t(name), v(&text(i))));
+                }
+            }
+            Value::Object(m) => {
+                for (k, m) in m {
+                    out.push((t(k), v(&text(m))));
+                }
+            }
             _ => {}
         },
         (Style::SpaceDelimited, false) => out.push((t(name), joined(x.space))),
@@ -189,9 +235,15 @@ fn pairs_in(name: &str, value: &Value, e: Encoding, x: &Escaping, out: &mut Vec<
 fn deep(prefix: &str, value: &Value, x: &Escaping, out: &mut Vec<(String, String)>) {
     let (open, close, t) = (x.open, x.close, x.text);
     match value {
-        Value::Object(m) => m.iter().for_each(|(k, v)| deep(&format!("{prefix}{open}{}{close}", t(k)), v, x, out)),
+        Value::Object(m) => {
+            for (k, v) in m {
+                deep(&format!("{prefix}{open}{}{close}", t(k)), v, x, out);
+            }
+        }
         Value::Array(a) => {
-            a.iter().enumerate().for_each(|(i, v)| deep(&format!("{prefix}{open}{i}{close}"), v, x, out))
+            for (i, v) in a.iter().enumerate() {
+                deep(&format!("{prefix}{open}{i}{close}"), v, x, out);
+            }
         }
         Value::Null => {}
         other => out.push((prefix.to_string(), (x.value)(&text(other)))),
@@ -227,7 +279,13 @@ pub fn file_parts(name: &str, value: &Value) -> Result<Vec<Part>, String> {
     };
     match value {
         Value::Null => Ok(Vec::new()),
-        Value::Array(items) => items.iter().map(one).collect(),
+        Value::Array(items) => {
+            let mut parts = Vec::with_capacity(items.len());
+            for i in items {
+                parts.push(one(i)?);
+            }
+            Ok(parts)
+        }
         other => one(other).map(|p| vec![p]),
     }
 }
@@ -275,11 +333,28 @@ pub fn path(name: &str, value: &Value, e: Encoding) -> String {
         // RFC 6570: an empty list is `;name` in matrix style and nothing in the others.
         _ if is_empty(value) && e.style == Style::Matrix => format!(";{}", enc(name)),
         _ if is_empty(value) => String::new(),
-        (Style::Matrix, true) if value.is_object() => members(value, "=").iter().map(|m| format!(";{m}")).collect(),
-        (Style::Matrix, true) => flat(value).iter().map(|i| format!(";{}={}", enc(name), enc(i))).collect(),
+        (Style::Matrix, true) if value.is_object() => prefixed(&members(value, "="), ";"),
+        (Style::Matrix, true) => {
+            let mut out = String::new();
+            let name = enc(name);
+            for i in flat(value) {
+                out.push(';');
+                out.push_str(&name);
+                out.push('=');
+                out.push_str(&enc(&i));
+            }
+            out
+        }
         (Style::Matrix, false) => format!(";{}={}", enc(name), joined(value, ",")),
-        (Style::Label, true) if value.is_object() => members(value, "=").iter().map(|m| format!(".{m}")).collect(),
-        (Style::Label, true) => flat(value).iter().map(|i| format!(".{}", enc(i))).collect(),
+        (Style::Label, true) if value.is_object() => prefixed(&members(value, "="), "."),
+        (Style::Label, true) => {
+            let mut out = String::new();
+            for i in flat(value) {
+                out.push('.');
+                out.push_str(&enc(&i));
+            }
+            out
+        }
         (Style::Label, false) => format!(".{}", joined(value, ",")),
         (_, true) if value.is_object() => members(value, "=").join(","),
         _ => joined(value, ","),
@@ -290,7 +365,16 @@ pub fn path(name: &str, value: &Value, e: Encoding) -> String {
 pub fn header(value: &Value, e: Encoding) -> String {
     match value {
         Value::Object(m) if e.explode => {
-            m.iter().map(|(k, v)| format!("{k}={}", text(v))).collect::<Vec<_>>().join(",")
+            let mut out = String::new();
+            for (k, v) in m {
+                if !out.is_empty() {
+                    out.push(',');
+                }
+                out.push_str(k);
+                out.push('=');
+                out.push_str(&text(v));
+            }
+            out
         }
         Value::Array(_) | Value::Object(_) => flat(value).join(","),
         other => text(other),

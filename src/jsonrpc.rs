@@ -1,6 +1,7 @@
 //! JSON-RPC 2.0 messages: classification of incoming values and construction of replies.
 
-use serde_json::{json, Map, Value};
+use crate::json::object;
+use serde_json::{Map, Value};
 
 pub const PARSE_ERROR: i64 = -32700;
 pub const INVALID_REQUEST: i64 = -32600;
@@ -104,7 +105,7 @@ impl RpcError {
 
 /// A successful reply.
 pub fn result(id: Value, result: Value) -> Value {
-    json!({"jsonrpc": "2.0", "id": id, "result": result})
+    object(vec![("jsonrpc", Value::from("2.0")), ("id", id), ("result", result)])
 }
 
 /// A reply as the transport holds it until the answer is written: a tree, or JSON text written once
@@ -201,12 +202,21 @@ pub fn error(id: Value, code: i64, message: impl Into<String>) -> Value {
 
 /// [`error`] once its message is a `String` (one copy of the JSON building for every message type).
 fn error_text(id: Value, code: i64, message: String) -> Value {
-    json!({"jsonrpc": "2.0", "id": id, "error": {"code": code, "message": message}})
+    error_reply(id, code, message, None)
 }
 
 /// An error reply carrying structured `data`.
 pub fn error_with_data(id: Value, code: i64, message: impl Into<String>, data: Value) -> Value {
-    json!({"jsonrpc": "2.0", "id": id, "error": {"code": code, "message": message.into(), "data": data}})
+    error_reply(id, code, message.into(), Some(data))
+}
+
+/// The one builder of error replies (no `json!`: the id and data are moved in, not serialised again).
+fn error_reply(id: Value, code: i64, message: String, data: Option<Value>) -> Value {
+    let mut error = vec![("code", Value::from(code)), ("message", Value::from(message))];
+    if let Some(d) = data {
+        error.push(("data", d));
+    }
+    object(vec![("jsonrpc", Value::from("2.0")), ("id", id), ("error", object(error))])
 }
 
 /// The params object of a request, or an empty one; arrays (by-position params) are not used by MCP.
@@ -222,6 +232,21 @@ pub fn params_object(params: &Option<Value>) -> Option<&Map<String, Value>> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn replies_are_the_objects_json_built() {
+        let data = json!({"k": [1, "two"]});
+        assert_eq!(result(json!(7), data.clone()), json!({"jsonrpc": "2.0", "id": 7, "result": data}));
+        assert_eq!(
+            serde_json::to_string(&error(json!("i"), -32601, "no")).unwrap(),
+            r#"{"jsonrpc":"2.0","id":"i","error":{"code":-32601,"message":"no"}}"#
+        );
+        assert_eq!(
+            serde_json::to_string(&error_with_data(Value::Null, -32000, String::from("m"), data)).unwrap(),
+            r#"{"jsonrpc":"2.0","id":null,"error":{"code":-32000,"message":"m","data":{"k":[1,"two"]}}}"#
+        );
+    }
 
     /// The module reads JSON through one serde_json reader type (`from_slice`): a `from_str` outside tests
     /// instantiates the parser a second time (7.8 KB of wasm when the proxied relay's re-initialisation
@@ -303,6 +328,7 @@ mod properties {
     use super::*;
     use crate::strategies::{hostile_string, json_number, json_value};
     use proptest::prelude::*;
+    use serde_json::json;
 
     const KEYS: &[&str] = &["jsonrpc", "id", "method", "params", "result", "error", "name", "x"];
 

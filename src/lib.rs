@@ -32,6 +32,7 @@ pub mod header_edits;
 pub mod higress;
 pub mod icon;
 pub mod input;
+pub mod json;
 pub mod jsonrpc;
 #[cfg(feature = "go-templates")]
 pub mod lenient;

@@ -9,9 +9,10 @@
 //! namespace it gives plugin metrics, and adds no `envoy_` prefix to them).
 
 use crate::caller::Caller;
+use crate::json::object;
 use crate::jsonrpc::Reply;
 use crate::upstream::UpstreamResult;
-use serde_json::{json, Value};
+use serde_json::Value;
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU32, Ordering};
 
@@ -342,17 +343,21 @@ impl CallRecord {
 
     /// The audit line, `mcp-audit {json}`: argument names only, never values, credentials or results.
     pub fn audit_line(&self, now_ms: u64) -> String {
-        let line = json!({
-            "time": rfc3339_ms(now_ms),
-            "server": self.server,
-            "tool": self.tool,
-            "consumer": self.consumer,
-            "method": self.method,
-            "outcome": self.outcome,
-            "upstreamStatus": self.upstream_status,
-            "latencyMs": self.latency_ms,
-            "arguments": self.arguments,
-        });
+        let mut arguments = Vec::with_capacity(self.arguments.len());
+        for a in &self.arguments {
+            arguments.push(Value::from(a.as_str()));
+        }
+        let line = object(vec![
+            ("time", Value::from(rfc3339_ms(now_ms))),
+            ("server", Value::from(self.server.as_str())),
+            ("tool", Value::from(self.tool.as_str())),
+            ("consumer", Value::from(self.consumer.as_str())),
+            ("method", Value::from(self.method)),
+            ("outcome", Value::from(self.outcome)),
+            ("upstreamStatus", self.upstream_status.map_or(Value::Null, Value::from)),
+            ("latencyMs", self.latency_ms.map_or(Value::Null, Value::from)),
+            ("arguments", Value::Array(arguments)),
+        ]);
         format!("mcp-audit {line}")
     }
 }
@@ -437,6 +442,7 @@ pub fn rfc3339_ms(ms: u64) -> String {
 mod tests {
     use super::*;
     use crate::error::GatewayError;
+    use serde_json::json;
 
     fn ok_reply() -> Reply {
         Reply::Tree(json!({"jsonrpc": "2.0", "id": 1, "result": {"content": [], "isError": false}}))

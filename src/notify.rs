@@ -8,11 +8,12 @@
 //! only for a request that carries `_meta.progressToken`.
 
 use crate::config::ToolConfig;
-use crate::template::{AnswerData, Data, Dialect, Escape, Role, Spec, TemplateId, Templates};
+use crate::json::object;
+use crate::template::{map_of, AnswerData, Data, Dialect, Escape, Role, Spec, TemplateId, Templates};
 use crate::upstream::UpstreamResult;
 use minijinja::value::Value as MjValue;
 use serde::{Deserialize, Serialize};
-use serde_json::{json, Map, Value};
+use serde_json::{Map, Value};
 use std::sync::Arc;
 
 /// The `_meta` key of the 2026-07-28 per-request log level.
@@ -359,8 +360,11 @@ impl Notifications {
         };
         // `elapsedMs` joins the response template's context (our dialect only, as notifications are).
         // (0 when the host could not measure it: a call refused before it was sent.)
-        let timed =
-            answer.map(|a| minijinja::context! { elapsedMs => a.elapsed_ms.unwrap_or(0), ..data.jinja().clone() });
+        // (A merge of two maps, as `context!` would build it, through the one `merge_maps` over a `Vec`.)
+        let timed = answer.map(|a| {
+            let elapsed = map_of(vec![("elapsedMs", MjValue::from(a.elapsed_ms.unwrap_or(0)))]);
+            minijinja::value::merge_maps(vec![data.jinja().clone(), elapsed])
+        });
         let render = |t: &TemplateId| {
             match &timed {
                 Some(ctx) => templates.render_ctx(t, ctx),
@@ -368,43 +372,55 @@ impl Notifications {
             }
             .unwrap_or_else(|e| format!("(template failed: {e})"))
         };
-        self.entries
-            .iter()
-            .filter(|e| match e.when {
+        // A loop, not an iterator chain: its adapters would be instantiated for this closure alone.
+        let mut out = Vec::new();
+        for e in &self.entries {
+            let when = match e.when {
                 When::Always => true,
                 When::Success => ok,
                 When::Error => !ok,
-            })
-            .filter(wanted)
-            .map(|e| match &e.kind {
+            };
+            if !when || !wanted(&e) {
+                continue;
+            }
+            let (method, params) = match &e.kind {
                 Kind::Log { level, logger, data } => {
-                    let mut params = json!({"level": level.as_str(), "data": render(data)});
+                    let mut params = vec![("level", Value::from(level.as_str())), ("data", Value::from(render(data)))];
                     if let Some(l) = logger {
-                        params["logger"] = json!(render(l));
+                        params.push(("logger", Value::from(render(l))));
                     }
-                    json!({"jsonrpc": "2.0", "method": "notifications/message", "params": params})
+                    ("notifications/message", params)
                 }
                 Kind::Progress { progress, total, message } => {
-                    let mut params = json!({"progressToken": listener.progress_token, "progress": number(*progress)});
+                    let mut params = vec![
+                        ("progressToken", listener.progress_token.clone().unwrap_or(Value::Null)),
+                        ("progress", number(*progress)),
+                    ];
                     if let Some(t) = total {
-                        params["total"] = number(*t);
+                        params.push(("total", number(*t)));
                     }
                     if let Some(m) = message {
-                        params["message"] = json!(render(m));
+                        params.push(("message", Value::from(render(m))));
                     }
-                    json!({"jsonrpc": "2.0", "method": "notifications/progress", "params": params})
+                    ("notifications/progress", params)
                 }
-            })
-            .collect()
+            };
+            out.push(object(vec![
+                ("jsonrpc", Value::from("2.0")),
+                ("method", Value::from(method)),
+                ("params", object(params)),
+            ]));
+        }
+        out
     }
 }
 
 /// A whole number as an integer (`50`, not `50.0`), anything else as it is.
 fn number(n: f64) -> Value {
     if n.fract() == 0.0 && n.abs() < 9e15 {
-        json!(n as i64)
+        Value::from(n as i64)
     } else {
-        json!(n)
+        Value::from(n)
     }
 }
 
@@ -426,6 +442,7 @@ pub fn sse_body(notifications: &[Value], response: &[u8]) -> Vec<u8> {
 mod tests {
     use super::*;
     use crate::gateway::Gateway;
+    use serde_json::json;
 
     fn load(notifications: &str, upstream: bool) -> Result<Gateway, String> {
         let answer = if upstream { "requestTemplate: {url: /x}" } else { "responseTemplate: {body: ok}" };

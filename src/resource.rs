@@ -10,6 +10,7 @@ use crate::completion::{self, Argument, ArgumentConfig};
 use crate::config::{RequestTemplate, ResponseTemplate, ServerConfig, ToolConfig, UpstreamConfig};
 use crate::fields::{FieldError, Fields};
 use crate::icon::{self, Icon};
+use crate::json::object;
 use crate::jsonrpc::{RpcError, INTERNAL_ERROR};
 use crate::template::{TemplateId, Templates};
 use crate::tool::{Prepared, Tool};
@@ -17,7 +18,7 @@ use crate::upstream::{UpstreamRequest, UpstreamResult};
 use crate::uri_template::UriTemplate;
 use base64::Engine;
 use minijinja::{context, value::Value as MjValue};
-use serde_json::{json, Map, Value};
+use serde_json::{Map, Value};
 
 /// What resources and resource templates share in the config: how they are shown and where their contents
 /// come from (exactly one of `text`, `blob`, `requestTemplate`).
@@ -212,15 +213,15 @@ impl Resource {
             Source::Upstream(Box::new(Tool::compile(server, &tool, templates, config)?))
         };
         let mut listing = Map::new();
-        listing.insert(if template { "uriTemplate" } else { "uri" }.into(), json!(uri));
-        listing.insert("name".into(), json!(cfg.name));
+        listing.insert(if template { "uriTemplate" } else { "uri" }.into(), Value::from(uri.as_str()));
+        listing.insert("name".into(), Value::from(cfg.name.as_str()));
         for (key, v) in [("title", &cfg.title), ("description", &cfg.description), ("mimeType", &cfg.mime_type)] {
             if let Some(v) = v {
-                listing.insert(key.into(), json!(v));
+                listing.insert(key.into(), Value::from(v.as_str()));
             }
         }
         if let Some(s) = cfg.size {
-            listing.insert("size".into(), json!(s));
+            listing.insert("size".into(), Value::from(s));
         }
         if !cfg.icons.is_empty() {
             listing.insert("icons".into(), icon::to_json(&cfg.icons));
@@ -321,45 +322,61 @@ impl Resource {
 
     /// Turns a tool result into resource contents: text blocks are text, images and audio blobs, embedded
     /// resources themselves; an error result is a JSON-RPC error.
-    fn contents_of(&self, uri: &str, upstream_mime: Option<&str>, result: Value) -> Result<Value, RpcError> {
-        let blocks = result["content"].as_array().cloned().unwrap_or_default();
-        if result["isError"] == json!(true) {
-            let text: Vec<&str> = blocks.iter().filter_map(|b| b["text"].as_str()).collect();
-            return Err(RpcError::new(INTERNAL_ERROR, format!("resource {uri}: {}", text.join("\n"))));
+    fn contents_of(&self, uri: &str, upstream_mime: Option<&str>, mut result: Value) -> Result<Value, RpcError> {
+        // Loops, not iterator chains (their adapters are instantiated per closure); the blocks are moved.
+        let blocks = match result.get_mut("content") {
+            Some(Value::Array(blocks)) => std::mem::take(blocks),
+            _ => Vec::new(),
+        };
+        if result.get("isError") == Some(&Value::Bool(true)) {
+            let mut text = format!("resource {uri}: ");
+            let mut first = true;
+            for b in &blocks {
+                if let Some(t) = b["text"].as_str() {
+                    if !first {
+                        text.push('\n');
+                    }
+                    text.push_str(t);
+                    first = false;
+                }
+            }
+            return Err(RpcError::new(INTERNAL_ERROR, text));
         }
         let mime = self.mime_type.as_deref().or(upstream_mime);
-        let contents: Vec<Value> = blocks
-            .into_iter()
-            .filter_map(|b| match b["type"].as_str() {
-                Some("text") => Some(entry(uri, mime, Some(b["text"].as_str().unwrap_or_default().into()), None)),
-                Some("image" | "audio") => Some(entry(
+        let mut contents = Vec::new();
+        for mut b in blocks {
+            match b["type"].as_str() {
+                Some("text") => {
+                    contents.push(entry(uri, mime, Some(b["text"].as_str().unwrap_or_default().into()), None))
+                }
+                Some("image" | "audio") => contents.push(entry(
                     uri,
                     b["mimeType"].as_str().or(mime),
                     None,
                     Some(b["data"].as_str().unwrap_or_default().into()),
                 )),
-                Some("resource") => Some(b["resource"].clone()),
-                _ => None,
-            })
-            .collect();
-        Ok(json!({ "contents": contents }))
+                Some("resource") => contents.push(b.get_mut("resource").map(Value::take).unwrap_or(Value::Null)),
+                _ => {}
+            }
+        }
+        Ok(object(vec![("contents", Value::Array(contents))]))
     }
 
     fn contents(&self, uri: &str, upstream_mime: Option<&str>, text: Option<String>, blob: Option<String>) -> Value {
         let mime = self.mime_type.as_deref().or(upstream_mime);
-        json!({ "contents": [entry(uri, mime, text, blob)] })
+        object(vec![("contents", Value::Array(vec![entry(uri, mime, text, blob)]))])
     }
 }
 
 fn entry(uri: &str, mime: Option<&str>, text: Option<String>, blob: Option<String>) -> Value {
     let mut e = Map::new();
-    e.insert("uri".into(), json!(uri));
+    e.insert("uri".into(), Value::from(uri));
     if let Some(m) = mime {
-        e.insert("mimeType".into(), json!(m));
+        e.insert("mimeType".into(), Value::from(m));
     }
     match (text, blob) {
-        (_, Some(b)) => e.insert("blob".into(), json!(b)),
-        (t, None) => e.insert("text".into(), json!(t.unwrap_or_default())),
+        (_, Some(b)) => e.insert("blob".into(), Value::from(b)),
+        (t, None) => e.insert("text".into(), Value::from(t.unwrap_or_default())),
     };
     Value::Object(e)
 }
@@ -386,6 +403,7 @@ pub(crate) fn is_uri(s: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use serde_json::json;
 
     fn compile(yaml: &str, template: bool) -> Result<(Resource, Templates, MjValue), (String, String)> {
         let doc = crate::config::parse_document(&format!("r: {yaml}")).unwrap();

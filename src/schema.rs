@@ -7,8 +7,9 @@
 //! `regex-lite` for `pattern`.
 
 use crate::config::ArgConfig;
+use crate::json::object;
 use regex_lite::Regex;
-use serde_json::{json, Map, Value};
+use serde_json::{Map, Value};
 use std::collections::HashMap;
 use std::sync::Arc;
 
@@ -93,12 +94,12 @@ pub fn from_args(args: &[ArgConfig]) -> Result<Value, String> {
                     return Err(format!("arg '{}': unknown type '{kind}'", arg.name));
                 }
                 let mut p = Map::new();
-                p.insert("type".into(), json!(kind));
+                p.insert("type".into(), Value::from(kind));
                 p
             }
         };
         if let Some(d) = &arg.description {
-            p.insert("description".into(), json!(d));
+            p.insert("description".into(), Value::from(d.as_str()));
         }
         if let Some(e) = &arg.enum_values {
             p.insert("enum".into(), Value::Array(e.clone()));
@@ -116,24 +117,32 @@ pub fn from_args(args: &[ArgConfig]) -> Result<Value, String> {
             return Err(format!("arg '{}' is declared twice", arg.name));
         }
         if arg.required {
-            required.push(json!(arg.name));
+            required.push(Value::from(arg.name.as_str()));
         }
     }
     // Published so that clients and models see the rule the gateway applies anyway (see
     // `Validator::undeclared`): arguments that are not declared are refused.
-    let mut schema = json!({"type": "object", "properties": props, "additionalProperties": false});
+    let mut schema = vec![
+        ("type", Value::from("object")),
+        ("properties", Value::Object(props)),
+        ("additionalProperties", Value::Bool(false)),
+    ];
     if !required.is_empty() {
-        schema["required"] = Value::Array(required);
+        schema.push(("required", Value::Array(required)));
     }
-    Ok(schema)
+    Ok(object(schema))
 }
 
 /// What a file argument takes: the bytes as base64, and optionally the file's name and media type.
 pub fn file_schema() -> Value {
-    json!({"type": "object", "required": ["content"], "properties": {
+    // Parsed from text: `json!` would serialise each of its strings through serde, a panic site each.
+    serde_json::from_slice(
+        br#"{"type": "object", "required": ["content"], "properties": {
         "content": {"type": "string", "contentEncoding": "base64", "description": "The file's bytes, base64"},
         "filename": {"type": "string"},
-        "contentType": {"type": "string", "description": "The file's media type"}}})
+        "contentType": {"type": "string", "description": "The file's media type"}}}"#,
+    )
+    .unwrap_or_default()
 }
 
 /// Coerces top-level argument values towards their declared types and fills in defaults.
@@ -159,9 +168,41 @@ pub fn coerce_and_default(schema: &Value, args: &mut Map<String, Value>) {
 fn declared_types(schema: &Value) -> Vec<&str> {
     match schema.get("type") {
         Some(Value::String(s)) => vec![s.as_str()],
-        Some(Value::Array(a)) => a.iter().filter_map(Value::as_str).collect(),
+        Some(Value::Array(a)) => {
+            let mut out = Vec::new();
+            for t in a {
+                if let Some(t) = t.as_str() {
+                    out.push(t);
+                }
+            }
+            out
+        }
         _ => Vec::new(),
     }
+}
+
+// The keyword lookups below are written as loops over these, not as `into_iter().flatten()` or
+// `flat_map` chains, whose adapters were instantiated once per closure.
+
+/// The array at `key` of a schema object, or none.
+fn array_at<'a>(s: &'a Map<String, Value>, key: &str) -> &'a [Value] {
+    match s.get(key) {
+        Some(Value::Array(a)) => a,
+        _ => &[],
+    }
+}
+
+/// The object at `key` of a schema object, or an empty one.
+fn object_at<'a>(s: &'a Map<String, Value>, key: &str) -> &'a Map<String, Value> {
+    match s.get(key) {
+        Some(Value::Object(m)) => m,
+        _ => empty_object(),
+    }
+}
+
+fn empty_object() -> &'static Map<String, Value> {
+    static EMPTY: std::sync::OnceLock<Map<String, Value>> = std::sync::OnceLock::new();
+    EMPTY.get_or_init(Map::new)
 }
 
 fn coerce(schema: &Value, v: &mut Value) {
@@ -179,17 +220,17 @@ fn coerce(schema: &Value, v: &mut Value) {
                 .map(Value::from)
                 .or_else(|_| s.parse::<u64>().map(Value::from))
                 .ok()
-                .or_else(|| s.parse::<f64>().ok().and_then(|f| exact_integer(&json!(f))))
+                .or_else(|| s.parse::<f64>().ok().and_then(|f| exact_integer(&Value::from(f))))
         }
         ("integer", Value::Number(_)) => exact_integer(v),
-        ("number", Value::String(s)) => s.trim().parse::<f64>().ok().filter(|f| f.is_finite()).map(|f| json!(f)),
+        ("number", Value::String(s)) => s.trim().parse::<f64>().ok().filter(|f| f.is_finite()).map(Value::from),
         ("boolean", Value::String(s)) => match s.trim() {
-            "true" | "True" | "TRUE" | "1" => Some(json!(true)),
-            "false" | "False" | "FALSE" | "0" => Some(json!(false)),
+            "true" | "True" | "TRUE" | "1" => Some(Value::Bool(true)),
+            "false" | "False" | "FALSE" | "0" => Some(Value::Bool(false)),
             _ => None,
         },
-        ("string", Value::Number(n)) => Some(json!(n.to_string())),
-        ("string", Value::Bool(b)) => Some(json!(b.to_string())),
+        ("string", Value::Number(n)) => Some(Value::from(n.to_string())),
+        ("string", Value::Bool(b)) => Some(Value::from(b.to_string())),
         ("array" | "object", Value::String(s)) => {
             serde_json::from_slice::<Value>(s.as_bytes()).ok().filter(|p| type_matches(types[0], p))
         }
@@ -218,7 +259,7 @@ fn exact_integer(v: &Value) -> Option<Value> {
         return Some(v.clone());
     }
     let f = n.as_f64()?;
-    (f.fract() == 0.0 && f.abs() <= EXACT_F64).then(|| json!(f as i64))
+    (f.fract() == 0.0 && f.abs() <= EXACT_F64).then(|| Value::from(f as i64))
 }
 
 fn type_matches(t: &str, v: &Value) -> bool {
@@ -304,7 +345,7 @@ impl SchemaDefs {
     /// elsewhere, and they may not declare `$id`s, anchors or `$dynamicRef`s (a shared definition has no
     /// single place in a document for them to be relative to).
     pub fn compile(defs: Map<String, Value>) -> Result<SchemaDefs, String> {
-        let root = json!({ "$defs": defs });
+        let root = object(vec![("$defs", Value::Object(defs))]);
         let l = Loader::load(&root, None)?;
         if l.dynamic || l.ids.len() > 1 {
             return Err("`$id`, `$anchor`, `$dynamicAnchor` and `$dynamicRef` are not supported in schemaDefs".into());
@@ -474,7 +515,13 @@ impl Validator {
         *budget = budget.checked_sub(1)?;
         let m = match v {
             Value::Object(m) => m,
-            Value::Array(a) => return a.iter().map(|x| self.inline(x, defs, within, budget)).collect(),
+            Value::Array(a) => {
+                let mut items = Vec::with_capacity(a.len());
+                for x in a {
+                    items.push(self.inline(x, defs, within, budget)?);
+                }
+                return Some(Value::Array(items));
+            }
             other => return Some(other.clone()),
         };
         let mut out = Map::new();
@@ -613,7 +660,7 @@ impl Validator {
             }
         }
         for key in ["allOf", "anyOf", "oneOf"] {
-            for sub in s.get(key).and_then(Value::as_array).into_iter().flatten() {
+            for sub in array_at(s, key) {
                 self.normalize(sub, v, depth + 1, budget);
             }
         }
@@ -623,7 +670,7 @@ impl Validator {
             }
         }
         for key in ["dependentSchemas", "dependencies"] {
-            for sub in s.get(key).and_then(Value::as_object).into_iter().flat_map(|m| m.values()) {
+            for sub in object_at(s, key).values() {
                 self.normalize(sub, v, depth + 1, budget);
             }
         }
@@ -637,7 +684,7 @@ impl Validator {
                         known = true;
                         self.normalize(sub, value, depth + 1, budget);
                     }
-                    for (pat, sub) in pattern_props.into_iter().flatten() {
+                    for (pat, sub) in pattern_props.unwrap_or(empty_object()) {
                         if self.pattern(pat).is_some_and(|re| re.is_match(key)) {
                             known = true;
                             self.normalize(sub, value, depth + 1, budget);
@@ -686,17 +733,22 @@ impl Validator {
         if !d.closed.clone()? {
             return Ok(Vec::new());
         }
-        Ok(args
-            .keys()
-            .filter(|k| !d.names.contains(k))
-            .filter(|k| !d.patterns.iter().any(|p| self.pattern(p).is_some_and(|re| re.is_match(k))))
-            .cloned()
-            .collect())
+        let mut out = Vec::new();
+        for k in args.keys() {
+            if !d.names.contains(k) && !d.patterns.iter().any(|p| self.pattern(p).is_some_and(|re| re.is_match(k))) {
+                out.push(k.clone());
+            }
+        }
+        Ok(out)
     }
 
     /// The argument names the schema declares, in its order (for messages).
     pub fn declared_names(&self) -> Vec<&str> {
-        self.declared.names.iter().map(String::as_str).collect()
+        let mut out = Vec::with_capacity(self.declared.names.len());
+        for n in &self.declared.names {
+            out.push(n.as_str());
+        }
+        out
     }
 
     /// Collects the declared names and patterns of `schema`'s object level; false when extras are allowed.
@@ -717,12 +769,12 @@ impl Validator {
                 return false;
             }
         }
-        for name in s.get("properties").and_then(Value::as_object).into_iter().flat_map(|p| p.keys()) {
+        for name in object_at(s, "properties").keys() {
             if !names.contains(&name.as_str()) {
                 names.push(name);
             }
         }
-        for pattern in s.get("patternProperties").and_then(Value::as_object).into_iter().flat_map(|p| p.keys()) {
+        for pattern in object_at(s, "patternProperties").keys() {
             if !patterns.contains(&pattern.as_str()) {
                 patterns.push(pattern);
             }
@@ -732,7 +784,7 @@ impl Validator {
             closed &= self.declared(target, names, patterns, depth + 1, budget);
         }
         for key in ["allOf", "anyOf", "oneOf"] {
-            for sub in s.get(key).and_then(Value::as_array).into_iter().flatten() {
+            for sub in array_at(s, key) {
                 closed &= self.declared(sub, names, patterns, depth + 1, budget);
             }
         }
@@ -742,7 +794,7 @@ impl Validator {
             }
         }
         for key in ["dependentSchemas", "dependencies"] {
-            for sub in s.get(key).and_then(Value::as_object).into_iter().flat_map(|m| m.values()) {
+            for sub in object_at(s, key).values() {
                 if !sub.is_array() {
                     closed &= self.declared(sub, names, patterns, depth + 1, budget);
                 }
@@ -880,15 +932,14 @@ impl Validator {
             let Some(Value::Array(subs)) = s.get(key) else {
                 continue;
             };
-            let results: Vec<(Vec<String>, Seen)> = subs
-                .iter()
-                .map(|sub| {
-                    let mut e = Vec::new();
-                    let found = self.walk(sub, v, path, &mut e, depth + 1, budget);
-                    (e, found)
-                })
-                .collect();
-            let passing = results.iter().filter(|(e, _)| e.is_empty()).count();
+            let mut results: Vec<(Vec<String>, Seen)> = Vec::with_capacity(subs.len());
+            let mut passing = 0;
+            for sub in subs {
+                let mut e = Vec::new();
+                let found = self.walk(sub, v, path, &mut e, depth + 1, budget);
+                passing += usize::from(e.is_empty());
+                results.push((e, found));
+            }
             match key {
                 "anyOf" if passing == 0 => errors.push(format!("{}: matches none of the allowed shapes", at(path))),
                 "oneOf" if passing != 1 => {
@@ -1000,12 +1051,13 @@ impl Validator {
         seen: &mut Seen<'v>,
     ) {
         for key in ["dependentRequired", "dependentSchemas", "dependencies"] {
-            for (name, dependency) in s.get(key).and_then(Value::as_object).into_iter().flatten() {
+            for (name, dependency) in object_at(s, key) {
                 if !obj.contains_key(name) {
                     continue;
                 }
                 if let Value::Array(required) = dependency {
-                    for other in required.iter().filter_map(Value::as_str).filter(|o| !obj.contains_key(*o)) {
+                    for other in required {
+                        let Some(other) = other.as_str().filter(|o| !obj.contains_key(*o)) else { continue };
                         errors.push(format!(
                             "`{}`: is required when `{}` is given",
                             join(path, other),
@@ -1122,7 +1174,8 @@ impl Validator {
         seen: &mut Seen<'v>,
     ) {
         if let Some(Value::Array(required)) = s.get("required") {
-            for name in required.iter().filter_map(Value::as_str) {
+            for name in required {
+                let Some(name) = name.as_str() else { continue };
                 if !obj.contains_key(name) {
                     errors.push(format!("`{}`: is required", join(path, name)));
                 }
@@ -1144,7 +1197,7 @@ impl Validator {
                 known = true;
                 let _ = self.walk(sub, value, &join(path, key), errors, depth + 1, budget);
             }
-            for (pat, sub) in pattern_props.into_iter().flatten() {
+            for (pat, sub) in pattern_props.unwrap_or(empty_object()) {
                 if self.pattern(pat).is_some_and(|re| re.is_match(key)) {
                     known = true;
                     let _ = self.walk(sub, value, &join(path, key), errors, depth + 1, budget);
@@ -1658,6 +1711,16 @@ fn is_type_name(s: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn the_file_schema_is_the_object_it_always_was() {
+        let expected = json!({"type": "object", "required": ["content"], "properties": {
+            "content": {"type": "string", "contentEncoding": "base64", "description": "The file's bytes, base64"},
+            "filename": {"type": "string"},
+            "contentType": {"type": "string", "description": "The file's media type"}}});
+        assert_eq!(file_schema().to_string(), expected.to_string());
+    }
 
     fn v(schema: Value) -> Validator {
         Validator::new(schema).unwrap()
@@ -1978,6 +2041,7 @@ mod properties {
     use super::*;
     use crate::strategies::{json_number, json_value};
     use proptest::prelude::*;
+    use serde_json::json;
     use std::time::{Duration, Instant};
 
     const KEYS: &[&str] = &["a", "b", "x-y", "kids"];
@@ -2169,6 +2233,7 @@ mod properties {
 #[cfg(test)]
 mod defs_tests {
     use super::*;
+    use serde_json::json;
 
     fn defs(d: Value) -> Arc<SchemaDefs> {
         Arc::new(SchemaDefs::compile(d.as_object().cloned().unwrap()).unwrap())

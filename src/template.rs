@@ -216,7 +216,7 @@ impl<'a> Data<'a> {
             let Some(a) = &self.answer else {
                 let base = map_of(vec![("args", args), ("config", self.config.clone())]);
                 return match input {
-                    Some(input) => minijinja::value::merge_maps([base, input]),
+                    Some(input) => minijinja::value::merge_maps(vec![base, input]),
                     None => base,
                 };
             };
@@ -232,7 +232,15 @@ impl<'a> Data<'a> {
                 ("headers", MjValue::from(minijinja::value::Serde(a.headers))),
             ]);
             // The last layer wins a name: ours, then the answer's top-level keys, then the client's input.
-            let layers: Vec<MjValue> = [input, flattened].into_iter().flatten().chain([own]).collect();
+            // Pushed, not chained: the chain's adapters were instantiated for this list alone.
+            let mut layers: Vec<MjValue> = Vec::with_capacity(3);
+            if let Some(input) = input {
+                layers.push(input);
+            }
+            if let Some(flattened) = flattened {
+                layers.push(flattened);
+            }
+            layers.push(own);
             minijinja::value::merge_maps(layers)
         })
     }

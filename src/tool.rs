@@ -7,12 +7,13 @@ use crate::credential::{Credential, Downstream, Presented, Source};
 use crate::encoding::{self, Encoding};
 use crate::higress::{self, Semantics};
 use crate::icon::{self, Icon};
+use crate::json::object;
 use crate::schema::{self, Validator};
 use crate::template::{AnswerData, Data, Dialect, Escape, Role, Spec, TemplateId, Templates};
 use crate::upstream::{is_forbidden_header, is_safe_header_value, is_token, Target, UpstreamRequest, UpstreamResult};
 use base64::Engine;
 use minijinja::value::Value as MjValue;
-use serde_json::{json, Map, Value};
+use serde_json::{Map, Value};
 use std::sync::Arc;
 
 /// Upstream bodies quoted in error results are cut to this size.
@@ -360,25 +361,32 @@ impl Tool {
                     Some(b) => Some(compile_request(templates, "requestTemplate.body", b, Escape::None)?),
                     None => None,
                 };
-                let in_body: Vec<&Placement> = placements.iter().filter(|p| p.position == Position::Body).collect();
+                // Counted by a loop (a filtered collect instantiated its adapters for this closure alone).
+                let (mut in_body, mut first_file, mut any_file) = (0usize, false, false);
+                for p in placements.iter() {
+                    if p.position == Position::Body {
+                        first_file |= in_body == 0 && p.file;
+                        any_file |= p.file;
+                        in_body += 1;
+                    }
+                }
                 // Higress sends `position: body` arguments as a form when a header declares one.
                 let form_declared = semantics.is_higress()
                     && declared_content_type
                         .as_deref()
                         .is_some_and(|c| c.contains("application/x-www-form-urlencoded"));
-                let body_mode =
-                    if rt.args_to_form_body || (form_declared && !rt.args_to_json_body && !in_body.is_empty()) {
-                        BodyMode::Form
-                    } else if rt.args_to_multipart_body {
-                        BodyMode::Multipart
-                    } else if !rt.args_to_json_body && body.is_none() && in_body.len() == 1 && in_body[0].file {
-                        BodyMode::File
-                    } else if rt.args_to_json_body || (body.is_none() && !in_body.is_empty()) {
-                        BodyMode::Json
-                    } else {
-                        BodyMode::None
-                    };
-                if in_body.iter().any(|p| p.file) && !matches!(body_mode, BodyMode::Multipart | BodyMode::File) {
+                let body_mode = if rt.args_to_form_body || (form_declared && !rt.args_to_json_body && in_body > 0) {
+                    BodyMode::Form
+                } else if rt.args_to_multipart_body {
+                    BodyMode::Multipart
+                } else if !rt.args_to_json_body && body.is_none() && in_body == 1 && first_file {
+                    BodyMode::File
+                } else if rt.args_to_json_body || (body.is_none() && in_body > 0) {
+                    BodyMode::Json
+                } else {
+                    BodyMode::None
+                };
+                if any_file && !matches!(body_mode, BodyMode::Multipart | BodyMode::File) {
                     return Err(err(
                         "args",
                         "a file argument needs argsToMultipartBody, or to be the only body argument".into(),
@@ -540,11 +548,11 @@ impl Tool {
     /// The tool as `tools/list` shows it.
     pub fn listing(&self) -> Value {
         let mut listing = Map::new();
-        listing.insert("name".into(), json!(self.name));
+        listing.insert("name".into(), Value::from(self.name.as_str()));
         if let Some(t) = &self.title {
-            listing.insert("title".into(), json!(t));
+            listing.insert("title".into(), Value::from(t.as_str()));
         }
-        listing.insert("description".into(), json!(self.description));
+        listing.insert("description".into(), Value::from(self.description.as_str()));
         listing.insert("inputSchema".into(), self.input.listing());
         if let Some(o) = &self.output {
             listing.insert("outputSchema".into(), o.listing());
@@ -998,7 +1006,9 @@ impl Tool {
             };
             let data = base64::engine::general_purpose::STANDARD.encode(&body);
             let kind = media.trim_end_matches('/');
-            return json!({"content": [{"type": kind, "data": data, "mimeType": mime}], "isError": false});
+            let block =
+                object(vec![("type", Value::from(kind)), ("data", Value::from(data)), ("mimeType", Value::from(mime))]);
+            return tool_result(vec![block], false);
         }
         let body_base64 = if ok && self.reads_base64 {
             base64::engine::general_purpose::STANDARD.encode(&body)
@@ -1030,7 +1040,11 @@ impl Tool {
             }
         }
         let header_map: Map<String, Value> = if uses_template {
-            headers.iter().map(|(k, v)| (k.to_ascii_lowercase(), json!(v))).collect()
+            let mut m = Map::new();
+            for (k, v) in headers {
+                m.insert(k.to_ascii_lowercase(), Value::from(v.as_str()));
+            }
+            m
         } else {
             Map::new()
         };
@@ -1117,12 +1131,15 @@ impl Tool {
         } else {
             text_out
         };
-        let content = blocks.unwrap_or_else(|| vec![json!({"type": "text", "text": text_out})]);
-        let mut result = json!({"content": content, "isError": false});
+        let content = match blocks {
+            Some(b) => b,
+            None => vec![text_block(text_out)],
+        };
+        let mut result = tool_result(content, false);
         if let Some(validator) = &self.output {
             // An empty answer (202, 204) is the empty object, if the schema allows one.
             let parsed = match parsed {
-                None if empty_answer => Some(Arc::new(json!({}))),
+                None if empty_answer => Some(Arc::new(Value::Object(Map::new()))),
                 other => other,
             };
             match parsed {
@@ -1175,12 +1192,8 @@ fn check_path(path: &mut String, obj: &Map<String, Value>) -> Result<(), String>
         *path = percent_encoding::utf8_percent_encode(path, &percent_encoding::AsciiSet::EMPTY).to_string();
     }
     if let Some(segment) = dot_segment(path) {
-        let from: Vec<String> = obj
-            .iter()
-            .filter(|(_, v)| simple_text(v).split('/').any(is_dot_segment))
-            .map(|(k, _)| format!("`{k}`"))
-            .collect();
-        let from = if from.is_empty() { String::new() } else { format!(" (from argument {})", from.join(", ")) };
+        let from = arguments_where(obj, &|v| simple_text(v).split('/').any(is_dot_segment));
+        let from = if from.is_empty() { String::new() } else { format!(" (from argument {from})") };
         return Err(format!(
             "the url path would contain the dot segment '{segment}'{from}, which the upstream would resolve to \
              another path; refused"
@@ -1189,14 +1202,27 @@ fn check_path(path: &mut String, obj: &Map<String, Value>) -> Result<(), String>
     // `//x` is a network-path reference: servers that parse the request target as a URL take `x` for the
     // host. Only an empty value in the first segment makes one (the url as written may not start so).
     if path.starts_with("//") {
-        let from: Vec<String> =
-            obj.iter().filter(|(_, v)| simple_text(v).is_empty()).map(|(k, _)| format!("`{k}`")).collect();
-        let from = if from.is_empty() { String::new() } else { format!(" (empty argument {})", from.join(", ")) };
+        let from = arguments_where(obj, &|v| simple_text(v).is_empty());
+        let from = if from.is_empty() { String::new() } else { format!(" (empty argument {from})") };
         return Err(format!(
             "the url path would start with '//'{from}, which the upstream could read as a host name; refused"
         ));
     }
     Ok(())
+}
+
+/// The names of the arguments whose value `picks`, in backticks and comma-separated (built by a loop: a
+/// filtered collect per check instantiated its adapters for that closure alone).
+fn arguments_where(obj: &Map<String, Value>, picks: &dyn Fn(&Value) -> bool) -> String {
+    let mut out = String::new();
+    for (k, v) in obj {
+        if picks(v) {
+            out.push_str(if out.is_empty() { "`" } else { ", `" });
+            out.push_str(k);
+            out.push('`');
+        }
+    }
+    out
 }
 
 /// Whether an answer is meant to be JSON: its Content-Type says so (`application/json`, `*+json`), or it has
@@ -1229,7 +1255,17 @@ struct Answer {
 
 /// A tool result reporting a failure to the model (not a protocol error).
 pub fn error_result(message: &str) -> Value {
-    json!({"content": [{"type": "text", "text": message}], "isError": true})
+    tool_result(vec![text_block(message.to_string())], true)
+}
+
+/// A `text` content block.
+fn text_block(text: String) -> Value {
+    object(vec![("type", Value::from("text")), ("text", Value::from(text))])
+}
+
+/// A tool result of these content blocks (moved in: `json!` would copy them through serde).
+fn tool_result(content: Vec<Value>, is_error: bool) -> Value {
+    object(vec![("content", Value::Array(content)), ("isError", Value::Bool(is_error))])
 }
 
 /// Splits `scheme://host/path` into its literal host and the templated rest; a bare path is kept whole.
@@ -1278,15 +1314,32 @@ fn simple_text(v: &Value) -> String {
         other => other.to_string(),
     };
     match v {
-        Value::Array(items) => items.iter().map(scalar).collect::<Vec<_>>().join(","),
+        Value::Array(items) => {
+            let mut out = String::new();
+            for (i, item) in items.iter().enumerate() {
+                if i > 0 {
+                    out.push(',');
+                }
+                out.push_str(&scalar(item));
+            }
+            out
+        }
         other => scalar(other),
     }
 }
 
 /// `k=v&k2=v2` of pairs already percent-encoded (query strings and form bodies alike).
 fn encode_pairs(pairs: &[(String, String)]) -> String {
-    let encoded: Vec<String> = pairs.iter().map(|(k, v)| format!("{k}={v}")).collect();
-    encoded.join("&")
+    let mut out = String::new();
+    for (k, v) in pairs {
+        if !out.is_empty() {
+            out.push('&');
+        }
+        out.push_str(k);
+        out.push('=');
+        out.push_str(v);
+    }
+    out
 }
 
 fn truncate(s: &str, max: usize) -> String {
@@ -1304,6 +1357,7 @@ fn truncate(s: &str, max: usize) -> String {
 mod tests {
     use super::*;
     use crate::config::PluginConfig;
+    use serde_json::json;
 
     fn tool(yaml_tool: &str) -> (Tool, Templates, MjValue) {
         let doc = format!("servers:\n- name: s\n  config: {{base: v1, key: k1}}\n  upstream: {{cluster: api, authority: api.local}}\n  tools:\n  - {yaml_tool}\n");
@@ -1904,6 +1958,7 @@ mod properties {
     use crate::config::PluginConfig;
     use crate::strategies::{hostile_string, json_number, json_value};
     use proptest::prelude::*;
+    use serde_json::json;
 
     /// The request templates an operator may write, each with the arguments it places: a path placeholder, `{{ }}`
     /// values in the path and the query, an absolute URL with a fixed query, a base path from `config`, a

@@ -637,7 +637,10 @@ impl Exchange {
                         "empty batch",
                     ));
                 }
-                let msgs: Vec<_> = items.into_iter().map(Message::from_value).collect();
+                let mut msgs = Vec::with_capacity(items.len());
+                for item in items {
+                    msgs.push(Message::from_value(item));
+                }
                 if msgs.iter().any(|m| matches!(m, Ok(Message::Request { method, .. }) if method == "initialize")) {
                     return self.respond(HttpResponse::error(
                         400,
@@ -816,7 +819,10 @@ impl Exchange {
                         "Last-Event-ID names no call of this session that waits for input",
                     ));
                 };
-                let ids = resume.keys.iter().map(|k| resume.request_id(k)).collect();
+                let mut ids = Vec::with_capacity(resume.keys.len());
+                for k in &resume.keys {
+                    ids.push(resume.request_id(k));
+                }
                 self.phase = Phase::Fetching(resume);
                 let session = self.session_id.clone().unwrap_or_default();
                 Step::Answers(crate::input::poll::AnswerOp::Take { session, ids })
@@ -1063,11 +1069,12 @@ impl Exchange {
             return self.reply(single, slots);
         }
         let limits = &gw.servers[self.server].limits;
-        let limited: Vec<(usize, String)> = calls
-            .iter()
-            .enumerate()
-            .filter_map(|(i, c)| c.as_ref()?.limited_tool().filter(|t| limits.applies(t)).map(|t| (i, t.to_string())))
-            .collect();
+        let mut limited: Vec<(usize, String)> = Vec::new();
+        for (i, c) in calls.iter().enumerate() {
+            if let Some(t) = c.as_ref().and_then(Job::limited_tool).filter(|t| limits.applies(t)) {
+                limited.push((i, t.to_string()));
+            }
+        }
         if !limited.is_empty() {
             self.phase = Phase::Limiting { single, slots, calls, requests };
             return Step::Limit(crate::limits::LimitOp {
@@ -1122,9 +1129,26 @@ impl Exchange {
                 slots[call.slot] = Some(reply);
             }
         }
-        let (calls, requests): (Vec<_>, Vec<_>) = calls.into_iter().zip(requests).filter(|(c, _)| c.is_some()).unzip();
+        // Loops, not `zip`/`unzip` and `flat_map`: their adapters are instantiated for these types alone.
+        let (mut kept, mut sent) = (Vec::new(), Vec::new());
+        let mut requests = requests.into_iter();
+        for c in calls {
+            let Some(r) = requests.next() else { break };
+            if c.is_some() {
+                kept.push(c);
+                sent.push(r);
+            }
+        }
+        let (calls, requests) = (kept, sent);
         if requests.is_empty() {
-            let retry = outcome.refused.iter().flat_map(|(_, e)| e.headers()).next();
+            let mut retry = None;
+            for (_, e) in &outcome.refused {
+                let mut headers = e.headers();
+                if !headers.is_empty() {
+                    retry = Some(headers.swap_remove(0));
+                    break;
+                }
+            }
             return match self.reply(single, slots) {
                 Step::Respond(mut r) if r.status == 200 => {
                     r.headers.extend(retry);
@@ -1310,7 +1334,11 @@ impl Exchange {
     }
 
     fn reply(&mut self, single: bool, slots: Vec<Option<Reply>>) -> Step {
-        let replies: Vec<Reply> = slots.into_iter().flatten().collect();
+        let mut replies: Vec<Reply> = Vec::with_capacity(slots.len());
+        for r in slots {
+            let Some(r) = r else { continue };
+            replies.push(r);
+        }
         if replies.is_empty() {
             return self.respond(HttpResponse::empty(202));
         }
@@ -1341,7 +1369,13 @@ impl Exchange {
 
 /// The tool names of an `x-envoy-allow-mcp-tools` header (comma-separated); an empty one restricts nothing.
 fn allowed_tools(header: &str) -> Option<Vec<String>> {
-    let names: Vec<String> = header.split(',').map(str::trim).filter(|n| !n.is_empty()).map(str::to_string).collect();
+    let mut names = Vec::new();
+    for n in header.split(',') {
+        let n = n.trim();
+        if !n.is_empty() {
+            names.push(n.to_string());
+        }
+    }
     (!names.is_empty()).then_some(names)
 }
 

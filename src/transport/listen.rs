@@ -110,7 +110,11 @@ impl Exchange {
     /// The answer: the notifications ahead of the response in one SSE answer, when there are some and the
     /// client takes one; otherwise the JSON it always was.
     pub(super) fn framed(&mut self, status: u16, body: Vec<u8>) -> HttpResponse {
-        let notes: Vec<Value> = std::mem::take(&mut self.notes).into_iter().flat_map(|(_, n)| n).collect();
+        // A loop, not a flat_map collect (whose adapters were instantiated for this closure alone).
+        let mut notes: Vec<Value> = Vec::new();
+        for (_, mut n) in std::mem::take(&mut self.notes) {
+            notes.append(&mut n);
+        }
         if status != 200 || !self.sse || notes.is_empty() {
             return HttpResponse::json_bytes(status, body);
         }

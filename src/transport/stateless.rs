@@ -6,9 +6,10 @@
 //! that what a proxy routed on is what the server executes.
 
 use super::HttpResponse;
+use crate::json::object;
 use crate::jsonrpc;
 use crate::mcp::Revision;
-use serde_json::{json, Value};
+use serde_json::Value;
 
 /// A request's headers disagree with its body (or one is missing).
 pub const HEADER_MISMATCH: i64 = -32020;
@@ -42,13 +43,18 @@ pub fn is_stateless(params: Option<&Value>, headers: &McpHeaders) -> bool {
 
 /// The answer to a request whose revision the server does not speak (either era).
 pub fn unsupported_version(id: Value, requested: &str) -> HttpResponse {
+    let mut names = Vec::new();
+    for name in Revision::all_names() {
+        names.push(Value::from(name));
+    }
+    let supported = Value::Array(names);
     HttpResponse::json(
         400,
         &jsonrpc::error_with_data(
             id,
             UNSUPPORTED_PROTOCOL_VERSION,
             format!("Unsupported protocol version: {requested}"),
-            json!({"supported": Revision::all_names(), "requested": requested}),
+            object(vec![("supported", supported), ("requested", Value::from(requested))]),
         ),
     )
 }
@@ -106,6 +112,7 @@ pub fn check(headers: &McpHeaders, id: &Value, method: &str, params: Option<&Val
 #[cfg(test)]
 mod tests {
     use super::*;
+    use serde_json::json;
 
     fn headers(version: Option<&str>, method: Option<&str>, name: Option<&str>) -> McpHeaders {
         McpHeaders {
