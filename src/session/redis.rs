@@ -182,7 +182,13 @@ impl RedisStore {
         };
         if let Reply::Error(e) = &reply {
             // Redis's errors are short; whatever else answers may send anything, so the text is bounded.
-            let e: String = e.split_whitespace().take(12).collect::<Vec<_>>().join(" ").chars().take(200).collect();
+            // At most 200 bytes (whole characters), so that a reply of multibyte characters stays as short.
+            let mut e = e.split_whitespace().take(12).collect::<Vec<_>>().join(" ");
+            let mut end = e.len().min(200);
+            while !e.is_char_boundary(end) {
+                end -= 1;
+            }
+            e.truncate(end);
             if e.contains("unknown command") && e.to_ascii_lowercase().contains("getex") {
                 return failed("Redis refused GETEX: the redis session store needs Redis 6.2 or later".into());
             }
@@ -305,6 +311,11 @@ mod tests {
             panic!()
         };
         assert!(e.0.contains("6.2"), "{e}");
+        // An error reply of multibyte characters is cut by bytes, at a character's edge (found by the property
+        // test below: 200 characters of it were 300 bytes and more).
+        let long = format!("-{}\r\n", "é".repeat(400));
+        let Next::Done(SessionOutcome::Failed(e)) = s.finish(&p, Answer::Reply(long.as_bytes())) else { panic!() };
+        assert!(e.0.len() <= 227 && e.0.ends_with('é'), "{} bytes: {e}", e.0.len());
         assert!(matches!(s.finish(&p, Answer::Reply(b"garbage")), Next::Done(SessionOutcome::Failed(_))));
         assert!(matches!(s.finish(&p, Answer::Reply(b":1\r\n")), Next::Done(SessionOutcome::Failed(_))));
         assert!(!format!("{s:?}").contains("s3cret"));
