@@ -18,11 +18,12 @@ pub mod redis;
 pub mod signed;
 
 use crate::config::{SessionsConfig, StoreKind};
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
+use serde_json::Value;
 use std::fmt;
 
 /// One client session, as the exchange sees it.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Session {
     /// The server the session was opened on; a session id is not valid on another server.
     #[serde(rename = "s")]
@@ -67,9 +68,32 @@ impl Session {
         serde_json::to_string(self).unwrap_or_default()
     }
 
-    /// Reads a stored session; foreign bytes mean "no session".
+    /// Reads a stored session; foreign bytes mean "no session". Read from a `Value` by hand, as the derived
+    /// `Deserialize` read it (a missing or `null` optional field is `None`, a mistyped one refuses the whole):
+    /// serde's visitors for it took about 4 KB of the module.
     pub fn decode(text: &str) -> Option<Session> {
-        serde_json::from_slice(text.as_bytes()).ok()
+        let Ok(Value::Object(m)) = serde_json::from_slice::<Value>(text.as_bytes()) else { return None };
+        let text = |key: &str| m.get(key).map(|v| v.as_str().map(str::to_string));
+        let optional = |key: &str| match m.get(key) {
+            None | Some(Value::Null) => Some(None),
+            Some(v) => v.as_str().map(|s| Some(s.to_string())),
+        };
+        let log_level = match m.get("l") {
+            None | Some(Value::Null) => None,
+            Some(v) => Some(v.as_str().and_then(crate::notify::LogLevel::parse)?),
+        };
+        let client = match m.get("c") {
+            None | Some(Value::Null) => None,
+            Some(v) => Some(crate::mcp::ClientCaps::from_stored(u8::try_from(v.as_u64()?).ok()?)),
+        };
+        Some(Session {
+            server: text("s")??,
+            version: text("v")??,
+            log_level,
+            backend: optional("b")?,
+            client,
+            init: optional("i")?,
+        })
     }
 }
 
@@ -315,6 +339,37 @@ mod tests {
         let mut with_caps = Session::new("a", "2025-11-25");
         with_caps.client = Some(crate::mcp::ClientCaps::from_json(Some(&serde_json::json!({"elicitation": {}}))));
         assert_eq!(Session::decode(&with_caps.encode()), Some(with_caps));
+    }
+
+    #[test]
+    fn decoding_reads_what_was_stored_and_nothing_mistyped() {
+        let mut full = Session::new("s1", "2025-06-18");
+        full.log_level = Some(crate::notify::LogLevel::Warning);
+        full.backend = Some("b-1".into());
+        full.client = Some(crate::mcp::ClientCaps::from_bits(0b10_0101));
+        full.init = Some("{}".into());
+        assert_eq!(Session::decode(&full.encode()), Some(full.clone()));
+        assert_eq!(
+            Session::decode(r#"{"s":"s1","v":"x","l":null,"b":null,"c":null,"i":null,"z":[1]}"#),
+            Some(Session::new("s1", "x"))
+        );
+        for foreign in [
+            r#"{"v":"x"}"#,
+            r#"{"s":"s1"}"#,
+            r#"{"s":1,"v":"x"}"#,
+            r#"{"s":"s1","v":"x","l":"loud"}"#,
+            r#"{"s":"s1","v":"x","l":3}"#,
+            r#"{"s":"s1","v":"x","b":3}"#,
+            r#"{"s":"s1","v":"x","i":{}}"#,
+            r#"{"s":"s1","v":"x","c":256}"#,
+            r#"{"s":"s1","v":"x","c":-1}"#,
+            r#"{"s":"s1","v":"x","c":1.5}"#,
+            r#"{"s":"s1","v":"x","c":"1"}"#,
+            "[]",
+            "",
+        ] {
+            assert_eq!(Session::decode(foreign), None, "{foreign}");
+        }
     }
 
     #[test]
