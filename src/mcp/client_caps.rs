@@ -48,6 +48,11 @@ impl ClientCaps {
         ClientCaps(bits & ALL_BITS)
     }
 
+    /// The set as a session store kept it (its bits as written, as `Deserialize` read them).
+    pub fn from_stored(bits: u8) -> ClientCaps {
+        ClientCaps(bits)
+    }
+
     pub fn bits(self) -> u8 {
         self.0
     }

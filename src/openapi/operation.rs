@@ -395,7 +395,7 @@ impl<'a> Builder<'a, '_> {
         // nothing) means another patch type the operation accepts (Kubernetes: merge-patch).
         let says_array = schema
             .get("type")
-            .is_some_and(|t| t == "array" || t.as_array().is_some_and(|a| a.contains(&json!("array"))));
+            .is_some_and(|t| t == "array" || t.as_array().is_some_and(|a| a.iter().any(|x| x == "array")));
         if essence(media) == "application/json-patch+json" && !says_array {
             if let Some((other, BodyKind::Json)) = pick_media(content, &[media.as_str()]) {
                 if let Ok(s) = self.media_schema(content, other, &body_at) {
@@ -505,7 +505,7 @@ impl<'a> Builder<'a, '_> {
             (BodyKind::Binary, _) => {
                 if !(schema.as_object().is_some_and(|m| m.is_empty())
                     || is_binary(&schema)
-                    || schema.get("type") == Some(&json!("string")))
+                    || schema.get("type").is_some_and(|t| t == "string"))
                 {
                     let why = format!("request body of type {media} whose schema is not a string of bytes");
                     return self.inexpressible(required, why);
@@ -668,10 +668,10 @@ enum BodyKind {
 /// an encoding; an array of such is several files.
 fn is_binary(schema: &Value) -> bool {
     let bytes = |s: &Value| {
-        s.get("format") == Some(&json!("binary"))
+        s.get("format").is_some_and(|f| f == "binary")
             || (s.get("contentMediaType").is_some() && s.get("contentEncoding").is_none())
     };
-    bytes(schema) || (schema.get("type") == Some(&json!("array")) && schema.get("items").is_some_and(bytes))
+    bytes(schema) || (schema.get("type").is_some_and(|t| t == "array") && schema.get("items").is_some_and(bytes))
 }
 
 /// A file argument's schema (base64 content, filename, media type), keeping the document's description.
@@ -680,7 +680,7 @@ fn file_arg_schema(prop: &Value) -> Value {
     if let Some(d) = prop.get("description") {
         file["description"] = d.clone();
     }
-    if prop.get("type") == Some(&json!("array")) {
+    if prop.get("type").is_some_and(|t| t == "array") {
         return json!({"type": "array", "items": file});
     }
     file

@@ -18,32 +18,27 @@ pub mod redis;
 pub mod signed;
 
 use crate::config::{SessionsConfig, StoreKind};
-use serde::{Deserialize, Serialize};
+use serde_json::Value;
 use std::fmt;
 
-/// One client session, as the exchange sees it.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+/// One client session, as the exchange sees it. Stored as a JSON object of one-letter keys (`s`, `v`, `l`,
+/// `b`, `c`, `i`, in that order; an unset option is left out), written and read by hand ([`Session::encode`]).
+#[derive(Debug, Clone, PartialEq)]
 pub struct Session {
     /// The server the session was opened on; a session id is not valid on another server.
-    #[serde(rename = "s")]
     pub server: String,
     /// The negotiated protocol revision.
-    #[serde(rename = "v")]
     pub version: String,
     /// The client's `logging/setLevel`, where the store keeps it (not in a signed id, which cannot change).
-    #[serde(rename = "l", default, skip_serializing_if = "Option::is_none")]
     pub log_level: Option<crate::notify::LogLevel>,
     /// A proxied server's own `Mcp-Session-Id` for this session (`type: mcp-proxy`): kept with ours, in
     /// whichever store holds ours, so any worker or replica can continue the backend's session.
-    #[serde(rename = "b", default, skip_serializing_if = "Option::is_none")]
     pub backend: Option<String>,
     /// The capabilities the client declared in `initialize`; `None` for a session opened before they were
     /// kept (every input request is then asked, as before).
-    #[serde(rename = "c", default, skip_serializing_if = "Option::is_none")]
     pub client: Option<crate::mcp::ClientCaps>,
     /// A proxied server's session: the client's `initialize` params (JSON), with which the gateway
     /// re-initialises a backend that forgot the session ([`crate::proxy::reinit`]). Not in a signed id.
-    #[serde(rename = "i", default, skip_serializing_if = "Option::is_none")]
     pub init: Option<String>,
 }
 
@@ -64,12 +59,50 @@ impl Session {
 impl Session {
     /// The compact JSON kept by the local and Redis stores (one line: JSON escapes newlines).
     pub fn encode(&self) -> String {
-        serde_json::to_string(self).unwrap_or_default()
+        let mut m = serde_json::Map::new();
+        m.insert("s".into(), Value::String(self.server.clone()));
+        m.insert("v".into(), Value::String(self.version.clone()));
+        if let Some(l) = self.log_level {
+            m.insert("l".into(), Value::String(l.as_str().into()));
+        }
+        if let Some(b) = &self.backend {
+            m.insert("b".into(), Value::String(b.clone()));
+        }
+        if let Some(c) = self.client {
+            m.insert("c".into(), Value::from(c.bits()));
+        }
+        if let Some(i) = &self.init {
+            m.insert("i".into(), Value::String(i.clone()));
+        }
+        serde_json::to_string(&Value::Object(m)).unwrap_or_default()
     }
 
-    /// Reads a stored session; foreign bytes mean "no session".
+    /// Reads a stored session; foreign bytes mean "no session". Read from a `Value` by hand, as the derived
+    /// `Deserialize` read it (a missing or `null` optional field is `None`, a mistyped one refuses the whole):
+    /// the derived one instantiated serde_json's parser once more (11 KB of the module).
     pub fn decode(text: &str) -> Option<Session> {
-        serde_json::from_slice(text.as_bytes()).ok()
+        let Ok(Value::Object(m)) = serde_json::from_slice::<Value>(text.as_bytes()) else { return None };
+        let text = |key: &str| m.get(key).map(|v| v.as_str().map(str::to_string));
+        let optional = |key: &str| match m.get(key) {
+            None | Some(Value::Null) => Some(None),
+            Some(v) => v.as_str().map(|s| Some(s.to_string())),
+        };
+        let log_level = match m.get("l") {
+            None | Some(Value::Null) => None,
+            Some(v) => Some(v.as_str().and_then(crate::notify::LogLevel::parse)?),
+        };
+        let client = match m.get("c") {
+            None | Some(Value::Null) => None,
+            Some(v) => Some(crate::mcp::ClientCaps::from_stored(u8::try_from(v.as_u64()?).ok()?)),
+        };
+        Some(Session {
+            server: text("s")??,
+            version: text("v")??,
+            log_level,
+            backend: optional("b")?,
+            client,
+            init: optional("i")?,
+        })
     }
 }
 
@@ -315,6 +348,40 @@ mod tests {
         let mut with_caps = Session::new("a", "2025-11-25");
         with_caps.client = Some(crate::mcp::ClientCaps::from_json(Some(&serde_json::json!({"elicitation": {}}))));
         assert_eq!(Session::decode(&with_caps.encode()), Some(with_caps));
+    }
+
+    #[test]
+    fn decoding_reads_what_was_stored_and_nothing_mistyped() {
+        let mut full = Session::new("s1", "2025-06-18");
+        full.log_level = Some(crate::notify::LogLevel::Warning);
+        full.backend = Some("b-1".into());
+        full.client = Some(crate::mcp::ClientCaps::from_bits(0b10_0101));
+        full.init = Some("{}".into());
+        // The text the derived `Serialize` wrote, which stores already hold.
+        assert_eq!(full.encode(), r#"{"s":"s1","v":"2025-06-18","l":"warning","b":"b-1","c":37,"i":"{}"}"#);
+        assert_eq!(Session::new("a", "b").encode(), r#"{"s":"a","v":"b"}"#);
+        assert_eq!(Session::decode(&full.encode()), Some(full.clone()));
+        assert_eq!(
+            Session::decode(r#"{"s":"s1","v":"x","l":null,"b":null,"c":null,"i":null,"z":[1]}"#),
+            Some(Session::new("s1", "x"))
+        );
+        for foreign in [
+            r#"{"v":"x"}"#,
+            r#"{"s":"s1"}"#,
+            r#"{"s":1,"v":"x"}"#,
+            r#"{"s":"s1","v":"x","l":"loud"}"#,
+            r#"{"s":"s1","v":"x","l":3}"#,
+            r#"{"s":"s1","v":"x","b":3}"#,
+            r#"{"s":"s1","v":"x","i":{}}"#,
+            r#"{"s":"s1","v":"x","c":256}"#,
+            r#"{"s":"s1","v":"x","c":-1}"#,
+            r#"{"s":"s1","v":"x","c":1.5}"#,
+            r#"{"s":"s1","v":"x","c":"1"}"#,
+            "[]",
+            "",
+        ] {
+            assert_eq!(Session::decode(foreign), None, "{foreign}");
+        }
     }
 
     #[test]
