@@ -251,17 +251,20 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / CLK_TCK  # utime, stime (fields 14, 15)
 
 
-def thread_cpu_ns(pid: int) -> tuple[int, int]:
+def thread_cpu_ns(pid: int) -> tuple[int, int, int]:
     """CPU time of a process in nanoseconds from its threads' schedstat (the ticks of /proc/<pid>/stat are
-    10 ms: 4 us per call in a 2 s run at 1 connection), all threads and Envoy's workers (`wrk:worker_N`)."""
-    total = workers = 0
+    10 ms: 4 us per call in a 2 s run at 1 connection), all threads and Envoy's workers (`wrk:worker_N`);
+    and the workers' user time alone (ticks, in ns), without the kernel's share (sockets, wake-ups)."""
+    total = workers = user = 0
     for task in Path(f"/proc/{pid}/task").iterdir():
         with contextlib.suppress(OSError, ValueError, IndexError):
             ns = int((task / "schedstat").read_text().split()[0])
             total += ns
             if (task / "comm").read_text().startswith("wrk:worker"):
                 workers += ns
-    return total, workers
+                stat = (task / "stat").read_text().rsplit(")", 1)[1].split()
+                user += int(int(stat[11]) * 1e9 / CLK_TCK)
+    return total, workers, user
 
 
 def rss_bytes(pid: int, field: str = "VmRSS") -> int | None:
@@ -426,6 +429,7 @@ def measure(wrk: str, envoy: harness.Envoy, upstream: UpstreamEnvoy, side: str, 
         # The same from the threads' schedstat, to the nanosecond; and Envoy's worker threads alone.
         "gateway_ns_cpu_us_per_req": gw_ns[0] / res["requests"] / 1e3 if res["requests"] else None,
         "gateway_worker_cpu_us_per_req": gw_ns[1] / res["requests"] / 1e3 if res["requests"] else None,
+        "gateway_worker_user_us_per_req": gw_ns[2] / res["requests"] / 1e3 if res["requests"] else None,
         "gateway_cpu_pct": 100.0 * gw_cpu / wall,
         "upstream_cpu_pct": 100.0 * up_cpu / wall,
         "wrk_cpu_pct": 100.0 * wrk_cpu / wall,
@@ -686,6 +690,7 @@ def spread(values: list[float]) -> dict:
 
 # Section 7 reads the gateway's CPU from its threads' schedstat (ns), not /proc/<pid>/stat's 10 ms ticks.
 CPU_KEY, WORKER_KEY = "gateway_ns_cpu_us_per_req", "gateway_worker_cpu_us_per_req"
+USER_KEY = "gateway_worker_user_us_per_req"
 
 
 def policy_section(wrk: str, wasm: Path, upstream: UpstreamEnvoy, run_dir: Path, levels: list[int],
@@ -711,7 +716,7 @@ def policy_section(wrk: str, wasm: Path, upstream: UpstreamEnvoy, run_dir: Path,
             sides[side] = (f"{envoy.base_url}/mcp-servers/{server}", script)
         rows = []
         for c in levels:
-            diffs, worker_diffs, samples = [], [], {"nopolicy": [], "policy": []}
+            diffs, worker_diffs, user_diffs, samples = [], [], [], {"nopolicy": [], "policy": []}
             for i in range(pairs):
                 order = ("nopolicy", "policy") if i % 2 == 0 else ("policy", "nopolicy")
                 got = {}
@@ -726,6 +731,7 @@ def policy_section(wrk: str, wasm: Path, upstream: UpstreamEnvoy, run_dir: Path,
                 dw = got["policy"][WORKER_KEY] - got["nopolicy"][WORKER_KEY]
                 diffs.append(d)
                 worker_diffs.append(dw)
+                user_diffs.append(got["policy"][USER_KEY] - got["nopolicy"][USER_KEY])
                 print(f"  {c:>3} connection(s), pair {i + 1:>2}/{pairs} ({order[0]} first): "
                       f"{got['nopolicy'][CPU_KEY]:7.1f} / {got['policy'][CPU_KEY]:7.1f}"
                       f" us per call, extra {d:+6.1f} us (worker thread {dw:+6.1f} us)", flush=True)
@@ -737,6 +743,8 @@ def policy_section(wrk: str, wasm: Path, upstream: UpstreamEnvoy, run_dir: Path,
                 "differences_us": diffs,
                 "worker_extra_cpu_us_per_call": spread(worker_diffs),
                 "worker_differences_us": worker_diffs,
+                "worker_user_extra_cpu_us_per_call": spread(user_diffs),
+                "worker_user_differences_us": user_diffs,
                 "nopolicy_cpu_us_per_call": spread(cpu["nopolicy"]),
                 "policy_cpu_us_per_call": spread(cpu["policy"]),
                 "throughput_ratio_median": statistics.median(p / n for p, n in zip(rps["policy"], rps["nopolicy"]) if n),
@@ -766,14 +774,17 @@ def print_policy(po: dict) -> None:
     print(f"The policy chain in pairs (issue 13; goal: under {GOAL_POLICY_EXTRA_US:.0f} us of gateway CPU per call): "
           f"{cfg['pairs']} pairs per level, {cfg['duration_s']} s per side after {cfg['warmup_s']} s warm-up,")
     print("  order alternating within pairs; extra = policy - nopolicy gateway CPU per call (all threads, from")
-    print("  schedstat), pair by pair; worker = the same of Envoy's worker thread alone")
+    print("  schedstat), pair by pair; worker = the same of Envoy's worker thread alone; user = its user time")
+    print("  (ticks), without the kernel's share")
     print(f"  {'conns':>5} | {'extra: median':>13} | {'quartiles':>15} | {'range':>17} | {'worker: median':>14} | "
-          f"{'nopolicy us/call':>16} | {'policy us/call':>14} | {'throughput':>10} | {'goal':>6} | {'other CPU% max':>14}")
+          f"{'user: median (quartiles)':>28} | {'nopolicy us/call':>16} | {'policy us/call':>14} | {'throughput':>10} | "
+          f"{'goal':>6} | {'other CPU% max':>14}")
     for row in po["levels"]:
         e, n, p = row["extra_cpu_us_per_call"], row["nopolicy_cpu_us_per_call"], row["policy_cpu_us_per_call"]
-        w = row["worker_extra_cpu_us_per_call"]
+        w, u = row["worker_extra_cpu_us_per_call"], row["worker_user_extra_cpu_us_per_call"]
         print(f"  {row['connections']:>5} | {e['median']:>10.1f} us | {e['q1']:>6.1f} .. {e['q3']:>5.1f} | "
-              f"{e['min']:>7.1f} .. {e['max']:>6.1f} | {w['median']:>11.1f} us | {n['median']:>16.1f} | "
+              f"{e['min']:>7.1f} .. {e['max']:>6.1f} | {w['median']:>11.1f} us | "
+              f"{u['median']:>6.1f} us ({u['q1']:>6.1f} .. {u['q3']:>5.1f}) | {n['median']:>16.1f} | "
               f"{p['median']:>14.1f} | "
               f"{row['throughput_ratio_median']:>9.2f}x | {verdict(e['median'] < GOAL_POLICY_EXTRA_US):>6} | "
               f"{row['other_cpu_pct_max']:>14.0f}")
