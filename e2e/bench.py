@@ -56,6 +56,14 @@
      proxy_filtered  the same with `allowTools` (the body is read to check the tool's name)
    Settings of 1 (levels, duration, warm-up, rounds). Goals as for 1: throughput >= 0.8x, p50 <= 1.25x.
 
+7. The policy chain in pairs (--policy-pairs N, issue 13): the `nopolicy` and `policy` sides of 1 on a gateway
+   Envoy of their own (settings of 1), measured as N back-to-back pairs per level whose order alternates
+   (nopolicy first, then policy first, ...), so that a drift of the machine weighs on both sides alike. Each
+   pair gives one difference of gateway CPU per call (policy - nopolicy); reported per level: the median of
+   the N differences, their quartiles and range, and each side's median. Single rounds at 1 connection
+   spread by tens of microseconds: a median of many short pairs is the figure to read (`--policy-only
+   --policy-pairs 15 --duration 2`).
+
 Output: a table on stdout and target/bench/results.json (all figures + machine information).
 Logs and rendered configurations: target/bench/runs/<run>/.
 
@@ -79,6 +87,8 @@ Options (each also settable by an environment variable):
   --startup-only         only the start-up measurements (and the module size); no wrk needed
   --proxy-only           only section 6 (and the module size)
   --no-proxy             skip section 6                       BENCH_PROXY=0
+  --policy-pairs 0       pairs nopolicy/policy per level of section 7   BENCH_POLICY_PAIRS (0: skip it)
+  --policy-only          only section 7 (and the module size); --policy-pairs defaults to 15 then
   --quick                levels 1,8, 2 s each, no warm-up, 1 start-up run, 3 conversions, 1 Envoy load;
                          section 5 at levels 1,8, 2 s each
 MCP_GATEWAY_WASM selects the plugin build (default target/wasm32-wasip1/release/mcp_gateway.wasm).
@@ -241,6 +251,22 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / CLK_TCK  # utime, stime (fields 14, 15)
 
 
+def thread_cpu_ns(pid: int) -> tuple[int, int, int]:
+    """CPU time of a process in nanoseconds from its threads' schedstat (the ticks of /proc/<pid>/stat are
+    10 ms: 4 us per call in a 2 s run at 1 connection), all threads and Envoy's workers (`wrk:worker_N`);
+    and the workers' user time alone (ticks, in ns), without the kernel's share (sockets, wake-ups)."""
+    total = workers = user = 0
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        with contextlib.suppress(OSError, ValueError, IndexError):
+            ns = int((task / "schedstat").read_text().split()[0])
+            total += ns
+            if (task / "comm").read_text().startswith("wrk:worker"):
+                workers += ns
+                stat = (task / "stat").read_text().rsplit(")", 1)[1].split()
+                user += int(int(stat[11]) * 1e9 / CLK_TCK)
+    return total, workers, user
+
+
 def rss_bytes(pid: int, field: str = "VmRSS") -> int | None:
     """Resident memory of a process now (VmRSS), or its peak so far (field="VmHWM")."""
     with contextlib.suppress(OSError), open(f"/proc/{pid}/status") as f:
@@ -376,6 +402,7 @@ def measure(wrk: str, envoy: harness.Envoy, upstream: UpstreamEnvoy, side: str, 
     s0 = status_counts(envoy, prefix)
     up0 = upstream_requests(upstream)
     gw_cpu0, up_cpu0 = cpu_seconds(envoy.proc.pid), cpu_seconds(upstream.proc.pid)
+    gw_ns0 = thread_cpu_ns(envoy.proc.pid)
     ru0, self0 = resource.getrusage(resource.RUSAGE_CHILDREN), resource.getrusage(resource.RUSAGE_SELF)
     busy0 = system_busy_seconds()
     t0 = time.monotonic()
@@ -384,6 +411,7 @@ def measure(wrk: str, envoy: harness.Envoy, upstream: UpstreamEnvoy, side: str, 
     busy = system_busy_seconds() - busy0
     ru1, self1 = resource.getrusage(resource.RUSAGE_CHILDREN), resource.getrusage(resource.RUSAGE_SELF)
     gw_cpu = cpu_seconds(envoy.proc.pid) - gw_cpu0
+    gw_ns = [b - a for a, b in zip(gw_ns0, thread_cpu_ns(envoy.proc.pid))]
     up_cpu = cpu_seconds(upstream.proc.pid) - up_cpu0
     wrk_cpu = (ru1.ru_utime - ru0.ru_utime) + (ru1.ru_stime - ru0.ru_stime)
     own_cpu = (self1.ru_utime - self0.ru_utime) + (self1.ru_stime - self0.ru_stime)
@@ -398,6 +426,10 @@ def measure(wrk: str, envoy: harness.Envoy, upstream: UpstreamEnvoy, side: str, 
         "envoy_non_2xx": non2xx,
         "upstream_requests": up_reqs,
         "gateway_cpu_us_per_req": gw_cpu / res["requests"] * 1e6 if res["requests"] else None,
+        # The same from the threads' schedstat, to the nanosecond; and Envoy's worker threads alone.
+        "gateway_ns_cpu_us_per_req": gw_ns[0] / res["requests"] / 1e3 if res["requests"] else None,
+        "gateway_worker_cpu_us_per_req": gw_ns[1] / res["requests"] / 1e3 if res["requests"] else None,
+        "gateway_worker_user_us_per_req": gw_ns[2] / res["requests"] / 1e3 if res["requests"] else None,
         "gateway_cpu_pct": 100.0 * gw_cpu / wall,
         "upstream_cpu_pct": 100.0 * up_cpu / wall,
         "wrk_cpu_pct": 100.0 * wrk_cpu / wall,
@@ -647,6 +679,118 @@ def throughput(wrk: str, wasm: Path, upstream: UpstreamEnvoy, run_dir: Path, lev
         }
     finally:
         envoy.stop()
+
+
+def spread(values: list[float]) -> dict:
+    """Median, quartiles and range of `values` (the quartiles by statistics.quantiles, inclusive method)."""
+    q = statistics.quantiles(values, n=4, method="inclusive") if len(values) > 1 else [values[0]] * 3
+    return {"median": statistics.median(values), "q1": q[0], "q3": q[2], "min": min(values), "max": max(values),
+            "n": len(values)}
+
+
+# Section 7 reads the gateway's CPU from its threads' schedstat (ns), not /proc/<pid>/stat's 10 ms ticks.
+CPU_KEY, WORKER_KEY = "gateway_ns_cpu_us_per_req", "gateway_worker_cpu_us_per_req"
+USER_KEY = "gateway_worker_user_us_per_req"
+
+
+def policy_section(wrk: str, wasm: Path, upstream: UpstreamEnvoy, run_dir: Path, levels: list[int],
+                   seconds: int, warmup: int, pairs: int) -> dict:
+    """The policy chain's gateway CPU per call as `pairs` paired differences per level (section 7)."""
+    envoy = harness.Envoy(
+        with_policy_servers(harness.load_plugin_config(harness.EXAMPLE_CONFIG)),
+        upstream_port=upstream.port, run_dir=run_dir, name="policy", concurrency=1, wasm=wasm,
+    )
+    try:
+        envoy.start()
+        calls = policy_calls()
+        sides: dict[str, tuple[str, Path]] = {}
+        for side, server, extra in (("nopolicy", NOPOLICY_SERVER, {}),
+                                    ("policy", POLICY_SERVER, {"x-api-key": POLICY_KEY})):
+            sid, version, body = verify_plugin_call(envoy, server, calls[side], extra)
+            script = write_wrk_script(
+                run_dir / f"pairs-{side}.lua", "POST",
+                {"content-type": "application/json", "accept": harness.ACCEPT, "mcp-session-id": sid,
+                 "mcp-protocol-version": version, **extra},
+                json.dumps(body, separators=(",", ":")),
+            )
+            sides[side] = (f"{envoy.base_url}/mcp-servers/{server}", script)
+        rows = []
+        for c in levels:
+            diffs, worker_diffs, user_diffs, samples = [], [], [], {"nopolicy": [], "policy": []}
+            for i in range(pairs):
+                order = ("nopolicy", "policy") if i % 2 == 0 else ("policy", "nopolicy")
+                got = {}
+                for side in order:
+                    url, script = sides[side]
+                    got[side] = measure(wrk, envoy, upstream, side, url, script, c, seconds, warmup)
+                    samples[side].append(got[side])
+                bad = [sd for sd, r in got.items() if r["envoy_non_2xx"] or r["non_2xx_3xx"] or r["socket_errors"]]
+                if bad:
+                    raise BenchError(f"policy pair {i + 1} at {c} connection(s): non-2xx answers on {bad}")
+                d = got["policy"][CPU_KEY] - got["nopolicy"][CPU_KEY]
+                dw = got["policy"][WORKER_KEY] - got["nopolicy"][WORKER_KEY]
+                diffs.append(d)
+                worker_diffs.append(dw)
+                user_diffs.append(got["policy"][USER_KEY] - got["nopolicy"][USER_KEY])
+                print(f"  {c:>3} connection(s), pair {i + 1:>2}/{pairs} ({order[0]} first): "
+                      f"{got['nopolicy'][CPU_KEY]:7.1f} / {got['policy'][CPU_KEY]:7.1f}"
+                      f" us per call, extra {d:+6.1f} us (worker thread {dw:+6.1f} us)", flush=True)
+            cpu = {side: [r[CPU_KEY] for r in samples[side]] for side in samples}
+            rps = {side: [r["rps"] for r in samples[side]] for side in samples}
+            rows.append({
+                "connections": c,
+                "extra_cpu_us_per_call": spread(diffs),
+                "differences_us": diffs,
+                "worker_extra_cpu_us_per_call": spread(worker_diffs),
+                "worker_differences_us": worker_diffs,
+                "worker_user_extra_cpu_us_per_call": spread(user_diffs),
+                "worker_user_differences_us": user_diffs,
+                "nopolicy_cpu_us_per_call": spread(cpu["nopolicy"]),
+                "policy_cpu_us_per_call": spread(cpu["policy"]),
+                "throughput_ratio_median": statistics.median(p / n for p, n in zip(rps["policy"], rps["nopolicy"]) if n),
+                "loadavg_1m": [r["loadavg_1m"] for r in samples["policy"]],
+                "other_cpu_pct_max": max(r["other_cpu_pct"] for sd in samples for r in samples[sd]),
+                "goal_policy_extra_us": GOAL_POLICY_EXTRA_US,
+            })
+        # The chain still answers, masked, after the load, and the plugin VM did not fail meanwhile.
+        verify_plugin_call(envoy, POLICY_SERVER, calls["policy"], {"x-api-key": POLICY_KEY})
+        return {
+            "levels": rows,
+            "setup": {"levels": levels, "duration_s": seconds, "warmup_s": warmup, "pairs": pairs, "wrk_threads": 1,
+                      "gateway_envoy_concurrency": 1},
+            "plugin_vm_failures": harness.crash_lines(envoy.log_text())[:20],
+            "envoy_log": str(envoy.log_path),
+        }
+    finally:
+        envoy.stop()
+
+
+def print_policy(po: dict) -> None:
+    if "error" in po:
+        print(f"The policy chain in pairs: FAILED: {po['error']}")
+        print()
+        return
+    cfg = po["setup"]
+    print(f"The policy chain in pairs (issue 13; goal: under {GOAL_POLICY_EXTRA_US:.0f} us of gateway CPU per call): "
+          f"{cfg['pairs']} pairs per level, {cfg['duration_s']} s per side after {cfg['warmup_s']} s warm-up,")
+    print("  order alternating within pairs; extra = policy - nopolicy gateway CPU per call (all threads, from")
+    print("  schedstat), pair by pair; worker = the same of Envoy's worker thread alone; user = its user time")
+    print("  (ticks), without the kernel's share")
+    print(f"  {'conns':>5} | {'extra: median':>13} | {'quartiles':>15} | {'range':>17} | {'worker: median':>14} | "
+          f"{'user: median (quartiles)':>28} | {'nopolicy us/call':>16} | {'policy us/call':>14} | {'throughput':>10} | "
+          f"{'goal':>6} | {'other CPU% max':>14}")
+    for row in po["levels"]:
+        e, n, p = row["extra_cpu_us_per_call"], row["nopolicy_cpu_us_per_call"], row["policy_cpu_us_per_call"]
+        w, u = row["worker_extra_cpu_us_per_call"], row["worker_user_extra_cpu_us_per_call"]
+        print(f"  {row['connections']:>5} | {e['median']:>10.1f} us | {e['q1']:>6.1f} .. {e['q3']:>5.1f} | "
+              f"{e['min']:>7.1f} .. {e['max']:>6.1f} | {w['median']:>11.1f} us | "
+              f"{u['median']:>6.1f} us ({u['q1']:>6.1f} .. {u['q3']:>5.1f}) | {n['median']:>16.1f} | "
+              f"{p['median']:>14.1f} | "
+              f"{row['throughput_ratio_median']:>9.2f}x | {verdict(e['median'] < GOAL_POLICY_EXTRA_US):>6} | "
+              f"{row['other_cpu_pct_max']:>14.0f}")
+    if po["plugin_vm_failures"]:
+        print(f"  WARNING: the gateway Envoy log shows plugin VM failures: {po['envoy_log']}")
+    print()
 
 
 # --- proxied MCP servers: the plugin in front of a fast MCP backend ----------------------------------
@@ -1455,6 +1599,9 @@ def print_report(res: dict) -> None:
             print(f"  WARNING: other work used up to {busy:.0f}% of a core during the runs: the figures are skewed;")
             print("  run again on a quiet machine (or with --repeat 3) before comparing builds.")
         print()
+    po = res.get("policy")
+    if po:
+        print_policy(po)
     se = res.get("sessions")
     if se:
         print_sessions(se)
@@ -1635,6 +1782,9 @@ def parse_args() -> argparse.Namespace:
     ap.add_argument("--sessions-only", action="store_true",
                     help="only the session-store section (local against signed)")
     ap.add_argument("--proxy-only", action="store_true", help="only section 6, proxied MCP servers")
+    ap.add_argument("--policy-pairs", type=int, default=None,
+                    help="section 7: pairs of nopolicy/policy runs per level (default 0: skip it; 15 with --policy-only)")
+    ap.add_argument("--policy-only", action="store_true", help="only section 7, the policy chain in pairs")
     ap.add_argument("--no-proxy", action="store_true", default=env("BENCH_PROXY", "1") == "0",
                     help="skip section 6, proxied MCP servers")
     ap.add_argument("--startup-only", action="store_true",
@@ -1656,9 +1806,16 @@ def parse_args() -> argparse.Namespace:
         a.levels, a.duration, a.warmup, a.startup_runs = "1,8", 2, 0, 1
         a.openapi_runs, a.openapi_load_runs = min(a.openapi_runs, 3), min(a.openapi_load_runs, 1)
         a.sessions_levels = "1,8"
-    if a.openapi_only + a.sessions_only + a.startup_only + a.proxy_only > 1:
-        ap.error("--openapi-only, --sessions-only, --startup-only and --proxy-only exclude each other")
-    if a.proxy_only and a.no_proxy:
+    if a.openapi_only + a.sessions_only + a.startup_only + a.proxy_only + a.policy_only > 1:
+        ap.error("--openapi-only, --sessions-only, --startup-only, --proxy-only and --policy-only exclude each other")
+    if a.policy_pairs is None:
+        a.policy_pairs = 15 if a.policy_only else int(env("BENCH_POLICY_PAIRS", "0"))
+    if a.policy_pairs < 0 or (a.policy_only and a.policy_pairs < 1):
+        ap.error("--policy-pairs must be >= 0 (>= 1 with --policy-only)")
+    if a.policy_only:
+        # Section 7 alone: the other sections are skipped as their own --*-only options skip the rest.
+        a.sessions_calls, a.no_proxy, a.startup_runs, a.openapi_runs, a.openapi_load_runs = "none", True, 0, 0, 0
+    if a.proxy_only and a.no_proxy and not a.policy_only:
         ap.error("--proxy-only and --no-proxy exclude each other")
     if a.startup_only and a.startup_runs < 1:
         ap.error("--startup-only needs --startup-runs >= 1")
@@ -1735,7 +1892,7 @@ def main() -> int:
     upstream = UpstreamEnvoy(run_dir)
     try:
         upstream.start()
-        if not (args.openapi_only or args.sessions_only or args.startup_only or args.proxy_only):
+        if not (args.openapi_only or args.sessions_only or args.startup_only or args.proxy_only or args.policy_only):
             print(f"throughput: levels {args.level_list}, {args.duration} s each (+{args.warmup} s warm-up)"
                   + (f", {args.repeat} rounds" if args.repeat > 1 else ""), flush=True)
             t = throughput(wrk, wasm, upstream, run_dir, args.level_list, args.duration, args.warmup, args.repeat)
@@ -1746,6 +1903,16 @@ def main() -> int:
                 "upstream": "Envoy direct_response (e2e/bench_upstream.yaml)",
             }
             res["throughput"] = t
+        if args.policy_pairs > 0 and not (args.openapi_only or args.sessions_only or args.startup_only
+                                          or args.proxy_only):
+            print(f"the policy chain in pairs: levels {args.level_list}, {args.policy_pairs} pairs each, "
+                  f"{args.duration} s per side (+{args.warmup} s warm-up)", flush=True)
+            try:
+                res["policy"] = policy_section(wrk, wasm, upstream, run_dir, args.level_list, args.duration,
+                                               args.warmup, args.policy_pairs)
+            except (harness.HarnessError, BenchError, httpx.HTTPError) as exc:
+                print(f"\npolicy section failed: {exc.__class__.__name__}: {exc}", file=sys.stderr)
+                res["policy"] = {"error": f"{exc.__class__.__name__}: {exc}"}
         if args.sessions_call_list and not (args.openapi_only or args.startup_only or args.proxy_only):
             print(f"session stores, local against signed: {', '.join(args.sessions_call_list)}; "
                   f"levels {args.sessions_level_list}, {args.duration} s each (+{args.warmup} s warm-up)"
@@ -1793,6 +1960,8 @@ def main() -> int:
     args.output.parent.mkdir(parents=True, exist_ok=True)
     args.output.write_text(json.dumps(res, indent=2) + "\n")
     print_report(res)
+    if args.policy_only and "error" in res.get("policy", {}):
+        return 1
     return 0
 
 

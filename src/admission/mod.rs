@@ -213,16 +213,23 @@ impl Admission {
     /// may refuse.
     pub fn identify(&self, head: &RequestHead) -> Result<Caller, GatewayError> {
         for key in &self.keys {
-            let presented = if self.in_header { head.header(key).map(str::to_string) } else { None }.or_else(|| {
-                if self.in_query {
-                    query_param(&head.path, key)
-                } else {
-                    None
-                }
-            });
+            // The header is read in place (no copy); only a key in the query is decoded into a string.
+            let presented: Option<std::borrow::Cow<'_, str>> =
+                if self.in_header { head.header(key).map(std::borrow::Cow::Borrowed) } else { None }.or_else(|| {
+                    if self.in_query {
+                        query_param(&head.path, key).map(std::borrow::Cow::Owned)
+                    } else {
+                        None
+                    }
+                });
             if let Some(value) = presented {
                 return match self.by_key.get(value.trim()) {
-                    Some(i) => Ok(self.caller_of(&self.consumers[*i].name, Vec::new(), Map::new())),
+                    // The key's consumer by index: no second lookup by name.
+                    Some(i) => Ok(self.consumers.get(*i).map_or_else(Caller::anonymous, |c| Caller {
+                        consumer: Some(c.name.clone()),
+                        scopes: c.scopes.clone(),
+                        claims: Map::new(),
+                    })),
                     None => Err(GatewayError::Unauthenticated {
                         message: format!("Unauthorized: the API key in '{key}' is not valid"),
                         challenge: None,
@@ -252,7 +259,11 @@ impl Admission {
 
     fn caller_of(&self, name: &str, mut scopes: Vec<String>, claims: Map<String, Value>) -> Caller {
         if let Some(c) = self.by_name.get(name).map(|i| &self.consumers[*i]) {
-            scopes.extend(c.scopes.iter().filter(|s| !scopes.contains(s)).cloned().collect::<Vec<_>>());
+            for s in &c.scopes {
+                if !scopes.contains(s) {
+                    scopes.push(s.clone());
+                }
+            }
         }
         Caller { consumer: Some(name.to_string()), scopes, claims }
     }

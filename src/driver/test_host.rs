@@ -116,7 +116,7 @@ impl FakeRedis {
                     let rate = Rate { requests: y, window_ms: z, capacity: x / TOKEN };
                     match rate.take(bucket::decode(&value), now_ms) {
                         Ok(next) => {
-                            writes.push((key, bucket::encode(next).into_bytes(), now_ms + rate.fill_ms() + 1000))
+                            writes.push((key, bucket::encode(next).as_bytes().to_vec(), now_ms + rate.fill_ms() + 1000))
                         }
                         Err(ms) if refused == 0 => (refused, wait) = (b as i64, ms as i64),
                         Err(_) => {}

@@ -20,6 +20,7 @@ pub const PHONE: &str = concat!(
 #[cfg(test)]
 pub const CARD: &str = r"\b\d(?:[ -]?\d){12,18}\b";
 
+#[inline]
 fn is_word(b: u8) -> bool {
     b.is_ascii_alphanumeric() || b == b'_'
 }
@@ -228,6 +229,12 @@ pub fn card(t: &[u8], from: usize) -> Option<Range<usize>> {
             }
             if let Some(end) = ends[12.min(n)..n].iter().rev().find(|&&e| ends_word(t, e)) {
                 return Some(p..*end);
+            }
+            if n < 19 {
+                // The run ended by itself: a start further in it has fewer digits and only ends this one
+                // already tried, so none matches either; go on after it.
+                i = at;
+                continue;
             }
         }
         i = p + 1;

@@ -63,15 +63,63 @@ pub fn refund(state: Level, capacity: u64) -> Level {
     Level { milli: (state.milli + TOKEN).min(capacity.saturating_mul(TOKEN)), at_ms: state.at_ms }
 }
 
-/// Reads a stored level, `"{milli} {at_ms}"`; anything else is a new bucket.
+/// Reads a stored level, `"{milli} {at_ms}"` (decimal digits, surrounding whitespace aside); anything
+/// else is a new bucket. Read byte by byte: it runs on every limited call.
 pub fn decode(text: &[u8]) -> Option<Level> {
-    let text = std::str::from_utf8(text).ok()?;
-    let (milli, at) = text.trim().split_once(' ')?;
-    Some(Level { milli: milli.parse().ok()?, at_ms: at.parse().ok()? })
+    let text = text.trim_ascii();
+    let space = text.iter().position(|b| *b == b' ')?;
+    let (milli, at) = (text.get(..space)?, text.get(space + 1..)?);
+    Some(Level { milli: number(milli)?, at_ms: number(at)? })
 }
 
-pub fn encode(level: Level) -> String {
-    format!("{} {}", level.milli, level.at_ms)
+/// A `u64` in decimal digits only (no sign, no overflow).
+fn number(digits: &[u8]) -> Option<u64> {
+    if digits.is_empty() {
+        return None;
+    }
+    digits.iter().try_fold(0u64, |n, b| {
+        let d = b.checked_sub(b'0').filter(|d| *d <= 9)?;
+        n.checked_mul(10)?.checked_add(u64::from(d))
+    })
+}
+
+/// A level as stored, written on the stack (two `u64`s and a space: at most 41 bytes).
+pub struct Encoded {
+    buf: [u8; 41],
+    len: usize,
+}
+
+impl Encoded {
+    pub fn as_bytes(&self) -> &[u8] {
+        self.buf.get(..self.len).unwrap_or_default()
+    }
+}
+
+/// `"{milli} {at_ms}"`, without the formatting machinery or an allocation.
+pub fn encode(level: Level) -> Encoded {
+    let mut e = Encoded { buf: [0; 41], len: 0 };
+    push_number(&mut e, level.milli);
+    e.buf[e.len] = b' ';
+    e.len += 1;
+    push_number(&mut e, level.at_ms);
+    e
+}
+
+fn push_number(e: &mut Encoded, mut n: u64) {
+    let mut digits = [0u8; 20];
+    let mut i = digits.len();
+    loop {
+        i -= 1;
+        digits[i] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            break;
+        }
+    }
+    for d in &digits[i..] {
+        e.buf[e.len] = *d;
+        e.len += 1;
+    }
 }
 
 /// A quota's calendar period, in UTC.
@@ -183,6 +231,15 @@ mod tests {
         assert_eq!(decode(encode(s).as_bytes()), Some(s));
         assert_eq!(decode(b""), None);
         assert_eq!(decode(b"x y"), None);
+        for level in [Level { milli: 0, at_ms: 0 }, Level { milli: u64::MAX, at_ms: u64::MAX }, s] {
+            let text = encode(level);
+            assert_eq!(text.as_bytes(), format!("{} {}", level.milli, level.at_ms).as_bytes());
+            assert_eq!(decode(text.as_bytes()), Some(level));
+        }
+        assert_eq!(decode(b" 12 34\n"), Some(Level { milli: 12, at_ms: 34 }), "whitespace around it is read");
+        for bad in [&b"12"[..], b"12 ", b" 34", b"1 2 3", b"-1 2", b"+1 2", b"1x 2", b"18446744073709551616 0"] {
+            assert_eq!(decode(bad), None, "{}", String::from_utf8_lossy(bad));
+        }
     }
 
     #[test]

@@ -21,10 +21,6 @@ pub const PREFIX: &str = "mcp-gateway/limit/";
 /// Compare-and-swap attempts per counter before the check gives up on contention.
 const CAS_RETRIES: usize = 32;
 
-fn key(bucket: &Bucket) -> String {
-    format!("{PREFIX}{}", bucket.key)
-}
-
 /// What one attempt on a counter found.
 enum Took {
     Taken,
@@ -37,19 +33,19 @@ fn take_one(kv: &mut dyn KeyValue, bucket: &Bucket, now_ms: u64) -> Took {
     let BucketKind::Rate(rate) = bucket.kind else {
         return Took::Taken; // quotas live in Redis only (refused at load otherwise)
     };
-    let key = key(bucket);
+    let key = bucket.key.as_str();
     for _ in 0..CAS_RETRIES {
-        let (value, cas) = kv.get(&key);
+        let (value, cas) = kv.get(key);
         if cas.is_none() {
             // A missing key is written whatever the CAS, so it is created empty (a full bucket) first, and
             // every token is then taken with a compare-and-swap.
-            let _ = kv.set(&key, b"", None);
+            let _ = kv.set(key, b"", None);
             continue;
         }
         match rate.take(bucket::decode(&value), now_ms) {
             Err(wait_ms) => return Took::Refused(wait_ms),
             Ok(next) => {
-                if matches!(kv.set(&key, bucket::encode(next).as_bytes(), cas), Ok(true)) {
+                if matches!(kv.set(key, bucket::encode(next).as_bytes(), cas), Ok(true)) {
                     return Took::Taken;
                 }
             }
@@ -77,9 +73,9 @@ pub fn take(kv: &mut dyn KeyValue, buckets: &[Bucket], now_ms: u64) -> Result<()
 /// Creates the counters whose keys are known before traffic (those of `per: all` limits), empty.
 pub fn prepare(kv: &mut dyn KeyValue, buckets: &[Bucket]) {
     for b in buckets {
-        let key = key(b);
-        if kv.get(&key).1.is_none() {
-            let _ = kv.set(&key, b"", None);
+        let key = b.key.as_str();
+        if kv.get(key).1.is_none() {
+            let _ = kv.set(key, b"", None);
         }
     }
 }
@@ -88,12 +84,12 @@ pub fn prepare(kv: &mut dyn KeyValue, buckets: &[Bucket]) {
 pub fn refund(kv: &mut dyn KeyValue, buckets: &[Bucket]) {
     for b in buckets {
         let BucketKind::Rate(rate) = b.kind else { continue };
-        let key = key(b);
+        let key = b.key.as_str();
         for _ in 0..CAS_RETRIES {
-            let (value, cas) = kv.get(&key);
+            let (value, cas) = kv.get(key);
             let Some(state) = bucket::decode(&value) else { break };
             let back: Level = bucket::refund(state, rate.capacity);
-            if matches!(kv.set(&key, bucket::encode(back).as_bytes(), cas), Ok(true)) {
+            if matches!(kv.set(key, bucket::encode(back).as_bytes(), cas), Ok(true)) {
                 break;
             }
         }

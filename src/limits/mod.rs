@@ -28,6 +28,7 @@ use crate::session::Env;
 use bucket::{Period, Rate};
 use serde_json::Value;
 use std::collections::HashMap;
+use std::sync::Arc;
 
 /// Whose calls one counter counts.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -74,6 +75,12 @@ pub struct Limit {
     spec: String,
     /// What it allows, for people (`5 calls per 2s, bursts of 10`): written at load, read in refusals.
     rule: String,
+    /// The refusal's wording without the caller, written once its server and tool are known
+    /// ([`ServerLimits::compile`]), so that a call that passes writes none of it.
+    about: About,
+    /// The whole key of a counter that is the same for every call (a `per: all` rate limit), written at
+    /// load: such a call builds no key.
+    fixed: Option<Arc<str>>,
 }
 
 /// The limits of one server: its own (every tool call) and each tool's; a virtual server's calls count
@@ -98,13 +105,56 @@ struct Via {
 /// One counter a call must pass.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Bucket {
-    /// The counter's key, without the store's prefix.
-    pub key: String,
+    /// The counter's key: in shared data for process counters ([`local::PREFIX`] included), after
+    /// Redis's `{keyPrefix}limit:` for cluster ones.
+    pub key: Key,
     pub kind: BucketKind,
     pub scope: Scope,
     pub on_store_error: OnStoreError,
-    /// Names the limit for the caller: server, tool, rate, consumer, config field.
-    pub describe: String,
+    /// Names the limit for the caller (server, tool, rate, consumer, config field): see [`Bucket::describe`].
+    pub about: About,
+}
+
+/// A counter's key: written at load (shared by every call) or for this call (per consumer, per period).
+#[derive(Debug, Clone, PartialEq)]
+pub enum Key {
+    Fixed(Arc<str>),
+    Built(String),
+}
+
+impl Key {
+    pub fn as_str(&self) -> &str {
+        match self {
+            Key::Fixed(k) => k,
+            Key::Built(k) => k,
+        }
+    }
+}
+
+#[cfg(test)]
+impl PartialEq<&str> for Key {
+    fn eq(&self, other: &&str) -> bool {
+        self.as_str() == *other
+    }
+}
+
+/// What a limit allows and whose calls it counts, for refusals: the wording is put together only when a
+/// call is refused (it was written for every call before).
+#[derive(Debug, Clone, PartialEq)]
+pub struct About {
+    /// `tool 'x' of server 'y' allows 5 calls per 2s`.
+    said: Arc<str>,
+    /// The config field, `rateLimits[0]`.
+    field: Arc<str>,
+    /// `None` for a `per: all` limit; the caller's consumer (`Some(None)`: anonymous) for `per: consumer`.
+    consumer: Option<Option<String>>,
+}
+
+impl About {
+    /// A wording given whole (tests, and limits known only by name).
+    pub fn text(said: &str, field: &str) -> About {
+        About { said: said.into(), field: field.into(), consumer: None }
+    }
 }
 
 /// What a counter is, at the time of the check.
@@ -153,11 +203,17 @@ impl ServerLimits {
     /// (`sessions.redis`), which `scope: cluster` limits and quotas need.
     pub fn compile(server: &crate::config::ServerConfig, redis: bool) -> Result<ServerLimits, ConfigError> {
         let at_server = |(f, m): FieldError| ConfigError::new(f, m).in_server(&server.name);
-        let own = read(server.rate_limits.as_ref(), server.quotas.as_ref(), redis).map_err(at_server)?;
+        let mut own = read(server.rate_limits.as_ref(), server.quotas.as_ref(), redis).map_err(at_server)?;
+        for l in &mut own {
+            l.name(&server.name, None);
+        }
         let mut tools = HashMap::new();
         for t in &server.tools {
-            let limits = read(t.rate_limits.as_ref(), t.quotas.as_ref(), redis)
+            let mut limits = read(t.rate_limits.as_ref(), t.quotas.as_ref(), redis)
                 .map_err(|(f, m)| ConfigError::new(f, m).in_server(&server.name).in_tool(&t.name))?;
+            for l in &mut limits {
+                l.name(&server.name, Some(&t.name));
+            }
             if !limits.is_empty() {
                 tools.insert(t.name.clone(), limits);
             }
@@ -227,38 +283,63 @@ impl ServerLimits {
 }
 
 impl Limit {
-    /// The counter a call must pass. Its key and description are each written once into one string (a call
-    /// pays two allocations here; the rule's wording was written at load).
-    fn bucket(&self, server: &str, tool: Option<&str>, caller: &Caller, now_ms: u64) -> Bucket {
-        use std::fmt::Write;
-        let mut key = String::with_capacity(server.len() + self.spec.len() + 24);
-        let _ = write!(key, "{server}/{}/{}/", tool.unwrap_or("*"), self.spec);
-        match self.per {
-            Per::All => key.push('*'),
-            Per::Consumer => push_key_part(&mut key, caller.label()),
+    /// Writes what does not change from call to call once the limit's server and tool are known: the
+    /// refusal's wording and, for a `per: all` rate limit, its counter's whole key.
+    fn name(&mut self, server: &str, tool: Option<&str>) {
+        let said = match tool {
+            Some(t) => format!("tool '{t}' of server '{server}' allows {}", self.rule),
+            None => format!("server '{server}' allows {}", self.rule),
+        };
+        self.about = About { said: said.into(), field: self.field.as_str().into(), consumer: None };
+        if let (Per::All, Kind::Rate(_)) = (self.per, self.kind) {
+            let mut key = self.key_head(server, tool);
+            key.push('*');
+            self.fixed = Some(key.into());
         }
-        let kind = match self.kind {
-            Kind::Rate(rate) => BucketKind::Rate(rate),
+    }
+
+    /// `{prefix}{server}/{tool|*}/{spec}/`: the start of every key of this limit's counters (the prefix
+    /// of shared data for process counters; Redis's is added by [`redis`]).
+    fn key_head(&self, server: &str, tool: Option<&str>) -> String {
+        let prefix = if self.scope == Scope::Process { local::PREFIX } else { "" };
+        let tool = tool.unwrap_or("*");
+        let mut key = String::with_capacity(prefix.len() + server.len() + tool.len() + self.spec.len() + 24);
+        for part in [prefix, server, "/", tool, "/", &self.spec, "/"] {
+            key.push_str(part);
+        }
+        key
+    }
+
+    /// The counter a call must pass. A `per: all` rate limit's key and every limit's wording were written
+    /// at load: such a call allocates nothing here.
+    fn bucket(&self, server: &str, tool: Option<&str>, caller: &Caller, now_ms: u64) -> Bucket {
+        let (kind, period) = match self.kind {
+            Kind::Rate(rate) => (BucketKind::Rate(rate), None),
             Kind::Quota { requests, period } => {
                 let (name, until_ms) = period.at(now_ms);
-                key.push('/');
-                key.push_str(&name);
-                BucketKind::Quota { requests, until_ms }
+                (BucketKind::Quota { requests, until_ms }, Some(name))
             }
         };
-        let mut describe = String::with_capacity(server.len() + self.rule.len() + self.field.len() + 64);
-        let _ = match tool {
-            Some(t) => write!(describe, "tool '{t}' of server '{server}'"),
-            None => write!(describe, "server '{server}'"),
+        let key = match &self.fixed {
+            Some(k) => Key::Fixed(k.clone()),
+            None => {
+                let mut key = self.key_head(server, tool);
+                match self.per {
+                    Per::All => key.push('*'),
+                    Per::Consumer => push_key_part(&mut key, caller.label()),
+                }
+                if let Some(name) = period {
+                    key.push('/');
+                    key.push_str(&name);
+                }
+                Key::Built(key)
+            }
         };
-        let _ = write!(describe, " allows {}", self.rule);
-        let _ = match (self.per, &caller.consumer) {
-            (Per::All, _) => Ok(()),
-            (Per::Consumer, Some(c)) => write!(describe, " for consumer '{c}'"),
-            (Per::Consumer, None) => write!(describe, " for anonymous callers"),
-        };
-        let _ = write!(describe, " ({})", self.field);
-        Bucket { key, kind, scope: self.scope, on_store_error: self.on_store_error, describe }
+        let mut about = self.about.clone();
+        if self.per == Per::Consumer {
+            about.consumer = Some(caller.consumer.clone());
+        }
+        Bucket { key, kind, scope: self.scope, on_store_error: self.on_store_error, about }
     }
 }
 
@@ -268,9 +349,20 @@ impl Bucket {
         let secs = bucket::retry_secs(wait_ms);
         let what = if matches!(self.kind, BucketKind::Quota { .. }) { "quota" } else { "rate limit" };
         GatewayError::RateLimited {
-            message: format!("{what} exceeded: {}; retry in {secs} s", self.describe),
+            message: format!("{what} exceeded: {}; retry in {secs} s", self.describe()),
             retry_after_secs: secs,
         }
+    }
+
+    /// The limit for people: `tool 'x' of server 'y' allows 5 calls per 2s for consumer 'c' (rateLimits[0])`.
+    pub fn describe(&self) -> String {
+        let a = &self.about;
+        let who = match &a.consumer {
+            None => String::new(),
+            Some(Some(c)) => format!(" for consumer '{c}'"),
+            Some(None) => " for anonymous callers".into(),
+        };
+        format!("{}{who} ({})", a.said, a.field)
     }
 }
 
@@ -403,7 +495,17 @@ fn read_rate(v: &Value, at: &str, redis: bool) -> Result<Limit, FieldError> {
     let spec = format!("r{requests}w{window_ms}b{capacity}");
     let burst = if capacity == requests { String::new() } else { format!(", bursts of {capacity}") };
     let rule = format!("{requests} calls per {}{burst}", show_ms(window_ms));
-    Ok(Limit { kind: Kind::Rate(rate), per, scope, on_store_error, field: at.to_string(), spec, rule })
+    Ok(Limit {
+        kind: Kind::Rate(rate),
+        per,
+        scope,
+        on_store_error,
+        field: at.to_string(),
+        spec,
+        rule,
+        about: About::text("", at),
+        fixed: None,
+    })
 }
 
 fn read_quota(v: &Value, at: &str, redis: bool) -> Result<Limit, FieldError> {
@@ -431,6 +533,8 @@ fn read_quota(v: &Value, at: &str, redis: bool) -> Result<Limit, FieldError> {
         field: at.to_string(),
         spec,
         rule,
+        about: About::text("", at),
+        fixed: None,
     })
 }
 
@@ -479,7 +583,12 @@ pub fn start(
     let mut remote = Vec::new();
     for (index, tool) in &op.calls {
         let buckets = limits.plan(server, tool, &op.caller, now);
-        let (here, there): (Vec<Bucket>, Vec<Bucket>) = buckets.into_iter().partition(|b| b.scope == Scope::Process);
+        // Split only when some counter is in Redis (the plan, taken whole, allocates nothing more).
+        let (here, there): (Vec<Bucket>, Vec<Bucket>) = if buckets.iter().all(|b| b.scope == Scope::Process) {
+            (buckets, Vec::new())
+        } else {
+            buckets.into_iter().partition(|b| b.scope == Scope::Process)
+        };
         match local::take(env.kv(), &here, now) {
             Err(refusal) => outcome.refused.push((*index, refusal)),
             Ok(()) if there.is_empty() => {}

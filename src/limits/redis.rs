@@ -108,7 +108,7 @@ impl Pending {
         for check in &checks {
             args.push(check.buckets.len().to_string());
             for b in &check.buckets {
-                keys.push(format!("{}limit:{}", store.key_prefix(), b.key));
+                keys.push(format!("{}limit:{}", store.key_prefix(), b.key.as_str()));
                 let (kind, x, y, z) = match b.kind {
                     BucketKind::Rate(r) => ("r", r.capacity.saturating_mul(TOKEN), r.requests, r.window_ms),
                     BucketKind::Quota { requests, until_ms } => ("q", requests, until_ms, 0),
@@ -188,7 +188,7 @@ pub fn store_failed(env: &mut dyn Env, checks: Vec<Check>, mut outcome: LimitOut
         local::refund(env.kv(), &check.local);
         let message = format!(
             "the rate-limit store is unavailable and {} refuses calls then (onStoreError: deny): {why}",
-            strict.describe
+            strict.describe()
         );
         outcome.refused.push((check.index, GatewayError::StoreUnavailable { message }));
     }

@@ -38,7 +38,11 @@ fn limits_are_read_per_server_and_per_tool() {
     let keys: Vec<&str> = plan.iter().map(|b| b.key.as_str()).collect();
     assert_eq!(
         keys,
-        ["demo/*/r100w60000b100/*", "demo/weather/r5w2000b10/alice", "demo/weather/q1000d/alice/2025-11-26"]
+        [
+            "mcp-gateway/limit/demo/*/r100w60000b100/*",
+            "mcp-gateway/limit/demo/weather/r5w2000b10/alice",
+            "demo/weather/q1000d/alice/2025-11-26"
+        ]
     );
     assert_eq!(plan[0].kind, BucketKind::Rate(Rate { requests: 100, window_ms: 60_000, capacity: 100 }));
     assert_eq!(plan[2].kind, BucketKind::Quota { requests: 1000, until_ms: 1_764_201_600_000 });
@@ -47,20 +51,25 @@ fn limits_are_read_per_server_and_per_tool() {
         (Scope::Process, Scope::Cluster, OnStoreError::Deny)
     );
     assert_eq!(
-        plan[1].describe,
+        plan[1].describe(),
         "tool 'weather' of server 'demo' allows 5 calls per 2s, bursts of 10 for consumer 'alice' (rateLimits[0])"
     );
-    assert_eq!(plan[0].describe, "server 'demo' allows 100 calls per 1m (rateLimits[0])");
+    assert!(matches!(plan[0].key, Key::Fixed(_)), "a per: all rate limit's key is written at load");
+    assert!(matches!(plan[1].key, Key::Built(_)));
+    assert_eq!(plan[0].describe(), "server 'demo' allows 100 calls per 1m (rateLimits[0])");
     assert_eq!(l.plan("demo", "other", &alice(), 0).len(), 1);
     // Per consumer: the anonymous caller has a counter of its own, and no name reaches into another key.
     let anon = l.plan("demo", "weather", &Caller::anonymous(), 0);
-    assert_eq!(anon[1].key, "demo/weather/r5w2000b10/-");
-    assert!(anon[1].describe.ends_with("for anonymous callers (rateLimits[0])"), "{}", anon[1].describe);
+    assert_eq!(anon[1].key, "mcp-gateway/limit/demo/weather/r5w2000b10/-");
+    assert!(anon[1].describe().ends_with("for anonymous callers (rateLimits[0])"), "{}", anon[1].describe());
     let sly = Caller { consumer: Some("a/../b:c%d é".into()), ..Caller::default() };
-    assert_eq!(l.plan("demo", "weather", &sly, 0)[1].key, "demo/weather/r5w2000b10/a%2F..%2Fb%3Ac%25d%20%C3%A9");
+    assert_eq!(
+        l.plan("demo", "weather", &sly, 0)[1].key,
+        "mcp-gateway/limit/demo/weather/r5w2000b10/a%2F..%2Fb%3Ac%25d%20%C3%A9"
+    );
     assert_eq!(l.first_in_redis().as_deref(), Some("tool 'weather' field 'quotas[0]'"));
-    let known: Vec<String> = l.known_process_buckets("demo").into_iter().map(|b| b.key).collect();
-    assert_eq!(known, ["demo/*/r100w60000b100/*"], "only per: all counters are known before traffic");
+    let known: Vec<String> = l.known_process_buckets("demo").into_iter().map(|b| b.key.as_str().to_string()).collect();
+    assert_eq!(known, ["mcp-gateway/limit/demo/*/r100w60000b100/*"], "only per: all counters are known before traffic");
 }
 
 #[test]
@@ -164,11 +173,11 @@ fn rate(requests: u64, window_ms: u64, capacity: u64) -> BucketKind {
 
 fn bucket(key: &str, kind: BucketKind) -> Bucket {
     Bucket {
-        key: key.into(),
+        key: Key::Built(format!("{}{key}", local::PREFIX)),
         kind,
         scope: Scope::Process,
         on_store_error: OnStoreError::Allow,
-        describe: format!("limit {key}"),
+        about: About::text(&format!("limit {key}"), "f"),
     }
 }
 
@@ -182,7 +191,7 @@ fn process_counters_take_all_or_nothing() {
     assert_eq!(
         refused,
         GatewayError::RateLimited {
-            message: "rate limit exceeded: limit narrow; retry in 1 s".into(),
+            message: "rate limit exceeded: limit narrow (f); retry in 1 s".into(),
             retry_after_secs: 1
         }
     );
@@ -243,6 +252,8 @@ fn store() -> crate::session::redis::RedisStore {
 }
 
 fn cluster(mut b: Bucket, on_store_error: OnStoreError) -> Bucket {
+    // Redis's counters have no shared-data prefix (Redis's own is added to the command's keys).
+    b.key = Key::Built(b.key.as_str().trim_start_matches(local::PREFIX).to_string());
     b.scope = Scope::Cluster;
     b.on_store_error = on_store_error;
     b
@@ -317,7 +328,7 @@ fn script_replies_become_verdicts() {
     assert_eq!(
         e,
         &GatewayError::RateLimited {
-            message: "quota exceeded: limit q/2025-11; retry in 5 s".into(),
+            message: "quota exceeded: limit q/2025-11 (f); retry in 5 s".into(),
             retry_after_secs: 5
         }
     );
@@ -347,7 +358,7 @@ fn a_failing_redis_fails_open_or_closed_per_limit() {
         let (index, e) = &outcome.refused[0];
         assert_eq!(*index, 3);
         assert_eq!(e.status(), 503);
-        assert!(e.message().contains("limit q/2025-11 refuses calls then (onStoreError: deny)"), "{}", e.message());
+        assert!(e.message().contains("limit q/2025-11 (f) refuses calls then (onStoreError: deny)"), "{}", e.message());
     }
 }
 
