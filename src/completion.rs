@@ -8,7 +8,7 @@
 //! lists, already in memory; nothing is fetched.
 
 use crate::fields::{FieldError, Fields};
-use serde_json::{json, Map, Value};
+use serde_json::{Map, Value};
 
 /// At most this many values go into one completion result (MCP's limit).
 pub const MAX_VALUES: usize = 100;
@@ -169,11 +169,21 @@ impl Argument {
     /// [`MAX_VALUES`].
     pub fn complete(&self, prefix: &str, given: &Map<String, Value>) -> Value {
         let prefix = prefix.to_lowercase();
-        let matching: Vec<&String> =
-            self.candidates(given).into_iter().filter(|v| v.to_lowercase().starts_with(&prefix)).collect();
-        let total = matching.len();
-        let values: Vec<&String> = matching.into_iter().take(MAX_VALUES).collect();
-        json!({"values": values, "total": total, "hasMore": total > MAX_VALUES})
+        let mut values = Vec::new();
+        let mut total = 0usize;
+        for v in self.candidates(given) {
+            if v.to_lowercase().starts_with(&prefix) {
+                total += 1;
+                if values.len() < MAX_VALUES {
+                    values.push(Value::from(v.as_str()));
+                }
+            }
+        }
+        crate::json::object(vec![
+            ("values", Value::Array(values)),
+            ("total", Value::from(total)),
+            ("hasMore", Value::Bool(total > MAX_VALUES)),
+        ])
     }
 }
 
@@ -246,6 +256,7 @@ pub fn find<'a>(args: &'a [Argument], name: &str, owner: &str) -> Result<&'a Arg
 #[cfg(test)]
 mod tests {
     use super::*;
+    use serde_json::json;
 
     fn arg(json: Value) -> Result<Argument, (String, String)> {
         Argument::compile(&ArgumentConfig::read(&json, "arguments[0]").unwrap(), "arguments[0]")

@@ -12,10 +12,11 @@
 //! ```
 
 use crate::gateway::Gateway;
+use crate::json::object;
 use crate::jsonrpc;
 use crate::proxy::sse;
 use crate::upstream::{Dispatch, UpstreamRequest, UpstreamResult};
-use serde_json::{json, Value};
+use serde_json::Value;
 
 /// The id of the gateway's own `initialize`, and of the request it sends.
 const INIT_ID: &str = "mcp-gateway-initialize";
@@ -161,15 +162,34 @@ impl Link {
     /// The HTTP request of the current phase.
     fn request(&self, gw: &Gateway) -> UpstreamRequest {
         let body = match self.phase {
-            Phase::Initializing => json!({"jsonrpc": "2.0", "id": INIT_ID, "method": "initialize", "params": {
-                "protocolVersion": crate::mcp::Revision::LATEST_LEGACY.as_str(),
-                "capabilities": {},
-                "clientInfo": {"name": "mcp-gateway", "version": env!("CARGO_PKG_VERSION")},
-            }}),
-            Phase::Notifying => json!({"jsonrpc": "2.0", "method": "notifications/initialized"}),
-            Phase::Requesting => {
-                json!({"jsonrpc": "2.0", "id": REQUEST_ID, "method": self.method, "params": self.params})
+            Phase::Initializing => object(vec![
+                ("jsonrpc", Value::from("2.0")),
+                ("id", Value::from(INIT_ID)),
+                ("method", Value::from("initialize")),
+                (
+                    "params",
+                    object(vec![
+                        ("protocolVersion", Value::from(crate::mcp::Revision::LATEST_LEGACY.as_str())),
+                        ("capabilities", object(vec![])),
+                        (
+                            "clientInfo",
+                            object(vec![
+                                ("name", Value::from("mcp-gateway")),
+                                ("version", Value::from(env!("CARGO_PKG_VERSION"))),
+                            ]),
+                        ),
+                    ]),
+                ),
+            ]),
+            Phase::Notifying => {
+                object(vec![("jsonrpc", Value::from("2.0")), ("method", Value::from("notifications/initialized"))])
             }
+            Phase::Requesting => object(vec![
+                ("jsonrpc", Value::from("2.0")),
+                ("id", Value::from(REQUEST_ID)),
+                ("method", Value::from(self.method.as_str())),
+                ("params", self.params.clone()),
+            ]),
         };
         let server = &gw.servers[self.backend];
         let backend = server.proxy.as_ref();
@@ -234,11 +254,12 @@ pub fn reply(id: Value, answer: Result<Value, String>, backend: &str) -> Value {
             if let Some(result) = a.get_mut("result").map(Value::take) {
                 return jsonrpc::result(id, result);
             }
-            let mut error = a.get_mut("error").map(Value::take).unwrap_or_else(|| json!({}));
+            let error = a.get_mut("error").map(Value::take).unwrap_or_default();
             if !error.get("code").is_some_and(Value::is_i64) || !error.get("message").is_some_and(Value::is_string) {
-                error = json!({"code": jsonrpc::INTERNAL_ERROR, "message": format!("proxied server '{backend}' sent an invalid answer")});
+                let why = format!("proxied server '{backend}' sent an invalid answer");
+                return jsonrpc::error(id, jsonrpc::INTERNAL_ERROR, why);
             }
-            json!({"jsonrpc": "2.0", "id": id, "error": error})
+            object(vec![("jsonrpc", Value::from("2.0")), ("id", id), ("error", error)])
         }
         Err(why) => jsonrpc::error(id, jsonrpc::INTERNAL_ERROR, format!("proxied server '{backend}' failed: {why}")),
     }

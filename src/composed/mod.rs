@@ -151,10 +151,10 @@ impl Ref {
     /// A backend's tool descriptor as clients of the virtual server see it.
     fn present(&self, mut tool: Value) -> Value {
         if let Value::Object(t) = &mut tool {
-            t.insert("name".into(), json!(self.name));
+            t.insert("name".into(), Value::from(self.name.as_str()));
             for (key, v) in [("description", &self.description), ("title", &self.title)] {
                 if let Some(v) = v {
-                    t.insert(key.into(), json!(v));
+                    t.insert(key.into(), Value::from(v.as_str()));
                 }
             }
         }
@@ -488,7 +488,7 @@ impl Job {
         mut params: Map<String, Value>,
         listener: crate::notify::Listener,
     ) -> (Job, Next) {
-        params.insert("name".into(), json!(r.tool));
+        params.insert("name".into(), Value::from(r.tool.as_str()));
         let timeout = gw.servers[r.owner].proxy.as_ref().map_or(DEFAULT_TIMEOUT_MS, |b| b.timeout_ms);
         let (link, first) = Link::start(gw, r.owner, v.session(r.owner), "tools/call", Value::Object(params), timeout);
         let (tool, name) = (r.tool.clone(), r.name.clone());
@@ -568,7 +568,10 @@ impl Job {
                             match answer.pointer("/result/nextCursor").and_then(Value::as_str) {
                                 Some(c) if !c.is_empty() && *pages < MAX_PAGES => {
                                     *pages += 1;
-                                    return Next::Send(vec![(index, link.again(gw, json!({"cursor": c})))]);
+                                    return Next::Send(vec![(
+                                        index,
+                                        link.again(gw, crate::json::object(vec![("cursor", Value::from(c))])),
+                                    )]);
                                 }
                                 _ => Ok(std::mem::take(tools)),
                             }

@@ -5,6 +5,7 @@ use crate::jsonrpc::Message;
 use crate::mcp::{self, Handled, Pending};
 use crate::transport::RequestHead;
 use crate::upstream::UpstreamResult;
+use serde_json::json;
 
 const CONFIG: &str = r#"
 servers:
