@@ -268,6 +268,7 @@ mod tests {
         let none = Map::new();
         assert_eq!(a.complete("pa", &none), json!({"values": ["Paris", "park"], "total": 2, "hasMore": false}));
         assert_eq!(a.complete("", &none)["total"], json!(3));
+        assert_eq!(a.complete("pa", &none).to_string(), r#"{"values":["Paris","park"],"total":2,"hasMore":false}"#);
         assert!(a.allowed.is_none() && a.completable());
         let e = arg(json!({"name": "u", "enum": ["a", "b"]})).unwrap();
         assert_eq!(e.allowed.as_deref(), Some(&["a".to_string(), "b".to_string()][..]));

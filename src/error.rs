@@ -152,5 +152,7 @@ mod tests {
             down.reply(serde_json::Value::Null)["error"]["data"],
             serde_json::json!({"cause": "store_unavailable"})
         );
+        let limited = GatewayError::RateLimited { message: "slow down".into(), retry_after_secs: 3 };
+        assert_eq!(limited.data().to_string(), r#"{"cause":"rate_limited","retryAfterSeconds":3}"#);
     }
 }

@@ -282,6 +282,16 @@ mod tests {
         );
         assert_eq!(r["messages"][1]["content"]["type"], json!("image"));
         assert_eq!(r["description"], json!("Review code"));
+        let keys: Vec<&str> = r.as_object().unwrap().keys().map(String::as_str).collect();
+        assert_eq!(keys, ["messages", "description"]);
+        assert_eq!(
+            r["messages"][0].to_string(),
+            r#"{"role":"user","content":{"type":"text","text":"Review this rust for ops"}}"#
+        );
+        assert_eq!(
+            p.listing.to_string(),
+            r#"{"name":"review","description":"Review code","arguments":[{"name":"lang","required":true},{"name":"focus","required":false}]}"#
+        );
         let e = p.get(&t, &c, Some(&json!({"lang": "cobol", "x": "1", "focus": 3})), None).unwrap_err();
         assert_eq!(e.code, crate::jsonrpc::INVALID_PARAMS);
         for part in ["`lang`: must be one of rust, go", "`x`: is not an argument", "`focus`: must be a string"] {

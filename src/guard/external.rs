@@ -210,6 +210,11 @@ mod tests {
             ("guard", "POST", "/v1/check", "guard")
         );
         assert_eq!(r.timeout_ms, 300);
+        assert_eq!(
+            std::str::from_utf8(r.body.as_deref().unwrap()).unwrap(),
+            r#"{"phase":"output","server":"s","tool":"t","consumer":"alice","arguments":{"q":1},"result":{"content":[]}}"#,
+            "the members in their documented order"
+        );
         let body: Value = serde_json::from_slice(r.body.as_deref().unwrap()).unwrap();
         assert_eq!(
             body,

@@ -600,6 +600,38 @@ mod tests {
     const STATELESS: Revision = Revision::V2026_07_28;
 
     #[test]
+    fn results_keep_their_member_order() {
+        let g = Gateway::from_config_str(
+            "servers:\n- name: s\n  instructions: Be brief\n  tools: [{name: t, responseTemplate: {body: x}}]\n",
+        )
+        .unwrap();
+        let s = &g.servers[0];
+        let (caps, info) = (s.capabilities.to_string(), s.info.to_string());
+        assert_eq!(
+            initialize_result(s, LEGACY).to_string(),
+            format!(
+                r#"{{"protocolVersion":"{}","capabilities":{caps},"serverInfo":{info},"instructions":"Be brief"}}"#,
+                LEGACY.as_str()
+            )
+        );
+        let versions = Value::from(Revision::all_names()).to_string();
+        assert_eq!(
+            discover_result(s).to_string(),
+            format!(
+                r#"{{"supportedVersions":{versions},"capabilities":{caps},"_meta":{{"io.modelcontextprotocol/serverInfo":{info}}},"instructions":"Be brief"}}"#
+            )
+        );
+        assert_eq!(
+            complete("tools/list", json!({"tools": []}), STATELESS).to_string(),
+            format!(r#"{{"tools":[],"resultType":"complete","ttlMs":{LIST_TTL_MS},"cacheScope":"private"}}"#)
+        );
+        assert_eq!(
+            resource_not_found("u://x", STATELESS).reply(json!(1)).to_string(),
+            r#"{"jsonrpc":"2.0","id":1,"error":{"code":-32602,"message":"Resource not found: u://x","data":{"uri":"u://x"}}}"#
+        );
+    }
+
+    #[test]
     fn stateless_results_say_their_type_and_cache_life() {
         let g = gw();
         let s = &g.servers[0];
