@@ -151,12 +151,25 @@ impl Argument {
         for w in &self.when {
             let Some(value) = given.get(&w.argument).and_then(Value::as_str) else { continue };
             let Some((_, list)) = w.lists.iter().find(|(v, _)| v == value) else { continue };
-            chosen = Some(match chosen {
-                None => list.iter().collect(),
-                Some(c) => c.into_iter().filter(|v| list.contains(v)).collect(),
-            });
+            // The values every matching condition lists, in the first one's order.
+            let mut next = Vec::new();
+            match chosen {
+                None => next.extend(list),
+                Some(c) => {
+                    for v in c {
+                        if list.contains(v) {
+                            next.push(v);
+                        }
+                    }
+                }
+            }
+            chosen = Some(next);
         }
-        chosen.unwrap_or_else(|| self.values.iter().collect())
+        chosen.unwrap_or_else(|| {
+            let mut all = Vec::with_capacity(self.values.len());
+            all.extend(&self.values);
+            all
+        })
     }
 
     /// For an `enum` argument, the values it accepts given the other arguments' values (`None`: any).

@@ -502,8 +502,12 @@ impl ServerAuth {
                 });
             }
         }
-        let missing: Vec<&str> =
-            self.scopes.iter().filter(|s| !caller.scopes.contains(s)).map(String::as_str).collect();
+        let mut missing: Vec<&str> = Vec::new();
+        for s in &self.scopes {
+            if !caller.scopes.contains(s) {
+                missing.push(s);
+            }
+        }
         if !missing.is_empty() {
             return Err(GatewayError::InsufficientScope {
                 message: format!("Forbidden: this server needs the scope(s) {}", missing.join(" ")),

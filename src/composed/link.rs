@@ -138,19 +138,23 @@ impl Link {
                 if status == 404 {
                     self.session = None;
                 }
-                let messages = messages(&headers, &body);
-                self.notes = messages
-                    .iter()
-                    .filter(|m| {
-                        m.get("id").is_none()
-                            && matches!(
-                                m.get("method").and_then(Value::as_str),
-                                Some("notifications/message" | "notifications/progress")
-                            )
-                    })
-                    .cloned()
-                    .collect();
-                match messages.into_iter().find(|v| v.get("id").and_then(Value::as_str) == Some(REQUEST_ID)) {
+                // The notifications to pass on and the first answer to our request, moved out in one pass.
+                let mut notes = Vec::new();
+                let mut answer = None;
+                for m in messages(&headers, &body) {
+                    let note = m.get("id").is_none()
+                        && matches!(
+                            m.get("method").and_then(Value::as_str),
+                            Some("notifications/message" | "notifications/progress")
+                        );
+                    if note {
+                        notes.push(m);
+                    } else if answer.is_none() && m.get("id").and_then(Value::as_str) == Some(REQUEST_ID) {
+                        answer = Some(m);
+                    }
+                }
+                self.notes = notes;
+                match answer {
                     Some(answer) => LinkStep::Done(Ok(answer)),
                     None if status != 200 => LinkStep::Done(Err(format!("{} answered HTTP {status}", self.method))),
                     None => LinkStep::Done(Err(format!("{} got no JSON-RPC answer", self.method))),
@@ -238,13 +242,19 @@ fn messages(headers: &[(String, String)], body: &[u8]) -> Vec<Value> {
         let mut parser = sse::Parser::default();
         let mut events = parser.feed(body);
         events.push(parser.rest());
-        return events
-            .iter()
-            .filter_map(|e| sse::data(e))
-            .filter_map(|d| serde_json::from_slice::<Value>(d.as_bytes()).ok())
-            .collect();
+        let mut out = Vec::new();
+        for e in &events {
+            if let Some(v) = sse::data(e).and_then(|d| serde_json::from_slice::<Value>(d.as_bytes()).ok()) {
+                out.push(v);
+            }
+        }
+        return out;
     }
-    serde_json::from_slice::<Value>(body).ok().into_iter().collect()
+    let mut out = Vec::new();
+    if let Ok(v) = serde_json::from_slice::<Value>(body) {
+        out.push(v);
+    }
+    out
 }
 
 /// The client's answer from the backend's: its result or error, under the client's id.

@@ -374,7 +374,13 @@ impl Virtual {
                     .and_then(|h| h.tools.as_ref())
                     .is_some_and(|(at, _)| now_ms < at.saturating_add(self.cache_ms))
             };
-            self.backends.iter().copied().filter(|b| !fresh(b)).collect()
+            let mut stale = Vec::new();
+            for b in &self.backends {
+                if !fresh(b) {
+                    stale.push(*b);
+                }
+            }
+            stale
         };
         if stale.is_empty() {
             return (None, Next::Reply(self.render(gw, &request)));
@@ -396,18 +402,22 @@ impl Virtual {
         let server = &gw.servers[r.server];
         let access = crate::gateway::Access { caller: &r.caller, header: r.allowed.as_deref() };
         let kind = crate::admission::policy::Kind::Tool;
-        let visible: Vec<Value> = self
-            .tools()
-            .into_iter()
-            .filter(|t| server.may(&access, kind, t.get("name").and_then(Value::as_str).unwrap_or("")))
-            .collect();
+        let mut visible: Vec<Value> = Vec::new();
+        for t in self.tools() {
+            if server.may(&access, kind, t.get("name").and_then(Value::as_str).unwrap_or("")) {
+                visible.push(t);
+            }
+        }
         match crate::mcp::page(gw, "tools", visible.len(), r.cursor.as_ref()) {
             Ok((range, next)) => {
                 let mut result = serde_json::Map::new();
-                result.insert(
-                    "tools".into(),
-                    Value::Array(visible.into_iter().skip(range.start).take(range.len()).collect()),
-                );
+                let mut page = Vec::with_capacity(range.len());
+                for (i, t) in visible.into_iter().enumerate() {
+                    if range.contains(&i) {
+                        page.push(t);
+                    }
+                }
+                result.insert("tools".into(), Value::Array(page));
                 if let Some(next) = next {
                     result.insert("nextCursor".into(), Value::String(next));
                 }
@@ -526,7 +536,13 @@ impl Job {
             }
             _ => false,
         };
-        std::mem::take(&mut link.notes).into_iter().filter(heard).collect()
+        let mut kept = Vec::new();
+        for m in std::mem::take(&mut link.notes) {
+            if heard(&m) {
+                kept.push(m);
+            }
+        }
+        kept
     }
 
     /// The answer to the request sent under `index`; warnings for the operator go to `warn`.

@@ -192,7 +192,12 @@ pub fn handle_allowed(
         // Cursors page over what this caller may see. Pages are written as text: each listing is serialised
         // once (a tool's when it is first listed), not copied as a tree per page.
         "tools/list" if server.filters(access, Kind::Tool) => {
-            let visible: Vec<&Tool> = server.tools.iter().filter(|t| server.may(access, Kind::Tool, &t.name)).collect();
+            let mut visible: Vec<&Tool> = Vec::new();
+            for t in &server.tools {
+                if server.may(access, Kind::Tool, &t.name) {
+                    visible.push(t);
+                }
+            }
             list(gw, &id, "tools", revision, visible.len(), p.get("cursor"), &|i, out| {
                 out.push_str(visible[i].listing_json())
             })
@@ -201,21 +206,34 @@ pub fn handle_allowed(
             out.push_str(server.tools[i].listing_json())
         }),
         "prompts/list" => {
-            let visible: Vec<_> = server.prompts.iter().filter(|p| server.may(access, Kind::Prompt, &p.name)).collect();
+            let mut visible = Vec::new();
+            for p in &server.prompts {
+                if server.may(access, Kind::Prompt, &p.name) {
+                    visible.push(p);
+                }
+            }
             list(gw, &id, "prompts", revision, visible.len(), p.get("cursor"), &|i, out| {
                 write_json(out, &visible[i].listing)
             })
         }
         "resources/list" => {
-            let visible: Vec<_> =
-                server.resources.iter().filter(|r| server.may(access, Kind::Resource, &r.uri)).collect();
+            let mut visible = Vec::new();
+            for r in &server.resources {
+                if server.may(access, Kind::Resource, &r.uri) {
+                    visible.push(r);
+                }
+            }
             list(gw, &id, "resources", revision, visible.len(), p.get("cursor"), &|i, out| {
                 write_json(out, &visible[i].listing)
             })
         }
         "resources/templates/list" => {
-            let visible: Vec<_> =
-                server.resource_templates.iter().filter(|r| server.may(access, Kind::Resource, &r.uri)).collect();
+            let mut visible = Vec::new();
+            for r in &server.resource_templates {
+                if server.may(access, Kind::Resource, &r.uri) {
+                    visible.push(r);
+                }
+            }
             list(gw, &id, "resourceTemplates", revision, visible.len(), p.get("cursor"), &|i, out| {
                 write_json(out, &visible[i].listing)
             })

@@ -148,7 +148,12 @@ impl Reinit {
         let drop = |k: &str| {
             k == SESSION || k == "content-length" || k == "x-envoy-upstream-rq-timeout-ms" || k == "last-event-id"
         };
-        let mut head: Vec<(String, String)> = self.head.iter().filter(|(k, _)| !drop(k)).cloned().collect();
+        let mut head: Vec<(String, String)> = Vec::with_capacity(self.head.len());
+        for (k, v) in &self.head {
+            if !drop(k) {
+                head.push((k.clone(), v.clone()));
+            }
+        }
         for (k, v) in head.iter_mut() {
             match k.as_str() {
                 ":method" => *v = "POST".into(),
