@@ -8,7 +8,7 @@
 //! lists, already in memory; nothing is fetched.
 
 use crate::fields::{FieldError, Fields};
-use serde_json::{json, Map, Value};
+use serde_json::{Map, Value};
 
 /// At most this many values go into one completion result (MCP's limit).
 pub const MAX_VALUES: usize = 100;
@@ -151,12 +151,25 @@ impl Argument {
         for w in &self.when {
             let Some(value) = given.get(&w.argument).and_then(Value::as_str) else { continue };
             let Some((_, list)) = w.lists.iter().find(|(v, _)| v == value) else { continue };
-            chosen = Some(match chosen {
-                None => list.iter().collect(),
-                Some(c) => c.into_iter().filter(|v| list.contains(v)).collect(),
-            });
+            // The values every matching condition lists, in the first one's order.
+            let mut next = Vec::new();
+            match chosen {
+                None => next.extend(list),
+                Some(c) => {
+                    for v in c {
+                        if list.contains(v) {
+                            next.push(v);
+                        }
+                    }
+                }
+            }
+            chosen = Some(next);
         }
-        chosen.unwrap_or_else(|| self.values.iter().collect())
+        chosen.unwrap_or_else(|| {
+            let mut all = Vec::with_capacity(self.values.len());
+            all.extend(&self.values);
+            all
+        })
     }
 
     /// For an `enum` argument, the values it accepts given the other arguments' values (`None`: any).
@@ -169,11 +182,21 @@ impl Argument {
     /// [`MAX_VALUES`].
     pub fn complete(&self, prefix: &str, given: &Map<String, Value>) -> Value {
         let prefix = prefix.to_lowercase();
-        let matching: Vec<&String> =
-            self.candidates(given).into_iter().filter(|v| v.to_lowercase().starts_with(&prefix)).collect();
-        let total = matching.len();
-        let values: Vec<&String> = matching.into_iter().take(MAX_VALUES).collect();
-        json!({"values": values, "total": total, "hasMore": total > MAX_VALUES})
+        let mut values = Vec::new();
+        let mut total = 0usize;
+        for v in self.candidates(given) {
+            if v.to_lowercase().starts_with(&prefix) {
+                total += 1;
+                if values.len() < MAX_VALUES {
+                    values.push(Value::from(v.as_str()));
+                }
+            }
+        }
+        crate::json::object(vec![
+            ("values", Value::Array(values)),
+            ("total", Value::from(total)),
+            ("hasMore", Value::Bool(total > MAX_VALUES)),
+        ])
     }
 }
 
@@ -246,6 +269,7 @@ pub fn find<'a>(args: &'a [Argument], name: &str, owner: &str) -> Result<&'a Arg
 #[cfg(test)]
 mod tests {
     use super::*;
+    use serde_json::json;
 
     fn arg(json: Value) -> Result<Argument, (String, String)> {
         Argument::compile(&ArgumentConfig::read(&json, "arguments[0]").unwrap(), "arguments[0]")
@@ -257,6 +281,7 @@ mod tests {
         let none = Map::new();
         assert_eq!(a.complete("pa", &none), json!({"values": ["Paris", "park"], "total": 2, "hasMore": false}));
         assert_eq!(a.complete("", &none)["total"], json!(3));
+        assert_eq!(a.complete("pa", &none).to_string(), r#"{"values":["Paris","park"],"total":2,"hasMore":false}"#);
         assert!(a.allowed.is_none() && a.completable());
         let e = arg(json!({"name": "u", "enum": ["a", "b"]})).unwrap();
         assert_eq!(e.allowed.as_deref(), Some(&["a".to_string(), "b".to_string()][..]));

@@ -121,10 +121,11 @@ impl GatewayError {
     /// call answered inside a 200, a batch).
     pub fn data(&self) -> serde_json::Value {
         match self {
-            GatewayError::RateLimited { retry_after_secs, .. } => {
-                serde_json::json!({"cause": self.cause(), "retryAfterSeconds": retry_after_secs})
-            }
-            _ => serde_json::json!({"cause": self.cause()}),
+            GatewayError::RateLimited { retry_after_secs, .. } => crate::json::object(vec![
+                ("cause", self.cause().into()),
+                ("retryAfterSeconds", serde_json::Value::from(*retry_after_secs)),
+            ]),
+            _ => crate::json::object(vec![("cause", self.cause().into())]),
         }
     }
 }
@@ -151,5 +152,7 @@ mod tests {
             down.reply(serde_json::Value::Null)["error"]["data"],
             serde_json::json!({"cause": "store_unavailable"})
         );
+        let limited = GatewayError::RateLimited { message: "slow down".into(), retry_after_secs: 3 };
+        assert_eq!(limited.data().to_string(), r#"{"cause":"rate_limited","retryAfterSeconds":3}"#);
     }
 }

@@ -26,6 +26,7 @@
 //! it: there, a retry must reach the Envoy that asked.
 
 use crate::fields::{FieldError, Fields};
+use crate::json::object;
 use crate::jsonrpc::{self, RpcError};
 use crate::mcp::{ClientCaps, Revision};
 use crate::schema::Validator;
@@ -35,7 +36,7 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
 use hmac::{Hmac, Mac};
 use minijinja::value::Value as MjValue;
-use serde_json::{json, Map, Value};
+use serde_json::{Map, Value};
 use sha2::Sha256;
 
 type HmacSha256 = Hmac<Sha256>;
@@ -379,7 +380,12 @@ impl Ctx {
 
     fn sign(&self, round: usize, answers: &Map<String, Value>, call: &Call) -> Option<String> {
         let key = self.keys.first()?;
-        let payload = json!({"r": round, "e": self.now_ms.saturating_add(STATE_TTL_MS), "a": answers}).to_string();
+        let payload = object(vec![
+            ("r", Value::from(round)),
+            ("e", Value::from(self.now_ms.saturating_add(STATE_TTL_MS))),
+            ("a", Value::Object(answers.clone())),
+        ])
+        .to_string();
         let tag = Self::tag(key, payload.as_bytes(), call).finalize().into_bytes();
         let mut bytes = Vec::with_capacity(1 + 4 + TAG + payload.len());
         bytes.push(FORMAT);
@@ -569,7 +575,7 @@ pub fn resolve(
                             if req.method == Method::Elicit { " (form mode)" } else { "" },
                         ),
                     )
-                    .with_data(json!({"requiredCapabilities": {req.method.capability(): {}}}))));
+                    .with_data(required(req.method))));
                 }
                 if !stateless {
                     return Next::Reply(Err(RpcError::new(
@@ -588,7 +594,7 @@ pub fn resolve(
                     crate::transport::stateless::MISSING_CLIENT_CAPABILITY,
                     format!("{} asks for input the request's client capabilities cannot answer", call.name),
                 )
-                .with_data(json!({"requiredCapabilities": {req.method.capability(): {}}}))));
+                .with_data(required(req.method))));
             }
             asked.push(req);
         }
@@ -623,7 +629,10 @@ pub fn resolve(
         for req in &asked {
             match render(req, templates, config, &args, &answers) {
                 Ok(params) => {
-                    requests.insert(req.key.clone(), json!({"method": req.method.name(), "params": params}));
+                    requests.insert(
+                        req.key.clone(),
+                        object(vec![("method", Value::from(req.method.name())), ("params", params)]),
+                    );
                 }
                 Err(e) => {
                     return Next::Reply(Err(RpcError::new(
@@ -639,14 +648,19 @@ pub fn resolve(
                 "no key to sign requestState with (the host gave no shared data or randomness)",
             )));
         };
-        return Next::Reply(Ok(json!({
-            "resultType": "input_required",
-            "inputRequests": requests,
-            "requestState": state,
-        })));
+        return Next::Reply(Ok(object(vec![
+            ("resultType", Value::from("input_required")),
+            ("inputRequests", Value::Object(requests)),
+            ("requestState", Value::from(state)),
+        ])));
     }
     let arguments = filled.then(|| Value::Object(args));
     Next::Run { arguments, input: Value::Object(answers) }
+}
+
+/// The error data naming the client capability an input request needs.
+fn required(method: Method) -> Value {
+    object(vec![("requiredCapabilities", object(vec![(method.capability(), Value::Object(Map::new()))]))])
 }
 
 /// Fills the arguments an accepted elicitation was asked for; whether it filled any.

@@ -11,7 +11,7 @@ use crate::icon::{self, Icon};
 use crate::jsonrpc::RpcError;
 use crate::template::Templates;
 use minijinja::{context, value::Value as MjValue};
-use serde_json::{json, Map, Value};
+use serde_json::{Map, Value};
 
 /// One prompt as the config writes it.
 #[derive(Debug, Clone, Default)]
@@ -139,25 +139,25 @@ impl Prompt {
         }
         // A text message compiled as a block reports `messages[0].text` for its template: the field it came from.
         let mut listing = Map::new();
-        listing.insert("name".into(), json!(cfg.name));
+        listing.insert("name".into(), Value::from(cfg.name.as_str()));
         if let Some(t) = &cfg.title {
-            listing.insert("title".into(), json!(t));
+            listing.insert("title".into(), Value::from(t.as_str()));
         }
         if let Some(d) = &cfg.description {
-            listing.insert("description".into(), json!(d));
+            listing.insert("description".into(), Value::from(d.as_str()));
         }
         if !cfg.arguments.is_empty() {
             let mut args = Vec::with_capacity(cfg.arguments.len());
             for a in &cfg.arguments {
                 let mut o = Map::new();
-                o.insert("name".into(), json!(a.name));
+                o.insert("name".into(), Value::from(a.name.as_str()));
                 if let Some(t) = &a.title {
-                    o.insert("title".into(), json!(t));
+                    o.insert("title".into(), Value::from(t.as_str()));
                 }
                 if let Some(d) = &a.description {
-                    o.insert("description".into(), json!(d));
+                    o.insert("description".into(), Value::from(d.as_str()));
                 }
-                o.insert("required".into(), json!(a.required));
+                o.insert("required".into(), Value::Bool(a.required));
                 args.push(Value::Object(o));
             }
             listing.insert("arguments".into(), Value::Array(args));
@@ -243,19 +243,20 @@ impl Prompt {
             let content = block.render(templates, &ctx).map_err(|e| {
                 RpcError::new(crate::jsonrpc::INTERNAL_ERROR, format!("prompt {} message {i}: {e}", self.name))
             })?;
-            messages.push(json!({"role": role.name(), "content": content}));
+            messages.push(crate::json::object(vec![("role", Value::from(role.name())), ("content", content)]));
         }
-        let mut result = json!({ "messages": messages });
+        let mut result = vec![("messages", Value::Array(messages))];
         if let Some(d) = &self.description {
-            result["description"] = json!(d);
+            result.push(("description", Value::from(d.as_str())));
         }
-        Ok(result)
+        Ok(crate::json::object(result))
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use serde_json::json;
 
     fn prompt(yaml: &str) -> Result<(Prompt, Templates, MjValue), (String, String)> {
         let cfg = PromptConfig::read(&crate::config::parse_document(yaml).unwrap())?;
@@ -281,6 +282,16 @@ mod tests {
         );
         assert_eq!(r["messages"][1]["content"]["type"], json!("image"));
         assert_eq!(r["description"], json!("Review code"));
+        let keys: Vec<&str> = r.as_object().unwrap().keys().map(String::as_str).collect();
+        assert_eq!(keys, ["messages", "description"]);
+        assert_eq!(
+            r["messages"][0].to_string(),
+            r#"{"role":"user","content":{"type":"text","text":"Review this rust for ops"}}"#
+        );
+        assert_eq!(
+            p.listing.to_string(),
+            r#"{"name":"review","description":"Review code","arguments":[{"name":"lang","required":true},{"name":"focus","required":false}]}"#
+        );
         let e = p.get(&t, &c, Some(&json!({"lang": "cobol", "x": "1", "focus": 3})), None).unwrap_err();
         assert_eq!(e.code, crate::jsonrpc::INVALID_PARAMS);
         for part in ["`lang`: must be one of rust, go", "`x`: is not an argument", "`focus`: must be a string"] {

@@ -249,11 +249,11 @@ impl<'a> Data<'a> {
     fn go(&self, role: Role) -> Result<&str, gotemplate::GoError> {
         let request = || {
             let config = serde_json::to_value(self.config).unwrap_or_default();
-            match current_input() {
-                Some(input) => serde_json::json!({"config": config, "args": self.args, "input": input}),
-                None => serde_json::json!({"config": config, "args": self.args}),
+            let mut data = vec![("config", config), ("args", self.args.clone())];
+            if let Some(input) = current_input() {
+                data.push(("input", input));
             }
-            .to_string()
+            crate::json::object(data).to_string()
         };
         match (&self.answer, role) {
             (None, _) | (Some(_), Role::Request) => Ok(self.go_request.get_or_init(request)),

@@ -25,7 +25,7 @@
 
 use percent_encoding::percent_decode_str;
 use regex_lite::Regex;
-use serde_json::{json, Map, Value};
+use serde_json::{Map, Value};
 
 /// What an expression's operator makes of its variables.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -250,11 +250,11 @@ impl UriTemplate {
         let mut out = Map::new();
         for (i, name) in self.captured.iter().enumerate() {
             let raw = caps.get(i + 1).map_or("", |m| m.as_str());
-            out.insert(name.clone(), json!(decode(raw)?));
+            out.insert(name.clone(), Value::from(decode(raw)?));
         }
         if !self.query.is_empty() {
             for name in &self.query {
-                out.insert(name.clone(), json!(""));
+                out.insert(name.clone(), Value::from(""));
             }
             let mut seen: Vec<&str> = Vec::new();
             for pair in query.split('&').filter(|p| !p.is_empty()) {
@@ -264,7 +264,7 @@ impl UriTemplate {
                     return None;
                 }
                 seen.push(key);
-                out.insert(name.clone(), json!(decode(raw)?));
+                out.insert(name.clone(), Value::from(decode(raw)?));
             }
         }
         Some(out)
@@ -346,6 +346,7 @@ fn decode(raw: &str) -> Option<String> {
 mod tests {
     use super::*;
     use proptest::prelude::*;
+    use serde_json::json;
 
     fn vars(t: &str, uri: &str) -> Option<Value> {
         UriTemplate::parse(t).unwrap().matches(uri).map(Value::Object)

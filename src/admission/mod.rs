@@ -18,7 +18,7 @@ mod read;
 use crate::caller::Caller;
 use crate::error::GatewayError;
 use crate::transport::RequestHead;
-use serde_json::{json, Map, Value};
+use serde_json::{Map, Value};
 use std::collections::HashMap;
 use std::fmt;
 
@@ -451,16 +451,16 @@ impl ServerAuth {
     /// The RFC 9728 metadata document, when the server is an OAuth resource server.
     pub fn metadata(&self, place: &Place, server: &str) -> Option<Value> {
         let o = self.oauth.as_ref()?;
-        let mut doc = json!({
-            "resource": self.resource(place),
-            "authorization_servers": o.authorization_servers,
-            "bearer_methods_supported": ["header"],
-            "resource_name": server,
-        });
+        let mut doc = vec![
+            ("resource", Value::from(self.resource(place))),
+            ("authorization_servers", Value::from(o.authorization_servers.as_slice())),
+            ("bearer_methods_supported", Value::Array(vec![Value::from("header")])),
+            ("resource_name", Value::from(server)),
+        ];
         if !o.scopes_supported.is_empty() {
-            doc["scopes_supported"] = json!(o.scopes_supported);
+            doc.push(("scopes_supported", Value::from(o.scopes_supported.as_slice())));
         }
-        Some(doc)
+        Some(crate::json::object(doc))
     }
 
     /// The `WWW-Authenticate` challenge of a 401 (`error`: RFC 6750's error code, if any).
@@ -502,8 +502,12 @@ impl ServerAuth {
                 });
             }
         }
-        let missing: Vec<&str> =
-            self.scopes.iter().filter(|s| !caller.scopes.contains(s)).map(String::as_str).collect();
+        let mut missing: Vec<&str> = Vec::new();
+        for s in &self.scopes {
+            if !caller.scopes.contains(s) {
+                missing.push(s);
+            }
+        }
         if !missing.is_empty() {
             return Err(GatewayError::InsufficientScope {
                 message: format!("Forbidden: this server needs the scope(s) {}", missing.join(" ")),

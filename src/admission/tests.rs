@@ -104,6 +104,10 @@ fn oauth_servers_challenge_check_audience_and_scopes() {
     let doc = auth.metadata(&p, "s").unwrap();
     assert_eq!(doc["resource"], resource);
     assert_eq!(doc["authorization_servers"], json!(["https://as.test"]));
+    // The document's members in the order RFC 9728's examples (and this module before) give them.
+    let keys: Vec<&str> = doc.as_object().unwrap().keys().map(String::as_str).collect();
+    assert_eq!(&keys[..4], ["resource", "authorization_servers", "bearer_methods_supported", "resource_name"]);
+    assert_eq!(doc["bearer_methods_supported"].to_string(), r#"["header"]"#);
     // A hostile authority never reaches the challenge.
     let evil = head("/", &[(":authority", "x\", evil=\"1")], None);
     let e = auth.admit(&Caller::anonymous(), &Place::of(&evil, "/m/s".into())).unwrap_err();

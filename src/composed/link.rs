@@ -12,10 +12,11 @@
 //! ```
 
 use crate::gateway::Gateway;
+use crate::json::object;
 use crate::jsonrpc;
 use crate::proxy::sse;
 use crate::upstream::{Dispatch, UpstreamRequest, UpstreamResult};
-use serde_json::{json, Value};
+use serde_json::Value;
 
 /// The id of the gateway's own `initialize`, and of the request it sends.
 const INIT_ID: &str = "mcp-gateway-initialize";
@@ -137,19 +138,23 @@ impl Link {
                 if status == 404 {
                     self.session = None;
                 }
-                let messages = messages(&headers, &body);
-                self.notes = messages
-                    .iter()
-                    .filter(|m| {
-                        m.get("id").is_none()
-                            && matches!(
-                                m.get("method").and_then(Value::as_str),
-                                Some("notifications/message" | "notifications/progress")
-                            )
-                    })
-                    .cloned()
-                    .collect();
-                match messages.into_iter().find(|v| v.get("id").and_then(Value::as_str) == Some(REQUEST_ID)) {
+                // The notifications to pass on and the first answer to our request, moved out in one pass.
+                let mut notes = Vec::new();
+                let mut answer = None;
+                for m in messages(&headers, &body) {
+                    let note = m.get("id").is_none()
+                        && matches!(
+                            m.get("method").and_then(Value::as_str),
+                            Some("notifications/message" | "notifications/progress")
+                        );
+                    if note {
+                        notes.push(m);
+                    } else if answer.is_none() && m.get("id").and_then(Value::as_str) == Some(REQUEST_ID) {
+                        answer = Some(m);
+                    }
+                }
+                self.notes = notes;
+                match answer {
                     Some(answer) => LinkStep::Done(Ok(answer)),
                     None if status != 200 => LinkStep::Done(Err(format!("{} answered HTTP {status}", self.method))),
                     None => LinkStep::Done(Err(format!("{} got no JSON-RPC answer", self.method))),
@@ -161,15 +166,34 @@ impl Link {
     /// The HTTP request of the current phase.
     fn request(&self, gw: &Gateway) -> UpstreamRequest {
         let body = match self.phase {
-            Phase::Initializing => json!({"jsonrpc": "2.0", "id": INIT_ID, "method": "initialize", "params": {
-                "protocolVersion": crate::mcp::Revision::LATEST_LEGACY.as_str(),
-                "capabilities": {},
-                "clientInfo": {"name": "mcp-gateway", "version": env!("CARGO_PKG_VERSION")},
-            }}),
-            Phase::Notifying => json!({"jsonrpc": "2.0", "method": "notifications/initialized"}),
-            Phase::Requesting => {
-                json!({"jsonrpc": "2.0", "id": REQUEST_ID, "method": self.method, "params": self.params})
+            Phase::Initializing => object(vec![
+                ("jsonrpc", Value::from("2.0")),
+                ("id", Value::from(INIT_ID)),
+                ("method", Value::from("initialize")),
+                (
+                    "params",
+                    object(vec![
+                        ("protocolVersion", Value::from(crate::mcp::Revision::LATEST_LEGACY.as_str())),
+                        ("capabilities", object(vec![])),
+                        (
+                            "clientInfo",
+                            object(vec![
+                                ("name", Value::from("mcp-gateway")),
+                                ("version", Value::from(env!("CARGO_PKG_VERSION"))),
+                            ]),
+                        ),
+                    ]),
+                ),
+            ]),
+            Phase::Notifying => {
+                object(vec![("jsonrpc", Value::from("2.0")), ("method", Value::from("notifications/initialized"))])
             }
+            Phase::Requesting => object(vec![
+                ("jsonrpc", Value::from("2.0")),
+                ("id", Value::from(REQUEST_ID)),
+                ("method", Value::from(self.method.as_str())),
+                ("params", self.params.clone()),
+            ]),
         };
         let server = &gw.servers[self.backend];
         let backend = server.proxy.as_ref();
@@ -218,13 +242,19 @@ fn messages(headers: &[(String, String)], body: &[u8]) -> Vec<Value> {
         let mut parser = sse::Parser::default();
         let mut events = parser.feed(body);
         events.push(parser.rest());
-        return events
-            .iter()
-            .filter_map(|e| sse::data(e))
-            .filter_map(|d| serde_json::from_slice::<Value>(d.as_bytes()).ok())
-            .collect();
+        let mut out = Vec::new();
+        for e in &events {
+            if let Some(v) = sse::data(e).and_then(|d| serde_json::from_slice::<Value>(d.as_bytes()).ok()) {
+                out.push(v);
+            }
+        }
+        return out;
     }
-    serde_json::from_slice::<Value>(body).ok().into_iter().collect()
+    let mut out = Vec::new();
+    if let Ok(v) = serde_json::from_slice::<Value>(body) {
+        out.push(v);
+    }
+    out
 }
 
 /// The client's answer from the backend's: its result or error, under the client's id.
@@ -234,11 +264,12 @@ pub fn reply(id: Value, answer: Result<Value, String>, backend: &str) -> Value {
             if let Some(result) = a.get_mut("result").map(Value::take) {
                 return jsonrpc::result(id, result);
             }
-            let mut error = a.get_mut("error").map(Value::take).unwrap_or_else(|| json!({}));
+            let error = a.get_mut("error").map(Value::take).unwrap_or_default();
             if !error.get("code").is_some_and(Value::is_i64) || !error.get("message").is_some_and(Value::is_string) {
-                error = json!({"code": jsonrpc::INTERNAL_ERROR, "message": format!("proxied server '{backend}' sent an invalid answer")});
+                let why = format!("proxied server '{backend}' sent an invalid answer");
+                return jsonrpc::error(id, jsonrpc::INTERNAL_ERROR, why);
             }
-            json!({"jsonrpc": "2.0", "id": id, "error": error})
+            object(vec![("jsonrpc", Value::from("2.0")), ("id", id), ("error", error)])
         }
         Err(why) => jsonrpc::error(id, jsonrpc::INTERNAL_ERROR, format!("proxied server '{backend}' failed: {why}")),
     }

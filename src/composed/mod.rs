@@ -151,10 +151,10 @@ impl Ref {
     /// A backend's tool descriptor as clients of the virtual server see it.
     fn present(&self, mut tool: Value) -> Value {
         if let Value::Object(t) = &mut tool {
-            t.insert("name".into(), json!(self.name));
+            t.insert("name".into(), Value::from(self.name.as_str()));
             for (key, v) in [("description", &self.description), ("title", &self.title)] {
                 if let Some(v) = v {
-                    t.insert(key.into(), json!(v));
+                    t.insert(key.into(), Value::from(v.as_str()));
                 }
             }
         }
@@ -374,7 +374,13 @@ impl Virtual {
                     .and_then(|h| h.tools.as_ref())
                     .is_some_and(|(at, _)| now_ms < at.saturating_add(self.cache_ms))
             };
-            self.backends.iter().copied().filter(|b| !fresh(b)).collect()
+            let mut stale = Vec::new();
+            for b in &self.backends {
+                if !fresh(b) {
+                    stale.push(*b);
+                }
+            }
+            stale
         };
         if stale.is_empty() {
             return (None, Next::Reply(self.render(gw, &request)));
@@ -396,18 +402,22 @@ impl Virtual {
         let server = &gw.servers[r.server];
         let access = crate::gateway::Access { caller: &r.caller, header: r.allowed.as_deref() };
         let kind = crate::admission::policy::Kind::Tool;
-        let visible: Vec<Value> = self
-            .tools()
-            .into_iter()
-            .filter(|t| server.may(&access, kind, t.get("name").and_then(Value::as_str).unwrap_or("")))
-            .collect();
+        let mut visible: Vec<Value> = Vec::new();
+        for t in self.tools() {
+            if server.may(&access, kind, t.get("name").and_then(Value::as_str).unwrap_or("")) {
+                visible.push(t);
+            }
+        }
         match crate::mcp::page(gw, "tools", visible.len(), r.cursor.as_ref()) {
             Ok((range, next)) => {
                 let mut result = serde_json::Map::new();
-                result.insert(
-                    "tools".into(),
-                    Value::Array(visible.into_iter().skip(range.start).take(range.len()).collect()),
-                );
+                let mut page = Vec::with_capacity(range.len());
+                for (i, t) in visible.into_iter().enumerate() {
+                    if range.contains(&i) {
+                        page.push(t);
+                    }
+                }
+                result.insert("tools".into(), Value::Array(page));
                 if let Some(next) = next {
                     result.insert("nextCursor".into(), Value::String(next));
                 }
@@ -488,7 +498,7 @@ impl Job {
         mut params: Map<String, Value>,
         listener: crate::notify::Listener,
     ) -> (Job, Next) {
-        params.insert("name".into(), json!(r.tool));
+        params.insert("name".into(), Value::from(r.tool.as_str()));
         let timeout = gw.servers[r.owner].proxy.as_ref().map_or(DEFAULT_TIMEOUT_MS, |b| b.timeout_ms);
         let (link, first) = Link::start(gw, r.owner, v.session(r.owner), "tools/call", Value::Object(params), timeout);
         let (tool, name) = (r.tool.clone(), r.name.clone());
@@ -526,7 +536,13 @@ impl Job {
             }
             _ => false,
         };
-        std::mem::take(&mut link.notes).into_iter().filter(heard).collect()
+        let mut kept = Vec::new();
+        for m in std::mem::take(&mut link.notes) {
+            if heard(&m) {
+                kept.push(m);
+            }
+        }
+        kept
     }
 
     /// The answer to the request sent under `index`; warnings for the operator go to `warn`.
@@ -568,7 +584,10 @@ impl Job {
                             match answer.pointer("/result/nextCursor").and_then(Value::as_str) {
                                 Some(c) if !c.is_empty() && *pages < MAX_PAGES => {
                                     *pages += 1;
-                                    return Next::Send(vec![(index, link.again(gw, json!({"cursor": c})))]);
+                                    return Next::Send(vec![(
+                                        index,
+                                        link.again(gw, crate::json::object(vec![("cursor", Value::from(c))])),
+                                    )]);
                                 }
                                 _ => Ok(std::mem::take(tools)),
                             }

@@ -47,6 +47,27 @@ impl Backends {
     fn answer(&self, r: &UpstreamRequest) -> UpstreamResult {
         let body: Value = serde_json::from_slice(r.body.as_deref().unwrap_or_default()).unwrap();
         let method = body["method"].as_str().unwrap_or("").to_string();
+        // The link's messages, member for member in the order they always had.
+        let text = std::str::from_utf8(r.body.as_deref().unwrap_or_default()).unwrap();
+        match method.as_str() {
+            "initialize" => assert_eq!(
+                text,
+                format!(
+                    r#"{{"jsonrpc":"2.0","id":"mcp-gateway-initialize","method":"initialize","params":{{"protocolVersion":"{}","capabilities":{{}},"clientInfo":{{"name":"mcp-gateway","version":"{}"}}}}}}"#,
+                    crate::mcp::Revision::LATEST_LEGACY.as_str(),
+                    env!("CARGO_PKG_VERSION")
+                )
+            ),
+            "notifications/initialized" => {
+                assert_eq!(text, r#"{"jsonrpc":"2.0","method":"notifications/initialized"}"#)
+            }
+            m => assert!(
+                text.starts_with(&format!(
+                    r#"{{"jsonrpc":"2.0","id":"mcp-gateway-request","method":"{m}","params":{{"#
+                )),
+                "{text}"
+            ),
+        }
         self.seen.borrow_mut().push((r.cluster.clone(), method.clone()));
         if self.down.borrow().contains(&r.cluster.as_str()) {
             return UpstreamResult::Failed("connection refused".into());
@@ -656,4 +677,18 @@ fn a_tool_set_takes_tools_under_higress_names() {
     ))
     .unwrap_err();
     assert_eq!(e.field, "toolSet.serverTools[0].tools[0].tool");
+}
+
+#[test]
+fn a_backends_answer_reaches_the_client_under_its_id_member_for_member() {
+    let reply = |answer| super::link::reply(json!(7), answer, "b").to_string();
+    assert_eq!(
+        reply(Ok(json!({"jsonrpc": "2.0", "id": "x", "error": {"code": -1, "message": "m", "data": 2}}))),
+        r#"{"jsonrpc":"2.0","id":7,"error":{"code":-1,"message":"m","data":2}}"#
+    );
+    let invalid =
+        r#"{"jsonrpc":"2.0","id":7,"error":{"code":-32603,"message":"proxied server 'b' sent an invalid answer"}}"#;
+    assert_eq!(reply(Ok(json!({"jsonrpc": "2.0", "id": "x"}))), invalid);
+    assert_eq!(reply(Ok(json!({"error": {"code": "1", "message": "m"}}))), invalid);
+    assert_eq!(reply(Ok(json!({"result": {"a": 1}}))), r#"{"jsonrpc":"2.0","id":7,"result":{"a":1}}"#);
 }

@@ -10,7 +10,7 @@
 use crate::error::GatewayError;
 use crate::fields::{FieldError, Fields};
 use crate::upstream::{Dispatch, UpstreamRequest, UpstreamResult};
-use serde_json::{json, Value};
+use serde_json::Value;
 
 /// `guardrails.external` as written.
 #[derive(Debug, Clone)]
@@ -125,16 +125,17 @@ impl External {
         arguments: &Value,
         result: Option<&Value>,
     ) -> UpstreamRequest {
-        let mut body = json!({
-            "phase": phase.name(),
-            "server": who.server,
-            "tool": who.tool,
-            "consumer": who.consumer,
-            "arguments": arguments,
-        });
+        let mut body = vec![
+            ("phase", Value::from(phase.name())),
+            ("server", Value::from(who.server)),
+            ("tool", Value::from(who.tool)),
+            ("consumer", Value::from(who.consumer)),
+            ("arguments", arguments.clone()),
+        ];
         if let Some(r) = result {
-            body["result"] = r.clone();
+            body.push(("result", r.clone()));
         }
+        let body = crate::json::object(body);
         UpstreamRequest {
             dispatch: Dispatch::Call,
             cluster: self.cluster.clone(),
@@ -186,6 +187,7 @@ impl External {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use serde_json::json;
 
     fn external(extra: Value) -> External {
         let mut cfg = json!({"cluster": "guard", "timeoutMs": 300});
@@ -208,6 +210,11 @@ mod tests {
             ("guard", "POST", "/v1/check", "guard")
         );
         assert_eq!(r.timeout_ms, 300);
+        assert_eq!(
+            std::str::from_utf8(r.body.as_deref().unwrap()).unwrap(),
+            r#"{"phase":"output","server":"s","tool":"t","consumer":"alice","arguments":{"q":1},"result":{"content":[]}}"#,
+            "the members in their documented order"
+        );
         let body: Value = serde_json::from_slice(r.body.as_deref().unwrap()).unwrap();
         assert_eq!(
             body,

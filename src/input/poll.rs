@@ -16,11 +16,12 @@
 //! altering them in `E` fails the retry). Answers are kept per session and expire with the state.
 
 use super::STATE_TTL_MS;
+use crate::json::object;
 use crate::session::local::{Edit, ANSWERS};
 use crate::session::Env;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
-use serde_json::{json, Map, Value};
+use serde_json::{Map, Value};
 use sha2::{Digest, Sha256};
 
 /// The JSON-RPC ids of the gateway's own requests to clients start so.
@@ -42,7 +43,14 @@ pub struct Resume {
 impl Resume {
     /// The SSE event id (`Last-Event-ID` on the poll).
     pub fn encode(&self) -> String {
-        let v = json!({"i": self.id, "m": self.method, "n": self.name, "g": self.arguments, "k": self.keys, "s": self.state});
+        let v = object(vec![
+            ("i", self.id.clone()),
+            ("m", Value::from(self.method.as_str())),
+            ("n", Value::from(self.name.as_str())),
+            ("g", self.arguments.clone()),
+            ("k", Value::from(self.keys.clone())),
+            ("s", Value::from(self.state.as_str())),
+        ]);
         URL_SAFE_NO_PAD.encode(v.to_string())
     }
 
@@ -78,14 +86,18 @@ impl Resume {
         }
         // A resource is named by its URI, whose variables are its arguments.
         let params = if self.method == "resources/read" {
-            json!({"uri": self.name, "inputResponses": responses, "requestState": self.state})
+            object(vec![
+                ("uri", Value::from(self.name.as_str())),
+                ("inputResponses", Value::Object(responses)),
+                ("requestState", Value::from(self.state.as_str())),
+            ])
         } else {
-            json!({
-                "name": self.name,
-                "arguments": self.arguments,
-                "inputResponses": responses,
-                "requestState": self.state,
-            })
+            object(vec![
+                ("name", Value::from(self.name.as_str())),
+                ("arguments", self.arguments.clone()),
+                ("inputResponses", Value::Object(responses)),
+                ("requestState", Value::from(self.state.as_str())),
+            ])
         };
         Some(crate::jsonrpc::Message::Request {
             id: self.id.clone(),
@@ -162,8 +174,8 @@ pub fn response_to_us(body: &Value) -> Option<(String, String)> {
         return None;
     }
     let kept = match (obj.get("result"), obj.get("error")) {
-        (Some(r), _) => json!({ "result": r }),
-        (None, Some(e)) => json!({ "error": e }),
+        (Some(r), _) => object(vec![("result", r.clone())]),
+        (None, Some(e)) => object(vec![("error", e.clone())]),
         _ => return None,
     };
     Some((id.to_string(), kept.to_string()))
@@ -199,8 +211,12 @@ pub fn ask(result: &Value, id: &Value, method: &str, name: &str, arguments: &Val
     let e = resume.encode();
     let mut body = priming(&e);
     for (key, req) in requests {
-        let msg =
-            json!({"jsonrpc": "2.0", "id": resume.request_id(key), "method": req["method"], "params": req["params"]});
+        let msg = object(vec![
+            ("jsonrpc", Value::from("2.0")),
+            ("id", Value::from(resume.request_id(key))),
+            ("method", req["method"].clone()),
+            ("params", req["params"].clone()),
+        ]);
         event(&mut body, &e, &msg.to_string());
     }
     Some((resume, body))

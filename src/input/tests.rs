@@ -5,6 +5,7 @@ use crate::jsonrpc::Message;
 use crate::mcp::{self, Handled, Pending};
 use crate::transport::RequestHead;
 use crate::upstream::UpstreamResult;
+use serde_json::json;
 
 const CONFIG: &str = r#"
 servers:
@@ -124,6 +125,10 @@ fn asks_then_runs_with_the_answer_in_the_upstream_request() {
     let r = reply(call(&g, &ctx, json!({"name": "delete_user", "arguments": {"id": "42"}})));
     let result = &r["result"];
     assert_eq!(result["resultType"], json!("input_required"));
+    let keys: Vec<&str> = result.as_object().unwrap().keys().map(String::as_str).collect();
+    assert_eq!(keys, ["resultType", "inputRequests", "requestState"]);
+    let asked: Vec<&str> = result["inputRequests"]["confirm"].as_object().unwrap().keys().map(String::as_str).collect();
+    assert_eq!(asked, ["method", "params"]);
     assert_eq!(
         result["inputRequests"]["confirm"],
         json!({"method": "elicitation/create", "params": {
@@ -167,6 +172,12 @@ fn states_are_bound_to_key_call_server_and_time() {
     answers.insert("a".into(), json!({"action": "accept", "content": {"x": 1}}));
     let state = ctx.sign(3, &answers, &c).unwrap();
     assert_eq!(ctx.verify(&state, &c), Some((3, answers.clone())));
+    // The signed payload after the format byte, the key id and the tag: round, expiry, answers.
+    let payload = URL_SAFE_NO_PAD.decode(&state).unwrap()[1 + 4 + 16..].to_vec();
+    assert_eq!(
+        String::from_utf8(payload).unwrap(),
+        format!(r#"{{"r":3,"e":{},"a":{{"a":{{"action":"accept","content":{{"x":1}}}}}}}}"#, NOW + STATE_TTL_MS)
+    );
     // Arguments in another key order are the same call.
     let mut reordered = Map::new();
     reordered.insert("id".into(), json!("1"));
@@ -300,6 +311,7 @@ fn only_what_the_client_declares_is_asked() {
     let r = reply(handle_at(&g, &ctx, "tools/call", params(p, json!({"elicitation": {}})), Revision::V2026_07_28));
     assert_eq!(r["error"]["code"], json!(-32021));
     assert_eq!(r["error"]["data"]["requiredCapabilities"], json!({"sampling": {}}));
+    assert_eq!(r["error"]["data"].to_string(), r#"{"requiredCapabilities":{"sampling":{}}}"#);
     // Sessions before 2025-11-25 cannot be asked at all: the tool says which revision it needs.
     let legacy = Revision::V2025_06_18;
     let r = reply(handle_at(&g, &ctx, "tools/call", json!({"name": "delete_user", "arguments": {"id": "1"}}), legacy));
@@ -803,4 +815,43 @@ fn with_redis_sessions_a_failing_redis_gives_a_clear_error_in_time() {
     let result: Value = serde_json::from_str(&events(&h.send(&g, poll, "", &upstream).body)[0].1).unwrap();
     assert_eq!(result["result"]["content"][0]["text"], json!("deleted"), "{result}");
     assert_eq!(h.dispatched.len(), 1);
+}
+
+#[test]
+fn the_polling_messages_keep_their_member_order() {
+    let resume = poll::Resume {
+        id: json!("c1"),
+        method: "tools/call".into(),
+        name: "t".into(),
+        arguments: json!({"a": 1}),
+        keys: vec!["k".into()],
+        state: "S".into(),
+    };
+    let text = String::from_utf8(URL_SAFE_NO_PAD.decode(resume.encode()).unwrap()).unwrap();
+    assert_eq!(text, r#"{"i":"c1","m":"tools/call","n":"t","g":{"a":1},"k":["k"],"s":"S"}"#);
+    let retry = resume.retry(&[Some(r#"{"result":{"action":"accept"}}"#.into())]).unwrap();
+    let crate::jsonrpc::Message::Request { params: Some(params), .. } = retry else { panic!("{retry:?}") };
+    assert_eq!(
+        params.to_string(),
+        r#"{"name":"t","arguments":{"a":1},"inputResponses":{"k":{"action":"accept"}},"requestState":"S"}"#
+    );
+    let read = poll::Resume { method: "resources/read".into(), ..resume.clone() };
+    let crate::jsonrpc::Message::Request { params: Some(params), .. } = read.retry(&[Some("{}".into())]).unwrap()
+    else {
+        panic!()
+    };
+    assert_eq!(params.to_string(), r#"{"uri":"t","inputResponses":{"k":{}},"requestState":"S"}"#);
+    let kept = |body: Value| poll::response_to_us(&body).map(|(_, kept)| kept);
+    assert_eq!(kept(json!({"id": "mcpgw.x.k", "result": {"a": 1}})).as_deref(), Some(r#"{"result":{"a":1}}"#));
+    assert_eq!(kept(json!({"id": "mcpgw.x.k", "error": {"code": 1}})).as_deref(), Some(r#"{"error":{"code":1}}"#));
+    let result = json!({"resultType": "input_required", "requestState": "S",
+        "inputRequests": {"k": {"method": "roots/list", "params": {"p": 1}}}});
+    let (_, body) = poll::ask(&result, &json!("c1"), "tools/call", "t", &json!({"a": 1})).unwrap();
+    let id = resume.request_id("k");
+    assert!(
+        body.ends_with(&format!(
+            "data: {{\"jsonrpc\":\"2.0\",\"id\":\"{id}\",\"method\":\"roots/list\",\"params\":{{\"p\":1}}}}\n\n"
+        )),
+        "{body}"
+    );
 }

@@ -16,6 +16,7 @@ use crate::admission::policy::Kind;
 use crate::credential::Presented;
 use crate::gateway::{Access, Gateway, Server};
 use crate::input;
+use crate::json::object;
 use crate::jsonrpc::{self, Message, RpcError};
 use crate::resource::Read;
 use crate::tool::{Prepared, Tool};
@@ -98,28 +99,28 @@ fn declares(server: &Server, method: &str) -> bool {
 
 /// The `initialize` result for a server at a negotiated revision.
 pub fn initialize_result(server: &Server, version: Revision) -> Value {
-    let mut r = json!({
-        "protocolVersion": version.as_str(),
-        "capabilities": server.capabilities,
-        "serverInfo": server.info,
-    });
+    let mut r = vec![
+        ("protocolVersion", Value::from(version.as_str())),
+        ("capabilities", server.capabilities.clone()),
+        ("serverInfo", server.info.clone()),
+    ];
     if let Some(i) = &server.instructions {
-        r["instructions"] = json!(i);
+        r.push(("instructions", Value::from(i.as_str())));
     }
-    r
+    object(r)
 }
 
 /// The `server/discover` result of the stateless revision: what `initialize` told a legacy client.
 pub fn discover_result(server: &Server) -> Value {
-    let mut r = json!({
-        "supportedVersions": Revision::all_names(),
-        "capabilities": server.capabilities,
-        "_meta": {"io.modelcontextprotocol/serverInfo": server.info},
-    });
+    let mut r = vec![
+        ("supportedVersions", Value::from(Revision::all_names())),
+        ("capabilities", server.capabilities.clone()),
+        ("_meta", object(vec![("io.modelcontextprotocol/serverInfo", server.info.clone())])),
+    ];
     if let Some(i) = &server.instructions {
-        r["instructions"] = json!(i);
+        r.push(("instructions", Value::from(i.as_str())));
     }
-    r
+    object(r)
 }
 
 /// Completes a result for the revision it answers: at the stateless revision every result says its
@@ -130,7 +131,7 @@ pub fn complete(method: &str, mut result: Value, revision: Revision) -> Value {
         return result;
     }
     if let Some(obj) = result.as_object_mut() {
-        obj.entry("resultType").or_insert_with(|| json!("complete"));
+        obj.entry("resultType").or_insert_with(|| Value::from("complete"));
         if matches!(
             method,
             "server/discover"
@@ -140,8 +141,8 @@ pub fn complete(method: &str, mut result: Value, revision: Revision) -> Value {
                 | "resources/templates/list"
                 | "resources/read"
         ) {
-            obj.insert("ttlMs".into(), json!(LIST_TTL_MS));
-            obj.insert("cacheScope".into(), json!("private"));
+            obj.insert("ttlMs".into(), Value::from(LIST_TTL_MS));
+            obj.insert("cacheScope".into(), Value::from("private"));
         }
     }
     result
@@ -191,7 +192,12 @@ pub fn handle_allowed(
         // Cursors page over what this caller may see. Pages are written as text: each listing is serialised
         // once (a tool's when it is first listed), not copied as a tree per page.
         "tools/list" if server.filters(access, Kind::Tool) => {
-            let visible: Vec<&Tool> = server.tools.iter().filter(|t| server.may(access, Kind::Tool, &t.name)).collect();
+            let mut visible: Vec<&Tool> = Vec::new();
+            for t in &server.tools {
+                if server.may(access, Kind::Tool, &t.name) {
+                    visible.push(t);
+                }
+            }
             list(gw, &id, "tools", revision, visible.len(), p.get("cursor"), &|i, out| {
                 out.push_str(visible[i].listing_json())
             })
@@ -200,21 +206,34 @@ pub fn handle_allowed(
             out.push_str(server.tools[i].listing_json())
         }),
         "prompts/list" => {
-            let visible: Vec<_> = server.prompts.iter().filter(|p| server.may(access, Kind::Prompt, &p.name)).collect();
+            let mut visible = Vec::new();
+            for p in &server.prompts {
+                if server.may(access, Kind::Prompt, &p.name) {
+                    visible.push(p);
+                }
+            }
             list(gw, &id, "prompts", revision, visible.len(), p.get("cursor"), &|i, out| {
                 write_json(out, &visible[i].listing)
             })
         }
         "resources/list" => {
-            let visible: Vec<_> =
-                server.resources.iter().filter(|r| server.may(access, Kind::Resource, &r.uri)).collect();
+            let mut visible = Vec::new();
+            for r in &server.resources {
+                if server.may(access, Kind::Resource, &r.uri) {
+                    visible.push(r);
+                }
+            }
             list(gw, &id, "resources", revision, visible.len(), p.get("cursor"), &|i, out| {
                 write_json(out, &visible[i].listing)
             })
         }
         "resources/templates/list" => {
-            let visible: Vec<_> =
-                server.resource_templates.iter().filter(|r| server.may(access, Kind::Resource, &r.uri)).collect();
+            let mut visible = Vec::new();
+            for r in &server.resource_templates {
+                if server.may(access, Kind::Resource, &r.uri) {
+                    visible.push(r);
+                }
+            }
             list(gw, &id, "resourceTemplates", revision, visible.len(), p.get("cursor"), &|i, out| {
                 write_json(out, &visible[i].listing)
             })
@@ -321,7 +340,7 @@ pub fn handle_allowed(
                         id,
                         crate::transport::stateless::MISSING_CLIENT_CAPABILITY,
                         format!("Tool {name} needs client capabilities the request does not declare"),
-                        json!({"requiredCapabilities": missing}),
+                        object(vec![("requiredCapabilities", missing)]),
                     ));
                 }
             } else if let Some(missing) = ctx.client.and_then(|caps| missing_in_session(tool, caps)) {
@@ -329,7 +348,7 @@ pub fn handle_allowed(
                     id,
                     jsonrpc::INVALID_REQUEST,
                     format!("Tool {name} needs client capabilities this session's initialize did not declare"),
-                    json!({"requiredCapabilities": missing}),
+                    object(vec![("requiredCapabilities", missing)]),
                 ));
             }
             let (filled, input) = match &tool.inputs {
@@ -455,7 +474,7 @@ fn guarded(server: &Server, tool: &str, result: &mut Value) -> Result<(), crate:
 /// 2026-07-28 (SEP-2164); both carry the URI.
 fn resource_not_found(uri: &str, revision: Revision) -> RpcError {
     let code = if revision.is_stateless() { jsonrpc::INVALID_PARAMS } else { jsonrpc::RESOURCE_NOT_FOUND_LEGACY };
-    RpcError::new(code, format!("Resource not found: {uri}")).with_data(json!({ "uri": uri }))
+    RpcError::new(code, format!("Resource not found: {uri}")).with_data(object(vec![("uri", Value::from(uri))]))
 }
 
 /// `completion/complete` for a prompt's argument or a resource template's variable.
@@ -484,7 +503,7 @@ fn complete_argument(server: &Server, p: &serde_json::Map<String, Value>) -> Res
     let (name, value) = crate::completion::requested(p).map_err(RpcError::invalid_params)?;
     let argument = crate::completion::find(args, name, &owner).map_err(RpcError::invalid_params)?;
     let given = crate::completion::context_arguments(p).map_err(RpcError::invalid_params)?;
-    Ok(json!({ "completion": argument.complete(value, &given) }))
+    Ok(object(vec![("completion", argument.complete(value, &given))]))
 }
 
 /// The reply to a list request: one page ([`page`]) as JSON text, with what the stateless revision adds
@@ -597,6 +616,38 @@ mod tests {
 
     const LEGACY: Revision = Revision::V2025_11_25;
     const STATELESS: Revision = Revision::V2026_07_28;
+
+    #[test]
+    fn results_keep_their_member_order() {
+        let g = Gateway::from_config_str(
+            "servers:\n- name: s\n  instructions: Be brief\n  tools: [{name: t, responseTemplate: {body: x}}]\n",
+        )
+        .unwrap();
+        let s = &g.servers[0];
+        let (caps, info) = (s.capabilities.to_string(), s.info.to_string());
+        assert_eq!(
+            initialize_result(s, LEGACY).to_string(),
+            format!(
+                r#"{{"protocolVersion":"{}","capabilities":{caps},"serverInfo":{info},"instructions":"Be brief"}}"#,
+                LEGACY.as_str()
+            )
+        );
+        let versions = Value::from(Revision::all_names()).to_string();
+        assert_eq!(
+            discover_result(s).to_string(),
+            format!(
+                r#"{{"supportedVersions":{versions},"capabilities":{caps},"_meta":{{"io.modelcontextprotocol/serverInfo":{info}}},"instructions":"Be brief"}}"#
+            )
+        );
+        assert_eq!(
+            complete("tools/list", json!({"tools": []}), STATELESS).to_string(),
+            format!(r#"{{"tools":[],"resultType":"complete","ttlMs":{LIST_TTL_MS},"cacheScope":"private"}}"#)
+        );
+        assert_eq!(
+            resource_not_found("u://x", STATELESS).reply(json!(1)).to_string(),
+            r#"{"jsonrpc":"2.0","id":1,"error":{"code":-32602,"message":"Resource not found: u://x","data":{"uri":"u://x"}}}"#
+        );
+    }
 
     #[test]
     fn stateless_results_say_their_type_and_cache_life() {

@@ -41,7 +41,7 @@ use crate::session::{redis, signed, Env, Session, SessionOp, SessionOutcome, Sta
 use crate::transport::{HttpResponse, RequestHead, SESSION_NOT_FOUND};
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
-use serde_json::{json, Value};
+use serde_json::Value;
 use std::sync::Arc;
 
 /// The session header, both ways.
@@ -1303,7 +1303,13 @@ fn guard_stream(guard: &crate::guard::Guard, v: &mut Value, checked: &mut Option
 fn carried(refused: &HttpResponse) -> Vec<u8> {
     let error: Value = serde_json::from_slice(&refused.body).unwrap_or(Value::Null);
     let carried = format!("{REFUSED}{}", URL_SAFE_NO_PAD.encode(error.to_string()));
-    json!({"jsonrpc": "2.0", "id": carried, "method": "ping"}).to_string().into_bytes()
+    crate::json::object(vec![
+        ("jsonrpc", Value::from("2.0")),
+        ("id", Value::from(carried)),
+        ("method", Value::from("ping")),
+    ])
+    .to_string()
+    .into_bytes()
 }
 
 /// Runs the guardrails over the results of guarded `tools/call`s in an answer (one message or a batch):

@@ -14,9 +14,10 @@
 //! 404 (-32001) and initializes again itself.
 
 use super::SESSION;
+use crate::json::object;
 use crate::session::{Session, SessionOp, SessionOutcome};
 use crate::transport::{HttpResponse, SESSION_NOT_FOUND};
-use serde_json::{json, Value};
+use serde_json::Value;
 
 /// The longest `initialize` params kept with a session for re-initialisation (bytes of JSON); a client
 /// declaring more is not re-initialised transparently.
@@ -74,8 +75,13 @@ impl Reinit {
             .init
             .as_deref()
             .and_then(|p| serde_json::from_slice(p.as_bytes()).ok())
-            .unwrap_or_else(|| json!({}));
-        let body = json!({"jsonrpc": "2.0", "id": "mcp-gateway-reinit", "method": "initialize", "params": params});
+            .unwrap_or_else(|| object(vec![]));
+        let body = object(vec![
+            ("jsonrpc", Value::from("2.0")),
+            ("id", Value::from("mcp-gateway-reinit")),
+            ("method", Value::from("initialize")),
+            ("params", params),
+        ]);
         self.state = State::Initializing;
         self.call(None, "initialize", body.to_string().into_bytes())
     }
@@ -87,7 +93,10 @@ impl Reinit {
                 let theirs = headers.iter().find(|(k, _)| k == SESSION).map(|(_, v)| v.clone());
                 match theirs.filter(|id| status == 200 && crate::upstream::is_safe_header_value(id)) {
                     Some(theirs) => {
-                        let note = json!({"jsonrpc": "2.0", "method": "notifications/initialized"});
+                        let note = object(vec![
+                            ("jsonrpc", Value::from("2.0")),
+                            ("method", Value::from("notifications/initialized")),
+                        ]);
                         let call = self.call(Some(&theirs), "notifications/initialized", note.to_string().into_bytes());
                         self.state = State::Notifying(theirs);
                         call
@@ -139,7 +148,12 @@ impl Reinit {
         let drop = |k: &str| {
             k == SESSION || k == "content-length" || k == "x-envoy-upstream-rq-timeout-ms" || k == "last-event-id"
         };
-        let mut head: Vec<(String, String)> = self.head.iter().filter(|(k, _)| !drop(k)).cloned().collect();
+        let mut head: Vec<(String, String)> = Vec::with_capacity(self.head.len());
+        for (k, v) in &self.head {
+            if !drop(k) {
+                head.push((k.clone(), v.clone()));
+            }
+        }
         for (k, v) in head.iter_mut() {
             match k.as_str() {
                 ":method" => *v = "POST".into(),
