@@ -369,7 +369,7 @@ pub fn is_card_number(s: &str) -> bool {
         || matches!(prefix(2), 34 | 37 | 35 | 30 | 36 | 38 | 62 | 65)
         || prefix(4) == 6011
         || (644..=649).contains(&prefix(3));
-    issuer && luhn(&digits)
+    issuer && luhn(digits)
 }
 
 /// The Luhn checksum: every second digit from the right doubled (minus 9 above 9), the sum a multiple of 10.
