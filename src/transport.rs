@@ -890,6 +890,11 @@ impl Exchange {
         self.called.take()
     }
 
+    /// The caller admission established, whose counters the rate limits check.
+    pub fn caller(&self) -> &Caller {
+        &self.caller
+    }
+
     /// The caller admission established; stats, access log and audit lines name it.
     pub fn set_caller(&mut self, caller: Caller) {
         self.caller = caller;
@@ -1077,11 +1082,7 @@ impl Exchange {
         }
         if !limited.is_empty() {
             self.phase = Phase::Limiting { single, slots, calls, requests };
-            return Step::Limit(crate::limits::LimitOp {
-                server: self.server,
-                caller: self.caller.clone(),
-                calls: limited,
-            });
+            return Step::Limit(crate::limits::LimitOp { server: self.server, calls: limited });
         }
         let remaining = self.outstanding(&calls);
         self.phase = Phase::Calling { single, slots, remaining, calls };
@@ -1108,6 +1109,12 @@ impl Exchange {
             let mut r = HttpResponse::json(refusal.status(), &refusal.reply(id));
             r.headers.extend(refusal.headers());
             return self.respond(r);
+        }
+        if outcome.refused.is_empty() {
+            // The common case: every call goes on as gathered, with no copy of the calls or requests.
+            let remaining = self.outstanding(&calls);
+            self.phase = Phase::Calling { single, slots, remaining, calls };
+            return Step::Dispatch(requests);
         }
         for (index, refusal) in &outcome.refused {
             if let Some(job) = calls.get_mut(*index).and_then(Option::take) {

@@ -493,7 +493,14 @@ impl Driver {
                 },
                 Step::Limit(op) => {
                     let server = &gw.servers[op.server];
-                    match crate::limits::start(&server.limits, &server.name, &op, host, gw.redis()) {
+                    match crate::limits::start(
+                        &server.limits,
+                        &server.name,
+                        self.exchange.caller(),
+                        &op,
+                        host,
+                        gw.redis(),
+                    ) {
                         crate::limits::Started::Done(outcome) => {
                             if let Some(e) = &outcome.store_error {
                                 host.warn(&format!("rate-limit store: {e}"));

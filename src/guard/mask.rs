@@ -126,7 +126,7 @@ impl Masker {
                 None => "[REDACTED:secrets]".into(),
             });
         }
-        if rules.has(Rule::Card) {
+        if rules.has(Rule::Card) && may_hold_card(out.as_bytes()) {
             out = replace_scanned(out, |t, from| {
                 let r = scan::card(t.as_bytes(), from)?;
                 let card = is_card_number(&t[r.clone()]);
@@ -157,6 +157,23 @@ impl Masker {
         }
         out
     }
+}
+
+/// Whether `t` has a run of digits, spaces and dashes with 13 digits or more: what every card match lies
+/// in, so that texts whose numbers are shorter (phone numbers, dates, amounts) skip the card scan.
+fn may_hold_card(t: &[u8]) -> bool {
+    let mut digits = 0;
+    for &b in t {
+        if b.is_ascii_digit() {
+            digits += 1;
+            if digits >= 13 {
+                return true;
+            }
+        } else if b != b' ' && b != b'-' {
+            digits = 0;
+        }
+    }
+    false
 }
 
 /// A word of each phrase of [`INJECTION_PHRASES`], for the scan that decides whether to run them.
@@ -334,8 +351,15 @@ fn replace<'t>(text: Cow<'t, str>, re: &Regex, f: impl Fn(&Captures<'_>) -> Stri
 /// (Visa 4, Mastercard 51-55 and 2221-2720, Amex 34/37, Discover 6011/65/644-649, JCB 35, Diners 30/36/38,
 /// UnionPay 62) and a valid Luhn checksum.
 pub fn is_card_number(s: &str) -> bool {
-    let digits: Vec<u8> = s.bytes().filter(u8::is_ascii_digit).map(|b| b - b'0').collect();
-    if !(13..=19).contains(&digits.len()) {
+    // On the stack: a card number has at most 19 digits.
+    let (mut buf, mut n) = ([0u8; 19], 0);
+    for b in s.bytes().filter(u8::is_ascii_digit) {
+        let Some(d) = buf.get_mut(n) else { return false };
+        *d = b - b'0';
+        n += 1;
+    }
+    let digits = &buf[..n];
+    if digits.len() < 13 {
         return false;
     }
     let prefix = |n: usize| digits[..n].iter().fold(0u32, |acc, d| acc * 10 + u32::from(*d));
@@ -345,7 +369,7 @@ pub fn is_card_number(s: &str) -> bool {
         || matches!(prefix(2), 34 | 37 | 35 | 30 | 36 | 38 | 62 | 65)
         || prefix(4) == 6011
         || (644..=649).contains(&prefix(3));
-    issuer && luhn(&digits)
+    issuer && luhn(digits)
 }
 
 /// The Luhn checksum: every second digit from the right doubled (minus 9 above 9), the sum a multiple of 10.
@@ -472,6 +496,10 @@ mod tests {
         // 9999999999999995 passes Luhn but has no issuer prefix.
         assert!(luhn(&[9, 9, 9, 9, 9, 9, 9, 9, 9, 9, 9, 9, 9, 9, 9, 5]));
         assert!(!is_card_number("9999999999999995"));
+        assert!(!is_card_number("4111 1111 1111 1111 1111"), "20 digits");
+        // The card scan is skipped only when no run of digits, spaces and dashes has 13 digits.
+        assert!(!may_hold_card(b"+44 20 7946 0958, 2024-01-15"));
+        assert!(may_hold_card(b"x4111 1111-1111 1y") && may_hold_card(b"4111  1111--11111"));
     }
 
     #[test]

@@ -168,11 +168,11 @@ pub enum BucketKind {
     },
 }
 
-/// The calls of one request to check: each call's index in the exchange and its tool.
+/// The calls of one request to check: each call's index in the exchange and its tool. The caller is
+/// the exchange's, lent to [`start`] (a copy per call cost more than the check of a process counter).
 #[derive(Debug, Clone, PartialEq)]
 pub struct LimitOp {
     pub server: usize,
-    pub caller: Caller,
     pub calls: Vec<(usize, String)>,
 }
 
@@ -574,6 +574,7 @@ fn duration_ms(v: &Value) -> Option<u64> {
 pub fn start(
     limits: &ServerLimits,
     server: &str,
+    caller: &Caller,
     op: &LimitOp,
     env: &mut dyn Env,
     store: Option<&crate::session::redis::RedisStore>,
@@ -582,7 +583,7 @@ pub fn start(
     let mut outcome = LimitOutcome::default();
     let mut remote = Vec::new();
     for (index, tool) in &op.calls {
-        let buckets = limits.plan(server, tool, &op.caller, now);
+        let buckets = limits.plan(server, tool, caller, now);
         // Split only when some counter is in Redis (the plan, taken whole, allocates nothing more).
         let (here, there): (Vec<Bucket>, Vec<Bucket>) = if buckets.iter().all(|b| b.scope == Scope::Process) {
             (buckets, Vec::new())

@@ -391,12 +391,12 @@ fn cost_of_a_check() {
     )
     .unwrap();
     let mut env = MemoryEnv::default();
-    let op = LimitOp { server: 0, caller: alice(), calls: vec![(0, "weather".into())] };
+    let (op, caller) = (LimitOp { server: 0, calls: vec![(0, "weather".into())] }, alice());
     let n = 200_000;
     let started = std::time::Instant::now();
     for i in 0..n {
         env.now_ms = i;
-        let Started::Done(o) = start(limits_of(&gw), "demo", &op, &mut env, None) else { panic!() };
+        let Started::Done(o) = start(limits_of(&gw), "demo", &caller, &op, &mut env, None) else { panic!() };
         assert!(o.refused.is_empty());
     }
     let per_call = started.elapsed().as_nanos() / u128::from(n);

@@ -168,8 +168,8 @@ impl Relay {
         if calls.is_empty() {
             return Ok(());
         }
-        let op = crate::limits::LimitOp { server: 0, caller: self.caller.clone(), calls };
-        match crate::limits::start(&server.limits, &server.name, &op, env, gw.redis()) {
+        let op = crate::limits::LimitOp { server: 0, calls };
+        match crate::limits::start(&server.limits, &server.name, &self.caller, &op, env, gw.redis()) {
             crate::limits::Started::Done(outcome) => self.limit_refusal(outcome).map_or(Ok(()), Err),
             crate::limits::Started::Redis(pending) => {
                 self.checks.limit = Some(Box::new(pending));
