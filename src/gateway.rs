@@ -290,10 +290,13 @@ impl Gateway {
                 resource_templates.push(resource);
             }
             let version = s.version.unwrap_or_else(|| env!("CARGO_PKG_VERSION").to_string());
-            let mut info = serde_json::json!({"name": s.name, "version": version});
+            let mut info = crate::json::object(vec![
+                ("name", Value::String(s.name.clone())),
+                ("version", Value::String(version.clone())),
+            ]);
             for (key, v) in [("title", &s.title), ("description", &s.description)] {
                 if let Some(v) = v {
-                    info[key] = serde_json::json!(v);
+                    info[key] = Value::String(v.clone());
                 }
             }
             if !s.icons.is_empty() {
@@ -420,9 +423,10 @@ impl Gateway {
             let server = &mut servers[i];
             server.limits = limits;
             server.credential_sources = sources;
-            server.capabilities = serde_json::json!({"tools": {"listChanged": false}});
+            server.capabilities =
+                crate::json::object(vec![("tools", crate::json::object(vec![("listChanged", Value::Bool(false))]))]);
             if logs {
-                server.capabilities["logging"] = serde_json::json!({});
+                server.capabilities["logging"] = Value::Object(Map::new());
             }
             server.composed = Some(Box::new(v));
         }

@@ -9,7 +9,7 @@ use crate::config::{
 };
 use crate::encoding::Encoding;
 use crate::upstream::{is_forbidden_header, is_token};
-use serde_json::{json, Map, Value};
+use serde_json::{Map, Value};
 use std::collections::HashSet;
 
 /// MCP's limit on tool names.
@@ -286,9 +286,9 @@ impl<'a> Builder<'a, '_> {
                     }
                     converted
                 }
-                None => Ok(json!({"type": "string"})),
+                None => Ok(string_schema()),
             },
-            (None, None) => Ok(json!({"type": "string"})),
+            (None, None) => Ok(string_schema()),
         };
         let schema = match schema {
             Ok(s) => s,
@@ -517,7 +517,7 @@ impl<'a> Builder<'a, '_> {
                 }
                 let mut schema = file_arg_schema(&schema);
                 if let (Some(d), Value::Object(m)) = (description, &mut schema) {
-                    m.insert("description".into(), json!(d));
+                    m.insert("description".into(), Value::String(d));
                 }
                 self.args.push(ArgConfig {
                     name: arg_name,
@@ -551,7 +551,7 @@ impl<'a> Builder<'a, '_> {
     fn media_schema(&mut self, content: &'a Map<String, Value>, media: &str, body_at: &str) -> Result<Value, Fail> {
         match content[media].get("schema") {
             Some(s) => self.inputs.convert(s, &format!("{body_at}/content/{}/schema", pointer_token(media))),
-            None => Ok(json!({})),
+            None => Ok(Value::Object(Map::new())),
         }
     }
 
@@ -598,7 +598,7 @@ impl<'a> Builder<'a, '_> {
                 match outputs.convert(schema, &format!("{r_at}/content/{}/schema", pointer_token(media))) {
                     Ok(mut s) if is_object(&s) => {
                         if let Value::Object(m) = &mut s {
-                            m.entry("type").or_insert(json!("object"));
+                            m.entry("type").or_insert_with(|| Value::from("object"));
                         }
                         output_schema = Some(s);
                     }
@@ -681,9 +681,14 @@ fn file_arg_schema(prop: &Value) -> Value {
         file["description"] = d.clone();
     }
     if prop.get("type").is_some_and(|t| t == "array") {
-        return json!({"type": "array", "items": file});
+        return crate::json::object(vec![("type", Value::from("array")), ("items", file)]);
     }
     file
+}
+
+/// `{"type": "string"}`: a parameter without a schema.
+fn string_schema() -> Value {
+    crate::json::object(vec![("type", Value::from("string"))])
 }
 
 /// A media type without its parameters, lower-cased.
@@ -835,15 +840,16 @@ fn annotations(method: &str) -> Map<String, Value> {
         _ => (false, false, false),
     };
     let mut m = Map::new();
-    m.insert("readOnlyHint".into(), json!(read_only));
-    m.insert("destructiveHint".into(), json!(destructive));
-    m.insert("idempotentHint".into(), json!(idempotent));
+    m.insert("readOnlyHint".into(), Value::Bool(read_only));
+    m.insert("destructiveHint".into(), Value::Bool(destructive));
+    m.insert("idempotentHint".into(), Value::Bool(idempotent));
     m
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use serde_json::json;
 
     #[test]
     fn names_are_sanitised_unique_and_bounded() {
