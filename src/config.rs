@@ -1251,7 +1251,11 @@ impl PluginConfig {
         }
         if let Some(set) = raw.tool_set {
             let name = set.get("name").and_then(Value::as_str).unwrap_or_default().to_string();
-            raw_servers.push(serde_json::json!({"name": name, "type": "virtual", "toolSet": set}));
+            raw_servers.push(crate::json::object(vec![
+                ("name", Value::String(name)),
+                ("type", Value::from("virtual")),
+                ("toolSet", set),
+            ]));
         }
         if raw_servers.is_empty() {
             return Err(ConfigError::new("servers", "at least one server is required"));

@@ -222,19 +222,16 @@ impl Gateway {
                 let field = if s.tool_set.is_some() { "toolSet" } else { "toolsCacheMs" };
                 return Err(ConfigError::new(field, "belongs to a virtual server (type: virtual)").in_server(&s.name));
             }
-            let auth = crate::admission::ServerAuth::compile(s.auth.take(), &admission)
-                .map_err(|(field, msg)| ConfigError::new(field, msg).in_server(&s.name))?;
+            let auth =
+                crate::admission::ServerAuth::compile(s.auth.take(), &admission).map_err(|e| of_server(e, &s.name))?;
             let policy = match s.policy.take() {
                 Some(p) => Some(std::sync::Arc::new(
-                    crate::admission::policy::Policy::compile(p)
-                        .map_err(|(field, msg)| ConfigError::new(field, msg).in_server(&s.name))?,
+                    crate::admission::policy::Policy::compile(p).map_err(|e| of_server(e, &s.name))?,
                 )),
                 None => None,
             };
-            crate::credential::validate_schemes(&s.security_schemes)
-                .map_err(|(field, msg)| ConfigError::new(field, msg).in_server(&s.name))?;
-            let proxy = crate::proxy::Backend::compile(&s)
-                .map_err(|(field, msg)| ConfigError::new(field, msg).in_server(&s.name))?;
+            crate::credential::validate_schemes(&s.security_schemes).map_err(|e| of_server(e, &s.name))?;
+            let proxy = crate::proxy::Backend::compile(&s).map_err(|e| of_server(e, &s.name))?;
             let limits = crate::limits::ServerLimits::compile(&s, cfg.sessions.redis.is_some())?;
             notices.extend(s.import_notices.iter().map(|n| format!("server '{}': {n}", s.name)));
             let mut tools = Vec::with_capacity(s.tools.len());
@@ -249,7 +246,7 @@ impl Gateway {
             // Each tool's config is dropped once compiled, so that a large API is not held twice at once.
             for t in std::mem::take(&mut s.tools) {
                 let tool = Tool::compile(&s, &t, &mut templates, &config)
-                    .map_err(|(field, msg)| ConfigError::new(field, msg).in_server(&s.name).in_tool(&t.name))?;
+                    .map_err(|e| of_server(e, &s.name).in_tool(&t.name))?;
                 notifications.push(
                     crate::notify::Notifications::compile(
                         &s.name,
@@ -258,12 +255,12 @@ impl Gateway {
                         &mut templates,
                         &config,
                     )
-                    .map_err(|(field, msg)| ConfigError::new(field, msg).in_server(&s.name).in_tool(&t.name))?,
+                    .map_err(|e| of_server(e, &s.name).in_tool(&t.name))?,
                 );
                 tool_index.insert(tool.name.clone(), tools.len());
                 tools.push(tool);
             }
-            crate::icon::validate(&s.icons).map_err(|(f, m)| ConfigError::new(f, m).in_server(&s.name))?;
+            crate::icon::validate(&s.icons).map_err(|e| of_server(e, &s.name))?;
             let mut prompts = Vec::with_capacity(s.prompts.len());
             let mut prompt_index = HashMap::new();
             for p in &s.prompts {
@@ -290,10 +287,13 @@ impl Gateway {
                 resource_templates.push(resource);
             }
             let version = s.version.unwrap_or_else(|| env!("CARGO_PKG_VERSION").to_string());
-            let mut info = serde_json::json!({"name": s.name, "version": version});
+            let mut info = crate::json::object(vec![
+                ("name", Value::String(s.name.clone())),
+                ("version", Value::String(version.clone())),
+            ]);
             for (key, v) in [("title", &s.title), ("description", &s.description)] {
                 if let Some(v) = v {
-                    info[key] = serde_json::json!(v);
+                    info[key] = Value::String(v.clone());
                 }
             }
             if !s.icons.is_empty() {
@@ -420,9 +420,10 @@ impl Gateway {
             let server = &mut servers[i];
             server.limits = limits;
             server.credential_sources = sources;
-            server.capabilities = serde_json::json!({"tools": {"listChanged": false}});
+            server.capabilities =
+                crate::json::object(vec![("tools", crate::json::object(vec![("listChanged", Value::Bool(false))]))]);
             if logs {
-                server.capabilities["logging"] = serde_json::json!({});
+                server.capabilities["logging"] = Value::Object(Map::new());
             }
             server.composed = Some(Box::new(v));
         }
@@ -597,6 +598,12 @@ impl Gateway {
                 .is_some_and(|p| !p.is_empty() && p.bytes().all(|b| b.is_ascii_digit()));
         port_ok && matches!(host, "localhost" | "127.0.0.1" | "[::1]")
     }
+}
+
+/// A server's `(field, message)` error located in it: one outlined conversion for every compile step.
+#[inline(never)]
+fn of_server((field, message): (String, String), server: &str) -> ConfigError {
+    ConfigError::new(field, message).in_server(server)
 }
 
 /// Converts a server's `config` map for templates, marking strings safe (operator values are trusted).

@@ -224,26 +224,10 @@ pub fn convert(doc: &Value, options: &Options) -> Result<Conversion, OpenApiErro
             return Err(OpenApiError::new(item_at, "a path must start with '/'"));
         }
         // A faulty path item or operation is skipped with its pointer; the rest of the document converts.
-        let whole_item = |reason: String, pointer: String, invalid: bool| Skipped {
-            key: format!("* {path}"),
-            method: "*".into(),
-            path: path.clone(),
-            pointer,
-            reason,
-            invalid,
-        };
-        let item_obj = match resolve(doc, item, &item_at) {
-            Ok(Value::Object(o)) => o,
-            Ok(_) => {
-                out.skipped.push(whole_item("a path item must be an object".into(), item_at, true));
-                continue;
-            }
-            Err(Fail::Skip(why)) => {
-                out.skipped.push(whole_item(why, item_at, false));
-                continue;
-            }
-            Err(Fail::Invalid(e)) => {
-                out.skipped.push(whole_item(e.reason, e.pointer, true));
+        let item_obj = match object_at(resolve(doc, item, &item_at), &item_at, "a path item", "") {
+            Ok(o) => o,
+            Err((reason, pointer, invalid)) => {
+                out.skipped.push(skipped(format!("* {path}"), "*", path, pointer, reason, invalid));
                 continue;
             }
         };
@@ -253,33 +237,16 @@ pub fn convert(doc: &Value, options: &Options) -> Result<Conversion, OpenApiErro
             }
             let at = format!("{item_at}/{method}");
             let fallback_key = format!("{} {path}", method.to_ascii_uppercase());
-            let skip = |reason: String, pointer: String, invalid: bool| Skipped {
-                key: fallback_key.clone(),
-                method: method.clone(),
-                path: path.clone(),
-                pointer,
-                reason,
-                invalid,
-            };
             // Some documents (DigitalOcean's) make operations `$ref`s to other files.
-            let op_obj = match resolve(doc, op, &at) {
-                Ok(Value::Object(o)) => o,
-                Ok(_) => {
-                    out.skipped.push(skip("an operation must be an object".into(), at, true));
-                    continue;
-                }
-                Err(Fail::Skip(why)) => {
-                    out.skipped.push(skip(format!("the operation is {why}"), at, false));
-                    continue;
-                }
-                Err(Fail::Invalid(e)) => {
-                    out.skipped.push(skip(e.reason, e.pointer, true));
+            let op_obj = match object_at(resolve(doc, op, &at), &at, "an operation", "the operation is ") {
+                Ok(o) => o,
+                Err((reason, pointer, invalid)) => {
+                    out.skipped.push(skipped(fallback_key, method, path, pointer, reason, invalid));
                     continue;
                 }
             };
             let operation_id = op_obj.get("operationId").and_then(Value::as_str).filter(|s| !s.is_empty());
-            let key =
-                operation_id.map(str::to_string).unwrap_or_else(|| format!("{} {path}", method.to_ascii_uppercase()));
+            let key = operation_id.map_or(fallback_key, str::to_string);
             let mut tags: Vec<&str> = Vec::new();
             for t in op_obj.get("tags").and_then(Value::as_array).into_iter().flatten() {
                 if let Some(t) = t.as_str() {
@@ -306,13 +273,34 @@ pub fn convert(doc: &Value, options: &Options) -> Result<Conversion, OpenApiErro
                     out.warnings.extend(warnings.into_iter().map(|w| format!("{key}: {w}")));
                     out.tools.push(Converted { key, method: method.clone(), path: path.clone(), tool });
                 }
-                Err(Fail::Skip(reason)) => out.skipped.push(Skipped { key, ..skip(reason, at, false) }),
-                Err(Fail::Invalid(e)) => out.skipped.push(Skipped { key, ..skip(e.reason, e.pointer, true) }),
+                Err(Fail::Skip(reason)) => out.skipped.push(skipped(key, method, path, at, reason, false)),
+                Err(Fail::Invalid(e)) => out.skipped.push(skipped(key, method, path, e.pointer, e.reason, true)),
             }
         }
     }
     out.warnings.extend(unused.iter().map(|e| format!("the selection's {e} names no operation")));
     Ok(out)
+}
+
+/// A resolved path item or operation as an object, or why it is skipped: (reason, pointer, invalid).
+fn object_at<'a>(
+    resolved: Result<&'a Value, Fail>,
+    at: &str,
+    what: &str,
+    skip_prefix: &str,
+) -> Result<&'a Map<String, Value>, (String, String, bool)> {
+    match resolved {
+        Ok(Value::Object(o)) => Ok(o),
+        Ok(_) => Err((format!("{what} must be an object"), at.to_string(), true)),
+        Err(Fail::Skip(why)) => Err((format!("{skip_prefix}{why}"), at.to_string(), false)),
+        Err(Fail::Invalid(e)) => Err((e.reason, e.pointer, true)),
+    }
+}
+
+/// One operation (or, with method `*`, a whole path item) that did not become a tool.
+#[inline(never)]
+fn skipped(key: String, method: &str, path: &str, pointer: String, reason: String, invalid: bool) -> Skipped {
+    Skipped { key, method: method.to_string(), path: path.to_string(), pointer, reason, invalid }
 }
 
 /// `servers[0].url` with its variables replaced by their defaults.

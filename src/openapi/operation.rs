@@ -9,7 +9,7 @@ use crate::config::{
 };
 use crate::encoding::Encoding;
 use crate::upstream::{is_forbidden_header, is_token};
-use serde_json::{json, Map, Value};
+use serde_json::{Map, Value};
 use std::collections::HashSet;
 
 /// MCP's limit on tool names.
@@ -286,9 +286,9 @@ impl<'a> Builder<'a, '_> {
                     }
                     converted
                 }
-                None => Ok(json!({"type": "string"})),
+                None => Ok(string_schema()),
             },
-            (None, None) => Ok(json!({"type": "string"})),
+            (None, None) => Ok(string_schema()),
         };
         let schema = match schema {
             Ok(s) => s,
@@ -296,19 +296,13 @@ impl<'a> Builder<'a, '_> {
             Err(e) => return Err(e),
         };
         let arg_name = claim_arg(&mut self.taken, p.name, p.location);
-        self.args.push(ArgConfig {
-            param_name: (arg_name != p.name).then(|| p.name.to_string()),
-            name: arg_name,
-            description: p.spec.get("description").and_then(Value::as_str).map(str::to_string),
-            required,
-            position: Some(position),
-            schema: Some(schema),
-            style,
-            explode,
-            allow_reserved: position == Position::Query
-                && p.spec.get("allowReserved").and_then(Value::as_bool).unwrap_or(false),
-            ..ArgConfig::default()
-        });
+        let mut a = arg(Some(p.name), arg_name, required, Some(position), schema);
+        a.description = p.spec.get("description").and_then(Value::as_str).map(str::to_string);
+        a.style = style;
+        a.explode = explode;
+        a.allow_reserved =
+            position == Position::Query && p.spec.get("allowReserved").and_then(Value::as_bool).unwrap_or(false);
+        self.args.push(a);
         Ok(())
     }
 
@@ -427,16 +421,10 @@ impl<'a> Builder<'a, '_> {
                         .map(str::to_string);
                     if kind == BodyKind::Multipart && is_binary(&prop) {
                         let arg_name = claim_arg(&mut self.taken, &name, "body");
-                        self.args.push(ArgConfig {
-                            param_name: (arg_name != name).then(|| name.clone()),
-                            required,
-                            name: arg_name,
-                            position: Some(Position::Body),
-                            schema: Some(file_arg_schema(&prop)),
-                            file: true,
-                            content_type,
-                            ..ArgConfig::default()
-                        });
+                        let mut a = arg(Some(&name), arg_name, required, Some(Position::Body), file_arg_schema(&prop));
+                        a.file = true;
+                        a.content_type = content_type;
+                        self.args.push(a);
                         continue;
                     }
                     let (style, explode) = match field_encoding {
@@ -451,20 +439,14 @@ impl<'a> Builder<'a, '_> {
                         _ => (None, None),
                     };
                     let arg_name = claim_arg(&mut self.taken, &name, "body");
-                    self.args.push(ArgConfig {
-                        param_name: (arg_name != name).then(|| name.clone()),
-                        // The schema's own list binds unless the document says the body may be left out.
-                        required,
-                        name: arg_name,
-                        position: Some(Position::Body),
-                        schema: Some(prop),
-                        // A style, when the encoding has one, says how the field is written; contentType
-                        // then only names what the parts are (OpenAPI 3.1.1's rule for form bodies).
-                        content_type: content_type.filter(|_| kind == BodyKind::Multipart || style.is_none()),
-                        style,
-                        explode,
-                        ..ArgConfig::default()
-                    });
+                    // The schema's own list binds unless the document says the body may be left out.
+                    let mut a = arg(Some(&name), arg_name, required, Some(Position::Body), prop);
+                    // A style, when the encoding has one, says how the field is written; contentType then
+                    // only names what the parts are (OpenAPI 3.1.1's rule for form bodies).
+                    a.content_type = content_type.filter(|_| kind == BodyKind::Multipart || style.is_none());
+                    a.style = style;
+                    a.explode = explode;
+                    self.args.push(a);
                 }
                 if kind == BodyKind::Form {
                     request.args_to_form_body = true;
@@ -483,15 +465,10 @@ impl<'a> Builder<'a, '_> {
                 // A free-form map: its members become the form's fields.
                 let arg_name = self.body_arg_name();
                 request.args_to_form_body = true;
-                self.args.push(ArgConfig {
-                    name: arg_name,
-                    description,
-                    required,
-                    position: Some(Position::Body),
-                    schema: Some(schema),
-                    style: Some(Style::Form),
-                    ..ArgConfig::default()
-                });
+                let mut a = arg(None, arg_name, required, Some(Position::Body), schema);
+                a.description = description;
+                a.style = Some(Style::Form);
+                self.args.push(a);
             }
             (BodyKind::Form, None) => {
                 return self.inexpressible(required, "request body: a form body that is not an object".into());
@@ -517,16 +494,11 @@ impl<'a> Builder<'a, '_> {
                 }
                 let mut schema = file_arg_schema(&schema);
                 if let (Some(d), Value::Object(m)) = (description, &mut schema) {
-                    m.insert("description".into(), json!(d));
+                    m.insert("description".into(), Value::String(d));
                 }
-                self.args.push(ArgConfig {
-                    name: arg_name,
-                    required,
-                    position: Some(Position::Body),
-                    schema: Some(schema),
-                    file: true,
-                    ..ArgConfig::default()
-                });
+                let mut a = arg(None, arg_name, required, Some(Position::Body), schema);
+                a.file = true;
+                self.args.push(a);
             }
             (kind, _) => {
                 let arg_name = self.body_arg_name();
@@ -535,13 +507,9 @@ impl<'a> Builder<'a, '_> {
                     "{{% if args.{arg_name} is defined %}}{{{{ args.{arg_name}{filter} }}}}{{% endif %}}"
                 ));
                 request.headers.push(HeaderTemplate { key: "Content-Type".into(), value: media.clone() });
-                self.args.push(ArgConfig {
-                    name: arg_name,
-                    description,
-                    required,
-                    schema: Some(schema),
-                    ..ArgConfig::default()
-                });
+                let mut a = arg(None, arg_name, required, None, schema);
+                a.description = description;
+                self.args.push(a);
             }
         }
         Ok(())
@@ -551,7 +519,7 @@ impl<'a> Builder<'a, '_> {
     fn media_schema(&mut self, content: &'a Map<String, Value>, media: &str, body_at: &str) -> Result<Value, Fail> {
         match content[media].get("schema") {
             Some(s) => self.inputs.convert(s, &format!("{body_at}/content/{}/schema", pointer_token(media))),
-            None => Ok(json!({})),
+            None => Ok(Value::Object(Map::new())),
         }
     }
 
@@ -598,7 +566,7 @@ impl<'a> Builder<'a, '_> {
                 match outputs.convert(schema, &format!("{r_at}/content/{}/schema", pointer_token(media))) {
                     Ok(mut s) if is_object(&s) => {
                         if let Value::Object(m) = &mut s {
-                            m.entry("type").or_insert(json!("object"));
+                            m.entry("type").or_insert_with(|| Value::from("object"));
                         }
                         output_schema = Some(s);
                     }
@@ -681,9 +649,28 @@ fn file_arg_schema(prop: &Value) -> Value {
         file["description"] = d.clone();
     }
     if prop.get("type").is_some_and(|t| t == "array") {
-        return json!({"type": "array", "items": file});
+        return crate::json::object(vec![("type", Value::from("array")), ("items", file)]);
     }
     file
+}
+
+/// An argument of the tool; `wire` is the parameter's own name, kept as `param_name` when the argument's
+/// differs. One constructor, not a struct literal with its defaults at each site.
+#[inline(never)]
+fn arg(wire: Option<&str>, name: String, required: bool, position: Option<Position>, schema: Value) -> ArgConfig {
+    ArgConfig {
+        param_name: wire.filter(|w| *w != name).map(str::to_string),
+        name,
+        required,
+        position,
+        schema: Some(schema),
+        ..ArgConfig::default()
+    }
+}
+
+/// `{"type": "string"}`: a parameter without a schema.
+fn string_schema() -> Value {
+    crate::json::object(vec![("type", Value::from("string"))])
 }
 
 /// A media type without its parameters, lower-cased.
@@ -835,15 +822,16 @@ fn annotations(method: &str) -> Map<String, Value> {
         _ => (false, false, false),
     };
     let mut m = Map::new();
-    m.insert("readOnlyHint".into(), json!(read_only));
-    m.insert("destructiveHint".into(), json!(destructive));
-    m.insert("idempotentHint".into(), json!(idempotent));
+    m.insert("readOnlyHint".into(), Value::Bool(read_only));
+    m.insert("destructiveHint".into(), Value::Bool(destructive));
+    m.insert("idempotentHint".into(), Value::Bool(idempotent));
     m
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use serde_json::json;
 
     #[test]
     fn names_are_sanitised_unique_and_bounded() {

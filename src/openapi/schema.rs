@@ -2,7 +2,7 @@
 //! OpenAPI 3.0 dialect (`nullable`, boolean `exclusiveMinimum`, `example`) rewritten to JSON Schema 2020-12.
 
 use super::{lookup, pointer_token, Fail, OpenApiError};
-use serde_json::{json, Map, Value};
+use serde_json::{Map, Value};
 
 /// Schema nesting beyond this is cut; the plugin's validator accepts 64 levels.
 const MAX_NESTING: usize = 40;
@@ -57,7 +57,9 @@ impl<'a> SchemaConverter<'a> {
             let mut out = match resolved {
                 Value::Object(m) => m,
                 Value::Bool(true) => Map::new(),
-                other => return Ok(json!({"allOf": [other, Value::Object(extra)]})),
+                other => {
+                    return Ok(crate::json::object(vec![("allOf", Value::Array(vec![other, Value::Object(extra)]))]))
+                }
             };
             out.extend(extra);
             return Ok(Value::Object(out));
@@ -100,7 +102,7 @@ impl<'a> SchemaConverter<'a> {
                 k if k.starts_with("x-") => {}
                 "example" => {
                     if self.direction == Direction::Request && !obj.contains_key("examples") {
-                        out.insert("examples".into(), json!([value]));
+                        out.insert("examples".into(), Value::Array(vec![value.clone()]));
                     }
                 }
                 "examples" => {
@@ -194,7 +196,7 @@ impl<'a> SchemaConverter<'a> {
             }
             match out.get("type").cloned() {
                 Some(Value::String(t)) => {
-                    out.insert("type".into(), json!([t, "null"]));
+                    out.insert("type".into(), or_null(t));
                 }
                 Some(_) => {}
                 // `nullable` beside `oneOf`/`allOf`/`$ref` and no `type`: documents mean "or null".
@@ -206,7 +208,8 @@ impl<'a> SchemaConverter<'a> {
                             outer.insert(key.into(), v);
                         }
                     }
-                    outer.insert("anyOf".into(), json!([Value::Object(out), {"type": "null"}]));
+                    let null = crate::json::object(vec![("type", Value::from("null"))]);
+                    outer.insert("anyOf".into(), Value::Array(vec![Value::Object(out), null]));
                     return Ok(outer);
                 }
             }
@@ -223,20 +226,25 @@ impl<'a> SchemaConverter<'a> {
     }
 }
 
+/// `[t, "null"]`: a type or null.
+fn or_null(t: String) -> Value {
+    Value::Array(vec![Value::String(t), Value::from("null")])
+}
+
 /// What stands in for a schema that is not expanded: its type, so validation still checks the basics.
 fn cut(target: &Value, why: &str) -> Value {
     let mut out = Map::new();
     let nullable = target.get("nullable") == Some(&Value::Bool(true));
     match target.get("type") {
         Some(Value::String(t)) if nullable => {
-            out.insert("type".into(), json!([t, "null"]));
+            out.insert("type".into(), or_null(t.clone()));
         }
         Some(t) if t.is_string() || t.is_array() => {
             out.insert("type".into(), t.clone());
         }
         _ => {}
     }
-    out.insert("description".into(), json!(format!("({why})")));
+    out.insert("description".into(), Value::String(format!("({why})")));
     Value::Object(out)
 }
 
@@ -286,6 +294,7 @@ pub fn flatten_object(schema: &Value) -> Option<(Map<String, Value>, Vec<String>
 #[cfg(test)]
 mod tests {
     use super::*;
+    use serde_json::json;
 
     fn conv(doc: &Value, dir: Direction) -> Result<Value, Fail> {
         SchemaConverter::new(doc, dir, 8).convert(&doc["s"], "#/s")

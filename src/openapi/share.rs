@@ -10,7 +10,7 @@
 //! inlined conversion showed, byte for byte.
 
 use crate::config::ToolConfig;
-use serde_json::{json, Map, Value};
+use serde_json::{Map, Value};
 use std::collections::{HashMap, HashSet};
 
 /// Subschemas smaller than this (as JSON text, roughly) stay where they are: a `$ref` saves little.
@@ -142,7 +142,10 @@ impl Sharer {
                 self.nodes[id as usize].uses += 1;
             } else if self.shared(id) {
                 let name = self.name_of(id, v);
-                let def = std::mem::replace(v, json!({ "$ref": format!("#/$defs/{}", pointer_token(&name)) }));
+                let def = std::mem::replace(
+                    v,
+                    crate::json::object(vec![("$ref", Value::String(format!("#/$defs/{}", pointer_token(&name))))]),
+                );
                 self.defs.entry(name).or_insert(def);
             }
         }
@@ -216,6 +219,7 @@ pub fn share(tools: &mut [&mut ToolConfig], taken: impl IntoIterator<Item = Stri
 #[cfg(test)]
 mod tests {
     use super::*;
+    use serde_json::json;
 
     fn tool(v: Value) -> ToolConfig {
         ToolConfig::read(&v).unwrap()

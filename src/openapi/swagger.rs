@@ -6,7 +6,8 @@
 //! `paths` as they were.
 
 use super::{pointer_token, resolve, Fail, OpenApiError};
-use serde_json::{json, Map, Value};
+use crate::json::object;
+use serde_json::{Map, Value};
 
 /// Keywords a Swagger non-body parameter shares with a schema.
 const SCHEMA_KEYS: [&str; 16] = [
@@ -31,7 +32,7 @@ const SCHEMA_KEYS: [&str; 16] = [
 /// Upgrades a Swagger 2.0 document.
 pub fn upgrade(doc: &Value) -> Result<Value, OpenApiError> {
     let mut out = Map::new();
-    out.insert("openapi".into(), json!("3.0.3"));
+    out.insert("openapi".into(), Value::from("3.0.3"));
     for key in ["info", "tags", "security", "externalDocs"] {
         if let Some(v) = doc.get(key) {
             out.insert(key.into(), v.clone());
@@ -44,9 +45,9 @@ pub fn upgrade(doc: &Value) -> Result<Value, OpenApiError> {
             .and_then(|s| s.iter().filter_map(Value::as_str).find(|x| *x == "https").or_else(|| s.first()?.as_str()))
             .unwrap_or("https");
         let base = doc.get("basePath").and_then(Value::as_str).unwrap_or("");
-        out.insert("servers".into(), json!([{"url": format!("{scheme}://{host}{base}")}]));
+        out.insert("servers".into(), servers(format!("{scheme}://{host}{base}")));
     } else if let Some(base) = doc.get("basePath").and_then(Value::as_str) {
-        out.insert("servers".into(), json!([{"url": base}]));
+        out.insert("servers".into(), servers(base.to_string()));
     }
     let mut components = Map::new();
     if let Some(defs) = doc.get("definitions") {
@@ -57,7 +58,7 @@ pub fn upgrade(doc: &Value) -> Result<Value, OpenApiError> {
         for (id, d) in defs {
             let mut s = d.clone();
             if d.get("type").and_then(Value::as_str) == Some("basic") {
-                s = json!({"type": "http", "scheme": "basic"});
+                s = object(vec![("type", Value::from("http")), ("scheme", Value::from("basic"))]);
                 if let Some(desc) = d.get("description") {
                     s["description"] = desc.clone();
                 }
@@ -100,6 +101,11 @@ pub fn upgrade(doc: &Value) -> Result<Value, OpenApiError> {
     let mut upgraded = Value::Object(out);
     rewrite_refs(&mut upgraded);
     Ok(upgraded)
+}
+
+/// `servers: [{url}]`.
+fn servers(url: String) -> Value {
+    Value::Array(vec![object(vec![("url", Value::String(url))])])
 }
 
 fn media_list(v: Option<&Value>) -> Vec<String> {
@@ -156,16 +162,16 @@ fn operation(
         match p.get("in").and_then(Value::as_str) {
             Some("body") => {
                 // Every type the operation consumes, in its order: the converter picks one the schema fits.
-                let schema = p.get("schema").cloned().unwrap_or(json!({}));
+                let schema = p.get("schema").cloned().unwrap_or_else(|| Value::Object(Map::new()));
                 let mut content = Map::new();
                 for media in consumes.iter().filter(|m| !m.starts_with("multipart/") && !m.contains("form-urlencoded"))
                 {
-                    content.insert(media.clone(), json!({"schema": schema}));
+                    content.insert(media.clone(), object(vec![("schema", schema.clone())]));
                 }
                 if content.is_empty() {
-                    content.insert("application/json".into(), json!({"schema": schema}));
+                    content.insert("application/json".into(), object(vec![("schema", schema)]));
                 }
-                let mut body = json!({"content": content});
+                let mut body = object(vec![("content", Value::Object(content))]);
                 if let Some(r) = p.get("required") {
                     body["required"] = r.clone();
                 }
@@ -178,7 +184,7 @@ fn operation(
                 let name = p.get("name").and_then(Value::as_str).unwrap_or_default().to_string();
                 file |= p.get("type").and_then(Value::as_str) == Some("file");
                 if p.get("required").and_then(Value::as_bool) == Some(true) {
-                    form_required.push(json!(name));
+                    form_required.push(Value::from(name.as_str()));
                 }
                 let style = collection_style(&p);
                 if !style.is_empty() {
@@ -194,17 +200,20 @@ fn operation(
             || (consumes.iter().any(|m| m.starts_with("multipart/"))
                 && !consumes.iter().any(|m| m.starts_with("application/x-www-form-urlencoded")));
         let media = if multipart { "multipart/form-data" } else { "application/x-www-form-urlencoded" };
-        let mut schema = json!({"type": "object", "properties": form});
+        let mut schema = object(vec![("type", Value::from("object")), ("properties", Value::Object(form))]);
         if !form_required.is_empty() {
             schema["required"] = Value::Array(form_required.clone());
         }
-        let mut media_type = json!({"schema": schema});
+        let mut media_type = object(vec![("schema", schema)]);
         if !encoding.is_empty() && !multipart {
             media_type["encoding"] = Value::Object(encoding);
         }
         out.insert(
             "requestBody".into(),
-            json!({"required": !form_required.is_empty(), "content": {media: media_type}}),
+            object(vec![
+                ("required", Value::Bool(!form_required.is_empty())),
+                ("content", object(vec![(media, media_type)])),
+            ]),
         );
     }
     if new_params.is_empty() {
@@ -217,9 +226,10 @@ fn operation(
         let mut new_responses = Map::new();
         for (code, r) in responses {
             let r = resolve(doc, r, &format!("{at}/responses/{}", pointer_token(code))).map_err(fail)?;
-            let mut nr = json!({"description": r.get("description").cloned().unwrap_or(json!(""))});
+            let mut nr =
+                object(vec![("description", r.get("description").cloned().unwrap_or_else(|| Value::from("")))]);
             if let Some(s) = r.get("schema") {
-                nr["content"] = json!({media.clone(): {"schema": s}});
+                nr["content"] = object(vec![(media.as_str(), object(vec![("schema", s.clone())]))]);
             }
             new_responses.insert(code.clone(), nr);
         }
@@ -257,8 +267,8 @@ fn collection_style(p: &Value) -> Map<String, Value> {
         _ => ("form", false),
     };
     let mut m = Map::new();
-    m.insert("style".into(), json!(style));
-    m.insert("explode".into(), json!(explode));
+    m.insert("style".into(), Value::from(style));
+    m.insert("explode".into(), Value::Bool(explode));
     m
 }
 
@@ -271,8 +281,8 @@ fn schema_of(p: &Value) -> Value {
     }
     // A file upload is bytes in OpenAPI 3.
     if p.get("type").and_then(Value::as_str) == Some("file") {
-        s.insert("type".into(), json!("string"));
-        s.insert("format".into(), json!("binary"));
+        s.insert("type".into(), Value::from("string"));
+        s.insert("format".into(), Value::from("binary"));
     }
     if let Some(d) = p.get("description") {
         s.insert("description".into(), d.clone());
