@@ -574,9 +574,89 @@ fn forward_headers(
     backend.add_credential(own, &mut headers, &mut path);
     headers[1].1 = path;
     if let Some(ms) = timeout_ms {
-        headers.push(("x-envoy-upstream-rq-timeout-ms".into(), ms.to_string()));
+        headers.push((TIMEOUT.into(), ms.to_string()));
     }
     headers
+}
+
+/// The edits that turn the client's request head into [`forward_headers`]'s, computed in place: the four
+/// pseudo-headers, the session id, the passed-through `authorization` and the timeout set where they
+/// differ, every other client header that is not kept removed (`content-length` too when `drop_length`).
+/// The same edits as diffing the two heads, without building the wanted one. `None` for a backend with a
+/// credential to add (a header, query or cookie of its own): [`forward_headers`] and a diff decide then.
+fn forward_edits(
+    head: &RequestHead,
+    backend: &Backend,
+    path: &str,
+    session: Option<&str>,
+    timeout_ms: Option<u64>,
+    drop_length: bool,
+) -> Option<Vec<Edit>> {
+    if backend.credential.is_some() {
+        return None;
+    }
+    let current = &head.headers;
+    // One scan of the head for the values the backend's pseudo-headers come from.
+    let (mut authority, mut scheme, mut auth) = (None, None, None);
+    for (k, v) in current {
+        let slot = match k.len() {
+            10 if k.eq_ignore_ascii_case(":authority") => &mut authority,
+            7 if k.eq_ignore_ascii_case(":scheme") => &mut scheme,
+            13 if k.eq_ignore_ascii_case("authorization") => &mut auth,
+            _ => continue,
+        };
+        if slot.is_none() {
+            *slot = Some(v.as_str());
+        }
+    }
+    let auth = auth.filter(|_| backend.passthrough_auth);
+    let timeout = timeout_ms.map(|ms| ms.to_string());
+    let mut edits = Vec::new();
+    set(&mut edits, current, ":method", &head.method);
+    set(&mut edits, current, ":path", path);
+    set(&mut edits, current, ":authority", backend.authority.as_deref().or(authority).unwrap_or(""));
+    set(&mut edits, current, ":scheme", scheme.unwrap_or("http"));
+    if let Some(id) = session {
+        set(&mut edits, current, SESSION, id);
+    }
+    if let Some(auth) = auth {
+        set(&mut edits, current, "authorization", auth);
+    }
+    if let Some(ms) = &timeout {
+        set(&mut edits, current, TIMEOUT, ms);
+    }
+    let wanted = |k: &str| match k {
+        ":method" | ":path" | ":authority" | ":scheme" => true,
+        "content-length" => !drop_length,
+        SESSION => session.is_some(),
+        "authorization" => auth.is_some(),
+        TIMEOUT => timeout.is_some(),
+        _ => KEPT.contains(&k) || crate::upstream::TRACING_HEADERS.contains(&k),
+    };
+    for (i, (k, _)) in current.iter().enumerate() {
+        if !wanted(k) && !current[..i].iter().any(|(n, _)| n == k) {
+            edits.push(Edit::Remove(k.clone()));
+        }
+    }
+    Some(edits)
+}
+
+/// The backend's request timeout, as Envoy's router reads it.
+const TIMEOUT: &str = "x-envoy-upstream-rq-timeout-ms";
+
+/// The edit (if any) that gives the header `name` of `current` the one value `value`: none if it has it,
+/// a set over one value or none, else the values removed and the one added (hosts differ on whether a set
+/// replaces every value of a name), as [`diff`] decides it.
+fn set(edits: &mut Vec<Edit>, current: &[(String, String)], name: &str, value: &str) {
+    let mut now = current.iter().filter(|(k, _)| k == name).map(|(_, v)| v.as_str());
+    match (now.next(), now.next()) {
+        (Some(v), None) if v == value => {}
+        (_, None) => edits.push(Edit::Set(name.into(), value.into())),
+        _ => {
+            edits.push(Edit::Remove(name.into()));
+            edits.push(Edit::Add(name.into(), value.into()));
+        }
+    }
 }
 
 fn start(
@@ -628,23 +708,31 @@ fn forward(
     relay.caller = caller;
     // The standalone GET stream lives as long as the client wants: the route's timeout applies to it.
     let timeout = (head.method != "GET").then_some(backend.timeout_ms);
-    let backend_id = found.as_ref().and_then(|s| s.backend.clone());
-    let mut headers = forward_headers(head, backend, backend.path.clone(), backend_id, timeout, own);
-    if head.method == "POST" && !backend.overrides.is_empty() {
-        headers.retain(|(k, _)| k != "content-length"); // a renamed tools/call's body changes length
-    }
-    // Kept for an `initialize` (no session yet), or to send again in a session that can be re-initialised.
-    // A request without a session that carries MCP-Protocol-Version is no `initialize` (clients send it on
-    // the requests after the handshake, stateless clients on every one): its body passes uncopied.
+    let backend_id = found.as_ref().and_then(|s| s.backend.as_deref());
+    let drop_length = head.method == "POST" && !backend.overrides.is_empty(); // a renamed call's body changes length
+                                                                              // Kept for an `initialize` (no session yet), or to send again in a session that can be re-initialised.
+                                                                              // A request without a session that carries MCP-Protocol-Version is no `initialize` (clients send it on
+                                                                              // the requests after the handshake, stateless clients on every one): its body passes uncopied.
     let reinitialisable = match &found {
         Some(s) => s.init.is_some(),
         None => head.header("mcp-protocol-version").is_none(),
     };
     relay.keeps = head.method == "POST" && gw.sessions.updatable() && reinitialisable;
-    let edits = edits(&head.headers, &headers);
-    if relay.keeps {
-        relay.sent = headers;
+    let mut edits = forward_edits(head, backend, &backend.path, backend_id, timeout, drop_length);
+    if relay.keeps || edits.is_none() {
+        let id = backend_id.map(str::to_string);
+        let mut headers = forward_headers(head, backend, backend.path.clone(), id, timeout, own);
+        if drop_length {
+            headers.retain(|(k, _)| k != "content-length");
+        }
+        if edits.is_none() {
+            edits = Some(self::edits(&head.headers, &headers));
+        }
+        if relay.keeps {
+            relay.sent = headers;
+        }
     }
+    let edits = edits.unwrap_or_default();
     relay.found = found;
     Start::Forward(Box::new(relay), edits)
 }
@@ -1003,7 +1091,7 @@ impl Relay {
 
     /// The answer head once our session is known: our id in place of the backend's, the body's rewriting.
     fn head(&mut self, status: u16, headers: &[(String, String)], ours: Option<String>) -> Answer {
-        let theirs = headers.iter().find(|(k, _)| k == SESSION).map(|(_, v)| v.clone());
+        let theirs = headers.iter().any(|(k, _)| k == SESSION);
         let content_type = headers.iter().find(|(k, _)| k == "content-type").map_or("", |(_, v)| v.as_str());
         if matches!(self.filter, Filter::Endpoint(_)) {
             if status != 200 || !content_type.starts_with("text/event-stream") {
@@ -1021,15 +1109,22 @@ impl Relay {
             _ => Filter::None,
         };
         let rewrite = !matches!(self.filter, Filter::None);
-        if theirs.is_none() && !rewrite {
+        if !theirs && !rewrite {
             return Answer::Pass(Vec::new());
         }
-        let mut out: Vec<(String, String)> =
-            headers.iter().filter(|(k, _)| k != SESSION && !(rewrite && k == "content-length")).cloned().collect();
-        if let Some(id) = ours.filter(|_| theirs.is_some()) {
-            out.push((SESSION.into(), id));
+        // In place: our session id for the backend's, the backend's dropped when there is none of ours,
+        // `content-length` dropped from an answer rewritten.
+        let mut edits = Vec::new();
+        let ours = ours.filter(|_| theirs);
+        if let Some(id) = &ours {
+            set(&mut edits, headers, SESSION, id);
         }
-        let edits = edits(headers, &out);
+        for (i, (k, _)) in headers.iter().enumerate() {
+            let gone = (k == SESSION && ours.is_none()) || (rewrite && k == "content-length");
+            if gone && !headers[..i].iter().any(|(n, _)| n == k) {
+                edits.push(Edit::Remove(k.clone()));
+            }
+        }
         if rewrite {
             Answer::Rewrite(edits)
         } else {

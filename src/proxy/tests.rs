@@ -1034,3 +1034,141 @@ fn cost_of_a_body_check() {
         assert!(matches!(relay.gate(), gate::Gate::Go(None)));
     }
 }
+
+#[test]
+fn the_request_edits_computed_in_place_are_those_of_the_diff() {
+    let gw = gateway("local", "");
+    let mut backends = Vec::new();
+    for (authority, passthrough) in [(Some("backend:8000"), false), (None, true), (None, false)] {
+        let mut b = gw.server("up").unwrap().proxy.clone().unwrap();
+        b.authority = authority.map(str::to_string);
+        b.passthrough_auth = passthrough;
+        backends.push(b);
+    }
+    let heads: [&[(&str, &str)]; 6] = [
+        &[(":authority", "gw"), (":path", "/mcp-servers/up"), (":method", "POST"), (":scheme", "https")],
+        // The bench's head: only the path and the timeout change.
+        &[
+            (":authority", "gw"),
+            (":path", "/mcp-servers/up"),
+            (":method", "POST"),
+            (":scheme", "http"),
+            ("user-agent", "wrk"),
+            ("content-type", "application/json"),
+            ("content-length", "120"),
+            ("x-request-id", "r"),
+        ],
+        // No pseudo-headers at all (as some tests build heads), credentials and cookies to drop.
+        &[("authorization", "Bearer a"), ("cookie", "a=1"), ("cookie", "b=2"), ("accept", "x")],
+        // The client's own timeout and session id, repeated names, upper case.
+        &[
+            (":method", "POST"),
+            ("x-envoy-upstream-rq-timeout-ms", "1"),
+            ("mcp-session-id", "theirs"),
+            ("mcp-session-id", "again"),
+            ("Authorization", "Bearer up"),
+            ("traceparent", "t1"),
+            ("traceparent", "t2"),
+            ("content-length", "5"),
+            ("x-other", "1"),
+            ("x-other", "2"),
+        ],
+        // Values already as the backend wants them, and several values of a pseudo-header.
+        &[
+            (":authority", "backend:8000"),
+            (":authority", "gw"),
+            (":path", "/mcp"),
+            (":method", "GET"),
+            ("x-envoy-upstream-rq-timeout-ms", "5000"),
+            ("authorization", "Bearer a"),
+            ("authorization", "Bearer b"),
+            ("mcp-session-id", "backend-id"),
+        ],
+        &[],
+    ];
+    let mut checked = 0;
+    for b in &backends {
+        for pairs in heads {
+            for method in ["POST", "GET"] {
+                for (session, timeout, drop_length) in
+                    [(None, Some(5000), false), (Some("backend-id"), None, true), (Some("x"), Some(7), false)]
+                {
+                    let headers = pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+                    let h = RequestHead {
+                        method: method.into(),
+                        path: "/mcp-servers/up".into(),
+                        headers,
+                        ..Default::default()
+                    };
+                    let id = session.map(str::to_string);
+                    let mut wanted = forward_headers(&h, b, b.path.clone(), id, timeout, None);
+                    if drop_length {
+                        wanted.retain(|(k, _)| k != "content-length");
+                    }
+                    let direct = forward_edits(&h, b, &b.path, session, timeout, drop_length).unwrap();
+                    assert_eq!(direct, edits(&h.headers, &wanted), "{pairs:?} {session:?} {timeout:?}");
+                    checked += 1;
+                }
+            }
+        }
+    }
+    assert_eq!(checked, 108);
+    // A backend with a credential of its own: the diff decides.
+    let cred = gateway(
+        "local",
+        "  securitySchemes: [{id: k, type: apiKey, in: header, name: x-key}]\n  defaultUpstreamSecurity: {id: k, credential: s}\n",
+    );
+    let b = cred.server("up").unwrap().proxy.clone().unwrap();
+    assert!(b.credential.is_some());
+    assert!(forward_edits(&head("POST", &[]), &b, &b.path, None, None, false).is_none());
+    let (_, sent) = forward(&cred, &mut env(), &head("POST", &[]));
+    assert_eq!(value(&sent, "x-key"), Some("s"));
+}
+
+#[test]
+fn the_answer_edits_computed_in_place_are_those_of_the_diff() {
+    let gw = gateway("local", "");
+    let server = gw.server("up").unwrap();
+    let heads: [&[(&str, &str)]; 4] = [
+        &[("content-type", "application/json"), ("mcp-session-id", "theirs"), ("content-length", "9")],
+        &[
+            ("content-length", "9"),
+            ("mcp-session-id", "a"),
+            ("mcp-session-id", "b"),
+            ("content-type", "text/event-stream"),
+        ],
+        &[("mcp-session-id", "ours"), ("content-type", "application/json")],
+        &[("content-type", "application/json"), ("content-length", "9"), ("content-length", "9")],
+    ];
+    let mut checked = 0;
+    for pairs in heads {
+        let headers: Vec<(String, String)> = pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+        for ours in [None, Some("ours")] {
+            for rewrite in [false, true] {
+                let mut relay = new_relay(server, &head("POST", &[]), ours.map(str::to_string));
+                if rewrite {
+                    relay.guarded.push((Value::Null, String::new()));
+                }
+                let (edits, rewrote) = match relay.head(200, &headers, ours.map(str::to_string)) {
+                    Answer::Pass(e) => (e, false),
+                    Answer::Rewrite(e) => (e, true),
+                    _ => panic!("neither passed nor rewritten"),
+                };
+                assert_eq!(rewrote, rewrite);
+                let theirs = headers.iter().any(|(k, _)| k == SESSION);
+                let mut out: Vec<(String, String)> = headers
+                    .iter()
+                    .filter(|(k, _)| k != SESSION && !(rewrite && k == "content-length"))
+                    .cloned()
+                    .collect();
+                if let Some(id) = ours.filter(|_| theirs) {
+                    out.push((SESSION.into(), id.into()));
+                }
+                let expected = if !theirs && !rewrite { Vec::new() } else { super::edits(&headers, &out) };
+                assert_eq!(edits, expected, "{pairs:?} {ours:?} {rewrite}");
+                checked += 1;
+            }
+        }
+    }
+    assert_eq!(checked, 16);
+}
