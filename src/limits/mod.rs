@@ -495,17 +495,7 @@ fn read_rate(v: &Value, at: &str, redis: bool) -> Result<Limit, FieldError> {
     let spec = format!("r{requests}w{window_ms}b{capacity}");
     let burst = if capacity == requests { String::new() } else { format!(", bursts of {capacity}") };
     let rule = format!("{requests} calls per {}{burst}", show_ms(window_ms));
-    Ok(Limit {
-        kind: Kind::Rate(rate),
-        per,
-        scope,
-        on_store_error,
-        field: at.to_string(),
-        spec,
-        rule,
-        about: About::text("", at),
-        fixed: None,
-    })
+    Ok(Limit::new(Kind::Rate(rate), per, scope, on_store_error, at, spec, rule))
 }
 
 fn read_quota(v: &Value, at: &str, redis: bool) -> Result<Limit, FieldError> {
@@ -525,17 +515,32 @@ fn read_quota(v: &Value, at: &str, redis: bool) -> Result<Limit, FieldError> {
     f.finish()?;
     let spec = format!("q{requests}{}", if period == Period::Day { "d" } else { "m" });
     let rule = format!("{requests} calls per {}", if period == Period::Day { "day (UTC)" } else { "month (UTC)" });
-    Ok(Limit {
-        kind: Kind::Quota { requests, period },
-        per,
-        scope: Scope::Cluster,
-        on_store_error,
-        field: at.to_string(),
-        spec,
-        rule,
-        about: About::text("", at),
-        fixed: None,
-    })
+    Ok(Limit::new(Kind::Quota { requests, period }, per, Scope::Cluster, on_store_error, at, spec, rule))
+}
+
+impl Limit {
+    /// A limit as read at `at`; its refusal's wording and fixed key are written once its server is known.
+    fn new(
+        kind: Kind,
+        per: Per,
+        scope: Scope,
+        on_store_error: OnStoreError,
+        at: &str,
+        spec: String,
+        rule: String,
+    ) -> Self {
+        Limit {
+            kind,
+            per,
+            scope,
+            on_store_error,
+            field: at.to_string(),
+            spec,
+            rule,
+            about: About::text("", at),
+            fixed: None,
+        }
+    }
 }
 
 /// Whether a server's configuration asks for Redis (a limit with `scope: cluster`, or a quota), before
