@@ -184,12 +184,12 @@ class StatelessBackend(harness.DemoUpstream):
         return [str(self.port), "stateless"]
 
 
-@pytest.fixture
-def proxied(request, host, run_dir, e2e_config):  # noqa: F811
-    backend = StatelessBackend(log_dir=run_dir).start()
+def _limited_proxies(request, host, run_dir, e2e_config, backend, **transport):  # noqa: F811
+    """Three proxied servers in front of `backend` (`transport` adds their transport and URL), counted in Redis:
+    `counted` (3 an hour, and a daily quota), `lenient` and `strict` (Redis down: allowed, refused)."""
     config = {k: v for k, v in e2e_config.items() if k != "servers"}
     server = lambda name, **limits: {"name": name, "type": "mcp-proxy", "mcpServerURL": "/mcp",  # noqa: E731
-                                     "timeout": 10000, **limits}
+                                     "timeout": 10000, **transport, **limits}
     config["servers"] = [
         server("counted", rateLimits=[{"requests": 3, "window": "1h", "scope": "cluster"}],
                quotas=[{"requests": 100, "period": "day"}]),
@@ -203,6 +203,11 @@ def proxied(request, host, run_dir, e2e_config):  # noqa: F811
         h.stop()
         backend.stop()
     assert not h.crashes(), "the plugin crashed in the test host:\n" + "\n".join(h.crashes())
+
+
+@pytest.fixture
+def proxied(request, host, run_dir, e2e_config):  # noqa: F811
+    yield from _limited_proxies(request, host, run_dir, e2e_config, StatelessBackend(log_dir=run_dir).start())
 
 
 def _proxied_call(replica, server: str, rid: int) -> dict:
@@ -293,22 +298,7 @@ class SseBackend(harness.DemoUpstream):
 @pytest.fixture
 def sse_proxied(request, host, run_dir, e2e_config):  # noqa: F811
     backend = SseBackend(log_dir=run_dir).start()
-    config = {k: v for k, v in e2e_config.items() if k != "servers"}
-    server = lambda name, **limits: {"name": name, "type": "mcp-proxy", "transport": "sse",
-                                     "mcpServerURL": "/sse", "timeout": 10000, **limits}
-    config["servers"] = [
-        server("counted", rateLimits=[{"requests": 3, "window": "1h", "scope": "cluster"}],
-               quotas=[{"requests": 100, "period": "day"}]),
-        server("lenient", rateLimits=[{"requests": 1000, "window": "1s", "scope": "cluster"}]),
-        server("strict", rateLimits=[{"requests": 1000, "window": "1s", "scope": "cluster", "onStoreError": "deny"}]),
-    ]
-    h = Higress(host, run_dir, backend, config, request.node.name)
-    try:
-        yield h
-    finally:
-        h.stop()
-        backend.stop()
-    assert not h.crashes(), "the plugin crashed in the test host:\n" + "\n".join(h.crashes())
+    yield from _limited_proxies(request, host, run_dir, e2e_config, backend, transport="sse", mcpServerURL="/sse")
 
 
 def _bridged_call(replica, server: str, rid: int) -> dict:
