@@ -242,24 +242,51 @@ def test_a_proxied_servers_calls_are_counted_in_redis_across_replicas(proxied, r
     assert redis_server.command("GET", quota) == "3", "the quota counts the calls that went on, not the refused"
 
 
+def _echoes(m: dict) -> bool:
+    return m.get("result", {}).get("content", [{}])[0].get("text") == "echo: hi"
+
+
+def _check_redis_down(replica, call, server: RedisServer, lenient_slack: float) -> None:
+    """Redis stops under a replica whose calls `call` makes: `lenient` (onStoreError: allow, the default)
+    still answers and `strict` (deny) is refused, on both workers, each within the Redis timeout; then
+    Redis comes back on the same port, empty, and `strict` answers again."""
+    assert _echoes(call(replica, "strict", 1))
+    server.stop()
+    for i in range(2):  # both workers
+        m, elapsed = timed(call, replica, "lenient", i)
+        assert _echoes(m), m
+        assert elapsed < TIMEOUT_MS / 1000 + lenient_slack, elapsed
+        m, elapsed = timed(call, replica, "strict", i)
+        assert m["error"]["data"]["cause"] == "store_unavailable", m
+        assert "onStoreError: deny" in m["error"]["message"], m
+        assert "rate-limit store is unavailable" in m["error"]["message"], m
+        assert elapsed < TIMEOUT_MS / 1000 + 1.0, elapsed
+    server.start()  # same port, empty
+    for i in range(2):
+        assert _echoes(call(replica, "strict", 7 + i))
+
+
+def _check_redis_timeout(replica, call, delay: DelayProxy, lenient_slack: float) -> None:
+    """Redis (behind `delay`) answers later than the timeout: `strict` is refused and `lenient` answers,
+    neither waiting much longer than the timeout; once Redis is prompt again, `strict` answers."""
+    assert _echoes(call(replica, "strict", 1))
+    delay.delay = TIMEOUT_MS / 1000 + 1.0
+    m, elapsed = timed(call, replica, "strict", 2)
+    assert m["error"]["data"]["cause"] == "store_unavailable", m
+    assert TIMEOUT_MS / 1000 * 0.9 <= elapsed < TIMEOUT_MS / 1000 + 1.5, elapsed
+    m, elapsed = timed(call, replica, "lenient", 3)
+    assert _echoes(m) and elapsed < TIMEOUT_MS / 1000 + lenient_slack, (m, elapsed)
+    delay.delay = 0
+    time.sleep(1.2)  # the late replies drain
+    assert _echoes(call(replica, "strict", 4))
+
+
 def test_a_proxied_server_with_redis_down_fails_open_or_closed_per_limit(proxied, run_dir):  # noqa: F811
     server = RedisServer(run_dir).start()
     try:
         a = proxied.start("a", server.address)
-        assert _proxied_call(a, "strict", 1)["result"]["content"][0]["text"] == "echo: hi"
-        server.stop()
-        for i in range(2):  # both workers
-            m, elapsed = timed(_proxied_call, a, "lenient", i)
-            assert m["result"]["content"][0]["text"] == "echo: hi", m  # onStoreError: allow (the default)
-            assert elapsed < TIMEOUT_MS / 1000 + 1.0, elapsed
-            m, elapsed = timed(_proxied_call, a, "strict", i)
-            assert m["error"]["data"]["cause"] == "store_unavailable", m
-            assert "onStoreError: deny" in m["error"]["message"] and "rate-limit store is unavailable" in m["error"]["message"]
-            assert elapsed < TIMEOUT_MS / 1000 + 1.0, elapsed
+        _check_redis_down(a, _proxied_call, server, lenient_slack=1.0)
         assert any("rate-limit store (redis)" in line for line in a.log_lines), a.log_lines[-5:]
-        server.start()  # same port, empty
-        for i in range(2):
-            assert _proxied_call(a, "strict", i)["result"]["content"][0]["text"] == "echo: hi"
     finally:
         server.stop()
 
@@ -267,17 +294,7 @@ def test_a_proxied_server_with_redis_down_fails_open_or_closed_per_limit(proxied
 def test_a_proxied_call_waits_no_longer_than_the_redis_timeout(proxied, host, redis_server):  # noqa: F811
     delay = host.run(DelayProxy(redis_server.address, delay=0).start())
     try:
-        a = proxied.start("a", ("127.0.0.1", delay.port))
-        assert _proxied_call(a, "strict", 1)["result"]["content"][0]["text"] == "echo: hi"
-        delay.delay = TIMEOUT_MS / 1000 + 1.0
-        m, elapsed = timed(_proxied_call, a, "strict", 2)
-        assert m["error"]["data"]["cause"] == "store_unavailable", m
-        assert TIMEOUT_MS / 1000 * 0.9 <= elapsed < TIMEOUT_MS / 1000 + 1.5, elapsed
-        m, elapsed = timed(_proxied_call, a, "lenient", 3)
-        assert m["result"]["content"][0]["text"] == "echo: hi" and elapsed < TIMEOUT_MS / 1000 + 1.5, (m, elapsed)
-        delay.delay = 0
-        time.sleep(1.2)  # the late replies drain
-        assert _proxied_call(a, "strict", 4)["result"]["content"][0]["text"] == "echo: hi"
+        _check_redis_timeout(proxied.start("a", ("127.0.0.1", delay.port)), _proxied_call, delay, lenient_slack=1.5)
     finally:
         host.run(delay.stop())
 
@@ -385,23 +402,9 @@ def test_an_sse_servers_calls_are_counted_in_redis_across_replicas_from_both_kin
 
 
 def test_an_sse_server_with_redis_down_fails_open_or_closed_per_limit(sse_proxied, run_dir):  # noqa: F811
-    """Bridged calls (no session: only the limits use Redis; an SSE client's session lives in Redis here,
-    so its POSTs fail at the session store first)."""
     server = RedisServer(run_dir).start()
     try:
-        a = sse_proxied.start("a", server.address)
-        assert _bridged_call(a, "strict", 1)["result"]["content"][0]["text"] == "echo: hi"
-        server.stop()
-        for i in range(2):  # both workers
-            m, elapsed = timed(_bridged_call, a, "lenient", i)
-            assert m["result"]["content"][0]["text"] == "echo: hi", m  # onStoreError: allow (the default)
-            assert elapsed < TIMEOUT_MS / 1000 + 1.5, elapsed
-            m, elapsed = timed(_bridged_call, a, "strict", i)
-            assert m["error"]["data"]["cause"] == "store_unavailable", m
-            assert "onStoreError: deny" in m["error"]["message"], m
-            assert elapsed < TIMEOUT_MS / 1000 + 1.0, elapsed
-        server.start()  # same port, empty
-        assert _bridged_call(a, "strict", 7)["result"]["content"][0]["text"] == "echo: hi"
+        _check_redis_down(sse_proxied.start("a", server.address), _bridged_call, server, lenient_slack=1.5)
     finally:
         server.stop()
 
@@ -409,13 +412,6 @@ def test_an_sse_server_with_redis_down_fails_open_or_closed_per_limit(sse_proxie
 def test_a_bridged_call_waits_no_longer_than_the_redis_timeout(sse_proxied, host, redis_server):  # noqa: F811
     delay = host.run(DelayProxy(redis_server.address, delay=0).start())
     try:
-        a = sse_proxied.start("a", ("127.0.0.1", delay.port))
-        assert _bridged_call(a, "strict", 1)["result"]["content"][0]["text"] == "echo: hi"
-        delay.delay = TIMEOUT_MS / 1000 + 1.0
-        m, elapsed = timed(_bridged_call, a, "strict", 2)
-        assert m["error"]["data"]["cause"] == "store_unavailable", m
-        assert TIMEOUT_MS / 1000 * 0.9 <= elapsed < TIMEOUT_MS / 1000 + 1.5, elapsed
-        m, elapsed = timed(_bridged_call, a, "lenient", 3)
-        assert m["result"]["content"][0]["text"] == "echo: hi" and elapsed < TIMEOUT_MS / 1000 + 2.5, (m, elapsed)
+        _check_redis_timeout(sse_proxied.start("a", ("127.0.0.1", delay.port)), _bridged_call, delay, lenient_slack=2.5)
     finally:
         host.run(delay.stop())
