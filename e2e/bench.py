@@ -49,12 +49,22 @@
    plugin, against the same POST sent to the same backend through the `baseline` listener of the same Envoy
    (no plugin). The backend is the upstream Envoy's POST /mcp, a canned JSON result (e2e/bench_upstream.yaml),
    so that what the plugin adds to the proxied path shows (a real MCP server's own time would hide it:
-   e2e/bench_proxy.py measures that against the Python SDK's server). Sides:
+   e2e/bench_proxy.py measures that against the Python SDK's server).
+   Sides, all on listeners of the same gateway Envoy:
      mcp_baseline    POST /mcp on the listener without the plugin
+     empty           POST /mcp through a Wasm filter that does nothing: only the stream context's creation
+                     and deletion are exported (e2e/floor, callbacks dropped), no hostcall
+     floor           POST /mcp-servers/proxied through a Wasm filter of the plugin's SDK (e2e/floor) with the
+                     plugin's six stream callbacks and four hostcalls and nothing else: the request head
+                     read, the path and the timeout set, the answer head read. What any filter doing the
+                     proxied path's work costs in this Envoy: the floor under the plugin
      proxy           POST /mcp-servers/proxied: the plugin rewrites the path and lets the body and the
                      answer through unread
      proxy_filtered  the same with `allowTools` (the body is read to check the tool's name)
-   Settings of 1 (levels, duration, warm-up, rounds). Goals as for 1: throughput >= 0.8x, p50 <= 1.25x.
+   The two filters of e2e/floor are built by the bench (cargo, target/floor). Settings of 1 (levels,
+   duration, warm-up, rounds; the order of the sides alternates between rounds); with --repeat N, each
+   side's ratios and extra CPU are also given per round against that round's baseline, as median and range.
+   Goals as for 1: throughput >= 0.8x, p50 <= 1.25x.
 
 7. The policy chain in pairs (--policy-pairs N, issue 13): the `nopolicy` and `policy` sides of 1 on a gateway
    Envoy of their own (settings of 1), measured as N back-to-back pairs per level whose order alternates
@@ -795,7 +805,13 @@ def print_policy(po: dict) -> None:
 
 # --- proxied MCP servers: the plugin in front of a fast MCP backend ----------------------------------
 
-PROXY_SIDES = ("mcp_baseline", "proxy", "proxy_filtered")
+PROXY_SIDES = ("mcp_baseline", "empty", "floor", "proxy", "proxy_filtered")
+# The sides through a filter that is not the plugin (e2e/floor), by listener name: URL path.
+FLOOR_SIDES = {"empty": "/mcp", "floor": "/mcp-servers/proxied"}
+# Every stream callback of the proxy-wasm SDK but the context's creation and deletion: dropped from the
+# floor filter's module to make the empty one. proxy_on_log and proxy_on_done go from both, as from the plugin.
+STREAM_CALLBACKS = ("proxy_on_request_headers", "proxy_on_request_body", "proxy_on_request_trailers",
+                    "proxy_on_response_headers", "proxy_on_response_body", "proxy_on_response_trailers")
 PROXY_CALL = {"jsonrpc": "2.0", "id": 1, "method": "tools/call", "params": {"name": "echo", "arguments": {"text": "x"}}}
 PROXY_EXPECT = "echo: x"  # the canned answer of bench_upstream.yaml's POST /mcp
 
@@ -814,10 +830,69 @@ def verify_proxy_call(url: str) -> None:
         raise BenchError(f"POST {url}: HTTP {r.status_code} {r.text[:300]!r}")
 
 
+def build_floor_filters(run_dir: Path) -> dict[str, Path]:
+    """Builds e2e/floor (cargo, target/floor) and derives its two modules into `run_dir`: `floor.wasm`
+    (proxy_on_log and proxy_on_done dropped, as from the plugin) and `empty.wasm` (every stream callback
+    dropped too). Fails if it cannot: the floor is part of the section's answer."""
+    manifest = harness.E2E_DIR / "floor" / "Cargo.toml"
+    target = harness.ROOT / "target" / "floor"
+    cmd = ["cargo", "build", "--release", "--target", "wasm32-wasip1", "--manifest-path", str(manifest),
+           "--target-dir", str(target)]
+    r = subprocess.run(cmd, cwd=harness.ROOT, capture_output=True, text=True)
+    if r.returncode != 0:
+        raise BenchError(f"{' '.join(cmd)} failed:\n{r.stderr[-2000:]}")
+    built = target / "wasm32-wasip1" / "release" / "floor_filter.wasm"
+    drop = harness.ROOT / "scripts" / "wasm-drop-export.py"
+    out = {}
+    for name, callbacks in (("floor", ()), ("empty", STREAM_CALLBACKS)):
+        path = run_dir / f"{name}.wasm"
+        shutil.copyfile(built, path)
+        r = subprocess.run([sys.executable, str(drop), str(path), "proxy_on_log", "proxy_on_done", *callbacks],
+                           capture_output=True, text=True)
+        if r.returncode != 0:
+            raise BenchError(f"wasm-drop-export.py {path}: {r.stderr.strip()}")
+        out[name] = path
+    return out
+
+
+def with_floor_listeners(envoy: harness.Envoy, modules: dict[str, Path]) -> dict[str, int]:
+    """Adds to the gateway Envoy's configuration one listener per floor side: a copy of the plugin's listener
+    whose Wasm filter runs that module in a VM of its own (same routes, same settings); their ports."""
+    listeners = envoy.config["static_resources"]["listeners"]
+    mcp = next(lst for lst in listeners if lst.get("name") == "mcp")
+    ports = {}
+    for name in FLOOR_SIDES:
+        lst = copy.deepcopy(mcp)
+        lst["name"] = name
+        ports[name] = harness.free_port()
+        lst["address"]["socket_address"]["port_value"] = ports[name]
+        listeners.append(lst)
+        cfg = harness.wasm_filter_config(envoy.config, name)
+        cfg["name"] = cfg["root_id"] = cfg["vm_config"]["vm_id"] = f"{name}_filter"
+        cfg["vm_config"]["code"]["local"]["filename"] = str(modules[name])
+        cfg["configuration"]["value"] = ""
+        for f in lst["filter_chains"][0]["filters"]:
+            if f.get("name") == "envoy.filters.network.http_connection_manager":
+                f["typed_config"]["stat_prefix"] = name
+    return ports
+
+
+def per_round(samples: list[dict], baseline: list[dict]) -> dict:
+    """One side's rounds against the same rounds' baseline: ratios and extra CPU, median and range each."""
+    pairs = list(zip(samples, baseline))
+    thr = [p["rps"] / b["rps"] for p, b in pairs if b["rps"]]
+    p50 = [p["p50_us"] / b["p50_us"] for p, b in pairs if b["p50_us"]]
+    cpu = [p["gateway_cpu_us_per_req"] - b["gateway_cpu_us_per_req"] for p, b in pairs
+           if p["gateway_cpu_us_per_req"] is not None and b["gateway_cpu_us_per_req"] is not None]
+    return {"throughput_ratio": spread(thr), "p50_ratio": spread(p50), "extra_cpu_us_per_req": spread(cpu)}
+
+
 def proxy_section(wrk: str, wasm: Path, upstream: UpstreamEnvoy, run_dir: Path, levels: list[int], seconds: int,
                   warmup: int, repeat: int = 1) -> dict:
+    modules = build_floor_filters(run_dir)
     envoy = harness.Envoy(proxy_plugin_config(), upstream_port=upstream.port, run_dir=run_dir, name="proxy",
                           concurrency=1, wasm=wasm)
+    floor_ports = with_floor_listeners(envoy, modules)
     try:
         envoy.start()
         headers = {"content-type": "application/json", "accept": harness.ACCEPT,
@@ -825,23 +900,26 @@ def proxy_section(wrk: str, wasm: Path, upstream: UpstreamEnvoy, run_dir: Path, 
         body = json.dumps(PROXY_CALL, separators=(",", ":"))
         urls = {"mcp_baseline": f"{envoy.baseline_url}/mcp", "proxy": f"{envoy.base_url}/mcp-servers/proxied",
                 "proxy_filtered": f"{envoy.base_url}/mcp-servers/proxied-filtered"}
+        urls |= {name: f"http://127.0.0.1:{floor_ports[name]}{path}" for name, path in FLOOR_SIDES.items()}
         sides = {}
         for side, url in urls.items():
             verify_proxy_call(url)
             sides[side] = (url, write_wrk_script(run_dir / f"{side}.lua", "POST", headers, body))
         samples = sweep(wrk, envoy, upstream, sides, PROXY_SIDES, levels, seconds, warmup, repeat,
-                        prefixes={"mcp_baseline": "baseline"})
+                        prefixes={"mcp_baseline": "baseline", **{n: n for n in FLOOR_SIDES}})
         rows = []
         for c in levels:
             row: dict[str, Any] = {"connections": c}
             for side in PROXY_SIDES:
                 row[side] = aggregate(samples[c][side])
             b = row["mcp_baseline"]
-            for side in ("proxy", "proxy_filtered"):
+            for side in PROXY_SIDES[1:]:
                 p = row[side]
                 row[f"{side}_throughput_ratio"] = p["rps"] / b["rps"] if b["rps"] else None
                 row[f"{side}_p50_ratio"] = p["p50_us"] / b["p50_us"] if b["p50_us"] else None
                 row[f"{side}_extra_cpu_us_per_req"] = p["gateway_cpu_us_per_req"] - b["gateway_cpu_us_per_req"]
+                if repeat > 1:
+                    row[f"{side}_rounds"] = per_round(samples[c][side], samples[c]["mcp_baseline"])
             rows.append(row)
         for url in urls.values():  # still answering after the load
             verify_proxy_call(url)
@@ -849,7 +927,8 @@ def proxy_section(wrk: str, wasm: Path, upstream: UpstreamEnvoy, run_dir: Path, 
             "levels": rows,
             "setup": {"levels": levels, "duration_s": seconds, "warmup_s": warmup, "repeat": repeat,
                       "backend": "upstream Envoy direct_response POST /mcp (e2e/bench_upstream.yaml)",
-                      "request": PROXY_CALL, "protocol_version": harness.LATEST},
+                      "request": PROXY_CALL, "protocol_version": harness.LATEST,
+                      "floor_modules": {n: str(p) for n, p in modules.items()}},
             "plugin_vm_failures": harness.crash_lines(envoy.log_text())[:20],
             "envoy_log": str(envoy.log_path),
         }
@@ -878,7 +957,9 @@ def print_proxy(px: dict) -> None:
           "gateway Envoy --concurrency 1)")
     print("  mcp_baseline = POST /mcp (a stateless tools/call) on the listener without the plugin, to the upstream")
     print("  Envoy's canned MCP answer; proxy = the same through a proxied server (type: mcp-proxy) of the plugin;")
-    print("  proxy_filtered = with allowTools (each request body read). Goals: throughput >= 0.8x, p50 <= 1.25x")
+    print("  proxy_filtered = with allowTools (each request body read); empty = a Wasm filter that does nothing")
+    print("  (context created and deleted); floor = a filter doing only the plugin's 4 hostcalls in its 6 callbacks")
+    print("  (e2e/floor). Goals: throughput >= 0.8x, p50 <= 1.25x")
     print(f"  {'conns':>5}  {'side':<14} {'req/s':>9} {'p50 ms':>8} {'p99 ms':>8} {'CPU us/req':>10}  "
           f"{'thr ratio':>9} {'p50 ratio':>9} {'extra CPU us':>12}")
     for row in px["levels"]:
@@ -893,6 +974,18 @@ def print_proxy(px: dict) -> None:
             cpu = r["gateway_cpu_us_per_req"]
             print(f"  {row['connections']:>5}  {side:<14} {r['rps']:9.0f} {r['p50_us'] / 1000:8.3f} "
                   f"{r['p99_us'] / 1000:8.3f} {cpu if cpu is not None else float('nan'):10.0f}{extra}")
+    if cfg["repeat"] > 1:
+        print("  per round against that round's baseline: median (min .. max)")
+        print(f"  {'conns':>5}  {'side':<14} {'thr ratio':>20} {'p50 ratio':>20} {'extra CPU us':>24}")
+        for row in px["levels"]:
+            for side in PROXY_SIDES[1:]:
+                rr = row.get(f"{side}_rounds")
+                if not rr:
+                    continue
+                t, p, e = rr["throughput_ratio"], rr["p50_ratio"], rr["extra_cpu_us_per_req"]
+                print(f"  {row['connections']:>5}  {side:<14} {t['median']:5.2f}x ({t['min']:.2f} .. {t['max']:.2f})"
+                      f"   {p['median']:5.2f}x ({p['min']:.2f} .. {p['max']:.2f})"
+                      f"   {e['median']:6.1f} ({e['min']:6.1f} .. {e['max']:6.1f})")
     if px.get("plugin_vm_failures"):
         print(f"  plugin VM failures in Envoy's log: {px['plugin_vm_failures'][:3]}")
     print()

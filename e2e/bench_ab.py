@@ -5,6 +5,11 @@ that alternate build and side (proxied, and plain proxying on the same Envoy's b
 round, so that both builds see the same load. Prints, per build, the medians of gateway CPU per request,
 req/s and p50 of each side, and of the per-round differences and ratios (proxied against plain).
 
+Either build may be section 6's floor filter (`floor.wasm`, which `e2e/bench.py --proxy-only` builds from
+e2e/floor into its run directory, target/bench/runs/<run>/): it ignores the plugin's configuration and sends
+the same call on to the backend's path as the plugin does, so the plugin and the floor under it are compared
+side by side the same way (`empty.wasm` rewrites nothing, so it cannot stand in for the plugin here).
+
 Usage: .venv/bin/python e2e/bench_ab.py A.wasm B.wasm [--levels 8,32] [--rounds 16] [--seconds 2]
 """
 

@@ -947,9 +947,7 @@ pub fn on_response_headers(id: u32, end_of_stream: bool) -> Option<Action> {
     RELAYS.with(|r| {
         let mut relays = r.borrow_mut();
         let held = relays.get_mut(&id)?;
-        let all = headers_lossy(MapType::HttpResponseHeaders);
-        let status = all.iter().find(|(k, _)| k == ":status").and_then(|(_, v)| v.parse().ok()).unwrap_or(502);
-        let headers: Vec<(String, String)> = all.into_iter().filter(|(k, _)| !k.starts_with(':')).collect();
+        let (status, headers) = answer_head();
         let gw = held.gw.clone();
         if let Some(bridge) = held.bridge.as_mut() {
             // The head is held: the client's answer is a local reply in its place.
@@ -1014,6 +1012,25 @@ pub fn on_response_headers(id: u32, end_of_stream: bool) -> Option<Action> {
             }
         }
     })
+}
+
+/// The backend's answer head, read once: its status (502 when it has none that parses) and its headers
+/// without the pseudo-headers, which are skipped unconverted (no pair copied twice, as reading the map
+/// as pairs of owned names and values and then filtering them did).
+fn answer_head() -> (u16, Vec<(String, String)>) {
+    let map = abi::header_map(MapType::HttpResponseHeaders);
+    let text = |b: &[u8]| String::from_utf8_lossy(b).into_owned();
+    let (mut status, mut headers) = (None, Vec::new());
+    for (k, v) in abi::pairs(&map) {
+        match k.first() {
+            Some(b':') if k == b":status" && status.is_none() => {
+                status = Some(std::str::from_utf8(v).ok().and_then(|v| v.parse().ok()));
+            }
+            Some(b':') => {}
+            _ => headers.push((text(k), text(v))),
+        }
+    }
+    (status.flatten().unwrap_or(502), headers)
 }
 
 /// A chunk of the backend's answer.

@@ -29,7 +29,7 @@ use super::gate::Gate;
 use super::wait::{Done, Pending};
 use super::{
     backend_failure, edits, failure, forward_headers, new_relay, reinit, sse, unknown_session, Backend, Filter,
-    OpenStep, Opening, Relay, Start, Then, SESSION,
+    OpenStep, Opening, Picked, Relay, Start, Then, SESSION,
 };
 use crate::gateway::{Gateway, Server};
 use crate::header_edits::Edit;
@@ -172,7 +172,8 @@ impl Bridge {
         found: Option<Session>,
     ) -> Option<Bridge> {
         let backend = server.proxy.clone()?;
-        let mut relay = new_relay(server, &head, head.header(SESSION).map(str::to_string));
+        let picked = Picked::of(&head);
+        let mut relay = new_relay(server, &head, &picked, picked.session.map(str::to_string));
         relay.caller = caller;
         Some(Bridge {
             relay,

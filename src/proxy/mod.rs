@@ -347,7 +347,9 @@ pub struct Relay {
 /// operations the store completes at once (local, signed) are run here; a Redis one is handed to the host
 /// ([`Start::Redis`]).
 pub fn route(gw: &Gateway, head: &RequestHead, env: &mut dyn Env) -> Option<Start> {
-    let path = head.path.split(['?', '#']).next().unwrap_or("");
+    // Bytes, not a `char` pattern: this runs for every request under the prefix.
+    let end = head.path.bytes().position(|b| b == b'?' || b == b'#').unwrap_or(head.path.len());
+    let path = head.path.get(..end).unwrap_or("");
     let rest = path.strip_prefix(gw.prefix.as_str())?.strip_prefix('/')?;
     let (name, tail) = rest.split_once('/').unwrap_or((rest, ""));
     let server = gw.server(name)?;
@@ -405,7 +407,8 @@ impl Opening {
             _ => {}
         }
         let Opening { head, own, caller, step, .. } = self;
-        let ours = head.header(SESSION).map(str::to_string);
+        let picked = Picked::of(&head);
+        let ours = picked.session.map(str::to_string);
         match step {
             OpenStep::Open => {
                 let found = match outcome {
@@ -418,10 +421,12 @@ impl Opening {
                     let step = OpenStep::Delete(found.backend.is_some().then_some(found));
                     return Then::Op(Box::new(Opening { server: server.name.clone(), head, own, caller, step }), op);
                 }
-                Then::Done(forward(gw, server, &head, own.as_deref(), caller, ours, Some(found)))
+                Then::Done(forward(gw, server, &head, &picked, own.as_deref(), caller, ours, Some(found)))
             }
             OpenStep::Delete(None) => done(HttpResponse { status: 204, headers: Vec::new(), body: Vec::new() }),
-            OpenStep::Delete(found) => Then::Done(forward(gw, server, &head, own.as_deref(), caller, ours, found)),
+            OpenStep::Delete(found) => {
+                Then::Done(forward(gw, server, &head, &picked, own.as_deref(), caller, ours, found))
+            }
             OpenStep::Message => match outcome {
                 SessionOutcome::Found(Session { backend: Some(path), server: s, .. }) if s == server.name => {
                     Then::Done(forward_sse(server, backend, &head, path, own.as_deref(), caller))
@@ -491,7 +496,7 @@ fn forward_sse(
     own: Option<&str>,
     caller: crate::caller::Caller,
 ) -> Start {
-    let mut relay = new_relay(server, head, None);
+    let mut relay = new_relay(server, head, &Picked::of(head), None);
     relay.caller = caller;
     if head.method == "GET" {
         relay.filter = Filter::Endpoint(sse::Parser::default());
@@ -509,15 +514,51 @@ fn forward_sse(
     Start::Forward(Box::new(relay), edits)
 }
 
-fn new_relay(server: &Server, head: &RequestHead, ours: Option<String>) -> Relay {
-    let header_allow = head
-        .header("x-envoy-allow-mcp-tools")
-        .map(|v| v.split(',').map(|t| t.trim().to_string()).filter(|t| !t.is_empty()).collect());
+/// The client headers the forward path reads, found in one pass over the head (each the first value of
+/// its name, case-insensitively, as [`RequestHead::header`] finds it): a proxied call asked the head for
+/// each one by one, eight scans of the whole head.
+#[derive(Debug, Default)]
+pub(super) struct Picked<'a> {
+    origin: Option<&'a str>,
+    session: Option<&'a str>,
+    allow: Option<&'a str>,
+    version: Option<&'a str>,
+    authority: Option<&'a str>,
+    scheme: Option<&'a str>,
+    authorization: Option<&'a str>,
+}
+
+impl<'a> Picked<'a> {
+    /// One pass over `head`: each name is told by its length (all differ) before it is compared.
+    pub(super) fn of(head: &'a RequestHead) -> Picked<'a> {
+        let mut p = Picked::default();
+        for (k, v) in &head.headers {
+            let (slot, name) = match k.len() {
+                6 => (&mut p.origin, "origin"),
+                14 => (&mut p.session, SESSION),
+                23 => (&mut p.allow, "x-envoy-allow-mcp-tools"),
+                20 => (&mut p.version, "mcp-protocol-version"),
+                10 => (&mut p.authority, ":authority"),
+                7 => (&mut p.scheme, ":scheme"),
+                13 => (&mut p.authorization, "authorization"),
+                _ => continue,
+            };
+            if slot.is_none() && k.eq_ignore_ascii_case(name) {
+                *slot = Some(v.as_str());
+            }
+        }
+        p
+    }
+}
+
+fn new_relay(server: &Server, head: &RequestHead, picked: &Picked, ours: Option<String>) -> Relay {
+    let header_allow =
+        picked.allow.map(|v| v.split(',').map(|t| t.trim().to_string()).filter(|t| !t.is_empty()).collect());
     Relay {
         server: server.name.clone(),
         method: head.method.clone(),
         ours,
-        version: Revision::negotiate(head.header("mcp-protocol-version")),
+        version: Revision::negotiate(picked.version),
         allow: server.allow_tools.clone(),
         header_allow,
         overrides: server.proxy.as_ref().map(|b| b.overrides.clone()).unwrap_or_default(),
@@ -586,6 +627,7 @@ fn forward_headers(
 /// credential to add (a header, query or cookie of its own): [`forward_headers`] and a diff decide then.
 fn forward_edits(
     head: &RequestHead,
+    picked: &Picked,
     backend: &Backend,
     path: &str,
     session: Option<&str>,
@@ -596,49 +638,76 @@ fn forward_edits(
         return None;
     }
     let current = &head.headers;
-    // One scan of the head for the values the backend's pseudo-headers come from.
-    let (mut authority, mut scheme, mut auth) = (None, None, None);
-    for (k, v) in current {
-        let slot = match k.len() {
-            10 if k.eq_ignore_ascii_case(":authority") => &mut authority,
-            7 if k.eq_ignore_ascii_case(":scheme") => &mut scheme,
-            13 if k.eq_ignore_ascii_case("authorization") => &mut auth,
-            _ => continue,
-        };
-        if slot.is_none() {
-            *slot = Some(v.as_str());
-        }
-    }
-    let auth = auth.filter(|_| backend.passthrough_auth);
+    let auth = picked.authorization.filter(|_| backend.passthrough_auth);
     let timeout = timeout_ms.map(|ms| ms.to_string());
-    let mut edits = Vec::new();
-    set(&mut edits, current, ":method", &head.method);
-    set(&mut edits, current, ":path", path);
-    set(&mut edits, current, ":authority", backend.authority.as_deref().or(authority).unwrap_or(""));
-    set(&mut edits, current, ":scheme", scheme.unwrap_or("http"));
-    if let Some(id) = session {
-        set(&mut edits, current, SESSION, id);
-    }
-    if let Some(auth) = auth {
-        set(&mut edits, current, "authorization", auth);
-    }
-    if let Some(ms) = &timeout {
-        set(&mut edits, current, TIMEOUT, ms);
-    }
-    let wanted = |k: &str| match k {
-        ":method" | ":path" | ":authority" | ":scheme" => true,
-        "content-length" => !drop_length,
-        SESSION => session.is_some(),
-        "authorization" => auth.is_some(),
-        TIMEOUT => timeout.is_some(),
-        _ => KEPT.contains(&k) || crate::upstream::TRACING_HEADERS.contains(&k),
-    };
-    for (i, (k, _)) in current.iter().enumerate() {
-        if !wanted(k) && !current[..i].iter().any(|(n, _)| n == k) {
-            edits.push(Edit::Remove(k.clone()));
+    // The headers the backend's head sets, in the order their edits go, with the values they get; `None`:
+    // not set (then removed if the client sent it).
+    let targets = [
+        (":method", Some(head.method.as_str())),
+        (":path", Some(path)),
+        (":authority", Some(backend.authority.as_deref().or(picked.authority).unwrap_or(""))),
+        (":scheme", Some(picked.scheme.unwrap_or("http"))),
+        (SESSION, session),
+        ("authorization", auth),
+        (TIMEOUT, timeout.as_deref()),
+    ];
+    // One pass over the head: each target's values as they are (exact names, as the host applies the
+    // edits), and the first of every other name that does not go on, removed.
+    let mut now: [Now; 7] = Default::default();
+    let mut removals = Vec::new();
+    for (i, (k, v)) in current.iter().enumerate() {
+        if let Some(t) = targets.iter().position(|(name, _)| k == name) {
+            if targets[t].1.is_none() && now[t].first.is_none() {
+                removals.push(Edit::Remove(k.clone())); // not set: removed, once
+            }
+            now[t].see(v);
+            continue;
+        }
+        let kept = match k.as_str() {
+            "content-length" => !drop_length,
+            k => KEPT.contains(&k) || crate::upstream::TRACING_HEADERS.contains(&k),
+        };
+        if !kept && !current[..i].iter().any(|(n, _)| n == k) {
+            removals.push(Edit::Remove(k.clone()));
         }
     }
+    let mut edits = Vec::new();
+    for ((name, value), now) in targets.iter().zip(&now) {
+        if let Some(value) = value {
+            now.edit(&mut edits, name, value);
+        }
+    }
+    edits.extend(removals);
     Some(edits)
+}
+
+/// What the client's head holds of one header the backend's head sets: its first value, and whether it
+/// has more than one.
+#[derive(Default)]
+struct Now<'a> {
+    first: Option<&'a str>,
+    several: bool,
+}
+
+impl<'a> Now<'a> {
+    fn see(&mut self, value: &'a str) {
+        match self.first {
+            None => self.first = Some(value),
+            Some(_) => self.several = true,
+        }
+    }
+
+    /// The edit (if any) that gives the header the one value `value`, as [`set`] decides it.
+    fn edit(&self, edits: &mut Vec<Edit>, name: &str, value: &str) {
+        match (self.first, self.several) {
+            (Some(v), false) if v == value => {}
+            (_, false) => edits.push(Edit::Set(name.into(), value.into())),
+            _ => {
+                edits.push(Edit::Remove(name.into()));
+                edits.push(Edit::Add(name.into(), value.into()));
+            }
+        }
+    }
 }
 
 /// The backend's request timeout, as Envoy's router reads it.
@@ -668,7 +737,8 @@ fn start(
 ) -> Then {
     let respond =
         |status, code, msg: String| Then::Done(Start::Respond(HttpResponse::error(status, Value::Null, code, msg)));
-    if let Some(origin) = head.header("origin") {
+    let picked = Picked::of(head);
+    if let Some(origin) = picked.origin {
         if !gw.origin_allowed(origin) {
             return respond(403, jsonrpc::INVALID_REQUEST, format!("Forbidden: origin '{origin}' is not allowed"));
         }
@@ -679,8 +749,8 @@ fn start(
         r.headers.push(("allow".into(), "GET, POST, DELETE".into()));
         return Then::Done(Start::Respond(r));
     }
-    let Some(id) = head.header(SESSION) else {
-        return Then::Done(forward(gw, server, head, own.as_deref(), caller, None, None));
+    let Some(id) = picked.session else {
+        return Then::Done(forward(gw, server, head, &picked, own.as_deref(), caller, None, None));
     };
     if id.len() > 256 || !id.bytes().all(|b| b.is_ascii_graphic()) {
         return Then::Done(Start::Respond(unknown_session()));
@@ -692,10 +762,12 @@ fn start(
 
 /// A request to a Streamable HTTP backend goes on, carrying the backend's session id for ours (of the
 /// client's live session `found`).
+#[allow(clippy::too_many_arguments)]
 fn forward(
     gw: &Gateway,
     server: &Server,
     head: &RequestHead,
+    picked: &Picked,
     own: Option<&str>,
     caller: crate::caller::Caller,
     ours: Option<String>,
@@ -704,7 +776,7 @@ fn forward(
     let Some(backend) = server.proxy.as_ref() else {
         return Start::Respond(unknown_session());
     };
-    let mut relay = new_relay(server, head, ours);
+    let mut relay = new_relay(server, head, picked, ours);
     relay.caller = caller;
     // The standalone GET stream lives as long as the client wants: the route's timeout applies to it.
     let timeout = (head.method != "GET").then_some(backend.timeout_ms);
@@ -715,10 +787,10 @@ fn forward(
                                                                               // the requests after the handshake, stateless clients on every one): its body passes uncopied.
     let reinitialisable = match &found {
         Some(s) => s.init.is_some(),
-        None => head.header("mcp-protocol-version").is_none(),
+        None => picked.version.is_none(),
     };
     relay.keeps = head.method == "POST" && gw.sessions.updatable() && reinitialisable;
-    let mut edits = forward_edits(head, backend, &backend.path, backend_id, timeout, drop_length);
+    let mut edits = forward_edits(head, picked, backend, &backend.path, backend_id, timeout, drop_length);
     if relay.keeps || edits.is_none() {
         let id = backend_id.map(str::to_string);
         let mut headers = forward_headers(head, backend, backend.path.clone(), id, timeout, own);

@@ -1105,7 +1105,7 @@ fn the_request_edits_computed_in_place_are_those_of_the_diff() {
                     if drop_length {
                         wanted.retain(|(k, _)| k != "content-length");
                     }
-                    let direct = forward_edits(&h, b, &b.path, session, timeout, drop_length).unwrap();
+                    let direct = forward_edits(&h, &Picked::of(&h), b, &b.path, session, timeout, drop_length).unwrap();
                     assert_eq!(direct, edits(&h.headers, &wanted), "{pairs:?} {session:?} {timeout:?}");
                     checked += 1;
                 }
@@ -1120,7 +1120,8 @@ fn the_request_edits_computed_in_place_are_those_of_the_diff() {
     );
     let b = cred.server("up").unwrap().proxy.clone().unwrap();
     assert!(b.credential.is_some());
-    assert!(forward_edits(&head("POST", &[]), &b, &b.path, None, None, false).is_none());
+    let h = head("POST", &[]);
+    assert!(forward_edits(&h, &Picked::of(&h), &b, &b.path, None, None, false).is_none());
     let (_, sent) = forward(&cred, &mut env(), &head("POST", &[]));
     assert_eq!(value(&sent, "x-key"), Some("s"));
 }
@@ -1145,7 +1146,8 @@ fn the_answer_edits_computed_in_place_are_those_of_the_diff() {
         let headers: Vec<(String, String)> = pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
         for ours in [None, Some("ours")] {
             for rewrite in [false, true] {
-                let mut relay = new_relay(server, &head("POST", &[]), ours.map(str::to_string));
+                let h = head("POST", &[]);
+                let mut relay = new_relay(server, &h, &Picked::of(&h), ours.map(str::to_string));
                 if rewrite {
                     relay.guarded.push((Value::Null, String::new()));
                 }
@@ -1171,4 +1173,47 @@ fn the_answer_edits_computed_in_place_are_those_of_the_diff() {
         }
     }
     assert_eq!(checked, 16);
+}
+
+#[test]
+fn one_pass_picks_what_the_head_asked_for_one_by_one() {
+    // Names of the same length as a picked one (`accept` and `origin`, `content-length` and the session
+    // id, `user-agent` and `:authority`), upper case, repeated names: the first value of each, as
+    // `RequestHead::header` finds it.
+    let h = head(
+        "POST",
+        &[
+            ("accept", "a"),
+            ("Origin", "http://o"),
+            ("origin", "http://second"),
+            ("content-length", "3"),
+            ("MCP-Session-Id", "s"),
+            ("user-agent", "u"),
+            (":authority", "gw"),
+            (":method", "POST"),
+            (":scheme", "https"),
+            ("Authorization", "Bearer a"),
+            ("X-Envoy-Allow-MCP-Tools", "a, b"),
+            ("mcp-protocol-version", "2025-11-25"),
+        ],
+    );
+    let p = Picked::of(&h);
+    for (got, name) in [
+        (p.origin, "origin"),
+        (p.session, SESSION),
+        (p.allow, "x-envoy-allow-mcp-tools"),
+        (p.version, "mcp-protocol-version"),
+        (p.authority, ":authority"),
+        (p.scheme, ":scheme"),
+        (p.authorization, "authorization"),
+    ] {
+        assert!(got.is_some(), "{name}");
+        assert_eq!(got, h.header(name), "{name}");
+    }
+    assert_eq!(p.origin, Some("http://o"));
+    let pairs = [("accept", "x"), ("content-length", "0"), ("user-agent", "u"), (":method", "GET")];
+    let headers = pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+    let other = RequestHead { method: "GET".into(), headers, ..Default::default() };
+    let none = Picked::of(&other);
+    assert!(none.origin.is_none() && none.session.is_none() && none.authority.is_none() && none.scheme.is_none());
 }
