@@ -51,7 +51,7 @@ pub struct ResourceConfig {
 impl ResourceConfig {
     /// Reads a resource (`template` false) or a resource template.
     pub fn read(v: &Value, template: bool) -> Result<ResourceConfig, FieldError> {
-        let mut f = Fields::of(v, "")?;
+        let mut f = Fields::read(v, "", &[]);
         let (uri, uri_template) = if template {
             (None, Some(f.required_string("uriTemplate")))
         } else {
