@@ -321,6 +321,13 @@ pub fn pair(first: &str, second: &str) -> (String, String) {
     (first.to_string(), second.to_string())
 }
 
+/// A [`FieldError`] from a field name and a built message: one outlined copy of the name's conversion,
+/// for compile functions that refuse many fields (`Tool::compile`).
+#[inline(never)]
+pub fn located(field: &str, message: String) -> (String, String) {
+    (field.to_string(), message)
+}
+
 #[inline(never)]
 fn item_path(at: &str, i: usize) -> String {
     format!("{at}[{i}]")

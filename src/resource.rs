@@ -121,7 +121,7 @@ impl Resource {
         templates: &mut Templates,
         config: &MjValue,
     ) -> Result<Resource, (String, String)> {
-        let err = |f: &str, m: &str| Err((f.to_string(), m.to_string()));
+        let err = |f: &str, m: &str| Err(crate::fields::pair(f, m));
         let (uri, pattern) = match (template, &cfg.uri, &cfg.uri_template) {
             (false, Some(u), None) => {
                 if !is_uri(u) {

@@ -143,7 +143,7 @@ impl Tool {
         templates: &mut Templates,
         config: &MjValue,
     ) -> Result<Tool, (String, String)> {
-        let err = |field: &str, msg: String| (field.to_string(), msg);
+        let err = crate::fields::located;
         if !tool_name_ok(&cfg.name) {
             return Err(err("name", "use 1-128 characters from A-Z a-z 0-9 _ - .".into()));
         }

@@ -33,7 +33,13 @@ pub struct OpenApiError {
 
 impl OpenApiError {
     pub fn new(pointer: impl Into<String>, reason: impl Into<String>) -> Self {
-        OpenApiError { pointer: pointer.into(), reason: reason.into() }
+        Self::of(pointer.into(), reason.into())
+    }
+
+    /// The part of [`OpenApiError::new`] that does not depend on its arguments' types.
+    #[inline(never)]
+    fn of(pointer: String, reason: String) -> Self {
+        OpenApiError { pointer, reason }
     }
 }
 
