@@ -736,7 +736,7 @@ impl RawPlugin {
         let tools = take_list(top, "tools")?;
         let server = top.remove("server").filter(|v| !v.is_null());
         let located = |(field, message): FieldError| ConfigError::new(field, message);
-        let mut f = Fields::known(&doc, "", Self::FIELDS).map_err(located)?;
+        let mut f = Fields::read(&doc, "", Self::FIELDS);
         for moved in ["servers", "tools", "server"] {
             f.value(moved);
         }

@@ -162,8 +162,7 @@ fn operation(
         let Some(Value::Array(list)) = list else { continue };
         for (i, p) in list.iter().enumerate() {
             let p = resolve(doc, p, &format!("{base}/parameters/{i}")).map_err(fail)?;
-            let key = |v: &Value| (v.get("name").cloned(), v.get("in").cloned());
-            params.retain(|q| key(q) != key(p));
+            params.retain(|q| q.get("name") != p.get("name") || q.get("in") != p.get("in"));
             params.push(p.clone());
         }
     }
