@@ -367,4 +367,26 @@ mod tests {
         assert_eq!(f.finish().unwrap_err(), ("s".to_string(), "must be a string".to_string()));
         assert!(Fields::of(&json!(1), "").is_err());
     }
+
+    #[test]
+    fn a_value_that_is_not_an_object_is_the_first_error_of_an_infallible_reader() {
+        for (value, at, field) in [(json!(1), "", "(entry)"), (json!(["x"]), "tools[2].upstream", "tools[2].upstream")]
+        {
+            let mut f = Fields::read(&value, at, &[]);
+            // Every field reads as absent, and what they would report comes after the first error.
+            assert_eq!(f.required_string("name"), "");
+            assert_eq!(f.strings("tags"), None);
+            assert_eq!(f.optional_list("items", |v, _| Ok(v.clone())), None);
+            let expected = (field.to_string(), "must be an object".to_string());
+            assert_eq!(f.finish().unwrap_err(), expected);
+            let mut f = Fields::read(&value, at, &[]);
+            assert_eq!(f.check().unwrap_err(), expected, "check reports it too");
+        }
+        // Present lists are read once: the names offered for an unknown field hold each key once.
+        let v = json!({"tags": ["a"], "items": [], "x": 1});
+        let mut f = Fields::read(&v, "", &[]);
+        assert_eq!(f.strings("tags"), Some(vec!["a".to_string()]));
+        assert_eq!(f.optional_list("items", |v, _| Ok(v.clone())), Some(vec![]));
+        assert_eq!(f.finish().unwrap_err().1, "unknown field `x`, expected one of tags, items");
+    }
 }
