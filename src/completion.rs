@@ -64,7 +64,7 @@ fn read_when(v: &Map<String, Value>, at: &str) -> Result<Vec<When>, FieldError> 
 
 impl ArgumentConfig {
     pub fn read(v: &Value, at: &str) -> Result<ArgumentConfig, FieldError> {
-        let mut f = Fields::of(v, at)?;
+        let mut f = Fields::read(v, at, &[]);
         let mut a = ArgumentConfig::default();
         a.name = f.required_string("name");
         a.title = f.string("title");

@@ -736,7 +736,7 @@ impl RawPlugin {
         let tools = take_list(top, "tools")?;
         let server = top.remove("server").filter(|v| !v.is_null());
         let located = |(field, message): FieldError| ConfigError::new(field, message);
-        let mut f = Fields::known(&doc, "", Self::FIELDS).map_err(located)?;
+        let mut f = Fields::read(&doc, "", Self::FIELDS);
         for moved in ["servers", "tools", "server"] {
             f.value(moved);
         }
@@ -770,7 +770,7 @@ impl SessionsConfig {
         &["store", "ttlSeconds", "signingKeys", "redis", "maxSessions", "maxNewPerSecond"];
 
     fn read(v: &Value, at: &str) -> Result<SessionsConfig, FieldError> {
-        let mut f = Fields::known(v, at, Self::FIELDS)?;
+        let mut f = Fields::read(v, at, Self::FIELDS);
         let stores = [("local", StoreKind::Local), ("signed", StoreKind::Signed), ("redis", StoreKind::Redis)];
         let mut s = SessionsConfig::default();
         s.store = f.choice("store", &stores).unwrap_or_default();
@@ -789,7 +789,7 @@ impl RedisConfig {
     const FIELDS: &'static [&'static str] = &["cluster", "username", "password", "database", "timeoutMs", "keyPrefix"];
 
     fn read(v: &Value, at: &str) -> Result<RedisConfig, FieldError> {
-        let mut f = Fields::known(v, at, Self::FIELDS)?;
+        let mut f = Fields::read(v, at, Self::FIELDS);
         let mut r = RedisConfig::default();
         r.cluster = f.required_string("cluster");
         r.username = f.string("username").unwrap_or_default();
@@ -840,7 +840,7 @@ impl ServerConfig {
 
     /// Reads a server's own fields (the entry lists removed beforehand).
     pub fn read(v: &Value) -> Result<ServerConfig, FieldError> {
-        let mut f = Fields::known(v, "", Self::FIELDS)?;
+        let mut f = Fields::read(v, "", Self::FIELDS);
         let dialects = [("jinja", crate::template::Dialect::Jinja), ("go", crate::template::Dialect::Go)];
         let semantics =
             [("native", crate::higress::Semantics::Native), ("higress", crate::higress::Semantics::Higress)];
@@ -901,7 +901,7 @@ impl SecurityScheme {
         &["id", "type", "scheme", "in", "name", "defaultCredential", "description"];
 
     fn read(v: &Value, at: &str) -> Result<SecurityScheme, FieldError> {
-        let mut f = Fields::known(v, at, Self::FIELDS)?;
+        let mut f = Fields::read(v, at, Self::FIELDS);
         let mut s = SecurityScheme::default();
         s.id = f.required_string("id");
         s.kind = f.required_string("type");
@@ -919,7 +919,7 @@ impl SecurityRef {
     pub const FIELDS: &'static [&'static str] = &["id", "credential", "passthrough"];
 
     fn read(v: &Value, at: &str) -> Result<SecurityRef, FieldError> {
-        let mut f = Fields::known(v, at, Self::FIELDS)?;
+        let mut f = Fields::read(v, at, Self::FIELDS);
         let mut s = SecurityRef::default();
         s.id = f.required_string("id");
         s.credential = f.string("credential");
@@ -934,7 +934,7 @@ impl UpstreamConfig {
 
     /// Reads a server's, tool's or resource's `upstream`.
     pub fn read(v: &Value, at: &str) -> Result<UpstreamConfig, FieldError> {
-        let mut f = Fields::known(v, at, Self::FIELDS)?;
+        let mut f = Fields::read(v, at, Self::FIELDS);
         let mut u = UpstreamConfig::default();
         u.dispatch = f.string("dispatch");
         u.cluster = f.string("cluster");
@@ -969,7 +969,7 @@ impl ToolConfig {
 
     /// Reads one tool (located by the caller: server and tool name).
     pub fn read(v: &Value) -> Result<ToolConfig, FieldError> {
-        let mut f = Fields::known(v, "", Self::FIELDS)?;
+        let mut f = Fields::read(v, "", Self::FIELDS);
         let mut t = ToolConfig::default();
         t.name = f.required_string("name");
         t.title = f.string("title");
@@ -1016,7 +1016,7 @@ impl ArgConfig {
 
     /// Reads one argument.
     pub fn read(v: &Value, at: &str) -> Result<ArgConfig, FieldError> {
-        let mut f = Fields::known(v, at, Self::FIELDS)?;
+        let mut f = Fields::read(v, at, Self::FIELDS);
         let mut a = ArgConfig::default();
         a.name = f.required_string("name");
         a.description = f.string("description");
@@ -1055,7 +1055,7 @@ impl RequestTemplate {
 
     /// Reads a tool's or resource's `requestTemplate`.
     pub fn read(v: &Value, at: &str) -> Result<RequestTemplate, FieldError> {
-        let mut f = Fields::known(v, at, Self::FIELDS)?;
+        let mut f = Fields::read(v, at, Self::FIELDS);
         let mut r = RequestTemplate::default();
         r.url = f.string("url");
         r.method = f.string("method");
@@ -1075,7 +1075,7 @@ impl HeaderTemplate {
     pub const FIELDS: &'static [&'static str] = &["key", "value"];
 
     fn read(v: &Value, at: &str) -> Result<HeaderTemplate, FieldError> {
-        let mut f = Fields::known(v, at, Self::FIELDS)?;
+        let mut f = Fields::read(v, at, Self::FIELDS);
         let h = HeaderTemplate { key: f.required_string("key"), value: f.required_string("value") };
         f.finish()?;
         Ok(h)
@@ -1087,7 +1087,7 @@ impl ResponseTemplate {
 
     /// Reads a tool's or resource's `responseTemplate` (also an OpenAPI import's override of it).
     pub fn read(v: &Value, at: &str) -> Result<ResponseTemplate, FieldError> {
-        let mut f = Fields::known(v, at, Self::FIELDS)?;
+        let mut f = Fields::read(v, at, Self::FIELDS);
         let mut r = ResponseTemplate::default();
         r.body = f.string("body");
         r.prepend_body = f.string("prependBody");

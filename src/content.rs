@@ -77,7 +77,7 @@ impl ContentKind {
 impl ContentConfig {
     /// Reads one block from the config.
     pub fn read(v: &Value, at: &str) -> Result<ContentConfig, FieldError> {
-        let mut f = Fields::of(v, at)?;
+        let mut f = Fields::read(v, at, &[]);
         let kind = f.required_string("type");
         f.check()?;
         let Some(kind) = ContentKind::ALL.into_iter().find(|k| k.name() == kind) else {

@@ -233,7 +233,9 @@ impl Gateway {
             crate::credential::validate_schemes(&s.security_schemes).map_err(|e| of_server(e, &s.name))?;
             let proxy = crate::proxy::Backend::compile(&s).map_err(|e| of_server(e, &s.name))?;
             let limits = crate::limits::ServerLimits::compile(&s, cfg.sessions.redis.is_some())?;
-            notices.extend(s.import_notices.iter().map(|n| format!("server '{}': {n}", s.name)));
+            for n in &s.import_notices {
+                notices.push(format!("server '{}': {n}", s.name));
+            }
             let mut tools = Vec::with_capacity(s.tools.len());
             let mut tool_index = HashMap::new();
             let config = safe_config(&s.config);
@@ -299,7 +301,10 @@ impl Gateway {
             if !s.icons.is_empty() {
                 info["icons"] = crate::icon::to_json(&s.icons);
             }
-            let routed = tools.iter().filter(|t| t.dispatch() == Some(crate::upstream::Dispatch::Route)).count();
+            let mut routed = 0;
+            for t in &tools {
+                routed += usize::from(t.dispatch() == Some(crate::upstream::Dispatch::Route));
+            }
             if routed > 0 {
                 notices.push(format!(
                     "server '{}': {routed} tool(s) have no upstream.cluster and are sent through the request's own \
@@ -307,15 +312,19 @@ impl Gateway {
                     s.name
                 ));
             }
-            let unknown = |n: &&String| proxy.is_none() && s.kind.is_none() && !tool_index.contains_key(n.as_str());
-            for name in s.allow_tools.iter().flatten().filter(unknown) {
-                notices.push(format!("server '{}': allowTools names '{name}', which is not one of its tools", s.name));
+            if proxy.is_none() && s.kind.is_none() {
+                for name in s.allow_tools.as_deref().unwrap_or_default() {
+                    if !tool_index.contains_key(name.as_str()) {
+                        notices.push(format!(
+                            "server '{}': allowTools names '{name}', which is not one of its tools",
+                            s.name
+                        ));
+                    }
+                }
             }
             let mut credential_sources = Vec::new();
-            for source in tools.iter().flat_map(Tool::credential_sources) {
-                if !credential_sources.contains(&source) {
-                    credential_sources.push(source);
-                }
+            for t in &tools {
+                add_sources(&mut credential_sources, t);
             }
             let guard = match &s.guardrails {
                 None => None,
@@ -383,10 +392,8 @@ impl Gateway {
             )?;
             let mut sources = Vec::new();
             for r in &v.refs {
-                for source in servers[r.owner].tool(&r.tool).into_iter().flat_map(Tool::credential_sources) {
-                    if !sources.contains(&source) {
-                        sources.push(source);
-                    }
+                if let Some(t) = servers[r.owner].tool(&r.tool) {
+                    add_sources(&mut sources, t);
                 }
             }
             // A proxied backend may log during a call, and its log notifications are relayed (so may a REST
@@ -597,6 +604,16 @@ impl Gateway {
                 .strip_prefix(':')
                 .is_some_and(|p| !p.is_empty() && p.bytes().all(|b| b.is_ascii_digit()));
         port_ok && matches!(host, "localhost" | "127.0.0.1" | "[::1]")
+    }
+}
+
+/// Adds the credential sources a tool reads that `sources` does not hold yet (one copy for plain and
+/// virtual servers).
+fn add_sources(sources: &mut Vec<crate::credential::Source>, tool: &Tool) {
+    for source in tool.credential_sources() {
+        if !sources.contains(&source) {
+            sources.push(source);
+        }
     }
 }
 

@@ -44,7 +44,7 @@ impl Icon {
 
     /// Reads one icon from the config.
     pub fn read(v: &Value, at: &str) -> Result<Icon, FieldError> {
-        let mut f = Fields::of(v, at)?;
+        let mut f = Fields::read(v, at, &[]);
         let mut icon = Icon::default();
         icon.src = f.required_string("src");
         icon.mime_type = f.string("mimeType");

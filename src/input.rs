@@ -163,7 +163,7 @@ impl Inputs {
             if !key_ok(key) {
                 return Err((at, "keys use 1-64 characters from A-Z a-z 0-9 _ - .".into()));
             }
-            let mut f = Fields::of(v, &at)?;
+            let mut f = Fields::read(v, &at, &[]);
             let method_name = f.required_string("method");
             f.check()?;
             let method = Method::parse(&method_name).ok_or_else(|| {

@@ -28,7 +28,7 @@ pub struct PromptConfig {
 
 impl PromptConfig {
     pub fn read(v: &Value) -> Result<PromptConfig, FieldError> {
-        let mut f = Fields::of(v, "")?;
+        let mut f = Fields::read(v, "", &[]);
         let mut p = PromptConfig::default();
         p.name = f.required_string("name");
         p.title = f.string("title");
@@ -52,7 +52,7 @@ pub struct MessageConfig {
 
 impl MessageConfig {
     fn read(v: &Value, at: &str) -> Result<MessageConfig, FieldError> {
-        let mut f = Fields::of(v, at)?;
+        let mut f = Fields::read(v, at, &[]);
         let role = f.required_string("role");
         f.check()?;
         let role = match role.as_str() {

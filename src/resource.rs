@@ -51,7 +51,7 @@ pub struct ResourceConfig {
 impl ResourceConfig {
     /// Reads a resource (`template` false) or a resource template.
     pub fn read(v: &Value, template: bool) -> Result<ResourceConfig, FieldError> {
-        let mut f = Fields::of(v, "")?;
+        let mut f = Fields::read(v, "", &[]);
         let (uri, uri_template) = if template {
             (None, Some(f.required_string("uriTemplate")))
         } else {
@@ -121,7 +121,7 @@ impl Resource {
         templates: &mut Templates,
         config: &MjValue,
     ) -> Result<Resource, (String, String)> {
-        let err = |f: &str, m: &str| Err((f.to_string(), m.to_string()));
+        let err = |f: &str, m: &str| Err(crate::fields::pair(f, m));
         let (uri, pattern) = match (template, &cfg.uri, &cfg.uri_template) {
             (false, Some(u), None) => {
                 if !is_uri(u) {

@@ -135,6 +135,13 @@ fn tool_name_ok(name: &str) -> bool {
     !name.is_empty() && name.len() <= 128 && name.bytes().all(|b| b.is_ascii_alphanumeric() || b"_-.".contains(&b))
 }
 
+/// An `args` error naming the argument (`'name': what`): one outlined copy for the checks of
+/// [`Tool::compile`].
+#[inline(never)]
+fn arg_error(name: &str, what: &str) -> (String, String) {
+    ("args".to_string(), format!("'{name}': {what}"))
+}
+
 impl Tool {
     /// Compiles one tool; errors name the field at fault.
     pub fn compile(
@@ -143,7 +150,7 @@ impl Tool {
         templates: &mut Templates,
         config: &MjValue,
     ) -> Result<Tool, (String, String)> {
-        let err = |field: &str, msg: String| (field.to_string(), msg);
+        let err = crate::fields::located;
         if !tool_name_ok(&cfg.name) {
             return Err(err("name", "use 1-128 characters from A-Z a-z 0-9 _ - .".into()));
         }
@@ -189,35 +196,28 @@ impl Tool {
         let mut placements: Vec<Placement> = Vec::new();
         for a in &cfg.args {
             if a.file && a.position != Some(Position::Body) {
-                return Err(err("args", format!("'{}': a file argument goes in the body (position: body)", a.name)));
+                return Err(arg_error(&a.name, "a file argument goes in the body (position: body)"));
             }
             let Some(position) = a.position else {
                 if a.style.is_some() || a.explode.is_some() {
-                    return Err(err("args", format!("'{}': style and explode need a position", a.name)));
+                    return Err(arg_error(&a.name, "style and explode need a position"));
                 }
                 continue;
             };
             if position == Position::Body && !form_body && (a.style.is_some() || a.explode.is_some()) {
-                return Err(err("args", format!("'{}': style and explode apply to form bodies only", a.name)));
+                return Err(arg_error(&a.name, "style and explode apply to form bodies only"));
             }
-            let mut encoding = Encoding::resolve(position, a.style, a.explode)
-                .map_err(|e| err("args", format!("'{}': {e}", a.name)))?;
+            let mut encoding = Encoding::resolve(position, a.style, a.explode).map_err(|e| arg_error(&a.name, &e))?;
             if a.allow_reserved && position != Position::Query {
-                return Err(err("args", format!("'{}': allowReserved applies to query parameters only", a.name)));
+                return Err(arg_error(&a.name, "allowReserved applies to query parameters only"));
             }
             encoding.allow_reserved = a.allow_reserved;
             if let Some(ct) = &a.content_type {
                 if position != Position::Body || !form_body {
-                    return Err(err(
-                        "args",
-                        format!("'{}': contentType applies to form and multipart body fields only", a.name),
-                    ));
+                    return Err(arg_error(&a.name, "contentType applies to form and multipart body fields only"));
                 }
                 if ct.is_empty() || !ct.bytes().all(|b| b.is_ascii_graphic() || b == b' ') {
-                    return Err(err(
-                        "args",
-                        format!("'{}': contentType must be a media type of visible ASCII", a.name),
-                    ));
+                    return Err(arg_error(&a.name, "contentType must be a media type of visible ASCII"));
                 }
             }
             placements.push(Placement {
@@ -259,9 +259,9 @@ impl Tool {
                 ));
             }
             if let Some(a) = cfg.args.iter().find(|a| a.style.is_some() || a.explode.is_some()) {
-                return Err(err(
-                    "args",
-                    format!("'{}': style and explode need `semantics: native` (Higress writes arrays and objects as JSON text)", a.name),
+                return Err(arg_error(
+                    &a.name,
+                    "style and explode need `semantics: native` (Higress writes arrays and objects as JSON text)",
                 ));
             }
         }

@@ -197,7 +197,9 @@ pub fn apply(server: &mut ServerConfig, raw: Value) -> Result<(), ConfigError> {
         }
         server.tools.push(tool);
     }
-    server.import_notices.extend(conversion.skipped.iter().map(|s| format!("skipped {s}")));
+    for s in &conversion.skipped {
+        server.import_notices.push(format!("skipped {s}"));
+    }
     server.import_notices.extend(conversion.warnings);
     Ok(())
 }

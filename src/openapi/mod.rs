@@ -33,7 +33,13 @@ pub struct OpenApiError {
 
 impl OpenApiError {
     pub fn new(pointer: impl Into<String>, reason: impl Into<String>) -> Self {
-        OpenApiError { pointer: pointer.into(), reason: reason.into() }
+        Self::of(pointer.into(), reason.into())
+    }
+
+    /// The part of [`OpenApiError::new`] that does not depend on its arguments' types.
+    #[inline(never)]
+    fn of(pointer: String, reason: String) -> Self {
+        OpenApiError { pointer, reason }
     }
 }
 
@@ -203,12 +209,16 @@ pub fn convert(doc: &Value, options: &Options) -> Result<Conversion, OpenApiErro
         (None, None) => String::new(),
     };
     let mut unused: Vec<select::Entry<'_>> = Vec::new();
-    for e in options.include.entries().chain(options.exclude.entries()) {
-        unused.push(e);
+    for selection in [&options.include, &options.exclude] {
+        for e in selection.entries() {
+            unused.push(e);
+        }
     }
     let schemes = operation::SecuritySchemes::read(doc)?;
     out.security_schemes = schemes.supported.clone();
-    out.warnings.extend(schemes.unsupported.iter().map(|(id, why)| format!("security scheme '{id}': {why}")));
+    for (id, why) in &schemes.unsupported {
+        out.warnings.push(format!("security scheme '{id}': {why}"));
+    }
     let paths = match doc.get("paths") {
         None | Some(Value::Null) => return Ok(out),
         Some(Value::Object(p)) => p,
@@ -270,7 +280,9 @@ pub fn convert(doc: &Value, options: &Options) -> Result<Conversion, OpenApiErro
             };
             match operation::convert(&ctx, path, method, item_obj, op_obj, &at, &mut names) {
                 Ok((tool, warnings)) => {
-                    out.warnings.extend(warnings.into_iter().map(|w| format!("{key}: {w}")));
+                    for w in warnings {
+                        out.warnings.push(format!("{key}: {w}"));
+                    }
                     out.tools.push(Converted { key, method: method.clone(), path: path.clone(), tool });
                 }
                 Err(Fail::Skip(reason)) => out.skipped.push(skipped(key, method, path, at, reason, false)),
@@ -278,7 +290,9 @@ pub fn convert(doc: &Value, options: &Options) -> Result<Conversion, OpenApiErro
             }
         }
     }
-    out.warnings.extend(unused.iter().map(|e| format!("the selection's {e} names no operation")));
+    for e in &unused {
+        out.warnings.push(format!("the selection's {e} names no operation"));
+    }
     Ok(out)
 }
 

@@ -271,10 +271,16 @@ pub fn flatten_object(schema: &Value) -> Option<(Map<String, Value>, Vec<String>
     let mut props = Map::new();
     let mut required = Vec::new();
     if let Some(Value::Object(p)) = schema.get("properties") {
-        props.extend(p.iter().map(|(k, v)| (k.clone(), v.clone())));
+        for (k, v) in p {
+            props.insert(k.clone(), v.clone());
+        }
     }
     if let Some(Value::Array(r)) = schema.get("required") {
-        required.extend(r.iter().filter_map(Value::as_str).map(str::to_string));
+        for r in r {
+            if let Some(r) = r.as_str() {
+                required.push(r.to_string());
+            }
+        }
     }
     if let Some(Value::Array(all)) = schema.get("allOf") {
         for member in all {

@@ -60,7 +60,7 @@ pub fn upgrade(doc: &Value) -> Result<Value, OpenApiError> {
             if d.get("type").and_then(Value::as_str) == Some("basic") {
                 s = object(vec![("type", Value::from("http")), ("scheme", Value::from("basic"))]);
                 if let Some(desc) = d.get("description") {
-                    s["description"] = desc.clone();
+                    set(&mut s, "description", desc.clone());
                 }
             }
             schemes.insert(id.clone(), s);
@@ -103,9 +103,26 @@ pub fn upgrade(doc: &Value) -> Result<Value, OpenApiError> {
     Ok(upgraded)
 }
 
+/// `{key: value}`: one member, without the list of [`object`].
+#[inline(never)]
+fn one(key: &str, value: Value) -> Value {
+    let mut m = Map::new();
+    m.insert(key.to_string(), value);
+    Value::Object(m)
+}
+
+/// Sets a member of an object built here (`v[key] = value` without `IndexMut`'s conversion of `null`
+/// and its panic path).
+#[inline(never)]
+fn set(v: &mut Value, key: &str, value: Value) {
+    if let Value::Object(m) = v {
+        m.insert(key.to_string(), value);
+    }
+}
+
 /// `servers: [{url}]`.
 fn servers(url: String) -> Value {
-    Value::Array(vec![object(vec![("url", Value::String(url))])])
+    Value::Array(vec![one("url", Value::String(url))])
 }
 
 fn media_list(v: Option<&Value>) -> Vec<String> {
@@ -145,8 +162,7 @@ fn operation(
         let Some(Value::Array(list)) = list else { continue };
         for (i, p) in list.iter().enumerate() {
             let p = resolve(doc, p, &format!("{base}/parameters/{i}")).map_err(fail)?;
-            let key = |v: &Value| (v.get("name").cloned(), v.get("in").cloned());
-            params.retain(|q| key(q) != key(p));
+            params.retain(|q| q.get("name") != p.get("name") || q.get("in") != p.get("in"));
             params.push(p.clone());
         }
     }
@@ -166,17 +182,17 @@ fn operation(
                 let mut content = Map::new();
                 for media in consumes.iter().filter(|m| !m.starts_with("multipart/") && !m.contains("form-urlencoded"))
                 {
-                    content.insert(media.clone(), object(vec![("schema", schema.clone())]));
+                    content.insert(media.clone(), one("schema", schema.clone()));
                 }
                 if content.is_empty() {
-                    content.insert("application/json".into(), object(vec![("schema", schema)]));
+                    content.insert("application/json".into(), one("schema", schema));
                 }
-                let mut body = object(vec![("content", Value::Object(content))]);
+                let mut body = one("content", Value::Object(content));
                 if let Some(r) = p.get("required") {
-                    body["required"] = r.clone();
+                    set(&mut body, "required", r.clone());
                 }
                 if let Some(d) = p.get("description") {
-                    body["description"] = d.clone();
+                    set(&mut body, "description", d.clone());
                 }
                 out.insert("requestBody".into(), body);
             }
@@ -202,18 +218,15 @@ fn operation(
         let media = if multipart { "multipart/form-data" } else { "application/x-www-form-urlencoded" };
         let mut schema = object(vec![("type", Value::from("object")), ("properties", Value::Object(form))]);
         if !form_required.is_empty() {
-            schema["required"] = Value::Array(form_required.clone());
+            set(&mut schema, "required", Value::Array(form_required.clone()));
         }
-        let mut media_type = object(vec![("schema", schema)]);
+        let mut media_type = one("schema", schema);
         if !encoding.is_empty() && !multipart {
-            media_type["encoding"] = Value::Object(encoding);
+            set(&mut media_type, "encoding", Value::Object(encoding));
         }
         out.insert(
             "requestBody".into(),
-            object(vec![
-                ("required", Value::Bool(!form_required.is_empty())),
-                ("content", object(vec![(media, media_type)])),
-            ]),
+            object(vec![("required", Value::Bool(!form_required.is_empty())), ("content", one(media, media_type))]),
         );
     }
     if new_params.is_empty() {
@@ -226,10 +239,9 @@ fn operation(
         let mut new_responses = Map::new();
         for (code, r) in responses {
             let r = resolve(doc, r, &format!("{at}/responses/{}", pointer_token(code))).map_err(fail)?;
-            let mut nr =
-                object(vec![("description", r.get("description").cloned().unwrap_or_else(|| Value::from("")))]);
+            let mut nr = one("description", r.get("description").cloned().unwrap_or_else(|| Value::from("")));
             if let Some(s) = r.get("schema") {
-                nr["content"] = object(vec![(media.as_str(), object(vec![("schema", s.clone())]))]);
+                set(&mut nr, "content", one(&media, one("schema", s.clone())));
             }
             new_responses.insert(code.clone(), nr);
         }
