@@ -839,6 +839,68 @@ def stateless_call(url: str, tool: str, args: dict, rid: int = 1, revision: str 
     return fresh_connection_post(url, body, headers)
 
 
+# --- the guard service (guardrails.external) ---------------------------------------------------
+
+
+class GuardService:
+    """A small guard service (README "The external check"), the upstream of the e2e tests' `guardrails.external`:
+    refuses inputs that mention `forbidden`, outputs that mention `classified` (or any of `refused_outputs`),
+    and any request `refuses(body)` holds true for; records what it was asked, in order."""
+
+    def __init__(self, refused_outputs: tuple[str, ...] = (), slow_outputs: tuple[str, ...] = (), refuses=None):
+        """`slow_outputs`: an output that mentions one is answered after two seconds."""
+        import http.server
+        import threading
+
+        self.asked: list[dict] = []
+        service = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_POST(self):  # noqa: N802
+                body = json.loads(self.rfile.read(int(self.headers.get("content-length", "0"))))
+                service.asked.append(body)
+                text = json.dumps(body)
+                if body["phase"] == "output" and any(w in text for w in slow_outputs):
+                    time.sleep(2.0)
+                if refuses is not None and refuses(body):
+                    verdict = {"allow": False, "reason": f"refused by the rule of the {body['server']} test"}
+                elif body["phase"] == "input" and "forbidden" in text:
+                    verdict = {"allow": False, "reason": "forbidden word in the arguments"}
+                elif body["phase"] == "output" and any(w in text for w in ("classified", *refused_outputs)):
+                    verdict = {"allow": False, "reason": "classified result"}
+                else:
+                    verdict = {"allow": True}
+                out = json.dumps(verdict).encode()
+                self.send_response(200)
+                self.send_header("content-type", "application/json")
+                self.send_header("content-length", str(len(out)))
+                self.end_headers()
+                try:
+                    self.wfile.write(out)
+                except BrokenPipeError:
+                    pass  # the gateway gave up at its timeout
+
+            def log_message(self, *args):
+                pass
+
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.port = self.server.server_address[1]
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def stop(self):
+        self.server.shutdown()
+        self.server.server_close()
+
+
+def static_cluster(name: str, port: int) -> dict:
+    """An Envoy cluster of one endpoint on 127.0.0.1 (a guard service's; an unused port: one that is down)."""
+    return {
+        "name": name, "type": "STATIC", "connect_timeout": "0.5s",
+        "load_assignment": {"cluster_name": name, "endpoints": [{"lb_endpoints": [
+            {"endpoint": {"address": {"socket_address": {"address": "127.0.0.1", "port_value": port}}}}]}]},
+    }
+
+
 # --- the Python MCP SDK ----------------------------------------------------------------------
 
 

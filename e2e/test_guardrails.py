@@ -13,7 +13,7 @@ import httpx
 import pytest
 
 import harness
-from harness import RawMcp, mcp_client, run_async
+from harness import GuardService, RawMcp, mcp_client, run_async, static_cluster
 
 SERVER = "guarded"
 SECRETS = (
@@ -215,61 +215,6 @@ def test_access_log_names_consumer_method_and_outcome(ggw):
 
 
 # --- the external guard service ----------------------------------------------------------------
-
-
-class GuardService:
-    """A small guard service (the documented contract): refuses inputs that mention `forbidden`, outputs
-    that mention `classified` (or any of `refused_outputs`); records what it was asked."""
-
-    def __init__(self, refused_outputs: tuple[str, ...] = (), slow_outputs: tuple[str, ...] = ()):
-        """`slow_outputs`: an output that mentions one is answered after two seconds."""
-        import http.server
-        import threading
-
-        self.asked: list[dict] = []
-        service = self
-
-        class Handler(http.server.BaseHTTPRequestHandler):
-            def do_POST(self):  # noqa: N802
-                body = json.loads(self.rfile.read(int(self.headers.get("content-length", "0"))))
-                service.asked.append(body)
-                text = json.dumps(body)
-                if body["phase"] == "output" and any(w in text for w in slow_outputs):
-                    time.sleep(2.0)
-                if body["phase"] == "input" and "forbidden" in text:
-                    verdict = {"allow": False, "reason": "forbidden word in the arguments"}
-                elif body["phase"] == "output" and any(w in text for w in ("classified", *refused_outputs)):
-                    verdict = {"allow": False, "reason": "classified result"}
-                else:
-                    verdict = {"allow": True}
-                out = json.dumps(verdict).encode()
-                self.send_response(200)
-                self.send_header("content-type", "application/json")
-                self.send_header("content-length", str(len(out)))
-                self.end_headers()
-                try:
-                    self.wfile.write(out)
-                except BrokenPipeError:
-                    pass  # the gateway gave up at its timeout
-
-            def log_message(self, *args):
-                pass
-
-        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.port = self.server.server_address[1]
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
-
-    def stop(self):
-        self.server.shutdown()
-        self.server.server_close()
-
-
-def static_cluster(name: str, port: int) -> dict:
-    return {
-        "name": name, "type": "STATIC", "connect_timeout": "0.5s",
-        "load_assignment": {"cluster_name": name, "endpoints": [{"lb_endpoints": [
-            {"endpoint": {"address": {"socket_address": {"address": "127.0.0.1", "port_value": port}}}}]}]},
-    }
 
 
 @pytest.fixture(scope="module")

@@ -11,6 +11,7 @@ every request meets.
 from __future__ import annotations
 
 import copy
+import json
 import time
 
 import httpx
@@ -285,3 +286,135 @@ def test_a_virtual_servers_guardrails_mask_results_and_refuse_arguments(gateway)
     ])
     assert "denied pattern" in answers[0]["error"]["message"], answers
     assert answers[1]["result"]["content"][0]["text"] == "echo: [REDACTED:email]", answers
+
+
+# --- guard services (guardrails.external) on a virtual server ---------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def checked(backends):
+    """A virtual server `checked` with its own guard service (arguments and results; `closed` and `open` by
+    one that is down, failing closed and open), in front of REST server `weather` and proxied server `alpha`,
+    each with its own guard service (the same service, told which server asks), and of `beta`, without one.
+    The service also refuses arguments holding `deny:<server asked>` and results holding `leak:<server asked>`:
+    what one server's check lets through, the other's may refuse."""
+    a, b = backends
+
+    def refuses(body: dict) -> bool:
+        seen = json.dumps(body["arguments"] if body["phase"] == "input" else body["result"])
+        return f"{'deny' if body['phase'] == 'input' else 'leak'}:{body['server']}" in seen
+
+    service = harness.GuardService(refuses=refuses)
+    own = {"external": {"cluster": "guard", "timeoutMs": 2000, "output": True}}
+    down = {"cluster": "guard_down", "timeoutMs": 300}
+    weather = {**rest_server(), "guardrails": own}
+    cfg = {"servers": [
+        weather,
+        {**proxied("alpha", "mcp_a", a.port), "guardrails": own},
+        proxied("beta", "mcp_b", b.port),
+        {"name": "checked", "type": "virtual",
+         "guardrails": {**own, "tools": {"closed": {"external": down}, "open": {"external": {**down, "failOpen": True}}}},
+         "tools": [
+             {"server": "weather", "tool": "get_weather", "name": "forecast"},
+             {"server": "alpha", "tool": "echo", "name": "say"},
+             {"server": "beta", "tool": "echo", "name": "open"},
+             {"server": "beta", "tool": "whoami", "name": "closed"},
+         ]},
+    ]}
+    base = _envoy_base(a.port, b.port)
+    base["static_resources"]["clusters"] += [harness.static_cluster("guard", service.port),
+                                             harness.static_cluster("guard_down", harness.unused_port())]
+    g = harness.start_gateway(cfg, tag="virtual-guard", plugin_format="json", concurrency=1, envoy_base=base)
+    g.extra["service"] = service
+    yield g
+    g.stop()
+    service.stop()
+
+
+def asked(service) -> list[tuple]:
+    out = [(a["phase"], a["server"], a["tool"]) for a in service.asked]
+    service.asked.clear()
+    return out
+
+
+def guardrail_error(answer: dict) -> str:
+    assert answer["error"]["data"] == {"cause": "guardrail"} and answer["error"]["code"] == -32602, answer
+    return answer["error"]["message"]
+
+
+def test_the_virtual_servers_guard_service_is_asked_before_the_tools_own(checked):
+    """The SDK's client calls a proxied and a REST tool: the virtual server's service, then the owner's, about
+    the arguments, then (after the call) about the result, each told its own names."""
+    service = checked.extra["service"]
+    asked(service)
+    _, _, results = names_and_calls(checked.mcp_url("checked"), [("say", {"text": "hi"}), ("forecast", {"city": "Oslo"})])
+    assert results[0].content[0].text == "echo: hi"
+    assert "Oslo" in results[1].content[0].text
+    assert asked(service) == [
+        ("input", "checked", "say"), ("input", "alpha", "echo"), ("output", "checked", "say"), ("output", "alpha", "echo"),
+        ("input", "checked", "forecast"), ("input", "weather", "get_weather"),
+        ("output", "checked", "forecast"), ("output", "weather", "get_weather"),
+    ]
+    assert service.asked == []
+
+
+def test_a_guard_service_refuses_arguments_and_results_of_a_virtual_servers_calls(checked):
+    service = checked.extra["service"]
+    post = session(checked.mcp_url("checked"), LATEST)
+    asked(service)
+    # An argument the virtual server's service refuses: nobody else is asked, nothing is called.
+    _, a = post(call(1, "say", {"text": "a forbidden plan"}))
+    assert "guardrail: the guard service refused the input of tool 'say': forbidden word in the arguments" in guardrail_error(a)
+    assert asked(service) == [("input", "checked", "say")]
+    # One only the proxied server's own service refuses (alpha: `deny:alpha`), under its name of the tool.
+    _, a = post(call(2, "say", {"text": "deny:alpha"}))
+    assert "refused the input of tool 'echo': refused by the rule of the alpha test" in guardrail_error(a)
+    assert asked(service) == [("input", "checked", "say"), ("input", "alpha", "echo")]
+    # A result: the backend answered, the client never sees it; refused by the virtual server's, or by alpha's.
+    _, a = post(call(3, "say", {"text": "classified"}))
+    assert "refused the output of tool 'say': classified result" in guardrail_error(a)
+    assert "echo: classified" not in json.dumps(a)
+    _, a = post(call(4, "say", {"text": "leak:alpha"}))
+    assert "refused the output of tool 'echo': refused by the rule of the alpha test" in guardrail_error(a)
+    assert asked(service)[-2:] == [("output", "checked", "say"), ("output", "alpha", "echo")]
+    # A REST tool's result, by the REST server's own service.
+    _, a = post(call(5, "forecast", {"city": "leak:weather"}))
+    assert "refused the output of tool 'get_weather'" in guardrail_error(a)
+
+
+def test_a_guard_service_that_is_down_fails_a_virtual_servers_call_closed_or_open(checked):
+    post = session(checked.mcp_url("checked"), LATEST)
+    started = time.monotonic()
+    _, a = post(call(1, "closed", {}))
+    message = guardrail_error(a)
+    assert "could not check the input of tool 'closed'" in message and "failOpen is false" in message, message
+    _, a = post(call(2, "open", {"text": "through"}))
+    assert a["result"]["content"][0]["text"] == "echo: through", a
+    assert time.monotonic() - started < 8, "each check gives up within its timeout"
+
+
+def test_a_batch_checks_each_call_and_answers_in_one_array(checked):
+    service = checked.extra["service"]
+    asked(service)
+    _, answers = session(checked.mcp_url("checked"))([
+        call(1, "say", {"text": "forbidden"}),
+        call(2, "say", {"text": "classified"}),
+        call(3, "forecast", {"city": "Paris"}),
+        call(4, "closed", {}),
+        call(5, "open", {"text": "b"}),
+        {"jsonrpc": "2.0", "id": 6, "method": "ping"},
+    ])
+    assert [a["id"] for a in answers] == [1, 2, 3, 4, 5, 6], answers
+    assert "refused the input of tool 'say'" in guardrail_error(answers[0])
+    assert "refused the output of tool 'say'" in guardrail_error(answers[1])
+    assert "Paris" in answers[2]["result"]["content"][0]["text"], answers[2]
+    assert "could not check the input of tool 'closed'" in guardrail_error(answers[3])
+    assert answers[4]["result"]["content"][0]["text"] == "echo: b", answers[4]
+    assert answers[5] == {"jsonrpc": "2.0", "id": 6, "result": {}}
+    seen = sorted(asked(service))
+    assert seen == sorted([
+        ("input", "checked", "say"),
+        ("input", "checked", "say"), ("input", "alpha", "echo"), ("output", "checked", "say"),
+        ("input", "checked", "forecast"), ("input", "weather", "get_weather"),
+        ("output", "checked", "forecast"), ("output", "weather", "get_weather"),
+    ]), seen

@@ -200,17 +200,6 @@ impl Gateway {
                     let msg = "a virtual server has tools of other servers only (its calls go where those tools live)";
                     return Err(ConfigError::new(field, msg).in_server(&s.name));
                 }
-                // The guard service is asked where a call is made (the transport's guarded calls and the
-                // relay); a virtual server's calls to proxied servers are the gateway's own, which it does
-                // not hold for a check of their answers.
-                if s.guardrails
-                    .as_ref()
-                    .is_some_and(|g| g.external.is_some() || g.tools.values().any(|t| t.external.is_some()))
-                {
-                    let msg = "is not applied on a virtual server yet (its guard service is not asked for the calls \
-                               it passes on): set it on the servers whose tools it lists";
-                    return Err(ConfigError::new("guardrails.external", msg).in_server(&s.name));
-                }
                 virtuals.push((
                     servers.len(),
                     std::mem::take(&mut s.tool_refs),
@@ -406,16 +395,6 @@ impl Gateway {
             let mut limits = std::mem::take(&mut servers[i].limits);
             for r in &v.refs {
                 let owner = &servers[r.owner];
-                // The gateway's own calls to a proxied backend are not held for a guard service: a tool it
-                // checks is not offered around it.
-                if owner.proxy.is_some() && owner.guard.as_ref().is_some_and(|g| g.external(&r.tool).is_some()) {
-                    let msg = format!(
-                        "is a tool of proxied server '{}', whose guard service (guardrails.external) checks it: \
-                         a virtual server's calls to a proxied server are not held for that check yet",
-                        owner.name
-                    );
-                    return Err(ConfigError::new("tools", msg).in_server(&servers[i].name).in_tool(&r.name));
-                }
                 limits.through(&r.name, &owner.name, &r.tool, &owner.limits);
             }
             if let Some(g) = &servers[i].guard {

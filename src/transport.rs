@@ -7,7 +7,7 @@
 
 use crate::caller::Caller;
 use crate::gateway::{Gateway, Server};
-use crate::guard::external::Subject;
+use crate::guard::external::{Checks, Phase as Side};
 use crate::jsonrpc::{self, Message, Reply};
 use crate::mcp::{self, Handled, Revision};
 use crate::metrics::CallRecord;
@@ -149,10 +149,10 @@ impl Batch {
 enum Job {
     /// The call's own upstream request.
     Call(PendingCall),
-    /// The guard service checks the call's arguments; then `request` goes upstream.
-    CheckInput(PendingCall, Box<UpstreamRequest>),
-    /// The guard service checks the finished reply's result (the upstream answered as recorded).
-    CheckOutput(PendingCall, Reply, Option<(crate::metrics::Upstream, Option<u64>)>),
+    /// The guard service of a stage ([`Checks`]) checks the call's arguments; then `request` goes upstream.
+    CheckInput(PendingCall, u8, Box<UpstreamRequest>),
+    /// The guard service of a stage checks the finished reply's result (the upstream answered as recorded).
+    CheckOutput(PendingCall, u8, Reply, Option<(crate::metrics::Upstream, Option<u64>)>),
     /// Request `index` of a virtual server's message waiting on proxied servers: the exchange's
     /// composed job `job`, whose reply goes to `slot` ([`crate::composed::Job`]); `tool`: the name the
     /// virtual server's limits count a `tools/call` under.
@@ -163,7 +163,7 @@ impl Job {
     /// The call the job is a step of (none for a virtual server's request to a proxied server).
     fn call(&self) -> Option<&PendingCall> {
         match self {
-            Job::Call(c) | Job::CheckInput(c, _) | Job::CheckOutput(c, _, _) => Some(c),
+            Job::Call(c) | Job::CheckInput(c, ..) | Job::CheckOutput(c, ..) => Some(c),
             Job::Virtual { .. } => None,
         }
     }
@@ -1054,9 +1054,9 @@ impl Exchange {
                         _ => None,
                     };
                     let pending = PendingCall { slot, owner, via, id, call, args, listener, record };
-                    match self.input_check(server, &pending) {
-                        Some(check) => {
-                            acc.calls.push(Some(Job::CheckInput(pending, request)));
+                    match self.input_check(gw, &pending) {
+                        Some((stage, check)) => {
+                            acc.calls.push(Some(Job::CheckInput(pending, stage, request)));
                             acc.requests.push(check);
                         }
                         None => {
@@ -1124,7 +1124,7 @@ impl Exchange {
         for (index, refusal) in &outcome.refused {
             if let Some(job) = calls.get_mut(*index).and_then(Option::take) {
                 let call = match job {
-                    Job::Call(c) | Job::CheckInput(c, _) | Job::CheckOutput(c, _, _) => c,
+                    Job::Call(c) | Job::CheckInput(c, ..) | Job::CheckOutput(c, ..) => c,
                     Job::Virtual { slot, job, .. } => {
                         // Its proxied server is not asked.
                         let id = self.composed.get_mut(job).and_then(Option::take).map_or(Value::Null, |j| j.id());
@@ -1207,30 +1207,32 @@ impl Exchange {
         let elapsed_ms = self.elapsed_ms.take();
         let server = match &job {
             Job::Virtual { slot, job, index, .. } => return self.composed_answer(gw, *slot, *job, *index, outcome),
-            Job::Call(c) | Job::CheckInput(c, _) | Job::CheckOutput(c, _, _) => &gw.servers[c.owner],
+            Job::Call(c) | Job::CheckInput(c, ..) | Job::CheckOutput(c, ..) => &gw.servers[c.owner],
         };
         match job {
             Job::Virtual { .. } => None,
             Job::Call(call) => self.answered(gw, call, outcome, elapsed_ms),
-            Job::CheckInput(call, request) => {
-                let verdict = external_of(server, &call)
-                    .map_or(Ok(()), |(tool, e)| e.verdict(crate::guard::external::Phase::Input, tool, &outcome));
-                match verdict {
-                    Ok(()) => self.next_request(Job::Call(call), *request),
+            Job::CheckInput(call, stage, request) => {
+                match self.checked(gw, &call, stage, Side::Input, &outcome, None) {
+                    Ok(Some((stage, check))) => self.next_request(Job::CheckInput(call, stage, request), check),
+                    Ok(None) => self.next_request(Job::Call(call), *request),
                     Err(e) => {
                         let reply = Reply::Tree(e.reply(call.id.clone()));
                         self.finished(server, call, reply, None)
                     }
                 }
             }
-            Job::CheckOutput(call, reply, upstream) => {
-                let verdict = external_of(server, &call)
-                    .map_or(Ok(()), |(tool, e)| e.verdict(crate::guard::external::Phase::Output, tool, &outcome));
-                let reply = match verdict {
-                    Ok(()) => reply,
-                    Err(e) => Reply::Tree(e.reply(call.id.clone())),
-                };
-                self.finished(server, call, reply, upstream)
+            Job::CheckOutput(call, stage, reply, upstream) => {
+                match self.checked(gw, &call, stage, Side::Output, &outcome, reply.result()) {
+                    Ok(Some((stage, check))) => {
+                        self.next_request(Job::CheckOutput(call, stage, reply, upstream), check)
+                    }
+                    Ok(None) => self.finished(server, call, reply, upstream),
+                    Err(e) => {
+                        let reply = Reply::Tree(e.reply(call.id.clone()));
+                        self.finished(server, call, reply, upstream)
+                    }
+                }
             }
         }
     }
@@ -1258,15 +1260,11 @@ impl Exchange {
             mcp::finish_call(gw, server, call.id.clone(), &call.call, &call.args, outcome, revision)
         });
         let reply = self.through_virtual(gw, call.via.as_deref(), reply);
-        let check = match (external_of(server, &call), reply.result()) {
-            (Some((tool, e)), Some(result)) if e.output => {
-                let who = Subject { server: &server.name, tool, consumer: self.caller.label() };
-                Some(e.request(crate::guard::external::Phase::Output, who, &call.args, Some(result)))
-            }
-            _ => None,
-        };
+        let check = self.checks(&call).zip(reply.result()).and_then(|(checks, result)| {
+            checks.next(gw, 0, Side::Output, self.caller.label(), &call.args, Some(result))
+        });
         match check {
-            Some(request) => self.next_request(Job::CheckOutput(call, reply, upstream), request),
+            Some((stage, request)) => self.next_request(Job::CheckOutput(call, stage, reply, upstream), request),
             None => self.finished(server, call, reply, upstream),
         }
     }
@@ -1288,11 +1286,31 @@ impl Exchange {
         reply
     }
 
-    /// The guard service's check of a call's arguments, when its tool has one.
-    fn input_check(&self, server: &Server, call: &PendingCall) -> Option<UpstreamRequest> {
-        let (tool, e) = external_of(server, call).filter(|(_, e)| e.input)?;
-        let who = Subject { server: &server.name, tool, consumer: self.caller.label() };
-        Some(e.request(crate::guard::external::Phase::Input, who, &call.args, None))
+    /// The guard services of a tool call: a virtual server's (its REST tool's calls), then the tool's own
+    /// server's.
+    fn checks<'a>(&self, call: &'a PendingCall) -> Option<Checks<'a>> {
+        let mcp::Pending::Tool(tool, _) = &call.call else { return None };
+        Some(Checks { via: call.via.as_deref().map(|v| (self.server, v)), owner: call.owner, tool })
+    }
+
+    /// The first guard service's check of a call's arguments, when one checks them.
+    fn input_check(&self, gw: &Gateway, call: &PendingCall) -> Option<(u8, UpstreamRequest)> {
+        self.checks(call)?.next(gw, 0, Side::Input, self.caller.label(), &call.args, None)
+    }
+
+    /// The verdict of the guard service of `stage` on a call's `phase`, and the next service's check if any.
+    fn checked(
+        &self,
+        gw: &Gateway,
+        call: &PendingCall,
+        stage: u8,
+        phase: Side,
+        outcome: &UpstreamResult,
+        result: Option<&Value>,
+    ) -> Result<Option<(u8, UpstreamRequest)>, crate::error::GatewayError> {
+        let Some(checks) = self.checks(call) else { return Ok(None) };
+        checks.verdict(gw, stage, phase, outcome)?;
+        Ok(checks.next(gw, stage + 1, phase, self.caller.label(), &call.args, result))
     }
 
     /// One more request for a call: numbered after every request dispatched so far, as the driver does.
@@ -1389,15 +1407,6 @@ fn allowed_tools(header: &str) -> Option<Vec<String>> {
         }
     }
     (!names.is_empty()).then_some(names)
-}
-
-/// A tool call's tool and the guard service that checks it, if any.
-fn external_of<'s>(
-    server: &'s Server,
-    call: &'s PendingCall,
-) -> Option<(&'s str, &'s crate::guard::external::External)> {
-    let mcp::Pending::Tool(tool, _) = &call.call else { return None };
-    Some((tool.as_str(), server.guard.as_ref()?.external(tool)?))
 }
 
 /// The tool and argument names of a `tools/call` message.

@@ -94,6 +94,11 @@ impl Link {
         self.request(gw)
     }
 
+    /// The call's arguments (what a guard service is asked about).
+    pub fn arguments(&self) -> &Value {
+        self.params.get("arguments").unwrap_or(&Value::Null)
+    }
+
     /// The backend's answer to what was sent last.
     pub fn on_answer(&mut self, gw: &Gateway, result: UpstreamResult) -> LinkStep {
         let (status, headers, body) = match result {

@@ -8,7 +8,9 @@
 //!   `toolsCacheMs`. A proxied server that fails loses only its own tools, and is logged once until it
 //!   answers again.
 //! - `tools/call` goes to the owning server: a REST tool runs exactly as on its own server (the transport
-//!   calls it there); a proxied tool is sent to its backend under its own name ([`Link`]).
+//!   calls it there); a proxied tool is sent to its backend under its own name ([`Link`]), once the guard
+//!   services (`guardrails.external`, the virtual server's then the proxied server's) allowed its
+//!   arguments, and its result is checked by them before the client sees it ([`Asking`]).
 //!
 //! Plain Rust: the core decides which requests go out and merges the answers; the driver sends them.
 
@@ -16,6 +18,7 @@ pub mod link;
 
 use crate::config::ConfigError;
 use crate::gateway::{Gateway, Server};
+use crate::guard::external::{Checks, Phase as Side};
 use crate::jsonrpc;
 use crate::mcp::Revision;
 use crate::upstream::{UpstreamRequest, UpstreamResult};
@@ -472,9 +475,29 @@ pub struct ListRequest {
 pub enum Job {
     /// A `tools/list` fan-out: per link, the tools read so far and the pages read.
     List { request: ListRequest, links: Vec<Option<(Link, Vec<Value>, usize)>>, remaining: usize },
-    /// A `tools/call` of a proxied tool (`tool` on its server, `name` on the virtual server), and who
-    /// listens to the notifications the backend sends ahead of its answer.
-    Call { id: Value, server: usize, tool: String, name: String, link: Link, listener: crate::notify::Listener },
+    /// A `tools/call` of a proxied tool (`tool` on its server, `name` on the virtual server), who listens
+    /// to the notifications the backend sends ahead of its answer, who calls (the guard services' `consumer`)
+    /// and what it waits on.
+    Call {
+        id: Value,
+        server: usize,
+        tool: String,
+        name: String,
+        link: Link,
+        listener: crate::notify::Listener,
+        consumer: String,
+        asking: Asking,
+    },
+}
+
+/// What a proxied tool's call waits on: its backend, or a guard service ([`Checks`], by stage).
+#[derive(Debug)]
+pub enum Asking {
+    Backend,
+    /// A guard service about the arguments; then this first request goes to the backend.
+    Input(u8, Box<UpstreamRequest>),
+    /// A guard service about the result of this reply.
+    Output(u8, Value),
 }
 
 /// What the exchange does next.
@@ -488,7 +511,9 @@ pub enum Next {
 }
 
 impl Job {
-    /// A `tools/call` of proxied tool `r` on virtual server `server`.
+    /// A `tools/call` of proxied tool `r` on virtual server `server`, by `consumer`: the guard services'
+    /// checks of its arguments first, if any.
+    #[allow(clippy::too_many_arguments)]
     pub fn call(
         gw: &Gateway,
         server: usize,
@@ -497,12 +522,19 @@ impl Job {
         id: Value,
         mut params: Map<String, Value>,
         listener: crate::notify::Listener,
+        consumer: &str,
     ) -> (Job, Next) {
         params.insert("name".into(), Value::from(r.tool.as_str()));
+        let checks = Checks { via: Some((server, &r.name)), owner: r.owner, tool: &r.tool };
+        let check = checks.next(gw, 0, Side::Input, consumer, params.get("arguments").unwrap_or(&Value::Null), None);
         let timeout = gw.servers[r.owner].proxy.as_ref().map_or(DEFAULT_TIMEOUT_MS, |b| b.timeout_ms);
         let (link, first) = Link::start(gw, r.owner, v.session(r.owner), "tools/call", Value::Object(params), timeout);
-        let (tool, name) = (r.tool.clone(), r.name.clone());
-        (Job::Call { id, server, tool, name, link, listener }, Next::Send(vec![(0, first)]))
+        let (asking, send) = match check {
+            Some((stage, request)) => (Asking::Input(stage, Box::new(first)), request),
+            None => (Asking::Backend, first),
+        };
+        let (tool, name, consumer) = (r.tool.clone(), r.name.clone(), consumer.to_string());
+        (Job::Call { id, server, tool, name, link, listener, consumer, asking }, Next::Send(vec![(0, send)]))
     }
 
     /// The id of the client's request the job answers.
@@ -510,14 +542,6 @@ impl Job {
         match self {
             Job::Call { id, .. } => id.clone(),
             Job::List { request, .. } => request.id.clone(),
-        }
-    }
-
-    /// A call's proxied server, its tool there and its name on the virtual server.
-    pub fn called(&self) -> Option<(usize, &str, &str)> {
-        match self {
-            Job::Call { link, tool, name, .. } => Some((link.backend, tool, name)),
-            Job::List { .. } => None,
         }
     }
 
@@ -555,14 +579,39 @@ impl Job {
         warn: &mut Vec<String>,
     ) -> Next {
         match self {
-            Job::Call { id, server, link, .. } => {
+            Job::Call { id, server, tool, name, link, consumer, asking, .. } => {
                 let Some(v) = gw.servers[*server].composed.as_deref() else { return Next::Wait };
-                match link.on_answer(gw, result) {
-                    LinkStep::Send(r) => Next::Send(vec![(0, r)]),
-                    LinkStep::Done(answer) => {
-                        v.keep_session(link.backend, link.session.clone());
-                        Next::Reply(link::reply(id.clone(), answer, &gw.servers[link.backend].name))
+                let checks = Checks { via: Some((*server, name)), owner: link.backend, tool };
+                match std::mem::replace(asking, Asking::Backend) {
+                    Asking::Input(stage, first) => {
+                        if let Err(e) = checks.verdict(gw, stage, Side::Input, &result) {
+                            return Next::Reply(e.reply(id.clone()));
+                        }
+                        match checks.next(gw, stage + 1, Side::Input, consumer, link.arguments(), None) {
+                            Some((stage, check)) => {
+                                *asking = Asking::Input(stage, first);
+                                Next::Send(vec![(0, check)])
+                            }
+                            None => Next::Send(vec![(0, *first)]),
+                        }
                     }
+                    Asking::Output(stage, reply) => {
+                        if let Err(e) = checks.verdict(gw, stage, Side::Output, &result) {
+                            return Next::Reply(e.reply(id.clone()));
+                        }
+                        output(gw, checks, stage + 1, consumer, link.arguments(), reply, asking)
+                    }
+                    Asking::Backend => match link.on_answer(gw, result) {
+                        LinkStep::Send(r) => Next::Send(vec![(0, r)]),
+                        LinkStep::Done(answer) => {
+                            v.keep_session(link.backend, link.session.clone());
+                            let reply = link::reply(id.clone(), answer, &gw.servers[link.backend].name);
+                            // The proxied server's guardrails, then the virtual server's; then the guard services.
+                            let reply = guarded(gw.servers[link.backend].guard.as_deref(), tool, reply);
+                            let reply = guarded(gw.servers[*server].guard.as_deref(), name, reply);
+                            output(gw, checks, 0, consumer, link.arguments(), reply, asking)
+                        }
+                    },
                 }
             }
             Job::List { request, links, remaining } => {
@@ -604,6 +653,36 @@ impl Job {
                 Next::Reply(v.render(gw, request))
             }
         }
+    }
+}
+
+/// A proxied tool's reply through the guard services that check results, from `stage` on: the next
+/// one's check (the reply held in `asking`), or the reply when none is left.
+fn output(
+    gw: &Gateway,
+    checks: Checks<'_>,
+    stage: u8,
+    consumer: &str,
+    args: &Value,
+    reply: Value,
+    asking: &mut Asking,
+) -> Next {
+    match reply.get("result").and_then(|r| checks.next(gw, stage, Side::Output, consumer, args, Some(r))) {
+        Some((stage, check)) => {
+            *asking = Asking::Output(stage, reply);
+            Next::Send(vec![(0, check)])
+        }
+        None => Next::Reply(reply),
+    }
+}
+
+/// A tool call's reply with its result filtered by `guard` (masking, size): its error when the result is
+/// refused.
+pub fn guarded(guard: Option<&crate::guard::Guard>, tool: &str, mut reply: Value) -> Value {
+    let Some(g) = guard.filter(|g| g.filters_results(tool)) else { return reply };
+    match reply.get_mut("result").map(|r| g.filter_result(tool, r)) {
+        Some(Err(e)) => e.reply(reply.get_mut("id").map(Value::take).unwrap_or(Value::Null)),
+        _ => reply,
     }
 }
 

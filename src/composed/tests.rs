@@ -32,19 +32,47 @@ servers:
 "#;
 
 /// A Streamable HTTP backend per cluster: a session it remembers (`epoch` bumps forget it), the tools
-/// `echo` on `ca` and `add`, `mul` on `cb`; `down` clusters fail.
+/// `echo` on `ca` and `add`, `mul` on `cb`; `down` clusters fail. The cluster `guard` is a guard service
+/// ([`Backends::guard`]); `guard_down` is one that is down.
 struct Backends {
     epoch: RefCell<u32>,
     down: RefCell<Vec<&'static str>>,
     seen: RefCell<Vec<(String, String)>>,
+    /// What the guard service was asked: (phase, server, tool).
+    asked: RefCell<Vec<(String, String, String)>>,
 }
 
 impl Backends {
     fn new() -> Backends {
-        Backends { epoch: RefCell::new(0), down: RefCell::new(vec![]), seen: RefCell::new(vec![]) }
+        Backends {
+            epoch: RefCell::new(0),
+            down: RefCell::new(vec![]),
+            seen: RefCell::new(vec![]),
+            asked: RefCell::new(vec![]),
+        }
+    }
+
+    /// The guard service: refuses arguments that hold `deny:{server asked}`, results that hold `classified`.
+    fn guard(&self, r: &UpstreamRequest) -> UpstreamResult {
+        if r.cluster == "guard_down" {
+            return UpstreamResult::Failed("connection refused".into());
+        }
+        let body: Value = serde_json::from_slice(r.body.as_deref().unwrap_or_default()).unwrap();
+        let field = |k: &str| body[k].as_str().unwrap().to_string();
+        self.asked.borrow_mut().push((field("phase"), field("server"), field("tool")));
+        assert_eq!(body["consumer"], "-");
+        let refused = match field("phase").as_str() {
+            "input" => body["arguments"].to_string().contains(&format!("deny:{}", field("server"))),
+            _ => body["result"].to_string().contains("classified"),
+        };
+        let verdict = if refused { json!({"allow": false, "reason": "no"}) } else { json!({"allow": true}) };
+        UpstreamResult::Response { status: 200, headers: vec![], body: verdict.to_string().into_bytes() }
     }
 
     fn answer(&self, r: &UpstreamRequest) -> UpstreamResult {
+        if r.cluster.starts_with("guard") {
+            return self.guard(r);
+        }
         let body: Value = serde_json::from_slice(r.body.as_deref().unwrap_or_default()).unwrap();
         let method = body["method"].as_str().unwrap_or("").to_string();
         // The link's messages, member for member in the order they always had.
@@ -603,37 +631,137 @@ fn a_virtual_servers_guardrails_check_arguments_and_filter_results_after_the_own
 }
 
 #[test]
-fn a_virtual_servers_guardrails_name_its_tools_and_no_guard_service() {
+fn a_virtual_servers_guardrails_name_its_tools() {
     let e = refused("  - {name: v, type: virtual, tools: [{server: rest, tool: weather}], guardrails: {tools: {forecast: {mask: [email]}}}}\n");
     assert_eq!(
         (e.server.as_deref(), e.tool.as_deref(), e.field.as_str()),
         (Some("v"), Some("forecast"), "guardrails.tools.forecast")
     );
-    let e = refused(
-        "  - {name: v, type: virtual, tools: [{server: rest, tool: weather}], guardrails: {external: {cluster: g}}}\n",
-    );
-    assert_eq!(e.field, "guardrails.external");
-    assert!(e.message.contains("not applied on a virtual server yet"), "{e}");
-    let e = refused("  - {name: v, type: virtual, tools: [{server: rest, tool: weather}], guardrails: {tools: {weather: {external: {cluster: g}}}}}\n");
-    assert_eq!(e.field, "guardrails.external");
+    let e = refused("  - {name: v, type: virtual, tools: [{server: rest, tool: weather}], guardrails: {tools: {forecast: {external: {cluster: g}}}}}\n");
+    assert_eq!(e.field, "guardrails.tools.forecast");
+    let e = refused("  - {name: v, type: virtual, tools: [{server: rest, tool: weather}], guardrails: {external: {cluster: g, input: false}}}\n");
+    assert_eq!(e.field, "guardrails.external.input");
 }
 
-/// A proxied server's guard service is not bypassed through a virtual server: a tool it checks is refused there
-/// (the gateway's calls to a proxied backend are not held for it), while its other tools may be offered.
+/// A virtual server with its own guard service (for every tool, checking results too; `add` by one that is
+/// down, failing closed; `forecast` by one that is down, failing open), in front of REST server `rest` and
+/// proxied server `a`, each with a guard service of its own.
+fn guarded_by_services() -> Gateway {
+    let service = "external: {cluster: guard, output: true}";
+    let down = "{external: {cluster: guard_down, timeoutMs: 300";
+    let own =
+        format!("    guardrails: {{{service}, tools: {{add: {down}}}}}, forecast: {down}, failOpen: true, output: true}}}}}}}}\n");
+    let config = CONFIG
+        .replace("    timeout: 700\n", &format!("    timeout: 700\n{own}"))
+        .replace("timeout: 9000}", &format!("timeout: 9000, guardrails: {{{service}}}}}"))
+        .replace(
+            "    upstream: {cluster: api}\n",
+            &format!("    upstream: {{cluster: api}}\n    guardrails: {{{service}}}\n"),
+        );
+    Gateway::from_config_str(&config).unwrap()
+}
+
+fn asked(b: &Backends) -> Vec<String> {
+    std::mem::take(&mut *b.asked.borrow_mut()).into_iter().map(|(p, s, t)| format!("{p} {s}/{t}")).collect()
+}
+
 #[test]
-fn a_proxied_tool_checked_by_a_guard_service_is_not_offered_by_a_virtual_server() {
-    let base = CONFIG.split("  - name: v").next().unwrap();
-    let guarded = base.replace(
-        "upstream: {cluster: ca}, timeout: 9000}",
-        "upstream: {cluster: ca}, timeout: 9000, guardrails: {tools: {echo: {external: {cluster: g}}}}}",
+fn the_virtual_servers_guard_service_is_asked_before_the_owners_about_arguments_and_results() {
+    let g = guarded_by_services();
+    let b = Backends::new();
+    let mut c = Client::new(&g, &b);
+    c.names();
+    b.methods();
+    let start = c.h.dispatched.len();
+    let v = c.rpc("tools/call", json!({"name": "say", "arguments": {"text": "hi"}}));
+    assert_eq!(text(&v), r#"echo on ca with {"text":"hi"}"#);
+    assert_eq!(asked(&b), ["input v/say", "input a/echo", "output v/say", "output a/echo"]);
+    // The backend is called once both allowed the arguments, and answers before the results are checked.
+    let clusters: Vec<&str> = c.h.dispatched[start..].iter().map(|r| r.cluster.as_str()).collect();
+    assert_eq!(clusters, ["guard", "guard", "ca", "guard", "guard"]);
+    assert!(c.h.dispatched[start..].iter().filter(|r| r.cluster == "guard").all(|r| r.timeout_ms == 500));
+    // A REST tool: the same order, each server told its own name of the tool.
+    let v = c.rpc("tools/call", json!({"name": "say", "arguments": {"text": "hi"}}));
+    assert!(v["result"].is_object(), "{v}");
+    asked(&b);
+    let start = c.h.dispatched.len();
+    let v = c.rpc("tools/call", json!({"name": "forecast", "arguments": {"city": "Oslo"}}));
+    assert!(text(&v).contains("/weather?city=Oslo"), "{v}");
+    // forecast: the virtual server's service for it is down and fails open; the REST server's is asked.
+    assert_eq!(asked(&b), ["input rest/weather", "output rest/weather"]);
+    let clusters: Vec<&str> = c.h.dispatched[start..].iter().map(|r| r.cluster.as_str()).collect();
+    assert_eq!(clusters, ["guard_down", "guard", "api", "guard_down", "guard"]);
+}
+
+#[test]
+fn a_guard_service_refuses_a_virtual_servers_call_as_on_a_rest_server() {
+    let g = guarded_by_services();
+    let b = Backends::new();
+    let mut c = Client::new(&g, &b);
+    c.names();
+    b.methods();
+    let refused = |v: &Value, what: &str| {
+        assert_eq!(v["error"]["data"], json!({"cause": "guardrail"}), "{v}");
+        assert_eq!(v["error"]["message"], format!("guardrail: the guard service refused the {what}: no"), "{v}");
+    };
+    // Arguments, by the virtual server's service (the owner's is not asked) or by the owner's.
+    refused(&c.rpc("tools/call", json!({"name": "say", "arguments": {"x": "deny:v"}})), "input of tool 'say'");
+    assert_eq!(asked(&b), ["input v/say"]);
+    refused(&c.rpc("tools/call", json!({"name": "say", "arguments": {"x": "deny:a"}})), "input of tool 'echo'");
+    refused(
+        &c.rpc("tools/call", json!({"name": "forecast", "arguments": {"city": "deny:rest"}})),
+        "input of tool 'weather'",
     );
-    assert_ne!(guarded, base);
-    let config =
-        |tool: &str| format!("{guarded}  - {{name: v, type: virtual, tools: [{{server: a, tool: {tool}}}]}}\n");
-    let e = Gateway::from_config_str(&config("echo")).unwrap_err();
-    assert_eq!((e.server.as_deref(), e.tool.as_deref(), e.field.as_str()), (Some("v"), Some("echo"), "tools"));
-    assert!(e.message.contains("guard service"), "{e}");
-    assert!(Gateway::from_config_str(&config("other")).is_ok());
+    assert!(b.methods().is_empty(), "no backend was called");
+    assert!(c.h.dispatched.iter().all(|r| r.cluster != "api"));
+    // A result, by the first service that sees it: the backend was called, the client never sees the result.
+    asked(&b);
+    let v = c.rpc("tools/call", json!({"name": "say", "arguments": {"x": "classified"}}));
+    refused(&v, "output of tool 'say'");
+    assert!(!v.to_string().contains("echo on"), "{v}");
+    assert_eq!(asked(&b), ["input v/say", "input a/echo", "output v/say"]);
+    let v = c.rpc("tools/call", json!({"name": "forecast", "arguments": {"city": "classified"}}));
+    refused(&v, "output of tool 'weather'");
+    // A service that is down: refused when failing closed (the backend not called), as on a REST server.
+    b.methods();
+    let v = c.rpc("tools/call", json!({"name": "add", "arguments": {}}));
+    assert_eq!(v["error"]["data"], json!({"cause": "guardrail"}), "{v}");
+    assert_eq!(
+        v["error"]["message"],
+        "guardrail: the guard service could not check the input of tool 'add' (no answer (connection refused)), and \
+         guardrails.external.failOpen is false"
+    );
+    assert!(b.methods().is_empty());
+}
+
+#[test]
+fn a_batch_checks_each_call_through_the_guard_services_and_answers_in_one_array() {
+    let g = guarded_by_services();
+    let b = Backends::new();
+    let answers = batch(
+        &g,
+        &b,
+        json!([
+            call(json!(1), "say", json!({"x": "deny:v"})),
+            call(json!(2), "say", json!({"x": "ok"})),
+            call(json!(3), "forecast", json!({"city": "classified"})),
+            call(json!(4), "add", json!({})),
+            call(json!(5), "forecast", json!({"city": "Oslo"})),
+        ]),
+    );
+    let ids: Vec<&Value> = answers.iter().map(|a| &a["id"]).collect();
+    assert_eq!(ids, [&json!(1), &json!(2), &json!(3), &json!(4), &json!(5)]);
+    assert!(answers[0]["error"]["message"].as_str().unwrap().contains("refused the input of tool 'say'"));
+    assert_eq!(text(&answers[1]), r#"echo on ca with {"x":"ok"}"#);
+    assert!(answers[2]["error"]["message"].as_str().unwrap().contains("refused the output of tool 'weather'"));
+    assert!(answers[3]["error"]["message"].as_str().unwrap().contains("could not check the input of tool 'add'"));
+    assert!(text(&answers[4]).contains("/weather?city=Oslo"));
+    let mut asked = asked(&b);
+    asked.sort();
+    let mut want = vec!["input v/say", "input v/say", "input a/echo", "output v/say", "output a/echo"];
+    want.extend(["input rest/weather", "output rest/weather", "input rest/weather", "output rest/weather"]);
+    want.sort();
+    assert_eq!(asked, want);
 }
 
 fn refused(extra: &str) -> crate::config::ConfigError {

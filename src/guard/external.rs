@@ -184,6 +184,60 @@ impl External {
     }
 }
 
+/// The guard services that check one tool call, in the order they are asked: for a call through a
+/// virtual server, the virtual server's (stage 0, told the virtual server's name of the tool), then the
+/// tool's own server's (stage 1). Each is asked only when the one before allowed the call.
+#[derive(Debug, Clone, Copy)]
+pub struct Checks<'a> {
+    /// The virtual server and its name of the tool, for a call through one.
+    pub via: Option<(usize, &'a str)>,
+    /// The tool's own server, and the tool's name there.
+    pub owner: usize,
+    pub tool: &'a str,
+}
+
+impl<'a> Checks<'a> {
+    /// The guard service of `stage`, with the server and tool names it is told.
+    fn at(&self, gw: &'a crate::gateway::Gateway, stage: u8) -> Option<(&'a str, &'a str, &'a External)> {
+        let (server, tool) = match (stage, self.via) {
+            (0, Some(via)) => via,
+            (1, _) => (self.owner, self.tool),
+            _ => return None,
+        };
+        let server = gw.servers.get(server)?;
+        Some((&server.name, tool, server.guard.as_ref()?.external(tool)?))
+    }
+
+    /// The first request, from `stage` on, that asks a guard service about `phase` (`result`: the
+    /// output's), with the stage it is.
+    pub fn next(
+        &self,
+        gw: &'a crate::gateway::Gateway,
+        stage: u8,
+        phase: Phase,
+        consumer: &str,
+        arguments: &Value,
+        result: Option<&Value>,
+    ) -> Option<(u8, UpstreamRequest)> {
+        (stage..2).find_map(|s| {
+            let (server, tool, e) = self.at(gw, s)?;
+            let asks = if phase == Phase::Input { e.input } else { e.output };
+            asks.then(|| (s, e.request(phase, Subject { server, tool, consumer }, arguments, result)))
+        })
+    }
+
+    /// The verdict of the guard service of `stage` on `phase`.
+    pub fn verdict(
+        &self,
+        gw: &'a crate::gateway::Gateway,
+        stage: u8,
+        phase: Phase,
+        answer: &UpstreamResult,
+    ) -> Result<(), GatewayError> {
+        self.at(gw, stage).map_or(Ok(()), |(_, tool, e)| e.verdict(phase, tool, answer))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -6,7 +6,9 @@
 //! filtered when the tool's result is built ([`crate::mcp::finish_call`] and results answered without an
 //! upstream). On proxied servers (`type: mcp-proxy`, [`crate::proxy`]) the relay checks `tools/call`
 //! bodies and filters the answers to them, JSON whole or SSE event by event; the external guard service is
-//! asked there too ([`crate::proxy::gate`]). An SSE backend (`transport: sse`) has no guardrails.
+//! asked there too ([`crate::proxy::gate`]). An SSE backend (`transport: sse`) has no guardrails. A call
+//! through a virtual server passes the virtual server's guardrails and the tool's own server's
+//! ([`crate::composed`]; guard services in the order of [`external::Checks`]).
 
 pub mod external;
 pub mod mask;

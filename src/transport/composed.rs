@@ -6,7 +6,10 @@
 //!
 //! The virtual server's `rateLimits`/`quotas` count its calls under the names it gives them, beside the
 //! tools' own servers' limits (one check, [`crate::limits::ServerLimits::through`]); its `guardrails`
-//! check their arguments before they go and filter their results, after the tool's own server's.
+//! check their arguments before they go and filter their results, after the tool's own server's. Guard
+//! services (`guardrails.external`) are asked the virtual server's first, then the tool's own server's
+//! ([`crate::guard::external::Checks`]): for a REST tool by the transport's own call steps, for a proxied
+//! tool by its [`composed::Job`].
 
 use super::{Batch, Exchange, Gathered, Job, Step};
 use crate::composed::{self, ListRequest, Next};
@@ -115,7 +118,7 @@ impl Exchange {
             };
             let listener = crate::notify::Listener { level, progress_token: crate::notify::progress_token(Some(&p)) };
             let Value::Object(params) = p else { return None };
-            let (job, next) = composed::Job::call(gw, me, v, r, id, params, listener);
+            let (job, next) = composed::Job::call(gw, me, v, r, id, params, listener, self.caller.label());
             self.wait_on(slot, Some(job), next, Some(name), acc);
             return None;
         }
@@ -177,15 +180,8 @@ impl Exchange {
                 let mut job = self.composed.get_mut(n)?.take()?;
                 let notes = if self.sse { job.take_notes() } else { Vec::new() };
                 self.note(slot, notes);
-                let reply = match job.called() {
-                    // The proxied server's guardrails, then the virtual server's.
-                    Some((owner, tool, name)) => {
-                        let reply = guarded(gw.servers[owner].guard.as_deref(), tool, Reply::Tree(v));
-                        guarded(gw.servers[self.server].guard.as_deref(), name, reply)
-                    }
-                    None => Reply::Tree(v),
-                };
-                self.settle(slot, reply)
+                // A call's reply went through the guardrails and guard services in the job.
+                self.settle(slot, Reply::Tree(v))
             }
         }
     }
@@ -209,10 +205,7 @@ fn guarded(guard: Option<&crate::guard::Guard>, tool: &str, reply: Reply) -> Rep
             Ok(()) => Reply::Result { id, result },
             Err(e) => Reply::Tree(e.reply(id)),
         },
-        Reply::Tree(mut v) => match v.get_mut("result").map(|r| g.filter_result(tool, r)) {
-            Some(Err(e)) => Reply::Tree(e.reply(v.get_mut("id").map(Value::take).unwrap_or(Value::Null))),
-            _ => Reply::Tree(v),
-        },
+        Reply::Tree(v) => Reply::Tree(composed::guarded(Some(g), tool, v)),
         other => other,
     }
 }
