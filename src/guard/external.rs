@@ -37,7 +37,7 @@ impl ExternalConfig {
 
     /// Reads `external` at `at`, field by field ([`crate::fields`]).
     pub fn read(v: &Value, at: &str) -> Result<ExternalConfig, FieldError> {
-        let mut f = Fields::known(v, at, Self::FIELDS)?;
+        let mut f = Fields::read(v, at, Self::FIELDS);
         let cfg = ExternalConfig {
             cluster: f.required_string("cluster"),
             path: f.string("path").unwrap_or_else(|| "/check".into()),

@@ -49,7 +49,7 @@ impl GuardrailsConfig {
 
     /// Reads `guardrails` (or one tool's entry) at `at`, field by field ([`crate::fields`]).
     pub fn read(v: &Value, at: &str) -> Result<GuardrailsConfig, FieldError> {
-        let mut f = Fields::known(v, at, Self::FIELDS)?;
+        let mut f = Fields::read(v, at, Self::FIELDS);
         let mut cfg = GuardrailsConfig::default();
         cfg.max_argument_bytes = f.size("maxArgumentBytes");
         cfg.max_result_bytes = f.size("maxResultBytes");
