@@ -296,18 +296,31 @@ impl Templates {
             }
         });
         env.set_formatter(format_value);
-        env.add_filter("b64enc", |s: String| base64::engine::general_purpose::STANDARD.encode(s));
+        // Filters of one signature are added as one function pointer type: minijinja instantiates its
+        // argument-converting adapter once per type, and each closure is a type of its own.
+        type TextFilter = fn(String) -> String;
+        type SizedFilter = fn(&State, MjValue, usize, Option<MjValue>) -> Result<MjValue, Error>;
+        env.add_filter("b64enc", (|s: String| base64::engine::general_purpose::STANDARD.encode(s)) as TextFilter);
         env.add_filter("b64dec", b64dec);
         env.add_filter("query", query_filter);
-        env.add_filter("urlencode_component", |s: String| utf8_percent_encode(&s, URL_COMPONENT).to_string());
+        env.add_filter(
+            "urlencode_component",
+            (|s: String| utf8_percent_encode(&s, URL_COMPONENT).to_string()) as TextFilter,
+        );
         env.add_filter("indent", indent);
         env.add_filter("tojson", tojson);
-        env.add_filter("batch", |state: &State, value: MjValue, count: usize, fill: Option<MjValue>| {
-            minijinja::filters::batch(state, value, bounded("batch", count)?, fill)
-        });
-        env.add_filter("slice", |state: &State, value: MjValue, count: usize, fill: Option<MjValue>| {
-            minijinja::filters::slice(state, value, bounded("slice", count)?, fill)
-        });
+        env.add_filter(
+            "batch",
+            (|state: &State, value: MjValue, count: usize, fill: Option<MjValue>| {
+                minijinja::filters::batch(state, value, bounded("batch", count)?, fill)
+            }) as SizedFilter,
+        );
+        env.add_filter(
+            "slice",
+            (|state: &State, value: MjValue, count: usize, fill: Option<MjValue>| {
+                minijinja::filters::slice(state, value, bounded("slice", count)?, fill)
+            }) as SizedFilter,
+        );
         Templates { env, count: 0, go: Vec::new(), input_visible: false }
     }
 
