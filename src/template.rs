@@ -7,7 +7,6 @@
 //! Callers hand a [`Data`] to [`Templates::render`]; each dialect builds its own view of it.
 
 use crate::gotemplate::{self, GoTemplate};
-use base64::Engine;
 use minijinja::value::Value as MjValue;
 use minijinja::value::{Enumerator, Object, ObjectRepr};
 use minijinja::{AutoEscape, Environment, Error, ErrorKind, Output, State, UndefinedBehavior};
@@ -300,7 +299,7 @@ impl Templates {
         // argument-converting adapter once per type, and each closure is a type of its own.
         type TextFilter = fn(String) -> String;
         type SizedFilter = fn(&State, MjValue, usize, Option<MjValue>) -> Result<MjValue, Error>;
-        env.add_filter("b64enc", (|s: String| base64::engine::general_purpose::STANDARD.encode(s)) as TextFilter);
+        env.add_filter("b64enc", (|s: String| crate::b64::STANDARD.encode(s)) as TextFilter);
         env.add_filter("b64dec", b64dec);
         env.add_filter("query", query_filter);
         env.add_filter(
@@ -886,9 +885,9 @@ fn format_value(out: &mut Output, state: &mut State, value: &MjValue) -> Result<
 }
 
 fn b64dec(s: String) -> Result<String, Error> {
-    let bytes = base64::engine::general_purpose::STANDARD
+    let bytes = crate::b64::STANDARD
         .decode(s.trim())
-        .or_else(|_| base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(s.trim()))
+        .or_else(|_| crate::b64::URL_SAFE_NO_PAD.decode(s.trim()))
         .map_err(|e| Error::new(ErrorKind::InvalidOperation, format!("b64dec: {e}")))?;
     String::from_utf8(bytes).map_err(|_| Error::new(ErrorKind::InvalidOperation, "b64dec: not UTF-8 text"))
 }

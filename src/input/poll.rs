@@ -16,11 +16,10 @@
 //! altering them in `E` fails the retry). Answers are kept per session and expire with the state.
 
 use super::STATE_TTL_MS;
+use crate::b64::URL_SAFE_NO_PAD;
 use crate::json::object;
 use crate::session::local::{Edit, ANSWERS};
 use crate::session::Env;
-use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-use base64::Engine;
 use serde_json::{Map, Value};
 use sha2::{Digest, Sha256};
 

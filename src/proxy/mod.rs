@@ -32,6 +32,7 @@ pub mod tools;
 pub mod wait;
 
 use crate::admission::policy::Kind;
+use crate::b64::URL_SAFE_NO_PAD;
 use crate::config::ServerConfig;
 use crate::gateway::{Gateway, Server};
 use crate::header_edits::{diff, Edit};
@@ -39,8 +40,6 @@ use crate::jsonrpc;
 use crate::mcp::Revision;
 use crate::session::{redis, signed, Env, Session, SessionOp, SessionOutcome, Started};
 use crate::transport::{HttpResponse, RequestHead, SESSION_NOT_FOUND};
-use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-use base64::Engine;
 use serde_json::Value;
 use std::sync::Arc;
 
