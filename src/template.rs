@@ -993,7 +993,13 @@ impl Object for JsonView {
 
     fn enumerate(self: &Arc<Self>) -> Enumerator {
         match self.node() {
-            serde_json::Value::Object(m) => Enumerator::Values(m.keys().map(|k| MjValue::from(k.as_str())).collect()),
+            serde_json::Value::Object(m) => {
+                let mut keys = Vec::with_capacity(m.len());
+                for k in m.keys() {
+                    keys.push(MjValue::from(k.as_str()));
+                }
+                Enumerator::Values(keys)
+            }
             serde_json::Value::Array(a) => Enumerator::Seq(a.len()),
             _ => Enumerator::Empty,
         }
@@ -1015,12 +1021,22 @@ pub fn query_path(value: &serde_json::Value, path: &str) -> serde_json::Value {
     while let Some(part) = parts.next() {
         let next = match (part, current) {
             ("#", Value::Array(items)) => {
-                let rest: Vec<&str> = parts.collect();
-                if rest.is_empty() {
+                // The rest of the path, joined again (the same text as collecting the parts and joining them).
+                let mut sub = String::new();
+                for p in parts {
+                    if !sub.is_empty() {
+                        sub.push('.');
+                    }
+                    sub.push_str(p);
+                }
+                if sub.is_empty() {
                     return Value::from(items.len());
                 }
-                let sub = rest.join(".");
-                return Value::Array(items.iter().map(|i| query_path(i, &sub)).collect());
+                let mut out = Vec::with_capacity(items.len());
+                for i in items {
+                    out.push(query_path(i, &sub));
+                }
+                return Value::Array(out);
             }
             (p, Value::Array(items)) => p.parse::<usize>().ok().and_then(|i| items.get(i)),
             (p, Value::Object(map)) => map.get(p),

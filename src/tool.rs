@@ -635,7 +635,9 @@ impl Tool {
             } else {
                 format!("it accepts: {}", accepted.join(", "))
             };
-            problems.extend(undeclared.iter().map(|n| format!("`{n}`: is not an accepted argument ({accepted})")));
+            for n in &undeclared {
+                problems.push(format!("`{n}`: is not an accepted argument ({accepted})"));
+            }
         }
         if !problems.is_empty() {
             return Prepared::Done(error_result(&format!(

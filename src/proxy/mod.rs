@@ -171,9 +171,15 @@ impl Backend {
         let (mut query, mut cookies) = (Vec::new(), Vec::new());
         credential.apply(own, headers, &mut query, &mut cookies);
         if !query.is_empty() {
-            let pairs: Vec<String> = query.into_iter().map(|(k, v)| format!("{k}={v}")).collect();
             path.push(if path.contains('?') { '&' } else { '?' });
-            path.push_str(&pairs.join("&"));
+            for (i, (k, v)) in query.into_iter().enumerate() {
+                if i > 0 {
+                    path.push('&');
+                }
+                path.push_str(&k);
+                path.push('=');
+                path.push_str(&v);
+            }
         }
         if !cookies.is_empty() {
             headers.push(("cookie".into(), cookies.join("; ")));
@@ -509,9 +515,13 @@ fn forward_sse(
 }
 
 fn new_relay(server: &Server, head: &RequestHead, ours: Option<String>) -> Relay {
-    let header_allow = head
-        .header("x-envoy-allow-mcp-tools")
-        .map(|v| v.split(',').map(|t| t.trim().to_string()).filter(|t| !t.is_empty()).collect());
+    let header_allow = head.header("x-envoy-allow-mcp-tools").map(|v| {
+        let mut tools = Vec::new();
+        for t in v.split(',').map(str::trim).filter(|t| !t.is_empty()) {
+            tools.push(t.to_string());
+        }
+        tools
+    });
     Relay {
         server: server.name.clone(),
         method: head.method.clone(),
