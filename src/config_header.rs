@@ -46,13 +46,11 @@ pub fn requested<'h>(gw: &Gateway, head: &'h RequestHead) -> Option<(&'h str, &'
 
 /// `gw` compiled again with `server`'s `config` replaced by the one `header` carries; or what is wrong.
 pub fn compile_for(gw: &Gateway, server: &str, header: &str) -> Result<Gateway, String> {
-    use base64::Engine;
     let ConfigHeader::Trusted(doc) = &gw.config_header else {
         return Err(format!("{CONFIG_HEADER} is not trusted by this gateway (trustConfigHeader)"));
     };
-    let bytes = base64::engine::general_purpose::STANDARD
-        .decode(header.trim())
-        .map_err(|e| format!("{CONFIG_HEADER} is not base64 ({e})"))?;
+    let bytes =
+        crate::b64::STANDARD.decode(header.trim()).map_err(|e| format!("{CONFIG_HEADER} is not base64 ({e})"))?;
     let config = match serde_json::from_slice::<Value>(&bytes) {
         Ok(Value::Object(map)) => map,
         Ok(_) => return Err(format!("{CONFIG_HEADER} is not a JSON object (a server's config)")),
@@ -133,12 +131,11 @@ mod tests {
     use super::*;
     use crate::driver::test_host::TestHost;
     use crate::upstream::UpstreamResult;
-    use base64::Engine;
 
     const DOC: &str = "trustConfigHeader: true\nservers:\n- name: s\n  config: {key: operator}\n  upstream: {cluster: api}\n  tools:\n  - {name: t, description: d, requestTemplate: {url: '/x?k={{ config.key }}'}}\n";
 
     fn b64(s: &str) -> String {
-        base64::engine::general_purpose::STANDARD.encode(s)
+        crate::b64::STANDARD.encode(s)
     }
 
     fn head(header: Option<&str>) -> RequestHead {

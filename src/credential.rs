@@ -18,7 +18,6 @@
 
 use crate::config::{SecurityRef, SecurityScheme};
 use crate::upstream::{is_forbidden_header, is_safe_header_value, is_token};
-use base64::Engine;
 use std::fmt;
 
 /// Where the credential goes.
@@ -175,7 +174,7 @@ fn format_configured(http: Option<Http>, raw: &str) -> String {
     match http {
         Some(Http::Basic) if raw.starts_with("Basic ") => raw.to_string(),
         Some(Http::Basic) if raw.contains(':') => {
-            format!("Basic {}", base64::engine::general_purpose::STANDARD.encode(raw))
+            format!("Basic {}", crate::b64::STANDARD.encode(raw))
         }
         Some(Http::Basic) => format!("Basic {raw}"),
         Some(Http::Bearer) if raw.starts_with("Bearer ") => raw.to_string(),

@@ -262,13 +262,12 @@ pub struct Part {
 /// A file argument's value, `{content: base64, filename?, contentType?}`, or a list of them (several files
 /// under one name), as parts; the error names what is wrong with it.
 pub fn file_parts(name: &str, value: &Value) -> Result<Vec<Part>, String> {
-    use base64::Engine;
     let one = |v: &Value| -> Result<Part, String> {
         let field = |k: &str| v.get(k).and_then(Value::as_str).map(str::to_string);
         let content = field("content").ok_or_else(|| format!("argument '{name}': a file needs `content`, base64"))?;
-        let data = base64::engine::general_purpose::STANDARD
+        let data = crate::b64::STANDARD
             .decode(content.trim())
-            .or_else(|_| base64::engine::general_purpose::URL_SAFE.decode(content.trim()))
+            .or_else(|_| crate::b64::URL_SAFE.decode(content.trim()))
             .map_err(|e| format!("argument '{name}': `content` is not base64 ({e})"))?;
         Ok(Part {
             name: name.to_string(),

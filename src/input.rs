@@ -25,6 +25,7 @@
 //! would fail as soon as the retry reached another worker). Replicas without configured keys do not share
 //! it: there, a retry must reach the Envoy that asked.
 
+use crate::b64::URL_SAFE_NO_PAD;
 use crate::fields::{FieldError, Fields};
 use crate::json::object;
 use crate::jsonrpc::{self, RpcError};
@@ -32,8 +33,6 @@ use crate::mcp::{ClientCaps, Revision};
 use crate::schema::Validator;
 use crate::session::{Env, KeyValue};
 use crate::template::{Data, TemplateId, Templates};
-use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-use base64::Engine;
 use hmac::{Hmac, Mac};
 use minijinja::value::Value as MjValue;
 use serde_json::{Map, Value};

@@ -9,6 +9,7 @@
 #![allow(clippy::field_reassign_with_default)]
 
 pub mod admission;
+pub mod b64;
 pub mod caller;
 pub mod completion;
 pub mod composed;

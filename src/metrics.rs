@@ -364,7 +364,13 @@ impl CallRecord {
 
 /// The names of a call's arguments (at most 32), for its audit line.
 pub fn argument_names(args: Option<&Value>) -> Vec<String> {
-    args.and_then(Value::as_object).map(|m| m.keys().take(32).cloned().collect()).unwrap_or_default()
+    let mut names = Vec::new();
+    if let Some(m) = args.and_then(Value::as_object) {
+        for k in m.keys().take(32) {
+            names.push(k.clone());
+        }
+    }
+    names
 }
 
 /// What the upstream answered, as far as records tell.

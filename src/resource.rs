@@ -16,7 +16,6 @@ use crate::template::{TemplateId, Templates};
 use crate::tool::{Prepared, Tool};
 use crate::upstream::{UpstreamRequest, UpstreamResult};
 use crate::uri_template::UriTemplate;
-use base64::Engine;
 use minijinja::{context, value::Value as MjValue};
 use serde_json::{Map, Value};
 
@@ -272,7 +271,7 @@ impl Resource {
             Source::Text(t) => Read::Done(render(t).map(|text| self.contents(uri, None, Some(text), None))),
             Source::Blob(t) => Read::Done(render(t).and_then(|b| {
                 let b = b.trim().to_string();
-                if base64::engine::general_purpose::STANDARD.decode(&b).is_err() {
+                if crate::b64::STANDARD.decode(&b).is_err() {
                     return Err(RpcError::new(INTERNAL_ERROR, format!("resource {uri}: the blob is not base64")));
                 }
                 Ok(self.contents(uri, None, None, Some(b)))
@@ -312,7 +311,7 @@ impl Resource {
                 None => std::str::from_utf8(body).is_err(),
             };
             if binary && !tool.renders_answer() {
-                let blob = base64::engine::general_purpose::STANDARD.encode(body);
+                let blob = crate::b64::STANDARD.encode(body);
                 return Ok(self.contents(uri, mime.as_deref(), None, Some(blob)));
             }
         }

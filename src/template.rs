@@ -7,7 +7,6 @@
 //! Callers hand a [`Data`] to [`Templates::render`]; each dialect builds its own view of it.
 
 use crate::gotemplate::{self, GoTemplate};
-use base64::Engine;
 use minijinja::value::Value as MjValue;
 use minijinja::value::{Enumerator, Object, ObjectRepr};
 use minijinja::{AutoEscape, Environment, Error, ErrorKind, Output, State, UndefinedBehavior};
@@ -296,18 +295,31 @@ impl Templates {
             }
         });
         env.set_formatter(format_value);
-        env.add_filter("b64enc", |s: String| base64::engine::general_purpose::STANDARD.encode(s));
+        // Filters of one signature are added as one function pointer type: minijinja instantiates its
+        // argument-converting adapter once per type, and each closure is a type of its own.
+        type TextFilter = fn(String) -> String;
+        type SizedFilter = fn(&State, MjValue, usize, Option<MjValue>) -> Result<MjValue, Error>;
+        env.add_filter("b64enc", (|s: String| crate::b64::STANDARD.encode(s)) as TextFilter);
         env.add_filter("b64dec", b64dec);
         env.add_filter("query", query_filter);
-        env.add_filter("urlencode_component", |s: String| utf8_percent_encode(&s, URL_COMPONENT).to_string());
+        env.add_filter(
+            "urlencode_component",
+            (|s: String| utf8_percent_encode(&s, URL_COMPONENT).to_string()) as TextFilter,
+        );
         env.add_filter("indent", indent);
         env.add_filter("tojson", tojson);
-        env.add_filter("batch", |state: &State, value: MjValue, count: usize, fill: Option<MjValue>| {
-            minijinja::filters::batch(state, value, bounded("batch", count)?, fill)
-        });
-        env.add_filter("slice", |state: &State, value: MjValue, count: usize, fill: Option<MjValue>| {
-            minijinja::filters::slice(state, value, bounded("slice", count)?, fill)
-        });
+        env.add_filter(
+            "batch",
+            (|state: &State, value: MjValue, count: usize, fill: Option<MjValue>| {
+                minijinja::filters::batch(state, value, bounded("batch", count)?, fill)
+            }) as SizedFilter,
+        );
+        env.add_filter(
+            "slice",
+            (|state: &State, value: MjValue, count: usize, fill: Option<MjValue>| {
+                minijinja::filters::slice(state, value, bounded("slice", count)?, fill)
+            }) as SizedFilter,
+        );
         Templates { env, count: 0, go: Vec::new(), input_visible: false }
     }
 
@@ -873,9 +885,9 @@ fn format_value(out: &mut Output, state: &mut State, value: &MjValue) -> Result<
 }
 
 fn b64dec(s: String) -> Result<String, Error> {
-    let bytes = base64::engine::general_purpose::STANDARD
+    let bytes = crate::b64::STANDARD
         .decode(s.trim())
-        .or_else(|_| base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(s.trim()))
+        .or_else(|_| crate::b64::URL_SAFE_NO_PAD.decode(s.trim()))
         .map_err(|e| Error::new(ErrorKind::InvalidOperation, format!("b64dec: {e}")))?;
     String::from_utf8(bytes).map_err(|_| Error::new(ErrorKind::InvalidOperation, "b64dec: not UTF-8 text"))
 }
@@ -981,7 +993,13 @@ impl Object for JsonView {
 
     fn enumerate(self: &Arc<Self>) -> Enumerator {
         match self.node() {
-            serde_json::Value::Object(m) => Enumerator::Values(m.keys().map(|k| MjValue::from(k.as_str())).collect()),
+            serde_json::Value::Object(m) => {
+                let mut keys = Vec::with_capacity(m.len());
+                for k in m.keys() {
+                    keys.push(MjValue::from(k.as_str()));
+                }
+                Enumerator::Values(keys)
+            }
             serde_json::Value::Array(a) => Enumerator::Seq(a.len()),
             _ => Enumerator::Empty,
         }
@@ -1003,12 +1021,22 @@ pub fn query_path(value: &serde_json::Value, path: &str) -> serde_json::Value {
     while let Some(part) = parts.next() {
         let next = match (part, current) {
             ("#", Value::Array(items)) => {
-                let rest: Vec<&str> = parts.collect();
-                if rest.is_empty() {
+                // The rest of the path, joined again (the same text as collecting the parts and joining them).
+                let mut sub = String::new();
+                for p in parts {
+                    if !sub.is_empty() {
+                        sub.push('.');
+                    }
+                    sub.push_str(p);
+                }
+                if sub.is_empty() {
                     return Value::from(items.len());
                 }
-                let sub = rest.join(".");
-                return Value::Array(items.iter().map(|i| query_path(i, &sub)).collect());
+                let mut out = Vec::with_capacity(items.len());
+                for i in items {
+                    out.push(query_path(i, &sub));
+                }
+                return Value::Array(out);
             }
             (p, Value::Array(items)) => p.parse::<usize>().ok().and_then(|i| items.get(i)),
             (p, Value::Object(map)) => map.get(p),

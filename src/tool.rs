@@ -11,7 +11,6 @@ use crate::json::object;
 use crate::schema::{self, Validator};
 use crate::template::{AnswerData, Data, Dialect, Escape, Role, Spec, TemplateId, Templates};
 use crate::upstream::{is_forbidden_header, is_safe_header_value, is_token, Target, UpstreamRequest, UpstreamResult};
-use base64::Engine;
 use minijinja::value::Value as MjValue;
 use serde_json::{Map, Value};
 use std::sync::Arc;
@@ -636,7 +635,9 @@ impl Tool {
             } else {
                 format!("it accepts: {}", accepted.join(", "))
             };
-            problems.extend(undeclared.iter().map(|n| format!("`{n}`: is not an accepted argument ({accepted})")));
+            for n in &undeclared {
+                problems.push(format!("`{n}`: is not an accepted argument ({accepted})"));
+            }
         }
         if !problems.is_empty() {
             return Prepared::Done(error_result(&format!(
@@ -1004,17 +1005,13 @@ impl Tool {
                 true => raw_type.trim().to_string(),
                 false => content_type.split(';').next().unwrap_or_default().trim().to_string(),
             };
-            let data = base64::engine::general_purpose::STANDARD.encode(&body);
+            let data = crate::b64::STANDARD.encode(&body);
             let kind = media.trim_end_matches('/');
             let block =
                 object(vec![("type", Value::from(kind)), ("data", Value::from(data)), ("mimeType", Value::from(mime))]);
             return tool_result(vec![block], false);
         }
-        let body_base64 = if ok && self.reads_base64 {
-            base64::engine::general_purpose::STANDARD.encode(&body)
-        } else {
-            String::new()
-        };
+        let body_base64 = if ok && self.reads_base64 { crate::b64::STANDARD.encode(&body) } else { String::new() };
         // Valid UTF-8 (the common case) is taken over without a copy.
         let text = String::from_utf8(body).unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into_owned());
         let empty_answer = text.trim().is_empty();

@@ -7,7 +7,6 @@
 use super::exec::State;
 use super::time;
 use super::value::{Time, Value};
-use base64::Engine;
 use serde_json::{Map, Value as Json};
 
 /// What functions may read besides their arguments: the client's address and the clock.
@@ -1173,8 +1172,8 @@ pub(crate) fn call(st: &mut State, name: &str, a: Vec<Value>) -> R {
         }
 
         // encoding
-        "b64enc" => Value::String(base64::engine::general_purpose::STANDARD.encode(s(&arg(0)))),
-        "b64dec" => Value::String(match base64::engine::general_purpose::STANDARD.decode(s(&arg(0))) {
+        "b64enc" => Value::String(crate::b64::STANDARD.encode(s(&arg(0)))),
+        "b64dec" => Value::String(match crate::b64::STANDARD.decode(s(&arg(0))) {
             Ok(b) => String::from_utf8_lossy(&b).into_owned(),
             Err(e) => e.to_string(),
         }),

@@ -141,7 +141,7 @@ fn http_call_response(current: u32, token: u32, body_size: usize) {
     };
     with_driver(id, id != current, |gw, driver, calls| {
         let headers = headers_lossy(MapType::HttpCallResponseHeaders);
-        let status = headers.iter().find(|(k, _)| k == ":status").and_then(|(_, v)| v.parse::<u16>().ok());
+        let status = status_of(&headers);
         let outcome = match (status, gw.oversized_answer(body_size)) {
             (Some(_), Some(refused)) => refused,
             (Some(status), None) => {
@@ -149,8 +149,7 @@ fn http_call_response(current: u32, token: u32, body_size: usize) {
                     .ok()
                     .flatten()
                     .unwrap_or_default();
-                let headers = headers.into_iter().filter(|(k, _)| !k.starts_with(':')).collect();
-                UpstreamResult::Response { status, headers, body }
+                UpstreamResult::Response { status, headers: without_pseudo(headers), body }
             }
             // No headers: Envoy reset the call after the answer had started (see `cut_off_answer`).
             (None, _) => gw.cut_off_answer(Some(now_ms().saturating_sub(at_ms)), Some(timeout_ms)),
@@ -193,6 +192,27 @@ fn jwt_payload(jwt: &crate::admission::JwtAuth) -> Option<serde_json::Map<String
 /// keeps the buffer it was read into (no second allocation and copy per header).
 fn headers_lossy(map: MapType) -> Vec<(String, String)> {
     hostcalls::get_map_bytes(map).unwrap_or_default().into_iter().map(|(k, v)| (k, utf8_lossy(v))).collect()
+}
+
+/// The `:status` of an answer's head (from [`headers_lossy`]), when it has a valid one.
+fn status_of(headers: &[(String, String)]) -> Option<u16> {
+    headers.iter().find(|(k, _)| k == ":status").and_then(|(_, v)| v.parse().ok())
+}
+
+/// A head's headers without its pseudo-headers (`:status`), as an upstream result carries them. One
+/// function for the four heads that need it: each filtered collect was a copy of its own.
+fn without_pseudo(mut headers: Vec<(String, String)>) -> Vec<(String, String)> {
+    headers.retain(|(k, _)| !k.starts_with(':'));
+    headers
+}
+
+/// Headers as the host ABI takes them, borrowed.
+fn borrowed(headers: &[(String, String)]) -> Vec<(&str, &str)> {
+    let mut out = Vec::with_capacity(headers.len());
+    for (k, v) in headers {
+        out.push((k.as_str(), v.as_str()));
+    }
+    out
 }
 
 /// The bytes as text: as they are when they are UTF-8, else with U+FFFD in place of what is not.
@@ -329,7 +349,7 @@ impl Host for Calls<'_> {
         if route::respond_in_place(self.context_id, &r) {
             return;
         }
-        let headers: Vec<(&str, &str)> = r.headers.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+        let headers = borrowed(&r.headers);
         // Refused when a reply was already sent: nothing more to do, and never a reason to panic.
         if let Err(refused) = abi::send_response(r.status, &headers, &r.body) {
             log(LogLevel::Debug, &format!("mcp-gateway: the local reply was refused ({refused:?})"));
@@ -415,7 +435,8 @@ impl RootContext for Root {
             }
         }
         proxy::expired(now);
-        let ids: Vec<u32> = LIVE.with(|live| live.borrow().keys().copied().collect());
+        let mut ids = Vec::new();
+        LIVE.with(|live| live.borrow().keys().for_each(|id| ids.push(*id)));
         for id in ids {
             with_driver(id, true, |gw, driver, calls| match route::expired(id, gw, now) {
                 // A routed call's timeout is the plugin's to enforce (see route.rs).

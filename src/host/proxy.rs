@@ -8,7 +8,7 @@
 //! the step's answer comes ([`on_redis_reply`], [`on_call_response`]) or its deadline passes
 //! ([`expired`]); then the relay decides, and the exchange is rewritten and resumed or answered locally.
 
-use super::{abi, headers_lossy, log, now_ms, Calls};
+use super::{abi, borrowed, headers_lossy, log, now_ms, status_of, without_pseudo, Calls};
 use crate::driver::Host;
 use crate::gateway::Gateway;
 use crate::proxy::bridge::{self, Begin, Bridge, Post};
@@ -108,7 +108,7 @@ fn calls(gw: &Gateway, id: u32) -> Calls<'_> {
 }
 
 fn send(r: &HttpResponse) {
-    let headers: Vec<(&str, &str)> = r.headers.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+    let headers = borrowed(&r.headers);
     if let Err(s) = abi::send_response(r.status, &headers, &r.body) {
         log(LogLevel::Debug, &format!("mcp-gateway: the local reply was refused ({s:?})"));
     }
@@ -602,7 +602,7 @@ impl Held {
                     .into_owned()
             }
         };
-        let pairs: Vec<(&str, &str)> = head.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+        let pairs = borrowed(head);
         let timeout = std::time::Duration::from_millis(backend.timeout_ms);
         hostcalls::dispatch_http_call(&cluster, pairs, Some(body), vec![], timeout)
             .map_err(|status| format!("the call to cluster '{cluster}' could not be sent ({status:?})"))
@@ -791,7 +791,7 @@ pub fn on_call_response(token: u32, body_size: usize) -> bool {
             return true;
         }
         let headers = headers_lossy(MapType::HttpCallResponseHeaders);
-        let status = headers.iter().find(|(k, _)| k == ":status").and_then(|(_, v)| v.parse().ok());
+        let status = status_of(&headers);
         let body = hostcalls::get_buffer(BufferType::HttpCallResponseBody, 0, body_size).ok().flatten();
         let gw = held.gw.clone();
         if let Some(i) = held.posts.iter().position(|(t, _)| *t == token) {
@@ -802,10 +802,11 @@ pub fn on_call_response(token: u32, body_size: usize) -> bool {
         }
         if let Some(wait) = held.wait.take_if(|_| held.call != Some(token)) {
             let result = match status {
-                Some(status) => {
-                    let headers = headers.into_iter().filter(|(k, _)| !k.starts_with(':')).collect();
-                    UpstreamResult::Response { status, headers, body: body.unwrap_or_default() }
-                }
+                Some(status) => UpstreamResult::Response {
+                    status,
+                    headers: without_pseudo(headers),
+                    body: body.unwrap_or_default(),
+                },
                 None => UpstreamResult::Failed("no answer within its timeout, or the connection failed".into()),
             };
             if !held.resumed(&mut calls(&gw, id), wait.phase, Done::Call(result)) {
@@ -827,20 +828,26 @@ pub fn on_call_response(token: u32, body_size: usize) -> bool {
 /// Fails the held requests whose step the host never answered (it should have, at its timeout).
 pub fn expired(now: u64) {
     // Bridges past their server's timeout: the client gets the timeout's error, the backend's stream ends.
-    let timed_out: Vec<(u32, crate::transport::HttpResponse)> = RELAYS.with(|r| {
-        r.borrow_mut().iter_mut().filter_map(|(id, h)| Some((*id, h.bridge.as_mut()?.expired(now)?))).collect()
+    let mut timed_out = Vec::new();
+    RELAYS.with(|r| {
+        for (id, h) in r.borrow_mut().iter_mut() {
+            if let Some(answer) = h.bridge.as_mut().and_then(|b| b.expired(now)) {
+                timed_out.push((*id, answer));
+            }
+        }
     });
     for (id, r) in timed_out {
         if hostcalls::set_effective_context(id).is_ok() {
             send(&r);
         }
     }
-    let late: Vec<u32> = RELAYS.with(|r| {
-        r.borrow()
-            .iter()
-            .filter(|(_, h)| h.wait.as_ref().is_some_and(|w| now >= w.deadline_ms))
-            .map(|(id, _)| *id)
-            .collect()
+    let mut late = Vec::new();
+    RELAYS.with(|r| {
+        for (id, h) in r.borrow().iter() {
+            if h.wait.as_ref().is_some_and(|w| now >= w.deadline_ms) {
+                late.push(*id);
+            }
+        }
     });
     for id in late {
         RELAYS.with(|r| {

@@ -20,7 +20,7 @@
 //! rewritten in place; one ended early (over `maxResponseBytes`, timed out) is replaced by a local reply,
 //! which Envoy sends straight to the client and which ends the upstream request.
 
-use super::{abi, headers_lossy, log, now_ms};
+use super::{abi, headers_lossy, log, now_ms, status_of, without_pseudo};
 use crate::gateway::Gateway;
 use crate::routed::Answer;
 use crate::transport::HttpResponse;
@@ -87,8 +87,8 @@ pub fn is_forwarded(id: u32) -> bool {
 /// has no body, the finished outcome.
 pub fn on_headers(id: u32, end_of_stream: bool) -> Option<(u32, Option<UpstreamResult>)> {
     let headers = headers_lossy(MapType::HttpResponseHeaders);
-    let status = headers.iter().find(|(k, _)| k == ":status").and_then(|(_, v)| v.parse::<u16>().ok()).unwrap_or(502);
-    let kept: Vec<(String, String)> = headers.into_iter().filter(|(k, _)| !k.starts_with(':')).collect();
+    let status = status_of(&headers).unwrap_or(502);
+    let kept = without_pseudo(headers);
     FORWARDS.with(|f| {
         let mut f = f.borrow_mut();
         let fwd = f.get_mut(&id)?;

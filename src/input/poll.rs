@@ -16,13 +16,13 @@
 //! altering them in `E` fails the retry). Answers are kept per session and expire with the state.
 
 use super::STATE_TTL_MS;
+use crate::b64::URL_SAFE_NO_PAD;
 use crate::json::object;
 use crate::session::local::{Edit, ANSWERS};
 use crate::session::Env;
-use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-use base64::Engine;
 use serde_json::{Map, Value};
 use sha2::{Digest, Sha256};
+use std::fmt::Write;
 
 /// The JSON-RPC ids of the gateway's own requests to clients start so.
 pub const ID_PREFIX: &str = "mcpgw.";
@@ -57,7 +57,10 @@ impl Resume {
     pub fn decode(text: &str) -> Option<Resume> {
         let v: Value = serde_json::from_slice(&URL_SAFE_NO_PAD.decode(text.trim()).ok()?).ok()?;
         let s = |k: &str| v.get(k).and_then(Value::as_str).map(str::to_string);
-        let keys = v.get("k")?.as_array()?.iter().map(|k| k.as_str().map(str::to_string)).collect::<Option<_>>()?;
+        let mut keys = Vec::new();
+        for k in v.get("k")?.as_array()? {
+            keys.push(k.as_str()?.to_string());
+        }
         Some(Resume {
             id: v.get("i").cloned().filter(|i| i.is_string() || i.is_number())?,
             method: s("m").filter(|m| m == "tools/call" || m == "prompts/get" || m == "resources/read")?,
@@ -71,8 +74,13 @@ impl Resume {
     /// The JSON-RPC id of the request asked under `key` in this round.
     pub fn request_id(&self, key: &str) -> String {
         let digest = Sha256::digest(self.state.as_bytes());
-        let h: String = digest[..6].iter().map(|b| format!("{b:02x}")).collect();
-        format!("{ID_PREFIX}{h}.{key}")
+        let mut id = String::from(ID_PREFIX);
+        for b in &digest[..6] {
+            let _ = write!(id, "{b:02x}");
+        }
+        id.push('.');
+        id.push_str(key);
+        id
     }
 
     /// The request that runs the call again with the answers (`None` where one is still missing).
@@ -143,8 +151,10 @@ pub fn run(op: AnswerOp, env: &mut dyn Env) -> AnswerOutcome {
             }
         }
         AnswerOp::Take { session, ids } => {
-            let mut found: Vec<Option<String>> =
-                ids.iter().map(|id| ANSWERS.get(env.kv(), &entry(&session, id), now).map(|(_, a)| a)).collect();
+            let mut found: Vec<Option<String>> = Vec::with_capacity(ids.len());
+            for id in &ids {
+                found.push(ANSWERS.get(env.kv(), &entry(&session, id), now).map(|(_, a)| a));
+            }
             let Some(first) = ids.first().filter(|_| found.iter().all(Option::is_some)) else {
                 return AnswerOutcome::Found(found);
             };

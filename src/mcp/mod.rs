@@ -21,7 +21,6 @@ use crate::jsonrpc::{self, Message, RpcError};
 use crate::resource::Read;
 use crate::tool::{Prepared, Tool};
 use crate::upstream::UpstreamRequest;
-use base64::Engine;
 use serde_json::{json, Value};
 
 /// How long a stateless client may cache a list, read or discovery result. Tools, prompts and resources
@@ -581,11 +580,11 @@ fn page_text(
 }
 
 fn encode_cursor(kind: &str, offset: usize) -> String {
-    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(format!("{kind}:{offset}"))
+    crate::b64::URL_SAFE_NO_PAD.encode(format!("{kind}:{offset}"))
 }
 
 fn decode_cursor(kind: &str, c: &str) -> Option<usize> {
-    let raw = base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(c).ok()?;
+    let raw = crate::b64::URL_SAFE_NO_PAD.decode(c).ok()?;
     std::str::from_utf8(&raw).ok()?.strip_prefix(kind)?.strip_prefix(':')?.parse().ok()
 }
 

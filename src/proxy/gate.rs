@@ -161,10 +161,12 @@ impl Relay {
     /// (the refusal, if one has no room), Redis's by the command [`Relay::gate`] hands the host.
     pub(super) fn count(&mut self, gw: &Gateway, env: &mut dyn Env) -> Result<(), HttpResponse> {
         let Some(server) = gw.server(&self.server) else { return Ok(()) };
-        let calls: Vec<(usize, String)> = (self.checks.calls.iter().enumerate())
-            .filter(|(_, c)| server.limits.applies(&c.tool))
-            .map(|(i, c)| (i, c.tool.clone()))
-            .collect();
+        let mut calls: Vec<(usize, String)> = Vec::new();
+        for (i, c) in self.checks.calls.iter().enumerate() {
+            if server.limits.applies(&c.tool) {
+                calls.push((i, c.tool.clone()));
+            }
+        }
         if calls.is_empty() {
             return Ok(());
         }

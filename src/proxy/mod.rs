@@ -32,6 +32,7 @@ pub mod tools;
 pub mod wait;
 
 use crate::admission::policy::Kind;
+use crate::b64::URL_SAFE_NO_PAD;
 use crate::config::ServerConfig;
 use crate::gateway::{Gateway, Server};
 use crate::header_edits::{diff, Edit};
@@ -39,8 +40,6 @@ use crate::jsonrpc;
 use crate::mcp::Revision;
 use crate::session::{redis, signed, Env, Session, SessionOp, SessionOutcome, Started};
 use crate::transport::{HttpResponse, RequestHead, SESSION_NOT_FOUND};
-use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-use base64::Engine;
 use serde_json::Value;
 use std::sync::Arc;
 
@@ -172,9 +171,15 @@ impl Backend {
         let (mut query, mut cookies) = (Vec::new(), Vec::new());
         credential.apply(own, headers, &mut query, &mut cookies);
         if !query.is_empty() {
-            let pairs: Vec<String> = query.into_iter().map(|(k, v)| format!("{k}={v}")).collect();
             path.push(if path.contains('?') { '&' } else { '?' });
-            path.push_str(&pairs.join("&"));
+            for (i, (k, v)) in query.into_iter().enumerate() {
+                if i > 0 {
+                    path.push('&');
+                }
+                path.push_str(&k);
+                path.push('=');
+                path.push_str(&v);
+            }
         }
         if !cookies.is_empty() {
             headers.push(("cookie".into(), cookies.join("; ")));
@@ -552,8 +557,13 @@ impl<'a> Picked<'a> {
 }
 
 fn new_relay(server: &Server, head: &RequestHead, picked: &Picked, ours: Option<String>) -> Relay {
-    let header_allow =
-        picked.allow.map(|v| v.split(',').map(|t| t.trim().to_string()).filter(|t| !t.is_empty()).collect());
+    let header_allow = picked.allow.map(|v| {
+        let mut tools = Vec::new();
+        for t in v.split(',').map(str::trim).filter(|t| !t.is_empty()) {
+            tools.push(t.to_string());
+        }
+        tools
+    });
     Relay {
         server: server.name.clone(),
         method: head.method.clone(),

@@ -61,6 +61,9 @@ fn lines(text: &str) -> impl Iterator<Item = Line<'_>> {
     })
 }
 
+/// What [`Buckets::apply`] asks of its caller: the edit for the live entry (its expiry and payload), if any.
+type Choose<'a> = dyn FnMut(Option<(u64, &str)>) -> Edit + 'a;
+
 /// FNV-1a: cheap, stable across builds, and spreads random ids (and signed ids) evenly.
 fn bucket_of(id: &str) -> usize {
     let h = id.bytes().fold(0x811c_9dc5u32, |h, b| (h ^ b as u32).wrapping_mul(0x0100_0193));
@@ -104,14 +107,34 @@ impl Buckets {
         now_ms: u64,
         mut decide: impl FnMut(Option<(u64, &str)>) -> (Edit, T),
     ) -> Result<(T, Vec<String>), String> {
+        // The work is one non-generic function: each caller's `decide` and result type made a copy of it
+        // (1.5 KB each, five of them).
+        let mut result = None;
+        let dropped = self.apply(kv, id, now_ms, &mut |current| {
+            let (edit, r) = decide(current);
+            result = Some(r);
+            edit
+        })?;
+        // `apply` returns `Ok` only after calling `decide`.
+        result.map(|r| (r, dropped)).ok_or_else(|| "the session store is contended; try again".into())
+    }
+
+    /// [`Buckets::update`] with the decision's result kept by the caller.
+    fn apply(
+        &self,
+        kv: &mut dyn KeyValue,
+        id: &str,
+        now_ms: u64,
+        decide: &mut Choose<'_>,
+    ) -> Result<Vec<String>, String> {
         let key = self.key(bucket_of(id));
         for _ in 0..CAS_RETRIES {
             let (value, cas) = kv.get(&key);
             let text = String::from_utf8_lossy(&value);
             let current = lines(&text).find(|l| l.id == id && l.expires_ms > now_ms).map(|l| (l.expires_ms, l.payload));
-            let (edit, result) = decide(current);
+            let edit = decide(current);
             let put = match edit {
-                Edit::Keep => return Ok((result, Vec::new())),
+                Edit::Keep => return Ok(Vec::new()),
                 Edit::Put { expires_ms, payload } => Some((expires_ms, payload)),
                 Edit::Remove => None,
             };
@@ -134,8 +157,9 @@ impl Buckets {
                     continue;
                 }
             }
-            let dropped = lines(&text).filter(|l| l.expires_ms <= now_ms).map(|l| l.payload.to_string()).collect();
-            return Ok((result, dropped));
+            let mut dropped = Vec::new();
+            expired_payloads(&text, now_ms, &mut dropped);
+            return Ok(dropped);
         }
         Err("the session store is contended; try again".into())
     }
@@ -150,20 +174,25 @@ impl Buckets {
         if !matches!(kv.set(&cursor_key, next.to_string().as_bytes(), cas), Ok(true)) {
             return Vec::new(); // another worker took this slice
         }
-        (start..start + SWEEP_BATCH).flat_map(|i| self.sweep_bucket(kv, i % BUCKETS, now_ms)).collect()
+        let mut swept = Vec::new();
+        for i in start..start + SWEEP_BATCH {
+            self.sweep_bucket(kv, i % BUCKETS, now_ms, &mut swept);
+        }
+        swept
     }
 
-    fn sweep_bucket(&self, kv: &mut dyn KeyValue, index: usize, now_ms: u64) -> Vec<String> {
+    /// Drops the expired lines of bucket `index`, adding their payloads to `swept`.
+    fn sweep_bucket(&self, kv: &mut dyn KeyValue, index: usize, now_ms: u64, swept: &mut Vec<String>) {
         let key = self.key(index);
         let (value, cas) = kv.get(&key);
         if value.is_empty() || cas.is_none() {
-            return Vec::new();
+            return;
         }
         let text = String::from_utf8_lossy(&value);
-        let expired: Vec<String> =
-            lines(&text).filter(|l| l.expires_ms <= now_ms).map(|l| l.payload.to_string()).collect();
+        let mut expired = Vec::new();
+        expired_payloads(&text, now_ms, &mut expired);
         if expired.is_empty() {
-            return expired;
+            return;
         }
         let mut out = String::with_capacity(text.len());
         for l in lines(&text).filter(|l| l.expires_ms > now_ms) {
@@ -171,10 +200,15 @@ impl Buckets {
         }
         // On a CAS mismatch a writer got there first (and dropped the expired lines itself).
         if matches!(kv.set(&key, out.as_bytes(), cas), Ok(true)) {
-            expired
-        } else {
-            Vec::new()
+            swept.append(&mut expired);
         }
+    }
+}
+
+/// The payloads of the lines of a bucket's `text` expired at `now_ms`, in order.
+fn expired_payloads(text: &str, now_ms: u64, out: &mut Vec<String>) {
+    for l in lines(text).filter(|l| l.expires_ms <= now_ms) {
+        out.push(l.payload.to_string());
     }
 }
 

@@ -27,8 +27,7 @@
 
 use super::local::{Edit, REVOKED};
 use super::{Env, Session, SessionOp, SessionOutcome, StoreError};
-use base64::engine::general_purpose::{STANDARD, STANDARD_NO_PAD, URL_SAFE, URL_SAFE_NO_PAD};
-use base64::Engine;
+use crate::b64::{STANDARD, STANDARD_NO_PAD, URL_SAFE, URL_SAFE_NO_PAD};
 use hmac::{Hmac, Mac};
 use sha2::Sha256;
 use std::fmt;

@@ -145,7 +145,7 @@ fn security_errors_are_located_at_load() {
 fn the_higress_config_header_is_refused() {
     let gw = Gateway::from_config_str(OURS).unwrap();
     let ping = r#"{"jsonrpc":"2.0","id":1,"method":"ping"}"#;
-    let config = base64::Engine::encode(&base64::engine::general_purpose::STANDARD, r#"{"key":"other"}"#);
+    let config = crate::b64::STANDARD.encode(r#"{"key":"other"}"#);
     let r = TestHost::new().send(&gw, head("/mcp-servers/s?sessionId=x", &[(CONFIG_HEADER, &config)]), ping, &|_| {
         panic!("no upstream call")
     });

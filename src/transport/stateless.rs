@@ -76,8 +76,12 @@ pub fn check(headers: &McpHeaders, id: &Value, method: &str, params: Option<&Val
         return refuse(HEADER_MISMATCH, "Missing MCP-Protocol-Version header".into());
     };
     let meta = params.and_then(|p| p.get("_meta"));
-    let missing: Vec<&str> =
-        [META_VERSION, META_CAPABILITIES].into_iter().filter(|k| meta.and_then(|m| m.get(*k)).is_none()).collect();
+    let mut missing: Vec<&str> = Vec::new();
+    for k in [META_VERSION, META_CAPABILITIES] {
+        if meta.and_then(|m| m.get(k)).is_none() {
+            missing.push(k);
+        }
+    }
     if !missing.is_empty() {
         return refuse(jsonrpc::INVALID_PARAMS, format!("Invalid params: _meta lacks {}", missing.join(", ")));
     }

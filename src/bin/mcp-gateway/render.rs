@@ -214,10 +214,9 @@ fn secrets(config_text: &str) -> Vec<String> {
     if let Ok(doc) = mcp_gateway::config::parse_document(config_text) {
         walk(&doc, false, &mut raw);
     }
-    use base64::Engine;
     let mut all = Vec::new();
     for s in raw.into_iter().filter(|s| s.len() >= 3) {
-        all.push(base64::engine::general_purpose::STANDARD.encode(&s));
+        all.push(mcp_gateway::b64::STANDARD.encode(&s));
         all.push(percent_encoding::utf8_percent_encode(&s, percent_encoding::NON_ALPHANUMERIC).to_string());
         all.push(s);
     }
