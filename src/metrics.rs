@@ -38,7 +38,7 @@ impl ObservabilityConfig {
 
     /// Reads `observability` at `at`, field by field ([`crate::fields`]).
     pub fn read(v: &Value, at: &str) -> Result<ObservabilityConfig, crate::fields::FieldError> {
-        let mut f = crate::fields::Fields::known(v, at, Self::FIELDS)?;
+        let mut f = crate::fields::Fields::read(v, at, Self::FIELDS);
         let mut cfg = ObservabilityConfig::default();
         cfg.stats = f.flag("stats").unwrap_or(true);
         cfg.audit = f.string("audit").unwrap_or_else(|| "info".into());

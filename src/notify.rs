@@ -106,7 +106,7 @@ pub struct NotificationConfig {
 impl NotificationConfig {
     /// Reads one entry of a tool's `notifications`.
     pub fn read(v: &Value, at: &str) -> Result<NotificationConfig, crate::fields::FieldError> {
-        let mut f = crate::fields::Fields::of(v, at)?;
+        let mut f = crate::fields::Fields::read(v, at, &[]);
         let mut n = NotificationConfig::default();
         n.log = f.string("log");
         n.logger = f.string("logger");
