@@ -19,7 +19,11 @@ cache="$(dirname "$wasm")/wasm-opt/$(basename "$wasm" .wasm)"
 # undefined behaviour in Rust (LLVM's inbounds pointer arithmetic), and the first 1 KB is the far end of the
 # shadow stack (.cargo/config.toml), so nothing that worked before can fail; a stack overflow by less than
 # 1 KB now traps instead of writing to the start of memory.
-flags=(--duplicate-function-elimination --merge-similar-functions -Oz --low-memory-unused
+# --dae-optimizing first (dead and constant arguments removed before anything is inlined), then after -Oz
+# merging and folding once more and -Oz again over what they left: -2,205 bytes (1,528,583 -> 1,526,378;
+# --dae-optimizing alone -1,011, the second round alone -1,248), for about a third more time.
+flags=(--duplicate-function-elimination --merge-similar-functions --dae-optimizing -Oz
+       --merge-similar-functions --duplicate-function-elimination --low-memory-unused -Oz
        --enable-bulk-memory --enable-nontrapping-float-to-int --enable-sign-ext
        --enable-mutable-globals --enable-multivalue --enable-reference-types)
 if [ ! -x "$wasm_opt" ]; then
