@@ -119,29 +119,6 @@ impl Masker {
     /// side for `\b`. No match can cross a window's edge, so the result is the one the pattern would give
     /// over the whole text (`tests::scanners_and_windows_give_what_the_patterns_give`).
     pub fn apply<'t>(&self, text: &'t str, rules: RuleSet, injection: Injection) -> Cow<'t, str> {
-        let mut out = match self.one_pass(text, rules) {
-            Some(out) => out,
-            None => self.ordered(text, rules),
-        };
-        let injection = if injection != Injection::Off && !has_injection_word(text.as_bytes()) {
-            Injection::Off
-        } else {
-            injection
-        };
-        match injection {
-            Injection::Off => {}
-            Injection::Mark => {
-                out = replace(out, &self.injection, |c| format!("[flagged: possible prompt injection: \"{}\"]", &c[0]))
-            }
-            Injection::Strip => out = replace(out, &self.injection, |_| "[removed: possible prompt injection]".into()),
-        }
-        out
-    }
-
-    /// The rules applied one after the other, each over the text the one before left (secrets, cards,
-    /// e-mail addresses, phone numbers): what masking means, run when [`Self::one_pass`] cannot vouch
-    /// that one pass gives the same.
-    fn ordered<'t>(&self, text: &'t str, rules: RuleSet) -> Cow<'t, str> {
         let mut out = Cow::Borrowed(text);
         if rules.has(Rule::Secrets) {
             out = replace_within(out, &self.secrets, secret_windows, &|c| match c.get(1) {
@@ -166,87 +143,19 @@ impl Masker {
                 Some((m.range.start + m.keep..m.range.end, Some("[REDACTED:phone]")))
             });
         }
+        let injection = if injection != Injection::Off && !has_injection_word(text.as_bytes()) {
+            Injection::Off
+        } else {
+            injection
+        };
+        match injection {
+            Injection::Off => {}
+            Injection::Mark => {
+                out = replace(out, &self.injection, |c| format!("[flagged: possible prompt injection: \"{}\"]", &c[0]))
+            }
+            Injection::Strip => out = replace(out, &self.injection, |_| "[removed: possible prompt injection]".into()),
+        }
         out
-    }
-
-    /// The rules' matches found in the original text in one pass each and replaced in one copy, when
-    /// that gives what [`Self::ordered`] gives; `None` when it might not.
-    ///
-    /// A replacement changes what the rules after it see only at its edges: the `\b` before and after
-    /// it, the character before a phone number's `+`, the run an address's local part starts in. When the
-    /// matches of different rules are at least one byte apart, and each replaced one (but a phone number,
-    /// the last rule) has no word byte before it and no word byte, `+` or `@` after it, every rule finds in
-    /// the original text the matches it finds after the rules before it
-    /// (`tests::one_pass_gives_what_the_ordered_passes_give`); closer matches go the ordered way.
-    fn one_pass<'t>(&self, text: &'t str, rules: RuleSet) -> Option<Cow<'t, str>> {
-        let t = text.as_bytes();
-        let mut found = Found::new();
-        if rules.has(Rule::Secrets) {
-            for w in windows(text, secret_windows) {
-                for c in self.secrets.captures_iter(text.get(w.clone())?) {
-                    let m = c.get(0)?;
-                    // `Bearer` is kept, and the token after it replaced.
-                    let keep = c.get(1).map_or(0, |b| b.len());
-                    let with = if keep > 0 { " [REDACTED:secrets]" } else { "[REDACTED:secrets]" };
-                    found.push(Rule::Secrets, w.start + m.start()..w.start + m.end(), keep, Some(with))?;
-                }
-            }
-        }
-        if rules.has(Rule::Card) && may_hold_card(t) {
-            scanned(&mut found, Rule::Card, |from| {
-                let r = scan::card(t, from)?;
-                let card = text.get(r.clone()).is_some_and(is_card_number);
-                Some((r, 0, card.then_some("[REDACTED:card]")))
-            })?;
-        }
-        if rules.has(Rule::Email) {
-            scanned(&mut found, Rule::Email, |from| Some((scan::email(t, from)?, 0, Some("[REDACTED:email]"))))?;
-        }
-        if rules.has(Rule::Phone) {
-            // The international form's match starts with the character before `+`: kept.
-            scanned(&mut found, Rule::Phone, |from| {
-                let m = scan::phone(t, from)?;
-                Some((m.range, m.keep, Some("[REDACTED:phone]")))
-            })?;
-        }
-        let list = found.sorted();
-        let mut extra = 0;
-        for (i, a) in list.iter().enumerate() {
-            let with = a.with.unwrap_or_default();
-            extra += with.len();
-            if !with.is_empty() && a.rule != Rule::Phone {
-                let before = a.start.checked_sub(1).and_then(|i| t.get(i));
-                let after = t.get(a.end);
-                if before.is_some_and(|b| is_word(*b)) || after.is_some_and(|b| is_word(*b) || matches!(b, b'+' | b'@'))
-                {
-                    return None;
-                }
-            }
-            for b in list.get(i + 1..).unwrap_or_default() {
-                if b.start > a.end {
-                    break;
-                }
-                if b.rule != a.rule {
-                    return None;
-                }
-            }
-        }
-        let mut out = String::new();
-        let mut done = 0;
-        for m in list {
-            let Some(with) = m.with else { continue };
-            if done == 0 {
-                out.reserve(text.len() + extra);
-            }
-            out.push_str(text.get(done..m.start + m.keep)?);
-            out.push_str(with);
-            done = m.end;
-        }
-        if done == 0 {
-            return Some(Cow::Borrowed(text));
-        }
-        out.push_str(text.get(done..)?);
-        Some(Cow::Owned(out))
     }
 }
 
@@ -390,78 +299,17 @@ fn replace_scanned<'t>(
     Cow::Owned(out)
 }
 
-/// A match of one rule in the original text: `start..end` as the rule's scan found it (a phone number's
-/// with the character before its `+`), of which the first `keep` bytes stay, and what replaces the rest
-/// (`None`: a digit run that fails the card checks, kept).
-#[derive(Debug, Clone, Copy)]
-struct Match {
-    start: usize,
-    end: usize,
-    keep: usize,
-    rule: Rule,
-    with: Option<&'static str>,
-}
-
-/// At most this many matches are replaced in one pass; a text with more goes the ordered way.
-const ONE_PASS_MATCHES: usize = 16;
-
-/// The matches of [`Masker::one_pass`], on the stack.
-struct Found {
-    list: [Match; ONE_PASS_MATCHES],
-    n: usize,
-}
-
-impl Found {
-    fn new() -> Found {
-        let none = Match { start: 0, end: 0, keep: 0, rule: Rule::Email, with: None };
-        Found { list: [none; ONE_PASS_MATCHES], n: 0 }
-    }
-
-    /// `None` when full.
-    fn push(&mut self, rule: Rule, r: Range<usize>, keep: usize, with: Option<&'static str>) -> Option<()> {
-        *self.list.get_mut(self.n)? = Match { start: r.start, end: r.end, keep, rule, with };
-        self.n += 1;
-        Some(())
-    }
-
-    /// The matches by where they start (each rule's are in order already: an insertion sort).
-    fn sorted(&mut self) -> &[Match] {
-        let list = &mut self.list[..self.n];
-        for i in 1..list.len() {
-            let mut j = i;
-            while j > 0 && list[j - 1].start > list[j].start {
-                list.swap(j - 1, j);
-                j -= 1;
-            }
-        }
-        list
-    }
-}
-
-/// Every match `find` gives (each search from where the one before ended) into `found`, as
-/// [`replace_scanned`] walks them; `None` when `found` is full.
-fn scanned(
-    found: &mut Found,
-    rule: Rule,
-    find: impl Fn(usize) -> Option<(Range<usize>, usize, Option<&'static str>)>,
-) -> Option<()> {
-    let mut from = 0;
-    while let Some((r, keep, with)) = find(from) {
-        if r.end <= from {
-            break;
-        }
-        from = r.end;
-        found.push(rule, r, keep, with)?;
-    }
-    Some(())
-}
-
-/// The windows `find` gives, each widened by one character either side (the context `\b` looks at),
-/// in order and merged where they meet.
-fn windows(text: &str, find: fn(&str) -> Vec<Range<usize>>) -> Vec<Range<usize>> {
-    let mut windows = find(text);
+/// `text` with `re`'s matches replaced by `f`, running `re` only over the windows `find` gives, each
+/// widened by one character either side (the context `\b` looks at) and merged where they meet.
+fn replace_within<'t>(
+    text: Cow<'t, str>,
+    re: &Regex,
+    find: fn(&str) -> Vec<Range<usize>>,
+    f: &dyn Fn(&Captures<'_>) -> String,
+) -> Cow<'t, str> {
+    let mut windows = find(&text);
     if windows.is_empty() {
-        return windows;
+        return text;
     }
     for w in &mut windows {
         w.start = text[..w.start].char_indices().next_back().map_or(0, |(i, _)| i);
@@ -474,20 +322,6 @@ fn windows(text: &str, find: fn(&str) -> Vec<Range<usize>>) -> Vec<Range<usize>>
             Some(last) if w.start <= last.end => last.end = last.end.max(w.end),
             _ => merged.push(w),
         }
-    }
-    merged
-}
-
-/// `text` with `re`'s matches replaced by `f`, running `re` only over the [`windows`] `find` gives.
-fn replace_within<'t>(
-    text: Cow<'t, str>,
-    re: &Regex,
-    find: fn(&str) -> Vec<Range<usize>>,
-    f: &dyn Fn(&Captures<'_>) -> String,
-) -> Cow<'t, str> {
-    let merged = windows(&text, find);
-    if merged.is_empty() {
-        return text;
     }
     let (mut out, mut done, mut matched) = (String::new(), 0, false);
     for w in merged {
@@ -740,90 +574,6 @@ mod tests {
         ] {
             assert_eq!(m.apply(text, all(), Injection::Off), apply_whole(&m, text, all()), "{text}");
         }
-    }
-
-    /// Pieces that put secrets, cards, addresses and phone numbers right against each other and against
-    /// the bytes their edges look at (`\b`, the character before `+`, an address's local part).
-    const EDGES: [&str; 30] = [
-        "sk-AbCdEf0123456789xyz",
-        "Bearer abcdefghijklmnopqrstuvwxyz",
-        "bearer",
-        "4111 1111 1111 1111",
-        "4111111111111111",
-        "1234567890123",
-        "a@b.io",
-        "x.y+z@mail.example.com",
-        "+44 20 7946 0958",
-        "(202) 555-0143",
-        "202-555-0143",
-        "+33612345678",
-        "@",
-        "+",
-        "(",
-        ".",
-        "-",
-        "%",
-        "_",
-        "x",
-        "7",
-        " ",
-        "\n",
-        "]",
-        "é",
-        "io",
-        "12",
-        "ghp_aBcDeFgHiJkLmNoPqRsTuVwXyZ0123",
-        "=",
-        "/",
-    ];
-
-    fn rule_set(bits: u8) -> RuleSet {
-        Rule::ALL.into_iter().filter(|r| bits & r.bit() != 0).fold(RuleSet::default(), RuleSet::with)
-    }
-
-    proptest::proptest! {
-        #![proptest_config(proptest::test_runner::Config::with_cases(4000))]
-        /// The one pass, whenever it answers, gives what the rules applied one after the other give.
-        #[test]
-        fn one_pass_gives_what_the_ordered_passes_give(
-            picks in proptest::collection::vec(0..EDGES.len(), 0..24),
-            bits in 0u8..16,
-        ) {
-            let text: String = picks.iter().map(|i| EDGES[*i]).collect();
-            let m = Masker::new().unwrap();
-            let rules = rule_set(bits);
-            if let Some(out) = m.one_pass(&text, rules) {
-                proptest::prop_assert_eq!(out, m.ordered(&text, rules), "{:?} {:?}", text, rules);
-            }
-        }
-    }
-
-    #[test]
-    fn one_pass_answers_when_the_matches_stand_apart_and_not_when_they_touch() {
-        let m = Masker::new().unwrap();
-        let bench =
-            "It is 21 degrees (metric) and sunny in Paris. Questions: weather-desk@example.com or +44 20 7946 0958.";
-        let apart =
-            "key sk-AbCdEf0123456789xyz, card 4111 1111 1111 1111; mail a@b.io, call (202) 555-0143 or +33612345678.";
-        for (text, want) in [
-            (bench, "It is 21 degrees (metric) and sunny in Paris. Questions: [REDACTED:email] or [REDACTED:phone]."),
-            (
-                apart,
-                "key [REDACTED:secrets], card [REDACTED:card]; mail [REDACTED:email], call [REDACTED:phone] or \
-                 [REDACTED:phone].",
-            ),
-            ("Authorization: Bearer abcdefghijklmnopqrstuvwxyz012345", "Authorization: Bearer [REDACTED:secrets]"),
-            ("nothing here", "nothing here"),
-        ] {
-            assert_eq!(m.one_pass(text, all()).as_deref(), Some(want), "{text}");
-            assert_eq!(m.ordered(text, all()), want);
-        }
-        // A phone number right after an address: its `+` sees the address's replacement, not its last letter.
-        for text in ["a@b.io+44 20 7946 0958", "4111111111111111.x@b.io", "sk-AbCdEf0123456789xyz+33612345678"] {
-            assert_eq!(m.one_pass(text, all()), None, "{text}");
-        }
-        assert_eq!(m.ordered("a@b.io+44 20 7946 0958", all()), "[REDACTED:email][REDACTED:phone]");
-        assert_eq!(m.apply("a@b.io+44 20 7946 0958", all(), Injection::Off), "[REDACTED:email][REDACTED:phone]");
     }
 
     #[test]
