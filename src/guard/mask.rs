@@ -161,17 +161,33 @@ impl Masker {
 
 /// Whether `t` has a run of digits, spaces and dashes with 13 digits or more: what every card match lies
 /// in, so that texts whose numbers are shorter (phone numbers, dates, amounts) skip the card scan.
+///
+/// Such a run is 13 bytes long at least, so the search looks at one byte in 13 where the text is made of
+/// other bytes: a run of 13 holds the byte 12 after any place a run may start, and when that byte is not
+/// of a run, no run that matters starts at or before it. Only a run found there is walked and counted.
 fn may_hold_card(t: &[u8]) -> bool {
-    let mut digits = 0;
-    for &b in t {
-        if b.is_ascii_digit() {
-            digits += 1;
-            if digits >= 13 {
-                return true;
-            }
-        } else if b != b' ' && b != b'-' {
-            digits = 0;
+    const DIGITS: usize = 13;
+    let in_run = |i: usize| t.get(i).is_some_and(|b| scan::is(*b, scan::CARD_RUN));
+    // Every run of interest starts at or after `from` (the byte before it, if any, is not of a run).
+    let mut from = 0;
+    while from + DIGITS <= t.len() {
+        let probe = from + DIGITS - 1;
+        if !in_run(probe) {
+            from = probe + 1;
+            continue;
         }
+        let mut start = probe;
+        while start > from && in_run(start - 1) {
+            start -= 1;
+        }
+        let mut end = probe + 1;
+        while in_run(end) {
+            end += 1;
+        }
+        if t.get(start..end).unwrap_or_default().iter().filter(|b| b.is_ascii_digit()).count() >= DIGITS {
+            return true;
+        }
+        from = end + 1;
     }
     false
 }
@@ -218,12 +234,18 @@ fn secret_prefix_at(t: &[u8], i: usize) -> bool {
 /// Inlined: the secrets' window search asks it of every byte of every masked text.
 #[inline(always)]
 fn is_word(b: u8) -> bool {
-    b.is_ascii_alphanumeric() || b == b'_'
+    scan::is(b, scan::WORD)
 }
 
 /// Characters a secret (and the token after `Bearer`) is made of.
 fn is_token_byte(b: u8) -> bool {
-    b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b'~' | b'+' | b'/' | b'=' | b'-')
+    scan::is(b, scan::TOKEN)
+}
+
+/// Whether the word `t[..end]` ends with `bearer` (any case); its last byte decides most words.
+#[inline(always)]
+fn ends_with_bearer(t: &[u8], end: usize) -> bool {
+    end >= 6 && t[end - 1] | 0x20 == b'r' && t[end - 6..end].eq_ignore_ascii_case(b"bearer")
 }
 
 /// The run of bytes around `at` that `member` accepts.
@@ -249,14 +271,14 @@ fn secret_windows(text: &str) -> Vec<Range<usize>> {
         let end = t[i..].iter().position(|b| !is_word(*b)).map_or(t.len(), |n| i + n);
         let at = if secret_prefix_at(t, i) {
             i
-        } else if end - i >= 6 && t[end - 6..end].eq_ignore_ascii_case(b"bearer") {
+        } else if end - i >= 6 && ends_with_bearer(t, end) {
             end - 6
         } else {
             i = end;
             continue;
         };
         let mut w = run_around(t, at, is_token_byte);
-        while w.end >= 6 && t[w.end - 6..w.end].eq_ignore_ascii_case(b"bearer") {
+        while ends_with_bearer(t, w.end) {
             let gap = text[w.end..].find(|c: char| !c.is_whitespace()).unwrap_or(text.len() - w.end);
             if gap == 0 || w.end + gap >= t.len() || !is_token_byte(t[w.end + gap]) {
                 break;
@@ -500,6 +522,48 @@ mod tests {
         // The card scan is skipped only when no run of digits, spaces and dashes has 13 digits.
         assert!(!may_hold_card(b"+44 20 7946 0958, 2024-01-15"));
         assert!(may_hold_card(b"x4111 1111-1111 1y") && may_hold_card(b"4111  1111--11111"));
+    }
+
+    /// The card pre-check one byte at a time, as it was before it skipped: the oracle of the skipping one.
+    fn may_hold_card_bytewise(t: &[u8]) -> bool {
+        let mut digits = 0;
+        for &b in t {
+            if b.is_ascii_digit() {
+                digits += 1;
+                if digits >= 13 {
+                    return true;
+                }
+            } else if b != b' ' && b != b'-' {
+                digits = 0;
+            }
+        }
+        false
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::test_runner::Config::with_cases(3000))]
+        #[test]
+        fn the_skipping_card_pre_check_decides_as_the_bytewise_one(
+            picks in proptest::collection::vec(0..8usize, 0..80)
+        ) {
+            const BYTES: [&str; 8] = ["1", "4111", " ", "-", "x", "é", "  1", "1234567890"];
+            let text: String = picks.iter().map(|i| BYTES[*i]).collect();
+            proptest::prop_assert_eq!(may_hold_card(text.as_bytes()), may_hold_card_bytewise(text.as_bytes()), "{:?}", text);
+        }
+    }
+
+    #[test]
+    fn the_skipping_card_pre_check_finds_runs_at_every_offset() {
+        for n in 0..30 {
+            for run in ["4111111111111", "4111 1111-1111 1", "411111111111", "41 11 11 11 11 11 1"] {
+                for pad in ["x", " "] {
+                    let text = format!("{}{run}{}", pad.repeat(n), "y".repeat(n % 7));
+                    assert_eq!(may_hold_card(text.as_bytes()), may_hold_card_bytewise(text.as_bytes()), "{text:?}");
+                }
+            }
+        }
+        assert!(may_hold_card(b"xxxxxxxxxxxxxxxxxxxxxxxxx4111111111111"));
+        assert!(!may_hold_card(b"xxxxxxxxxxxxxxxxxxxxxxxxx411111111111"));
     }
 
     #[test]

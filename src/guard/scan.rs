@@ -20,9 +20,86 @@ pub const PHONE: &str = concat!(
 #[cfg(test)]
 pub const CARD: &str = r"\b\d(?:[ -]?\d){12,18}\b";
 
-#[inline]
+/// Byte classes, one bit each in [`CLASS`]: an ASCII word byte (`\w`).
+pub const WORD: u8 = 1;
+/// An ASCII digit.
+pub const DIGIT: u8 = 2;
+/// A byte a card-number run is made of: a digit, a space or a dash.
+pub const CARD_RUN: u8 = 4;
+/// A byte a phone number can start at: `+`, `(` or a digit.
+pub const PHONE_START: u8 = 8;
+/// A byte a secret (or the token after `Bearer`) is made of.
+pub const TOKEN: u8 = 16;
+/// A byte of an e-mail address's local part.
+pub const LOCAL: u8 = 32;
+/// A byte of a domain label.
+pub const LABEL: u8 = 64;
+
+const fn classes() -> [u8; 256] {
+    let mut t = [0u8; 256];
+    let mut i = 0;
+    while i < 256 {
+        let b = i as u8;
+        let (alnum, digit) = (b.is_ascii_alphanumeric(), b.is_ascii_digit());
+        let mut k = 0;
+        if alnum || b == b'_' {
+            k |= WORD;
+        }
+        if digit {
+            k |= DIGIT;
+        }
+        if digit || b == b' ' || b == b'-' {
+            k |= CARD_RUN;
+        }
+        if digit || b == b'+' || b == b'(' {
+            k |= PHONE_START;
+        }
+        if alnum || matches!(b, b'_' | b'.' | b'~' | b'+' | b'/' | b'=' | b'-') {
+            k |= TOKEN;
+        }
+        if alnum || matches!(b, b'.' | b'_' | b'%' | b'+' | b'-') {
+            k |= LOCAL;
+        }
+        if alnum || b == b'-' {
+            k |= LABEL;
+        }
+        t[i] = k;
+        i += 1;
+    }
+    t
+}
+
+/// The classes of every byte: the scans test a byte with one load instead of a chain of comparisons.
+static CLASS: [u8; 256] = classes();
+
+/// Whether `b` is of `class` (one of the bits above).
+#[inline(always)]
+pub fn is(b: u8, class: u8) -> bool {
+    CLASS[usize::from(b)] & class != 0
+}
+
+#[inline(always)]
 fn is_word(b: u8) -> bool {
-    b.is_ascii_alphanumeric() || b == b'_'
+    is(b, WORD)
+}
+
+/// The first `needle` at or after `from`, eight bytes at a time (a zero byte of `word ^ needles` is a
+/// match; the lowest flagged byte is always a true one).
+pub fn find_byte(t: &[u8], from: usize, needle: u8) -> Option<usize> {
+    let rest = t.get(from..)?;
+    let (ones, highs, needles) =
+        (u64::from_le_bytes([1; 8]), u64::from_le_bytes([0x80; 8]), u64::from_le_bytes([needle; 8]));
+    let mut chunks = rest.chunks_exact(8);
+    let mut at = from;
+    for c in &mut chunks {
+        let w = u64::from_le_bytes(c.try_into().ok()?) ^ needles;
+        let zero = w.wrapping_sub(ones) & !w & highs;
+        if zero != 0 {
+            return Some(at + (zero.trailing_zeros() / 8) as usize);
+        }
+        at += 8;
+    }
+    chunks.remainder().iter().position(|b| *b == needle).map(|i| at + i)
 }
 
 /// `\b` at `i`: a word byte on one side only (outside the text counts as not a word).
@@ -53,11 +130,9 @@ fn is_at(t: &[u8], i: usize, set: &[u8]) -> bool {
 /// ending at the last label whose leading letters (two or more) end a word: the greedy `(?:\.label)*`
 /// gives back labels until `\.[A-Za-z]{2,}\b` holds.
 pub fn email(t: &[u8], from: usize) -> Option<Range<usize>> {
-    let is_local = |b: u8| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'%' | b'+' | b'-');
     let mut at = from;
-    while let Some(off) = t.get(at..)?.iter().position(|b| *b == b'@') {
-        let a = at + off;
-        let run = t[from..a].iter().rposition(|b| !is_local(*b)).map_or(from, |i| from + i + 1);
+    while let Some(a) = find_byte(t, at, b'@') {
+        let run = t[from..a].iter().rposition(|b| !is(*b, LOCAL)).map_or(from, |i| from + i + 1);
         if let Some(start) = (run..a).find(|&s| boundary(t, s)) {
             if let Some(end) = domain(t, a + 1) {
                 return Some(start..end);
@@ -70,8 +145,7 @@ pub fn email(t: &[u8], from: usize) -> Option<Range<usize>> {
 
 /// The end of the domain part starting at `i`, if it matches.
 fn domain(t: &[u8], i: usize) -> Option<usize> {
-    let is_label = |b: &u8| b.is_ascii_alphanumeric() || *b == b'-';
-    let label_end = |i: usize| t.get(i..).map_or(i, |r| i + r.iter().take_while(|b| is_label(b)).count());
+    let label_end = |i: usize| t.get(i..).map_or(i, |r| i + r.iter().take_while(|b| is(**b, LABEL)).count());
     let mut end = label_end(i);
     if end == i {
         return None;
@@ -107,7 +181,7 @@ pub struct PhoneMatch {
 /// them (the bounded repetitions keep that to a handful of steps).
 pub fn phone(t: &[u8], from: usize) -> Option<PhoneMatch> {
     let mut i = from;
-    while let Some(off) = t.get(i..)?.iter().position(|b| matches!(b, b'+' | b'(') || b.is_ascii_digit()) {
+    while let Some(off) = t.get(i..)?.iter().position(|b| is(*b, PHONE_START)) {
         let j = i + off;
         let found = match t[j] {
             b'+' if j == 0 => international(t, 0).map(|end| PhoneMatch { range: 0..end, keep: 0 }),
@@ -364,6 +438,28 @@ mod tests {
         assert_eq!(email(b"a@b.io.x@c.io", 6), Some(6..13));
         assert_eq!(phone(b"call +44 20 7946 0958 now", 0), Some(PhoneMatch { range: 4..21, keep: 1 }));
         assert_eq!(card(b"4111 1111 1111 1111 1111 1111", 0), Some(0..19));
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn find_byte_finds_what_position_finds(bytes in proptest::collection::vec(proptest::sample::select(vec![b'@', b'a', 0u8, 0x80, 0xff, 0x3f, 0x41]), 0..40), from in 0..45usize) {
+            let by_position = bytes.get(from..).and_then(|r| r.iter().position(|b| *b == b'@')).map(|i| from + i);
+            proptest::prop_assert_eq!(find_byte(&bytes, from, b'@'), by_position);
+        }
+    }
+
+    #[test]
+    fn the_class_table_holds_what_the_scanners_test() {
+        for b in 0..=255u8 {
+            let alnum = b.is_ascii_alphanumeric();
+            assert_eq!(is(b, WORD), alnum || b == b'_', "{b}");
+            assert_eq!(is(b, DIGIT), b.is_ascii_digit(), "{b}");
+            assert_eq!(is(b, CARD_RUN), b.is_ascii_digit() || b == b' ' || b == b'-', "{b}");
+            assert_eq!(is(b, PHONE_START), b.is_ascii_digit() || b == b'+' || b == b'(', "{b}");
+            assert_eq!(is(b, TOKEN), alnum || b"_.~+/=-".contains(&b), "{b}");
+            assert_eq!(is(b, LOCAL), alnum || b"._%+-".contains(&b), "{b}");
+            assert_eq!(is(b, LABEL), alnum || b == b'-', "{b}");
+        }
     }
 
     /// A long text of near misses costs a bounded number of steps per byte (no backtracking blow-up), and

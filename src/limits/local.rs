@@ -10,11 +10,15 @@
 //!
 //! Shared data cannot delete a key: counters stay for the life of the process, one small key per limit
 //! (and per consumer, for `per: consumer`), a bounded set since consumers are configured.
+//!
+//! A worker takes a token with one write, without reading first, when its guess of the counter's CAS
+//! holds ([`Written`]).
 
 use super::bucket::{self, Level};
 use super::{Bucket, BucketKind};
 use crate::error::GatewayError;
 use crate::session::KeyValue;
+use std::cell::RefCell;
 
 /// The prefix of the counters' keys.
 pub const PREFIX: &str = "mcp-gateway/limit/";
@@ -29,23 +33,116 @@ enum Took {
     Contended,
 }
 
-fn take_one(kv: &mut dyn KeyValue, bucket: &Bucket, now_ms: u64) -> Took {
+/// What this worker last wrote to its counters, so that it can take the next token with the write alone.
+///
+/// Envoy's shared data gives each write the next value of one counter of the whole process as its CAS
+/// (proxy-wasm-cpp-host's `SharedData::nextCas`): when nothing else in the process wrote between the
+/// write a worker read and its own, its own write's CAS is the one it read plus one. The next take writes
+/// with that guess without reading: the compare-and-swap checks it, and succeeds only if the counter still
+/// holds what this worker wrote (every later write of any key gets a larger CAS), so the level computed
+/// from it is the stored one and the limit stays exact. A wrong guess (another worker, a new session or
+/// another plugin wrote meanwhile) costs one refused write, then the read and write as before; after a
+/// miss the counter is read first for twice as many takes as after the miss before (up to 64), so a
+/// process whose workers keep writing wastes about one write in 64 takes. A refusal is always decided
+/// on a fresh read (another worker may have given tokens back). Per worker (one per VM), never shared.
+#[derive(Debug, Default)]
+pub struct Written(RefCell<Vec<Last>>);
+
+/// This worker's last write of one counter.
+#[derive(Debug)]
+struct Last {
+    key: Box<str>,
+    level: Level,
+    /// The CAS the write most likely got.
+    cas: u32,
+    /// Takes left that read first, and how many the last miss asked for.
+    wait: u8,
+    backoff: u8,
+}
+
+/// Counters remembered per server (the first ones written; more are read first, as without a guess).
+const REMEMBERED: usize = 32;
+/// The most takes that read first after a wrong guess.
+const MAX_BACKOFF: u8 = 64;
+
+/// A copy (of a server's limits) starts knowing nothing.
+impl Clone for Written {
+    fn clone(&self) -> Written {
+        Written::default()
+    }
+}
+
+/// Not part of a configuration: two servers' limits are equal whatever their workers wrote.
+impl PartialEq for Written {
+    fn eq(&self, _: &Written) -> bool {
+        true
+    }
+}
+
+impl Written {
+    /// The level and CAS to write `key` with, when a guess is due.
+    fn guess(&self, key: &str) -> Option<(Level, u32)> {
+        let mut all = self.0.try_borrow_mut().ok()?;
+        let last = all.iter_mut().find(|l| &*l.key == key)?;
+        if last.wait > 0 {
+            last.wait -= 1;
+            return None;
+        }
+        Some((last.level, last.cas))
+    }
+
+    /// `key` now holds `level`, written with `cas`; a guess that held resets the back-off.
+    fn wrote(&self, key: &str, level: Level, cas: u32, guessed: bool) {
+        let Ok(mut all) = self.0.try_borrow_mut() else { return };
+        // Envoy's counter skips 0 when it wraps.
+        let next = cas.wrapping_add(1).max(1);
+        if let Some(last) = all.iter_mut().find(|l| &*l.key == key) {
+            (last.level, last.cas) = (level, next);
+            if guessed {
+                last.backoff = 0;
+            }
+        } else if all.len() < REMEMBERED {
+            all.push(Last { key: key.into(), level, cas: next, wait: 0, backoff: 0 });
+        }
+    }
+
+    /// The guess for `key` was wrong: read first for a while.
+    fn missed(&self, key: &str) {
+        let Ok(mut all) = self.0.try_borrow_mut() else { return };
+        if let Some(last) = all.iter_mut().find(|l| &*l.key == key) {
+            last.backoff = last.backoff.saturating_mul(2).clamp(1, MAX_BACKOFF);
+            last.wait = last.backoff;
+        }
+    }
+}
+
+fn take_one(kv: &mut dyn KeyValue, bucket: &Bucket, now_ms: u64, written: &Written) -> Took {
     let BucketKind::Rate(rate) = bucket.kind else {
         return Took::Taken; // quotas live in Redis only (refused at load otherwise)
     };
     let key = bucket.key.as_str();
+    if let Some((level, cas)) = written.guess(key) {
+        if let Ok(next) = rate.take(Some(level), now_ms) {
+            if matches!(kv.set(key, bucket::encode(next).as_bytes(), Some(cas)), Ok(true)) {
+                written.wrote(key, next, cas, true);
+                return Took::Taken;
+            }
+            written.missed(key);
+        }
+    }
     for _ in 0..CAS_RETRIES {
         let (value, cas) = kv.get(key);
-        if cas.is_none() {
+        let Some(cas) = cas else {
             // A missing key is written whatever the CAS, so it is created empty (a full bucket) first, and
             // every token is then taken with a compare-and-swap.
             let _ = kv.set(key, b"", None);
             continue;
-        }
+        };
         match rate.take(bucket::decode(&value), now_ms) {
             Err(wait_ms) => return Took::Refused(wait_ms),
             Ok(next) => {
-                if matches!(kv.set(key, bucket::encode(next).as_bytes(), cas), Ok(true)) {
+                if matches!(kv.set(key, bucket::encode(next).as_bytes(), Some(cas)), Ok(true)) {
+                    written.wrote(key, next, cas, false);
                     return Took::Taken;
                 }
             }
@@ -55,10 +152,10 @@ fn take_one(kv: &mut dyn KeyValue, bucket: &Bucket, now_ms: u64) -> Took {
 }
 
 /// Takes one token from each of `buckets`, or none: a counter without room refuses the call, and the
-/// tokens already taken from the others are given back.
-pub fn take(kv: &mut dyn KeyValue, buckets: &[Bucket], now_ms: u64) -> Result<(), GatewayError> {
+/// tokens already taken from the others are given back. `written`: this worker's last writes.
+pub fn take(kv: &mut dyn KeyValue, buckets: &[Bucket], now_ms: u64, written: &Written) -> Result<(), GatewayError> {
     for (i, b) in buckets.iter().enumerate() {
-        let refusal = match take_one(kv, b, now_ms) {
+        let refusal = match take_one(kv, b, now_ms, written) {
             Took::Taken => continue,
             Took::Refused(wait_ms) => b.refusal(wait_ms),
             // Thousands of calls a second on one counter: refusing one briefly is what the limit is for.

@@ -91,6 +91,8 @@ pub struct ServerLimits {
     tools: HashMap<String, Vec<Limit>>,
     /// By a virtual server's tool name: the limits of the tool's own server that apply to it.
     via: HashMap<String, Via>,
+    /// This worker's last writes of the process counters ([`local::Written`]).
+    written: local::Written,
 }
 
 /// The limits a virtual server's tool takes from its own server: that server's (`false`) and the tool's
@@ -218,7 +220,7 @@ impl ServerLimits {
                 tools.insert(t.name.clone(), limits);
             }
         }
-        Ok(ServerLimits { server: own, tools, via: HashMap::new() })
+        Ok(ServerLimits { server: own, tools, via: HashMap::new(), written: local::Written::default() })
     }
 
     /// Whether any limit applies to any call of this server.
@@ -595,7 +597,7 @@ pub fn start(
         } else {
             buckets.into_iter().partition(|b| b.scope == Scope::Process)
         };
-        match local::take(env.kv(), &here, now) {
+        match local::take(env.kv(), &here, now, &limits.written) {
             Err(refusal) => outcome.refused.push((*index, refusal)),
             Ok(()) if there.is_empty() => {}
             Ok(()) => remote.push(redis::Check { index: *index, local: here, buckets: there }),

@@ -184,10 +184,11 @@ fn bucket(key: &str, kind: BucketKind) -> Bucket {
 #[test]
 fn process_counters_take_all_or_nothing() {
     let mut kv = MemoryKv::default();
+    let w = local::Written::default();
     let wide = bucket("wide", rate(3, 1000, 3));
     let narrow = bucket("narrow", rate(1, 1000, 1));
-    local::take(&mut kv, &[wide.clone(), narrow.clone()], 0).unwrap();
-    let refused = local::take(&mut kv, &[wide.clone(), narrow.clone()], 0).unwrap_err();
+    local::take(&mut kv, &[wide.clone(), narrow.clone()], 0, &w).unwrap();
+    let refused = local::take(&mut kv, &[wide.clone(), narrow.clone()], 0, &w).unwrap_err();
     assert_eq!(
         refused,
         GatewayError::RateLimited {
@@ -196,12 +197,12 @@ fn process_counters_take_all_or_nothing() {
         }
     );
     // The refused call cost the wide counter nothing: two more calls fit in it.
-    local::take(&mut kv, std::slice::from_ref(&wide), 0).unwrap();
-    local::take(&mut kv, std::slice::from_ref(&wide), 0).unwrap();
-    assert!(local::take(&mut kv, std::slice::from_ref(&wide), 0).is_err());
+    local::take(&mut kv, std::slice::from_ref(&wide), 0, &w).unwrap();
+    local::take(&mut kv, std::slice::from_ref(&wide), 0, &w).unwrap();
+    assert!(local::take(&mut kv, std::slice::from_ref(&wide), 0, &w).is_err());
     assert_eq!(kv.get("mcp-gateway/limit/wide").0, b"0 0");
     // 400 ms later the wide counter has 1.2 tokens again.
-    local::take(&mut kv, std::slice::from_ref(&wide), 400).unwrap();
+    local::take(&mut kv, std::slice::from_ref(&wide), 400, &w).unwrap();
     assert_eq!(kv.get("mcp-gateway/limit/wide").0, b"200 400");
 }
 
@@ -232,18 +233,84 @@ impl KeyValue for Racing {
 fn a_worker_that_loses_a_race_reads_again_and_no_token_is_spent_twice() {
     let b = bucket("k", rate(5, 1000, 5));
     let mut kv = Racing { kv: MemoryKv::default(), races: 3 };
-    local::take(&mut kv, std::slice::from_ref(&b), 0).unwrap();
+    let w = local::Written::default();
+    local::take(&mut kv, std::slice::from_ref(&b), 0, &w).unwrap();
     assert_eq!(kv.kv.get("mcp-gateway/limit/k").0, b"1000 0", "3 taken by the other worker, 1 by us");
-    local::take(&mut kv, std::slice::from_ref(&b), 0).unwrap();
-    assert!(local::take(&mut kv, std::slice::from_ref(&b), 0).is_err());
+    local::take(&mut kv, std::slice::from_ref(&b), 0, &w).unwrap();
+    assert!(local::take(&mut kv, std::slice::from_ref(&b), 0, &w).is_err());
     // Contention that never ends refuses rather than spins.
     let mut kv = Racing { kv: MemoryKv::default(), races: usize::MAX };
-    let e = local::take(&mut kv, &[bucket("c", rate(1_000_000, 1000, 1_000_000))], 0).unwrap_err();
+    let w = local::Written::default();
+    let e = local::take(&mut kv, &[bucket("c", rate(1_000_000, 1000, 1_000_000))], 0, &w).unwrap_err();
     assert!(matches!(e, GatewayError::RateLimited { retry_after_secs: 1, .. }), "{e:?}");
     // Prepared counters exist before the first call.
     let mut kv = MemoryKv::default();
     local::prepare(&mut kv, std::slice::from_ref(&b));
     assert_eq!(kv.get("mcp-gateway/limit/k"), (Vec::new(), Some(1)));
+}
+
+/// A shared-data space that counts the reads and writes asked of it.
+#[derive(Default)]
+struct Counting {
+    kv: MemoryKv,
+    gets: std::cell::Cell<u32>,
+    sets: u32,
+}
+
+impl KeyValue for Counting {
+    fn get(&self, key: &str) -> (Vec<u8>, Option<u32>) {
+        self.gets.set(self.gets.get() + 1);
+        self.kv.get(key)
+    }
+    fn set(&mut self, key: &str, value: &[u8], cas: Option<u32>) -> Result<bool, String> {
+        self.sets += 1;
+        self.kv.set(key, value, cas)
+    }
+}
+
+#[test]
+fn a_worker_whose_guess_holds_takes_a_token_with_one_write() {
+    let b = bucket("k", rate(1, 1000, 3));
+    let (mut kv, w) = (Counting::default(), local::Written::default());
+    local::take(&mut kv, std::slice::from_ref(&b), 0, &w).unwrap();
+    // The first take creates the counter, reads it and writes it.
+    assert_eq!((kv.gets.get(), kv.sets), (2, 2));
+    local::take(&mut kv, std::slice::from_ref(&b), 0, &w).unwrap();
+    local::take(&mut kv, std::slice::from_ref(&b), 500, &w).unwrap();
+    assert_eq!((kv.gets.get(), kv.sets), (2, 4), "the next two took one write each");
+    assert_eq!(kv.kv.get("mcp-gateway/limit/k").0, b"500 500");
+    // An empty bucket is refused on a fresh read, never on the guess alone.
+    assert!(local::take(&mut kv, std::slice::from_ref(&b), 500, &w).is_err());
+    assert_eq!((kv.gets.get(), kv.sets), (3, 4));
+    // Another worker gives a token back: the guess no longer holds, and the take reads what is stored.
+    local::refund(&mut kv, std::slice::from_ref(&b));
+    local::take(&mut kv, std::slice::from_ref(&b), 500, &w).unwrap();
+    assert_eq!(kv.kv.get("mcp-gateway/limit/k").0, b"500 500");
+}
+
+#[test]
+fn workers_that_guess_spend_each_token_once() {
+    // Two workers (each its own `Written`) on one shared-data space, and other keys written in between:
+    // whatever each guesses, exactly the bucket's tokens are taken, and the other keys are untouched.
+    let b = bucket("k", rate(1, 1_000_000, 40));
+    let mut kv = Counting::default();
+    let workers = [local::Written::default(), local::Written::default()];
+    let mut taken = 0;
+    for i in 0..100u32 {
+        let w = &workers[usize::from(i % 7 < 3)];
+        if i % 5 == 0 {
+            kv.set("mcp-gateway/session/x", i.to_string().as_bytes(), None).unwrap();
+        }
+        if local::take(&mut kv, std::slice::from_ref(&b), 0, w).is_ok() {
+            taken += 1;
+        }
+    }
+    assert_eq!(taken, 40);
+    assert_eq!(kv.kv.get("mcp-gateway/limit/k").0, b"0 0");
+    assert_eq!(kv.kv.get("mcp-gateway/session/x").0, b"95");
+    // Guesses that held saved reads; misses back off.
+    println!("{} reads, {} writes", kv.gets.get(), kv.sets);
+    assert!(kv.gets.get() < 100, "{} reads", kv.gets.get());
 }
 
 fn store() -> crate::session::redis::RedisStore {
@@ -261,7 +328,7 @@ fn cluster(mut b: Bucket, on_store_error: OnStoreError) -> Bucket {
 
 fn two_checks(env: &mut MemoryEnv) -> redis::Pending {
     let here = bucket("here", rate(10, 1000, 10));
-    local::take(env.kv(), std::slice::from_ref(&here), 0).unwrap();
+    local::take(env.kv(), std::slice::from_ref(&here), 0, &local::Written::default()).unwrap();
     let checks = vec![
         redis::Check {
             index: 0,
