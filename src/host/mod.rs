@@ -140,8 +140,7 @@ fn http_call_response(current: u32, token: u32, body_size: usize) {
         return; // its exchange is gone
     };
     with_driver(id, id != current, |gw, driver, calls| {
-        let headers = headers_lossy(MapType::HttpCallResponseHeaders);
-        let status = status_of(&headers);
+        let (status, headers) = answer_head(MapType::HttpCallResponseHeaders);
         let outcome = match (status, gw.oversized_answer(body_size)) {
             (Some(_), Some(refused)) => refused,
             (Some(status), None) => {
@@ -149,7 +148,7 @@ fn http_call_response(current: u32, token: u32, body_size: usize) {
                     .ok()
                     .flatten()
                     .unwrap_or_default();
-                UpstreamResult::Response { status, headers: without_pseudo(headers), body }
+                UpstreamResult::Response { status, headers, body }
             }
             // No headers: Envoy reset the call after the answer had started (see `cut_off_answer`).
             (None, _) => gw.cut_off_answer(Some(now_ms().saturating_sub(at_ms)), Some(timeout_ms)),
@@ -187,23 +186,23 @@ fn jwt_payload(jwt: &crate::admission::JwtAuth) -> Option<serde_json::Map<String
     claims::payload(&namespace, &jwt.payload_key)
 }
 
-/// Reads a header map without the SDK's UTF-8 unwrap: a non-UTF-8 value from a client or an upstream
-/// must not panic the VM (that would take the worker down), so values are decoded lossily. A UTF-8 value
-/// keeps the buffer it was read into (no second allocation and copy per header).
-fn headers_lossy(map: MapType) -> Vec<(String, String)> {
-    hostcalls::get_map_bytes(map).unwrap_or_default().into_iter().map(|(k, v)| (k, utf8_lossy(v))).collect()
-}
-
-/// The `:status` of an answer's head (from [`headers_lossy`]), when it has a valid one.
-fn status_of(headers: &[(String, String)]) -> Option<u16> {
-    headers.iter().find(|(k, _)| k == ":status").and_then(|(_, v)| v.parse().ok())
-}
-
-/// A head's headers without its pseudo-headers (`:status`), as an upstream result carries them. One
-/// function for the four heads that need it: each filtered collect was a copy of its own.
-fn without_pseudo(mut headers: Vec<(String, String)>) -> Vec<(String, String)> {
-    headers.retain(|(k, _)| !k.starts_with(':'));
-    headers
+/// An answer's head, read once from the host: its `:status` (the first, when valid) and its other
+/// headers. Values are decoded lossily without the SDK's UTF-8 unwrap: a non-UTF-8 value from an upstream
+/// must not panic the VM (that would take the worker down). One reader for the four heads that need it.
+fn answer_head(map: MapType) -> (Option<u16>, Vec<(String, String)>) {
+    let bytes = abi::header_map(map);
+    let text = |b: &[u8]| String::from_utf8_lossy(b).into_owned();
+    let (mut status, mut headers) = (None, Vec::new());
+    for (k, v) in abi::pairs(&bytes) {
+        match k.first() {
+            Some(b':') if k == b":status" && status.is_none() => {
+                status = Some(std::str::from_utf8(v).ok().and_then(|v| v.parse().ok()));
+            }
+            Some(b':') => {}
+            _ => headers.push((text(k), text(v))),
+        }
+    }
+    (status.flatten(), headers)
 }
 
 /// Headers as the host ABI takes them, borrowed.
@@ -213,11 +212,6 @@ fn borrowed(headers: &[(String, String)]) -> Vec<(&str, &str)> {
         out.push((k.as_str(), v.as_str()));
     }
     out
-}
-
-/// The bytes as text: as they are when they are UTF-8, else with U+FFFD in place of what is not.
-fn utf8_lossy(bytes: Vec<u8>) -> String {
-    String::from_utf8(bytes).unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into_owned())
 }
 
 /// The first value of header `name` in a map [`abi::header_map`] read (empty when absent).

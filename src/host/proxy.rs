@@ -8,7 +8,7 @@
 //! the step's answer comes ([`on_redis_reply`], [`on_call_response`]) or its deadline passes
 //! ([`expired`]); then the relay decides, and the exchange is rewritten and resumed or answered locally.
 
-use super::{abi, borrowed, headers_lossy, log, now_ms, status_of, without_pseudo, Calls};
+use super::{abi, answer_head, borrowed, log, now_ms, Calls};
 use crate::driver::Host;
 use crate::gateway::Gateway;
 use crate::proxy::bridge::{self, Begin, Bridge, Post};
@@ -790,8 +790,7 @@ pub fn on_call_response(token: u32, body_size: usize) -> bool {
             relays.remove(&id);
             return true;
         }
-        let headers = headers_lossy(MapType::HttpCallResponseHeaders);
-        let status = status_of(&headers);
+        let (status, headers) = answer_head(MapType::HttpCallResponseHeaders);
         let body = hostcalls::get_buffer(BufferType::HttpCallResponseBody, 0, body_size).ok().flatten();
         let gw = held.gw.clone();
         if let Some(i) = held.posts.iter().position(|(t, _)| *t == token) {
@@ -802,11 +801,7 @@ pub fn on_call_response(token: u32, body_size: usize) -> bool {
         }
         if let Some(wait) = held.wait.take_if(|_| held.call != Some(token)) {
             let result = match status {
-                Some(status) => UpstreamResult::Response {
-                    status,
-                    headers: without_pseudo(headers),
-                    body: body.unwrap_or_default(),
-                },
+                Some(status) => UpstreamResult::Response { status, headers, body: body.unwrap_or_default() },
                 None => UpstreamResult::Failed("no answer within its timeout, or the connection failed".into()),
             };
             if !held.resumed(&mut calls(&gw, id), wait.phase, Done::Call(result)) {
@@ -954,7 +949,8 @@ pub fn on_response_headers(id: u32, end_of_stream: bool) -> Option<Action> {
     RELAYS.with(|r| {
         let mut relays = r.borrow_mut();
         let held = relays.get_mut(&id)?;
-        let (status, headers) = answer_head();
+        let (status, headers) = answer_head(MapType::HttpResponseHeaders);
+        let status = status.unwrap_or(502);
         let gw = held.gw.clone();
         if let Some(bridge) = held.bridge.as_mut() {
             // The head is held: the client's answer is a local reply in its place.
@@ -1019,25 +1015,6 @@ pub fn on_response_headers(id: u32, end_of_stream: bool) -> Option<Action> {
             }
         }
     })
-}
-
-/// The backend's answer head, read once: its status (502 when it has none that parses) and its headers
-/// without the pseudo-headers, which are skipped unconverted (no pair copied twice, as reading the map
-/// as pairs of owned names and values and then filtering them did).
-fn answer_head() -> (u16, Vec<(String, String)>) {
-    let map = abi::header_map(MapType::HttpResponseHeaders);
-    let text = |b: &[u8]| String::from_utf8_lossy(b).into_owned();
-    let (mut status, mut headers) = (None, Vec::new());
-    for (k, v) in abi::pairs(&map) {
-        match k.first() {
-            Some(b':') if k == b":status" && status.is_none() => {
-                status = Some(std::str::from_utf8(v).ok().and_then(|v| v.parse().ok()));
-            }
-            Some(b':') => {}
-            _ => headers.push((text(k), text(v))),
-        }
-    }
-    (status.flatten().unwrap_or(502), headers)
 }
 
 /// A chunk of the backend's answer.

@@ -20,7 +20,7 @@
 //! rewritten in place; one ended early (over `maxResponseBytes`, timed out) is replaced by a local reply,
 //! which Envoy sends straight to the client and which ends the upstream request.
 
-use super::{abi, headers_lossy, log, now_ms, status_of, without_pseudo};
+use super::{abi, answer_head, log, now_ms};
 use crate::gateway::Gateway;
 use crate::routed::Answer;
 use crate::transport::HttpResponse;
@@ -86,9 +86,8 @@ pub fn is_forwarded(id: u32) -> bool {
 /// Response headers of a forwarded request: kept for the result. Returns the token and, when the answer
 /// has no body, the finished outcome.
 pub fn on_headers(id: u32, end_of_stream: bool) -> Option<(u32, Option<UpstreamResult>)> {
-    let headers = headers_lossy(MapType::HttpResponseHeaders);
-    let status = status_of(&headers).unwrap_or(502);
-    let kept = without_pseudo(headers);
+    let (status, kept) = answer_head(MapType::HttpResponseHeaders);
+    let status = status.unwrap_or(502);
     FORWARDS.with(|f| {
         let mut f = f.borrow_mut();
         let fwd = f.get_mut(&id)?;
