@@ -51,6 +51,7 @@ pub mod routed;
 pub mod rules;
 pub mod schema;
 pub mod session;
+pub mod slots;
 pub mod sort;
 #[cfg(test)]
 mod strategies;

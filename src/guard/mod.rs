@@ -20,7 +20,6 @@ use external::{External, ExternalConfig};
 use mask::{Injection, Masker, Rule, RuleSet};
 use regex_lite::Regex;
 use serde_json::Value;
-use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
 /// `guardrails:` of a server, as written. The same fields under `tools.<name>` apply to one tool:
@@ -39,8 +38,9 @@ pub struct GuardrailsConfig {
     pub injection: Option<String>,
     /// A call to the team's own guard service per tool call (replaces the server's for a tool).
     pub external: Option<ExternalConfig>,
-    /// Per-tool settings, by tool name.
-    pub tools: BTreeMap<String, GuardrailsConfig>,
+    /// Per-tool settings, sorted by tool name (so a compile error names the first tool in that order). A
+    /// sorted `Vec`, not a `BTreeMap`: that was a B-tree copy of its own in the module, for a list read once.
+    pub tools: Vec<(String, GuardrailsConfig)>,
 }
 
 impl GuardrailsConfig {
@@ -57,14 +57,15 @@ impl GuardrailsConfig {
         cfg.mask = f.strings("mask");
         cfg.injection = f.string("injection");
         cfg.external = f.nested("external", ExternalConfig::read);
-        cfg.tools = BTreeMap::new();
         f.check()?;
         let at_tools = f.path("tools");
         match f.value("tools") {
             None => {}
             Some(Value::Object(tools)) => {
                 for (name, t) in tools {
-                    cfg.tools.insert(name.clone(), GuardrailsConfig::read(t, &format!("{at_tools}.{name}"))?);
+                    let t = GuardrailsConfig::read(t, &format!("{at_tools}.{name}"))?;
+                    let at = cfg.tools.partition_point(|(n, _)| n < name);
+                    cfg.tools.insert(at, (name.clone(), t));
                 }
             }
             Some(_) => return Err((at_tools, "must be an object of tool names".into())),
@@ -104,7 +105,9 @@ impl Policy {
 #[derive(Debug)]
 pub struct Guard {
     default: Policy,
-    tools: HashMap<String, Policy>,
+    /// The tools' own policies, sorted by name (as `GuardrailsConfig::tools`), found by binary search: a
+    /// `HashMap` was a hashbrown copy of its own, for a few entries.
+    tools: Vec<(String, Policy)>,
     /// The masking patterns, when some policy masks or flags anything.
     masker: Option<Masker>,
 }
@@ -118,7 +121,7 @@ impl Guard {
             field,
             message,
         })?;
-        let mut tools = HashMap::new();
+        let mut tools = Vec::with_capacity(cfg.tools.len());
         for (name, t) in &cfg.tools {
             let base = format!("guardrails.tools.{name}");
             let err = |field: String, message: String| GuardConfigError { tool: Some(name.clone()), field, message };
@@ -128,10 +131,13 @@ impl Guard {
             if !t.tools.is_empty() {
                 return Err(err(format!("{base}.tools"), "per-tool settings cannot have tools of their own".into()));
             }
-            tools.insert(name.clone(), policy(t, &default, &base).map_err(|(f, m)| err(f, m))?);
+            let p = policy(t, &default, &base).map_err(|(f, m)| err(f, m))?;
+            // In order whatever order `cfg.tools` is in (it is sorted when read): [`Guard::own`] searches.
+            let at = tools.partition_point(|(n, _): &(String, Policy)| n < name);
+            tools.insert(at, (name.clone(), p));
         }
         let masks = std::iter::once(&default)
-            .chain(tools.values())
+            .chain(tools.iter().map(|(_, p)| p))
             .any(|p| !p.mask.is_empty() || p.injection != Injection::Off);
         let masker = if masks {
             Some(Masker::new().map_err(|m| GuardConfigError { tool: None, field: "guardrails".into(), message: m })?)
@@ -142,7 +148,12 @@ impl Guard {
     }
 
     fn policy(&self, tool: &str) -> &Policy {
-        self.tools.get(tool).unwrap_or(&self.default)
+        self.own(tool).unwrap_or(&self.default)
+    }
+
+    fn own(&self, tool: &str) -> Option<&Policy> {
+        let i = self.tools.binary_search_by(|(n, _)| n.as_str().cmp(tool)).ok()?;
+        self.tools.get(i).map(|(_, p)| p)
     }
 
     /// The guard service that checks `tool`'s calls, if any.
@@ -158,17 +169,17 @@ impl Guard {
 
     /// Whether `tool` has its own entry (`guardrails.tools`), rather than the server's policy.
     pub fn has_own(&self, tool: &str) -> bool {
-        self.tools.contains_key(tool)
+        self.own(tool).is_some()
     }
 
     /// The tools with their own entry (`guardrails.tools`).
     pub fn own_tools(&self) -> impl Iterator<Item = &str> {
-        self.tools.keys().map(String::as_str)
+        self.tools.iter().map(|(n, _)| n.as_str())
     }
 
     /// Whether any tool's calls go to a guard service.
     pub fn has_external(&self) -> bool {
-        std::iter::once(&self.default).chain(self.tools.values()).any(|p| p.external.is_some())
+        std::iter::once(&self.default).chain(self.tools.iter().map(|(_, p)| p)).any(|p| p.external.is_some())
     }
 
     /// Checks a call's arguments before anything is rendered or sent.

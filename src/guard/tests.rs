@@ -115,6 +115,40 @@ fn invalid_config_is_refused_naming_tool_and_field() {
 }
 
 #[test]
+fn per_tool_entries_are_found_and_ordered_by_name_whatever_the_config_order() {
+    // serde_json keeps the config's order: the tools come in here out of name order.
+    let cfg = json!({"tools": {"search": {"maxArgumentBytes": 5}, "echo": {"maxArgumentBytes": 7}, "run_sql": {}}});
+    let read = GuardrailsConfig::read(&cfg, "guardrails").unwrap();
+    let names: Vec<&str> = read.tools.iter().map(|(n, _)| n.as_str()).collect();
+    assert_eq!(names, ["echo", "run_sql", "search"]);
+    let g = guard(cfg).unwrap();
+    assert_eq!(g.own_tools().collect::<Vec<_>>(), ["echo", "run_sql", "search"]);
+    assert!(g.has_own("echo") && g.has_own("run_sql") && g.has_own("search") && !g.has_own("other"));
+    // Each tool gets its own limit, a tool without an entry the server's (none).
+    let args = Some(json!({"q": "123456"}));
+    assert!(refusal(g.check_input("search", args.as_ref())).contains("more than the 5 allowed"));
+    assert!(refusal(g.check_input("echo", args.as_ref())).contains("more than the 7 allowed"));
+    assert!(g.check_input("run_sql", args.as_ref()).is_ok());
+    assert!(g.check_input("other", args.as_ref()).is_ok());
+    // A config built out of order is searched right too.
+    let mut unsorted = GuardrailsConfig::default();
+    for (name, limit) in [("zeta", 1), ("alpha", 2), ("mid", 3)] {
+        let mut t = GuardrailsConfig::default();
+        t.max_argument_bytes = Some(limit);
+        unsorted.tools.push((name.to_string(), t));
+    }
+    let g = Guard::compile(&unsorted, None).unwrap();
+    assert_eq!(g.own_tools().collect::<Vec<_>>(), ["alpha", "mid", "zeta"]);
+    for (name, limit) in [("zeta", 1), ("alpha", 2), ("mid", 3)] {
+        let why = refusal(g.check_input(name, args.as_ref()));
+        assert!(why.contains(&format!("tool '{name}' are 14 bytes, more than the {limit} allowed")), "{why}");
+    }
+    // The first bad tool in name order is the one reported, as with the sorted map before.
+    let e = guard(json!({"tools": {"search": {"mask": ["x"]}, "echo": {"mask": ["y"]}}})).unwrap_err();
+    assert_eq!(e.tool.as_deref(), Some("echo"));
+}
+
+#[test]
 fn json_size_is_the_compact_text_length() {
     let v = json!({"a": [1, "é", null]});
     assert_eq!(json_size(&v), serde_json::to_string(&v).unwrap().len());

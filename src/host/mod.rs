@@ -19,6 +19,7 @@ use crate::driver::{Driver, Host, Progress};
 use crate::gateway::Gateway;
 use crate::rules::{RequestFacts, Rules};
 use crate::session::{Env, KeyValue};
+use crate::slots::Slots;
 use crate::transport::{self, HttpResponse, RequestHead, Route};
 use crate::upstream::{UpstreamRequest, UpstreamResult};
 use proxy_wasm::hostcalls;
@@ -26,7 +27,6 @@ use proxy_wasm::traits::{Context, HttpContext, RootContext};
 use proxy_wasm::types::{Action, BufferType, ContextType, LogLevel, MapType};
 use shared_data::SharedData;
 use std::cell::{Cell, RefCell};
-use std::collections::HashMap;
 use std::rc::Rc;
 use std::time::{Duration, UNIX_EPOCH};
 
@@ -71,12 +71,12 @@ thread_local! {
     /// The root context's id (the SDK's), for [`calls_go_to_the_root`].
     static ROOT_ID: Cell<u32> = const { Cell::new(0) };
     /// Exchanges in flight on this VM, by HTTP context id.
-    static LIVE: RefCell<HashMap<u32, Live>> = RefCell::new(HashMap::new());
+    static LIVE: RefCell<Slots<Live>> = const { RefCell::new(Slots::new()) };
     /// Upstream calls outstanding on this VM: the sum of the drivers' `calls_in_flight`, kept up to date by
     /// [`with_driver`] and `on_done`.
     static IN_FLIGHT: Cell<usize> = const { Cell::new(0) };
     /// Upstream calls in flight on this VM, by HTTP context id.
-    static SENT: RefCell<HashMap<u32, Vec<Sent>>> = RefCell::new(HashMap::new());
+    static SENT: RefCell<Slots<Vec<Sent>>> = const { RefCell::new(Slots::new()) };
     /// Gateways compiled for requests' `x-higress-mcpserver-config` (`trustConfigHeader`), most recent last.
     static PER_REQUEST: RefCell<crate::config_header::Cache<Rc<Gateway>>> = RefCell::new(Default::default());
 }
@@ -317,7 +317,7 @@ impl Host for Calls<'_> {
         let token = hostcalls::dispatch_http_call(&r.cluster, r.wire_headers(), r.body.as_deref(), vec![], timeout)
             .map_err(|status| format!("{status:?}"))?;
         let call = Sent { token, at_ms: self.now_ms(), timeout_ms: r.timeout_ms };
-        SENT.with(|sent| sent.borrow_mut().entry(self.context_id).or_default().push(call));
+        SENT.with(|sent| sent.borrow_mut().get_or_insert_with(self.context_id, Vec::new).push(call));
         Ok(token)
     }
 

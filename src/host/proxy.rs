@@ -17,12 +17,12 @@ use crate::proxy::reinit::{Reinit, Step};
 use crate::proxy::wait::{self, Done, Pending};
 use crate::proxy::{self, Answer, Bind, Opening, Relay, Start};
 use crate::session::{redis, SessionOutcome};
+use crate::slots::Slots;
 use crate::transport::{HttpResponse, RequestHead};
 use crate::upstream::UpstreamResult;
 use proxy_wasm::hostcalls;
 use proxy_wasm::types::{Action, BufferType, LogLevel, MapType};
 use std::cell::RefCell;
-use std::collections::HashMap;
 use std::rc::Rc;
 
 /// How much of a buffered body is read at once: all of it (a bound the hosts' `i32` arguments take).
@@ -100,7 +100,7 @@ enum Phase {
 }
 
 thread_local! {
-    static RELAYS: RefCell<HashMap<u32, Held>> = RefCell::new(HashMap::new());
+    static RELAYS: RefCell<Slots<Held>> = const { RefCell::new(Slots::new()) };
 }
 
 fn calls(gw: &Gateway, id: u32) -> Calls<'_> {

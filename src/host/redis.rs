@@ -14,8 +14,8 @@
 //! driver sends it again instead of failing a request that had nothing to do with the bad credentials.
 
 use crate::session::redis::{Answer, RedisStore};
+use crate::slots::Slots;
 use std::cell::{Cell, RefCell};
-use std::collections::HashMap;
 use std::ptr::null_mut;
 
 /// Higress's buffer type for the reply of a Redis call.
@@ -51,7 +51,7 @@ extern "C" {
 
 thread_local! {
     /// Commands in flight: token to the HTTP context that sent it and the client generation it went out on.
-    static TOKENS: RefCell<HashMap<u32, (u32, u64)>> = RefCell::new(HashMap::new());
+    static TOKENS: RefCell<Slots<(u32, u64)>> = const { RefCell::new(Slots::new()) };
     /// How many times this VM has (re-)initialised its Redis client.
     static GENERATION: Cell<u64> = const { Cell::new(0) };
 }

@@ -23,12 +23,12 @@
 use super::{abi, answer_head, log, now_ms};
 use crate::gateway::Gateway;
 use crate::routed::Answer;
+use crate::slots::Slots;
 use crate::transport::HttpResponse;
 use crate::upstream::{UpstreamRequest, UpstreamResult};
 use proxy_wasm::hostcalls;
 use proxy_wasm::types::{BufferType, LogLevel, MapType};
 use std::cell::{Cell, RefCell};
-use std::collections::{HashMap, HashSet};
 
 /// A request sent on through the router, and what has come back of its answer.
 struct Forward {
@@ -40,9 +40,9 @@ struct Forward {
 }
 
 thread_local! {
-    static FORWARDS: RefCell<HashMap<u32, Forward>> = RefCell::new(HashMap::new());
+    static FORWARDS: RefCell<Slots<Forward>> = const { RefCell::new(Slots::new()) };
     /// Contexts whose current callback must let the rewritten request go on (return Continue).
-    static GO_ON: RefCell<HashSet<u32>> = RefCell::new(HashSet::new());
+    static GO_ON: RefCell<Slots<()>> = const { RefCell::new(Slots::new()) };
     /// Tokens for forwarded requests; from the top of the range, away from Envoy's call tokens.
     static NEXT_TOKEN: Cell<u32> = const { Cell::new(u32::MAX) };
 }
@@ -68,14 +68,14 @@ pub fn forward(id: u32, foreign: bool, r: &UpstreamRequest, client: &[(String, S
     if foreign {
         abi::resume_request().map_err(|s| format!("resuming the request: {s:?}"))?;
     } else {
-        GO_ON.with(|g| g.borrow_mut().insert(id));
+        GO_ON.with(|g| g.borrow_mut().insert(id, ()));
     }
     Ok(token)
 }
 
 /// Whether the callback now running for context `id` must let its request go on (and forget that).
 pub fn take_go_on(id: u32) -> bool {
-    GO_ON.with(|g| g.borrow_mut().remove(&id))
+    GO_ON.with(|g| g.borrow_mut().remove(&id).is_some())
 }
 
 /// Whether context `id`'s request was forwarded: its response is the tool's answer.
