@@ -726,8 +726,8 @@ const TIMEOUT: &str = "x-envoy-upstream-rq-timeout-ms";
 /// The edit (if any) that gives the header `name` of `current` the one value `value`: none if it has it,
 /// a set over one value or none, else the values removed and the one added (hosts differ on whether a set
 /// replaces every value of a name), as [`diff`] decides it.
-fn set(edits: &mut Vec<Edit>, current: &[(String, String)], name: &str, value: &str) {
-    let mut now = current.iter().filter(|(k, _)| k == name).map(|(_, v)| v.as_str());
+fn set<S: AsRef<str>>(edits: &mut Vec<Edit>, current: &[(S, S)], name: &str, value: &str) {
+    let mut now = current.iter().filter(|(k, _)| k.as_ref() == name).map(|(_, v)| v.as_ref());
     match (now.next(), now.next()) {
         (Some(v), None) if v == value => {}
         (_, None) => edits.push(Edit::Set(name.into(), value.into())),
@@ -736,6 +736,11 @@ fn set(edits: &mut Vec<Edit>, current: &[(String, String)], name: &str, value: &
             edits.push(Edit::Add(name.into(), value.into()));
         }
     }
+}
+
+/// A head as owned pairs, for an answer that waits (its head is kept).
+fn owned<S: AsRef<str>>(headers: &[(S, S)]) -> Vec<(String, String)> {
+    headers.iter().map(|(k, v)| (k.as_ref().to_string(), v.as_ref().to_string())).collect()
 }
 
 fn start(
@@ -1026,13 +1031,14 @@ impl Relay {
 
     /// The backend's answer head (`headers` without pseudo-headers): binds a new backend session to one
     /// of ours, puts our id in place of the backend's, and maps failures. [`Answer::Redis`] when the store
-    /// answers later: then [`Relay::on_session`] gives the answer.
-    pub fn on_response_head(
+    /// answers later: then [`Relay::on_session`] gives the answer. `headers` may borrow the host's map: a
+    /// proxied answer's head is only looked at, and copied only when it has to wait.
+    pub fn on_response_head<S: AsRef<str>>(
         &mut self,
         gw: &Gateway,
         env: &mut dyn Env,
         status: u16,
-        headers: &[(String, String)],
+        headers: &[(S, S)],
     ) -> Answer {
         if status == 404 && self.ours.is_some() {
             if let Some(reinit) = self.reinit() {
@@ -1049,7 +1055,7 @@ impl Relay {
         if status >= 500 {
             return Answer::Replace(backend_failure(status, self.request_id.clone(), &self.server));
         }
-        let theirs = headers.iter().find(|(k, _)| k == SESSION).map(|(_, v)| v.clone());
+        let theirs = headers.iter().find(|(k, _)| k.as_ref() == SESSION).map(|(_, v)| v.as_ref().to_string());
         if let (Some(backend), None) = (&theirs, &self.ours) {
             if gw.sessions.kind() == "signed" && backend.len() > signed::MAX_BACKEND {
                 let msg = format!(
@@ -1067,7 +1073,7 @@ impl Relay {
             let mut session = Session::new(self.server.clone(), self.version.as_str());
             session.backend = Some(backend.clone());
             session.init = self.body.as_deref().and_then(reinit::init_params);
-            return self.store(gw, env, SessionOp::Create(session), After::Created(status, headers.to_vec()));
+            return self.store(gw, env, SessionOp::Create(session), After::Created(status, owned(headers)));
         }
         let ours = self.ours.clone();
         self.head(status, headers, ours)
@@ -1172,15 +1178,15 @@ impl Relay {
     }
 
     /// The answer head once our session is known: our id in place of the backend's, the body's rewriting.
-    fn head(&mut self, status: u16, headers: &[(String, String)], ours: Option<String>) -> Answer {
-        let theirs = headers.iter().any(|(k, _)| k == SESSION);
-        let content_type = headers.iter().find(|(k, _)| k == "content-type").map_or("", |(_, v)| v.as_str());
+    fn head<S: AsRef<str>>(&mut self, status: u16, headers: &[(S, S)], ours: Option<String>) -> Answer {
+        let theirs = headers.iter().any(|(k, _)| k.as_ref() == SESSION);
+        let content_type = headers.iter().find(|(k, _)| k.as_ref() == "content-type").map_or("", |(_, v)| v.as_ref());
         if matches!(self.filter, Filter::Endpoint(_)) {
             if status != 200 || !content_type.starts_with("text/event-stream") {
                 self.filter = Filter::None;
                 return Answer::Pass(Vec::new());
             }
-            let has_length = headers.iter().any(|(k, _)| k == "content-length");
+            let has_length = headers.iter().any(|(k, _)| k.as_ref() == "content-length");
             return Answer::Hold(has_length.then(|| Edit::Remove("content-length".into())).into_iter().collect());
         }
         let rewrites = self.lists.is_some() || !self.guarded.is_empty();
@@ -1202,9 +1208,10 @@ impl Relay {
             set(&mut edits, headers, SESSION, id);
         }
         for (i, (k, _)) in headers.iter().enumerate() {
+            let k = k.as_ref();
             let gone = (k == SESSION && ours.is_none()) || (rewrite && k == "content-length");
-            if gone && !headers[..i].iter().any(|(n, _)| n == k) {
-                edits.push(Edit::Remove(k.clone()));
+            if gone && !headers[..i].iter().any(|(n, _)| n.as_ref() == k) {
+                edits.push(Edit::Remove(k.to_string()));
             }
         }
         if rewrite {
