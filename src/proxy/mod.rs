@@ -302,7 +302,8 @@ pub enum Bind {
 #[derive(Debug)]
 pub struct Relay {
     server: String,
-    method: String,
+    /// The request is a POST (a flag, not a copy of the method: this is every proxied request's relay).
+    post: bool,
     /// The client's session id (ours), when it sent one that is live.
     ours: Option<String>,
     /// The revision a new session is recorded with.
@@ -566,7 +567,7 @@ fn new_relay(server: &Server, head: &RequestHead, picked: &Picked, ours: Option<
     });
     Relay {
         server: server.name.clone(),
-        method: head.method.clone(),
+        post: head.method == "POST",
         ours,
         version: Revision::negotiate(picked.version),
         allow: server.allow_tools.clone(),
@@ -649,7 +650,8 @@ fn forward_edits(
     }
     let current = &head.headers;
     let auth = picked.authorization.filter(|_| backend.passthrough_auth);
-    let timeout = timeout_ms.map(|ms| ms.to_string());
+    let mut digits = [0u8; 20];
+    let timeout = timeout_ms.map(|ms| decimal(ms, &mut digits));
     // The headers the backend's head sets, in the order their edits go, with the values they get; `None`:
     // not set (then removed if the client sent it).
     let targets = [
@@ -659,7 +661,7 @@ fn forward_edits(
         (":scheme", Some(picked.scheme.unwrap_or("http"))),
         (SESSION, session),
         ("authorization", auth),
-        (TIMEOUT, timeout.as_deref()),
+        (TIMEOUT, timeout),
     ];
     // One pass over the head: each target's values as they are (exact names, as the host applies the
     // edits), and the first of every other name that does not go on, removed.
@@ -689,6 +691,21 @@ fn forward_edits(
     }
     edits.extend(removals);
     Some(edits)
+}
+
+/// `n` in decimal, written into `buf`: the timeout every proxied request sets, without the formatting
+/// machinery and its string.
+fn decimal(mut n: u64, buf: &mut [u8; 20]) -> &str {
+    let mut at = buf.len();
+    loop {
+        at -= 1;
+        buf[at] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            break;
+        }
+    }
+    std::str::from_utf8(&buf[at..]).unwrap_or("0")
 }
 
 /// What the client's head holds of one header the backend's head sets: its first value, and whether it
@@ -868,7 +885,7 @@ pub fn backend_failure(status: u16, id: Value, server: &str) -> HttpResponse {
 impl Relay {
     /// Whether the request body must be read before it goes on (a tool filter applies to it).
     pub fn needs_body(&self) -> bool {
-        self.method == "POST" && self.filters()
+        self.post && self.filters()
     }
 
     /// Whether anything filters, renames or refuses on this server (else bodies and streams pass unread).
@@ -1044,7 +1061,7 @@ impl Relay {
             if let Some(reinit) = self.reinit() {
                 return Answer::Reinit(Box::new(reinit));
             }
-            if self.method != "POST" && self.found.as_ref().is_some_and(|s| s.init.is_some()) {
+            if !self.post && self.found.as_ref().is_some_and(|s| s.init.is_some()) {
                 // A GET stream cannot be sent again; ours stays, for the next POST to re-initialise (ending
                 // it here would fail that POST, which a client sends while it reconnects its stream).
                 return self.after(After::Forgotten, SessionOutcome::Deleted);
