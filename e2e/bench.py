@@ -132,7 +132,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 sys.dont_write_bytecode = True
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -799,8 +799,9 @@ def real_envoy_binary() -> Path:
     return harness.envoy_binary()
 
 
-def callgrind_threads(prefix: str) -> dict[str, int]:
-    """Instructions per thread of the last dump (`<prefix>.<part>-<thread>` files), which are then removed."""
+def callgrind_threads(prefix: str, keep: Path | None = None) -> dict[str, int]:
+    """Instructions per thread of the last dump (`<prefix>.<part>-<thread>` files), which are then removed, or
+    moved to `keep` + `.<thread>` for callgrind_annotate."""
     out: dict[str, int] = {}
     for f in sorted(Path(prefix).parent.glob(Path(prefix).name + ".*")):
         thread = f.name.rsplit("-", 1)[-1]
@@ -808,87 +809,97 @@ def callgrind_threads(prefix: str) -> dict[str, int]:
             if line.startswith(("totals:", "summary:")):
                 out[thread] = out.get(thread, 0) + int(line.split()[1])
                 break
-        f.unlink()
+        if keep is None:
+            f.unlink()
+        else:
+            f.replace(f"{keep}.{thread}")
     return out
 
 
-def policy_callgrind_section(wasm: Path, upstream: UpstreamEnvoy, run_dir: Path, pairs: int, calls: int,
-                             idle_s: float) -> dict:
-    """The policy chain as instructions of the gateway Envoy's worker thread per call (section 7, --policy-callgrind).
+class CallgrindEnvoy:
+    """A gateway Envoy (concurrency 1, V8) under callgrind, instrumentation off until it has warmed up, whose
+    worker thread's instructions are counted round by round (sections 6 and 7 with --*-callgrind).
 
-    The gateway Envoy (concurrency 1, V8) runs under callgrind with instrumentation off until it has warmed up;
-    each round zeroes the counters, makes `calls` calls of one side one after the other (one keep-alive
-    connection) and dumps them per thread. Instruction counts do not depend on the other work of the machine,
-    except for what the worker does per second of wall time (timers, the plugin's tick), which valgrind's
-    slowness makes visible: idle rounds of `idle_s` seconds measure it, and each round's share of it (its
-    duration times the idle rate) is taken off before dividing by `calls`."""
-    valgrind = shutil.which("valgrind")
-    control = shutil.which("callgrind_control")
-    if not valgrind or not control:
-        raise BenchError("valgrind and callgrind_control are needed for --policy-callgrind (apt-get install valgrind)")
-    prefix = run_dir / "callgrind.out"
-    wrapper = run_dir / "envoy-callgrind.sh"
-    wrapper.write_text(f"#!/bin/sh\nexec {valgrind} --tool=callgrind --smc-check=all --instr-atstart=no "
-                       f"--separate-threads=yes --callgrind-out-file={prefix}.%p {real_envoy_binary()} \"$@\"\n")
-    wrapper.chmod(0o755)
-    saved = os.environ.get("ENVOY_BIN")
-    os.environ["ENVOY_BIN"] = str(wrapper)
-    envoy = harness.Envoy(
-        with_policy_servers(harness.load_plugin_config(harness.EXAMPLE_CONFIG)),
-        upstream_port=upstream.port, run_dir=run_dir, name="policy-callgrind", concurrency=1, wasm=wasm,
-    )
-    try:
-        envoy.start(timeout=900)
-        calls_of = policy_calls()
-        sides: dict[str, tuple[str, dict, bytes]] = {}
-        for side, server, extra in (("nopolicy", NOPOLICY_SERVER, {}),
-                                    ("policy", POLICY_SERVER, {"x-api-key": POLICY_KEY}),
-                                    ("nomask", NOMASK_SERVER, {"x-api-key": POLICY_KEY})):
-            sid, version, body = verify_plugin_call(envoy, server, calls_of[side], extra)
-            headers = {"content-type": "application/json", "accept": harness.ACCEPT, "mcp-session-id": sid,
-                       "mcp-protocol-version": version, **extra}
-            sides[side] = (f"{envoy.base_url}/mcp-servers/{server}", headers,
-                           json.dumps(body, separators=(",", ":")).encode())
-        pid = str(envoy.proc.pid)
-        client = httpx.Client(timeout=120)
+    Each round zeroes the counters, does its work (calls one after the other on one keep-alive connection)
+    and dumps them per thread. Instruction counts do not depend on the other work of the machine, except for
+    what the worker does per second of wall time (timers, the plugin's tick), which valgrind's slowness makes
+    visible: idle rounds measure it, and each round's share of it (its duration times the idle rate) is taken
+    off before dividing by the number of calls."""
 
-        def run(side: str, n: int) -> None:
-            url, headers, body = sides[side]
+    def __init__(self, envoy: harness.Envoy, run_dir: Path):
+        valgrind = shutil.which("valgrind")
+        self.control = shutil.which("callgrind_control")
+        if not valgrind or not self.control:
+            raise BenchError("valgrind and callgrind_control are needed under callgrind (apt-get install valgrind)")
+        self.envoy = envoy
+        self.prefix = run_dir / f"{envoy.name}.callgrind.out"
+        self.wrapper = run_dir / f"{envoy.name}-callgrind.sh"
+        self.wrapper.write_text(f"#!/bin/sh\nexec {valgrind} --tool=callgrind --smc-check=all --instr-atstart=no "
+                                f"--separate-threads=yes --callgrind-out-file={self.prefix}.%p "
+                                f"{real_envoy_binary()} \"$@\"\n")
+        self.wrapper.chmod(0o755)
+        self.client = httpx.Client(timeout=120)
+
+    def start(self) -> None:
+        saved = os.environ.get("ENVOY_BIN")
+        os.environ["ENVOY_BIN"] = str(self.wrapper)
+        try:
+            self.envoy.start(timeout=900)
+        finally:
+            if saved is None:
+                os.environ.pop("ENVOY_BIN", None)
+            else:
+                os.environ["ENVOY_BIN"] = saved
+
+    def stop(self) -> None:
+        self.client.close()
+        self.envoy.stop()
+
+    def poster(self, side: str, url: str, headers: dict[str, str], body: bytes) -> Callable[[int], None]:
+        """`n` POSTs of `body` to `url`, each of which must answer 200."""
+        def run(n: int) -> None:
             for _ in range(n):
-                r = client.post(url, headers=headers, content=body)
+                r = self.client.post(url, headers=headers, content=body)
                 if r.status_code != 200:
                     raise BenchError(f"{side}: HTTP {r.status_code}: {r.text[:200]!r}")
+        return run
 
-        def ctl(*args: str) -> None:
-            subprocess.run([control, *args, pid], check=True, capture_output=True, timeout=600)
+    def _ctl(self, *args: str) -> None:
+        subprocess.run([self.control, *args, str(self.envoy.proc.pid)], check=True, capture_output=True, timeout=600)
 
+    def _dump(self, keep: Path | None = None) -> dict[str, int]:
+        return callgrind_threads(f"{self.prefix}.{self.envoy.proc.pid}", keep)
+
+    def rounds(self, sides: dict[str, Callable[[int], None]], pairs: int, calls: int, idle_s: float,
+               keep_dir: Path | None = None) -> dict:
+        """`pairs` rounds of every side (`calls` calls each) after an idle round, the order of the sides reversed
+        every other pair. The worker's instructions per call by side, raw and less the idle rate. The last
+        pair's dumps are kept in `keep_dir` (`<side>.<thread>`) when given."""
+        names = tuple(sides)
         # Warm-up, uncounted: V8 compiles the hot functions, the sessions and the counters exist.
-        for side in sides:
-            run(side, 100)
-        ctl("-i", "on")
-        for side in sides:
-            run(side, 20)
-        callgrind_threads(str(prefix) + "." + pid)
-
-        def counted(side: str) -> tuple[dict[str, int], float]:
-            ctl("-z")
-            t = time.monotonic()
-            if side == "idle":
-                time.sleep(idle_s)
-            else:
-                run(side, calls)
-            took = time.monotonic() - t
-            ctl("-d")
-            return callgrind_threads(str(prefix) + "." + pid), took
-
+        for run in sides.values():
+            run(100)
+        self._ctl("-i", "on")
+        for run in sides.values():
+            run(20)
+        self._dump()
+        width = max(len(n) for n in names)
         rounds: list[dict] = []
         for i in range(pairs):
-            order = ("idle", "nopolicy", "policy", "nomask") if i % 2 == 0 else ("idle", "nomask", "policy", "nopolicy")
-            for side in order:
-                threads, took = counted(side)
+            for side in ("idle", *(names if i % 2 == 0 else tuple(reversed(names)))):
+                self._ctl("-z")
+                t = time.monotonic()
+                if side == "idle":
+                    time.sleep(idle_s)
+                else:
+                    sides[side](calls)
+                took = time.monotonic() - t
+                self._ctl("-d")
+                keep = keep_dir / side if keep_dir is not None and i == pairs - 1 else None
+                threads = self._dump(keep)
                 rounds.append({"side": side, "pair": i, "seconds": took, "threads": threads})
                 busiest = max(threads.values()) if threads else 0
-                print(f"  callgrind pair {i + 1:>2}/{pairs}: {side:>8}: {took:5.1f} s, busiest thread "
+                print(f"  callgrind pair {i + 1:>2}/{pairs}: {side:>{width}}: {took:5.1f} s, busiest thread "
                       f"{busiest / (calls if side != 'idle' else 1):,.0f} instructions"
                       f"{' per call' if side != 'idle' else ''}", flush=True)
         # The worker: the thread with the most instructions over the calls.
@@ -899,13 +910,39 @@ def policy_callgrind_section(wasm: Path, upstream: UpstreamEnvoy, run_dir: Path,
                     totals[th] = totals.get(th, 0) + n
         worker = max(totals, key=lambda th: totals[th])
         idle_rate = statistics.median(r["threads"].get(worker, 0) / r["seconds"] for r in rounds if r["side"] == "idle")
-        per_call: dict[str, list[float]] = {"nopolicy": [], "policy": [], "nomask": []}
-        raw: dict[str, list[float]] = {"nopolicy": [], "policy": [], "nomask": []}
+        per_call: dict[str, list[float]] = {side: [] for side in names}
+        raw: dict[str, list[float]] = {side: [] for side in names}
         for r in rounds:
             if r["side"] in per_call:
                 n = r["threads"].get(worker, 0)
                 raw[r["side"]].append(n / calls)
                 per_call[r["side"]].append((n - idle_rate * r["seconds"]) / calls)
+        return {"rounds": rounds, "worker": worker, "idle_rate": idle_rate, "per_call": per_call, "raw": raw}
+
+
+def policy_callgrind_section(wasm: Path, upstream: UpstreamEnvoy, run_dir: Path, pairs: int, calls: int,
+                             idle_s: float) -> dict:
+    """The policy chain as instructions of the gateway Envoy's worker thread per call (section 7, --policy-callgrind;
+    see CallgrindEnvoy)."""
+    cg = CallgrindEnvoy(harness.Envoy(
+        with_policy_servers(harness.load_plugin_config(harness.EXAMPLE_CONFIG)),
+        upstream_port=upstream.port, run_dir=run_dir, name="policy-callgrind", concurrency=1, wasm=wasm,
+    ), run_dir)
+    envoy = cg.envoy
+    try:
+        cg.start()
+        calls_of = policy_calls()
+        sides: dict[str, Callable[[int], None]] = {}
+        for side, server, extra in (("nopolicy", NOPOLICY_SERVER, {}),
+                                    ("policy", POLICY_SERVER, {"x-api-key": POLICY_KEY}),
+                                    ("nomask", NOMASK_SERVER, {"x-api-key": POLICY_KEY})):
+            sid, version, body = verify_plugin_call(envoy, server, calls_of[side], extra)
+            headers = {"content-type": "application/json", "accept": harness.ACCEPT, "mcp-session-id": sid,
+                       "mcp-protocol-version": version, **extra}
+            sides[side] = cg.poster(side, f"{envoy.base_url}/mcp-servers/{server}", headers,
+                                    json.dumps(body, separators=(",", ":")).encode())
+        got = cg.rounds(sides, pairs, calls, idle_s)
+        per_call, raw = got["per_call"], got["raw"]
         diffs = [p - q for p, q in zip(per_call["policy"], per_call["nopolicy"])]
         # The chain without masking, and masking alone, pair by pair.
         rest = [p - q for p, q in zip(per_call["nomask"], per_call["nopolicy"])]
@@ -922,19 +959,15 @@ def policy_callgrind_section(wasm: Path, upstream: UpstreamEnvoy, run_dir: Path,
             "nomask_instructions_per_call": spread(per_call["nomask"]),
             "nopolicy_instructions_per_call": spread(per_call["nopolicy"]),
             "policy_instructions_per_call": spread(per_call["policy"]),
-            "worker_idle_instructions_per_second": idle_rate,
-            "rounds": rounds,
+            "worker_idle_instructions_per_second": got["idle_rate"],
+            "rounds": got["rounds"],
             "setup": {"pairs": pairs, "calls_per_round": calls, "idle_s": idle_s, "gateway_envoy_concurrency": 1,
                       "client": "one keep-alive connection, calls one after the other"},
             "plugin_vm_failures": harness.crash_lines(envoy.log_text())[:20],
             "envoy_log": str(envoy.log_path),
         }
     finally:
-        envoy.stop()
-        if saved is None:
-            os.environ.pop("ENVOY_BIN", None)
-        else:
-            os.environ["ENVOY_BIN"] = saved
+        cg.stop()
 
 
 def print_policy_callgrind(po: dict) -> None:
@@ -1073,20 +1106,29 @@ def per_round(samples: list[dict], baseline: list[dict]) -> dict:
     return {"throughput_ratio": spread(thr), "p50_ratio": spread(p50), "extra_cpu_us_per_req": spread(cpu)}
 
 
-def proxy_section(wrk: str, wasm: Path, upstream: UpstreamEnvoy, run_dir: Path, levels: list[int], seconds: int,
-                  warmup: int, repeat: int = 1) -> dict:
+PROXY_HEADERS = {"content-type": "application/json", "accept": harness.ACCEPT, "mcp-protocol-version": harness.LATEST}
+
+
+def proxy_gateway(wasm: Path, upstream: UpstreamEnvoy, run_dir: Path, name: str) -> tuple[harness.Envoy, dict, dict]:
+    """Section 6's gateway Envoy, not started: the plugin's proxied servers and the floor filters' listeners.
+    The Envoy, the floor modules by name, and every side's URL."""
     modules = build_floor_filters(run_dir)
-    envoy = harness.Envoy(proxy_plugin_config(), upstream_port=upstream.port, run_dir=run_dir, name="proxy",
+    envoy = harness.Envoy(proxy_plugin_config(), upstream_port=upstream.port, run_dir=run_dir, name=name,
                           concurrency=1, wasm=wasm)
     floor_ports = with_floor_listeners(envoy, modules)
+    urls = {"mcp_baseline": f"{envoy.baseline_url}/mcp", "proxy": f"{envoy.base_url}/mcp-servers/proxied",
+            "proxy_filtered": f"{envoy.base_url}/mcp-servers/proxied-filtered"}
+    urls |= {n: f"http://127.0.0.1:{floor_ports[n]}{path}" for n, path in FLOOR_SIDES.items()}
+    return envoy, modules, urls
+
+
+def proxy_section(wrk: str, wasm: Path, upstream: UpstreamEnvoy, run_dir: Path, levels: list[int], seconds: int,
+                  warmup: int, repeat: int = 1) -> dict:
+    envoy, modules, urls = proxy_gateway(wasm, upstream, run_dir, "proxy")
     try:
         envoy.start()
-        headers = {"content-type": "application/json", "accept": harness.ACCEPT,
-                   "mcp-protocol-version": harness.LATEST}
+        headers = PROXY_HEADERS
         body = json.dumps(PROXY_CALL, separators=(",", ":"))
-        urls = {"mcp_baseline": f"{envoy.baseline_url}/mcp", "proxy": f"{envoy.base_url}/mcp-servers/proxied",
-                "proxy_filtered": f"{envoy.base_url}/mcp-servers/proxied-filtered"}
-        urls |= {name: f"http://127.0.0.1:{floor_ports[name]}{path}" for name, path in FLOOR_SIDES.items()}
         sides = {}
         for side, url in urls.items():
             verify_proxy_call(url)
@@ -1122,6 +1164,70 @@ def proxy_section(wrk: str, wasm: Path, upstream: UpstreamEnvoy, run_dir: Path, 
         envoy.stop()
 
 
+# Section 6 under callgrind: what each side's worker instructions per call are compared with, pair by pair.
+PROXY_CALLGRIND_EXTRAS = (("empty", "mcp_baseline"), ("floor", "mcp_baseline"), ("floor", "empty"),
+                          ("proxy", "floor"), ("proxy_filtered", "floor"), ("proxy_filtered", "proxy"))
+
+
+def proxy_callgrind_section(wasm: Path, upstream: UpstreamEnvoy, run_dir: Path, pairs: int, calls: int,
+                            idle_s: float) -> dict:
+    """Section 6 as instructions of the gateway Envoy's worker thread per call (--proxy-callgrind; see
+    CallgrindEnvoy): every side, and the differences of PROXY_CALLGRIND_EXTRAS pair by pair. The last pair's
+    dumps stay in `run_dir`/callgrind-kept/ for callgrind_annotate."""
+    envoy, modules, urls = proxy_gateway(wasm, upstream, run_dir, "proxy-callgrind")
+    cg = CallgrindEnvoy(envoy, run_dir)
+    keep_dir = run_dir / "callgrind-kept"
+    keep_dir.mkdir(exist_ok=True)
+    try:
+        cg.start()
+        body = json.dumps(PROXY_CALL, separators=(",", ":")).encode()
+        sides = {}
+        for side in PROXY_SIDES:
+            verify_proxy_call(urls[side])
+            sides[side] = cg.poster(side, urls[side], PROXY_HEADERS, body)
+        got = cg.rounds(sides, pairs, calls, idle_s, keep_dir)
+        per_call = got["per_call"]
+        extras = {f"{a}-{b}": spread([x - y for x, y in zip(per_call[a], per_call[b])])
+                  for a, b in PROXY_CALLGRIND_EXTRAS}
+        for url in urls.values():  # still answering after the rounds
+            verify_proxy_call(url)
+        return {
+            "callgrind": True,
+            "instructions_per_call": {side: spread(v) for side, v in per_call.items()},
+            "uncorrected_instructions_per_call": {side: spread(v) for side, v in got["raw"].items()},
+            "extra_instructions_per_call": extras,
+            "worker_idle_instructions_per_second": got["idle_rate"],
+            "worker_thread": got["worker"],
+            "rounds": got["rounds"],
+            "kept": str(keep_dir),
+            "setup": {"pairs": pairs, "calls_per_round": calls, "idle_s": idle_s, "gateway_envoy_concurrency": 1,
+                      "client": "one keep-alive connection, calls one after the other",
+                      "request": PROXY_CALL, "floor_modules": {n: str(p) for n, p in modules.items()}},
+            "plugin_vm_failures": harness.crash_lines(envoy.log_text())[:20],
+            "envoy_log": str(envoy.log_path),
+        }
+    finally:
+        cg.stop()
+
+
+def print_proxy_callgrind(px: dict) -> None:
+    cfg = px["setup"]
+    print(f"Proxied MCP servers under callgrind: the gateway Envoy's worker thread, {cfg['pairs']} pairs of "
+          f"{cfg['calls_per_round']} calls per side, order alternating;")
+    print(f"  each round less its duration times the worker's idle rate "
+          f"({px['worker_idle_instructions_per_second']:,.0f} instructions per second, from {cfg['idle_s']:.0f} s "
+          f"idle rounds); dumps of the last pair in {px['kept']}")
+    print(f"  {'side':<14} {'instructions per call: median':>30} {'range':>22}")
+    for side, v in px["instructions_per_call"].items():
+        print(f"  {side:<14} {v['median']:>30,.0f} {v['min']:>10,.0f} .. {v['max']:>9,.0f}")
+    print(f"  {'extra':<24} {'median':>10} {'range':>22}")
+    for name, v in px["extra_instructions_per_call"].items():
+        print(f"  {name:<24} {v['median']:>10,.0f} {v['min']:>10,.0f} .. {v['max']:>9,.0f}")
+    if px.get("plugin_vm_failures"):
+        print(f"  plugin VM failures in Envoy's log: {px['plugin_vm_failures'][:3]}")
+    print()
+
+
 def failed_section(section: dict, title: str) -> bool:
     """Prints a section that failed, with its first error line; True if it did."""
     if section.get("error"):
@@ -1136,6 +1242,9 @@ def rounds_note(cfg: dict) -> str:
 
 def print_proxy(px: dict) -> None:
     if failed_section(px, "Proxied MCP servers"):
+        return
+    if px.get("callgrind"):
+        print_proxy_callgrind(px)
         return
     cfg = px["setup"]
     rounds = rounds_note(cfg)
@@ -2069,7 +2178,14 @@ def parse_args() -> argparse.Namespace:
                     "side and --policy-pairs pairs (e.g. --policy-only --policy-pairs 4 --policy-callgrind 300); "
                     "needs valgrind")
     ap.add_argument("--policy-idle", type=float, default=10.0,
-                    help="with --policy-callgrind: seconds of each idle round (the worker's own rate)")
+                    help="with --policy-callgrind or --proxy-callgrind: seconds of each idle round (the worker's own "
+                    "rate)")
+    ap.add_argument("--proxy-callgrind", type=int, default=0, metavar="CALLS",
+                    help="section 6 under callgrind: the gateway Envoy's worker instructions per call of each side, "
+                    "CALLS calls per side and --proxy-pairs pairs (e.g. --proxy-only --proxy-callgrind 200); "
+                    "needs valgrind")
+    ap.add_argument("--proxy-pairs", type=int, default=3,
+                    help="with --proxy-callgrind: rounds of every side, the order alternating")
     ap.add_argument("--no-proxy", action="store_true", default=env("BENCH_PROXY", "1") == "0",
                     help="skip section 6, proxied MCP servers")
     ap.add_argument("--startup-only", action="store_true",
@@ -2102,6 +2218,8 @@ def parse_args() -> argparse.Namespace:
         a.sessions_calls, a.no_proxy, a.startup_runs, a.openapi_runs, a.openapi_load_runs = "none", True, 0, 0, 0
     if a.proxy_only and a.no_proxy and not a.policy_only:
         ap.error("--proxy-only and --no-proxy exclude each other")
+    if a.proxy_callgrind < 0 or a.proxy_pairs < 1:
+        ap.error("--proxy-callgrind must be >= 0 and --proxy-pairs >= 1")
     if a.startup_only and a.startup_runs < 1:
         ap.error("--startup-only needs --startup-runs >= 1")
     a.level_list = [int(x) for x in re.split(r"[,\s]+", a.levels.strip()) if x]
@@ -2219,11 +2337,19 @@ def main() -> int:
                 print(f"\nsession-store section failed: {exc.__class__.__name__}: {exc}", file=sys.stderr)
                 res["sessions"] = {"error": f"{exc.__class__.__name__}: {exc}"}
         if not (args.no_proxy or args.openapi_only or args.sessions_only or args.startup_only):
-            print(f"proxied MCP servers: levels {args.level_list}, {args.duration} s each (+{args.warmup} s warm-up)"
-                  + (f", {args.repeat} rounds" if args.repeat > 1 else ""), flush=True)
+            if args.proxy_callgrind > 0:
+                print(f"proxied MCP servers under callgrind: {args.proxy_pairs} pairs of {args.proxy_callgrind} calls "
+                      f"per side, idle rounds of {args.policy_idle:.0f} s", flush=True)
+            else:
+                print(f"proxied MCP servers: levels {args.level_list}, {args.duration} s each (+{args.warmup} s "
+                      "warm-up)" + (f", {args.repeat} rounds" if args.repeat > 1 else ""), flush=True)
             try:
-                res["proxy"] = proxy_section(wrk, wasm, upstream, run_dir, args.level_list, args.duration,
-                                             args.warmup, args.repeat)
+                if args.proxy_callgrind > 0:
+                    res["proxy"] = proxy_callgrind_section(wasm, upstream, run_dir, args.proxy_pairs,
+                                                           args.proxy_callgrind, args.policy_idle)
+                else:
+                    res["proxy"] = proxy_section(wrk, wasm, upstream, run_dir, args.level_list, args.duration,
+                                                 args.warmup, args.repeat)
             except (harness.HarnessError, BenchError, httpx.HTTPError) as exc:
                 print(f"\nproxied-server section failed: {exc.__class__.__name__}: {exc}", file=sys.stderr)
                 res["proxy"] = {"error": f"{exc.__class__.__name__}: {exc}"}

@@ -133,6 +133,14 @@ impl<'a> Iterator for Pairs<'a> {
     }
 }
 
+impl Pairs<'_> {
+    /// The pairs left, as the map declares them (bounded by what its bytes can hold, 10 bytes a pair): the
+    /// capacity a head collected from it is allocated with once, instead of grown.
+    pub fn declared(&self) -> usize {
+        self.left.min(self.map.len() / 10)
+    }
+}
+
 /// Replaces a whole header map.
 pub fn set_map(map: MapType, pairs: &[(&str, &str)]) -> Result<(), Refused> {
     let bytes = serialize(pairs);

@@ -26,6 +26,7 @@ use proxy_wasm::hostcalls;
 use proxy_wasm::traits::{Context, HttpContext, RootContext};
 use proxy_wasm::types::{Action, BufferType, ContextType, LogLevel, MapType};
 use shared_data::SharedData;
+use std::borrow::Cow;
 use std::cell::{Cell, RefCell};
 use std::rc::Rc;
 use std::time::{Duration, UNIX_EPOCH};
@@ -191,15 +192,25 @@ fn jwt_payload(jwt: &crate::admission::JwtAuth) -> Option<serde_json::Map<String
 /// must not panic the VM (that would take the worker down). One reader for the four heads that need it.
 fn answer_head(map: MapType) -> (Option<u16>, Vec<(String, String)>) {
     let bytes = abi::header_map(map);
-    let text = |b: &[u8]| String::from_utf8_lossy(b).into_owned();
-    let (mut status, mut headers) = (None, Vec::new());
-    for (k, v) in abi::pairs(&bytes) {
+    let (status, headers) = answer_view(&bytes);
+    (status, headers.into_iter().map(|(k, v)| (k.into_owned(), v.into_owned())).collect())
+}
+
+/// A header of a head read from the host, borrowed unless it had to be decoded lossily.
+type Viewed<'a> = (Cow<'a, str>, Cow<'a, str>);
+
+/// [`answer_head`] borrowing `bytes` (a map [`abi::header_map`] read): a proxied answer's head is looked
+/// at, not kept, so its headers are not copied one by one (two allocations each in the VM).
+fn answer_view(bytes: &[u8]) -> (Option<u16>, Vec<Viewed<'_>>) {
+    let pairs = abi::pairs(bytes);
+    let (mut status, mut headers) = (None, Vec::with_capacity(pairs.declared()));
+    for (k, v) in pairs {
         match k.first() {
             Some(b':') if k == b":status" && status.is_none() => {
                 status = Some(std::str::from_utf8(v).ok().and_then(|v| v.parse().ok()));
             }
             Some(b':') => {}
-            _ => headers.push((text(k), text(v))),
+            _ => headers.push((String::from_utf8_lossy(k), String::from_utf8_lossy(v))),
         }
     }
     (status.flatten(), headers)
@@ -557,7 +568,9 @@ impl HttpContext for Http {
             return Action::Continue;
         }
         let text = |b: &[u8]| String::from_utf8_lossy(b).into_owned();
-        let headers: Vec<(String, String)> = abi::pairs(&map).map(|(k, v)| (text(k), text(v))).collect();
+        let pairs = abi::pairs(&map);
+        let mut headers = Vec::with_capacity(pairs.declared());
+        headers.extend(pairs.map(|(k, v)| (text(k), text(v))));
         let path = text(path);
         let method = text(header(&map, b":method"));
         // Only Go templates read the client's address (`getRealIP`): one hostcall fewer for everyone else.

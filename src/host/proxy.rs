@@ -8,7 +8,7 @@
 //! the step's answer comes ([`on_redis_reply`], [`on_call_response`]) or its deadline passes
 //! ([`expired`]); then the relay decides, and the exchange is rewritten and resumed or answered locally.
 
-use super::{abi, answer_head, borrowed, log, now_ms, Calls};
+use super::{abi, answer_head, answer_view, borrowed, log, now_ms, Calls};
 use crate::driver::Host;
 use crate::gateway::Gateway;
 use crate::proxy::bridge::{self, Begin, Bridge, Post};
@@ -949,12 +949,15 @@ pub fn on_response_headers(id: u32, end_of_stream: bool) -> Option<Action> {
     RELAYS.with(|r| {
         let mut relays = r.borrow_mut();
         let held = relays.get_mut(&id)?;
-        let (status, headers) = answer_head(MapType::HttpResponseHeaders);
+        let bytes = abi::header_map(MapType::HttpResponseHeaders);
+        let (status, headers) = answer_view(&bytes);
         let status = status.unwrap_or(502);
+        // What the edits that replace a held answer are computed against; a passed one is not copied.
+        let owned = || headers.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
         let gw = held.gw.clone();
         if let Some(bridge) = held.bridge.as_mut() {
             // The head is held: the client's answer is a local reply in its place.
-            held.answer = headers;
+            held.answer = owned();
             return Some(match bridge.on_head(status, &held.answer) {
                 None => Action::Pause,
                 Some(r) if end_of_stream => {
@@ -973,7 +976,7 @@ pub fn on_response_headers(id: u32, end_of_stream: bool) -> Option<Action> {
         match relay.on_response_head(&gw, &mut env, status, &headers) {
             Answer::Redis(pending) => {
                 held.response_end = end_of_stream;
-                held.answer = headers;
+                held.answer = owned();
                 if !held.hold(&mut env, Pending::Session(pending), Phase::Response) {
                     relays.remove(&id);
                 }
@@ -981,7 +984,7 @@ pub fn on_response_headers(id: u32, end_of_stream: bool) -> Option<Action> {
             }
             Answer::Reinit(reinit) => {
                 held.response_end = end_of_stream;
-                held.answer = headers;
+                held.answer = owned();
                 let step = held.reinit.insert(reinit).start();
                 if !held.reinit_step(&mut env, step) {
                     relays.remove(&id);
@@ -1009,7 +1012,7 @@ pub fn on_response_headers(id: u32, end_of_stream: bool) -> Option<Action> {
                 Some(Action::Continue)
             }
             Answer::Replace(resp) => {
-                held.answer = headers;
+                held.answer = owned();
                 held.replacement = Some(resp);
                 Some(Action::Pause)
             }

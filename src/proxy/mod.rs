@@ -302,7 +302,8 @@ pub enum Bind {
 #[derive(Debug)]
 pub struct Relay {
     server: String,
-    method: String,
+    /// The request is a POST (a flag, not a copy of the method: this is every proxied request's relay).
+    post: bool,
     /// The client's session id (ours), when it sent one that is live.
     ours: Option<String>,
     /// The revision a new session is recorded with.
@@ -566,7 +567,7 @@ fn new_relay(server: &Server, head: &RequestHead, picked: &Picked, ours: Option<
     });
     Relay {
         server: server.name.clone(),
-        method: head.method.clone(),
+        post: head.method == "POST",
         ours,
         version: Revision::negotiate(picked.version),
         allow: server.allow_tools.clone(),
@@ -649,7 +650,8 @@ fn forward_edits(
     }
     let current = &head.headers;
     let auth = picked.authorization.filter(|_| backend.passthrough_auth);
-    let timeout = timeout_ms.map(|ms| ms.to_string());
+    let mut digits = [0u8; 20];
+    let timeout = timeout_ms.map(|ms| decimal(ms, &mut digits));
     // The headers the backend's head sets, in the order their edits go, with the values they get; `None`:
     // not set (then removed if the client sent it).
     let targets = [
@@ -659,7 +661,7 @@ fn forward_edits(
         (":scheme", Some(picked.scheme.unwrap_or("http"))),
         (SESSION, session),
         ("authorization", auth),
-        (TIMEOUT, timeout.as_deref()),
+        (TIMEOUT, timeout),
     ];
     // One pass over the head: each target's values as they are (exact names, as the host applies the
     // edits), and the first of every other name that does not go on, removed.
@@ -689,6 +691,21 @@ fn forward_edits(
     }
     edits.extend(removals);
     Some(edits)
+}
+
+/// `n` in decimal, written into `buf`: the timeout every proxied request sets, without the formatting
+/// machinery and its string.
+fn decimal(mut n: u64, buf: &mut [u8; 20]) -> &str {
+    let mut at = buf.len();
+    loop {
+        at -= 1;
+        buf[at] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            break;
+        }
+    }
+    std::str::from_utf8(&buf[at..]).unwrap_or("0")
 }
 
 /// What the client's head holds of one header the backend's head sets: its first value, and whether it
@@ -726,8 +743,8 @@ const TIMEOUT: &str = "x-envoy-upstream-rq-timeout-ms";
 /// The edit (if any) that gives the header `name` of `current` the one value `value`: none if it has it,
 /// a set over one value or none, else the values removed and the one added (hosts differ on whether a set
 /// replaces every value of a name), as [`diff`] decides it.
-fn set(edits: &mut Vec<Edit>, current: &[(String, String)], name: &str, value: &str) {
-    let mut now = current.iter().filter(|(k, _)| k == name).map(|(_, v)| v.as_str());
+fn set<S: AsRef<str>>(edits: &mut Vec<Edit>, current: &[(S, S)], name: &str, value: &str) {
+    let mut now = current.iter().filter(|(k, _)| k.as_ref() == name).map(|(_, v)| v.as_ref());
     match (now.next(), now.next()) {
         (Some(v), None) if v == value => {}
         (_, None) => edits.push(Edit::Set(name.into(), value.into())),
@@ -736,6 +753,11 @@ fn set(edits: &mut Vec<Edit>, current: &[(String, String)], name: &str, value: &
             edits.push(Edit::Add(name.into(), value.into()));
         }
     }
+}
+
+/// A head as owned pairs, for an answer that waits (its head is kept).
+fn owned<S: AsRef<str>>(headers: &[(S, S)]) -> Vec<(String, String)> {
+    headers.iter().map(|(k, v)| (k.as_ref().to_string(), v.as_ref().to_string())).collect()
 }
 
 fn start(
@@ -863,7 +885,7 @@ pub fn backend_failure(status: u16, id: Value, server: &str) -> HttpResponse {
 impl Relay {
     /// Whether the request body must be read before it goes on (a tool filter applies to it).
     pub fn needs_body(&self) -> bool {
-        self.method == "POST" && self.filters()
+        self.post && self.filters()
     }
 
     /// Whether anything filters, renames or refuses on this server (else bodies and streams pass unread).
@@ -1026,19 +1048,20 @@ impl Relay {
 
     /// The backend's answer head (`headers` without pseudo-headers): binds a new backend session to one
     /// of ours, puts our id in place of the backend's, and maps failures. [`Answer::Redis`] when the store
-    /// answers later: then [`Relay::on_session`] gives the answer.
-    pub fn on_response_head(
+    /// answers later: then [`Relay::on_session`] gives the answer. `headers` may borrow the host's map: a
+    /// proxied answer's head is only looked at, and copied only when it has to wait.
+    pub fn on_response_head<S: AsRef<str>>(
         &mut self,
         gw: &Gateway,
         env: &mut dyn Env,
         status: u16,
-        headers: &[(String, String)],
+        headers: &[(S, S)],
     ) -> Answer {
         if status == 404 && self.ours.is_some() {
             if let Some(reinit) = self.reinit() {
                 return Answer::Reinit(Box::new(reinit));
             }
-            if self.method != "POST" && self.found.as_ref().is_some_and(|s| s.init.is_some()) {
+            if !self.post && self.found.as_ref().is_some_and(|s| s.init.is_some()) {
                 // A GET stream cannot be sent again; ours stays, for the next POST to re-initialise (ending
                 // it here would fail that POST, which a client sends while it reconnects its stream).
                 return self.after(After::Forgotten, SessionOutcome::Deleted);
@@ -1049,7 +1072,7 @@ impl Relay {
         if status >= 500 {
             return Answer::Replace(backend_failure(status, self.request_id.clone(), &self.server));
         }
-        let theirs = headers.iter().find(|(k, _)| k == SESSION).map(|(_, v)| v.clone());
+        let theirs = headers.iter().find(|(k, _)| k.as_ref() == SESSION).map(|(_, v)| v.as_ref().to_string());
         if let (Some(backend), None) = (&theirs, &self.ours) {
             if gw.sessions.kind() == "signed" && backend.len() > signed::MAX_BACKEND {
                 let msg = format!(
@@ -1067,7 +1090,7 @@ impl Relay {
             let mut session = Session::new(self.server.clone(), self.version.as_str());
             session.backend = Some(backend.clone());
             session.init = self.body.as_deref().and_then(reinit::init_params);
-            return self.store(gw, env, SessionOp::Create(session), After::Created(status, headers.to_vec()));
+            return self.store(gw, env, SessionOp::Create(session), After::Created(status, owned(headers)));
         }
         let ours = self.ours.clone();
         self.head(status, headers, ours)
@@ -1172,15 +1195,15 @@ impl Relay {
     }
 
     /// The answer head once our session is known: our id in place of the backend's, the body's rewriting.
-    fn head(&mut self, status: u16, headers: &[(String, String)], ours: Option<String>) -> Answer {
-        let theirs = headers.iter().any(|(k, _)| k == SESSION);
-        let content_type = headers.iter().find(|(k, _)| k == "content-type").map_or("", |(_, v)| v.as_str());
+    fn head<S: AsRef<str>>(&mut self, status: u16, headers: &[(S, S)], ours: Option<String>) -> Answer {
+        let theirs = headers.iter().any(|(k, _)| k.as_ref() == SESSION);
+        let content_type = headers.iter().find(|(k, _)| k.as_ref() == "content-type").map_or("", |(_, v)| v.as_ref());
         if matches!(self.filter, Filter::Endpoint(_)) {
             if status != 200 || !content_type.starts_with("text/event-stream") {
                 self.filter = Filter::None;
                 return Answer::Pass(Vec::new());
             }
-            let has_length = headers.iter().any(|(k, _)| k == "content-length");
+            let has_length = headers.iter().any(|(k, _)| k.as_ref() == "content-length");
             return Answer::Hold(has_length.then(|| Edit::Remove("content-length".into())).into_iter().collect());
         }
         let rewrites = self.lists.is_some() || !self.guarded.is_empty();
@@ -1202,9 +1225,10 @@ impl Relay {
             set(&mut edits, headers, SESSION, id);
         }
         for (i, (k, _)) in headers.iter().enumerate() {
+            let k = k.as_ref();
             let gone = (k == SESSION && ours.is_none()) || (rewrite && k == "content-length");
-            if gone && !headers[..i].iter().any(|(n, _)| n == k) {
-                edits.push(Edit::Remove(k.clone()));
+            if gone && !headers[..i].iter().any(|(n, _)| n.as_ref() == k) {
+                edits.push(Edit::Remove(k.to_string()));
             }
         }
         if rewrite {

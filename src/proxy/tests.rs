@@ -2,6 +2,9 @@ use super::*;
 use crate::session::memory::MemoryEnv;
 use serde_json::json;
 
+/// An answer head without headers (the answer head is generic over how its strings are held).
+const NO_HEADERS: &[(String, String)] = &[];
+
 pub(super) const KEY: &str = "MDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3ODlhYmNkZWY=";
 
 /// The `sessions:` line of a test config for `store` (`signed`, else the default local store).
@@ -167,11 +170,11 @@ fn a_backend_that_forgot_the_session_or_failed_gives_a_json_rpc_error() {
     let out = answered(200, &answer, &edits);
     let ours = value(&out, SESSION).unwrap().to_string();
     let (mut relay, _) = forward(&gw, &mut env, &head("POST", &[(SESSION, &ours)]));
-    let Answer::Replace(r) = relay.on_response_head(&gw, &mut env, 404, &[]) else { panic!() };
+    let Answer::Replace(r) = relay.on_response_head(&gw, &mut env, 404, NO_HEADERS) else { panic!() };
     assert_eq!(r.status, 404);
     assert!(String::from_utf8_lossy(&r.body).contains("-32001"));
     let (mut relay, _) = forward(&gw, &mut env, &head("POST", &[]));
-    let Answer::Replace(r) = relay.on_response_head(&gw, &mut env, 503, &[]) else { panic!() };
+    let Answer::Replace(r) = relay.on_response_head(&gw, &mut env, 503, NO_HEADERS) else { panic!() };
     assert_eq!(r.status, 502);
     assert!(String::from_utf8_lossy(&r.body).contains("could not be reached (HTTP 503)"));
 }
@@ -840,7 +843,7 @@ fn sessions_are_bound_in_redis_through_the_hosts_asynchronous_calls() {
     // Edits against the request head as it came (paused meanwhile): ours replaced by the backend's id.
     assert!(edits.contains(&Edit::Set(SESSION.into(), "backend-1".into())), "{edits:?}");
     assert_eq!(value(&sent(&h, &edits), SESSION), Some("backend-1"));
-    assert_eq!(relay.on_response_head(&gw, &mut env, 202, &[]), Answer::Pass(Vec::new()));
+    assert_eq!(relay.on_response_head(&gw, &mut env, 202, NO_HEADERS), Answer::Pass(Vec::new()));
     // An id Redis does not know: 404 (-32001) after the lookup.
     let unknown = "0123456789abcdef0123456789abcdef";
     let Some(Start::Redis(opening, get)) = route(&gw, &head("POST", &[(SESSION, unknown)]), &mut env) else { panic!() };
@@ -856,7 +859,7 @@ fn sessions_are_bound_in_redis_through_the_hosts_asynchronous_calls() {
     let Some(Start::Redis(opening, get)) = route(&gw, &head("POST", &[(SESSION, &ours)]), &mut env) else { panic!() };
     let outcome = redis_answer(&gw, &mut redis, &get);
     let Start::Forward(mut relay, _) = resume(&gw, &mut env, *opening, outcome) else { panic!() };
-    let Answer::Redis(del) = relay.on_response_head(&gw, &mut env, 404, &[]) else { panic!() };
+    let Answer::Redis(del) = relay.on_response_head(&gw, &mut env, 404, NO_HEADERS) else { panic!() };
     assert_eq!(crate::resp::decode_command(&del.command).unwrap()[0], b"DEL");
     let outcome = redis_answer(&gw, &mut redis, &del);
     let Answer::Replace(r) = relay.on_session(outcome) else { panic!() };
@@ -917,7 +920,7 @@ fn a_backend_that_forgot_the_session_is_reinitialised_with_the_clients_params_an
     let (mut relay, sent) = forward(&gw, &mut env, &h);
     assert_eq!(value(&sent, SESSION), Some("b-1"));
     relay.on_body(&gw, &mut env, list).unwrap();
-    let Answer::Reinit(mut reinit) = relay.on_response_head(&gw, &mut env, 404, &[]) else { panic!() };
+    let Answer::Reinit(mut reinit) = relay.on_response_head(&gw, &mut env, 404, NO_HEADERS) else { panic!() };
     let reinit::Step::Call(h1, b1) = reinit.start() else { panic!() };
     let b1: Value = serde_json::from_slice(&b1).unwrap();
     assert_eq!(b1["method"], "initialize");
@@ -963,7 +966,7 @@ fn a_failed_reinitialisation_ends_our_session_as_before() {
     let ours = value(&out, SESSION).unwrap().to_string();
     let (mut relay, _) = forward(&gw, &mut env, &head("POST", &[(SESSION, &ours)]));
     relay.keep(b"{}".to_vec());
-    let Answer::Reinit(mut reinit) = relay.on_response_head(&gw, &mut env, 404, &[]) else { panic!() };
+    let Answer::Reinit(mut reinit) = relay.on_response_head(&gw, &mut env, 404, NO_HEADERS) else { panic!() };
     reinit.start();
     let reinit::Step::Session(op) = reinit.on_answer(503, &[], Vec::new()) else { panic!() };
     assert!(matches!(op, SessionOp::Delete { .. }));
@@ -979,11 +982,11 @@ fn a_failed_reinitialisation_ends_our_session_as_before() {
     let out = answered(200, &theirs, &edits);
     let ours = value(&out, SESSION).unwrap().to_string();
     let (mut relay, _) = forward(&gw, &mut env, &head("GET", &[(SESSION, &ours)]));
-    assert!(matches!(relay.on_response_head(&gw, &mut env, 404, &[]), Answer::Replace(_)));
+    assert!(matches!(relay.on_response_head(&gw, &mut env, 404, NO_HEADERS), Answer::Replace(_)));
     // ... and ours stays, for the next POST to re-initialise the backend.
     let (mut relay, _) = forward(&gw, &mut env, &head("POST", &[(SESSION, &ours)]));
     relay.keep(b"{}".to_vec());
-    assert!(matches!(relay.on_response_head(&gw, &mut env, 404, &[]), Answer::Reinit(_)));
+    assert!(matches!(relay.on_response_head(&gw, &mut env, 404, NO_HEADERS), Answer::Reinit(_)));
 }
 
 #[test]
@@ -1216,4 +1219,12 @@ fn one_pass_picks_what_the_head_asked_for_one_by_one() {
     let other = RequestHead { method: "GET".into(), headers, ..Default::default() };
     let none = Picked::of(&other);
     assert!(none.origin.is_none() && none.session.is_none() && none.authority.is_none() && none.scheme.is_none());
+}
+
+#[test]
+fn the_timeout_is_written_in_decimal_as_formatting_writes_it() {
+    let mut buf = [0u8; 20];
+    for n in [0, 7, 10, 10_000, 123_456_789, u64::MAX] {
+        assert_eq!(decimal(n, &mut buf), n.to_string());
+    }
 }
