@@ -6,12 +6,26 @@
 /// hour) still advance between calls.
 pub const TOKEN: u64 = 1000;
 
-/// A token bucket's state: its level (thousandths of a token) when it was last written.
+/// A token bucket's state: its level (thousandths of a token) when it was last written, and the tokens
+/// leased to workers in the lease period of `at_ms` (process counters only: [`Rate::lease`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Level {
     pub milli: u64,
     pub at_ms: u64,
+    pub leased: u64,
 }
+
+/// The most tokens one lease takes, and the fewest worth one (smaller takes are single tokens).
+pub const MAX_LEASE: u64 = 32;
+pub const MIN_LEASE: u64 = 4;
+/// A lease takes at most 1/16 of the tokens in the bucket, and leases of one period at most 1/16 of its
+/// capacity: a burst below 64 (16 x [`MIN_LEASE`]) never leases.
+pub const LEASE_SHARE: u64 = 16;
+/// How far a worker's clock may be behind a counter's time and still count from the counter's (two workers'
+/// clocks read a moment apart); further back is a clock stepped back, counted from anew.
+const SKEW_MS: u64 = 1000;
+/// The longest lease period: a worker's unspent tokens are lost at most this long after it took them.
+pub const MAX_LEASE_PERIOD_MS: u64 = 1000;
 
 /// A token bucket's shape: `capacity` tokens (the burst), refilled at `requests` per `window_ms`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -37,10 +51,68 @@ impl Rate {
     pub fn take(&self, state: Option<Level>, now_ms: u64) -> Result<Level, u64> {
         let level = self.refill(state, now_ms);
         if level >= TOKEN {
-            Ok(Level { milli: level - TOKEN, at_ms: now_ms })
+            Ok(Level { milli: level - TOKEN, at_ms: now_ms, leased: 0 })
         } else {
             Err(self.wait_ms(level))
         }
+    }
+
+    /// How long a lease lasts: leases are counted per period of this length (`at_ms / period`).
+    pub fn lease_period_ms(&self) -> u64 {
+        self.window_ms.clamp(1, MAX_LEASE_PERIOD_MS)
+    }
+
+    /// Takes one token at `now_ms` from a process counter, and with it, when the bucket is large and full
+    /// enough and `may_lease`, a lease of more tokens for this worker to spend alone until the lease period
+    /// of the returned state's `at_ms` ends: the new state and the tokens taken (the call's one included),
+    /// or how many milliseconds until a token is there.
+    ///
+    /// Sound as long as leased tokens are spent only in their period: within a period the bucket refills
+    /// only up to its capacity less the tokens leased in it, so the bucket's level plus the leased tokens
+    /// still unspent never exceeds the capacity, and every call (taken here or spent from a lease) costs
+    /// one token of that sum, which refills at the rate and no faster. Over any interval the calls admitted
+    /// are then at most what one strict bucket admits: the capacity plus the rate times the interval
+    /// (`tests::leases`). A counter's time never goes back by a second or less (a worker whose clock was
+    /// read before another's write counts from that write), so no interval refills twice.
+    pub fn lease(&self, state: Option<Level>, now_ms: u64, may_lease: bool) -> Result<(Level, u64), u64> {
+        let mut s = self.settle(state, now_ms);
+        if s.milli < TOKEN {
+            return Err(self.wait_ms(s.milli).saturating_add(s.at_ms.saturating_sub(now_ms)));
+        }
+        let whole = s.milli / TOKEN;
+        let room = (self.capacity / LEASE_SHARE).saturating_sub(s.leased);
+        let k = MAX_LEASE.min(whole / LEASE_SHARE).min(room);
+        if may_lease && k >= MIN_LEASE {
+            s.milli -= k * TOKEN;
+            s.leased += k;
+            Ok((s, k))
+        } else {
+            s.milli -= TOKEN;
+            Ok((s, 1))
+        }
+    }
+
+    /// The state at `now_ms` (or at the counter's own time, if `now_ms` is at most a second before it):
+    /// refilled, but within a lease period only up to the capacity less the tokens leased in it; a new
+    /// period starts with none leased.
+    fn settle(&self, state: Option<Level>, now_ms: u64) -> Level {
+        let cap = self.capacity.saturating_mul(TOKEN);
+        let Some(s) = state else { return Level { milli: cap, at_ms: now_ms, leased: 0 } };
+        let at = if now_ms < s.at_ms && s.at_ms - now_ms <= SKEW_MS { s.at_ms } else { now_ms };
+        if s.leased == 0 {
+            return Level { milli: self.refill(Some(s), at), at_ms: at, leased: 0 };
+        }
+        let period = self.lease_period_ms();
+        let end = (s.at_ms / period).saturating_add(1).saturating_mul(period);
+        let held = cap.saturating_sub(s.leased.saturating_mul(TOKEN));
+        let in_period =
+            |milli: u64, from: u64, to: u64| self.refill(Some(Level { milli, at_ms: from, leased: 0 }), to).min(held);
+        if at < end {
+            return Level { milli: in_period(s.milli, s.at_ms, at), at_ms: at, leased: s.leased };
+        }
+        // The period of the leases ended: its refill was capped up to its end, the rest is not.
+        let at_end = in_period(s.milli, s.at_ms, end);
+        Level { milli: self.refill(Some(Level { milli: at_end, at_ms: end, leased: 0 }), at), at_ms: at, leased: 0 }
     }
 
     /// Milliseconds until a bucket at `level` holds a whole token again (rounded up).
@@ -58,18 +130,24 @@ impl Rate {
     }
 }
 
-/// Gives a token back (a call another limit refused after this one had let it through).
+/// Gives a token back (a call another limit refused after this one had let it through), up to the
+/// capacity less the tokens leased in the state's period.
 pub fn refund(state: Level, capacity: u64) -> Level {
-    Level { milli: (state.milli + TOKEN).min(capacity.saturating_mul(TOKEN)), at_ms: state.at_ms }
+    let held = capacity.saturating_sub(state.leased).saturating_mul(TOKEN);
+    Level { milli: (state.milli + TOKEN).min(held.max(state.milli)), ..state }
 }
 
-/// Reads a stored level, `"{milli} {at_ms}"` (decimal digits, surrounding whitespace aside); anything
-/// else is a new bucket. Read byte by byte: it runs on every limited call.
+/// Reads a stored level, `"{milli} {at_ms}"` or `"{milli} {at_ms} {leased}"` (decimal digits, surrounding
+/// whitespace aside); anything else is a new bucket. Read byte by byte: it runs on every limited call.
 pub fn decode(text: &[u8]) -> Option<Level> {
     let text = text.trim_ascii();
     let space = text.iter().position(|b| *b == b' ')?;
-    let (milli, at) = (text.get(..space)?, text.get(space + 1..)?);
-    Some(Level { milli: number(milli)?, at_ms: number(at)? })
+    let (milli, rest) = (text.get(..space)?, text.get(space + 1..)?);
+    let (at, leased) = match rest.iter().position(|b| *b == b' ') {
+        Some(i) => (rest.get(..i)?, number(rest.get(i + 1..)?)?),
+        None => (rest, 0),
+    };
+    Some(Level { milli: number(milli)?, at_ms: number(at)?, leased })
 }
 
 /// A `u64` in decimal digits only (no sign, no overflow).
@@ -83,9 +161,9 @@ fn number(digits: &[u8]) -> Option<u64> {
     })
 }
 
-/// A level as stored, written on the stack (two `u64`s and a space: at most 41 bytes).
+/// A level as stored, written on the stack (three `u64`s and two spaces: at most 62 bytes).
 pub struct Encoded {
-    buf: [u8; 41],
+    buf: [u8; 62],
     len: usize,
 }
 
@@ -95,13 +173,19 @@ impl Encoded {
     }
 }
 
-/// `"{milli} {at_ms}"`, without the formatting machinery or an allocation.
+/// `"{milli} {at_ms}"`, and `" {leased}"` when tokens are leased, without the formatting machinery or an
+/// allocation.
 pub fn encode(level: Level) -> Encoded {
-    let mut e = Encoded { buf: [0; 41], len: 0 };
+    let mut e = Encoded { buf: [0; 62], len: 0 };
     push_number(&mut e, level.milli);
     e.buf[e.len] = b' ';
     e.len += 1;
     push_number(&mut e, level.at_ms);
+    if level.leased > 0 {
+        e.buf[e.len] = b' ';
+        e.len += 1;
+        push_number(&mut e, level.leased);
+    }
     e
 }
 
@@ -193,7 +277,7 @@ mod tests {
         assert_eq!(FIVE_PER_2S.take(state, 10_000), Err(400));
         assert_eq!(FIVE_PER_2S.take(state, 10_300), Err(100));
         let s = FIVE_PER_2S.take(state, 10_400).unwrap();
-        assert_eq!(s, Level { milli: 0, at_ms: 10_400 });
+        assert_eq!(s, Level { milli: 0, at_ms: 10_400, leased: 0 });
         assert_eq!(FIVE_PER_2S.refill(Some(s), 12_400), 5000, "a whole window refills it");
         assert_eq!(FIVE_PER_2S.refill(Some(s), 99_999), 5000, "never above the burst");
         assert_eq!(FIVE_PER_2S.refill(Some(s), 1), 0, "a clock that went back refills nothing");
@@ -220,24 +304,36 @@ mod tests {
         assert_eq!(FIVE_PER_2S.fill_ms(), 2000);
         // A huge rate does not overflow.
         let huge = Rate { requests: u64::MAX / 2, window_ms: 1, capacity: 1_000_000 };
-        assert_eq!(huge.refill(Some(Level { milli: 0, at_ms: 0 }), u64::MAX), 1_000_000_000);
+        assert_eq!(huge.refill(Some(Level { milli: 0, at_ms: 0, leased: 0 }), u64::MAX), 1_000_000_000);
     }
 
     #[test]
     fn refunds_and_stored_levels() {
-        let s = Level { milli: 4500, at_ms: 7 };
-        assert_eq!(refund(s, 5), Level { milli: 5000, at_ms: 7 });
-        assert_eq!(refund(Level { milli: 100, at_ms: 7 }, 5).milli, 1100);
+        let s = Level { milli: 4500, at_ms: 7, leased: 0 };
+        assert_eq!(refund(s, 5), Level { milli: 5000, at_ms: 7, leased: 0 });
+        assert_eq!(refund(Level { milli: 100, at_ms: 7, leased: 0 }, 5).milli, 1100);
         assert_eq!(decode(encode(s).as_bytes()), Some(s));
         assert_eq!(decode(b""), None);
         assert_eq!(decode(b"x y"), None);
-        for level in [Level { milli: 0, at_ms: 0 }, Level { milli: u64::MAX, at_ms: u64::MAX }, s] {
+        for level in [Level { milli: 0, at_ms: 0, leased: 0 }, Level { milli: u64::MAX, at_ms: u64::MAX, leased: 0 }, s]
+        {
             let text = encode(level);
             assert_eq!(text.as_bytes(), format!("{} {}", level.milli, level.at_ms).as_bytes());
             assert_eq!(decode(text.as_bytes()), Some(level));
         }
-        assert_eq!(decode(b" 12 34\n"), Some(Level { milli: 12, at_ms: 34 }), "whitespace around it is read");
-        for bad in [&b"12"[..], b"12 ", b" 34", b"1 2 3", b"-1 2", b"+1 2", b"1x 2", b"18446744073709551616 0"] {
+        assert_eq!(
+            decode(b" 12 34\n"),
+            Some(Level { milli: 12, at_ms: 34, leased: 0 }),
+            "whitespace around it is read"
+        );
+        let leased = Level { milli: 12, at_ms: 34, leased: 5 };
+        assert_eq!(encode(leased).as_bytes(), b"12 34 5");
+        assert_eq!(decode(b"12 34 5"), Some(leased));
+        assert_eq!(refund(leased, 10).milli, 1012);
+        assert_eq!(refund(Level { milli: 4800, ..leased }, 10).milli, 5000, "up to the capacity less the leased");
+        for bad in
+            [&b"12"[..], b"12 ", b" 34", b"1 2 3 4", b"1  2", b"-1 2", b"+1 2", b"1x 2", b"18446744073709551616 0"]
+        {
             assert_eq!(decode(bad), None, "{}", String::from_utf8_lossy(bad));
         }
     }

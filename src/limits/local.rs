@@ -13,6 +13,16 @@
 //!
 //! A worker takes a token with one write, without reading first, when its guess of the counter's CAS
 //! holds ([`Written`]).
+//!
+//! Token leasing: on a counter whose burst is at least 64, a take may also lease the worker a few more
+//! tokens (at most 32, a sixteenth of the tokens in the bucket, and a sixteenth of the capacity per lease
+//! period of one window, at most a second), in the same write; the worker then spends them without a
+//! hostcall until they run out or their period ends (unspent ones are lost, never given back). The
+//! counter stores `"{level} {at_ms} {leased}"`, and within a period refills only up to its capacity less
+//! the tokens leased in it ([`bucket::Rate::lease`]), so that over any interval all workers together
+//! admit at most what one strict bucket of the same capacity and rate admits; what leasing costs is the
+//! other way only: a call may be refused while another worker still holds up to a sixteenth of the
+//! capacity, for at most its period. A smaller burst never leases and counts exactly as before.
 
 use super::bucket::{self, Level};
 use super::{Bucket, BucketKind};
@@ -27,7 +37,8 @@ const CAS_RETRIES: usize = 32;
 
 /// What one attempt on a counter found.
 enum Took {
-    Taken,
+    /// From the counter, or (`true`) from this worker's lease.
+    Taken(bool),
     Refused(u64),
     /// Other workers kept winning the race.
     Contended,
@@ -45,6 +56,7 @@ enum Took {
 /// miss the counter is read first for twice as many takes as after the miss before (up to 64), so a
 /// process whose workers keep writing wastes about one write in 64 takes. A refusal is always decided
 /// on a fresh read (another worker may have given tokens back). Per worker (one per VM), never shared.
+/// It also holds the worker's leased tokens, by counter.
 #[derive(Debug, Default)]
 pub struct Written(RefCell<Vec<Last>>);
 
@@ -58,6 +70,9 @@ struct Last {
     /// Takes left that read first, and how many the last miss asked for.
     wait: u8,
     backoff: u8,
+    /// Leased tokens not yet spent, and the lease period (`at_ms / period`) they may be spent in.
+    left: u64,
+    period: u64,
 }
 
 /// Counters remembered per server (the first ones written; more are read first, as without a guess).
@@ -80,6 +95,34 @@ impl PartialEq for Written {
 }
 
 impl Written {
+    /// Spends a token leased for `key`, if one is left in the period of `now_ms`.
+    fn spend(&self, key: &str, now_ms: u64, period_ms: u64) -> bool {
+        let Ok(mut all) = self.0.try_borrow_mut() else { return false };
+        let Some(last) = all.iter_mut().find(|l| &*l.key == key) else { return false };
+        if last.left == 0 {
+            return false;
+        }
+        if now_ms / period_ms != last.period {
+            last.left = 0;
+            return false;
+        }
+        last.left -= 1;
+        true
+    }
+
+    /// Gives back a leased token of `key` spent by a call another limit refused.
+    fn unspend(&self, key: &str) {
+        let Ok(mut all) = self.0.try_borrow_mut() else { return };
+        if let Some(last) = all.iter_mut().find(|l| &*l.key == key) {
+            last.left += 1;
+        }
+    }
+
+    /// Whether a lease of `key` would be remembered (a worker that cannot hold one takes single tokens).
+    fn can_hold(&self, key: &str) -> bool {
+        self.0.try_borrow().is_ok_and(|all| all.len() < REMEMBERED || all.iter().any(|l| &*l.key == key))
+    }
+
     /// The level and CAS to write `key` with, when a guess is due.
     fn guess(&self, key: &str) -> Option<(Level, u32)> {
         let mut all = self.0.try_borrow_mut().ok()?;
@@ -91,18 +134,19 @@ impl Written {
         Some((last.level, last.cas))
     }
 
-    /// `key` now holds `level`, written with `cas`; a guess that held resets the back-off.
-    fn wrote(&self, key: &str, level: Level, cas: u32, guessed: bool) {
+    /// `key` now holds `level`, written with `cas`, and this worker holds `left` tokens of it for the lease
+    /// period `period`; a guess that held resets the back-off.
+    fn wrote(&self, key: &str, level: Level, cas: u32, guessed: bool, left: u64, period: u64) {
         let Ok(mut all) = self.0.try_borrow_mut() else { return };
         // Envoy's counter skips 0 when it wraps.
         let next = cas.wrapping_add(1).max(1);
         if let Some(last) = all.iter_mut().find(|l| &*l.key == key) {
-            (last.level, last.cas) = (level, next);
+            (last.level, last.cas, last.left, last.period) = (level, next, left, period);
             if guessed {
                 last.backoff = 0;
             }
         } else if all.len() < REMEMBERED {
-            all.push(Last { key: key.into(), level, cas: next, wait: 0, backoff: 0 });
+            all.push(Last { key: key.into(), level, cas: next, wait: 0, backoff: 0, left, period });
         }
     }
 
@@ -118,14 +162,19 @@ impl Written {
 
 fn take_one(kv: &mut dyn KeyValue, bucket: &Bucket, now_ms: u64, written: &Written) -> Took {
     let BucketKind::Rate(rate) = bucket.kind else {
-        return Took::Taken; // quotas live in Redis only (refused at load otherwise)
+        return Took::Taken(false); // quotas live in Redis only (refused at load otherwise)
     };
     let key = bucket.key.as_str();
+    let period_ms = rate.lease_period_ms();
+    if written.spend(key, now_ms, period_ms) {
+        return Took::Taken(true);
+    }
+    let may_lease = written.can_hold(key);
     if let Some((level, cas)) = written.guess(key) {
-        if let Ok(next) = rate.take(Some(level), now_ms) {
+        if let Ok((next, k)) = rate.lease(Some(level), now_ms, may_lease) {
             if matches!(kv.set(key, bucket::encode(next).as_bytes(), Some(cas)), Ok(true)) {
-                written.wrote(key, next, cas, true);
-                return Took::Taken;
+                written.wrote(key, next, cas, true, k - 1, next.at_ms / period_ms);
+                return Took::Taken(false);
             }
             written.missed(key);
         }
@@ -138,12 +187,12 @@ fn take_one(kv: &mut dyn KeyValue, bucket: &Bucket, now_ms: u64, written: &Writt
             let _ = kv.set(key, b"", None);
             continue;
         };
-        match rate.take(bucket::decode(&value), now_ms) {
+        match rate.lease(bucket::decode(&value), now_ms, may_lease) {
             Err(wait_ms) => return Took::Refused(wait_ms),
-            Ok(next) => {
+            Ok((next, k)) => {
                 if matches!(kv.set(key, bucket::encode(next).as_bytes(), Some(cas)), Ok(true)) {
-                    written.wrote(key, next, cas, false);
-                    return Took::Taken;
+                    written.wrote(key, next, cas, false, k - 1, next.at_ms / period_ms);
+                    return Took::Taken(false);
                 }
             }
         }
@@ -154,14 +203,27 @@ fn take_one(kv: &mut dyn KeyValue, bucket: &Bucket, now_ms: u64, written: &Writt
 /// Takes one token from each of `buckets`, or none: a counter without room refuses the call, and the
 /// tokens already taken from the others are given back. `written`: this worker's last writes.
 pub fn take(kv: &mut dyn KeyValue, buckets: &[Bucket], now_ms: u64, written: &Written) -> Result<(), GatewayError> {
+    // Which of the first 64 counters gave a leased token (given back to the lease, not the counter).
+    let mut leased = 0u64;
     for (i, b) in buckets.iter().enumerate() {
         let refusal = match take_one(kv, b, now_ms, written) {
-            Took::Taken => continue,
+            Took::Taken(from_lease) => {
+                if from_lease && i < 64 {
+                    leased |= 1 << i;
+                }
+                continue;
+            }
             Took::Refused(wait_ms) => b.refusal(wait_ms),
             // Thousands of calls a second on one counter: refusing one briefly is what the limit is for.
             Took::Contended => b.refusal(1),
         };
-        refund(kv, &buckets[..i]);
+        for (j, taken) in buckets[..i].iter().enumerate() {
+            if j < 64 && leased & (1 << j) != 0 {
+                written.unspend(taken.key.as_str());
+            } else {
+                refund(kv, std::slice::from_ref(taken));
+            }
+        }
         return Err(refusal);
     }
     Ok(())

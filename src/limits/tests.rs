@@ -446,6 +446,224 @@ fn noauth_and_interruptions_send_the_check_once_more() {
     );
 }
 
+/// Token leasing (`scope: process`, a burst of 64 or more): sound against a strict bucket, exact below.
+mod leases {
+    use super::rate as rate_kind;
+    use super::*;
+    use proptest::prelude::*;
+
+    /// Whether a strict token bucket of `rate`, full at the first call, admits calls at every one of
+    /// `times` (sorted): exact sums, in 1/window_ms of a token, with no rounding in the calls' favour.
+    fn strict_bucket_admits(rate: Rate, times: &[u64]) -> Result<(), String> {
+        let (unit, per_ms) = (u128::from(rate.window_ms), u128::from(rate.requests));
+        let cap = u128::from(rate.capacity) * unit;
+        let (mut level, mut last) = (cap, times.first().copied().unwrap_or(0));
+        for (i, t) in times.iter().enumerate() {
+            level = (level + u128::from(t - last) * per_ms).min(cap);
+            last = *t;
+            if level < unit {
+                return Err(format!("call {i} at {t} ms: a strict bucket has {level}/{unit} of a token"));
+            }
+            level -= unit;
+        }
+        Ok(())
+    }
+
+    /// One step of the simulation: which worker calls, how far the clock moves first, how far behind it
+    /// the worker's own reading is, and whether something else writes shared data first.
+    #[derive(Debug, Clone)]
+    struct Step {
+        worker: usize,
+        dt: u64,
+        lag: u64,
+        other_write: bool,
+    }
+
+    fn step() -> impl Strategy<Value = Step> {
+        let dt = prop_oneof![70 => Just(0u64), 29 => 0u64..5, 1 => 0u64..3000];
+        (0usize..4, dt, 0u64..20, proptest::bool::weighted(0.05)).prop_map(|(worker, dt, lag, other_write)| Step {
+            worker,
+            dt,
+            lag,
+            other_write,
+        })
+    }
+
+    /// Runs `steps` through [`local::take`] with one `Written` per worker on one shared-data space: the
+    /// times at which calls were admitted (a take that wrote the counter: the counter's new time; a leased
+    /// token: when spent, or when leased if that was later), and the reads and writes it took.
+    fn simulate(rate: Rate, workers: usize, steps: &[Step]) -> (Vec<u64>, u32, u32) {
+        let b = bucket("sim", BucketKind::Rate(rate));
+        let key = b.key.as_str().to_string();
+        let mut kv = Counting::default();
+        let written: Vec<local::Written> = (0..workers).map(|_| local::Written::default()).collect();
+        let (mut clock, mut stamps, mut leased_at) = (0u64, vec![0u64; workers], vec![0u64; workers]);
+        let mut admitted = Vec::new();
+        for (i, s) in steps.iter().enumerate() {
+            clock += s.dt;
+            let w = s.worker % workers;
+            // A worker's clock never goes back, but may lag the others'.
+            stamps[w] = stamps[w].max(clock.saturating_sub(s.lag));
+            if s.other_write {
+                kv.set("mcp-gateway/session/x", i.to_string().as_bytes(), None).unwrap();
+            }
+            let before = kv.kv.get(&key).0;
+            if local::take(&mut kv, std::slice::from_ref(&b), stamps[w], &written[w]).is_err() {
+                continue;
+            }
+            let after = kv.kv.get(&key).0;
+            if after != before {
+                leased_at[w] = bucket::decode(&after).expect("a stored level").at_ms;
+                admitted.push(leased_at[w]);
+            } else {
+                admitted.push(stamps[w].max(leased_at[w]));
+            }
+        }
+        admitted.sort_unstable();
+        (admitted, kv.gets.get(), kv.sets)
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 400, ..ProptestConfig::default() })]
+
+        /// Any number of workers, any interleaving, any call times: never more calls than a strict bucket.
+        #[test]
+        fn workers_with_leases_never_admit_more_than_a_strict_bucket(
+            capacity in 64u64..200,
+            requests in 1u64..2000,
+            window_ms in prop_oneof![1u64..50, 50u64..5000],
+            workers in 2usize..5,
+            steps in proptest::collection::vec(step(), 1..1500),
+        ) {
+            let rate = Rate { requests, window_ms, capacity };
+            let (admitted, _, _) = simulate(rate, workers, &steps);
+            prop_assert!(strict_bucket_admits(rate, &admitted).is_ok(), "{:?}", strict_bucket_admits(rate, &admitted));
+        }
+
+        /// Below a burst of 64 nothing is leased: every worker admits exactly what one strict bucket
+        /// taken in turn by the same calls admits, and the counter holds two fields.
+        #[test]
+        fn small_bursts_never_lease(
+            capacity in 1u64..64,
+            requests in 1u64..200,
+            window_ms in 100u64..5000,
+            steps in proptest::collection::vec(step(), 1..300),
+        ) {
+            let rate = Rate { requests, window_ms, capacity };
+            let steps: Vec<Step> = steps.into_iter().map(|s| Step { lag: 0, ..s }).collect();
+            let (admitted, _, _) = simulate(rate, 3, &steps);
+            let (mut clock, mut state, mut expected) = (0, None, Vec::new());
+            for s in &steps {
+                clock += s.dt;
+                if let Ok(next) = rate.take(state, clock) {
+                    state = Some(next);
+                    expected.push(clock);
+                }
+            }
+            prop_assert_eq!(admitted, expected);
+        }
+    }
+
+    #[test]
+    fn a_lease_saves_the_writes_of_a_large_limit() {
+        // The policy benchmark's limit: a billion calls a second. One worker, 1,000 calls in one second.
+        let rate = Rate { requests: 1_000_000_000, window_ms: 1000, capacity: 1_000_000_000 };
+        let steps: Vec<Step> =
+            (0..1000).map(|i| Step { worker: 0, dt: u64::from(i % 10 == 0), lag: 0, other_write: false }).collect();
+        let (admitted, gets, sets) = simulate(rate, 1, &steps);
+        assert_eq!(admitted.len(), 1000);
+        // 32 tokens a write (the first take creates the counter and reads it).
+        assert_eq!((gets, sets), (2, 1 + 1000_u32.div_ceil(32)));
+    }
+
+    #[test]
+    fn leased_tokens_are_counted_and_expire_with_their_period() {
+        let rate = Rate { requests: 640, window_ms: 2000, capacity: 640 };
+        let b = bucket("l", BucketKind::Rate(rate));
+        let (mut kv, a, other) = (MemoryKv::default(), local::Written::default(), local::Written::default());
+        local::take(&mut kv, std::slice::from_ref(&b), 0, &a).unwrap();
+        // 32 taken (a sixteenth of 640 would be 40), 31 of them held by the worker.
+        assert_eq!(kv.get("mcp-gateway/limit/l").0, b"608000 0 32");
+        for _ in 0..31 {
+            local::take(&mut kv, std::slice::from_ref(&b), 500, &a).unwrap();
+        }
+        assert_eq!(kv.get("mcp-gateway/limit/l").0, b"608000 0 32", "spent without a write");
+        // Another worker leases 8 more: the period's leases reach 640 / 16 = 40.
+        local::take(&mut kv, std::slice::from_ref(&b), 500, &other).unwrap();
+        assert_eq!(kv.get("mcp-gateway/limit/l").0, b"600000 500 40");
+        // Within the period the bucket refills only to 640 - 40 tokens ...
+        local::take(&mut kv, std::slice::from_ref(&b), 999, &a).unwrap();
+        assert_eq!(kv.get("mcp-gateway/limit/l").0, b"599000 999 40");
+        // ... a new period (a second: the window is longer) to all 640, and the old leases are gone.
+        local::take(&mut kv, std::slice::from_ref(&b), 1000, &other).unwrap();
+        assert_eq!(kv.get("mcp-gateway/limit/l").0, b"567320 1000 32", "0.32 of a token in 1 ms, 32 leased");
+        for _ in 0..7 {
+            local::take(&mut kv, std::slice::from_ref(&b), 1001, &other).unwrap();
+        }
+        // The first worker's 7 left from the old period are lost: it takes anew.
+        local::take(&mut kv, std::slice::from_ref(&b), 1001, &a).unwrap();
+        assert_eq!(kv.get("mcp-gateway/limit/l").0, b"559640 1001 40");
+        // The refill the cap held back in a period does not come back when it ends.
+        let capped = bucket::Level { milli: 600_000, at_ms: 0, leased: 40 };
+        assert_eq!(
+            rate.lease(Some(capped), 1000, true),
+            Ok((bucket::Level { milli: 568_000, at_ms: 1000, leased: 32 }, 32))
+        );
+        assert_eq!(
+            rate.lease(Some(capped), 1500, true),
+            Ok((bucket::Level { milli: 608_000, at_ms: 1500, leased: 32 }, 32))
+        );
+        // The first worker leased the last 8 of the period (7 held). A call that another limit refuses
+        // gives its leased token back to the lease.
+        let narrow = bucket("n", rate_kind(1, 1000, 1));
+        local::take(&mut kv, &[b.clone(), narrow.clone()], 1001, &a).unwrap();
+        local::take(&mut kv, &[b.clone(), narrow.clone()], 1001, &a).unwrap_err();
+        for _ in 0..6 {
+            local::take(&mut kv, std::slice::from_ref(&b), 1001, &a).unwrap();
+        }
+        assert_eq!(kv.get("mcp-gateway/limit/l").0, b"559640 1001 40", "6 left, one of them given back");
+        local::take(&mut kv, std::slice::from_ref(&b), 1001, &a).unwrap();
+        assert_eq!(kv.get("mcp-gateway/limit/l").0, b"558640 1001 40");
+        // Old two-field values read as nothing leased.
+        assert_eq!(bucket::decode(b"5 7"), Some(bucket::Level { milli: 5, at_ms: 7, leased: 0 }));
+    }
+
+    #[test]
+    fn a_refusal_reads_afresh_and_says_when_a_token_is_back() {
+        // 64 tokens, one back every 100 ms: a worker leases 4, the other spends the rest.
+        let rate = Rate { requests: 10, window_ms: 1000, capacity: 64 };
+        let b = bucket("r", BucketKind::Rate(rate));
+        let (mut kv, a, other) = (Counting::default(), local::Written::default(), local::Written::default());
+        local::take(&mut kv, std::slice::from_ref(&b), 0, &a).unwrap();
+        assert_eq!(kv.kv.get("mcp-gateway/limit/r").0, b"60000 0 4");
+        let mut taken = 4;
+        while local::take(&mut kv, std::slice::from_ref(&b), 0, &other).is_ok() {
+            taken += 1;
+        }
+        assert_eq!(taken, 64);
+        let (gets, sets) = (kv.gets.get(), kv.sets);
+        let refused = local::take(&mut kv, std::slice::from_ref(&b), 30, &other).unwrap_err();
+        assert!(matches!(refused, GatewayError::RateLimited { retry_after_secs: 1, .. }), "{refused:?}");
+        assert_eq!((kv.gets.get(), kv.sets), (gets + 1, sets), "refused on a fresh read, nothing written");
+        // The leasing worker still spends its 3.
+        for _ in 0..3 {
+            local::take(&mut kv, std::slice::from_ref(&b), 30, &a).unwrap();
+        }
+        // 970 ms later the bucket has 9.7 tokens, of which the period allowed none before: its 60 less
+        // 4 leased is the cap until the period ends at 1,000 ms.
+        let refused = local::take(&mut kv, std::slice::from_ref(&b), 99, &a).unwrap_err();
+        assert!(matches!(refused, GatewayError::RateLimited { retry_after_secs: 1, .. }), "{refused:?}");
+        local::take(&mut kv, std::slice::from_ref(&b), 100, &a).unwrap();
+        // The retry hint: a long window, 1 token an hour.
+        let slow = Rate { requests: 64, window_ms: 64 * 3_600_000, capacity: 64 };
+        let s = bucket::Level { milli: 500, at_ms: 0, leased: 4 };
+        assert_eq!(slow.lease(Some(s), 0, true), Err(1_800_000));
+        let none_leased = bucket::Level { leased: 0, ..s };
+        assert_eq!(slow.lease(Some(none_leased), 36_000, true), Err(1_764_000), "the hour runs from the write");
+        assert_eq!(slow.lease(Some(bucket::Level { at_ms: 2000, ..s }), 1000, true), Err(1_801_000), "a lagging clock");
+    }
+}
+
 /// The cost of one check of a call against a server limit and a tool limit per consumer, in this
 /// process's counters (memory standing in for shared data): `cargo test --release --lib
 /// limits::tests::cost_of_a_check -- --ignored --nocapture`.
@@ -630,8 +848,9 @@ mod through_the_driver {
         let keys: Vec<String> = h.redis.keys.keys().map(|k| String::from_utf8_lossy(k).into_owned()).collect();
         assert!(keys.contains(&"p:limit:demo/weather/q2d/*/1970-01-01".to_string()), "{keys:?}");
         assert!(keys.contains(&"p:limit:demo/weather/r3w60000b3/*".to_string()), "{keys:?}");
-        // The refused call gave its process token back: 100 - 2 taken.
-        assert_eq!(h.env.kv.get("mcp-gateway/limit/demo/*/r100w1000b100/*").0, b"98000 1000000");
+        // The first call leased 6 tokens (100 / 16) and the second spent one of them; the refused call's
+        // token is given back to the counter, but within the lease period only up to 100 - 6.
+        assert_eq!(h.env.kv.get("mcp-gateway/limit/demo/*/r100w1000b100/*").0, b"94000 1000000 6");
     }
 
     #[test]
