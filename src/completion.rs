@@ -181,11 +181,11 @@ impl Argument {
     /// (`context.arguments`) and start with `prefix` (case-insensitively), in config order, at most
     /// [`MAX_VALUES`].
     pub fn complete(&self, prefix: &str, given: &Map<String, Value>) -> Value {
-        let prefix = prefix.to_lowercase();
+        let prefix = crate::case::to_lowercase(prefix);
         let mut values = Vec::new();
         let mut total = 0usize;
         for v in self.candidates(given) {
-            if v.to_lowercase().starts_with(&prefix) {
+            if crate::case::to_lowercase(v).starts_with(&prefix) {
                 total += 1;
                 if values.len() < MAX_VALUES {
                     values.push(Value::from(v.as_str()));

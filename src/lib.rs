@@ -11,6 +11,7 @@
 pub mod admission;
 pub mod b64;
 pub mod caller;
+pub mod case;
 pub mod completion;
 pub mod composed;
 pub mod config;

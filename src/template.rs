@@ -15,6 +15,8 @@ use serde::Serialize;
 use std::cell::OnceCell;
 use std::sync::Arc;
 
+mod builtins;
+
 /// Characters kept as they are in URL components: RFC 3986 "unreserved". Everything else is encoded.
 pub const URL_COMPONENT: &AsciiSet = &NON_ALPHANUMERIC.remove(b'-').remove(b'_').remove(b'.').remove(b'~');
 
@@ -275,6 +277,46 @@ impl<'a> Data<'a> {
     }
 }
 
+/// The environment's settings and the gateway's own filters, over the builtins.
+fn configure(env: &mut Environment<'static>) {
+    env.set_fuel(Some(FUEL));
+    env.set_recursion_limit(64);
+    env.set_undefined_behavior(UndefinedBehavior::Lenient);
+    env.set_auto_escape_callback(|name| {
+        if name.ends_with("#url") {
+            AutoEscape::Custom(std::borrow::Cow::Borrowed("url"))
+        } else {
+            AutoEscape::None
+        }
+    });
+    env.set_formatter(format_value);
+    // Filters of one signature are added as one function pointer type: minijinja instantiates its
+    // argument-converting adapter once per type, and each closure is a type of its own.
+    type TextFilter = fn(String) -> String;
+    type SizedFilter = fn(&State, MjValue, usize, Option<MjValue>) -> Result<MjValue, Error>;
+    env.add_filter("b64enc", (|s: String| crate::b64::STANDARD.encode(s)) as TextFilter);
+    env.add_filter("b64dec", b64dec);
+    env.add_filter("query", query_filter);
+    env.add_filter(
+        "urlencode_component",
+        (|s: String| utf8_percent_encode(&s, URL_COMPONENT).to_string()) as TextFilter,
+    );
+    env.add_filter("indent", indent);
+    env.add_filter("tojson", tojson);
+    env.add_filter(
+        "batch",
+        (|state: &State, value: MjValue, count: usize, fill: Option<MjValue>| {
+            minijinja::filters::batch(state, value, bounded("batch", count)?, fill)
+        }) as SizedFilter,
+    );
+    env.add_filter(
+        "slice",
+        (|state: &State, value: MjValue, count: usize, fill: Option<MjValue>| {
+            minijinja::filters::slice(state, value, bounded("slice", count)?, fill)
+        }) as SizedFilter,
+    );
+}
+
 impl Default for Templates {
     fn default() -> Self {
         Self::new()
@@ -283,43 +325,9 @@ impl Default for Templates {
 
 impl Templates {
     pub fn new() -> Templates {
-        let mut env = Environment::new();
-        env.set_fuel(Some(FUEL));
-        env.set_recursion_limit(64);
-        env.set_undefined_behavior(UndefinedBehavior::Lenient);
-        env.set_auto_escape_callback(|name| {
-            if name.ends_with("#url") {
-                AutoEscape::Custom(std::borrow::Cow::Borrowed("url"))
-            } else {
-                AutoEscape::None
-            }
-        });
-        env.set_formatter(format_value);
-        // Filters of one signature are added as one function pointer type: minijinja instantiates its
-        // argument-converting adapter once per type, and each closure is a type of its own.
-        type TextFilter = fn(String) -> String;
-        type SizedFilter = fn(&State, MjValue, usize, Option<MjValue>) -> Result<MjValue, Error>;
-        env.add_filter("b64enc", (|s: String| crate::b64::STANDARD.encode(s)) as TextFilter);
-        env.add_filter("b64dec", b64dec);
-        env.add_filter("query", query_filter);
-        env.add_filter(
-            "urlencode_component",
-            (|s: String| utf8_percent_encode(&s, URL_COMPONENT).to_string()) as TextFilter,
-        );
-        env.add_filter("indent", indent);
-        env.add_filter("tojson", tojson);
-        env.add_filter(
-            "batch",
-            (|state: &State, value: MjValue, count: usize, fill: Option<MjValue>| {
-                minijinja::filters::batch(state, value, bounded("batch", count)?, fill)
-            }) as SizedFilter,
-        );
-        env.add_filter(
-            "slice",
-            (|state: &State, value: MjValue, count: usize, fill: Option<MjValue>| {
-                minijinja::filters::slice(state, value, bounded("slice", count)?, fill)
-            }) as SizedFilter,
-        );
+        let mut env = Environment::empty();
+        builtins::register(&mut env);
+        configure(&mut env);
         Templates { env, count: 0, go: Vec::new(), input_visible: false }
     }
 

@@ -673,24 +673,22 @@ pub(crate) fn call(st: &mut State, name: &str, a: Vec<Value>) -> R {
             let t = s(&a[1]);
             Value::String(t.strip_suffix(s(&a[0]).as_str()).unwrap_or(&t).to_string())
         }
-        "upper" => Value::String(s(&arg(0)).to_uppercase()),
-        "lower" => Value::String(s(&arg(0)).to_lowercase()),
+        "upper" => Value::String(crate::case::to_uppercase(&s(&arg(0)))),
+        "lower" => Value::String(crate::case::to_lowercase(&s(&arg(0)))),
         "title" => Value::String(map_words(&s(&arg(0)), true)),
         "untitle" => Value::String(map_words(&s(&arg(0)), false)),
-        "swapcase" => {
-            Value::String(
-                s(&arg(0))
-                    .chars()
-                    .map(|c| {
-                        if c.is_uppercase() {
-                            c.to_lowercase().collect::<String>()
-                        } else {
-                            c.to_uppercase().collect()
-                        }
-                    })
-                    .collect(),
-            )
-        }
+        "swapcase" => Value::String(
+            s(&arg(0))
+                .chars()
+                .map(|c| {
+                    if c.is_uppercase() {
+                        crate::case::lower(c).collect::<String>()
+                    } else {
+                        crate::case::upper(c).collect()
+                    }
+                })
+                .collect(),
+        ),
         "repeat" => {
             want(&a, 2, name)?;
             let count = i(&a[0]).max(0) as usize;
@@ -1248,9 +1246,9 @@ fn map_words(t: &str, upper: bool) -> String {
     for c in t.chars() {
         if start && c.is_alphanumeric() {
             if upper {
-                out.extend(c.to_uppercase());
+                out.extend(crate::case::upper(c));
             } else {
-                out.extend(c.to_lowercase());
+                out.extend(crate::case::lower(c));
             }
         } else {
             out.push(c);
@@ -1523,7 +1521,7 @@ pub fn printf(format: &str, args: &[Value]) -> String {
                 (Value::String(t), _) if verb == 'x' || verb == 'X' => {
                     let h: String = t.bytes().map(|b| format!("{b:02x}")).collect();
                     if verb == 'X' {
-                        h.to_uppercase()
+                        h.to_ascii_uppercase()
                     } else {
                         h
                     }
