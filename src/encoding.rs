@@ -390,6 +390,21 @@ pub fn cookies(name: &str, value: &Value, e: Encoding, out: &mut Vec<String>) {
     }
 }
 
+/// `n` in decimal, written into `buf`: for numbers written on every request (a proxied request's timeout, a
+/// rate limit's counter), without the formatting machinery and its string.
+pub fn decimal(mut n: u64, buf: &mut [u8; 20]) -> &str {
+    let mut at = buf.len();
+    loop {
+        at -= 1;
+        buf[at] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            break;
+        }
+    }
+    std::str::from_utf8(&buf[at..]).unwrap_or("0")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -531,6 +546,14 @@ mod tests {
         let q = Encoding::resolve(Position::Query, Some(Style::DeepObject), None).unwrap();
         assert!(!q.explode, "only form explodes by default");
         assert!(Encoding::resolve(Position::Cookie, None, None).unwrap().explode);
+    }
+
+    #[test]
+    fn decimal_writes_numbers_as_formatting_writes_them() {
+        let mut buf = [0u8; 20];
+        for n in [0, 7, 10, 10_000, 123_456_789, u64::MAX] {
+            assert_eq!(decimal(n, &mut buf), n.to_string());
+        }
     }
 }
 

@@ -189,19 +189,10 @@ pub fn encode(level: Level) -> Encoded {
     e
 }
 
-fn push_number(e: &mut Encoded, mut n: u64) {
+fn push_number(e: &mut Encoded, n: u64) {
     let mut digits = [0u8; 20];
-    let mut i = digits.len();
-    loop {
-        i -= 1;
-        digits[i] = b'0' + (n % 10) as u8;
-        n /= 10;
-        if n == 0 {
-            break;
-        }
-    }
-    for d in &digits[i..] {
-        e.buf[e.len] = *d;
+    for d in crate::encoding::decimal(n, &mut digits).bytes() {
+        e.buf[e.len] = d;
         e.len += 1;
     }
 }

@@ -651,7 +651,7 @@ fn forward_edits(
     let current = &head.headers;
     let auth = picked.authorization.filter(|_| backend.passthrough_auth);
     let mut digits = [0u8; 20];
-    let timeout = timeout_ms.map(|ms| decimal(ms, &mut digits));
+    let timeout = timeout_ms.map(|ms| crate::encoding::decimal(ms, &mut digits));
     // The headers the backend's head sets, in the order their edits go, with the values they get; `None`:
     // not set (then removed if the client sent it).
     let targets = [
@@ -691,21 +691,6 @@ fn forward_edits(
     }
     edits.extend(removals);
     Some(edits)
-}
-
-/// `n` in decimal, written into `buf`: the timeout every proxied request sets, without the formatting
-/// machinery and its string.
-fn decimal(mut n: u64, buf: &mut [u8; 20]) -> &str {
-    let mut at = buf.len();
-    loop {
-        at -= 1;
-        buf[at] = b'0' + (n % 10) as u8;
-        n /= 10;
-        if n == 0 {
-            break;
-        }
-    }
-    std::str::from_utf8(&buf[at..]).unwrap_or("0")
 }
 
 /// What the client's head holds of one header the backend's head sets: its first value, and whether it

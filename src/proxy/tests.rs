@@ -1220,11 +1220,3 @@ fn one_pass_picks_what_the_head_asked_for_one_by_one() {
     let none = Picked::of(&other);
     assert!(none.origin.is_none() && none.session.is_none() && none.authority.is_none() && none.scheme.is_none());
 }
-
-#[test]
-fn the_timeout_is_written_in_decimal_as_formatting_writes_it() {
-    let mut buf = [0u8; 20];
-    for n in [0, 7, 10, 10_000, 123_456_789, u64::MAX] {
-        assert_eq!(decimal(n, &mut buf), n.to_string());
-    }
-}
