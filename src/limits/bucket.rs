@@ -47,7 +47,10 @@ impl Rate {
         u64::try_from(u128::from(s.milli) + gained).unwrap_or(u64::MAX).min(cap)
     }
 
-    /// Takes one token at `now_ms`: the new state, or how many milliseconds until a token is there.
+    /// Takes one token at `now_ms`: the new state, or how many milliseconds until a token is there. The strict
+    /// bucket without leases: what the Redis script computes (the test host's model of it), and the
+    /// reference leasing is checked against; process counters take through [`Rate::lease`].
+    #[cfg(test)]
     pub fn take(&self, state: Option<Level>, now_ms: u64) -> Result<Level, u64> {
         let level = self.refill(state, now_ms);
         if level >= TOKEN {
