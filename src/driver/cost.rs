@@ -416,8 +416,8 @@ fn the_policy_chain_masks_and_allocates_within_its_budget() {
     assert_eq!(chain.ops, plain.ops, "{chain:?}");
     // 6 more today: among them the caller's name, the limit's plan and the two masked strings. The request's
     // place (`Place::of`) is no longer built for an admitted consumer, only for a refusal or a token's
-    // audience (11 before; 32 before the limits' keys and wording were written at load and the API key was
-    // read in place).
+    // audience (7 before, its path; 32 before the limits' keys and wording were written at load and the API
+    // key was read in place).
     assert!(chain.allocs <= plain.allocs + 6, "{plain:?} {chain:?}");
     let mut anonymous = head("demo-policy", None);
     anonymous.headers.retain(|(k, _)| k != "x-api-key");
