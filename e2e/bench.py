@@ -923,7 +923,7 @@ class CallgrindEnvoy:
 def policy_callgrind_section(wasm: Path, upstream: UpstreamEnvoy, run_dir: Path, pairs: int, calls: int,
                              idle_s: float) -> dict:
     """The policy chain as instructions of the gateway Envoy's worker thread per call (section 7, --policy-callgrind;
-    see CallgrindEnvoy)."""
+    see CallgrindEnvoy). The last pair's dumps stay in `run_dir`/callgrind-kept/ for callgrind_annotate."""
     cg = CallgrindEnvoy(harness.Envoy(
         with_policy_servers(harness.load_plugin_config(harness.EXAMPLE_CONFIG)),
         upstream_port=upstream.port, run_dir=run_dir, name="policy-callgrind", concurrency=1, wasm=wasm,
@@ -941,7 +941,9 @@ def policy_callgrind_section(wasm: Path, upstream: UpstreamEnvoy, run_dir: Path,
                        "mcp-protocol-version": version, **extra}
             sides[side] = cg.poster(side, f"{envoy.base_url}/mcp-servers/{server}", headers,
                                     json.dumps(body, separators=(",", ":")).encode())
-        got = cg.rounds(sides, pairs, calls, idle_s)
+        keep_dir = run_dir / "callgrind-kept"
+        keep_dir.mkdir(exist_ok=True)
+        got = cg.rounds(sides, pairs, calls, idle_s, keep_dir)
         per_call, raw = got["per_call"], got["raw"]
         diffs = [p - q for p, q in zip(per_call["policy"], per_call["nopolicy"])]
         # The chain without masking, and masking alone, pair by pair.
@@ -965,6 +967,7 @@ def policy_callgrind_section(wasm: Path, upstream: UpstreamEnvoy, run_dir: Path,
                       "client": "one keep-alive connection, calls one after the other"},
             "plugin_vm_failures": harness.crash_lines(envoy.log_text())[:20],
             "envoy_log": str(envoy.log_path),
+            "kept": str(keep_dir),
         }
     finally:
         cg.stop()

@@ -522,13 +522,8 @@ pub fn admit(
     head: &RequestHead,
 ) -> Result<crate::caller::Caller, crate::error::GatewayError> {
     let caller = gw.admission.identify(head)?;
-    // An anonymous caller of a server open to anyone is admitted (`ServerAuth::admit`'s first case)
-    // without working out where the server is: its place is only named in a refusal.
-    if server.auth.anonymous && caller.consumer.is_none() && caller.claims.is_empty() {
-        return Ok(caller);
-    }
-    let place = crate::admission::Place::of(head, format!("{}/{}", gw.prefix, server.name));
-    server.auth.admit(&caller, &place)?;
+    // Where the server is, worked out only when admission names it (a refusal, a token's audience).
+    server.auth.admit(&caller, || crate::admission::Place::of(head, format!("{}/{}", gw.prefix, server.name)))?;
     Ok(caller)
 }
 

@@ -94,6 +94,8 @@ pub struct Admission {
     consumers: Vec<Consumer>,
     by_key: HashMap<String, usize>,
     by_name: HashMap<String, usize>,
+    /// Some consumer has an upstream credential of its own: else no call looks its consumer up by name.
+    own_upstream: bool,
     keys: Vec<String>,
     in_header: bool,
     in_query: bool,
@@ -156,6 +158,7 @@ impl Admission {
                 }
             }
             a.by_name.insert(c.name.clone(), a.consumers.len());
+            a.own_upstream |= !c.upstream_credentials.is_empty();
             a.consumers.push(Consumer { name: c.name, scopes: c.scopes, upstream: c.upstream_credentials });
         }
         if let Some(v) = &cfg.key_auth {
@@ -271,9 +274,8 @@ impl Admission {
     /// The caller's own upstream credential for `server`: its consumer's (`upstreamCredentials`), else the
     /// claim the server names (`auth.upstreamCredentialClaim`).
     pub fn upstream_credential(&self, server: &ServerAuth, server_name: &str, caller: &Caller) -> Option<String> {
-        let configured = caller
-            .consumer
-            .as_deref()
+        let consumer = caller.consumer.as_deref().filter(|_| self.own_upstream);
+        let configured = consumer
             .and_then(|c| self.by_name.get(c))
             .and_then(|i| self.consumers[*i].upstream.get(server_name).cloned());
         configured.or_else(|| {
@@ -477,18 +479,22 @@ impl ServerAuth {
     }
 
     /// Whether `caller` may use the server at all: identified (unless anonymous callers are admitted), a
-    /// token meant for this resource (RFC 8707 audience), with every required scope.
-    pub fn admit(&self, caller: &Caller, place: &Place) -> Result<(), GatewayError> {
+    /// token meant for this resource (RFC 8707 audience), with every required scope. `place` is worked out
+    /// only for a refusal's challenge or an audience check: an admitted API-key consumer never needs it (its
+    /// four header lookups and its path were most of what admission cost such a call).
+    pub fn admit<'p>(&self, caller: &Caller, place: impl Fn() -> Place<'p>) -> Result<(), GatewayError> {
         if caller.consumer.is_none() && caller.claims.is_empty() {
             if self.anonymous {
                 return Ok(());
             }
             return Err(GatewayError::Unauthenticated {
                 message: "Unauthorized: this server needs a credential (an API key or a bearer token)".into(),
-                challenge: self.challenge(place, None),
+                challenge: self.challenge(&place(), None),
             });
         }
         if self.oauth.as_ref().is_some_and(|o| o.check_audience) && !caller.claims.is_empty() {
+            let place = place();
+            let place = &place;
             let resource = self.resource(place);
             let meant = match caller.claims.get("aud") {
                 Some(Value::String(a)) => *a == resource,
@@ -511,7 +517,7 @@ impl ServerAuth {
         if !missing.is_empty() {
             return Err(GatewayError::InsufficientScope {
                 message: format!("Forbidden: this server needs the scope(s) {}", missing.join(" ")),
-                challenge: self.challenge(place, Some("insufficient_scope")),
+                challenge: self.challenge(&place(), Some("insufficient_scope")),
             });
         }
         Ok(())

@@ -87,21 +87,21 @@ fn oauth_servers_challenge_check_audience_and_scopes() {
     )
     .unwrap();
     let (h, path) = place();
-    let p = Place::of(&h, path);
+    let p = || Place::of(&h, path.clone());
     let resource = "http://gw.test:8080/mcp-servers/s";
     let prm = "http://gw.test:8080/.well-known/oauth-protected-resource/mcp-servers/s";
-    let e = auth.admit(&Caller::anonymous(), &p).unwrap_err();
+    let e = auth.admit(&Caller::anonymous(), p).unwrap_err();
     assert_eq!(e.status(), 401);
     assert_eq!(e.headers()[0].1, format!("Bearer resource_metadata=\"{prm}\", scope=\"tools\""));
     let token = |claims: Value| a.identify(&head("/", &[], Some(claims))).unwrap();
-    let e = auth.admit(&token(json!({"sub": "x", "aud": "https://other", "scope": "tools"})), &p).unwrap_err();
+    let e = auth.admit(&token(json!({"sub": "x", "aud": "https://other", "scope": "tools"})), p).unwrap_err();
     assert!(e.status() == 401 && e.headers()[0].1.contains("invalid_token"));
-    let e = auth.admit(&token(json!({"sub": "x", "aud": [resource], "scope": "read"})), &p).unwrap_err();
+    let e = auth.admit(&token(json!({"sub": "x", "aud": [resource], "scope": "read"})), p).unwrap_err();
     assert!(e.status() == 403 && e.headers()[0].1.contains("insufficient_scope"), "{e:?}");
-    auth.admit(&token(json!({"sub": "x", "aud": [resource], "scope": "tools"})), &p).unwrap();
+    auth.admit(&token(json!({"sub": "x", "aud": [resource], "scope": "tools"})), p).unwrap();
     // An API-key consumer with the scope configured is admitted (no token, so no audience).
-    auth.admit(&a.identify(&head("/", &[("x-api-key", "key-a")], None)).unwrap(), &p).unwrap();
-    let doc = auth.metadata(&p, "s").unwrap();
+    auth.admit(&a.identify(&head("/", &[("x-api-key", "key-a")], None)).unwrap(), p).unwrap();
+    let doc = auth.metadata(&p(), "s").unwrap();
     assert_eq!(doc["resource"], resource);
     assert_eq!(doc["authorization_servers"], json!(["https://as.test"]));
     // The document's members in the order RFC 9728's examples (and this module before) give them.
@@ -110,7 +110,7 @@ fn oauth_servers_challenge_check_audience_and_scopes() {
     assert_eq!(doc["bearer_methods_supported"].to_string(), r#"["header"]"#);
     // A hostile authority never reaches the challenge.
     let evil = head("/", &[(":authority", "x\", evil=\"1")], None);
-    let e = auth.admit(&Caller::anonymous(), &Place::of(&evil, "/m/s".into())).unwrap_err();
+    let e = auth.admit(&Caller::anonymous(), || Place::of(&evil, "/m/s".into())).unwrap_err();
     assert!(!e.headers()[0].1.contains("evil"), "{e:?}");
 }
 
@@ -118,9 +118,9 @@ fn oauth_servers_challenge_check_audience_and_scopes() {
 fn servers_without_auth_admit_everyone_and_bad_settings_are_refused_at_load() {
     let a = admission(json!({}));
     let (h, path) = place();
-    ServerAuth::default().admit(&Caller::anonymous(), &Place::of(&h, path.clone())).unwrap();
+    ServerAuth::default().admit(&Caller::anonymous(), || Place::of(&h, path.clone())).unwrap();
     let closed = ServerAuth::compile(Some(json!({})), &a).unwrap();
-    assert_eq!(closed.admit(&Caller::anonymous(), &Place::of(&h, path)).unwrap_err().status(), 401);
+    assert_eq!(closed.admit(&Caller::anonymous(), || Place::of(&h, path.clone())).unwrap_err().status(), 401);
     let err = |cfg: AdmissionConfig| Admission::compile(&cfg, &["s"]).unwrap_err().0;
     let consumers = |v: Value| AdmissionConfig {
         consumers: Some(v),

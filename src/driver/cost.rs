@@ -414,10 +414,11 @@ fn the_policy_chain_masks_and_allocates_within_its_budget() {
     // The rate limit's bucket: no hostcall, the token spent from the 32 the first call leased
     // (`limits::local`); a lease is one compare-and-swap write every 32 calls.
     assert_eq!(chain.ops, plain.ops, "{chain:?}");
-    // 11 more today: among them the caller's name, the limit's plan, the shared-data read, the two masked
-    // strings, and the request's place (`Place::of`), which an anonymous caller of an open server no longer
-    // builds (32 before the limits' keys and wording were written at load and the API key was read in place).
-    assert!(chain.allocs <= plain.allocs + 11, "{plain:?} {chain:?}");
+    // 6 more today: among them the caller's name, the limit's plan and the two masked strings. The request's
+    // place (`Place::of`) is no longer built for an admitted consumer, only for a refusal or a token's
+    // audience (7 before, its path; 32 before the limits' keys and wording were written at load and the API
+    // key was read in place).
+    assert!(chain.allocs <= plain.allocs + 6, "{plain:?} {chain:?}");
     let mut anonymous = head("demo-policy", None);
     anonymous.headers.retain(|(k, _)| k != "x-api-key");
     let r = exchange(&gw, &mut host, &anonymous, WEATHER.as_bytes());

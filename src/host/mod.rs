@@ -18,7 +18,7 @@ mod stats;
 use crate::driver::{Driver, Host, Progress};
 use crate::gateway::Gateway;
 use crate::rules::{RequestFacts, Rules};
-use crate::session::{Env, KeyValue};
+use crate::session::{CallbackClock, Env, KeyValue};
 use crate::slots::Slots;
 use crate::transport::{self, HttpResponse, RequestHead, Route};
 use crate::upstream::{UpstreamRequest, UpstreamResult};
@@ -280,19 +280,19 @@ struct Calls<'g> {
     /// The client's request headers (for route dispatch).
     client: &'g [(String, String)],
     /// The clock, read once per callback: a callback takes microseconds, and each read is a hostcall (a
-    /// `tools/call` asked for it five times).
-    now: Cell<Option<u64>>,
+    /// `tools/call` asked for it eight times).
+    now: CallbackClock,
 }
 
 impl<'g> Calls<'g> {
     fn new(gw: &'g Gateway, context_id: u32, foreign: bool, client: &'g [(String, String)]) -> Calls<'g> {
-        Calls { gw, context_id, foreign, shared: SharedData, client, now: Cell::new(None) }
+        Calls { gw, context_id, foreign, shared: SharedData, client, now: CallbackClock::default() }
     }
 }
 
 impl Env for Calls<'_> {
     fn now_ms(&self) -> u64 {
-        *self.now.get().get_or_insert_with(now_ms)
+        self.now.get(now_ms)
     }
     fn random(&mut self, buf: &mut [u8]) -> bool {
         getrandom::getrandom(buf).is_ok()
