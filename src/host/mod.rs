@@ -20,7 +20,7 @@ use crate::gateway::Gateway;
 use crate::rules::{RequestFacts, Rules};
 use crate::session::{Env, KeyValue};
 use crate::slots::Slots;
-use crate::transport::{self, HttpResponse, RequestHead, Route};
+use crate::transport::{self, Headers, HttpResponse, RequestHead, Route};
 use crate::upstream::{UpstreamRequest, UpstreamResult};
 use proxy_wasm::hostcalls;
 use proxy_wasm::traits::{Context, HttpContext, RootContext};
@@ -56,7 +56,7 @@ struct Live {
     driver: Driver,
     /// The client's request headers as read once in `on_http_request_headers` (moved, not copied): route
     /// dispatch builds the rewritten request from them instead of reading the map a second time.
-    client: Vec<(String, String)>,
+    client: Headers,
     /// The exchange's first call record was emitted (its access-log properties are set).
     recorded: bool,
 }
@@ -255,7 +255,7 @@ fn with_driver(id: u32, foreign: bool, f: impl FnOnce(&Gateway, &mut Driver, &mu
         }
         let gw = entry.gateway.clone();
         let Live { driver, client, recorded, .. } = entry;
-        let mut calls = Calls::new(&gw, id, foreign, client.as_slice());
+        let mut calls = Calls::new(&gw, id, foreign, client);
         let before = driver.calls_in_flight();
         let progress = f(&gw, driver, &mut calls);
         let called = driver.take_called();
@@ -288,14 +288,14 @@ struct Calls<'g> {
     foreign: bool,
     shared: SharedData,
     /// The client's request headers (for route dispatch).
-    client: &'g [(String, String)],
+    client: &'g Headers,
     /// The clock, read once per callback: a callback takes microseconds, and each read is a hostcall (a
     /// `tools/call` asked for it five times).
     now: Cell<Option<u64>>,
 }
 
 impl<'g> Calls<'g> {
-    fn new(gw: &'g Gateway, context_id: u32, foreign: bool, client: &'g [(String, String)]) -> Calls<'g> {
+    fn new(gw: &'g Gateway, context_id: u32, foreign: bool, client: &'g Headers) -> Calls<'g> {
         Calls { gw, context_id, foreign, shared: SharedData, client, now: Cell::new(None) }
     }
 }
@@ -578,18 +578,19 @@ impl HttpContext for Http {
             return Action::Continue;
         }
         let text = |b: &[u8]| lossy(b).into_owned();
-        // The head and its `:method` in one pass (the first value, as `header` finds it).
+        // The head (in one buffer: the map's size bounds its text) and its `:method` in one pass.
         let pairs = abi::pairs(&map);
-        let mut headers: Vec<(String, String)> = Vec::with_capacity(pairs.declared());
+        let mut headers = Headers::with_capacity(pairs.declared(), map.len());
         let mut method = None;
         for (k, v) in pairs {
+            let v = lossy(v);
             if method.is_none() && k == b":method" {
-                method = Some(headers.len());
+                method = Some(v.to_string());
             }
-            headers.push((text(k), text(v)));
+            headers.push(&lossy(k), &v);
         }
         let path = text(path);
-        let method = method.and_then(|i| headers.get(i)).map_or_else(String::new, |(_, v)| v.clone());
+        let method = method.unwrap_or_default();
         // Only Go templates read the client's address (`getRealIP`): one hostcall fewer for everyone else.
         let client_address = if gw.templates.has_go() {
             hostcalls::get_property(vec!["source", "address"])
@@ -604,7 +605,7 @@ impl HttpContext for Http {
         let gw = match per_request(gw.clone(), &head) {
             Ok(gw) => gw,
             Err(refused) => {
-                Calls::new(&gw, self.id, false, &[]).respond(refused);
+                Calls::new(&gw, self.id, false, crate::headers::NONE).respond(refused);
                 return Action::Pause;
             }
         };
@@ -614,7 +615,7 @@ impl HttpContext for Http {
         match transport::route(&gw, &head) {
             Route::PassThrough => Action::Continue,
             Route::Respond(r) => {
-                Calls::new(&gw, self.id, false, &[]).respond(r);
+                Calls::new(&gw, self.id, false, crate::headers::NONE).respond(r);
                 Action::Pause
             }
             Route::Accept(ex) => {
