@@ -146,7 +146,13 @@ mod tests {
         if let Some(v) = header {
             headers.push((CONFIG_HEADER.to_string(), v.to_string()));
         }
-        RequestHead { method: "POST".into(), path: "/mcp-servers/s".into(), headers, client_address: None, jwt: None }
+        RequestHead {
+            method: "POST".into(),
+            path: "/mcp-servers/s".into(),
+            headers: headers.into(),
+            client_address: None,
+            jwt: None,
+        }
     }
 
     /// The upstream path of a `tools/call t` through `gw`, or the HTTP status it was refused with.
@@ -156,7 +162,7 @@ mod tests {
         let r = host.send(gw, h.clone(), init, &|_| panic!("no upstream call"));
         let Some((_, sid)) = r.headers.iter().find(|(k, _)| k == "mcp-session-id") else { return Err(r.status) };
         let mut h = h.clone();
-        h.headers.push(("mcp-session-id".into(), sid.clone()));
+        h.headers.push("mcp-session-id", sid);
         let path = std::cell::RefCell::new(String::new());
         let call = r#"{"jsonrpc":"2.0","id":2,"method":"tools/call","params":{"name":"t","arguments":{}}}"#;
         let r = host.send(gw, h, call, &|req| {
@@ -217,7 +223,7 @@ mod tests {
         let refused = compile_admitted(&gw, "s", &head(Some(&header)), &header).unwrap_err();
         assert_eq!(refused.status, 401, "{}", String::from_utf8_lossy(&refused.body));
         let mut h = head(Some(&header));
-        h.headers.push(("x-api-key".into(), "k-alice".into()));
+        h.headers.push("x-api-key", "k-alice");
         assert!(compile_admitted(&gw, "s", &h, &header).is_ok());
         let bad = compile_admitted(&gw, "s", &h, "%%%").unwrap_err();
         assert_eq!(bad.status, 400);

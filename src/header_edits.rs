@@ -17,14 +17,14 @@ pub enum Edit {
 /// The edits that turn the map `current` into `wanted` (pairs in order, a name possibly repeated): a
 /// header whose values are the same in both is left alone; one wanted once is set; one wanted several
 /// times, or over several values, is removed and added again value by value; one not wanted is removed.
-pub fn diff(current: &[(String, String)], wanted: &[(&str, &str)]) -> Vec<Edit> {
+pub fn diff(current: &[(&str, &str)], wanted: &[(&str, &str)]) -> Vec<Edit> {
     let mut edits = Vec::new();
     for (i, (name, _)) in wanted.iter().enumerate() {
         if wanted[..i].iter().any(|(n, _)| n == name) {
             continue; // handled with its first value
         }
         let values = || wanted.iter().filter(|(n, _)| n == name).map(|(_, v)| *v);
-        let mut now = current.iter().filter(|(n, _)| n == name).map(|(_, v)| v.as_str());
+        let mut now = current.iter().filter(|(n, _)| n == name).map(|(_, v)| *v);
         if values().eq(&mut now) {
             continue;
         }
@@ -44,7 +44,7 @@ pub fn diff(current: &[(String, String)], wanted: &[(&str, &str)]) -> Vec<Edit> 
     for (i, (name, _)) in current.iter().enumerate() {
         let seen = current[..i].iter().any(|(n, _)| n == name);
         if !seen && !wanted.iter().any(|(n, _)| n == name) {
-            edits.push(Edit::Remove(name.clone()));
+            edits.push(Edit::Remove(name.to_string()));
         }
     }
     edits
@@ -80,14 +80,14 @@ mod tests {
 
     #[test]
     fn only_what_changes_is_written() {
-        let current = pairs(&[
+        let current = [
             (":method", "POST"),
             (":path", "/mcp"),
             ("content-type", "application/json"),
             ("authorization", "Bearer secret"),
             ("cookie", "a=1"),
             ("cookie", "b=2"),
-        ]);
+        ];
         let wanted = [(":method", "POST"), (":path", "/backend"), ("content-type", "application/json"), ("x-t", "5")];
         let edits = diff(&current, &wanted);
         assert_eq!(
@@ -99,27 +99,27 @@ mod tests {
                 Edit::Remove("cookie".into()),
             ]
         );
-        let mut map = current.clone();
+        let mut map = pairs(&current);
         apply(&mut map, &edits);
         assert_eq!(sorted(map), sorted(pairs(&wanted)));
     }
 
     #[test]
     fn repeated_headers_are_written_value_by_value() {
-        let current = pairs(&[("a", "1"), ("b", "x")]);
+        let current = [("a", "1"), ("b", "x")];
         let wanted = [("a", "1"), ("a", "2"), ("b", "x")];
         let edits = diff(&current, &wanted);
         assert_eq!(
             edits,
             vec![Edit::Remove("a".into()), Edit::Add("a".into(), "1".into()), Edit::Add("a".into(), "2".into())]
         );
-        let mut map = current.clone();
+        let mut map = pairs(&current);
         apply(&mut map, &edits);
         assert_eq!(sorted(map), sorted(pairs(&wanted)));
         // The same map wanted again: nothing to write.
-        assert!(diff(&pairs(&wanted), &wanted).is_empty());
+        assert!(diff(&wanted, &wanted).is_empty());
         // Several values down to one: removed, then added once.
-        let edits = diff(&pairs(&wanted), &[("a", "2"), ("b", "x")]);
+        let edits = diff(&wanted, &[("a", "2"), ("b", "x")]);
         assert_eq!(edits, vec![Edit::Remove("a".into()), Edit::Add("a".into(), "2".into())]);
     }
 }

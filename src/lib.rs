@@ -31,6 +31,7 @@ pub mod gotemplate;
 pub mod gotemplate;
 pub mod guard;
 pub mod header_edits;
+pub mod headers;
 pub mod higress;
 pub mod icon;
 pub mod input;

@@ -10,6 +10,7 @@
 
 use crate::gateway::Gateway;
 use crate::header_edits::{diff, Edit};
+use crate::headers::Headers;
 use crate::upstream::{UpstreamRequest, UpstreamResult};
 
 /// How much longer than the tool's timeout Envoy's router is told to wait (`x-envoy-upstream-rq-timeout-ms`):
@@ -23,24 +24,20 @@ pub const ROUTER_GRACE_MS: u64 = 2_000;
 /// none), the client's scheme and tracing headers, the tool's headers, the body's length and the router's
 /// timeout. Every other client header goes (credentials are never forwarded unless the tool's own
 /// headers say so); headers that stay the same are not written again.
-pub fn request_edits(r: &UpstreamRequest, client: &[(String, String)]) -> Vec<Edit> {
-    let client_value = |name: &str| client.iter().find(|(k, _)| k == name).map(|(_, v)| v.as_str());
+pub fn request_edits(r: &UpstreamRequest, client: &Headers) -> Vec<Edit> {
+    let client = client.pairs();
+    let client_value = |name: &str| client.iter().find(|(k, _)| *k == name).map(|(_, v)| *v);
     let authority = if r.authority.is_empty() { client_value(":authority").unwrap_or("") } else { &r.authority };
     let timeout = r.timeout_ms.saturating_add(ROUTER_GRACE_MS).to_string();
     let length = r.body.as_deref().unwrap_or_default().len().to_string();
     let scheme = client_value(":scheme").unwrap_or("http");
     let mut headers: Vec<(&str, &str)> =
         vec![(":method", &r.method), (":path", &r.path), (":authority", authority), (":scheme", scheme)];
-    headers.extend(
-        client
-            .iter()
-            .filter(|(k, _)| crate::upstream::TRACING_HEADERS.contains(&k.as_str()))
-            .map(|(k, v)| (k.as_str(), v.as_str())),
-    );
+    headers.extend(client.iter().filter(|(k, _)| crate::upstream::TRACING_HEADERS.contains(k)).copied());
     headers.extend(r.headers.iter().map(|(k, v)| (k.as_str(), v.as_str())));
     headers.push(("content-length", &length));
     headers.push(("x-envoy-upstream-rq-timeout-ms", &timeout));
-    diff(client, &headers)
+    diff(&client, &headers)
 }
 
 /// Envoy router's own answer to a request it timed out before the upstream answered; the plugin gives the
@@ -151,7 +148,7 @@ mod tests {
             body: None,
             timeout_ms: 1000,
         };
-        let edits = request_edits(&r, &client);
+        let edits = request_edits(&r, &client.clone().into());
         let mut map = client.clone();
         crate::header_edits::apply(&mut map, &edits);
         map.sort();

@@ -8,6 +8,7 @@
 use crate::caller::Caller;
 use crate::gateway::{Gateway, Server};
 use crate::guard::external::{Checks, Phase as Side};
+pub use crate::headers::Headers;
 use crate::jsonrpc::{self, Message, Reply};
 use crate::mcp::{self, Handled, Revision};
 use crate::metrics::CallRecord;
@@ -25,7 +26,8 @@ pub const SESSION_NOT_FOUND: i64 = -32001;
 pub struct RequestHead {
     pub method: String,
     pub path: String,
-    pub headers: Vec<(String, String)>,
+    /// One buffer of text for all of them (`Headers`), not two allocations per header.
+    pub headers: Headers,
     /// The downstream peer's address (Envoy's `source.address`, `ip:port`), for templates' `getRealIP`.
     pub client_address: Option<String>,
     /// The token payload Envoy's `jwt_authn` verified (read by the host only when `jwtAuth` is configured).
@@ -34,7 +36,7 @@ pub struct RequestHead {
 
 impl RequestHead {
     pub fn header(&self, name: &str) -> Option<&str> {
-        self.headers.iter().find(|(k, _)| k.eq_ignore_ascii_case(name)).map(|(_, v)| v.as_str())
+        self.headers.iter().find(|(k, _)| k.eq_ignore_ascii_case(name)).map(|(_, v)| v)
     }
 }
 

@@ -196,7 +196,13 @@ fn head(sid: Option<&str>, extra: &[(&str, &str)]) -> RequestHead {
         headers.push(("mcp-session-id".into(), s.into()));
     }
     headers.extend(extra.iter().map(|(k, v)| (k.to_string(), v.to_string())));
-    RequestHead { method: "POST".into(), path: "/mcp-servers/v".into(), headers, client_address: None, jwt: None }
+    RequestHead {
+        method: "POST".into(),
+        path: "/mcp-servers/v".into(),
+        headers: headers.into(),
+        client_address: None,
+        jwt: None,
+    }
 }
 
 struct Client<'a> {

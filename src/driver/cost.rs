@@ -298,7 +298,7 @@ fn head(server: &str, sid: Option<&str>) -> RequestHead {
     RequestHead {
         method: "POST".into(),
         path: format!("/mcp-servers/{server}"),
-        headers,
+        headers: headers.into(),
         client_address: None,
         jwt: None,
     }
@@ -420,7 +420,7 @@ fn the_policy_chain_masks_and_allocates_within_its_budget() {
     // key was read in place).
     assert!(chain.allocs <= plain.allocs + 6, "{plain:?} {chain:?}");
     let mut anonymous = head("demo-policy", None);
-    anonymous.headers.retain(|(k, _)| k != "x-api-key");
+    anonymous.headers.retain(|(k, _)| *k != "x-api-key");
     let r = exchange(&gw, &mut host, &anonymous, WEATHER.as_bytes());
     assert_eq!(r.status, 401, "the chain admits only the consumer");
 }

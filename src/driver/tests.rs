@@ -27,7 +27,13 @@ fn post(sid: Option<&str>) -> RequestHead {
     if let Some(s) = sid {
         headers.push(("mcp-session-id".into(), s.into()));
     }
-    RequestHead { method: "POST".into(), path: "/mcp-servers/demo".into(), headers, client_address: None, jwt: None }
+    RequestHead {
+        method: "POST".into(),
+        path: "/mcp-servers/demo".into(),
+        headers: headers.into(),
+        client_address: None,
+        jwt: None,
+    }
 }
 
 fn session(h: &mut TestHost, g: &Gateway) -> String {

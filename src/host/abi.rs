@@ -108,17 +108,7 @@ impl<'a> Iterator for Pairs<'a> {
         if self.left == 0 {
             return None;
         }
-        let size = |at: usize| -> Option<usize> {
-            Some(u32::from_le_bytes(self.map.get(at..at.checked_add(4)?)?.try_into().ok()?) as usize)
-        };
-        let pair = (|| {
-            let (k, v) = (size(self.sizes)?, size(self.sizes + 4)?);
-            let key = self.map.get(self.data..self.data.checked_add(k)?)?;
-            let value_at = self.data.checked_add(k)?.checked_add(1)?;
-            let value = self.map.get(value_at..value_at.checked_add(v)?)?;
-            Some((key, value, value_at + v + 1))
-        })();
-        match pair {
+        match self.pair() {
             Some((key, value, next)) => {
                 self.left -= 1;
                 self.sizes += 8;
@@ -130,6 +120,20 @@ impl<'a> Iterator for Pairs<'a> {
                 None
             }
         }
+    }
+}
+
+impl<'a> Pairs<'a> {
+    /// The next name and value, and where the pair after them starts; `None` when the map is malformed.
+    /// Both sizes are read from one 8-byte slice, and both texts from the rest of the map.
+    fn pair(&self) -> Option<(&'a [u8], &'a [u8], usize)> {
+        let sizes: &[u8; 8] = self.map.get(self.sizes..)?.first_chunk()?;
+        let [k0, k1, k2, k3, v0, v1, v2, v3] = *sizes;
+        let (k, v) = (u32::from_le_bytes([k0, k1, k2, k3]) as usize, u32::from_le_bytes([v0, v1, v2, v3]) as usize);
+        let rest = self.map.get(self.data..)?;
+        let key = rest.get(..k)?;
+        let value = rest.get(k.checked_add(1)?..)?.get(..v)?;
+        Some((key, value, self.data + k + v + 2))
     }
 }
 

@@ -104,7 +104,7 @@ thread_local! {
 }
 
 fn calls(gw: &Gateway, id: u32) -> Calls<'_> {
-    Calls::new(gw, id, false, &[])
+    Calls::new(gw, id, false, crate::headers::NONE)
 }
 
 fn send(r: &HttpResponse) {

@@ -52,7 +52,7 @@ thread_local! {
 /// `client`: the request's headers as the plugin read them when they arrived (the request has been paused
 /// since, so they are still Envoy's; not reading them again saves a hostcall and a copy per call), from which
 /// [`crate::routed::request_edits`] decides the headers that change.
-pub fn forward(id: u32, foreign: bool, r: &UpstreamRequest, client: &[(String, String)]) -> Result<u32, String> {
+pub fn forward(id: u32, foreign: bool, r: &UpstreamRequest, client: &crate::headers::Headers) -> Result<u32, String> {
     let body = r.body.as_deref().unwrap_or_default();
     abi::edit_map(MapType::HttpRequestHeaders, &crate::routed::request_edits(r, client))
         .map_err(|s| format!("rewriting the request: {s:?}"))?;

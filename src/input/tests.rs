@@ -478,7 +478,7 @@ fn through_the_driver_the_round_trip_reaches_the_upstream() {
         let head = RequestHead {
             method: "POST".into(),
             path: "/mcp-servers/s".into(),
-            headers,
+            headers: headers.into(),
             client_address: None,
             jwt: None,
         };
@@ -566,7 +566,13 @@ fn head(method: &str, extra: &[(&str, &str)]) -> RequestHead {
         ("accept".to_string(), "application/json, text/event-stream".to_string()),
     ];
     headers.extend(extra.iter().map(|(k, v)| (k.to_string(), v.to_string())));
-    RequestHead { method: method.into(), path: "/mcp-servers/s".into(), headers, client_address: None, jwt: None }
+    RequestHead {
+        method: method.into(),
+        path: "/mcp-servers/s".into(),
+        headers: headers.into(),
+        client_address: None,
+        jwt: None,
+    }
 }
 
 #[test]

@@ -716,7 +716,7 @@ mod through_the_driver {
         RequestHead {
             method: "POST".into(),
             path: "/mcp-servers/demo".into(),
-            headers,
+            headers: headers.into(),
             client_address: None,
             jwt: None,
         }

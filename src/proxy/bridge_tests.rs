@@ -23,7 +23,13 @@ fn head(method: &str, headers: &[(&str, &str)]) -> RequestHead {
         ("content-length".to_string(), "99".to_string()),
     ];
     all.extend(headers.iter().map(|(k, v)| (k.to_string(), v.to_string())));
-    RequestHead { method: method.into(), path: "/mcp-servers/up".into(), headers: all, client_address: None, jwt: None }
+    RequestHead {
+        method: method.into(),
+        path: "/mcp-servers/up".into(),
+        headers: all.into(),
+        client_address: None,
+        jwt: None,
+    }
 }
 
 fn bridge(gw: &Gateway, env: &mut MemoryEnv, h: &RequestHead) -> Box<Bridge> {
@@ -142,7 +148,7 @@ fn a_call_initialises_its_own_backend_stream_and_gets_the_notifications_with_its
     for (a, b) in cuts.into_iter().chain([(0, 0)]) {
         let mut br = bridge(&gw, &mut env, &h);
         let Begin::Stream(edits) = br.on_body(&gw, &mut env, CALL.as_bytes(), NOW) else { panic!() };
-        let mut sent = h.headers.clone();
+        let mut sent = h.headers.to_vec();
         crate::header_edits::apply(&mut sent, &edits);
         assert_eq!(value(&sent, ":method"), Some("GET"));
         assert_eq!(value(&sent, ":path"), Some("/sse"));
@@ -192,8 +198,8 @@ fn an_answer_without_notifications_or_for_a_json_only_client_is_json() {
     let sid = session(&gw, &mut env);
     let h = head("POST", &[("mcp-session-id", &sid)]);
     let mut only_json = h.clone();
-    only_json.headers.retain(|(k, _)| k != "accept");
-    only_json.headers.push(("accept".into(), "application/json".into()));
+    only_json.headers.retain(|(k, _)| *k != "accept");
+    only_json.headers.push("accept", "application/json");
     for h in [h, only_json] {
         let mut br = bridge(&gw, &mut env, &h);
         assert!(matches!(br.on_body(&gw, &mut env, CALL.as_bytes(), NOW), Begin::Stream(_)));

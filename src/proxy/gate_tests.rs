@@ -21,7 +21,7 @@ fn gateway(transport: &str, extra: &str) -> Gateway {
 
 fn post(path: &str) -> RequestHead {
     let headers = vec![(":authority".to_string(), "gw".to_string())];
-    RequestHead { method: "POST".into(), path: path.into(), headers, client_address: None, jwt: None }
+    RequestHead { method: "POST".into(), path: path.into(), headers: headers.into(), client_address: None, jwt: None }
 }
 
 fn relay(gw: &Gateway, env: &mut MemoryEnv) -> Box<Relay> {
@@ -403,7 +403,7 @@ fn on_an_sse_clients_stream_a_checked_result_is_held_and_later_events_queue_behi
 /// A Streamable HTTP client's call to an SSE backend (no session), bridged.
 fn bridged(gw: &Gateway, env: &mut MemoryEnv) -> Box<Bridge> {
     let mut h = post("/mcp-servers/up");
-    h.headers.push(("accept".into(), "application/json, text/event-stream".into()));
+    h.headers.push("accept", "application/json, text/event-stream");
     match route(gw, &h, env) {
         Some(Start::Bridge(b)) => b,
         other => panic!("not bridged: {other:?}"),

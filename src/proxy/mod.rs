@@ -39,7 +39,7 @@ use crate::header_edits::{diff, Edit};
 use crate::jsonrpc;
 use crate::mcp::Revision;
 use crate::session::{redis, signed, Env, Session, SessionOp, SessionOutcome, Started};
-use crate::transport::{HttpResponse, RequestHead, SESSION_NOT_FOUND};
+use crate::transport::{Headers, HttpResponse, RequestHead, SESSION_NOT_FOUND};
 use serde_json::Value;
 use std::sync::Arc;
 
@@ -550,7 +550,7 @@ impl<'a> Picked<'a> {
                 _ => continue,
             };
             if slot.is_none() && k.eq_ignore_ascii_case(name) {
-                *slot = Some(v.as_str());
+                *slot = Some(v);
             }
         }
         p
@@ -609,8 +609,8 @@ fn forward_headers(
     headers.push((":authority".into(), authority.into()));
     headers.push((":scheme".into(), head.header(":scheme").unwrap_or("http").into()));
     for (k, v) in &head.headers {
-        if KEPT.contains(&k.as_str()) || crate::upstream::TRACING_HEADERS.contains(&k.as_str()) {
-            headers.push((k.clone(), v.clone()));
+        if KEPT.contains(&k) || crate::upstream::TRACING_HEADERS.contains(&k) {
+            headers.push((k.to_string(), v.to_string()));
         }
     }
     if let Some(id) = session {
@@ -668,19 +668,19 @@ fn forward_edits(
     let mut now: [Now; 7] = Default::default();
     let mut removals = Vec::new();
     for (i, (k, v)) in current.iter().enumerate() {
-        if let Some(t) = targets.iter().position(|(name, _)| k == name) {
+        if let Some(t) = targets.iter().position(|(name, _)| name.len() == k.len() && k == *name) {
             if targets[t].1.is_none() && now[t].first.is_none() {
-                removals.push(Edit::Remove(k.clone())); // not set: removed, once
+                removals.push(Edit::Remove(k.into())); // not set: removed, once
             }
             now[t].see(v);
             continue;
         }
-        let kept = match k.as_str() {
+        let kept = match k {
             "content-length" => !drop_length,
-            k => KEPT.contains(&k) || crate::upstream::TRACING_HEADERS.contains(&k),
+            k => one_of(k, &KEPT) || one_of(k, &crate::upstream::TRACING_HEADERS),
         };
-        if !kept && !current[..i].iter().any(|(n, _)| n == k) {
-            removals.push(Edit::Remove(k.clone()));
+        if !kept && !current.iter().take(i).any(|(n, _)| n == k) {
+            removals.push(Edit::Remove(k.into()));
         }
     }
     let mut edits = Vec::new();
@@ -691,6 +691,12 @@ fn forward_edits(
     }
     edits.extend(removals);
     Some(edits)
+}
+
+/// Whether `name` is one of `names`, lengths compared first, inline: a slice's `contains` calls `str`'s
+/// `eq` for each name (18 per client header in [`forward_edits`], most of them of another length).
+fn one_of(name: &str, names: &[&str]) -> bool {
+    names.iter().any(|n| n.len() == name.len() && *n == name)
 }
 
 /// What the client's head holds of one header the backend's head sets: its first value, and whether it
@@ -827,9 +833,9 @@ fn forward(
 }
 
 /// The edits that turn the headers a request or answer came with into `wanted`.
-fn edits(current: &[(String, String)], wanted: &[(String, String)]) -> Vec<Edit> {
+fn edits(current: &Headers, wanted: &[(String, String)]) -> Vec<Edit> {
     let wanted: Vec<(&str, &str)> = wanted.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
-    diff(current, &wanted)
+    diff(&current.pairs(), &wanted)
 }
 
 /// The edits that put the local answer `r` in place of a held backend answer that came with `answer` (its
@@ -839,7 +845,8 @@ pub fn replacing(answer: &[(String, String)], r: &HttpResponse) -> Vec<Edit> {
     let mut wanted: Vec<(&str, &str)> = r.headers.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
     wanted.push(("content-length", &length));
     let mut edits = vec![Edit::Set(":status".into(), r.status.to_string())];
-    edits.extend(diff(answer, &wanted));
+    let answer: Vec<(&str, &str)> = answer.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+    edits.extend(diff(&answer, &wanted));
     edits
 }
 

@@ -39,7 +39,13 @@ fn head(method: &str, headers: &[(&str, &str)]) -> RequestHead {
         ("accept".to_string(), "application/json, text/event-stream".to_string()),
     ];
     all.extend(headers.iter().map(|(k, v)| (k.to_string(), v.to_string())));
-    RequestHead { method: method.into(), path: "/mcp-servers/up".into(), headers: all, client_address: None, jwt: None }
+    RequestHead {
+        method: method.into(),
+        path: "/mcp-servers/up".into(),
+        headers: all.into(),
+        client_address: None,
+        jwt: None,
+    }
 }
 
 /// The relay and the request head the backend gets (the client's, with the edits applied).
@@ -52,7 +58,7 @@ fn forward(gw: &Gateway, env: &mut MemoryEnv, h: &RequestHead) -> (Box<Relay>, V
 
 /// The request head the backend gets: the client's, with the edits applied.
 fn sent(h: &RequestHead, edits: &[Edit]) -> Vec<(String, String)> {
-    let mut headers = h.headers.clone();
+    let mut headers = h.headers.to_vec();
     crate::header_edits::apply(&mut headers, edits);
     headers
 }
@@ -1169,7 +1175,8 @@ fn the_answer_edits_computed_in_place_are_those_of_the_diff() {
                 if let Some(id) = ours.filter(|_| theirs) {
                     out.push((SESSION.into(), id.into()));
                 }
-                let expected = if !theirs && !rewrite { Vec::new() } else { super::edits(&headers, &out) };
+                let expected =
+                    if !theirs && !rewrite { Vec::new() } else { super::edits(&headers.clone().into(), &out) };
                 assert_eq!(edits, expected, "{pairs:?} {ours:?} {rewrite}");
                 checked += 1;
             }

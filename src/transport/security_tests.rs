@@ -41,7 +41,7 @@ fn head(path: &str, headers: &[(&str, &str)]) -> RequestHead {
         ("mcp-protocol-version".into(), "2025-06-18".into()),
     ];
     h.extend(headers.iter().map(|(k, v)| (k.to_string(), v.to_string())));
-    RequestHead { method: "POST".into(), path: path.into(), headers: h, client_address: None, jwt: None }
+    RequestHead { method: "POST".into(), path: path.into(), headers: h.into(), client_address: None, jwt: None }
 }
 
 /// Calls `tool` over a relayed (sessionless) request and returns the upstream request's headers and path.

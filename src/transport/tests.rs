@@ -38,7 +38,7 @@ fn head(method: &str, path: &str, headers: &[(&str, &str)]) -> RequestHead {
         h.retain(|(name, _)| name != k);
         h.push((k.to_string(), v.to_string()));
     }
-    RequestHead { method: method.into(), path: path.into(), headers: h, client_address: None, jwt: None }
+    RequestHead { method: method.into(), path: path.into(), headers: h.into(), client_address: None, jwt: None }
 }
 
 /// The native host of the driver tests, with the helpers these tests share.
@@ -702,8 +702,8 @@ fn stateless_headers_must_match_the_body() {
     let g = gw();
     let mut h = Host::new();
     let (mut hd, body) = stateless("tools/call", json!({"name": "hello", "arguments": {}}));
-    hd.headers.retain(|(k, _)| k != "mcp-name");
-    hd.headers.push(("mcp-name".into(), "weather".into()));
+    hd.headers.retain(|(k, _)| *k != "mcp-name");
+    hd.headers.push("mcp-name", "weather");
     let r = h.send(&g, hd, &body, &no_upstream);
     assert_eq!(
         (r.status, json_body(&r)["error"]["code"].clone(), json_body(&r)["id"].clone()),
@@ -795,7 +795,7 @@ fn messages_relayed_by_higress_sse_filter_need_no_session() {
     // headers as the client sent them (a legacy SSE client sends no Streamable HTTP Accept header).
     let relayed = || {
         let mut h = head("POST", "/mcp-servers/demo?sessionId=3f1c2a9e-8b7d-4c6e-9f0a-1b2c3d4e5f60", &[]);
-        h.headers.retain(|(k, _)| k != "accept");
+        h.headers.retain(|(k, _)| *k != "accept");
         h
     };
     for store in STORES {
@@ -982,7 +982,7 @@ fn notifications_precede_the_result_in_one_sse_answer() {
     let r = h.post(&g, &sid, &call(7, "quiet", json!({}), json!({"progressToken": "t"})), &no_upstream);
     assert_eq!(json_body(&r)["result"]["content"][0]["text"], json!("quiet"));
     let mut hd = head("POST", "/mcp-servers/demo", &[("mcp-session-id", &sid)]);
-    hd.headers.retain(|(k, _)| k != "accept");
+    hd.headers.retain(|(k, _)| *k != "accept");
     let r = h.send(&g, hd, &call(8, "steps", json!({}), json!({"progressToken": "t"})), &no_upstream);
     assert_eq!(json_body(&r)["result"]["content"][0]["text"], json!("done "));
 }
