@@ -311,8 +311,9 @@ pub struct Exchange {
     /// The host's clock when it last called (a virtual server's cache decisions).
     now_ms: u64,
     /// The key of a virtual server's passes to this Envoy's own bridge (set by the driver when the
-    /// configuration has a loopback, [`crate::loopback`]).
-    loopback: Option<crate::loopback::Key>,
+    /// configuration has a loopback, [`crate::loopback`]); boxed: a keyed HMAC state is a few hundred
+    /// bytes that every other exchange would carry and move.
+    loopback: Option<Box<crate::loopback::Key>>,
     /// What the operator should read (a proxied server of a virtual server failing), for the driver to log.
     warnings: Vec<String>,
     /// A virtual server's messages waiting on proxied servers, by the number [`Job::Virtual`] gives.
@@ -594,7 +595,7 @@ impl Exchange {
 
     /// Gives the exchange the key of its virtual server's passes to this Envoy's bridge.
     pub fn set_loopback(&mut self, key: Option<crate::loopback::Key>) {
-        self.loopback = key;
+        self.loopback = key.map(Box::new);
     }
 
     /// Gives the exchange what its input requests need: the host's clock and the state keys.
