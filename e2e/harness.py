@@ -653,10 +653,12 @@ def start_gateway(
     run_dir: Path | None = None,
     envoy_base: dict | None = None,
     wasm: Path | None = None,
+    ports: Ports | None = None,
 ) -> Gateway:
     """Start (or reuse) the demo upstream and an Envoy serving `plugin_config`.
 
-    `envoy_base` replaces envoy/envoy.yaml as the Envoy configuration to render (see `load_envoy_yaml`)."""
+    `envoy_base` replaces envoy/envoy.yaml as the Envoy configuration to render (see `load_envoy_yaml`);
+    `ports`, picked beforehand, lets it name Envoy's own listener (a cluster back to it)."""
     run_dir = run_dir or new_run_dir(tag)
     cfg = load_plugin_config(plugin_config) if isinstance(plugin_config, Path) else plugin_config
     wasm = wasm or wasm_path()  # fail early and clearly when the plugin is not built
@@ -666,7 +668,7 @@ def start_gateway(
     try:
         envoy = Envoy(
             cfg, upstream_port=upstream.port, run_dir=run_dir, name=f"envoy-{tag}",
-            plugin_format=plugin_format, concurrency=concurrency, wasm=wasm, base=envoy_base,
+            plugin_format=plugin_format, concurrency=concurrency, wasm=wasm, base=envoy_base, ports=ports,
         ).start()
     except BaseException:
         if own:

@@ -59,6 +59,8 @@ async def whoami(ctx: Context) -> str:
     request = ctx.request_context.request
     headers = request.headers if request is not None else {}
     seen = f"authorization={headers.get('authorization', '')!r} cookie={headers.get('cookie', '')!r}"
+    if "x-mcp-gateway-loopback" in headers:
+        seen += f" loopback={headers['x-mcp-gateway-loopback']!r}"
     if "x-api-key" in headers or "api_key" in str(getattr(request, "url", "")):
         seen += f" x-api-key={headers.get('x-api-key', '')!r} url={str(request.url)!r}"
     return seen

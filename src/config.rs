@@ -392,6 +392,9 @@ pub struct ServerConfig {
     pub tool_set: Option<Value>,
     /// How long a virtual server keeps its proxied servers' tool lists, in milliseconds (per worker).
     pub tools_cache_ms: Option<u64>,
+    /// The Envoy cluster that reaches this Envoy's own listener, through which a virtual server calls the
+    /// tools of `transport: sse` servers ([`crate::loopback`]).
+    pub gateway_cluster: Option<String>,
     /// Who the server admits ([`crate::admission::ServerAuth`]); absent: everyone.
     pub auth: Option<Value>,
     /// Which tools, prompts and resources each caller may use ([`crate::admission::policy`]).
@@ -834,6 +837,7 @@ impl ServerConfig {
         "quotas",
         "toolSet",
         "toolsCacheMs",
+        "gatewayCluster",
         "auth",
         "policy",
     ];
@@ -880,6 +884,7 @@ impl ServerConfig {
         s.tool_refs = Vec::new();
         s.tool_set = f.value("toolSet").cloned();
         s.tools_cache_ms = f.unsigned("toolsCacheMs");
+        s.gateway_cluster = f.string("gatewayCluster");
         s.auth = f.value("auth").cloned();
         s.policy = f.value("policy").cloned();
         f.finish()?;

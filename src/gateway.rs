@@ -146,6 +146,9 @@ pub struct Gateway {
     /// `Some` when a tool or prompt asks for input: the state keys derived from `sessions.signingKeys`,
     /// or `None` inside for this Envoy's shared key ([`crate::input`]).
     pub input_keys: Option<Option<Vec<crate::input::Key>>>,
+    /// `Some` when a virtual server reaches a `transport: sse` server through this Envoy's own bridge: the
+    /// keys of its passes ([`crate::loopback`]).
+    pub loopback: Option<crate::loopback::Keys>,
     /// Who calls: consumers, API keys, `jwt_authn` claims ([`crate::admission`]).
     pub admission: crate::admission::Admission,
     /// Stats and audit lines (`observability`).
@@ -206,9 +209,14 @@ impl Gateway {
                     s.tool_set.take(),
                     s.tools_cache_ms,
                     s.timeout,
+                    s.gateway_cluster.take(),
                 ));
-            } else if s.tool_set.is_some() || s.tools_cache_ms.is_some() {
-                let field = if s.tool_set.is_some() { "toolSet" } else { "toolsCacheMs" };
+            } else if s.tool_set.is_some() || s.tools_cache_ms.is_some() || s.gateway_cluster.is_some() {
+                let field = match () {
+                    _ if s.tool_set.is_some() => "toolSet",
+                    _ if s.tools_cache_ms.is_some() => "toolsCacheMs",
+                    _ => "gatewayCluster",
+                };
                 return Err(ConfigError::new(field, "belongs to a virtual server (type: virtual)").in_server(&s.name));
             }
             let auth =
@@ -364,7 +372,9 @@ impl Gateway {
         for (i, ..) in &virtuals {
             names.push(servers[*i].name.clone());
         }
-        for (i, refs, set, cache, timeout) in virtuals {
+        // Some virtual server reaches an SSE server through this Envoy's own bridge ([`crate::loopback`]).
+        let mut loops = false;
+        for (i, refs, set, cache, timeout, gateway_cluster) in virtuals {
             let set = match set.as_ref().map(crate::composed::ToolSetConfig::read) {
                 None => None,
                 Some(Ok(set)) => Some(set),
@@ -376,9 +386,11 @@ impl Gateway {
                 set.as_ref(),
                 cache,
                 timeout,
+                gateway_cluster,
                 &servers,
                 &names,
             )?;
+            loops |= v.backends.iter().any(|b| servers[*b].proxy.as_ref().is_some_and(|p| p.sse));
             let mut sources = Vec::new();
             for r in &v.refs {
                 if let Some(t) = servers[r.owner].tool(&r.tool) {
@@ -470,6 +482,16 @@ impl Gateway {
             };
             (!secrets.is_empty()).then(|| crate::input::keys_from_secrets(&secrets))
         });
+        // The loopback's keys: the signed sessions' keys (shared by replicas), else this Envoy's own secret.
+        let loopback = loops.then(|| {
+            let mut secrets = Vec::new();
+            for k in &cfg.sessions.signing_keys {
+                if let Some(k) = crate::session::signed::decode_key(k) {
+                    secrets.push(k);
+                }
+            }
+            crate::loopback::Keys::from_secrets(&secrets)
+        });
         let stats = match cfg.observability.stats {
             true => crate::metrics::Stats::new(
                 servers.iter().flat_map(|s| s.tools.iter().map(move |t| (s.name.as_str(), t.name.as_str()))),
@@ -491,6 +513,7 @@ impl Gateway {
             observability: cfg.observability,
             stats,
             input_keys,
+            loopback,
             prefix: cfg.prefix,
             allowed_origins,
             limits_redis: match (&cfg.sessions.redis, sessions.redis()) {

@@ -306,35 +306,15 @@ pub fn keys_from_secrets(secrets: &[Vec<u8>]) -> Vec<Key> {
     out
 }
 
-/// Creates the shared-data entry of the per-Envoy key, empty, if it does not exist: hosts call it at
-/// configure time, so that the first worker to need the key can compare-and-swap it in (a write to a missing
-/// key is unconditional in Envoy).
+/// Creates the shared-data entry of the per-Envoy key, empty, if it does not exist (hosts call it at
+/// configure time: [`crate::session::prepare_secret`]).
 pub fn prepare(kv: &mut dyn KeyValue) {
-    if kv.get(SHARED_KEY).1.is_none() {
-        let _ = kv.set(SHARED_KEY, b"", None);
-    }
+    crate::session::prepare_secret(kv, SHARED_KEY);
 }
 
 /// This Envoy's state key: read from shared data, or created there by the first worker that needs it.
 fn shared_key(env: &mut dyn Env) -> Option<Key> {
-    for _ in 0..4 {
-        let (value, cas) = env.kv().get(SHARED_KEY);
-        if value.len() == 32 {
-            return Some(derive(&value));
-        }
-        let mut fresh = [0u8; 32];
-        if !env.random(&mut fresh) {
-            return None;
-        }
-        match env.kv().set(SHARED_KEY, &fresh, cas) {
-            // Written over a missing entry: read back what is there now, in case another worker wrote too.
-            Ok(true) if cas.is_none() => continue,
-            Ok(true) => return Some(derive(&fresh)),
-            Ok(false) => continue,
-            Err(_) => return None,
-        }
-    }
-    None
+    crate::session::shared_secret(env, SHARED_KEY).map(|s| derive(&s))
 }
 
 /// What a request needs to ask for input: the clock and the state keys (none when the host has none).

@@ -40,6 +40,7 @@ pub mod jsonrpc;
 #[cfg(feature = "go-templates")]
 pub mod lenient;
 pub mod limits;
+pub mod loopback;
 pub mod mcp;
 pub mod metrics;
 pub mod notify;

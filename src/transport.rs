@@ -312,6 +312,10 @@ pub struct Exchange {
     answer: Option<(String, String)>,
     /// The host's clock when it last called (a virtual server's cache decisions).
     now_ms: u64,
+    /// The key of a virtual server's passes to this Envoy's own bridge (set by the driver when the
+    /// configuration has a loopback, [`crate::loopback`]); boxed: a keyed HMAC state is a few hundred
+    /// bytes that every other exchange would carry and move.
+    loopback: Option<Box<crate::loopback::Key>>,
     /// What the operator should read (a proxied server of a virtual server failing), for the driver to log.
     warnings: Vec<String>,
     /// A virtual server's messages waiting on proxied servers, by the number [`Job::Virtual`] gives.
@@ -511,6 +515,7 @@ pub fn route(gw: &Gateway, head: &RequestHead) -> Route {
         last_event_id,
         answer: None,
         now_ms: 0,
+        loopback: None,
         warnings: Vec::new(),
         composed: Vec::new(),
         phase: Phase::Start,
@@ -578,6 +583,16 @@ impl Exchange {
     fn respond(&mut self, r: HttpResponse) -> Step {
         self.phase = Phase::Done;
         Step::Respond(add_cors(r, self.cors_origin.as_deref()))
+    }
+
+    /// Whether the exchange is a virtual server's (which may call through the loopback).
+    pub fn is_virtual(&self, gw: &Gateway) -> bool {
+        self.server(gw).composed.is_some()
+    }
+
+    /// Gives the exchange the key of its virtual server's passes to this Envoy's bridge.
+    pub fn set_loopback(&mut self, key: Option<crate::loopback::Key>) {
+        self.loopback = key.map(Box::new);
     }
 
     /// Gives the exchange what its input requests need: the host's clock and the state keys.

@@ -5,6 +5,11 @@
 //! the request once more. Calls go through Envoy's async HTTP client to the proxied server's
 //! `upstream.cluster`, with its `defaultUpstreamSecurity`; never with anything of the client's.
 //!
+//! A `transport: sse` server is reached through this Envoy's own Streamable HTTP bridge instead ([`Loop`],
+//! [`crate::loopback`]): `POST {prefix}/{name}` on the virtual server's `gatewayCluster`, with a pass in
+//! place of a credential (the bridge adds the server's own). The bridge opens a backend stream and
+//! initialises it for every request, so the link holds no session there and sends the request alone.
+//!
 //! ```text
 //! no session:  initialize ──200──> notifications/initialized ──2xx──> request ──> answer
 //! session:     request ──200──> answer
@@ -30,6 +35,15 @@ pub struct Session {
     pub version: String,
 }
 
+/// How a link reaches a `transport: sse` server: through this Envoy's own bridge, on this cluster, with
+/// this pass ([`crate::loopback`]; none when the host had no key, and the bridge then serves the request as
+/// a client's).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Loop {
+    pub cluster: String,
+    pub pass: Option<String>,
+}
+
 #[derive(Debug, Clone, Copy, PartialEq)]
 enum Phase {
     Initializing,
@@ -52,6 +66,8 @@ pub struct Link {
     pub session: Option<Session>,
     /// The log and progress notifications the backend sent ahead of its answer (an SSE answer), in order.
     pub notes: Vec<Value>,
+    /// A `transport: sse` server's loopback (boxed: rare, and a job holds links by value).
+    via: Option<Box<Loop>>,
 }
 
 /// What a link needs next.
@@ -63,7 +79,8 @@ pub enum LinkStep {
 }
 
 impl Link {
-    /// Starts `method` on proxied server `backend`, with the session this worker holds for it if any.
+    /// Starts `method` on proxied server `backend`, with the session this worker holds for it if any;
+    /// through `via` for a `transport: sse` server (no session: each bridged request initialises its own).
     pub fn start(
         gw: &Gateway,
         backend: usize,
@@ -71,7 +88,10 @@ impl Link {
         method: &str,
         params: Value,
         timeout_ms: u64,
+        via: Option<Loop>,
     ) -> (Link, UpstreamRequest) {
+        let stateless = || Session { id: None, version: crate::mcp::Revision::LATEST_LEGACY.as_str().to_string() };
+        let session = if via.is_some() { Some(stateless()) } else { session };
         let phase = if session.is_some() { Phase::Requesting } else { Phase::Initializing };
         let link = Link {
             backend,
@@ -82,6 +102,7 @@ impl Link {
             retried: false,
             session,
             notes: Vec::new(),
+            via: via.map(Box::new),
         };
         let first = link.request(gw);
         (link, first)
@@ -202,8 +223,13 @@ impl Link {
         };
         let server = &gw.servers[self.backend];
         let backend = server.proxy.as_ref();
-        let cluster = backend.and_then(|b| b.cluster.clone()).unwrap_or_default();
-        let mut path = backend.map_or_else(|| "/".to_string(), |b| b.path.clone());
+        let (cluster, mut path) = match &self.via {
+            Some(l) => (l.cluster.clone(), format!("{}/{}", gw.prefix, server.name)),
+            None => (
+                backend.and_then(|b| b.cluster.clone()).unwrap_or_default(),
+                backend.map_or_else(|| "/".to_string(), |b| b.path.clone()),
+            ),
+        };
         let mut headers: Vec<(String, String)> = vec![
             ("content-type".into(), "application/json".into()),
             ("accept".into(), "application/json, text/event-stream".into()),
@@ -214,8 +240,14 @@ impl Link {
                 headers.push(("mcp-session-id".into(), id.clone()));
             }
         }
-        if let Some(b) = backend {
-            b.add_credential(None, &mut headers, &mut path);
+        match (&self.via, backend) {
+            (Some(l), _) => {
+                if let Some(pass) = &l.pass {
+                    headers.push((crate::loopback::HEADER.into(), pass.clone()));
+                }
+            }
+            (None, Some(b)) => b.add_credential(None, &mut headers, &mut path),
+            (None, None) => {}
         }
         let authority =
             backend.and_then(|b| b.authority.clone().or(b.call_authority.clone())).unwrap_or_else(|| cluster.clone());

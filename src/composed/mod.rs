@@ -11,6 +11,9 @@
 //!   calls it there); a proxied tool is sent to its backend under its own name ([`Link`]), once the guard
 //!   services (`guardrails.external`, the virtual server's then the proxied server's) allowed its
 //!   arguments, and its result is checked by them before the client sees it ([`Asking`]).
+//! - A `transport: sse` proxied server is reached through this Envoy's own Streamable HTTP bridge, on the
+//!   virtual server's `gatewayCluster`, as the gateway's own call ([`crate::loopback`]): plugin HTTP calls
+//!   deliver only complete answers, and an SSE backend answers on a stream that never ends.
 //!
 //! Plain Rust: the core decides which requests go out and merges the answers; the driver sends them.
 
@@ -20,9 +23,10 @@ use crate::config::ConfigError;
 use crate::gateway::{Gateway, Server};
 use crate::guard::external::{Checks, Phase as Side};
 use crate::jsonrpc;
+use crate::loopback::{Key, SLACK_MS};
 use crate::mcp::Revision;
 use crate::upstream::{UpstreamRequest, UpstreamResult};
-pub use link::{Link, LinkStep, Session};
+pub use link::{Link, LinkStep, Loop, Session};
 use serde_json::{json, Map, Value};
 use std::cell::RefCell;
 use std::collections::HashMap;
@@ -184,6 +188,9 @@ pub struct Virtual {
     pub backends: Vec<usize>,
     pub cache_ms: u64,
     pub timeout_ms: u64,
+    /// `gatewayCluster`: where calls to `transport: sse` servers go, to this Envoy's own bridge
+    /// ([`crate::loopback`]).
+    pub gateway_cluster: Option<String>,
     /// Per worker (a gateway is per worker): backend sessions and tool lists, by proxied server (a
     /// short list: scanned).
     state: RefCell<Vec<(usize, Held)>>,
@@ -211,12 +218,14 @@ fn name_ok(n: &str) -> bool {
 impl Virtual {
     /// Compiles a virtual server's references against the servers compiled so far (`servers`); `virtuals`
     /// names the other virtual servers (which cannot be referenced). Errors name server, tool and field.
+    #[allow(clippy::too_many_arguments)]
     pub fn compile(
         name: &str,
         refs: &[RefConfig],
         tool_set: Option<&ToolSetConfig>,
         cache_ms: Option<u64>,
         timeout_ms: Option<u64>,
+        gateway_cluster: Option<String>,
         servers: &[Server],
         virtuals: &[String],
     ) -> Result<Virtual, ConfigError> {
@@ -259,6 +268,7 @@ impl Virtual {
             backends: Vec::new(),
             cache_ms: cache_ms.unwrap_or(DEFAULT_CACHE_MS),
             timeout_ms: timeout_ms.unwrap_or(DEFAULT_TIMEOUT_MS),
+            gateway_cluster,
             state: RefCell::new(Vec::new()),
         };
         for (field, r) in all {
@@ -276,11 +286,16 @@ impl Virtual {
             let server = &servers[owner];
             let listing = match &server.proxy {
                 Some(backend) => {
-                    if backend.sse {
-                        let msg = format!("'{}' is a transport: sse proxied server; virtual servers take tools of Streamable HTTP ones only", r.server);
+                    if backend.sse && v.gateway_cluster.is_none() {
+                        let msg = format!(
+                            "'{}' is a transport: sse proxied server, whose tools a virtual server calls through this \
+                             Envoy's own Streamable HTTP bridge: add gatewayCluster (an Envoy cluster that reaches this \
+                             Envoy's MCP listener) to the virtual server",
+                            r.server
+                        );
                         return err(format!("{field}.server"), msg, &exposed);
                     }
-                    if backend.cluster.is_none() {
+                    if !backend.sse && backend.cluster.is_none() {
                         let msg = format!(
                             "proxied server '{}' needs upstream.cluster (the Envoy cluster of its backend), which the \
                              gateway's own calls for virtual servers use",
@@ -367,9 +382,18 @@ impl Virtual {
         held_mut(&mut self.state.borrow_mut(), backend).session = session;
     }
 
+    /// How this virtual server reaches proxied server `backend`: directly (`None`), or through this Envoy's
+    /// own bridge for a `transport: sse` one, with a pass signed by `signer` that expires at `expires_ms`.
+    fn via(&self, gw: &Gateway, backend: usize, signer: Option<&Key>, expires_ms: u64) -> Option<Loop> {
+        let server = &gw.servers[backend];
+        let cluster = self.gateway_cluster.clone().filter(|_| server.proxy.as_ref().is_some_and(|b| b.sse))?;
+        Some(Loop { cluster, pass: signer.map(|k| k.sign(&server.name, expires_ms)) })
+    }
+
     /// Starts a `tools/list`: answered now when every proxied server's list is fresh, else the fetches
-    /// of the stale ones to send (by index into the job's links).
-    pub fn list(&self, gw: &Gateway, request: ListRequest, now_ms: u64) -> (Option<Job>, Next) {
+    /// of the stale ones to send (by index into the job's links). `signer`: the loopback key, for SSE
+    /// servers.
+    pub fn list(&self, gw: &Gateway, request: ListRequest, now_ms: u64, signer: Option<&Key>) -> (Option<Job>, Next) {
         let stale: Vec<usize> = {
             let state = self.state.borrow();
             let fresh = |b: &usize| {
@@ -390,8 +414,11 @@ impl Virtual {
         }
         let mut links = Vec::with_capacity(stale.len());
         let mut sends = Vec::with_capacity(stale.len());
+        // A pass lasts for every page the list may take.
+        let expires_ms = now_ms.saturating_add(self.timeout_ms.saturating_mul(MAX_PAGES as u64 + 1) + SLACK_MS);
         for (i, b) in stale.into_iter().enumerate() {
-            let (link, first) = Link::start(gw, b, self.session(b), "tools/list", json!({}), self.timeout_ms);
+            let via = self.via(gw, b, signer, expires_ms);
+            let (link, first) = Link::start(gw, b, self.session(b), "tools/list", json!({}), self.timeout_ms, via);
             links.push(Some((link, Vec::new(), 1)));
             sends.push((i, first));
         }
@@ -511,8 +538,8 @@ pub enum Next {
 }
 
 impl Job {
-    /// A `tools/call` of proxied tool `r` on virtual server `server`, by `consumer`: the guard services'
-    /// checks of its arguments first, if any.
+    /// A `tools/call` of proxied tool `r` on virtual server `server`, by `consumer`, at `now_ms`: the guard
+    /// services' checks of its arguments first, if any. `signer`: the loopback key, for an SSE server.
     #[allow(clippy::too_many_arguments)]
     pub fn call(
         gw: &Gateway,
@@ -523,12 +550,20 @@ impl Job {
         mut params: Map<String, Value>,
         listener: crate::notify::Listener,
         consumer: &str,
+        signer: Option<&Key>,
+        now_ms: u64,
     ) -> (Job, Next) {
         params.insert("name".into(), Value::from(r.tool.as_str()));
         let checks = Checks { via: Some((server, &r.name)), owner: r.owner, tool: &r.tool };
         let check = checks.next(gw, 0, Side::Input, consumer, params.get("arguments").unwrap_or(&Value::Null), None);
         let timeout = gw.servers[r.owner].proxy.as_ref().map_or(DEFAULT_TIMEOUT_MS, |b| b.timeout_ms);
-        let (link, first) = Link::start(gw, r.owner, v.session(r.owner), "tools/call", Value::Object(params), timeout);
+        let via =
+            v.via(gw, r.owner, signer, now_ms.saturating_add(timeout + crate::routed::ROUTER_GRACE_MS + SLACK_MS));
+        // Through the bridge, the call outlasts the bridge's own deadline (the server's `timeout`), whose
+        // answer says more than a timed-out call would.
+        let timeout = if via.is_some() { timeout.saturating_add(crate::routed::ROUTER_GRACE_MS) } else { timeout };
+        let params = Value::Object(params);
+        let (link, first) = Link::start(gw, r.owner, v.session(r.owner), "tools/call", params, timeout, via);
         let (asking, send) = match check {
             Some((stage, request)) => (Asking::Input(stage, Box::new(first)), request),
             None => (Asking::Backend, first),

@@ -826,3 +826,182 @@ fn a_backends_answer_reaches_the_client_under_its_id_member_for_member() {
     assert_eq!(reply(Ok(json!({"error": {"code": "1", "message": "m"}}))), invalid);
     assert_eq!(reply(Ok(json!({"result": {"a": 1}}))), r#"{"jsonrpc":"2.0","id":7,"result":{"a":1}}"#);
 }
+
+/// A virtual server beside a `transport: sse` server whose relay would refuse, rename and limit what a
+/// client asks (`auth`, `allowTools`, `toolOverrides`, guardrails): none of it applies to the virtual
+/// server's own calls, which the virtual server checks itself.
+const LOOPBACK: &str = r#"
+consumers: [{name: alice, credential: alice-key}]
+keyAuth: {keys: [x-api-key]}
+servers:
+  - {name: a, type: mcp-proxy, mcpServerURL: /mcp, upstream: {cluster: ca}}
+  - name: legacy
+    type: mcp-proxy
+    transport: sse
+    mcpServerURL: /sse
+    timeout: 4000
+    auth: {anonymous: false}
+    allowTools: [shout]
+    toolOverrides: {echo: {name: shout}}
+    guardrails: {mask: [email]}
+    upstream: {authority: "legacy.example:9"}
+  - name: v
+    type: virtual
+    timeout: 700
+    gatewayCluster: self
+    tools:
+      - {server: a, tool: echo, name: say}
+      - {server: legacy, tool: echo, name: old_echo}
+      - {server: legacy, tool: secret}
+"#;
+
+/// The gateway's bridge serving one of its own loopback requests `r` in `env`, in front of an SSE backend
+/// that lists `echo` and `secret` and answers calls with their name and arguments; the messages it got go
+/// to `seen`.
+fn bridged(g: &Gateway, env: &mut MemoryEnv, r: &UpstreamRequest, seen: &RefCell<Vec<Value>>) -> UpstreamResult {
+    use crate::proxy::bridge::{Begin, Post, Step};
+    let mut headers = r.headers.clone();
+    headers.push((":authority".into(), r.authority.clone()));
+    let head = RequestHead { method: r.method.clone(), path: r.path.clone(), headers, client_address: None, jwt: None };
+    let respond =
+        |resp: HttpResponse| UpstreamResult::Response { status: resp.status, headers: resp.headers, body: resp.body };
+    let mut b = match crate::proxy::route(g, &head, env) {
+        Some(crate::proxy::Start::Bridge(b)) => b,
+        Some(crate::proxy::Start::Respond(resp)) => return respond(resp),
+        other => panic!("{other:?}"),
+    };
+    let body = r.body.clone().unwrap_or_default();
+    let now = env.now_ms;
+    match b.on_body(g, env, &body, now) {
+        Begin::Stream(edits) => {
+            let mut sent = head.headers.clone();
+            crate::header_edits::apply(&mut sent, &edits);
+            assert!(sent.iter().all(|(k, _)| k != crate::loopback::HEADER), "the pass stays at the gateway: {sent:?}");
+            assert!(sent.contains(&(":authority".into(), "legacy.example:9".into())), "{sent:?}");
+        }
+        Begin::Respond(resp) => return respond(resp),
+        Begin::Wait(w) => panic!("{w:?}"),
+    }
+    let mut steps = b.on_chunk(g, env, b"event: endpoint\ndata: /messages/?session_id=s\n\n", false);
+    loop {
+        let step = steps.pop().expect("a step");
+        assert!(steps.is_empty());
+        steps = match step {
+            Step::Post(post, head, body) => {
+                assert!(head.iter().all(|(k, _)| k != crate::loopback::HEADER));
+                let m: Value = serde_json::from_slice(&body).unwrap();
+                let answer = match post {
+                    Post::Initialized => {
+                        steps = b.on_posted(post, 202);
+                        continue;
+                    }
+                    Post::Initialize => json!({"protocolVersion": "2025-06-18", "capabilities": {}}),
+                    Post::Message if m["method"] == "tools/list" => json!({"tools": [
+                        {"name": "echo", "inputSchema": {"type": "object"}, "description": "echo, legacy"},
+                        {"name": "secret", "inputSchema": {"type": "object"}},
+                    ]}),
+                    Post::Message => {
+                        let text = format!(
+                            "{} on legacy with {}: ann@example.com",
+                            m["params"]["name"], m["params"]["arguments"]
+                        );
+                        json!({"content": [{"type": "text", "text": text}]})
+                    }
+                    Post::Pong => panic!("no ping"),
+                };
+                seen.borrow_mut().push(m.clone());
+                assert!(b.on_posted(post, 202).is_empty());
+                let event = json!({"jsonrpc": "2.0", "id": m["id"], "result": answer});
+                b.on_chunk(g, env, format!("event: message\ndata: {event}\n\n").as_bytes(), false)
+            }
+            Step::Reply(resp) => return respond(resp),
+            other => panic!("{other:?}"),
+        };
+    }
+}
+
+use crate::session::memory::MemoryEnv;
+
+#[test]
+fn a_virtual_server_reaches_an_sse_servers_tools_through_its_own_bridge_as_the_gateway() {
+    let g = Gateway::from_config_str(LOOPBACK).unwrap();
+    let backends = Backends::new();
+    let mut c = Client::new(&g, &backends);
+    // The bridge's worker reads the same shared secret (another worker of the same Envoy).
+    let secret = crate::session::shared_secret(&mut c.h, crate::loopback::SHARED_KEY).unwrap();
+    let mut other = MemoryEnv { now_ms: c.h.env.now_ms, ..Default::default() };
+    crate::session::KeyValue::set(&mut other.kv, crate::loopback::SHARED_KEY, &secret, None).unwrap();
+    let (other, seen) = (RefCell::new(other), RefCell::new(Vec::new()));
+    let answer = |r: &UpstreamRequest| match r.cluster.as_str() {
+        "self" => bridged(&g, &mut other.borrow_mut(), r, &seen),
+        _ => backends.answer(r),
+    };
+    let body = json!({"jsonrpc": "2.0", "id": 7, "method": "tools/list", "params": {}}).to_string();
+    let r = c.h.send(&g, head(Some(&c.sid.clone()), &[]), &body, &answer);
+    let listed: Value = serde_json::from_slice(&r.body).unwrap();
+    let names: Vec<&str> =
+        listed["result"]["tools"].as_array().unwrap().iter().map(|t| t["name"].as_str().unwrap()).collect();
+    // The backend's own names and descriptions: not the SSE server's allowTools or toolOverrides.
+    assert_eq!(names, ["say", "old_echo", "secret"], "{listed}");
+    assert_eq!(listed["result"]["tools"][1]["description"], "echo, legacy");
+    // One loopback request, no handshake of the gateway's: the bridge initialised the backend itself.
+    let sent: Vec<&UpstreamRequest> = c.h.dispatched.iter().filter(|r| r.cluster == "self").collect();
+    assert_eq!(sent.len(), 1);
+    assert_eq!((sent[0].path.as_str(), sent[0].authority.as_str()), ("/mcp-servers/legacy", "legacy.example:9"));
+    assert!(!sent[0].headers.iter().any(|(k, _)| k == "mcp-session-id"));
+    let methods: Vec<Value> = seen.borrow().iter().map(|m| m["method"].clone()).collect();
+    assert_eq!(methods, [json!("initialize"), json!("tools/list")]);
+
+    let body = json!({"jsonrpc": "2.0", "id": 8, "method": "tools/call", "params": {"name": "old_echo", "arguments": {"text": "hi"}}});
+    let r = c.h.send(&g, head(Some(&c.sid.clone()), &[]), &body.to_string(), &answer);
+    let called: Value = serde_json::from_slice(&r.body).unwrap();
+    // Called under its backend name; the SSE server's guardrails applied once, by the virtual server.
+    assert_eq!(called["id"], 8);
+    let text = called["result"]["content"][0]["text"].as_str().unwrap();
+    assert!(
+        text.starts_with(r#""echo" on legacy with {"text":"hi"}"#) && !text.contains("ann@example.com"),
+        "{called}"
+    );
+    let last = c.h.dispatched.last().unwrap();
+    assert_eq!(last.timeout_ms, 4000 + crate::routed::ROUTER_GRACE_MS, "the bridge's own deadline answers first");
+
+    // Another Envoy (another secret) or no pass at all: a client's request, refused by the server's `auth`.
+    let mut stranger = MemoryEnv { now_ms: c.h.env.now_ms, counter: 99, ..Default::default() };
+    let refused = bridged(&g, &mut stranger, last, &seen);
+    assert!(matches!(refused, UpstreamResult::Response { status: 401, .. }), "{refused:?}");
+    // A valid pass on a request in a session is a client's too (the gateway's own calls have none).
+    let mut in_session = last.clone();
+    in_session.headers.push(("mcp-session-id".into(), "s1".into()));
+    let refused = bridged(&g, &mut other.borrow_mut(), &in_session, &seen);
+    assert!(matches!(refused, UpstreamResult::Response { status: 401, .. }), "{refused:?}");
+    let mut bare = last.clone();
+    bare.headers.retain(|(k, _)| k != crate::loopback::HEADER);
+    let refused = bridged(&g, &mut other.borrow_mut(), &bare, &seen);
+    assert!(matches!(refused, UpstreamResult::Response { status: 401, .. }), "{refused:?}");
+}
+
+#[test]
+fn an_sse_server_needs_the_virtual_servers_gateway_cluster() {
+    let base = LOOPBACK.split("    gatewayCluster: self\n").collect::<Vec<_>>().join("");
+    let e = Gateway::from_config_str(&base).unwrap_err();
+    assert_eq!((e.server.as_deref(), e.field.as_str()), (Some("v"), "tools[1].server"));
+    assert!(
+        e.message.contains("'legacy' is a transport: sse proxied server") && e.message.contains("add gatewayCluster"),
+        "{e}"
+    );
+    let g = Gateway::from_config_str(LOOPBACK).unwrap();
+    assert!(g.loopback.as_ref().is_some_and(crate::loopback::Keys::shared), "no signingKeys: this Envoy's secret");
+    assert_eq!(g.server("v").unwrap().composed.as_ref().unwrap().backends.len(), 2);
+    // Without an SSE server to reach, no loopback: passes are never honoured.
+    assert!(Gateway::from_config_str(CONFIG).unwrap().loopback.is_none());
+    // Only a virtual server calls through it.
+    let e = Gateway::from_config_str(
+        &LOOPBACK.replace("    timeout: 4000\n", "    timeout: 4000\n    gatewayCluster: self\n"),
+    )
+    .unwrap_err();
+    assert_eq!((e.server.as_deref(), e.field.as_str()), (Some("legacy"), "gatewayCluster"));
+    // With signed sessions, their keys sign passes (every replica accepts them).
+    let key = "MDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3ODlhYmNkZWY=";
+    let signed = format!("sessions: {{store: signed, signingKeys: [\"{key}\"]}}\n{LOOPBACK}");
+    assert!(Gateway::from_config_str(&signed).unwrap().loopback.as_ref().is_some_and(|k| !k.shared()));
+}

@@ -420,6 +420,9 @@ impl RootContext for Root {
             if gw.input_keys.is_some() {
                 crate::session::local::ANSWERS.prepare(&mut SharedData);
             }
+            if gw.loopback.as_ref().is_some_and(crate::loopback::Keys::shared) {
+                crate::session::prepare_secret(&mut SharedData, crate::loopback::SHARED_KEY);
+            }
             for notice in &gw.notices {
                 log(LogLevel::Warn, &format!("mcp-gateway: {notice}"));
             }

@@ -197,6 +197,18 @@ impl Bridge {
         })
     }
 
+    /// A bridge for a virtual server's own call to `server` ([`crate::loopback`]): the virtual server has
+    /// applied the server's guardrails and counted its limits, so the relay checks and renames nothing, and
+    /// the backend gets the operator's credential only.
+    pub(super) fn own(server: &Server, head: RequestHead) -> Option<Bridge> {
+        let mut bridge = Bridge::new(server, head, None, crate::caller::Caller::anonymous(), None)?;
+        let relay = &mut bridge.relay;
+        (relay.allow, relay.header_allow, relay.policy, relay.guard) = (None, None, None, None);
+        relay.overrides = Default::default();
+        relay.limited_server = false;
+        Some(bridge)
+    }
+
     /// The proxied server's name.
     pub fn server(&self) -> &str {
         &self.relay.server

@@ -294,6 +294,38 @@ pub fn random_id(env: &mut dyn Env) -> Option<String> {
     env.random(&mut bytes).then(|| bytes.iter().map(|b| format!("{b:02x}")).collect())
 }
 
+/// Creates the shared-data entry `key` of a per-Envoy secret, empty, if it does not exist: hosts call it at
+/// configure time, so that the first worker to need the secret can compare-and-swap it in (a write to a
+/// missing key is unconditional in Envoy).
+pub fn prepare_secret(kv: &mut dyn KeyValue, key: &str) {
+    if kv.get(key).1.is_none() {
+        let _ = kv.set(key, b"", None);
+    }
+}
+
+/// This Envoy's 32-byte secret under shared-data entry `key`: read, or created there by the first worker
+/// that needs it; `None` when the host has no randomness or the entry stays contended.
+pub fn shared_secret(env: &mut dyn Env, key: &str) -> Option<[u8; 32]> {
+    for _ in 0..4 {
+        let (value, cas) = env.kv().get(key);
+        if let Ok(secret) = <[u8; 32]>::try_from(value.as_slice()) {
+            return Some(secret);
+        }
+        let mut fresh = [0u8; 32];
+        if !env.random(&mut fresh) {
+            return None;
+        }
+        match env.kv().set(key, &fresh, cas) {
+            // Written over a missing entry: read back what is there now, in case another worker wrote too.
+            Ok(true) if cas.is_none() => continue,
+            Ok(true) => return Some(fresh),
+            Ok(false) => continue,
+            Err(_) => return None,
+        }
+    }
+    None
+}
+
 /// Memory stand-ins for the host, for tests and native tools.
 pub mod memory {
     use super::{Env, KeyValue};

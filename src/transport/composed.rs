@@ -74,7 +74,7 @@ impl Exchange {
                 caller: self.caller.clone(),
                 revision: self.revision,
             };
-            let (job, next) = v.list(gw, request, self.now_ms);
+            let (job, next) = v.list(gw, request, self.now_ms, self.loopback.as_deref());
             self.wait_on(slot, job, next, None, acc);
             return None;
         }
@@ -118,7 +118,8 @@ impl Exchange {
             };
             let listener = crate::notify::Listener { level, progress_token: crate::notify::progress_token(Some(&p)) };
             let Value::Object(params) = p else { return None };
-            let (job, next) = composed::Job::call(gw, me, v, r, id, params, listener, self.caller.label());
+            let (signer, now) = (self.loopback.as_deref(), self.now_ms);
+            let (job, next) = composed::Job::call(gw, me, v, r, id, params, listener, self.caller.label(), signer, now);
             self.wait_on(slot, Some(job), next, Some(name), acc);
             return None;
         }

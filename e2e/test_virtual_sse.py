@@ -1,0 +1,134 @@
+"""Virtual servers taking tools of a `transport: sse` proxied server (the Python SDK's legacy SSE server,
+e2e/mcp_backend.py in `sse` mode) beside a Streamable HTTP one, in real Envoy. The gateway's own calls to
+the SSE server loop back through this Envoy (the cluster `gateway_self`, pointing at the `mcp` listener):
+each becomes a request of its own to `/mcp-servers/legacy`, which the Streamable HTTP bridge turns into an
+SSE exchange with the backend and answers whole. A pass in `x-mcp-gateway-loopback` makes it the gateway's
+own call, past the SSE server's `auth`, `allowTools` and `toolOverrides`, which clients still meet.
+
+Envoy runs two workers: a loopback request may be served by the other worker, which must accept the pass
+signed with the secret they share.
+"""
+
+from __future__ import annotations
+
+import copy
+import time
+
+import httpx
+import pytest
+
+import harness
+from harness import ACCEPT, LATEST
+from test_mcp_proxy import McpBackend
+from test_virtual_server import proxied, raw_list
+
+
+def _envoy_base(port_a: int, ports: harness.Ports) -> dict:
+    base = harness.load_envoy_yaml()
+    clusters = base["static_resources"]["clusters"]
+    template = next(c for c in clusters if c["name"] == "blackhole")
+    for name, port in (("mcp_a", port_a), ("gateway_self", ports.mcp)):
+        c = copy.deepcopy(template)
+        c["name"] = name
+        c["load_assignment"]["cluster_name"] = name
+        sa = c["load_assignment"]["endpoints"][0]["lb_endpoints"][0]["endpoint"]["address"]["socket_address"]
+        sa["port_value"] = port
+        clusters.append(c)
+    return base
+
+
+@pytest.fixture(scope="module")
+def backends(tmp_path_factory):
+    a = McpBackend("stateful", log_dir=tmp_path_factory.mktemp("backend-a")).start(timeout=60)
+    sse = McpBackend("sse", log_dir=tmp_path_factory.mktemp("backend-sse")).start(timeout=60)
+    yield a, sse
+    a.stop()
+    sse.stop()
+
+
+@pytest.fixture(scope="module")
+def gateway(backends):
+    a, sse = backends
+    ports = harness.Ports.pick(demo=sse.port)
+    cfg = {
+        "consumers": [{"name": "alice", "credential": "alice-key"}],
+        "keyAuth": {"keys": ["x-api-key"]},
+        "servers": [
+            proxied("alpha", "mcp_a", a.port),
+            # What its clients meet: a key, one tool under another name. The SDK's server checks Host: the
+            # loopback names it, and the bridge passes it on.
+            {"name": "legacy", "type": "mcp-proxy", "transport": "sse", "mcpServerURL": "/sse", "timeout": 10000,
+             "auth": {"anonymous": False}, "allowTools": ["shout"], "toolOverrides": {"echo": {"name": "shout"}},
+             "upstream": {"authority": f"127.0.0.1:{sse.port}"}},
+            {"name": "mixed", "type": "virtual", "timeout": 8000, "toolsCacheMs": 1500, "gatewayCluster": "gateway_self",
+             "tools": [
+                 {"server": "alpha", "tool": "echo", "name": "say"},
+                 {"server": "legacy", "tool": "echo", "name": "old_echo", "description": "Echo, from the SSE server."},
+                 {"server": "legacy", "tool": "whoami"},
+             ]},
+        ],
+    }
+    g = harness.start_gateway(cfg, tag="virtual-sse", upstream=sse, plugin_format="json", ports=ports,
+                              envoy_base=_envoy_base(a.port, ports))
+    yield g
+    g.stop()
+
+
+def test_a_virtual_server_lists_and_calls_an_sse_servers_tools_through_the_bridge(gateway):
+    out: dict = {}
+
+    async def main():
+        async with harness.mcp_client(gateway.mcp_url("mixed")) as c:
+            out["tools"] = (await c.list_tools()).tools
+            out["results"] = [
+                await c.call_tool("say", {"text": "new"}),
+                await c.call_tool("old_echo", {"text": "old"}),
+                await c.call_tool("whoami", {}),
+            ]
+
+    harness.run_async(main)
+    tools = {t.name: t for t in out["tools"]}
+    # The backend's own names, not the SSE server's allowTools and toolOverrides: the gateway's own calls.
+    assert [t.name for t in out["tools"]] == ["say", "old_echo", "whoami"]
+    assert tools["old_echo"].description == "Echo, from the SSE server."
+    assert tools["old_echo"].input_schema["properties"]["text"]["type"] == "string"  # the backend's schema
+    texts = [r.content[0].text for r in out["results"]]
+    assert texts[:2] == ["echo: new", "echo: old"]
+    # Neither the client's credentials nor the pass reach the backend.
+    assert texts[2] == "authorization='' cookie=''", texts[2]
+
+
+def test_a_forged_pass_gains_a_client_nothing(gateway):
+    url = gateway.mcp_url("legacy")
+    init = {"jsonrpc": "2.0", "id": 0, "method": "initialize",
+            "params": {"protocolVersion": LATEST, "capabilities": {}, "clientInfo": {"name": "t", "version": "0"}}}
+    listing = {"jsonrpc": "2.0", "id": 1, "method": "tools/list"}
+    forged = f"{int(time.time() * 1000) + 60_000}.{'A' * 43}"
+    for pass_ in (forged, "", "garbage"):
+        for body in (init, listing):
+            r = httpx.post(url, json=body, headers={"Accept": ACCEPT, "x-mcp-gateway-loopback": pass_}, timeout=15)
+            assert r.status_code == 401, (pass_, r.status_code, r.text)
+    # With its key a client gets what the server offers it: one tool, under its new name.
+    r = httpx.post(url, json=listing, headers={"Accept": ACCEPT, "x-api-key": "alice-key",
+                                               "x-mcp-gateway-loopback": forged}, timeout=15)
+    assert r.status_code == 200, r.text
+    body = r.json() if r.headers["content-type"].startswith("application/json") else None
+    assert body is not None and [t["name"] for t in body["result"]["tools"]] == ["shout"], r.text
+
+
+def test_the_sse_backend_down_removes_only_its_tools(gateway, backends):
+    _, sse = backends
+    assert raw_list(gateway, "mixed") == ["say", "old_echo", "whoami"]
+    sse.stop()
+    try:
+        time.sleep(1.6)  # past toolsCacheMs
+        assert raw_list(gateway, "mixed") == ["say"]
+        assert raw_list(gateway, "mixed") == ["say"]
+        log = gateway.envoy.log_text()
+        # Once per worker that fetched, at most two.
+        assert 1 <= log.count("proxied server 'legacy' could not list its tools") <= 2, log[-3000:]
+    finally:
+        sse.start(timeout=60)
+    time.sleep(1.6)
+    assert raw_list(gateway, "mixed") == ["say", "old_echo", "whoami"]
+    assert "proxied server 'legacy' lists its tools again" in gateway.envoy.log_text()
