@@ -862,7 +862,13 @@ fn bridged(g: &Gateway, env: &mut MemoryEnv, r: &UpstreamRequest, seen: &RefCell
     use crate::proxy::bridge::{Begin, Post, Step};
     let mut headers = r.headers.clone();
     headers.push((":authority".into(), r.authority.clone()));
-    let head = RequestHead { method: r.method.clone(), path: r.path.clone(), headers, client_address: None, jwt: None };
+    let head = RequestHead {
+        method: r.method.clone(),
+        path: r.path.clone(),
+        headers: headers.into(),
+        client_address: None,
+        jwt: None,
+    };
     let respond =
         |resp: HttpResponse| UpstreamResult::Response { status: resp.status, headers: resp.headers, body: resp.body };
     let mut b = match crate::proxy::route(g, &head, env) {
@@ -874,7 +880,7 @@ fn bridged(g: &Gateway, env: &mut MemoryEnv, r: &UpstreamRequest, seen: &RefCell
     let now = env.now_ms;
     match b.on_body(g, env, &body, now) {
         Begin::Stream(edits) => {
-            let mut sent = head.headers.clone();
+            let mut sent = head.headers.to_vec();
             crate::header_edits::apply(&mut sent, &edits);
             assert!(sent.iter().all(|(k, _)| k != crate::loopback::HEADER), "the pass stays at the gateway: {sent:?}");
             assert!(sent.contains(&(":authority".into(), "legacy.example:9".into())), "{sent:?}");
