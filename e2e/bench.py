@@ -67,7 +67,8 @@
    Each side's CPU per request by process (gateway user and system time, upstream Envoy, wrk) and the gateway
    worker's busy share of one CPU are printed beside them, with the throughput ratio the gateway's CPU per
    request predicts (baseline's over the side's, per round): with the worker near 100% busy it is the
-   bottleneck, and the measured ratio follows that one. --pin: the gateway Envoy alone on the first CPU.
+   bottleneck, and the measured ratio follows that one. --pin: the gateway Envoy alone on the first CPU;
+   --perf-counts: its syscalls, page faults and context switches per request (perf stat).
    Goals as for 1: throughput >= 0.8x, p50 <= 1.25x.
 
 7. The policy chain in pairs (--policy-pairs N, issue 13): the `nopolicy` and `policy` sides of 1 on a gateway
@@ -106,6 +107,7 @@ Options (each also settable by an environment variable):
   --proxy-only           only section 6 (and the module size)
   --no-proxy             skip section 6                       BENCH_PROXY=0
   --pin                  section 6: the gateway Envoy alone on CPU 0, the upstream Envoy and wrk on the others
+  --perf-counts          the gateway Envoy's syscalls, page faults, context switches per request (perf stat)
   --policy-pairs 0       pairs nopolicy/policy per level of section 7   BENCH_POLICY_PAIRS (0: skip it)
   --policy-only          only section 7 (and the module size); --policy-pairs defaults to 15 then
   --policy-callgrind 0   section 7 under callgrind, CALLS calls per side (0: timed pairs with wrk)
@@ -432,9 +434,14 @@ def measure(wrk: str, envoy: harness.Envoy, upstream: UpstreamEnvoy, side: str, 
     gw_ns0 = thread_cpu_ns(envoy.proc.pid)
     ru0, self0 = resource.getrusage(resource.RUSAGE_CHILDREN), resource.getrusage(resource.RUSAGE_SELF)
     busy0 = system_busy_seconds()
+    perf_out = envoy.run_dir / "perf-stat.txt"
+    perf = start_perf_stat(envoy.proc.pid, perf_out) if PERF_COUNTS[0] else None
+    if perf is not None:
+        time.sleep(0.2)  # attached before the load starts
     t0 = time.monotonic()
     res = run_wrk(wrk, url, script, connections, seconds)
     wall = time.monotonic() - t0
+    counted = stop_perf_stat(perf, perf_out) if perf is not None else {}
     busy = system_busy_seconds() - busy0
     ru1, self1 = resource.getrusage(resource.RUSAGE_CHILDREN), resource.getrusage(resource.RUSAGE_SELF)
     gw_user, gw_sys = (b - a for a, b in zip(gw_cpu0, cpu_split(envoy.proc.pid)))
@@ -468,6 +475,7 @@ def measure(wrk: str, envoy: harness.Envoy, upstream: UpstreamEnvoy, side: str, 
         # The worker thread's share of one CPU: near 100, it is the bottleneck, and the throughput ratio
         # of two sides is the inverse ratio of their gateway CPU per request.
         "gateway_worker_busy_pct": 100.0 * gw_ns[1] / 1e9 / wall,
+        **({PERF_EVENTS[k]: v / res["requests"] for k, v in counted.items()} if counted and res["requests"] else {}),
         "upstream_cpu_pct": 100.0 * up_cpu / wall,
         "wrk_cpu_pct": 100.0 * wrk_cpu / wall,
         # Everything else on the machine (other processes, interrupts, steal): contention that skews figures.
@@ -478,6 +486,39 @@ def measure(wrk: str, envoy: harness.Envoy, upstream: UpstreamEnvoy, side: str, 
         # One REST call per tools/call; fewer would mean tool calls that failed inside a 200 (isError).
         res["upstream_calls_per_2xx"] = up_reqs / ok if ok else None
     return res
+
+
+# --perf-counts: the gateway Envoy's syscalls, page faults and context switches per request, counted by the
+# kernel (`perf stat`, software events and one tracepoint: load does not move them, the tracepoint costs every
+# side alike). What a Wasm filter could add there and callgrind would not count; section 6 reports them.
+PERF_EVENTS = {"raw_syscalls:sys_enter": "gateway_syscalls_per_req", "page-faults": "gateway_page_faults_per_req",
+               "context-switches": "gateway_context_switches_per_req"}
+PERF_COUNTS = [False]
+
+
+def start_perf_stat(pid: int, out: Path) -> subprocess.Popen:
+    return subprocess.Popen(["perf", "stat", "-x", ";", "-e", ",".join(PERF_EVENTS), "-p", str(pid), "-o", str(out)],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+
+
+def stop_perf_stat(proc: subprocess.Popen, out: Path) -> dict[str, float]:
+    """Stops `perf stat` (SIGINT: it prints its counts) and reads them by event name."""
+    proc.send_signal(signal.SIGINT)
+    try:
+        proc.wait(timeout=10)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+    counts: dict[str, float] = {}
+    with contextlib.suppress(OSError):
+        for line in out.read_text().splitlines():
+            f = line.split(";")
+            if len(f) > 2 and f[2] in PERF_EVENTS:
+                with contextlib.suppress(ValueError):
+                    counts[f[2]] = float(f[0])
+    if set(counts) != set(PERF_EVENTS):
+        raise BenchError(f"perf stat counted {counts} (is perf installed, are tracepoints readable?): {out}")
+    return counts
 
 
 def upstream_requests(upstream: UpstreamEnvoy) -> int:
@@ -1342,6 +1383,14 @@ def print_proxy_cpu(px: dict) -> None:
             print(f"  {row['connections']:>5}  {side:<14} {us('gateway_user_us_per_req'):>8} "
                   f"{us('gateway_sys_us_per_req'):>7} {us('upstream_cpu_us_per_req'):>8} {us('wrk_cpu_us_per_req'):>6} "
                   f"{r.get('gateway_worker_busy_pct', 0):7.0f}%  {pred_s:>22}  {thr_s:>20}")
+    if "gateway_syscalls_per_req" in rows[0]["mcp_baseline"]:
+        print("  The gateway Envoy per request, counted by perf stat (--perf-counts; median of the rounds):")
+        print(f"  {'conns':>5}  {'side':<14} {'syscalls':>9} {'page faults':>12} {'context switches':>17}")
+        for row in rows:
+            for side in PROXY_SIDES:
+                r = row[side]
+                print(f"  {row['connections']:>5}  {side:<14} {r['gateway_syscalls_per_req']:9.2f} "
+                      f"{r['gateway_page_faults_per_req']:12.4f} {r['gateway_context_switches_per_req']:17.2f}")
 
 
 def print_proxy(px: dict) -> None:
@@ -2289,6 +2338,9 @@ def parse_args() -> argparse.Namespace:
                     help="section 6 under callgrind: the gateway Envoy's worker instructions per call of each side, "
                     "CALLS calls per side and --proxy-pairs pairs (e.g. --proxy-only --proxy-callgrind 200); "
                     "needs valgrind")
+    ap.add_argument("--perf-counts", action="store_true",
+                    help="count the gateway Envoy's syscalls, page faults and context switches per request with "
+                    "perf stat (section 6 reports them; needs perf and readable tracepoints)")
     ap.add_argument("--pin", action="store_true",
                     help="section 6: the gateway Envoy alone on the first CPU, the upstream Envoy and wrk on the "
                     "others (taskset-like, per thread), so that every side meets the same contention")
@@ -2364,6 +2416,7 @@ def new_bench_run_dir() -> Path:
 
 def main() -> int:
     args = parse_args()
+    PERF_COUNTS[0] = args.perf_counts
     CALL.update(tool=args.tool, args=args.tool_args, expect=args.expected_text)
     started = time.monotonic()
     try:
