@@ -64,6 +64,11 @@
    The two filters of e2e/floor are built by the bench (cargo, target/floor). Settings of 1 (levels,
    duration, warm-up, rounds; the order of the sides alternates between rounds); with --repeat N, each
    side's ratios and extra CPU are also given per round against that round's baseline, as median and range.
+   Each side's CPU per request by process (gateway user and system time, upstream Envoy, wrk) and the gateway
+   worker's busy share of one CPU are printed beside them, with the throughput ratio the gateway's CPU per
+   request predicts (baseline's over the side's, per round): with the worker near 100% busy it is the
+   bottleneck, and the measured ratio follows that one. --pin: the gateway Envoy alone on the first CPU;
+   --perf-counts: its syscalls, page faults and context switches per request (perf stat).
    Goals as for 1: throughput >= 0.8x, p50 <= 1.25x.
 
 7. The policy chain in pairs (--policy-pairs N, issue 13): the `nopolicy` and `policy` sides of 1 on a gateway
@@ -101,6 +106,8 @@ Options (each also settable by an environment variable):
   --startup-only         only the start-up measurements (and the module size); no wrk needed
   --proxy-only           only section 6 (and the module size)
   --no-proxy             skip section 6                       BENCH_PROXY=0
+  --pin                  section 6: the gateway Envoy alone on CPU 0, the upstream Envoy and wrk on the others
+  --perf-counts          the gateway Envoy's syscalls, page faults, context switches per request (perf stat)
   --policy-pairs 0       pairs nopolicy/policy per level of section 7   BENCH_POLICY_PAIRS (0: skip it)
   --policy-only          only section 7 (and the module size); --policy-pairs defaults to 15 then
   --policy-callgrind 0   section 7 under callgrind, CALLS calls per side (0: timed pairs with wrk)
@@ -262,9 +269,15 @@ def launch_envoy(config_path: Path, run_dir: Path, name: str, concurrency: int) 
 
 def cpu_seconds(pid: int) -> float:
     """User + system CPU time of a process (all its threads)."""
+    return sum(cpu_split(pid))
+
+
+def cpu_split(pid: int) -> tuple[float, float]:
+    """User and system CPU time of a process (all its threads), apart: the kernel's share (sockets, epoll,
+    wake-ups) is the same for every side of section 6, the plugin's work is user time."""
     with open(f"/proc/{pid}/stat") as f:
         fields = f.read().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / CLK_TCK  # utime, stime (fields 14, 15)
+    return int(fields[11]) / CLK_TCK, int(fields[12]) / CLK_TCK  # utime, stime (fields 14, 15)
 
 
 def thread_cpu_ns(pid: int) -> tuple[int, int, int]:
@@ -417,16 +430,22 @@ def measure(wrk: str, envoy: harness.Envoy, upstream: UpstreamEnvoy, side: str, 
     prefix = prefix or ("baseline" if side == "baseline" else "mcp")
     s0 = status_counts(envoy, prefix)
     up0 = upstream_requests(upstream)
-    gw_cpu0, up_cpu0 = cpu_seconds(envoy.proc.pid), cpu_seconds(upstream.proc.pid)
+    gw_cpu0, up_cpu0 = cpu_split(envoy.proc.pid), cpu_seconds(upstream.proc.pid)
     gw_ns0 = thread_cpu_ns(envoy.proc.pid)
     ru0, self0 = resource.getrusage(resource.RUSAGE_CHILDREN), resource.getrusage(resource.RUSAGE_SELF)
     busy0 = system_busy_seconds()
+    perf_out = envoy.run_dir / "perf-stat.txt"
+    perf = start_perf_stat(envoy.proc.pid, perf_out) if PERF_COUNTS[0] else None
+    if perf is not None:
+        time.sleep(0.2)  # attached before the load starts
     t0 = time.monotonic()
     res = run_wrk(wrk, url, script, connections, seconds)
     wall = time.monotonic() - t0
+    counted = stop_perf_stat(perf, perf_out) if perf is not None else {}
     busy = system_busy_seconds() - busy0
     ru1, self1 = resource.getrusage(resource.RUSAGE_CHILDREN), resource.getrusage(resource.RUSAGE_SELF)
-    gw_cpu = cpu_seconds(envoy.proc.pid) - gw_cpu0
+    gw_user, gw_sys = (b - a for a, b in zip(gw_cpu0, cpu_split(envoy.proc.pid)))
+    gw_cpu = gw_user + gw_sys
     gw_ns = [b - a for a, b in zip(gw_ns0, thread_cpu_ns(envoy.proc.pid))]
     up_cpu = cpu_seconds(upstream.proc.pid) - up_cpu0
     wrk_cpu = (ru1.ru_utime - ru0.ru_utime) + (ru1.ru_stime - ru0.ru_stime)
@@ -446,7 +465,17 @@ def measure(wrk: str, envoy: harness.Envoy, upstream: UpstreamEnvoy, side: str, 
         "gateway_ns_cpu_us_per_req": gw_ns[0] / res["requests"] / 1e3 if res["requests"] else None,
         "gateway_worker_cpu_us_per_req": gw_ns[1] / res["requests"] / 1e3 if res["requests"] else None,
         "gateway_worker_user_us_per_req": gw_ns[2] / res["requests"] / 1e3 if res["requests"] else None,
+        # The same apart, per request: user (Envoy's code, V8, the plugin) and system (the kernel's work).
+        "gateway_user_us_per_req": gw_user / res["requests"] * 1e6 if res["requests"] else None,
+        "gateway_sys_us_per_req": gw_sys / res["requests"] * 1e6 if res["requests"] else None,
+        # Each process's CPU per request: with three processes on 2 CPUs, which one the others wait for.
+        "upstream_cpu_us_per_req": up_cpu / res["requests"] * 1e6 if res["requests"] else None,
+        "wrk_cpu_us_per_req": wrk_cpu / res["requests"] * 1e6 if res["requests"] else None,
         "gateway_cpu_pct": 100.0 * gw_cpu / wall,
+        # The worker thread's share of one CPU: near 100, it is the bottleneck, and the throughput ratio
+        # of two sides is the inverse ratio of their gateway CPU per request.
+        "gateway_worker_busy_pct": 100.0 * gw_ns[1] / 1e9 / wall,
+        **({PERF_EVENTS[k]: v / res["requests"] for k, v in counted.items()} if counted and res["requests"] else {}),
         "upstream_cpu_pct": 100.0 * up_cpu / wall,
         "wrk_cpu_pct": 100.0 * wrk_cpu / wall,
         # Everything else on the machine (other processes, interrupts, steal): contention that skews figures.
@@ -457,6 +486,39 @@ def measure(wrk: str, envoy: harness.Envoy, upstream: UpstreamEnvoy, side: str, 
         # One REST call per tools/call; fewer would mean tool calls that failed inside a 200 (isError).
         res["upstream_calls_per_2xx"] = up_reqs / ok if ok else None
     return res
+
+
+# --perf-counts: the gateway Envoy's syscalls, page faults and context switches per request, counted by the
+# kernel (`perf stat`, software events and one tracepoint: load does not move them, the tracepoint costs every
+# side alike). What a Wasm filter could add there and callgrind would not count; section 6 reports them.
+PERF_EVENTS = {"raw_syscalls:sys_enter": "gateway_syscalls_per_req", "page-faults": "gateway_page_faults_per_req",
+               "context-switches": "gateway_context_switches_per_req"}
+PERF_COUNTS = [False]
+
+
+def start_perf_stat(pid: int, out: Path) -> subprocess.Popen:
+    return subprocess.Popen(["perf", "stat", "-x", ";", "-e", ",".join(PERF_EVENTS), "-p", str(pid), "-o", str(out)],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+
+
+def stop_perf_stat(proc: subprocess.Popen, out: Path) -> dict[str, float]:
+    """Stops `perf stat` (SIGINT: it prints its counts) and reads them by event name."""
+    proc.send_signal(signal.SIGINT)
+    try:
+        proc.wait(timeout=10)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+    counts: dict[str, float] = {}
+    with contextlib.suppress(OSError):
+        for line in out.read_text().splitlines():
+            f = line.split(";")
+            if len(f) > 2 and f[2] in PERF_EVENTS:
+                with contextlib.suppress(ValueError):
+                    counts[f[2]] = float(f[0])
+    if set(counts) != set(PERF_EVENTS):
+        raise BenchError(f"perf stat counted {counts} (is perf installed, are tracepoints readable?): {out}")
+    return counts
 
 
 def upstream_requests(upstream: UpstreamEnvoy) -> int:
@@ -1106,7 +1168,17 @@ def per_round(samples: list[dict], baseline: list[dict]) -> dict:
     p50 = [p["p50_us"] / b["p50_us"] for p, b in pairs if b["p50_us"]]
     cpu = [p["gateway_cpu_us_per_req"] - b["gateway_cpu_us_per_req"] for p, b in pairs
            if p["gateway_cpu_us_per_req"] is not None and b["gateway_cpu_us_per_req"] is not None]
-    return {"throughput_ratio": spread(thr), "p50_ratio": spread(p50), "extra_cpu_us_per_req": spread(cpu)}
+    out = {"throughput_ratio": spread(thr), "p50_ratio": spread(p50), "extra_cpu_us_per_req": spread(cpu)}
+    # What the throughput ratio would be if the gateway's CPU per request alone set it (its worker saturated):
+    # the baseline's gateway CPU per request over the side's, to the nanosecond (schedstat).
+    cpu_ratio = [b[CPU_KEY] / p[CPU_KEY] for p, b in pairs if p.get(CPU_KEY) and b.get(CPU_KEY)]
+    if cpu_ratio:
+        out["gateway_cpu_ratio"] = spread(cpu_ratio)
+    for key in ("gateway_user_us_per_req", "gateway_sys_us_per_req"):
+        extra = [p[key] - b[key] for p, b in pairs if p.get(key) is not None and b.get(key) is not None]
+        if extra:
+            out[f"extra_{key}"] = spread(extra)
+    return out
 
 
 PROXY_HEADERS = {"content-type": "application/json", "accept": harness.ACCEPT, "mcp-protocol-version": harness.LATEST}
@@ -1125,11 +1197,42 @@ def proxy_gateway(wasm: Path, upstream: UpstreamEnvoy, run_dir: Path, name: str)
     return envoy, modules, urls
 
 
+def pin_threads(pid: int, cpus: set[int]) -> None:
+    """Every thread of a process onto `cpus` (sched_setaffinity acts on one thread; new ones inherit it)."""
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        with contextlib.suppress(OSError, ValueError):
+            os.sched_setaffinity(int(task.name), cpus)
+
+
+def pin_gateway(envoy: harness.Envoy, upstream: UpstreamEnvoy) -> tuple[str, Callable[[], None]]:
+    """--pin: the gateway Envoy alone on the first CPU, the upstream Envoy, wrk and this script (whose
+    children inherit it) on the others, so that every side meets the same contention: none on the gateway's
+    CPU. What it decides: the gateway's worker is the bottleneck as long as the other CPU keeps up (its busy
+    share is reported). How it was done, and the undo for the upstream and this script."""
+    cpus = sorted(os.sched_getaffinity(0))
+    if len(cpus) < 2:
+        raise BenchError("--pin needs at least 2 CPUs")
+    gateway, rest = {cpus[0]}, set(cpus[1:])
+    pin_threads(envoy.proc.pid, gateway)
+    pin_threads(upstream.proc.pid, rest)
+    os.sched_setaffinity(0, rest)
+
+    def undo() -> None:
+        with contextlib.suppress(OSError):
+            pin_threads(upstream.proc.pid, set(cpus))
+        os.sched_setaffinity(0, set(cpus))
+    return (f"gateway Envoy on CPU {cpus[0]}; upstream Envoy, wrk and bench.py on CPU(s) "
+            f"{','.join(map(str, sorted(rest)))}"), undo
+
+
 def proxy_section(wrk: str, wasm: Path, upstream: UpstreamEnvoy, run_dir: Path, levels: list[int], seconds: int,
-                  warmup: int, repeat: int = 1) -> dict:
+                  warmup: int, repeat: int = 1, pin: bool = False) -> dict:
     envoy, modules, urls = proxy_gateway(wasm, upstream, run_dir, "proxy")
+    pinned, undo = None, None
     try:
         envoy.start()
+        if pin:
+            pinned, undo = pin_gateway(envoy, upstream)
         headers = PROXY_HEADERS
         body = json.dumps(PROXY_CALL, separators=(",", ":"))
         sides = {}
@@ -1156,7 +1259,7 @@ def proxy_section(wrk: str, wasm: Path, upstream: UpstreamEnvoy, run_dir: Path, 
             verify_proxy_call(url)
         return {
             "levels": rows,
-            "setup": {"levels": levels, "duration_s": seconds, "warmup_s": warmup, "repeat": repeat,
+            "setup": {"levels": levels, "duration_s": seconds, "warmup_s": warmup, "repeat": repeat, "pin": pinned,
                       "backend": "upstream Envoy direct_response POST /mcp (e2e/bench_upstream.yaml)",
                       "request": PROXY_CALL, "protocol_version": harness.LATEST,
                       "floor_modules": {n: str(p) for n, p in modules.items()}},
@@ -1164,6 +1267,8 @@ def proxy_section(wrk: str, wasm: Path, upstream: UpstreamEnvoy, run_dir: Path, 
             "envoy_log": str(envoy.log_path),
         }
     finally:
+        if undo is not None:
+            undo()
         envoy.stop()
 
 
@@ -1243,6 +1348,51 @@ def rounds_note(cfg: dict) -> str:
     return f", median of {cfg['repeat']} rounds" if cfg["repeat"] > 1 else ""
 
 
+def print_proxy_cpu(px: dict) -> None:
+    """Where each side's CPU goes, per request (medians of the rounds): the gateway's user and system time,
+    the upstream Envoy's and wrk's CPU, and how busy the gateway's worker was; with the throughput ratio the
+    gateway's CPU alone predicts (baseline's CPU per request over the side's) beside the measured one."""
+    rows = px["levels"]
+    if not rows or "gateway_user_us_per_req" not in rows[0]["mcp_baseline"]:
+        return
+    pin = px["setup"].get("pin")
+    print("  CPU per request by process (median of the rounds; us): gateway user / sys, upstream Envoy, wrk;"
+          " the gateway")
+    print("  worker's busy share of one CPU; the throughput ratio its CPU per request predicts (baseline's over"
+          " the side's,")
+    print(f"  per round: median (min .. max)) beside the measured one. "
+          + (f"Pinned: {pin}." if pin else "Not pinned: the three processes share every CPU."))
+    print(f"  {'conns':>5}  {'side':<14} {'gw user':>8} {'gw sys':>7} {'upstream':>8} {'wrk':>6} {'gw busy':>8}"
+          f"  {'CPU-predicted ratio':>22}  {'measured thr ratio':>20}")
+    for row in rows:
+        for side in PROXY_SIDES:
+            r = row[side]
+            rr = row.get(f"{side}_rounds") or {}
+            pred = rr.get("gateway_cpu_ratio")
+            thr = rr.get("throughput_ratio")
+            b = row["mcp_baseline"]
+            if pred is None and side != "mcp_baseline" and r.get(CPU_KEY) and b.get(CPU_KEY):
+                one = b[CPU_KEY] / r[CPU_KEY]  # a single round
+                pred = {"median": one, "min": one, "max": one}
+            pred_s = f"{pred['median']:5.2f}x ({pred['min']:.2f} .. {pred['max']:.2f})" if pred else ""
+            thr_s = f"{thr['median']:5.2f}x ({thr['min']:.2f} .. {thr['max']:.2f})" if thr else ""
+
+            def us(key: str) -> str:
+                v = r.get(key)
+                return "-" if v is None else f"{v:.0f}"
+            print(f"  {row['connections']:>5}  {side:<14} {us('gateway_user_us_per_req'):>8} "
+                  f"{us('gateway_sys_us_per_req'):>7} {us('upstream_cpu_us_per_req'):>8} {us('wrk_cpu_us_per_req'):>6} "
+                  f"{r.get('gateway_worker_busy_pct', 0):7.0f}%  {pred_s:>22}  {thr_s:>20}")
+    if "gateway_syscalls_per_req" in rows[0]["mcp_baseline"]:
+        print("  The gateway Envoy per request, counted by perf stat (--perf-counts; median of the rounds):")
+        print(f"  {'conns':>5}  {'side':<14} {'syscalls':>9} {'page faults':>12} {'context switches':>17}")
+        for row in rows:
+            for side in PROXY_SIDES:
+                r = row[side]
+                print(f"  {row['connections']:>5}  {side:<14} {r['gateway_syscalls_per_req']:9.2f} "
+                      f"{r['gateway_page_faults_per_req']:12.4f} {r['gateway_context_switches_per_req']:17.2f}")
+
+
 def print_proxy(px: dict) -> None:
     if failed_section(px, "Proxied MCP servers"):
         return
@@ -1284,6 +1434,7 @@ def print_proxy(px: dict) -> None:
                 print(f"  {row['connections']:>5}  {side:<14} {t['median']:5.2f}x ({t['min']:.2f} .. {t['max']:.2f})"
                       f"   {p['median']:5.2f}x ({p['min']:.2f} .. {p['max']:.2f})"
                       f"   {e['median']:6.1f} ({e['min']:6.1f} .. {e['max']:6.1f})")
+    print_proxy_cpu(px)
     if px.get("plugin_vm_failures"):
         print(f"  plugin VM failures in Envoy's log: {px['plugin_vm_failures'][:3]}")
     print()
@@ -2187,6 +2338,12 @@ def parse_args() -> argparse.Namespace:
                     help="section 6 under callgrind: the gateway Envoy's worker instructions per call of each side, "
                     "CALLS calls per side and --proxy-pairs pairs (e.g. --proxy-only --proxy-callgrind 200); "
                     "needs valgrind")
+    ap.add_argument("--perf-counts", action="store_true",
+                    help="count the gateway Envoy's syscalls, page faults and context switches per request with "
+                    "perf stat (section 6 reports them; needs perf and readable tracepoints)")
+    ap.add_argument("--pin", action="store_true",
+                    help="section 6: the gateway Envoy alone on the first CPU, the upstream Envoy and wrk on the "
+                    "others (taskset-like, per thread), so that every side meets the same contention")
     ap.add_argument("--proxy-pairs", type=int, default=3,
                     help="with --proxy-callgrind: rounds of every side, the order alternating")
     ap.add_argument("--no-proxy", action="store_true", default=env("BENCH_PROXY", "1") == "0",
@@ -2259,6 +2416,7 @@ def new_bench_run_dir() -> Path:
 
 def main() -> int:
     args = parse_args()
+    PERF_COUNTS[0] = args.perf_counts
     CALL.update(tool=args.tool, args=args.tool_args, expect=args.expected_text)
     started = time.monotonic()
     try:
@@ -2352,7 +2510,7 @@ def main() -> int:
                                                            args.proxy_callgrind, args.policy_idle)
                 else:
                     res["proxy"] = proxy_section(wrk, wasm, upstream, run_dir, args.level_list, args.duration,
-                                                 args.warmup, args.repeat)
+                                                 args.warmup, args.repeat, args.pin)
             except (harness.HarnessError, BenchError, httpx.HTTPError) as exc:
                 print(f"\nproxied-server section failed: {exc.__class__.__name__}: {exc}", file=sys.stderr)
                 res["proxy"] = {"error": f"{exc.__class__.__name__}: {exc}"}

@@ -200,6 +200,30 @@ def test_traffic_not_ours_pays_one_read(replica: Replica, tally: Counter):
     assert hostcalls == PASSING
 
 
+def test_proxied_calls_do_not_grow_the_module_memory(replica: Replica, tally: Counter):
+    """A proxied call's syscalls, page faults and other threads' work in Envoy are those of plain proxying
+    (counted with perf, docs/PERFORMANCE.md "Where the timed cost goes"); what the plugin could add there is
+    a `memory.grow` (an mmap and page faults in V8) or a WASI call (a clock or random read: counted above as
+    hostcalls, none). Calls that leave state behind (a leak of a few hundred bytes each) grow the memory
+    within a few hundred calls; these must not grow it at all once warm."""
+    vm = replica.workers[0]
+    tally.clear()
+    with httpx.Client(timeout=10) as http:
+
+        def calls(n: int) -> None:
+            for _ in range(n):
+                for server in ("proxied", "proxied-filtered"):
+                    r = http.post(f"{replica.url}/mcp-servers/{server}", json=CALL, headers=HEADERS)
+                    assert r.status_code == 200 and r.json()["result"]["content"][0]["text"] == "echo: x", r.text
+
+        calls(50)
+        before = vm.memory.data_len(vm.store)
+        calls(300)
+        after = vm.memory.data_len(vm.store)
+    assert after == before, f"the module's memory grew by {after - before} bytes over 600 proxied calls"
+    assert not tally[("hostcall", "clock_time_get")] and not tally[("hostcall", "random_get")], dict(tally)
+
+
 @pytest.mark.parametrize("artifact", ["wasm_path", "higress_wasm_path", "go_wasm_path"])
 def test_no_artifact_exports_the_callbacks_it_does_nothing_in(artifact: str):
     """Envoy enters the VM for each callback the module exports: every build drops these two (make build,
