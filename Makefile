@@ -72,9 +72,11 @@ test: setup lint unit e2e
 run: setup build
 	$(PY) e2e/run.py
 
-## bench: tools/call through the plugin against plain Envoy proxying, module size, start-up time
+## bench: tools/call through the plugin against plain Envoy proxying, module size, start-up time; then a
+## proxied tools/call against a real MCP server (the Python SDK's) with and without the plugin
 bench: setup build cli
 	$(PY) e2e/bench.py
+	$(PY) e2e/bench_proxy.py
 
 clean:
 	cargo clean

@@ -186,7 +186,9 @@ def main() -> int:
                 rps = statistics.median(x[1] for x in r)
                 print(f"{name:7} p50 {p50:.2f} ms   {rps:.0f} calls/s with {args.clients} clients")
             (pp, pr), (gp, gr) = [(statistics.median(x[0] for x in r), statistics.median(x[1] for x in r)) for r in rows.values()]
-            print(f"plugin/plain: throughput {gr / pr:.2f}x, p50 {gp / pp:.2f}x")
+            thr, p50 = gr / pr, gp / pp
+            verdict = "met" if thr >= 0.8 and p50 <= 1.25 else "NOT met"
+            print(f"plugin/plain: throughput {thr:.2f}x, p50 {p50:.2f}x (issue 12's goal: >= 0.8x, <= 1.25x: {verdict})")
     finally:
         backend.stop()
     return 0
