@@ -622,7 +622,7 @@ fn forward_headers(
     headers.push((":authority".into(), authority.into()));
     headers.push((":scheme".into(), head.header(":scheme").unwrap_or("http").into()));
     for (k, v) in &head.headers {
-        if KEPT.contains(&k) || crate::upstream::TRACING_HEADERS.contains(&k) {
+        if one_of(k, &KEPT) || one_of(k, &crate::upstream::TRACING_HEADERS) {
             headers.push((k.to_string(), v.to_string()));
         }
     }
@@ -707,7 +707,8 @@ fn forward_edits(
 }
 
 /// Whether `name` is one of `names`, lengths compared first, inline: a slice's `contains` calls `str`'s
-/// `eq` for each name (18 per client header in [`forward_edits`], most of them of another length).
+/// `eq` for each name (18 per client header in [`forward_edits`] and [`forward_headers`], most of them of
+/// another length).
 fn one_of(name: &str, names: &[&str]) -> bool {
     names.iter().any(|n| n.len() == name.len() && *n == name)
 }
@@ -848,7 +849,7 @@ fn forward(
 /// The edits that turn the headers a request or answer came with into `wanted`.
 fn edits(current: &Headers, wanted: &[(String, String)]) -> Vec<Edit> {
     let wanted: Vec<(&str, &str)> = wanted.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
-    diff(&current.pairs(), &wanted)
+    diff(current, &wanted)
 }
 
 /// The edits that put the local answer `r` in place of a held backend answer that came with `answer` (its
@@ -858,8 +859,7 @@ pub fn replacing(answer: &[(String, String)], r: &HttpResponse) -> Vec<Edit> {
     let mut wanted: Vec<(&str, &str)> = r.headers.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
     wanted.push(("content-length", &length));
     let mut edits = vec![Edit::Set(":status".into(), r.status.to_string())];
-    let answer: Vec<(&str, &str)> = answer.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
-    edits.extend(diff(&answer, &wanted));
+    edits.extend(diff(&answer.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect(), &wanted));
     edits
 }
 
