@@ -4,16 +4,21 @@
 //! every new one, for a request or answer of which two or three headers change.
 
 use crate::headers::Headers;
+use std::borrow::Cow;
+
+/// A header's name in an [`Edit`]: most are the gateway's own (`:path`, the router's timeout), borrowed
+/// for good instead of copied for every request.
+pub type Name = Cow<'static, str>;
 
 /// One change to a header map (names lowercase, as Envoy keeps them).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Edit {
     /// The header gets this one value (added if missing, replaced if it has one).
-    Set(String, String),
+    Set(Name, String),
     /// One more value of a header that has several.
-    Add(String, String),
+    Add(Name, String),
     /// The header goes, with all its values.
-    Remove(String),
+    Remove(Name),
 }
 
 /// The edits that turn the map `current` into `wanted` (pairs in order, a name possibly repeated): a
@@ -34,11 +39,14 @@ pub fn diff(current: &Headers, wanted: &[(&str, &str)]) -> Vec<Edit> {
         // Set only over a single value: hosts differ on whether a set replaces every value of a name.
         let several_now = values_of(current, name).nth(1).is_some();
         match (values.next(), values.next()) {
-            (Some(only), None) if !several_now => edits.push(Edit::Set(name.to_string(), only.to_string())),
+            (Some(only), None) if !several_now => edits.push(Edit::Set(name.to_string().into(), only.to_string())),
             _ => {
-                edits.push(Edit::Remove(name.to_string()));
+                edits.push(Edit::Remove(name.to_string().into()));
                 edits.extend(
-                    wanted.iter().filter(|(n, _)| n == name).map(|(n, v)| Edit::Add(n.to_string(), v.to_string())),
+                    wanted
+                        .iter()
+                        .filter(|(n, _)| n == name)
+                        .map(|(n, v)| Edit::Add(n.to_string().into(), v.to_string())),
                 );
             }
         }
@@ -46,7 +54,7 @@ pub fn diff(current: &Headers, wanted: &[(&str, &str)]) -> Vec<Edit> {
     for (i, (name, _)) in current.iter().enumerate() {
         let seen = current.iter().take(i).any(|(n, _)| n == name);
         if !seen && !wanted.iter().any(|(n, _)| *n == name) {
-            edits.push(Edit::Remove(name.to_string()));
+            edits.push(Edit::Remove(name.to_string().into()));
         }
     }
     edits
@@ -64,9 +72,9 @@ pub fn apply(map: &mut Vec<(String, String)>, edits: &[Edit]) {
         match e {
             Edit::Set(n, v) => {
                 map.retain(|(k, _)| k != n);
-                map.push((n.clone(), v.clone()));
+                map.push((n.to_string(), v.clone()));
             }
-            Edit::Add(n, v) => map.push((n.clone(), v.clone())),
+            Edit::Add(n, v) => map.push((n.to_string(), v.clone())),
             Edit::Remove(n) => map.retain(|(k, _)| k != n),
         }
     }
