@@ -25,19 +25,17 @@ pub const ROUTER_GRACE_MS: u64 = 2_000;
 /// timeout. Every other client header goes (credentials are never forwarded unless the tool's own
 /// headers say so); headers that stay the same are not written again.
 pub fn request_edits(r: &UpstreamRequest, client: &Headers) -> Vec<Edit> {
-    let client = client.pairs();
-    let client_value = |name: &str| client.iter().find(|(k, _)| *k == name).map(|(_, v)| *v);
-    let authority = if r.authority.is_empty() { client_value(":authority").unwrap_or("") } else { &r.authority };
+    let authority = if r.authority.is_empty() { client.get(":authority").unwrap_or("") } else { &r.authority };
     let timeout = r.timeout_ms.saturating_add(ROUTER_GRACE_MS).to_string();
     let length = r.body.as_deref().unwrap_or_default().len().to_string();
-    let scheme = client_value(":scheme").unwrap_or("http");
+    let scheme = client.get(":scheme").unwrap_or("http");
     let mut headers: Vec<(&str, &str)> =
         vec![(":method", &r.method), (":path", &r.path), (":authority", authority), (":scheme", scheme)];
-    headers.extend(client.iter().filter(|(k, _)| crate::upstream::TRACING_HEADERS.contains(k)).copied());
+    headers.extend(client.iter().filter(|(k, _)| crate::upstream::TRACING_HEADERS.contains(k)));
     headers.extend(r.headers.iter().map(|(k, v)| (k.as_str(), v.as_str())));
     headers.push(("content-length", &length));
     headers.push(("x-envoy-upstream-rq-timeout-ms", &timeout));
-    diff(&client, &headers)
+    diff(client, &headers)
 }
 
 /// Envoy router's own answer to a request it timed out before the upstream answered; the plugin gives the

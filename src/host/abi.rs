@@ -4,6 +4,7 @@
 //! local reply after the response has started).
 
 use crate::header_edits::Edit;
+use crate::headers::MapSpans;
 use proxy_wasm::types::{BufferType, MapType};
 
 extern "C" {
@@ -87,61 +88,28 @@ pub fn header_map(map: MapType) -> Vec<u8> {
 /// The name and value pairs of a serialized header map ([`serialize`]'s encoding), in order; a malformed
 /// map ends early instead of failing.
 pub fn pairs(map: &[u8]) -> Pairs<'_> {
-    let count = map.get(..4).and_then(|b| b.try_into().ok()).map_or(0, u32::from_le_bytes) as usize;
-    // Where the sizes start, and where the names and values start (after all the sizes).
-    let data = count.checked_mul(8).and_then(|n| n.checked_add(4)).unwrap_or(usize::MAX);
-    Pairs { map, left: count, sizes: 4, data }
+    Pairs { map, spans: MapSpans::of(map) }
 }
 
 /// The iterator of [`pairs`].
 pub struct Pairs<'a> {
     map: &'a [u8],
-    left: usize,
-    sizes: usize,
-    data: usize,
+    spans: MapSpans<'a>,
 }
 
 impl<'a> Iterator for Pairs<'a> {
     type Item = (&'a [u8], &'a [u8]);
 
     fn next(&mut self) -> Option<Self::Item> {
-        if self.left == 0 {
-            return None;
-        }
-        match self.pair() {
-            Some((key, value, next)) => {
-                self.left -= 1;
-                self.sizes += 8;
-                self.data = next;
-                Some((key, value))
-            }
-            None => {
-                self.left = 0;
-                None
-            }
-        }
-    }
-}
-
-impl<'a> Pairs<'a> {
-    /// The next name and value, and where the pair after them starts; `None` when the map is malformed.
-    /// Both sizes are read from one 8-byte slice, and both texts from the rest of the map.
-    fn pair(&self) -> Option<(&'a [u8], &'a [u8], usize)> {
-        let sizes: &[u8; 8] = self.map.get(self.sizes..)?.first_chunk()?;
-        let [k0, k1, k2, k3, v0, v1, v2, v3] = *sizes;
-        let (k, v) = (u32::from_le_bytes([k0, k1, k2, k3]) as usize, u32::from_le_bytes([v0, v1, v2, v3]) as usize);
-        let rest = self.map.get(self.data..)?;
-        let key = rest.get(..k)?;
-        let value = rest.get(k.checked_add(1)?..)?.get(..v)?;
-        Some((key, value, self.data + k + v + 2))
+        let [a, b, c, d] = self.spans.next()?;
+        Some((self.map.get(a..b)?, self.map.get(c..d)?))
     }
 }
 
 impl Pairs<'_> {
-    /// The pairs left, as the map declares them (bounded by what its bytes can hold, 10 bytes a pair): the
-    /// capacity a head collected from it is allocated with once, instead of grown.
+    /// The pairs left, as the map declares them ([`MapSpans::declared`]).
     pub fn declared(&self) -> usize {
-        self.left.min(self.map.len() / 10)
+        self.spans.declared()
     }
 }
 

@@ -580,20 +580,10 @@ impl HttpContext for Http {
         if !path.starts_with(gw.prefix.as_bytes()) && !path.starts_with(crate::admission::WELL_KNOWN.as_bytes()) {
             return Action::Continue;
         }
-        let text = |b: &[u8]| lossy(b).into_owned();
-        // The head (in one buffer: the map's size bounds its text) and its `:method` in one pass.
-        let pairs = abi::pairs(&map);
-        let mut headers = Headers::with_capacity(pairs.declared(), map.len());
-        let mut method = None;
-        for (k, v) in pairs {
-            let v = lossy(v);
-            if method.is_none() && k == b":method" {
-                method = Some(v.to_string());
-            }
-            headers.push(&lossy(k), &v);
-        }
-        let path = text(path);
-        let method = method.unwrap_or_default();
+        let path = lossy(path).into_owned();
+        // The head is the map as the host gave it (checked once, not copied).
+        let headers = Headers::from_map(map);
+        let method = headers.get(":method").unwrap_or_default().to_string();
         // Only Go templates read the client's address (`getRealIP`): one hostcall fewer for everyone else.
         let client_address = if gw.templates.has_go() {
             hostcalls::get_property(vec!["source", "address"])

@@ -78,6 +78,9 @@ pub const DEFAULT_TIMEOUT_MS: u64 = 60_000;
 /// Where a proxied server lives: compiled from `mcpServerURL`.
 #[derive(Debug, Clone)]
 pub struct Backend {
+    /// The server's name, shared: every relay of this server holds it (a copy of it was an allocation per
+    /// proxied request).
+    pub name: Arc<str>,
     /// The path the backend serves MCP at, with its query if any.
     pub path: String,
     /// `host[:port]` of an absolute URL; `None`: the client's `:authority` is kept.
@@ -152,6 +155,7 @@ impl Backend {
         };
         let overrides = tools::Overrides::compile(&s.tool_overrides, s.allow_tools.as_deref())?;
         Ok(Some(Backend {
+            name: Arc::from(s.name.as_str()),
             overrides: Arc::new(overrides),
             path,
             authority,
@@ -301,7 +305,7 @@ pub enum Bind {
 /// One proxied request, from its head to the end of its answer.
 #[derive(Debug)]
 pub struct Relay {
-    server: String,
+    server: Arc<str>,
     /// The request is a POST (a flag, not a copy of the method: this is every proxied request's relay).
     post: bool,
     /// The client's session id (ours), when it sent one that is live.
@@ -579,7 +583,7 @@ fn new_relay(server: &Server, head: &RequestHead, picked: &Picked, ours: Option<
         tools
     });
     Relay {
-        server: server.name.clone(),
+        server: server.proxy.as_ref().map_or_else(|| Arc::from(server.name.as_str()), |b| b.name.clone()),
         post: head.method == "POST",
         ours,
         version: Revision::negotiate(picked.version),
@@ -622,7 +626,7 @@ fn forward_headers(
     headers.push((":authority".into(), authority.into()));
     headers.push((":scheme".into(), head.header(":scheme").unwrap_or("http").into()));
     for (k, v) in &head.headers {
-        if KEPT.contains(&k) || crate::upstream::TRACING_HEADERS.contains(&k) {
+        if one_of(k, &KEPT) || one_of(k, &crate::upstream::TRACING_HEADERS) {
             headers.push((k.to_string(), v.to_string()));
         }
     }
@@ -683,7 +687,7 @@ fn forward_edits(
     for (i, (k, v)) in current.iter().enumerate() {
         if let Some(t) = targets.iter().position(|(name, _)| name.len() == k.len() && k == *name) {
             if targets[t].1.is_none() && now[t].first.is_none() {
-                removals.push(Edit::Remove(k.into())); // not set: removed, once
+                removals.push(Edit::Remove(k.to_string().into())); // not set: removed, once
             }
             now[t].see(v);
             continue;
@@ -693,7 +697,7 @@ fn forward_edits(
             k => one_of(k, &KEPT) || one_of(k, &crate::upstream::TRACING_HEADERS),
         };
         if !kept && !current.iter().take(i).any(|(n, _)| n == k) {
-            removals.push(Edit::Remove(k.into()));
+            removals.push(Edit::Remove(k.to_string().into()));
         }
     }
     let mut edits = Vec::new();
@@ -707,7 +711,8 @@ fn forward_edits(
 }
 
 /// Whether `name` is one of `names`, lengths compared first, inline: a slice's `contains` calls `str`'s
-/// `eq` for each name (18 per client header in [`forward_edits`], most of them of another length).
+/// `eq` for each name (18 per client header in [`forward_edits`] and [`forward_headers`], most of them of
+/// another length).
 fn one_of(name: &str, names: &[&str]) -> bool {
     names.iter().any(|n| n.len() == name.len() && *n == name)
 }
@@ -729,7 +734,7 @@ impl<'a> Now<'a> {
     }
 
     /// The edit (if any) that gives the header the one value `value`, as [`set`] decides it.
-    fn edit(&self, edits: &mut Vec<Edit>, name: &str, value: &str) {
+    fn edit(&self, edits: &mut Vec<Edit>, name: &'static str, value: &str) {
         match (self.first, self.several) {
             (Some(v), false) if v == value => {}
             (_, false) => edits.push(Edit::Set(name.into(), value.into())),
@@ -747,7 +752,7 @@ const TIMEOUT: &str = "x-envoy-upstream-rq-timeout-ms";
 /// The edit (if any) that gives the header `name` of `current` the one value `value`: none if it has it,
 /// a set over one value or none, else the values removed and the one added (hosts differ on whether a set
 /// replaces every value of a name), as [`diff`] decides it.
-fn set<S: AsRef<str>>(edits: &mut Vec<Edit>, current: &[(S, S)], name: &str, value: &str) {
+fn set<S: AsRef<str>>(edits: &mut Vec<Edit>, current: &[(S, S)], name: &'static str, value: &str) {
     let mut now = current.iter().filter(|(k, _)| k.as_ref() == name).map(|(_, v)| v.as_ref());
     match (now.next(), now.next()) {
         (Some(v), None) if v == value => {}
@@ -848,7 +853,7 @@ fn forward(
 /// The edits that turn the headers a request or answer came with into `wanted`.
 fn edits(current: &Headers, wanted: &[(String, String)]) -> Vec<Edit> {
     let wanted: Vec<(&str, &str)> = wanted.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
-    diff(&current.pairs(), &wanted)
+    diff(current, &wanted)
 }
 
 /// The edits that put the local answer `r` in place of a held backend answer that came with `answer` (its
@@ -858,8 +863,7 @@ pub fn replacing(answer: &[(String, String)], r: &HttpResponse) -> Vec<Edit> {
     let mut wanted: Vec<(&str, &str)> = r.headers.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
     wanted.push(("content-length", &length));
     let mut edits = vec![Edit::Set(":status".into(), r.status.to_string())];
-    let answer: Vec<(&str, &str)> = answer.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
-    edits.extend(diff(&answer, &wanted));
+    edits.extend(diff(&answer.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect(), &wanted));
     edits
 }
 
@@ -1072,7 +1076,7 @@ impl Relay {
                 return self.after(After::Forgotten, SessionOutcome::Deleted);
             }
             let id = self.ours.clone().unwrap_or_default();
-            return self.store(gw, env, SessionOp::Delete { id, server: self.server.clone() }, After::Forgotten);
+            return self.store(gw, env, SessionOp::Delete { id, server: self.server.to_string() }, After::Forgotten);
         }
         if status >= 500 {
             return Answer::Replace(backend_failure(status, self.request_id.clone(), &self.server));
@@ -1092,7 +1096,7 @@ impl Relay {
                     msg,
                 ));
             }
-            let mut session = Session::new(self.server.clone(), self.version.as_str());
+            let mut session = Session::new(self.server.to_string(), self.version.as_str());
             session.backend = Some(backend.clone());
             session.init = self.body.as_deref().and_then(reinit::init_params);
             return self.store(gw, env, SessionOp::Create(session), After::Created(status, owned(headers)));
@@ -1233,7 +1237,7 @@ impl Relay {
             let k = k.as_ref();
             let gone = (k == SESSION && ours.is_none()) || (rewrite && k == "content-length");
             if gone && !headers[..i].iter().any(|(n, _)| n.as_ref() == k) {
-                edits.push(Edit::Remove(k.to_string()));
+                edits.push(Edit::Remove(k.to_string().into()));
             }
         }
         if rewrite {
@@ -1371,7 +1375,7 @@ impl Relay {
                 Some((_, rest)) => rest.find('/').map_or("/", |i| &rest[i..]).to_string(),
                 None => url,
             };
-            let mut session = Session::new(self.server.clone(), self.version.as_str());
+            let mut session = Session::new(self.server.to_string(), self.version.as_str());
             session.backend = Some(path);
             match gw.sessions.start(SessionOp::Create(session), env) {
                 Started::Done(outcome) => match self.endpoint(gw, &event, outcome) {
