@@ -87,12 +87,15 @@ impl Key {
 pub struct Keys {
     /// From `sessions.signingKeys`; empty: this Envoy's shared secret.
     configured: Vec<Key>,
+    /// The key of this Envoy's shared secret, once this worker has read it: the secret never changes once
+    /// written, so one shared-data read and one derivation per worker, not per request.
+    shared: std::cell::OnceCell<Key>,
 }
 
 impl Keys {
     /// Keys from the signed session store's secrets (already validated by it), or none configured.
     pub fn from_secrets(secrets: &[Vec<u8>]) -> Keys {
-        Keys { configured: secrets.iter().map(|s| Key::new(s)).collect() }
+        Keys { configured: secrets.iter().map(|s| Key::new(s)).collect(), shared: std::cell::OnceCell::new() }
     }
 
     /// Whether the host must prepare this Envoy's shared secret ([`crate::session::prepare_secret`]).
@@ -102,17 +105,24 @@ impl Keys {
 
     /// The key passes are signed with; `None` when the host has no randomness for a shared secret.
     pub fn signer(&self, env: &mut dyn Env) -> Option<Key> {
-        match self.configured.first() {
-            Some(k) => Some(k.clone()),
-            None => crate::session::shared_secret(env, SHARED_KEY).map(|s| Key::new(&s)),
+        self.first(env).cloned()
+    }
+
+    /// The signing key, borrowed. This Envoy's secret is kept only once read: a worker that found no
+    /// secret (no randomness) tries again on its next request.
+    fn first(&self, env: &mut dyn Env) -> Option<&Key> {
+        if let Some(k) = self.configured.first().or_else(|| self.shared.get()) {
+            return Some(k);
         }
+        let key = Key::new(&crate::session::shared_secret(env, SHARED_KEY)?);
+        Some(self.shared.get_or_init(|| key))
     }
 
     /// Whether `pass` lets a request to `server` in as the gateway's own call.
     pub fn admits(&self, env: &mut dyn Env, pass: &str, server: &str) -> bool {
         let now = env.now_ms();
         if self.configured.is_empty() {
-            return self.signer(env).is_some_and(|k| k.verify(pass, server, now));
+            return self.first(env).is_some_and(|k| k.verify(pass, server, now));
         }
         self.configured.iter().any(|k| k.verify(pass, server, now))
     }
@@ -126,8 +136,25 @@ mod tests {
 
     struct TestEnv {
         now: u64,
-        kv: MemoryKv,
+        kv: Counted,
         random: bool,
+    }
+
+    /// Shared data that counts its reads (each one a hostcall in Envoy).
+    #[derive(Default)]
+    struct Counted {
+        inner: MemoryKv,
+        reads: std::cell::Cell<u32>,
+    }
+
+    impl KeyValue for Counted {
+        fn get(&self, key: &str) -> (Vec<u8>, Option<u32>) {
+            self.reads.set(self.reads.get() + 1);
+            self.inner.get(key)
+        }
+        fn set(&mut self, key: &str, value: &[u8], cas: Option<u32>) -> Result<bool, String> {
+            self.inner.set(key, value, cas)
+        }
     }
 
     impl Env for TestEnv {
@@ -144,7 +171,7 @@ mod tests {
     }
 
     fn env(now: u64) -> TestEnv {
-        TestEnv { now, kv: MemoryKv::default(), random: true }
+        TestEnv { now, kv: Counted::default(), random: true }
     }
 
     #[test]
@@ -188,7 +215,8 @@ mod tests {
         assert!(rotated.admits(&mut e, &pass, "s"), "an old key still verifies");
         let pass = rotated.signer(&mut e).unwrap().sign("s", 2_000);
         assert!(!old.admits(&mut e, &pass, "s"), "the new key signs");
-        assert!(e.kv.map.is_empty(), "configured keys never touch shared data");
+        assert!(e.kv.inner.map.is_empty(), "configured keys never touch shared data");
+        assert_eq!(e.kv.reads.get(), 0);
     }
 
     #[test]
@@ -203,7 +231,31 @@ mod tests {
         assert_eq!(e.kv.get(SHARED_KEY).0.len(), 32);
         // A host without randomness has no key: nothing is admitted, nothing signed.
         let mut bare = TestEnv { random: false, ..env(1_000) };
-        assert!(keys.signer(&mut bare).is_none());
-        assert!(!keys.admits(&mut bare, &pass, "s"));
+        let fresh = Keys::from_secrets(&[]);
+        assert!(fresh.signer(&mut bare).is_none());
+        assert!(!fresh.admits(&mut bare, &pass, "s"));
+    }
+
+    #[test]
+    fn a_worker_reads_the_shared_secret_once_it_is_there_and_then_never_again() {
+        let keys = Keys::from_secrets(&[]);
+        // No secret and no randomness yet: nothing kept, so the next request reads again.
+        let mut e = TestEnv { random: false, ..env(1_000) };
+        assert!(keys.signer(&mut e).is_none());
+        let before = e.kv.reads.get();
+        assert!(before > 0);
+        assert!(!keys.admits(&mut e, "1.x", "s"));
+        assert!(e.kv.reads.get() > before, "a worker without the key must read again");
+        // The host's prepared secret: read once by this worker, then its derived key serves every request.
+        crate::session::prepare_secret(&mut e.kv, SHARED_KEY);
+        e.random = true;
+        let reads = e.kv.reads.get();
+        let pass = keys.signer(&mut e).unwrap().sign("s", 2_000);
+        assert_eq!(e.kv.reads.get(), reads + 1, "the first request reads the secret");
+        assert!(keys.admits(&mut e, &pass, "s"));
+        assert_eq!(keys.signer(&mut e).unwrap().sign("s", 2_000), pass);
+        assert_eq!(e.kv.reads.get(), reads + 1, "later requests do not read shared data again");
+        // The same secret read by another worker verifies the pass.
+        assert!(Keys::from_secrets(&[]).admits(&mut e, &pass, "s"));
     }
 }

@@ -971,9 +971,10 @@ fn a_virtual_server_reaches_an_sse_servers_tools_through_its_own_bridge_as_the_g
     let last = c.h.dispatched.last().unwrap();
     assert_eq!(last.timeout_ms, 4000 + crate::routed::ROUTER_GRACE_MS, "the bridge's own deadline answers first");
 
-    // Another Envoy (another secret) or no pass at all: a client's request, refused by the server's `auth`.
+    // Another Envoy (its own config, another secret) or no pass at all: a client's request, refused by the
+    // server's `auth`.
     let mut stranger = MemoryEnv { now_ms: c.h.env.now_ms, counter: 99, ..Default::default() };
-    let refused = bridged(&g, &mut stranger, last, &seen);
+    let refused = bridged(&Gateway::from_config_str(LOOPBACK).unwrap(), &mut stranger, last, &seen);
     assert!(matches!(refused, UpstreamResult::Response { status: 401, .. }), "{refused:?}");
     // A valid pass on a request in a session is a client's too (the gateway's own calls have none).
     let mut in_session = last.clone();
