@@ -67,6 +67,9 @@ def gateway(backends):
                  {"server": "legacy", "tool": "whoami"},
              ]},
         ],
+        # Higress's shape: a top-level toolSet, its gatewayCluster beside serverTools.
+        "toolSet": {"name": "set", "gatewayCluster": "gateway_self",
+                    "serverTools": [{"serverName": "legacy", "tools": ["echo"]}, {"serverName": "alpha", "tools": ["echo"]}]},
     }
     g = harness.start_gateway(cfg, tag="virtual-sse", upstream=sse, plugin_format="json", ports=ports,
                               envoy_base=_envoy_base(a.port, ports))
@@ -96,6 +99,25 @@ def test_a_virtual_server_lists_and_calls_an_sse_servers_tools_through_the_bridg
     assert texts[:2] == ["echo: new", "echo: old"]
     # Neither the client's credentials nor the pass reach the backend.
     assert texts[2] == "authorization='' cookie=''", texts[2]
+
+
+def _list_and_call(gateway, server: str, tool: str) -> tuple[list[str], str]:
+    out: dict = {}
+
+    async def main():
+        async with harness.mcp_client(gateway.mcp_url(server)) as c:
+            out["tools"] = [t.name for t in (await c.list_tools()).tools]
+            out["text"] = (await c.call_tool(tool, {"text": server})).content[0].text
+
+    harness.run_async(main)
+    return out["tools"], out["text"]
+
+
+def test_a_top_level_tool_set_reaches_the_sse_server_through_its_gateway_cluster(gateway):
+    tools, text = _list_and_call(gateway, "set", "legacy___echo")
+    # Higress's names, the backend's tool (not the SSE server's `shout`), called as the gateway's own.
+    assert tools == ["legacy___echo", "alpha___echo"]
+    assert text == "echo: set"
 
 
 def test_a_forged_pass_gains_a_client_nothing(gateway):

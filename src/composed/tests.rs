@@ -814,6 +814,40 @@ fn a_tool_set_takes_tools_under_higress_names() {
 }
 
 #[test]
+fn a_top_level_tool_set_takes_its_gateway_cluster_beside_server_tools() {
+    let base = LOOPBACK.split("  - name: v\n").next().unwrap();
+    let set = "toolSet:\n  name: set\n  serverTools:\n    - {serverName: a, tools: [echo]}\n    - {serverName: legacy, tools: [echo]}\n";
+    let e = Gateway::from_config_str(&format!("{base}{set}")).unwrap_err();
+    assert_eq!(
+        (e.server.as_deref(), e.tool.as_deref(), e.field.as_str()),
+        (Some("set"), Some("legacy___echo"), "toolSet.serverTools[1].tools[0].server")
+    );
+    assert!(
+        e.message.contains("add gatewayCluster") && e.message.contains("to the toolSet, beside serverTools"),
+        "{e}"
+    );
+    let g = Gateway::from_config_str(&format!("{base}{set}  gatewayCluster: self\n")).unwrap();
+    let v = g.server("set").unwrap().composed.as_deref().unwrap();
+    assert_eq!(v.gateway_cluster.as_deref(), Some("self"));
+    assert_eq!(v.refs.iter().map(|r| r.name.as_str()).collect::<Vec<_>>(), ["a___echo", "legacy___echo"]);
+    assert!(g.loopback.is_some(), "its passes are signed and checked");
+    let e = Gateway::from_config_str(&format!("{base}{set}  gatewayCluster: 7\n")).unwrap_err();
+    assert_eq!((e.server.as_deref(), e.field.as_str()), (Some("set"), "toolSet.gatewayCluster"));
+    // On a server of type: virtual, either place names it; two different clusters are refused.
+    let server = format!(
+        "{base}  - name: set\n    type: virtual\n    gatewayCluster: self\n    {}",
+        set.replace('\n', "\n    ")
+    );
+    let g = Gateway::from_config_str(&server).unwrap();
+    assert_eq!(g.server("set").unwrap().composed.as_deref().unwrap().gateway_cluster.as_deref(), Some("self"));
+    let both =
+        server.replace("name: set\n      serverTools", "name: set\n      gatewayCluster: other\n      serverTools");
+    let e = Gateway::from_config_str(&both).unwrap_err();
+    assert_eq!((e.server.as_deref(), e.field.as_str()), (Some("set"), "toolSet.gatewayCluster"), "{e}");
+    assert!(e.message.contains("'other' differs from the server's gatewayCluster 'self'"), "{e}");
+}
+
+#[test]
 fn a_backends_answer_reaches_the_client_under_its_id_member_for_member() {
     let reply = |answer| super::link::reply(json!(7), answer, "b").to_string();
     assert_eq!(
