@@ -34,6 +34,22 @@ def _envoy_base(port_a: int, ports: harness.Ports) -> dict:
         sa = c["load_assignment"]["endpoints"][0]["lb_endpoints"][0]["endpoint"]["address"]["socket_address"]
         sa["port_value"] = port
         clusters.append(c)
+    # The other way back (README, Virtual servers): an internal listener, no socket, serving the `mcp`
+    # listener's filter chains, this plugin's configuration included. The very same list: the harness's
+    # deep copy keeps it shared, so the plugin configuration it writes into `mcp` is this listener's too.
+    listeners = base["static_resources"]["listeners"]
+    mcp = next(x for x in listeners if x["name"] == "mcp")
+    listeners.append({"name": "gateway_internal", "internal_listener": {},
+                      "per_connection_buffer_limit_bytes": mcp["per_connection_buffer_limit_bytes"],
+                      "filter_chains": mcp["filter_chains"]})
+    base.setdefault("bootstrap_extensions", []).append({
+        "name": "envoy.bootstrap.internal_listener",
+        "typed_config": {"@type": "type.googleapis.com/envoy.extensions.bootstrap.internal_listener.v3.InternalListener"},
+    })
+    clusters.append({"name": "gateway_internal", "connect_timeout": "1s", "load_assignment": {
+        "cluster_name": "gateway_internal",
+        "endpoints": [{"lb_endpoints": [{"endpoint": {"address": {
+            "envoy_internal_address": {"server_listener_name": "gateway_internal"}}}}]}]}})
     return base
 
 
@@ -66,6 +82,9 @@ def gateway(backends):
                  {"server": "legacy", "tool": "echo", "name": "old_echo", "description": "Echo, from the SSE server."},
                  {"server": "legacy", "tool": "whoami"},
              ]},
+            # The same tools through the internal listener.
+            {"name": "inner", "type": "virtual", "timeout": 8000, "gatewayCluster": "gateway_internal",
+             "tools": [{"server": "legacy", "tool": "echo"}, {"server": "alpha", "tool": "echo", "name": "say"}]},
         ],
         # Higress's shape: a top-level toolSet, its gatewayCluster beside serverTools.
         "toolSet": {"name": "set", "gatewayCluster": "gateway_self",
@@ -118,6 +137,17 @@ def test_a_top_level_tool_set_reaches_the_sse_server_through_its_gateway_cluster
     # Higress's names, the backend's tool (not the SSE server's `shout`), called as the gateway's own.
     assert tools == ["legacy___echo", "alpha___echo"]
     assert text == "echo: set"
+
+
+def test_an_internal_listener_serves_as_the_gateway_cluster(gateway):
+    tools, text = _list_and_call(gateway, "inner", "echo")
+    assert tools == ["echo", "say"]
+    assert text == "echo: inner"
+    # The loopback went through the internal listener: its cluster's requests, not the socket's.
+    stats = httpx.get(f"{gateway.envoy.admin_url}/stats?filter=^cluster\\.gateway_(internal|self)\\.upstream_rq_total$",
+                      timeout=10).text
+    counts = dict(line.split(": ") for line in stats.strip().splitlines())
+    assert int(counts["cluster.gateway_internal.upstream_rq_total"]) >= 2, stats
 
 
 def test_a_forged_pass_gains_a_client_nothing(gateway):
