@@ -198,6 +198,8 @@ pub struct Virtual {
     /// `gatewayCluster`: where calls to `transport: sse` servers go, to this Envoy's own bridge
     /// ([`crate::loopback`]).
     pub gateway_cluster: Option<String>,
+    /// The virtual server's name, which its passes carry (the bridge reports its calls under it).
+    name: Box<str>,
     /// Per worker (a gateway is per worker): backend sessions and tool lists, by proxied server (a
     /// short list: scanned).
     state: RefCell<Vec<(usize, Held)>>,
@@ -285,6 +287,7 @@ impl Virtual {
             cache_ms: cache_ms.unwrap_or(DEFAULT_CACHE_MS),
             timeout_ms: timeout_ms.unwrap_or(DEFAULT_TIMEOUT_MS),
             gateway_cluster,
+            name: name.into(),
             state: RefCell::new(Vec::new()),
         };
         for (field, r) in all {
@@ -405,7 +408,7 @@ impl Virtual {
     fn via(&self, gw: &Gateway, backend: usize, signer: Option<&Key>, expires_ms: u64) -> Option<Loop> {
         let server = &gw.servers[backend];
         let cluster = self.gateway_cluster.clone().filter(|_| server.proxy.as_ref().is_some_and(|b| b.sse))?;
-        Some(Loop { cluster, pass: signer.map(|k| k.sign(&server.name, expires_ms)) })
+        Some(Loop { cluster, pass: signer.map(|k| k.sign(&server.name, &self.name, expires_ms)) })
     }
 
     /// Starts a `tools/list`: answered now when every proxied server's list is fresh, else the fetches

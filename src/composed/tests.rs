@@ -906,7 +906,11 @@ fn bridged(g: &Gateway, env: &mut MemoryEnv, r: &UpstreamRequest, seen: &RefCell
     let respond =
         |resp: HttpResponse| UpstreamResult::Response { status: resp.status, headers: resp.headers, body: resp.body };
     let mut b = match crate::proxy::route(g, &head, env) {
-        Some(crate::proxy::Start::Bridge(b)) => b,
+        Some(crate::proxy::Start::Bridge(b)) => {
+            let pass = head.header(crate::loopback::HEADER).unwrap_or_default();
+            assert_eq!(b.for_virtual().is_some(), g.loopback.as_ref().unwrap().admits(env, pass, "legacy").is_some());
+            b
+        }
         Some(crate::proxy::Start::Respond(resp)) => return respond(resp),
         other => panic!("{other:?}"),
     };
@@ -989,6 +993,8 @@ fn a_virtual_server_reaches_an_sse_servers_tools_through_its_own_bridge_as_the_g
     assert_eq!(sent.len(), 1);
     assert_eq!((sent[0].path.as_str(), sent[0].authority.as_str()), ("/mcp-servers/legacy", "legacy.example:9"));
     assert!(!sent[0].headers.iter().any(|(k, _)| k == "mcp-session-id"));
+    // The pass names the calling virtual server, under its MAC (the bridge reports the request as its).
+    assert!(sent[0].headers.iter().any(|(k, v)| k == crate::loopback::HEADER && v.ends_with(".v")), "{sent:?}");
     let methods: Vec<Value> = seen.borrow().iter().map(|m| m["method"].clone()).collect();
     assert_eq!(methods, [json!("initialize"), json!("tools/list")]);
 

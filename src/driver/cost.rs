@@ -585,7 +585,7 @@ fn loopback_host() -> CostHost {
 /// A virtual server's own request to SSE server `legacy`'s bridge, with a valid pass.
 fn loopback_head(gw: &Gateway, host: &mut CostHost) -> RequestHead {
     let keys = gw.loopback.as_ref().expect("a loopback");
-    let pass = keys.signer(host).expect("a key").sign("legacy", host.now_ms + 60_000);
+    let pass = keys.signer(host).expect("a key").sign("legacy", "v", host.now_ms + 60_000);
     let mut head = head("legacy", None);
     head.headers.push(crate::loopback::HEADER, &pass);
     head
@@ -612,6 +612,8 @@ fn a_virtual_server_and_the_bridge_read_the_loopback_secret_once_per_worker() {
     host.reset();
     loopback(&gw, &mut host, &head);
     assert_eq!(host.ops().kv_get, 0, "the bridge checks a pass with the kept key");
+    let Some(crate::proxy::Start::Bridge(b)) = crate::proxy::route(&gw, &head, &mut host) else { panic!("bridged") };
+    assert_eq!(b.for_virtual(), Some("v"), "the bridge knows whose call it is");
     let mut forged = head.clone();
     forged.headers.retain(|(k, _)| *k != crate::loopback::HEADER);
     forged.headers.push(crate::loopback::HEADER, "99999999999.AAAA");
