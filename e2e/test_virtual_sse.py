@@ -12,6 +12,7 @@ signed with the secret they share.
 from __future__ import annotations
 
 import copy
+import re
 import time
 
 import httpx
@@ -23,8 +24,12 @@ from test_mcp_proxy import McpBackend
 from test_virtual_server import proxied, raw_list
 
 
-def _envoy_base(port_a: int, ports: harness.Ports) -> dict:
-    base = harness.load_envoy_yaml()
+# What the access log shows of each request: a loopback request is marked with its virtual server.
+ACCESS_LOG = "%REQ(:PATH)% %RESPONSE_CODE% server=%FILTER_STATE(wasm.mcp_server_name:PLAIN)% virtual=%FILTER_STATE(wasm.mcp_virtual_server:PLAIN)%\n"
+
+
+def _envoy_base(port_a: int, ports: harness.Ports, access_log) -> dict:
+    base = harness.with_access_log(access_log, ACCESS_LOG)
     clusters = base["static_resources"]["clusters"]
     template = next(c for c in clusters if c["name"] == "blackhole")
     for name, port in (("mcp_a", port_a), ("gateway_self", ports.mcp)):
@@ -34,6 +39,22 @@ def _envoy_base(port_a: int, ports: harness.Ports) -> dict:
         sa = c["load_assignment"]["endpoints"][0]["lb_endpoints"][0]["endpoint"]["address"]["socket_address"]
         sa["port_value"] = port
         clusters.append(c)
+    # The other way back (README, Virtual servers): an internal listener, no socket, serving the `mcp`
+    # listener's filter chains, this plugin's configuration included. The very same list: the harness's
+    # deep copy keeps it shared, so the plugin configuration it writes into `mcp` is this listener's too.
+    listeners = base["static_resources"]["listeners"]
+    mcp = next(x for x in listeners if x["name"] == "mcp")
+    listeners.append({"name": "gateway_internal", "internal_listener": {},
+                      "per_connection_buffer_limit_bytes": mcp["per_connection_buffer_limit_bytes"],
+                      "filter_chains": mcp["filter_chains"]})
+    base.setdefault("bootstrap_extensions", []).append({
+        "name": "envoy.bootstrap.internal_listener",
+        "typed_config": {"@type": "type.googleapis.com/envoy.extensions.bootstrap.internal_listener.v3.InternalListener"},
+    })
+    clusters.append({"name": "gateway_internal", "connect_timeout": "1s", "load_assignment": {
+        "cluster_name": "gateway_internal",
+        "endpoints": [{"lb_endpoints": [{"endpoint": {"address": {
+            "envoy_internal_address": {"server_listener_name": "gateway_internal"}}}}]}]}})
     return base
 
 
@@ -50,6 +71,7 @@ def backends(tmp_path_factory):
 def gateway(backends):
     a, sse = backends
     ports = harness.Ports.pick(demo=sse.port)
+    run_dir = harness.new_run_dir("virtual-sse")
     cfg = {
         "consumers": [{"name": "alice", "credential": "alice-key"}],
         "keyAuth": {"keys": ["x-api-key"]},
@@ -66,10 +88,16 @@ def gateway(backends):
                  {"server": "legacy", "tool": "echo", "name": "old_echo", "description": "Echo, from the SSE server."},
                  {"server": "legacy", "tool": "whoami"},
              ]},
+            # The same tools through the internal listener.
+            {"name": "inner", "type": "virtual", "timeout": 8000, "gatewayCluster": "gateway_internal",
+             "tools": [{"server": "legacy", "tool": "echo"}, {"server": "alpha", "tool": "echo", "name": "say"}]},
         ],
+        # Higress's shape: a top-level toolSet, its gatewayCluster beside serverTools.
+        "toolSet": {"name": "set", "gatewayCluster": "gateway_self",
+                    "serverTools": [{"serverName": "legacy", "tools": ["echo"]}, {"serverName": "alpha", "tools": ["echo"]}]},
     }
     g = harness.start_gateway(cfg, tag="virtual-sse", upstream=sse, plugin_format="json", ports=ports,
-                              envoy_base=_envoy_base(a.port, ports))
+                              envoy_base=_envoy_base(a.port, ports, run_dir / "access.log"), run_dir=run_dir)
     yield g
     g.stop()
 
@@ -96,6 +124,75 @@ def test_a_virtual_server_lists_and_calls_an_sse_servers_tools_through_the_bridg
     assert texts[:2] == ["echo: new", "echo: old"]
     # Neither the client's credentials nor the pass reach the backend.
     assert texts[2] == "authorization='' cookie=''", texts[2]
+
+
+def _list_and_call(gateway, server: str, tool: str) -> tuple[list[str], str]:
+    out: dict = {}
+
+    async def main():
+        async with harness.mcp_client(gateway.mcp_url(server)) as c:
+            out["tools"] = [t.name for t in (await c.list_tools()).tools]
+            out["text"] = (await c.call_tool(tool, {"text": server})).content[0].text
+
+    harness.run_async(main)
+    return out["tools"], out["text"]
+
+
+def test_a_top_level_tool_set_reaches_the_sse_server_through_its_gateway_cluster(gateway):
+    tools, text = _list_and_call(gateway, "set", "legacy___echo")
+    # Higress's names, the backend's tool (not the SSE server's `shout`), called as the gateway's own.
+    assert tools == ["legacy___echo", "alpha___echo"]
+    assert text == "echo: set"
+
+
+def test_an_internal_listener_serves_as_the_gateway_cluster(gateway):
+    tools, text = _list_and_call(gateway, "inner", "echo")
+    assert tools == ["echo", "say"]
+    assert text == "echo: inner"
+    # The loopback went through the internal listener: its cluster's requests, not the socket's.
+    stats = httpx.get(f"{gateway.envoy.admin_url}/stats?filter=^cluster\\.gateway_(internal|self)\\.upstream_rq_total$",
+                      timeout=10).text
+    counts = dict(line.split(": ") for line in stats.strip().splitlines())
+    assert int(counts["cluster.gateway_internal.upstream_rq_total"]) >= 2, stats
+
+
+def _access_log(gateway, want) -> list[str]:
+    """The access log's lines once `want` holds of them (Envoy writes the file about once a second)."""
+    path = gateway.run_dir / "access.log"
+    for _ in range(100):
+        lines = path.read_text().splitlines() if path.exists() else []
+        if want(lines):
+            return lines
+        time.sleep(0.2)
+    raise AssertionError("\n".join(lines[-30:]))
+
+
+def test_loopback_requests_are_logged_and_counted_as_their_virtual_servers(gateway):
+    _list_and_call(gateway, "mixed", "old_echo")
+    _list_and_call(gateway, "inner", "echo")
+    # A client's own request to the SSE server (no pass): the SSE server's alone.
+    r = httpx.post(gateway.mcp_url("legacy"), json={"jsonrpc": "2.0", "id": 1, "method": "tools/list"},
+                   headers={"Accept": ACCEPT, "x-api-key": "alice-key"}, timeout=15)
+    assert r.status_code == 200, r.text
+    # The bridge's requests, under the path it sent on: the SSE backend's `mcpServerURL`.
+    lines = _access_log(gateway, lambda ls: any(x.startswith("/sse ") and x.endswith("virtual=-") for x in ls))
+    bridged = [x for x in lines if x.startswith("/sse ")]
+    assert any(x.endswith("server=legacy virtual=mixed") for x in bridged), bridged
+    assert any(x.endswith("server=legacy virtual=inner") for x in bridged), bridged
+    assert any(x.endswith("server=- virtual=-") and " 200 " in x for x in bridged), bridged
+    # Requests of the virtual servers themselves are not marked.
+    own = [x for x in lines if x.startswith(f"{gateway.prefix}/mixed ")]
+    assert own and all(x.endswith("virtual=-") for x in own), own
+    text = httpx.get(f"{gateway.envoy.admin_url}/stats/prometheus", timeout=10).text
+    counted = {}
+    for line in text.splitlines():
+        m = re.match(r"^mcp_loopback_requests_total\{(.*)\} (\S+)$", line)
+        if m:
+            labels = dict(re.findall(r'(\w+)="([^"]*)"', m.group(1)))
+            counted[(labels.get("mcp_server"), labels.get("mcp_virtual_server"))] = float(m.group(2))
+    # At least this test's call of each (earlier tests' requests count too); only loopback requests counted.
+    assert counted.get(("legacy", "mixed"), 0) >= 1 and counted.get(("legacy", "inner"), 0) >= 1, text
+    assert set(counted) <= {("legacy", "mixed"), ("legacy", "inner"), ("legacy", "set")}, counted
 
 
 def test_a_forged_pass_gains_a_client_nothing(gateway):
@@ -130,5 +227,10 @@ def test_the_sse_backend_down_removes_only_its_tools(gateway, backends):
     finally:
         sse.start(timeout=60)
     time.sleep(1.6)
-    assert raw_list(gateway, "mixed") == ["say", "old_echo", "whoami"]
+    # The worker that found it down says so when it lists again; another worker may serve the first lists
+    # (each request is a new connection), so list until it does.
+    for _ in range(20):
+        assert raw_list(gateway, "mixed") == ["say", "old_echo", "whoami"]
+        if "proxied server 'legacy' lists its tools again" in gateway.envoy.log_text():
+            break
     assert "proxied server 'legacy' lists its tools again" in gateway.envoy.log_text()

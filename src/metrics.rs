@@ -407,6 +407,13 @@ fn outcome(reply: &Reply, upstream: Option<Upstream>) -> &'static str {
     }
 }
 
+/// The counter of virtual server `caller`'s own requests to SSE server `server` through the bridge
+/// ([`crate::loopback`]): apart from the SSE server's clients' requests. The pass's MAC covers `caller`, so
+/// only this gateway's virtual servers name one.
+pub fn loopback_metric(server: &str, caller: &str) -> String {
+    format!("mcp_server=.={};.;mcp_virtual_server=.={};.;mcp_loopback_requests_total", tag(server), tag(caller))
+}
+
 /// A tag value as a metric name can carry it (`;` would end the tag early).
 fn tag(v: &str) -> String {
     v.replace(';', "_")
@@ -461,6 +468,18 @@ mod tests {
 
     fn response(status: u16) -> Upstream {
         Upstream::Status(status)
+    }
+
+    #[test]
+    fn a_loopback_request_is_counted_under_its_virtual_server() {
+        assert_eq!(
+            loopback_metric("legacy", "mixed"),
+            "mcp_server=.=legacy;.;mcp_virtual_server=.=mixed;.;mcp_loopback_requests_total"
+        );
+        assert_eq!(
+            loopback_metric("a;b", "v;w"),
+            "mcp_server=.=a_b;.;mcp_virtual_server=.=v_w;.;mcp_loopback_requests_total"
+        );
     }
 
     #[test]

@@ -100,6 +100,8 @@ pub struct ToolSetConfig {
     pub name: Option<String>,
     /// `(serverName, tools)`.
     pub server_tools: Vec<(String, Vec<String>)>,
+    /// `gatewayCluster` beside `serverTools`: a top-level `toolSet` has no server of its own to carry it.
+    pub gateway_cluster: Option<String>,
 }
 
 impl ToolSetConfig {
@@ -107,9 +109,14 @@ impl ToolSetConfig {
     pub fn read(v: &Value) -> Result<ToolSetConfig, (String, String)> {
         let err = |field: &str, msg: &str| Err((format!("toolSet{field}"), msg.to_string()));
         let Some(obj) = v.as_object() else { return err("", "must be {name, serverTools: [{serverName, tools}]}") };
-        if let Some(k) = obj.keys().find(|k| *k != "name" && *k != "serverTools") {
-            return err(&format!(".{k}"), "is not a field: use name, serverTools");
+        if let Some(k) = obj.keys().find(|k| !["name", "serverTools", "gatewayCluster"].contains(&k.as_str())) {
+            return err(&format!(".{k}"), "is not a field: use name, serverTools, gatewayCluster");
         }
+        let gateway_cluster = match obj.get("gatewayCluster") {
+            None | Some(Value::Null) => None,
+            Some(Value::String(c)) if !c.is_empty() => Some(c.clone()),
+            Some(_) => return err(".gatewayCluster", "must be the name of an Envoy cluster"),
+        };
         let name = match obj.get("name") {
             None | Some(Value::Null) => None,
             Some(Value::String(n)) => Some(n.clone()),
@@ -135,7 +142,7 @@ impl ToolSetConfig {
             let tools = names;
             server_tools.push((server.to_string(), tools));
         }
-        Ok(ToolSetConfig { name, server_tools })
+        Ok(ToolSetConfig { name, server_tools, gateway_cluster })
     }
 }
 
@@ -191,6 +198,8 @@ pub struct Virtual {
     /// `gatewayCluster`: where calls to `transport: sse` servers go, to this Envoy's own bridge
     /// ([`crate::loopback`]).
     pub gateway_cluster: Option<String>,
+    /// The virtual server's name, which its passes carry (the bridge reports its calls under it).
+    name: Box<str>,
     /// Per worker (a gateway is per worker): backend sessions and tool lists, by proxied server (a
     /// short list: scanned).
     state: RefCell<Vec<(usize, Held)>>,
@@ -235,11 +244,20 @@ impl Virtual {
         for (i, r) in refs.iter().enumerate() {
             all.push((format!("tools[{i}]"), r.clone()));
         }
+        let mut gateway_cluster = gateway_cluster;
         if let Some(set) = tool_set {
             if let Some(n) = set.name.as_deref().filter(|n| *n != name) {
                 return Err(
                     ConfigError::new("toolSet.name", format!("'{n}' differs from the server's name")).in_server(name)
                 );
+            }
+            match (&gateway_cluster, &set.gateway_cluster) {
+                (Some(own), Some(c)) if own != c => {
+                    let msg = format!("'{c}' differs from the server's gatewayCluster '{own}'");
+                    return Err(ConfigError::new("toolSet.gatewayCluster", msg).in_server(name));
+                }
+                (None, Some(c)) => gateway_cluster = Some(c.clone()),
+                _ => {}
             }
             for (i, (server, tools)) in set.server_tools.iter().enumerate() {
                 for (j, tool) in tools.iter().enumerate() {
@@ -269,6 +287,7 @@ impl Virtual {
             cache_ms: cache_ms.unwrap_or(DEFAULT_CACHE_MS),
             timeout_ms: timeout_ms.unwrap_or(DEFAULT_TIMEOUT_MS),
             gateway_cluster,
+            name: name.into(),
             state: RefCell::new(Vec::new()),
         };
         for (field, r) in all {
@@ -287,10 +306,12 @@ impl Virtual {
             let listing = match &server.proxy {
                 Some(backend) => {
                     if backend.sse && v.gateway_cluster.is_none() {
+                        let to =
+                            if field.starts_with("toolSet") { "toolSet, beside serverTools" } else { "virtual server" };
                         let msg = format!(
                             "'{}' is a transport: sse proxied server, whose tools a virtual server calls through this \
                              Envoy's own Streamable HTTP bridge: add gatewayCluster (an Envoy cluster that reaches this \
-                             Envoy's MCP listener) to the virtual server",
+                             Envoy's MCP listener) to the {to}",
                             r.server
                         );
                         return err(format!("{field}.server"), msg, &exposed);
@@ -387,7 +408,7 @@ impl Virtual {
     fn via(&self, gw: &Gateway, backend: usize, signer: Option<&Key>, expires_ms: u64) -> Option<Loop> {
         let server = &gw.servers[backend];
         let cluster = self.gateway_cluster.clone().filter(|_| server.proxy.as_ref().is_some_and(|b| b.sse))?;
-        Some(Loop { cluster, pass: signer.map(|k| k.sign(&server.name, expires_ms)) })
+        Some(Loop { cluster, pass: signer.map(|k| k.sign(&server.name, &self.name, expires_ms)) })
     }
 
     /// Starts a `tools/list`: answered now when every proxied server's list is fresh, else the fetches

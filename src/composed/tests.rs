@@ -814,6 +814,40 @@ fn a_tool_set_takes_tools_under_higress_names() {
 }
 
 #[test]
+fn a_top_level_tool_set_takes_its_gateway_cluster_beside_server_tools() {
+    let base = LOOPBACK.split("  - name: v\n").next().unwrap();
+    let set = "toolSet:\n  name: set\n  serverTools:\n    - {serverName: a, tools: [echo]}\n    - {serverName: legacy, tools: [echo]}\n";
+    let e = Gateway::from_config_str(&format!("{base}{set}")).unwrap_err();
+    assert_eq!(
+        (e.server.as_deref(), e.tool.as_deref(), e.field.as_str()),
+        (Some("set"), Some("legacy___echo"), "toolSet.serverTools[1].tools[0].server")
+    );
+    assert!(
+        e.message.contains("add gatewayCluster") && e.message.contains("to the toolSet, beside serverTools"),
+        "{e}"
+    );
+    let g = Gateway::from_config_str(&format!("{base}{set}  gatewayCluster: self\n")).unwrap();
+    let v = g.server("set").unwrap().composed.as_deref().unwrap();
+    assert_eq!(v.gateway_cluster.as_deref(), Some("self"));
+    assert_eq!(v.refs.iter().map(|r| r.name.as_str()).collect::<Vec<_>>(), ["a___echo", "legacy___echo"]);
+    assert!(g.loopback.is_some(), "its passes are signed and checked");
+    let e = Gateway::from_config_str(&format!("{base}{set}  gatewayCluster: 7\n")).unwrap_err();
+    assert_eq!((e.server.as_deref(), e.field.as_str()), (Some("set"), "toolSet.gatewayCluster"));
+    // On a server of type: virtual, either place names it; two different clusters are refused.
+    let server = format!(
+        "{base}  - name: set\n    type: virtual\n    gatewayCluster: self\n    {}",
+        set.replace('\n', "\n    ")
+    );
+    let g = Gateway::from_config_str(&server).unwrap();
+    assert_eq!(g.server("set").unwrap().composed.as_deref().unwrap().gateway_cluster.as_deref(), Some("self"));
+    let both =
+        server.replace("name: set\n      serverTools", "name: set\n      gatewayCluster: other\n      serverTools");
+    let e = Gateway::from_config_str(&both).unwrap_err();
+    assert_eq!((e.server.as_deref(), e.field.as_str()), (Some("set"), "toolSet.gatewayCluster"), "{e}");
+    assert!(e.message.contains("'other' differs from the server's gatewayCluster 'self'"), "{e}");
+}
+
+#[test]
 fn a_backends_answer_reaches_the_client_under_its_id_member_for_member() {
     let reply = |answer| super::link::reply(json!(7), answer, "b").to_string();
     assert_eq!(
@@ -872,7 +906,11 @@ fn bridged(g: &Gateway, env: &mut MemoryEnv, r: &UpstreamRequest, seen: &RefCell
     let respond =
         |resp: HttpResponse| UpstreamResult::Response { status: resp.status, headers: resp.headers, body: resp.body };
     let mut b = match crate::proxy::route(g, &head, env) {
-        Some(crate::proxy::Start::Bridge(b)) => b,
+        Some(crate::proxy::Start::Bridge(b)) => {
+            let pass = head.header(crate::loopback::HEADER).unwrap_or_default();
+            assert_eq!(b.for_virtual().is_some(), g.loopback.as_ref().unwrap().admits(env, pass, "legacy").is_some());
+            b
+        }
         Some(crate::proxy::Start::Respond(resp)) => return respond(resp),
         other => panic!("{other:?}"),
     };
@@ -955,6 +993,8 @@ fn a_virtual_server_reaches_an_sse_servers_tools_through_its_own_bridge_as_the_g
     assert_eq!(sent.len(), 1);
     assert_eq!((sent[0].path.as_str(), sent[0].authority.as_str()), ("/mcp-servers/legacy", "legacy.example:9"));
     assert!(!sent[0].headers.iter().any(|(k, _)| k == "mcp-session-id"));
+    // The pass names the calling virtual server, under its MAC (the bridge reports the request as its).
+    assert!(sent[0].headers.iter().any(|(k, v)| k == crate::loopback::HEADER && v.ends_with(".v")), "{sent:?}");
     let methods: Vec<Value> = seen.borrow().iter().map(|m| m["method"].clone()).collect();
     assert_eq!(methods, [json!("initialize"), json!("tools/list")]);
 
@@ -971,9 +1011,10 @@ fn a_virtual_server_reaches_an_sse_servers_tools_through_its_own_bridge_as_the_g
     let last = c.h.dispatched.last().unwrap();
     assert_eq!(last.timeout_ms, 4000 + crate::routed::ROUTER_GRACE_MS, "the bridge's own deadline answers first");
 
-    // Another Envoy (another secret) or no pass at all: a client's request, refused by the server's `auth`.
+    // Another Envoy (its own config, another secret) or no pass at all: a client's request, refused by the
+    // server's `auth`.
     let mut stranger = MemoryEnv { now_ms: c.h.env.now_ms, counter: 99, ..Default::default() };
-    let refused = bridged(&g, &mut stranger, last, &seen);
+    let refused = bridged(&Gateway::from_config_str(LOOPBACK).unwrap(), &mut stranger, last, &seen);
     assert!(matches!(refused, UpstreamResult::Response { status: 401, .. }), "{refused:?}");
     // A valid pass on a request in a session is a client's too (the gateway's own calls have none).
     let mut in_session = last.clone();

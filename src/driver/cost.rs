@@ -560,9 +560,72 @@ fn a_proxied_call_changes_only_the_headers_that_change() {
     assert!(allocs <= 6, "{allocs} allocations");
 }
 
+/// The example config plus a virtual server `v` over `demo`'s `greet` and a `transport: sse` server's
+/// tool, which it reaches through this Envoy's own bridge ([`crate::loopback`]): every request of `v`
+/// carries the key its passes are signed with, and the bridge checks each pass it gets (`auth` refuses
+/// anything else).
+fn virtual_gateway() -> Gateway {
+    let mut doc = crate::config::parse_document(EXAMPLE).expect("the example config parses");
+    let servers = doc["servers"].as_array_mut().expect("servers");
+    servers.push(serde_json::json!({"name": "legacy", "type": "mcp-proxy", "transport": "sse",
+        "mcpServerURL": "/sse", "upstream": {"authority": "legacy.example:9"}, "auth": {"anonymous": false}}));
+    servers.push(serde_json::json!({"name": "v", "type": "virtual", "gatewayCluster": "self",
+        "tools": [{"server": "demo", "tool": "greet"}, {"server": "legacy", "tool": "echo"}]}));
+    doc["consumers"] = serde_json::json!([{"name": "bench", "credential": POLICY_KEY}]);
+    doc["keyAuth"] = serde_json::json!({"keys": ["x-api-key"], "inHeader": true, "inQuery": false});
+    Gateway::from_config_str(&doc.to_string()).expect("the virtual config compiles")
+}
+
+/// A host whose shared data holds the loopback's secret entry, as the Envoy host prepares it at load.
+fn loopback_host() -> CostHost {
+    let mut host = CostHost::new();
+    crate::session::prepare_secret(&mut host.kv, crate::loopback::SHARED_KEY);
+    host
+}
+
+/// A virtual server's own request to SSE server `legacy`'s bridge, with a valid pass.
+fn loopback_head(gw: &Gateway, host: &mut CostHost) -> RequestHead {
+    let keys = gw.loopback.as_ref().expect("a loopback");
+    let pass = keys.signer(host).expect("a key").sign("legacy", "v", host.now_ms + 60_000);
+    let mut head = head("legacy", None);
+    head.headers.push(crate::loopback::HEADER, &pass);
+    head
+}
+
+/// The core's work for the head of one loopback request: the pass checked, the bridge set up.
+fn loopback(gw: &Gateway, host: &mut CostHost, head: &RequestHead) {
+    host.callback();
+    match crate::proxy::route(gw, head, host) {
+        Some(crate::proxy::Start::Bridge(b)) => drop(b),
+        other => panic!("not bridged as the gateway's own call: {other:?}"),
+    }
+}
+
+#[test]
+fn a_virtual_server_and_the_bridge_read_the_loopback_secret_once_per_worker() {
+    let gw = virtual_gateway();
+    let mut host = loopback_host();
+    let greet = measure(&gw, &mut host, "v", GREET, "Hello, Paris!");
+    // As a greet on its own server: the session's read only, the loopback's key kept from the warm-up.
+    let plain = measure(&gateway(), &mut CostHost::new(), "demo", GREET, "Hello, Paris!");
+    assert_eq!(greet.ops, plain.ops, "{greet:?} {plain:?}");
+    let head = loopback_head(&gw, &mut host);
+    host.reset();
+    loopback(&gw, &mut host, &head);
+    assert_eq!(host.ops().kv_get, 0, "the bridge checks a pass with the kept key");
+    let Some(crate::proxy::Start::Bridge(b)) = crate::proxy::route(&gw, &head, &mut host) else { panic!("bridged") };
+    assert_eq!(b.for_virtual(), Some("v"), "the bridge knows whose call it is");
+    let mut forged = head.clone();
+    forged.headers.retain(|(k, _)| *k != crate::loopback::HEADER);
+    forged.headers.push(crate::loopback::HEADER, "99999999999.AAAA");
+    let refused = crate::proxy::route(&gw, &forged, &mut host);
+    assert!(matches!(refused, Some(crate::proxy::Start::Respond(r)) if r.status == 401), "a client's request");
+}
+
 /// The sides [`instructions`] can run: label, server, request body, text the answer must hold (`proxy`:
-/// a proxied call's head work, see [`proxied`]).
-const SIDES: [(&str, &str, &str, &str); 8] = [
+/// a proxied call's head work, see [`proxied`]; `virtual`: a virtual server with a loopback; `loopback`:
+/// the head work of its request to the bridge, see [`loopback`]).
+const SIDES: [(&str, &str, &str, &str); 10] = [
     ("call", "demo", WEATHER, WEATHER_TEXT),
     ("route", "demo-route", WEATHER, WEATHER_TEXT),
     ("greet", "demo", GREET, "Hello, Paris!"),
@@ -571,6 +634,8 @@ const SIDES: [(&str, &str, &str, &str); 8] = [
     ("policy", "demo-policy", WEATHER, "[REDACTED:email]"),
     ("nomask", "demo-nomask", WEATHER, "weather-desk@example.com"),
     ("proxy", "proxied", "", ""),
+    ("virtual", "v", GREET, "Hello, Paris!"),
+    ("loopback", "legacy", "", ""),
 ];
 
 /// `n` calls of one side, outside any test scaffolding, so that callgrind can count this function alone.
@@ -586,6 +651,14 @@ fn calls(gw: &Gateway, host: &mut CostHost, head: &RequestHead, body: &str, n: u
 fn proxied_calls(gw: &Gateway, host: &mut CostHost, head: &RequestHead, n: u32) {
     for _ in 0..n {
         std::hint::black_box(proxied(gw, host, head));
+    }
+}
+
+/// `n` loopback requests' heads (see [`calls`]).
+#[inline(never)]
+fn loopback_calls(gw: &Gateway, host: &mut CostHost, head: &RequestHead, n: u32) {
+    for _ in 0..n {
+        loopback(gw, host, head);
     }
 }
 
@@ -605,6 +678,20 @@ fn instructions() {
         let head = proxy_head();
         let _ = proxied(&gw, &mut host, &head);
         return proxied_calls(&gw, &mut host, &head, n);
+    }
+    if *server == "legacy" {
+        let gw = virtual_gateway();
+        let mut host = loopback_host();
+        let head = loopback_head(&gw, &mut host);
+        loopback(&gw, &mut host, &head);
+        return loopback_calls(&gw, &mut host, &head, n);
+    }
+    if *server == "v" {
+        let gw = virtual_gateway();
+        let mut host = loopback_host();
+        let _ = measure(&gw, &mut host, server, body, expect);
+        let sid = session(&gw, &mut host, server);
+        return calls(&gw, &mut host, &head(server, Some(&sid)), body, n);
     }
     let gw = if server.starts_with("demo-") && *server != "demo-route" { policy_gateway() } else { gateway() };
     let mut host = CostHost::new();

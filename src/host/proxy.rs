@@ -145,6 +145,9 @@ pub fn on_request_headers(id: u32, gw: &Rc<Gateway>, head: &RequestHead, end_of_
     };
     let (relay, headers) = match start {
         Start::Bridge(bridge) => {
+            if let Some(caller) = bridge.for_virtual() {
+                super::stats::loopback(&gw.observability, bridge.server(), caller);
+            }
             held.bridge = Some(bridge);
             // The body says what to do; an empty one is answered at once.
             let action = match end_of_stream {

@@ -48,6 +48,21 @@ pub fn emit(obs: &Observability, stats: &Stats, records: &[CallRecord], now_ms: 
     }
 }
 
+/// Marks a virtual server's own call through the bridge ([`crate::loopback`]) as that virtual server's, which
+/// Envoy otherwise logs and counts as any request to the SSE server: the access-log properties
+/// `mcp_server_name` and `mcp_virtual_server`, and its own counter.
+pub fn loopback(obs: &Observability, server: &str, caller: &str) {
+    if obs.access_log {
+        let _ = abi::set_property("mcp_server_name", server);
+        let _ = abi::set_property("mcp_virtual_server", caller);
+    }
+    if obs.stats {
+        if let Some(id) = define(MetricKind::Counter, &crate::metrics::loopback_metric(server, caller)) {
+            update(MetricKind::Counter, id, 1);
+        }
+    }
+}
+
 /// Envoy's id for a metric name, defined the first time (by name: the ids of [`Stats`]'s slots are kept
 /// there, this map holds the others).
 fn define(kind: MetricKind, name: &str) -> Option<u32> {

@@ -53,6 +53,8 @@ pub struct Bridge {
     /// The client's request head, the source of the GET's and the POSTs' heads.
     head: RequestHead,
     own: Option<String>,
+    /// The virtual server whose own call this is ([`crate::loopback`]), for the access log and stats.
+    for_virtual: Option<Box<str>>,
     /// The client's live session, when it sent one.
     found: Option<Session>,
     client_id: Value,
@@ -180,6 +182,7 @@ impl Bridge {
             backend,
             head,
             own,
+            for_virtual: None,
             found,
             client_id: Value::Null,
             initialize: false,
@@ -200,8 +203,9 @@ impl Bridge {
     /// A bridge for a virtual server's own call to `server` ([`crate::loopback`]): the virtual server has
     /// applied the server's guardrails and counted its limits, so the relay checks and renames nothing, and
     /// the backend gets the operator's credential only.
-    pub(super) fn own(server: &Server, head: RequestHead) -> Option<Bridge> {
+    pub(super) fn own(server: &Server, head: RequestHead, caller: &str) -> Option<Bridge> {
         let mut bridge = Bridge::new(server, head, None, crate::caller::Caller::anonymous(), None)?;
+        bridge.for_virtual = Some(caller.into());
         let relay = &mut bridge.relay;
         (relay.allow, relay.header_allow, relay.policy, relay.guard) = (None, None, None, None);
         relay.overrides = Default::default();
@@ -212,6 +216,11 @@ impl Bridge {
     /// The proxied server's name.
     pub fn server(&self) -> &str {
         &self.relay.server
+    }
+
+    /// The virtual server this request is the own call of, if it is one.
+    pub fn for_virtual(&self) -> Option<&str> {
+        self.for_virtual.as_deref()
     }
 
     /// Whether the client's request body is still awaited.

@@ -365,8 +365,9 @@ pub fn route(gw: &Gateway, head: &RequestHead, env: &mut dyn Env) -> Option<Star
     let server = gw.server(name)?;
     let backend = server.proxy.as_ref()?;
     if backend.sse || tail.is_empty() {
-        if backend.sse && tail.is_empty() && is_own_call(gw, head, &server.name, env) {
-            let bridge = bridge::Bridge::own(server, head.clone());
+        let own = if backend.sse && tail.is_empty() { own_call(gw, head, &server.name, env) } else { None };
+        if let Some(caller) = own {
+            let bridge = bridge::Bridge::own(server, head.clone(), caller);
             return Some(bridge.map_or_else(|| Start::Respond(unknown_session()), |b| Start::Bridge(Box::new(b))));
         }
         // Admission first: nothing reaches the backend for a caller the server does not admit.
@@ -385,13 +386,16 @@ pub fn route(gw: &Gateway, head: &RequestHead, env: &mut dyn Env) -> Option<Star
     None
 }
 
-/// Whether a request to SSE server `server`'s bridge is a virtual server's own call through this Envoy
-/// ([`crate::loopback`]): a sessionless POST with a valid pass. Anything else is a client's request, pass
-/// or not.
-fn is_own_call(gw: &Gateway, head: &RequestHead, server: &str, env: &mut dyn Env) -> bool {
-    let Some(keys) = &gw.loopback else { return false };
-    let Some(pass) = head.header(crate::loopback::HEADER) else { return false };
-    head.method == "POST" && head.header(SESSION).is_none() && keys.admits(env, pass, server)
+/// The calling virtual server when a request to SSE server `server`'s bridge is its own call through this
+/// Envoy ([`crate::loopback`]): a sessionless POST with a valid pass. Anything else is a client's request,
+/// pass or not.
+fn own_call<'h>(gw: &Gateway, head: &'h RequestHead, server: &str, env: &mut dyn Env) -> Option<&'h str> {
+    let keys = gw.loopback.as_ref()?;
+    let pass = head.header(crate::loopback::HEADER)?;
+    if head.method != "POST" || head.header(SESSION).is_some() {
+        return None;
+    }
+    keys.admits(env, pass, server)
 }
 
 /// Runs session operations until the request's fate is decided or the store answers later.
