@@ -468,30 +468,16 @@ impl Gateway {
         }
         // The state keys: inputSigningKeys, else the signed sessions' keys (both shared by replicas), else
         // this Envoy's own key from shared data.
+        // The signed sessions' keys, decoded (validated by the session store above).
+        let session_secrets = || -> Vec<Vec<u8>> {
+            cfg.sessions.signing_keys.iter().filter_map(|k| crate::session::signed::decode_key(k)).collect()
+        };
         let input_keys = asks.then(|| {
-            let secrets: Vec<Vec<u8>> = if own_keys.is_empty() {
-                let mut out = Vec::new();
-                for k in &cfg.sessions.signing_keys {
-                    if let Some(k) = crate::session::signed::decode_key(k) {
-                        out.push(k);
-                    }
-                }
-                out
-            } else {
-                own_keys
-            };
+            let secrets = if own_keys.is_empty() { session_secrets() } else { own_keys };
             (!secrets.is_empty()).then(|| crate::input::keys_from_secrets(&secrets))
         });
         // The loopback's keys: the signed sessions' keys (shared by replicas), else this Envoy's own secret.
-        let loopback = loops.then(|| {
-            let mut secrets = Vec::new();
-            for k in &cfg.sessions.signing_keys {
-                if let Some(k) = crate::session::signed::decode_key(k) {
-                    secrets.push(k);
-                }
-            }
-            crate::loopback::Keys::from_secrets(&secrets)
-        });
+        let loopback = loops.then(|| crate::loopback::Keys::from_secrets(&session_secrets()));
         let stats = match cfg.observability.stats {
             true => crate::metrics::Stats::new(
                 servers.iter().flat_map(|s| s.tools.iter().map(move |t| (s.name.as_str(), t.name.as_str()))),

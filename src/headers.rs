@@ -179,6 +179,12 @@ impl<K: AsRef<str>, V: AsRef<str>> From<Vec<(K, V)>> for Headers {
     }
 }
 
+/// Whether header name `name` is one of `names`, lengths compared first, inline: a slice's `contains`
+/// calls `str`'s `eq` for each name (18 per client header on the proxied path, most of another length).
+pub fn one_of(name: &str, names: &[&str]) -> bool {
+    names.iter().any(|n| n.len() == name.len() && *n == name)
+}
+
 /// Where the names and values of a map in the proxy-wasm encoding are: its pair count (4 bytes), each name
 /// and value size (4 bytes each), then each name and value followed by a NUL. Yields, per pair, where its
 /// name starts and ends and where its value starts and ends, all within the map; a malformed map ends

@@ -10,7 +10,7 @@
 
 use crate::gateway::Gateway;
 use crate::header_edits::{diff, Edit};
-use crate::headers::Headers;
+use crate::headers::{one_of, Headers};
 use crate::upstream::{UpstreamRequest, UpstreamResult};
 
 /// How much longer than the tool's timeout Envoy's router is told to wait (`x-envoy-upstream-rq-timeout-ms`):
@@ -31,7 +31,7 @@ pub fn request_edits(r: &UpstreamRequest, client: &Headers) -> Vec<Edit> {
     let scheme = client.get(":scheme").unwrap_or("http");
     let mut headers: Vec<(&str, &str)> =
         vec![(":method", &r.method), (":path", &r.path), (":authority", authority), (":scheme", scheme)];
-    headers.extend(client.iter().filter(|(k, _)| crate::upstream::TRACING_HEADERS.contains(k)));
+    headers.extend(client.iter().filter(|(k, _)| one_of(k, &crate::upstream::TRACING_HEADERS)));
     headers.extend(r.headers.iter().map(|(k, v)| (k.as_str(), v.as_str())));
     headers.push(("content-length", &length));
     headers.push(("x-envoy-upstream-rq-timeout-ms", &timeout));

@@ -36,6 +36,7 @@ use crate::b64::URL_SAFE_NO_PAD;
 use crate::config::ServerConfig;
 use crate::gateway::{Gateway, Server};
 use crate::header_edits::{diff, Edit};
+use crate::headers::one_of;
 use crate::jsonrpc;
 use crate::mcp::Revision;
 use crate::session::{redis, signed, Env, Session, SessionOp, SessionOutcome, Started};
@@ -712,13 +713,6 @@ fn forward_edits(
     }
     edits.extend(removals);
     Some(edits)
-}
-
-/// Whether `name` is one of `names`, lengths compared first, inline: a slice's `contains` calls `str`'s
-/// `eq` for each name (18 per client header in [`forward_edits`] and [`forward_headers`], most of them of
-/// another length).
-fn one_of(name: &str, names: &[&str]) -> bool {
-    names.iter().any(|n| n.len() == name.len() && *n == name)
 }
 
 /// What the client's head holds of one header the backend's head sets: its first value, and whether it
