@@ -258,6 +258,23 @@ def test_a_batchs_proxied_call_logs_reach_the_client_ahead_of_the_array(gateway)
     assert answers[1] == {"jsonrpc": "2.0", "id": 2, "result": {}}
 
 
+def test_calls_in_flight_together_on_one_backend_session_get_their_own_answers(gateway):
+    """The gateway holds one backend session per proxied server (per worker) and a batch sends its calls on it
+    at once: each must carry its own JSON-RPC id, or the backend answers one call's stream with another's
+    result (the SDK's server keys its answer streams by request id). The slow call is sent first."""
+    post = session(gateway.mcp_url("chatty"))
+    post(call(0, "count", {"n": 1, "pause_ms": 1}))  # the backend session, held for the batch
+    for _ in range(3):
+        notes, answers = post([
+            call(1, "count", {"n": 2, "pause_ms": 400, "by": "slow"}),
+            call(2, "count", {"n": 1, "pause_ms": 1, "by": "fast"}),
+            call(3, "count", {"n": 1, "pause_ms": 100, "by": "middle"}),
+        ])
+        assert [a["id"] for a in answers] == [1, 2, 3], answers
+        texts = [a["result"]["content"][0]["text"] if "result" in a else a for a in answers]
+        assert texts == ["2 steps done by slow", "1 steps done by fast", "1 steps done by middle"], texts
+
+
 def test_a_virtual_servers_rate_limit_counts_its_calls(gateway):
     """Two calls a minute on `guarded`: a batch of three gets two results and, for the third, the limit's
     error under its id; a REST and a proxied tool count alike."""

@@ -23,9 +23,9 @@ use crate::proxy::sse;
 use crate::upstream::{Dispatch, UpstreamRequest, UpstreamResult};
 use serde_json::Value;
 
-/// The id of the gateway's own `initialize`, and of the request it sends.
+/// The id of the gateway's own `initialize`; a request's is `mcp-gateway-request-{n}`, unique on the session
+/// ([`Link::start`]).
 const INIT_ID: &str = "mcp-gateway-initialize";
-const REQUEST_ID: &str = "mcp-gateway-request";
 
 /// A backend session the gateway holds (per worker): the backend's id (none for a stateless backend)
 /// and the revision it agreed to.
@@ -58,6 +58,9 @@ pub struct Link {
     pub backend: usize,
     method: String,
     params: Value,
+    /// The request's JSON-RPC id. Calls in flight together share the worker's backend session (a batch
+    /// sends them at once), and a backend tells their answers apart by id alone.
+    request_id: String,
     timeout_ms: u64,
     phase: Phase,
     /// A forgotten session was replaced once already.
@@ -81,10 +84,13 @@ pub enum LinkStep {
 impl Link {
     /// Starts `method` on proxied server `backend`, with the session this worker holds for it if any;
     /// through `via` for a `transport: sse` server (no session: each bridged request initialises its own).
+    /// `request`: a number no other request in flight on that session carries (its JSON-RPC id's).
+    #[allow(clippy::too_many_arguments)]
     pub fn start(
         gw: &Gateway,
         backend: usize,
         session: Option<Session>,
+        request: u64,
         method: &str,
         params: Value,
         timeout_ms: u64,
@@ -97,6 +103,7 @@ impl Link {
             backend,
             method: method.into(),
             params,
+            request_id: format!("mcp-gateway-request-{request}"),
             timeout_ms,
             phase,
             retried: false,
@@ -175,7 +182,8 @@ impl Link {
                         );
                     if note {
                         notes.push(m);
-                    } else if answer.is_none() && m.get("id").and_then(Value::as_str) == Some(REQUEST_ID) {
+                    } else if answer.is_none() && m.get("id").and_then(Value::as_str) == Some(self.request_id.as_str())
+                    {
                         answer = Some(m);
                     }
                 }
@@ -216,7 +224,7 @@ impl Link {
             }
             Phase::Requesting => object(vec![
                 ("jsonrpc", Value::from("2.0")),
-                ("id", Value::from(REQUEST_ID)),
+                ("id", Value::from(self.request_id.as_str())),
                 ("method", Value::from(self.method.as_str())),
                 ("params", self.params.clone()),
             ]),

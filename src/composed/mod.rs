@@ -28,7 +28,7 @@ use crate::mcp::Revision;
 use crate::upstream::{UpstreamRequest, UpstreamResult};
 pub use link::{Link, LinkStep, Loop, Session};
 use serde_json::{json, Map, Value};
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
 
 /// Default `toolsCacheMs`.
@@ -203,6 +203,8 @@ pub struct Virtual {
     /// Per worker (a gateway is per worker): backend sessions and tool lists, by proxied server (a
     /// short list: scanned).
     state: RefCell<Vec<(usize, Held)>>,
+    /// Requests this worker sent to proxied servers: the next one's number (its JSON-RPC id's).
+    sent: Cell<u64>,
 }
 
 fn held(state: &[(usize, Held)], backend: usize) -> Option<&Held> {
@@ -289,6 +291,7 @@ impl Virtual {
             gateway_cluster,
             name: name.into(),
             state: RefCell::new(Vec::new()),
+            sent: Cell::new(0),
         };
         for (field, r) in all {
             let exposed = r.name.clone().unwrap_or_else(|| r.tool.clone());
@@ -399,6 +402,21 @@ impl Virtual {
         held(&self.state.borrow(), backend).and_then(|h| h.session.clone())
     }
 
+    /// `method` on proxied server `backend`, on the session this worker holds for it, under an id of its own.
+    fn link(
+        &self,
+        gw: &Gateway,
+        backend: usize,
+        method: &str,
+        params: Value,
+        timeout_ms: u64,
+        via: Option<Loop>,
+    ) -> (Link, UpstreamRequest) {
+        let n = self.sent.get();
+        self.sent.set(n.wrapping_add(1));
+        Link::start(gw, backend, self.session(backend), n, method, params, timeout_ms, via)
+    }
+
     fn keep_session(&self, backend: usize, session: Option<Session>) {
         held_mut(&mut self.state.borrow_mut(), backend).session = session;
     }
@@ -439,7 +457,7 @@ impl Virtual {
         let expires_ms = now_ms.saturating_add(self.timeout_ms.saturating_mul(MAX_PAGES as u64 + 1) + SLACK_MS);
         for (i, b) in stale.into_iter().enumerate() {
             let via = self.via(gw, b, signer, expires_ms);
-            let (link, first) = Link::start(gw, b, self.session(b), "tools/list", json!({}), self.timeout_ms, via);
+            let (link, first) = self.link(gw, b, "tools/list", json!({}), self.timeout_ms, via);
             links.push(Some((link, Vec::new(), 1)));
             sends.push((i, first));
         }
@@ -584,7 +602,7 @@ impl Job {
         // answer says more than a timed-out call would.
         let timeout = if via.is_some() { timeout.saturating_add(crate::routed::ROUTER_GRACE_MS) } else { timeout };
         let params = Value::Object(params);
-        let (link, first) = Link::start(gw, r.owner, v.session(r.owner), "tools/call", params, timeout, via);
+        let (link, first) = v.link(gw, r.owner, "tools/call", params, timeout, via);
         let (asking, send) = match check {
             Some((stage, request)) => (Asking::Input(stage, Box::new(first)), request),
             None => (Asking::Backend, first),

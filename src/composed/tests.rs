@@ -91,7 +91,8 @@ impl Backends {
             }
             m => assert!(
                 text.starts_with(&format!(
-                    r#"{{"jsonrpc":"2.0","id":"mcp-gateway-request","method":"{m}","params":{{"#
+                    r#"{{"jsonrpc":"2.0","id":"mcp-gateway-request-{}","method":"{m}","params":{{"#,
+                    body["id"].as_str().and_then(|i| i.strip_prefix("mcp-gateway-request-")).unwrap_or("?")
                 )),
                 "{text}"
             ),
@@ -422,6 +423,36 @@ fn a_backend_that_forgot_the_session_gets_a_new_one_and_the_request_once_more() 
     assert!(r["result"].is_object(), "{r}");
     let m: Vec<String> = b.methods().into_iter().map(|(_, m)| m).collect();
     assert_eq!(m, ["tools/call", "initialize", "notifications/initialized", "tools/call"]);
+}
+
+#[test]
+fn requests_in_flight_together_on_the_held_session_carry_ids_of_their_own() {
+    // The SDK's servers key a session's answer streams by request id: two calls sent at once under one id
+    // get one answer between them (seen in e2e), so each request the worker sends has its own.
+    let g = Gateway::from_config_str(CONFIG).unwrap();
+    let b = Backends::new();
+    Client::new(&g, &b).rpc("tools/call", json!({"name": "say", "arguments": {}})); // a session held on `ca`
+    let mut h = TestHost::new();
+    let items = json!([
+        {"jsonrpc": "2.0", "id": 1, "method": "tools/list"},
+        call(json!(2), "say", json!({"n": 1})),
+        call(json!(3), "say", json!({"n": 2})),
+    ]);
+    start_batch(&g, &mut h, items);
+    let mut ids = Vec::new();
+    for (_, r) in h.upstream_queue.iter().filter(|(_, r)| r.cluster == "ca") {
+        let body: Value = serde_json::from_slice(r.body.as_deref().unwrap_or_default()).unwrap();
+        assert_ne!(body["method"], "initialize", "the held session is used");
+        ids.push(body["id"].as_str().unwrap().to_string());
+    }
+    assert_eq!(ids.len(), 3, "{ids:?}");
+    ids.sort();
+    ids.dedup();
+    assert_eq!(ids.len(), 3, "{ids:?}");
+    // And each answer goes to its own call.
+    let answers =
+        batch(&g, &b, json!([call(json!(2), "say", json!({"n": 1})), call(json!(3), "say", json!({"n": 2}))]));
+    assert_eq!((text(&answers[0]), text(&answers[1])), (r#"echo on ca with {"n":1}"#, r#"echo on ca with {"n":2}"#));
 }
 
 #[test]
