@@ -555,8 +555,9 @@ impl Gateway {
         if let (Some(elapsed), Some(timeout)) = (elapsed_ms, timeout_ms) {
             if elapsed.saturating_add(TIMER_SLACK_MS) >= timeout {
                 return UpstreamResult::Failed(format!(
-                    "the upstream had not finished its answer when the tool's timeout of {timeout} ms \
-                     (upstream.timeoutMs) ran out, so Envoy cut it off"
+                    "the upstream had not finished its answer when the call's timeout of {timeout} ms ran \
+                     out (a REST tool's upstream.timeoutMs, a proxied or virtual server's timeout), so Envoy cut \
+                     it off"
                 ));
             }
         }
