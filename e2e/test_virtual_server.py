@@ -75,7 +75,7 @@ def gateway(backends):
             proxied("alpha", "mcp_a", a.port),
             proxied("beta", "mcp_b", b.port),
             # 5 s per backend: the SDK's servers answer a first list slowly on a loaded machine, and a backend
-            # past its deadline drops its tools from the list (a batch failed once here with 2 s).
+            # past its deadline drops its tools from the list.
             {"name": "assistant", "type": "virtual", "timeout": 5000, "toolsCacheMs": 1500, "tools": [
                 {"server": "weather", "tool": "get_weather", "name": "forecast", "description": "Forecast for a city."},
                 {"server": "alpha", "tool": "echo", "name": "say", "description": "Says the text back.", "title": "Say"},
