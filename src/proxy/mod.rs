@@ -500,7 +500,7 @@ fn start_sse(
     if let Some(origin) = head.header("origin").filter(|o| !gw.origin_allowed(o)) {
         return respond(403, jsonrpc::INVALID_REQUEST, format!("Forbidden: origin '{origin}' is not allowed"));
     }
-    match (head.method.as_str(), tail) {
+    match (&*head.method, tail) {
         ("GET", "sse") => Then::Done(forward_sse(server, backend, head, backend.path.clone(), own.as_deref(), caller)),
         ("POST", "message") => {
             let query = head.path.split_once('?').map_or("", |(_, q)| q);
@@ -630,7 +630,7 @@ fn forward_headers(
     timeout_ms: Option<u64>,
     own: Option<&str>,
 ) -> Vec<(String, String)> {
-    let mut headers: Vec<(String, String)> = vec![(":method".into(), head.method.clone()), (":path".into(), path)];
+    let mut headers: Vec<(String, String)> = vec![(":method".into(), head.method.to_string()), (":path".into(), path)];
     let authority = backend.authority.as_deref().or(head.header(":authority")).unwrap_or("");
     headers.push((":authority".into(), authority.into()));
     headers.push((":scheme".into(), head.header(":scheme").unwrap_or("http").into()));
@@ -681,7 +681,7 @@ fn forward_edits(
     // The headers the backend's head sets, in the order their edits go, with the values they get; `None`:
     // not set (then removed if the client sent it).
     let targets = [
-        (":method", Some(head.method.as_str())),
+        (":method", Some(&*head.method)),
         (":path", Some(path)),
         (":authority", Some(backend.authority.as_deref().or(picked.authority).unwrap_or(""))),
         (":scheme", Some(picked.scheme.unwrap_or("http"))),
@@ -786,7 +786,7 @@ fn start(
             return respond(403, jsonrpc::INVALID_REQUEST, format!("Forbidden: origin '{origin}' is not allowed"));
         }
     }
-    let method = head.method.as_str();
+    let method = &*head.method;
     if !matches!(method, "POST" | "GET" | "DELETE") {
         let mut r = HttpResponse::error(405, Value::Null, jsonrpc::INVALID_REQUEST, "Method Not Allowed");
         r.headers.push(("allow".into(), "GET, POST, DELETE".into()));
