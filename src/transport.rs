@@ -17,6 +17,7 @@ use crate::session::{self, Session, SessionOp, SessionOutcome};
 use crate::upstream::{UpstreamRequest, UpstreamResult};
 use listen::Listening;
 use serde_json::Value;
+use std::borrow::Cow;
 
 /// JSON-RPC error code for an unknown or expired session (as the reference SDKs use it).
 pub const SESSION_NOT_FOUND: i64 = -32001;
@@ -24,7 +25,8 @@ pub const SESSION_NOT_FOUND: i64 = -32001;
 /// The parts of an HTTP request head the transport looks at; header names lower-case.
 #[derive(Debug, Clone, Default)]
 pub struct RequestHead {
-    pub method: String,
+    /// Borrowed for good when it is a common method ([`method`]).
+    pub method: Cow<'static, str>,
     pub path: String,
     /// One buffer of text for all of them (`Headers`), not two allocations per header.
     pub headers: Headers,
@@ -37,6 +39,16 @@ pub struct RequestHead {
 impl RequestHead {
     pub fn header(&self, name: &str) -> Option<&str> {
         self.headers.iter().find(|(k, _)| k.eq_ignore_ascii_case(name)).map(|(_, v)| v)
+    }
+}
+
+/// A request's method as [`RequestHead`] keeps it: the host reads one for every request under the prefix,
+/// and a copy of it was an allocation (and a free) per request; only a method outside this list is copied.
+pub fn method(text: &str) -> Cow<'static, str> {
+    const COMMON: [&str; 7] = ["POST", "GET", "DELETE", "OPTIONS", "HEAD", "PUT", "PATCH"];
+    match COMMON.iter().find(|m| **m == text) {
+        Some(m) => Cow::Borrowed(m),
+        None => Cow::Owned(text.to_string()),
     }
 }
 
@@ -418,7 +430,7 @@ pub fn route(gw: &Gateway, head: &RequestHead) -> Route {
     let relayed = head.method == "POST" && session_id.is_none() && relayed_by_higress(&head.path);
     // (JSON, SSE) admitted, read once; `None` without an Accept header or for Higress's relayed POSTs.
     let accept = head.header("accept").filter(|_| !relayed).map(accepted);
-    let kind = match head.method.as_str() {
+    let kind = match &*head.method {
         "POST" => {
             // Legacy SSE clients POST JSON without the Streamable HTTP Accept header.
             if let Some((json, sse)) = accept {
@@ -540,7 +552,7 @@ fn protected_resource(gw: &Gateway, head: &RequestHead, resource: &str) -> Route
     let Some(server) = gw.server(name) else { return Route::PassThrough };
     let place = crate::admission::Place::of(head, format!("{}/{}", gw.prefix, server.name));
     let Some(doc) = server.auth.metadata(&place, &server.name) else { return Route::PassThrough };
-    if !matches!(head.method.as_str(), "GET" | "HEAD") {
+    if !matches!(&*head.method, "GET" | "HEAD") {
         let r = HttpResponse::error(405, Value::Null, jsonrpc::INVALID_REQUEST, "Method Not Allowed: use GET");
         return Route::Respond(r.header("allow", "GET"));
     }

@@ -928,7 +928,7 @@ fn bridged(g: &Gateway, env: &mut MemoryEnv, r: &UpstreamRequest, seen: &RefCell
     let mut headers = r.headers.clone();
     headers.push((":authority".into(), r.authority.clone()));
     let head = RequestHead {
-        method: r.method.clone(),
+        method: r.method.clone().into(),
         path: r.path.clone(),
         headers: headers.into(),
         client_address: None,

@@ -583,7 +583,7 @@ impl HttpContext for Http {
         let path = lossy(path).into_owned();
         // The head is the map as the host gave it (checked once, not copied).
         let headers = Headers::from_map(map);
-        let method = headers.get(":method").unwrap_or_default().to_string();
+        let method = transport::method(headers.get(":method").unwrap_or_default());
         // Only Go templates read the client's address (`getRealIP`): one hostcall fewer for everyone else.
         let client_address = if gw.templates.has_go() {
             hostcalls::get_property(vec!["source", "address"])

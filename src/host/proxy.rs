@@ -176,7 +176,7 @@ pub fn on_request_headers(id: u32, gw: &Rc<Gateway>, head: &RequestHead, end_of_
     edit_headers(MapType::HttpRequestHeaders, &headers);
     held.reading_body = relay.needs_body() && !end_of_stream;
     let reading_body = held.reading_body;
-    held.relay = Some(*relay);
+    held.relay = Some(relay);
     RELAYS.with(|r| r.borrow_mut().insert(id, held));
     Some(if reading_body { Action::Pause } else { Action::Continue })
 }
@@ -295,7 +295,7 @@ impl Held {
                 Start::Forward(relay, headers) => {
                     edit_headers(MapType::HttpRequestHeaders, &headers);
                     let needs_body = relay.needs_body();
-                    self.relay = Some(*relay);
+                    self.relay = Some(relay);
                     if needs_body && !self.request_end {
                         self.reading_body = true; // the body's end comes to on_request_body, still paused
                         return true;

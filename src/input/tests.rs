@@ -567,7 +567,7 @@ fn head(method: &str, extra: &[(&str, &str)]) -> RequestHead {
     ];
     headers.extend(extra.iter().map(|(k, v)| (k.to_string(), v.to_string())));
     RequestHead {
-        method: method.into(),
+        method: crate::transport::method(method),
         path: "/mcp-servers/s".into(),
         headers: headers.into(),
         client_address: None,

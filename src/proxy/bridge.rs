@@ -142,7 +142,7 @@ pub(super) fn start(
     if id.is_some_and(|id| id.len() > 256 || !id.bytes().all(|b| b.is_ascii_graphic())) {
         return respond(unknown_session());
     }
-    let op = match (head.method.as_str(), id) {
+    let op = match (&*head.method, id) {
         ("POST", None) => {
             return match Bridge::new(server, head.clone(), own, caller, None) {
                 Some(bridge) => Then::Done(Start::Bridge(Box::new(bridge))),

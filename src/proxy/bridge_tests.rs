@@ -24,7 +24,7 @@ fn head(method: &str, headers: &[(&str, &str)]) -> RequestHead {
     ];
     all.extend(headers.iter().map(|(k, v)| (k.to_string(), v.to_string())));
     RequestHead {
-        method: method.into(),
+        method: crate::transport::method(method),
         path: "/mcp-servers/up".into(),
         headers: all.into(),
         client_address: None,

@@ -24,7 +24,7 @@ fn post(path: &str) -> RequestHead {
     RequestHead { method: "POST".into(), path: path.into(), headers: headers.into(), client_address: None, jwt: None }
 }
 
-fn relay(gw: &Gateway, env: &mut MemoryEnv) -> Box<Relay> {
+fn relay(gw: &Gateway, env: &mut MemoryEnv) -> Relay {
     match route(gw, &post("/mcp-servers/up"), env) {
         Some(Start::Forward(relay, _)) => relay,
         other => panic!("not forwarded: {other:?}"),
@@ -139,7 +139,7 @@ fn redis_down_is_each_limits_choice_and_noauth_or_a_reset_are_tried_once_more() 
 }
 
 /// An SSE client's stream (`GET .../sse`) with its endpoint bound: the relay, and the path it POSTs to.
-fn stream(gw: &Gateway, env: &mut MemoryEnv) -> (Box<Relay>, String) {
+fn stream(gw: &Gateway, env: &mut MemoryEnv) -> (Relay, String) {
     let mut get = post("/mcp-servers/up/sse");
     get.method = "GET".into();
     let Some(Start::Forward(mut stream, _)) = route(gw, &get, env) else { panic!() };

@@ -194,11 +194,14 @@ impl Backend {
 
 /// What to do with a request to a proxied server.
 #[derive(Debug)]
+// `Forward` is the large one, and the one every proxied request takes: its relay moves into the stream's
+// state, which holds it inline, so boxing it here was an allocation and a free per request for nothing.
+#[allow(clippy::large_enum_variant)]
 pub enum Start {
     /// Answer locally (an unknown session, a refused origin).
     Respond(HttpResponse),
     /// Send the request on with its headers changed by these edits (only the headers that change).
-    Forward(Box<Relay>, Vec<Edit>),
+    Forward(Relay, Vec<Edit>),
     /// The session store answers later (Redis): send `pending.command`, finish it with
     /// [`SessionStore::on_redis_reply`](crate::session::SessionStore::on_redis_reply), and hand the outcome
     /// to [`resume`]. The request stays paused meanwhile.
@@ -232,6 +235,7 @@ enum OpenStep {
 }
 
 /// A request head's next move: decided, or a session operation first.
+#[allow(clippy::large_enum_variant)] // as `Start`, whose forwarded relay it carries
 enum Then {
     Done(Start),
     Op(Box<Opening>, SessionOp),
@@ -496,7 +500,7 @@ fn start_sse(
     if let Some(origin) = head.header("origin").filter(|o| !gw.origin_allowed(o)) {
         return respond(403, jsonrpc::INVALID_REQUEST, format!("Forbidden: origin '{origin}' is not allowed"));
     }
-    match (head.method.as_str(), tail) {
+    match (&*head.method, tail) {
         ("GET", "sse") => Then::Done(forward_sse(server, backend, head, backend.path.clone(), own.as_deref(), caller)),
         ("POST", "message") => {
             let query = head.path.split_once('?').map_or("", |(_, q)| q);
@@ -539,7 +543,7 @@ fn forward_sse(
     if relay.via_stream && relay.guard.as_ref().is_some_and(|g| g.own_tools().next().is_some()) {
         relay.sent = headers; // for the cancellations it may also send
     }
-    Start::Forward(Box::new(relay), edits)
+    Start::Forward(relay, edits)
 }
 
 /// The client headers the forward path reads, found in one pass over the head (each the first value of
@@ -626,7 +630,7 @@ fn forward_headers(
     timeout_ms: Option<u64>,
     own: Option<&str>,
 ) -> Vec<(String, String)> {
-    let mut headers: Vec<(String, String)> = vec![(":method".into(), head.method.clone()), (":path".into(), path)];
+    let mut headers: Vec<(String, String)> = vec![(":method".into(), head.method.to_string()), (":path".into(), path)];
     let authority = backend.authority.as_deref().or(head.header(":authority")).unwrap_or("");
     headers.push((":authority".into(), authority.into()));
     headers.push((":scheme".into(), head.header(":scheme").unwrap_or("http").into()));
@@ -677,7 +681,7 @@ fn forward_edits(
     // The headers the backend's head sets, in the order their edits go, with the values they get; `None`:
     // not set (then removed if the client sent it).
     let targets = [
-        (":method", Some(head.method.as_str())),
+        (":method", Some(&*head.method)),
         (":path", Some(path)),
         (":authority", Some(backend.authority.as_deref().or(picked.authority).unwrap_or(""))),
         (":scheme", Some(picked.scheme.unwrap_or("http"))),
@@ -782,7 +786,7 @@ fn start(
             return respond(403, jsonrpc::INVALID_REQUEST, format!("Forbidden: origin '{origin}' is not allowed"));
         }
     }
-    let method = head.method.as_str();
+    let method = &*head.method;
     if !matches!(method, "POST" | "GET" | "DELETE") {
         let mut r = HttpResponse::error(405, Value::Null, jsonrpc::INVALID_REQUEST, "Method Not Allowed");
         r.headers.push(("allow".into(), "GET, POST, DELETE".into()));
@@ -845,7 +849,7 @@ fn forward(
     }
     let edits = edits.unwrap_or_default();
     relay.found = found;
-    Start::Forward(Box::new(relay), edits)
+    Start::Forward(relay, edits)
 }
 
 /// The edits that turn the headers a request or answer came with into `wanted`.

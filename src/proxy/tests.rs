@@ -40,7 +40,7 @@ fn head(method: &str, headers: &[(&str, &str)]) -> RequestHead {
     ];
     all.extend(headers.iter().map(|(k, v)| (k.to_string(), v.to_string())));
     RequestHead {
-        method: method.into(),
+        method: crate::transport::method(method),
         path: "/mcp-servers/up".into(),
         headers: all.into(),
         client_address: None,
@@ -49,7 +49,7 @@ fn head(method: &str, headers: &[(&str, &str)]) -> RequestHead {
 }
 
 /// The relay and the request head the backend gets (the client's, with the edits applied).
-fn forward(gw: &Gateway, env: &mut MemoryEnv, h: &RequestHead) -> (Box<Relay>, Vec<(String, String)>) {
+fn forward(gw: &Gateway, env: &mut MemoryEnv, h: &RequestHead) -> (Relay, Vec<(String, String)>) {
     match route(gw, h, env) {
         Some(Start::Forward(relay, edits)) => (relay, sent(h, &edits)),
         other => panic!("not forwarded: {other:?}"),

@@ -38,7 +38,13 @@ fn head(method: &str, path: &str, headers: &[(&str, &str)]) -> RequestHead {
         h.retain(|(name, _)| name != k);
         h.push((k.to_string(), v.to_string()));
     }
-    RequestHead { method: method.into(), path: path.into(), headers: h.into(), client_address: None, jwt: None }
+    RequestHead {
+        method: crate::transport::method(method),
+        path: path.into(),
+        headers: h.into(),
+        client_address: None,
+        jwt: None,
+    }
 }
 
 /// The native host of the driver tests, with the helpers these tests share.
@@ -1183,5 +1189,17 @@ fn accept_headers_admit_media_types_case_aside_exactly_by_type_or_by_any() {
         ("é/*, application/é", false, false),
     ] {
         assert_eq!(accepted(accept), (json, sse), "{accept}");
+    }
+}
+
+#[test]
+fn a_common_method_is_kept_without_a_copy() {
+    use std::borrow::Cow;
+    for m in ["POST", "GET", "DELETE", "OPTIONS", "HEAD", "PUT", "PATCH"] {
+        assert!(matches!(crate::transport::method(m), Cow::Borrowed(b) if b == m), "{m}");
+    }
+    // Any other text is kept as it came (methods are case-sensitive: `post` is not `POST`).
+    for m in ["post", "PROPFIND", "", "GET "] {
+        assert!(matches!(crate::transport::method(m), Cow::Owned(o) if o == m), "{m:?}");
     }
 }
