@@ -198,6 +198,9 @@ pub struct Virtual {
     /// `gatewayCluster`: where calls to `transport: sse` servers go, to this Envoy's own bridge
     /// ([`crate::loopback`]).
     pub gateway_cluster: Option<String>,
+    /// It calls some `transport: sse` server through the bridge, so its requests need the loopback key:
+    /// decided here, so that no other virtual server's request takes a copy of the key.
+    pub loops_back: bool,
     /// The virtual server's name, which its passes carry (the bridge reports its calls under it).
     name: Box<str>,
     /// Per worker (a gateway is per worker): backend sessions and tool lists, by proxied server (a
@@ -289,6 +292,7 @@ impl Virtual {
             cache_ms: cache_ms.unwrap_or(DEFAULT_CACHE_MS),
             timeout_ms: timeout_ms.unwrap_or(DEFAULT_TIMEOUT_MS),
             gateway_cluster,
+            loops_back: false,
             name: name.into(),
             state: RefCell::new(Vec::new()),
             sent: Cell::new(0),
@@ -372,6 +376,8 @@ impl Virtual {
             v.index.insert(exposed, v.refs.len());
             v.refs.push(Ref { listing, ..r });
         }
+        v.loops_back =
+            v.gateway_cluster.is_some() && v.backends.iter().any(|b| servers[*b].proxy.as_ref().is_some_and(|p| p.sse));
         Ok(v)
     }
 
