@@ -102,6 +102,30 @@ def gateway(backends):
     g.stop()
 
 
+@pytest.fixture(scope="module")
+def default_gateway(backends):
+    """A second gateway whose virtual server and top-level toolSet name no cluster: the plugin's
+    top-level `gatewayCluster` serves both."""
+    a, sse = backends
+    ports = harness.Ports.pick(demo=sse.port)
+    run_dir = harness.new_run_dir("virtual-sse-default")
+    cfg = {
+        "gatewayCluster": "gateway_self",
+        "servers": [
+            proxied("alpha", "mcp_a", a.port),
+            {"name": "legacy", "type": "mcp-proxy", "transport": "sse", "mcpServerURL": "/sse", "timeout": 10000,
+             "upstream": {"authority": f"127.0.0.1:{sse.port}"}},
+            {"name": "plain", "type": "virtual", "timeout": 8000,
+             "tools": [{"server": "legacy", "tool": "echo"}, {"server": "alpha", "tool": "echo", "name": "say"}]},
+        ],
+        "toolSet": {"name": "set", "serverTools": [{"serverName": "legacy", "tools": ["echo"]}]},
+    }
+    g = harness.start_gateway(cfg, tag="virtual-sse-default", upstream=sse, plugin_format="json", ports=ports,
+                              envoy_base=_envoy_base(a.port, ports, run_dir / "access.log"), run_dir=run_dir)
+    yield g
+    g.stop()
+
+
 def test_a_virtual_server_lists_and_calls_an_sse_servers_tools_through_the_bridge(gateway):
     out: dict = {}
 
@@ -143,6 +167,19 @@ def test_a_top_level_tool_set_reaches_the_sse_server_through_its_gateway_cluster
     # Higress's names, the backend's tool (not the SSE server's `shout`), called as the gateway's own.
     assert tools == ["legacy___echo", "alpha___echo"]
     assert text == "echo: set"
+
+
+def test_the_plugins_gateway_cluster_serves_virtual_servers_that_name_none(default_gateway):
+    tools, text = _list_and_call(default_gateway, "plain", "echo")
+    assert tools == ["echo", "say"]
+    assert text == "echo: plain"
+    tools, text = _list_and_call(default_gateway, "set", "legacy___echo")
+    assert tools == ["legacy___echo"]
+    assert text == "echo: set"
+    # Through the loopback: the plugin's cluster carried the calls.
+    stats = httpx.get(f"{default_gateway.envoy.admin_url}/stats?filter=^cluster\\.gateway_self\\.upstream_rq_total$",
+                      timeout=10).text
+    assert int(stats.strip().split(": ")[1]) >= 4, stats
 
 
 def test_an_internal_listener_serves_as_the_gateway_cluster(gateway):

@@ -387,6 +387,7 @@ impl Gateway {
                 cache,
                 timeout,
                 gateway_cluster,
+                cfg.gateway_cluster.as_deref(),
                 &servers,
                 &names,
             )?;

@@ -232,6 +232,7 @@ fn name_ok(n: &str) -> bool {
 impl Virtual {
     /// Compiles a virtual server's references against the servers compiled so far (`servers`); `virtuals`
     /// names the other virtual servers (which cannot be referenced). Errors name server, tool and field.
+    /// `default_cluster`: the plugin's `gatewayCluster`, for a server whose own and toolSet's are unset.
     #[allow(clippy::too_many_arguments)]
     pub fn compile(
         name: &str,
@@ -240,6 +241,7 @@ impl Virtual {
         cache_ms: Option<u64>,
         timeout_ms: Option<u64>,
         gateway_cluster: Option<String>,
+        default_cluster: Option<&str>,
         servers: &[Server],
         virtuals: &[String],
     ) -> Result<Virtual, ConfigError> {
@@ -277,6 +279,7 @@ impl Virtual {
                 }
             }
         }
+        let gateway_cluster = gateway_cluster.or_else(|| default_cluster.map(str::to_string));
         if all.is_empty() {
             return Err(ConfigError::new("tools", "a virtual server needs tools: [{server, tool}] or a toolSet")
                 .in_server(name));
@@ -318,7 +321,7 @@ impl Virtual {
                         let msg = format!(
                             "'{}' is a transport: sse proxied server, whose tools a virtual server calls through this \
                              Envoy's own Streamable HTTP bridge: add gatewayCluster (an Envoy cluster that reaches this \
-                             Envoy's MCP listener) to the {to}",
+                             Envoy's MCP listener) to the {to}, or to the plugin's top level for every virtual server",
                             r.server
                         );
                         return err(format!("{field}.server"), msg, &exposed);
