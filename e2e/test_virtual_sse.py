@@ -12,6 +12,7 @@ signed with the secret they share.
 from __future__ import annotations
 
 import copy
+import json
 import re
 import time
 
@@ -75,6 +76,7 @@ def gateway(backends):
     cfg = {
         "consumers": [{"name": "alice", "credential": "alice-key"}],
         "keyAuth": {"keys": ["x-api-key"]},
+        "observability": {"audit": "warn"},  # the harness runs Envoy at --log-level warn
         "servers": [
             proxied("alpha", "mcp_a", a.port),
             # What its clients meet: a key, one tool under another name. The SDK's server checks Host: the
@@ -230,6 +232,18 @@ def test_loopback_requests_are_logged_and_counted_as_their_virtual_servers(gatew
     # At least this test's call of each (earlier tests' requests count too); only loopback requests counted.
     assert counted.get(("legacy", "mixed"), 0) >= 1 and counted.get(("legacy", "inner"), 0) >= 1, text
     assert set(counted) <= {("legacy", "mixed"), ("legacy", "inner"), ("legacy", "set")}, counted
+    # The bridge's audit line for the gateway's own call names the virtual server (written when its stream
+    # ends, so looked for until it is there).
+    for _ in range(50):
+        audits = [json.loads(x.split("mcp-audit ", 1)[1]) for x in gateway.envoy.log_text().splitlines()
+                  if "mcp-audit {" in x]
+        own = [a for a in audits if a["server"] == "legacy" and a.get("gatewayCallFor") == "mixed"]
+        if own:
+            break
+        time.sleep(0.2)
+    assert own and own[-1]["tool"] == "echo" and own[-1]["outcome"] == "ok" and own[-1]["arguments"] == ["text"], audits
+    # The bridge audits only the gateway's own calls (a client's through it writes none), each naming its caller.
+    assert all(a.get("gatewayCallFor") in ("mixed", "inner", "set") for a in audits if a["server"] == "legacy"), audits
 
 
 def test_a_forged_pass_gains_a_client_nothing(gateway):

@@ -1026,7 +1026,23 @@ fn bridged(g: &Gateway, env: &mut MemoryEnv, r: &UpstreamRequest, seen: &RefCell
                 let event = json!({"jsonrpc": "2.0", "id": m["id"], "result": answer});
                 b.on_chunk(g, env, format!("event: message\ndata: {event}\n\n").as_bytes(), false)
             }
-            Step::Reply(resp) => return respond(resp),
+            Step::Reply(resp) => {
+                // A virtual server's own call has an audit record of its own, naming it; nothing else has.
+                let m: Value = serde_json::from_slice(&body).unwrap();
+                match b.own_call() {
+                    Some(own) => {
+                        assert_eq!(m["method"], "tools/call");
+                        assert_eq!(
+                            (own.server.as_str(), own.tool.as_str()),
+                            ("legacy", m["params"]["name"].as_str().unwrap())
+                        );
+                        assert_eq!((own.for_virtual.as_deref(), own.outcome), (b.for_virtual(), "ok"));
+                        assert!(own.audit_line(0).contains(r#""gatewayCallFor":"v""#), "{own:?}");
+                    }
+                    None => assert!(m["method"] != "tools/call" || b.for_virtual().is_none()),
+                }
+                return respond(resp);
+            }
             other => panic!("{other:?}"),
         };
     }
