@@ -12,6 +12,7 @@ signed with the secret they share.
 from __future__ import annotations
 
 import copy
+import json
 import re
 import time
 
@@ -75,6 +76,7 @@ def gateway(backends):
     cfg = {
         "consumers": [{"name": "alice", "credential": "alice-key"}],
         "keyAuth": {"keys": ["x-api-key"]},
+        "observability": {"audit": "warn"},  # the harness runs Envoy at --log-level warn
         "servers": [
             proxied("alpha", "mcp_a", a.port),
             # What its clients meet: a key, one tool under another name. The SDK's server checks Host: the
@@ -97,6 +99,30 @@ def gateway(backends):
                     "serverTools": [{"serverName": "legacy", "tools": ["echo"]}, {"serverName": "alpha", "tools": ["echo"]}]},
     }
     g = harness.start_gateway(cfg, tag="virtual-sse", upstream=sse, plugin_format="json", ports=ports,
+                              envoy_base=_envoy_base(a.port, ports, run_dir / "access.log"), run_dir=run_dir)
+    yield g
+    g.stop()
+
+
+@pytest.fixture(scope="module")
+def default_gateway(backends):
+    """A second gateway whose virtual server and top-level toolSet name no cluster: the plugin's
+    top-level `gatewayCluster` serves both."""
+    a, sse = backends
+    ports = harness.Ports.pick(demo=sse.port)
+    run_dir = harness.new_run_dir("virtual-sse-default")
+    cfg = {
+        "gatewayCluster": "gateway_self",
+        "servers": [
+            proxied("alpha", "mcp_a", a.port),
+            {"name": "legacy", "type": "mcp-proxy", "transport": "sse", "mcpServerURL": "/sse", "timeout": 10000,
+             "upstream": {"authority": f"127.0.0.1:{sse.port}"}},
+            {"name": "plain", "type": "virtual", "timeout": 8000,
+             "tools": [{"server": "legacy", "tool": "echo"}, {"server": "alpha", "tool": "echo", "name": "say"}]},
+        ],
+        "toolSet": {"name": "set", "serverTools": [{"serverName": "legacy", "tools": ["echo"]}]},
+    }
+    g = harness.start_gateway(cfg, tag="virtual-sse-default", upstream=sse, plugin_format="json", ports=ports,
                               envoy_base=_envoy_base(a.port, ports, run_dir / "access.log"), run_dir=run_dir)
     yield g
     g.stop()
@@ -143,6 +169,19 @@ def test_a_top_level_tool_set_reaches_the_sse_server_through_its_gateway_cluster
     # Higress's names, the backend's tool (not the SSE server's `shout`), called as the gateway's own.
     assert tools == ["legacy___echo", "alpha___echo"]
     assert text == "echo: set"
+
+
+def test_the_plugins_gateway_cluster_serves_virtual_servers_that_name_none(default_gateway):
+    tools, text = _list_and_call(default_gateway, "plain", "echo")
+    assert tools == ["echo", "say"]
+    assert text == "echo: plain"
+    tools, text = _list_and_call(default_gateway, "set", "legacy___echo")
+    assert tools == ["legacy___echo"]
+    assert text == "echo: set"
+    # Through the loopback: the plugin's cluster carried the calls.
+    stats = httpx.get(f"{default_gateway.envoy.admin_url}/stats?filter=^cluster\\.gateway_self\\.upstream_rq_total$",
+                      timeout=10).text
+    assert int(stats.strip().split(": ")[1]) >= 4, stats
 
 
 def test_an_internal_listener_serves_as_the_gateway_cluster(gateway):
@@ -193,6 +232,18 @@ def test_loopback_requests_are_logged_and_counted_as_their_virtual_servers(gatew
     # At least this test's call of each (earlier tests' requests count too); only loopback requests counted.
     assert counted.get(("legacy", "mixed"), 0) >= 1 and counted.get(("legacy", "inner"), 0) >= 1, text
     assert set(counted) <= {("legacy", "mixed"), ("legacy", "inner"), ("legacy", "set")}, counted
+    # The bridge's audit line for the gateway's own call names the virtual server (written when its stream
+    # ends, so looked for until it is there).
+    for _ in range(50):
+        audits = [json.loads(x.split("mcp-audit ", 1)[1]) for x in gateway.envoy.log_text().splitlines()
+                  if "mcp-audit {" in x]
+        own = [a for a in audits if a["server"] == "legacy" and a.get("gatewayCallFor") == "mixed"]
+        if own:
+            break
+        time.sleep(0.2)
+    assert own and own[-1]["tool"] == "echo" and own[-1]["outcome"] == "ok" and own[-1]["arguments"] == ["text"], audits
+    # The bridge audits only the gateway's own calls (a client's through it writes none), each naming its caller.
+    assert all(a.get("gatewayCallFor") in ("mixed", "inner", "set") for a in audits if a["server"] == "legacy"), audits
 
 
 def test_a_forged_pass_gains_a_client_nothing(gateway):

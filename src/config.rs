@@ -100,6 +100,8 @@ struct RawPlugin {
     trust_config_header: bool,
     /// Higress's composed server beside `servers:`: a virtual server named `toolSet.name`.
     tool_set: Option<Value>,
+    /// The virtual servers' default `gatewayCluster`.
+    gateway_cluster: Option<String>,
     /// Identities ([`crate::admission`]): Higress-style consumers and where their API keys are read.
     consumers: Option<Value>,
     key_auth: Option<Value>,
@@ -320,6 +322,9 @@ pub struct PluginConfig {
     /// Stats and audit lines, compiled.
     pub observability: crate::metrics::Observability,
     pub servers: Vec<ServerConfig>,
+    /// The `gatewayCluster` of every virtual server (and top-level `toolSet`) that names none of its own:
+    /// one Envoy cluster back to this listener serves them all.
+    pub gateway_cluster: Option<String>,
     /// `trustConfigHeader: true`: the document as given, to compile a server again with a request's own
     /// `config` ([`crate::config_header`]); `None` otherwise.
     pub config_header_source: Option<Value>,
@@ -722,6 +727,7 @@ impl RawPlugin {
         "trustConfigHeader",
         "observability",
         "toolSet",
+        "gatewayCluster",
         "consumers",
         "keyAuth",
         "jwtAuth",
@@ -759,6 +765,7 @@ impl RawPlugin {
         raw.trust_config_header = f.boolean("trustConfigHeader");
         raw.observability = f.value("observability").cloned();
         raw.tool_set = f.value("toolSet").cloned();
+        raw.gateway_cluster = f.string("gatewayCluster");
         raw.consumers = f.value("consumers").cloned();
         raw.key_auth = f.value("keyAuth").cloned();
         raw.jwt_auth = f.value("jwtAuth").cloned();
@@ -1325,6 +1332,7 @@ impl PluginConfig {
             },
             observability,
             servers,
+            gateway_cluster: raw.gateway_cluster,
             config_header_source: source.filter(|_| raw.trust_config_header),
         })
     }

@@ -387,10 +387,11 @@ impl Gateway {
                 cache,
                 timeout,
                 gateway_cluster,
+                cfg.gateway_cluster.as_deref(),
                 &servers,
                 &names,
             )?;
-            loops |= v.backends.iter().any(|b| servers[*b].proxy.as_ref().is_some_and(|p| p.sse));
+            loops |= v.loops_back;
             let mut sources = Vec::new();
             for r in &v.refs {
                 if let Some(t) = servers[r.owner].tool(&r.tool) {

@@ -281,6 +281,8 @@ pub struct CallRecord {
     pub latency_ms: Option<u64>,
     /// The names of the arguments the call sent (never their values).
     pub arguments: Vec<String>,
+    /// The virtual server whose own call this was, through the bridge ([`crate::loopback`]): not a client's.
+    pub for_virtual: Option<String>,
 }
 
 impl CallRecord {
@@ -307,6 +309,7 @@ impl CallRecord {
             upstream_status: status,
             latency_ms: upstream.and_then(|(_, ms)| ms),
             arguments,
+            for_virtual: None,
         }
     }
 
@@ -347,7 +350,7 @@ impl CallRecord {
         for a in &self.arguments {
             arguments.push(Value::from(a.as_str()));
         }
-        let line = object(vec![
+        let mut fields = vec![
             ("time", Value::from(rfc3339_ms(now_ms))),
             ("server", Value::from(self.server.as_str())),
             ("tool", Value::from(self.tool.as_str())),
@@ -357,8 +360,11 @@ impl CallRecord {
             ("upstreamStatus", self.upstream_status.map_or(Value::Null, Value::from)),
             ("latencyMs", self.latency_ms.map_or(Value::Null, Value::from)),
             ("arguments", Value::Array(arguments)),
-        ]);
-        format!("mcp-audit {line}")
+        ];
+        if let Some(v) = &self.for_virtual {
+            fields.push(("gatewayCallFor", Value::from(v.as_str())));
+        }
+        format!("mcp-audit {}", object(fields))
     }
 }
 
@@ -633,6 +639,10 @@ mod tests {
                    "arguments": ["password", "id"]})
         );
         assert!(!line.contains("hunter2"));
+        // A virtual server's own call through the bridge says so.
+        let own = CallRecord { for_virtual: Some("mixed".into()), ..r };
+        let json: Value = serde_json::from_str(own.audit_line(0).strip_prefix("mcp-audit ").unwrap()).unwrap();
+        assert_eq!(json["gatewayCallFor"], "mixed");
     }
 
     #[test]

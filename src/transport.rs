@@ -597,9 +597,16 @@ impl Exchange {
         Step::Respond(add_cors(r, self.cors_origin.as_deref()))
     }
 
-    /// Whether the exchange is a virtual server's (which may call through the loopback).
-    pub fn is_virtual(&self, gw: &Gateway) -> bool {
-        self.server(gw).composed.is_some()
+    /// Whether the exchange is a virtual server's that calls SSE servers through the loopback (decided at
+    /// configure time, [`crate::composed::Virtual::loops_back`]): only such an exchange takes the key.
+    pub fn loops_back(&self, gw: &Gateway) -> bool {
+        self.server(gw).composed.as_ref().is_some_and(|v| v.loops_back)
+    }
+
+    /// Whether the exchange holds the loopback key.
+    #[cfg(test)]
+    pub fn has_loopback(&self) -> bool {
+        self.loopback.is_some()
     }
 
     /// Gives the exchange the key of its virtual server's passes to this Envoy's bridge.

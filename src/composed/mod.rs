@@ -198,6 +198,9 @@ pub struct Virtual {
     /// `gatewayCluster`: where calls to `transport: sse` servers go, to this Envoy's own bridge
     /// ([`crate::loopback`]).
     pub gateway_cluster: Option<String>,
+    /// It calls some `transport: sse` server through the bridge, so its requests need the loopback key:
+    /// decided here, so that no other virtual server's request takes a copy of the key.
+    pub loops_back: bool,
     /// The virtual server's name, which its passes carry (the bridge reports its calls under it).
     name: Box<str>,
     /// Per worker (a gateway is per worker): backend sessions and tool lists, by proxied server (a
@@ -229,6 +232,7 @@ fn name_ok(n: &str) -> bool {
 impl Virtual {
     /// Compiles a virtual server's references against the servers compiled so far (`servers`); `virtuals`
     /// names the other virtual servers (which cannot be referenced). Errors name server, tool and field.
+    /// `default_cluster`: the plugin's `gatewayCluster`, for a server whose own and toolSet's are unset.
     #[allow(clippy::too_many_arguments)]
     pub fn compile(
         name: &str,
@@ -237,6 +241,7 @@ impl Virtual {
         cache_ms: Option<u64>,
         timeout_ms: Option<u64>,
         gateway_cluster: Option<String>,
+        default_cluster: Option<&str>,
         servers: &[Server],
         virtuals: &[String],
     ) -> Result<Virtual, ConfigError> {
@@ -274,6 +279,7 @@ impl Virtual {
                 }
             }
         }
+        let gateway_cluster = gateway_cluster.or_else(|| default_cluster.map(str::to_string));
         if all.is_empty() {
             return Err(ConfigError::new("tools", "a virtual server needs tools: [{server, tool}] or a toolSet")
                 .in_server(name));
@@ -289,6 +295,7 @@ impl Virtual {
             cache_ms: cache_ms.unwrap_or(DEFAULT_CACHE_MS),
             timeout_ms: timeout_ms.unwrap_or(DEFAULT_TIMEOUT_MS),
             gateway_cluster,
+            loops_back: false,
             name: name.into(),
             state: RefCell::new(Vec::new()),
             sent: Cell::new(0),
@@ -314,7 +321,7 @@ impl Virtual {
                         let msg = format!(
                             "'{}' is a transport: sse proxied server, whose tools a virtual server calls through this \
                              Envoy's own Streamable HTTP bridge: add gatewayCluster (an Envoy cluster that reaches this \
-                             Envoy's MCP listener) to the {to}",
+                             Envoy's MCP listener) to the {to}, or to the plugin's top level for every virtual server",
                             r.server
                         );
                         return err(format!("{field}.server"), msg, &exposed);
@@ -372,6 +379,8 @@ impl Virtual {
             v.index.insert(exposed, v.refs.len());
             v.refs.push(Ref { listing, ..r });
         }
+        v.loops_back =
+            v.gateway_cluster.is_some() && v.backends.iter().any(|b| servers[*b].proxy.as_ref().is_some_and(|p| p.sse));
         Ok(v)
     }
 

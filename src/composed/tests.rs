@@ -879,6 +879,43 @@ fn a_top_level_tool_set_takes_its_gateway_cluster_beside_server_tools() {
 }
 
 #[test]
+fn the_plugins_gateway_cluster_is_every_virtual_servers_unless_it_names_its_own() {
+    let bare = LOOPBACK.replace("    gatewayCluster: self\n", "");
+    let set = "toolSet:\n  name: set\n  serverTools:\n    - {serverName: legacy, tools: [echo]}\n";
+    let cluster =
+        |g: &Gateway, name: &str| g.server(name).unwrap().composed.as_deref().unwrap().gateway_cluster.clone();
+    // Inherited: by a virtual server and by the top-level toolSet, neither of which names one.
+    let g = Gateway::from_config_str(&format!("gatewayCluster: back\n{bare}{set}")).unwrap();
+    assert_eq!((cluster(&g, "v").as_deref(), cluster(&g, "set").as_deref()), (Some("back"), Some("back")));
+    assert!(g.loopback.is_some() && g.server("v").unwrap().composed.as_deref().unwrap().loops_back);
+    // Overridden: the server's own, and the toolSet's own, win over the plugin's.
+    let own = format!("gatewayCluster: back\n{LOOPBACK}{set}  gatewayCluster: mine\n");
+    let g = Gateway::from_config_str(&own).unwrap();
+    assert_eq!((cluster(&g, "v").as_deref(), cluster(&g, "set").as_deref()), (Some("self"), Some("mine")));
+    // Two different clusters on one server are still refused, whatever the plugin's.
+    let both = format!(
+        "gatewayCluster: back\n{bare}  - name: w\n    type: virtual\n    gatewayCluster: self\n    {}  gatewayCluster: other\n",
+        set.replace("name: set", "name: w").replace('\n', "\n    ")
+    );
+    let e = Gateway::from_config_str(&both).unwrap_err();
+    assert_eq!((e.server.as_deref(), e.field.as_str()), (Some("w"), "toolSet.gatewayCluster"), "{e}");
+    // None anywhere: refused at load, naming server, tool and field, and both places that would do.
+    let e = Gateway::from_config_str(&bare).unwrap_err();
+    assert_eq!(
+        (e.server.as_deref(), e.tool.as_deref(), e.field.as_str()),
+        (Some("v"), Some("old_echo"), "tools[1].server")
+    );
+    assert!(e.message.contains("add gatewayCluster") && e.message.contains("to the virtual server"), "{e}");
+    assert!(e.message.contains("or to the plugin's top level"), "{e}");
+    // Only a string names a cluster.
+    let e = Gateway::from_config_str(&format!("gatewayCluster: [a]\n{bare}")).unwrap_err();
+    assert_eq!((e.server.as_deref(), e.field.as_str()), (None, "gatewayCluster"), "{e}");
+    // Without an SSE reference, the default is harmless: no loopback.
+    let g = Gateway::from_config_str(&format!("gatewayCluster: back\n{CONFIG}")).unwrap();
+    assert!(g.loopback.is_none());
+}
+
+#[test]
 fn a_backends_answer_reaches_the_client_under_its_id_member_for_member() {
     let reply = |answer| super::link::reply(json!(7), answer, "b").to_string();
     assert_eq!(
@@ -989,7 +1026,23 @@ fn bridged(g: &Gateway, env: &mut MemoryEnv, r: &UpstreamRequest, seen: &RefCell
                 let event = json!({"jsonrpc": "2.0", "id": m["id"], "result": answer});
                 b.on_chunk(g, env, format!("event: message\ndata: {event}\n\n").as_bytes(), false)
             }
-            Step::Reply(resp) => return respond(resp),
+            Step::Reply(resp) => {
+                // A virtual server's own call has an audit record of its own, naming it; nothing else has.
+                let m: Value = serde_json::from_slice(&body).unwrap();
+                match b.own_call() {
+                    Some(own) => {
+                        assert_eq!(m["method"], "tools/call");
+                        assert_eq!(
+                            (own.server.as_str(), own.tool.as_str()),
+                            ("legacy", m["params"]["name"].as_str().unwrap())
+                        );
+                        assert_eq!((own.for_virtual.as_deref(), own.outcome), (b.for_virtual(), "ok"));
+                        assert!(own.audit_line(0).contains(r#""gatewayCallFor":"v""#), "{own:?}");
+                    }
+                    None => assert!(m["method"] != "tools/call" || b.for_virtual().is_none()),
+                }
+                return respond(resp);
+            }
             other => panic!("{other:?}"),
         };
     }

@@ -566,7 +566,7 @@ fn a_proxied_call_changes_only_the_headers_that_change() {
 /// The example config plus a virtual server `v` over `demo`'s `greet` and a `transport: sse` server's
 /// tool, which it reaches through this Envoy's own bridge ([`crate::loopback`]): every request of `v`
 /// carries the key its passes are signed with, and the bridge checks each pass it gets (`auth` refuses
-/// anything else).
+/// anything else). Beside it `w`, a virtual server over `greet` alone, which never loops back.
 fn virtual_gateway() -> Gateway {
     let mut doc = crate::config::parse_document(EXAMPLE).expect("the example config parses");
     let servers = doc["servers"].as_array_mut().expect("servers");
@@ -574,6 +574,8 @@ fn virtual_gateway() -> Gateway {
         "mcpServerURL": "/sse", "upstream": {"authority": "legacy.example:9"}, "auth": {"anonymous": false}}));
     servers.push(serde_json::json!({"name": "v", "type": "virtual", "gatewayCluster": "self",
         "tools": [{"server": "demo", "tool": "greet"}, {"server": "legacy", "tool": "echo"}]}));
+    servers.push(serde_json::json!({"name": "w", "type": "virtual", "gatewayCluster": "self",
+        "tools": [{"server": "demo", "tool": "greet"}]}));
     doc["consumers"] = serde_json::json!([{"name": "bench", "credential": POLICY_KEY}]);
     doc["keyAuth"] = serde_json::json!({"keys": ["x-api-key"], "inHeader": true, "inQuery": false});
     Gateway::from_config_str(&doc.to_string()).expect("the virtual config compiles")
@@ -626,9 +628,9 @@ fn a_virtual_server_and_the_bridge_read_the_loopback_secret_once_per_worker() {
 }
 
 /// The sides [`instructions`] can run: label, server, request body, text the answer must hold (`proxy`:
-/// a proxied call's head work, see [`proxied`]; `virtual`: a virtual server with a loopback; `loopback`:
-/// the head work of its request to the bridge, see [`loopback`]).
-const SIDES: [(&str, &str, &str, &str); 10] = [
+/// a proxied call's head work, see [`proxied`]; `virtual`: a virtual server with a loopback; `virtualrest`:
+/// one without, beside it; `loopback`: the head work of its request to the bridge, see [`loopback`]).
+const SIDES: [(&str, &str, &str, &str); 11] = [
     ("call", "demo", WEATHER, WEATHER_TEXT),
     ("route", "demo-route", WEATHER, WEATHER_TEXT),
     ("greet", "demo", GREET, "Hello, Paris!"),
@@ -638,6 +640,7 @@ const SIDES: [(&str, &str, &str, &str); 10] = [
     ("nomask", "demo-nomask", WEATHER, "weather-desk@example.com"),
     ("proxy", "proxied", "", ""),
     ("virtual", "v", GREET, "Hello, Paris!"),
+    ("virtualrest", "w", GREET, "Hello, Paris!"),
     ("loopback", "legacy", "", ""),
 ];
 
@@ -689,7 +692,7 @@ fn instructions() {
         loopback(&gw, &mut host, &head);
         return loopback_calls(&gw, &mut host, &head, n);
     }
-    if *server == "v" {
+    if *server == "v" || *server == "w" {
         let gw = virtual_gateway();
         let mut host = loopback_host();
         let _ = measure(&gw, &mut host, server, body, expect);

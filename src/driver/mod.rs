@@ -156,8 +156,8 @@ impl Driver {
         if let Some(keys) = &gw.input_keys {
             self.exchange.set_input(crate::input::Ctx::new(keys.as_deref(), host));
         }
-        // Only a virtual server's exchange calls through the loopback.
-        if let Some(keys) = gw.loopback.as_ref().filter(|_| self.exchange.is_virtual(gw)) {
+        // Only a virtual server that references an SSE server calls through the loopback.
+        if let Some(keys) = gw.loopback.as_ref().filter(|_| self.exchange.loops_back(gw)) {
             self.exchange.set_loopback(keys.signer(host));
         }
         self.exchange.set_now(host.now_ms());

@@ -260,3 +260,32 @@ fn the_guard_service_checks_input_and_output_while_other_calls_are_in_flight() {
     assert_eq!((records[0].tool.as_str(), records[0].outcome), ("weather", "guardrail"));
     assert!(d.take_records().is_empty());
 }
+
+#[test]
+fn only_a_virtual_server_that_reaches_an_sse_server_takes_the_loopback_key() {
+    // Signed sessions' keys: the key is there to take (no shared secret to prepare).
+    let g = Gateway::from_config_str(
+        r#"
+sessions: {store: signed, signingKeys: ["MDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3ODlhYmNkZWY="]}
+servers:
+  - {name: demo, upstream: {cluster: api}, tools: [{name: weather, requestTemplate: {url: /weather}}]}
+  - {name: legacy, type: mcp-proxy, transport: sse, mcpServerURL: /sse, upstream: {authority: "legacy:9"}}
+  - {name: v, type: virtual, gatewayCluster: self, tools: [{server: legacy, tool: echo}, {server: demo, tool: weather}]}
+  - {name: w, type: virtual, gatewayCluster: self, tools: [{server: demo, tool: weather}]}
+"#,
+    )
+    .unwrap();
+    assert!(g.loopback.is_some());
+    let init = r#"{"jsonrpc":"2.0","id":1,"method":"initialize","params":{"protocolVersion":"2025-03-26"}}"#;
+    for (server, keyed) in [("v", true), ("w", false), ("demo", false)] {
+        let mut head = post(None);
+        head.path = format!("/mcp-servers/{server}");
+        let crate::transport::Route::Accept(ex) = crate::transport::route(&g, &head) else { panic!("{server}") };
+        let mut d = Driver::new(ex, 1000);
+        let mut h = TestHost::default();
+        let _ = d.on_body(&g, &mut h, init.as_bytes());
+        assert_eq!(d.exchange.has_loopback(), keyed, "{server}");
+    }
+    let loops = |name: &str| g.server(name).unwrap().composed.as_ref().unwrap().loops_back;
+    assert!(loops("v") && !loops("w"));
+}

@@ -1100,5 +1100,12 @@ pub fn on_response_body(id: u32, size: usize, end_of_stream: bool) -> Option<Act
 
 /// Forgets context `id` (its stream has ended).
 pub fn forget(id: u32) {
-    RELAYS.with(|r| r.borrow_mut().remove(&id));
+    let held = RELAYS.with(|r| r.borrow_mut().remove(&id));
+    // A virtual server's own call through the bridge: its audit line, apart from clients' (no call stats:
+    // `mcp_loopback_requests_total` counted the request).
+    if let Some(h) = held {
+        if let Some(record) = h.bridge.as_ref().and_then(|b| b.own_call()) {
+            super::stats::audit(&h.gw.observability, &record, now_ms());
+        }
+    }
 }

@@ -36,15 +36,29 @@ pub fn emit(obs: &Observability, stats: &Stats, records: &[CallRecord], now_ms: 
         if obs.stats {
             stats.count(r, &mut define, &mut update);
         }
-        let level = match obs.audit {
-            AuditLevel::Off => continue,
-            AuditLevel::Debug => LogLevel::Debug,
-            AuditLevel::Info => LogLevel::Info,
-            AuditLevel::Warn => LogLevel::Warn,
-        };
-        if (level as u32) >= envoy_level {
-            let _ = hostcalls::log(level, &r.audit_line(now_ms));
-        }
+        log_audit(obs, r, now_ms, envoy_level);
+    }
+}
+
+/// Writes `r`'s audit line alone (no stats, no access-log properties).
+pub fn audit(obs: &Observability, r: &CallRecord, now_ms: u64) {
+    if obs.audit != AuditLevel::Off {
+        let envoy_level =
+            LOG_LEVEL.with(|l| l.borrow_mut().get(now_ms, || hostcalls::get_log_level().map_or(0, |l| l as u32)));
+        log_audit(obs, r, now_ms, envoy_level);
+    }
+}
+
+/// `r`'s audit line at the configured level, unless Envoy's level (`envoy_level`) drops it.
+fn log_audit(obs: &Observability, r: &CallRecord, now_ms: u64, envoy_level: u32) {
+    let level = match obs.audit {
+        AuditLevel::Off => return,
+        AuditLevel::Debug => LogLevel::Debug,
+        AuditLevel::Info => LogLevel::Info,
+        AuditLevel::Warn => LogLevel::Warn,
+    };
+    if (level as u32) >= envoy_level {
+        let _ = hostcalls::log(level, &r.audit_line(now_ms));
     }
 }
 

@@ -55,6 +55,9 @@ pub struct Bridge {
     own: Option<String>,
     /// The virtual server whose own call this is ([`crate::loopback`]), for the access log and stats.
     for_virtual: Option<Box<str>>,
+    /// The tool and argument names of a virtual server's own `tools/call`, for the audit line that tells it
+    /// from a client's ([`Bridge::own_call`]).
+    own_call: Option<(String, Vec<String>)>,
     /// The client's live session, when it sent one.
     found: Option<Session>,
     client_id: Value,
@@ -183,6 +186,7 @@ impl Bridge {
             head,
             own,
             for_virtual: None,
+            own_call: None,
             found,
             client_id: Value::Null,
             initialize: false,
@@ -223,6 +227,23 @@ impl Bridge {
         self.for_virtual.as_deref()
     }
 
+    /// The audit line's record of a virtual server's own `tools/call`, once answered: it names the virtual
+    /// server, so that an operator tells the gateway's own calls from clients'.
+    pub fn own_call(&self) -> Option<crate::metrics::CallRecord> {
+        let (tool, arguments) = self.own_call.as_ref().filter(|_| self.state == State::Done)?;
+        Some(crate::metrics::CallRecord {
+            server: self.server().to_string(),
+            tool: tool.clone(),
+            method: "tools/call",
+            consumer: crate::caller::Caller::anonymous().label().to_string(),
+            outcome: if self.answered { "ok" } else { "upstream_error" },
+            upstream_status: None,
+            latency_ms: None,
+            arguments: arguments.clone(),
+            for_virtual: self.for_virtual.as_deref().map(str::to_string),
+        })
+    }
+
     /// Whether the client's request body is still awaited.
     pub fn reading(&self) -> bool {
         self.state == State::Reading
@@ -252,6 +273,12 @@ impl Bridge {
         self.client_id = id.clone();
         self.relay.request_id = id.clone();
         self.initialize = method == "initialize";
+        if self.for_virtual.is_some() && method == "tools/call" {
+            let params = v.get("params");
+            let tool = params.and_then(|p| p.get("name")).and_then(Value::as_str).unwrap_or_default();
+            let arguments = crate::metrics::argument_names(params.and_then(|p| p.get("arguments")));
+            self.own_call = Some((tool.to_string(), arguments));
+        }
         self.message = match self.relay.on_body(gw, env, body) {
             Err(refused) => return Begin::Respond(refused),
             Ok(Some(renamed)) => renamed,
