@@ -563,6 +563,38 @@ def test_a_restarted_backend_is_reinitialised_transparently(tmp_path):
         backend.stop()
 
 
+def test_bridged_calls_in_flight_together_in_one_session_get_their_own_answers(tmp_path):
+    """Calls of one client session to an SSE backend at once, the slow one first: each bridged request has a
+    backend stream and session of its own (the gateway's `initialize` id is fixed, but never shared by two
+    requests on one backend session), so each answer goes to its own call, even under one client id."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    backend = McpBackend("sse", log_dir=tmp_path).start()
+    try:
+        cfg = {"servers": [proxied("legacy", "/sse", transport="sse")]}
+        with harness.gateway(cfg, tag="mcp-proxy-sse-together", upstream=backend, plugin_format="json") as g:
+            url = g.mcp_url("legacy")
+            sid = initialize(url)
+            calls = [(1, 600, "slow"), (2, 1, "fast"), (3, 200, "middle"), (1, 100, "same id")]
+
+            def one(c):
+                rid, pause, by = c
+                args = {"n": 2, "pause_ms": pause, "by": by}
+                body = {"jsonrpc": "2.0", "id": rid, "method": "tools/call", "params": {"name": "steps", "arguments": args}}
+                r = post(url, sid, body)
+                assert r.status_code == 200, r.text
+                return messages(r)[-1]
+
+            for _ in range(2):
+                with ThreadPoolExecutor(len(calls)) as pool:
+                    answers = list(pool.map(one, calls))
+                assert [a["id"] for a in answers] == [1, 2, 3, 1], answers
+                texts = [a["result"]["content"][0]["text"] if "result" in a else a for a in answers]
+                assert texts == [f"2 steps done by {by}" for _, _, by in calls], texts
+    finally:
+        backend.stop()
+
+
 def test_streamable_http_clients_use_an_sse_backend(tmp_path):
     """The SDK's Streamable HTTP client in front of the SDK's legacy SSE server: each request becomes a
     backend SSE stream of its own (GET /sse, then the gateway POSTs initialize, notifications/initialized

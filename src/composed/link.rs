@@ -56,7 +56,7 @@ enum Phase {
 pub struct Link {
     /// The proxied server's index in [`Gateway::servers`].
     pub backend: usize,
-    method: String,
+    method: &'static str,
     params: Value,
     /// The request's JSON-RPC id. Calls in flight together share the worker's backend session (a batch
     /// sends them at once), and a backend tells their answers apart by id alone.
@@ -67,6 +67,9 @@ pub struct Link {
     retried: bool,
     /// The backend session in use, once known: what the caller keeps for the next request.
     pub session: Option<Session>,
+    /// The session the worker held when the link started: [`Link::session`] replaces it only if it is
+    /// still held (links in flight together finish in any order).
+    pub(super) began: Option<Box<Session>>,
     /// The log and progress notifications the backend sent ahead of its answer (an SSE answer), in order.
     pub notes: Vec<Value>,
     /// A `transport: sse` server's loopback (boxed: rare, and a job holds links by value).
@@ -91,23 +94,25 @@ impl Link {
         backend: usize,
         session: Option<Session>,
         request: u64,
-        method: &str,
+        method: &'static str,
         params: Value,
         timeout_ms: u64,
         via: Option<Loop>,
     ) -> (Link, UpstreamRequest) {
         let stateless = || Session { id: None, version: crate::mcp::Revision::LATEST_LEGACY.as_str().to_string() };
+        let began = session.clone().map(Box::new);
         let session = if via.is_some() { Some(stateless()) } else { session };
         let phase = if session.is_some() { Phase::Requesting } else { Phase::Initializing };
         let link = Link {
             backend,
-            method: method.into(),
+            method,
             params,
             request_id: format!("mcp-gateway-request-{request}"),
             timeout_ms,
             phase,
             retried: false,
             session,
+            began,
             notes: Vec::new(),
             via: via.map(Box::new),
         };
@@ -225,7 +230,7 @@ impl Link {
             Phase::Requesting => object(vec![
                 ("jsonrpc", Value::from("2.0")),
                 ("id", Value::from(self.request_id.as_str())),
-                ("method", Value::from(self.method.as_str())),
+                ("method", Value::from(self.method)),
                 ("params", self.params.clone()),
             ]),
         };

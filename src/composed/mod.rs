@@ -416,7 +416,7 @@ impl Virtual {
         &self,
         gw: &Gateway,
         backend: usize,
-        method: &str,
+        method: &'static str,
         params: Value,
         timeout_ms: u64,
         via: Option<Loop>,
@@ -426,8 +426,15 @@ impl Virtual {
         Link::start(gw, backend, self.session(backend), n, method, params, timeout_ms, via)
     }
 
-    fn keep_session(&self, backend: usize, session: Option<Session>) {
-        held_mut(&mut self.state.borrow_mut(), backend).session = session;
+    /// The session `link` ended on becomes the one held, unless another link replaced the one it began
+    /// with meanwhile: a call cut off on a session the backend forgot, ending after a call that
+    /// re-initialised, would bring the forgotten one back.
+    fn keep_session(&self, link: &Link) {
+        let mut state = self.state.borrow_mut();
+        let held = held_mut(&mut state, link.backend);
+        if held.session.as_ref() == link.began.as_deref() {
+            held.session = link.session.clone();
+        }
     }
 
     /// How this virtual server reaches proxied server `backend`: directly (`None`), or through this Envoy's
@@ -687,7 +694,7 @@ impl Job {
                     Asking::Backend => match link.on_answer(gw, result) {
                         LinkStep::Send(r) => Next::Send(vec![(0, r)]),
                         LinkStep::Done(answer) => {
-                            v.keep_session(link.backend, link.session.clone());
+                            v.keep_session(link);
                             let reply = link::reply(id.clone(), answer, &gw.servers[link.backend].name);
                             // The proxied server's guardrails, then the virtual server's; then the guard services.
                             let reply = guarded(gw.servers[link.backend].guard.as_deref(), tool, reply);
@@ -726,7 +733,7 @@ impl Job {
                         }
                     },
                 };
-                v.keep_session(link.backend, link.session.clone());
+                v.keep_session(link);
                 warn.extend(v.fetched(gw, link.backend, outcome, now_ms));
                 links[index] = None;
                 *remaining -= 1;

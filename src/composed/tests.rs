@@ -426,6 +426,28 @@ fn a_backend_that_forgot_the_session_gets_a_new_one_and_the_request_once_more() 
 }
 
 #[test]
+fn a_call_that_fails_on_the_forgotten_session_does_not_bring_it_back() {
+    // Calls in flight on the held session when the backend restarts: one is cut off, the next gets 404 and
+    // re-initialises. The one cut off ends last and must not hold the forgotten session again, or every
+    // later call pays a 404 and a handshake.
+    let g = Gateway::from_config_str(CONFIG).unwrap();
+    let b = Backends::new();
+    let mut c = Client::new(&g, &b);
+    c.rpc("tools/call", json!({"name": "say", "arguments": {}})); // a session held on `ca`
+    let mut h = TestHost::new();
+    let mut cut = start_batch(&g, &mut h, call(json!(1), "say", json!({})));
+    assert_eq!(h.upstream_queue.len(), 1, "in flight on the held session");
+    *b.epoch.borrow_mut() += 1; // the backend restarted
+    assert!(c.rpc("tools/call", json!({"name": "say", "arguments": {}}))["result"].is_object());
+    let failed = |_: &UpstreamRequest| UpstreamResult::Failed("connection reset".into());
+    assert_eq!(h.settle(&g, &mut cut, &failed), crate::driver::Progress::Done);
+    b.methods();
+    assert!(c.rpc("tools/call", json!({"name": "say", "arguments": {}}))["result"].is_object());
+    let m: Vec<String> = b.methods().into_iter().map(|(_, m)| m).collect();
+    assert_eq!(m, ["tools/call"], "on the new session");
+}
+
+#[test]
 fn requests_in_flight_together_on_the_held_session_carry_ids_of_their_own() {
     // The SDK's servers key a session's answer streams by request id: two calls sent at once under one id
     // get one answer between them (seen in e2e), so each request the worker sends has its own.

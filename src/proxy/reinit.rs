@@ -5,8 +5,9 @@
 //! ```text
 //! POST initialize (the client's own params, kept with the session)  ──> a new backend session id
 //! POST notifications/initialized                                     ──> 202
-//! the store: our session now stands for the new backend session      ──> (local, or one Redis SET)
-//! POST the client's request again, once                              ──> its answer replaces the 404
+//! the store: our session now stands for the new backend session      ──> (local CAS, or one Redis EVAL)
+//!     unless another request's re-initialisation stored its own first: then for that one
+//! POST the client's request again, once, on the session ours stands for ──> its answer replaces the 404
 //! ```
 //!
 //! The retried answer is read whole before it goes to the client (a call's progress and logs arrive with
@@ -105,9 +106,9 @@ impl Reinit {
                 }
             }
             State::Notifying(theirs) if (200..300).contains(&status) => {
-                self.session.backend = Some(theirs);
+                let was = self.session.backend.replace(theirs);
                 self.state = State::Storing;
-                Step::Session(SessionOp::Update { id: self.ours.clone(), session: self.session.clone() })
+                Step::Session(SessionOp::Rebind { id: self.ours.clone(), was, session: self.session.clone() })
             }
             State::Retrying => Step::Retried(status, headers.to_vec(), body),
             _ => self.forget(),
@@ -117,7 +118,11 @@ impl Reinit {
     /// The store's answer to the last [`Step::Session`].
     pub fn on_session(&mut self, outcome: SessionOutcome) -> Step {
         match (std::mem::replace(&mut self.state, State::Forgetting), outcome) {
-            (State::Storing, SessionOutcome::Found(_)) => {
+            (State::Storing, SessionOutcome::Found(now)) => {
+                // Another request that found the same backend session forgotten may have stored its new
+                // one first: the client's requests already go there, so this one does too (ours is left to
+                // expire on the backend).
+                self.session = now;
                 self.state = State::Retrying;
                 let (theirs, body) = (self.session.backend.clone(), std::mem::take(&mut self.body));
                 let method = self.header("mcp-method").map(str::to_string);

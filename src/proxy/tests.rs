@@ -960,6 +960,44 @@ fn a_backend_that_forgot_the_session_is_reinitialised_with_the_clients_params_an
 }
 
 #[test]
+fn requests_that_found_the_backend_session_forgotten_together_go_on_one_new_session() {
+    // Two requests of one client session in flight when the backend restarts: both get 404 and both
+    // re-initialise. The one that stores last must not put its backend session in place of the first's,
+    // where requests of the client's already went (a call waiting on its elicitation's answer, a
+    // cancellation): it sends its request again on that one instead.
+    let gw = gateway("local", "");
+    let mut env = env();
+    let init = br#"{"jsonrpc":"2.0","id":0,"method":"initialize","params":{"protocolVersion":"2025-06-18","capabilities":{},"clientInfo":{"name":"c","version":"1"}}}"#;
+    let (mut relay, _) = forward(&gw, &mut env, &head("POST", &[]));
+    relay.keep(init.to_vec());
+    let theirs = vec![(SESSION.to_string(), "b-1".to_string())];
+    let Answer::Pass(edits) = relay.on_response_head(&gw, &mut env, 200, &theirs) else { panic!() };
+    let ours = value(&answered(200, &theirs, &edits), SESSION).unwrap().to_string();
+    let forgotten = |env: &mut MemoryEnv, body: &[u8]| {
+        let (mut relay, _) = forward(&gw, env, &head("POST", &[(SESSION, &ours)]));
+        relay.keep(body.to_vec());
+        let Answer::Reinit(reinit) = relay.on_response_head(&gw, env, 404, NO_HEADERS) else { panic!() };
+        reinit
+    };
+    let (mut a, mut b) = (forgotten(&mut env, b"{\"id\":1}"), forgotten(&mut env, b"{\"id\":2}"));
+    a.start();
+    b.start();
+    let new = |id: &str| vec![(SESSION.to_string(), id.to_string())];
+    assert!(matches!(a.on_answer(200, &new("b-2"), Vec::new()), reinit::Step::Call(..)));
+    assert!(matches!(b.on_answer(200, &new("b-3"), Vec::new()), reinit::Step::Call(..)));
+    let reinit::Step::Session(stored_a) = a.on_answer(202, &[], Vec::new()) else { panic!() };
+    let reinit::Step::Session(stored_b) = b.on_answer(202, &[], Vec::new()) else { panic!() };
+    let stored_a = run_session(&gw, &mut env, stored_a);
+    let reinit::Step::Call(ha, ba) = a.on_session(stored_a) else { panic!() };
+    assert_eq!((value(&ha, SESSION), ba.as_slice()), (Some("b-2"), &b"{\"id\":1}"[..]));
+    let stored_b = run_session(&gw, &mut env, stored_b);
+    let reinit::Step::Call(hb, bb) = b.on_session(stored_b) else { panic!() };
+    assert_eq!((value(&hb, SESSION), bb.as_slice()), (Some("b-2"), &b"{\"id\":2}"[..]), "on the first's session");
+    let (_, sent) = forward(&gw, &mut env, &head("POST", &[(SESSION, &ours)]));
+    assert_eq!(value(&sent, SESSION), Some("b-2"), "ours stands for the first's");
+}
+
+#[test]
 fn a_failed_reinitialisation_ends_our_session_as_before() {
     let gw = gateway("local", "");
     let mut env = env();

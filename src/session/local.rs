@@ -256,6 +256,26 @@ impl LocalStore {
 
     /// Applies an update and frees the room of the expired entries its write dropped. (`dyn`: one copy of
     /// the bucket update in the module, not one per operation.)
+    /// [`SessionOp::Rebind`], or with `was` `None` [`SessionOp::Update`].
+    fn rebind(
+        &self,
+        env: &mut dyn Env,
+        id: &str,
+        was: Option<Option<String>>,
+        session: Session,
+        now: u64,
+    ) -> SessionOutcome {
+        let payload = session.encode();
+        let decide = |current: Option<(u64, &str)>| match current.and_then(|(e, p)| Some((e, Session::decode(p)?))) {
+            Some((expires_ms, s)) if s.server == session.server && was.as_ref().is_none_or(|w| *w == s.backend) => {
+                (Edit::Put { expires_ms, payload: payload.clone() }, SessionOutcome::Found(session.clone()))
+            }
+            Some((_, s)) if s.server == session.server => (Edit::Keep, SessionOutcome::Found(s)),
+            _ => (Edit::Keep, SessionOutcome::NotFound),
+        };
+        self.update(env.kv(), id, now, &mut { decide }).unwrap_or_else(|e| SessionOutcome::Failed(StoreError(e)))
+    }
+
     fn update<T>(&self, kv: &mut dyn KeyValue, id: &str, now_ms: u64, decide: &mut Decide<'_, T>) -> Result<T, String> {
         let (result, expired) = SESSIONS.update(kv, id, now_ms, decide)?;
         release_expired(kv, &expired);
@@ -325,17 +345,10 @@ impl LocalStore {
                 }
                 outcome
             }
-            SessionOp::Update { id, session } => {
-                let payload = session.encode();
-                let decide = |current: Option<(u64, &str)>| match current {
-                    Some((expires_ms, p)) if Session::decode(p).is_some_and(|s| s.server == session.server) => {
-                        (Edit::Put { expires_ms, payload: payload.clone() }, SessionOutcome::Found(session.clone()))
-                    }
-                    _ => (Edit::Keep, SessionOutcome::NotFound),
-                };
-                self.update(env.kv(), &id, now, &mut { decide })
-                    .unwrap_or_else(|e| SessionOutcome::Failed(StoreError(e)))
-            }
+            // One arm for both (a closure each cost a copy of the store's update): an update is a rebind
+            // that holds whatever backend session the session stands for.
+            SessionOp::Update { id, session } => self.rebind(env, &id, None, session, now),
+            SessionOp::Rebind { id, was, session } => self.rebind(env, &id, Some(was), session, now),
         }
     }
 }

@@ -117,6 +117,10 @@ pub enum SessionOp {
     Delete { id: String, server: String },
     /// Replace a live session's data (its log level), keeping its expiry; answered `Found` or `NotFound`.
     Update { id: String, session: Session },
+    /// As `Update`, only while the session still stands for backend session `was` (a re-initialisation's
+    /// new one in its place); answered `Found` with the session as it now is: `session`, or the one another
+    /// re-initialisation of the same forgotten backend session stored first.
+    Rebind { id: String, was: Option<String>, session: Session },
 }
 
 /// What the store answers.

@@ -9,6 +9,7 @@
 //! | open      | `GETEX key PX ttl` (Redis >= 6.2)         | the value, TTL reset; nil if gone       |
 //! | delete    | `DEL key`                                | `:1` deleted, `:0` unknown              |
 //! | update    | `SET key value XX KEEPTTL` (log level)    | `+OK`; nil if gone                      |
+//! | rebind    | `EVAL` [`REBIND`]: the update, while the session still stands for the backend session it did | the value now; nil if gone |
 //!
 //! `GETEX` on a missing key creates nothing, so an open racing a `DELETE` cannot bring the session back.
 //! The server is part of the key, so an id used on another server's path finds nothing. A `NOAUTH` reply
@@ -167,6 +168,15 @@ impl RedisStore {
                 let key = self.key(&session.server, &id);
                 (resp::command(&["SET", &key, &session.encode(), "XX", "KEEPTTL"]), Waiting::Update(session))
             }
+            SessionOp::Rebind { id, was, session } => {
+                if !is_hex_id(&id) {
+                    return Started::Done(SessionOutcome::NotFound);
+                }
+                let key = self.key(&session.server, &id);
+                let was = was.unwrap_or_default();
+                // Answered as an open is: the session as it now is, or nil.
+                (resp::command(&["EVAL", REBIND, "1", &key, &was, &session.encode()]), Waiting::Open(session.server))
+            }
         };
         Started::Redis(Pending { what, command, retried: false })
     }
@@ -219,6 +229,11 @@ impl RedisStore {
         })
     }
 }
+
+/// [`SessionOp::Rebind`]: KEYS[1] the session, ARGV[1] the backend session it must still stand for ('' for
+/// none), ARGV[2] the new value. Answers the value now stored, nil if the session is gone.
+pub const REBIND: &str = "local c=redis.call('GET',KEYS[1]) if c and (cjson.decode(c).b or '')==ARGV[1] then \
+redis.call('SET',KEYS[1],ARGV[2],'KEEPTTL') return ARGV[2] end return c";
 
 /// Ids of the Redis store are 32 hex characters; anything else is unknown without a round trip.
 fn is_hex_id(id: &str) -> bool {
@@ -274,6 +289,20 @@ mod tests {
         let (cmd, p) = started(SessionOp::Update { id: id.clone(), session: leveled.clone() });
         assert_eq!(cmd, args(&["SET", &key, r#"{"s":"demo","v":"2025-06-18","l":"warning"}"#, "XX", "KEEPTTL"]));
         assert_eq!(s.finish(&p, Answer::Reply(b"+OK\r\n")), Next::Done(SessionOutcome::Found(leveled)));
+        assert_eq!(s.finish(&p, Answer::Reply(b"$-1\r\n")), Next::Done(SessionOutcome::NotFound));
+        // A rebind answers the session as it now is: ours, or the one another re-initialisation stored first.
+        let mut rebound = Session::new("demo", "2025-06-18");
+        rebound.backend = Some("b-2".into());
+        let was = Some("b-1".into());
+        let (cmd, p) = started(SessionOp::Rebind { id: id.clone(), was, session: rebound.clone() });
+        assert_eq!(cmd, args(&["EVAL", REBIND, "1", &key, "b-1", r#"{"s":"demo","v":"2025-06-18","b":"b-2"}"#]));
+        let now = |v: &[u8]| s.finish(&p, Answer::Reply(&resp::encode_reply(&Reply::Bulk(Some(v.to_vec())))));
+        assert_eq!(
+            now(br#"{"s":"demo","v":"2025-06-18","b":"b-2"}"#),
+            Next::Done(SessionOutcome::Found(rebound.clone()))
+        );
+        rebound.backend = Some("b-3".into());
+        assert_eq!(now(br#"{"s":"demo","v":"2025-06-18","b":"b-3"}"#), Next::Done(SessionOutcome::Found(rebound)));
         assert_eq!(s.finish(&p, Answer::Reply(b"$-1\r\n")), Next::Done(SessionOutcome::NotFound));
     }
 

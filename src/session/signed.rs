@@ -221,7 +221,7 @@ impl SignedStore {
                     .map_or_else(|e| SessionOutcome::Failed(StoreError(e)), |(outcome, _)| outcome)
             }
             // The id is the session: it cannot change after `initialize` (see `SessionStore::updatable`).
-            SessionOp::Update { .. } => SessionOutcome::Failed(StoreError(
+            SessionOp::Update { .. } | SessionOp::Rebind { .. } => SessionOutcome::Failed(StoreError(
                 "signed sessions cannot change after initialize (their id is their state)".into(),
             )),
         }
