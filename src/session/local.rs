@@ -254,8 +254,6 @@ impl LocalStore {
         expired.len()
     }
 
-    /// Applies an update and frees the room of the expired entries its write dropped. (`dyn`: one copy of
-    /// the bucket update in the module, not one per operation.)
     /// [`SessionOp::Rebind`], or with `was` `None` [`SessionOp::Update`].
     fn rebind(
         &self,
@@ -276,6 +274,8 @@ impl LocalStore {
         self.update(env.kv(), id, now, &mut { decide }).unwrap_or_else(|e| SessionOutcome::Failed(StoreError(e)))
     }
 
+    /// Applies an update and frees the room of the expired entries its write dropped. (`dyn`: one copy of
+    /// the bucket update in the module, not one per operation.)
     fn update<T>(&self, kv: &mut dyn KeyValue, id: &str, now_ms: u64, decide: &mut Decide<'_, T>) -> Result<T, String> {
         let (result, expired) = SESSIONS.update(kv, id, now_ms, decide)?;
         release_expired(kv, &expired);
