@@ -908,6 +908,17 @@ fn run_session(gw: &Gateway, env: &mut MemoryEnv, op: SessionOp) -> SessionOutco
     }
 }
 
+/// A client session initialized through the relay (its `initialize` kept for re-initialisation), which the
+/// backend answered with session `b-1`: our id for it.
+fn session_on_b1(gw: &Gateway, env: &mut MemoryEnv) -> String {
+    let init = br#"{"jsonrpc":"2.0","id":0,"method":"initialize","params":{"protocolVersion":"2025-06-18","capabilities":{},"clientInfo":{"name":"c","version":"1"}}}"#;
+    let (mut relay, _) = forward(gw, env, &head("POST", &[]));
+    relay.keep(init.to_vec());
+    let theirs = vec![(SESSION.to_string(), "b-1".to_string())];
+    let Answer::Pass(edits) = relay.on_response_head(gw, env, 200, &theirs) else { panic!() };
+    value(&answered(200, &theirs, &edits), SESSION).unwrap().to_string()
+}
+
 #[test]
 fn a_backend_that_forgot_the_session_is_reinitialised_with_the_clients_params_and_the_request_sent_again() {
     let gw = gateway("local", "  allowTools: [echo]\n");
@@ -967,12 +978,7 @@ fn requests_that_found_the_backend_session_forgotten_together_go_on_one_new_sess
     // cancellation): it sends its request again on that one instead.
     let gw = gateway("local", "");
     let mut env = env();
-    let init = br#"{"jsonrpc":"2.0","id":0,"method":"initialize","params":{"protocolVersion":"2025-06-18","capabilities":{},"clientInfo":{"name":"c","version":"1"}}}"#;
-    let (mut relay, _) = forward(&gw, &mut env, &head("POST", &[]));
-    relay.keep(init.to_vec());
-    let theirs = vec![(SESSION.to_string(), "b-1".to_string())];
-    let Answer::Pass(edits) = relay.on_response_head(&gw, &mut env, 200, &theirs) else { panic!() };
-    let ours = value(&answered(200, &theirs, &edits), SESSION).unwrap().to_string();
+    let ours = session_on_b1(&gw, &mut env);
     let forgotten = |env: &mut MemoryEnv, body: &[u8]| {
         let (mut relay, _) = forward(&gw, env, &head("POST", &[(SESSION, &ours)]));
         relay.keep(body.to_vec());
@@ -1001,13 +1007,7 @@ fn requests_that_found_the_backend_session_forgotten_together_go_on_one_new_sess
 fn a_failed_reinitialisation_ends_our_session_as_before() {
     let gw = gateway("local", "");
     let mut env = env();
-    let init = br#"{"jsonrpc":"2.0","id":0,"method":"initialize","params":{"protocolVersion":"2025-06-18","capabilities":{},"clientInfo":{"name":"c","version":"1"}}}"#;
-    let (mut relay, _) = forward(&gw, &mut env, &head("POST", &[]));
-    relay.keep(init.to_vec());
-    let theirs = vec![(SESSION.to_string(), "b-1".to_string())];
-    let Answer::Pass(edits) = relay.on_response_head(&gw, &mut env, 200, &theirs) else { panic!() };
-    let out = answered(200, &theirs, &edits);
-    let ours = value(&out, SESSION).unwrap().to_string();
+    let ours = session_on_b1(&gw, &mut env);
     let (mut relay, _) = forward(&gw, &mut env, &head("POST", &[(SESSION, &ours)]));
     relay.keep(b"{}".to_vec());
     let Answer::Reinit(mut reinit) = relay.on_response_head(&gw, &mut env, 404, NO_HEADERS) else { panic!() };
@@ -1020,11 +1020,7 @@ fn a_failed_reinitialisation_ends_our_session_as_before() {
     assert!(String::from_utf8_lossy(&r.body).contains("-32001"));
     assert!(matches!(route(&gw, &head("POST", &[(SESSION, &ours)]), &mut env), Some(Start::Respond(_))));
     // A GET stream (it cannot be sent again) gets the 404.
-    let (mut relay, _) = forward(&gw, &mut env, &head("POST", &[]));
-    relay.keep(init.to_vec());
-    let Answer::Pass(edits) = relay.on_response_head(&gw, &mut env, 200, &theirs) else { panic!() };
-    let out = answered(200, &theirs, &edits);
-    let ours = value(&out, SESSION).unwrap().to_string();
+    let ours = session_on_b1(&gw, &mut env);
     let (mut relay, _) = forward(&gw, &mut env, &head("GET", &[(SESSION, &ours)]));
     assert!(matches!(relay.on_response_head(&gw, &mut env, 404, NO_HEADERS), Answer::Replace(_)));
     // ... and ours stays, for the next POST to re-initialise the backend.
